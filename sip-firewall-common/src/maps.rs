@@ -1,0 +1,195 @@
+//! Map names, keys and values shared by the XDP program and the daemon.
+//!
+//! Names are the BPF object names (at most 15 bytes) and the names under which the maps are
+//! pinned; both sides refer to them only through these constants.
+
+use crate::addr::IpKey;
+
+/// LPM trie of allowed prefixes: key `lpm_trie::Key<IpKey>`, value `u8` (1).
+pub const ALLOW_LIST: &str = "SIPFW_ALLOW";
+/// LPM trie of denied prefixes: key `lpm_trie::Key<IpKey>`, value `u8` (1).
+pub const DENY_LIST: &str = "SIPFW_DENY";
+/// Hash of banned sources: key [`IpKey`], value [`BanValue`].
+pub const BANS: &str = "SIPFW_BANS";
+/// LRU hash of flood state per source group: key [`IpKey`] (see
+/// [`crate::addr::flood_group`]), value `u64` (theoretical arrival time, monotonic ns).
+pub const FLOOD: &str = "SIPFW_FLOOD";
+/// Array with one [`XdpConfig`].
+pub const CONFIG: &str = "SIPFW_CONFIG";
+/// Hash of SIP ports (host byte order) to `u8` (1).
+pub const SIP_PORTS: &str = "SIPFW_PORTS";
+/// Per-CPU array of [`crate::Counter`], indexed by [`crate::Reason`].
+pub const COUNTERS: &str = "SIPFW_COUNTERS";
+/// Ring buffer of [`BanEvent`]s: bans the XDP program made by itself.
+pub const BAN_EVENTS: &str = "SIPFW_EVENTS";
+
+/// Capacity of the allow and deny tries.
+pub const LIST_ENTRIES: u32 = 65_536;
+/// Capacity of the ban map.
+pub const BAN_ENTRIES: u32 = 262_144;
+/// Capacity of the flood LRU map (least recently seen sources are evicted first).
+pub const FLOOD_ENTRIES: u32 = 262_144;
+/// Capacity of the SIP ports map.
+pub const PORT_ENTRIES: u32 = 64;
+/// Size of the ban-event ring buffer in bytes (a power of two, a multiple of the page size).
+pub const BAN_EVENTS_BYTES: u32 = 256 * 1024;
+
+/// Maximum length of an LPM key's data in bits.
+pub const LPM_MAX_PREFIX: u32 = 128;
+
+/// A ban: the source is dropped until `expires_ns` (kernel `CLOCK_MONOTONIC`, the clock of
+/// `bpf_ktime_get_ns`). `u64::MAX` never expires.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanValue {
+    pub expires_ns: u64,
+    /// A [`BanReason`] as `u32`.
+    pub reason: u32,
+    pub _pad: u32,
+}
+
+/// Why a source is banned.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanReason {
+    /// The XDP flood limit.
+    Flood = 1,
+    /// An operator, through the CLI.
+    Manual = 2,
+    /// A scanner User-Agent.
+    Scanner = 3,
+    /// Too many failed digest authentications.
+    AuthFailure = 4,
+    /// Too many requests per window seen in user space (TCP, or UDP that passed XDP).
+    RequestRate = 5,
+}
+
+impl BanReason {
+    pub const fn name(self) -> &'static str {
+        match self {
+            BanReason::Flood => "flood",
+            BanReason::Manual => "manual",
+            BanReason::Scanner => "scanner",
+            BanReason::AuthFailure => "auth_failure",
+            BanReason::RequestRate => "request_rate",
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> Option<BanReason> {
+        match v {
+            1 => Some(BanReason::Flood),
+            2 => Some(BanReason::Manual),
+            3 => Some(BanReason::Scanner),
+            4 => Some(BanReason::AuthFailure),
+            5 => Some(BanReason::RequestRate),
+            _ => None,
+        }
+    }
+}
+
+/// What a ban or a deny entry blocks.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanScope {
+    /// All traffic from the source, as fail2ban does (default).
+    All = 0,
+    /// Only UDP and TCP to the SIP ports.
+    SipPorts = 1,
+}
+
+/// Sent by the XDP program through [`BAN_EVENTS`] when it bans a source by itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanEvent {
+    pub addr: IpKey,
+    pub expires_ns: u64,
+    /// A [`BanReason`] as `u32`.
+    pub reason: u32,
+    pub _pad: u32,
+}
+
+/// The program's settings, element 0 of [`CONFIG`]. All zero means: no flood limit, no
+/// payload limit, bans on all traffic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// Flood limit: ns between packets at the sustained rate (1e9 / rate); 0 disables it.
+    pub flood_interval_ns: u64,
+    /// Flood limit: how far ahead of now a source may run, `(burst - 1) * interval`.
+    pub flood_tolerance_ns: u64,
+    /// How long a flood ban lasts.
+    pub flood_ban_ns: u64,
+    /// Largest UDP payload accepted on the SIP ports; 0 disables the check.
+    pub max_payload: u32,
+    /// A [`BanScope`] as `u32`.
+    pub ban_scope: u32,
+}
+
+impl XdpConfig {
+    /// Settings for a flood limit of `rate` packets per second with bursts of `burst`.
+    pub const fn with_flood(mut self, rate_pps: u32, burst: u32, ban_ns: u64) -> Self {
+        if rate_pps == 0 {
+            self.flood_interval_ns = 0;
+            self.flood_tolerance_ns = 0;
+        } else {
+            let interval = 1_000_000_000 / rate_pps as u64;
+            let interval = if interval == 0 { 1 } else { interval };
+            let burst = if burst == 0 { 1 } else { burst };
+            self.flood_interval_ns = interval;
+            self.flood_tolerance_ns = interval * (burst as u64 - 1);
+        }
+        self.flood_ban_ns = ban_ns;
+        self
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::BanValue {}
+    unsafe impl aya::Pod for super::BanEvent {}
+    unsafe impl aya::Pod for super::XdpConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_are_fixed() {
+        assert_eq!(size_of::<BanValue>(), 16);
+        assert_eq!(size_of::<BanEvent>(), 32);
+        assert_eq!(size_of::<XdpConfig>(), 32);
+    }
+
+    #[test]
+    fn map_names_fit_bpf_obj_name() {
+        for n in [ALLOW_LIST, DENY_LIST, BANS, FLOOD, CONFIG, SIP_PORTS, COUNTERS, BAN_EVENTS] {
+            assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
+        }
+    }
+
+    #[test]
+    fn flood_settings() {
+        let c = XdpConfig::default().with_flood(100, 20, 5);
+        assert_eq!(c.flood_interval_ns, 10_000_000);
+        assert_eq!(c.flood_tolerance_ns, 190_000_000);
+        assert_eq!(c.flood_ban_ns, 5);
+        let off = XdpConfig::default().with_flood(0, 20, 5);
+        assert_eq!(off.flood_interval_ns, 0);
+    }
+
+    #[test]
+    fn ban_reasons_round_trip() {
+        for r in [
+            BanReason::Flood,
+            BanReason::Manual,
+            BanReason::Scanner,
+            BanReason::AuthFailure,
+            BanReason::RequestRate,
+        ] {
+            assert_eq!(BanReason::from_u32(r as u32), Some(r));
+        }
+        assert_eq!(BanReason::from_u32(0), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! SIP message layer (parsing, framing, sanity). See the crate README.
