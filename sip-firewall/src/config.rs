@@ -1,0 +1,307 @@
+//! The daemon's configuration: one TOML file, embedded defaults when absent.
+//!
+//! Every section rejects unknown keys, so a typo is an error that names the key and its line
+//! (the `toml` crate reports both) instead of a setting silently ignored.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+/// Where the daemon looks for its file when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/sip-firewall/sip-firewall.toml";
+
+/// An error in a configuration file: what is wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub xdp: XdpSection,
+    pub policy: PolicyConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[sip]`: the SIP listeners and the message layer's limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// Addresses the daemon listens on, each on UDP and TCP.
+    pub listen: Vec<SocketAddr>,
+    /// Domains this proxy is responsible for (registrar and authentication realm).
+    pub domains: Vec<String>,
+    /// Largest whole message accepted (bytes).
+    pub max_message_bytes: usize,
+    /// Largest single header line accepted, folded lines included (bytes).
+    pub max_header_bytes: usize,
+    /// Largest Request-URI accepted (bytes).
+    pub max_request_uri_bytes: usize,
+    /// A TCP connection that sends no complete message for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 5060))],
+            domains: Vec::new(),
+            max_message_bytes: 16384,
+            max_header_bytes: 2048,
+            max_request_uri_bytes: 512,
+            tcp_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic mode with a warning.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode only.
+    Generic,
+    /// No XDP: every check runs in user space.
+    Off,
+}
+
+/// What bans and deny entries block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BanScopeConfig {
+    /// All traffic from the source.
+    #[default]
+    All,
+    /// Only traffic to the SIP ports.
+    SipPorts,
+}
+
+/// `[xdp]`: the fast path.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct XdpSection {
+    /// Interfaces to attach to.
+    pub interfaces: Vec<String>,
+    pub mode: XdpMode,
+    /// UDP and TCP ports judged as SIP.
+    pub sip_ports: Vec<u16>,
+    /// Sustained packets per second allowed per source (IPv6: per /64); 0 disables the limit.
+    pub flood_rate: u32,
+    /// Packets a source may send at once above the sustained rate.
+    pub flood_burst: u32,
+    /// How long a source over the flood limit is banned.
+    #[serde(deserialize_with = "duration")]
+    pub ban_time: Duration,
+    /// Largest UDP payload accepted on the SIP ports (bytes); 0 disables the check.
+    pub max_payload: u32,
+    pub ban_scope: BanScopeConfig,
+}
+
+impl Default for XdpSection {
+    fn default() -> Self {
+        XdpSection {
+            interfaces: Vec::new(),
+            mode: XdpMode::Auto,
+            sip_ports: vec![5060],
+            flood_rate: 50,
+            flood_burst: 100,
+            ban_time: Duration::from_secs(300),
+            max_payload: 16384,
+            ban_scope: BanScopeConfig::All,
+        }
+    }
+}
+
+/// `[policy]`: who is trusted and who is refused outright.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Trusted prefixes (trunks, PBXs): every check is skipped for them.
+    pub allow: Vec<IpNet>,
+    /// Refused prefixes: dropped.
+    pub deny: Vec<IpNet>,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of `GET /metrics`; absent disables it.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
+    }
+}
+
+impl Config {
+    /// Parse a configuration from TOML text; `path` names the file in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Load `path`; when `path` is the default path and does not exist, the embedded defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::from_toml(&text, &path),
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message: message.to_string(),
+        };
+        if self.xdp.sip_ports.is_empty() {
+            return Err(invalid("xdp.sip_ports", "needs at least one port"));
+        }
+        if self.xdp.sip_ports.contains(&0) {
+            return Err(invalid("xdp.sip_ports", "port 0 is not a port"));
+        }
+        if self.xdp.sip_ports.len() > sip_firewall_common::maps::PORT_ENTRIES as usize {
+            return Err(invalid("xdp.sip_ports", "too many ports (at most 64)"));
+        }
+        if self.xdp.flood_rate > 0 && self.xdp.flood_burst == 0 {
+            return Err(invalid(
+                "xdp.flood_burst",
+                "must be at least 1 when flood_rate is set",
+            ));
+        }
+        if self.xdp.flood_rate > 1_000_000_000 {
+            return Err(invalid("xdp.flood_rate", "at most 1000000000 packets/s"));
+        }
+        if self.sip.max_message_bytes < 256 {
+            return Err(invalid("sip.max_message_bytes", "must be at least 256"));
+        }
+        if self.sip.max_header_bytes < 64 || self.sip.max_header_bytes > self.sip.max_message_bytes
+        {
+            return Err(invalid(
+                "sip.max_header_bytes",
+                "must be at least 64 and at most sip.max_message_bytes",
+            ));
+        }
+        if self.sip.max_request_uri_bytes < 16
+            || self.sip.max_request_uri_bytes > self.sip.max_header_bytes
+        {
+            return Err(invalid(
+                "sip.max_request_uri_bytes",
+                "must be at least 16 and at most sip.max_header_bytes",
+            ));
+        }
+        if self.sip.tcp_idle_timeout.is_zero() {
+            return Err(invalid("sip.tcp_idle_timeout", "must be longer than 0s"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `ip` lies in one of `nets`.
+pub fn in_any(nets: &[IpNet], ip: IpAddr) -> bool {
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// Durations are written as humans write them: `30s`, `5m`, `1h 30m`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("{e} (write durations like \"30s\", \"5m\", \"1h\")")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.xdp.sip_ports, vec![5060]);
+        assert_eq!(c.sip.max_message_bytes, 16384);
+        assert_eq!(c.xdp.ban_time, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[xdp]\nsip_ports = [5060]\nflod_rate = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flod_rate"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let err = parse("[xdp]\nflood_rate = \"fast\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_lists() {
+        let c = parse(
+            "[xdp]\nban_time = \"1h 30m\"\nmode = \"generic\"\n[policy]\nallow = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.xdp.ban_time, Duration::from_secs(5400));
+        assert_eq!(c.xdp.mode, XdpMode::Generic);
+        assert!(in_any(&c.policy.allow, "192.0.2.9".parse().unwrap()));
+        assert!(!in_any(&c.policy.allow, "198.51.100.1".parse().unwrap()));
+        let err = parse("[xdp]\nban_time = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("ban_time") || err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn impossible_values() {
+        let err = parse("[xdp]\nsip_ports = []\n").unwrap_err().to_string();
+        assert!(err.contains("xdp.sip_ports"), "{err}");
+        let err = parse("[xdp]\nflood_rate = 10\nflood_burst = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("xdp.flood_burst"), "{err}");
+    }
+}
