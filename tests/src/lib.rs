@@ -1,1 +1,19 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: a root check that skips loudly, crafted frames
+//! for `BPF_PROG_TEST_RUN`, and throw-away network namespaces joined by a veth pair.
+
+pub mod frames;
+pub mod netns;
+
+/// Whether the tests that load BPF programs and make namespaces can run. When they cannot,
+/// the caller skips with this message on stderr (visible in `cargo xtask test`).
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        true
+    } else {
+        eprintln!(
+            "SKIPPED {test}: needs root (BPF and network namespaces); run `sudo cargo xtask test`"
+        );
+        false
+    }
+}

@@ -1,1 +1,143 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, run, test and benchmarks of sip-firewall.
+//!
+//! Every command first runs the set-up it needs; set-up steps print what they do and are
+//! idempotent (a second run only checks).
+
+mod bench_xdp;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run, test and benchmark sip-firewall")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and tests need (nightly rust-src, bpf-linker, test tools).
+    Setup,
+    /// Build the daemon (with its embedded XDP program).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run `sip-firewall run` with the given arguments.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: formatting, clippy, unit, BPF_PROG_TEST_RUN and namespace tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket).
+    Bench {
+        #[arg(value_parser = ["xdp"])]
+        what: String,
+    },
+}
+
+/// Run a command, echoing it; fail when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: $ {}", show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", show(cmd)))?;
+    if !status.success() {
+        bail!("{} failed: {status}", show(cmd));
+    }
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// `cargo` with the project root as working directory.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// The workspace root.
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => {
+            setup::build_tools()?;
+            setup::test_tools()
+        }
+        Cmd::Build { release } => {
+            setup::build_tools()?;
+            let mut c = cargo();
+            c.args(["build", "--package", "sip-firewall"]);
+            if release {
+                c.arg("--release");
+            }
+            run(&mut c)
+        }
+        Cmd::Run { args } => {
+            setup::build_tools()?;
+            run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?;
+            let bin = root().join("target/release/sip-firewall");
+            let mut c = Command::new(&bin);
+            c.arg("run").args(&args);
+            eprintln!("xtask: $ {}", show(&c));
+            // Replace nothing: wait, and pass the daemon's exit status on.
+            let status = c
+                .status()
+                .with_context(|| format!("cannot start {}", bin.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Test { args } => {
+            setup::build_tools()?;
+            setup::test_tools()?;
+            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            // Builds the daemon binary too, which the integration tests start.
+            run(cargo().args(["build", "--workspace", "--bins"]))?;
+            let mut c = cargo();
+            c.args(["test", "--workspace", "--no-fail-fast"]);
+            if !args.is_empty() {
+                c.arg("--").args(&args);
+            }
+            run(&mut c)
+        }
+        Cmd::Bench { what } => {
+            setup::build_tools()?;
+            setup::test_tools()?;
+            match what.as_str() {
+                "xdp" => bench_xdp::run(),
+                other => bail!("unknown benchmark {other}"),
+            }
+        }
+    }
+}

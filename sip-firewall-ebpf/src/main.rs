@@ -1,0 +1,173 @@
+//! The XDP program of sip-firewall.
+//!
+//! Decides, in this order: allow list (pass), deny list (drop), ban map (drop while live),
+//! then for UDP to a SIP port only: flood limit per source (drop and ban), payload size,
+//! payload sanity (keep-alive, STUN, SIP request or status line; anything else dropped). It
+//! decides from maps the daemon fills; every packet moves exactly one counter.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod packet;
+mod payload;
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
+use sip_firewall_common::{
+    BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig, addr::flood_group,
+    payload::PayloadClass,
+};
+
+use crate::{
+    maps::{ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, SIP_PORTS, count, host_key},
+    packet::{IPPROTO_UDP, be16_at, parse_ip, ptr_at},
+};
+
+const UDP_HLEN: usize = 8;
+
+#[xdp]
+pub fn sip_firewall(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let reason = judge(&ctx);
+    count(reason, len);
+    if reason.is_drop() {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+#[inline(always)]
+fn judge(ctx: &XdpContext) -> Reason {
+    let Some(ip) = parse_ip(ctx) else {
+        return Reason::Passed;
+    };
+    if ALLOW.get(host_key(ip.src)).is_some() {
+        return Reason::Allowed;
+    }
+    let Some(cfg) = CONFIG.get(0) else {
+        return Reason::Passed;
+    };
+
+    let dport = if ip.has_ports {
+        be16_at(ctx, ip.l4 + 2)
+    } else {
+        None
+    };
+    let sip_port = match dport {
+        Some(p) => SIP_PORTS.get_ptr(p).is_some(),
+        None => false,
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    if sip_port || cfg.ban_scope == BanScope::All as u32 {
+        if DENY.get(host_key(ip.src)).is_some() {
+            return Reason::Denied;
+        }
+        if is_banned(&ip.src, now) {
+            return Reason::Banned;
+        }
+    }
+    if !sip_port || ip.proto != IPPROTO_UDP {
+        return Reason::Passed;
+    }
+
+    if over_flood_limit(cfg, &ip.src, now) {
+        ban(&ip.src, now, cfg.flood_ban_ns, BanReason::Flood);
+        return Reason::Flood;
+    }
+
+    // A UDP header cut short is not ours to judge: the kernel drops it.
+    let Some(udp_len) = be16_at(ctx, ip.l4 + 4) else {
+        return Reason::Passed;
+    };
+    if ptr_at(ctx, ip.l4, UDP_HLEN).is_none() {
+        return Reason::Passed;
+    }
+    let udp_len = udp_len as usize;
+    if udp_len < UDP_HLEN {
+        return Reason::Malformed;
+    }
+    let payload_len = udp_len - UDP_HLEN;
+    if cfg.max_payload != 0 && payload_len > cfg.max_payload as usize {
+        return Reason::Oversize;
+    }
+    match payload::classify(ctx, ip.l4 + UDP_HLEN, payload_len) {
+        PayloadClass::Malformed => Reason::Malformed,
+        // Stray-reply matching against the daemon's client transactions hooks in here.
+        PayloadClass::Response => Reason::Passed,
+        PayloadClass::Request | PayloadClass::KeepAlive | PayloadClass::Stun => Reason::Passed,
+    }
+}
+
+/// A live ban for `src`. Expired entries are deleted on sight.
+#[inline(always)]
+fn is_banned(src: &IpKey, now: u64) -> bool {
+    let Some(ban) = BANS.get_ptr(src) else {
+        return false;
+    };
+    let expires = unsafe { (*ban).expires_ns };
+    if expires > now {
+        return true;
+    }
+    let _ = BANS.remove(src);
+    false
+}
+
+/// GCRA (a token bucket kept as one timestamp): the source's theoretical arrival time may run
+/// at most `tolerance` ahead of now.
+#[inline(always)]
+fn over_flood_limit(cfg: &XdpConfig, src: &IpKey, now: u64) -> bool {
+    let interval = cfg.flood_interval_ns;
+    if interval == 0 {
+        return false;
+    }
+    let group = flood_group(*src);
+    match FLOOD.get_ptr_mut(&group) {
+        Some(tat) => {
+            // Shared between CPUs: a lost update only shifts one packet's accounting.
+            let stored = unsafe { *tat };
+            let tat_now = if stored > now { stored } else { now };
+            if tat_now - now > cfg.flood_tolerance_ns {
+                return true;
+            }
+            unsafe { *tat = tat_now + interval };
+            false
+        }
+        None => {
+            let _ = FLOOD.insert(&group, &(now + interval), 0);
+            false
+        }
+    }
+}
+
+/// Ban `src` for `duration_ns` and tell user space.
+#[inline(always)]
+fn ban(src: &IpKey, now: u64, duration_ns: u64, reason: BanReason) {
+    let expires_ns = now.saturating_add(duration_ns);
+    let value = BanValue {
+        expires_ns,
+        reason: reason as u32,
+        _pad: 0,
+    };
+    let _ = BANS.insert(src, &value, 0);
+    let event = BanEvent {
+        addr: *src,
+        expires_ns,
+        reason: reason as u32,
+        _pad: 0,
+    };
+    // A full ring only loses the notification: the ban itself is already in the map.
+    let _ = BAN_EVENTS.output::<BanEvent>(&event, 0);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,63 @@
+//! The maps of the XDP program. Names, key and value types come from
+//! `sip_firewall_common::maps`, where the daemon finds them too.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{
+        Array, HashMap, LruHashMap, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
+};
+use sip_firewall_common::{
+    Counter, IpKey, Reason,
+    maps::{
+        BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, LIST_ENTRIES, PORT_ENTRIES,
+        XdpConfig,
+    },
+};
+
+#[map(name = "SIPFW_ALLOW")]
+pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::with_max_entries(LIST_ENTRIES, 0);
+
+#[map(name = "SIPFW_DENY")]
+pub static DENY: LpmTrie<IpKey, u8> = LpmTrie::with_max_entries(LIST_ENTRIES, 0);
+
+#[map(name = "SIPFW_BANS")]
+pub static BANS: HashMap<IpKey, BanValue> = HashMap::with_max_entries(BAN_ENTRIES, 0);
+
+#[map(name = "SIPFW_FLOOD")]
+pub static FLOOD: LruHashMap<IpKey, u64> = LruHashMap::with_max_entries(FLOOD_ENTRIES, 0);
+
+#[map(name = "SIPFW_CONFIG")]
+pub static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "SIPFW_PORTS")]
+pub static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(PORT_ENTRIES, 0);
+
+#[map(name = "SIPFW_COUNTERS")]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+#[map(name = "SIPFW_EVENTS")]
+pub static BAN_EVENTS: RingBuf = RingBuf::with_byte_size(BAN_EVENTS_BYTES, 0);
+
+/// Scratch slot used to hand a scan result past the verifier (see `payload.rs`).
+#[map(name = "SIPFW_SCRATCH")]
+pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// An exact-address LPM key (`/128`) for a lookup.
+#[inline(always)]
+pub fn host_key(addr: IpKey) -> Key<IpKey> {
+    Key::new(128, addr)
+}
+
+/// Count one packet of `len` bytes under `reason`.
+#[inline(always)]
+pub fn count(reason: Reason, len: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
+        // Per-CPU slot: no other writer, plain adds are enough.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Typed access to the XDP program's maps.
+//!
+//! The daemon owns the maps: it fills them from its configuration and state, and reads the
+//! counters back. Addresses are stored as [`IpKey`]s (IPv4-mapped), prefixes as LPM keys.
+
+use std::net::IpAddr;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+};
+use ipnet::IpNet;
+use sip_firewall_common::{
+    BanValue, Counter, IpKey, Reason, XdpConfig,
+    addr::{V4_MAPPED_PREFIX_BITS, is_v4_mapped, v4_key},
+    maps as names,
+};
+
+/// A map could not be found, opened or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("the XDP program has no map {0} (program and daemon built from different trees?)")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+/// The key of an address.
+pub fn ip_key(ip: IpAddr) -> IpKey {
+    match ip {
+        IpAddr::V4(v4) => v4_key(v4.octets()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4_key(v4.octets()),
+            None => v6.octets(),
+        },
+    }
+}
+
+/// The address of a key.
+pub fn key_ip(key: &IpKey) -> IpAddr {
+    if is_v4_mapped(key) {
+        IpAddr::from([key[12], key[13], key[14], key[15]])
+    } else {
+        IpAddr::from(*key)
+    }
+}
+
+/// The LPM key of a prefix.
+pub fn net_key(net: &IpNet) -> Key<IpKey> {
+    let net = net.trunc();
+    match net {
+        IpNet::V4(n) => Key::new(
+            V4_MAPPED_PREFIX_BITS + u32::from(n.prefix_len()),
+            v4_key(n.addr().octets()),
+        ),
+        IpNet::V6(n) => Key::new(u32::from(n.prefix_len()), n.addr().octets()),
+    }
+}
+
+/// The prefix of an LPM key.
+pub fn key_net(key: &Key<IpKey>) -> Option<IpNet> {
+    let data = key.data();
+    let len = key.prefix_len();
+    if is_v4_mapped(&data) && len >= V4_MAPPED_PREFIX_BITS {
+        IpNet::new(key_ip(&data), (len - V4_MAPPED_PREFIX_BITS) as u8).ok()
+    } else {
+        IpNet::new(IpAddr::from(data), len as u8).ok()
+    }
+}
+
+/// The maps of one loaded program.
+pub struct XdpMaps {
+    allow: LpmTrie<MapData, IpKey, u8>,
+    deny: LpmTrie<MapData, IpKey, u8>,
+    bans: HashMap<MapData, IpKey, BanValue>,
+    config: Array<MapData, XdpConfig>,
+    ports: HashMap<MapData, u16, u8>,
+    counters: PerCpuArray<MapData, Counter>,
+}
+
+impl XdpMaps {
+    /// Take the maps out of a loaded object (the ring buffer of ban events stays there for
+    /// [`super::events`]).
+    pub fn take(ebpf: &mut Ebpf) -> Result<XdpMaps, MapsError> {
+        fn take(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<aya::maps::Map, MapsError> {
+            ebpf.take_map(name).ok_or(MapsError::Missing(name))
+        }
+        Ok(XdpMaps {
+            allow: LpmTrie::try_from(take(ebpf, names::ALLOW_LIST)?)
+                .map_err(map_err(names::ALLOW_LIST))?,
+            deny: LpmTrie::try_from(take(ebpf, names::DENY_LIST)?)
+                .map_err(map_err(names::DENY_LIST))?,
+            bans: HashMap::try_from(take(ebpf, names::BANS)?).map_err(map_err(names::BANS))?,
+            config: Array::try_from(take(ebpf, names::CONFIG)?).map_err(map_err(names::CONFIG))?,
+            ports: HashMap::try_from(take(ebpf, names::SIP_PORTS)?)
+                .map_err(map_err(names::SIP_PORTS))?,
+            counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
+                .map_err(map_err(names::COUNTERS))?,
+        })
+    }
+
+    /// Write the program's settings.
+    pub fn set_config(&mut self, config: &XdpConfig) -> Result<(), MapsError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(names::CONFIG))
+    }
+
+    /// Replace the set of SIP ports.
+    pub fn set_sip_ports(&mut self, ports: &[u16]) -> Result<(), MapsError> {
+        let old: Vec<u16> = self.ports.keys().filter_map(Result::ok).collect();
+        for p in ports {
+            self.ports.insert(p, 1, 0).map_err(map_err(names::SIP_PORTS))?;
+        }
+        for p in old.iter().filter(|p| !ports.contains(p)) {
+            self.ports.remove(p).map_err(map_err(names::SIP_PORTS))?;
+        }
+        Ok(())
+    }
+
+    pub fn allow_add(&mut self, net: &IpNet) -> Result<(), MapsError> {
+        self.allow
+            .insert(&net_key(net), 1, 0)
+            .map_err(map_err(names::ALLOW_LIST))
+    }
+
+    pub fn allow_remove(&mut self, net: &IpNet) -> Result<bool, MapsError> {
+        remove_missing_ok(self.allow.remove(&net_key(net)), names::ALLOW_LIST)
+    }
+
+    pub fn allow_list(&self) -> Vec<IpNet> {
+        self.allow.keys().filter_map(Result::ok).filter_map(|k| key_net(&k)).collect()
+    }
+
+    pub fn deny_add(&mut self, net: &IpNet) -> Result<(), MapsError> {
+        self.deny
+            .insert(&net_key(net), 1, 0)
+            .map_err(map_err(names::DENY_LIST))
+    }
+
+    pub fn deny_remove(&mut self, net: &IpNet) -> Result<bool, MapsError> {
+        remove_missing_ok(self.deny.remove(&net_key(net)), names::DENY_LIST)
+    }
+
+    pub fn deny_list(&self) -> Vec<IpNet> {
+        self.deny.keys().filter_map(Result::ok).filter_map(|k| key_net(&k)).collect()
+    }
+
+    /// Ban `ip` until `expires_ns` (monotonic; `u64::MAX` never expires).
+    pub fn ban(&mut self, ip: IpAddr, expires_ns: u64, reason: u32) -> Result<(), MapsError> {
+        let value = BanValue {
+            expires_ns,
+            reason,
+            _pad: 0,
+        };
+        self.bans
+            .insert(ip_key(ip), value, 0)
+            .map_err(map_err(names::BANS))
+    }
+
+    pub fn unban(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
+        remove_missing_ok(self.bans.remove(&ip_key(ip)), names::BANS)
+    }
+
+    /// Every ban entry, expired or not.
+    pub fn bans(&self) -> Vec<(IpAddr, BanValue)> {
+        self.bans
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (key_ip(&k), v))
+            .collect()
+    }
+
+    /// The counters, summed over CPUs, indexed by [`Reason`].
+    pub fn counters(&self) -> Result<[Counter; Reason::COUNT as usize], MapsError> {
+        let mut out = [Counter::default(); Reason::COUNT as usize];
+        for (slot, reason) in out.iter_mut().zip(Reason::ALL) {
+            let per_cpu = self
+                .counters
+                .get(&(reason as u32), 0)
+                .map_err(map_err(names::COUNTERS))?;
+            for c in per_cpu.iter() {
+                slot.packets += c.packets;
+                slot.bytes += c.bytes;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Removing an absent key is not an error for us: report whether it was there.
+fn remove_missing_ok(r: Result<(), MapError>, name: &'static str) -> Result<bool, MapsError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(source) => Err(MapsError::Map { name, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        for ip in ["192.0.2.1", "2001:db8::1", "::ffff:198.51.100.7"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let back = key_ip(&ip_key(ip));
+            match ip {
+                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+                    assert_eq!(back, IpAddr::V4(v6.to_ipv4_mapped().unwrap()))
+                }
+                _ => assert_eq!(back, ip),
+            }
+        }
+        for net in ["192.0.2.0/24", "10.0.0.0/8", "2001:db8::/32", "0.0.0.0/0"] {
+            let net: IpNet = net.parse().unwrap();
+            assert_eq!(key_net(&net_key(&net)), Some(net));
+        }
+        let k = net_key(&"192.0.2.0/24".parse().unwrap());
+        assert_eq!(k.prefix_len(), 120);
+    }
+}

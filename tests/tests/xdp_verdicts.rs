@@ -1,0 +1,589 @@
+//! Every verdict of the XDP program, on crafted frames run through `BPF_PROG_TEST_RUN`:
+//! the program's return code and the counter it moves.
+
+use std::{net::IpAddr, time::Duration};
+
+use aya::programs::{TestRun, TestRunOptions};
+use sip_firewall::{
+    clock,
+    xdp::{FastPath, events},
+};
+use sip_firewall_common::{
+    BanReason, BanScope, Reason, XdpConfig,
+    payload::{PayloadClass, classify},
+};
+use sip_firewall_tests::{
+    frames::{self, Shape},
+    require_root,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const SRC4: &str = "192.0.2.10";
+const DST4: &str = "198.51.100.1";
+const SRC6: &str = "2001:db8:1::10";
+const DST6: &str = "2001:db8:2::1";
+
+/// A loaded program with the daemon's default settings and port 5060.
+fn program(cfg: XdpConfig) -> FastPath {
+    let mut fp = FastPath::load().expect("load the XDP program");
+    fp.maps.set_config(&cfg).unwrap();
+    fp.maps.set_sip_ports(&[5060]).unwrap();
+    fp
+}
+
+fn default_cfg() -> XdpConfig {
+    XdpConfig {
+        max_payload: 16384,
+        ban_scope: BanScope::All as u32,
+        ..Default::default()
+    }
+}
+
+/// Run one frame; return the action and the one reason whose counter moved.
+fn run(fp: &FastPath, frame: &[u8]) -> (u32, Reason) {
+    let before = fp.maps.counters().unwrap();
+    let res = fp
+        .program()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    let after = fp.maps.counters().unwrap();
+    let moved: Vec<Reason> = Reason::ALL
+        .iter()
+        .copied()
+        .filter(|r| after[*r as usize].packets != before[*r as usize].packets)
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "exactly one counter moves per packet, got {moved:?}"
+    );
+    let r = moved[0];
+    assert_eq!(after[r as usize].packets - before[r as usize].packets, 1);
+    assert_eq!(
+        after[r as usize].bytes - before[r as usize].bytes,
+        frame.len() as u64,
+        "byte counter counts the whole frame"
+    );
+    (res.return_value, r)
+}
+
+fn assert_verdict(fp: &FastPath, frame: &[u8], want: Reason, what: &str) {
+    let (action, reason) = run(fp, frame);
+    assert_eq!(reason, want, "{what}: reason");
+    let want_action = if want.is_drop() { XDP_DROP } else { XDP_PASS };
+    assert_eq!(action, want_action, "{what}: action");
+}
+
+macro_rules! root_only {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+#[test]
+fn valid_sip_passes_in_every_encapsulation() {
+    root_only!("valid_sip_passes_in_every_encapsulation");
+    let fp = program(default_cfg());
+    let req = frames::sip_request("INVITE", 1);
+    let resp = frames::sip_response(180, "z9hG4bK-abc");
+    for (src, dst) in [(SRC4, DST4), (SRC6, DST6)] {
+        for shape in [
+            Shape::default(),
+            Shape {
+                vlan_tpid: Some(0x8100),
+                ..Default::default()
+            },
+            Shape {
+                vlan_tpid: Some(0x88A8),
+                ..Default::default()
+            },
+        ] {
+            let what = format!("{src} {shape:?}");
+            assert_verdict(
+                &fp,
+                &frames::udp(ip(src), ip(dst), 5060, &req, &shape),
+                Reason::Passed,
+                &what,
+            );
+            assert_verdict(
+                &fp,
+                &frames::udp(ip(src), ip(dst), 5060, &resp, &shape),
+                Reason::Passed,
+                &what,
+            );
+        }
+    }
+    // IPv4 with options (IHL 6..15).
+    for opts in [4, 20, 40] {
+        let shape = Shape {
+            ipv4_options: opts,
+            ..Default::default()
+        };
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(SRC4), ip(DST4), 5060, &req, &shape),
+            Reason::Passed,
+            "ipv4 options",
+        );
+        let junk = frames::udp(ip(SRC4), ip(DST4), 5060, b"hello junk\r\n", &shape);
+        assert_verdict(&fp, &junk, Reason::Malformed, "junk behind ipv4 options");
+    }
+}
+
+#[test]
+fn keepalive_and_stun_pass_junk_is_malformed() {
+    root_only!("keepalive_and_stun_pass_junk_is_malformed");
+    let fp = program(default_cfg());
+    for (src, dst) in [(SRC4, DST4), (SRC6, DST6)] {
+        let udp = |p: &[u8]| frames::udp(ip(src), ip(dst), 5060, p, &Shape::default());
+        assert_verdict(&fp, &udp(b"\r\n"), Reason::Passed, "crlf");
+        assert_verdict(&fp, &udp(b"\r\n\r\n"), Reason::Passed, "double crlf");
+        assert_verdict(&fp, &udp(&frames::stun_binding()), Reason::Passed, "stun");
+        assert_verdict(&fp, &udp(b""), Reason::Malformed, "empty");
+        assert_verdict(&fp, &udp(b"\x00\x00\x00\x00"), Reason::Malformed, "zeros");
+        assert_verdict(
+            &fp,
+            &udp(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Reason::Malformed,
+            "http",
+        );
+        assert_verdict(
+            &fp,
+            &udp(b"SIP/2.0 20 OK\r\n\r\n"),
+            Reason::Malformed,
+            "2-digit status",
+        );
+        assert_verdict(
+            &fp,
+            &udp(b"INVITE sip:x SIP/3.0\r\n\r\n"),
+            Reason::Malformed,
+            "wrong version",
+        );
+    }
+}
+
+#[test]
+fn oversize_by_udp_length() {
+    root_only!("oversize_by_udp_length");
+    let fp = program(XdpConfig {
+        max_payload: 1000,
+        ..default_cfg()
+    });
+    let mut big = frames::sip_request("MESSAGE", 1);
+    big.resize(1000, b'x');
+    let ok = frames::udp(ip(SRC4), ip(DST4), 5060, &big, &Shape::default());
+    assert_verdict(&fp, &ok, Reason::Passed, "exactly max");
+    big.push(b'x');
+    let over = frames::udp(ip(SRC4), ip(DST4), 5060, &big, &Shape::default());
+    assert_verdict(&fp, &over, Reason::Oversize, "max + 1");
+
+    // A first fragment claims the whole datagram's length in its UDP header.
+    let fp = program(default_cfg());
+    let req = frames::sip_request("INVITE", 2);
+    let shape = Shape {
+        more_fragments: true,
+        udp_len_override: Some(20000),
+        ..Default::default()
+    };
+    let first = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &shape);
+    assert_verdict(
+        &fp,
+        &first,
+        Reason::Oversize,
+        "first fragment of a 20000-byte datagram",
+    );
+    let shape6 = Shape {
+        ipv6_frag_header: true,
+        more_fragments: true,
+        udp_len_override: Some(20000),
+        ..Default::default()
+    };
+    let first6 = frames::udp(ip(SRC6), ip(DST6), 5060, &req, &shape6);
+    assert_verdict(
+        &fp,
+        &first6,
+        Reason::Oversize,
+        "ipv6 first fragment of a 20000-byte datagram",
+    );
+}
+
+#[test]
+fn fragments_truncation_and_other_traffic_pass() {
+    root_only!("fragments_truncation_and_other_traffic_pass");
+    let fp = program(default_cfg());
+    // Non-first fragments carry no ports: they pass (even if their bytes look like junk).
+    let later = Shape {
+        frag_offset: 185,
+        ..Default::default()
+    };
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC4), ip(DST4), 5060, b"junk junk junk", &later),
+        Reason::Passed,
+        "v4 later fragment",
+    );
+    let later6 = Shape {
+        ipv6_frag_header: true,
+        frag_offset: 185,
+        ..Default::default()
+    };
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC6), ip(DST6), 5060, b"junk junk junk", &later6),
+        Reason::Passed,
+        "v6 later fragment",
+    );
+    // First fragments are judged like any packet.
+    let first = Shape {
+        more_fragments: true,
+        ..Default::default()
+    };
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC4), ip(DST4), 5060, b"junk junk junk", &first),
+        Reason::Malformed,
+        "junk first fragment",
+    );
+    assert_verdict(
+        &fp,
+        &frames::udp(
+            ip(SRC4),
+            ip(DST4),
+            5060,
+            &frames::sip_request("BYE", 3),
+            &first,
+        ),
+        Reason::Passed,
+        "sip first fragment",
+    );
+    // Truncated headers pass untouched: the kernel drops them anyway.
+    let full = frames::udp(ip(SRC4), ip(DST4), 5060, b"junk", &Shape::default());
+    for cut in [14, 20, 33, 34, 36, 40] {
+        assert_verdict(
+            &fp,
+            &full[..cut],
+            Reason::Passed,
+            &format!("truncated to {cut}"),
+        );
+    }
+    let full6 = frames::udp(ip(SRC6), ip(DST6), 5060, b"junk", &Shape::default());
+    for cut in [14, 30, 53, 54, 58] {
+        assert_verdict(
+            &fp,
+            &full6[..cut],
+            Reason::Passed,
+            &format!("v6 truncated to {cut}"),
+        );
+    }
+    // Not ours: ARP, ICMP, other UDP ports, TCP (even to 5060: user space frames streams).
+    assert_verdict(&fp, &frames::arp(), Reason::Passed, "arp");
+    assert_verdict(
+        &fp,
+        &frames::icmp_echo(ip(SRC4), ip(DST4)),
+        Reason::Passed,
+        "icmp",
+    );
+    assert_verdict(
+        &fp,
+        &frames::icmp_echo(ip(SRC6), ip(DST6)),
+        Reason::Passed,
+        "icmpv6",
+    );
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC4), ip(DST4), 53, b"junk", &Shape::default()),
+        Reason::Passed,
+        "dns port",
+    );
+    assert_verdict(
+        &fp,
+        &frames::tcp_syn(ip(SRC4), ip(DST4), 5060, &Shape::default()),
+        Reason::Passed,
+        "tcp syn",
+    );
+}
+
+#[test]
+fn allow_deny_and_ban_in_order() {
+    root_only!("allow_deny_and_ban_in_order");
+    let mut fp = program(default_cfg());
+    let req = frames::sip_request("OPTIONS", 4);
+    for (src, dst, net) in [
+        (SRC4, DST4, "192.0.2.0/24"),
+        (SRC6, DST6, "2001:db8:1::/48"),
+    ] {
+        let f = frames::udp(ip(src), ip(dst), 5060, &req, &Shape::default());
+        let junk = frames::udp(ip(src), ip(dst), 5060, b"junk", &Shape::default());
+        let net = net.parse().unwrap();
+
+        fp.maps.deny_add(&net).unwrap();
+        assert_verdict(&fp, &f, Reason::Denied, "denied prefix");
+        assert_verdict(
+            &fp,
+            &frames::icmp_echo(ip(src), ip(dst)),
+            Reason::Denied,
+            "deny covers all traffic by default",
+        );
+
+        fp.maps.allow_add(&net).unwrap();
+        assert_verdict(&fp, &f, Reason::Allowed, "allow wins over deny");
+        assert_verdict(&fp, &junk, Reason::Allowed, "allow skips every later check");
+        assert!(fp.maps.allow_remove(&net).unwrap());
+        assert!(!fp.maps.allow_remove(&net).unwrap());
+        assert!(fp.maps.deny_remove(&net).unwrap());
+
+        fp.maps
+            .ban(
+                ip(src),
+                clock::expiry_after(Some(Duration::from_secs(60))),
+                BanReason::Manual as u32,
+            )
+            .unwrap();
+        assert_verdict(&fp, &f, Reason::Banned, "live ban");
+        assert_verdict(
+            &fp,
+            &frames::tcp_syn(ip(src), ip(dst), 22, &Shape::default()),
+            Reason::Banned,
+            "ban covers all traffic by default",
+        );
+        fp.maps
+            .ban(ip(src), clock::monotonic_ns() - 1, BanReason::Manual as u32)
+            .unwrap();
+        assert_verdict(&fp, &f, Reason::Passed, "expired ban is ignored");
+        assert!(fp.maps.bans().is_empty(), "expired ban is deleted on sight");
+    }
+    // Another host of the denied prefix's neighbourhood is untouched.
+    fp.maps.deny_add(&"192.0.2.0/25".parse().unwrap()).unwrap();
+    let other = frames::udp(ip("192.0.2.200"), ip(DST4), 5060, &req, &Shape::default());
+    assert_verdict(&fp, &other, Reason::Passed, "outside the denied /25");
+}
+
+#[test]
+fn ban_scope_sip_ports_only() {
+    root_only!("ban_scope_sip_ports_only");
+    let mut fp = program(XdpConfig {
+        ban_scope: BanScope::SipPorts as u32,
+        ..default_cfg()
+    });
+    fp.maps
+        .ban(ip(SRC4), u64::MAX, BanReason::Manual as u32)
+        .unwrap();
+    fp.maps
+        .deny_add(&"2001:db8:1::/48".parse().unwrap())
+        .unwrap();
+    let req = frames::sip_request("OPTIONS", 5);
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default()),
+        Reason::Banned,
+        "sip port",
+    );
+    assert_verdict(
+        &fp,
+        &frames::tcp_syn(ip(SRC4), ip(DST4), 5060, &Shape::default()),
+        Reason::Banned,
+        "tcp sip port",
+    );
+    assert_verdict(
+        &fp,
+        &frames::tcp_syn(ip(SRC4), ip(DST4), 22, &Shape::default()),
+        Reason::Passed,
+        "ssh",
+    );
+    assert_verdict(
+        &fp,
+        &frames::icmp_echo(ip(SRC4), ip(DST4)),
+        Reason::Passed,
+        "icmp",
+    );
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC6), ip(DST6), 5060, &req, &Shape::default()),
+        Reason::Denied,
+        "v6 sip port",
+    );
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC6), ip(DST6), 53, &req, &Shape::default()),
+        Reason::Passed,
+        "v6 dns",
+    );
+}
+
+#[test]
+fn flood_bans_and_reports() {
+    root_only!("flood_bans_and_reports");
+    // 1 packet/s sustained, bursts of 5, bans of 1 hour: the 6th packet in a row is a flood.
+    let mut fp = program(default_cfg().with_flood(1, 5, 3_600_000_000_000));
+    let mut ring = fp.take_ban_events().expect("ban event ring");
+    let req = frames::sip_request("REGISTER", 6);
+    let f = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    for i in 0..5 {
+        assert_verdict(&fp, &f, Reason::Passed, &format!("burst packet {i}"));
+    }
+    assert_verdict(&fp, &f, Reason::Flood, "over the burst");
+    assert_verdict(&fp, &f, Reason::Banned, "banned after the flood");
+    let bans = fp.maps.bans();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].0, ip(SRC4));
+    assert_eq!(bans[0].1.reason, BanReason::Flood as u32);
+    let left = clock::remaining(bans[0].1.expires_ns).unwrap();
+    assert!(
+        left > Duration::from_secs(3500) && left <= Duration::from_secs(3600),
+        "{left:?}"
+    );
+    let item = ring.next().expect("a ban event");
+    let ev = events::decode(&item).unwrap();
+    assert_eq!(ev.ip, ip(SRC4));
+    assert_eq!(ev.reason, Some(BanReason::Flood));
+    assert_eq!(ev.expires_ns, bans[0].1.expires_ns);
+    drop(item);
+    assert!(ring.next().is_none(), "one event per ban");
+
+    // IPv6 sources share a bucket per /64: rotating addresses does not reset the limit.
+    for i in 0..5u8 {
+        let src = format!("2001:db8:1::{}", i + 1);
+        let f = frames::udp(ip(&src), ip(DST6), 5060, &req, &Shape::default());
+        assert_verdict(&fp, &f, Reason::Passed, "v6 burst");
+    }
+    let f = frames::udp(
+        ip("2001:db8:1::99"),
+        ip(DST6),
+        5060,
+        &req,
+        &Shape::default(),
+    );
+    assert_verdict(&fp, &f, Reason::Flood, "same /64 over the burst");
+    let f = frames::udp(
+        ip("2001:db8:1:1::1"),
+        ip(DST6),
+        5060,
+        &req,
+        &Shape::default(),
+    );
+    assert_verdict(&fp, &f, Reason::Passed, "another /64 has its own bucket");
+    // Flood limits only count traffic to the SIP ports.
+    let other = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    fp.maps.unban(ip(SRC4)).unwrap();
+    assert_verdict(
+        &fp,
+        &other,
+        Reason::Flood,
+        "still over the limit after an unban",
+    );
+}
+
+/// The kernel's payload check and the reference `classify` agree on every torture message
+/// and on crafted edge cases, including the scan bounds.
+#[test]
+fn payload_check_matches_reference() {
+    root_only!("payload_check_matches_reference");
+    let fp = program(XdpConfig {
+        max_payload: 0,
+        ..default_cfg()
+    });
+    let mut payloads: Vec<(String, Vec<u8>)> = Vec::new();
+    for dir in ["rfc4475", "rfc5118"] {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/").to_string() + dir;
+        for e in std::fs::read_dir(&path).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "dat") {
+                payloads.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    assert!(payloads.len() >= 61, "fixtures present");
+    let edge: Vec<&[u8]> = vec![
+        b"\r\n",
+        b"\r\n\r\n",
+        b"\r\n\r\n\r\n",
+        b"\r",
+        b"x",
+        b"INVITE",
+        b"INVITE ",
+        b"INVITE sip:x SIP/2.0",
+        b"INVITE sip:x SIP/2.0\r\n",
+        b"INVITE sip:x sip/2.0\r\n",
+        b"INVITE  SIP/2.0\r\n",
+        b"INVITE SIP/2.0\r\n",
+        b"I sip:x SIP/2.0\r\n",
+        b"INVITE sip:\x7f SIP/2.0\r\n",
+        b"INVITE sip:\tx SIP/2.0\r\n",
+        b"SIP/2.0 200 OK\r\n",
+        b"SIP/2.0 200 ",
+        b"SIP/2.0 200",
+        b"sip/2.0 999 \r\n",
+        b"SIP/2.0 2x0 OK\r\n",
+        b"SIP/2.0  200 OK\r\n",
+        b"\x00\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxxx",
+        b"\x00\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxx",
+    ];
+    for e in edge {
+        payloads.push((format!("{:?}", String::from_utf8_lossy(e)), e.to_vec()));
+    }
+    use sip_firewall_common::payload::{MAX_FIRST_LINE, MAX_METHOD_LEN};
+    for method_len in [1, MAX_METHOD_LEN - 1, MAX_METHOD_LEN, MAX_METHOD_LEN + 1] {
+        let mut p = vec![b'M'; method_len];
+        p.extend_from_slice(b" sip:x SIP/2.0\r\n\r\n");
+        payloads.push((format!("method of {method_len}"), p));
+    }
+    for line_len in [
+        MAX_FIRST_LINE - 2,
+        MAX_FIRST_LINE - 1,
+        MAX_FIRST_LINE,
+        MAX_FIRST_LINE + 1,
+    ] {
+        // `line_len` bytes before the CR.
+        let mut p = b"MESSAGE sip:".to_vec();
+        p.resize(line_len - 8, b'a');
+        p.extend_from_slice(b" SIP/2.0\r\n\r\n");
+        payloads.push((format!("first line of {line_len}"), p));
+    }
+    let mut agreed = 0;
+    for (name, p) in &payloads {
+        if p.len() > 3000 {
+            continue; // BPF_PROG_TEST_RUN takes one page of linear data.
+        }
+        let want = classify(p);
+        let f = frames::udp(ip(SRC4), ip(DST4), 5060, p, &Shape::default());
+        let (_, reason) = run(&fp, &f);
+        let got_pass = reason == Reason::Passed;
+        assert_eq!(
+            got_pass,
+            want.passes(),
+            "{name}: reference says {want:?}, XDP says {reason:?}"
+        );
+        if want == PayloadClass::Malformed {
+            assert_eq!(reason, Reason::Malformed, "{name}");
+        }
+        agreed += 1;
+    }
+    eprintln!("payload check: XDP and reference agree on {agreed} payloads");
+    assert!(agreed >= 80);
+}
+
+/// Loading and attaching errors are clear, and a bad interface is named.
+#[test]
+fn attach_to_missing_interface_is_a_clear_error() {
+    root_only!("attach_to_missing_interface_is_a_clear_error");
+    let mut fp = program(default_cfg());
+    let err = fp
+        .attach("nosuchif0", sip_firewall::config::XdpMode::Auto)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nosuchif0") && err.contains("does not exist"),
+        "{err}"
+    );
+}

@@ -1,0 +1,108 @@
+//! Set-up steps: each checks first, installs only what is missing, and says which.
+
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::run;
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn output(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// The BPF version of bpf-linker that uses rustc's own LLVM (works with this project's
+/// nightly; newer ones need a system LLVM).
+const BPF_LINKER: &str = "bpf-linker@0.10.4";
+
+/// What building the XDP program needs: a nightly toolchain with rust-src, and bpf-linker.
+pub fn build_tools() -> anyhow::Result<()> {
+    if succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        eprintln!("setup: nightly toolchain: present");
+    } else {
+        eprintln!("setup: nightly toolchain: installing");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]));
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: rust-src for nightly: present");
+    } else {
+        eprintln!("setup: rust-src for nightly: installing");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    if succeeds(Command::new("bpf-linker").arg("--version")) {
+        eprintln!("setup: bpf-linker: present");
+    } else {
+        eprintln!("setup: bpf-linker: installing {BPF_LINKER} (a few minutes, once)");
+        run(Command::new("cargo").args(["install", BPF_LINKER, "--locked"]))
+            .context("installing bpf-linker")?;
+    }
+    Ok(())
+}
+
+/// Debian packages the tests and benchmarks drive, by the command that proves each.
+const PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("sipp", "sip-tester"),
+    ("trafgen", "netsniff-ng"),
+];
+
+/// What the tests need besides the build: namespace tools, nftables, SIPp.
+pub fn test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(cmd, _)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {cmd}")])))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: test tools (iproute2, nftables, sip-tester, netsniff-ng): present");
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!(
+            "setup: missing {} and not root: install them with apt-get, or the tests that need them skip",
+            missing.join(", ")
+        );
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(", "));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
