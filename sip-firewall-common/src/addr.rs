@@ -27,8 +27,7 @@ pub const fn flood_group(key: IpKey) -> IpKey {
         key
     } else {
         [
-            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7], 0, 0, 0, 0, 0, 0, 0,
-            0,
+            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7], 0, 0, 0, 0, 0, 0, 0, 0,
         ]
     }
 }

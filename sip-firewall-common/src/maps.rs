@@ -164,7 +164,9 @@ mod tests {
 
     #[test]
     fn map_names_fit_bpf_obj_name() {
-        for n in [ALLOW_LIST, DENY_LIST, BANS, FLOOD, CONFIG, SIP_PORTS, COUNTERS, BAN_EVENTS] {
+        for n in [
+            ALLOW_LIST, DENY_LIST, BANS, FLOOD, CONFIG, SIP_PORTS, COUNTERS, BAN_EVENTS,
+        ] {
             assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
         }
     }

@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn request_lines() {
         assert_eq!(classify(b"INVITE sip:bob@example.com SIP/2.0\r\n"), Request);
-        assert_eq!(classify(b"!interesting-Method0123456789_*+`.%indeed'~ sip:1 SIP/2.0\r\n"), Request);
+        assert_eq!(
+            classify(b"!interesting-Method0123456789_*+`.%indeed'~ sip:1 SIP/2.0\r\n"),
+            Request
+        );
         assert_eq!(classify(b"REGISTER sip:x sip/2.0\r\n"), Request);
         // No URI, no version, bad method characters, control bytes, no CR.
         assert_eq!(classify(b"INVITE  SIP/2.0\r\n"), Malformed);
@@ -205,7 +208,10 @@ mod tests {
         let mut over = [0u8; 96];
         over[..MAX_METHOD_LEN + 1].copy_from_slice(&long_method);
         over[MAX_METHOD_LEN + 1..MAX_METHOD_LEN + 1 + rest.len()].copy_from_slice(rest);
-        assert_eq!(classify(&over[..MAX_METHOD_LEN + 1 + rest.len()]), Malformed);
+        assert_eq!(
+            classify(&over[..MAX_METHOD_LEN + 1 + rest.len()]),
+            Malformed
+        );
 
         // A request line whose CR is the last byte scanned passes; one byte more does not.
         let mut line = [b'x'; MAX_FIRST_LINE + 2];
