@@ -1,1 +1,54 @@
-//! SIP message layer (parsing, framing, sanity). See the crate README.
+//! The SIP message layer of sip-firewall: a strict zero-copy parser, stream framing, sanity
+//! checks with the RFC 3261 answer codes, and stateless replies.
+//!
+//! The pipeline for one message is [`inspect`]: [`parse::parse`] (start line, headers, body
+//! by Content-Length), then [`sanity::check`]. A refusal carries a [`Reason`], which names
+//! the metrics label and, for requests, the status code to answer with.
+
+pub mod frame;
+pub mod headers;
+pub mod lex;
+pub mod parse;
+pub mod reason;
+pub mod reply;
+pub mod sanity;
+pub mod uri;
+
+pub use parse::{Kind, Limits, Message, StartLine, Transport};
+pub use reason::Reason;
+
+/// Why [`inspect`] refused a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Rejection {
+    pub reason: Reason,
+    /// Request (and whether ACK), response, or not SIP: decides answer or drop.
+    pub kind: Kind,
+    /// For 420: the option tags for the `Unsupported` header.
+    pub unsupported: Option<String>,
+}
+
+/// Parse and sanity-check one message. `extensions` are the option tags this proxy supports.
+pub fn inspect<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    transport: Transport,
+    extensions: &[&str],
+) -> Result<Message<'a>, Rejection> {
+    let msg = parse::parse(buf, limits, transport).map_err(|e| Rejection {
+        reason: e.reason,
+        kind: e.kind,
+        unsupported: None,
+    })?;
+    sanity::check(&msg, extensions).map_err(|f| Rejection {
+        reason: f.reason,
+        kind: match msg.start {
+            StartLine::Request { method, .. } => Kind::Request {
+                ack: method == "ACK",
+            },
+            StartLine::Response { .. } => Kind::Response,
+        },
+        unsupported: f.unsupported,
+    })?;
+    Ok(msg)
+}
