@@ -90,10 +90,7 @@ impl XdpMaps {
     /// Take the maps out of a loaded object (the ring buffer of ban events stays there for
     /// [`super::events`]).
     pub fn take(ebpf: &mut Ebpf) -> Result<XdpMaps, MapsError> {
-        fn take(
-            ebpf: &mut Ebpf,
-            name: &'static str,
-        ) -> Result<aya::maps::Map, MapsError> {
+        fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, MapsError> {
             ebpf.take_map(name).ok_or(MapsError::Missing(name))
         }
         Ok(XdpMaps {
@@ -121,7 +118,9 @@ impl XdpMaps {
     pub fn set_sip_ports(&mut self, ports: &[u16]) -> Result<(), MapsError> {
         let old: Vec<u16> = self.ports.keys().filter_map(Result::ok).collect();
         for p in ports {
-            self.ports.insert(p, 1, 0).map_err(map_err(names::SIP_PORTS))?;
+            self.ports
+                .insert(p, 1, 0)
+                .map_err(map_err(names::SIP_PORTS))?;
         }
         for p in old.iter().filter(|p| !ports.contains(p)) {
             self.ports.remove(p).map_err(map_err(names::SIP_PORTS))?;
@@ -140,7 +139,11 @@ impl XdpMaps {
     }
 
     pub fn allow_list(&self) -> Vec<IpNet> {
-        self.allow.keys().filter_map(Result::ok).filter_map(|k| key_net(&k)).collect()
+        self.allow
+            .keys()
+            .filter_map(Result::ok)
+            .filter_map(|k| key_net(&k))
+            .collect()
     }
 
     pub fn deny_add(&mut self, net: &IpNet) -> Result<(), MapsError> {
@@ -154,7 +157,11 @@ impl XdpMaps {
     }
 
     pub fn deny_list(&self) -> Vec<IpNet> {
-        self.deny.keys().filter_map(Result::ok).filter_map(|k| key_net(&k)).collect()
+        self.deny
+            .keys()
+            .filter_map(Result::ok)
+            .filter_map(|k| key_net(&k))
+            .collect()
     }
 
     /// Ban `ip` until `expires_ns` (monotonic; `u64::MAX` never expires).

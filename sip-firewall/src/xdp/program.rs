@@ -148,16 +148,18 @@ impl FastPath {
 
     /// Take the ring buffer of bans the program makes (flood bans). Once.
     pub fn take_ban_events(&mut self) -> Option<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(sip_firewall_common::maps::BAN_EVENTS)?;
+        let map = self.ebpf.take_map(sip_firewall_common::maps::BAN_EVENTS)?;
         RingBuf::try_from(map).ok()
     }
 
     /// Attach to `iface`. `Auto` tries native mode, then generic with a warning. Returns
     /// the mode used (`"native"` or `"generic"`).
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<&'static str, XdpError> {
-        if !std::path::Path::new("/sys/class/net").join(iface).exists() {
+        // if_nametoindex asks the calling thread's network namespace (sysfs may show another).
+        let index = std::ffi::CString::new(iface)
+            .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) })
+            .unwrap_or(0);
+        if index == 0 {
             return Err(XdpError::NoSuchInterface(iface.to_string()));
         }
         let tries: &[(AyaMode, &'static str)] = match mode {
@@ -171,7 +173,10 @@ impl FastPath {
             match self.program_mut().attach(iface, *aya_mode) {
                 Ok(link) => {
                     if i > 0 {
-                        warn!(iface, "native XDP refused ({last}); attached in generic mode, which is slower");
+                        warn!(
+                            iface,
+                            "native XDP refused ({last}); attached in generic mode, which is slower"
+                        );
                     } else {
                         info!(iface, mode = name, "XDP program attached");
                     }
@@ -228,6 +233,9 @@ fn raise_memlock_limit() {
     };
     // SAFETY: a valid pointer to a local struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        tracing::debug!("cannot raise RLIMIT_MEMLOCK: {}", io::Error::last_os_error());
+        tracing::debug!(
+            "cannot raise RLIMIT_MEMLOCK: {}",
+            io::Error::last_os_error()
+        );
     }
 }
