@@ -60,6 +60,11 @@ pub struct SipConfig {
     /// A TCP connection that sends no complete message for this long is closed.
     #[serde(deserialize_with = "duration")]
     pub tcp_idle_timeout: Duration,
+    /// Answer UDP requests at their source port even without `rport` in the top Via (as
+    /// NAT'd clients need); false follows RFC 3261 18.2.2 strictly (the sent-by port).
+    pub force_rport: bool,
+    /// Most TCP connections served at once; more wait in the kernel's accept queue.
+    pub max_tcp_connections: usize,
 }
 
 impl Default for SipConfig {
@@ -71,6 +76,8 @@ impl Default for SipConfig {
             max_header_bytes: 2048,
             max_request_uri_bytes: 512,
             tcp_idle_timeout: Duration::from_secs(30),
+            force_rport: true,
+            max_tcp_connections: 1024,
         }
     }
 }
@@ -233,6 +240,9 @@ impl Config {
         }
         if self.sip.tcp_idle_timeout.is_zero() {
             return Err(invalid("sip.tcp_idle_timeout", "must be longer than 0s"));
+        }
+        if self.sip.max_tcp_connections == 0 {
+            return Err(invalid("sip.max_tcp_connections", "must be at least 1"));
         }
         Ok(())
     }

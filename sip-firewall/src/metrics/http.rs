@@ -1,0 +1,129 @@
+//! A minimal HTTP/1.1 server for `GET /metrics` (Prometheus text format); 404 elsewhere.
+//! One request per connection, bounded request size and time: it is an internal endpoint,
+//! but a stuck scraper must not hold a task forever.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+use tracing::{debug, info};
+
+use super::Metrics;
+
+const MAX_REQUEST: usize = 8192;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serve `GET /metrics` on `addr` until `shutdown` flips to true.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    info!(%addr, "metrics endpoint listening");
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        debug!("metrics accept: {e}");
+                        continue;
+                    }
+                };
+                let m = metrics.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = tokio::time::timeout(TIMEOUT, handle(stream, &m)).await {
+                        debug!(%peer, "metrics request timed out: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, metrics: &Metrics) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".to_string(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn metrics_and_404() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let m = Arc::new(Metrics::new());
+        m.accepted(true);
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(serve(addr, m, rx));
+        let mut text = String::new();
+        for _ in 0..50 {
+            if let Ok(mut s) = TcpStream::connect(addr).await {
+                drop(s.shutdown().await);
+                text = get(addr, "/metrics").await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains("sipfw_sip_accepted_total{kind=\"request\"} 1"),
+            "{text}"
+        );
+        assert!(get(addr, "/other").await.starts_with("HTTP/1.1 404 "));
+        tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}

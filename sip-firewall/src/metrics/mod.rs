@@ -1,0 +1,190 @@
+//! The daemon's metrics: one Prometheus registry, the SIP message layer's counters, and the
+//! `GET /metrics` endpoint ([`http`]). Other parts register their own metrics through
+//! [`Metrics::registry`].
+
+pub mod http;
+
+use prometheus::{IntCounterVec, Opts, Registry};
+use sip_firewall_sip::Reason;
+
+/// Methods counted under their own label; every other method is `other`, so a peer
+/// cannot grow the label set without bound (RFC 4475 3.1.1.2 has a method of 44 characters).
+const KNOWN_METHODS: [&str; 14] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "PUBLISH",
+    "INFO",
+    "REFER",
+    "MESSAGE",
+    "UPDATE",
+];
+
+/// Drop reason for a well-formed response that matches no transaction.
+pub const DROP_STRAY_RESPONSE: &str = "stray_response";
+
+/// The registry and the SIP counters.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    responses: IntCounterVec,
+    rejections: IntCounterVec,
+    dropped: IntCounterVec,
+    accepted: IntCounterVec,
+    keepalives: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every SIP counter registered.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric definition is valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let m = Metrics {
+            requests: counter(
+                "sipfw_sip_requests_total",
+                "SIP requests received, by method (unknown methods as other)",
+                &["method"],
+            ),
+            responses: counter(
+                "sipfw_sip_responses_total",
+                "SIP responses received, by status class (1xx..6xx, or invalid)",
+                &["class"],
+            ),
+            rejections: counter(
+                "sipfw_sip_rejections_total",
+                "SIP requests refused by the message layer and answered, by reason and status code",
+                &["reason", "code"],
+            ),
+            dropped: counter(
+                "sipfw_sip_dropped_total",
+                "SIP messages dropped without an answer, by reason",
+                &["reason"],
+            ),
+            accepted: counter(
+                "sipfw_sip_accepted_total",
+                "SIP messages that passed parsing and sanity checks, by kind (request, response)",
+                &["kind"],
+            ),
+            keepalives: counter(
+                "sipfw_sip_keepalives_total",
+                "CRLF keep-alives received, by transport",
+                &["transport"],
+            ),
+            registry,
+        };
+        // Pre-create the common series so dashboards see zeros rather than gaps.
+        for kind in ["request", "response"] {
+            m.accepted.with_label_values(&[kind]);
+        }
+        m
+    }
+
+    /// The registry, for other parts of the daemon to add their metrics to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A request arrived (whatever its fate).
+    pub fn request(&self, method: &str) {
+        let label = KNOWN_METHODS
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("other");
+        self.requests.with_label_values(&[label]).inc();
+    }
+
+    /// A response arrived; `code` is None when the status line is unreadable.
+    pub fn response(&self, code: Option<u16>) {
+        let class = match code {
+            Some(c @ 100..=699) => {
+                ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"][usize::from(c / 100 - 1)]
+            }
+            _ => "invalid",
+        };
+        self.responses.with_label_values(&[class]).inc();
+    }
+
+    /// A request was refused and answered with `reason.status()`.
+    pub fn rejected(&self, reason: Reason) {
+        self.rejections
+            .with_label_values(&[reason.as_str(), &reason.status().to_string()])
+            .inc();
+    }
+
+    /// A message was dropped without an answer.
+    pub fn dropped(&self, reason: &str) {
+        self.dropped.with_label_values(&[reason]).inc();
+    }
+
+    /// A message passed the message layer.
+    pub fn accepted(&self, request: bool) {
+        let kind = if request { "request" } else { "response" };
+        self.accepted.with_label_values(&[kind]).inc();
+    }
+
+    /// A keep-alive arrived.
+    pub fn keepalive(&self, transport: &str) {
+        self.keepalives.with_label_values(&[transport]).inc();
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder as _;
+        let mut out = Vec::new();
+        // Encoding into a Vec fails only for invalid metric families, which we never build.
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("encoding metrics: {e}");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render() {
+        let m = Metrics::new();
+        m.request("INVITE");
+        m.request("!interesting-Method");
+        m.response(Some(404));
+        m.response(None);
+        m.rejected(Reason::TooManyHops);
+        m.dropped(DROP_STRAY_RESPONSE);
+        m.accepted(true);
+        let text = m.render();
+        for line in [
+            "sipfw_sip_requests_total{method=\"INVITE\"} 1",
+            "sipfw_sip_requests_total{method=\"other\"} 1",
+            "sipfw_sip_responses_total{class=\"4xx\"} 1",
+            "sipfw_sip_responses_total{class=\"invalid\"} 1",
+            "sipfw_sip_rejections_total{code=\"483\",reason=\"too_many_hops\"} 1",
+            "sipfw_sip_dropped_total{reason=\"stray_response\"} 1",
+            "sipfw_sip_accepted_total{kind=\"request\"} 1",
+            "sipfw_sip_accepted_total{kind=\"response\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The daemon's SIP transport: UDP and TCP listeners feeding the message layer
+//! (`sip-firewall-sip`), which answers malformed requests itself and hands accepted
+//! messages to the [`core::Handler`].
+
+pub mod core;
+mod tcp;
+mod udp;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use sip_firewall_sip::{
+    Kind, Limits, Reason, Rejection, StartLine, Transport, inspect,
+    reply::{self, Reply, ReplyContext},
+};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use self::core::{Action, Context, Handler, StatelessCore};
+use crate::{config::SipConfig, metrics::Metrics};
+
+/// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
+const EXTENSIONS: &[&str] = &[];
+
+/// The `Server` header of our answers.
+const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
+
+/// Bound UDP sockets and TCP listeners, ready to serve.
+pub struct SipServer {
+    udp: Vec<tokio::net::UdpSocket>,
+    tcp: Vec<tokio::net::TcpListener>,
+    shared: Arc<Shared>,
+}
+
+/// What every listener task needs.
+pub(crate) struct Shared {
+    limits: Limits,
+    force_rport: bool,
+    tcp_idle_timeout: Duration,
+    max_tcp_connections: usize,
+    metrics: Arc<Metrics>,
+    handler: Arc<dyn Handler>,
+}
+
+/// An answer to send: the bytes, and where they go when the transport is UDP.
+pub(crate) struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub udp_destination: SocketAddr,
+}
+
+impl SipServer {
+    /// Bind UDP and TCP on every cfg.listen address.
+    pub async fn bind(cfg: &SipConfig, metrics: Arc<Metrics>) -> anyhow::Result<SipServer> {
+        let handler = Arc::new(StatelessCore::new(&cfg.domains, &cfg.listen));
+        Self::bind_with_handler(cfg, metrics, handler).await
+    }
+
+    /// Bind with another core (the proxy, or a test double).
+    pub async fn bind_with_handler(
+        cfg: &SipConfig,
+        metrics: Arc<Metrics>,
+        handler: Arc<dyn Handler>,
+    ) -> anyhow::Result<SipServer> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for addr in &cfg.listen {
+            let u = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind SIP UDP on {addr}"))?;
+            // Port 0 in the config: let TCP take the port UDP was given.
+            let bound = u.local_addr().context("UDP local address")?;
+            let t = tokio::net::TcpListener::bind(bound)
+                .await
+                .with_context(|| format!("cannot bind SIP TCP on {bound}"))?;
+            info!(%bound, "SIP listening on UDP and TCP");
+            udp.push(u);
+            tcp.push(t);
+        }
+        Ok(SipServer {
+            udp,
+            tcp,
+            shared: Arc::new(Shared {
+                limits: Limits {
+                    max_message_bytes: cfg.max_message_bytes,
+                    max_header_bytes: cfg.max_header_bytes,
+                    max_request_uri_bytes: cfg.max_request_uri_bytes,
+                },
+                force_rport: cfg.force_rport,
+                tcp_idle_timeout: cfg.tcp_idle_timeout,
+                max_tcp_connections: cfg.max_tcp_connections,
+                metrics,
+                handler,
+            }),
+        })
+    }
+
+    /// The bound UDP addresses (TCP listens on the same ones).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|u| u.local_addr().ok())
+            .collect()
+    }
+
+    /// Serve until `shutdown` flips to true.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for u in self.udp {
+            tasks.spawn(udp::serve(u, self.shared.clone(), shutdown.clone()));
+        }
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.shared.max_tcp_connections));
+        for t in self.tcp {
+            tasks.spawn(tcp::serve(
+                t,
+                self.shared.clone(),
+                slots.clone(),
+                shutdown.clone(),
+            ));
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(anyhow::anyhow!("SIP listener task failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Judge one message and decide the answer, counting everything on the way.
+    pub(crate) fn process(
+        &self,
+        buf: &[u8],
+        source: SocketAddr,
+        local: SocketAddr,
+        transport: Transport,
+    ) -> Option<Outgoing> {
+        let m = &self.metrics;
+        match inspect(buf, &self.limits, transport, EXTENSIONS) {
+            Ok(msg) => {
+                let ctx = Context {
+                    source,
+                    local,
+                    transport,
+                };
+                let action = match msg.start {
+                    StartLine::Request { method, .. } => {
+                        m.request(method);
+                        m.accepted(true);
+                        self.handler.on_request(&msg, &ctx)
+                    }
+                    StartLine::Response { code, .. } => {
+                        m.response(Some(code));
+                        m.accepted(false);
+                        self.handler.on_response(&msg, &ctx)
+                    }
+                };
+                match action {
+                    Action::Reply {
+                        code,
+                        phrase,
+                        extra,
+                    } if msg.is_request() => {
+                        let rctx = ReplyContext::from_message(&msg);
+                        Some(self.answer(&rctx, code, &phrase, &extra, source))
+                    }
+                    Action::Reply { .. } | Action::Absorb => None,
+                    Action::Drop { reason } => {
+                        m.dropped(reason);
+                        None
+                    }
+                }
+            }
+            Err(rej) => self.refuse(buf, &rej, source),
+        }
+    }
+
+    /// A message the layer refused: answer a request (not an ACK), drop anything else.
+    pub(crate) fn refuse(
+        &self,
+        buf: &[u8],
+        rej: &Rejection,
+        source: SocketAddr,
+    ) -> Option<Outgoing> {
+        let m = &self.metrics;
+        debug!(%source, reason = %rej.reason, "message refused");
+        match rej.kind {
+            Kind::Request { ack } => {
+                m.request(&String::from_utf8_lossy(method_token(buf)));
+                if ack {
+                    // Never answer an ACK (RFC 3261 17.2.1): there is nothing to acknowledge.
+                    m.dropped(rej.reason.as_str());
+                    return None;
+                }
+                m.rejected(rej.reason);
+                let extra: Vec<String> = rej
+                    .unsupported
+                    .iter()
+                    .map(|t| format!("Unsupported: {t}"))
+                    .collect();
+                let rctx = ReplyContext::salvage(buf);
+                Some(self.answer(
+                    &rctx,
+                    rej.reason.status(),
+                    rej.reason.phrase(),
+                    &extra,
+                    source,
+                ))
+            }
+            Kind::Response => {
+                m.response(status_code(buf));
+                m.dropped(rej.reason.as_str());
+                None
+            }
+            Kind::Unknown => {
+                m.dropped(Reason::NotSip.as_str());
+                None
+            }
+        }
+    }
+
+    fn answer(
+        &self,
+        ctx: &ReplyContext<'_>,
+        code: u16,
+        phrase: &str,
+        extra: &[String],
+        source: SocketAddr,
+    ) -> Outgoing {
+        let r = Reply {
+            code,
+            phrase,
+            extra,
+            server: SERVER,
+        };
+        Outgoing {
+            bytes: reply::build(ctx, &r, source),
+            udp_destination: reply::udp_destination(ctx, source, self.force_rport),
+        }
+    }
+}
+
+/// The first token of a request line.
+fn method_token(buf: &[u8]) -> &[u8] {
+    let n = buf
+        .iter()
+        .take_while(|&&b| sip_firewall_sip::lex::is_token(b))
+        .count();
+    &buf[..n]
+}
+
+/// The status code of a response line, when it is three digits.
+fn status_code(buf: &[u8]) -> Option<u16> {
+    let code = buf.get(8..11)?;
+    if buf.get(7) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+/// Whether a datagram is only a keep-alive (CRLFs, RFC 5626 4.4.1 style, or a NUL some
+/// phones send): counted, never answered on UDP.
+fn is_keepalive(buf: &[u8]) -> bool {
+    !buf.is_empty() && buf.iter().all(|&b| matches!(b, b'\r' | b'\n' | b' ' | 0))
+}

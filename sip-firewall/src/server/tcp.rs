@@ -1,0 +1,135 @@
+//! SIP over TCP: a framer per connection, answers on the same connection (RFC 3261 18.2.2).
+//! A connection that stays silent or sends no complete message for `tcp_idle_timeout`, or
+//! whose stream cannot be framed any more, is closed; nothing else is affected.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use sip_firewall_sip::{
+    Rejection, Transport,
+    frame::{Event, StreamFramer},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, watch},
+    time::{Instant, timeout_at},
+};
+use tracing::debug;
+
+use super::Shared;
+
+/// Accept connections until shutdown, at most `slots` at once.
+pub(super) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            p = slots.clone().acquire_owned() => p?,
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!("TCP accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let rx = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, peer, &shared, rx).await {
+                debug!(%peer, "TCP connection: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let local = stream.local_addr()?;
+    let mut framer = StreamFramer::new(shared.limits);
+    let mut chunk = vec![0u8; 8192];
+    let mut deadline = Instant::now() + shared.tcp_idle_timeout;
+    loop {
+        let n = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            r = timeout_at(deadline, stream.read(&mut chunk)) => match r {
+                Ok(r) => r?,
+                Err(_) => {
+                    debug!(%peer, "TCP idle timeout: closing");
+                    shared.metrics.dropped("tcp_idle_timeout");
+                    return Ok(());
+                }
+            },
+        };
+        if n == 0 {
+            // The peer closed its side: answer an unfinished request if we can, then close.
+            if let Err(e) = framer.finish() {
+                fatal(&mut stream, peer, shared, e, deadline).await?;
+            }
+            return Ok(());
+        }
+        framer.push(&chunk[..n]);
+        loop {
+            match framer.next_event() {
+                Ok(None) => break,
+                Ok(Some(Event::Ping)) => {
+                    shared.metrics.keepalive("tcp");
+                    deadline = Instant::now() + shared.tcp_idle_timeout;
+                    // RFC 5626 4.4.1: a double-CRLF ping is answered with a single CRLF pong.
+                    write(&mut stream, b"\r\n", deadline).await?;
+                }
+                Ok(Some(Event::Message(msg))) => {
+                    deadline = Instant::now() + shared.tcp_idle_timeout;
+                    if let Some(out) = shared.process(&msg, peer, local, Transport::Stream) {
+                        write(&mut stream, &out.bytes, deadline).await?;
+                    }
+                }
+                Err(e) => return fatal(&mut stream, peer, shared, e, deadline).await,
+            }
+        }
+    }
+}
+
+/// The stream cannot be framed any more: answer what can be answered, then close.
+async fn fatal(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    e: sip_firewall_sip::frame::FrameError,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    debug!(%peer, reason = %e.reason, "TCP framing error: closing");
+    let rej = Rejection {
+        reason: e.reason,
+        kind: e.kind,
+        unsupported: None,
+    };
+    if let Some(out) = shared.refuse(&e.head, &rej, peer) {
+        write(stream, &out.bytes, deadline).await?;
+    }
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// Write everything before the deadline (a peer that never reads must not hold us).
+async fn write(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    match timeout_at(deadline, stream.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "write timed out",
+        )),
+    }
+}
