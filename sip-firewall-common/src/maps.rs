@@ -123,9 +123,18 @@ pub struct XdpConfig {
     pub max_payload: u32,
     /// A [`BanScope`] as `u32`.
     pub ban_scope: u32,
+    /// [`XdpConfig::HAS_ALLOW`] and [`XdpConfig::HAS_DENY`]: an empty list is not looked up
+    /// (each trie lookup costs a helper call on every packet).
+    pub flags: u32,
+    pub _pad: u32,
 }
 
 impl XdpConfig {
+    /// The allow list has entries.
+    pub const HAS_ALLOW: u32 = 1;
+    /// The deny list has entries.
+    pub const HAS_DENY: u32 = 2;
+
     /// Settings for a flood limit of `rate` packets per second with bursts of `burst`.
     pub const fn with_flood(mut self, rate_pps: u32, burst: u32, ban_ns: u64) -> Self {
         if rate_pps == 0 {
@@ -159,7 +168,7 @@ mod tests {
     fn layouts_are_fixed() {
         assert_eq!(size_of::<BanValue>(), 16);
         assert_eq!(size_of::<BanEvent>(), 32);
-        assert_eq!(size_of::<XdpConfig>(), 32);
+        assert_eq!(size_of::<XdpConfig>(), 40);
     }
 
     #[test]

@@ -12,7 +12,10 @@ mod packet;
 mod payload;
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+    bindings::xdp_action,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    macros::xdp,
+    programs::XdpContext,
 };
 use sip_firewall_common::{
     BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig, addr::flood_group,
@@ -43,36 +46,35 @@ fn judge(ctx: &XdpContext) -> Reason {
     let Some(ip) = parse_ip(ctx) else {
         return Reason::Passed;
     };
-    if ALLOW.get(host_key(ip.src)).is_some() {
-        return Reason::Allowed;
-    }
     let Some(cfg) = CONFIG.get(0) else {
         return Reason::Passed;
     };
+    if cfg.flags & XdpConfig::HAS_ALLOW != 0 && ALLOW.get(host_key(ip.src)).is_some() {
+        return Reason::Allowed;
+    }
 
-    let dport = if ip.has_ports {
-        be16_at(ctx, ip.l4 + 2)
-    } else {
-        None
-    };
-    let sip_port = match dport {
-        Some(p) => SIP_PORTS.get_ptr(p).is_some(),
-        None => false,
-    };
-    let now = unsafe { bpf_ktime_get_ns() };
-
-    if sip_port || cfg.ban_scope == BanScope::All as u32 {
-        if DENY.get(host_key(ip.src)).is_some() {
-            return Reason::Denied;
-        }
-        if is_banned(&ip.src, now) {
-            return Reason::Banned;
-        }
+    // With bans on all traffic (the default), a banned source is dropped before its port is
+    // even looked up: the cheapest path is the one floods take.
+    let scope_all = cfg.ban_scope == BanScope::All as u32;
+    if scope_all && let Some(r) = source_verdict(cfg, &ip.src) {
+        return r;
+    }
+    let sip_port = ip.has_ports
+        && match be16_at(ctx, ip.l4 + 2) {
+            Some(p) => SIP_PORTS.get_ptr(p).is_some(),
+            None => false,
+        };
+    if !scope_all
+        && sip_port
+        && let Some(r) = source_verdict(cfg, &ip.src)
+    {
+        return r;
     }
     if !sip_port || ip.proto != IPPROTO_UDP {
         return Reason::Passed;
     }
 
+    let now = unsafe { bpf_ktime_get_ns() };
     if over_flood_limit(cfg, &ip.src, now) {
         ban(&ip.src, now, cfg.flood_ban_ns, BanReason::Flood);
         return Reason::Flood;
@@ -101,14 +103,27 @@ fn judge(ctx: &XdpContext) -> Reason {
     }
 }
 
+/// The deny list and the ban map: `Some` verdict when the source is refused.
+#[inline(always)]
+fn source_verdict(cfg: &XdpConfig, src: &IpKey) -> Option<Reason> {
+    if cfg.flags & XdpConfig::HAS_DENY != 0 && DENY.get(host_key(*src)).is_some() {
+        return Some(Reason::Denied);
+    }
+    if is_banned(src) {
+        return Some(Reason::Banned);
+    }
+    None
+}
+
 /// A live ban for `src`. Expired entries are deleted on sight.
 #[inline(always)]
-fn is_banned(src: &IpKey, now: u64) -> bool {
+fn is_banned(src: &IpKey) -> bool {
     let Some(ban) = BANS.get_ptr(src) else {
         return false;
     };
     let expires = unsafe { (*ban).expires_ns };
-    if expires > now {
+    // The coarse clock (same time line, tick resolution) is cheaper, and bans last seconds.
+    if expires > unsafe { bpf_ktime_get_coarse_ns() } {
         return true;
     }
     let _ = BANS.remove(src);

@@ -358,7 +358,11 @@ fn allow_deny_and_ban_in_order() {
             "ban covers all traffic by default",
         );
         fp.maps
-            .ban(ip(src), clock::monotonic_ns() - 1, BanReason::Manual as u32)
+            .ban(
+                ip(src),
+                clock::monotonic_ns() - 1_000_000_000,
+                BanReason::Manual as u32,
+            )
             .unwrap();
         assert_verdict(&fp, &f, Reason::Passed, "expired ban is ignored");
         assert!(fp.maps.bans().is_empty(), "expired ban is deleted on sight");

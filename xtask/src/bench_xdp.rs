@@ -1,3 +1,15 @@
-pub fn run() -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+//! `cargo xtask bench xdp`: the drop-cost benchmark (`tests/src/bin/bench_xdp.rs`), built in
+//! release mode and run as root.
+
+use crate::{cargo, run};
+
+pub fn run_bench() -> anyhow::Result<()> {
+    run(cargo().args([
+        "run",
+        "--release",
+        "--package",
+        "sip-firewall-tests",
+        "--bin",
+        "bench-xdp",
+    ]))
 }

@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             setup::build_tools()?;
             setup::test_tools()?;
             match what.as_str() {
-                "xdp" => bench_xdp::run(),
+                "xdp" => bench_xdp::run_bench(),
                 other => bail!("unknown benchmark {other}"),
             }
         }

@@ -84,6 +84,8 @@ pub struct XdpMaps {
     config: Array<MapData, XdpConfig>,
     ports: HashMap<MapData, u16, u8>,
     counters: PerCpuArray<MapData, Counter>,
+    /// The settings last written, without the list flags (kept up to date here).
+    settings: XdpConfig,
 }
 
 impl XdpMaps {
@@ -104,14 +106,27 @@ impl XdpMaps {
                 .map_err(map_err(names::SIP_PORTS))?,
             counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
                 .map_err(map_err(names::COUNTERS))?,
+            settings: XdpConfig::default(),
         })
     }
 
-    /// Write the program's settings.
+    /// Write the program's settings (the list flags are derived from the lists).
     pub fn set_config(&mut self, config: &XdpConfig) -> Result<(), MapsError> {
-        self.config
-            .set(0, config, 0)
-            .map_err(map_err(names::CONFIG))
+        self.settings = *config;
+        self.write_config()
+    }
+
+    /// Write the settings with flags that say which lists have entries.
+    fn write_config(&mut self) -> Result<(), MapsError> {
+        let mut c = self.settings;
+        c.flags = 0;
+        if self.allow.keys().next().is_some() {
+            c.flags |= XdpConfig::HAS_ALLOW;
+        }
+        if self.deny.keys().next().is_some() {
+            c.flags |= XdpConfig::HAS_DENY;
+        }
+        self.config.set(0, c, 0).map_err(map_err(names::CONFIG))
     }
 
     /// Replace the set of SIP ports.
@@ -131,11 +146,14 @@ impl XdpMaps {
     pub fn allow_add(&mut self, net: &IpNet) -> Result<(), MapsError> {
         self.allow
             .insert(&net_key(net), 1, 0)
-            .map_err(map_err(names::ALLOW_LIST))
+            .map_err(map_err(names::ALLOW_LIST))?;
+        self.write_config()
     }
 
     pub fn allow_remove(&mut self, net: &IpNet) -> Result<bool, MapsError> {
-        remove_missing_ok(self.allow.remove(&net_key(net)), names::ALLOW_LIST)
+        let was = remove_missing_ok(self.allow.remove(&net_key(net)), names::ALLOW_LIST)?;
+        self.write_config()?;
+        Ok(was)
     }
 
     pub fn allow_list(&self) -> Vec<IpNet> {
@@ -149,11 +167,14 @@ impl XdpMaps {
     pub fn deny_add(&mut self, net: &IpNet) -> Result<(), MapsError> {
         self.deny
             .insert(&net_key(net), 1, 0)
-            .map_err(map_err(names::DENY_LIST))
+            .map_err(map_err(names::DENY_LIST))?;
+        self.write_config()
     }
 
     pub fn deny_remove(&mut self, net: &IpNet) -> Result<bool, MapsError> {
-        remove_missing_ok(self.deny.remove(&net_key(net)), names::DENY_LIST)
+        let was = remove_missing_ok(self.deny.remove(&net_key(net)), names::DENY_LIST)?;
+        self.write_config()?;
+        Ok(was)
     }
 
     pub fn deny_list(&self) -> Vec<IpNet> {

@@ -19,6 +19,11 @@ use crate::config::XdpMode;
 pub static PROGRAM_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-firewall"));
 
+/// Helper programs of `cargo xtask bench xdp` (a frame injector and a pass-all program);
+/// the daemon never loads them.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-firewall-bench"));
+
 /// The name of the XDP function in the object.
 pub const PROGRAM_NAME: &str = "sip_firewall";
 

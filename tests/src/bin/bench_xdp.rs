@@ -1,0 +1,442 @@
+//! `cargo xtask bench xdp`: what it costs to drop a banned source's packets, by (a) our XDP
+//! program, (b) an nftables netdev-ingress rule, (c) a user-space socket that reads and
+//! discards; same veth pair, same sender, one run. Prints rates, CPU per packet and ratios.
+//!
+//! The sender is the NIC-like one: an injector program run with `BPF_PROG_TEST_RUN` live
+//! frames in namespace a redirects each frame into `veth-a`, so `veth-b` receives
+//! `xdp_frame`s and runs its XDP program in native mode before any socket buffer exists (a
+//! frame sent from a socket would reach the veth as an skb, and XDP would pay a copy).
+//! CPU ns/packet is all CPUs' busy time (/proc/stat) over the packets injected: it includes
+//! the injection itself, the same for the three.
+
+use std::{
+    io::Write as _,
+    net::{SocketAddr, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    EbpfLoader,
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+};
+use sip_firewall::xdp::{FastPath, program::BENCH_OBJECT};
+use sip_firewall_common::{BanReason, BanScope, Reason, XdpConfig};
+use sip_firewall_tests::{
+    frames::{self, Shape},
+    netns::{Pair, in_ns, run},
+    require_root,
+};
+
+const RUN_FOR: Duration = Duration::from_secs(2);
+/// Rounds of the four runs, interleaved; each figure is the median of its rounds.
+const ROUNDS: usize = 3;
+const BATCH: u32 = 64;
+
+/// CPU time spent so far on this run's work, in ns: every CPU's kernel time (system, irq and
+/// softirq from /proc/stat: injection, veth, XDP, nftables, the socket layer all run there)
+/// plus this process's own user time (the socket reader). Other processes' user time (a
+/// compiler running beside the benchmark) is left out.
+fn busy_ns() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let kernel = f[2] + f[5] + f[6];
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    // SAFETY: a valid out-pointer.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let own_user = ru.ru_utime.tv_sec as u64 * 1_000_000_000 + ru.ru_utime.tv_usec as u64 * 1000;
+    Ok(kernel * 1_000_000_000 / hz + own_user)
+}
+
+fn ifindex(ns: &str, name: &'static str) -> anyhow::Result<u32> {
+    in_ns(ns, move || {
+        let c = std::ffi::CString::new(name)?;
+        // SAFETY: a valid C string.
+        let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if i == 0 {
+            bail!("no interface {name}");
+        }
+        Ok(i)
+    })
+}
+
+/// Inject `frame` into `veth-a` for RUN_FOR; the number of frames injected.
+fn inject(pair: &Pair, frame: Vec<u8>) -> anyhow::Result<u64> {
+    let target = ifindex(&pair.ns_a, pair.if_a)?;
+    in_ns(&pair.ns_a, move || {
+        let mut ebpf = EbpfLoader::new()
+            .override_global("TARGET_IFINDEX", &target, true)
+            .load(BENCH_OBJECT)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("bench_redirect")
+            .context("injector")?
+            .try_into()?;
+        prog.load()?;
+        let started = Instant::now();
+        let mut sent = 0u64;
+        const PER_CALL: u32 = 200_000;
+        while started.elapsed() < RUN_FOR {
+            prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: PER_CALL,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..Default::default()
+            })?;
+            sent += u64::from(PER_CALL);
+        }
+        Ok(sent)
+    })
+}
+
+/// A helper program on `veth-b`: `bench_pass` (a veth takes redirected frames only with a
+/// program) or `bench_drop`.
+fn attach_bench(pair: &Pair, name: &'static str) -> anyhow::Result<aya::Ebpf> {
+    let ifc = pair.if_b;
+    in_ns(&pair.ns_b, move || {
+        let mut ebpf = aya::Ebpf::load(BENCH_OBJECT)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .context("bench program")?
+            .try_into()?;
+        prog.load()?;
+        prog.attach(ifc, XdpMode::Driver)?;
+        Ok(ebpf)
+    })
+}
+
+struct Outcome {
+    name: &'static str,
+    injected: u64,
+    dropped: u64,
+    cpu_ns: u64,
+}
+
+impl Outcome {
+    fn pps(&self) -> f64 {
+        self.dropped as f64 / RUN_FOR.as_secs_f64()
+    }
+    fn ns_per_packet(&self) -> f64 {
+        self.cpu_ns as f64 / self.injected as f64
+    }
+}
+
+fn measure(
+    name: &'static str,
+    pair: &Pair,
+    frame: &[u8],
+    dropped: impl FnOnce() -> anyhow::Result<u64>,
+) -> anyhow::Result<Outcome> {
+    let cpu0 = busy_ns()?;
+    let injected = inject(pair, frame.to_vec())?;
+    // Let NAPI and the socket reader finish what is queued.
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu_ns = busy_ns()? - cpu0;
+    Ok(Outcome {
+        name,
+        injected,
+        dropped: dropped()?,
+        cpu_ns,
+    })
+}
+
+/// What injection alone costs: the cheapest drop on veth-b.
+fn baseline_run(frame: &[u8]) -> anyhow::Result<Outcome> {
+    let pair = Pair::new("b0")?;
+    let ebpf = attach_bench(&pair, "bench_drop")?;
+    let prog: &Xdp = ebpf
+        .program("bench_drop")
+        .context("bench_drop")?
+        .try_into()?;
+    let before = prog.info()?.run_count();
+    with_bpf_stats(|| {
+        measure("(0) baseline: bare XDP_DROP", &pair, frame, || {
+            Ok(prog.info()?.run_count() - before)
+        })
+    })
+}
+
+/// Run `f` with the kernel's per-program run-time statistics on.
+fn with_bpf_stats<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    const KNOB: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let old = std::fs::read_to_string(KNOB).unwrap_or_else(|_| "0".into());
+    std::fs::write(KNOB, "1")?;
+    let r = f();
+    let _ = std::fs::write(KNOB, old.trim());
+    r
+}
+
+fn xdp_run(frame: &[u8], src: std::net::IpAddr) -> anyhow::Result<(Outcome, f64, f64, f64)> {
+    let pair = Pair::new("bx")?;
+    let ifc = pair.if_b;
+    let mut fp = in_ns(&pair.ns_b, move || {
+        let mut fp = FastPath::load()?;
+        let cfg = XdpConfig {
+            max_payload: 16384,
+            ban_scope: BanScope::All as u32,
+            ..Default::default()
+        }
+        .with_flood(1000, 2000, 60_000_000_000);
+        fp.maps.set_config(&cfg)?;
+        fp.maps.set_sip_ports(&[5060])?;
+        fp.attach(ifc, sip_firewall::config::XdpMode::Native)?;
+        Ok(fp)
+    })?;
+    fp.maps.ban(src, u64::MAX, BanReason::Manual as u32)?;
+    let before = fp.maps.counters()?[Reason::Banned as usize].packets;
+    let info0 = fp.program().info()?;
+    let out = with_bpf_stats(|| {
+        measure("(a) XDP ban, native", &pair, frame, || {
+            Ok(fp.maps.counters()?[Reason::Banned as usize].packets - before)
+        })
+    })?;
+    let info1 = fp.program().info()?;
+    let runs = info1.run_count() - info0.run_count();
+    let live_ns = (info1.run_time() - info0.run_time()).as_nanos() as f64 / runs.max(1) as f64;
+    // The program's own cost, from the kernel's timing of BPF_PROG_TEST_RUN.
+    let own = |fp: &FastPath, frame: &[u8]| -> anyhow::Result<f64> {
+        let r = fp.program().test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1_000_000,
+            ..Default::default()
+        })?;
+        Ok(r.duration.as_nanos() as f64)
+    };
+    let banned_ns = own(&fp, frame)?;
+    fp.maps.unban(src)?;
+    // Through every check: a flood limit so generous that a million runs stay under it.
+    let cfg = XdpConfig {
+        max_payload: 16384,
+        ban_scope: BanScope::All as u32,
+        ..Default::default()
+    }
+    .with_flood(1_000_000_000, 1_000_000_000, 60_000_000_000);
+    fp.maps.set_config(&cfg)?;
+    let full_ns = own(&fp, frame)?;
+    anyhow::ensure!(
+        fp.maps.bans().is_empty(),
+        "the full-path run must not trip the flood limit"
+    );
+    Ok((out, live_ns, banned_ns, full_ns))
+}
+
+fn nft_run(frame: &[u8]) -> anyhow::Result<Outcome> {
+    let pair = Pair::new("bn")?;
+    let _pass = attach_bench(&pair, "bench_pass")?;
+    let rules = format!(
+        "table netdev sfwbench {{\n chain ingress {{\n  type filter hook ingress device \"{}\" priority -500;\n  ip saddr {} counter drop\n }}\n}}\n",
+        pair.if_b, pair.a4
+    );
+    let file = std::env::temp_dir().join(format!("sfwbench-{}.nft", std::process::id()));
+    std::fs::write(&file, rules)?;
+    let loaded = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.ns_b,
+            "nft",
+            "-f",
+            &file.to_string_lossy(),
+        ],
+    );
+    let _ = std::fs::remove_file(&file);
+    loaded?;
+    let ns = pair.ns_b.clone();
+    measure("(b) nftables netdev ingress", &pair, frame, move || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "nft", "list", "table", "netdev", "sfwbench",
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let n = text
+            .split("packets ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .context("nft counter")?;
+        Ok(n)
+    })
+}
+
+fn socket_run(frame: &[u8]) -> anyhow::Result<Outcome> {
+    let pair = Pair::new("bs")?;
+    let _pass = attach_bench(&pair, "bench_pass")?;
+    let sock = in_ns(&pair.ns_b, || {
+        Ok(UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 5060)))?)
+    })?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let got = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (got, stop) = (got.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if sock.recv(&mut buf).is_ok() {
+                    got.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let out = measure("(c) socket read+discard", &pair, frame, || {
+        Ok(got.load(Ordering::Relaxed))
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    Ok(out)
+}
+
+fn main() -> anyhow::Result<()> {
+    if !require_root("bench xdp") {
+        return Ok(());
+    }
+    let pair_probe = Pair::new("bp")?;
+    let src = pair_probe.a(false);
+    let dst = pair_probe.b(false);
+    drop(pair_probe);
+    // A frame addressed to veth-b's MAC, from the banned source, to the SIP port.
+    let mut frame = frames::udp(
+        src,
+        dst,
+        5060,
+        &frames::sip_request("OPTIONS", 1),
+        &Shape::default(),
+    );
+    frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x0b]);
+    frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x0a]);
+    fix_ipv4_checksum(&mut frame);
+
+    eprintln!(
+        "bench xdp: {ROUNDS} rounds of 4 runs of {} s, frames of {} bytes",
+        RUN_FOR.as_secs(),
+        frame.len()
+    );
+    let mut rounds = Vec::new();
+    for round in 0..ROUNDS {
+        eprintln!("bench xdp: round {}", round + 1);
+        let base = baseline_run(&frame)?;
+        let (xdp, live_ns, banned_ns, full_ns) = xdp_run(&frame, src)?;
+        let nft = nft_run(&frame)?;
+        let sock = socket_run(&frame)?;
+        rounds.push((base, xdp, nft, sock, live_ns, banned_ns, full_ns));
+    }
+    // The round whose XDP cost is the median, and the median of each figure.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let pick =
+        |f: fn(&(Outcome, Outcome, Outcome, Outcome, f64, f64, f64)) -> &Outcome| -> Outcome {
+            let costs: Vec<f64> = rounds.iter().map(|r| f(r).ns_per_packet()).collect();
+            let m = median(costs.clone());
+            let i = costs.iter().position(|c| *c == m).unwrap_or(0);
+            let o = f(&rounds[i]);
+            Outcome {
+                name: o.name,
+                injected: o.injected,
+                dropped: o.dropped,
+                cpu_ns: o.cpu_ns,
+            }
+        };
+    let base = pick(|r| &r.0);
+    let xdp = pick(|r| &r.1);
+    let nft = pick(|r| &r.2);
+    let sock = pick(|r| &r.3);
+    let live_ns = median(rounds.iter().map(|r| r.4).collect());
+    let banned_ns = median(rounds.iter().map(|r| r.5).collect());
+    let full_ns = median(rounds.iter().map(|r| r.6).collect());
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "XDP drop benchmark: veth pair in two namespaces; sender = BPF_PROG_TEST_RUN live frames (batch {BATCH}) redirected into veth-a, so veth-b gets xdp_frames as from a NIC driver"
+    )?;
+    writeln!(
+        out,
+        "figures: the median of {ROUNDS} interleaved rounds; CPU = all CPUs' kernel time + this process's user time"
+    )?;
+    writeln!(
+        out,
+        "{:<30} {:>12} {:>12} {:>14} {:>22}",
+        "method", "injected", "dropped", "dropped/s", "CPU ns/pkt"
+    )?;
+    for o in [&base, &xdp, &nft, &sock] {
+        writeln!(
+            out,
+            "{:<30} {:>12} {:>12} {:>14.0} {:>22.1}",
+            o.name,
+            o.injected,
+            o.dropped,
+            o.pps(),
+            o.ns_per_packet()
+        )?;
+    }
+    // What dropping costs on top of getting the frame there.
+    let extra = |o: &Outcome| (o.ns_per_packet() - base.ns_per_packet()).max(1.0);
+    writeln!(
+        out,
+        "receive-side CPU ns/pkt (minus the baseline): XDP {:.1}, nftables {:.1}, socket {:.1}",
+        extra(&xdp),
+        extra(&nft),
+        extra(&sock)
+    )?;
+    writeln!(
+        out,
+        "ratios (receive-side CPU per packet): nftables/XDP = {:.2}, socket/XDP = {:.2}; XDP costs {:.0}% of nftables and {:.0}% of the socket",
+        extra(&nft) / extra(&xdp),
+        extra(&sock) / extra(&xdp),
+        100.0 * extra(&xdp) / extra(&nft),
+        100.0 * extra(&xdp) / extra(&sock)
+    )?;
+    writeln!(
+        out,
+        "ratios (total CPU per packet, injection included): nftables/XDP = {:.2}, socket/XDP = {:.2}; XDP costs {:.0}% of nftables and {:.0}% of the socket",
+        nft.ns_per_packet() / xdp.ns_per_packet(),
+        sock.ns_per_packet() / xdp.ns_per_packet(),
+        100.0 * xdp.ns_per_packet() / nft.ns_per_packet(),
+        100.0 * xdp.ns_per_packet() / sock.ns_per_packet()
+    )?;
+    writeln!(
+        out,
+        "ratios (drop rate): XDP/nftables = {:.2}, XDP/socket = {:.2}",
+        xdp.pps() / nft.pps().max(1.0),
+        xdp.pps() / sock.pps().max(1.0)
+    )?;
+    writeln!(
+        out,
+        "program's own cost on the live path (kernel bpf_stats run_time/run_cnt during (a)): {live_ns:.1} ns/pkt"
+    )?;
+    writeln!(
+        out,
+        "program's own cost (BPF_PROG_TEST_RUN, 1e6 runs, kernel timing, harness included): banned source {banned_ns:.1} ns/pkt; valid SIP request through every check {full_ns:.1} ns/pkt"
+    )?;
+    Ok(())
+}
+
+fn fix_ipv4_checksum(f: &mut [u8]) {
+    let ip = &mut f[14..34];
+    ip[10] = 0;
+    ip[11] = 0;
+    let mut sum = 0u32;
+    for w in ip.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
