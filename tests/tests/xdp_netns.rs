@@ -83,7 +83,7 @@ fn verdicts(mode: XdpMode, tag: &str) {
 
         let before = counters(&fp);
         let mut want_sip: Vec<Vec<u8>> = Vec::new();
-        let mut send = |p: &[u8], port: u16| tx.send_to(p, to(port)).unwrap();
+        let send = |p: &[u8], port: u16| tx.send_to(p, to(port)).unwrap();
         for i in 0..20 {
             let r = frames::sip_request(if i % 2 == 0 { "INVITE" } else { "OPTIONS" }, i);
             send(&r, 5060);

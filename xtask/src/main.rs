@@ -3,7 +3,9 @@
 //! Every command first runs the set-up it needs; set-up steps print what they do and are
 //! idempotent (a second run only checks).
 
+mod bench_parse;
 mod bench_xdp;
+mod fuzz;
 mod setup;
 
 use std::process::Command;
@@ -38,10 +40,19 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket).
+    /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket), `parse` (messages/s, ours
+    /// vs rsip).
     Bench {
-        #[arg(value_parser = ["xdp"])]
+        #[arg(value_parser = ["xdp", "parse"])]
         what: String,
+    },
+    /// Fuzz a target (`parse`: parser, sanity checks and framer) for a given time.
+    Fuzz {
+        #[arg(value_parser = ["parse"])]
+        target: String,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
     },
 }
 
@@ -114,28 +125,25 @@ fn main() -> anyhow::Result<()> {
             setup::build_tools()?;
             setup::test_tools()?;
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-            run(cargo().args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]))?;
+            // The default members: every crate but the eBPF one, which only builds for the BPF
+            // target (through sip-firewall's build.rs).
+            run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
             // Builds the daemon binary too, which the integration tests start.
-            run(cargo().args(["build", "--workspace", "--bins"]))?;
+            run(cargo().args(["build", "--bins"]))?;
             let mut c = cargo();
-            c.args(["test", "--workspace", "--no-fail-fast"]);
+            c.args(["test", "--no-fail-fast"]);
             if !args.is_empty() {
                 c.arg("--").args(&args);
             }
             run(&mut c)
         }
+        Cmd::Fuzz { target, time } => fuzz::run(&target, time),
         Cmd::Bench { what } => {
             setup::build_tools()?;
             setup::test_tools()?;
             match what.as_str() {
                 "xdp" => bench_xdp::run_bench(),
+                "parse" => bench_parse::run(),
                 other => bail!("unknown benchmark {other}"),
             }
         }

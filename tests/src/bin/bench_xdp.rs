@@ -116,6 +116,14 @@ fn attach_bench(pair: &Pair, name: &'static str) -> anyhow::Result<aya::Ebpf> {
     })
 }
 
+/// One round: baseline, XDP, nftables, socket; the program's own costs.
+struct Round {
+    runs: [Outcome; 4],
+    live_ns: f64,
+    banned_ns: f64,
+    full_ns: f64,
+}
+
 struct Outcome {
     name: &'static str,
     injected: u64,
@@ -331,33 +339,28 @@ fn main() -> anyhow::Result<()> {
         let (xdp, live_ns, banned_ns, full_ns) = xdp_run(&frame, src)?;
         let nft = nft_run(&frame)?;
         let sock = socket_run(&frame)?;
-        rounds.push((base, xdp, nft, sock, live_ns, banned_ns, full_ns));
+        rounds.push(Round {
+            runs: [base, xdp, nft, sock],
+            live_ns,
+            banned_ns,
+            full_ns,
+        });
     }
-    // The round whose XDP cost is the median, and the median of each figure.
+    // For each method, the round whose CPU cost is the median; medians of the other figures.
     let median = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let pick =
-        |f: fn(&(Outcome, Outcome, Outcome, Outcome, f64, f64, f64)) -> &Outcome| -> Outcome {
-            let costs: Vec<f64> = rounds.iter().map(|r| f(r).ns_per_packet()).collect();
-            let m = median(costs.clone());
-            let i = costs.iter().position(|c| *c == m).unwrap_or(0);
-            let o = f(&rounds[i]);
-            Outcome {
-                name: o.name,
-                injected: o.injected,
-                dropped: o.dropped,
-                cpu_ns: o.cpu_ns,
-            }
-        };
-    let base = pick(|r| &r.0);
-    let xdp = pick(|r| &r.1);
-    let nft = pick(|r| &r.2);
-    let sock = pick(|r| &r.3);
-    let live_ns = median(rounds.iter().map(|r| r.4).collect());
-    let banned_ns = median(rounds.iter().map(|r| r.5).collect());
-    let full_ns = median(rounds.iter().map(|r| r.6).collect());
+    let pick = |i: usize| -> &Outcome {
+        let costs: Vec<f64> = rounds.iter().map(|r| r.runs[i].ns_per_packet()).collect();
+        let m = median(costs.clone());
+        let at = costs.iter().position(|c| *c == m).unwrap_or(0);
+        &rounds[at].runs[i]
+    };
+    let (base, xdp, nft, sock) = (pick(0), pick(1), pick(2), pick(3));
+    let live_ns = median(rounds.iter().map(|r| r.live_ns).collect());
+    let banned_ns = median(rounds.iter().map(|r| r.banned_ns).collect());
+    let full_ns = median(rounds.iter().map(|r| r.full_ns).collect());
 
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -373,7 +376,7 @@ fn main() -> anyhow::Result<()> {
         "{:<30} {:>12} {:>12} {:>14} {:>22}",
         "method", "injected", "dropped", "dropped/s", "CPU ns/pkt"
     )?;
-    for o in [&base, &xdp, &nft, &sock] {
+    for o in [base, xdp, nft, sock] {
         writeln!(
             out,
             "{:<30} {:>12} {:>12} {:>14.0} {:>22.1}",
@@ -389,17 +392,17 @@ fn main() -> anyhow::Result<()> {
     writeln!(
         out,
         "receive-side CPU ns/pkt (minus the baseline): XDP {:.1}, nftables {:.1}, socket {:.1}",
-        extra(&xdp),
-        extra(&nft),
-        extra(&sock)
+        extra(xdp),
+        extra(nft),
+        extra(sock)
     )?;
     writeln!(
         out,
         "ratios (receive-side CPU per packet): nftables/XDP = {:.2}, socket/XDP = {:.2}; XDP costs {:.0}% of nftables and {:.0}% of the socket",
-        extra(&nft) / extra(&xdp),
-        extra(&sock) / extra(&xdp),
-        100.0 * extra(&xdp) / extra(&nft),
-        100.0 * extra(&xdp) / extra(&sock)
+        extra(nft) / extra(xdp),
+        extra(sock) / extra(xdp),
+        100.0 * extra(xdp) / extra(nft),
+        100.0 * extra(xdp) / extra(sock)
     )?;
     writeln!(
         out,
