@@ -1,0 +1,227 @@
+//! `sip-firewall run` with XDP: it attaches to the interface it is given, fills the maps from
+//! its config, reports the bans the program makes, detaches on SIGTERM, and fails with one
+//! clear line for a missing interface or missing privileges.
+
+use std::{
+    io::Read as _,
+    net::{SocketAddr, UdpSocket},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sip_firewall_tests::{
+    frames,
+    netns::{Pair, in_ns},
+    require_root,
+};
+
+fn daemon_bin() -> PathBuf {
+    // target/debug/deps/<test> -> target/debug/sip-firewall (built by `cargo xtask test`).
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("sip-firewall");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (cargo build --bins)",
+        bin.display()
+    );
+    bin
+}
+
+fn xdp_attached(ns: &str, ifc: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ip", "-d", "link", "show", ifc])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.trim_start().starts_with("prog/xdp") || l.contains("xdp"))
+        .map(|_| text.clone())
+}
+
+fn start(pair: &Pair, config: &str, extra: &[&str]) -> (Child, tempdir::Dir) {
+    let dir = tempdir::Dir::new();
+    let cfg = dir.path.join("sip-firewall.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut args = vec![
+        "netns".to_string(),
+        "exec".into(),
+        pair.ns_b.clone(),
+        daemon_bin().display().to_string(),
+        "run".into(),
+        "--config".into(),
+        cfg.display().to_string(),
+        "--sip-listen".into(),
+        "0.0.0.0:5060".into(),
+        "--metrics-listen".into(),
+        "127.0.0.1:9464".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new("ip")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, dir)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop(mut child: Child) -> (i32, String) {
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+/// A tiny temporary directory, removed on drop.
+mod tempdir {
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+    impl Dir {
+        pub fn new() -> Dir {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = std::env::temp_dir().join(format!("sfw-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir { path }
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[test]
+fn daemon_attaches_fills_maps_reports_bans_and_detaches() {
+    if !require_root("daemon_attaches_fills_maps_reports_bans_and_detaches") {
+        return;
+    }
+    let pair = Pair::new("dm").unwrap();
+    // The IPv6 peer is denied by the config; IPv4 gets a tiny flood limit.
+    let config = format!(
+        "[xdp]\nflood_rate = 1\nflood_burst = 3\nban_time = \"1h\"\n[policy]\ndeny = [\"{}/128\"]\n",
+        pair.a6
+    );
+    for mode in ["native", "generic"] {
+        let (child, _dir) = start(&pair, &config, &["--iface", pair.if_b, "--xdp-mode", mode]);
+        wait_for("XDP on veth-b", || {
+            xdp_attached(&pair.ns_b, pair.if_b).is_some()
+        });
+        let shown = xdp_attached(&pair.ns_b, pair.if_b).unwrap();
+        // `ip link` says `xdp` for native mode and `xdpgeneric` for generic mode.
+        let generic = shown.contains("xdpgeneric");
+        assert_eq!(generic, mode == "generic", "{mode}: {shown}");
+        assert!(shown.contains("name sip_firewall"), "{mode}: {shown}");
+
+        // The daemon answers OPTIONS keep-alives; the deny list silences the IPv6 peer.
+        let tx4 = in_ns(&pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).unwrap();
+        let tx6 = in_ns(&pair.ns_a, || Ok(UdpSocket::bind("[::]:0")?)).unwrap();
+        for s in [&tx4, &tx6] {
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+        }
+        let options = "OPTIONS sip:198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5062;branch=z9hG4bK-dm1\r\nMax-Forwards: 70\r\nFrom: <sip:probe@example.com>;tag=1\r\nTo: <sip:198.51.100.2>\r\nCall-ID: dm1@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let mut buf = [0u8; 4096];
+        let to4 = SocketAddr::new(pair.b(false), 5060);
+        let mut answered = false;
+        for _ in 0..3 {
+            tx4.send_to(options.as_bytes(), to4).unwrap();
+            if let Ok(n) = tx4.recv(&mut buf) {
+                answered = String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 ");
+                break;
+            }
+        }
+        assert!(
+            answered,
+            "{mode}: the daemon answers a well-formed OPTIONS over IPv4"
+        );
+        tx6.send_to(options.as_bytes(), SocketAddr::new(pair.b(true), 5060))
+            .unwrap();
+        assert!(
+            tx6.recv(&mut buf).is_err(),
+            "{mode}: the denied IPv6 peer gets nothing"
+        );
+
+        // A burst over the limit: the program bans the source and the daemon hears of it.
+        for i in 0..10 {
+            tx4.send_to(&frames::sip_request("OPTIONS", i), to4)
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let (code, err) = stop(child);
+        assert_eq!(code, 0, "{mode}: clean exit on SIGTERM\n{err}");
+        assert!(
+            err.contains("XDP banned a source") && err.contains(&pair.a4.to_string()),
+            "{mode}: ban event logged\n{err}"
+        );
+        assert!(
+            xdp_attached(&pair.ns_b, pair.if_b).is_none(),
+            "{mode}: detached on SIGTERM"
+        );
+    }
+}
+
+#[test]
+fn daemon_errors_are_one_clear_line() {
+    if !require_root("daemon_errors_are_one_clear_line") {
+        return;
+    }
+    let pair = Pair::new("de").unwrap();
+    let (child, _dir) = start(&pair, "", &["--iface", "nosuch0"]);
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("nosuch0") && last.contains("does not exist"),
+        "{err}"
+    );
+
+    // Without privileges: the daemon says what to do instead of failing obscurely.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(daemon_bin())
+        .args([
+            "run",
+            "--iface",
+            "lo",
+            "--sip-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs root") && err.contains("--xdp-mode off"),
+        "{err}"
+    );
+}
