@@ -52,32 +52,43 @@ User-Agent: ExamplePhone/1.2.3\r\n\
 Content-Length: 0\r\n\
 \r\n";
 
-/// Messages per second: median over `rounds` rounds of about `round` each.
-fn measure(rounds: usize, round: Duration, mut f: impl FnMut() -> bool) -> f64 {
-    // Calibrate the iteration count of one round.
+/// Iterations of `f` that take about `round`.
+fn calibrate(round: Duration, f: &mut dyn FnMut() -> bool) -> u64 {
     let mut n: u64 = 64;
     loop {
         let t = Instant::now();
         for _ in 0..n {
             assert!(black_box(f()));
         }
-        if t.elapsed() >= round / 4 {
-            n = (n as f64 * (round.as_secs_f64() / t.elapsed().as_secs_f64())) as u64 + 1;
-            break;
+        let took = t.elapsed();
+        if took >= round / 4 {
+            return (n as f64 * round.as_secs_f64() / took.as_secs_f64()) as u64 + 1;
         }
         n *= 2;
     }
-    let mut rates: Vec<f64> = (0..rounds)
-        .map(|_| {
+}
+
+/// Messages per second of each function: the median over `rounds` rounds, the functions
+/// taking turns within each round so that a change of machine load hits all of them alike.
+fn measure(rounds: usize, round: Duration, fs: &mut [&mut dyn FnMut() -> bool]) -> Vec<f64> {
+    let ns: Vec<u64> = fs.iter_mut().map(|f| calibrate(round, *f)).collect();
+    let mut rates = vec![Vec::with_capacity(rounds); fs.len()];
+    for _ in 0..rounds {
+        for (i, f) in fs.iter_mut().enumerate() {
             let t = Instant::now();
-            for _ in 0..n {
+            for _ in 0..ns[i] {
                 assert!(black_box(f()));
             }
-            n as f64 / t.elapsed().as_secs_f64()
+            rates[i].push(ns[i] as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    rates
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
         })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+        .collect()
 }
 
 fn main() {
@@ -85,7 +96,7 @@ fn main() {
     let (rounds, round) = if quick {
         (3, Duration::from_millis(50))
     } else {
-        (7, Duration::from_millis(300))
+        (9, Duration::from_millis(200))
     };
     let limits = Limits::default();
     println!("parse benchmark: median of {rounds} rounds of ~{round:?} each, messages/s");
@@ -111,16 +122,10 @@ fn main() {
             "{name}: rsip refuses"
         );
 
-        let ours = measure(rounds, round, || {
-            parse(black_box(bytes), &limits, Transport::Datagram).is_ok()
-        });
-        let ours_full = measure(rounds, round, || {
-            inspect(black_box(bytes), &limits, Transport::Datagram, &[]).is_ok()
-        });
-        let rsip_raw = measure(rounds, round, || {
-            rsip::SipMessage::try_from(black_box(bytes)).is_ok()
-        });
-        let rsip_typed = measure(rounds, round, || {
+        let mut ours = || parse(black_box(bytes), &limits, Transport::Datagram).is_ok();
+        let mut ours_full = || inspect(black_box(bytes), &limits, Transport::Datagram, &[]).is_ok();
+        let mut rsip_raw = || rsip::SipMessage::try_from(black_box(bytes)).is_ok();
+        let mut rsip_typed = || {
             let Ok(m) = rsip::SipMessage::try_from(black_box(bytes)) else {
                 return false;
             };
@@ -133,7 +138,13 @@ fn main() {
                     .and_then(|h| h.typed().ok())
                     .is_some()
                 && m.call_id_header().is_ok()
-        });
+        };
+        let r = measure(
+            rounds,
+            round,
+            &mut [&mut ours, &mut ours_full, &mut rsip_raw, &mut rsip_typed],
+        );
+        let (ours, ours_full, rsip_raw, rsip_typed) = (r[0], r[1], r[2], r[3]);
         println!(
             "{:<10} {:>16.0} {:>16.0} {:>16.0} {:>16.0} {:>11.1}x {:>11.1}x",
             name,

@@ -3,13 +3,39 @@
 //! Everything here works on `&str` that is already valid UTF-8 and slices only at ASCII
 //! delimiters, through `str::get`, so no input can make it panic.
 
+/// Byte classes, looked up rather than computed: the parser's inner loops run on them.
+const TOKEN: u8 = 1;
+/// Allowed as-is in a header value: visible ASCII, SP, HTAB and UTF-8 bytes.
+const TEXT: u8 = 2;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let token = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        let text = (b >= 0x20 && b != 0x7f) || b == b'\t';
+        t[i] = if token { TOKEN } else { 0 } | if text { TEXT } else { 0 };
+        i += 1;
+    }
+    t
+};
+
 /// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~".
+#[inline]
 pub fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    CLASS[usize::from(b)] & TOKEN != 0
+}
+
+/// Whether every byte may stand in a header value as-is (no control characters, hence
+/// no folds either).
+#[inline]
+pub fn is_plain_text(s: &[u8]) -> bool {
+    s.iter().all(|&b| CLASS[usize::from(b)] & TEXT != 0)
 }
 
 /// `unreserved` = alphanum / mark.

@@ -7,6 +7,10 @@ use crate::headers::{Header, HeaderName, scalar};
 use crate::lex::{is_token, is_token_str, is_ws};
 use crate::reason::Reason;
 
+/// The searcher for CRLFCRLF, built once.
+static EMPTY_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+
 /// Size limits, after Kamailio's defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -147,24 +151,31 @@ pub fn parse<'a>(
         _ => parse_request_line(first, limits).map_err(err)?,
     };
 
+    // The empty line, then the header lines between it and the start line, checked as
+    // UTF-8 in one pass (header values are TEXT-UTF8; names and the rest are ASCII).
+    let empty = EMPTY_LINE
+        .find(&buf[line_end..])
+        .map(|p| line_end + p + 2)
+        .ok_or(err(Reason::UnterminatedHeaders))?;
+    let body_start = empty + 2;
+    let head = std::str::from_utf8(&buf[..empty]).map_err(|_| err(Reason::BadHeaderLine))?;
+    let hb = head.as_bytes();
     let mut headers = Vec::with_capacity(16);
     let mut pos = line_end + 2;
-    let body_start = loop {
-        let end = find_crlf(buf, pos).ok_or(err(Reason::UnterminatedHeaders))?;
-        if end == pos {
-            break end + 2;
-        }
+    while pos < empty {
+        let end = find_crlf(hb, pos).ok_or(err(Reason::BadHeaderLine))?;
         // The header ends where a line no longer starts with whitespace (a fold).
         let mut last = end;
-        while matches!(buf.get(last + 2), Some(b' ' | b'\t')) {
-            last = find_crlf(buf, last + 2).ok_or(err(Reason::UnterminatedHeaders))?;
+        while matches!(hb.get(last + 2), Some(b' ' | b'\t')) {
+            last = find_crlf(hb, last + 2).ok_or(err(Reason::BadHeaderLine))?;
         }
         if last - pos > limits.max_header_bytes {
             return Err(err(Reason::HeaderTooLarge));
         }
-        headers.push(parse_header(&buf[pos..last]).ok_or(err(Reason::BadHeaderLine))?);
+        let raw = head.get(pos..last).ok_or(err(Reason::BadHeaderLine))?;
+        headers.push(parse_header(raw).ok_or(err(Reason::BadHeaderLine))?);
         pos = last + 2;
-    };
+    }
 
     let rest = &buf[body_start..];
     let mut lengths = headers
@@ -197,7 +208,7 @@ pub fn parse<'a>(
 /// it stays inside the line and fails the character checks.
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
-    while let Some(off) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
+    while let Some(off) = memchr::memchr(b'\n', buf.get(i..)?) {
         let lf = i + off;
         if lf > from && buf[lf - 1] == b'\r' {
             return Some(lf - 1);
@@ -267,21 +278,19 @@ fn is_ctl(b: u8) -> bool {
 }
 
 /// One header field (possibly folded): `token *(SP/HTAB) ":" value`.
-fn parse_header(raw: &[u8]) -> Option<Header<'_>> {
-    let colon = raw.iter().position(|&b| b == b':')?;
-    let name = std::str::from_utf8(&raw[..colon]).ok()?;
+fn parse_header(raw: &str) -> Option<Header<'_>> {
+    let (name, value) = raw.split_once(':')?;
     let name = name.trim_end_matches([' ', '\t']);
     if !is_token_str(name) {
         return None;
     }
-    let value = std::str::from_utf8(&raw[colon + 1..]).ok()?;
-    if !value_chars_ok(value.as_bytes()) {
-        return None;
-    }
-    let value = if value.contains('\r') {
+    // Most values hold no control character at all, hence no fold: borrow them.
+    let value = if crate::lex::is_plain_text(value.as_bytes()) {
+        Cow::Borrowed(value.trim_matches([' ', '\t']))
+    } else if value_chars_ok(value.as_bytes()) {
         Cow::Owned(unfold(value))
     } else {
-        Cow::Borrowed(value.trim_matches([' ', '\t']))
+        return None;
     };
     Some(Header {
         name: HeaderName::parse(name),

@@ -189,3 +189,23 @@ impl std::fmt::Display for Reason {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_unique_and_codes_known() {
+        let mut labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Reason::ALL.len());
+        for r in Reason::ALL {
+            assert!(
+                [400, 414, 416, 420, 483, 505, 513].contains(&r.status()),
+                "{r}"
+            );
+            assert!(!r.phrase().is_empty());
+        }
+    }
+}

@@ -12,6 +12,10 @@ use crate::parse::Message;
 /// spoofed request can make us send (no amplification).
 const MAX_VIAS: usize = 16;
 
+/// Longest header value copied into an answer; longer ones (only in requests refused for
+/// size) are left out rather than echoed back.
+const MAX_VALUE: usize = 4096;
+
 /// The request headers a response copies (RFC 3261 8.2.6.2).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplyContext<'a> {
@@ -64,7 +68,7 @@ impl<'a> ReplyContext<'a> {
 
     fn take(&mut self, name: HeaderName<'_>, value: Cow<'a, str>) {
         // Never copy a value that could break the answer's own framing.
-        if value.contains(['\r', '\n']) {
+        if value.len() > MAX_VALUE || value.contains(['\r', '\n']) {
             return;
         }
         match name {

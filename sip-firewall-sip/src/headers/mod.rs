@@ -45,6 +45,9 @@ impl<'a> HeaderName<'a> {
     /// IANA registry) to their long names.
     pub fn parse(name: &'a str) -> HeaderName<'a> {
         use HeaderName::*;
+        if name.is_empty() {
+            return Other(name);
+        }
         if name.len() == 1 {
             return match name.as_bytes()[0].to_ascii_lowercase() {
                 b'v' => Via,
@@ -70,39 +73,45 @@ impl<'a> HeaderName<'a> {
                 _ => Other(name),
             };
         }
-        const LONG: &[(&str, HeaderName<'static>)] = &[
-            ("via", Via),
-            ("from", From),
-            ("to", To),
-            ("call-id", CallId),
-            ("cseq", CSeq),
-            ("contact", Contact),
-            ("content-length", ContentLength),
-            ("content-type", ContentType),
-            ("max-forwards", MaxForwards),
-            ("expires", Expires),
-            ("route", Route),
-            ("record-route", RecordRoute),
-            ("proxy-require", ProxyRequire),
-            ("require", Require),
-            ("supported", Supported),
-            ("subject", Subject),
-            ("content-encoding", ContentEncoding),
-            ("event", Event),
-            ("allow-events", AllowEvents),
-            ("refer-to", ReferTo),
-            ("referred-by", ReferredBy),
-            ("session-expires", SessionExpires),
-            ("identity", Identity),
-            ("accept-contact", AcceptContact),
-            ("reject-contact", RejectContact),
-            ("request-disposition", RequestDisposition),
-            ("identity-info", IdentityInfo),
-        ];
-        LONG.iter()
-            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
-            .map(|&(_, h)| h)
-            .unwrap_or(Other(name))
+        // Lower-case into a stack buffer and match whole names: the compiler turns this
+        // into length and word comparisons.
+        let mut lower = [0u8; 20];
+        let Some(dst) = lower.get_mut(..name.len()) else {
+            return Other(name);
+        };
+        for (d, s) in dst.iter_mut().zip(name.bytes()) {
+            *d = s.to_ascii_lowercase();
+        }
+        match &*dst {
+            b"via" => Via,
+            b"from" => From,
+            b"to" => To,
+            b"call-id" => CallId,
+            b"cseq" => CSeq,
+            b"contact" => Contact,
+            b"content-length" => ContentLength,
+            b"content-type" => ContentType,
+            b"max-forwards" => MaxForwards,
+            b"expires" => Expires,
+            b"route" => Route,
+            b"record-route" => RecordRoute,
+            b"proxy-require" => ProxyRequire,
+            b"require" => Require,
+            b"supported" => Supported,
+            b"subject" => Subject,
+            b"content-encoding" => ContentEncoding,
+            b"event" => Event,
+            b"allow-events" => AllowEvents,
+            b"refer-to" => ReferTo,
+            b"referred-by" => ReferredBy,
+            b"session-expires" => SessionExpires,
+            b"identity" => Identity,
+            b"accept-contact" => AcceptContact,
+            b"reject-contact" => RejectContact,
+            b"request-disposition" => RequestDisposition,
+            b"identity-info" => IdentityInfo,
+            _ => Other(name),
+        }
     }
 
     /// The canonical long name.
