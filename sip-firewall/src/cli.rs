@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, ConfigError, XdpMode};
 
 #[derive(Debug, Parser)]
-#[command(name = "sip-firewall", version, about = "SIP edge firewall: XDP fast path and stateful SIP proxy")]
+#[command(
+    name = "sip-firewall",
+    version,
+    about = "SIP edge firewall: XDP fast path and stateful SIP proxy"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

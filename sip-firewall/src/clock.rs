@@ -27,5 +27,7 @@ pub fn remaining(expires_ns: u64) -> Option<Duration> {
     if expires_ns == u64::MAX {
         return None;
     }
-    Some(Duration::from_nanos(expires_ns.saturating_sub(monotonic_ns())))
+    Some(Duration::from_nanos(
+        expires_ns.saturating_sub(monotonic_ns()),
+    ))
 }

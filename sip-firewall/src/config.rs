@@ -256,8 +256,11 @@ pub fn in_any(nets: &[IpNet], ip: IpAddr) -> bool {
 /// Durations are written as humans write them: `30s`, `5m`, `1h 30m`.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| serde::de::Error::custom(format!("{e} (write durations like \"30s\", \"5m\", \"1h\")")))
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{e} (write durations like \"30s\", \"5m\", \"1h\")"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -287,7 +290,9 @@ mod tests {
 
     #[test]
     fn wrong_type_names_line() {
-        let err = parse("[xdp]\nflood_rate = \"fast\"\n").unwrap_err().to_string();
+        let err = parse("[xdp]\nflood_rate = \"fast\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
     }
 
@@ -301,7 +306,9 @@ mod tests {
         assert_eq!(c.xdp.mode, XdpMode::Generic);
         assert!(in_any(&c.policy.allow, "192.0.2.9".parse().unwrap()));
         assert!(!in_any(&c.policy.allow, "198.51.100.1".parse().unwrap()));
-        let err = parse("[xdp]\nban_time = \"soon\"\n").unwrap_err().to_string();
+        let err = parse("[xdp]\nban_time = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ban_time") || err.contains("line 2"), "{err}");
     }
 
