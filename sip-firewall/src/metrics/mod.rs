@@ -4,7 +4,7 @@
 
 pub mod http;
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use sip_firewall_sip::Reason;
 
 /// Methods counted under their own label; every other method is `other`, so a peer
@@ -38,6 +38,8 @@ pub struct Metrics {
     dropped: IntCounterVec,
     accepted: IntCounterVec,
     keepalives: IntCounterVec,
+    tcp_closed: IntCounterVec,
+    tcp_connections: IntGauge,
 }
 
 impl Default for Metrics {
@@ -89,6 +91,19 @@ impl Metrics {
                 "CRLF keep-alives received, by transport",
                 &["transport"],
             ),
+            tcp_closed: counter(
+                "sipfw_sip_tcp_closed_total",
+                "SIP TCP connections closed, by reason (peer, idle_timeout, framing, error, shutdown)",
+                &["reason"],
+            ),
+            tcp_connections: {
+                let g = IntGauge::new("sipfw_sip_tcp_connections", "SIP TCP connections open")
+                    .expect("static metric definition is valid");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric names are unique");
+                g
+            },
             registry,
         };
         // Pre-create the common series so dashboards see zeros rather than gaps.
@@ -145,6 +160,17 @@ impl Metrics {
     /// A keep-alive arrived.
     pub fn keepalive(&self, transport: &str) {
         self.keepalives.with_label_values(&[transport]).inc();
+    }
+
+    /// A TCP connection opened.
+    pub fn tcp_opened(&self) {
+        self.tcp_connections.inc();
+    }
+
+    /// A TCP connection closed, and why.
+    pub fn tcp_closed(&self, reason: &str) {
+        self.tcp_connections.dec();
+        self.tcp_closed.with_label_values(&[reason]).inc();
     }
 
     /// The Prometheus text exposition of every registered metric.

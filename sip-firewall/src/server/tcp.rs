@@ -43,9 +43,15 @@ pub(super) async fn serve(
         let shared = shared.clone();
         let rx = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, peer, &shared, rx).await {
-                debug!(%peer, "TCP connection: {e}");
-            }
+            shared.metrics.tcp_opened();
+            let why = match connection(stream, peer, &shared, rx).await {
+                Ok(why) => why,
+                Err(e) => {
+                    debug!(%peer, "TCP connection: {e}");
+                    "error"
+                }
+            };
+            shared.metrics.tcp_closed(why);
             drop(permit);
         });
     }
@@ -56,20 +62,19 @@ async fn connection(
     peer: SocketAddr,
     shared: &Shared,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+) -> std::io::Result<&'static str> {
     let local = stream.local_addr()?;
     let mut framer = StreamFramer::new(shared.limits);
     let mut chunk = vec![0u8; 8192];
     let mut deadline = Instant::now() + shared.tcp_idle_timeout;
     loop {
         let n = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            _ = shutdown.wait_for(|s| *s) => return Ok("shutdown"),
             r = timeout_at(deadline, stream.read(&mut chunk)) => match r {
                 Ok(r) => r?,
                 Err(_) => {
                     debug!(%peer, "TCP idle timeout: closing");
-                    shared.metrics.dropped("tcp_idle_timeout");
-                    return Ok(());
+                    return Ok("idle_timeout");
                 }
             },
         };
@@ -77,8 +82,9 @@ async fn connection(
             // The peer closed its side: answer an unfinished request if we can, then close.
             if let Err(e) = framer.finish() {
                 fatal(&mut stream, peer, shared, e, deadline).await?;
+                return Ok("framing");
             }
-            return Ok(());
+            return Ok("peer");
         }
         framer.push(&chunk[..n]);
         loop {
@@ -96,7 +102,10 @@ async fn connection(
                         write(&mut stream, &out.bytes, deadline).await?;
                     }
                 }
-                Err(e) => return fatal(&mut stream, peer, shared, e, deadline).await,
+                Err(e) => {
+                    fatal(&mut stream, peer, shared, e, deadline).await?;
+                    return Ok("framing");
+                }
             }
         }
     }
