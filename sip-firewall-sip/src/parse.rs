@@ -62,12 +62,20 @@ impl Kind {
             return Kind::Response;
         }
         let n = buf.iter().take_while(|&&b| is_token(b)).count();
-        if n > 0 && buf.get(n) == Some(&b' ') {
-            Kind::Request {
-                ack: &buf[..n] == b"ACK",
+        if n == 0 || buf.get(n) != Some(&b' ') {
+            return Kind::Unknown;
+        }
+        // A complete first line must end in a SIP version, however malformed the rest: an
+        // HTTP probe ("GET / HTTP/1.1") is not a SIP request and gets no SIP answer.
+        if let Some(lf) = memchr::memchr(b'\n', buf) {
+            let line = buf[..lf].trim_ascii_end();
+            let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
+            if !is_sip_version(version) {
+                return Kind::Unknown;
             }
-        } else {
-            Kind::Unknown
+        }
+        Kind::Request {
+            ack: &buf[..n] == b"ACK",
         }
     }
 }
@@ -273,6 +281,17 @@ fn check_version(v: &str) -> Result<(), Reason> {
     Ok(())
 }
 
+/// `"SIP" "/" 1*DIGIT "." 1*DIGIT`, any version.
+fn is_sip_version(v: &[u8]) -> bool {
+    let Some(num) = v.get(4..).filter(|_| v[..4].eq_ignore_ascii_case(b"SIP/")) else {
+        return false;
+    };
+    let mut parts = num.split(|&b| b == b'.');
+    let digits =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+}
+
 fn is_ctl(b: u8) -> bool {
     b < 0x20 || b == 0x7f
 }
@@ -392,6 +411,18 @@ mod tests {
         );
         assert!(p("SIP/2.0 100 \r\n\r\n").is_ok());
         assert_eq!(p("\u{1}\u{2}garbage").err(), Some(Reason::NotSip));
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nHost: x\r\n\r\n").err(),
+            Some(Reason::NotSip)
+        );
+        assert_eq!(
+            p("OPTIONS sip:a@b.com SIP/2.0  \r\n\r\n").err(),
+            Some(Reason::BadRequestLine)
+        );
+        assert_eq!(
+            Kind::sniff(b"OPTIONS sip:a@b.com SI"),
+            Kind::Request { ack: false }
+        );
         let long = format!("INVITE sip:{}@b.com SIP/2.0\r\n\r\n", "a".repeat(600));
         assert_eq!(p(&long).err(), Some(Reason::RequestUriTooLong));
     }
