@@ -23,6 +23,9 @@ pub const COUNTERS: &str = "SIPFW_COUNTERS";
 /// Ring buffer of [`BanEvent`]s: bans the XDP program made by itself.
 pub const BAN_EVENTS: &str = "SIPFW_EVENTS";
 
+/// The maps pinned in the daemon's pin directory (the rest belong to one program).
+pub const PINNED: [&str; 7] = [ALLOW_LIST, DENY_LIST, BANS, FLOOD, CONFIG, SIP_PORTS, COUNTERS];
+
 /// Capacity of the allow and deny tries.
 pub const LIST_ENTRIES: u32 = 65_536;
 /// Capacity of the ban map.

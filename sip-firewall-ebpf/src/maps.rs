@@ -1,5 +1,9 @@
 //! The maps of the XDP program. Names, key and value types come from
 //! `sip_firewall_common::maps`, where the daemon finds them too.
+//!
+//! The state maps are pinned by name: the daemon loads them from its pin directory in bpffs,
+//! so a restarted daemon (and its new program) takes over the same bans, lists, flood state
+//! and counters. Loaded without a pin directory (tests), aya pins them under /sys/fs/bpf.
 
 use aya_ebpf::{
     macros::map,
@@ -17,25 +21,25 @@ use sip_firewall_common::{
 };
 
 #[map(name = "SIPFW_ALLOW")]
-pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::with_max_entries(LIST_ENTRIES, 0);
+pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(LIST_ENTRIES, 0);
 
 #[map(name = "SIPFW_DENY")]
-pub static DENY: LpmTrie<IpKey, u8> = LpmTrie::with_max_entries(LIST_ENTRIES, 0);
+pub static DENY: LpmTrie<IpKey, u8> = LpmTrie::pinned(LIST_ENTRIES, 0);
 
 #[map(name = "SIPFW_BANS")]
-pub static BANS: HashMap<IpKey, BanValue> = HashMap::with_max_entries(BAN_ENTRIES, 0);
+pub static BANS: HashMap<IpKey, BanValue> = HashMap::pinned(BAN_ENTRIES, 0);
 
 #[map(name = "SIPFW_FLOOD")]
-pub static FLOOD: LruHashMap<IpKey, u64> = LruHashMap::with_max_entries(FLOOD_ENTRIES, 0);
+pub static FLOOD: LruHashMap<IpKey, u64> = LruHashMap::pinned(FLOOD_ENTRIES, 0);
 
 #[map(name = "SIPFW_CONFIG")]
-pub static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<XdpConfig> = Array::pinned(1, 0);
 
 #[map(name = "SIPFW_PORTS")]
-pub static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(PORT_ENTRIES, 0);
+pub static SIP_PORTS: HashMap<u16, u8> = HashMap::pinned(PORT_ENTRIES, 0);
 
 #[map(name = "SIPFW_COUNTERS")]
-pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(Reason::COUNT, 0);
 
 #[map(name = "SIPFW_EVENTS")]
 pub static BAN_EVENTS: RingBuf = RingBuf::with_byte_size(BAN_EVENTS_BYTES, 0);

@@ -70,6 +70,11 @@ fn start(config: &str) -> Daemon {
             "--metrics-listen",
             &metrics.to_string(),
         ])
+        // Each daemon its own state and admin socket: tests run side by side.
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--admin-socket")
+        .arg(dir.join("admin.sock"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a root check that skips loudly, crafted frames
 //! for `BPF_PROG_TEST_RUN`, and throw-away network namespaces joined by a veth pair.
 
+pub mod daemon;
 pub mod frames;
 pub mod netns;
 

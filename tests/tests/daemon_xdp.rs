@@ -3,30 +3,17 @@
 //! clear line for a missing interface or missing privileges.
 
 use std::{
-    io::Read as _,
     net::{SocketAddr, UdpSocket},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
+    time::Duration,
 };
 
 use sip_firewall_tests::{
+    daemon::{DaemonDirs, TempDir, daemon_bin, stop},
     frames,
     netns::{Pair, in_ns},
     require_root,
 };
-
-fn daemon_bin() -> PathBuf {
-    // target/debug/deps/<test> -> target/debug/sip-firewall (built by `cargo xtask test`).
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("sip-firewall");
-    assert!(
-        bin.exists(),
-        "{} missing: build it first (cargo build --bins)",
-        bin.display()
-    );
-    bin
-}
 
 fn xdp_attached(ns: &str, ifc: &str) -> Option<String> {
     let out = Command::new("ip")
@@ -34,82 +21,7 @@ fn xdp_attached(ns: &str, ifc: &str) -> Option<String> {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find(|l| l.trim_start().starts_with("prog/xdp") || l.contains("xdp"))
-        .map(|_| text.clone())
-}
-
-fn start(pair: &Pair, config: &str, extra: &[&str]) -> (Child, tempdir::Dir) {
-    let dir = tempdir::Dir::new();
-    let cfg = dir.path.join("sip-firewall.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut args = vec![
-        "netns".to_string(),
-        "exec".into(),
-        pair.ns_b.clone(),
-        daemon_bin().display().to_string(),
-        "run".into(),
-        "--config".into(),
-        cfg.display().to_string(),
-        "--sip-listen".into(),
-        "0.0.0.0:5060".into(),
-        "--metrics-listen".into(),
-        "127.0.0.1:9464".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let child = Command::new("ip")
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    (child, dir)
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn stop(mut child: Child) -> (i32, String) {
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code().unwrap_or(-1), err)
-}
-
-/// A tiny temporary directory, removed on drop.
-mod tempdir {
-    pub struct Dir {
-        pub path: std::path::PathBuf,
-    }
-    impl Dir {
-        pub fn new() -> Dir {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let path = std::env::temp_dir().join(format!("sfw-test-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&path).unwrap();
-            Dir { path }
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
+    text.contains("prog/xdp").then_some(text)
 }
 
 #[test]
@@ -124,11 +36,12 @@ fn daemon_attaches_fills_maps_reports_bans_and_detaches() {
         pair.a6
     );
     for mode in ["native", "generic"] {
-        let (child, _dir) = start(&pair, &config, &["--iface", pair.if_b, "--xdp-mode", mode]);
-        wait_for("XDP on veth-b", || {
-            xdp_attached(&pair.ns_b, pair.if_b).is_some()
-        });
-        let shown = xdp_attached(&pair.ns_b, pair.if_b).unwrap();
+        let d = DaemonDirs::new("dm", &config);
+        let child = d.start(
+            &pair,
+            &["--iface", pair.if_b, "--xdp-mode", mode, "--detach"],
+        );
+        let shown = xdp_attached(&pair.ns_b, pair.if_b).expect("XDP on veth-b");
         // `ip link` says `xdp` for native mode and `xdpgeneric` for generic mode.
         let generic = shown.contains("xdpgeneric");
         assert_eq!(generic, mode == "generic", "{mode}: {shown}");
@@ -177,7 +90,7 @@ fn daemon_attaches_fills_maps_reports_bans_and_detaches() {
         );
         assert!(
             xdp_attached(&pair.ns_b, pair.if_b).is_none(),
-            "{mode}: detached on SIGTERM"
+            "{mode}: detached on SIGTERM with --detach"
         );
     }
 }
@@ -188,8 +101,8 @@ fn daemon_errors_are_one_clear_line() {
         return;
     }
     let pair = Pair::new("de").unwrap();
-    let (child, _dir) = start(&pair, "", &["--iface", "nosuch0"]);
-    let out = child.wait_with_output().unwrap();
+    let d = DaemonDirs::new("de", "");
+    let out = d.command(&pair, &["--iface", "nosuch0"]).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();
@@ -198,7 +111,14 @@ fn daemon_errors_are_one_clear_line() {
         "{err}"
     );
 
-    // Without privileges: the daemon says what to do instead of failing obscurely.
+    // Without privileges: the daemon says what to do instead of failing obscurely. (State and
+    // socket in a directory nobody can write, so that the XDP step is the one that fails.)
+    let scratch = TempDir::new("priv");
+    std::fs::set_permissions(
+        &scratch.path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -216,6 +136,10 @@ fn daemon_errors_are_one_clear_line() {
             "--metrics-listen",
             "127.0.0.1:0",
         ])
+        .arg("--state-dir")
+        .arg(scratch.path.join("state"))
+        .arg("--admin-socket")
+        .arg(scratch.path.join("admin.sock"))
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0));

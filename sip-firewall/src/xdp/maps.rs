@@ -19,6 +19,8 @@ use sip_firewall_common::{
 /// A map could not be found, opened or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
+    #[error("creating or opening the maps: {0}")]
+    Load(String),
     #[error("the XDP program has no map {0} (program and daemon built from different trees?)")]
     Missing(&'static str),
     #[error("map {name}: {source}")]

@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod maps;
+pub mod pin;
 pub mod program;
 
 pub use maps::XdpMaps;

@@ -5,14 +5,23 @@
 
 use std::io;
 
+use std::path::{Path, PathBuf};
+
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{ProgramError, Xdp, XdpMode as AyaMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, Xdp, XdpMode as AyaMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use tracing::{info, warn};
 
-use super::maps::{MapsError, XdpMaps};
+use super::{
+    maps::{MapsError, XdpMaps},
+    pin,
+};
 use crate::config::XdpMode;
 
 /// The object file of the XDP program.
@@ -59,7 +68,20 @@ pub struct FastPath {
     /// Kept alive with the program: dropping it closes the log map.
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub maps: XdpMaps,
-    attached: Vec<(String, XdpLinkId, &'static str)>,
+    attached: Vec<(String, Attachment, &'static str)>,
+    /// The pin directory of a daemon's maps and links; `None` for a private program.
+    pin_dir: Option<PathBuf>,
+    /// On drop: remove the pins and detach (true), or leave the program attached and pinned
+    /// for the next daemon to take over (false).
+    detach_on_drop: bool,
+}
+
+/// How the program is attached to one interface.
+enum Attachment {
+    /// Owned by the program: detached with it.
+    Owned(XdpLinkId),
+    /// Pinned in bpffs: outlives this process until unpinned.
+    Pinned(PathBuf),
 }
 
 fn is_privilege_error(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -87,17 +109,71 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+static PRIVATE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl FastPath {
-    /// Load the program into the kernel (not attached yet).
+    /// Load a private copy of the program with maps of its own (tests, benchmarks): nothing
+    /// stays pinned, and dropping it detaches everything.
     pub fn load() -> Result<FastPath, XdpError> {
-        raise_memlock_limit();
-        let mut ebpf = Ebpf::load(PROGRAM_OBJECT).map_err(|e| {
-            if is_privilege_error(&e) {
-                XdpError::Privilege(describe(&e))
-            } else {
-                XdpError::Refused(describe(&e))
+        let n = PRIVATE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = Path::new(pin::BPFFS).join(format!("sip-firewall-private-{}-{n}", std::process::id()));
+        let fp = Self::load_in(&dir);
+        // The maps live on through their fds; only the names go.
+        let _ = pin::remove_all(&dir);
+        let mut fp = fp?;
+        fp.pin_dir = None;
+        fp.detach_on_drop = true;
+        Ok(fp)
+    }
+
+    /// Load the program with the maps pinned in `dir` (created, and bpffs mounted, when
+    /// needed): maps left there by an earlier daemon are taken over with their content.
+    /// Dropping the result leaves the program attached and pinned unless
+    /// [`FastPath::detach_on_drop`] says otherwise.
+    pub fn load_pinned(dir: &Path) -> Result<FastPath, XdpError> {
+        match Self::load_in(dir) {
+            Ok(fp) => Ok(fp),
+            Err(XdpError::Maps(e)) => {
+                // Pins from a build with other map layouts: the state database still has
+                // every ban and list entry, so start the maps afresh.
+                tracing::warn!(dir = %dir.display(), "pinned maps do not fit this build ({e}); replacing them");
+                for name in sip_firewall_common::maps::PINNED {
+                    let _ = std::fs::remove_file(dir.join(name));
+                }
+                Self::load_in(dir)
             }
-        })?;
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether dropping detaches the program and removes the pins.
+    pub fn detach_on_drop(&mut self, detach: bool) {
+        self.detach_on_drop = detach;
+    }
+
+    fn load_in(dir: &Path) -> Result<FastPath, XdpError> {
+        raise_memlock_limit();
+        pin::ensure_bpffs()
+            .and_then(|()| std::fs::create_dir_all(dir))
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EPERM) || unsafe { libc::geteuid() } != 0 {
+                    XdpError::Privilege(format!("cannot use bpffs at {}: {e}", dir.display()))
+                } else {
+                    XdpError::Refused(format!("cannot use bpffs at {}: {e}", dir.display()))
+                }
+            })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(dir)
+            .load(PROGRAM_OBJECT)
+            .map_err(|e| {
+                if is_privilege_error(&e) {
+                    XdpError::Privilege(describe(&e))
+                } else if matches!(e, aya::EbpfError::MapError(_)) {
+                    XdpError::Maps(MapsError::Load(describe(&e)))
+                } else {
+                    XdpError::Refused(describe(&e))
+                }
+            })?;
         // The logger must outlive `program.load()`: it holds the log map's fd.
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
@@ -132,6 +208,8 @@ impl FastPath {
             _logger: logger,
             maps,
             attached: Vec::new(),
+            pin_dir: Some(dir.to_path_buf()),
+            detach_on_drop: false,
         })
     }
 
@@ -173,19 +251,22 @@ impl FastPath {
             XdpMode::Generic => &[(AyaMode::Skb, "generic")],
             XdpMode::Off => return Ok("off"),
         };
+        if let Some(dir) = self.pin_dir.clone()
+            && let Some((path, used)) = pin::find_link(&dir, iface)
+        {
+            return self.take_over(iface, &path, used);
+        }
         let mut last = String::new();
         for (i, (aya_mode, name)) in tries.iter().enumerate() {
             match self.program_mut().attach(iface, *aya_mode) {
                 Ok(link) => {
                     if i > 0 {
-                        warn!(
-                            iface,
-                            "native XDP refused ({last}); attached in generic mode, which is slower"
-                        );
+                        warn!(iface, "native XDP refused ({last}); attached in generic mode, which is slower");
                     } else {
                         info!(iface, mode = name, "XDP program attached");
                     }
-                    self.attached.push((iface.to_string(), link, name));
+                    let how = self.keep(iface, link, name)?;
+                    self.attached.push((iface.to_string(), how, name));
                     return Ok(name);
                 }
                 Err(e) => {
@@ -204,6 +285,35 @@ impl FastPath {
         })
     }
 
+    /// Pin a new link when this program has a pin directory.
+    fn keep(&mut self, iface: &str, link: XdpLinkId, mode: &'static str) -> Result<Attachment, XdpError> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(Attachment::Owned(link));
+        };
+        let pin_err = |e: String| XdpError::Attach { iface: iface.to_string(), mode, message: format!("cannot pin the link: {e}") };
+        let link = self.program_mut().take_link(link).map_err(|e| pin_err(describe(&e)))?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|_| pin_err("the kernel attached it without a bpf_link (too old for pinning)".into()))?;
+        let path = pin::link_path(&dir, iface, mode);
+        fd.pin(&path).map_err(|e| pin_err(describe(&e)))?;
+        Ok(Attachment::Pinned(path))
+    }
+
+    /// Replace the program behind a link an earlier daemon pinned: atomic, no packet goes
+    /// unjudged.
+    fn take_over(&mut self, iface: &str, path: &Path, mode: &'static str) -> Result<&'static str, XdpError> {
+        let err = |e: String| XdpError::Attach { iface: iface.to_string(), mode, message: format!("cannot take over the pinned link {}: {e}", path.display()) };
+        let fd: FdLink = PinnedLink::from_pin(path).map_err(|e| err(describe(&e)))?.into();
+        let link = XdpLink::try_from(fd).map_err(|e| err(describe(&e)))?;
+        let id = self.program_mut().attach_to_link(link).map_err(|e| err(describe(&e)))?;
+        // The pin stays; the fd this program holds goes with it.
+        drop(self.program_mut().take_link(id).map_err(|e| err(describe(&e)))?);
+        info!(iface, mode, "took over the pinned XDP link of the previous daemon");
+        self.attached.push((iface.to_string(), Attachment::Pinned(path.to_path_buf()), mode));
+        Ok(mode)
+    }
+
     /// Interfaces the program is attached to, with their mode.
     pub fn attachments(&self) -> Vec<(String, &'static str)> {
         self.attached
@@ -212,13 +322,37 @@ impl FastPath {
             .collect()
     }
 
-    /// Detach from every interface.
+    /// Detach from every interface and remove the pins.
     pub fn detach_all(&mut self) {
         let attached = std::mem::take(&mut self.attached);
-        for (iface, link, _) in attached {
-            match self.program_mut().detach(link) {
+        for (iface, how, _) in attached {
+            let done = match how {
+                Attachment::Owned(link) => self.program_mut().detach(link).map_err(|e| describe(&e)),
+                // The pin holds the last reference: removing it detaches.
+                Attachment::Pinned(path) => std::fs::remove_file(&path).map_err(|e| e.to_string()),
+            };
+            match done {
                 Ok(()) => info!(iface, "XDP program detached"),
-                Err(e) => warn!(iface, "detaching XDP: {}", describe(&e)),
+                Err(e) => warn!(iface, "detaching XDP: {e}"),
+            }
+        }
+        if let Some(dir) = self.pin_dir.take()
+            && let Err(e) = pin::remove_all(&dir)
+        {
+            warn!(dir = %dir.display(), "removing pinned maps: {e}");
+        }
+    }
+
+    /// Leave the program attached and its maps pinned for the next daemon.
+    fn leave_pinned(&mut self) {
+        for (iface, how, mode) in std::mem::take(&mut self.attached) {
+            match how {
+                Attachment::Pinned(path) => {
+                    info!(iface, mode, pin = %path.display(), "XDP program stays attached (pinned) for the next daemon; stop with --detach to remove it");
+                }
+                Attachment::Owned(link) => {
+                    let _ = self.program_mut().detach(link);
+                }
             }
         }
     }
@@ -226,7 +360,11 @@ impl FastPath {
 
 impl Drop for FastPath {
     fn drop(&mut self) {
-        self.detach_all();
+        if self.detach_on_drop {
+            self.detach_all();
+        } else {
+            self.leave_pinned();
+        }
     }
 }
 

@@ -1,0 +1,259 @@
+//! The CLI's admin commands: parse, ask the daemon, print a table or JSON.
+//!
+//! Exit codes: 0 done, 1 the daemon said no (or is not running), 2 usage (clap).
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Args, Subcommand};
+use ipnet::IpNet;
+
+use super::{
+    client,
+    protocol::{BanView, Request, Response, Stats, Status},
+};
+use crate::state::List;
+
+/// Options every admin command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The daemon's admin socket (default: `[admin] socket` of the config, else
+    /// /run/sip-firewall/admin.sock).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// Config file to read the socket path from.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BanCmd {
+    /// Ban an address (all traffic, or the SIP ports with ban_scope = "sip-ports").
+    Add {
+        ip: IpAddr,
+        /// How long: 30s, 10m, 1h, 7d (default: until unbanned).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Why, for the list and the logs.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a ban.
+    Del { ip: IpAddr },
+    /// List live bans.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListCmd {
+    /// Add a prefix (an address alone is a /32 or /128).
+    Add {
+        #[arg(value_parser = parse_net)]
+        net: IpNet,
+    },
+    /// Remove a prefix.
+    Del {
+        #[arg(value_parser = parse_net)]
+        net: IpNet,
+    },
+    /// Show the list.
+    List,
+}
+
+/// A prefix, or an address as a host prefix.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or a prefix like 192.0.2.0/24 or 2001:db8::/32"))
+}
+
+/// The socket to talk to.
+fn socket(common: &Common) -> PathBuf {
+    if let Some(s) = &common.socket {
+        return s.clone();
+    }
+    match crate::config::Config::load(common.config.as_deref()) {
+        Ok(c) => c.admin.socket,
+        Err(_) => PathBuf::from(super::DEFAULT_SOCKET),
+    }
+}
+
+/// Ask, and print the answer with `show` (or as JSON).
+fn ask(common: &Common, req: Request, show: impl FnOnce(&serde_json::Value) -> Result<String, String>) -> ExitCode {
+    let path = socket(common);
+    match client::call(&path, &req) {
+        Err(e) => {
+            eprintln!("sip-firewall: {e}");
+            ExitCode::from(1)
+        }
+        Ok(Response { ok: false, error, .. }) => {
+            eprintln!("sip-firewall: the daemon said no: {}", error.unwrap_or_default());
+            ExitCode::from(1)
+        }
+        Ok(Response { data, .. }) => {
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+                return ExitCode::SUCCESS;
+            }
+            match show(&data) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sip-firewall: unreadable answer from {}: {e}", path.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
+    serde_json::from_value(v.clone()).map_err(|e| e.to_string())
+}
+
+/// Columns padded to their widest cell.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = cells
+            .iter()
+            .zip(&width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        s
+    };
+    let mut out = line(head.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn human(secs: Option<u64>) -> String {
+    match secs {
+        None => "permanent".to_string(),
+        Some(s) => humantime::format_duration(Duration::from_secs(s)).to_string(),
+    }
+}
+
+pub fn status(common: &Common) -> ExitCode {
+    ask(common, Request::Status, |d| {
+        let s: Status = decode(d)?;
+        let xdp = if s.xdp.is_empty() {
+            "not attached".to_string()
+        } else {
+            s.xdp.iter().map(|(i, m)| format!("{i} ({m})")).collect::<Vec<_>>().join(", ")
+        };
+        Ok(table(
+            &["field", "value"],
+            &[
+                vec!["version".into(), s.version],
+                vec!["pid".into(), s.pid.to_string()],
+                vec!["uptime".into(), human(Some(s.uptime_secs))],
+                vec!["xdp".into(), xdp],
+                vec!["enforcement".into(), s.enforcement],
+                vec!["sip listen".into(), s.sip_listen.join(", ")],
+                vec!["bans active".into(), s.bans_active.to_string()],
+                vec!["allow entries".into(), s.allow_entries.to_string()],
+                vec!["deny entries".into(), s.deny_entries.to_string()],
+            ],
+        ))
+    })
+}
+
+pub fn stats(common: &Common) -> ExitCode {
+    ask(common, Request::Stats, |d| {
+        let s: Stats = decode(d)?;
+        let mut out = if s.xdp.is_empty() {
+            "xdp: not attached\n".to_string()
+        } else {
+            table(
+                &["xdp verdict", "packets", "bytes"],
+                &s.xdp
+                    .iter()
+                    .map(|(r, p, b)| vec![r.clone(), p.to_string(), b.to_string()])
+                    .collect::<Vec<_>>(),
+            )
+        };
+        out.push('\n');
+        let mut rows = vec![vec!["active".to_string(), s.bans_active.to_string()]];
+        rows.extend(s.bans_made.iter().map(|(k, n)| vec![format!("made: {k}"), n.to_string()]));
+        out.push_str(&table(&["bans", "count"], &rows));
+        Ok(out)
+    })
+}
+
+pub fn ban(common: &Common, cmd: BanCmd) -> ExitCode {
+    match cmd {
+        BanCmd::Add { ip, duration, reason } => ask(
+            common,
+            Request::BanAdd { ip, for_secs: duration.map(|d| d.as_secs().max(1)), reason },
+            |d| {
+                let b: BanView = decode(d)?;
+                Ok(format!("banned {} ({}) for {}\n", b.ban.ip, b.ban.reason, human(b.remaining_secs)))
+            },
+        ),
+        BanCmd::Del { ip } => ask(common, Request::BanDel { ip }, |_| Ok(format!("unbanned {ip}\n"))),
+        BanCmd::List => ask(common, Request::BanList, |d| {
+            let bans: Vec<BanView> = decode(d)?;
+            Ok(table(
+                &["address", "reason", "remaining"],
+                &bans
+                    .iter()
+                    .map(|b| vec![b.ban.ip.to_string(), b.ban.reason.clone(), human(b.remaining_secs)])
+                    .collect::<Vec<_>>(),
+            ))
+        }),
+    }
+}
+
+pub fn list(common: &Common, list: List, cmd: ListCmd) -> ExitCode {
+    let name = list.name();
+    match cmd {
+        ListCmd::Add { net } => ask(common, Request::ListAdd { list, net }, |_| {
+            Ok(format!("added {} to the {name} list\n", net.trunc()))
+        }),
+        ListCmd::Del { net } => ask(common, Request::ListDel { list, net }, |_| {
+            Ok(format!("removed {} from the {name} list\n", net.trunc()))
+        }),
+        ListCmd::List => ask(common, Request::ListShow { list }, |d| {
+            let nets: Vec<IpNet> = decode(d)?;
+            Ok(table(&[&format!("{name} prefix")], &nets.iter().map(|n| vec![n.to_string()]).collect::<Vec<_>>()))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["a", "bb"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "a    bb\nxxx  y\n");
+    }
+
+    #[test]
+    fn nets_and_hosts() {
+        assert_eq!(parse_net("192.0.2.1").unwrap().to_string(), "192.0.2.1/32");
+        assert_eq!(parse_net("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert!(parse_net("example.com").unwrap_err().contains("example.com"));
+    }
+}

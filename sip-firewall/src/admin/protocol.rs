@@ -1,0 +1,122 @@
+//! Requests and responses of the admin API, as JSON.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{BanRecord, List};
+
+/// What the CLI asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Stats,
+    BanAdd {
+        ip: IpAddr,
+        /// Seconds; `None` until unbanned.
+        for_secs: Option<u64>,
+        reason: Option<String>,
+    },
+    BanDel {
+        ip: IpAddr,
+    },
+    BanList,
+    ListAdd {
+        list: List,
+        net: IpNet,
+    },
+    ListDel {
+        list: List,
+        net: IpNet,
+    },
+    ListShow {
+        list: List,
+    },
+}
+
+/// The daemon's answer: `ok` with data, or the reason it said no.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    pub fn ok(data: impl Serialize) -> Response {
+        Response {
+            ok: true,
+            error: None,
+            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    pub fn no(error: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(error.into()),
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
+/// `status`: what runs and where.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    /// Interfaces with the XDP program, and their mode.
+    pub xdp: Vec<(String, String)>,
+    /// Where the policy is enforced: `xdp` or `userspace`.
+    pub enforcement: String,
+    pub sip_listen: Vec<String>,
+    pub bans_active: usize,
+    pub allow_entries: usize,
+    pub deny_entries: usize,
+}
+
+/// `stats`: the XDP counters (when attached) and ban counts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stats {
+    /// (reason, packets, bytes), summed over CPUs.
+    pub xdp: Vec<(String, u64, u64)>,
+    pub bans_active: usize,
+    /// (kind, bans made since start).
+    pub bans_made: Vec<(String, u64)>,
+}
+
+/// A ban as listed: the record plus the seconds left (`None`: permanent).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BanView {
+    #[serde(flatten)]
+    pub ban: BanRecord,
+    pub remaining_secs: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json() {
+        let r = Request::BanAdd {
+            ip: "192.0.2.1".parse().unwrap(),
+            for_secs: Some(3600),
+            reason: Some("test".into()),
+        };
+        let j = serde_json::to_string(&r).unwrap();
+        assert!(j.contains(r#""cmd":"ban_add""#), "{j}");
+        assert_eq!(serde_json::from_str::<Request>(&j).unwrap(), r);
+        let l = Request::ListAdd {
+            list: List::Deny,
+            net: "2001:db8::/32".parse().unwrap(),
+        };
+        let j = serde_json::to_string(&l).unwrap();
+        assert!(j.contains(r#""list":"deny""#), "{j}");
+    }
+}

@@ -1,0 +1,183 @@
+//! Serving the admin API on a Unix socket.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use sip_firewall_common::Reason;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::watch,
+};
+use tracing::{debug, info, warn};
+
+use super::protocol::{BanView, Request, Response, Stats, Status};
+use crate::{
+    enforce::{Enforcer, unix_now},
+    state::List,
+};
+
+/// What `status` reports besides the enforcer's state.
+#[derive(Clone, Debug)]
+pub struct DaemonInfo {
+    pub started: Instant,
+    pub xdp: Vec<(String, String)>,
+    pub sip_listen: Vec<String>,
+}
+
+/// A request that takes longer than this is cut off (a stuck client must not pile up tasks).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Bind the socket: its directory is created, a stale socket replaced, the mode set to 0600.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} for the admin socket", dir.display()))?;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => anyhow::bail!(
+            "another sip-firewall is running (its admin socket {} answers); stop it first",
+            path.display()
+        ),
+        Err(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind the admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {} to mode 0600", path.display()))?;
+    Ok(listener)
+}
+
+/// Serve until `shutdown`; the socket file is removed on the way out.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    enforcer: Arc<Mutex<Enforcer>>,
+    info: DaemonInfo,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    info!(socket = %path.display(), "admin API listening");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => { warn!("admin accept: {e}"); continue; }
+                };
+                let enforcer = enforcer.clone();
+                let info = info.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &enforcer, &info)).await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
+                    {
+                        debug!("admin connection: {e:#}");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn handle(stream: UnixStream, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(req) => {
+            debug!(?req, "admin request");
+            // The enforcer does blocking database writes: keep them off the async workers.
+            let result = tokio::task::block_in_place(|| answer(req, enforcer, info));
+            result.unwrap_or_else(|e| Response::no(format!("{e:#}")))
+        }
+        Err(e) => Response::no(format!("bad request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await?;
+    Ok(())
+}
+
+fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow::Result<Response> {
+    let mut e = enforcer
+        .lock()
+        .map_err(|_| anyhow::anyhow!("internal state poisoned"))?;
+    Ok(match req {
+        Request::Status => Response::ok(Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: info.started.elapsed().as_secs(),
+            xdp: info.xdp.clone(),
+            enforcement: if e.has_fast_path() { "xdp" } else { "userspace" }.to_string(),
+            sip_listen: info.sip_listen.clone(),
+            bans_active: e.bans_active(),
+            allow_entries: e.list(List::Allow).len(),
+            deny_entries: e.list(List::Deny).len(),
+        }),
+        Request::Stats => {
+            let xdp = e
+                .xdp_counters()
+                .map(|c| {
+                    Reason::ALL
+                        .iter()
+                        .map(|r| (r.name().to_string(), c[*r as usize].packets, c[*r as usize].bytes))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut made: Vec<(String, u64)> =
+                e.bans_made().iter().map(|(k, v)| (k.clone(), *v)).collect();
+            made.sort();
+            Response::ok(Stats {
+                xdp,
+                bans_active: e.bans_active(),
+                bans_made: made,
+            })
+        }
+        Request::BanAdd { ip, for_secs, reason } => {
+            let reason = reason.unwrap_or_else(|| "manual".to_string());
+            let reason = if reason.starts_with("manual") { reason } else { format!("manual: {reason}") };
+            let rec = e.ban(ip, for_secs.map(Duration::from_secs), &reason)?;
+            info!(%ip, reason = rec.reason, "banned by the operator");
+            Response::ok(view(rec))
+        }
+        Request::BanDel { ip } => {
+            if e.unban(ip)? {
+                info!(%ip, "unbanned by the operator");
+                Response::ok(serde_json::json!({ "ip": ip }))
+            } else {
+                Response::no(format!("{ip} is not banned"))
+            }
+        }
+        Request::BanList => Response::ok(e.bans()?.into_iter().map(view).collect::<Vec<_>>()),
+        Request::ListAdd { list, net } => {
+            let added = e.list_add(list, &net)?;
+            Response::ok(serde_json::json!({ "list": list, "net": net.trunc(), "added": added }))
+        }
+        Request::ListDel { list, net } => {
+            if e.list_del(list, &net)? {
+                Response::ok(serde_json::json!({ "list": list, "net": net.trunc() }))
+            } else {
+                Response::no(format!("{} is not on the {} list", net.trunc(), list.name()))
+            }
+        }
+        Request::ListShow { list } => Response::ok(e.list(list)),
+    })
+}
+
+fn view(ban: crate::state::BanRecord) -> BanView {
+    let remaining_secs = ban.expires_unix.map(|t| t.saturating_sub(unix_now()));
+    BanView { ban, remaining_secs }
+}

@@ -1,0 +1,339 @@
+//! The enforcement state: bans and allow/deny lists, kept in three places that must agree —
+//! the state database (what survives), memory (what user space checks and lists), and the
+//! XDP maps (what the kernel drops). Every change goes to the database first, then to the
+//! maps, so an acknowledged change is never lost and never only half applied.
+
+mod bans;
+
+use std::{collections::HashMap, net::IpAddr, time::Duration};
+
+use ipnet::IpNet;
+use sip_firewall_common::{BanReason, Counter, Reason};
+
+pub use self::bans::{mono_to_unix, unix_now, unix_to_mono};
+use crate::{
+    config::{Config, in_any},
+    state::{BanRecord, List, StateError, Store},
+    xdp::{FastPath, events::KernelBan, maps::MapsError},
+};
+
+/// A change could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("XDP maps: {0}")]
+    Maps(#[from] MapsError),
+}
+
+/// Bans and lists, with the optional fast path.
+pub struct Enforcer {
+    store: Store,
+    /// The loaded (and maybe attached) program; dropping it detaches.
+    xdp: Option<FastPath>,
+    bans: HashMap<IpAddr, BanRecord>,
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+    /// Bans made since start, by reason.
+    bans_made: HashMap<String, u64>,
+}
+
+/// The reason code the XDP map stores for a free-text reason.
+fn reason_code(reason: &str) -> u32 {
+    let head = reason.split(':').next().unwrap_or(reason).trim();
+    for r in [
+        BanReason::Flood,
+        BanReason::Scanner,
+        BanReason::AuthFailure,
+        BanReason::RequestRate,
+    ] {
+        if head == r.name() {
+            return r as u32;
+        }
+    }
+    BanReason::Manual as u32
+}
+
+impl Enforcer {
+    /// Load the stored state and the config's lists, and write them all to the maps.
+    pub fn new(store: Store, xdp: Option<FastPath>, config: &Config) -> Result<Enforcer, EnforceError> {
+        let mut e = Enforcer {
+            store,
+            xdp,
+            bans: HashMap::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            bans_made: HashMap::new(),
+        };
+        let now = unix_now();
+        for ban in e.store.bans()? {
+            if ban.expires_unix.is_some_and(|t| t <= now) {
+                e.store.del_ban(ban.ip)?;
+                continue;
+            }
+            e.apply_ban(&ban)?;
+            e.bans.insert(ban.ip, ban);
+        }
+        for (list, from_config) in [(List::Allow, &config.policy.allow), (List::Deny, &config.policy.deny)] {
+            let mut nets: Vec<IpNet> = from_config.iter().map(IpNet::trunc).collect();
+            for n in e.store.nets(list)? {
+                if !nets.contains(&n) {
+                    nets.push(n);
+                }
+            }
+            for n in &nets {
+                e.apply_net(list, n, true)?;
+            }
+            *e.list_mut(list) = nets;
+        }
+        Ok(e)
+    }
+
+    /// Whether the fast path is attached somewhere.
+    pub fn has_fast_path(&self) -> bool {
+        self.xdp.as_ref().is_some_and(|x| !x.attachments().is_empty())
+    }
+
+    /// Interfaces with the program, and their mode.
+    pub fn attachments(&self) -> Vec<(String, String)> {
+        self.xdp.as_ref().map_or_else(Vec::new, |x| {
+            x.attachments()
+                .into_iter()
+                .map(|(i, m)| (i, m.to_string()))
+                .collect()
+        })
+    }
+
+    /// Attach the loaded program to `iface`; the mode used.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: crate::config::XdpMode,
+    ) -> Result<&'static str, crate::xdp::XdpError> {
+        match self.xdp.as_mut() {
+            Some(x) => x.attach(iface, mode),
+            None => Ok("off"),
+        }
+    }
+
+    /// Detach and unload the fast path (on shutdown).
+    pub fn stop_fast_path(&mut self) {
+        self.xdp = None;
+    }
+
+    fn list_mut(&mut self, list: List) -> &mut Vec<IpNet> {
+        match list {
+            List::Allow => &mut self.allow,
+            List::Deny => &mut self.deny,
+        }
+    }
+
+    fn apply_ban(&mut self, ban: &BanRecord) -> Result<(), EnforceError> {
+        if let Some(x) = self.xdp.as_mut() {
+            let expires = ban.expires_unix.map_or(u64::MAX, unix_to_mono);
+            x.maps.ban(ban.ip, expires, reason_code(&ban.reason))?;
+        }
+        Ok(())
+    }
+
+    fn apply_net(&mut self, list: List, net: &IpNet, add: bool) -> Result<(), EnforceError> {
+        if let Some(x) = self.xdp.as_mut() {
+            match (list, add) {
+                (List::Allow, true) => x.maps.allow_add(net)?,
+                (List::Deny, true) => x.maps.deny_add(net)?,
+                (List::Allow, false) => {
+                    x.maps.allow_remove(net)?;
+                }
+                (List::Deny, false) => {
+                    x.maps.deny_remove(net)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ban `ip` for `duration` (`None`: until unbanned) with a free-text `reason` whose first
+    /// word (before `:`) names the kind (`flood`, `scanner`, `auth_failure`, ...; anything
+    /// else is manual).
+    pub fn ban(&mut self, ip: IpAddr, duration: Option<Duration>, reason: &str) -> Result<BanRecord, EnforceError> {
+        let now = unix_now();
+        let rec = BanRecord {
+            ip,
+            reason: reason.to_string(),
+            created_unix: now,
+            expires_unix: duration.map(|d| now + d.as_secs().max(1)),
+        };
+        self.store.put_ban(&rec)?;
+        self.apply_ban(&rec)?;
+        self.count_ban(&rec.reason);
+        self.bans.insert(ip, rec.clone());
+        Ok(rec)
+    }
+
+    fn count_ban(&mut self, reason: &str) {
+        let kind = BanReason::from_u32(reason_code(reason)).map_or("manual", BanReason::name);
+        *self.bans_made.entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// Record a ban the XDP program made by itself (it is already in the map).
+    pub fn record_kernel_ban(&mut self, ban: &KernelBan) -> Result<BanRecord, EnforceError> {
+        let reason = ban.reason.map_or("flood", BanReason::name).to_string();
+        let rec = BanRecord {
+            ip: ban.ip,
+            reason,
+            created_unix: unix_now(),
+            expires_unix: (ban.expires_ns != u64::MAX).then(|| mono_to_unix(ban.expires_ns)),
+        };
+        self.store.put_ban(&rec)?;
+        self.count_ban(&rec.reason);
+        self.bans.insert(ban.ip, rec.clone());
+        Ok(rec)
+    }
+
+    /// Lift the ban of `ip`; whether there was one.
+    pub fn unban(&mut self, ip: IpAddr) -> Result<bool, EnforceError> {
+        let stored = self.store.del_ban(ip)?;
+        let in_map = match self.xdp.as_mut() {
+            Some(x) => x.maps.unban(ip)?,
+            None => false,
+        };
+        let in_memory = self.bans.remove(&ip).is_some();
+        Ok(stored || in_map || in_memory)
+    }
+
+    /// Live bans, soonest expiry first; expired ones are forgotten on the way.
+    pub fn bans(&mut self) -> Result<Vec<BanRecord>, EnforceError> {
+        let now = unix_now();
+        let expired: Vec<IpAddr> = self
+            .bans
+            .values()
+            .filter(|b| b.expires_unix.is_some_and(|t| t <= now))
+            .map(|b| b.ip)
+            .collect();
+        for ip in expired {
+            self.unban(ip)?;
+        }
+        let mut v: Vec<BanRecord> = self.bans.values().cloned().collect();
+        v.sort_by_key(|b| (b.expires_unix.unwrap_or(u64::MAX), b.ip));
+        Ok(v)
+    }
+
+    /// Add a prefix to a list; false when it was there already.
+    pub fn list_add(&mut self, list: List, net: &IpNet) -> Result<bool, EnforceError> {
+        let net = net.trunc();
+        self.store.put_net(list, &net)?;
+        self.apply_net(list, &net, true)?;
+        let nets = self.list_mut(list);
+        if nets.contains(&net) {
+            return Ok(false);
+        }
+        nets.push(net);
+        Ok(true)
+    }
+
+    /// Remove a prefix from a list; whether it was there.
+    pub fn list_del(&mut self, list: List, net: &IpNet) -> Result<bool, EnforceError> {
+        let net = net.trunc();
+        let stored = self.store.del_net(list, &net)?;
+        self.apply_net(list, &net, false)?;
+        let nets = self.list_mut(list);
+        let before = nets.len();
+        nets.retain(|n| *n != net);
+        Ok(stored || nets.len() != before)
+    }
+
+    /// The prefixes of a list.
+    pub fn list(&self, list: List) -> Vec<IpNet> {
+        match list {
+            List::Allow => self.allow.clone(),
+            List::Deny => self.deny.clone(),
+        }
+    }
+
+    /// The user-space verdict on a source: `Allowed`, `Denied`, `Banned`, or `None` (judge
+    /// it further). The same order as the XDP program.
+    pub fn source_verdict(&self, ip: IpAddr) -> Option<Reason> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if in_any(&self.allow, ip) {
+            return Some(Reason::Allowed);
+        }
+        if in_any(&self.deny, ip) {
+            return Some(Reason::Denied);
+        }
+        let now = unix_now();
+        match self.bans.get(&ip) {
+            Some(b) if b.expires_unix.is_none_or(|t| t > now) => Some(Reason::Banned),
+            _ => None,
+        }
+    }
+
+    /// The XDP counters, when the fast path is attached.
+    pub fn xdp_counters(&self) -> Option<[Counter; Reason::COUNT as usize]> {
+        self.xdp.as_ref().and_then(|x| x.maps.counters().ok())
+    }
+
+    /// Bans made since start, by kind.
+    pub fn bans_made(&self) -> &HashMap<String, u64> {
+        &self.bans_made
+    }
+
+    /// Live bans right now.
+    pub fn bans_active(&self) -> usize {
+        let now = unix_now();
+        self.bans
+            .values()
+            .filter(|b| b.expires_unix.is_none_or(|t| t > now))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(tag: &str) -> (Store, std::path::PathBuf) {
+        let d = std::env::temp_dir().join(format!("sfw-enf-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        (Store::open(&d).unwrap(), d)
+    }
+
+    #[test]
+    fn bans_and_lists_persist_and_judge() {
+        let (s, dir) = store("persist");
+        let mut config = Config::default();
+        config.policy.deny = vec!["198.51.100.0/24".parse().unwrap()];
+        let mut e = Enforcer::new(s, None, &config).unwrap();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(e.source_verdict(ip), None);
+        e.ban(ip, Some(Duration::from_secs(3600)), "manual: test").unwrap();
+        assert_eq!(e.source_verdict(ip), Some(Reason::Banned));
+        assert_eq!(e.source_verdict("::ffff:192.0.2.9".parse().unwrap()), Some(Reason::Banned));
+        assert_eq!(e.source_verdict("198.51.100.3".parse().unwrap()), Some(Reason::Denied));
+        assert!(e.list_add(List::Allow, &"192.0.2.0/24".parse().unwrap()).unwrap());
+        assert_eq!(e.source_verdict(ip), Some(Reason::Allowed), "allow first");
+        drop(e);
+
+        let e = Enforcer::new(Store::open(&dir).unwrap(), None, &config).unwrap();
+        assert_eq!(e.source_verdict(ip), Some(Reason::Allowed), "lists survive");
+        let mut e = e;
+        assert!(e.list_del(List::Allow, &"192.0.2.0/24".parse().unwrap()).unwrap());
+        assert_eq!(e.source_verdict(ip), Some(Reason::Banned), "bans survive");
+        let bans = e.bans().unwrap();
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].reason, "manual: test");
+        assert!(e.unban(ip).unwrap());
+        assert!(!e.unban(ip).unwrap());
+        assert_eq!(e.bans_made().get("manual"), Some(&1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reason_codes() {
+        assert_eq!(reason_code("flood"), BanReason::Flood as u32);
+        assert_eq!(reason_code("scanner: friendly-scanner"), BanReason::Scanner as u32);
+        assert_eq!(reason_code("because I said so"), BanReason::Manual as u32);
+    }
+}

@@ -1,0 +1,228 @@
+//! The database: one table per kind of state, values as JSON (readable with any redb tool and
+//! tolerant to added fields).
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
+const ALLOW: TableDefinition<&str, ()> = TableDefinition::new("allow");
+const DENY: TableDefinition<&str, ()> = TableDefinition::new("deny");
+
+/// The state database could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "cannot create state directory {path}: {source} (set [state] directory to a writable place)"
+    )]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state database {path}: {message}")]
+    Db { path: PathBuf, message: String },
+}
+
+/// A ban as stored: wall-clock times, so that it means the same after a reboot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    pub ip: IpAddr,
+    pub reason: String,
+    /// Unix seconds when the ban was made.
+    pub created_unix: u64,
+    /// Unix seconds when it ends; `None` never.
+    pub expires_unix: Option<u64>,
+}
+
+/// Which prefix list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum List {
+    Allow,
+    Deny,
+}
+
+impl List {
+    pub const fn name(self) -> &'static str {
+        match self {
+            List::Allow => "allow",
+            List::Deny => "deny",
+        }
+    }
+
+    fn table(self) -> TableDefinition<'static, &'static str, ()> {
+        match self {
+            List::Allow => ALLOW,
+            List::Deny => DENY,
+        }
+    }
+}
+
+/// The open database.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (or create) `state.redb` in `dir`, creating `dir` when needed.
+    pub fn open(dir: &Path) -> Result<Store, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("state.redb");
+        let db = Database::create(&path).map_err(|e| StateError::Db {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let store = Store { db, path };
+        // Create the tables so that reads of an empty database succeed.
+        store.write(|tx| {
+            tx.open_table(BANS)?;
+            tx.open_table(ALLOW)?;
+            tx.open_table(DENY)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Run `f` in a write transaction and commit it durably.
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StateError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Record (or replace) a ban.
+    pub fn put_ban(&self, ban: &BanRecord) -> Result<(), StateError> {
+        let value = serde_json::to_vec(ban).map_err(|e| self.err(e))?;
+        let key = ban.ip.to_string();
+        self.write(|tx| {
+            tx.open_table(BANS)?.insert(key.as_str(), value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Forget the ban of `ip`; whether there was one.
+    pub fn del_ban(&self, ip: IpAddr) -> Result<bool, StateError> {
+        let key = ip.to_string();
+        let mut was = false;
+        self.write(|tx| {
+            was = tx.open_table(BANS)?.remove(key.as_str())?.is_some();
+            Ok(())
+        })?;
+        Ok(was)
+    }
+
+    /// Every stored ban (expired ones included: the caller decides).
+    pub fn bans(&self) -> Result<Vec<BanRecord>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(BANS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            match serde_json::from_slice::<BanRecord>(v.value()) {
+                Ok(b) => out.push(b),
+                Err(e) => tracing::warn!("skipping an unreadable ban record: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Add a prefix to a list.
+    pub fn put_net(&self, list: List, net: &IpNet) -> Result<(), StateError> {
+        let key = net.trunc().to_string();
+        self.write(|tx| {
+            tx.open_table(list.table())?.insert(key.as_str(), ())?;
+            Ok(())
+        })
+    }
+
+    /// Remove a prefix from a list; whether it was there.
+    pub fn del_net(&self, list: List, net: &IpNet) -> Result<bool, StateError> {
+        let key = net.trunc().to_string();
+        let mut was = false;
+        self.write(|tx| {
+            was = tx.open_table(list.table())?.remove(key.as_str())?.is_some();
+            Ok(())
+        })?;
+        Ok(was)
+    }
+
+    /// The prefixes of a list.
+    pub fn nets(&self, list: List) -> Result<Vec<IpNet>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(list.table()).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, _) = entry.map_err(|e| self.err(e))?;
+            match k.value().parse() {
+                Ok(n) => out.push(n),
+                Err(e) => tracing::warn!("skipping an unreadable {} entry: {e}", list.name()),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sfw-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tmp("reopen");
+        let ban = BanRecord {
+            ip: "192.0.2.7".parse().unwrap(),
+            reason: "manual: scanner seen".into(),
+            created_unix: 100,
+            expires_unix: Some(200),
+        };
+        {
+            let s = Store::open(&dir).unwrap();
+            s.put_ban(&ban).unwrap();
+            s.put_net(List::Allow, &"192.0.2.0/24".parse().unwrap()).unwrap();
+            s.put_net(List::Deny, &"2001:db8::1/128".parse().unwrap()).unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.bans().unwrap(), vec![ban.clone()]);
+        assert_eq!(s.nets(List::Allow).unwrap(), vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(s.nets(List::Deny).unwrap().len(), 1);
+        assert!(s.del_ban(ban.ip).unwrap());
+        assert!(!s.del_ban(ban.ip).unwrap());
+        assert!(s.del_net(List::Allow, &"192.0.2.0/24".parse().unwrap()).unwrap());
+        assert!(s.nets(List::Allow).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unwritable_directory_is_named() {
+        let err = match Store::open(Path::new("/proc/sip-firewall-state")) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("opened a store under /proc"),
+        };
+        assert!(err.contains("/proc/sip-firewall-state"), "{err}");
+    }
+}

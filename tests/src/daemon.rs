@@ -1,0 +1,172 @@
+//! Running the real daemon inside a test namespace, and its CLI.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::netns::{Pair, in_ns};
+
+/// The daemon binary next to the test binaries (built by `cargo xtask test`).
+pub fn daemon_bin() -> PathBuf {
+    // target/debug/deps/<test> -> target/debug/sip-firewall
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("sip-firewall");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (cargo build --bins)",
+        bin.display()
+    );
+    bin
+}
+
+/// A directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("sfw-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Where one daemon keeps its things: config, state, admin socket, pins.
+pub struct DaemonDirs {
+    pub dir: TempDir,
+    pub pin_dir: PathBuf,
+}
+
+impl DaemonDirs {
+    pub fn new(tag: &str, config: &str) -> DaemonDirs {
+        let dir = TempDir::new(tag);
+        std::fs::write(dir.path.join("sip-firewall.toml"), config).expect("config");
+        let name = dir
+            .path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        DaemonDirs {
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/{name}")),
+            dir,
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path.join("admin.sock")
+    }
+
+    /// The command of `sip-firewall run` in namespace b with these dirs and `extra` arguments.
+    pub fn command(&self, pair: &Pair, extra: &[&str]) -> Command {
+        // nsenter, not `ip netns exec`: the latter gives the daemon a mount namespace of its
+        // own, and the bpffs pins would die with it.
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/var/run/netns/{}", pair.ns_b))
+            .arg(daemon_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(self.dir.path.join("sip-firewall.toml"))
+            .args([
+                "--sip-listen",
+                "0.0.0.0:5060",
+                "--metrics-listen",
+                "127.0.0.1:9464",
+            ])
+            .arg("--state-dir")
+            .arg(self.dir.path.join("state"))
+            .arg("--admin-socket")
+            .arg(self.socket())
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Start the daemon and wait until its admin API answers.
+    pub fn start(&self, pair: &Pair, extra: &[&str]) -> Child {
+        let mut child = self.command(pair, extra).spawn().expect("spawn the daemon");
+        let t0 = Instant::now();
+        while !self.cli(&["status"]).status.success() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("the daemon exited ({status}): {err}");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the daemon did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child
+    }
+
+    /// Run the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(daemon_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .expect("run the CLI")
+    }
+}
+
+/// Stop with SIGTERM; the exit code and what it wrote on stderr.
+pub fn stop(mut child: Child) -> (i32, String) {
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code().unwrap_or(-1), err)
+}
+
+/// `GET /metrics` from inside namespace `ns`.
+pub fn scrape(ns: &str, addr: SocketAddr) -> String {
+    in_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .expect("scrape")
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a scrape.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
