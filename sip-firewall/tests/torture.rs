@@ -473,3 +473,38 @@ fn oversized_messages_are_answered_513() {
     let (n, _) = u.recv_from(&mut rb).expect("answer to oversized datagram");
     assert_eq!(codes(&rb[..n]), vec![513]);
 }
+
+#[test]
+fn non_sip_gets_no_answer() {
+    let d = start("[sip]\n");
+    let before = scrape(&d);
+    let not_sip = |m: &HashMap<String, f64>| {
+        sum(m, "sipfw_sip_dropped_total", |k| {
+            k.contains("reason=\"not_sip\"")
+        })
+    };
+    // An HTTP probe and binary junk over UDP: dropped and counted, never answered.
+    let u = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    u.send_to(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", d.sip)
+        .expect("send");
+    u.send_to(&[0x16, 0x03, 0x01, 0x00, 0xff], d.sip)
+        .expect("send");
+    u.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    assert!(
+        u.recv_from(&mut [0u8; 2048]).is_err(),
+        "non-SIP datagram answered"
+    );
+    assert!(wait_metrics(&d, |m| not_sip(m) >= not_sip(&before) + 2.0));
+
+    // Over TCP: the connection is closed without a byte.
+    let mut s = TcpStream::connect(d.sip).expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("closed");
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    assert!(wait_metrics(&d, |m| not_sip(m) >= not_sip(&before) + 3.0));
+}
