@@ -508,3 +508,39 @@ fn non_sip_gets_no_answer() {
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
     assert!(wait_metrics(&d, |m| not_sip(m) >= not_sip(&before) + 3.0));
 }
+
+#[test]
+fn answer_headers_follow_rfc3261() {
+    let d = start("[sip]\n");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/rfc4475");
+    let bext = std::fs::read(dir.join("bext01.dat")).expect("fixture");
+    let u = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    u.send_to(&bext, d.sip).expect("send");
+    u.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let (n, _) = u.recv_from(&mut buf).expect("answer");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    assert_eq!(lines[0], "SIP/2.0 420 Bad Extension", "{text}");
+    // RFC 3261 8.2.6.2: Via (with received, 18.2.1), From, To with a tag, Call-ID, CSeq.
+    let want = [
+        "Via: SIP/2.0/TLS fold-and-staple.example.com;branch=z9hG4bKkdjuw;received=127.0.0.1",
+        "From: sip:caller@example.net;tag=242etr",
+        "Call-ID: bext01.0ha0isndaksdj",
+        "CSeq: 8 OPTIONS",
+        // RFC 3261 8.2.2.3: the unsupported extensions, listed.
+        "Unsupported: noProxiesSupportThis, norDoAnyProxiesSupportThis",
+        "Content-Length: 0",
+    ];
+    for w in want {
+        assert!(lines.contains(&w), "missing {w:?} in {text}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("To: sip:j_user@example.com;tag=")),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\n"));
+}
