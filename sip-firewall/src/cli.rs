@@ -21,6 +21,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the firewall (embedded defaults when no config file exists).
     Run(RunArgs),
+    /// Subscribers of the registrar: print the config line for a new user.
+    User {
+        #[command(subcommand)]
+        cmd: crate::auth::cli::UserCmd,
+    },
 }
 
 /// Options of `run`; each overrides the config file.

@@ -41,6 +41,10 @@ pub struct Config {
     pub xdp: XdpSection,
     pub policy: PolicyConfig,
     pub metrics: MetricsConfig,
+    pub proxy: crate::proxy::config::ProxyConfig,
+    pub timers: crate::proxy::config::TimersConfig,
+    pub registrar: crate::proxy::config::RegistrarConfig,
+    pub auth: crate::proxy::config::AuthConfig,
 }
 
 /// `[sip]`: the SIP listeners and the message layer's limits.
@@ -152,6 +156,9 @@ pub struct PolicyConfig {
     pub allow: Vec<IpNet>,
     /// Refused prefixes: dropped.
     pub deny: Vec<IpNet>,
+    /// User-Agent substrings (case-insensitive) of scanners whose requests are dropped
+    /// silently; absent: the default list (friendly-scanner, sipvicious, sipcli, ...).
+    pub scanners: Option<Vec<String>>,
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -244,6 +251,14 @@ impl Config {
         if self.sip.max_tcp_connections == 0 {
             return Err(invalid("sip.max_tcp_connections", "must be at least 1"));
         }
+        crate::proxy::config::validate(
+            &self.proxy,
+            &self.timers,
+            &self.registrar,
+            &self.auth,
+            &self.sip.domains,
+        )
+        .map_err(|e| invalid(e.key, &e.message))?;
         Ok(())
     }
 }

@@ -80,7 +80,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    let server = SipServer::bind(&config.sip, metrics.clone()).await?;
+    // The stateful proxy and registrar behind the SIP listeners, and its timers.
+    let proxy = Arc::new(crate::proxy::Proxy::new(
+        &config,
+        Some(metrics.registry()),
+        Arc::new(crate::proxy::NoObserver),
+    )?);
+    let server = SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
+    let rx = shutdown_rx.clone();
+    tasks.spawn(async move {
+        proxy.run_timers(rx).await;
+        Ok(())
+    });
     let rx = shutdown_rx.clone();
     tasks.spawn(async move { server.run(rx).await });
 

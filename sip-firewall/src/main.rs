@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::User { cmd } => return sip_firewall::auth::cli::run(cmd),
         Command::Run(args) => args
             .config()
             .map_err(anyhow::Error::from)

@@ -2,7 +2,7 @@
 //! sanity checks. This is the seam where the proxy (issue 4) plugs in; until then the core
 //! is a stateless policy that relays nothing.
 
-use std::{borrow::Cow, net::SocketAddr};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
 use sip_firewall_sip::{
     Message, StartLine, Transport,
@@ -39,6 +39,26 @@ pub trait Handler: Send + Sync + 'static {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action;
     /// A response that passed the message layer.
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action;
+    /// Called once when the server is bound: the handle through which a stateful core sends
+    /// what it originates (forwarded requests, relayed responses, retransmissions from its
+    /// timers). A stateless core ignores it.
+    fn attach(&self, _out: Arc<dyn Outbound>) {}
+}
+
+/// Where a message the core originates goes: an address and how to reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub addr: SocketAddr,
+    /// Datagram: UDP from our listening socket; Stream: the open TCP connection with `addr`.
+    pub transport: Transport,
+}
+
+/// Sends bytes for the core without blocking (the core calls it under its own lock).
+pub trait Outbound: Send + Sync + 'static {
+    /// Queue `bytes` for `dest`; false when they cannot go (no socket of that address family,
+    /// no open connection to that peer, or its queue full). Loss is what UDP retransmission
+    /// timers are for; the caller counts it.
+    fn send(&self, dest: Destination, bytes: &[u8]) -> bool;
 }
 
 /// The stateless stand-in for the proxy: answers OPTIONS pings addressed to this node with

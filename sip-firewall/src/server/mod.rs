@@ -3,6 +3,7 @@
 //! messages to the [`core::Handler`].
 
 pub mod core;
+mod outbound;
 mod tcp;
 mod udp;
 
@@ -27,7 +28,7 @@ const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
 
 /// Bound UDP sockets and TCP listeners, ready to serve.
 pub struct SipServer {
-    udp: Vec<tokio::net::UdpSocket>,
+    udp: Vec<Arc<tokio::net::UdpSocket>>,
     tcp: Vec<tokio::net::TcpListener>,
     shared: Arc<Shared>,
 }
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     max_tcp_connections: usize,
     metrics: Arc<Metrics>,
     handler: Arc<dyn Handler>,
+    /// What the handler sends through; TCP connections register here.
+    outbound: Arc<outbound::SocketOutbound>,
 }
 
 /// An answer to send: the bytes, and where they go when the transport is UDP.
@@ -73,9 +76,11 @@ impl SipServer {
                 .await
                 .with_context(|| format!("cannot bind SIP TCP on {bound}"))?;
             info!(%bound, "SIP listening on UDP and TCP");
-            udp.push(u);
+            udp.push(Arc::new(u));
             tcp.push(t);
         }
+        let outbound = Arc::new(outbound::SocketOutbound::new(udp.clone()));
+        handler.attach(outbound.clone());
         Ok(SipServer {
             udp,
             tcp,
@@ -90,6 +95,7 @@ impl SipServer {
                 max_tcp_connections: cfg.max_tcp_connections,
                 metrics,
                 handler,
+                outbound,
             }),
         })
     }

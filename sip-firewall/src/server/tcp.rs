@@ -11,7 +11,7 @@ use sip_firewall_sip::{
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::{Semaphore, mpsc, watch},
     time::{Instant, timeout_at},
 };
 use tracing::debug;
@@ -44,13 +44,18 @@ pub(super) async fn serve(
         let rx = shutdown.clone();
         tokio::spawn(async move {
             shared.metrics.tcp_opened();
-            let why = match connection(stream, peer, &shared, rx).await {
+            // Messages the core sends to this peer (relayed responses, forwarded requests)
+            // go out on this connection.
+            let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+            shared.outbound.register(peer, tx);
+            let why = match connection(stream, peer, &shared, rx, out_rx).await {
                 Ok(why) => why,
                 Err(e) => {
                     debug!(%peer, "TCP connection: {e}");
                     "error"
                 }
             };
+            shared.outbound.unregister(peer);
             shared.metrics.tcp_closed(why);
             drop(permit);
         });
@@ -62,23 +67,35 @@ async fn connection(
     peer: SocketAddr,
     shared: &Shared,
     mut shutdown: watch::Receiver<bool>,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<&'static str> {
     let local = stream.local_addr()?;
     let mut framer = StreamFramer::new(shared.limits);
     let mut chunk = vec![0u8; 8192];
     let mut deadline = Instant::now() + shared.tcp_idle_timeout;
     loop {
-        let n = tokio::select! {
+        let got = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok("shutdown"),
+            Some(bytes) = outgoing.recv() => Err(bytes),
             r = timeout_at(deadline, stream.read(&mut chunk)) => match r {
-                Ok(r) => r?,
+                Ok(r) => Ok(r?),
                 Err(_) => {
                     debug!(%peer, "TCP idle timeout: closing");
                     return Ok("idle_timeout");
                 }
             },
         };
+        let n = match got {
+            Ok(n) => n,
+            // A message the core sends to this peer (a relayed response, a request).
+            Err(bytes) => {
+                let until = Instant::now() + shared.tcp_idle_timeout;
+                write(&mut stream, &bytes, until).await?;
+                continue;
+            }
+        };
         if n == 0 {
+            flush(&mut stream, &mut outgoing, shared).await?;
             // The peer closed its side: answer an unfinished request if we can, then close.
             if let Err(e) = framer.finish() {
                 fatal(&mut stream, peer, shared, e, deadline).await?;
@@ -101,6 +118,8 @@ async fn connection(
                     if let Some(out) = shared.process(&msg, peer, local, Transport::Stream) {
                         write(&mut stream, &out.bytes, deadline).await?;
                     }
+                    // What the core queued for this peer goes out before the next answer.
+                    flush(&mut stream, &mut outgoing, shared).await?;
                 }
                 Err(e) => {
                     fatal(&mut stream, peer, shared, e, deadline).await?;
@@ -109,6 +128,18 @@ async fn connection(
             }
         }
     }
+}
+
+/// Write every message the core queued for this connection.
+async fn flush(
+    stream: &mut TcpStream,
+    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    while let Ok(bytes) = outgoing.try_recv() {
+        write(stream, &bytes, Instant::now() + shared.tcp_idle_timeout).await?;
+    }
+    Ok(())
 }
 
 /// The stream cannot be framed any more: answer what can be answered, then close.

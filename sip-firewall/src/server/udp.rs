@@ -10,7 +10,7 @@ use super::{Shared, is_keepalive};
 
 /// Receive, judge and answer until shutdown.
 pub(super) async fn serve(
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {

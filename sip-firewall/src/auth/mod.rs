@@ -1,0 +1,308 @@
+//! Digest authentication of our domains' users (RFC 3261 22, RFC 7616, RFC 8760): challenges
+//! with stateless nonces, verification of credentials, nonce-count replay protection.
+
+pub mod cli;
+pub mod digest;
+pub mod nonce;
+pub mod users;
+
+use digest::{Algorithm, Credentials};
+use nonce::{Nonces, Verdict};
+use users::Users;
+
+/// What verifying a request's credentials says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Right credentials for this user.
+    Authenticated { user: String },
+    /// No usable credentials: challenge. `failure` names why credentials that were given
+    /// were refused (counted and reported); `stale` asks the client to retry with a new nonce
+    /// without asking its user again.
+    Challenge {
+        stale: bool,
+        failure: Option<&'static str>,
+    },
+    /// Right or wrong, these credentials may not be used for this request (403).
+    Forbidden { reason: &'static str },
+}
+
+/// One request as authentication sees it.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The Request-URI: the digest `uri` must be it (RFC 7616 3.4.6), or a URI
+    /// `uri_also_ok` accepts.
+    pub uri: &'a str,
+    /// Other digest URIs accepted: the proxy's own address (SIPp, and some phones, put
+    /// the next hop's URI there). Replays are still refused by the nonce-count.
+    pub uri_also_ok: &'a dyn Fn(&str) -> bool,
+    /// The realm (our domain) challenged for.
+    pub realm: &'a str,
+    /// Users the authenticated identity must equal (From user; To user too for REGISTER).
+    pub must_be: &'a [&'a str],
+}
+
+/// The authenticator: subscribers, offered algorithms, nonces.
+pub struct Authenticator {
+    users: Users,
+    algorithms: Vec<Algorithm>,
+    nonces: Nonces,
+}
+
+impl Authenticator {
+    pub fn new(users: Users, algorithms: Vec<Algorithm>, nonces: Nonces) -> Authenticator {
+        Authenticator {
+            users,
+            algorithms,
+            nonces,
+        }
+    }
+
+    /// The subscribers.
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    /// Challenge header values, one per offered algorithm, in order of preference.
+    pub fn challenges(&self, realm: &str, stale: bool, now_secs: u64) -> Vec<String> {
+        let nonce = self.nonces.issue(realm, now_secs);
+        self.algorithms
+            .iter()
+            .map(|&a| digest::challenge(realm, &nonce, a, stale))
+            .collect()
+    }
+
+    /// Verify the credentials in `values` (the Authorization or Proxy-Authorization values).
+    pub fn verify(&mut self, values: &[&str], req: &Request<'_>, now_secs: u64) -> Outcome {
+        let challenge = |failure| Outcome::Challenge {
+            stale: false,
+            failure,
+        };
+        // Credentials for other realms belong to other hops (RFC 3261 22.3): not ours.
+        let mut ours = None;
+        for v in values {
+            match Credentials::parse(v) {
+                Ok(c) if c.realm.eq_ignore_ascii_case(req.realm) => {
+                    ours = Some(c);
+                    break;
+                }
+                Ok(_) | Err(digest::CredentialsError::Scheme) => {}
+                Err(_) => return challenge(Some("malformed")),
+            }
+        }
+        let Some(c) = ours else {
+            return challenge(None);
+        };
+        if req.must_be.iter().any(|u| *u != c.username) {
+            return Outcome::Forbidden {
+                reason: "identity_mismatch",
+            };
+        }
+        let alg = match c.algorithm.as_deref() {
+            None => Algorithm::Md5,
+            Some(a) => match Algorithm::parse(a) {
+                Some(a) => a,
+                None => return challenge(Some("algorithm")),
+            },
+        };
+        if !self.algorithms.contains(&alg) {
+            return challenge(Some("algorithm"));
+        }
+        let (Some("auth"), Some(nc), Some(cnonce)) =
+            (c.qop.as_deref(), c.nc.as_deref(), c.cnonce.as_deref())
+        else {
+            // Without qop=auth there is no nonce-count, hence no replay protection.
+            return challenge(Some("qop"));
+        };
+        match self.nonces.check(&c.nonce, req.realm, now_secs) {
+            Verdict::Fresh => {}
+            Verdict::Stale => {
+                return Outcome::Challenge {
+                    stale: true,
+                    failure: None,
+                };
+            }
+            Verdict::Invalid => return challenge(Some("bad_nonce")),
+        }
+        if c.uri != req.uri && !(req.uri_also_ok)(&c.uri) {
+            return challenge(Some("uri_mismatch"));
+        }
+        let Some(ha1) = self
+            .users
+            .get(&c.username, req.realm)
+            .and_then(|s| s.ha1(alg))
+        else {
+            return challenge(Some("unknown_user"));
+        };
+        let want = digest::response_auth(alg, ha1, &c.nonce, nc, cnonce, req.method, &c.uri);
+        if !eq_ignore_case_ct(want.as_bytes(), c.response.as_bytes()) {
+            return challenge(Some("wrong_password"));
+        }
+        if !self.nonces.accept_count(&c.nonce, nc, now_secs) {
+            return challenge(Some("replay"));
+        }
+        Outcome::Authenticated { user: c.username }
+    }
+
+    /// Forget nonce-counts of nonces that are stale anyway.
+    pub fn expire(&mut self, now_secs: u64) {
+        self.nonces.expire(now_secs);
+    }
+}
+
+fn eq_ignore_case_ct(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| {
+            acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+        }) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::config::UserEntry;
+    use std::time::Duration;
+
+    fn auth() -> Authenticator {
+        let users = Users::from_config(&[UserEntry {
+            user: "alice".into(),
+            domain: "example.com".into(),
+            password: Some("pw".into()),
+            ha1: None,
+            ha1_sha256: None,
+        }]);
+        Authenticator::new(
+            users,
+            vec![Algorithm::Sha256, Algorithm::Md5],
+            Nonces::new(b"k".to_vec(), Duration::from_secs(60)),
+        )
+    }
+
+    fn nonce_of(ch: &str) -> String {
+        let i = ch.find("nonce=\"").unwrap() + 7;
+        ch[i..].split('"').next().unwrap().to_string()
+    }
+
+    fn creds(alg: Algorithm, user: &str, pw: &str, nonce: &str, nc: &str) -> String {
+        let ha1 = alg.ha1(user, "example.com", pw);
+        let r = digest::response_auth(alg, &ha1, nonce, nc, "cn", "REGISTER", "sip:example.com");
+        format!(
+            "Digest username=\"{user}\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", response=\"{r}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"cn\"",
+            alg.as_str()
+        )
+    }
+
+    fn never(_: &str) -> bool {
+        false
+    }
+
+    const REQ: Request<'static> = Request {
+        method: "REGISTER",
+        uri: "sip:example.com",
+        uri_also_ok: &never,
+        realm: "example.com",
+        must_be: &["alice"],
+    };
+
+    #[test]
+    fn full_exchange() {
+        let mut a = auth();
+        assert_eq!(
+            a.verify(&[], &REQ, 100),
+            Outcome::Challenge {
+                stale: false,
+                failure: None
+            }
+        );
+        let ch = a.challenges("example.com", false, 100);
+        assert_eq!(ch.len(), 2);
+        assert!(ch[0].contains("SHA-256") && ch[1].contains("MD5"));
+        let n = nonce_of(&ch[0]);
+        for alg in [Algorithm::Sha256, Algorithm::Md5] {
+            let nc = if alg == Algorithm::Sha256 {
+                "00000001"
+            } else {
+                "00000002"
+            };
+            let good = creds(alg, "alice", "pw", &n, nc);
+            assert_eq!(
+                a.verify(&[&good], &REQ, 101),
+                Outcome::Authenticated {
+                    user: "alice".into()
+                }
+            );
+            // The very same header again: a replay.
+            assert_eq!(
+                a.verify(&[&good], &REQ, 101),
+                Outcome::Challenge {
+                    stale: false,
+                    failure: Some("replay")
+                }
+            );
+        }
+        let bad = creds(Algorithm::Md5, "alice", "wrong", &n, "00000009");
+        assert_eq!(
+            a.verify(&[&bad], &REQ, 101),
+            Outcome::Challenge {
+                stale: false,
+                failure: Some("wrong_password")
+            }
+        );
+        let good = creds(Algorithm::Md5, "alice", "pw", &n, "00000010");
+        assert_eq!(
+            a.verify(&[&good], &REQ, 200),
+            Outcome::Challenge {
+                stale: true,
+                failure: None
+            }
+        );
+        let mallory = Request {
+            must_be: &["bob"],
+            ..REQ
+        };
+        assert_eq!(
+            a.verify(&[&good], &mallory, 101),
+            Outcome::Forbidden {
+                reason: "identity_mismatch"
+            }
+        );
+        let elsewhere = Request {
+            uri: "sip:other.example.com",
+            ..REQ
+        };
+        let good = creds(Algorithm::Md5, "alice", "pw", &n, "00000011");
+        assert_eq!(
+            a.verify(&[&good], &elsewhere, 101),
+            Outcome::Challenge {
+                stale: false,
+                failure: Some("uri_mismatch")
+            }
+        );
+        let forged = creds(
+            Algorithm::Md5,
+            "alice",
+            "pw",
+            "00000000000000640123456789abcdef0123456789abcdef",
+            "00000001",
+        );
+        assert_eq!(
+            a.verify(&[&forged], &REQ, 101),
+            Outcome::Challenge {
+                stale: false,
+                failure: Some("bad_nonce")
+            }
+        );
+    }
+
+    #[test]
+    fn other_realms_ignored() {
+        let mut a = auth();
+        let other = "Digest username=\"alice\", realm=\"elsewhere\", nonce=\"x\", uri=\"sip:example.com\", response=\"0\"";
+        assert_eq!(
+            a.verify(&[other], &REQ, 1),
+            Outcome::Challenge {
+                stale: false,
+                failure: None
+            }
+        );
+    }
+}

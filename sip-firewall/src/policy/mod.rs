@@ -1,0 +1,4 @@
+//! The policies that make the proxy a firewall: no open relay, scanners dropped.
+
+pub mod relay;
+pub mod scanner;

@@ -1,0 +1,336 @@
+//! The proxy's configuration sections: `[proxy]`, `[timers]`, `[registrar]` and `[auth]`.
+//! They live here rather than in `config.rs` so that the proxy's settings stay with the code
+//! that reads them; `config::Config` holds one field per section.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// `[proxy]`: how requests are forwarded.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `host[:port]` written into our Via and Record-Route; default: the first listen address
+    /// (or the first domain when that address is a wildcard).
+    pub advertise: Option<String>,
+    /// `ip:port` of the outbound proxy or trunk that requests to foreign domains go to
+    /// (from authenticated local users and allow-listed peers only). Absent: foreign targets
+    /// are reached directly when their host is an IP address, else refused.
+    pub outbound: Option<std::net::SocketAddr>,
+}
+
+/// `[timers]`: RFC 3261 17 timers. T1, T2 and T4 are the base values; every lettered timer
+/// defaults to the value RFC 3261 Table 4 derives from them and can be set on its own.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimersConfig {
+    /// Round-trip estimate (500ms).
+    #[serde(deserialize_with = "duration")]
+    pub t1: Duration,
+    /// Longest retransmit interval for non-INVITE requests and INVITE responses (4s).
+    #[serde(deserialize_with = "duration")]
+    pub t2: Duration,
+    /// Longest time a message stays in the network (5s).
+    #[serde(deserialize_with = "duration")]
+    pub t4: Duration,
+    /// INVITE retransmit interval, initially (T1).
+    #[serde(deserialize_with = "opt_duration")]
+    pub a: Option<Duration>,
+    /// INVITE transaction timeout (64*T1).
+    #[serde(deserialize_with = "opt_duration")]
+    pub b: Option<Duration>,
+    /// Proxy INVITE transaction timeout (3 minutes).
+    #[serde(deserialize_with = "duration")]
+    pub c: Duration,
+    /// Wait time for response retransmits after a non-2xx to INVITE (32s).
+    #[serde(deserialize_with = "duration")]
+    pub d: Duration,
+    /// Non-INVITE retransmit interval, initially (T1).
+    #[serde(deserialize_with = "opt_duration")]
+    pub e: Option<Duration>,
+    /// Non-INVITE transaction timeout (64*T1).
+    #[serde(deserialize_with = "opt_duration")]
+    pub f: Option<Duration>,
+    /// INVITE response retransmit interval, initially (T1).
+    #[serde(deserialize_with = "opt_duration")]
+    pub g: Option<Duration>,
+    /// Wait time for the ACK (64*T1).
+    #[serde(deserialize_with = "opt_duration")]
+    pub h: Option<Duration>,
+    /// Wait time for ACK retransmits (T4).
+    #[serde(deserialize_with = "opt_duration")]
+    pub i: Option<Duration>,
+    /// Wait time for non-INVITE request retransmits (64*T1).
+    #[serde(deserialize_with = "opt_duration")]
+    pub j: Option<Duration>,
+    /// Wait time for non-INVITE response retransmits (T4).
+    #[serde(deserialize_with = "opt_duration")]
+    pub k: Option<Duration>,
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        TimersConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            a: None,
+            b: None,
+            c: Duration::from_secs(180),
+            d: Duration::from_secs(32),
+            e: None,
+            f: None,
+            g: None,
+            h: None,
+            i: None,
+            j: None,
+            k: None,
+        }
+    }
+}
+
+/// `[registrar]`: bindings of addresses of record (RFC 3261 10.3).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarConfig {
+    /// Shortest registration accepted; shorter ones get 423 with Min-Expires (seconds).
+    pub min_expires: u32,
+    /// Longest registration granted; longer ones are cut to this (seconds).
+    pub max_expires: u32,
+    /// Registration length when the request names none (seconds).
+    pub default_expires: u32,
+    /// Most contacts bound to one address of record.
+    pub max_contacts: usize,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+        }
+    }
+}
+
+/// `[auth]`: digest authentication of our domains' users.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Digest algorithms offered, in order of preference ("SHA-256", "MD5").
+    pub algorithms: Vec<String>,
+    /// How long a nonce is good for; older ones are answered with stale=true.
+    #[serde(deserialize_with = "duration")]
+    pub nonce_lifetime: Duration,
+    /// Secret that signs nonces (hex or any text); random at each start when absent, so
+    /// nonces of a previous run are refused.
+    pub secret: Option<String>,
+    /// Subscribers: `{ user = "alice", domain = "example.com", password = "..." }` or with
+    /// `ha1` (MD5) and/or `ha1_sha256` instead of the password.
+    pub users: Vec<UserEntry>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
+            nonce_lifetime: Duration::from_secs(300),
+            secret: None,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One subscriber.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub user: String,
+    pub domain: String,
+    pub password: Option<String>,
+    /// MD5(user:realm:password), hex.
+    pub ha1: Option<String>,
+    /// SHA-256(user:realm:password), hex.
+    pub ha1_sha256: Option<String>,
+}
+
+/// A configuration value that cannot work: the key and why.
+#[derive(Debug)]
+pub struct Invalid {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Check the proxy sections together (they refer to each other and to `sip.domains`).
+pub fn validate(
+    proxy: &ProxyConfig,
+    timers: &TimersConfig,
+    registrar: &RegistrarConfig,
+    auth: &AuthConfig,
+    domains: &[String],
+) -> Result<(), Invalid> {
+    if let Some(a) = &proxy.advertise
+        && (a.is_empty() || a.contains([' ', ';', ',', '<', '>']))
+    {
+        return Err(invalid("proxy.advertise", "must be host or host:port"));
+    }
+    if timers.t1.is_zero() {
+        return Err(invalid("timers.t1", "must be longer than 0s"));
+    }
+    if timers.t2 < timers.t1 {
+        return Err(invalid("timers.t2", "must be at least timers.t1"));
+    }
+    if timers.t4.is_zero() {
+        return Err(invalid("timers.t4", "must be longer than 0s"));
+    }
+    if timers.c < Duration::from_secs(180) {
+        // RFC 3261 16.6 step 11: Timer C MUST be larger than 3 minutes.
+        return Err(invalid("timers.c", "must be at least 3m (RFC 3261 16.6)"));
+    }
+    for (key, v) in [
+        ("timers.a", timers.a),
+        ("timers.b", timers.b),
+        ("timers.e", timers.e),
+        ("timers.f", timers.f),
+        ("timers.g", timers.g),
+        ("timers.h", timers.h),
+        ("timers.j", timers.j),
+    ] {
+        if v.is_some_and(|d| d.is_zero()) {
+            return Err(invalid(key, "must be longer than 0s"));
+        }
+    }
+    if registrar.min_expires == 0 {
+        return Err(invalid("registrar.min_expires", "must be at least 1"));
+    }
+    if registrar.max_expires < registrar.min_expires {
+        return Err(invalid(
+            "registrar.max_expires",
+            "must be at least registrar.min_expires",
+        ));
+    }
+    if !(registrar.min_expires..=registrar.max_expires).contains(&registrar.default_expires) {
+        return Err(invalid(
+            "registrar.default_expires",
+            "must lie between min_expires and max_expires",
+        ));
+    }
+    if registrar.max_contacts == 0 {
+        return Err(invalid("registrar.max_contacts", "must be at least 1"));
+    }
+    if auth.algorithms.is_empty() {
+        return Err(invalid("auth.algorithms", "needs at least one algorithm"));
+    }
+    for a in &auth.algorithms {
+        if crate::auth::digest::Algorithm::parse(a).is_none() {
+            return Err(invalid(
+                "auth.algorithms",
+                format!("unknown algorithm {a:?} (SHA-256 or MD5)"),
+            ));
+        }
+    }
+    if auth.nonce_lifetime < Duration::from_secs(1) {
+        return Err(invalid("auth.nonce_lifetime", "must be at least 1s"));
+    }
+    for u in &auth.users {
+        if u.user.is_empty() || u.user.contains([':', '@', ' ']) {
+            return Err(invalid("auth.users", format!("bad user name {:?}", u.user)));
+        }
+        if !domains.iter().any(|d| d.eq_ignore_ascii_case(&u.domain)) {
+            return Err(invalid(
+                "auth.users",
+                format!(
+                    "user {}@{}: the domain is not in sip.domains",
+                    u.user, u.domain
+                ),
+            ));
+        }
+        if u.password.is_none() && u.ha1.is_none() && u.ha1_sha256.is_none() {
+            return Err(invalid(
+                "auth.users",
+                format!(
+                    "user {}@{}: needs password, ha1 or ha1_sha256",
+                    u.user, u.domain
+                ),
+            ));
+        }
+        for (h, len) in [(&u.ha1, 32), (&u.ha1_sha256, 64)] {
+            if let Some(h) = h
+                && (h.len() != len || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(invalid(
+                    "auth.users",
+                    format!(
+                        "user {}@{}: a hash must be {len} hex digits",
+                        u.user, u.domain
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Durations as humans write them: `500ms`, `30s`, `5m`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!("{e} (write durations like \"500ms\", \"30s\")"))
+    })
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<(), String> {
+        let c = crate::config::Config::from_toml(text, std::path::Path::new("t.toml"))
+            .map_err(|e| e.to_string())?;
+        let _ = c;
+        Ok(())
+    }
+
+    #[test]
+    fn defaults_valid() {
+        assert!(check("").is_ok());
+        let t = TimersConfig::default();
+        assert_eq!(t.t1, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn errors_name_key() {
+        let e = check("[timers]\nt1 = \"0s\"\n").unwrap_err();
+        assert!(e.contains("timers.t1"), "{e}");
+        let e = check("[timers]\nc = \"1m\"\n").unwrap_err();
+        assert!(e.contains("timers.c"), "{e}");
+        let e = check("[registrar]\nmin_expires = 100\nmax_expires = 50\n").unwrap_err();
+        assert!(e.contains("registrar.max_expires"), "{e}");
+        let e = check("[auth]\nalgorithms = [\"SHA-1\"]\n").unwrap_err();
+        assert!(e.contains("auth.algorithms"), "{e}");
+        let e = check(
+            "[sip]\ndomains=[\"a.com\"]\n[[auth.users]]\nuser = \"bob\"\ndomain = \"b.com\"\npassword = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("auth.users"), "{e}");
+        let e =
+            check("[auth]\nusers = [{ user = \"bob\", domain = \"a.com\", pasword = \"x\" }]\n")
+                .unwrap_err();
+        assert!(e.contains("pasword"), "{e}");
+        let ok = check(
+            "[sip]\ndomains=[\"a.com\"]\n[auth]\nusers = [{ user = \"bob\", domain = \"a.com\", password = \"x\" }]\n[timers]\nt1 = \"100ms\"\nb = \"10s\"\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+}

@@ -1,0 +1,235 @@
+//! Request and response rewriting for forwarding (RFC 3261 16.6, 16.7), and the requests a
+//! proxy builds itself: ACK for a non-2xx final (17.1.1.3) and CANCEL (9.1).
+
+use std::net::{IpAddr, SocketAddr};
+
+use sip_firewall_sip::{
+    Transport,
+    headers::{HeaderName, scalar, via},
+};
+
+use super::msg::{SipMsg, split_first_param};
+
+/// Max-Forwards of requests that carry none (RFC 3261 16.6 step 3) and of our own.
+pub const MAX_FORWARDS: u8 = 70;
+
+/// Add `received` and fill `rport` in the top Via of a request from `source` (RFC 3261
+/// 18.2.1, RFC 3581 4), so that responses find their way back through NAT. With
+/// `force_rport` the port is added even when the client did not ask.
+pub fn stamp_top_via(msg: &mut SipMsg, source: SocketAddr, force_rport: bool) {
+    let Some(h) = msg
+        .headers
+        .iter_mut()
+        .find(|h| HeaderName::parse(&h.name) == HeaderName::Via)
+    else {
+        return;
+    };
+    let (first, rest) = split_first_param(&h.value);
+    let Some(Ok(v)) = via::parse_list(first).next() else {
+        return;
+    };
+    let mut out = String::with_capacity(first.len() + 40);
+    let mut has_rport = false;
+    let mut params = first.split(';');
+    out.push_str(params.next().unwrap_or("").trim_end());
+    for p in params {
+        out.push(';');
+        let name = p.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("rport") {
+            has_rport = true;
+            out.push_str(&format!("rport={}", source.port()));
+        } else if name.eq_ignore_ascii_case("received") {
+            // Replaced below with what we saw.
+            out.pop();
+        } else {
+            out.push_str(p.trim());
+        }
+    }
+    if force_rport && !has_rport {
+        out.push_str(&format!(";rport={}", source.port()));
+    }
+    if v.host.ip() != Some(source.ip()) || v.received.is_some() {
+        match source.ip() {
+            IpAddr::V4(a) => out.push_str(&format!(";received={a}")),
+            IpAddr::V6(a) => out.push_str(&format!(";received=[{a}]")),
+        }
+    }
+    h.value = match rest {
+        Some(r) => format!("{out}, {r}"),
+        None => out,
+    };
+}
+
+/// Decrement Max-Forwards (adding it when absent). Err when it is already 0: answer 483.
+pub fn decrement_max_forwards(msg: &mut SipMsg) -> Result<(), ()> {
+    let n = match msg.get(HeaderName::MaxForwards) {
+        Some(v) => scalar::max_forwards(v).ok_or(())?,
+        None => MAX_FORWARDS + 1,
+    };
+    if n == 0 {
+        return Err(());
+    }
+    msg.set(HeaderName::MaxForwards, (n - 1).to_string());
+    Ok(())
+}
+
+/// The transport token of a Via for `t`.
+pub fn via_transport(t: Transport) -> &'static str {
+    match t {
+        Transport::Datagram => "UDP",
+        Transport::Stream => "TCP",
+    }
+}
+
+/// Our Via on top (RFC 3261 16.6 step 8), asking for rport.
+pub fn add_via(msg: &mut SipMsg, t: Transport, hostport: &str, branch: &str) {
+    msg.push_front(
+        HeaderName::Via,
+        format!(
+            "SIP/2.0/{} {hostport};branch={branch};rport",
+            via_transport(t)
+        ),
+    );
+}
+
+/// Record-Route ourselves (RFC 3261 16.6 step 4) with `lr`: in-dialog requests come back
+/// through us.
+pub fn record_route(msg: &mut SipMsg, hostport: &str, t: Transport) {
+    let value = match t {
+        Transport::Datagram => format!("<sip:{hostport};lr>"),
+        Transport::Stream => format!("<sip:{hostport};transport=tcp;lr>"),
+    };
+    msg.push_front(HeaderName::RecordRoute, value);
+}
+
+/// Whether a method creates a dialog (and so is record-routed).
+pub fn creates_dialog(method: &str) -> bool {
+    matches!(method, "INVITE" | "SUBSCRIBE" | "REFER")
+}
+
+/// Remove credentials for our realms: they were for us and must not leak to the next hop
+/// (RFC 3261 22.3 allows a proxy to keep others').
+pub fn strip_credentials(msg: &mut SipMsg, is_ours: impl Fn(&str) -> bool) {
+    let ours = |v: &str| {
+        super::super::auth::digest::Credentials::parse(v)
+            .map(|c| is_ours(&c.realm))
+            // Unreadable credentials are nobody's: drop them too.
+            .unwrap_or(true)
+    };
+    msg.remove_where(HeaderName::Other("Proxy-Authorization"), ours);
+    msg.remove_where(HeaderName::Other("Authorization"), ours);
+}
+
+/// The ACK of a non-2xx final response to the INVITE `req` (as we sent it): same
+/// Request-URI, Call-ID, From, CSeq number, Route; To from the response; only our Via.
+pub fn ack_for(req: &SipMsg, response_to: Option<&str>) -> SipMsg {
+    hop_request(req, "ACK", response_to)
+}
+
+/// The CANCEL of the request `req` (as we sent it), RFC 3261 9.1.
+pub fn cancel_for(req: &SipMsg) -> SipMsg {
+    hop_request(req, "CANCEL", None)
+}
+
+fn hop_request(req: &SipMsg, method: &str, to: Option<&str>) -> SipMsg {
+    let mut m = SipMsg::request(method, req.request_uri().unwrap_or("sip:invalid"));
+    if let Some(v) = req.top_via() {
+        m.push(HeaderName::Via, v.to_string());
+    }
+    m.push(HeaderName::MaxForwards, MAX_FORWARDS.to_string());
+    for name in [HeaderName::From, HeaderName::CallId] {
+        if let Some(v) = req.get(name) {
+            m.push(name, v.to_string());
+        }
+    }
+    if let Some(v) = to.or_else(|| req.get(HeaderName::To)) {
+        m.push(HeaderName::To, v.to_string());
+    }
+    let num = req
+        .get(HeaderName::CSeq)
+        .and_then(scalar::cseq)
+        .map_or(1, |(n, _)| n);
+    m.push(HeaderName::CSeq, format!("{num} {method}"));
+    for r in req.all(HeaderName::Route) {
+        m.push(HeaderName::Route, r.to_string());
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_stamping() {
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        m.push(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa;rport, SIP/2.0/UDP x".into(),
+        );
+        stamp_top_via(&mut m, "192.0.2.7:40000".parse().unwrap(), false);
+        assert_eq!(
+            m.get(HeaderName::Via),
+            Some(
+                "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa;rport=40000;received=192.0.2.7, SIP/2.0/UDP x"
+            )
+        );
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        m.push(
+            HeaderName::Via,
+            "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa".into(),
+        );
+        stamp_top_via(&mut m, "192.0.2.7:5060".parse().unwrap(), true);
+        assert_eq!(
+            m.get(HeaderName::Via),
+            Some("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa;rport=5060")
+        );
+    }
+
+    #[test]
+    fn max_forwards() {
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        decrement_max_forwards(&mut m).unwrap();
+        assert_eq!(m.get(HeaderName::MaxForwards), Some("70"));
+        m.set(HeaderName::MaxForwards, "1".into());
+        decrement_max_forwards(&mut m).unwrap();
+        assert_eq!(m.get(HeaderName::MaxForwards), Some("0"));
+        assert!(decrement_max_forwards(&mut m).is_err());
+    }
+
+    #[test]
+    fn ack_and_cancel() {
+        let mut m = SipMsg::request("INVITE", "sip:b@192.0.2.1");
+        m.push(
+            HeaderName::Via,
+            "SIP/2.0/UDP me;branch=z9hG4bKsfw1;rport".into(),
+        );
+        m.push(HeaderName::Via, "SIP/2.0/UDP them;branch=z9hG4bKt".into());
+        m.push(HeaderName::From, "<sip:a@h>;tag=1".into());
+        m.push(HeaderName::To, "<sip:b@h>".into());
+        m.push(HeaderName::CallId, "c".into());
+        m.push(HeaderName::CSeq, "7 INVITE".into());
+        m.push(
+            HeaderName::Other("Proxy-Authorization"),
+            "Digest username=\"a\", realm=\"example.com\", nonce=\"n\", uri=\"u\", response=\"r\""
+                .into(),
+        );
+        m.push(
+            HeaderName::Other("Proxy-Authorization"),
+            "Digest username=\"a\", realm=\"other\", nonce=\"n\", uri=\"u\", response=\"r\"".into(),
+        );
+        let ack = ack_for(&m, Some("<sip:b@h>;tag=9"));
+        let text = String::from_utf8(ack.to_bytes()).unwrap();
+        assert_eq!(
+            text,
+            "ACK sip:b@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP me;branch=z9hG4bKsfw1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:a@h>;tag=1\r\nCall-ID: c\r\nTo: <sip:b@h>;tag=9\r\nCSeq: 7 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        let c = cancel_for(&m);
+        assert_eq!(c.get(HeaderName::CSeq), Some("7 CANCEL"));
+        assert_eq!(c.get(HeaderName::To), Some("<sip:b@h>"));
+        strip_credentials(&mut m, |r| r.eq_ignore_ascii_case("example.com"));
+        let left: Vec<_> = m.all(HeaderName::Other("proxy-authorization")).collect();
+        assert_eq!(left.len(), 1);
+        assert!(left[0].contains("other"));
+    }
+}

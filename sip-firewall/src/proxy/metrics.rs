@@ -1,0 +1,91 @@
+//! The proxy's Prometheus metrics, registered into the daemon's registry.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Counters and gauges of transactions, registrations, authentication and scanners.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    pub transactions: IntGaugeVec,
+    pub bindings: IntGauge,
+    pub auth: IntCounterVec,
+    pub scanners: IntCounter,
+    pub forwarded: IntCounterVec,
+    pub retransmissions: IntCounterVec,
+    pub stray: IntCounter,
+    pub local_replies: IntCounterVec,
+}
+
+impl ProxyMetrics {
+    /// Create and register every metric (unregistered when `registry` is None: tests).
+    pub fn new(registry: Option<&Registry>) -> ProxyMetrics {
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            if let Some(r) = registry
+                && let Err(e) = r.register(c)
+            {
+                tracing::error!("registering a proxy metric: {e}");
+            }
+        };
+        let gv = |n: &str, h: &str, l: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(n, h), l).expect("static metric definition");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let cv = |n: &str, h: &str, l: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(n, h), l).expect("static metric definition");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let g = IntGauge::new(
+            "sipfw_registrar_bindings",
+            "Contacts currently bound in the location store",
+        )
+        .expect("static metric definition");
+        reg(Box::new(g.clone()));
+        let s = IntCounter::new(
+            "sipfw_scanner_drops_total",
+            "Requests dropped silently because their User-Agent is on the scanner list",
+        )
+        .expect("static metric definition");
+        reg(Box::new(s.clone()));
+        let stray = IntCounter::new(
+            "sipfw_proxy_stray_responses_total",
+            "Responses that matched no client transaction (dropped, RFC 3261 18.1.2)",
+        )
+        .expect("static metric definition");
+        reg(Box::new(stray.clone()));
+        let m = ProxyMetrics {
+            transactions: gv(
+                "sipfw_proxy_transactions_active",
+                "Transactions alive, by side (server, client)",
+                &["side"],
+            ),
+            bindings: g,
+            auth: cv(
+                "sipfw_auth_total",
+                "Digest authentication outcomes (success, challenge, stale, or the failure reason)",
+                &["result"],
+            ),
+            scanners: s,
+            forwarded: cv(
+                "sipfw_proxy_forwarded_total",
+                "Messages the proxy forwarded, by kind (request, response, ack)",
+                &["kind"],
+            ),
+            retransmissions: cv(
+                "sipfw_proxy_retransmissions_total",
+                "Retransmissions: received and absorbed, or sent by our timers",
+                &["direction"],
+            ),
+            stray,
+            local_replies: cv(
+                "sipfw_proxy_replies_total",
+                "Responses the proxy generated itself, by status code",
+                &["code"],
+            ),
+        };
+        for side in ["server", "client"] {
+            m.transactions.with_label_values(&[side]);
+        }
+        m
+    }
+}

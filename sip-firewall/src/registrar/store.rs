@@ -1,0 +1,107 @@
+//! The location store: bindings of addresses of record to contacts. The registrar and the
+//! proxy see only the [`LocationStore`] trait, so a shared store can replace the in-memory one.
+
+use std::{collections::HashMap, net::SocketAddr, time::Instant};
+
+use sip_firewall_sip::Transport;
+
+/// One contact bound to an address of record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI as registered.
+    pub contact: String,
+    pub expires_at: Instant,
+    /// Call-ID and CSeq of the REGISTER that last wrote it (RFC 3261 10.3 step 7).
+    pub call_id: String,
+    pub cseq: u32,
+    /// Where the REGISTER came from: requests for the contact go there, which is what a
+    /// client behind NAT needs (its Contact names an address nobody can reach).
+    pub source: SocketAddr,
+    pub transport: Transport,
+}
+
+/// Where bindings live.
+pub trait LocationStore: Send {
+    /// The live bindings of `aor`.
+    fn lookup(&self, aor: &str, now: Instant) -> Vec<Binding>;
+    /// Add or replace (same contact URI) a binding.
+    fn put(&mut self, aor: &str, binding: Binding);
+    /// Remove one contact.
+    fn remove(&mut self, aor: &str, contact: &str);
+    /// Remove every binding of `aor`.
+    fn clear(&mut self, aor: &str);
+    /// Drop expired bindings; returns how many went.
+    fn expire(&mut self, now: Instant) -> usize;
+    /// Bindings stored (live or not yet expired by [`LocationStore::expire`]).
+    fn len(&self) -> usize;
+    /// Whether nothing is stored.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Contact URIs compare case-insensitively here: good enough for the same client
+/// refreshing its own registration, which writes the URI the same way every time.
+fn same_contact(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// The default store: a map in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    by_aor: HashMap<String, Vec<Binding>>,
+    count: usize,
+}
+
+impl LocationStore for MemoryStore {
+    fn lookup(&self, aor: &str, now: Instant) -> Vec<Binding> {
+        self.by_aor
+            .get(aor)
+            .map(|v| v.iter().filter(|b| b.expires_at > now).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn put(&mut self, aor: &str, binding: Binding) {
+        let list = self.by_aor.entry(aor.to_string()).or_default();
+        if let Some(b) = list
+            .iter_mut()
+            .find(|b| same_contact(&b.contact, &binding.contact))
+        {
+            *b = binding;
+        } else {
+            list.push(binding);
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, aor: &str, contact: &str) {
+        if let Some(list) = self.by_aor.get_mut(aor) {
+            let before = list.len();
+            list.retain(|b| !same_contact(&b.contact, contact));
+            self.count -= before - list.len();
+            if list.is_empty() {
+                self.by_aor.remove(aor);
+            }
+        }
+    }
+
+    fn clear(&mut self, aor: &str) {
+        if let Some(list) = self.by_aor.remove(aor) {
+            self.count -= list.len();
+        }
+    }
+
+    fn expire(&mut self, now: Instant) -> usize {
+        let before = self.count;
+        self.by_aor.retain(|_, list| {
+            list.retain(|b| b.expires_at > now);
+            !list.is_empty()
+        });
+        self.count = self.by_aor.values().map(Vec::len).sum();
+        before - self.count
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+}
