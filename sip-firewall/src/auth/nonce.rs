@@ -1,5 +1,5 @@
-//! Nonces the server verifies without remembering them: a timestamp and an HMAC-SHA-256 of
-//! it under a secret, so a nonce cannot be forged and its age is known (stale=true once
+//! Nonces the server verifies without remembering them: a timestamp, a per-challenge unique
+//! number, and an HMAC-SHA-256 of both under a secret, so a nonce cannot be forged and its age is known (stale=true once
 //! it is too old). Replay protection needs a little state: the highest nonce-count seen
 //! per nonce, kept only for nonces that authenticated someone and only for their lifetime.
 
@@ -12,6 +12,9 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Hex digits of the timestamp part.
 const TS_LEN: usize = 16;
+/// Hex digits of the unique part: two challenges in the same second must differ, or the
+/// nonce-count of one client would look like a replay of another's.
+const UNIQ_LEN: usize = 16;
 /// Hex digits of the MAC part (128 bits are plenty against forgery).
 const MAC_LEN: usize = 32;
 /// Most nonces whose count is tracked at once: a bound on memory whatever happens.
@@ -34,6 +37,8 @@ pub struct Nonces {
     lifetime: Duration,
     /// nonce -> (highest nc accepted, issue time in seconds).
     counts: HashMap<String, (u32, u64)>,
+    /// Makes every nonce unique.
+    issued: std::sync::atomic::AtomicU64,
 }
 
 impl Nonces {
@@ -43,6 +48,7 @@ impl Nonces {
             secret,
             lifetime,
             counts: HashMap::new(),
+            issued: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -63,21 +69,24 @@ impl Nonces {
 
     /// A new nonce for `realm` at time `now_secs` (seconds on any monotonic-enough clock).
     pub fn issue(&self, realm: &str, now_secs: u64) -> String {
-        let ts = format!("{now_secs:016x}");
-        let mac = self.mac(&ts, realm);
-        format!("{ts}{mac}")
+        let n = self
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let head = format!("{now_secs:016x}{n:016x}");
+        let mac = self.mac(&head, realm);
+        format!("{head}{mac}")
     }
 
     /// Check a nonce presented for `realm`.
     pub fn check(&self, nonce: &str, realm: &str, now_secs: u64) -> Verdict {
-        if nonce.len() != TS_LEN + MAC_LEN || !nonce.is_ascii() {
+        if nonce.len() != TS_LEN + UNIQ_LEN + MAC_LEN || !nonce.is_ascii() {
             return Verdict::Invalid;
         }
-        let (ts, mac) = nonce.split_at(TS_LEN);
-        let Ok(issued) = u64::from_str_radix(ts, 16) else {
+        let (head, mac) = nonce.split_at(TS_LEN + UNIQ_LEN);
+        let Ok(issued) = u64::from_str_radix(&head[..TS_LEN], 16) else {
             return Verdict::Invalid;
         };
-        if !constant_time_eq(mac.as_bytes(), self.mac(ts, realm).as_bytes()) {
+        if !constant_time_eq(mac.as_bytes(), self.mac(head, realm).as_bytes()) {
             return Verdict::Invalid;
         }
         // A nonce from the future (clock went back, or forged with a leaked secret) is stale.
@@ -143,6 +152,11 @@ mod tests {
     fn fresh_stale_invalid() {
         let a = n();
         let nonce = a.issue("example.com", 1000);
+        assert_ne!(
+            nonce,
+            a.issue("example.com", 1000),
+            "unique in the same second"
+        );
         assert_eq!(a.check(&nonce, "example.com", 1000), Verdict::Fresh);
         assert_eq!(a.check(&nonce, "example.com", 1300), Verdict::Fresh);
         assert_eq!(a.check(&nonce, "example.com", 1301), Verdict::Stale);

@@ -1,0 +1,478 @@
+//! The proxy and registrar against SIPp, through the real daemon binary on loopback:
+//! REGISTER with digest (right password, wrong password, replayed nonce-count), a call
+//! UAC -> proxy -> registered UAS along the Record-Route, CANCEL of a ringing call, calls to
+//! unregistered users, the same call under packet loss, and an outsider refused 403 with
+//! nothing forwarded. Scenarios: tests/sipp/*.xml. Skips (passing) when `sipp` is missing;
+//! `cargo xtask setup` installs it.
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The subscribers of the test domain.
+const CONFIG: &str = r#"
+[sip]
+domains = ["example.com"]
+[timers]
+# Short timers: every transaction must end within a few seconds of the last message.
+t1 = "50ms"
+t2 = "400ms"
+t4 = "500ms"
+d = "1s"
+[auth]
+# SIPp answers only MD5 challenges, and only the first one offered.
+algorithms = ["MD5", "SHA-256"]
+users = [
+  { user = "alice", domain = "example.com", password = "alice-secret" },
+  { user = "bob", domain = "example.com", password = "bob-secret" },
+]
+"#;
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One daemon at a time: daemons share machine-wide paths (admin socket, state database),
+/// and SIPp runs are timing-sensitive on a busy machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The daemon, killed when dropped.
+struct Daemon {
+    _turn: std::sync::MutexGuard<'static, ()>,
+    child: Child,
+    sip: SocketAddr,
+    metrics: SocketAddr,
+    dir: TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port free on both UDP and TCP.
+fn free_port() -> u16 {
+    loop {
+        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = t.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn sipp_installed() -> bool {
+    let ok = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        eprintln!("sipp not installed (cargo xtask setup installs sip-tester): skipping");
+    }
+    ok
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/sipp")
+        .join(name)
+}
+
+fn start() -> Daemon {
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir =
+        std::env::temp_dir().join(format!("sipfw-sipp-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg = dir.join("sip-firewall.toml");
+    std::fs::write(&cfg, CONFIG).expect("config");
+    let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
+        .args(["run", "--xdp-mode", "off", "--config"])
+        .arg(&cfg)
+        .args([
+            "--sip-listen",
+            &sip.to_string(),
+            "--metrics-listen",
+            &metrics.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sip-firewall");
+    let mut d = Daemon {
+        _turn: turn,
+        child,
+        sip,
+        metrics,
+        dir: TempDir(dir),
+    };
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = d.child.try_wait().expect("try_wait") {
+            panic!("sip-firewall exited early: {status}");
+        }
+        if scrape_opt(d.metrics).is_some() && TcpStream::connect(d.sip).is_ok() {
+            return d;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "daemon did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn scrape_opt(addr: SocketAddr) -> Option<HashMap<String, f64>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    Some(
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+fn metric(d: &Daemon, series: &str) -> f64 {
+    scrape_opt(d.metrics)
+        .expect("metrics")
+        .get(series)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// One SIPp run: its exit status and its message trace.
+struct Run {
+    ok: bool,
+    trace: String,
+    output: String,
+}
+
+/// Run SIPp on 127.0.0.1:`port` with `args`, as a client of the daemon when `uac`.
+fn sipp_cmd(d: &Daemon, name: &str, port: u16, uac: bool, args: &[&str]) -> Command {
+    let trace = d.dir.0.join(format!("{name}-{port}.msg"));
+    let mut c = Command::new("sipp");
+    if uac {
+        c.arg(d.sip.to_string());
+    }
+    c.arg("-sf")
+        .arg(scenario(name))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-timeout", "30", "-timeout_error", "-nostdin"])
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(&trace)
+        .args(args)
+        .current_dir(&d.dir.0)
+        .stdin(Stdio::null());
+    c
+}
+
+fn finish(d: &Daemon, name: &str, port: u16, out: std::io::Result<Output>) -> Run {
+    let out = out.expect("run sipp");
+    let trace =
+        std::fs::read_to_string(d.dir.0.join(format!("{name}-{port}.msg"))).unwrap_or_default();
+    Run {
+        ok: out.status.success(),
+        trace,
+        output: format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+fn sipp(d: &Daemon, name: &str, port: u16, uac: bool, args: &[&str]) -> Run {
+    let out = sipp_cmd(d, name, port, uac, args).output();
+    finish(d, name, port, out)
+}
+
+/// Register `user` with its password from `port` (the port its UAS will answer on).
+fn register(d: &Daemon, user: &str, pw: &str, port: u16) -> Run {
+    sipp(
+        d,
+        "register.xml",
+        port,
+        true,
+        &[
+            "-set",
+            "domain",
+            "example.com",
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            pw,
+            "-m",
+            "1",
+        ],
+    )
+}
+
+/// Status codes of the responses in a SIPp message trace, in order.
+fn codes(trace: &str) -> Vec<u16> {
+    trace
+        .lines()
+        .filter_map(|l| l.strip_prefix("SIP/2.0 "))
+        .filter_map(|r| r.get(..3)?.parse().ok())
+        .collect()
+}
+
+/// Wait until every transaction has ended and been freed.
+fn all_transactions_freed(d: &Daemon) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        let s = metric(d, "sipfw_proxy_transactions_active{side=\"server\"}");
+        let c = metric(d, "sipfw_proxy_transactions_active{side=\"client\"}");
+        if s == 0.0 && c == 0.0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn register_with_digest() {
+    if !sipp_installed() {
+        return;
+    }
+    let d = start();
+    let port = free_port();
+    let r = register(&d, "alice", "alice-secret", port);
+    assert!(
+        r.ok,
+        "REGISTER with the right password: {}\n{}",
+        r.output, r.trace
+    );
+    assert_eq!(codes(&r.trace), vec![401, 200]);
+    assert!(
+        r.trace
+            .contains(&format!("Contact: <sip:alice@127.0.0.1:{port}>;expires=")),
+        "binding listed: {}",
+        r.trace
+    );
+    assert_eq!(metric(&d, "sipfw_registrar_bindings"), 1.0);
+
+    // Wrong password: challenged again, never 200.
+    let w = sipp(
+        &d,
+        "register_wrong.xml",
+        free_port(),
+        true,
+        &[
+            "-set",
+            "domain",
+            "example.com",
+            "-s",
+            "bob",
+            "-au",
+            "bob",
+            "-ap",
+            "nope",
+            "-m",
+            "1",
+        ],
+    );
+    assert!(w.ok, "wrong password: {}\n{}", w.output, w.trace);
+    assert!(!codes(&w.trace).contains(&200), "{}", w.trace);
+    assert!(metric(&d, "sipfw_auth_total{result=\"wrong_password\"}") >= 1.0);
+    assert_eq!(metric(&d, "sipfw_registrar_bindings"), 1.0);
+
+    // Replay: the REGISTER that was accepted, credentials and all, sent again as a new
+    // transaction (new branch): the nonce-count was used, so it is refused.
+    let accepted = r
+        .trace
+        .split("message sent")
+        .filter_map(|m| m.split_once("\n\n").map(|(_, msg)| msg))
+        .find(|m| m.contains("Authorization:"))
+        .expect("the authenticated REGISTER in the trace");
+    let end = accepted.find("\r\n\r\n").map_or(accepted.len(), |e| e + 4);
+    let replay = accepted[..end].replace(";branch=z9hG4bK", ";branch=z9hG4bKreplay");
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    sock.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    sock.send_to(replay.as_bytes(), d.sip).expect("send");
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer to the replay");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        answer.starts_with("SIP/2.0 401"),
+        "replay answered: {answer}"
+    );
+    assert!(metric(&d, "sipfw_auth_total{result=\"replay\"}") >= 1.0);
+}
+
+/// Register bob at `port` and start his UAS there with `args`.
+fn uas(d: &Daemon, scenario: &str, port: u16, args: &[&str]) -> Child {
+    let r = register(d, "bob", "bob-secret", port);
+    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    let child = sipp_cmd(d, scenario, port, false, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn uas");
+    // Let it bind before the call comes.
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn call(d: &Daemon, uac_args: &[&str], uas_args: &[&str]) {
+    let uas_port = free_port();
+    let uas_child = uas(d, "uas.xml", uas_port, uas_args);
+    let mut args = vec![
+        "-set",
+        "domain",
+        "example.com",
+        "-s",
+        "bob",
+        "-au",
+        "alice",
+        "-ap",
+        "alice-secret",
+    ];
+    args.extend_from_slice(uac_args);
+    let uac_port = free_port();
+    let c = sipp(d, "uac_call.xml", uac_port, true, &args);
+    let s = finish(d, "uas.xml", uas_port, uas_child.wait_with_output());
+    assert!(c.ok, "UAC: {}\n{}", c.output, c.trace);
+    assert!(s.ok, "UAS: {}\n{}", s.output, s.trace);
+    // Our credentials did not leave the proxy.
+    assert!(!s.trace.contains("Proxy-Authorization"), "{}", s.trace);
+    // Every INVITE reached bob through us, with our Record-Route.
+    assert!(
+        s.trace.contains("Record-Route: <sip:127.0.0.1:"),
+        "{}",
+        s.trace
+    );
+}
+
+#[test]
+fn call_through_record_route() {
+    if !sipp_installed() {
+        return;
+    }
+    let d = start();
+    call(&d, &["-m", "1"], &["-m", "1"]);
+    assert!(metric(&d, "sipfw_auth_total{result=\"success\"}") >= 1.0);
+    assert!(metric(&d, "sipfw_proxy_forwarded_total{kind=\"ack\"}") >= 1.0);
+    assert!(all_transactions_freed(&d), "transactions left behind");
+}
+
+#[test]
+fn call_under_packet_loss() {
+    if !sipp_installed() {
+        return;
+    }
+    let d = start();
+    // SIPp drops 10% of what each side sends; retransmissions (SIPp's and ours) recover.
+    call(
+        &d,
+        &["-m", "5", "-l", "1", "-lost", "10"],
+        &["-m", "5", "-lost", "10"],
+    );
+    eprintln!(
+        "retransmissions absorbed: {}, sent: {}",
+        metric(
+            &d,
+            "sipfw_proxy_retransmissions_total{direction=\"absorbed\"}"
+        ),
+        metric(&d, "sipfw_proxy_retransmissions_total{direction=\"sent\"}")
+    );
+    assert!(all_transactions_freed(&d), "transactions left behind");
+}
+
+#[test]
+fn cancel_ringing_call() {
+    if !sipp_installed() {
+        return;
+    }
+    let d = start();
+    let uas_port = free_port();
+    let uas_child = uas(&d, "uas_cancel.xml", uas_port, &["-m", "1"]);
+    let c = sipp(
+        &d,
+        "uac_cancel.xml",
+        free_port(),
+        true,
+        &["-set", "domain", "example.com", "-s", "bob", "-m", "1"],
+    );
+    let s = finish(&d, "uas_cancel.xml", uas_port, uas_child.wait_with_output());
+    assert!(c.ok, "UAC: {}\n{}", c.output, c.trace);
+    assert!(s.ok, "UAS: {}\n{}", s.output, s.trace);
+    assert_eq!(codes(&c.trace), vec![100, 180, 200, 487]);
+    assert!(all_transactions_freed(&d), "transactions left behind");
+}
+
+fn refused(d: &Daemon, user: &str, target: &str) -> Vec<u16> {
+    let r = sipp(
+        d,
+        "uac_refused.xml",
+        free_port(),
+        true,
+        &["-set", "target", target, "-s", user, "-m", "1"],
+    );
+    assert!(r.ok, "{}\n{}", r.output, r.trace);
+    codes(&r.trace).into_iter().filter(|c| *c >= 200).collect()
+}
+
+#[test]
+fn unregistered_users() {
+    if !sipp_installed() {
+        return;
+    }
+    let d = start();
+    // Nobody by that name: 404. A subscriber with no binding: 480.
+    assert_eq!(refused(&d, "nobody", "example.com"), vec![404]);
+    assert_eq!(refused(&d, "alice", "example.com"), vec![480]);
+}
+
+#[test]
+fn outsider_to_foreign_domain_is_403_and_not_forwarded() {
+    if !sipp_installed() {
+        return;
+    }
+    let d = start();
+    // The foreign "domain" is an address we can watch: nothing may arrive there.
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("sink");
+    let target = sink.local_addr().expect("addr").to_string();
+    assert_eq!(refused(&d, "bob", &target), vec![403]);
+    sink.set_read_timeout(Some(Duration::from_millis(1000)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    assert!(sink.recv_from(&mut buf).is_err(), "something was forwarded");
+    assert_eq!(
+        metric(&d, "sipfw_proxy_forwarded_total{kind=\"request\"}"),
+        0.0
+    );
+}
