@@ -1177,6 +1177,7 @@ impl Core {
     }
 
     /// Transactions alive (server, client): for tests and the gauges.
+    #[cfg(test)]
     pub fn active(&self) -> (usize, usize) {
         (self.servers.len(), self.clients.len())
     }

@@ -60,14 +60,19 @@ pub fn stamp_top_via(msg: &mut SipMsg, source: SocketAddr, force_rport: bool) {
     };
 }
 
+/// A request that may not be forwarded any more (answer 483).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Max-Forwards exhausted or unreadable")]
+pub struct TooManyHops;
+
 /// Decrement Max-Forwards (adding it when absent). Err when it is already 0: answer 483.
-pub fn decrement_max_forwards(msg: &mut SipMsg) -> Result<(), ()> {
+pub fn decrement_max_forwards(msg: &mut SipMsg) -> Result<(), TooManyHops> {
     let n = match msg.get(HeaderName::MaxForwards) {
-        Some(v) => scalar::max_forwards(v).ok_or(())?,
+        Some(v) => scalar::max_forwards(v).ok_or(TooManyHops)?,
         None => MAX_FORWARDS + 1,
     };
     if n == 0 {
-        return Err(());
+        return Err(TooManyHops);
     }
     msg.set(HeaderName::MaxForwards, (n - 1).to_string());
     Ok(())

@@ -1,1 +1,353 @@
+//! The proxy core on a fake clock: forking, best response, CANCEL, timeouts, strays,
+//! retransmissions, policy, and that every transaction is freed.
+
 use super::*;
+use crate::proxy::{NoObserver, ProxyMetrics};
+use sip_firewall_sip::{Limits, parse::parse};
+
+const PROXY: &str = "127.0.0.1:5060";
+/// Allow-listed (registers without digest); outsiders are 192.0.2.0/24.
+const CONFIG: &str = r#"
+[sip]
+domains = ["example.com"]
+listen = ["127.0.0.1:5060"]
+[policy]
+allow = ["10.0.0.0/8"]
+[auth]
+users = [{ user = "bob", domain = "example.com", password = "pw" }]
+"#;
+
+struct Harness {
+    core: Core,
+    now: Instant,
+}
+
+fn ctx(source: &str) -> Context {
+    Context {
+        source: source.parse().expect("addr"),
+        local: PROXY.parse().expect("addr"),
+        transport: Transport::Datagram,
+    }
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
+        let now = Instant::now();
+        Harness {
+            core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now)
+                .expect("core"),
+            now,
+        }
+    }
+
+    /// Feed a message from `source`; the action and what the core sent, as text.
+    fn feed(&mut self, text: &str, source: &str) -> (Action, Vec<(SocketAddr, String)>) {
+        let m = parse(text.as_bytes(), &Limits::default(), Transport::Datagram).expect("parse");
+        let a = if m.is_request() {
+            self.core.request(&m, &ctx(source), self.now)
+        } else {
+            self.core.response(&m, &ctx(source), self.now)
+        };
+        (a, self.sent())
+    }
+
+    fn sent(&mut self) -> Vec<(SocketAddr, String)> {
+        self.core
+            .take_sends()
+            .into_iter()
+            .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
+            .collect()
+    }
+
+    /// Advance the fake clock, running timers every 10ms as the timer task does.
+    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        while self.now < end {
+            self.now += Duration::from_millis(10).min(end - self.now);
+            self.core.tick(self.now);
+            out.extend(self.sent());
+        }
+        out
+    }
+
+    fn register(&mut self, contact_port: u16) {
+        let msg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.{contact_port}:{contact_port};branch=z9hG4bKreg{contact_port}\r\nFrom: <sip:bob@example.com>;tag=r\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg{contact_port}\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@10.0.0.{contact_port}:{contact_port}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        let src = format!("10.0.0.{contact_port}:{contact_port}");
+        let (_, sent) = self.feed(&msg, &src);
+        assert!(sent[0].1.starts_with("SIP/2.0 200"), "{sent:?}");
+    }
+}
+
+fn invite(branch: &str) -> String {
+    format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\nMax-Forwards: 70\r\nRoute: <sip:evil.example.net;lr>\r\nFrom: <sip:carol@other.org>;tag=c\r\nTo: <sip:bob@example.com>\r\nCall-ID: call-{branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@192.0.2.1>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A response to the request `req` (as the proxy forwarded it), from its UAS.
+fn response(req: &str, code: u16, to_tag: &str) -> String {
+    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
+    for line in req.split("\r\n").skip(1) {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("via:")
+            || lower.starts_with("from:")
+            || lower.starts_with("call-id:")
+            || lower.starts_with("cseq:")
+            || lower.starts_with("record-route:")
+        {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if lower.starts_with("to:") {
+            out.push_str(&format!("{line};tag={to_tag}\r\n"));
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+fn starts(sent: &[(SocketAddr, String)], prefix: &str) -> usize {
+    sent.iter().filter(|(_, m)| m.starts_with(prefix)).count()
+}
+
+#[test]
+fn parallel_fork_2xx_cancels_the_other_branch() {
+    let mut h = Harness::new();
+    h.register(21);
+    h.register(22);
+    let (a, sent) = h.feed(&invite("z9hG4bKinv1"), "192.0.2.1:5060");
+    assert_eq!(a, Action::Absorb);
+    // 100 to the caller, one INVITE per contact, each to its contact's address.
+    assert_eq!(starts(&sent, "SIP/2.0 100"), 1);
+    let invites: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("INVITE"))
+        .collect();
+    assert_eq!(invites.len(), 2);
+    let to21 = &invites
+        .iter()
+        .find(|(a, _)| a.port() == 21)
+        .expect("branch 21")
+        .1;
+    let to22 = &invites
+        .iter()
+        .find(|(a, _)| a.port() == 22)
+        .expect("branch 22")
+        .1;
+    assert!(to21.starts_with("INVITE sip:bob@10.0.0.21:21 SIP/2.0"));
+    // Our Via on top with a unique branch, rport/received on the caller's, Max-Forwards
+    // decremented, Record-Route added, the preloaded Route of an outsider stripped.
+    assert!(to21.contains("\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfw"));
+    assert!(to21.contains("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1;rport=5060"));
+    assert!(to21.contains("Max-Forwards: 69"));
+    assert!(to21.contains("Record-Route: <sip:127.0.0.1:5060;lr>"));
+    assert!(!to21.contains("evil.example.net"));
+
+    // Branch 21 rings: relayed upstream, our Via removed.
+    let (_, sent) = h.feed(&response(to21, 180, "t21"), "10.0.0.21:21");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, "192.0.2.1:5060".parse().unwrap());
+    assert!(sent[0].1.starts_with("SIP/2.0 180"));
+    assert!(!sent[0].1.contains("z9hG4bKsfw"));
+    // Branch 22 answers: the 200 goes up, branch 21 (which rang) is cancelled.
+    let (_, sent) = h.feed(&response(to22, 200, "t22"), "10.0.0.22:22");
+    assert_eq!(starts(&sent, "SIP/2.0 200"), 1);
+    let cancels: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("CANCEL"))
+        .collect();
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].0.port(), 21);
+    assert!(cancels[0].1.contains("CSeq: 1 CANCEL"));
+    // A 2xx retransmission still matches (RFC 6026 Accepted) and goes up.
+    let (_, sent) = h.feed(&response(to22, 200, "t22"), "10.0.0.22:22");
+    assert_eq!(starts(&sent, "SIP/2.0 200"), 1);
+    // Branch 21 answers 487: acknowledged hop by hop, not relayed (a 2xx went up).
+    let (_, sent) = h.feed(&response(to21, 487, "t21"), "10.0.0.21:21");
+    assert_eq!(starts(&sent, "ACK"), 1);
+    assert_eq!(starts(&sent, "SIP/2.0"), 0);
+    // Everything ends and is freed.
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.core.active(), (0, 0));
+}
+
+#[test]
+fn best_response_and_timeout() {
+    let mut h = Harness::new();
+    h.register(21);
+    h.register(22);
+    let (_, sent) = h.feed(&invite("z9hG4bKinv2"), "192.0.2.1:5060");
+    let to21 = sent
+        .iter()
+        .find(|(a, _)| a.port() == 21)
+        .expect("21")
+        .1
+        .clone();
+    // 486 on one branch: nothing goes up while the other is pending.
+    let (_, sent) = h.feed(&response(&to21, 486, "t21"), "10.0.0.21:21");
+    assert_eq!(starts(&sent, "SIP/2.0"), 0);
+    // The other never answers: Timer A retransmits, Timer B (32s) times it out; the best
+    // of 486 and the timeout's 408 is the 486 (same class, first kept).
+    let sent = h.advance(Duration::from_secs(33));
+    assert!(
+        sent.iter()
+            .filter(|(a, m)| a.port() == 22 && m.starts_with("INVITE"))
+            .count()
+            >= 5,
+        "Timer A retransmissions"
+    );
+    let finals: Vec<_> = sent
+        .iter()
+        .filter(|(a, m)| a.port() == 5060 && m.starts_with("SIP/2.0 4"))
+        .collect();
+    // The 486, then its Timer G retransmissions (the caller never ACKs here).
+    assert!(finals.len() >= 2, "{finals:?}");
+    assert!(
+        finals.iter().all(|(_, m)| m.starts_with("SIP/2.0 486")),
+        "{finals:?}"
+    );
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.core.active(), (0, 0));
+}
+
+#[test]
+fn no_branch_answers_408() {
+    let mut h = Harness::new();
+    h.register(21);
+    h.feed(&invite("z9hG4bKinv3"), "192.0.2.1:5060");
+    let sent = h.advance(Duration::from_secs(33));
+    let finals: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("SIP/2.0 4"))
+        .collect();
+    assert!(!finals.is_empty());
+    assert!(
+        finals.iter().all(|(_, m)| m.starts_with("SIP/2.0 408")),
+        "{finals:?}"
+    );
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.core.active(), (0, 0));
+}
+
+#[test]
+fn cancel_matched_or_481() {
+    let mut h = Harness::new();
+    h.register(21);
+    let (_, sent) = h.feed(&invite("z9hG4bKinv4"), "192.0.2.1:5060");
+    let to21 = sent
+        .iter()
+        .find(|(a, _)| a.port() == 21)
+        .expect("21")
+        .1
+        .clone();
+    let cancel = invite("z9hG4bKinv4")
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("1 INVITE", "1 CANCEL");
+    // Before any provisional: 200 to the CANCEL, but no CANCEL downstream yet (9.1).
+    let (_, sent) = h.feed(&cancel, "192.0.2.1:5060");
+    assert_eq!(starts(&sent, "SIP/2.0 200"), 1);
+    assert_eq!(starts(&sent, "CANCEL"), 0);
+    // The provisional arrives: now the CANCEL goes; the 487 goes up.
+    let (_, sent) = h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
+    assert_eq!(starts(&sent, "CANCEL"), 1);
+    let (_, sent) = h.feed(&response(&to21, 487, "t"), "10.0.0.21:21");
+    assert_eq!(starts(&sent, "SIP/2.0 487"), 1);
+    assert_eq!(starts(&sent, "ACK"), 1);
+    // A CANCEL for nothing: 481.
+    let stray = cancel.replace("z9hG4bKinv4", "z9hG4bKnothing");
+    let (_, sent) = h.feed(&stray, "192.0.2.1:5060");
+    assert!(sent[0].1.starts_with("SIP/2.0 481"), "{sent:?}");
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.core.active(), (0, 0));
+}
+
+#[test]
+fn retransmissions_absorbed_and_acks() {
+    let mut h = Harness::new();
+    // Unregistered subscriber: 480, retransmitted INVITE gets the same answer again, and
+    // the ACK (same branch) is absorbed.
+    let (_, first) = h.feed(&invite("z9hG4bKinv5"), "192.0.2.1:5060");
+    assert_eq!(first.len(), 2);
+    assert!(first[1].1.starts_with("SIP/2.0 480"));
+    let (a, again) = h.feed(&invite("z9hG4bKinv5"), "192.0.2.1:5060");
+    assert_eq!(a, Action::Absorb);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1, first[1].1, "the last response, byte for byte");
+    let ack = invite("z9hG4bKinv5")
+        .replace("INVITE sip", "ACK sip")
+        .replace("1 INVITE", "1 ACK");
+    let (a, sent) = h.feed(&ack, "192.0.2.1:5060");
+    assert_eq!(a, Action::Absorb);
+    assert!(sent.is_empty());
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.active(), (0, 0));
+}
+
+#[test]
+fn strays_scanners_and_policy() {
+    let mut h = Harness::new();
+    let stray = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfwdead.1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let (a, sent) = h.feed(stray, "10.0.0.9:5060");
+    assert_eq!(
+        a,
+        Action::Drop {
+            reason: "stray_response"
+        }
+    );
+    assert!(sent.is_empty());
+    let scanner = invite("z9hG4bKscan").replace(
+        "Content-Length: 0",
+        "User-Agent: friendly-scanner\r\nContent-Length: 0",
+    );
+    let (a, sent) = h.feed(&scanner, "192.0.2.66:5060");
+    assert_eq!(a, Action::Drop { reason: "scanner" });
+    assert!(sent.is_empty(), "scanners learn nothing");
+    // In-dialog request without our Route: 404.
+    let bye = "BYE sip:bob@10.0.0.21 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKbye\r\nFrom: <sip:carol@other.org>;tag=c\r\nTo: <sip:bob@example.com>;tag=b\r\nCall-ID: y\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    let (_, sent) = h.feed(bye, "192.0.2.1:5060");
+    assert!(sent[0].1.starts_with("SIP/2.0 404"), "{sent:?}");
+    // Outsider to a foreign domain: 403, nothing forwarded.
+    let relay =
+        invite("z9hG4bKrelay").replace("sip:bob@example.com SIP", "sip:bob@198.51.100.1 SIP");
+    let (_, sent) = h.feed(&relay, "192.0.2.1:5060");
+    assert_eq!(starts(&sent, "INVITE"), 0);
+    assert_eq!(starts(&sent, "SIP/2.0 403"), 1);
+    // A user of ours calling out must authenticate first: 407 with both algorithms.
+    let out = relay
+        .replace("carol@other.org", "bob@example.com")
+        .replace("z9hG4bKrelay", "z9hG4bKout");
+    let (_, sent) = h.feed(&out, "192.0.2.1:5060");
+    let chal = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("SIP/2.0 407"))
+        .expect("407")
+        .1;
+    assert!(chal.contains("Proxy-Authenticate: Digest realm=\"example.com\""));
+    assert!(chal.contains("algorithm=SHA-256") && chal.contains("algorithm=MD5"));
+    // OPTIONS to the proxy itself: 200.
+    let ping = "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKping\r\nFrom: <sip:x@other.org>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: p\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let (_, sent) = h.feed(ping, "192.0.2.1:5060");
+    assert!(sent[0].1.starts_with("SIP/2.0 200"));
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.active(), (0, 0));
+}
+
+#[test]
+fn in_dialog_loose_routing() {
+    let mut h = Harness::new();
+    let bye = "BYE sip:bob@10.0.0.21:21 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKbye2\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:carol@other.org>;tag=c\r\nTo: <sip:bob@example.com>;tag=b\r\nCall-ID: y\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    let (_, sent) = h.feed(bye, "192.0.2.1:5060");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, "10.0.0.21:21".parse().unwrap());
+    assert!(!sent[0].1.contains("Route:"), "our Route popped");
+    let ok = response(&sent[0].1, 200, "b");
+    let (_, up) = h.feed(&ok, "10.0.0.21:21");
+    assert_eq!(up.len(), 1);
+    assert!(up[0].1.starts_with("SIP/2.0 200"));
+    assert!(up[0].1.contains("CSeq: 2 BYE"));
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.active(), (0, 0));
+}
