@@ -4,6 +4,7 @@
 //! idempotent (a second run only checks).
 
 mod bench_parse;
+mod bench_proxy;
 mod bench_xdp;
 mod fuzz;
 mod setup;
@@ -41,9 +42,9 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket), `parse` (messages/s, ours
-    /// vs rsip).
+    /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates).
     Bench {
-        #[arg(value_parser = ["xdp", "parse"])]
+        #[arg(value_parser = ["xdp", "parse", "proxy"])]
         what: String,
     },
     /// Fuzz a target (`parse`: parser, sanity checks and framer) for a given time.
@@ -144,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             match what.as_str() {
                 "xdp" => bench_xdp::run_bench(),
                 "parse" => bench_parse::run(),
+                "proxy" => bench_proxy::run_bench(),
                 other => bail!("unknown benchmark {other}"),
             }
         }

@@ -1,0 +1,267 @@
+//! `cargo xtask bench proxy`: SIPp calls through the release daemon on loopback at rising
+//! rates. A call is INVITE/100/180/200/ACK/BYE/200 from an outside caller to a registered
+//! user (SIPp UAS), along the proxy's Record-Route. For each rate: calls attempted, the
+//! success ratio, and the call setup time (INVITE sent to 200 received) at p50 and p99.
+//! The result is the highest rate at which more than 99.9% of the calls succeed.
+//!
+//! Both SIPp instances and the daemon share the machine: the figures are a floor for the
+//! proxy, not a measure of it alone.
+
+use std::{
+    net::{TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cargo, root, run};
+
+/// Seconds of calls per rate step.
+const STEP_SECONDS: u32 = 5;
+/// Rates tried, in calls per second, until one fails.
+const RATES: &[u32] = &[50, 100, 200, 400, 800, 1200, 1600, 2400, 3200];
+/// The success ratio a rate must exceed.
+const PASS: f64 = 0.999;
+
+const CONFIG: &str = r#"
+[sip]
+domains = ["example.com"]
+[auth]
+algorithms = ["MD5"]
+users = [{ user = "bob", domain = "example.com", password = "bench" }]
+"#;
+
+fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let t = TcpListener::bind("127.0.0.1:0")?;
+        let port = t.local_addr()?.port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port")
+}
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One step's outcome.
+struct Step {
+    rate: u32,
+    attempted: u64,
+    succeeded: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Step {
+    fn ratio(&self) -> f64 {
+        if self.attempted == 0 {
+            0.0
+        } else {
+            self.succeeded as f64 / self.attempted as f64
+        }
+    }
+}
+
+pub fn run_bench() -> anyhow::Result<()> {
+    if Command::new("sipp").arg("-v").output().is_err() {
+        bail!("sipp is not installed (cargo xtask setup installs sip-tester)");
+    }
+    run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?;
+    let bin = root().join("target/release/sip-firewall");
+    let dir = std::env::temp_dir().join(format!("sipfw-bench-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("sip-firewall.toml");
+    std::fs::write(&cfg, CONFIG)?;
+    let sip_port = free_port()?;
+    let sip = format!("127.0.0.1:{sip_port}");
+    let metrics = format!("127.0.0.1:{}", free_port()?);
+    let _daemon = Guard(
+        Command::new(&bin)
+            .args(["run", "--xdp-mode", "off", "--config"])
+            .arg(&cfg)
+            .args(["--sip-listen", &sip, "--metrics-listen", &metrics])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?,
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(&sip).is_err() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("the daemon did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let scenarios = root().join("tests/sipp");
+    let uas_port = free_port()?.to_string();
+    let reg = Command::new("sipp")
+        .arg(&sip)
+        .arg("-sf")
+        .arg(scenarios.join("register.xml"))
+        .args([
+            "-set",
+            "domain",
+            "example.com",
+            "-s",
+            "bob",
+            "-au",
+            "bob",
+            "-ap",
+            "bench",
+        ])
+        .args([
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port,
+            "-timeout",
+            "10",
+            "-nostdin",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .status()?;
+    if !reg.success() {
+        bail!("bob could not register: {reg}");
+    }
+    let _uas = Guard(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(scenarios.join("uas.xml"))
+            .args(["-i", "127.0.0.1", "-p", &uas_port, "-nostdin"])
+            .args(["-max_socket", "10000"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    eprintln!(
+        "bench proxy: {STEP_SECONDS} s of calls per rate, pass = more than 99.9% successful; \
+         SIPp measures setup times in whole milliseconds"
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>9} {:>10} {:>10}",
+        "calls/s", "attempted", "succeeded", "success", "setup p50", "setup p99"
+    );
+    let mut best: Option<Step> = None;
+    for &rate in RATES {
+        let step = step(&dir, &scenarios, &sip, rate)?;
+        println!(
+            "{:>8} {:>10} {:>10} {:>8.3}% {:>8.2}ms {:>8.2}ms",
+            step.rate,
+            step.attempted,
+            step.succeeded,
+            step.ratio() * 100.0,
+            step.p50_ms,
+            step.p99_ms
+        );
+        if step.ratio() <= PASS {
+            break;
+        }
+        best = Some(step);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    match best {
+        Some(s) => println!(
+            "highest rate with >99.9% successful calls: {} calls/s (call setup p50 {:.2} ms, p99 {:.2} ms)",
+            s.rate, s.p50_ms, s.p99_ms
+        ),
+        None => println!("no rate reached 99.9% successful calls"),
+    }
+    Ok(())
+}
+
+/// Run the caller at `rate` for STEP_SECONDS and collect its statistics.
+fn step(dir: &Path, scenarios: &Path, sip: &str, rate: u32) -> anyhow::Result<Step> {
+    let work = dir.join(format!("rate-{rate}"));
+    std::fs::create_dir_all(&work)?;
+    let calls = rate * STEP_SECONDS;
+    let port = free_port()?.to_string();
+    let status = Command::new("sipp")
+        .arg(sip)
+        .arg("-sf")
+        .arg(scenarios.join("uac_bench.xml"))
+        .args(["-set", "domain", "example.com", "-s", "bob"])
+        .args(["-i", "127.0.0.1", "-p", &port, "-nostdin"])
+        .args(["-r", &rate.to_string(), "-m", &calls.to_string()])
+        .args(["-l", &(rate * 10).to_string(), "-max_socket", "10000"])
+        .args(["-timeout", &(STEP_SECONDS + 40).to_string()])
+        .args([
+            "-trace_stat",
+            "-stf",
+            "stat.csv",
+            "-trace_rtt",
+            "-rtt_freq",
+            "1",
+        ])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let _ = status;
+    let stat = std::fs::read_to_string(work.join("stat.csv")).context("SIPp statistics")?;
+    let (attempted, succeeded) = totals(&stat).context("reading SIPp statistics")?;
+    let mut times = rtts(&work)?;
+    times.sort_by(f64::total_cmp);
+    Ok(Step {
+        rate,
+        attempted: attempted.max(u64::from(calls)),
+        succeeded,
+        p50_ms: percentile(&times, 0.50),
+        p99_ms: percentile(&times, 0.99),
+    })
+}
+
+/// Calls created and calls successful, from the last line of SIPp's statistics file.
+fn totals(csv: &str) -> Option<(u64, u64)> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next()?.split(';').collect();
+    let last: Vec<&str> = lines.last()?.split(';').collect();
+    let col = |name: &str| -> Option<u64> {
+        let i = header.iter().position(|h| *h == name)?;
+        last.get(i)?.trim().parse().ok()
+    };
+    Some((col("OutgoingCall(C)")?, col("SuccessfulCall(C)")?))
+}
+
+/// Call setup times (response time 1) in milliseconds, from SIPp's `*_rtt.csv`.
+fn rtts(work: &Path) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(work)? {
+        let p: PathBuf = e?.path();
+        if !p.to_string_lossy().ends_with("_rtt.csv") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&p)?.lines().skip(1) {
+            // date_ms;response_time_ms;rtd_no
+            if let Some(v) = line.split(';').nth(1).and_then(|v| v.trim().parse().ok()) {
+                out.push(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
