@@ -230,9 +230,9 @@ fn step(dir: &Path, scenarios: &Path, sip: &str, rate: u32) -> anyhow::Result<St
 
 /// Calls created and calls successful, from the last line of SIPp's statistics file.
 fn totals(csv: &str) -> Option<(u64, u64)> {
-    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines.next()?.split(';').collect();
-    let last: Vec<&str> = lines.last()?.split(';').collect();
+    let lines: Vec<&str> = csv.lines().filter(|l| !l.trim().is_empty()).collect();
+    let header: Vec<&str> = lines.first()?.split(';').collect();
+    let last: Vec<&str> = lines.get(1..)?.last()?.split(';').collect();
     let col = |name: &str| -> Option<u64> {
         let i = header.iter().position(|h| *h == name)?;
         last.get(i)?.trim().parse().ok()
