@@ -351,3 +351,112 @@ fn in_dialog_loose_routing() {
     h.advance(Duration::from_secs(40));
     assert_eq!(h.core.active(), (0, 0));
 }
+
+/// The nonce of the first challenge in an answer.
+fn nonce_of(answer: &str) -> String {
+    let i = answer.find("nonce=\"").expect("a challenge") + 7;
+    answer[i..]
+        .split('"')
+        .next()
+        .expect("closing quote")
+        .to_string()
+}
+
+#[test]
+fn authenticated_user_goes_out_through_the_outbound_proxy() {
+    use crate::auth::digest::{Algorithm, response_auth};
+    let config = Config::from_toml(
+        &CONFIG.replace(
+            "[policy]",
+            "[proxy]\noutbound = \"203.0.113.5:5070\"\n[policy]",
+        ),
+        std::path::Path::new("t.toml"),
+    )
+    .expect("config");
+    let now = Instant::now();
+    let mut h = Harness {
+        core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now).expect("core"),
+        now,
+    };
+    let call = |branch: &str, auth: &str| {
+        format!(
+            "INVITE sip:dave@carrier.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:dave@carrier.example>\r\nCall-ID: out\r\nCSeq: 1 INVITE\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let (_, sent) = h.feed(&call("z9hG4bKo1", ""), "192.0.2.1:5060");
+    let chal = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("SIP/2.0 407"))
+        .expect("407")
+        .1;
+    let nonce = nonce_of(chal);
+    let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
+    let uri = "sip:dave@carrier.example";
+    let r = response_auth(
+        Algorithm::Sha256,
+        &ha1,
+        &nonce,
+        "00000001",
+        "xyz",
+        "INVITE",
+        uri,
+    );
+    let cred = format!(
+        "Proxy-Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"xyz\"\r\n"
+    );
+    let (_, sent) = h.feed(&call("z9hG4bKo2", &cred), "192.0.2.1:5060");
+    let out: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("INVITE"))
+        .collect();
+    assert_eq!(out.len(), 1, "{sent:?}");
+    assert_eq!(out[0].0, "203.0.113.5:5070".parse().unwrap());
+    assert!(
+        !out[0].1.contains("Proxy-Authorization"),
+        "our credentials stripped"
+    );
+    // The same credentials again (new transaction): a replayed nonce-count, challenged.
+    let (_, sent) = h.feed(&call("z9hG4bKo3", &cred), "192.0.2.1:5060");
+    assert_eq!(starts(&sent, "INVITE"), 0);
+    assert_eq!(starts(&sent, "SIP/2.0 407"), 1);
+    // Someone else's identity with bob's credentials: 403.
+    let (_, sent) = h.feed(
+        &call("z9hG4bKo4", &cred).replace("From: <sip:bob@", "From: <sip:carol@"),
+        "192.0.2.1:5060",
+    );
+    assert_eq!(starts(&sent, "SIP/2.0 403"), 1);
+}
+
+#[test]
+fn trusted_peer_reaches_foreign_targets() {
+    let mut h = Harness::new();
+    let from_trunk = |branch: &str, route: &str| {
+        invite(branch)
+            .replace("sip:bob@example.com SIP", "sip:dave@198.51.100.7:5080 SIP")
+            .replace("192.0.2.1:5060;branch", "10.1.1.1:5060;branch")
+            .replace("<sip:evil.example.net;lr>", route)
+    };
+    // No Route: to the Request-URI.
+    let msg = from_trunk("z9hG4bKtrunk1", "<sip:198.51.100.9;lr>")
+        .replace("Route: <sip:198.51.100.9;lr>\r\n", "");
+    let (_, sent) = h.feed(&msg, "10.1.1.1:5060");
+    let out: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("INVITE"))
+        .collect();
+    assert_eq!(out.len(), 1, "{sent:?}");
+    assert_eq!(out[0].0, "198.51.100.7:5080".parse().unwrap());
+    assert!(out[0].1.contains("Record-Route: <sip:127.0.0.1:5060;lr>"));
+    // A trusted peer's preloaded Route is honoured (an outsider's is stripped).
+    let (_, sent) = h.feed(
+        &from_trunk("z9hG4bKtrunk2", "<sip:198.51.100.9;lr>"),
+        "10.1.1.1:5060",
+    );
+    let out: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("INVITE"))
+        .collect();
+    assert_eq!(out.len(), 1, "{sent:?}");
+    assert_eq!(out[0].0, "198.51.100.9:5060".parse().unwrap());
+    assert!(out[0].1.contains("Route: <sip:198.51.100.9;lr>"));
+}
