@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod addr;
+pub mod branch;
 pub mod counters;
 pub mod maps;
 pub mod payload;

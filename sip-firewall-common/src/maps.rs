@@ -20,11 +20,23 @@ pub const CONFIG: &str = "SIPFW_CONFIG";
 pub const SIP_PORTS: &str = "SIPFW_PORTS";
 /// Per-CPU array of [`crate::Counter`], indexed by [`crate::Reason`].
 pub const COUNTERS: &str = "SIPFW_COUNTERS";
+/// Hash of open client transactions: key `u64` ([`crate::branch::branch_key`] of our Via
+/// branch), value `u64` (expiry, monotonic ns).
+pub const TRANSACTIONS: &str = "SIPFW_TXNS";
 /// Ring buffer of [`BanEvent`]s: bans the XDP program made by itself.
 pub const BAN_EVENTS: &str = "SIPFW_EVENTS";
 
 /// The maps pinned in the daemon's pin directory (the rest belong to one program).
-pub const PINNED: [&str; 7] = [ALLOW_LIST, DENY_LIST, BANS, FLOOD, CONFIG, SIP_PORTS, COUNTERS];
+pub const PINNED: [&str; 8] = [
+    ALLOW_LIST,
+    DENY_LIST,
+    BANS,
+    FLOOD,
+    CONFIG,
+    SIP_PORTS,
+    COUNTERS,
+    TRANSACTIONS,
+];
 
 /// Capacity of the allow and deny tries.
 pub const LIST_ENTRIES: u32 = 65_536;
@@ -32,6 +44,8 @@ pub const LIST_ENTRIES: u32 = 65_536;
 pub const BAN_ENTRIES: u32 = 262_144;
 /// Capacity of the flood LRU map (least recently seen sources are evicted first).
 pub const FLOOD_ENTRIES: u32 = 262_144;
+/// Capacity of the transactions map.
+pub const TRANSACTION_ENTRIES: u32 = 262_144;
 /// Capacity of the SIP ports map.
 pub const PORT_ENTRIES: u32 = 64;
 /// Size of the ban-event ring buffer in bytes (a power of two, a multiple of the page size).
@@ -129,7 +143,8 @@ pub struct XdpConfig {
     /// [`XdpConfig::HAS_ALLOW`] and [`XdpConfig::HAS_DENY`]: an empty list is not looked up
     /// (each trie lookup costs a helper call on every packet).
     pub flags: u32,
-    pub _pad: u32,
+    /// Bytes of a response scanned for its topmost Via (1500..=MAX_VIA_SCAN).
+    pub via_scan: u32,
 }
 
 impl XdpConfig {
@@ -137,6 +152,9 @@ impl XdpConfig {
     pub const HAS_ALLOW: u32 = 1;
     /// The deny list has entries.
     pub const HAS_DENY: u32 = 2;
+    /// Responses are matched against [`TRANSACTIONS`]; a stray one is dropped. Set by the
+    /// daemon when its proxy records its client transactions there.
+    pub const STRAY_CHECK: u32 = 4;
 
     /// Settings for a flood limit of `rate` packets per second with bursts of `burst`.
     pub const fn with_flood(mut self, rate_pps: u32, burst: u32, ban_ns: u64) -> Self {
@@ -177,7 +195,15 @@ mod tests {
     #[test]
     fn map_names_fit_bpf_obj_name() {
         for n in [
-            ALLOW_LIST, DENY_LIST, BANS, FLOOD, CONFIG, SIP_PORTS, COUNTERS, BAN_EVENTS,
+            ALLOW_LIST,
+            DENY_LIST,
+            BANS,
+            FLOOD,
+            CONFIG,
+            SIP_PORTS,
+            COUNTERS,
+            BAN_EVENTS,
+            TRANSACTIONS,
         ] {
             assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
         }

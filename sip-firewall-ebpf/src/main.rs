@@ -10,6 +10,9 @@
 mod maps;
 mod packet;
 mod payload;
+mod scan;
+use payload::launder;
+mod stray;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -19,15 +22,20 @@ use aya_ebpf::{
 };
 use sip_firewall_common::{
     BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig, addr::flood_group,
-    payload::PayloadClass,
+    branch::TopBranch, payload::PayloadClass,
 };
 
 use crate::{
-    maps::{ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, SIP_PORTS, count, host_key},
+    maps::{
+        ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, SIP_PORTS, TRANSACTIONS, count, host_key,
+    },
     packet::{IPPROTO_UDP, be16_at, parse_ip, ptr_at},
 };
 
 const UDP_HLEN: usize = 8;
+/// The furthest a UDP payload can start: Ethernet, a VLAN tag, IPv4 with 40 bytes of options
+/// (IPv6 with a Fragment header is shorter), and UDP.
+const MAX_PAYLOAD_OFFSET: usize = 14 + 4 + 60 + UDP_HLEN;
 
 #[xdp]
 pub fn sip_firewall(ctx: XdpContext) -> u32 {
@@ -95,11 +103,48 @@ fn judge(ctx: &XdpContext) -> Reason {
     if cfg.max_payload != 0 && payload_len > cfg.max_payload as usize {
         return Reason::Oversize;
     }
-    match payload::classify(ctx, ip.l4 + UDP_HLEN, payload_len) {
+    // From here on every path (VLAN or not, IPv4 header length, IPv6 fragment header...)
+    // carries the same unknowns: laundering the payload's offset and length lets the verifier
+    // check the payload scans once instead of once per path.
+    let (Some(off), Some(payload_len)) = (launder(ip.l4 + UDP_HLEN), launder(payload_len)) else {
+        return Reason::Passed;
+    };
+    if off > MAX_PAYLOAD_OFFSET || payload_len > 0xffff {
+        return Reason::Passed;
+    }
+    // The bytes the checks read: the first line, or as much of a response as the Via scan
+    // may look at.
+    let want = if payload_len < scan::SCAN_BYTES {
+        payload_len
+    } else {
+        scan::SCAN_BYTES
+    };
+    let Some(copied) = scan::copy(ctx, off, want) else {
+        // Cannot read the payload: user space judges it.
+        return Reason::Passed;
+    };
+    match payload::classify(copied, payload_len) {
         PayloadClass::Malformed => Reason::Malformed,
-        // Stray-reply matching against the daemon's client transactions hooks in here.
+        PayloadClass::Response if cfg.flags & XdpConfig::STRAY_CHECK != 0 => {
+            let bound = cfg.via_scan as usize;
+            match stray::top_branch(copied, bound) {
+                TopBranch::Key(k) if is_open_transaction(k) => Reason::Passed,
+                TopBranch::Key(_) | TopBranch::Missing => Reason::StrayReply,
+                // Not decided within the bound: user space checks it anyway.
+                TopBranch::Beyond => Reason::Passed,
+            }
+        }
         PayloadClass::Response => Reason::Passed,
         PayloadClass::Request | PayloadClass::KeepAlive | PayloadClass::Stun => Reason::Passed,
+    }
+}
+
+/// Whether `key` names a client transaction of the proxy that is still open.
+#[inline(always)]
+fn is_open_transaction(key: u64) -> bool {
+    match TRANSACTIONS.get_ptr(&key) {
+        Some(expires) => unsafe { *expires > bpf_ktime_get_coarse_ns() },
+        None => false,
     }
 }
 

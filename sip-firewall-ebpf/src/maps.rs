@@ -14,9 +14,10 @@ use aya_ebpf::{
 };
 use sip_firewall_common::{
     Counter, IpKey, Reason,
+    branch::MAX_VIA_SCAN,
     maps::{
         BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, LIST_ENTRIES, PORT_ENTRIES,
-        XdpConfig,
+        TRANSACTION_ENTRIES, XdpConfig,
     },
 };
 
@@ -41,12 +42,19 @@ pub static SIP_PORTS: HashMap<u16, u8> = HashMap::pinned(PORT_ENTRIES, 0);
 #[map(name = "SIPFW_COUNTERS")]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(Reason::COUNT, 0);
 
+#[map(name = "SIPFW_TXNS")]
+pub static TRANSACTIONS: HashMap<u64, u64> = HashMap::pinned(TRANSACTION_ENTRIES, 0);
+
 #[map(name = "SIPFW_EVENTS")]
 pub static BAN_EVENTS: RingBuf = RingBuf::with_byte_size(BAN_EVENTS_BYTES, 0);
 
 /// Scratch slot used to hand a scan result past the verifier (see `payload.rs`).
 #[map(name = "SIPFW_SCRATCH")]
 pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where a response's first bytes are copied for the stray-reply scan (see `stray.rs`).
+#[map(name = "SIPFW_SCANBUF")]
+pub static SCAN_BUFFER: PerCpuArray<[u8; MAX_VIA_SCAN]> = PerCpuArray::with_max_entries(1, 0);
 
 /// An exact-address LPM key (`/128`) for a lookup.
 #[inline(always)]

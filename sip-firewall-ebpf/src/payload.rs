@@ -1,12 +1,12 @@
 //! The payload check of the SIP ports, the in-kernel twin of
 //! `sip_firewall_common::payload::classify` (a test runs both on the same payloads).
 //!
-//! Verifier note: the two scans of a request line are bounded loops over packet bytes. The
-//! position where the first one stops is passed to the second through a per-CPU scratch slot
-//! (`launder`), so that the verifier sees one state instead of one per stopping position;
-//! without it the second loop is verified 65 times over.
+//! It reads the payload from the scan buffer (`scan.rs`). The method is a short open-coded
+//! loop; the rest of the request line, up to 1024 bytes, is a `bpf_loop` callback, which the
+//! verifier checks once instead of once per iteration.
 
-use aya_ebpf::programs::XdpContext;
+use core::ffi::c_void;
+
 use sip_firewall_common::payload::{
     MAX_FIRST_LINE, MAX_METHOD_LEN, PayloadClass, REQUEST_SUFFIX, STATUS_PREFIX, STUN_HEADER_LEN,
     STUN_MAGIC, eq_ignore_case, is_line_byte, is_token_char,
@@ -14,72 +14,76 @@ use sip_firewall_common::payload::{
 
 use crate::{
     maps::SCRATCH,
-    packet::{byte_at, ptr_at},
+    scan::at,
+    stray::{NEXT, STOP, run},
 };
 
-/// Classify the UDP payload of `len` bytes (from the UDP header) starting at `off`.
+/// Classify the UDP payload of `len` bytes (from the UDP header) of which the first `copied`
+/// are in the scan buffer.
 #[inline(always)]
-pub fn classify(ctx: &XdpContext, off: usize, len: usize) -> PayloadClass {
-    if (len == 2 || len == 4) && is_keepalive(ctx, off, len) {
+pub fn classify(copied: usize, len: usize) -> PayloadClass {
+    let end = (if copied < len { copied } else { len }) as u64;
+    if (len == 2 || len == 4) && is_keepalive(len, end) {
         return PayloadClass::KeepAlive;
     }
-    if len >= STUN_HEADER_LEN && is_stun(ctx, off) {
+    if len >= STUN_HEADER_LEN && is_stun(end) {
         return PayloadClass::Stun;
     }
-    if len >= 12 && is_status_line(ctx, off) {
+    if len >= 12 && is_status_line(end) {
         return PayloadClass::Response;
     }
-    if is_request_line(ctx, off, len) {
+    if is_request_line(end) {
         return PayloadClass::Request;
     }
     PayloadClass::Malformed
 }
 
 #[inline(always)]
-fn is_keepalive(ctx: &XdpContext, off: usize, len: usize) -> bool {
-    let crlf = |at: usize| byte_at(ctx, at) == Some(b'\r') && byte_at(ctx, at + 1) == Some(b'\n');
-    crlf(off) && (len == 2 || crlf(off + 2))
+fn is_keepalive(len: usize, end: u64) -> bool {
+    let crlf = |i: u64| at(i, end) == Some(b'\r') && at(i + 1, end) == Some(b'\n');
+    crlf(0) && (len == 2 || crlf(2))
 }
 
 #[inline(always)]
-fn is_stun(ctx: &XdpContext, off: usize) -> bool {
-    let Some(p) = ptr_at(ctx, off, 8) else {
+fn is_stun(end: u64) -> bool {
+    let Some(b0) = at(0, end) else {
         return false;
     };
-    let head = unsafe { core::ptr::read_unaligned(p as *const [u8; 8]) };
-    head[0] & 0xC0 == 0 && [head[4], head[5], head[6], head[7]] == STUN_MAGIC
+    b0 & 0xC0 == 0
+        && at(4, end) == Some(STUN_MAGIC[0])
+        && at(5, end) == Some(STUN_MAGIC[1])
+        && at(6, end) == Some(STUN_MAGIC[2])
+        && at(7, end) == Some(STUN_MAGIC[3])
 }
 
-/// The 8 bytes at `off` equal `want`, ignoring ASCII case.
+/// The 8 bytes at `i` equal `want`, ignoring ASCII case.
 #[inline(always)]
-fn eq8_ignore_case(ctx: &XdpContext, off: usize, want: &[u8; 8]) -> bool {
-    let Some(p) = ptr_at(ctx, off, 8) else {
-        return false;
-    };
-    let got = unsafe { core::ptr::read_unaligned(p as *const [u8; 8]) };
-    got.iter()
-        .zip(want.iter())
-        .all(|(&g, &w)| eq_ignore_case(g, w))
-}
-
-#[inline(always)]
-fn is_status_line(ctx: &XdpContext, off: usize) -> bool {
-    if !eq8_ignore_case(ctx, off, STATUS_PREFIX) {
-        return false;
+fn eq8_ignore_case(i: u64, end: u64, want: &[u8; 8]) -> bool {
+    let mut k = 0u64;
+    for &w in want {
+        match at(i + k, end) {
+            Some(g) if eq_ignore_case(g, w) => {}
+            _ => return false,
+        }
+        k += 1;
     }
-    let Some(p) = ptr_at(ctx, off + 8, 4) else {
-        return false;
-    };
-    let code = unsafe { core::ptr::read_unaligned(p as *const [u8; 4]) };
-    code[0].is_ascii_digit()
-        && code[1].is_ascii_digit()
-        && code[2].is_ascii_digit()
-        && code[3] == b' '
+    true
 }
 
-/// Hide `v` from the verifier's value tracking (see the module comment).
 #[inline(always)]
-fn launder(v: usize) -> Option<usize> {
+fn is_status_line(end: u64) -> bool {
+    let digit = |i: u64| at(i, end).is_some_and(|b| b.is_ascii_digit());
+    eq8_ignore_case(0, end, STATUS_PREFIX)
+        && digit(8)
+        && digit(9)
+        && digit(10)
+        && at(11, end) == Some(b' ')
+}
+
+/// Hide `v` from the verifier's value tracking: distinct values reaching the same code make
+/// distinct states, each verified again; a value reloaded from map memory is one unknown.
+#[inline(always)]
+pub fn launder(v: usize) -> Option<usize> {
     let slot = SCRATCH.get_ptr_mut(0)?;
     // Volatile: LLVM must not forward the stored value to the load.
     unsafe {
@@ -88,16 +92,45 @@ fn launder(v: usize) -> Option<usize> {
     }
 }
 
+/// The rest of a request line, for `find_cr`.
+#[repr(C)]
+struct Line {
+    end: u64,
+    start: u64,
+    cr: u64,
+    /// 1: the CR was found; 2: a control byte came first.
+    outcome: u64,
+}
+
+/// At `start + n`: the CR that ends the line, or a byte that has no place in it.
+extern "C" fn find_cr(n: u64, ctx: *mut c_void) -> i64 {
+    let l = unsafe { &mut *(ctx as *mut Line) };
+    let j = l.start + n;
+    if j >= MAX_FIRST_LINE as u64 {
+        return STOP;
+    }
+    let Some(b) = at(j, l.end) else {
+        return STOP;
+    };
+    if b == b'\r' {
+        l.cr = j;
+        l.outcome = 1;
+        return STOP;
+    }
+    if !is_line_byte(b) {
+        l.outcome = 2;
+        return STOP;
+    }
+    NEXT
+}
+
 #[inline(always)]
-fn is_request_line(ctx: &XdpContext, off: usize, len: usize) -> bool {
+fn is_request_line(end: u64) -> bool {
     // The method: 1..=MAX_METHOD_LEN token characters, then SP.
-    let mut sp = 0;
+    let mut sp = 0u64;
     let mut found = false;
-    for i in 0..=MAX_METHOD_LEN {
-        if i >= len {
-            return false;
-        }
-        let Some(b) = byte_at(ctx, off + i) else {
+    for i in 0..=MAX_METHOD_LEN as u64 {
+        let Some(b) = at(i, end) else {
             return false;
         };
         if b == b' ' {
@@ -112,36 +145,26 @@ fn is_request_line(ctx: &XdpContext, off: usize, len: usize) -> bool {
     if !found || sp == 0 {
         return false;
     }
-    let Some(sp) = launder(sp) else {
+    let Some(sp) = launder(sp as usize) else {
         return false;
     };
-    if sp == 0 || sp > MAX_METHOD_LEN {
-        return false;
-    }
+    let sp = sp as u64;
     // The rest of the line up to CR: no control characters, found within the bound.
-    let mut j = sp + 1;
-    let mut cr = 0;
-    found = false;
-    for _ in 0..MAX_FIRST_LINE {
-        if j >= MAX_FIRST_LINE || j >= len {
-            return false;
-        }
-        let Some(b) = byte_at(ctx, off + j) else {
-            return false;
-        };
-        if b == b'\r' {
-            cr = j;
-            found = true;
-            break;
-        }
-        if !is_line_byte(b) {
-            return false;
-        }
-        j += 1;
-    }
-    // At least one byte of Request-URI between the two SPs, then ` SIP/2.0` before the CR.
-    if !found || cr < 10 || cr >= MAX_FIRST_LINE || cr < sp + 2 + REQUEST_SUFFIX.len() {
+    let mut line = Line {
+        end,
+        start: sp + 1,
+        cr: 0,
+        outcome: 0,
+    };
+    run(MAX_FIRST_LINE, find_cr, &mut line);
+    if line.outcome != 1 {
         return false;
     }
-    eq8_ignore_case(ctx, off + cr - REQUEST_SUFFIX.len(), REQUEST_SUFFIX)
+    let cr = line.cr;
+    // At least one byte of Request-URI between the two SPs, then ` SIP/2.0` before the CR.
+    let suffix = REQUEST_SUFFIX.len() as u64;
+    if cr < sp + 2 + suffix {
+        return false;
+    }
+    eq8_ignore_case(cr - suffix, end, REQUEST_SUFFIX)
 }

@@ -591,3 +591,150 @@ fn attach_to_missing_interface_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// A response to the SIP port with these header lines after the status line.
+fn response_frame(headers: &str) -> (Vec<u8>, Vec<u8>) {
+    let payload = format!("SIP/2.0 200 OK\r\n{headers}Content-Length: 0\r\n\r\n").into_bytes();
+    let frame = frames::udp(ip(SRC4), ip(DST4), 5060, &payload, &Shape::default());
+    (payload, frame)
+}
+
+/// The stray-reply check: the XDP program and `branch::top_branch` find the same topmost
+/// branch and compute the same key, in every spelling, with several Vias, and at the bound.
+#[test]
+fn stray_replies_match_the_reference_key() {
+    root_only!("stray_replies_match_the_reference_key");
+    use sip_firewall_common::branch::{TopBranch, top_branch};
+    const BOUND: usize = 1500;
+    let mut fp = program(XdpConfig {
+        flags: XdpConfig::STRAY_CHECK,
+        via_scan: BOUND as u32,
+        ..default_cfg()
+    });
+    let ours = "z9hG4bK-7d2f1a9c0b3e4d5f";
+    let far = clock::expiry_after(Some(Duration::from_secs(60)));
+    // A header line that pushes the Via so that its branch ends `at` bytes into the payload.
+    let pad_to = |at: usize, via: &str| -> String {
+        let head = "SIP/2.0 200 OK\r\n".len() + "X-Pad: \r\n".len();
+        let fill = at - head - via.len();
+        format!("X-Pad: {}\r\n{via}", "p".repeat(fill))
+    };
+    let via_tail = format!("Via: SIP/2.0/UDP 198.51.100.1:5060;branch={ours}");
+    let cases: Vec<(String, String)> = vec![
+        ("plain".into(), format!("{via_tail}\r\n")),
+        (
+            "compact, odd spaces".into(),
+            format!("v :SIP/2.0/UDP 198.51.100.1 ; BRANCH = {ours} ;rport\r\n"),
+        ),
+        (
+            "upper case, tab".into(),
+            format!("VIA\t: SIP/2.0/UDP h;received=192.0.2.1;branch={ours}\r\n"),
+        ),
+        (
+            "two Via headers, ours on top".into(),
+            format!("{via_tail}\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKtheirs\r\n"),
+        ),
+        (
+            "two Via headers, ours second".into(),
+            format!("Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKtheirs\r\n{via_tail}\r\n"),
+        ),
+        (
+            "two values in one Via, ours first".into(),
+            format!("{via_tail}, SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKtheirs\r\n"),
+        ),
+        (
+            "two values in one Via, ours second".into(),
+            format!("Via: SIP/2.0/UDP 192.0.2.9, {via_tail}\r\n"),
+        ),
+        (
+            "after other headers".into(),
+            format!("From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\n{via_tail}\r\n"),
+        ),
+        (
+            "no branch".into(),
+            "Via: SIP/2.0/UDP 198.51.100.1;rport\r\n".into(),
+        ),
+        (
+            "no Via".into(),
+            "From: <sip:a@example.com>;tag=1\r\n".into(),
+        ),
+        (
+            "branch delimiter at the bound".into(),
+            pad_to(BOUND - 1, &via_tail) + "\r\n",
+        ),
+        (
+            "branch delimiter past the bound".into(),
+            pad_to(BOUND, &via_tail) + "\r\n",
+        ),
+    ];
+    let mut decided = 0;
+    for (name, headers) in &cases {
+        let (payload, frame) = response_frame(headers);
+        let want = top_branch(&payload, BOUND);
+        match want {
+            TopBranch::Key(k) => {
+                decided += 1;
+                let is_ours = k == sip_firewall_common::branch::branch_key(ours.as_bytes());
+                fp.maps.transaction_open(ours, far).unwrap();
+                let open_verdict = if is_ours {
+                    Reason::Passed
+                } else {
+                    Reason::StrayReply
+                };
+                assert_verdict(
+                    &fp,
+                    &frame,
+                    open_verdict,
+                    &format!("{name}: transaction open"),
+                );
+                assert!(fp.maps.transaction_close(ours).unwrap());
+                assert_verdict(
+                    &fp,
+                    &frame,
+                    Reason::StrayReply,
+                    &format!("{name}: transaction closed"),
+                );
+                // An expired key is as good as none.
+                fp.maps
+                    .transaction_open(ours, clock::monotonic_ns() - 1_000_000_000)
+                    .unwrap();
+                assert_verdict(
+                    &fp,
+                    &frame,
+                    Reason::StrayReply,
+                    &format!("{name}: transaction expired"),
+                );
+                assert_eq!(
+                    fp.maps.transactions_expire(clock::monotonic_ns()).unwrap(),
+                    1
+                );
+            }
+            TopBranch::Missing => assert_verdict(&fp, &frame, Reason::StrayReply, name),
+            TopBranch::Beyond => assert_verdict(&fp, &frame, Reason::Passed, name),
+        }
+        eprintln!("{name}: reference {want:?}, XDP agrees");
+    }
+    assert_eq!(
+        decided, 8,
+        "cases with a key (the second value's branch is not the topmost)"
+    );
+    // The bound cases really straddle it.
+    let (at, _) = response_frame(&cases[10].1);
+    let (past, _) = response_frame(&cases[11].1);
+    assert!(matches!(top_branch(&at, BOUND), TopBranch::Key(_)));
+    assert_eq!(top_branch(&past, BOUND), TopBranch::Beyond);
+    // Requests are not responses: untouched by the check.
+    let req = frames::udp(
+        ip(SRC4),
+        ip(DST4),
+        5060,
+        &frames::sip_request("INVITE", 9),
+        &Shape::default(),
+    );
+    assert_verdict(&fp, &req, Reason::Passed, "a request");
+    // Without the flag (no proxy recording transactions), responses pass.
+    let mut off = program(default_cfg());
+    let (_, frame) = response_frame(&cases[0].1);
+    assert_verdict(&off, &frame, Reason::Passed, "stray check off");
+    off.maps.transaction_open(ours, far).unwrap();
+}

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use sip_firewall_common::{
     BanValue, Counter, IpKey, Reason, XdpConfig,
     addr::{V4_MAPPED_PREFIX_BITS, is_v4_mapped, v4_key},
+    branch::branch_key,
     maps as names,
 };
 
@@ -86,6 +87,7 @@ pub struct XdpMaps {
     config: Array<MapData, XdpConfig>,
     ports: HashMap<MapData, u16, u8>,
     counters: PerCpuArray<MapData, Counter>,
+    transactions: HashMap<MapData, u64, u64>,
     /// The settings last written, without the list flags (kept up to date here).
     settings: XdpConfig,
 }
@@ -108,6 +110,8 @@ impl XdpMaps {
                 .map_err(map_err(names::SIP_PORTS))?,
             counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
                 .map_err(map_err(names::COUNTERS))?,
+            transactions: HashMap::try_from(take(ebpf, names::TRANSACTIONS)?)
+                .map_err(map_err(names::TRANSACTIONS))?,
             settings: XdpConfig::default(),
         })
     }
@@ -121,7 +125,7 @@ impl XdpMaps {
     /// Write the settings with flags that say which lists have entries.
     fn write_config(&mut self) -> Result<(), MapsError> {
         let mut c = self.settings;
-        c.flags = 0;
+        c.flags &= !(XdpConfig::HAS_ALLOW | XdpConfig::HAS_DENY);
         if self.allow.keys().next().is_some() {
             c.flags |= XdpConfig::HAS_ALLOW;
         }
@@ -143,6 +147,37 @@ impl XdpMaps {
             self.ports.remove(p).map_err(map_err(names::SIP_PORTS))?;
         }
         Ok(())
+    }
+
+    /// A client transaction of ours is open until `expires_ns` (monotonic): responses whose
+    /// topmost Via carries `branch` pass.
+    pub fn transaction_open(&mut self, branch: &str, expires_ns: u64) -> Result<(), MapsError> {
+        self.transactions
+            .insert(branch_key(branch.as_bytes()), expires_ns, 0)
+            .map_err(map_err(names::TRANSACTIONS))
+    }
+
+    /// The transaction of `branch` is over; whether it was recorded.
+    pub fn transaction_close(&mut self, branch: &str) -> Result<bool, MapsError> {
+        remove_missing_ok(
+            self.transactions.remove(&branch_key(branch.as_bytes())),
+            names::TRANSACTIONS,
+        )
+    }
+
+    /// Drop expired transaction keys (a daemon that died may have left some); how many.
+    pub fn transactions_expire(&mut self, now_ns: u64) -> Result<usize, MapsError> {
+        let old: Vec<u64> = self
+            .transactions
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, exp)| *exp <= now_ns)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &old {
+            remove_missing_ok(self.transactions.remove(k), names::TRANSACTIONS)?;
+        }
+        Ok(old.len())
     }
 
     pub fn allow_add(&mut self, net: &IpNet) -> Result<(), MapsError> {

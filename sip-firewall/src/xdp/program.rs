@@ -87,10 +87,17 @@ enum Attachment {
 fn is_privilege_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
+        // EACCES is also the verifier's "no": only EPERM says the privilege is missing.
         if let Some(io) = err.downcast_ref::<io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+            && io.raw_os_error() == Some(libc::EPERM)
         {
             return true;
+        }
+        if let Some(ProgramError::LoadError { verifier_log, .. }) =
+            err.downcast_ref::<ProgramError>()
+            && !verifier_log.to_string().trim().is_empty()
+        {
+            return false;
         }
         cur = err.source();
     }
@@ -116,7 +123,8 @@ impl FastPath {
     /// stays pinned, and dropping it detaches everything.
     pub fn load() -> Result<FastPath, XdpError> {
         let n = PRIVATE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = Path::new(pin::BPFFS).join(format!("sip-firewall-private-{}-{n}", std::process::id()));
+        let dir =
+            Path::new(pin::BPFFS).join(format!("sip-firewall-private-{}-{n}", std::process::id()));
         let fp = Self::load_in(&dir);
         // The maps live on through their fds; only the names go.
         let _ = pin::remove_all(&dir);
@@ -261,7 +269,10 @@ impl FastPath {
             match self.program_mut().attach(iface, *aya_mode) {
                 Ok(link) => {
                     if i > 0 {
-                        warn!(iface, "native XDP refused ({last}); attached in generic mode, which is slower");
+                        warn!(
+                            iface,
+                            "native XDP refused ({last}); attached in generic mode, which is slower"
+                        );
                     } else {
                         info!(iface, mode = name, "XDP program attached");
                     }
@@ -286,15 +297,27 @@ impl FastPath {
     }
 
     /// Pin a new link when this program has a pin directory.
-    fn keep(&mut self, iface: &str, link: XdpLinkId, mode: &'static str) -> Result<Attachment, XdpError> {
+    fn keep(
+        &mut self,
+        iface: &str,
+        link: XdpLinkId,
+        mode: &'static str,
+    ) -> Result<Attachment, XdpError> {
         let Some(dir) = self.pin_dir.clone() else {
             return Ok(Attachment::Owned(link));
         };
-        let pin_err = |e: String| XdpError::Attach { iface: iface.to_string(), mode, message: format!("cannot pin the link: {e}") };
-        let link = self.program_mut().take_link(link).map_err(|e| pin_err(describe(&e)))?;
-        let fd: FdLink = link
-            .try_into()
-            .map_err(|_| pin_err("the kernel attached it without a bpf_link (too old for pinning)".into()))?;
+        let pin_err = |e: String| XdpError::Attach {
+            iface: iface.to_string(),
+            mode,
+            message: format!("cannot pin the link: {e}"),
+        };
+        let link = self
+            .program_mut()
+            .take_link(link)
+            .map_err(|e| pin_err(describe(&e)))?;
+        let fd: FdLink = link.try_into().map_err(|_| {
+            pin_err("the kernel attached it without a bpf_link (too old for pinning)".into())
+        })?;
         let path = pin::link_path(&dir, iface, mode);
         fd.pin(&path).map_err(|e| pin_err(describe(&e)))?;
         Ok(Attachment::Pinned(path))
@@ -302,15 +325,40 @@ impl FastPath {
 
     /// Replace the program behind a link an earlier daemon pinned: atomic, no packet goes
     /// unjudged.
-    fn take_over(&mut self, iface: &str, path: &Path, mode: &'static str) -> Result<&'static str, XdpError> {
-        let err = |e: String| XdpError::Attach { iface: iface.to_string(), mode, message: format!("cannot take over the pinned link {}: {e}", path.display()) };
-        let fd: FdLink = PinnedLink::from_pin(path).map_err(|e| err(describe(&e)))?.into();
+    fn take_over(
+        &mut self,
+        iface: &str,
+        path: &Path,
+        mode: &'static str,
+    ) -> Result<&'static str, XdpError> {
+        let err = |e: String| XdpError::Attach {
+            iface: iface.to_string(),
+            mode,
+            message: format!("cannot take over the pinned link {}: {e}", path.display()),
+        };
+        let fd: FdLink = PinnedLink::from_pin(path)
+            .map_err(|e| err(describe(&e)))?
+            .into();
         let link = XdpLink::try_from(fd).map_err(|e| err(describe(&e)))?;
-        let id = self.program_mut().attach_to_link(link).map_err(|e| err(describe(&e)))?;
+        let id = self
+            .program_mut()
+            .attach_to_link(link)
+            .map_err(|e| err(describe(&e)))?;
         // The pin stays; the fd this program holds goes with it.
-        drop(self.program_mut().take_link(id).map_err(|e| err(describe(&e)))?);
-        info!(iface, mode, "took over the pinned XDP link of the previous daemon");
-        self.attached.push((iface.to_string(), Attachment::Pinned(path.to_path_buf()), mode));
+        drop(
+            self.program_mut()
+                .take_link(id)
+                .map_err(|e| err(describe(&e)))?,
+        );
+        info!(
+            iface,
+            mode, "took over the pinned XDP link of the previous daemon"
+        );
+        self.attached.push((
+            iface.to_string(),
+            Attachment::Pinned(path.to_path_buf()),
+            mode,
+        ));
         Ok(mode)
     }
 
@@ -327,7 +375,9 @@ impl FastPath {
         let attached = std::mem::take(&mut self.attached);
         for (iface, how, _) in attached {
             let done = match how {
-                Attachment::Owned(link) => self.program_mut().detach(link).map_err(|e| describe(&e)),
+                Attachment::Owned(link) => {
+                    self.program_mut().detach(link).map_err(|e| describe(&e))
+                }
                 // The pin holds the last reference: removing it detaches.
                 Attachment::Pinned(path) => std::fs::remove_file(&path).map_err(|e| e.to_string()),
             };

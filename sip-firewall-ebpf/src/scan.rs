@@ -1,0 +1,44 @@
+//! The payload bytes the SIP checks read, copied (`bpf_xdp_load_bytes`) into a per-CPU
+//! buffer: an index masked to the buffer's size is always in bounds for the verifier, where
+//! reading the packet at a variable offset needs a bounds check per byte that LLVM rewrites
+//! into forms the verifier cannot use.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
+use sip_firewall_common::branch::MAX_VIA_SCAN;
+
+use crate::maps::SCAN_BUFFER;
+
+/// Size of the buffer (a power of two).
+pub const SCAN_BYTES: usize = MAX_VIA_SCAN;
+
+/// Copy up to `want` bytes of the packet from `off` into the buffer; how many were copied
+/// (fewer when the packet ends first).
+#[inline(always)]
+pub fn copy(xdp: &XdpContext, off: usize, want: usize) -> Option<usize> {
+    let buf = SCAN_BUFFER.get_ptr_mut(0)?;
+    let in_packet = (xdp.data_end() - xdp.data()).checked_sub(off)?;
+    let mut n = if want < in_packet { want } else { in_packet };
+    if n > SCAN_BYTES {
+        n = SCAN_BYTES;
+    }
+    if n == 0 {
+        return Some(0);
+    }
+    let rc = unsafe { bpf_xdp_load_bytes(xdp.ctx, off as u32, buf as *mut c_void, n as u32) };
+    if rc != 0 {
+        return None;
+    }
+    Some(n)
+}
+
+/// Byte `i` of the buffer, when `i < end` (what was copied, or a tighter bound).
+#[inline(always)]
+pub fn at(i: u64, end: u64) -> Option<u8> {
+    if i >= end {
+        return None;
+    }
+    let buf = SCAN_BUFFER.get_ptr(0)? as *const u8;
+    Some(unsafe { *buf.add((i as usize) & (SCAN_BYTES - 1)) })
+}

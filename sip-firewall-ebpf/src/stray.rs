@@ -1,0 +1,203 @@
+//! Stray replies: the kernel twin of `sip_firewall_common::branch::top_branch` (a test runs
+//! both on the same responses and requires the same key).
+//!
+//! The response's first bytes are in the scan buffer (`scan.rs`), scanned there by
+//! `bpf_loop` callbacks: the verifier checks a callback once, whatever the number of
+//! iterations, where an open-coded loop over 1500 bytes would be unrolled into more pending
+//! states than it accepts.
+//!
+//! Three scans, each a callback: find the first `Via`/`v` header line, find `;branch=` in its
+//! first value, fold the value into the FNV hash.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::bpf_loop;
+use sip_firewall_common::branch::{
+    FNV_OFFSET, MAX_BRANCH_LEN, MAX_SWS, MAX_VIA_PARAMS, MAX_VIA_SCAN, TopBranch, ends_branch,
+    fnv_step, is_sws,
+};
+
+use crate::{payload::launder, scan::at};
+
+/// State shared between `top_branch` and its callbacks (on the program's stack).
+#[repr(C)]
+struct Scan {
+    /// Bytes copied into the buffer.
+    end: u64,
+    /// Where the current scan starts.
+    start: u64,
+    /// Where it found what it looked for.
+    pos: u64,
+    /// 0: still looking, 1: found, 2: decided `Missing`.
+    outcome: u64,
+    hash: u64,
+}
+
+const LOOKING: u64 = 0;
+const FOUND: u64 = 1;
+const MISSING: u64 = 2;
+
+#[inline(always)]
+fn skip_sws(mut i: u64, end: u64) -> u64 {
+    for _ in 0..MAX_SWS {
+        match at(i, end) {
+            Some(b) if is_sws(b) => i += 1,
+            _ => break,
+        }
+    }
+    i
+}
+
+#[inline(always)]
+fn lower(b: u8) -> u8 {
+    b | 0x20
+}
+
+/// CR, LF and `,` end the first value of a Via.
+#[inline(always)]
+fn ends_via_value(b: u8) -> bool {
+    b == b'\r' || b == b'\n' || b == b','
+}
+
+/// A header line at `i` named `Via` or `v` (any case, SWS before `:`): the index after `:`.
+#[inline(always)]
+fn via_value_at(i: u64, end: u64) -> Option<u64> {
+    if lower(at(i, end)?) != b'v' {
+        return None;
+    }
+    let mut k = i + 1;
+    if at(k, end).map(lower) == Some(b'i') && at(k + 1, end).map(lower) == Some(b'a') {
+        k += 2;
+    }
+    k = skip_sws(k, end);
+    if at(k, end)? == b':' {
+        Some(k + 1)
+    } else {
+        None
+    }
+}
+
+/// After `;` at `i`: SWS `branch` SWS `=` SWS, the index of the value.
+#[inline(always)]
+fn branch_value_at(i: u64, end: u64) -> Option<u64> {
+    let mut k = skip_sws(i, end);
+    for want in *b"branch" {
+        if lower(at(k, end)?) != want {
+            return None;
+        }
+        k += 1;
+    }
+    k = skip_sws(k, end);
+    if at(k, end)? != b'=' {
+        return None;
+    }
+    Some(skip_sws(k + 1, end))
+}
+
+/// bpf_loop: 0 goes on, 1 stops.
+pub const NEXT: i64 = 0;
+pub const STOP: i64 = 1;
+
+/// Scan 1, at byte `i`: a line feed followed by a Via header name.
+extern "C" fn find_via(i: u64, ctx: *mut c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut Scan) };
+    let Some(b) = at(i, s.end) else {
+        return STOP;
+    };
+    if b == b'\n'
+        && let Some(v) = via_value_at(i + 1, s.end)
+    {
+        s.pos = v;
+        s.outcome = FOUND;
+        return STOP;
+    }
+    NEXT
+}
+
+/// Scan 2, `n` bytes into the Via's value: `;branch=`, or the value's end.
+extern "C" fn find_branch(n: u64, ctx: *mut c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut Scan) };
+    let j = s.start + n;
+    let Some(b) = at(j, s.end) else {
+        return STOP;
+    };
+    if b == b';' {
+        if let Some(v) = branch_value_at(j + 1, s.end) {
+            s.pos = v;
+            s.outcome = FOUND;
+            return STOP;
+        }
+    } else if ends_via_value(b) {
+        s.outcome = MISSING;
+        return STOP;
+    }
+    NEXT
+}
+
+/// Scan 3, `n` bytes into the branch value: fold it into the hash until its end.
+extern "C" fn hash_branch(n: u64, ctx: *mut c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut Scan) };
+    let Some(b) = at(s.start + n, s.end) else {
+        return STOP;
+    };
+    if ends_branch(b) {
+        s.outcome = FOUND;
+        return STOP;
+    }
+    s.hash = fnv_step(s.hash, b);
+    NEXT
+}
+
+/// Run `callback` up to `times` times over `scan`.
+#[inline(always)]
+pub fn run<T>(times: usize, callback: extern "C" fn(u64, *mut c_void) -> i64, scan: &mut T) {
+    unsafe {
+        bpf_loop(
+            times as u32,
+            callback as *mut c_void,
+            scan as *mut T as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// The topmost Via's branch of the response in the scan buffer, of which `copied` bytes are
+/// there, within the first `bound` bytes.
+#[inline(always)]
+pub fn top_branch(copied: usize, bound: usize) -> TopBranch {
+    let end = if copied < bound { copied } else { bound };
+    let mut s = Scan {
+        end: end as u64,
+        start: 0,
+        pos: 0,
+        outcome: LOOKING,
+        hash: FNV_OFFSET,
+    };
+    run(MAX_VIA_SCAN, find_via, &mut s);
+    if s.outcome != FOUND {
+        return TopBranch::Beyond;
+    }
+    // One unknown position, not one state per way of spelling the header name.
+    let Some(pos) = launder(s.pos as usize) else {
+        return TopBranch::Beyond;
+    };
+    s.start = pos as u64;
+    s.outcome = LOOKING;
+    run(MAX_VIA_PARAMS, find_branch, &mut s);
+    match s.outcome {
+        FOUND => {}
+        MISSING => return TopBranch::Missing,
+        _ => return TopBranch::Beyond,
+    }
+    let Some(pos) = launder(s.pos as usize) else {
+        return TopBranch::Beyond;
+    };
+    s.start = pos as u64;
+    s.outcome = LOOKING;
+    run(MAX_BRANCH_LEN, hash_branch, &mut s);
+    if s.outcome == FOUND {
+        TopBranch::Key(s.hash)
+    } else {
+        TopBranch::Beyond
+    }
+}

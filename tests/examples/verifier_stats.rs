@@ -1,0 +1,13 @@
+//! Prints what the verifier says about the XDP program: instructions processed, JIT size.
+//! `cargo run -p sip-firewall-tests --example verifier_stats` (as root).
+
+fn main() -> anyhow::Result<()> {
+    let fp = sip_firewall::xdp::FastPath::load()?;
+    let info = fp.program().info()?;
+    println!(
+        "verified instructions: {:?}, jited size: {} bytes",
+        info.verified_instruction_count(),
+        info.size_jitted()
+    );
+    Ok(())
+}
