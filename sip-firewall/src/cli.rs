@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::admin::commands::{BanCmd, Common, ListCmd};
 use crate::config::{Config, ConfigError, XdpMode};
 
 #[derive(Debug, Parser)]
@@ -21,11 +22,49 @@ pub struct Cli {
 pub enum Command {
     /// Run the firewall (embedded defaults when no config file exists).
     Run(RunArgs),
+    /// What the running daemon does: XDP attachment, enforcement, listeners, counts.
+    Status(Common),
+    /// The XDP counters by verdict, and bans made.
+    Stats(Common),
+    /// Manage bans of the running daemon.
+    Ban {
+        #[command(subcommand)]
+        cmd: BanCmd,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage the allow list (trusted sources skip every check).
+    Allow {
+        #[command(subcommand)]
+        cmd: ListCmd,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage the deny list (sources dropped outright).
+    Deny {
+        #[command(subcommand)]
+        cmd: ListCmd,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check a config file, or print the documented defaults.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Subscribers of the registrar: print the config line for a new user.
     User {
         #[command(subcommand)]
         cmd: crate::auth::cli::UserCmd,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate a config file; errors name the key and the line.
+    Check { file: PathBuf },
+    /// Print the default config file, every setting documented.
+    Default,
 }
 
 /// Options of `run`; each overrides the config file.
@@ -43,6 +82,18 @@ pub struct RunArgs {
     /// Address to listen on for SIP over UDP and TCP (repeat for several).
     #[arg(long = "sip-listen")]
     pub sip_listen: Vec<SocketAddr>,
+    /// On stop, detach the XDP program and remove its pins (default: leave it enforcing).
+    #[arg(long)]
+    pub detach: bool,
+    /// bpffs directory of the pinned maps and links.
+    #[arg(long)]
+    pub pin_dir: Option<PathBuf>,
+    /// Directory of the state database (bans, lists).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The admin API's Unix socket.
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
     /// Address of the Prometheus endpoint.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
@@ -60,6 +111,18 @@ impl RunArgs {
         }
         if !self.sip_listen.is_empty() {
             config.sip.listen = self.sip_listen.clone();
+        }
+        if self.detach {
+            config.xdp.detach_on_stop = true;
+        }
+        if let Some(d) = &self.pin_dir {
+            config.xdp.pin_dir = d.clone();
+        }
+        if let Some(d) = &self.state_dir {
+            config.state.directory = d.clone();
+        }
+        if let Some(s) = &self.admin_socket {
+            config.admin.socket = s.clone();
         }
         if let Some(addr) = self.metrics_listen {
             config.metrics.listen = Some(addr);

@@ -12,6 +12,9 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+/// The documented default file (`sip-firewall config default`).
+pub const DEFAULT_FILE: &str = include_str!("../config/default.toml");
+
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/sip-firewall/sip-firewall.toml";
 
@@ -45,6 +48,40 @@ pub struct Config {
     pub timers: crate::proxy::config::TimersConfig,
     pub registrar: crate::proxy::config::RegistrarConfig,
     pub auth: crate::proxy::config::AuthConfig,
+    pub admin: AdminConfig,
+    pub state: StateConfig,
+}
+
+/// `[admin]`: the admin API the CLI talks to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Unix socket of the admin API (created with mode 0600).
+    pub socket: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from(crate::admin::DEFAULT_SOCKET),
+        }
+    }
+}
+
+/// `[state]`: where bans, lists and users are kept across restarts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of the state database.
+    pub directory: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            directory: PathBuf::from("/var/lib/sip-firewall"),
+        }
+    }
 }
 
 /// `[sip]`: the SIP listeners and the message layer's limits.
@@ -131,6 +168,15 @@ pub struct XdpSection {
     /// Largest UDP payload accepted on the SIP ports (bytes); 0 disables the check.
     pub max_payload: u32,
     pub ban_scope: BanScopeConfig,
+    /// Bytes of a SIP response the XDP program scans for its topmost Via (1500 to 2048); a
+    /// Via beyond them is left to user space.
+    pub via_scan_bytes: u32,
+    /// bpffs directory where the maps and links are pinned, so that a restarted daemon takes
+    /// them over without a gap.
+    pub pin_dir: PathBuf,
+    /// On stop, detach the program and remove the pins (`--detach`). By default they stay,
+    /// and the kernel keeps enforcing bans until the next daemon takes over.
+    pub detach_on_stop: bool,
 }
 
 impl Default for XdpSection {
@@ -144,6 +190,9 @@ impl Default for XdpSection {
             ban_time: Duration::from_secs(300),
             max_payload: 16384,
             ban_scope: BanScopeConfig::All,
+            via_scan_bytes: 1500,
+            pin_dir: PathBuf::from("/sys/fs/bpf/sip-firewall"),
+            detach_on_stop: false,
         }
     }
 }
@@ -224,6 +273,13 @@ impl Config {
                 "must be at least 1 when flood_rate is set",
             ));
         }
+        let max_scan = sip_firewall_common::branch::MAX_VIA_SCAN as u32;
+        if !(1500..=max_scan).contains(&self.xdp.via_scan_bytes) {
+            return Err(invalid(
+                "xdp.via_scan_bytes",
+                "must be between 1500 and 2048",
+            ));
+        }
         if self.xdp.flood_rate > 1_000_000_000 {
             return Err(invalid("xdp.flood_rate", "at most 1000000000 packets/s"));
         }
@@ -284,6 +340,31 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn default_file_is_the_defaults() {
+        let c = parse(DEFAULT_FILE).unwrap();
+        let d = Config::default();
+        assert_eq!(c.sip.listen, d.sip.listen);
+        assert_eq!(c.sip.max_message_bytes, d.sip.max_message_bytes);
+        assert_eq!(c.sip.tcp_idle_timeout, d.sip.tcp_idle_timeout);
+        assert_eq!(c.xdp.sip_ports, d.xdp.sip_ports);
+        assert_eq!(c.xdp.flood_rate, d.xdp.flood_rate);
+        assert_eq!(c.xdp.flood_burst, d.xdp.flood_burst);
+        assert_eq!(c.xdp.ban_time, d.xdp.ban_time);
+        assert_eq!(c.xdp.pin_dir, d.xdp.pin_dir);
+        assert_eq!(c.metrics.listen, d.metrics.listen);
+        assert_eq!(c.admin.socket, d.admin.socket);
+        assert_eq!(c.state.directory, d.state.directory);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let c = parse(include_str!("../config/example.toml")).unwrap();
+        assert_eq!(c.xdp.sip_ports, vec![5060, 5080]);
+        assert_eq!(c.policy.allow.len(), 2);
+        assert_eq!(c.xdp.mode, XdpMode::Native);
     }
 
     #[test]

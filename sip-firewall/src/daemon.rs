@@ -3,16 +3,19 @@
 //! Start-up order matters: the fast path is loaded and its maps filled before it is attached,
 //! so the program never runs with empty lists; the SIP listeners come next.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::{
+    admin,
     config::{BanScopeConfig, Config, XdpMode},
+    enforce::Enforcer,
     metrics::Metrics,
     server::SipServer,
+    state::Store,
     xdp::{FastPath, events},
 };
 
@@ -25,10 +28,12 @@ pub fn run_blocking(config: Config) -> anyhow::Result<()> {
         .block_on(run(config))
 }
 
-/// Load, fill and attach the fast path.
-pub fn start_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError> {
-    let mut fp = FastPath::load()?;
+/// Load the fast path and write its settings; lists and bans are filled by the
+/// [`Enforcer`], and interfaces attached after that (see [`run`]).
+pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError> {
     let x = &config.xdp;
+    let mut fp = FastPath::load_pinned(&x.pin_dir)?;
+    fp.detach_on_drop(x.detach_on_stop);
     let scope = match x.ban_scope {
         BanScopeConfig::All => sip_firewall_common::BanScope::All,
         BanScopeConfig::SipPorts => sip_firewall_common::BanScope::SipPorts,
@@ -36,20 +41,12 @@ pub fn start_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError
     let xdp_config = sip_firewall_common::XdpConfig {
         max_payload: x.max_payload,
         ban_scope: scope as u32,
+        via_scan: x.via_scan_bytes,
         ..Default::default()
     }
     .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64);
     fp.maps.set_config(&xdp_config)?;
     fp.maps.set_sip_ports(&x.sip_ports)?;
-    for net in &config.policy.allow {
-        fp.maps.allow_add(net)?;
-    }
-    for net in &config.policy.deny {
-        fp.maps.deny_add(net)?;
-    }
-    for iface in &x.interfaces {
-        fp.attach(iface, x.mode)?;
-    }
     Ok(fp)
 }
 
@@ -58,6 +55,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
 
+    let store = Store::open(&config.state.directory)?;
+    // Bound before anything is attached: a second daemon stops here, not after touching XDP.
+    let admin_listener = admin::server::bind(&config.admin.socket)?;
+
     let mut fast_path = if config.xdp.mode == XdpMode::Off {
         warn!("XDP fast path off (--xdp-mode off): every check runs in user space");
         None
@@ -65,15 +66,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         warn!("no interface to attach XDP to (--iface): every check runs in user space");
         None
     } else {
-        Some(start_fast_path(&config)?)
+        Some(load_fast_path(&config)?)
     };
+    let ring = fast_path.as_mut().and_then(FastPath::take_ban_events);
+    // Lists and stored bans go into the maps before the program sees a packet.
+    let enforcer = Arc::new(Mutex::new(Enforcer::new(store, fast_path, &config)?));
+    for iface in &config.xdp.interfaces {
+        if config.xdp.mode != XdpMode::Off {
+            lock(&enforcer)?.attach(iface, config.xdp.mode)?;
+        }
+    }
+    crate::metrics::xdp::register(&metrics, enforcer.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(ring) = fast_path.as_mut().and_then(FastPath::take_ban_events) {
+    if let Some(ring) = ring {
         let rx = shutdown_rx.clone();
+        let enforcer = enforcer.clone();
         tasks.spawn(async move {
             events::watch(ring, rx, |ban| {
                 info!(ip = %ban.ip, reason = ?ban.reason, "XDP banned a source");
+                let recorded = enforcer
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("state poisoned"))
+                    .and_then(|mut e| e.record_kernel_ban(&ban).map_err(anyhow::Error::from));
+                if let Err(e) = recorded {
+                    error!(ip = %ban.ip, "cannot record the XDP ban: {e:#}");
+                }
             })
             .await
             .context("reading XDP ban events")
@@ -101,11 +119,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(async move { crate::metrics::http::serve(addr, m, rx).await });
     }
 
-    info!(
-        listen = ?config.sip.listen,
-        xdp = ?fast_path.as_ref().map(|f| f.attachments()),
-        "sip-firewall running"
-    );
+    let attachments = lock(&enforcer)?.attachments();
+    let info = admin::server::DaemonInfo {
+        started: std::time::Instant::now(),
+        xdp: attachments.clone(),
+        sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
+    };
+    {
+        let rx = shutdown_rx.clone();
+        let enforcer = enforcer.clone();
+        let path = config.admin.socket.clone();
+        tasks.spawn(
+            async move { admin::server::serve(admin_listener, path, enforcer, info, rx).await },
+        );
+    }
+
+    info!(listen = ?config.sip.listen, xdp = ?attachments, "sip-firewall running");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
@@ -125,9 +154,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     // Dropping the fast path detaches it from every interface.
-    drop(fast_path);
+    if let Ok(mut e) = enforcer.lock() {
+        e.stop_fast_path();
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The enforcer, or an error when a panic poisoned it.
+fn lock(e: &Mutex<Enforcer>) -> anyhow::Result<MutexGuard<'_, Enforcer>> {
+    e.lock()
+        .map_err(|_| anyhow::anyhow!("internal state poisoned"))
 }

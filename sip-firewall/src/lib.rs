@@ -1,14 +1,17 @@
 //! sip-firewall: the daemon and CLI as a library, so that integration tests and benchmarks
 //! drive the same code as the binary.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod enforce;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod registrar;
 pub mod server;
+pub mod state;
 pub mod xdp;

@@ -1,9 +1,16 @@
 //! `sip-firewall`: the daemon and its command line.
 
-use clap::Parser;
-use sip_firewall::cli::{Cli, Command};
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
+use clap::Parser;
+use sip_firewall::{
+    admin::commands,
+    cli::{Cli, Command, ConfigCmd},
+    config::{Config, DEFAULT_FILE},
+    state::List,
+};
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -12,18 +19,43 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Command::User { cmd } => return sip_firewall::auth::cli::run(cmd),
-        Command::Run(args) => args
-            .config()
-            .map_err(anyhow::Error::from)
-            .and_then(sip_firewall::daemon::run_blocking),
-    };
+    match cli.command {
+        Command::Run(args) => report(
+            args.config()
+                .map_err(anyhow::Error::from)
+                .and_then(sip_firewall::daemon::run_blocking),
+        ),
+        Command::Status(common) => commands::status(&common),
+        Command::Stats(common) => commands::stats(&common),
+        Command::Ban { cmd, common } => commands::ban(&common, cmd),
+        Command::Allow { cmd, common } => commands::list(&common, List::Allow, cmd),
+        Command::Deny { cmd, common } => commands::list(&common, List::Deny, cmd),
+        Command::User { cmd } => sip_firewall::auth::cli::run(cmd),
+        Command::Config { cmd } => match cmd {
+            ConfigCmd::Default => {
+                print!("{DEFAULT_FILE}");
+                ExitCode::SUCCESS
+            }
+            ConfigCmd::Check { file } => match Config::load(Some(&file)) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sip-firewall: {e}");
+                    ExitCode::from(1)
+                }
+            },
+        },
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sip-firewall: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -41,7 +41,9 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
         std::io::ErrorKind::PermissionDenied => ClientError::Permission(path.clone()),
         _ => io(e),
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(15))).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(io)?;
     let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol {
         path: path.clone(),
         message: e.to_string(),

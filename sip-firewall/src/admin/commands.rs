@@ -2,12 +2,7 @@
 //!
 //! Exit codes: 0 done, 1 the daemon said no (or is not running), 2 usage (clap).
 
-use std::{
-    net::IpAddr,
-    path::PathBuf,
-    process::ExitCode,
-    time::Duration,
-};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Subcommand};
 use ipnet::IpNet;
@@ -71,7 +66,9 @@ pub enum ListCmd {
 pub fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{s:?} is not an address or a prefix like 192.0.2.0/24 or 2001:db8::/32"))
+        .map_err(|_| {
+            format!("{s:?} is not an address or a prefix like 192.0.2.0/24 or 2001:db8::/32")
+        })
 }
 
 /// The socket to talk to.
@@ -86,20 +83,32 @@ fn socket(common: &Common) -> PathBuf {
 }
 
 /// Ask, and print the answer with `show` (or as JSON).
-fn ask(common: &Common, req: Request, show: impl FnOnce(&serde_json::Value) -> Result<String, String>) -> ExitCode {
+fn ask(
+    common: &Common,
+    req: Request,
+    show: impl FnOnce(&serde_json::Value) -> Result<String, String>,
+) -> ExitCode {
     let path = socket(common);
     match client::call(&path, &req) {
         Err(e) => {
             eprintln!("sip-firewall: {e}");
             ExitCode::from(1)
         }
-        Ok(Response { ok: false, error, .. }) => {
-            eprintln!("sip-firewall: the daemon said no: {}", error.unwrap_or_default());
+        Ok(Response {
+            ok: false, error, ..
+        }) => {
+            eprintln!(
+                "sip-firewall: the daemon said no: {}",
+                error.unwrap_or_default()
+            );
             ExitCode::from(1)
         }
         Ok(Response { data, .. }) => {
             if common.json {
-                println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&data).unwrap_or_default()
+                );
                 return ExitCode::SUCCESS;
             }
             match show(&data) {
@@ -108,7 +117,10 @@ fn ask(common: &Common, req: Request, show: impl FnOnce(&serde_json::Value) -> R
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("sip-firewall: unreadable answer from {}: {e}", path.display());
+                    eprintln!(
+                        "sip-firewall: unreadable answer from {}: {e}",
+                        path.display()
+                    );
                     ExitCode::from(1)
                 }
             }
@@ -159,7 +171,11 @@ pub fn status(common: &Common) -> ExitCode {
         let xdp = if s.xdp.is_empty() {
             "not attached".to_string()
         } else {
-            s.xdp.iter().map(|(i, m)| format!("{i} ({m})")).collect::<Vec<_>>().join(", ")
+            s.xdp
+                .iter()
+                .map(|(i, m)| format!("{i} ({m})"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         Ok(table(
             &["field", "value"],
@@ -194,7 +210,11 @@ pub fn stats(common: &Common) -> ExitCode {
         };
         out.push('\n');
         let mut rows = vec![vec!["active".to_string(), s.bans_active.to_string()]];
-        rows.extend(s.bans_made.iter().map(|(k, n)| vec![format!("made: {k}"), n.to_string()]));
+        rows.extend(
+            s.bans_made
+                .iter()
+                .map(|(k, n)| vec![format!("made: {k}"), n.to_string()]),
+        );
         out.push_str(&table(&["bans", "count"], &rows));
         Ok(out)
     })
@@ -202,22 +222,43 @@ pub fn stats(common: &Common) -> ExitCode {
 
 pub fn ban(common: &Common, cmd: BanCmd) -> ExitCode {
     match cmd {
-        BanCmd::Add { ip, duration, reason } => ask(
+        BanCmd::Add {
+            ip,
+            duration,
+            reason,
+        } => ask(
             common,
-            Request::BanAdd { ip, for_secs: duration.map(|d| d.as_secs().max(1)), reason },
+            Request::BanAdd {
+                ip,
+                for_secs: duration.map(|d| d.as_secs().max(1)),
+                reason,
+            },
             |d| {
                 let b: BanView = decode(d)?;
-                Ok(format!("banned {} ({}) for {}\n", b.ban.ip, b.ban.reason, human(b.remaining_secs)))
+                Ok(format!(
+                    "banned {} ({}) for {}\n",
+                    b.ban.ip,
+                    b.ban.reason,
+                    human(b.remaining_secs)
+                ))
             },
         ),
-        BanCmd::Del { ip } => ask(common, Request::BanDel { ip }, |_| Ok(format!("unbanned {ip}\n"))),
+        BanCmd::Del { ip } => ask(common, Request::BanDel { ip }, |_| {
+            Ok(format!("unbanned {ip}\n"))
+        }),
         BanCmd::List => ask(common, Request::BanList, |d| {
             let bans: Vec<BanView> = decode(d)?;
             Ok(table(
                 &["address", "reason", "remaining"],
                 &bans
                     .iter()
-                    .map(|b| vec![b.ban.ip.to_string(), b.ban.reason.clone(), human(b.remaining_secs)])
+                    .map(|b| {
+                        vec![
+                            b.ban.ip.to_string(),
+                            b.ban.reason.clone(),
+                            human(b.remaining_secs),
+                        ]
+                    })
                     .collect::<Vec<_>>(),
             ))
         }),
@@ -235,7 +276,10 @@ pub fn list(common: &Common, list: List, cmd: ListCmd) -> ExitCode {
         }),
         ListCmd::List => ask(common, Request::ListShow { list }, |d| {
             let nets: Vec<IpNet> = decode(d)?;
-            Ok(table(&[&format!("{name} prefix")], &nets.iter().map(|n| vec![n.to_string()]).collect::<Vec<_>>()))
+            Ok(table(
+                &[&format!("{name} prefix")],
+                &nets.iter().map(|n| vec![n.to_string()]).collect::<Vec<_>>(),
+            ))
         }),
     }
 }
@@ -253,7 +297,14 @@ mod tests {
     #[test]
     fn nets_and_hosts() {
         assert_eq!(parse_net("192.0.2.1").unwrap().to_string(), "192.0.2.1/32");
-        assert_eq!(parse_net("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
-        assert!(parse_net("example.com").unwrap_err().contains("example.com"));
+        assert_eq!(
+            parse_net("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert!(
+            parse_net("example.com")
+                .unwrap_err()
+                .contains("example.com")
+        );
     }
 }

@@ -90,7 +90,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(stream: UnixStream, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    enforcer: &Mutex<Enforcer>,
+    info: &DaemonInfo,
+) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
@@ -121,7 +125,12 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             pid: std::process::id(),
             uptime_secs: info.started.elapsed().as_secs(),
             xdp: info.xdp.clone(),
-            enforcement: if e.has_fast_path() { "xdp" } else { "userspace" }.to_string(),
+            enforcement: if e.has_fast_path() {
+                "xdp"
+            } else {
+                "userspace"
+            }
+            .to_string(),
             sip_listen: info.sip_listen.clone(),
             bans_active: e.bans_active(),
             allow_entries: e.list(List::Allow).len(),
@@ -133,7 +142,13 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
                 .map(|c| {
                     Reason::ALL
                         .iter()
-                        .map(|r| (r.name().to_string(), c[*r as usize].packets, c[*r as usize].bytes))
+                        .map(|r| {
+                            (
+                                r.name().to_string(),
+                                c[*r as usize].packets,
+                                c[*r as usize].bytes,
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -146,9 +161,17 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
                 bans_made: made,
             })
         }
-        Request::BanAdd { ip, for_secs, reason } => {
+        Request::BanAdd {
+            ip,
+            for_secs,
+            reason,
+        } => {
             let reason = reason.unwrap_or_else(|| "manual".to_string());
-            let reason = if reason.starts_with("manual") { reason } else { format!("manual: {reason}") };
+            let reason = if reason.starts_with("manual") {
+                reason
+            } else {
+                format!("manual: {reason}")
+            };
             let rec = e.ban(ip, for_secs.map(Duration::from_secs), &reason)?;
             info!(%ip, reason = rec.reason, "banned by the operator");
             Response::ok(view(rec))
@@ -170,7 +193,11 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             if e.list_del(list, &net)? {
                 Response::ok(serde_json::json!({ "list": list, "net": net.trunc() }))
             } else {
-                Response::no(format!("{} is not on the {} list", net.trunc(), list.name()))
+                Response::no(format!(
+                    "{} is not on the {} list",
+                    net.trunc(),
+                    list.name()
+                ))
             }
         }
         Request::ListShow { list } => Response::ok(e.list(list)),
@@ -179,5 +206,8 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
 
 fn view(ban: crate::state::BanRecord) -> BanView {
     let remaining_secs = ban.expires_unix.map(|t| t.saturating_sub(unix_now()));
-    BanView { ban, remaining_secs }
+    BanView {
+        ban,
+        remaining_secs,
+    }
 }

@@ -56,7 +56,11 @@ fn reason_code(reason: &str) -> u32 {
 
 impl Enforcer {
     /// Load the stored state and the config's lists, and write them all to the maps.
-    pub fn new(store: Store, xdp: Option<FastPath>, config: &Config) -> Result<Enforcer, EnforceError> {
+    pub fn new(
+        store: Store,
+        xdp: Option<FastPath>,
+        config: &Config,
+    ) -> Result<Enforcer, EnforceError> {
         let mut e = Enforcer {
             store,
             xdp,
@@ -74,7 +78,10 @@ impl Enforcer {
             e.apply_ban(&ban)?;
             e.bans.insert(ban.ip, ban);
         }
-        for (list, from_config) in [(List::Allow, &config.policy.allow), (List::Deny, &config.policy.deny)] {
+        for (list, from_config) in [
+            (List::Allow, &config.policy.allow),
+            (List::Deny, &config.policy.deny),
+        ] {
             let mut nets: Vec<IpNet> = from_config.iter().map(IpNet::trunc).collect();
             for n in e.store.nets(list)? {
                 if !nets.contains(&n) {
@@ -91,7 +98,9 @@ impl Enforcer {
 
     /// Whether the fast path is attached somewhere.
     pub fn has_fast_path(&self) -> bool {
-        self.xdp.as_ref().is_some_and(|x| !x.attachments().is_empty())
+        self.xdp
+            .as_ref()
+            .is_some_and(|x| !x.attachments().is_empty())
     }
 
     /// Interfaces with the program, and their mode.
@@ -155,7 +164,12 @@ impl Enforcer {
     /// Ban `ip` for `duration` (`None`: until unbanned) with a free-text `reason` whose first
     /// word (before `:`) names the kind (`flood`, `scanner`, `auth_failure`, ...; anything
     /// else is manual).
-    pub fn ban(&mut self, ip: IpAddr, duration: Option<Duration>, reason: &str) -> Result<BanRecord, EnforceError> {
+    pub fn ban(
+        &mut self,
+        ip: IpAddr,
+        duration: Option<Duration>,
+        reason: &str,
+    ) -> Result<BanRecord, EnforceError> {
         let now = unix_now();
         let rec = BanRecord {
             ip,
@@ -308,18 +322,31 @@ mod tests {
         let mut e = Enforcer::new(s, None, &config).unwrap();
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         assert_eq!(e.source_verdict(ip), None);
-        e.ban(ip, Some(Duration::from_secs(3600)), "manual: test").unwrap();
+        e.ban(ip, Some(Duration::from_secs(3600)), "manual: test")
+            .unwrap();
         assert_eq!(e.source_verdict(ip), Some(Reason::Banned));
-        assert_eq!(e.source_verdict("::ffff:192.0.2.9".parse().unwrap()), Some(Reason::Banned));
-        assert_eq!(e.source_verdict("198.51.100.3".parse().unwrap()), Some(Reason::Denied));
-        assert!(e.list_add(List::Allow, &"192.0.2.0/24".parse().unwrap()).unwrap());
+        assert_eq!(
+            e.source_verdict("::ffff:192.0.2.9".parse().unwrap()),
+            Some(Reason::Banned)
+        );
+        assert_eq!(
+            e.source_verdict("198.51.100.3".parse().unwrap()),
+            Some(Reason::Denied)
+        );
+        assert!(
+            e.list_add(List::Allow, &"192.0.2.0/24".parse().unwrap())
+                .unwrap()
+        );
         assert_eq!(e.source_verdict(ip), Some(Reason::Allowed), "allow first");
         drop(e);
 
         let e = Enforcer::new(Store::open(&dir).unwrap(), None, &config).unwrap();
         assert_eq!(e.source_verdict(ip), Some(Reason::Allowed), "lists survive");
         let mut e = e;
-        assert!(e.list_del(List::Allow, &"192.0.2.0/24".parse().unwrap()).unwrap());
+        assert!(
+            e.list_del(List::Allow, &"192.0.2.0/24".parse().unwrap())
+                .unwrap()
+        );
         assert_eq!(e.source_verdict(ip), Some(Reason::Banned), "bans survive");
         let bans = e.bans().unwrap();
         assert_eq!(bans.len(), 1);
@@ -333,7 +360,10 @@ mod tests {
     #[test]
     fn reason_codes() {
         assert_eq!(reason_code("flood"), BanReason::Flood as u32);
-        assert_eq!(reason_code("scanner: friendly-scanner"), BanReason::Scanner as u32);
+        assert_eq!(
+            reason_code("scanner: friendly-scanner"),
+            BanReason::Scanner as u32
+        );
         assert_eq!(reason_code("because I said so"), BanReason::Manual as u32);
     }
 }

@@ -3,6 +3,7 @@
 //! [`Metrics::registry`].
 
 pub mod http;
+pub mod xdp;
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use sip_firewall_sip::Reason;
@@ -40,6 +41,8 @@ pub struct Metrics {
     keepalives: IntCounterVec,
     tcp_closed: IntCounterVec,
     tcp_connections: IntGauge,
+    /// Run before every scrape: they copy state kept elsewhere (the XDP maps) into metrics.
+    refreshers: std::sync::Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Default for Metrics {
@@ -105,12 +108,20 @@ impl Metrics {
                 g
             },
             registry,
+            refreshers: std::sync::Mutex::new(Vec::new()),
         };
         // Pre-create the common series so dashboards see zeros rather than gaps.
         for kind in ["request", "response"] {
             m.accepted.with_label_values(&[kind]);
         }
         m
+    }
+
+    /// Run `f` before every scrape (to copy state kept elsewhere into metrics).
+    pub fn on_scrape(&self, f: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut r) = self.refreshers.lock() {
+            r.push(Box::new(f));
+        }
     }
 
     /// The registry, for other parts of the daemon to add their metrics to.
@@ -176,6 +187,11 @@ impl Metrics {
     /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
         use prometheus::Encoder as _;
+        if let Ok(refreshers) = self.refreshers.lock() {
+            for refresh in refreshers.iter() {
+                refresh();
+            }
+        }
         let mut out = Vec::new();
         // Encoding into a Vec fails only for invalid metric families, which we never build.
         if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -114,7 +114,8 @@ impl Store {
         let value = serde_json::to_vec(ban).map_err(|e| self.err(e))?;
         let key = ban.ip.to_string();
         self.write(|tx| {
-            tx.open_table(BANS)?.insert(key.as_str(), value.as_slice())?;
+            tx.open_table(BANS)?
+                .insert(key.as_str(), value.as_slice())?;
             Ok(())
         })
     }
@@ -203,16 +204,24 @@ mod tests {
         {
             let s = Store::open(&dir).unwrap();
             s.put_ban(&ban).unwrap();
-            s.put_net(List::Allow, &"192.0.2.0/24".parse().unwrap()).unwrap();
-            s.put_net(List::Deny, &"2001:db8::1/128".parse().unwrap()).unwrap();
+            s.put_net(List::Allow, &"192.0.2.0/24".parse().unwrap())
+                .unwrap();
+            s.put_net(List::Deny, &"2001:db8::1/128".parse().unwrap())
+                .unwrap();
         }
         let s = Store::open(&dir).unwrap();
         assert_eq!(s.bans().unwrap(), vec![ban.clone()]);
-        assert_eq!(s.nets(List::Allow).unwrap(), vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            s.nets(List::Allow).unwrap(),
+            vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]
+        );
         assert_eq!(s.nets(List::Deny).unwrap().len(), 1);
         assert!(s.del_ban(ban.ip).unwrap());
         assert!(!s.del_ban(ban.ip).unwrap());
-        assert!(s.del_net(List::Allow, &"192.0.2.0/24".parse().unwrap()).unwrap());
+        assert!(
+            s.del_net(List::Allow, &"192.0.2.0/24".parse().unwrap())
+                .unwrap()
+        );
         assert!(s.nets(List::Allow).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
