@@ -460,3 +460,107 @@ fn trusted_peer_reaches_foreign_targets() {
     assert_eq!(out[0].0, "198.51.100.9:5060".parse().unwrap());
     assert!(out[0].1.contains("Route: <sip:198.51.100.9;lr>"));
 }
+
+#[test]
+fn timer_c_cancels_a_branch_that_rings_forever() {
+    let mut h = Harness::new();
+    h.register(21);
+    let (_, sent) = h.feed(&invite("z9hG4bKinvC"), "192.0.2.1:5060");
+    let to21 = sent
+        .iter()
+        .find(|(a, _)| a.port() == 21)
+        .expect("21")
+        .1
+        .clone();
+    h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
+    // Timer C (3 minutes after the last provisional): the branch is cancelled.
+    let sent = h.advance(Duration::from_secs(179));
+    assert_eq!(starts(&sent, "CANCEL"), 0);
+    let sent = h.advance(Duration::from_secs(2));
+    let cancels: Vec<_> = sent.iter().filter(|(_, m)| m.starts_with("CANCEL")).collect();
+    // The CANCEL and its Timer E retransmissions, all the same request.
+    assert!(!cancels.is_empty());
+    assert!(cancels.iter().all(|c| c.1 == cancels[0].1));
+    // The UAS answers neither the CANCEL nor the INVITE: after 64*T1 the branch is given
+    // up and the caller gets 408; then everything is freed.
+    let sent = h.advance(Duration::from_secs(33));
+    assert!(starts(&sent, "SIP/2.0 408") >= 1, "{sent:?}");
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.core.active(), (0, 0));
+}
+
+/// Records what the observer hooks report.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl crate::proxy::Observer for Recorder {
+    fn client_transaction_created(&self, branch: &str, dest: Destination) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("created {branch} {}", dest.addr));
+    }
+    fn client_transaction_terminated(&self, branch: &str, dest: Destination) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("terminated {branch} {}", dest.addr));
+    }
+    fn auth_failure(&self, source: SocketAddr, user: Option<&str>, reason: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("auth {source} {user:?} {reason}"));
+    }
+    fn scanner(&self, source: SocketAddr, user_agent: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("scanner {source} {user_agent}"));
+    }
+}
+
+#[test]
+fn observer_hooks_for_the_fast_path() {
+    let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
+    let rec = Arc::new(Recorder::default());
+    let now = Instant::now();
+    let mut h = Harness {
+        core: Core::new(&config, ProxyMetrics::new(None), rec.clone(), now).expect("core"),
+        now,
+    };
+    h.register(21);
+    let (_, sent) = h.feed(&invite("z9hG4bKobs"), "192.0.2.1:5060");
+    let to21 = sent
+        .iter()
+        .find(|(a, _)| a.port() == 21)
+        .expect("21")
+        .1
+        .clone();
+    h.feed(&response(&to21, 486, "t"), "10.0.0.21:21");
+    h.advance(Duration::from_secs(40));
+    let scan = invite("z9hG4bKscan2").replace(
+        "Content-Length: 0",
+        "User-Agent: sipvicious\r\nContent-Length: 0",
+    );
+    h.feed(&scan, "192.0.2.66:5060");
+    let bad = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKbad\r\nFrom: <sip:bob@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: bad\r\nCSeq: 1 REGISTER\r\nAuthorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"forged\", uri=\"sip:example.com\", response=\"0\", qop=auth, nc=00000001, cnonce=\"c\"\r\nContent-Length: 0\r\n\r\n";
+    h.feed(bad, "192.0.2.7:5060");
+    let events = rec.0.lock().unwrap().clone();
+    let created: Vec<_> = events.iter().filter(|e| e.starts_with("created")).collect();
+    assert_eq!(created.len(), 1, "{events:?}");
+    assert!(created[0].starts_with("created z9hG4bKsfw") && created[0].ends_with("10.0.0.21:21"));
+    let branch = created[0].split(' ').nth(1).unwrap();
+    assert!(
+        events.contains(&format!("terminated {branch} 10.0.0.21:21")),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"scanner 192.0.2.66:5060 sipvicious".to_string()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"auth 192.0.2.7:5060 Some(\"bob\") bad_nonce".to_string()),
+        "{events:?}"
+    );
+}
