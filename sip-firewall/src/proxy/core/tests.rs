@@ -477,7 +477,10 @@ fn timer_c_cancels_a_branch_that_rings_forever() {
     let sent = h.advance(Duration::from_secs(179));
     assert_eq!(starts(&sent, "CANCEL"), 0);
     let sent = h.advance(Duration::from_secs(2));
-    let cancels: Vec<_> = sent.iter().filter(|(_, m)| m.starts_with("CANCEL")).collect();
+    let cancels: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("CANCEL"))
+        .collect();
     // The CANCEL and its Timer E retransmissions, all the same request.
     assert!(!cancels.is_empty());
     assert!(cancels.iter().all(|c| c.1 == cancels[0].1));
