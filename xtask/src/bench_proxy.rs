@@ -176,6 +176,23 @@ pub fn run_bench() -> anyhow::Result<()> {
         }
         best = Some(step);
     }
+    // Nothing may leak under load: every transaction ends within 64*T1 (32 s) of its last
+    // message.
+    let t0 = Instant::now();
+    let left = loop {
+        let left = transactions(&metrics);
+        if left == Some(0) || t0.elapsed() > Duration::from_secs(45) {
+            break left;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    match left {
+        Some(n) => println!(
+            "transactions alive {:.0} s after the last call: {n}",
+            t0.elapsed().as_secs_f64()
+        ),
+        None => println!("transactions alive: metrics unreadable"),
+    }
     let _ = std::fs::remove_dir_all(&dir);
     match best {
         Some(s) => println!(
@@ -185,6 +202,25 @@ pub fn run_bench() -> anyhow::Result<()> {
         None => println!("no rate reached 99.9% successful calls"),
     }
     Ok(())
+}
+
+/// Server plus client transactions alive, from the daemon's metrics.
+fn transactions(metrics: &str) -> Option<u64> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(metrics).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let mut total = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("sipfw_proxy_transactions_active{") {
+            let n: f64 = v.rsplit_once(' ')?.1.parse().ok()?;
+            total = Some(total.unwrap_or(0) + n as u64);
+        }
+    }
+    total
 }
 
 /// Run the caller at `rate` for STEP_SECONDS and collect its statistics.
