@@ -50,6 +50,7 @@ pub struct Config {
     pub auth: crate::proxy::config::AuthConfig,
     pub admin: AdminConfig,
     pub state: StateConfig,
+    pub bans: crate::enforce::learn::BansConfig,
 }
 
 /// `[admin]`: the admin API the CLI talks to.
@@ -325,7 +326,7 @@ pub fn in_any(nets: &[IpNet], ip: IpAddr) -> bool {
 }
 
 /// Durations are written as humans write them: `30s`, `5m`, `1h 30m`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!(

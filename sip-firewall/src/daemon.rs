@@ -12,7 +12,11 @@ use tracing::{error, info, warn};
 use crate::{
     admin,
     config::{BanScopeConfig, Config, XdpMode},
-    enforce::Enforcer,
+    enforce::{
+        Enforcer,
+        gate::UserGate,
+        learn::{self, Learner},
+    },
     metrics::Metrics,
     server::SipServer,
     state::Store,
@@ -98,13 +102,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
+    // Bans learned in user space, and the proxy's UDP transactions for the stray check.
+    let (learner, events) = Learner::new(65_536);
+    {
+        let rx = shutdown_rx.clone();
+        let enforcer = enforcer.clone();
+        let cfg = config.bans.clone();
+        tasks.spawn(async move { learn::run(events, enforcer, cfg, rx).await });
+    }
+    // The proxy reports every UDP client transaction: XDP may drop replies that match none.
+    lock(&enforcer)?.set_stray_check(true)?;
+
     // The stateful proxy and registrar behind the SIP listeners, and its timers.
     let proxy = Arc::new(crate::proxy::Proxy::new(
         &config,
         Some(metrics.registry()),
-        Arc::new(crate::proxy::NoObserver),
+        Arc::new(learner.clone()),
     )?);
     let server = SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
+    server.set_gate(Arc::new(UserGate::new(
+        &config,
+        enforcer.clone(),
+        learner,
+        &metrics,
+    )));
+    if !lock(&enforcer)?.has_fast_path() {
+        warn!(
+            "no XDP fast path: allow/deny lists, bans, the flood limit and payload checks run in user space"
+        );
+    }
     let rx = shutdown_rx.clone();
     tasks.spawn(async move {
         proxy.run_timers(rx).await;

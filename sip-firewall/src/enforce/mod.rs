@@ -4,6 +4,8 @@
 //! maps, so an acknowledged change is never lost and never only half applied.
 
 mod bans;
+pub mod gate;
+pub mod learn;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
@@ -282,6 +284,40 @@ impl Enforcer {
             Some(b) if b.expires_unix.is_none_or(|t| t > now) => Some(Reason::Banned),
             _ => None,
         }
+    }
+
+    /// Whether `ip` has a live ban.
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        let now = unix_now();
+        self.bans
+            .get(&ip)
+            .is_some_and(|b| b.expires_unix.is_none_or(|t| t > now))
+    }
+
+    /// Let responses to the UDP client transaction of `branch` through XDP for `ttl` (or
+    /// until closed).
+    pub fn transaction_open(&mut self, branch: &str, ttl: Duration) -> Result<(), EnforceError> {
+        if let Some(x) = self.xdp.as_mut() {
+            x.maps
+                .transaction_open(branch, crate::clock::expiry_after(Some(ttl)))?;
+        }
+        Ok(())
+    }
+
+    /// The transaction of `branch` is over.
+    pub fn transaction_close(&mut self, branch: &str) -> Result<(), EnforceError> {
+        if let Some(x) = self.xdp.as_mut() {
+            x.maps.transaction_close(branch)?;
+        }
+        Ok(())
+    }
+
+    /// Turn the XDP stray-reply check on (when the proxy reports its transactions).
+    pub fn set_stray_check(&mut self, on: bool) -> Result<(), EnforceError> {
+        if let Some(x) = self.xdp.as_mut() {
+            x.maps.set_stray_check(on)?;
+        }
+        Ok(())
     }
 
     /// The XDP counters, when the fast path is attached.

@@ -43,6 +43,15 @@ pub(crate) struct Shared {
     handler: Arc<dyn Handler>,
     /// What the handler sends through; TCP connections register here.
     outbound: Arc<outbound::SocketOutbound>,
+    /// Checks run on every message before the message layer (set once, before serving).
+    gate: std::sync::OnceLock<Arc<dyn Gate>>,
+}
+
+/// A check on every message before it is parsed: the user-space half of the firewall's
+/// policy (bans, lists, flood and payload checks when XDP is not attached; the per-source
+/// request rate always). `false` drops the message silently.
+pub trait Gate: Send + Sync + 'static {
+    fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> bool;
 }
 
 /// An answer to send: the bytes, and where they go when the transport is UDP.
@@ -96,6 +105,7 @@ impl SipServer {
                 metrics,
                 handler,
                 outbound,
+                gate: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -109,6 +119,13 @@ impl SipServer {
     }
 
     /// Serve until `shutdown` flips to true.
+    /// Put `gate` in front of every message (once, before [`SipServer::run`]).
+    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
+        if self.shared.gate.set(gate).is_err() {
+            tracing::warn!("a gate was already set; keeping the first");
+        }
+    }
+
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         for u in self.udp {
@@ -143,6 +160,11 @@ impl Shared {
         local: SocketAddr,
         transport: Transport,
     ) -> Option<Outgoing> {
+        if let Some(gate) = self.gate.get()
+            && !gate.admit(source, transport, buf)
+        {
+            return None;
+        }
         let m = &self.metrics;
         match inspect(buf, &self.limits, transport, EXTENSIONS) {
             Ok(msg) => {

@@ -149,6 +149,16 @@ impl XdpMaps {
         Ok(())
     }
 
+    /// Turn the stray-reply check on or off.
+    pub fn set_stray_check(&mut self, on: bool) -> Result<(), MapsError> {
+        if on {
+            self.settings.flags |= XdpConfig::STRAY_CHECK;
+        } else {
+            self.settings.flags &= !XdpConfig::STRAY_CHECK;
+        }
+        self.write_config()
+    }
+
     /// A client transaction of ours is open until `expires_ns` (monotonic): responses whose
     /// topmost Via carries `branch` pass.
     pub fn transaction_open(&mut self, branch: &str, expires_ns: u64) -> Result<(), MapsError> {

@@ -1,0 +1,265 @@
+//! Bans learned in user space (issue 5): sources that fail digest authentication too often
+//! (svcrack), scanners (svmap), sources over the per-source request rate; and the proxy's UDP
+//! client transactions, written into the XDP map so that their responses pass.
+//!
+//! The proxy reports through [`Learner`] (its `Observer`) under its own lock, so events go
+//! through a bounded channel to [`run`], which does the slow part (database writes).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+use sip_firewall_sip::Transport;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::Enforcer;
+use crate::{proxy::Observer, server::core::Destination};
+
+/// `[bans]`: when user space bans a source by itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BansConfig {
+    /// Failed authentications from one source within `auth_window` that ban it.
+    pub auth_failures: u32,
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub auth_window: Duration,
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub auth_ban_time: Duration,
+    /// Ban a source whose User-Agent is on the scanner list.
+    pub scanners: bool,
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub scanner_ban_time: Duration,
+    /// Requests from one source within `request_window` (over TCP, and over UDP after XDP)
+    /// that ban it; 0 disables.
+    pub request_limit: u32,
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub request_window: Duration,
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub request_ban_time: Duration,
+}
+
+impl Default for BansConfig {
+    fn default() -> Self {
+        // In the spirit of the fail2ban recipe for Kamailio: a handful of failures in ten
+        // minutes is a password guesser, not a user who mistyped.
+        BansConfig {
+            auth_failures: 5,
+            auth_window: Duration::from_secs(600),
+            auth_ban_time: Duration::from_secs(3600),
+            scanners: true,
+            scanner_ban_time: Duration::from_secs(3600),
+            request_limit: 500,
+            request_window: Duration::from_secs(10),
+            request_ban_time: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the proxy and the gate report.
+#[derive(Debug)]
+pub enum Event {
+    TransactionOpen(String),
+    TransactionClose(String),
+    AuthFailure(IpAddr),
+    Scanner(IpAddr, String),
+    RequestRate(IpAddr),
+    Flood(IpAddr),
+}
+
+/// How long a UDP client transaction key lives in the XDP map if its end is never reported:
+/// longer than any transaction (Timer B/F 32 s, then Timer D/K/M up to 32 s).
+pub const TRANSACTION_TTL: Duration = Duration::from_secs(300);
+
+/// The proxy's observer: queues events without blocking.
+#[derive(Clone)]
+pub struct Learner {
+    tx: mpsc::Sender<Event>,
+}
+
+impl Learner {
+    pub fn new(capacity: usize) -> (Learner, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Learner { tx }, rx)
+    }
+
+    /// Queue an event; when the queue is full it is lost (and said so once in a while).
+    pub fn report(&self, e: Event) {
+        if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(e) {
+            tracing::debug!(?e, "ban event queue full: event lost");
+        }
+    }
+}
+
+impl Observer for Learner {
+    fn client_transaction_created(&self, branch: &str, dest: Destination) {
+        // Only UDP responses come through XDP; TCP ones arrive on our own connection.
+        if dest.transport == Transport::Datagram {
+            self.report(Event::TransactionOpen(branch.to_string()));
+        }
+    }
+
+    fn client_transaction_terminated(&self, branch: &str, dest: Destination) {
+        if dest.transport == Transport::Datagram {
+            self.report(Event::TransactionClose(branch.to_string()));
+        }
+    }
+
+    fn auth_failure(&self, source: std::net::SocketAddr, _user: Option<&str>, _reason: &str) {
+        self.report(Event::AuthFailure(source.ip()));
+    }
+
+    fn scanner(&self, source: std::net::SocketAddr, user_agent: &str) {
+        self.report(Event::Scanner(source.ip(), user_agent.to_string()));
+    }
+}
+
+/// Timestamps of recent events per source, within a window.
+#[derive(Default)]
+pub struct Window {
+    seen: HashMap<IpAddr, VecDeque<Instant>>,
+}
+
+impl Window {
+    /// Record one event of `ip` at `now`; how many fall within `window`.
+    pub fn hit(&mut self, ip: IpAddr, now: Instant, window: Duration) -> usize {
+        let q = self.seen.entry(ip).or_default();
+        q.push_back(now);
+        while q.front().is_some_and(|t| now.duration_since(*t) > window) {
+            q.pop_front();
+        }
+        q.len()
+    }
+
+    /// Sources tracked.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether no source is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Forget a source (it was banned).
+    pub fn forget(&mut self, ip: &IpAddr) {
+        self.seen.remove(ip);
+    }
+
+    /// Drop sources with nothing in the window (bounded memory under a spoofed flood).
+    pub fn prune(&mut self, now: Instant, window: Duration) {
+        self.seen
+            .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
+    }
+}
+
+/// Apply events until shutdown.
+pub async fn run(
+    mut rx: mpsc::Receiver<Event>,
+    enforcer: Arc<Mutex<Enforcer>>,
+    cfg: BansConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut failures = Window::default();
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        let event = tokio::select! {
+            e = rx.recv() => match e { Some(e) => e, None => return Ok(()) },
+            _ = prune.tick() => { failures.prune(Instant::now(), cfg.auth_window); continue; }
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let ban = match event {
+            Event::TransactionOpen(branch) => {
+                with(&enforcer, |e| e.transaction_open(&branch, TRANSACTION_TTL));
+                None
+            }
+            Event::TransactionClose(branch) => {
+                with(&enforcer, |e| e.transaction_close(&branch));
+                None
+            }
+            Event::AuthFailure(ip) => {
+                let n = failures.hit(ip, Instant::now(), cfg.auth_window);
+                (n >= cfg.auth_failures as usize).then(|| {
+                    failures.forget(&ip);
+                    (
+                        ip,
+                        cfg.auth_ban_time,
+                        format!("auth_failure: {n} failed authentications"),
+                    )
+                })
+            }
+            Event::Scanner(ip, ua) => cfg
+                .scanners
+                .then(|| (ip, cfg.scanner_ban_time, format!("scanner: {ua}"))),
+            Event::RequestRate(ip) => Some((
+                ip,
+                cfg.request_ban_time,
+                format!(
+                    "request_rate: over {} requests in {:?}",
+                    cfg.request_limit, cfg.request_window
+                ),
+            )),
+            Event::Flood(ip) => Some((
+                ip,
+                cfg.request_ban_time,
+                "flood: user-space flood limit".to_string(),
+            )),
+        };
+        if let Some((ip, time, reason)) = ban {
+            let already = with(&enforcer, |e| Ok(e.is_banned(ip))).unwrap_or(false);
+            if !already && with(&enforcer, |e| e.ban(ip, Some(time), &reason).map(|_| ())).is_some()
+            {
+                info!(%ip, reason, "banned");
+            }
+        }
+    }
+}
+
+/// Run `f` on the enforcer, logging failures.
+fn with<T>(
+    enforcer: &Mutex<Enforcer>,
+    f: impl FnOnce(&mut Enforcer) -> Result<T, super::EnforceError>,
+) -> Option<T> {
+    let mut e = match enforcer.lock() {
+        Ok(e) => e,
+        Err(_) => {
+            warn!("enforcer poisoned");
+            return None;
+        }
+    };
+    match f(&mut e) {
+        Ok(v) => Some(v),
+        Err(err) => {
+            warn!("{err}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_count_and_forget() {
+        let mut w = Window::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        let win = Duration::from_secs(10);
+        assert_eq!(w.hit(ip, t0, win), 1);
+        assert_eq!(w.hit(ip, t0 + Duration::from_secs(5), win), 2);
+        assert_eq!(
+            w.hit(ip, t0 + Duration::from_secs(12), win),
+            2,
+            "the first fell out"
+        );
+        w.prune(t0 + Duration::from_secs(30), win);
+        assert_eq!(w.hit(ip, t0 + Duration::from_secs(31), win), 1);
+        w.forget(&ip);
+        assert_eq!(w.hit(ip, t0 + Duration::from_secs(31), win), 1);
+    }
+}
