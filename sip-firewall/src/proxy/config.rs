@@ -303,6 +303,32 @@ mod tests {
     }
 
     #[test]
+    fn default_file_documents_the_defaults() {
+        let c = crate::config::Config::from_toml(
+            crate::config::DEFAULT_FILE,
+            std::path::Path::new("default.toml"),
+        )
+        .unwrap();
+        let t = TimersConfig::default();
+        assert_eq!((c.timers.t1, c.timers.t2, c.timers.t4), (t.t1, t.t2, t.t4));
+        assert_eq!((c.timers.c, c.timers.d), (t.c, t.d));
+        let r = RegistrarConfig::default();
+        assert_eq!(
+            (c.registrar.min_expires, c.registrar.max_expires),
+            (r.min_expires, r.max_expires)
+        );
+        assert_eq!(
+            (c.registrar.default_expires, c.registrar.max_contacts),
+            (r.default_expires, r.max_contacts)
+        );
+        let a = AuthConfig::default();
+        assert_eq!(c.auth.algorithms, a.algorithms);
+        assert_eq!(c.auth.nonce_lifetime, a.nonce_lifetime);
+        assert!(c.proxy.advertise.is_none() && c.proxy.outbound.is_none());
+        assert!(c.policy.scanners.is_none());
+    }
+
+    #[test]
     fn defaults_valid() {
         assert!(check("").is_ok());
         let t = TimersConfig::default();
