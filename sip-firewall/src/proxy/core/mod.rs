@@ -1,0 +1,361 @@
+//! The proxy's state and decisions, free of I/O: messages and a clock in, queued sends and
+//! an [`Action`] out. Unit tests drive it with a fake clock.
+
+use std::{
+    borrow::Cow,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    hash::{Hash as _, Hasher as _},
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ipnet::IpNet;
+use sip_firewall_sip::{
+    Message, StartLine, Transport,
+    headers::{HeaderName, name_addr, scalar, via},
+    reply::{self, Reply, ReplyContext},
+    uri::{self, Host, SipUri, Uri},
+};
+use tracing::debug;
+
+use super::{
+    fork::{Branch, BranchState, Fork},
+    forward,
+    metrics::ProxyMetrics,
+    msg::SipMsg,
+    observer::Observer,
+    route::{self, Local},
+    transaction::{
+        Kind, Timers,
+        client::{self, ClientTxn},
+        server::{self, ServerTxn},
+    },
+};
+use crate::{
+    auth::{self, Authenticator, Outcome, digest::Algorithm, nonce::Nonces, users::Users},
+    config::{Config, in_any},
+    policy::{
+        relay::{self, Sender, Target},
+        scanner::Scanners,
+    },
+    proxy::config::RegistrarConfig,
+    registrar::{self, ContactParam, LocationStore, MemoryStore, Register},
+    server::core::{Action, Context, Destination},
+};
+
+/// The `Server` header of our own answers.
+const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
+/// What every branch we create starts with: responses whose top Via lacks it are not ours.
+const BRANCH_PREFIX: &str = "z9hG4bKsfw";
+/// The Allow header of our answers to OPTIONS.
+const ALLOW: &str = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, SUBSCRIBE, NOTIFY, REFER";
+
+/// A server transaction's identity (RFC 3261 17.2.3): branch, sent-by, method (ACK as
+/// INVITE).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerKey {
+    branch: String,
+    sent_by: String,
+    method: String,
+}
+
+/// A client transaction's identity (RFC 3261 17.1.3): our branch and the CSeq method.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientKey {
+    branch: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Server(ServerKey),
+    Client(ClientKey),
+}
+
+struct ServerEntry {
+    txn: ServerTxn,
+    /// Where responses go.
+    dest: Destination,
+    /// The request's headers our own answers copy, and its source (for `received`).
+    rctx: ReplyContext<'static>,
+    source: SocketAddr,
+    fork: Option<Fork>,
+}
+
+struct ClientEntry {
+    txn: ClientTxn,
+    /// The request as sent (for the ACK of a non-2xx final).
+    req: SipMsg,
+    dest: Destination,
+    /// The server transaction and branch index this belongs to (None: a CANCEL of ours).
+    server: Option<(ServerKey, usize)>,
+}
+
+/// A final answer the proxy generates.
+#[derive(Debug)]
+struct LocalReply {
+    code: u16,
+    phrase: &'static str,
+    extra: Vec<String>,
+}
+
+fn answer(code: u16, phrase: &'static str) -> LocalReply {
+    LocalReply {
+        code,
+        phrase,
+        extra: Vec::new(),
+    }
+}
+
+/// Everything behind the proxy's lock.
+pub struct Core {
+    local: Local,
+    outbound: Option<SocketAddr>,
+    allow: Vec<IpNet>,
+    force_rport: bool,
+    scanners: Scanners,
+    registrar: RegistrarConfig,
+    timers: Timers,
+    servers: HashMap<ServerKey, ServerEntry>,
+    clients: HashMap<ClientKey, ClientEntry>,
+    heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    store: Box<dyn LocationStore>,
+    auth: Authenticator,
+    metrics: ProxyMetrics,
+    observer: Arc<dyn Observer>,
+    sends: Vec<(Destination, Vec<u8>)>,
+    /// Makes our branches unique across restarts.
+    salt: u64,
+    seq: u64,
+    /// The clock origin: nonce timestamps are seconds since the Unix epoch, taken as
+    /// `unix_at_start` plus monotonic time since `start`.
+    start: Instant,
+    unix_at_start: u64,
+    last_housekeeping: Instant,
+}
+
+fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(b)
+}
+
+impl Core {
+    /// A core from the configuration, its clock starting at `now`.
+    pub fn new(
+        config: &Config,
+        metrics: ProxyMetrics,
+        observer: Arc<dyn Observer>,
+        now: Instant,
+    ) -> anyhow::Result<Core> {
+        let domains: Vec<String> = config
+            .sip
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        let (adv_host, adv_port) = advertised(config);
+        let secret = match &config.auth.secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => random_bytes(32)?,
+        };
+        let salt = u64::from_le_bytes(
+            random_bytes(8)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("randomness"))?,
+        );
+        let algorithms = config
+            .auth
+            .algorithms
+            .iter()
+            .filter_map(|a| Algorithm::parse(a))
+            .collect();
+        Ok(Core {
+            local: Local {
+                domains,
+                listen: config.sip.listen.clone(),
+                adv_host,
+                adv_port,
+            },
+            outbound: config.proxy.outbound,
+            allow: config.policy.allow.clone(),
+            force_rport: config.sip.force_rport,
+            scanners: Scanners::new(config.policy.scanners.as_deref()),
+            registrar: config.registrar.clone(),
+            timers: Timers::from_config(&config.timers),
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            heap: BinaryHeap::new(),
+            store: Box::new(MemoryStore::default()),
+            auth: Authenticator::new(
+                Users::from_config(&config.auth.users),
+                algorithms,
+                Nonces::new(secret, config.auth.nonce_lifetime),
+            ),
+            metrics,
+            observer,
+            sends: Vec::new(),
+            salt,
+            seq: 0,
+            start: now,
+            unix_at_start: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            last_housekeeping: now,
+        })
+    }
+
+    /// The sends queued since the last call.
+    pub fn take_sends(&mut self) -> Vec<(Destination, Vec<u8>)> {
+        std::mem::take(&mut self.sends)
+    }
+
+    pub(super) fn send(&mut self, dest: Destination, bytes: Vec<u8>) {
+        self.sends.push((dest, bytes));
+    }
+
+    pub(super) fn unix_secs(&self, now: Instant) -> u64 {
+        self.unix_at_start + now.saturating_duration_since(self.start).as_secs()
+    }
+
+    pub(super) fn new_branch(&mut self) -> String {
+        self.seq += 1;
+        format!("{BRANCH_PREFIX}{:x}.{:x}", self.salt, self.seq)
+    }
+
+    pub(super) fn gauges(&self) {
+        let t = &self.metrics.transactions;
+        t.with_label_values(&["server"])
+            .set(self.servers.len() as i64);
+        t.with_label_values(&["client"])
+            .set(self.clients.len() as i64);
+    }
+}
+
+/// `host[:port]` for our Via and Record-Route: `[proxy] advertise`, else the first listen
+/// address, else the first domain.
+fn advertised(config: &Config) -> (String, Option<u16>) {
+    if let Some(a) = &config.proxy.advertise {
+        return match uri::parse_hostport(a) {
+            Ok((_, port)) => {
+                let host = match port {
+                    Some(_) => a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h),
+                    None => a.as_str(),
+                };
+                (host.to_string(), port)
+            }
+            Err(_) => (a.clone(), None),
+        };
+    }
+    match config.sip.listen.first() {
+        Some(l) if !l.ip().is_unspecified() => {
+            let host = match l {
+                SocketAddr::V4(v) => v.ip().to_string(),
+                SocketAddr::V6(v) => format!("[{}]", v.ip()),
+            };
+            (host, Some(l.port()))
+        }
+        l => (
+            config
+                .sip
+                .domains
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "localhost".into()),
+            l.map(SocketAddr::port),
+        ),
+    }
+}
+
+/// Where requests for a binding go: the Contact's address when it is the address the
+/// REGISTER came from (a UA on a public address, maybe registering from another port),
+/// else the REGISTER's source (a UA behind NAT, whose Contact nobody can reach).
+fn binding_destination(b: &registrar::Binding) -> Destination {
+    if let Some(d) = route::resolve(&b.contact, None)
+        && d.addr.ip() == b.source.ip()
+        && d.transport == b.transport
+    {
+        return d;
+    }
+    Destination {
+        addr: b.source,
+        transport: b.transport,
+    }
+}
+
+/// The first value of a header that the message layer does not name.
+fn header<'m>(m: &'m Message<'_>, name: &str) -> Option<&'m str> {
+    m.headers
+        .iter()
+        .find(|h| matches!(h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case(name)))
+        .map(|h| h.value.as_ref())
+}
+
+/// The value of `;name=value` in a header parameter string.
+fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+/// The server transaction key of a request (RFC 3261 17.2.3; the RFC 2543 fallback keys
+/// on Call-ID, CSeq number and From tag).
+fn server_key(m: &Message<'_>, method: &str) -> Option<ServerKey> {
+    let v = via::parse_list(m.get(HeaderName::Via)?).next()?.ok()?;
+    let host = match v.host {
+        Host::Domain(d) => d.to_ascii_lowercase(),
+        h => h.ip().map(|i| i.to_string()).unwrap_or_default(),
+    };
+    let sent_by = format!("{host}:{}", v.port.unwrap_or(5060));
+    let branch = match v.branch {
+        Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
+        _ => {
+            let from_tag = m
+                .get(HeaderName::From)
+                .and_then(|f| name_addr::parse_single(f).ok())
+                .and_then(|a| a.tag)
+                .unwrap_or("");
+            let num = m
+                .get(HeaderName::CSeq)
+                .and_then(scalar::cseq)
+                .map_or(0, |c| c.0);
+            format!(
+                "2543|{}|{num}|{from_tag}",
+                m.get(HeaderName::CallId).unwrap_or("")
+            )
+        }
+    };
+    let method = if method == "ACK" { "INVITE" } else { method };
+    Some(ServerKey {
+        branch,
+        sent_by,
+        method: method.to_string(),
+    })
+}
+
+/// The reply context of a request, owned (it outlives the receive buffer).
+fn owned_ctx(m: &Message<'_>) -> ReplyContext<'static> {
+    let c = ReplyContext::from_message(m);
+    let own = |v: Option<Cow<'_, str>>| v.map(|v| Cow::Owned(v.into_owned()));
+    ReplyContext {
+        vias: c
+            .vias
+            .into_iter()
+            .map(|v| Cow::Owned(v.into_owned()))
+            .collect(),
+        from: own(c.from),
+        to: own(c.to),
+        call_id: own(c.call_id),
+        cseq: own(c.cseq),
+    }
+}
+
+mod request;
+mod response;
+mod timers;
+
+#[cfg(test)]
+mod tests;

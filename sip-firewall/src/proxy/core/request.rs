@@ -1,0 +1,596 @@
+//! Requests: scanners, ACK and retransmission matching, CANCEL, routing and policy,
+//! REGISTER, digest challenges, and forwarding to the branches.
+
+use super::*;
+
+impl Core {
+    /// A request that passed the message layer.
+    pub fn request(&mut self, m: &Message<'_>, ctx: &Context, now: Instant) -> Action {
+        let StartLine::Request { method, .. } = m.start else {
+            return Action::Absorb;
+        };
+        if let Some(ua) = header(m, "User-Agent")
+            && let Some(hit) = self.scanners.matches(ua)
+        {
+            debug!(source = %ctx.source, user_agent = ua, hit, "scanner dropped");
+            self.metrics.scanners.inc();
+            self.observer.scanner(ctx.source, ua);
+            return Action::Drop { reason: "scanner" };
+        }
+        let Some(key) = server_key(m, method) else {
+            return Action::Drop { reason: "no_via" };
+        };
+        if method == "ACK" {
+            if let Some(e) = self.servers.get_mut(&key)
+                && e.txn.on_ack(now, &self.timers)
+            {
+                // The ACK of our (or a relayed) non-2xx final: hop by hop, ends here.
+                self.schedule(TimerKey::Server(key));
+                return Action::Absorb;
+            }
+            return self.ack_2xx(m, ctx);
+        }
+        if let Some(e) = self.servers.get(&key) {
+            self.metrics
+                .retransmissions
+                .with_label_values(&["absorbed"])
+                .inc();
+            if let Some(b) = e.txn.on_retransmission() {
+                // To where this copy came from: over TCP that is the connection it came on,
+                // which may be a new one.
+                let dest = self.response_destination(m, ctx);
+                self.send(dest, b);
+            }
+            return Action::Absorb;
+        }
+        self.open_server(&key, m, ctx, now);
+        if method == "INVITE" {
+            // RFC 3261 16.2: a stateful proxy answers INVITE with 100 at once, which stops
+            // the UAC's retransmissions while the branches ring.
+            self.reply(&key, &answer(100, "Trying"), now);
+        }
+        let result = if method == "CANCEL" {
+            self.cancel(&key, now)
+        } else {
+            self.route_request(&key, m, ctx, method, now)
+        };
+        if let Err(l) = result {
+            if let Some(e) = self.servers.get_mut(&key) {
+                e.txn.local();
+            }
+            self.reply(&key, &l, now);
+        }
+        self.gauges();
+        Action::Absorb
+    }
+
+    pub(super) fn open_server(
+        &mut self,
+        key: &ServerKey,
+        m: &Message<'_>,
+        ctx: &Context,
+        now: Instant,
+    ) {
+        let rctx = owned_ctx(m);
+        let dest = self.response_destination(m, ctx);
+        let kind = if key.method == "INVITE" {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
+        self.servers.insert(
+            key.clone(),
+            ServerEntry {
+                txn: ServerTxn::new(kind, ctx.transport == Transport::Stream),
+                dest,
+                rctx,
+                source: ctx.source,
+                fork: None,
+            },
+        );
+        let _ = now;
+    }
+
+    /// Where responses to a request go (RFC 3261 18.2.2, RFC 3581): back on the connection
+    /// over TCP; over UDP to the source address, at the source port when rport applies.
+    pub(super) fn response_destination(&self, m: &Message<'_>, ctx: &Context) -> Destination {
+        match ctx.transport {
+            Transport::Datagram => Destination {
+                addr: reply::udp_destination(
+                    &ReplyContext::from_message(m),
+                    ctx.source,
+                    self.force_rport,
+                ),
+                transport: Transport::Datagram,
+            },
+            Transport::Stream => Destination {
+                addr: ctx.source,
+                transport: Transport::Stream,
+            },
+        }
+    }
+
+    /// Answer within the server transaction `key`.
+    pub(super) fn reply(&mut self, key: &ServerKey, l: &LocalReply, now: Instant) {
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
+        let bytes = reply::build(
+            &e.rctx,
+            &Reply {
+                code: l.code,
+                phrase: l.phrase,
+                extra: &l.extra,
+                server: SERVER,
+            },
+            e.source,
+        );
+        if let Some(b) = e.txn.respond(l.code, bytes, now, &self.timers) {
+            let dest = e.dest;
+            self.send(dest, b);
+            self.metrics
+                .local_replies
+                .with_label_values(&[&l.code.to_string()])
+                .inc();
+        }
+        self.schedule(TimerKey::Server(key.clone()));
+    }
+
+    /// Relay a response from downstream within the server transaction `key`.
+    pub(super) fn relay(&mut self, key: &ServerKey, code: u16, resp: &SipMsg, now: Instant) {
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
+        if let Some(b) = e.txn.respond(code, resp.to_bytes(), now, &self.timers) {
+            let dest = e.dest;
+            self.send(dest, b);
+            self.metrics
+                .forwarded
+                .with_label_values(&["response"])
+                .inc();
+        }
+        self.schedule(TimerKey::Server(key.clone()));
+    }
+
+    /// CANCEL (RFC 3261 16.10): 200 to it, CANCEL every branch of the INVITE; 481 when no
+    /// INVITE transaction matches.
+    pub(super) fn cancel(&mut self, key: &ServerKey, now: Instant) -> Result<(), LocalReply> {
+        let ikey = ServerKey {
+            method: "INVITE".into(),
+            ..key.clone()
+        };
+        let Some(inv) = self.servers.get_mut(&ikey) else {
+            return Err(answer(481, "Call/Transaction Does Not Exist"));
+        };
+        let pending = !inv.txn.is_final();
+        if let Some(f) = inv.fork.as_mut()
+            && pending
+        {
+            f.cancelled = true;
+        }
+        if let Some(e) = self.servers.get_mut(key) {
+            e.txn.local();
+        }
+        self.reply(key, &answer(200, "OK"), now);
+        if pending {
+            self.cancel_branches(&ikey, None, now);
+            self.maybe_finish(&ikey, now);
+        }
+        Ok(())
+    }
+
+    /// Decide where a new request goes, or the answer.
+    pub(super) fn route_request(
+        &mut self,
+        key: &ServerKey,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let mut msg = SipMsg::from_parsed(m);
+        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
+        let trusted = in_any(&self.allow, ctx.source.ip());
+        let in_dialog = m
+            .get(HeaderName::To)
+            .and_then(|t| name_addr::parse_single(t).ok())
+            .is_some_and(|a| a.tag.is_some());
+        let routed = route::pop_our_routes(&mut msg, &self.local);
+
+        if in_dialog {
+            // Only what our Record-Route brings back is relayed (loose routing).
+            if !routed {
+                return Err(answer(404, "Not Here"));
+            }
+            let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
+            return self.forward(key, msg, vec![(None, dest)], method, now);
+        }
+
+        // Initial request. A preloaded route from outside is not honoured: it would let
+        // anyone steer us anywhere.
+        if !trusted {
+            msg.remove(HeaderName::Route);
+        } else if !route::routes(&msg).is_empty() {
+            let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
+            forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
+            if forward::creates_dialog(method) {
+                forward::record_route(&mut msg, &self.local.hostport(), dest.transport);
+            }
+            return self.forward(key, msg, vec![(None, dest)], method, now);
+        }
+
+        let ruri_text = msg.request_uri().unwrap_or("").to_string();
+        let ruri = match uri::parse(&ruri_text) {
+            Ok(Uri::Sip(u)) => Some(u),
+            _ => None,
+        };
+        let local_domain = ruri.as_ref().and_then(|u| self.local.domain_of(u));
+        let target = if local_domain.is_some() {
+            Target::Local
+        } else {
+            Target::Foreign
+        };
+
+        if method == "REGISTER" {
+            return match (&ruri, &local_domain) {
+                (Some(_), Some(_)) => self.register(key, m, ctx, trusted, &ruri_text, now),
+                _ => Err(answer(403, "Not Our Domain")),
+            };
+        }
+        if let (Some(u), Some(_)) = (&ruri, &local_domain)
+            && u.user.is_none()
+        {
+            // Addressed to the proxy itself: OPTIONS is a keep-alive ping.
+            return Err(if method == "OPTIONS" {
+                LocalReply {
+                    code: 200,
+                    phrase: "OK",
+                    extra: vec![ALLOW.into()],
+                }
+            } else {
+                answer(404, "Not Found")
+            });
+        }
+
+        // Who is asking: a trusted peer, one of our users (then prove it), or an outsider.
+        let from = m
+            .get(HeaderName::From)
+            .and_then(|f| name_addr::parse_single(f).ok());
+        let (from_user, from_domain) = match from.as_ref().map(|a| a.uri) {
+            Some(Uri::Sip(u)) => (
+                u.user.map(str::to_string),
+                match u.host {
+                    Host::Domain(d) if self.local.is_our_domain(d) => {
+                        Some(d.trim_end_matches('.').to_ascii_lowercase())
+                    }
+                    _ => None,
+                },
+            ),
+            _ => (None, None),
+        };
+        let sender = if trusted {
+            Sender::Trusted
+        } else if let Some(realm) = &from_domain {
+            let user = from_user.clone().unwrap_or_default();
+            self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
+            Sender::LocalUser
+        } else {
+            Sender::Outsider
+        };
+        if !relay::may_relay(sender, target) {
+            return Err(answer(403, "Relaying Forbidden"));
+        }
+        forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
+
+        let targets = match (&ruri, &local_domain) {
+            (Some(u), Some(domain)) => {
+                let user = u.user.unwrap_or_default();
+                let aor = format!("{user}@{domain}");
+                let bindings = self.store.lookup(&aor, now);
+                if bindings.is_empty() {
+                    return Err(if self.auth.users().exists(user, domain) {
+                        answer(480, "Temporarily Unavailable")
+                    } else {
+                        answer(404, "Not Found")
+                    });
+                }
+                bindings
+                    .into_iter()
+                    .map(|b| {
+                        let dest = binding_destination(&b);
+                        (Some(b.contact), dest)
+                    })
+                    .collect()
+            }
+            _ => {
+                let dest = match self.outbound {
+                    Some(addr) => Destination {
+                        addr,
+                        transport: Transport::Datagram,
+                    },
+                    None => route::resolve(&ruri_text, None)
+                        .ok_or(answer(404, "No Route To Destination"))?,
+                };
+                vec![(None, dest)]
+            }
+        };
+        if forward::creates_dialog(method) {
+            let t = match &targets[..] {
+                [(_, d)] => d.transport,
+                _ => Transport::Datagram,
+            };
+            forward::record_route(&mut msg, &self.local.hostport(), t);
+        }
+        self.forward(key, msg, targets, method, now)
+    }
+
+    /// Digest authentication. Ok: the user; Err: the challenge or refusal to answer with.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn authenticate(
+        &mut self,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        ruri: &str,
+        realm: &str,
+        must_be: &[&str],
+        proxy: bool,
+        now: Instant,
+    ) -> Result<String, LocalReply> {
+        let (cred_header, chal_header) = if proxy {
+            ("Proxy-Authorization", "Proxy-Authenticate")
+        } else {
+            ("Authorization", "WWW-Authenticate")
+        };
+        let values: Vec<&str> = m
+            .headers
+            .iter()
+            .filter(
+                |h| matches!(h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case(cred_header)),
+            )
+            .map(|h| h.value.as_ref())
+            .collect();
+        let secs = self.unix_secs(now);
+        let local = &self.local;
+        let names_us = |u: &str| matches!(uri::parse(u), Ok(Uri::Sip(s)) if local.is_us(&s));
+        let req = auth::Request {
+            method,
+            uri: ruri,
+            uri_also_ok: &names_us,
+            realm,
+            must_be,
+        };
+        let challenge = |core: &Core, stale: bool| LocalReply {
+            code: if proxy { 407 } else { 401 },
+            phrase: if proxy {
+                "Proxy Authentication Required"
+            } else {
+                "Unauthorized"
+            },
+            extra: core
+                .auth
+                .challenges(realm, stale, secs)
+                .into_iter()
+                .map(|c| format!("{chal_header}: {c}"))
+                .collect(),
+        };
+        match self.auth.verify(&values, &req, secs) {
+            Outcome::Authenticated { user } => {
+                self.metrics.auth.with_label_values(&["success"]).inc();
+                Ok(user)
+            }
+            Outcome::Challenge { stale, failure } => {
+                let label = match failure {
+                    Some(f) => {
+                        debug!(source = %ctx.source, reason = f, "authentication failed");
+                        self.observer
+                            .auth_failure(ctx.source, must_be.first().copied(), f);
+                        f
+                    }
+                    None if stale => "stale",
+                    None => "challenge",
+                };
+                self.metrics.auth.with_label_values(&[label]).inc();
+                Err(challenge(self, stale))
+            }
+            Outcome::Forbidden { reason } => {
+                self.metrics.auth.with_label_values(&[reason]).inc();
+                self.observer
+                    .auth_failure(ctx.source, must_be.first().copied(), reason);
+                Err(answer(403, "Forbidden"))
+            }
+        }
+    }
+
+    /// REGISTER for one of our domains (RFC 3261 10.3).
+    pub(super) fn register(
+        &mut self,
+        key: &ServerKey,
+        m: &Message<'_>,
+        ctx: &Context,
+        trusted: bool,
+        ruri: &str,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let user_of = |h| {
+            m.get(h)
+                .and_then(|v| name_addr::parse_single(v).ok())
+                .and_then(|a| match a.uri {
+                    Uri::Sip(u) => Some((u.user?.to_string(), u.host)),
+                    _ => None,
+                })
+        };
+        // A To that names no SIP user is not an address of record of ours.
+        let (to_user, to_host) = user_of(HeaderName::To).ok_or(answer(403, "Not Our User"))?;
+        let to_uri = SipUri {
+            secure: false,
+            user: Some(&to_user),
+            password: None,
+            host: to_host,
+            port: None,
+            params: "",
+            headers: None,
+        };
+        let domain = self
+            .local
+            .domain_of(&to_uri)
+            .ok_or(answer(403, "Not Our Domain"))?;
+        let from_user = user_of(HeaderName::From).map(|u| u.0).unwrap_or_default();
+        if !trusted {
+            self.authenticate(
+                m,
+                ctx,
+                "REGISTER",
+                ruri,
+                &domain,
+                &[&from_user, &to_user],
+                false,
+                now,
+            )?;
+        }
+        let mut contacts = Vec::new();
+        let mut star = false;
+        for v in m.all(HeaderName::Contact) {
+            let r = name_addr::parse_contact(v, |a| {
+                contacts.push(ContactParam {
+                    uri: a.uri_text.to_string(),
+                    expires: param(a.params, "expires").and_then(scalar::expires),
+                })
+            });
+            match r {
+                Ok(true) => star = true,
+                Ok(false) => {}
+                Err(_) => return Err(answer(400, "Bad Contact")),
+            }
+        }
+        let req = Register {
+            aor: format!("{to_user}@{domain}"),
+            contacts,
+            star,
+            expires: m.get(HeaderName::Expires).and_then(scalar::expires),
+            call_id: m.get(HeaderName::CallId).unwrap_or("").to_string(),
+            cseq: m
+                .get(HeaderName::CSeq)
+                .and_then(scalar::cseq)
+                .map_or(0, |c| c.0),
+            source: ctx.source,
+            transport: ctx.transport,
+        };
+        let result = registrar::register(&self.registrar, self.store.as_mut(), &req, now);
+        self.metrics.bindings.set(self.store.len() as i64);
+        let l = match result {
+            Ok(bindings) => LocalReply {
+                code: 200,
+                phrase: "OK",
+                extra: registrar::contact_lines(&bindings, now),
+            },
+            Err(e) => {
+                let (code, phrase, extra) = e.answer();
+                LocalReply {
+                    code,
+                    phrase,
+                    extra,
+                }
+            }
+        };
+        if let Some(e) = self.servers.get_mut(key) {
+            e.txn.local();
+        }
+        self.reply(key, &l, now);
+        Ok(())
+    }
+
+    /// Forward `msg` to every target (Request-URI, destination): one client transaction per
+    /// branch, under the response context of the server transaction `key`.
+    pub(super) fn forward(
+        &mut self,
+        key: &ServerKey,
+        mut msg: SipMsg,
+        targets: Vec<(Option<String>, Destination)>,
+        method: &str,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        if forward::decrement_max_forwards(&mut msg).is_err() {
+            return Err(answer(483, "Too Many Hops"));
+        }
+        let kind = if method == "INVITE" {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
+        let mut fork = Fork::default();
+        for (i, (ruri, dest)) in targets.into_iter().enumerate() {
+            let mut b = msg.clone();
+            if let Some(u) = ruri {
+                b.set_request_uri(&u);
+            }
+            let branch = self.new_branch();
+            forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
+            let bytes = b.to_bytes();
+            let reliable = dest.transport == Transport::Stream;
+            let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
+            self.send(dest, bytes);
+            self.metrics.forwarded.with_label_values(&["request"]).inc();
+            self.observer.client_transaction_created(&branch, dest);
+            let cancel = (kind == Kind::Invite).then(|| (forward::cancel_for(&b).to_bytes(), dest));
+            let ckey = ClientKey {
+                branch: branch.clone(),
+                method: method.to_string(),
+            };
+            self.clients.insert(
+                ckey.clone(),
+                ClientEntry {
+                    txn,
+                    req: b,
+                    dest,
+                    server: Some((key.clone(), i)),
+                },
+            );
+            self.schedule(TimerKey::Client(ckey));
+            fork.branches.push(Branch {
+                branch,
+                state: BranchState::Pending,
+                timer_c: (kind == Kind::Invite).then(|| now + self.timers.c),
+                cancel,
+                cancel_pending: false,
+                cancelled: false,
+            });
+        }
+        if let Some(e) = self.servers.get_mut(key) {
+            e.fork = Some(fork);
+        }
+        self.schedule(TimerKey::Server(key.clone()));
+        Ok(())
+    }
+
+    /// An ACK that matches no server transaction: the ACK of a 2xx, its own transaction,
+    /// relayed statelessly along the route our Record-Route set up (RFC 3261 16.6, 13.2.2.4).
+    pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context) -> Action {
+        let mut msg = SipMsg::from_parsed(m);
+        if !route::pop_our_routes(&mut msg, &self.local) {
+            return Action::Drop {
+                reason: "ack_no_route",
+            };
+        }
+        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
+        let Some(dest) = route::next_hop(&msg, self.outbound) else {
+            return Action::Drop {
+                reason: "ack_no_route",
+            };
+        };
+        if forward::decrement_max_forwards(&mut msg).is_err() {
+            return Action::Drop {
+                reason: "too_many_hops",
+            };
+        }
+        // The same branch for retransmissions of the same ACK: derived from theirs.
+        let mut h = std::hash::DefaultHasher::new();
+        msg.top_via().unwrap_or("").hash(&mut h);
+        self.salt.hash(&mut h);
+        let branch = format!("{BRANCH_PREFIX}a{:x}", h.finish());
+        forward::add_via(&mut msg, dest.transport, &self.local.hostport(), &branch);
+        self.send(dest, msg.to_bytes());
+        self.metrics.forwarded.with_label_values(&["ack"]).inc();
+        Action::Absorb
+    }
+}

@@ -1,0 +1,223 @@
+//! Responses: matched to their client transaction (strays dropped), then the response
+//! context of RFC 3261 16.7: relay provisionals and 2xx, keep the best final, CANCEL the
+//! other branches.
+
+use super::*;
+
+impl Core {
+    /// A response that passed the message layer: only within its client transaction.
+    pub fn response(&mut self, m: &Message<'_>, _ctx: &Context, now: Instant) -> Action {
+        let StartLine::Response { code, .. } = m.start else {
+            return Action::Absorb;
+        };
+        let branch = m
+            .get(HeaderName::Via)
+            .and_then(|v| via::parse_list(v).next())
+            .and_then(Result::ok)
+            .and_then(|v| v.branch);
+        let method = m.get(HeaderName::CSeq).and_then(scalar::cseq).map(|c| c.1);
+        let (Some(branch), Some(method)) = (branch, method) else {
+            return self.stray();
+        };
+        if !branch.starts_with(BRANCH_PREFIX) {
+            return self.stray();
+        }
+        let ckey = ClientKey {
+            branch: branch.to_string(),
+            method: method.to_string(),
+        };
+        let timers = self.timers;
+        let Some(e) = self.clients.get_mut(&ckey) else {
+            return self.stray();
+        };
+        let to = m.get(HeaderName::To);
+        let req = &e.req;
+        let out = e
+            .txn
+            .on_response(code, now, &timers, || forward::ack_for(req, to).to_bytes());
+        let dest = e.dest;
+        let server = e.server.clone();
+        if let Some(ack) = out.send {
+            self.send(dest, ack);
+        }
+        self.schedule(TimerKey::Client(ckey));
+        if !out.pass_up {
+            self.metrics
+                .retransmissions
+                .with_label_values(&["absorbed"])
+                .inc();
+            return Action::Absorb;
+        }
+        if let Some((skey, idx)) = server {
+            let mut resp = SipMsg::from_parsed(m);
+            resp.pop_via();
+            self.branch_response(&skey, idx, code, Some(resp), now);
+        }
+        self.gauges();
+        Action::Absorb
+    }
+
+    pub(super) fn stray(&mut self) -> Action {
+        self.metrics.stray.inc();
+        Action::Drop {
+            reason: crate::metrics::DROP_STRAY_RESPONSE,
+        }
+    }
+
+    /// A response (None: a timeout, as 408) on branch `idx` of the server transaction `skey`.
+    pub(super) fn branch_response(
+        &mut self,
+        skey: &ServerKey,
+        idx: usize,
+        code: u16,
+        mut resp: Option<SipMsg>,
+        now: Instant,
+    ) {
+        let invite = skey.method == "INVITE";
+        let timer_c = self.timers.c;
+        let Some(fork) = self.servers.get_mut(skey).and_then(|e| e.fork.as_mut()) else {
+            return;
+        };
+        let final_sent = fork.final_sent;
+        let Some(b) = fork.branches.get_mut(idx) else {
+            return;
+        };
+        // What to do once the borrow of the fork ends.
+        let (cancel_this, relay_it, cancel_others) = if b.state == BranchState::Done {
+            // A 2xx retransmission (or a 2xx on a branch already given up): relay 2xx only,
+            // so the UAC's dialog gets it (RFC 6026).
+            (false, (200..300).contains(&code), false)
+        } else {
+            match code {
+                100..=199 => {
+                    b.state = BranchState::Provisional;
+                    if code > 100 && !b.cancelled {
+                        // RFC 3261 16.7 step 2: a provisional resets Timer C.
+                        b.timer_c = Some(now + timer_c);
+                    }
+                    (
+                        b.cancel_pending && !b.cancelled,
+                        code > 100 && !final_sent,
+                        false,
+                    )
+                }
+                200..=299 => {
+                    b.state = BranchState::Done;
+                    fork.final_sent = true;
+                    // RFC 3261 16.7 step 10: CANCEL the other branches.
+                    (false, true, invite)
+                }
+                _ => {
+                    b.state = BranchState::Done;
+                    fork.offer(code, resp.take());
+                    (false, false, invite && code >= 600)
+                }
+            }
+        };
+        if cancel_this {
+            self.cancel_branch(skey, idx, now);
+        }
+        if relay_it && let Some(r) = &resp {
+            self.relay(skey, code, r, now);
+        }
+        if cancel_others {
+            self.cancel_branches(skey, Some(idx), now);
+        }
+        self.maybe_finish(skey, now);
+    }
+
+    /// Every branch is done and nothing final went up yet: send the best response (16.7).
+    pub(super) fn maybe_finish(&mut self, skey: &ServerKey, now: Instant) {
+        let Some(fork) = self.servers.get_mut(skey).and_then(|e| e.fork.as_mut()) else {
+            return;
+        };
+        if fork.final_sent || !fork.all_done() {
+            return;
+        }
+        fork.final_sent = true;
+        let cancelled = fork.cancelled;
+        match fork.take_best() {
+            Some((code, Some(mut resp))) if !(cancelled && code == 408) => {
+                // RFC 3261 16.7 step 6: a 503 becomes 500 (the UAC must not retry us
+                // elsewhere because one downstream server is busy).
+                let code = if code == 503 {
+                    resp.start = "SIP/2.0 500 Server Error".into();
+                    500
+                } else {
+                    code
+                };
+                self.relay(skey, code, &resp, now);
+            }
+            _ if cancelled => self.reply(skey, &answer(487, "Request Terminated"), now),
+            _ => self.reply(skey, &answer(408, "Request Timeout"), now),
+        }
+    }
+
+    /// CANCEL every unfinished branch but `except`: now when it rang, later when it did not
+    /// answer yet (RFC 3261 9.1 forbids a CANCEL before a provisional).
+    pub(super) fn cancel_branches(
+        &mut self,
+        skey: &ServerKey,
+        except: Option<usize>,
+        now: Instant,
+    ) {
+        let Some(fork) = self.servers.get_mut(skey).and_then(|e| e.fork.as_mut()) else {
+            return;
+        };
+        let mut now_list = Vec::new();
+        for (i, b) in fork.branches.iter_mut().enumerate() {
+            if Some(i) == except || b.state == BranchState::Done || b.cancelled {
+                continue;
+            }
+            match b.state {
+                BranchState::Provisional => now_list.push(i),
+                _ => b.cancel_pending = true,
+            }
+        }
+        for i in now_list {
+            self.cancel_branch(skey, i, now);
+        }
+    }
+
+    /// Send the CANCEL of branch `idx` (a client transaction of its own).
+    pub(super) fn cancel_branch(&mut self, skey: &ServerKey, idx: usize, now: Instant) {
+        let give_up = now + self.timers.b;
+        let Some(b) = self
+            .servers
+            .get_mut(skey)
+            .and_then(|e| e.fork.as_mut())
+            .and_then(|f| f.branches.get_mut(idx))
+        else {
+            return;
+        };
+        let Some((bytes, dest)) = b.cancel.clone() else {
+            return;
+        };
+        b.cancelled = true;
+        b.cancel_pending = false;
+        // After a CANCEL, wait for the 487 at most 64*T1, then give the branch up.
+        b.timer_c = Some(give_up);
+        let ckey = ClientKey {
+            branch: b.branch.clone(),
+            method: "CANCEL".into(),
+        };
+        let txn = ClientTxn::new(
+            Kind::NonInvite,
+            dest.transport == Transport::Stream,
+            bytes.clone(),
+            now,
+            &self.timers,
+        );
+        self.send(dest, bytes);
+        self.clients.insert(
+            ckey.clone(),
+            ClientEntry {
+                txn,
+                req: SipMsg::request("CANCEL", "sip:invalid"),
+                dest,
+                server: None,
+            },
+        );
+        self.schedule(TimerKey::Client(ckey));
+    }
+}

@@ -1,0 +1,154 @@
+//! Timers: one heap of deadlines for every transaction (stale entries skipped), Timer C
+//! of the branches, and the periodic expiry of bindings and nonce-counts.
+
+use super::*;
+
+impl Core {
+    pub(super) fn deadline(&self, k: &TimerKey) -> Option<Instant> {
+        match k {
+            TimerKey::Server(s) => {
+                let e = self.servers.get(s)?;
+                let c = e.fork.as_ref().and_then(Fork::next_timer);
+                match (e.txn.deadline(), c) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            TimerKey::Client(c) => self.clients.get(c)?.txn.deadline(),
+        }
+    }
+
+    pub(super) fn schedule(&mut self, k: TimerKey) {
+        if let Some(d) = self.deadline(&k) {
+            self.heap.push(Reverse((d, k)));
+        }
+    }
+
+    /// Run every timer due at `now`, and the periodic housekeeping.
+    pub fn tick(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.heap.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, k))) = self.heap.pop() else {
+                break;
+            };
+            // Stale entries (the deadline moved) are skipped; the new one is queued too.
+            if self.deadline(&k) != Some(at) {
+                continue;
+            }
+            match k {
+                TimerKey::Server(s) => self.server_timer(s, now),
+                TimerKey::Client(c) => self.client_timer(c, now),
+            }
+        }
+        if now.saturating_duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
+            self.last_housekeeping = now;
+            self.store.expire(now);
+            self.metrics.bindings.set(self.store.len() as i64);
+            let secs = self.unix_secs(now);
+            self.auth.expire(secs);
+        }
+        self.gauges();
+    }
+
+    pub(super) fn server_timer(&mut self, key: ServerKey, now: Instant) {
+        // Timer C of the branches first: it may produce the final response.
+        let due: Vec<(usize, bool, BranchState, String)> = self
+            .servers
+            .get(&key)
+            .and_then(|e| e.fork.as_ref())
+            .map(|f| {
+                f.branches
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| {
+                        b.state != BranchState::Done && b.timer_c.is_some_and(|t| t <= now)
+                    })
+                    .map(|(i, b)| (i, b.cancelled, b.state, b.branch.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (i, cancelled, state, branch) in due {
+            if !cancelled && state == BranchState::Provisional {
+                self.cancel_branch(&key, i, now);
+            } else {
+                // No answer at all, or none after our CANCEL: give the branch up as 408.
+                self.remove_client(&ClientKey {
+                    branch,
+                    method: key.method.clone(),
+                });
+                self.branch_response(&key, i, 408, None, now);
+            }
+        }
+        let timers = self.timers;
+        let Some(e) = self.servers.get_mut(&key) else {
+            return;
+        };
+        if e.txn.deadline().is_some_and(|d| d <= now)
+            && let server::TimerOut::Resend(b) = e.txn.on_timer(now, &timers)
+        {
+            let dest = e.dest;
+            self.send(dest, b);
+            self.metrics
+                .retransmissions
+                .with_label_values(&["sent"])
+                .inc();
+        }
+        let Some(e) = self.servers.get(&key) else {
+            return;
+        };
+        if e.txn.is_terminated() {
+            self.servers.remove(&key);
+        } else {
+            self.schedule(TimerKey::Server(key));
+        }
+    }
+
+    pub(super) fn client_timer(&mut self, key: ClientKey, now: Instant) {
+        let timers = self.timers;
+        let Some(e) = self.clients.get_mut(&key) else {
+            return;
+        };
+        let out = e.txn.on_timer(now, &timers);
+        let dest = e.dest;
+        let server = e.server.clone();
+        match out {
+            client::TimerOut::Resend(b) => {
+                self.send(dest, b);
+                self.metrics
+                    .retransmissions
+                    .with_label_values(&["sent"])
+                    .inc();
+            }
+            client::TimerOut::Timeout => {
+                if let Some((skey, idx)) = server {
+                    self.branch_response(&skey, idx, 408, None, now);
+                }
+            }
+            client::TimerOut::Nothing => {}
+        }
+        if self
+            .clients
+            .get(&key)
+            .is_some_and(|e| e.txn.is_terminated())
+        {
+            self.remove_client(&key);
+        } else {
+            self.schedule(TimerKey::Client(key));
+        }
+    }
+
+    pub(super) fn remove_client(&mut self, key: &ClientKey) {
+        if let Some(e) = self.clients.remove(key) {
+            self.observer
+                .client_transaction_terminated(&key.branch, e.dest);
+        }
+    }
+
+    /// Transactions alive (server, client): for tests and the gauges.
+    #[cfg(test)]
+    pub fn active(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+}
