@@ -64,10 +64,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_listener = admin::server::bind(&config.admin.socket)?;
 
     let mut fast_path = if config.xdp.mode == XdpMode::Off {
-        warn!("XDP fast path off (--xdp-mode off): every check runs in user space");
+        warn!(
+            "XDP fast path off (--xdp-mode off): allow/deny lists, bans, the flood limit and payload checks run in user space"
+        );
         None
     } else if config.xdp.interfaces.is_empty() {
-        warn!("no interface to attach XDP to (--iface): every check runs in user space");
+        warn!(
+            "no interface to attach XDP to (--iface): allow/deny lists, bans, the flood limit and payload checks run in user space"
+        );
         None
     } else {
         Some(load_fast_path(&config)?)
@@ -126,11 +130,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         learner,
         &metrics,
     )));
-    if !lock(&enforcer)?.has_fast_path() {
-        warn!(
-            "no XDP fast path: allow/deny lists, bans, the flood limit and payload checks run in user space"
-        );
-    }
     let rx = shutdown_rx.clone();
     tasks.spawn(async move {
         proxy.run_timers(rx).await;

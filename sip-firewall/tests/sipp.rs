@@ -109,6 +109,11 @@ fn start() -> Daemon {
             "--metrics-listen",
             &metrics.to_string(),
         ])
+        // Its own state and admin socket: nothing shared with another daemon.
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--admin-socket")
+        .arg(dir.join("admin.sock"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

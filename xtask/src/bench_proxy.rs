@@ -31,6 +31,12 @@ domains = ["example.com"]
 [auth]
 algorithms = ["MD5"]
 users = [{ user = "bob", domain = "example.com", password = "bench" }]
+# One loopback source sends every call: the per-source flood limit and request rate would
+# ban it, and they are not what this benchmark measures.
+[xdp]
+flood_rate = 0
+[bans]
+request_limit = 0
 "#;
 
 fn free_port() -> anyhow::Result<u16> {
@@ -91,6 +97,10 @@ pub fn run_bench() -> anyhow::Result<()> {
             .args(["run", "--xdp-mode", "off", "--config"])
             .arg(&cfg)
             .args(["--sip-listen", &sip, "--metrics-listen", &metrics])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--admin-socket")
+            .arg(dir.join("admin.sock"))
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()

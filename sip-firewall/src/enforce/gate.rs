@@ -1,5 +1,6 @@
 //! The user-space gate in front of the message layer: the same policy as the XDP program
-//! when the program is not attached (one policy, two places), and the per-source request
+//! when the program is not attached (one policy, two places: allow and deny lists, bans, the
+//! flood limit; the payload checks are the message layer's own), and the per-source request
 //! rate always (XDP cannot see messages inside TCP, and counts packets, not requests).
 
 use std::{
@@ -10,11 +11,7 @@ use std::{
 };
 
 use prometheus::{IntCounterVec, Opts};
-use sip_firewall_common::{
-    Reason, XdpConfig,
-    addr::flood_group,
-    payload::{PayloadClass, classify},
-};
+use sip_firewall_common::{Reason, XdpConfig, addr::flood_group};
 use sip_firewall_sip::Transport;
 
 use super::{
@@ -66,11 +63,11 @@ impl UserGate {
             enforcer,
             learner,
             fast_path,
-            xdp: XdpConfig {
-                max_payload: x.max_payload,
-                ..Default::default()
-            }
-            .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64),
+            xdp: XdpConfig::default().with_flood(
+                x.flood_rate,
+                x.flood_burst,
+                x.ban_time.as_nanos() as u64,
+            ),
             bans: config.bans.clone(),
             flood: Mutex::new(HashMap::new()),
             requests: Mutex::new(Window::default()),
@@ -127,18 +124,13 @@ impl Gate for UserGate {
                 Some(Reason::Banned) => return self.drop_for("banned"),
                 _ => {}
             }
-            // Everything here arrived on our SIP listeners: the XDP checks of the SIP ports.
-            if transport == Transport::Datagram {
-                if self.over_flood_limit(ip) {
-                    self.learner.report(Event::Flood(ip));
-                    return self.drop_for("flood");
-                }
-                if self.xdp.max_payload != 0 && bytes.len() > self.xdp.max_payload as usize {
-                    return self.drop_for("oversize");
-                }
-                if classify(bytes) == PayloadClass::Malformed {
-                    return self.drop_for("malformed");
-                }
+            // Everything here arrived on our SIP listeners: the XDP flood limit of the SIP
+            // ports. (No payload drops: in user space the message layer is the payload check,
+            // and it answers what it refuses with the code RFC 3261 wants, 400, 505, 513...,
+            // where XDP can only drop; non-SIP junk it drops and counts.)
+            if transport == Transport::Datagram && self.over_flood_limit(ip) {
+                self.learner.report(Event::Flood(ip));
+                return self.drop_for("flood");
             }
         }
         // Requests per source per window, on every transport (pike's job for streams).
