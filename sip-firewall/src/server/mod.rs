@@ -127,6 +127,9 @@ impl SipServer {
     }
 
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        self.shared
+            .outbound
+            .enable_connect(Arc::downgrade(&self.shared), shutdown.clone());
         let mut tasks = tokio::task::JoinSet::new();
         for u in self.udp {
             tasks.spawn(udp::serve(u, self.shared.clone(), shutdown.clone()));

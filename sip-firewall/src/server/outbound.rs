@@ -1,25 +1,44 @@
 //! The [`Outbound`] the server gives its handler: UDP from the listening sockets (so replies
-//! and forwarded requests leave from the address peers know), TCP over connections peers
-//! opened to us.
+//! and forwarded requests leave from the address peers know), TCP over the connection with
+//! the peer, which we open when there is none.
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock, Weak},
+    time::Duration,
 };
 
 use sip_firewall_sip::Transport;
-use tokio::{net::UdpSocket, sync::mpsc};
+use tokio::{
+    net::{TcpStream, UdpSocket},
+    sync::{mpsc, watch},
+};
+use tracing::debug;
 
-use super::core::{Destination, Outbound};
+use super::{
+    Shared,
+    core::{Destination, Outbound},
+};
 
 /// How many messages may wait for one TCP connection's writer.
 pub(crate) const TCP_QUEUE: usize = 256;
+
+/// How long opening a connection may take; its messages are lost after that (the client
+/// transaction's timers decide what happens next).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What opening connections needs, known once the server runs.
+struct Connector {
+    shared: Weak<Shared>,
+    shutdown: watch::Receiver<bool>,
+}
 
 /// Sockets and open connections.
 pub(crate) struct SocketOutbound {
     udp: Vec<Arc<UdpSocket>>,
     tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    connector: OnceLock<Connector>,
 }
 
 impl SocketOutbound {
@@ -27,7 +46,47 @@ impl SocketOutbound {
         SocketOutbound {
             udp,
             tcp: Mutex::new(HashMap::new()),
+            connector: OnceLock::new(),
         }
+    }
+
+    /// Allow opening TCP connections to peers we have none with (from `run`).
+    pub(crate) fn enable_connect(&self, shared: Weak<Shared>, shutdown: watch::Receiver<bool>) {
+        let _ = self.connector.set(Connector { shared, shutdown });
+    }
+
+    /// Open a connection to `addr` for `bytes`: registered at once, so what the core sends
+    /// meanwhile queues behind them; served like an accepted one once connected.
+    fn connect(&self, addr: SocketAddr, bytes: &[u8]) -> bool {
+        let Some(c) = self.connector.get() else {
+            return false;
+        };
+        let (Some(shared), Ok(rt)) = (c.shared.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return false;
+        };
+        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        if tx.try_send(bytes.to_vec()).is_err() {
+            return false;
+        }
+        self.register(addr, tx);
+        let shutdown = c.shutdown.clone();
+        rt.spawn(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    super::tcp::serve_connection(stream, addr, shared, shutdown, rx).await;
+                }
+                Ok(Err(e)) => {
+                    debug!(%addr, "TCP connect: {e}");
+                    shared.outbound.unregister(addr);
+                }
+                Err(_) => {
+                    debug!(%addr, "TCP connect: timed out");
+                    shared.outbound.unregister(addr);
+                }
+            }
+        });
+        true
     }
 
     /// A TCP connection with `peer` opened: messages for it go to `tx`.
@@ -62,7 +121,10 @@ impl Outbound for SocketOutbound {
                     .lock()
                     .ok()
                     .and_then(|m| m.get(&dest.addr).cloned());
-                tx.is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok())
+                match tx {
+                    Some(tx) => tx.try_send(bytes.to_vec()).is_ok(),
+                    None => self.connect(dest.addr, bytes),
+                }
             }
         }
     }

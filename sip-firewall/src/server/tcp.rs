@@ -42,24 +42,37 @@ pub(super) async fn serve(
         };
         let shared = shared.clone();
         let rx = shutdown.clone();
+        // Messages the core sends to this peer (relayed responses, forwarded requests) go
+        // out on this connection.
+        let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+        shared.outbound.register(peer, tx);
         tokio::spawn(async move {
-            shared.metrics.tcp_opened();
-            // Messages the core sends to this peer (relayed responses, forwarded requests)
-            // go out on this connection.
-            let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
-            shared.outbound.register(peer, tx);
-            let why = match connection(stream, peer, &shared, rx, out_rx).await {
-                Ok(why) => why,
-                Err(e) => {
-                    debug!(%peer, "TCP connection: {e}");
-                    "error"
-                }
-            };
-            shared.outbound.unregister(peer);
-            shared.metrics.tcp_closed(why);
+            serve_connection(stream, peer, shared, rx, out_rx).await;
             drop(permit);
         });
     }
+}
+
+/// Serve one connection, accepted or opened by us to send a request: frame, judge and
+/// answer what it brings, write what the core queues for the peer (`outgoing`, registered
+/// with the outbound already), then unregister it.
+pub(super) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    outgoing: mpsc::Receiver<Vec<u8>>,
+) {
+    shared.metrics.tcp_opened();
+    let why = match connection(stream, peer, &shared, shutdown, outgoing).await {
+        Ok(why) => why,
+        Err(e) => {
+            debug!(%peer, "TCP connection: {e}");
+            "error"
+        }
+    };
+    shared.outbound.unregister(peer);
+    shared.metrics.tcp_closed(why);
 }
 
 async fn connection(

@@ -1,0 +1,148 @@
+//! The proxy forwarding over TCP to a peer it has no connection with: it opens one, sends
+//! the request with a TCP Via and a `transport=tcp` Record-Route, and relays the response
+//! that comes back on that connection to the UDP caller.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+struct Daemon {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = t.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Read one SIP message (headers and Content-Length body) from a stream.
+fn read_message(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[test]
+fn forwards_over_a_new_tcp_connection() {
+    let dir =
+        std::env::temp_dir().join(format!("sipfw-tcp-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("c.toml");
+    // 127.0.0.0/8 is a trusted peer: it may send to foreign targets.
+    std::fs::write(
+        &cfg,
+        "[sip]\ndomains = [\"example.com\"]\n[policy]\nallow = [\"127.0.0.0/8\"]\n",
+    )
+    .expect("config");
+    let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
+        .args(["run", "--xdp-mode", "off", "--config"])
+        .arg(&cfg)
+        .args(["--sip-listen", &sip.to_string()])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--admin-socket")
+        .arg(dir.join("admin.sock"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _d = Daemon {
+        child,
+        dir: dir.clone(),
+    };
+    let t0 = Instant::now();
+    while TcpStream::connect(sip).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "daemon did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let uas = TcpListener::bind("127.0.0.1:0").expect("uas");
+    let uas_addr = uas.local_addr().expect("addr");
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
+    caller
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let me = caller.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE sip:dave@{uas_addr};transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKtcp1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag=1\r\nTo: <sip:dave@{uas_addr}>\r\nCall-ID: tcp-1\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller.send_to(invite.as_bytes(), sip).expect("send");
+
+    uas.set_nonblocking(false).expect("blocking");
+    let (mut conn, _) = uas.accept().expect("the proxy connects");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = read_message(&mut conn);
+    assert!(
+        req.starts_with(&format!("INVITE sip:dave@{uas_addr};transport=tcp SIP/2.0")),
+        "{req}"
+    );
+    assert!(
+        req.contains(&format!("Via: SIP/2.0/TCP {sip};branch=z9hG4bKsfw")),
+        "{req}"
+    );
+    assert!(
+        req.contains(&format!("Record-Route: <sip:{sip};transport=tcp;lr>")),
+        "{req}"
+    );
+    // Answer on the same connection: the proxy relays it to the caller over UDP.
+    let mut resp = String::from("SIP/2.0 486 Busy Here\r\n");
+    for l in req.split("\r\n") {
+        let lower = l.to_ascii_lowercase();
+        if ["via:", "from:", "call-id:", "cseq:"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
+            resp.push_str(l);
+            resp.push_str("\r\n");
+        } else if lower.starts_with("to:") {
+            resp.push_str(&format!("{l};tag=u\r\n"));
+        }
+    }
+    resp.push_str("Content-Length: 0\r\n\r\n");
+    conn.write_all(resp.as_bytes()).expect("write");
+    let mut buf = [0u8; 4096];
+    let mut codes = Vec::new();
+    while !codes.contains(&486) {
+        let (n, _) = caller.recv_from(&mut buf).expect("an answer");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        codes.push(text[8..11].parse::<u16>().expect("status"));
+        if text.starts_with("SIP/2.0 486") {
+            assert!(text.contains("branch=z9hG4bKtcp1"), "{text}");
+            assert!(!text.contains("z9hG4bKsfw"), "our Via removed: {text}");
+        }
+    }
+    assert_eq!(codes, vec![100, 486]);
+    // The proxy acknowledges the 486 hop by hop on the same connection.
+    let ack = read_message(&mut conn);
+    assert!(ack.starts_with("ACK "), "{ack}");
+    assert!(ack.contains("CSeq: 1 ACK"), "{ack}");
+}
