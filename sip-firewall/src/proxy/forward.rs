@@ -98,13 +98,18 @@ pub fn add_via(msg: &mut SipMsg, t: Transport, hostport: &str, branch: &str) {
 }
 
 /// Record-Route ourselves (RFC 3261 16.6 step 4) with `lr`: in-dialog requests come back
-/// through us.
-pub fn record_route(msg: &mut SipMsg, hostport: &str, t: Transport) {
-    let value = match t {
+/// through us. When the request changes transport here (arrived on `inbound`, leaves on
+/// `outbound`), two entries (RFC 5658): the top one for the callee's side, the other for the
+/// caller's, so each side reaches us the way it can.
+pub fn record_route(msg: &mut SipMsg, hostport: &str, inbound: Transport, outbound: Transport) {
+    let entry = |t: Transport| match t {
         Transport::Datagram => format!("<sip:{hostport};lr>"),
         Transport::Stream => format!("<sip:{hostport};transport=tcp;lr>"),
     };
-    msg.push_front(HeaderName::RecordRoute, value);
+    if inbound != outbound {
+        msg.push_front(HeaderName::RecordRoute, entry(inbound));
+    }
+    msg.push_front(HeaderName::RecordRoute, entry(outbound));
 }
 
 /// Whether a method creates a dialog (and so is record-routed).
@@ -188,6 +193,23 @@ mod tests {
         assert_eq!(
             m.get(HeaderName::Via),
             Some("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa;rport=5060")
+        );
+    }
+
+    #[test]
+    fn double_record_route_on_transport_change() {
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        m.push(HeaderName::RecordRoute, "<sip:upstream;lr>".into());
+        record_route(&mut m, "p:5060", Transport::Datagram, Transport::Datagram);
+        assert_eq!(
+            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
+            vec!["<sip:p:5060;lr>", "<sip:upstream;lr>"]
+        );
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        record_route(&mut m, "p:5060", Transport::Datagram, Transport::Stream);
+        assert_eq!(
+            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
+            vec!["<sip:p:5060;transport=tcp;lr>", "<sip:p:5060;lr>"]
         );
     }
 

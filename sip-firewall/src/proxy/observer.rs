@@ -14,6 +14,8 @@ pub trait Observer: Send + Sync + 'static {
     fn client_transaction_created(&self, _branch: &str, _dest: Destination) {}
     /// That client transaction ended and was freed.
     fn client_transaction_terminated(&self, _branch: &str, _dest: Destination) {}
+    /// `source` proved to be our subscriber `user` (it is known good for a while).
+    fn authenticated(&self, _source: SocketAddr, _user: &str) {}
     /// Credentials from `source` were refused (`reason`: wrong_password, replay, ...).
     fn auth_failure(&self, _source: SocketAddr, _user: Option<&str>, _reason: &str) {}
     /// A request from a scanner (User-Agent on the list) was dropped.

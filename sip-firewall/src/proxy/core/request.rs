@@ -203,7 +203,7 @@ impl Core {
                 return Err(answer(404, "Not Here"));
             }
             let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
-            return self.forward(key, msg, vec![(None, dest)], method, now);
+            return self.forward(key, msg, vec![(None, dest)], method, None, now);
         }
 
         // Initial request. A preloaded route from outside is not honoured: it would let
@@ -213,10 +213,8 @@ impl Core {
         } else if !route::routes(&msg).is_empty() {
             let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
             forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
-            if forward::creates_dialog(method) {
-                forward::record_route(&mut msg, &self.local.hostport(), dest.transport);
-            }
-            return self.forward(key, msg, vec![(None, dest)], method, now);
+            let rr = forward::creates_dialog(method).then_some(ctx.transport);
+            return self.forward(key, msg, vec![(None, dest)], method, rr, now);
         }
 
         let ruri_text = msg.request_uri().unwrap_or("").to_string();
@@ -314,14 +312,8 @@ impl Core {
                 vec![(None, dest)]
             }
         };
-        if forward::creates_dialog(method) {
-            let t = match &targets[..] {
-                [(_, d)] => d.transport,
-                _ => Transport::Datagram,
-            };
-            forward::record_route(&mut msg, &self.local.hostport(), t);
-        }
-        self.forward(key, msg, targets, method, now)
+        let rr = forward::creates_dialog(method).then_some(ctx.transport);
+        self.forward(key, msg, targets, method, rr, now)
     }
 
     /// Digest authentication. Ok: the user; Err: the challenge or refusal to answer with.
@@ -377,6 +369,7 @@ impl Core {
         match self.auth.verify(&values, &req, secs) {
             Outcome::Authenticated { user } => {
                 self.metrics.auth.with_label_values(&["success"]).inc();
+                self.observer.authenticated(ctx.source, &user);
                 Ok(user)
             }
             Outcome::Challenge { stale, failure } => {
@@ -508,6 +501,7 @@ impl Core {
         mut msg: SipMsg,
         targets: Vec<(Option<String>, Destination)>,
         method: &str,
+        record_route_from: Option<Transport>,
         now: Instant,
     ) -> Result<(), LocalReply> {
         if forward::decrement_max_forwards(&mut msg).is_err() {
@@ -523,6 +517,11 @@ impl Core {
             let mut b = msg.clone();
             if let Some(u) = ruri {
                 b.set_request_uri(&u);
+            }
+            if let Some(inbound) = record_route_from {
+                // Per branch: each may leave on another transport.
+                let hostport = self.local.hostport();
+                forward::record_route(&mut b, &hostport, inbound, dest.transport);
             }
             let branch = self.new_branch();
             forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
