@@ -494,7 +494,9 @@ impl Core {
     }
 
     /// Forward `msg` to every target (Request-URI, destination): one client transaction per
-    /// branch, under the response context of the server transaction `key`.
+    /// branch, under the response context of the server transaction `key`. With
+    /// `record_route_from` (the transport the request came on) each branch is
+    /// record-routed for the transport it leaves on.
     pub(super) fn forward(
         &mut self,
         key: &ServerKey,
