@@ -1,6 +1,6 @@
 //! The proxy forwarding over TCP to a peer it has no connection with: it opens one, sends
-//! the request with a TCP Via and a double Record-Route (TCP side, UDP side), and relays the response
-//! that comes back on that connection to the UDP caller.
+//! the request with a TCP Via and a double Record-Route (TCP side, UDP side), and relays
+//! the response that comes back on that connection to the UDP caller.
 
 use std::{
     io::{Read, Write},
