@@ -223,25 +223,26 @@ fn sipp(d: &Daemon, name: &str, port: u16, uac: bool, args: &[&str]) -> Run {
 
 /// Register `user` with its password from `port` (the port its UAS will answer on).
 fn register(d: &Daemon, user: &str, pw: &str, port: u16) -> Run {
-    sipp(
-        d,
-        "register.xml",
-        port,
-        true,
-        &[
-            "-set",
-            "domain",
-            "example.com",
-            "-s",
-            user,
-            "-au",
-            user,
-            "-ap",
-            pw,
-            "-m",
-            "1",
-        ],
-    )
+    register_with(d, user, pw, port, &[])
+}
+
+/// Register with extra SIPp arguments (e.g. over TCP).
+fn register_with(d: &Daemon, user: &str, pw: &str, port: u16, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "-set",
+        "domain",
+        "example.com",
+        "-s",
+        user,
+        "-au",
+        user,
+        "-ap",
+        pw,
+        "-m",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    sipp(d, "register.xml", port, true, &args)
 }
 
 /// Status codes of the responses in a SIPp message trace, in order.
@@ -340,7 +341,14 @@ fn register_with_digest() {
 
 /// Register bob at `port` and start his UAS there with `args`.
 fn uas(d: &Daemon, scenario: &str, port: u16, args: &[&str]) -> Child {
-    let r = register(d, "bob", "bob-secret", port);
+    // A UAS on TCP registers over TCP with a transport=tcp Contact: its registering
+    // connection closes before the call, so the proxy must connect to the Contact.
+    let tcp: &[&str] = if args.contains(&"t1") {
+        &["-t", "t1", "-set", "cparams", ";transport=tcp"]
+    } else {
+        &[]
+    };
+    let r = register_with(d, "bob", "bob-secret", port, tcp);
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
     let child = sipp_cmd(d, scenario, port, false, args)
         .stdout(Stdio::piped())
@@ -391,6 +399,16 @@ fn call_through_record_route() {
     call(&d, &["-m", "1"], &["-m", "1"]);
     assert!(metric(&d, "sipfw_auth_total{result=\"success\"}") >= 1.0);
     assert!(metric(&d, "sipfw_proxy_forwarded_total{kind=\"ack\"}") >= 1.0);
+    assert!(all_transactions_freed(&d), "transactions left behind");
+}
+
+#[test]
+fn call_over_tcp() {
+    if !sipp_installed() {
+        return;
+    }
+    let d = start();
+    call(&d, &["-m", "2", "-t", "t1"], &["-m", "2", "-t", "t1"]);
     assert!(all_transactions_freed(&d), "transactions left behind");
 }
 
