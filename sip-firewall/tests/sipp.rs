@@ -413,6 +413,37 @@ fn call_over_tcp() {
 }
 
 #[test]
+fn call_forked_to_two_contacts() {
+    if !sipp_installed() {
+        return;
+    }
+    let d = start();
+    // Bob is registered twice: one phone answers, the other rings until it is cancelled.
+    let answers = free_port();
+    let rings = free_port();
+    let a = uas(&d, "uas.xml", answers, &["-m", "1"]);
+    let r = uas(&d, "uas_cancel.xml", rings, &["-m", "1"]);
+    assert_eq!(metric(&d, "sipfw_registrar_bindings"), 2.0);
+    let c = sipp(
+        &d,
+        "uac_fork.xml",
+        free_port(),
+        true,
+        &["-set", "domain", "example.com", "-s", "bob", "-m", "1"],
+    );
+    let a = finish(&d, "uas.xml", answers, a.wait_with_output());
+    let r = finish(&d, "uas_cancel.xml", rings, r.wait_with_output());
+    assert!(c.ok, "UAC: {}\n{}", c.output, c.trace);
+    assert!(a.ok, "answering UAS: {}\n{}", a.output, a.trace);
+    // The other branch got the CANCEL (16.7 step 10), answered 487, and was ACKed by us.
+    assert!(r.ok, "ringing UAS: {}\n{}", r.output, r.trace);
+    // The caller saw the 200 and never the other branch's 487.
+    let codes = codes(&c.trace);
+    assert!(codes.contains(&200) && !codes.contains(&487), "{codes:?}");
+    assert!(all_transactions_freed(&d), "transactions left behind");
+}
+
+#[test]
 fn call_under_packet_loss() {
     if !sipp_installed() {
         return;
