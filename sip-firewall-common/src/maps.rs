@@ -23,11 +23,18 @@ pub const COUNTERS: &str = "SIPFW_COUNTERS";
 /// Hash of open client transactions: key `u64` ([`crate::branch::branch_key`] of our Via
 /// branch), value `u64` (expiry, monotonic ns).
 pub const TRANSACTIONS: &str = "SIPFW_TXNS";
+/// Hash of sources the daemon knows to be good (registered contacts, recently
+/// authenticated sources, peers of live transactions): key [`IpKey`], value `u64` (expiry,
+/// monotonic ns). Under pressure they always pass.
+pub const KNOWN: &str = "SIPFW_KNOWN";
+/// Array with one `u64`: the theoretical arrival time of the global budget of SIP requests
+/// from unknown sources (GCRA, like the flood limit).
+pub const PRESSURE: &str = "SIPFW_PRESSURE";
 /// Ring buffer of [`BanEvent`]s: bans the XDP program made by itself.
 pub const BAN_EVENTS: &str = "SIPFW_EVENTS";
 
 /// The maps pinned in the daemon's pin directory (the rest belong to one program).
-pub const PINNED: [&str; 8] = [
+pub const PINNED: [&str; 10] = [
     ALLOW_LIST,
     DENY_LIST,
     BANS,
@@ -36,6 +43,8 @@ pub const PINNED: [&str; 8] = [
     SIP_PORTS,
     COUNTERS,
     TRANSACTIONS,
+    KNOWN,
+    PRESSURE,
 ];
 
 /// Capacity of the allow and deny tries.
@@ -46,6 +55,8 @@ pub const BAN_ENTRIES: u32 = 262_144;
 pub const FLOOD_ENTRIES: u32 = 262_144;
 /// Capacity of the transactions map.
 pub const TRANSACTION_ENTRIES: u32 = 262_144;
+/// Capacity of the known-sources map.
+pub const KNOWN_ENTRIES: u32 = 262_144;
 /// Capacity of the SIP ports map.
 pub const PORT_ENTRIES: u32 = 64;
 /// Size of the ban-event ring buffer in bytes (a power of two, a multiple of the page size).
@@ -145,6 +156,11 @@ pub struct XdpConfig {
     pub flags: u32,
     /// Bytes of a response scanned for its topmost Via (1500..=MAX_VIA_SCAN).
     pub via_scan: u32,
+    /// Pressure: ns between SIP requests of unknown sources at the budget (1e9 / budget);
+    /// 0 disables the budget.
+    pub pressure_interval_ns: u64,
+    /// Pressure: how far ahead of now the budget may run (one second's worth).
+    pub pressure_tolerance_ns: u64,
 }
 
 impl XdpConfig {
@@ -155,6 +171,21 @@ impl XdpConfig {
     /// Responses are matched against [`TRANSACTIONS`]; a stray one is dropped. Set by the
     /// daemon when its proxy records its client transactions there.
     pub const STRAY_CHECK: u32 = 4;
+
+    /// Settings for a budget of `per_second` SIP requests from unknown sources together
+    /// (bursts of one second's worth); 0 disables it.
+    pub const fn with_pressure_budget(mut self, per_second: u32) -> Self {
+        if per_second == 0 {
+            self.pressure_interval_ns = 0;
+            self.pressure_tolerance_ns = 0;
+        } else {
+            let interval = 1_000_000_000 / per_second as u64;
+            let interval = if interval == 0 { 1 } else { interval };
+            self.pressure_interval_ns = interval;
+            self.pressure_tolerance_ns = interval * (per_second as u64 - 1);
+        }
+        self
+    }
 
     /// Settings for a flood limit of `rate` packets per second with bursts of `burst`.
     pub const fn with_flood(mut self, rate_pps: u32, burst: u32, ban_ns: u64) -> Self {
@@ -189,7 +220,7 @@ mod tests {
     fn layouts_are_fixed() {
         assert_eq!(size_of::<BanValue>(), 16);
         assert_eq!(size_of::<BanEvent>(), 32);
-        assert_eq!(size_of::<XdpConfig>(), 40);
+        assert_eq!(size_of::<XdpConfig>(), 56);
     }
 
     #[test]
@@ -204,6 +235,8 @@ mod tests {
             COUNTERS,
             BAN_EVENTS,
             TRANSACTIONS,
+            KNOWN,
+            PRESSURE,
         ] {
             assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
         }

@@ -27,7 +27,8 @@ use sip_firewall_common::{
 
 use crate::{
     maps::{
-        ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, SIP_PORTS, TRANSACTIONS, count, host_key,
+        ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, KNOWN, PRESSURE, SIP_PORTS, TRANSACTIONS,
+        count, host_key,
     },
     packet::{IPPROTO_UDP, be16_at, parse_ip, ptr_at},
 };
@@ -135,8 +136,42 @@ fn judge(ctx: &XdpContext) -> Reason {
             }
         }
         PayloadClass::Response => Reason::Passed,
+        PayloadClass::Request if cfg.pressure_interval_ns != 0 && !is_known(&ip.src) => {
+            if over_pressure_budget(cfg) {
+                Reason::Pressure
+            } else {
+                Reason::Passed
+            }
+        }
         PayloadClass::Request | PayloadClass::KeepAlive | PayloadClass::Stun => Reason::Passed,
     }
+}
+
+/// Whether the daemon knows `src` to be good (and the knowledge has not expired).
+#[inline(always)]
+fn is_known(src: &IpKey) -> bool {
+    match KNOWN.get_ptr(src) {
+        Some(expires) => unsafe { *expires > bpf_ktime_get_coarse_ns() },
+        None => false,
+    }
+}
+
+/// The global budget of SIP requests from unknown sources (GCRA on one shared timestamp):
+/// below it nothing changes; above it, requests beyond the budget are dropped.
+#[inline(always)]
+fn over_pressure_budget(cfg: &XdpConfig) -> bool {
+    let Some(tat) = PRESSURE.get_ptr_mut(0) else {
+        return false;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Shared by every CPU: a lost update admits or drops one request more, never more.
+    let stored = unsafe { *tat };
+    let t = if stored > now { stored } else { now };
+    if t - now > cfg.pressure_tolerance_ns {
+        return true;
+    }
+    unsafe { *tat = t + cfg.pressure_interval_ns };
+    false
 }
 
 /// Whether `key` names a client transaction of the proxy that is still open.

@@ -16,8 +16,8 @@ use sip_firewall_common::{
     Counter, IpKey, Reason,
     branch::MAX_VIA_SCAN,
     maps::{
-        BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, LIST_ENTRIES, PORT_ENTRIES,
-        TRANSACTION_ENTRIES, XdpConfig,
+        BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, KNOWN_ENTRIES, LIST_ENTRIES,
+        PORT_ENTRIES, TRANSACTION_ENTRIES, XdpConfig,
     },
 };
 
@@ -44,6 +44,12 @@ pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(Reason::COUNT, 0
 
 #[map(name = "SIPFW_TXNS")]
 pub static TRANSACTIONS: HashMap<u64, u64> = HashMap::pinned(TRANSACTION_ENTRIES, 0);
+
+#[map(name = "SIPFW_KNOWN")]
+pub static KNOWN: HashMap<IpKey, u64> = HashMap::pinned(KNOWN_ENTRIES, 0);
+
+#[map(name = "SIPFW_PRESSURE")]
+pub static PRESSURE: Array<u64> = Array::pinned(1, 0);
 
 #[map(name = "SIPFW_EVENTS")]
 pub static BAN_EVENTS: RingBuf = RingBuf::with_byte_size(BAN_EVENTS_BYTES, 0);

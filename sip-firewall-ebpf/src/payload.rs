@@ -14,7 +14,7 @@ use sip_firewall_common::payload::{
 
 use crate::{
     maps::SCRATCH,
-    scan::at,
+    scan::Buf,
     stray::{NEXT, STOP, run},
 };
 
@@ -23,45 +23,48 @@ use crate::{
 #[inline(always)]
 pub fn classify(copied: usize, len: usize) -> PayloadClass {
     let end = (if copied < len { copied } else { len }) as u64;
-    if (len == 2 || len == 4) && is_keepalive(len, end) {
+    let Some(b) = Buf::get() else {
+        return PayloadClass::Malformed;
+    };
+    if (len == 2 || len == 4) && is_keepalive(b, len, end) {
         return PayloadClass::KeepAlive;
     }
-    if len >= STUN_HEADER_LEN && is_stun(end) {
+    if len >= STUN_HEADER_LEN && is_stun(b, end) {
         return PayloadClass::Stun;
     }
-    if len >= 12 && is_status_line(end) {
+    if len >= 12 && is_status_line(b, end) {
         return PayloadClass::Response;
     }
-    if is_request_line(end) {
+    if is_request_line(b, end) {
         return PayloadClass::Request;
     }
     PayloadClass::Malformed
 }
 
 #[inline(always)]
-fn is_keepalive(len: usize, end: u64) -> bool {
-    let crlf = |i: u64| at(i, end) == Some(b'\r') && at(i + 1, end) == Some(b'\n');
+fn is_keepalive(b: Buf, len: usize, end: u64) -> bool {
+    let crlf = |i: u64| b.at(i, end) == Some(b'\r') && b.at(i + 1, end) == Some(b'\n');
     crlf(0) && (len == 2 || crlf(2))
 }
 
 #[inline(always)]
-fn is_stun(end: u64) -> bool {
-    let Some(b0) = at(0, end) else {
+fn is_stun(b: Buf, end: u64) -> bool {
+    let Some(b0) = b.at(0, end) else {
         return false;
     };
     b0 & 0xC0 == 0
-        && at(4, end) == Some(STUN_MAGIC[0])
-        && at(5, end) == Some(STUN_MAGIC[1])
-        && at(6, end) == Some(STUN_MAGIC[2])
-        && at(7, end) == Some(STUN_MAGIC[3])
+        && b.at(4, end) == Some(STUN_MAGIC[0])
+        && b.at(5, end) == Some(STUN_MAGIC[1])
+        && b.at(6, end) == Some(STUN_MAGIC[2])
+        && b.at(7, end) == Some(STUN_MAGIC[3])
 }
 
 /// The 8 bytes at `i` equal `want`, ignoring ASCII case.
 #[inline(always)]
-fn eq8_ignore_case(i: u64, end: u64, want: &[u8; 8]) -> bool {
+fn eq8_ignore_case(b: Buf, i: u64, end: u64, want: &[u8; 8]) -> bool {
     let mut k = 0u64;
     for &w in want {
-        match at(i + k, end) {
+        match b.at(i + k, end) {
             Some(g) if eq_ignore_case(g, w) => {}
             _ => return false,
         }
@@ -71,13 +74,13 @@ fn eq8_ignore_case(i: u64, end: u64, want: &[u8; 8]) -> bool {
 }
 
 #[inline(always)]
-fn is_status_line(end: u64) -> bool {
-    let digit = |i: u64| at(i, end).is_some_and(|b| b.is_ascii_digit());
-    eq8_ignore_case(0, end, STATUS_PREFIX)
+fn is_status_line(b: Buf, end: u64) -> bool {
+    let digit = |i: u64| b.at(i, end).is_some_and(|c| c.is_ascii_digit());
+    eq8_ignore_case(b, 0, end, STATUS_PREFIX)
         && digit(8)
         && digit(9)
         && digit(10)
-        && at(11, end) == Some(b' ')
+        && b.at(11, end) == Some(b' ')
 }
 
 /// Hide `v` from the verifier's value tracking: distinct values reaching the same code make
@@ -92,13 +95,14 @@ pub fn launder(v: usize) -> Option<usize> {
     }
 }
 
-/// The rest of a request line, for `find_cr`.
+/// A scan of the request line, for `find_method_end` and `find_cr`.
 #[repr(C)]
 struct Line {
     end: u64,
     start: u64,
+    /// Where the scan stopped on what it looked for (the method's SP, the line's CR).
     cr: u64,
-    /// 1: the CR was found; 2: a control byte came first.
+    /// 1: found; 2: a byte that has no place there came first.
     outcome: u64,
 }
 
@@ -109,7 +113,10 @@ extern "C" fn find_cr(n: u64, ctx: *mut c_void) -> i64 {
     if j >= MAX_FIRST_LINE as u64 {
         return STOP;
     }
-    let Some(b) = at(j, l.end) else {
+    let Some(buf) = Buf::get() else {
+        return STOP;
+    };
+    let Some(b) = buf.at(j, l.end) else {
         return STOP;
     };
     if b == b'\r' {
@@ -125,27 +132,19 @@ extern "C" fn find_cr(n: u64, ctx: *mut c_void) -> i64 {
 }
 
 #[inline(always)]
-fn is_request_line(end: u64) -> bool {
+fn is_request_line(buf: Buf, end: u64) -> bool {
     // The method: 1..=MAX_METHOD_LEN token characters, then SP.
-    let mut sp = 0u64;
-    let mut found = false;
-    for i in 0..=MAX_METHOD_LEN as u64 {
-        let Some(b) = at(i, end) else {
-            return false;
-        };
-        if b == b' ' {
-            sp = i;
-            found = true;
-            break;
-        }
-        if !is_token_char(b) {
-            return false;
-        }
-    }
-    if !found || sp == 0 {
+    let mut method = Line {
+        end,
+        start: 0,
+        cr: 0,
+        outcome: 0,
+    };
+    run(MAX_METHOD_LEN + 1, find_method_end, &mut method);
+    if method.outcome != 1 || method.cr == 0 {
         return false;
     }
-    let Some(sp) = launder(sp as usize) else {
+    let Some(sp) = launder(method.cr as usize) else {
         return false;
     };
     let sp = sp as u64;
@@ -166,5 +165,26 @@ fn is_request_line(end: u64) -> bool {
     if cr < sp + 2 + suffix {
         return false;
     }
-    eq8_ignore_case(cr - suffix, end, REQUEST_SUFFIX)
+    eq8_ignore_case(buf, cr - suffix, end, REQUEST_SUFFIX)
+}
+
+/// At `n`: the SP that ends the method (its index in `cr`), or a byte no token has.
+extern "C" fn find_method_end(n: u64, ctx: *mut c_void) -> i64 {
+    let l = unsafe { &mut *(ctx as *mut Line) };
+    let Some(buf) = Buf::get() else {
+        return STOP;
+    };
+    let Some(b) = buf.at(n, l.end) else {
+        return STOP;
+    };
+    if b == b' ' {
+        l.cr = n;
+        l.outcome = 1;
+        return STOP;
+    }
+    if !is_token_char(b) {
+        l.outcome = 2;
+        return STOP;
+    }
+    NEXT
 }

@@ -33,12 +33,23 @@ pub fn copy(xdp: &XdpContext, off: usize, want: usize) -> Option<usize> {
     Some(n)
 }
 
-/// Byte `i` of the buffer, when `i < end` (what was copied, or a tighter bound).
-#[inline(always)]
-pub fn at(i: u64, end: u64) -> Option<u8> {
-    if i >= end {
-        return None;
+/// The buffer, looked up once by each function that reads it (a lookup per byte would
+/// multiply the verifier's work).
+#[derive(Clone, Copy)]
+pub struct Buf(*const u8);
+
+impl Buf {
+    #[inline(always)]
+    pub fn get() -> Option<Buf> {
+        SCAN_BUFFER.get_ptr(0).map(|p| Buf(p as *const u8))
     }
-    let buf = SCAN_BUFFER.get_ptr(0)? as *const u8;
-    Some(unsafe { *buf.add((i as usize) & (SCAN_BYTES - 1)) })
+
+    /// Byte `i`, when `i < end` (what was copied, or a tighter bound).
+    #[inline(always)]
+    pub fn at(self, i: u64, end: u64) -> Option<u8> {
+        if i >= end {
+            return None;
+        }
+        Some(unsafe { *self.0.add((i as usize) & (SCAN_BYTES - 1)) })
+    }
 }

@@ -17,7 +17,7 @@ use sip_firewall_common::branch::{
     fnv_step, is_sws,
 };
 
-use crate::{payload::launder, scan::at};
+use crate::{payload::launder, scan::Buf};
 
 /// State shared between `top_branch` and its callbacks (on the program's stack).
 #[repr(C)]
@@ -38,9 +38,9 @@ const FOUND: u64 = 1;
 const MISSING: u64 = 2;
 
 #[inline(always)]
-fn skip_sws(mut i: u64, end: u64) -> u64 {
+fn skip_sws(b: Buf, mut i: u64, end: u64) -> u64 {
     for _ in 0..MAX_SWS {
-        match at(i, end) {
+        match b.at(i, end) {
             Some(b) if is_sws(b) => i += 1,
             _ => break,
         }
@@ -61,16 +61,16 @@ fn ends_via_value(b: u8) -> bool {
 
 /// A header line at `i` named `Via` or `v` (any case, SWS before `:`): the index after `:`.
 #[inline(always)]
-fn via_value_at(i: u64, end: u64) -> Option<u64> {
-    if lower(at(i, end)?) != b'v' {
+fn via_value_at(b: Buf, i: u64, end: u64) -> Option<u64> {
+    if lower(b.at(i, end)?) != b'v' {
         return None;
     }
     let mut k = i + 1;
-    if at(k, end).map(lower) == Some(b'i') && at(k + 1, end).map(lower) == Some(b'a') {
+    if b.at(k, end).map(lower) == Some(b'i') && b.at(k + 1, end).map(lower) == Some(b'a') {
         k += 2;
     }
-    k = skip_sws(k, end);
-    if at(k, end)? == b':' {
+    k = skip_sws(b, k, end);
+    if b.at(k, end)? == b':' {
         Some(k + 1)
     } else {
         None
@@ -79,19 +79,19 @@ fn via_value_at(i: u64, end: u64) -> Option<u64> {
 
 /// After `;` at `i`: SWS `branch` SWS `=` SWS, the index of the value.
 #[inline(always)]
-fn branch_value_at(i: u64, end: u64) -> Option<u64> {
-    let mut k = skip_sws(i, end);
+fn branch_value_at(b: Buf, i: u64, end: u64) -> Option<u64> {
+    let mut k = skip_sws(b, i, end);
     for want in *b"branch" {
-        if lower(at(k, end)?) != want {
+        if lower(b.at(k, end)?) != want {
             return None;
         }
         k += 1;
     }
-    k = skip_sws(k, end);
-    if at(k, end)? != b'=' {
+    k = skip_sws(b, k, end);
+    if b.at(k, end)? != b'=' {
         return None;
     }
-    Some(skip_sws(k + 1, end))
+    Some(skip_sws(b, k + 1, end))
 }
 
 /// bpf_loop: 0 goes on, 1 stops.
@@ -101,11 +101,14 @@ pub const STOP: i64 = 1;
 /// Scan 1, at byte `i`: a line feed followed by a Via header name.
 extern "C" fn find_via(i: u64, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
-    let Some(b) = at(i, s.end) else {
+    let Some(buf) = Buf::get() else {
+        return STOP;
+    };
+    let Some(b) = buf.at(i, s.end) else {
         return STOP;
     };
     if b == b'\n'
-        && let Some(v) = via_value_at(i + 1, s.end)
+        && let Some(v) = via_value_at(buf, i + 1, s.end)
     {
         s.pos = v;
         s.outcome = FOUND;
@@ -118,11 +121,14 @@ extern "C" fn find_via(i: u64, ctx: *mut c_void) -> i64 {
 extern "C" fn find_branch(n: u64, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
     let j = s.start + n;
-    let Some(b) = at(j, s.end) else {
+    let Some(buf) = Buf::get() else {
+        return STOP;
+    };
+    let Some(b) = buf.at(j, s.end) else {
         return STOP;
     };
     if b == b';' {
-        if let Some(v) = branch_value_at(j + 1, s.end) {
+        if let Some(v) = branch_value_at(buf, j + 1, s.end) {
             s.pos = v;
             s.outcome = FOUND;
             return STOP;
@@ -137,7 +143,10 @@ extern "C" fn find_branch(n: u64, ctx: *mut c_void) -> i64 {
 /// Scan 3, `n` bytes into the branch value: fold it into the hash until its end.
 extern "C" fn hash_branch(n: u64, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
-    let Some(b) = at(s.start + n, s.end) else {
+    let Some(buf) = Buf::get() else {
+        return STOP;
+    };
+    let Some(b) = buf.at(s.start + n, s.end) else {
         return STOP;
     };
     if ends_branch(b) {

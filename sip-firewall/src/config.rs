@@ -169,6 +169,10 @@ pub struct XdpSection {
     /// Largest UDP payload accepted on the SIP ports (bytes); 0 disables the check.
     pub max_payload: u32,
     pub ban_scope: BanScopeConfig,
+    /// SIP requests per second from unknown sources together (not registered, not recently
+    /// authenticated, not a peer of ours) admitted while more arrive; known sources always
+    /// pass. 0 disables the budget.
+    pub pressure_budget: u32,
     /// Bytes of a SIP response the XDP program scans for its topmost Via (1500 to 2048); a
     /// Via beyond them is left to user space.
     pub via_scan_bytes: u32,
@@ -191,6 +195,7 @@ impl Default for XdpSection {
             ban_time: Duration::from_secs(300),
             max_payload: 16384,
             ban_scope: BanScopeConfig::All,
+            pressure_budget: 2000,
             via_scan_bytes: 1500,
             pin_dir: PathBuf::from("/sys/fs/bpf/sip-firewall"),
             detach_on_stop: false,

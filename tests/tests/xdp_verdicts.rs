@@ -738,3 +738,95 @@ fn stray_replies_match_the_reference_key() {
     assert_verdict(&off, &frame, Reason::Passed, "stray check off");
     off.maps.transaction_open(ours, far).unwrap();
 }
+
+/// Under pressure: requests from unknown sources together pass up to the budget, the rest
+/// are dropped as `pressure`; known sources always pass; responses and keep-alives are not
+/// requests; below the budget nothing changes.
+#[test]
+fn pressure_admits_known_sources_first() {
+    root_only!("pressure_admits_known_sources_first");
+    // A budget of 5 requests per second (bursts of one second's worth).
+    let mut fp = program(default_cfg().with_pressure_budget(5));
+    let req = frames::sip_request("INVITE", 11);
+    let unknown = |i: u8| {
+        frames::udp(
+            ip(&format!("203.0.113.{i}")),
+            ip(DST4),
+            5060,
+            &req,
+            &Shape::default(),
+        )
+    };
+    for i in 1..=5 {
+        assert_verdict(
+            &fp,
+            &unknown(i),
+            Reason::Passed,
+            &format!("unknown source {i} within the budget"),
+        );
+    }
+    for i in 6..=20 {
+        assert_verdict(
+            &fp,
+            &unknown(i),
+            Reason::Pressure,
+            &format!("unknown source {i} over the budget"),
+        );
+    }
+    // A registered client keeps getting through, over IPv4 and IPv6.
+    fp.maps
+        .known_add(ip(SRC4), clock::expiry_after(Some(Duration::from_secs(60))))
+        .unwrap();
+    fp.maps
+        .known_add(ip(SRC6), clock::expiry_after(Some(Duration::from_secs(60))))
+        .unwrap();
+    for _ in 0..10 {
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default()),
+            Reason::Passed,
+            "known v4",
+        );
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(SRC6), ip(DST6), 5060, &req, &Shape::default()),
+            Reason::Passed,
+            "known v6",
+        );
+    }
+    // Knowledge expires.
+    fp.maps
+        .known_add(ip(SRC4), clock::monotonic_ns() - 1_000_000_000)
+        .unwrap();
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default()),
+        Reason::Pressure,
+        "expired knowledge",
+    );
+    // Not requests: untouched.
+    let resp = frames::udp(
+        ip("203.0.113.99"),
+        ip(DST4),
+        5060,
+        &frames::sip_response(200, "z9hG4bKx"),
+        &Shape::default(),
+    );
+    assert_verdict(&fp, &resp, Reason::Passed, "a response");
+    let ka = frames::udp(
+        ip("203.0.113.99"),
+        ip(DST4),
+        5060,
+        b"\r\n\r\n",
+        &Shape::default(),
+    );
+    assert_verdict(&fp, &ka, Reason::Passed, "a keep-alive");
+    // The budget refills: after a second, unknown sources get their share again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_verdict(&fp, &unknown(30), Reason::Passed, "budget refilled");
+    // Without a budget, nothing changes.
+    let off = program(default_cfg());
+    for i in 1..=20 {
+        assert_verdict(&off, &unknown(i), Reason::Passed, "no budget");
+    }
+}

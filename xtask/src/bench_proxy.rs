@@ -35,6 +35,7 @@ users = [{ user = "bob", domain = "example.com", password = "bench" }]
 # ban it, and they are not what this benchmark measures.
 [xdp]
 flood_rate = 0
+pressure_budget = 0
 [bans]
 request_limit = 0
 "#;

@@ -34,6 +34,8 @@ pub struct UserGate {
     /// GCRA per flood group (the XDP program's algorithm, here for when it is absent).
     flood: Mutex<HashMap<[u8; 16], u64>>,
     requests: Mutex<Window>,
+    /// GCRA of the budget of requests from unknown sources (as in XDP).
+    pressure: Mutex<u64>,
     started: Instant,
     dropped: IntCounterVec,
 }
@@ -63,11 +65,10 @@ impl UserGate {
             enforcer,
             learner,
             fast_path,
-            xdp: XdpConfig::default().with_flood(
-                x.flood_rate,
-                x.flood_burst,
-                x.ban_time.as_nanos() as u64,
-            ),
+            xdp: XdpConfig::default()
+                .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
+                .with_pressure_budget(x.pressure_budget),
+            pressure: Mutex::new(0),
             bans: config.bans.clone(),
             flood: Mutex::new(HashMap::new()),
             requests: Mutex::new(Window::default()),
@@ -83,6 +84,21 @@ impl UserGate {
 
     fn now_ns(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
+    }
+
+    /// The XDP pressure budget, in user space.
+    fn over_pressure_budget(&self) -> bool {
+        let interval = self.xdp.pressure_interval_ns;
+        let Ok(mut tat) = self.pressure.lock() else {
+            return false;
+        };
+        let now = self.now_ns();
+        let t = (*tat).max(now);
+        if t - now > self.xdp.pressure_tolerance_ns {
+            return true;
+        }
+        *tat = t + interval;
+        false
     }
 
     /// The XDP flood limit, in user space.
@@ -111,9 +127,9 @@ impl UserGate {
 impl Gate for UserGate {
     fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> bool {
         let ip = source.ip();
-        let verdict = match self.enforcer.lock() {
-            Ok(e) => e.source_verdict(ip),
-            Err(_) => None,
+        let (verdict, known) = match self.enforcer.lock() {
+            Ok(e) => (e.source_verdict(ip), e.is_known(ip)),
+            Err(_) => (None, false),
         };
         if verdict == Some(Reason::Allowed) {
             return true;
@@ -131,6 +147,15 @@ impl Gate for UserGate {
             if transport == Transport::Datagram && self.over_flood_limit(ip) {
                 self.learner.report(Event::Flood(ip));
                 return self.drop_for("flood");
+            }
+            let is_request = !bytes.starts_with(b"SIP/2.0 ");
+            if transport == Transport::Datagram
+                && is_request
+                && !known
+                && self.xdp.pressure_interval_ns != 0
+                && self.over_pressure_budget()
+            {
+                return self.drop_for("pressure");
             }
         }
         // Requests per source per window, on every transport (pike's job for streams).

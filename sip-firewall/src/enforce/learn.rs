@@ -69,7 +69,12 @@ pub enum Event {
     Scanner(IpAddr, String),
     RequestRate(IpAddr),
     Flood(IpAddr),
+    /// A good source: authenticated, or the peer of a transaction of ours.
+    Known(IpAddr),
 }
+
+/// How long a good source stays known after it last proved itself.
+pub const KNOWN_TTL: Duration = Duration::from_secs(3600);
 
 /// How long a UDP client transaction key lives in the XDP map if its end is never reported:
 /// longer than any transaction (Timer B/F 32 s, then Timer D/K/M up to 32 s).
@@ -101,6 +106,12 @@ impl Observer for Learner {
         if dest.transport == Transport::Datagram {
             self.report(Event::TransactionOpen(branch.to_string()));
         }
+        // We send it requests: a registered contact, a trunk, a peer of a dialog.
+        self.report(Event::Known(dest.addr.ip()));
+    }
+
+    fn authenticated(&self, source: std::net::SocketAddr, _user: &str) {
+        self.report(Event::Known(source.ip()));
     }
 
     fn client_transaction_terminated(&self, branch: &str, dest: Destination) {
@@ -179,6 +190,10 @@ pub async fn run(
             }
             Event::TransactionClose(branch) => {
                 with(&enforcer, |e| e.transaction_close(&branch));
+                None
+            }
+            Event::Known(ip) => {
+                with(&enforcer, |e| e.know(ip, KNOWN_TTL));
                 None
             }
             Event::AuthFailure(ip) => {

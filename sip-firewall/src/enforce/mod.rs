@@ -38,7 +38,12 @@ pub struct Enforcer {
     deny: Vec<IpNet>,
     /// Bans made since start, by reason.
     bans_made: HashMap<String, u64>,
+    /// Sources known to be good, until when (see [`Enforcer::know`]).
+    known: HashMap<IpAddr, std::time::Instant>,
 }
+
+/// Most known sources remembered in user space; past it the oldest knowledge is dropped.
+const MAX_KNOWN: usize = 200_000;
 
 /// The reason code the XDP map stores for a free-text reason.
 fn reason_code(reason: &str) -> u32 {
@@ -70,6 +75,7 @@ impl Enforcer {
             allow: Vec::new(),
             deny: Vec::new(),
             bans_made: HashMap::new(),
+            known: HashMap::new(),
         };
         let now = unix_now();
         for ban in e.store.bans()? {
@@ -284,6 +290,28 @@ impl Enforcer {
             Some(b) if b.expires_unix.is_none_or(|t| t > now) => Some(Reason::Banned),
             _ => None,
         }
+    }
+
+    /// `ip` is a good source (a registered contact, an authenticated subscriber, the peer of
+    /// a live transaction) for `ttl`: under pressure it always passes.
+    pub fn know(&mut self, ip: IpAddr, ttl: Duration) -> Result<(), EnforceError> {
+        let now = std::time::Instant::now();
+        if self.known.len() >= MAX_KNOWN {
+            self.known.retain(|_, until| *until > now);
+        }
+        self.known.insert(ip, now + ttl);
+        if let Some(x) = self.xdp.as_mut() {
+            x.maps
+                .known_add(ip, crate::clock::expiry_after(Some(ttl)))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `ip` is a known good source now.
+    pub fn is_known(&self, ip: IpAddr) -> bool {
+        self.known
+            .get(&ip)
+            .is_some_and(|until| *until > std::time::Instant::now())
     }
 
     /// Whether `ip` has a live ban.

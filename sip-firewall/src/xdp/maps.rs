@@ -88,6 +88,7 @@ pub struct XdpMaps {
     ports: HashMap<MapData, u16, u8>,
     counters: PerCpuArray<MapData, Counter>,
     transactions: HashMap<MapData, u64, u64>,
+    known: HashMap<MapData, IpKey, u64>,
     /// The settings last written, without the list flags (kept up to date here).
     settings: XdpConfig,
 }
@@ -112,6 +113,7 @@ impl XdpMaps {
                 .map_err(map_err(names::COUNTERS))?,
             transactions: HashMap::try_from(take(ebpf, names::TRANSACTIONS)?)
                 .map_err(map_err(names::TRANSACTIONS))?,
+            known: HashMap::try_from(take(ebpf, names::KNOWN)?).map_err(map_err(names::KNOWN))?,
             settings: XdpConfig::default(),
         })
     }
@@ -147,6 +149,18 @@ impl XdpMaps {
             self.ports.remove(p).map_err(map_err(names::SIP_PORTS))?;
         }
         Ok(())
+    }
+
+    /// `ip` is known good until `expires_ns` (monotonic): under pressure it always passes.
+    pub fn known_add(&mut self, ip: IpAddr, expires_ns: u64) -> Result<(), MapsError> {
+        self.known
+            .insert(ip_key(ip), expires_ns, 0)
+            .map_err(map_err(names::KNOWN))
+    }
+
+    /// Forget a known source; whether it was known.
+    pub fn known_remove(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
+        remove_missing_ok(self.known.remove(&ip_key(ip)), names::KNOWN)
     }
 
     /// Turn the stray-reply check on or off.
