@@ -75,8 +75,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("trafgen", "netsniff-ng"),
 ];
 
-/// What the tests need besides the build: namespace tools, nftables, SIPp.
+/// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.
 pub fn test_tools() -> anyhow::Result<()> {
+    packages()?;
+    sipvicious()
+}
+
+/// The Debian packages of [`PACKAGES`] that are missing, installed with apt-get when root.
+fn packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(cmd, _)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {cmd}")])))
@@ -100,6 +106,54 @@ pub fn test_tools() -> anyhow::Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The SIPVicious release the attack tests (tests/tests/sipvicious.rs) run.
+const SIPVICIOUS: &str = "sipvicious==0.3.8";
+
+/// SIPVicious in a virtualenv of its own, `sipvicious-venv` in the target directory, where the
+/// tests look for `bin/sipvicious_svmap` and `bin/sipvicious_svcrack` (they skip loudly
+/// without them). Idempotent: nothing happens when that version is already there.
+pub fn sipvicious() -> anyhow::Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| crate::root().join("target"), std::path::PathBuf::from);
+    let venv = target.join("sipvicious-venv");
+    let pip = venv.join("bin/pip");
+    let installed = output(Command::new(&pip).args(["show", "sipvicious"]));
+    let version = SIPVICIOUS.split("==").nth(1).unwrap_or_default();
+    if installed
+        .lines()
+        .any(|l| l.trim() == format!("Version: {version}"))
+        && venv.join("bin/sipvicious_svcrack").exists()
+    {
+        eprintln!("setup: SIPVicious {version} in {}: present", venv.display());
+        return Ok(());
+    }
+    if !succeeds(Command::new("python3").args(["-m", "venv", "--help"])) {
+        eprintln!(
+            "setup: python3 with the venv module missing: the SIPVicious tests will skip \
+             (apt-get install python3-venv)"
+        );
+        return Ok(());
+    }
+    if !pip.exists() {
+        eprintln!(
+            "setup: SIPVicious: making the virtualenv {}",
+            venv.display()
+        );
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    eprintln!(
+        "setup: SIPVicious: installing {SIPVICIOUS} into {}",
+        venv.display()
+    );
+    run(Command::new(&pip).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        SIPVICIOUS,
+    ]))
+    .context("installing SIPVicious (PyPI) into its virtualenv")
 }
 
 unsafe extern "C" {

@@ -1,0 +1,245 @@
+//! Issue 5, the bar: the real SIPVicious 0.3.8 (PyPI `sipvicious`, installed by
+//! `cargo xtask setup` into `target/sipvicious-venv`) from namespace a against the daemon in
+//! namespace b, with XDP attached and with XDP off.
+//!
+//! - `svmap` is a scanner by its User-Agent: its source is banned; a second scan is dropped
+//!   before the daemon's message layer (in XDP, or by the user-space gate without XDP).
+//! - `svcrack` against bob, with a word list whose 11th word is his password: banned after
+//!   the configured failures (5), it never finds the password, and what it sends once banned
+//!   is dropped before the daemon's message layer.
+//!
+//! Skips loudly when not root or when the virtualenv is missing.
+
+mod support;
+
+use std::{process::Stdio, time::Duration};
+
+use sip_firewall_tests::{
+    daemon::{DaemonDirs, stop},
+    netns::Pair,
+    require_root,
+};
+use support::*;
+
+/// The wrong guesses before bob's password in svcrack's word list: twice the threshold.
+const WRONG_FIRST: usize = 10;
+const AUTH_FAILURES: usize = 5;
+
+/// Where the drops of a banned source are counted: the XDP counter, or the user-space gate's.
+fn banned_drops(m: &Metrics, xdp: bool) -> f64 {
+    if xdp {
+        m.xdp("banned")
+    } else {
+        m.userspace_drops("banned")
+    }
+}
+
+/// `svmap` from namespace a at the proxy's port, telling it our address (its default is the
+/// host name's, meaningless in a namespace): its output.
+fn svmap(pair: &Pair, bin: &std::path::Path, targets: &[String]) -> String {
+    let child = in_netns(&pair.ns_a, bin)
+        .args(["-p", "5060", "-x", &pair.a4.to_string(), "-t", "0.05"])
+        .args(targets)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn svmap");
+    let (out, killed) = wait_bounded(child, Duration::from_secs(30));
+    assert!(!killed, "svmap did not end within 30 s");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn svmap_is_banned(test: &str, xdp: bool) {
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = sipvicious(test, "sipvicious_svmap") else {
+        return;
+    };
+    let _turn = one_at_a_time();
+    let pair = Pair::new(if xdp { "vmx" } else { "vmo" }).unwrap();
+    // The default scanner list (friendly-scanner, sipvicious...) and scanner bans on.
+    let d = DaemonDirs::new("svmap", &config(""));
+    let daemon = d.start(&pair, &mode_args(&pair, xdp));
+    let a4 = pair.a4.to_string();
+    let b4 = pair.b4.to_string();
+
+    let m0 = Metrics::scrape(&pair);
+    let first = svmap(&pair, &bin, std::slice::from_ref(&b4));
+    let reason = wait_ban(&d, &a4, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("svmap's source is not banned; svmap said:\n{first}"));
+    assert!(
+        reason.starts_with("scanner: ") && reason.contains("friendly-scanner"),
+        "ban reason: {reason}"
+    );
+    let m1 = Metrics::scrape(&pair);
+    assert_eq!(
+        m1.get("sipfw_scanner_drops_total") - m0.get("sipfw_scanner_drops_total"),
+        1.0,
+        "the daemon saw the scan once and dropped it unanswered"
+    );
+    assert_eq!(m1.get("sipfw_bans_total{reason=\"scanner\"}"), 1.0);
+    assert!(
+        !first.contains(&format!("{b4}:5060")),
+        "svmap found nothing (the scanner gets no answer):\n{first}"
+    );
+
+    // Scanned again, three times over: every packet dropped before the daemon's message layer.
+    std::thread::sleep(Duration::from_millis(200));
+    let m1 = Metrics::scrape(&pair);
+    let again = svmap(&pair, &bin, &[b4.clone(), b4.clone(), b4.clone()]);
+    std::thread::sleep(Duration::from_millis(300));
+    let m2 = Metrics::scrape(&pair);
+    let dropped = banned_drops(&m2, xdp) - banned_drops(&m1, xdp);
+    eprintln!(
+        "{test}: ban reason {reason:?}; second scan: {dropped} packets dropped as banned ({})",
+        if xdp { "XDP" } else { "user space" }
+    );
+    assert_eq!(
+        dropped, 3.0,
+        "the three OPTIONS of the second scan dropped as banned; svmap said:\n{again}"
+    );
+    assert_eq!(
+        m2.messages_seen(),
+        m1.messages_seen(),
+        "the daemon's message layer saw nothing of the banned scanner"
+    );
+    if xdp {
+        assert_eq!(m2.userspace_drops("banned"), 0.0, "XDP dropped them all");
+    } else {
+        assert_eq!(m2.xdp("banned"), 0.0);
+    }
+    let (code, log) = stop(daemon);
+    assert_eq!(code, 0, "{log}");
+}
+
+fn svcrack_is_banned(test: &str, xdp: bool) {
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = sipvicious(test, "sipvicious_svcrack") else {
+        return;
+    };
+    let _turn = one_at_a_time();
+    let pair = Pair::new(if xdp { "vcx" } else { "vco" }).unwrap();
+    // svcrack's User-Agent is `friendly-scanner` and it has no option to change it: with the
+    // scanner list empty, the failed authentications are what must ban it. The flood limit
+    // is raised so that nothing but the auth failures can ban it either.
+    let d = DaemonDirs::new(
+        "svcrack",
+        &config(&format!(
+            "[policy]\nscanners = []\n[bans]\nauth_failures = {AUTH_FAILURES}\n\
+             [xdp]\nflood_rate = 10000\nflood_burst = 10000\n"
+        )),
+    );
+    let daemon = d.start(&pair, &mode_args(&pair, xdp));
+    let a4 = pair.a4.to_string();
+
+    // Ten wrong words, then bob's password, then a few more.
+    let mut words: Vec<String> = (0..WRONG_FIRST).map(|i| format!("guess-{i}")).collect();
+    words.push(BOB_PASSWORD.to_string());
+    words.extend((0..3).map(|i| format!("later-{i}")));
+    let list = d.dir.path.join("words.txt");
+    std::fs::write(&list, words.join("\n") + "\n").unwrap();
+
+    let m0 = Metrics::scrape(&pair);
+    // --maximumtime 3: give up 3 s after the last answer (then up to 10 s draining its socket).
+    let child = in_netns(&pair.ns_a, &bin)
+        .args(["-u", "bob", "--domain", "example.com", "-d"])
+        .arg(&list)
+        .args(["-x", &a4, "-p", "5060", "--maximumtime", "3"])
+        .arg(pair.b4.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn svcrack");
+    let reason = wait_ban(&d, &a4, Duration::from_secs(20));
+    // From the moment the ban is listed it is in the ban map: what svcrack sends from here on
+    // must not reach the message layer (a little time for what was already queued).
+    std::thread::sleep(Duration::from_millis(300));
+    let at_ban = Metrics::scrape(&pair);
+    let (out, killed) = wait_bounded(child, Duration::from_secs(40));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!killed, "svcrack did not end within 40 s:\n{said}");
+    let reason = reason.unwrap_or_else(|| panic!("svcrack is not banned; it said:\n{said}"));
+    let end = Metrics::scrape(&pair);
+
+    let failures = end.get("sipfw_auth_total{result=\"wrong_password\"}")
+        - m0.get("sipfw_auth_total{result=\"wrong_password\"}");
+    let after_ban = banned_drops(&end, xdp) - banned_drops(&at_ban, xdp);
+    eprintln!(
+        "{test}: {reason:?}; wrong passwords seen by the daemon: {failures}; packets dropped \
+         as banned after the ban: {after_ban} ({})",
+        if xdp { "XDP" } else { "user space" }
+    );
+    assert!(
+        reason == format!("auth_failure: {AUTH_FAILURES} failed authentications"),
+        "ban reason: {reason}"
+    );
+    assert!(
+        !said.contains(BOB_PASSWORD) && !said.contains("The password for"),
+        "svcrack found the password:\n{said}"
+    );
+    assert_eq!(
+        end.get("sipfw_auth_total{result=\"success\"}"),
+        0.0,
+        "no REGISTER of svcrack authenticated"
+    );
+    assert_eq!(end.get("sipfw_registrar_bindings"), 0.0);
+    // Banned at the threshold: at most a guess or two in flight while the ban was being made.
+    assert!(
+        failures >= AUTH_FAILURES as f64 && failures < WRONG_FIRST as f64,
+        "{failures} wrong passwords reached the daemon (threshold {AUTH_FAILURES}):\n{said}"
+    );
+    assert!(
+        after_ban > 0.0,
+        "svcrack kept sending after the ban, and it was dropped as banned"
+    );
+    assert_eq!(
+        end.messages_seen(),
+        at_ban.messages_seen(),
+        "the daemon's message layer saw nothing of svcrack once banned"
+    );
+    if xdp {
+        assert_eq!(end.userspace_drops("banned"), 0.0, "XDP dropped them all");
+    }
+    let (code, log) = stop(daemon);
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn svmap_is_banned_and_then_dropped_in_xdp() {
+    svmap_is_banned("svmap_is_banned_and_then_dropped_in_xdp", true);
+}
+
+#[test]
+fn svmap_is_banned_and_then_dropped_in_user_space_without_xdp() {
+    svmap_is_banned(
+        "svmap_is_banned_and_then_dropped_in_user_space_without_xdp",
+        false,
+    );
+}
+
+#[test]
+fn svcrack_is_banned_before_the_password_and_then_dropped_in_xdp() {
+    svcrack_is_banned(
+        "svcrack_is_banned_before_the_password_and_then_dropped_in_xdp",
+        true,
+    );
+}
+
+#[test]
+fn svcrack_is_banned_before_the_password_and_then_dropped_in_user_space_without_xdp() {
+    svcrack_is_banned(
+        "svcrack_is_banned_before_the_password_and_then_dropped_in_user_space_without_xdp",
+        false,
+    );
+}

@@ -1,0 +1,289 @@
+//! What the SIPp and SIPVicious scenarios share: the daemon's config for the namespaces,
+//! SIPp and SIPVicious run inside namespace a, metrics snapshots and ban lists.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use sip_firewall_tests::{
+    daemon::{DaemonDirs, sample, scrape},
+    netns::Pair,
+};
+
+/// One scenario at a time in a test binary: SIPp and SIPVicious runs are timing-sensitive on
+/// a small shared machine, and every test counts packets exactly.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The password of bob, our subscriber under attack.
+pub const BOB_PASSWORD: &str = "bob-secret-42";
+
+/// The daemon's config in namespace b: the test domain and its two subscribers, short timers
+/// (every transaction ends within seconds), `extra` appended (sections of its own).
+pub fn config(extra: &str) -> String {
+    format!(
+        r#"
+[sip]
+domains = ["example.com"]
+[proxy]
+# The daemon listens on 0.0.0.0: say which address goes into our Via and Record-Route.
+advertise = "198.51.100.2:5060"
+[timers]
+t1 = "50ms"
+t2 = "400ms"
+t4 = "500ms"
+d = "1s"
+[auth]
+# SIPp and SIPVicious answer only MD5 challenges, and only the first one offered.
+algorithms = ["MD5", "SHA-256"]
+users = [
+  {{ user = "alice", domain = "example.com", password = "alice-secret" }},
+  {{ user = "bob", domain = "example.com", password = "{BOB_PASSWORD}" }},
+]
+{extra}
+"#
+    )
+}
+
+/// `--xdp-mode` arguments: the program in generic mode on veth-b (removed when the daemon
+/// stops), or no fast path at all.
+pub fn mode_args(pair: &Pair, xdp: bool) -> Vec<&'static str> {
+    if xdp {
+        vec!["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"]
+    } else {
+        vec!["--xdp-mode", "off"]
+    }
+}
+
+/// The metrics of the daemon in namespace b.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    pub fn scrape(pair: &Pair) -> Metrics {
+        Metrics(scrape(
+            &pair.ns_b,
+            "127.0.0.1:9464".parse().expect("metrics address"),
+        ))
+    }
+
+    /// One series, 0 when absent (not yet created).
+    pub fn get(&self, series: &str) -> f64 {
+        sample(&self.0, series).unwrap_or(0.0)
+    }
+
+    /// The sum of every series of metric `name` (all label values).
+    pub fn sum(&self, name: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn xdp(&self, reason: &str) -> f64 {
+        self.get(&format!("sipfw_xdp_packets_total{{reason=\"{reason}\"}}"))
+    }
+
+    pub fn userspace_drops(&self, reason: &str) -> f64 {
+        self.get(&format!(
+            "sipfw_userspace_drops_total{{reason=\"{reason}\"}}"
+        ))
+    }
+
+    /// Every SIP message the daemon's message layer saw (requests and responses).
+    pub fn messages_seen(&self) -> f64 {
+        self.sum("sipfw_sip_requests_total") + self.sum("sipfw_sip_responses_total")
+    }
+}
+
+/// The bans the daemon lists (`ban list --json`): (address, reason).
+pub fn bans(d: &DaemonDirs) -> Vec<(String, String)> {
+    let o = d.cli(&["ban", "list", "--json"]);
+    assert!(
+        o.status.success(),
+        "ban list: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ban list JSON");
+    v.as_array()
+        .expect("a list of bans")
+        .iter()
+        .map(|b| {
+            (
+                b["ip"].as_str().unwrap_or_default().to_string(),
+                b["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Wait up to `within` for a ban of `ip`; its reason.
+pub fn wait_ban(d: &DaemonDirs, ip: &str, within: Duration) -> Option<String> {
+    let t0 = Instant::now();
+    loop {
+        if let Some((_, reason)) = bans(d).into_iter().find(|(a, _)| a == ip) {
+            return Some(reason);
+        }
+        if t0.elapsed() > within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A command run inside namespace `ns` (`ip netns exec`: tools that need no pinned maps).
+pub fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(program);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Wait for `child` at most `limit`, then kill it: its output, and whether it had to be killed.
+pub fn wait_bounded(mut child: Child, limit: Duration) -> (Output, bool) {
+    let t0 = Instant::now();
+    let mut killed = false;
+    while child.try_wait().expect("try_wait").is_none() {
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child.wait_with_output().expect("output"), killed)
+}
+
+// ---- SIPp ----
+
+pub fn sipp_installed(test: &str) -> bool {
+    let ok = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        eprintln!("SKIPPED {test}: sipp not installed (`cargo xtask setup` installs sip-tester)");
+    }
+    ok
+}
+
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(name)
+}
+
+/// SIPp in namespace a on 198.51.100.1:`port`, as a client of the proxy when `uac`; its
+/// message trace goes to `dir`/`name`-`port`.msg.
+pub fn sipp_cmd(
+    pair: &Pair,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    uac: bool,
+    args: &[&str],
+) -> Command {
+    let mut c = in_netns(&pair.ns_a, "sipp");
+    if uac {
+        c.arg(format!("{}:5060", pair.b4));
+    }
+    c.arg("-sf")
+        .arg(scenario(name))
+        .args(["-i", &pair.a4.to_string(), "-p", &port.to_string()])
+        .args(["-timeout", "20", "-timeout_error", "-nostdin"])
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(dir.join(format!("{name}-{port}.msg")))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// One finished SIPp run: whether it passed, its message trace, the end of its output.
+pub struct Run {
+    pub ok: bool,
+    pub trace: String,
+    pub output: String,
+}
+
+pub fn finish(dir: &Path, name: &str, port: u16, out: Output) -> Run {
+    let trace = std::fs::read_to_string(dir.join(format!("{name}-{port}.msg"))).unwrap_or_default();
+    Run {
+        ok: out.status.success(),
+        trace,
+        output: format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+pub fn sipp(pair: &Pair, dir: &Path, name: &str, port: u16, uac: bool, args: &[&str]) -> Run {
+    let child = sipp_cmd(pair, dir, name, port, uac, args)
+        .spawn()
+        .expect("spawn sipp");
+    let (out, _) = wait_bounded(child, Duration::from_secs(40));
+    finish(dir, name, port, out)
+}
+
+/// Status codes of the responses in a SIPp message trace, in order.
+pub fn codes(trace: &str) -> Vec<u16> {
+    trace
+        .lines()
+        .filter_map(|l| l.strip_prefix("SIP/2.0 "))
+        .filter_map(|r| r.get(..3)?.parse().ok())
+        .collect()
+}
+
+// ---- SIPVicious ----
+
+/// Where `cargo xtask setup` puts the SIPVicious virtualenv: `target/sipvicious-venv`, or
+/// `$SIPFW_SIPVICIOUS_VENV`.
+pub fn sipvicious_venv() -> PathBuf {
+    if let Some(v) = std::env::var_os("SIPFW_SIPVICIOUS_VENV") {
+        return v.into();
+    }
+    // target/debug/deps/<test> -> target/sipvicious-venv
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir")
+        .join("sipvicious-venv")
+}
+
+/// The path of a SIPVicious command (`sipvicious_svmap`...), or None after saying loudly why
+/// `test` skips.
+pub fn sipvicious(test: &str, command: &str) -> Option<PathBuf> {
+    let bin = sipvicious_venv().join("bin").join(command);
+    if bin.exists() {
+        Some(bin)
+    } else {
+        eprintln!(
+            "SKIPPED {test}: {} missing: `cargo xtask setup` installs SIPVicious 0.3.8 into \
+             that virtualenv (or set SIPFW_SIPVICIOUS_VENV)",
+            bin.display()
+        );
+        None
+    }
+}
