@@ -53,6 +53,8 @@ impl Drop for TempDir {
 pub struct DaemonDirs {
     pub dir: TempDir,
     pub pin_dir: PathBuf,
+    /// The SIP listen address (default `0.0.0.0:5060`).
+    pub listen: String,
 }
 
 impl DaemonDirs {
@@ -68,6 +70,7 @@ impl DaemonDirs {
         DaemonDirs {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{name}")),
             dir,
+            listen: "0.0.0.0:5060".to_string(),
         }
     }
 
@@ -87,7 +90,7 @@ impl DaemonDirs {
             .arg(self.dir.path.join("sip-firewall.toml"))
             .args([
                 "--sip-listen",
-                "0.0.0.0:5060",
+                &self.listen,
                 "--metrics-listen",
                 "127.0.0.1:9464",
             ])

@@ -151,3 +151,25 @@ pub fn sip_response(code: u16, branch: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// Fill in the IPv4 header checksum of an untagged frame (for frames the stack must accept).
+pub fn set_ipv4_checksum(f: &mut [u8]) {
+    let ip = &mut f[14..34];
+    ip[10] = 0;
+    ip[11] = 0;
+    let mut sum = 0u32;
+    for w in ip.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Address a frame from `veth-a` to `veth-b` of a [`crate::netns::Pair`].
+pub fn set_pair_macs(f: &mut [u8]) {
+    f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x0b]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x0a]);
+}
