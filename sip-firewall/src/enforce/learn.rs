@@ -80,16 +80,27 @@ pub const KNOWN_TTL: Duration = Duration::from_secs(3600);
 /// longer than any transaction (Timer B/F 32 s, then Timer D/K/M up to 32 s).
 pub const TRANSACTION_TTL: Duration = Duration::from_secs(300);
 
-/// The proxy's observer: queues events without blocking.
+/// The proxy's observer: queues events without blocking, except the opening of a UDP client
+/// transaction, whose key must be in the XDP map before the request leaves.
 #[derive(Clone)]
 pub struct Learner {
     tx: mpsc::Sender<Event>,
+    /// Where transaction keys are written at once. Through the queue, the reply of a quick
+    /// peer (a 180 sent as soon as the INVITE arrives) could reach XDP before its key and be
+    /// dropped as a stray.
+    enforcer: Option<Arc<Mutex<Enforcer>>>,
 }
 
 impl Learner {
     pub fn new(capacity: usize) -> (Learner, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Learner { tx }, rx)
+        (Learner { tx, enforcer: None }, rx)
+    }
+
+    /// Write transaction keys into `enforcer`'s map synchronously (see the field).
+    pub fn with_enforcer(mut self, enforcer: Arc<Mutex<Enforcer>>) -> Learner {
+        self.enforcer = Some(enforcer);
+        self
     }
 
     /// Queue an event; when the queue is full it is lost (and said so once in a while).
@@ -104,7 +115,13 @@ impl Observer for Learner {
     fn client_transaction_created(&self, branch: &str, dest: Destination) {
         // Only UDP responses come through XDP; TCP ones arrive on our own connection.
         if dest.transport == Transport::Datagram {
-            self.report(Event::TransactionOpen(branch.to_string()));
+            // The proxy sends the request only after this returns.
+            match &self.enforcer {
+                Some(e) => {
+                    with(e, |e| e.transaction_open(branch, TRANSACTION_TTL));
+                }
+                None => self.report(Event::TransactionOpen(branch.to_string())),
+            }
         }
         // We send it requests: a registered contact, a trunk, a peer of a dialog.
         self.report(Event::Known(dest.addr.ip()));
