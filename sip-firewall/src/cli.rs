@@ -56,6 +56,8 @@ pub enum Command {
     User {
         #[command(subcommand)]
         cmd: crate::auth::cli::UserCmd,
+        #[command(flatten)]
+        common: Common,
     },
 }
 

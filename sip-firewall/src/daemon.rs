@@ -125,6 +125,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(metrics.registry()),
         Arc::new(learner.clone()),
     )?);
+    // Subscribers added at run time (`sip-firewall user add`) come back from the state.
+    for user in lock(&enforcer)?.store().users()? {
+        proxy.add_user(&user);
+    }
     let server = SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
     server.set_gate(Arc::new(UserGate::new(
         &config,
@@ -132,6 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         learner,
         &metrics,
     )));
+    let proxy_handle = proxy.clone();
     let rx = shutdown_rx.clone();
     tasks.spawn(async move {
         proxy.run_timers(rx).await;
@@ -151,6 +156,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started: std::time::Instant::now(),
         xdp: attachments.clone(),
         sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
+        proxy: Some(proxy_handle),
     };
     {
         let rx = shutdown_rx.clone();

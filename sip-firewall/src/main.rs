@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         Command::Ban { cmd, common } => commands::ban(&common, cmd),
         Command::Allow { cmd, common } => commands::list(&common, List::Allow, cmd),
         Command::Deny { cmd, common } => commands::list(&common, List::Deny, cmd),
-        Command::User { cmd } => sip_firewall::auth::cli::run(cmd),
+        Command::User { cmd, common } => sip_firewall::auth::cli::run(cmd, &common),
         Command::Config { cmd } => match cmd {
             ConfigCmd::Default => {
                 print!("{DEFAULT_FILE}");

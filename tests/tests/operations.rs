@@ -204,6 +204,47 @@ fn cli_commands_against_a_running_daemon() {
     );
     assert!(d.cli(&["ban", "del", &a4]).status.success());
 
+    // Subscribers: added at once (and the config line printed), listed, removed.
+    let add = d.cli(&[
+        "user",
+        "add",
+        "carol",
+        "--domain",
+        "example.com",
+        "--password",
+        "pw-carol",
+    ]);
+    assert!(add.status.success(), "{}", err(&add));
+    assert!(
+        out(&add).contains("user = \"carol\"") && out(&add).contains("done: carol@example.com"),
+        "{}",
+        out(&add)
+    );
+    assert!(
+        !out(&add).contains("pw-carol"),
+        "the password is never printed"
+    );
+    let users = json(&d.cli(&["user", "list", "--json"]));
+    assert_eq!(users[0]["user"], "carol");
+    assert!(out(&d.cli(&["user", "list"])).contains("carol  example.com"));
+    assert!(
+        d.cli(&["user", "del", "carol", "--domain", "example.com"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        d.cli(&["user", "del", "carol", "--domain", "example.com"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        json(&d.cli(&["user", "list", "--json"]))
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+
     // Usage errors exit 2 and say what is wrong.
     let bad = d.cli(&["ban", "add", "not-an-ip"]);
     assert_eq!(bad.status.code(), Some(2));
@@ -239,6 +280,19 @@ fn restart_keeps_bans_enforced_without_a_gap() {
         d.cli(&["ban", "add", &a4, "--for", "1h", "--reason", "restart test"])
             .status
             .success()
+    );
+    assert!(
+        d.cli(&[
+            "user",
+            "add",
+            "dave",
+            "--domain",
+            "example.com",
+            "--password",
+            "pw-dave"
+        ])
+        .status
+        .success()
     );
 
     // A sender in namespace a keeps trying through the whole restart.
@@ -303,6 +357,11 @@ fn restart_keeps_bans_enforced_without_a_gap() {
     assert!(j[0]["remaining_secs"].as_u64().unwrap() > 3500);
     let s = json(&d.cli(&["status", "--json"]));
     assert_eq!(s["enforcement"], "xdp");
+    let users = json(&d.cli(&["user", "list", "--json"]));
+    assert_eq!(
+        users[0]["user"], "dave",
+        "subscribers added at run time survive the restart"
+    );
     // The counters were taken over too: every packet the sender sent was dropped as banned.
     let stats = json(&d.cli(&["stats", "--json"]));
     let banned = stats["xdp"]

@@ -132,6 +132,42 @@ fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, St
     serde_json::from_value(v.clone()).map_err(|e| e.to_string())
 }
 
+/// `user` commands: ask the daemon; for `add` a daemon that is not running is fine (the
+/// printed line is the way to add the subscriber then).
+pub fn ask_user(common: &Common, req: Request, optional: bool) -> ExitCode {
+    if optional
+        && matches!(
+            client::call(&socket(common), &Request::Status),
+            Err(client::ClientError::NotRunning(_))
+        )
+    {
+        eprintln!("sip-firewall: no daemon running: add the line above to the config");
+        return ExitCode::SUCCESS;
+    }
+    let listing = matches!(req, Request::UserList);
+    ask(common, req, |d| {
+        if listing {
+            let users: Vec<serde_json::Value> = decode(d)?;
+            let rows: Vec<Vec<String>> = users
+                .iter()
+                .map(|u| {
+                    vec![
+                        u["user"].as_str().unwrap_or_default().to_string(),
+                        u["domain"].as_str().unwrap_or_default().to_string(),
+                    ]
+                })
+                .collect();
+            Ok(table(&["user", "domain"], &rows))
+        } else {
+            Ok(format!(
+                "done: {}@{}\n",
+                d["user"].as_str().unwrap_or_default(),
+                d["domain"].as_str().unwrap_or_default()
+            ))
+        }
+    })
+}
+
 /// Columns padded to their widest cell.
 pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{BanRecord, List};
+use crate::{
+    proxy::config::UserEntry,
+    state::{BanRecord, List},
+};
 
 /// What the CLI asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +37,15 @@ pub enum Request {
     ListShow {
         list: List,
     },
+    /// Add or replace a subscriber (hashes only travel).
+    UserAdd {
+        user: UserEntry,
+    },
+    UserDel {
+        user: String,
+        domain: String,
+    },
+    UserList,
 }
 
 /// The daemon's answer: `ok` with data, or the reason it said no.

@@ -22,12 +22,14 @@ use crate::{
     state::List,
 };
 
-/// What `status` reports besides the enforcer's state.
-#[derive(Clone, Debug)]
+/// What `status` reports besides the enforcer's state, and the proxy it manages.
+#[derive(Clone)]
 pub struct DaemonInfo {
     pub started: Instant,
     pub xdp: Vec<(String, String)>,
     pub sip_listen: Vec<String>,
+    /// The proxy, whose subscribers `user add|del|list` change.
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 /// A request that takes longer than this is cut off (a stuck client must not pile up tasks).
@@ -201,6 +203,38 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             }
         }
         Request::ListShow { list } => Response::ok(e.list(list)),
+        Request::UserAdd { user } => {
+            let Some(proxy) = &info.proxy else {
+                return Ok(Response::no("this daemon runs no proxy"));
+            };
+            // Stored first: acknowledged means it survives a restart.
+            e.store().put_user(&user)?;
+            proxy.add_user(&user);
+            info!(user = user.user, domain = user.domain, "subscriber added");
+            Response::ok(serde_json::json!({ "user": user.user, "domain": user.domain }))
+        }
+        Request::UserDel { user, domain } => {
+            let Some(proxy) = &info.proxy else {
+                return Ok(Response::no("this daemon runs no proxy"));
+            };
+            let stored = e.store().del_user(&user, &domain)?;
+            if proxy.remove_user(&user, &domain) || stored {
+                info!(user, domain, "subscriber removed");
+                Response::ok(serde_json::json!({ "user": user, "domain": domain }))
+            } else {
+                Response::no(format!("{user}@{domain} is not a subscriber"))
+            }
+        }
+        Request::UserList => match &info.proxy {
+            Some(proxy) => Response::ok(
+                proxy
+                    .users()
+                    .into_iter()
+                    .map(|u| serde_json::json!({ "user": u.user, "domain": u.domain }))
+                    .collect::<Vec<_>>(),
+            ),
+            None => Response::no("this daemon runs no proxy"),
+        },
     })
 }
 

@@ -22,11 +22,28 @@ pub enum UserCmd {
         #[arg(long)]
         ha1: Option<String>,
     },
+    /// Remove a subscriber from the running daemon (and its state).
+    Del {
+        user: String,
+        #[arg(long)]
+        domain: String,
+    },
+    /// List the running daemon's subscribers.
+    List,
 }
 
 /// Run a `user` subcommand.
-pub fn run(cmd: UserCmd) -> ExitCode {
+pub fn run(cmd: UserCmd, common: &crate::admin::commands::Common) -> ExitCode {
+    use crate::admin::{commands, protocol::Request};
     match cmd {
+        UserCmd::Del { user, domain } => {
+            return commands::ask_user(common, Request::UserDel { user, domain }, false);
+        }
+        UserCmd::List => return commands::ask_user(common, Request::UserList, false),
+        UserCmd::Add { .. } => {}
+    }
+    match cmd {
+        UserCmd::Del { .. } | UserCmd::List => ExitCode::SUCCESS,
         UserCmd::Add {
             user,
             domain,
@@ -52,7 +69,25 @@ pub fn run(cmd: UserCmd) -> ExitCode {
                 "{}",
                 super::users::config_line(&user, &domain, password.as_deref(), ha1.as_deref())
             );
-            ExitCode::SUCCESS
+            // The running daemon takes it at once (hashes only travel and are stored).
+            let mut entry = crate::proxy::config::UserEntry {
+                user: user.clone(),
+                domain: domain.clone(),
+                password: None,
+                ha1: None,
+                ha1_sha256: None,
+            };
+            let d = domain.to_ascii_lowercase();
+            match (&password, &ha1) {
+                (Some(p), _) => {
+                    entry.ha1 = Some(super::digest::Algorithm::Md5.ha1(&user, &d, p));
+                    entry.ha1_sha256 = Some(super::digest::Algorithm::Sha256.ha1(&user, &d, p));
+                }
+                (None, Some(h)) if h.len() == 32 => entry.ha1 = Some(h.to_ascii_lowercase()),
+                (None, Some(h)) => entry.ha1_sha256 = Some(h.to_ascii_lowercase()),
+                (None, None) => {}
+            }
+            commands::ask_user(common, Request::UserAdd { user: entry }, true)
         }
     }
 }

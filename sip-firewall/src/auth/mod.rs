@@ -62,6 +62,11 @@ impl Authenticator {
         &self.users
     }
 
+    /// The subscribers, to change at run time (`sip-firewall user add`).
+    pub fn users_mut(&mut self) -> &mut Users {
+        &mut self.users
+    }
+
     /// Challenge header values, one per offered algorithm, in order of preference.
     pub fn challenges(&self, realm: &str, stale: bool, now_secs: u64) -> Vec<String> {
         let nonce = self.nonces.issue(realm, now_secs);

@@ -34,28 +34,59 @@ pub struct Users {
 impl Users {
     /// From the `[auth] users` entries.
     pub fn from_config(entries: &[UserEntry]) -> Users {
-        let mut by_id = HashMap::new();
+        let mut users = Users::default();
         for e in entries {
-            let domain = e.domain.to_ascii_lowercase();
-            let s = Secrets {
-                md5: e.ha1.as_ref().map(|h| h.to_ascii_lowercase()).or_else(|| {
+            users.insert(e);
+        }
+        users
+    }
+
+    /// Add (or replace) a subscriber.
+    pub fn insert(&mut self, e: &UserEntry) {
+        let domain = e.domain.to_ascii_lowercase();
+        let s = Secrets {
+            md5: e.ha1.as_ref().map(|h| h.to_ascii_lowercase()).or_else(|| {
+                e.password
+                    .as_ref()
+                    .map(|p| Algorithm::Md5.ha1(&e.user, &domain, p))
+            }),
+            sha256: e
+                .ha1_sha256
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase())
+                .or_else(|| {
                     e.password
                         .as_ref()
-                        .map(|p| Algorithm::Md5.ha1(&e.user, &domain, p))
+                        .map(|p| Algorithm::Sha256.ha1(&e.user, &domain, p))
                 }),
-                sha256: e
-                    .ha1_sha256
-                    .as_ref()
-                    .map(|h| h.to_ascii_lowercase())
-                    .or_else(|| {
-                        e.password
-                            .as_ref()
-                            .map(|p| Algorithm::Sha256.ha1(&e.user, &domain, p))
-                    }),
-            };
-            by_id.insert((e.user.clone(), domain), s);
-        }
-        Users { by_id }
+        };
+        self.by_id.insert((e.user.clone(), domain), s);
+    }
+
+    /// Remove a subscriber; whether there was one.
+    pub fn remove(&mut self, user: &str, domain: &str) -> bool {
+        self.by_id
+            .remove(&(user.to_string(), domain.to_ascii_lowercase()))
+            .is_some()
+    }
+
+    /// Every subscriber as (user, domain), sorted.
+    pub fn ids(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self.by_id.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// A subscriber as stored: hashes only, never a password.
+    pub fn entry(&self, user: &str, domain: &str) -> Option<UserEntry> {
+        let s = self.get(user, domain)?;
+        Some(UserEntry {
+            user: user.to_string(),
+            domain: domain.to_ascii_lowercase(),
+            password: None,
+            ha1: s.md5.clone(),
+            ha1_sha256: s.sha256.clone(),
+        })
     }
 
     /// The secrets of user@domain.

@@ -104,6 +104,11 @@ impl Enforcer {
         Ok(e)
     }
 
+    /// The state database (also where subscribers added at run time are kept).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Whether the fast path is attached somewhere.
     pub fn has_fast_path(&self) -> bool {
         self.xdp

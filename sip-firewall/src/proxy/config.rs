@@ -143,7 +143,7 @@ impl Default for AuthConfig {
 }
 
 /// One subscriber.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UserEntry {
     pub user: String,

@@ -60,6 +60,28 @@ impl Proxy {
         })
     }
 
+    /// Add or replace a subscriber while running.
+    pub fn add_user(&self, e: &crate::proxy::config::UserEntry) {
+        self.with_core(|c| c.users_mut().insert(e));
+    }
+
+    /// Remove a subscriber; whether there was one.
+    pub fn remove_user(&self, user: &str, domain: &str) -> bool {
+        self.with_core(|c| c.users_mut().remove(user, domain))
+    }
+
+    /// The subscribers, hashes only.
+    pub fn users(&self) -> Vec<crate::proxy::config::UserEntry> {
+        self.with_core(|c| {
+            let users = c.users_mut();
+            users
+                .ids()
+                .into_iter()
+                .filter_map(|(u, d)| users.entry(&u, &d))
+                .collect()
+        })
+    }
+
     /// Run `f` on the core, then send what it queued (outside the lock).
     fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
         let (r, sends) = {

@@ -10,9 +10,12 @@ use ipnet::IpNet;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::proxy::config::UserEntry;
+
 const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
 const ALLOW: TableDefinition<&str, ()> = TableDefinition::new("allow");
 const DENY: TableDefinition<&str, ()> = TableDefinition::new("deny");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
 /// The state database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,7 @@ impl Store {
             tx.open_table(BANS)?;
             tx.open_table(ALLOW)?;
             tx.open_table(DENY)?;
+            tx.open_table(USERS)?;
             Ok(())
         })?;
         Ok(store)
@@ -141,6 +145,45 @@ impl Store {
             match serde_json::from_slice::<BanRecord>(v.value()) {
                 Ok(b) => out.push(b),
                 Err(e) => tracing::warn!("skipping an unreadable ban record: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record (or replace) a subscriber: hashes only, the caller drops the password.
+    pub fn put_user(&self, user: &UserEntry) -> Result<(), StateError> {
+        let mut stored = user.clone();
+        stored.password = None;
+        let value = serde_json::to_vec(&stored).map_err(|e| self.err(e))?;
+        let key = format!("{}@{}", user.user, user.domain.to_ascii_lowercase());
+        self.write(|tx| {
+            tx.open_table(USERS)?
+                .insert(key.as_str(), value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Forget a subscriber; whether it was stored.
+    pub fn del_user(&self, user: &str, domain: &str) -> Result<bool, StateError> {
+        let key = format!("{user}@{}", domain.to_ascii_lowercase());
+        let mut was = false;
+        self.write(|tx| {
+            was = tx.open_table(USERS)?.remove(key.as_str())?.is_some();
+            Ok(())
+        })?;
+        Ok(was)
+    }
+
+    /// Every stored subscriber.
+    pub fn users(&self) -> Result<Vec<UserEntry>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(USERS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            match serde_json::from_slice::<UserEntry>(v.value()) {
+                Ok(u) => out.push(u),
+                Err(e) => tracing::warn!("skipping an unreadable user record: {e}"),
             }
         }
         Ok(out)

@@ -143,6 +143,11 @@ fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
 }
 
 impl Core {
+    /// The subscribers, changed at run time by the admin API.
+    pub fn users_mut(&mut self) -> &mut Users {
+        self.auth.users_mut()
+    }
+
     /// A core from the configuration, its clock starting at `now`.
     pub fn new(
         config: &Config,
