@@ -567,3 +567,50 @@ fn observer_hooks_for_the_fast_path() {
         "{events:?}"
     );
 }
+
+#[test]
+fn our_cancel_does_not_retire_the_invite_branch() {
+    let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
+    let rec = Arc::new(Recorder::default());
+    let now = Instant::now();
+    let mut h = Harness {
+        core: Core::new(&config, ProxyMetrics::new(None), rec.clone(), now).expect("core"),
+        now,
+    };
+    h.register(21);
+    let (_, sent) = h.feed(&invite("z9hG4bKcx"), "192.0.2.1:5060");
+    let to21 = sent
+        .iter()
+        .find(|(a, _)| a.port() == 21)
+        .expect("21")
+        .1
+        .clone();
+    h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
+    let cancel = invite("z9hG4bKcx")
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("1 INVITE", "1 CANCEL");
+    let (_, sent) = h.feed(&cancel, "192.0.2.1:5060");
+    let ours = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("CANCEL"))
+        .expect("CANCEL")
+        .1
+        .clone();
+    h.feed(&response(&ours, 200, "t"), "10.0.0.21:21");
+    // The CANCEL's transaction ends (Timer K) while the INVITE's still waits for its 487.
+    h.advance(Duration::from_secs(6));
+    let ended = |rec: &Recorder| {
+        rec.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.starts_with("terminated"))
+            .count()
+    };
+    assert_eq!(ended(&rec), 0, "the INVITE's branch is still live");
+    let (_, sent) = h.feed(&response(&to21, 487, "t"), "10.0.0.21:21");
+    assert_eq!(starts(&sent, "SIP/2.0 487"), 1);
+    h.advance(Duration::from_secs(40));
+    assert_eq!(ended(&rec), 1);
+    assert_eq!(h.core.active(), (0, 0));
+}

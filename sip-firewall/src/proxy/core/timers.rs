@@ -140,7 +140,12 @@ impl Core {
     }
 
     pub(super) fn remove_client(&mut self, key: &ClientKey) {
-        if let Some(e) = self.clients.remove(key) {
+        // Our CANCELs (no server transaction) share the branch of the INVITE they cancel and
+        // were never announced: their end must not retire the INVITE's branch, whose
+        // responses (487, 2xx retransmissions) may still come.
+        if let Some(e) = self.clients.remove(key)
+            && e.server.is_some()
+        {
             self.observer
                 .client_transaction_terminated(&key.branch, e.dest);
         }
