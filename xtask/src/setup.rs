@@ -78,7 +78,11 @@ const PACKAGES: &[(&str, &str)] = &[
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.
 pub fn test_tools() -> anyhow::Result<()> {
     packages()?;
-    sipvicious()
+    // Without network (PyPI) the rest of the tests still run: the SIPVicious ones skip loudly.
+    if let Err(e) = sipvicious() {
+        eprintln!("setup: SIPVicious not installed ({e:#}): the SIPVicious tests will skip");
+    }
+    Ok(())
 }
 
 /// The Debian packages of [`PACKAGES`] that are missing, installed with apt-get when root.
