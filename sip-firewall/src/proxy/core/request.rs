@@ -43,34 +43,39 @@ impl Core {
             }
             return Action::Absorb;
         }
-        self.open_server(&key, m, ctx, now);
-        if method == "INVITE" {
-            // RFC 3261 16.2: a stateful proxy answers INVITE with 100 at once, which stops
-            // the UAC's retransmissions while the branches ring.
-            self.reply(&key, &answer(100, "Trying"), now);
-        }
+        self.open_server(&key, m, ctx);
         let result = if method == "CANCEL" {
             self.cancel(&key, now)
         } else {
             self.route_request(&key, m, ctx, method, now)
         };
-        if let Err(l) = result {
-            if let Some(e) = self.servers.get_mut(&key) {
-                e.txn.local();
+        match result {
+            Err(l) => {
+                // Our own final answer (401, 407, 403, 404...) is the first response the
+                // UAC sees: without Timer G, its INVITE retransmissions (Timer A) recover
+                // a lost answer, and sources that never ACK get no stream of retransmissions.
+                if let Some(e) = self.servers.get_mut(&key) {
+                    e.txn.local();
+                }
+                self.reply(&key, &l, now);
             }
-            self.reply(&key, &l, now);
+            Ok(()) if method == "INVITE" => {
+                // RFC 3261 16.2: a stateful proxy answers a forwarded INVITE with 100 at
+                // once, which stops the UAC's retransmissions while the branches ring. Not
+                // before a local answer: after a 100 the UAC stops retransmitting, and a
+                // lost answer without Timer G would never be recovered.
+                if self.servers.get(&key).is_some_and(|e| !e.txn.is_final()) {
+                    self.reply(&key, &answer(100, "Trying"), now);
+                }
+            }
+            Ok(()) => {}
         }
         self.gauges();
         Action::Absorb
     }
 
-    pub(super) fn open_server(
-        &mut self,
-        key: &ServerKey,
-        m: &Message<'_>,
-        ctx: &Context,
-        now: Instant,
-    ) {
+    /// A server transaction for a new request.
+    pub(super) fn open_server(&mut self, key: &ServerKey, m: &Message<'_>, ctx: &Context) {
         let rctx = owned_ctx(m);
         let dest = self.response_destination(m, ctx);
         let kind = if key.method == "INVITE" {
@@ -88,7 +93,6 @@ impl Core {
                 fork: None,
             },
         );
-        let _ = now;
     }
 
     /// Where responses to a request go (RFC 3261 18.2.2, RFC 3581): back on the connection
