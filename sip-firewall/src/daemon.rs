@@ -109,7 +109,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Bans learned in user space, and the proxy's UDP transactions for the stray check.
     let (learner, events) = Learner::new(65_536);
-    let learner = learner.with_enforcer(enforcer.clone());
+    let learner = match lock(&enforcer)?.transaction_keys()? {
+        Some(keys) => learner.with_transaction_keys(keys),
+        None => learner,
+    };
     {
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::Enforcer;
-use crate::{proxy::Observer, server::core::Destination};
+use crate::{proxy::Observer, server::core::Destination, xdp::maps::TransactionKeys};
 
 /// `[bans]`: when user space bans a source by itself.
 #[derive(Clone, Debug, Deserialize)]
@@ -87,19 +87,20 @@ pub struct Learner {
     tx: mpsc::Sender<Event>,
     /// Where transaction keys are written at once. Through the queue, the reply of a quick
     /// peer (a 180 sent as soon as the INVITE arrives) could reach XDP before its key and be
-    /// dropped as a stray.
-    enforcer: Option<Arc<Mutex<Enforcer>>>,
+    /// dropped as a stray. A map handle of its own, not the enforcer: the proxy calls us
+    /// under its lock, and the admin server holds the enforcer while it calls the proxy.
+    keys: Option<Arc<Mutex<TransactionKeys>>>,
 }
 
 impl Learner {
     pub fn new(capacity: usize) -> (Learner, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Learner { tx, enforcer: None }, rx)
+        (Learner { tx, keys: None }, rx)
     }
 
-    /// Write transaction keys into `enforcer`'s map synchronously (see the field).
-    pub fn with_enforcer(mut self, enforcer: Arc<Mutex<Enforcer>>) -> Learner {
-        self.enforcer = Some(enforcer);
+    /// Write transaction keys through `keys` synchronously (see the field).
+    pub fn with_transaction_keys(mut self, keys: TransactionKeys) -> Learner {
+        self.keys = Some(Arc::new(Mutex::new(keys)));
         self
     }
 
@@ -116,9 +117,17 @@ impl Observer for Learner {
         // Only UDP responses come through XDP; TCP ones arrive on our own connection.
         if dest.transport == Transport::Datagram {
             // The proxy sends the request only after this returns.
-            match &self.enforcer {
-                Some(e) => {
-                    with(e, |e| e.transaction_open(branch, TRANSACTION_TTL));
+            match &self.keys {
+                Some(keys) => {
+                    let expires = crate::clock::expiry_after(Some(TRANSACTION_TTL));
+                    match keys.lock() {
+                        Ok(mut k) => {
+                            if let Err(e) = k.open(branch, expires) {
+                                warn!("{e}");
+                            }
+                        }
+                        Err(_) => warn!("transaction keys poisoned"),
+                    }
                 }
                 None => self.report(Event::TransactionOpen(branch.to_string())),
             }

@@ -337,6 +337,17 @@ impl Enforcer {
         Ok(())
     }
 
+    /// A handle on the transaction map for the proxy's synchronous writes, when XDP is
+    /// attached (see [`crate::xdp::maps::XdpMaps::transaction_keys`]).
+    pub fn transaction_keys(
+        &self,
+    ) -> Result<Option<crate::xdp::maps::TransactionKeys>, EnforceError> {
+        match self.xdp.as_ref() {
+            Some(x) => Ok(Some(x.maps.transaction_keys()?)),
+            None => Ok(None),
+        }
+    }
+
     /// The transaction of `branch` is over.
     pub fn transaction_close(&mut self, branch: &str) -> Result<(), EnforceError> {
         if let Some(x) = self.xdp.as_mut() {

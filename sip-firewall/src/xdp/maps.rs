@@ -3,7 +3,7 @@
 //! The daemon owns the maps: it fills them from its configuration and state, and reads the
 //! counters back. Addresses are stored as [`IpKey`]s (IPv4-mapped), prefixes as LPM keys.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, os::fd::AsFd as _};
 
 use aya::{
     Ebpf,
@@ -76,6 +76,19 @@ pub fn key_net(key: &Key<IpKey>) -> Option<IpNet> {
         IpNet::new(key_ip(&data), (len - V4_MAPPED_PREFIX_BITS) as u8).ok()
     } else {
         IpNet::new(IpAddr::from(data), len as u8).ok()
+    }
+}
+
+/// The transaction map alone, through a descriptor of its own (see
+/// [`XdpMaps::transaction_keys`]).
+pub struct TransactionKeys(HashMap<MapData, u64, u64>);
+
+impl TransactionKeys {
+    /// Same as [`XdpMaps::transaction_open`].
+    pub fn open(&mut self, branch: &str, expires_ns: u64) -> Result<(), MapsError> {
+        self.0
+            .insert(branch_key(branch.as_bytes()), expires_ns, 0)
+            .map_err(map_err(names::TRANSACTIONS))
     }
 }
 
@@ -179,6 +192,25 @@ impl XdpMaps {
         self.transactions
             .insert(branch_key(branch.as_bytes()), expires_ns, 0)
             .map_err(map_err(names::TRANSACTIONS))
+    }
+
+    /// A handle of its own on the transaction map (a duplicate descriptor): the proxy writes
+    /// keys through it synchronously, under no lock but its own.
+    pub fn transaction_keys(&self) -> Result<TransactionKeys, MapsError> {
+        use aya::maps::IterableMap as _;
+        let fd = self
+            .transactions
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| MapsError::Load(format!("{}: {e}", names::TRANSACTIONS)))?;
+        let map = MapData::from_fd(fd)
+            .and_then(aya::maps::Map::from_map_data)
+            .map_err(map_err(names::TRANSACTIONS))?;
+        Ok(TransactionKeys(
+            HashMap::try_from(map).map_err(map_err(names::TRANSACTIONS))?,
+        ))
     }
 
     /// The transaction of `branch` is over; whether it was recorded.
