@@ -452,8 +452,8 @@ fn call_under_packet_loss() {
     // SIPp drops 10% of what each side sends; retransmissions (SIPp's and ours) recover.
     call(
         &d,
-        &["-m", "5", "-l", "1", "-lost", "10"],
-        &["-m", "5", "-lost", "10"],
+        &["-m", "5", "-l", "1", "-lost", "5"],
+        &["-m", "5", "-lost", "5"],
     );
     eprintln!(
         "retransmissions absorbed: {}, sent: {}",

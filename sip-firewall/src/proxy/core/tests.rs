@@ -267,15 +267,16 @@ fn cancel_matched_or_481() {
 #[test]
 fn retransmissions_absorbed_and_acks() {
     let mut h = Harness::new();
-    // Unregistered subscriber: 480, retransmitted INVITE gets the same answer again, and
-    // the ACK (same branch) is absorbed.
+    // Unregistered subscriber: 480 (no 100 first: after a 100 the UAC would stop
+    // retransmitting, and a lost 480 would never be recovered), retransmitted INVITE gets
+    // the same answer again, and the ACK (same branch) is absorbed.
     let (_, first) = h.feed(&invite("z9hG4bKinv5"), "192.0.2.1:5060");
-    assert_eq!(first.len(), 2);
-    assert!(first[1].1.starts_with("SIP/2.0 480"));
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].1.starts_with("SIP/2.0 480"));
     let (a, again) = h.feed(&invite("z9hG4bKinv5"), "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].1, first[1].1, "the last response, byte for byte");
+    assert_eq!(again[0].1, first[0].1, "the last response, byte for byte");
     let ack = invite("z9hG4bKinv5")
         .replace("INVITE sip", "ACK sip")
         .replace("1 INVITE", "1 ACK");
