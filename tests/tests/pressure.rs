@@ -5,8 +5,6 @@
 
 use std::{
     ffi::CString,
-    path::PathBuf,
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -21,60 +19,9 @@ use sip_firewall_tests::{
     require_root,
 };
 
+mod support;
+
 const BUDGET: u64 = 200;
-
-fn config() -> String {
-    format!(
-        r#"[sip]
-domains = ["example.com"]
-[auth]
-# SIPp answers only MD5 challenges, and only the first one offered.
-algorithms = ["MD5", "SHA-256"]
-users = [
-  {{ user = "alice", domain = "example.com", password = "alice-secret" }},
-  {{ user = "bob", domain = "example.com", password = "bob-secret" }},
-]
-[xdp]
-pressure_budget = {BUDGET}
-"#
-    )
-}
-
-fn sipp_installed() -> bool {
-    Command::new("sipp").arg("-v").output().is_ok()
-}
-
-fn scenario(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(name)
-}
-
-/// SIPp in namespace a against the proxy in namespace b.
-fn sipp(
-    pair: &Pair,
-    dir: &std::path::Path,
-    name: &str,
-    port: u16,
-    uac: bool,
-    args: &[&str],
-) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &pair.ns_a, "sipp"]);
-    if uac {
-        c.arg(format!("{}:5060", pair.b4));
-    }
-    c.arg("-sf")
-        .arg(scenario(name))
-        .args(["-i", &pair.a4.to_string(), "-p", &port.to_string()])
-        .args(["-timeout", "60", "-timeout_error", "-nostdin"])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    c
-}
 
 /// Raw frames on veth-a: valid OPTIONS requests from `n` different spoofed sources, round
 /// robin, until `stop` or `max` frames. Returns the frames sent.
@@ -175,27 +122,22 @@ fn known_sources_pass_under_a_spoofed_flood() {
     if !require_root("known_sources_pass_under_a_spoofed_flood") {
         return;
     }
-    if !sipp_installed() {
-        eprintln!(
-            "SKIPPED known_sources_pass_under_a_spoofed_flood: sipp is not installed (cargo xtask setup)"
-        );
+    if !support::sipp_installed("known_sources_pass_under_a_spoofed_flood") {
         return;
     }
     let pair = Pair::new("prs").unwrap();
-    let mut d = DaemonDirs::new("prs", &config());
-    // Its own address, not the wildcard: digest URIs name it.
-    d.listen = format!("{}:5060", pair.b4);
-    let child = d.start(
-        &pair,
-        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
+    let d = DaemonDirs::new(
+        "prs",
+        &support::config(&format!("[xdp]\npressure_budget = {BUDGET}\n")),
     );
+    let child = d.start(&pair, &support::mode_args(&pair, true));
     let pid = daemon_pid(child.id());
     let metrics = "127.0.0.1:9464".parse().unwrap();
     let dir = d.dir.path.clone();
 
     // bob registers (authenticated: known) and answers calls; alice calls once (known too).
     let uas_port = 5070;
-    let reg = sipp(
+    let reg = support::sipp(
         &pair,
         &dir,
         "register.xml",
@@ -210,27 +152,14 @@ fn known_sources_pass_under_a_spoofed_flood() {
             "-au",
             "bob",
             "-ap",
-            "bob-secret",
+            support::BOB_PASSWORD,
             "-m",
             "1",
         ],
-    )
-    .output()
-    .unwrap();
-    if !reg.status.success() {
-        let (_, log) = stop(child);
-        panic!(
-            "bob registers: {}\n{log}",
-            String::from_utf8_lossy(&reg.stderr)
-        );
-    }
-    assert!(
-        reg.status.success(),
-        "bob registers: {}",
-        String::from_utf8_lossy(&reg.stderr)
     );
+    assert!(reg.ok, "bob registers: {}\n{}", reg.output, reg.trace);
     let calls = 6;
-    let uas = sipp(
+    let uas = support::sipp_cmd(
         &pair,
         &dir,
         "uas.xml",
@@ -242,7 +171,7 @@ fn known_sources_pass_under_a_spoofed_flood() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let call = |n: usize| {
-        sipp(
+        support::sipp(
             &pair,
             &dir,
             "uac_call.xml",
@@ -264,15 +193,9 @@ fn known_sources_pass_under_a_spoofed_flood() {
                 "1",
             ],
         )
-        .output()
-        .unwrap()
     };
     let first = call(1);
-    assert!(
-        first.status.success(),
-        "a call before the flood: {}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert!(first.ok, "a call before the flood: {}", first.output);
 
     // The same calls, once quietly and once under the flood; the daemon's CPU for each.
     let window = Duration::from_secs(4);
@@ -294,7 +217,8 @@ fn known_sources_pass_under_a_spoofed_flood() {
     stop_flag.store(true, Ordering::Relaxed);
     pump.join().unwrap();
     let after = scrape(&pair.ns_b, metrics);
-    let uas_out = uas.wait_with_output().unwrap();
+    let (uas_out, _) = support::wait_bounded(uas, Duration::from_secs(60));
+    let uas_run = support::finish(&dir, "uas.xml", uas_port, uas_out);
 
     let sent = sent.load(Ordering::Relaxed) as f64;
     let get = |t: &str, s: &str| sample(t, s).unwrap_or(0.0);
@@ -305,22 +229,14 @@ fn known_sources_pass_under_a_spoofed_flood() {
     let flood_secs = flood_time.as_secs_f64() + 0.5;
     eprintln!(
         "pressure: {sent} flood frames from 4096 sources, {pressure} dropped as pressure, {options} OPTIONS reached the daemon in {flood_secs:.1} s (budget {BUDGET}/s); {calls} calls {}; daemon CPU {quiet_cpu:?} per {window:?} quiet, {flood_cpu:?} during the flood ({flood_time:?})",
-        if during.status.success() {
-            "completed"
-        } else {
-            "FAILED"
-        }
+        if during.ok { "completed" } else { "FAILED" }
     );
     assert!(
-        during.status.success(),
+        during.ok,
         "the registered client's calls complete under the flood: {}",
-        String::from_utf8_lossy(&during.stderr)
+        during.output
     );
-    assert!(
-        uas_out.status.success(),
-        "bob answered every call: {}",
-        String::from_utf8_lossy(&uas_out.stderr)
-    );
+    assert!(uas_run.ok, "bob answered every call: {}", uas_run.output);
     assert!(sent > 10_000.0, "the flood ran ({sent} frames)");
     // Unknown sources got no more than the budget (plus one second's burst) to the daemon...
     assert!(
