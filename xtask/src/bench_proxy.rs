@@ -174,13 +174,13 @@ pub fn run_bench() -> anyhow::Result<()> {
     for &rate in RATES {
         let step = step(&dir, &scenarios, &sip, rate)?;
         println!(
-            "{:>8} {:>10} {:>10} {:>8.3}% {:>8.2}ms {:>8.2}ms",
+            "{:>8} {:>10} {:>10} {:>8.3}% {:>10} {:>10}",
             step.rate,
             step.attempted,
             step.succeeded,
             step.ratio() * 100.0,
-            step.p50_ms,
-            step.p99_ms
+            ms(step.p50_ms),
+            ms(step.p99_ms)
         );
         if step.ratio() <= PASS {
             break;
@@ -207,8 +207,10 @@ pub fn run_bench() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     match best {
         Some(s) => println!(
-            "highest rate with >99.9% successful calls: {} calls/s (call setup p50 {:.2} ms, p99 {:.2} ms)",
-            s.rate, s.p50_ms, s.p99_ms
+            "highest rate with >99.9% successful calls: {} calls/s (call setup p50 {}, p99 {})",
+            s.rate,
+            ms(s.p50_ms),
+            ms(s.p99_ms)
         ),
         None => println!("no rate reached 99.9% successful calls"),
     }
@@ -303,6 +305,17 @@ fn rtts(work: &Path) -> anyhow::Result<Vec<f64>> {
         }
     }
     Ok(out)
+}
+
+/// A SIPp time: whole milliseconds, so 0 means under one.
+fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v < 1.0 {
+        "<1 ms".into()
+    } else {
+        format!("{v:.0} ms")
+    }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
