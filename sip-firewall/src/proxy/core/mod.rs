@@ -262,15 +262,17 @@ fn advertised(config: &Config) -> (String, Option<u16>) {
             };
             (host, Some(l.port()))
         }
-        l => (
-            config
-                .sip
-                .domains
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "localhost".into()),
-            l.map(SocketAddr::port),
-        ),
+        l => {
+            let host = config.sip.domains.first().cloned().unwrap_or_else(|| {
+                // Nothing names us: in-dialog requests will not find their way back.
+                tracing::warn!(
+                    "no [proxy] advertise, no specific listen address and no domain: \
+                     Via and Record-Route say localhost"
+                );
+                "localhost".into()
+            });
+            (host, l.map(SocketAddr::port))
+        }
     }
 }
 
