@@ -137,26 +137,7 @@ fn known_sources_pass_under_a_spoofed_flood() {
 
     // bob registers (authenticated: known) and answers calls; alice calls once (known too).
     let uas_port = 5070;
-    let reg = support::sipp(
-        &pair,
-        &dir,
-        "register.xml",
-        uas_port,
-        true,
-        &[
-            "-set",
-            "domain",
-            "example.com",
-            "-s",
-            "bob",
-            "-au",
-            "bob",
-            "-ap",
-            support::BOB_PASSWORD,
-            "-m",
-            "1",
-        ],
-    );
+    let reg = support::register_bob(&pair, &dir, uas_port);
     assert!(reg.ok, "bob registers: {}\n{}", reg.output, reg.trace);
     let calls = 6;
     let uas = support::sipp_cmd(
@@ -170,30 +151,7 @@ fn known_sources_pass_under_a_spoofed_flood() {
     .spawn()
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let call = |n: usize| {
-        support::sipp(
-            &pair,
-            &dir,
-            "uac_call.xml",
-            5080,
-            true,
-            &[
-                "-set",
-                "domain",
-                "example.com",
-                "-s",
-                "bob",
-                "-au",
-                "alice",
-                "-ap",
-                "alice-secret",
-                "-m",
-                &n.to_string(),
-                "-r",
-                "1",
-            ],
-        )
-    };
+    let call = |n: usize| support::alice_calls_bob(&pair, &dir, 5080, n);
     let first = call(1);
     assert!(first.ok, "a call before the flood: {}", first.output);
 

@@ -138,27 +138,7 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
     let dir = d.dir.path.clone();
 
     // bob registers from where his UAS will answer.
-    let pw = BOB_PASSWORD;
-    let r = sipp(
-        &pair,
-        &dir,
-        "register.xml",
-        UAS_PORT,
-        true,
-        &[
-            "-set",
-            "domain",
-            "example.com",
-            "-s",
-            "bob",
-            "-au",
-            "bob",
-            "-ap",
-            pw,
-            "-m",
-            "1",
-        ],
-    );
+    let r = register_bob(&pair, &dir, UAS_PORT);
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
     let uas = sipp_cmd(&pair, &dir, "uas.xml", UAS_PORT, false, &["-m", "1"])
         .stdout(Stdio::piped())
@@ -170,26 +150,7 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
     let before = Metrics::scrape(&pair);
     let (c, sent) = std::thread::scope(|s| {
         let forger = s.spawn(|| forge(&pair, 0..DURING, Duration::from_millis(10)));
-        let c = sipp(
-            &pair,
-            &dir,
-            "uac_call.xml",
-            UAC_PORT,
-            true,
-            &[
-                "-set",
-                "domain",
-                "example.com",
-                "-s",
-                "bob",
-                "-au",
-                "alice",
-                "-ap",
-                "alice-secret",
-                "-m",
-                "1",
-            ],
-        );
+        let c = alice_calls_bob(&pair, &dir, UAC_PORT, 1);
         (c, forger.join().expect("forger"))
     });
     let (uas_out, killed) = wait_bounded(uas, Duration::from_secs(30));

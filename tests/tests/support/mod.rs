@@ -247,6 +247,56 @@ pub fn sipp(pair: &Pair, dir: &Path, name: &str, port: u16, uac: bool, args: &[&
     finish(dir, name, port, out)
 }
 
+/// bob registers (digest) from namespace a, his Contact at `port`.
+pub fn register_bob(pair: &Pair, dir: &Path, port: u16) -> Run {
+    sipp(
+        pair,
+        dir,
+        "register.xml",
+        port,
+        true,
+        &[
+            "-set",
+            "domain",
+            "example.com",
+            "-s",
+            "bob",
+            "-au",
+            "bob",
+            "-ap",
+            BOB_PASSWORD,
+            "-m",
+            "1",
+        ],
+    )
+}
+
+/// alice calls bob through the proxy from `port`: `calls` calls at one per second.
+pub fn alice_calls_bob(pair: &Pair, dir: &Path, port: u16, calls: usize) -> Run {
+    sipp(
+        pair,
+        dir,
+        "uac_call.xml",
+        port,
+        true,
+        &[
+            "-set",
+            "domain",
+            "example.com",
+            "-s",
+            "bob",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "1",
+        ],
+    )
+}
+
 /// Status codes of the responses in a SIPp message trace, in order.
 pub fn codes(trace: &str) -> Vec<u16> {
     trace
