@@ -64,6 +64,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Bound before anything is attached: a second daemon stops here, not after touching XDP.
     let admin_listener = admin::server::bind(&config.admin.socket)?;
 
+    if (config.xdp.mode == XdpMode::Off || config.xdp.interfaces.is_empty())
+        && let Ok(entries) = std::fs::read_dir(&config.xdp.pin_dir)
+    {
+        let links: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("link-"))
+            .collect();
+        if !links.is_empty() {
+            warn!(
+                pins = %config.xdp.pin_dir.display(),
+                ?links,
+                "an earlier daemon's XDP program is still attached and enforcing its last state; \
+                 run with --iface to take it over, or with --detach once to remove it"
+            );
+        }
+    }
+
     let mut fast_path = if config.xdp.mode == XdpMode::Off {
         warn!(
             "XDP fast path off (--xdp-mode off): allow/deny lists, bans, the flood limit and payload checks run in user space"
