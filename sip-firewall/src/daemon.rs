@@ -77,7 +77,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 pins = %config.xdp.pin_dir.display(),
                 ?links,
                 "an earlier daemon's XDP program is still attached and enforcing its last state; \
-                 run with --iface to take it over, or with --detach once to remove it"
+                 run with --iface to take it over (with --detach to remove it when that daemon \
+                 stops), or delete the pin directory to detach it now"
             );
         }
     }
