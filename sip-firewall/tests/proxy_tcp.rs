@@ -109,10 +109,18 @@ fn forwards_over_a_new_tcp_connection() {
         req.contains(&format!("Via: SIP/2.0/TCP {sip};branch=z9hG4bKsfw")),
         "{req}"
     );
-    // Double Record-Route (RFC 5658): the callee reaches us over TCP, the caller over UDP.
-    let rr =
-        format!("Record-Route: <sip:{sip};transport=tcp;lr>\r\nRecord-Route: <sip:{sip};lr>\r\n");
-    assert!(req.contains(&rr), "{req}");
+    // Double Record-Route (RFC 5658): the callee reaches us over TCP, the caller over UDP;
+    // both carry the stamp of the dialog.
+    let rr: Vec<&str> = req
+        .split("\r\n")
+        .filter_map(|l| l.strip_prefix("Record-Route: "))
+        .collect();
+    assert_eq!(rr.len(), 2, "{req}");
+    let tcp_side = format!("<sip:{sip};transport=tcp;lr;sfw=");
+    let udp_side = format!("<sip:{sip};lr;sfw=");
+    let stamp = rr[0].strip_prefix(&tcp_side).expect("TCP side first");
+    assert_eq!(rr[1].strip_prefix(&udp_side), Some(stamp), "{req}");
+    assert!(stamp.len() == 17 && stamp.ends_with('>'), "{stamp}");
     // Answer on the same connection: the proxy relays it to the caller over UDP.
     let mut resp = String::from("SIP/2.0 486 Busy Here\r\n");
     for l in req.split("\r\n") {

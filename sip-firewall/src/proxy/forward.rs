@@ -100,11 +100,19 @@ pub fn add_via(msg: &mut SipMsg, t: Transport, hostport: &str, branch: &str) {
 /// Record-Route ourselves (RFC 3261 16.6 step 4) with `lr`: in-dialog requests come back
 /// through us. When the request changes transport here (arrived on `inbound`, leaves on
 /// `outbound`), two entries (RFC 5658): the top one for the callee's side, the other for the
-/// caller's, so each side reaches us the way it can.
-pub fn record_route(msg: &mut SipMsg, hostport: &str, inbound: Transport, outbound: Transport) {
+/// caller's, so each side reaches us the way it can. `stamp` binds the entries to the dialog
+/// (see [`super::route::dialog_stamp`]).
+pub fn record_route(
+    msg: &mut SipMsg,
+    hostport: &str,
+    inbound: Transport,
+    outbound: Transport,
+    stamp: &str,
+) {
+    let p = super::route::STAMP_PARAM;
     let entry = |t: Transport| match t {
-        Transport::Datagram => format!("<sip:{hostport};lr>"),
-        Transport::Stream => format!("<sip:{hostport};transport=tcp;lr>"),
+        Transport::Datagram => format!("<sip:{hostport};lr;{p}={stamp}>"),
+        Transport::Stream => format!("<sip:{hostport};transport=tcp;lr;{p}={stamp}>"),
     };
     if inbound != outbound {
         msg.push_front(HeaderName::RecordRoute, entry(inbound));
@@ -200,16 +208,31 @@ mod tests {
     fn double_record_route_on_transport_change() {
         let mut m = SipMsg::request("INVITE", "sip:b@h");
         m.push(HeaderName::RecordRoute, "<sip:upstream;lr>".into());
-        record_route(&mut m, "p:5060", Transport::Datagram, Transport::Datagram);
+        record_route(
+            &mut m,
+            "p:5060",
+            Transport::Datagram,
+            Transport::Datagram,
+            "s1",
+        );
         assert_eq!(
             m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
-            vec!["<sip:p:5060;lr>", "<sip:upstream;lr>"]
+            vec!["<sip:p:5060;lr;sfw=s1>", "<sip:upstream;lr>"]
         );
         let mut m = SipMsg::request("INVITE", "sip:b@h");
-        record_route(&mut m, "p:5060", Transport::Datagram, Transport::Stream);
+        record_route(
+            &mut m,
+            "p:5060",
+            Transport::Datagram,
+            Transport::Stream,
+            "s1",
+        );
         assert_eq!(
             m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
-            vec!["<sip:p:5060;transport=tcp;lr>", "<sip:p:5060;lr>"]
+            vec![
+                "<sip:p:5060;transport=tcp;lr;sfw=s1>",
+                "<sip:p:5060;lr;sfw=s1>"
+            ]
         );
     }
 

@@ -97,9 +97,34 @@ pub fn entry_uri(entry: &str) -> Option<&str> {
     Some(&entry[start..end])
 }
 
-/// Loose routing: remove the Route entries at the top that name us. True when any did
-/// (the request was routed through us, e.g. by our Record-Route).
-pub fn pop_our_routes(msg: &mut SipMsg, local: &Local) -> bool {
+/// The URI parameter of our Record-Route that binds it to its dialog.
+pub const STAMP_PARAM: &str = "sfw";
+
+/// The stamp of a dialog: an HMAC of its Call-ID under the proxy's key, so that only a
+/// Record-Route we set for this very dialog routes an in-dialog request through us (a
+/// forged `Route: <sip:us;lr>` would otherwise make us relay anything anywhere).
+pub fn dialog_stamp(key: &[u8], call_id: &str) -> String {
+    use hmac::{Hmac, Mac as _};
+    let Ok(mut m) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    m.update(call_id.as_bytes());
+    let mut h = crate::auth::digest::hex(&m.finalize().into_bytes());
+    h.truncate(16);
+    h
+}
+
+/// The stamp parameter of a `<uri>;params` Route entry.
+pub fn stamp_of(entry: &str) -> Option<String> {
+    match uri::parse(entry_uri(entry)?) {
+        Ok(Uri::Sip(u)) => u.param(STAMP_PARAM).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Loose routing: remove the Route entries at the top that name us, and return them
+/// (empty: the request was not routed through us).
+pub fn pop_our_routes(msg: &mut SipMsg, local: &Local) -> Vec<String> {
     let list = routes(msg);
     let ours = list
         .iter()
@@ -112,7 +137,7 @@ pub fn pop_our_routes(msg: &mut SipMsg, local: &Local) -> bool {
     if ours > 0 {
         msg.replace_all(HeaderName::Route, list[ours..].to_vec());
     }
-    ours > 0
+    list[..ours].to_vec()
 }
 
 /// Where a URI leads: its host when that is an IP address (port 5060/5061 by default,
@@ -193,7 +218,7 @@ mod tests {
             HeaderName::Route,
             "<sip:192.0.2.10;lr;transport=tcp>".into(),
         );
-        assert!(pop_our_routes(&mut m, &l));
+        assert_eq!(pop_our_routes(&mut m, &l), vec!["<sip:127.0.0.1:5070;lr>"]);
         assert_eq!(
             routes(&m),
             vec!["<sip:192.0.2.9;lr>", "<sip:192.0.2.10;lr;transport=tcp>"]
@@ -205,7 +230,14 @@ mod tests {
                 transport: Transport::Datagram
             })
         );
-        assert!(!pop_our_routes(&mut m, &l));
+        assert!(pop_our_routes(&mut m, &l).is_empty());
+        let key = b"k";
+        let stamp = dialog_stamp(key, "call-1");
+        assert_eq!(stamp.len(), 16);
+        assert_ne!(stamp, dialog_stamp(key, "call-2"));
+        assert_ne!(stamp, dialog_stamp(b"other", "call-1"));
+        assert_eq!(stamp_of(&format!("<sip:p;lr;sfw={stamp}>")), Some(stamp));
+        assert_eq!(stamp_of("<sip:p;lr>"), None);
         m.remove(HeaderName::Route);
         assert_eq!(
             next_hop(&m, None).unwrap().addr,

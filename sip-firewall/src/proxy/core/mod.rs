@@ -128,6 +128,8 @@ pub struct Core {
     sends: Vec<(Destination, Vec<u8>)>,
     /// Makes our branches unique across restarts.
     salt: u64,
+    /// Key of the dialog stamps in our Record-Route.
+    rr_key: Vec<u8>,
     seq: u64,
     /// The clock origin: nonce timestamps are seconds since the Unix epoch, taken as
     /// `unix_at_start` plus monotonic time since `start`.
@@ -164,6 +166,12 @@ impl Core {
         let (adv_host, adv_port) = advertised(config);
         let secret = match &config.auth.secret {
             Some(s) => s.as_bytes().to_vec(),
+            None => random_bytes(32)?,
+        };
+        // Derived from the configured secret, dialogs survive a restart; from a random one,
+        // in-dialog requests of earlier dialogs are refused (404) after it.
+        let rr_key = match &config.auth.secret {
+            Some(s) => [s.as_bytes(), b"|record-route"].concat(),
             None => random_bytes(32)?,
         };
         let salt = u64::from_le_bytes(
@@ -203,6 +211,7 @@ impl Core {
             observer,
             sends: Vec::new(),
             salt,
+            rr_key,
             seq: 0,
             start: now,
             unix_at_start: std::time::SystemTime::now()

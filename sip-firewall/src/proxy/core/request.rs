@@ -74,6 +74,15 @@ impl Core {
         Action::Absorb
     }
 
+    /// Whether one of the Route entries we popped carries the stamp of this request's
+    /// dialog (its Call-ID).
+    pub(super) fn stamped_for_dialog(&self, popped: &[String], m: &Message<'_>) -> bool {
+        let want = route::dialog_stamp(&self.rr_key, m.get(HeaderName::CallId).unwrap_or(""));
+        popped
+            .iter()
+            .any(|e| route::stamp_of(e).is_some_and(|s| s == want))
+    }
+
     /// A server transaction for a new request.
     pub(super) fn open_server(&mut self, key: &ServerKey, m: &Message<'_>, ctx: &Context) {
         let rctx = owned_ctx(m);
@@ -199,11 +208,12 @@ impl Core {
             .get(HeaderName::To)
             .and_then(|t| name_addr::parse_single(t).ok())
             .is_some_and(|a| a.tag.is_some());
-        let routed = route::pop_our_routes(&mut msg, &self.local);
+        let popped = route::pop_our_routes(&mut msg, &self.local);
 
         if in_dialog {
-            // Only what our Record-Route brings back is relayed (loose routing).
-            if !routed {
+            // Only what our Record-Route of this very dialog brings back is relayed (loose
+            // routing); a Route naming us without our stamp is not ours.
+            if !self.stamped_for_dialog(&popped, m) {
                 return Err(answer(404, "Not Here"));
             }
             let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
@@ -527,7 +537,9 @@ impl Core {
             if let Some(inbound) = record_route_from {
                 // Per branch: each may leave on another transport.
                 let hostport = self.local.hostport();
-                forward::record_route(&mut b, &hostport, inbound, dest.transport);
+                let call_id = b.get(HeaderName::CallId).unwrap_or("").to_string();
+                let stamp = route::dialog_stamp(&self.rr_key, &call_id);
+                forward::record_route(&mut b, &hostport, inbound, dest.transport, &stamp);
             }
             let branch = self.new_branch();
             forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
@@ -572,7 +584,8 @@ impl Core {
     /// relayed statelessly along the route our Record-Route set up (RFC 3261 16.6, 13.2.2.4).
     pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context) -> Action {
         let mut msg = SipMsg::from_parsed(m);
-        if !route::pop_our_routes(&mut msg, &self.local) {
+        let popped = route::pop_our_routes(&mut msg, &self.local);
+        if !self.stamped_for_dialog(&popped, m) {
             return Action::Drop {
                 reason: "ack_no_route",
             };

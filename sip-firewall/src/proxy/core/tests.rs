@@ -143,7 +143,10 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     assert!(to21.contains("\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfw"));
     assert!(to21.contains("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1;rport=5060"));
     assert!(to21.contains("Max-Forwards: 69"));
-    assert!(to21.contains("Record-Route: <sip:127.0.0.1:5060;lr>"));
+    let stamp = route::dialog_stamp(&h.core.rr_key, "call-z9hG4bKinv1");
+    assert!(to21.contains(&format!(
+        "Record-Route: <sip:127.0.0.1:5060;lr;sfw={stamp}>"
+    )));
     assert!(!to21.contains("evil.example.net"));
 
     // Branch 21 rings: relayed upstream, our Via removed.
@@ -339,8 +342,30 @@ fn strays_scanners_and_policy() {
 #[test]
 fn in_dialog_loose_routing() {
     let mut h = Harness::new();
-    let bye = "BYE sip:bob@10.0.0.21:21 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKbye2\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:carol@other.org>;tag=c\r\nTo: <sip:bob@example.com>;tag=b\r\nCall-ID: y\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
-    let (_, sent) = h.feed(bye, "192.0.2.1:5060");
+    let bye = |route: &str, branch: &str| {
+        format!(
+            "BYE sip:bob@10.0.0.21:21 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch={branch}\r\nRoute: {route}\r\nFrom: <sip:carol@other.org>;tag=c\r\nTo: <sip:bob@example.com>;tag=b\r\nCall-ID: y\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // A Route naming us without the stamp of this dialog (forged, or from another
+    // dialog): not ours to relay, whatever it says.
+    let other = route::dialog_stamp(&h.core.rr_key, "another-call");
+    for (route, branch) in [
+        ("<sip:127.0.0.1:5060;lr>".to_string(), "z9hG4bKf1"),
+        (format!("<sip:127.0.0.1:5060;lr;sfw={other}>"), "z9hG4bKf2"),
+    ] {
+        let (_, sent) = h.feed(&bye(&route, branch), "192.0.2.1:5060");
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].1.starts_with("SIP/2.0 404"), "{sent:?}");
+    }
+    let stamp = route::dialog_stamp(&h.core.rr_key, "y");
+    let (_, sent) = h.feed(
+        &bye(
+            &format!("<sip:127.0.0.1:5060;lr;sfw={stamp}>"),
+            "z9hG4bKbye2",
+        ),
+        "192.0.2.1:5060",
+    );
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0, "10.0.0.21:21".parse().unwrap());
     assert!(!sent[0].1.contains("Route:"), "our Route popped");
@@ -447,7 +472,11 @@ fn trusted_peer_reaches_foreign_targets() {
         .collect();
     assert_eq!(out.len(), 1, "{sent:?}");
     assert_eq!(out[0].0, "198.51.100.7:5080".parse().unwrap());
-    assert!(out[0].1.contains("Record-Route: <sip:127.0.0.1:5060;lr>"));
+    assert!(
+        out[0]
+            .1
+            .contains("Record-Route: <sip:127.0.0.1:5060;lr;sfw=")
+    );
     // A trusted peer's preloaded Route is honoured (an outsider's is stripped).
     let (_, sent) = h.feed(
         &from_trunk("z9hG4bKtrunk2", "<sip:198.51.100.9;lr>"),
