@@ -9,6 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
+use common::free_port;
+
 struct Daemon {
     child: Child,
     dir: std::path::PathBuf,
@@ -19,16 +23,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

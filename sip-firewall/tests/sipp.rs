@@ -6,9 +6,7 @@
 //! `cargo xtask setup` installs it.
 
 use std::{
-    collections::HashMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::UdpSocket,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -33,44 +31,12 @@ users = [
 ]
 "#;
 
-struct TempDir(PathBuf);
+mod common;
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{Daemon, free_port, scrape_opt};
 
-/// One daemon at a time: daemons share machine-wide paths (admin socket, state database),
-/// and SIPp runs are timing-sensitive on a busy machine.
+/// One daemon at a time: SIPp runs are timing-sensitive on a busy machine.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// The daemon, killed when dropped.
-struct Daemon {
-    _turn: std::sync::MutexGuard<'static, ()>,
-    child: Child,
-    sip: SocketAddr,
-    metrics: SocketAddr,
-    dir: TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port free on both UDP and TCP.
-fn free_port() -> u16 {
-    loop {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 fn sipp_installed() -> bool {
     let ok = Command::new("sipp")
@@ -93,72 +59,9 @@ fn scenario(name: &str) -> PathBuf {
 
 fn start() -> Daemon {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let dir =
-        std::env::temp_dir().join(format!("sipfw-sipp-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = dir.join("sip-firewall.toml");
-    std::fs::write(&cfg, CONFIG).expect("config");
-    let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
-        .args(["run", "--xdp-mode", "off", "--config"])
-        .arg(&cfg)
-        .args([
-            "--sip-listen",
-            &sip.to_string(),
-            "--metrics-listen",
-            &metrics.to_string(),
-        ])
-        // Its own state and admin socket: nothing shared with another daemon.
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--admin-socket")
-        .arg(dir.join("admin.sock"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn sip-firewall");
-    let mut d = Daemon {
-        _turn: turn,
-        child,
-        sip,
-        metrics,
-        dir: TempDir(dir),
-    };
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = d.child.try_wait().expect("try_wait") {
-            panic!("sip-firewall exited early: {status}");
-        }
-        if scrape_opt(d.metrics).is_some() && TcpStream::connect(d.sip).is_ok() {
-            return d;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "daemon did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn scrape_opt(addr: SocketAddr) -> Option<HashMap<String, f64>> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    Some(
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect(),
-    )
+    let mut d = common::start("sipp", CONFIG, Some("warn"));
+    d.turn = Some(turn);
+    d
 }
 
 fn metric(d: &Daemon, series: &str) -> f64 {

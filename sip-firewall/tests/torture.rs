@@ -7,120 +7,20 @@
 use std::{
     collections::HashMap,
     io::{Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::{Shutdown, TcpStream, UdpSocket},
+    path::Path,
     time::{Duration, Instant},
 };
 
 /// Codes that mean "refused for syntax": an ACCEPT verdict must never get one.
 const SYNTAX_CODES: [u16; 7] = [400, 414, 416, 420, 483, 505, 513];
 
-/// The daemon, killed when dropped.
-struct Daemon {
-    child: Child,
-    sip: SocketAddr,
-    metrics: SocketAddr,
-    _dir: TempDir,
-}
+mod common;
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port free on both UDP and TCP.
-fn free_port() -> u16 {
-    loop {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+use common::{Daemon, scrape_opt};
 
 fn start(config: &str) -> Daemon {
-    let dir = std::env::temp_dir().join(format!(
-        "sipfw-torture-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = dir.join("sip-firewall.toml");
-    std::fs::write(&cfg, config).expect("config");
-    let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
-        .args(["run", "--xdp-mode", "off", "--config"])
-        .arg(&cfg)
-        .args([
-            "--sip-listen",
-            &sip.to_string(),
-            "--metrics-listen",
-            &metrics.to_string(),
-        ])
-        // Each daemon its own state and admin socket: tests run side by side.
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--admin-socket")
-        .arg(dir.join("admin.sock"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn sip-firewall");
-    let mut d = Daemon {
-        child,
-        sip,
-        metrics,
-        _dir: TempDir(dir),
-    };
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = d.child.try_wait().expect("try_wait") {
-            panic!("sip-firewall exited early: {status}");
-        }
-        if scrape_opt(d.metrics).is_some() && TcpStream::connect(d.sip).is_ok() {
-            return d;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "daemon did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn scrape_opt(addr: SocketAddr) -> Option<HashMap<String, f64>> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    Some(
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect(),
-    )
+    common::start("torture", config, None)
 }
 
 fn scrape(d: &Daemon) -> HashMap<String, f64> {
