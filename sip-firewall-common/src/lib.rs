@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod branch;
 pub mod counters;
+pub mod gcra;
 pub mod maps;
 pub mod payload;
 

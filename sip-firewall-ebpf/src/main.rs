@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use sip_firewall_common::{
     BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig, addr::flood_group,
-    branch::TopBranch, payload::PayloadClass,
+    branch::TopBranch, gcra, payload::PayloadClass,
 };
 
 use crate::{
@@ -165,13 +165,18 @@ fn over_pressure_budget(cfg: &XdpConfig) -> bool {
     };
     let now = unsafe { bpf_ktime_get_ns() };
     // Shared by every CPU: a lost update admits or drops one request more, never more.
-    let stored = unsafe { *tat };
-    let t = if stored > now { stored } else { now };
-    if t - now > cfg.pressure_tolerance_ns {
-        return true;
+    match gcra::admit(
+        unsafe { *tat },
+        now,
+        cfg.pressure_interval_ns,
+        cfg.pressure_tolerance_ns,
+    ) {
+        Some(next) => {
+            unsafe { *tat = next };
+            false
+        }
+        None => true,
     }
-    unsafe { *tat = t + cfg.pressure_interval_ns };
-    false
 }
 
 /// Whether `key` names a client transaction of the proxy that is still open.
@@ -220,16 +225,14 @@ fn over_flood_limit(cfg: &XdpConfig, src: &IpKey, now: u64) -> bool {
     }
     let group = flood_group(*src);
     match FLOOD.get_ptr_mut(&group) {
-        Some(tat) => {
-            // Shared between CPUs: a lost update only shifts one packet's accounting.
-            let stored = unsafe { *tat };
-            let tat_now = if stored > now { stored } else { now };
-            if tat_now - now > cfg.flood_tolerance_ns {
-                return true;
+        // Shared between CPUs: a lost update only shifts one packet's accounting.
+        Some(tat) => match gcra::admit(unsafe { *tat }, now, interval, cfg.flood_tolerance_ns) {
+            Some(next) => {
+                unsafe { *tat = next };
+                false
             }
-            unsafe { *tat = tat_now + interval };
-            false
-        }
+            None => true,
+        },
         None => {
             let _ = FLOOD.insert(&group, &(now + interval), 0);
             false

@@ -11,7 +11,7 @@ use std::{
 };
 
 use prometheus::{IntCounterVec, Opts};
-use sip_firewall_common::{Reason, XdpConfig, addr::flood_group};
+use sip_firewall_common::{Reason, XdpConfig, addr::flood_group, gcra};
 use sip_firewall_sip::Transport;
 
 use super::{
@@ -92,13 +92,18 @@ impl UserGate {
         let Ok(mut tat) = self.pressure.lock() else {
             return false;
         };
-        let now = self.now_ns();
-        let t = (*tat).max(now);
-        if t - now > self.xdp.pressure_tolerance_ns {
-            return true;
+        match gcra::admit(
+            *tat,
+            self.now_ns(),
+            interval,
+            self.xdp.pressure_tolerance_ns,
+        ) {
+            Some(next) => {
+                *tat = next;
+                false
+            }
+            None => true,
         }
-        *tat = t + interval;
-        false
     }
 
     /// The XDP flood limit, in user space.
@@ -115,12 +120,13 @@ impl UserGate {
         }
         let now = self.now_ns();
         let tat = table.entry(flood_group(ip_key(ip))).or_insert(now);
-        let t = (*tat).max(now);
-        if t - now > self.xdp.flood_tolerance_ns {
-            return true;
+        match gcra::admit(*tat, now, interval, self.xdp.flood_tolerance_ns) {
+            Some(next) => {
+                *tat = next;
+                false
+            }
+            None => true,
         }
-        *tat = t + interval;
-        false
     }
 }
 
