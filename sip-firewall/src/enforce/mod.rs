@@ -79,7 +79,7 @@ impl Enforcer {
         };
         let now = unix_now();
         for ban in e.store.bans()? {
-            if ban.expires_unix.is_some_and(|t| t <= now) {
+            if !ban.is_live(now) {
                 e.store.del_ban(ban.ip)?;
                 continue;
             }
@@ -234,7 +234,7 @@ impl Enforcer {
         let expired: Vec<IpAddr> = self
             .bans
             .values()
-            .filter(|b| b.expires_unix.is_some_and(|t| t <= now))
+            .filter(|b| !b.is_live(now))
             .map(|b| b.ip)
             .collect();
         for ip in expired {
@@ -292,7 +292,7 @@ impl Enforcer {
         }
         let now = unix_now();
         match self.bans.get(&ip) {
-            Some(b) if b.expires_unix.is_none_or(|t| t > now) => Some(Reason::Banned),
+            Some(b) if b.is_live(now) => Some(Reason::Banned),
             _ => None,
         }
     }
@@ -322,9 +322,7 @@ impl Enforcer {
     /// Whether `ip` has a live ban.
     pub fn is_banned(&self, ip: IpAddr) -> bool {
         let now = unix_now();
-        self.bans
-            .get(&ip)
-            .is_some_and(|b| b.expires_unix.is_none_or(|t| t > now))
+        self.bans.get(&ip).is_some_and(|b| b.is_live(now))
     }
 
     /// Let responses to the UDP client transaction of `branch` through XDP for `ttl` (or
@@ -377,10 +375,7 @@ impl Enforcer {
     /// Live bans right now.
     pub fn bans_active(&self) -> usize {
         let now = unix_now();
-        self.bans
-            .values()
-            .filter(|b| b.expires_unix.is_none_or(|t| t > now))
-            .count()
+        self.bans.values().filter(|b| b.is_live(now)).count()
     }
 }
 

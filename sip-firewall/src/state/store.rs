@@ -42,6 +42,13 @@ pub struct BanRecord {
     pub expires_unix: Option<u64>,
 }
 
+impl BanRecord {
+    /// Whether the ban is in force at `now` (unix seconds).
+    pub fn is_live(&self, now: u64) -> bool {
+        self.expires_unix.is_none_or(|t| t > now)
+    }
+}
+
 /// Which prefix list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
