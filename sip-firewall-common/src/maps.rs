@@ -62,6 +62,15 @@ pub const PORT_ENTRIES: u32 = 64;
 /// Size of the ban-event ring buffer in bytes (a power of two, a multiple of the page size).
 pub const BAN_EVENTS_BYTES: u32 = 256 * 1024;
 
+/// IPv6 extension headers (Hop-by-Hop, Routing, Fragment, Destination Options) the XDP
+/// program walks before the transport header. RFC 8200 4.1 allows each at most once (the
+/// Destination Options twice): 6 covers every legal chain; a longer one is malformed.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+/// Most bytes of IPv6 extension headers walked in total: beyond it the packet is malformed
+/// (no honest SIP datagram carries hundreds of bytes of options). Keeps the payload offset
+/// bounded for the verifier.
+pub const MAX_IPV6_EXT_BYTES: usize = 512;
+
 /// Maximum length of an LPM key's data in bits.
 pub const LPM_MAX_PREFIX: u32 = 128;
 

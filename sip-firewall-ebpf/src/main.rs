@@ -34,9 +34,10 @@ use crate::{
 };
 
 const UDP_HLEN: usize = 8;
-/// The furthest a UDP payload can start: Ethernet, a VLAN tag, IPv4 with 40 bytes of options
-/// (IPv6 with a Fragment header is shorter), and UDP.
-const MAX_PAYLOAD_OFFSET: usize = 14 + 4 + 60 + UDP_HLEN;
+/// The furthest a UDP payload can start: Ethernet, a VLAN tag, IPv6 with the longest chain
+/// of extension headers walked (IPv4 with 40 bytes of options is shorter), and UDP.
+const MAX_PAYLOAD_OFFSET: usize =
+    14 + 4 + 40 + sip_firewall_common::maps::MAX_IPV6_EXT_BYTES + UDP_HLEN;
 
 #[xdp]
 pub fn sip_firewall(ctx: XdpContext) -> u32 {
@@ -78,6 +79,12 @@ fn judge(ctx: &XdpContext) -> Reason {
         && let Some(r) = source_verdict(cfg, &ip.src)
     {
         return r;
+    }
+    if ip.bad_chain {
+        // An IPv6 chain we cannot see the end of: its ports cannot be judged, and passing
+        // it would let junk past every check below (issue 9). Dropped after the allow,
+        // deny and ban checks, so a trusted source's AH or Mobility traffic still passes.
+        return Reason::Malformed;
     }
     if !sip_port || ip.proto != IPPROTO_UDP {
         return Reason::Passed;
