@@ -82,7 +82,9 @@ pub struct BanValue {
     pub expires_ns: u64,
     /// A [`BanReason`] as `u32`.
     pub reason: u32,
-    pub _pad: u32,
+    /// A [`BanScope`] as `u32`: what this ban blocks (learned bans only the SIP ports by
+    /// default, manual ones what `[xdp] ban_scope` says).
+    pub scope: u32,
 }
 
 /// Why a source is banned.
@@ -180,6 +182,9 @@ impl XdpConfig {
     /// Responses are matched against [`TRANSACTIONS`]; a stray one is dropped. Set by the
     /// daemon when its proxy records its client transactions there.
     pub const STRAY_CHECK: u32 = 4;
+    /// Bans the program makes by itself (flood) block only the SIP ports
+    /// ([`BanScope::SipPorts`]); without it, all traffic. `[bans] learned_scope`.
+    pub const LEARNED_SIP_PORTS: u32 = 8;
 
     /// Settings for a budget of `per_second` SIP requests from unknown sources together
     /// (bursts of one second's worth); 0 disables it.

@@ -942,3 +942,66 @@ fn ipv6_extension_headers_are_walked() {
         "tcp behind hop-by-hop",
     );
 }
+
+/// Issue 9: each ban entry carries its own scope. With `ban_scope = "all"` (manual bans), a
+/// learned ban (`[bans] learned_scope = "sip-ports"`) still blocks only the SIP ports, and
+/// the program's own flood bans take the learned scope from the config flag.
+#[test]
+fn ban_scope_per_entry() {
+    root_only!("ban_scope_per_entry");
+    let mut fp = program(default_cfg());
+    let learned = "192.0.2.20";
+    fp.maps
+        .ban_scoped(
+            ip(learned),
+            u64::MAX,
+            BanReason::Scanner as u32,
+            BanScope::SipPorts,
+        )
+        .unwrap();
+    fp.maps
+        .ban(ip(SRC4), u64::MAX, BanReason::Manual as u32)
+        .unwrap();
+    let req = frames::sip_request("OPTIONS", 21);
+    for (src, ssh) in [(learned, Reason::Passed), (SRC4, Reason::Banned)] {
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(src), ip(DST4), 5060, &req, &Shape::default()),
+            Reason::Banned,
+            &format!("{src} sip port"),
+        );
+        assert_verdict(
+            &fp,
+            &frames::tcp_syn(ip(src), ip(DST4), 5060, &Shape::default()),
+            Reason::Banned,
+            &format!("{src} tcp sip port"),
+        );
+        assert_verdict(
+            &fp,
+            &frames::tcp_syn(ip(src), ip(DST4), 22, &Shape::default()),
+            ssh,
+            &format!("{src} ssh"),
+        );
+    }
+
+    // Flood bans: scoped to the SIP ports with the flag.
+    let mut fp = program(XdpConfig {
+        flags: XdpConfig::LEARNED_SIP_PORTS,
+        ..default_cfg().with_flood(1, 2, 3_600_000_000_000)
+    });
+    let _ring = fp.take_ban_events();
+    let f = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    assert_verdict(&fp, &f, Reason::Passed, "1");
+    assert_verdict(&fp, &f, Reason::Passed, "2");
+    assert_verdict(&fp, &f, Reason::Flood, "over the burst");
+    let bans = fp.maps.bans();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].1.scope, BanScope::SipPorts as u32);
+    assert_verdict(&fp, &f, Reason::Banned, "banned on the SIP port");
+    assert_verdict(
+        &fp,
+        &frames::tcp_syn(ip(SRC4), ip(DST4), 22, &Shape::default()),
+        Reason::Passed,
+        "ssh of a flood-banned source",
+    );
+}
