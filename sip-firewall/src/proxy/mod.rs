@@ -85,11 +85,9 @@ impl Proxy {
     /// Run `f` on the core, then send what it queued (outside the lock).
     fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
         let (r, sends) = {
-            let mut core = match self.core.lock() {
-                Ok(c) => c,
-                // A panic under the lock left the tables as they were; keep serving.
-                Err(p) => p.into_inner(),
-            };
+            // A panic under the lock (caught at the message boundary) left the tables as
+            // they were; keep serving, counted and logged once per panic.
+            let mut core = crate::server::guard::lock(&self.core, "proxy core");
             let r = f(&mut core);
             (r, core.take_sends())
         };
@@ -103,9 +101,10 @@ impl Proxy {
         r
     }
 
-    /// Run timers due now.
+    /// Run timers due now. A panic in one tick is caught and counted (`timer`); the next
+    /// tick runs as usual.
     pub fn tick(&self) {
-        self.with_core(|c| c.tick(Instant::now()));
+        crate::server::guard::catch("timer", None, || self.with_core(|c| c.tick(Instant::now())));
     }
 
     /// Drive the timers until `shutdown` flips to true.
