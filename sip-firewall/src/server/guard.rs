@@ -30,6 +30,14 @@ thread_local! {
 
 static HOOK: Once = Once::new();
 
+/// The description of the last panic caught (for the fuzz target's failure message).
+static LAST_CAUGHT: Mutex<Option<String>> = Mutex::new(None);
+
+/// What the last caught panic said, and where.
+pub fn last_caught() -> Option<String> {
+    lock(&LAST_CAUGHT, "last caught").clone()
+}
+
 /// Install (once) the hook that keeps quiet inside guarded calls and defers to the previous
 /// hook everywhere else.
 fn install_hook() {
@@ -97,6 +105,7 @@ pub fn catch<R>(
             let what = LAST
                 .with(|l| l.borrow_mut().take())
                 .unwrap_or_else(|| "panic".into());
+            *lock(&LAST_CAUGHT, "last caught") = Some(what.clone());
             if may_log(source.map(|s| s.ip()), Instant::now()) {
                 match source {
                     Some(s) => tracing::error!(

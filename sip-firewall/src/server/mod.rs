@@ -3,6 +3,8 @@
 //! messages to the [`core::Handler`].
 
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 mod outbound;
 mod tcp;
@@ -23,9 +25,6 @@ use crate::{config::SipConfig, metrics::Metrics};
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
 const EXTENSIONS: &[&str] = &[];
-
-/// The `Server` header of our answers.
-const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
 
 /// Bound UDP sockets and TCP listeners, ready to serve.
 pub struct SipServer {
@@ -289,7 +288,8 @@ impl Shared {
             code,
             phrase,
             extra,
-            server: SERVER,
+            // No Server header: an answer to an unverified source is kept lean (issue 9).
+            server: "",
         };
         Outgoing {
             bytes: reply::build(ctx, &r, source),

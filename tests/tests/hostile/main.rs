@@ -3,8 +3,13 @@
 //!
 //! - one UDP packet with `Digest username="\é"` — parsed as a quoted-pair, no panic, the daemon
 //!   keeps answering — `crash::backslash_before_multibyte_character_does_not_stop_the_daemon`
+//! - copies of a request from other source ports (reflection of the stored answer) — dropped
+//!   and counted, 0 bytes sent — `amplification::amplification_factors`
+//! - Timer G resends toward an unverified UDP source; fat first answers — no resend; first
+//!   answer to a minimal request at most 2x its size — `amplification::amplification_factors`
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod amplification;
 mod crash;
