@@ -1,6 +1,13 @@
-//! Issue 9, "Hostile input": each attack from a namespace against the real daemon, and what
-//! the edge does now. One module per topic.
+//! Issue 9, "Hostile input": each attack tried from a namespace as an outsider would, against
+//! the real daemon, and what the edge does now. One module per topic; one line per attack:
+//! attack — what the edge does now — test fn.
 //!
+//! - one UDP packet with `Digest username="\é"` — parsed as a quoted-pair, no panic, the daemon
+//!   keeps answering — `crash::backslash_before_multibyte_character_does_not_stop_the_daemon`
+//! - copies of a request from other source ports (reflection of the stored answer) — dropped
+//!   and counted, 0 bytes sent — `amplification::amplification_factors`
+//! - Timer G resends toward an unverified UDP source; fat first answers — no resend; first
+//!   answer to a minimal request at most 2x its size — `amplification::amplification_factors`
 //! - scanner User-Agent spoofed from a registered subscriber's address — refused (counted
 //!   in `sipfw_ban_refused_total`), the subscriber stays reachable; an unknown scanner is
 //!   still banned — `aimed_bans::unproven_evidence_does_not_ban_a_subscriber`
@@ -11,3 +18,5 @@
 mod support;
 
 mod aimed_bans;
+mod amplification;
+mod crash;

@@ -45,8 +45,6 @@ use crate::{
     server::core::{Action, Context, Destination},
 };
 
-/// The `Server` header of our own answers.
-const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
 const BRANCH_PREFIX: &str = "z9hG4bKsfw";
 /// The Allow header of our answers to OPTIONS.
@@ -136,6 +134,8 @@ pub struct Core {
     start: Instant,
     unix_at_start: u64,
     last_housekeeping: Instant,
+    /// Set by a digest success while a request is handled: that source proved it receives.
+    authenticated_source: Option<SocketAddr>,
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -218,6 +218,7 @@ impl Core {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             last_housekeeping: now,
+            authenticated_source: None,
         })
     }
 
