@@ -1,7 +1,7 @@
 //! Routing: which URIs name this proxy, loose routing (RFC 3261 16.4, 16.12), and where a
 //! URI leads.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use sip_firewall_sip::{
     Transport,
@@ -12,7 +12,8 @@ use sip_firewall_sip::{
 use super::msg::SipMsg;
 use crate::server::core::Destination;
 
-/// What "us" is: our domains, our listen addresses, the advertised host.
+/// What "us" is: our domains, our listen addresses (a wildcard standing for every address
+/// of the host), the advertised host.
 #[derive(Clone, Debug)]
 pub struct Local {
     /// Lower case.
@@ -21,32 +22,135 @@ pub struct Local {
     /// Host and port written into Via and Record-Route.
     pub adv_host: String,
     pub adv_port: Option<u16>,
+    /// Every IP address that is ours: the specific listen addresses, the advertised host
+    /// when it is an address, and the host's interface addresses when we listen on a
+    /// wildcard (refreshed by [`Local::refresh`]).
+    pub addrs: Vec<IpAddr>,
+}
+
+/// Most interface addresses taken from the host: a bound on what one `getifaddrs` may add.
+const MAX_HOST_ADDRS: usize = 1024;
+
+/// The host's interface addresses (`getifaddrs`), at most [`MAX_HOST_ADDRS`].
+pub fn host_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `ifap` with a list we walk read-only and free once below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        tracing::warn!(
+            "getifaddrs failed: {}; only the listen addresses are ours",
+            std::io::Error::last_os_error()
+        );
+        return out;
+    }
+    let mut cur = ifap;
+    while !cur.is_null() && out.len() < MAX_HOST_ADDRS {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(ifap) };
+    out
 }
 
 impl Local {
+    /// What "us" is, our addresses taken from the host now.
+    pub fn new(
+        domains: Vec<String>,
+        listen: Vec<SocketAddr>,
+        adv_host: String,
+        adv_port: Option<u16>,
+    ) -> Local {
+        let mut l = Local {
+            domains,
+            listen,
+            adv_host,
+            adv_port,
+            addrs: Vec::new(),
+        };
+        l.refresh();
+        l
+    }
+
+    /// Take our addresses again (interfaces come and go): the specific listen addresses,
+    /// the advertised address, and the host's addresses when a listen address is a
+    /// wildcard.
+    pub fn refresh(&mut self) {
+        let wildcard = self.listen.iter().any(|l| l.ip().is_unspecified());
+        let host = if wildcard {
+            host_addresses()
+        } else {
+            Vec::new()
+        };
+        self.set_addrs(host);
+    }
+
+    /// Our addresses: the listen and advertised ones and `host` (the interface addresses).
+    pub fn set_addrs(&mut self, host: Vec<IpAddr>) {
+        let mut addrs: Vec<IpAddr> = self
+            .listen
+            .iter()
+            .map(|l| l.ip())
+            .filter(|i| !i.is_unspecified())
+            .chain(host)
+            .chain(adv_ip(&self.adv_host))
+            .map(|i| i.to_canonical())
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        self.addrs = addrs;
+    }
+
+    /// Whether `port` is one we listen on (or advertise).
+    fn our_port(&self, port: u16) -> bool {
+        self.listen.iter().any(|l| l.port() == port) || self.adv_port == Some(port)
+    }
+
+    /// Whether an IP address is ours (the unspecified address, which reaches this host,
+    /// counts as ours).
+    pub fn is_our_ip(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_unspecified() || self.addrs.contains(&ip)
+    }
+
+    /// Whether a destination is this very proxy: one of our addresses at one of our ports.
+    /// Never a next hop (RFC 3261 16.3 step 4: a request sent to ourselves loops).
+    pub fn is_own_destination(&self, addr: SocketAddr) -> bool {
+        self.is_our_ip(addr.ip()) && self.our_port(addr.port())
+    }
+
     /// Whether `host` (a domain name) is one of ours.
     pub fn is_our_domain(&self, host: &str) -> bool {
         let h = host.trim_end_matches('.');
         self.domains.iter().any(|d| d.eq_ignore_ascii_case(h))
     }
 
-    /// Whether a SIP URI's host and port name this proxy.
+    /// Whether a SIP URI's host and port name this proxy: one of our domains, or our
+    /// advertised name or one of our addresses, without a port or with one of ours.
     pub fn is_us(&self, u: &SipUri<'_>) -> bool {
-        let port = u.port.unwrap_or(if u.secure { 5061 } else { 5060 });
+        let port_ok = u.port.is_none_or(|p| self.our_port(p));
         match u.host {
             Host::Domain(d) => {
                 self.is_our_domain(d)
-                    || (d.eq_ignore_ascii_case(&self.adv_host)
-                        && self.adv_port.unwrap_or(5060) == port)
+                    || (d.trim_end_matches('.').eq_ignore_ascii_case(&self.adv_host) && port_ok)
             }
-            h => {
-                let ip = h.ip();
-                self.listen
-                    .iter()
-                    .any(|l| Some(l.ip()) == ip && (l.port() == port || u.port.is_none()))
-                    || (ip.map(|i| i.to_string()).as_deref() == Some(self.adv_host.as_str())
-                        && self.adv_port.unwrap_or(5060) == port)
-            }
+            h => h.ip().is_some_and(|ip| self.is_our_ip(ip)) && port_ok,
         }
     }
 
@@ -99,6 +203,21 @@ pub fn entry_uri(entry: &str) -> Option<&str> {
 
 /// The URI parameter of our Record-Route that binds it to its dialog.
 pub const STAMP_PARAM: &str = "sfw";
+
+/// HMAC-SHA256 of `parts` (each length-prefixed, so that no two lists collide) under
+/// `key`.
+pub fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac as _};
+    let Ok(mut m) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        // HMAC takes keys of any length: unreachable, and harmless (all zero).
+        return [0; 32];
+    };
+    for p in parts {
+        m.update(&(p.len() as u64).to_le_bytes());
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
 
 /// The stamp of a dialog: an HMAC of its Call-ID under the proxy's key, so that only a
 /// Record-Route we set for this very dialog routes an in-dialog request through us (a
@@ -171,17 +290,25 @@ pub fn next_hop(msg: &SipMsg, outbound: Option<SocketAddr>) -> Option<Destinatio
     }
 }
 
+/// The advertised host as an address, when it is one (`[::1]` or `192.0.2.1`).
+fn adv_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn local() -> Local {
-        Local {
-            domains: vec!["example.com".into()],
-            listen: vec!["127.0.0.1:5070".parse().unwrap()],
-            adv_host: "127.0.0.1".into(),
-            adv_port: Some(5070),
-        }
+        Local::new(
+            vec!["example.com".into()],
+            vec!["127.0.0.1:5070".parse().unwrap()],
+            "127.0.0.1".into(),
+            Some(5070),
+        )
     }
 
     fn sip(s: &str) -> SipUri<'_> {
@@ -198,12 +325,44 @@ mod tests {
         assert!(l.is_us(&sip("sip:bob@EXAMPLE.com.")));
         assert!(l.is_us(&sip("sip:127.0.0.1:5070;lr")));
         assert!(!l.is_us(&sip("sip:127.0.0.1:5060;lr")));
+        assert!(l.is_us(&sip("sip:127.0.0.1")), "no port: ours");
+        assert!(!l.is_us(&sip("sip:127.0.0.2:5070")));
         assert!(!l.is_us(&sip("sip:other.org")));
         assert_eq!(
             l.domain_of(&sip("sip:bob@127.0.0.1:5070")).as_deref(),
             Some("example.com")
         );
         assert_eq!(l.hostport(), "127.0.0.1:5070");
+    }
+
+    #[test]
+    fn wildcard_stands_for_every_host_address() {
+        let mut l = Local::new(
+            vec![],
+            vec![
+                "0.0.0.0:5060".parse().unwrap(),
+                "[::]:5080".parse().unwrap(),
+            ],
+            "sip.example.net".into(),
+            None,
+        );
+        l.set_addrs(vec![
+            "192.0.2.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        ]);
+        assert!(l.is_us(&sip("sip:192.0.2.7")));
+        assert!(l.is_us(&sip("sip:192.0.2.7:5060")));
+        assert!(l.is_us(&sip("sip:[2001:db8::7]:5080")));
+        assert!(!l.is_us(&sip("sip:192.0.2.7:5070")), "not our port");
+        assert!(!l.is_us(&sip("sip:192.0.2.8")));
+        assert!(l.is_us(&sip("sip:SIP.example.net.")), "the advertised name");
+        assert!(l.is_own_destination("192.0.2.7:5080".parse().unwrap()));
+        assert!(l.is_own_destination("[::ffff:192.0.2.7]:5060".parse().unwrap()));
+        assert!(l.is_own_destination("0.0.0.0:5060".parse().unwrap()));
+        assert!(!l.is_own_destination("192.0.2.7:5070".parse().unwrap()));
+        // The real host: its loopback is ours when we listen on a wildcard.
+        l.refresh();
+        assert!(l.is_us(&sip("sip:127.0.0.1:5060")), "{:?}", l.addrs);
     }
 
     #[test]

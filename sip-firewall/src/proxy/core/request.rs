@@ -201,6 +201,11 @@ impl Core {
         method: &str,
         now: Instant,
     ) -> Result<(), LocalReply> {
+        // RFC 3261 16.3 step 4: the same request back through us is a loop.
+        if self.looped(m) {
+            self.refused("loop");
+            return Err(answer(482, "Loop Detected"));
+        }
         let mut msg = SipMsg::from_parsed(m);
         forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
         let trusted = in_any(&self.allow, ctx.source.ip());
@@ -237,7 +242,10 @@ impl Core {
             _ => None,
         };
         let local_domain = ruri.as_ref().and_then(|u| self.local.domain_of(u));
-        let target = if local_domain.is_some() {
+        // Our addresses, our advertised name and our domains are us, with or without a
+        // domain configured: what is addressed to us is answered here, never relayed.
+        let to_us = ruri.as_ref().is_some_and(|u| self.local.is_us(u));
+        let target = if local_domain.is_some() || to_us {
             Target::Local
         } else {
             Target::Foreign
@@ -249,8 +257,9 @@ impl Core {
                 _ => Err(answer(403, "Not Our Domain")),
             };
         }
-        if let (Some(u), Some(_)) = (&ruri, &local_domain)
+        if let Some(u) = &ruri
             && u.user.is_none()
+            && to_us
         {
             // Addressed to the proxy itself: OPTIONS is a keep-alive ping.
             return Err(if method == "OPTIONS" {
@@ -313,6 +322,10 @@ impl Core {
                         (Some(b.contact), dest)
                     })
                     .collect()
+            }
+            _ if to_us => {
+                // A user at one of our addresses while we serve no domain: nobody is here.
+                return Err(answer(404, "Not Found"));
             }
             _ => {
                 let dest = match self.outbound {
@@ -528,6 +541,31 @@ impl Core {
         } else {
             Kind::NonInvite
         };
+        // Never a hop to ourselves (RFC 3261 16.3 step 4): it would come back until
+        // Max-Forwards runs out.
+        let before = targets.len();
+        let targets: Vec<_> = targets
+            .into_iter()
+            .filter(|(_, d)| !self.local.is_own_destination(d.addr))
+            .collect();
+        for _ in targets.len()..before {
+            self.refused("own_address");
+        }
+        if targets.is_empty() {
+            return Err(answer(482, "Loop Detected"));
+        }
+        // The loop tag of the request as it came (16.6 step 8), before any branch's
+        // Request-URI changes.
+        let loop_tag = {
+            let ruri = msg.request_uri().unwrap_or("").to_string();
+            let below = msg.top_via().map(str::to_string);
+            let below = below
+                .as_deref()
+                .and_then(|v| via::parse_list(v).next())
+                .and_then(Result::ok);
+            let get = |h: HeaderName<'static>| msg.get(h).map(str::to_string);
+            self.loop_tag(&ruri, &get, below.as_ref())
+        };
         let mut fork = Fork::default();
         for (i, (ruri, dest)) in targets.into_iter().enumerate() {
             let mut b = msg.clone();
@@ -541,7 +579,7 @@ impl Core {
                 let stamp = route::dialog_stamp(&self.rr_key, &call_id);
                 forward::record_route(&mut b, &hostport, inbound, dest.transport, &stamp);
             }
-            let branch = self.new_branch();
+            let branch = self.new_branch(&loop_tag);
             forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
             let bytes = b.to_bytes();
             let reliable = dest.transport == Transport::Stream;
