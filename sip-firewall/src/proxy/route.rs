@@ -219,18 +219,129 @@ pub fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-/// The stamp of a dialog: an HMAC of its Call-ID under the proxy's key, so that only a
-/// Record-Route we set for this very dialog routes an in-dialog request through us (a
-/// forged `Route: <sip:us;lr>` would otherwise make us relay anything anywhere).
-pub fn dialog_stamp(key: &[u8], call_id: &str) -> String {
-    use hmac::{Hmac, Mac as _};
-    let Ok(mut m) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
-        return String::new();
+/// Bytes of the stamp's authentication tag (96 bits).
+const STAMP_TAG: usize = 12;
+/// Bytes of one sealed party: transport, IPv6 (IPv4-mapped) address, port.
+const PARTY: usize = 19;
+
+fn party_bytes(d: &Destination) -> [u8; PARTY] {
+    let mut out = [0u8; PARTY];
+    out[0] = match d.transport {
+        Transport::Datagram => 0,
+        Transport::Stream => 1,
     };
-    m.update(call_id.as_bytes());
-    let mut h = crate::auth::digest::hex(&m.finalize().into_bytes());
-    h.truncate(16);
-    h
+    let ip = match d.addr.ip() {
+        IpAddr::V4(v) => v.to_ipv6_mapped(),
+        IpAddr::V6(v) => v,
+    };
+    out[1..17].copy_from_slice(&ip.octets());
+    out[17..].copy_from_slice(&d.addr.port().to_be_bytes());
+    out
+}
+
+fn party_of(b: &[u8]) -> Option<Destination> {
+    let transport = match b.first()? {
+        0 => Transport::Datagram,
+        1 => Transport::Stream,
+        _ => return None,
+    };
+    let ip: [u8; 16] = b.get(1..17)?.try_into().ok()?;
+    let port: [u8; 2] = b.get(17..19)?.try_into().ok()?;
+    Some(Destination {
+        addr: SocketAddr::new(
+            std::net::Ipv6Addr::from(ip).to_canonical(),
+            u16::from_be_bytes(port),
+        ),
+        transport,
+    })
+}
+
+/// The keystream that hides the parties: as long as both, from the tag (a synthetic IV).
+fn keystream(key: &[u8], tag: &[u8]) -> [u8; 2 * PARTY] {
+    let a = mac(key, &[b"dialog-stream", tag, b"0"]);
+    let b = mac(key, &[b"dialog-stream", tag, b"1"]);
+    let mut out = [0u8; 2 * PARTY];
+    out[..32].copy_from_slice(&a);
+    out[32..].copy_from_slice(&b[..2 * PARTY - 32]);
+    out
+}
+
+fn stamp_tag(key: &[u8], call_id: &str, from_tag: &str, parties: &[u8]) -> [u8; 32] {
+    mac(
+        key,
+        &[b"dialog", call_id.as_bytes(), from_tag.as_bytes(), parties],
+    )
+}
+
+/// The stamp of a dialog, sealed in our Record-Route: it binds the Call-ID, the caller's
+/// From-tag and the two parties as the edge reaches them (`caller`: where the dialog-creating
+/// request came from; `callee`: where it went), authenticated (HMAC-SHA256, 96 bits) and
+/// encrypted (the parties' addresses are not shown to each other) under the proxy's key, a
+/// deterministic authenticated encryption (SIV: the tag is the IV). Only the parties of
+/// this very dialog get anything relayed with it, and only toward each other.
+///
+/// The To-tag is not bound: it does not exist yet when the dialog-creating request is
+/// record-routed, and a forked request gets one per branch; the parties' addresses are what
+/// keeps a replayed stamp from being used by or toward anybody else.
+pub fn seal_dialog(
+    key: &[u8],
+    call_id: &str,
+    from_tag: &str,
+    caller: Destination,
+    callee: Destination,
+) -> String {
+    let mut data = [0u8; 2 * PARTY];
+    data[..PARTY].copy_from_slice(&party_bytes(&caller));
+    data[PARTY..].copy_from_slice(&party_bytes(&callee));
+    let tag = stamp_tag(key, call_id, from_tag, &data);
+    let ks = keystream(key, &tag[..STAMP_TAG]);
+    for (d, k) in data.iter_mut().zip(ks) {
+        *d ^= k;
+    }
+    let mut out = crate::auth::digest::hex(&tag[..STAMP_TAG]);
+    out.push_str(&crate::auth::digest::hex(&data));
+    out
+}
+
+/// The parties (caller, callee) of a stamp, when it is one of ours for this Call-ID and one
+/// of `tags` (the From-tag of the dialog-creating request: From or To of an in-dialog
+/// request, depending on who sends it).
+pub fn open_dialog(
+    key: &[u8],
+    call_id: &str,
+    tags: &[&str],
+    stamp: &str,
+) -> Option<(Destination, Destination)> {
+    let raw = unhex(stamp)?;
+    if raw.len() != STAMP_TAG + 2 * PARTY {
+        return None;
+    }
+    let (tag, sealed) = raw.split_at(STAMP_TAG);
+    let ks = keystream(key, tag);
+    let data: Vec<u8> = sealed.iter().zip(ks).map(|(c, k)| c ^ k).collect();
+    let ok = tags.iter().any(|t| {
+        let want = stamp_tag(key, call_id, t, &data);
+        // Constant time: no early exit on the first differing byte.
+        want[..STAMP_TAG]
+            .iter()
+            .zip(tag)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    });
+    if !ok {
+        return None;
+    }
+    Some((party_of(&data[..PARTY])?, party_of(&data[PARTY..])?))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 2 * (STAMP_TAG + 2 * PARTY) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The stamp parameter of a `<uri>;params` Route entry.
@@ -391,10 +502,31 @@ mod tests {
         );
         assert!(pop_our_routes(&mut m, &l).is_empty());
         let key = b"k";
-        let stamp = dialog_stamp(key, "call-1");
-        assert_eq!(stamp.len(), 16);
-        assert_ne!(stamp, dialog_stamp(key, "call-2"));
-        assert_ne!(stamp, dialog_stamp(b"other", "call-1"));
+        let d = |a: &str, t| Destination {
+            addr: a.parse().unwrap(),
+            transport: t,
+        };
+        let (a, b) = (
+            d("192.0.2.1:5060", Transport::Datagram),
+            d("[2001:db8::5]:5070", Transport::Stream),
+        );
+        let stamp = seal_dialog(key, "call-1", "ft", a, b);
+        assert_eq!(stamp.len(), 100);
+        assert!(!stamp.contains("c0000201"), "the parties are not shown");
+        assert_eq!(
+            open_dialog(key, "call-1", &["x", "ft"], &stamp),
+            Some((a, b))
+        );
+        assert_eq!(open_dialog(key, "call-2", &["ft"], &stamp), None);
+        assert_eq!(open_dialog(key, "call-1", &["other"], &stamp), None);
+        assert_eq!(open_dialog(b"other", "call-1", &["ft"], &stamp), None);
+        // Any change to the sealed parties breaks the tag.
+        let mut t = stamp.clone().into_bytes();
+        t[60] = if t[60] == b'0' { b'1' } else { b'0' };
+        let t = String::from_utf8(t).unwrap();
+        assert_eq!(open_dialog(key, "call-1", &["ft"], &t), None);
+        assert_eq!(open_dialog(key, "call-1", &["ft"], "zz"), None);
+        assert_eq!(open_dialog(key, "call-1", &["ft"], "é1"), None);
         assert_eq!(stamp_of(&format!("<sip:p;lr;sfw={stamp}>")), Some(stamp));
         assert_eq!(stamp_of("<sip:p;lr>"), None);
         m.remove(HeaderName::Route);

@@ -167,3 +167,191 @@ fn loop_detected_spiral_forwarded() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0].1.starts_with("OPTIONS sip:y@10.3.3.3"), "{sent:?}");
 }
+
+/// The embedded defaults plus our domain, bob registered from 10.0.0.21:5070 (allow-listed:
+/// no digest needed).
+fn edge_with_bob(extra: &str) -> Edge {
+    let mut e = Edge::new(extra);
+    e.core.local.domains = vec!["example.com".into()];
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.21:5070;branch=z9hG4bKreg\r\nFrom: <sip:bob@example.com>;tag=r\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@10.0.0.21:5070>\r\nContent-Length: 0\r\n\r\n";
+    let sent = e.feed(reg, "10.0.0.21:5070");
+    assert!(sent[0].1.starts_with("SIP/2.0 200"), "{sent:?}");
+    e
+}
+
+const CALLER: &str = "198.51.100.7:5060";
+
+fn call_invite(call_id: &str) -> String {
+    format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:eve@evil.example>;tag=ev\r\nTo: <sip:bob@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:eve@{CALLER}>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// The Record-Route our forwarded INVITE carries.
+fn record_route(sent: &[(SocketAddr, String)]) -> String {
+    let inv = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE forwarded")
+        .1;
+    inv.lines()
+        .find_map(|l| l.strip_prefix("Record-Route: "))
+        .expect("record-routed")
+        .to_string()
+}
+
+fn in_dialog(
+    method: &str,
+    ruri: &str,
+    route: &str,
+    from: &str,
+    to: &str,
+    call_id: &str,
+    branch: &str,
+) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.1:5060;branch={branch}\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Issue 10: the Record-Route stamp binds the dialog (Call-ID, From-tag, both parties). An
+/// in-dialog request is relayed only from one party to the other: a stamp replayed from a
+/// third address is refused (403, counted), and a party naming a third address as next hop
+/// reaches only the other party. Before, the stamp was an HMAC of the Call-ID alone and
+/// relayed anything, from anywhere, to wherever the Request-URI said.
+#[test]
+fn dialog_stamp_binds_the_parties() {
+    let mut e = edge_with_bob("");
+    let sent = e.feed(&call_invite("d1"), CALLER);
+    let rr = record_route(&sent);
+    assert!(
+        !rr.contains("198.51.100.7") && !rr.contains("10.0.0.21"),
+        "{rr}"
+    );
+    let (eve, bob) = (
+        "<sip:eve@evil.example>;tag=ev",
+        "<sip:bob@example.com>;tag=bb",
+    );
+
+    // Replayed from a third address, toward an arbitrary host: refused, nothing relayed.
+    let m = in_dialog(
+        "MESSAGE",
+        "sip:victim@203.0.113.50:5080",
+        &rr,
+        eve,
+        bob,
+        "d1",
+        "z9hG4bKm1",
+    );
+    let sent = e.feed(&m, "203.0.113.9:5060");
+    assert_eq!(
+        first_line(&sent),
+        vec!["SIP/2.0 403 Not A Party Of This Dialog"]
+    );
+    assert_eq!(e.refused("not_a_party"), 1);
+
+    // From the caller, toward a third address: it reaches the callee only.
+    let m = in_dialog(
+        "MESSAGE",
+        "sip:victim@203.0.113.50:5080",
+        &rr,
+        eve,
+        bob,
+        "d1",
+        "z9hG4bKm2",
+    );
+    let sent = e.feed(&m, CALLER);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "10.0.0.21:5070".parse().unwrap());
+
+    // The callee's BYE (tags swapped) goes to the caller, where its responses went.
+    let bye = in_dialog(
+        "BYE",
+        "sip:eve@198.51.100.7",
+        &rr,
+        bob,
+        eve,
+        "d1",
+        "z9hG4bKb1",
+    );
+    let sent = e.feed(&bye, "10.0.0.21:5070");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, CALLER.parse().unwrap());
+    assert!(sent[0].1.starts_with("BYE "));
+
+    // The stamp of this dialog under another Call-ID, or with other tags: not ours (404).
+    let m = in_dialog(
+        "BYE",
+        "sip:bob@10.0.0.21:5070",
+        &rr,
+        eve,
+        bob,
+        "d2",
+        "z9hG4bKb2",
+    );
+    let sent = e.feed(&m, CALLER);
+    assert_eq!(first_line(&sent), vec!["SIP/2.0 404 Not Here"]);
+    let m = in_dialog(
+        "BYE",
+        "sip:bob@10.0.0.21:5070",
+        &rr,
+        "<sip:eve@evil.example>;tag=x",
+        bob,
+        "d1",
+        "z9hG4bKb3",
+    );
+    let sent = e.feed(&m, CALLER);
+    assert_eq!(first_line(&sent), vec!["SIP/2.0 404 Not Here"]);
+    assert_eq!(e.refused("bad_stamp"), 2);
+}
+
+/// Two parties on one host (SIPp tests, a PBX with several phones): the exact source
+/// decides the direction, else the request's own next hop.
+#[test]
+fn parties_sharing_an_address() {
+    let d = |a: &str| Destination {
+        addr: a.parse().unwrap(),
+        transport: Transport::Datagram,
+    };
+    let (a, b) = (d("10.0.0.1:5080"), d("10.0.0.1:5070"));
+    let other =
+        |src: &str, text: Option<Destination>| Core::other_party(src.parse().unwrap(), text, a, b);
+    assert_eq!(other("10.0.0.1:5080", None), Ok(b));
+    assert_eq!(other("10.0.0.1:5070", None), Ok(a));
+    assert_eq!(other("10.0.0.1:6000", Some(a)), Ok(a));
+    assert_eq!(other("10.0.0.1:6000", None), Err("ambiguous"));
+    assert_eq!(other("10.0.0.2:5080", Some(a)), Err("not_a_party"));
+}
+
+/// Loopback, link-local and our own addresses are never a next hop taken from a request's
+/// text unless `[proxy] internal_next_hops` lists them.
+#[test]
+fn internal_next_hops_only_when_configured() {
+    let mut e = Edge::new("");
+    for (i, ruri) in [
+        "sip:x@127.0.0.1:8080",
+        "sip:x@169.254.169.254:80",
+        "sip:x@[fe80::1]:5060",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let sent = e.feed(
+            &options(ruri, &format!("z9hG4bKint{i}"), ""),
+            "10.1.1.1:5060",
+        );
+        assert_eq!(
+            first_line(&sent),
+            vec!["SIP/2.0 403 Forbidden Next Hop"],
+            "{ruri}"
+        );
+    }
+    assert_eq!(e.refused("internal_hop"), 3);
+    let mut e = Edge::new("[proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]");
+    let sent = e.feed(
+        &options("sip:x@127.0.0.1:8080", "z9hG4bKint9", ""),
+        "10.1.1.1:5060",
+    );
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, "127.0.0.1:8080".parse().unwrap());
+}

@@ -6,7 +6,7 @@ use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
     hash::{Hash as _, Hasher as _},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -116,6 +116,8 @@ pub struct Core {
     local: Local,
     outbound: Option<SocketAddr>,
     allow: Vec<IpNet>,
+    /// `[proxy] internal_next_hops`: internal addresses a request's text may name as next hop.
+    internal_next_hops: Vec<IpNet>,
     force_rport: bool,
     scanners: Scanners,
     registrar: RegistrarConfig,
@@ -193,6 +195,7 @@ impl Core {
             local: Local::new(domains, config.sip.listen.clone(), adv_host, adv_port),
             outbound: config.proxy.outbound,
             allow: config.policy.allow.clone(),
+            internal_next_hops: config.proxy.internal_next_hops.clone(),
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),

@@ -74,13 +74,101 @@ impl Core {
         Action::Absorb
     }
 
-    /// Whether one of the Route entries we popped carries the stamp of this request's
-    /// dialog (its Call-ID).
-    pub(super) fn stamped_for_dialog(&self, popped: &[String], m: &Message<'_>) -> bool {
-        let want = route::dialog_stamp(&self.rr_key, m.get(HeaderName::CallId).unwrap_or(""));
+    /// The parties (caller, callee) sealed in the stamp of one of the Route entries we
+    /// popped, when it is the stamp of this request's dialog (its Call-ID, and the From-tag
+    /// of the request that created it: this request's From- or To-tag).
+    pub(super) fn dialog_of(
+        &self,
+        popped: &[String],
+        m: &Message<'_>,
+    ) -> Option<(Destination, Destination)> {
+        let call_id = m.get(HeaderName::CallId).unwrap_or("");
+        let tag = |h| {
+            m.get(h)
+                .and_then(|v| name_addr::parse_single(v).ok())
+                .and_then(|a| a.tag)
+                .unwrap_or("")
+        };
+        let tags = [tag(HeaderName::From), tag(HeaderName::To)];
         popped
             .iter()
-            .any(|e| route::stamp_of(e).is_some_and(|s| s == want))
+            .find_map(|e| route::open_dialog(&self.rr_key, call_id, &tags, &route::stamp_of(e)?))
+    }
+
+    /// Where an in-dialog request from `source` goes: to the other party of its dialog,
+    /// only from one of the two (by address: a UDP phone may send from another port than
+    /// it receives on, a TCP one from a new connection). When both parties share an
+    /// address, the exact source decides, else the request's own next hop. Err: the
+    /// reason it is refused.
+    pub(super) fn other_party(
+        source: SocketAddr,
+        text_hop: Option<Destination>,
+        caller: Destination,
+        callee: Destination,
+    ) -> Result<Destination, &'static str> {
+        let ip = source.ip().to_canonical();
+        let from_caller = caller.addr.ip().to_canonical() == ip;
+        let from_callee = callee.addr.ip().to_canonical() == ip;
+        let same =
+            |d: Destination| d.addr.ip().to_canonical() == ip && d.addr.port() == source.port();
+        match (from_caller, from_callee) {
+            (false, false) => Err("not_a_party"),
+            (true, false) => Ok(callee),
+            (false, true) => Ok(caller),
+            (true, true) => {
+                if same(caller) && !same(callee) {
+                    Ok(callee)
+                } else if same(callee) && !same(caller) {
+                    Ok(caller)
+                } else {
+                    match text_hop {
+                        Some(t) if t.addr == callee.addr => Ok(callee),
+                        Some(t) if t.addr == caller.addr => Ok(caller),
+                        _ => Err("ambiguous"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// An in-dialog request's next hop: the other party of the dialog our stamp names.
+    /// Err: the answer (404 without our stamp of this dialog, 403 from or toward anyone
+    /// else), counted in `sipfw_dialog_refused_total`.
+    pub(super) fn dialog_hop(
+        &self,
+        popped: &[String],
+        m: &Message<'_>,
+        msg: &SipMsg,
+        source: SocketAddr,
+    ) -> Result<Destination, LocalReply> {
+        let Some((caller, callee)) = self.dialog_of(popped, m) else {
+            self.refused("bad_stamp");
+            return Err(answer(404, "Not Here"));
+        };
+        let text = route::next_hop(msg, self.outbound);
+        Self::other_party(source, text, caller, callee).map_err(|reason| {
+            self.refused(reason);
+            answer(403, "Not A Party Of This Dialog")
+        })
+    }
+
+    /// A next hop taken from the text of a request (Request-URI, Route): loopback,
+    /// link-local, unspecified and our own addresses only when `[proxy] internal_next_hops`
+    /// lists them (nobody outside steers us to the services of this host or its link).
+    pub(super) fn text_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
+        let ip = d.addr.ip().to_canonical();
+        let internal = ip.is_loopback()
+            || ip.is_unspecified()
+            || match ip {
+                IpAddr::V4(v) => v.is_link_local(),
+                IpAddr::V6(v) => v.is_unicast_link_local(),
+            }
+            || self.local.is_our_ip(ip);
+        if internal && !in_any(&self.internal_next_hops, ip) {
+            self.refused("internal_hop");
+            return Err(answer(403, "Forbidden Next Hop"));
+        }
+        Ok(d)
     }
 
     /// A server transaction for a new request.
@@ -217,11 +305,9 @@ impl Core {
 
         if in_dialog {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
-            // routing); a Route naming us without our stamp is not ours.
-            if !self.stamped_for_dialog(&popped, m) {
-                return Err(answer(404, "Not Here"));
-            }
-            let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
+            // routing), from one of its parties to the other; a Route naming us without our
+            // stamp is not ours.
+            let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
             return self.forward(key, msg, vec![(None, dest)], method, None, now);
         }
 
@@ -231,6 +317,7 @@ impl Core {
             msg.remove(HeaderName::Route);
         } else if !route::routes(&msg).is_empty() {
             let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
+            let dest = self.text_hop(dest)?;
             forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
             let rr = forward::creates_dialog(method).then_some(ctx.transport);
             return self.forward(key, msg, vec![(None, dest)], method, rr, now);
@@ -333,8 +420,10 @@ impl Core {
                         addr,
                         transport: Transport::Datagram,
                     },
-                    None => route::resolve(&ruri_text, None)
-                        .ok_or(answer(404, "No Route To Destination"))?,
+                    None => self.text_hop(
+                        route::resolve(&ruri_text, None)
+                            .ok_or(answer(404, "No Route To Destination"))?,
+                    )?,
                 };
                 vec![(None, dest)]
             }
@@ -566,17 +655,26 @@ impl Core {
             let get = |h: HeaderName<'static>| msg.get(h).map(str::to_string);
             self.loop_tag(&ruri, &get, below.as_ref())
         };
+        // The caller as the dialog will reach it: where our responses go.
+        let caller = self.servers.get(key).map(|e| e.dest);
+        let from_tag = msg
+            .get(HeaderName::From)
+            .and_then(|f| name_addr::parse_single(f).ok())
+            .and_then(|a| a.tag.map(str::to_string))
+            .unwrap_or_default();
         let mut fork = Fork::default();
         for (i, (ruri, dest)) in targets.into_iter().enumerate() {
             let mut b = msg.clone();
             if let Some(u) = ruri {
                 b.set_request_uri(&u);
             }
-            if let Some(inbound) = record_route_from {
-                // Per branch: each may leave on another transport.
+            if let Some(inbound) = record_route_from
+                && let Some(caller) = caller
+            {
+                // Per branch: each may leave on another transport, and has its own callee.
                 let hostport = self.local.hostport();
-                let call_id = b.get(HeaderName::CallId).unwrap_or("").to_string();
-                let stamp = route::dialog_stamp(&self.rr_key, &call_id);
+                let call_id = b.get(HeaderName::CallId).unwrap_or("");
+                let stamp = route::seal_dialog(&self.rr_key, call_id, &from_tag, caller, dest);
                 forward::record_route(&mut b, &hostport, inbound, dest.transport, &stamp);
             }
             let branch = self.new_branch(&loop_tag);
@@ -623,17 +721,12 @@ impl Core {
     pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context) -> Action {
         let mut msg = SipMsg::from_parsed(m);
         let popped = route::pop_our_routes(&mut msg, &self.local);
-        if !self.stamped_for_dialog(&popped, m) {
-            return Action::Drop {
-                reason: "ack_no_route",
-            };
-        }
-        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
-        let Some(dest) = route::next_hop(&msg, self.outbound) else {
+        let Ok(dest) = self.dialog_hop(&popped, m, &msg, ctx.source) else {
             return Action::Drop {
                 reason: "ack_no_route",
             };
         };
+        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Action::Drop {
                 reason: "too_many_hops",
