@@ -355,3 +355,106 @@ fn internal_next_hops_only_when_configured() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0, "127.0.0.1:8080".parse().unwrap());
 }
+
+/// A response to the request `req` (as the proxy forwarded it), from its UAS.
+fn response_to(req: &str, code: u16, to_tag: &str) -> String {
+    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
+    for line in req.split("\r\n").skip(1) {
+        let lower = line.to_ascii_lowercase();
+        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if lower.starts_with("to:") {
+            out.push_str(&format!("{line};tag={to_tag}\r\n"));
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// The branch of the INVITE we forwarded.
+fn our_branch(sent: &[(SocketAddr, String)]) -> String {
+    let inv = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE forwarded")
+        .1;
+    let i = inv.find("branch=z9hG4bKsfw").expect("our branch") + 7;
+    inv[i..]
+        .split([';', '\r'])
+        .next()
+        .expect("branch")
+        .to_string()
+}
+
+/// Issue 10: branches carry 96 random bits (main: `z9hG4bKsfw{salt}.{counter}`, so one
+/// call told a subscriber the branches of the next ones), and a response naming an open
+/// branch is taken only from where its request went: a spray of forged 603s, for the real
+/// branch and for what a counter would have given, from another address fails no call.
+#[test]
+fn forged_finals_from_elsewhere_fail_no_call() {
+    let mut e = edge_with_bob("");
+    let first = our_branch(&e.feed(&call_invite("c1"), CALLER));
+    let sent = e.feed(&call_invite("c2"), CALLER);
+    let second = our_branch(&sent);
+    let (r1, r2) = (
+        first
+            .trim_start_matches("z9hG4bKsfw")
+            .split('.')
+            .next()
+            .unwrap_or(""),
+        second
+            .trim_start_matches("z9hG4bKsfw")
+            .split('.')
+            .next()
+            .unwrap_or(""),
+    );
+    assert_eq!((r1.len(), r2.len()), (24, 24), "{first} {second}");
+    let common = r1
+        .chars()
+        .zip(r2.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(common < 8, "no shared salt: {first} {second}");
+
+    let inv = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE")
+        .1
+        .clone();
+    let forged = |branch: &str| response_to(&inv, 603, "forged").replace(&second, branch);
+    let mut guesses = vec![second.clone()];
+    for n in 1..=4 {
+        guesses.push(format!("z9hG4bKsfw{r1}.{n:x}"));
+    }
+    for g in &guesses {
+        let sent = e.feed(&forged(g), "203.0.113.66:5060");
+        assert!(sent.is_empty(), "forged 603 relayed: {sent:?}");
+    }
+    assert_eq!(
+        e.core.metrics.wrong_source.get(),
+        1,
+        "the real branch, wrong source"
+    );
+    // bob's own answer still completes the call.
+    let sent = e.feed(&response_to(&inv, 200, "bb"), "10.0.0.21:5070");
+    assert_eq!(first_line(&sent), vec!["SIP/2.0 200 Whatever"], "{sent:?}");
+
+    // A peer allowed to answer from anywhere (a load-balanced trunk).
+    let mut e = edge_with_bob("[proxy]\nreply_from_any = [\"10.0.0.0/8\"]");
+    let sent = e.feed(&call_invite("c3"), CALLER);
+    let inv = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE")
+        .1;
+    let sent = e.feed(&response_to(inv, 486, "bb"), "10.0.0.99:5060");
+    assert!(
+        first_line(&sent).contains(&"SIP/2.0 486 Whatever"),
+        "{sent:?}"
+    );
+}

@@ -118,6 +118,8 @@ pub struct Core {
     allow: Vec<IpNet>,
     /// `[proxy] internal_next_hops`: internal addresses a request's text may name as next hop.
     internal_next_hops: Vec<IpNet>,
+    /// `[proxy] reply_from_any`: peers whose responses may come from anywhere.
+    reply_from_any: Vec<IpNet>,
     force_rport: bool,
     scanners: Scanners,
     registrar: RegistrarConfig,
@@ -196,6 +198,7 @@ impl Core {
             outbound: config.proxy.outbound,
             allow: config.policy.allow.clone(),
             internal_next_hops: config.proxy.internal_next_hops.clone(),
+            reply_from_any: config.proxy.reply_from_any.clone(),
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
@@ -367,14 +370,38 @@ fn advertised(config: &Config) -> (String, Option<u16>) {
             (host, Some(l.port()))
         }
         l => {
-            let host = config.sip.domains.first().cloned().unwrap_or_else(|| {
-                // Nothing names us: in-dialog requests will not find their way back.
-                tracing::warn!(
-                    "no [proxy] advertise, no specific listen address and no domain: \
-                     Via and Record-Route say localhost"
-                );
-                "localhost".into()
-            });
+            // A wildcard and no domain: one of the host's own addresses (the first global
+            // one), so that in-dialog requests find their way back without configuration.
+            let host_addr = || {
+                route::host_addresses()
+                    .into_iter()
+                    .find(|i| {
+                        !i.is_loopback()
+                            && !i.is_unspecified()
+                            && match i {
+                                IpAddr::V4(v) => !v.is_link_local(),
+                                IpAddr::V6(v) => !v.is_unicast_link_local(),
+                            }
+                    })
+                    .map(|i| match i {
+                        IpAddr::V4(v) => v.to_string(),
+                        IpAddr::V6(v) => format!("[{v}]"),
+                    })
+            };
+            let host = config
+                .sip
+                .domains
+                .first()
+                .cloned()
+                .or_else(host_addr)
+                .unwrap_or_else(|| {
+                    // Nothing names us: in-dialog requests will not find their way back.
+                    tracing::warn!(
+                        "no [proxy] advertise, no specific listen address, no domain and no \
+                     address on the host: Via and Record-Route say localhost"
+                    );
+                    "localhost".into()
+                });
             (host, l.map(SocketAddr::port))
         }
     }
