@@ -17,6 +17,15 @@ pub struct ProxyConfig {
     /// (from authenticated local users and allow-listed peers only). Absent: foreign targets
     /// are reached directly when their host is an IP address, else refused.
     pub outbound: Option<std::net::SocketAddr>,
+    /// Loopback, link-local or own addresses that a request's Request-URI or Route may
+    /// name as its next hop (none by default: nobody outside steers the edge toward the
+    /// services of its own host or link).
+    #[serde(default)]
+    pub internal_next_hops: Vec<ipnet::IpNet>,
+    /// Peers whose responses may come from another address or transport than their request
+    /// went to (a load-balanced trunk); everyone else's are dropped as strays.
+    #[serde(default)]
+    pub reply_from_any: Vec<ipnet::IpNet>,
 }
 
 /// `[timers]`: RFC 3261 17 timers. T1, T2 and T4 are the base values; every lettered timer

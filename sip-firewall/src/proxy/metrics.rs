@@ -13,6 +13,10 @@ pub struct ProxyMetrics {
     pub retransmissions: IntCounterVec,
     pub stray: IntCounter,
     pub local_replies: IntCounterVec,
+    /// Requests refused for the integrity of dialogs and routing, by reason.
+    pub dialog_refused: IntCounterVec,
+    /// Responses dropped because they came from elsewhere than their request went.
+    pub wrong_source: IntCounter,
 }
 
 impl ProxyMetrics {
@@ -53,6 +57,13 @@ impl ProxyMetrics {
         )
         .expect("static metric definition");
         reg(Box::new(stray.clone()));
+        let wrong_source = IntCounter::new(
+            "sipfw_proxy_reply_wrong_source_total",
+            "Responses naming an open client transaction that came from another address or \
+             transport than the request went to (dropped as strays)",
+        )
+        .expect("static metric definition");
+        reg(Box::new(wrong_source.clone()));
         let m = ProxyMetrics {
             transactions: gv(
                 "sipfw_proxy_transactions_active",
@@ -82,6 +93,13 @@ impl ProxyMetrics {
                 "Responses the proxy generated itself, by status code",
                 &["code"],
             ),
+            dialog_refused: cv(
+                "sipfw_dialog_refused_total",
+                "Requests the proxy refused to relay, by reason (loop, own_address, \
+                 internal_hop, bad_stamp, not_a_party, ambiguous)",
+                &["reason"],
+            ),
+            wrong_source,
         };
         for side in ["server", "client"] {
             m.transactions.with_label_values(&[side]);

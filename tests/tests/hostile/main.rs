@@ -13,6 +13,9 @@
 //!   still banned — `aimed_bans::unproven_evidence_does_not_ban_a_subscriber`
 //! - forged Authorization (bad nonce) five times from a subscriber's address — not counted
 //!   toward an auth-failure ban — `aimed_bans::unproven_evidence_does_not_ban_a_subscriber`
+//! - OPTIONS ping to the edge's own address, no `[sip] domains` (was 403 to an outsider and a
+//!   forwarding loop to itself for an allow-listed peer) — 200 from the edge to both, nothing
+//!   forwarded — `own_addresses::options_ping_to_the_edge_ip`
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -20,3 +23,4 @@ mod support;
 mod aimed_bans;
 mod amplification;
 mod crash;
+mod own_addresses;

@@ -117,13 +117,101 @@ impl Core {
         }
     }
 
-    /// Whether one of the Route entries we popped carries the stamp of this request's
-    /// dialog (its Call-ID).
-    pub(super) fn stamped_for_dialog(&self, popped: &[String], m: &Message<'_>) -> bool {
-        let want = route::dialog_stamp(&self.rr_key, m.get(HeaderName::CallId).unwrap_or(""));
+    /// The parties (caller, callee) sealed in the stamp of one of the Route entries we
+    /// popped, when it is the stamp of this request's dialog (its Call-ID, and the From-tag
+    /// of the request that created it: this request's From- or To-tag).
+    pub(super) fn dialog_of(
+        &self,
+        popped: &[String],
+        m: &Message<'_>,
+    ) -> Option<(Destination, Destination)> {
+        let call_id = m.get(HeaderName::CallId).unwrap_or("");
+        let tag = |h| {
+            m.get(h)
+                .and_then(|v| name_addr::parse_single(v).ok())
+                .and_then(|a| a.tag)
+                .unwrap_or("")
+        };
+        let tags = [tag(HeaderName::From), tag(HeaderName::To)];
         popped
             .iter()
-            .any(|e| route::stamp_of(e).is_some_and(|s| s == want))
+            .find_map(|e| route::open_dialog(&self.rr_key, call_id, &tags, &route::stamp_of(e)?))
+    }
+
+    /// Where an in-dialog request from `source` goes: to the other party of its dialog,
+    /// only from one of the two (by address: a UDP phone may send from another port than
+    /// it receives on, a TCP one from a new connection). When both parties share an
+    /// address, the exact source decides, else the request's own next hop. Err: the
+    /// reason it is refused.
+    pub(super) fn other_party(
+        source: SocketAddr,
+        text_hop: Option<Destination>,
+        caller: Destination,
+        callee: Destination,
+    ) -> Result<Destination, &'static str> {
+        let ip = source.ip().to_canonical();
+        let from_caller = caller.addr.ip().to_canonical() == ip;
+        let from_callee = callee.addr.ip().to_canonical() == ip;
+        let same =
+            |d: Destination| d.addr.ip().to_canonical() == ip && d.addr.port() == source.port();
+        match (from_caller, from_callee) {
+            (false, false) => Err("not_a_party"),
+            (true, false) => Ok(callee),
+            (false, true) => Ok(caller),
+            (true, true) => {
+                if same(caller) && !same(callee) {
+                    Ok(callee)
+                } else if same(callee) && !same(caller) {
+                    Ok(caller)
+                } else {
+                    match text_hop {
+                        Some(t) if t.addr == callee.addr => Ok(callee),
+                        Some(t) if t.addr == caller.addr => Ok(caller),
+                        _ => Err("ambiguous"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// An in-dialog request's next hop: the other party of the dialog our stamp names.
+    /// Err: the answer (404 without our stamp of this dialog, 403 from or toward anyone
+    /// else), counted in `sipfw_dialog_refused_total`.
+    pub(super) fn dialog_hop(
+        &self,
+        popped: &[String],
+        m: &Message<'_>,
+        msg: &SipMsg,
+        source: SocketAddr,
+    ) -> Result<Destination, LocalReply> {
+        let Some((caller, callee)) = self.dialog_of(popped, m) else {
+            self.refused("bad_stamp");
+            return Err(answer(404, "Not Here"));
+        };
+        let text = route::next_hop(msg, self.outbound);
+        Self::other_party(source, text, caller, callee).map_err(|reason| {
+            self.refused(reason);
+            answer(403, "Not A Party Of This Dialog")
+        })
+    }
+
+    /// A next hop taken from the text of a request (Request-URI, Route): loopback,
+    /// link-local, unspecified and our own addresses only when `[proxy] internal_next_hops`
+    /// lists them (nobody outside steers us to the services of this host or its link).
+    pub(super) fn text_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
+        let ip = d.addr.ip().to_canonical();
+        let internal = ip.is_loopback()
+            || ip.is_unspecified()
+            || match ip {
+                IpAddr::V4(v) => v.is_link_local(),
+                IpAddr::V6(v) => v.is_unicast_link_local(),
+            }
+            || self.local.is_our_ip(ip);
+        if internal && !in_any(&self.internal_next_hops, ip) {
+            self.refused("internal_hop");
+            return Err(answer(403, "Forbidden Next Hop"));
+        }
+        Ok(d)
     }
 
     /// A server transaction for a new request.
@@ -245,6 +333,11 @@ impl Core {
         method: &str,
         now: Instant,
     ) -> Result<(), LocalReply> {
+        // RFC 3261 16.3 step 4: the same request back through us is a loop.
+        if self.looped(m) {
+            self.refused("loop");
+            return Err(answer(482, "Loop Detected"));
+        }
         let mut msg = SipMsg::from_parsed(m);
         forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
         let trusted = in_any(&self.allow, ctx.source.ip());
@@ -256,11 +349,9 @@ impl Core {
 
         if in_dialog {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
-            // routing); a Route naming us without our stamp is not ours.
-            if !self.stamped_for_dialog(&popped, m) {
-                return Err(answer(404, "Not Here"));
-            }
-            let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
+            // routing), from one of its parties to the other; a Route naming us without our
+            // stamp is not ours.
+            let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
             return self.forward(key, msg, vec![(None, dest)], method, None, now);
         }
 
@@ -270,6 +361,7 @@ impl Core {
             msg.remove(HeaderName::Route);
         } else if !route::routes(&msg).is_empty() {
             let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
+            let dest = self.text_hop(dest)?;
             forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
             let rr = forward::creates_dialog(method).then_some(ctx.transport);
             return self.forward(key, msg, vec![(None, dest)], method, rr, now);
@@ -281,7 +373,10 @@ impl Core {
             _ => None,
         };
         let local_domain = ruri.as_ref().and_then(|u| self.local.domain_of(u));
-        let target = if local_domain.is_some() {
+        // Our addresses, our advertised name and our domains are us, with or without a
+        // domain configured: what is addressed to us is answered here, never relayed.
+        let to_us = ruri.as_ref().is_some_and(|u| self.local.is_us(u));
+        let target = if local_domain.is_some() || to_us {
             Target::Local
         } else {
             Target::Foreign
@@ -293,8 +388,9 @@ impl Core {
                 _ => Err(answer(403, "Not Our Domain")),
             };
         }
-        if let (Some(u), Some(_)) = (&ruri, &local_domain)
+        if let Some(u) = &ruri
             && u.user.is_none()
+            && to_us
         {
             // Addressed to the proxy itself: OPTIONS is a keep-alive ping.
             return Err(if method == "OPTIONS" {
@@ -358,14 +454,20 @@ impl Core {
                     })
                     .collect()
             }
+            _ if to_us => {
+                // A user at one of our addresses while we serve no domain: nobody is here.
+                return Err(answer(404, "Not Found"));
+            }
             _ => {
                 let dest = match self.outbound {
                     Some(addr) => Destination {
                         addr,
                         transport: Transport::Datagram,
                     },
-                    None => route::resolve(&ruri_text, None)
-                        .ok_or(answer(404, "No Route To Destination"))?,
+                    None => self.text_hop(
+                        route::resolve(&ruri_text, None)
+                            .ok_or(answer(404, "No Route To Destination"))?,
+                    )?,
                 };
                 vec![(None, dest)]
             }
@@ -573,20 +675,54 @@ impl Core {
         } else {
             Kind::NonInvite
         };
+        // Never a hop to ourselves (RFC 3261 16.3 step 4): it would come back until
+        // Max-Forwards runs out.
+        let before = targets.len();
+        let targets: Vec<_> = targets
+            .into_iter()
+            .filter(|(_, d)| !self.local.is_own_destination(d.addr))
+            .collect();
+        for _ in targets.len()..before {
+            self.refused("own_address");
+        }
+        if targets.is_empty() {
+            return Err(answer(482, "Loop Detected"));
+        }
+        // The loop tag of the request as it came (16.6 step 8), before any branch's
+        // Request-URI changes.
+        let loop_tag = {
+            let ruri = msg.request_uri().unwrap_or("").to_string();
+            let below = msg.top_via().map(str::to_string);
+            let below = below
+                .as_deref()
+                .and_then(|v| via::parse_list(v).next())
+                .and_then(Result::ok);
+            let get = |h: HeaderName<'static>| msg.get(h).map(str::to_string);
+            self.loop_tag(&ruri, &get, below.as_ref())
+        };
+        // The caller as the dialog will reach it: where our responses go.
+        let caller = self.servers.get(key).map(|e| e.dest);
+        let from_tag = msg
+            .get(HeaderName::From)
+            .and_then(|f| name_addr::parse_single(f).ok())
+            .and_then(|a| a.tag.map(str::to_string))
+            .unwrap_or_default();
         let mut fork = Fork::default();
         for (i, (ruri, dest)) in targets.into_iter().enumerate() {
             let mut b = msg.clone();
             if let Some(u) = ruri {
                 b.set_request_uri(&u);
             }
-            if let Some(inbound) = record_route_from {
-                // Per branch: each may leave on another transport.
+            if let Some(inbound) = record_route_from
+                && let Some(caller) = caller
+            {
+                // Per branch: each may leave on another transport, and has its own callee.
                 let hostport = self.local.hostport();
-                let call_id = b.get(HeaderName::CallId).unwrap_or("").to_string();
-                let stamp = route::dialog_stamp(&self.rr_key, &call_id);
+                let call_id = b.get(HeaderName::CallId).unwrap_or("");
+                let stamp = route::seal_dialog(&self.rr_key, call_id, &from_tag, caller, dest);
                 forward::record_route(&mut b, &hostport, inbound, dest.transport, &stamp);
             }
-            let branch = self.new_branch();
+            let branch = self.new_branch(&loop_tag);
             forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
             let bytes = b.to_bytes();
             let reliable = dest.transport == Transport::Stream;
@@ -630,17 +766,12 @@ impl Core {
     pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context) -> Action {
         let mut msg = SipMsg::from_parsed(m);
         let popped = route::pop_our_routes(&mut msg, &self.local);
-        if !self.stamped_for_dialog(&popped, m) {
-            return Action::Drop {
-                reason: "ack_no_route",
-            };
-        }
-        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
-        let Some(dest) = route::next_hop(&msg, self.outbound) else {
+        let Ok(dest) = self.dialog_hop(&popped, m, &msg, ctx.source) else {
             return Action::Drop {
                 reason: "ack_no_route",
             };
         };
+        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Action::Drop {
                 reason: "too_many_hops",

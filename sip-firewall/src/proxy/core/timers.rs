@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How often the host's addresses are taken again.
+const ADDR_REFRESH: Duration = Duration::from_secs(30);
+
 impl Core {
     pub(super) fn deadline(&self, k: &TimerKey) -> Option<Instant> {
         match k {
@@ -48,6 +51,11 @@ impl Core {
             self.metrics.bindings.set(self.store.len() as i64);
             let secs = self.unix_secs(now);
             self.auth.expire(secs);
+        }
+        if now.saturating_duration_since(self.last_addr_refresh) >= ADDR_REFRESH {
+            // Interfaces come and go: what "us" is follows them (wildcard listeners).
+            self.last_addr_refresh = now;
+            self.local.refresh();
         }
         self.gauges();
     }

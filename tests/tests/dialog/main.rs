@@ -1,0 +1,13 @@
+//! Issue 10 (dialog integrity at the edge), attacks from a namespace against the real
+//! daemon, one module per topic; each line: attack — what the edge does now — test fn.
+//!
+//! - An outsider's Record-Route stamp replayed from a third address toward an arbitrary host
+//!   (was: relayed) — 403, counted in `sipfw_dialog_refused_total{reason="not_a_party"}`,
+//!   nothing reaches the host — `stamp_replay::replayed_stamp_relays_nothing`
+//! - The same stamp used by the caller itself toward a third address (was: relayed there) —
+//!   relayed to the callee only — `stamp_replay::replayed_stamp_relays_nothing`
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod stamp_replay;
