@@ -192,6 +192,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         xdp: attachments.clone(),
         sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
         proxy: Some(proxy_handle),
+        metrics: Some(metrics.clone()),
     };
     {
         let rx = shutdown_rx.clone();

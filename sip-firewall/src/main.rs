@@ -40,6 +40,10 @@ fn tool(command: Command) -> ExitCode {
         Command::Run(_) => ExitCode::from(2),
         Command::Status(common) => commands::status(&common),
         Command::Stats(common) => commands::stats(&common),
+        Command::Top(args) => sip_firewall::admin::top::run(
+            &commands::socket(&args.common),
+            std::time::Duration::from_secs(args.interval),
+        ),
         Command::Ban { cmd, common } => commands::ban(&common, cmd),
         Command::Allow { cmd, common } => commands::list(&common, List::Allow, cmd),
         Command::Deny { cmd, common } => commands::list(&common, List::Deny, cmd),

@@ -72,7 +72,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
 }
 
 /// The socket to talk to.
-fn socket(common: &Common) -> PathBuf {
+pub fn socket(common: &Common) -> PathBuf {
     if let Some(s) = &common.socket {
         return s.clone();
     }
