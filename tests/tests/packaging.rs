@@ -167,8 +167,9 @@ fn lintian_is_clean() {
         &[
             "--fail-on",
             "error,warning,info",
-            "--no-tag-display-limit",
-            "--info",
+            "--tag-display-limit",
+            "0",
+            "--display-info",
             &deb.display().to_string(),
         ],
     );

@@ -62,8 +62,9 @@ fn lintian(deb: &std::path::Path) -> anyhow::Result<()> {
             .args([
                 "--fail-on",
                 "error,warning,info",
-                "--info",
-                "--no-tag-display-limit",
+                "--display-info",
+                "--tag-display-limit",
+                "0",
             ])
             .arg(deb)
             .output()
