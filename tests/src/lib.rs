@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod frames;
 pub mod netns;
+pub mod sipclient;
 
 /// Whether the tests that load BPF programs and make namespaces can run. When they cannot,
 /// the caller skips with this message on stderr (visible in `cargo xtask test`).

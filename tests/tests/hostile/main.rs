@@ -6,8 +6,12 @@
 //!   still banned — `aimed_bans::unproven_evidence_does_not_ban_a_subscriber`
 //! - forged Authorization (bad nonce) five times from a subscriber's address — not counted
 //!   toward an auth-failure ban — `aimed_bans::unproven_evidence_does_not_ban_a_subscriber`
+//! - NAT storm: 300 phones behind one registered address re-register at 150/s — all
+//!   register, nothing banned (known tier, throttled not banned) —
+//!   `nat_storm::nat_storm_registers_every_phone`
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod aimed_bans;
+mod nat_storm;
