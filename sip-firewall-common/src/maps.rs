@@ -25,8 +25,9 @@ pub const CONFIG: &str = "SIPFW_CONFIG";
 pub const SIP_PORTS: &str = "SIPFW_PORTS";
 /// Per-CPU array of [`crate::Counter`], indexed by [`crate::Reason`].
 pub const COUNTERS: &str = "SIPFW_COUNTERS";
-/// Hash of open client transactions: key `u64` ([`crate::branch::branch_key`] of our Via
-/// branch), value `u64` (expiry, monotonic ns).
+/// Hash of open client transactions: key `u64` ([`crate::branch::peer_key`] of our Via
+/// branch and the peer the request went to, or [`crate::branch::branch_key`] alone for
+/// peers that may answer from anywhere), value `u64` (expiry, monotonic ns).
 pub const TRANSACTIONS: &str = "SIPFW_TXNS";
 /// Hash of sources the daemon knows to be good (registered contacts, recently
 /// authenticated sources, peers of live transactions): key [`IpKey`] of the source's
@@ -205,6 +206,10 @@ impl XdpConfig {
     /// Bans the program makes by itself (flood) block only the SIP ports
     /// ([`BanScope::SipPorts`]); without it, all traffic. `[bans] learned_scope`.
     pub const LEARNED_SIP_PORTS: u32 = 8;
+    /// Some transactions have a key of their branch alone (peers allowed to answer from
+    /// another address, `[proxy] reply_from_any`): look it up when the key bound to the
+    /// response's source misses.
+    pub const ANY_PEER_KEYS: u32 = 16;
 
     /// Settings for a budget of `per_second` SIP requests from unknown sources together
     /// (bursts of one second's worth); 0 disables it.

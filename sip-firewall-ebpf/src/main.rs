@@ -21,8 +21,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sip_firewall_common::{
-    BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig, addr::flood_group,
-    branch::TopBranch, gcra, payload::PayloadClass,
+    BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig,
+    addr::flood_group,
+    branch::{TopBranch, peer_hash},
+    gcra,
+    payload::PayloadClass,
 };
 
 use crate::{
@@ -130,6 +133,11 @@ fn judge(ctx: &XdpContext) -> Reason {
     if ptr_at(ctx, ip.l4, UDP_HLEN).is_none() {
         return Reason::Passed;
     }
+    let Some(sport) = be16_at(ctx, ip.l4) else {
+        return Reason::Passed;
+    };
+    // Hashed once here, not on every path of the Via scan below.
+    let peer = peer_hash(&ip.src, sport);
     let udp_len = udp_len as usize;
     if udp_len < UDP_HLEN {
         return Reason::Malformed;
@@ -163,7 +171,16 @@ fn judge(ctx: &XdpContext) -> Reason {
         PayloadClass::Response if cfg.flags & XdpConfig::STRAY_CHECK != 0 => {
             let bound = cfg.via_scan as usize;
             match stray::top_branch(copied, bound) {
-                TopBranch::Key(k) if is_open_transaction(k) => Reason::Passed,
+                // The key binds the peer the request went to: a reply for an open branch
+                // from anywhere else is a stray (issue 10), unless that peer may answer
+                // from anywhere.
+                TopBranch::Key(k)
+                    if is_open_transaction(k ^ peer)
+                        || (cfg.flags & XdpConfig::ANY_PEER_KEYS != 0
+                            && is_open_transaction(k)) =>
+                {
+                    Reason::Passed
+                }
                 TopBranch::Key(_) | TopBranch::Missing => Reason::StrayReply,
                 // Not decided within the bound: user space checks it anyway.
                 TopBranch::Beyond => Reason::Passed,

@@ -220,7 +220,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let learner = match lock(&enforcer)?.transaction_keys()? {
         Some(keys) => learner.with_transaction_keys(keys),
         None => learner,
-    };
+    }
+    .with_reply_from_any(config.proxy.reply_from_any.clone());
+    lock(&enforcer)?.set_any_peer_keys(!config.proxy.reply_from_any.is_empty())?;
     {
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();

@@ -489,10 +489,15 @@ impl Enforcer {
 
     /// Let responses to the UDP client transaction of `branch` through XDP for `ttl` (or
     /// until closed).
-    pub fn transaction_open(&mut self, branch: &str, ttl: Duration) -> Result<(), EnforceError> {
+    pub fn transaction_open(
+        &mut self,
+        branch: &str,
+        peer: Option<std::net::SocketAddr>,
+        ttl: Duration,
+    ) -> Result<(), EnforceError> {
         if let Some(x) = self.xdp.as_mut() {
             x.maps
-                .transaction_open(branch, crate::clock::expiry_after(Some(ttl)))?;
+                .transaction_open(branch, peer, crate::clock::expiry_after(Some(ttl)))?;
         }
         Ok(())
     }
@@ -509,9 +514,22 @@ impl Enforcer {
     }
 
     /// The transaction of `branch` is over.
-    pub fn transaction_close(&mut self, branch: &str) -> Result<(), EnforceError> {
+    pub fn transaction_close(
+        &mut self,
+        branch: &str,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<(), EnforceError> {
         if let Some(x) = self.xdp.as_mut() {
-            x.maps.transaction_close(branch)?;
+            x.maps.transaction_close(branch, peer)?;
+        }
+        Ok(())
+    }
+
+    /// Tell XDP that some transaction keys are of the branch alone (`[proxy]
+    /// reply_from_any` is not empty).
+    pub fn set_any_peer_keys(&mut self, on: bool) -> Result<(), EnforceError> {
+        if let Some(x) = self.xdp.as_mut() {
+            x.maps.set_any_peer_keys(on)?;
         }
         Ok(())
     }

@@ -4,12 +4,18 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 /// `[proxy]`: how requests are forwarded.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
+    /// Peers that may answer from another address than the one we sent to (a trunk with a
+    /// separate signalling egress): their responses are not dropped as strays for coming
+    /// from elsewhere. Empty by default.
+    #[serde(default)]
+    pub reply_from_any: Vec<IpNet>,
     /// `host[:port]` written into our Via and Record-Route; default: the first listen address
     /// (or the first domain when that address is a wildcard).
     pub advertise: Option<String>,

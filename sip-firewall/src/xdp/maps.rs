@@ -3,7 +3,10 @@
 //! The daemon owns the maps: it fills them from its configuration and state, and reads the
 //! counters back. Addresses are stored as [`IpKey`]s (IPv4-mapped), prefixes as LPM keys.
 
-use std::{net::IpAddr, os::fd::AsFd as _};
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::fd::AsFd as _,
+};
 
 use aya::{
     Ebpf,
@@ -14,7 +17,7 @@ use sip_firewall_common::{
     BanScope, BanValue, Counter, IpKey, Reason, XdpConfig,
     addr::flood_group,
     addr::{V4_MAPPED_PREFIX_BITS, is_v4_mapped, v4_key},
-    branch::branch_key,
+    branch::{branch_key, peer_key},
     maps as names,
 };
 
@@ -86,10 +89,26 @@ pub struct TransactionKeys(HashMap<MapData, u64, u64>);
 
 impl TransactionKeys {
     /// Same as [`XdpMaps::transaction_open`].
-    pub fn open(&mut self, branch: &str, expires_ns: u64) -> Result<(), MapsError> {
+    pub fn open(
+        &mut self,
+        branch: &str,
+        peer: Option<SocketAddr>,
+        expires_ns: u64,
+    ) -> Result<(), MapsError> {
         self.0
-            .insert(branch_key(branch.as_bytes()), expires_ns, 0)
+            .insert(transaction_key(branch, peer), expires_ns, 0)
             .map_err(map_err(names::TRANSACTIONS))
+    }
+}
+
+/// The transactions-map key of the client transaction of `branch` sent to `peer` (`None`:
+/// a peer that may answer from any address), as the XDP program computes it from a
+/// response's topmost Via and its source address and port.
+pub fn transaction_key(branch: &str, peer: Option<SocketAddr>) -> u64 {
+    let k = branch_key(branch.as_bytes());
+    match peer {
+        Some(p) => peer_key(k, &ip_key(p.ip()), p.port()),
+        None => k,
     }
 }
 
@@ -273,11 +292,28 @@ impl XdpMaps {
     }
 
     /// A client transaction of ours is open until `expires_ns` (monotonic): responses whose
-    /// topmost Via carries `branch` pass.
-    pub fn transaction_open(&mut self, branch: &str, expires_ns: u64) -> Result<(), MapsError> {
+    /// topmost Via carries `branch` pass when they come from `peer` (from anywhere for
+    /// `None`, which needs [`XdpMaps::set_any_peer_keys`]).
+    pub fn transaction_open(
+        &mut self,
+        branch: &str,
+        peer: Option<SocketAddr>,
+        expires_ns: u64,
+    ) -> Result<(), MapsError> {
         self.transactions
-            .insert(branch_key(branch.as_bytes()), expires_ns, 0)
+            .insert(transaction_key(branch, peer), expires_ns, 0)
             .map_err(map_err(names::TRANSACTIONS))
+    }
+
+    /// Whether some transaction keys are of the branch alone (peers that may answer from
+    /// any address): the program then looks them up too.
+    pub fn set_any_peer_keys(&mut self, on: bool) -> Result<(), MapsError> {
+        if on {
+            self.settings.flags |= XdpConfig::ANY_PEER_KEYS;
+        } else {
+            self.settings.flags &= !XdpConfig::ANY_PEER_KEYS;
+        }
+        self.write_config()
     }
 
     /// A handle of its own on the transaction map (a duplicate descriptor): the proxy writes
@@ -299,10 +335,14 @@ impl XdpMaps {
         ))
     }
 
-    /// The transaction of `branch` is over; whether it was recorded.
-    pub fn transaction_close(&mut self, branch: &str) -> Result<bool, MapsError> {
+    /// The transaction of `branch` to `peer` is over; whether it was recorded.
+    pub fn transaction_close(
+        &mut self,
+        branch: &str,
+        peer: Option<SocketAddr>,
+    ) -> Result<bool, MapsError> {
         remove_missing_ok(
-            self.transactions.remove(&branch_key(branch.as_bytes())),
+            self.transactions.remove(&transaction_key(branch, peer)),
             names::TRANSACTIONS,
         )
     }
