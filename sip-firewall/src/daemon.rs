@@ -262,7 +262,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics.listen {
         let rx = shutdown_rx.clone();
         let m = metrics.clone();
-        tasks.spawn(async move { crate::metrics::http::serve(addr, m, rx).await });
+        // Bound here, before the admin socket answers: whoever waits for the daemon to be
+        // up can scrape it at once.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tasks.spawn(async move { crate::metrics::http::serve_on(listener, m, rx).await });
     }
 
     let attachments = lock(&enforcer)?.attachments();
