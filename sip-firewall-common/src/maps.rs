@@ -24,8 +24,10 @@ pub const COUNTERS: &str = "SIPFW_COUNTERS";
 /// branch), value `u64` (expiry, monotonic ns).
 pub const TRANSACTIONS: &str = "SIPFW_TXNS";
 /// Hash of sources the daemon knows to be good (registered contacts, recently
-/// authenticated sources, peers of live transactions): key [`IpKey`], value `u64` (expiry,
-/// monotonic ns). Under pressure they always pass.
+/// authenticated sources, peers of live transactions): key [`IpKey`] of the source's
+/// [`crate::addr::flood_group`] (IPv4 address, IPv6 /64), value `u64` (expiry, monotonic
+/// ns). Under pressure they always pass; they have their own flood budget and are
+/// throttled over it, never flood-banned.
 pub const KNOWN: &str = "SIPFW_KNOWN";
 /// Array with one `u64`: the theoretical arrival time of the global budget of SIP requests
 /// from unknown sources (GCRA, like the flood limit).
@@ -172,6 +174,11 @@ pub struct XdpConfig {
     pub pressure_interval_ns: u64,
     /// Pressure: how far ahead of now the budget may run (one second's worth).
     pub pressure_tolerance_ns: u64,
+    /// The flood limit of known sources ([`KNOWN`]): ns between packets at their sustained
+    /// rate; over it they are throttled (dropped), never banned. 0: no limit for them.
+    pub known_flood_interval_ns: u64,
+    /// ... and how far ahead of now a known source may run.
+    pub known_flood_tolerance_ns: u64,
 }
 
 impl XdpConfig {
@@ -201,6 +208,15 @@ impl XdpConfig {
         self
     }
 
+    /// Settings for the known sources' own budget: `rate` packets per second, bursts of
+    /// `burst`; 0 disables it.
+    pub const fn with_known_flood(mut self, rate_pps: u32, burst: u32) -> Self {
+        let (interval, tolerance) = gcra_settings(rate_pps, burst);
+        self.known_flood_interval_ns = interval;
+        self.known_flood_tolerance_ns = tolerance;
+        self
+    }
+
     /// Settings for a flood limit of `rate` packets per second with bursts of `burst`.
     pub const fn with_flood(mut self, rate_pps: u32, burst: u32, ban_ns: u64) -> Self {
         if rate_pps == 0 {
@@ -216,6 +232,17 @@ impl XdpConfig {
         self.flood_ban_ns = ban_ns;
         self
     }
+}
+
+/// GCRA interval and tolerance of `rate` per second with bursts of `burst` ((0, 0) for rate 0).
+const fn gcra_settings(rate: u32, burst: u32) -> (u64, u64) {
+    if rate == 0 {
+        return (0, 0);
+    }
+    let interval = 1_000_000_000 / rate as u64;
+    let interval = if interval == 0 { 1 } else { interval };
+    let burst = if burst == 0 { 1 } else { burst };
+    (interval, interval * (burst as u64 - 1))
 }
 
 #[cfg(feature = "user")]
@@ -234,7 +261,7 @@ mod tests {
     fn layouts_are_fixed() {
         assert_eq!(size_of::<BanValue>(), 16);
         assert_eq!(size_of::<BanEvent>(), 32);
-        assert_eq!(size_of::<XdpConfig>(), 56);
+        assert_eq!(size_of::<XdpConfig>(), 72);
     }
 
     #[test]

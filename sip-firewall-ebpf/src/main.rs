@@ -98,7 +98,20 @@ fn judge(ctx: &XdpContext) -> Reason {
     }
 
     let now = unsafe { bpf_ktime_get_ns() };
-    if over_flood_limit(cfg, &ip.src, now) {
+    let group = flood_group(ip.src);
+    let known = is_known(&group);
+    if known {
+        // Trust tiers: a known source (an office behind one NAT, a trunk) has its own,
+        // larger budget; over it the excess is dropped, and the source is never banned.
+        if over_limit(
+            &group,
+            now,
+            cfg.known_flood_interval_ns,
+            cfg.known_flood_tolerance_ns,
+        ) {
+            return Reason::Throttled;
+        }
+    } else if over_limit(&group, now, cfg.flood_interval_ns, cfg.flood_tolerance_ns) {
         let scope = if cfg.flags & XdpConfig::LEARNED_SIP_PORTS != 0 {
             BanScope::SipPorts
         } else {
@@ -155,7 +168,7 @@ fn judge(ctx: &XdpContext) -> Reason {
             }
         }
         PayloadClass::Response => Reason::Passed,
-        PayloadClass::Request if cfg.pressure_interval_ns != 0 && !is_known(&ip.src) => {
+        PayloadClass::Request if cfg.pressure_interval_ns != 0 && !known => {
             if over_pressure_budget(cfg) {
                 Reason::Pressure
             } else {
@@ -166,10 +179,11 @@ fn judge(ctx: &XdpContext) -> Reason {
     }
 }
 
-/// Whether the daemon knows `src` to be good (and the knowledge has not expired).
+/// Whether the daemon knows the source group `group` (IPv4 address, IPv6 /64) to be good
+/// (and the knowledge has not expired).
 #[inline(always)]
-fn is_known(src: &IpKey) -> bool {
-    match KNOWN.get_ptr(src) {
+fn is_known(group: &IpKey) -> bool {
+    match KNOWN.get_ptr(group) {
         Some(expires) => unsafe { *expires > bpf_ktime_get_coarse_ns() },
         None => false,
     }
@@ -226,18 +240,16 @@ fn live_ban_scope(src: &IpKey) -> Option<u32> {
     None
 }
 
-/// GCRA (a token bucket kept as one timestamp): the source's theoretical arrival time may run
-/// at most `tolerance` ahead of now.
+/// GCRA (a token bucket kept as one timestamp) per source group: the group's theoretical
+/// arrival time may run at most `tolerance` ahead of now. `interval` 0: no limit.
 #[inline(always)]
-fn over_flood_limit(cfg: &XdpConfig, src: &IpKey, now: u64) -> bool {
-    let interval = cfg.flood_interval_ns;
+fn over_limit(group: &IpKey, now: u64, interval: u64, tolerance: u64) -> bool {
     if interval == 0 {
         return false;
     }
-    let group = flood_group(*src);
-    match FLOOD.get_ptr_mut(&group) {
+    match FLOOD.get_ptr_mut(group) {
         // Shared between CPUs: a lost update only shifts one packet's accounting.
-        Some(tat) => match gcra::admit(unsafe { *tat }, now, interval, cfg.flood_tolerance_ns) {
+        Some(tat) => match gcra::admit(unsafe { *tat }, now, interval, tolerance) {
             Some(next) => {
                 unsafe { *tat = next };
                 false
@@ -245,7 +257,7 @@ fn over_flood_limit(cfg: &XdpConfig, src: &IpKey, now: u64) -> bool {
             None => true,
         },
         None => {
-            let _ = FLOOD.insert(&group, &(now + interval), 0);
+            let _ = FLOOD.insert(group, &(now + interval), 0);
             false
         }
     }

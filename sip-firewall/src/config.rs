@@ -173,6 +173,11 @@ pub struct XdpSection {
     pub flood_rate: u32,
     /// Packets a source may send at once above the sustained rate.
     pub flood_burst: u32,
+    /// The flood limit of known sources (registered, recently authenticated, peers of ours:
+    /// an office of phones behind one NAT, a trunk): packets per second and burst. Over it
+    /// they are throttled (excess dropped and counted), never banned. 0 disables it.
+    pub known_flood_rate: u32,
+    pub known_flood_burst: u32,
     /// How long a source over the flood limit is banned.
     #[serde(deserialize_with = "duration")]
     pub ban_time: Duration,
@@ -202,6 +207,10 @@ impl Default for XdpSection {
             sip_ports: vec![5060],
             flood_rate: 50,
             flood_burst: 100,
+            // 300 phones behind one NAT re-registering at 150/s with digest: ~300
+            // requests/s, their retransmissions and our requests' answers.
+            known_flood_rate: 1000,
+            known_flood_burst: 2000,
             ban_time: Duration::from_secs(300),
             max_payload: 16384,
             ban_scope: BanScopeConfig::All,

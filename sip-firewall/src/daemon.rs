@@ -51,6 +51,7 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
         ..Default::default()
     }
     .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
+    .with_known_flood(x.known_flood_rate, x.known_flood_burst)
     .with_pressure_budget(x.pressure_budget);
     fp.maps.set_config(&xdp_config)?;
     fp.maps.set_sip_ports(&x.sip_ports)?;

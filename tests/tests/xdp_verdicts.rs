@@ -1005,3 +1005,54 @@ fn ban_scope_per_entry() {
         "ssh of a flood-banned source",
     );
 }
+
+/// Issue 9, trust tiers: a known source (per IPv4 address, per IPv6 /64) has its own flood
+/// budget and is throttled over it, never banned; an unknown one keeps the flood limit and
+/// its ban.
+#[test]
+fn known_sources_are_throttled_not_banned() {
+    root_only!("known_sources_are_throttled_not_banned");
+    // Unknown: 1/s, bursts of 3. Known: 1/s, bursts of 6.
+    let mut fp = program(
+        default_cfg()
+            .with_flood(1, 3, 3_600_000_000_000)
+            .with_known_flood(1, 6),
+    );
+    let _ring = fp.take_ban_events();
+    let later = clock::expiry_after(Some(Duration::from_secs(60)));
+    fp.maps.known_add(ip(SRC4), later).unwrap();
+    // Known by its /64: a privacy address of the same subscriber.
+    fp.maps.known_add(ip("2001:db8:1::1"), later).unwrap();
+    let req = frames::sip_request("REGISTER", 31);
+    for (src, dst) in [(SRC4, DST4), ("2001:db8:1::abcd", DST6)] {
+        let f = frames::udp(ip(src), ip(dst), 5060, &req, &Shape::default());
+        for i in 0..6 {
+            assert_verdict(&fp, &f, Reason::Passed, &format!("{src} known burst {i}"));
+        }
+        for _ in 0..5 {
+            assert_verdict(
+                &fp,
+                &f,
+                Reason::Throttled,
+                &format!("{src} over its budget"),
+            );
+        }
+    }
+    assert!(fp.maps.bans().is_empty(), "known sources are never banned");
+    // An unknown source: the flood limit and a ban, as before.
+    let f = frames::udp(ip("192.0.2.99"), ip(DST4), 5060, &req, &Shape::default());
+    for i in 0..3 {
+        assert_verdict(&fp, &f, Reason::Passed, &format!("unknown burst {i}"));
+    }
+    assert_verdict(&fp, &f, Reason::Flood, "unknown over the limit");
+    assert_verdict(&fp, &f, Reason::Banned, "unknown banned");
+    // Demoted (its knowledge removed): the ordinary limit again.
+    fp.maps.known_remove(ip(SRC4)).unwrap();
+    let f = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    assert_verdict(
+        &fp,
+        &f,
+        Reason::Flood,
+        "demoted source over the flood limit",
+    );
+}

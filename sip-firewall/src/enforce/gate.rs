@@ -160,6 +160,7 @@ impl UserGate {
             },
             xdp: XdpConfig::default()
                 .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
+                .with_known_flood(x.known_flood_rate, x.known_flood_burst)
                 .with_pressure_budget(x.pressure_budget),
             pressure: Mutex::new(0),
             bans: config.bans.clone(),
@@ -199,9 +200,16 @@ impl UserGate {
         }
     }
 
-    /// The XDP flood limit, in user space.
-    fn over_flood_limit(&self, ip: IpAddr) -> bool {
-        let interval = self.xdp.flood_interval_ns;
+    /// The XDP flood limit, in user space: the known sources' budget when `known`.
+    fn over_flood_limit(&self, ip: IpAddr, known: bool) -> bool {
+        let (interval, tolerance) = if known {
+            (
+                self.xdp.known_flood_interval_ns,
+                self.xdp.known_flood_tolerance_ns,
+            )
+        } else {
+            (self.xdp.flood_interval_ns, self.xdp.flood_tolerance_ns)
+        };
         if interval == 0 {
             return false;
         }
@@ -213,7 +221,7 @@ impl UserGate {
         }
         let now = self.now_ns();
         let tat = table.entry(flood_group(ip_key(ip))).or_insert(now);
-        match gcra::admit(*tat, now, interval, self.xdp.flood_tolerance_ns) {
+        match gcra::admit(*tat, now, interval, tolerance) {
             Some(next) => {
                 *tat = next;
                 false
@@ -243,7 +251,11 @@ impl Gate for UserGate {
             // ports. (No payload drops: in user space the message layer is the payload check,
             // and it answers what it refuses with the code RFC 3261 wants, 400, 505, 513...,
             // where XDP can only drop; non-SIP junk it drops and counts.)
-            if transport == Transport::Datagram && self.over_flood_limit(ip) {
+            if transport == Transport::Datagram && self.over_flood_limit(ip, known) {
+                // Trust tiers: a known source is throttled, never banned.
+                if known {
+                    return self.drop_for("throttled");
+                }
                 self.learner.report(Event::Flood(ip));
                 return self.drop_for("flood");
             }
@@ -257,8 +269,15 @@ impl Gate for UserGate {
                 return self.drop_for("pressure");
             }
         }
-        // Requests per source per window, on every transport (pike's job for streams).
-        if self.bans.request_limit > 0 && !bytes.starts_with(b"SIP/2.0 ") {
+        // Requests per source per window, on every transport (pike's job for streams). Known
+        // sources have their own limit and are throttled over it (the Learner refuses to
+        // ban them on a rate).
+        let limit = if known {
+            self.bans.known_request_limit
+        } else {
+            self.bans.request_limit
+        };
+        if limit > 0 && !bytes.starts_with(b"SIP/2.0 ") {
             let n = match self.requests.lock() {
                 Ok(mut w) => {
                     if w.len() > MAX_TRACKED {
@@ -268,8 +287,11 @@ impl Gate for UserGate {
                 }
                 Err(_) => 0,
             };
-            if n > self.bans.request_limit as usize {
-                if n == self.bans.request_limit as usize + 1 {
+            if n > limit as usize {
+                if known {
+                    return self.drop_for("throttled");
+                }
+                if n == limit as usize + 1 {
                     self.learner.report(Event::RequestRate(ip));
                 }
                 return self.drop_for("request_rate");

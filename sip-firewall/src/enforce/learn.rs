@@ -41,6 +41,9 @@ pub struct BansConfig {
     pub request_limit: u32,
     #[serde(deserialize_with = "crate::config::duration")]
     pub request_window: Duration,
+    /// The request limit of known sources (registered, recently authenticated, peers of
+    /// ours) within `request_window`: over it they are throttled, never banned.
+    pub known_request_limit: u32,
     #[serde(deserialize_with = "crate::config::duration")]
     pub request_ban_time: Duration,
     /// What bans learned from traffic block (flood, scanner, auth failures, request rate):
@@ -61,6 +64,7 @@ impl Default for BansConfig {
             scanner_ban_time: Duration::from_secs(3600),
             request_limit: 500,
             request_window: Duration::from_secs(10),
+            known_request_limit: 10_000,
             request_ban_time: Duration::from_secs(600),
             learned_scope: BanScopeConfig::SipPorts,
         }
@@ -399,6 +403,86 @@ fn with<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn enforcer(tag: &str) -> (Arc<Mutex<Enforcer>>, std::path::PathBuf) {
+        let d = std::env::temp_dir().join(format!("sfw-learn-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let store = crate::state::Store::open(&d).unwrap();
+        let e = Enforcer::new(store, None, &crate::config::Config::default()).unwrap();
+        (Arc::new(Mutex::new(e)), d)
+    }
+
+    /// Issue 9: a known source is not banned on forgeable evidence (counted instead); its
+    /// own proven failures ban and demote it; an unknown source is banned as before.
+    #[tokio::test]
+    async fn known_sources_refuse_unproven_bans_and_demote_on_proven_ones() {
+        let (enforcer, dir) = enforcer("tiers");
+        let metrics = crate::metrics::Metrics::new();
+        let refusals = Refusals::new(&metrics);
+        let counter = refusals.counter.clone();
+        let (learner, rx) = Learner::new(64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(
+            rx,
+            enforcer.clone(),
+            BansConfig::default(),
+            refusals,
+            stop_rx,
+        ));
+        let known: IpAddr = "192.0.2.1".parse().unwrap();
+        let v6_known: IpAddr = "2001:db8:1::1".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.2".parse().unwrap();
+        learner.report(Event::Known(known));
+        learner.report(Event::Known(v6_known));
+        learner.report(Event::Scanner(known, "friendly-scanner".into()));
+        // Another address of the known /64.
+        learner.report(Event::Scanner(
+            "2001:db8:1::99".parse().unwrap(),
+            "sipvicious".into(),
+        ));
+        learner.report(Event::RequestRate(known));
+        learner.report(Event::Flood(known));
+        for _ in 0..10 {
+            learner.report(Event::AuthFailure(known, false));
+        }
+        learner.report(Event::Scanner(stranger, "friendly-scanner".into()));
+        let wait = |ip: IpAddr| {
+            let enforcer = enforcer.clone();
+            async move {
+                for _ in 0..200 {
+                    if enforcer.lock().unwrap().is_banned(ip) {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        assert!(wait(stranger).await, "the unknown scanner is banned");
+        {
+            let e = enforcer.lock().unwrap();
+            assert!(!e.is_banned(known), "not banned on unproven evidence");
+            assert!(!e.is_banned(v6_known));
+            assert!(e.is_known(known), "still known");
+        }
+        for (kind, n) in [
+            ("scanner", 2),
+            ("request_rate", 1),
+            ("flood", 1),
+            ("auth_unproven", 10),
+        ] {
+            assert_eq!(counter.with_label_values(&[kind]).get(), n, "{kind}");
+        }
+        // Its own failed logins (after a valid nonce) count: banned and demoted.
+        for _ in 0..5 {
+            learner.report(Event::AuthFailure(known, true));
+        }
+        assert!(wait(known).await, "proven failures ban a known source");
+        assert!(!enforcer.lock().unwrap().is_known(known), "and demote it");
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Only failures after a nonce we issued (bound to the client's address) prove the
     /// source can receive: the reasons of `auth::Authenticator::verify`.

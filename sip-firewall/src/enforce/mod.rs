@@ -49,6 +49,14 @@ pub struct Enforcer {
 /// Most known sources remembered in user space; past it the oldest knowledge is dropped.
 const MAX_KNOWN: usize = 200_000;
 
+/// What KNOWN holds of a source, as in XDP ([`sip_firewall_common::addr::flood_group`]):
+/// the IPv4 address, the IPv6 /64 (a subscriber's privacy addresses rotate in it).
+pub fn known_group(ip: IpAddr) -> IpAddr {
+    crate::xdp::maps::key_ip(&sip_firewall_common::addr::flood_group(
+        crate::xdp::maps::ip_key(ip),
+    ))
+}
+
 /// The reason code the XDP map stores for a free-text reason.
 fn reason_code(reason: &str) -> u32 {
     let head = reason.split(':').next().unwrap_or(reason).trim();
@@ -316,7 +324,7 @@ impl Enforcer {
         if self.known.len() >= MAX_KNOWN {
             self.known.retain(|_, until| *until > now);
         }
-        self.known.insert(ip, now + ttl);
+        self.known.insert(known_group(ip), now + ttl);
         if let Some(x) = self.xdp.as_mut() {
             x.maps
                 .known_add(ip, crate::clock::expiry_after(Some(ttl)))?;
@@ -327,7 +335,7 @@ impl Enforcer {
     /// `ip` is no longer known good (its own logins failed repeatedly): it loses the known
     /// tier in user space and in XDP.
     pub fn forget_known(&mut self, ip: IpAddr) -> Result<(), EnforceError> {
-        self.known.remove(&ip);
+        self.known.remove(&known_group(ip));
         if let Some(x) = self.xdp.as_mut() {
             let _ = x.maps.known_remove(ip)?;
         }
@@ -337,7 +345,7 @@ impl Enforcer {
     /// Whether `ip` is a known good source now.
     pub fn is_known(&self, ip: IpAddr) -> bool {
         self.known
-            .get(&ip)
+            .get(&known_group(ip))
             .is_some_and(|until| *until > std::time::Instant::now())
     }
 

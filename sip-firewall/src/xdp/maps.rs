@@ -12,6 +12,7 @@ use aya::{
 use ipnet::IpNet;
 use sip_firewall_common::{
     BanScope, BanValue, Counter, IpKey, Reason, XdpConfig,
+    addr::flood_group,
     addr::{V4_MAPPED_PREFIX_BITS, is_v4_mapped, v4_key},
     branch::branch_key,
     maps as names,
@@ -164,16 +165,17 @@ impl XdpMaps {
         Ok(())
     }
 
-    /// `ip` is known good until `expires_ns` (monotonic): under pressure it always passes.
+    /// `ip` (its group: the IPv4 address, the IPv6 /64) is known good until `expires_ns`
+    /// (monotonic): under pressure it always passes, and it has the known flood budget.
     pub fn known_add(&mut self, ip: IpAddr, expires_ns: u64) -> Result<(), MapsError> {
         self.known
-            .insert(ip_key(ip), expires_ns, 0)
+            .insert(flood_group(ip_key(ip)), expires_ns, 0)
             .map_err(map_err(names::KNOWN))
     }
 
     /// Forget a known source; whether it was known.
     pub fn known_remove(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
-        remove_missing_ok(self.known.remove(&ip_key(ip)), names::KNOWN)
+        remove_missing_ok(self.known.remove(&flood_group(ip_key(ip))), names::KNOWN)
     }
 
     /// Turn the stray-reply check on or off.

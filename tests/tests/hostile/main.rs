@@ -16,6 +16,9 @@
 //! - OPTIONS ping to the edge's own address, no `[sip] domains` (was 403 to an outsider and a
 //!   forwarding loop to itself for an allow-listed peer) — 200 from the edge to both, nothing
 //!   forwarded — `own_addresses::options_ping_to_the_edge_ip`
+//! - NAT storm: 300 phones behind one registered address re-register at 150/s — all
+//!   register, nothing banned (known tier, throttled not banned) —
+//!   `nat_storm::nat_storm_registers_every_phone`
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -23,4 +26,5 @@ mod support;
 mod aimed_bans;
 mod amplification;
 mod crash;
+mod nat_storm;
 mod own_addresses;
