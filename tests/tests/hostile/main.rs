@@ -13,3 +13,4 @@ mod support;
 
 mod amplification;
 mod crash;
+mod killer;
