@@ -136,6 +136,10 @@ pub struct Core {
     last_housekeeping: Instant,
     /// Set by a digest success while a request is handled: that source proved it receives.
     authenticated_source: Option<SocketAddr>,
+    /// `[sip] max_transactions` and `max_transactions_per_source`.
+    max_transactions: (usize, usize),
+    /// Server transactions open per source key (see `server::slots::source_key`).
+    transactions_per_source: HashMap<std::net::IpAddr, usize>,
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -219,6 +223,11 @@ impl Core {
                 .map_or(0, |d| d.as_secs()),
             last_housekeeping: now,
             authenticated_source: None,
+            max_transactions: (
+                config.sip.max_transactions,
+                config.sip.max_transactions_per_source,
+            ),
+            transactions_per_source: HashMap::new(),
         })
     }
 

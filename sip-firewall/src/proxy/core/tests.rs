@@ -32,7 +32,11 @@ fn ctx(source: &str) -> Context {
 
 impl Harness {
     fn new() -> Harness {
-        let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
+        Harness::with_config(CONFIG)
+    }
+
+    fn with_config(text: &str) -> Harness {
+        let config = Config::from_toml(text, std::path::Path::new("t.toml")).expect("config");
         let now = Instant::now();
         Harness {
             core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now)
@@ -719,4 +723,50 @@ fn timer_g_only_toward_verified_sources() {
     );
     h.advance(Duration::from_secs(60));
     assert_eq!(h.core.active(), (0, 0));
+}
+
+/// Issue 9, held resources: server transactions are bounded per source and in total; a
+/// request beyond gets 503 with Retry-After statelessly (no transaction), counted; freed
+/// transactions make room again.
+#[test]
+fn transactions_bounded_per_source_and_in_total() {
+    let cfg = CONFIG.replace(
+        "listen = [\"127.0.0.1:5060\"]",
+        "listen = [\"127.0.0.1:5060\"]\nmax_transactions = 5\nmax_transactions_per_source = 3",
+    );
+    let mut h = Harness::with_config(&cfg);
+    let opt = |src: &str, n: usize| {
+        let b: String = src.chars().filter(char::is_ascii_digit).collect();
+        format!(
+            "OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {src};branch=z9hG4bKcap{b}x{n}\r\nMax-Forwards: 70\r\nFrom: <sip:x@other.org>;tag=c\r\nTo: <sip:bob@example.com>\r\nCall-ID: cap{n}x{b}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let is_503 = |a: &Action| matches!(a, Action::Reply { code: 503, extra, .. } if extra.iter().any(|e| e.starts_with("Retry-After:")));
+    let before = crate::metrics::limits_refused("transactions_per_source");
+    for n in 0..3 {
+        let (a, _) = h.feed(&opt("192.0.2.1:5060", n), "192.0.2.1:5060");
+        assert_eq!(a, Action::Absorb, "{n}");
+    }
+    let (a, sent) = h.feed(&opt("192.0.2.1:5060", 3), "192.0.2.1:5060");
+    assert!(is_503(&a) && sent.is_empty(), "{a:?}");
+    assert_eq!(h.core.active().0, 3, "no transaction for the refused one");
+    assert!(crate::metrics::limits_refused("transactions_per_source") > before);
+    // Another source still gets in, until the total.
+    for n in 0..2 {
+        let (a, _) = h.feed(&opt("192.0.2.2:5060", n), "192.0.2.2:5060");
+        assert_eq!(a, Action::Absorb);
+    }
+    let (a, _) = h.feed(&opt("192.0.2.2:5060", 2), "192.0.2.2:5060");
+    assert!(is_503(&a), "total reached: {a:?}");
+    let (a, _) = h.feed(&opt("10.0.0.9:5060", 0), "10.0.0.9:5060");
+    assert!(
+        is_503(&a),
+        "allow-listed sources are bound by the total: {a:?}"
+    );
+    // Timer J ends them; then there is room again.
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.active(), (0, 0));
+    assert!(h.core.transactions_per_source.is_empty());
+    let (a, _) = h.feed(&opt("192.0.2.1:5060", 9), "192.0.2.1:5060");
+    assert_eq!(a, Action::Absorb);
 }
