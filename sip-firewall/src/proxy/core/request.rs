@@ -441,6 +441,7 @@ impl Core {
             uri_also_ok: &names_us,
             realm,
             must_be,
+            client: ctx.source.ip(),
         };
         let challenge = |core: &Core, stale: bool| LocalReply {
             code: if proxy { 407 } else { 401 },
@@ -451,7 +452,7 @@ impl Core {
             },
             extra: core
                 .auth
-                .challenges(realm, stale, secs)
+                .challenges(realm, stale, secs, ctx.source.ip())
                 .into_iter()
                 .map(|c| format!("{chal_header}: {c}"))
                 .collect(),

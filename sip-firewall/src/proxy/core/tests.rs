@@ -770,3 +770,53 @@ fn transactions_bounded_per_source_and_in_total() {
     let (a, _) = h.feed(&opt("192.0.2.1:5060", 9), "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
 }
+
+/// Issue 10: a subscriber cannot REGISTER bindings from a spoofed source with a nonce it
+/// got at its own address: challenged again with stale=true, nothing bound; from its own
+/// address the same credentials work.
+#[test]
+fn register_from_a_spoofed_source_with_someone_elses_nonce() {
+    let mut h = Harness::new();
+    let reg = |src: &str, auth: &str| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {src};branch=z9hG4bKsp{}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:bob@example.com>\r\nCall-ID: spoof@x\r\nCSeq: {} REGISTER\r\nContact: <sip:bob@203.0.113.50:5060>\r\n{auth}Content-Length: 0\r\n\r\n",
+            auth.len(),
+            auth.len() % 1000 + 1
+        )
+    };
+    let (_, sent) = h.feed(&reg("192.0.2.1:5060", ""), "192.0.2.1:5060");
+    let challenge = &sent[0].1;
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let i = challenge.find("nonce=\"").expect("nonce") + 7;
+    let nonce = challenge[i..].split('"').next().expect("nonce end");
+    let alg = crate::auth::digest::Algorithm::Sha256;
+    let ha1 = alg.ha1("bob", "example.com", "pw");
+    let creds = |nc: &str| {
+        let r = crate::auth::digest::response_auth(
+            alg,
+            &ha1,
+            nonce,
+            nc,
+            "cn",
+            "REGISTER",
+            "sip:example.com",
+        );
+        format!(
+            "Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"cn\"\r\n"
+        )
+    };
+    let (_, sent) = h.feed(
+        &reg("203.0.113.9:5060", &creds("00000001")),
+        "203.0.113.9:5060",
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].1.starts_with("SIP/2.0 401") && sent[0].1.contains("stale=true"),
+        "{}",
+        sent[0].1
+    );
+    assert!(h.core.store.lookup("bob@example.com", h.now).is_empty());
+    let (_, sent) = h.feed(&reg("192.0.2.1:5060", &creds("00000002")), "192.0.2.1:5060");
+    assert!(sent[0].1.starts_with("SIP/2.0 200"), "{}", sent[0].1);
+    assert_eq!(h.core.store.lookup("bob@example.com", h.now).len(), 1);
+}
