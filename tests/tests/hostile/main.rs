@@ -19,6 +19,9 @@
 //! - NAT storm: 300 phones behind one registered address re-register at 150/s — all
 //!   register, nothing banned (known tier, throttled not banned) —
 //!   `nat_storm::nat_storm_registers_every_phone`
+//! - one source opening 200 TCP connections and holding them with CRLF pings — 32 kept
+//!   (`[sip] max_tcp_per_source`), 168 closed at accept and counted, pings pass the gate,
+//!   another host still served — `tcp_slots::one_source_cannot_hold_every_tcp_slot`
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -28,3 +31,5 @@ mod amplification;
 mod crash;
 mod nat_storm;
 mod own_addresses;
+mod killer;
+mod tcp_slots;

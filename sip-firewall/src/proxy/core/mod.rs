@@ -144,6 +144,10 @@ pub struct Core {
     authenticated_source: Option<SocketAddr>,
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
+    /// `[sip] max_transactions` and `max_transactions_per_source`.
+    max_transactions: (usize, usize),
+    /// Server transactions open per source key (see `server::slots::source_key`).
+    transactions_per_source: HashMap<std::net::IpAddr, usize>,
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -225,6 +229,11 @@ impl Core {
             last_housekeeping: now,
             authenticated_source: None,
             last_addr_refresh: now,
+            max_transactions: (
+                config.sip.max_transactions,
+                config.sip.max_transactions_per_source,
+            ),
+            transactions_per_source: HashMap::new(),
         })
     }
 

@@ -60,6 +60,9 @@ impl Core {
             }
             return Action::Absorb;
         }
+        if let Some(full) = self.transactions_full(ctx) {
+            return full;
+        }
         self.open_server(&key, m, ctx);
         // An allow-listed source receives what we send it: Timer G may resend to it.
         if in_any(&self.allow, ctx.source.ip())
@@ -103,6 +106,31 @@ impl Core {
         }
         self.gauges();
         Action::Absorb
+    }
+
+    /// The transaction table is full, in total or for this source (allow-listed sources are
+    /// bound by the total only): 503 with Retry-After (RFC 3261 21.5.4), statelessly, counted.
+    pub(super) fn transactions_full(&mut self, ctx: &Context) -> Option<Action> {
+        let (total, per_source) = self.max_transactions;
+        let what = if self.servers.len() >= total {
+            "transactions_total"
+        } else if !in_any(&self.allow, ctx.source.ip())
+            && self
+                .transactions_per_source
+                .get(&crate::server::slots::source_key(ctx.source.ip()))
+                .is_some_and(|&n| n >= per_source)
+        {
+            "transactions_per_source"
+        } else {
+            return None;
+        };
+        crate::metrics::limit_hit(what, Some(ctx.source.ip()));
+        self.metrics.local_replies.with_label_values(&["503"]).inc();
+        Some(Action::Reply {
+            code: 503,
+            phrase: "Service Unavailable".into(),
+            extra: vec!["Retry-After: 5".into()],
+        })
     }
 
     /// A request matching a transaction opened by another source: dropped and counted.
@@ -223,6 +251,10 @@ impl Core {
         } else {
             Kind::NonInvite
         };
+        *self
+            .transactions_per_source
+            .entry(crate::server::slots::source_key(ctx.source.ip()))
+            .or_insert(0) += 1;
         self.servers.insert(
             key.clone(),
             ServerEntry {
@@ -511,6 +543,7 @@ impl Core {
             uri_also_ok: &names_us,
             realm,
             must_be,
+            client: ctx.source.ip(),
         };
         let challenge = |core: &Core, stale: bool| LocalReply {
             code: if proxy { 407 } else { 401 },
@@ -521,7 +554,7 @@ impl Core {
             },
             extra: core
                 .auth
-                .challenges(realm, stale, secs)
+                .challenges(realm, stale, secs, ctx.source.ip())
                 .into_iter()
                 .map(|c| format!("{chal_header}: {c}"))
                 .collect(),

@@ -107,7 +107,15 @@ impl Core {
             return;
         };
         if e.txn.is_terminated() {
-            self.servers.remove(&key);
+            if let Some(e) = self.servers.remove(&key) {
+                let k = crate::server::slots::source_key(e.source.ip());
+                if let Some(n) = self.transactions_per_source.get_mut(&k) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.transactions_per_source.remove(&k);
+                    }
+                }
+            }
         } else {
             self.schedule(TimerKey::Server(key));
         }
