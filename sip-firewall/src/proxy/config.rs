@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// `[proxy]`: how requests are forwarded.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
     /// `host[:port]` written into our Via and Record-Route; default: the first listen address
@@ -26,6 +26,32 @@ pub struct ProxyConfig {
     /// went to (a load-balanced trunk); everyone else's are dropped as strays.
     #[serde(default)]
     pub reply_from_any: Vec<ipnet::IpNet>,
+    /// The answer to a request for a user of ours who is unknown or not registered: the
+    /// same for both (480 or 404), so that nobody outside can tell who exists.
+    pub unavailable: u16,
+    /// Identity headers (RFC 3325, and older ones) removed from requests from outside the
+    /// trust domain; for our authenticated users the edge sets P-Asserted-Identity itself.
+    pub identity_headers: Vec<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            advertise: None,
+            outbound: None,
+            internal_next_hops: Vec::new(),
+            reply_from_any: Vec::new(),
+            unavailable: 480,
+            identity_headers: [
+                "P-Asserted-Identity",
+                "P-Preferred-Identity",
+                "Remote-Party-ID",
+                "Diversion",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
 }
 
 /// `[timers]`: RFC 3261 17 timers. T1, T2 and T4 are the base values; every lettered timer
@@ -191,6 +217,19 @@ pub fn validate(
     {
         return Err(invalid("proxy.advertise", "must be host or host:port"));
     }
+    if !matches!(proxy.unavailable, 404 | 480) {
+        return Err(invalid("proxy.unavailable", "must be 480 or 404"));
+    }
+    if let Some(h) = proxy
+        .identity_headers
+        .iter()
+        .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err(invalid(
+            "proxy.identity_headers",
+            format!("{h:?} is not a header name"),
+        ));
+    }
     if timers.t1.is_zero() {
         return Err(invalid("timers.t1", "must be longer than 0s"));
     }
@@ -334,6 +373,9 @@ mod tests {
         assert_eq!(c.auth.algorithms, a.algorithms);
         assert_eq!(c.auth.nonce_lifetime, a.nonce_lifetime);
         assert!(c.proxy.advertise.is_none() && c.proxy.outbound.is_none());
+        let p = ProxyConfig::default();
+        assert_eq!(c.proxy.unavailable, p.unavailable);
+        assert_eq!(c.proxy.identity_headers, p.identity_headers);
         assert!(c.policy.scanners.is_none());
     }
 
@@ -352,6 +394,8 @@ mod tests {
         assert!(e.contains("timers.c"), "{e}");
         let e = check("[registrar]\nmin_expires = 100\nmax_expires = 50\n").unwrap_err();
         assert!(e.contains("registrar.max_expires"), "{e}");
+        let e = check("[proxy]\nunavailable = 403\n").unwrap_err();
+        assert!(e.contains("proxy.unavailable"), "{e}");
         let e = check("[auth]\nalgorithms = [\"SHA-1\"]\n").unwrap_err();
         assert!(e.contains("auth.algorithms"), "{e}");
         let e = check(

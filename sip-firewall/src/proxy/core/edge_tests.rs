@@ -121,7 +121,7 @@ fn options_to_our_own_address_is_ours() {
     assert!(
         first_line(&sent)
             .iter()
-            .any(|l| l.starts_with("SIP/2.0 404")),
+            .any(|l| l.starts_with("SIP/2.0 480")),
         "{sent:?}"
     );
 }
@@ -457,4 +457,26 @@ fn forged_finals_from_elsewhere_fail_no_call() {
         first_line(&sent).contains(&"SIP/2.0 486 Whatever"),
         "{sent:?}"
     );
+}
+
+/// Issue 10: an unknown user and a known one who is not registered get the same answer
+/// (main: 404 against 480), 480 by default or 404 when configured.
+#[test]
+fn no_user_enumeration() {
+    for (extra, code) in [("", "480"), ("[proxy]\nunavailable = 404\n", "404")] {
+        let mut e = Edge::new(&format!(
+            "domains = [\"example.com\"]\n{extra}[auth]\nusers = [{{ user = \"alice\", domain = \"example.com\", password = \"pw\" }}]\n"
+        ));
+        for (i, user) in ["alice", "nobody"].iter().enumerate() {
+            let inv = call_invite(&format!("enum{i}"))
+                .replace("sip:bob@example.com", &format!("sip:{user}@example.com"));
+            let sent = e.feed(&inv, CALLER);
+            let finals: Vec<_> = first_line(&sent)
+                .into_iter()
+                .filter(|l| !l.starts_with("SIP/2.0 100"))
+                .map(|l| l[8..11].to_string())
+                .collect();
+            assert_eq!(finals, vec![code.to_string()], "{user} with {extra:?}");
+        }
+    }
 }

@@ -120,6 +120,9 @@ pub struct Core {
     internal_next_hops: Vec<IpNet>,
     /// `[proxy] reply_from_any`: peers whose responses may come from anywhere.
     reply_from_any: Vec<IpNet>,
+    /// `[proxy] unavailable`: 480 or 404.
+    unavailable: u16,
+
     force_rport: bool,
     scanners: Scanners,
     registrar: RegistrarConfig,
@@ -199,6 +202,7 @@ impl Core {
             allow: config.policy.allow.clone(),
             internal_next_hops: config.proxy.internal_next_hops.clone(),
             reply_from_any: config.proxy.reply_from_any.clone(),
+            unavailable: config.proxy.unavailable,
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),

@@ -396,11 +396,8 @@ impl Core {
                 let aor = format!("{user}@{domain}");
                 let bindings = self.store.lookup(&aor, now);
                 if bindings.is_empty() {
-                    return Err(if self.auth.users().exists(user, domain) {
-                        answer(480, "Temporarily Unavailable")
-                    } else {
-                        answer(404, "Not Found")
-                    });
+                    // Unknown and unregistered look the same: no enumeration of users.
+                    return Err(self.unavailable());
                 }
                 bindings
                     .into_iter()
@@ -412,7 +409,7 @@ impl Core {
             }
             _ if to_us => {
                 // A user at one of our addresses while we serve no domain: nobody is here.
-                return Err(answer(404, "Not Found"));
+                return Err(self.unavailable());
             }
             _ => {
                 let dest = match self.outbound {
@@ -430,6 +427,14 @@ impl Core {
         };
         let rr = forward::creates_dialog(method).then_some(ctx.transport);
         self.forward(key, msg, targets, method, rr, now)
+    }
+
+    /// The answer for a user who is unknown or not registered (`[proxy] unavailable`).
+    pub(super) fn unavailable(&self) -> LocalReply {
+        match self.unavailable {
+            404 => answer(404, "Not Found"),
+            _ => answer(480, "Temporarily Unavailable"),
+        }
     }
 
     /// Digest authentication. Ok: the user; Err: the challenge or refusal to answer with.
