@@ -188,6 +188,11 @@ pub struct UserEntry {
     pub ha1: Option<String>,
     /// SHA-256(user:realm:password), hex.
     pub ha1_sha256: Option<String>,
+    /// Identities the user may assert besides `sip:user@domain` (RFC 3325: the edge puts the
+    /// one a request prefers in P-Asserted-Identity when it is listed here), e.g.
+    /// `"sip:+15551234@example.com"` or `"tel:+15551234"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
 }
 
 /// A configuration value that cannot work: the key and why.
@@ -306,6 +311,18 @@ pub fn validate(
                 "auth.users",
                 format!(
                     "user {}@{}: needs password, ha1 or ha1_sha256",
+                    u.user, u.domain
+                ),
+            ));
+        }
+        if let Some(i) = u.identities.iter().find(|i| {
+            !(i.starts_with("sip:") || i.starts_with("sips:") || i.starts_with("tel:"))
+                || i.contains(['<', '>', ',', ' ', '"', '\r', '\n'])
+        }) {
+            return Err(invalid(
+                "auth.users",
+                format!(
+                    "user {}@{}: identity {i:?} must be a sip:, sips: or tel: URI",
                     u.user, u.domain
                 ),
             ));

@@ -62,22 +62,37 @@ impl Proxy {
 
     /// Add or replace a subscriber while running.
     pub fn add_user(&self, e: &crate::proxy::config::UserEntry) {
-        self.with_core(|c| c.users_mut().insert(e));
+        self.with_core(|c| {
+            c.users_mut().insert(e);
+            c.set_identities(&e.user, &e.domain, &e.identities);
+        });
     }
 
     /// Remove a subscriber; whether there was one.
     pub fn remove_user(&self, user: &str, domain: &str) -> bool {
-        self.with_core(|c| c.users_mut().remove(user, domain))
+        self.with_core(|c| {
+            c.set_identities(user, domain, &[]);
+            c.users_mut().remove(user, domain)
+        })
     }
 
     /// The subscribers, hashes only.
     pub fn users(&self) -> Vec<crate::proxy::config::UserEntry> {
         self.with_core(|c| {
-            let users = c.users_mut();
-            users
-                .ids()
+            let entries: Vec<_> = {
+                let users = c.users_mut();
+                users
+                    .ids()
+                    .into_iter()
+                    .filter_map(|(u, d)| users.entry(&u, &d))
+                    .collect()
+            };
+            entries
                 .into_iter()
-                .filter_map(|(u, d)| users.entry(&u, &d))
+                .map(|mut e| {
+                    e.identities = c.identities_of(&e.user, &e.domain);
+                    e
+                })
                 .collect()
         })
     }

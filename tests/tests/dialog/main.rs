@@ -6,6 +6,8 @@
 //!   nothing reaches the host — `stamp_replay::replayed_stamp_relays_nothing`
 //! - The same stamp used by the caller itself toward a third address (was: relayed there) —
 //!   relayed to the callee only — `stamp_replay::replayed_stamp_relays_nothing`
+//! - An outsider's P-Asserted-Identity / Remote-Party-ID (was: reached the phone) — removed —
+//!   `stamp_replay::replayed_stamp_relays_nothing`
 
 #[path = "../support/mod.rs"]
 mod support;

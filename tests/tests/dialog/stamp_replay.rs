@@ -4,7 +4,8 @@
 //! MESSAGEs toward an arbitrary host (a "victim" socket in namespace a): from a third
 //! address, and from its own. On main both were relayed to the victim; now the first gets
 //! 403 and the second goes to bob's phone, the dialog's other party, and the victim gets
-//! nothing.
+//! nothing. Eve's INVITE also carries P-Asserted-Identity and Remote-Party-ID naming the
+//! CEO: they never reach bob's phone (RFC 3325; on main they did).
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -140,7 +141,9 @@ fn replayed_stamp_relays_nothing() {
     let invite = format!(
         "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {EVE}:5090;branch=z9hG4bKeve1;rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:eve@evil.example>;tag=eve\r\nTo: <sip:bob@example.com>\r\n\
-         Call-ID: eve-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:eve@{EVE}:5090>\r\nContent-Length: 0\r\n\r\n"
+         Call-ID: eve-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:eve@{EVE}:5090>\r\n\
+         P-Asserted-Identity: <sip:ceo@example.com>\r\nRemote-Party-ID: <sip:ceo@example.com>\r\n\
+         Content-Length: 0\r\n\r\n"
     );
     eve.send_to(invite.as_bytes(), proxy).expect("send INVITE");
     let at_bob = receive(&bob, Duration::from_secs(3), |m| m.starts_with("INVITE"));
@@ -180,7 +183,12 @@ fn replayed_stamp_relays_nothing() {
     let (code, log) = stop(daemon);
 
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
-    assert!(forwarded.is_some(), "the INVITE reached bob: {at_bob:?}");
+    let forwarded = forwarded.unwrap_or_else(|| panic!("the INVITE reached bob: {at_bob:?}"));
+    // RFC 3325: an outsider's asserted identity never reaches the phone.
+    assert!(
+        !forwarded.contains("P-Asserted-Identity") && !forwarded.contains("Remote-Party-ID"),
+        "{forwarded}"
+    );
     let route = route.unwrap_or_else(|| panic!("Eve got our Record-Route: {at_eve:?}"));
     eprintln!("{test}: stamp {route}");
     eprintln!(

@@ -480,3 +480,134 @@ fn no_user_enumeration() {
         }
     }
 }
+
+const IDENTITY: &str = "P-Asserted-Identity: <sip:ceo@example.com>\r\nP-Preferred-Identity: <sip:ceo@example.com>\r\nRemote-Party-ID: <sip:ceo@example.com>;party=calling\r\nDiversion: <sip:ceo@example.com>;reason=unconditional\r\n";
+
+fn has_identity(m: &str) -> bool {
+    let l = m.to_ascii_lowercase();
+    [
+        "p-asserted-identity:",
+        "p-preferred-identity:",
+        "remote-party-id:",
+        "diversion:",
+    ]
+    .iter()
+    .any(|h| l.contains(h))
+}
+
+/// Issue 10, RFC 3325: identity headers from outside the trust domain never reach the
+/// phone (main: an outsider's P-Asserted-Identity did); an allow-listed peer's pass.
+#[test]
+fn outsiders_assert_no_identity() {
+    let mut e = edge_with_bob("");
+    let inv =
+        call_invite("pai1").replace("Content-Length: 0", &format!("{IDENTITY}Content-Length: 0"));
+    let sent = e.feed(&inv, CALLER);
+    let to_bob = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE")
+        .1;
+    assert!(!has_identity(to_bob), "{to_bob}");
+    // In-dialog, from the same outsider: removed too.
+    let rr = record_route(&sent);
+    let msg = in_dialog(
+        "INFO",
+        "sip:bob@10.0.0.21:5070",
+        &rr,
+        "<sip:eve@evil.example>;tag=ev",
+        "<sip:bob@example.com>;tag=bb",
+        "pai1",
+        "z9hG4bKinfo",
+    )
+    .replace("Content-Length: 0", &format!("{IDENTITY}Content-Length: 0"));
+    let sent = e.feed(&msg, CALLER);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(!has_identity(&sent[0].1), "{}", sent[0].1);
+    // A trusted peer (trunk) asserts identities.
+    let trunk = inv
+        .replace(CALLER, "10.0.0.5:5060")
+        .replace("Call-ID: pai1", "Call-ID: pai2")
+        .replace("z9hG4bKpai1", "z9hG4bKpai2");
+    let sent = e.feed(&trunk, "10.0.0.5:5060");
+    let to_bob = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE")
+        .1;
+    assert!(
+        to_bob.contains("P-Asserted-Identity: <sip:ceo@example.com>"),
+        "{to_bob}"
+    );
+}
+
+/// RFC 3325 9.1: for an authenticated subscriber the edge asserts the identity itself: the
+/// preferred one when the user may assert it (`identities`), else the user's own URI; what
+/// the subscriber put in P-Asserted-Identity is dropped. `Privacy: id` removes it toward
+/// a next hop outside the trust domain.
+#[test]
+fn subscribers_assert_only_their_identities() {
+    use crate::auth::digest::{Algorithm, response_auth};
+    let mut e = Edge::new(
+        "domains = [\"example.com\"]\n[proxy]\noutbound = \"10.0.0.5:5060\"\n[auth]\nusers = [{ user = \"bob\", domain = \"example.com\", password = \"pw\", identities = [\"tel:+15551234\"] }]\n",
+    );
+    let uri = "sip:dave@carrier.example";
+    let call = |branch: &str, extra: &str| {
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <{uri}>\r\nCall-ID: {branch}\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let mut n = 0;
+    let mut out = |e: &mut Edge, extra: &str| -> String {
+        n += 1;
+        let sent = e.feed(&call(&format!("z9hG4bKs{n}a"), ""), "192.0.2.1:5060");
+        let chal = &sent
+            .iter()
+            .find(|(_, m)| m.starts_with("SIP/2.0 407"))
+            .expect("407")
+            .1;
+        let i = chal.find("nonce=\"").expect("nonce") + 7;
+        let nonce = chal[i..].split('"').next().expect("nonce").to_string();
+        let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
+        let r = response_auth(
+            Algorithm::Sha256,
+            &ha1,
+            &nonce,
+            "00000001",
+            "xyz",
+            "INVITE",
+            uri,
+        );
+        let cred = format!(
+            "Proxy-Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"xyz\"\r\n{extra}"
+        );
+        let sent = e.feed(&call(&format!("z9hG4bKs{n}b"), &cred), "192.0.2.1:5060");
+        sent.into_iter()
+            .find(|(_, m)| m.starts_with("INVITE"))
+            .map(|(_, m)| m)
+            .unwrap_or_else(|| panic!("forwarded"))
+    };
+    // Claims to be the CEO: asserted as bob.
+    let m = out(&mut e, IDENTITY);
+    assert!(
+        m.contains("P-Asserted-Identity: <sip:bob@example.com>"),
+        "{m}"
+    );
+    assert!(!m.contains("ceo@"), "{m}");
+    // Prefers a number of his: asserted.
+    let m = out(&mut e, "P-Preferred-Identity: <tel:+15551234>\r\n");
+    assert!(m.contains("P-Asserted-Identity: <tel:+15551234>"), "{m}");
+    assert!(!m.contains("P-Preferred-Identity"), "{m}");
+    // Privacy: id toward a trunk that is not allow-listed: no identity leaves.
+    let mut e2 = Edge::new(
+        "domains = [\"example.com\"]\n[proxy]\noutbound = \"203.0.113.5:5060\"\n[auth]\nusers = [{ user = \"bob\", domain = \"example.com\", password = \"pw\" }]\n",
+    );
+    let m = out(&mut e2, "Privacy: id\r\n");
+    assert!(!m.contains("P-Asserted-Identity"), "{m}");
+    // ...and kept, with Privacy: id, toward an allow-listed trunk, which must honour it.
+    let m = out(&mut e, "Privacy: id\r\n");
+    assert!(
+        m.contains("P-Asserted-Identity: <sip:bob@example.com>") && m.contains("Privacy: id"),
+        "{m}"
+    );
+}

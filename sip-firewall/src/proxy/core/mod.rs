@@ -122,6 +122,10 @@ pub struct Core {
     reply_from_any: Vec<IpNet>,
     /// `[proxy] unavailable`: 480 or 404.
     unavailable: u16,
+    /// `[proxy] identity_headers`.
+    identity_headers: Vec<String>,
+    /// The identities each user (user, lower-case domain) may assert besides their own URI.
+    identities: HashMap<(String, String), Vec<String>>,
 
     force_rport: bool,
     scanners: Scanners,
@@ -203,6 +207,19 @@ impl Core {
             internal_next_hops: config.proxy.internal_next_hops.clone(),
             reply_from_any: config.proxy.reply_from_any.clone(),
             unavailable: config.proxy.unavailable,
+            identity_headers: config.proxy.identity_headers.clone(),
+            identities: config
+                .auth
+                .users
+                .iter()
+                .filter(|u| !u.identities.is_empty())
+                .map(|u| {
+                    (
+                        (u.user.clone(), u.domain.to_ascii_lowercase()),
+                        u.identities.clone(),
+                    )
+                })
+                .collect(),
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
@@ -229,6 +246,56 @@ impl Core {
             last_housekeeping: now,
             last_addr_refresh: now,
         })
+    }
+
+    /// The identities a user may assert, replaced (admin API).
+    pub fn set_identities(&mut self, user: &str, domain: &str, ids: &[String]) {
+        let k = (user.to_string(), domain.to_ascii_lowercase());
+        if ids.is_empty() {
+            self.identities.remove(&k);
+        } else {
+            self.identities.insert(k, ids.to_vec());
+        }
+    }
+
+    /// The identities a user may assert besides their own URI.
+    pub fn identities_of(&self, user: &str, domain: &str) -> Vec<String> {
+        self.identities
+            .get(&(user.to_string(), domain.to_ascii_lowercase()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Remove the identity headers (`[proxy] identity_headers`) of a request from outside
+    /// the trust domain (RFC 3325 5: they are asserted only between trusted elements).
+    pub(super) fn strip_identity(&self, msg: &mut SipMsg) {
+        for h in &self.identity_headers {
+            msg.remove(HeaderName::Other(h));
+        }
+    }
+
+    /// The P-Asserted-Identity of an authenticated user (RFC 3325 9.1): the identity their
+    /// P-Preferred-Identity names when they may assert it, else `sip:user@realm`.
+    pub(super) fn asserted_identity(&self, m: &Message<'_>, user: &str, realm: &str) -> String {
+        let own = format!("sip:{user}@{realm}");
+        let allowed = self.identities_of(user, realm);
+        let preferred = m
+            .headers
+            .iter()
+            .filter(|h| {
+                matches!(h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case("P-Preferred-Identity"))
+            })
+            .flat_map(|h| h.value.split(','))
+            .filter_map(|v| {
+                let v = v.trim();
+                let uri = match (v.find('<'), v.rfind('>')) {
+                    (Some(a), Some(b)) if a < b => v.get(a + 1..b)?,
+                    _ => v,
+                };
+                Some(uri.trim().to_string())
+            })
+            .find(|u| u.eq_ignore_ascii_case(&own) || allowed.iter().any(|a| a.eq_ignore_ascii_case(u)));
+        format!("<{}>", preferred.unwrap_or(own))
     }
 
     /// The sends queued since the last call.

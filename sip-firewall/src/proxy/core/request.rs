@@ -308,6 +308,11 @@ impl Core {
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
             let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
+            if !trusted {
+                // In-dialog requests are not authenticated: nobody outside the trust
+                // domain asserts an identity (RFC 3325 5).
+                self.strip_identity(&mut msg);
+            }
             return self.forward(key, msg, vec![(None, dest)], method, None, now);
         }
 
@@ -376,15 +381,25 @@ impl Core {
             ),
             _ => (None, None),
         };
+        let mut asserted = None;
         let sender = if trusted {
             Sender::Trusted
         } else if let Some(realm) = &from_domain {
             let user = from_user.clone().unwrap_or_default();
-            self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
+            let who = self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
+            asserted = Some(self.asserted_identity(m, &who, realm));
             Sender::LocalUser
         } else {
             Sender::Outsider
         };
+        // RFC 3325: identities pass only within the trust domain; for our authenticated
+        // users the edge asserts the identity itself, whatever they claimed.
+        if !trusted {
+            self.strip_identity(&mut msg);
+        }
+        if let Some(pai) = asserted {
+            msg.push(HeaderName::Other("P-Asserted-Identity"), pai);
+        }
         if !relay::may_relay(sender, target) {
             return Err(answer(403, "Relaying Forbidden"));
         }
@@ -660,6 +675,10 @@ impl Core {
             let get = |h: HeaderName<'static>| msg.get(h).map(str::to_string);
             self.loop_tag(&ruri, &get, below.as_ref())
         };
+        let privacy_id = msg
+            .all(HeaderName::Other("Privacy"))
+            .flat_map(|v| v.split([';', ',']))
+            .any(|t| t.trim().eq_ignore_ascii_case("id"));
         // The caller as the dialog will reach it: where our responses go.
         let caller = self.servers.get(key).map(|e| e.dest);
         let from_tag = msg
@@ -672,6 +691,12 @@ impl Core {
             let mut b = msg.clone();
             if let Some(u) = ruri {
                 b.set_request_uri(&u);
+            }
+            if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
+                // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
+                // inside the trust domain (allow-listed peers, e.g. the trunk, which must
+                // honour it in turn).
+                b.remove(HeaderName::Other("P-Asserted-Identity"));
             }
             if let Some(inbound) = record_route_from
                 && let Some(caller) = caller
