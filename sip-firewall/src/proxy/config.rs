@@ -144,7 +144,8 @@ impl Default for RegistrarConfig {
             min_expires: 60,
             max_expires: 3600,
             default_expires: 3600,
-            max_contacts: 10,
+            // Few: each contact is a branch of every call to the address of record.
+            max_contacts: 5,
         }
     }
 }

@@ -611,3 +611,112 @@ fn subscribers_assert_only_their_identities() {
         "{m}"
     );
 }
+
+impl Edge {
+    /// Advance the fake clock, running timers every 10ms; what was sent.
+    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        while self.now < end {
+            self.now += Duration::from_millis(10).min(end - self.now);
+            self.core.tick(self.now);
+            out.extend(
+                self.core
+                    .take_sends()
+                    .into_iter()
+                    .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8"))),
+            );
+        }
+        out
+    }
+
+    /// bob registers `contacts` from `source` (allow-listed: no digest); the status line.
+    fn register(&mut self, source: &str, contacts: &[&str], n: usize) -> String {
+        let lines: String = contacts
+            .iter()
+            .map(|c| format!("Contact: <{c}>\r\n"))
+            .collect();
+        let reg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bKreg{n}\r\nFrom: <sip:bob@example.com>;tag=r\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg{n}\r\nCSeq: 1 REGISTER\r\n{lines}Content-Length: 0\r\n\r\n"
+        );
+        let sent = self.feed(&reg, source);
+        sent.first()
+            .map(|(_, m)| m.lines().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+}
+
+fn edge_with_domain() -> Edge {
+    let mut e = Edge::new("");
+    e.core.local.domains = vec!["example.com".into()];
+    e
+}
+
+/// Issue 10: a binding's destination is the flow the REGISTER came on, never the host its
+/// Contact names (main: a Contact on the source's IP but another port was used, so a
+/// REGISTER could aim every call at another service of that host); the authenticated user is
+/// recorded; five contacts per address of record by default.
+#[test]
+fn registrations_follow_the_client() {
+    let mut e = edge_with_domain();
+    assert_eq!(
+        e.register("10.0.0.21:40000", &["sip:bob@10.0.0.21:5070"], 1),
+        "SIP/2.0 200 OK"
+    );
+    let sent = e.feed(&call_invite("flow1"), CALLER);
+    let to: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("INVITE"))
+        .map(|(a, _)| *a)
+        .collect();
+    assert_eq!(to, vec!["10.0.0.21:40000".parse().unwrap()]);
+    let b = e.core.store.lookup("bob@example.com", e.now);
+    assert_eq!(b[0].authenticated, None, "allow-listed: no credentials");
+    assert_eq!(b[0].source, "10.0.0.21:40000".parse().unwrap());
+
+    let mut e = edge_with_domain();
+    let five: Vec<String> = (1..=5).map(|i| format!("sip:bob@10.0.0.{i}")).collect();
+    let five: Vec<&str> = five.iter().map(String::as_str).collect();
+    assert_eq!(e.register("10.0.0.30:5060", &five, 1), "SIP/2.0 200 OK");
+    let status = e.register("10.0.0.30:5060", &["sip:bob@10.0.0.6"], 2);
+    assert!(
+        !status.starts_with("SIP/2.0 200"),
+        "a sixth contact: {status}"
+    );
+}
+
+/// Issue 10: forking toward a contact that never answered is limited: once it left a
+/// request unanswered, the next requests go to it once, without Timer A retransmissions
+/// (main: seven sends per call, whatever happened before), until it answers again.
+#[test]
+fn silent_contacts_get_no_retransmissions() {
+    let mut e = edge_with_domain();
+    assert_eq!(
+        e.register("10.0.0.21:5070", &["sip:bob@a"], 1),
+        "SIP/2.0 200 OK"
+    );
+    let sends_to = |sent: &[(SocketAddr, String)]| {
+        sent.iter()
+            .filter(|(a, m)| *a == "10.0.0.21:5070".parse().unwrap() && m.starts_with("INVITE"))
+            .count()
+    };
+    let mut first = sends_to(&e.feed(&call_invite("s1"), CALLER));
+    first += sends_to(&e.advance(Duration::from_secs(40)));
+    assert_eq!(first, 7, "Timer A: the first call is retransmitted");
+    let mut second = sends_to(&e.feed(&call_invite("s2"), CALLER));
+    second += sends_to(&e.advance(Duration::from_secs(40)));
+    assert_eq!(second, 1, "a contact that never answered: sent once");
+    // It answers a request: retransmissions again.
+    let sent = e.feed(&call_invite("s3"), CALLER);
+    let inv = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE")
+        .1
+        .clone();
+    e.feed(&response_to(&inv, 180, "t"), "10.0.0.21:5070");
+    assert!(!e.core.is_silent("10.0.0.21:5070".parse().unwrap(), e.now));
+    // Timer C (3 min after the 180), the CANCEL's 64*T1: everything ends.
+    e.advance(Duration::from_secs(260));
+    assert_eq!(e.core.active(), (0, 0));
+}

@@ -49,6 +49,10 @@ use crate::{
 const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
 const BRANCH_PREFIX: &str = "z9hG4bKsfw";
+/// How long a contact that answered nothing gets no retransmissions.
+const SILENT_FOR: Duration = Duration::from_secs(600);
+/// Most silent contacts remembered (beyond: not remembered, counted).
+const MAX_SILENT: usize = 4096;
 /// Vias of a request checked for a loop through us (a longer list loops anyway: Max-Forwards).
 const MAX_VIAS_CHECKED: usize = 70;
 /// The Allow header of our answers to OPTIONS.
@@ -124,6 +128,11 @@ pub struct Core {
     unavailable: u16,
     /// `[proxy] identity_headers`.
     identity_headers: Vec<String>,
+    /// Contacts that left a request of ours unanswered, and when: their next requests are
+    /// sent once, without Timer A/E retransmissions, until they answer something (so that
+    /// a binding aimed at someone else, or a phone gone away, does not turn each call into
+    /// seven sends toward it).
+    silent: HashMap<SocketAddr, Instant>,
     /// The identities each user (user, lower-case domain) may assert besides their own URI.
     identities: HashMap<(String, String), Vec<String>>,
 
@@ -208,6 +217,7 @@ impl Core {
             reply_from_any: config.proxy.reply_from_any.clone(),
             unavailable: config.proxy.unavailable,
             identity_headers: config.proxy.identity_headers.clone(),
+            silent: HashMap::new(),
             identities: config
                 .auth
                 .users
@@ -296,6 +306,34 @@ impl Core {
             })
             .find(|u| u.eq_ignore_ascii_case(&own) || allowed.iter().any(|a| a.eq_ignore_ascii_case(u)));
         format!("<{}>", preferred.unwrap_or(own))
+    }
+
+    /// A contact left a request of ours unanswered.
+    pub(super) fn mark_silent(&mut self, addr: SocketAddr, now: Instant) {
+        if self.silent.len() >= MAX_SILENT && !self.silent.contains_key(&addr) {
+            self.silent
+                .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
+            if self.silent.len() >= MAX_SILENT {
+                debug!(%addr, "silent-contact table full");
+                self.metrics
+                    .silent_contacts
+                    .with_label_values(&["table_full"])
+                    .inc();
+                return;
+            }
+        }
+        self.silent.insert(addr, now);
+        self.metrics
+            .silent_contacts
+            .with_label_values(&["marked"])
+            .inc();
+    }
+
+    /// Whether requests to `addr` go without retransmissions.
+    pub(super) fn is_silent(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.silent
+            .get(&addr)
+            .is_some_and(|at| now.saturating_duration_since(*at) < SILENT_FOR)
     }
 
     /// The sends queued since the last call.
@@ -478,16 +516,10 @@ fn advertised(config: &Config) -> (String, Option<u16>) {
     }
 }
 
-/// Where requests for a binding go: the Contact's address when it is the address the
-/// REGISTER came from (a UA on a public address, maybe registering from another port),
-/// else the REGISTER's source (a UA behind NAT, whose Contact nobody can reach).
+/// Where requests for a binding go: the flow the REGISTER came on (its source address and
+/// transport, RFC 5626 in spirit), never the Contact's host: a Contact names whatever its
+/// sender wrote (another host to aim our INVITEs at, or a private address behind NAT).
 fn binding_destination(b: &registrar::Binding) -> Destination {
-    if let Some(d) = route::resolve(&b.contact, None)
-        && d.addr.ip() == b.source.ip()
-        && d.transport == b.transport
-    {
-        return d;
-    }
     Destination {
         addr: b.source,
         transport: b.transport,

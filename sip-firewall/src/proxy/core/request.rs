@@ -565,8 +565,10 @@ impl Core {
             .domain_of(&to_uri)
             .ok_or(answer(403, "Not Our Domain"))?;
         let from_user = user_of(HeaderName::From).map(|u| u.0).unwrap_or_default();
-        if !trusted {
-            self.authenticate(
+        let authenticated = if trusted {
+            None
+        } else {
+            Some(self.authenticate(
                 m,
                 ctx,
                 "REGISTER",
@@ -575,8 +577,8 @@ impl Core {
                 &[&from_user, &to_user],
                 false,
                 now,
-            )?;
-        }
+            )?)
+        };
         let mut contacts = Vec::new();
         let mut star = false;
         for v in m.all(HeaderName::Contact) {
@@ -604,6 +606,7 @@ impl Core {
                 .map_or(0, |c| c.0),
             source: ctx.source,
             transport: ctx.transport,
+            authenticated,
         };
         let result = registrar::register(&self.registrar, self.store.as_mut(), &req, now);
         self.metrics.bindings.set(self.store.len() as i64);
@@ -710,7 +713,16 @@ impl Core {
             let branch = self.new_branch(&loop_tag);
             forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
             let bytes = b.to_bytes();
-            let reliable = dest.transport == Transport::Stream;
+            // A contact that answered nothing lately gets this request once: no Timer A/E
+            // retransmissions (Timer B/F still ends the branch).
+            let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);
+            if quiet {
+                self.metrics
+                    .silent_contacts
+                    .with_label_values(&["no_retransmit"])
+                    .inc();
+            }
+            let reliable = dest.transport == Transport::Stream || quiet;
             let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
             self.send(dest, bytes);
             self.metrics.forwarded.with_label_values(&["request"]).inc();
