@@ -517,9 +517,21 @@ fn advertised(config: &Config) -> (String, Option<u16>) {
 }
 
 /// Where requests for a binding go: the flow the REGISTER came on (its source address and
-/// transport, RFC 5626 in spirit), never the Contact's host: a Contact names whatever its
-/// sender wrote (another host to aim our INVITEs at, or a private address behind NAT).
+/// transport, RFC 5626 in spirit), never a host its Contact names (another host to aim our
+/// INVITEs at, or a private address behind NAT). Over TCP the source address is proven by
+/// the handshake but its port is that of a connection the client may close: there, a
+/// Contact on that very address names the port to connect to again.
 fn binding_destination(b: &registrar::Binding) -> Destination {
+    if b.transport == Transport::Stream
+        && let Some(d) = route::resolve(&b.contact, None)
+        && d.transport == Transport::Stream
+        && d.addr.ip().to_canonical() == b.source.ip().to_canonical()
+    {
+        return Destination {
+            addr: SocketAddr::new(b.source.ip(), d.addr.port()),
+            transport: Transport::Stream,
+        };
+    }
     Destination {
         addr: b.source,
         transport: b.transport,
