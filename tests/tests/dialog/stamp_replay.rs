@@ -27,7 +27,7 @@ const BOB_PORT: u16 = 5070;
 const VICTIM_PORT: u16 = 5099;
 
 /// An address of namespace a, reachable from namespace b without ARP.
-fn add_address(pair: &Pair, addr: &str) {
+pub fn add_address(pair: &Pair, addr: &str) {
     ip(&[
         "netns",
         "exec",
@@ -58,7 +58,7 @@ fn add_address(pair: &Pair, addr: &str) {
     .unwrap();
 }
 
-fn socket(pair: &Pair, addr: String) -> UdpSocket {
+pub fn socket(pair: &Pair, addr: String) -> UdpSocket {
     in_ns(&pair.ns_a, move || {
         let s = UdpSocket::bind(addr.as_str())?;
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -68,7 +68,7 @@ fn socket(pair: &Pair, addr: String) -> UdpSocket {
 }
 
 /// Every datagram `s` receives within `within` (until `until` says stop).
-fn receive(s: &UdpSocket, within: Duration, until: impl Fn(&str) -> bool) -> Vec<String> {
+pub fn receive(s: &UdpSocket, within: Duration, until: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     let t0 = Instant::now();
     let mut buf = [0u8; 8192];
@@ -86,7 +86,7 @@ fn receive(s: &UdpSocket, within: Duration, until: impl Fn(&str) -> bool) -> Vec
 }
 
 /// The headers of `req` a UAS copies into its response (RFC 3261 8.2.6.2, 12.1.1).
-fn answer(req: &str, code: &str) -> String {
+pub fn answer(req: &str, code: &str) -> String {
     let mut out = format!("SIP/2.0 {code}\r\n");
     for line in req.split("\r\n") {
         let l = line.to_ascii_lowercase();
