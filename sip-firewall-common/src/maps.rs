@@ -62,6 +62,15 @@ pub const PORT_ENTRIES: u32 = 64;
 /// Size of the ban-event ring buffer in bytes (a power of two, a multiple of the page size).
 pub const BAN_EVENTS_BYTES: u32 = 256 * 1024;
 
+/// IPv6 extension headers (Hop-by-Hop, Routing, Fragment, Destination Options) the XDP
+/// program walks before the transport header. RFC 8200 4.1 allows each at most once (the
+/// Destination Options twice): 6 covers every legal chain; a longer one is malformed.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+/// Most bytes of IPv6 extension headers walked in total: beyond it the packet is malformed
+/// (no honest SIP datagram carries hundreds of bytes of options). Keeps the payload offset
+/// bounded for the verifier.
+pub const MAX_IPV6_EXT_BYTES: usize = 512;
+
 /// Maximum length of an LPM key's data in bits.
 pub const LPM_MAX_PREFIX: u32 = 128;
 
@@ -73,7 +82,9 @@ pub struct BanValue {
     pub expires_ns: u64,
     /// A [`BanReason`] as `u32`.
     pub reason: u32,
-    pub _pad: u32,
+    /// A [`BanScope`] as `u32`: what this ban blocks (learned bans only the SIP ports by
+    /// default, manual ones what `[xdp] ban_scope` says).
+    pub scope: u32,
 }
 
 /// Why a source is banned.
@@ -171,6 +182,9 @@ impl XdpConfig {
     /// Responses are matched against [`TRANSACTIONS`]; a stray one is dropped. Set by the
     /// daemon when its proxy records its client transactions there.
     pub const STRAY_CHECK: u32 = 4;
+    /// Bans the program makes by itself (flood) block only the SIP ports
+    /// ([`BanScope::SipPorts`]); without it, all traffic. `[bans] learned_scope`.
+    pub const LEARNED_SIP_PORTS: u32 = 8;
 
     /// Settings for a budget of `per_second` SIP requests from unknown sources together
     /// (bursts of one second's worth); 0 disables it.

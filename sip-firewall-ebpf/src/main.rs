@@ -34,9 +34,10 @@ use crate::{
 };
 
 const UDP_HLEN: usize = 8;
-/// The furthest a UDP payload can start: Ethernet, a VLAN tag, IPv4 with 40 bytes of options
-/// (IPv6 with a Fragment header is shorter), and UDP.
-const MAX_PAYLOAD_OFFSET: usize = 14 + 4 + 60 + UDP_HLEN;
+/// The furthest a UDP payload can start: Ethernet, a VLAN tag, IPv6 with the longest chain
+/// of extension headers walked (IPv4 with 40 bytes of options is shorter), and UDP.
+const MAX_PAYLOAD_OFFSET: usize =
+    14 + 4 + 40 + sip_firewall_common::maps::MAX_IPV6_EXT_BYTES + UDP_HLEN;
 
 #[xdp]
 pub fn sip_firewall(ctx: XdpContext) -> u32 {
@@ -62,22 +63,35 @@ fn judge(ctx: &XdpContext) -> Reason {
         return Reason::Allowed;
     }
 
-    // With bans on all traffic (the default), a banned source is dropped before its port is
-    // even looked up: the cheapest path is the one floods take.
+    // A ban on all traffic drops the source before its port is even looked up: the
+    // cheapest path is the one floods take. The deny list follows `ban_scope`; each ban
+    // entry carries its own scope (`ban_scope = "sip-ports"` narrows them all).
     let scope_all = cfg.ban_scope == BanScope::All as u32;
-    if scope_all && let Some(r) = source_verdict(cfg, &ip.src) {
-        return r;
+    if scope_all && is_denied(cfg, &ip.src) {
+        return Reason::Denied;
+    }
+    let banned = live_ban_scope(&ip.src);
+    if scope_all && banned == Some(BanScope::All as u32) {
+        return Reason::Banned;
     }
     let sip_port = ip.has_ports
         && match be16_at(ctx, ip.l4 + 2) {
             Some(p) => SIP_PORTS.get_ptr(p).is_some(),
             None => false,
         };
-    if !scope_all
-        && sip_port
-        && let Some(r) = source_verdict(cfg, &ip.src)
-    {
-        return r;
+    if sip_port {
+        if !scope_all && is_denied(cfg, &ip.src) {
+            return Reason::Denied;
+        }
+        if banned.is_some() {
+            return Reason::Banned;
+        }
+    }
+    if ip.bad_chain {
+        // An IPv6 chain we cannot see the end of: its ports cannot be judged, and passing
+        // it would let junk past every check below (issue 9). Dropped after the allow,
+        // deny and ban checks, so a trusted source's AH or Mobility traffic still passes.
+        return Reason::Malformed;
     }
     if !sip_port || ip.proto != IPPROTO_UDP {
         return Reason::Passed;
@@ -85,7 +99,12 @@ fn judge(ctx: &XdpContext) -> Reason {
 
     let now = unsafe { bpf_ktime_get_ns() };
     if over_flood_limit(cfg, &ip.src, now) {
-        ban(&ip.src, now, cfg.flood_ban_ns, BanReason::Flood);
+        let scope = if cfg.flags & XdpConfig::LEARNED_SIP_PORTS != 0 {
+            BanScope::SipPorts
+        } else {
+            BanScope::All
+        };
+        ban(&ip.src, now, cfg.flood_ban_ns, BanReason::Flood, scope);
         return Reason::Flood;
     }
 
@@ -188,31 +207,23 @@ fn is_open_transaction(key: u64) -> bool {
     }
 }
 
-/// The deny list and the ban map: `Some` verdict when the source is refused.
+/// Whether the deny list holds `src`.
 #[inline(always)]
-fn source_verdict(cfg: &XdpConfig, src: &IpKey) -> Option<Reason> {
-    if cfg.flags & XdpConfig::HAS_DENY != 0 && DENY.get(host_key(*src)).is_some() {
-        return Some(Reason::Denied);
-    }
-    if is_banned(src) {
-        return Some(Reason::Banned);
-    }
-    None
+fn is_denied(cfg: &XdpConfig, src: &IpKey) -> bool {
+    cfg.flags & XdpConfig::HAS_DENY != 0 && DENY.get(host_key(*src)).is_some()
 }
 
-/// A live ban for `src`. Expired entries are deleted on sight.
+/// The scope of a live ban of `src`, if any. Expired entries are deleted on sight.
 #[inline(always)]
-fn is_banned(src: &IpKey) -> bool {
-    let Some(ban) = BANS.get_ptr(src) else {
-        return false;
-    };
-    let expires = unsafe { (*ban).expires_ns };
+fn live_ban_scope(src: &IpKey) -> Option<u32> {
+    let ban = BANS.get_ptr(src)?;
+    let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
     // The coarse clock (same time line, tick resolution) is cheaper, and bans last seconds.
     if expires > unsafe { bpf_ktime_get_coarse_ns() } {
-        return true;
+        return Some(scope);
     }
     let _ = BANS.remove(src);
-    false
+    None
 }
 
 /// GCRA (a token bucket kept as one timestamp): the source's theoretical arrival time may run
@@ -242,12 +253,12 @@ fn over_flood_limit(cfg: &XdpConfig, src: &IpKey, now: u64) -> bool {
 
 /// Ban `src` for `duration_ns` and tell user space.
 #[inline(always)]
-fn ban(src: &IpKey, now: u64, duration_ns: u64, reason: BanReason) {
+fn ban(src: &IpKey, now: u64, duration_ns: u64, reason: BanReason, scope: BanScope) {
     let expires_ns = now.saturating_add(duration_ns);
     let value = BanValue {
         expires_ns,
         reason: reason as u32,
-        _pad: 0,
+        scope: scope as u32,
     };
     let _ = BANS.insert(src, &value, 0);
     let event = BanEvent {

@@ -1,10 +1,14 @@
-//! Header parsing: Ethernet, one VLAN tag, IPv4 (any header length), IPv6 (with at most one
-//! Fragment header walked), and the UDP/TCP ports.
+//! Header parsing: Ethernet, one VLAN tag, IPv4 (any header length), IPv6 (its extension
+//! header chain walked, up to a bound), and the UDP/TCP ports.
 //!
 //! Every read is bounds-checked against `data_end` right before it.
 
-use aya_ebpf::programs::XdpContext;
-use sip_firewall_common::{IpKey, addr::v4_key};
+use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
+use sip_firewall_common::{
+    IpKey,
+    addr::v4_key,
+    maps::{MAX_IPV6_EXT_BYTES, MAX_IPV6_EXT_HEADERS},
+};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -13,7 +17,17 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+// IPv6 extension headers (RFC 8200 4, IANA "IPv6 Extension Header Types").
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_IPV6_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_MOBILITY: u8 = 135;
+const IPPROTO_HIP: u8 = 139;
+const IPPROTO_SHIM6: u8 = 140;
+const IPPROTO_EXPERIMENT1: u8 = 253;
+const IPPROTO_EXPERIMENT2: u8 = 254;
 
 /// A pointer to `len` bytes at `off`, or `None` when they are not all in the packet.
 #[inline(always)]
@@ -41,6 +55,26 @@ pub fn be16_at(ctx: &XdpContext, off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([hi, lo]))
 }
 
+/// `N` bytes at a variable offset `off`, copied by `bpf_xdp_load_bytes`: the helper checks
+/// the bounds itself, where a direct read at an offset that varies over hundreds of bytes
+/// needs a check LLVM rewrites into a form the verifier rejects.
+#[inline(always)]
+pub fn load<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    let rc = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            off as u32,
+            out.as_mut_ptr() as *mut core::ffi::c_void,
+            N as u32,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    Some(out)
+}
+
 /// 16 bytes at `off`.
 #[inline(always)]
 fn addr16_at(ctx: &XdpContext, off: usize) -> Option<IpKey> {
@@ -63,15 +97,40 @@ pub struct Ip {
     pub proto: u8,
     /// Offset of the transport header.
     pub l4: usize,
-    /// Whether a UDP or TCP header starts at `l4`: false for other protocols, for
-    /// fragments other than the first (they carry no ports) and for IPv6 extension headers
-    /// we do not walk.
+    /// Whether a UDP or TCP header starts at `l4`: false for other protocols and for
+    /// fragments other than the first (they carry no ports).
     pub has_ports: bool,
+    /// An IPv6 extension header chain we cannot see the end of: longer than
+    /// [`MAX_IPV6_EXT_HEADERS`] headers or [`MAX_IPV6_EXT_BYTES`] bytes, or a header we do
+    /// not walk (AH, Mobility, HIP, Shim6, experimental). Its ports cannot be judged, so it
+    /// is dropped as malformed rather than passed.
+    pub bad_chain: bool,
+}
+
+/// Whether `proto` is an extension header the program walks.
+#[inline(always)]
+fn is_walked_ext(proto: u8) -> bool {
+    proto == IPPROTO_HOPOPTS
+        || proto == IPPROTO_ROUTING
+        || proto == IPPROTO_IPV6_FRAGMENT
+        || proto == IPPROTO_DSTOPTS
+}
+
+/// Whether `proto` is an extension header the program does not walk (its length field is
+/// not the one of RFC 8200 4.3, or it hides what follows).
+#[inline(always)]
+fn is_unwalked_ext(proto: u8) -> bool {
+    proto == IPPROTO_AH
+        || proto == IPPROTO_MOBILITY
+        || proto == IPPROTO_HIP
+        || proto == IPPROTO_SHIM6
+        || proto == IPPROTO_EXPERIMENT1
+        || proto == IPPROTO_EXPERIMENT2
 }
 
 /// Parse up to the transport header. `None` for anything that is not IPv4 or IPv6 we can
-/// read (ARP, other ethertypes, truncated headers, IPv6 extension headers we do not walk):
-/// such packets pass untouched.
+/// read (ARP, other ethertypes, truncated headers): such packets pass untouched (the kernel
+/// drops truncated ones).
 #[inline(always)]
 pub fn parse_ip(ctx: &XdpContext) -> Option<Ip> {
     let mut ethertype = be16_at(ctx, 12)?;
@@ -97,6 +156,7 @@ pub fn parse_ip(ctx: &XdpContext) -> Option<Ip> {
             proto,
             l4: l3 + ihl,
             has_ports: frag & 0x1fff == 0 && (proto == IPPROTO_UDP || proto == IPPROTO_TCP),
+            bad_chain: false,
         })
     } else if ethertype == ETH_P_IPV6 {
         let first = byte_at(ctx, l3)?;
@@ -105,19 +165,44 @@ pub fn parse_ip(ctx: &XdpContext) -> Option<Ip> {
         }
         let mut proto = byte_at(ctx, l3 + 6)?;
         let src = addr16_at(ctx, l3 + 8)?;
-        let mut l4 = l3 + 40;
+        let first_ext = l3 + 40;
+        let mut l4 = first_ext;
         let mut later_fragment = false;
-        if proto == IPPROTO_IPV6_FRAGMENT {
-            proto = byte_at(ctx, l4)?;
-            later_fragment = be16_at(ctx, l4 + 2)? & 0xfff8 != 0;
-            l4 += 8;
+        let mut too_long = false;
+        for _ in 0..MAX_IPV6_EXT_HEADERS {
+            if proto == IPPROTO_IPV6_FRAGMENT {
+                let h = load::<4>(ctx, l4)?;
+                proto = h[0];
+                later_fragment = u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0;
+                l4 += 8;
+                if later_fragment {
+                    // What follows is the middle of a datagram, not a header.
+                    break;
+                }
+            } else if is_walked_ext(proto) {
+                // Hop-by-Hop, Routing, Destination Options: Hdr Ext Len in 8-octet units,
+                // not counting the first 8 (RFC 8200 4.3, 4.4, 4.6).
+                let h = load::<2>(ctx, l4)?;
+                proto = h[0];
+                l4 += (h[1] as usize + 1) * 8;
+            } else {
+                break;
+            }
+            if l4 > first_ext + MAX_IPV6_EXT_BYTES {
+                too_long = true;
+                break;
+            }
         }
+        let bad_chain =
+            !later_fragment && (too_long || is_walked_ext(proto) || is_unwalked_ext(proto));
         Some(Ip {
             src,
             proto,
             l4,
-            // Another extension header (or ICMPv6...) is not ours to walk.
-            has_ports: !later_fragment && (proto == IPPROTO_UDP || proto == IPPROTO_TCP),
+            has_ports: !bad_chain
+                && !later_fragment
+                && (proto == IPPROTO_UDP || proto == IPPROTO_TCP),
+            bad_chain,
         })
     } else {
         None

@@ -150,6 +150,16 @@ pub enum BanScopeConfig {
     SipPorts,
 }
 
+impl BanScopeConfig {
+    /// The scope as the XDP program stores it.
+    pub fn scope(self) -> sip_firewall_common::BanScope {
+        match self {
+            BanScopeConfig::All => sip_firewall_common::BanScope::All,
+            BanScopeConfig::SipPorts => sip_firewall_common::BanScope::SipPorts,
+        }
+    }
+}
+
 /// `[xdp]`: the fast path.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]

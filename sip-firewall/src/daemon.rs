@@ -38,14 +38,16 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
     let x = &config.xdp;
     let mut fp = FastPath::load_pinned(&x.pin_dir)?;
     fp.detach_on_drop(x.detach_on_stop);
-    let scope = match x.ban_scope {
-        BanScopeConfig::All => sip_firewall_common::BanScope::All,
-        BanScopeConfig::SipPorts => sip_firewall_common::BanScope::SipPorts,
-    };
     let xdp_config = sip_firewall_common::XdpConfig {
         max_payload: x.max_payload,
-        ban_scope: scope as u32,
+        ban_scope: x.ban_scope.scope() as u32,
         via_scan: x.via_scan_bytes,
+        // Flood bans are learned from UDP traffic: `[bans] learned_scope`.
+        flags: if config.bans.learned_scope == BanScopeConfig::SipPorts {
+            sip_firewall_common::XdpConfig::LEARNED_SIP_PORTS
+        } else {
+            0
+        },
         ..Default::default()
     }
     .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
@@ -136,7 +138,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();
         let cfg = config.bans.clone();
-        tasks.spawn(async move { learn::run(events, enforcer, cfg, rx).await });
+        let refusals = learn::Refusals::new(&metrics);
+        tasks.spawn(async move { learn::run(events, enforcer, cfg, refusals, rx).await });
     }
     // The proxy reports every UDP client transaction: XDP may drop replies that match none.
     lock(&enforcer)?.set_stray_check(true)?;

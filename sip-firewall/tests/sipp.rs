@@ -2,8 +2,9 @@
 //! REGISTER with digest (right password, wrong password, replayed nonce-count), a call
 //! UAC -> proxy -> registered UAS along the Record-Route, a re-INVITE and a BYE from the
 //! callee, CANCEL of a ringing call, calls to unknown and unregistered users (the same 480),
-//! the same call under packet loss, and an outsider refused 403 with nothing forwarded. Scenarios: tests/sipp/*.xml. Skips (passing) when `sipp` is missing;
-//! `cargo xtask setup` installs it.
+//! the same call under packet loss, and an outsider refused 403 with nothing forwarded.
+//! Scenarios: tests/sipp/*.xml. Without `sipp` each test says SKIPPED (and fails under
+//! `CI=true`); `cargo xtask setup` installs it.
 
 use std::{
     net::UdpSocket,
@@ -38,7 +39,7 @@ use common::{Daemon, free_port, scrape_opt};
 /// One daemon at a time: SIPp runs are timing-sensitive on a busy machine.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn sipp_installed() -> bool {
+fn sipp_installed(test: &str) -> bool {
     let ok = Command::new("sipp")
         .arg("-v")
         .stdout(Stdio::null())
@@ -46,7 +47,10 @@ fn sipp_installed() -> bool {
         .status()
         .is_ok();
     if !ok {
-        eprintln!("sipp not installed (cargo xtask setup installs sip-tester): skipping");
+        common::skip::skip(
+            test,
+            "sipp not installed (`cargo xtask setup` installs sip-tester)",
+        );
     }
     ok
 }
@@ -173,7 +177,7 @@ fn all_transactions_freed(d: &Daemon) -> bool {
 
 #[test]
 fn register_with_digest() {
-    if !sipp_installed() {
+    if !sipp_installed("register_with_digest") {
         return;
     }
     let d = start();
@@ -318,7 +322,7 @@ fn try_scenarios(
 
 #[test]
 fn call_through_record_route() {
-    if !sipp_installed() {
+    if !sipp_installed("call_through_record_route") {
         return;
     }
     let d = start();
@@ -330,7 +334,7 @@ fn call_through_record_route() {
 
 #[test]
 fn call_over_tcp() {
-    if !sipp_installed() {
+    if !sipp_installed("call_over_tcp") {
         return;
     }
     let d = start();
@@ -342,7 +346,7 @@ fn call_over_tcp() {
 /// caller, then a BYE from the callee, each through the Record-Route, over UDP and over TCP.
 #[test]
 fn reinvite_and_bye_from_the_callee() {
-    if !sipp_installed() {
+    if !sipp_installed("reinvite_and_bye_from_the_callee") {
         return;
     }
     let d = start();
@@ -363,7 +367,7 @@ fn reinvite_and_bye_from_the_callee() {
 
 #[test]
 fn call_forked_to_two_contacts() {
-    if !sipp_installed() {
+    if !sipp_installed("call_forked_to_two_contacts") {
         return;
     }
     let d = start();
@@ -394,7 +398,7 @@ fn call_forked_to_two_contacts() {
 
 #[test]
 fn call_under_packet_loss() {
-    if !sipp_installed() {
+    if !sipp_installed("call_under_packet_loss") {
         return;
     }
     // SIPp drops 5% of what each side sends; retransmissions (SIPp's and ours) recover.
@@ -435,7 +439,7 @@ fn call_under_packet_loss() {
 
 #[test]
 fn cancel_ringing_call() {
-    if !sipp_installed() {
+    if !sipp_installed("cancel_ringing_call") {
         return;
     }
     let d = start();
@@ -469,7 +473,7 @@ fn refused(d: &Daemon, user: &str, target: &str) -> Vec<u16> {
 
 #[test]
 fn unregistered_users() {
-    if !sipp_installed() {
+    if !sipp_installed("unregistered_users") {
         return;
     }
     let d = start();
@@ -481,7 +485,7 @@ fn unregistered_users() {
 
 #[test]
 fn outsider_to_foreign_domain_is_403_and_not_forwarded() {
-    if !sipp_installed() {
+    if !sipp_installed("outsider_to_foreign_domain_is_403_and_not_forwarded") {
         return;
     }
     let d = start();

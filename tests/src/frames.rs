@@ -16,6 +16,11 @@ pub struct Shape {
     pub more_fragments: bool,
     /// IPv6: put a Fragment header in front of the transport header.
     pub ipv6_frag_header: bool,
+    /// IPv6: extension headers before the transport header (and before the Fragment header
+    /// of `ipv6_frag_header`), in order: (next-header value, length in bytes, a multiple of
+    /// 8, at least 8). A Fragment header (44) here takes `frag_offset` and `more_fragments`;
+    /// for other types the bytes after the first two are PadN-style zeros.
+    pub ipv6_ext: Vec<(u8, usize)>,
     /// Overrides the UDP length field (to claim a larger datagram than the frame holds).
     pub udp_len_override: Option<u16>,
     /// Cut the frame to this many bytes.
@@ -56,20 +61,31 @@ fn ip(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8], shape: &Shape) -> Vec<u8> 
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let mut f = eth(0x86DD, shape);
-            let frag = shape.ipv6_frag_header;
-            let plen = (l4.len() + if frag { 8 } else { 0 }) as u16;
+            let mut chain: Vec<(u8, usize)> = shape.ipv6_ext.clone();
+            if shape.ipv6_frag_header {
+                chain.push((44, 8));
+            }
+            let ext_len: usize = chain.iter().map(|(_, n)| n).sum();
+            let plen = (l4.len() + ext_len) as u16;
             f.extend_from_slice(&[0x60, 0, 0, 0]);
             f.extend_from_slice(&plen.to_be_bytes());
-            f.push(if frag { 44 } else { proto });
+            f.push(chain.first().map_or(proto, |(t, _)| *t));
             f.push(64);
             f.extend_from_slice(&s.octets());
             f.extend_from_slice(&d.octets());
-            if frag {
-                f.push(proto);
-                f.push(0);
-                let off = (shape.frag_offset << 3) | u16::from(shape.more_fragments);
-                f.extend_from_slice(&off.to_be_bytes());
-                f.extend_from_slice(&[0, 0, 0, 1]);
+            for (i, (kind, len)) in chain.iter().enumerate() {
+                let next = chain.get(i + 1).map_or(proto, |(t, _)| *t);
+                let mut h = vec![0u8; (*len).max(8)];
+                h[0] = next;
+                if *kind == 44 {
+                    let off = (shape.frag_offset << 3) | u16::from(shape.more_fragments);
+                    h[2..4].copy_from_slice(&off.to_be_bytes());
+                    h[4..8].copy_from_slice(&[0, 0, 0, 1]);
+                } else {
+                    // Hdr Ext Len: 8-octet units, not counting the first 8 (RFC 8200 4.3).
+                    h[1] = (h.len() / 8 - 1) as u8;
+                }
+                f.extend_from_slice(&h);
             }
             f.extend_from_slice(l4);
             f

@@ -134,6 +134,39 @@ impl Pair {
         Ok(p)
     }
 
+    /// Give namespace a one more IPv4 address, 198.51.100.`host` (a second, unrelated
+    /// client), with a static neighbour entry in b so that answers need no ARP.
+    pub fn add_a4(&self, host: u8) -> anyhow::Result<Ipv4Addr> {
+        let addr = Ipv4Addr::new(198, 51, 100, host);
+        ip(&[
+            "netns",
+            "exec",
+            &self.ns_a,
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            self.if_a,
+        ])?;
+        ip(&[
+            "netns",
+            "exec",
+            &self.ns_b,
+            "ip",
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            "02:00:00:00:00:0a",
+            "dev",
+            self.if_b,
+            "nud",
+            "permanent",
+        ])?;
+        Ok(addr)
+    }
+
     pub fn a(&self, v6: bool) -> IpAddr {
         if v6 { self.a6.into() } else { self.a4.into() }
     }

@@ -830,3 +830,178 @@ fn pressure_admits_known_sources_first() {
         assert_verdict(&off, &unknown(i), Reason::Passed, "no budget");
     }
 }
+
+/// Issue 9, item 6: junk behind IPv6 extension headers used to pass ("no ports"). The program
+/// walks Hop-by-Hop, Routing, Fragment and Destination Options up to
+/// `MAX_IPV6_EXT_HEADERS`; a longer chain, or a header it does not walk (AH, Mobility, HIP,
+/// Shim6, experimental), is dropped as malformed since its ports cannot be judged.
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    root_only!("ipv6_extension_headers_are_walked");
+    use sip_firewall_common::maps::MAX_IPV6_EXT_HEADERS;
+    let fp = program(default_cfg());
+    let junk = b"junk junk junk junk";
+    let req = frames::sip_request("OPTIONS", 9);
+    let with = |ext: Vec<(u8, usize)>| Shape {
+        ipv6_ext: ext,
+        ..Default::default()
+    };
+    let walked: [(&str, Vec<(u8, usize)>); 6] = [
+        ("hop-by-hop", vec![(0, 8)]),
+        ("destination options", vec![(60, 8)]),
+        ("routing", vec![(43, 24)]),
+        ("fragment", vec![(44, 8)]),
+        ("long destination options", vec![(60, 256)]),
+        (
+            "full chain",
+            vec![(0, 8), (60, 16), (43, 24), (44, 8), (60, 8)],
+        ),
+    ];
+    let mut passed = 0;
+    for (what, ext) in walked {
+        let shape = with(ext);
+        let (_, r) = run(&fp, &frames::udp(ip(SRC6), ip(DST6), 5060, junk, &shape));
+        if r == Reason::Passed {
+            passed += 1;
+        }
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(SRC6), ip(DST6), 5060, junk, &shape),
+            Reason::Malformed,
+            &format!("junk behind {what}"),
+        );
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(SRC6), ip(DST6), 5060, &req, &shape),
+            Reason::Passed,
+            &format!("SIP behind {what}"),
+        );
+        // Other ports are still not ours.
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(SRC6), ip(DST6), 53, junk, &shape),
+            Reason::Passed,
+            &format!("DNS port behind {what}"),
+        );
+    }
+    eprintln!("junk behind walked extension headers passed: {passed} of 6 (want 0)");
+    // At the bound: walked. One more: malformed whatever follows.
+    let at_bound = with(vec![(60, 8); MAX_IPV6_EXT_HEADERS]);
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC6), ip(DST6), 5060, &req, &at_bound),
+        Reason::Passed,
+        "chain at the bound",
+    );
+    let too_long = with(vec![(60, 8); MAX_IPV6_EXT_HEADERS + 1]);
+    for (what, payload) in [("SIP", &req[..]), ("junk", &junk[..])] {
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(SRC6), ip(DST6), 5060, payload, &too_long),
+            Reason::Malformed,
+            &format!("{what} behind a chain over the bound"),
+        );
+    }
+    // Headers we do not walk: their ports cannot be judged.
+    for kind in [51u8, 135, 139, 140, 253, 254] {
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(SRC6), ip(DST6), 5060, junk, &with(vec![(kind, 16)])),
+            Reason::Malformed,
+            &format!("extension header {kind}"),
+        );
+    }
+    // Upper layers other than UDP/TCP pass as before, behind extension headers too; a later
+    // fragment behind a Hop-by-Hop header carries no ports.
+    assert_verdict(
+        &fp,
+        &frames::icmp_echo(ip(SRC6), ip(DST6)),
+        Reason::Passed,
+        "icmpv6",
+    );
+    let later = Shape {
+        ipv6_ext: vec![(0, 8)],
+        ipv6_frag_header: true,
+        frag_offset: 185,
+        ..Default::default()
+    };
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(SRC6), ip(DST6), 5060, junk, &later),
+        Reason::Passed,
+        "later fragment behind hop-by-hop",
+    );
+    // A chain cut short by the end of the frame: the kernel drops it; not ours.
+    let cut = frames::udp(ip(SRC6), ip(DST6), 5060, junk, &with(vec![(60, 64)]));
+    assert_verdict(&fp, &cut[..14 + 40 + 30], Reason::Passed, "truncated chain");
+    // TCP behind a Hop-by-Hop header passes, as TCP does (user space frames streams).
+    assert_verdict(
+        &fp,
+        &frames::tcp_syn(ip(SRC6), ip(DST6), 5060, &with(vec![(0, 8)])),
+        Reason::Passed,
+        "tcp behind hop-by-hop",
+    );
+}
+
+/// Issue 9: each ban entry carries its own scope. With `ban_scope = "all"` (manual bans), a
+/// learned ban (`[bans] learned_scope = "sip-ports"`) still blocks only the SIP ports, and
+/// the program's own flood bans take the learned scope from the config flag.
+#[test]
+fn ban_scope_per_entry() {
+    root_only!("ban_scope_per_entry");
+    let mut fp = program(default_cfg());
+    let learned = "192.0.2.20";
+    fp.maps
+        .ban_scoped(
+            ip(learned),
+            u64::MAX,
+            BanReason::Scanner as u32,
+            BanScope::SipPorts,
+        )
+        .unwrap();
+    fp.maps
+        .ban(ip(SRC4), u64::MAX, BanReason::Manual as u32)
+        .unwrap();
+    let req = frames::sip_request("OPTIONS", 21);
+    for (src, ssh) in [(learned, Reason::Passed), (SRC4, Reason::Banned)] {
+        assert_verdict(
+            &fp,
+            &frames::udp(ip(src), ip(DST4), 5060, &req, &Shape::default()),
+            Reason::Banned,
+            &format!("{src} sip port"),
+        );
+        assert_verdict(
+            &fp,
+            &frames::tcp_syn(ip(src), ip(DST4), 5060, &Shape::default()),
+            Reason::Banned,
+            &format!("{src} tcp sip port"),
+        );
+        assert_verdict(
+            &fp,
+            &frames::tcp_syn(ip(src), ip(DST4), 22, &Shape::default()),
+            ssh,
+            &format!("{src} ssh"),
+        );
+    }
+
+    // Flood bans: scoped to the SIP ports with the flag.
+    let mut fp = program(XdpConfig {
+        flags: XdpConfig::LEARNED_SIP_PORTS,
+        ..default_cfg().with_flood(1, 2, 3_600_000_000_000)
+    });
+    let _ring = fp.take_ban_events();
+    let f = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    assert_verdict(&fp, &f, Reason::Passed, "1");
+    assert_verdict(&fp, &f, Reason::Passed, "2");
+    assert_verdict(&fp, &f, Reason::Flood, "over the burst");
+    let bans = fp.maps.bans();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].1.scope, BanScope::SipPorts as u32);
+    assert_verdict(&fp, &f, Reason::Banned, "banned on the SIP port");
+    assert_verdict(
+        &fp,
+        &frames::tcp_syn(ip(SRC4), ip(DST4), 22, &Shape::default()),
+        Reason::Passed,
+        "ssh of a flood-banned source",
+    );
+}

@@ -2,6 +2,15 @@
 //! when the program is not attached (one policy, two places: allow and deny lists, bans, the
 //! flood limit; the payload checks are the message layer's own), and the per-source request
 //! rate always (XDP cannot see messages inside TCP, and counts packets, not requests).
+//!
+//! "XDP attached" is not "XDP saw this packet": traffic from the host itself (loopback, or
+//! any of the host's own addresses, which the kernel delivers over `lo`) never crosses the
+//! interfaces the program is attached to. The gate applies the whole policy to every
+//! message XDP did not see; it knows them by their source, since the listener does not tell
+//! it on which interface a datagram arrived: a source that is loopback or one of the host's
+//! addresses (refreshed every [`LOCAL_REFRESH`]) came over `lo`, unless the program is
+//! attached to `lo` itself. Limitation: a host with interfaces the program is not attached to
+//! (other than `lo`) gets no XDP policy on them; attach to every interface SIP arrives on.
 
 use std::{
     collections::HashMap,
@@ -22,13 +31,88 @@ use crate::{config::Config, metrics::Metrics, server::Gate, xdp::maps::ip_key};
 
 /// Most sources tracked by the user-space flood and rate tables before the oldest go.
 const MAX_TRACKED: usize = 100_000;
+/// How often the host's own addresses are read again (addresses come and go with DHCP,
+/// SLAAC, failover).
+pub const LOCAL_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The host's own addresses (`getifaddrs`), loopback included. Empty when the call fails.
+pub fn host_addresses() -> std::collections::HashSet<IpAddr> {
+    let mut out = std::collections::HashSet::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned; its ifa_addr, when not
+        // null, points to a sockaddr of the family it names.
+        unsafe {
+            let a = (*cur).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.insert(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        out.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// Which messages the XDP program saw (see the module doc).
+struct XdpSight {
+    /// XDP is attached to some interface.
+    attached: bool,
+    /// ... and to `lo`: it sees local traffic too.
+    on_loopback: bool,
+    /// The host's addresses and when they were read.
+    local: Mutex<(Instant, std::collections::HashSet<IpAddr>)>,
+}
+
+impl XdpSight {
+    fn saw(&self, ip: IpAddr) -> bool {
+        if !self.attached {
+            return false;
+        }
+        if self.on_loopback {
+            return true;
+        }
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if ip.is_loopback() {
+            return false;
+        }
+        let Ok(mut local) = self.local.lock() else {
+            return true;
+        };
+        if local.0.elapsed() >= LOCAL_REFRESH {
+            *local = (Instant::now(), host_addresses());
+        }
+        !local.1.contains(&ip)
+    }
+}
 
 /// See the module doc.
 pub struct UserGate {
     enforcer: Arc<Mutex<Enforcer>>,
     learner: Learner,
-    /// XDP is attached: it already applied lists, bans, the flood limit and payload checks.
-    fast_path: bool,
+    /// Which messages XDP already judged (lists, bans, flood limit, payload checks).
+    sight: XdpSight,
     xdp: XdpConfig,
     bans: BansConfig,
     /// GCRA per flood group (the XDP program's algorithm, here for when it is absent).
@@ -47,7 +131,12 @@ impl UserGate {
         learner: Learner,
         metrics: &Metrics,
     ) -> UserGate {
-        let fast_path = enforcer.lock().is_ok_and(|e| e.has_fast_path());
+        let (attached, on_loopback) = enforcer.lock().map_or((false, false), |e| {
+            (
+                e.has_fast_path(),
+                e.attachments().iter().any(|(iface, _)| iface == "lo"),
+            )
+        });
         let dropped = IntCounterVec::new(
             Opts::new(
                 "sipfw_userspace_drops_total",
@@ -64,7 +153,11 @@ impl UserGate {
         UserGate {
             enforcer,
             learner,
-            fast_path,
+            sight: XdpSight {
+                attached,
+                on_loopback,
+                local: Mutex::new((Instant::now(), host_addresses())),
+            },
             xdp: XdpConfig::default()
                 .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
                 .with_pressure_budget(x.pressure_budget),
@@ -140,7 +233,7 @@ impl Gate for UserGate {
         if verdict == Some(Reason::Allowed) {
             return true;
         }
-        if !self.fast_path {
+        if !self.sight.saw(ip) {
             match verdict {
                 Some(Reason::Denied) => return self.drop_for("denied"),
                 Some(Reason::Banned) => return self.drop_for("banned"),
@@ -183,5 +276,39 @@ impl Gate for UserGate {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sight(attached: bool, on_loopback: bool) -> XdpSight {
+        XdpSight {
+            attached,
+            on_loopback,
+            local: Mutex::new((Instant::now(), host_addresses())),
+        }
+    }
+
+    /// Issue 9: the gate skipped its checks whenever XDP was attached, also for messages
+    /// that never crossed an attached interface.
+    #[test]
+    fn local_traffic_is_not_seen_by_xdp() {
+        let s = sight(true, false);
+        for local in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            assert!(!s.saw(local.parse().unwrap()), "{local}");
+        }
+        let own = host_addresses();
+        assert!(own.iter().any(|a| a.is_loopback()), "getifaddrs works");
+        for a in own {
+            assert!(!s.saw(a), "own address {a}");
+        }
+        // A documentation address is no address of this host: it came over the wire.
+        assert!(s.saw("192.0.2.77".parse().unwrap()));
+        assert!(s.saw("2001:db8::77".parse().unwrap()));
+        // Not attached: XDP saw nothing; attached to lo: it saw everything.
+        assert!(!sight(false, false).saw("192.0.2.77".parse().unwrap()));
+        assert!(sight(true, true).saw("127.0.0.1".parse().unwrap()));
     }
 }

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::Enforcer;
-use crate::{proxy::Observer, server::core::Destination, xdp::maps::TransactionKeys};
+use crate::{
+    config::BanScopeConfig, proxy::Observer, server::core::Destination, xdp::maps::TransactionKeys,
+};
 
 /// `[bans]`: when user space bans a source by itself.
 #[derive(Clone, Debug, Deserialize)]
@@ -41,6 +43,10 @@ pub struct BansConfig {
     pub request_window: Duration,
     #[serde(deserialize_with = "crate::config::duration")]
     pub request_ban_time: Duration,
+    /// What bans learned from traffic block (flood, scanner, auth failures, request rate):
+    /// only the SIP ports by default, so that a spoofed source cannot cut a host off
+    /// entirely. Manual bans keep `[xdp] ban_scope`.
+    pub learned_scope: BanScopeConfig,
 }
 
 impl Default for BansConfig {
@@ -56,6 +62,7 @@ impl Default for BansConfig {
             request_limit: 500,
             request_window: Duration::from_secs(10),
             request_ban_time: Duration::from_secs(600),
+            learned_scope: BanScopeConfig::SipPorts,
         }
     }
 }
@@ -65,7 +72,9 @@ impl Default for BansConfig {
 pub enum Event {
     TransactionOpen(String),
     TransactionClose(String),
-    AuthFailure(IpAddr),
+    /// A failed authentication; `proven` when it came after a nonce we issued to that very
+    /// address (the source can receive what we send it: not spoofed).
+    AuthFailure(IpAddr, bool),
     Scanner(IpAddr, String),
     RequestRate(IpAddr),
     Flood(IpAddr),
@@ -146,12 +155,81 @@ impl Observer for Learner {
         }
     }
 
-    fn auth_failure(&self, source: std::net::SocketAddr, _user: Option<&str>, _reason: &str) {
-        self.report(Event::AuthFailure(source.ip()));
+    fn auth_failure(&self, source: std::net::SocketAddr, _user: Option<&str>, reason: &str) {
+        self.report(Event::AuthFailure(
+            source.ip(),
+            proves_return_routability(reason),
+        ));
     }
 
     fn scanner(&self, source: std::net::SocketAddr, user_agent: &str) {
         self.report(Event::Scanner(source.ip(), user_agent.to_string()));
+    }
+}
+
+/// Whether an authentication failure (a reason of [`crate::auth::Outcome`]) came after a
+/// valid nonce, which the authenticator binds to the client's address: the source received
+/// our challenge, so the failure is its own. The others (malformed, bad nonce, qop,
+/// algorithm, identity mismatch) can be sent by anyone with any source address.
+pub fn proves_return_routability(reason: &str) -> bool {
+    matches!(
+        reason,
+        "wrong_password" | "unknown_user" | "uri_mismatch" | "replay"
+    )
+}
+
+/// Learned bans refused because the source is known and the evidence unauthenticated:
+/// counted by reason, logged at most once per [`REFUSAL_LOG_EVERY`] with the count.
+pub struct Refusals {
+    counter: prometheus::IntCounterVec,
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+/// How often a refused ban is logged at most.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Refusals {
+    /// The counter `sipfw_ban_refused_total{reason}`, registered in `metrics`.
+    pub fn new(metrics: &crate::metrics::Metrics) -> Refusals {
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "sipfw_ban_refused_total",
+                "Learned bans refused because the source is known (allow-listed, registered, \
+                 recently authenticated, a peer of ours) and the evidence unauthenticated, by \
+                 kind (scanner, auth_unproven, request_rate, flood)",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        if let Err(e) = metrics.registry().register(Box::new(counter.clone())) {
+            warn!("registering sipfw_ban_refused_total: {e}");
+        }
+        Refusals {
+            counter,
+            last_log: None,
+            unlogged: 0,
+        }
+    }
+
+    fn refuse(&mut self, ip: IpAddr, kind: &str) {
+        self.counter.with_label_values(&[kind]).inc();
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_EVERY)
+        {
+            warn!(
+                %ip,
+                kind,
+                refused = self.unlogged,
+                "not banning a known source on unauthenticated evidence (refusals since the \
+                 last line)"
+            );
+            self.last_log = Some(now);
+            self.unlogged = 0;
+        }
     }
 }
 
@@ -199,6 +277,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<Event>,
     enforcer: Arc<Mutex<Enforcer>>,
     cfg: BansConfig,
+    mut refusals: Refusals,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut failures = Window::default();
@@ -208,6 +287,18 @@ pub async fn run(
             e = rx.recv() => match e { Some(e) => e, None => return Ok(()) },
             _ = prune.tick() => { failures.prune(Instant::now(), cfg.auth_window); continue; }
             _ = shutdown.changed() => return Ok(()),
+        };
+        // Known sources (allow list, registrations, recent authentication, peers of our
+        // transactions) are never banned on evidence anyone can forge with their address:
+        // otherwise one spoofed packet takes a subscriber or a trunk off the air (issue 9).
+        let protected = |ip: IpAddr| {
+            with(&enforcer, |e| {
+                Ok(
+                    e.source_verdict(ip) == Some(sip_firewall_common::Reason::Allowed)
+                        || e.is_known(ip),
+                )
+            })
+            .unwrap_or(false)
         };
         let ban = match event {
             Event::TransactionOpen(branch) => {
@@ -222,20 +313,40 @@ pub async fn run(
                 with(&enforcer, |e| e.know(ip, KNOWN_TTL));
                 None
             }
-            Event::AuthFailure(ip) => {
-                let n = failures.hit(ip, Instant::now(), cfg.auth_window);
-                (n >= cfg.auth_failures as usize).then(|| {
-                    failures.forget(&ip);
-                    (
-                        ip,
-                        cfg.auth_ban_time,
-                        format!("auth_failure: {n} failed authentications"),
-                    )
-                })
+            Event::AuthFailure(ip, proven) => {
+                let known = protected(ip);
+                if known && !proven {
+                    refusals.refuse(ip, "auth_unproven");
+                    None
+                } else {
+                    let n = failures.hit(ip, Instant::now(), cfg.auth_window);
+                    (n >= cfg.auth_failures as usize).then(|| {
+                        failures.forget(&ip);
+                        if known {
+                            // Its own failed logins: demoted, it no longer gets the known
+                            // tier (issue 9, trust tiers).
+                            with(&enforcer, |e| e.forget_known(ip));
+                        }
+                        (
+                            ip,
+                            cfg.auth_ban_time,
+                            format!("auth_failure: {n} failed authentications"),
+                        )
+                    })
+                }
+            }
+            Event::Scanner(ip, _) if cfg.scanners && protected(ip) => {
+                refusals.refuse(ip, "scanner");
+                None
             }
             Event::Scanner(ip, ua) => cfg
                 .scanners
                 .then(|| (ip, cfg.scanner_ban_time, format!("scanner: {ua}"))),
+            // The gate keeps dropping a known source's excess (throttled), without a ban.
+            Event::RequestRate(ip) if protected(ip) => {
+                refusals.refuse(ip, "request_rate");
+                None
+            }
             Event::RequestRate(ip) => Some((
                 ip,
                 cfg.request_ban_time,
@@ -244,6 +355,10 @@ pub async fn run(
                     cfg.request_limit, cfg.request_window
                 ),
             )),
+            Event::Flood(ip) if protected(ip) => {
+                refusals.refuse(ip, "flood");
+                None
+            }
             Event::Flood(ip) => Some((
                 ip,
                 cfg.request_ban_time,
@@ -284,6 +399,25 @@ fn with<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only failures after a nonce we issued (bound to the client's address) prove the
+    /// source can receive: the reasons of `auth::Authenticator::verify`.
+    #[test]
+    fn proven_failures() {
+        for r in ["wrong_password", "unknown_user", "uri_mismatch", "replay"] {
+            assert!(proves_return_routability(r), "{r}");
+        }
+        for r in [
+            "malformed",
+            "bad_nonce",
+            "qop",
+            "algorithm",
+            "identity_mismatch",
+            "",
+        ] {
+            assert!(!proves_return_routability(r), "{r}");
+        }
+    }
 
     #[test]
     fn windows_count_and_forget() {

@@ -10,7 +10,7 @@ pub mod learn;
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use ipnet::IpNet;
-use sip_firewall_common::{BanReason, Counter, Reason};
+use sip_firewall_common::{BanReason, BanScope, Counter, Reason};
 
 pub use self::bans::{mono_to_unix, unix_now, unix_to_mono};
 use crate::{
@@ -40,6 +40,10 @@ pub struct Enforcer {
     bans_made: HashMap<String, u64>,
     /// Sources known to be good, until when (see [`Enforcer::know`]).
     known: HashMap<IpAddr, std::time::Instant>,
+    /// What a manual ban blocks (`[xdp] ban_scope`) and what a learned one does
+    /// (`[bans] learned_scope`).
+    manual_scope: BanScope,
+    learned_scope: BanScope,
 }
 
 /// Most known sources remembered in user space; past it the oldest knowledge is dropped.
@@ -76,6 +80,8 @@ impl Enforcer {
             deny: Vec::new(),
             bans_made: HashMap::new(),
             known: HashMap::new(),
+            manual_scope: config.xdp.ban_scope.scope(),
+            learned_scope: config.bans.learned_scope.scope(),
         };
         let now = unix_now();
         for ban in e.store.bans()? {
@@ -153,7 +159,13 @@ impl Enforcer {
     fn apply_ban(&mut self, ban: &BanRecord) -> Result<(), EnforceError> {
         if let Some(x) = self.xdp.as_mut() {
             let expires = ban.expires_unix.map_or(u64::MAX, unix_to_mono);
-            x.maps.ban(ban.ip, expires, reason_code(&ban.reason))?;
+            let reason = reason_code(&ban.reason);
+            let scope = if reason == BanReason::Manual as u32 {
+                self.manual_scope
+            } else {
+                self.learned_scope
+            };
+            x.maps.ban_scoped(ban.ip, expires, reason, scope)?;
         }
         Ok(())
     }
@@ -308,6 +320,16 @@ impl Enforcer {
         if let Some(x) = self.xdp.as_mut() {
             x.maps
                 .known_add(ip, crate::clock::expiry_after(Some(ttl)))?;
+        }
+        Ok(())
+    }
+
+    /// `ip` is no longer known good (its own logins failed repeatedly): it loses the known
+    /// tier in user space and in XDP.
+    pub fn forget_known(&mut self, ip: IpAddr) -> Result<(), EnforceError> {
+        self.known.remove(&ip);
+        if let Some(x) = self.xdp.as_mut() {
+            let _ = x.maps.known_remove(ip)?;
         }
         Ok(())
     }

@@ -30,6 +30,31 @@ const KNOWN_METHODS: [&str; 14] = [
 /// Drop reason for a well-formed response that matches no transaction.
 pub const DROP_STRAY_RESPONSE: &str = "stray_response";
 
+/// `sipfw_internal_errors_total{kind}`: panics caught at the message boundary (`message`),
+/// in the proxy's timer tick (`timer`), locks found poisoned (`lock_poisoned`). Process-wide,
+/// so that every part (server, proxy) counts without plumbing; every [`Metrics`] registers it.
+static INTERNAL_ERRORS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "sipfw_internal_errors_total",
+            "Internal errors survived: panics caught while handling one message (message) or a \
+             timer tick (timer), locks found poisoned by a panic (lock_poisoned)",
+        ),
+        &["kind"],
+    )
+    .expect("static metric definition is valid")
+});
+
+/// Count an internal error of `kind`.
+pub fn internal_error(kind: &str) {
+    INTERNAL_ERRORS.with_label_values(&[kind]).inc();
+}
+
+/// Internal errors of `kind` so far (tests).
+pub fn internal_errors(kind: &str) -> u64 {
+    INTERNAL_ERRORS.with_label_values(&[kind]).get()
+}
+
 /// The registry and the SIP counters.
 pub struct Metrics {
     registry: Registry,
@@ -113,6 +138,12 @@ impl Metrics {
         // Pre-create the common series so dashboards see zeros rather than gaps.
         for kind in ["request", "response"] {
             m.accepted.with_label_values(&[kind]);
+        }
+        if let Err(e) = m.registry.register(Box::new(INTERNAL_ERRORS.clone())) {
+            tracing::error!("registering sipfw_internal_errors_total: {e}");
+        }
+        for kind in ["message", "timer", "lock_poisoned"] {
+            INTERNAL_ERRORS.with_label_values(&[kind]);
         }
         m
     }

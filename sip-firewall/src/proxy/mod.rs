@@ -44,6 +44,24 @@ const TICK: Duration = Duration::from_millis(10);
 pub struct Proxy {
     core: Mutex<Core>,
     out: OnceLock<Arc<dyn Outbound>>,
+    /// A clock the caller moves (the pipeline fuzz target and its tests); None: the real one.
+    fake_now: Option<FakeClock>,
+}
+
+/// A clock moved by hand, shared with a [`Proxy`] made by [`Proxy::with_fake_clock`].
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct FakeClock(Arc<Mutex<Instant>>);
+
+impl FakeClock {
+    pub fn now(&self) -> Instant {
+        *crate::server::guard::lock(&self.0, "fake clock")
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let mut t = crate::server::guard::lock(&self.0, "fake clock");
+        *t += d;
+    }
 }
 
 impl Proxy {
@@ -57,7 +75,34 @@ impl Proxy {
         Ok(Proxy {
             core: Mutex::new(Core::new(config, metrics, observer, Instant::now())?),
             out: OnceLock::new(),
+            fake_now: None,
         })
+    }
+
+    /// A proxy on a clock that moves only when the returned [`FakeClock`] is advanced (then
+    /// [`Proxy::tick`] runs the timers due): the pipeline fuzz target and its tests.
+    #[doc(hidden)]
+    pub fn with_fake_clock(
+        config: &Config,
+        observer: Arc<dyn Observer>,
+    ) -> anyhow::Result<(Proxy, FakeClock)> {
+        let start = Instant::now();
+        let clock = FakeClock(Arc::new(Mutex::new(start)));
+        let metrics = ProxyMetrics::new(None);
+        Ok((
+            Proxy {
+                core: Mutex::new(Core::new(config, metrics, observer, start)?),
+                out: OnceLock::new(),
+                fake_now: Some(clock.clone()),
+            },
+            clock,
+        ))
+    }
+
+    fn now(&self) -> Instant {
+        self.fake_now
+            .as_ref()
+            .map_or_else(Instant::now, FakeClock::now)
     }
 
     /// Add or replace a subscriber while running.
@@ -100,11 +145,9 @@ impl Proxy {
     /// Run `f` on the core, then send what it queued (outside the lock).
     fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
         let (r, sends) = {
-            let mut core = match self.core.lock() {
-                Ok(c) => c,
-                // A panic under the lock left the tables as they were; keep serving.
-                Err(p) => p.into_inner(),
-            };
+            // A panic under the lock (caught at the message boundary) left the tables as
+            // they were; keep serving, counted and logged once per panic.
+            let mut core = crate::server::guard::lock(&self.core, "proxy core");
             let r = f(&mut core);
             (r, core.take_sends())
         };
@@ -118,9 +161,11 @@ impl Proxy {
         r
     }
 
-    /// Run timers due now.
+    /// Run timers due now. A panic in one tick is caught and counted (`timer`); the next
+    /// tick runs as usual.
     pub fn tick(&self) {
-        self.with_core(|c| c.tick(Instant::now()));
+        let now = self.now();
+        crate::server::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
     }
 
     /// Drive the timers until `shutdown` flips to true.
@@ -138,11 +183,13 @@ impl Proxy {
 
 impl Handler for Proxy {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action {
-        self.with_core(|c| c.request(req, ctx, Instant::now()))
+        let now = self.now();
+        self.with_core(|c| c.request(req, ctx, now))
     }
 
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action {
-        self.with_core(|c| c.response(resp, ctx, Instant::now()))
+        let now = self.now();
+        self.with_core(|c| c.response(resp, ctx, now))
     }
 
     fn attach(&self, out: Arc<dyn Outbound>) {

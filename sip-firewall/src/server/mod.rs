@@ -3,6 +3,9 @@
 //! messages to the [`core::Handler`].
 
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod guard;
 mod outbound;
 mod tcp;
 mod udp;
@@ -22,9 +25,6 @@ use crate::{config::SipConfig, metrics::Metrics};
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
 const EXTENSIONS: &[&str] = &[];
-
-/// The `Server` header of our answers.
-const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
 
 /// Bound UDP sockets and TCP listeners, ready to serve.
 pub struct SipServer {
@@ -93,20 +93,7 @@ impl SipServer {
         Ok(SipServer {
             udp,
             tcp,
-            shared: Arc::new(Shared {
-                limits: Limits {
-                    max_message_bytes: cfg.max_message_bytes,
-                    max_header_bytes: cfg.max_header_bytes,
-                    max_request_uri_bytes: cfg.max_request_uri_bytes,
-                },
-                force_rport: cfg.force_rport,
-                tcp_idle_timeout: cfg.tcp_idle_timeout,
-                max_tcp_connections: cfg.max_tcp_connections,
-                metrics,
-                handler,
-                outbound,
-                gate: std::sync::OnceLock::new(),
-            }),
+            shared: Arc::new(Shared::new(cfg, metrics, handler, outbound)),
         })
     }
 
@@ -155,8 +142,45 @@ impl SipServer {
 }
 
 impl Shared {
-    /// Judge one message and decide the answer, counting everything on the way.
+    fn new(
+        cfg: &SipConfig,
+        metrics: Arc<Metrics>,
+        handler: Arc<dyn Handler>,
+        outbound: Arc<outbound::SocketOutbound>,
+    ) -> Shared {
+        Shared {
+            limits: Limits {
+                max_message_bytes: cfg.max_message_bytes,
+                max_header_bytes: cfg.max_header_bytes,
+                max_request_uri_bytes: cfg.max_request_uri_bytes,
+            },
+            force_rport: cfg.force_rport,
+            tcp_idle_timeout: cfg.tcp_idle_timeout,
+            max_tcp_connections: cfg.max_tcp_connections,
+            metrics,
+            handler,
+            outbound,
+            gate: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Judge one message and decide the answer, counting everything on the way. A panic in
+    /// the gate, the message layer or the handler is caught here (see [`guard`]): the message
+    /// is dropped, the error counted, and the listener goes on.
     pub(crate) fn process(
+        &self,
+        buf: &[u8],
+        source: SocketAddr,
+        local: SocketAddr,
+        transport: Transport,
+    ) -> Option<Outgoing> {
+        guard::catch("message", Some(source), || {
+            self.process_unguarded(buf, source, local, transport)
+        })
+        .flatten()
+    }
+
+    fn process_unguarded(
         &self,
         buf: &[u8],
         source: SocketAddr,
@@ -264,7 +288,8 @@ impl Shared {
             code,
             phrase,
             extra,
-            server: SERVER,
+            // No Server header: an answer to an unverified source is kept lean (issue 9).
+            server: "",
         };
         Outgoing {
             bytes: reply::build(ctx, &r, source),
@@ -295,4 +320,77 @@ fn status_code(buf: &[u8]) -> Option<u16> {
 /// phones send): counted, never answered on UDP.
 fn is_keepalive(buf: &[u8]) -> bool {
     !buf.is_empty() && buf.iter().all(|&b| matches!(b, b'\r' | b'\n' | b' ' | 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core with a bug: it panics on requests carrying a marker header, answers 200 to
+    /// every other request.
+    struct Buggy;
+
+    impl Handler for Buggy {
+        fn on_request(&self, req: &sip_firewall_sip::Message<'_>, _: &Context) -> Action {
+            if req.headers.iter().any(|h| h.value.contains("panic-here")) {
+                panic!("a bug reachable from one packet");
+            }
+            Action::Reply {
+                code: 200,
+                phrase: "OK".into(),
+                extra: Vec::new(),
+            }
+        }
+        fn on_response(&self, _: &sip_firewall_sip::Message<'_>, _: &Context) -> Action {
+            Action::Absorb
+        }
+    }
+
+    fn request(subject: &str) -> Vec<u8> {
+        format!(
+            "OPTIONS sip:example.com SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK-{subject}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:a@example.org>;tag=1\r\n\
+             To: <sip:example.com>\r\n\
+             Call-ID: {subject}@x\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Subject: {subject}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// Issue 9: a panic while handling one message is caught at the message boundary
+    /// (UDP and TCP both go through `process`), counted, and the next message is served.
+    #[test]
+    fn a_panic_costs_one_message_not_the_listener() {
+        let metrics = Arc::new(Metrics::new());
+        let shared = Shared::new(
+            &SipConfig::default(),
+            metrics.clone(),
+            Arc::new(Buggy),
+            Arc::new(outbound::SocketOutbound::new(Vec::new())),
+        );
+        let src: SocketAddr = "192.0.2.9:5060".parse().unwrap();
+        let local: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let before = crate::metrics::internal_errors("message");
+        for transport in [Transport::Datagram, Transport::Stream] {
+            let ok = shared.process(&request("fine"), src, local, transport);
+            assert!(ok.is_some_and(|o| o.bytes.starts_with(b"SIP/2.0 200")));
+            assert!(
+                shared
+                    .process(&request("panic-here"), src, local, transport)
+                    .is_none()
+            );
+            let ok = shared.process(&request("fine-again"), src, local, transport);
+            assert!(ok.is_some_and(|o| o.bytes.starts_with(b"SIP/2.0 200")));
+        }
+        assert_eq!(crate::metrics::internal_errors("message"), before + 2);
+        assert!(
+            metrics
+                .render()
+                .contains("sipfw_internal_errors_total{kind=\"message\"}")
+        );
+    }
 }

@@ -91,16 +91,12 @@ impl SocketOutbound {
 
     /// A TCP connection with `peer` opened: messages for it go to `tx`.
     pub(crate) fn register(&self, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>) {
-        if let Ok(mut m) = self.tcp.lock() {
-            m.insert(peer, tx);
-        }
+        super::guard::lock(&self.tcp, "tcp connections").insert(peer, tx);
     }
 
     /// The connection with `peer` closed.
     pub(crate) fn unregister(&self, peer: SocketAddr) {
-        if let Ok(mut m) = self.tcp.lock() {
-            m.remove(&peer);
-        }
+        super::guard::lock(&self.tcp, "tcp connections").remove(&peer);
     }
 }
 
@@ -116,11 +112,9 @@ impl Outbound for SocketOutbound {
                 sock.is_some_and(|s| s.try_send_to(bytes, dest.addr).is_ok())
             }
             Transport::Stream => {
-                let tx = self
-                    .tcp
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&dest.addr).cloned());
+                let tx = super::guard::lock(&self.tcp, "tcp connections")
+                    .get(&dest.addr)
+                    .cloned();
                 match tx {
                     Some(tx) => tx.try_send(bytes.to_vec()).is_ok(),
                     None => self.connect(dest.addr, bytes),

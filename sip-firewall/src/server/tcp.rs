@@ -169,7 +169,8 @@ async fn fatal(
         kind: e.kind,
         unsupported: None,
     };
-    if let Some(out) = shared.refuse(&e.head, &rej, peer) {
+    let out = super::guard::catch("message", Some(peer), || shared.refuse(&e.head, &rej, peer));
+    if let Some(out) = out.flatten() {
         write(stream, &out.bytes, deadline).await?;
     }
     let _ = stream.shutdown().await;

@@ -11,7 +11,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use sip_firewall_common::{
-    BanValue, Counter, IpKey, Reason, XdpConfig,
+    BanScope, BanValue, Counter, IpKey, Reason, XdpConfig,
     addr::{V4_MAPPED_PREFIX_BITS, is_v4_mapped, v4_key},
     branch::branch_key,
     maps as names,
@@ -280,10 +280,21 @@ impl XdpMaps {
 
     /// Ban `ip` until `expires_ns` (monotonic; `u64::MAX` never expires).
     pub fn ban(&mut self, ip: IpAddr, expires_ns: u64, reason: u32) -> Result<(), MapsError> {
+        self.ban_scoped(ip, expires_ns, reason, BanScope::All)
+    }
+
+    /// Ban `ip` until `expires_ns` for traffic in `scope` only.
+    pub fn ban_scoped(
+        &mut self,
+        ip: IpAddr,
+        expires_ns: u64,
+        reason: u32,
+        scope: BanScope,
+    ) -> Result<(), MapsError> {
         let value = BanValue {
             expires_ns,
             reason,
-            _pad: 0,
+            scope: scope as u32,
         };
         self.bans
             .insert(ip_key(ip), value, 0)

@@ -1,6 +1,18 @@
-//! Issue 9 (hostile input), attacks from a namespace against the real daemon, one module per
-//! topic; each line: attack — what the edge does now — test fn.
+//! Issue 9, "Hostile input": each attack tried from a namespace as an outsider would, against
+//! the real daemon, and what the edge does now. One module per topic; one line per attack:
+//! attack — what the edge does now — test fn.
 //!
+//! - one UDP packet with `Digest username="\é"` — parsed as a quoted-pair, no panic, the daemon
+//!   keeps answering — `crash::backslash_before_multibyte_character_does_not_stop_the_daemon`
+//! - copies of a request from other source ports (reflection of the stored answer) — dropped
+//!   and counted, 0 bytes sent — `amplification::amplification_factors`
+//! - Timer G resends toward an unverified UDP source; fat first answers — no resend; first
+//!   answer to a minimal request at most 2x its size — `amplification::amplification_factors`
+//! - scanner User-Agent spoofed from a registered subscriber's address — refused (counted
+//!   in `sipfw_ban_refused_total`), the subscriber stays reachable; an unknown scanner is
+//!   still banned — `aimed_bans::unproven_evidence_does_not_ban_a_subscriber`
+//! - forged Authorization (bad nonce) five times from a subscriber's address — not counted
+//!   toward an auth-failure ban — `aimed_bans::unproven_evidence_does_not_ban_a_subscriber`
 //! - OPTIONS ping to the edge's own address, no `[sip] domains` (was 403 to an outsider and a
 //!   forwarding loop to itself for an allow-listed peer) — 200 from the edge to both, nothing
 //!   forwarded — `own_addresses::options_ping_to_the_edge_ip`
@@ -8,4 +20,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod aimed_bans;
+mod amplification;
+mod crash;
 mod own_addresses;

@@ -45,8 +45,6 @@ use crate::{
     server::core::{Action, Context, Destination},
 };
 
-/// The `Server` header of our own answers.
-const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
 const BRANCH_PREFIX: &str = "z9hG4bKsfw";
 /// How long a contact that answered nothing gets no retransmissions.
@@ -158,6 +156,8 @@ pub struct Core {
     start: Instant,
     unix_at_start: u64,
     last_housekeeping: Instant,
+    /// Set by a digest success while a request is handled: that source proved it receives.
+    authenticated_source: Option<SocketAddr>,
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
 }
@@ -254,6 +254,7 @@ impl Core {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             last_housekeeping: now,
+            authenticated_source: None,
             last_addr_refresh: now,
         })
     }

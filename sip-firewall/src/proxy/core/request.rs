@@ -21,6 +21,13 @@ impl Core {
             return Action::Drop { reason: "no_via" };
         };
         if method == "ACK" {
+            if let Some(e) = self.servers.get(&key)
+                && !same_source(e, ctx)
+            {
+                // RFC 3261 17.2.3 matches on the Via alone; only the transaction's own source
+                // may acknowledge (and so end) it.
+                return self.foreign_copy(ctx);
+            }
             if let Some(e) = self.servers.get_mut(&key)
                 && e.txn.on_ack(now, &self.timers)
             {
@@ -31,24 +38,48 @@ impl Core {
             return self.ack_2xx(m, ctx);
         }
         if let Some(e) = self.servers.get(&key) {
+            if !same_source(e, ctx) {
+                // A copy of someone's request (same top Via) from another address: answering
+                // it would send the stored response, up to 16 Vias of it, wherever a spoofed
+                // source says (reflection, issue 9). Only the original source's
+                // retransmissions are absorbed (RFC 3261 17.2.3 matching, 18.2.2 destination).
+                return self.foreign_copy(ctx);
+            }
             self.metrics
                 .retransmissions
                 .with_label_values(&["absorbed"])
                 .inc();
             if let Some(b) = e.txn.on_retransmission() {
-                // To where this copy came from: over TCP that is the connection it came on,
-                // which may be a new one.
-                let dest = self.response_destination(m, ctx);
+                // Over UDP to where the answers of this transaction go; over TCP on the
+                // connection this copy came on, which may be a new one from the same host.
+                let dest = match ctx.transport {
+                    Transport::Datagram => e.dest,
+                    Transport::Stream => self.response_destination(m, ctx),
+                };
                 self.send(dest, b);
             }
             return Action::Absorb;
         }
         self.open_server(&key, m, ctx);
+        // An allow-listed source receives what we send it: Timer G may resend to it.
+        if in_any(&self.allow, ctx.source.ip())
+            && let Some(e) = self.servers.get_mut(&key)
+        {
+            e.txn.verified();
+        }
+        self.authenticated_source = None;
         let result = if method == "CANCEL" {
             self.cancel(&key, now)
         } else {
             self.route_request(&key, m, ctx, method, now)
         };
+        // Digest success within this transaction proves the source receives at its address
+        // (the nonce was sent there).
+        if self.authenticated_source.take() == Some(ctx.source)
+            && let Some(e) = self.servers.get_mut(&key)
+        {
+            e.txn.verified();
+        }
         match result {
             Err(l) => {
                 // Our own final answer (401, 407, 403, 404...) is the first response the
@@ -72,6 +103,18 @@ impl Core {
         }
         self.gauges();
         Action::Absorb
+    }
+
+    /// A request matching a transaction opened by another source: dropped and counted.
+    pub(super) fn foreign_copy(&mut self, ctx: &Context) -> Action {
+        debug!(source = %ctx.source, "copy of another source's transaction dropped");
+        self.metrics
+            .retransmissions
+            .with_label_values(&["foreign_source"])
+            .inc();
+        Action::Drop {
+            reason: "foreign_source_retransmission",
+        }
     }
 
     /// The parties (caller, callee) sealed in the stamp of one of the Route entries we
@@ -222,7 +265,8 @@ impl Core {
                 code: l.code,
                 phrase: l.phrase,
                 extra: &l.extra,
-                server: SERVER,
+                // No Server header: lean answers (issue 9, amplification).
+                server: "",
             },
             e.source,
         );
@@ -504,6 +548,7 @@ impl Core {
         };
         match self.auth.verify(&values, &req, secs) {
             Outcome::Authenticated { user } => {
+                self.authenticated_source = Some(ctx.source);
                 self.metrics.auth.with_label_values(&["success"]).inc();
                 self.observer.authenticated(ctx.source, &user);
                 Ok(user)
@@ -783,5 +828,15 @@ impl Core {
         self.send(dest, msg.to_bytes());
         self.metrics.forwarded.with_label_values(&["ack"]).inc();
         Action::Absorb
+    }
+}
+
+/// Whether a request comes from the source of the server transaction it matches: over UDP
+/// the same address and port, over TCP the same host (a retransmission may come on a new
+/// connection).
+fn same_source(e: &ServerEntry, ctx: &Context) -> bool {
+    match ctx.transport {
+        Transport::Datagram => e.source == ctx.source,
+        Transport::Stream => e.source.ip() == ctx.source.ip(),
     }
 }

@@ -218,12 +218,11 @@ fn best_response_and_timeout() {
         .iter()
         .filter(|(a, m)| a.port() == 5060 && m.starts_with("SIP/2.0 4"))
         .collect();
-    // The 486, then its Timer G retransmissions (the caller never ACKs here).
-    assert!(finals.len() >= 2, "{finals:?}");
-    assert!(
-        finals.iter().all(|(_, m)| m.starts_with("SIP/2.0 486")),
-        "{finals:?}"
-    );
+    // The 486 once: the caller is an outsider that proved nothing (not allow-listed, not
+    // authenticated), so no Timer G toward it (issue 9); its own retransmissions would be
+    // answered.
+    assert_eq!(finals.len(), 1, "{finals:?}");
+    assert!(finals[0].1.starts_with("SIP/2.0 486"), "{finals:?}");
     h.advance(Duration::from_secs(60));
     assert_eq!(h.core.active(), (0, 0));
 }
@@ -659,5 +658,82 @@ fn our_cancel_does_not_retire_the_invite_branch() {
     assert_eq!(starts(&sent, "SIP/2.0 487"), 1);
     h.advance(Duration::from_secs(40));
     assert_eq!(ended(&rec), 1);
+    assert_eq!(h.core.active(), (0, 0));
+}
+
+/// Issue 9, amplification: a copy of a request (same top Via, so the same transaction by
+/// RFC 3261 17.2.3) from another source gets nothing, and is counted; the original source's
+/// retransmission still gets the stored answer.
+#[test]
+fn copies_from_another_source_get_nothing() {
+    let mut h = Harness::new();
+    let opt = "OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcopy1\r\nVia: SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKx\r\nMax-Forwards: 70\r\nFrom: <sip:carol@other.org>;tag=c\r\nTo: <sip:bob@example.com>\r\nCall-ID: copy1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let (_, sent) = h.feed(opt, "192.0.2.1:5060");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    for port in 5061..5071 {
+        let (a, sent) = h.feed(opt, &format!("192.0.2.1:{port}"));
+        assert!(
+            sent.is_empty(),
+            "answered a copy from port {port}: {sent:?}"
+        );
+        assert!(matches!(a, Action::Drop { .. }));
+    }
+    let (a, sent) = h.feed(opt, "198.51.100.9:5060");
+    assert!(sent.is_empty() && matches!(a, Action::Drop { .. }));
+    assert_eq!(
+        h.core
+            .metrics
+            .retransmissions
+            .with_label_values(&["foreign_source"])
+            .get(),
+        11
+    );
+    // The original source's retransmission: the stored answer, to it.
+    let (_, sent) = h.feed(opt, "192.0.2.1:5060");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "192.0.2.1:5060".parse::<SocketAddr>().unwrap());
+    // An ACK from elsewhere does not end an INVITE transaction of another source.
+    let inv = invite("z9hG4bKcopy2");
+    let (_, sent) = h.feed(&inv, "192.0.2.1:5060");
+    assert!(
+        sent.iter()
+            .any(|(_, m)| m.starts_with("SIP/2.0 480") || m.starts_with("SIP/2.0 404")),
+        "{sent:?}"
+    );
+    let ack = inv
+        .replacen("INVITE sip", "ACK sip", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    let (a, sent) = h.feed(&ack, "192.0.2.2:5060");
+    assert!(sent.is_empty() && matches!(a, Action::Drop { .. }), "{a:?}");
+}
+
+/// Timer G still resends a relayed final toward a source that proved it receives (an
+/// allow-listed peer), until it ACKs.
+#[test]
+fn timer_g_only_toward_verified_sources() {
+    let mut h = Harness::new();
+    h.register(21);
+    // Without the preloaded Route (an allow-listed peer's would be honoured).
+    let inv = invite("z9hG4bKtrusted")
+        .replace("192.0.2.1", "10.0.0.99")
+        .replace("Route: <sip:evil.example.net;lr>\r\n", "");
+    let (_, sent) = h.feed(&inv, "10.0.0.99:5060");
+    let to21 = sent
+        .iter()
+        .find(|(a, _)| a.port() == 21)
+        .expect("21")
+        .1
+        .clone();
+    h.feed(&response(&to21, 486, "t21"), "10.0.0.21:21");
+    let sent = h.advance(Duration::from_secs(3));
+    let resends = sent
+        .iter()
+        .filter(|(a, m)| a.port() == 5060 && m.starts_with("SIP/2.0 486"))
+        .count();
+    assert!(
+        resends >= 2,
+        "Timer G toward the allow-listed caller: {resends}"
+    );
+    h.advance(Duration::from_secs(60));
     assert_eq!(h.core.active(), (0, 0));
 }
