@@ -23,7 +23,8 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub internal_next_hops: Vec<ipnet::IpNet>,
     /// Peers whose responses may come from another address or transport than their request
-    /// went to (a load-balanced trunk); everyone else's are dropped as strays.
+    /// went to (a load-balanced trunk); everyone else's are dropped as strays. Within one
+    /// listed network, any address also counts as the same party of a dialog.
     #[serde(default)]
     pub reply_from_any: Vec<ipnet::IpNet>,
     /// The answer to a request for a user of ours who is unknown or not registered: the

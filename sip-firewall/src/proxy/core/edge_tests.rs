@@ -314,13 +314,28 @@ fn parties_sharing_an_address() {
         transport: Transport::Datagram,
     };
     let (a, b) = (d("10.0.0.1:5080"), d("10.0.0.1:5070"));
-    let other =
-        |src: &str, text: Option<Destination>| Core::other_party(src.parse().unwrap(), text, a, b);
+    let other = |src: &str, text: Option<Destination>| {
+        Core::other_party(src.parse().unwrap(), text, a, b, &[])
+    };
     assert_eq!(other("10.0.0.1:5080", None), Ok(b));
     assert_eq!(other("10.0.0.1:5070", None), Ok(a));
     assert_eq!(other("10.0.0.1:6000", Some(a)), Ok(a));
     assert_eq!(other("10.0.0.1:6000", None), Err("ambiguous"));
     assert_eq!(other("10.0.0.2:5080", Some(a)), Err("not_a_party"));
+    // A load-balanced trunk listed in reply_from_any: any of its addresses is that party.
+    let trunk = d("192.0.2.10:5060");
+    let lb: Vec<IpNet> = vec!["192.0.2.0/28".parse().unwrap()];
+    let src = "192.0.2.11:5060".parse().unwrap();
+    assert_eq!(Core::other_party(src, None, a, trunk, &lb), Ok(a));
+    assert_eq!(
+        Core::other_party(src, None, a, trunk, &[]),
+        Err("not_a_party")
+    );
+    let outside = "192.0.2.20:5060".parse().unwrap();
+    assert_eq!(
+        Core::other_party(outside, None, a, trunk, &lb),
+        Err("not_a_party")
+    );
 }
 
 /// Loopback, link-local and our own addresses are never a next hop taken from a request's

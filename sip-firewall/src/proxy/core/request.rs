@@ -143,15 +143,22 @@ impl Core {
     /// it receives on, a TCP one from a new connection). When both parties share an
     /// address, the exact source decides, else the request's own next hop. Err: the
     /// reason it is refused.
+    /// A peer in `[proxy] reply_from_any` (a load-balanced trunk) is one party from any
+    /// address of the same listed network.
     pub(super) fn other_party(
         source: SocketAddr,
         text_hop: Option<Destination>,
         caller: Destination,
         callee: Destination,
+        any_source: &[IpNet],
     ) -> Result<Destination, &'static str> {
         let ip = source.ip().to_canonical();
-        let from_caller = caller.addr.ip().to_canonical() == ip;
-        let from_callee = callee.addr.ip().to_canonical() == ip;
+        let is = |d: Destination| {
+            let p = d.addr.ip().to_canonical();
+            p == ip || any_source.iter().any(|n| n.contains(&p) && n.contains(&ip))
+        };
+        let from_caller = is(caller);
+        let from_callee = is(callee);
         let same =
             |d: Destination| d.addr.ip().to_canonical() == ip && d.addr.port() == source.port();
         match (from_caller, from_callee) {
@@ -189,7 +196,7 @@ impl Core {
             return Err(answer(404, "Not Here"));
         };
         let text = route::next_hop(msg, self.outbound);
-        Self::other_party(source, text, caller, callee).map_err(|reason| {
+        Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(|reason| {
             self.refused(reason);
             answer(403, "Not A Party Of This Dialog")
         })
