@@ -196,6 +196,7 @@ mod tests {
             password: Some("pw".into()),
             ha1: None,
             ha1_sha256: None,
+            identities: Vec::new(),
         }]);
         Authenticator::new(
             users,

@@ -5,10 +5,16 @@
 //! ([`Proxy::run_timers`]).
 //!
 //! Order of processing a request (after the message layer): scanner check, ACK and
-//! retransmission matching, CANCEL, then routing: loose routing for in-dialog requests,
-//! OPTIONS keep-alives, REGISTER (digest, 401) to the registrar, digest (407) for requests
-//! claiming to be from our users, the no-open-relay rule, and forwarding to every
-//! registered contact (parallel forking).
+//! retransmission matching, CANCEL, then routing: loop detection (RFC 3261 16.3 step 4,
+//! 482), loose routing for in-dialog requests (only along our Record-Route of this dialog,
+//! whose sealed stamp names its two parties: from one of them to the other), what is
+//! addressed to us (our domains, advertised name and every address of the host: OPTIONS
+//! keep-alives 200), REGISTER (digest, 401) to the registrar, digest (407) for requests
+//! claiming to be from our users, the no-open-relay rule, identity headers (RFC 3325: removed
+//! outside the trust domain, asserted by us for our users), and forwarding to every
+//! registered contact (parallel forking, toward the flow each REGISTER came on), never to
+//! ourselves nor, from a request's text, to loopback or link-local addresses. Responses are
+//! taken only from where their request went.
 
 pub mod config;
 mod core;
@@ -107,22 +113,37 @@ impl Proxy {
 
     /// Add or replace a subscriber while running.
     pub fn add_user(&self, e: &crate::proxy::config::UserEntry) {
-        self.with_core(|c| c.users_mut().insert(e));
+        self.with_core(|c| {
+            c.users_mut().insert(e);
+            c.set_identities(&e.user, &e.domain, &e.identities);
+        });
     }
 
     /// Remove a subscriber; whether there was one.
     pub fn remove_user(&self, user: &str, domain: &str) -> bool {
-        self.with_core(|c| c.users_mut().remove(user, domain))
+        self.with_core(|c| {
+            c.set_identities(user, domain, &[]);
+            c.users_mut().remove(user, domain)
+        })
     }
 
     /// The subscribers, hashes only.
     pub fn users(&self) -> Vec<crate::proxy::config::UserEntry> {
         self.with_core(|c| {
-            let users = c.users_mut();
-            users
-                .ids()
+            let entries: Vec<_> = {
+                let users = c.users_mut();
+                users
+                    .ids()
+                    .into_iter()
+                    .filter_map(|(u, d)| users.entry(&u, &d))
+                    .collect()
+            };
+            entries
                 .into_iter()
-                .filter_map(|(u, d)| users.entry(&u, &d))
+                .map(|mut e| {
+                    e.identities = c.identities_of(&e.user, &e.domain);
+                    e
+                })
                 .collect()
         })
     }

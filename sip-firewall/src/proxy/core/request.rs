@@ -171,15 +171,22 @@ impl Core {
     /// it receives on, a TCP one from a new connection). When both parties share an
     /// address, the exact source decides, else the request's own next hop. Err: the
     /// reason it is refused.
+    /// A peer in `[proxy] reply_from_any` (a load-balanced trunk) is one party from any
+    /// address of the same listed network.
     pub(super) fn other_party(
         source: SocketAddr,
         text_hop: Option<Destination>,
         caller: Destination,
         callee: Destination,
+        any_source: &[IpNet],
     ) -> Result<Destination, &'static str> {
         let ip = source.ip().to_canonical();
-        let from_caller = caller.addr.ip().to_canonical() == ip;
-        let from_callee = callee.addr.ip().to_canonical() == ip;
+        let is = |d: Destination| {
+            let p = d.addr.ip().to_canonical();
+            p == ip || any_source.iter().any(|n| n.contains(&p) && n.contains(&ip))
+        };
+        let from_caller = is(caller);
+        let from_callee = is(callee);
         let same =
             |d: Destination| d.addr.ip().to_canonical() == ip && d.addr.port() == source.port();
         match (from_caller, from_callee) {
@@ -217,7 +224,7 @@ impl Core {
             return Err(answer(404, "Not Here"));
         };
         let text = route::next_hop(msg, self.outbound);
-        Self::other_party(source, text, caller, callee).map_err(|reason| {
+        Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(|reason| {
             self.refused(reason);
             answer(403, "Not A Party Of This Dialog")
         })
@@ -384,6 +391,11 @@ impl Core {
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
             let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
+            if !trusted {
+                // In-dialog requests are not authenticated: nobody outside the trust
+                // domain asserts an identity (RFC 3325 5).
+                self.strip_identity(&mut msg);
+            }
             return self.forward(key, msg, vec![(None, dest)], method, None, now);
         }
 
@@ -452,15 +464,25 @@ impl Core {
             ),
             _ => (None, None),
         };
+        let mut asserted = None;
         let sender = if trusted {
             Sender::Trusted
         } else if let Some(realm) = &from_domain {
             let user = from_user.clone().unwrap_or_default();
-            self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
+            let who = self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
+            asserted = Some(self.asserted_identity(m, &who, realm));
             Sender::LocalUser
         } else {
             Sender::Outsider
         };
+        // RFC 3325: identities pass only within the trust domain; for our authenticated
+        // users the edge asserts the identity itself, whatever they claimed.
+        if !trusted {
+            self.strip_identity(&mut msg);
+        }
+        if let Some(pai) = asserted {
+            msg.push(HeaderName::Other("P-Asserted-Identity"), pai);
+        }
         if !relay::may_relay(sender, target) {
             return Err(answer(403, "Relaying Forbidden"));
         }
@@ -472,11 +494,8 @@ impl Core {
                 let aor = format!("{user}@{domain}");
                 let bindings = self.store.lookup(&aor, now);
                 if bindings.is_empty() {
-                    return Err(if self.auth.users().exists(user, domain) {
-                        answer(480, "Temporarily Unavailable")
-                    } else {
-                        answer(404, "Not Found")
-                    });
+                    // Unknown and unregistered look the same: no enumeration of users.
+                    return Err(self.unavailable());
                 }
                 bindings
                     .into_iter()
@@ -488,7 +507,7 @@ impl Core {
             }
             _ if to_us => {
                 // A user at one of our addresses while we serve no domain: nobody is here.
-                return Err(answer(404, "Not Found"));
+                return Err(self.unavailable());
             }
             _ => {
                 let dest = match self.outbound {
@@ -506,6 +525,14 @@ impl Core {
         };
         let rr = forward::creates_dialog(method).then_some(ctx.transport);
         self.forward(key, msg, targets, method, rr, now)
+    }
+
+    /// The answer for a user who is unknown or not registered (`[proxy] unavailable`).
+    pub(super) fn unavailable(&self) -> LocalReply {
+        match self.unavailable {
+            404 => answer(404, "Not Found"),
+            _ => answer(480, "Temporarily Unavailable"),
+        }
     }
 
     /// Digest authentication. Ok: the user; Err: the challenge or refusal to answer with.
@@ -623,8 +650,10 @@ impl Core {
             .domain_of(&to_uri)
             .ok_or(answer(403, "Not Our Domain"))?;
         let from_user = user_of(HeaderName::From).map(|u| u.0).unwrap_or_default();
-        if !trusted {
-            self.authenticate(
+        let authenticated = if trusted {
+            None
+        } else {
+            Some(self.authenticate(
                 m,
                 ctx,
                 "REGISTER",
@@ -633,8 +662,8 @@ impl Core {
                 &[&from_user, &to_user],
                 false,
                 now,
-            )?;
-        }
+            )?)
+        };
         let mut contacts = Vec::new();
         let mut star = false;
         for v in m.all(HeaderName::Contact) {
@@ -662,6 +691,7 @@ impl Core {
                 .map_or(0, |c| c.0),
             source: ctx.source,
             transport: ctx.transport,
+            authenticated,
         };
         let result = registrar::register(&self.registrar, self.store.as_mut(), &req, now);
         self.metrics.bindings.set(self.store.len() as i64);
@@ -733,6 +763,10 @@ impl Core {
             let get = |h: HeaderName<'static>| msg.get(h).map(str::to_string);
             self.loop_tag(&ruri, &get, below.as_ref())
         };
+        let privacy_id = msg
+            .all(HeaderName::Other("Privacy"))
+            .flat_map(|v| v.split([';', ',']))
+            .any(|t| t.trim().eq_ignore_ascii_case("id"));
         // The caller as the dialog will reach it: where our responses go.
         let caller = self.servers.get(key).map(|e| e.dest);
         let from_tag = msg
@@ -746,6 +780,12 @@ impl Core {
             if let Some(u) = ruri {
                 b.set_request_uri(&u);
             }
+            if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
+                // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
+                // inside the trust domain (allow-listed peers, e.g. the trunk, which must
+                // honour it in turn).
+                b.remove(HeaderName::Other("P-Asserted-Identity"));
+            }
             if let Some(inbound) = record_route_from
                 && let Some(caller) = caller
             {
@@ -758,7 +798,16 @@ impl Core {
             let branch = self.new_branch(&loop_tag);
             forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
             let bytes = b.to_bytes();
-            let reliable = dest.transport == Transport::Stream;
+            // A contact that answered nothing lately gets this request once: no Timer A/E
+            // retransmissions (Timer B/F still ends the branch).
+            let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);
+            if quiet {
+                self.metrics
+                    .silent_contacts
+                    .with_label_values(&["no_retransmit"])
+                    .inc();
+            }
+            let reliable = dest.transport == Transport::Stream || quiet;
             let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
             self.send(dest, bytes);
             self.metrics.forwarded.with_label_values(&["request"]).inc();

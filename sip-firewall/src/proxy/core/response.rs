@@ -41,6 +41,10 @@ impl Core {
             self.metrics.wrong_source.inc();
             return self.stray();
         }
+        // It answers: retransmissions toward it again.
+        if !self.silent.is_empty() {
+            self.silent.remove(&e.dest.addr);
+        }
         let to = m.get(HeaderName::To);
         let req = &e.req;
         let out = e
