@@ -29,7 +29,7 @@ mod support;
 mod aimed_bans;
 mod amplification;
 mod crash;
+mod killer;
 mod nat_storm;
 mod own_addresses;
-mod killer;
 mod tcp_slots;
