@@ -12,9 +12,13 @@
 //!   next counter values (was: the call failed with the forged 603) — dropped as strays
 //!   (`sipfw_proxy_reply_wrong_source_total`), the call answered —
 //!   `forged_replies::forged_603_for_an_open_branch_fails_no_call`
+//! - INVITEs to an unknown user and to an unregistered subscriber (was: 404 against 480, an
+//!   enumeration oracle) — 480 for both —
+//!   `enumeration::unknown_and_unregistered_users_look_the_same`
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod enumeration;
 mod forged_replies;
 mod stamp_replay;

@@ -495,7 +495,10 @@ fn advertised(config: &Config) -> (String, Option<u16>) {
                 route::host_addresses()
                     .into_iter()
                     .find(|i| {
-                        !i.is_loopback()
+                        // 0.0.0.0 receives IPv4 only: advertise an IPv4 address then.
+                        let family_ok = !matches!(l, Some(SocketAddr::V4(_))) || i.is_ipv4();
+                        family_ok
+                            && !i.is_loopback()
                             && !i.is_unspecified()
                             && match i {
                                 IpAddr::V4(v) => !v.is_link_local(),
