@@ -67,8 +67,12 @@ fn dashboards_and_alerts_use_existing_metrics() {
         .join("\n");
     assert_eq!(
         alerts.matches("- alert:").count(),
-        3,
-        "ban storm, fast path detached, flood"
+        4,
+        "ban storm, fast path detached, flood, map filling"
+    );
+    assert!(
+        alerts.contains("sipfw_map_entries / sipfw_map_capacity) > 0.8"),
+        "an alert at 80% map fill"
     );
     for (what, text) in [("dashboard", exprs), ("alerts", alert_exprs)] {
         let used = metric_names(&text);

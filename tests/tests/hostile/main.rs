@@ -22,6 +22,9 @@
 //! - one source opening 200 TCP connections and holding them with CRLF pings — 32 kept
 //!   (`[sip] max_tcp_per_source`), 168 closed at accept and counted, pings pass the gate,
 //!   another host still served — `tcp_slots::one_source_cannot_hold_every_tcp_slot`
+//! - ban map exhaustion: 280,000 frames from rotating addresses of one /64 and 200 spoofed
+//!   IPv4 floods — one learned ban per prefix in an LRU map, `ban add` and an auth-failure
+//!   ban still work, `sipfw_map_entries` shows the fill — `ban_exhaustion::ban_map_cannot_be_exhausted`
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -30,6 +33,7 @@ mod aimed_bans;
 mod amplification;
 mod crash;
 mod killer;
+mod ban_exhaustion;
 mod nat_storm;
 mod own_addresses;
 mod tcp_slots;
