@@ -10,6 +10,20 @@
 //! - one source opening 200 TCP connections and holding them with CRLF pings — 32 kept
 //!   (`[sip] max_tcp_per_source`), 168 closed at accept and counted, pings pass the gate,
 //!   another host still served — `tcp_slots::one_source_cannot_hold_every_tcp_slot`
+//! - a panic while handling one message — caught at the message boundary, counted in
+//!   `sipfw_internal_errors_total{kind}`, logged once per source a minute, the listener goes on
+//!   — unit `server::tests::a_panic_costs_one_message_not_the_listener`; fuzz target `pipeline`
+//! - a source filling the transaction table — 503 + Retry-After beyond `[sip]
+//!   max_transactions[_per_source]`, counted — unit
+//!   `proxy::core::tests::transactions_bounded_per_source_and_in_total`
+//! - a subscriber filling the nonce-count table (then valid logins failed as replays) — the
+//!   oldest counts forgotten, their nonces stale, no valid client fails — unit
+//!   `auth::nonce::tests::full_table_fails_no_valid_client`
+//! - REGISTER from a spoofed source with someone else's nonce (issue 10) — new challenge with
+//!   stale=true, nothing bound — unit
+//!   `proxy::core::tests::register_from_a_spoofed_source_with_someone_elses_nonce`
+//! - a CANCEL copied from someone's INVITE, sent from elsewhere — 481, the call rings on —
+//!   unit `proxy::core::tests::cancel_from_another_source_cancels_nothing`
 
 #[path = "../support/mod.rs"]
 mod support;
