@@ -129,7 +129,7 @@ impl Default for SipConfig {
             force_rport: true,
             max_tcp_connections: 1024,
             max_tcp_per_source: 32,
-            max_transactions: 50_000,
+            max_transactions: 100_000,
             max_transactions_per_source: 1_000,
         }
     }

@@ -25,6 +25,20 @@
 //! - ban map exhaustion: 280,000 frames from rotating addresses of one /64 and 200 spoofed
 //!   IPv4 floods — one learned ban per prefix in an LRU map, `ban add` and an auth-failure
 //!   ban still work, `sipfw_map_entries` shows the fill — `ban_exhaustion::ban_map_cannot_be_exhausted`
+//! - a panic while handling one message — caught at the message boundary, counted in
+//!   `sipfw_internal_errors_total{kind}`, logged once per source a minute, the listener goes on
+//!   — unit `server::tests::a_panic_costs_one_message_not_the_listener`; fuzz target `pipeline`
+//! - a source filling the transaction table — 503 + Retry-After beyond `[sip]
+//!   max_transactions[_per_source]`, counted — unit
+//!   `proxy::core::tests::transactions_bounded_per_source_and_in_total`
+//! - a subscriber filling the nonce-count table (then valid logins failed as replays) — the
+//!   oldest counts forgotten, their nonces stale, no valid client fails — unit
+//!   `auth::nonce::tests::full_table_fails_no_valid_client`
+//! - REGISTER from a spoofed source with someone else's nonce (issue 10) — new challenge with
+//!   stale=true, nothing bound — unit
+//!   `proxy::core::tests::register_from_a_spoofed_source_with_someone_elses_nonce`
+//! - a CANCEL copied from someone's INVITE, sent from elsewhere — 481, the call rings on —
+//!   unit `proxy::core::tests::cancel_from_another_source_cancels_nothing`
 
 #[path = "../support/mod.rs"]
 mod support;
