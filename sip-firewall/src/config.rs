@@ -51,6 +51,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub bans: crate::enforce::learn::BansConfig,
+    pub log: crate::logging::LogConfig,
 }
 
 /// `[admin]`: the admin API the CLI talks to.
