@@ -45,9 +45,9 @@ mod support;
 
 mod aimed_bans;
 mod amplification;
+mod ban_exhaustion;
 mod crash;
 mod killer;
-mod ban_exhaustion;
 mod nat_storm;
 mod own_addresses;
 mod tcp_slots;
