@@ -95,7 +95,7 @@ pub struct Reply<'r> {
     pub phrase: &'r str,
     /// Extra header lines, without CRLF (e.g. `Unsupported: foo`).
     pub extra: &'r [String],
-    /// The `Server` header value.
+    /// The `Server` header value; empty: no Server header.
     pub server: &'r str,
 }
 
@@ -152,7 +152,12 @@ pub fn build(ctx: &ReplyContext<'_>, reply: &Reply<'_>, source: SocketAddr) -> V
     for e in reply.extra {
         let _ = write!(out, "{e}\r\n");
     }
-    let _ = write!(out, "Server: {}\r\nContent-Length: 0\r\n\r\n", reply.server);
+    // An empty `server` leaves the header out (RFC 3261 20.35: optional): an answer to an
+    // unverified source should be no larger than it must be.
+    if !reply.server.is_empty() {
+        let _ = write!(out, "Server: {}\r\n", reply.server);
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
     out.into_bytes()
 }
 

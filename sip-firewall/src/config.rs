@@ -51,6 +51,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub bans: crate::enforce::learn::BansConfig,
+    pub log: crate::logging::LogConfig,
 }
 
 /// `[admin]`: the admin API the CLI talks to.
@@ -105,8 +106,16 @@ pub struct SipConfig {
     /// Answer UDP requests at their source port even without `rport` in the top Via (as
     /// NAT'd clients need); false follows RFC 3261 18.2.2 strictly (the sent-by port).
     pub force_rport: bool,
-    /// Most TCP connections served at once; more wait in the kernel's accept queue.
+    /// Most TCP connections at once, accepted and opened by the proxy together; more are
+    /// refused (closed at once) and counted.
     pub max_tcp_connections: usize,
+    /// Most TCP connections at once with one source address (IPv6: one /64), both directions.
+    pub max_tcp_per_source: usize,
+    /// Most server transactions at once; a new request beyond gets 503 with Retry-After.
+    pub max_transactions: usize,
+    /// Most server transactions at once from one source address (IPv6: one /64); allow-listed
+    /// sources are bound by `max_transactions` only.
+    pub max_transactions_per_source: usize,
 }
 
 impl Default for SipConfig {
@@ -120,6 +129,9 @@ impl Default for SipConfig {
             tcp_idle_timeout: Duration::from_secs(30),
             force_rport: true,
             max_tcp_connections: 1024,
+            max_tcp_per_source: 32,
+            max_transactions: 100_000,
+            max_transactions_per_source: 1_000,
         }
     }
 }

@@ -45,10 +45,11 @@ fn forwards_over_a_new_tcp_connection() {
         std::env::temp_dir().join(format!("sipfw-tcp-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = dir.join("c.toml");
-    // 127.0.0.0/8 is a trusted peer: it may send to foreign targets.
+    // 127.0.0.0/8 is a trusted peer: it may send to foreign targets, here on loopback.
     std::fs::write(
         &cfg,
-        "[sip]\ndomains = [\"example.com\"]\n[policy]\nallow = [\"127.0.0.0/8\"]\n",
+        "[sip]\ndomains = [\"example.com\"]\n[policy]\nallow = [\"127.0.0.0/8\"]\n\
+         [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n",
     )
     .expect("config");
     let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -114,7 +115,8 @@ fn forwards_over_a_new_tcp_connection() {
     let udp_side = format!("<sip:{sip};lr;sfw=");
     let stamp = rr[0].strip_prefix(&tcp_side).expect("TCP side first");
     assert_eq!(rr[1].strip_prefix(&udp_side), Some(stamp), "{req}");
-    assert!(stamp.len() == 17 && stamp.ends_with('>'), "{stamp}");
+    // The sealed dialog: a 96-bit tag and both parties, hex.
+    assert!(stamp.len() == 101 && stamp.ends_with('>'), "{stamp}");
     // Answer on the same connection: the proxy relays it to the caller over UDP.
     let mut resp = String::from("SIP/2.0 486 Busy Here\r\n");
     for l in req.split("\r\n") {

@@ -5,16 +5,20 @@ pub mod daemon;
 pub mod frames;
 pub mod netns;
 pub mod sipclient;
+pub mod skip;
 
-/// Whether the tests that load BPF programs and make namespaces can run. When they cannot,
-/// the caller skips with this message on stderr (visible in `cargo xtask test`).
+pub use skip::skip;
+
+/// Whether the tests that load BPF programs and make namespaces can run; when they cannot,
+/// [`skip`] says so (and fails under `CI=true`).
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         true
     } else {
-        eprintln!(
-            "SKIPPED {test}: needs root (BPF and network namespaces); run `sudo cargo xtask test`"
+        skip(
+            test,
+            "needs root (BPF and network namespaces); run `sudo cargo xtask test`",
         );
         false
     }

@@ -47,9 +47,10 @@ enum Cmd {
         #[arg(value_parser = ["xdp", "parse", "proxy"])]
         what: String,
     },
-    /// Fuzz a target (`parse`: parser, sanity checks and framer) for a given time.
+    /// Fuzz a target for a given time (`parse`: parser, sanity checks and framer; `pipeline`:
+    /// gate, message layer and proxy core on a fake clock, UDP and TCP).
     Fuzz {
-        #[arg(value_parser = ["parse"])]
+        #[arg(value_parser = ["parse", "pipeline"])]
         target: String,
         /// How long to run, in seconds.
         #[arg(long, default_value_t = 60)]
@@ -131,12 +132,25 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
             // Builds the daemon binary too, which the integration tests start.
             run(cargo().args(["build", "--bins"]))?;
+            // Tests that cannot run say so in this log (tests/src/skip.rs); it is summed up
+            // below, so a skip shows in the summary even where cargo hides a passing test's
+            // output. Under CI=true such a test fails instead.
+            let skips = root().join("target/test-skips.log");
+            let _ = std::fs::remove_file(&skips);
             let mut c = cargo();
-            c.args(["test", "--no-fail-fast"]);
+            c.env("SIPFW_SKIP_LOG", &skips)
+                .args(["test", "--no-fail-fast"]);
             if !args.is_empty() {
                 c.arg("--").args(&args);
             }
-            run(&mut c)
+            let result = run(&mut c);
+            let skipped = std::fs::read_to_string(&skips).unwrap_or_default();
+            let n = skipped.lines().count();
+            eprintln!("xtask: {n} tests skipped for a missing prerequisite");
+            for line in skipped.lines() {
+                eprintln!("xtask:   {line}");
+            }
+            result
         }
         Cmd::Fuzz { target, time } => fuzz::run(&target, time),
         Cmd::Bench { what } => {

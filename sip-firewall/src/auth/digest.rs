@@ -149,7 +149,7 @@ fn params(s: &str) -> Result<Vec<(&str, String)>, CredentialsError> {
         while i < b.len() && sip_firewall_sip::lex::is_token(b[i]) {
             i += 1;
         }
-        let key = &s[k0..i];
+        let key = s.get(k0..i).ok_or(CredentialsError::Syntax)?;
         while i < b.len() && matches!(b[i], b' ' | b'\t') {
             i += 1;
         }
@@ -171,14 +171,23 @@ fn params(s: &str) -> Result<Vec<(&str, String)>, CredentialsError> {
                         break;
                     }
                     Some(b'\\') => {
-                        let c = *b.get(i + 1).ok_or(CredentialsError::Syntax)?;
-                        v.push(c as char);
-                        i += 2;
+                        // quoted-pair (RFC 3261 25.1): the escaped character is a whole
+                        // UTF-8 character, not one byte; a byte step would leave `i` inside
+                        // it and the next slice would panic.
+                        let ch = s
+                            .get(i + 1..)
+                            .and_then(|r| r.chars().next())
+                            .ok_or(CredentialsError::Syntax)?;
+                        v.push(ch);
+                        i += 1 + ch.len_utf8();
                     }
                     Some(_) => {
                         // Copy one UTF-8 character (positions stay on char boundaries
                         // because every delimiter is ASCII).
-                        let ch = s[i..].chars().next().ok_or(CredentialsError::Syntax)?;
+                        let ch = s
+                            .get(i..)
+                            .and_then(|r| r.chars().next())
+                            .ok_or(CredentialsError::Syntax)?;
                         v.push(ch);
                         i += ch.len_utf8();
                     }
@@ -189,7 +198,7 @@ fn params(s: &str) -> Result<Vec<(&str, String)>, CredentialsError> {
             while i < b.len() && !matches!(b[i], b',' | b' ' | b'\t') {
                 i += 1;
             }
-            v.push_str(&s[v0..i]);
+            v.push_str(s.get(v0..i).ok_or(CredentialsError::Syntax)?);
         }
         out.push((key, v));
     }
@@ -274,6 +283,39 @@ mod tests {
             Credentials::parse("Digest username=\"bob"),
             Err(CredentialsError::Syntax)
         );
+    }
+
+    /// Issue 9 item 1: a backslash before a multi-byte character inside a quoted string
+    /// ("\\é") once left the scanner in the middle of the character and panicked ("byte
+    /// index is not a char boundary"), killing the SIP listener. Now the pair is one
+    /// character, and every other spelling around it is an error or a value, never a panic.
+    #[test]
+    fn quoted_pair_before_multibyte_character() {
+        let c = Credentials::parse(
+            "Digest username=\"\\é\", realm=\"r\", nonce=\"n\", uri=\"u\", response=\"x\"",
+        )
+        .unwrap();
+        assert_eq!(c.username, "é");
+        for hostile in [
+            "Digest username=\"\\é",
+            "Digest username=\"\\",
+            "Digest username=\"\\\u{10ffff}\"",
+            "Digest username=\"é\\€\\😀\", realm=\\é",
+            "Digest é=\"x\"",
+            "Digest username=é\\é, realm=\"\\\"\\é\"",
+        ] {
+            let _ = Credentials::parse(hostile);
+        }
+    }
+
+    /// Every prefix of a credentials line full of multi-byte characters and escapes: no panic.
+    #[test]
+    fn every_prefix_of_hostile_credentials() {
+        let line =
+            "Digest username=\"a\\é\\\\ü\", realm=\"é€\", nonce=\\😀, uri=\"\\\"\", response=é";
+        for (i, _) in line.char_indices() {
+            let _ = Credentials::parse(&line[..i]);
+        }
     }
 
     #[test]

@@ -13,6 +13,13 @@ pub struct ProxyMetrics {
     pub retransmissions: IntCounterVec,
     pub stray: IntCounter,
     pub local_replies: IntCounterVec,
+    /// Requests refused for the integrity of dialogs and routing, by reason.
+    pub dialog_refused: IntCounterVec,
+    /// Responses dropped because they came from elsewhere than their request went.
+    pub wrong_source: IntCounter,
+    /// Contacts that answered nothing: marked, sent to without retransmissions, or not
+    /// remembered because the table was full.
+    pub silent_contacts: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -53,6 +60,13 @@ impl ProxyMetrics {
         )
         .expect("static metric definition");
         reg(Box::new(stray.clone()));
+        let wrong_source = IntCounter::new(
+            "sipfw_proxy_reply_wrong_source_total",
+            "Responses naming an open client transaction that came from another address or \
+             transport than the request went to (dropped as strays)",
+        )
+        .expect("static metric definition");
+        reg(Box::new(wrong_source.clone()));
         let m = ProxyMetrics {
             transactions: gv(
                 "sipfw_proxy_transactions_active",
@@ -81,6 +95,20 @@ impl ProxyMetrics {
                 "sipfw_proxy_replies_total",
                 "Responses the proxy generated itself, by status code",
                 &["code"],
+            ),
+            dialog_refused: cv(
+                "sipfw_dialog_refused_total",
+                "Requests the proxy refused to relay, by reason (loop, own_address, \
+                 internal_hop, bad_stamp, not_a_party, ambiguous)",
+                &["reason"],
+            ),
+            wrong_source,
+            silent_contacts: cv(
+                "sipfw_proxy_silent_contacts_total",
+                "Contacts that left our request unanswered (marked), requests sent to them \
+                 once without retransmissions (no_retransmit), marks lost to a full table \
+                 (table_full)",
+                &["event"],
             ),
         };
         for side in ["server", "client"] {

@@ -5,10 +5,16 @@
 //! ([`Proxy::run_timers`]).
 //!
 //! Order of processing a request (after the message layer): scanner check, ACK and
-//! retransmission matching, CANCEL, then routing: loose routing for in-dialog requests,
-//! OPTIONS keep-alives, REGISTER (digest, 401) to the registrar, digest (407) for requests
-//! claiming to be from our users, the no-open-relay rule, and forwarding to every
-//! registered contact (parallel forking).
+//! retransmission matching, CANCEL, then routing: loop detection (RFC 3261 16.3 step 4,
+//! 482), loose routing for in-dialog requests (only along our Record-Route of this dialog,
+//! whose sealed stamp names its two parties: from one of them to the other), what is
+//! addressed to us (our domains, advertised name and every address of the host: OPTIONS
+//! keep-alives 200), REGISTER (digest, 401) to the registrar, digest (407) for requests
+//! claiming to be from our users, the no-open-relay rule, identity headers (RFC 3325: removed
+//! outside the trust domain, asserted by us for our users), and forwarding to every
+//! registered contact (parallel forking, toward the flow each REGISTER came on), never to
+//! ourselves nor, from a request's text, to loopback or link-local addresses. Responses are
+//! taken only from where their request went.
 
 pub mod config;
 mod core;
@@ -44,6 +50,24 @@ const TICK: Duration = Duration::from_millis(10);
 pub struct Proxy {
     core: Mutex<Core>,
     out: OnceLock<Arc<dyn Outbound>>,
+    /// A clock the caller moves (the pipeline fuzz target and its tests); None: the real one.
+    fake_now: Option<FakeClock>,
+}
+
+/// A clock moved by hand, shared with a [`Proxy`] made by [`Proxy::with_fake_clock`].
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct FakeClock(Arc<Mutex<Instant>>);
+
+impl FakeClock {
+    pub fn now(&self) -> Instant {
+        *crate::server::guard::lock(&self.0, "fake clock")
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let mut t = crate::server::guard::lock(&self.0, "fake clock");
+        *t += d;
+    }
 }
 
 impl Proxy {
@@ -57,27 +81,69 @@ impl Proxy {
         Ok(Proxy {
             core: Mutex::new(Core::new(config, metrics, observer, Instant::now())?),
             out: OnceLock::new(),
+            fake_now: None,
         })
+    }
+
+    /// A proxy on a clock that moves only when the returned [`FakeClock`] is advanced (then
+    /// [`Proxy::tick`] runs the timers due): the pipeline fuzz target and its tests.
+    #[doc(hidden)]
+    pub fn with_fake_clock(
+        config: &Config,
+        observer: Arc<dyn Observer>,
+    ) -> anyhow::Result<(Proxy, FakeClock)> {
+        let start = Instant::now();
+        let clock = FakeClock(Arc::new(Mutex::new(start)));
+        let metrics = ProxyMetrics::new(None);
+        Ok((
+            Proxy {
+                core: Mutex::new(Core::new(config, metrics, observer, start)?),
+                out: OnceLock::new(),
+                fake_now: Some(clock.clone()),
+            },
+            clock,
+        ))
+    }
+
+    fn now(&self) -> Instant {
+        self.fake_now
+            .as_ref()
+            .map_or_else(Instant::now, FakeClock::now)
     }
 
     /// Add or replace a subscriber while running.
     pub fn add_user(&self, e: &crate::proxy::config::UserEntry) {
-        self.with_core(|c| c.users_mut().insert(e));
+        self.with_core(|c| {
+            c.users_mut().insert(e);
+            c.set_identities(&e.user, &e.domain, &e.identities);
+        });
     }
 
     /// Remove a subscriber; whether there was one.
     pub fn remove_user(&self, user: &str, domain: &str) -> bool {
-        self.with_core(|c| c.users_mut().remove(user, domain))
+        self.with_core(|c| {
+            c.set_identities(user, domain, &[]);
+            c.users_mut().remove(user, domain)
+        })
     }
 
     /// The subscribers, hashes only.
     pub fn users(&self) -> Vec<crate::proxy::config::UserEntry> {
         self.with_core(|c| {
-            let users = c.users_mut();
-            users
-                .ids()
+            let entries: Vec<_> = {
+                let users = c.users_mut();
+                users
+                    .ids()
+                    .into_iter()
+                    .filter_map(|(u, d)| users.entry(&u, &d))
+                    .collect()
+            };
+            entries
                 .into_iter()
-                .filter_map(|(u, d)| users.entry(&u, &d))
+                .map(|mut e| {
+                    e.identities = c.identities_of(&e.user, &e.domain);
+                    e
+                })
                 .collect()
         })
     }
@@ -85,11 +151,9 @@ impl Proxy {
     /// Run `f` on the core, then send what it queued (outside the lock).
     fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
         let (r, sends) = {
-            let mut core = match self.core.lock() {
-                Ok(c) => c,
-                // A panic under the lock left the tables as they were; keep serving.
-                Err(p) => p.into_inner(),
-            };
+            // A panic under the lock (caught at the message boundary) left the tables as
+            // they were; keep serving, counted and logged once per panic.
+            let mut core = crate::server::guard::lock(&self.core, "proxy core");
             let r = f(&mut core);
             (r, core.take_sends())
         };
@@ -103,9 +167,11 @@ impl Proxy {
         r
     }
 
-    /// Run timers due now.
+    /// Run timers due now. A panic in one tick is caught and counted (`timer`); the next
+    /// tick runs as usual.
     pub fn tick(&self) {
-        self.with_core(|c| c.tick(Instant::now()));
+        let now = self.now();
+        crate::server::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
     }
 
     /// Drive the timers until `shutdown` flips to true.
@@ -123,11 +189,13 @@ impl Proxy {
 
 impl Handler for Proxy {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action {
-        self.with_core(|c| c.request(req, ctx, Instant::now()))
+        let now = self.now();
+        self.with_core(|c| c.request(req, ctx, now))
     }
 
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action {
-        self.with_core(|c| c.response(resp, ctx, Instant::now()))
+        let now = self.now();
+        self.with_core(|c| c.response(resp, ctx, now))
     }
 
     fn attach(&self, out: Arc<dyn Outbound>) {

@@ -1,7 +1,7 @@
 //! Routing: which URIs name this proxy, loose routing (RFC 3261 16.4, 16.12), and where a
 //! URI leads.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use sip_firewall_sip::{
     Transport,
@@ -12,7 +12,8 @@ use sip_firewall_sip::{
 use super::msg::SipMsg;
 use crate::server::core::Destination;
 
-/// What "us" is: our domains, our listen addresses, the advertised host.
+/// What "us" is: our domains, our listen addresses (a wildcard standing for every address
+/// of the host), the advertised host.
 #[derive(Clone, Debug)]
 pub struct Local {
     /// Lower case.
@@ -21,32 +22,135 @@ pub struct Local {
     /// Host and port written into Via and Record-Route.
     pub adv_host: String,
     pub adv_port: Option<u16>,
+    /// Every IP address that is ours: the specific listen addresses, the advertised host
+    /// when it is an address, and the host's interface addresses when we listen on a
+    /// wildcard (refreshed by [`Local::refresh`]).
+    pub addrs: Vec<IpAddr>,
+}
+
+/// Most interface addresses taken from the host: a bound on what one `getifaddrs` may add.
+const MAX_HOST_ADDRS: usize = 1024;
+
+/// The host's interface addresses (`getifaddrs`), at most [`MAX_HOST_ADDRS`].
+pub fn host_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `ifap` with a list we walk read-only and free once below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        tracing::warn!(
+            "getifaddrs failed: {}; only the listen addresses are ours",
+            std::io::Error::last_os_error()
+        );
+        return out;
+    }
+    let mut cur = ifap;
+    while !cur.is_null() && out.len() < MAX_HOST_ADDRS {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(ifap) };
+    out
 }
 
 impl Local {
+    /// What "us" is, our addresses taken from the host now.
+    pub fn new(
+        domains: Vec<String>,
+        listen: Vec<SocketAddr>,
+        adv_host: String,
+        adv_port: Option<u16>,
+    ) -> Local {
+        let mut l = Local {
+            domains,
+            listen,
+            adv_host,
+            adv_port,
+            addrs: Vec::new(),
+        };
+        l.refresh();
+        l
+    }
+
+    /// Take our addresses again (interfaces come and go): the specific listen addresses,
+    /// the advertised address, and the host's addresses when a listen address is a
+    /// wildcard.
+    pub fn refresh(&mut self) {
+        let wildcard = self.listen.iter().any(|l| l.ip().is_unspecified());
+        let host = if wildcard {
+            host_addresses()
+        } else {
+            Vec::new()
+        };
+        self.set_addrs(host);
+    }
+
+    /// Our addresses: the listen and advertised ones and `host` (the interface addresses).
+    pub fn set_addrs(&mut self, host: Vec<IpAddr>) {
+        let mut addrs: Vec<IpAddr> = self
+            .listen
+            .iter()
+            .map(|l| l.ip())
+            .filter(|i| !i.is_unspecified())
+            .chain(host)
+            .chain(adv_ip(&self.adv_host))
+            .map(|i| i.to_canonical())
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        self.addrs = addrs;
+    }
+
+    /// Whether `port` is one we listen on (or advertise).
+    fn our_port(&self, port: u16) -> bool {
+        self.listen.iter().any(|l| l.port() == port) || self.adv_port == Some(port)
+    }
+
+    /// Whether an IP address is ours (the unspecified address, which reaches this host,
+    /// counts as ours).
+    pub fn is_our_ip(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_unspecified() || self.addrs.contains(&ip)
+    }
+
+    /// Whether a destination is this very proxy: one of our addresses at one of our ports.
+    /// Never a next hop (RFC 3261 16.3 step 4: a request sent to ourselves loops).
+    pub fn is_own_destination(&self, addr: SocketAddr) -> bool {
+        self.is_our_ip(addr.ip()) && self.our_port(addr.port())
+    }
+
     /// Whether `host` (a domain name) is one of ours.
     pub fn is_our_domain(&self, host: &str) -> bool {
         let h = host.trim_end_matches('.');
         self.domains.iter().any(|d| d.eq_ignore_ascii_case(h))
     }
 
-    /// Whether a SIP URI's host and port name this proxy.
+    /// Whether a SIP URI's host and port name this proxy: one of our domains, or our
+    /// advertised name or one of our addresses, without a port or with one of ours.
     pub fn is_us(&self, u: &SipUri<'_>) -> bool {
-        let port = u.port.unwrap_or(if u.secure { 5061 } else { 5060 });
+        let port_ok = u.port.is_none_or(|p| self.our_port(p));
         match u.host {
             Host::Domain(d) => {
                 self.is_our_domain(d)
-                    || (d.eq_ignore_ascii_case(&self.adv_host)
-                        && self.adv_port.unwrap_or(5060) == port)
+                    || (d.trim_end_matches('.').eq_ignore_ascii_case(&self.adv_host) && port_ok)
             }
-            h => {
-                let ip = h.ip();
-                self.listen
-                    .iter()
-                    .any(|l| Some(l.ip()) == ip && (l.port() == port || u.port.is_none()))
-                    || (ip.map(|i| i.to_string()).as_deref() == Some(self.adv_host.as_str())
-                        && self.adv_port.unwrap_or(5060) == port)
-            }
+            h => h.ip().is_some_and(|ip| self.is_our_ip(ip)) && port_ok,
         }
     }
 
@@ -100,18 +204,144 @@ pub fn entry_uri(entry: &str) -> Option<&str> {
 /// The URI parameter of our Record-Route that binds it to its dialog.
 pub const STAMP_PARAM: &str = "sfw";
 
-/// The stamp of a dialog: an HMAC of its Call-ID under the proxy's key, so that only a
-/// Record-Route we set for this very dialog routes an in-dialog request through us (a
-/// forged `Route: <sip:us;lr>` would otherwise make us relay anything anywhere).
-pub fn dialog_stamp(key: &[u8], call_id: &str) -> String {
+/// HMAC-SHA256 of `parts` (each length-prefixed, so that no two lists collide) under
+/// `key`.
+pub fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     use hmac::{Hmac, Mac as _};
     let Ok(mut m) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
-        return String::new();
+        // HMAC takes keys of any length: unreachable, and harmless (all zero).
+        return [0; 32];
     };
-    m.update(call_id.as_bytes());
-    let mut h = crate::auth::digest::hex(&m.finalize().into_bytes());
-    h.truncate(16);
-    h
+    for p in parts {
+        m.update(&(p.len() as u64).to_le_bytes());
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// Bytes of the stamp's authentication tag (96 bits).
+const STAMP_TAG: usize = 12;
+/// Bytes of one sealed party: transport, IPv6 (IPv4-mapped) address, port.
+const PARTY: usize = 19;
+
+fn party_bytes(d: &Destination) -> [u8; PARTY] {
+    let mut out = [0u8; PARTY];
+    out[0] = match d.transport {
+        Transport::Datagram => 0,
+        Transport::Stream => 1,
+    };
+    let ip = match d.addr.ip() {
+        IpAddr::V4(v) => v.to_ipv6_mapped(),
+        IpAddr::V6(v) => v,
+    };
+    out[1..17].copy_from_slice(&ip.octets());
+    out[17..].copy_from_slice(&d.addr.port().to_be_bytes());
+    out
+}
+
+fn party_of(b: &[u8]) -> Option<Destination> {
+    let transport = match b.first()? {
+        0 => Transport::Datagram,
+        1 => Transport::Stream,
+        _ => return None,
+    };
+    let ip: [u8; 16] = b.get(1..17)?.try_into().ok()?;
+    let port: [u8; 2] = b.get(17..19)?.try_into().ok()?;
+    Some(Destination {
+        addr: SocketAddr::new(
+            std::net::Ipv6Addr::from(ip).to_canonical(),
+            u16::from_be_bytes(port),
+        ),
+        transport,
+    })
+}
+
+/// The keystream that hides the parties: as long as both, from the tag (a synthetic IV).
+fn keystream(key: &[u8], tag: &[u8]) -> [u8; 2 * PARTY] {
+    let a = mac(key, &[b"dialog-stream", tag, b"0"]);
+    let b = mac(key, &[b"dialog-stream", tag, b"1"]);
+    let mut out = [0u8; 2 * PARTY];
+    out[..32].copy_from_slice(&a);
+    out[32..].copy_from_slice(&b[..2 * PARTY - 32]);
+    out
+}
+
+fn stamp_tag(key: &[u8], call_id: &str, from_tag: &str, parties: &[u8]) -> [u8; 32] {
+    mac(
+        key,
+        &[b"dialog", call_id.as_bytes(), from_tag.as_bytes(), parties],
+    )
+}
+
+/// The stamp of a dialog, sealed in our Record-Route: it binds the Call-ID, the caller's
+/// From-tag and the two parties as the edge reaches them (`caller`: where the dialog-creating
+/// request came from; `callee`: where it went), authenticated (HMAC-SHA256, 96 bits) and
+/// encrypted (the parties' addresses are not shown to each other) under the proxy's key, a
+/// deterministic authenticated encryption (SIV: the tag is the IV). Only the parties of
+/// this very dialog get anything relayed with it, and only toward each other.
+///
+/// The To-tag is not bound: it does not exist yet when the dialog-creating request is
+/// record-routed, and a forked request gets one per branch; the parties' addresses are what
+/// keeps a replayed stamp from being used by or toward anybody else.
+pub fn seal_dialog(
+    key: &[u8],
+    call_id: &str,
+    from_tag: &str,
+    caller: Destination,
+    callee: Destination,
+) -> String {
+    let mut data = [0u8; 2 * PARTY];
+    data[..PARTY].copy_from_slice(&party_bytes(&caller));
+    data[PARTY..].copy_from_slice(&party_bytes(&callee));
+    let tag = stamp_tag(key, call_id, from_tag, &data);
+    let ks = keystream(key, &tag[..STAMP_TAG]);
+    for (d, k) in data.iter_mut().zip(ks) {
+        *d ^= k;
+    }
+    let mut out = crate::auth::digest::hex(&tag[..STAMP_TAG]);
+    out.push_str(&crate::auth::digest::hex(&data));
+    out
+}
+
+/// The parties (caller, callee) of a stamp, when it is one of ours for this Call-ID and one
+/// of `tags` (the From-tag of the dialog-creating request: From or To of an in-dialog
+/// request, depending on who sends it).
+pub fn open_dialog(
+    key: &[u8],
+    call_id: &str,
+    tags: &[&str],
+    stamp: &str,
+) -> Option<(Destination, Destination)> {
+    let raw = unhex(stamp)?;
+    if raw.len() != STAMP_TAG + 2 * PARTY {
+        return None;
+    }
+    let (tag, sealed) = raw.split_at(STAMP_TAG);
+    let ks = keystream(key, tag);
+    let data: Vec<u8> = sealed.iter().zip(ks).map(|(c, k)| c ^ k).collect();
+    let ok = tags.iter().any(|t| {
+        let want = stamp_tag(key, call_id, t, &data);
+        // Constant time: no early exit on the first differing byte.
+        want[..STAMP_TAG]
+            .iter()
+            .zip(tag)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    });
+    if !ok {
+        return None;
+    }
+    Some((party_of(&data[..PARTY])?, party_of(&data[PARTY..])?))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 2 * (STAMP_TAG + 2 * PARTY) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The stamp parameter of a `<uri>;params` Route entry.
@@ -171,17 +401,25 @@ pub fn next_hop(msg: &SipMsg, outbound: Option<SocketAddr>) -> Option<Destinatio
     }
 }
 
+/// The advertised host as an address, when it is one (`[::1]` or `192.0.2.1`).
+fn adv_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn local() -> Local {
-        Local {
-            domains: vec!["example.com".into()],
-            listen: vec!["127.0.0.1:5070".parse().unwrap()],
-            adv_host: "127.0.0.1".into(),
-            adv_port: Some(5070),
-        }
+        Local::new(
+            vec!["example.com".into()],
+            vec!["127.0.0.1:5070".parse().unwrap()],
+            "127.0.0.1".into(),
+            Some(5070),
+        )
     }
 
     fn sip(s: &str) -> SipUri<'_> {
@@ -198,12 +436,44 @@ mod tests {
         assert!(l.is_us(&sip("sip:bob@EXAMPLE.com.")));
         assert!(l.is_us(&sip("sip:127.0.0.1:5070;lr")));
         assert!(!l.is_us(&sip("sip:127.0.0.1:5060;lr")));
+        assert!(l.is_us(&sip("sip:127.0.0.1")), "no port: ours");
+        assert!(!l.is_us(&sip("sip:127.0.0.2:5070")));
         assert!(!l.is_us(&sip("sip:other.org")));
         assert_eq!(
             l.domain_of(&sip("sip:bob@127.0.0.1:5070")).as_deref(),
             Some("example.com")
         );
         assert_eq!(l.hostport(), "127.0.0.1:5070");
+    }
+
+    #[test]
+    fn wildcard_stands_for_every_host_address() {
+        let mut l = Local::new(
+            vec![],
+            vec![
+                "0.0.0.0:5060".parse().unwrap(),
+                "[::]:5080".parse().unwrap(),
+            ],
+            "sip.example.net".into(),
+            None,
+        );
+        l.set_addrs(vec![
+            "192.0.2.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        ]);
+        assert!(l.is_us(&sip("sip:192.0.2.7")));
+        assert!(l.is_us(&sip("sip:192.0.2.7:5060")));
+        assert!(l.is_us(&sip("sip:[2001:db8::7]:5080")));
+        assert!(!l.is_us(&sip("sip:192.0.2.7:5070")), "not our port");
+        assert!(!l.is_us(&sip("sip:192.0.2.8")));
+        assert!(l.is_us(&sip("sip:SIP.example.net.")), "the advertised name");
+        assert!(l.is_own_destination("192.0.2.7:5080".parse().unwrap()));
+        assert!(l.is_own_destination("[::ffff:192.0.2.7]:5060".parse().unwrap()));
+        assert!(l.is_own_destination("0.0.0.0:5060".parse().unwrap()));
+        assert!(!l.is_own_destination("192.0.2.7:5070".parse().unwrap()));
+        // The real host: its loopback is ours when we listen on a wildcard.
+        l.refresh();
+        assert!(l.is_us(&sip("sip:127.0.0.1:5060")), "{:?}", l.addrs);
     }
 
     #[test]
@@ -232,10 +502,31 @@ mod tests {
         );
         assert!(pop_our_routes(&mut m, &l).is_empty());
         let key = b"k";
-        let stamp = dialog_stamp(key, "call-1");
-        assert_eq!(stamp.len(), 16);
-        assert_ne!(stamp, dialog_stamp(key, "call-2"));
-        assert_ne!(stamp, dialog_stamp(b"other", "call-1"));
+        let d = |a: &str, t| Destination {
+            addr: a.parse().unwrap(),
+            transport: t,
+        };
+        let (a, b) = (
+            d("192.0.2.1:5060", Transport::Datagram),
+            d("[2001:db8::5]:5070", Transport::Stream),
+        );
+        let stamp = seal_dialog(key, "call-1", "ft", a, b);
+        assert_eq!(stamp.len(), 100);
+        assert!(!stamp.contains("c0000201"), "the parties are not shown");
+        assert_eq!(
+            open_dialog(key, "call-1", &["x", "ft"], &stamp),
+            Some((a, b))
+        );
+        assert_eq!(open_dialog(key, "call-2", &["ft"], &stamp), None);
+        assert_eq!(open_dialog(key, "call-1", &["other"], &stamp), None);
+        assert_eq!(open_dialog(b"other", "call-1", &["ft"], &stamp), None);
+        // Any change to the sealed parties breaks the tag.
+        let mut t = stamp.clone().into_bytes();
+        t[60] = if t[60] == b'0' { b'1' } else { b'0' };
+        let t = String::from_utf8(t).unwrap();
+        assert_eq!(open_dialog(key, "call-1", &["ft"], &t), None);
+        assert_eq!(open_dialog(key, "call-1", &["ft"], "zz"), None);
+        assert_eq!(open_dialog(key, "call-1", &["ft"], "é1"), None);
         assert_eq!(stamp_of(&format!("<sip:p;lr;sfw={stamp}>")), Some(stamp));
         assert_eq!(stamp_of("<sip:p;lr>"), None);
         m.remove(HeaderName::Route);

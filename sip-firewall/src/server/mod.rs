@@ -3,7 +3,11 @@
 //! messages to the [`core::Handler`].
 
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod guard;
 mod outbound;
+pub mod slots;
 mod tcp;
 mod udp;
 
@@ -23,9 +27,6 @@ use crate::{config::SipConfig, metrics::Metrics};
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
 const EXTENSIONS: &[&str] = &[];
 
-/// The `Server` header of our answers.
-const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
-
 /// Bound UDP sockets and TCP listeners, ready to serve.
 pub struct SipServer {
     udp: Vec<Arc<tokio::net::UdpSocket>>,
@@ -38,7 +39,8 @@ pub(crate) struct Shared {
     limits: Limits,
     force_rport: bool,
     tcp_idle_timeout: Duration,
-    max_tcp_connections: usize,
+    /// TCP connections in total and per source, accepted and opened alike.
+    slots: Arc<slots::TcpSlots>,
     metrics: Arc<Metrics>,
     handler: Arc<dyn Handler>,
     /// What the handler sends through; TCP connections register here.
@@ -93,20 +95,7 @@ impl SipServer {
         Ok(SipServer {
             udp,
             tcp,
-            shared: Arc::new(Shared {
-                limits: Limits {
-                    max_message_bytes: cfg.max_message_bytes,
-                    max_header_bytes: cfg.max_header_bytes,
-                    max_request_uri_bytes: cfg.max_request_uri_bytes,
-                },
-                force_rport: cfg.force_rport,
-                tcp_idle_timeout: cfg.tcp_idle_timeout,
-                max_tcp_connections: cfg.max_tcp_connections,
-                metrics,
-                handler,
-                outbound,
-                gate: std::sync::OnceLock::new(),
-            }),
+            shared: Arc::new(Shared::new(cfg, metrics, handler, outbound)),
         })
     }
 
@@ -134,14 +123,8 @@ impl SipServer {
         for u in self.udp {
             tasks.spawn(udp::serve(u, self.shared.clone(), shutdown.clone()));
         }
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.shared.max_tcp_connections));
         for t in self.tcp {
-            tasks.spawn(tcp::serve(
-                t,
-                self.shared.clone(),
-                slots.clone(),
-                shutdown.clone(),
-            ));
+            tasks.spawn(tcp::serve(t, self.shared.clone(), shutdown.clone()));
         }
         while let Some(done) = tasks.join_next().await {
             match done {
@@ -155,8 +138,62 @@ impl SipServer {
 }
 
 impl Shared {
-    /// Judge one message and decide the answer, counting everything on the way.
+    fn new(
+        cfg: &SipConfig,
+        metrics: Arc<Metrics>,
+        handler: Arc<dyn Handler>,
+        outbound: Arc<outbound::SocketOutbound>,
+    ) -> Shared {
+        Shared {
+            limits: Limits {
+                max_message_bytes: cfg.max_message_bytes,
+                max_header_bytes: cfg.max_header_bytes,
+                max_request_uri_bytes: cfg.max_request_uri_bytes,
+            },
+            force_rport: cfg.force_rport,
+            tcp_idle_timeout: cfg.tcp_idle_timeout,
+            slots: slots::TcpSlots::new(cfg.max_tcp_connections, cfg.max_tcp_per_source),
+            metrics,
+            handler,
+            outbound,
+            gate: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A keep-alive (CRLFs on UDP, a CRLFCRLF ping on TCP) is traffic like any other: it
+    /// passes the gate (bans, lists, flood, request rate) before it counts or keeps a
+    /// connection alive.
+    pub(crate) fn admit_keepalive(
+        &self,
+        source: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+    ) -> bool {
+        guard::catch("message", Some(source), || {
+            self.gate
+                .get()
+                .is_none_or(|g| g.admit(source, transport, bytes))
+        })
+        .unwrap_or(false)
+    }
+
+    /// Judge one message and decide the answer, counting everything on the way. A panic in
+    /// the gate, the message layer or the handler is caught here (see [`guard`]): the message
+    /// is dropped, the error counted, and the listener goes on.
     pub(crate) fn process(
+        &self,
+        buf: &[u8],
+        source: SocketAddr,
+        local: SocketAddr,
+        transport: Transport,
+    ) -> Option<Outgoing> {
+        guard::catch("message", Some(source), || {
+            self.process_unguarded(buf, source, local, transport)
+        })
+        .flatten()
+    }
+
+    fn process_unguarded(
         &self,
         buf: &[u8],
         source: SocketAddr,
@@ -264,7 +301,8 @@ impl Shared {
             code,
             phrase,
             extra,
-            server: SERVER,
+            // No Server header: an answer to an unverified source is kept lean (issue 9).
+            server: "",
         };
         Outgoing {
             bytes: reply::build(ctx, &r, source),
@@ -295,4 +333,157 @@ fn status_code(buf: &[u8]) -> Option<u16> {
 /// phones send): counted, never answered on UDP.
 fn is_keepalive(buf: &[u8]) -> bool {
     !buf.is_empty() && buf.iter().all(|&b| matches!(b, b'\r' | b'\n' | b' ' | 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core with a bug: it panics on requests carrying a marker header, answers 200 to
+    /// every other request.
+    struct Buggy;
+
+    impl Handler for Buggy {
+        fn on_request(&self, req: &sip_firewall_sip::Message<'_>, _: &Context) -> Action {
+            if req.headers.iter().any(|h| h.value.contains("panic-here")) {
+                panic!("a bug reachable from one packet");
+            }
+            Action::Reply {
+                code: 200,
+                phrase: "OK".into(),
+                extra: Vec::new(),
+            }
+        }
+        fn on_response(&self, _: &sip_firewall_sip::Message<'_>, _: &Context) -> Action {
+            Action::Absorb
+        }
+    }
+
+    fn request(subject: &str) -> Vec<u8> {
+        format!(
+            "OPTIONS sip:example.com SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK-{subject}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:a@example.org>;tag=1\r\n\
+             To: <sip:example.com>\r\n\
+             Call-ID: {subject}@x\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Subject: {subject}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// Issue 9: a panic while handling one message is caught at the message boundary
+    /// (UDP and TCP both go through `process`), counted, and the next message is served.
+    #[test]
+    fn a_panic_costs_one_message_not_the_listener() {
+        let metrics = Arc::new(Metrics::new());
+        let shared = Shared::new(
+            &SipConfig::default(),
+            metrics.clone(),
+            Arc::new(Buggy),
+            Arc::new(outbound::SocketOutbound::new(Vec::new())),
+        );
+        let src: SocketAddr = "192.0.2.9:5060".parse().unwrap();
+        let local: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let before = crate::metrics::internal_errors("message");
+        for transport in [Transport::Datagram, Transport::Stream] {
+            let ok = shared.process(&request("fine"), src, local, transport);
+            assert!(ok.is_some_and(|o| o.bytes.starts_with(b"SIP/2.0 200")));
+            assert!(
+                shared
+                    .process(&request("panic-here"), src, local, transport)
+                    .is_none()
+            );
+            let ok = shared.process(&request("fine-again"), src, local, transport);
+            assert!(ok.is_some_and(|o| o.bytes.starts_with(b"SIP/2.0 200")));
+        }
+        assert_eq!(crate::metrics::internal_errors("message"), before + 2);
+        assert!(
+            metrics
+                .render()
+                .contains("sipfw_internal_errors_total{kind=\"message\"}")
+        );
+    }
+}
+
+#[cfg(test)]
+mod keepalive_tests {
+    use super::*;
+
+    /// A gate that refuses one source.
+    struct Refuse(std::net::IpAddr);
+
+    impl Gate for Refuse {
+        fn admit(&self, source: SocketAddr, _: Transport, _: &[u8]) -> bool {
+            source.ip() != self.0
+        }
+    }
+
+    /// Issue 9: keep-alives passed no gate, so a banned or rate-limited host held its TCP
+    /// connections with pings. Now they are judged like messages.
+    #[test]
+    fn keepalives_pass_the_gate() {
+        let shared = Shared::new(
+            &SipConfig::default(),
+            Arc::new(Metrics::new()),
+            Arc::new(core::StatelessCore::default()),
+            Arc::new(outbound::SocketOutbound::new(Vec::new())),
+        );
+        let bad: SocketAddr = "192.0.2.66:5060".parse().unwrap();
+        let good: SocketAddr = "192.0.2.67:5060".parse().unwrap();
+        assert!(shared.admit_keepalive(bad, Transport::Stream, b"\r\n\r\n"));
+        let _ = shared.gate.set(Arc::new(Refuse(bad.ip())));
+        assert!(!shared.admit_keepalive(bad, Transport::Stream, b"\r\n\r\n"));
+        assert!(!shared.admit_keepalive(bad, Transport::Datagram, b"\r\n"));
+        assert!(shared.admit_keepalive(good, Transport::Stream, b"\r\n\r\n"));
+    }
+}
+
+#[cfg(test)]
+mod outbound_tests {
+    use super::*;
+    use crate::server::core::{Destination, Outbound as _};
+
+    /// Issue 10: connections the proxy opens toward a next hop count against the same TCP
+    /// bounds as those it accepts; beyond them the send fails (the client transaction's
+    /// timers decide what follows) and is counted.
+    #[tokio::test]
+    async fn outbound_connections_count_against_the_tcp_caps() {
+        let cfg = SipConfig {
+            max_tcp_connections: 4,
+            max_tcp_per_source: 1,
+            ..SipConfig::default()
+        };
+        let out = Arc::new(outbound::SocketOutbound::new(Vec::new()));
+        let shared = Arc::new(Shared::new(
+            &cfg,
+            Arc::new(Metrics::new()),
+            Arc::new(core::StatelessCore::default()),
+            out.clone(),
+        ));
+        let (_stop, rx) = watch::channel(false);
+        out.enable_connect(Arc::downgrade(&shared), rx);
+        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = peer.local_addr().unwrap();
+        let stream = |addr| Destination {
+            addr,
+            transport: Transport::Stream,
+        };
+        assert!(out.send(stream(addr), b"OPTIONS"), "the first one opens");
+        assert_eq!(shared.slots.used(addr.ip()), (1, 1));
+        let before = crate::metrics::limits_refused("tcp_outbound_per_source");
+        let other: SocketAddr = (addr.ip(), addr.port().wrapping_add(1)).into();
+        assert!(
+            !out.send(stream(other), b"OPTIONS"),
+            "a second to that host"
+        );
+        assert_eq!(
+            crate::metrics::limits_refused("tcp_outbound_per_source"),
+            before + 1
+        );
+        // And the host cannot connect in either: one budget for both directions.
+        assert!(shared.slots.take(addr.ip()).is_err());
+    }
 }

@@ -65,6 +65,21 @@ impl SocketOutbound {
         else {
             return false;
         };
+        // Connections we open count against the same bounds as those we accept (issue 10:
+        // a next hop named by a peer must not open connections without limit).
+        let slot = match shared.slots.take(addr.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                crate::metrics::limit_hit(
+                    match full {
+                        super::slots::Full::Total => "tcp_outbound_total",
+                        super::slots::Full::PerSource => "tcp_outbound_per_source",
+                    },
+                    Some(addr.ip()),
+                );
+                return false;
+            }
+        };
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         if tx.try_send(bytes.to_vec()).is_err() {
             return false;
@@ -72,6 +87,7 @@ impl SocketOutbound {
         self.register(addr, tx);
         let shutdown = c.shutdown.clone();
         rt.spawn(async move {
+            let _slot = slot;
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     super::tcp::serve_connection(stream, addr, shared, shutdown, rx).await;
@@ -91,16 +107,12 @@ impl SocketOutbound {
 
     /// A TCP connection with `peer` opened: messages for it go to `tx`.
     pub(crate) fn register(&self, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>) {
-        if let Ok(mut m) = self.tcp.lock() {
-            m.insert(peer, tx);
-        }
+        super::guard::lock(&self.tcp, "tcp connections").insert(peer, tx);
     }
 
     /// The connection with `peer` closed.
     pub(crate) fn unregister(&self, peer: SocketAddr) {
-        if let Ok(mut m) = self.tcp.lock() {
-            m.remove(&peer);
-        }
+        super::guard::lock(&self.tcp, "tcp connections").remove(&peer);
     }
 }
 
@@ -116,11 +128,9 @@ impl Outbound for SocketOutbound {
                 sock.is_some_and(|s| s.try_send_to(bytes, dest.addr).is_ok())
             }
             Transport::Stream => {
-                let tx = self
-                    .tcp
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&dest.addr).cloned());
+                let tx = super::guard::lock(&self.tcp, "tcp connections")
+                    .get(&dest.addr)
+                    .cloned();
                 match tx {
                     Some(tx) => tx.try_send(bytes.to_vec()).is_ok(),
                     None => self.connect(dest.addr, bytes),

@@ -13,6 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "../../../tests/src/skip.rs"]
+pub mod skip;
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

@@ -175,7 +175,10 @@ pub fn sipp_installed(test: &str) -> bool {
         .status()
         .is_ok();
     if !ok {
-        eprintln!("SKIPPED {test}: sipp not installed (`cargo xtask setup` installs sip-tester)");
+        sip_firewall_tests::skip(
+            test,
+            "sipp not installed (`cargo xtask setup` installs sip-tester)",
+        );
     }
     ok
 }
@@ -329,10 +332,13 @@ pub fn sipvicious(test: &str, command: &str) -> Option<PathBuf> {
     if bin.exists() {
         Some(bin)
     } else {
-        eprintln!(
-            "SKIPPED {test}: {} missing: `cargo xtask setup` installs SIPVicious 0.3.8 into \
-             that virtualenv (or set SIPFW_SIPVICIOUS_VENV)",
-            bin.display()
+        sip_firewall_tests::skip(
+            test,
+            &format!(
+                "{} missing: `cargo xtask setup` installs SIPVicious 0.3.8 into that \
+                 virtualenv (or set SIPFW_SIPVICIOUS_VENV)",
+                bin.display()
+            ),
         );
         None
     }

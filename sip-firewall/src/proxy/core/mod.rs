@@ -6,7 +6,7 @@ use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
     hash::{Hash as _, Hasher as _},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -45,10 +45,14 @@ use crate::{
     server::core::{Action, Context, Destination},
 };
 
-/// The `Server` header of our own answers.
-const SERVER: &str = concat!("sip-firewall/", env!("CARGO_PKG_VERSION"));
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
 const BRANCH_PREFIX: &str = "z9hG4bKsfw";
+/// How long a contact that answered nothing gets no retransmissions.
+const SILENT_FOR: Duration = Duration::from_secs(600);
+/// Most silent contacts remembered (beyond: not remembered, counted).
+const MAX_SILENT: usize = 4096;
+/// Vias of a request checked for a loop through us (a longer list loops anyway: Max-Forwards).
+const MAX_VIAS_CHECKED: usize = 70;
 /// The Allow header of our answers to OPTIONS.
 const ALLOW: &str = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, SUBSCRIBE, NOTIFY, REFER";
 
@@ -114,6 +118,22 @@ pub struct Core {
     local: Local,
     outbound: Option<SocketAddr>,
     allow: Vec<IpNet>,
+    /// `[proxy] internal_next_hops`: internal addresses a request's text may name as next hop.
+    internal_next_hops: Vec<IpNet>,
+    /// `[proxy] reply_from_any`: peers whose responses may come from anywhere.
+    reply_from_any: Vec<IpNet>,
+    /// `[proxy] unavailable`: 480 or 404.
+    unavailable: u16,
+    /// `[proxy] identity_headers`.
+    identity_headers: Vec<String>,
+    /// Contacts that left a request of ours unanswered, and when: their next requests are
+    /// sent once, without Timer A/E retransmissions, until they answer something (so that
+    /// a binding aimed at someone else, or a phone gone away, does not turn each call into
+    /// seven sends toward it).
+    silent: HashMap<SocketAddr, Instant>,
+    /// The identities each user (user, lower-case domain) may assert besides their own URI.
+    identities: HashMap<(String, String), Vec<String>>,
+
     force_rport: bool,
     scanners: Scanners,
     registrar: RegistrarConfig,
@@ -136,6 +156,14 @@ pub struct Core {
     start: Instant,
     unix_at_start: u64,
     last_housekeeping: Instant,
+    /// Set by a digest success while a request is handled: that source proved it receives.
+    authenticated_source: Option<SocketAddr>,
+    /// When our interface addresses were last taken from the host.
+    last_addr_refresh: Instant,
+    /// `[sip] max_transactions` and `max_transactions_per_source`.
+    max_transactions: (usize, usize),
+    /// Server transactions open per source key (see `server::slots::source_key`).
+    transactions_per_source: HashMap<std::net::IpAddr, usize>,
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -171,7 +199,7 @@ impl Core {
         // Derived from the configured secret, dialogs survive a restart; from a random one,
         // in-dialog requests of earlier dialogs are refused (404) after it.
         let rr_key = match &config.auth.secret {
-            Some(s) => [s.as_bytes(), b"|record-route"].concat(),
+            Some(s) => route::mac(s.as_bytes(), &[b"sip-firewall record-route key"]).to_vec(),
             None => random_bytes(32)?,
         };
         let salt = u64::from_le_bytes(
@@ -186,14 +214,26 @@ impl Core {
             .filter_map(|a| Algorithm::parse(a))
             .collect();
         Ok(Core {
-            local: Local {
-                domains,
-                listen: config.sip.listen.clone(),
-                adv_host,
-                adv_port,
-            },
+            local: Local::new(domains, config.sip.listen.clone(), adv_host, adv_port),
             outbound: config.proxy.outbound,
             allow: config.policy.allow.clone(),
+            internal_next_hops: config.proxy.internal_next_hops.clone(),
+            reply_from_any: config.proxy.reply_from_any.clone(),
+            unavailable: config.proxy.unavailable,
+            identity_headers: config.proxy.identity_headers.clone(),
+            silent: HashMap::new(),
+            identities: config
+                .auth
+                .users
+                .iter()
+                .filter(|u| !u.identities.is_empty())
+                .map(|u| {
+                    (
+                        (u.user.clone(), u.domain.to_ascii_lowercase()),
+                        u.identities.clone(),
+                    )
+                })
+                .collect(),
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
@@ -218,7 +258,92 @@ impl Core {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             last_housekeeping: now,
+            authenticated_source: None,
+            last_addr_refresh: now,
+            max_transactions: (
+                config.sip.max_transactions,
+                config.sip.max_transactions_per_source,
+            ),
+            transactions_per_source: HashMap::new(),
         })
+    }
+
+    /// The identities a user may assert, replaced (admin API).
+    pub fn set_identities(&mut self, user: &str, domain: &str, ids: &[String]) {
+        let k = (user.to_string(), domain.to_ascii_lowercase());
+        if ids.is_empty() {
+            self.identities.remove(&k);
+        } else {
+            self.identities.insert(k, ids.to_vec());
+        }
+    }
+
+    /// The identities a user may assert besides their own URI.
+    pub fn identities_of(&self, user: &str, domain: &str) -> Vec<String> {
+        self.identities
+            .get(&(user.to_string(), domain.to_ascii_lowercase()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Remove the identity headers (`[proxy] identity_headers`) of a request from outside
+    /// the trust domain (RFC 3325 5: they are asserted only between trusted elements).
+    pub(super) fn strip_identity(&self, msg: &mut SipMsg) {
+        for h in &self.identity_headers {
+            msg.remove(HeaderName::Other(h));
+        }
+    }
+
+    /// The P-Asserted-Identity of an authenticated user (RFC 3325 9.1): the identity their
+    /// P-Preferred-Identity names when they may assert it, else `sip:user@realm`.
+    pub(super) fn asserted_identity(&self, m: &Message<'_>, user: &str, realm: &str) -> String {
+        let own = format!("sip:{user}@{realm}");
+        let allowed = self.identities_of(user, realm);
+        let preferred = m
+            .headers
+            .iter()
+            .filter(|h| {
+                matches!(h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case("P-Preferred-Identity"))
+            })
+            .flat_map(|h| h.value.split(','))
+            .filter_map(|v| {
+                let v = v.trim();
+                let uri = match (v.find('<'), v.rfind('>')) {
+                    (Some(a), Some(b)) if a < b => v.get(a + 1..b)?,
+                    _ => v,
+                };
+                Some(uri.trim().to_string())
+            })
+            .find(|u| u.eq_ignore_ascii_case(&own) || allowed.iter().any(|a| a.eq_ignore_ascii_case(u)));
+        format!("<{}>", preferred.unwrap_or(own))
+    }
+
+    /// A contact left a request of ours unanswered.
+    pub(super) fn mark_silent(&mut self, addr: SocketAddr, now: Instant) {
+        if self.silent.len() >= MAX_SILENT && !self.silent.contains_key(&addr) {
+            self.silent
+                .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
+            if self.silent.len() >= MAX_SILENT {
+                debug!(%addr, "silent-contact table full");
+                self.metrics
+                    .silent_contacts
+                    .with_label_values(&["table_full"])
+                    .inc();
+                return;
+            }
+        }
+        self.silent.insert(addr, now);
+        self.metrics
+            .silent_contacts
+            .with_label_values(&["marked"])
+            .inc();
+    }
+
+    /// Whether requests to `addr` go without retransmissions.
+    pub(super) fn is_silent(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.silent
+            .get(&addr)
+            .is_some_and(|at| now.saturating_duration_since(*at) < SILENT_FOR)
     }
 
     /// The sends queued since the last call.
@@ -234,9 +359,101 @@ impl Core {
         self.unix_at_start + now.saturating_duration_since(self.start).as_secs()
     }
 
-    pub(super) fn new_branch(&mut self) -> String {
-        self.seq += 1;
-        format!("{BRANCH_PREFIX}{:x}.{:x}", self.salt, self.seq)
+    /// A branch for a request we forward: 96 bits from the OS CSPRNG, so that nobody who
+    /// saw our earlier branches can name an open transaction (a counter let a subscriber
+    /// forge final responses to other people's calls), then `.` and the request's loop tag
+    /// (RFC 3261 16.6 step 8), which [`Core::looped`] recognises when it comes back.
+    pub(super) fn new_branch(&mut self, loop_tag: &str) -> String {
+        let mut r = [0u8; 12];
+        if getrandom::getrandom(&mut r).is_err() {
+            // No randomness left (never seen on Linux): a keyed hash of a counter, still
+            // unpredictable without the key.
+            self.seq += 1;
+            let h = route::mac(&self.rr_key, &[b"branch", &self.seq.to_le_bytes()]);
+            r.copy_from_slice(&h[..12]);
+        }
+        format!("{BRANCH_PREFIX}{}.{loop_tag}", crate::auth::digest::hex(&r))
+    }
+
+    /// The loop-detection tag of a request (RFC 3261 16.6 step 8): a keyed hash of its
+    /// Request-URI, Call-ID, From and To tags, CSeq number and the Via below ours, so that
+    /// the same request coming back is a loop and one whose Request-URI changed a spiral.
+    pub(super) fn loop_tag(
+        &self,
+        ruri: &str,
+        get: &dyn Fn(HeaderName<'static>) -> Option<String>,
+        below: Option<&via::Via<'_>>,
+    ) -> String {
+        let tag = |h| {
+            get(h)
+                .and_then(|v| {
+                    name_addr::parse_single(&v)
+                        .ok()
+                        .and_then(|a| a.tag.map(str::to_string))
+                })
+                .unwrap_or_default()
+        };
+        let cseq = get(HeaderName::CSeq)
+            .and_then(|c| scalar::cseq(&c).map(|c| c.0))
+            .unwrap_or(0);
+        let (vb, vh, vp) = match below {
+            Some(v) => (
+                v.branch.unwrap_or(""),
+                match v.host {
+                    Host::Domain(d) => d.to_ascii_lowercase(),
+                    h => h.ip().map(|i| i.to_string()).unwrap_or_default(),
+                },
+                v.port.unwrap_or(0),
+            ),
+            None => ("", String::new(), 0),
+        };
+        let h = route::mac(
+            &self.rr_key,
+            &[
+                b"loop",
+                ruri.as_bytes(),
+                get(HeaderName::CallId).unwrap_or_default().as_bytes(),
+                tag(HeaderName::From).as_bytes(),
+                tag(HeaderName::To).as_bytes(),
+                &cseq.to_le_bytes(),
+                vb.as_bytes(),
+                vh.as_bytes(),
+                &vp.to_le_bytes(),
+            ],
+        );
+        crate::auth::digest::hex(&h[..8])
+    }
+
+    /// RFC 3261 16.3 step 4: whether the request already went through us unchanged (one
+    /// of its Vias is ours and carries the loop tag this request would get now). A
+    /// request whose Request-URI changed since (a spiral) is not a loop.
+    pub(super) fn looped(&self, m: &Message<'_>) -> bool {
+        let vias: Vec<via::Via<'_>> = m
+            .all(HeaderName::Via)
+            .flat_map(via::parse_list)
+            .map_while(Result::ok)
+            .take(MAX_VIAS_CHECKED)
+            .collect();
+        let ruri = match m.start {
+            StartLine::Request { uri, .. } => uri,
+            _ => return false,
+        };
+        let get = |h: HeaderName<'static>| m.get(h).map(str::to_string);
+        vias.iter().enumerate().any(|(i, v)| {
+            v.branch
+                .and_then(|b| b.strip_prefix(BRANCH_PREFIX))
+                .and_then(|b| b.rsplit_once('.'))
+                .is_some_and(|(_, tag)| tag == self.loop_tag(ruri, &get, vias.get(i + 1)))
+        })
+    }
+
+    /// Count (and log, at debug level) a request refused for routing integrity.
+    pub(super) fn refused(&self, reason: &'static str) {
+        debug!(reason, "request refused");
+        self.metrics
+            .dialog_refused
+            .with_label_values(&[reason])
+            .inc();
     }
 
     pub(super) fn gauges(&self) {
@@ -272,28 +489,61 @@ fn advertised(config: &Config) -> (String, Option<u16>) {
             (host, Some(l.port()))
         }
         l => {
-            let host = config.sip.domains.first().cloned().unwrap_or_else(|| {
-                // Nothing names us: in-dialog requests will not find their way back.
-                tracing::warn!(
-                    "no [proxy] advertise, no specific listen address and no domain: \
-                     Via and Record-Route say localhost"
-                );
-                "localhost".into()
-            });
+            // A wildcard and no domain: one of the host's own addresses (the first global
+            // one), so that in-dialog requests find their way back without configuration.
+            let host_addr = || {
+                route::host_addresses()
+                    .into_iter()
+                    .find(|i| {
+                        // 0.0.0.0 receives IPv4 only: advertise an IPv4 address then.
+                        let family_ok = !matches!(l, Some(SocketAddr::V4(_))) || i.is_ipv4();
+                        family_ok
+                            && !i.is_loopback()
+                            && !i.is_unspecified()
+                            && match i {
+                                IpAddr::V4(v) => !v.is_link_local(),
+                                IpAddr::V6(v) => !v.is_unicast_link_local(),
+                            }
+                    })
+                    .map(|i| match i {
+                        IpAddr::V4(v) => v.to_string(),
+                        IpAddr::V6(v) => format!("[{v}]"),
+                    })
+            };
+            let host = config
+                .sip
+                .domains
+                .first()
+                .cloned()
+                .or_else(host_addr)
+                .unwrap_or_else(|| {
+                    // Nothing names us: in-dialog requests will not find their way back.
+                    tracing::warn!(
+                        "no [proxy] advertise, no specific listen address, no domain and no \
+                     address on the host: Via and Record-Route say localhost"
+                    );
+                    "localhost".into()
+                });
             (host, l.map(SocketAddr::port))
         }
     }
 }
 
-/// Where requests for a binding go: the Contact's address when it is the address the
-/// REGISTER came from (a UA on a public address, maybe registering from another port),
-/// else the REGISTER's source (a UA behind NAT, whose Contact nobody can reach).
+/// Where requests for a binding go: the flow the REGISTER came on (its source address and
+/// transport, RFC 5626 in spirit), never a host its Contact names (another host to aim our
+/// INVITEs at, or a private address behind NAT). Over TCP the source address is proven by
+/// the handshake but its port is that of a connection the client may close: there, a
+/// Contact on that very address names the port to connect to again.
 fn binding_destination(b: &registrar::Binding) -> Destination {
-    if let Some(d) = route::resolve(&b.contact, None)
-        && d.addr.ip() == b.source.ip()
-        && d.transport == b.transport
+    if b.transport == Transport::Stream
+        && let Some(d) = route::resolve(&b.contact, None)
+        && d.transport == Transport::Stream
+        && d.addr.ip().to_canonical() == b.source.ip().to_canonical()
     {
-        return d;
+        return Destination {
+            addr: SocketAddr::new(b.source.ip(), d.addr.port()),
+            transport: Transport::Stream,
+        };
     }
     Destination {
         addr: b.source,
@@ -373,5 +623,7 @@ mod request;
 mod response;
 mod timers;
 
+#[cfg(test)]
+mod edge_tests;
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,13 @@ impl Core {
             return Action::Drop { reason: "no_via" };
         };
         if method == "ACK" {
+            if let Some(e) = self.servers.get(&key)
+                && !same_source(e, ctx)
+            {
+                // RFC 3261 17.2.3 matches on the Via alone; only the transaction's own source
+                // may acknowledge (and so end) it.
+                return self.foreign_copy(ctx);
+            }
             if let Some(e) = self.servers.get_mut(&key)
                 && e.txn.on_ack(now, &self.timers)
             {
@@ -31,24 +38,76 @@ impl Core {
             return self.ack_2xx(m, ctx);
         }
         if let Some(e) = self.servers.get(&key) {
+            if !same_source(e, ctx) {
+                // A copy of someone's request (same top Via) from another address: answering
+                // it would send the stored response, up to 16 Vias of it, wherever a spoofed
+                // source says (reflection, issue 9). Only the original source's
+                // retransmissions are absorbed (RFC 3261 17.2.3 matching, 18.2.2 destination).
+                return self.foreign_copy(ctx);
+            }
             self.metrics
                 .retransmissions
                 .with_label_values(&["absorbed"])
                 .inc();
             if let Some(b) = e.txn.on_retransmission() {
-                // To where this copy came from: over TCP that is the connection it came on,
-                // which may be a new one.
-                let dest = self.response_destination(m, ctx);
+                // Over UDP to where the answers of this transaction go; over TCP on the
+                // connection this copy came on, which may be a new one from the same host.
+                let dest = match ctx.transport {
+                    Transport::Datagram => e.dest,
+                    Transport::Stream => self.response_destination(m, ctx),
+                };
                 self.send(dest, b);
             }
             return Action::Absorb;
         }
+        if method == "CANCEL" {
+            let ikey = ServerKey {
+                method: "INVITE".into(),
+                ..key.clone()
+            };
+            if self
+                .servers
+                .get(&ikey)
+                .is_some_and(|e| !same_source(e, ctx))
+            {
+                // Only the INVITE's own source may cancel it: for a CANCEL from elsewhere
+                // (a copy of the top Via is all it takes) the INVITE does not exist. Answered
+                // statelessly, so that no transaction of its stands in the way of the real
+                // CANCEL.
+                self.metrics
+                    .retransmissions
+                    .with_label_values(&["foreign_source"])
+                    .inc();
+                return Action::Reply {
+                    code: 481,
+                    phrase: "Call/Transaction Does Not Exist".into(),
+                    extra: Vec::new(),
+                };
+            }
+        }
+        if let Some(full) = self.transactions_full(ctx) {
+            return full;
+        }
         self.open_server(&key, m, ctx);
+        // An allow-listed source receives what we send it: Timer G may resend to it.
+        if in_any(&self.allow, ctx.source.ip())
+            && let Some(e) = self.servers.get_mut(&key)
+        {
+            e.txn.verified();
+        }
+        self.authenticated_source = None;
         let result = if method == "CANCEL" {
             self.cancel(&key, now)
         } else {
             self.route_request(&key, m, ctx, method, now)
         };
+        // Digest success within this transaction proves the source receives at its address
+        // (the nonce was sent there).
+        if self.authenticated_source.take() == Some(ctx.source)
+            && let Some(e) = self.servers.get_mut(&key)
+        {
+            e.txn.verified();
+        }
         match result {
             Err(l) => {
                 // Our own final answer (401, 407, 403, 404...) is the first response the
@@ -74,13 +133,145 @@ impl Core {
         Action::Absorb
     }
 
-    /// Whether one of the Route entries we popped carries the stamp of this request's
-    /// dialog (its Call-ID).
-    pub(super) fn stamped_for_dialog(&self, popped: &[String], m: &Message<'_>) -> bool {
-        let want = route::dialog_stamp(&self.rr_key, m.get(HeaderName::CallId).unwrap_or(""));
+    /// The transaction table is full, in total or for this source (allow-listed sources are
+    /// bound by the total only): 503 with Retry-After (RFC 3261 21.5.4), statelessly, counted.
+    pub(super) fn transactions_full(&mut self, ctx: &Context) -> Option<Action> {
+        let (total, per_source) = self.max_transactions;
+        let what = if self.servers.len() >= total {
+            "transactions_total"
+        } else if !in_any(&self.allow, ctx.source.ip())
+            && self
+                .transactions_per_source
+                .get(&crate::server::slots::source_key(ctx.source.ip()))
+                .is_some_and(|&n| n >= per_source)
+        {
+            "transactions_per_source"
+        } else {
+            return None;
+        };
+        crate::metrics::limit_hit(what, Some(ctx.source.ip()));
+        self.metrics.local_replies.with_label_values(&["503"]).inc();
+        Some(Action::Reply {
+            code: 503,
+            phrase: "Service Unavailable".into(),
+            extra: vec!["Retry-After: 5".into()],
+        })
+    }
+
+    /// A request matching a transaction opened by another source: dropped and counted.
+    pub(super) fn foreign_copy(&mut self, ctx: &Context) -> Action {
+        debug!(source = %ctx.source, "copy of another source's transaction dropped");
+        self.metrics
+            .retransmissions
+            .with_label_values(&["foreign_source"])
+            .inc();
+        Action::Drop {
+            reason: "foreign_source_retransmission",
+        }
+    }
+
+    /// The parties (caller, callee) sealed in the stamp of one of the Route entries we
+    /// popped, when it is the stamp of this request's dialog (its Call-ID, and the From-tag
+    /// of the request that created it: this request's From- or To-tag).
+    pub(super) fn dialog_of(
+        &self,
+        popped: &[String],
+        m: &Message<'_>,
+    ) -> Option<(Destination, Destination)> {
+        let call_id = m.get(HeaderName::CallId).unwrap_or("");
+        let tag = |h| {
+            m.get(h)
+                .and_then(|v| name_addr::parse_single(v).ok())
+                .and_then(|a| a.tag)
+                .unwrap_or("")
+        };
+        let tags = [tag(HeaderName::From), tag(HeaderName::To)];
         popped
             .iter()
-            .any(|e| route::stamp_of(e).is_some_and(|s| s == want))
+            .find_map(|e| route::open_dialog(&self.rr_key, call_id, &tags, &route::stamp_of(e)?))
+    }
+
+    /// Where an in-dialog request from `source` goes: to the other party of its dialog,
+    /// only from one of the two (by address: a UDP phone may send from another port than
+    /// it receives on, a TCP one from a new connection). When both parties share an
+    /// address, the exact source decides, else the request's own next hop. Err: the
+    /// reason it is refused.
+    /// A peer in `[proxy] reply_from_any` (a load-balanced trunk) is one party from any
+    /// address of the same listed network.
+    pub(super) fn other_party(
+        source: SocketAddr,
+        text_hop: Option<Destination>,
+        caller: Destination,
+        callee: Destination,
+        any_source: &[IpNet],
+    ) -> Result<Destination, &'static str> {
+        let ip = source.ip().to_canonical();
+        let is = |d: Destination| {
+            let p = d.addr.ip().to_canonical();
+            p == ip || any_source.iter().any(|n| n.contains(&p) && n.contains(&ip))
+        };
+        let from_caller = is(caller);
+        let from_callee = is(callee);
+        let same =
+            |d: Destination| d.addr.ip().to_canonical() == ip && d.addr.port() == source.port();
+        match (from_caller, from_callee) {
+            (false, false) => Err("not_a_party"),
+            (true, false) => Ok(callee),
+            (false, true) => Ok(caller),
+            (true, true) => {
+                if same(caller) && !same(callee) {
+                    Ok(callee)
+                } else if same(callee) && !same(caller) {
+                    Ok(caller)
+                } else {
+                    match text_hop {
+                        Some(t) if t.addr == callee.addr => Ok(callee),
+                        Some(t) if t.addr == caller.addr => Ok(caller),
+                        _ => Err("ambiguous"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// An in-dialog request's next hop: the other party of the dialog our stamp names.
+    /// Err: the answer (404 without our stamp of this dialog, 403 from or toward anyone
+    /// else), counted in `sipfw_dialog_refused_total`.
+    pub(super) fn dialog_hop(
+        &self,
+        popped: &[String],
+        m: &Message<'_>,
+        msg: &SipMsg,
+        source: SocketAddr,
+    ) -> Result<Destination, LocalReply> {
+        let Some((caller, callee)) = self.dialog_of(popped, m) else {
+            self.refused("bad_stamp");
+            return Err(answer(404, "Not Here"));
+        };
+        let text = route::next_hop(msg, self.outbound);
+        Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(|reason| {
+            self.refused(reason);
+            answer(403, "Not A Party Of This Dialog")
+        })
+    }
+
+    /// A next hop taken from the text of a request (Request-URI, Route): loopback,
+    /// link-local, unspecified and our own addresses only when `[proxy] internal_next_hops`
+    /// lists them (nobody outside steers us to the services of this host or its link).
+    pub(super) fn text_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
+        let ip = d.addr.ip().to_canonical();
+        let internal = ip.is_loopback()
+            || ip.is_unspecified()
+            || match ip {
+                IpAddr::V4(v) => v.is_link_local(),
+                IpAddr::V6(v) => v.is_unicast_link_local(),
+            }
+            || self.local.is_our_ip(ip);
+        if internal && !in_any(&self.internal_next_hops, ip) {
+            self.refused("internal_hop");
+            return Err(answer(403, "Forbidden Next Hop"));
+        }
+        Ok(d)
     }
 
     /// A server transaction for a new request.
@@ -92,6 +283,10 @@ impl Core {
         } else {
             Kind::NonInvite
         };
+        *self
+            .transactions_per_source
+            .entry(crate::server::slots::source_key(ctx.source.ip()))
+            .or_insert(0) += 1;
         self.servers.insert(
             key.clone(),
             ServerEntry {
@@ -134,7 +329,8 @@ impl Core {
                 code: l.code,
                 phrase: l.phrase,
                 extra: &l.extra,
-                server: SERVER,
+                // No Server header: lean answers (issue 9, amplification).
+                server: "",
             },
             e.source,
         );
@@ -201,6 +397,11 @@ impl Core {
         method: &str,
         now: Instant,
     ) -> Result<(), LocalReply> {
+        // RFC 3261 16.3 step 4: the same request back through us is a loop.
+        if self.looped(m) {
+            self.refused("loop");
+            return Err(answer(482, "Loop Detected"));
+        }
         let mut msg = SipMsg::from_parsed(m);
         forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
         let trusted = in_any(&self.allow, ctx.source.ip());
@@ -212,11 +413,14 @@ impl Core {
 
         if in_dialog {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
-            // routing); a Route naming us without our stamp is not ours.
-            if !self.stamped_for_dialog(&popped, m) {
-                return Err(answer(404, "Not Here"));
+            // routing), from one of its parties to the other; a Route naming us without our
+            // stamp is not ours.
+            let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
+            if !trusted {
+                // In-dialog requests are not authenticated: nobody outside the trust
+                // domain asserts an identity (RFC 3325 5).
+                self.strip_identity(&mut msg);
             }
-            let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
             return self.forward(key, msg, vec![(None, dest)], method, None, now);
         }
 
@@ -226,6 +430,7 @@ impl Core {
             msg.remove(HeaderName::Route);
         } else if !route::routes(&msg).is_empty() {
             let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
+            let dest = self.text_hop(dest)?;
             forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
             let rr = forward::creates_dialog(method).then_some(ctx.transport);
             return self.forward(key, msg, vec![(None, dest)], method, rr, now);
@@ -237,7 +442,10 @@ impl Core {
             _ => None,
         };
         let local_domain = ruri.as_ref().and_then(|u| self.local.domain_of(u));
-        let target = if local_domain.is_some() {
+        // Our addresses, our advertised name and our domains are us, with or without a
+        // domain configured: what is addressed to us is answered here, never relayed.
+        let to_us = ruri.as_ref().is_some_and(|u| self.local.is_us(u));
+        let target = if local_domain.is_some() || to_us {
             Target::Local
         } else {
             Target::Foreign
@@ -249,8 +457,9 @@ impl Core {
                 _ => Err(answer(403, "Not Our Domain")),
             };
         }
-        if let (Some(u), Some(_)) = (&ruri, &local_domain)
+        if let Some(u) = &ruri
             && u.user.is_none()
+            && to_us
         {
             // Addressed to the proxy itself: OPTIONS is a keep-alive ping.
             return Err(if method == "OPTIONS" {
@@ -280,15 +489,25 @@ impl Core {
             ),
             _ => (None, None),
         };
+        let mut asserted = None;
         let sender = if trusted {
             Sender::Trusted
         } else if let Some(realm) = &from_domain {
             let user = from_user.clone().unwrap_or_default();
-            self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
+            let who = self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
+            asserted = Some(self.asserted_identity(m, &who, realm));
             Sender::LocalUser
         } else {
             Sender::Outsider
         };
+        // RFC 3325: identities pass only within the trust domain; for our authenticated
+        // users the edge asserts the identity itself, whatever they claimed.
+        if !trusted {
+            self.strip_identity(&mut msg);
+        }
+        if let Some(pai) = asserted {
+            msg.push(HeaderName::Other("P-Asserted-Identity"), pai);
+        }
         if !relay::may_relay(sender, target) {
             return Err(answer(403, "Relaying Forbidden"));
         }
@@ -300,11 +519,8 @@ impl Core {
                 let aor = format!("{user}@{domain}");
                 let bindings = self.store.lookup(&aor, now);
                 if bindings.is_empty() {
-                    return Err(if self.auth.users().exists(user, domain) {
-                        answer(480, "Temporarily Unavailable")
-                    } else {
-                        answer(404, "Not Found")
-                    });
+                    // Unknown and unregistered look the same: no enumeration of users.
+                    return Err(self.unavailable());
                 }
                 bindings
                     .into_iter()
@@ -314,20 +530,34 @@ impl Core {
                     })
                     .collect()
             }
+            _ if to_us => {
+                // A user at one of our addresses while we serve no domain: nobody is here.
+                return Err(self.unavailable());
+            }
             _ => {
                 let dest = match self.outbound {
                     Some(addr) => Destination {
                         addr,
                         transport: Transport::Datagram,
                     },
-                    None => route::resolve(&ruri_text, None)
-                        .ok_or(answer(404, "No Route To Destination"))?,
+                    None => self.text_hop(
+                        route::resolve(&ruri_text, None)
+                            .ok_or(answer(404, "No Route To Destination"))?,
+                    )?,
                 };
                 vec![(None, dest)]
             }
         };
         let rr = forward::creates_dialog(method).then_some(ctx.transport);
         self.forward(key, msg, targets, method, rr, now)
+    }
+
+    /// The answer for a user who is unknown or not registered (`[proxy] unavailable`).
+    pub(super) fn unavailable(&self) -> LocalReply {
+        match self.unavailable {
+            404 => answer(404, "Not Found"),
+            _ => answer(480, "Temporarily Unavailable"),
+        }
     }
 
     /// Digest authentication. Ok: the user; Err: the challenge or refusal to answer with.
@@ -365,6 +595,7 @@ impl Core {
             uri_also_ok: &names_us,
             realm,
             must_be,
+            client: ctx.source.ip(),
         };
         let challenge = |core: &Core, stale: bool| LocalReply {
             code: if proxy { 407 } else { 401 },
@@ -375,13 +606,14 @@ impl Core {
             },
             extra: core
                 .auth
-                .challenges(realm, stale, secs)
+                .challenges(realm, stale, secs, ctx.source.ip())
                 .into_iter()
                 .map(|c| format!("{chal_header}: {c}"))
                 .collect(),
         };
         match self.auth.verify(&values, &req, secs) {
             Outcome::Authenticated { user } => {
+                self.authenticated_source = Some(ctx.source);
                 self.metrics.auth.with_label_values(&["success"]).inc();
                 self.observer.authenticated(ctx.source, &user);
                 Ok(user)
@@ -443,8 +675,10 @@ impl Core {
             .domain_of(&to_uri)
             .ok_or(answer(403, "Not Our Domain"))?;
         let from_user = user_of(HeaderName::From).map(|u| u.0).unwrap_or_default();
-        if !trusted {
-            self.authenticate(
+        let authenticated = if trusted {
+            None
+        } else {
+            Some(self.authenticate(
                 m,
                 ctx,
                 "REGISTER",
@@ -453,8 +687,8 @@ impl Core {
                 &[&from_user, &to_user],
                 false,
                 now,
-            )?;
-        }
+            )?)
+        };
         let mut contacts = Vec::new();
         let mut star = false;
         for v in m.all(HeaderName::Contact) {
@@ -482,6 +716,7 @@ impl Core {
                 .map_or(0, |c| c.0),
             source: ctx.source,
             transport: ctx.transport,
+            authenticated,
         };
         let result = registrar::register(&self.registrar, self.store.as_mut(), &req, now);
         self.metrics.bindings.set(self.store.len() as i64);
@@ -528,23 +763,76 @@ impl Core {
         } else {
             Kind::NonInvite
         };
+        // Never a hop to ourselves (RFC 3261 16.3 step 4): it would come back until
+        // Max-Forwards runs out.
+        let before = targets.len();
+        let targets: Vec<_> = targets
+            .into_iter()
+            .filter(|(_, d)| !self.local.is_own_destination(d.addr))
+            .collect();
+        for _ in targets.len()..before {
+            self.refused("own_address");
+        }
+        if targets.is_empty() {
+            return Err(answer(482, "Loop Detected"));
+        }
+        // The loop tag of the request as it came (16.6 step 8), before any branch's
+        // Request-URI changes.
+        let loop_tag = {
+            let ruri = msg.request_uri().unwrap_or("").to_string();
+            let below = msg.top_via().map(str::to_string);
+            let below = below
+                .as_deref()
+                .and_then(|v| via::parse_list(v).next())
+                .and_then(Result::ok);
+            let get = |h: HeaderName<'static>| msg.get(h).map(str::to_string);
+            self.loop_tag(&ruri, &get, below.as_ref())
+        };
+        let privacy_id = msg
+            .all(HeaderName::Other("Privacy"))
+            .flat_map(|v| v.split([';', ',']))
+            .any(|t| t.trim().eq_ignore_ascii_case("id"));
+        // The caller as the dialog will reach it: where our responses go.
+        let caller = self.servers.get(key).map(|e| e.dest);
+        let from_tag = msg
+            .get(HeaderName::From)
+            .and_then(|f| name_addr::parse_single(f).ok())
+            .and_then(|a| a.tag.map(str::to_string))
+            .unwrap_or_default();
         let mut fork = Fork::default();
         for (i, (ruri, dest)) in targets.into_iter().enumerate() {
             let mut b = msg.clone();
             if let Some(u) = ruri {
                 b.set_request_uri(&u);
             }
-            if let Some(inbound) = record_route_from {
-                // Per branch: each may leave on another transport.
+            if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
+                // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
+                // inside the trust domain (allow-listed peers, e.g. the trunk, which must
+                // honour it in turn).
+                b.remove(HeaderName::Other("P-Asserted-Identity"));
+            }
+            if let Some(inbound) = record_route_from
+                && let Some(caller) = caller
+            {
+                // Per branch: each may leave on another transport, and has its own callee.
                 let hostport = self.local.hostport();
-                let call_id = b.get(HeaderName::CallId).unwrap_or("").to_string();
-                let stamp = route::dialog_stamp(&self.rr_key, &call_id);
+                let call_id = b.get(HeaderName::CallId).unwrap_or("");
+                let stamp = route::seal_dialog(&self.rr_key, call_id, &from_tag, caller, dest);
                 forward::record_route(&mut b, &hostport, inbound, dest.transport, &stamp);
             }
-            let branch = self.new_branch();
+            let branch = self.new_branch(&loop_tag);
             forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
             let bytes = b.to_bytes();
-            let reliable = dest.transport == Transport::Stream;
+            // A contact that answered nothing lately gets this request once: no Timer A/E
+            // retransmissions (Timer B/F still ends the branch).
+            let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);
+            if quiet {
+                self.metrics
+                    .silent_contacts
+                    .with_label_values(&["no_retransmit"])
+                    .inc();
+            }
+            let reliable = dest.transport == Transport::Stream || quiet;
             let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
             self.send(dest, bytes);
             self.metrics.forwarded.with_label_values(&["request"]).inc();
@@ -585,17 +873,12 @@ impl Core {
     pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context) -> Action {
         let mut msg = SipMsg::from_parsed(m);
         let popped = route::pop_our_routes(&mut msg, &self.local);
-        if !self.stamped_for_dialog(&popped, m) {
-            return Action::Drop {
-                reason: "ack_no_route",
-            };
-        }
-        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
-        let Some(dest) = route::next_hop(&msg, self.outbound) else {
+        let Ok(dest) = self.dialog_hop(&popped, m, &msg, ctx.source) else {
             return Action::Drop {
                 reason: "ack_no_route",
             };
         };
+        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Action::Drop {
                 reason: "too_many_hops",
@@ -610,5 +893,15 @@ impl Core {
         self.send(dest, msg.to_bytes());
         self.metrics.forwarded.with_label_values(&["ack"]).inc();
         Action::Absorb
+    }
+}
+
+/// Whether a request comes from the source of the server transaction it matches: over UDP
+/// the same address and port, over TCP the same host (a retransmission may come on a new
+/// connection).
+fn same_source(e: &ServerEntry, ctx: &Context) -> bool {
+    match ctx.transport {
+        Transport::Datagram => e.source == ctx.source,
+        Transport::Stream => e.source.ip() == ctx.source.ip(),
     }
 }

@@ -6,7 +6,7 @@ use super::*;
 
 impl Core {
     /// A response that passed the message layer: only within its client transaction.
-    pub fn response(&mut self, m: &Message<'_>, _ctx: &Context, now: Instant) -> Action {
+    pub fn response(&mut self, m: &Message<'_>, ctx: &Context, now: Instant) -> Action {
         let StartLine::Response { code, .. } = m.start else {
             return Action::Absorb;
         };
@@ -30,6 +30,21 @@ impl Core {
         let Some(e) = self.clients.get_mut(&ckey) else {
             return self.stray();
         };
+        // Only from where the request went, on the same transport (over TCP: the same
+        // connection, whose peer is that address), unless `[proxy] reply_from_any` lists
+        // the peer: a branch seen by someone else must not let them answer for the peer.
+        let from_peer = ctx.transport == e.dest.transport
+            && ctx.source.ip().to_canonical() == e.dest.addr.ip().to_canonical()
+            && ctx.source.port() == e.dest.addr.port();
+        if !from_peer && !in_any(&self.reply_from_any, e.dest.addr.ip()) {
+            debug!(source = %ctx.source, expected = %e.dest.addr, "response from elsewhere");
+            self.metrics.wrong_source.inc();
+            return self.stray();
+        }
+        // It answers: retransmissions toward it again.
+        if !self.silent.is_empty() {
+            self.silent.remove(&e.dest.addr);
+        }
         let to = m.get(HeaderName::To);
         let req = &e.req;
         let out = e

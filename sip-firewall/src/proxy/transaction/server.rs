@@ -21,6 +21,8 @@ pub struct ServerTxn {
     end: Option<Instant>,
     /// Whether Timer G retransmits final responses (see [`ServerTxn::local`]).
     timer_g: bool,
+    /// The source proved it receives what we send it (see [`ServerTxn::verified`]).
+    verified: bool,
 }
 
 /// What a timer firing asks for.
@@ -45,6 +47,7 @@ impl ServerTxn {
             retransmit: None,
             end: None,
             timer_g: true,
+            verified: false,
         }
     }
 
@@ -54,6 +57,16 @@ impl ServerTxn {
     /// stream of retransmissions toward sources that never ACK (scanners, spoofed senders).
     pub fn local(&mut self) {
         self.timer_g = false;
+    }
+
+    /// The request's source proved it can receive at the address it claims: allow-listed,
+    /// or authenticated by digest within this transaction (the nonce it answered went to that
+    /// address). Only then does Timer G resend a final response over UDP: toward any other
+    /// source a spoofed request would turn each resend into reflected traffic (issue 9). A
+    /// lost final toward an unverified source is recovered by the UAC's own retransmissions
+    /// (Timer A/E) while it still sends them.
+    pub fn verified(&mut self) {
+        self.verified = true;
     }
 
     pub fn state(&self) -> State {
@@ -111,7 +124,7 @@ impl ServerTxn {
             (Kind::Invite, State::Accepted, 200..=299) => {}
             (Kind::Invite, State::Proceeding, _) => {
                 self.state = State::Completed;
-                if !self.reliable && self.timer_g {
+                if !self.reliable && self.timer_g && self.verified {
                     self.retransmit = Some((now + t.g, t.g));
                 }
                 self.end = Some(now + t.h);
@@ -180,6 +193,7 @@ mod tests {
         let t = Timers::default();
         let t0 = Instant::now();
         let mut s = ServerTxn::new(Kind::Invite, false);
+        s.verified();
         assert_eq!(s.on_retransmission(), None);
         assert!(s.respond(100, b"100".to_vec(), t0, &t).is_some());
         assert_eq!(s.on_retransmission(), Some(b"100".to_vec()));
@@ -255,7 +269,17 @@ mod tests {
         let mut ri = ServerTxn::new(Kind::Invite, true);
         ri.respond(500, b"500".to_vec(), t0, &t);
         assert_eq!(ri.deadline(), Some(t0 + t.h), "no Timer G over TCP");
+        let mut u = ServerTxn::new(Kind::Invite, false);
+        u.respond(100, b"100".to_vec(), t0, &t);
+        u.respond(486, b"486".to_vec(), t0, &t);
+        assert_eq!(
+            u.deadline(),
+            Some(t0 + t.h),
+            "no Timer G toward an unverified source"
+        );
+        assert_eq!(u.on_retransmission(), Some(b"486".to_vec()));
         let mut l = ServerTxn::new(Kind::Invite, false);
+        l.verified();
         l.local();
         l.respond(404, b"404".to_vec(), t0, &t);
         assert_eq!(l.deadline(), Some(t0 + t.h), "no Timer G for local answers");
