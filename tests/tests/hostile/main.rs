@@ -25,6 +25,13 @@
 //! - ban map exhaustion: 280,000 frames from rotating addresses of one /64 and 200 spoofed
 //!   IPv4 floods — one learned ban per prefix in an LRU map, `ban add` and an auth-failure
 //!   ban still work, `sipfw_map_entries` shows the fill — `ban_exhaustion::ban_map_cannot_be_exhausted`
+//! - junk to 5060 behind IPv6 Hop-by-Hop/Destination Options headers (was counted passed) —
+//!   the chain is walked (6 headers, 512 bytes at most) and the junk dropped as malformed; a
+//!   longer chain or an unwalked header (AH, Mobility, HIP, Shim6) is malformed too — frames
+//!   `xdp_verdicts::ipv6_extension_headers_are_walked`
+//! - a forged reply for an open branch from another address or port (issue 10) — dropped in
+//!   XDP as `stray_reply` (the key binds the peer) — frames
+//!   `xdp_verdicts::stray_replies_must_come_from_the_peer`
 //! - a panic while handling one message — caught at the message boundary, counted in
 //!   `sipfw_internal_errors_total{kind}`, logged once per source a minute, the listener goes on
 //!   — unit `server::tests::a_panic_costs_one_message_not_the_listener`; fuzz target `pipeline`
