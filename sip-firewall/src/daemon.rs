@@ -97,6 +97,12 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
+    if let Err(e) = metrics
+        .registry()
+        .register(Box::new(crate::logging::suppressed_metric().clone()))
+    {
+        warn!("registering sipfw_log_suppressed_total: {e}");
+    }
 
     let store = Store::open(&config.state.directory)?;
     // Bound before anything is attached: a second daemon stops here, not after touching XDP.
@@ -287,6 +293,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     info!(listen = ?config.sip.listen, xdp = ?attachments, "sip-firewall running");
+    // Listeners bound, XDP attached and filled: systemd may start what depends on us.
+    let notifier = Arc::new(crate::notify::Notifier::from_env());
+    notifier.ready(&summary(&enforcer, &config));
+    if notifier.enabled() {
+        let notifier = notifier.clone();
+        let enforcer = enforcer.clone();
+        let config = config.clone();
+        let mut rx = shutdown_rx.clone();
+        // Pings come from a task of the runtime that takes the enforcer's lock: a stuck
+        // runtime or a deadlocked enforcer stops them, and systemd restarts the daemon.
+        let every =
+            crate::notify::watchdog_interval().map_or(std::time::Duration::from_secs(5), |w| w / 2);
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let status = summary(&enforcer, &config);
+                        notifier.notify(&format!("WATCHDOG=1\nSTATUS={}", status.replace('\n', " ")));
+                    }
+                    _ = rx.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+        });
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
@@ -299,6 +330,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Err(e) => Some(anyhow::anyhow!("a task panicked: {e}")),
         },
     };
+    notifier.notify("STOPPING=1");
     let _ = shutdown_tx.send(true);
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
@@ -313,6 +345,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// One line for systemd's STATUS=: where the policy is enforced, bans, listeners.
+fn summary(enforcer: &Mutex<Enforcer>, config: &Config) -> String {
+    let Ok(e) = enforcer.lock() else {
+        return "internal state poisoned".to_string();
+    };
+    let xdp = e.attachments();
+    let place = if xdp.is_empty() {
+        "enforcing in user space (no XDP)".to_string()
+    } else {
+        let on: Vec<String> = xdp.iter().map(|(i, m)| format!("{i} ({m})")).collect();
+        format!("XDP on {}", on.join(", "))
+    };
+    let listen: Vec<String> = config.sip.listen.iter().map(|a| a.to_string()).collect();
+    format!(
+        "{place}; {} bans active; SIP on {}",
+        e.bans_active(),
+        listen.join(", ")
+    )
 }
 
 /// The enforcer, or an error when a panic poisoned it.

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod enforce;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod proxy;
 pub mod registrar;
