@@ -51,6 +51,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub bans: crate::enforce::learn::BansConfig,
+    pub fraud: crate::fraud::FraudConfig,
 }
 
 /// `[admin]`: the admin API the CLI talks to.
@@ -351,6 +352,9 @@ impl Config {
             &self.sip.domains,
         )
         .map_err(|e| invalid(e.key, &e.message))?;
+        self.fraud
+            .validate()
+            .map_err(|e| invalid(e.key, &e.message))?;
         Ok(())
     }
 }

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Allow { cmd, common } => commands::list(&common, List::Allow, cmd),
         Command::Deny { cmd, common } => commands::list(&common, List::Deny, cmd),
         Command::User { cmd, common } => sip_firewall::auth::cli::run(cmd, &common),
+        Command::Fraud { cmd, common } => sip_firewall::fraud::cli::run(cmd, &common),
         Command::Config { cmd } => match cmd {
             ConfigCmd::Default => {
                 print!("{DEFAULT_FILE}");

@@ -83,7 +83,7 @@ fn socket(common: &Common) -> PathBuf {
 }
 
 /// Ask, and print the answer with `show` (or as JSON).
-fn ask(
+pub(crate) fn ask(
     common: &Common,
     req: Request,
     show: impl FnOnce(&serde_json::Value) -> Result<String, String>,
@@ -128,7 +128,7 @@ fn ask(
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
     serde_json::from_value(v.clone()).map_err(|e| e.to_string())
 }
 
@@ -225,6 +225,8 @@ pub fn status(common: &Common) -> ExitCode {
                 vec!["bans active".into(), s.bans_active.to_string()],
                 vec!["allow entries".into(), s.allow_entries.to_string()],
                 vec!["deny entries".into(), s.deny_entries.to_string()],
+                vec!["calls active".into(), s.calls_active.to_string()],
+                vec!["fraud suspended".into(), s.fraud_suspended.to_string()],
             ],
         ))
     })

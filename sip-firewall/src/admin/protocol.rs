@@ -46,6 +46,17 @@ pub enum Request {
         domain: String,
     },
     UserList,
+    /// The toll-fraud guard's counters (one user, or all).
+    FraudStatus {
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Lift a fraud suspension.
+    FraudUnblock {
+        user: String,
+    },
+    /// The guard's last warnings.
+    FraudEvents,
 }
 
 /// The daemon's answer: `ok` with data, or the reason it said no.
@@ -90,6 +101,12 @@ pub struct Status {
     pub bans_active: usize,
     pub allow_entries: usize,
     pub deny_entries: usize,
+    /// Calls in progress through the edge (fraud guard's dialog tracking).
+    #[serde(default)]
+    pub calls_active: usize,
+    /// Accounts suspended by the fraud guard.
+    #[serde(default)]
+    pub fraud_suspended: usize,
 }
 
 /// `stats`: the XDP counters (when attached) and ban counts.

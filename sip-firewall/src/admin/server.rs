@@ -137,6 +137,11 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             bans_active: e.bans_active(),
             allow_entries: e.list(List::Allow).len(),
             deny_entries: e.list(List::Deny).len(),
+            calls_active: info.proxy.as_ref().map_or(0, |p| p.calls_active()),
+            fraud_suspended: info
+                .proxy
+                .as_ref()
+                .map_or(0, |p| p.fraud_status(None).suspended.len()),
         }),
         Request::Stats => {
             let xdp = e
@@ -235,6 +240,40 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             ),
             None => Response::no("this daemon runs no proxy"),
         },
+        Request::FraudStatus { user } => match &info.proxy {
+            Some(proxy) => Response::ok(proxy.fraud_status(user.as_deref())),
+            None => Response::no("this daemon runs no proxy"),
+        },
+        Request::FraudEvents => match &info.proxy {
+            Some(proxy) => Response::ok(proxy.fraud_events()),
+            None => Response::no("this daemon runs no proxy"),
+        },
+        Request::FraudUnblock { user } => {
+            let Some(proxy) = &info.proxy else {
+                return Ok(Response::no("this daemon runs no proxy"));
+            };
+            let lifted = proxy.fraud_unblock(&user);
+            // A suspension only in the database (none in memory) is lifted too.
+            let mut stored = false;
+            for k in &lifted {
+                stored |= e.store().del_suspension(k)?;
+            }
+            if !user.contains('@') {
+                for s in e.store().suspensions()? {
+                    if s.account.split_once('@').is_some_and(|(u, _)| u == user) {
+                        stored |= e.store().del_suspension(&s.account)?;
+                    }
+                }
+            } else {
+                stored |= e.store().del_suspension(&user)?;
+            }
+            if lifted.is_empty() && !stored {
+                Response::no(format!("{user} is not suspended"))
+            } else {
+                info!(user, ?lifted, "fraud suspension lifted by the operator");
+                Response::ok(serde_json::json!({ "user": user, "lifted": lifted }))
+            }
+        }
     })
 }
 
