@@ -73,6 +73,9 @@ pub struct Attempt<'a> {
     pub foreign: bool,
     pub source: IpAddr,
     pub key: CallKey,
+    /// The server transaction deciding it: only its own final response ends the attempt
+    /// (a second INVITE with the same Call-ID and tag, refused, must not untrack the first).
+    pub txn: String,
     /// The caller's side of the dialog, to end it later.
     pub from: String,
     pub contact: Option<String>,
@@ -100,6 +103,7 @@ pub struct DialogInfo {
 
 struct Call {
     account: String,
+    txn: String,
     peer: Option<IpAddr>,
     rules: Vec<usize>,
     net: IpNet,
@@ -494,6 +498,7 @@ impl Fraud {
             a.key.clone(),
             Call {
                 account: a.account.to_string(),
+                txn: a.txn.clone(),
                 peer: a.peer,
                 rules: matching,
                 net: network(a.source),
@@ -568,11 +573,12 @@ impl Fraud {
         }
     }
 
-    /// The caller's side of a tracked call (from, contact, CSeq), when it waits for its 2xx.
-    pub fn pending(&self, key: &CallKey) -> Option<(String, Option<String>, u32)> {
+    /// The caller's side of a tracked call (from, contact, CSeq), when it waits for the 2xx
+    /// of server transaction `txn`.
+    pub fn pending(&self, key: &CallKey, txn: &str) -> Option<(String, Option<String>, u32)> {
         self.calls
             .get(key)
-            .filter(|c| c.answered.is_none())
+            .filter(|c| c.answered.is_none() && c.txn == txn)
             .map(|c| (c.from.clone(), c.contact.clone(), c.cseq))
     }
 
@@ -591,9 +597,14 @@ impl Fraud {
         }
     }
 
-    /// A tracked call got a final non-2xx: no dialog, forgotten.
-    pub fn failed(&mut self, key: &CallKey) {
-        if self.calls.get(key).is_some_and(|c| c.answered.is_none()) {
+    /// The server transaction `txn` of a tracked call answered a final non-2xx: no dialog,
+    /// forgotten.
+    pub fn failed(&mut self, key: &CallKey, txn: &str) {
+        if self
+            .calls
+            .get(key)
+            .is_some_and(|c| c.answered.is_none() && c.txn == txn)
+        {
             self.remove(key, None);
         }
     }

@@ -12,6 +12,11 @@ fn tag_of(v: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
+/// A server transaction's identity for the guard.
+fn txn_id(k: &ServerKey) -> String {
+    format!("{}|{}", k.branch, k.sent_by)
+}
+
 /// The URI of the first Contact of a message.
 fn contact_uri(values: impl Iterator<Item = impl AsRef<str>>) -> Option<String> {
     for v in values {
@@ -49,6 +54,7 @@ impl Core {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn fraud_check(
         &mut self,
+        key: &ServerKey,
         m: &Message<'_>,
         ruri: &str,
         account: &str,
@@ -67,6 +73,7 @@ impl Core {
                 m.get(HeaderName::CallId).unwrap_or("").to_string(),
                 tag_of(m.get(HeaderName::From)),
             ),
+            txn: txn_id(key),
             from: m.get(HeaderName::From).unwrap_or("").to_string(),
             contact: contact_uri(m.all(HeaderName::Contact)),
             cseq: m
@@ -95,7 +102,7 @@ impl Core {
             && code >= 300
             && let Some(k) = self.fraud_key(skey)
         {
-            self.fraud.failed(&k);
+            self.fraud.failed(&k, &txn_id(skey));
         }
     }
 
@@ -111,7 +118,7 @@ impl Core {
         let Some(key) = self.fraud_key(skey) else {
             return;
         };
-        let Some((from, contact, cseq)) = self.fraud.pending(&key) else {
+        let Some((from, contact, cseq)) = self.fraud.pending(&key, &txn_id(skey)) else {
             return;
         };
         let Some(e) = self.servers.get(skey) else {

@@ -75,14 +75,19 @@ impl H {
     /// alice (authenticated, digest) calls `number` at the trunk: what the edge sent, and the
     /// INVITE as it reached the trunk (if it did).
     fn call(&mut self, number: &str) -> (Vec<(SocketAddr, String)>, Option<String>) {
+        self.call_as(number, self.seq + 1)
+    }
+
+    /// The same with the Call-ID and From-tag of call `c` (a new transaction each time).
+    fn call_as(&mut self, number: &str, c: u32) -> (Vec<(SocketAddr, String)>, Option<String>) {
         self.seq += 1;
         let n = self.seq;
         let uri = format!("sip:{number}@carrier.example");
         let invite = |auth: &str| {
             format!(
                 "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKc{n}x{}\r\n\
-                 Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a{n}\r\nTo: <{uri}>\r\n\
-                 Call-ID: call-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{PHONE}>\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a{c}\r\nTo: <{uri}>\r\n\
+                 Call-ID: call-{c}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{PHONE}>\r\n\
                  {auth}Content-Length: 0\r\n\r\n",
                 auth.len()
             )
@@ -394,4 +399,129 @@ fn unusual_source_login_is_flagged() {
         Some("unusual_source"),
         "{ev:?}"
     );
+}
+
+/// A second INVITE with the Call-ID and From-tag of a ringing call (another transaction) is
+/// refused, and its refusal does not untrack the first: when that one connects, it counts
+/// against the concurrent limit (before, a duplicate's 403 let the first call go untracked).
+#[test]
+fn a_duplicate_invite_does_not_untrack_the_call() {
+    let mut h = H::new("[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 1 }\n");
+    let (_, first) = h.call("00491");
+    let first = first.expect("forwarded");
+    let (sent, dup) = h.call_as("00491", 1);
+    assert!(dup.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Call Already In Progress");
+    h.answer(&first, 200);
+    assert_eq!(h.core.fraud.calls_active(), 1);
+    let (sent, out) = h.call("00492");
+    assert!(out.is_none(), "the first call still counts");
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+}
+
+/// on_critical = "block-and-hangup": the suspension also ends the account's answered calls,
+/// BYE both ways; "alert" only warns.
+#[test]
+fn block_and_hangup_ends_calls_and_alert_only_warns() {
+    let mut h = H::new(
+        "on_critical = \"block-and-hangup\"\n[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 1 }\n",
+    );
+    let (_, out) = h.call("00491");
+    h.answer(&out.expect("forwarded"), 200);
+    let (_, out) = h.call("00492");
+    assert!(out.is_none());
+    let sent = h.advance(Duration::from_millis(1500));
+    let byes: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("BYE") && m.contains("text=\"fraud guard\""))
+        .map(|(a, _)| a.to_string())
+        .collect();
+    assert!(
+        byes.contains(&TRUNK.to_string()) && byes.contains(&PHONE.to_string()),
+        "{sent:?}"
+    );
+    assert_eq!(h.core.fraud.calls_active(), 0);
+
+    let mut h = H::new(
+        "on_critical = \"alert\"\n[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 1 }\n",
+    );
+    let (_, out) = h.call("00491");
+    h.answer(&out.expect("forwarded"), 200);
+    let (_, out) = h.call("00492");
+    assert!(out.is_some(), "alert: forwarded");
+    assert_eq!(
+        h.core
+            .metrics
+            .fraud
+            .critical
+            .with_label_values(&["concurrent"])
+            .get(),
+        1
+    );
+    assert_eq!(h.core.metrics.fraud.suspended.get(), 0);
+}
+
+/// A call under a rule longer than its critical duration is ended and suspends the account;
+/// `total` counts the day's calls.
+#[test]
+fn duration_and_daily_total() {
+    let mut h = H::new(
+        "[[fraud.rules]]\nprefix = \"00\"\nduration = { warn = \"2s\", critical = \"5s\" }\ntotal = { critical = 2 }\n",
+    );
+    let (_, out) = h.call("00491");
+    h.answer(&out.expect("forwarded"), 200);
+    let sent = h.advance(Duration::from_secs(4));
+    assert!(sent.iter().all(|(_, m)| !m.starts_with("BYE")));
+    assert_eq!(
+        h.core
+            .metrics
+            .fraud
+            .warnings
+            .with_label_values(&["duration"])
+            .get(),
+        1
+    );
+    let sent = h.advance(Duration::from_secs(3));
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a.to_string() == TRUNK && m.starts_with("BYE")),
+        "{sent:?}"
+    );
+    let (sent, _) = h.call("0301");
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Account Suspended");
+    h.core.fraud.unblock("alice@example.com", 0);
+    // The counters start again after unblock: two calls today pass, the third trips.
+    for n in ["00492", "00493"] {
+        let (_, out) = h.call(n);
+        h.answer(&out.expect("forwarded"), 486);
+    }
+    let (sent, _) = h.call("00494");
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+}
+
+/// A trusted peer (allow-listed PBX) is an account of its own: the deny list applies to it,
+/// with a preloaded Route too.
+#[test]
+fn trusted_peers_are_accounts_too() {
+    let mut h = H::new("");
+    let pbx = "10.1.1.1:5060";
+    for (i, route) in ["", "Route: <sip:198.51.100.9;lr>\r\n"].iter().enumerate() {
+        let inv = format!(
+            "INVITE sip:+19005551234@carrier.example SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bKpbx{i}\r\n\
+             Max-Forwards: 70\r\n{route}From: <sip:pbx@pbx.example>;tag=p{i}\r\nTo: <sip:+19005551234@carrier.example>\r\n\
+             Call-ID: pbx-{i}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let sent = h.feed(&inv, pbx);
+        assert!(
+            sent.iter().all(|(_, m)| !m.starts_with("INVITE")),
+            "{sent:?}"
+        );
+        assert!(
+            sent.iter()
+                .any(|(a, m)| a.to_string() == pbx
+                    && m.starts_with("SIP/2.0 403 Destination Denied")),
+            "{sent:?}"
+        );
+    }
+    assert_eq!(h.refused("denied_prefix"), 2);
 }

@@ -413,7 +413,7 @@ impl Core {
                 let ruri = msg.request_uri().unwrap_or("").to_string();
                 let account = format!("peer:{}", ctx.source.ip().to_canonical());
                 let peer = Some(ctx.source.ip().to_canonical());
-                self.fraud_check(m, &ruri, &account, peer, true, ctx.source, now)?;
+                self.fraud_check(key, m, &ruri, &account, peer, true, ctx.source, now)?;
             }
             forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
             let rr = forward::creates_dialog(method).then_some(ctx.transport);
@@ -511,7 +511,7 @@ impl Core {
             } else {
                 None
             };
-            self.fraud_check(m, &ruri_text, account, peer, foreign, ctx.source, now)?;
+            self.fraud_check(key, m, &ruri_text, account, peer, foreign, ctx.source, now)?;
         }
         forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
 
