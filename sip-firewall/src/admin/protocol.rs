@@ -107,6 +107,11 @@ pub struct Status {
     /// Accounts suspended by the fraud guard.
     #[serde(default)]
     pub fraud_suspended: usize,
+    /// Calls in progress per trunk peer and per account (those with calls).
+    #[serde(default)]
+    pub calls_by_peer: Vec<(String, u64)>,
+    #[serde(default)]
+    pub calls_by_account: Vec<(String, u64)>,
 }
 
 /// `stats`: the XDP counters (when attached) and ban counts.

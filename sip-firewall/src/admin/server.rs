@@ -122,27 +122,38 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
         .lock()
         .map_err(|_| anyhow::anyhow!("internal state poisoned"))?;
     Ok(match req {
-        Request::Status => Response::ok(Status {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-            uptime_secs: info.started.elapsed().as_secs(),
-            xdp: info.xdp.clone(),
-            enforcement: if e.has_fast_path() {
-                "xdp"
-            } else {
-                "userspace"
-            }
-            .to_string(),
-            sip_listen: info.sip_listen.clone(),
-            bans_active: e.bans_active(),
-            allow_entries: e.list(List::Allow).len(),
-            deny_entries: e.list(List::Deny).len(),
-            calls_active: info.proxy.as_ref().map_or(0, |p| p.calls_active()),
-            fraud_suspended: info
+        Request::Status => {
+            let fraud = info
                 .proxy
                 .as_ref()
-                .map_or(0, |p| p.fraud_status(None).suspended.len()),
-        }),
+                .map(|p| p.fraud_status(None))
+                .unwrap_or_default();
+            Response::ok(Status {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                uptime_secs: info.started.elapsed().as_secs(),
+                xdp: info.xdp.clone(),
+                enforcement: if e.has_fast_path() {
+                    "xdp"
+                } else {
+                    "userspace"
+                }
+                .to_string(),
+                sip_listen: info.sip_listen.clone(),
+                bans_active: e.bans_active(),
+                allow_entries: e.list(List::Allow).len(),
+                deny_entries: e.list(List::Deny).len(),
+                calls_active: usize::try_from(fraud.calls_active).unwrap_or(usize::MAX),
+                fraud_suspended: fraud.suspended.len(),
+                calls_by_account: fraud
+                    .accounts
+                    .iter()
+                    .filter(|a| a.calls_active > 0)
+                    .map(|a| (a.account.clone(), a.calls_active))
+                    .collect(),
+                calls_by_peer: fraud.calls_by_peer,
+            })
+        }
         Request::Stats => {
             let xdp = e
                 .xdp_counters()

@@ -43,6 +43,7 @@ fn concurrent_calls_suspend_until_unblocked() {
     let third = phone.call("01144207333");
     let national = phone.call("0301234567");
     let m = Metrics::scrape(&pair);
+    let daemon_status = text(&d.cli(&["status"]));
     let status = d.cli(&["fraud", "status"]);
     let events = d.cli(&["fraud", "events"]);
     let status_json = d.cli(&["fraud", "status", "alice", "--json"]);
@@ -60,6 +61,20 @@ fn concurrent_calls_suspend_until_unblocked() {
         m.get("sipfw_fraud_warnings_total{measure=\"concurrent\"}"),
         1.0
     );
+    eprintln!("{test}: status:\n{daemon_status}");
+    // The two connected calls, in total, per account and per trunk peer.
+    for row in [
+        "calls active",
+        "calls of alice@example.com",
+        "calls with peer 198.51.100.1",
+    ] {
+        assert!(
+            daemon_status
+                .lines()
+                .any(|l| l.starts_with(row) && l.trim_end().ends_with(" 2")),
+            "{row}: {daemon_status}"
+        );
+    }
     let st = text(&status);
     assert!(status.status.success(), "{st}");
     assert!(
