@@ -51,6 +51,9 @@ const NETWORK_MEMORY: u64 = 30 * 86_400;
 const PENDING_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// Calls remembered per minute window of one account and rule.
 const MAX_RECENT: usize = 10_000;
+/// Log lines of warnings and refusals at a bound per second (beyond: counted only, in the
+/// metrics and the event list; a pumping account must not flood the log).
+const LOGS_PER_SECOND: u32 = 20;
 
 /// A call's identity: Call-ID and the caller's From-tag.
 pub type CallKey = (String, String);
@@ -248,6 +251,8 @@ pub struct Fraud {
     store_ops: Vec<StoreOp>,
     peers: HashMap<IpAddr, u64>,
     metrics: FraudMetrics,
+    /// The second of the last log line, and how many lines in it.
+    log_budget: (u64, u32),
 }
 
 fn network(ip: IpAddr) -> IpNet {
@@ -307,6 +312,7 @@ impl Fraud {
             store_ops: Vec::new(),
             peers: HashMap::new(),
             metrics,
+            log_budget: (0, 0),
         }
     }
 
@@ -315,7 +321,27 @@ impl Fraud {
         Refusal { code, phrase }
     }
 
+    /// Whether one more log line fits in this second's budget.
+    fn may_log(&mut self, unix: u64) -> bool {
+        if self.log_budget.0 != unix {
+            self.log_budget = (unix, 0);
+        }
+        self.log_budget.1 += 1;
+        self.log_budget.1 <= LOGS_PER_SECOND
+    }
+
     fn event(&mut self, e: Event) {
+        // Over the budget: counted in the metrics by the caller, kept in the event list.
+        if self.may_log(e.unix) {
+            self.log_event(&e);
+        }
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    fn log_event(&self, e: &Event) {
         match e.kind.as_str() {
             "warning" => warn!(
                 account = e.account,
@@ -335,10 +361,6 @@ impl Fraud {
                 "fraud event"
             ),
         }
-        if self.events.len() >= MAX_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(e);
     }
 
     /// The groups entry of an account (`user@domain` or `user`).
@@ -377,11 +399,24 @@ impl Fraud {
             return Err(self.refuse("duplicate", 403, "Call Already In Progress"));
         }
         if self.calls.len() >= self.max_calls {
+            if self.may_log(unix) {
+                warn!(
+                    max_calls = self.max_calls,
+                    account = a.account,
+                    "fraud guard: call table full, call refused (503)"
+                );
+            }
             return Err(self.refuse("table_full", 503, "Too Many Calls"));
         }
         if !self.accounts.contains_key(a.account) && self.accounts.len() >= MAX_ACCOUNTS {
             self.expire_idle_accounts();
             if self.accounts.len() >= MAX_ACCOUNTS {
+                if self.may_log(unix) {
+                    warn!(
+                        account = a.account,
+                        "fraud guard: account table full, call refused (503)"
+                    );
+                }
                 return Err(self.refuse("table_full", 503, "Too Many Calls"));
             }
         }

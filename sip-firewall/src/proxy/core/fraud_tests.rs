@@ -525,3 +525,16 @@ fn trusted_peers_are_accounts_too() {
     }
     assert_eq!(h.refused("denied_prefix"), 2);
 }
+
+/// The call table is bounded (`max_calls`): beyond it new calls get 503, counted, and
+/// nothing is forwarded untracked.
+#[test]
+fn call_table_bound_refuses_with_503() {
+    let mut h = H::new("max_calls = 1\n");
+    let (_, out) = h.call("0301");
+    h.answer(&out.expect("forwarded"), 200);
+    let (sent, out) = h.call("0302");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    assert_eq!(h.refused("table_full"), 1);
+}
