@@ -102,6 +102,9 @@ pub struct DialogInfo {
     /// Highest CSeq seen from each side.
     pub caller_cseq: u32,
     pub callee_cseq: Option<u32>,
+    /// The session interval of the 2xx (RFC 4028 Session-Expires): without a refresh
+    /// (re-INVITE or UPDATE) within it, the session is over.
+    pub session_expires: Option<Duration>,
 }
 
 struct Call {
@@ -115,6 +118,8 @@ struct Call {
     contact: Option<String>,
     cseq: u32,
     answered: Option<Instant>,
+    /// The last session refresh (the 2xx, then re-INVITE or UPDATE).
+    refreshed: Option<Instant>,
     dialog: Option<DialogInfo>,
     warned_duration: bool,
     hangup: Option<&'static str>,
@@ -542,6 +547,7 @@ impl Fraud {
                 contact: a.contact.clone(),
                 cseq: a.cseq,
                 answered: None,
+                refreshed: None,
                 dialog: None,
                 warned_duration: false,
                 hangup: None,
@@ -623,6 +629,7 @@ impl Fraud {
             && c.answered.is_none()
         {
             c.answered = Some(now);
+            c.refreshed = Some(now);
             c.dialog = Some(dialog);
             if self.suspended.contains_key(&c.account)
                 && self.on_critical == OnCritical::BlockAndHangup
@@ -673,15 +680,17 @@ impl Fraud {
     }
 
     /// An in-dialog request of a tracked call went through: its CSeq is remembered (our BYE
-    /// must be higher); a BYE ends the call.
+    /// must be higher); a re-INVITE or UPDATE refreshes the session (RFC 4028); a BYE ends
+    /// the call.
     pub fn in_dialog(
         &mut self,
         call_id: &str,
         tags: (&str, &str),
         cseq: u32,
-        bye: bool,
+        method: &str,
         now: Instant,
     ) {
+        let bye = method == "BYE";
         // From the caller: its From-tag is the key; from the callee: its To-tag is.
         let (key, from_caller) = {
             let k1 = (call_id.to_string(), tags.0.to_string());
@@ -694,6 +703,9 @@ impl Fraud {
         let Some(c) = self.calls.get_mut(&key) else {
             return;
         };
+        if matches!(method, "INVITE" | "UPDATE") && c.answered.is_some() {
+            c.refreshed = Some(now);
+        }
         if let Some(d) = c.dialog.as_mut() {
             if from_caller {
                 d.caller_cseq = d.caller_cseq.max(cseq);
@@ -727,6 +739,14 @@ impl Fraud {
             }
             if self.max_call_duration.is_some_and(|m| len >= m) {
                 due.push((k.clone(), "max_duration"));
+                continue;
+            }
+            if let (Some(se), Some(r)) = (
+                c.dialog.as_ref().and_then(|d| d.session_expires),
+                c.refreshed,
+            ) && now.saturating_duration_since(r) >= se
+            {
+                due.push((k.clone(), "session_expired"));
                 continue;
             }
             for &i in &c.rules {

@@ -176,6 +176,14 @@ impl Core {
             routes_to_callee: to_callee,
             caller_cseq: cseq,
             callee_cseq: None,
+            // RFC 4028 4: delta-seconds, then parameters (refresher=...).
+            session_expires: resp
+                .get(HeaderName::Other("Session-Expires"))
+                .or_else(|| resp.get(HeaderName::Other("x")))
+                .and_then(|v| v.split(';').next())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(u64::from(s))),
         };
         self.fraud.answered(&key, dialog, now);
     }
@@ -190,7 +198,7 @@ impl Core {
             .and_then(scalar::cseq)
             .map_or(0, |c| c.0);
         self.fraud
-            .in_dialog(call_id, (&from, &to), cseq, method == "BYE", now);
+            .in_dialog(call_id, (&from, &to), cseq, method, now);
     }
 
     /// End the calls the guard says must end: BYE to each party, as the other would send
@@ -200,6 +208,7 @@ impl Core {
         for (d, how) in self.fraud.tick(now, unix) {
             let text = match how {
                 "max_duration" => "call duration limit",
+                "session_expired" => "session expired",
                 "fraud_hangup" => "fraud guard",
                 _ => "ended by the edge",
             };

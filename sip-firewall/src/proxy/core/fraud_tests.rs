@@ -122,7 +122,12 @@ impl H {
 
     /// The trunk answers the INVITE `req` with `code`.
     fn answer(&mut self, req: &str, code: u16) -> Vec<(SocketAddr, String)> {
-        let mut out = format!("SIP/2.0 {code} Whatever\r\n");
+        self.answer_with(req, code, "")
+    }
+
+    /// The same with `extra` header lines.
+    fn answer_with(&mut self, req: &str, code: u16, extra: &str) -> Vec<(SocketAddr, String)> {
+        let mut out = format!("SIP/2.0 {code} Whatever\r\n{extra}");
         for line in req.split("\r\n").skip(1) {
             let l = line.to_ascii_lowercase();
             if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
@@ -537,4 +542,68 @@ fn call_table_bound_refuses_with_503() {
     assert!(out.is_none());
     assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
     assert_eq!(h.refused("table_full"), 1);
+}
+
+/// RFC 4028: a 2xx with Session-Expires 5: an UPDATE within it refreshes the session; then
+/// none for 5 seconds ends it (BYE both ways, `session_expired`).
+#[test]
+fn session_timer_expiry_ends_the_call() {
+    let mut h = H::new("");
+    let (_, out) = h.call("0301234567");
+    let up = h.answer_with(
+        &out.expect("forwarded"),
+        200,
+        "Session-Expires: 5;refresher=uac\r\n",
+    );
+    let ok = &up
+        .iter()
+        .find(|(_, m)| m.starts_with("SIP/2.0 200"))
+        .expect("200")
+        .1;
+    let rr: Vec<&str> = ok
+        .lines()
+        .filter_map(|l| l.strip_prefix("Record-Route: "))
+        .collect();
+    h.advance(Duration::from_secs(3));
+    let update = format!(
+        "UPDATE sip:gw@{TRUNK} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKupd1\r\n\
+         Max-Forwards: 70\r\nRoute: {}\r\nFrom: <sip:alice@example.com>;tag=a1\r\n\
+         To: <sip:0301234567@carrier.example>;tag=trunk\r\nCall-ID: call-1\r\n\
+         CSeq: 2 UPDATE\r\nContent-Length: 0\r\n\r\n",
+        rr.join(", ")
+    );
+    let sent = h.feed(&update, PHONE);
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a.to_string() == TRUNK && m.starts_with("UPDATE")),
+        "{sent:?}"
+    );
+    let sent = h.advance(Duration::from_secs(4));
+    assert!(
+        sent.iter().all(|(_, m)| !m.contains("session expired")),
+        "refreshed at 3s"
+    );
+    let sent = h.advance(Duration::from_secs(2));
+    let bye = sent
+        .iter()
+        .find(|(a, m)| a.to_string() == TRUNK && m.contains("text=\"session expired\""))
+        .expect("BYE to the callee");
+    assert!(
+        bye.1.contains("CSeq: 3 BYE"),
+        "above the UPDATE's CSeq: {}",
+        bye.1
+    );
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a.to_string() == PHONE && m.starts_with("BYE"))
+    );
+    assert_eq!(
+        h.core
+            .metrics
+            .fraud
+            .calls_ended
+            .with_label_values(&["session_expired"])
+            .get(),
+        1
+    );
 }
