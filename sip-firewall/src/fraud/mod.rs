@@ -741,10 +741,14 @@ impl Fraud {
                 due.push((k.clone(), "max_duration"));
                 continue;
             }
+            // RFC 4028 10: the parties themselves end an unrefreshed session up to
+            // min(32s, interval/3) around its expiry; the edge waits that long beyond it,
+            // then ends what they left up (a pair that negotiates a short interval and never
+            // refreshes must not keep an untracked call).
             if let (Some(se), Some(r)) = (
                 c.dialog.as_ref().and_then(|d| d.session_expires),
                 c.refreshed,
-            ) && now.saturating_duration_since(r) >= se
+            ) && now.saturating_duration_since(r) >= se + (se / 3).min(Duration::from_secs(32))
             {
                 due.push((k.clone(), "session_expired"));
                 continue;

@@ -545,7 +545,7 @@ fn call_table_bound_refuses_with_503() {
 }
 
 /// RFC 4028: a 2xx with Session-Expires 5: an UPDATE within it refreshes the session; then
-/// none for 5 seconds ends it (BYE both ways, `session_expired`).
+/// none for 5 seconds (and the parties' grace) ends it (BYE both ways, `session_expired`).
 #[test]
 fn session_timer_expiry_ends_the_call() {
     let mut h = H::new("");
@@ -583,7 +583,8 @@ fn session_timer_expiry_ends_the_call() {
         sent.iter().all(|(_, m)| !m.contains("session expired")),
         "refreshed at 3s"
     );
-    let sent = h.advance(Duration::from_secs(2));
+    // Expiry at 8s, and the parties' grace (RFC 4028 10: min(32s, 5s/3)) after it.
+    let sent = h.advance(Duration::from_secs(3));
     let bye = sent
         .iter()
         .find(|(a, m)| a.to_string() == TRUNK && m.contains("text=\"session expired\""))
