@@ -405,6 +405,8 @@ mod tests {
         assert_eq!(c.xdp.sip_ports, vec![5060, 5080]);
         assert_eq!(c.policy.allow.len(), 2);
         assert_eq!(c.xdp.mode, XdpMode::Native);
+        assert_eq!(c.fraud.rules.len(), 2);
+        assert_eq!(c.fraud.groups.len(), 1);
     }
 
     #[test]
