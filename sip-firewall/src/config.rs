@@ -52,6 +52,7 @@ pub struct Config {
     pub state: StateConfig,
     pub bans: crate::enforce::learn::BansConfig,
     pub log: crate::logging::LogConfig,
+    pub fraud: crate::fraud::FraudConfig,
 }
 
 /// `[admin]`: the admin API the CLI talks to.
@@ -365,6 +366,9 @@ impl Config {
             &self.sip.domains,
         )
         .map_err(|e| invalid(e.key, &e.message))?;
+        self.fraud
+            .validate()
+            .map_err(|e| invalid(e.key, &e.message))?;
         Ok(())
     }
 }
@@ -415,6 +419,8 @@ mod tests {
         assert_eq!(c.xdp.sip_ports, vec![5060, 5080]);
         assert_eq!(c.policy.allow.len(), 2);
         assert_eq!(c.xdp.mode, XdpMode::Native);
+        assert_eq!(c.fraud.rules.len(), 2);
+        assert_eq!(c.fraud.groups.len(), 1);
     }
 
     #[test]

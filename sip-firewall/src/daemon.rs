@@ -249,6 +249,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for user in lock(&enforcer)?.store().users()? {
         proxy.add_user(&user);
     }
+    // Fraud suspensions persist until `sip-firewall fraud unblock`.
+    proxy.fraud_restore(lock(&enforcer)?.store().suspensions()?);
+    {
+        let enforcer = enforcer.clone();
+        proxy.set_fraud_store(Box::new(move |ops| {
+            let Ok(e) = enforcer.lock() else {
+                error!("cannot record a fraud suspension: internal state poisoned");
+                return;
+            };
+            for op in ops {
+                let r = match op {
+                    crate::fraud::StoreOp::Suspend(s) => e.store().put_suspension(s),
+                    crate::fraud::StoreOp::Unsuspend(a) => e.store().del_suspension(a).map(|_| ()),
+                };
+                if let Err(err) = r {
+                    error!("cannot record a fraud suspension: {err}");
+                }
+            }
+        }));
+    }
     let server = SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
     server.set_gate(Arc::new(UserGate::new(
         &config,

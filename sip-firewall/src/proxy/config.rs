@@ -396,6 +396,12 @@ mod tests {
         assert_eq!(c.proxy.unavailable, p.unavailable);
         assert_eq!(c.proxy.identity_headers, p.identity_headers);
         assert!(c.policy.scanners.is_none());
+        let f = crate::fraud::FraudConfig::default();
+        assert_eq!(c.fraud.deny_prefixes, f.deny_prefixes);
+        assert_eq!(c.fraud.international_prefixes, f.international_prefixes);
+        assert_eq!(c.fraud.max_call_duration, f.max_call_duration);
+        assert_eq!(c.fraud.on_critical, f.on_critical);
+        assert_eq!(c.fraud.max_calls, f.max_calls);
     }
 
     #[test]

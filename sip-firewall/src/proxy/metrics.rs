@@ -20,6 +20,8 @@ pub struct ProxyMetrics {
     /// Contacts that answered nothing: marked, sent to without retransmissions, or not
     /// remembered because the table was full.
     pub silent_contacts: IntCounterVec,
+    /// The toll-fraud guard's metrics (its own unit, `crate::fraud`).
+    pub fraud: crate::fraud::FraudMetrics,
 }
 
 impl ProxyMetrics {
@@ -110,6 +112,7 @@ impl ProxyMetrics {
                  (table_full)",
                 &["event"],
             ),
+            fraud: crate::fraud::FraudMetrics::new(registry),
         };
         for side in ["server", "client"] {
             m.transactions.with_label_values(&[side]);

@@ -164,6 +164,8 @@ pub struct Core {
     max_transactions: (usize, usize),
     /// Server transactions open per source key (see `server::slots::source_key`).
     transactions_per_source: HashMap<std::net::IpAddr, usize>,
+    /// The toll-fraud guard (issue 12): its decisions on calls, its dialog tracking.
+    pub(crate) fraud: crate::fraud::Fraud,
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -247,6 +249,7 @@ impl Core {
                 algorithms,
                 Nonces::new(secret, config.auth.nonce_lifetime),
             ),
+            fraud: crate::fraud::Fraud::new(&config.fraud, metrics.fraud.clone()),
             metrics,
             observer,
             sends: Vec::new(),
@@ -619,11 +622,14 @@ fn owned_ctx(m: &Message<'_>) -> ReplyContext<'static> {
     }
 }
 
+mod fraud;
 mod request;
 mod response;
 mod timers;
 
 #[cfg(test)]
 mod edge_tests;
+#[cfg(test)]
+mod fraud_tests;
 #[cfg(test)]
 mod tests;

@@ -320,6 +320,7 @@ impl Core {
 
     /// Answer within the server transaction `key`.
     pub(super) fn reply(&mut self, key: &ServerKey, l: &LocalReply, now: Instant) {
+        self.fraud_final(key, l.code);
         let Some(e) = self.servers.get_mut(key) else {
             return;
         };
@@ -347,6 +348,7 @@ impl Core {
 
     /// Relay a response from downstream within the server transaction `key`.
     pub(super) fn relay(&mut self, key: &ServerKey, code: u16, resp: &SipMsg, now: Instant) {
+        self.fraud_final(key, code);
         let Some(e) = self.servers.get_mut(key) else {
             return;
         };
@@ -416,6 +418,7 @@ impl Core {
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
             let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
+            self.fraud_in_dialog(m, method, now);
             if !trusted {
                 // In-dialog requests are not authenticated: nobody outside the trust
                 // domain asserts an identity (RFC 3325 5).
@@ -431,6 +434,12 @@ impl Core {
         } else if !route::routes(&msg).is_empty() {
             let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
             let dest = self.text_hop(dest)?;
+            if method == "INVITE" {
+                let ruri = msg.request_uri().unwrap_or("").to_string();
+                let account = format!("peer:{}", ctx.source.ip().to_canonical());
+                let peer = Some(ctx.source.ip().to_canonical());
+                self.fraud_check(key, m, &ruri, &account, peer, true, ctx.source, now)?;
+            }
             forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
             let rr = forward::creates_dialog(method).then_some(ctx.transport);
             return self.forward(key, msg, vec![(None, dest)], method, rr, now);
@@ -490,12 +499,16 @@ impl Core {
             _ => (None, None),
         };
         let mut asserted = None;
+        // Whose call it is, for the fraud guard: an authenticated user or a trusted peer.
+        let mut account = None;
         let sender = if trusted {
+            account = Some(format!("peer:{}", ctx.source.ip().to_canonical()));
             Sender::Trusted
         } else if let Some(realm) = &from_domain {
             let user = from_user.clone().unwrap_or_default();
             let who = self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
             asserted = Some(self.asserted_identity(m, &who, realm));
+            account = Some(format!("{who}@{realm}"));
             Sender::LocalUser
         } else {
             Sender::Outsider
@@ -510,6 +523,20 @@ impl Core {
         }
         if !relay::may_relay(sender, target) {
             return Err(answer(403, "Relaying Forbidden"));
+        }
+        if method == "INVITE"
+            && let Some(account) = &account
+        {
+            // Issue 12: what this account may call, how much and how often.
+            let foreign = target == Target::Foreign;
+            let peer = if trusted {
+                Some(ctx.source.ip().to_canonical())
+            } else if foreign {
+                self.outbound.map(|o| o.ip().to_canonical())
+            } else {
+                None
+            };
+            self.fraud_check(key, m, &ruri_text, account, peer, foreign, ctx.source, now)?;
         }
         forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
 
@@ -614,6 +641,9 @@ impl Core {
         match self.auth.verify(&values, &req, secs) {
             Outcome::Authenticated { user } => {
                 self.authenticated_source = Some(ctx.source);
+                // A login from a network this account has not used lately (issue 12).
+                self.fraud
+                    .login(&format!("{user}@{realm}"), ctx.source.ip(), secs);
                 self.metrics.auth.with_label_values(&["success"]).inc();
                 self.observer.authenticated(ctx.source, &user);
                 Ok(user)

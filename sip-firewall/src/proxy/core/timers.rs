@@ -53,6 +53,8 @@ impl Core {
             self.auth.expire(secs);
             self.silent
                 .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
+            // Calls past their limits end here (second precision is enough for hours).
+            self.fraud_tick(now);
         }
         if now.saturating_duration_since(self.last_addr_refresh) >= ADDR_REFRESH {
             // Interfaces come and go: what "us" is follows them (wildcard listeners).
@@ -182,8 +184,9 @@ impl Core {
         // Our CANCELs (no server transaction) share the branch of the INVITE they cancel and
         // were never announced: their end must not retire the INVITE's branch, whose
         // responses (487, 2xx retransmissions) may still come.
+        // Our own BYEs (fraud guard) were announced: their end is announced too.
         if let Some(e) = self.clients.remove(key)
-            && e.server.is_some()
+            && (e.server.is_some() || key.method == "BYE")
         {
             self.observer
                 .client_transaction_terminated(&key.branch, e.dest);
