@@ -20,7 +20,10 @@ use std::{
 use libfuzzer_sys::fuzz_target;
 use sip_firewall::{
     config::Config,
-    server::{Gate, fuzzing::{Pipeline, user_gate}},
+    server::{
+        Gate,
+        fuzzing::{Pipeline, user_gate},
+    },
 };
 
 const CONFIG: &str = r#"
@@ -109,7 +112,11 @@ fuzz_target!(|data: &[u8]| {
                     p.stream(source, msg)
                 };
                 // A direct answer is bounded by what came in (a copy of its headers, at most).
-                assert!(answered <= 2 * msg.len() + 2048, "{answered} for {}", msg.len());
+                assert!(
+                    answered <= 2 * msg.len() + 2048,
+                    "{answered} for {}",
+                    msg.len()
+                );
             }
             2 => {
                 let step = u64::from(rest.first().copied().unwrap_or(1));

@@ -14,6 +14,10 @@ use crate::config::{Config, ConfigError, XdpMode};
     about = "SIP edge firewall: XDP fast path and stateful SIP proxy"
 )]
 pub struct Cli {
+    /// Log format: text (journald-friendly) or json (one object a line); default: `[log]
+    /// format` of the config, else text.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,6 +70,23 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Write the man pages or shell completions into a directory (used by packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generate,
+        /// Directory to write into (created when missing).
+        dir: PathBuf,
+    },
+}
+
+/// What `generate` writes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Generate {
+    /// One man page per command and subcommand (section 1).
+    Man,
+    /// Completions for bash, zsh and fish.
+    Completions,
 }
 
 #[derive(Debug, Subcommand)]

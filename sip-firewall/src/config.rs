@@ -51,6 +51,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub bans: crate::enforce::learn::BansConfig,
+    pub log: crate::logging::LogConfig,
     pub fraud: crate::fraud::FraudConfig,
 }
 
@@ -130,7 +131,7 @@ impl Default for SipConfig {
             force_rport: true,
             max_tcp_connections: 1024,
             max_tcp_per_source: 32,
-            max_transactions: 50_000,
+            max_transactions: 100_000,
             max_transactions_per_source: 1_000,
         }
     }
@@ -190,6 +191,11 @@ pub struct XdpSection {
     /// they are throttled (excess dropped and counted), never banned. 0 disables it.
     pub known_flood_rate: u32,
     pub known_flood_burst: u32,
+    /// Bits of the prefix flood state and learned bans are kept per: IPv4 (1..=32) and IPv6
+    /// (8..=128). One subscriber usually owns a whole IPv6 /64; rotating addresses in it
+    /// must neither reset the limit nor fill the ban map.
+    pub ban_prefix_v4: u32,
+    pub ban_prefix_v6: u32,
     /// How long a source over the flood limit is banned.
     #[serde(deserialize_with = "duration")]
     pub ban_time: Duration,
@@ -223,6 +229,8 @@ impl Default for XdpSection {
             // requests/s, their retransmissions and our requests' answers.
             known_flood_rate: 1000,
             known_flood_burst: 2000,
+            ban_prefix_v4: 32,
+            ban_prefix_v6: 64,
             ban_time: Duration::from_secs(300),
             max_payload: 16384,
             ban_scope: BanScopeConfig::All,
@@ -309,6 +317,12 @@ impl Config {
                 "xdp.flood_burst",
                 "must be at least 1 when flood_rate is set",
             ));
+        }
+        if !(1..=32).contains(&self.xdp.ban_prefix_v4) {
+            return Err(invalid("xdp.ban_prefix_v4", "must be between 1 and 32"));
+        }
+        if !(8..=128).contains(&self.xdp.ban_prefix_v6) {
+            return Err(invalid("xdp.ban_prefix_v6", "must be between 8 and 128"));
         }
         let max_scan = sip_firewall_common::branch::MAX_VIA_SCAN as u32;
         if !(1500..=max_scan).contains(&self.xdp.via_scan_bytes) {

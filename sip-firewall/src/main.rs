@@ -2,35 +2,49 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use sip_firewall::{
     admin::commands,
-    cli::{Cli, Command, ConfigCmd},
+    cli::{Cli, Command, ConfigCmd, Generate},
     config::{Config, DEFAULT_FILE},
+    logging::{self, LogFormat},
     state::List,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match cli.command {
-        Command::Run(args) => report(
-            args.config()
-                .map_err(anyhow::Error::from)
-                .and_then(sip_firewall::daemon::run_blocking),
-        ),
+        Command::Run(args) => {
+            let config = args.config();
+            let format = cli
+                .log_format
+                .or_else(|| config.as_ref().ok().map(|c| c.log.format))
+                .unwrap_or_default();
+            logging::init(format);
+            report(
+                config
+                    .map_err(anyhow::Error::from)
+                    .and_then(sip_firewall::daemon::run_blocking),
+            )
+        }
+        command => {
+            logging::init(cli.log_format.unwrap_or(LogFormat::Text));
+            tool(command)
+        }
+    }
+}
+
+/// Every command but `run`.
+fn tool(command: Command) -> ExitCode {
+    match command {
+        Command::Run(_) => ExitCode::from(2),
         Command::Status(common) => commands::status(&common),
         Command::Stats(common) => commands::stats(&common),
         Command::Ban { cmd, common } => commands::ban(&common, cmd),
         Command::Allow { cmd, common } => commands::list(&common, List::Allow, cmd),
         Command::Deny { cmd, common } => commands::list(&common, List::Deny, cmd),
         Command::User { cmd, common } => sip_firewall::auth::cli::run(cmd, &common),
+        Command::Generate { what, dir } => report(generate(what, &dir)),
         Command::Fraud { cmd, common } => sip_firewall::fraud::cli::run(cmd, &common),
         Command::Config { cmd } => match cmd {
             ConfigCmd::Default => {
@@ -49,6 +63,29 @@ fn main() -> ExitCode {
             },
         },
     }
+}
+
+/// Man pages (one per command and subcommand) or completions, from the CLI definition.
+fn generate(what: Generate, dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    match what {
+        Generate::Man => {
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+        }
+        Generate::Completions => {
+            use clap_complete::Shell;
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                let mut cmd = Cli::command();
+                let path = clap_complete::generate_to(shell, &mut cmd, "sip-firewall", dir)
+                    .with_context(|| format!("writing {shell} completions"))?;
+                println!("{}", path.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -67,8 +67,12 @@ fn dashboards_and_alerts_use_existing_metrics() {
         .join("\n");
     assert_eq!(
         alerts.matches("- alert:").count(),
-        4,
-        "ban storm, fast path detached, flood, fraud suspension"
+        5,
+        "ban storm, fast path detached, flood, map filling, fraud suspension"
+    );
+    assert!(
+        alerts.contains("sipfw_map_entries / sipfw_map_capacity) > 0.8"),
+        "an alert at 80% map fill"
     );
     // Issue 12: the fraud guard's metrics are on the dashboard and a suspension alerts.
     for m in [

@@ -73,11 +73,20 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("sipp", "sip-tester"),
     ("trafgen", "netsniff-ng"),
+    // Packaging and operations tests (tests/tests/packaging.rs, prometheus.rs, top.rs).
+    ("man", "man-db"),
+    ("lintian", "lintian"),
+    ("promtool", "prometheus"),
+    ("systemd-analyze", "systemd"),
+    ("tmux", "tmux"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.
 pub fn test_tools() -> anyhow::Result<()> {
     packages()?;
+    if let Err(e) = packaging_tools() {
+        eprintln!("setup: cargo-deb not installed ({e:#}): the .deb test will skip");
+    }
     // Without network (PyPI) the rest of the tests still run: the SIPVicious ones skip loudly.
     if let Err(e) = sipvicious() {
         eprintln!("setup: SIPVicious not installed ({e:#}): the SIPVicious tests will skip");
@@ -93,7 +102,10 @@ fn packages() -> anyhow::Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
-        eprintln!("setup: test tools (iproute2, nftables, sip-tester, netsniff-ng): present");
+        eprintln!(
+            "setup: test tools (iproute2, nftables, sip-tester, netsniff-ng, man-db, lintian, \
+             prometheus, systemd, tmux): present"
+        );
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions.
@@ -110,6 +122,20 @@ fn packages() -> anyhow::Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The cargo-deb release `cargo xtask dist` builds the package with.
+const CARGO_DEB: &str = "cargo-deb@3.8.0";
+
+/// cargo-deb, for `cargo xtask dist` (and the packaging test): installed once from crates.io.
+pub fn packaging_tools() -> anyhow::Result<()> {
+    if succeeds(Command::new("cargo").args(["deb", "--version"])) {
+        eprintln!("setup: cargo-deb: present");
+        return Ok(());
+    }
+    eprintln!("setup: cargo-deb: installing {CARGO_DEB} (a few minutes, once)");
+    run(Command::new("cargo").args(["install", CARGO_DEB, "--locked"]))
+        .context("installing cargo-deb")
 }
 
 /// The SIPVicious release the attack tests (tests/tests/sipvicious.rs) run.

@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -74,8 +74,9 @@ impl Default for BansConfig {
 /// What the proxy and the gate report.
 #[derive(Debug)]
 pub enum Event {
-    TransactionOpen(String),
-    TransactionClose(String),
+    /// A UDP client transaction and the peer its responses must come from (`None`: any).
+    TransactionOpen(String, Option<SocketAddr>),
+    TransactionClose(String, Option<SocketAddr>),
     /// A failed authentication; `proven` when it came after a nonce we issued to that very
     /// address (the source can receive what we send it: not spoofed).
     AuthFailure(IpAddr, bool),
@@ -103,12 +104,38 @@ pub struct Learner {
     /// dropped as a stray. A map handle of its own, not the enforcer: the proxy calls us
     /// under its lock, and the admin server holds the enforcer while it calls the proxy.
     keys: Option<Arc<Mutex<TransactionKeys>>>,
+    /// Peers that may answer from another address than the one we sent to (`[proxy]
+    /// reply_from_any`): their transactions' keys are of the branch alone.
+    reply_from_any: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl Learner {
     pub fn new(capacity: usize) -> (Learner, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Learner { tx, keys: None }, rx)
+        (
+            Learner {
+                tx,
+                keys: None,
+                reply_from_any: Arc::new(Vec::new()),
+            },
+            rx,
+        )
+    }
+
+    /// Peers that may answer from any address (`[proxy] reply_from_any`).
+    pub fn with_reply_from_any(mut self, nets: Vec<ipnet::IpNet>) -> Learner {
+        self.reply_from_any = Arc::new(nets);
+        self
+    }
+
+    /// The peer a transaction's responses must come from: where the request went, unless
+    /// that peer may answer from anywhere.
+    fn reply_peer(&self, dest: &Destination) -> Option<SocketAddr> {
+        let ip = match dest.addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dest.addr.ip(), IpAddr::V4),
+            v4 => v4,
+        };
+        (!crate::config::in_any(&self.reply_from_any, ip)).then_some(dest.addr)
     }
 
     /// Write transaction keys through `keys` synchronously (see the field).
@@ -129,20 +156,21 @@ impl Observer for Learner {
     fn client_transaction_created(&self, branch: &str, dest: Destination) {
         // Only UDP responses come through XDP; TCP ones arrive on our own connection.
         if dest.transport == Transport::Datagram {
+            let peer = self.reply_peer(&dest);
             // The proxy sends the request only after this returns.
             match &self.keys {
                 Some(keys) => {
                     let expires = crate::clock::expiry_after(Some(TRANSACTION_TTL));
                     match keys.lock() {
                         Ok(mut k) => {
-                            if let Err(e) = k.open(branch, expires) {
+                            if let Err(e) = k.open(branch, peer, expires) {
                                 warn!("{e}");
                             }
                         }
                         Err(_) => warn!("transaction keys poisoned"),
                     }
                 }
-                None => self.report(Event::TransactionOpen(branch.to_string())),
+                None => self.report(Event::TransactionOpen(branch.to_string(), peer)),
             }
         }
         // We send it requests: a registered contact, a trunk, a peer of a dialog.
@@ -155,7 +183,10 @@ impl Observer for Learner {
 
     fn client_transaction_terminated(&self, branch: &str, dest: Destination) {
         if dest.transport == Transport::Datagram {
-            self.report(Event::TransactionClose(branch.to_string()));
+            self.report(Event::TransactionClose(
+                branch.to_string(),
+                self.reply_peer(&dest),
+            ));
         }
     }
 
@@ -305,12 +336,14 @@ pub async fn run(
             .unwrap_or(false)
         };
         let ban = match event {
-            Event::TransactionOpen(branch) => {
-                with(&enforcer, |e| e.transaction_open(&branch, TRANSACTION_TTL));
+            Event::TransactionOpen(branch, peer) => {
+                with(&enforcer, |e| {
+                    e.transaction_open(&branch, peer, TRANSACTION_TTL)
+                });
                 None
             }
-            Event::TransactionClose(branch) => {
-                with(&enforcer, |e| e.transaction_close(&branch));
+            Event::TransactionClose(branch, peer) => {
+                with(&enforcer, |e| e.transaction_close(&branch, peer));
                 None
             }
             Event::Known(ip) => {
@@ -482,6 +515,32 @@ mod tests {
         let _ = stop_tx.send(true);
         let _ = task.await;
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 10: a transaction's key binds the peer the request went to, except for peers
+    /// in `[proxy] reply_from_any`; the close event names the same peer as the open one.
+    #[tokio::test]
+    async fn transaction_keys_bind_the_peer() {
+        let (learner, mut rx) = Learner::new(8);
+        let learner = learner.with_reply_from_any(vec!["203.0.113.0/24".parse().unwrap()]);
+        let bound: SocketAddr = "192.0.2.5:5060".parse().unwrap();
+        let trunk: SocketAddr = "203.0.113.9:5060".parse().unwrap();
+        for addr in [bound, trunk] {
+            let dest = Destination {
+                addr,
+                transport: Transport::Datagram,
+            };
+            learner.client_transaction_created("z9hG4bK-x", dest);
+            learner.client_transaction_terminated("z9hG4bK-x", dest);
+        }
+        let mut peers = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Event::TransactionOpen(_, p) | Event::TransactionClose(_, p) => peers.push(p),
+                _ => {}
+            }
+        }
+        assert_eq!(peers, vec![Some(bound), Some(bound), None, None]);
     }
 
     /// Only failures after a nonce we issued (bound to the client's address) prove the

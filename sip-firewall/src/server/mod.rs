@@ -440,3 +440,50 @@ mod keepalive_tests {
         assert!(shared.admit_keepalive(good, Transport::Stream, b"\r\n\r\n"));
     }
 }
+
+#[cfg(test)]
+mod outbound_tests {
+    use super::*;
+    use crate::server::core::{Destination, Outbound as _};
+
+    /// Issue 10: connections the proxy opens toward a next hop count against the same TCP
+    /// bounds as those it accepts; beyond them the send fails (the client transaction's
+    /// timers decide what follows) and is counted.
+    #[tokio::test]
+    async fn outbound_connections_count_against_the_tcp_caps() {
+        let cfg = SipConfig {
+            max_tcp_connections: 4,
+            max_tcp_per_source: 1,
+            ..SipConfig::default()
+        };
+        let out = Arc::new(outbound::SocketOutbound::new(Vec::new()));
+        let shared = Arc::new(Shared::new(
+            &cfg,
+            Arc::new(Metrics::new()),
+            Arc::new(core::StatelessCore::default()),
+            out.clone(),
+        ));
+        let (_stop, rx) = watch::channel(false);
+        out.enable_connect(Arc::downgrade(&shared), rx);
+        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = peer.local_addr().unwrap();
+        let stream = |addr| Destination {
+            addr,
+            transport: Transport::Stream,
+        };
+        assert!(out.send(stream(addr), b"OPTIONS"), "the first one opens");
+        assert_eq!(shared.slots.used(addr.ip()), (1, 1));
+        let before = crate::metrics::limits_refused("tcp_outbound_per_source");
+        let other: SocketAddr = (addr.ip(), addr.port().wrapping_add(1)).into();
+        assert!(
+            !out.send(stream(other), b"OPTIONS"),
+            "a second to that host"
+        );
+        assert_eq!(
+            crate::metrics::limits_refused("tcp_outbound_per_source"),
+            before + 1
+        );
+        // And the host cannot connect in either: one budget for both directions.
+        assert!(shared.slots.take(addr.ip()).is_err());
+    }
+}

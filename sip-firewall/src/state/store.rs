@@ -134,6 +134,25 @@ impl Store {
         })
     }
 
+    /// Record (or replace) many bans in one durable commit (learned bans, batched off the
+    /// hot path).
+    pub fn put_bans(&self, bans: &[BanRecord]) -> Result<(), StateError> {
+        let mut rows = Vec::with_capacity(bans.len());
+        for b in bans {
+            rows.push((
+                b.ip.to_string(),
+                serde_json::to_vec(b).map_err(|e| self.err(e))?,
+            ));
+        }
+        self.write(|tx| {
+            let mut t = tx.open_table(BANS)?;
+            for (k, v) in &rows {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Forget the ban of `ip`; whether there was one.
     pub fn del_ban(&self, ip: IpAddr) -> Result<bool, StateError> {
         let key = ip.to_string();

@@ -60,6 +60,31 @@ impl Core {
             }
             return Action::Absorb;
         }
+        if method == "CANCEL" {
+            let ikey = ServerKey {
+                method: "INVITE".into(),
+                ..key.clone()
+            };
+            if self
+                .servers
+                .get(&ikey)
+                .is_some_and(|e| !same_source(e, ctx))
+            {
+                // Only the INVITE's own source may cancel it: for a CANCEL from elsewhere
+                // (a copy of the top Via is all it takes) the INVITE does not exist. Answered
+                // statelessly, so that no transaction of its stands in the way of the real
+                // CANCEL.
+                self.metrics
+                    .retransmissions
+                    .with_label_values(&["foreign_source"])
+                    .inc();
+                return Action::Reply {
+                    code: 481,
+                    phrase: "Call/Transaction Does Not Exist".into(),
+                    extra: Vec::new(),
+                };
+            }
+        }
         if let Some(full) = self.transactions_full(ctx) {
             return full;
         }

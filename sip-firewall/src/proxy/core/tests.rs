@@ -837,3 +837,36 @@ fn register_from_a_spoofed_source_with_someone_elses_nonce() {
     assert!(sent[0].1.starts_with("SIP/2.0 200"), "{}", sent[0].1);
     assert_eq!(h.core.store.lookup("bob@example.com", h.now).len(), 1);
 }
+
+/// A CANCEL matching someone's INVITE (same top Via) from another source cancels nothing:
+/// 481 statelessly (no transaction that would stand in the way of the real CANCEL), and the
+/// call keeps ringing; from the INVITE's source it cancels.
+#[test]
+fn cancel_from_another_source_cancels_nothing() {
+    let mut h = Harness::new();
+    h.register(21);
+    let inv = invite("z9hG4bKcx1");
+    let (_, sent) = h.feed(&inv, "192.0.2.1:5060");
+    let to21 = sent
+        .iter()
+        .find(|(a, _)| a.port() == 21)
+        .expect("21")
+        .1
+        .clone();
+    h.feed(&response(&to21, 180, "t21"), "10.0.0.21:21");
+    let cancel = inv
+        .replacen("INVITE sip", "CANCEL sip", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let (a, sent) = h.feed(&cancel, "198.51.100.77:5060");
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(matches!(a, Action::Reply { code: 481, .. }), "{a:?}");
+    let (_, sent) = h.feed(&cancel, "192.0.2.1:5060");
+    assert!(
+        sent.iter().any(|(_, m)| m.starts_with("CANCEL")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter().any(|(_, m)| m.starts_with("SIP/2.0 200")),
+        "{sent:?}"
+    );
+}

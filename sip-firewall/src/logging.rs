@@ -1,0 +1,243 @@
+//! Log set-up and security events.
+//!
+//! Text logs are written for journald as much as for a terminal: no colour when stderr is not
+//! a terminal, and no timestamp when running under systemd (`JOURNAL_STREAM` set: the journal
+//! stamps every line itself). `json` writes one object a line for log shippers.
+//!
+//! [`security_event`] is the one way a ban, an authentication failure, a scanner or a refused
+//! relay is logged: one structured line with kind, source, reason and count, rate-limited per
+//! kind and source so an attacker who can trigger events cannot flood the log with them.
+
+use std::{
+    collections::HashMap,
+    io::IsTerminal as _,
+    net::IpAddr,
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (journald-friendly).
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[log]` of the config.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`; `--log-format` overrides it.
+    pub format: LogFormat,
+}
+
+/// Install the global subscriber: `RUST_LOG` filters (default `info`), lines go to stderr.
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal();
+            let builder = builder.with_ansi(ansi);
+            if under_journal() {
+                builder.without_time().try_init()
+            } else {
+                builder.try_init()
+            }
+        }
+    };
+    // A subscriber already installed (tests) is fine.
+    drop(result);
+}
+
+/// Whether stderr goes to the systemd journal (which stamps lines itself).
+fn under_journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// A source's events of one kind are logged at most once per this window; the next line says
+/// how many were folded into it.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Kinds and sources remembered at once; beyond it events are counted per kind only.
+pub const MAX_SOURCES: usize = 4096;
+
+#[derive(Default)]
+struct Limiter {
+    /// (kind, source) -> (start of its window, events suppressed in it).
+    seen: HashMap<(&'static str, IpAddr), (Instant, u64)>,
+    /// Events suppressed because the table was full, by kind, and when that was last said.
+    overflow: HashMap<&'static str, (Option<Instant>, u64)>,
+    /// Last sweep of expired entries: at most one a second, so a flood of new sources does
+    /// not make every event walk the whole table.
+    swept: Option<Instant>,
+}
+
+/// What the limiter decided for one event.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// Log it, saying how many of the same were suppressed before.
+    Log { suppressed: u64 },
+    /// Say that the table is full and how many events went unlogged.
+    Overflow { suppressed: u64 },
+    /// Count it only.
+    Quiet,
+}
+
+impl Limiter {
+    fn decide(&mut self, kind: &'static str, source: IpAddr, now: Instant) -> Decision {
+        if let Some((start, suppressed)) = self.seen.get_mut(&(kind, source)) {
+            if now.duration_since(*start) < WINDOW {
+                *suppressed += 1;
+                suppressed_counter(kind);
+                return Decision::Quiet;
+            }
+            let folded = std::mem::take(suppressed);
+            *start = now;
+            return Decision::Log { suppressed: folded };
+        }
+        if self.seen.len() >= MAX_SOURCES
+            && self
+                .swept
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.swept = Some(now);
+            self.seen
+                .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        }
+        if self.seen.len() >= MAX_SOURCES {
+            suppressed_counter(kind);
+            let (last, n) = self.overflow.entry(kind).or_insert((None, 0));
+            *n += 1;
+            if last.is_none_or(|t| now.duration_since(t) >= WINDOW) {
+                *last = Some(now);
+                return Decision::Overflow {
+                    suppressed: std::mem::take(n),
+                };
+            }
+            return Decision::Quiet;
+        }
+        self.seen.insert((kind, source), (now, 0));
+        Decision::Log { suppressed: 0 }
+    }
+}
+
+fn limiter() -> &'static Mutex<Limiter> {
+    static L: OnceLock<Mutex<Limiter>> = OnceLock::new();
+    L.get_or_init(Default::default)
+}
+
+/// Security events not logged because of the rate limit, by kind.
+pub fn suppressed_metric() -> &'static prometheus::IntCounterVec {
+    static M: OnceLock<prometheus::IntCounterVec> = OnceLock::new();
+    M.get_or_init(|| {
+        prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "sipfw_log_suppressed_total",
+                "Security events not logged because the same kind and source was logged \
+                 within the last minute (or the rate limiter's table was full), by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric")
+    })
+}
+
+fn suppressed_counter(kind: &str) {
+    suppressed_metric().with_label_values(&[kind]).inc();
+}
+
+/// Log a security event: `kind` (ban, auth_failure, scanner, stray_flood, relay_refused, ...),
+/// the `source` address, why, and how many times it happened (e.g. failures before a ban).
+/// Rate-limited per kind and source to one line a minute; the suppressed ones are counted in
+/// `sipfw_log_suppressed_total{kind}` and reported on the next line.
+pub fn security_event(kind: &'static str, source: IpAddr, reason: &str, count: u64) {
+    let decision = match limiter().lock() {
+        Ok(mut l) => l.decide(kind, source, Instant::now()),
+        Err(_) => Decision::Log { suppressed: 0 },
+    };
+    match decision {
+        Decision::Log { suppressed } => tracing::warn!(
+            target: "security",
+            kind,
+            source = %source,
+            reason,
+            count,
+            suppressed,
+            "security event"
+        ),
+        Decision::Overflow { suppressed } => tracing::warn!(
+            target: "security",
+            kind,
+            suppressed,
+            "security events from too many sources at once: logging per kind only"
+        ),
+        Decision::Quiet => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_kind_and_source_per_window() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(l.decide("ban", a, t0), Decision::Log { suppressed: 0 });
+        for _ in 0..1000 {
+            assert_eq!(l.decide("ban", a, t0), Decision::Quiet);
+        }
+        // Another source, another kind: their own lines.
+        assert_eq!(l.decide("ban", b, t0), Decision::Log { suppressed: 0 });
+        assert_eq!(l.decide("scanner", a, t0), Decision::Log { suppressed: 0 });
+        // The next window says how many were folded.
+        assert_eq!(
+            l.decide("ban", a, t0 + WINDOW),
+            Decision::Log { suppressed: 1000 }
+        );
+    }
+
+    #[test]
+    fn a_full_table_logs_per_kind_only() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_SOURCES as u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert_eq!(
+                l.decide("auth_failure", ip, t0),
+                Decision::Log { suppressed: 0 }
+            );
+        }
+        let mut lines = 0;
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            if l.decide("auth_failure", ip, t0) != Decision::Quiet {
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 1, "one overflow line, not one per source");
+        assert_eq!(l.seen.len(), MAX_SOURCES);
+        // Once the window has passed, old entries make room again.
+        let late: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(
+            l.decide("auth_failure", late, t0 + WINDOW),
+            Decision::Log { suppressed: 0 }
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! Prometheus conformance: `promtool check rules` on the alert rules, `promtool check metrics`
+//! on a scrape of a running daemon (with XDP attached, and some drops and a ban so the
+//! labelled series exist).
+
+use std::{
+    io::Write as _,
+    net::SocketAddr,
+    process::{Command, Stdio},
+};
+
+use sip_firewall_tests::{
+    daemon::{DaemonDirs, scrape, stop},
+    netns::Pair,
+    require_root, skip,
+};
+
+fn promtool(test: &str) -> bool {
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        return true;
+    }
+    skip(
+        test,
+        "promtool is missing (apt-get install prometheus; cargo xtask setup does)",
+    );
+    false
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    if !promtool("alert_rules_pass_promtool") {
+        return;
+    }
+    let rules =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SUCCESS"), "{text}");
+}
+
+#[test]
+fn a_scrape_passes_promtool_check_metrics() {
+    if !require_root("a_scrape_passes_promtool_check_metrics")
+        || !promtool("a_scrape_passes_promtool_check_metrics")
+    {
+        return;
+    }
+    let pair = Pair::new("prom").unwrap();
+    let d = DaemonDirs::new("prom", "");
+    let child = d.start(
+        &pair,
+        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
+    );
+    // A ban and a list entry, so the labelled series have samples.
+    let b = d.cli(&["ban", "add", "192.0.2.77", "--for", "1h"]);
+    assert!(b.status.success());
+    let text = scrape(&pair.ns_b, "127.0.0.1:9464".parse::<SocketAddr>().unwrap());
+    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(body.contains("sipfw_xdp_packets_total"), "{body}");
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    p.stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let out = p.wait_with_output().expect("promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _) = stop(child);
+    assert_eq!(code, 0);
+    eprintln!("promtool check metrics: {report}");
+    assert!(out.status.success(), "promtool check metrics:\n{report}");
+    assert!(
+        report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
+}
