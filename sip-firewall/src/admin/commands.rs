@@ -213,17 +213,19 @@ pub fn status(common: &Common) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // Calls per trunk peer and per account: a table of their own (long names would
+        // widen the first column).
         let mut calls: Vec<Vec<String>> = s
             .calls_by_peer
             .iter()
-            .map(|(p, n)| vec![format!("calls with peer {p}"), n.to_string()])
+            .map(|(p, n)| vec![format!("peer {p}"), n.to_string()])
             .collect();
         calls.extend(
             s.calls_by_account
                 .iter()
-                .map(|(a, n)| vec![format!("calls of {a}"), n.to_string()]),
+                .map(|(a, n)| vec![a.clone(), n.to_string()]),
         );
-        let mut rows = vec![
+        let rows = vec![
             vec!["version".into(), s.version],
             vec!["pid".into(), s.pid.to_string()],
             vec!["uptime".into(), human(Some(s.uptime_secs))],
@@ -234,10 +236,14 @@ pub fn status(common: &Common) -> ExitCode {
             vec!["allow entries".into(), s.allow_entries.to_string()],
             vec!["deny entries".into(), s.deny_entries.to_string()],
             vec!["calls active".into(), s.calls_active.to_string()],
-            vec!["fraud suspended".into(), s.fraud_suspended.to_string()],
+            vec!["fraud blocked".into(), s.fraud_suspended.to_string()],
         ];
-        rows.extend(calls);
-        Ok(table(&["field", "value"], &rows))
+        let mut out = table(&["field", "value"], &rows);
+        if !calls.is_empty() {
+            out.push('\n');
+            out.push_str(&table(&["calls of", "in progress"], &calls));
+        }
+        Ok(out)
     })
 }
 
