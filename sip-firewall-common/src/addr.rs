@@ -32,6 +32,33 @@ pub const fn flood_group(key: IpKey) -> IpKey {
     }
 }
 
+/// The prefix of `key` that bans and flood state are kept per: the first `v4_bits` of an
+/// IPv4 address (0..=32) or `v6_bits` of an IPv6 one (0..=128), the rest zero. One /64 of
+/// rotating addresses is then one entry, not one per address (issue 9).
+#[inline(always)]
+pub const fn prefix_key(key: IpKey, v4_bits: u32, v6_bits: u32) -> IpKey {
+    let bits = if is_v4_mapped(&key) {
+        // The mapped prefix (::ffff:0:0/96) is always kept.
+        V4_MAPPED_PREFIX_BITS + if v4_bits > 32 { 32 } else { v4_bits }
+    } else if v6_bits > 128 {
+        128
+    } else {
+        v6_bits
+    };
+    let mut out = key;
+    let mut i = 0;
+    while i < 16 {
+        let start = (i * 8) as u32;
+        if start >= bits {
+            out[i] = 0;
+        } else if start + 8 > bits {
+            out[i] = key[i] & (0xffu8 << (8 - (bits - start)));
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Whether the key holds an IPv4 address.
 #[inline(always)]
 pub const fn is_v4_mapped(key: &IpKey) -> bool {
@@ -59,6 +86,25 @@ mod tests {
         assert!(is_v4_mapped(&k));
         assert_eq!(&k[12..], &[192, 0, 2, 7]);
         assert_eq!(flood_group(k), k);
+    }
+
+    #[test]
+    fn prefixes() {
+        let v4 = v4_key([192, 0, 2, 77]);
+        assert_eq!(prefix_key(v4, 32, 64), v4);
+        assert_eq!(prefix_key(v4, 24, 64), v4_key([192, 0, 2, 0]));
+        assert_eq!(prefix_key(v4, 20, 64), v4_key([192, 0, 0, 0]));
+        assert_eq!(prefix_key(v4, 99, 64), v4);
+        let v6 = [
+            0x20, 0x01, 0x0d, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        assert_eq!(prefix_key(v6, 32, 64), flood_group(v6));
+        assert_eq!(prefix_key(v6, 32, 128), v6);
+        assert_eq!(
+            prefix_key(v6, 32, 60),
+            [0x20, 0x01, 0x0d, 0xb8, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(prefix_key(v6, 32, 0), [0; 16]);
     }
 
     #[test]

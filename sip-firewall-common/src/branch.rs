@@ -47,6 +47,29 @@ pub const fn branch_key(branch: &[u8]) -> u64 {
     h
 }
 
+/// The hash of a peer: the 16 bytes of its address ([`crate::IpKey`], IPv4-mapped) and its
+/// port (big-endian), FNV-1a.
+pub const fn peer_hash(peer: &crate::IpKey, port: u16) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut i = 0;
+    while i < 16 {
+        h = fnv_step(h, peer[i]);
+        i += 1;
+    }
+    let p = port.to_be_bytes();
+    h = fnv_step(h, p[0]);
+    fnv_step(h, p[1])
+}
+
+/// The key of a client transaction bound to its peer: the branch key XOR the hash of the
+/// address and port the request went to. A response for an open branch from anywhere else
+/// misses it: the XDP program drops it as a stray (issue 10). Peers allowed to answer from
+/// another address get the plain [`branch_key`] instead. (XOR: the program hashes the
+/// source once, apart from the Via scan.)
+pub const fn peer_key(branch_key: u64, peer: &crate::IpKey, port: u16) -> u64 {
+    branch_key ^ peer_hash(peer, port)
+}
+
 /// Whether `b` ends a branch value (parameter, value and header separators, whitespace).
 #[inline(always)]
 pub const fn ends_branch(b: u8) -> bool {
@@ -164,6 +187,19 @@ fn branch_value_at(p: &[u8], i: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn peer_keys_bind_address_and_port() {
+        let k = branch_key(b"z9hG4bK-1");
+        let a = crate::addr::v4_key([192, 0, 2, 1]);
+        let b = crate::addr::v4_key([192, 0, 2, 2]);
+        assert_eq!(peer_key(k, &a, 5060), peer_key(k, &a, 5060));
+        assert_ne!(peer_key(k, &a, 5060), peer_key(k, &a, 5061));
+        assert_ne!(peer_key(k, &a, 5060), peer_key(k, &b, 5060));
+        assert_ne!(peer_key(k, &a, 5060), k);
+        assert_eq!(peer_key(k, &a, 5060) ^ peer_hash(&a, 5060), k);
+    }
+
     use super::*;
 
     const R: &[u8] = b"SIP/2.0 200 OK\r\n";

@@ -26,11 +26,13 @@ pub enum Reason {
     StrayReply = 7,
     /// An unknown source while the global request budget is spent: dropped.
     Pressure = 8,
+    /// A known source over its own (larger) per-source budget: dropped, never banned.
+    Throttled = 9,
 }
 
 impl Reason {
     /// Number of reasons, the length of the counters map.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -43,6 +45,7 @@ impl Reason {
         Reason::Malformed,
         Reason::StrayReply,
         Reason::Pressure,
+        Reason::Throttled,
     ];
 
     /// Stable lower-case name, used in metrics labels and the CLI.
@@ -57,6 +60,7 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::StrayReply => "stray_reply",
             Reason::Pressure => "pressure",
+            Reason::Throttled => "throttled",
         }
     }
 

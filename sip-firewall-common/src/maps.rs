@@ -9,8 +9,13 @@ use crate::addr::IpKey;
 pub const ALLOW_LIST: &str = "SIPFW_ALLOW";
 /// LPM trie of denied prefixes: key `lpm_trie::Key<IpKey>`, value `u8` (1).
 pub const DENY_LIST: &str = "SIPFW_DENY";
-/// Hash of banned sources: key [`IpKey`], value [`BanValue`].
+/// Hash of manual bans (the CLI, the operator): key [`IpKey`] (exact address), value
+/// [`BanValue`]. Learned bans never evict them.
 pub const BANS: &str = "SIPFW_BANS";
+/// LRU hash of learned bans (flood, scanner, auth failures, request rate): key [`IpKey`] of
+/// the source's ban prefix ([`crate::addr::prefix_key`] with `ban_prefix_v4`/`_v6`), value
+/// [`BanValue`]. When full, the least recently seen ban goes, never a manual one.
+pub const LEARNED_BANS: &str = "SIPFW_LBANS";
 /// LRU hash of flood state per source group: key [`IpKey`] (see
 /// [`crate::addr::flood_group`]), value `u64` (theoretical arrival time, monotonic ns).
 pub const FLOOD: &str = "SIPFW_FLOOD";
@@ -20,12 +25,15 @@ pub const CONFIG: &str = "SIPFW_CONFIG";
 pub const SIP_PORTS: &str = "SIPFW_PORTS";
 /// Per-CPU array of [`crate::Counter`], indexed by [`crate::Reason`].
 pub const COUNTERS: &str = "SIPFW_COUNTERS";
-/// Hash of open client transactions: key `u64` ([`crate::branch::branch_key`] of our Via
-/// branch), value `u64` (expiry, monotonic ns).
+/// Hash of open client transactions: key `u64` ([`crate::branch::peer_key`] of our Via
+/// branch and the peer the request went to, or [`crate::branch::branch_key`] alone for
+/// peers that may answer from anywhere), value `u64` (expiry, monotonic ns).
 pub const TRANSACTIONS: &str = "SIPFW_TXNS";
 /// Hash of sources the daemon knows to be good (registered contacts, recently
-/// authenticated sources, peers of live transactions): key [`IpKey`], value `u64` (expiry,
-/// monotonic ns). Under pressure they always pass.
+/// authenticated sources, peers of live transactions): key [`IpKey`] of the source's
+/// [`crate::addr::flood_group`] (IPv4 address, IPv6 /64), value `u64` (expiry, monotonic
+/// ns). Under pressure they always pass; they have their own flood budget and are
+/// throttled over it, never flood-banned.
 pub const KNOWN: &str = "SIPFW_KNOWN";
 /// Array with one `u64`: the theoretical arrival time of the global budget of SIP requests
 /// from unknown sources (GCRA, like the flood limit).
@@ -34,10 +42,11 @@ pub const PRESSURE: &str = "SIPFW_PRESSURE";
 pub const BAN_EVENTS: &str = "SIPFW_EVENTS";
 
 /// The maps pinned in the daemon's pin directory (the rest belong to one program).
-pub const PINNED: [&str; 10] = [
+pub const PINNED: [&str; 11] = [
     ALLOW_LIST,
     DENY_LIST,
     BANS,
+    LEARNED_BANS,
     FLOOD,
     CONFIG,
     SIP_PORTS,
@@ -49,8 +58,10 @@ pub const PINNED: [&str; 10] = [
 
 /// Capacity of the allow and deny tries.
 pub const LIST_ENTRIES: u32 = 65_536;
-/// Capacity of the ban map.
-pub const BAN_ENTRIES: u32 = 262_144;
+/// Capacity of the manual ban map.
+pub const BAN_ENTRIES: u32 = 65_536;
+/// Capacity of the learned ban LRU map.
+pub const LEARNED_BAN_ENTRIES: u32 = 262_144;
 /// Capacity of the flood LRU map (least recently seen sources are evicted first).
 pub const FLOOD_ENTRIES: u32 = 262_144;
 /// Capacity of the transactions map.
@@ -172,6 +183,16 @@ pub struct XdpConfig {
     pub pressure_interval_ns: u64,
     /// Pressure: how far ahead of now the budget may run (one second's worth).
     pub pressure_tolerance_ns: u64,
+    /// The flood limit of known sources ([`KNOWN`]): ns between packets at their sustained
+    /// rate; over it they are throttled (dropped), never banned. 0: no limit for them.
+    pub known_flood_interval_ns: u64,
+    /// ... and how far ahead of now a known source may run.
+    pub known_flood_tolerance_ns: u64,
+    /// Masks of an IPv4 (mapped) and an IPv6 source: the prefix its flood state and
+    /// learned bans are kept per (`[xdp] ban_prefix_v4`, `ban_prefix_v6`). All zero (unset):
+    /// /32 and /64. Masks, not lengths: the program ANDs 16 bytes, without branches.
+    pub ban_mask_v4: IpKey,
+    pub ban_mask_v6: IpKey,
 }
 
 impl XdpConfig {
@@ -185,6 +206,10 @@ impl XdpConfig {
     /// Bans the program makes by itself (flood) block only the SIP ports
     /// ([`BanScope::SipPorts`]); without it, all traffic. `[bans] learned_scope`.
     pub const LEARNED_SIP_PORTS: u32 = 8;
+    /// Some transactions have a key of their branch alone (peers allowed to answer from
+    /// another address, `[proxy] reply_from_any`): look it up when the key bound to the
+    /// response's source misses.
+    pub const ANY_PEER_KEYS: u32 = 16;
 
     /// Settings for a budget of `per_second` SIP requests from unknown sources together
     /// (bursts of one second's worth); 0 disables it.
@@ -198,6 +223,44 @@ impl XdpConfig {
             self.pressure_interval_ns = interval;
             self.pressure_tolerance_ns = interval * (per_second as u64 - 1);
         }
+        self
+    }
+
+    /// Keep flood state and learned bans per IPv4 /`v4_bits` (1..=32) and IPv6 /`v6_bits`
+    /// (8..=128).
+    pub const fn with_ban_prefixes(mut self, v4_bits: u32, v6_bits: u32) -> Self {
+        let v4_bits = if v4_bits > 32 { 32 } else { v4_bits };
+        // An IPv4 key is mapped: its first 96 bits (::ffff:) are always kept.
+        self.ban_mask_v4 = mask(crate::addr::V4_MAPPED_PREFIX_BITS + v4_bits);
+        self.ban_mask_v6 = mask(v6_bits);
+        self
+    }
+
+    /// The key a source's flood state and learned bans are kept under.
+    #[inline(always)]
+    pub fn ban_key(&self, src: IpKey) -> IpKey {
+        let mask = if crate::addr::is_v4_mapped(&src) {
+            &self.ban_mask_v4
+        } else {
+            &self.ban_mask_v6
+        };
+        // Unset (a valid mask keeps at least the first byte).
+        if mask[0] == 0 {
+            return crate::addr::flood_group(src);
+        }
+        let mut out = [0u8; 16];
+        for i in 0..16 {
+            out[i] = src[i] & mask[i];
+        }
+        out
+    }
+
+    /// Settings for the known sources' own budget: `rate` packets per second, bursts of
+    /// `burst`; 0 disables it.
+    pub const fn with_known_flood(mut self, rate_pps: u32, burst: u32) -> Self {
+        let (interval, tolerance) = gcra_settings(rate_pps, burst);
+        self.known_flood_interval_ns = interval;
+        self.known_flood_tolerance_ns = tolerance;
         self
     }
 
@@ -218,6 +281,34 @@ impl XdpConfig {
     }
 }
 
+/// A 16-byte mask of the first `bits` bits (at most 128).
+const fn mask(bits: u32) -> IpKey {
+    let bits = if bits > 128 { 128 } else { bits };
+    let mut m = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        let start = (i * 8) as u32;
+        if start + 8 <= bits {
+            m[i] = 0xff;
+        } else if start < bits {
+            m[i] = 0xffu8 << (8 - (bits - start));
+        }
+        i += 1;
+    }
+    m
+}
+
+/// GCRA interval and tolerance of `rate` per second with bursts of `burst` ((0, 0) for rate 0).
+const fn gcra_settings(rate: u32, burst: u32) -> (u64, u64) {
+    if rate == 0 {
+        return (0, 0);
+    }
+    let interval = 1_000_000_000 / rate as u64;
+    let interval = if interval == 0 { 1 } else { interval };
+    let burst = if burst == 0 { 1 } else { burst };
+    (interval, interval * (burst as u64 - 1))
+}
+
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::BanValue {}
@@ -234,7 +325,7 @@ mod tests {
     fn layouts_are_fixed() {
         assert_eq!(size_of::<BanValue>(), 16);
         assert_eq!(size_of::<BanEvent>(), 32);
-        assert_eq!(size_of::<XdpConfig>(), 56);
+        assert_eq!(size_of::<XdpConfig>(), 104);
     }
 
     #[test]
@@ -243,6 +334,7 @@ mod tests {
             ALLOW_LIST,
             DENY_LIST,
             BANS,
+            LEARNED_BANS,
             FLOOD,
             CONFIG,
             SIP_PORTS,
@@ -253,6 +345,23 @@ mod tests {
             PRESSURE,
         ] {
             assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
+        }
+    }
+
+    #[test]
+    fn ban_keys_by_prefix() {
+        use crate::addr::{prefix_key, v4_key};
+        let v4 = v4_key([192, 0, 2, 77]);
+        let v6 = [
+            0x20, 0x01, 0x0d, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let unset = XdpConfig::default();
+        assert_eq!(unset.ban_key(v4), v4);
+        assert_eq!(unset.ban_key(v6), prefix_key(v6, 32, 64));
+        for (b4, b6) in [(32, 64), (24, 56), (1, 8), (32, 128), (20, 60)] {
+            let c = XdpConfig::default().with_ban_prefixes(b4, b6);
+            assert_eq!(c.ban_key(v4), prefix_key(v4, b4, b6), "{b4}");
+            assert_eq!(c.ban_key(v6), prefix_key(v6, b4, b6), "{b6}");
         }
     }
 

@@ -21,14 +21,17 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sip_firewall_common::{
-    BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig, addr::flood_group,
-    branch::TopBranch, gcra, payload::PayloadClass,
+    BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig,
+    addr::flood_group,
+    branch::{TopBranch, peer_hash},
+    gcra,
+    payload::PayloadClass,
 };
 
 use crate::{
     maps::{
-        ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, KNOWN, PRESSURE, SIP_PORTS, TRANSACTIONS,
-        count, host_key,
+        ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, KNOWN, LEARNED_BANS, PRESSURE, SIP_PORTS,
+        TRANSACTIONS, count, host_key,
     },
     packet::{IPPROTO_UDP, be16_at, parse_ip, ptr_at},
 };
@@ -70,7 +73,10 @@ fn judge(ctx: &XdpContext) -> Reason {
     if scope_all && is_denied(cfg, &ip.src) {
         return Reason::Denied;
     }
-    let banned = live_ban_scope(&ip.src);
+    // Flood state and learned bans are kept per prefix (IPv6 /64 by default): rotating
+    // addresses inside it neither resets the limit nor makes a ban per address.
+    let group = cfg.ban_key(ip.src);
+    let banned = live_ban_scope(&ip.src, &group);
     if scope_all && banned == Some(BanScope::All as u32) {
         return Reason::Banned;
     }
@@ -98,13 +104,25 @@ fn judge(ctx: &XdpContext) -> Reason {
     }
 
     let now = unsafe { bpf_ktime_get_ns() };
-    if over_flood_limit(cfg, &ip.src, now) {
+    let known = is_known(&flood_group(ip.src));
+    if known {
+        // Trust tiers: a known source (an office behind one NAT, a trunk) has its own,
+        // larger budget; over it the excess is dropped, and the source is never banned.
+        if over_limit(
+            &group,
+            now,
+            cfg.known_flood_interval_ns,
+            cfg.known_flood_tolerance_ns,
+        ) {
+            return Reason::Throttled;
+        }
+    } else if over_limit(&group, now, cfg.flood_interval_ns, cfg.flood_tolerance_ns) {
         let scope = if cfg.flags & XdpConfig::LEARNED_SIP_PORTS != 0 {
             BanScope::SipPorts
         } else {
             BanScope::All
         };
-        ban(&ip.src, now, cfg.flood_ban_ns, BanReason::Flood, scope);
+        ban(&group, now, cfg.flood_ban_ns, BanReason::Flood, scope);
         return Reason::Flood;
     }
 
@@ -115,6 +133,11 @@ fn judge(ctx: &XdpContext) -> Reason {
     if ptr_at(ctx, ip.l4, UDP_HLEN).is_none() {
         return Reason::Passed;
     }
+    let Some(sport) = be16_at(ctx, ip.l4) else {
+        return Reason::Passed;
+    };
+    // Hashed once here, not on every path of the Via scan below.
+    let peer = peer_hash(&ip.src, sport);
     let udp_len = udp_len as usize;
     if udp_len < UDP_HLEN {
         return Reason::Malformed;
@@ -148,14 +171,23 @@ fn judge(ctx: &XdpContext) -> Reason {
         PayloadClass::Response if cfg.flags & XdpConfig::STRAY_CHECK != 0 => {
             let bound = cfg.via_scan as usize;
             match stray::top_branch(copied, bound) {
-                TopBranch::Key(k) if is_open_transaction(k) => Reason::Passed,
+                // The key binds the peer the request went to: a reply for an open branch
+                // from anywhere else is a stray (issue 10), unless that peer may answer
+                // from anywhere.
+                TopBranch::Key(k)
+                    if is_open_transaction(k ^ peer)
+                        || (cfg.flags & XdpConfig::ANY_PEER_KEYS != 0
+                            && is_open_transaction(k)) =>
+                {
+                    Reason::Passed
+                }
                 TopBranch::Key(_) | TopBranch::Missing => Reason::StrayReply,
                 // Not decided within the bound: user space checks it anyway.
                 TopBranch::Beyond => Reason::Passed,
             }
         }
         PayloadClass::Response => Reason::Passed,
-        PayloadClass::Request if cfg.pressure_interval_ns != 0 && !is_known(&ip.src) => {
+        PayloadClass::Request if cfg.pressure_interval_ns != 0 && !known => {
             if over_pressure_budget(cfg) {
                 Reason::Pressure
             } else {
@@ -166,10 +198,11 @@ fn judge(ctx: &XdpContext) -> Reason {
     }
 }
 
-/// Whether the daemon knows `src` to be good (and the knowledge has not expired).
+/// Whether the daemon knows the source group `group` (IPv4 address, IPv6 /64) to be good
+/// (and the knowledge has not expired).
 #[inline(always)]
-fn is_known(src: &IpKey) -> bool {
-    match KNOWN.get_ptr(src) {
+fn is_known(group: &IpKey) -> bool {
+    match KNOWN.get_ptr(group) {
         Some(expires) => unsafe { *expires > bpf_ktime_get_coarse_ns() },
         None => false,
     }
@@ -213,31 +246,38 @@ fn is_denied(cfg: &XdpConfig, src: &IpKey) -> bool {
     cfg.flags & XdpConfig::HAS_DENY != 0 && DENY.get(host_key(*src)).is_some()
 }
 
-/// The scope of a live ban of `src`, if any. Expired entries are deleted on sight.
+/// The scope of a live ban of `src`, if any: a manual ban of the address, or a learned ban
+/// of its prefix `group`. Expired entries are deleted on sight.
 #[inline(always)]
-fn live_ban_scope(src: &IpKey) -> Option<u32> {
-    let ban = BANS.get_ptr(src)?;
-    let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
+fn live_ban_scope(src: &IpKey, group: &IpKey) -> Option<u32> {
     // The coarse clock (same time line, tick resolution) is cheaper, and bans last seconds.
-    if expires > unsafe { bpf_ktime_get_coarse_ns() } {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if let Some(ban) = BANS.get_ptr(src) {
+        let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
+        if expires > now {
+            return Some(scope);
+        }
+        let _ = BANS.remove(src);
+    }
+    let ban = LEARNED_BANS.get_ptr(group)?;
+    let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
+    if expires > now {
         return Some(scope);
     }
-    let _ = BANS.remove(src);
+    let _ = LEARNED_BANS.remove(group);
     None
 }
 
-/// GCRA (a token bucket kept as one timestamp): the source's theoretical arrival time may run
-/// at most `tolerance` ahead of now.
+/// GCRA (a token bucket kept as one timestamp) per source group: the group's theoretical
+/// arrival time may run at most `tolerance` ahead of now. `interval` 0: no limit.
 #[inline(always)]
-fn over_flood_limit(cfg: &XdpConfig, src: &IpKey, now: u64) -> bool {
-    let interval = cfg.flood_interval_ns;
+fn over_limit(group: &IpKey, now: u64, interval: u64, tolerance: u64) -> bool {
     if interval == 0 {
         return false;
     }
-    let group = flood_group(*src);
-    match FLOOD.get_ptr_mut(&group) {
+    match FLOOD.get_ptr_mut(group) {
         // Shared between CPUs: a lost update only shifts one packet's accounting.
-        Some(tat) => match gcra::admit(unsafe { *tat }, now, interval, cfg.flood_tolerance_ns) {
+        Some(tat) => match gcra::admit(unsafe { *tat }, now, interval, tolerance) {
             Some(next) => {
                 unsafe { *tat = next };
                 false
@@ -245,13 +285,13 @@ fn over_flood_limit(cfg: &XdpConfig, src: &IpKey, now: u64) -> bool {
             None => true,
         },
         None => {
-            let _ = FLOOD.insert(&group, &(now + interval), 0);
+            let _ = FLOOD.insert(group, &(now + interval), 0);
             false
         }
     }
 }
 
-/// Ban `src` for `duration_ns` and tell user space.
+/// Ban the prefix `src` for `duration_ns` (a learned ban) and tell user space.
 #[inline(always)]
 fn ban(src: &IpKey, now: u64, duration_ns: u64, reason: BanReason, scope: BanScope) {
     let expires_ns = now.saturating_add(duration_ns);
@@ -260,7 +300,8 @@ fn ban(src: &IpKey, now: u64, duration_ns: u64, reason: BanReason, scope: BanSco
         reason: reason as u32,
         scope: scope as u32,
     };
-    let _ = BANS.insert(src, &value, 0);
+    // LRU: when full, the least recently seen learned ban goes; manual bans are elsewhere.
+    let _ = LEARNED_BANS.insert(src, &value, 0);
     let event = BanEvent {
         addr: *src,
         expires_ns,

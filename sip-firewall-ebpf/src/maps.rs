@@ -16,8 +16,8 @@ use sip_firewall_common::{
     Counter, IpKey, Reason,
     branch::MAX_VIA_SCAN,
     maps::{
-        BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, KNOWN_ENTRIES, LIST_ENTRIES,
-        PORT_ENTRIES, TRANSACTION_ENTRIES, XdpConfig,
+        BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, KNOWN_ENTRIES, LEARNED_BAN_ENTRIES,
+        LIST_ENTRIES, PORT_ENTRIES, TRANSACTION_ENTRIES, XdpConfig,
     },
 };
 
@@ -29,6 +29,9 @@ pub static DENY: LpmTrie<IpKey, u8> = LpmTrie::pinned(LIST_ENTRIES, 0);
 
 #[map(name = "SIPFW_BANS")]
 pub static BANS: HashMap<IpKey, BanValue> = HashMap::pinned(BAN_ENTRIES, 0);
+
+#[map(name = "SIPFW_LBANS")]
+pub static LEARNED_BANS: LruHashMap<IpKey, BanValue> = LruHashMap::pinned(LEARNED_BAN_ENTRIES, 0);
 
 #[map(name = "SIPFW_FLOOD")]
 pub static FLOOD: LruHashMap<IpKey, u64> = LruHashMap::pinned(FLOOD_ENTRIES, 0);

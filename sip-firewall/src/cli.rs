@@ -58,6 +58,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// The toll-fraud guard: counters, suspended accounts, warnings.
+    Fraud {
+        #[command(subcommand)]
+        cmd: crate::fraud::cli::FraudCmd,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Subscribers of the registrar: print the config line for a new user.
     User {
         #[command(subcommand)]

@@ -52,6 +52,7 @@ pub struct Config {
     pub state: StateConfig,
     pub bans: crate::enforce::learn::BansConfig,
     pub log: crate::logging::LogConfig,
+    pub fraud: crate::fraud::FraudConfig,
 }
 
 /// `[admin]`: the admin API the CLI talks to.
@@ -106,8 +107,16 @@ pub struct SipConfig {
     /// Answer UDP requests at their source port even without `rport` in the top Via (as
     /// NAT'd clients need); false follows RFC 3261 18.2.2 strictly (the sent-by port).
     pub force_rport: bool,
-    /// Most TCP connections served at once; more wait in the kernel's accept queue.
+    /// Most TCP connections at once, accepted and opened by the proxy together; more are
+    /// refused (closed at once) and counted.
     pub max_tcp_connections: usize,
+    /// Most TCP connections at once with one source address (IPv6: one /64), both directions.
+    pub max_tcp_per_source: usize,
+    /// Most server transactions at once; a new request beyond gets 503 with Retry-After.
+    pub max_transactions: usize,
+    /// Most server transactions at once from one source address (IPv6: one /64); allow-listed
+    /// sources are bound by `max_transactions` only.
+    pub max_transactions_per_source: usize,
 }
 
 impl Default for SipConfig {
@@ -121,6 +130,9 @@ impl Default for SipConfig {
             tcp_idle_timeout: Duration::from_secs(30),
             force_rport: true,
             max_tcp_connections: 1024,
+            max_tcp_per_source: 32,
+            max_transactions: 100_000,
+            max_transactions_per_source: 1_000,
         }
     }
 }
@@ -174,6 +186,16 @@ pub struct XdpSection {
     pub flood_rate: u32,
     /// Packets a source may send at once above the sustained rate.
     pub flood_burst: u32,
+    /// The flood limit of known sources (registered, recently authenticated, peers of ours:
+    /// an office of phones behind one NAT, a trunk): packets per second and burst. Over it
+    /// they are throttled (excess dropped and counted), never banned. 0 disables it.
+    pub known_flood_rate: u32,
+    pub known_flood_burst: u32,
+    /// Bits of the prefix flood state and learned bans are kept per: IPv4 (1..=32) and IPv6
+    /// (8..=128). One subscriber usually owns a whole IPv6 /64; rotating addresses in it
+    /// must neither reset the limit nor fill the ban map.
+    pub ban_prefix_v4: u32,
+    pub ban_prefix_v6: u32,
     /// How long a source over the flood limit is banned.
     #[serde(deserialize_with = "duration")]
     pub ban_time: Duration,
@@ -203,6 +225,12 @@ impl Default for XdpSection {
             sip_ports: vec![5060],
             flood_rate: 50,
             flood_burst: 100,
+            // 300 phones behind one NAT re-registering at 150/s with digest: ~300
+            // requests/s, their retransmissions and our requests' answers.
+            known_flood_rate: 1000,
+            known_flood_burst: 2000,
+            ban_prefix_v4: 32,
+            ban_prefix_v6: 64,
             ban_time: Duration::from_secs(300),
             max_payload: 16384,
             ban_scope: BanScopeConfig::All,
@@ -290,6 +318,12 @@ impl Config {
                 "must be at least 1 when flood_rate is set",
             ));
         }
+        if !(1..=32).contains(&self.xdp.ban_prefix_v4) {
+            return Err(invalid("xdp.ban_prefix_v4", "must be between 1 and 32"));
+        }
+        if !(8..=128).contains(&self.xdp.ban_prefix_v6) {
+            return Err(invalid("xdp.ban_prefix_v6", "must be between 8 and 128"));
+        }
         let max_scan = sip_firewall_common::branch::MAX_VIA_SCAN as u32;
         if !(1500..=max_scan).contains(&self.xdp.via_scan_bytes) {
             return Err(invalid(
@@ -332,6 +366,9 @@ impl Config {
             &self.sip.domains,
         )
         .map_err(|e| invalid(e.key, &e.message))?;
+        self.fraud
+            .validate()
+            .map_err(|e| invalid(e.key, &e.message))?;
         Ok(())
     }
 }
@@ -382,6 +419,8 @@ mod tests {
         assert_eq!(c.xdp.sip_ports, vec![5060, 5080]);
         assert_eq!(c.policy.allow.len(), 2);
         assert_eq!(c.xdp.mode, XdpMode::Native);
+        assert_eq!(c.fraud.rules.len(), 2);
+        assert_eq!(c.fraud.groups.len(), 1);
     }
 
     #[test]

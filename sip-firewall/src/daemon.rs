@@ -32,6 +32,40 @@ pub fn run_blocking(config: Config) -> anyhow::Result<()> {
         .block_on(run(config))
 }
 
+/// How often the XDP maps are swept of expired entries and their fill reported.
+pub const MAP_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often the bans the XDP program made are summed up in the log.
+const BAN_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bans the XDP program made, logged as one line per [`BAN_LOG_EVERY`].
+#[derive(Default)]
+struct BanSummary {
+    since: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl BanSummary {
+    fn add(&mut self, ip: std::net::IpAddr) {
+        self.count += 1;
+        let now = std::time::Instant::now();
+        match self.since {
+            // The first ban of a quiet period is logged at once.
+            None => {
+                info!(%ip, "XDP banned a source");
+                self.since = Some(now);
+                self.count = 0;
+            }
+            Some(t) if now.duration_since(t) >= BAN_LOG_EVERY => {
+                info!(bans = self.count, last = %ip, "XDP banned sources in the last {:?}", now.duration_since(t));
+                self.since = Some(now);
+                self.count = 0;
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 /// Load the fast path and write its settings; lists and bans are filled by the
 /// [`Enforcer`], and interfaces attached after that (see [`run`]).
 pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError> {
@@ -51,7 +85,9 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
         ..Default::default()
     }
     .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
+    .with_known_flood(x.known_flood_rate, x.known_flood_burst)
     .with_pressure_budget(x.pressure_budget);
+    let xdp_config = xdp_config.with_ban_prefixes(x.ban_prefix_v4, x.ban_prefix_v6);
     fp.maps.set_config(&xdp_config)?;
     fp.maps.set_sip_ports(&x.sip_ports)?;
     Ok(fp)
@@ -115,16 +151,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::metrics::xdp::register(&metrics, enforcer.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
+    // Learned bans are stored in batches by a writer task, never under the lock the gate
+    // takes for every message.
+    {
+        let (ban_tx, ban_rx) = tokio::sync::mpsc::channel(65_536);
+        let store = lock(&enforcer)?.set_ban_writer(ban_tx);
+        tasks.spawn(crate::enforce::write_bans(
+            store,
+            ban_rx,
+            shutdown_rx.clone(),
+        ));
+    }
     if let Some(ring) = ring {
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();
+        // One line per interval with the count, not one per ban: a flood of spoofed sources
+        // must not become a flood of log lines.
+        let mut summary = BanSummary::default();
         tasks.spawn(async move {
-            events::watch(ring, rx, |ban| {
-                let reason = match ban.reason {
-                    Some(r) => format!("XDP banned a source ({r:?})"),
-                    None => "XDP banned a source".to_string(),
-                };
-                crate::logging::security_event("ban", ban.ip, &reason, 1);
+            events::watch(ring, rx, move |ban| {
+                summary.add(ban.ip);
                 let recorded = enforcer
                     .lock()
                     .map_err(|_| anyhow::anyhow!("state poisoned"))
@@ -137,13 +183,52 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("reading XDP ban events")
         });
     }
+    // The maps' janitor: expired entries deleted, fill reported, off the hot path.
+    if let Some(mut janitor) = lock(&enforcer)?.map_janitor()? {
+        let gauges = crate::metrics::xdp::MapGauges::register(&metrics);
+        let enforcer = enforcer.clone();
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(MAP_SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = rx.changed() => return Ok(()),
+                }
+                let now = crate::clock::monotonic_ns();
+                let (j, fills) = tokio::task::spawn_blocking(move || {
+                    let fills = janitor.sweep(now);
+                    (janitor, fills)
+                })
+                .await
+                .context("map sweep")?;
+                janitor = j;
+                gauges.set(&fills);
+                for f in &fills {
+                    if f.entries * 10 >= f.capacity * 8 {
+                        warn!(
+                            map = f.map,
+                            entries = f.entries,
+                            capacity = f.capacity,
+                            "XDP map over 80% full"
+                        );
+                    }
+                }
+                if let Ok(mut e) = enforcer.lock() {
+                    e.forget_expired_bans();
+                }
+            }
+        });
+    }
 
     // Bans learned in user space, and the proxy's UDP transactions for the stray check.
     let (learner, events) = Learner::new(65_536);
     let learner = match lock(&enforcer)?.transaction_keys()? {
         Some(keys) => learner.with_transaction_keys(keys),
         None => learner,
-    };
+    }
+    .with_reply_from_any(config.proxy.reply_from_any.clone());
+    lock(&enforcer)?.set_any_peer_keys(!config.proxy.reply_from_any.is_empty())?;
     {
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();
@@ -164,6 +249,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for user in lock(&enforcer)?.store().users()? {
         proxy.add_user(&user);
     }
+    // Fraud suspensions persist until `sip-firewall fraud unblock`.
+    proxy.fraud_restore(lock(&enforcer)?.store().suspensions()?);
+    {
+        let enforcer = enforcer.clone();
+        proxy.set_fraud_store(Box::new(move |ops| {
+            let Ok(e) = enforcer.lock() else {
+                error!("cannot record a fraud suspension: internal state poisoned");
+                return;
+            };
+            for op in ops {
+                let r = match op {
+                    crate::fraud::StoreOp::Suspend(s) => e.store().put_suspension(s),
+                    crate::fraud::StoreOp::Unsuspend(a) => e.store().del_suspension(a).map(|_| ()),
+                };
+                if let Err(err) = r {
+                    error!("cannot record a fraud suspension: {err}");
+                }
+            }
+        }));
+    }
     let server = SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
     server.set_gate(Arc::new(UserGate::new(
         &config,
@@ -183,7 +288,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics.listen {
         let rx = shutdown_rx.clone();
         let m = metrics.clone();
-        tasks.spawn(async move { crate::metrics::http::serve(addr, m, rx).await });
+        // Bound here, before the admin socket answers: whoever waits for the daemon to be
+        // up can scrape it at once.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tasks.spawn(async move { crate::metrics::http::serve_on(listener, m, rx).await });
     }
 
     let attachments = lock(&enforcer)?.attachments();

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod enforce;
+pub mod fraud;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -49,6 +49,7 @@ fn tool(command: Command) -> ExitCode {
         Command::Deny { cmd, common } => commands::list(&common, List::Deny, cmd),
         Command::User { cmd, common } => sip_firewall::auth::cli::run(cmd, &common),
         Command::Generate { what, dir } => report(generate(what, &dir)),
+        Command::Fraud { cmd, common } => sip_firewall::fraud::cli::run(cmd, &common),
         Command::Config { cmd } => match cmd {
             ConfigCmd::Default => {
                 print!("{DEFAULT_FILE}");

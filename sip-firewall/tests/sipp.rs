@@ -1,9 +1,10 @@
 //! The proxy and registrar against SIPp, through the real daemon binary on loopback:
 //! REGISTER with digest (right password, wrong password, replayed nonce-count), a call
-//! UAC -> proxy -> registered UAS along the Record-Route, CANCEL of a ringing call, calls to
-//! unregistered users, the same call under packet loss, and an outsider refused 403 with
-//! nothing forwarded. Scenarios: tests/sipp/*.xml. Without `sipp` each test says SKIPPED
-//! (and fails under `CI=true`); `cargo xtask setup` installs it.
+//! UAC -> proxy -> registered UAS along the Record-Route, a re-INVITE and a BYE from the
+//! callee, CANCEL of a ringing call, calls to unknown and unregistered users (the same 480),
+//! the same call under packet loss, and an outsider refused 403 with nothing forwarded.
+//! Scenarios: tests/sipp/*.xml. Without `sipp` each test says SKIPPED (and fails under
+//! `CI=true`); `cargo xtask setup` installs it.
 
 use std::{
     net::UdpSocket,
@@ -274,8 +275,19 @@ fn call(d: &Daemon, uac_args: &[&str], uas_args: &[&str]) {
 
 /// A call alice -> bob through the proxy; what went wrong, if anything.
 fn try_call(d: &Daemon, uac_args: &[&str], uas_args: &[&str]) -> Result<(), String> {
+    try_scenarios(d, "uac_call.xml", "uas.xml", uac_args, uas_args)
+}
+
+/// A call alice -> bob through the proxy with these scenarios; what went wrong, if anything.
+fn try_scenarios(
+    d: &Daemon,
+    uac_scenario: &str,
+    uas_scenario: &str,
+    uac_args: &[&str],
+    uas_args: &[&str],
+) -> Result<(), String> {
     let uas_port = free_port();
-    let uas_child = uas(d, "uas.xml", uas_port, uas_args);
+    let uas_child = uas(d, uas_scenario, uas_port, uas_args);
     let mut args = vec![
         "-set",
         "domain",
@@ -289,8 +301,8 @@ fn try_call(d: &Daemon, uac_args: &[&str], uas_args: &[&str]) -> Result<(), Stri
     ];
     args.extend_from_slice(uac_args);
     let uac_port = free_port();
-    let c = sipp(d, "uac_call.xml", uac_port, true, &args);
-    let s = finish(d, "uas.xml", uas_port, uas_child.wait_with_output());
+    let c = sipp(d, uac_scenario, uac_port, true, &args);
+    let s = finish(d, uas_scenario, uas_port, uas_child.wait_with_output());
     if !c.ok {
         return Err(format!("UAC: {}\n{}", c.output, c.trace));
     }
@@ -327,6 +339,29 @@ fn call_over_tcp() {
     }
     let d = start();
     call(&d, &["-m", "2", "-t", "t1"], &["-m", "2", "-t", "t1"]);
+    assert!(all_transactions_freed(&d), "transactions left behind");
+}
+
+/// Issue 10: dialog-bound routing keeps honest dialogs working: a re-INVITE from the
+/// caller, then a BYE from the callee, each through the Record-Route, over UDP and over TCP.
+#[test]
+fn reinvite_and_bye_from_the_callee() {
+    if !sipp_installed("reinvite_and_bye_from_the_callee") {
+        return;
+    }
+    let d = start();
+    for (uac, uas) in [
+        (vec!["-m", "1"], vec!["-m", "1"]),
+        (vec!["-m", "1", "-t", "t1"], vec!["-m", "1", "-t", "t1"]),
+    ] {
+        if let Err(e) = try_scenarios(&d, "uac_reinvite.xml", "uas_reinvite.xml", &uac, &uas) {
+            panic!("{uac:?}: {e}");
+        }
+    }
+    assert_eq!(
+        metric(&d, "sipfw_dialog_refused_total{reason=\"not_a_party\"}"),
+        0.0
+    );
     assert!(all_transactions_freed(&d), "transactions left behind");
 }
 
@@ -442,8 +477,9 @@ fn unregistered_users() {
         return;
     }
     let d = start();
-    // Nobody by that name: 404. A subscriber with no binding: 480.
-    assert_eq!(refused(&d, "nobody", "example.com"), vec![404]);
+    // Nobody by that name and a subscriber with no binding look the same (no enumeration):
+    // 480 both.
+    assert_eq!(refused(&d, "nobody", "example.com"), vec![480]);
     assert_eq!(refused(&d, "alice", "example.com"), vec![480]);
 }
 

@@ -25,6 +25,8 @@ pub struct Shape {
     pub udp_len_override: Option<u16>,
     /// Cut the frame to this many bytes.
     pub truncate: Option<usize>,
+    /// The UDP source port (default 5062).
+    pub src_port: Option<u16>,
 }
 
 fn eth(ethertype: u16, shape: &Shape) -> Vec<u8> {
@@ -101,11 +103,11 @@ fn finish(mut f: Vec<u8>, shape: &Shape) -> Vec<u8> {
     f
 }
 
-/// A UDP datagram from `src` to `dst:dport` (source port 5062).
+/// A UDP datagram from `src` to `dst:dport` (source port 5062 unless `shape.src_port`).
 pub fn udp(src: IpAddr, dst: IpAddr, dport: u16, payload: &[u8], shape: &Shape) -> Vec<u8> {
     let len = shape.udp_len_override.unwrap_or((8 + payload.len()) as u16);
     let mut l4 = Vec::with_capacity(8 + payload.len());
-    l4.extend_from_slice(&5062u16.to_be_bytes());
+    l4.extend_from_slice(&shape.src_port.unwrap_or(5062).to_be_bytes());
     l4.extend_from_slice(&dport.to_be_bytes());
     l4.extend_from_slice(&len.to_be_bytes());
     l4.extend_from_slice(&[0, 0]);

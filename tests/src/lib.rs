@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod frames;
 pub mod netns;
+pub mod sipclient;
 pub mod skip;
 
 pub use skip::skip;

@@ -203,3 +203,44 @@ pub fn in_ns<T: Send + 'static>(
     .join()
     .map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
 }
+
+/// Send raw Ethernet `frames` out of `veth-a` in namespace `ns_a` (a packet socket: any
+/// source address, spoofed at will). How many were sent.
+pub fn inject<I>(ns_a: &str, frames: I) -> anyhow::Result<u64>
+where
+    I: Iterator<Item = Vec<u8>> + Send + 'static,
+{
+    in_ns(ns_a, move || {
+        // SAFETY: plain socket(2), sendto(2) on a raw packet socket we own and close.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        anyhow::ensure!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let name = std::ffi::CString::new("veth-a")?;
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        let mut sent = 0;
+        for f in frames {
+            let rc = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if rc > 0 {
+                sent += 1;
+            }
+        }
+        unsafe { libc::close(fd) };
+        Ok(sent)
+    })
+}

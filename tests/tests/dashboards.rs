@@ -67,13 +67,34 @@ fn dashboards_and_alerts_use_existing_metrics() {
         .join("\n");
     assert_eq!(
         alerts.matches("- alert:").count(),
-        3,
-        "ban storm, fast path detached, flood"
+        5,
+        "ban storm, fast path detached, flood, map filling, fraud suspension"
     );
+    assert!(
+        alerts.contains("sipfw_map_entries / sipfw_map_capacity) > 0.8"),
+        "an alert at 80% map fill"
+    );
+    // Issue 12: the fraud guard's metrics are on the dashboard and a suspension alerts.
+    for m in [
+        "sipfw_calls_active",
+        "sipfw_fraud_refused_total",
+        "sipfw_fraud_suspended_accounts",
+    ] {
+        assert!(exprs.contains(m), "the dashboard shows {m}");
+    }
+    assert!(alert_exprs.contains("sipfw_fraud_suspended_accounts"));
     for (what, text) in [("dashboard", exprs), ("alerts", alert_exprs)] {
         let used = metric_names(&text);
         assert!(!used.is_empty(), "{what} uses no metric");
-        let unknown: Vec<_> = used.difference(&known).collect();
+        // A histogram is exposed as its _bucket, _sum and _count series.
+        let unknown: Vec<_> = used
+            .difference(&known)
+            .filter(|n| {
+                !["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| n.strip_suffix(s).is_some_and(|b| known.contains(b)))
+            })
+            .collect();
         assert!(
             unknown.is_empty(),
             "{what} uses metrics the daemon does not have: {unknown:?}"

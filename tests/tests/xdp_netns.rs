@@ -59,7 +59,11 @@ fn counters(fp: &FastPath) -> [u64; Reason::COUNT as usize] {
     fp.maps.counters().unwrap().map(|c| c.packets)
 }
 
-fn delta(before: &[u64; 9], after: &[u64; 9], r: Reason) -> u64 {
+fn delta(
+    before: &[u64; Reason::COUNT as usize],
+    after: &[u64; Reason::COUNT as usize],
+    r: Reason,
+) -> u64 {
     after[r as usize] - before[r as usize]
 }
 

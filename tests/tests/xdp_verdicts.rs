@@ -612,6 +612,8 @@ fn stray_replies_match_the_reference_key() {
         ..default_cfg()
     });
     let ours = "z9hG4bK-7d2f1a9c0b3e4d5f";
+    // The responses come from where the requests went: SRC4, port 5062.
+    let peer = Some(std::net::SocketAddr::new(ip(SRC4), 5062));
     let far = clock::expiry_after(Some(Duration::from_secs(60)));
     // A header line that pushes the Via so that its branch ends `at` bytes into the payload.
     let pad_to = |at: usize, via: &str| -> String {
@@ -675,7 +677,7 @@ fn stray_replies_match_the_reference_key() {
             TopBranch::Key(k) => {
                 decided += 1;
                 let is_ours = k == sip_firewall_common::branch::branch_key(ours.as_bytes());
-                fp.maps.transaction_open(ours, far).unwrap();
+                fp.maps.transaction_open(ours, peer, far).unwrap();
                 let open_verdict = if is_ours {
                     Reason::Passed
                 } else {
@@ -687,7 +689,7 @@ fn stray_replies_match_the_reference_key() {
                     open_verdict,
                     &format!("{name}: transaction open"),
                 );
-                assert!(fp.maps.transaction_close(ours).unwrap());
+                assert!(fp.maps.transaction_close(ours, peer).unwrap());
                 assert_verdict(
                     &fp,
                     &frame,
@@ -696,7 +698,7 @@ fn stray_replies_match_the_reference_key() {
                 );
                 // An expired key is as good as none.
                 fp.maps
-                    .transaction_open(ours, clock::monotonic_ns() - 1_000_000_000)
+                    .transaction_open(ours, peer, clock::monotonic_ns() - 1_000_000_000)
                     .unwrap();
                 assert_verdict(
                     &fp,
@@ -736,7 +738,91 @@ fn stray_replies_match_the_reference_key() {
     let mut off = program(default_cfg());
     let (_, frame) = response_frame(&cases[0].1);
     assert_verdict(&off, &frame, Reason::Passed, "stray check off");
-    off.maps.transaction_open(ours, far).unwrap();
+    off.maps.transaction_open(ours, peer, far).unwrap();
+}
+
+/// Issue 10: the stray key binds the peer the request went to. A forged reply for an open
+/// branch from another address or port is dropped in XDP; a peer allowed to answer from
+/// anywhere (`[proxy] reply_from_any`) gets a key of the branch alone.
+#[test]
+fn stray_replies_must_come_from_the_peer() {
+    root_only!("stray_replies_must_come_from_the_peer");
+    use std::net::SocketAddr;
+    let mut fp = program(XdpConfig {
+        flags: XdpConfig::STRAY_CHECK,
+        via_scan: 1500,
+        ..default_cfg()
+    });
+    let far = clock::expiry_after(Some(Duration::from_secs(60)));
+    let branch = "z9hG4bK-peer-bound-1";
+    let resp = frames::sip_response(603, branch);
+    let from = |src: &str, port: u16| {
+        let dst = if src.contains(':') { DST6 } else { DST4 };
+        frames::udp(
+            ip(src),
+            ip(dst),
+            5060,
+            &resp,
+            &Shape {
+                src_port: Some(port),
+                ..Default::default()
+            },
+        )
+    };
+    for src in [SRC4, SRC6] {
+        let peer = SocketAddr::new(ip(src), 5070);
+        fp.maps.transaction_open(branch, Some(peer), far).unwrap();
+        assert_verdict(&fp, &from(src, 5070), Reason::Passed, "from the peer");
+        assert_verdict(
+            &fp,
+            &from(src, 5071),
+            Reason::StrayReply,
+            "same address, another port",
+        );
+        let other = if src == SRC4 {
+            "192.0.2.66"
+        } else {
+            "2001:db8:9::66"
+        };
+        assert_verdict(
+            &fp,
+            &from(other, 5070),
+            Reason::StrayReply,
+            "another address, same port",
+        );
+        assert!(fp.maps.transaction_close(branch, Some(peer)).unwrap());
+        assert_verdict(&fp, &from(src, 5070), Reason::StrayReply, "closed");
+    }
+    // A peer that answers from anywhere: a key of the branch alone, looked up only when the
+    // daemon says such keys exist.
+    let any = "z9hG4bK-any-peer-1";
+    let resp_any = frames::sip_response(200, any);
+    let f = frames::udp(
+        ip("192.0.2.77"),
+        ip(DST4),
+        5060,
+        &resp_any,
+        &Shape::default(),
+    );
+    fp.maps.transaction_open(any, None, far).unwrap();
+    assert_verdict(&fp, &f, Reason::StrayReply, "branch-only key, flag off");
+    fp.maps.set_any_peer_keys(true).unwrap();
+    assert_verdict(&fp, &f, Reason::Passed, "branch-only key, flag on");
+    // Bound keys still bind with the flag on.
+    let peer = SocketAddr::new(ip(SRC4), 5070);
+    fp.maps.transaction_open(branch, Some(peer), far).unwrap();
+    assert_verdict(
+        &fp,
+        &from(SRC4, 5070),
+        Reason::Passed,
+        "bound, from the peer",
+    );
+    assert_verdict(
+        &fp,
+        &from("192.0.2.66", 5070),
+        Reason::StrayReply,
+        "bound, from elsewhere, flag on",
+    );
 }
 
 /// Under pressure: requests from unknown sources together pass up to the budget, the rest
@@ -1003,5 +1089,56 @@ fn ban_scope_per_entry() {
         &frames::tcp_syn(ip(SRC4), ip(DST4), 22, &Shape::default()),
         Reason::Passed,
         "ssh of a flood-banned source",
+    );
+}
+
+/// Issue 9, trust tiers: a known source (per IPv4 address, per IPv6 /64) has its own flood
+/// budget and is throttled over it, never banned; an unknown one keeps the flood limit and
+/// its ban.
+#[test]
+fn known_sources_are_throttled_not_banned() {
+    root_only!("known_sources_are_throttled_not_banned");
+    // Unknown: 1/s, bursts of 3. Known: 1/s, bursts of 6.
+    let mut fp = program(
+        default_cfg()
+            .with_flood(1, 3, 3_600_000_000_000)
+            .with_known_flood(1, 6),
+    );
+    let _ring = fp.take_ban_events();
+    let later = clock::expiry_after(Some(Duration::from_secs(60)));
+    fp.maps.known_add(ip(SRC4), later).unwrap();
+    // Known by its /64: a privacy address of the same subscriber.
+    fp.maps.known_add(ip("2001:db8:1::1"), later).unwrap();
+    let req = frames::sip_request("REGISTER", 31);
+    for (src, dst) in [(SRC4, DST4), ("2001:db8:1::abcd", DST6)] {
+        let f = frames::udp(ip(src), ip(dst), 5060, &req, &Shape::default());
+        for i in 0..6 {
+            assert_verdict(&fp, &f, Reason::Passed, &format!("{src} known burst {i}"));
+        }
+        for _ in 0..5 {
+            assert_verdict(
+                &fp,
+                &f,
+                Reason::Throttled,
+                &format!("{src} over its budget"),
+            );
+        }
+    }
+    assert!(fp.maps.bans().is_empty(), "known sources are never banned");
+    // An unknown source: the flood limit and a ban, as before.
+    let f = frames::udp(ip("192.0.2.99"), ip(DST4), 5060, &req, &Shape::default());
+    for i in 0..3 {
+        assert_verdict(&fp, &f, Reason::Passed, &format!("unknown burst {i}"));
+    }
+    assert_verdict(&fp, &f, Reason::Flood, "unknown over the limit");
+    assert_verdict(&fp, &f, Reason::Banned, "unknown banned");
+    // Demoted (its knowledge removed): the ordinary limit again.
+    fp.maps.known_remove(ip(SRC4)).unwrap();
+    let f = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    assert_verdict(
+        &fp,
+        &f,
+        Reason::Flood,
+        "demoted source over the flood limit",
     );
 }

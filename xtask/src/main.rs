@@ -56,9 +56,10 @@ enum Cmd {
         #[arg(value_parser = ["xdp", "parse", "proxy"])]
         what: String,
     },
-    /// Fuzz a target (`parse`: parser, sanity checks and framer) for a given time.
+    /// Fuzz a target for a given time (`parse`: parser, sanity checks and framer; `pipeline`:
+    /// gate, message layer and proxy core on a fake clock, UDP and TCP).
     Fuzz {
-        #[arg(value_parser = ["parse"])]
+        #[arg(value_parser = ["parse", "pipeline"])]
         target: String,
         /// How long to run, in seconds.
         #[arg(long, default_value_t = 60)]

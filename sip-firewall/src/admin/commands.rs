@@ -83,7 +83,7 @@ pub fn socket(common: &Common) -> PathBuf {
 }
 
 /// Ask, and print the answer with `show` (or as JSON).
-fn ask(
+pub(crate) fn ask(
     common: &Common,
     req: Request,
     show: impl FnOnce(&serde_json::Value) -> Result<String, String>,
@@ -128,7 +128,7 @@ fn ask(
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
     serde_json::from_value(v.clone()).map_err(|e| e.to_string())
 }
 
@@ -213,20 +213,37 @@ pub fn status(common: &Common) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        Ok(table(
-            &["field", "value"],
-            &[
-                vec!["version".into(), s.version],
-                vec!["pid".into(), s.pid.to_string()],
-                vec!["uptime".into(), human(Some(s.uptime_secs))],
-                vec!["xdp".into(), xdp],
-                vec!["enforcement".into(), s.enforcement],
-                vec!["sip listen".into(), s.sip_listen.join(", ")],
-                vec!["bans active".into(), s.bans_active.to_string()],
-                vec!["allow entries".into(), s.allow_entries.to_string()],
-                vec!["deny entries".into(), s.deny_entries.to_string()],
-            ],
-        ))
+        // Calls per trunk peer and per account: a table of their own (long names would
+        // widen the first column).
+        let mut calls: Vec<Vec<String>> = s
+            .calls_by_peer
+            .iter()
+            .map(|(p, n)| vec![format!("peer {p}"), n.to_string()])
+            .collect();
+        calls.extend(
+            s.calls_by_account
+                .iter()
+                .map(|(a, n)| vec![a.clone(), n.to_string()]),
+        );
+        let rows = vec![
+            vec!["version".into(), s.version],
+            vec!["pid".into(), s.pid.to_string()],
+            vec!["uptime".into(), human(Some(s.uptime_secs))],
+            vec!["xdp".into(), xdp],
+            vec!["enforcement".into(), s.enforcement],
+            vec!["sip listen".into(), s.sip_listen.join(", ")],
+            vec!["bans active".into(), s.bans_active.to_string()],
+            vec!["allow entries".into(), s.allow_entries.to_string()],
+            vec!["deny entries".into(), s.deny_entries.to_string()],
+            vec!["calls active".into(), s.calls_active.to_string()],
+            vec!["fraud blocked".into(), s.fraud_suspended.to_string()],
+        ];
+        let mut out = table(&["field", "value"], &rows);
+        if !calls.is_empty() {
+            out.push('\n');
+            out.push_str(&table(&["calls of", "in progress"], &calls));
+        }
+        Ok(out)
     })
 }
 

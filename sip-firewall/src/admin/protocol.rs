@@ -48,6 +48,17 @@ pub enum Request {
     UserList,
     /// Everything `sip-firewall top` shows, in one answer.
     Top,
+    /// The toll-fraud guard's counters (one user, or all).
+    FraudStatus {
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Lift a fraud suspension.
+    FraudUnblock {
+        user: String,
+    },
+    /// The guard's last warnings.
+    FraudEvents,
 }
 
 /// The daemon's answer: `ok` with data, or the reason it said no.
@@ -92,6 +103,17 @@ pub struct Status {
     pub bans_active: usize,
     pub allow_entries: usize,
     pub deny_entries: usize,
+    /// Calls in progress through the edge (fraud guard's dialog tracking).
+    #[serde(default)]
+    pub calls_active: usize,
+    /// Accounts suspended by the fraud guard.
+    #[serde(default)]
+    pub fraud_suspended: usize,
+    /// Calls in progress per trunk peer and per account (those with calls).
+    #[serde(default)]
+    pub calls_by_peer: Vec<(String, u64)>,
+    #[serde(default)]
+    pub calls_by_account: Vec<(String, u64)>,
 }
 
 /// `stats`: the XDP counters (when attached) and ban counts.

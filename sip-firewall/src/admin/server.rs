@@ -127,22 +127,38 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
         .lock()
         .map_err(|_| anyhow::anyhow!("internal state poisoned"))?;
     Ok(match req {
-        Request::Status => Response::ok(Status {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-            uptime_secs: info.started.elapsed().as_secs(),
-            xdp: info.xdp.clone(),
-            enforcement: if e.has_fast_path() {
-                "xdp"
-            } else {
-                "userspace"
-            }
-            .to_string(),
-            sip_listen: info.sip_listen.clone(),
-            bans_active: e.bans_active(),
-            allow_entries: e.list(List::Allow).len(),
-            deny_entries: e.list(List::Deny).len(),
-        }),
+        Request::Status => {
+            let fraud = info
+                .proxy
+                .as_ref()
+                .map(|p| p.fraud_status(None))
+                .unwrap_or_default();
+            Response::ok(Status {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                uptime_secs: info.started.elapsed().as_secs(),
+                xdp: info.xdp.clone(),
+                enforcement: if e.has_fast_path() {
+                    "xdp"
+                } else {
+                    "userspace"
+                }
+                .to_string(),
+                sip_listen: info.sip_listen.clone(),
+                bans_active: e.bans_active(),
+                allow_entries: e.list(List::Allow).len(),
+                deny_entries: e.list(List::Deny).len(),
+                calls_active: usize::try_from(fraud.calls_active).unwrap_or(usize::MAX),
+                fraud_suspended: fraud.suspended.len(),
+                calls_by_account: fraud
+                    .accounts
+                    .iter()
+                    .filter(|a| a.calls_active > 0)
+                    .map(|a| (a.account.clone(), a.calls_active))
+                    .collect(),
+                calls_by_peer: fraud.calls_by_peer,
+            })
+        }
         Request::Stats => {
             let xdp = e
                 .xdp_counters()
@@ -241,6 +257,40 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             None => Response::no("this daemon runs no proxy"),
         },
         Request::Top => Response::no("internal: top answered above"),
+        Request::FraudStatus { user } => match &info.proxy {
+            Some(proxy) => Response::ok(proxy.fraud_status(user.as_deref())),
+            None => Response::no("this daemon runs no proxy"),
+        },
+        Request::FraudEvents => match &info.proxy {
+            Some(proxy) => Response::ok(proxy.fraud_events()),
+            None => Response::no("this daemon runs no proxy"),
+        },
+        Request::FraudUnblock { user } => {
+            let Some(proxy) = &info.proxy else {
+                return Ok(Response::no("this daemon runs no proxy"));
+            };
+            let lifted = proxy.fraud_unblock(&user);
+            // A suspension only in the database (none in memory) is lifted too.
+            let mut stored = false;
+            for k in &lifted {
+                stored |= e.store().del_suspension(k)?;
+            }
+            if !user.contains('@') {
+                for s in e.store().suspensions()? {
+                    if s.account.split_once('@').is_some_and(|(u, _)| u == user) {
+                        stored |= e.store().del_suspension(&s.account)?;
+                    }
+                }
+            } else {
+                stored |= e.store().del_suspension(&user)?;
+            }
+            if lifted.is_empty() && !stored {
+                Response::no(format!("{user} is not suspended"))
+            } else {
+                info!(user, ?lifted, "fraud suspension lifted by the operator");
+                Response::ok(serde_json::json!({ "user": user, "lifted": lifted }))
+            }
+        }
     })
 }
 

@@ -76,6 +76,7 @@ pub fn run(cmd: UserCmd, common: &crate::admin::commands::Common) -> ExitCode {
                 password: None,
                 ha1: None,
                 ha1_sha256: None,
+                identities: Vec::new(),
             };
             let d = domain.to_ascii_lowercase();
             match (&password, &ha1) {

@@ -6,8 +6,10 @@ pub mod digest;
 pub mod nonce;
 pub mod users;
 
+use std::net::IpAddr;
+
 use digest::{Algorithm, Credentials};
-use nonce::{Nonces, Verdict};
+use nonce::{Count, Nonces, Verdict};
 use users::Users;
 
 /// What verifying a request's credentials says.
@@ -39,6 +41,8 @@ pub struct Request<'a> {
     pub realm: &'a str,
     /// Users the authenticated identity must equal (From user; To user too for REGISTER).
     pub must_be: &'a [&'a str],
+    /// The address the request came from: the nonce must have been issued to it.
+    pub client: IpAddr,
 }
 
 /// The authenticator: subscribers, offered algorithms, nonces.
@@ -67,9 +71,16 @@ impl Authenticator {
         &mut self.users
     }
 
-    /// Challenge header values, one per offered algorithm, in order of preference.
-    pub fn challenges(&self, realm: &str, stale: bool, now_secs: u64) -> Vec<String> {
-        let nonce = self.nonces.issue(realm, now_secs);
+    /// Challenge header values, one per offered algorithm, in order of preference, with a
+    /// nonce good only from `client`.
+    pub fn challenges(
+        &self,
+        realm: &str,
+        stale: bool,
+        now_secs: u64,
+        client: IpAddr,
+    ) -> Vec<String> {
+        let nonce = self.nonces.issue(realm, client, now_secs);
         self.algorithms
             .iter()
             .map(|&a| digest::challenge(realm, &nonce, a, stale))
@@ -118,9 +129,12 @@ impl Authenticator {
             // Without qop=auth there is no nonce-count, hence no replay protection.
             return challenge(Some("qop"));
         };
-        match self.nonces.check(&c.nonce, req.realm, now_secs) {
+        match self.nonces.check(&c.nonce, req.realm, req.client, now_secs) {
             Verdict::Fresh => {}
-            Verdict::Stale => {
+            // Issued to another address (RFC 7616 3.3 stale semantics: the credentials may
+            // be right, the nonce is not good here): challenged again, never accepted, and
+            // not counted as a failure, since a spoofed source proves nothing.
+            Verdict::Stale | Verdict::OtherClient => {
                 return Outcome::Challenge {
                     stale: true,
                     failure: None,
@@ -142,8 +156,16 @@ impl Authenticator {
         if !eq_ignore_case_ct(want.as_bytes(), c.response.as_bytes()) {
             return challenge(Some("wrong_password"));
         }
-        if !self.nonces.accept_count(&c.nonce, nc, now_secs) {
-            return challenge(Some("replay"));
+        match self.nonces.accept_count(&c.nonce, nc, now_secs) {
+            Count::Accepted => {}
+            Count::Replay => return challenge(Some("replay")),
+            // The count table was full and forgot this nonce: a new one, no failure.
+            Count::Stale => {
+                return Outcome::Challenge {
+                    stale: true,
+                    failure: None,
+                };
+            }
         }
         Outcome::Authenticated { user: c.username }
     }
@@ -174,6 +196,7 @@ mod tests {
             password: Some("pw".into()),
             ha1: None,
             ha1_sha256: None,
+            identities: Vec::new(),
         }]);
         Authenticator::new(
             users,
@@ -206,6 +229,7 @@ mod tests {
         uri_also_ok: &never,
         realm: "example.com",
         must_be: &["alice"],
+        client: IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
     };
 
     #[test]
@@ -218,7 +242,7 @@ mod tests {
                 failure: None
             }
         );
-        let ch = a.challenges("example.com", false, 100);
+        let ch = a.challenges("example.com", false, 100, REQ.client);
         assert_eq!(ch.len(), 2);
         assert!(ch[0].contains("SHA-256") && ch[1].contains("MD5"));
         let n = nonce_of(&ch[0]);
@@ -286,7 +310,7 @@ mod tests {
             Algorithm::Md5,
             "alice",
             "pw",
-            "0000000000000064000000000000000100112233445566778899aabbccddeeff",
+            "0000006400000001001122334455667788990011223344556677889900aabbccddeeff",
             "00000001",
         );
         assert_eq!(
@@ -294,6 +318,37 @@ mod tests {
             Outcome::Challenge {
                 stale: false,
                 failure: Some("bad_nonce")
+            }
+        );
+    }
+
+    /// Issue 10: credentials over a nonce issued to another address (a subscriber
+    /// registering from a spoofed source with its own nonce) are challenged again with
+    /// stale=true, never accepted, and not counted as a failure.
+    #[test]
+    fn nonce_from_another_address_is_stale() {
+        let mut a = auth();
+        let ch = a.challenges("example.com", false, 100, REQ.client);
+        let n = nonce_of(&ch[0]);
+        let good = creds(Algorithm::Sha256, "alice", "pw", &n, "00000001");
+        let spoofed = Request {
+            client: IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9)),
+            ..REQ
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                a.verify(&[&good], &spoofed, 101),
+                Outcome::Challenge {
+                    stale: true,
+                    failure: None
+                }
+            );
+        }
+        // From the address it was sent to, the same credentials are good.
+        assert_eq!(
+            a.verify(&[&good], &REQ, 101),
+            Outcome::Authenticated {
+                user: "alice".into()
             }
         );
     }

@@ -1,34 +1,62 @@
 //! Nonces the server verifies without remembering them: a timestamp, a per-challenge unique
-//! number, and an HMAC-SHA-256 of both under a secret, so a nonce cannot be forged and its age is known (stale=true once
-//! it is too old). Replay protection needs a little state: the highest nonce-count seen
-//! per nonce, kept only for nonces that authenticated someone and only for their lifetime.
+//! number, and two HMAC-SHA-256 tags under a secret: one of (timestamp, number, realm), one of
+//! the same and the client's address. A nonce cannot be forged, its age is known (stale=true
+//! once it is too old), and it is good only from the address it was sent to (issue 10: a
+//! subscriber could REGISTER bindings from spoofed sources with a nonce of its own). Because
+//! the challenge went to that address, credentials computed over the nonce prove that the
+//! sender receives there: failures after it (wrong password, unknown user, URI mismatch,
+//! replay) are evidence the source itself produced.
+//!
+//! Replay protection needs a little state: the highest nonce-count seen per nonce, kept only
+//! for nonces that authenticated someone and only for their lifetime, in a bounded table.
+//! When it is full, the counts of the oldest nonces are forgotten and every nonce issued up
+//! to the newest of them becomes stale (re-challenged with stale=true, which clients answer
+//! without asking their user): no replay becomes possible, and no valid client fails.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Hex digits of the timestamp part.
-const TS_LEN: usize = 16;
+/// Hex digits of the timestamp (seconds since the epoch, good until 2106).
+const TS_LEN: usize = 8;
 /// Hex digits of the unique part: two challenges in the same second must differ, or the
 /// nonce-count of one client would look like a replay of another's.
-const UNIQ_LEN: usize = 16;
-/// Hex digits of the MAC part (128 bits are plenty against forgery).
-const MAC_LEN: usize = 32;
+const UNIQ_LEN: usize = 8;
+/// Hex digits of the tag over timestamp, number and realm (tells "ours, for another client"
+/// from "not ours").
+const REALM_MAC_LEN: usize = 16;
+/// Hex digits of the tag that also covers the client's address (96 bits against forgery).
+const CLIENT_MAC_LEN: usize = 24;
+const HEAD_LEN: usize = TS_LEN + UNIQ_LEN;
+const NONCE_LEN: usize = HEAD_LEN + REALM_MAC_LEN + CLIENT_MAC_LEN;
 /// Most nonces whose count is tracked at once: a bound on memory whatever happens.
 const MAX_TRACKED: usize = 100_000;
 
 /// What checking a nonce says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Ours and young enough.
+    /// Ours, young enough, and issued to this client.
     Fresh,
     /// Ours but expired: re-challenge with stale=true.
     Stale,
+    /// Ours, but issued to another address: re-challenge with stale=true, never accept.
+    OtherClient,
     /// Not ours (forged, other secret, or malformed).
     Invalid,
+}
+
+/// What recording a nonce-count says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    /// Higher than every count seen for that nonce.
+    Accepted,
+    /// Not higher: a replay (or malformed).
+    Replay,
+    /// The nonce's counts were forgotten when the table was full: re-challenge, stale=true.
+    Stale,
 }
 
 /// Issues and checks nonces; tracks nonce-counts.
@@ -37,97 +65,159 @@ pub struct Nonces {
     lifetime: Duration,
     /// nonce -> (highest nc accepted, issue time in seconds).
     counts: HashMap<String, (u32, u64)>,
+    /// Nonces issued at or before this second whose counts are not tracked are stale.
+    forgotten_upto: Option<u64>,
+    capacity: usize,
     /// Makes every nonce unique.
-    issued: std::sync::atomic::AtomicU64,
+    issued: std::sync::atomic::AtomicU32,
 }
 
 impl Nonces {
     /// A nonce authority with this secret; nonces older than `lifetime` are stale.
     pub fn new(secret: Vec<u8>, lifetime: Duration) -> Nonces {
+        Nonces::with_capacity(secret, lifetime, MAX_TRACKED)
+    }
+
+    /// The same with at most `capacity` counts tracked.
+    pub fn with_capacity(secret: Vec<u8>, lifetime: Duration, capacity: usize) -> Nonces {
         Nonces {
             secret,
             lifetime,
             counts: HashMap::new(),
-            issued: std::sync::atomic::AtomicU64::new(0),
+            forgotten_upto: None,
+            capacity: capacity.max(1),
+            issued: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
-    fn mac(&self, ts: &str, realm: &str) -> String {
+    /// The tag of `head` for `realm` (and `client` when given), `len` hex digits.
+    fn mac(&self, head: &str, realm: &str, client: Option<IpAddr>, len: usize) -> String {
         // new_from_slice accepts keys of any length for HMAC.
         let mut m = match HmacSha256::new_from_slice(&self.secret) {
             Ok(m) => m,
             Err(_) => return String::new(),
         };
-        m.update(ts.as_bytes());
+        m.update(head.as_bytes());
         m.update(b"|");
         m.update(realm.as_bytes());
+        if let Some(ip) = client {
+            m.update(b"|");
+            // One spelling per address: IPv4-mapped IPv6 as IPv4.
+            m.update(ip.to_canonical().to_string().as_bytes());
+        }
         let tag = m.finalize().into_bytes();
         let mut h = super::digest::hex(&tag);
-        h.truncate(MAC_LEN);
+        h.truncate(len);
         h
     }
 
-    /// A new nonce for `realm` at time `now_secs` (seconds on any monotonic-enough clock).
-    pub fn issue(&self, realm: &str, now_secs: u64) -> String {
+    /// A new nonce for `realm`, sent to `client`, at time `now_secs` (seconds since the epoch).
+    pub fn issue(&self, realm: &str, client: IpAddr, now_secs: u64) -> String {
         let n = self
             .issued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let head = format!("{now_secs:016x}{n:016x}");
-        let mac = self.mac(&head, realm);
-        format!("{head}{mac}")
+        let head = format!("{:08x}{n:08x}", now_secs as u32);
+        let realm_mac = self.mac(&head, realm, None, REALM_MAC_LEN);
+        let client_mac = self.mac(&head, realm, Some(client), CLIENT_MAC_LEN);
+        format!("{head}{realm_mac}{client_mac}")
     }
 
-    /// Check a nonce presented for `realm`.
-    pub fn check(&self, nonce: &str, realm: &str, now_secs: u64) -> Verdict {
-        if nonce.len() != TS_LEN + UNIQ_LEN + MAC_LEN || !nonce.is_ascii() {
+    /// The issue time of a nonce of our format.
+    fn issued_at(nonce: &str) -> Option<u64> {
+        u64::from_str_radix(nonce.get(..TS_LEN)?, 16).ok()
+    }
+
+    /// Check a nonce presented for `realm` by `client`.
+    pub fn check(&self, nonce: &str, realm: &str, client: IpAddr, now_secs: u64) -> Verdict {
+        if nonce.len() != NONCE_LEN || !nonce.is_ascii() {
             return Verdict::Invalid;
         }
-        let (head, mac) = nonce.split_at(TS_LEN + UNIQ_LEN);
-        let Ok(issued) = u64::from_str_radix(&head[..TS_LEN], 16) else {
+        let (head, macs) = nonce.split_at(HEAD_LEN);
+        let (realm_mac, client_mac) = macs.split_at(REALM_MAC_LEN);
+        let Some(issued) = Nonces::issued_at(nonce) else {
             return Verdict::Invalid;
         };
-        if !constant_time_eq(mac.as_bytes(), self.mac(head, realm).as_bytes()) {
+        if !constant_time_eq(
+            realm_mac.as_bytes(),
+            self.mac(head, realm, None, REALM_MAC_LEN).as_bytes(),
+        ) {
             return Verdict::Invalid;
         }
+        if !constant_time_eq(
+            client_mac.as_bytes(),
+            self.mac(head, realm, Some(client), CLIENT_MAC_LEN)
+                .as_bytes(),
+        ) {
+            return Verdict::OtherClient;
+        }
+        // The timestamp is the low 32 bits of the epoch seconds.
+        let now = now_secs & u64::from(u32::MAX);
         // A nonce from the future (clock went back, or forged with a leaked secret) is stale.
-        if issued > now_secs || now_secs - issued > self.lifetime.as_secs() {
+        if issued > now || now - issued > self.lifetime.as_secs() {
             return Verdict::Stale;
         }
         Verdict::Fresh
     }
 
-    /// Record nonce-count `nc` (hex) for a nonce whose credentials were right: true when it
-    /// is higher than every count seen before for that nonce, false for a replay.
-    pub fn accept_count(&mut self, nonce: &str, nc: &str, now_secs: u64) -> bool {
+    /// Record nonce-count `nc` (hex) for a nonce whose credentials were right.
+    pub fn accept_count(&mut self, nonce: &str, nc: &str, now_secs: u64) -> Count {
         let Ok(n) = u32::from_str_radix(nc, 16) else {
-            return false;
+            return Count::Replay;
         };
         if nc.len() != 8 || n == 0 {
-            return false;
+            return Count::Replay;
         }
         if let Some((last, _)) = self.counts.get_mut(nonce) {
             if n <= *last {
-                return false;
+                return Count::Replay;
             }
             *last = n;
-            return true;
+            return Count::Accepted;
         }
-        if self.counts.len() >= MAX_TRACKED {
+        let issued = Nonces::issued_at(nonce).unwrap_or(0);
+        if self.forgotten_upto.is_some_and(|t| issued <= t) {
+            // Its counts may have been forgotten: a replay cannot be told from a first use.
+            return Count::Stale;
+        }
+        if self.counts.len() >= self.capacity {
             self.expire(now_secs);
-            if self.counts.len() >= MAX_TRACKED {
-                // Refuse rather than forget a count: a forgotten one would allow a replay.
-                return false;
+            if self.counts.len() >= self.capacity {
+                self.forget_oldest();
+                if self.forgotten_upto.is_some_and(|t| issued <= t) {
+                    return Count::Stale;
+                }
             }
         }
-        self.counts.insert(nonce.to_string(), (n, now_secs));
-        true
+        self.counts.insert(nonce.to_string(), (n, issued));
+        Count::Accepted
+    }
+
+    /// Forget the counts of the oldest eighth of the table (by issue time), and make every
+    /// nonce issued up to then stale.
+    fn forget_oldest(&mut self) {
+        let mut times: Vec<u64> = self.counts.values().map(|v| v.1).collect();
+        let k = (times.len() / 8).min(times.len().saturating_sub(1));
+        let newest = times.iter().copied().max().unwrap_or(0);
+        let (_, &mut mut threshold, _) = times.select_nth_unstable(k);
+        // Keep the newest second's nonces when older ones can go: they are the ones clients
+        // are answering right now.
+        if threshold >= newest && times.iter().any(|&t| t < newest) {
+            threshold = newest - 1;
+        }
+        let before = self.counts.len();
+        self.counts.retain(|_, v| v.1 > threshold);
+        self.forgotten_upto = Some(self.forgotten_upto.map_or(threshold, |t| t.max(threshold)));
+        for _ in self.counts.len()..before {
+            crate::metrics::limit_hit("nonce_counts_evicted", None);
+        }
     }
 
     /// Forget the counts of nonces that are stale anyway.
     pub fn expire(&mut self, now_secs: u64) {
         let life = self.lifetime.as_secs();
+        let now = now_secs & u64::from(u32::MAX);
         self.counts
-            .retain(|_, (_, first)| now_secs.saturating_sub(*first) <= life + 1);
+            .retain(|_, (_, issued)| now.saturating_sub(*issued) <= life + 1);
     }
 
     /// Nonces whose counts are tracked.
@@ -148,47 +238,99 @@ mod tests {
         Nonces::new(b"secret".to_vec(), Duration::from_secs(300))
     }
 
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
     #[test]
     fn fresh_stale_invalid() {
         let a = n();
-        let nonce = a.issue("example.com", 1000);
+        let nonce = a.issue("example.com", A, 1000);
+        assert_eq!(nonce.len(), NONCE_LEN);
         assert_ne!(
             nonce,
-            a.issue("example.com", 1000),
+            a.issue("example.com", A, 1000),
             "unique in the same second"
         );
-        assert_eq!(a.check(&nonce, "example.com", 1000), Verdict::Fresh);
-        assert_eq!(a.check(&nonce, "example.com", 1300), Verdict::Fresh);
-        assert_eq!(a.check(&nonce, "example.com", 1301), Verdict::Stale);
-        assert_eq!(a.check(&nonce, "example.com", 999), Verdict::Stale);
+        assert_eq!(a.check(&nonce, "example.com", A, 1000), Verdict::Fresh);
+        assert_eq!(a.check(&nonce, "example.com", A, 1300), Verdict::Fresh);
+        assert_eq!(a.check(&nonce, "example.com", A, 1301), Verdict::Stale);
+        assert_eq!(a.check(&nonce, "example.com", A, 999), Verdict::Stale);
         // Bound to the realm and the secret.
-        assert_eq!(a.check(&nonce, "other.com", 1000), Verdict::Invalid);
+        assert_eq!(a.check(&nonce, "other.com", A, 1000), Verdict::Invalid);
         let b = Nonces::new(b"other".to_vec(), Duration::from_secs(300));
-        assert_eq!(b.check(&nonce, "example.com", 1000), Verdict::Invalid);
+        assert_eq!(b.check(&nonce, "example.com", A, 1000), Verdict::Invalid);
         // A tampered timestamp breaks the MAC.
         let mut t = nonce.clone();
-        t.replace_range(15..16, if &nonce[15..16] == "0" { "1" } else { "0" });
-        assert_eq!(a.check(&t, "example.com", 1000), Verdict::Invalid);
-        assert_eq!(a.check("short", "example.com", 1000), Verdict::Invalid);
+        t.replace_range(7..8, if &nonce[7..8] == "0" { "1" } else { "0" });
+        assert_eq!(a.check(&t, "example.com", A, 1000), Verdict::Invalid);
+        assert_eq!(a.check("short", "example.com", A, 1000), Verdict::Invalid);
+    }
+
+    /// Issue 10: a nonce is good only from the address it was sent to; the same address
+    /// written as IPv4-mapped IPv6 is the same client.
+    #[test]
+    fn bound_to_the_client_address() {
+        let a = n();
+        let nonce = a.issue("example.com", A, 1000);
+        assert_eq!(
+            a.check(&nonce, "example.com", B, 1000),
+            Verdict::OtherClient
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(a.check(&nonce, "example.com", mapped, 1000), Verdict::Fresh);
+        // A forged client tag is still "other client", never accepted; a forged realm tag is
+        // not ours at all.
+        let mut t = nonce.clone();
+        let last = nonce.len() - 1;
+        t.replace_range(last.., if nonce.ends_with('0') { "1" } else { "0" });
+        assert_eq!(a.check(&t, "example.com", A, 1000), Verdict::OtherClient);
     }
 
     #[test]
     fn replay() {
         let mut a = n();
-        let nonce = a.issue("r", 10);
-        assert!(a.accept_count(&nonce, "00000001", 10));
-        assert!(
-            !a.accept_count(&nonce, "00000001", 11),
+        let nonce = a.issue("r", A, 10);
+        assert_eq!(a.accept_count(&nonce, "00000001", 10), Count::Accepted);
+        assert_eq!(
+            a.accept_count(&nonce, "00000001", 11),
+            Count::Replay,
             "same nc is a replay"
         );
-        assert!(a.accept_count(&nonce, "00000003", 11));
-        assert!(
-            !a.accept_count(&nonce, "00000002", 11),
+        assert_eq!(a.accept_count(&nonce, "00000003", 11), Count::Accepted);
+        assert_eq!(
+            a.accept_count(&nonce, "00000002", 11),
+            Count::Replay,
             "lower nc is a replay"
         );
-        assert!(!a.accept_count(&nonce, "zz", 11));
+        assert_eq!(a.accept_count(&nonce, "zz", 11), Count::Replay);
         assert_eq!(a.tracked(), 1);
         a.expire(10 + 302);
         assert_eq!(a.tracked(), 0);
+    }
+
+    /// Issue 9: a subscriber filled the table, then every valid login failed as a "replay"
+    /// (and its user got banned). Now the table stays bounded, the oldest counts are
+    /// forgotten, the nonces they covered turn stale (a transparent re-challenge), replays of
+    /// them stay refused, and fresh nonces keep working.
+    #[test]
+    fn full_table_fails_no_valid_client() {
+        let mut a = Nonces::with_capacity(b"k".to_vec(), Duration::from_secs(300), 64);
+        let victim = a.issue("r", B, 100);
+        assert_eq!(a.accept_count(&victim, "00000001", 100), Count::Accepted);
+        // The filler: one fresh nonce per login, each used once, 30 a second.
+        for i in 0..300u64 {
+            let t = 101 + i / 30;
+            let x = a.issue("r", A, t);
+            assert_eq!(a.accept_count(&x, "00000001", t), Count::Accepted, "{i}");
+            assert!(a.tracked() <= 64);
+        }
+        // The victim's old nonce: forgotten, so stale (re-challenge), never a replay.
+        assert_eq!(a.accept_count(&victim, "00000001", 111), Count::Stale);
+        assert_eq!(a.accept_count(&victim, "00000002", 111), Count::Stale);
+        // With a new nonce the victim logs in.
+        let fresh = a.issue("r", B, 112);
+        assert_eq!(a.accept_count(&fresh, "00000001", 112), Count::Accepted);
+        assert_eq!(a.accept_count(&fresh, "00000002", 112), Count::Accepted);
+        assert_eq!(a.accept_count(&fresh, "00000002", 112), Count::Replay);
     }
 }

@@ -86,6 +86,7 @@ impl Users {
             password: None,
             ha1: s.md5.clone(),
             ha1_sha256: s.sha256.clone(),
+            identities: Vec::new(),
         })
     }
 
@@ -135,6 +136,7 @@ mod tests {
                 password: Some("secret".into()),
                 ha1: None,
                 ha1_sha256: None,
+                identities: Vec::new(),
             },
             UserEntry {
                 user: "bob".into(),
@@ -142,6 +144,7 @@ mod tests {
                 password: None,
                 ha1: Some("0123456789ABCDEF0123456789abcdef".into()),
                 ha1_sha256: None,
+                identities: Vec::new(),
             },
         ]);
         let a = u.get("alice", "EXAMPLE.COM").unwrap();

@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -41,6 +41,9 @@ pub struct BansConfig {
     pub request_limit: u32,
     #[serde(deserialize_with = "crate::config::duration")]
     pub request_window: Duration,
+    /// The request limit of known sources (registered, recently authenticated, peers of
+    /// ours) within `request_window`: over it they are throttled, never banned.
+    pub known_request_limit: u32,
     #[serde(deserialize_with = "crate::config::duration")]
     pub request_ban_time: Duration,
     /// What bans learned from traffic block (flood, scanner, auth failures, request rate):
@@ -61,6 +64,7 @@ impl Default for BansConfig {
             scanner_ban_time: Duration::from_secs(3600),
             request_limit: 500,
             request_window: Duration::from_secs(10),
+            known_request_limit: 10_000,
             request_ban_time: Duration::from_secs(600),
             learned_scope: BanScopeConfig::SipPorts,
         }
@@ -70,8 +74,9 @@ impl Default for BansConfig {
 /// What the proxy and the gate report.
 #[derive(Debug)]
 pub enum Event {
-    TransactionOpen(String),
-    TransactionClose(String),
+    /// A UDP client transaction and the peer its responses must come from (`None`: any).
+    TransactionOpen(String, Option<SocketAddr>),
+    TransactionClose(String, Option<SocketAddr>),
     /// A failed authentication; `proven` when it came after a nonce we issued to that very
     /// address (the source can receive what we send it: not spoofed).
     AuthFailure(IpAddr, bool),
@@ -99,12 +104,38 @@ pub struct Learner {
     /// dropped as a stray. A map handle of its own, not the enforcer: the proxy calls us
     /// under its lock, and the admin server holds the enforcer while it calls the proxy.
     keys: Option<Arc<Mutex<TransactionKeys>>>,
+    /// Peers that may answer from another address than the one we sent to (`[proxy]
+    /// reply_from_any`): their transactions' keys are of the branch alone.
+    reply_from_any: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl Learner {
     pub fn new(capacity: usize) -> (Learner, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Learner { tx, keys: None }, rx)
+        (
+            Learner {
+                tx,
+                keys: None,
+                reply_from_any: Arc::new(Vec::new()),
+            },
+            rx,
+        )
+    }
+
+    /// Peers that may answer from any address (`[proxy] reply_from_any`).
+    pub fn with_reply_from_any(mut self, nets: Vec<ipnet::IpNet>) -> Learner {
+        self.reply_from_any = Arc::new(nets);
+        self
+    }
+
+    /// The peer a transaction's responses must come from: where the request went, unless
+    /// that peer may answer from anywhere.
+    fn reply_peer(&self, dest: &Destination) -> Option<SocketAddr> {
+        let ip = match dest.addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dest.addr.ip(), IpAddr::V4),
+            v4 => v4,
+        };
+        (!crate::config::in_any(&self.reply_from_any, ip)).then_some(dest.addr)
     }
 
     /// Write transaction keys through `keys` synchronously (see the field).
@@ -125,20 +156,21 @@ impl Observer for Learner {
     fn client_transaction_created(&self, branch: &str, dest: Destination) {
         // Only UDP responses come through XDP; TCP ones arrive on our own connection.
         if dest.transport == Transport::Datagram {
+            let peer = self.reply_peer(&dest);
             // The proxy sends the request only after this returns.
             match &self.keys {
                 Some(keys) => {
                     let expires = crate::clock::expiry_after(Some(TRANSACTION_TTL));
                     match keys.lock() {
                         Ok(mut k) => {
-                            if let Err(e) = k.open(branch, expires) {
+                            if let Err(e) = k.open(branch, peer, expires) {
                                 warn!("{e}");
                             }
                         }
                         Err(_) => warn!("transaction keys poisoned"),
                     }
                 }
-                None => self.report(Event::TransactionOpen(branch.to_string())),
+                None => self.report(Event::TransactionOpen(branch.to_string(), peer)),
             }
         }
         // We send it requests: a registered contact, a trunk, a peer of a dialog.
@@ -151,7 +183,10 @@ impl Observer for Learner {
 
     fn client_transaction_terminated(&self, branch: &str, dest: Destination) {
         if dest.transport == Transport::Datagram {
-            self.report(Event::TransactionClose(branch.to_string()));
+            self.report(Event::TransactionClose(
+                branch.to_string(),
+                self.reply_peer(&dest),
+            ));
         }
     }
 
@@ -301,12 +336,14 @@ pub async fn run(
             .unwrap_or(false)
         };
         let ban = match event {
-            Event::TransactionOpen(branch) => {
-                with(&enforcer, |e| e.transaction_open(&branch, TRANSACTION_TTL));
+            Event::TransactionOpen(branch, peer) => {
+                with(&enforcer, |e| {
+                    e.transaction_open(&branch, peer, TRANSACTION_TTL)
+                });
                 None
             }
-            Event::TransactionClose(branch) => {
-                with(&enforcer, |e| e.transaction_close(&branch));
+            Event::TransactionClose(branch, peer) => {
+                with(&enforcer, |e| e.transaction_close(&branch, peer));
                 None
             }
             Event::Known(ip) => {
@@ -399,6 +436,112 @@ fn with<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn enforcer(tag: &str) -> (Arc<Mutex<Enforcer>>, std::path::PathBuf) {
+        let d = std::env::temp_dir().join(format!("sfw-learn-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let store = crate::state::Store::open(&d).unwrap();
+        let e = Enforcer::new(store, None, &crate::config::Config::default()).unwrap();
+        (Arc::new(Mutex::new(e)), d)
+    }
+
+    /// Issue 9: a known source is not banned on forgeable evidence (counted instead); its
+    /// own proven failures ban and demote it; an unknown source is banned as before.
+    #[tokio::test]
+    async fn known_sources_refuse_unproven_bans_and_demote_on_proven_ones() {
+        let (enforcer, dir) = enforcer("tiers");
+        let metrics = crate::metrics::Metrics::new();
+        let refusals = Refusals::new(&metrics);
+        let counter = refusals.counter.clone();
+        let (learner, rx) = Learner::new(64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(
+            rx,
+            enforcer.clone(),
+            BansConfig::default(),
+            refusals,
+            stop_rx,
+        ));
+        let known: IpAddr = "192.0.2.1".parse().unwrap();
+        let v6_known: IpAddr = "2001:db8:1::1".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.2".parse().unwrap();
+        learner.report(Event::Known(known));
+        learner.report(Event::Known(v6_known));
+        learner.report(Event::Scanner(known, "friendly-scanner".into()));
+        // Another address of the known /64.
+        learner.report(Event::Scanner(
+            "2001:db8:1::99".parse().unwrap(),
+            "sipvicious".into(),
+        ));
+        learner.report(Event::RequestRate(known));
+        learner.report(Event::Flood(known));
+        for _ in 0..10 {
+            learner.report(Event::AuthFailure(known, false));
+        }
+        learner.report(Event::Scanner(stranger, "friendly-scanner".into()));
+        let wait = |ip: IpAddr| {
+            let enforcer = enforcer.clone();
+            async move {
+                for _ in 0..200 {
+                    if enforcer.lock().unwrap().is_banned(ip) {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        assert!(wait(stranger).await, "the unknown scanner is banned");
+        {
+            let e = enforcer.lock().unwrap();
+            assert!(!e.is_banned(known), "not banned on unproven evidence");
+            assert!(!e.is_banned(v6_known));
+            assert!(e.is_known(known), "still known");
+        }
+        for (kind, n) in [
+            ("scanner", 2),
+            ("request_rate", 1),
+            ("flood", 1),
+            ("auth_unproven", 10),
+        ] {
+            assert_eq!(counter.with_label_values(&[kind]).get(), n, "{kind}");
+        }
+        // Its own failed logins (after a valid nonce) count: banned and demoted.
+        for _ in 0..5 {
+            learner.report(Event::AuthFailure(known, true));
+        }
+        assert!(wait(known).await, "proven failures ban a known source");
+        assert!(!enforcer.lock().unwrap().is_known(known), "and demote it");
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 10: a transaction's key binds the peer the request went to, except for peers
+    /// in `[proxy] reply_from_any`; the close event names the same peer as the open one.
+    #[tokio::test]
+    async fn transaction_keys_bind_the_peer() {
+        let (learner, mut rx) = Learner::new(8);
+        let learner = learner.with_reply_from_any(vec!["203.0.113.0/24".parse().unwrap()]);
+        let bound: SocketAddr = "192.0.2.5:5060".parse().unwrap();
+        let trunk: SocketAddr = "203.0.113.9:5060".parse().unwrap();
+        for addr in [bound, trunk] {
+            let dest = Destination {
+                addr,
+                transport: Transport::Datagram,
+            };
+            learner.client_transaction_created("z9hG4bK-x", dest);
+            learner.client_transaction_terminated("z9hG4bK-x", dest);
+        }
+        let mut peers = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Event::TransactionOpen(_, p) | Event::TransactionClose(_, p) => peers.push(p),
+                _ => {}
+            }
+        }
+        assert_eq!(peers, vec![Some(bound), Some(bound), None, None]);
+    }
 
     /// Only failures after a nonce we issued (bound to the client's address) prove the
     /// source can receive: the reasons of `auth::Authenticator::verify`.

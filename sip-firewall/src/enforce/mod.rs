@@ -30,7 +30,12 @@ pub enum EnforceError {
 
 /// Bans and lists, with the optional fast path.
 pub struct Enforcer {
-    store: Store,
+    store: std::sync::Arc<Store>,
+    /// Where learned bans go to be written durably, in batches, by [`write_bans`]; `None`:
+    /// written at once.
+    writer: Option<tokio::sync::mpsc::Sender<BanRecord>>,
+    /// Bits of the prefix learned bans and flood state are kept per (IPv4, IPv6).
+    ban_prefix: (u32, u32),
     /// The loaded (and maybe attached) program; dropping it detaches.
     xdp: Option<FastPath>,
     bans: HashMap<IpAddr, BanRecord>,
@@ -46,8 +51,57 @@ pub struct Enforcer {
     learned_scope: BanScope,
 }
 
+/// Most bans kept in memory: every manual one the map holds, every learned one the LRU map
+/// holds.
+const MAX_BANS_IN_MEMORY: usize = (sip_firewall_common::maps::BAN_ENTRIES
+    + sip_firewall_common::maps::LEARNED_BAN_ENTRIES) as usize;
+
+/// Durable writes of learned bans, batched off the hot path: up to 1024 bans per commit.
+/// On shutdown, what is queued is written, then the task ends.
+pub async fn write_bans(
+    store: std::sync::Arc<Store>,
+    mut rx: tokio::sync::mpsc::Receiver<BanRecord>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut stopping = false;
+    loop {
+        let first = tokio::select! {
+            b = rx.recv() => b,
+            _ = shutdown.changed() => { stopping = true; None }
+        };
+        let closed = first.is_none();
+        let mut batch: Vec<BanRecord> = first.into_iter().collect();
+        while batch.len() < 1024
+            && let Ok(b) = rx.try_recv()
+        {
+            batch.push(b);
+        }
+        if batch.is_empty() && (stopping || closed) {
+            return Ok(());
+        }
+        let store = store.clone();
+        let n = batch.len();
+        match tokio::task::spawn_blocking(move || store.put_bans(&batch)).await {
+            Ok(Ok(())) => tracing::debug!(n, "learned bans stored"),
+            Ok(Err(e)) => tracing::warn!("storing {n} learned bans: {e}"),
+            Err(e) => tracing::warn!("ban writer: {e}"),
+        }
+        if stopping && rx.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
 /// Most known sources remembered in user space; past it the oldest knowledge is dropped.
 const MAX_KNOWN: usize = 200_000;
+
+/// What KNOWN holds of a source, as in XDP ([`sip_firewall_common::addr::flood_group`]):
+/// the IPv4 address, the IPv6 /64 (a subscriber's privacy addresses rotate in it).
+pub fn known_group(ip: IpAddr) -> IpAddr {
+    crate::xdp::maps::key_ip(&sip_firewall_common::addr::flood_group(
+        crate::xdp::maps::ip_key(ip),
+    ))
+}
 
 /// The reason code the XDP map stores for a free-text reason.
 fn reason_code(reason: &str) -> u32 {
@@ -73,7 +127,9 @@ impl Enforcer {
         config: &Config,
     ) -> Result<Enforcer, EnforceError> {
         let mut e = Enforcer {
-            store,
+            store: std::sync::Arc::new(store),
+            writer: None,
+            ban_prefix: (config.xdp.ban_prefix_v4, config.xdp.ban_prefix_v6),
             xdp,
             bans: HashMap::new(),
             allow: Vec::new(),
@@ -113,6 +169,58 @@ impl Enforcer {
     /// The state database (also where subscribers added at run time are kept).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Write learned bans through `writer` (see [`write_bans`]) from now on; the store to
+    /// give that task.
+    pub fn set_ban_writer(
+        &mut self,
+        writer: tokio::sync::mpsc::Sender<BanRecord>,
+    ) -> std::sync::Arc<Store> {
+        self.writer = Some(writer);
+        self.store.clone()
+    }
+
+    /// The address a learned ban of `ip` is kept under: its ban prefix (as in XDP).
+    pub fn learned_key(&self, ip: IpAddr) -> IpAddr {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let cfg = sip_firewall_common::XdpConfig::default()
+            .with_ban_prefixes(self.ban_prefix.0, self.ban_prefix.1);
+        crate::xdp::maps::key_ip(&cfg.ban_key(crate::xdp::maps::ip_key(ip)))
+    }
+
+    /// A learned ban in memory and (through the writer, or at once) in the database. The
+    /// table is bounded: at the bound expired bans go, then the learned ban expiring first.
+    fn keep_learned(&mut self, rec: BanRecord) -> Result<(), EnforceError> {
+        if self.bans.len() >= MAX_BANS_IN_MEMORY {
+            let now = unix_now();
+            self.bans.retain(|_, b| b.is_live(now));
+            if self.bans.len() >= MAX_BANS_IN_MEMORY
+                && let Some(ip) = self
+                    .bans
+                    .values()
+                    .filter(|b| reason_code(&b.reason) != BanReason::Manual as u32)
+                    .min_by_key(|b| b.expires_unix.unwrap_or(u64::MAX))
+                    .map(|b| b.ip)
+            {
+                self.bans.remove(&ip);
+                tracing::debug!(%ip, "learned ban table full: the ban expiring first forgotten");
+            }
+        }
+        match &self.writer {
+            Some(w) => {
+                if let Err(e) = w.try_send(rec.clone()) {
+                    // Enforced anyway (map and memory); only its survival of a restart is lost.
+                    tracing::debug!("ban writer queue: {e}; ban of {} not stored", rec.ip);
+                }
+            }
+            None => self.store.put_ban(&rec)?,
+        }
+        self.bans.insert(rec.ip, rec);
+        Ok(())
     }
 
     /// Whether the fast path is attached somewhere.
@@ -160,12 +268,13 @@ impl Enforcer {
         if let Some(x) = self.xdp.as_mut() {
             let expires = ban.expires_unix.map_or(u64::MAX, unix_to_mono);
             let reason = reason_code(&ban.reason);
-            let scope = if reason == BanReason::Manual as u32 {
-                self.manual_scope
+            if reason == BanReason::Manual as u32 {
+                x.maps
+                    .ban_scoped(ban.ip, expires, reason, self.manual_scope)?;
             } else {
-                self.learned_scope
-            };
-            x.maps.ban_scoped(ban.ip, expires, reason, scope)?;
+                x.maps
+                    .ban_learned(ban.ip, expires, reason, self.learned_scope)?;
+            }
         }
         Ok(())
     }
@@ -196,16 +305,25 @@ impl Enforcer {
         reason: &str,
     ) -> Result<BanRecord, EnforceError> {
         let now = unix_now();
+        let manual = reason_code(reason) == BanReason::Manual as u32;
         let rec = BanRecord {
-            ip,
+            // A learned ban covers the source's prefix (IPv6 /64 by default).
+            ip: if manual { ip } else { self.learned_key(ip) },
             reason: reason.to_string(),
             created_unix: now,
             expires_unix: duration.map(|d| now + d.as_secs().max(1)),
         };
-        self.store.put_ban(&rec)?;
-        self.apply_ban(&rec)?;
-        self.count_ban(&rec.reason);
-        self.bans.insert(ip, rec.clone());
+        if manual {
+            // The CLI is told done only once the ban is durable.
+            self.store.put_ban(&rec)?;
+            self.apply_ban(&rec)?;
+            self.count_ban(&rec.reason);
+            self.bans.insert(rec.ip, rec.clone());
+        } else {
+            self.apply_ban(&rec)?;
+            self.count_ban(&rec.reason);
+            self.keep_learned(rec.clone())?;
+        }
         Ok(rec)
     }
 
@@ -223,20 +341,24 @@ impl Enforcer {
             created_unix: unix_now(),
             expires_unix: (ban.expires_ns != u64::MAX).then(|| mono_to_unix(ban.expires_ns)),
         };
-        self.store.put_ban(&rec)?;
         self.count_ban(&rec.reason);
-        self.bans.insert(ban.ip, rec.clone());
+        self.keep_learned(rec.clone())?;
         Ok(rec)
     }
 
     /// Lift the ban of `ip`; whether there was one.
     pub fn unban(&mut self, ip: IpAddr) -> Result<bool, EnforceError> {
-        let stored = self.store.del_ban(ip)?;
+        let prefix = self.learned_key(ip);
+        let mut stored = self.store.del_ban(ip)?;
+        let mut in_memory = self.bans.remove(&ip).is_some();
+        if prefix != ip {
+            stored |= self.store.del_ban(prefix)?;
+            in_memory |= self.bans.remove(&prefix).is_some();
+        }
         let in_map = match self.xdp.as_mut() {
             Some(x) => x.maps.unban(ip)?,
             None => false,
         };
-        let in_memory = self.bans.remove(&ip).is_some();
         Ok(stored || in_map || in_memory)
     }
 
@@ -302,10 +424,10 @@ impl Enforcer {
         if in_any(&self.deny, ip) {
             return Some(Reason::Denied);
         }
-        let now = unix_now();
-        match self.bans.get(&ip) {
-            Some(b) if b.is_live(now) => Some(Reason::Banned),
-            _ => None,
+        if self.is_banned(ip) {
+            Some(Reason::Banned)
+        } else {
+            None
         }
     }
 
@@ -316,7 +438,7 @@ impl Enforcer {
         if self.known.len() >= MAX_KNOWN {
             self.known.retain(|_, until| *until > now);
         }
-        self.known.insert(ip, now + ttl);
+        self.known.insert(known_group(ip), now + ttl);
         if let Some(x) = self.xdp.as_mut() {
             x.maps
                 .known_add(ip, crate::clock::expiry_after(Some(ttl)))?;
@@ -327,7 +449,7 @@ impl Enforcer {
     /// `ip` is no longer known good (its own logins failed repeatedly): it loses the known
     /// tier in user space and in XDP.
     pub fn forget_known(&mut self, ip: IpAddr) -> Result<(), EnforceError> {
-        self.known.remove(&ip);
+        self.known.remove(&known_group(ip));
         if let Some(x) = self.xdp.as_mut() {
             let _ = x.maps.known_remove(ip)?;
         }
@@ -337,22 +459,45 @@ impl Enforcer {
     /// Whether `ip` is a known good source now.
     pub fn is_known(&self, ip: IpAddr) -> bool {
         self.known
-            .get(&ip)
+            .get(&known_group(ip))
             .is_some_and(|until| *until > std::time::Instant::now())
     }
 
     /// Whether `ip` has a live ban.
     pub fn is_banned(&self, ip: IpAddr) -> bool {
         let now = unix_now();
-        self.bans.get(&ip).is_some_and(|b| b.is_live(now))
+        let live = |k: &IpAddr| self.bans.get(k).is_some_and(|b| b.is_live(now));
+        live(&ip) || live(&self.learned_key(ip))
+    }
+
+    /// Handles on the maps for the periodic sweep, when the fast path is loaded.
+    pub fn map_janitor(&self) -> Result<Option<crate::xdp::maps::MapJanitor>, EnforceError> {
+        match self.xdp.as_ref() {
+            Some(x) => Ok(Some(x.maps.janitor()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forget expired bans in memory (the janitor sweeps the maps, this the table the gate
+    /// reads); how many.
+    pub fn forget_expired_bans(&mut self) -> usize {
+        let now = unix_now();
+        let before = self.bans.len();
+        self.bans.retain(|_, b| b.is_live(now));
+        before - self.bans.len()
     }
 
     /// Let responses to the UDP client transaction of `branch` through XDP for `ttl` (or
     /// until closed).
-    pub fn transaction_open(&mut self, branch: &str, ttl: Duration) -> Result<(), EnforceError> {
+    pub fn transaction_open(
+        &mut self,
+        branch: &str,
+        peer: Option<std::net::SocketAddr>,
+        ttl: Duration,
+    ) -> Result<(), EnforceError> {
         if let Some(x) = self.xdp.as_mut() {
             x.maps
-                .transaction_open(branch, crate::clock::expiry_after(Some(ttl)))?;
+                .transaction_open(branch, peer, crate::clock::expiry_after(Some(ttl)))?;
         }
         Ok(())
     }
@@ -369,9 +514,22 @@ impl Enforcer {
     }
 
     /// The transaction of `branch` is over.
-    pub fn transaction_close(&mut self, branch: &str) -> Result<(), EnforceError> {
+    pub fn transaction_close(
+        &mut self,
+        branch: &str,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<(), EnforceError> {
         if let Some(x) = self.xdp.as_mut() {
-            x.maps.transaction_close(branch)?;
+            x.maps.transaction_close(branch, peer)?;
+        }
+        Ok(())
+    }
+
+    /// Tell XDP that some transaction keys are of the branch alone (`[proxy]
+    /// reply_from_any` is not empty).
+    pub fn set_any_peer_keys(&mut self, on: bool) -> Result<(), EnforceError> {
+        if let Some(x) = self.xdp.as_mut() {
+            x.maps.set_any_peer_keys(on)?;
         }
         Ok(())
     }

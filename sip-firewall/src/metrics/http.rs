@@ -21,12 +21,24 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-    info!(%addr, "metrics endpoint listening");
+    serve_on(listener, metrics, shutdown).await
+}
+
+/// Serve on a listener bound beforehand (so that the endpoint answers before the daemon
+/// says it is up).
+pub async fn serve_on(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "metrics endpoint listening");
+    }
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),

@@ -45,6 +45,69 @@ static INTERNAL_ERRORS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock
     .expect("static metric definition is valid")
 });
 
+/// `sipfw_limits_refused_total{what}`: what was refused at a resource bound (TCP connections
+/// in total or per source, accepted or opened; transactions in total or per source) and nonce
+/// counts evicted from a full table. Process-wide like [`internal_error`].
+static LIMITS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "sipfw_limits_refused_total",
+            "Refused at a resource bound, by what: tcp_total, tcp_per_source, \
+             tcp_outbound_total, tcp_outbound_per_source, transactions_total, \
+             transactions_per_source; nonce_counts_evicted when the nonce-count table was full",
+        ),
+        &["what"],
+    )
+    .expect("static metric definition is valid")
+});
+
+/// Every bound hit, named as in `sipfw_limits_refused_total`.
+pub const LIMITS_WHAT: [&str; 7] = [
+    "tcp_total",
+    "tcp_per_source",
+    "tcp_outbound_total",
+    "tcp_outbound_per_source",
+    "transactions_total",
+    "transactions_per_source",
+    "nonce_counts_evicted",
+];
+
+/// A bound was hit by `source` (counted; logged at most once a minute per bound).
+pub fn limit_hit(what: &'static str, source: Option<std::net::IpAddr>) {
+    LIMITS.with_label_values(&[what]).inc();
+    static LAST: std::sync::Mutex<Vec<(&'static str, std::time::Instant)>> =
+        std::sync::Mutex::new(Vec::new());
+    let now = std::time::Instant::now();
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let due = match last.iter_mut().find(|(w, _)| *w == what) {
+        Some((_, at))
+            if now.saturating_duration_since(*at) < std::time::Duration::from_secs(60) =>
+        {
+            false
+        }
+        Some((_, at)) => {
+            *at = now;
+            true
+        }
+        None => {
+            last.push((what, now));
+            true
+        }
+    };
+    if due {
+        tracing::warn!(
+            bound = what,
+            source = ?source,
+            "resource bound reached: refused (counted in sipfw_limits_refused_total; logged once a minute)"
+        );
+    }
+}
+
+/// Refusals at bound `what` so far (tests).
+pub fn limits_refused(what: &str) -> u64 {
+    LIMITS.with_label_values(&[what]).get()
+}
+
 /// Count an internal error of `kind`.
 pub fn internal_error(kind: &str) {
     INTERNAL_ERRORS.with_label_values(&[kind]).inc();
@@ -144,6 +207,12 @@ impl Metrics {
         }
         for kind in ["message", "timer", "lock_poisoned"] {
             INTERNAL_ERRORS.with_label_values(&[kind]);
+        }
+        if let Err(e) = m.registry.register(Box::new(LIMITS.clone())) {
+            tracing::error!("registering sipfw_limits_refused_total: {e}");
+        }
+        for what in LIMITS_WHAT {
+            LIMITS.with_label_values(&[what]);
         }
         m
     }

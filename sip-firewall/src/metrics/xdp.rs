@@ -100,3 +100,42 @@ pub fn register(m: &Metrics, enforcer: Arc<Mutex<Enforcer>>) {
         }
     });
 }
+
+/// `sipfw_map_entries{map}` and `sipfw_map_capacity{map}`: how full each XDP map that fills
+/// up is (bans, learned bans, flood state, known sources, transactions), set by the sweep.
+#[derive(Clone)]
+pub struct MapGauges {
+    entries: IntGaugeVec,
+    capacity: IntGaugeVec,
+}
+
+impl MapGauges {
+    pub fn register(m: &Metrics) -> MapGauges {
+        let vec = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["map"])
+                .expect("static metric definition");
+            m.registry()
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
+        MapGauges {
+            entries: vec(
+                "sipfw_map_entries",
+                "Entries in an XDP map after the last sweep (expired ones deleted)",
+            ),
+            capacity: vec("sipfw_map_capacity", "Capacity of an XDP map (max entries)"),
+        }
+    }
+
+    pub fn set(&self, fills: &[crate::xdp::maps::MapFill]) {
+        for f in fills {
+            self.entries
+                .with_label_values(&[f.map])
+                .set(f.entries as i64);
+            self.capacity
+                .with_label_values(&[f.map])
+                .set(f.capacity as i64);
+        }
+    }
+}

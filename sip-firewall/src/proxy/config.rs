@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// `[proxy]`: how requests are forwarded.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
     /// `host[:port]` written into our Via and Record-Route; default: the first listen address
@@ -23,9 +23,36 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub internal_next_hops: Vec<ipnet::IpNet>,
     /// Peers whose responses may come from another address or transport than their request
-    /// went to (a load-balanced trunk); everyone else's are dropped as strays.
+    /// went to (a load-balanced trunk); everyone else's are dropped as strays. Within one
+    /// listed network, any address also counts as the same party of a dialog.
     #[serde(default)]
     pub reply_from_any: Vec<ipnet::IpNet>,
+    /// The answer to a request for a user of ours who is unknown or not registered: the
+    /// same for both (480 or 404), so that nobody outside can tell who exists.
+    pub unavailable: u16,
+    /// Identity headers (RFC 3325, and older ones) removed from requests from outside the
+    /// trust domain; for our authenticated users the edge sets P-Asserted-Identity itself.
+    pub identity_headers: Vec<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            advertise: None,
+            outbound: None,
+            internal_next_hops: Vec::new(),
+            reply_from_any: Vec::new(),
+            unavailable: 480,
+            identity_headers: [
+                "P-Asserted-Identity",
+                "P-Preferred-Identity",
+                "Remote-Party-ID",
+                "Diversion",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
 }
 
 /// `[timers]`: RFC 3261 17 timers. T1, T2 and T4 are the base values; every lettered timer
@@ -118,7 +145,8 @@ impl Default for RegistrarConfig {
             min_expires: 60,
             max_expires: 3600,
             default_expires: 3600,
-            max_contacts: 10,
+            // Few: each contact is a branch of every call to the address of record.
+            max_contacts: 5,
         }
     }
 }
@@ -162,6 +190,11 @@ pub struct UserEntry {
     pub ha1: Option<String>,
     /// SHA-256(user:realm:password), hex.
     pub ha1_sha256: Option<String>,
+    /// Identities the user may assert besides `sip:user@domain` (RFC 3325: the edge puts the
+    /// one a request prefers in P-Asserted-Identity when it is listed here), e.g.
+    /// `"sip:+15551234@example.com"` or `"tel:+15551234"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
 }
 
 /// A configuration value that cannot work: the key and why.
@@ -190,6 +223,19 @@ pub fn validate(
         && (a.is_empty() || a.contains([' ', ';', ',', '<', '>']))
     {
         return Err(invalid("proxy.advertise", "must be host or host:port"));
+    }
+    if !matches!(proxy.unavailable, 404 | 480) {
+        return Err(invalid("proxy.unavailable", "must be 480 or 404"));
+    }
+    if let Some(h) = proxy
+        .identity_headers
+        .iter()
+        .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err(invalid(
+            "proxy.identity_headers",
+            format!("{h:?} is not a header name"),
+        ));
     }
     if timers.t1.is_zero() {
         return Err(invalid("timers.t1", "must be longer than 0s"));
@@ -271,6 +317,18 @@ pub fn validate(
                 ),
             ));
         }
+        if let Some(i) = u.identities.iter().find(|i| {
+            !(i.starts_with("sip:") || i.starts_with("sips:") || i.starts_with("tel:"))
+                || i.contains(['<', '>', ',', ' ', '"', '\r', '\n'])
+        }) {
+            return Err(invalid(
+                "auth.users",
+                format!(
+                    "user {}@{}: identity {i:?} must be a sip:, sips: or tel: URI",
+                    u.user, u.domain
+                ),
+            ));
+        }
         for (h, len) in [(&u.ha1, 32), (&u.ha1_sha256, 64)] {
             if let Some(h) = h
                 && (h.len() != len || !h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -334,7 +392,17 @@ mod tests {
         assert_eq!(c.auth.algorithms, a.algorithms);
         assert_eq!(c.auth.nonce_lifetime, a.nonce_lifetime);
         assert!(c.proxy.advertise.is_none() && c.proxy.outbound.is_none());
+        let p = ProxyConfig::default();
+        assert_eq!(c.proxy.unavailable, p.unavailable);
+        assert_eq!(c.proxy.identity_headers, p.identity_headers);
         assert!(c.policy.scanners.is_none());
+        let f = crate::fraud::FraudConfig::default();
+        assert_eq!(c.fraud.deny_prefixes, f.deny_prefixes);
+        assert_eq!(c.fraud.international_prefixes, f.international_prefixes);
+        assert_eq!(c.fraud.max_call_duration, f.max_call_duration);
+        assert_eq!(c.fraud.on_critical, f.on_critical);
+        assert_eq!(c.fraud.max_calls, f.max_calls);
+        assert_eq!(c.fraud.max_calls_per_user, f.max_calls_per_user);
     }
 
     #[test]
@@ -352,6 +420,8 @@ mod tests {
         assert!(e.contains("timers.c"), "{e}");
         let e = check("[registrar]\nmin_expires = 100\nmax_expires = 50\n").unwrap_err();
         assert!(e.contains("registrar.max_expires"), "{e}");
+        let e = check("[proxy]\nunavailable = 403\n").unwrap_err();
+        assert!(e.contains("proxy.unavailable"), "{e}");
         let e = check("[auth]\nalgorithms = [\"SHA-1\"]\n").unwrap_err();
         assert!(e.contains("auth.algorithms"), "{e}");
         let e = check(

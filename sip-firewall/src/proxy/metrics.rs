@@ -17,6 +17,11 @@ pub struct ProxyMetrics {
     pub dialog_refused: IntCounterVec,
     /// Responses dropped because they came from elsewhere than their request went.
     pub wrong_source: IntCounter,
+    /// Contacts that answered nothing: marked, sent to without retransmissions, or not
+    /// remembered because the table was full.
+    pub silent_contacts: IntCounterVec,
+    /// The toll-fraud guard's metrics (its own unit, `crate::fraud`).
+    pub fraud: crate::fraud::FraudMetrics,
 }
 
 impl ProxyMetrics {
@@ -100,6 +105,14 @@ impl ProxyMetrics {
                 &["reason"],
             ),
             wrong_source,
+            silent_contacts: cv(
+                "sipfw_proxy_silent_contacts_total",
+                "Contacts that left our request unanswered (marked), requests sent to them \
+                 once without retransmissions (no_retransmit), marks lost to a full table \
+                 (table_full)",
+                &["event"],
+            ),
+            fraud: crate::fraud::FraudMetrics::new(registry),
         };
         for side in ["server", "client"] {
             m.transactions.with_label_values(&[side]);

@@ -5,10 +5,16 @@
 //! ([`Proxy::run_timers`]).
 //!
 //! Order of processing a request (after the message layer): scanner check, ACK and
-//! retransmission matching, CANCEL, then routing: loose routing for in-dialog requests,
-//! OPTIONS keep-alives, REGISTER (digest, 401) to the registrar, digest (407) for requests
-//! claiming to be from our users, the no-open-relay rule, and forwarding to every
-//! registered contact (parallel forking).
+//! retransmission matching, CANCEL, then routing: loop detection (RFC 3261 16.3 step 4,
+//! 482), loose routing for in-dialog requests (only along our Record-Route of this dialog,
+//! whose sealed stamp names its two parties: from one of them to the other), what is
+//! addressed to us (our domains, advertised name and every address of the host: OPTIONS
+//! keep-alives 200), REGISTER (digest, 401) to the registrar, digest (407) for requests
+//! claiming to be from our users, the no-open-relay rule, identity headers (RFC 3325: removed
+//! outside the trust domain, asserted by us for our users), and forwarding to every
+//! registered contact (parallel forking, toward the flow each REGISTER came on), never to
+//! ourselves nor, from a request's text, to loopback or link-local addresses. Responses are
+//! taken only from where their request went.
 
 pub mod config;
 mod core;
@@ -44,9 +50,15 @@ const TICK: Duration = Duration::from_millis(10);
 pub struct Proxy {
     core: Mutex<Core>,
     out: OnceLock<Arc<dyn Outbound>>,
+    /// Where the fraud guard's suspensions are written (the state database), outside the
+    /// core's lock.
+    fraud_store: OnceLock<FraudStore>,
     /// A clock the caller moves (the pipeline fuzz target and its tests); None: the real one.
     fake_now: Option<FakeClock>,
 }
+
+/// Writes the fraud guard's changes to the state database.
+pub type FraudStore = Box<dyn Fn(&[crate::fraud::StoreOp]) + Send + Sync>;
 
 /// A clock moved by hand, shared with a [`Proxy`] made by [`Proxy::with_fake_clock`].
 #[doc(hidden)]
@@ -75,6 +87,7 @@ impl Proxy {
         Ok(Proxy {
             core: Mutex::new(Core::new(config, metrics, observer, Instant::now())?),
             out: OnceLock::new(),
+            fraud_store: OnceLock::new(),
             fake_now: None,
         })
     }
@@ -93,6 +106,7 @@ impl Proxy {
             Proxy {
                 core: Mutex::new(Core::new(config, metrics, observer, start)?),
                 out: OnceLock::new(),
+                fraud_store: OnceLock::new(),
                 fake_now: Some(clock.clone()),
             },
             clock,
@@ -107,35 +121,93 @@ impl Proxy {
 
     /// Add or replace a subscriber while running.
     pub fn add_user(&self, e: &crate::proxy::config::UserEntry) {
-        self.with_core(|c| c.users_mut().insert(e));
+        self.with_core(|c| {
+            c.users_mut().insert(e);
+            c.set_identities(&e.user, &e.domain, &e.identities);
+        });
     }
 
     /// Remove a subscriber; whether there was one.
     pub fn remove_user(&self, user: &str, domain: &str) -> bool {
-        self.with_core(|c| c.users_mut().remove(user, domain))
+        self.with_core(|c| {
+            c.set_identities(user, domain, &[]);
+            c.users_mut().remove(user, domain)
+        })
     }
 
     /// The subscribers, hashes only.
     pub fn users(&self) -> Vec<crate::proxy::config::UserEntry> {
         self.with_core(|c| {
-            let users = c.users_mut();
-            users
-                .ids()
+            let entries: Vec<_> = {
+                let users = c.users_mut();
+                users
+                    .ids()
+                    .into_iter()
+                    .filter_map(|(u, d)| users.entry(&u, &d))
+                    .collect()
+            };
+            entries
                 .into_iter()
-                .filter_map(|(u, d)| users.entry(&u, &d))
+                .map(|mut e| {
+                    e.identities = c.identities_of(&e.user, &e.domain);
+                    e
+                })
                 .collect()
         })
     }
 
-    /// Run `f` on the core, then send what it queued (outside the lock).
+    /// Where suspensions are written from now on (the daemon's state database).
+    pub fn set_fraud_store(&self, store: FraudStore) {
+        let _ = self.fraud_store.set(store);
+    }
+
+    /// Suspensions read from the state database at start.
+    pub fn fraud_restore(&self, list: Vec<crate::fraud::Suspension>) {
+        self.with_core(|c| c.fraud.restore(list));
+    }
+
+    /// Lift the suspension of `user` (`user@domain`, or `user` in every domain): the
+    /// accounts lifted. The caller removes them from the state database.
+    pub fn fraud_unblock(&self, user: &str) -> Vec<String> {
+        let now = self.now();
+        self.with_core(|c| {
+            let unix = c.unix_secs(now);
+            c.fraud.unblock(user, unix)
+        })
+    }
+
+    /// `fraud status`.
+    pub fn fraud_status(&self, user: Option<&str>) -> crate::fraud::Status {
+        let now = self.now();
+        self.with_core(|c| c.fraud.status(user, now))
+    }
+
+    /// `fraud events`: the last warnings, oldest first.
+    pub fn fraud_events(&self) -> Vec<crate::fraud::Event> {
+        self.with_core(|c| c.fraud.events())
+    }
+
+    /// Calls in progress through the edge.
+    pub fn calls_active(&self) -> usize {
+        self.with_core(|c| c.fraud.calls_active())
+    }
+
+    /// Run `f` on the core, then write what the fraud guard must persist and send what it
+    /// queued (outside the lock).
     fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
-        let (r, sends) = {
+        let (r, sends, ops) = {
             // A panic under the lock (caught at the message boundary) left the tables as
             // they were; keep serving, counted and logged once per panic.
             let mut core = crate::server::guard::lock(&self.core, "proxy core");
             let r = f(&mut core);
-            (r, core.take_sends())
+            (r, core.take_sends(), core.fraud.take_store_ops())
         };
+        // Persisted before the refusal that caused it goes out.
+        if !ops.is_empty()
+            && let Some(store) = self.fraud_store.get()
+        {
+            store(&ops);
+        }
         if let Some(out) = self.out.get() {
             for (dest, bytes) in sends {
                 if !out.send(dest, &bytes) {

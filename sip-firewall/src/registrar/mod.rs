@@ -37,6 +37,8 @@ pub struct Register {
     pub cseq: u32,
     pub source: SocketAddr,
     pub transport: Transport,
+    /// Who authenticated it (None: an allow-listed peer, without credentials).
+    pub authenticated: Option<String>,
 }
 
 /// A REGISTER the registrar refuses, with the answer.
@@ -138,6 +140,7 @@ pub fn register(
                     cseq: req.cseq,
                     source: req.source,
                     transport: req.transport,
+                    authenticated: req.authenticated.clone(),
                 },
             );
         }
@@ -185,6 +188,7 @@ mod tests {
             cseq,
             source: "192.0.2.1:5060".parse().unwrap(),
             transport: Transport::Datagram,
+            authenticated: Some("alice".into()),
         }
     }
 

@@ -18,6 +18,9 @@ pub struct Binding {
     /// client behind NAT needs (its Contact names an address nobody can reach).
     pub source: SocketAddr,
     pub transport: Transport,
+    /// The user whose digest credentials the REGISTER proved (None: an allow-listed peer
+    /// registered without them).
+    pub authenticated: Option<String>,
 }
 
 /// Where bindings live.

@@ -7,6 +7,7 @@ pub mod core;
 pub mod fuzzing;
 pub mod guard;
 mod outbound;
+pub mod slots;
 mod tcp;
 mod udp;
 
@@ -38,7 +39,8 @@ pub(crate) struct Shared {
     limits: Limits,
     force_rport: bool,
     tcp_idle_timeout: Duration,
-    max_tcp_connections: usize,
+    /// TCP connections in total and per source, accepted and opened alike.
+    slots: Arc<slots::TcpSlots>,
     metrics: Arc<Metrics>,
     handler: Arc<dyn Handler>,
     /// What the handler sends through; TCP connections register here.
@@ -121,14 +123,8 @@ impl SipServer {
         for u in self.udp {
             tasks.spawn(udp::serve(u, self.shared.clone(), shutdown.clone()));
         }
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.shared.max_tcp_connections));
         for t in self.tcp {
-            tasks.spawn(tcp::serve(
-                t,
-                self.shared.clone(),
-                slots.clone(),
-                shutdown.clone(),
-            ));
+            tasks.spawn(tcp::serve(t, self.shared.clone(), shutdown.clone()));
         }
         while let Some(done) = tasks.join_next().await {
             match done {
@@ -156,12 +152,29 @@ impl Shared {
             },
             force_rport: cfg.force_rport,
             tcp_idle_timeout: cfg.tcp_idle_timeout,
-            max_tcp_connections: cfg.max_tcp_connections,
+            slots: slots::TcpSlots::new(cfg.max_tcp_connections, cfg.max_tcp_per_source),
             metrics,
             handler,
             outbound,
             gate: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A keep-alive (CRLFs on UDP, a CRLFCRLF ping on TCP) is traffic like any other: it
+    /// passes the gate (bans, lists, flood, request rate) before it counts or keeps a
+    /// connection alive.
+    pub(crate) fn admit_keepalive(
+        &self,
+        source: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+    ) -> bool {
+        guard::catch("message", Some(source), || {
+            self.gate
+                .get()
+                .is_none_or(|g| g.admit(source, transport, bytes))
+        })
+        .unwrap_or(false)
     }
 
     /// Judge one message and decide the answer, counting everything on the way. A panic in
@@ -392,5 +405,85 @@ mod tests {
                 .render()
                 .contains("sipfw_internal_errors_total{kind=\"message\"}")
         );
+    }
+}
+
+#[cfg(test)]
+mod keepalive_tests {
+    use super::*;
+
+    /// A gate that refuses one source.
+    struct Refuse(std::net::IpAddr);
+
+    impl Gate for Refuse {
+        fn admit(&self, source: SocketAddr, _: Transport, _: &[u8]) -> bool {
+            source.ip() != self.0
+        }
+    }
+
+    /// Issue 9: keep-alives passed no gate, so a banned or rate-limited host held its TCP
+    /// connections with pings. Now they are judged like messages.
+    #[test]
+    fn keepalives_pass_the_gate() {
+        let shared = Shared::new(
+            &SipConfig::default(),
+            Arc::new(Metrics::new()),
+            Arc::new(core::StatelessCore::default()),
+            Arc::new(outbound::SocketOutbound::new(Vec::new())),
+        );
+        let bad: SocketAddr = "192.0.2.66:5060".parse().unwrap();
+        let good: SocketAddr = "192.0.2.67:5060".parse().unwrap();
+        assert!(shared.admit_keepalive(bad, Transport::Stream, b"\r\n\r\n"));
+        let _ = shared.gate.set(Arc::new(Refuse(bad.ip())));
+        assert!(!shared.admit_keepalive(bad, Transport::Stream, b"\r\n\r\n"));
+        assert!(!shared.admit_keepalive(bad, Transport::Datagram, b"\r\n"));
+        assert!(shared.admit_keepalive(good, Transport::Stream, b"\r\n\r\n"));
+    }
+}
+
+#[cfg(test)]
+mod outbound_tests {
+    use super::*;
+    use crate::server::core::{Destination, Outbound as _};
+
+    /// Issue 10: connections the proxy opens toward a next hop count against the same TCP
+    /// bounds as those it accepts; beyond them the send fails (the client transaction's
+    /// timers decide what follows) and is counted.
+    #[tokio::test]
+    async fn outbound_connections_count_against_the_tcp_caps() {
+        let cfg = SipConfig {
+            max_tcp_connections: 4,
+            max_tcp_per_source: 1,
+            ..SipConfig::default()
+        };
+        let out = Arc::new(outbound::SocketOutbound::new(Vec::new()));
+        let shared = Arc::new(Shared::new(
+            &cfg,
+            Arc::new(Metrics::new()),
+            Arc::new(core::StatelessCore::default()),
+            out.clone(),
+        ));
+        let (_stop, rx) = watch::channel(false);
+        out.enable_connect(Arc::downgrade(&shared), rx);
+        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = peer.local_addr().unwrap();
+        let stream = |addr| Destination {
+            addr,
+            transport: Transport::Stream,
+        };
+        assert!(out.send(stream(addr), b"OPTIONS"), "the first one opens");
+        assert_eq!(shared.slots.used(addr.ip()), (1, 1));
+        let before = crate::metrics::limits_refused("tcp_outbound_per_source");
+        let other: SocketAddr = (addr.ip(), addr.port().wrapping_add(1)).into();
+        assert!(
+            !out.send(stream(other), b"OPTIONS"),
+            "a second to that host"
+        );
+        assert_eq!(
+            crate::metrics::limits_refused("tcp_outbound_per_source"),
+            before + 1
+        );
+        // And the host cannot connect in either: one budget for both directions.
+        assert!(shared.slots.take(addr.ip()).is_err());
     }
 }

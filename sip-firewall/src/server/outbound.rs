@@ -65,6 +65,21 @@ impl SocketOutbound {
         else {
             return false;
         };
+        // Connections we open count against the same bounds as those we accept (issue 10:
+        // a next hop named by a peer must not open connections without limit).
+        let slot = match shared.slots.take(addr.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                crate::metrics::limit_hit(
+                    match full {
+                        super::slots::Full::Total => "tcp_outbound_total",
+                        super::slots::Full::PerSource => "tcp_outbound_per_source",
+                    },
+                    Some(addr.ip()),
+                );
+                return false;
+            }
+        };
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         if tx.try_send(bytes.to_vec()).is_err() {
             return false;
@@ -72,6 +87,7 @@ impl SocketOutbound {
         self.register(addr, tx);
         let shutdown = c.shutdown.clone();
         rt.spawn(async move {
+            let _slot = slot;
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     super::tcp::serve_connection(stream, addr, shared, shutdown, rx).await;

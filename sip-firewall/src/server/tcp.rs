@@ -11,25 +11,21 @@ use sip_firewall_sip::{
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc, watch},
+    sync::{mpsc, watch},
     time::{Instant, timeout_at},
 };
 use tracing::debug;
 
-use super::Shared;
+use super::{Shared, slots::Full};
 
-/// Accept connections until shutdown, at most `slots` at once.
+/// Accept connections until shutdown; one over the bounds (`[sip] max_tcp_connections` in
+/// total, `max_tcp_per_source` per source) is closed at once and counted.
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
-            p = slots.clone().acquire_owned() => p?,
-        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
             a = listener.accept() => match a {
@@ -40,6 +36,21 @@ pub(super) async fn serve(
                 }
             },
         };
+        let slot = match shared.slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                crate::metrics::limit_hit(
+                    match full {
+                        Full::Total => "tcp_total",
+                        Full::PerSource => "tcp_per_source",
+                    },
+                    Some(peer.ip()),
+                );
+                // Closed unread: RST or FIN, the peer learns at once.
+                drop(stream);
+                continue;
+            }
+        };
         let shared = shared.clone();
         let rx = shutdown.clone();
         // Messages the core sends to this peer (relayed responses, forwarded requests) go
@@ -48,7 +59,7 @@ pub(super) async fn serve(
         shared.outbound.register(peer, tx);
         tokio::spawn(async move {
             serve_connection(stream, peer, shared, rx, out_rx).await;
-            drop(permit);
+            drop(slot);
         });
     }
 }
@@ -121,6 +132,11 @@ async fn connection(
             match framer.next_event() {
                 Ok(None) => break,
                 Ok(Some(Event::Ping)) => {
+                    // Gated like a message: a source over its rate (or banned) keeps no
+                    // connection alive with pings.
+                    if !shared.admit_keepalive(peer, Transport::Stream, b"\r\n\r\n") {
+                        continue;
+                    }
                     shared.metrics.keepalive("tcp");
                     deadline = Instant::now() + shared.tcp_idle_timeout;
                     // RFC 5626 4.4.1: a double-CRLF ping is answered with a single CRLF pong.

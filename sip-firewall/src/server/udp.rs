@@ -31,7 +31,9 @@ pub(super) async fn serve(
         };
         let datagram = &buf[..n];
         if is_keepalive(datagram) {
-            shared.metrics.keepalive("udp");
+            if shared.admit_keepalive(source, Transport::Datagram, datagram) {
+                shared.metrics.keepalive("udp");
+            }
             continue;
         }
         if let Some(out) = shared.process(datagram, source, local, Transport::Datagram)

@@ -16,6 +16,8 @@ const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
 const ALLOW: TableDefinition<&str, ()> = TableDefinition::new("allow");
 const DENY: TableDefinition<&str, ()> = TableDefinition::new("deny");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// Accounts suspended by the toll-fraud guard (`crate::fraud`), by account.
+const FRAUD_SUSPENSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("fraud_suspensions");
 
 /// The state database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,7 @@ impl Store {
             tx.open_table(ALLOW)?;
             tx.open_table(DENY)?;
             tx.open_table(USERS)?;
+            tx.open_table(FRAUD_SUSPENSIONS)?;
             Ok(())
         })?;
         Ok(store)
@@ -127,6 +130,25 @@ impl Store {
         self.write(|tx| {
             tx.open_table(BANS)?
                 .insert(key.as_str(), value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Record (or replace) many bans in one durable commit (learned bans, batched off the
+    /// hot path).
+    pub fn put_bans(&self, bans: &[BanRecord]) -> Result<(), StateError> {
+        let mut rows = Vec::with_capacity(bans.len());
+        for b in bans {
+            rows.push((
+                b.ip.to_string(),
+                serde_json::to_vec(b).map_err(|e| self.err(e))?,
+            ));
+        }
+        self.write(|tx| {
+            let mut t = tx.open_table(BANS)?;
+            for (k, v) in &rows {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
             Ok(())
         })
     }
@@ -191,6 +213,41 @@ impl Store {
             match serde_json::from_slice::<UserEntry>(v.value()) {
                 Ok(u) => out.push(u),
                 Err(e) => tracing::warn!("skipping an unreadable user record: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record (or replace) a fraud suspension.
+    pub fn put_suspension(&self, s: &crate::fraud::Suspension) -> Result<(), StateError> {
+        let value = serde_json::to_vec(s).map_err(|e| self.err(e))?;
+        self.write(|tx| {
+            tx.open_table(FRAUD_SUSPENSIONS)?
+                .insert(s.account.as_str(), value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Lift a fraud suspension; whether it was stored.
+    pub fn del_suspension(&self, account: &str) -> Result<bool, StateError> {
+        let mut was = false;
+        self.write(|tx| {
+            was = tx.open_table(FRAUD_SUSPENSIONS)?.remove(account)?.is_some();
+            Ok(())
+        })?;
+        Ok(was)
+    }
+
+    /// Every stored fraud suspension.
+    pub fn suspensions(&self) -> Result<Vec<crate::fraud::Suspension>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(FRAUD_SUSPENSIONS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            match serde_json::from_slice(v.value()) {
+                Ok(x) => out.push(x),
+                Err(e) => tracing::warn!("skipping an unreadable fraud suspension: {e}"),
             }
         }
         Ok(out)
@@ -273,6 +330,17 @@ mod tests {
                 .unwrap()
         );
         assert!(s.nets(List::Allow).unwrap().is_empty());
+        let susp = crate::fraud::Suspension {
+            account: "alice@example.com".into(),
+            reason: "concurrent 3 > 2 (rule 00)".into(),
+            since_unix: 5,
+        };
+        s.put_suspension(&susp).unwrap();
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.suspensions().unwrap(), vec![susp]);
+        assert!(s.del_suspension("alice@example.com").unwrap());
+        assert!(s.suspensions().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -3,7 +3,10 @@
 //! The daemon owns the maps: it fills them from its configuration and state, and reads the
 //! counters back. Addresses are stored as [`IpKey`]s (IPv4-mapped), prefixes as LPM keys.
 
-use std::{net::IpAddr, os::fd::AsFd as _};
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::fd::AsFd as _,
+};
 
 use aya::{
     Ebpf,
@@ -12,8 +15,9 @@ use aya::{
 use ipnet::IpNet;
 use sip_firewall_common::{
     BanScope, BanValue, Counter, IpKey, Reason, XdpConfig,
+    addr::flood_group,
     addr::{V4_MAPPED_PREFIX_BITS, is_v4_mapped, v4_key},
-    branch::branch_key,
+    branch::{branch_key, peer_key},
     maps as names,
 };
 
@@ -85,10 +89,105 @@ pub struct TransactionKeys(HashMap<MapData, u64, u64>);
 
 impl TransactionKeys {
     /// Same as [`XdpMaps::transaction_open`].
-    pub fn open(&mut self, branch: &str, expires_ns: u64) -> Result<(), MapsError> {
+    pub fn open(
+        &mut self,
+        branch: &str,
+        peer: Option<SocketAddr>,
+        expires_ns: u64,
+    ) -> Result<(), MapsError> {
         self.0
-            .insert(branch_key(branch.as_bytes()), expires_ns, 0)
+            .insert(transaction_key(branch, peer), expires_ns, 0)
             .map_err(map_err(names::TRANSACTIONS))
+    }
+}
+
+/// The transactions-map key of the client transaction of `branch` sent to `peer` (`None`:
+/// a peer that may answer from any address), as the XDP program computes it from a
+/// response's topmost Via and its source address and port.
+pub fn transaction_key(branch: &str, peer: Option<SocketAddr>) -> u64 {
+    let k = branch_key(branch.as_bytes());
+    match peer {
+        Some(p) => peer_key(k, &ip_key(p.ip()), p.port()),
+        None => k,
+    }
+}
+
+/// The maps that fill up, through descriptors of their own: counts their entries and
+/// deletes the expired ones (the program deletes a ban only when its source comes back).
+pub struct MapJanitor {
+    bans: HashMap<MapData, IpKey, BanValue>,
+    learned_bans: HashMap<MapData, IpKey, BanValue>,
+    flood: HashMap<MapData, IpKey, u64>,
+    known: HashMap<MapData, IpKey, u64>,
+    transactions: HashMap<MapData, u64, u64>,
+}
+
+/// One map's fill after a sweep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapFill {
+    pub map: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+    /// Expired entries deleted by this sweep.
+    pub swept: u64,
+}
+
+impl MapJanitor {
+    /// Delete what expired before `now_ns` (monotonic) and count what is left, map by map.
+    /// Walks every entry: seconds of syscalls for full maps, so run it off the hot path.
+    pub fn sweep(&mut self, now_ns: u64) -> Vec<MapFill> {
+        fn sweep_map<K: aya::Pod + Eq, V: aya::Pod>(
+            m: &mut HashMap<MapData, K, V>,
+            name: &'static str,
+            capacity: u32,
+            expired: impl Fn(&V) -> bool,
+        ) -> MapFill {
+            let mut entries = 0u64;
+            let mut dead = Vec::new();
+            for (k, v) in m.iter().filter_map(Result::ok) {
+                entries += 1;
+                if expired(&v) {
+                    dead.push(k);
+                }
+            }
+            // Deleted after the walk: deleting under the iterator restarts it.
+            let mut swept = 0;
+            for k in dead {
+                if m.remove(&k).is_ok() {
+                    swept += 1;
+                }
+            }
+            MapFill {
+                map: name,
+                entries: entries - swept,
+                capacity: u64::from(capacity),
+                swept,
+            }
+        }
+        vec![
+            sweep_map(&mut self.bans, names::BANS, names::BAN_ENTRIES, |b| {
+                b.expires_ns <= now_ns
+            }),
+            sweep_map(
+                &mut self.learned_bans,
+                names::LEARNED_BANS,
+                names::LEARNED_BAN_ENTRIES,
+                |b| b.expires_ns <= now_ns,
+            ),
+            // Flood state is an LRU of timestamps: counted, never swept.
+            sweep_map(&mut self.flood, names::FLOOD, names::FLOOD_ENTRIES, |_| {
+                false
+            }),
+            sweep_map(&mut self.known, names::KNOWN, names::KNOWN_ENTRIES, |e| {
+                *e <= now_ns
+            }),
+            sweep_map(
+                &mut self.transactions,
+                names::TRANSACTIONS,
+                names::TRANSACTION_ENTRIES,
+                |e| *e <= now_ns,
+            ),
+        ]
     }
 }
 
@@ -97,6 +196,8 @@ pub struct XdpMaps {
     allow: LpmTrie<MapData, IpKey, u8>,
     deny: LpmTrie<MapData, IpKey, u8>,
     bans: HashMap<MapData, IpKey, BanValue>,
+    learned_bans: HashMap<MapData, IpKey, BanValue>,
+    flood: HashMap<MapData, IpKey, u64>,
     config: Array<MapData, XdpConfig>,
     ports: HashMap<MapData, u16, u8>,
     counters: PerCpuArray<MapData, Counter>,
@@ -119,6 +220,9 @@ impl XdpMaps {
             deny: LpmTrie::try_from(take(ebpf, names::DENY_LIST)?)
                 .map_err(map_err(names::DENY_LIST))?,
             bans: HashMap::try_from(take(ebpf, names::BANS)?).map_err(map_err(names::BANS))?,
+            learned_bans: HashMap::try_from(take(ebpf, names::LEARNED_BANS)?)
+                .map_err(map_err(names::LEARNED_BANS))?,
+            flood: HashMap::try_from(take(ebpf, names::FLOOD)?).map_err(map_err(names::FLOOD))?,
             config: Array::try_from(take(ebpf, names::CONFIG)?).map_err(map_err(names::CONFIG))?,
             ports: HashMap::try_from(take(ebpf, names::SIP_PORTS)?)
                 .map_err(map_err(names::SIP_PORTS))?,
@@ -164,16 +268,17 @@ impl XdpMaps {
         Ok(())
     }
 
-    /// `ip` is known good until `expires_ns` (monotonic): under pressure it always passes.
+    /// `ip` (its group: the IPv4 address, the IPv6 /64) is known good until `expires_ns`
+    /// (monotonic): under pressure it always passes, and it has the known flood budget.
     pub fn known_add(&mut self, ip: IpAddr, expires_ns: u64) -> Result<(), MapsError> {
         self.known
-            .insert(ip_key(ip), expires_ns, 0)
+            .insert(flood_group(ip_key(ip)), expires_ns, 0)
             .map_err(map_err(names::KNOWN))
     }
 
     /// Forget a known source; whether it was known.
     pub fn known_remove(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
-        remove_missing_ok(self.known.remove(&ip_key(ip)), names::KNOWN)
+        remove_missing_ok(self.known.remove(&flood_group(ip_key(ip))), names::KNOWN)
     }
 
     /// Turn the stray-reply check on or off.
@@ -187,11 +292,28 @@ impl XdpMaps {
     }
 
     /// A client transaction of ours is open until `expires_ns` (monotonic): responses whose
-    /// topmost Via carries `branch` pass.
-    pub fn transaction_open(&mut self, branch: &str, expires_ns: u64) -> Result<(), MapsError> {
+    /// topmost Via carries `branch` pass when they come from `peer` (from anywhere for
+    /// `None`, which needs [`XdpMaps::set_any_peer_keys`]).
+    pub fn transaction_open(
+        &mut self,
+        branch: &str,
+        peer: Option<SocketAddr>,
+        expires_ns: u64,
+    ) -> Result<(), MapsError> {
         self.transactions
-            .insert(branch_key(branch.as_bytes()), expires_ns, 0)
+            .insert(transaction_key(branch, peer), expires_ns, 0)
             .map_err(map_err(names::TRANSACTIONS))
+    }
+
+    /// Whether some transaction keys are of the branch alone (peers that may answer from
+    /// any address): the program then looks them up too.
+    pub fn set_any_peer_keys(&mut self, on: bool) -> Result<(), MapsError> {
+        if on {
+            self.settings.flags |= XdpConfig::ANY_PEER_KEYS;
+        } else {
+            self.settings.flags &= !XdpConfig::ANY_PEER_KEYS;
+        }
+        self.write_config()
     }
 
     /// A handle of its own on the transaction map (a duplicate descriptor): the proxy writes
@@ -213,10 +335,14 @@ impl XdpMaps {
         ))
     }
 
-    /// The transaction of `branch` is over; whether it was recorded.
-    pub fn transaction_close(&mut self, branch: &str) -> Result<bool, MapsError> {
+    /// The transaction of `branch` to `peer` is over; whether it was recorded.
+    pub fn transaction_close(
+        &mut self,
+        branch: &str,
+        peer: Option<SocketAddr>,
+    ) -> Result<bool, MapsError> {
         remove_missing_ok(
-            self.transactions.remove(&branch_key(branch.as_bytes())),
+            self.transactions.remove(&transaction_key(branch, peer)),
             names::TRANSACTIONS,
         )
     }
@@ -301,17 +427,88 @@ impl XdpMaps {
             .map_err(map_err(names::BANS))
     }
 
-    pub fn unban(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
-        remove_missing_ok(self.bans.remove(&ip_key(ip)), names::BANS)
+    /// A learned ban: of `ip`'s ban prefix (see [`XdpConfig::ban_key`]), in the LRU map
+    /// where it can never evict a manual ban. The key banned.
+    pub fn ban_learned(
+        &mut self,
+        ip: IpAddr,
+        expires_ns: u64,
+        reason: u32,
+        scope: BanScope,
+    ) -> Result<IpAddr, MapsError> {
+        let key = self.settings.ban_key(ip_key(ip));
+        let value = BanValue {
+            expires_ns,
+            reason,
+            scope: scope as u32,
+        };
+        self.learned_bans
+            .insert(key, value, 0)
+            .map_err(map_err(names::LEARNED_BANS))?;
+        Ok(key_ip(&key))
     }
 
-    /// Every ban entry, expired or not.
+    /// The address a learned ban of `ip` is kept under (its ban prefix).
+    pub fn ban_prefix_of(&self, ip: IpAddr) -> IpAddr {
+        key_ip(&self.settings.ban_key(ip_key(ip)))
+    }
+
+    /// Lift the manual ban of `ip` and the learned ban of its prefix; whether there was one.
+    pub fn unban(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
+        let manual = remove_missing_ok(self.bans.remove(&ip_key(ip)), names::BANS)?;
+        let learned = remove_missing_ok(
+            self.learned_bans.remove(&self.settings.ban_key(ip_key(ip))),
+            names::LEARNED_BANS,
+        )?;
+        Ok(manual || learned)
+    }
+
+    /// Every ban entry, manual and learned, expired or not.
     pub fn bans(&self) -> Vec<(IpAddr, BanValue)> {
         self.bans
             .iter()
+            .chain(self.learned_bans.iter())
             .filter_map(Result::ok)
             .map(|(k, v)| (key_ip(&k), v))
             .collect()
+    }
+
+    /// Handles of their own on the maps that fill up, for [`MapJanitor`] (which walks them
+    /// without holding whoever owns these maps).
+    pub fn janitor(&self) -> Result<MapJanitor, MapsError> {
+        use aya::maps::IterableMap as _;
+        fn dup<V: aya::Pod>(
+            m: &HashMap<MapData, IpKey, V>,
+            name: &'static str,
+        ) -> Result<HashMap<MapData, IpKey, V>, MapsError> {
+            let fd = m
+                .map()
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| MapsError::Load(format!("{name}: {e}")))?;
+            let map = MapData::from_fd(fd)
+                .and_then(aya::maps::Map::from_map_data)
+                .map_err(map_err(name))?;
+            HashMap::try_from(map).map_err(map_err(name))
+        }
+        let fd = self
+            .transactions
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| MapsError::Load(format!("{}: {e}", names::TRANSACTIONS)))?;
+        let txns = MapData::from_fd(fd)
+            .and_then(aya::maps::Map::from_map_data)
+            .map_err(map_err(names::TRANSACTIONS))?;
+        Ok(MapJanitor {
+            bans: dup(&self.bans, names::BANS)?,
+            learned_bans: dup(&self.learned_bans, names::LEARNED_BANS)?,
+            flood: dup(&self.flood, names::FLOOD)?,
+            known: dup(&self.known, names::KNOWN)?,
+            transactions: HashMap::try_from(txns).map_err(map_err(names::TRANSACTIONS))?,
+        })
     }
 
     /// The counters, summed over CPUs, indexed by [`Reason`].

@@ -6,8 +6,19 @@
 //!   nothing reaches the host — `stamp_replay::replayed_stamp_relays_nothing`
 //! - The same stamp used by the caller itself toward a third address (was: relayed there) —
 //!   relayed to the callee only — `stamp_replay::replayed_stamp_relays_nothing`
+//! - An outsider's P-Asserted-Identity / Remote-Party-ID (was: reached the phone) — removed —
+//!   `stamp_replay::replayed_stamp_relays_nothing`
+//! - Forged 603s from another address for the open branch of a ringing call and for the
+//!   next counter values (was: the call failed with the forged 603) — dropped as strays
+//!   (`sipfw_proxy_reply_wrong_source_total`), the call answered —
+//!   `forged_replies::forged_603_for_an_open_branch_fails_no_call`
+//! - INVITEs to an unknown user and to an unregistered subscriber (was: 404 against 480, an
+//!   enumeration oracle) — 480 for both —
+//!   `enumeration::unknown_and_unregistered_users_look_the_same`
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod enumeration;
+mod forged_replies;
 mod stamp_replay;

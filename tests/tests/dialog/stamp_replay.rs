@@ -4,7 +4,8 @@
 //! MESSAGEs toward an arbitrary host (a "victim" socket in namespace a): from a third
 //! address, and from its own. On main both were relayed to the victim; now the first gets
 //! 403 and the second goes to bob's phone, the dialog's other party, and the victim gets
-//! nothing.
+//! nothing. Eve's INVITE also carries P-Asserted-Identity and Remote-Party-ID naming the
+//! CEO: they never reach bob's phone (RFC 3325; on main they did).
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -26,7 +27,7 @@ const BOB_PORT: u16 = 5070;
 const VICTIM_PORT: u16 = 5099;
 
 /// An address of namespace a, reachable from namespace b without ARP.
-fn add_address(pair: &Pair, addr: &str) {
+pub fn add_address(pair: &Pair, addr: &str) {
     ip(&[
         "netns",
         "exec",
@@ -57,7 +58,7 @@ fn add_address(pair: &Pair, addr: &str) {
     .unwrap();
 }
 
-fn socket(pair: &Pair, addr: String) -> UdpSocket {
+pub fn socket(pair: &Pair, addr: String) -> UdpSocket {
     in_ns(&pair.ns_a, move || {
         let s = UdpSocket::bind(addr.as_str())?;
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -67,7 +68,7 @@ fn socket(pair: &Pair, addr: String) -> UdpSocket {
 }
 
 /// Every datagram `s` receives within `within` (until `until` says stop).
-fn receive(s: &UdpSocket, within: Duration, until: impl Fn(&str) -> bool) -> Vec<String> {
+pub fn receive(s: &UdpSocket, within: Duration, until: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     let t0 = Instant::now();
     let mut buf = [0u8; 8192];
@@ -85,7 +86,7 @@ fn receive(s: &UdpSocket, within: Duration, until: impl Fn(&str) -> bool) -> Vec
 }
 
 /// The headers of `req` a UAS copies into its response (RFC 3261 8.2.6.2, 12.1.1).
-fn answer(req: &str, code: &str) -> String {
+pub fn answer(req: &str, code: &str) -> String {
     let mut out = format!("SIP/2.0 {code}\r\n");
     for line in req.split("\r\n") {
         let l = line.to_ascii_lowercase();
@@ -140,7 +141,9 @@ fn replayed_stamp_relays_nothing() {
     let invite = format!(
         "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {EVE}:5090;branch=z9hG4bKeve1;rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:eve@evil.example>;tag=eve\r\nTo: <sip:bob@example.com>\r\n\
-         Call-ID: eve-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:eve@{EVE}:5090>\r\nContent-Length: 0\r\n\r\n"
+         Call-ID: eve-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:eve@{EVE}:5090>\r\n\
+         P-Asserted-Identity: <sip:ceo@example.com>\r\nRemote-Party-ID: <sip:ceo@example.com>\r\n\
+         Content-Length: 0\r\n\r\n"
     );
     eve.send_to(invite.as_bytes(), proxy).expect("send INVITE");
     let at_bob = receive(&bob, Duration::from_secs(3), |m| m.starts_with("INVITE"));
@@ -180,7 +183,12 @@ fn replayed_stamp_relays_nothing() {
     let (code, log) = stop(daemon);
 
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
-    assert!(forwarded.is_some(), "the INVITE reached bob: {at_bob:?}");
+    let forwarded = forwarded.unwrap_or_else(|| panic!("the INVITE reached bob: {at_bob:?}"));
+    // RFC 3325: an outsider's asserted identity never reaches the phone.
+    assert!(
+        !forwarded.contains("P-Asserted-Identity") && !forwarded.contains("Remote-Party-ID"),
+        "{forwarded}"
+    );
     let route = route.unwrap_or_else(|| panic!("Eve got our Record-Route: {at_eve:?}"));
     eprintln!("{test}: stamp {route}");
     eprintln!(

@@ -11,7 +11,7 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
+    daemon::DaemonDirs,
     netns::{Pair, in_ns},
     require_root,
 };
@@ -136,7 +136,7 @@ fn amplification_factors() {
     let _turn = one_at_a_time();
     let pair = Pair::new("amp").unwrap();
     let d = DaemonDirs::new("amp", &config("[policy]\nallow = [\"198.51.100.5/32\"]\n"));
-    let child = d.start(&pair, &["--xdp-mode", "off"]);
+    let child = crate::killer::Running::new(d.start(&pair, &["--xdp-mode", "off"]));
     let to = SocketAddr::new(pair.b(false), 5060);
     sip_firewall_tests::netns::ip(&[
         "netns",
@@ -291,6 +291,6 @@ fn amplification_factors() {
         10.0,
         "copies counted"
     );
-    let (code, log) = stop(child);
+    let (code, log) = child.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
+    daemon::DaemonDirs,
     netns::{Pair, in_ns},
     require_root,
 };
@@ -54,7 +54,7 @@ fn backslash_before_multibyte_character_does_not_stop_the_daemon() {
     let _turn = one_at_a_time();
     let pair = Pair::new("crash").unwrap();
     let d = DaemonDirs::new("crash", &config(""));
-    let mut child = d.start(&pair, &["--xdp-mode", "off"]);
+    let mut child = crate::killer::Running::new(d.start(&pair, &["--xdp-mode", "off"]));
     let to = SocketAddr::new(pair.b(false), 5060);
     let sock = in_ns(&pair.ns_a, || Ok(UdpSocket::bind("198.51.100.1:0")?)).unwrap();
     let local = sock.local_addr().unwrap();
@@ -88,7 +88,7 @@ fn backslash_before_multibyte_character_does_not_stop_the_daemon() {
     // Still alive and still answering: a few pings, each within a second or two.
     for n in 1..=3 {
         assert!(
-            child.try_wait().unwrap().is_none(),
+            child.child().try_wait().unwrap().is_none(),
             "the daemon exited after the hostile packet"
         );
         assert_eq!(ping(&sock, to, n), Some(200), "ping {n} after the packet");
@@ -96,6 +96,6 @@ fn backslash_before_multibyte_character_does_not_stop_the_daemon() {
     // The credentials were read as malformed or wrong, not as a crash.
     let m = Metrics::scrape(&pair);
     assert_eq!(m.sum("sipfw_internal_errors_total"), 0.0, "no panic caught");
-    let (code, log) = stop(child);
+    let (code, log) = child.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -16,11 +16,45 @@
 //! - OPTIONS ping to the edge's own address, no `[sip] domains` (was 403 to an outsider and a
 //!   forwarding loop to itself for an allow-listed peer) — 200 from the edge to both, nothing
 //!   forwarded — `own_addresses::options_ping_to_the_edge_ip`
+//! - NAT storm: 300 phones behind one registered address re-register at 150/s — all
+//!   register, nothing banned (known tier, throttled not banned) —
+//!   `nat_storm::nat_storm_registers_every_phone`
+//! - one source opening 200 TCP connections and holding them with CRLF pings — 32 kept
+//!   (`[sip] max_tcp_per_source`), 168 closed at accept and counted, pings pass the gate,
+//!   another host still served — `tcp_slots::one_source_cannot_hold_every_tcp_slot`
+//! - ban map exhaustion: 280,000 frames from rotating addresses of one /64 and 200 spoofed
+//!   IPv4 floods — one learned ban per prefix in an LRU map, `ban add` and an auth-failure
+//!   ban still work, `sipfw_map_entries` shows the fill — `ban_exhaustion::ban_map_cannot_be_exhausted`
+//! - junk to 5060 behind IPv6 Hop-by-Hop/Destination Options headers (was counted passed) —
+//!   the chain is walked (6 headers, 512 bytes at most) and the junk dropped as malformed; a
+//!   longer chain or an unwalked header (AH, Mobility, HIP, Shim6) is malformed too — frames
+//!   `xdp_verdicts::ipv6_extension_headers_are_walked`
+//! - a forged reply for an open branch from another address or port (issue 10) — dropped in
+//!   XDP as `stray_reply` (the key binds the peer) — frames
+//!   `xdp_verdicts::stray_replies_must_come_from_the_peer`
+//! - a panic while handling one message — caught at the message boundary, counted in
+//!   `sipfw_internal_errors_total{kind}`, logged once per source a minute, the listener goes on
+//!   — unit `server::tests::a_panic_costs_one_message_not_the_listener`; fuzz target `pipeline`
+//! - a source filling the transaction table — 503 + Retry-After beyond `[sip]
+//!   max_transactions[_per_source]`, counted — unit
+//!   `proxy::core::tests::transactions_bounded_per_source_and_in_total`
+//! - a subscriber filling the nonce-count table (then valid logins failed as replays) — the
+//!   oldest counts forgotten, their nonces stale, no valid client fails — unit
+//!   `auth::nonce::tests::full_table_fails_no_valid_client`
+//! - REGISTER from a spoofed source with someone else's nonce (issue 10) — new challenge with
+//!   stale=true, nothing bound — unit
+//!   `proxy::core::tests::register_from_a_spoofed_source_with_someone_elses_nonce`
+//! - a CANCEL copied from someone's INVITE, sent from elsewhere — 481, the call rings on —
+//!   unit `proxy::core::tests::cancel_from_another_source_cancels_nothing`
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod aimed_bans;
 mod amplification;
+mod ban_exhaustion;
 mod crash;
+mod killer;
+mod nat_storm;
 mod own_addresses;
+mod tcp_slots;

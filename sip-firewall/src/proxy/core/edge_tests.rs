@@ -121,7 +121,7 @@ fn options_to_our_own_address_is_ours() {
     assert!(
         first_line(&sent)
             .iter()
-            .any(|l| l.starts_with("SIP/2.0 404")),
+            .any(|l| l.starts_with("SIP/2.0 480")),
         "{sent:?}"
     );
 }
@@ -314,13 +314,28 @@ fn parties_sharing_an_address() {
         transport: Transport::Datagram,
     };
     let (a, b) = (d("10.0.0.1:5080"), d("10.0.0.1:5070"));
-    let other =
-        |src: &str, text: Option<Destination>| Core::other_party(src.parse().unwrap(), text, a, b);
+    let other = |src: &str, text: Option<Destination>| {
+        Core::other_party(src.parse().unwrap(), text, a, b, &[])
+    };
     assert_eq!(other("10.0.0.1:5080", None), Ok(b));
     assert_eq!(other("10.0.0.1:5070", None), Ok(a));
     assert_eq!(other("10.0.0.1:6000", Some(a)), Ok(a));
     assert_eq!(other("10.0.0.1:6000", None), Err("ambiguous"));
     assert_eq!(other("10.0.0.2:5080", Some(a)), Err("not_a_party"));
+    // A load-balanced trunk listed in reply_from_any: any of its addresses is that party.
+    let trunk = d("192.0.2.10:5060");
+    let lb: Vec<IpNet> = vec!["192.0.2.0/28".parse().unwrap()];
+    let src = "192.0.2.11:5060".parse().unwrap();
+    assert_eq!(Core::other_party(src, None, a, trunk, &lb), Ok(a));
+    assert_eq!(
+        Core::other_party(src, None, a, trunk, &[]),
+        Err("not_a_party")
+    );
+    let outside = "192.0.2.20:5060".parse().unwrap();
+    assert_eq!(
+        Core::other_party(outside, None, a, trunk, &lb),
+        Err("not_a_party")
+    );
 }
 
 /// Loopback, link-local and our own addresses are never a next hop taken from a request's
@@ -457,4 +472,266 @@ fn forged_finals_from_elsewhere_fail_no_call() {
         first_line(&sent).contains(&"SIP/2.0 486 Whatever"),
         "{sent:?}"
     );
+}
+
+/// Issue 10: an unknown user and a known one who is not registered get the same answer
+/// (main: 404 against 480), 480 by default or 404 when configured.
+#[test]
+fn no_user_enumeration() {
+    for (extra, code) in [("", "480"), ("[proxy]\nunavailable = 404\n", "404")] {
+        let mut e = Edge::new(&format!(
+            "domains = [\"example.com\"]\n{extra}[auth]\nusers = [{{ user = \"alice\", domain = \"example.com\", password = \"pw\" }}]\n"
+        ));
+        for (i, user) in ["alice", "nobody"].iter().enumerate() {
+            let inv = call_invite(&format!("enum{i}"))
+                .replace("sip:bob@example.com", &format!("sip:{user}@example.com"));
+            let sent = e.feed(&inv, CALLER);
+            let finals: Vec<_> = first_line(&sent)
+                .into_iter()
+                .filter(|l| !l.starts_with("SIP/2.0 100"))
+                .map(|l| l[8..11].to_string())
+                .collect();
+            assert_eq!(finals, vec![code.to_string()], "{user} with {extra:?}");
+        }
+    }
+}
+
+const IDENTITY: &str = "P-Asserted-Identity: <sip:ceo@example.com>\r\nP-Preferred-Identity: <sip:ceo@example.com>\r\nRemote-Party-ID: <sip:ceo@example.com>;party=calling\r\nDiversion: <sip:ceo@example.com>;reason=unconditional\r\n";
+
+fn has_identity(m: &str) -> bool {
+    let l = m.to_ascii_lowercase();
+    [
+        "p-asserted-identity:",
+        "p-preferred-identity:",
+        "remote-party-id:",
+        "diversion:",
+    ]
+    .iter()
+    .any(|h| l.contains(h))
+}
+
+/// Issue 10, RFC 3325: identity headers from outside the trust domain never reach the
+/// phone (main: an outsider's P-Asserted-Identity did); an allow-listed peer's pass.
+#[test]
+fn outsiders_assert_no_identity() {
+    let mut e = edge_with_bob("");
+    let inv =
+        call_invite("pai1").replace("Content-Length: 0", &format!("{IDENTITY}Content-Length: 0"));
+    let sent = e.feed(&inv, CALLER);
+    let to_bob = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE")
+        .1;
+    assert!(!has_identity(to_bob), "{to_bob}");
+    // In-dialog, from the same outsider: removed too.
+    let rr = record_route(&sent);
+    let msg = in_dialog(
+        "INFO",
+        "sip:bob@10.0.0.21:5070",
+        &rr,
+        "<sip:eve@evil.example>;tag=ev",
+        "<sip:bob@example.com>;tag=bb",
+        "pai1",
+        "z9hG4bKinfo",
+    )
+    .replace("Content-Length: 0", &format!("{IDENTITY}Content-Length: 0"));
+    let sent = e.feed(&msg, CALLER);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(!has_identity(&sent[0].1), "{}", sent[0].1);
+    // A trusted peer (trunk) asserts identities.
+    let trunk = inv
+        .replace(CALLER, "10.0.0.5:5060")
+        .replace("Call-ID: pai1", "Call-ID: pai2")
+        .replace("z9hG4bKpai1", "z9hG4bKpai2");
+    let sent = e.feed(&trunk, "10.0.0.5:5060");
+    let to_bob = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE")
+        .1;
+    assert!(
+        to_bob.contains("P-Asserted-Identity: <sip:ceo@example.com>"),
+        "{to_bob}"
+    );
+}
+
+/// RFC 3325 9.1: for an authenticated subscriber the edge asserts the identity itself: the
+/// preferred one when the user may assert it (`identities`), else the user's own URI; what
+/// the subscriber put in P-Asserted-Identity is dropped. `Privacy: id` removes it toward
+/// a next hop outside the trust domain.
+#[test]
+fn subscribers_assert_only_their_identities() {
+    use crate::auth::digest::{Algorithm, response_auth};
+    let mut e = Edge::new(
+        "domains = [\"example.com\"]\n[proxy]\noutbound = \"10.0.0.5:5060\"\n[auth]\nusers = [{ user = \"bob\", domain = \"example.com\", password = \"pw\", identities = [\"tel:+15551234\"] }]\n",
+    );
+    let uri = "sip:dave@carrier.example";
+    let call = |branch: &str, extra: &str| {
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <{uri}>\r\nCall-ID: {branch}\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let mut n = 0;
+    let mut out = |e: &mut Edge, extra: &str| -> String {
+        n += 1;
+        let sent = e.feed(&call(&format!("z9hG4bKs{n}a"), ""), "192.0.2.1:5060");
+        let chal = &sent
+            .iter()
+            .find(|(_, m)| m.starts_with("SIP/2.0 407"))
+            .expect("407")
+            .1;
+        let i = chal.find("nonce=\"").expect("nonce") + 7;
+        let nonce = chal[i..].split('"').next().expect("nonce").to_string();
+        let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
+        let r = response_auth(
+            Algorithm::Sha256,
+            &ha1,
+            &nonce,
+            "00000001",
+            "xyz",
+            "INVITE",
+            uri,
+        );
+        let cred = format!(
+            "Proxy-Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"xyz\"\r\n{extra}"
+        );
+        let sent = e.feed(&call(&format!("z9hG4bKs{n}b"), &cred), "192.0.2.1:5060");
+        sent.into_iter()
+            .find(|(_, m)| m.starts_with("INVITE"))
+            .map(|(_, m)| m)
+            .unwrap_or_else(|| panic!("forwarded"))
+    };
+    // Claims to be the CEO: asserted as bob.
+    let m = out(&mut e, IDENTITY);
+    assert!(
+        m.contains("P-Asserted-Identity: <sip:bob@example.com>"),
+        "{m}"
+    );
+    assert!(!m.contains("ceo@"), "{m}");
+    // Prefers a number of his: asserted.
+    let m = out(&mut e, "P-Preferred-Identity: <tel:+15551234>\r\n");
+    assert!(m.contains("P-Asserted-Identity: <tel:+15551234>"), "{m}");
+    assert!(!m.contains("P-Preferred-Identity"), "{m}");
+    // Privacy: id toward a trunk that is not allow-listed: no identity leaves.
+    let mut e2 = Edge::new(
+        "domains = [\"example.com\"]\n[proxy]\noutbound = \"203.0.113.5:5060\"\n[auth]\nusers = [{ user = \"bob\", domain = \"example.com\", password = \"pw\" }]\n",
+    );
+    let m = out(&mut e2, "Privacy: id\r\n");
+    assert!(!m.contains("P-Asserted-Identity"), "{m}");
+    // ...and kept, with Privacy: id, toward an allow-listed trunk, which must honour it.
+    let m = out(&mut e, "Privacy: id\r\n");
+    assert!(
+        m.contains("P-Asserted-Identity: <sip:bob@example.com>") && m.contains("Privacy: id"),
+        "{m}"
+    );
+}
+
+impl Edge {
+    /// Advance the fake clock, running timers every 10ms; what was sent.
+    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        while self.now < end {
+            self.now += Duration::from_millis(10).min(end - self.now);
+            self.core.tick(self.now);
+            out.extend(
+                self.core
+                    .take_sends()
+                    .into_iter()
+                    .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8"))),
+            );
+        }
+        out
+    }
+
+    /// bob registers `contacts` from `source` (allow-listed: no digest); the status line.
+    fn register(&mut self, source: &str, contacts: &[&str], n: usize) -> String {
+        let lines: String = contacts
+            .iter()
+            .map(|c| format!("Contact: <{c}>\r\n"))
+            .collect();
+        let reg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bKreg{n}\r\nFrom: <sip:bob@example.com>;tag=r\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg{n}\r\nCSeq: 1 REGISTER\r\n{lines}Content-Length: 0\r\n\r\n"
+        );
+        let sent = self.feed(&reg, source);
+        sent.first()
+            .map(|(_, m)| m.lines().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+}
+
+fn edge_with_domain() -> Edge {
+    let mut e = Edge::new("");
+    e.core.local.domains = vec!["example.com".into()];
+    e
+}
+
+/// Issue 10: a binding's destination is the flow the REGISTER came on, never the host its
+/// Contact names (main: a Contact on the source's IP but another port was used, so a
+/// REGISTER could aim every call at another service of that host); the authenticated user is
+/// recorded; five contacts per address of record by default.
+#[test]
+fn registrations_follow_the_client() {
+    let mut e = edge_with_domain();
+    assert_eq!(
+        e.register("10.0.0.21:40000", &["sip:bob@10.0.0.21:5070"], 1),
+        "SIP/2.0 200 OK"
+    );
+    let sent = e.feed(&call_invite("flow1"), CALLER);
+    let to: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("INVITE"))
+        .map(|(a, _)| *a)
+        .collect();
+    assert_eq!(to, vec!["10.0.0.21:40000".parse().unwrap()]);
+    let b = e.core.store.lookup("bob@example.com", e.now);
+    assert_eq!(b[0].authenticated, None, "allow-listed: no credentials");
+    assert_eq!(b[0].source, "10.0.0.21:40000".parse().unwrap());
+
+    let mut e = edge_with_domain();
+    let five: Vec<String> = (1..=5).map(|i| format!("sip:bob@10.0.0.{i}")).collect();
+    let five: Vec<&str> = five.iter().map(String::as_str).collect();
+    assert_eq!(e.register("10.0.0.30:5060", &five, 1), "SIP/2.0 200 OK");
+    let status = e.register("10.0.0.30:5060", &["sip:bob@10.0.0.6"], 2);
+    assert!(
+        !status.starts_with("SIP/2.0 200"),
+        "a sixth contact: {status}"
+    );
+}
+
+/// Issue 10: forking toward a contact that never answered is limited: once it left a
+/// request unanswered, the next requests go to it once, without Timer A retransmissions
+/// (main: seven sends per call, whatever happened before), until it answers again.
+#[test]
+fn silent_contacts_get_no_retransmissions() {
+    let mut e = edge_with_domain();
+    assert_eq!(
+        e.register("10.0.0.21:5070", &["sip:bob@a"], 1),
+        "SIP/2.0 200 OK"
+    );
+    let sends_to = |sent: &[(SocketAddr, String)]| {
+        sent.iter()
+            .filter(|(a, m)| *a == "10.0.0.21:5070".parse().unwrap() && m.starts_with("INVITE"))
+            .count()
+    };
+    let mut first = sends_to(&e.feed(&call_invite("s1"), CALLER));
+    first += sends_to(&e.advance(Duration::from_secs(40)));
+    assert_eq!(first, 7, "Timer A: the first call is retransmitted");
+    let mut second = sends_to(&e.feed(&call_invite("s2"), CALLER));
+    second += sends_to(&e.advance(Duration::from_secs(40)));
+    assert_eq!(second, 1, "a contact that never answered: sent once");
+    // It answers a request: retransmissions again.
+    let sent = e.feed(&call_invite("s3"), CALLER);
+    let inv = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("INVITE")
+        .1
+        .clone();
+    e.feed(&response_to(&inv, 180, "t"), "10.0.0.21:5070");
+    assert!(!e.core.is_silent("10.0.0.21:5070".parse().unwrap(), e.now));
+    // Timer C (3 min after the 180), the CANCEL's 64*T1: everything ends.
+    e.advance(Duration::from_secs(260));
+    assert_eq!(e.core.active(), (0, 0));
 }

@@ -47,6 +47,10 @@ use crate::{
 
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
 const BRANCH_PREFIX: &str = "z9hG4bKsfw";
+/// How long a contact that answered nothing gets no retransmissions.
+const SILENT_FOR: Duration = Duration::from_secs(600);
+/// Most silent contacts remembered (beyond: not remembered, counted).
+const MAX_SILENT: usize = 4096;
 /// Vias of a request checked for a loop through us (a longer list loops anyway: Max-Forwards).
 const MAX_VIAS_CHECKED: usize = 70;
 /// The Allow header of our answers to OPTIONS.
@@ -118,6 +122,18 @@ pub struct Core {
     internal_next_hops: Vec<IpNet>,
     /// `[proxy] reply_from_any`: peers whose responses may come from anywhere.
     reply_from_any: Vec<IpNet>,
+    /// `[proxy] unavailable`: 480 or 404.
+    unavailable: u16,
+    /// `[proxy] identity_headers`.
+    identity_headers: Vec<String>,
+    /// Contacts that left a request of ours unanswered, and when: their next requests are
+    /// sent once, without Timer A/E retransmissions, until they answer something (so that
+    /// a binding aimed at someone else, or a phone gone away, does not turn each call into
+    /// seven sends toward it).
+    silent: HashMap<SocketAddr, Instant>,
+    /// The identities each user (user, lower-case domain) may assert besides their own URI.
+    identities: HashMap<(String, String), Vec<String>>,
+
     force_rport: bool,
     scanners: Scanners,
     registrar: RegistrarConfig,
@@ -144,6 +160,12 @@ pub struct Core {
     authenticated_source: Option<SocketAddr>,
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
+    /// `[sip] max_transactions` and `max_transactions_per_source`.
+    max_transactions: (usize, usize),
+    /// Server transactions open per source key (see `server::slots::source_key`).
+    transactions_per_source: HashMap<std::net::IpAddr, usize>,
+    /// The toll-fraud guard (issue 12): its decisions on calls, its dialog tracking.
+    pub(crate) fraud: crate::fraud::Fraud,
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -199,6 +221,21 @@ impl Core {
             allow: config.policy.allow.clone(),
             internal_next_hops: config.proxy.internal_next_hops.clone(),
             reply_from_any: config.proxy.reply_from_any.clone(),
+            unavailable: config.proxy.unavailable,
+            identity_headers: config.proxy.identity_headers.clone(),
+            silent: HashMap::new(),
+            identities: config
+                .auth
+                .users
+                .iter()
+                .filter(|u| !u.identities.is_empty())
+                .map(|u| {
+                    (
+                        (u.user.clone(), u.domain.to_ascii_lowercase()),
+                        u.identities.clone(),
+                    )
+                })
+                .collect(),
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
@@ -212,6 +249,7 @@ impl Core {
                 algorithms,
                 Nonces::new(secret, config.auth.nonce_lifetime),
             ),
+            fraud: crate::fraud::Fraud::new(&config.fraud, metrics.fraud.clone()),
             metrics,
             observer,
             sends: Vec::new(),
@@ -225,7 +263,90 @@ impl Core {
             last_housekeeping: now,
             authenticated_source: None,
             last_addr_refresh: now,
+            max_transactions: (
+                config.sip.max_transactions,
+                config.sip.max_transactions_per_source,
+            ),
+            transactions_per_source: HashMap::new(),
         })
+    }
+
+    /// The identities a user may assert, replaced (admin API).
+    pub fn set_identities(&mut self, user: &str, domain: &str, ids: &[String]) {
+        let k = (user.to_string(), domain.to_ascii_lowercase());
+        if ids.is_empty() {
+            self.identities.remove(&k);
+        } else {
+            self.identities.insert(k, ids.to_vec());
+        }
+    }
+
+    /// The identities a user may assert besides their own URI.
+    pub fn identities_of(&self, user: &str, domain: &str) -> Vec<String> {
+        self.identities
+            .get(&(user.to_string(), domain.to_ascii_lowercase()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Remove the identity headers (`[proxy] identity_headers`) of a request from outside
+    /// the trust domain (RFC 3325 5: they are asserted only between trusted elements).
+    pub(super) fn strip_identity(&self, msg: &mut SipMsg) {
+        for h in &self.identity_headers {
+            msg.remove(HeaderName::Other(h));
+        }
+    }
+
+    /// The P-Asserted-Identity of an authenticated user (RFC 3325 9.1): the identity their
+    /// P-Preferred-Identity names when they may assert it, else `sip:user@realm`.
+    pub(super) fn asserted_identity(&self, m: &Message<'_>, user: &str, realm: &str) -> String {
+        let own = format!("sip:{user}@{realm}");
+        let allowed = self.identities_of(user, realm);
+        let preferred = m
+            .headers
+            .iter()
+            .filter(|h| {
+                matches!(h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case("P-Preferred-Identity"))
+            })
+            .flat_map(|h| h.value.split(','))
+            .filter_map(|v| {
+                let v = v.trim();
+                let uri = match (v.find('<'), v.rfind('>')) {
+                    (Some(a), Some(b)) if a < b => v.get(a + 1..b)?,
+                    _ => v,
+                };
+                Some(uri.trim().to_string())
+            })
+            .find(|u| u.eq_ignore_ascii_case(&own) || allowed.iter().any(|a| a.eq_ignore_ascii_case(u)));
+        format!("<{}>", preferred.unwrap_or(own))
+    }
+
+    /// A contact left a request of ours unanswered.
+    pub(super) fn mark_silent(&mut self, addr: SocketAddr, now: Instant) {
+        if self.silent.len() >= MAX_SILENT && !self.silent.contains_key(&addr) {
+            self.silent
+                .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
+            if self.silent.len() >= MAX_SILENT {
+                debug!(%addr, "silent-contact table full");
+                self.metrics
+                    .silent_contacts
+                    .with_label_values(&["table_full"])
+                    .inc();
+                return;
+            }
+        }
+        self.silent.insert(addr, now);
+        self.metrics
+            .silent_contacts
+            .with_label_values(&["marked"])
+            .inc();
+    }
+
+    /// Whether requests to `addr` go without retransmissions.
+    pub(super) fn is_silent(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.silent
+            .get(&addr)
+            .is_some_and(|at| now.saturating_duration_since(*at) < SILENT_FOR)
     }
 
     /// The sends queued since the last call.
@@ -377,7 +498,10 @@ fn advertised(config: &Config) -> (String, Option<u16>) {
                 route::host_addresses()
                     .into_iter()
                     .find(|i| {
-                        !i.is_loopback()
+                        // 0.0.0.0 receives IPv4 only: advertise an IPv4 address then.
+                        let family_ok = !matches!(l, Some(SocketAddr::V4(_))) || i.is_ipv4();
+                        family_ok
+                            && !i.is_loopback()
                             && !i.is_unspecified()
                             && match i {
                                 IpAddr::V4(v) => !v.is_link_local(),
@@ -408,15 +532,21 @@ fn advertised(config: &Config) -> (String, Option<u16>) {
     }
 }
 
-/// Where requests for a binding go: the Contact's address when it is the address the
-/// REGISTER came from (a UA on a public address, maybe registering from another port),
-/// else the REGISTER's source (a UA behind NAT, whose Contact nobody can reach).
+/// Where requests for a binding go: the flow the REGISTER came on (its source address and
+/// transport, RFC 5626 in spirit), never a host its Contact names (another host to aim our
+/// INVITEs at, or a private address behind NAT). Over TCP the source address is proven by
+/// the handshake but its port is that of a connection the client may close: there, a
+/// Contact on that very address names the port to connect to again.
 fn binding_destination(b: &registrar::Binding) -> Destination {
-    if let Some(d) = route::resolve(&b.contact, None)
-        && d.addr.ip() == b.source.ip()
-        && d.transport == b.transport
+    if b.transport == Transport::Stream
+        && let Some(d) = route::resolve(&b.contact, None)
+        && d.transport == Transport::Stream
+        && d.addr.ip().to_canonical() == b.source.ip().to_canonical()
     {
-        return d;
+        return Destination {
+            addr: SocketAddr::new(b.source.ip(), d.addr.port()),
+            transport: Transport::Stream,
+        };
     }
     Destination {
         addr: b.source,
@@ -492,11 +622,14 @@ fn owned_ctx(m: &Message<'_>) -> ReplyContext<'static> {
     }
 }
 
+mod fraud;
 mod request;
 mod response;
 mod timers;
 
 #[cfg(test)]
 mod edge_tests;
+#[cfg(test)]
+mod fraud_tests;
 #[cfg(test)]
 mod tests;

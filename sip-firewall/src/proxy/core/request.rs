@@ -60,6 +60,34 @@ impl Core {
             }
             return Action::Absorb;
         }
+        if method == "CANCEL" {
+            let ikey = ServerKey {
+                method: "INVITE".into(),
+                ..key.clone()
+            };
+            if self
+                .servers
+                .get(&ikey)
+                .is_some_and(|e| !same_source(e, ctx))
+            {
+                // Only the INVITE's own source may cancel it: for a CANCEL from elsewhere
+                // (a copy of the top Via is all it takes) the INVITE does not exist. Answered
+                // statelessly, so that no transaction of its stands in the way of the real
+                // CANCEL.
+                self.metrics
+                    .retransmissions
+                    .with_label_values(&["foreign_source"])
+                    .inc();
+                return Action::Reply {
+                    code: 481,
+                    phrase: "Call/Transaction Does Not Exist".into(),
+                    extra: Vec::new(),
+                };
+            }
+        }
+        if let Some(full) = self.transactions_full(ctx) {
+            return full;
+        }
         self.open_server(&key, m, ctx);
         // An allow-listed source receives what we send it: Timer G may resend to it.
         if in_any(&self.allow, ctx.source.ip())
@@ -105,6 +133,31 @@ impl Core {
         Action::Absorb
     }
 
+    /// The transaction table is full, in total or for this source (allow-listed sources are
+    /// bound by the total only): 503 with Retry-After (RFC 3261 21.5.4), statelessly, counted.
+    pub(super) fn transactions_full(&mut self, ctx: &Context) -> Option<Action> {
+        let (total, per_source) = self.max_transactions;
+        let what = if self.servers.len() >= total {
+            "transactions_total"
+        } else if !in_any(&self.allow, ctx.source.ip())
+            && self
+                .transactions_per_source
+                .get(&crate::server::slots::source_key(ctx.source.ip()))
+                .is_some_and(|&n| n >= per_source)
+        {
+            "transactions_per_source"
+        } else {
+            return None;
+        };
+        crate::metrics::limit_hit(what, Some(ctx.source.ip()));
+        self.metrics.local_replies.with_label_values(&["503"]).inc();
+        Some(Action::Reply {
+            code: 503,
+            phrase: "Service Unavailable".into(),
+            extra: vec!["Retry-After: 5".into()],
+        })
+    }
+
     /// A request matching a transaction opened by another source: dropped and counted.
     pub(super) fn foreign_copy(&mut self, ctx: &Context) -> Action {
         debug!(source = %ctx.source, "copy of another source's transaction dropped");
@@ -143,15 +196,22 @@ impl Core {
     /// it receives on, a TCP one from a new connection). When both parties share an
     /// address, the exact source decides, else the request's own next hop. Err: the
     /// reason it is refused.
+    /// A peer in `[proxy] reply_from_any` (a load-balanced trunk) is one party from any
+    /// address of the same listed network.
     pub(super) fn other_party(
         source: SocketAddr,
         text_hop: Option<Destination>,
         caller: Destination,
         callee: Destination,
+        any_source: &[IpNet],
     ) -> Result<Destination, &'static str> {
         let ip = source.ip().to_canonical();
-        let from_caller = caller.addr.ip().to_canonical() == ip;
-        let from_callee = callee.addr.ip().to_canonical() == ip;
+        let is = |d: Destination| {
+            let p = d.addr.ip().to_canonical();
+            p == ip || any_source.iter().any(|n| n.contains(&p) && n.contains(&ip))
+        };
+        let from_caller = is(caller);
+        let from_callee = is(callee);
         let same =
             |d: Destination| d.addr.ip().to_canonical() == ip && d.addr.port() == source.port();
         match (from_caller, from_callee) {
@@ -189,7 +249,7 @@ impl Core {
             return Err(answer(404, "Not Here"));
         };
         let text = route::next_hop(msg, self.outbound);
-        Self::other_party(source, text, caller, callee).map_err(|reason| {
+        Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(|reason| {
             self.refused(reason);
             answer(403, "Not A Party Of This Dialog")
         })
@@ -223,6 +283,10 @@ impl Core {
         } else {
             Kind::NonInvite
         };
+        *self
+            .transactions_per_source
+            .entry(crate::server::slots::source_key(ctx.source.ip()))
+            .or_insert(0) += 1;
         self.servers.insert(
             key.clone(),
             ServerEntry {
@@ -256,6 +320,7 @@ impl Core {
 
     /// Answer within the server transaction `key`.
     pub(super) fn reply(&mut self, key: &ServerKey, l: &LocalReply, now: Instant) {
+        self.fraud_final(key, l.code);
         let Some(e) = self.servers.get_mut(key) else {
             return;
         };
@@ -283,6 +348,7 @@ impl Core {
 
     /// Relay a response from downstream within the server transaction `key`.
     pub(super) fn relay(&mut self, key: &ServerKey, code: u16, resp: &SipMsg, now: Instant) {
+        self.fraud_final(key, code);
         let Some(e) = self.servers.get_mut(key) else {
             return;
         };
@@ -352,6 +418,12 @@ impl Core {
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
             let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
+            self.fraud_in_dialog(m, method, now);
+            if !trusted {
+                // In-dialog requests are not authenticated: nobody outside the trust
+                // domain asserts an identity (RFC 3325 5).
+                self.strip_identity(&mut msg);
+            }
             return self.forward(key, msg, vec![(None, dest)], method, None, now);
         }
 
@@ -362,6 +434,12 @@ impl Core {
         } else if !route::routes(&msg).is_empty() {
             let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
             let dest = self.text_hop(dest)?;
+            if method == "INVITE" {
+                let ruri = msg.request_uri().unwrap_or("").to_string();
+                let account = format!("peer:{}", ctx.source.ip().to_canonical());
+                let peer = Some(ctx.source.ip().to_canonical());
+                self.fraud_check(key, m, &ruri, &account, peer, true, ctx.source, now)?;
+            }
             forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
             let rr = forward::creates_dialog(method).then_some(ctx.transport);
             return self.forward(key, msg, vec![(None, dest)], method, rr, now);
@@ -420,17 +498,45 @@ impl Core {
             ),
             _ => (None, None),
         };
+        let mut asserted = None;
+        // Whose call it is, for the fraud guard: an authenticated user or a trusted peer.
+        let mut account = None;
         let sender = if trusted {
+            account = Some(format!("peer:{}", ctx.source.ip().to_canonical()));
             Sender::Trusted
         } else if let Some(realm) = &from_domain {
             let user = from_user.clone().unwrap_or_default();
-            self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
+            let who = self.authenticate(m, ctx, method, &ruri_text, realm, &[&user], true, now)?;
+            asserted = Some(self.asserted_identity(m, &who, realm));
+            account = Some(format!("{who}@{realm}"));
             Sender::LocalUser
         } else {
             Sender::Outsider
         };
+        // RFC 3325: identities pass only within the trust domain; for our authenticated
+        // users the edge asserts the identity itself, whatever they claimed.
+        if !trusted {
+            self.strip_identity(&mut msg);
+        }
+        if let Some(pai) = asserted {
+            msg.push(HeaderName::Other("P-Asserted-Identity"), pai);
+        }
         if !relay::may_relay(sender, target) {
             return Err(answer(403, "Relaying Forbidden"));
+        }
+        if method == "INVITE"
+            && let Some(account) = &account
+        {
+            // Issue 12: what this account may call, how much and how often.
+            let foreign = target == Target::Foreign;
+            let peer = if trusted {
+                Some(ctx.source.ip().to_canonical())
+            } else if foreign {
+                self.outbound.map(|o| o.ip().to_canonical())
+            } else {
+                None
+            };
+            self.fraud_check(key, m, &ruri_text, account, peer, foreign, ctx.source, now)?;
         }
         forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
 
@@ -440,11 +546,8 @@ impl Core {
                 let aor = format!("{user}@{domain}");
                 let bindings = self.store.lookup(&aor, now);
                 if bindings.is_empty() {
-                    return Err(if self.auth.users().exists(user, domain) {
-                        answer(480, "Temporarily Unavailable")
-                    } else {
-                        answer(404, "Not Found")
-                    });
+                    // Unknown and unregistered look the same: no enumeration of users.
+                    return Err(self.unavailable());
                 }
                 bindings
                     .into_iter()
@@ -456,7 +559,7 @@ impl Core {
             }
             _ if to_us => {
                 // A user at one of our addresses while we serve no domain: nobody is here.
-                return Err(answer(404, "Not Found"));
+                return Err(self.unavailable());
             }
             _ => {
                 let dest = match self.outbound {
@@ -474,6 +577,14 @@ impl Core {
         };
         let rr = forward::creates_dialog(method).then_some(ctx.transport);
         self.forward(key, msg, targets, method, rr, now)
+    }
+
+    /// The answer for a user who is unknown or not registered (`[proxy] unavailable`).
+    pub(super) fn unavailable(&self) -> LocalReply {
+        match self.unavailable {
+            404 => answer(404, "Not Found"),
+            _ => answer(480, "Temporarily Unavailable"),
+        }
     }
 
     /// Digest authentication. Ok: the user; Err: the challenge or refusal to answer with.
@@ -511,6 +622,7 @@ impl Core {
             uri_also_ok: &names_us,
             realm,
             must_be,
+            client: ctx.source.ip(),
         };
         let challenge = |core: &Core, stale: bool| LocalReply {
             code: if proxy { 407 } else { 401 },
@@ -521,7 +633,7 @@ impl Core {
             },
             extra: core
                 .auth
-                .challenges(realm, stale, secs)
+                .challenges(realm, stale, secs, ctx.source.ip())
                 .into_iter()
                 .map(|c| format!("{chal_header}: {c}"))
                 .collect(),
@@ -529,6 +641,9 @@ impl Core {
         match self.auth.verify(&values, &req, secs) {
             Outcome::Authenticated { user } => {
                 self.authenticated_source = Some(ctx.source);
+                // A login from a network this account has not used lately (issue 12).
+                self.fraud
+                    .login(&format!("{user}@{realm}"), ctx.source.ip(), secs);
                 self.metrics.auth.with_label_values(&["success"]).inc();
                 self.observer.authenticated(ctx.source, &user);
                 Ok(user)
@@ -590,8 +705,10 @@ impl Core {
             .domain_of(&to_uri)
             .ok_or(answer(403, "Not Our Domain"))?;
         let from_user = user_of(HeaderName::From).map(|u| u.0).unwrap_or_default();
-        if !trusted {
-            self.authenticate(
+        let authenticated = if trusted {
+            None
+        } else {
+            Some(self.authenticate(
                 m,
                 ctx,
                 "REGISTER",
@@ -600,8 +717,8 @@ impl Core {
                 &[&from_user, &to_user],
                 false,
                 now,
-            )?;
-        }
+            )?)
+        };
         let mut contacts = Vec::new();
         let mut star = false;
         for v in m.all(HeaderName::Contact) {
@@ -629,6 +746,7 @@ impl Core {
                 .map_or(0, |c| c.0),
             source: ctx.source,
             transport: ctx.transport,
+            authenticated,
         };
         let result = registrar::register(&self.registrar, self.store.as_mut(), &req, now);
         self.metrics.bindings.set(self.store.len() as i64);
@@ -700,6 +818,10 @@ impl Core {
             let get = |h: HeaderName<'static>| msg.get(h).map(str::to_string);
             self.loop_tag(&ruri, &get, below.as_ref())
         };
+        let privacy_id = msg
+            .all(HeaderName::Other("Privacy"))
+            .flat_map(|v| v.split([';', ',']))
+            .any(|t| t.trim().eq_ignore_ascii_case("id"));
         // The caller as the dialog will reach it: where our responses go.
         let caller = self.servers.get(key).map(|e| e.dest);
         let from_tag = msg
@@ -713,6 +835,12 @@ impl Core {
             if let Some(u) = ruri {
                 b.set_request_uri(&u);
             }
+            if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
+                // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
+                // inside the trust domain (allow-listed peers, e.g. the trunk, which must
+                // honour it in turn).
+                b.remove(HeaderName::Other("P-Asserted-Identity"));
+            }
             if let Some(inbound) = record_route_from
                 && let Some(caller) = caller
             {
@@ -725,7 +853,16 @@ impl Core {
             let branch = self.new_branch(&loop_tag);
             forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
             let bytes = b.to_bytes();
-            let reliable = dest.transport == Transport::Stream;
+            // A contact that answered nothing lately gets this request once: no Timer A/E
+            // retransmissions (Timer B/F still ends the branch).
+            let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);
+            if quiet {
+                self.metrics
+                    .silent_contacts
+                    .with_label_values(&["no_retransmit"])
+                    .inc();
+            }
+            let reliable = dest.transport == Transport::Stream || quiet;
             let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
             self.send(dest, bytes);
             self.metrics.forwarded.with_label_values(&["request"]).inc();

@@ -41,6 +41,10 @@ impl Core {
             self.metrics.wrong_source.inc();
             return self.stray();
         }
+        // It answers: retransmissions toward it again.
+        if !self.silent.is_empty() {
+            self.silent.remove(&e.dest.addr);
+        }
         let to = m.get(HeaderName::To);
         let req = &e.req;
         let out = e
@@ -93,6 +97,8 @@ impl Core {
         let Some(b) = fork.branches.get_mut(idx) else {
             return;
         };
+        // The first 2xx of this branch to an INVITE starts a dialog (fraud guard).
+        let mut first_2xx = false;
         // What to do once the borrow of the fork ends.
         let (cancel_this, relay_it, cancel_others) = if b.state == BranchState::Done {
             // A 2xx retransmission (or a 2xx on a branch already given up): relay 2xx only,
@@ -114,6 +120,7 @@ impl Core {
                 }
                 200..=299 => {
                     b.state = BranchState::Done;
+                    first_2xx = invite;
                     fork.final_sent = true;
                     // RFC 3261 16.7 step 10: CANCEL the other branches.
                     (false, true, invite)
@@ -127,6 +134,9 @@ impl Core {
         };
         if cancel_this {
             self.cancel_branch(skey, idx, now);
+        }
+        if first_2xx && let Some(r) = &resp {
+            self.fraud_answered(skey, idx, r, now);
         }
         if relay_it && let Some(r) = &resp {
             self.relay(skey, code, r, now);

@@ -32,7 +32,11 @@ fn ctx(source: &str) -> Context {
 
 impl Harness {
     fn new() -> Harness {
-        let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
+        Harness::with_config(CONFIG)
+    }
+
+    fn with_config(text: &str) -> Harness {
+        let config = Config::from_toml(text, std::path::Path::new("t.toml")).expect("config");
         let now = Instant::now();
         Harness {
             core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now)
@@ -736,4 +740,133 @@ fn timer_g_only_toward_verified_sources() {
     );
     h.advance(Duration::from_secs(60));
     assert_eq!(h.core.active(), (0, 0));
+}
+
+/// Issue 9, held resources: server transactions are bounded per source and in total; a
+/// request beyond gets 503 with Retry-After statelessly (no transaction), counted; freed
+/// transactions make room again.
+#[test]
+fn transactions_bounded_per_source_and_in_total() {
+    let cfg = CONFIG.replace(
+        "listen = [\"127.0.0.1:5060\"]",
+        "listen = [\"127.0.0.1:5060\"]\nmax_transactions = 5\nmax_transactions_per_source = 3",
+    );
+    let mut h = Harness::with_config(&cfg);
+    let opt = |src: &str, n: usize| {
+        let b: String = src.chars().filter(char::is_ascii_digit).collect();
+        format!(
+            "OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {src};branch=z9hG4bKcap{b}x{n}\r\nMax-Forwards: 70\r\nFrom: <sip:x@other.org>;tag=c\r\nTo: <sip:bob@example.com>\r\nCall-ID: cap{n}x{b}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let is_503 = |a: &Action| matches!(a, Action::Reply { code: 503, extra, .. } if extra.iter().any(|e| e.starts_with("Retry-After:")));
+    let before = crate::metrics::limits_refused("transactions_per_source");
+    for n in 0..3 {
+        let (a, _) = h.feed(&opt("192.0.2.1:5060", n), "192.0.2.1:5060");
+        assert_eq!(a, Action::Absorb, "{n}");
+    }
+    let (a, sent) = h.feed(&opt("192.0.2.1:5060", 3), "192.0.2.1:5060");
+    assert!(is_503(&a) && sent.is_empty(), "{a:?}");
+    assert_eq!(h.core.active().0, 3, "no transaction for the refused one");
+    assert!(crate::metrics::limits_refused("transactions_per_source") > before);
+    // Another source still gets in, until the total.
+    for n in 0..2 {
+        let (a, _) = h.feed(&opt("192.0.2.2:5060", n), "192.0.2.2:5060");
+        assert_eq!(a, Action::Absorb);
+    }
+    let (a, _) = h.feed(&opt("192.0.2.2:5060", 2), "192.0.2.2:5060");
+    assert!(is_503(&a), "total reached: {a:?}");
+    let (a, _) = h.feed(&opt("10.0.0.9:5060", 0), "10.0.0.9:5060");
+    assert!(
+        is_503(&a),
+        "allow-listed sources are bound by the total: {a:?}"
+    );
+    // Timer J ends them; then there is room again.
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.active(), (0, 0));
+    assert!(h.core.transactions_per_source.is_empty());
+    let (a, _) = h.feed(&opt("192.0.2.1:5060", 9), "192.0.2.1:5060");
+    assert_eq!(a, Action::Absorb);
+}
+
+/// Issue 10: a subscriber cannot REGISTER bindings from a spoofed source with a nonce it
+/// got at its own address: challenged again with stale=true, nothing bound; from its own
+/// address the same credentials work.
+#[test]
+fn register_from_a_spoofed_source_with_someone_elses_nonce() {
+    let mut h = Harness::new();
+    let reg = |src: &str, auth: &str| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {src};branch=z9hG4bKsp{}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:bob@example.com>\r\nCall-ID: spoof@x\r\nCSeq: {} REGISTER\r\nContact: <sip:bob@203.0.113.50:5060>\r\n{auth}Content-Length: 0\r\n\r\n",
+            auth.len(),
+            auth.len() % 1000 + 1
+        )
+    };
+    let (_, sent) = h.feed(&reg("192.0.2.1:5060", ""), "192.0.2.1:5060");
+    let challenge = &sent[0].1;
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let i = challenge.find("nonce=\"").expect("nonce") + 7;
+    let nonce = challenge[i..].split('"').next().expect("nonce end");
+    let alg = crate::auth::digest::Algorithm::Sha256;
+    let ha1 = alg.ha1("bob", "example.com", "pw");
+    let creds = |nc: &str| {
+        let r = crate::auth::digest::response_auth(
+            alg,
+            &ha1,
+            nonce,
+            nc,
+            "cn",
+            "REGISTER",
+            "sip:example.com",
+        );
+        format!(
+            "Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"cn\"\r\n"
+        )
+    };
+    let (_, sent) = h.feed(
+        &reg("203.0.113.9:5060", &creds("00000001")),
+        "203.0.113.9:5060",
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].1.starts_with("SIP/2.0 401") && sent[0].1.contains("stale=true"),
+        "{}",
+        sent[0].1
+    );
+    assert!(h.core.store.lookup("bob@example.com", h.now).is_empty());
+    let (_, sent) = h.feed(&reg("192.0.2.1:5060", &creds("00000002")), "192.0.2.1:5060");
+    assert!(sent[0].1.starts_with("SIP/2.0 200"), "{}", sent[0].1);
+    assert_eq!(h.core.store.lookup("bob@example.com", h.now).len(), 1);
+}
+
+/// A CANCEL matching someone's INVITE (same top Via) from another source cancels nothing:
+/// 481 statelessly (no transaction that would stand in the way of the real CANCEL), and the
+/// call keeps ringing; from the INVITE's source it cancels.
+#[test]
+fn cancel_from_another_source_cancels_nothing() {
+    let mut h = Harness::new();
+    h.register(21);
+    let inv = invite("z9hG4bKcx1");
+    let (_, sent) = h.feed(&inv, "192.0.2.1:5060");
+    let to21 = sent
+        .iter()
+        .find(|(a, _)| a.port() == 21)
+        .expect("21")
+        .1
+        .clone();
+    h.feed(&response(&to21, 180, "t21"), "10.0.0.21:21");
+    let cancel = inv
+        .replacen("INVITE sip", "CANCEL sip", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let (a, sent) = h.feed(&cancel, "198.51.100.77:5060");
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(matches!(a, Action::Reply { code: 481, .. }), "{a:?}");
+    let (_, sent) = h.feed(&cancel, "192.0.2.1:5060");
+    assert!(
+        sent.iter().any(|(_, m)| m.starts_with("CANCEL")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter().any(|(_, m)| m.starts_with("SIP/2.0 200")),
+        "{sent:?}"
+    );
 }

@@ -51,6 +51,10 @@ impl Core {
             self.metrics.bindings.set(self.store.len() as i64);
             let secs = self.unix_secs(now);
             self.auth.expire(secs);
+            self.silent
+                .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
+            // Calls past their limits end here (second precision is enough for hours).
+            self.fraud_tick(now);
         }
         if now.saturating_duration_since(self.last_addr_refresh) >= ADDR_REFRESH {
             // Interfaces come and go: what "us" is follows them (wildcard listeners).
@@ -82,6 +86,17 @@ impl Core {
                 self.cancel_branch(&key, i, now);
             } else {
                 // No answer at all, or none after our CANCEL: give the branch up as 408.
+                if state == BranchState::Pending
+                    && let Some(dest) = self
+                        .clients
+                        .get(&ClientKey {
+                            branch: branch.clone(),
+                            method: key.method.clone(),
+                        })
+                        .map(|c| c.dest)
+                {
+                    self.mark_silent(dest.addr, now);
+                }
                 self.remove_client(&ClientKey {
                     branch,
                     method: key.method.clone(),
@@ -107,7 +122,15 @@ impl Core {
             return;
         };
         if e.txn.is_terminated() {
-            self.servers.remove(&key);
+            if let Some(e) = self.servers.remove(&key) {
+                let k = crate::server::slots::source_key(e.source.ip());
+                if let Some(n) = self.transactions_per_source.get_mut(&k) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.transactions_per_source.remove(&k);
+                    }
+                }
+            }
         } else {
             self.schedule(TimerKey::Server(key));
         }
@@ -130,6 +153,16 @@ impl Core {
                     .inc();
             }
             client::TimerOut::Timeout => {
+                let unanswered = server.as_ref().is_some_and(|(skey, idx)| {
+                    self.servers
+                        .get(skey)
+                        .and_then(|e| e.fork.as_ref())
+                        .and_then(|f| f.branches.get(*idx))
+                        .is_some_and(|b| b.state == BranchState::Pending)
+                });
+                if unanswered {
+                    self.mark_silent(dest.addr, now);
+                }
                 if let Some((skey, idx)) = server {
                     self.branch_response(&skey, idx, 408, None, now);
                 }
@@ -151,8 +184,9 @@ impl Core {
         // Our CANCELs (no server transaction) share the branch of the INVITE they cancel and
         // were never announced: their end must not retire the INVITE's branch, whose
         // responses (487, 2xx retransmissions) may still come.
+        // Our own BYEs (fraud guard) were announced: their end is announced too.
         if let Some(e) = self.clients.remove(key)
-            && e.server.is_some()
+            && (e.server.is_some() || key.method == "BYE")
         {
             self.observer
                 .client_transaction_terminated(&key.branch, e.dest);

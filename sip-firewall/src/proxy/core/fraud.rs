@@ -1,0 +1,279 @@
+//! The proxy core's side of the toll-fraud guard (`crate::fraud`): the decision on an
+//! initial INVITE, the dialog's start (first 2xx), failure (final non-2xx), in-dialog
+//! requests and BYE, and the BYEs the edge sends itself when a call must end.
+
+use super::*;
+use crate::fraud::{Attempt, CallKey, DialogInfo};
+
+/// The tag of a From or To header value.
+fn tag_of(v: Option<&str>) -> String {
+    v.and_then(|v| name_addr::parse_single(v).ok())
+        .and_then(|a| a.tag.map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A server transaction's identity for the guard.
+fn txn_id(k: &ServerKey) -> String {
+    format!("{}|{}", k.branch, k.sent_by)
+}
+
+/// The URI of the first Contact of a message.
+fn contact_uri(values: impl Iterator<Item = impl AsRef<str>>) -> Option<String> {
+    for v in values {
+        let mut first = None;
+        let _ = name_addr::parse_contact(v.as_ref(), |a| {
+            if first.is_none() {
+                first = Some(a.uri_text.to_string());
+            }
+        });
+        if first.is_some() {
+            return first;
+        }
+    }
+    None
+}
+
+/// The Record-Route entries of a message, in order, as `<uri>;params`.
+fn record_routes(msg: &SipMsg) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in msg.all(HeaderName::RecordRoute) {
+        let _ = name_addr::parse_list(v, true, |a| {
+            out.push(if a.params.is_empty() {
+                format!("<{}>", a.uri_text)
+            } else {
+                format!("<{}>;{}", a.uri_text, a.params)
+            })
+        });
+    }
+    out
+}
+
+impl Core {
+    /// The guard's decision on an initial INVITE of `account` about to be forwarded. Err:
+    /// the answer (403 with the reason phrase, or 503 when its table is full).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fraud_check(
+        &mut self,
+        key: &ServerKey,
+        m: &Message<'_>,
+        ruri: &str,
+        account: &str,
+        peer: Option<IpAddr>,
+        foreign: bool,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let attempt = Attempt {
+            account,
+            peer,
+            ruri,
+            foreign,
+            source: source.ip(),
+            key: (
+                m.get(HeaderName::CallId).unwrap_or("").to_string(),
+                tag_of(m.get(HeaderName::From)),
+            ),
+            txn: txn_id(key),
+            from: m.get(HeaderName::From).unwrap_or("").to_string(),
+            contact: contact_uri(m.all(HeaderName::Contact)),
+            cseq: m
+                .get(HeaderName::CSeq)
+                .and_then(scalar::cseq)
+                .map_or(0, |c| c.0),
+        };
+        let unix = self.unix_secs(now);
+        self.fraud
+            .check(&attempt, now, unix)
+            .map_err(|r| answer(r.code, r.phrase))
+    }
+
+    /// The guard's key of the call of a server transaction.
+    fn fraud_key(&self, skey: &ServerKey) -> Option<CallKey> {
+        let e = self.servers.get(skey)?;
+        Some((
+            e.rctx.call_id.as_deref()?.to_string(),
+            tag_of(e.rctx.from.as_deref()),
+        ))
+    }
+
+    /// A final answer to an INVITE went up (`code`): a non-2xx ends the attempt.
+    pub(super) fn fraud_final(&mut self, skey: &ServerKey, code: u16) {
+        if skey.method == "INVITE"
+            && code >= 300
+            && let Some(k) = self.fraud_key(skey)
+        {
+            self.fraud.failed(&k, &txn_id(skey));
+        }
+    }
+
+    /// The first 2xx of branch `idx` of an INVITE: the dialog starts, with what is needed to
+    /// end it from here (both parties, tags, contacts, the route beyond us on each side).
+    pub(super) fn fraud_answered(
+        &mut self,
+        skey: &ServerKey,
+        idx: usize,
+        resp: &SipMsg,
+        now: Instant,
+    ) {
+        let Some(key) = self.fraud_key(skey) else {
+            return;
+        };
+        let Some((from, contact, cseq)) = self.fraud.pending(&key, &txn_id(skey)) else {
+            return;
+        };
+        let Some(e) = self.servers.get(skey) else {
+            return;
+        };
+        let caller = e.dest;
+        let Some(branch) = e
+            .fork
+            .as_ref()
+            .and_then(|f| f.branches.get(idx))
+            .map(|b| b.branch.clone())
+        else {
+            return;
+        };
+        let Some(callee) = self
+            .clients
+            .get(&ClientKey {
+                branch,
+                method: "INVITE".into(),
+            })
+            .map(|c| c.dest)
+        else {
+            return;
+        };
+        let rr = record_routes(resp);
+        let ours: Vec<usize> = rr
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| route::stamp_of(e).is_some())
+            .map(|(i, _)| i)
+            .collect();
+        // Proxies record-route on top of the list: those above our entry are toward the
+        // callee (the nearest last), those below toward the caller (the nearest first).
+        let (to_callee, to_caller) = match (ours.first(), ours.last()) {
+            (Some(&f), Some(&l)) => (
+                rr.get(..f)
+                    .unwrap_or_default()
+                    .iter()
+                    .rev()
+                    .cloned()
+                    .collect(),
+                rr.get(l + 1..).unwrap_or_default().to_vec(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let dialog = DialogInfo {
+            caller,
+            callee,
+            call_id: key.0.clone(),
+            from,
+            to: resp.get(HeaderName::To).unwrap_or("").to_string(),
+            caller_contact: contact.unwrap_or_default(),
+            callee_contact: contact_uri(resp.all(HeaderName::Contact)).unwrap_or_default(),
+            routes_to_caller: to_caller,
+            routes_to_callee: to_callee,
+            caller_cseq: cseq,
+            callee_cseq: None,
+            // RFC 4028 4: delta-seconds, then parameters (refresher=...).
+            session_expires: resp
+                .get(HeaderName::Other("Session-Expires"))
+                .or_else(|| resp.get(HeaderName::Other("x")))
+                .and_then(|v| v.split(';').next())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(u64::from(s))),
+        };
+        self.fraud.answered(&key, dialog, now);
+    }
+
+    /// An in-dialog request relayed: its CSeq is remembered; a BYE ends the call.
+    pub(super) fn fraud_in_dialog(&mut self, m: &Message<'_>, method: &str, now: Instant) {
+        let call_id = m.get(HeaderName::CallId).unwrap_or("");
+        let from = tag_of(m.get(HeaderName::From));
+        let to = tag_of(m.get(HeaderName::To));
+        let cseq = m
+            .get(HeaderName::CSeq)
+            .and_then(scalar::cseq)
+            .map_or(0, |c| c.0);
+        self.fraud
+            .in_dialog(call_id, (&from, &to), cseq, method, now);
+    }
+
+    /// End the calls the guard says must end: BYE to each party, as the other would send
+    /// it (RFC 3261 15.1.1), each in a client transaction of ours (retransmitted over UDP).
+    pub(super) fn fraud_tick(&mut self, now: Instant) {
+        let unix = self.unix_secs(now);
+        for (d, how) in self.fraud.tick(now, unix) {
+            let text = match how {
+                "max_duration" => "call duration limit",
+                "session_expired" => "session expired",
+                "fraud_hangup" => "fraud guard",
+                _ => "ended by the edge",
+            };
+            let reason = format!("SIP;cause=200;text=\"{text}\"");
+            if !d.callee_contact.is_empty() {
+                let mut b = SipMsg::request("BYE", &d.callee_contact);
+                b.push(HeaderName::MaxForwards, "70".into());
+                for r in &d.routes_to_callee {
+                    b.push(HeaderName::Route, r.clone());
+                }
+                b.push(HeaderName::From, d.from.clone());
+                b.push(HeaderName::To, d.to.clone());
+                b.push(HeaderName::CallId, d.call_id.clone());
+                b.push(
+                    HeaderName::CSeq,
+                    format!("{} BYE", d.caller_cseq.saturating_add(1)),
+                );
+                b.push(HeaderName::Other("Reason"), reason.clone());
+                self.send_own_request(b, d.callee, now);
+            }
+            if !d.caller_contact.is_empty() {
+                let mut b = SipMsg::request("BYE", &d.caller_contact);
+                b.push(HeaderName::MaxForwards, "70".into());
+                for r in &d.routes_to_caller {
+                    b.push(HeaderName::Route, r.clone());
+                }
+                b.push(HeaderName::From, d.to.clone());
+                b.push(HeaderName::To, d.from.clone());
+                b.push(HeaderName::CallId, d.call_id.clone());
+                b.push(
+                    HeaderName::CSeq,
+                    format!("{} BYE", d.callee_cseq.map_or(1, |c| c.saturating_add(1))),
+                );
+                b.push(HeaderName::Other("Reason"), reason);
+                self.send_own_request(b, d.caller, now);
+            }
+        }
+    }
+
+    /// A request the edge originates (a BYE): our Via, a client transaction without a
+    /// server transaction, announced to the fast path so that its answer is not a stray.
+    fn send_own_request(&mut self, mut b: SipMsg, dest: Destination, now: Instant) {
+        let branch = self.new_branch("own");
+        forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
+        let bytes = b.to_bytes();
+        let method = b.start.split(' ').next().unwrap_or("BYE").to_string();
+        let txn = ClientTxn::new(
+            Kind::NonInvite,
+            dest.transport == Transport::Stream,
+            bytes.clone(),
+            now,
+            &self.timers,
+        );
+        self.send(dest, bytes);
+        self.observer.client_transaction_created(&branch, dest);
+        let ckey = ClientKey { branch, method };
+        self.clients.insert(
+            ckey.clone(),
+            ClientEntry {
+                txn,
+                req: b,
+                dest,
+                server: None,
+            },
+        );
+        self.schedule(TimerKey::Client(ckey));
+    }
+}

@@ -1,0 +1,621 @@
+//! The toll-fraud guard in the proxy core, on a fake clock (issue 12): destinations refused
+//! before anything reaches the trunk, thresholds that suspend an account, and calls ended
+//! by the edge with BYE both ways.
+
+use super::*;
+use crate::auth::digest::{Algorithm, response_auth};
+use crate::proxy::{NoObserver, ProxyMetrics};
+use sip_firewall_sip::{Limits, parse::parse};
+
+const TRUNK: &str = "203.0.113.5:5070";
+const PHONE: &str = "192.0.2.1:5060";
+
+struct H {
+    core: Core,
+    now: Instant,
+    nonce: Option<String>,
+    nc: u32,
+    seq: u32,
+}
+
+impl H {
+    fn new(fraud: &str) -> H {
+        let text = format!(
+            "[sip]\ndomains = [\"example.com\"]\nlisten = [\"127.0.0.1:5060\"]\n\
+             [proxy]\noutbound = \"{TRUNK}\"\n[policy]\nallow = [\"10.0.0.0/8\"]\n\
+             [auth]\nusers = [{{ user = \"alice\", domain = \"example.com\", password = \"pw\" }}]\n\
+             [fraud]\n{fraud}\n"
+        );
+        let config = Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config");
+        let now = Instant::now();
+        H {
+            core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now)
+                .expect("core"),
+            now,
+            nonce: None,
+            nc: 0,
+            seq: 0,
+        }
+    }
+
+    fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
+        let m = parse(text.as_bytes(), &Limits::default(), Transport::Datagram).expect("parse");
+        let ctx = Context {
+            source: source.parse().expect("addr"),
+            local: "127.0.0.1:5060".parse().expect("addr"),
+            transport: Transport::Datagram,
+        };
+        if m.is_request() {
+            self.core.request(&m, &ctx, self.now);
+        } else {
+            self.core.response(&m, &ctx, self.now);
+        }
+        self.sent()
+    }
+
+    fn sent(&mut self) -> Vec<(SocketAddr, String)> {
+        self.core
+            .take_sends()
+            .into_iter()
+            .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
+            .collect()
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        while self.now < end {
+            self.now += Duration::from_millis(100).min(end - self.now);
+            self.core.tick(self.now);
+            out.extend(self.sent());
+        }
+        out
+    }
+
+    /// alice (authenticated, digest) calls `number` at the trunk: what the edge sent, and the
+    /// INVITE as it reached the trunk (if it did).
+    fn call(&mut self, number: &str) -> (Vec<(SocketAddr, String)>, Option<String>) {
+        self.call_as(number, self.seq + 1)
+    }
+
+    /// The same with the Call-ID and From-tag of call `c` (a new transaction each time).
+    fn call_as(&mut self, number: &str, c: u32) -> (Vec<(SocketAddr, String)>, Option<String>) {
+        self.seq += 1;
+        let n = self.seq;
+        let uri = format!("sip:{number}@carrier.example");
+        let invite = |auth: &str| {
+            format!(
+                "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKc{n}x{}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a{c}\r\nTo: <{uri}>\r\n\
+                 Call-ID: call-{c}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{PHONE}>\r\n\
+                 {auth}Content-Length: 0\r\n\r\n",
+                auth.len()
+            )
+        };
+        if self.nonce.is_none() {
+            let sent = self.feed(&invite(""), PHONE);
+            let chal = &sent
+                .iter()
+                .find(|(_, m)| m.starts_with("SIP/2.0 407"))
+                .expect("407")
+                .1;
+            let i = chal.find("nonce=\"").expect("nonce") + 7;
+            self.nonce = chal[i..].split('"').next().map(str::to_string);
+        }
+        self.nc += 1;
+        let nonce = self.nonce.clone().unwrap_or_default();
+        let nc = format!("{:08x}", self.nc);
+        let ha1 = Algorithm::Sha256.ha1("alice", "example.com", "pw");
+        let r = response_auth(Algorithm::Sha256, &ha1, &nonce, &nc, "xyz", "INVITE", &uri);
+        let cred = format!(
+            "Proxy-Authorization: Digest username=\"alice\", realm=\"example.com\", \
+             nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, \
+             nc={nc}, cnonce=\"xyz\"\r\n"
+        );
+        let sent = self.feed(&invite(&cred), PHONE);
+        let out = sent
+            .iter()
+            .find(|(a, m)| a.to_string() == TRUNK && m.starts_with("INVITE"))
+            .map(|(_, m)| m.clone());
+        (sent, out)
+    }
+
+    /// The trunk answers the INVITE `req` with `code`.
+    fn answer(&mut self, req: &str, code: u16) -> Vec<(SocketAddr, String)> {
+        self.answer_with(req, code, "")
+    }
+
+    /// The same with `extra` header lines.
+    fn answer_with(&mut self, req: &str, code: u16, extra: &str) -> Vec<(SocketAddr, String)> {
+        let mut out = format!("SIP/2.0 {code} Whatever\r\n{extra}");
+        for line in req.split("\r\n").skip(1) {
+            let l = line.to_ascii_lowercase();
+            if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+            {
+                out.push_str(line);
+                out.push_str("\r\n");
+            } else if l.starts_with("to:") {
+                out.push_str(&format!("{line};tag=trunk\r\n"));
+            }
+        }
+        out.push_str(&format!(
+            "Contact: <sip:gw@{TRUNK}>\r\nContent-Length: 0\r\n\r\n"
+        ));
+        self.feed(&out, TRUNK)
+    }
+
+    fn refused(&self, reason: &str) -> u64 {
+        self.core
+            .metrics
+            .fraud
+            .refused
+            .with_label_values(&[reason])
+            .get()
+    }
+}
+
+fn final_line(sent: &[(SocketAddr, String)]) -> String {
+    sent.iter()
+        .filter(|(a, m)| {
+            a.to_string() == PHONE && m.starts_with("SIP/2.0") && !m.starts_with("SIP/2.0 1")
+        })
+        .map(|(_, m)| m.lines().next().unwrap_or("").to_string())
+        .next()
+        .unwrap_or_else(|| "nothing".into())
+}
+
+/// A denied prefix, in each international form, is answered 403 and never reaches the
+/// trunk; a user limited to national numbers gets 403 for an international one.
+#[test]
+fn denied_destinations_never_reach_the_trunk() {
+    let mut h = H::new(
+        "[[fraud.groups]]\nname = \"national\"\nusers = [\"bob\"]\nallow_prefixes = [\"0\"]\n",
+    );
+    for number in [
+        "0019005551234",
+        "+19005551234",
+        "01119005551234",
+        "00881234567",
+    ] {
+        let (sent, out) = h.call(number);
+        assert!(out.is_none(), "{number} reached the trunk: {sent:?}");
+        assert_eq!(
+            final_line(&sent),
+            "SIP/2.0 403 Destination Denied",
+            "{number}"
+        );
+    }
+    assert_eq!(h.refused("denied_prefix"), 4);
+    let (_, out) = h.call("00493012345");
+    assert!(out.is_some(), "an ordinary international call goes out");
+
+    // bob is not alice: alice is unlimited; a group of alice.
+    let mut h = H::new(
+        "[[fraud.groups]]\nname = \"national\"\nusers = [\"alice@example.com\"]\nallow_prefixes = [\"0\"]\n",
+    );
+    let (sent, out) = h.call("00493012345");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Destination Not Allowed");
+    assert_eq!(h.refused("not_allowed"), 1);
+    let (_, out) = h.call("0301234567");
+    assert!(out.is_some(), "a national call goes out");
+}
+
+/// Issue 12's test: rule "00" with concurrent critical 2. Two calls connect, the third is
+/// refused (403) and suspends alice; then even a national call gets 403. The suspension
+/// goes to the state database; unblock lifts it.
+#[test]
+fn concurrent_critical_suspends_the_account() {
+    let mut h =
+        H::new("[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { warn = 1, critical = 2 }\n");
+    for n in 0..2 {
+        let (sent, out) = h.call(&format!("+4930123{n}"));
+        let out = out.unwrap_or_else(|| panic!("call {n} not forwarded: {sent:?}"));
+        let up = h.answer(&out, 200);
+        assert!(
+            up.iter()
+                .any(|(a, m)| a.to_string() == PHONE && m.starts_with("SIP/2.0 200"))
+        );
+    }
+    assert_eq!(h.core.fraud.calls_active(), 2);
+    assert_eq!(
+        h.core
+            .metrics
+            .fraud
+            .warnings
+            .with_label_values(&["concurrent"])
+            .get(),
+        1,
+        "the second call passed the warning threshold"
+    );
+    let (sent, out) = h.call("0044201234");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+    let ops = h.core.fraud.take_store_ops();
+    assert!(
+        matches!(ops.as_slice(), [crate::fraud::StoreOp::Suspend(s)] if s.account == "alice@example.com"),
+        "{ops:?}"
+    );
+    let (sent, out) = h.call("0301234567");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Account Suspended");
+    assert_eq!(h.refused("critical"), 1);
+    assert_eq!(h.refused("suspended"), 1);
+    assert_eq!(h.core.metrics.fraud.suspended.get(), 1);
+    assert_eq!(
+        h.core.fraud.unblock("alice", 0),
+        vec!["alice@example.com".to_string()]
+    );
+    let (_, out) = h.call("0301234567");
+    assert!(out.is_some(), "unblocked");
+}
+
+/// calls_per_minute critical 3: the first three calls in a minute go (each refused by the
+/// trunk at once, so none is concurrent), the fourth trips the threshold, not before.
+#[test]
+fn calls_per_minute_trips_at_the_count() {
+    let mut h = H::new("[[fraud.rules]]\nprefix = \"00\"\ncalls_per_minute = { critical = 3 }\n");
+    for n in 0..3 {
+        let (sent, out) = h.call(&format!("004930{n}"));
+        let out = out.unwrap_or_else(|| panic!("call {n} refused: {sent:?}"));
+        h.answer(&out, 486);
+        h.advance(Duration::from_secs(5));
+    }
+    assert_eq!(
+        h.core.fraud.calls_active(),
+        0,
+        "failed calls are not in progress"
+    );
+    let (sent, out) = h.call("0049309");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+}
+
+/// sequential critical 2: two calls under "00" in a row go, a national call in between
+/// starts the count again, the third in a row trips it.
+#[test]
+fn sequential_calls_trip_at_the_count() {
+    let mut h = H::new("[[fraud.rules]]\nprefix = \"00\"\nsequential = { critical = 2 }\n");
+    for number in ["00491", "00492", "0301", "00493", "00494"] {
+        let (sent, out) = h.call(number);
+        let out = out.unwrap_or_else(|| panic!("{number} refused: {sent:?}"));
+        h.answer(&out, 486);
+    }
+    let (sent, out) = h.call("00495");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+}
+
+/// max_call_duration: a call left up past it gets BYE on both sides, each as the other
+/// party would send it, along the dialog's route; one ended by BYE before gets nothing.
+#[test]
+fn max_call_duration_sends_bye_both_ways() {
+    let mut h = H::new("max_call_duration = \"10s\"\n");
+    let (_, out) = h.call("0301234567");
+    let out = out.expect("forwarded");
+    h.answer(&out, 200);
+    assert_eq!(h.core.fraud.calls_active(), 1);
+    let sent = h.advance(Duration::from_secs(9));
+    assert!(sent.iter().all(|(_, m)| !m.starts_with("BYE")), "{sent:?}");
+    let sent = h.advance(Duration::from_secs(3));
+    // One BYE to each side (and its Timer E retransmissions, same branch).
+    let mut byes: Vec<_> = sent.iter().filter(|(_, m)| m.starts_with("BYE")).collect();
+    byes.dedup_by_key(|(a, m)| (*a, m.clone()));
+    byes.sort_by_key(|(a, _)| *a);
+    byes.dedup_by_key(|(a, _)| *a);
+    assert_eq!(byes.len(), 2, "{sent:?}");
+    let to_trunk = byes
+        .iter()
+        .find(|(a, _)| a.to_string() == TRUNK)
+        .expect("BYE to the callee");
+    assert!(
+        to_trunk
+            .1
+            .starts_with(&format!("BYE sip:gw@{TRUNK} SIP/2.0"))
+    );
+    assert!(to_trunk.1.contains("From: <sip:alice@example.com>;tag=a1"));
+    assert!(to_trunk.1.contains(";tag=trunk"));
+    assert!(to_trunk.1.contains("CSeq: 2 BYE"));
+    let to_phone = byes
+        .iter()
+        .find(|(a, _)| a.to_string() == PHONE)
+        .expect("BYE to the caller");
+    assert!(
+        to_phone
+            .1
+            .starts_with(&format!("BYE sip:alice@{PHONE} SIP/2.0"))
+    );
+    assert!(to_phone.1.contains("To: <sip:alice@example.com>;tag=a1"));
+    assert_eq!(h.core.fraud.calls_active(), 0);
+    assert_eq!(
+        h.core
+            .metrics
+            .fraud
+            .calls_ended
+            .with_label_values(&["max_duration"])
+            .get(),
+        1
+    );
+    // Our BYE's 200 is taken (its client transaction), not a stray.
+    let bye = to_trunk.1.clone();
+    let ok = bye.replacen(&format!("BYE sip:gw@{TRUNK} SIP/2.0"), "SIP/2.0 200 OK", 1);
+    let stray_before = h.core.metrics.stray.get();
+    h.feed(&ok, TRUNK);
+    assert_eq!(h.core.metrics.stray.get(), stray_before);
+
+    // A call the caller ends with BYE first: nothing from the edge later.
+    let (_, out) = h.call("0301234568");
+    let out = out.expect("forwarded");
+    let up = h.answer(&out, 200);
+    let ok = &up
+        .iter()
+        .find(|(_, m)| m.starts_with("SIP/2.0 200"))
+        .expect("200")
+        .1;
+    let rr: Vec<&str> = ok
+        .lines()
+        .filter_map(|l| l.strip_prefix("Record-Route: "))
+        .collect();
+    let bye = format!(
+        "BYE sip:gw@{TRUNK} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKbye2\r\n\
+         Max-Forwards: 70\r\nRoute: {}\r\nFrom: <sip:alice@example.com>;tag=a{}\r\n\
+         To: <sip:0301234568@carrier.example>;tag=trunk\r\nCall-ID: call-{}\r\n\
+         CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        rr.join(", "),
+        h.seq,
+        h.seq
+    );
+    let sent = h.feed(&bye, PHONE);
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a.to_string() == TRUNK && m.starts_with("BYE")),
+        "{sent:?}"
+    );
+    assert_eq!(h.core.fraud.calls_active(), 0);
+    let sent = h.advance(Duration::from_secs(12));
+    assert!(
+        sent.iter().all(|(_, m)| !(m.starts_with("BYE")
+            && m.contains("Call-ID: call-2")
+            && m.contains(".own;"))),
+        "{sent:?}"
+    );
+}
+
+/// A login from a /16 the account has not used while it has a call from another: a
+/// warning event.
+#[test]
+fn unusual_source_login_is_flagged() {
+    let mut h = H::new("");
+    let (_, out) = h.call("0301234567");
+    h.answer(&out.expect("forwarded"), 200);
+    let before = h.core.fraud.events().len();
+    h.core
+        .fraud
+        .login("alice@example.com", "192.0.2.77".parse().unwrap(), 100);
+    assert_eq!(h.core.fraud.events().len(), before, "same /16: nothing");
+    h.core
+        .fraud
+        .login("alice@example.com", "198.18.4.4".parse().unwrap(), 100);
+    let ev = h.core.fraud.events();
+    assert_eq!(
+        ev.last().map(|e| e.kind.as_str()),
+        Some("unusual_source"),
+        "{ev:?}"
+    );
+}
+
+/// A second INVITE with the Call-ID and From-tag of a ringing call (another transaction) is
+/// refused, and its refusal does not untrack the first: when that one connects, it counts
+/// against the concurrent limit (before, a duplicate's 403 let the first call go untracked).
+#[test]
+fn a_duplicate_invite_does_not_untrack_the_call() {
+    let mut h = H::new("[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 1 }\n");
+    let (_, first) = h.call("00491");
+    let first = first.expect("forwarded");
+    let (sent, dup) = h.call_as("00491", 1);
+    assert!(dup.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Call Already In Progress");
+    h.answer(&first, 200);
+    assert_eq!(h.core.fraud.calls_active(), 1);
+    let (sent, out) = h.call("00492");
+    assert!(out.is_none(), "the first call still counts");
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+}
+
+/// on_critical = "block-and-hangup": the suspension also ends the account's answered calls,
+/// BYE both ways; "alert" only warns.
+#[test]
+fn block_and_hangup_ends_calls_and_alert_only_warns() {
+    let mut h = H::new(
+        "on_critical = \"block-and-hangup\"\n[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 1 }\n",
+    );
+    let (_, out) = h.call("00491");
+    h.answer(&out.expect("forwarded"), 200);
+    let (_, out) = h.call("00492");
+    assert!(out.is_none());
+    let sent = h.advance(Duration::from_millis(1500));
+    let byes: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("BYE") && m.contains("text=\"fraud guard\""))
+        .map(|(a, _)| a.to_string())
+        .collect();
+    assert!(
+        byes.contains(&TRUNK.to_string()) && byes.contains(&PHONE.to_string()),
+        "{sent:?}"
+    );
+    assert_eq!(h.core.fraud.calls_active(), 0);
+
+    let mut h = H::new(
+        "on_critical = \"alert\"\n[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 1 }\n",
+    );
+    let (_, out) = h.call("00491");
+    h.answer(&out.expect("forwarded"), 200);
+    let (_, out) = h.call("00492");
+    assert!(out.is_some(), "alert: forwarded");
+    assert_eq!(
+        h.core
+            .metrics
+            .fraud
+            .critical
+            .with_label_values(&["concurrent"])
+            .get(),
+        1
+    );
+    assert_eq!(h.core.metrics.fraud.suspended.get(), 0);
+}
+
+/// A call under a rule longer than its critical duration is ended and suspends the account;
+/// `total` counts the day's calls.
+#[test]
+fn duration_and_daily_total() {
+    let mut h = H::new(
+        "[[fraud.rules]]\nprefix = \"00\"\nduration = { warn = \"2s\", critical = \"5s\" }\ntotal = { critical = 2 }\n",
+    );
+    let (_, out) = h.call("00491");
+    h.answer(&out.expect("forwarded"), 200);
+    let sent = h.advance(Duration::from_secs(4));
+    assert!(sent.iter().all(|(_, m)| !m.starts_with("BYE")));
+    assert_eq!(
+        h.core
+            .metrics
+            .fraud
+            .warnings
+            .with_label_values(&["duration"])
+            .get(),
+        1
+    );
+    let sent = h.advance(Duration::from_secs(3));
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a.to_string() == TRUNK && m.starts_with("BYE")),
+        "{sent:?}"
+    );
+    let (sent, _) = h.call("0301");
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Account Suspended");
+    h.core.fraud.unblock("alice@example.com", 0);
+    // The counters start again after unblock: two calls today pass, the third trips.
+    for n in ["00492", "00493"] {
+        let (_, out) = h.call(n);
+        h.answer(&out.expect("forwarded"), 486);
+    }
+    let (sent, _) = h.call("00494");
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+}
+
+/// A trusted peer (allow-listed PBX) is an account of its own: the deny list applies to it,
+/// with a preloaded Route too.
+#[test]
+fn trusted_peers_are_accounts_too() {
+    let mut h = H::new("");
+    let pbx = "10.1.1.1:5060";
+    for (i, route) in ["", "Route: <sip:198.51.100.9;lr>\r\n"].iter().enumerate() {
+        let inv = format!(
+            "INVITE sip:+19005551234@carrier.example SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bKpbx{i}\r\n\
+             Max-Forwards: 70\r\n{route}From: <sip:pbx@pbx.example>;tag=p{i}\r\nTo: <sip:+19005551234@carrier.example>\r\n\
+             Call-ID: pbx-{i}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let sent = h.feed(&inv, pbx);
+        assert!(
+            sent.iter().all(|(_, m)| !m.starts_with("INVITE")),
+            "{sent:?}"
+        );
+        assert!(
+            sent.iter()
+                .any(|(a, m)| a.to_string() == pbx
+                    && m.starts_with("SIP/2.0 403 Destination Denied")),
+            "{sent:?}"
+        );
+    }
+    assert_eq!(h.refused("denied_prefix"), 2);
+}
+
+/// The call table is bounded (`max_calls`): beyond it new calls get 503, counted, and
+/// nothing is forwarded untracked.
+#[test]
+fn call_table_bound_refuses_with_503() {
+    let mut h = H::new("max_calls = 1\n");
+    let (_, out) = h.call("0301");
+    h.answer(&out.expect("forwarded"), 200);
+    let (sent, out) = h.call("0302");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    assert_eq!(h.refused("table_full"), 1);
+
+    // One subscriber cannot fill the table for everyone: max_calls_per_user.
+    let mut h = H::new("max_calls_per_user = 2\n");
+    for n in ["0301", "0302"] {
+        let (_, out) = h.call(n);
+        assert!(out.is_some(), "{n}");
+    }
+    let (sent, out) = h.call("0303");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    assert_eq!(h.refused("user_limit"), 1);
+}
+
+/// RFC 4028: a 2xx with Session-Expires 5: an UPDATE within it refreshes the session; then
+/// none for 5 seconds (and the parties' grace) ends it (BYE both ways, `session_expired`).
+#[test]
+fn session_timer_expiry_ends_the_call() {
+    let mut h = H::new("");
+    let (_, out) = h.call("0301234567");
+    let up = h.answer_with(
+        &out.expect("forwarded"),
+        200,
+        "Session-Expires: 5;refresher=uac\r\n",
+    );
+    let ok = &up
+        .iter()
+        .find(|(_, m)| m.starts_with("SIP/2.0 200"))
+        .expect("200")
+        .1;
+    let rr: Vec<&str> = ok
+        .lines()
+        .filter_map(|l| l.strip_prefix("Record-Route: "))
+        .collect();
+    h.advance(Duration::from_secs(3));
+    let update = format!(
+        "UPDATE sip:gw@{TRUNK} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKupd1\r\n\
+         Max-Forwards: 70\r\nRoute: {}\r\nFrom: <sip:alice@example.com>;tag=a1\r\n\
+         To: <sip:0301234567@carrier.example>;tag=trunk\r\nCall-ID: call-1\r\n\
+         CSeq: 2 UPDATE\r\nContent-Length: 0\r\n\r\n",
+        rr.join(", ")
+    );
+    let sent = h.feed(&update, PHONE);
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a.to_string() == TRUNK && m.starts_with("UPDATE")),
+        "{sent:?}"
+    );
+    let sent = h.advance(Duration::from_secs(4));
+    assert!(
+        sent.iter().all(|(_, m)| !m.contains("session expired")),
+        "refreshed at 3s"
+    );
+    // Expiry at 8s, and the parties' grace (RFC 4028 10: min(32s, 5s/3)) after it.
+    let sent = h.advance(Duration::from_secs(3));
+    let bye = sent
+        .iter()
+        .find(|(a, m)| a.to_string() == TRUNK && m.contains("text=\"session expired\""))
+        .expect("BYE to the callee");
+    assert!(
+        bye.1.contains("CSeq: 3 BYE"),
+        "above the UPDATE's CSeq: {}",
+        bye.1
+    );
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a.to_string() == PHONE && m.starts_with("BYE"))
+    );
+    assert_eq!(
+        h.core
+            .metrics
+            .fraud
+            .calls_ended
+            .with_label_values(&["session_expired"])
+            .get(),
+        1
+    );
+}

@@ -1,0 +1,24 @@
+//! Issue 12 (toll fraud), against the real daemon from a namespace: our subscriber's phone
+//! and the trunk (`[proxy] outbound`) are UDP sockets in namespace a (`client.rs`); each
+//! line: attack — what the edge does now — test fn.
+//!
+//! - A stolen account calls premium-rate numbers (+1 900 in its `00`, `+` and `011` forms,
+//!   +881 satellite) (was: forwarded to the trunk) — 403 "Destination Denied", counted in
+//!   `sipfw_fraud_refused_total{reason="denied_prefix"}`, nothing reaches the trunk —
+//!   `destinations::denied_prefix_never_reaches_the_trunk`
+//! - Many simultaneous international calls (rule `00`, concurrent critical 2) (was: all
+//!   forwarded) — two connect, the third gets 403 and the account is suspended (a national
+//!   call too), across a restart, until `fraud unblock` — `suspension::concurrent_calls_suspend_until_unblocked`
+//! - A loop of short calls (calls_per_minute critical 4, sequential critical 3) (was: all
+//!   forwarded) — refused at the count, not before —
+//!   `limits::call_rate_and_sequence_trip_at_the_count`
+//! - A call left up for ever (was: relayed for ever) — BYE to both parties at
+//!   `max_call_duration` — `limits::max_call_duration_ends_the_call_both_ways`
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod client;
+mod destinations;
+mod limits;
+mod suspension;

@@ -1,0 +1,95 @@
+//! Issue 9, item 8: an office behind one NAT bans itself. One phone registers from an
+//! address; then 300 phones behind that same address re-register at 150/s (a router
+//! reboot). The XDP flood limit (50/s, bursts of 100) used to ban the address for 5 minutes:
+//! 59 of 300 registered. Known sources now get their own, larger budget and are throttled,
+//! never flood-banned.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use sip_firewall_tests::{
+    daemon::{DaemonDirs, stop},
+    netns::{Pair, in_ns},
+    require_root,
+    sipclient::register_storm,
+};
+
+use crate::support::*;
+
+const PHONES: usize = 300;
+
+fn storm_config() -> String {
+    let users: Vec<String> = (0..PHONES)
+        .map(|i| {
+            format!(r#"  {{ user = "phone{i}", domain = "example.com", password = "pw-{i}" }},"#)
+        })
+        .collect();
+    format!(
+        r#"
+[sip]
+domains = ["example.com"]
+[proxy]
+advertise = "198.51.100.2:5060"
+[auth]
+algorithms = ["MD5", "SHA-256"]
+users = [
+  {{ user = "bob", domain = "example.com", password = "{BOB_PASSWORD}" }},
+{}
+]
+"#,
+        users.join("\n")
+    )
+}
+
+#[test]
+fn nat_storm_registers_every_phone() {
+    if !require_root("nat_storm_registers_every_phone") || !sipp_installed("nat_storm") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let pair = Pair::new("nat").unwrap();
+    let d = DaemonDirs::new("nat", &storm_config());
+    let daemon = d.start(&pair, &mode_args(&pair, true));
+    let a4 = pair.a4;
+
+    // One phone registers: the office's address is known.
+    let reg = register_bob(&pair, &d.dir.path, 5070);
+    assert!(reg.ok, "the first phone registers: {}", reg.output);
+
+    // The router reboots: 300 phones behind the same address re-register at 150/s.
+    let users: Vec<(String, String)> = (0..PHONES)
+        .map(|i| (format!("phone{i}"), format!("pw-{i}")))
+        .collect();
+    let server = SocketAddr::new(IpAddr::V4(pair.b4), 5060);
+    let res = in_ns(&pair.ns_a, move || {
+        register_storm(
+            IpAddr::V4(a4),
+            server,
+            "example.com",
+            &users,
+            150,
+            Duration::from_secs(30),
+        )
+    })
+    .expect("the storm from namespace a");
+    let m = Metrics::scrape(&pair);
+    let bans_now = bans(&d);
+    eprintln!(
+        "NAT storm: {} of {PHONES} registered, failed {:?}, unanswered {}, {} requests sent \
+         ({} retransmissions); XDP flood {}, throttled {}, banned {}; bans {bans_now:?}",
+        res.registered,
+        res.failed,
+        res.unanswered,
+        res.sent,
+        res.retransmissions,
+        m.xdp("flood"),
+        m.xdp("throttled"),
+        m.xdp("banned"),
+    );
+    assert!(bans_now.is_empty(), "nothing banned: {bans_now:?}");
+    assert_eq!(res.registered, PHONES, "every phone registers: {res:?}");
+    let (code, log) = stop(daemon);
+    assert_eq!(code, 0, "{log}");
+}

@@ -1,0 +1,153 @@
+//! Issue 9 item 7, held resources over TCP: one source opened 200 connections and kept 199
+//! open with CRLF keep-alives (one global cap of 1024, none per source). Now a source holds
+//! at most `[sip] max_tcp_per_source` (default 32) at once; the rest are closed at accept and
+//! counted, and another source still gets in.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use sip_firewall_tests::{
+    daemon::DaemonDirs,
+    netns::{Pair, in_ns, ip},
+    require_root,
+};
+
+use crate::support::{Metrics, config, one_at_a_time};
+
+/// Whether the daemon answers a ping on `s` with a pong (and so keeps it).
+fn pong(s: &mut TcpStream) -> bool {
+    if s.write_all(b"\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut b = [0u8; 2];
+    matches!(s.read(&mut b), Ok(n) if n > 0)
+}
+
+#[test]
+fn one_source_cannot_hold_every_tcp_slot() {
+    if !require_root("one_source_cannot_hold_every_tcp_slot") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let pair = Pair::new("tcpslot").unwrap();
+    let d = DaemonDirs::new("tcpslot", &config(""));
+    let child = crate::killer::Running::new(d.start(&pair, &["--xdp-mode", "off"]));
+    let to = SocketAddr::new(pair.b(false), 5060);
+
+    let mut conns = in_ns(&pair.ns_a, move || {
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            v.push(s);
+        }
+        Ok(v)
+    })
+    .unwrap();
+    let held = conns.iter_mut().map(pong).filter(|&ok| ok).count();
+    // Pinged again: the ones kept stay kept (keep-alives pass the gate).
+    let still = conns.iter_mut().map(pong).filter(|&ok| ok).count();
+    println!("one source: 200 connections opened, {held} kept after a ping, {still} after two");
+    assert_eq!(held, 32, "connections one source holds");
+    assert_eq!(still, 32);
+
+    // Another host still gets a connection and an answer.
+    ip(&[
+        "netns",
+        "exec",
+        &pair.ns_a,
+        "ip",
+        "addr",
+        "add",
+        "198.51.100.6/24",
+        "dev",
+        pair.if_a,
+    ])
+    .unwrap();
+    let mut other = in_ns(&pair.ns_a, move || {
+        Ok(socket2_connect_from("198.51.100.6", to)?)
+    })
+    .unwrap();
+    let local = other.local_addr().unwrap();
+    let msg = format!(
+        "OPTIONS sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-other\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:mon@example.net>;tag=o\r\nTo: <sip:example.com>\r\n\
+         Call-ID: other@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    other.write_all(msg.as_bytes()).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = other.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    let t0 = Instant::now();
+    let m = loop {
+        let m = Metrics::scrape(&pair);
+        if m.get("sipfw_limits_refused_total{what=\"tcp_per_source\"}") >= 168.0
+            || t0.elapsed() > Duration::from_secs(5)
+        {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        m.get("sipfw_limits_refused_total{what=\"tcp_per_source\"}"),
+        168.0
+    );
+    assert_eq!(m.get("sipfw_sip_tcp_connections"), 33.0);
+    drop(conns);
+    drop(other);
+    let (code, log) = child.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// A TCP connection to `to` from address `from` (any port).
+fn socket2_connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    // std has no bind-before-connect: libc, as the tests' helpers do elsewhere.
+    use std::os::fd::FromRawFd as _;
+    let SocketAddr::V4(to4) = to else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    let from: std::net::Ipv4Addr = from.parse().map_err(std::io::Error::other)?;
+    // SAFETY: plain socket calls on a descriptor we own; the sockaddr structs are initialised.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let mut a: libc::sockaddr_in = std::mem::zeroed();
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_addr.s_addr = u32::from_ne_bytes(from.octets());
+        if libc::bind(
+            fd,
+            (&a as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut b: libc::sockaddr_in = std::mem::zeroed();
+        b.sin_family = libc::AF_INET as libc::sa_family_t;
+        b.sin_port = to4.port().to_be();
+        b.sin_addr.s_addr = u32::from_ne_bytes(to4.ip().octets());
+        if libc::connect(
+            fd,
+            (&b as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
