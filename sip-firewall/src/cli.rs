@@ -32,6 +32,8 @@ pub enum Command {
     Stats(Common),
     /// A live view of the running daemon: verdict rates, dropped sources, SIP; `q` quits.
     Top(TopArgs),
+    /// Re-read the daemon's config file (as SIGHUP does) and apply what changed.
+    Reload(Common),
     /// Manage bans of the running daemon.
     Ban {
         #[command(subcommand)]

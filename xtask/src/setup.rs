@@ -79,6 +79,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("systemd-analyze", "systemd"),
     ("tmux", "tmux"),
+    ("curl", "curl"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.

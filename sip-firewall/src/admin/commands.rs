@@ -273,6 +273,29 @@ pub fn stats(common: &Common) -> ExitCode {
     })
 }
 
+/// `reload`: what was applied, and what needs a restart.
+pub fn reload(common: &Common) -> ExitCode {
+    ask(common, Request::Reload, |d| {
+        let r: crate::reload::ReloadReport = decode(d)?;
+        let mut out = String::new();
+        if r.applied.is_empty() {
+            out.push_str("reloaded: nothing to apply\n");
+        } else {
+            out.push_str("reloaded, applied:\n");
+            for a in &r.applied {
+                out.push_str(&format!("  {a}\n"));
+            }
+        }
+        if !r.restart_needed.is_empty() {
+            out.push_str("changed but needs a restart (still running with the old value):\n");
+            for a in &r.restart_needed {
+                out.push_str(&format!("  {a}\n"));
+            }
+        }
+        Ok(out)
+    })
+}
+
 pub fn ban(common: &Common, cmd: BanCmd) -> ExitCode {
     match cmd {
         BanCmd::Add {

@@ -59,6 +59,8 @@ pub enum Request {
     },
     /// The guard's last warnings.
     FraudEvents,
+    /// Re-read the config file and apply what changed.
+    Reload,
 }
 
 /// The daemon's answer: `ok` with data, or the reason it said no.

@@ -32,6 +32,8 @@ pub struct DaemonInfo {
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
     /// The metrics, whose samples `top` shows.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Re-reads the config (`reload`).
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 /// A request that takes longer than this is cut off (a stuck client must not pile up tasks).
@@ -122,6 +124,22 @@ async fn handle(
 fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow::Result<Response> {
     if req == Request::Top {
         return top(enforcer, info);
+    }
+    if req == Request::Reload {
+        // The reloader takes the enforcer's lock itself.
+        let Some(reloader) = &info.reloader else {
+            return Ok(Response::no("this daemon cannot reload"));
+        };
+        return Ok(match reloader.reload() {
+            Ok(report) => {
+                info!(applied = ?report.applied, restart_needed = ?report.restart_needed, "config reloaded");
+                Response::ok(report)
+            }
+            Err(e) => {
+                warn!("reload refused, the running config stays: {e}");
+                Response::no(format!("reload refused, the running config stays: {e}"))
+            }
+        });
     }
     let mut e = enforcer
         .lock()
@@ -256,7 +274,6 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             ),
             None => Response::no("this daemon runs no proxy"),
         },
-        Request::Top => Response::no("internal: top answered above"),
         Request::FraudStatus { user } => match &info.proxy {
             Some(proxy) => Response::ok(proxy.fraud_status(user.as_deref())),
             None => Response::no("this daemon runs no proxy"),
@@ -291,6 +308,7 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
                 Response::ok(serde_json::json!({ "user": user, "lifted": lifted }))
             }
         }
+        Request::Top | Request::Reload => Response::no("internal: answered above"),
     })
 }
 

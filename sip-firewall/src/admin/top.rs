@@ -202,6 +202,7 @@ pub fn draw(frame: &mut Frame, m: &Model) {
     );
 
     let sip = [
+        ("calls in progress", s.calls_active.to_string()),
         (
             "INVITE/s (new calls)",
             per_sec(m.rate(|v| sum(v, "sipfw_sip_requests_total", Some("\"INVITE\"")))),
@@ -322,6 +323,10 @@ mod tests {
                 bans_active: 1,
                 allow_entries: 0,
                 deny_entries: 0,
+                calls_active: 2,
+                fraud_suspended: 0,
+                calls_by_peer: vec![],
+                calls_by_account: vec![],
             },
             stats: Stats {
                 xdp: vec![
@@ -376,5 +381,6 @@ mod tests {
         assert!(line("banned").contains("1000"), "{screen}");
         assert!(line("INVITE/s").contains("10.0"), "{screen}");
         assert!(line("registrations").contains('3'), "{screen}");
+        assert!(line("calls in progress").contains('2'), "{screen}");
     }
 }
