@@ -280,3 +280,54 @@ impl Reloader {
 fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
     format!("{a:?}") != format!("{b:?}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::from_toml(text, std::path::Path::new("test.toml")).unwrap()
+    }
+
+    #[test]
+    fn applies_lists_names_restart_settings_and_keeps_running_values() {
+        let dir = std::env::temp_dir().join(format!("sfw-reload-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = crate::state::Store::open(&dir).unwrap();
+        let old = parse("[policy]\ndeny = [\"198.51.100.0/24\"]\n");
+        let enforcer = Arc::new(Mutex::new(Enforcer::new(store, None, &old).unwrap()));
+        let r = Reloader::new(old, enforcer.clone(), None);
+        let new = "[sip]\nlisten = [\"127.0.0.1:5099\"]\n[timers]\nt1 = \"1s\"\n\
+                   [policy]\nallow = [\"192.0.2.0/24\"]\n";
+        let report = r.apply(parse(new)).unwrap();
+        assert!(
+            report
+                .applied
+                .contains(&"policy.allow: +192.0.2.0/24".to_string())
+                && report
+                    .applied
+                    .contains(&"policy.deny: -198.51.100.0/24".to_string()),
+            "{report:?}"
+        );
+        assert!(
+            report.restart_needed.contains(&"sip".to_string())
+                && report.restart_needed.contains(&"timers".to_string()),
+            "{report:?}"
+        );
+        let e = enforcer.lock().unwrap();
+        assert_eq!(
+            e.list(List::Allow),
+            vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert!(e.list(List::Deny).is_empty());
+        drop(e);
+        // Still running with the old listen address and timers: named again next time.
+        let again = r.apply(parse(new)).unwrap();
+        assert!(again.applied.is_empty(), "{again:?}");
+        assert!(
+            again.restart_needed.contains(&"sip".to_string()),
+            "{again:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
