@@ -53,6 +53,43 @@ pub struct Config {
     pub bans: crate::enforce::learn::BansConfig,
     pub log: crate::logging::LogConfig,
     pub fraud: crate::fraud::FraudConfig,
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: SIP over TLS (RFC 3261 26.2, RFC 5630). Connections share the TCP bounds
+/// (`[sip] max_tcp_connections`, `max_tcp_per_source`) and `tcp_idle_timeout`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Addresses to accept TLS on (usually port 5061); empty: no TLS listener.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain we present (as a server, and as a client to TLS next hops).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `certificate`.
+    pub private_key: Option<PathBuf>,
+    /// PEM CA certificates: client certificates must chain to them (a client presenting an
+    /// untrusted certificate is refused), and TLS next hops are verified against them
+    /// instead of the built-in web roots.
+    pub ca: Option<PathBuf>,
+    /// Refuse clients that present no certificate (needs `ca`).
+    pub require_client_certificate: bool,
+    /// A TLS handshake not finished within this is abandoned (a handshake flood holds no
+    /// slot for long).
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: Vec::new(),
+            certificate: None,
+            private_key: None,
+            ca: None,
+            require_client_certificate: false,
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[admin]`: the admin API the CLI talks to.
@@ -306,6 +343,17 @@ impl Config {
         if self.xdp.sip_ports.is_empty() {
             return Err(invalid("xdp.sip_ports", "needs at least one port"));
         }
+        if !self.tls.listen.is_empty()
+            && (self.tls.certificate.is_none() || self.tls.private_key.is_none())
+        {
+            return Err(invalid(
+                "tls.listen",
+                "needs tls.certificate and tls.private_key",
+            ));
+        }
+        if self.tls.require_client_certificate && self.tls.ca.is_none() {
+            return Err(invalid("tls.require_client_certificate", "needs tls.ca"));
+        }
         if self.xdp.sip_ports.contains(&0) {
             return Err(invalid("xdp.sip_ports", "port 0 is not a port"));
         }
@@ -411,6 +459,12 @@ mod tests {
         assert_eq!(c.metrics.listen, d.metrics.listen);
         assert_eq!(c.admin.socket, d.admin.socket);
         assert_eq!(c.state.directory, d.state.directory);
+        assert_eq!(c.tls.listen, d.tls.listen);
+        assert_eq!(c.tls.handshake_timeout, d.tls.handshake_timeout);
+        assert_eq!(
+            c.tls.require_client_certificate,
+            d.tls.require_client_certificate
+        );
     }
 
     #[test]
@@ -421,6 +475,15 @@ mod tests {
         assert_eq!(c.xdp.mode, XdpMode::Native);
         assert_eq!(c.fraud.rules.len(), 2);
         assert_eq!(c.fraud.groups.len(), 1);
+        assert_eq!(c.tls.listen, vec![SocketAddr::from(([0, 0, 0, 0], 5061))]);
+    }
+
+    #[test]
+    fn tls_listen_needs_a_certificate() {
+        let e = parse("[tls]\nlisten = [\"0.0.0.0:5061\"]\n").unwrap_err();
+        assert!(e.to_string().contains("tls.listen"), "{e}");
+        let e = parse("[tls]\nrequire_client_certificate = true\n").unwrap_err();
+        assert!(e.to_string().contains("needs tls.ca"), "{e}");
     }
 
     #[test]

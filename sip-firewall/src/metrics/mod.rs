@@ -61,6 +61,31 @@ static LIMITS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| 
     .expect("static metric definition is valid")
 });
 
+/// `sipfw_sip_tls_handshakes_total{result}`: TLS handshakes on connections we accepted
+/// (`ok`, `failed`: refused certificate or protocol error, `timeout`) and opened
+/// (`outbound_ok`, `outbound_failed`). Process-wide like [`internal_error`].
+static TLS_HANDSHAKES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "sipfw_sip_tls_handshakes_total",
+            "SIP TLS handshakes by result: ok, failed, timeout (accepted); outbound_ok, \
+             outbound_failed (opened by the proxy)",
+        ),
+        &["result"],
+    )
+    .expect("static metric definition is valid")
+});
+
+/// Count one TLS handshake.
+pub fn tls_handshake(result: &'static str) {
+    TLS_HANDSHAKES.with_label_values(&[result]).inc();
+}
+
+/// TLS handshakes counted with `result` so far.
+pub fn tls_handshakes(result: &str) -> u64 {
+    TLS_HANDSHAKES.with_label_values(&[result]).get()
+}
+
 /// Every bound hit, named as in `sipfw_limits_refused_total`.
 pub const LIMITS_WHAT: [&str; 7] = [
     "tcp_total",
@@ -213,6 +238,12 @@ impl Metrics {
         }
         for what in LIMITS_WHAT {
             LIMITS.with_label_values(&[what]);
+        }
+        if let Err(e) = m.registry.register(Box::new(TLS_HANDSHAKES.clone())) {
+            tracing::error!("registering sipfw_sip_tls_handshakes_total: {e}");
+        }
+        for result in ["ok", "failed", "timeout", "outbound_ok", "outbound_failed"] {
+            TLS_HANDSHAKES.with_label_values(&[result]);
         }
         m
     }
