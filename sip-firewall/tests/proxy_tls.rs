@@ -134,8 +134,19 @@ fn param<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registers_over_tls_and_is_called_from_udp() {
+/// A running edge with a TLS listener: its addresses, the test CA and its issuer.
+struct Edge {
+    _daemon: Daemon,
+    sip: SocketAddr,
+    tls: SocketAddr,
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    dir: std::path::PathBuf,
+}
+
+/// Start the daemon with a TLS listener, a certificate for 127.0.0.1 from a CA made now,
+/// `ca` set to that CA, and `extra` appended to the config.
+async fn start(extra: &str) -> Edge {
     let dir =
         std::env::temp_dir().join(format!("sipfw-tls-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -144,19 +155,13 @@ async fn registers_over_tls_and_is_called_from_udp() {
     for (name, text) in [("ca.pem", &ca_pem), ("cert.pem", &cert), ("key.pem", &key)] {
         std::fs::write(dir.join(name), text).expect("write PEM");
     }
-    let ha1 = Algorithm::Md5.ha1("alice", "example.com", "s3cret");
-    let ha1_256 = Algorithm::Sha256.ha1("alice", "example.com", "s3cret");
     let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let tls: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let cfg = dir.join("c.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[sip]\ndomains = [\"example.com\"]\n\
-             [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n\
-             [auth]\nalgorithms = [\"MD5\"]\n\
-             users = [{{ user = \"alice\", domain = \"example.com\", ha1 = \"{ha1}\", ha1_sha256 = \"{ha1_256}\" }}]\n\
-             [tls]\nlisten = [\"{tls}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca = \"{}\"\n",
+            "[tls]\nlisten = [\"{tls}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca = \"{}\"\n{extra}",
             dir.join("cert.pem").display(),
             dir.join("key.pem").display(),
             dir.join("ca.pem").display(),
@@ -176,7 +181,7 @@ async fn registers_over_tls_and_is_called_from_udp() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    let _d = Daemon {
+    let daemon = Daemon {
         child,
         dir: dir.clone(),
     };
@@ -188,6 +193,33 @@ async fn registers_over_tls_and_is_called_from_udp() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Edge {
+        _daemon: daemon,
+        sip,
+        tls,
+        ca_pem,
+        issuer,
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_over_tls_and_is_called_from_udp() {
+    let ha1 = Algorithm::Md5.ha1("alice", "example.com", "s3cret");
+    let ha1_256 = Algorithm::Sha256.ha1("alice", "example.com", "s3cret");
+    let Edge {
+        _daemon,
+        sip,
+        tls,
+        ca_pem,
+        ..
+    } = start(&format!(
+        "[sip]\ndomains = [\"example.com\"]\n\
+         [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n\
+         [auth]\nalgorithms = [\"MD5\"]\n\
+         users = [{{ user = \"alice\", domain = \"example.com\", ha1 = \"{ha1}\", ha1_sha256 = \"{ha1_256}\" }}]\n"
+    ))
+    .await;
     let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
 
     // A client certificate from another CA: refused (the handshake fails, or, in TLS 1.3,
@@ -302,4 +334,114 @@ async fn registers_over_tls_and_is_called_from_udp() {
         ack.starts_with("ACK ") && ack.contains("CSeq: 1 ACK"),
         "{ack}"
     );
+}
+
+/// A sips: target is reached over a TLS connection the edge opens, verifying the next hop's
+/// certificate against `[tls] ca`; a next hop whose certificate is from another CA gets
+/// nothing (the handshake fails, counted), and the caller hears no 2xx from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sips_targets_are_reached_over_verified_tls() {
+    let edge = start(
+        "[sip]\ndomains = [\"example.com\"]\n[policy]\nallow = [\"127.0.0.0/8\"]\n\
+         [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n",
+    )
+    .await;
+    let _keep = &edge.dir;
+    // Two next hops: one with a certificate from our CA, one from a stranger's.
+    let (good_cert, good_key) = leaf("127.0.0.1", &edge.issuer);
+    let (_, stranger) = ca("a stranger's CA");
+    let (bad_cert, bad_key) = leaf("127.0.0.1", &stranger);
+    let acceptor = |cert: &str, key: &str| {
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("cert"),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+        )
+        .expect("server config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    };
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
+    caller
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let me = caller.local_addr().expect("addr");
+    let invite = |target: SocketAddr, n: u32| {
+        format!(
+            "INVITE sips:dave@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsips{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag={n}\r\nTo: <sips:dave@{target}>\r\nCall-ID: sips-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+
+    // The stranger's next hop: the edge's handshake fails (it verifies), no INVITE is read.
+    let bad = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let bad_addr = bad.local_addr().expect("addr");
+    caller
+        .send_to(invite(bad_addr, 1).as_bytes(), edge.sip)
+        .expect("send");
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), bad.accept())
+        .await
+        .expect("the edge connects")
+        .expect("accept");
+    let refused = acceptor(&bad_cert, &bad_key).accept(tcp).await;
+    if let Ok(mut s) = refused {
+        assert_eq!(
+            read_message(&mut s).await,
+            None,
+            "the edge sent a request to a next hop it could not verify"
+        );
+    }
+
+    // Our CA's next hop: the INVITE arrives over TLS with a TLS Via and Record-Route.
+    let good = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let good_addr = good.local_addr().expect("addr");
+    caller
+        .send_to(invite(good_addr, 2).as_bytes(), edge.sip)
+        .expect("send");
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), good.accept())
+        .await
+        .expect("the edge connects")
+        .expect("accept");
+    let mut s = acceptor(&good_cert, &good_key)
+        .accept(tcp)
+        .await
+        .expect("the edge completes the handshake");
+    let req = read_message(&mut s).await.expect("the INVITE over TLS");
+    assert!(
+        req.starts_with(&format!("INVITE sips:dave@{good_addr} SIP/2.0")),
+        "{req}"
+    );
+    assert!(
+        req.contains(&format!("Via: SIP/2.0/TLS {};branch=z9hG4bKsfw", edge.tls)),
+        "{req}"
+    );
+    assert!(
+        req.contains(&format!(
+            "Record-Route: <sip:{};transport=tls;lr;sfw=",
+            edge.tls
+        )),
+        "{req}"
+    );
+    s.write_all(response_to(&req, "486 Busy Here").as_bytes())
+        .await
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = caller.recv_from(&mut buf).expect("an answer over UDP");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(!text.starts_with("SIP/2.0 2"), "{text}");
+        if text.starts_with("SIP/2.0 486") {
+            assert!(text.contains("branch=z9hG4bKsips2"), "{text}");
+            break;
+        }
+    }
 }
