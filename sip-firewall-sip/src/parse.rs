@@ -42,12 +42,20 @@ pub enum Transport {
     /// TLS over TCP (RFC 3261 26.2): framed like TCP; a distinct transport for Via,
     /// Record-Route and the connections we open (RFC 5630).
     Tls,
+    /// WebSocket (RFC 7118): one SIP message per WebSocket message, which frames it (so,
+    /// as for a datagram, a missing Content-Length means the body runs to the end).
+    Ws,
 }
 
 impl Transport {
     /// Whether messages arrive on a reliable byte stream (TCP or TLS) cut by a framer.
     pub fn is_stream(self) -> bool {
         matches!(self, Transport::Stream | Transport::Tls)
+    }
+
+    /// Whether the transport is reliable (no retransmissions, RFC 3261 17): all but UDP.
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Datagram)
     }
 }
 
@@ -211,7 +219,7 @@ pub fn parse<'a>(
             body
         }
         (None, _) => match transport {
-            Transport::Datagram => rest,
+            Transport::Datagram | Transport::Ws => rest,
             Transport::Stream | Transport::Tls => return Err(err(Reason::MissingContentLength)),
         },
     };

@@ -54,6 +54,41 @@ pub struct Config {
     pub log: crate::logging::LogConfig,
     pub fraud: crate::fraud::FraudConfig,
     pub tls: TlsConfig,
+    pub ws: WsConfig,
+}
+
+/// `[ws]`: SIP over WebSocket (RFC 7118) for browsers. Connections share the TCP bounds
+/// (`[sip] max_tcp_connections`, `max_tcp_per_source`) and `tcp_idle_timeout`; a message
+/// is at most `[sip] max_message_bytes`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Addresses to accept WebSocket upgrades on; empty: no WebSocket listener.
+    pub listen: Vec<SocketAddr>,
+    /// Origins allowed to connect (as browsers send them, e.g. "https://phone.example.com");
+    /// empty: any origin. An upgrade from another origin is refused with 403.
+    pub origins: Vec<String>,
+    /// Largest WebSocket frame accepted (bytes); a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// A ping is sent after this long without traffic; the pong (or any message) keeps the
+    /// connection within `tcp_idle_timeout`.
+    #[serde(deserialize_with = "duration")]
+    pub ping_interval: Duration,
+    /// An upgrade not finished within this is abandoned.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            listen: Vec::new(),
+            origins: Vec::new(),
+            max_frame_bytes: 16384,
+            ping_interval: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[tls]`: SIP over TLS (RFC 3261 26.2, RFC 5630). Connections share the TCP bounds
@@ -351,6 +386,12 @@ impl Config {
                 "needs tls.certificate and tls.private_key",
             ));
         }
+        if self.ws.max_frame_bytes == 0 {
+            return Err(invalid("ws.max_frame_bytes", "must be at least 1"));
+        }
+        if self.ws.ping_interval.is_zero() {
+            return Err(invalid("ws.ping_interval", "must be more than 0"));
+        }
         if self.tls.require_client_certificate && self.tls.ca.is_none() {
             return Err(invalid("tls.require_client_certificate", "needs tls.ca"));
         }
@@ -461,6 +502,11 @@ mod tests {
         assert_eq!(c.state.directory, d.state.directory);
         assert_eq!(c.tls.listen, d.tls.listen);
         assert_eq!(c.tls.handshake_timeout, d.tls.handshake_timeout);
+        assert_eq!(c.ws.listen, d.ws.listen);
+        assert_eq!(c.ws.origins, d.ws.origins);
+        assert_eq!(c.ws.max_frame_bytes, d.ws.max_frame_bytes);
+        assert_eq!(c.ws.ping_interval, d.ws.ping_interval);
+        assert_eq!(c.ws.handshake_timeout, d.ws.handshake_timeout);
         assert_eq!(
             c.tls.require_client_certificate,
             d.tls.require_client_certificate
@@ -476,6 +522,10 @@ mod tests {
         assert_eq!(c.fraud.rules.len(), 2);
         assert_eq!(c.fraud.groups.len(), 1);
         assert_eq!(c.tls.listen, vec![SocketAddr::from(([0, 0, 0, 0], 5061))]);
+        assert_eq!(
+            c.ws.origins,
+            vec!["https://phone.voip.example.com".to_string()]
+        );
     }
 
     #[test]

@@ -76,6 +76,30 @@ static TLS_HANDSHAKES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock:
     .expect("static metric definition is valid")
 });
 
+/// `sipfw_sip_ws_upgrades_total{result}`: WebSocket upgrades: ok, no_sip_subprotocol,
+/// origin_refused, failed (not a valid upgrade, or refused above), timeout.
+static WS_UPGRADES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "sipfw_sip_ws_upgrades_total",
+            "SIP WebSocket upgrades by result: ok, no_sip_subprotocol, origin_refused, \
+             failed, timeout",
+        ),
+        &["result"],
+    )
+    .expect("static metric definition is valid")
+});
+
+/// Count one WebSocket upgrade.
+pub fn ws_upgrade(result: &'static str) {
+    WS_UPGRADES.with_label_values(&[result]).inc();
+}
+
+/// WebSocket upgrades counted with `result` so far.
+pub fn ws_upgrades(result: &str) -> u64 {
+    WS_UPGRADES.with_label_values(&[result]).get()
+}
+
 /// Count one TLS handshake.
 pub fn tls_handshake(result: &'static str) {
     TLS_HANDSHAKES.with_label_values(&[result]).inc();
@@ -244,6 +268,18 @@ impl Metrics {
         }
         for result in ["ok", "failed", "timeout", "outbound_ok", "outbound_failed"] {
             TLS_HANDSHAKES.with_label_values(&[result]);
+        }
+        if let Err(e) = m.registry.register(Box::new(WS_UPGRADES.clone())) {
+            tracing::error!("registering sipfw_sip_ws_upgrades_total: {e}");
+        }
+        for result in [
+            "ok",
+            "no_sip_subprotocol",
+            "origin_refused",
+            "failed",
+            "timeout",
+        ] {
+            WS_UPGRADES.with_label_values(&[result]);
         }
         m
     }

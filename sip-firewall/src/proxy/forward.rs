@@ -84,6 +84,7 @@ pub fn via_transport(t: Transport) -> &'static str {
         Transport::Datagram => "UDP",
         Transport::Stream => "TCP",
         Transport::Tls => "TLS",
+        Transport::Ws => "WS",
     }
 }
 
@@ -120,6 +121,7 @@ pub fn record_route(
             Transport::Datagram => format!("<sip:{hostport};lr;{p}={stamp}>"),
             Transport::Stream => format!("<sip:{hostport};transport=tcp;lr;{p}={stamp}>"),
             Transport::Tls => format!("<sip:{hostport};transport=tls;lr;{p}={stamp}>"),
+            Transport::Ws => format!("<sip:{hostport};transport=ws;lr;{p}={stamp}>"),
         }
     };
     if inbound != outbound {

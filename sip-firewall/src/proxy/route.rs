@@ -29,6 +29,8 @@ pub struct Local {
     /// Our TLS listen addresses (`[tls] listen`): ours too, and the port written into a
     /// TLS Via or Record-Route.
     pub tls_listen: Vec<SocketAddr>,
+    /// Our WebSocket listen addresses (`[ws] listen`), likewise.
+    pub ws_listen: Vec<SocketAddr>,
 }
 
 /// Most interface addresses taken from the host: a bound on what one `getifaddrs` may add.
@@ -87,6 +89,7 @@ impl Local {
             adv_port,
             addrs: Vec::new(),
             tls_listen: Vec::new(),
+            ws_listen: Vec::new(),
         };
         l.refresh();
         l
@@ -100,6 +103,7 @@ impl Local {
             .listen
             .iter()
             .chain(&self.tls_listen)
+            .chain(&self.ws_listen)
             .any(|l| l.ip().is_unspecified());
         let host = if wildcard {
             host_addresses()
@@ -115,6 +119,7 @@ impl Local {
             .listen
             .iter()
             .chain(&self.tls_listen)
+            .chain(&self.ws_listen)
             .map(|l| l.ip())
             .filter(|i| !i.is_unspecified())
             .chain(host)
@@ -130,6 +135,7 @@ impl Local {
     fn our_port(&self, port: u16) -> bool {
         self.listen.iter().any(|l| l.port() == port)
             || self.tls_listen.iter().any(|l| l.port() == port)
+            || self.ws_listen.iter().any(|l| l.port() == port)
             || self.adv_port == Some(port)
     }
 
@@ -195,10 +201,22 @@ impl Local {
     /// `host:port` for a Via or Record-Route on transport `t`: TLS names our TLS port
     /// (RFC 3261 26.2: a separate listener, 5061 by default), the others our SIP port.
     pub fn hostport_for(&self, t: Transport) -> String {
-        match (t, self.tls_listen.first()) {
-            (Transport::Tls, Some(l)) => format!("{}:{}", self.adv_host, l.port()),
-            _ => self.hostport(),
+        let listener = match t {
+            Transport::Tls => self.tls_listen.first(),
+            Transport::Ws => self.ws_listen.first(),
+            Transport::Datagram | Transport::Stream => None,
+        };
+        match listener {
+            Some(l) => format!("{}:{}", self.adv_host, l.port()),
+            None => self.hostport(),
         }
+    }
+
+    /// With WebSocket listeners (`[ws] listen`): ours too, and named in WS Via/Record-Route.
+    pub fn with_ws(mut self, ws_listen: Vec<SocketAddr>) -> Local {
+        self.ws_listen = ws_listen;
+        self.refresh();
+        self
     }
 }
 
@@ -257,6 +275,7 @@ fn party_bytes(d: &Destination) -> [u8; PARTY] {
         Transport::Datagram => 0,
         Transport::Stream => 1,
         Transport::Tls => 2,
+        Transport::Ws => 3,
     };
     let ip = match d.addr.ip() {
         IpAddr::V4(v) => v.to_ipv6_mapped(),
@@ -272,6 +291,7 @@ fn party_of(b: &[u8]) -> Option<Destination> {
         0 => Transport::Datagram,
         1 => Transport::Stream,
         2 => Transport::Tls,
+        3 => Transport::Ws,
         _ => return None,
     };
     let ip: [u8; 16] = b.get(1..17)?.try_into().ok()?;
@@ -411,6 +431,9 @@ pub fn resolve(uri_text: &str, outbound: Option<SocketAddr>) -> Option<Destinati
         _ if u.secure => Transport::Tls,
         Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
         Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Stream,
+        // RFC 7118: a ws contact cannot be dialled; sending to it fails unless the flow
+        // it came on is open (the outbound finds no connection and opens none).
+        Some(t) if t.eq_ignore_ascii_case("ws") => Transport::Ws,
         _ => Transport::Datagram,
     };
     match u.host.ip() {
@@ -620,5 +643,17 @@ mod tests {
         assert_eq!(l.hostport_for(Transport::Tls), "127.0.0.1:5071");
         assert_eq!(l.hostport_for(Transport::Datagram), "127.0.0.1:5070");
         assert!(l.is_own_destination("127.0.0.1:5071".parse().unwrap()));
+        // WebSocket (RFC 7118): a ws contact resolves to a WS destination, which only an
+        // open flow reaches; our WS listener is named in a WS Via.
+        assert_eq!(
+            resolve("sip:a@192.0.2.8:8088;transport=ws", None).map(|d| d.transport),
+            Some(Transport::Ws)
+        );
+        let l = l.with_ws(vec!["127.0.0.1:8088".parse().unwrap()]);
+        assert_eq!(l.hostport_for(Transport::Ws), "127.0.0.1:8088");
+        assert!(l.is_own_destination("127.0.0.1:8088".parse().unwrap()));
+        let w = d("192.0.2.9:40001", Transport::Ws);
+        let stamp = seal_dialog(b"k", "call-4", "ft", a, w);
+        assert_eq!(open_dialog(b"k", "call-4", &["ft"], &stamp), Some((a, w)));
     }
 }

@@ -11,6 +11,7 @@ pub mod slots;
 mod tcp;
 mod tls;
 mod udp;
+mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -35,6 +36,8 @@ pub struct SipServer {
     /// TLS listeners and their acceptor (`[tls]`, see [`SipServer::bind_tls`]).
     tls: Vec<tokio::net::TcpListener>,
     tls_acceptor: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    /// WebSocket listeners and their settings (`[ws]`, see [`SipServer::bind_ws`]).
+    ws: Vec<(tokio::net::TcpListener, ws::WsSettings)>,
     shared: Arc<Shared>,
 }
 
@@ -101,6 +104,7 @@ impl SipServer {
             tcp,
             tls: Vec::new(),
             tls_acceptor: None,
+            ws: Vec::new(),
             shared: Arc::new(Shared::new(cfg, metrics, handler, outbound)),
         })
     }
@@ -132,6 +136,19 @@ impl SipServer {
         Ok(())
     }
 
+    /// Listen for SIP over WebSocket on every `[ws] listen` address.
+    pub async fn bind_ws(&mut self, cfg: &crate::config::WsConfig) -> anyhow::Result<()> {
+        let settings = ws::WsSettings::new(cfg, self.shared.limits.max_message_bytes);
+        for addr in &cfg.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind SIP WebSocket on {addr}"))?;
+            info!(bound = ?l.local_addr().ok(), "SIP listening on WebSocket");
+            self.ws.push((l, settings.clone()));
+        }
+        Ok(())
+    }
+
     /// The bound TLS addresses.
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
         tls::addrs(&self.tls)
@@ -155,6 +172,14 @@ impl SipServer {
         }
         for t in self.tcp {
             tasks.spawn(tcp::serve(t, self.shared.clone(), shutdown.clone()));
+        }
+        for (l, settings) in self.ws {
+            tasks.spawn(ws::serve(
+                l,
+                settings,
+                self.shared.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some((acceptor, handshake)) = self.tls_acceptor {
             for t in self.tls {

@@ -185,6 +185,11 @@ impl Outbound for SocketOutbound {
                 });
                 sock.is_some_and(|s| s.try_send_to(bytes, dest.addr).is_ok())
             }
+            // RFC 7118: a WebSocket client cannot be dialled; only its open flow reaches it.
+            Transport::Ws => super::guard::lock(&self.tcp, "tcp connections")
+                .get(&(dest.addr, Transport::Ws))
+                .cloned()
+                .is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok()),
             t @ (Transport::Stream | Transport::Tls) => {
                 let tx = super::guard::lock(&self.tcp, "tcp connections")
                     .get(&(dest.addr, t))

@@ -262,7 +262,7 @@ impl Core {
         let method = b.start.split(' ').next().unwrap_or("BYE").to_string();
         let txn = ClientTxn::new(
             Kind::NonInvite,
-            dest.transport.is_stream(),
+            dest.transport.is_reliable(),
             bytes.clone(),
             now,
             &self.timers,

@@ -217,7 +217,8 @@ impl Core {
             .collect();
         Ok(Core {
             local: Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
-                .with_tls(config.tls.listen.clone()),
+                .with_tls(config.tls.listen.clone())
+                .with_ws(config.ws.listen.clone()),
             outbound: config.proxy.outbound,
             allow: config.policy.allow.clone(),
             internal_next_hops: config.proxy.internal_next_hops.clone(),

@@ -54,7 +54,9 @@ impl Core {
                 // connection this copy came on, which may be a new one from the same host.
                 let dest = match ctx.transport {
                     Transport::Datagram => e.dest,
-                    Transport::Stream | Transport::Tls => self.response_destination(m, ctx),
+                    Transport::Stream | Transport::Tls | Transport::Ws => {
+                        self.response_destination(m, ctx)
+                    }
                 };
                 self.send(dest, b);
             }
@@ -290,7 +292,7 @@ impl Core {
         self.servers.insert(
             key.clone(),
             ServerEntry {
-                txn: ServerTxn::new(kind, ctx.transport.is_stream()),
+                txn: ServerTxn::new(kind, ctx.transport.is_reliable()),
                 dest,
                 rctx,
                 source: ctx.source,
@@ -312,7 +314,7 @@ impl Core {
                 transport: Transport::Datagram,
             },
             // TLS too: the answer goes back on the connection it came on.
-            t @ (Transport::Stream | Transport::Tls) => Destination {
+            t @ (Transport::Stream | Transport::Tls | Transport::Ws) => Destination {
                 addr: ctx.source,
                 transport: t,
             },
@@ -869,7 +871,7 @@ impl Core {
                     .with_label_values(&["no_retransmit"])
                     .inc();
             }
-            let reliable = dest.transport.is_stream() || quiet;
+            let reliable = dest.transport.is_reliable() || quiet;
             let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
             self.send(dest, bytes);
             self.metrics.forwarded.with_label_values(&["request"]).inc();
@@ -943,7 +945,8 @@ impl Core {
 /// connection).
 fn same_source(e: &ServerEntry, ctx: &Context) -> bool {
     match ctx.transport {
-        Transport::Datagram => e.source == ctx.source,
+        // A WebSocket flow is its connection: the same address and port.
+        Transport::Datagram | Transport::Ws => e.source == ctx.source,
         Transport::Stream | Transport::Tls => e.source.ip() == ctx.source.ip(),
     }
 }
