@@ -274,7 +274,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }));
     }
-    let server = SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
+    let mut server =
+        SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
+    server.bind_tls(&config.tls).await?;
+    server.bind_ws(&config.ws).await?;
     server.set_gate(Arc::new(UserGate::new(
         &config,
         enforcer.clone(),
