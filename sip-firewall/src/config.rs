@@ -53,6 +53,8 @@ pub struct Config {
     pub bans: crate::enforce::learn::BansConfig,
     pub log: crate::logging::LogConfig,
     pub fraud: crate::fraud::FraudConfig,
+    /// `[cluster]`: bans, lists and subscribers shared through Redis; absent: one node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[admin]`: the admin API the CLI talks to.

@@ -149,6 +149,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     crate::metrics::xdp::register(&metrics, enforcer.clone());
+    // `[cluster]`: checked now (a bad URL or a missing secret stops the start), connected by
+    // its task below; until then (and whenever Redis is away) the local state is enforced.
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let (cluster, outbox) =
+                crate::cluster::Cluster::new(c, config.auth.secret.as_deref(), metrics.registry())?;
+            lock(&enforcer)?.set_cluster(outbox.clone());
+            Some((cluster, outbox))
+        }
+        None => None,
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
     // Learned bans are stored in batches by a writer task, never under the lock the gate
@@ -277,6 +288,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
     )));
     let proxy_handle = proxy.clone();
+    let cluster_info = match cluster {
+        Some((cluster, outbox)) => {
+            let view = cluster.view.clone();
+            let target = crate::cluster::Target {
+                enforcer: enforcer.clone(),
+                proxy: Some(proxy.clone()),
+            };
+            tasks.spawn(crate::cluster::run(cluster, target, shutdown_rx.clone()));
+            Some((outbox, view))
+        }
+        None => None,
+    };
     let rx = shutdown_rx.clone();
     tasks.spawn(async move {
         proxy.run_timers(rx).await;
@@ -302,6 +325,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         xdp: attachments.clone(),
         sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
         proxy: Some(proxy_handle),
+        cluster: cluster_info,
     };
     {
         let rx = shutdown_rx.clone();

@@ -237,6 +237,19 @@ pub fn status(common: &Common) -> ExitCode {
             vec!["fraud suspended".into(), s.fraud_suspended.to_string()],
         ];
         rows.extend(calls);
+        if let Some(c) = &s.cluster {
+            rows.push(vec!["cluster node".into(), c.node.clone()]);
+            rows.push(vec![
+                "cluster redis".into(),
+                if c.connected {
+                    "connected"
+                } else {
+                    "unreachable: enforcing local state"
+                }
+                .into(),
+            ]);
+            rows.push(vec!["cluster nodes".into(), c.nodes.join(", ")]);
+        }
         Ok(table(&["field", "value"], &rows))
     })
 }

@@ -1,0 +1,316 @@
+//! `[cluster]`: two edges in two namespaces share bans (and lists, subscribers) through a real
+//! `redis-server` the test starts on a Unix socket in its own temp dir (no network at all; a
+//! Unix socket reaches every namespace). Installed by `cargo xtask setup` (Debian
+//! `redis-server`).
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sip_firewall_tests::{
+    daemon::{DaemonDirs, TempDir, sample, scrape, stop},
+    netns::{Pair, in_ns},
+    require_root, skip,
+};
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", err(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out(o)))
+}
+
+/// A redis-server on a Unix socket; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    sock: PathBuf,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> Redis {
+        let sock = dir.join("redis.sock");
+        let mut r = Redis {
+            child: None,
+            sock,
+            dir: dir.to_path_buf(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.sock);
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&self.sock)
+            .args(["--unixsocketperm", "700"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while !self.cli(&["PING"]).contains("PONG") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "redis did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .arg("-s")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.sock.display())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn redis_installed(test: &str) -> bool {
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip(test, "redis-server missing: run `cargo xtask setup`");
+    }
+    ok
+}
+
+fn node_config(redis: &Redis, node: &str, secret: &str) -> String {
+    format!(
+        r#"
+[sip]
+domains = ["example.com"]
+[auth]
+secret = "{secret}"
+[cluster]
+redis = "{}"
+node = "{node}"
+"#,
+        redis.url()
+    )
+}
+
+struct Node {
+    pair: Pair,
+    dirs: DaemonDirs,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(tag: &str, config: &str) -> Node {
+        let pair = Pair::new(tag).expect("namespaces");
+        let dirs = DaemonDirs::new(tag, config);
+        Node {
+            pair,
+            dirs,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let p = &self.pair;
+        self.child = Some(
+            self.dirs
+                .start(p, &["--iface", p.if_b, "--xdp-mode", "generic", "--detach"]),
+        );
+    }
+
+    fn status(&self) -> serde_json::Value {
+        json(&self.dirs.cli(&["status", "--json"]))
+    }
+
+    fn wait_connected(&self, want: bool) {
+        let t0 = Instant::now();
+        loop {
+            let s = self.status();
+            if s["cluster"]["connected"] == want {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "cluster connected != {want}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn banned(&self, ip: &str) -> bool {
+        json(&self.dirs.cli(&["ban", "list", "--json"]))
+            .as_array()
+            .is_some_and(|a| a.iter().any(|b| b["ip"] == ip))
+    }
+
+    /// Poll until `ip`'s ban state is `want`, at most `limit`; how long it took.
+    fn wait_banned(&self, ip: &str, want: bool, limit: Duration) -> Option<Duration> {
+        let t0 = Instant::now();
+        loop {
+            if self.banned(ip) == want {
+                return Some(t0.elapsed());
+            }
+            if t0.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn xdp_banned(&self) -> f64 {
+        let text = scrape(&self.pair.ns_b, "127.0.0.1:9464".parse().expect("addr"));
+        sample(&text, "sipfw_xdp_packets_total{reason=\"banned\"}").unwrap_or(0.0)
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        let text = scrape(&self.pair.ns_b, "127.0.0.1:9464".parse().expect("addr"));
+        sample(&text, series).unwrap_or(0.0)
+    }
+
+    /// Send `n` datagrams from a to UDP 7000 in b (not a SIP port: a ban covers all
+    /// traffic, and nothing of the daemon's sees them); how many arrived.
+    fn send(&self, n: usize) -> usize {
+        let rx = in_ns(&self.pair.ns_b, || Ok(UdpSocket::bind("0.0.0.0:7000")?)).expect("rx");
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let tx = in_ns(&self.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).expect("tx");
+        for _ in 0..n {
+            tx.send_to(b"ping", SocketAddr::new(self.pair.b(false), 7000))
+                .expect("send");
+        }
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while rx.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    }
+
+    fn stop(&mut self) -> String {
+        self.child.take().map(|c| stop(c).1).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// `ban add` on A: B drops the source in XDP (its counter moves, nothing arrives) within a
+/// second; `ban del` on B lifts it on A too. Both nodes list each other (heartbeats).
+#[test]
+fn bans_propagate_between_nodes() {
+    if !require_root("bans_propagate_between_nodes")
+        || !redis_installed("bans_propagate_between_nodes")
+    {
+        return;
+    }
+    let tmp = TempDir::new("cluster-redis");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cla", &node_config(&redis, "edge-a", "shared-secret-1"));
+    let mut b = Node::new("clb", &node_config(&redis, "edge-b", "shared-secret-1"));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    // Same addresses in both pairs: the scanner is 198.51.100.1 at both edges.
+    let ip = a.pair.a4.to_string();
+    assert_eq!(b.send(5), 5, "not banned yet");
+
+    let before = b.xdp_banned();
+    let add = a.dirs.cli(&[
+        "ban",
+        "add",
+        &ip,
+        "--for",
+        "1h",
+        "--reason",
+        "scanner seen on a",
+    ]);
+    assert!(add.status.success(), "{}", err(&add));
+    let took = b.wait_banned(&ip, true, Duration::from_secs(1));
+    assert!(took.is_some(), "B did not get A's ban within a second");
+    eprintln!("ban add on A -> listed on B after {took:?}");
+    assert_eq!(b.send(20), 0, "B drops the source A banned");
+    assert!(b.xdp_banned() >= before + 20.0, "B's XDP counter moved");
+    let ban = json(&b.dirs.cli(&["ban", "list", "--json"]));
+    assert_eq!(ban[0]["reason"], "manual: scanner seen on a", "{ban}");
+    // In Redis: reason, origin node, TTL.
+    let stored = redis.cli(&["GET", &format!("sipfw:ban:{ip}")]);
+    assert!(
+        stored.contains("edge-a") && stored.contains("scanner seen on a"),
+        "{stored}"
+    );
+    let ttl: i64 = redis
+        .cli(&["TTL", &format!("sipfw:ban:{ip}")])
+        .trim()
+        .parse()
+        .unwrap_or(-9);
+    assert!(ttl > 3500 && ttl <= 3600, "TTL {ttl}");
+    assert!(b.metric("sipfw_cluster_events_total{dir=\"in\",kind=\"ban\"}") >= 1.0);
+    assert_eq!(a.metric("sipfw_cluster_connected"), 1.0);
+
+    // ban del on B: lifted on A as well, and in Redis.
+    let del = b.dirs.cli(&["ban", "del", &ip]);
+    assert!(del.status.success(), "{}", err(&del));
+    assert!(
+        a.wait_banned(&ip, false, Duration::from_secs(1)).is_some(),
+        "A still bans after ban del on B"
+    );
+    assert_eq!(a.send(5), 5, "A lets the source through again");
+    assert_eq!(
+        redis.cli(&["EXISTS", &format!("sipfw:ban:{ip}")]).trim(),
+        "0"
+    );
+
+    // status lists both nodes.
+    let t0 = Instant::now();
+    loop {
+        let s = a.status();
+        let nodes = s["cluster"]["nodes"].clone();
+        if nodes == serde_json::json!(["edge-a", "edge-b"]) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "{s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = out(&a.dirs.cli(&["status"]));
+    assert!(text.contains("edge-a, edge-b"), "{text}");
+    a.stop();
+    b.stop();
+}
