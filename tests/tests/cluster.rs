@@ -314,3 +314,77 @@ fn bans_propagate_between_nodes() {
     a.stop();
     b.stop();
 }
+
+/// Redis stopped: both nodes keep enforcing what they had (a node restarted meanwhile comes
+/// up with its local state), A keeps banning and queues; when Redis is back, A's bans of the
+/// outage reach B.
+#[test]
+fn bans_made_during_a_redis_outage_reach_the_others_after_it() {
+    let test = "bans_made_during_a_redis_outage_reach_the_others_after_it";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-redis-down");
+    let mut redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cda", &node_config(&redis, "edge-a", "shared-secret-2"));
+    let mut b = Node::new("cdb", &node_config(&redis, "edge-b", "shared-secret-2"));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    let ip = a.pair.a4.to_string();
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", &ip, "--for", "1h"])
+            .status
+            .success()
+    );
+    if b.wait_banned(&ip, true, Duration::from_secs(5)).is_none() {
+        panic!(
+            "B did not get the ban before the outage\nA: {}\nB: {}\nredis: {}",
+            a.stop(),
+            b.stop(),
+            redis.cli(&["KEYS", "*"])
+        );
+    }
+
+    redis.stop();
+    a.wait_connected(false);
+    b.wait_connected(false);
+    assert_eq!(a.metric("sipfw_cluster_connected"), 0.0);
+    assert_eq!(b.send(10), 0, "B enforces what it had during the outage");
+    // Made on A while Redis is away: enforced on A at once, queued for the others.
+    let during = "192.0.2.77";
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", during, "--for", "1h"])
+            .status
+            .success()
+    );
+    assert!(a.banned(during));
+    assert!(!b.banned(during), "B cannot know yet");
+    // B restarted during the outage comes up with its local state.
+    b.stop();
+    b.start();
+    assert!(b.banned(&ip), "B's state database kept the cluster's ban");
+    assert_eq!(b.send(10), 0, "and XDP enforces it again");
+
+    redis.spawn();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    assert!(
+        b.wait_banned(during, true, Duration::from_secs(10))
+            .is_some(),
+        "A's ban of the outage reached B after Redis came back"
+    );
+    assert!(
+        a.metric("sipfw_cluster_events_total{dir=\"out\",kind=\"ban\"}") >= 2.0,
+        "A sent both bans"
+    );
+    assert!(
+        b.banned(&ip),
+        "the ban from before the outage still holds on B"
+    );
+    a.stop();
+    b.stop();
+}

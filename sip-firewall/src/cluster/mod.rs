@@ -193,6 +193,7 @@ impl Outbox {
             return;
         }
         let kind = op.kind();
+        tracing::debug!(kind, "cluster: queued");
         if let Err(e) = self.tx.try_send(op) {
             self.metrics.event(kind, "dropped");
             metrics::warn_limited(&format!(
@@ -468,6 +469,7 @@ async fn push(
     pending: &mut Option<Op>,
 ) -> Result<(), ClusterError> {
     let kind = op.kind();
+    tracing::debug!(kind, "cluster: pushing");
     let ev = Event {
         node: c.node.clone(),
         sent_ms: unix_ms(),
