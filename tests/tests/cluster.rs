@@ -13,7 +13,9 @@ use std::{
 use sip_firewall_tests::{
     daemon::{DaemonDirs, TempDir, sample, scrape, stop},
     netns::{Pair, in_ns},
-    require_root, skip,
+    require_root,
+    sipclient::register_storm,
+    skip,
 };
 
 fn out(o: &std::process::Output) -> String {
@@ -117,6 +119,8 @@ fn node_config(redis: &Redis, node: &str, secret: &str) -> String {
         r#"
 [sip]
 domains = ["example.com"]
+[proxy]
+advertise = "198.51.100.2:5060"
 [auth]
 secret = "{secret}"
 [cluster]
@@ -385,6 +389,118 @@ fn bans_made_during_a_redis_outage_reach_the_others_after_it() {
         b.banned(&ip),
         "the ban from before the outage still holds on B"
     );
+    a.stop();
+    b.stop();
+}
+
+/// `user add` on A: the subscriber registers through B; `deny add` on B drops the source on
+/// A; `deny del` and `user del` on the other node undo them everywhere. Only digest hashes
+/// reach Redis.
+#[test]
+fn subscribers_and_lists_apply_on_every_node() {
+    let test = "subscribers_and_lists_apply_on_every_node";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-redis-users");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cua", &node_config(&redis, "edge-a", "shared-secret-3"));
+    let mut b = Node::new("cub", &node_config(&redis, "edge-b", "shared-secret-3"));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+
+    let add = a.dirs.cli(&[
+        "user",
+        "add",
+        "carol",
+        "--domain",
+        "example.com",
+        "--password",
+        "pw-carol-7",
+    ]);
+    assert!(add.status.success(), "{}", err(&add));
+    let has_carol = |n: &Node| {
+        json(&n.dirs.cli(&["user", "list", "--json"]))
+            .as_array()
+            .is_some_and(|a| a.iter().any(|u| u["user"] == "carol"))
+    };
+    let t0 = Instant::now();
+    while !has_carol(&b) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "B never got carol");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a4 = b.pair.a4;
+    let server = SocketAddr::new(std::net::IpAddr::V4(b.pair.b4), 5060);
+    let res = in_ns(&b.pair.ns_a, move || {
+        register_storm(
+            std::net::IpAddr::V4(a4),
+            server,
+            "example.com",
+            &[("carol".to_string(), "pw-carol-7".to_string())],
+            10,
+            Duration::from_secs(10),
+        )
+    })
+    .expect("register from B's client namespace");
+    assert_eq!(
+        res.registered, 1,
+        "carol, added on A, registers through B: {res:?}"
+    );
+    let stored = redis.cli(&["HGETALL", "sipfw:users"]);
+    assert!(
+        stored.contains("carol@example.com") && stored.contains("ha1"),
+        "{stored}"
+    );
+    assert!(
+        !stored.contains("pw-carol-7"),
+        "no password in Redis: {stored}"
+    );
+
+    // deny on B applies on A (in XDP); removed on A, lifted on B.
+    let ip = a.pair.a4.to_string();
+    assert_eq!(a.send(5), 5);
+    assert!(b.dirs.cli(&["deny", "add", &ip]).status.success());
+    let denied = |n: &Node| {
+        json(&n.dirs.cli(&["deny", "list", "--json"]))
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x == &format!("{ip}/32")))
+    };
+    let t0 = Instant::now();
+    while !denied(&a) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "A never got B's deny"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a.send(10), 0, "A drops what B denied");
+    assert!(a.dirs.cli(&["deny", "del", &ip]).status.success());
+    let t0 = Instant::now();
+    while denied(&b) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "B kept the deny A removed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.send(5), 5);
+
+    assert!(
+        b.dirs
+            .cli(&["user", "del", "carol", "--domain", "example.com"])
+            .status
+            .success()
+    );
+    let t0 = Instant::now();
+    while has_carol(&a) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "A kept carol after user del on B"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     a.stop();
     b.stop();
 }

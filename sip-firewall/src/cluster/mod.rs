@@ -502,7 +502,10 @@ async fn push(
             p.hdel(list_key(*list), net.to_string()).ignore();
         }
         Op::UserAdd { user } => {
-            let Ok(u) = serde_json::to_string(user) else {
+            // Hashes only leave the node (the CLI sends no password; this makes sure).
+            let mut user = user.clone();
+            user.password = None;
+            let Ok(u) = serde_json::to_string(&user) else {
                 return Ok(());
             };
             p.hset(USERS_KEY, user_field(&user.user, &user.domain), u)
