@@ -504,3 +504,84 @@ fn subscribers_and_lists_apply_on_every_node() {
     a.stop();
     b.stop();
 }
+
+/// Run the daemon of `node` until it exits on its own (at most 20 s): its exit code and
+/// stderr.
+fn run_until_exit(node: &Node) -> (Option<i32>, String) {
+    let p = &node.pair;
+    let mut child = node
+        .dirs
+        .command(p, &["--iface", p.if_b, "--xdp-mode", "generic", "--detach"])
+        .spawn()
+        .expect("spawn the daemon");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        let (_, e) = stop(child);
+        return (None, e);
+    }
+    let mut e = String::new();
+    if let Some(mut s) = child.stderr.take() {
+        use std::io::Read as _;
+        let _ = s.read_to_string(&mut e);
+    }
+    (status.and_then(|s| s.code()), e)
+}
+
+/// A node whose `[auth] secret` differs from the cluster's refuses to join (its nonces and
+/// Record-Route stamps would not verify on the others), with a clear error, and takes
+/// nothing from Redis; Redis holds a keyed fingerprint, never the secret. A `[cluster]`
+/// without a secret does not start.
+#[test]
+fn a_node_with_another_secret_refuses_to_join() {
+    let test = "a_node_with_another_secret_refuses_to_join";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-redis-secret");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("csa", &node_config(&redis, "edge-a", "the-right-secret"));
+    a.start();
+    a.wait_connected(true);
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", "192.0.2.55", "--for", "1h"])
+            .status
+            .success()
+    );
+    let fp = redis.cli(&["GET", "sipfw:secret-fingerprint"]);
+    assert_eq!(fp.trim().len(), 64, "{fp}");
+    assert!(!fp.contains("the-right-secret"));
+
+    let b = Node::new("csb", &node_config(&redis, "edge-b", "another-secret"));
+    let (code, stderr) = run_until_exit(&b);
+    assert_eq!(
+        code,
+        Some(1),
+        "the node with another secret stops: {stderr}"
+    );
+    assert!(
+        stderr.contains("[auth] secret differs from the cluster's"),
+        "a clear error: {stderr}"
+    );
+    assert!(
+        !stderr.contains("cluster: bans loaded"),
+        "took nothing: {stderr}"
+    );
+    assert!(redis.cli(&["EXISTS", "sipfw:node:edge-b"]).trim() == "0");
+
+    let config = node_config(&redis, "edge-c", "x").replace("secret = \"x\"\n", "");
+    let c = Node::new("csc", &config);
+    let (code, stderr) = run_until_exit(&c);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("[cluster] needs [auth] secret"), "{stderr}");
+    a.stop();
+}
