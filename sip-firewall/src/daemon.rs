@@ -143,23 +143,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ring = fast_path.as_mut().and_then(FastPath::take_ban_events);
     // Lists and stored bans go into the maps before the program sees a packet.
     let enforcer = Arc::new(Mutex::new(Enforcer::new(store, fast_path, &config)?));
-    for iface in &config.xdp.interfaces {
-        if config.xdp.mode != XdpMode::Off {
-            lock(&enforcer)?.attach(iface, config.xdp.mode)?;
-        }
-    }
-    crate::metrics::xdp::register(&metrics, enforcer.clone());
     // `[cluster]`: checked now (a bad URL or a missing secret stops the start), connected by
     // its task below; until then (and whenever Redis is away) the local state is enforced.
     let cluster = match &config.cluster {
         Some(c) => {
             let (cluster, outbox) =
                 crate::cluster::Cluster::new(c, config.auth.secret.as_deref(), metrics.registry())?;
+            // The cluster's bans before the first packet (bounded wait: Redis down must not
+            // keep the edge from starting on its local state).
+            crate::cluster::preload(&cluster, &enforcer, std::time::Duration::from_secs(3)).await?;
             lock(&enforcer)?.set_cluster(outbox.clone());
             Some((cluster, outbox))
         }
         None => None,
     };
+    for iface in &config.xdp.interfaces {
+        if config.xdp.mode != XdpMode::Off {
+            lock(&enforcer)?.attach(iface, config.xdp.mode)?;
+        }
+    }
+    crate::metrics::xdp::register(&metrics, enforcer.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
     // Learned bans are stored in batches by a writer task, never under the lock the gate

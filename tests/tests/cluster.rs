@@ -578,6 +578,16 @@ fn a_node_with_another_secret_refuses_to_join() {
     );
     assert!(redis.cli(&["EXISTS", "sipfw:node:edge-b"]).trim() == "0");
 
+    // A node joining later enforces the cluster's bans before it answers at all: loaded
+    // before XDP is attached and the admin socket opens.
+    let mut d = Node::new("csd", &node_config(&redis, "edge-d", "the-right-secret"));
+    d.start();
+    assert!(
+        d.banned("192.0.2.55"),
+        "the first answer already lists A's ban"
+    );
+    d.stop();
+
     let config = node_config(&redis, "edge-c", "x").replace("secret = \"x\"\n", "");
     let c = Node::new("csc", &config);
     let (code, stderr) = run_until_exit(&c);

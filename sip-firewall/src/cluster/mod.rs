@@ -380,28 +380,7 @@ async fn session(
     pending: &mut Option<Op>,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ClusterError> {
-    let timeout = |d| redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(d));
-    let mut conn = redis::aio::ConnectionManager::new_with_config(
-        c.client.clone(),
-        timeout(Duration::from_secs(2)).set_number_of_retries(1),
-    )
-    .await?;
-    // The secret check comes first: a node with another secret takes nothing and gives
-    // nothing.
-    let set: bool = redis::cmd("SET")
-        .arg(FINGERPRINT_KEY)
-        .arg(&c.fingerprint)
-        .arg("NX")
-        .query_async::<Option<String>>(&mut conn)
-        .await?
-        .is_some();
-    if !set {
-        let theirs: Option<String> = conn.get(FINGERPRINT_KEY).await?;
-        if theirs.as_deref() != Some(c.fingerprint.as_str()) {
-            error!("{}", ClusterError::SecretMismatch);
-            return Err(ClusterError::SecretMismatch);
-        }
-    }
+    let mut conn = connect(c).await?;
     // Subscribed before the set is loaded: what is published meanwhile waits here.
     let mut pubsub = c.client.get_async_pubsub().await?;
     pubsub.subscribe(CHANNEL).await?;
@@ -535,38 +514,7 @@ async fn load(
     target: &Target,
 ) -> Result<(), ClusterError> {
     if c.config.shares(Share::Bans) {
-        let mut keys: Vec<String> = Vec::new();
-        {
-            let mut it = conn.scan_match::<_, String>("sipfw:ban:*").await?;
-            while let Some(k) = it.next().await {
-                keys.push(k?);
-            }
-        }
-        let mut bans = Vec::new();
-        for chunk in keys.chunks(512) {
-            let vals: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(conn).await?;
-            for v in vals.into_iter().flatten() {
-                match serde_json::from_str::<Event>(&v) {
-                    Ok(Event {
-                        op: Op::Ban { ban },
-                        ..
-                    }) => bans.push(ban),
-                    _ => c.metrics.event("malformed", "in"),
-                }
-            }
-        }
-        let n = bans.len();
-        tokio::task::block_in_place(|| match target.enforcer.lock() {
-            Ok(mut e) => {
-                for b in &bans {
-                    if let Err(err) = e.cluster_ban(b) {
-                        error!(ip = %b.ip, "cannot apply a cluster ban: {err}");
-                    }
-                }
-            }
-            Err(_) => error!("cluster: internal state poisoned"),
-        });
-        info!(bans = n, "cluster: bans loaded");
+        load_bans(conn, &c.metrics, &target.enforcer).await?;
     }
     if c.config.shares(Share::Lists) {
         for list in [List::Allow, List::Deny] {
@@ -589,6 +537,100 @@ async fn load(
         }
     }
     Ok(())
+}
+
+/// Every ban in Redis into the enforcer; how many.
+async fn load_bans(
+    conn: &mut redis::aio::ConnectionManager,
+    metrics: &metrics::ClusterMetrics,
+    enforcer: &Mutex<Enforcer>,
+) -> Result<usize, ClusterError> {
+    let mut keys: Vec<String> = Vec::new();
+    {
+        let mut it = conn.scan_match::<_, String>("sipfw:ban:*").await?;
+        while let Some(k) = it.next().await {
+            keys.push(k?);
+        }
+    }
+    let mut bans = Vec::new();
+    for chunk in keys.chunks(512) {
+        let vals: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(conn).await?;
+        for v in vals.into_iter().flatten() {
+            match serde_json::from_str::<Event>(&v) {
+                Ok(Event {
+                    op: Op::Ban { ban },
+                    ..
+                }) => bans.push(ban),
+                _ => metrics.event("malformed", "in"),
+            }
+        }
+    }
+    let n = bans.len();
+    tokio::task::block_in_place(|| match enforcer.lock() {
+        Ok(mut e) => {
+            for b in &bans {
+                if let Err(err) = e.cluster_ban(b) {
+                    error!(ip = %b.ip, "cannot apply a cluster ban: {err}");
+                }
+            }
+        }
+        Err(_) => error!("cluster: internal state poisoned"),
+    });
+    info!(bans = n, "cluster: bans loaded");
+    Ok(n)
+}
+
+/// At start, before XDP is attached and the listeners open: check the secret and load the
+/// cluster's bans, so a node never serves without them. Redis unreachable within `limit`:
+/// the node starts on its local state (the cluster task catches up when Redis answers).
+pub async fn preload(
+    c: &Cluster,
+    enforcer: &Mutex<Enforcer>,
+    limit: Duration,
+) -> Result<(), ClusterError> {
+    let work = async {
+        let mut conn = connect(c).await?;
+        if c.config.shares(Share::Bans) {
+            load_bans(&mut conn, &c.metrics, enforcer).await?;
+        }
+        Ok::<_, ClusterError>(())
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(Err(ClusterError::SecretMismatch)) => Err(ClusterError::SecretMismatch),
+        Ok(Err(e)) => {
+            warn!("cluster: Redis unreachable at start ({e}): starting on the local state");
+            Ok(())
+        }
+        Err(_) => {
+            warn!("cluster: Redis did not answer within {limit:?}: starting on the local state");
+            Ok(())
+        }
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+/// A command connection, after the secret check: a node with another secret takes nothing
+/// and gives nothing.
+async fn connect(c: &Cluster) -> Result<redis::aio::ConnectionManager, ClusterError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1);
+    let mut conn = redis::aio::ConnectionManager::new_with_config(c.client.clone(), config).await?;
+    let set: bool = redis::cmd("SET")
+        .arg(FINGERPRINT_KEY)
+        .arg(&c.fingerprint)
+        .arg("NX")
+        .query_async::<Option<String>>(&mut conn)
+        .await?
+        .is_some();
+    if !set {
+        let theirs: Option<String> = conn.get(FINGERPRINT_KEY).await?;
+        if theirs.as_deref() != Some(c.fingerprint.as_str()) {
+            error!("{}", ClusterError::SecretMismatch);
+            return Err(ClusterError::SecretMismatch);
+        }
+    }
+    Ok(conn)
 }
 
 /// This node's heartbeat, and the nodes seen recently.
