@@ -55,6 +55,8 @@ pub struct Config {
     pub fraud: crate::fraud::FraudConfig,
     pub tls: TlsConfig,
     pub ws: WsConfig,
+    /// `[cluster]`: bans, lists and subscribers shared through Redis; absent: one node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[ws]`: SIP over WebSocket (RFC 7118) for browsers. Connections share the TCP bounds

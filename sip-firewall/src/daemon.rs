@@ -148,6 +148,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ring = fast_path.as_mut().and_then(FastPath::take_ban_events);
     // Lists and stored bans go into the maps before the program sees a packet.
     let enforcer = Arc::new(Mutex::new(Enforcer::new(store, fast_path, &config)?));
+    // `[cluster]`: checked now (a bad URL or a missing secret stops the start), connected by
+    // its task below; until then (and whenever Redis is away) the local state is enforced.
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let (cluster, outbox) =
+                crate::cluster::Cluster::new(c, config.auth.secret.as_deref(), metrics.registry())?;
+            // The cluster's bans before the first packet (bounded wait: Redis down must not
+            // keep the edge from starting on its local state).
+            crate::cluster::preload(&cluster, &enforcer, std::time::Duration::from_secs(3)).await?;
+            lock(&enforcer)?.set_cluster(outbox.clone());
+            Some((cluster, outbox))
+        }
+        None => None,
+    };
     for iface in &config.xdp.interfaces {
         if config.xdp.mode != XdpMode::Off {
             lock(&enforcer)?.attach(iface, config.xdp.mode)?;
@@ -285,6 +299,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
     )));
     let proxy_handle = proxy.clone();
+    let cluster_info = match cluster {
+        Some((cluster, outbox)) => {
+            let view = cluster.view.clone();
+            let target = crate::cluster::Target {
+                enforcer: enforcer.clone(),
+                proxy: Some(proxy.clone()),
+            };
+            tasks.spawn(crate::cluster::run(cluster, target, shutdown_rx.clone()));
+            Some((outbox, view))
+        }
+        None => None,
+    };
     let rx = shutdown_rx.clone();
     tasks.spawn(async move {
         proxy.run_timers(rx).await;
@@ -317,6 +343,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         proxy: Some(proxy_handle),
         metrics: Some(metrics.clone()),
         reloader: Some(reloader.clone()),
+        cluster: cluster_info,
     };
     {
         let rx = shutdown_rx.clone();

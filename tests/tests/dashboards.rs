@@ -67,8 +67,8 @@ fn dashboards_and_alerts_use_existing_metrics() {
         .join("\n");
     assert_eq!(
         alerts.matches("- alert:").count(),
-        5,
-        "ban storm, fast path detached, flood, map filling, fraud suspension"
+        6,
+        "ban storm, fast path detached, flood, map filling, fraud suspension, cluster cut off"
     );
     assert!(
         alerts.contains("sipfw_map_entries / sipfw_map_capacity) > 0.8"),
@@ -83,6 +83,8 @@ fn dashboards_and_alerts_use_existing_metrics() {
         assert!(exprs.contains(m), "the dashboard shows {m}");
     }
     assert!(alert_exprs.contains("sipfw_fraud_suspended_accounts"));
+    // Issue 13: a node cut off from the cluster's Redis alerts.
+    assert!(alert_exprs.contains("sipfw_cluster_connected == 0"));
     for (what, text) in [("dashboard", exprs), ("alerts", alert_exprs)] {
         let used = metric_names(&text);
         assert!(!used.is_empty(), "{what} uses no metric");

@@ -3,6 +3,7 @@
 //! Every command first runs the set-up it needs; set-up steps print what they do and are
 //! idempotent (a second run only checks).
 
+mod bench_cluster;
 mod bench_parse;
 mod bench_proxy;
 mod bench_xdp;
@@ -51,9 +52,10 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket), `parse` (messages/s, ours
-    /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates).
+    /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `cluster` (ban
+    /// propagation between two daemons through Redis).
     Bench {
-        #[arg(value_parser = ["xdp", "parse", "proxy"])]
+        #[arg(value_parser = ["xdp", "parse", "proxy", "cluster"])]
         what: String,
     },
     /// Fuzz a target for a given time (`parse`: parser, sanity checks and framer; `pipeline`:
@@ -176,6 +178,7 @@ fn main() -> anyhow::Result<()> {
                 "xdp" => bench_xdp::run_bench(),
                 "parse" => bench_parse::run(),
                 "proxy" => bench_proxy::run_bench(),
+                "cluster" => bench_cluster::run_bench(),
                 other => bail!("unknown benchmark {other}"),
             }
         }

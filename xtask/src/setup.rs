@@ -80,6 +80,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
     ("tmux", "tmux"),
     ("curl", "curl"),
+    // The cluster tests (tests/tests/cluster.rs) start their own Redis on a Unix socket.
+    ("redis-server", "redis-server"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.
@@ -105,7 +107,7 @@ fn packages() -> anyhow::Result<()> {
     if missing.is_empty() {
         eprintln!(
             "setup: test tools (iproute2, nftables, sip-tester, netsniff-ng, man-db, lintian, \
-             prometheus, systemd, tmux): present"
+             prometheus, systemd, tmux, redis-server): present"
         );
         return Ok(());
     }

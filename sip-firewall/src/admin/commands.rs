@@ -225,7 +225,7 @@ pub fn status(common: &Common) -> ExitCode {
                 .iter()
                 .map(|(a, n)| vec![a.clone(), n.to_string()]),
         );
-        let rows = vec![
+        let mut rows = vec![
             vec!["version".into(), s.version],
             vec!["pid".into(), s.pid.to_string()],
             vec!["uptime".into(), human(Some(s.uptime_secs))],
@@ -238,6 +238,19 @@ pub fn status(common: &Common) -> ExitCode {
             vec!["calls active".into(), s.calls_active.to_string()],
             vec!["fraud blocked".into(), s.fraud_suspended.to_string()],
         ];
+        if let Some(c) = &s.cluster {
+            rows.push(vec!["cluster node".into(), c.node.clone()]);
+            rows.push(vec![
+                "cluster redis".into(),
+                if c.connected {
+                    "connected"
+                } else {
+                    "unreachable: enforcing local state"
+                }
+                .into(),
+            ]);
+            rows.push(vec!["cluster nodes".into(), c.nodes.join(", ")]);
+        }
         let mut out = table(&["field", "value"], &rows);
         if !calls.is_empty() {
             out.push('\n');

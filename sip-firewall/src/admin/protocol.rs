@@ -116,6 +116,9 @@ pub struct Status {
     pub calls_by_peer: Vec<(String, u64)>,
     #[serde(default)]
     pub calls_by_account: Vec<(String, u64)>,
+    /// `[cluster]`: this node, whether Redis is reachable, the nodes seen recently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterView>,
 }
 
 /// `stats`: the XDP counters (when attached) and ban counts.

@@ -34,6 +34,11 @@ pub struct DaemonInfo {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Re-reads the config (`reload`).
     pub reloader: Option<Arc<crate::reload::Reloader>>,
+    /// `[cluster]`: where subscriber changes go to the other nodes, and what `status` shows.
+    pub cluster: Option<(
+        crate::cluster::Outbox,
+        Arc<std::sync::Mutex<crate::cluster::ClusterView>>,
+    )>,
 }
 
 /// A request that takes longer than this is cut off (a stuck client must not pile up tasks).
@@ -175,6 +180,10 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
                     .map(|a| (a.account.clone(), a.calls_active))
                     .collect(),
                 calls_by_peer: fraud.calls_by_peer,
+                cluster: info
+                    .cluster
+                    .as_ref()
+                    .and_then(|(_, v)| v.lock().ok().map(|v| v.clone())),
             })
         }
         Request::Stats => {
@@ -249,6 +258,9 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             // Stored first: acknowledged means it survives a restart.
             e.store().put_user(&user)?;
             proxy.add_user(&user);
+            if let Some((outbox, _)) = &info.cluster {
+                outbox.send(crate::cluster::Op::UserAdd { user: user.clone() });
+            }
             info!(user = user.user, domain = user.domain, "subscriber added");
             Response::ok(serde_json::json!({ "user": user.user, "domain": user.domain }))
         }
@@ -257,6 +269,12 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
                 return Ok(Response::no("this daemon runs no proxy"));
             };
             let stored = e.store().del_user(&user, &domain)?;
+            if let Some((outbox, _)) = &info.cluster {
+                outbox.send(crate::cluster::Op::UserDel {
+                    user: user.clone(),
+                    domain: domain.clone(),
+                });
+            }
             if proxy.remove_user(&user, &domain) || stored {
                 info!(user, domain, "subscriber removed");
                 Response::ok(serde_json::json!({ "user": user, "domain": domain }))

@@ -327,6 +327,7 @@ mod tests {
                 fraud_suspended: 0,
                 calls_by_peer: vec![],
                 calls_by_account: vec![],
+                cluster: None,
             },
             stats: Stats {
                 xdp: vec![

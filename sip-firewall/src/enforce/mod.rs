@@ -49,6 +49,8 @@ pub struct Enforcer {
     /// (`[bans] learned_scope`).
     manual_scope: BanScope,
     learned_scope: BanScope,
+    /// Where local changes go to the other nodes (`[cluster]`).
+    cluster: Option<crate::cluster::Outbox>,
 }
 
 /// Most bans kept in memory: every manual one the map holds, every learned one the LRU map
@@ -138,6 +140,7 @@ impl Enforcer {
             known: HashMap::new(),
             manual_scope: config.xdp.ban_scope.scope(),
             learned_scope: config.bans.learned_scope.scope(),
+            cluster: None,
         };
         let now = unix_now();
         for ban in e.store.bans()? {
@@ -324,6 +327,7 @@ impl Enforcer {
             self.count_ban(&rec.reason);
             self.keep_learned(rec.clone())?;
         }
+        self.share(crate::cluster::Op::Ban { ban: rec.clone() });
         Ok(rec)
     }
 
@@ -343,11 +347,67 @@ impl Enforcer {
         };
         self.count_ban(&rec.reason);
         self.keep_learned(rec.clone())?;
+        self.share(crate::cluster::Op::Ban { ban: rec.clone() });
         Ok(rec)
+    }
+
+    /// Share local changes with the other nodes from now on.
+    pub fn set_cluster(&mut self, outbox: crate::cluster::Outbox) {
+        self.cluster = Some(outbox);
+    }
+
+    fn share(&self, op: crate::cluster::Op) {
+        if let Some(c) = &self.cluster {
+            c.send(op);
+        }
+    }
+
+    /// A ban made on another node: stored, in memory and in the maps as it was made there
+    /// (same key, reason and expiry); not shared again.
+    pub fn cluster_ban(&mut self, ban: &BanRecord) -> Result<(), EnforceError> {
+        if !ban.is_live(unix_now()) || self.bans.get(&ban.ip) == Some(ban) {
+            return Ok(());
+        }
+        self.apply_ban(ban)?;
+        if reason_code(&ban.reason) == BanReason::Manual as u32 {
+            self.store.put_ban(ban)?;
+            self.bans.insert(ban.ip, ban.clone());
+        } else {
+            // Learned elsewhere: the same bounded table and batched writes as learned here
+            // (a flood of bans on one node must not become one commit per ban on the others).
+            self.keep_learned(ban.clone())?;
+        }
+        Ok(())
+    }
+
+    /// A ban lifted on another node; whether there was one here.
+    pub fn cluster_unban(&mut self, ip: IpAddr) -> Result<bool, EnforceError> {
+        let outbox = self.cluster.take();
+        let r = self.unban(ip);
+        self.cluster = outbox;
+        r
+    }
+
+    /// A list change made on another node; not shared again.
+    pub fn cluster_list(
+        &mut self,
+        list: List,
+        net: &IpNet,
+        add: bool,
+    ) -> Result<bool, EnforceError> {
+        let outbox = self.cluster.take();
+        let r = if add {
+            self.list_add(list, net)
+        } else {
+            self.list_del(list, net)
+        };
+        self.cluster = outbox;
+        r
     }
 
     /// Lift the ban of `ip`; whether there was one.
     pub fn unban(&mut self, ip: IpAddr) -> Result<bool, EnforceError> {
+        self.share(crate::cluster::Op::Unban { ip });
         let prefix = self.learned_key(ip);
         let mut stored = self.store.del_ban(ip)?;
         let mut in_memory = self.bans.remove(&ip).is_some();
@@ -372,7 +432,8 @@ impl Enforcer {
             .map(|b| b.ip)
             .collect();
         for ip in expired {
-            self.unban(ip)?;
+            // Expired everywhere at once (Redis keys carry the same TTL): nothing to share.
+            self.cluster_unban(ip)?;
         }
         let mut v: Vec<BanRecord> = self.bans.values().cloned().collect();
         v.sort_by_key(|b| (b.expires_unix.unwrap_or(u64::MAX), b.ip));
@@ -382,6 +443,7 @@ impl Enforcer {
     /// Add a prefix to a list; false when it was there already.
     pub fn list_add(&mut self, list: List, net: &IpNet) -> Result<bool, EnforceError> {
         let net = net.trunc();
+        self.share(crate::cluster::Op::ListAdd { list, net });
         self.store.put_net(list, &net)?;
         self.apply_net(list, &net, true)?;
         let nets = self.list_mut(list);
@@ -395,6 +457,7 @@ impl Enforcer {
     /// Remove a prefix from a list; whether it was there.
     pub fn list_del(&mut self, list: List, net: &IpNet) -> Result<bool, EnforceError> {
         let net = net.trunc();
+        self.share(crate::cluster::Op::ListDel { list, net });
         let stored = self.store.del_net(list, &net)?;
         self.apply_net(list, &net, false)?;
         let nets = self.list_mut(list);

@@ -1,0 +1,71 @@
+//! `sipfw_cluster_*`: whether this node reaches Redis, what it sends and receives, how late.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::warn;
+
+/// The cluster's metrics (cheap to clone: handles on the registered series).
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    /// 1 while connected to Redis with the full set loaded.
+    pub connected: prometheus::IntGauge,
+    /// Events by kind (ban, unban, list_add, ...) and direction (out: written to Redis, in:
+    /// applied from another node, dropped: the outbox was full).
+    pub events: prometheus::IntCounterVec,
+    /// Age of the last event received from another node when it was applied.
+    pub lag: prometheus::Gauge,
+}
+
+impl ClusterMetrics {
+    pub fn register(registry: &prometheus::Registry) -> ClusterMetrics {
+        let m = ClusterMetrics {
+            connected: prometheus::IntGauge::new(
+                "sipfw_cluster_connected",
+                "1 while this node is connected to the cluster's Redis and has its full set loaded",
+            )
+            .expect("static metric definition"),
+            events: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "sipfw_cluster_events_total",
+                    "Cluster events by kind and direction (out: written to Redis; in: applied \
+                     from another node; dropped: the outbox was full while Redis was away)",
+                ),
+                &["kind", "dir"],
+            )
+            .expect("static metric definition"),
+            lag: prometheus::Gauge::new(
+                "sipfw_cluster_lag_seconds",
+                "Age of the last event from another node when it was applied here",
+            )
+            .expect("static metric definition"),
+        };
+        for c in [
+            Box::new(m.connected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.events.clone()),
+            Box::new(m.lag.clone()),
+        ] {
+            if let Err(e) = registry.register(c) {
+                warn!("registering a cluster metric: {e}");
+            }
+        }
+        m
+    }
+
+    pub fn event(&self, kind: &str, dir: &str) {
+        self.events.with_label_values(&[kind, dir]).inc();
+    }
+}
+
+/// A warning at most once per 10 s (the rest are counted by the metrics).
+pub fn warn_limited(msg: &str) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = crate::enforce::unix_now();
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        warn!("{msg}");
+    }
+}

@@ -1,0 +1,694 @@
+//! `[cluster]`: several edges, one policy. Bans, allow/deny lists and subscribers made on
+//! any node are written to Redis and published; every node applies them to its own state
+//! database, memory and XDP maps.
+//!
+//! Redis is the engine; we write no replication of our own. Layout (prefix `sipfw:`):
+//! - `sipfw:ban:<ip>`: the [`Event`] that made the ban (reason, origin node, expiry), with the
+//!   ban's time left as the key's TTL, so Redis forgets expired bans by itself;
+//! - `sipfw:list:allow`, `sipfw:list:deny`: hashes of prefixes;
+//! - `sipfw:users`: hash `user@domain` -> the subscriber entry (digest hashes only);
+//! - `sipfw:node:<name>`: heartbeat, TTL [`HEARTBEAT_TTL`];
+//! - `sipfw:secret-fingerprint`: HMAC of a fixed label under `[auth] secret` (never the
+//!   secret), so nodes whose nonces and Record-Route stamps would not verify on each other
+//!   refuse to join;
+//! - channel `sipfw:events`: every change, as an [`Event`].
+//!
+//! Order on (re)connect: subscribe, push what was queued while cut off, load the full set,
+//! then follow the channel. Messages published while the set loads wait in the subscription,
+//! and every change is idempotent, so no ban known to Redis goes unenforced.
+//!
+//! Client: the `redis` crate, tokio flavour. Commands go through its `ConnectionManager`
+//! (one multiplexed connection that reconnects by itself, cheap to clone); the subscription
+//! is a dedicated `PubSub` connection that [`run`] re-opens (a subscription cannot share the
+//! multiplexed connection under RESP2, which every Redis speaks).
+
+pub mod metrics;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::StreamExt as _;
+use redis::AsyncCommands as _;
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::{
+    enforce::Enforcer,
+    proxy::config::UserEntry,
+    state::{BanRecord, List},
+};
+
+/// What is shared (`share = [...]`, default all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Share {
+    Bans,
+    Lists,
+    Users,
+}
+
+/// `[cluster]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db`, `rediss://...`, or `redis+unix:///path`.
+    pub redis: String,
+    /// This node's name (default: the host name).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// What is shared.
+    #[serde(default = "all_shared")]
+    pub share: Vec<Share>,
+}
+
+fn all_shared() -> Vec<Share> {
+    vec![Share::Bans, Share::Lists, Share::Users]
+}
+
+impl ClusterConfig {
+    /// The node name: configured, or the host name.
+    pub fn node_name(&self) -> String {
+        if let Some(n) = self.node.as_ref().filter(|n| !n.is_empty()) {
+            return n.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "node".to_string())
+    }
+
+    pub fn shares(&self, s: Share) -> bool {
+        self.share.contains(&s)
+    }
+}
+
+/// One change, as published and as stored under a ban's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The node that made the change.
+    pub node: String,
+    /// When it was sent (unix ms): the receivers' lag.
+    pub sent_ms: u64,
+    pub op: Op,
+}
+
+/// What changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Ban { ban: BanRecord },
+    Unban { ip: IpAddr },
+    ListAdd { list: List, net: ipnet::IpNet },
+    ListDel { list: List, net: ipnet::IpNet },
+    UserAdd { user: UserEntry },
+    UserDel { user: String, domain: String },
+}
+
+impl Op {
+    /// The metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Ban { .. } => "ban",
+            Op::Unban { .. } => "unban",
+            Op::ListAdd { .. } => "list_add",
+            Op::ListDel { .. } => "list_del",
+            Op::UserAdd { .. } => "user_add",
+            Op::UserDel { .. } => "user_del",
+        }
+    }
+
+    fn share(&self) -> Share {
+        match self {
+            Op::Ban { .. } | Op::Unban { .. } => Share::Bans,
+            Op::ListAdd { .. } | Op::ListDel { .. } => Share::Lists,
+            Op::UserAdd { .. } | Op::UserDel { .. } => Share::Users,
+        }
+    }
+}
+
+const CHANNEL: &str = "sipfw:events";
+const FINGERPRINT_KEY: &str = "sipfw:secret-fingerprint";
+const USERS_KEY: &str = "sipfw:users";
+/// How long a node is listed after its last heartbeat.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(15);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// Changes queued while Redis is unreachable; past it they are counted and dropped (still
+/// enforced locally, and in the local state database).
+pub const OUTBOX: usize = 65_536;
+
+fn ban_key(ip: IpAddr) -> String {
+    format!("sipfw:ban:{ip}")
+}
+
+fn list_key(list: List) -> String {
+    format!("sipfw:list:{}", list.name())
+}
+
+fn user_field(user: &str, domain: &str) -> String {
+    format!("{user}@{domain}")
+}
+
+fn node_key(node: &str) -> String {
+    format!("sipfw:node:{node}")
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A keyed fingerprint of the shared secret: HMAC-SHA256(secret, label), hex. Equal on two
+/// nodes exactly when their secrets are equal; reveals nothing of the secret.
+pub fn secret_fingerprint(secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(b"sip-firewall cluster secret fingerprint v1");
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Where the enforcer and the admin API hand local changes to the cluster task.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: tokio::sync::mpsc::Sender<Op>,
+    share: Vec<Share>,
+    metrics: metrics::ClusterMetrics,
+}
+
+impl Outbox {
+    /// Queue a local change for Redis. Never blocks: at the bound the change is counted
+    /// (`sipfw_cluster_events_total{dir="dropped"}`), logged, and stays local.
+    pub fn send(&self, op: Op) {
+        if !self.share.contains(&op.share()) {
+            return;
+        }
+        let kind = op.kind();
+        tracing::debug!(kind, "cluster: queued");
+        if let Err(e) = self.tx.try_send(op) {
+            self.metrics.event(kind, "dropped");
+            metrics::warn_limited(&format!(
+                "cluster queue: {e}; a {kind} stays on this node only"
+            ));
+        }
+    }
+}
+
+/// What `status` shows of the cluster.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub node: String,
+    pub connected: bool,
+    /// Nodes with a live heartbeat (this one included), sorted.
+    pub nodes: Vec<String>,
+}
+
+/// The cluster task's handles.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub node: String,
+    client: redis::Client,
+    rx: tokio::sync::mpsc::Receiver<Op>,
+    pub metrics: metrics::ClusterMetrics,
+    pub view: Arc<Mutex<ClusterView>>,
+    fingerprint: String,
+}
+
+/// A configuration that cannot form a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("[cluster] redis = {0:?}: {1}")]
+    Url(String, redis::RedisError),
+    #[error(
+        "[cluster] needs [auth] secret, the same on every node: nonces and Record-Route stamps \
+         made on one node must verify on the others"
+    )]
+    NoSecret,
+    #[error(
+        "[cluster] refused: this node's [auth] secret differs from the cluster's (Redis holds \
+         another fingerprint under {FINGERPRINT_KEY}); give every node the same secret"
+    )]
+    SecretMismatch,
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl Cluster {
+    /// Check the config and make the outbox the enforcer writes to; nothing is connected yet.
+    pub fn new(
+        config: &ClusterConfig,
+        secret: Option<&str>,
+        registry: &prometheus::Registry,
+    ) -> Result<(Cluster, Outbox), ClusterError> {
+        let secret = secret
+            .filter(|s| !s.is_empty())
+            .ok_or(ClusterError::NoSecret)?;
+        let client = redis::Client::open(config.redis.as_str())
+            .map_err(|e| ClusterError::Url(config.redis.clone(), e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(OUTBOX);
+        let metrics = metrics::ClusterMetrics::register(registry);
+        let node = config.node_name();
+        let outbox = Outbox {
+            tx,
+            share: config.share.clone(),
+            metrics: metrics.clone(),
+        };
+        Ok((
+            Cluster {
+                config: config.clone(),
+                view: Arc::new(Mutex::new(ClusterView {
+                    node: node.clone(),
+                    ..Default::default()
+                })),
+                node,
+                client,
+                rx,
+                metrics,
+                fingerprint: secret_fingerprint(secret),
+            },
+            outbox,
+        ))
+    }
+}
+
+/// Where remote changes are applied.
+pub struct Target {
+    pub enforcer: Arc<Mutex<Enforcer>>,
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
+}
+
+impl Target {
+    /// Apply a change made on another node: state database, memory, maps; never re-published.
+    fn apply(&self, op: &Op) {
+        let r: anyhow::Result<()> = tokio::task::block_in_place(|| {
+            let mut e = self
+                .enforcer
+                .lock()
+                .map_err(|_| anyhow::anyhow!("internal state poisoned"))?;
+            match op {
+                Op::Ban { ban } => e.cluster_ban(ban)?,
+                Op::Unban { ip } => {
+                    e.cluster_unban(*ip)?;
+                }
+                Op::ListAdd { list, net } => {
+                    e.cluster_list(*list, net, true)?;
+                }
+                Op::ListDel { list, net } => {
+                    e.cluster_list(*list, net, false)?;
+                }
+                Op::UserAdd { user } => {
+                    e.store().put_user(user)?;
+                    if let Some(p) = &self.proxy {
+                        p.add_user(user);
+                    }
+                }
+                Op::UserDel { user, domain } => {
+                    e.store().del_user(user, domain)?;
+                    if let Some(p) = &self.proxy {
+                        p.remove_user(user, domain);
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            error!("cannot apply a cluster {}: {e:#}", op.kind());
+        }
+    }
+}
+
+/// Follow the cluster until shutdown: reconnects on its own, queues while cut off. Returns
+/// an error only for a node that must not join (a different secret).
+pub async fn run(
+    mut c: Cluster,
+    target: Target,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut pending: Option<Op> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match session(&mut c, &target, &mut pending, &mut shutdown).await {
+            Ok(()) => {
+                set_connected(&c, false);
+                return Ok(());
+            }
+            Err(ClusterError::SecretMismatch) => {
+                set_connected(&c, false);
+                return Err(ClusterError::SecretMismatch.into());
+            }
+            Err(e) => {
+                if connected(&c) {
+                    warn!("cluster: lost Redis ({e}); enforcing local state, queueing changes");
+                } else {
+                    metrics::warn_limited(&format!("cluster: Redis unreachable: {e}"));
+                }
+                set_connected(&c, false);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn connected(c: &Cluster) -> bool {
+    c.view.lock().is_ok_and(|v| v.connected)
+}
+
+fn set_connected(c: &Cluster, on: bool) {
+    c.metrics.connected.set(i64::from(on));
+    if let Ok(mut v) = c.view.lock() {
+        v.connected = on;
+    }
+}
+
+/// One connection's life: Ok(()) on shutdown, Err when Redis went away.
+async fn session(
+    c: &mut Cluster,
+    target: &Target,
+    pending: &mut Option<Op>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ClusterError> {
+    let mut conn = connect(c).await?;
+    // Subscribed before the set is loaded: what is published meanwhile waits here.
+    let mut pubsub = c.client.get_async_pubsub().await?;
+    pubsub.subscribe(CHANNEL).await?;
+    let mut messages = pubsub.into_on_message();
+
+    // What was queued while cut off goes out first, then the full set comes in.
+    if let Some(op) = pending.take() {
+        push(c, &mut conn, op, pending).await?;
+    }
+    while let Ok(op) = c.rx.try_recv() {
+        push(c, &mut conn, op, pending).await?;
+    }
+    load(c, &mut conn, target).await?;
+    set_connected(c, true);
+    info!(node = c.node, "cluster: connected to Redis, state loaded");
+    heartbeat(c, &mut conn).await?;
+
+    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else {
+                    return Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription closed")).into());
+                };
+                let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+                receive(c, target, &payload);
+            }
+            op = c.rx.recv() => {
+                let Some(op) = op else { return Ok(()) };
+                push(c, &mut conn, op, pending).await?;
+            }
+            _ = beat.tick() => heartbeat(c, &mut conn).await?,
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// A published event from another node.
+fn receive(c: &Cluster, target: &Target, payload: &[u8]) {
+    // Redis is trusted less than our own memory: a malformed event is counted and dropped.
+    let ev: Event = match serde_json::from_slice(payload) {
+        Ok(ev) => ev,
+        Err(e) => {
+            c.metrics.event("malformed", "in");
+            metrics::warn_limited(&format!("cluster: malformed event: {e}"));
+            return;
+        }
+    };
+    if ev.node == c.node || !c.config.shares(ev.op.share()) {
+        return;
+    }
+    let lag = unix_ms().saturating_sub(ev.sent_ms) as f64 / 1000.0;
+    c.metrics.lag.set(lag);
+    c.metrics.event(ev.op.kind(), "in");
+    target.apply(&ev.op);
+}
+
+/// Write one local change to Redis and publish it. On failure the change is kept in
+/// `pending` and goes out first after reconnecting.
+async fn push(
+    c: &Cluster,
+    conn: &mut redis::aio::ConnectionManager,
+    op: Op,
+    pending: &mut Option<Op>,
+) -> Result<(), ClusterError> {
+    let kind = op.kind();
+    tracing::debug!(kind, "cluster: pushing");
+    let ev = Event {
+        node: c.node.clone(),
+        sent_ms: unix_ms(),
+        op,
+    };
+    let Ok(json) = serde_json::to_string(&ev) else {
+        return Ok(());
+    };
+    let mut p = redis::pipe();
+    p.atomic();
+    match &ev.op {
+        Op::Ban { ban } => {
+            let now = crate::enforce::unix_now();
+            match ban.expires_unix {
+                Some(t) if t <= now => {
+                    // Already over: nothing to share.
+                    return Ok(());
+                }
+                Some(t) => p.set_ex(ban_key(ban.ip), &json, t - now).ignore(),
+                None => p.set(ban_key(ban.ip), &json).ignore(),
+            };
+        }
+        Op::Unban { ip } => {
+            p.del(ban_key(*ip)).ignore();
+        }
+        Op::ListAdd { list, net } => {
+            p.hset(list_key(*list), net.to_string(), 1).ignore();
+        }
+        Op::ListDel { list, net } => {
+            p.hdel(list_key(*list), net.to_string()).ignore();
+        }
+        Op::UserAdd { user } => {
+            // Hashes only leave the node (the CLI sends no password; this makes sure).
+            let mut user = user.clone();
+            user.password = None;
+            let Ok(u) = serde_json::to_string(&user) else {
+                return Ok(());
+            };
+            p.hset(USERS_KEY, user_field(&user.user, &user.domain), u)
+                .ignore();
+        }
+        Op::UserDel { user, domain } => {
+            p.hdel(USERS_KEY, user_field(user, domain)).ignore();
+        }
+    }
+    p.publish(CHANNEL, &json).ignore();
+    match p.query_async::<()>(conn).await {
+        Ok(()) => {
+            c.metrics.event(kind, "out");
+            Ok(())
+        }
+        Err(e) => {
+            *pending = Some(ev.op);
+            Err(e.into())
+        }
+    }
+}
+
+/// The full set from Redis into this node.
+async fn load(
+    c: &Cluster,
+    conn: &mut redis::aio::ConnectionManager,
+    target: &Target,
+) -> Result<(), ClusterError> {
+    if c.config.shares(Share::Bans) {
+        load_bans(conn, &c.metrics, &target.enforcer).await?;
+    }
+    if c.config.shares(Share::Lists) {
+        for list in [List::Allow, List::Deny] {
+            let nets: HashMap<String, String> = conn.hgetall(list_key(list)).await?;
+            for n in nets.keys() {
+                match n.parse::<ipnet::IpNet>() {
+                    Ok(net) => target.apply(&Op::ListAdd { list, net }),
+                    Err(_) => c.metrics.event("malformed", "in"),
+                }
+            }
+        }
+    }
+    if c.config.shares(Share::Users) {
+        let users: HashMap<String, String> = conn.hgetall(USERS_KEY).await?;
+        for u in users.values() {
+            match serde_json::from_str::<UserEntry>(u) {
+                Ok(user) => target.apply(&Op::UserAdd { user }),
+                Err(_) => c.metrics.event("malformed", "in"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every ban in Redis into the enforcer; how many.
+async fn load_bans(
+    conn: &mut redis::aio::ConnectionManager,
+    metrics: &metrics::ClusterMetrics,
+    enforcer: &Mutex<Enforcer>,
+) -> Result<usize, ClusterError> {
+    let mut keys: Vec<String> = Vec::new();
+    {
+        let mut it = conn.scan_match::<_, String>("sipfw:ban:*").await?;
+        while let Some(k) = it.next().await {
+            keys.push(k?);
+        }
+    }
+    let mut bans = Vec::new();
+    for chunk in keys.chunks(512) {
+        let vals: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(conn).await?;
+        for v in vals.into_iter().flatten() {
+            match serde_json::from_str::<Event>(&v) {
+                Ok(Event {
+                    op: Op::Ban { ban },
+                    ..
+                }) => bans.push(ban),
+                _ => metrics.event("malformed", "in"),
+            }
+        }
+    }
+    let n = bans.len();
+    tokio::task::block_in_place(|| match enforcer.lock() {
+        Ok(mut e) => {
+            for b in &bans {
+                if let Err(err) = e.cluster_ban(b) {
+                    error!(ip = %b.ip, "cannot apply a cluster ban: {err}");
+                }
+            }
+        }
+        Err(_) => error!("cluster: internal state poisoned"),
+    });
+    info!(bans = n, "cluster: bans loaded");
+    Ok(n)
+}
+
+/// At start, before XDP is attached and the listeners open: check the secret and load the
+/// cluster's bans, so a node never serves without them. Redis unreachable within `limit`:
+/// the node starts on its local state (the cluster task catches up when Redis answers).
+pub async fn preload(
+    c: &Cluster,
+    enforcer: &Mutex<Enforcer>,
+    limit: Duration,
+) -> Result<(), ClusterError> {
+    let work = async {
+        let mut conn = connect(c).await?;
+        if c.config.shares(Share::Bans) {
+            load_bans(&mut conn, &c.metrics, enforcer).await?;
+        }
+        Ok::<_, ClusterError>(())
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(Err(ClusterError::SecretMismatch)) => Err(ClusterError::SecretMismatch),
+        Ok(Err(e)) => {
+            warn!("cluster: Redis unreachable at start ({e}): starting on the local state");
+            Ok(())
+        }
+        Err(_) => {
+            warn!("cluster: Redis did not answer within {limit:?}: starting on the local state");
+            Ok(())
+        }
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+/// A command connection, after the secret check: a node with another secret takes nothing
+/// and gives nothing.
+async fn connect(c: &Cluster) -> Result<redis::aio::ConnectionManager, ClusterError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1);
+    let mut conn = redis::aio::ConnectionManager::new_with_config(c.client.clone(), config).await?;
+    let set: bool = redis::cmd("SET")
+        .arg(FINGERPRINT_KEY)
+        .arg(&c.fingerprint)
+        .arg("NX")
+        .query_async::<Option<String>>(&mut conn)
+        .await?
+        .is_some();
+    if !set {
+        let theirs: Option<String> = conn.get(FINGERPRINT_KEY).await?;
+        if theirs.as_deref() != Some(c.fingerprint.as_str()) {
+            error!("{}", ClusterError::SecretMismatch);
+            return Err(ClusterError::SecretMismatch);
+        }
+    }
+    Ok(conn)
+}
+
+/// This node's heartbeat, and the nodes seen recently.
+async fn heartbeat(
+    c: &Cluster,
+    conn: &mut redis::aio::ConnectionManager,
+) -> Result<(), ClusterError> {
+    let _: () = conn
+        .set_ex(node_key(&c.node), unix_ms(), HEARTBEAT_TTL.as_secs())
+        .await?;
+    let mut nodes = Vec::new();
+    {
+        let mut it = conn.scan_match::<_, String>("sipfw:node:*").await?;
+        while let Some(k) = it.next().await {
+            if let Some(n) = k?.strip_prefix("sipfw:node:") {
+                nodes.push(n.to_string());
+            }
+            if nodes.len() >= 1024 {
+                break;
+            }
+        }
+    }
+    nodes.sort();
+    nodes.dedup();
+    if let Ok(mut v) = c.view.lock() {
+        v.nodes = nodes;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_keyed_and_hides_the_secret() {
+        let a = secret_fingerprint("s3cret-one");
+        assert_eq!(a, secret_fingerprint("s3cret-one"));
+        assert_ne!(a, secret_fingerprint("s3cret-two"));
+        assert!(!a.contains("s3cret"));
+        assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let ev = Event {
+            node: "edge-a".into(),
+            sent_ms: 1,
+            op: Op::Ban {
+                ban: BanRecord {
+                    ip: "192.0.2.1".parse().unwrap(),
+                    reason: "scanner: x".into(),
+                    created_unix: 5,
+                    expires_unix: Some(10),
+                },
+            },
+        };
+        let j = serde_json::to_string(&ev).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&j).unwrap(), ev);
+    }
+}

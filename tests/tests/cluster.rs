@@ -1,0 +1,597 @@
+//! `[cluster]`: two edges in two namespaces share bans (and lists, subscribers) through a real
+//! `redis-server` the test starts on a Unix socket in its own temp dir (no network at all; a
+//! Unix socket reaches every namespace). Installed by `cargo xtask setup` (Debian
+//! `redis-server`).
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sip_firewall_tests::{
+    daemon::{DaemonDirs, TempDir, sample, scrape, stop},
+    netns::{Pair, in_ns},
+    require_root,
+    sipclient::register_storm,
+    skip,
+};
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", err(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out(o)))
+}
+
+/// A redis-server on a Unix socket; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    sock: PathBuf,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> Redis {
+        let sock = dir.join("redis.sock");
+        let mut r = Redis {
+            child: None,
+            sock,
+            dir: dir.to_path_buf(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.sock);
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&self.sock)
+            .args(["--unixsocketperm", "700"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while !self.cli(&["PING"]).contains("PONG") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "redis did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .arg("-s")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.sock.display())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn redis_installed(test: &str) -> bool {
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip(test, "redis-server missing: run `cargo xtask setup`");
+    }
+    ok
+}
+
+fn node_config(redis: &Redis, node: &str, secret: &str) -> String {
+    format!(
+        r#"
+[sip]
+domains = ["example.com"]
+[proxy]
+advertise = "198.51.100.2:5060"
+[auth]
+secret = "{secret}"
+[cluster]
+redis = "{}"
+node = "{node}"
+"#,
+        redis.url()
+    )
+}
+
+struct Node {
+    pair: Pair,
+    dirs: DaemonDirs,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(tag: &str, config: &str) -> Node {
+        let pair = Pair::new(tag).expect("namespaces");
+        let dirs = DaemonDirs::new(tag, config);
+        Node {
+            pair,
+            dirs,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let p = &self.pair;
+        self.child = Some(
+            self.dirs
+                .start(p, &["--iface", p.if_b, "--xdp-mode", "generic", "--detach"]),
+        );
+    }
+
+    fn status(&self) -> serde_json::Value {
+        json(&self.dirs.cli(&["status", "--json"]))
+    }
+
+    fn wait_connected(&self, want: bool) {
+        let t0 = Instant::now();
+        loop {
+            let s = self.status();
+            if s["cluster"]["connected"] == want {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "cluster connected != {want}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn banned(&self, ip: &str) -> bool {
+        json(&self.dirs.cli(&["ban", "list", "--json"]))
+            .as_array()
+            .is_some_and(|a| a.iter().any(|b| b["ip"] == ip))
+    }
+
+    /// Poll until `ip`'s ban state is `want`, at most `limit`; how long it took.
+    fn wait_banned(&self, ip: &str, want: bool, limit: Duration) -> Option<Duration> {
+        let t0 = Instant::now();
+        loop {
+            if self.banned(ip) == want {
+                return Some(t0.elapsed());
+            }
+            if t0.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn xdp_banned(&self) -> f64 {
+        let text = scrape(&self.pair.ns_b, "127.0.0.1:9464".parse().expect("addr"));
+        sample(&text, "sipfw_xdp_packets_total{reason=\"banned\"}").unwrap_or(0.0)
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        let text = scrape(&self.pair.ns_b, "127.0.0.1:9464".parse().expect("addr"));
+        sample(&text, series).unwrap_or(0.0)
+    }
+
+    /// Send `n` datagrams from a to UDP 7000 in b (not a SIP port: a ban covers all
+    /// traffic, and nothing of the daemon's sees them); how many arrived.
+    fn send(&self, n: usize) -> usize {
+        let rx = in_ns(&self.pair.ns_b, || Ok(UdpSocket::bind("0.0.0.0:7000")?)).expect("rx");
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let tx = in_ns(&self.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).expect("tx");
+        for _ in 0..n {
+            tx.send_to(b"ping", SocketAddr::new(self.pair.b(false), 7000))
+                .expect("send");
+        }
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while rx.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    }
+
+    fn stop(&mut self) -> String {
+        self.child.take().map(|c| stop(c).1).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// `ban add` on A: B drops the source in XDP (its counter moves, nothing arrives) within a
+/// second; `ban del` on B lifts it on A too. Both nodes list each other (heartbeats).
+#[test]
+fn bans_propagate_between_nodes() {
+    if !require_root("bans_propagate_between_nodes")
+        || !redis_installed("bans_propagate_between_nodes")
+    {
+        return;
+    }
+    let tmp = TempDir::new("cluster-redis");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cla", &node_config(&redis, "edge-a", "shared-secret-1"));
+    let mut b = Node::new("clb", &node_config(&redis, "edge-b", "shared-secret-1"));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    // Same addresses in both pairs: the scanner is 198.51.100.1 at both edges.
+    let ip = a.pair.a4.to_string();
+    assert_eq!(b.send(5), 5, "not banned yet");
+
+    let before = b.xdp_banned();
+    let add = a.dirs.cli(&[
+        "ban",
+        "add",
+        &ip,
+        "--for",
+        "1h",
+        "--reason",
+        "scanner seen on a",
+    ]);
+    assert!(add.status.success(), "{}", err(&add));
+    let took = b.wait_banned(&ip, true, Duration::from_secs(1));
+    assert!(took.is_some(), "B did not get A's ban within a second");
+    eprintln!("ban add on A -> listed on B after {took:?}");
+    assert_eq!(b.send(20), 0, "B drops the source A banned");
+    assert!(b.xdp_banned() >= before + 20.0, "B's XDP counter moved");
+    let ban = json(&b.dirs.cli(&["ban", "list", "--json"]));
+    assert_eq!(ban[0]["reason"], "manual: scanner seen on a", "{ban}");
+    // In Redis: reason, origin node, TTL.
+    let stored = redis.cli(&["GET", &format!("sipfw:ban:{ip}")]);
+    assert!(
+        stored.contains("edge-a") && stored.contains("scanner seen on a"),
+        "{stored}"
+    );
+    let ttl: i64 = redis
+        .cli(&["TTL", &format!("sipfw:ban:{ip}")])
+        .trim()
+        .parse()
+        .unwrap_or(-9);
+    assert!(ttl > 3500 && ttl <= 3600, "TTL {ttl}");
+    assert!(b.metric("sipfw_cluster_events_total{dir=\"in\",kind=\"ban\"}") >= 1.0);
+    assert_eq!(a.metric("sipfw_cluster_connected"), 1.0);
+
+    // ban del on B: lifted on A as well, and in Redis.
+    let del = b.dirs.cli(&["ban", "del", &ip]);
+    assert!(del.status.success(), "{}", err(&del));
+    assert!(
+        a.wait_banned(&ip, false, Duration::from_secs(1)).is_some(),
+        "A still bans after ban del on B"
+    );
+    assert_eq!(a.send(5), 5, "A lets the source through again");
+    assert_eq!(
+        redis.cli(&["EXISTS", &format!("sipfw:ban:{ip}")]).trim(),
+        "0"
+    );
+
+    // status lists both nodes.
+    let t0 = Instant::now();
+    loop {
+        let s = a.status();
+        let nodes = s["cluster"]["nodes"].clone();
+        if nodes == serde_json::json!(["edge-a", "edge-b"]) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "{s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = out(&a.dirs.cli(&["status"]));
+    assert!(text.contains("edge-a, edge-b"), "{text}");
+    a.stop();
+    b.stop();
+}
+
+/// Redis stopped: both nodes keep enforcing what they had (a node restarted meanwhile comes
+/// up with its local state), A keeps banning and queues; when Redis is back, A's bans of the
+/// outage reach B.
+#[test]
+fn bans_made_during_a_redis_outage_reach_the_others_after_it() {
+    let test = "bans_made_during_a_redis_outage_reach_the_others_after_it";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-redis-down");
+    let mut redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cda", &node_config(&redis, "edge-a", "shared-secret-2"));
+    let mut b = Node::new("cdb", &node_config(&redis, "edge-b", "shared-secret-2"));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    let ip = a.pair.a4.to_string();
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", &ip, "--for", "1h"])
+            .status
+            .success()
+    );
+    if b.wait_banned(&ip, true, Duration::from_secs(5)).is_none() {
+        panic!(
+            "B did not get the ban before the outage\nA: {}\nB: {}\nredis: {}",
+            a.stop(),
+            b.stop(),
+            redis.cli(&["KEYS", "*"])
+        );
+    }
+
+    redis.stop();
+    a.wait_connected(false);
+    b.wait_connected(false);
+    assert_eq!(a.metric("sipfw_cluster_connected"), 0.0);
+    assert_eq!(b.send(10), 0, "B enforces what it had during the outage");
+    // Made on A while Redis is away: enforced on A at once, queued for the others.
+    let during = "192.0.2.77";
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", during, "--for", "1h"])
+            .status
+            .success()
+    );
+    assert!(a.banned(during));
+    assert!(!b.banned(during), "B cannot know yet");
+    // B restarted during the outage comes up with its local state.
+    b.stop();
+    b.start();
+    assert!(b.banned(&ip), "B's state database kept the cluster's ban");
+    assert_eq!(b.send(10), 0, "and XDP enforces it again");
+
+    redis.spawn();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    assert!(
+        b.wait_banned(during, true, Duration::from_secs(10))
+            .is_some(),
+        "A's ban of the outage reached B after Redis came back"
+    );
+    assert!(
+        a.metric("sipfw_cluster_events_total{dir=\"out\",kind=\"ban\"}") >= 2.0,
+        "A sent both bans"
+    );
+    assert!(
+        b.banned(&ip),
+        "the ban from before the outage still holds on B"
+    );
+    a.stop();
+    b.stop();
+}
+
+/// `user add` on A: the subscriber registers through B; `deny add` on B drops the source on
+/// A; `deny del` and `user del` on the other node undo them everywhere. Only digest hashes
+/// reach Redis.
+#[test]
+fn subscribers_and_lists_apply_on_every_node() {
+    let test = "subscribers_and_lists_apply_on_every_node";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-redis-users");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cua", &node_config(&redis, "edge-a", "shared-secret-3"));
+    let mut b = Node::new("cub", &node_config(&redis, "edge-b", "shared-secret-3"));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+
+    let add = a.dirs.cli(&[
+        "user",
+        "add",
+        "carol",
+        "--domain",
+        "example.com",
+        "--password",
+        "pw-carol-7",
+    ]);
+    assert!(add.status.success(), "{}", err(&add));
+    let has_carol = |n: &Node| {
+        json(&n.dirs.cli(&["user", "list", "--json"]))
+            .as_array()
+            .is_some_and(|a| a.iter().any(|u| u["user"] == "carol"))
+    };
+    let t0 = Instant::now();
+    while !has_carol(&b) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "B never got carol");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a4 = b.pair.a4;
+    let server = SocketAddr::new(std::net::IpAddr::V4(b.pair.b4), 5060);
+    let res = in_ns(&b.pair.ns_a, move || {
+        register_storm(
+            std::net::IpAddr::V4(a4),
+            server,
+            "example.com",
+            &[("carol".to_string(), "pw-carol-7".to_string())],
+            10,
+            Duration::from_secs(10),
+        )
+    })
+    .expect("register from B's client namespace");
+    assert_eq!(
+        res.registered, 1,
+        "carol, added on A, registers through B: {res:?}"
+    );
+    let stored = redis.cli(&["HGETALL", "sipfw:users"]);
+    assert!(
+        stored.contains("carol@example.com") && stored.contains("ha1"),
+        "{stored}"
+    );
+    assert!(
+        !stored.contains("pw-carol-7"),
+        "no password in Redis: {stored}"
+    );
+
+    // deny on B applies on A (in XDP); removed on A, lifted on B.
+    let ip = a.pair.a4.to_string();
+    assert_eq!(a.send(5), 5);
+    assert!(b.dirs.cli(&["deny", "add", &ip]).status.success());
+    let denied = |n: &Node| {
+        json(&n.dirs.cli(&["deny", "list", "--json"]))
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x == &format!("{ip}/32")))
+    };
+    let t0 = Instant::now();
+    while !denied(&a) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "A never got B's deny"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a.send(10), 0, "A drops what B denied");
+    assert!(a.dirs.cli(&["deny", "del", &ip]).status.success());
+    let t0 = Instant::now();
+    while denied(&b) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "B kept the deny A removed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.send(5), 5);
+
+    assert!(
+        b.dirs
+            .cli(&["user", "del", "carol", "--domain", "example.com"])
+            .status
+            .success()
+    );
+    let t0 = Instant::now();
+    while has_carol(&a) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "A kept carol after user del on B"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.stop();
+    b.stop();
+}
+
+/// Run the daemon of `node` until it exits on its own (at most 20 s): its exit code and
+/// stderr.
+fn run_until_exit(node: &Node) -> (Option<i32>, String) {
+    let p = &node.pair;
+    let mut child = node
+        .dirs
+        .command(p, &["--iface", p.if_b, "--xdp-mode", "generic", "--detach"])
+        .spawn()
+        .expect("spawn the daemon");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        let (_, e) = stop(child);
+        return (None, e);
+    }
+    let mut e = String::new();
+    if let Some(mut s) = child.stderr.take() {
+        use std::io::Read as _;
+        let _ = s.read_to_string(&mut e);
+    }
+    (status.and_then(|s| s.code()), e)
+}
+
+/// A node whose `[auth] secret` differs from the cluster's refuses to join (its nonces and
+/// Record-Route stamps would not verify on the others), with a clear error, and takes
+/// nothing from Redis; Redis holds a keyed fingerprint, never the secret. A `[cluster]`
+/// without a secret does not start.
+#[test]
+fn a_node_with_another_secret_refuses_to_join() {
+    let test = "a_node_with_another_secret_refuses_to_join";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-redis-secret");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("csa", &node_config(&redis, "edge-a", "the-right-secret"));
+    a.start();
+    a.wait_connected(true);
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", "192.0.2.55", "--for", "1h"])
+            .status
+            .success()
+    );
+    let fp = redis.cli(&["GET", "sipfw:secret-fingerprint"]);
+    assert_eq!(fp.trim().len(), 64, "{fp}");
+    assert!(!fp.contains("the-right-secret"));
+
+    let b = Node::new("csb", &node_config(&redis, "edge-b", "another-secret"));
+    let (code, stderr) = run_until_exit(&b);
+    assert_eq!(
+        code,
+        Some(1),
+        "the node with another secret stops: {stderr}"
+    );
+    assert!(
+        stderr.contains("[auth] secret differs from the cluster's"),
+        "a clear error: {stderr}"
+    );
+    assert!(
+        !stderr.contains("cluster: bans loaded"),
+        "took nothing: {stderr}"
+    );
+    assert!(redis.cli(&["EXISTS", "sipfw:node:edge-b"]).trim() == "0");
+
+    // A node joining later enforces the cluster's bans before it answers at all: loaded
+    // before XDP is attached and the admin socket opens.
+    let mut d = Node::new("csd", &node_config(&redis, "edge-d", "the-right-secret"));
+    d.start();
+    assert!(
+        d.banned("192.0.2.55"),
+        "the first answer already lists A's ban"
+    );
+    d.stop();
+
+    let config = node_config(&redis, "edge-c", "x").replace("secret = \"x\"\n", "");
+    let c = Node::new("csc", &config);
+    let (code, stderr) = run_until_exit(&c);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("[cluster] needs [auth] secret"), "{stderr}");
+    a.stop();
+}
