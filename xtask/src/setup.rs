@@ -79,6 +79,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("systemd-analyze", "systemd"),
     ("tmux", "tmux"),
+    // RFC 3263 tests: a real DNS server with NAPTR and SRV records (sip-firewall/tests/dns_rfc3263.rs).
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.
