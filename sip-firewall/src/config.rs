@@ -57,6 +57,7 @@ pub struct Config {
     pub ws: WsConfig,
     /// `[cluster]`: bans, lists and subscribers shared through Redis; absent: one node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub dns: crate::proxy::dns::DnsConfig,
 }
 
 /// `[ws]`: SIP over WebSocket (RFC 7118) for browsers. Connections share the TCP bounds
@@ -505,6 +506,9 @@ mod tests {
         assert_eq!(c.tls.listen, d.tls.listen);
         assert_eq!(c.tls.handshake_timeout, d.tls.handshake_timeout);
         assert_eq!(c.ws.listen, d.ws.listen);
+        assert_eq!(c.dns.nameservers, d.dns.nameservers);
+        assert_eq!(c.dns.timeout, d.dns.timeout);
+        assert_eq!(c.dns.max_cached, d.dns.max_cached);
         assert_eq!(c.ws.origins, d.ws.origins);
         assert_eq!(c.ws.max_frame_bytes, d.ws.max_frame_bytes);
         assert_eq!(c.ws.ping_interval, d.ws.ping_interval);

@@ -445,3 +445,65 @@ async fn sips_targets_are_reached_over_verified_tls() {
         }
     }
 }
+
+/// A TLS handshake flood from one source: connections that never start their handshake
+/// hold at most `max_tcp_per_source` slots (one more is closed at once), and each is
+/// dropped at the handshake timeout, after which the source is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_handshakes_are_capped_per_source_and_timed_out() {
+    let edge = start("[sip]\nmax_tcp_per_source = 2\n").await;
+    let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    // Two silent connections take the source's slots (the readiness probe's is given back
+    // when its handshake fails, so wait until a third is refused).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            tokio::net::TcpStream::connect(edge.tls)
+                .await
+                .expect("connect"),
+        );
+    }
+    let refused = |mut s: tokio::net::TcpStream| async move {
+        let mut b = [0u8; 1];
+        // Closed unread by the edge: EOF or a reset, well before any handshake timeout.
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    };
+    let t0 = Instant::now();
+    loop {
+        let third = tokio::net::TcpStream::connect(edge.tls)
+            .await
+            .expect("connect");
+        if refused(third).await {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "a third connection from the source was never refused"
+        );
+    }
+    // The silent ones are dropped at the handshake timeout (5 s by default): then the
+    // source completes a handshake again.
+    let t0 = Instant::now();
+    loop {
+        let tcp = tokio::net::TcpStream::connect(edge.tls)
+            .await
+            .expect("connect");
+        let hs = tokio::time::timeout(
+            Duration::from_secs(5),
+            connector(&edge.ca_pem, None).connect(name.clone(), tcp),
+        )
+        .await;
+        if matches!(hs, Ok(Ok(_))) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the silent handshakes were never timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(held);
+}

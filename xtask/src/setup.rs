@@ -82,6 +82,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     // The cluster tests (tests/tests/cluster.rs) start their own Redis on a Unix socket.
     ("redis-server", "redis-server"),
+    // RFC 3263 tests: a real DNS server with NAPTR and SRV records (sip-firewall/tests/dns_rfc3263.rs).
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.

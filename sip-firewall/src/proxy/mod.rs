@@ -18,6 +18,7 @@
 
 pub mod config;
 mod core;
+pub mod dns;
 pub mod fork;
 pub mod forward;
 pub mod metrics;
