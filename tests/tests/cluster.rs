@@ -235,8 +235,9 @@ impl Drop for Node {
     }
 }
 
-/// `ban add` on A: B drops the source in XDP (its counter moves, nothing arrives) within a
-/// second; `ban del` on B lifts it on A too. Both nodes list each other (heartbeats).
+/// Three edges: `ban add` on A, and B and C drop the source in XDP (counter moves, nothing
+/// arrives) within a second; `ban del` on C lifts it on A and B. Nodes list each other
+/// (heartbeats).
 #[test]
 fn bans_propagate_between_nodes() {
     if !require_root("bans_propagate_between_nodes")
@@ -248,13 +249,18 @@ fn bans_propagate_between_nodes() {
     let redis = Redis::start(&tmp.path);
     let mut a = Node::new("cla", &node_config(&redis, "edge-a", "shared-secret-1"));
     let mut b = Node::new("clb", &node_config(&redis, "edge-b", "shared-secret-1"));
+    let mut c = Node::new("clc", &node_config(&redis, "edge-c", "shared-secret-1"));
     a.start();
     b.start();
+    c.start();
     a.wait_connected(true);
     b.wait_connected(true);
-    // Same addresses in both pairs: the scanner is 198.51.100.1 at both edges.
+    c.wait_connected(true);
+    // Same addresses in every pair: the scanner is 198.51.100.1 at each edge.
     let ip = a.pair.a4.to_string();
     assert_eq!(b.send(5), 5, "not banned yet");
+    assert_eq!(c.send(5), 5, "not banned yet");
+    let before_c = c.xdp_banned();
 
     let before = b.xdp_banned();
     let add = a.dirs.cli(&[
@@ -272,6 +278,12 @@ fn bans_propagate_between_nodes() {
     eprintln!("ban add on A -> listed on B after {took:?}");
     assert_eq!(b.send(20), 0, "B drops the source A banned");
     assert!(b.xdp_banned() >= before + 20.0, "B's XDP counter moved");
+    assert!(
+        c.wait_banned(&ip, true, Duration::from_secs(1)).is_some(),
+        "C did not get A's ban within a second"
+    );
+    assert_eq!(c.send(20), 0, "C drops it too");
+    assert!(c.xdp_banned() >= before_c + 20.0, "C's XDP counter moved");
     let ban = json(&b.dirs.cli(&["ban", "list", "--json"]));
     assert_eq!(ban[0]["reason"], "manual: scanner seen on a", "{ban}");
     // In Redis: reason, origin node, TTL.
@@ -289,14 +301,16 @@ fn bans_propagate_between_nodes() {
     assert!(b.metric("sipfw_cluster_events_total{dir=\"in\",kind=\"ban\"}") >= 1.0);
     assert_eq!(a.metric("sipfw_cluster_connected"), 1.0);
 
-    // ban del on B: lifted on A as well, and in Redis.
-    let del = b.dirs.cli(&["ban", "del", &ip]);
+    // ban del on C: lifted on A and B as well, and in Redis.
+    let del = c.dirs.cli(&["ban", "del", &ip]);
     assert!(del.status.success(), "{}", err(&del));
-    assert!(
-        a.wait_banned(&ip, false, Duration::from_secs(1)).is_some(),
-        "A still bans after ban del on B"
-    );
-    assert_eq!(a.send(5), 5, "A lets the source through again");
+    for (name, n) in [("A", &a), ("B", &b)] {
+        assert!(
+            n.wait_banned(&ip, false, Duration::from_secs(1)).is_some(),
+            "{name} still bans after ban del on C"
+        );
+        assert_eq!(n.send(5), 5, "{name} lets the source through again");
+    }
     assert_eq!(
         redis.cli(&["EXISTS", &format!("sipfw:ban:{ip}")]).trim(),
         "0"
@@ -307,16 +321,17 @@ fn bans_propagate_between_nodes() {
     loop {
         let s = a.status();
         let nodes = s["cluster"]["nodes"].clone();
-        if nodes == serde_json::json!(["edge-a", "edge-b"]) {
+        if nodes == serde_json::json!(["edge-a", "edge-b", "edge-c"]) {
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(15), "{s}");
         std::thread::sleep(Duration::from_millis(200));
     }
     let text = out(&a.dirs.cli(&["status"]));
-    assert!(text.contains("edge-a, edge-b"), "{text}");
+    assert!(text.contains("edge-a, edge-b, edge-c"), "{text}");
     a.stop();
     b.stop();
+    c.stop();
 }
 
 /// Redis stopped: both nodes keep enforcing what they had (a node restarted meanwhile comes
