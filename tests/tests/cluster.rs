@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod support;
+
 use sip_firewall_tests::{
     daemon::{DaemonDirs, TempDir, sample, scrape, stop},
     netns::{Pair, in_ns},
@@ -609,4 +611,70 @@ fn a_node_with_another_secret_refuses_to_join() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("[cluster] needs [auth] secret"), "{stderr}");
     a.stop();
+}
+
+/// `svmap` from A's client namespace against edge A: A learns a scanner
+/// ban; B gets it from Redis and drops the same source's scan in XDP (its counter moves, its
+/// message layer sees nothing), without ever having seen the scanner itself.
+#[test]
+fn a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another() {
+    let test = "a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let Some(svmap) = support::sipvicious(test, "sipvicious_svmap") else {
+        return;
+    };
+    let tmp = TempDir::new("cluster-redis-scan");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cva", &node_config(&redis, "edge-a", "shared-secret-4"));
+    let mut b = Node::new("cvb", &node_config(&redis, "edge-b", "shared-secret-4"));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    let scan = |n: &Node| {
+        let child = support::in_netns(&n.pair.ns_a, &svmap)
+            .args(["-p", "5060", "-x", &n.pair.a4.to_string(), "-t", "0.05"])
+            .arg(n.pair.b4.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn svmap");
+        let (_, killed) = support::wait_bounded(child, Duration::from_secs(30));
+        assert!(!killed, "svmap did not end within 30 s");
+    };
+    let ip = a.pair.a4.to_string();
+    scan(&a);
+    assert!(
+        a.wait_banned(&ip, true, Duration::from_secs(5)).is_some(),
+        "A did not ban svmap's source"
+    );
+    let took = b.wait_banned(&ip, true, Duration::from_secs(1));
+    assert!(
+        took.is_some(),
+        "B did not get A's learned ban within a second"
+    );
+    eprintln!("learned ban on A -> listed on B {took:?} after A listed it");
+    let ban = json(&b.dirs.cli(&["ban", "list", "--json"]));
+    assert!(
+        ban[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("scanner")),
+        "{ban}"
+    );
+    let m0 = support::Metrics::scrape(&b.pair);
+    scan(&b);
+    let m1 = support::Metrics::scrape(&b.pair);
+    assert!(
+        m1.xdp("banned") > m0.xdp("banned"),
+        "B's XDP dropped the scan as banned"
+    );
+    assert_eq!(
+        m1.messages_seen(),
+        m0.messages_seen(),
+        "B's message layer saw nothing of the scanner"
+    );
+    a.stop();
+    b.stop();
 }
