@@ -33,12 +33,30 @@ impl Default for Limits {
 }
 
 /// How the bytes arrived: decides what a missing Content-Length means (RFC 3261 18.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// UDP: one message per datagram; without Content-Length the body runs to the end.
     Datagram,
-    /// TCP/TLS: Content-Length is mandatory (the framer already cut the message).
+    /// TCP: Content-Length is mandatory (the framer already cut the message).
     Stream,
+    /// TLS over TCP (RFC 3261 26.2): framed like TCP; a distinct transport for Via,
+    /// Record-Route and the connections we open (RFC 5630).
+    Tls,
+    /// WebSocket (RFC 7118): one SIP message per WebSocket message, which frames it (so,
+    /// as for a datagram, a missing Content-Length means the body runs to the end).
+    Ws,
+}
+
+impl Transport {
+    /// Whether messages arrive on a reliable byte stream (TCP or TLS) cut by a framer.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Transport::Stream | Transport::Tls)
+    }
+
+    /// Whether the transport is reliable (no retransmissions, RFC 3261 17): all but UDP.
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Datagram)
+    }
 }
 
 /// What the first line says the message is, known even when the rest fails to parse: it
@@ -194,15 +212,15 @@ pub fn parse<'a>(
         (Some(h), None) => {
             let n = scalar::content_length(&h.value).ok_or(err(Reason::BadContentLength))?;
             let body = rest.get(..n).ok_or(err(Reason::BodyTooShort))?;
-            if transport == Transport::Stream && rest.len() != n {
+            if transport.is_stream() && rest.len() != n {
                 // The framer cut exactly; anything else is a framing bug, not a peer's fault.
                 return Err(err(Reason::BadContentLength));
             }
             body
         }
         (None, _) => match transport {
-            Transport::Datagram => rest,
-            Transport::Stream => return Err(err(Reason::MissingContentLength)),
+            Transport::Datagram | Transport::Ws => rest,
+            Transport::Stream | Transport::Tls => return Err(err(Reason::MissingContentLength)),
         },
     };
     Ok(Message {

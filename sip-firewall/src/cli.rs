@@ -30,6 +30,10 @@ pub enum Command {
     Status(Common),
     /// The XDP counters by verdict, and bans made.
     Stats(Common),
+    /// A live view of the running daemon: verdict rates, dropped sources, SIP; `q` quits.
+    Top(TopArgs),
+    /// Re-read the daemon's config file (as SIGHUP does) and apply what changed.
+    Reload(Common),
     /// Manage bans of the running daemon.
     Ban {
         #[command(subcommand)]
@@ -87,6 +91,16 @@ pub enum Generate {
     Man,
     /// Completions for bash, zsh and fish.
     Completions,
+}
+
+/// Options of `top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
 }
 
 #[derive(Debug, Subcommand)]

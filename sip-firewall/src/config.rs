@@ -53,8 +53,80 @@ pub struct Config {
     pub bans: crate::enforce::learn::BansConfig,
     pub log: crate::logging::LogConfig,
     pub fraud: crate::fraud::FraudConfig,
+    pub tls: TlsConfig,
+    pub ws: WsConfig,
     /// `[cluster]`: bans, lists and subscribers shared through Redis; absent: one node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+}
+
+/// `[ws]`: SIP over WebSocket (RFC 7118) for browsers. Connections share the TCP bounds
+/// (`[sip] max_tcp_connections`, `max_tcp_per_source`) and `tcp_idle_timeout`; a message
+/// is at most `[sip] max_message_bytes`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Addresses to accept WebSocket upgrades on; empty: no WebSocket listener.
+    pub listen: Vec<SocketAddr>,
+    /// Origins allowed to connect (as browsers send them, e.g. "https://phone.example.com");
+    /// empty: any origin. An upgrade from another origin is refused with 403.
+    pub origins: Vec<String>,
+    /// Largest WebSocket frame accepted (bytes); a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// A ping is sent after this long without traffic; the pong (or any message) keeps the
+    /// connection within `tcp_idle_timeout`.
+    #[serde(deserialize_with = "duration")]
+    pub ping_interval: Duration,
+    /// An upgrade not finished within this is abandoned.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            listen: Vec::new(),
+            origins: Vec::new(),
+            max_frame_bytes: 16384,
+            ping_interval: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[tls]`: SIP over TLS (RFC 3261 26.2, RFC 5630). Connections share the TCP bounds
+/// (`[sip] max_tcp_connections`, `max_tcp_per_source`) and `tcp_idle_timeout`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Addresses to accept TLS on (usually port 5061); empty: no TLS listener.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain we present (as a server, and as a client to TLS next hops).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `certificate`.
+    pub private_key: Option<PathBuf>,
+    /// PEM CA certificates: client certificates must chain to them (a client presenting an
+    /// untrusted certificate is refused), and TLS next hops are verified against them
+    /// instead of the built-in web roots.
+    pub ca: Option<PathBuf>,
+    /// Refuse clients that present no certificate (needs `ca`).
+    pub require_client_certificate: bool,
+    /// A TLS handshake not finished within this is abandoned (a handshake flood holds no
+    /// slot for long).
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: Vec::new(),
+            certificate: None,
+            private_key: None,
+            ca: None,
+            require_client_certificate: false,
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[admin]`: the admin API the CLI talks to.
@@ -308,6 +380,23 @@ impl Config {
         if self.xdp.sip_ports.is_empty() {
             return Err(invalid("xdp.sip_ports", "needs at least one port"));
         }
+        if !self.tls.listen.is_empty()
+            && (self.tls.certificate.is_none() || self.tls.private_key.is_none())
+        {
+            return Err(invalid(
+                "tls.listen",
+                "needs tls.certificate and tls.private_key",
+            ));
+        }
+        if self.ws.max_frame_bytes == 0 {
+            return Err(invalid("ws.max_frame_bytes", "must be at least 1"));
+        }
+        if self.ws.ping_interval.is_zero() {
+            return Err(invalid("ws.ping_interval", "must be more than 0"));
+        }
+        if self.tls.require_client_certificate && self.tls.ca.is_none() {
+            return Err(invalid("tls.require_client_certificate", "needs tls.ca"));
+        }
         if self.xdp.sip_ports.contains(&0) {
             return Err(invalid("xdp.sip_ports", "port 0 is not a port"));
         }
@@ -413,6 +502,17 @@ mod tests {
         assert_eq!(c.metrics.listen, d.metrics.listen);
         assert_eq!(c.admin.socket, d.admin.socket);
         assert_eq!(c.state.directory, d.state.directory);
+        assert_eq!(c.tls.listen, d.tls.listen);
+        assert_eq!(c.tls.handshake_timeout, d.tls.handshake_timeout);
+        assert_eq!(c.ws.listen, d.ws.listen);
+        assert_eq!(c.ws.origins, d.ws.origins);
+        assert_eq!(c.ws.max_frame_bytes, d.ws.max_frame_bytes);
+        assert_eq!(c.ws.ping_interval, d.ws.ping_interval);
+        assert_eq!(c.ws.handshake_timeout, d.ws.handshake_timeout);
+        assert_eq!(
+            c.tls.require_client_certificate,
+            d.tls.require_client_certificate
+        );
     }
 
     #[test]
@@ -423,6 +523,19 @@ mod tests {
         assert_eq!(c.xdp.mode, XdpMode::Native);
         assert_eq!(c.fraud.rules.len(), 2);
         assert_eq!(c.fraud.groups.len(), 1);
+        assert_eq!(c.tls.listen, vec![SocketAddr::from(([0, 0, 0, 0], 5061))]);
+        assert_eq!(
+            c.ws.origins,
+            vec!["https://phone.voip.example.com".to_string()]
+        );
+    }
+
+    #[test]
+    fn tls_listen_needs_a_certificate() {
+        let e = parse("[tls]\nlisten = [\"0.0.0.0:5061\"]\n").unwrap_err();
+        assert!(e.to_string().contains("tls.listen"), "{e}");
+        let e = parse("[tls]\nrequire_client_certificate = true\n").unwrap_err();
+        assert!(e.to_string().contains("needs tls.ca"), "{e}");
     }
 
     #[test]

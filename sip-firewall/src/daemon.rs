@@ -72,7 +72,15 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
     let x = &config.xdp;
     let mut fp = FastPath::load_pinned(&x.pin_dir)?;
     fp.detach_on_drop(x.detach_on_stop);
-    let xdp_config = sip_firewall_common::XdpConfig {
+    fp.maps.set_config(&xdp_config(config))?;
+    fp.maps.set_sip_ports(&x.sip_ports)?;
+    Ok(fp)
+}
+
+/// The fast path's settings from the config (at start, and on reload).
+pub fn xdp_config(config: &Config) -> sip_firewall_common::XdpConfig {
+    let x = &config.xdp;
+    sip_firewall_common::XdpConfig {
         max_payload: x.max_payload,
         ban_scope: x.ban_scope.scope() as u32,
         via_scan: x.via_scan_bytes,
@@ -86,11 +94,8 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
     }
     .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
     .with_known_flood(x.known_flood_rate, x.known_flood_burst)
-    .with_pressure_budget(x.pressure_budget);
-    let xdp_config = xdp_config.with_ban_prefixes(x.ban_prefix_v4, x.ban_prefix_v6);
-    fp.maps.set_config(&xdp_config)?;
-    fp.maps.set_sip_ports(&x.sip_ports)?;
-    Ok(fp)
+    .with_pressure_budget(x.pressure_budget)
+    .with_ban_prefixes(x.ban_prefix_v4, x.ban_prefix_v6)
 }
 
 /// Run until SIGINT or SIGTERM.
@@ -283,7 +288,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }));
     }
-    let server = SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
+    let mut server =
+        SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
+    server.bind_tls(&config.tls).await?;
+    server.bind_ws(&config.ws).await?;
     server.set_gate(Arc::new(UserGate::new(
         &config,
         enforcer.clone(),
@@ -323,12 +331,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(async move { crate::metrics::http::serve_on(listener, m, rx).await });
     }
 
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        config.clone(),
+        enforcer.clone(),
+        Some(proxy_handle.clone()),
+    ));
     let attachments = lock(&enforcer)?.attachments();
     let info = admin::server::DaemonInfo {
         started: std::time::Instant::now(),
         xdp: attachments.clone(),
         sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
         proxy: Some(proxy_handle),
+        metrics: Some(metrics.clone()),
+        reloader: Some(reloader.clone()),
         cluster: cluster_info,
     };
     {
@@ -369,14 +384,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
-    let failure = tokio::select! {
-        _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); None }
-        _ = term.recv() => { info!("SIGTERM: stopping"); None }
-        Some(done) = tasks.join_next() => match done {
-            Ok(Ok(())) => Some(anyhow::anyhow!("a task ended unexpectedly")),
-            Ok(Err(e)) => Some(e),
-            Err(e) => Some(anyhow::anyhow!("a task panicked: {e}")),
-        },
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    let failure = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break None }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break None }
+            _ = hup.recv() => {
+                // SIGHUP: reload as `sip-firewall reload` does; a bad file changes nothing.
+                notifier.notify("RELOADING=1");
+                match tokio::task::block_in_place(|| reloader.reload()) {
+                    Ok(r) => info!(applied = ?r.applied, restart_needed = ?r.restart_needed, "SIGHUP: config reloaded"),
+                    Err(e) => error!("SIGHUP: reload refused, the running config stays: {e}"),
+                }
+                notifier.ready(&summary(&enforcer, &config));
+            }
+            Some(done) = tasks.join_next() => break match done {
+                Ok(Ok(())) => Some(anyhow::anyhow!("a task ended unexpectedly")),
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(anyhow::anyhow!("a task panicked: {e}")),
+            },
+        }
     };
     notifier.notify("STOPPING=1");
     let _ = shutdown_tx.send(true);

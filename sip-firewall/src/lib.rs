@@ -16,6 +16,7 @@ pub mod notify;
 pub mod policy;
 pub mod proxy;
 pub mod registrar;
+pub mod reload;
 pub mod server;
 pub mod state;
 pub mod xdp;

@@ -21,6 +21,8 @@ fn main() -> ExitCode {
                 .or_else(|| config.as_ref().ok().map(|c| c.log.format))
                 .unwrap_or_default();
             logging::init(format);
+            // A reload reads the same file with the same command line on top.
+            sip_firewall::reload::set_source(move || args.config());
             report(
                 config
                     .map_err(anyhow::Error::from)
@@ -40,6 +42,11 @@ fn tool(command: Command) -> ExitCode {
         Command::Run(_) => ExitCode::from(2),
         Command::Status(common) => commands::status(&common),
         Command::Stats(common) => commands::stats(&common),
+        Command::Reload(common) => commands::reload(&common),
+        Command::Top(args) => sip_firewall::admin::top::run(
+            &commands::socket(&args.common),
+            std::time::Duration::from_secs(args.interval),
+        ),
         Command::Ban { cmd, common } => commands::ban(&common, cmd),
         Command::Allow { cmd, common } => commands::list(&common, List::Allow, cmd),
         Command::Deny { cmd, common } => commands::list(&common, List::Deny, cmd),

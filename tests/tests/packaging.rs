@@ -109,3 +109,153 @@ fn completions_for_bash_zsh_and_fish() {
     );
     assert!(reply.split_whitespace().any(|w| w == "ban"), "{reply:?}");
 }
+
+/// The .deb `cargo xtask dist` wrote (`cargo xtask test` builds it first when it can).
+fn built_deb() -> Option<std::path::PathBuf> {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dist");
+    std::fs::read_dir(dist)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+}
+
+fn sh(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .env("MANPAGER", "cat")
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Purges the package however the test ends.
+struct Purge;
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["-P", "sip-firewall"]).output();
+    }
+}
+
+fn installed() -> bool {
+    sh("dpkg-query", &["-W", "-f=${Status}", "sip-firewall"])
+        .1
+        .contains("install ok installed")
+}
+
+#[test]
+fn lintian_is_clean() {
+    let test = "lintian_is_clean";
+    let Some(deb) = built_deb() else {
+        skip(test, "no .deb in target/dist: run `cargo xtask dist`");
+        return;
+    };
+    if Command::new("lintian").arg("--version").output().is_err() {
+        skip(test, "lintian is missing (cargo xtask setup installs it)");
+        return;
+    }
+    let (ok, said) = sh(
+        "lintian",
+        &[
+            "--fail-on",
+            "error,warning,info",
+            "--tag-display-limit",
+            "0",
+            "--display-info",
+            &deb.display().to_string(),
+        ],
+    );
+    eprintln!("lintian {}:\n{said}", deb.display());
+    assert!(ok, "lintian:\n{said}");
+}
+
+#[test]
+fn deb_installs_works_and_removes_cleanly() {
+    let test = "deb_installs_works_and_removes_cleanly";
+    if !sip_firewall_tests::require_root(test) {
+        return;
+    }
+    let Some(deb) = built_deb() else {
+        skip(test, "no .deb in target/dist: run `cargo xtask dist`");
+        return;
+    };
+    if installed() {
+        skip(
+            test,
+            "sip-firewall is installed on this machine already: not touching it",
+        );
+        return;
+    }
+    let _purge = Purge;
+    let (ok, said) = sh("dpkg", &["-i", &deb.display().to_string()]);
+    assert!(ok, "dpkg -i:\n{said}");
+    assert!(installed());
+
+    // The installed conffile is the documented default config, and it checks.
+    let conf = "/etc/sip-firewall/sip-firewall.toml";
+    let (ok, said) = sh("/usr/bin/sip-firewall", &["config", "check", conf]);
+    assert!(ok && said.contains("ok"), "config check:\n{said}");
+    let (_, conffiles) = sh("dpkg-query", &["-W", "-f=${Conffiles}", "sip-firewall"]);
+    assert!(conffiles.contains(conf), "conffiles: {conffiles}");
+    assert_eq!(
+        std::fs::read_to_string(conf).unwrap(),
+        sip_firewall::config::DEFAULT_FILE
+    );
+
+    // Man pages, found by man; completions; dashboard and rules; the unit verifies.
+    let (ok, said) = sh("man", &["-w", "sip-firewall"]);
+    assert!(
+        ok && said.contains("/usr/share/man/man1/sip-firewall.1"),
+        "man -w: {said}"
+    );
+    let (ok, said) = sh("man", &["-w", "sip-firewall-ban-add"]);
+    assert!(ok, "man -w sip-firewall-ban-add: {said}");
+    for f in [
+        "/usr/share/bash-completion/completions/sip-firewall",
+        "/usr/share/zsh/vendor-completions/_sip-firewall",
+        "/usr/share/fish/vendor_completions.d/sip-firewall.fish",
+        "/usr/share/sip-firewall/grafana/sip-firewall.json",
+        "/usr/share/sip-firewall/prometheus/alerts.yml",
+    ] {
+        assert!(Path::new(f).exists(), "{f} missing");
+    }
+    let (_, files) = sh("dpkg", &["-L", "sip-firewall"]);
+    let unit = files
+        .lines()
+        .find(|l| l.ends_with("/systemd/system/sip-firewall.service"))
+        .unwrap_or_else(|| panic!("no unit in the package:\n{files}"))
+        .to_string();
+    let (ok, said) = sh("systemd-analyze", &["verify", &unit]);
+    assert!(
+        ok && said.trim().is_empty(),
+        "systemd-analyze verify {unit}:\n{said}"
+    );
+
+    // Remove: the program goes, the conffile stays (Debian policy); purge: it goes too.
+    let (ok, said) = sh("dpkg", &["-r", "sip-firewall"]);
+    assert!(ok, "dpkg -r:\n{said}");
+    assert!(!Path::new("/usr/bin/sip-firewall").exists());
+    assert!(!Path::new(&unit).exists());
+    assert!(Path::new(conf).exists(), "dpkg -r keeps the conffile");
+    let (ok, said) = sh("dpkg", &["-P", "sip-firewall"]);
+    assert!(ok, "dpkg -P:\n{said}");
+    assert!(!Path::new(conf).exists(), "dpkg -P removes the conffile");
+    assert!(
+        !Path::new("/etc/sip-firewall").exists(),
+        "and its directory"
+    );
+    assert!(!Path::new("/usr/share/sip-firewall").exists());
+    let (_, status) = sh("dpkg-query", &["-W", "-f=${Status}", "sip-firewall"]);
+    assert!(
+        !status.contains("installed") || status.contains("not-installed"),
+        "{status}"
+    );
+}

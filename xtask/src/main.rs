@@ -7,6 +7,7 @@ mod bench_cluster;
 mod bench_parse;
 mod bench_proxy;
 mod bench_xdp;
+mod dist;
 mod fuzz;
 mod setup;
 
@@ -35,6 +36,14 @@ enum Cmd {
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Build the Debian package into target/dist/ (cargo-deb; lintian when installed).
+    Dist,
+    /// Build in release mode and put `sip-firewall` on PATH (<prefix>/bin), with its man
+    /// pages and bash completion.
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
     },
     /// Run every test: formatting, clippy, unit, BPF_PROG_TEST_RUN and namespace tests.
     Test {
@@ -134,6 +143,11 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
             // Builds the daemon binary too, which the integration tests start.
             run(cargo().args(["build", "--bins"]))?;
+            // The package the packaging tests install (tests/tests/packaging.rs); without
+            // cargo-deb they skip loudly.
+            if let Err(e) = dist::build_deb() {
+                eprintln!("xtask: no .deb built ({e:#}): the package tests will skip");
+            }
             // Tests that cannot run say so in this log (tests/src/skip.rs); it is summed up
             // below, so a skip shows in the summary even where cargo hides a passing test's
             // output. Under CI=true such a test fails instead.
@@ -154,6 +168,8 @@ fn main() -> anyhow::Result<()> {
             }
             result
         }
+        Cmd::Dist => dist::dist().map(|_| ()),
+        Cmd::Install { prefix } => dist::install(&prefix),
         Cmd::Fuzz { target, time } => fuzz::run(&target, time),
         Cmd::Bench { what } => {
             setup::build_tools()?;

@@ -79,6 +79,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("systemd-analyze", "systemd"),
     ("tmux", "tmux"),
+    ("curl", "curl"),
     // The cluster tests (tests/tests/cluster.rs) start their own Redis on a Unix socket.
     ("redis-server", "redis-server"),
 ];

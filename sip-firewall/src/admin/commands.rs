@@ -72,7 +72,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
 }
 
 /// The socket to talk to.
-fn socket(common: &Common) -> PathBuf {
+pub fn socket(common: &Common) -> PathBuf {
     if let Some(s) = &common.socket {
         return s.clone();
     }
@@ -213,15 +213,17 @@ pub fn status(common: &Common) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // Calls per trunk peer and per account: a table of their own (long names would
+        // widen the first column).
         let mut calls: Vec<Vec<String>> = s
             .calls_by_peer
             .iter()
-            .map(|(p, n)| vec![format!("calls with peer {p}"), n.to_string()])
+            .map(|(p, n)| vec![format!("peer {p}"), n.to_string()])
             .collect();
         calls.extend(
             s.calls_by_account
                 .iter()
-                .map(|(a, n)| vec![format!("calls of {a}"), n.to_string()]),
+                .map(|(a, n)| vec![a.clone(), n.to_string()]),
         );
         let mut rows = vec![
             vec!["version".into(), s.version],
@@ -234,9 +236,8 @@ pub fn status(common: &Common) -> ExitCode {
             vec!["allow entries".into(), s.allow_entries.to_string()],
             vec!["deny entries".into(), s.deny_entries.to_string()],
             vec!["calls active".into(), s.calls_active.to_string()],
-            vec!["fraud suspended".into(), s.fraud_suspended.to_string()],
+            vec!["fraud blocked".into(), s.fraud_suspended.to_string()],
         ];
-        rows.extend(calls);
         if let Some(c) = &s.cluster {
             rows.push(vec!["cluster node".into(), c.node.clone()]);
             rows.push(vec![
@@ -250,7 +251,12 @@ pub fn status(common: &Common) -> ExitCode {
             ]);
             rows.push(vec!["cluster nodes".into(), c.nodes.join(", ")]);
         }
-        Ok(table(&["field", "value"], &rows))
+        let mut out = table(&["field", "value"], &rows);
+        if !calls.is_empty() {
+            out.push('\n');
+            out.push_str(&table(&["calls of", "in progress"], &calls));
+        }
+        Ok(out)
     })
 }
 
@@ -276,6 +282,29 @@ pub fn stats(common: &Common) -> ExitCode {
                 .map(|(k, n)| vec![format!("made: {k}"), n.to_string()]),
         );
         out.push_str(&table(&["bans", "count"], &rows));
+        Ok(out)
+    })
+}
+
+/// `reload`: what was applied, and what needs a restart.
+pub fn reload(common: &Common) -> ExitCode {
+    ask(common, Request::Reload, |d| {
+        let r: crate::reload::ReloadReport = decode(d)?;
+        let mut out = String::new();
+        if r.applied.is_empty() {
+            out.push_str("reloaded: nothing to apply\n");
+        } else {
+            out.push_str("reloaded, applied:\n");
+            for a in &r.applied {
+                out.push_str(&format!("  {a}\n"));
+            }
+        }
+        if !r.restart_needed.is_empty() {
+            out.push_str("changed but needs a restart (still running with the old value):\n");
+            for a in &r.restart_needed {
+                out.push_str(&format!("  {a}\n"));
+            }
+        }
         Ok(out)
     })
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod commands;
 pub mod protocol;
 pub mod server;
+pub mod top;
 
 /// Where the socket lives unless `[admin] socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/sip-firewall/admin.sock";

@@ -46,6 +46,8 @@ pub enum Request {
         domain: String,
     },
     UserList,
+    /// Everything `sip-firewall top` shows, in one answer.
+    Top,
     /// The toll-fraud guard's counters (one user, or all).
     FraudStatus {
         #[serde(default)]
@@ -57,6 +59,8 @@ pub enum Request {
     },
     /// The guard's last warnings.
     FraudEvents,
+    /// Re-read the config file and apply what changed.
+    Reload,
 }
 
 /// The daemon's answer: `ok` with data, or the reason it said no.
@@ -126,6 +130,23 @@ pub struct Stats {
     /// (kind, bans made since start).
     pub bans_made: Vec<(String, u64)>,
 }
+
+/// `top`: status, counters, the bans of the last minute, and every metric sample (the view
+/// computes rates from two answers).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TopView {
+    pub status: Status,
+    pub stats: Stats,
+    /// Bans made in the last minute, newest first (at most [`TOP_BANS`]).
+    pub recent_bans: Vec<BanView>,
+    /// Bans made in the last minute, all of them.
+    pub recent_bans_total: usize,
+    /// `name{labels}` and value of every sample of the metrics endpoint.
+    pub samples: Vec<(String, f64)>,
+}
+
+/// Recent bans a `top` answer carries.
+pub const TOP_BANS: usize = 20;
 
 /// A ban as listed: the record plus the seconds left (`None`: permanent).
 #[derive(Clone, Debug, Serialize, Deserialize)]

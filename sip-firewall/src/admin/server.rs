@@ -30,6 +30,10 @@ pub struct DaemonInfo {
     pub sip_listen: Vec<String>,
     /// The proxy, whose subscribers `user add|del|list` change.
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    /// The metrics, whose samples `top` shows.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Re-reads the config (`reload`).
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// `[cluster]`: where subscriber changes go to the other nodes, and what `status` shows.
     pub cluster: Option<(
         crate::cluster::Outbox,
@@ -123,6 +127,25 @@ async fn handle(
 }
 
 fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow::Result<Response> {
+    if req == Request::Top {
+        return top(enforcer, info);
+    }
+    if req == Request::Reload {
+        // The reloader takes the enforcer's lock itself.
+        let Some(reloader) = &info.reloader else {
+            return Ok(Response::no("this daemon cannot reload"));
+        };
+        return Ok(match reloader.reload() {
+            Ok(report) => {
+                info!(applied = ?report.applied, restart_needed = ?report.restart_needed, "config reloaded");
+                Response::ok(report)
+            }
+            Err(e) => {
+                warn!("reload refused, the running config stays: {e}");
+                Response::no(format!("reload refused, the running config stays: {e}"))
+            }
+        });
+    }
     let mut e = enforcer
         .lock()
         .map_err(|_| anyhow::anyhow!("internal state poisoned"))?;
@@ -303,7 +326,56 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
                 Response::ok(serde_json::json!({ "user": user, "lifted": lifted }))
             }
         }
+        Request::Top | Request::Reload => Response::no("internal: answered above"),
     })
+}
+
+/// The `top` answer. The samples come first, without the enforcer's lock: rendering the
+/// metrics runs refreshers that take it.
+fn top(enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow::Result<Response> {
+    let samples = info
+        .metrics
+        .as_ref()
+        .map(|m| parse_exposition(&m.render()))
+        .unwrap_or_default();
+    let status = match answer(Request::Status, enforcer, info)? {
+        Response { ok: true, data, .. } => serde_json::from_value(data)?,
+        Response { error, .. } => anyhow::bail!("{}", error.unwrap_or_default()),
+    };
+    let stats = match answer(Request::Stats, enforcer, info)? {
+        Response { ok: true, data, .. } => serde_json::from_value(data)?,
+        Response { error, .. } => anyhow::bail!("{}", error.unwrap_or_default()),
+    };
+    let now = unix_now();
+    let mut recent: Vec<BanView> = enforcer
+        .lock()
+        .map_err(|_| anyhow::anyhow!("internal state poisoned"))?
+        .bans()?
+        .into_iter()
+        .filter(|b| b.created_unix + 60 >= now)
+        .map(view)
+        .collect();
+    recent.sort_by_key(|b| std::cmp::Reverse(b.ban.created_unix));
+    let recent_bans_total = recent.len();
+    recent.truncate(super::protocol::TOP_BANS);
+    Ok(Response::ok(super::protocol::TopView {
+        status,
+        stats,
+        recent_bans: recent,
+        recent_bans_total,
+        samples,
+    }))
+}
+
+/// `name{labels} value` lines of a text exposition.
+fn parse_exposition(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 fn view(ban: crate::state::BanRecord) -> BanView {

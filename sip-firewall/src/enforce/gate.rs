@@ -27,7 +27,12 @@ use super::{
     Enforcer,
     learn::{BansConfig, Event, Learner, Window},
 };
-use crate::{config::Config, metrics::Metrics, server::Gate, xdp::maps::ip_key};
+use crate::{
+    config::Config,
+    metrics::Metrics,
+    server::{Gate, guard::lock},
+    xdp::maps::ip_key,
+};
 
 /// Most sources tracked by the user-space flood and rate tables before the oldest go.
 const MAX_TRACKED: usize = 100_000;
@@ -97,9 +102,7 @@ impl XdpSight {
         if ip.is_loopback() {
             return false;
         }
-        let Ok(mut local) = self.local.lock() else {
-            return true;
-        };
+        let mut local = lock(&self.local, "gate local addresses");
         if local.0.elapsed() >= LOCAL_REFRESH {
             *local = (Instant::now(), host_addresses());
         }
@@ -183,9 +186,7 @@ impl UserGate {
     /// The XDP pressure budget, in user space.
     fn over_pressure_budget(&self) -> bool {
         let interval = self.xdp.pressure_interval_ns;
-        let Ok(mut tat) = self.pressure.lock() else {
-            return false;
-        };
+        let mut tat = lock(&self.pressure, "gate pressure budget");
         match gcra::admit(
             *tat,
             self.now_ns(),
@@ -213,9 +214,7 @@ impl UserGate {
         if interval == 0 {
             return false;
         }
-        let Ok(mut table) = self.flood.lock() else {
-            return false;
-        };
+        let mut table = lock(&self.flood, "gate flood table");
         if table.len() > MAX_TRACKED {
             table.clear();
         }
@@ -234,9 +233,11 @@ impl UserGate {
 impl Gate for UserGate {
     fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> bool {
         let ip = source.ip();
-        let (verdict, known) = match self.enforcer.lock() {
-            Ok(e) => (e.source_verdict(ip), e.is_known(ip)),
-            Err(_) => (None, false),
+        // A lock poisoned by a panic elsewhere is recovered and counted, never a pass for
+        // everyone (which a banned source would otherwise get).
+        let (verdict, known) = {
+            let e = lock(&self.enforcer, "enforcer");
+            (e.source_verdict(ip), e.is_known(ip))
         };
         if verdict == Some(Reason::Allowed) {
             return true;
@@ -278,14 +279,12 @@ impl Gate for UserGate {
             self.bans.request_limit
         };
         if limit > 0 && !bytes.starts_with(b"SIP/2.0 ") {
-            let n = match self.requests.lock() {
-                Ok(mut w) => {
-                    if w.len() > MAX_TRACKED {
-                        w.prune(Instant::now(), self.bans.request_window);
-                    }
-                    w.hit(ip, Instant::now(), self.bans.request_window)
+            let n = {
+                let mut w = lock(&self.requests, "gate request windows");
+                if w.len() > MAX_TRACKED {
+                    w.prune(Instant::now(), self.bans.request_window);
                 }
-                Err(_) => 0,
+                w.hit(ip, Instant::now(), self.bans.request_window)
             };
             if n > limit as usize {
                 if known {
@@ -332,5 +331,45 @@ mod tests {
         // Not attached: XDP saw nothing; attached to lo: it saw everything.
         assert!(!sight(false, false).saw("192.0.2.77".parse().unwrap()));
         assert!(sight(true, true).saw("127.0.0.1".parse().unwrap()));
+    }
+
+    /// A panic while the enforcer was locked must not open the gate: the banned source is
+    /// still refused, and the poisoned lock is counted.
+    #[test]
+    fn a_poisoned_enforcer_does_not_open_the_gate() {
+        let dir = std::env::temp_dir().join(format!("sfw-gate-poison-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config::default();
+        let store = crate::state::Store::open(&dir).expect("store");
+        let enforcer = Arc::new(Mutex::new(
+            Enforcer::new(store, None, &config).expect("enforcer"),
+        ));
+        let banned: SocketAddr = "192.0.2.66:5060".parse().expect("addr");
+        enforcer
+            .lock()
+            .expect("enforcer")
+            .ban(
+                banned.ip(),
+                Some(std::time::Duration::from_secs(60)),
+                "manual: test",
+            )
+            .expect("ban");
+        let (learner, _events) = Learner::new(16);
+        let gate = UserGate::new(&config, enforcer.clone(), learner, &Metrics::new());
+        let e = enforcer.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = e.lock();
+            panic!("a panic while the enforcer is locked");
+        })
+        .join();
+        assert!(enforcer.is_poisoned());
+        let before = crate::metrics::internal_errors("lock_poisoned");
+        assert!(!gate.admit(
+            banned,
+            Transport::Datagram,
+            b"OPTIONS sip:x SIP/2.0\r\n\r\n"
+        ));
+        assert_eq!(crate::metrics::internal_errors("lock_poisoned"), before + 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

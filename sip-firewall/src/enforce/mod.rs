@@ -477,6 +477,31 @@ impl Enforcer {
         Ok(stored || nets.len() != before)
     }
 
+    /// Put an entry of the config's list in force or out of it (live reload): memory and
+    /// maps only, since the config, not the state, holds it.
+    pub fn config_net(&mut self, list: List, net: &IpNet, on: bool) -> Result<(), EnforceError> {
+        let net = net.trunc();
+        self.apply_net(list, &net, on)?;
+        let nets = self.list_mut(list);
+        if !on {
+            nets.retain(|n| *n != net);
+        } else if !nets.contains(&net) {
+            nets.push(net);
+        }
+        Ok(())
+    }
+
+    /// Write the fast path's settings from `config` (live reload); ban scopes too.
+    pub fn set_xdp_settings(&mut self, config: &Config) -> Result<(), EnforceError> {
+        if let Some(fp) = &mut self.xdp {
+            fp.maps.set_config(&crate::daemon::xdp_config(config))?;
+            fp.maps.set_sip_ports(&config.xdp.sip_ports)?;
+        }
+        self.manual_scope = config.xdp.ban_scope.scope();
+        self.learned_scope = config.bans.learned_scope.scope();
+        Ok(())
+    }
+
     /// The prefixes of a list.
     pub fn list(&self, list: List) -> Vec<IpNet> {
         match list {

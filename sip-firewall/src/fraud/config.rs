@@ -84,6 +84,9 @@ pub struct FraudConfig {
     pub max_call_duration: Duration,
     /// Most calls tracked at once (beyond: new calls refused with 503, counted).
     pub max_calls: usize,
+    /// Most calls in progress of one subscriber (trusted peers: only `max_calls`), so that
+    /// one account cannot fill the table for everyone. 0: no limit of its own.
+    pub max_calls_per_user: usize,
     pub groups: Vec<Group>,
     pub rules: Vec<Rule>,
 }
@@ -103,6 +106,7 @@ impl Default for FraudConfig {
             on_critical: OnCritical::Block,
             max_call_duration: Duration::from_secs(4 * 3600),
             max_calls: 10_000,
+            max_calls_per_user: 100,
             groups: Vec::new(),
             rules: Vec::new(),
         }

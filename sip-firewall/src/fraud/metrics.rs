@@ -5,7 +5,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
 #[derive(Clone)]
 pub struct FraudMetrics {
     /// Calls refused, by reason (denied_prefix, not_allowed, suspended, critical, duplicate,
-    /// table_full).
+    /// table_full, user_limit).
     pub refused: IntCounterVec,
     /// Warning thresholds passed, by measure (and unusual_source).
     pub warnings: IntCounterVec,

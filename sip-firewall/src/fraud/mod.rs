@@ -249,6 +249,7 @@ pub struct Fraud {
     on_critical: OnCritical,
     max_call_duration: Option<Duration>,
     max_calls: usize,
+    max_calls_per_user: usize,
     accounts: HashMap<String, Account>,
     calls: HashMap<CallKey, Call>,
     suspended: BTreeMap<String, Suspension>,
@@ -310,6 +311,7 @@ impl Fraud {
             on_critical: cfg.on_critical,
             max_call_duration: (!cfg.max_call_duration.is_zero()).then_some(cfg.max_call_duration),
             max_calls: cfg.max_calls,
+            max_calls_per_user: cfg.max_calls_per_user,
             accounts: HashMap::new(),
             calls: HashMap::new(),
             suspended: BTreeMap::new(),
@@ -412,6 +414,22 @@ impl Fraud {
                 );
             }
             return Err(self.refuse("table_full", 503, "Too Many Calls"));
+        }
+        if self.max_calls_per_user > 0
+            && !a.account.starts_with("peer:")
+            && self
+                .accounts
+                .get(a.account)
+                .is_some_and(|x| x.active >= self.max_calls_per_user as u64)
+        {
+            if self.may_log(unix) {
+                warn!(
+                    account = a.account,
+                    max = self.max_calls_per_user,
+                    "fraud guard: the account's call limit is reached, call refused (503)"
+                );
+            }
+            return Err(self.refuse("user_limit", 503, "Too Many Calls"));
         }
         if !self.accounts.contains_key(a.account) && self.accounts.len() >= MAX_ACCOUNTS {
             self.expire_idle_accounts();

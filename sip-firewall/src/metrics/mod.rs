@@ -61,6 +61,55 @@ static LIMITS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| 
     .expect("static metric definition is valid")
 });
 
+/// `sipfw_sip_tls_handshakes_total{result}`: TLS handshakes on connections we accepted
+/// (`ok`, `failed`: refused certificate or protocol error, `timeout`) and opened
+/// (`outbound_ok`, `outbound_failed`). Process-wide like [`internal_error`].
+static TLS_HANDSHAKES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "sipfw_sip_tls_handshakes_total",
+            "SIP TLS handshakes by result: ok, failed, timeout (accepted); outbound_ok, \
+             outbound_failed (opened by the proxy)",
+        ),
+        &["result"],
+    )
+    .expect("static metric definition is valid")
+});
+
+/// `sipfw_sip_ws_upgrades_total{result}`: WebSocket upgrades: ok, no_sip_subprotocol,
+/// origin_refused, failed (not a valid upgrade, or refused above), timeout.
+static WS_UPGRADES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "sipfw_sip_ws_upgrades_total",
+            "SIP WebSocket upgrades by result: ok, no_sip_subprotocol, origin_refused, \
+             failed, timeout",
+        ),
+        &["result"],
+    )
+    .expect("static metric definition is valid")
+});
+
+/// Count one WebSocket upgrade.
+pub fn ws_upgrade(result: &'static str) {
+    WS_UPGRADES.with_label_values(&[result]).inc();
+}
+
+/// WebSocket upgrades counted with `result` so far.
+pub fn ws_upgrades(result: &str) -> u64 {
+    WS_UPGRADES.with_label_values(&[result]).get()
+}
+
+/// Count one TLS handshake.
+pub fn tls_handshake(result: &'static str) {
+    TLS_HANDSHAKES.with_label_values(&[result]).inc();
+}
+
+/// TLS handshakes counted with `result` so far.
+pub fn tls_handshakes(result: &str) -> u64 {
+    TLS_HANDSHAKES.with_label_values(&[result]).get()
+}
+
 /// Every bound hit, named as in `sipfw_limits_refused_total`.
 pub const LIMITS_WHAT: [&str; 7] = [
     "tcp_total",
@@ -213,6 +262,24 @@ impl Metrics {
         }
         for what in LIMITS_WHAT {
             LIMITS.with_label_values(&[what]);
+        }
+        if let Err(e) = m.registry.register(Box::new(TLS_HANDSHAKES.clone())) {
+            tracing::error!("registering sipfw_sip_tls_handshakes_total: {e}");
+        }
+        for result in ["ok", "failed", "timeout", "outbound_ok", "outbound_failed"] {
+            TLS_HANDSHAKES.with_label_values(&[result]);
+        }
+        if let Err(e) = m.registry.register(Box::new(WS_UPGRADES.clone())) {
+            tracing::error!("registering sipfw_sip_ws_upgrades_total: {e}");
+        }
+        for result in [
+            "ok",
+            "no_sip_subprotocol",
+            "origin_refused",
+            "failed",
+            "timeout",
+        ] {
+            WS_UPGRADES.with_label_values(&[result]);
         }
         m
     }

@@ -402,6 +402,7 @@ mod tests {
         assert_eq!(c.fraud.max_call_duration, f.max_call_duration);
         assert_eq!(c.fraud.on_critical, f.on_critical);
         assert_eq!(c.fraud.max_calls, f.max_calls);
+        assert_eq!(c.fraud.max_calls_per_user, f.max_calls_per_user);
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub fn via_transport(t: Transport) -> &'static str {
     match t {
         Transport::Datagram => "UDP",
         Transport::Stream => "TCP",
+        Transport::Tls => "TLS",
+        Transport::Ws => "WS",
     }
 }
 
@@ -104,15 +106,23 @@ pub fn add_via(msg: &mut SipMsg, t: Transport, hostport: &str, branch: &str) {
 /// (see [`super::route::dialog_stamp`]).
 pub fn record_route(
     msg: &mut SipMsg,
-    hostport: &str,
+    hostport: impl Fn(Transport) -> String,
     inbound: Transport,
     outbound: Transport,
     stamp: &str,
 ) {
     let p = super::route::STAMP_PARAM;
-    let entry = |t: Transport| match t {
-        Transport::Datagram => format!("<sip:{hostport};lr;{p}={stamp}>"),
-        Transport::Stream => format!("<sip:{hostport};transport=tcp;lr;{p}={stamp}>"),
+    // TLS: `transport=tls` on a sip URI rather than sips (RFC 5630 3.1.3 deprecates
+    // transport=tls only for sips URIs; a sips Record-Route would oblige every later hop of
+    // the dialog to TLS, which the UDP side cannot do).
+    let entry = |t: Transport| {
+        let hostport = hostport(t);
+        match t {
+            Transport::Datagram => format!("<sip:{hostport};lr;{p}={stamp}>"),
+            Transport::Stream => format!("<sip:{hostport};transport=tcp;lr;{p}={stamp}>"),
+            Transport::Tls => format!("<sip:{hostport};transport=tls;lr;{p}={stamp}>"),
+            Transport::Ws => format!("<sip:{hostport};transport=ws;lr;{p}={stamp}>"),
+        }
     };
     if inbound != outbound {
         msg.push_front(HeaderName::RecordRoute, entry(inbound));
@@ -210,7 +220,7 @@ mod tests {
         m.push(HeaderName::RecordRoute, "<sip:upstream;lr>".into());
         record_route(
             &mut m,
-            "p:5060",
+            |_| "p:5060".to_string(),
             Transport::Datagram,
             Transport::Datagram,
             "s1",
@@ -222,7 +232,7 @@ mod tests {
         let mut m = SipMsg::request("INVITE", "sip:b@h");
         record_route(
             &mut m,
-            "p:5060",
+            |_| "p:5060".to_string(),
             Transport::Datagram,
             Transport::Stream,
             "s1",
@@ -232,6 +242,20 @@ mod tests {
             vec![
                 "<sip:p:5060;transport=tcp;lr;sfw=s1>",
                 "<sip:p:5060;lr;sfw=s1>"
+            ]
+        );
+        // TLS on one side: its entry names our TLS port and transport (RFC 5658, 5630).
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        let hp = |t: Transport| match t {
+            Transport::Tls => "p:5061".to_string(),
+            _ => "p:5060".to_string(),
+        };
+        record_route(&mut m, hp, Transport::Tls, Transport::Datagram, "s1");
+        assert_eq!(
+            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
+            vec![
+                "<sip:p:5060;lr;sfw=s1>",
+                "<sip:p:5061;transport=tls;lr;sfw=s1>"
             ]
         );
     }

@@ -26,6 +26,11 @@ pub struct Local {
     /// when it is an address, and the host's interface addresses when we listen on a
     /// wildcard (refreshed by [`Local::refresh`]).
     pub addrs: Vec<IpAddr>,
+    /// Our TLS listen addresses (`[tls] listen`): ours too, and the port written into a
+    /// TLS Via or Record-Route.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Our WebSocket listen addresses (`[ws] listen`), likewise.
+    pub ws_listen: Vec<SocketAddr>,
 }
 
 /// Most interface addresses taken from the host: a bound on what one `getifaddrs` may add.
@@ -83,6 +88,8 @@ impl Local {
             adv_host,
             adv_port,
             addrs: Vec::new(),
+            tls_listen: Vec::new(),
+            ws_listen: Vec::new(),
         };
         l.refresh();
         l
@@ -92,7 +99,12 @@ impl Local {
     /// the advertised address, and the host's addresses when a listen address is a
     /// wildcard.
     pub fn refresh(&mut self) {
-        let wildcard = self.listen.iter().any(|l| l.ip().is_unspecified());
+        let wildcard = self
+            .listen
+            .iter()
+            .chain(&self.tls_listen)
+            .chain(&self.ws_listen)
+            .any(|l| l.ip().is_unspecified());
         let host = if wildcard {
             host_addresses()
         } else {
@@ -106,6 +118,8 @@ impl Local {
         let mut addrs: Vec<IpAddr> = self
             .listen
             .iter()
+            .chain(&self.tls_listen)
+            .chain(&self.ws_listen)
             .map(|l| l.ip())
             .filter(|i| !i.is_unspecified())
             .chain(host)
@@ -119,7 +133,10 @@ impl Local {
 
     /// Whether `port` is one we listen on (or advertise).
     fn our_port(&self, port: u16) -> bool {
-        self.listen.iter().any(|l| l.port() == port) || self.adv_port == Some(port)
+        self.listen.iter().any(|l| l.port() == port)
+            || self.tls_listen.iter().any(|l| l.port() == port)
+            || self.ws_listen.iter().any(|l| l.port() == port)
+            || self.adv_port == Some(port)
     }
 
     /// Whether an IP address is ours (the unspecified address, which reaches this host,
@@ -172,6 +189,34 @@ impl Local {
             Some(p) => format!("{}:{p}", self.adv_host),
             None => self.adv_host.clone(),
         }
+    }
+
+    /// With TLS listeners (`[tls] listen`): ours too, and named in TLS Via/Record-Route.
+    pub fn with_tls(mut self, tls_listen: Vec<SocketAddr>) -> Local {
+        self.tls_listen = tls_listen;
+        self.refresh();
+        self
+    }
+
+    /// `host:port` for a Via or Record-Route on transport `t`: TLS names our TLS port
+    /// (RFC 3261 26.2: a separate listener, 5061 by default), the others our SIP port.
+    pub fn hostport_for(&self, t: Transport) -> String {
+        let listener = match t {
+            Transport::Tls => self.tls_listen.first(),
+            Transport::Ws => self.ws_listen.first(),
+            Transport::Datagram | Transport::Stream => None,
+        };
+        match listener {
+            Some(l) => format!("{}:{}", self.adv_host, l.port()),
+            None => self.hostport(),
+        }
+    }
+
+    /// With WebSocket listeners (`[ws] listen`): ours too, and named in WS Via/Record-Route.
+    pub fn with_ws(mut self, ws_listen: Vec<SocketAddr>) -> Local {
+        self.ws_listen = ws_listen;
+        self.refresh();
+        self
     }
 }
 
@@ -229,6 +274,8 @@ fn party_bytes(d: &Destination) -> [u8; PARTY] {
     out[0] = match d.transport {
         Transport::Datagram => 0,
         Transport::Stream => 1,
+        Transport::Tls => 2,
+        Transport::Ws => 3,
     };
     let ip = match d.addr.ip() {
         IpAddr::V4(v) => v.to_ipv6_mapped(),
@@ -243,6 +290,8 @@ fn party_of(b: &[u8]) -> Option<Destination> {
     let transport = match b.first()? {
         0 => Transport::Datagram,
         1 => Transport::Stream,
+        2 => Transport::Tls,
+        3 => Transport::Ws,
         _ => return None,
     };
     let ip: [u8; 16] = b.get(1..17)?.try_into().ok()?;
@@ -377,13 +426,26 @@ pub fn resolve(uri_text: &str, outbound: Option<SocketAddr>) -> Option<Destinati
     let Ok(Uri::Sip(u)) = uri::parse(uri_text) else {
         return None;
     };
+    // RFC 3261 26.2.2 / RFC 5630: a sips URI is reached over TLS, as is transport=tls.
     let transport = match u.param("transport") {
+        _ if u.secure => Transport::Tls,
+        Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
         Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Stream,
+        // RFC 7118: a ws contact cannot be dialled; sending to it fails unless the flow
+        // it came on is open (the outbound finds no connection and opens none).
+        Some(t) if t.eq_ignore_ascii_case("ws") => Transport::Ws,
         _ => Transport::Datagram,
     };
     match u.host.ip() {
         Some(ip) => Some(Destination {
-            addr: SocketAddr::new(ip, u.port.unwrap_or(if u.secure { 5061 } else { 5060 })),
+            addr: SocketAddr::new(
+                ip,
+                u.port.unwrap_or(if transport == Transport::Tls {
+                    5061
+                } else {
+                    5060
+                }),
+            ),
             transport,
         }),
         None => outbound.map(|addr| Destination {
@@ -548,5 +610,50 @@ mod tests {
                 transport: Transport::Stream
             })
         );
+        // TLS: a sips URI (RFC 3261 26.2.2) or transport=tls, 5061 by default.
+        assert_eq!(
+            resolve("sips:a@192.0.2.8", None),
+            Some(Destination {
+                addr: "192.0.2.8:5061".parse().unwrap(),
+                transport: Transport::Tls
+            })
+        );
+        assert_eq!(
+            resolve("sip:a@192.0.2.8:5071;transport=TLS", None),
+            Some(Destination {
+                addr: "192.0.2.8:5071".parse().unwrap(),
+                transport: Transport::Tls
+            })
+        );
+        // A TLS party survives the dialog seal.
+        let (a, c) = (
+            d("192.0.2.1:5060", Transport::Datagram),
+            d("192.0.2.9:40000", Transport::Tls),
+        );
+        let stamp = seal_dialog(b"k", "call-3", "ft", a, c);
+        assert_eq!(open_dialog(b"k", "call-3", &["ft"], &stamp), Some((a, c)));
+        // The TLS listener is ours and named in a TLS Via/Record-Route.
+        let l = Local::new(
+            vec![],
+            vec!["127.0.0.1:5070".parse().unwrap()],
+            "127.0.0.1".into(),
+            Some(5070),
+        )
+        .with_tls(vec!["127.0.0.1:5071".parse().unwrap()]);
+        assert_eq!(l.hostport_for(Transport::Tls), "127.0.0.1:5071");
+        assert_eq!(l.hostport_for(Transport::Datagram), "127.0.0.1:5070");
+        assert!(l.is_own_destination("127.0.0.1:5071".parse().unwrap()));
+        // WebSocket (RFC 7118): a ws contact resolves to a WS destination, which only an
+        // open flow reaches; our WS listener is named in a WS Via.
+        assert_eq!(
+            resolve("sip:a@192.0.2.8:8088;transport=ws", None).map(|d| d.transport),
+            Some(Transport::Ws)
+        );
+        let l = l.with_ws(vec!["127.0.0.1:8088".parse().unwrap()]);
+        assert_eq!(l.hostport_for(Transport::Ws), "127.0.0.1:8088");
+        assert!(l.is_own_destination("127.0.0.1:8088".parse().unwrap()));
+        let w = d("192.0.2.9:40001", Transport::Ws);
+        let stamp = seal_dialog(b"k", "call-4", "ft", a, w);
+        assert_eq!(open_dialog(b"k", "call-4", &["ft"], &stamp), Some((a, w)));
     }
 }

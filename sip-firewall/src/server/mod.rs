@@ -1,4 +1,4 @@
-//! The daemon's SIP transport: UDP and TCP listeners feeding the message layer
+//! The daemon's SIP transport: UDP, TCP and TLS listeners feeding the message layer
 //! (`sip-firewall-sip`), which answers malformed requests itself and hands accepted
 //! messages to the [`core::Handler`].
 
@@ -9,7 +9,9 @@ pub mod guard;
 mod outbound;
 pub mod slots;
 mod tcp;
+mod tls;
 mod udp;
+mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -31,6 +33,11 @@ const EXTENSIONS: &[&str] = &[];
 pub struct SipServer {
     udp: Vec<Arc<tokio::net::UdpSocket>>,
     tcp: Vec<tokio::net::TcpListener>,
+    /// TLS listeners and their acceptor (`[tls]`, see [`SipServer::bind_tls`]).
+    tls: Vec<tokio::net::TcpListener>,
+    tls_acceptor: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    /// WebSocket listeners and their settings (`[ws]`, see [`SipServer::bind_ws`]).
+    ws: Vec<(tokio::net::TcpListener, ws::WsSettings)>,
     shared: Arc<Shared>,
 }
 
@@ -95,6 +102,9 @@ impl SipServer {
         Ok(SipServer {
             udp,
             tcp,
+            tls: Vec::new(),
+            tls_acceptor: None,
+            ws: Vec::new(),
             shared: Arc::new(Shared::new(cfg, metrics, handler, outbound)),
         })
     }
@@ -107,7 +117,43 @@ impl SipServer {
             .collect()
     }
 
-    /// Serve until `shutdown` flips to true.
+    /// Listen for TLS on every `[tls] listen` address and open TLS connections to next hops
+    /// (nothing when the list is empty).
+    pub async fn bind_tls(&mut self, cfg: &crate::config::TlsConfig) -> anyhow::Result<()> {
+        if cfg.listen.is_empty() {
+            return Ok(());
+        }
+        let t = tls::Tls::load(cfg)?;
+        for addr in &cfg.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind SIP TLS on {addr}"))?;
+            info!(bound = ?l.local_addr().ok(), "SIP listening on TLS");
+            self.tls.push(l);
+        }
+        self.shared.outbound.enable_tls(t.connector);
+        self.tls_acceptor = Some((t.acceptor, t.handshake_timeout));
+        Ok(())
+    }
+
+    /// Listen for SIP over WebSocket on every `[ws] listen` address.
+    pub async fn bind_ws(&mut self, cfg: &crate::config::WsConfig) -> anyhow::Result<()> {
+        let settings = ws::WsSettings::new(cfg, self.shared.limits.max_message_bytes);
+        for addr in &cfg.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind SIP WebSocket on {addr}"))?;
+            info!(bound = ?l.local_addr().ok(), "SIP listening on WebSocket");
+            self.ws.push((l, settings.clone()));
+        }
+        Ok(())
+    }
+
+    /// The bound TLS addresses.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        tls::addrs(&self.tls)
+    }
+
     /// Put `gate` in front of every message (once, before [`SipServer::run`]).
     pub fn set_gate(&self, gate: Arc<dyn Gate>) {
         if self.shared.gate.set(gate).is_err() {
@@ -115,6 +161,7 @@ impl SipServer {
         }
     }
 
+    /// Serve until `shutdown` flips to true.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         self.shared
             .outbound
@@ -125,6 +172,20 @@ impl SipServer {
         }
         for t in self.tcp {
             tasks.spawn(tcp::serve(t, self.shared.clone(), shutdown.clone()));
+        }
+        for (l, settings) in self.ws {
+            tasks.spawn(ws::serve(
+                l,
+                settings,
+                self.shared.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some((acceptor, handshake)) = self.tls_acceptor {
+            for t in self.tls {
+                let (a, s, rx) = (acceptor.clone(), self.shared.clone(), shutdown.clone());
+                tasks.spawn(tls::serve(t, a, handshake, s, rx));
+            }
         }
         while let Some(done) = tasks.join_next().await {
             match done {

@@ -1,6 +1,6 @@
 //! The [`Outbound`] the server gives its handler: UDP from the listening sockets (so replies
-//! and forwarded requests leave from the address peers know), TCP over the connection with
-//! the peer, which we open when there is none.
+//! and forwarded requests leave from the address peers know), TCP and TLS over the
+//! connection with the peer, which we open when there is none.
 
 use std::{
     collections::HashMap,
@@ -34,11 +34,16 @@ struct Connector {
     shutdown: watch::Receiver<bool>,
 }
 
+/// Open connections by peer and transport (TCP or TLS): where their messages queue.
+type Connections = HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>;
+
 /// Sockets and open connections.
 pub(crate) struct SocketOutbound {
     udp: Vec<Arc<UdpSocket>>,
-    tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    tcp: Mutex<Connections>,
     connector: OnceLock<Connector>,
+    /// How TLS connections to next hops are opened (set when `[tls]` is configured).
+    tls: OnceLock<tokio_rustls::TlsConnector>,
 }
 
 impl SocketOutbound {
@@ -47,7 +52,13 @@ impl SocketOutbound {
             udp,
             tcp: Mutex::new(HashMap::new()),
             connector: OnceLock::new(),
+            tls: OnceLock::new(),
         }
+    }
+
+    /// Allow opening TLS connections (from `SipServer::bind_tls`).
+    pub(crate) fn enable_tls(&self, connector: tokio_rustls::TlsConnector) {
+        let _ = self.tls.set(connector);
     }
 
     /// Allow opening TCP connections to peers we have none with (from `run`).
@@ -57,9 +68,17 @@ impl SocketOutbound {
 
     /// Open a connection to `addr` for `bytes`: registered at once, so what the core sends
     /// meanwhile queues behind them; served like an accepted one once connected.
-    fn connect(&self, addr: SocketAddr, bytes: &[u8]) -> bool {
+    fn connect(&self, addr: SocketAddr, transport: Transport, bytes: &[u8]) -> bool {
         let Some(c) = self.connector.get() else {
             return false;
+        };
+        let tls = match transport {
+            Transport::Tls => match self.tls.get() {
+                Some(t) => Some(t.clone()),
+                // No `[tls]` section: we cannot speak TLS (counted by the caller as a loss).
+                None => return false,
+            },
+            _ => None,
         };
         let (Some(shared), Ok(rt)) = (c.shared.upgrade(), tokio::runtime::Handle::try_current())
         else {
@@ -84,35 +103,74 @@ impl SocketOutbound {
         if tx.try_send(bytes.to_vec()).is_err() {
             return false;
         }
-        self.register(addr, tx);
+        self.register(addr, transport, tx);
         let shutdown = c.shutdown.clone();
         rt.spawn(async move {
             let _slot = slot;
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    super::tcp::serve_connection(stream, addr, shared, shutdown, rx).await;
-                }
+            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+            {
+                Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     debug!(%addr, "TCP connect: {e}");
-                    shared.outbound.unregister(addr);
+                    shared.outbound.unregister(addr, transport);
+                    return;
                 }
                 Err(_) => {
                     debug!(%addr, "TCP connect: timed out");
-                    shared.outbound.unregister(addr);
+                    shared.outbound.unregister(addr, transport);
+                    return;
+                }
+            };
+            let local = match stream.local_addr() {
+                Ok(l) => l,
+                Err(e) => {
+                    debug!(%addr, "TCP local address: {e}");
+                    shared.outbound.unregister(addr, transport);
+                    return;
+                }
+            };
+            let conn = super::tcp::Conn {
+                peer: addr,
+                local,
+                transport,
+            };
+            match tls {
+                None => super::tcp::serve_connection(stream, conn, shared, shutdown, rx).await,
+                Some(tls) => {
+                    // Targets are addresses here (no DNS in the core yet): the certificate
+                    // must name that IP address (RFC 5922 7.2 allows an IP SAN); rustls
+                    // sends no SNI for an address.
+                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                    match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream)).await {
+                        Ok(Ok(s)) => {
+                            crate::metrics::tls_handshake("outbound_ok");
+                            super::tcp::serve_connection(s, conn, shared, shutdown, rx).await;
+                        }
+                        Ok(Err(e)) => {
+                            crate::metrics::tls_handshake("outbound_failed");
+                            debug!(%addr, "TLS connect: {e}");
+                            shared.outbound.unregister(addr, transport);
+                        }
+                        Err(_) => {
+                            crate::metrics::tls_handshake("outbound_failed");
+                            debug!(%addr, "TLS connect: handshake timed out");
+                            shared.outbound.unregister(addr, transport);
+                        }
+                    }
                 }
             }
         });
         true
     }
 
-    /// A TCP connection with `peer` opened: messages for it go to `tx`.
-    pub(crate) fn register(&self, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>) {
-        super::guard::lock(&self.tcp, "tcp connections").insert(peer, tx);
+    /// A TCP or TLS connection with `peer` opened: messages for it go to `tx`.
+    pub(crate) fn register(&self, peer: SocketAddr, t: Transport, tx: mpsc::Sender<Vec<u8>>) {
+        super::guard::lock(&self.tcp, "tcp connections").insert((peer, t), tx);
     }
 
     /// The connection with `peer` closed.
-    pub(crate) fn unregister(&self, peer: SocketAddr) {
-        super::guard::lock(&self.tcp, "tcp connections").remove(&peer);
+    pub(crate) fn unregister(&self, peer: SocketAddr, t: Transport) {
+        super::guard::lock(&self.tcp, "tcp connections").remove(&(peer, t));
     }
 }
 
@@ -127,13 +185,18 @@ impl Outbound for SocketOutbound {
                 });
                 sock.is_some_and(|s| s.try_send_to(bytes, dest.addr).is_ok())
             }
-            Transport::Stream => {
+            // RFC 7118: a WebSocket client cannot be dialled; only its open flow reaches it.
+            Transport::Ws => super::guard::lock(&self.tcp, "tcp connections")
+                .get(&(dest.addr, Transport::Ws))
+                .cloned()
+                .is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok()),
+            t @ (Transport::Stream | Transport::Tls) => {
                 let tx = super::guard::lock(&self.tcp, "tcp connections")
-                    .get(&dest.addr)
+                    .get(&(dest.addr, t))
                     .cloned();
                 match tx {
                     Some(tx) => tx.try_send(bytes.to_vec()).is_ok(),
-                    None => self.connect(dest.addr, bytes),
+                    None => self.connect(dest.addr, t, bytes),
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! SIP over TCP: a framer per connection, answers on the same connection (RFC 3261 18.2.2).
 //! A connection that stays silent or sends no complete message for `tcp_idle_timeout`, or
-//! whose stream cannot be framed any more, is closed; nothing else is affected.
+//! whose stream cannot be framed any more, is closed; nothing else is affected. The
+//! connection handling is generic over the byte stream: TLS (`super::tls`) reuses it whole.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -9,8 +10,8 @@ use sip_firewall_sip::{
     frame::{Event, StreamFramer},
 };
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::TcpListener,
     sync::{mpsc, watch},
     time::{Instant, timeout_at},
 };
@@ -56,44 +57,80 @@ pub(super) async fn serve(
         // Messages the core sends to this peer (relayed responses, forwarded requests) go
         // out on this connection.
         let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
-        shared.outbound.register(peer, tx);
+        shared.outbound.register(peer, Transport::Stream, tx);
         tokio::spawn(async move {
-            serve_connection(stream, peer, shared, rx, out_rx).await;
+            let local = match stream.local_addr() {
+                Ok(l) => l,
+                Err(e) => {
+                    debug!(%peer, "TCP local address: {e}");
+                    shared.outbound.unregister(peer, Transport::Stream);
+                    return;
+                }
+            };
+            let conn = Conn {
+                peer,
+                local,
+                transport: Transport::Stream,
+            };
+            serve_connection(stream, conn, shared, rx, out_rx).await;
             drop(slot);
         });
+    }
+}
+
+/// The two ends of a connection and what it is (TCP or TLS).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Conn {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub transport: Transport,
+}
+
+impl Conn {
+    /// The transport's name in metrics (the `transport` label).
+    fn label(&self) -> &'static str {
+        match self.transport {
+            Transport::Tls => "tls",
+            _ => "tcp",
+        }
     }
 }
 
 /// Serve one connection, accepted or opened by us to send a request: frame, judge and
 /// answer what it brings, write what the core queues for the peer (`outgoing`, registered
 /// with the outbound already), then unregister it.
-pub(super) async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+pub(super) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    conn: Conn,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     outgoing: mpsc::Receiver<Vec<u8>>,
 ) {
+    let peer = conn.peer;
     shared.metrics.tcp_opened();
-    let why = match connection(stream, peer, &shared, shutdown, outgoing).await {
+    let why = match connection(stream, conn, &shared, shutdown, outgoing).await {
         Ok(why) => why,
         Err(e) => {
-            debug!(%peer, "TCP connection: {e}");
+            debug!(%peer, transport = conn.label(), "stream connection: {e}");
             "error"
         }
     };
-    shared.outbound.unregister(peer);
+    shared.outbound.unregister(peer, conn.transport);
     shared.metrics.tcp_closed(why);
 }
 
-async fn connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    conn: Conn,
     shared: &Shared,
     mut shutdown: watch::Receiver<bool>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<&'static str> {
-    let local = stream.local_addr()?;
+    let Conn {
+        peer,
+        local,
+        transport,
+    } = conn;
     let mut framer = StreamFramer::new(shared.limits);
     let mut chunk = vec![0u8; 8192];
     let mut deadline = Instant::now() + shared.tcp_idle_timeout;
@@ -134,17 +171,17 @@ async fn connection(
                 Ok(Some(Event::Ping)) => {
                     // Gated like a message: a source over its rate (or banned) keeps no
                     // connection alive with pings.
-                    if !shared.admit_keepalive(peer, Transport::Stream, b"\r\n\r\n") {
+                    if !shared.admit_keepalive(peer, transport, b"\r\n\r\n") {
                         continue;
                     }
-                    shared.metrics.keepalive("tcp");
+                    shared.metrics.keepalive(conn.label());
                     deadline = Instant::now() + shared.tcp_idle_timeout;
                     // RFC 5626 4.4.1: a double-CRLF ping is answered with a single CRLF pong.
                     write(&mut stream, b"\r\n", deadline).await?;
                 }
                 Ok(Some(Event::Message(msg))) => {
                     deadline = Instant::now() + shared.tcp_idle_timeout;
-                    if let Some(out) = shared.process(&msg, peer, local, Transport::Stream) {
+                    if let Some(out) = shared.process(&msg, peer, local, transport) {
                         write(&mut stream, &out.bytes, deadline).await?;
                     }
                     // What the core queued for this peer goes out before the next answer.
@@ -160,8 +197,8 @@ async fn connection(
 }
 
 /// Write every message the core queued for this connection.
-async fn flush(
-    stream: &mut TcpStream,
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     outgoing: &mut mpsc::Receiver<Vec<u8>>,
     shared: &Shared,
 ) -> std::io::Result<()> {
@@ -172,8 +209,8 @@ async fn flush(
 }
 
 /// The stream cannot be framed any more: answer what can be answered, then close.
-async fn fatal(
-    stream: &mut TcpStream,
+async fn fatal<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     peer: SocketAddr,
     shared: &Shared,
     e: sip_firewall_sip::frame::FrameError,
@@ -194,8 +231,17 @@ async fn fatal(
 }
 
 /// Write everything before the deadline (a peer that never reads must not hold us).
-async fn write(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
-    match timeout_at(deadline, stream.write_all(bytes)).await {
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    deadline: Instant,
+) -> std::io::Result<()> {
+    // flush: TLS buffers records until flushed; plain TCP flushes at no cost.
+    let all = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match timeout_at(deadline, all).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,

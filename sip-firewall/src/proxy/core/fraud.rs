@@ -252,12 +252,17 @@ impl Core {
     /// server transaction, announced to the fast path so that its answer is not a stray.
     fn send_own_request(&mut self, mut b: SipMsg, dest: Destination, now: Instant) {
         let branch = self.new_branch("own");
-        forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
+        forward::add_via(
+            &mut b,
+            dest.transport,
+            &self.local.hostport_for(dest.transport),
+            &branch,
+        );
         let bytes = b.to_bytes();
         let method = b.start.split(' ').next().unwrap_or("BYE").to_string();
         let txn = ClientTxn::new(
             Kind::NonInvite,
-            dest.transport == Transport::Stream,
+            dest.transport.is_reliable(),
             bytes.clone(),
             now,
             &self.timers,

@@ -542,6 +542,17 @@ fn call_table_bound_refuses_with_503() {
     assert!(out.is_none());
     assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
     assert_eq!(h.refused("table_full"), 1);
+
+    // One subscriber cannot fill the table for everyone: max_calls_per_user.
+    let mut h = H::new("max_calls_per_user = 2\n");
+    for n in ["0301", "0302"] {
+        let (_, out) = h.call(n);
+        assert!(out.is_some(), "{n}");
+    }
+    let (sent, out) = h.call("0303");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    assert_eq!(h.refused("user_limit"), 1);
 }
 
 /// RFC 4028: a 2xx with Session-Expires 5: an UPDATE within it refreshes the session; then

@@ -216,7 +216,9 @@ impl Core {
             .filter_map(|a| Algorithm::parse(a))
             .collect();
         Ok(Core {
-            local: Local::new(domains, config.sip.listen.clone(), adv_host, adv_port),
+            local: Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
+                .with_tls(config.tls.listen.clone())
+                .with_ws(config.ws.listen.clone()),
             outbound: config.proxy.outbound,
             allow: config.policy.allow.clone(),
             internal_next_hops: config.proxy.internal_next_hops.clone(),
@@ -538,14 +540,14 @@ fn advertised(config: &Config) -> (String, Option<u16>) {
 /// the handshake but its port is that of a connection the client may close: there, a
 /// Contact on that very address names the port to connect to again.
 fn binding_destination(b: &registrar::Binding) -> Destination {
-    if b.transport == Transport::Stream
+    if b.transport.is_stream()
         && let Some(d) = route::resolve(&b.contact, None)
-        && d.transport == Transport::Stream
+        && d.transport == b.transport
         && d.addr.ip().to_canonical() == b.source.ip().to_canonical()
     {
         return Destination {
             addr: SocketAddr::new(b.source.ip(), d.addr.port()),
-            transport: Transport::Stream,
+            transport: b.transport,
         };
     }
     Destination {

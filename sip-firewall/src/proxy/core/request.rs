@@ -54,7 +54,9 @@ impl Core {
                 // connection this copy came on, which may be a new one from the same host.
                 let dest = match ctx.transport {
                     Transport::Datagram => e.dest,
-                    Transport::Stream => self.response_destination(m, ctx),
+                    Transport::Stream | Transport::Tls | Transport::Ws => {
+                        self.response_destination(m, ctx)
+                    }
                 };
                 self.send(dest, b);
             }
@@ -290,7 +292,7 @@ impl Core {
         self.servers.insert(
             key.clone(),
             ServerEntry {
-                txn: ServerTxn::new(kind, ctx.transport == Transport::Stream),
+                txn: ServerTxn::new(kind, ctx.transport.is_reliable()),
                 dest,
                 rctx,
                 source: ctx.source,
@@ -311,9 +313,10 @@ impl Core {
                 ),
                 transport: Transport::Datagram,
             },
-            Transport::Stream => Destination {
+            // TLS too: the answer goes back on the connection it came on.
+            t @ (Transport::Stream | Transport::Tls | Transport::Ws) => Destination {
                 addr: ctx.source,
-                transport: Transport::Stream,
+                transport: t,
             },
         }
     }
@@ -845,13 +848,19 @@ impl Core {
                 && let Some(caller) = caller
             {
                 // Per branch: each may leave on another transport, and has its own callee.
-                let hostport = self.local.hostport();
+                let local = &self.local;
                 let call_id = b.get(HeaderName::CallId).unwrap_or("");
                 let stamp = route::seal_dialog(&self.rr_key, call_id, &from_tag, caller, dest);
-                forward::record_route(&mut b, &hostport, inbound, dest.transport, &stamp);
+                let hostport = |t| local.hostport_for(t);
+                forward::record_route(&mut b, hostport, inbound, dest.transport, &stamp);
             }
             let branch = self.new_branch(&loop_tag);
-            forward::add_via(&mut b, dest.transport, &self.local.hostport(), &branch);
+            forward::add_via(
+                &mut b,
+                dest.transport,
+                &self.local.hostport_for(dest.transport),
+                &branch,
+            );
             let bytes = b.to_bytes();
             // A contact that answered nothing lately gets this request once: no Timer A/E
             // retransmissions (Timer B/F still ends the branch).
@@ -862,7 +871,7 @@ impl Core {
                     .with_label_values(&["no_retransmit"])
                     .inc();
             }
-            let reliable = dest.transport == Transport::Stream || quiet;
+            let reliable = dest.transport.is_reliable() || quiet;
             let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
             self.send(dest, bytes);
             self.metrics.forwarded.with_label_values(&["request"]).inc();
@@ -919,7 +928,12 @@ impl Core {
         msg.top_via().unwrap_or("").hash(&mut h);
         self.salt.hash(&mut h);
         let branch = format!("{BRANCH_PREFIX}a{:x}", h.finish());
-        forward::add_via(&mut msg, dest.transport, &self.local.hostport(), &branch);
+        forward::add_via(
+            &mut msg,
+            dest.transport,
+            &self.local.hostport_for(dest.transport),
+            &branch,
+        );
         self.send(dest, msg.to_bytes());
         self.metrics.forwarded.with_label_values(&["ack"]).inc();
         Action::Absorb
@@ -931,7 +945,8 @@ impl Core {
 /// connection).
 fn same_source(e: &ServerEntry, ctx: &Context) -> bool {
     match ctx.transport {
-        Transport::Datagram => e.source == ctx.source,
-        Transport::Stream => e.source.ip() == ctx.source.ip(),
+        // A WebSocket flow is its connection: the same address and port.
+        Transport::Datagram | Transport::Ws => e.source == ctx.source,
+        Transport::Stream | Transport::Tls => e.source.ip() == ctx.source.ip(),
     }
 }

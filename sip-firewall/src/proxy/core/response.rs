@@ -224,7 +224,7 @@ impl Core {
         };
         let txn = ClientTxn::new(
             Kind::NonInvite,
-            dest.transport == Transport::Stream,
+            dest.transport.is_reliable(),
             bytes.clone(),
             now,
             &self.timers,

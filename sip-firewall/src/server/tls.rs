@@ -1,0 +1,190 @@
+//! SIP over TLS (RFC 3261 26.2, RFC 5630): a TLS handshake, bounded in time, in front of the
+//! TCP connection handling ([`super::tcp::serve_connection`]): the same framer, gate, idle
+//! timeout, and the same connection slots in total and per source. rustls with the ring
+//! provider (no OpenSSL; ring builds from the crate alone).
+
+use std::{io::BufReader, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
+    server::WebPkiClientVerifier,
+};
+use sip_firewall_sip::Transport;
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::debug;
+
+use super::{Shared, slots::Full, tcp::Conn};
+use crate::config::TlsConfig;
+
+/// The server and client sides built from `[tls]`.
+pub(crate) struct Tls {
+    pub acceptor: TlsAcceptor,
+    pub connector: TlsConnector,
+    pub handshake_timeout: Duration,
+}
+
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let certs = CertificateDer::pem_reader_iter(BufReader::new(&text[..]))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "{}: no certificate in it",
+        path.display()
+    );
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    PrivateKeyDer::from_pem_reader(BufReader::new(&text[..]))
+        .with_context(|| format!("{}: no PEM private key in it", path.display()))
+}
+
+impl Tls {
+    /// Load the certificate, key and CA named in `cfg` (validated: certificate and key set).
+    pub(crate) fn load(cfg: &TlsConfig) -> anyhow::Result<Tls> {
+        let (Some(cert), Some(key)) = (&cfg.certificate, &cfg.private_key) else {
+            anyhow::bail!("[tls] needs certificate and private_key");
+        };
+        let certs = read_certs(cert)?;
+        let key = read_key(key)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca = match &cfg.ca {
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                for c in read_certs(path)? {
+                    roots
+                        .add(c)
+                        .with_context(|| format!("{}: a CA certificate", path.display()))?;
+                }
+                Some(Arc::new(roots))
+            }
+            None => None,
+        };
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?;
+        let server = match &ca {
+            // A client that presents a certificate must chain to `ca` (else the handshake
+            // fails); one that presents none passes unless it is required.
+            Some(roots) => {
+                let v =
+                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+                let v = if cfg.require_client_certificate {
+                    v
+                } else {
+                    v.allow_unauthenticated()
+                };
+                server.with_client_cert_verifier(v.build().context("client verifier")?)
+            }
+            None => server.with_no_client_auth(),
+        };
+        let server = server
+            .with_single_cert(certs.clone(), key.clone_key())
+            .context("TLS certificate and key do not match")?;
+        // Next hops: verified against `ca` when set, else the built-in web roots.
+        let roots = match ca {
+            Some(r) => Arc::unwrap_or_clone(r),
+            None => RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+        };
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .context("TLS client certificate")?;
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(Arc::new(client)),
+            handshake_timeout: cfg.handshake_timeout,
+        })
+    }
+}
+
+/// Accept TLS connections until shutdown. A connection takes a slot of the shared TCP
+/// bounds before its handshake (a handshake flood is bounded like a connection flood), and
+/// the handshake must finish within `handshake_timeout`.
+pub(super) async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!("TLS accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let slot = match shared.slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                crate::metrics::limit_hit(
+                    match full {
+                        Full::Total => "tcp_total",
+                        Full::PerSource => "tcp_per_source",
+                    },
+                    Some(peer.ip()),
+                );
+                drop(stream);
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let rx = shutdown.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let local = match stream.local_addr() {
+                Ok(l) => l,
+                Err(_) => return,
+            };
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    crate::metrics::tls_handshake("failed");
+                    debug!(%peer, "TLS handshake: {e}");
+                    return;
+                }
+                Err(_) => {
+                    crate::metrics::tls_handshake("timeout");
+                    debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            crate::metrics::tls_handshake("ok");
+            let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+            shared.outbound.register(peer, Transport::Tls, tx);
+            let conn = Conn {
+                peer,
+                local,
+                transport: Transport::Tls,
+            };
+            super::tcp::serve_connection(tls, conn, shared, rx, out_rx).await;
+        });
+    }
+}
+
+/// The addresses `listeners` are bound to.
+pub(super) fn addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect()
+}

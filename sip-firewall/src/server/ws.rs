@@ -1,0 +1,280 @@
+//! SIP over WebSocket (RFC 7118), for browsers: the upgrade must ask for the `sip`
+//! subprotocol (RFC 7118 4) and come from an allowed Origin; each WebSocket message carries
+//! one SIP message, judged by the same gate and message layer as every other transport.
+//! A connection takes a slot of the shared TCP bounds before its upgrade, the upgrade has a
+//! timeout, frames and messages have size limits, and a quiet connection is pinged, then
+//! closed after `tcp_idle_timeout` without traffic. Clients register `;transport=ws`
+//! contacts that cannot be dialled: requests to them go back on this connection (the
+//! flow, registered with the outbound under the peer's address).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use sip_firewall_sip::Transport;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+    time::{Instant, sleep_until, timeout_at},
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        Message,
+        handshake::server::{ErrorResponse, Request, Response},
+        http::{HeaderValue, StatusCode},
+        protocol::WebSocketConfig,
+    },
+};
+use tracing::debug;
+
+use super::{Shared, slots::Full};
+use crate::config::WsConfig;
+
+/// What every WebSocket connection needs from `[ws]`.
+#[derive(Clone, Debug)]
+pub(crate) struct WsSettings {
+    /// Lower case; empty: any origin.
+    origins: Vec<String>,
+    config: WebSocketConfig,
+    ping_interval: Duration,
+    handshake_timeout: Duration,
+}
+
+impl WsSettings {
+    pub(crate) fn new(cfg: &WsConfig, max_message_bytes: usize) -> WsSettings {
+        WsSettings {
+            origins: cfg.origins.iter().map(|o| o.to_ascii_lowercase()).collect(),
+            config: WebSocketConfig::default()
+                .max_message_size(Some(max_message_bytes))
+                .max_frame_size(Some(cfg.max_frame_bytes)),
+            ping_interval: cfg.ping_interval,
+            handshake_timeout: cfg.handshake_timeout,
+        }
+    }
+}
+
+/// Why an upgrade is refused (counted in `sipfw_sip_ws_upgrades_total`).
+fn refusal(code: StatusCode, why: &str) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(why.to_string()));
+    *r.status_mut() = code;
+    r
+}
+
+/// Check the upgrade: the `sip` subprotocol offered (RFC 7118 4: answered with it), an
+/// allowed Origin when the list is set. The error type is tungstenite's `Callback`'s.
+#[allow(clippy::result_large_err)]
+fn check_upgrade(
+    settings: &WsSettings,
+    req: &Request,
+    mut resp: Response,
+) -> Result<Response, ErrorResponse> {
+    let offers_sip = req
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"));
+    if !offers_sip {
+        crate::metrics::ws_upgrade("no_sip_subprotocol");
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "the sip subprotocol is required",
+        ));
+    }
+    if !settings.origins.is_empty() {
+        let origin = req
+            .headers()
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .map(|o| o.trim().to_ascii_lowercase());
+        if !origin.is_some_and(|o| settings.origins.contains(&o)) {
+            crate::metrics::ws_upgrade("origin_refused");
+            return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed"));
+        }
+    }
+    resp.headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("sip"));
+    Ok(resp)
+}
+
+/// Accept WebSocket connections until shutdown.
+#[allow(clippy::result_large_err)] // the upgrade callback's type is tungstenite's
+pub(super) async fn serve(
+    listener: TcpListener,
+    settings: WsSettings,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!("WebSocket accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let slot = match shared.slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                crate::metrics::limit_hit(
+                    match full {
+                        Full::Total => "tcp_total",
+                        Full::PerSource => "tcp_per_source",
+                    },
+                    Some(peer.ip()),
+                );
+                drop(stream);
+                continue;
+            }
+        };
+        let (shared, rx, settings) = (shared.clone(), shutdown.clone(), settings.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
+            let s = settings.clone();
+            let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
+                stream,
+                |req: &Request, resp: Response| check_upgrade(&s, req, resp),
+                Some(settings.config),
+            );
+            let ws = match tokio::time::timeout(settings.handshake_timeout, upgrade).await {
+                Ok(Ok(ws)) => ws,
+                Ok(Err(e)) => {
+                    crate::metrics::ws_upgrade("failed");
+                    debug!(%peer, "WebSocket upgrade: {e}");
+                    return;
+                }
+                Err(_) => {
+                    crate::metrics::ws_upgrade("timeout");
+                    debug!(%peer, "WebSocket upgrade timed out");
+                    return;
+                }
+            };
+            crate::metrics::ws_upgrade("ok");
+            let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+            shared.outbound.register(peer, Transport::Ws, tx);
+            shared.metrics.tcp_opened();
+            let why = match connection(ws, peer, local, &shared, &settings, rx, out_rx).await {
+                Ok(why) => why,
+                Err(e) => {
+                    debug!(%peer, "WebSocket connection: {e}");
+                    "error"
+                }
+            };
+            shared.outbound.unregister(peer, Transport::Ws);
+            shared.metrics.tcp_closed(why);
+        });
+    }
+}
+
+/// The bytes of a SIP message as a WebSocket message: text when it is UTF-8 (what browser
+/// stacks expect), else binary (RFC 7118 5.1 allows both).
+fn frame(bytes: Vec<u8>) -> Message {
+    match String::from_utf8(bytes) {
+        Ok(text) => Message::text(text),
+        Err(e) => Message::binary(e.into_bytes()),
+    }
+}
+
+async fn connection(
+    mut ws: WebSocketStream<TcpStream>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Shared,
+    settings: &WsSettings,
+    mut shutdown: watch::Receiver<bool>,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+) -> Result<&'static str, tokio_tungstenite::tungstenite::Error> {
+    let idle = shared.tcp_idle_timeout;
+    let mut deadline = Instant::now() + idle;
+    let mut ping_at = Instant::now() + settings.ping_interval;
+    loop {
+        // Decided inside the select, acted upon outside it (the shutdown watch's guard
+        // must not live across an await).
+        enum Next {
+            Stop,
+            Out(Vec<u8>),
+            Ping,
+            In(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+            Idle,
+        }
+        let next = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => Next::Stop,
+            Some(bytes) = outgoing.recv() => Next::Out(bytes),
+            _ = sleep_until(ping_at) => Next::Ping,
+            m = timeout_at(deadline, ws.next()) => match m {
+                Ok(m) => Next::In(m),
+                Err(_) => Next::Idle,
+            },
+        };
+        let m = match next {
+            Next::Stop => break,
+            Next::Out(bytes) => {
+                send(&mut ws, frame(bytes), Instant::now() + idle).await?;
+                continue;
+            }
+            Next::Ping => {
+                // RFC 7118 defines no keep-alive; a WebSocket ping finds dead peers.
+                ping_at = Instant::now() + settings.ping_interval;
+                send(
+                    &mut ws,
+                    Message::Ping(Vec::new().into()),
+                    Instant::now() + idle,
+                )
+                .await?;
+                continue;
+            }
+            Next::Idle => {
+                debug!(%peer, "WebSocket idle timeout: closing");
+                return Ok("idle_timeout");
+            }
+            Next::In(None) => return Ok("peer"),
+            // Oversized frames and messages end here (tungstenite's limits).
+            Next::In(Some(Err(e))) => {
+                debug!(%peer, "WebSocket: {e}");
+                return Ok("framing");
+            }
+            Next::In(Some(Ok(m))) => m,
+        };
+        let bytes: &[u8] = match &m {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+            Message::Pong(_) | Message::Ping(_) => {
+                // Gated like a message: a banned or over-rate source keeps no connection
+                // alive with pongs (tungstenite answers pings itself).
+                if shared.admit_keepalive(peer, Transport::Ws, b"\r\n\r\n") {
+                    shared.metrics.keepalive("ws");
+                    deadline = Instant::now() + idle;
+                }
+                continue;
+            }
+            Message::Close(_) => return Ok("peer"),
+            Message::Frame(_) => continue,
+        };
+        deadline = Instant::now() + idle;
+        ping_at = Instant::now() + settings.ping_interval;
+        if let Some(out) = shared.process(bytes, peer, local, Transport::Ws) {
+            send(&mut ws, frame(out.bytes), deadline).await?;
+        }
+    }
+    let _ = timeout_at(Instant::now() + idle, ws.close(None)).await;
+    Ok("shutdown")
+}
+
+/// Send before the deadline (a peer that never reads must not hold us).
+async fn send(
+    ws: &mut WebSocketStream<TcpStream>,
+    m: Message,
+    deadline: Instant,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    match timeout_at(deadline, ws.send(m)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out").into()),
+    }
+}

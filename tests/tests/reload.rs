@@ -1,0 +1,236 @@
+//! Live reload (`sip-firewall reload`, SIGHUP): with a ban in force, a reload that adds an
+//! allow entry and turns the flood limit on takes effect at once; the ban holds; an invalid
+//! file is refused with the key and the line, and nothing changes; settings that need a
+//! restart are named.
+
+mod support;
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use support::{
+    Metrics, alice_calls_bob, codes, config, finish, mode_args, register_bob, sipp_cmd,
+    sipp_installed, wait_bounded,
+};
+
+use sip_firewall_tests::{
+    daemon::{DaemonDirs, daemon_bin, stop},
+    netns::{Pair, in_ns},
+    require_root,
+};
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `n` SIP OPTIONS from `from` (an address of namespace a) to the daemon.
+fn options(pair: &Pair, from: Ipv4Addr, n: usize) {
+    let to = SocketAddr::new(pair.b4.into(), 5060);
+    in_ns(&pair.ns_a, move || {
+        let s = UdpSocket::bind((from, 0))?;
+        for i in 0..n {
+            let msg = format!(
+                "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-r{i}\r\nFrom: <sip:t@{from}>;tag=1\r\nTo: <sip:{to}>\r\nCall-ID: r{i}@{from}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            s.send_to(msg.as_bytes(), to)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn banned(d: &DaemonDirs, ip: Ipv4Addr) -> Option<String> {
+    let o = d.cli(&["ban", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v.as_array()?.iter().find_map(|b| {
+        (b["ip"] == ip.to_string()).then(|| b["reason"].as_str().unwrap_or("").to_string())
+    })
+}
+
+#[test]
+fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
+    if !require_root("reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files") {
+        return;
+    }
+    let pair = Pair::new("reload").unwrap();
+    let second = pair.add_a4(20).unwrap();
+    let d = DaemonDirs::new("reload", "[xdp]\nflood_rate = 0\n");
+    let config = d.dir.path.join("sip-firewall.toml");
+    let child = d.start(
+        &pair,
+        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
+    );
+    // A ban in force.
+    let a4 = pair.a4.to_string();
+    assert!(d.cli(&["ban", "add", &a4, "--for", "1h"]).status.success());
+
+    // No flood limit: a burst from the second address is not banned.
+    options(&pair, second, 40);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        banned(&d, second),
+        None,
+        "flood limit off before the reload"
+    );
+
+    // Reload: an allow entry, the flood limit on.
+    std::fs::write(
+        &config,
+        "[xdp]\nflood_rate = 5\nflood_burst = 5\n[policy]\nallow = [\"203.0.113.0/24\"]\n",
+    )
+    .unwrap();
+    let r = d.cli(&["reload"]);
+    assert!(r.status.success(), "{}", out(&r));
+    let said = out(&r);
+    assert!(said.contains("policy.allow: +203.0.113.0/24"), "{said}");
+    assert!(said.contains("xdp.flood_rate"), "{said}");
+    let allow = out(&d.cli(&["allow", "list"]));
+    assert!(allow.contains("203.0.113.0/24"), "{allow}");
+    // The flood limit bites at once: the same burst now bans the source in XDP.
+    options(&pair, second, 40);
+    let t0 = Instant::now();
+    let reason = loop {
+        if let Some(r) = banned(&d, second) {
+            break r;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the new flood limit did not ban {second}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(reason.contains("flood"), "{reason}");
+    // The ban made before the reload holds.
+    assert!(banned(&d, pair.a4).is_some(), "the earlier ban holds");
+
+    // An invalid file is refused with the key and the line; nothing changes.
+    std::fs::write(
+        &config,
+        "[xdp]\nflood_rate = 5\nflood_rat = 3\n[policy]\nallow = []\n",
+    )
+    .unwrap();
+    let r = d.cli(&["reload"]);
+    assert_eq!(r.status.code(), Some(1), "{}", out(&r));
+    let said = out(&r);
+    assert!(
+        said.contains("flood_rat") && said.contains("line 3"),
+        "{said}"
+    );
+    let check = out(&std::process::Command::new(daemon_bin())
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    let key_line = |s: &str| s.contains("unknown field `flood_rat`") && s.contains("line 3");
+    assert!(
+        key_line(&said) && key_line(&check),
+        "same error as config check:\n{said}\n{check}"
+    );
+    let allow = out(&d.cli(&["allow", "list"]));
+    assert!(allow.contains("203.0.113.0/24"), "kept: {allow}");
+
+    // A restart-only setting is named, not applied; SIGHUP reloads too.
+    std::fs::write(
+        &config,
+        "[xdp]\nflood_rate = 5\nflood_burst = 5\n[sip]\nmax_tcp_connections = 77\n[policy]\nallow = [\"203.0.113.0/24\"]\n",
+    )
+    .unwrap();
+    let r = d.cli(&["reload"]);
+    assert!(r.status.success(), "{}", out(&r));
+    assert!(
+        out(&r).contains("needs a restart") && out(&r).contains("  sip"),
+        "{}",
+        out(&r)
+    );
+    std::fs::write(&config, "[xdp]\nflood_rate = 5\nflood_burst = 5\n").unwrap();
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let t0 = Instant::now();
+    while out(&d.cli(&["allow", "list"])).contains("203.0.113.0/24") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(banned(&d, pair.a4).is_some(), "the ban holds after SIGHUP");
+    let (code, err) = stop(child);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("SIGHUP: config reloaded"), "{err}");
+}
+
+#[test]
+fn reload_during_a_call_keeps_the_call_and_the_registration() {
+    let test = "reload_during_a_call_keeps_the_call_and_the_registration";
+    if !require_root(test) || !sipp_installed(test) {
+        return;
+    }
+    const UAS_PORT: u16 = 5070;
+    const UAC_PORT: u16 = 5080;
+    let pair = Pair::new("rcall").unwrap();
+    let base = "[xdp]\nflood_rate = 10000\nflood_burst = 10000\n";
+    let d = DaemonDirs::new("rcall", &config(base));
+    let file = d.dir.path.join("sip-firewall.toml");
+    let daemon = d.start(&pair, &mode_args(&pair, true));
+    let dir = d.dir.path.clone();
+    let r = register_bob(&pair, &dir, UAS_PORT);
+    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    let uas = sipp_cmd(&pair, &dir, "uas.xml", UAS_PORT, false, &["-m", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the UAS");
+    std::thread::sleep(Duration::from_millis(300));
+    let (call, reload) = std::thread::scope(|s| {
+        let call = s.spawn(|| alice_calls_bob(&pair, &dir, UAC_PORT, 1));
+        // Once the call's transactions are open, reload: an allow entry, another flood rate.
+        let t0 = Instant::now();
+        while Metrics::scrape(&pair).sum("sipfw_proxy_transactions_active") < 1.0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the call never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::write(
+            &file,
+            config(&format!(
+                "{}[policy]\nallow = [\"203.0.113.0/24\"]\n",
+                base.replace("10000\nflood_burst", "9000\nflood_burst")
+            )),
+        )
+        .unwrap();
+        let reload = d.cli(&["reload"]);
+        (call.join().expect("call"), reload)
+    });
+    let (uas_out, killed) = wait_bounded(uas, Duration::from_secs(30));
+    let s = finish(&dir, "uas.xml", UAS_PORT, uas_out);
+    assert!(reload.status.success(), "{}", out(&reload));
+    let said = out(&reload);
+    assert!(
+        said.contains("policy.allow: +203.0.113.0/24") && said.contains("xdp.flood_rate"),
+        "{said}"
+    );
+    assert!(
+        call.ok,
+        "the call completes: {}\n{}",
+        call.output, call.trace
+    );
+    assert!(!killed && s.ok, "UAS: {}\n{}", s.output, s.trace);
+    assert!(codes(&call.trace).contains(&200), "{}", call.trace);
+    // bob's registration is still there.
+    let m = Metrics::scrape(&pair);
+    assert_eq!(
+        m.sum("sipfw_registrar_bindings"),
+        1.0,
+        "the registration holds"
+    );
+    let (code, err) = stop(daemon);
+    assert_eq!(code, 0, "{err}");
+}
