@@ -305,6 +305,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let target = crate::cluster::Target {
                 enforcer: enforcer.clone(),
                 proxy: Some(proxy.clone()),
+                metrics: cluster.metrics.clone(),
             };
             tasks.spawn(crate::cluster::run(cluster, target, shutdown_rx.clone()));
             Some((outbox, view))

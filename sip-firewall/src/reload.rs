@@ -237,6 +237,8 @@ impl Reloader {
             ),
             ("log", differs(&old.log, &new.log)),
             ("fraud", differs(&old.fraud, &new.fraud)),
+            // The Redis link and node name are set up once, at start.
+            ("cluster", differs(&old.cluster, &new.cluster)),
         ];
         report.restart_needed.extend(
             restart
@@ -269,6 +271,7 @@ impl Reloader {
         };
         next.log = current.log.clone();
         next.fraud = current.fraud.clone();
+        next.cluster = current.cluster.clone();
         if !enforcer_has_fast_path {
             next.xdp = current.xdp.clone();
         }

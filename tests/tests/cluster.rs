@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod support;
+
 use sip_firewall_tests::{
     daemon::{DaemonDirs, TempDir, sample, scrape, stop},
     netns::{Pair, in_ns},
@@ -235,8 +237,9 @@ impl Drop for Node {
     }
 }
 
-/// `ban add` on A: B drops the source in XDP (its counter moves, nothing arrives) within a
-/// second; `ban del` on B lifts it on A too. Both nodes list each other (heartbeats).
+/// Three edges: `ban add` on A, and B and C drop the source in XDP (counter moves, nothing
+/// arrives) within a second; `ban del` on C lifts it on A and B. Nodes list each other
+/// (heartbeats).
 #[test]
 fn bans_propagate_between_nodes() {
     if !require_root("bans_propagate_between_nodes")
@@ -248,13 +251,18 @@ fn bans_propagate_between_nodes() {
     let redis = Redis::start(&tmp.path);
     let mut a = Node::new("cla", &node_config(&redis, "edge-a", "shared-secret-1"));
     let mut b = Node::new("clb", &node_config(&redis, "edge-b", "shared-secret-1"));
+    let mut c = Node::new("clc", &node_config(&redis, "edge-c", "shared-secret-1"));
     a.start();
     b.start();
+    c.start();
     a.wait_connected(true);
     b.wait_connected(true);
-    // Same addresses in both pairs: the scanner is 198.51.100.1 at both edges.
+    c.wait_connected(true);
+    // Same addresses in every pair: the scanner is 198.51.100.1 at each edge.
     let ip = a.pair.a4.to_string();
     assert_eq!(b.send(5), 5, "not banned yet");
+    assert_eq!(c.send(5), 5, "not banned yet");
+    let before_c = c.xdp_banned();
 
     let before = b.xdp_banned();
     let add = a.dirs.cli(&[
@@ -272,6 +280,12 @@ fn bans_propagate_between_nodes() {
     eprintln!("ban add on A -> listed on B after {took:?}");
     assert_eq!(b.send(20), 0, "B drops the source A banned");
     assert!(b.xdp_banned() >= before + 20.0, "B's XDP counter moved");
+    assert!(
+        c.wait_banned(&ip, true, Duration::from_secs(1)).is_some(),
+        "C did not get A's ban within a second"
+    );
+    assert_eq!(c.send(20), 0, "C drops it too");
+    assert!(c.xdp_banned() >= before_c + 20.0, "C's XDP counter moved");
     let ban = json(&b.dirs.cli(&["ban", "list", "--json"]));
     assert_eq!(ban[0]["reason"], "manual: scanner seen on a", "{ban}");
     // In Redis: reason, origin node, TTL.
@@ -289,14 +303,16 @@ fn bans_propagate_between_nodes() {
     assert!(b.metric("sipfw_cluster_events_total{dir=\"in\",kind=\"ban\"}") >= 1.0);
     assert_eq!(a.metric("sipfw_cluster_connected"), 1.0);
 
-    // ban del on B: lifted on A as well, and in Redis.
-    let del = b.dirs.cli(&["ban", "del", &ip]);
+    // ban del on C: lifted on A and B as well, and in Redis.
+    let del = c.dirs.cli(&["ban", "del", &ip]);
     assert!(del.status.success(), "{}", err(&del));
-    assert!(
-        a.wait_banned(&ip, false, Duration::from_secs(1)).is_some(),
-        "A still bans after ban del on B"
-    );
-    assert_eq!(a.send(5), 5, "A lets the source through again");
+    for (name, n) in [("A", &a), ("B", &b)] {
+        assert!(
+            n.wait_banned(&ip, false, Duration::from_secs(1)).is_some(),
+            "{name} still bans after ban del on C"
+        );
+        assert_eq!(n.send(5), 5, "{name} lets the source through again");
+    }
     assert_eq!(
         redis.cli(&["EXISTS", &format!("sipfw:ban:{ip}")]).trim(),
         "0"
@@ -307,16 +323,17 @@ fn bans_propagate_between_nodes() {
     loop {
         let s = a.status();
         let nodes = s["cluster"]["nodes"].clone();
-        if nodes == serde_json::json!(["edge-a", "edge-b"]) {
+        if nodes == serde_json::json!(["edge-a", "edge-b", "edge-c"]) {
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(15), "{s}");
         std::thread::sleep(Duration::from_millis(200));
     }
     let text = out(&a.dirs.cli(&["status"]));
-    assert!(text.contains("edge-a, edge-b"), "{text}");
+    assert!(text.contains("edge-a, edge-b, edge-c"), "{text}");
     a.stop();
     b.stop();
+    c.stop();
 }
 
 /// Redis stopped: both nodes keep enforcing what they had (a node restarted meanwhile comes
@@ -594,4 +611,70 @@ fn a_node_with_another_secret_refuses_to_join() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("[cluster] needs [auth] secret"), "{stderr}");
     a.stop();
+}
+
+/// `svmap` from A's client namespace against edge A: A learns a scanner
+/// ban; B gets it from Redis and drops the same source's scan in XDP (its counter moves, its
+/// message layer sees nothing), without ever having seen the scanner itself.
+#[test]
+fn a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another() {
+    let test = "a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let Some(svmap) = support::sipvicious(test, "sipvicious_svmap") else {
+        return;
+    };
+    let tmp = TempDir::new("cluster-redis-scan");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cva", &node_config(&redis, "edge-a", "shared-secret-4"));
+    let mut b = Node::new("cvb", &node_config(&redis, "edge-b", "shared-secret-4"));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    let scan = |n: &Node| {
+        let child = support::in_netns(&n.pair.ns_a, &svmap)
+            .args(["-p", "5060", "-x", &n.pair.a4.to_string(), "-t", "0.05"])
+            .arg(n.pair.b4.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn svmap");
+        let (_, killed) = support::wait_bounded(child, Duration::from_secs(30));
+        assert!(!killed, "svmap did not end within 30 s");
+    };
+    let ip = a.pair.a4.to_string();
+    scan(&a);
+    assert!(
+        a.wait_banned(&ip, true, Duration::from_secs(5)).is_some(),
+        "A did not ban svmap's source"
+    );
+    let took = b.wait_banned(&ip, true, Duration::from_secs(1));
+    assert!(
+        took.is_some(),
+        "B did not get A's learned ban within a second"
+    );
+    eprintln!("learned ban on A -> listed on B {took:?} after A listed it");
+    let ban = json(&b.dirs.cli(&["ban", "list", "--json"]));
+    assert!(
+        ban[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("scanner")),
+        "{ban}"
+    );
+    let m0 = support::Metrics::scrape(&b.pair);
+    scan(&b);
+    let m1 = support::Metrics::scrape(&b.pair);
+    assert!(
+        m1.xdp("banned") > m0.xdp("banned"),
+        "B's XDP dropped the scan as banned"
+    );
+    assert_eq!(
+        m1.messages_seen(),
+        m0.messages_seen(),
+        "B's message layer saw nothing of the scanner"
+    );
+    a.stop();
+    b.stop();
 }

@@ -10,7 +10,8 @@ pub struct ClusterMetrics {
     /// 1 while connected to Redis with the full set loaded.
     pub connected: prometheus::IntGauge,
     /// Events by kind (ban, unban, list_add, ...) and direction (out: written to Redis, in:
-    /// applied from another node, dropped: the outbox was full).
+    /// received from another node, failed: could not be applied here (a full table),
+    /// dropped: the outbox was full).
     pub events: prometheus::IntCounterVec,
     /// Age of the last event received from another node when it was applied.
     pub lag: prometheus::Gauge,
@@ -28,7 +29,8 @@ impl ClusterMetrics {
                 prometheus::Opts::new(
                     "sipfw_cluster_events_total",
                     "Cluster events by kind and direction (out: written to Redis; in: applied \
-                     from another node; dropped: the outbox was full while Redis was away)",
+                     from another node; failed: not applied here; dropped: the outbox was full while Redis \
+                     was away)",
                 ),
                 &["kind", "dir"],
             )

@@ -284,6 +284,7 @@ impl Cluster {
 pub struct Target {
     pub enforcer: Arc<Mutex<Enforcer>>,
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    pub metrics: metrics::ClusterMetrics,
 }
 
 impl Target {
@@ -321,7 +322,9 @@ impl Target {
             Ok(())
         });
         if let Err(e) = r {
-            error!("cannot apply a cluster {}: {e:#}", op.kind());
+            // Counted; logged at most every 10 s (a storm of refusals is not a log storm).
+            self.metrics.event(op.kind(), "failed");
+            metrics::warn_limited(&format!("cannot apply a cluster {}: {e:#}", op.kind()));
         }
     }
 }
@@ -570,7 +573,11 @@ async fn load_bans(
         Ok(mut e) => {
             for b in &bans {
                 if let Err(err) = e.cluster_ban(b) {
-                    error!(ip = %b.ip, "cannot apply a cluster ban: {err}");
+                    metrics.event("ban", "failed");
+                    metrics::warn_limited(&format!(
+                        "cannot apply a cluster ban of {}: {err}",
+                        b.ip
+                    ));
                 }
             }
         }
@@ -672,6 +679,25 @@ mod tests {
         assert_ne!(a, secret_fingerprint("s3cret-two"));
         assert!(!a.contains("s3cret"));
         assert_eq!(a.len(), 64);
+    }
+
+    fn parse_config(text: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        crate::config::Config::from_toml(text, std::path::Path::new("test.toml"))
+    }
+
+    #[test]
+    fn config_defaults_share_everything_and_absence_is_one_node() {
+        let c = parse_config("[cluster]\nredis = \"redis://10.0.0.5:6379/0\"\nnode = \"edge-a\"\n")
+            .unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!(cl.node_name(), "edge-a");
+        assert!(cl.shares(Share::Bans) && cl.shares(Share::Lists) && cl.shares(Share::Users));
+        let c = parse_config("[cluster]\nredis = \"redis://r\"\nshare = [\"bans\"]\n").unwrap();
+        let cl = c.cluster.unwrap();
+        assert!(cl.shares(Share::Bans) && !cl.shares(Share::Users));
+        assert!(!cl.node_name().is_empty(), "the host name by default");
+        assert!(parse_config("").unwrap().cluster.is_none());
+        assert!(parse_config("[cluster]\nredis = \"r\"\nbogus = 1\n").is_err());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum EnforceError {
     State(#[from] StateError),
     #[error("XDP maps: {0}")]
     Maps(#[from] MapsError),
+    #[error("the ban table is full")]
+    Full,
 }
 
 /// Bans and lists, with the optional fast path.
@@ -368,11 +370,20 @@ impl Enforcer {
         if !ban.is_live(unix_now()) || self.bans.get(&ban.ip) == Some(ban) {
             return Ok(());
         }
-        self.apply_ban(ban)?;
         if reason_code(&ban.reason) == BanReason::Manual as u32 {
+            // What Redis sends is bounded like the rest: at the bound a manual ban from
+            // another node is refused here (the caller counts and logs it).
+            if self.bans.len() >= MAX_BANS_IN_MEMORY && !self.bans.contains_key(&ban.ip) {
+                self.forget_expired_bans();
+                if self.bans.len() >= MAX_BANS_IN_MEMORY {
+                    return Err(EnforceError::Full);
+                }
+            }
+            self.apply_ban(ban)?;
             self.store.put_ban(ban)?;
             self.bans.insert(ban.ip, ban.clone());
         } else {
+            self.apply_ban(ban)?;
             // Learned elsewhere: the same bounded table and batched writes as learned here
             // (a flood of bans on one node must not become one commit per ban on the others).
             self.keep_learned(ban.clone())?;
