@@ -136,7 +136,8 @@ fn judge(ctx: &XdpContext) -> Reason {
     let Some(sport) = be16_at(ctx, ip.l4) else {
         return Reason::Passed;
     };
-    // Hashed once here, not on every path of the Via scan below.
+    // Hashed once here, not on every path of the Via scan below (hashed after the scan, the
+    // address bytes stay live across it and the verifier's states stop converging).
     let peer = peer_hash(&ip.src, sport);
     let udp_len = udp_len as usize;
     if udp_len < UDP_HLEN {
@@ -250,18 +251,18 @@ fn is_denied(cfg: &XdpConfig, src: &IpKey) -> bool {
 /// of its prefix `group`. Expired entries are deleted on sight.
 #[inline(always)]
 fn live_ban_scope(src: &IpKey, group: &IpKey) -> Option<u32> {
-    // The coarse clock (same time line, tick resolution) is cheaper, and bans last seconds.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // The coarse clock (same time line, tick resolution) is cheaper, and bans last seconds;
+    // it is read only when an entry is found, so a source that is not banned never pays it.
     if let Some(ban) = BANS.get_ptr(src) {
         let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
-        if expires > now {
+        if expires > unsafe { bpf_ktime_get_coarse_ns() } {
             return Some(scope);
         }
         let _ = BANS.remove(src);
     }
     let ban = LEARNED_BANS.get_ptr(group)?;
     let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
-    if expires > now {
+    if expires > unsafe { bpf_ktime_get_coarse_ns() } {
         return Some(scope);
     }
     let _ = LEARNED_BANS.remove(group);

@@ -14,7 +14,6 @@ use aya_ebpf::{
 };
 use sip_firewall_common::{
     Counter, IpKey, Reason,
-    branch::MAX_VIA_SCAN,
     maps::{
         BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, KNOWN_ENTRIES, LEARNED_BAN_ENTRIES,
         LIST_ENTRIES, PORT_ENTRIES, TRANSACTION_ENTRIES, XdpConfig,
@@ -63,7 +62,14 @@ pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where a response's first bytes are copied for the stray-reply scan (see `stray.rs`).
 #[map(name = "SIPFW_SCANBUF")]
-pub static SCAN_BUFFER: PerCpuArray<[u8; MAX_VIA_SCAN]> = PerCpuArray::with_max_entries(1, 0);
+pub static SCAN_BUFFER: PerCpuArray<[u8; crate::scan::BUF_BYTES]> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// Where a strided scan goes on (see `stray.rs`): kept in map memory, which the verifier
+/// reads as an unknown, so the callbacks converge instead of being followed position by
+/// position.
+#[map(name = "SIPFW_SCANPOS")]
+pub static SCAN_POS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// An exact-address LPM key (`/128`) for a lookup.
 #[inline(always)]

@@ -10,8 +10,15 @@ use sip_firewall_common::branch::MAX_VIA_SCAN;
 
 use crate::maps::SCAN_BUFFER;
 
-/// Size of the buffer (a power of two).
+/// Bytes each `bpf_loop` callback of the payload scans looks at, unrolled: a call per byte
+/// costs more than the byte's test, and the verifier checks a callback body once.
+pub const STRIDE: u64 = 8;
+
+/// Bytes the scans may look at (a power of two).
 pub const SCAN_BYTES: usize = MAX_VIA_SCAN;
+
+/// Size of the buffer: a stride read from any masked position stays inside it.
+pub const BUF_BYTES: usize = SCAN_BYTES + STRIDE as usize;
 
 /// Copy up to `want` bytes of the packet from `off` into the buffer; how many were copied
 /// (fewer when the packet ends first).
@@ -51,5 +58,27 @@ impl Buf {
             return None;
         }
         Some(unsafe { *self.0.add((i as usize) & (SCAN_BYTES - 1)) })
+    }
+
+    /// The [`STRIDE`] bytes from `i`, for a stride's reads at constant offsets. The caller
+    /// checks `i + k` against what was copied before it uses byte `k`.
+    #[inline(always)]
+    pub fn window(self, i: u64) -> Window {
+        // Opaque to LLVM, so that it cannot drop the mask on a bound it proved elsewhere and
+        // hand the verifier a pointer offset it cannot bound.
+        let m = core::hint::black_box(i) & (SCAN_BYTES as u64 - 1);
+        Window(unsafe { self.0.add(m as usize) })
+    }
+}
+
+/// [`STRIDE`] bytes of the buffer from a masked position (see [`Buf::window`]).
+#[derive(Clone, Copy)]
+pub struct Window(*const u8);
+
+impl Window {
+    /// Byte `k < STRIDE` of the window: always inside the buffer.
+    #[inline(always)]
+    pub fn byte(self, k: u64) -> u8 {
+        unsafe { *self.0.add((k & (STRIDE - 1)) as usize) }
     }
 }
