@@ -237,6 +237,9 @@ impl Reloader {
             ),
             ("log", differs(&old.log, &new.log)),
             ("fraud", differs(&old.fraud, &new.fraud)),
+            ("tls", differs(&old.tls, &new.tls)),
+            ("ws", differs(&old.ws, &new.ws)),
+            ("cluster", differs(&old.cluster, &new.cluster)),
         ];
         report.restart_needed.extend(
             restart
@@ -269,6 +272,9 @@ impl Reloader {
         };
         next.log = current.log.clone();
         next.fraud = current.fraud.clone();
+        next.tls = current.tls.clone();
+        next.ws = current.ws.clone();
+        next.cluster = current.cluster.clone();
         if !enforcer_has_fast_path {
             next.xdp = current.xdp.clone();
         }
