@@ -238,6 +238,9 @@ impl Reloader {
             ("log", differs(&old.log, &new.log)),
             ("fraud", differs(&old.fraud, &new.fraud)),
             // The Redis link and node name are set up once, at start.
+            ("tls", differs(&old.tls, &new.tls)),
+            ("ws", differs(&old.ws, &new.ws)),
+            ("dns", differs(&old.dns, &new.dns)),
             ("cluster", differs(&old.cluster, &new.cluster)),
         ];
         report.restart_needed.extend(
@@ -271,6 +274,9 @@ impl Reloader {
         };
         next.log = current.log.clone();
         next.fraud = current.fraud.clone();
+        next.tls = current.tls.clone();
+        next.ws = current.ws.clone();
+        next.dns = current.dns.clone();
         next.cluster = current.cluster.clone();
         if !enforcer_has_fast_path {
             next.xdp = current.xdp.clone();

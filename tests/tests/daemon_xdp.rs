@@ -119,6 +119,7 @@ fn daemon_errors_are_one_clear_line() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
+    let existed_before = std::path::Path::new("/sys/fs/bpf/sip-firewall").exists();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -140,9 +141,17 @@ fn daemon_errors_are_one_clear_line() {
         .arg(scratch.path.join("state"))
         .arg("--admin-socket")
         .arg(scratch.path.join("admin.sock"))
+        // Never the default pin directory: an unprivileged daemon still creates it (bpffs
+        // is world-writable), and a leftover would look like a real installation.
+        .arg("--pin-dir")
+        .arg(scratch.path.join("pins"))
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0));
+    assert!(
+        !std::path::Path::new("/sys/fs/bpf/sip-firewall").exists() || existed_before,
+        "the test created the default pin directory"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("needs root") && err.contains("--xdp-mode off"),

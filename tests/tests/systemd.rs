@@ -311,8 +311,44 @@ fn logs_for_journald_and_json() {
     check_json(&json);
     let d = DaemonDirs::new("logcfg", "[log]\nformat = \"json\"\n");
     let child = start(&d, &mut d.command(&pair, &off)).expect("daemon up");
+    // A scanner, 30 times: banned once, one security line with source, reason and count.
+    let to = std::net::SocketAddr::new(pair.b4.into(), 5060);
+    let a4 = pair.a4;
+    sip_firewall_tests::netns::in_ns(&pair.ns_a, move || {
+        let s = std::net::UdpSocket::bind((a4, 0))?;
+        for i in 0..30 {
+            let m = format!(
+                "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {a4};branch=z9hG4bK-s{i}\r\nFrom: <sip:s@{a4}>;tag=1\r\nTo: <sip:{to}>\r\nCall-ID: s{i}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nUser-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
+            );
+            s.send_to(m.as_bytes(), to)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let t0 = Instant::now();
+    while !String::from_utf8_lossy(&d.cli(&["ban", "list"]).stdout).contains(&a4.to_string()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the scanner was not banned"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (_, from_config) = stop(child);
     check_json(&from_config);
+    let security: Vec<serde_json::Value> = from_config
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "security")
+        .collect();
+    assert_eq!(security.len(), 1, "{from_config}");
+    let e = &security[0];
+    assert_eq!(e["kind"], "ban", "{e}");
+    assert_eq!(e["source"], a4.to_string(), "{e}");
+    assert!(
+        e["reason"].as_str().unwrap_or("").starts_with("scanner"),
+        "{e}"
+    );
+    assert_eq!(e["count"], 1, "{e}");
 }
 
 fn check_json(log: &str) {

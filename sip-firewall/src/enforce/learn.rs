@@ -15,7 +15,7 @@ use std::{
 use serde::Deserialize;
 use sip_firewall_sip::Transport;
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::Enforcer;
 use crate::{
@@ -406,7 +406,8 @@ pub async fn run(
             let already = with(&enforcer, |e| Ok(e.is_banned(ip))).unwrap_or(false);
             if !already && with(&enforcer, |e| e.ban(ip, Some(time), &reason).map(|_| ())).is_some()
             {
-                info!(%ip, reason, "banned");
+                // One structured line per kind and source a minute, however many events.
+                crate::logging::security_event("ban", ip, &reason, 1);
             }
         }
     }
