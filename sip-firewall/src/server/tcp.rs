@@ -11,53 +11,13 @@ use sip_firewall_sip::{
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{mpsc, watch},
     time::{Instant, timeout_at},
 };
 use tracing::debug;
 
-use super::{
-    Shared,
-    slots::{Full, Slot},
-};
-
-/// The next connection within the shared bounds (`[sip] max_tcp_connections` in total,
-/// `max_tcp_per_source` per source), with its slot: TCP, TLS (before its handshake) and
-/// WebSocket (before its upgrade) listeners all accept through here. One over the bounds is
-/// closed unread (RST or FIN: the peer learns at once) and counted. `None` at shutdown.
-pub(super) async fn accept_within_bounds(
-    listener: &TcpListener,
-    shared: &Shared,
-    shutdown: &mut watch::Receiver<bool>,
-    what: &str,
-) -> Option<(TcpStream, SocketAddr, Slot)> {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return None,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!("{what} accept: {e}");
-                    continue;
-                }
-            },
-        };
-        match shared.slots.take(peer.ip()) {
-            Ok(slot) => return Some((stream, peer, slot)),
-            Err(full) => {
-                crate::metrics::limit_hit(
-                    match full {
-                        Full::Total => "tcp_total",
-                        Full::PerSource => "tcp_per_source",
-                    },
-                    Some(peer.ip()),
-                );
-                drop(stream);
-            }
-        }
-    }
-}
+use super::{Shared, slots::Full};
 
 /// Accept connections until shutdown; one over the bounds (`[sip] max_tcp_connections` in
 /// total, `max_tcp_per_source` per source) is closed at once and counted.
@@ -67,10 +27,30 @@ pub(super) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     loop {
-        let Some((stream, peer, slot)) =
-            accept_within_bounds(&listener, &shared, &mut shutdown, "TCP").await
-        else {
-            return Ok(());
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!("TCP accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let slot = match shared.slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                crate::metrics::limit_hit(
+                    match full {
+                        Full::Total => "tcp_total",
+                        Full::PerSource => "tcp_per_source",
+                    },
+                    Some(peer.ip()),
+                );
+                // Closed unread: RST or FIN, the peer learns at once.
+                drop(stream);
+                continue;
+            }
         };
         let shared = shared.clone();
         let rx = shutdown.clone();

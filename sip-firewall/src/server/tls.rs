@@ -19,10 +19,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::debug;
 
-use super::{
-    Shared,
-    tcp::{Conn, accept_within_bounds},
-};
+use super::{Shared, slots::Full, tcp::Conn};
 use crate::config::TlsConfig;
 
 /// The server and client sides built from `[tls]`.
@@ -125,10 +122,29 @@ pub(super) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     loop {
-        let Some((stream, peer, slot)) =
-            accept_within_bounds(&listener, &shared, &mut shutdown, "TLS").await
-        else {
-            return Ok(());
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!("TLS accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let slot = match shared.slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                crate::metrics::limit_hit(
+                    match full {
+                        Full::Total => "tcp_total",
+                        Full::PerSource => "tcp_per_source",
+                    },
+                    Some(peer.ip()),
+                );
+                drop(stream);
+                continue;
+            }
         };
         let shared = shared.clone();
         let rx = shutdown.clone();

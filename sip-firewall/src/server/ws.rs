@@ -27,7 +27,7 @@ use tokio_tungstenite::{
 };
 use tracing::debug;
 
-use super::{Shared, tcp::accept_within_bounds};
+use super::{Shared, slots::Full};
 use crate::config::WsConfig;
 
 /// What every WebSocket connection needs from `[ws]`.
@@ -107,10 +107,29 @@ pub(super) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     loop {
-        let Some((stream, peer, slot)) =
-            accept_within_bounds(&listener, &shared, &mut shutdown, "WebSocket").await
-        else {
-            return Ok(());
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!("WebSocket accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let slot = match shared.slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                crate::metrics::limit_hit(
+                    match full {
+                        Full::Total => "tcp_total",
+                        Full::PerSource => "tcp_per_source",
+                    },
+                    Some(peer.ip()),
+                );
+                drop(stream);
+                continue;
+            }
         };
         let (shared, rx, settings) = (shared.clone(), shutdown.clone(), settings.clone());
         tokio::spawn(async move {
