@@ -463,22 +463,25 @@ async fn silent_handshakes_are_capped_per_source_and_timed_out() {
                 .expect("connect"),
         );
     }
-    let refused = |mut s: tokio::net::TcpStream| async move {
+    async fn refused(s: &mut tokio::net::TcpStream) -> bool {
         let mut b = [0u8; 1];
         // Closed unread by the edge: EOF or a reset, well before any handshake timeout.
         matches!(
             tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await,
             Ok(Ok(0) | Err(_))
         )
-    };
+    }
     let t0 = Instant::now();
     loop {
-        let third = tokio::net::TcpStream::connect(edge.tls)
+        let mut third = tokio::net::TcpStream::connect(edge.tls)
             .await
             .expect("connect");
-        if refused(third).await {
+        if refused(&mut third).await {
             break;
         }
+        // It got a slot (one of the two above was refused while the readiness probe's
+        // slot was still taken): keep it silent too, so the source's slots fill.
+        held.push(third);
         assert!(
             t0.elapsed() < Duration::from_secs(20),
             "a third connection from the source was never refused"
