@@ -43,6 +43,9 @@ pub trait Handler: Send + Sync + 'static {
     /// what it originates (forwarded requests, relayed responses, retransmissions from its
     /// timers). A stateless core ignores it.
     fn attach(&self, _out: Arc<dyn Outbound>) {}
+    /// A connection the core asked for could not be opened (or its handshake failed): a
+    /// transport error toward `dest` (RFC 3263 4.3 fails over on it).
+    fn unreachable(&self, _dest: Destination) {}
 }
 
 /// Where a message the core originates goes: an address and how to reach it.

@@ -113,11 +113,13 @@ impl SocketOutbound {
                 Ok(Err(e)) => {
                     debug!(%addr, "TCP connect: {e}");
                     shared.outbound.unregister(addr, transport);
+                    shared.handler.unreachable(Destination { addr, transport });
                     return;
                 }
                 Err(_) => {
                     debug!(%addr, "TCP connect: timed out");
                     shared.outbound.unregister(addr, transport);
+                    shared.handler.unreachable(Destination { addr, transport });
                     return;
                 }
             };
@@ -126,6 +128,7 @@ impl SocketOutbound {
                 Err(e) => {
                     debug!(%addr, "TCP local address: {e}");
                     shared.outbound.unregister(addr, transport);
+                    shared.handler.unreachable(Destination { addr, transport });
                     return;
                 }
             };
@@ -150,11 +153,13 @@ impl SocketOutbound {
                             crate::metrics::tls_handshake("outbound_failed");
                             debug!(%addr, "TLS connect: {e}");
                             shared.outbound.unregister(addr, transport);
+                            shared.handler.unreachable(Destination { addr, transport });
                         }
                         Err(_) => {
                             crate::metrics::tls_handshake("outbound_failed");
                             debug!(%addr, "TLS connect: handshake timed out");
                             shared.outbound.unregister(addr, transport);
+                            shared.handler.unreachable(Destination { addr, transport });
                         }
                     }
                 }

@@ -21,7 +21,7 @@ use sip_firewall_sip::{
 use tracing::debug;
 
 use super::{
-    fork::{Branch, BranchState, Fork},
+    fork::{Branch, BranchState, Failover, Fork},
     forward,
     metrics::ProxyMetrics,
     msg::SipMsg,
@@ -166,6 +166,15 @@ pub struct Core {
     transactions_per_source: HashMap<std::net::IpAddr, usize>,
     /// The toll-fraud guard (issue 12): its decisions on calls, its dialog tracking.
     pub(crate) fraud: crate::fraud::Fraud,
+    /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
+    resolving: HashMap<ServerKey, resolve::Pending>,
+    resolve_queue: Vec<(ServerKey, String)>,
+    /// How long a resolution may take before the request gets 503 (`[dns] timeout` and a
+    /// margin: the resolver ends its own work within `[dns] timeout`).
+    resolve_limit: Duration,
+    /// Client transactions whose branch has further DNS targets (RFC 3263 4.3): the ones a
+    /// transport error toward their destination moves on.
+    with_failover: std::collections::HashSet<ClientKey>,
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -270,6 +279,10 @@ impl Core {
                 config.sip.max_transactions_per_source,
             ),
             transactions_per_source: HashMap::new(),
+            resolving: HashMap::new(),
+            resolve_queue: Vec::new(),
+            resolve_limit: config.dns.timeout + Duration::from_secs(2),
+            with_failover: std::collections::HashSet::new(),
         })
     }
 
@@ -626,9 +639,12 @@ fn owned_ctx(m: &Message<'_>) -> ReplyContext<'static> {
 
 mod fraud;
 mod request;
+mod resolve;
 mod response;
 mod timers;
 
+#[cfg(test)]
+mod dns_tests;
 #[cfg(test)]
 mod edge_tests;
 #[cfg(test)]
