@@ -265,3 +265,33 @@ fn a_route_naming_a_domain_is_resolved_too() {
     let sent = h.resolved(&key, Ok(vec![udp("203.0.113.7:5060")]));
     assert_eq!(to(&sent, "203.0.113.7:5060", "INVITE").len(), 1, "{sent:?}");
 }
+
+#[test]
+fn an_outbound_proxy_named_by_domain_is_resolved_with_failover() {
+    let text = CONFIG.replace(
+        "[dns]",
+        "[proxy]\noutbound = \"trunk.carrier.example\"\n[dns]",
+    );
+    let config = Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config");
+    let now = Instant::now();
+    let mut h = H {
+        core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now).expect("core"),
+        now,
+    };
+    // An IP Request-URI of a foreign host still goes through the outbound proxy.
+    let req =
+        invite("z9hG4bKd10").replace("sip:dave@carrier.example SIP", "sip:dave@198.51.100.1 SIP");
+    h.feed(&req, PEER);
+    let (key, name) = h.asked();
+    assert_eq!(name, "sip:trunk.carrier.example");
+    let (a, b) = ("203.0.113.1:5060", "203.0.113.2:5060");
+    let sent = h.resolved(&key, Ok(vec![udp(a), udp(b)]));
+    let first = to(&sent, a, "INVITE");
+    assert_eq!(first.len(), 1, "{sent:?}");
+    let sent = h.feed(&response(&first[0], 503), a);
+    assert_eq!(to(&sent, b, "INVITE").len(), 1, "{sent:?}");
+    // Not a name, not an address: refused with the key named.
+    let bad = CONFIG.replace("[dns]", "[proxy]\noutbound = \"sip:\"\n[dns]");
+    let e = Config::from_toml(&bad, std::path::Path::new("t.toml")).expect_err("refused");
+    assert!(e.to_string().contains("outbound"), "{e}");
+}

@@ -117,6 +117,8 @@ fn answer(code: u16, phrase: &'static str) -> LocalReply {
 pub struct Core {
     local: Local,
     outbound: Option<SocketAddr>,
+    /// `[proxy] outbound` when it is a name: resolved by DNS like any domain (RFC 3263).
+    outbound_name: Option<String>,
     allow: Vec<IpNet>,
     /// `[proxy] internal_next_hops`: internal addresses a request's text may name as next hop.
     internal_next_hops: Vec<IpNet>,
@@ -228,7 +230,12 @@ impl Core {
             local: Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
                 .with_tls(config.tls.listen.clone())
                 .with_ws(config.ws.listen.clone()),
-            outbound: config.proxy.outbound,
+            outbound: config.proxy.outbound.as_ref().and_then(|o| o.addr()),
+            outbound_name: config
+                .proxy
+                .outbound
+                .as_ref()
+                .and_then(|o| o.name().map(str::to_string)),
             allow: config.policy.allow.clone(),
             internal_next_hops: config.proxy.internal_next_hops.clone(),
             reply_from_any: config.proxy.reply_from_any.clone(),

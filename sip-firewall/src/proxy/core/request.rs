@@ -582,6 +582,11 @@ impl Core {
                 return Err(self.unavailable());
             }
             _ => {
+                if let Some(name) = self.outbound_name.clone() {
+                    // The outbound proxy by name: where DNS says, with failover.
+                    let rr = forward::creates_dialog(method).then_some(ctx.transport);
+                    return self.resolve_later(key, msg, name, method, rr, now);
+                }
                 let dest = match self.outbound {
                     Some(addr) => Destination {
                         addr,
