@@ -66,6 +66,17 @@ pub enum DnsError {
     Failed(String),
 }
 
+/// The domain of a SIP URI (lower case, no trailing dot), when its host is a name.
+pub fn domain_of(uri_text: &str) -> Option<String> {
+    match uri::parse(uri_text) {
+        Ok(Uri::Sip(u)) => match u.host {
+            uri::Host::Domain(d) => Some(d.trim_end_matches('.').to_ascii_lowercase()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The most targets one name yields (a bound on what one answer may make us try).
 const MAX_TARGETS: usize = 16;
 

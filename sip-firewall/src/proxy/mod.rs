@@ -32,7 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_sip::Message;
+use sip_firewall_sip::{Message, Transport};
 use tokio::sync::watch;
 
 use crate::{
@@ -294,8 +294,18 @@ impl Proxy {
             (Some(dns), Ok(rt)) => {
                 for (key, name) in names {
                     let (dns, tx) = (dns.clone(), self.resolved_tx.clone());
+                    let out = self.out.get().cloned();
                     rt.spawn(async move {
                         let r = dns.targets(&name).await;
+                        // TLS targets are verified by the domain they were found under
+                        // (RFC 5922 7.1), told to the outbound before anything is sent.
+                        if let (Ok(targets), Some(out), Some(host)) =
+                            (&r, &out, dns::domain_of(&name))
+                        {
+                            for t in targets.iter().filter(|t| t.transport == Transport::Tls) {
+                                out.name_peer(t.addr, &host);
+                            }
+                        }
                         // The receiver is gone only at shutdown.
                         let _ = tx.send((key, r));
                     });
