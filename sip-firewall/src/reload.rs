@@ -74,6 +74,19 @@ impl Reloader {
             .map_err(|_| "internal state poisoned".to_string())?;
         let mut report = ReloadReport::default();
         let old = &*current;
+        // [tls] certificate, private_key and ca are read again (renewed in place, or other
+        // paths) for new handshakes; a bad file refuses the reload before anything changed.
+        let tls_files = crate::config::TlsConfig {
+            certificate: new.tls.certificate.clone(),
+            private_key: new.tls.private_key.clone(),
+            ca: new.tls.ca.clone(),
+            ..old.tls.clone()
+        };
+        if crate::server::tls::reload_certificates(&tls_files)
+            .map_err(|e| format!("[tls]: {e:#}"))?
+        {
+            report.applied.push("tls.certificate".into());
+        }
         let mut enforcer = self
             .enforcer
             .lock()
@@ -238,7 +251,11 @@ impl Reloader {
             ("log", differs(&old.log, &new.log)),
             ("fraud", differs(&old.fraud, &new.fraud)),
             // The Redis link and node name are set up once, at start.
-            ("tls", differs(&old.tls, &new.tls)),
+            (
+                "tls (but certificate, private_key, ca)",
+                crate::server::tls::restart_only(&old.tls)
+                    != crate::server::tls::restart_only(&new.tls),
+            ),
             ("ws", differs(&old.ws, &new.ws)),
             ("dns", differs(&old.dns, &new.dns)),
             ("cluster", differs(&old.cluster, &new.cluster)),
@@ -274,7 +291,7 @@ impl Reloader {
         };
         next.log = current.log.clone();
         next.fraud = current.fraud.clone();
-        next.tls = current.tls.clone();
+        next.tls = tls_files;
         next.ws = current.ws.clone();
         next.dns = current.dns.clone();
         next.cluster = current.cluster.clone();

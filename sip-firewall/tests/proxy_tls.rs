@@ -564,6 +564,87 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     }
 }
 
+/// Issue 14: the certificate is replaced without a restart. A TLS connection is up; the
+/// certificate and key files are rewritten and the daemon gets SIGHUP (as `sip-firewall
+/// reload` does): a new TLS client sees the new certificate, and the connection that was up
+/// keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_a_new_certificate_in_force_and_keeps_connections() {
+    let edge = start("").await;
+    let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let peer_cert = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        s.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+            .expect("a server certificate")
+    };
+    let options = |n: u32| {
+        format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:1;branch=z9hG4bKrl{n}\r\nMax-Forwards: 70\r\nFrom: <sip:x@example.org>;tag={n}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: reload-{n}@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let tcp = tokio::net::TcpStream::connect(edge.tls)
+        .await
+        .expect("connect");
+    let mut old = connector(&edge.ca_pem, None)
+        .connect(name.clone(), tcp)
+        .await
+        .expect("handshake");
+    let first = peer_cert(&old);
+    old.write_all(options(1).as_bytes()).await.expect("send");
+    let answer = read_message(&mut old).await.expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+
+    // A new certificate (and key) for the same name, from the same CA, in place.
+    let (cert, key) = leaf("127.0.0.1", &edge.issuer);
+    let new_der = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .next()
+        .expect("one")
+        .expect("PEM")
+        .as_ref()
+        .to_vec();
+    assert_ne!(first, new_der);
+    std::fs::write(edge.dir.join("key.pem"), &key).expect("key");
+    std::fs::write(edge.dir.join("cert.pem"), &cert).expect("cert");
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    let pid = edge._daemon.child.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+
+    // New clients get the new certificate (polled: the reload runs in the daemon's loop).
+    let t0 = Instant::now();
+    loop {
+        let tcp = tokio::net::TcpStream::connect(edge.tls)
+            .await
+            .expect("connect");
+        let s = connector(&edge.ca_pem, None)
+            .connect(name.clone(), tcp)
+            .await
+            .expect("handshake");
+        if peer_cert(&s) == new_der {
+            break;
+        }
+        assert_eq!(
+            peer_cert(&s),
+            first,
+            "neither the old nor the new certificate"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the new certificate was not put in force"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection made before the reload is still served.
+    old.write_all(options(2).as_bytes()).await.expect("send");
+    let answer = read_message(&mut old)
+        .await
+        .expect("an answer after the reload");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(answer.contains("reload-2@x"), "{answer}");
+}
+
 /// A TLS handshake flood from one source: connections that never start their handshake
 /// hold at most `max_tcp_per_source` slots (one more is closed at once), and each is
 /// dropped at the handshake timeout, after which the source is served again.

@@ -9,7 +9,7 @@ pub mod guard;
 mod outbound;
 pub mod slots;
 mod tcp;
-mod tls;
+pub mod tls;
 mod udp;
 mod ws;
 
@@ -35,7 +35,7 @@ pub struct SipServer {
     tcp: Vec<tokio::net::TcpListener>,
     /// TLS listeners and their acceptor (`[tls]`, see [`SipServer::bind_tls`]).
     tls: Vec<tokio::net::TcpListener>,
-    tls_acceptor: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    tls_acceptor: Option<(Arc<tls::LiveTls>, Duration)>,
     /// WebSocket listeners and their settings (`[ws]`, see [`SipServer::bind_ws`]).
     ws: Vec<(tokio::net::TcpListener, ws::WsSettings)>,
     shared: Arc<Shared>,
@@ -131,8 +131,10 @@ impl SipServer {
             info!(bound = ?l.local_addr().ok(), "SIP listening on TLS");
             self.tls.push(l);
         }
-        self.shared.outbound.enable_tls(t.connector);
-        self.tls_acceptor = Some((t.acceptor, t.handshake_timeout));
+        let handshake_timeout = t.handshake_timeout;
+        let live = tls::go_live(t);
+        self.shared.outbound.enable_tls(live.clone());
+        self.tls_acceptor = Some((live, handshake_timeout));
         Ok(())
     }
 

@@ -43,7 +43,7 @@ pub(crate) struct SocketOutbound {
     tcp: Mutex<Connections>,
     connector: OnceLock<Connector>,
     /// How TLS connections to next hops are opened (set when `[tls]` is configured).
-    tls: OnceLock<tokio_rustls::TlsConnector>,
+    tls: OnceLock<Arc<super::tls::LiveTls>>,
     /// The domain each TLS next hop was found under (RFC 3263): its SNI and the name its
     /// certificate must carry. Bounded ([`MAX_TLS_NAMES`]).
     tls_names: Mutex<HashMap<SocketAddr, String>>,
@@ -65,8 +65,8 @@ impl SocketOutbound {
     }
 
     /// Allow opening TLS connections (from `SipServer::bind_tls`).
-    pub(crate) fn enable_tls(&self, connector: tokio_rustls::TlsConnector) {
-        let _ = self.tls.set(connector);
+    pub(crate) fn enable_tls(&self, live: Arc<super::tls::LiveTls>) {
+        let _ = self.tls.set(live);
     }
 
     /// Allow opening TCP connections to peers we have none with (from `run`).
@@ -83,7 +83,7 @@ impl SocketOutbound {
         let tls = match transport {
             Transport::Tls => match self.tls.get() {
                 Some(t) => Some((
-                    t.clone(),
+                    t.connector(),
                     super::guard::lock(&self.tls_names, "tls names")
                         .get(&addr)
                         .cloned(),
