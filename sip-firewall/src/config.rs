@@ -55,6 +55,8 @@ pub struct Config {
     pub fraud: crate::fraud::FraudConfig,
     pub tls: TlsConfig,
     pub ws: WsConfig,
+    /// `[wss]`: WebSocket over TLS (the `[tls]` certificate, the `[ws]` settings).
+    pub wss: crate::server::ws::WssConfig,
     /// `[cluster]`: bans, lists and subscribers shared through Redis; absent: one node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     pub dns: crate::proxy::dns::DnsConfig,
@@ -386,6 +388,14 @@ impl Config {
         {
             return Err(invalid(
                 "tls.listen",
+                "needs tls.certificate and tls.private_key",
+            ));
+        }
+        if !self.wss.listen.is_empty()
+            && (self.tls.certificate.is_none() || self.tls.private_key.is_none())
+        {
+            return Err(invalid(
+                "wss.listen",
                 "needs tls.certificate and tls.private_key",
             ));
         }

@@ -297,6 +297,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
     server.bind_tls(&config.tls).await?;
     server.bind_ws(&config.ws).await?;
+    server
+        .bind_wss(&config.wss, &config.ws, &config.tls)
+        .await?;
     server.set_gate(Arc::new(UserGate::new(
         &config,
         enforcer.clone(),

@@ -257,6 +257,7 @@ impl Reloader {
                     != crate::server::tls::restart_only(&new.tls),
             ),
             ("ws", differs(&old.ws, &new.ws)),
+            ("wss", differs(&old.wss, &new.wss)),
             ("dns", differs(&old.dns, &new.dns)),
             ("cluster", differs(&old.cluster, &new.cluster)),
         ];
@@ -293,6 +294,7 @@ impl Reloader {
         next.fraud = current.fraud.clone();
         next.tls = tls_files;
         next.ws = current.ws.clone();
+        next.wss = current.wss.clone();
         next.dns = current.dns.clone();
         next.cluster = current.cluster.clone();
         if !enforcer_has_fast_path {

@@ -11,7 +11,7 @@ pub mod slots;
 mod tcp;
 pub mod tls;
 mod udp;
-mod ws;
+pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -38,6 +38,8 @@ pub struct SipServer {
     tls_acceptor: Option<(Arc<tls::LiveTls>, Duration)>,
     /// WebSocket listeners and their settings (`[ws]`, see [`SipServer::bind_ws`]).
     ws: Vec<(tokio::net::TcpListener, ws::WsSettings)>,
+    /// Secure WebSocket listeners (`[wss]`), with the live TLS material.
+    wss: Vec<(tokio::net::TcpListener, ws::WsSettings, Arc<tls::LiveTls>)>,
     shared: Arc<Shared>,
 }
 
@@ -105,6 +107,7 @@ impl SipServer {
             tls: Vec::new(),
             tls_acceptor: None,
             ws: Vec::new(),
+            wss: Vec::new(),
             shared: Arc::new(Shared::new(cfg, metrics, handler, outbound)),
         })
     }
@@ -151,6 +154,37 @@ impl SipServer {
         Ok(())
     }
 
+    /// Listen for SIP over secure WebSocket on every `[wss] listen` address, with the
+    /// `[tls]` certificate (the one TLS listeners use, loaded here when there are none) and
+    /// the `[ws]` upgrade rules.
+    pub async fn bind_wss(
+        &mut self,
+        wss: &ws::WssConfig,
+        ws_cfg: &crate::config::WsConfig,
+        tls_cfg: &crate::config::TlsConfig,
+    ) -> anyhow::Result<()> {
+        if wss.listen.is_empty() {
+            return Ok(());
+        }
+        let live = match &self.tls_acceptor {
+            Some((live, _)) => live.clone(),
+            None => {
+                let live = tls::go_live(tls::Tls::load(tls_cfg)?);
+                self.shared.outbound.enable_tls(live.clone());
+                live
+            }
+        };
+        let settings = ws::WsSettings::new(ws_cfg, self.shared.limits.max_message_bytes);
+        for addr in &wss.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind SIP secure WebSocket on {addr}"))?;
+            info!(bound = ?l.local_addr().ok(), "SIP listening on secure WebSocket");
+            self.wss.push((l, settings.clone(), live.clone()));
+        }
+        Ok(())
+    }
+
     /// The bound TLS addresses.
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
         tls::addrs(&self.tls)
@@ -179,6 +213,16 @@ impl SipServer {
             tasks.spawn(ws::serve(
                 l,
                 settings,
+                None,
+                self.shared.clone(),
+                shutdown.clone(),
+            ));
+        }
+        for (l, settings, live) in self.wss {
+            tasks.spawn(ws::serve(
+                l,
+                settings,
+                Some(live),
                 self.shared.clone(),
                 shutdown.clone(),
             ));
