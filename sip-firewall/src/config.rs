@@ -113,6 +113,10 @@ pub struct TlsConfig {
     pub ca: Option<PathBuf>,
     /// Refuse clients that present no certificate (needs `ca`).
     pub require_client_certificate: bool,
+    /// Host names (e.g. "trunk.example.com"): a client whose certificate chains to `ca` and
+    /// is valid for one of them is a trusted peer on that connection, as an allow-listed
+    /// address is (it may relay, its Route is honoured, it registers without digest).
+    pub trusted_peers: Vec<String>,
     /// A TLS handshake not finished within this is abandoned (a handshake flood holds no
     /// slot for long).
     #[serde(deserialize_with = "duration")]
@@ -127,6 +131,7 @@ impl Default for TlsConfig {
             private_key: None,
             ca: None,
             require_client_certificate: false,
+            trusted_peers: Vec::new(),
             handshake_timeout: Duration::from_secs(5),
         }
     }
@@ -404,6 +409,9 @@ impl Config {
         }
         if self.ws.ping_interval.is_zero() {
             return Err(invalid("ws.ping_interval", "must be more than 0"));
+        }
+        if !self.tls.trusted_peers.is_empty() && self.tls.ca.is_none() {
+            return Err(invalid("tls.trusted_peers", "needs tls.ca"));
         }
         if self.tls.require_client_certificate && self.tls.ca.is_none() {
             return Err(invalid("tls.require_client_certificate", "needs tls.ca"));

@@ -645,6 +645,65 @@ async fn a_reload_puts_a_new_certificate_in_force_and_keeps_connections() {
     assert!(answer.contains("reload-2@x"), "{answer}");
 }
 
+/// Issue 14: a client whose certificate chains to `[tls] ca` and names a host of `[tls]
+/// trusted_peers` is a trusted peer on that connection, as an allow-listed address is: it
+/// may relay to a foreign target. The same request over a connection whose certificate
+/// (same CA) names another host is refused (403, no open relay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_naming_a_trusted_peer_may_relay() {
+    let edge = start(
+        "trusted_peers = [\"trunk.example.com\"]\n\
+         [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n",
+    )
+    .await;
+    let _keep = &edge.dir;
+    let callee = UdpSocket::bind("127.0.0.1:0").expect("callee");
+    callee
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let target = callee.local_addr().expect("addr");
+    let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let invite = |n: u32| {
+        format!(
+            "INVITE sip:dave@{target} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:1;branch=z9hG4bKtp{n}\r\nMax-Forwards: 70\r\nFrom: <sip:pbx@carrier.example>;tag={n}\r\nTo: <sip:dave@{target}>\r\nCall-ID: trusted-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@127.0.0.1:1;transport=tls>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+
+    // Another host's certificate from the same CA: an outsider, 403.
+    let other = leaf("other.example.com", &edge.issuer);
+    let tcp = tokio::net::TcpStream::connect(edge.tls)
+        .await
+        .expect("connect");
+    let mut s = connector(&edge.ca_pem, Some(&other))
+        .connect(name.clone(), tcp)
+        .await
+        .expect("handshake");
+    s.write_all(invite(1).as_bytes()).await.expect("send");
+    let answer = read_message(&mut s).await.expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+
+    // The trunk's certificate: relayed to the target.
+    let trunk = leaf("trunk.example.com", &edge.issuer);
+    let tcp = tokio::net::TcpStream::connect(edge.tls)
+        .await
+        .expect("connect");
+    let mut s = connector(&edge.ca_pem, Some(&trunk))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    s.write_all(invite(2).as_bytes()).await.expect("send");
+    let mut buf = [0u8; 4096];
+    let (n, _) = callee
+        .recv_from(&mut buf)
+        .expect("the trusted peer's INVITE is relayed");
+    let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        req.starts_with(&format!("INVITE sip:dave@{target}")),
+        "{req}"
+    );
+    assert!(req.contains("Call-ID: trusted-2"), "{req}");
+}
+
 /// A TLS handshake flood from one source: connections that never start their handshake
 /// hold at most `max_tcp_per_source` slots (one more is closed at once), and each is
 /// dropped at the handshake timeout, after which the source is served again.

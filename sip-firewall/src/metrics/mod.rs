@@ -68,7 +68,8 @@ static TLS_HANDSHAKES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock:
     IntCounterVec::new(
         Opts::new(
             "sipfw_sip_tls_handshakes_total",
-            "SIP TLS handshakes by result: ok, failed, timeout (accepted); outbound_ok, \
+            "SIP TLS handshakes by result: ok, failed, timeout (accepted; trusted_peer also \
+             when the client certificate names a [tls] trusted_peers host); outbound_ok, \
              outbound_failed (opened by the proxy)",
         ),
         &["result"],
@@ -285,7 +286,14 @@ impl Metrics {
         if let Err(e) = m.registry.register(Box::new(TLS_HANDSHAKES.clone())) {
             tracing::error!("registering sipfw_sip_tls_handshakes_total: {e}");
         }
-        for result in ["ok", "failed", "timeout", "outbound_ok", "outbound_failed"] {
+        for result in [
+            "ok",
+            "failed",
+            "timeout",
+            "outbound_ok",
+            "outbound_failed",
+            "trusted_peer",
+        ] {
             TLS_HANDSHAKES.with_label_values(&[result]);
         }
         if let Err(e) = m.registry.register(Box::new(DNS_LOOKUPS.clone())) {

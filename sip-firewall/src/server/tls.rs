@@ -29,18 +29,22 @@ pub(crate) struct Tls {
     pub handshake_timeout: Duration,
     /// The bytes of the certificate, key and CA files they were built from.
     files: Vec<u8>,
+    trusted_peers: Arc<Vec<String>>,
 }
 
 /// The TLS material in use, replaced by a reload ([`reload_certificates`]): each new
 /// handshake (accepted or opened) takes the current one; connections already up keep theirs.
 pub(crate) struct LiveTls {
     current: std::sync::RwLock<(TlsAcceptor, TlsConnector, Vec<u8>)>,
+    /// `[tls] trusted_peers`.
+    trusted_peers: Arc<Vec<String>>,
 }
 
 impl LiveTls {
     fn new(t: Tls) -> Arc<LiveTls> {
         Arc::new(LiveTls {
             current: std::sync::RwLock::new((t.acceptor, t.connector, t.files)),
+            trusted_peers: t.trusted_peers.clone(),
         })
     }
 
@@ -57,6 +61,32 @@ impl LiveTls {
             Err(p) => p.into_inner().1.clone(),
         }
     }
+}
+
+/// TLS connections whose client certificate names a `[tls] trusted_peers` host: peer
+/// address and the name. One entry per connection, removed when it ends, so bounded by the
+/// TCP connection slots.
+static TRUSTED: std::sync::Mutex<Option<std::collections::HashMap<SocketAddr, String>>> =
+    std::sync::Mutex::new(None);
+
+/// Whether the TLS connection from `peer` presented a certificate of a trusted peer.
+pub fn is_trusted_peer(peer: SocketAddr) -> bool {
+    super::guard::lock(&TRUSTED, "trusted peers")
+        .as_ref()
+        .is_some_and(|m| m.contains_key(&peer))
+}
+
+/// The first `trusted` name the client certificate `cert` is valid for (its chain to `ca`
+/// was verified in the handshake).
+fn trusted_name(cert: &CertificateDer<'_>, trusted: &[String]) -> Option<String> {
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    trusted
+        .iter()
+        .find(|n| {
+            rustls::pki_types::ServerName::try_from(n.as_str())
+                .is_ok_and(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok())
+        })
+        .cloned()
 }
 
 /// The daemon's TLS material, for [`reload_certificates`] (the latest server bound with TLS).
@@ -192,6 +222,12 @@ impl Tls {
             connector: TlsConnector::from(Arc::new(client)),
             handshake_timeout: cfg.handshake_timeout,
             files,
+            trusted_peers: Arc::new(
+                cfg.trusted_peers
+                    .iter()
+                    .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+                    .collect(),
+            ),
         })
     }
 }
@@ -235,6 +271,7 @@ pub(super) async fn serve(
         let rx = shutdown.clone();
         // The certificate in force at accept (a reload changes it for the next ones).
         let acceptor = live.acceptor();
+        let trusted_peers = live.trusted_peers.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let local = match stream.local_addr() {
@@ -255,6 +292,20 @@ pub(super) async fn serve(
                 }
             };
             crate::metrics::tls_handshake("ok");
+            // A client certificate (verified against `ca`) naming a trusted peer.
+            let trusted = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| trusted_name(c, &trusted_peers));
+            if let Some(name) = &trusted {
+                crate::metrics::tls_handshake("trusted_peer");
+                debug!(%peer, name, "TLS client certificate of a trusted peer");
+                super::guard::lock(&TRUSTED, "trusted peers")
+                    .get_or_insert_with(Default::default)
+                    .insert(peer, name.clone());
+            }
             let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
             shared.outbound.register(peer, Transport::Tls, tx);
             let conn = Conn {
@@ -263,6 +314,11 @@ pub(super) async fn serve(
                 transport: Transport::Tls,
             };
             super::tcp::serve_connection(tls, conn, shared, rx, out_rx).await;
+            if trusted.is_some()
+                && let Some(m) = super::guard::lock(&TRUSTED, "trusted peers").as_mut()
+            {
+                m.remove(&peer);
+            }
         });
     }
 }

@@ -472,6 +472,13 @@ impl Core {
         })
     }
 
+    /// Whether a request comes from a trusted peer: an allow-listed address, or a TLS
+    /// connection whose client certificate names a `[tls] trusted_peers` host.
+    pub(super) fn is_trusted(&self, ctx: &Context) -> bool {
+        in_any(&self.allow, ctx.source.ip())
+            || (ctx.transport == Transport::Tls && crate::server::tls::is_trusted_peer(ctx.source))
+    }
+
     /// Count (and log, at debug level) a request refused for routing integrity.
     pub(super) fn refused(&self, reason: &'static str) {
         debug!(reason, "request refused");

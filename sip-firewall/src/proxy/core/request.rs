@@ -412,7 +412,7 @@ impl Core {
         }
         let mut msg = SipMsg::from_parsed(m);
         forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
-        let trusted = in_any(&self.allow, ctx.source.ip());
+        let trusted = self.is_trusted(ctx);
         let in_dialog = m
             .get(HeaderName::To)
             .and_then(|t| name_addr::parse_single(t).ok())
