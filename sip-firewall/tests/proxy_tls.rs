@@ -139,6 +139,7 @@ struct Edge {
     _daemon: Daemon,
     sip: SocketAddr,
     tls: SocketAddr,
+    metrics: SocketAddr,
     ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
     dir: std::path::PathBuf,
@@ -157,6 +158,7 @@ async fn start(extra: &str) -> Edge {
     }
     let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let tls: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let cfg = dir.join("c.toml");
     std::fs::write(
         &cfg,
@@ -172,7 +174,7 @@ async fn start(extra: &str) -> Edge {
         .args(["run", "--xdp-mode", "off", "--config"])
         .arg(&cfg)
         .args(["--sip-listen", &sip.to_string()])
-        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-listen", &metrics.to_string()])
         .arg("--state-dir")
         .arg(dir.join("state"))
         .arg("--admin-socket")
@@ -197,6 +199,7 @@ async fn start(extra: &str) -> Edge {
         _daemon: daemon,
         sip,
         tls,
+        metrics,
         ca_pem,
         issuer,
         dir,
@@ -702,6 +705,80 @@ async fn a_client_certificate_naming_a_trusted_peer_may_relay() {
         "{req}"
     );
     assert!(req.contains("Call-ID: trusted-2"), "{req}");
+}
+
+/// Issue 14: the gate at accept. A banned source (`sip-firewall ban add`) is refused on TCP,
+/// TLS and WebSocket before any handshake: the connection is closed unread, counted in
+/// `sipfw_sip_connections_total{result="refused_gate"}`; another source is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_source_is_refused_at_accept_on_every_stream_transport() {
+    let wsa: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let edge = start(&format!("[ws]\nlisten = [\"{wsa}\"]\n")).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
+        .args(["ban", "add", "127.0.0.2", "--for", "1h", "--socket"])
+        .arg(edge.dir.join("admin.sock"))
+        .output()
+        .expect("sip-firewall ban add");
+    assert!(out.status.success(), "{out:?}");
+    let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let from = |ip: [u8; 4]| {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind(SocketAddr::from((ip, 0))).expect("bind");
+        s
+    };
+    // Closed unread: EOF (or a reset) before anything is sent back.
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut b = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    };
+
+    // TLS: no handshake for the banned source.
+    let tcp = from([127, 0, 0, 2])
+        .connect(edge.tls)
+        .await
+        .expect("connect");
+    assert!(
+        connector(&edge.ca_pem, None)
+            .connect(name.clone(), tcp)
+            .await
+            .is_err(),
+        "a banned source completed a TLS handshake"
+    );
+    // TCP and WebSocket: closed at once, though the client says nothing.
+    let tcp = from([127, 0, 0, 2])
+        .connect(edge.sip)
+        .await
+        .expect("connect");
+    assert!(closed(tcp).await, "TCP from a banned source stayed open");
+    let tcp = from([127, 0, 0, 2]).connect(wsa).await.expect("connect");
+    assert!(
+        closed(tcp).await,
+        "WebSocket from a banned source stayed open"
+    );
+
+    // Another source is served.
+    let tcp = from([127, 0, 0, 1])
+        .connect(edge.tls)
+        .await
+        .expect("connect");
+    connector(&edge.ca_pem, None)
+        .connect(name, tcp)
+        .await
+        .expect("an unbanned source completes the handshake");
+
+    let m = common::scrape_opt(edge.metrics).expect("metrics");
+    for t in ["tcp", "tls", "ws"] {
+        let k = format!("sipfw_sip_connections_total{{result=\"refused_gate\",transport=\"{t}\"}}");
+        assert_eq!(m.get(&k).copied(), Some(1.0), "{k}");
+    }
+    assert_eq!(
+        m.get("sipfw_userspace_drops_total{reason=\"banned\"}")
+            .copied(),
+        Some(3.0)
+    );
 }
 
 /// A TLS handshake flood from one source: connections that never start their handshake

@@ -231,6 +231,18 @@ impl UserGate {
 }
 
 impl Gate for UserGate {
+    /// Bans and the deny list at accept (XDP judges SYNs only to its `sip_ports`, and
+    /// nothing that does not cross an attached interface).
+    fn admit_connection(&self, source: SocketAddr, _transport: Transport) -> bool {
+        let ip = source.ip();
+        let verdict = lock(&self.enforcer, "enforcer").source_verdict(ip);
+        match verdict {
+            Some(Reason::Denied) => self.drop_for("denied"),
+            Some(Reason::Banned) => self.drop_for("banned"),
+            _ => true,
+        }
+    }
+
     fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> bool {
         let ip = source.ip();
         // A lock poisoned by a panic elsewhere is recovered and counted, never a pass for

@@ -5,7 +5,7 @@
 pub mod http;
 pub mod xdp;
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use sip_firewall_sip::Reason;
 
 /// Methods counted under their own label; every other method is `other`, so a peer
@@ -118,6 +118,61 @@ pub fn ws_upgrade(result: &'static str) {
 /// WebSocket upgrades counted with `result` so far.
 pub fn ws_upgrades(result: &str) -> u64 {
     WS_UPGRADES.with_label_values(&[result]).get()
+}
+
+/// `sipfw_sip_connections_total{transport,result}`: connections on the stream listeners by
+/// transport (tcp, tls, ws, wss) and what became of them at accept: `accepted` (a slot
+/// taken; the handshake follows), `refused_gate` (a banned or denied source),
+/// `refused_slots` (over `max_tcp_connections` or `max_tcp_per_source`).
+static CONNECTIONS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "sipfw_sip_connections_total",
+            "SIP stream connections at accept by transport (tcp, tls, ws, wss) and result: \
+             accepted, refused_gate (banned or denied source), refused_slots",
+        ),
+        &["transport", "result"],
+    )
+    .expect("static metric definition is valid")
+});
+
+/// `sipfw_sip_connections_open{transport}`: connections being served, by transport (tcp
+/// and tls include those the proxy opened).
+static CONNECTIONS_OPEN: std::sync::LazyLock<IntGaugeVec> = std::sync::LazyLock::new(|| {
+    IntGaugeVec::new(
+        Opts::new(
+            "sipfw_sip_connections_open",
+            "SIP stream connections being served, by transport (tcp, tls, ws, wss)",
+        ),
+        &["transport"],
+    )
+    .expect("static metric definition is valid")
+});
+
+/// The transports of the connection metrics.
+pub const CONNECTION_TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+
+/// Count one connection at accept.
+pub fn connection(transport: &'static str, result: &'static str) {
+    CONNECTIONS.with_label_values(&[transport, result]).inc();
+}
+
+/// Connections counted so far with `transport` and `result`.
+pub fn connections(transport: &str, result: &str) -> u64 {
+    CONNECTIONS.with_label_values(&[transport, result]).get()
+}
+
+/// A connection of `transport` starts (+1) or ends (-1) being served.
+pub fn connection_open(transport: &'static str, delta: i64) {
+    CONNECTIONS_OPEN.with_label_values(&[transport]).add(delta);
+}
+
+/// Connections being served, by transport.
+pub fn connections_open() -> Vec<(&'static str, i64)> {
+    CONNECTION_TRANSPORTS
+        .iter()
+        .map(|t| (*t, CONNECTIONS_OPEN.with_label_values(&[t]).get()))
+        .collect()
 }
 
 /// Count one TLS handshake.
@@ -295,6 +350,18 @@ impl Metrics {
             "trusted_peer",
         ] {
             TLS_HANDSHAKES.with_label_values(&[result]);
+        }
+        if let Err(e) = m.registry.register(Box::new(CONNECTIONS.clone())) {
+            tracing::error!("registering sipfw_sip_connections_total: {e}");
+        }
+        if let Err(e) = m.registry.register(Box::new(CONNECTIONS_OPEN.clone())) {
+            tracing::error!("registering sipfw_sip_connections_open: {e}");
+        }
+        for t in CONNECTION_TRANSPORTS {
+            for r in ["accepted", "refused_gate", "refused_slots"] {
+                CONNECTIONS.with_label_values(&[t, r]);
+            }
+            CONNECTIONS_OPEN.with_label_values(&[t]);
         }
         if let Err(e) = m.registry.register(Box::new(DNS_LOOKUPS.clone())) {
             tracing::error!("registering sipfw_dns_lookups_total: {e}");

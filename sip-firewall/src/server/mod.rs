@@ -63,6 +63,11 @@ pub(crate) struct Shared {
 /// request rate always). `false` drops the message silently.
 pub trait Gate: Send + Sync + 'static {
     fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> bool;
+    /// A connection from `source` at accept, before any handshake (TCP, TLS, WebSocket):
+    /// `false` closes it at once (banned and denied sources).
+    fn admit_connection(&self, _source: SocketAddr, _transport: Transport) -> bool {
+        true
+    }
 }
 
 /// An answer to send: the bytes, and where they go when the transport is UDP.
@@ -265,6 +270,27 @@ impl Shared {
             outbound,
             gate: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A connection just accepted on a `label` listener (tcp, tls, ws, wss), before its
+    /// slot and any handshake: the gate refuses banned and denied sources here, so that
+    /// they cost no TLS handshake or upgrade. Counted in `sipfw_sip_connections_total`.
+    pub(crate) fn admit_connection(
+        &self,
+        peer: SocketAddr,
+        transport: Transport,
+        label: &'static str,
+    ) -> bool {
+        let ok = guard::catch("message", Some(peer), || {
+            self.gate
+                .get()
+                .is_none_or(|g| g.admit_connection(peer, transport))
+        })
+        .unwrap_or(false);
+        if !ok {
+            crate::metrics::connection(label, "refused_gate");
+        }
+        ok
     }
 
     /// A keep-alive (CRLFs on UDP, a CRLFCRLF ping on TCP) is traffic like any other: it

@@ -37,9 +37,18 @@ pub(super) async fn serve(
                 }
             },
         };
+        if !shared.admit_connection(peer, Transport::Stream, "tcp") {
+            // A banned or denied source: closed unread, before any handshake.
+            drop(stream);
+            continue;
+        }
         let slot = match shared.slots.take(peer.ip()) {
-            Ok(slot) => slot,
+            Ok(slot) => {
+                crate::metrics::connection("tcp", "accepted");
+                slot
+            }
             Err(full) => {
+                crate::metrics::connection("tcp", "refused_slots");
                 crate::metrics::limit_hit(
                     match full {
                         Full::Total => "tcp_total",
@@ -108,6 +117,7 @@ pub(super) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let peer = conn.peer;
     shared.metrics.tcp_opened();
+    crate::metrics::connection_open(conn.label(), 1);
     let why = match connection(stream, conn, &shared, shutdown, outgoing).await {
         Ok(why) => why,
         Err(e) => {
@@ -117,6 +127,7 @@ pub(super) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     };
     shared.outbound.unregister(peer, conn.transport);
     shared.metrics.tcp_closed(why);
+    crate::metrics::connection_open(conn.label(), -1);
 }
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(

@@ -253,9 +253,18 @@ pub(super) async fn serve(
                 }
             },
         };
+        if !shared.admit_connection(peer, Transport::Tls, "tls") {
+            // A banned or denied source: closed unread, before any handshake.
+            drop(stream);
+            continue;
+        }
         let slot = match shared.slots.take(peer.ip()) {
-            Ok(slot) => slot,
+            Ok(slot) => {
+                crate::metrics::connection("tls", "accepted");
+                slot
+            }
             Err(full) => {
+                crate::metrics::connection("tls", "refused_slots");
                 crate::metrics::limit_hit(
                     match full {
                         Full::Total => "tcp_total",

@@ -120,6 +120,7 @@ pub(super) async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let label = if tls.is_some() { "wss" } else { "ws" };
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
@@ -131,9 +132,18 @@ pub(super) async fn serve(
                 }
             },
         };
+        if !shared.admit_connection(peer, Transport::Ws, label) {
+            // A banned or denied source: closed unread, before any handshake.
+            drop(stream);
+            continue;
+        }
         let slot = match shared.slots.take(peer.ip()) {
-            Ok(slot) => slot,
+            Ok(slot) => {
+                crate::metrics::connection(label, "accepted");
+                slot
+            }
             Err(full) => {
+                crate::metrics::connection(label, "refused_slots");
                 crate::metrics::limit_hit(
                     match full {
                         Full::Total => "tcp_total",
@@ -155,11 +165,11 @@ pub(super) async fn serve(
             };
             let deadline = Instant::now() + settings.handshake_timeout;
             match acceptor {
-                None => upgrade(stream, peer, local, shared, settings, rx, deadline).await,
+                None => upgrade(stream, peer, local, shared, settings, rx, deadline, label).await,
                 Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => {
                         crate::metrics::tls_handshake("ok");
-                        upgrade(s, peer, local, shared, settings, rx, deadline).await;
+                        upgrade(s, peer, local, shared, settings, rx, deadline, label).await;
                     }
                     Ok(Err(e)) => {
                         crate::metrics::tls_handshake("failed");
@@ -176,7 +186,7 @@ pub(super) async fn serve(
 }
 
 /// The upgrade (within `deadline`), then the connection until it ends.
-#[allow(clippy::result_large_err)] // the upgrade callback's type is tungstenite's
+#[allow(clippy::result_large_err, clippy::too_many_arguments)] // tungstenite's callback type
 async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
@@ -185,6 +195,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     settings: WsSettings,
     rx: watch::Receiver<bool>,
     deadline: Instant,
+    label: &'static str,
 ) {
     let s = settings.clone();
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
@@ -209,6 +220,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
     shared.outbound.register(peer, Transport::Ws, tx);
     shared.metrics.tcp_opened();
+    crate::metrics::connection_open(label, 1);
     let why = match connection(ws, peer, local, &shared, &settings, rx, out_rx).await {
         Ok(why) => why,
         Err(e) => {
@@ -218,6 +230,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     };
     shared.outbound.unregister(peer, Transport::Ws);
     shared.metrics.tcp_closed(why);
+    crate::metrics::connection_open(label, -1);
 }
 
 /// The bytes of a SIP message as a WebSocket message: text when it is UTF-8 (what browser
