@@ -759,15 +759,37 @@ async fn a_banned_source_is_refused_at_accept_on_every_stream_transport() {
         "WebSocket from a banned source stayed open"
     );
 
-    // Another source is served.
+    // Another source is served, and `status` shows its connection under tls.
     let tcp = from([127, 0, 0, 1])
         .connect(edge.tls)
         .await
         .expect("connect");
-    connector(&edge.ca_pem, None)
+    let _held = connector(&edge.ca_pem, None)
         .connect(name, tcp)
         .await
         .expect("an unbanned source completes the handshake");
+    let t0 = Instant::now();
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
+            .args(["status", "--json", "--socket"])
+            .arg(edge.dir.join("admin.sock"))
+            .output()
+            .expect("sip-firewall status");
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let open = |t: &str| {
+            v["connections"]
+                .as_array()
+                .and_then(|a| a.iter().find(|e| e[0] == t))
+                .and_then(|e| e[1].as_i64())
+        };
+        assert_eq!(open("wss"), Some(0), "{v}");
+        if open("tls") == Some(1) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let m = common::scrape_opt(edge.metrics).expect("metrics");
     for t in ["tcp", "tls", "ws"] {

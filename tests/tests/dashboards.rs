@@ -83,6 +83,15 @@ fn dashboards_and_alerts_use_existing_metrics() {
         assert!(exprs.contains(m), "the dashboard shows {m}");
     }
     assert!(alert_exprs.contains("sipfw_fraud_suspended_accounts"));
+    // Issue 14: connections by transport, TLS handshakes and DNS routing are on the dashboard.
+    for m in [
+        "sipfw_sip_connections_open",
+        "sipfw_sip_connections_total",
+        "sipfw_sip_tls_handshakes_total",
+        "sipfw_proxy_dns_routing_total",
+    ] {
+        assert!(exprs.contains(m), "the dashboard shows {m}");
+    }
     // Issue 13: a node cut off from the cluster's Redis alerts.
     assert!(alert_exprs.contains("sipfw_cluster_connected == 0"));
     for (what, text) in [("dashboard", exprs), ("alerts", alert_exprs)] {

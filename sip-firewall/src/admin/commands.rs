@@ -237,6 +237,14 @@ pub fn status(common: &Common) -> ExitCode {
             vec!["deny entries".into(), s.deny_entries.to_string()],
             vec!["calls active".into(), s.calls_active.to_string()],
             vec!["fraud blocked".into(), s.fraud_suspended.to_string()],
+            vec![
+                "connections".into(),
+                s.connections
+                    .iter()
+                    .map(|(t, n)| format!("{t} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ],
         ];
         if let Some(c) = &s.cluster {
             rows.push(vec!["cluster node".into(), c.node.clone()]);

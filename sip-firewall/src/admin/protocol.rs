@@ -119,6 +119,9 @@ pub struct Status {
     /// `[cluster]`: this node, whether Redis is reachable, the nodes seen recently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::ClusterView>,
+    /// Stream connections being served, by transport (tcp, tls, ws, wss).
+    #[serde(default)]
+    pub connections: Vec<(String, i64)>,
 }
 
 /// `stats`: the XDP counters (when attached) and ban counts.

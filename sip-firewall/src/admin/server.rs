@@ -184,6 +184,10 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
                     .cluster
                     .as_ref()
                     .and_then(|(_, v)| v.lock().ok().map(|v| v.clone())),
+                connections: crate::metrics::connections_open()
+                    .into_iter()
+                    .map(|(t, n)| (t.to_string(), n))
+                    .collect(),
             })
         }
         Request::Stats => {

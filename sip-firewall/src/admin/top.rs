@@ -328,6 +328,7 @@ mod tests {
                 calls_by_peer: vec![],
                 calls_by_account: vec![],
                 cluster: None,
+                connections: vec![],
             },
             stats: Stats {
                 xdp: vec![
