@@ -524,6 +524,8 @@ mod tests {
         assert_eq!(c.tls.listen, d.tls.listen);
         assert_eq!(c.tls.handshake_timeout, d.tls.handshake_timeout);
         assert_eq!(c.ws.listen, d.ws.listen);
+        assert_eq!(c.wss.listen, d.wss.listen);
+        assert_eq!(c.tls.trusted_peers, d.tls.trusted_peers);
         assert_eq!(c.dns.nameservers, d.dns.nameservers);
         assert_eq!(c.dns.timeout, d.dns.timeout);
         assert_eq!(c.dns.max_cached, d.dns.max_cached);
@@ -549,6 +551,17 @@ mod tests {
         assert_eq!(
             c.ws.origins,
             vec!["https://phone.voip.example.com".to_string()]
+        );
+        assert_eq!(c.wss.listen, vec![SocketAddr::from(([0, 0, 0, 0], 8443))]);
+        assert_eq!(
+            c.tls.trusted_peers,
+            vec!["trunk.carrier.example".to_string()]
+        );
+        assert_eq!(
+            c.proxy.outbound,
+            Some(crate::proxy::config::NextHop::Name(
+                "sip:carrier.example".into()
+            ))
         );
     }
 
