@@ -277,3 +277,50 @@ fn calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answe
         1.0
     );
 }
+
+/// TTLs honoured by the cache: within the TTL a name is answered from the cache
+/// (`sipfw_dns_lookups_total{result="cached"}`), after it the servers are asked again
+/// (polled, no timing asserted beyond dnsmasq's 5 s TTL covering two calls in a row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_expire_with_their_ttl() {
+    let port = common::free_port();
+    let Some(_dns) = dnsmasq(
+        port,
+        &[
+            "--local-ttl=5",
+            "--srv-host=_sip._udp.ttl.test,sip1.ttl.test,5070,10,0",
+            "--host-record=sip1.ttl.test,127.0.0.11",
+        ],
+    ) else {
+        common::skip::skip(
+            "cached_answers_expire_with_their_ttl",
+            "dnsmasq not installed (cargo xtask setup)",
+        );
+        return;
+    };
+    let dns = Dns::new(&DnsConfig {
+        nameservers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        ..DnsConfig::default()
+    })
+    .expect("resolver");
+    let uri = "sip:bob@ttl.test;transport=udp";
+    let resolved = || sip_firewall::metrics::dns_lookups("resolved");
+    let cached = || sip_firewall::metrics::dns_lookups("cached");
+    let (r0, c0) = (resolved(), cached());
+    assert_eq!(dns.targets(uri).await, Ok(vec![udp("127.0.0.11:5070")]));
+    assert_eq!(resolved(), r0 + 1);
+    // At once again: from the cache.
+    assert_eq!(dns.targets(uri).await, Ok(vec![udp("127.0.0.11:5070")]));
+    assert_eq!((resolved(), cached()), (r0 + 1, c0 + 1));
+    // Past the TTL the servers are asked again.
+    let t0 = std::time::Instant::now();
+    while resolved() == r0 + 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the cached answer outlived its TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(dns.targets(uri).await, Ok(vec![udp("127.0.0.11:5070")]));
+    }
+    assert_eq!(resolved(), r0 + 2);
+}

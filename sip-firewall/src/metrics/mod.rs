@@ -110,6 +110,11 @@ pub fn dns_lookup(result: &'static str) {
     DNS_LOOKUPS.with_label_values(&[result]).inc();
 }
 
+/// Name resolutions counted with `result` so far (this process).
+pub fn dns_lookups(result: &str) -> u64 {
+    DNS_LOOKUPS.with_label_values(&[result]).get()
+}
+
 /// Count one WebSocket upgrade.
 pub fn ws_upgrade(result: &'static str) {
     WS_UPGRADES.with_label_values(&[result]).inc();

@@ -49,8 +49,10 @@ pub(crate) struct SocketOutbound {
     tls_names: Mutex<HashMap<SocketAddr, String>>,
 }
 
-/// Most TLS next hops whose domain is remembered; beyond, a new one is verified by its
-/// address (which a certificate rarely names: the handshake fails, closed), counted.
+/// Most TLS next hops whose domain is remembered; at the bound one is forgotten (counted)
+/// for the new one: the proxy names a target again each time DNS gives it, just before it
+/// sends, so a full table costs nobody their name (refusing new names instead would let an
+/// authenticated user who resolves many names make every later target fail verification).
 const MAX_TLS_NAMES: usize = 4096;
 
 impl SocketOutbound {
@@ -197,9 +199,12 @@ impl SocketOutbound {
 impl Outbound for SocketOutbound {
     fn name_peer(&self, addr: SocketAddr, name: &str) {
         let mut names = super::guard::lock(&self.tls_names, "tls names");
-        if names.len() >= MAX_TLS_NAMES && !names.contains_key(&addr) {
+        if names.len() >= MAX_TLS_NAMES
+            && !names.contains_key(&addr)
+            && let Some(old) = names.keys().next().copied()
+        {
             crate::metrics::limit_hit("tls_names", Some(addr.ip()));
-            return;
+            names.remove(&old);
         }
         names.insert(addr, name.to_string());
     }

@@ -155,8 +155,11 @@ pub fn dnsmasq(port: u16, records: &[&str]) -> Option<Dnsmasq> {
         "--listen-address=127.0.0.1",
         // Names under .test are all ours: anything else under it is NXDOMAIN at once.
         "--local=/test/",
-        "--local-ttl=30",
     ])
+    .args(
+        // 30 s unless the caller sets its own TTL.
+        (!records.iter().any(|r| r.starts_with("--local-ttl"))).then_some("--local-ttl=30"),
+    )
     .arg(format!("--port={port}"))
     .args(records)
     .stdout(Stdio::null())
