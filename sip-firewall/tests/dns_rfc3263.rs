@@ -324,3 +324,78 @@ async fn cached_answers_expire_with_their_ttl() {
     }
     assert_eq!(resolved(), r0 + 2);
 }
+
+/// RFC 3263 4.3 on a transport error: the first SRV target of a TCP name refuses the
+/// connection, and the INVITE goes to the second at once (no Timer B wait: T1 is the
+/// default 500 ms, Timer B 32 s), counted as `failover_transport_error`.
+#[test]
+fn a_refused_connection_fails_over_to_the_next_srv_target() {
+    // A port nobody listens on (bound, then closed) and a listening trunk.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let p1 = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let trunk2 = std::net::TcpListener::bind("127.0.0.1:0").expect("trunk 2");
+    let p2 = trunk2.local_addr().expect("addr").port();
+    let port = common::free_port();
+    let Some(_dns) = dnsmasq(
+        port,
+        &[
+            &format!("--srv-host=_sip._tcp.tcp.test,trunk1.tcp.test,{p1},10,0"),
+            &format!("--srv-host=_sip._tcp.tcp.test,trunk2.tcp.test,{p2},20,0"),
+            "--host-record=trunk1.tcp.test,127.0.0.1",
+            "--host-record=trunk2.tcp.test,127.0.0.1",
+        ],
+    ) else {
+        common::skip::skip(
+            "a_refused_connection_fails_over_to_the_next_srv_target",
+            "dnsmasq not installed (cargo xtask setup)",
+        );
+        return;
+    };
+    let edge = common::start(
+        "dns-tcp",
+        &format!(
+            "[policy]\nallow = [\"127.0.0.0/8\"]\n[proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n\
+             [dns]\nnameservers = [\"127.0.0.1:{port}\"]\n"
+        ),
+        None,
+    );
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
+    let me = caller.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE sip:bob@tcp.test;transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdnstcp;rport\r\nMax-Forwards: 70\r\nFrom: <sip:pbx@pbx.test>;tag=t\r\nTo: <sip:bob@tcp.test>\r\nCall-ID: dns-tcp-1\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller.send_to(invite.as_bytes(), edge.sip).expect("send");
+    // Well within Timer B (32 s): only the transport error can have moved it on.
+    trunk2.set_nonblocking(true).expect("nonblocking");
+    let t0 = std::time::Instant::now();
+    let mut conn = loop {
+        match trunk2.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(15),
+                    "the second target got no connection before Timer B"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).expect("blocking");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let n = std::io::Read::read(&mut conn, &mut buf).expect("the INVITE");
+    let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        req.starts_with("INVITE sip:bob@tcp.test;transport=tcp"),
+        "{req}"
+    );
+    let m = common::scrape_opt(edge.metrics).expect("metrics");
+    assert_eq!(
+        m.get("sipfw_proxy_dns_routing_total{event=\"failover_transport_error\"}")
+            .copied(),
+        Some(1.0)
+    );
+}
