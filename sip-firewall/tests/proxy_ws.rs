@@ -401,6 +401,10 @@ async fn registers_over_secure_websocket_and_is_called_from_udp() {
         req.starts_with("INVITE sip:alice@k3j4l5.invalid;transport=ws"),
         "{req}"
     );
+    assert!(
+        req.contains(&format!("Via: SIP/2.0/WS {wss};branch=z9hG4bKsfw")),
+        "our Via names the wss listener: {req}"
+    );
     let mut ok = String::from("SIP/2.0 200 OK\r\n");
     for l in req.split("\r\n") {
         let lower = l.to_ascii_lowercase();
