@@ -102,11 +102,13 @@ pub fn xdp_config(config: &Config) -> sip_firewall_common::XdpConfig {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
-    if let Err(e) = metrics
-        .registry()
-        .register(Box::new(crate::logging::suppressed_metric().clone()))
-    {
-        warn!("registering sipfw_log_suppressed_total: {e}");
+    for m in [
+        crate::logging::suppressed_metric(),
+        crate::logging::events_metric(),
+    ] {
+        if let Err(e) = metrics.registry().register(Box::new(m.clone())) {
+            warn!("registering the security log's metrics: {e}");
+        }
     }
 
     let store = Store::open(&config.state.directory)?;
@@ -207,6 +209,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let gauges = crate::metrics::xdp::MapGauges::register(&metrics);
         let enforcer = enforcer.clone();
         let mut rx = shutdown_rx.clone();
+        // Replies XDP dropped as strays: the kernel counts them, so user space logs their
+        // sum, one security line a minute at most.
+        let mut strays = crate::logging::SummaryEvent::new(
+            "stray_reply",
+            "response matching no open transaction (XDP)",
+        );
         tasks.spawn(async move {
             let mut every = tokio::time::interval(MAP_SWEEP_EVERY);
             loop {
@@ -235,6 +243,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 if let Ok(mut e) = enforcer.lock() {
                     e.forget_expired_bans();
+                    if let Some(c) = e.xdp_counters() {
+                        let stray = sip_firewall_common::Reason::StrayReply as usize;
+                        strays.observe(c[stray].packets, std::time::Instant::now());
+                    }
                 }
             }
         });
@@ -248,12 +260,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     .with_reply_from_any(config.proxy.reply_from_any.clone());
     lock(&enforcer)?.set_any_peer_keys(!config.proxy.reply_from_any.is_empty())?;
+    // `[bans]` and the gate's limits, swapped by a reload while the learner and gate run.
+    let settings = crate::enforce::live::EnforceSettings::new(&config);
     {
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();
-        let cfg = config.bans.clone();
+        let settings = settings.clone();
         let refusals = learn::Refusals::new(&metrics);
-        tasks.spawn(async move { learn::run(events, enforcer, cfg, refusals, rx).await });
+        tasks.spawn(async move { learn::run(events, enforcer, settings, refusals, rx).await });
     }
     // The proxy reports every UDP client transaction: XDP may drop replies that match none.
     lock(&enforcer)?.set_stray_check(true)?;
@@ -293,7 +307,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server.bind_tls(&config.tls).await?;
     server.bind_ws(&config.ws).await?;
     server.set_gate(Arc::new(UserGate::new(
-        &config,
+        settings.clone(),
         enforcer.clone(),
         learner,
         &metrics,
@@ -320,22 +334,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let rx = shutdown_rx.clone();
     tasks.spawn(async move { server.run(rx).await });
 
-    if let Some(addr) = config.metrics.listen {
-        let rx = shutdown_rx.clone();
-        let m = metrics.clone();
-        // Bound here, before the admin socket answers: whoever waits for the daemon to be
-        // up can scrape it at once.
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        tasks.spawn(async move { crate::metrics::http::serve_on(listener, m, rx).await });
-    }
+    // Bound here, before the admin socket answers; a reload may move it.
+    let metrics_endpoint = Arc::new(crate::metrics::http::Endpoint::start(
+        config.metrics.listen,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )?);
 
-    let reloader = Arc::new(crate::reload::Reloader::new(
-        config.clone(),
-        enforcer.clone(),
-        Some(proxy_handle.clone()),
-    ));
+    let reloader = Arc::new(
+        crate::reload::Reloader::new(config.clone(), enforcer.clone(), Some(proxy_handle.clone()))
+            .with_settings(settings)
+            .with_metrics_endpoint(metrics_endpoint),
+    );
     let attachments = lock(&enforcer)?.attachments();
     let info = admin::server::DaemonInfo {
         started: std::time::Instant::now(),

@@ -191,6 +191,8 @@ impl Observer for Learner {
     }
 
     fn auth_failure(&self, source: std::net::SocketAddr, _user: Option<&str>, reason: &str) {
+        // The user name is the attacker's text: not logged (the reason is ours).
+        crate::logging::security_event("auth_failure", source.ip(), reason, 1);
         self.report(Event::AuthFailure(
             source.ip(),
             proves_return_routability(reason),
@@ -198,6 +200,7 @@ impl Observer for Learner {
     }
 
     fn scanner(&self, source: std::net::SocketAddr, user_agent: &str) {
+        crate::logging::security_event("scanner", source.ip(), "scanner User-Agent", 1);
         self.report(Event::Scanner(source.ip(), user_agent.to_string()));
     }
 }
@@ -311,7 +314,7 @@ impl Window {
 pub async fn run(
     mut rx: mpsc::Receiver<Event>,
     enforcer: Arc<Mutex<Enforcer>>,
-    cfg: BansConfig,
+    settings: Arc<super::live::EnforceSettings>,
     mut refusals: Refusals,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -320,9 +323,11 @@ pub async fn run(
     loop {
         let event = tokio::select! {
             e = rx.recv() => match e { Some(e) => e, None => return Ok(()) },
-            _ = prune.tick() => { failures.prune(Instant::now(), cfg.auth_window); continue; }
+            _ = prune.tick() => { failures.prune(Instant::now(), settings.bans().auth_window); continue; }
             _ = shutdown.changed() => return Ok(()),
         };
+        // As in force now: a reload changes thresholds and ban times for the next event.
+        let cfg = settings.bans();
         // Known sources (allow list, registrations, recent authentication, peers of our
         // transactions) are never banned on evidence anyone can forge with their address:
         // otherwise one spoofed packet takes a subscriber or a trunk off the air (issue 9).
@@ -459,7 +464,7 @@ mod tests {
         let task = tokio::spawn(run(
             rx,
             enforcer.clone(),
-            BansConfig::default(),
+            crate::enforce::live::EnforceSettings::new(&crate::config::Config::default()),
             refusals,
             stop_rx,
         ));

@@ -6,6 +6,7 @@
 mod bans;
 pub mod gate;
 pub mod learn;
+pub mod live;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 

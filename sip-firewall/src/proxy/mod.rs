@@ -128,6 +128,11 @@ impl Proxy {
         });
     }
 
+    /// Take the settings a reload changes while running (see [`Core::reconfigure`]).
+    pub fn reconfigure(&self, config: &Config) {
+        self.with_core(|c| c.reconfigure(config));
+    }
+
     /// Remove a subscriber; whether there was one.
     pub fn remove_user(&self, user: &str, domain: &str) -> bool {
         self.with_core(|c| {
@@ -242,12 +247,30 @@ impl Proxy {
 impl Handler for Proxy {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        self.with_core(|c| c.request(req, ctx, now))
+        self.with_core(|c| {
+            // Whom a refusal names in the security log (see `Core::refused`).
+            c.requester = Some(ctx.source);
+            let action = c.request(req, ctx, now);
+            c.requester = None;
+            action
+        })
     }
 
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        self.with_core(|c| c.response(resp, ctx, now))
+        let action = self.with_core(|c| c.response(resp, ctx, now));
+        if let Action::Drop { reason } = &action
+            && *reason == crate::metrics::DROP_STRAY_RESPONSE
+        {
+            // Forged or late replies: one line a minute per source, with the count.
+            crate::logging::security_event(
+                "stray_reply",
+                ctx.source.ip(),
+                "response matching no open transaction",
+                1,
+            );
+        }
+        action
     }
 
     fn attach(&self, out: Arc<dyn Outbound>) {

@@ -158,6 +158,9 @@ pub struct Core {
     last_housekeeping: Instant,
     /// Set by a digest success while a request is handled: that source proved it receives.
     authenticated_source: Option<SocketAddr>,
+    /// The source of the request being handled (set around [`Core::request`]), named by the
+    /// security log when the request is refused.
+    pub(super) requester: Option<SocketAddr>,
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
     /// `[sip] max_transactions` and `max_transactions_per_source`.
@@ -264,6 +267,7 @@ impl Core {
                 .map_or(0, |d| d.as_secs()),
             last_housekeeping: now,
             authenticated_source: None,
+            requester: None,
             last_addr_refresh: now,
             max_transactions: (
                 config.sip.max_transactions,
@@ -271,6 +275,38 @@ impl Core {
             ),
             transactions_per_source: HashMap::new(),
         })
+    }
+
+    /// Take the settings a reload may change while running (`sip-firewall reload`): the
+    /// allow list (trusted peers), `[proxy]` but `advertise` and `reply_from_any`, the
+    /// scanner list, `[timers]`, `[registrar]`, the offered digest algorithms and the nonce
+    /// lifetime, and the transaction caps of `[sip]`. What runs keeps going: an open
+    /// transaction keeps the deadlines it has and takes the new timer values at its next
+    /// step; a binding keeps its expiry until its next REGISTER. The rest of the config is
+    /// read once at start (the reloader names it as needing a restart).
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.allow = config.policy.allow.clone();
+        self.outbound = config.proxy.outbound;
+        self.internal_next_hops = config.proxy.internal_next_hops.clone();
+        self.unavailable = config.proxy.unavailable;
+        self.identity_headers = config.proxy.identity_headers.clone();
+        self.force_rport = config.sip.force_rport;
+        self.scanners = Scanners::new(config.policy.scanners.as_deref());
+        self.registrar = config.registrar.clone();
+        self.timers = Timers::from_config(&config.timers);
+        self.auth.set_algorithms(
+            config
+                .auth
+                .algorithms
+                .iter()
+                .filter_map(|a| Algorithm::parse(a))
+                .collect(),
+        );
+        self.auth.set_nonce_lifetime(config.auth.nonce_lifetime);
+        self.max_transactions = (
+            config.sip.max_transactions,
+            config.sip.max_transactions_per_source,
+        );
     }
 
     /// The identities a user may assert, replaced (admin API).
@@ -452,9 +488,13 @@ impl Core {
         })
     }
 
-    /// Count (and log, at debug level) a request refused for routing integrity.
+    /// Count a request refused for routing integrity, and log it as a security event
+    /// (`relay_refused`, rate-limited per source).
     pub(super) fn refused(&self, reason: &'static str) {
-        debug!(reason, "request refused");
+        match self.requester {
+            Some(source) => crate::logging::security_event("relay_refused", source.ip(), reason, 1),
+            None => debug!(reason, "request refused"),
+        }
         self.metrics
             .dialog_refused
             .with_label_values(&[reason])

@@ -525,6 +525,7 @@ impl Core {
             msg.push(HeaderName::Other("P-Asserted-Identity"), pai);
         }
         if !relay::may_relay(sender, target) {
+            crate::logging::security_event("relay_refused", ctx.source.ip(), "open relay", 1);
             return Err(answer(403, "Relaying Forbidden"));
         }
         if method == "INVITE"
