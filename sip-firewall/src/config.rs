@@ -347,6 +347,21 @@ impl Default for MetricsConfig {
 }
 
 impl Config {
+    /// The TCP ports SIP streams arrive on besides `[xdp] sip_ports`: the TLS and WebSocket
+    /// listeners. XDP counts their new connections and rate-limits their SYNs per source.
+    pub fn stream_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .tls
+            .listen
+            .iter()
+            .chain(&self.ws.listen)
+            .map(|a| a.port())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     /// Parse a configuration from TOML text; `path` names the file in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {

@@ -73,7 +73,7 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
     let mut fp = FastPath::load_pinned(&x.pin_dir)?;
     fp.detach_on_drop(x.detach_on_stop);
     fp.maps.set_config(&xdp_config(config))?;
-    fp.maps.set_sip_ports(&x.sip_ports)?;
+    fp.maps.set_ports(&x.sip_ports, &config.stream_ports())?;
     Ok(fp)
 }
 

@@ -496,7 +496,8 @@ impl Enforcer {
     pub fn set_xdp_settings(&mut self, config: &Config) -> Result<(), EnforceError> {
         if let Some(fp) = &mut self.xdp {
             fp.maps.set_config(&crate::daemon::xdp_config(config))?;
-            fp.maps.set_sip_ports(&config.xdp.sip_ports)?;
+            fp.maps
+                .set_ports(&config.xdp.sip_ports, &config.stream_ports())?;
         }
         self.manual_scope = config.xdp.ban_scope.scope();
         self.learned_scope = config.bans.learned_scope.scope();
