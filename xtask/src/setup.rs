@@ -84,6 +84,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     // RFC 3263 tests: a real DNS server with NAPTR and SRV records (sip-firewall/tests/dns_rfc3263.rs).
     ("dnsmasq", "dnsmasq-base"),
+    // `bench proxy`'s TLS row: SIPp has no TLS; socat carries its TCP stream over TLS.
+    ("socat", "socat"),
+    ("openssl", "openssl"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.
