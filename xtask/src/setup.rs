@@ -110,10 +110,8 @@ fn packages() -> anyhow::Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
-        eprintln!(
-            "setup: test tools (iproute2, nftables, sip-tester, netsniff-ng, man-db, lintian, \
-             prometheus, systemd, tmux, redis-server): present"
-        );
+        let names: Vec<&str> = PACKAGES.iter().map(|(_, pkg)| *pkg).collect();
+        eprintln!("setup: test tools ({}): present", names.join(", "));
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions.
