@@ -278,6 +278,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(metrics.registry()),
         Arc::new(learner.clone()),
     )?);
+    // RFC 3263: next hops named by domain are resolved with `[dns]` (or the system's).
+    match crate::proxy::dns::Dns::new(&config.dns) {
+        Ok(dns) => proxy.set_dns(dns),
+        Err(e) => warn!("no DNS resolver ({e}): requests to domains get 503"),
+    }
     // Subscribers added at run time (`sip-firewall user add`) come back from the state.
     for user in lock(&enforcer)?.store().users()? {
         proxy.add_user(&user);
@@ -306,6 +311,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
     server.bind_tls(&config.tls).await?;
     server.bind_ws(&config.ws).await?;
+    server
+        .bind_wss(&config.wss, &config.ws, &config.tls)
+        .await?;
     server.set_gate(Arc::new(UserGate::new(
         settings.clone(),
         enforcer.clone(),

@@ -13,15 +13,19 @@
 //!   each event), and the learned-ban scope;
 //! - `[proxy]` (but `advertise` and `reply_from_any`), `[timers]`, `[registrar]`, `[auth]`
 //!   users, algorithms and nonce lifetime, and `[sip]` transaction caps and `force_rport`;
+//! - `[tls]` certificate, private key and CA (renewed in place or under new paths): new
+//!   handshakes (TLS and WSS) use them, open connections keep theirs; a file that cannot be
+//!   read refuses the reload;
 //! - `[metrics] listen`: the endpoint moves (the new address is bound first, so a reload that
-//!   cannot bind is refused and nothing changes).
+//!   cannot bind is refused).
 //!
 //! Everything else is read once at start; a reload names each such setting that changed in
 //! the answer ("needs a restart") and keeps its running value, so the next reload names it
 //! again: listen addresses and interfaces, the state and admin paths, `advertise` (our
 //! Record-Route and Via names in dialogs under way), `reply_from_any` (the keys of open
 //! transactions depend on it), the digest secret (nonces and dialog stamps), `[fraud]`
-//! (its counters are per rule), `[log]`, `[tls]`, `[ws]`, `[dns]` and `[cluster]`.
+//! (its counters are per rule), `[log]`, the rest of `[tls]`, `[ws]`, `[wss]`, `[dns]` and
+//! `[cluster]`.
 
 use std::{
     collections::BTreeMap,
@@ -115,8 +119,21 @@ impl Reloader {
         let mut run = old.clone();
         let mut report = ReloadReport::default();
 
-        // First what can fail without side effects: a new metrics address is bound before
-        // anything else changes.
+        // First what can fail: [tls] certificate, private_key and ca are read again (renewed
+        // in place, or other paths) for new handshakes, a bad file refusing the reload before
+        // anything changed; then a new metrics address is bound.
+        let tls_files = crate::config::TlsConfig {
+            certificate: new.tls.certificate.clone(),
+            private_key: new.tls.private_key.clone(),
+            ca: new.tls.ca.clone(),
+            ..old.tls.clone()
+        };
+        if crate::server::tls::reload_certificates(&tls_files)
+            .map_err(|e| format!("[tls]: {e:#}"))?
+        {
+            report.applied.push("tls.certificate".into());
+        }
+        run.tls = tls_files;
         if old.metrics.listen != new.metrics.listen
             && let Some(endpoint) = &self.metrics
         {
@@ -188,7 +205,7 @@ impl Reloader {
         }
 
         // The proxy's live settings.
-        run.proxy.outbound = new.proxy.outbound;
+        run.proxy.outbound = new.proxy.outbound.clone();
         run.proxy.internal_next_hops = new.proxy.internal_next_hops.clone();
         run.proxy.unavailable = new.proxy.unavailable;
         run.proxy.identity_headers = new.proxy.identity_headers.clone();
@@ -231,6 +248,9 @@ impl Reloader {
                 .into_iter()
                 .filter(|k| !detailed.contains(&k.as_str())),
         );
+        // A certificate renewed in place and one under a new path are one line.
+        let mut seen = std::collections::HashSet::new();
+        report.applied.retain(|k| seen.insert(k.clone()));
         report.restart_needed = changed_settings(&run, &new);
         *current = run;
         Ok(report)

@@ -21,7 +21,7 @@ use sip_firewall_sip::{
 use tracing::debug;
 
 use super::{
-    fork::{Branch, BranchState, Fork},
+    fork::{Branch, BranchState, Failover, Fork},
     forward,
     metrics::ProxyMetrics,
     msg::SipMsg,
@@ -117,6 +117,8 @@ fn answer(code: u16, phrase: &'static str) -> LocalReply {
 pub struct Core {
     local: Local,
     outbound: Option<SocketAddr>,
+    /// `[proxy] outbound` when it is a name: resolved by DNS like any domain (RFC 3263).
+    outbound_name: Option<String>,
     allow: Vec<IpNet>,
     /// `[proxy] internal_next_hops`: internal addresses a request's text may name as next hop.
     internal_next_hops: Vec<IpNet>,
@@ -169,6 +171,15 @@ pub struct Core {
     transactions_per_source: HashMap<std::net::IpAddr, usize>,
     /// The toll-fraud guard (issue 12): its decisions on calls, its dialog tracking.
     pub(crate) fraud: crate::fraud::Fraud,
+    /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
+    resolving: HashMap<ServerKey, resolve::Pending>,
+    resolve_queue: Vec<(ServerKey, String)>,
+    /// How long a resolution may take before the request gets 503 (`[dns] timeout` and a
+    /// margin: the resolver ends its own work within `[dns] timeout`).
+    resolve_limit: Duration,
+    /// Client transactions whose branch has further DNS targets (RFC 3263 4.3): the ones a
+    /// transport error toward their destination moves on.
+    with_failover: std::collections::HashSet<ClientKey>,
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -222,7 +233,12 @@ impl Core {
             local: Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
                 .with_tls(config.tls.listen.clone())
                 .with_ws(config.ws.listen.clone()),
-            outbound: config.proxy.outbound,
+            outbound: config.proxy.outbound.as_ref().and_then(|o| o.addr()),
+            outbound_name: config
+                .proxy
+                .outbound
+                .as_ref()
+                .and_then(|o| o.name().map(str::to_string)),
             allow: config.policy.allow.clone(),
             internal_next_hops: config.proxy.internal_next_hops.clone(),
             reply_from_any: config.proxy.reply_from_any.clone(),
@@ -274,6 +290,10 @@ impl Core {
                 config.sip.max_transactions_per_source,
             ),
             transactions_per_source: HashMap::new(),
+            resolving: HashMap::new(),
+            resolve_queue: Vec::new(),
+            resolve_limit: config.dns.timeout + Duration::from_secs(2),
+            with_failover: std::collections::HashSet::new(),
         })
     }
 
@@ -286,7 +306,12 @@ impl Core {
     /// read once at start (the reloader names it as needing a restart).
     pub fn reconfigure(&mut self, config: &Config) {
         self.allow = config.policy.allow.clone();
-        self.outbound = config.proxy.outbound;
+        self.outbound = config.proxy.outbound.as_ref().and_then(|o| o.addr());
+        self.outbound_name = config
+            .proxy
+            .outbound
+            .as_ref()
+            .and_then(|o| o.name().map(str::to_string));
         self.internal_next_hops = config.proxy.internal_next_hops.clone();
         self.unavailable = config.proxy.unavailable;
         self.identity_headers = config.proxy.identity_headers.clone();
@@ -666,9 +691,12 @@ fn owned_ctx(m: &Message<'_>) -> ReplyContext<'static> {
 
 mod fraud;
 mod request;
+mod resolve;
 mod response;
 mod timers;
 
+#[cfg(test)]
+mod dns_tests;
 #[cfg(test)]
 mod edge_tests;
 #[cfg(test)]

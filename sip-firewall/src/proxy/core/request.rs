@@ -386,7 +386,10 @@ impl Core {
             e.txn.local();
         }
         self.reply(key, &answer(200, "OK"), now);
-        if pending {
+        if pending && self.cancel_resolution(&ikey) {
+            // Still waiting for DNS: never forwarded, the INVITE ends here.
+            self.reply(&ikey, &answer(487, "Request Terminated"), now);
+        } else if pending {
             self.cancel_branches(&ikey, None, now);
             self.maybe_finish(&ikey, now);
         }
@@ -435,8 +438,18 @@ impl Core {
         if !trusted {
             msg.remove(HeaderName::Route);
         } else if !route::routes(&msg).is_empty() {
-            let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
-            let dest = self.text_hop(dest)?;
+            // A Route naming a domain is resolved by DNS (RFC 3263), after the checks below.
+            let by_dns = route::routes(&msg)
+                .first()
+                .and_then(|e| route::entry_uri(e))
+                .filter(|u| resolve::names_domain(u))
+                .map(str::to_string);
+            let dest = match by_dns {
+                Some(_) => None,
+                None => Some(self.text_hop(
+                    route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?,
+                )?),
+            };
             if method == "INVITE" {
                 let ruri = msg.request_uri().unwrap_or("").to_string();
                 let account = format!("peer:{}", ctx.source.ip().to_canonical());
@@ -445,7 +458,11 @@ impl Core {
             }
             forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
             let rr = forward::creates_dialog(method).then_some(ctx.transport);
-            return self.forward(key, msg, vec![(None, dest)], method, rr, now);
+            return match (dest, by_dns) {
+                (Some(dest), _) => self.forward(key, msg, vec![(None, dest)], method, rr, now),
+                (None, Some(uri)) => self.resolve_later(key, msg, uri, method, rr, now),
+                (None, None) => Err(answer(404, "No Route")),
+            };
         }
 
         let ruri_text = msg.request_uri().unwrap_or("").to_string();
@@ -566,11 +583,21 @@ impl Core {
                 return Err(self.unavailable());
             }
             _ => {
+                if let Some(name) = self.outbound_name.clone() {
+                    // The outbound proxy by name: where DNS says, with failover.
+                    let rr = forward::creates_dialog(method).then_some(ctx.transport);
+                    return self.resolve_later(key, msg, name, method, rr, now);
+                }
                 let dest = match self.outbound {
                     Some(addr) => Destination {
                         addr,
                         transport: Transport::Datagram,
                     },
+                    // A foreign domain and no outbound proxy: where DNS says (RFC 3263).
+                    None if resolve::names_domain(&ruri_text) => {
+                        let rr = forward::creates_dialog(method).then_some(ctx.transport);
+                        return self.resolve_later(key, msg, ruri_text, method, rr, now);
+                    }
                     None => self.text_hop(
                         route::resolve(&ruri_text, None)
                             .ok_or(answer(404, "No Route To Destination"))?,
@@ -783,8 +810,32 @@ impl Core {
     pub(super) fn forward(
         &mut self,
         key: &ServerKey,
+        msg: SipMsg,
+        targets: Vec<(Option<String>, Destination)>,
+        method: &str,
+        record_route_from: Option<Transport>,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        self.forward_with(
+            key,
+            msg,
+            targets,
+            Vec::new(),
+            method,
+            record_route_from,
+            now,
+        )
+    }
+
+    /// [`Core::forward`], with `alternates`: the further targets of a one-target forward
+    /// whose name DNS resolved (RFC 3263 4.3), tried in order when a target fails.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward_with(
+        &mut self,
+        key: &ServerKey,
         mut msg: SipMsg,
         targets: Vec<(Option<String>, Destination)>,
+        alternates: Vec<Destination>,
         method: &str,
         record_route_from: Option<Transport>,
         now: Instant,
@@ -792,11 +843,6 @@ impl Core {
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Err(answer(483, "Too Many Hops"));
         }
-        let kind = if method == "INVITE" {
-            Kind::Invite
-        } else {
-            Kind::NonInvite
-        };
         // Never a hop to ourselves (RFC 3261 16.3 step 4): it would come back until
         // Max-Forwards runs out.
         let before = targets.len();
@@ -810,6 +856,53 @@ impl Core {
         if targets.is_empty() {
             return Err(answer(482, "Loop Detected"));
         }
+        let alternates: Vec<_> = alternates
+            .into_iter()
+            .filter(|d| !self.local.is_own_destination(d.addr))
+            .collect();
+        let one = targets.len() == 1;
+        let mut fork = Fork::default();
+        for (i, (ruri, dest)) in targets.into_iter().enumerate() {
+            let mut b = self.start_branch(key, &msg, i, ruri, dest, method, record_route_from, now);
+            if one && !alternates.is_empty() {
+                self.with_failover.insert(ClientKey {
+                    branch: b.branch.clone(),
+                    method: method.to_string(),
+                });
+                b.failover = Some(Box::new(Failover {
+                    msg: msg.clone(),
+                    record_route_from,
+                    alternates: alternates.clone(),
+                }));
+            }
+            fork.branches.push(b);
+        }
+        if let Some(e) = self.servers.get_mut(key) {
+            e.fork = Some(fork);
+        }
+        self.schedule(TimerKey::Server(key.clone()));
+        Ok(())
+    }
+
+    /// Send branch `i` of the server transaction `key` (`msg`, Max-Forwards already
+    /// decremented) to `dest`: its client transaction, and the branch to put in the fork.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_branch(
+        &mut self,
+        key: &ServerKey,
+        msg: &SipMsg,
+        i: usize,
+        ruri: Option<String>,
+        dest: Destination,
+        method: &str,
+        record_route_from: Option<Transport>,
+        now: Instant,
+    ) -> Branch {
+        let kind = if method == "INVITE" {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
         // The loop tag of the request as it came (16.6 step 8), before any branch's
         // Request-URI changes.
         let loop_tag = {
@@ -833,79 +926,72 @@ impl Core {
             .and_then(|f| name_addr::parse_single(f).ok())
             .and_then(|a| a.tag.map(str::to_string))
             .unwrap_or_default();
-        let mut fork = Fork::default();
-        for (i, (ruri, dest)) in targets.into_iter().enumerate() {
-            let mut b = msg.clone();
-            if let Some(u) = ruri {
-                b.set_request_uri(&u);
-            }
-            if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
-                // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
-                // inside the trust domain (allow-listed peers, e.g. the trunk, which must
-                // honour it in turn).
-                b.remove(HeaderName::Other("P-Asserted-Identity"));
-            }
-            if let Some(inbound) = record_route_from
-                && let Some(caller) = caller
-            {
-                // Per branch: each may leave on another transport, and has its own callee.
-                let local = &self.local;
-                let call_id = b.get(HeaderName::CallId).unwrap_or("");
-                let stamp = route::seal_dialog(&self.rr_key, call_id, &from_tag, caller, dest);
-                let hostport = |t| local.hostport_for(t);
-                forward::record_route(&mut b, hostport, inbound, dest.transport, &stamp);
-            }
-            let branch = self.new_branch(&loop_tag);
-            forward::add_via(
-                &mut b,
-                dest.transport,
-                &self.local.hostport_for(dest.transport),
-                &branch,
-            );
-            let bytes = b.to_bytes();
-            // A contact that answered nothing lately gets this request once: no Timer A/E
-            // retransmissions (Timer B/F still ends the branch).
-            let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);
-            if quiet {
-                self.metrics
-                    .silent_contacts
-                    .with_label_values(&["no_retransmit"])
-                    .inc();
-            }
-            let reliable = dest.transport.is_reliable() || quiet;
-            let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
-            self.send(dest, bytes);
-            self.metrics.forwarded.with_label_values(&["request"]).inc();
-            self.observer.client_transaction_created(&branch, dest);
-            let cancel = (kind == Kind::Invite).then(|| (forward::cancel_for(&b).to_bytes(), dest));
-            let ckey = ClientKey {
-                branch: branch.clone(),
-                method: method.to_string(),
-            };
-            self.clients.insert(
-                ckey.clone(),
-                ClientEntry {
-                    txn,
-                    req: b,
-                    dest,
-                    server: Some((key.clone(), i)),
-                },
-            );
-            self.schedule(TimerKey::Client(ckey));
-            fork.branches.push(Branch {
-                branch,
-                state: BranchState::Pending,
-                timer_c: (kind == Kind::Invite).then(|| now + self.timers.c),
-                cancel,
-                cancel_pending: false,
-                cancelled: false,
-            });
+        let mut b = msg.clone();
+        if let Some(u) = ruri {
+            b.set_request_uri(&u);
         }
-        if let Some(e) = self.servers.get_mut(key) {
-            e.fork = Some(fork);
+        if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
+            // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
+            // inside the trust domain (allow-listed peers, e.g. the trunk, which must
+            // honour it in turn).
+            b.remove(HeaderName::Other("P-Asserted-Identity"));
         }
-        self.schedule(TimerKey::Server(key.clone()));
-        Ok(())
+        if let Some(inbound) = record_route_from
+            && let Some(caller) = caller
+        {
+            // Per branch: each may leave on another transport, and has its own callee.
+            let local = &self.local;
+            let call_id = b.get(HeaderName::CallId).unwrap_or("");
+            let stamp = route::seal_dialog(&self.rr_key, call_id, &from_tag, caller, dest);
+            let hostport = |t| local.hostport_for(t);
+            forward::record_route(&mut b, hostport, inbound, dest.transport, &stamp);
+        }
+        let branch = self.new_branch(&loop_tag);
+        forward::add_via(
+            &mut b,
+            dest.transport,
+            &self.local.hostport_for(dest.transport),
+            &branch,
+        );
+        let bytes = b.to_bytes();
+        // A contact that answered nothing lately gets this request once: no Timer A/E
+        // retransmissions (Timer B/F still ends the branch).
+        let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);
+        if quiet {
+            self.metrics
+                .silent_contacts
+                .with_label_values(&["no_retransmit"])
+                .inc();
+        }
+        let reliable = dest.transport.is_reliable() || quiet;
+        let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
+        self.send(dest, bytes);
+        self.metrics.forwarded.with_label_values(&["request"]).inc();
+        self.observer.client_transaction_created(&branch, dest);
+        let cancel = (kind == Kind::Invite).then(|| (forward::cancel_for(&b).to_bytes(), dest));
+        let ckey = ClientKey {
+            branch: branch.clone(),
+            method: method.to_string(),
+        };
+        self.clients.insert(
+            ckey.clone(),
+            ClientEntry {
+                txn,
+                req: b,
+                dest,
+                server: Some((key.clone(), i)),
+            },
+        );
+        self.schedule(TimerKey::Client(ckey));
+        Branch {
+            branch,
+            state: BranchState::Pending,
+            timer_c: (kind == Kind::Invite).then(|| now + self.timers.c),
+            cancel,
+            cancel_pending: false,
+            cancelled: false,
+            failover: None,
+        }
     }
 
     /// An ACK that matches no server transaction: the ACK of a 2xx, its own transaction,
