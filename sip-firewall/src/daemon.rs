@@ -264,6 +264,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(metrics.registry()),
         Arc::new(learner.clone()),
     )?);
+    // `[cluster]`: registrations are written through to Redis (with our Path URI).
+    if let Some((c, outbox)) = &cluster
+        && c.config.shares(crate::cluster::Share::Registrations)
+    {
+        let outbox = outbox.clone();
+        proxy.share_locations(
+            c.node.clone(),
+            c.config.path.clone(),
+            Box::new(move |change| outbox.send(crate::cluster::Op::Location { change })),
+        );
+    }
     // Subscribers added at run time (`sip-firewall user add`) come back from the state.
     for user in lock(&enforcer)?.store().users()? {
         proxy.add_user(&user);

@@ -7,6 +7,8 @@
 //!   ban's time left as the key's TTL, so Redis forgets expired bans by itself;
 //! - `sipfw:list:allow`, `sipfw:list:deny`: hashes of prefixes;
 //! - `sipfw:users`: hash `user@domain` -> the subscriber entry (digest hashes only);
+//! - `sipfw:loc:<aor>`: hash contact -> the binding (expiry, the node holding the flow, its
+//!   Path URI; [`crate::registrar::shared`]), the key's TTL the latest expiry;
 //! - `sipfw:node:<name>`: heartbeat, TTL [`HEARTBEAT_TTL`];
 //! - `sipfw:secret-fingerprint`: HMAC of a fixed label under `[auth] secret` (never the
 //!   secret), so nodes whose nonces and Record-Route stamps would not verify on each other
@@ -49,6 +51,8 @@ pub enum Share {
     Bans,
     Lists,
     Users,
+    /// Registrations (location), with Path (RFC 3327).
+    Registrations,
 }
 
 /// `[cluster]`.
@@ -63,10 +67,20 @@ pub struct ClusterConfig {
     /// What is shared.
     #[serde(default = "all_shared")]
     pub share: Vec<Share>,
+    /// This node's Path URI (RFC 3327): where the other nodes send requests for phones
+    /// registered here, e.g. `sip:10.0.0.11:5060;lr` on the network between the edges.
+    /// Default: `sip:<[proxy] advertise>;lr`.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 fn all_shared() -> Vec<Share> {
-    vec![Share::Bans, Share::Lists, Share::Users]
+    vec![
+        Share::Bans,
+        Share::Lists,
+        Share::Users,
+        Share::Registrations,
+    ]
 }
 
 impl ClusterConfig {
@@ -101,12 +115,30 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    Ban { ban: BanRecord },
-    Unban { ip: IpAddr },
-    ListAdd { list: List, net: ipnet::IpNet },
-    ListDel { list: List, net: ipnet::IpNet },
-    UserAdd { user: UserEntry },
-    UserDel { user: String, domain: String },
+    Ban {
+        ban: BanRecord,
+    },
+    Unban {
+        ip: IpAddr,
+    },
+    ListAdd {
+        list: List,
+        net: ipnet::IpNet,
+    },
+    ListDel {
+        list: List,
+        net: ipnet::IpNet,
+    },
+    UserAdd {
+        user: UserEntry,
+    },
+    UserDel {
+        user: String,
+        domain: String,
+    },
+    Location {
+        change: crate::registrar::shared::Change,
+    },
 }
 
 impl Op {
@@ -119,6 +151,7 @@ impl Op {
             Op::ListDel { .. } => "list_del",
             Op::UserAdd { .. } => "user_add",
             Op::UserDel { .. } => "user_del",
+            Op::Location { .. } => "location",
         }
     }
 
@@ -127,6 +160,7 @@ impl Op {
             Op::Ban { .. } | Op::Unban { .. } => Share::Bans,
             Op::ListAdd { .. } | Op::ListDel { .. } => Share::Lists,
             Op::UserAdd { .. } | Op::UserDel { .. } => Share::Users,
+            Op::Location { .. } => Share::Registrations,
         }
     }
 }
@@ -151,6 +185,10 @@ fn list_key(list: List) -> String {
 
 fn user_field(user: &str, domain: &str) -> String {
     format!("{user}@{domain}")
+}
+
+fn location_key(aor: &str) -> String {
+    format!("sipfw:loc:{aor}")
 }
 
 fn node_key(node: &str) -> String {
@@ -290,6 +328,12 @@ pub struct Target {
 impl Target {
     /// Apply a change made on another node: state database, memory, maps; never re-published.
     fn apply(&self, op: &Op) {
+        if let Op::Location { change } = op {
+            if let Some(p) = &self.proxy {
+                p.location_remote(change);
+            }
+            return;
+        }
         let r: anyhow::Result<()> = tokio::task::block_in_place(|| {
             let mut e = self
                 .enforcer
@@ -318,6 +362,7 @@ impl Target {
                         p.remove_user(user, domain);
                     }
                 }
+                Op::Location { .. } => {}
             }
             Ok(())
         });
@@ -496,6 +541,33 @@ async fn push(
         Op::UserDel { user, domain } => {
             p.hdel(USERS_KEY, user_field(user, domain)).ignore();
         }
+        Op::Location { change } => {
+            use crate::registrar::shared::{Change, contact_field};
+            match change {
+                Change::Put { aor, binding } => {
+                    let now = crate::enforce::unix_now();
+                    if binding.expires_unix <= now {
+                        return Ok(());
+                    }
+                    let Ok(b) = serde_json::to_string(binding) else {
+                        return Ok(());
+                    };
+                    let key = location_key(aor);
+                    let ttl = binding.expires_unix - now;
+                    p.hset(&key, contact_field(&binding.contact), b).ignore();
+                    // The key lives as long as its latest binding (NX: a new key; GT: a
+                    // later expiry than the current one).
+                    p.cmd("EXPIRE").arg(&key).arg(ttl).arg("NX").ignore();
+                    p.cmd("EXPIRE").arg(&key).arg(ttl).arg("GT").ignore();
+                }
+                Change::Remove { aor, contact } => {
+                    p.hdel(location_key(aor), contact_field(contact)).ignore();
+                }
+                Change::Clear { aor } => {
+                    p.del(location_key(aor)).ignore();
+                }
+            }
+        }
     }
     p.publish(CHANNEL, &json).ignore();
     match p.query_async::<()>(conn).await {
@@ -530,6 +602,13 @@ async fn load(
             }
         }
     }
+    if c.config.shares(Share::Registrations)
+        && let Some(proxy) = &target.proxy
+    {
+        let all = load_locations(conn, &c.metrics).await?;
+        info!(bindings = all.len(), "cluster: registrations loaded");
+        tokio::task::block_in_place(|| proxy.location_reload(&all));
+    }
     if c.config.shares(Share::Users) {
         let users: HashMap<String, String> = conn.hgetall(USERS_KEY).await?;
         for u in users.values() {
@@ -540,6 +619,44 @@ async fn load(
         }
     }
     Ok(())
+}
+
+/// Every registration in Redis (live ones; at most
+/// [`crate::registrar::shared::MAX_REMOTE_BINDINGS`]).
+async fn load_locations(
+    conn: &mut redis::aio::ConnectionManager,
+    metrics: &metrics::ClusterMetrics,
+) -> Result<Vec<(String, crate::registrar::shared::SharedBinding)>, ClusterError> {
+    use crate::registrar::shared::{MAX_REMOTE_BINDINGS, SharedBinding};
+    let mut keys: Vec<String> = Vec::new();
+    {
+        let mut it = conn.scan_match::<_, String>("sipfw:loc:*").await?;
+        while let Some(k) = it.next().await {
+            keys.push(k?);
+        }
+    }
+    let now = crate::enforce::unix_now();
+    let mut all = Vec::new();
+    for key in keys {
+        let Some(aor) = key.strip_prefix("sipfw:loc:") else {
+            continue;
+        };
+        let fields: HashMap<String, String> = conn.hgetall(&key).await?;
+        for v in fields.values() {
+            match serde_json::from_str::<SharedBinding>(v) {
+                Ok(b) if b.expires_unix > now => all.push((aor.to_string(), b)),
+                Ok(_) => {}
+                Err(_) => metrics.event("malformed", "in"),
+            }
+            if all.len() >= MAX_REMOTE_BINDINGS {
+                metrics::warn_limited(
+                    "cluster: too many registrations in Redis; the rest not loaded",
+                );
+                return Ok(all);
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// Every ban in Redis into the enforcer; how many.
