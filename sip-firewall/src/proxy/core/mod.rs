@@ -450,10 +450,14 @@ impl Core {
             ),
             None => ("", String::new(), 0),
         };
+        // Salted per process: cluster nodes share `rr_key` (one `[auth] secret`), and a
+        // request relayed from one node to another unchanged (an in-dialog BYE through the
+        // node holding the callee's flow) is no loop through the second.
         let h = route::mac(
             &self.rr_key,
             &[
                 b"loop",
+                &self.salt.to_le_bytes(),
                 ruri.as_bytes(),
                 get(HeaderName::CallId).unwrap_or_default().as_bytes(),
                 tag(HeaderName::From).as_bytes(),
