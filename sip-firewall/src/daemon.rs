@@ -314,9 +314,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some((cluster, outbox)) => {
             let view = cluster.view.clone();
             let target = crate::cluster::Target {
+                store: Some(lock(&enforcer)?.store_handle()),
                 enforcer: enforcer.clone(),
                 proxy: Some(proxy.clone()),
                 metrics: cluster.metrics.clone(),
+                marks: Default::default(),
             };
             tasks.spawn(crate::cluster::run(cluster, target, shutdown_rx.clone()));
             Some((outbox, view))

@@ -893,3 +893,138 @@ fn a_call_through_b_reaches_bob_registered_through_a() {
     b.stop();
     c.stop();
 }
+
+/// Issue 13: a ban deleted on A while B alone was cut off from Redis (B's Redis user
+/// disabled and its connections killed: A and Redis carry on) is lifted on B when B comes
+/// back: its full load reconciles, lifting the cluster's bans Redis no longer has. A ban B
+/// made while cut off (local, queued) stays and reaches A.
+#[test]
+fn a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns() {
+    let test = "a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-reconcile");
+    let redis = Redis::start(&tmp.path);
+    assert!(
+        redis
+            .cli(&[
+                "ACL", "SETUSER", "edge-b", "on", ">pw-b", "~*", "&*", "+@all"
+            ])
+            .contains("OK")
+    );
+    let mut a = Node::new("cra", &node_config(&redis, "edge-a", "shared-secret-5"));
+    let b_config = node_config(&redis, "edge-b", "shared-secret-5").replace(
+        &redis.url(),
+        &format!("{}?user=edge-b&pass=pw-b", redis.url()),
+    );
+    let mut b = Node::new("crb", &b_config);
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    let ip = a.pair.a4.to_string();
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", &ip, "--for", "1h"])
+            .status
+            .success()
+    );
+    assert!(b.wait_banned(&ip, true, Duration::from_secs(5)).is_some());
+
+    // B alone is cut off.
+    assert!(
+        redis
+            .cli(&["ACL", "SETUSER", "edge-b", "off"])
+            .contains("OK")
+    );
+    redis.cli(&["CLIENT", "KILL", "USER", "edge-b"]);
+    b.wait_connected(false);
+    a.wait_connected(true);
+    assert!(a.dirs.cli(&["ban", "del", &ip]).status.success());
+    assert_eq!(
+        redis.cli(&["EXISTS", &format!("sipfw:ban:{ip}")]).trim(),
+        "0"
+    );
+    let local = "192.0.2.88";
+    assert!(
+        b.dirs
+            .cli(&["ban", "add", local, "--for", "1h"])
+            .status
+            .success()
+    );
+    assert!(b.banned(&ip), "B cannot know yet");
+    assert_eq!(b.send(5), 0, "and still drops the source");
+
+    assert!(
+        redis
+            .cli(&["ACL", "SETUSER", "edge-b", "on"])
+            .contains("OK")
+    );
+    b.wait_connected(true);
+    assert!(
+        b.wait_banned(&ip, false, Duration::from_secs(5)).is_some(),
+        "B lifted the ban deleted while it was cut off"
+    );
+    assert_eq!(b.send(5), 5, "B lets the source through again");
+    assert!(b.metric("sipfw_cluster_events_total{dir=\"reconciled\",kind=\"unban\"}") >= 1.0);
+    assert!(b.banned(local), "B's own ban of the outage stays");
+    assert!(
+        a.wait_banned(local, true, Duration::from_secs(5)).is_some(),
+        "and reaches A"
+    );
+    a.stop();
+    b.stop();
+}
+
+/// Issue 13: the outbox survives a restart. Redis down; A bans and takes a registration,
+/// both queued; A is restarted during the outage (its queue is in the state database);
+/// when Redis is back B gets the ban and Redis the registration.
+#[test]
+fn changes_queued_during_an_outage_survive_a_restart() {
+    let test = "changes_queued_during_an_outage_survive_a_restart";
+    if !require_root(test) || !redis_installed(test) || !support::sipp_installed(test) {
+        return;
+    }
+    let _turn = support::one_at_a_time();
+    let tmp = TempDir::new("cluster-outbox");
+    let mut redis = Redis::start(&tmp.path);
+    let mut a = Node::new("coa", &sip_node_config(&redis, "edge-a", 11));
+    let mut b = Node::new("cob", &sip_node_config(&redis, "edge-b", 12));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+
+    redis.stop();
+    a.wait_connected(false);
+    b.wait_connected(false);
+    let during = "192.0.2.99";
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", during, "--for", "1h"])
+            .status
+            .success()
+    );
+    let reg = support::register_bob(&a.pair, &tmp.path, 5070);
+    assert!(
+        reg.ok,
+        "bob registers through A during the outage: {}\n{}",
+        reg.output, reg.trace
+    );
+    a.stop();
+    a.start();
+    assert!(a.banned(during), "A's state database kept its ban");
+
+    redis.spawn();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    assert!(
+        b.wait_banned(during, true, Duration::from_secs(10))
+            .is_some(),
+        "A's ban of the outage reached B although A restarted meanwhile"
+    );
+    wait_binding_on(&redis, "edge-a");
+    a.stop();
+    b.stop();
+}
