@@ -283,6 +283,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(dns) => proxy.set_dns(dns),
         Err(e) => warn!("no DNS resolver ({e}): requests to domains get 503"),
     }
+    // `[cluster]`: registrations are written through to Redis (with our Path URI).
+    if let Some((c, outbox)) = &cluster
+        && c.config.shares(crate::cluster::Share::Registrations)
+    {
+        let outbox = outbox.clone();
+        proxy.share_locations(
+            c.node.clone(),
+            c.config.path.clone(),
+            Box::new(move |change| outbox.send(crate::cluster::Op::Location { change })),
+        );
+    }
     // Subscribers added at run time (`sip-firewall user add`) come back from the state.
     for user in lock(&enforcer)?.store().users()? {
         proxy.add_user(&user);
@@ -325,9 +336,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some((cluster, outbox)) => {
             let view = cluster.view.clone();
             let target = crate::cluster::Target {
+                store: Some(lock(&enforcer)?.store_handle()),
                 enforcer: enforcer.clone(),
                 proxy: Some(proxy.clone()),
                 metrics: cluster.metrics.clone(),
+                marks: Default::default(),
             };
             tasks.spawn(crate::cluster::run(cluster, target, shutdown_rx.clone()));
             Some((outbox, view))

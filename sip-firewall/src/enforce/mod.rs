@@ -177,6 +177,11 @@ impl Enforcer {
         &self.store
     }
 
+    /// The state database, shared (the cluster task writes its outbox there).
+    pub fn store_handle(&self) -> std::sync::Arc<Store> {
+        self.store.clone()
+    }
+
     /// Write learned bans through `writer` (see [`write_bans`]) from now on; the store to
     /// give that task.
     pub fn set_ban_writer(

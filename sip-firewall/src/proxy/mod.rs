@@ -185,6 +185,28 @@ impl Proxy {
         })
     }
 
+    /// Share registrations with the cluster: see `registrar::shared`.
+    pub fn share_locations(
+        &self,
+        node: String,
+        path: Option<String>,
+        sink: crate::registrar::shared::Sink,
+    ) {
+        self.with_core(|c| c.share_locations(node, path, sink));
+    }
+
+    /// A registration change another cluster node made.
+    pub fn location_remote(&self, change: &crate::registrar::shared::Change) {
+        let now = self.now();
+        self.with_core(|c| c.location_remote(change, now));
+    }
+
+    /// The cluster's full set of registrations (after a (re)connect).
+    pub fn location_reload(&self, all: &[(String, crate::registrar::shared::SharedBinding)]) {
+        let now = self.now();
+        self.with_core(|c| c.location_reload(all, now));
+    }
+
     /// The subscribers, hashes only.
     pub fn users(&self) -> Vec<crate::proxy::config::UserEntry> {
         self.with_core(|c| {

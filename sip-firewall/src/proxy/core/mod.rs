@@ -41,7 +41,10 @@ use crate::{
         scanner::Scanners,
     },
     proxy::config::RegistrarConfig,
-    registrar::{self, ContactParam, LocationStore, MemoryStore, Register},
+    registrar::{
+        self, ContactParam, LocationStore, MemoryStore, Register,
+        shared::{Change, SharedBinding, Sink, WriteThrough},
+    },
     server::core::{Action, Context, Destination},
 };
 
@@ -144,6 +147,8 @@ pub struct Core {
     clients: HashMap<ClientKey, ClientEntry>,
     heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     store: Box<dyn LocationStore>,
+    /// Our Path URI (RFC 3327) when registrations are shared with a cluster.
+    cluster_path: Option<String>,
     auth: Authenticator,
     metrics: ProxyMetrics,
     observer: Arc<dyn Observer>,
@@ -265,6 +270,7 @@ impl Core {
             clients: HashMap::new(),
             heap: BinaryHeap::new(),
             store: Box::new(MemoryStore::default()),
+            cluster_path: None,
             auth: Authenticator::new(
                 Users::from_config(&config.auth.users),
                 algorithms,
@@ -332,6 +338,38 @@ impl Core {
             config.sip.max_transactions,
             config.sip.max_transactions_per_source,
         );
+    }
+
+    /// Share registrations with a cluster (issue 13): the location store becomes a cache
+    /// written through to `sink` (see `registrar::shared`). `path`: the URI the other nodes
+    /// reach us at (default: our advertised host and port over UDP).
+    pub fn share_locations(&mut self, node: String, path: Option<String>, sink: Sink) {
+        let path = path
+            .unwrap_or_else(|| format!("sip:{};lr", self.local.hostport_for(Transport::Datagram)));
+        let mut inner = MemoryStore::default();
+        for (aor, b) in self.store.all() {
+            inner.put(&aor, b);
+        }
+        self.store = Box::new(WriteThrough::new(
+            inner,
+            node,
+            path.clone(),
+            (self.start, self.unix_at_start),
+            sink,
+        ));
+        self.cluster_path = Some(path);
+    }
+
+    /// A registration change another node made.
+    pub fn location_remote(&mut self, change: &Change, now: Instant) {
+        self.store.apply_remote(change, now);
+        self.metrics.bindings.set(self.store.len() as i64);
+    }
+
+    /// The cluster's full set of registrations, after a (re)connect.
+    pub fn location_reload(&mut self, all: &[(String, SharedBinding)], now: Instant) {
+        self.store.reload_remote(all, now);
+        self.metrics.bindings.set(self.store.len() as i64);
     }
 
     /// The identities a user may assert, replaced (admin API).
@@ -473,10 +511,14 @@ impl Core {
             ),
             None => ("", String::new(), 0),
         };
+        // Salted per process: cluster nodes share `rr_key` (one `[auth] secret`), and a
+        // request relayed from one node to another unchanged (an in-dialog BYE through the
+        // node holding the callee's flow) is no loop through the second.
         let h = route::mac(
             &self.rr_key,
             &[
                 b"loop",
+                &self.salt.to_le_bytes(),
                 ruri.as_bytes(),
                 get(HeaderName::CallId).unwrap_or_default().as_bytes(),
                 tag(HeaderName::From).as_bytes(),
@@ -695,6 +737,8 @@ mod resolve;
 mod response;
 mod timers;
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod dns_tests;
 #[cfg(test)]
