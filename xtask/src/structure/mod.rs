@@ -53,10 +53,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "the units of the daemon still name each other (config composes their sections from their modules, which read Config; the proxy core uses server value types); broken down piece by piece (issue 11)",
     ),
     (
-        "cycle sip-firewall server: outbound tcp",
-        "to be broken (issue 11, point 2)",
-    ),
-    (
         "fn sip-firewall/src/admin/server.rs::answer",
         "not yet split along its jobs (issue 11, point 8)",
     ),
@@ -167,14 +163,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     (
         "file sip-firewall/src/xdp/maps.rs",
         "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
-        "cycle sip-firewall-ebpf crate: maps scan",
-        "to be broken (issue 11, point 2)",
-    ),
-    (
-        "cycle sip-firewall-ebpf crate: payload stray",
-        "to be broken (issue 11, point 2)",
     ),
     (
         "fn sip-firewall-ebpf/src/main.rs::judge",
