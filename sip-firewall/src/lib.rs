@@ -17,6 +17,7 @@ pub mod policy;
 pub mod proxy;
 pub mod registrar;
 pub mod reload;
+pub mod seams;
 pub mod server;
 pub mod state;
 pub mod xdp;

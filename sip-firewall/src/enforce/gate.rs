@@ -28,10 +28,7 @@ use super::{
     learn::{BansConfig, Event, Learner, Window},
 };
 use crate::{
-    config::Config,
-    metrics::Metrics,
-    server::{Gate, guard::lock},
-    xdp::maps::ip_key,
+    config::Config, metrics::Metrics, seams::Gate, server::guard::lock, xdp::maps::ip_key,
 };
 
 /// Most sources tracked by the user-space flood and rate tables before the oldest go.

@@ -19,7 +19,9 @@ use tracing::warn;
 
 use super::Enforcer;
 use crate::{
-    config::BanScopeConfig, proxy::Observer, server::core::Destination, xdp::maps::TransactionKeys,
+    config::BanScopeConfig,
+    seams::{Destination, Observer},
+    xdp::maps::TransactionKeys,
 };
 
 /// `[bans]`: when user space bans a source by itself.

@@ -23,7 +23,6 @@ pub mod fork;
 pub mod forward;
 pub mod metrics;
 pub mod msg;
-pub mod observer;
 pub mod route;
 pub mod transaction;
 
@@ -35,13 +34,13 @@ use std::{
 use sip_firewall_sip::Message;
 use tokio::sync::watch;
 
+pub use crate::seams::{NoObserver, Observer};
 use crate::{
     config::Config,
-    server::core::{Action, Context, Handler, Outbound},
+    seams::{Action, Context, Handler, Outbound},
 };
 use core::Core;
 pub use metrics::ProxyMetrics;
-pub use observer::{NoObserver, Observer};
 
 /// How often the timer task runs: fine enough for T1 = 500ms (and for tests with shorter
 /// timers), cheap when idle.

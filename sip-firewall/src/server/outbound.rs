@@ -16,10 +16,8 @@ use tokio::{
 };
 use tracing::debug;
 
-use super::{
-    Shared,
-    core::{Destination, Outbound},
-};
+use super::Shared;
+use crate::seams::{Destination, Outbound};
 
 // Kept at its old path for the TLS and WebSocket listeners; it belongs to the connection.
 pub(crate) use super::tcp::TCP_QUEUE;

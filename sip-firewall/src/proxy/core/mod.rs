@@ -25,7 +25,6 @@ use super::{
     forward,
     metrics::ProxyMetrics,
     msg::SipMsg,
-    observer::Observer,
     route::{self, Local},
     transaction::{
         Kind, Timers,
@@ -42,7 +41,7 @@ use crate::{
     },
     proxy::config::RegistrarConfig,
     registrar::{self, ContactParam, LocationStore, MemoryStore, Register},
-    server::core::{Action, Context, Destination},
+    seams::{Action, Context, Destination, Observer},
 };
 
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
