@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod registrar;
 pub mod reload;
 pub mod seams;
+pub mod section;
 pub mod server;
 pub mod state;
 pub mod xdp;

@@ -9,5 +9,25 @@ pub mod protocol;
 pub mod server;
 pub mod top;
 
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
 /// Where the socket lives unless `[admin] socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/sip-firewall/admin.sock";
+
+/// `[admin]`: the admin API the CLI talks to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Unix socket of the admin API (created with mode 0600).
+    pub socket: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+        }
+    }
+}

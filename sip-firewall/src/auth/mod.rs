@@ -2,6 +2,7 @@
 //! with stateless nonces, verification of credentials, nonce-count replay protection.
 
 pub mod cli;
+pub mod config;
 pub mod digest;
 pub mod nonce;
 pub mod users;

@@ -30,23 +30,23 @@ use crate::{
 pub struct BansConfig {
     /// Failed authentications from one source within `auth_window` that ban it.
     pub auth_failures: u32,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub auth_window: Duration,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub auth_ban_time: Duration,
     /// Ban a source whose User-Agent is on the scanner list.
     pub scanners: bool,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub scanner_ban_time: Duration,
     /// Requests from one source within `request_window` (over TCP, and over UDP after XDP)
     /// that ban it; 0 disables.
     pub request_limit: u32,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub request_window: Duration,
     /// The request limit of known sources (registered, recently authenticated, peers of
     /// ours) within `request_window`: over it they are throttled, never banned.
     pub known_request_limit: u32,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub request_ban_time: Duration,
     /// What bans learned from traffic block (flood, scanner, auth failures, request rate):
     /// only the SIP ports by default, so that a spoofed source cannot cut a host off
@@ -137,7 +137,7 @@ impl Learner {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dest.addr.ip(), IpAddr::V4),
             v4 => v4,
         };
-        (!crate::config::in_any(&self.reply_from_any, ip)).then_some(dest.addr)
+        (!crate::section::in_any(&self.reply_from_any, ip)).then_some(dest.addr)
     }
 
     /// Write transaction keys through `keys` synchronously (see the field).

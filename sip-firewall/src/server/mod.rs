@@ -9,6 +9,7 @@ pub mod core {
     pub use crate::seams::{Action, Context, Destination, Handler, Outbound};
 }
 #[doc(hidden)]
+pub mod config;
 pub mod fuzzing;
 pub mod guard;
 mod outbound;

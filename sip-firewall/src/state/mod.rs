@@ -4,4 +4,24 @@
 
 mod store;
 
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
 pub use store::{BanRecord, List, StateError, Store};
+
+/// `[state]`: where bans, lists and users are kept across restarts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of the state database.
+    pub directory: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            directory: PathBuf::from("/var/lib/sip-firewall"),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The XDP fast path as user space sees it: loading and attaching the program
 //! ([`program`]), its maps ([`maps`]) and the bans it reports ([`events`]).
 
+pub mod config;
 pub mod events;
 pub mod maps;
 pub mod pin;
