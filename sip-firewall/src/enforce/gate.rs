@@ -27,9 +27,7 @@ use super::{
     Enforcer,
     learn::{BansConfig, Event, Learner, Window},
 };
-use crate::{
-    config::Config, metrics::Metrics, seams::Gate, server::guard::lock, xdp::maps::ip_key,
-};
+use crate::{config::Config, guard::lock, metrics::Metrics, seams::Gate, xdp::maps::ip_key};
 
 /// Most sources tracked by the user-space flood and rate tables before the oldest go.
 const MAX_TRACKED: usize = 100_000;

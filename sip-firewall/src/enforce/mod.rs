@@ -494,7 +494,8 @@ impl Enforcer {
     /// Write the fast path's settings from `config` (live reload); ban scopes too.
     pub fn set_xdp_settings(&mut self, config: &Config) -> Result<(), EnforceError> {
         if let Some(fp) = &mut self.xdp {
-            fp.maps.set_config(&crate::daemon::xdp_config(config))?;
+            fp.maps
+                .set_config(&config.xdp.kernel_config(config.bans.learned_scope))?;
             fp.maps.set_sip_ports(&config.xdp.sip_ports)?;
         }
         self.manual_scope = config.xdp.ban_scope.scope();
@@ -655,6 +656,21 @@ impl Enforcer {
     pub fn bans_active(&self) -> usize {
         let now = unix_now();
         self.bans.values().filter(|b| b.is_live(now)).count()
+    }
+}
+
+impl crate::metrics::xdp::FastPathSource for Enforcer {
+    fn attached(&self) -> bool {
+        self.has_fast_path()
+    }
+    fn bans_active(&self) -> usize {
+        Enforcer::bans_active(self)
+    }
+    fn bans_made(&self) -> &HashMap<String, u64> {
+        Enforcer::bans_made(self)
+    }
+    fn counters(&self) -> Option<[Counter; Reason::COUNT as usize]> {
+        self.xdp_counters()
     }
 }
 

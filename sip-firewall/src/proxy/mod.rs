@@ -67,11 +67,11 @@ pub struct FakeClock(Arc<Mutex<Instant>>);
 
 impl FakeClock {
     pub fn now(&self) -> Instant {
-        *crate::server::guard::lock(&self.0, "fake clock")
+        *crate::guard::lock(&self.0, "fake clock")
     }
 
     pub fn advance(&self, d: Duration) {
-        let mut t = crate::server::guard::lock(&self.0, "fake clock");
+        let mut t = crate::guard::lock(&self.0, "fake clock");
         *t += d;
     }
 }
@@ -198,7 +198,7 @@ impl Proxy {
         let (r, sends, ops) = {
             // A panic under the lock (caught at the message boundary) left the tables as
             // they were; keep serving, counted and logged once per panic.
-            let mut core = crate::server::guard::lock(&self.core, "proxy core");
+            let mut core = crate::guard::lock(&self.core, "proxy core");
             let r = f(&mut core);
             (r, core.take_sends(), core.fraud.take_store_ops())
         };
@@ -222,7 +222,7 @@ impl Proxy {
     /// tick runs as usual.
     pub fn tick(&self) {
         let now = self.now();
-        crate::server::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
+        crate::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
     }
 
     /// Drive the timers until `shutdown` flips to true.

@@ -112,6 +112,30 @@ impl Default for XdpSection {
 }
 
 impl XdpSection {
+    /// The settings as the XDP program reads them; learned (flood) bans take
+    /// `[bans] learned_scope`.
+    pub fn kernel_config(&self, learned_scope: BanScopeConfig) -> sip_firewall_common::XdpConfig {
+        sip_firewall_common::XdpConfig {
+            max_payload: self.max_payload,
+            ban_scope: self.ban_scope.scope() as u32,
+            via_scan: self.via_scan_bytes,
+            flags: if learned_scope == BanScopeConfig::SipPorts {
+                sip_firewall_common::XdpConfig::LEARNED_SIP_PORTS
+            } else {
+                0
+            },
+            ..Default::default()
+        }
+        .with_flood(
+            self.flood_rate,
+            self.flood_burst,
+            self.ban_time.as_nanos() as u64,
+        )
+        .with_known_flood(self.known_flood_rate, self.known_flood_burst)
+        .with_pressure_budget(self.pressure_budget)
+        .with_ban_prefixes(self.ban_prefix_v4, self.ban_prefix_v6)
+    }
+
     /// Check `[xdp]`.
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.sip_ports.is_empty() {
