@@ -8,7 +8,10 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -96,6 +99,13 @@ pub const KNOWN_TTL: Duration = Duration::from_secs(3600);
 /// longer than any transaction (Timer B/F 32 s, then Timer D/K/M up to 32 s).
 pub const TRANSACTION_TTL: Duration = Duration::from_secs(300);
 
+/// The `kind` of `sipfw_internal_errors_total` that counts events lost on a full queue.
+pub const QUEUE_FULL_KIND: &str = "learner_queue_full";
+/// At most one warning about lost events per this long.
+pub const QUEUE_FULL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// When the last warning about lost events was logged (monotonic ns; 0: never).
+static LAST_QUEUE_FULL_WARNING: AtomicU64 = AtomicU64::new(0);
+
 /// The proxy's observer: queues events without blocking, except the opening of a UDP client
 /// transaction, whose key must be in the XDP map before the request leaves.
 #[derive(Clone)]
@@ -146,10 +156,27 @@ impl Learner {
         self
     }
 
-    /// Queue an event; when the queue is full it is lost (and said so once in a while).
+    /// Queue an event; when the queue is full it is lost: a lost authentication failure or
+    /// scanner is evidence a ban would have used (fail-open), so each loss is counted in
+    /// `sipfw_internal_errors_total{kind="learner_queue_full"}` and warned about at most
+    /// every [`QUEUE_FULL_LOG_EVERY`].
     pub fn report(&self, e: Event) {
         if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(e) {
-            tracing::debug!(?e, "ban event queue full: event lost");
+            crate::metrics::internal_error(QUEUE_FULL_KIND);
+            let now = crate::clock::monotonic_ns();
+            let last = LAST_QUEUE_FULL_WARNING.load(Ordering::Relaxed);
+            let every = QUEUE_FULL_LOG_EVERY.as_nanos() as u64;
+            if (last == 0 || now.saturating_sub(last) >= every)
+                && LAST_QUEUE_FULL_WARNING
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                warn!(
+                    event = ?e,
+                    "ban learning queue full: events lost (counted in \
+                     sipfw_internal_errors_total{{kind=\"{QUEUE_FULL_KIND}\"}})"
+                );
+            }
         }
     }
 }
@@ -439,6 +466,20 @@ fn with<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11: an event lost on a full queue (an authentication failure a ban would have
+    /// counted) was only logged at debug; now each loss is counted as an internal error.
+    #[test]
+    fn events_lost_on_a_full_queue_are_counted() {
+        let (learner, _rx) = Learner::new(1);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let before = crate::metrics::internal_errors(QUEUE_FULL_KIND);
+        learner.report(Event::AuthFailure(ip, true));
+        assert_eq!(crate::metrics::internal_errors(QUEUE_FULL_KIND), before);
+        learner.report(Event::AuthFailure(ip, true));
+        learner.report(Event::AuthFailure(ip, true));
+        assert_eq!(crate::metrics::internal_errors(QUEUE_FULL_KIND), before + 2);
+    }
 
     fn enforcer(tag: &str) -> (Arc<Mutex<Enforcer>>, std::path::PathBuf) {
         let d = std::env::temp_dir().join(format!("sfw-learn-{tag}-{}", std::process::id()));

@@ -38,7 +38,8 @@ static INTERNAL_ERRORS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock
         Opts::new(
             "sipfw_internal_errors_total",
             "Internal errors survived: panics caught while handling one message (message) or a \
-             timer tick (timer), locks found poisoned by a panic (lock_poisoned)",
+             timer tick (timer), locks found poisoned by a panic (lock_poisoned), ban-learning \
+             events lost on a full queue (learner_queue_full)",
         ),
         &["kind"],
     )
@@ -254,7 +255,7 @@ impl Metrics {
         if let Err(e) = m.registry.register(Box::new(INTERNAL_ERRORS.clone())) {
             tracing::error!("registering sipfw_internal_errors_total: {e}");
         }
-        for kind in ["message", "timer", "lock_poisoned"] {
+        for kind in ["message", "timer", "lock_poisoned", "learner_queue_full"] {
             INTERNAL_ERRORS.with_label_values(&[kind]);
         }
         if let Err(e) = m.registry.register(Box::new(LIMITS.clone())) {
