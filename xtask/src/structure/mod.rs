@@ -77,10 +77,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "not yet split along its jobs (issue 11, point 8)",
     ),
     (
-        "file sip-firewall/src/enforce/mod.rs",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
         "fn sip-firewall/src/fraud/cli.rs::run",
         "not yet split along its jobs (issue 11, point 8)",
     ),
