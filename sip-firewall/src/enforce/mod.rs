@@ -1,7 +1,24 @@
-//! The enforcement state: bans and allow/deny lists, kept in three places that must agree —
-//! the state database (what survives), memory (what user space checks and lists), and the
-//! XDP maps (what the kernel drops). Every change goes to the database first, then to the
-//! maps, so an acknowledged change is never lost and never only half applied.
+//! Enforcement: bans and allow/deny lists, kept in three places that must agree — the state
+//! database (what survives), memory (what user space checks and lists), and the XDP maps (what
+//! the kernel drops). Every change goes to the database first, then to the maps, so an
+//! acknowledged change is never lost and never only half applied.
+//!
+//! **Decides**: who is banned, allowed, denied or known good; in user space (the gate) the same
+//! policy as XDP where XDP does not see the traffic (no XDP, `lo`, TCP); which evidence may ban
+//! (unauthenticated evidence never bans an allow-listed or known source).
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `mod.rs` | the [`Enforcer`]: lists, the fast path, cluster sharing |
+//! | `bans` | bans in database, memory (bounded) and maps; the batched writer of learned bans |
+//! | `known` | known good sources (registered, authenticated, peers) in memory and the KNOWN map |
+//! | `transactions` | the XDP keys of the proxy's open UDP client transactions |
+//! | `learn` | `[bans]` and ban learning from what the proxy and the gate report (auth failures, scanners, request rates) |
+//! | `gate` | the user-space gate in front of the message layer |
+//!
+//! **Config**: `[bans]`, `[policy] allow/deny`, `[xdp] ban_scope`. **Metrics**: `sipfw_bans_total{reason}`,
+//! `sipfw_bans_active` (through `metrics::xdp::FastPathSource`), `sipfw_ban_refused_total{reason}`,
+//! `sipfw_userspace_drops_total{reason}`, `sipfw_internal_errors_total{kind="learner_queue_full"}`.
 
 mod bans;
 pub mod gate;

@@ -1,6 +1,14 @@
 //! The daemon's metrics: one Prometheus registry, the SIP message layer's counters, and the
-//! `GET /metrics` endpoint ([`http`]). Other parts register their own metrics through
-//! [`Metrics::registry`].
+//! `GET /metrics` endpoint ([`http`]). Other units register their own metrics through
+//! [`Metrics::registry`]; it names no unit (the fast path's figures come through
+//! [`xdp::FastPathSource`]).
+//!
+//! **Decides**: nothing. **Config**: `[metrics]` (`http::MetricsConfig`: the listen address).
+//! **Metrics**: `sipfw_sip_*` (requests, responses, accepted, rejections, dropped, keep-alives,
+//! TCP connections and closes, TLS handshakes, WebSocket upgrades), `sipfw_limits_refused_total{what}`,
+//! `sipfw_internal_errors_total{kind}`; in [`xdp`]: `sipfw_xdp_packets_total`, `sipfw_xdp_bytes_total`,
+//! `sipfw_bans_total`, `sipfw_bans_active`, `sipfw_xdp_attached`, `sipfw_enforcement_place`,
+//! `sipfw_map_entries`, `sipfw_map_capacity`.
 
 pub mod http;
 pub mod xdp;

@@ -15,6 +15,25 @@
 //! registered contact (parallel forking, toward the flow each REGISTER came on), never to
 //! ourselves nor, from a request's text, to loopback or link-local addresses. Responses are
 //! taken only from where their request went.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `core/` | the decisions, on a fake-clock-testable core (`request`, `response`, `timers`, `fraud`) |
+//! | `transaction/` | RFC 3261 17 and RFC 6026 state machines and their timers |
+//! | `forward` | Via, Max-Forwards, Record-Route, ACK and CANCEL building |
+//! | `route` | loose routing and the sealed Record-Route stamp |
+//! | `fork` | the response context of a forked request (RFC 3261 16.7) |
+//! | `msg` | the owned message the core works on |
+//! | `dns` | the RFC 3263 resolver (`[dns]`) |
+//! | `config` | `[proxy]`, `[timers]`, `[registrar]` (`[auth]` is `auth::config`'s) |
+//! | `metrics` | its counters |
+//!
+//! **Config**: `[proxy]`, `[timers]`, `[registrar]`, `[auth]`. **Metrics**:
+//! `sipfw_proxy_forwarded_total{kind}`, `sipfw_proxy_replies_total{code}`,
+//! `sipfw_proxy_retransmissions_total`, `sipfw_proxy_stray_responses_total`,
+//! `sipfw_proxy_reply_wrong_source_total`, `sipfw_proxy_silent_contacts_total`,
+//! `sipfw_proxy_transactions_active`, `sipfw_registrar_bindings`, `sipfw_auth_total{result}`,
+//! `sipfw_dialog_refused_total{reason}`, `sipfw_scanner_drops_total`.
 
 pub mod config;
 mod core;

@@ -1,6 +1,26 @@
-//! The daemon's SIP transport: UDP, TCP and TLS listeners feeding the message layer
-//! (`sip-firewall-sip`), which answers malformed requests itself and hands accepted
-//! messages to the [`Handler`].
+//! The SIP transport: UDP, TCP, TLS and WebSocket listeners feeding the message layer
+//! (`sip-firewall-sip`), which answers malformed requests itself and hands accepted messages to
+//! the [`Handler`] (the proxy).
+//!
+//! **Decides**: whether a datagram or connection gets to the message layer at all: every message
+//! and keep-alive passes the [`Gate`] first (bans, lists, rates: `enforce/`), connections take a
+//! slot of one pool in total and per source (`slots`), idle connections close; a panic while
+//! handling one message is caught at the boundary (`crate::guard`).
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `config` | `[sip]` (`SipConfig`): listeners and the message layer's limits, defaults and checks |
+//! | `udp`, `tcp` | the listeners; TCP connections framed, served and written |
+//! | `tls`, `ws` | TLS (RFC 3261 26.2) and WebSocket (RFC 7118) over the TCP handling |
+//! | `outbound` | what the proxy sends: UDP from our socket, or the open (or newly opened) connection |
+//! | `slots` | the TCP connection slots, in total and per source |
+//! | `fuzzing` | the pipeline without sockets, for `cargo xtask fuzz pipeline` |
+//!
+//! **Config**: `[sip]` (and `[tls]`, `[ws]`). **Metrics**: `sipfw_sip_requests_total{method}`,
+//! `sipfw_sip_responses_total`, `sipfw_sip_accepted_total`, `sipfw_sip_rejections_total{reason}`,
+//! `sipfw_sip_dropped_total{reason}`, `sipfw_sip_keepalives_total{transport}`,
+//! `sipfw_sip_tcp_connections`, `sipfw_sip_tcp_closed_total`, `sipfw_sip_tls_handshakes_total`,
+//! `sipfw_sip_ws_upgrades_total`, `sipfw_limits_refused_total{what}` (defined in `metrics`).
 
 /// The old path of the shared types, now in [`crate::seams`]: kept so that code written
 /// against it (other branches in flight) still compiles; new code names `crate::seams`.

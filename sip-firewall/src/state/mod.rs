@@ -1,6 +1,8 @@
-//! State that survives restarts: bans, allow and deny lists, in an embedded database
-//! (redb) in the state directory. Every change is committed (fsync) before the caller is
-//! told it is done, so a SIGKILL loses nothing that was acknowledged.
+//! State that survives restarts: bans, allow and deny lists, users and fraud suspensions, in an
+//! embedded database (redb) in the state directory. Every change is committed (fsync) before
+//! the caller is told it is done, so a SIGKILL loses nothing that was acknowledged.
+//!
+//! **Decides**: nothing. **Config**: `[state]` ([`StateConfig`]: the directory). **Metrics**: none.
 
 mod store;
 
