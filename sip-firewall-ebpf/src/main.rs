@@ -9,11 +9,12 @@
 #![no_std]
 #![no_main]
 
+mod loops;
 mod maps;
 mod packet;
 mod payload;
 mod scan;
-use payload::launder;
+use loops::launder;
 mod stray;
 
 use aya_ebpf::{

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     admin,
-    config::{BanScopeConfig, Config, XdpMode},
+    config::{Config, XdpMode},
     enforce::{
         Enforcer,
         gate::UserGate,
@@ -79,23 +79,7 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
 
 /// The fast path's settings from the config (at start, and on reload).
 pub fn xdp_config(config: &Config) -> sip_firewall_common::XdpConfig {
-    let x = &config.xdp;
-    sip_firewall_common::XdpConfig {
-        max_payload: x.max_payload,
-        ban_scope: x.ban_scope.scope() as u32,
-        via_scan: x.via_scan_bytes,
-        // Flood bans are learned from UDP traffic: `[bans] learned_scope`.
-        flags: if config.bans.learned_scope == BanScopeConfig::SipPorts {
-            sip_firewall_common::XdpConfig::LEARNED_SIP_PORTS
-        } else {
-            0
-        },
-        ..Default::default()
-    }
-    .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
-    .with_known_flood(x.known_flood_rate, x.known_flood_burst)
-    .with_pressure_budget(x.pressure_budget)
-    .with_ban_prefixes(x.ban_prefix_v4, x.ban_prefix_v6)
+    config.xdp.kernel_config(config.bans.learned_scope)
 }
 
 /// Run until SIGINT or SIGTERM.
@@ -267,7 +251,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let enforcer = enforcer.clone();
         let settings = settings.clone();
         let refusals = learn::Refusals::new(&metrics);
-        tasks.spawn(async move { learn::run(events, enforcer, settings, refusals, rx).await });
+        let bans = move || settings.bans();
+        tasks.spawn(async move { learn::run(events, enforcer, bans, refusals, rx).await });
     }
     // The proxy reports every UDP client transaction: XDP may drop replies that match none.
     lock(&enforcer)?.set_stray_check(true)?;

@@ -191,8 +191,16 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
     // After the call, with nothing else on the wire: what the daemon's message layer sees.
     let quiet = Metrics::scrape(&pair);
     let sent = forge(&pair, DURING..DURING + AFTER, Duration::from_millis(5));
-    std::thread::sleep(Duration::from_millis(500));
-    let after = Metrics::scrape(&pair);
+    // Until every forgery is counted where it dies (XDP, or the proxy without it).
+    let after = Metrics::poll(&pair, Duration::from_secs(10), |m| {
+        if xdp {
+            m.xdp("stray_reply") - quiet.xdp("stray_reply") >= sent as f64
+        } else {
+            m.get("sipfw_proxy_stray_responses_total")
+                - quiet.get("sipfw_proxy_stray_responses_total")
+                >= sent as f64
+        }
+    });
     let seen = after.sum("sipfw_sip_responses_total") - quiet.sum("sipfw_sip_responses_total");
     let forwarded = after.get("sipfw_proxy_forwarded_total{kind=\"response\"}")
         - quiet.get("sipfw_proxy_forwarded_total{kind=\"response\"}");

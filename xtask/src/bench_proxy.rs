@@ -287,6 +287,29 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / hz)
 }
 
+/// SIPp's TCP stream into one TLS connection to the daemon at `tls` (certificate not
+/// verified: a self-signed one made for this run): socat, and the address it listens on.
+fn tls_relay(tls: &str) -> anyhow::Result<(Guard, String)> {
+    let port = free_port()?;
+    let relay = format!("127.0.0.1:{port}");
+    let socat = Guard(
+        Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!("OPENSSL:{tls},verify=0"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(&relay).is_err() {
+        if t0.elapsed() > Duration::from_secs(5) {
+            bail!("socat did not listen on {relay}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((socat, relay))
+}
+
 /// The daemon's CPU per call with the caller over UDP, then over TLS, at the same rate.
 fn cpu_per_call(
     dir: &Path,
@@ -339,31 +362,7 @@ fn cpu_per_call(
         println!("  TLS: not measured (socat is not installed: cargo xtask setup installs it)");
         return Ok(());
     }
-    // SIPp's TCP stream into one TLS connection to the daemon (certificate not verified: a
-    // self-signed one made for this run).
-    let relay = format!("127.0.0.1:{}", free_port()?);
-    let relay_port = relay
-        .rsplit_once(':')
-        .map(|(_, p)| p)
-        .unwrap_or_default()
-        .to_string();
-    let _socat = Guard(
-        Command::new("socat")
-            .arg(format!(
-                "TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr,fork"
-            ))
-            .arg(format!("OPENSSL:{tls},verify=0"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(&relay).is_err() {
-        if t0.elapsed() > Duration::from_secs(5) {
-            bail!("socat did not listen on {relay}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_socat, relay) = tls_relay(tls)?;
     let tls_cost = run("TLS", &relay, true)?;
     if let (Some(u), Some(t)) = (udp, tls_cost) {
         println!("TLS/UDP daemon CPU per call: {:.2}x (same run)", t / u);

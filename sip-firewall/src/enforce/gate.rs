@@ -28,11 +28,7 @@ use super::{
     learn::{Event, Learner, Window},
     live::EnforceSettings,
 };
-use crate::{
-    metrics::Metrics,
-    server::{Gate, guard::lock},
-    xdp::maps::ip_key,
-};
+use crate::{guard::lock, metrics::Metrics, seams::Gate, xdp::maps::ip_key};
 
 /// Most sources tracked by the user-space flood and rate tables before the oldest go.
 const MAX_TRACKED: usize = 100_000;

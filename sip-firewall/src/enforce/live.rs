@@ -58,9 +58,5 @@ impl EnforceSettings {
 
 /// The XDP program's limits, in the form the user-space gate runs them (the same GCRA).
 fn gate_limits(config: &Config) -> XdpConfig {
-    let x = &config.xdp;
-    XdpConfig::default()
-        .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
-        .with_known_flood(x.known_flood_rate, x.known_flood_burst)
-        .with_pressure_budget(x.pressure_budget)
+    config.xdp.kernel_config(config.bans.learned_scope)
 }

@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use serde::Deserialize;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -13,6 +14,22 @@ use tokio::{
 use tracing::{debug, info};
 
 use super::Metrics;
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of `GET /metrics`; absent disables it.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
+    }
+}
 
 const MAX_REQUEST: usize = 8192;
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,7 +110,8 @@ impl Endpoint {
     /// Serve on `addr` from now on (none: stop serving); the old listener closes once the
     /// new one is bound. Open connections of the old one finish their request.
     pub fn rebind(&self, addr: Option<SocketAddr>) -> anyhow::Result<()> {
-        let mut current = crate::server::guard::lock(&self.current, "metrics endpoint");
+        // Poisoned only by a panic in this function, which leaves the value whole.
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_ref().map(|(a, _)| *a) == addr {
             return Ok(());
         }

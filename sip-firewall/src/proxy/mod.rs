@@ -15,6 +15,25 @@
 //! registered contact (parallel forking, toward the flow each REGISTER came on), never to
 //! ourselves nor, from a request's text, to loopback or link-local addresses. Responses are
 //! taken only from where their request went.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `core/` | the decisions, on a fake-clock-testable core (`request`, `response`, `timers`, `fraud`) |
+//! | `transaction/` | RFC 3261 17 and RFC 6026 state machines and their timers |
+//! | `forward` | Via, Max-Forwards, Record-Route, ACK and CANCEL building |
+//! | `route` | loose routing and the sealed Record-Route stamp |
+//! | `fork` | the response context of a forked request (RFC 3261 16.7) |
+//! | `msg` | the owned message the core works on |
+//! | `dns` | the RFC 3263 resolver (`[dns]`) |
+//! | `config` | `[proxy]`, `[timers]`, `[registrar]` (`[auth]` is `auth::config`'s) |
+//! | `metrics` | its counters |
+//!
+//! **Config**: `[proxy]`, `[timers]`, `[registrar]`, `[auth]`. **Metrics**:
+//! `sipfw_proxy_forwarded_total{kind}`, `sipfw_proxy_replies_total{code}`,
+//! `sipfw_proxy_retransmissions_total`, `sipfw_proxy_stray_responses_total`,
+//! `sipfw_proxy_reply_wrong_source_total`, `sipfw_proxy_silent_contacts_total`,
+//! `sipfw_proxy_transactions_active`, `sipfw_registrar_bindings`, `sipfw_auth_total{result}`,
+//! `sipfw_dialog_refused_total{reason}`, `sipfw_scanner_drops_total`.
 
 pub mod config;
 mod core;
@@ -23,7 +42,6 @@ pub mod fork;
 pub mod forward;
 pub mod metrics;
 pub mod msg;
-pub mod observer;
 pub mod route;
 pub mod transaction;
 
@@ -35,13 +53,13 @@ use std::{
 use sip_firewall_sip::{Message, Transport};
 use tokio::sync::watch;
 
+pub use crate::seams::{NoObserver, Observer};
 use crate::{
     config::Config,
-    server::core::{Action, Context, Handler, Outbound},
+    seams::{Action, Context, Handler, Outbound},
 };
 use core::Core;
 pub use metrics::ProxyMetrics;
-pub use observer::{NoObserver, Observer};
 
 /// How often the timer task runs: fine enough for T1 = 500ms (and for tests with shorter
 /// timers), cheap when idle.
@@ -99,11 +117,11 @@ pub struct FakeClock(Arc<Mutex<Instant>>);
 
 impl FakeClock {
     pub fn now(&self) -> Instant {
-        *crate::server::guard::lock(&self.0, "fake clock")
+        *crate::guard::lock(&self.0, "fake clock")
     }
 
     pub fn advance(&self, d: Duration) {
-        let mut t = crate::server::guard::lock(&self.0, "fake clock");
+        let mut t = crate::guard::lock(&self.0, "fake clock");
         *t += d;
     }
 }
@@ -270,7 +288,7 @@ impl Proxy {
         let (r, queued) = {
             // A panic under the lock (caught at the message boundary) left the tables as
             // they were; keep serving, counted and logged once per panic.
-            let mut core = crate::server::guard::lock(&self.core, "proxy core");
+            let mut core = crate::guard::lock(&self.core, "proxy core");
             let r = f(&mut core);
             (r, Queued::take(&mut core))
         };
@@ -361,7 +379,7 @@ impl Proxy {
     /// tick runs as usual.
     pub fn tick(&self) {
         let now = self.now();
-        crate::server::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
+        crate::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
     }
 
     /// Drive the timers until `shutdown` flips to true.

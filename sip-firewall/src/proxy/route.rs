@@ -10,7 +10,7 @@ use sip_firewall_sip::{
 };
 
 use super::msg::SipMsg;
-use crate::server::core::Destination;
+use crate::seams::Destination;
 
 /// What "us" is: our domains, our listen addresses (a wildcard standing for every address
 /// of the host), the advertised host.

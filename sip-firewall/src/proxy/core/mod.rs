@@ -25,7 +25,6 @@ use super::{
     forward,
     metrics::ProxyMetrics,
     msg::SipMsg,
-    observer::Observer,
     route::{self, Local},
     transaction::{
         Kind, Timers,
@@ -45,7 +44,7 @@ use crate::{
         self, ContactParam, LocationStore, MemoryStore, Register,
         shared::{Change, SharedBinding, Sink, WriteThrough},
     },
-    server::core::{Action, Context, Destination},
+    seams::{Action, Context, Destination, Observer},
 };
 
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
