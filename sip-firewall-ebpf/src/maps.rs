@@ -56,14 +56,9 @@ pub static PRESSURE: Array<u64> = Array::pinned(1, 0);
 #[map(name = "SIPFW_EVENTS")]
 pub static BAN_EVENTS: RingBuf = RingBuf::with_byte_size(BAN_EVENTS_BYTES, 0);
 
-/// Scratch slot used to hand a scan result past the verifier (see `payload.rs`).
+/// Scratch slot used to hand a scan result past the verifier (see `loops.rs`).
 #[map(name = "SIPFW_SCRATCH")]
 pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// Where a response's first bytes are copied for the stray-reply scan (see `stray.rs`).
-#[map(name = "SIPFW_SCANBUF")]
-pub static SCAN_BUFFER: PerCpuArray<[u8; crate::scan::BUF_BYTES]> =
-    PerCpuArray::with_max_entries(1, 0);
 
 /// Where a strided scan goes on (see `stray.rs`): kept in map memory, which the verifier
 /// reads as an unknown, so the callbacks converge instead of being followed position by

@@ -13,9 +13,8 @@ use sip_firewall_common::payload::{
 };
 
 use crate::{
-    maps::SCRATCH,
-    scan::Buf,
-    stray::{NEXT, STOP, run},
+    loops::{NEXT, STOP, launder, run},
+    scan::{Buf, STRIDE},
 };
 
 /// Classify the UDP payload of `len` bytes (from the UDP header) of which the first `copied`
@@ -83,18 +82,6 @@ fn is_status_line(b: Buf, end: u64) -> bool {
         && b.at(11, end) == Some(b' ')
 }
 
-/// Hide `v` from the verifier's value tracking: distinct values reaching the same code make
-/// distinct states, each verified again; a value reloaded from map memory is one unknown.
-#[inline(always)]
-pub fn launder(v: usize) -> Option<usize> {
-    let slot = SCRATCH.get_ptr_mut(0)?;
-    // Volatile: LLVM must not forward the stored value to the load.
-    unsafe {
-        core::ptr::write_volatile(slot, v as u64);
-        Some(core::ptr::read_volatile(slot) as usize)
-    }
-}
-
 /// A scan of the request line, for `find_method_end` and `find_cr`.
 #[repr(C)]
 struct Line {
@@ -105,10 +92,6 @@ struct Line {
     /// 1: found; 2: a byte that has no place there came first.
     outcome: u64,
 }
-
-/// Bytes each `bpf_loop` callback of the long scans looks at: a call per byte would cost
-/// more than the byte's test.
-pub const STRIDE: u64 = 8;
 
 /// At `start + STRIDE * n` and the bytes after: the CR that ends the line, or a byte that
 /// has no place in it.

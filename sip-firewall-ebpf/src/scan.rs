@@ -5,10 +5,8 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
+use aya_ebpf::{helpers::bpf_xdp_load_bytes, macros::map, maps::PerCpuArray, programs::XdpContext};
 use sip_firewall_common::branch::MAX_VIA_SCAN;
-
-use crate::maps::SCAN_BUFFER;
 
 /// Bytes each `bpf_loop` callback of the payload scans looks at, unrolled: a call per byte
 /// costs more than the byte's test, and the verifier checks a callback body once.
@@ -19,6 +17,10 @@ pub const SCAN_BYTES: usize = MAX_VIA_SCAN;
 
 /// Size of the buffer: a stride read from any masked position stays inside it.
 pub const BUF_BYTES: usize = SCAN_BYTES + STRIDE as usize;
+
+/// Where a response's first bytes are copied for the stray-reply scan (see `stray.rs`).
+#[map(name = "SIPFW_SCANBUF")]
+pub static SCAN_BUFFER: PerCpuArray<[u8; BUF_BYTES]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Copy up to `want` bytes of the packet from `off` into the buffer; how many were copied
 /// (fewer when the packet ends first).

@@ -12,15 +12,14 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::bpf_loop;
 use sip_firewall_common::branch::{
     FNV_OFFSET, MAX_BRANCH_LEN, MAX_SWS, MAX_VIA_PARAMS, MAX_VIA_SCAN, TopBranch, ends_branch,
     fnv_step, is_sws,
 };
 
 use crate::{
+    loops::{NEXT, STOP, launder, run},
     maps::SCAN_POS,
-    payload::launder,
     scan::{Buf, STRIDE},
 };
 
@@ -101,10 +100,6 @@ fn branch_value_at(b: Buf, i: u64, end: u64) -> Option<u64> {
     }
     Some(skip_sws(b, k + 1, end))
 }
-
-/// bpf_loop: 0 goes on, 1 stops.
-pub const NEXT: i64 = 0;
-pub const STOP: i64 = 1;
 
 /// Scan 1, from the position in `SCAN_POS`: a line feed followed by a Via header name.
 /// Each call looks at up to [`STRIDE`] bytes for a line feed and returns after it; the next
@@ -215,19 +210,6 @@ extern "C" fn hash_branch(_n: u64, ctx: *mut c_void) -> i64 {
     s.hash = h;
     unsafe { *at = k };
     NEXT
-}
-
-/// Run `callback` up to `times` times over `scan`.
-#[inline(always)]
-pub fn run<T>(times: usize, callback: extern "C" fn(u64, *mut c_void) -> i64, scan: &mut T) {
-    unsafe {
-        bpf_loop(
-            times as u32,
-            callback as *mut c_void,
-            scan as *mut T as *mut c_void,
-            0,
-        )
-    };
 }
 
 /// The topmost Via's branch of the response in the scan buffer, of which `copied` bytes are

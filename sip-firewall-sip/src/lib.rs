@@ -4,6 +4,13 @@
 //! The pipeline for one message is [`inspect`]: [`parse::parse`] (start line, headers, body
 //! by Content-Length), then [`sanity::check`]. A refusal carries a [`Reason`], which names
 //! the metrics label and, for requests, the status code to answer with.
+//!
+//! **Decides**: whether bytes are a SIP message this edge accepts (exact grammar, bounded
+//! sizes, the sanity checks) and, for a refused request, the answer (RFC 3261 8.2.6, 18.2.2).
+//! **Config**: the daemon's `[sip]` limits (`max_message_bytes`, `max_header_bytes`,
+//! `max_request_uri_bytes`) as [`Limits`]. **Metrics**: none of its own; the daemon counts
+//! every [`Reason`] as `sipfw_sip_rejections_total{reason}` and `sipfw_sip_dropped_total`.
+//! The module table is in this crate's README.
 
 pub mod frame;
 pub mod headers;

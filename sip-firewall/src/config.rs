@@ -1,16 +1,35 @@
 //! The daemon's configuration: one TOML file, embedded defaults when absent.
 //!
+//! This file only composes: each unit owns its section type with its defaults and checks
+//! (`server::config` `[sip]`, `xdp::config` `[xdp]`, `proxy::config` `[proxy] [timers]
+//! [registrar]`, `auth::config` `[auth]`, `enforce::learn` `[bans]`, `fraud::config`
+//! `[fraud]`, `admin` `[admin]`, `state` `[state]`, `metrics::http` `[metrics]`,
+//! `logging` `[log]`, `cluster` `[cluster]`, `proxy::dns` `[dns]`); the serde helpers and
+//! the error of a check are `section.rs`'s. `[policy]`, `[tls]` and `[ws]` are still here.
+//!
 //! Every section rejects unknown keys, so a typo is an error that names the key and its line
 //! (the `toml` crate reports both) instead of a setting silently ignored.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+// The sections of the units, at their old paths here.
+pub(crate) use crate::section::duration;
+pub use crate::section::in_any;
+use crate::section::{Invalid, invalid};
+pub use crate::{
+    admin::AdminConfig,
+    metrics::http::MetricsConfig,
+    server::config::SipConfig,
+    state::StateConfig,
+    xdp::config::{BanScopeConfig, XdpMode, XdpSection},
+};
 
 /// The documented default file (`sip-firewall config default`).
 pub const DEFAULT_FILE: &str = include_str!("../config/default.toml");
@@ -137,193 +156,6 @@ impl Default for TlsConfig {
     }
 }
 
-/// `[admin]`: the admin API the CLI talks to.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Unix socket of the admin API (created with mode 0600).
-    pub socket: PathBuf,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            socket: PathBuf::from(crate::admin::DEFAULT_SOCKET),
-        }
-    }
-}
-
-/// `[state]`: where bans, lists and users are kept across restarts.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StateConfig {
-    /// Directory of the state database.
-    pub directory: PathBuf,
-}
-
-impl Default for StateConfig {
-    fn default() -> Self {
-        StateConfig {
-            directory: PathBuf::from("/var/lib/sip-firewall"),
-        }
-    }
-}
-
-/// `[sip]`: the SIP listeners and the message layer's limits.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SipConfig {
-    /// Addresses the daemon listens on, each on UDP and TCP.
-    pub listen: Vec<SocketAddr>,
-    /// Domains this proxy is responsible for (registrar and authentication realm).
-    pub domains: Vec<String>,
-    /// Largest whole message accepted (bytes).
-    pub max_message_bytes: usize,
-    /// Largest single header line accepted, folded lines included (bytes).
-    pub max_header_bytes: usize,
-    /// Largest Request-URI accepted (bytes).
-    pub max_request_uri_bytes: usize,
-    /// A TCP connection that sends no complete message for this long is closed.
-    #[serde(deserialize_with = "duration")]
-    pub tcp_idle_timeout: Duration,
-    /// Answer UDP requests at their source port even without `rport` in the top Via (as
-    /// NAT'd clients need); false follows RFC 3261 18.2.2 strictly (the sent-by port).
-    pub force_rport: bool,
-    /// Most TCP connections at once, accepted and opened by the proxy together; more are
-    /// refused (closed at once) and counted.
-    pub max_tcp_connections: usize,
-    /// Most TCP connections at once with one source address (IPv6: one /64), both directions.
-    pub max_tcp_per_source: usize,
-    /// Most server transactions at once; a new request beyond gets 503 with Retry-After.
-    pub max_transactions: usize,
-    /// Most server transactions at once from one source address (IPv6: one /64); allow-listed
-    /// sources are bound by `max_transactions` only.
-    pub max_transactions_per_source: usize,
-}
-
-impl Default for SipConfig {
-    fn default() -> Self {
-        SipConfig {
-            listen: vec![SocketAddr::from(([0, 0, 0, 0], 5060))],
-            domains: Vec::new(),
-            max_message_bytes: 16384,
-            max_header_bytes: 2048,
-            max_request_uri_bytes: 512,
-            tcp_idle_timeout: Duration::from_secs(30),
-            force_rport: true,
-            max_tcp_connections: 1024,
-            max_tcp_per_source: 32,
-            max_transactions: 100_000,
-            max_transactions_per_source: 1_000,
-        }
-    }
-}
-
-/// How the XDP program is attached.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// Native (driver) mode, falling back to generic mode with a warning.
-    #[default]
-    Auto,
-    /// Native (driver) mode only.
-    Native,
-    /// Generic (skb) mode only.
-    Generic,
-    /// No XDP: every check runs in user space.
-    Off,
-}
-
-/// What bans and deny entries block.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BanScopeConfig {
-    /// All traffic from the source.
-    #[default]
-    All,
-    /// Only traffic to the SIP ports.
-    SipPorts,
-}
-
-impl BanScopeConfig {
-    /// The scope as the XDP program stores it.
-    pub fn scope(self) -> sip_firewall_common::BanScope {
-        match self {
-            BanScopeConfig::All => sip_firewall_common::BanScope::All,
-            BanScopeConfig::SipPorts => sip_firewall_common::BanScope::SipPorts,
-        }
-    }
-}
-
-/// `[xdp]`: the fast path.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct XdpSection {
-    /// Interfaces to attach to.
-    pub interfaces: Vec<String>,
-    pub mode: XdpMode,
-    /// UDP and TCP ports judged as SIP.
-    pub sip_ports: Vec<u16>,
-    /// Sustained packets per second allowed per source (IPv6: per /64); 0 disables the limit.
-    pub flood_rate: u32,
-    /// Packets a source may send at once above the sustained rate.
-    pub flood_burst: u32,
-    /// The flood limit of known sources (registered, recently authenticated, peers of ours:
-    /// an office of phones behind one NAT, a trunk): packets per second and burst. Over it
-    /// they are throttled (excess dropped and counted), never banned. 0 disables it.
-    pub known_flood_rate: u32,
-    pub known_flood_burst: u32,
-    /// Bits of the prefix flood state and learned bans are kept per: IPv4 (1..=32) and IPv6
-    /// (8..=128). One subscriber usually owns a whole IPv6 /64; rotating addresses in it
-    /// must neither reset the limit nor fill the ban map.
-    pub ban_prefix_v4: u32,
-    pub ban_prefix_v6: u32,
-    /// How long a source over the flood limit is banned.
-    #[serde(deserialize_with = "duration")]
-    pub ban_time: Duration,
-    /// Largest UDP payload accepted on the SIP ports (bytes); 0 disables the check.
-    pub max_payload: u32,
-    pub ban_scope: BanScopeConfig,
-    /// SIP requests per second from unknown sources together (not registered, not recently
-    /// authenticated, not a peer of ours) admitted while more arrive; known sources always
-    /// pass. 0 disables the budget.
-    pub pressure_budget: u32,
-    /// Bytes of a SIP response the XDP program scans for its topmost Via (1500 to 2048); a
-    /// Via beyond them is left to user space.
-    pub via_scan_bytes: u32,
-    /// bpffs directory where the maps and links are pinned, so that a restarted daemon takes
-    /// them over without a gap.
-    pub pin_dir: PathBuf,
-    /// On stop, detach the program and remove the pins (`--detach`). By default they stay,
-    /// and the kernel keeps enforcing bans until the next daemon takes over.
-    pub detach_on_stop: bool,
-}
-
-impl Default for XdpSection {
-    fn default() -> Self {
-        XdpSection {
-            interfaces: Vec::new(),
-            mode: XdpMode::Auto,
-            sip_ports: vec![5060],
-            flood_rate: 50,
-            flood_burst: 100,
-            // 300 phones behind one NAT re-registering at 150/s with digest: ~300
-            // requests/s, their retransmissions and our requests' answers.
-            known_flood_rate: 1000,
-            known_flood_burst: 2000,
-            ban_prefix_v4: 32,
-            ban_prefix_v6: 64,
-            ban_time: Duration::from_secs(300),
-            max_payload: 16384,
-            ban_scope: BanScopeConfig::All,
-            pressure_budget: 2000,
-            via_scan_bytes: 1500,
-            pin_dir: PathBuf::from("/sys/fs/bpf/sip-firewall"),
-            detach_on_stop: false,
-        }
-    }
-}
-
 /// `[policy]`: who is trusted and who is refused outright.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -337,23 +169,23 @@ pub struct PolicyConfig {
     pub scanners: Option<Vec<String>>,
 }
 
-/// `[metrics]`: the Prometheus endpoint.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// Address of `GET /metrics`; absent disables it.
-    pub listen: Option<SocketAddr>,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
-        }
-    }
-}
-
 impl Config {
+    /// The TCP ports SIP streams arrive on besides `[xdp] sip_ports`: the TLS, WebSocket and
+    /// secure WebSocket listeners. XDP counts their new connections and rate-limits their SYNs per source.
+    pub fn stream_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .tls
+            .listen
+            .iter()
+            .chain(&self.ws.listen)
+            .chain(&self.wss.listen)
+            .map(|a| a.port())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     /// Parse a configuration from TOML text; `path` names the file in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -380,14 +212,17 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| ConfigError::Invalid {
+        self.check().map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            key,
-            message: message.to_string(),
-        };
-        if self.xdp.sip_ports.is_empty() {
-            return Err(invalid("xdp.sip_ports", "needs at least one port"));
-        }
+            key: e.key,
+            message: e.message,
+        })
+    }
+
+    /// Each section's own checks, then those that span sections. `[tls]` and `[ws]` are
+    /// checked here until they move next to their listeners.
+    fn check(&self) -> Result<(), Invalid> {
+        self.xdp.validate()?;
         if !self.tls.listen.is_empty()
             && (self.tls.certificate.is_none() || self.tls.private_key.is_none())
         {
@@ -416,86 +251,13 @@ impl Config {
         if self.tls.require_client_certificate && self.tls.ca.is_none() {
             return Err(invalid("tls.require_client_certificate", "needs tls.ca"));
         }
-        if self.xdp.sip_ports.contains(&0) {
-            return Err(invalid("xdp.sip_ports", "port 0 is not a port"));
-        }
-        if self.xdp.sip_ports.len() > sip_firewall_common::maps::PORT_ENTRIES as usize {
-            return Err(invalid("xdp.sip_ports", "too many ports (at most 64)"));
-        }
-        if self.xdp.flood_rate > 0 && self.xdp.flood_burst == 0 {
-            return Err(invalid(
-                "xdp.flood_burst",
-                "must be at least 1 when flood_rate is set",
-            ));
-        }
-        if !(1..=32).contains(&self.xdp.ban_prefix_v4) {
-            return Err(invalid("xdp.ban_prefix_v4", "must be between 1 and 32"));
-        }
-        if !(8..=128).contains(&self.xdp.ban_prefix_v6) {
-            return Err(invalid("xdp.ban_prefix_v6", "must be between 8 and 128"));
-        }
-        let max_scan = sip_firewall_common::branch::MAX_VIA_SCAN as u32;
-        if !(1500..=max_scan).contains(&self.xdp.via_scan_bytes) {
-            return Err(invalid(
-                "xdp.via_scan_bytes",
-                "must be between 1500 and 2048",
-            ));
-        }
-        if self.xdp.flood_rate > 1_000_000_000 {
-            return Err(invalid("xdp.flood_rate", "at most 1000000000 packets/s"));
-        }
-        if self.sip.max_message_bytes < 256 {
-            return Err(invalid("sip.max_message_bytes", "must be at least 256"));
-        }
-        if self.sip.max_header_bytes < 64 || self.sip.max_header_bytes > self.sip.max_message_bytes
-        {
-            return Err(invalid(
-                "sip.max_header_bytes",
-                "must be at least 64 and at most sip.max_message_bytes",
-            ));
-        }
-        if self.sip.max_request_uri_bytes < 16
-            || self.sip.max_request_uri_bytes > self.sip.max_header_bytes
-        {
-            return Err(invalid(
-                "sip.max_request_uri_bytes",
-                "must be at least 16 and at most sip.max_header_bytes",
-            ));
-        }
-        if self.sip.tcp_idle_timeout.is_zero() {
-            return Err(invalid("sip.tcp_idle_timeout", "must be longer than 0s"));
-        }
-        if self.sip.max_tcp_connections == 0 {
-            return Err(invalid("sip.max_tcp_connections", "must be at least 1"));
-        }
-        crate::proxy::config::validate(
-            &self.proxy,
-            &self.timers,
-            &self.registrar,
-            &self.auth,
-            &self.sip.domains,
-        )
-        .map_err(|e| invalid(e.key, &e.message))?;
-        self.fraud
-            .validate()
-            .map_err(|e| invalid(e.key, &e.message))?;
-        Ok(())
+        self.sip.validate()?;
+        self.proxy.validate()?;
+        self.timers.validate()?;
+        self.registrar.validate()?;
+        self.auth.validate(&self.sip.domains)?;
+        self.fraud.validate()
     }
-}
-
-/// Whether `ip` lies in one of `nets`.
-pub fn in_any(nets: &[IpNet], ip: IpAddr) -> bool {
-    nets.iter().any(|n| n.contains(&ip))
-}
-
-/// Durations are written as humans write them: `30s`, `5m`, `1h 30m`.
-pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{e} (write durations like \"30s\", \"5m\", \"1h\")"
-        ))
-    })
 }
 
 #[cfg(test)]

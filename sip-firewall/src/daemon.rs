@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     admin,
-    config::{BanScopeConfig, Config, XdpMode},
+    config::{Config, XdpMode},
     enforce::{
         Enforcer,
         gate::UserGate,
@@ -73,40 +73,26 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
     let mut fp = FastPath::load_pinned(&x.pin_dir)?;
     fp.detach_on_drop(x.detach_on_stop);
     fp.maps.set_config(&xdp_config(config))?;
-    fp.maps.set_sip_ports(&x.sip_ports)?;
+    fp.maps.set_ports(&x.sip_ports, &config.stream_ports())?;
     Ok(fp)
 }
 
 /// The fast path's settings from the config (at start, and on reload).
 pub fn xdp_config(config: &Config) -> sip_firewall_common::XdpConfig {
-    let x = &config.xdp;
-    sip_firewall_common::XdpConfig {
-        max_payload: x.max_payload,
-        ban_scope: x.ban_scope.scope() as u32,
-        via_scan: x.via_scan_bytes,
-        // Flood bans are learned from UDP traffic: `[bans] learned_scope`.
-        flags: if config.bans.learned_scope == BanScopeConfig::SipPorts {
-            sip_firewall_common::XdpConfig::LEARNED_SIP_PORTS
-        } else {
-            0
-        },
-        ..Default::default()
-    }
-    .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
-    .with_known_flood(x.known_flood_rate, x.known_flood_burst)
-    .with_pressure_budget(x.pressure_budget)
-    .with_ban_prefixes(x.ban_prefix_v4, x.ban_prefix_v6)
+    config.xdp.kernel_config(config.bans.learned_scope)
 }
 
 /// Run until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
-    if let Err(e) = metrics
-        .registry()
-        .register(Box::new(crate::logging::suppressed_metric().clone()))
-    {
-        warn!("registering sipfw_log_suppressed_total: {e}");
+    for m in [
+        crate::logging::suppressed_metric(),
+        crate::logging::events_metric(),
+    ] {
+        if let Err(e) = metrics.registry().register(Box::new(m.clone())) {
+            warn!("registering the security log's metrics: {e}");
+        }
     }
 
     let store = Store::open(&config.state.directory)?;
@@ -207,6 +193,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let gauges = crate::metrics::xdp::MapGauges::register(&metrics);
         let enforcer = enforcer.clone();
         let mut rx = shutdown_rx.clone();
+        // Replies XDP dropped as strays: the kernel counts them, so user space logs their
+        // sum, one security line a minute at most.
+        let mut strays = crate::logging::SummaryEvent::new(
+            "stray_reply",
+            "response matching no open transaction (XDP)",
+        );
         tasks.spawn(async move {
             let mut every = tokio::time::interval(MAP_SWEEP_EVERY);
             loop {
@@ -235,6 +227,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 if let Ok(mut e) = enforcer.lock() {
                     e.forget_expired_bans();
+                    if let Some(c) = e.xdp_counters() {
+                        let stray = sip_firewall_common::Reason::StrayReply as usize;
+                        strays.observe(c[stray].packets, std::time::Instant::now());
+                    }
                 }
             }
         });
@@ -248,12 +244,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     .with_reply_from_any(config.proxy.reply_from_any.clone());
     lock(&enforcer)?.set_any_peer_keys(!config.proxy.reply_from_any.is_empty())?;
+    // `[bans]` and the gate's limits, swapped by a reload while the learner and gate run.
+    let settings = crate::enforce::live::EnforceSettings::new(&config);
     {
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();
-        let cfg = config.bans.clone();
+        let settings = settings.clone();
         let refusals = learn::Refusals::new(&metrics);
-        tasks.spawn(async move { learn::run(events, enforcer, cfg, refusals, rx).await });
+        let bans = move || settings.bans();
+        tasks.spawn(async move { learn::run(events, enforcer, bans, refusals, rx).await });
     }
     // The proxy reports every UDP client transaction: XDP may drop replies that match none.
     lock(&enforcer)?.set_stray_check(true)?;
@@ -268,6 +267,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     match crate::proxy::dns::Dns::new(&config.dns) {
         Ok(dns) => proxy.set_dns(dns),
         Err(e) => warn!("no DNS resolver ({e}): requests to domains get 503"),
+    }
+    // `[cluster]`: registrations are written through to Redis (with our Path URI).
+    if let Some((c, outbox)) = &cluster
+        && c.config.shares(crate::cluster::Share::Registrations)
+    {
+        let outbox = outbox.clone();
+        proxy.share_locations(
+            c.node.clone(),
+            c.config.path.clone(),
+            Box::new(move |change| outbox.send(crate::cluster::Op::Location { change })),
+        );
     }
     // Subscribers added at run time (`sip-firewall user add`) come back from the state.
     for user in lock(&enforcer)?.store().users()? {
@@ -301,7 +311,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .bind_wss(&config.wss, &config.ws, &config.tls)
         .await?;
     server.set_gate(Arc::new(UserGate::new(
-        &config,
+        settings.clone(),
         enforcer.clone(),
         learner,
         &metrics,
@@ -311,9 +321,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some((cluster, outbox)) => {
             let view = cluster.view.clone();
             let target = crate::cluster::Target {
+                store: Some(lock(&enforcer)?.store_handle()),
                 enforcer: enforcer.clone(),
                 proxy: Some(proxy.clone()),
                 metrics: cluster.metrics.clone(),
+                marks: Default::default(),
             };
             tasks.spawn(crate::cluster::run(cluster, target, shutdown_rx.clone()));
             Some((outbox, view))
@@ -328,22 +340,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let rx = shutdown_rx.clone();
     tasks.spawn(async move { server.run(rx).await });
 
-    if let Some(addr) = config.metrics.listen {
-        let rx = shutdown_rx.clone();
-        let m = metrics.clone();
-        // Bound here, before the admin socket answers: whoever waits for the daemon to be
-        // up can scrape it at once.
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        tasks.spawn(async move { crate::metrics::http::serve_on(listener, m, rx).await });
-    }
+    // Bound here, before the admin socket answers; a reload may move it.
+    let metrics_endpoint = Arc::new(crate::metrics::http::Endpoint::start(
+        config.metrics.listen,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )?);
 
-    let reloader = Arc::new(crate::reload::Reloader::new(
-        config.clone(),
-        enforcer.clone(),
-        Some(proxy_handle.clone()),
-    ));
+    let reloader = Arc::new(
+        crate::reload::Reloader::new(config.clone(), enforcer.clone(), Some(proxy_handle.clone()))
+            .with_settings(settings)
+            .with_metrics_endpoint(metrics_endpoint),
+    );
     let attachments = lock(&enforcer)?.attachments();
     let info = admin::server::DaemonInfo {
         started: std::time::Instant::now(),

@@ -178,13 +178,8 @@ fn calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answe
         trunk2.local_addr().expect("addr").port(),
     );
     let port = common::free_port();
-    let dir = common::TempDir(std::env::temp_dir().join(format!(
-        "sipfw-dns-{}-{}",
-        std::process::id(),
-        common::free_port()
-    )));
-    std::fs::create_dir_all(&dir.0).expect("dir");
-    let log = dir.0.join("dnsmasq.log");
+    let dir = sip_firewall_tests::daemon::TempDir::new("dns");
+    let log = dir.path.join("dnsmasq.log");
     let Some(_dns) = dnsmasq(
         port,
         &[

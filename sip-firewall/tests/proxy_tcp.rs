@@ -4,27 +4,11 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    net::{TcpListener, TcpStream, UdpSocket},
+    time::Duration,
 };
 
 mod common;
-
-use common::free_port;
-
-struct Daemon {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Read one SIP message (headers and Content-Length body) from a stream.
 fn read_message(s: &mut TcpStream) -> String {
@@ -41,43 +25,14 @@ fn read_message(s: &mut TcpStream) -> String {
 
 #[test]
 fn forwards_over_a_new_tcp_connection() {
-    let dir =
-        std::env::temp_dir().join(format!("sipfw-tcp-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("c.toml");
     // 127.0.0.0/8 is a trusted peer: it may send to foreign targets, here on loopback.
-    std::fs::write(
-        &cfg,
+    let d = common::start(
+        "tcp",
         "[sip]\ndomains = [\"example.com\"]\n[policy]\nallow = [\"127.0.0.0/8\"]\n\
          [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n",
-    )
-    .expect("config");
-    let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
-        .args(["run", "--xdp-mode", "off", "--config"])
-        .arg(&cfg)
-        .args(["--sip-listen", &sip.to_string()])
-        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--admin-socket")
-        .arg(dir.join("admin.sock"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let _d = Daemon {
-        child,
-        dir: dir.clone(),
-    };
-    let t0 = Instant::now();
-    while TcpStream::connect(sip).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "daemon did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Some("warn"),
+    );
+    let sip = d.sip;
 
     let uas = TcpListener::bind("127.0.0.1:0").expect("uas");
     let uas_addr = uas.local_addr().expect("addr");

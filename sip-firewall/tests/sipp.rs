@@ -8,7 +8,6 @@
 
 use std::{
     net::UdpSocket,
-    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -35,31 +34,10 @@ users = [
 mod common;
 
 use common::{Daemon, free_port, scrape_opt};
+use sip_firewall_tests::sipp::{self, Run, Sipp, codes};
 
 /// One daemon at a time: SIPp runs are timing-sensitive on a busy machine.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn sipp_installed(test: &str) -> bool {
-    let ok = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        common::skip::skip(
-            test,
-            "sipp not installed (`cargo xtask setup` installs sip-tester)",
-        );
-    }
-    ok
-}
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/sipp")
-        .join(name)
-}
 
 fn start() -> Daemon {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -76,56 +54,33 @@ fn metric(d: &Daemon, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One SIPp run: its exit status and its message trace.
-struct Run {
-    ok: bool,
-    trace: String,
-    output: String,
+/// SIPp scenario `name` on 127.0.0.1:`port`, as a client of the daemon when `uac`.
+fn spec<'a>(d: &'a Daemon, name: &'a str, port: u16, uac: bool) -> Sipp<'a> {
+    Sipp {
+        dir: &d.dir.path,
+        name,
+        local: [127, 0, 0, 1].into(),
+        port,
+        remote: uac.then_some(d.sip),
+        timeout_secs: 30,
+    }
 }
 
 /// Run SIPp on 127.0.0.1:`port` with `args`, as a client of the daemon when `uac`.
 fn sipp_cmd(d: &Daemon, name: &str, port: u16, uac: bool, args: &[&str]) -> Command {
-    let trace = d.dir.0.join(format!("{name}-{port}.msg"));
-    let mut c = Command::new("sipp");
-    if uac {
-        c.arg(d.sip.to_string());
-    }
-    c.arg("-sf")
-        .arg(scenario(name))
-        .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-timeout", "30", "-timeout_error", "-nostdin"])
-        .arg("-trace_msg")
-        .arg("-message_file")
-        .arg(&trace)
-        .args(args)
-        .current_dir(&d.dir.0)
-        .stdin(Stdio::null());
-    c
-}
-
-fn finish(d: &Daemon, name: &str, port: u16, out: std::io::Result<Output>) -> Run {
-    let out = out.expect("run sipp");
-    let trace =
-        std::fs::read_to_string(d.dir.0.join(format!("{name}-{port}.msg"))).unwrap_or_default();
-    Run {
-        ok: out.status.success(),
-        trace,
-        output: format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    spec(d, name, port, uac).command(Command::new("sipp"), args)
 }
 
 fn sipp(d: &Daemon, name: &str, port: u16, uac: bool, args: &[&str]) -> Run {
-    let out = sipp_cmd(d, name, port, uac, args).output();
-    finish(d, name, port, out)
+    let out = sipp_cmd(d, name, port, uac, args)
+        .output()
+        .expect("run sipp");
+    spec(d, name, port, uac).finish(out)
+}
+
+/// The outcome of a SIPp run of `name` on `port` that was started by hand.
+fn finish(d: &Daemon, name: &str, port: u16, out: std::io::Result<Output>) -> Run {
+    spec(d, name, port, false).finish(out.expect("run sipp"))
 }
 
 /// Register `user` with its password from `port` (the port its UAS will answer on).
@@ -152,15 +107,6 @@ fn register_with(d: &Daemon, user: &str, pw: &str, port: u16, extra: &[&str]) ->
     sipp(d, "register.xml", port, true, &args)
 }
 
-/// Status codes of the responses in a SIPp message trace, in order.
-fn codes(trace: &str) -> Vec<u16> {
-    trace
-        .lines()
-        .filter_map(|l| l.strip_prefix("SIP/2.0 "))
-        .filter_map(|r| r.get(..3)?.parse().ok())
-        .collect()
-}
-
 /// Wait until every transaction has ended and been freed.
 fn all_transactions_freed(d: &Daemon) -> bool {
     let t0 = Instant::now();
@@ -177,7 +123,7 @@ fn all_transactions_freed(d: &Daemon) -> bool {
 
 #[test]
 fn register_with_digest() {
-    if !sipp_installed("register_with_digest") {
+    if !sipp::require("register_with_digest") {
         return;
     }
     let d = start();
@@ -322,7 +268,7 @@ fn try_scenarios(
 
 #[test]
 fn call_through_record_route() {
-    if !sipp_installed("call_through_record_route") {
+    if !sipp::require("call_through_record_route") {
         return;
     }
     let d = start();
@@ -334,7 +280,7 @@ fn call_through_record_route() {
 
 #[test]
 fn call_over_tcp() {
-    if !sipp_installed("call_over_tcp") {
+    if !sipp::require("call_over_tcp") {
         return;
     }
     let d = start();
@@ -346,7 +292,7 @@ fn call_over_tcp() {
 /// caller, then a BYE from the callee, each through the Record-Route, over UDP and over TCP.
 #[test]
 fn reinvite_and_bye_from_the_callee() {
-    if !sipp_installed("reinvite_and_bye_from_the_callee") {
+    if !sipp::require("reinvite_and_bye_from_the_callee") {
         return;
     }
     let d = start();
@@ -367,7 +313,7 @@ fn reinvite_and_bye_from_the_callee() {
 
 #[test]
 fn call_forked_to_two_contacts() {
-    if !sipp_installed("call_forked_to_two_contacts") {
+    if !sipp::require("call_forked_to_two_contacts") {
         return;
     }
     let d = start();
@@ -398,7 +344,7 @@ fn call_forked_to_two_contacts() {
 
 #[test]
 fn call_under_packet_loss() {
-    if !sipp_installed("call_under_packet_loss") {
+    if !sipp::require("call_under_packet_loss") {
         return;
     }
     // SIPp drops 5% of what each side sends; retransmissions (SIPp's and ours) recover.
@@ -439,7 +385,7 @@ fn call_under_packet_loss() {
 
 #[test]
 fn cancel_ringing_call() {
-    if !sipp_installed("cancel_ringing_call") {
+    if !sipp::require("cancel_ringing_call") {
         return;
     }
     let d = start();
@@ -473,7 +419,7 @@ fn refused(d: &Daemon, user: &str, target: &str) -> Vec<u16> {
 
 #[test]
 fn unregistered_users() {
-    if !sipp_installed("unregistered_users") {
+    if !sipp::require("unregistered_users") {
         return;
     }
     let d = start();
@@ -485,7 +431,7 @@ fn unregistered_users() {
 
 #[test]
 fn outsider_to_foreign_domain_is_403_and_not_forwarded() {
-    if !sipp_installed("outsider_to_foreign_domain_is_403_and_not_forwarded") {
+    if !sipp::require("outsider_to_foreign_domain_is_403_and_not_forwarded") {
         return;
     }
     let d = start();

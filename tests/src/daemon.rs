@@ -55,6 +55,8 @@ pub struct DaemonDirs {
     pub pin_dir: PathBuf,
     /// The SIP listen address (default `0.0.0.0:5060`).
     pub listen: String,
+    /// `--metrics-listen` (default `127.0.0.1:9464`); `None`: the config file's.
+    pub metrics_listen: Option<String>,
 }
 
 impl DaemonDirs {
@@ -71,6 +73,7 @@ impl DaemonDirs {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{name}")),
             dir,
             listen: "0.0.0.0:5060".to_string(),
+            metrics_listen: Some("127.0.0.1:9464".to_string()),
         }
     }
 
@@ -88,12 +91,12 @@ impl DaemonDirs {
             .arg("run")
             .arg("--config")
             .arg(self.dir.path.join("sip-firewall.toml"))
-            .args([
-                "--sip-listen",
-                &self.listen,
-                "--metrics-listen",
-                "127.0.0.1:9464",
-            ])
+            .args(["--sip-listen", &self.listen])
+            .args(
+                self.metrics_listen
+                    .iter()
+                    .flat_map(|m| ["--metrics-listen", m.as_str()]),
+            )
             .arg("--state-dir")
             .arg(self.dir.path.join("state"))
             .arg("--admin-socket")
@@ -172,4 +175,82 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// The daemon on loopback, without root (`--xdp-mode off`), killed when dropped.
+pub struct Loopback {
+    pub child: Child,
+    pub sip: SocketAddr,
+    pub metrics: SocketAddr,
+    pub dir: TempDir,
+    /// Held while the daemon runs, for tests that run one daemon at a time.
+    pub turn: Option<std::sync::MutexGuard<'static, ()>>,
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Loopback {
+    /// Start `bin` on loopback with `config`, its own state and admin socket (tests run side
+    /// by side), and wait (20 s at most) until it answers on SIP/TCP and `/metrics`.
+    /// `rust_log` sets its log filter; `extra` arguments come last.
+    pub fn start(
+        bin: impl AsRef<std::ffi::OsStr>,
+        tag: &str,
+        config: &str,
+        rust_log: Option<&str>,
+        extra: &[&str],
+    ) -> Loopback {
+        let dir = TempDir::new(tag);
+        let cfg = dir.path.join("sip-firewall.toml");
+        std::fs::write(&cfg, config).expect("config");
+        let sip: SocketAddr = ([127, 0, 0, 1], crate::ports::free_port()).into();
+        let metrics: SocketAddr = ([127, 0, 0, 1], crate::ports::free_port()).into();
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--xdp-mode", "off", "--config"])
+            .arg(&cfg)
+            .args([
+                "--sip-listen",
+                &sip.to_string(),
+                "--metrics-listen",
+                &metrics.to_string(),
+            ])
+            .arg("--state-dir")
+            .arg(dir.path.join("state"))
+            .arg("--admin-socket")
+            .arg(dir.path.join("admin.sock"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let child = cmd.spawn().expect("spawn sip-firewall");
+        let mut d = Loopback {
+            child,
+            sip,
+            metrics,
+            dir,
+            turn: None,
+        };
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = d.child.try_wait().expect("try_wait") {
+                panic!("sip-firewall exited early: {status}");
+            }
+            if crate::metrics::scrape_opt(d.metrics).is_some() && TcpStream::connect(d.sip).is_ok()
+            {
+                return d;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "daemon did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -1,10 +1,17 @@
-//! Helpers shared by the integration tests: a root check that skips loudly, crafted frames
-//! for `BPF_PROG_TEST_RUN`, and throw-away network namespaces joined by a veth pair.
+//! The one test-support library of the workspace, used by `tests/tests/`, by
+//! `sip-firewall/tests/` (a dev-dependency) and by the benchmarks: a root check that skips
+//! loudly (`skip`), the daemon started in a namespace or on loopback and its CLI (`daemon`),
+//! throw-away network namespaces joined by a veth pair (`netns`), SIPp (`sipp`), scrapes of
+//! `/metrics` (`metrics`), free loopback ports (`ports`), crafted frames for
+//! `BPF_PROG_TEST_RUN` (`frames`) and a SIP client (`sipclient`).
 
 pub mod daemon;
 pub mod frames;
+pub mod metrics;
 pub mod netns;
+pub mod ports;
 pub mod sipclient;
+pub mod sipp;
 pub mod skip;
 
 pub use skip::skip;

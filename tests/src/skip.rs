@@ -1,5 +1,5 @@
 //! Skipping a test whose prerequisite is missing, never silently. Shared by every test
-//! directory (`sip-firewall/tests` includes this file by path).
+//! directory (`sip-firewall/tests` through its dev-dependency on this library).
 
 /// A test cannot run because `why` (a prerequisite is missing). It never passes silently:
 /// the line goes to stderr and to the skip log that `cargo xtask test` sums up at the end

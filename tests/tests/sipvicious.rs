@@ -89,11 +89,9 @@ fn svmap_is_banned(test: &str, xdp: bool) {
     );
 
     // Scanned again, three times over: every packet dropped before the daemon's message layer.
-    std::thread::sleep(Duration::from_millis(200));
-    let m1 = Metrics::scrape(&pair);
+    let m1 = Metrics::settled(&pair, Duration::from_secs(5), |m| banned_drops(m, xdp));
     let again = svmap(&pair, &bin, &[b4.clone(), b4.clone(), b4.clone()]);
-    std::thread::sleep(Duration::from_millis(300));
-    let m2 = Metrics::scrape(&pair);
+    let m2 = Metrics::settled(&pair, Duration::from_secs(5), |m| banned_drops(m, xdp));
     let dropped = banned_drops(&m2, xdp) - banned_drops(&m1, xdp);
     eprintln!(
         "{test}: ban reason {reason:?}; second scan: {dropped} packets dropped as banned ({})",
@@ -187,9 +185,10 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     let child = spawn_svcrack(&pair, &bin, &d);
     let reason = wait_ban(&d, &a4, Duration::from_secs(20));
     // From the moment the ban is listed it is in the ban map: what svcrack sends from here on
-    // must not reach the message layer (a little time for what was already queued).
-    std::thread::sleep(Duration::from_millis(300));
-    let at_ban = Metrics::scrape(&pair);
+    // must not reach the message layer (once what was already queued is through).
+    let at_ban = Metrics::settled(&pair, Duration::from_secs(5), |m| {
+        m.get("sipfw_sip_requests_total{method=\"REGISTER\"}")
+    });
     let said = svcrack_output(child);
     let reason = reason.unwrap_or_else(|| panic!("svcrack is not banned; it said:\n{said}"));
     let end = Metrics::scrape(&pair);

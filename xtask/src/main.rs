@@ -10,6 +10,7 @@ mod bench_xdp;
 mod dist;
 mod fuzz;
 mod setup;
+mod structure;
 
 use std::process::Command;
 
@@ -51,6 +52,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The structure check (issue 11): import cycles between modules, files over 500 lines
+    /// and functions over 80 lines outside tests, against the exception list in
+    /// xtask/src/structure.rs.
+    LintStructure,
     /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket), `parse` (messages/s, ours
     /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `cluster` (ban
     /// propagation between two daemons through Redis).
@@ -105,6 +110,43 @@ pub fn root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// `cargo xtask test`: formatting, clippy, the structure check, then every test.
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::build_tools()?;
+    setup::test_tools()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // The default members: every crate but the eBPF one, which only builds for the BPF
+    // target (through sip-firewall's build.rs).
+    run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    structure::run()?;
+    // Builds the daemon binary too, which the integration tests start.
+    run(cargo().args(["build", "--bins"]))?;
+    // The package the packaging tests install (tests/tests/packaging.rs); without
+    // cargo-deb they skip loudly.
+    if let Err(e) = dist::build_deb() {
+        eprintln!("xtask: no .deb built ({e:#}): the package tests will skip");
+    }
+    // Tests that cannot run say so in this log (tests/src/skip.rs); it is summed up
+    // below, so a skip shows in the summary even where cargo hides a passing test's
+    // output. Under CI=true such a test fails instead.
+    let skips = root().join("target/test-skips.log");
+    let _ = std::fs::remove_file(&skips);
+    let mut c = cargo();
+    c.env("SIPFW_SKIP_LOG", &skips)
+        .args(["test", "--no-fail-fast"]);
+    if !args.is_empty() {
+        c.arg("--").args(args);
+    }
+    let result = run(&mut c);
+    let skipped = std::fs::read_to_string(&skips).unwrap_or_default();
+    let n = skipped.lines().count();
+    eprintln!("xtask: {n} tests skipped for a missing prerequisite");
+    for line in skipped.lines() {
+        eprintln!("xtask:   {line}");
+    }
+    result
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -134,40 +176,8 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot start {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Cmd::Test { args } => {
-            setup::build_tools()?;
-            setup::test_tools()?;
-            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-            // The default members: every crate but the eBPF one, which only builds for the BPF
-            // target (through sip-firewall's build.rs).
-            run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-            // Builds the daemon binary too, which the integration tests start.
-            run(cargo().args(["build", "--bins"]))?;
-            // The package the packaging tests install (tests/tests/packaging.rs); without
-            // cargo-deb they skip loudly.
-            if let Err(e) = dist::build_deb() {
-                eprintln!("xtask: no .deb built ({e:#}): the package tests will skip");
-            }
-            // Tests that cannot run say so in this log (tests/src/skip.rs); it is summed up
-            // below, so a skip shows in the summary even where cargo hides a passing test's
-            // output. Under CI=true such a test fails instead.
-            let skips = root().join("target/test-skips.log");
-            let _ = std::fs::remove_file(&skips);
-            let mut c = cargo();
-            c.env("SIPFW_SKIP_LOG", &skips)
-                .args(["test", "--no-fail-fast"]);
-            if !args.is_empty() {
-                c.arg("--").args(&args);
-            }
-            let result = run(&mut c);
-            let skipped = std::fs::read_to_string(&skips).unwrap_or_default();
-            let n = skipped.lines().count();
-            eprintln!("xtask: {n} tests skipped for a missing prerequisite");
-            for line in skipped.lines() {
-                eprintln!("xtask:   {line}");
-            }
-            result
-        }
+        Cmd::Test { args } => test(&args),
+        Cmd::LintStructure => structure::run(),
         Cmd::Dist => dist::dist().map(|_| ()),
         Cmd::Install { prefix } => dist::install(&prefix),
         Cmd::Fuzz { target, time } => fuzz::run(&target, time),

@@ -1,7 +1,20 @@
 //! The admin API: the running daemon serves it on a Unix socket (mode 0600, so root only);
-//! the CLI (`sip-firewall status`, `ban add`, ...) is its client.
+//! the CLI (`sip-firewall status`, `ban add`, ...) is its client. One request per connection: a
+//! JSON line in, a JSON line out ([`protocol`]).
 //!
-//! One request per connection: a JSON line in, a JSON line out ([`protocol`]).
+//! **Decides**: nothing about traffic; it carries out operators' commands (bans, lists, users,
+//! reload, status) through the enforcer and the proxy.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `protocol` | requests and answers |
+//! | `server` | the socket and what each request does |
+//! | `client` | the CLI's side |
+//! | `commands` | the CLI commands and their output (tables, JSON, exit codes) |
+//! | `top` | `sip-firewall top` |
+//!
+//! **Config**: `[admin]` ([`AdminConfig`]). **Metrics**: none of its own (it reads
+//! `sipfw_sip_*`, `sipfw_proxy_transactions_active`, `sipfw_registrar_bindings` for `status`).
 
 pub mod client;
 pub mod commands;
@@ -9,5 +22,25 @@ pub mod protocol;
 pub mod server;
 pub mod top;
 
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
 /// Where the socket lives unless `[admin] socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/sip-firewall/admin.sock";
+
+/// `[admin]`: the admin API the CLI talks to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Unix socket of the admin API (created with mode 0600).
+    pub socket: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+        }
+    }
+}

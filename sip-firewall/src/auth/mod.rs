@@ -1,7 +1,24 @@
 //! Digest authentication of our domains' users (RFC 3261 22, RFC 7616, RFC 8760): challenges
 //! with stateless nonces, verification of credentials, nonce-count replay protection.
+//!
+//! **Decides**: whether credentials prove a user ([`Outcome`]): right, wrong password, unknown
+//! user, stale or foreign nonce, replayed nonce-count; a nonce is bound to the address it was
+//! issued to (used from elsewhere: `stale=true`). The nonce-count table is bounded and forgets
+//! its oldest entries (their nonces become stale) rather than failing valid clients.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `config` | `[auth]` (`AuthConfig`, `UserEntry`): defaults and checks |
+//! | `digest` | MD5 and SHA-256 responses, Authorization parsing |
+//! | `nonce` | HMAC nonces and the nonce-count table |
+//! | `users` | the subscriber table (HA1s) |
+//! | `cli` | `sip-firewall user add/del/list` |
+//!
+//! **Config**: `[auth]`. **Metrics**: counted by the proxy as `sipfw_auth_total{result}`; the
+//! nonce table's bound in `sipfw_limits_refused_total{what}`.
 
 pub mod cli;
+pub mod config;
 pub mod digest;
 pub mod nonce;
 pub mod users;
@@ -69,6 +86,17 @@ impl Authenticator {
     /// The subscribers, to change at run time (`sip-firewall user add`).
     pub fn users_mut(&mut self) -> &mut Users {
         &mut self.users
+    }
+
+    /// The algorithms offered from the next challenge on (a reload); nonces already issued
+    /// stay good for their lifetime.
+    pub fn set_algorithms(&mut self, algorithms: Vec<Algorithm>) {
+        self.algorithms = algorithms;
+    }
+
+    /// How long a nonce is good, for every nonce checked from now on (a reload).
+    pub fn set_nonce_lifetime(&mut self, lifetime: std::time::Duration) {
+        self.nonces.set_lifetime(lifetime);
     }
 
     /// Challenge header values, one per offered algorithm, in order of preference, with a

@@ -8,7 +8,10 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -19,7 +22,9 @@ use tracing::warn;
 
 use super::Enforcer;
 use crate::{
-    config::BanScopeConfig, proxy::Observer, server::core::Destination, xdp::maps::TransactionKeys,
+    config::BanScopeConfig,
+    seams::{Destination, Observer},
+    xdp::maps::TransactionKeys,
 };
 
 /// `[bans]`: when user space bans a source by itself.
@@ -28,23 +33,23 @@ use crate::{
 pub struct BansConfig {
     /// Failed authentications from one source within `auth_window` that ban it.
     pub auth_failures: u32,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub auth_window: Duration,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub auth_ban_time: Duration,
     /// Ban a source whose User-Agent is on the scanner list.
     pub scanners: bool,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub scanner_ban_time: Duration,
     /// Requests from one source within `request_window` (over TCP, and over UDP after XDP)
     /// that ban it; 0 disables.
     pub request_limit: u32,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub request_window: Duration,
     /// The request limit of known sources (registered, recently authenticated, peers of
     /// ours) within `request_window`: over it they are throttled, never banned.
     pub known_request_limit: u32,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub request_ban_time: Duration,
     /// What bans learned from traffic block (flood, scanner, auth failures, request rate):
     /// only the SIP ports by default, so that a spoofed source cannot cut a host off
@@ -94,6 +99,13 @@ pub const KNOWN_TTL: Duration = Duration::from_secs(3600);
 /// longer than any transaction (Timer B/F 32 s, then Timer D/K/M up to 32 s).
 pub const TRANSACTION_TTL: Duration = Duration::from_secs(300);
 
+/// The `kind` of `sipfw_internal_errors_total` that counts events lost on a full queue.
+pub const QUEUE_FULL_KIND: &str = "learner_queue_full";
+/// At most one warning about lost events per this long.
+pub const QUEUE_FULL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// When the last warning about lost events was logged (monotonic ns; 0: never).
+static LAST_QUEUE_FULL_WARNING: AtomicU64 = AtomicU64::new(0);
+
 /// The proxy's observer: queues events without blocking, except the opening of a UDP client
 /// transaction, whose key must be in the XDP map before the request leaves.
 #[derive(Clone)]
@@ -135,7 +147,7 @@ impl Learner {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dest.addr.ip(), IpAddr::V4),
             v4 => v4,
         };
-        (!crate::config::in_any(&self.reply_from_any, ip)).then_some(dest.addr)
+        (!crate::section::in_any(&self.reply_from_any, ip)).then_some(dest.addr)
     }
 
     /// Write transaction keys through `keys` synchronously (see the field).
@@ -144,10 +156,27 @@ impl Learner {
         self
     }
 
-    /// Queue an event; when the queue is full it is lost (and said so once in a while).
+    /// Queue an event; when the queue is full it is lost: a lost authentication failure or
+    /// scanner is evidence a ban would have used (fail-open), so each loss is counted in
+    /// `sipfw_internal_errors_total{kind="learner_queue_full"}` and warned about at most
+    /// every [`QUEUE_FULL_LOG_EVERY`].
     pub fn report(&self, e: Event) {
         if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(e) {
-            tracing::debug!(?e, "ban event queue full: event lost");
+            crate::metrics::internal_error(QUEUE_FULL_KIND);
+            let now = crate::clock::monotonic_ns();
+            let last = LAST_QUEUE_FULL_WARNING.load(Ordering::Relaxed);
+            let every = QUEUE_FULL_LOG_EVERY.as_nanos() as u64;
+            if (last == 0 || now.saturating_sub(last) >= every)
+                && LAST_QUEUE_FULL_WARNING
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                warn!(
+                    event = ?e,
+                    "ban learning queue full: events lost (counted in \
+                     sipfw_internal_errors_total{{kind=\"{QUEUE_FULL_KIND}\"}})"
+                );
+            }
         }
     }
 }
@@ -191,6 +220,8 @@ impl Observer for Learner {
     }
 
     fn auth_failure(&self, source: std::net::SocketAddr, _user: Option<&str>, reason: &str) {
+        // The user name is the attacker's text: not logged (the reason is ours).
+        crate::logging::security_event("auth_failure", source.ip(), reason, 1);
         self.report(Event::AuthFailure(
             source.ip(),
             proves_return_routability(reason),
@@ -198,6 +229,7 @@ impl Observer for Learner {
     }
 
     fn scanner(&self, source: std::net::SocketAddr, user_agent: &str) {
+        crate::logging::security_event("scanner", source.ip(), "scanner User-Agent", 1);
         self.report(Event::Scanner(source.ip(), user_agent.to_string()));
     }
 }
@@ -311,7 +343,8 @@ impl Window {
 pub async fn run(
     mut rx: mpsc::Receiver<Event>,
     enforcer: Arc<Mutex<Enforcer>>,
-    cfg: BansConfig,
+    // `[bans]` as in force now (a reload swaps it: `live::EnforceSettings::bans`).
+    bans: impl Fn() -> Arc<BansConfig>,
     mut refusals: Refusals,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -320,9 +353,11 @@ pub async fn run(
     loop {
         let event = tokio::select! {
             e = rx.recv() => match e { Some(e) => e, None => return Ok(()) },
-            _ = prune.tick() => { failures.prune(Instant::now(), cfg.auth_window); continue; }
+            _ = prune.tick() => { failures.prune(Instant::now(), bans().auth_window); continue; }
             _ = shutdown.changed() => return Ok(()),
         };
+        // As in force now: a reload changes thresholds and ban times for the next event.
+        let cfg = bans();
         // Known sources (allow list, registrations, recent authentication, peers of our
         // transactions) are never banned on evidence anyone can forge with their address:
         // otherwise one spoofed packet takes a subscriber or a trunk off the air (issue 9).
@@ -438,6 +473,20 @@ fn with<T>(
 mod tests {
     use super::*;
 
+    /// Issue 11: an event lost on a full queue (an authentication failure a ban would have
+    /// counted) was only logged at debug; now each loss is counted as an internal error.
+    #[test]
+    fn events_lost_on_a_full_queue_are_counted() {
+        let (learner, _rx) = Learner::new(1);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let before = crate::metrics::internal_errors(QUEUE_FULL_KIND);
+        learner.report(Event::AuthFailure(ip, true));
+        assert_eq!(crate::metrics::internal_errors(QUEUE_FULL_KIND), before);
+        learner.report(Event::AuthFailure(ip, true));
+        learner.report(Event::AuthFailure(ip, true));
+        assert_eq!(crate::metrics::internal_errors(QUEUE_FULL_KIND), before + 2);
+    }
+
     fn enforcer(tag: &str) -> (Arc<Mutex<Enforcer>>, std::path::PathBuf) {
         let d = std::env::temp_dir().join(format!("sfw-learn-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -459,7 +508,7 @@ mod tests {
         let task = tokio::spawn(run(
             rx,
             enforcer.clone(),
-            BansConfig::default(),
+            || Arc::new(BansConfig::default()),
             refusals,
             stop_rx,
         ));

@@ -1,22 +1,44 @@
-//! The enforcement state: bans and allow/deny lists, kept in three places that must agree —
-//! the state database (what survives), memory (what user space checks and lists), and the
-//! XDP maps (what the kernel drops). Every change goes to the database first, then to the
-//! maps, so an acknowledged change is never lost and never only half applied.
+//! Enforcement: bans and allow/deny lists, kept in three places that must agree — the state
+//! database (what survives), memory (what user space checks and lists), and the XDP maps (what
+//! the kernel drops). Every change goes to the database first, then to the maps, so an
+//! acknowledged change is never lost and never only half applied.
+//!
+//! **Decides**: who is banned, allowed, denied or known good; in user space (the gate) the same
+//! policy as XDP where XDP does not see the traffic (no XDP, `lo`, TCP); which evidence may ban
+//! (unauthenticated evidence never bans an allow-listed or known source).
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `mod.rs` | the [`Enforcer`]: lists, the fast path, cluster sharing |
+//! | `bans` | bans in database, memory (bounded) and maps; the batched writer of learned bans |
+//! | `known` | known good sources (registered, authenticated, peers) in memory and the KNOWN map |
+//! | `transactions` | the XDP keys of the proxy's open UDP client transactions |
+//! | `learn` | `[bans]` and ban learning from what the proxy and the gate report (auth failures, scanners, request rates) |
+//! | `gate` | the user-space gate in front of the message layer |
+//!
+//! **Config**: `[bans]`, `[policy] allow/deny`, `[xdp] ban_scope`. **Metrics**: `sipfw_bans_total{reason}`,
+//! `sipfw_bans_active` (through `metrics::xdp::FastPathSource`), `sipfw_ban_refused_total{reason}`,
+//! `sipfw_userspace_drops_total{reason}`, `sipfw_internal_errors_total{kind="learner_queue_full"}`.
 
 mod bans;
 pub mod gate;
+mod known;
 pub mod learn;
+pub mod live;
+mod transactions;
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{collections::HashMap, net::IpAddr};
 
 use ipnet::IpNet;
 use sip_firewall_common::{BanReason, BanScope, Counter, Reason};
 
-pub use self::bans::{mono_to_unix, unix_now, unix_to_mono};
+use self::bans::{MAX_BANS_IN_MEMORY, reason_code};
+pub use self::{bans::write_bans, known::known_group};
+pub use crate::clock::{mono_to_unix, unix_now, unix_to_mono};
 use crate::{
     config::{Config, in_any},
     state::{BanRecord, List, StateError, Store},
-    xdp::{FastPath, events::KernelBan, maps::MapsError},
+    xdp::{FastPath, maps::MapsError},
 };
 
 /// A change could not be made.
@@ -53,74 +75,6 @@ pub struct Enforcer {
     learned_scope: BanScope,
     /// Where local changes go to the other nodes (`[cluster]`).
     cluster: Option<crate::cluster::Outbox>,
-}
-
-/// Most bans kept in memory: every manual one the map holds, every learned one the LRU map
-/// holds.
-const MAX_BANS_IN_MEMORY: usize = (sip_firewall_common::maps::BAN_ENTRIES
-    + sip_firewall_common::maps::LEARNED_BAN_ENTRIES) as usize;
-
-/// Durable writes of learned bans, batched off the hot path: up to 1024 bans per commit.
-/// On shutdown, what is queued is written, then the task ends.
-pub async fn write_bans(
-    store: std::sync::Arc<Store>,
-    mut rx: tokio::sync::mpsc::Receiver<BanRecord>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut stopping = false;
-    loop {
-        let first = tokio::select! {
-            b = rx.recv() => b,
-            _ = shutdown.changed() => { stopping = true; None }
-        };
-        let closed = first.is_none();
-        let mut batch: Vec<BanRecord> = first.into_iter().collect();
-        while batch.len() < 1024
-            && let Ok(b) = rx.try_recv()
-        {
-            batch.push(b);
-        }
-        if batch.is_empty() && (stopping || closed) {
-            return Ok(());
-        }
-        let store = store.clone();
-        let n = batch.len();
-        match tokio::task::spawn_blocking(move || store.put_bans(&batch)).await {
-            Ok(Ok(())) => tracing::debug!(n, "learned bans stored"),
-            Ok(Err(e)) => tracing::warn!("storing {n} learned bans: {e}"),
-            Err(e) => tracing::warn!("ban writer: {e}"),
-        }
-        if stopping && rx.is_empty() {
-            return Ok(());
-        }
-    }
-}
-
-/// Most known sources remembered in user space; past it the oldest knowledge is dropped.
-const MAX_KNOWN: usize = 200_000;
-
-/// What KNOWN holds of a source, as in XDP ([`sip_firewall_common::addr::flood_group`]):
-/// the IPv4 address, the IPv6 /64 (a subscriber's privacy addresses rotate in it).
-pub fn known_group(ip: IpAddr) -> IpAddr {
-    crate::xdp::maps::key_ip(&sip_firewall_common::addr::flood_group(
-        crate::xdp::maps::ip_key(ip),
-    ))
-}
-
-/// The reason code the XDP map stores for a free-text reason.
-fn reason_code(reason: &str) -> u32 {
-    let head = reason.split(':').next().unwrap_or(reason).trim();
-    for r in [
-        BanReason::Flood,
-        BanReason::Scanner,
-        BanReason::AuthFailure,
-        BanReason::RequestRate,
-    ] {
-        if head == r.name() {
-            return r as u32;
-        }
-    }
-    BanReason::Manual as u32
 }
 
 impl Enforcer {
@@ -176,6 +130,11 @@ impl Enforcer {
         &self.store
     }
 
+    /// The state database, shared (the cluster task writes its outbox there).
+    pub fn store_handle(&self) -> std::sync::Arc<Store> {
+        self.store.clone()
+    }
+
     /// Write learned bans through `writer` (see [`write_bans`]) from now on; the store to
     /// give that task.
     pub fn set_ban_writer(
@@ -184,48 +143,6 @@ impl Enforcer {
     ) -> std::sync::Arc<Store> {
         self.writer = Some(writer);
         self.store.clone()
-    }
-
-    /// The address a learned ban of `ip` is kept under: its ban prefix (as in XDP).
-    pub fn learned_key(&self, ip: IpAddr) -> IpAddr {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        let cfg = sip_firewall_common::XdpConfig::default()
-            .with_ban_prefixes(self.ban_prefix.0, self.ban_prefix.1);
-        crate::xdp::maps::key_ip(&cfg.ban_key(crate::xdp::maps::ip_key(ip)))
-    }
-
-    /// A learned ban in memory and (through the writer, or at once) in the database. The
-    /// table is bounded: at the bound expired bans go, then the learned ban expiring first.
-    fn keep_learned(&mut self, rec: BanRecord) -> Result<(), EnforceError> {
-        if self.bans.len() >= MAX_BANS_IN_MEMORY {
-            let now = unix_now();
-            self.bans.retain(|_, b| b.is_live(now));
-            if self.bans.len() >= MAX_BANS_IN_MEMORY
-                && let Some(ip) = self
-                    .bans
-                    .values()
-                    .filter(|b| reason_code(&b.reason) != BanReason::Manual as u32)
-                    .min_by_key(|b| b.expires_unix.unwrap_or(u64::MAX))
-                    .map(|b| b.ip)
-            {
-                self.bans.remove(&ip);
-                tracing::debug!(%ip, "learned ban table full: the ban expiring first forgotten");
-            }
-        }
-        match &self.writer {
-            Some(w) => {
-                if let Err(e) = w.try_send(rec.clone()) {
-                    // Enforced anyway (map and memory); only its survival of a restart is lost.
-                    tracing::debug!("ban writer queue: {e}; ban of {} not stored", rec.ip);
-                }
-            }
-            None => self.store.put_ban(&rec)?,
-        }
-        self.bans.insert(rec.ip, rec);
-        Ok(())
     }
 
     /// Whether the fast path is attached somewhere.
@@ -269,21 +186,6 @@ impl Enforcer {
         }
     }
 
-    fn apply_ban(&mut self, ban: &BanRecord) -> Result<(), EnforceError> {
-        if let Some(x) = self.xdp.as_mut() {
-            let expires = ban.expires_unix.map_or(u64::MAX, unix_to_mono);
-            let reason = reason_code(&ban.reason);
-            if reason == BanReason::Manual as u32 {
-                x.maps
-                    .ban_scoped(ban.ip, expires, reason, self.manual_scope)?;
-            } else {
-                x.maps
-                    .ban_learned(ban.ip, expires, reason, self.learned_scope)?;
-            }
-        }
-        Ok(())
-    }
-
     fn apply_net(&mut self, list: List, net: &IpNet, add: bool) -> Result<(), EnforceError> {
         if let Some(x) = self.xdp.as_mut() {
             match (list, add) {
@@ -298,59 +200,6 @@ impl Enforcer {
             }
         }
         Ok(())
-    }
-
-    /// Ban `ip` for `duration` (`None`: until unbanned) with a free-text `reason` whose first
-    /// word (before `:`) names the kind (`flood`, `scanner`, `auth_failure`, ...; anything
-    /// else is manual).
-    pub fn ban(
-        &mut self,
-        ip: IpAddr,
-        duration: Option<Duration>,
-        reason: &str,
-    ) -> Result<BanRecord, EnforceError> {
-        let now = unix_now();
-        let manual = reason_code(reason) == BanReason::Manual as u32;
-        let rec = BanRecord {
-            // A learned ban covers the source's prefix (IPv6 /64 by default).
-            ip: if manual { ip } else { self.learned_key(ip) },
-            reason: reason.to_string(),
-            created_unix: now,
-            expires_unix: duration.map(|d| now + d.as_secs().max(1)),
-        };
-        if manual {
-            // The CLI is told done only once the ban is durable.
-            self.store.put_ban(&rec)?;
-            self.apply_ban(&rec)?;
-            self.count_ban(&rec.reason);
-            self.bans.insert(rec.ip, rec.clone());
-        } else {
-            self.apply_ban(&rec)?;
-            self.count_ban(&rec.reason);
-            self.keep_learned(rec.clone())?;
-        }
-        self.share(crate::cluster::Op::Ban { ban: rec.clone() });
-        Ok(rec)
-    }
-
-    fn count_ban(&mut self, reason: &str) {
-        let kind = BanReason::from_u32(reason_code(reason)).map_or("manual", BanReason::name);
-        *self.bans_made.entry(kind.to_string()).or_default() += 1;
-    }
-
-    /// Record a ban the XDP program made by itself (it is already in the map).
-    pub fn record_kernel_ban(&mut self, ban: &KernelBan) -> Result<BanRecord, EnforceError> {
-        let reason = ban.reason.map_or("flood", BanReason::name).to_string();
-        let rec = BanRecord {
-            ip: ban.ip,
-            reason,
-            created_unix: unix_now(),
-            expires_unix: (ban.expires_ns != u64::MAX).then(|| mono_to_unix(ban.expires_ns)),
-        };
-        self.count_ban(&rec.reason);
-        self.keep_learned(rec.clone())?;
-        self.share(crate::cluster::Op::Ban { ban: rec.clone() });
-        Ok(rec)
     }
 
     /// Share local changes with the other nodes from now on.
@@ -416,41 +265,6 @@ impl Enforcer {
         r
     }
 
-    /// Lift the ban of `ip`; whether there was one.
-    pub fn unban(&mut self, ip: IpAddr) -> Result<bool, EnforceError> {
-        self.share(crate::cluster::Op::Unban { ip });
-        let prefix = self.learned_key(ip);
-        let mut stored = self.store.del_ban(ip)?;
-        let mut in_memory = self.bans.remove(&ip).is_some();
-        if prefix != ip {
-            stored |= self.store.del_ban(prefix)?;
-            in_memory |= self.bans.remove(&prefix).is_some();
-        }
-        let in_map = match self.xdp.as_mut() {
-            Some(x) => x.maps.unban(ip)?,
-            None => false,
-        };
-        Ok(stored || in_map || in_memory)
-    }
-
-    /// Live bans, soonest expiry first; expired ones are forgotten on the way.
-    pub fn bans(&mut self) -> Result<Vec<BanRecord>, EnforceError> {
-        let now = unix_now();
-        let expired: Vec<IpAddr> = self
-            .bans
-            .values()
-            .filter(|b| !b.is_live(now))
-            .map(|b| b.ip)
-            .collect();
-        for ip in expired {
-            // Expired everywhere at once (Redis keys carry the same TTL): nothing to share.
-            self.cluster_unban(ip)?;
-        }
-        let mut v: Vec<BanRecord> = self.bans.values().cloned().collect();
-        v.sort_by_key(|b| (b.expires_unix.unwrap_or(u64::MAX), b.ip));
-        Ok(v)
-    }
-
     /// Add a prefix to a list; false when it was there already.
     pub fn list_add(&mut self, list: List, net: &IpNet) -> Result<bool, EnforceError> {
         let net = net.trunc();
@@ -494,8 +308,10 @@ impl Enforcer {
     /// Write the fast path's settings from `config` (live reload); ban scopes too.
     pub fn set_xdp_settings(&mut self, config: &Config) -> Result<(), EnforceError> {
         if let Some(fp) = &mut self.xdp {
-            fp.maps.set_config(&crate::daemon::xdp_config(config))?;
-            fp.maps.set_sip_ports(&config.xdp.sip_ports)?;
+            fp.maps
+                .set_config(&config.xdp.kernel_config(config.bans.learned_scope))?;
+            fp.maps
+                .set_ports(&config.xdp.sip_ports, &config.stream_ports())?;
         }
         self.manual_scope = config.xdp.ban_scope.scope();
         self.learned_scope = config.bans.learned_scope.scope();
@@ -530,45 +346,6 @@ impl Enforcer {
         }
     }
 
-    /// `ip` is a good source (a registered contact, an authenticated subscriber, the peer of
-    /// a live transaction) for `ttl`: under pressure it always passes.
-    pub fn know(&mut self, ip: IpAddr, ttl: Duration) -> Result<(), EnforceError> {
-        let now = std::time::Instant::now();
-        if self.known.len() >= MAX_KNOWN {
-            self.known.retain(|_, until| *until > now);
-        }
-        self.known.insert(known_group(ip), now + ttl);
-        if let Some(x) = self.xdp.as_mut() {
-            x.maps
-                .known_add(ip, crate::clock::expiry_after(Some(ttl)))?;
-        }
-        Ok(())
-    }
-
-    /// `ip` is no longer known good (its own logins failed repeatedly): it loses the known
-    /// tier in user space and in XDP.
-    pub fn forget_known(&mut self, ip: IpAddr) -> Result<(), EnforceError> {
-        self.known.remove(&known_group(ip));
-        if let Some(x) = self.xdp.as_mut() {
-            let _ = x.maps.known_remove(ip)?;
-        }
-        Ok(())
-    }
-
-    /// Whether `ip` is a known good source now.
-    pub fn is_known(&self, ip: IpAddr) -> bool {
-        self.known
-            .get(&known_group(ip))
-            .is_some_and(|until| *until > std::time::Instant::now())
-    }
-
-    /// Whether `ip` has a live ban.
-    pub fn is_banned(&self, ip: IpAddr) -> bool {
-        let now = unix_now();
-        let live = |k: &IpAddr| self.bans.get(k).is_some_and(|b| b.is_live(now));
-        live(&ip) || live(&self.learned_key(ip))
-    }
-
     /// Handles on the maps for the periodic sweep, when the fast path is loaded.
     pub fn map_janitor(&self) -> Result<Option<crate::xdp::maps::MapJanitor>, EnforceError> {
         match self.xdp.as_ref() {
@@ -577,90 +354,31 @@ impl Enforcer {
         }
     }
 
-    /// Forget expired bans in memory (the janitor sweeps the maps, this the table the gate
-    /// reads); how many.
-    pub fn forget_expired_bans(&mut self) -> usize {
-        let now = unix_now();
-        let before = self.bans.len();
-        self.bans.retain(|_, b| b.is_live(now));
-        before - self.bans.len()
-    }
-
-    /// Let responses to the UDP client transaction of `branch` through XDP for `ttl` (or
-    /// until closed).
-    pub fn transaction_open(
-        &mut self,
-        branch: &str,
-        peer: Option<std::net::SocketAddr>,
-        ttl: Duration,
-    ) -> Result<(), EnforceError> {
-        if let Some(x) = self.xdp.as_mut() {
-            x.maps
-                .transaction_open(branch, peer, crate::clock::expiry_after(Some(ttl)))?;
-        }
-        Ok(())
-    }
-
-    /// A handle on the transaction map for the proxy's synchronous writes, when XDP is
-    /// attached (see [`crate::xdp::maps::XdpMaps::transaction_keys`]).
-    pub fn transaction_keys(
-        &self,
-    ) -> Result<Option<crate::xdp::maps::TransactionKeys>, EnforceError> {
-        match self.xdp.as_ref() {
-            Some(x) => Ok(Some(x.maps.transaction_keys()?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The transaction of `branch` is over.
-    pub fn transaction_close(
-        &mut self,
-        branch: &str,
-        peer: Option<std::net::SocketAddr>,
-    ) -> Result<(), EnforceError> {
-        if let Some(x) = self.xdp.as_mut() {
-            x.maps.transaction_close(branch, peer)?;
-        }
-        Ok(())
-    }
-
-    /// Tell XDP that some transaction keys are of the branch alone (`[proxy]
-    /// reply_from_any` is not empty).
-    pub fn set_any_peer_keys(&mut self, on: bool) -> Result<(), EnforceError> {
-        if let Some(x) = self.xdp.as_mut() {
-            x.maps.set_any_peer_keys(on)?;
-        }
-        Ok(())
-    }
-
-    /// Turn the XDP stray-reply check on (when the proxy reports its transactions).
-    pub fn set_stray_check(&mut self, on: bool) -> Result<(), EnforceError> {
-        if let Some(x) = self.xdp.as_mut() {
-            x.maps.set_stray_check(on)?;
-        }
-        Ok(())
-    }
-
     /// The XDP counters, when the fast path is attached.
     pub fn xdp_counters(&self) -> Option<[Counter; Reason::COUNT as usize]> {
         self.xdp.as_ref().and_then(|x| x.maps.counters().ok())
     }
+}
 
-    /// Bans made since start, by kind.
-    pub fn bans_made(&self) -> &HashMap<String, u64> {
-        &self.bans_made
+impl crate::metrics::xdp::FastPathSource for Enforcer {
+    fn attached(&self) -> bool {
+        self.has_fast_path()
     }
-
-    /// Live bans right now.
-    pub fn bans_active(&self) -> usize {
-        let now = unix_now();
-        self.bans.values().filter(|b| b.is_live(now)).count()
+    fn bans_active(&self) -> usize {
+        Enforcer::bans_active(self)
+    }
+    fn bans_made(&self) -> &HashMap<String, u64> {
+        Enforcer::bans_made(self)
+    }
+    fn counters(&self) -> Option<[Counter; Reason::COUNT as usize]> {
+        self.xdp_counters()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn store(tag: &str) -> (Store, std::path::PathBuf) {
         let d = std::env::temp_dir().join(format!("sfw-enf-{tag}-{}", std::process::id()));

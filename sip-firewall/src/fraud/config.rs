@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::number;
+pub use crate::section::Invalid;
+use crate::section::{duration, opt_duration};
 
 /// What a critical threshold does to the account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -113,13 +115,6 @@ impl Default for FraudConfig {
     }
 }
 
-/// A `[fraud]` value that cannot work.
-#[derive(Debug)]
-pub struct Invalid {
-    pub key: &'static str,
-    pub message: String,
-}
-
 impl FraudConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         let bad = |key, message: String| Err(Invalid { key, message });
@@ -190,15 +185,4 @@ pub fn day_index(d: &str) -> Option<u8> {
         .iter()
         .position(|x| d.starts_with(x))
         .and_then(|i| u8::try_from(i).ok())
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!("{e} (write durations like \"30s\", \"4h\")"))
-    })
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
 }

@@ -34,7 +34,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::server::core::Destination;
+use crate::seams::Destination;
 pub use config::{FraudConfig, OnCritical};
 pub use metrics::FraudMetrics;
 

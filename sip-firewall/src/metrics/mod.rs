@@ -1,6 +1,14 @@
 //! The daemon's metrics: one Prometheus registry, the SIP message layer's counters, and the
-//! `GET /metrics` endpoint ([`http`]). Other parts register their own metrics through
-//! [`Metrics::registry`].
+//! `GET /metrics` endpoint ([`http`]). Other units register their own metrics through
+//! [`Metrics::registry`]; it names no unit (the fast path's figures come through
+//! [`xdp::FastPathSource`]).
+//!
+//! **Decides**: nothing. **Config**: `[metrics]` (`http::MetricsConfig`: the listen address).
+//! **Metrics**: `sipfw_sip_*` (requests, responses, accepted, rejections, dropped, keep-alives,
+//! TCP connections and closes, TLS handshakes, WebSocket upgrades), `sipfw_limits_refused_total{what}`,
+//! `sipfw_internal_errors_total{kind}`; in [`xdp`]: `sipfw_xdp_packets_total`, `sipfw_xdp_bytes_total`,
+//! `sipfw_bans_total`, `sipfw_bans_active`, `sipfw_xdp_attached`, `sipfw_enforcement_place`,
+//! `sipfw_map_entries`, `sipfw_map_capacity`.
 
 pub mod http;
 pub mod xdp;
@@ -38,7 +46,8 @@ static INTERNAL_ERRORS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock
         Opts::new(
             "sipfw_internal_errors_total",
             "Internal errors survived: panics caught while handling one message (message) or a \
-             timer tick (timer), locks found poisoned by a panic (lock_poisoned)",
+             timer tick (timer), locks found poisoned by a panic (lock_poisoned), ban-learning \
+             events lost on a full queue (learner_queue_full)",
         ),
         &["kind"],
     )
@@ -334,7 +343,7 @@ impl Metrics {
         if let Err(e) = m.registry.register(Box::new(INTERNAL_ERRORS.clone())) {
             tracing::error!("registering sipfw_internal_errors_total: {e}");
         }
-        for kind in ["message", "timer", "lock_poisoned"] {
+        for kind in ["message", "timer", "lock_poisoned", "learner_queue_full"] {
             INTERNAL_ERRORS.with_label_values(&[kind]);
         }
         if let Err(e) = m.registry.register(Box::new(LIMITS.clone())) {

@@ -9,8 +9,22 @@ use std::{
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use sip_firewall_common::Reason;
 
+use sip_firewall_common::Counter;
+
 use super::Metrics;
-use crate::enforce::Enforcer;
+
+/// What the fast-path metrics read at each scrape: the enforcer (`enforce/`), which holds the
+/// maps and the bans. A trait here so that metrics names no unit.
+pub trait FastPathSource: Send + 'static {
+    /// Whether the XDP program is attached to at least one interface.
+    fn attached(&self) -> bool;
+    /// Bans in force now.
+    fn bans_active(&self) -> usize;
+    /// Bans made since start, by reason.
+    fn bans_made(&self) -> &HashMap<String, u64>;
+    /// The XDP program's counters summed over CPUs (None without XDP).
+    fn counters(&self) -> Option<[Counter; Reason::COUNT as usize]>;
+}
 
 fn counter(m: &Metrics, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
@@ -29,7 +43,7 @@ fn gauge(m: &Metrics, name: &str, help: &str) -> IntGauge {
 }
 
 /// Register the fast-path metrics and refresh them from `enforcer` at every scrape.
-pub fn register(m: &Metrics, enforcer: Arc<Mutex<Enforcer>>) {
+pub fn register<S: FastPathSource>(m: &Metrics, enforcer: Arc<Mutex<S>>) {
     let packets = counter(
         m,
         "sipfw_xdp_packets_total",
@@ -83,7 +97,7 @@ pub fn register(m: &Metrics, enforcer: Arc<Mutex<Enforcer>>) {
     };
     m.on_scrape(move || {
         let Ok(e) = enforcer.lock() else { return };
-        let xdp = e.has_fast_path();
+        let xdp = e.attached();
         attached.set(i64::from(xdp));
         place.with_label_values(&["xdp"]).set(i64::from(xdp));
         place.with_label_values(&["userspace"]).set(i64::from(!xdp));
@@ -91,7 +105,7 @@ pub fn register(m: &Metrics, enforcer: Arc<Mutex<Enforcer>>) {
         for (kind, n) in e.bans_made() {
             grow(&bans_made, kind, format!("bans/{kind}"), *n);
         }
-        if let Some(c) = e.xdp_counters() {
+        if let Some(c) = e.counters() {
             for r in Reason::ALL {
                 let v = c[r as usize];
                 grow(&packets, r.name(), format!("p/{}", r.name()), v.packets);

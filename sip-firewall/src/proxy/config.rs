@@ -1,10 +1,14 @@
-//! The proxy's configuration sections: `[proxy]`, `[timers]`, `[registrar]` and `[auth]`.
-//! They live here rather than in `config.rs` so that the proxy's settings stay with the code
-//! that reads them; `config::Config` holds one field per section.
+//! The proxy's configuration sections: `[proxy]`, `[timers]` and `[registrar]` (the last
+//! moves to `registrar/` with the REGISTER handling), each with its defaults and its checks;
+//! `config::Config` holds one field per section. `[auth]` is `auth::config`'s, re-exported
+//! here at its old path.
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+pub use crate::auth::config::{AuthConfig, UserEntry};
+use crate::section::{Invalid, duration, invalid, opt_duration};
 
 /// `[proxy]`: how requests are forwarded.
 #[derive(Clone, Debug, Deserialize)]
@@ -84,7 +88,7 @@ impl NextHop {
 }
 
 impl<'de> Deserialize<'de> for NextHop {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
         let text = String::deserialize(d)?;
         if let Ok(a) = text.parse() {
@@ -203,211 +207,87 @@ impl Default for RegistrarConfig {
     }
 }
 
-/// `[auth]`: digest authentication of our domains' users.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Digest algorithms offered, in order of preference ("SHA-256", "MD5").
-    pub algorithms: Vec<String>,
-    /// How long a nonce is good for; older ones are answered with stale=true.
-    #[serde(deserialize_with = "duration")]
-    pub nonce_lifetime: Duration,
-    /// Secret that signs nonces (hex or any text); random at each start when absent, so
-    /// nonces of a previous run are refused.
-    pub secret: Option<String>,
-    /// Subscribers: `{ user = "alice", domain = "example.com", password = "..." }` or with
-    /// `ha1` (MD5) and/or `ha1_sha256` instead of the password.
-    pub users: Vec<UserEntry>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            algorithms: vec!["SHA-256".into(), "MD5".into()],
-            nonce_lifetime: Duration::from_secs(300),
-            secret: None,
-            users: Vec::new(),
+impl ProxyConfig {
+    /// Check `[proxy]`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if let Some(a) = &self.advertise
+            && (a.is_empty() || a.contains([' ', ';', ',', '<', '>']))
+        {
+            return Err(invalid("proxy.advertise", "must be host or host:port"));
         }
-    }
-}
-
-/// One subscriber.
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct UserEntry {
-    pub user: String,
-    pub domain: String,
-    pub password: Option<String>,
-    /// MD5(user:realm:password), hex.
-    pub ha1: Option<String>,
-    /// SHA-256(user:realm:password), hex.
-    pub ha1_sha256: Option<String>,
-    /// Identities the user may assert besides `sip:user@domain` (RFC 3325: the edge puts the
-    /// one a request prefers in P-Asserted-Identity when it is listed here), e.g.
-    /// `"sip:+15551234@example.com"` or `"tel:+15551234"`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub identities: Vec<String>,
-}
-
-/// A configuration value that cannot work: the key and why.
-#[derive(Debug)]
-pub struct Invalid {
-    pub key: &'static str,
-    pub message: String,
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        key,
-        message: message.into(),
-    }
-}
-
-/// Check the proxy sections together (they refer to each other and to `sip.domains`).
-pub fn validate(
-    proxy: &ProxyConfig,
-    timers: &TimersConfig,
-    registrar: &RegistrarConfig,
-    auth: &AuthConfig,
-    domains: &[String],
-) -> Result<(), Invalid> {
-    if let Some(a) = &proxy.advertise
-        && (a.is_empty() || a.contains([' ', ';', ',', '<', '>']))
-    {
-        return Err(invalid("proxy.advertise", "must be host or host:port"));
-    }
-    if !matches!(proxy.unavailable, 404 | 480) {
-        return Err(invalid("proxy.unavailable", "must be 480 or 404"));
-    }
-    if let Some(h) = proxy
-        .identity_headers
-        .iter()
-        .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-    {
-        return Err(invalid(
-            "proxy.identity_headers",
-            format!("{h:?} is not a header name"),
-        ));
-    }
-    if timers.t1.is_zero() {
-        return Err(invalid("timers.t1", "must be longer than 0s"));
-    }
-    if timers.t2 < timers.t1 {
-        return Err(invalid("timers.t2", "must be at least timers.t1"));
-    }
-    if timers.t4.is_zero() {
-        return Err(invalid("timers.t4", "must be longer than 0s"));
-    }
-    if timers.c < Duration::from_secs(180) {
-        // RFC 3261 16.6 step 11: Timer C MUST be larger than 3 minutes.
-        return Err(invalid("timers.c", "must be at least 3m (RFC 3261 16.6)"));
-    }
-    for (key, v) in [
-        ("timers.a", timers.a),
-        ("timers.b", timers.b),
-        ("timers.e", timers.e),
-        ("timers.f", timers.f),
-        ("timers.g", timers.g),
-        ("timers.h", timers.h),
-        ("timers.j", timers.j),
-    ] {
-        if v.is_some_and(|d| d.is_zero()) {
-            return Err(invalid(key, "must be longer than 0s"));
+        if !matches!(self.unavailable, 404 | 480) {
+            return Err(invalid("proxy.unavailable", "must be 480 or 404"));
         }
-    }
-    if registrar.min_expires == 0 {
-        return Err(invalid("registrar.min_expires", "must be at least 1"));
-    }
-    if registrar.max_expires < registrar.min_expires {
-        return Err(invalid(
-            "registrar.max_expires",
-            "must be at least registrar.min_expires",
-        ));
-    }
-    if !(registrar.min_expires..=registrar.max_expires).contains(&registrar.default_expires) {
-        return Err(invalid(
-            "registrar.default_expires",
-            "must lie between min_expires and max_expires",
-        ));
-    }
-    if registrar.max_contacts == 0 {
-        return Err(invalid("registrar.max_contacts", "must be at least 1"));
-    }
-    if auth.algorithms.is_empty() {
-        return Err(invalid("auth.algorithms", "needs at least one algorithm"));
-    }
-    for a in &auth.algorithms {
-        if crate::auth::digest::Algorithm::parse(a).is_none() {
+        if let Some(h) = self
+            .identity_headers
+            .iter()
+            .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
             return Err(invalid(
-                "auth.algorithms",
-                format!("unknown algorithm {a:?} (SHA-256 or MD5)"),
+                "proxy.identity_headers",
+                format!("{h:?} is not a header name"),
             ));
         }
+        Ok(())
     }
-    if auth.nonce_lifetime < Duration::from_secs(1) {
-        return Err(invalid("auth.nonce_lifetime", "must be at least 1s"));
-    }
-    for u in &auth.users {
-        if u.user.is_empty() || u.user.contains([':', '@', ' ']) {
-            return Err(invalid("auth.users", format!("bad user name {:?}", u.user)));
+}
+
+impl TimersConfig {
+    /// Check `[timers]`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.t1.is_zero() {
+            return Err(invalid("timers.t1", "must be longer than 0s"));
         }
-        if !domains.iter().any(|d| d.eq_ignore_ascii_case(&u.domain)) {
-            return Err(invalid(
-                "auth.users",
-                format!(
-                    "user {}@{}: the domain is not in sip.domains",
-                    u.user, u.domain
-                ),
-            ));
+        if self.t2 < self.t1 {
+            return Err(invalid("timers.t2", "must be at least timers.t1"));
         }
-        if u.password.is_none() && u.ha1.is_none() && u.ha1_sha256.is_none() {
-            return Err(invalid(
-                "auth.users",
-                format!(
-                    "user {}@{}: needs password, ha1 or ha1_sha256",
-                    u.user, u.domain
-                ),
-            ));
+        if self.t4.is_zero() {
+            return Err(invalid("timers.t4", "must be longer than 0s"));
         }
-        if let Some(i) = u.identities.iter().find(|i| {
-            !(i.starts_with("sip:") || i.starts_with("sips:") || i.starts_with("tel:"))
-                || i.contains(['<', '>', ',', ' ', '"', '\r', '\n'])
-        }) {
-            return Err(invalid(
-                "auth.users",
-                format!(
-                    "user {}@{}: identity {i:?} must be a sip:, sips: or tel: URI",
-                    u.user, u.domain
-                ),
-            ));
+        if self.c < Duration::from_secs(180) {
+            // RFC 3261 16.6 step 11: Timer C MUST be larger than 3 minutes.
+            return Err(invalid("timers.c", "must be at least 3m (RFC 3261 16.6)"));
         }
-        for (h, len) in [(&u.ha1, 32), (&u.ha1_sha256, 64)] {
-            if let Some(h) = h
-                && (h.len() != len || !h.bytes().all(|b| b.is_ascii_hexdigit()))
-            {
-                return Err(invalid(
-                    "auth.users",
-                    format!(
-                        "user {}@{}: a hash must be {len} hex digits",
-                        u.user, u.domain
-                    ),
-                ));
+        for (key, v) in [
+            ("timers.a", self.a),
+            ("timers.b", self.b),
+            ("timers.e", self.e),
+            ("timers.f", self.f),
+            ("timers.g", self.g),
+            ("timers.h", self.h),
+            ("timers.j", self.j),
+        ] {
+            if v.is_some_and(|d| d.is_zero()) {
+                return Err(invalid(key, "must be longer than 0s"));
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
-/// Durations as humans write them: `500ms`, `30s`, `5m`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!("{e} (write durations like \"500ms\", \"30s\")"))
-    })
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
+impl RegistrarConfig {
+    /// Check `[registrar]`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.min_expires == 0 {
+            return Err(invalid("registrar.min_expires", "must be at least 1"));
+        }
+        if self.max_expires < self.min_expires {
+            return Err(invalid(
+                "registrar.max_expires",
+                "must be at least registrar.min_expires",
+            ));
+        }
+        if !(self.min_expires..=self.max_expires).contains(&self.default_expires) {
+            return Err(invalid(
+                "registrar.default_expires",
+                "must lie between min_expires and max_expires",
+            ));
+        }
+        if self.max_contacts == 0 {
+            return Err(invalid("registrar.max_contacts", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::msg::SipMsg;
-use crate::server::core::Destination;
+use crate::seams::Destination;
 
 /// Where a branch stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

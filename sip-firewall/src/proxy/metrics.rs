@@ -100,7 +100,7 @@ impl ProxyMetrics {
             scanners: s,
             forwarded: cv(
                 "sipfw_proxy_forwarded_total",
-                "Messages the proxy forwarded, by kind (request, response, ack)",
+                "Messages the proxy forwarded, by kind (request, response, ack, cluster_hop: a request from another cluster node relayed to a flow we hold)",
                 &["kind"],
             ),
             retransmissions: cv(

@@ -15,6 +15,25 @@
 //! registered contact (parallel forking, toward the flow each REGISTER came on), never to
 //! ourselves nor, from a request's text, to loopback or link-local addresses. Responses are
 //! taken only from where their request went.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `core/` | the decisions, on a fake-clock-testable core (`request`, `response`, `timers`, `fraud`) |
+//! | `transaction/` | RFC 3261 17 and RFC 6026 state machines and their timers |
+//! | `forward` | Via, Max-Forwards, Record-Route, ACK and CANCEL building |
+//! | `route` | loose routing and the sealed Record-Route stamp |
+//! | `fork` | the response context of a forked request (RFC 3261 16.7) |
+//! | `msg` | the owned message the core works on |
+//! | `dns` | the RFC 3263 resolver (`[dns]`) |
+//! | `config` | `[proxy]`, `[timers]`, `[registrar]` (`[auth]` is `auth::config`'s) |
+//! | `metrics` | its counters |
+//!
+//! **Config**: `[proxy]`, `[timers]`, `[registrar]`, `[auth]`. **Metrics**:
+//! `sipfw_proxy_forwarded_total{kind}`, `sipfw_proxy_replies_total{code}`,
+//! `sipfw_proxy_retransmissions_total`, `sipfw_proxy_stray_responses_total`,
+//! `sipfw_proxy_reply_wrong_source_total`, `sipfw_proxy_silent_contacts_total`,
+//! `sipfw_proxy_transactions_active`, `sipfw_registrar_bindings`, `sipfw_auth_total{result}`,
+//! `sipfw_dialog_refused_total{reason}`, `sipfw_scanner_drops_total`.
 
 pub mod config;
 mod core;
@@ -23,7 +42,6 @@ pub mod fork;
 pub mod forward;
 pub mod metrics;
 pub mod msg;
-pub mod observer;
 pub mod route;
 pub mod transaction;
 
@@ -35,13 +53,13 @@ use std::{
 use sip_firewall_sip::{Message, Transport};
 use tokio::sync::watch;
 
+pub use crate::seams::{NoObserver, Observer};
 use crate::{
     config::Config,
-    server::core::{Action, Context, Handler, Outbound},
+    seams::{Action, Context, Handler, Outbound},
 };
 use core::Core;
 pub use metrics::ProxyMetrics;
-pub use observer::{NoObserver, Observer};
 
 /// How often the timer task runs: fine enough for T1 = 500ms (and for tests with shorter
 /// timers), cheap when idle.
@@ -99,11 +117,11 @@ pub struct FakeClock(Arc<Mutex<Instant>>);
 
 impl FakeClock {
     pub fn now(&self) -> Instant {
-        *crate::server::guard::lock(&self.0, "fake clock")
+        *crate::guard::lock(&self.0, "fake clock")
     }
 
     pub fn advance(&self, d: Duration) {
-        let mut t = crate::server::guard::lock(&self.0, "fake clock");
+        let mut t = crate::guard::lock(&self.0, "fake clock");
         *t += d;
     }
 }
@@ -172,12 +190,39 @@ impl Proxy {
         });
     }
 
+    /// Take the settings a reload changes while running (see [`Core::reconfigure`]).
+    pub fn reconfigure(&self, config: &Config) {
+        self.with_core(|c| c.reconfigure(config));
+    }
+
     /// Remove a subscriber; whether there was one.
     pub fn remove_user(&self, user: &str, domain: &str) -> bool {
         self.with_core(|c| {
             c.set_identities(user, domain, &[]);
             c.users_mut().remove(user, domain)
         })
+    }
+
+    /// Share registrations with the cluster: see `registrar::shared`.
+    pub fn share_locations(
+        &self,
+        node: String,
+        path: Option<String>,
+        sink: crate::registrar::shared::Sink,
+    ) {
+        self.with_core(|c| c.share_locations(node, path, sink));
+    }
+
+    /// A registration change another cluster node made.
+    pub fn location_remote(&self, change: &crate::registrar::shared::Change) {
+        let now = self.now();
+        self.with_core(|c| c.location_remote(change, now));
+    }
+
+    /// The cluster's full set of registrations (after a (re)connect).
+    pub fn location_reload(&self, all: &[(String, crate::registrar::shared::SharedBinding)]) {
+        let now = self.now();
+        self.with_core(|c| c.location_reload(all, now));
     }
 
     /// The subscribers, hashes only.
@@ -243,7 +288,7 @@ impl Proxy {
         let (r, queued) = {
             // A panic under the lock (caught at the message boundary) left the tables as
             // they were; keep serving, counted and logged once per panic.
-            let mut core = crate::server::guard::lock(&self.core, "proxy core");
+            let mut core = crate::guard::lock(&self.core, "proxy core");
             let r = f(&mut core);
             (r, Queued::take(&mut core))
         };
@@ -334,7 +379,7 @@ impl Proxy {
     /// tick runs as usual.
     pub fn tick(&self) {
         let now = self.now();
-        crate::server::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
+        crate::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
     }
 
     /// Drive the timers until `shutdown` flips to true.
@@ -364,12 +409,30 @@ impl Proxy {
 impl Handler for Proxy {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        self.with_core(|c| c.request(req, ctx, now))
+        self.with_core(|c| {
+            // Whom a refusal names in the security log (see `Core::refused`).
+            c.requester = Some(ctx.source);
+            let action = c.request(req, ctx, now);
+            c.requester = None;
+            action
+        })
     }
 
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        self.with_core(|c| c.response(resp, ctx, now))
+        let action = self.with_core(|c| c.response(resp, ctx, now));
+        if let Action::Drop { reason } = &action
+            && *reason == crate::metrics::DROP_STRAY_RESPONSE
+        {
+            // Forged or late replies: one line a minute per source, with the count.
+            crate::logging::security_event(
+                "stray_reply",
+                ctx.source.ip(),
+                "response matching no open transaction",
+                1,
+            );
+        }
+        action
     }
 
     fn attach(&self, out: Arc<dyn Outbound>) {

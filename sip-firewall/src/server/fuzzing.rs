@@ -16,15 +16,12 @@ use sip_firewall_sip::{
     frame::{Event, StreamFramer},
 };
 
-use super::{
-    Gate, Shared,
-    core::{Destination, Outbound},
-    outbound::SocketOutbound,
-};
+use super::{Shared, outbound::SocketOutbound};
 use crate::{
     config::Config,
     metrics::Metrics,
-    proxy::{FakeClock, NoObserver, Proxy},
+    proxy::{FakeClock, Proxy},
+    seams::{Destination, Gate, NoObserver, Outbound},
 };
 
 /// Most TCP "connections" (framers) the harness keeps, like a bound on real ones.
@@ -64,7 +61,7 @@ impl Pipeline {
         let (proxy, clock) = Proxy::with_fake_clock(config, Arc::new(NoObserver))?;
         let proxy = Arc::new(proxy);
         let captured = Arc::new(Captured::default());
-        crate::server::core::Handler::attach(&*proxy, captured.clone());
+        crate::seams::Handler::attach(&*proxy, captured.clone());
         let shared = Shared::new(
             &config.sip,
             Arc::new(Metrics::new()),
@@ -174,7 +171,7 @@ pub fn user_gate(config: &Config, state_dir: &std::path::Path) -> anyhow::Result
     let enforcer = crate::enforce::Enforcer::new(store, None, config)?;
     let (learner, _events) = crate::enforce::learn::Learner::new(1024);
     Ok(Arc::new(crate::enforce::gate::UserGate::new(
-        config,
+        crate::enforce::live::EnforceSettings::new(config),
         Arc::new(Mutex::new(enforcer)),
         learner,
         &Metrics::new(),

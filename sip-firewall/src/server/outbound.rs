@@ -16,13 +16,11 @@ use tokio::{
 };
 use tracing::debug;
 
-use super::{
-    Shared,
-    core::{Destination, Outbound},
-};
+use super::Shared;
+use crate::seams::{Destination, Outbound};
 
-/// How many messages may wait for one TCP connection's writer.
-pub(crate) const TCP_QUEUE: usize = 256;
+// Kept at its old path for the TLS and WebSocket listeners; it belongs to the connection.
+pub(crate) use super::tcp::TCP_QUEUE;
 
 /// How long opening a connection may take; its messages are lost after that (the client
 /// transaction's timers decide what happens next).

@@ -19,6 +19,9 @@ use tracing::debug;
 
 use super::{Shared, slots::Full};
 
+/// How many messages may wait for one TCP connection's writer.
+pub(crate) const TCP_QUEUE: usize = 256;
+
 /// Accept connections until shutdown; one over the bounds (`[sip] max_tcp_connections` in
 /// total, `max_tcp_per_source` per source) is closed at once and counted.
 pub(super) async fn serve(
@@ -65,7 +68,7 @@ pub(super) async fn serve(
         let rx = shutdown.clone();
         // Messages the core sends to this peer (relayed responses, forwarded requests) go
         // out on this connection.
-        let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+        let (tx, out_rx) = mpsc::channel(TCP_QUEUE);
         shared.outbound.register(peer, Transport::Stream, tx);
         tokio::spawn(async move {
             let local = match stream.local_addr() {

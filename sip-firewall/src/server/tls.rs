@@ -276,59 +276,77 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        let shared = shared.clone();
-        let rx = shutdown.clone();
         // The certificate in force at accept (a reload changes it for the next ones).
-        let acceptor = live.acceptor();
-        let trusted_peers = live.trusted_peers.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let local = match stream.local_addr() {
-                Ok(l) => l,
-                Err(_) => return,
-            };
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    crate::metrics::tls_handshake("failed");
-                    debug!(%peer, "TLS handshake: {e}");
-                    return;
-                }
-                Err(_) => {
-                    crate::metrics::tls_handshake("timeout");
-                    debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            crate::metrics::tls_handshake("ok");
-            // A client certificate (verified against `ca`) naming a trusted peer.
-            let trusted = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| trusted_name(c, &trusted_peers));
-            if let Some(name) = &trusted {
-                crate::metrics::tls_handshake("trusted_peer");
-                debug!(%peer, name, "TLS client certificate of a trusted peer");
-                super::guard::lock(&TRUSTED, "trusted peers")
-                    .get_or_insert_with(Default::default)
-                    .insert(peer, name.clone());
-            }
-            let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
-            shared.outbound.register(peer, Transport::Tls, tx);
-            let conn = Conn {
-                peer,
-                local,
-                transport: Transport::Tls,
-            };
-            super::tcp::serve_connection(tls, conn, shared, rx, out_rx).await;
-            if trusted.is_some()
-                && let Some(m) = super::guard::lock(&TRUSTED, "trusted peers").as_mut()
-            {
-                m.remove(&peer);
-            }
-        });
+        tokio::spawn(handshake_then_serve(
+            stream,
+            peer,
+            live.acceptor(),
+            live.trusted_peers.clone(),
+            handshake_timeout,
+            shared.clone(),
+            shutdown.clone(),
+            slot,
+        ));
+    }
+}
+
+/// One accepted connection: the TLS handshake within `handshake_timeout`, then the TCP
+/// connection handling over it, holding `slot` throughout.
+#[allow(clippy::too_many_arguments)]
+async fn handshake_then_serve(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    trusted_peers: Arc<Vec<String>>,
+    handshake_timeout: Duration,
+    shared: Arc<Shared>,
+    rx: watch::Receiver<bool>,
+    slot: super::slots::Slot,
+) {
+    let _slot = slot;
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            crate::metrics::tls_handshake("failed");
+            debug!(%peer, "TLS handshake: {e}");
+            return;
+        }
+        Err(_) => {
+            crate::metrics::tls_handshake("timeout");
+            debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    crate::metrics::tls_handshake("ok");
+    // A client certificate (verified against `ca`) naming a trusted peer.
+    let trusted = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| trusted_name(c, &trusted_peers));
+    if let Some(name) = &trusted {
+        crate::metrics::tls_handshake("trusted_peer");
+        debug!(%peer, name, "TLS client certificate of a trusted peer");
+        super::guard::lock(&TRUSTED, "trusted peers")
+            .get_or_insert_with(Default::default)
+            .insert(peer, name.clone());
+    }
+    let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+    shared.outbound.register(peer, Transport::Tls, tx);
+    let conn = Conn {
+        peer,
+        local,
+        transport: Transport::Tls,
+    };
+    super::tcp::serve_connection(tls, conn, shared, rx, out_rx).await;
+    if trusted.is_some()
+        && let Some(m) = super::guard::lock(&TRUSTED, "trusted peers").as_mut()
+    {
+        m.remove(&peer);
     }
 }
 

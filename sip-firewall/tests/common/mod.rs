@@ -1,134 +1,29 @@
-//! What the daemon's own integration tests share: a free loopback port, the daemon binary
-//! started on loopback with its own state and admin socket (no root: `--xdp-mode off`), and
-//! a metrics scrape.
+//! What the daemon's own integration tests use of the test-support library
+//! (`sip-firewall-tests`, `tests/src`): a free loopback port, the daemon binary started on
+//! loopback with its own state and admin socket (no root: `--xdp-mode off`), a metrics
+//! scrape, the loud skip.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::{
-    collections::HashMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
-    path::PathBuf,
+    net::UdpSocket,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-#[path = "../../../tests/src/skip.rs"]
-pub mod skip;
+pub use sip_firewall_tests::{
+    daemon::Loopback as Daemon, metrics::scrape_opt, ports::free_port, skip,
+};
 
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The daemon, killed when dropped.
-pub struct Daemon {
-    pub child: Child,
-    pub sip: SocketAddr,
-    pub metrics: SocketAddr,
-    pub dir: TempDir,
-    /// Held while the daemon runs, for tests that run one daemon at a time.
-    pub turn: Option<std::sync::MutexGuard<'static, ()>>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port free on both UDP and TCP.
-pub fn free_port() -> u16 {
-    loop {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// Start the daemon on loopback with `config`, its own state and admin socket (tests run side
-/// by side), and wait until it answers. `rust_log` sets its log filter.
+/// Start this package's daemon binary on loopback with `config` (see
+/// [`sip_firewall_tests::daemon::Loopback::start`]).
 pub fn start(tag: &str, config: &str, rust_log: Option<&str>) -> Daemon {
-    let dir = std::env::temp_dir().join(format!(
-        "sipfw-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = dir.join("sip-firewall.toml");
-    std::fs::write(&cfg, config).expect("config");
-    let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sip-firewall"));
-    cmd.args(["run", "--xdp-mode", "off", "--config"])
-        .arg(&cfg)
-        .args([
-            "--sip-listen",
-            &sip.to_string(),
-            "--metrics-listen",
-            &metrics.to_string(),
-        ])
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--admin-socket")
-        .arg(dir.join("admin.sock"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some(filter) = rust_log {
-        cmd.env("RUST_LOG", filter);
-    }
-    let child = cmd.spawn().expect("spawn sip-firewall");
-    let mut d = Daemon {
-        child,
-        sip,
-        metrics,
-        dir: TempDir(dir),
-        turn: None,
-    };
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = d.child.try_wait().expect("try_wait") {
-            panic!("sip-firewall exited early: {status}");
-        }
-        if scrape_opt(d.metrics).is_some() && TcpStream::connect(d.sip).is_ok() {
-            return d;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "daemon did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `GET /metrics`: every sample by its series (`name{labels}`), or `None` when the endpoint
-/// does not answer 200.
-pub fn scrape_opt(addr: SocketAddr) -> Option<HashMap<String, f64>> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    Some(
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect(),
+    Daemon::start(
+        env!("CARGO_BIN_EXE_sip-firewall"),
+        tag,
+        config,
+        rust_log,
+        &[],
     )
 }
 

@@ -13,6 +13,7 @@ use std::{
 use sip_firewall_tests::{
     daemon::{DaemonDirs, sample, scrape},
     netns::Pair,
+    sipp::Sipp,
 };
 
 /// One scenario at a time in a test binary: SIPp and SIPVicious runs are timing-sensitive on
@@ -71,6 +72,34 @@ impl Metrics {
             &pair.ns_b,
             "127.0.0.1:9464".parse().expect("metrics address"),
         ))
+    }
+
+    /// Scrape until `done` holds or `within` has passed: the last scrape either way, for the
+    /// caller's exact assertions (instead of a fixed sleep before counting).
+    pub fn poll(pair: &Pair, within: Duration, done: impl Fn(&Metrics) -> bool) -> Metrics {
+        let t0 = Instant::now();
+        loop {
+            let m = Metrics::scrape(pair);
+            if done(&m) || t0.elapsed() > within {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Scrape until what `value` reads stops moving (equal in two scrapes 200 ms apart) or
+    /// `within` has passed: for counts whose final value the test does not know beforehand.
+    pub fn settled(pair: &Pair, within: Duration, value: impl Fn(&Metrics) -> f64) -> Metrics {
+        let t0 = Instant::now();
+        let mut last = Metrics::scrape(pair);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let m = Metrics::scrape(pair);
+            if value(&m) == value(&last) || t0.elapsed() > within {
+                return m;
+            }
+            last = m;
+        }
     }
 
     /// One series, 0 when absent (not yet created).
@@ -167,26 +196,25 @@ pub fn wait_bounded(mut child: Child, limit: Duration) -> (Output, bool) {
 
 // ---- SIPp ----
 
+// Not every test binary that includes this module uses all of them.
+#[allow(unused_imports)]
+pub use sip_firewall_tests::sipp::{Run, codes};
+
 pub fn sipp_installed(test: &str) -> bool {
-    let ok = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        sip_firewall_tests::skip(
-            test,
-            "sipp not installed (`cargo xtask setup` installs sip-tester)",
-        );
-    }
-    ok
+    sip_firewall_tests::sipp::require(test)
 }
 
-pub fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(name)
+/// SIPp scenario `name` in namespace a on 198.51.100.1:`port`, as a client of the proxy
+/// when `uac`.
+fn spec<'a>(pair: &Pair, dir: &'a Path, name: &'a str, port: u16, uac: bool) -> Sipp<'a> {
+    Sipp {
+        dir,
+        name,
+        local: pair.a4.into(),
+        port,
+        remote: uac.then(|| (pair.b4, 5060).into()),
+        timeout_secs: 20,
+    }
 }
 
 /// SIPp in namespace a on 198.51.100.1:`port`, as a client of the proxy when `uac`; its
@@ -199,47 +227,21 @@ pub fn sipp_cmd(
     uac: bool,
     args: &[&str],
 ) -> Command {
-    let mut c = in_netns(&pair.ns_a, "sipp");
-    if uac {
-        c.arg(format!("{}:5060", pair.b4));
-    }
-    c.arg("-sf")
-        .arg(scenario(name))
-        .args(["-i", &pair.a4.to_string(), "-p", &port.to_string()])
-        .args(["-timeout", "20", "-timeout_error", "-nostdin"])
-        .arg("-trace_msg")
-        .arg("-message_file")
-        .arg(dir.join(format!("{name}-{port}.msg")))
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut c = spec(pair, dir, name, port, uac).command(in_netns(&pair.ns_a, "sipp"), args);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
     c
 }
 
-/// One finished SIPp run: whether it passed, its message trace, the end of its output.
-pub struct Run {
-    pub ok: bool,
-    pub trace: String,
-    pub output: String,
-}
-
 pub fn finish(dir: &Path, name: &str, port: u16, out: Output) -> Run {
-    let trace = std::fs::read_to_string(dir.join(format!("{name}-{port}.msg"))).unwrap_or_default();
-    Run {
-        ok: out.status.success(),
-        trace,
-        output: format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    Sipp {
+        dir,
+        name,
+        local: [0, 0, 0, 0].into(),
+        port,
+        remote: None,
+        timeout_secs: 0,
     }
+    .finish(out)
 }
 
 pub fn sipp(pair: &Pair, dir: &Path, name: &str, port: u16, uac: bool, args: &[&str]) -> Run {
@@ -298,15 +300,6 @@ pub fn alice_calls_bob(pair: &Pair, dir: &Path, port: u16, calls: usize) -> Run 
             "1",
         ],
     )
-}
-
-/// Status codes of the responses in a SIPp message trace, in order.
-pub fn codes(trace: &str) -> Vec<u16> {
-    trace
-        .lines()
-        .filter_map(|l| l.strip_prefix("SIP/2.0 "))
-        .filter_map(|r| r.get(..3)?.parse().ok())
-        .collect()
 }
 
 // ---- SIPVicious ----

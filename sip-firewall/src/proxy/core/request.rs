@@ -419,6 +419,12 @@ impl Core {
             .is_some_and(|a| a.tag.is_some());
         let popped = route::pop_our_routes(&mut msg, &self.local);
 
+        // A request another cluster node sends through the Path of a registration whose
+        // flow we hold (RFC 3327): relayed to that flow, for a cluster node only.
+        if !in_dialog && let Some(seal) = popped.iter().find_map(|e| route::cluster_hop_of(e)) {
+            return self.cluster_hop(key, msg, m, ctx, method, &seal, now);
+        }
+
         if in_dialog {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
             // routing), from one of its parties to the other; a Route naming us without our
@@ -542,6 +548,7 @@ impl Core {
             msg.push(HeaderName::Other("P-Asserted-Identity"), pai);
         }
         if !relay::may_relay(sender, target) {
+            crate::logging::security_event("relay_refused", ctx.source.ip(), "open relay", 1);
             return Err(answer(403, "Relaying Forbidden"));
         }
         if method == "INVITE"
@@ -569,13 +576,39 @@ impl Core {
                     // Unknown and unregistered look the same: no enumeration of users.
                     return Err(self.unavailable());
                 }
-                bindings
-                    .into_iter()
-                    .map(|b| {
-                        let dest = binding_destination(&b);
-                        (Some(b.contact), dest)
-                    })
-                    .collect()
+                let call_id = m.get(HeaderName::CallId).unwrap_or("").to_string();
+                let unix = self.unix_secs(now);
+                let mut routed = Vec::with_capacity(bindings.len());
+                for b in bindings {
+                    match &b.path {
+                        // Our flow.
+                        None => {
+                            routed.push((Some(b.contact.clone()), None, binding_destination(&b)))
+                        }
+                        // Another node holds the flow (RFC 3327): through its Path URI,
+                        // sealed for this request so that it relays for cluster nodes only.
+                        Some(path) => {
+                            let Some(dest) = route::resolve(path, None) else {
+                                self.refused("bad_path");
+                                continue;
+                            };
+                            let seal = route::seal_cluster_hop(
+                                &self.rr_key,
+                                unix,
+                                &aor,
+                                &call_id,
+                                &b.contact,
+                            );
+                            let route = format!("<{path};{}={seal}>", route::CLUSTER_PARAM);
+                            routed.push((Some(b.contact.clone()), Some(route), dest));
+                        }
+                    }
+                }
+                if routed.is_empty() {
+                    return Err(self.unavailable());
+                }
+                let rr = forward::creates_dialog(method).then_some(ctx.transport);
+                return self.forward_routed(key, msg, routed, method, rr, now);
             }
             _ if to_us => {
                 // A user at one of our addresses while we serve no domain: nobody is here.
@@ -701,6 +734,52 @@ impl Core {
         }
     }
 
+    /// A request from another cluster node for a contact whose flow we hold: its Route
+    /// named our Path URI with a seal made under the cluster's key for this very Call-ID
+    /// and Request-URI (`route::open_cluster_hop`). Relayed to the flow of our binding of
+    /// that contact, record-routed (the phone's in-dialog requests come back through us);
+    /// the node it came from authenticated and checked the caller. A missing or wrong seal
+    /// (an outsider writing our Path into a Route) is refused: no open relay.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cluster_hop(
+        &mut self,
+        key: &ServerKey,
+        mut msg: SipMsg,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        seal: &str,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let call_id = m.get(HeaderName::CallId).unwrap_or("");
+        let ruri = msg.request_uri().unwrap_or("").to_string();
+        let Some(aor) =
+            route::open_cluster_hop(&self.rr_key, self.unix_secs(now), seal, call_id, &ruri)
+        else {
+            debug!(source = %ctx.source, "cluster hop without a valid seal refused");
+            self.refused("cluster_hop");
+            return Err(answer(403, "Forbidden"));
+        };
+        let Some(b) = self
+            .store
+            .lookup(&aor, now)
+            .into_iter()
+            .find(|b| b.path.is_none() && b.contact.eq_ignore_ascii_case(&ruri))
+        else {
+            // The phone moved or left since the other node looked.
+            return Err(self.unavailable());
+        };
+        // Nothing below our Path is honoured: the flow is the next hop.
+        msg.remove(HeaderName::Route);
+        let dest = binding_destination(&b);
+        self.metrics
+            .forwarded
+            .with_label_values(&["cluster_hop"])
+            .inc();
+        let rr = forward::creates_dialog(method).then_some(ctx.transport);
+        self.forward(key, msg, vec![(None, dest)], method, rr, now)
+    }
+
     /// REGISTER for one of our domains (RFC 3261 10.3).
     pub(super) fn register(
         &mut self,
@@ -781,11 +860,27 @@ impl Core {
         let result = registrar::register(&self.registrar, self.store.as_mut(), &req, now);
         self.metrics.bindings.set(self.store.len() as i64);
         let l = match result {
-            Ok(bindings) => LocalReply {
-                code: 200,
-                phrase: "OK",
-                extra: registrar::contact_lines(&bindings, now),
-            },
+            Ok(bindings) => {
+                let mut extra = registrar::contact_lines(&bindings, now);
+                // RFC 3327 5.3: the registrar returns the Path it stored only to a UA that
+                // said it supports it. Ours is the edge's own Path URI (we are edge and
+                // registrar in one: nothing between the phone and us adds one), stored
+                // with the binding in the cluster whether or not the UA supports Path: it
+                // steers the other nodes, never the UA.
+                if let Some(p) = &self.cluster_path
+                    && !bindings.is_empty()
+                    && m.all(HeaderName::Supported)
+                        .flat_map(|v| v.split(','))
+                        .any(|t| t.trim().eq_ignore_ascii_case("path"))
+                {
+                    extra.push(format!("Path: <{p}>"));
+                }
+                LocalReply {
+                    code: 200,
+                    phrase: "OK",
+                    extra,
+                }
+            }
             Err(e) => {
                 let (code, phrase, extra) = e.answer();
                 LocalReply {
@@ -815,6 +910,21 @@ impl Core {
         record_route_from: Option<Transport>,
         now: Instant,
     ) -> Result<(), LocalReply> {
+        let targets = targets.into_iter().map(|(u, d)| (u, None, d)).collect();
+        self.forward_routed(key, msg, targets, method, record_route_from, now)
+    }
+
+    /// [`Core::forward`] with a Route entry of its own for some branches (the Path of a
+    /// binding another cluster node holds, RFC 3327), put above the request's routes.
+    pub(super) fn forward_routed(
+        &mut self,
+        key: &ServerKey,
+        msg: SipMsg,
+        targets: Vec<(Option<String>, Option<String>, Destination)>,
+        method: &str,
+        record_route_from: Option<Transport>,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
         self.forward_with(
             key,
             msg,
@@ -833,7 +943,7 @@ impl Core {
         &mut self,
         key: &ServerKey,
         mut msg: SipMsg,
-        targets: Vec<(Option<String>, Destination)>,
+        targets: Vec<(Option<String>, Option<String>, Destination)>,
         alternates: Vec<Destination>,
         method: &str,
         record_route_from: Option<Transport>,
@@ -847,7 +957,7 @@ impl Core {
         let before = targets.len();
         let targets: Vec<_> = targets
             .into_iter()
-            .filter(|(_, d)| !self.local.is_own_destination(d.addr))
+            .filter(|(_, _, d)| !self.local.is_own_destination(d.addr))
             .collect();
         for _ in targets.len()..before {
             self.refused("own_address");
@@ -861,8 +971,19 @@ impl Core {
             .collect();
         let one = targets.len() == 1;
         let mut fork = Fork::default();
-        for (i, (ruri, dest)) in targets.into_iter().enumerate() {
-            let mut b = self.start_branch(key, &msg, i, ruri, dest, method, record_route_from, now);
+        for (i, (ruri, route, dest)) in targets.into_iter().enumerate() {
+            let mut branch_msg;
+            let msg_for = match route {
+                // RFC 3327: through the Path of the node that holds the flow.
+                Some(r) => {
+                    branch_msg = msg.clone();
+                    branch_msg.push_front(HeaderName::Route, r);
+                    &branch_msg
+                }
+                None => &msg,
+            };
+            let mut b =
+                self.start_branch(key, msg_for, i, ruri, dest, method, record_route_from, now);
             if one && !alternates.is_empty() {
                 self.with_failover.insert(ClientKey {
                     branch: b.branch.clone(),

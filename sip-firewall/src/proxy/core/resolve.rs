@@ -119,7 +119,7 @@ impl Core {
                     self.forward_with(
                         key,
                         p.msg,
-                        vec![(None, first)],
+                        vec![(None, None, first)],
                         usable,
                         &p.method,
                         p.record_route_from,

@@ -1,0 +1,103 @@
+//! The seams between the daemon's units: the traits and value types they share, in a leaf
+//! module that depends on none of them, so dependencies point one way.
+//!
+//! - the SIP server (`server/`) hands accepted messages to a [`Handler`] (the proxy) with their
+//!   [`Context`] and carries out its [`Action`]; what the handler originates leaves through the
+//!   server's [`Outbound`] toward a [`Destination`];
+//! - every message passes a [`Gate`] first (the user-space half of the firewall, `enforce/`);
+//! - the proxy tells an [`Observer`] what the fast path learns from (client transactions,
+//!   authentications, failures, scanners: `enforce/`).
+
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
+
+use sip_firewall_sip::{Message, Transport};
+
+/// Where a message came from and arrived.
+#[derive(Clone, Copy, Debug)]
+pub struct Context {
+    pub source: SocketAddr,
+    pub local: SocketAddr,
+    pub transport: Transport,
+}
+
+/// What to do with an accepted message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Answer the request statelessly.
+    Reply {
+        code: u16,
+        phrase: Cow<'static, str>,
+        /// Extra header lines without CRLF.
+        extra: Vec<String>,
+    },
+    /// Discard, counting the reason (e.g. a response that matches no transaction).
+    Drop { reason: &'static str },
+    /// Consumed, nothing to send (e.g. an ACK).
+    Absorb,
+}
+
+/// Decides the fate of accepted messages.
+pub trait Handler: Send + Sync + 'static {
+    /// A request that passed the message layer.
+    fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action;
+    /// A response that passed the message layer.
+    fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action;
+    /// Called once when the server is bound: the handle through which a stateful core sends
+    /// what it originates (forwarded requests, relayed responses, retransmissions from its
+    /// timers). A stateless core ignores it.
+    fn attach(&self, _out: Arc<dyn Outbound>) {}
+    /// A connection the core asked for could not be opened (or its handshake failed): a
+    /// transport error toward `dest` (RFC 3263 4.3 fails over on it).
+    fn unreachable(&self, _dest: Destination) {}
+}
+
+/// Where a message the core originates goes: an address and how to reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub addr: SocketAddr,
+    /// Datagram: UDP from our listening socket; Stream: the open TCP connection with `addr`.
+    pub transport: Transport,
+}
+
+/// Sends bytes for the core without blocking (the core calls it under its own lock).
+pub trait Outbound: Send + Sync + 'static {
+    /// Queue `bytes` for `dest`; false when they cannot go (no socket of that address family,
+    /// no open connection to that peer, or its queue full). Loss is what UDP retransmission
+    /// timers are for; the caller counts it.
+    fn send(&self, dest: Destination, bytes: &[u8]) -> bool;
+    /// `addr` was found under the domain `name` (RFC 3263): a TLS connection to it sends
+    /// `name` as SNI and verifies the certificate against it (RFC 5922 7.1), not the address.
+    fn name_peer(&self, _addr: SocketAddr, _name: &str) {}
+}
+
+/// A check on every message before it is parsed: the user-space half of the firewall's
+/// policy (bans, lists, flood and payload checks when XDP is not attached; the per-source
+/// request rate always). `false` drops the message silently.
+pub trait Gate: Send + Sync + 'static {
+    fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> bool;
+    /// A connection from `source` at accept, before any handshake (TCP, TLS, WebSocket):
+    /// `false` closes it at once (banned and denied sources).
+    fn admit_connection(&self, _source: SocketAddr, _transport: Transport) -> bool {
+        true
+    }
+}
+
+/// Receives proxy events.
+pub trait Observer: Send + Sync + 'static {
+    /// A client transaction was created: a request with our Via `branch` went to `dest`.
+    fn client_transaction_created(&self, _branch: &str, _dest: Destination) {}
+    /// That client transaction ended and was freed.
+    fn client_transaction_terminated(&self, _branch: &str, _dest: Destination) {}
+    /// `source` proved to be our subscriber `user` (it is known good for a while).
+    fn authenticated(&self, _source: SocketAddr, _user: &str) {}
+    /// Credentials from `source` were refused (`reason`: wrong_password, replay, ...).
+    fn auth_failure(&self, _source: SocketAddr, _user: Option<&str>, _reason: &str) {}
+    /// A request from a scanner (User-Agent on the list) was dropped.
+    fn scanner(&self, _source: SocketAddr, _user_agent: &str) {}
+}
+
+/// The observer that ignores everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
