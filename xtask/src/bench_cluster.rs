@@ -6,7 +6,15 @@
 //! Both daemons run with `--xdp-mode off` (no interface to attach to without namespaces):
 //! B's list is written after its XDP map when XDP is on, so the figures leave out one map
 //! update per ban (microseconds). Redis, both daemons and this poller share the machine.
-//! Not measured: CPU per call with the location in Redis (registrations are not shared yet).
+//!
+//! Then, in the same run, CPU per call with the location store in Redis against the
+//! in-memory one: a daemon with `[cluster]` (registrations written through to Redis,
+//! heartbeats, the events channel) and one without, each with bob registered (SIPp) and
+//! [`CALLS`] SIPp calls (INVITE/180/200/ACK/BYE, `tests/sipp/uac_bench.xml`) at [`RATE`]
+//! calls/s; the daemon's CPU time (user + system, `/proc/<pid>/stat`) over the calls,
+//! divided by the calls that succeeded; then CPU per REGISTER (one SIPp client refreshing
+//! its binding, a tenth as many times as calls): the write-through is paid there, a call
+//! only reads the local cache.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -24,6 +32,10 @@ use crate::{cargo, root, run};
 const BANS: usize = 1000;
 /// Longest wait for one ban to show on B.
 const LIMIT: Duration = Duration::from_secs(5);
+/// Calls per store (`SIPFW_BENCH_CLUSTER_CALLS` overrides it).
+const CALLS: u32 = 2000;
+/// Calls per second.
+const RATE: u32 = 100;
 
 /// A child process killed when dropped.
 struct Guard(Child);
@@ -192,6 +204,219 @@ pub fn run_bench() -> anyhow::Result<()> {
             pct(v, 1.0)
         );
     }
+    let calls: u32 = std::env::var("SIPFW_BENCH_CLUSTER_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CALLS);
+    println!(
+        "CPU per call, location in memory vs in Redis ({calls} calls at {RATE}/s each, SIPp on \
+         the same machine; daemon CPU = utime + stime from /proc/<pid>/stat):"
+    );
+    for redis in [None, Some(redis_sock.as_path())] {
+        let c = cpu_per_call(&bin, &dir, redis, calls)?;
+        let what = if redis.is_some() {
+            "Redis (write-through)"
+        } else {
+            "in memory"
+        };
+        println!(
+            "  {what:<22} {:>6} calls ok, daemon CPU {:.0} ms, {:.3} ms/call; {} REGISTERs{}, {:.3} ms/REGISTER",
+            c.calls_ok,
+            c.calls * 1000.0,
+            if c.calls_ok > 0 {
+                c.calls * 1000.0 / c.calls_ok as f64
+            } else {
+                f64::NAN
+            },
+            c.registers,
+            if c.registers_ok { "" } else { " (some failed)" },
+            c.registers_cpu * 1000.0 / f64::from(c.registers)
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// CPU seconds (user + system) a process used so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').context("/proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the command.
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(f.get(i).context("/proc stat field")?.parse::<f64>()?)
+    };
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    Ok((ticks(11)? + ticks(12)?) / hz)
+}
+
+/// bob registers from `port` (SIPp); whether it worked.
+fn register_bob(dir: &Path, sip: &str, port: &str) -> anyhow::Result<bool> {
+    Ok(Command::new("sipp")
+        .arg(sip)
+        .arg("-sf")
+        .arg(root().join("tests/sipp/register.xml"))
+        .args(["-set", "domain", "example.com", "-s", "bob"])
+        .args(["-au", "bob", "-ap", "bench", "-m", "1"])
+        .args(["-i", "127.0.0.1", "-p", port, "-timeout", "10", "-nostdin"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success())
+}
+
+/// `calls` calls through a daemon with the location in Redis (`redis`) or in memory: the
+/// daemon's CPU seconds over the calls and the calls that succeeded.
+fn cpu_per_call(bin: &Path, dir: &Path, redis: Option<&Path>, calls: u32) -> anyhow::Result<Cpu> {
+    let name = if redis.is_some() {
+        "cpu-redis"
+    } else {
+        "cpu-memory"
+    };
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d)?;
+    let mut config = crate::bench_proxy::CONFIG.to_string();
+    if let Some(sock) = redis {
+        config = config.replace("[auth]\n", "[auth]\nsecret = \"bench-cluster-secret\"\n");
+        config.push_str(&format!(
+            "[cluster]\nredis = \"redis+unix://{}\"\nnode = \"{name}\"\n",
+            sock.display()
+        ));
+    }
+    let cfg = d.join("sip-firewall.toml");
+    std::fs::write(&cfg, config)?;
+    let sip = format!("127.0.0.1:{}", crate::bench_proxy::free_port()?);
+    let metrics = format!("127.0.0.1:{}", crate::bench_proxy::free_port()?);
+    let daemon = Guard(
+        Command::new(bin)
+            .args(["run", "--xdp-mode", "off", "--config"])
+            .arg(&cfg)
+            .args(["--sip-listen", &sip, "--metrics-listen", &metrics])
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--admin-socket")
+            .arg(d.join("admin.sock"))
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?,
+    );
+    let pid = daemon.0.id();
+    if redis.is_some() {
+        wait_connected(&d.join("admin.sock"))?;
+    } else {
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(&sip).is_err() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                bail!("the daemon did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let uas_port = crate::bench_proxy::free_port()?.to_string();
+    if !register_bob(&d, &sip, &uas_port)? {
+        bail!("bob could not register ({name})");
+    }
+    let mut uas = Guard(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(root().join("tests/sipp/uas.xml"))
+            .args(["-i", "127.0.0.1", "-p", &uas_port, "-nostdin"])
+            .args(["-max_socket", "10000"])
+            .current_dir(&d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    // bob's UAS must be listening before the first call: wait until its port is taken.
+    let t0 = Instant::now();
+    while std::net::UdpSocket::bind(format!("127.0.0.1:{uas_port}")).is_ok() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            bail!("the UAS did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cpu0 = cpu_seconds(pid)?;
+    let port = crate::bench_proxy::free_port()?.to_string();
+    let mut uac = Guard(
+        Command::new("sipp")
+            .arg(&sip)
+            .arg("-sf")
+            .arg(root().join("tests/sipp/uac_bench.xml"))
+            .args(["-set", "domain", "example.com", "-s", "bob"])
+            .args(["-i", "127.0.0.1", "-p", &port, "-nostdin"])
+            .args(["-r", &RATE.to_string(), "-m", &calls.to_string()])
+            .args(["-l", &(RATE * 10).to_string(), "-max_socket", "10000"])
+            .args(["-timeout", &(calls / RATE + 40).to_string()])
+            .args(["-trace_stat", "-stf", "stat.csv"])
+            .current_dir(&d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let _ = &mut uas;
+    let status = uac.0.wait()?;
+    let cpu = cpu_seconds(pid)? - cpu0;
+    let _ = status;
+    let stat = std::fs::read_to_string(d.join("stat.csv")).unwrap_or_default();
+    let ok = stat
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .split_first()
+        .and_then(|(head, rows)| {
+            let i = head.split(';').position(|h| h == "SuccessfulCall(C)")?;
+            rows.last()?.split(';').nth(i)?.trim().parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    // REGISTERs (digest, then the binding written, through to Redis with `[cluster]`):
+    // one SIPp client refreshing its binding `registers` times.
+    let registers = (calls / 10).max(1);
+    let cpu1 = cpu_seconds(pid)?;
+    let port = crate::bench_proxy::free_port()?.to_string();
+    let reg_ok = Command::new("sipp")
+        .arg(&sip)
+        .arg("-sf")
+        .arg(root().join("tests/sipp/register.xml"))
+        .args(["-set", "domain", "example.com", "-s", "bob"])
+        .args(["-au", "bob", "-ap", "bench"])
+        .args(["-m", &registers.to_string(), "-r", &RATE.to_string()])
+        .args(["-i", "127.0.0.1", "-p", &port, "-nostdin"])
+        .args(["-timeout", &(registers / RATE + 40).to_string()])
+        .current_dir(&d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    let reg_cpu = cpu_seconds(pid)? - cpu1;
+    Ok(Cpu {
+        calls: cpu,
+        calls_ok: ok,
+        registers,
+        registers_ok: reg_ok,
+        registers_cpu: reg_cpu,
+    })
+}
+
+/// What [`cpu_per_call`] measured.
+struct Cpu {
+    /// CPU seconds over the calls.
+    calls: f64,
+    calls_ok: u64,
+    registers: u32,
+    /// Whether every REGISTER succeeded.
+    registers_ok: bool,
+    registers_cpu: f64,
 }

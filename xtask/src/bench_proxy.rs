@@ -30,7 +30,7 @@ const RATES: &[u32] = &[50, 100, 200, 400, 800, 1200, 1600, 2400, 3200];
 /// The success ratio a rate must exceed.
 const PASS: f64 = 0.999;
 
-const CONFIG: &str = r#"
+pub(crate) const CONFIG: &str = r#"
 [sip]
 domains = ["example.com"]
 # One loopback caller stands for every caller: an INVITE's server transaction lives 32 s
@@ -48,7 +48,7 @@ pressure_budget = 0
 request_limit = 0
 "#;
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     for _ in 0..100 {
         let t = TcpListener::bind("127.0.0.1:0")?;
         let port = t.local_addr()?.port();

@@ -72,7 +72,8 @@ pub enum Share {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://host:port/db`, `rediss://...`, or `redis+unix:///path`.
+    /// `redis://host:port/db`, `rediss://...` (TLS: rustls, the system's roots), or
+    /// `redis+unix:///path`.
     pub redis: String,
     /// This node's name (default: the host name).
     #[serde(default)]
@@ -1067,6 +1068,18 @@ mod tests {
         assert!(!cl.node_name().is_empty(), "the host name by default");
         assert!(parse_config("").unwrap().cluster.is_none());
         assert!(parse_config("[cluster]\nredis = \"r\"\nbogus = 1\n").is_err());
+    }
+
+    /// `rediss://` needs the redis crate's rustls TLS (`tokio-rustls-comp`): without it the
+    /// URL is refused ("can't connect with TLS, the feature is not enabled").
+    #[test]
+    fn rediss_urls_are_accepted() {
+        let c = parse_config("[cluster]\nredis = \"rediss://10.0.0.5:6380/0\"\nnode = \"a\"\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        let r = Cluster::new(&c, Some("s"), &prometheus::Registry::new());
+        assert!(r.is_ok(), "{:?}", r.err());
     }
 
     #[test]

@@ -21,12 +21,8 @@
 //! this very request with the cluster's key, see `proxy::route::seal_cluster_hop`), and that
 //! node reaches the phone over the flow the REGISTER came on.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use sip_firewall_sip::Transport;
 
 use super::store::{Binding, LocationStore, MemoryStore};
@@ -36,33 +32,7 @@ use super::store::{Binding, LocationStore, MemoryStore};
 /// cached (counted, logged).
 pub const MAX_REMOTE_BINDINGS: usize = 1 << 20;
 
-/// One binding as the cluster stores it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SharedBinding {
-    pub contact: String,
-    /// Wall clock (Unix seconds).
-    pub expires_unix: u64,
-    pub call_id: String,
-    pub cseq: u32,
-    /// The flow, as the holding node sees it.
-    pub source: SocketAddr,
-    /// `udp`, `tcp`, `tls`, `ws`.
-    pub transport: String,
-    pub authenticated: Option<String>,
-    /// The node holding the flow.
-    pub node: String,
-    /// That node's Path URI (RFC 3327): where the others send requests for the contact.
-    pub path: String,
-}
-
-/// A change to the bindings of one address of record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum Change {
-    Put { aor: String, binding: SharedBinding },
-    Remove { aor: String, contact: String },
-    Clear { aor: String },
-}
+pub use super::store::{Change, SharedBinding};
 
 /// Where local changes go (the cluster's outbox); must not block.
 pub type Sink = Box<dyn Fn(Change) + Send>;

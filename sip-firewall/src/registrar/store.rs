@@ -3,6 +3,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Instant};
 
+use serde::{Deserialize, Serialize};
 use sip_firewall_sip::Transport;
 
 /// One contact bound to an address of record.
@@ -47,9 +48,9 @@ pub trait LocationStore: Send {
     }
     /// Apply a change another cluster node made (never written through again). A store
     /// that is not shared has no other nodes: nothing to do.
-    fn apply_remote(&mut self, _change: &super::shared::Change, _now: Instant) {}
-    /// The full set of the cluster after a (re)connect: see [`super::shared::WriteThrough`].
-    fn reload_remote(&mut self, _all: &[(String, super::shared::SharedBinding)], _now: Instant) {}
+    fn apply_remote(&mut self, _change: &Change, _now: Instant) {}
+    /// The full set of the cluster after a (re)connect: see `shared::WriteThrough`.
+    fn reload_remote(&mut self, _all: &[(String, SharedBinding)], _now: Instant) {}
     /// Every AOR with its bindings (live or not yet expired), for a full resynchronisation.
     fn all(&self) -> Vec<(String, Binding)> {
         Vec::new()
@@ -127,4 +128,32 @@ impl LocationStore for MemoryStore {
             .flat_map(|(aor, list)| list.iter().map(|b| (aor.clone(), b.clone())))
             .collect()
     }
+}
+
+/// One binding as the cluster stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedBinding {
+    pub contact: String,
+    /// Wall clock (Unix seconds).
+    pub expires_unix: u64,
+    pub call_id: String,
+    pub cseq: u32,
+    /// The flow, as the holding node sees it.
+    pub source: SocketAddr,
+    /// `udp`, `tcp`, `tls`, `ws`.
+    pub transport: String,
+    pub authenticated: Option<String>,
+    /// The node holding the flow.
+    pub node: String,
+    /// That node's Path URI (RFC 3327): where the others send requests for the contact.
+    pub path: String,
+}
+
+/// A change to the bindings of one address of record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    Put { aor: String, binding: SharedBinding },
+    Remove { aor: String, contact: String },
+    Clear { aor: String },
 }
