@@ -69,10 +69,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "owned by issue 13 (cluster) this session",
     ),
     (
-        "fn sip-firewall/src/enforce/learn.rs::run",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
         "fn sip-firewall/src/fraud/cli.rs::run",
         "not yet split along its jobs (issue 11, point 8)",
     ),
