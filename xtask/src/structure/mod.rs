@@ -73,18 +73,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "not yet split along its jobs (issue 11, point 8)",
     ),
     (
-        "file sip-firewall/src/fraud/mod.rs",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
-        "fn sip-firewall/src/fraud/mod.rs::Fraud::check",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
-        "fn sip-firewall/src/fraud/mod.rs::Fraud::tick",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
         "file sip-firewall/src/proxy/core/mod.rs",
         "not yet split along its jobs (issue 11, point 8)",
     ),
