@@ -65,10 +65,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "owned by issue 13 (cluster) this session",
     ),
     (
-        "fn sip-firewall/src/fraud/cli.rs::run",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
         "file sip-firewall/src/proxy/core/mod.rs",
         "not yet split along its jobs (issue 11, point 8)",
     ),
