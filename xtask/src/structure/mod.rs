@@ -57,10 +57,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "not yet split along its jobs (issue 11, point 8)",
     ),
     (
-        "fn sip-firewall/src/admin/top.rs::draw",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
         "file sip-firewall/src/cluster/mod.rs",
         "owned by issue 13 (cluster) this session",
     ),
