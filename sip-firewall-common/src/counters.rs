@@ -28,11 +28,15 @@ pub enum Reason {
     Pressure = 8,
     /// A known source over its own (larger) per-source budget: dropped, never banned.
     Throttled = 9,
+    /// A new TCP connection (a SYN) to a SIP stream port (TCP, TLS, WebSocket) within its
+    /// source's flood budget: passed, and counted, so new connections per second are seen.
+    /// Over the budget a SYN is a `Flood` (banned) or, from a known source, `Throttled`.
+    Connection = 10,
 }
 
 impl Reason {
     /// Number of reasons, the length of the counters map.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -46,6 +50,7 @@ impl Reason {
         Reason::StrayReply,
         Reason::Pressure,
         Reason::Throttled,
+        Reason::Connection,
     ];
 
     /// Stable lower-case name, used in metrics labels and the CLI.
@@ -61,12 +66,13 @@ impl Reason {
             Reason::StrayReply => "stray_reply",
             Reason::Pressure => "pressure",
             Reason::Throttled => "throttled",
+            Reason::Connection => "connection",
         }
     }
 
     /// Whether a packet with this reason was dropped (`XDP_DROP`).
     pub const fn is_drop(self) -> bool {
-        !matches!(self, Reason::Passed | Reason::Allowed)
+        !matches!(self, Reason::Passed | Reason::Allowed | Reason::Connection)
     }
 
     /// The reason of a counters-map index.

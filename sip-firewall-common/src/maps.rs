@@ -21,8 +21,15 @@ pub const LEARNED_BANS: &str = "SIPFW_LBANS";
 pub const FLOOD: &str = "SIPFW_FLOOD";
 /// Array with one [`XdpConfig`].
 pub const CONFIG: &str = "SIPFW_CONFIG";
-/// Hash of SIP ports (host byte order) to `u8` (1).
+/// Hash of SIP ports (host byte order) to `u8` flags: [`PORT_DATAGRAM`] (UDP judged as SIP:
+/// flood limit, payload checks, strays) and [`PORT_STREAM`] (TCP connections counted and
+/// their SYNs rate-limited per source). `[xdp] sip_ports` have both; the TLS and WebSocket
+/// listen ports only the second.
 pub const SIP_PORTS: &str = "SIPFW_PORTS";
+/// [`SIP_PORTS`] flag: UDP to this port is SIP.
+pub const PORT_DATAGRAM: u8 = 1;
+/// [`SIP_PORTS`] flag: TCP to this port carries SIP (plain, TLS or WebSocket).
+pub const PORT_STREAM: u8 = 2;
 /// Per-CPU array of [`crate::Counter`], indexed by [`crate::Reason`].
 pub const COUNTERS: &str = "SIPFW_COUNTERS";
 /// Hash of open client transactions: key `u64` ([`crate::branch::peer_key`] of our Via

@@ -1,9 +1,11 @@
 //! The XDP program of sip-firewall.
 //!
 //! Decides, in this order: allow list (pass), deny list (drop), ban map (drop while live),
-//! then for UDP to a SIP port only: flood limit per source (drop and ban), payload size,
-//! payload sanity (keep-alive, STUN, SIP request or status line; anything else dropped). It
-//! decides from maps the daemon fills; every packet moves exactly one counter.
+//! then for a TCP SYN to a SIP stream port (TCP, TLS, WebSocket): the flood limit per source
+//! (a connection flood is a flood: drop and ban; counted as `connection` when within it);
+//! for UDP to a SIP port: flood limit per source (drop and ban), payload size, payload
+//! sanity (keep-alive, STUN, SIP request or status line; anything else dropped). It decides
+//! from maps the daemon fills; every packet moves exactly one counter.
 #![no_std]
 #![no_main]
 
@@ -26,6 +28,7 @@ use sip_firewall_common::{
     addr::flood_group,
     branch::{TopBranch, peer_hash},
     gcra,
+    maps::{PORT_DATAGRAM, PORT_STREAM},
     payload::PayloadClass,
 };
 
@@ -34,7 +37,7 @@ use crate::{
         ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, KNOWN, LEARNED_BANS, PRESSURE, SIP_PORTS,
         TRANSACTIONS, count, host_key,
     },
-    packet::{IPPROTO_UDP, be16_at, parse_ip, ptr_at},
+    packet::{IPPROTO_TCP, IPPROTO_UDP, Ip, be16_at, parse_ip, ptr_at},
 };
 
 const UDP_HLEN: usize = 8;
@@ -81,11 +84,16 @@ fn judge(ctx: &XdpContext) -> Reason {
     if scope_all && banned == Some(BanScope::All as u32) {
         return Reason::Banned;
     }
-    let sip_port = ip.has_ports
-        && match be16_at(ctx, ip.l4 + 2) {
-            Some(p) => SIP_PORTS.get_ptr(p).is_some(),
-            None => false,
-        };
+    // The port's flags (PORT_DATAGRAM, PORT_STREAM); 0: not a SIP port.
+    let port_flags = if ip.has_ports {
+        match be16_at(ctx, ip.l4 + 2) {
+            Some(p) => SIP_PORTS.get_ptr(p).map_or(0, |f| unsafe { *f }),
+            None => 0,
+        }
+    } else {
+        0
+    };
+    let sip_port = port_flags != 0;
     if sip_port {
         if !scope_all && is_denied(cfg, &ip.src) {
             return Reason::Denied;
@@ -100,31 +108,17 @@ fn judge(ctx: &XdpContext) -> Reason {
         // deny and ban checks, so a trusted source's AH or Mobility traffic still passes.
         return Reason::Malformed;
     }
-    if !sip_port || ip.proto != IPPROTO_UDP {
+    if sip_port && ip.proto == IPPROTO_TCP && port_flags & PORT_STREAM != 0 {
+        return new_connection(ctx, cfg, &ip, &group);
+    }
+    if !sip_port || ip.proto != IPPROTO_UDP || port_flags & PORT_DATAGRAM == 0 {
         return Reason::Passed;
     }
 
     let now = unsafe { bpf_ktime_get_ns() };
     let known = is_known(&flood_group(ip.src));
-    if known {
-        // Trust tiers: a known source (an office behind one NAT, a trunk) has its own,
-        // larger budget; over it the excess is dropped, and the source is never banned.
-        if over_limit(
-            &group,
-            now,
-            cfg.known_flood_interval_ns,
-            cfg.known_flood_tolerance_ns,
-        ) {
-            return Reason::Throttled;
-        }
-    } else if over_limit(&group, now, cfg.flood_interval_ns, cfg.flood_tolerance_ns) {
-        let scope = if cfg.flags & XdpConfig::LEARNED_SIP_PORTS != 0 {
-            BanScope::SipPorts
-        } else {
-            BanScope::All
-        };
-        ban(&group, now, cfg.flood_ban_ns, BanReason::Flood, scope);
-        return Reason::Flood;
+    if let Some(over) = flood_verdict(cfg, &group, now, known) {
+        return over;
     }
 
     // A UDP header cut short is not ours to judge: the kernel drops it.
@@ -198,6 +192,52 @@ fn judge(ctx: &XdpContext) -> Reason {
         }
         PayloadClass::Request | PayloadClass::KeepAlive | PayloadClass::Stun => Reason::Passed,
     }
+}
+
+/// The flood limit of a source group: `None` within it; over it `Throttled` for a known
+/// source (trust tiers: an office behind one NAT, a trunk has its own, larger budget, and is
+/// never banned), else `Flood` and a learned ban.
+#[inline(always)]
+fn flood_verdict(cfg: &XdpConfig, group: &IpKey, now: u64, known: bool) -> Option<Reason> {
+    if known {
+        if over_limit(
+            group,
+            now,
+            cfg.known_flood_interval_ns,
+            cfg.known_flood_tolerance_ns,
+        ) {
+            return Some(Reason::Throttled);
+        }
+    } else if over_limit(group, now, cfg.flood_interval_ns, cfg.flood_tolerance_ns) {
+        let scope = if cfg.flags & XdpConfig::LEARNED_SIP_PORTS != 0 {
+            BanScope::SipPorts
+        } else {
+            BanScope::All
+        };
+        ban(group, now, cfg.flood_ban_ns, BanReason::Flood, scope);
+        return Some(Reason::Flood);
+    }
+    None
+}
+
+/// A TCP segment to a SIP stream port: a SYN (without ACK) opens a connection and spends the
+/// source's flood budget, so a SYN or TLS-handshake flood from one source is banned here
+/// before the kernel builds connection state for it; every other segment passes (the
+/// connection's own traffic is judged by the daemon per message).
+#[inline(always)]
+fn new_connection(ctx: &XdpContext, cfg: &XdpConfig, ip: &Ip, group: &IpKey) -> Reason {
+    // Byte 13 of the TCP header holds the flags (read with byte 12, the data offset).
+    let Some(offset_flags) = be16_at(ctx, ip.l4 + 12) else {
+        return Reason::Passed;
+    };
+    const SYN: u16 = 0x02;
+    const ACK: u16 = 0x10;
+    if offset_flags & (SYN | ACK) != SYN {
+        return Reason::Passed;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let known = is_known(&flood_group(ip.src));
+    flood_verdict(cfg, group, now, known).unwrap_or(Reason::Connection)
 }
 
 /// Whether the daemon knows the source group `group` (IPv4 address, IPv6 /64) to be good

@@ -74,6 +74,8 @@ pub struct Config {
     pub fraud: crate::fraud::FraudConfig,
     pub tls: TlsConfig,
     pub ws: WsConfig,
+    /// `[wss]`: WebSocket over TLS (the `[tls]` certificate, the `[ws]` settings).
+    pub wss: crate::server::ws::WssConfig,
     /// `[cluster]`: bans, lists and subscribers shared through Redis; absent: one node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     pub dns: crate::proxy::dns::DnsConfig,
@@ -163,6 +165,22 @@ pub struct PolicyConfig {
 }
 
 impl Config {
+    /// The TCP ports SIP streams arrive on besides `[xdp] sip_ports`: the TLS, WebSocket and
+    /// secure WebSocket listeners. XDP counts their new connections and rate-limits their SYNs per source.
+    pub fn stream_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .tls
+            .listen
+            .iter()
+            .chain(&self.ws.listen)
+            .chain(&self.wss.listen)
+            .map(|a| a.port())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     /// Parse a configuration from TOML text; `path` names the file in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -205,6 +223,14 @@ impl Config {
         {
             return Err(invalid(
                 "tls.listen",
+                "needs tls.certificate and tls.private_key",
+            ));
+        }
+        if !self.wss.listen.is_empty()
+            && (self.tls.certificate.is_none() || self.tls.private_key.is_none())
+        {
+            return Err(invalid(
+                "wss.listen",
                 "needs tls.certificate and tls.private_key",
             ));
         }

@@ -156,6 +156,23 @@ pub fn suppressed_metric() -> &'static prometheus::IntCounterVec {
     })
 }
 
+/// Security events by kind, logged or folded (`sipfw_security_events_total{kind}`): what an
+/// alert watches, since the log lines are rate-limited.
+pub fn events_metric() -> &'static prometheus::IntCounterVec {
+    static M: OnceLock<prometheus::IntCounterVec> = OnceLock::new();
+    M.get_or_init(|| {
+        prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "sipfw_security_events_total",
+                "Security events (ban, auth_failure, scanner, relay_refused, stray_reply), \
+                 by kind, whether their log line was written or folded into a later one",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric")
+    })
+}
+
 fn suppressed_counter(kind: &str) {
     suppressed_metric().with_label_values(&[kind]).inc();
 }
@@ -165,6 +182,7 @@ fn suppressed_counter(kind: &str) {
 /// Rate-limited per kind and source to one line a minute; the suppressed ones are counted in
 /// `sipfw_log_suppressed_total{kind}` and reported on the next line.
 pub fn security_event(kind: &'static str, source: IpAddr, reason: &str, count: u64) {
+    events_metric().with_label_values(&[kind]).inc_by(count);
     let decision = match limiter().lock() {
         Ok(mut l) => l.decide(kind, source, Instant::now()),
         Err(_) => Decision::Log { suppressed: 0 },
@@ -186,6 +204,66 @@ pub fn security_event(kind: &'static str, source: IpAddr, reason: &str, count: u
             "security events from too many sources at once: logging per kind only"
         ),
         Decision::Quiet => {}
+    }
+}
+
+/// Counts of events whose sources user space never sees (replies XDP dropped as strays: the
+/// kernel keeps a count, not who sent them), summed into one line per [`WINDOW`] at most:
+/// `kind`, `source = "xdp"`, the count since the last line. Feed it the running total.
+pub struct SummaryEvent {
+    kind: &'static str,
+    reason: &'static str,
+    logged_total: Option<u64>,
+    /// The total last added to `sipfw_security_events_total` (which counts at every reading,
+    /// not once a window as the log does).
+    counted_total: Option<u64>,
+    last_line: Option<Instant>,
+}
+
+impl SummaryEvent {
+    pub fn new(kind: &'static str, reason: &'static str) -> SummaryEvent {
+        SummaryEvent {
+            kind,
+            reason,
+            logged_total: None,
+            counted_total: None,
+            last_line: None,
+        }
+    }
+
+    /// The counter is at `total` now: a line if it grew and the last line is a window old.
+    /// The first reading (at start, or of counters kept in pinned maps across a restart)
+    /// is the baseline, never logged.
+    pub fn observe(&mut self, total: u64, now: Instant) -> Option<u64> {
+        let Some(logged) = self.logged_total else {
+            self.logged_total = Some(total);
+            return None;
+        };
+        let grew = total.saturating_sub(logged);
+        if grew > 0 {
+            events_metric()
+                .with_label_values(&[self.kind])
+                .inc_by(total.saturating_sub(self.counted_total.unwrap_or(logged)));
+            self.counted_total = Some(total);
+        }
+        if grew == 0
+            || self
+                .last_line
+                .is_some_and(|t| now.duration_since(t) < WINDOW)
+        {
+            return None;
+        }
+        self.logged_total = Some(total);
+        self.last_line = Some(now);
+        tracing::warn!(
+            target: "security",
+            kind = self.kind,
+            source = "xdp",
+            reason = self.reason,
+            count = grew,
+            "security event"
+        );
+        Some(grew)
     }
 }
 
@@ -211,6 +289,21 @@ mod tests {
             l.decide("ban", a, t0 + WINDOW),
             Decision::Log { suppressed: 1000 }
         );
+    }
+
+    #[test]
+    fn kernel_counts_are_summed_into_one_line_a_window() {
+        let mut s = SummaryEvent::new("stray_reply", "no open transaction (XDP)");
+        let t0 = Instant::now();
+        assert_eq!(
+            s.observe(500, t0),
+            None,
+            "the first reading is the baseline"
+        );
+        assert_eq!(s.observe(500, t0), None, "nothing new");
+        assert_eq!(s.observe(800, t0), Some(300));
+        assert_eq!(s.observe(5000, t0 + WINDOW / 2), None, "one line a window");
+        assert_eq!(s.observe(5100, t0 + WINDOW), Some(4300));
     }
 
     #[test]

@@ -1,18 +1,44 @@
 //! Live reload (`sip-firewall reload`, SIGHUP): re-read the config file and apply what
-//! changed without a restart: allow and deny lists and the fast path's limits go to the XDP
-//! maps, subscribers to the proxy. Nothing that runs is torn down, so calls, registrations,
+//! changed without a restart. Nothing that runs is torn down, so calls, registrations,
 //! transactions and bans go on. An invalid file is refused with the same key-and-line error
-//! as `config check`, and the running config stays. Settings that cannot change while running
-//! are named in the answer ("needs a restart").
+//! as `config check`, and the running config stays.
+//!
+//! Applied at once:
+//! - `[policy]`: the allow and deny lists (XDP maps, the user-space gate, and the proxy's
+//!   trusted peers) and the scanner list;
+//! - `[xdp]` limits: flood rate and burst (also for known sources), ban time, payload bound,
+//!   ban scope, pressure budget, Via scan bound, SIP ports; in the XDP config map and in the
+//!   user-space gate;
+//! - `[bans]`: every threshold, window and ban time (the learner and the gate read them for
+//!   each event), and the learned-ban scope;
+//! - `[proxy]` (but `advertise` and `reply_from_any`), `[timers]`, `[registrar]`, `[auth]`
+//!   users, algorithms and nonce lifetime, and `[sip]` transaction caps and `force_rport`;
+//! - `[tls]` certificate, private key and CA (renewed in place or under new paths): new
+//!   handshakes (TLS and WSS) use them, open connections keep theirs; a file that cannot be
+//!   read refuses the reload;
+//! - `[metrics] listen`: the endpoint moves (the new address is bound first, so a reload that
+//!   cannot bind is refused).
+//!
+//! Everything else is read once at start; a reload names each such setting that changed in
+//! the answer ("needs a restart") and keeps its running value, so the next reload names it
+//! again: listen addresses and interfaces, the state and admin paths, `advertise` (our
+//! Record-Route and Via names in dialogs under way), `reply_from_any` (the keys of open
+//! transactions depend on it), the digest secret (nonces and dialog stamps), `[fraud]`
+//! (its counters are per rule), `[log]`, the rest of `[tls]`, `[ws]`, `[wss]`, `[dns]` and
+//! `[cluster]`.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, ConfigError},
-    enforce::Enforcer,
+    enforce::{Enforcer, live::EnforceSettings},
+    metrics::http::Endpoint,
     state::List,
 };
 
@@ -29,7 +55,7 @@ pub fn set_source(f: impl Fn() -> Result<Config, ConfigError> + Send + Sync + 's
 /// What a reload did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ReloadReport {
-    /// Settings applied now, e.g. `policy.allow: +192.0.2.0/24`.
+    /// Settings applied now, e.g. `policy.allow: +192.0.2.0/24`, `bans.auth_failures`.
     pub applied: Vec<String>,
     /// Settings that changed in the file but take effect only after a restart.
     pub restart_needed: Vec<String>,
@@ -41,6 +67,8 @@ pub struct Reloader {
     current: Mutex<Config>,
     enforcer: Arc<Mutex<Enforcer>>,
     proxy: Option<Arc<crate::proxy::Proxy>>,
+    settings: Option<Arc<EnforceSettings>>,
+    metrics: Option<Arc<Endpoint>>,
 }
 
 impl Reloader {
@@ -53,7 +81,21 @@ impl Reloader {
             current: Mutex::new(config),
             enforcer,
             proxy,
+            settings: None,
+            metrics: None,
         }
+    }
+
+    /// The `[bans]` and gate limits the learner and the user-space gate read.
+    pub fn with_settings(mut self, settings: Arc<EnforceSettings>) -> Reloader {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// The metrics endpoint, moved when `[metrics] listen` changes.
+    pub fn with_metrics_endpoint(mut self, endpoint: Arc<Endpoint>) -> Reloader {
+        self.metrics = Some(endpoint);
+        self
     }
 
     /// Read the file again and apply what changed; `Err` (nothing changed) when the file is
@@ -72,13 +114,39 @@ impl Reloader {
             .current
             .lock()
             .map_err(|_| "internal state poisoned".to_string())?;
+        let old = current.clone();
+        // What will run: the old config with the live settings of the new one.
+        let mut run = old.clone();
         let mut report = ReloadReport::default();
-        let old = &*current;
+
+        // First what can fail: [tls] certificate, private_key and ca are read again (renewed
+        // in place, or other paths) for new handshakes, a bad file refusing the reload before
+        // anything changed; then a new metrics address is bound.
+        let tls_files = crate::config::TlsConfig {
+            certificate: new.tls.certificate.clone(),
+            private_key: new.tls.private_key.clone(),
+            ca: new.tls.ca.clone(),
+            ..old.tls.clone()
+        };
+        if crate::server::tls::reload_certificates(&tls_files)
+            .map_err(|e| format!("[tls]: {e:#}"))?
+        {
+            report.applied.push("tls.certificate".into());
+        }
+        run.tls = tls_files;
+        if old.metrics.listen != new.metrics.listen
+            && let Some(endpoint) = &self.metrics
+        {
+            endpoint
+                .rebind(new.metrics.listen)
+                .map_err(|e| format!("metrics.listen: {e:#}"))?;
+            run.metrics.listen = new.metrics.listen;
+        }
+
         let mut enforcer = self
             .enforcer
             .lock()
             .map_err(|_| "internal state poisoned".to_string())?;
-
         // Lists: the config's entries change; those added at run time (the state) stay.
         for (list, was, now) in [
             (List::Allow, &old.policy.allow, &new.policy.allow),
@@ -106,77 +174,55 @@ impl Reloader {
                 report.applied.push(format!("policy.{}: -{n}", list.name()));
             }
         }
+        run.policy.allow = new.policy.allow.clone();
+        run.policy.deny = new.policy.deny.clone();
+        run.policy.scanners = new.policy.scanners.clone();
 
-        // The fast path's limits, written to its config map at once.
-        let xdp_live = [
-            (
-                "xdp.flood_rate",
-                differs(&old.xdp.flood_rate, &new.xdp.flood_rate),
-            ),
-            (
-                "xdp.flood_burst",
-                differs(&old.xdp.flood_burst, &new.xdp.flood_burst),
-            ),
-            (
-                "xdp.ban_time",
-                differs(&old.xdp.ban_time, &new.xdp.ban_time),
-            ),
-            (
-                "xdp.max_payload",
-                differs(&old.xdp.max_payload, &new.xdp.max_payload),
-            ),
-            (
-                "xdp.ban_scope",
-                differs(&old.xdp.ban_scope, &new.xdp.ban_scope),
-            ),
-            (
-                "xdp.pressure_budget",
-                differs(&old.xdp.pressure_budget, &new.xdp.pressure_budget),
-            ),
-            (
-                "xdp.via_scan_bytes",
-                differs(&old.xdp.via_scan_bytes, &new.xdp.via_scan_bytes),
-            ),
-            (
-                "xdp.sip_ports",
-                differs(&old.xdp.sip_ports, &new.xdp.sip_ports),
-            ),
-            (
-                "bans.learned_scope",
-                differs(&old.bans.learned_scope, &new.bans.learned_scope),
-            ),
-        ];
-        let xdp_changed: Vec<&str> = xdp_live
-            .iter()
-            .filter(|(_, c)| *c)
-            .map(|(k, _)| *k)
-            .collect();
-        if !xdp_changed.is_empty() {
-            if enforcer.has_fast_path() {
-                enforcer
-                    .set_xdp_settings(&new)
-                    .map_err(|e| format!("writing the XDP settings: {e}"))?;
-                report
-                    .applied
-                    .extend(xdp_changed.iter().map(|k| k.to_string()));
-            } else {
-                // Without XDP the user-space gate copied these at start.
-                report.restart_needed.extend(
-                    xdp_changed
-                        .iter()
-                        .map(|k| format!("{k} (user-space enforcement)")),
-                );
-            }
+        // The fast path's limits, written to its config map at once (and to the gate below).
+        let (x, n) = (&mut run.xdp, &new.xdp);
+        x.flood_rate = n.flood_rate;
+        x.flood_burst = n.flood_burst;
+        x.known_flood_rate = n.known_flood_rate;
+        x.known_flood_burst = n.known_flood_burst;
+        x.ban_time = n.ban_time;
+        x.max_payload = n.max_payload;
+        x.ban_scope = n.ban_scope;
+        x.pressure_budget = n.pressure_budget;
+        x.via_scan_bytes = n.via_scan_bytes;
+        x.sip_ports = n.sip_ports.clone();
+        run.bans = new.bans.clone();
+        if enforcer.has_fast_path()
+            && (differs(&old.xdp, &run.xdp)
+                || differs(&old.bans.learned_scope, &run.bans.learned_scope))
+        {
+            enforcer
+                .set_xdp_settings(&run)
+                .map_err(|e| format!("writing the XDP settings: {e}"))?;
         }
-        let enforcer_has_fast_path = enforcer.has_fast_path();
         drop(enforcer);
+        if let Some(settings) = &self.settings {
+            settings.set(&run);
+        }
 
-        // Subscribers of the config: added, changed (new hashes) and removed.
+        // The proxy's live settings.
+        run.proxy.outbound = new.proxy.outbound.clone();
+        run.proxy.internal_next_hops = new.proxy.internal_next_hops.clone();
+        run.proxy.unavailable = new.proxy.unavailable;
+        run.proxy.identity_headers = new.proxy.identity_headers.clone();
+        run.timers = new.timers.clone();
+        run.registrar = new.registrar.clone();
+        run.auth.algorithms = new.auth.algorithms.clone();
+        run.auth.nonce_lifetime = new.auth.nonce_lifetime;
+        run.sip.max_transactions = new.sip.max_transactions;
+        run.sip.max_transactions_per_source = new.sip.max_transactions_per_source;
+        run.sip.force_rport = new.sip.force_rport;
         if let Some(proxy) = &self.proxy {
+            proxy.reconfigure(&run);
+            // Subscribers of the config: added, changed (new hashes) and removed.
             let key = |u: &crate::proxy::config::UserEntry| (u.user.clone(), u.domain.clone());
             for u in &new.auth.users {
                 let before = old.auth.users.iter().find(|o| key(o) == key(u));
-                if before.is_none_or(|b| format!("{b:?}") != format!("{u:?}")) {
+                if before.is_none_or(|b| differs(b, u)) {
                     proxy.add_user(u);
                     report
                         .applied
@@ -192,102 +238,77 @@ impl Reloader {
                 }
             }
         }
+        run.auth.users = new.auth.users.clone();
 
-        // Everything else that changed waits for a restart; say which.
-        let restart = [
-            ("sip", differs(&old.sip, &new.sip)),
-            (
-                "xdp.interfaces",
-                differs(&old.xdp.interfaces, &new.xdp.interfaces),
-            ),
-            ("xdp.mode", differs(&old.xdp.mode, &new.xdp.mode)),
-            ("xdp.pin_dir", differs(&old.xdp.pin_dir, &new.xdp.pin_dir)),
-            (
-                "xdp.detach_on_stop",
-                differs(&old.xdp.detach_on_stop, &new.xdp.detach_on_stop),
-            ),
-            (
-                "policy.scanners",
-                differs(&old.policy.scanners, &new.policy.scanners),
-            ),
-            ("metrics", differs(&old.metrics, &new.metrics)),
-            ("proxy", differs(&old.proxy, &new.proxy)),
-            ("timers", differs(&old.timers, &new.timers)),
-            ("registrar", differs(&old.registrar, &new.registrar)),
-            (
-                "auth (but users)",
-                differs(&old.auth.algorithms, &new.auth.algorithms)
-                    || differs(&old.auth.nonce_lifetime, &new.auth.nonce_lifetime)
-                    || differs(&old.auth.secret, &new.auth.secret),
-            ),
-            ("admin", differs(&old.admin, &new.admin)),
-            ("state", differs(&old.state, &new.state)),
-            (
-                "bans (but learned_scope)",
-                differs(
-                    &format!(
-                        "{:?}",
-                        crate::enforce::learn::BansConfig {
-                            learned_scope: new.bans.learned_scope,
-                            ..old.bans.clone()
-                        }
-                    ),
-                    &format!("{:?}", new.bans),
-                ),
-            ),
-            ("log", differs(&old.log, &new.log)),
-            ("fraud", differs(&old.fraud, &new.fraud)),
-            // The Redis link and node name are set up once, at start.
-            ("tls", differs(&old.tls, &new.tls)),
-            ("ws", differs(&old.ws, &new.ws)),
-            ("dns", differs(&old.dns, &new.dns)),
-            ("cluster", differs(&old.cluster, &new.cluster)),
-        ];
-        report.restart_needed.extend(
-            restart
-                .iter()
-                .filter(|(_, c)| *c)
-                .map(|(k, _)| k.to_string()),
+        // Name what changed: applied (but the lists and users, named entry by entry above),
+        // and what differs between what runs and the file (needs a restart).
+        let detailed = ["policy.allow", "policy.deny", "auth.users"];
+        report.applied.extend(
+            changed_settings(&old, &run)
+                .into_iter()
+                .filter(|k| !detailed.contains(&k.as_str())),
         );
-
-        // The new file is the config in force, but for what only a restart changes: those
-        // keep their running values, so the next reload names them again.
-        let mut next = new;
-        next.sip = current.sip.clone();
-        next.xdp.interfaces = current.xdp.interfaces.clone();
-        next.xdp.mode = current.xdp.mode;
-        next.xdp.pin_dir = current.xdp.pin_dir.clone();
-        next.xdp.detach_on_stop = current.xdp.detach_on_stop;
-        next.admin = current.admin.clone();
-        next.state = current.state.clone();
-        next.metrics = current.metrics.clone();
-        next.policy.scanners = current.policy.scanners.clone();
-        next.proxy = current.proxy.clone();
-        next.timers = current.timers.clone();
-        next.registrar = current.registrar.clone();
-        next.auth.algorithms = current.auth.algorithms.clone();
-        next.auth.nonce_lifetime = current.auth.nonce_lifetime;
-        next.auth.secret = current.auth.secret.clone();
-        next.bans = crate::enforce::learn::BansConfig {
-            learned_scope: next.bans.learned_scope,
-            ..current.bans.clone()
-        };
-        next.log = current.log.clone();
-        next.fraud = current.fraud.clone();
-        next.tls = current.tls.clone();
-        next.ws = current.ws.clone();
-        next.dns = current.dns.clone();
-        next.cluster = current.cluster.clone();
-        if !enforcer_has_fast_path {
-            next.xdp = current.xdp.clone();
-        }
-        *current = next;
+        // A certificate renewed in place and one under a new path are one line.
+        let mut seen = std::collections::HashSet::new();
+        report.applied.retain(|k| seen.insert(k.clone()));
+        report.restart_needed = changed_settings(&run, &new);
+        *current = run;
         Ok(report)
     }
 }
 
 fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
     format!("{a:?}") != format!("{b:?}")
+}
+
+/// The settings (`section.key`, or `section` for a section that is not a table of keys, such
+/// as an absent `[cluster]`) whose values differ between `a` and `b`.
+pub fn changed_settings(a: &Config, b: &Config) -> Vec<String> {
+    let (a, b) = (settings(a), settings(b));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// Each setting of `c` with its value as text, from the derived pretty `Debug` of [`Config`]:
+/// sections are its fields (4 spaces in), keys the fields of those (8 spaces in); what is
+/// nested deeper belongs to the key above it. Every section and key is covered without a
+/// list to keep in step with the config types (a new key is named by a reload at once).
+fn settings(c: &Config) -> BTreeMap<String, String> {
+    let text = format!("{c:#?}");
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let mut section = String::new();
+    let mut key = String::new();
+    let field = |line: &str, indent: usize| -> Option<String> {
+        let rest = line.strip_prefix(&" ".repeat(indent))?;
+        let (name, _) = rest.split_once(": ")?;
+        (!name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()))
+        .then(|| name.to_string())
+    };
+    for line in text.lines().skip(1) {
+        let indent = line.len() - line.trim_start().len();
+        if indent == 4
+            && let Some(name) = field(line, 4)
+        {
+            section = name;
+            key = section.clone();
+        } else if indent == 8
+            && let Some(name) = field(line, 8)
+        {
+            key = format!("{section}.{name}");
+        }
+        if !key.is_empty() {
+            let v = out.entry(key.clone()).or_default();
+            v.push_str(line.trim());
+            v.push('\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -298,14 +319,20 @@ mod tests {
         Config::from_toml(text, std::path::Path::new("test.toml")).unwrap()
     }
 
-    #[test]
-    fn applies_lists_names_restart_settings_and_keeps_running_values() {
-        let dir = std::env::temp_dir().join(format!("sfw-reload-unit-{}", std::process::id()));
+    fn reloader(old: &str, tag: &str) -> (Reloader, Arc<Mutex<Enforcer>>, Arc<EnforceSettings>) {
+        let dir = std::env::temp_dir().join(format!("sfw-reload-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = crate::state::Store::open(&dir).unwrap();
-        let old = parse("[policy]\ndeny = [\"198.51.100.0/24\"]\n");
+        let old = parse(old);
         let enforcer = Arc::new(Mutex::new(Enforcer::new(store, None, &old).unwrap()));
-        let r = Reloader::new(old, enforcer.clone(), None);
+        let settings = EnforceSettings::new(&old);
+        let r = Reloader::new(old, enforcer.clone(), None).with_settings(settings.clone());
+        (r, enforcer, settings)
+    }
+
+    #[test]
+    fn applies_lists_names_restart_settings_and_keeps_running_values() {
+        let (r, enforcer, _) = reloader("[policy]\ndeny = [\"198.51.100.0/24\"]\n", "lists");
         let new = "[sip]\nlisten = [\"127.0.0.1:5099\"]\n[timers]\nt1 = \"1s\"\n\
                    [policy]\nallow = [\"192.0.2.0/24\"]\n";
         let report = r.apply(parse(new)).unwrap();
@@ -315,14 +342,11 @@ mod tests {
                 .contains(&"policy.allow: +192.0.2.0/24".to_string())
                 && report
                     .applied
-                    .contains(&"policy.deny: -198.51.100.0/24".to_string()),
+                    .contains(&"policy.deny: -198.51.100.0/24".to_string())
+                && report.applied.contains(&"timers.t1".to_string()),
             "{report:?}"
         );
-        assert!(
-            report.restart_needed.contains(&"sip".to_string())
-                && report.restart_needed.contains(&"timers".to_string()),
-            "{report:?}"
-        );
+        assert_eq!(report.restart_needed, vec!["sip.listen".to_string()]);
         let e = enforcer.lock().unwrap();
         assert_eq!(
             e.list(List::Allow),
@@ -330,13 +354,54 @@ mod tests {
         );
         assert!(e.list(List::Deny).is_empty());
         drop(e);
-        // Still running with the old listen address and timers: named again next time.
+        // Still running with the old listen address: named again next time; the timers
+        // are in force, so not again.
         let again = r.apply(parse(new)).unwrap();
         assert!(again.applied.is_empty(), "{again:?}");
-        assert!(
-            again.restart_needed.contains(&"sip".to_string()),
-            "{again:?}"
+        assert_eq!(again.restart_needed, vec!["sip.listen".to_string()]);
+    }
+
+    #[test]
+    fn bans_thresholds_and_gate_limits_are_live() {
+        let (r, _, settings) = reloader("", "bans");
+        assert_eq!(settings.bans().auth_failures, 5);
+        let report = r
+            .apply(parse(
+                "[bans]\nauth_failures = 2\nscanner_ban_time = \"5m\"\n\
+                 [xdp]\nflood_rate = 7\n[policy]\nscanners = [\"evil\"]\n",
+            ))
+            .unwrap();
+        for k in [
+            "bans.auth_failures",
+            "bans.scanner_ban_time",
+            "xdp.flood_rate",
+            "policy.scanners",
+        ] {
+            assert!(report.applied.contains(&k.to_string()), "{k}: {report:?}");
+        }
+        assert!(report.restart_needed.is_empty(), "{report:?}");
+        assert_eq!(settings.bans().auth_failures, 2);
+        assert_eq!(
+            settings.bans().scanner_ban_time,
+            std::time::Duration::from_secs(300)
         );
-        let _ = std::fs::remove_dir_all(&dir);
+        let default_interval = EnforceSettings::new(&Config::default())
+            .gate_limits()
+            .flood_interval_ns;
+        assert_ne!(settings.gate_limits().flood_interval_ns, default_interval);
+    }
+
+    #[test]
+    fn restart_only_settings_are_named_by_key() {
+        let a = Config::default();
+        let b = parse(
+            "[proxy]\nadvertise = \"edge.example.com\"\n\
+             [cluster]\nredis = \"redis://127.0.0.1/\"\n[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+        );
+        assert_eq!(
+            changed_settings(&a, &b),
+            vec!["auth.secret", "cluster", "proxy.advertise"]
+        );
+        assert!(changed_settings(&b, &b).is_empty());
     }
 }

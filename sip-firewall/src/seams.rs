@@ -46,6 +46,9 @@ pub trait Handler: Send + Sync + 'static {
     /// what it originates (forwarded requests, relayed responses, retransmissions from its
     /// timers). A stateless core ignores it.
     fn attach(&self, _out: Arc<dyn Outbound>) {}
+    /// A connection the core asked for could not be opened (or its handshake failed): a
+    /// transport error toward `dest` (RFC 3263 4.3 fails over on it).
+    fn unreachable(&self, _dest: Destination) {}
 }
 
 /// Where a message the core originates goes: an address and how to reach it.
@@ -62,6 +65,9 @@ pub trait Outbound: Send + Sync + 'static {
     /// no open connection to that peer, or its queue full). Loss is what UDP retransmission
     /// timers are for; the caller counts it.
     fn send(&self, dest: Destination, bytes: &[u8]) -> bool;
+    /// `addr` was found under the domain `name` (RFC 3263): a TLS connection to it sends
+    /// `name` as SNI and verifies the certificate against it (RFC 5922 7.1), not the address.
+    fn name_peer(&self, _addr: SocketAddr, _name: &str) {}
 }
 
 /// A check on every message before it is parsed: the user-space half of the firewall's

@@ -3,8 +3,7 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sip_firewall::{
@@ -15,52 +14,7 @@ use sip_firewall_sip::Transport;
 
 mod common;
 
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// dnsmasq on 127.0.0.1:`port` with `records`; None when it is not installed.
-fn dnsmasq(port: u16, records: &[&str]) -> Option<Dnsmasq> {
-    let mut cmd = Command::new("dnsmasq");
-    cmd.args([
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--pid-file",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        // Names under .test are all ours: anything else under it is NXDOMAIN at once.
-        "--local=/test/",
-        "--local-ttl=30",
-    ])
-    .arg(format!("--port={port}"))
-    .args(records)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        // Debian's dnsmasq-base would drop to a `dnsmasq` user that may not exist.
-        cmd.arg("--user=root");
-    }
-    let child = cmd.spawn().ok()?;
-    let d = Dnsmasq(child);
-    // Up when its port is taken.
-    let t0 = Instant::now();
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "dnsmasq did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(d)
-}
+use common::dnsmasq;
 
 fn udp(a: &str) -> Destination {
     Destination {
@@ -159,5 +113,162 @@ async fn a_silent_name_server_costs_at_most_the_timeout() {
     assert!(
         matches!(r, Err(DnsError::Failed(_) | DnsError::NotFound)),
         "{r:?}"
+    );
+}
+
+/// A response to `req` with `code`, echoing Via, From, To (tagged), Call-ID and CSeq.
+fn response_to(req: &str, code: &str) -> String {
+    let mut resp = format!("SIP/2.0 {code}\r\n");
+    for l in req.split("\r\n") {
+        let lower = l.to_ascii_lowercase();
+        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
+            resp.push_str(l);
+            resp.push_str("\r\n");
+        } else if lower.starts_with("to:") {
+            resp.push_str(&format!("{l};tag=trunk\r\n"));
+        }
+    }
+    resp + "Contact: <sip:bob@127.0.0.1>\r\nContent-Length: 0\r\n\r\n"
+}
+
+/// The next request on `sock` (within its read timeout): text and source.
+fn next_request(sock: &UdpSocket, what: &str) -> (String, SocketAddr) {
+    let mut buf = [0u8; 8192];
+    loop {
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{what}: nothing came ({e})"));
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0") {
+            return (text, from);
+        }
+    }
+}
+
+/// The first final response on `sock`.
+fn final_response(sock: &UdpSocket) -> String {
+    let mut buf = [0u8; 8192];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).expect("a final answer");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 ") && !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
+
+/// Issue 14, RFC 3263 end to end: the edge routes a call to a domain by NAPTR and SRV from
+/// a real DNS server; the first SRV target answering 503, and then not answering at all
+/// (nothing listens: Timer B), the call reaches the second target; the second call is routed
+/// from the cache, without asking DNS again within the TTL (dnsmasq's query log and
+/// `sipfw_dns_lookups_total{result="cached"}`).
+#[test]
+fn calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answer() {
+    let trunk1 = UdpSocket::bind("127.0.0.1:0").expect("trunk 1");
+    let trunk2 = UdpSocket::bind("127.0.0.1:0").expect("trunk 2");
+    for t in [&trunk1, &trunk2] {
+        t.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+    }
+    let (p1, p2) = (
+        trunk1.local_addr().expect("addr").port(),
+        trunk2.local_addr().expect("addr").port(),
+    );
+    let port = common::free_port();
+    let dir = sip_firewall_tests::daemon::TempDir::new("dns");
+    let log = dir.path.join("dnsmasq.log");
+    let Some(_dns) = dnsmasq(
+        port,
+        &[
+            "--log-queries",
+            &format!("--log-facility={}", log.display()),
+            "--naptr-record=carrier.test,10,10,S,SIP+D2U,,_sip._udp.carrier.test",
+            &format!("--srv-host=_sip._udp.carrier.test,trunk1.carrier.test,{p1},10,0"),
+            &format!("--srv-host=_sip._udp.carrier.test,trunk2.carrier.test,{p2},20,0"),
+            "--host-record=trunk1.carrier.test,127.0.0.1",
+            "--host-record=trunk2.carrier.test,127.0.0.1",
+        ],
+    ) else {
+        common::skip::skip(
+            "calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answer",
+            "dnsmasq not installed (cargo xtask setup)",
+        );
+        return;
+    };
+    // The caller is a trusted peer (it may relay to foreign domains); the trunks are on
+    // loopback, which a next hop may be only when listed. T1 = 100ms: Timer B is 6.4 s.
+    let edge = common::start(
+        "dns",
+        &format!(
+            "[policy]\nallow = [\"127.0.0.0/8\"]\n[proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n\
+             [dns]\nnameservers = [\"127.0.0.1:{port}\"]\n[timers]\nt1 = \"100ms\"\n"
+        ),
+        None,
+    );
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
+    caller
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let me = caller.local_addr().expect("addr");
+    let invite = |n: u32| {
+        format!(
+            "INVITE sip:bob@carrier.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdns{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:pbx@pbx.test>;tag={n}\r\nTo: <sip:bob@carrier.test>\r\nCall-ID: dns-call-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@{me}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+
+    // Call 1: the first target (priority 10) answers 503; the second gets the INVITE.
+    caller
+        .send_to(invite(1).as_bytes(), edge.sip)
+        .expect("send");
+    let (req, from) = next_request(&trunk1, "the first SRV target");
+    assert!(req.starts_with("INVITE sip:bob@carrier.test"), "{req}");
+    trunk1
+        .send_to(
+            response_to(&req, "503 Service Unavailable").as_bytes(),
+            from,
+        )
+        .expect("503");
+    let (req, from) = next_request(&trunk2, "the second SRV target after a 503");
+    assert!(req.starts_with("INVITE sip:bob@carrier.test"), "{req}");
+    assert!(req.contains("Call-ID: dns-call-1"), "{req}");
+    trunk2
+        .send_to(response_to(&req, "200 OK").as_bytes(), from)
+        .expect("200");
+    let answer = final_response(&caller);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+
+    // Call 2: nothing listens on the first target any more; at Timer B the second gets it.
+    drop(trunk1);
+    caller
+        .send_to(invite(2).as_bytes(), edge.sip)
+        .expect("send");
+    let (req, from) = next_request(&trunk2, "the second SRV target after a timeout");
+    assert!(req.contains("Call-ID: dns-call-2"), "{req}");
+    trunk2
+        .send_to(response_to(&req, "486 Busy Here").as_bytes(), from)
+        .expect("486");
+    let answer = final_response(&caller);
+    assert!(answer.starts_with("SIP/2.0 486"), "{answer}");
+
+    // Within the TTL (dnsmasq gives 30 s) the name was resolved once: one NAPTR and one SRV
+    // query reached the server, and the second call was routed from the cache.
+    let text = std::fs::read_to_string(&log).expect("dnsmasq log");
+    let queries = |q: &str| text.lines().filter(|l| l.contains(q)).count();
+    assert_eq!(queries("query[NAPTR] carrier.test"), 1, "{text}");
+    assert_eq!(queries("query[SRV] _sip._udp.carrier.test"), 1, "{text}");
+    let m = common::scrape_opt(edge.metrics).expect("metrics");
+    let v = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    assert_eq!(v("sipfw_dns_lookups_total{result=\"resolved\"}"), 1.0);
+    assert_eq!(v("sipfw_dns_lookups_total{result=\"cached\"}"), 1.0);
+    assert_eq!(
+        v("sipfw_proxy_dns_routing_total{event=\"failover_503\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("sipfw_proxy_dns_routing_total{event=\"failover_timeout\"}"),
+        1.0
     );
 }

@@ -446,6 +446,205 @@ async fn sips_targets_are_reached_over_verified_tls() {
     }
 }
 
+/// Issue 14: a `sips:` target named by domain is located by RFC 3263 (`_sips._tcp` SRV
+/// from a real DNS server) and reached over TLS with SNI set to that domain, the next hop's
+/// certificate verified against the domain (RFC 5922 7.1), not its address: a next hop
+/// whose certificate names another host gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
+    let good = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let wrong = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (gp, wp) = (
+        good.local_addr().expect("addr").port(),
+        wrong.local_addr().expect("addr").port(),
+    );
+    let dns_port = free_port();
+    let Some(_dns) = common::dnsmasq(
+        dns_port,
+        &[
+            &format!("--srv-host=_sips._tcp.secure.test,tls1.secure.test,{gp},10,0"),
+            &format!("--srv-host=_sips._tcp.wrong.test,tls2.wrong.test,{wp},10,0"),
+            "--host-record=tls1.secure.test,127.0.0.1",
+            "--host-record=tls2.wrong.test,127.0.0.1",
+        ],
+    ) else {
+        common::skip::skip(
+            "tls_to_a_domain_sends_sni_and_verifies_that_name",
+            "dnsmasq not installed (cargo xtask setup)",
+        );
+        return;
+    };
+    let edge = start(&format!(
+        "[policy]\nallow = [\"127.0.0.0/8\"]\n\
+         [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n\
+         [dns]\nnameservers = [\"127.0.0.1:{dns_port}\"]\n"
+    ))
+    .await;
+    let _keep = &edge.dir;
+    // Both next hops hold a certificate of our CA for secure.test (no IP address in it).
+    let (cert, key) = leaf("secure.test", &edge.issuer);
+    let acceptor = {
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("cert"),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+        )
+        .expect("server config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    };
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
+    caller
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let me = caller.local_addr().expect("addr");
+    let invite = |domain: &str, n: u32| {
+        format!(
+            "INVITE sips:dave@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsni{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag={n}\r\nTo: <sips:dave@{domain}>\r\nCall-ID: sni-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+
+    // secure.test: SNI secure.test, the certificate verified by that name, the INVITE over.
+    caller
+        .send_to(invite("secure.test", 1).as_bytes(), edge.sip)
+        .expect("send");
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(15), good.accept())
+        .await
+        .expect("the edge connects")
+        .expect("accept");
+    let mut s = acceptor
+        .accept(tcp)
+        .await
+        .expect("the edge completes the handshake with a certificate for the domain");
+    assert_eq!(s.get_ref().1.server_name(), Some("secure.test"), "SNI");
+    let req = read_message(&mut s).await.expect("the INVITE over TLS");
+    assert!(
+        req.starts_with("INVITE sips:dave@secure.test SIP/2.0"),
+        "{req}"
+    );
+    s.write_all(response_to(&req, "486 Busy Here").as_bytes())
+        .await
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = caller.recv_from(&mut buf).expect("an answer over UDP");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 486") {
+            break;
+        }
+        assert!(text.starts_with("SIP/2.0 1"), "{text}");
+    }
+
+    // wrong.test: the next hop's certificate names secure.test, not wrong.test: the edge
+    // refuses it (SNI wrong.test), and no INVITE is read.
+    caller
+        .send_to(invite("wrong.test", 2).as_bytes(), edge.sip)
+        .expect("send");
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(15), wrong.accept())
+        .await
+        .expect("the edge connects")
+        .expect("accept");
+    if let Ok(mut s) = acceptor.accept(tcp).await {
+        assert_eq!(s.get_ref().1.server_name(), Some("wrong.test"), "SNI");
+        assert_eq!(
+            read_message(&mut s).await,
+            None,
+            "the edge sent a request to a next hop whose certificate names another host"
+        );
+    }
+}
+
+/// Issue 14: the certificate is replaced without a restart. A TLS connection is up; the
+/// certificate and key files are rewritten and the daemon gets SIGHUP (as `sip-firewall
+/// reload` does): a new TLS client sees the new certificate, and the connection that was up
+/// keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_a_new_certificate_in_force_and_keeps_connections() {
+    let edge = start("").await;
+    let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let peer_cert = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        s.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+            .expect("a server certificate")
+    };
+    let options = |n: u32| {
+        format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:1;branch=z9hG4bKrl{n}\r\nMax-Forwards: 70\r\nFrom: <sip:x@example.org>;tag={n}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: reload-{n}@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let tcp = tokio::net::TcpStream::connect(edge.tls)
+        .await
+        .expect("connect");
+    let mut old = connector(&edge.ca_pem, None)
+        .connect(name.clone(), tcp)
+        .await
+        .expect("handshake");
+    let first = peer_cert(&old);
+    old.write_all(options(1).as_bytes()).await.expect("send");
+    let answer = read_message(&mut old).await.expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+
+    // A new certificate (and key) for the same name, from the same CA, in place.
+    let (cert, key) = leaf("127.0.0.1", &edge.issuer);
+    let new_der = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .next()
+        .expect("one")
+        .expect("PEM")
+        .as_ref()
+        .to_vec();
+    assert_ne!(first, new_der);
+    std::fs::write(edge.dir.join("key.pem"), &key).expect("key");
+    std::fs::write(edge.dir.join("cert.pem"), &cert).expect("cert");
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    let pid = edge._daemon.child.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+
+    // New clients get the new certificate (polled: the reload runs in the daemon's loop).
+    let t0 = Instant::now();
+    loop {
+        let tcp = tokio::net::TcpStream::connect(edge.tls)
+            .await
+            .expect("connect");
+        let s = connector(&edge.ca_pem, None)
+            .connect(name.clone(), tcp)
+            .await
+            .expect("handshake");
+        if peer_cert(&s) == new_der {
+            break;
+        }
+        assert_eq!(
+            peer_cert(&s),
+            first,
+            "neither the old nor the new certificate"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the new certificate was not put in force"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection made before the reload is still served.
+    old.write_all(options(2).as_bytes()).await.expect("send");
+    let answer = read_message(&mut old)
+        .await
+        .expect("an answer after the reload");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(answer.contains("reload-2@x"), "{answer}");
+}
+
 /// A TLS handshake flood from one source: connections that never start their handshake
 /// hold at most `max_tcp_per_source` slots (one more is closed at once), and each is
 /// dropped at the handshake timeout, after which the source is served again.

@@ -55,6 +55,8 @@ pub struct DaemonDirs {
     pub pin_dir: PathBuf,
     /// The SIP listen address (default `0.0.0.0:5060`).
     pub listen: String,
+    /// `--metrics-listen` (default `127.0.0.1:9464`); `None`: the config file's.
+    pub metrics_listen: Option<String>,
 }
 
 impl DaemonDirs {
@@ -71,6 +73,7 @@ impl DaemonDirs {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{name}")),
             dir,
             listen: "0.0.0.0:5060".to_string(),
+            metrics_listen: Some("127.0.0.1:9464".to_string()),
         }
     }
 
@@ -88,12 +91,12 @@ impl DaemonDirs {
             .arg("run")
             .arg("--config")
             .arg(self.dir.path.join("sip-firewall.toml"))
-            .args([
-                "--sip-listen",
-                &self.listen,
-                "--metrics-listen",
-                "127.0.0.1:9464",
-            ])
+            .args(["--sip-listen", &self.listen])
+            .args(
+                self.metrics_listen
+                    .iter()
+                    .flat_map(|m| ["--metrics-listen", m.as_str()]),
+            )
             .arg("--state-dir")
             .arg(self.dir.path.join("state"))
             .arg("--admin-socket")

@@ -678,3 +678,353 @@ fn a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another() {
     a.stop();
     b.stop();
 }
+
+/// The network between the edges: a bridge in a namespace of its own, each node's daemon
+/// namespace joined to it by a veth (`cl0`, 192.0.2.1X/24). Removed on drop.
+struct Backbone {
+    ns: String,
+}
+
+impl Backbone {
+    fn new(tag: &str) -> Backbone {
+        let ns = format!("sfw-{}-{tag}-bb", std::process::id());
+        sip_firewall_tests::netns::ip(&["netns", "add", &ns]).expect("backbone namespace");
+        let bb = Backbone { ns };
+        let x = |args: &[&str]| {
+            let mut full = vec!["netns", "exec", bb.ns.as_str(), "ip"];
+            full.extend_from_slice(args);
+            sip_firewall_tests::netns::ip(&full).expect("backbone");
+        };
+        x(&["link", "add", "br0", "type", "bridge"]);
+        x(&["link", "set", "br0", "up"]);
+        bb
+    }
+
+    /// Join `node`'s daemon namespace as 192.0.2.`host`; its clients (namespace a) reach
+    /// the backbone through the daemon's namespace (the edges' Record-Route names these
+    /// addresses).
+    fn join(&self, node: &Node, host: u8) {
+        let peer = format!("bb{host}");
+        sip_firewall_tests::netns::ip(&[
+            "link",
+            "add",
+            "cl0",
+            "netns",
+            &node.pair.ns_b,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &self.ns,
+        ])
+        .expect("backbone veth");
+        let inns = |ns: &str, args: &[&str]| {
+            let mut full = vec!["netns", "exec", ns, "ip"];
+            full.extend_from_slice(args);
+            sip_firewall_tests::netns::ip(&full).expect("backbone setup");
+        };
+        inns(&self.ns, &["link", "set", &peer, "master", "br0"]);
+        inns(&self.ns, &["link", "set", &peer, "up"]);
+        inns(
+            &node.pair.ns_b,
+            &["addr", "add", &format!("192.0.2.{host}/24"), "dev", "cl0"],
+        );
+        inns(&node.pair.ns_b, &["link", "set", "cl0", "up"]);
+        inns(
+            &node.pair.ns_a,
+            &[
+                "route",
+                "add",
+                "192.0.2.0/24",
+                "via",
+                &node.pair.b4.to_string(),
+            ],
+        );
+    }
+}
+
+impl Drop for Backbone {
+    fn drop(&mut self) {
+        let _ = sip_firewall_tests::netns::ip(&["netns", "del", &self.ns]);
+    }
+}
+
+/// A node of the registration tests: the SIPp test subscribers, short timers, advertised
+/// (Via, Record-Route, Path) at its backbone address 192.0.2.`host`.
+fn sip_node_config(redis: &Redis, node: &str, host: u8) -> String {
+    support::config(&format!(
+        "secret = \"shared-secret-path\"\n[cluster]\nredis = \"{}\"\nnode = \"{node}\"\n",
+        redis.url()
+    ))
+    .replace(
+        "advertise = \"198.51.100.2:5060\"",
+        &format!("advertise = \"192.0.2.{host}:5060\""),
+    )
+}
+
+/// Poll until a UDP port is bound in namespace `ns` (a SIPp UAS ready for its call).
+fn wait_udp_bound(ns: &str, port: u16) {
+    let t0 = Instant::now();
+    loop {
+        let o = Command::new("ip")
+            .args(["netns", "exec", ns, "ss", "-Hlun"])
+            .output()
+            .expect("ss");
+        if out(&o).contains(&format!(":{port} ")) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "UAS never bound");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// bob's binding in Redis names `node` (written through by the node he registered on).
+fn wait_binding_on(redis: &Redis, node: &str) {
+    let t0 = Instant::now();
+    loop {
+        let stored = redis.cli(&["HGETALL", "sipfw:loc:bob@example.com"]);
+        if stored.contains(&format!("\"node\":\"{node}\"")) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "bob's binding never named {node}: {stored}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 13, registrations: bob registers through A (the binding goes to Redis with A's
+/// Path); alice calls bob through B, and the call completes via A, which reaches bob over
+/// the flow he registered on (A relays it as a cluster hop, B forwarded it). bob
+/// re-registers through C: the next call goes via C, and A sees nothing of it.
+#[test]
+fn a_call_through_b_reaches_bob_registered_through_a() {
+    let test = "a_call_through_b_reaches_bob_registered_through_a";
+    if !require_root(test) || !redis_installed(test) || !support::sipp_installed(test) {
+        return;
+    }
+    let _turn = support::one_at_a_time();
+    let tmp = TempDir::new("cluster-path");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cpa", &sip_node_config(&redis, "edge-a", 11));
+    let mut b = Node::new("cpb", &sip_node_config(&redis, "edge-b", 12));
+    let mut c = Node::new("cpc", &sip_node_config(&redis, "edge-c", 13));
+    let bb = Backbone::new("cp");
+    bb.join(&a, 11);
+    bb.join(&b, 12);
+    bb.join(&c, 13);
+    a.start();
+    b.start();
+    c.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    c.wait_connected(true);
+
+    let bob_port = 5070;
+    let reg = support::register_bob(&a.pair, &tmp.path, bob_port);
+    assert!(
+        reg.ok,
+        "bob registers through A: {}\n{}",
+        reg.output, reg.trace
+    );
+    wait_binding_on(&redis, "edge-a");
+    let stored = redis.cli(&["HGETALL", "sipfw:loc:bob@example.com"]);
+    assert!(
+        stored.contains("sip:192.0.2.11:5060;lr"),
+        "A's Path URI: {stored}"
+    );
+
+    // One call alice -> bob through B while bob's UAS answers behind A.
+    let call = |holder: &Node, n: usize| {
+        let uas = support::sipp_cmd(
+            &holder.pair,
+            &tmp.path,
+            "uas.xml",
+            bob_port,
+            false,
+            &["-m", "1"],
+        )
+        .spawn()
+        .expect("spawn uas");
+        wait_udp_bound(&holder.pair.ns_a, bob_port);
+        let uac = support::alice_calls_bob(&b.pair, &tmp.path, 5080 + n as u16, 1);
+        let (uas_out, _) = support::wait_bounded(uas, Duration::from_secs(40));
+        let uas = support::finish(&tmp.path, "uas.xml", bob_port, uas_out);
+        assert!(uac.ok, "alice's call {n}: {}\n{}", uac.output, uac.trace);
+        assert!(
+            uas.ok,
+            "bob answers call {n}: {}\n{}",
+            uas.output, uas.trace
+        );
+    };
+    let hop = "sipfw_proxy_forwarded_total{kind=\"cluster_hop\"}";
+    let requests = "sipfw_proxy_forwarded_total{kind=\"request\"}";
+    let b0 = b.metric(requests);
+    call(&a, 1);
+    assert_eq!(a.metric(hop), 1.0, "A relayed the INVITE to bob's flow");
+    assert!(
+        a.metric(requests) >= 2.0,
+        "A forwarded the INVITE and the BYE"
+    );
+    assert!(
+        b.metric(requests) >= b0 + 2.0,
+        "B forwarded the INVITE and the BYE to A"
+    );
+
+    // bob moves to C: the next call goes via C, not A.
+    let reg = support::register_bob(&c.pair, &tmp.path, bob_port);
+    assert!(
+        reg.ok,
+        "bob registers through C: {}\n{}",
+        reg.output, reg.trace
+    );
+    wait_binding_on(&redis, "edge-c");
+    let a_before = a.metric(requests);
+    call(&c, 2);
+    assert_eq!(c.metric(hop), 1.0, "C relayed the INVITE to bob's flow");
+    assert_eq!(a.metric(hop), 1.0, "A saw nothing of the second call");
+    assert_eq!(a.metric(requests), a_before, "A forwarded nothing");
+
+    drop(bb);
+    a.stop();
+    b.stop();
+    c.stop();
+}
+
+/// Issue 13: a ban deleted on A while B alone was cut off from Redis (B's Redis user
+/// disabled and its connections killed: A and Redis carry on) is lifted on B when B comes
+/// back: its full load reconciles, lifting the cluster's bans Redis no longer has. A ban B
+/// made while cut off (local, queued) stays and reaches A.
+#[test]
+fn a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns() {
+    let test = "a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-reconcile");
+    let redis = Redis::start(&tmp.path);
+    assert!(
+        redis
+            .cli(&[
+                "ACL", "SETUSER", "edge-b", "on", ">pw-b", "~*", "&*", "+@all"
+            ])
+            .contains("OK")
+    );
+    let mut a = Node::new("cra", &node_config(&redis, "edge-a", "shared-secret-5"));
+    let b_config = node_config(&redis, "edge-b", "shared-secret-5").replace(
+        &redis.url(),
+        &format!("{}?user=edge-b&pass=pw-b", redis.url()),
+    );
+    let mut b = Node::new("crb", &b_config);
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    let ip = a.pair.a4.to_string();
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", &ip, "--for", "1h"])
+            .status
+            .success()
+    );
+    assert!(b.wait_banned(&ip, true, Duration::from_secs(5)).is_some());
+
+    // B alone is cut off.
+    assert!(
+        redis
+            .cli(&["ACL", "SETUSER", "edge-b", "off"])
+            .contains("OK")
+    );
+    redis.cli(&["CLIENT", "KILL", "USER", "edge-b"]);
+    b.wait_connected(false);
+    a.wait_connected(true);
+    assert!(a.dirs.cli(&["ban", "del", &ip]).status.success());
+    assert_eq!(
+        redis.cli(&["EXISTS", &format!("sipfw:ban:{ip}")]).trim(),
+        "0"
+    );
+    let local = "192.0.2.88";
+    assert!(
+        b.dirs
+            .cli(&["ban", "add", local, "--for", "1h"])
+            .status
+            .success()
+    );
+    assert!(b.banned(&ip), "B cannot know yet");
+    assert_eq!(b.send(5), 0, "and still drops the source");
+
+    assert!(
+        redis
+            .cli(&["ACL", "SETUSER", "edge-b", "on"])
+            .contains("OK")
+    );
+    b.wait_connected(true);
+    assert!(
+        b.wait_banned(&ip, false, Duration::from_secs(5)).is_some(),
+        "B lifted the ban deleted while it was cut off"
+    );
+    assert_eq!(b.send(5), 5, "B lets the source through again");
+    assert!(b.metric("sipfw_cluster_events_total{dir=\"reconciled\",kind=\"unban\"}") >= 1.0);
+    assert!(b.banned(local), "B's own ban of the outage stays");
+    assert!(
+        a.wait_banned(local, true, Duration::from_secs(5)).is_some(),
+        "and reaches A"
+    );
+    a.stop();
+    b.stop();
+}
+
+/// Issue 13: the outbox survives a restart. Redis down; A bans and takes a registration,
+/// both queued; A is restarted during the outage (its queue is in the state database);
+/// when Redis is back B gets the ban and Redis the registration.
+#[test]
+fn changes_queued_during_an_outage_survive_a_restart() {
+    let test = "changes_queued_during_an_outage_survive_a_restart";
+    if !require_root(test) || !redis_installed(test) || !support::sipp_installed(test) {
+        return;
+    }
+    let _turn = support::one_at_a_time();
+    let tmp = TempDir::new("cluster-outbox");
+    let mut redis = Redis::start(&tmp.path);
+    let mut a = Node::new("coa", &sip_node_config(&redis, "edge-a", 11));
+    let mut b = Node::new("cob", &sip_node_config(&redis, "edge-b", 12));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+
+    redis.stop();
+    a.wait_connected(false);
+    b.wait_connected(false);
+    let during = "192.0.2.99";
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", during, "--for", "1h"])
+            .status
+            .success()
+    );
+    let reg = support::register_bob(&a.pair, &tmp.path, 5070);
+    assert!(
+        reg.ok,
+        "bob registers through A during the outage: {}\n{}",
+        reg.output, reg.trace
+    );
+    a.stop();
+    a.start();
+    assert!(a.banned(during), "A's state database kept its ban");
+
+    redis.spawn();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    assert!(
+        b.wait_banned(during, true, Duration::from_secs(10))
+            .is_some(),
+        "A's ban of the outage reached B although A restarted meanwhile"
+    );
+    wait_binding_on(&redis, "edge-a");
+    a.stop();
+    b.stop();
+}

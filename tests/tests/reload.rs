@@ -1,7 +1,8 @@
 //! Live reload (`sip-firewall reload`, SIGHUP): with a ban in force, a reload that adds an
 //! allow entry and turns the flood limit on takes effect at once; the ban holds; an invalid
 //! file is refused with the key and the line, and nothing changes; settings that need a
-//! restart are named.
+//! restart are named. A reload also changes the scanner list, every `[bans]` setting and the
+//! metrics address while running; an address it cannot bind refuses the whole reload.
 
 mod support;
 
@@ -17,7 +18,7 @@ use support::{
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, daemon_bin, stop},
+    daemon::{DaemonDirs, daemon_bin, scrape, stop},
     netns::{Pair, in_ns},
     require_root,
 };
@@ -32,12 +33,17 @@ fn out(o: &std::process::Output) -> String {
 
 /// `n` SIP OPTIONS from `from` (an address of namespace a) to the daemon.
 fn options(pair: &Pair, from: Ipv4Addr, n: usize) {
+    options_as(pair, from, n, "reload-test");
+}
+
+/// The same with this User-Agent.
+fn options_as(pair: &Pair, from: Ipv4Addr, n: usize, agent: &'static str) {
     let to = SocketAddr::new(pair.b4.into(), 5060);
     in_ns(&pair.ns_a, move || {
         let s = UdpSocket::bind((from, 0))?;
         for i in 0..n {
             let msg = format!(
-                "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-r{i}\r\nFrom: <sip:t@{from}>;tag=1\r\nTo: <sip:{to}>\r\nCall-ID: r{i}@{from}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-r{i}\r\nFrom: <sip:t@{from}>;tag=1\r\nTo: <sip:{to}>\r\nCall-ID: r{i}@{from}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nUser-Agent: {agent}\r\nContent-Length: 0\r\n\r\n"
             );
             s.send_to(msg.as_bytes(), to)?;
         }
@@ -232,5 +238,122 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
         "the registration holds"
     );
     let (code, err) = stop(daemon);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Seconds left of `ip`'s ban.
+fn ban_left(d: &DaemonDirs, ip: Ipv4Addr) -> Option<u64> {
+    let o = d.cli(&["ban", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v.as_array()?.iter().find(|b| b["ip"] == ip.to_string())?["remaining_secs"].as_u64()
+}
+
+/// Whether something answers HTTP on `addr` inside namespace `ns`.
+fn serves(ns: &str, addr: &str) -> bool {
+    let addr: SocketAddr = addr.parse().unwrap();
+    in_ns(ns, move || {
+        Ok(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+    })
+    .unwrap()
+}
+
+#[test]
+fn reload_applies_scanners_ban_times_and_the_metrics_address() {
+    if !require_root("reload_applies_scanners_ban_times_and_the_metrics_address") {
+        return;
+    }
+    let pair = Pair::new("rlscan").unwrap();
+    let (probe1, probe2) = (pair.add_a4(21).unwrap(), pair.add_a4(22).unwrap());
+    let before = "[metrics]\nlisten = \"127.0.0.1:9464\"\n";
+    let mut d = DaemonDirs::new("rlscan", before);
+    d.metrics_listen = None;
+    let config = d.dir.path.join("sip-firewall.toml");
+    let child = d.start(
+        &pair,
+        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
+    );
+    let answered = |m: &str| {
+        sip_firewall_tests::daemon::sample(m, "sipfw_sip_requests_total{method=\"OPTIONS\"}")
+            .unwrap_or(0.0)
+    };
+    // Not on the scanner list yet: answered, not banned.
+    options_as(&pair, probe1, 1, "evil-probe/1.0");
+    let t0 = Instant::now();
+    while answered(&scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap())) < 1.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the probe never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(banned(&d, probe1), None, "not a scanner before the reload");
+
+    // Reload: the probe's User-Agent is a scanner now, banned for 7 minutes; metrics move.
+    std::fs::write(
+        &config,
+        "[metrics]\nlisten = \"127.0.0.1:9465\"\n[policy]\nscanners = [\"evil-probe\"]\n\
+         [bans]\nscanner_ban_time = \"7m\"\n",
+    )
+    .unwrap();
+    let r = d.cli(&["reload"]);
+    let said = out(&r);
+    assert!(r.status.success(), "{said}");
+    for key in ["policy.scanners", "bans.scanner_ban_time", "metrics.listen"] {
+        assert!(said.contains(key), "{key} applied: {said}");
+    }
+    assert!(!said.contains("needs a restart"), "{said}");
+    assert!(
+        serves(&pair.ns_b, "127.0.0.1:9465"),
+        "the new metrics address serves"
+    );
+    assert!(
+        !serves(&pair.ns_b, "127.0.0.1:9464"),
+        "the old metrics address is closed"
+    );
+
+    // The new list and ban time apply to the next request.
+    options_as(&pair, probe2, 1, "evil-probe/1.0");
+    let t0 = Instant::now();
+    let reason = loop {
+        if let Some(r) = banned(&d, probe2) {
+            break r;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the new scanner list did not ban"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(reason.contains("scanner: evil-probe"), "{reason}");
+    let left = ban_left(&d, probe2).expect("ban time");
+    assert!(
+        (400..=420).contains(&left),
+        "7 minutes, not the default hour: {left} s"
+    );
+
+    // An address that cannot be bound refuses the whole reload: nothing changes.
+    std::fs::write(
+        &config,
+        "[metrics]\nlisten = \"192.0.2.1:9466\"\n[policy]\nscanners = []\n",
+    )
+    .unwrap();
+    let r = d.cli(&["reload"]);
+    assert_eq!(r.status.code(), Some(1), "{}", out(&r));
+    assert!(out(&r).contains("metrics.listen"), "{}", out(&r));
+    assert!(
+        serves(&pair.ns_b, "127.0.0.1:9465"),
+        "still served where it was"
+    );
+    let probe3 = pair.add_a4(23).unwrap();
+    options_as(&pair, probe3, 1, "evil-probe/1.0");
+    let t0 = Instant::now();
+    while banned(&d, probe3).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the scanner list changed after a refused reload"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, err) = stop(child);
     assert_eq!(code, 0, "{err}");
 }

@@ -224,8 +224,35 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
             "and drops them all as strays"
         );
     }
+    // A security event for the operator: counted at once in user space, and within a sweep
+    // (10 s) of the XDP counter; one log line per source (or, from XDP, per minute).
+    let t0 = Instant::now();
+    let events = |m: &Metrics| m.get("sipfw_security_events_total{kind=\"stray_reply\"}");
+    while events(&Metrics::scrape(&pair)) < (DURING + AFTER) as f64 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{test}: stray replies not counted as security events"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (code, log) = stop(daemon);
     assert_eq!(code, 0, "{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("security event") && l.contains("kind=\"stray_reply\""))
+        .collect();
+    if xdp {
+        assert!(
+            lines.len() == 1 && lines[0].contains("source=\"xdp\""),
+            "{test}: one summary line from XDP's count: {log}"
+        );
+    } else {
+        assert_eq!(
+            lines.len(),
+            1,
+            "{test}: one line for the one forging source: {log}"
+        );
+    }
 }
 
 #[test]

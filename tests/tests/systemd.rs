@@ -200,6 +200,9 @@ fn least_capabilities_that_work() {
                     e.contains("not permitted") || e.contains("prohibited"),
                     "without cap_{missing}: {e}"
                 );
+                // The error names what is missing, so the operator knows what to grant.
+                let cap = format!("CAP_{}", missing.to_ascii_uppercase());
+                assert!(e.contains(&cap), "the error names {cap}: {e}");
             }
         }
     }
@@ -309,7 +312,10 @@ fn logs_for_journald_and_json() {
     // JSON: one object a line, from the flag or from [log] format.
     let json = daemon_log(&pair, &[], &["--xdp-mode", "off", "--log-format", "json"]);
     check_json(&json);
-    let d = DaemonDirs::new("logcfg", "[log]\nformat = \"json\"\n");
+    let d = DaemonDirs::new(
+        "logcfg",
+        "[log]\nformat = \"json\"\n[sip]\ndomains = [\"example.com\"]\n",
+    );
     let child = start(&d, &mut d.command(&pair, &off)).expect("daemon up");
     // A scanner, 30 times: banned once, one security line with source, reason and count.
     let to = std::net::SocketAddr::new(pair.b4.into(), 5060);
@@ -333,6 +339,45 @@ fn logs_for_journald_and_json() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The other kinds, from sources of their own: forged credentials, an open-relay attempt,
+    // a stray reply; each sent 3 times, each one line.
+    let (auth, relay, stray) = (
+        pair.add_a4(31).unwrap(),
+        pair.add_a4(32).unwrap(),
+        pair.add_a4(33).unwrap(),
+    );
+    sip_firewall_tests::netns::in_ns(&pair.ns_a, move || {
+        let send = |from: std::net::Ipv4Addr, m: String| -> std::io::Result<()> {
+            std::net::UdpSocket::bind((from, 0))?.send_to(m.as_bytes(), to)?;
+            Ok(())
+        };
+        for i in 0..3 {
+            send(auth, format!(
+                "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {auth};branch=z9hG4bK-a{i}\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:alice@example.com>\r\nCall-ID: a{i}\r\nCSeq: {i} REGISTER\r\nContact: <sip:alice@{auth}>\r\nAuthorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"forged\", uri=\"sip:example.com\", response=\"00000000000000000000000000000000\"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ))?;
+            send(relay, format!(
+                "INVITE sip:someone@elsewhere.example.net SIP/2.0\r\nVia: SIP/2.0/UDP {relay};branch=z9hG4bK-r{i}\r\nFrom: <sip:x@{relay}>;tag=r\r\nTo: <sip:someone@elsewhere.example.net>\r\nCall-ID: r{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:x@{relay}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ))?;
+            send(stray, format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {}:5060;branch=z9hG4bKsfw-forged{i}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: st{i}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+                to.ip()
+            ))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let t0 = Instant::now();
+    let stray_drops = || {
+        let m = sip_firewall_tests::daemon::scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap());
+        sip_firewall_tests::daemon::sample(&m, "sipfw_proxy_stray_responses_total").unwrap_or(0.0)
+    };
+    while stray_drops() < 3.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the stray replies did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (_, from_config) = stop(child);
     check_json(&from_config);
     let security: Vec<serde_json::Value> = from_config
@@ -340,15 +385,32 @@ fn logs_for_journald_and_json() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "security")
         .collect();
-    assert_eq!(security.len(), 1, "{from_config}");
-    let e = &security[0];
-    assert_eq!(e["kind"], "ban", "{e}");
-    assert_eq!(e["source"], a4.to_string(), "{e}");
-    assert!(
-        e["reason"].as_str().unwrap_or("").starts_with("scanner"),
-        "{e}"
-    );
-    assert_eq!(e["count"], 1, "{e}");
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        security.iter().filter(|e| e["kind"] == kind).collect()
+    };
+    // Scanner: its User-Agent once, and its ban once, however many packets.
+    for (kind, source, reason) in [
+        ("scanner", a4, "scanner"),
+        ("ban", a4, "scanner"),
+        ("auth_failure", auth, ""),
+        ("relay_refused", relay, "open relay"),
+        (
+            "stray_reply",
+            stray,
+            "response matching no open transaction",
+        ),
+    ] {
+        let lines = of(kind);
+        assert_eq!(lines.len(), 1, "one {kind} line: {from_config}");
+        let e = lines[0];
+        assert_eq!(e["source"], source.to_string(), "{e}");
+        assert!(
+            e["reason"].as_str().unwrap_or("").starts_with(reason),
+            "{e}"
+        );
+        assert_eq!(e["count"], 1, "{e}");
+    }
+    assert_eq!(security.len(), 5, "nothing else: {from_config}");
 }
 
 fn check_json(log: &str) {

@@ -309,8 +309,8 @@ fn fragments_truncation_and_other_traffic_pass() {
     assert_verdict(
         &fp,
         &frames::tcp_syn(ip(SRC4), ip(DST4), 5060, &Shape::default()),
-        Reason::Passed,
-        "tcp syn",
+        Reason::Connection,
+        "tcp syn to a SIP port: a new connection, counted",
     );
 }
 
@@ -1039,7 +1039,7 @@ fn ipv6_extension_headers_are_walked() {
     assert_verdict(
         &fp,
         &frames::tcp_syn(ip(SRC6), ip(DST6), 5060, &with(vec![(0, 8)])),
-        Reason::Passed,
+        Reason::Connection,
         "tcp behind hop-by-hop",
     );
 }
@@ -1105,6 +1105,95 @@ fn ban_scope_per_entry() {
         Reason::Passed,
         "ssh of a flood-banned source",
     );
+}
+
+/// Issue 14: new connections to the SIP stream ports (TCP `sip_ports`, the TLS and WebSocket
+/// listeners) are counted, and their SYNs spend the source's flood budget: a SYN flood from
+/// one source is banned in XDP; a known source is throttled; segments of open connections,
+/// other ports and UDP to a stream-only port are not judged.
+#[test]
+fn syns_to_stream_ports_are_counted_and_flood_limited() {
+    root_only!("syns_to_stream_ports_are_counted_and_flood_limited");
+    // 1 packet/s sustained, bursts of 3: the 4th SYN in a row is a flood.
+    let mut fp = {
+        let mut fp = FastPath::load().expect("load the XDP program");
+        fp.maps
+            .set_config(
+                &default_cfg()
+                    .with_flood(1, 3, 3_600_000_000_000)
+                    .with_known_flood(1, 3),
+            )
+            .unwrap();
+        // 5060 is SIP over UDP and TCP; 5061 (TLS) and 8443 (WebSocket) are stream ports.
+        fp.maps.set_ports(&[5060], &[5061, 8443]).unwrap();
+        fp
+    };
+    let syn = |src: &str, port| frames::tcp_syn(ip(src), ip(DST4), port, &Shape::default());
+    let mut ack = syn(SRC4, 5061);
+    // The flags byte (13 of the TCP header, after 14 + 20 bytes): ACK, no SYN.
+    ack[14 + 20 + 13] = 0x10;
+    for (i, port) in [5061, 8443, 5060].into_iter().enumerate() {
+        assert_verdict(
+            &fp,
+            &syn(SRC4, port),
+            Reason::Connection,
+            &format!("syn {i} to {port}"),
+        );
+    }
+    assert_verdict(
+        &fp,
+        &ack,
+        Reason::Passed,
+        "a segment of an open connection costs nothing",
+    );
+    assert_verdict(&fp, &syn(SRC4, 5061), Reason::Flood, "the 4th SYN in a row");
+    assert_verdict(
+        &fp,
+        &syn(SRC4, 5061),
+        Reason::Banned,
+        "banned after the SYN flood",
+    );
+    let bans = fp.maps.bans();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0].1.reason, BanReason::Flood as u32);
+    // Not stream ports: not judged.
+    let other = "192.0.2.20";
+    for _ in 0..6 {
+        assert_verdict(&fp, &syn(other, 22), Reason::Passed, "ssh");
+    }
+    let req = frames::sip_request("OPTIONS", 1);
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(other), ip(DST4), 5061, b"junk", &Shape::default()),
+        Reason::Passed,
+        "UDP to a stream-only port is not SIP",
+    );
+    assert_verdict(
+        &fp,
+        &frames::udp(ip(other), ip(DST4), 5060, &req, &Shape::default()),
+        Reason::Passed,
+        "UDP SIP still judged on 5060",
+    );
+    // A known source is throttled over its budget, never banned.
+    let known = "192.0.2.30";
+    fp.maps
+        .known_add(ip(known), clock::monotonic_ns() + 3_600_000_000_000)
+        .unwrap();
+    for i in 0..3 {
+        assert_verdict(
+            &fp,
+            &syn(known, 5061),
+            Reason::Connection,
+            &format!("known syn {i}"),
+        );
+    }
+    assert_verdict(
+        &fp,
+        &syn(known, 5061),
+        Reason::Throttled,
+        "known over its budget",
+    );
+    assert_eq!(fp.maps.bans().len(), 1, "the known source is not banned");
 }
 
 /// Issue 9, trust tiers: a known source (per IPv4 address, per IPv6 /64) has its own flood

@@ -4,6 +4,11 @@
 //! success ratio, and the call setup time (INVITE sent to 200 received) at p50 and p99.
 //! The result is the highest rate at which more than 99.9% of the calls succeed.
 //!
+//! Then, in the same run and at one rate, the daemon's CPU per call (its user plus system
+//! time from `/proc`) with the caller over UDP and with the caller over TLS (issue 14). SIPp
+//! has no TLS: its TCP stream goes through `socat`, which holds one TLS connection to the
+//! daemon, as a phone keeps one for its calls; the handshake is not part of a call's cost.
+//!
 //! Both SIPp instances and the daemon share the machine: the figures are a floor for the
 //! proxy, not a measure of it alone.
 
@@ -28,6 +33,9 @@ const PASS: f64 = 0.999;
 const CONFIG: &str = r#"
 [sip]
 domains = ["example.com"]
+# One loopback caller stands for every caller: an INVITE's server transaction lives 32 s
+# after its 2xx (RFC 6026), so the per-source cap (1000) would refuse calls above ~30/s.
+max_transactions_per_source = 1000000
 [auth]
 algorithms = ["MD5"]
 users = [{ user = "bob", domain = "example.com", password = "bench" }]
@@ -93,7 +101,19 @@ pub fn run_bench() -> anyhow::Result<()> {
     let sip_port = free_port()?;
     let sip = format!("127.0.0.1:{sip_port}");
     let metrics = format!("127.0.0.1:{}", free_port()?);
-    let _daemon = Guard(
+    let tls = format!("127.0.0.1:{}", free_port()?);
+    let have_tls = test_certificate(&dir).is_ok();
+    if have_tls {
+        std::fs::write(
+            &cfg,
+            format!(
+                "{CONFIG}[tls]\nlisten = [\"{tls}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
+            ),
+        )?;
+    }
+    let daemon = Guard(
         Command::new(&bin)
             .args(["run", "--xdp-mode", "off", "--config"])
             .arg(&cfg)
@@ -204,6 +224,8 @@ pub fn run_bench() -> anyhow::Result<()> {
         ),
         None => println!("transactions alive: metrics unreadable"),
     }
+    cpu_per_call(&dir, &scenarios, &sip, &tls, have_tls, daemon.0.id())?;
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
     match best {
         Some(s) => println!(
@@ -213,6 +235,137 @@ pub fn run_bench() -> anyhow::Result<()> {
             ms(s.p99_ms)
         ),
         None => println!("no rate reached 99.9% successful calls"),
+    }
+    Ok(())
+}
+
+/// Calls per second and seconds of the CPU-per-call rows.
+const CPU_RATE: u32 = 200;
+const CPU_SECONDS: u32 = 10;
+
+/// A self-signed certificate for the daemon's TLS listener (P-256, one day).
+fn test_certificate(dir: &Path) -> anyhow::Result<()> {
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    if !ok {
+        bail!("openssl could not make a certificate");
+    }
+    Ok(())
+}
+
+/// CPU seconds (user + system) process `pid` has used, all its threads (`utime` and `stime`
+/// of `/proc/PID/stat`, in clock ticks; `schedstat` would be the main thread only).
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let hz: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
+        .trim()
+        .parse()
+        .context("getconf CLK_TCK")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name (which may hold spaces) follow its ')': utime and
+    // stime, fields 14 and 15 of proc(5), are the 12th and 13th after it.
+    let rest = stat.rsplit_once(')').context("/proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(f.get(i).context("/proc stat field")?.parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / hz)
+}
+
+/// SIPp's TCP stream into one TLS connection to the daemon at `tls` (certificate not
+/// verified: a self-signed one made for this run): socat, and the address it listens on.
+fn tls_relay(tls: &str) -> anyhow::Result<(Guard, String)> {
+    let port = free_port()?;
+    let relay = format!("127.0.0.1:{port}");
+    let socat = Guard(
+        Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!("OPENSSL:{tls},verify=0"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(&relay).is_err() {
+        if t0.elapsed() > Duration::from_secs(5) {
+            bail!("socat did not listen on {relay}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((socat, relay))
+}
+
+/// The daemon's CPU per call with the caller over UDP, then over TLS, at the same rate.
+fn cpu_per_call(
+    dir: &Path,
+    scenarios: &Path,
+    sip: &str,
+    tls: &str,
+    have_tls: bool,
+    pid: u32,
+) -> anyhow::Result<()> {
+    let calls = CPU_RATE * CPU_SECONDS;
+    println!(
+        "daemon CPU per call, {calls} calls at {CPU_RATE}/s each (caller over UDP or TLS, callee UDP):"
+    );
+    let run = |label: &str, target: &str, tcp: bool| -> anyhow::Result<Option<f64>> {
+        let work = dir.join(format!("cpu-{label}"));
+        std::fs::create_dir_all(&work)?;
+        let before = cpu_seconds(pid)?;
+        let port = free_port()?.to_string();
+        let mut c = Command::new("sipp");
+        c.arg(target)
+            .arg("-sf")
+            .arg(scenarios.join("uac_bench.xml"))
+            .args(["-set", "domain", "example.com", "-s", "bob"])
+            .args(["-i", "127.0.0.1", "-p", &port, "-nostdin"])
+            .args(["-r", &CPU_RATE.to_string(), "-m", &calls.to_string()])
+            .args(["-timeout", &(CPU_SECONDS + 40).to_string()])
+            .args(["-trace_stat", "-stf", "stat.csv"]);
+        if tcp {
+            c.args(["-t", "t1"]);
+        }
+        c.current_dir(&work)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        let used = cpu_seconds(pid)? - before;
+        let stat = std::fs::read_to_string(work.join("stat.csv")).unwrap_or_default();
+        let (attempted, ok) = totals(&stat).unwrap_or((u64::from(calls), 0));
+        println!(
+            "{label:>5}: {ok}/{attempted} calls succeeded, daemon CPU {used:.2} s, {:.3} ms per call",
+            used * 1000.0 / ok.max(1) as f64
+        );
+        Ok((ok > 0).then(|| used / ok as f64))
+    };
+    let udp = run("UDP", sip, false)?;
+    if !have_tls {
+        println!("  TLS: not measured (openssl could not make a certificate)");
+        return Ok(());
+    }
+    if Command::new("socat").arg("-V").output().is_err() {
+        println!("  TLS: not measured (socat is not installed: cargo xtask setup installs it)");
+        return Ok(());
+    }
+    let (_socat, relay) = tls_relay(tls)?;
+    let tls_cost = run("TLS", &relay, true)?;
+    if let (Some(u), Some(t)) = (udp, tls_cost) {
+        println!("TLS/UDP daemon CPU per call: {:.2}x (same run)", t / u);
     }
     Ok(())
 }

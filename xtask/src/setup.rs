@@ -84,6 +84,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     // RFC 3263 tests: a real DNS server with NAPTR and SRV records (sip-firewall/tests/dns_rfc3263.rs).
     ("dnsmasq", "dnsmasq-base"),
+    // `bench proxy`'s TLS row: SIPp has no TLS; socat carries its TCP stream over TLS.
+    ("socat", "socat"),
+    ("openssl", "openssl"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.
@@ -107,10 +110,8 @@ fn packages() -> anyhow::Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
-        eprintln!(
-            "setup: test tools (iproute2, nftables, sip-tester, netsniff-ng, man-db, lintian, \
-             prometheus, systemd, tmux, redis-server): present"
-        );
+        let names: Vec<&str> = PACKAGES.iter().map(|(_, pkg)| *pkg).collect();
+        eprintln!("setup: test tools ({}): present", names.join(", "));
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions.

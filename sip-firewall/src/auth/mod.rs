@@ -88,6 +88,17 @@ impl Authenticator {
         &mut self.users
     }
 
+    /// The algorithms offered from the next challenge on (a reload); nonces already issued
+    /// stay good for their lifetime.
+    pub fn set_algorithms(&mut self, algorithms: Vec<Algorithm>) {
+        self.algorithms = algorithms;
+    }
+
+    /// How long a nonce is good, for every nonce checked from now on (a reload).
+    pub fn set_nonce_lifetime(&mut self, lifetime: std::time::Duration) {
+        self.nonces.set_lifetime(lifetime);
+    }
+
     /// Challenge header values, one per offered algorithm, in order of preference, with a
     /// nonce good only from `client`.
     pub fn challenges(

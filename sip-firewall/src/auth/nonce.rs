@@ -78,6 +78,11 @@ impl Nonces {
         Nonces::with_capacity(secret, lifetime, MAX_TRACKED)
     }
 
+    /// Nonces older than `lifetime` are stale from now on.
+    pub fn set_lifetime(&mut self, lifetime: Duration) {
+        self.lifetime = lifetime;
+    }
+
     /// The same with at most `capacity` counts tracked.
     pub fn with_capacity(secret: Vec<u8>, lifetime: Duration, capacity: usize) -> Nonces {
         Nonces {

@@ -7,6 +7,8 @@
 //!   ban's time left as the key's TTL, so Redis forgets expired bans by itself;
 //! - `sipfw:list:allow`, `sipfw:list:deny`: hashes of prefixes;
 //! - `sipfw:users`: hash `user@domain` -> the subscriber entry (digest hashes only);
+//! - `sipfw:loc:<aor>`: hash contact -> the binding (expiry, the node holding the flow, its
+//!   Path URI; [`crate::registrar::shared`]), the key's TTL the latest expiry;
 //! - `sipfw:node:<name>`: heartbeat, TTL [`HEARTBEAT_TTL`];
 //! - `sipfw:secret-fingerprint`: HMAC of a fixed label under `[auth] secret` (never the
 //!   secret), so nodes whose nonces and Record-Route stamps would not verify on each other
@@ -16,6 +18,19 @@
 //! Order on (re)connect: subscribe, push what was queued while cut off, load the full set,
 //! then follow the channel. Messages published while the set loads wait in the subscription,
 //! and every change is idempotent, so no ban known to Redis goes unenforced.
+//!
+//! Cut off, the task moves what is queued into the state database (`cluster_outbox`, in
+//! order, bounded by [`OUTBOX`]), so changes made during an outage survive a restart made
+//! during it too; they go out first, oldest first, when Redis answers again.
+//!
+//! Bans deleted elsewhere while a node was cut off: the full load reconciles. The bans a
+//! node knows Redis had (received from it, loaded from it, or written to it: marked in the
+//! state database, `cluster_bans`) and that Redis no longer has are lifted locally; bans
+//! that never reached Redis (made before the node joined, or made while cut off and still
+//! queued) are local and stay. Only when Redis still holds the data this node last loaded
+//! (`sipfw:epoch`, a random value the first node to reach an empty Redis sets): a Redis that
+//! restarted empty lifts nothing. Marks are written in batches (at each heartbeat and load),
+//! so a crash may forget the last few seconds' marks: such a ban then stays until it expires.
 //!
 //! Client: the `redis` crate, tokio flavour. Commands go through its `ConnectionManager`
 //! (one multiplexed connection that reconnects by itself, cheap to clone); the subscription
@@ -49,6 +64,8 @@ pub enum Share {
     Bans,
     Lists,
     Users,
+    /// Registrations (location), with Path (RFC 3327).
+    Registrations,
 }
 
 /// `[cluster]`.
@@ -63,10 +80,20 @@ pub struct ClusterConfig {
     /// What is shared.
     #[serde(default = "all_shared")]
     pub share: Vec<Share>,
+    /// This node's Path URI (RFC 3327): where the other nodes send requests for phones
+    /// registered here, e.g. `sip:10.0.0.11:5060;lr` on the network between the edges.
+    /// Default: `sip:<[proxy] advertise>;lr`.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 fn all_shared() -> Vec<Share> {
-    vec![Share::Bans, Share::Lists, Share::Users]
+    vec![
+        Share::Bans,
+        Share::Lists,
+        Share::Users,
+        Share::Registrations,
+    ]
 }
 
 impl ClusterConfig {
@@ -101,12 +128,30 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    Ban { ban: BanRecord },
-    Unban { ip: IpAddr },
-    ListAdd { list: List, net: ipnet::IpNet },
-    ListDel { list: List, net: ipnet::IpNet },
-    UserAdd { user: UserEntry },
-    UserDel { user: String, domain: String },
+    Ban {
+        ban: BanRecord,
+    },
+    Unban {
+        ip: IpAddr,
+    },
+    ListAdd {
+        list: List,
+        net: ipnet::IpNet,
+    },
+    ListDel {
+        list: List,
+        net: ipnet::IpNet,
+    },
+    UserAdd {
+        user: UserEntry,
+    },
+    UserDel {
+        user: String,
+        domain: String,
+    },
+    Location {
+        change: crate::registrar::shared::Change,
+    },
 }
 
 impl Op {
@@ -119,6 +164,7 @@ impl Op {
             Op::ListDel { .. } => "list_del",
             Op::UserAdd { .. } => "user_add",
             Op::UserDel { .. } => "user_del",
+            Op::Location { .. } => "location",
         }
     }
 
@@ -127,6 +173,7 @@ impl Op {
             Op::Ban { .. } | Op::Unban { .. } => Share::Bans,
             Op::ListAdd { .. } | Op::ListDel { .. } => Share::Lists,
             Op::UserAdd { .. } | Op::UserDel { .. } => Share::Users,
+            Op::Location { .. } => Share::Registrations,
         }
     }
 }
@@ -134,6 +181,9 @@ impl Op {
 const CHANNEL: &str = "sipfw:events";
 const FINGERPRINT_KEY: &str = "sipfw:secret-fingerprint";
 const USERS_KEY: &str = "sipfw:users";
+/// Random, set by the first node that finds Redis without it: changes when Redis lost its
+/// data.
+const EPOCH_KEY: &str = "sipfw:epoch";
 /// How long a node is listed after its last heartbeat.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(15);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -151,6 +201,10 @@ fn list_key(list: List) -> String {
 
 fn user_field(user: &str, domain: &str) -> String {
     format!("{user}@{domain}")
+}
+
+fn location_key(aor: &str) -> String {
+    format!("sipfw:loc:{aor}")
 }
 
 fn node_key(node: &str) -> String {
@@ -285,20 +339,66 @@ pub struct Target {
     pub enforcer: Arc<Mutex<Enforcer>>,
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
     pub metrics: metrics::ClusterMetrics,
+    /// The state database: the outbox while cut off, the marks of cluster bans.
+    pub store: Option<Arc<crate::state::Store>>,
+    /// Marks not yet written: (address, known to the cluster).
+    pub marks: Mutex<Vec<(IpAddr, bool)>>,
+}
+
+impl Target {
+    fn mark(&self, ip: IpAddr, on: bool) {
+        if let Ok(mut m) = self.marks.lock()
+            && m.len() < OUTBOX
+        {
+            m.push((ip, on));
+        }
+    }
+
+    /// Write the pending marks in one commit.
+    fn flush_marks(&self) {
+        let Some(store) = &self.store else { return };
+        let marks = match self.marks.lock() {
+            Ok(mut m) => std::mem::take(&mut *m),
+            Err(_) => return,
+        };
+        if marks.is_empty() {
+            return;
+        }
+        // Last word wins per address.
+        let mut last: HashMap<IpAddr, bool> = HashMap::new();
+        for (ip, on) in marks {
+            last.insert(ip, on);
+        }
+        let on: Vec<IpAddr> = last.iter().filter(|e| *e.1).map(|e| *e.0).collect();
+        let off: Vec<IpAddr> = last.iter().filter(|e| !*e.1).map(|e| *e.0).collect();
+        if let Err(e) = tokio::task::block_in_place(|| store.set_cluster_bans(&on, &off)) {
+            metrics::warn_limited(&format!("cluster: cannot record cluster bans: {e}"));
+        }
+    }
 }
 
 impl Target {
     /// Apply a change made on another node: state database, memory, maps; never re-published.
     fn apply(&self, op: &Op) {
+        if let Op::Location { change } = op {
+            if let Some(p) = &self.proxy {
+                p.location_remote(change);
+            }
+            return;
+        }
         let r: anyhow::Result<()> = tokio::task::block_in_place(|| {
             let mut e = self
                 .enforcer
                 .lock()
                 .map_err(|_| anyhow::anyhow!("internal state poisoned"))?;
             match op {
-                Op::Ban { ban } => e.cluster_ban(ban)?,
+                Op::Ban { ban } => {
+                    e.cluster_ban(ban)?;
+                    self.mark(ban.ip, true);
+                }
                 Op::Unban { ip } => {
                     e.cluster_unban(*ip)?;
+                    self.mark(*ip, false);
                 }
                 Op::ListAdd { list, net } => {
                     e.cluster_list(*list, net, true)?;
@@ -318,6 +418,7 @@ impl Target {
                         p.remove_user(user, domain);
                     }
                 }
+                Op::Location { .. } => {}
             }
             Ok(())
         });
@@ -357,9 +458,20 @@ pub async fn run(
                 set_connected(&c, false);
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return Ok(()),
+        // Cut off: what is queued waits in the state database (a restart keeps it).
+        spool(&mut c, &target, &mut pending);
+        let sleep = tokio::time::sleep(backoff);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                op = c.rx.recv() => {
+                    let Some(op) = op else { return Ok(()) };
+                    pending = Some(op);
+                    spool(&mut c, &target, &mut pending);
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
@@ -389,12 +501,14 @@ async fn session(
     pubsub.subscribe(CHANNEL).await?;
     let mut messages = pubsub.into_on_message();
 
-    // What was queued while cut off goes out first, then the full set comes in.
+    // What was queued while cut off goes out first (the state database's outbox, oldest
+    // first, then memory), then the full set comes in.
+    unspool(c, &mut conn, target).await?;
     if let Some(op) = pending.take() {
-        push(c, &mut conn, op, pending).await?;
+        push(c, &mut conn, target, op, pending).await?;
     }
     while let Ok(op) = c.rx.try_recv() {
-        push(c, &mut conn, op, pending).await?;
+        push(c, &mut conn, target, op, pending).await?;
     }
     load(c, &mut conn, target).await?;
     set_connected(c, true);
@@ -414,9 +528,12 @@ async fn session(
             }
             op = c.rx.recv() => {
                 let Some(op) = op else { return Ok(()) };
-                push(c, &mut conn, op, pending).await?;
+                push(c, &mut conn, target, op, pending).await?;
             }
-            _ = beat.tick() => heartbeat(c, &mut conn).await?,
+            _ = beat.tick() => {
+                target.flush_marks();
+                heartbeat(c, &mut conn).await?
+            }
             _ = shutdown.changed() => return Ok(()),
         }
     }
@@ -447,9 +564,24 @@ fn receive(c: &Cluster, target: &Target, payload: &[u8]) {
 async fn push(
     c: &Cluster,
     conn: &mut redis::aio::ConnectionManager,
+    target: &Target,
     op: Op,
     pending: &mut Option<Op>,
 ) -> Result<(), ClusterError> {
+    if let Err((op, e)) = send(c, conn, target, op).await {
+        *pending = Some(op);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Write one change to Redis and publish it; on failure the change comes back.
+async fn send(
+    c: &Cluster,
+    conn: &mut redis::aio::ConnectionManager,
+    target: &Target,
+    op: Op,
+) -> Result<(), (Op, ClusterError)> {
     let kind = op.kind();
     tracing::debug!(kind, "cluster: pushing");
     let ev = Event {
@@ -496,18 +628,145 @@ async fn push(
         Op::UserDel { user, domain } => {
             p.hdel(USERS_KEY, user_field(user, domain)).ignore();
         }
+        Op::Location { change } => {
+            use crate::registrar::shared::{Change, contact_field};
+            match change {
+                Change::Put { aor, binding } => {
+                    let now = crate::enforce::unix_now();
+                    if binding.expires_unix <= now {
+                        return Ok(());
+                    }
+                    let Ok(b) = serde_json::to_string(binding) else {
+                        return Ok(());
+                    };
+                    let key = location_key(aor);
+                    let ttl = binding.expires_unix - now;
+                    p.hset(&key, contact_field(&binding.contact), b).ignore();
+                    // The key lives as long as its latest binding (NX: a new key; GT: a
+                    // later expiry than the current one).
+                    p.cmd("EXPIRE").arg(&key).arg(ttl).arg("NX").ignore();
+                    p.cmd("EXPIRE").arg(&key).arg(ttl).arg("GT").ignore();
+                }
+                Change::Remove { aor, contact } => {
+                    p.hdel(location_key(aor), contact_field(contact)).ignore();
+                }
+                Change::Clear { aor } => {
+                    p.del(location_key(aor)).ignore();
+                }
+            }
+        }
     }
     p.publish(CHANNEL, &json).ignore();
     match p.query_async::<()>(conn).await {
         Ok(()) => {
             c.metrics.event(kind, "out");
+            match &ev.op {
+                Op::Ban { ban } => target.mark(ban.ip, true),
+                Op::Unban { ip } => target.mark(*ip, false),
+                _ => {}
+            }
             Ok(())
         }
+        Err(e) => Err((ev.op, e.into())),
+    }
+}
+
+/// Cut off: move the change that failed and everything queued in memory into the state
+/// database's outbox (one commit). Without a state database they wait in memory.
+fn spool(c: &mut Cluster, target: &Target, pending: &mut Option<Op>) {
+    target.flush_marks();
+    let Some(store) = &target.store else { return };
+    let mut ops: Vec<Op> = pending.take().into_iter().collect();
+    while let Ok(op) = c.rx.try_recv() {
+        ops.push(op);
+    }
+    if ops.is_empty() {
+        return;
+    }
+    let items: Vec<Vec<u8>> = ops
+        .iter()
+        .filter_map(|op| serde_json::to_vec(op).ok())
+        .collect();
+    match tokio::task::block_in_place(|| store.outbox_append(&items, OUTBOX)) {
+        Ok(n) => {
+            for op in ops.iter().skip(n) {
+                c.metrics.event(op.kind(), "dropped");
+            }
+            if n < items.len() {
+                metrics::warn_limited(&format!(
+                    "cluster outbox full ({OUTBOX}): {} changes stay on this node only",
+                    items.len() - n
+                ));
+            }
+        }
         Err(e) => {
-            *pending = Some(ev.op);
-            Err(e.into())
+            for op in &ops {
+                c.metrics.event(op.kind(), "dropped");
+            }
+            metrics::warn_limited(&format!(
+                "cluster: cannot queue changes in the state database ({e}); they stay on this node only"
+            ));
         }
     }
+}
+
+/// Send what the state database's outbox holds, oldest first; each change is removed once
+/// Redis has it.
+async fn unspool(
+    c: &Cluster,
+    conn: &mut redis::aio::ConnectionManager,
+    target: &Target,
+) -> Result<(), ClusterError> {
+    let Some(store) = target.store.clone() else {
+        return Ok(());
+    };
+    loop {
+        let items = match tokio::task::block_in_place(|| store.outbox_items(512)) {
+            Ok(items) => items,
+            Err(e) => {
+                metrics::warn_limited(&format!("cluster: cannot read the outbox: {e}"));
+                return Ok(());
+            }
+        };
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut sent = Vec::with_capacity(items.len());
+        let mut failed = None;
+        for (key, bytes) in items {
+            match serde_json::from_slice::<Op>(&bytes) {
+                Ok(op) => {
+                    if let Err((_, e)) = send(c, conn, target, op).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                Err(_) => c.metrics.event("malformed", "out"),
+            }
+            sent.push(key);
+        }
+        if let Err(e) = tokio::task::block_in_place(|| store.outbox_remove(&sent)) {
+            metrics::warn_limited(&format!("cluster: cannot clear the outbox: {e}"));
+            return Ok(());
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+}
+
+/// The addresses with a ban queued in the state database's outbox (local, not yet in
+/// Redis: a full load must not lift them).
+fn queued_bans(store: &crate::state::Store) -> std::collections::HashSet<IpAddr> {
+    let mut out = std::collections::HashSet::new();
+    if let Ok(items) = store.outbox_items(OUTBOX) {
+        for (_, bytes) in items {
+            if let Ok(Op::Ban { ban }) = serde_json::from_slice::<Op>(&bytes) {
+                out.insert(ban.ip);
+            }
+        }
+    }
+    out
 }
 
 /// The full set from Redis into this node.
@@ -517,7 +776,10 @@ async fn load(
     target: &Target,
 ) -> Result<(), ClusterError> {
     if c.config.shares(Share::Bans) {
-        load_bans(conn, &c.metrics, &target.enforcer).await?;
+        // What this node learnt of the cluster's bans, recorded before it is compared.
+        target.flush_marks();
+        load_bans(conn, &c.metrics, &target.enforcer, target.store.as_deref()).await?;
+        target.flush_marks();
     }
     if c.config.shares(Share::Lists) {
         for list in [List::Allow, List::Deny] {
@@ -529,6 +791,13 @@ async fn load(
                 }
             }
         }
+    }
+    if c.config.shares(Share::Registrations)
+        && let Some(proxy) = &target.proxy
+    {
+        let all = load_locations(conn, &c.metrics).await?;
+        info!(bindings = all.len(), "cluster: registrations loaded");
+        tokio::task::block_in_place(|| proxy.location_reload(&all));
     }
     if c.config.shares(Share::Users) {
         let users: HashMap<String, String> = conn.hgetall(USERS_KEY).await?;
@@ -542,11 +811,52 @@ async fn load(
     Ok(())
 }
 
-/// Every ban in Redis into the enforcer; how many.
+/// Every registration in Redis (live ones; at most
+/// [`crate::registrar::shared::MAX_REMOTE_BINDINGS`]).
+async fn load_locations(
+    conn: &mut redis::aio::ConnectionManager,
+    metrics: &metrics::ClusterMetrics,
+) -> Result<Vec<(String, crate::registrar::shared::SharedBinding)>, ClusterError> {
+    use crate::registrar::shared::{MAX_REMOTE_BINDINGS, SharedBinding};
+    let mut keys: Vec<String> = Vec::new();
+    {
+        let mut it = conn.scan_match::<_, String>("sipfw:loc:*").await?;
+        while let Some(k) = it.next().await {
+            keys.push(k?);
+        }
+    }
+    let now = crate::enforce::unix_now();
+    let mut all = Vec::new();
+    for key in keys {
+        let Some(aor) = key.strip_prefix("sipfw:loc:") else {
+            continue;
+        };
+        let fields: HashMap<String, String> = conn.hgetall(&key).await?;
+        for v in fields.values() {
+            match serde_json::from_str::<SharedBinding>(v) {
+                Ok(b) if b.expires_unix > now => all.push((aor.to_string(), b)),
+                Ok(_) => {}
+                Err(_) => metrics.event("malformed", "in"),
+            }
+            if all.len() >= MAX_REMOTE_BINDINGS {
+                metrics::warn_limited(
+                    "cluster: too many registrations in Redis; the rest not loaded",
+                );
+                return Ok(all);
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Every ban in Redis into the enforcer, and the reconciliation: bans this node knew Redis
+/// had, that Redis no longer has and that are not queued here, are lifted (deleted
+/// elsewhere while we were cut off). How many bans were loaded.
 async fn load_bans(
     conn: &mut redis::aio::ConnectionManager,
     metrics: &metrics::ClusterMetrics,
     enforcer: &Mutex<Enforcer>,
+    store: Option<&crate::state::Store>,
 ) -> Result<usize, ClusterError> {
     let mut keys: Vec<String> = Vec::new();
     {
@@ -569,6 +879,24 @@ async fn load_bans(
         }
     }
     let n = bans.len();
+    let mut lifted = 0;
+    let epoch = match store {
+        Some(_) => {
+            let mut r = [0u8; 16];
+            let fresh = getrandom::getrandom(&mut r)
+                .map(|()| r.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                .unwrap_or_else(|_| unix_ms().to_string());
+            let _: Option<String> = redis::cmd("SET")
+                .arg(EPOCH_KEY)
+                .arg(&fresh)
+                .arg("NX")
+                .query_async(conn)
+                .await?;
+            let e: Option<String> = conn.get(EPOCH_KEY).await?;
+            e
+        }
+        None => None,
+    };
     tokio::task::block_in_place(|| match enforcer.lock() {
         Ok(mut e) => {
             for b in &bans {
@@ -580,10 +908,49 @@ async fn load_bans(
                     ));
                 }
             }
+            let Some(s) = store else { return };
+            // The same data as last time: what it lacks was deleted, not lost.
+            let same = epoch.is_some() && s.cluster_meta("epoch").ok().flatten() == epoch;
+            let known = if same {
+                s.cluster_bans().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let queued = queued_bans(s);
+            let now: std::collections::HashSet<IpAddr> = bans.iter().map(|b| b.ip).collect();
+            let mut off = Vec::new();
+            for ip in known {
+                if now.contains(&ip) || queued.contains(&ip) {
+                    continue;
+                }
+                match e.cluster_unban(ip) {
+                    Ok(true) => {
+                        lifted += 1;
+                        metrics.event("unban", "reconciled");
+                    }
+                    Ok(false) => {}
+                    Err(err) => {
+                        metrics.event("unban", "failed");
+                        metrics::warn_limited(&format!(
+                            "cannot lift the ban of {ip} Redis no longer has: {err}"
+                        ));
+                        continue;
+                    }
+                }
+                off.push(ip);
+            }
+            let on: Vec<IpAddr> = bans.iter().map(|b| b.ip).collect();
+            let r = s.set_cluster_bans(&on, &off).and_then(|()| match &epoch {
+                Some(ep) => s.set_cluster_meta("epoch", ep),
+                None => Ok(()),
+            });
+            if let Err(err) = r {
+                metrics::warn_limited(&format!("cluster: cannot record cluster bans: {err}"));
+            }
         }
         Err(_) => error!("cluster: internal state poisoned"),
     });
-    info!(bans = n, "cluster: bans loaded");
+    info!(bans = n, lifted, "cluster: bans loaded");
     Ok(n)
 }
 
@@ -598,7 +965,9 @@ pub async fn preload(
     let work = async {
         let mut conn = connect(c).await?;
         if c.config.shares(Share::Bans) {
-            load_bans(&mut conn, &c.metrics, enforcer).await?;
+            // The state database's handle outlives the lock: the load takes the lock itself.
+            let store = enforcer.lock().ok().map(|e| e.store_handle());
+            load_bans(&mut conn, &c.metrics, enforcer, store.as_deref()).await?;
         }
         Ok::<_, ClusterError>(())
     };

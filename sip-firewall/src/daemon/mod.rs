@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 pub use self::tasks::MAP_SWEEP_EVERY;
 use self::tasks::{
     Tasks, serve_signals, spawn_ban_writer, spawn_cluster, spawn_janitor, spawn_kernel_bans,
-    spawn_metrics_endpoint, spawn_serving, spawn_watchdog, stop,
+    spawn_serving, spawn_watchdog, stop,
 };
 use crate::{
     admin,
@@ -23,6 +23,7 @@ use crate::{
         Enforcer,
         gate::UserGate,
         learn::{self, Learner},
+        live::EnforceSettings,
     },
     metrics::Metrics,
     server::SipServer,
@@ -46,7 +47,7 @@ pub fn load_fast_path(config: &Config) -> Result<FastPath, crate::xdp::XdpError>
     let mut fp = FastPath::load_pinned(&x.pin_dir)?;
     fp.detach_on_drop(x.detach_on_stop);
     fp.maps.set_config(&xdp_config(config))?;
-    fp.maps.set_sip_ports(&x.sip_ports)?;
+    fp.maps.set_ports(&x.sip_ports, &config.stream_ports())?;
     Ok(fp)
 }
 
@@ -64,8 +65,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Bound before anything is attached: a second daemon stops here, not after touching XDP.
     let admin_listener = admin::server::bind(&config.admin.socket)?;
 
-    warn_about_stale_pins(&config);
-
     let mut fast_path = load_if_wanted(&config)?;
     let ring = fast_path.as_mut().and_then(FastPath::take_ban_events);
     // Lists and stored bans go into the maps before the program sees a packet.
@@ -81,29 +80,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     spawn_janitor(&mut tasks, &enforcer, &metrics, &shutdown_rx)?;
 
-    let learner = start_learner(&mut tasks, &config, &enforcer, &metrics, &shutdown_rx)?;
+    // `[bans]` and the gate's limits, swapped by a reload while the learner and gate run.
+    let settings = EnforceSettings::new(&config);
+    let learner = start_learner(
+        &mut tasks,
+        &config,
+        &settings,
+        &enforcer,
+        &metrics,
+        &shutdown_rx,
+    )?;
 
-    let proxy = start_proxy(&config, &metrics, &enforcer, &learner)?;
-    let server = bind_server(&config, &metrics, &proxy, &enforcer, learner).await?;
+    let proxy = start_proxy(&config, &metrics, &enforcer, &learner, cluster.as_ref())?;
+    let server = bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
     let proxy_handle = proxy.clone();
-    let cluster_info = cluster.map(|(cluster, outbox)| {
-        let view = cluster.view.clone();
-        spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx);
-        (outbox, view)
-    });
+    let cluster_info = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
     spawn_serving(&mut tasks, proxy, server, &shutdown_rx);
 
-    // Bound before the admin socket answers: whoever waits for the daemon to be up can
-    // scrape it at once.
-    if let Some(addr) = config.metrics.listen {
-        spawn_metrics_endpoint(&mut tasks, addr, &metrics, &shutdown_rx).await?;
-    }
-
-    let reloader = Arc::new(crate::reload::Reloader::new(
-        config.clone(),
-        enforcer.clone(),
-        Some(proxy_handle.clone()),
-    ));
+    let reloader = reloader(
+        &config,
+        &enforcer,
+        &proxy_handle,
+        settings,
+        &metrics,
+        &shutdown_rx,
+    )?;
     let attachments = lock(&enforcer)?.attachments();
     let info = admin::server::DaemonInfo {
         started: std::time::Instant::now(),
@@ -136,14 +137,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// The registry, with the log's suppression counter.
+/// The registry, with the security log's counters.
 fn new_metrics() -> Arc<Metrics> {
     let metrics = Arc::new(Metrics::new());
-    if let Err(e) = metrics
-        .registry()
-        .register(Box::new(crate::logging::suppressed_metric().clone()))
-    {
-        warn!("registering sipfw_log_suppressed_total: {e}");
+    for m in [
+        crate::logging::suppressed_metric(),
+        crate::logging::events_metric(),
+    ] {
+        if let Err(e) = metrics.registry().register(Box::new(m.clone())) {
+            warn!("registering the security log's metrics: {e}");
+        }
     }
     metrics
 }
@@ -158,9 +161,32 @@ fn attach(config: &Config, enforcer: &Mutex<Enforcer>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The metrics endpoint, bound here before the admin socket answers (a reload may move
+/// it), and what `reload` and SIGHUP go through.
+fn reloader(
+    config: &Config,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    proxy: &Arc<crate::proxy::Proxy>,
+    settings: Arc<EnforceSettings>,
+    metrics: &Arc<Metrics>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Arc<crate::reload::Reloader>> {
+    let endpoint = Arc::new(crate::metrics::http::Endpoint::start(
+        config.metrics.listen,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )?);
+    Ok(Arc::new(
+        crate::reload::Reloader::new(config.clone(), enforcer.clone(), Some(proxy.clone()))
+            .with_settings(settings)
+            .with_metrics_endpoint(endpoint),
+    ))
+}
+
 /// The SIP listeners (UDP and TCP, TLS, WebSocket) in front of the proxy, behind the gate.
 async fn bind_server(
     config: &Config,
+    settings: &Arc<EnforceSettings>,
     metrics: &Arc<Metrics>,
     proxy: &Arc<crate::proxy::Proxy>,
     enforcer: &Arc<Mutex<Enforcer>>,
@@ -170,8 +196,11 @@ async fn bind_server(
         SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
     server.bind_tls(&config.tls).await?;
     server.bind_ws(&config.ws).await?;
+    server
+        .bind_wss(&config.wss, &config.ws, &config.tls)
+        .await?;
     server.set_gate(Arc::new(UserGate::new(
-        config,
+        settings.clone(),
         enforcer.clone(),
         learner,
         metrics,
@@ -201,8 +230,10 @@ fn warn_about_stale_pins(config: &Config) {
     }
 }
 
-/// The fast path to load, or none (XDP off, or no interface), said once.
+/// The fast path to load, or none (XDP off, or no interface: said once, and whether an
+/// earlier daemon's program is still attached).
 fn load_if_wanted(config: &Config) -> anyhow::Result<Option<FastPath>> {
+    warn_about_stale_pins(config);
     Ok(if config.xdp.mode == XdpMode::Off {
         warn!(
             "XDP fast path off (--xdp-mode off): allow/deny lists, bans, the flood limit and payload checks run in user space"
@@ -244,6 +275,7 @@ async fn join_cluster(
 fn start_learner(
     tasks: &mut Tasks,
     config: &Config,
+    settings: &Arc<EnforceSettings>,
     enforcer: &Arc<Mutex<Enforcer>>,
     metrics: &Metrics,
     shutdown_rx: &watch::Receiver<bool>,
@@ -258,9 +290,10 @@ fn start_learner(
     {
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();
-        let cfg = config.bans.clone();
+        let settings = settings.clone();
         let refusals = learn::Refusals::new(metrics);
-        tasks.spawn(async move { learn::run(events, enforcer, cfg, refusals, rx).await });
+        let bans = move || settings.bans();
+        tasks.spawn(async move { learn::run(events, enforcer, bans, refusals, rx).await });
     }
     // The proxy reports every UDP client transaction: XDP may drop replies that match none.
     lock(enforcer)?.set_stray_check(true)?;
@@ -274,12 +307,29 @@ fn start_proxy(
     metrics: &Metrics,
     enforcer: &Arc<Mutex<Enforcer>>,
     learner: &Learner,
+    cluster: Option<&(crate::cluster::Cluster, crate::cluster::Outbox)>,
 ) -> anyhow::Result<Arc<crate::proxy::Proxy>> {
     let proxy = Arc::new(crate::proxy::Proxy::new(
         config,
         Some(metrics.registry()),
         Arc::new(learner.clone()),
     )?);
+    // RFC 3263: next hops named by domain are resolved with `[dns]` (or the system's).
+    match crate::proxy::dns::Dns::new(&config.dns) {
+        Ok(dns) => proxy.set_dns(dns),
+        Err(e) => warn!("no DNS resolver ({e}): requests to domains get 503"),
+    }
+    // `[cluster]`: registrations are written through to Redis (with our Path URI).
+    if let Some((c, outbox)) = cluster
+        && c.config.shares(crate::cluster::Share::Registrations)
+    {
+        let outbox = outbox.clone();
+        proxy.share_locations(
+            c.node.clone(),
+            c.config.path.clone(),
+            Box::new(move |change| outbox.send(crate::cluster::Op::Location { change })),
+        );
+    }
     // Subscribers added at run time (`sip-firewall user add`) come back from the state.
     for user in lock(enforcer)?.store().users()? {
         proxy.add_user(&user);

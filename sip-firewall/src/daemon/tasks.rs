@@ -61,37 +61,35 @@ pub(super) fn spawn_serving(
     tasks.spawn(async move { server.run(rx).await });
 }
 
-/// The cluster's task: remote changes applied to the enforcer and the proxy.
+/// The cluster's task (`[cluster]`): remote changes applied to the enforcer and the proxy;
+/// what the admin API needs of it (the outbox, the view for `status`).
 pub(super) fn spawn_cluster(
     tasks: &mut Tasks,
-    cluster: crate::cluster::Cluster,
+    cluster: Option<(crate::cluster::Cluster, crate::cluster::Outbox)>,
     enforcer: &Arc<Mutex<Enforcer>>,
     proxy: &Arc<crate::proxy::Proxy>,
     shutdown_rx: &watch::Receiver<bool>,
-) {
+) -> anyhow::Result<Option<ClusterInfo>> {
+    let Some((cluster, outbox)) = cluster else {
+        return Ok(None);
+    };
+    let view = cluster.view.clone();
     let target = crate::cluster::Target {
+        store: Some(lock(enforcer)?.store_handle()),
         enforcer: enforcer.clone(),
         proxy: Some(proxy.clone()),
         metrics: cluster.metrics.clone(),
+        marks: Default::default(),
     };
     tasks.spawn(crate::cluster::run(cluster, target, shutdown_rx.clone()));
+    Ok(Some((outbox, view)))
 }
 
-/// `GET /metrics` on `addr`, bound now (an address in use stops the start).
-pub(super) async fn spawn_metrics_endpoint(
-    tasks: &mut Tasks,
-    addr: std::net::SocketAddr,
-    metrics: &Arc<Metrics>,
-    shutdown_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let rx = shutdown_rx.clone();
-    let m = metrics.clone();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-    tasks.spawn(async move { crate::metrics::http::serve_on(listener, m, rx).await });
-    Ok(())
-}
+/// The cluster as the admin API sees it.
+type ClusterInfo = (
+    crate::cluster::Outbox,
+    Arc<Mutex<crate::cluster::ClusterView>>,
+);
 
 /// Wait for every task to end (shutdown was sent), then detach the fast path (dropping it
 /// detaches it from every interface).
@@ -166,6 +164,12 @@ pub(super) fn spawn_janitor(
         let gauges = crate::metrics::xdp::MapGauges::register(metrics);
         let enforcer = enforcer.clone();
         let mut rx = shutdown_rx.clone();
+        // Replies XDP dropped as strays: the kernel counts them, so user space logs their
+        // sum, one security line a minute at most.
+        let mut strays = crate::logging::SummaryEvent::new(
+            "stray_reply",
+            "response matching no open transaction (XDP)",
+        );
         tasks.spawn(async move {
             let mut every = tokio::time::interval(MAP_SWEEP_EVERY);
             loop {
@@ -194,6 +198,10 @@ pub(super) fn spawn_janitor(
                 }
                 if let Ok(mut e) = enforcer.lock() {
                     e.forget_expired_bans();
+                    if let Some(c) = e.xdp_counters() {
+                        let stray = sip_firewall_common::Reason::StrayReply as usize;
+                        strays.observe(c[stray].packets, std::time::Instant::now());
+                    }
                 }
             }
         });

@@ -25,9 +25,10 @@ use sip_firewall_sip::Transport;
 
 use super::{
     Enforcer,
-    learn::{BansConfig, Event, Learner, Window},
+    learn::{Event, Learner, Window},
+    live::EnforceSettings,
 };
-use crate::{config::Config, guard::lock, metrics::Metrics, seams::Gate, xdp::maps::ip_key};
+use crate::{guard::lock, metrics::Metrics, seams::Gate, xdp::maps::ip_key};
 
 /// Most sources tracked by the user-space flood and rate tables before the oldest go.
 const MAX_TRACKED: usize = 100_000;
@@ -111,8 +112,8 @@ pub struct UserGate {
     learner: Learner,
     /// Which messages XDP already judged (lists, bans, flood limit, payload checks).
     sight: XdpSight,
-    xdp: XdpConfig,
-    bans: BansConfig,
+    /// `[bans]` and the user-space copy of the `[xdp]` limits, swapped by a reload.
+    settings: Arc<EnforceSettings>,
     /// GCRA per flood group (the XDP program's algorithm, here for when it is absent).
     flood: Mutex<HashMap<[u8; 16], u64>>,
     requests: Mutex<Window>,
@@ -124,7 +125,7 @@ pub struct UserGate {
 
 impl UserGate {
     pub fn new(
-        config: &Config,
+        settings: Arc<EnforceSettings>,
         enforcer: Arc<Mutex<Enforcer>>,
         learner: Learner,
         metrics: &Metrics,
@@ -147,7 +148,6 @@ impl UserGate {
         if let Err(e) = metrics.registry().register(Box::new(dropped.clone())) {
             tracing::warn!("registering sipfw_userspace_drops_total: {e}");
         }
-        let x = &config.xdp;
         UserGate {
             enforcer,
             learner,
@@ -156,12 +156,8 @@ impl UserGate {
                 on_loopback,
                 local: Mutex::new((Instant::now(), host_addresses())),
             },
-            xdp: XdpConfig::default()
-                .with_flood(x.flood_rate, x.flood_burst, x.ban_time.as_nanos() as u64)
-                .with_known_flood(x.known_flood_rate, x.known_flood_burst)
-                .with_pressure_budget(x.pressure_budget),
+            settings,
             pressure: Mutex::new(0),
-            bans: config.bans.clone(),
             flood: Mutex::new(HashMap::new()),
             requests: Mutex::new(Window::default()),
             started: Instant::now(),
@@ -179,15 +175,10 @@ impl UserGate {
     }
 
     /// The XDP pressure budget, in user space.
-    fn over_pressure_budget(&self) -> bool {
-        let interval = self.xdp.pressure_interval_ns;
+    fn over_pressure_budget(&self, limits: &XdpConfig) -> bool {
+        let interval = limits.pressure_interval_ns;
         let mut tat = lock(&self.pressure, "gate pressure budget");
-        match gcra::admit(
-            *tat,
-            self.now_ns(),
-            interval,
-            self.xdp.pressure_tolerance_ns,
-        ) {
+        match gcra::admit(*tat, self.now_ns(), interval, limits.pressure_tolerance_ns) {
             Some(next) => {
                 *tat = next;
                 false
@@ -197,14 +188,14 @@ impl UserGate {
     }
 
     /// The XDP flood limit, in user space: the known sources' budget when `known`.
-    fn over_flood_limit(&self, ip: IpAddr, known: bool) -> bool {
+    fn over_flood_limit(&self, limits: &XdpConfig, ip: IpAddr, known: bool) -> bool {
         let (interval, tolerance) = if known {
             (
-                self.xdp.known_flood_interval_ns,
-                self.xdp.known_flood_tolerance_ns,
+                limits.known_flood_interval_ns,
+                limits.known_flood_tolerance_ns,
             )
         } else {
-            (self.xdp.flood_interval_ns, self.xdp.flood_tolerance_ns)
+            (limits.flood_interval_ns, limits.flood_tolerance_ns)
         };
         if interval == 0 {
             return false;
@@ -238,6 +229,7 @@ impl Gate for UserGate {
             return true;
         }
         if !self.sight.saw(ip) {
+            let limits = self.settings.gate_limits();
             match verdict {
                 Some(Reason::Denied) => return self.drop_for("denied"),
                 Some(Reason::Banned) => return self.drop_for("banned"),
@@ -247,7 +239,7 @@ impl Gate for UserGate {
             // ports. (No payload drops: in user space the message layer is the payload check,
             // and it answers what it refuses with the code RFC 3261 wants, 400, 505, 513...,
             // where XDP can only drop; non-SIP junk it drops and counts.)
-            if transport == Transport::Datagram && self.over_flood_limit(ip, known) {
+            if transport == Transport::Datagram && self.over_flood_limit(&limits, ip, known) {
                 // Trust tiers: a known source is throttled, never banned.
                 if known {
                     return self.drop_for("throttled");
@@ -259,8 +251,8 @@ impl Gate for UserGate {
             if transport == Transport::Datagram
                 && is_request
                 && !known
-                && self.xdp.pressure_interval_ns != 0
-                && self.over_pressure_budget()
+                && limits.pressure_interval_ns != 0
+                && self.over_pressure_budget(&limits)
             {
                 return self.drop_for("pressure");
             }
@@ -268,18 +260,19 @@ impl Gate for UserGate {
         // Requests per source per window, on every transport (pike's job for streams). Known
         // sources have their own limit and are throttled over it (the Learner refuses to
         // ban them on a rate).
+        let bans = self.settings.bans();
         let limit = if known {
-            self.bans.known_request_limit
+            bans.known_request_limit
         } else {
-            self.bans.request_limit
+            bans.request_limit
         };
         if limit > 0 && !bytes.starts_with(b"SIP/2.0 ") {
             let n = {
                 let mut w = lock(&self.requests, "gate request windows");
                 if w.len() > MAX_TRACKED {
-                    w.prune(Instant::now(), self.bans.request_window);
+                    w.prune(Instant::now(), bans.request_window);
                 }
-                w.hit(ip, Instant::now(), self.bans.request_window)
+                w.hit(ip, Instant::now(), bans.request_window)
             };
             if n > limit as usize {
                 if known {
@@ -298,6 +291,7 @@ impl Gate for UserGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn sight(attached: bool, on_loopback: bool) -> XdpSight {
         XdpSight {
@@ -350,7 +344,12 @@ mod tests {
             )
             .expect("ban");
         let (learner, _events) = Learner::new(16);
-        let gate = UserGate::new(&config, enforcer.clone(), learner, &Metrics::new());
+        let gate = UserGate::new(
+            EnforceSettings::new(&config),
+            enforcer.clone(),
+            learner,
+            &Metrics::new(),
+        );
         let e = enforcer.clone();
         let _ = std::thread::spawn(move || {
             let _held = e.lock();

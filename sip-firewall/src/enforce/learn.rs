@@ -220,6 +220,8 @@ impl Observer for Learner {
     }
 
     fn auth_failure(&self, source: std::net::SocketAddr, _user: Option<&str>, reason: &str) {
+        // The user name is the attacker's text: not logged (the reason is ours).
+        crate::logging::security_event("auth_failure", source.ip(), reason, 1);
         self.report(Event::AuthFailure(
             source.ip(),
             proves_return_routability(reason),
@@ -227,6 +229,7 @@ impl Observer for Learner {
     }
 
     fn scanner(&self, source: std::net::SocketAddr, user_agent: &str) {
+        crate::logging::security_event("scanner", source.ip(), "scanner User-Agent", 1);
         self.report(Event::Scanner(source.ip(), user_agent.to_string()));
     }
 }
@@ -340,7 +343,8 @@ impl Window {
 pub async fn run(
     mut rx: mpsc::Receiver<Event>,
     enforcer: Arc<Mutex<Enforcer>>,
-    cfg: BansConfig,
+    // `[bans]` as in force now (a reload swaps it: `live::EnforceSettings::bans`).
+    bans: impl Fn() -> Arc<BansConfig>,
     mut refusals: Refusals,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -349,9 +353,11 @@ pub async fn run(
     loop {
         let event = tokio::select! {
             e = rx.recv() => match e { Some(e) => e, None => return Ok(()) },
-            _ = prune.tick() => { failures.prune(Instant::now(), cfg.auth_window); continue; }
+            _ = prune.tick() => { failures.prune(Instant::now(), bans().auth_window); continue; }
             _ = shutdown.changed() => return Ok(()),
         };
+        // As in force now: a reload changes thresholds and ban times for the next event.
+        let cfg = bans();
         let ban = decide(event, &enforcer, &cfg, &mut failures, &mut refusals);
         if let Some((ip, time, reason)) = ban {
             let already = with(&enforcer, |e| Ok(e.is_banned(ip))).unwrap_or(false);
@@ -512,7 +518,7 @@ mod tests {
         let task = tokio::spawn(run(
             rx,
             enforcer.clone(),
-            BansConfig::default(),
+            || Arc::new(BansConfig::default()),
             refusals,
             stop_rx,
         ));

@@ -24,6 +24,7 @@ mod bans;
 pub mod gate;
 mod known;
 pub mod learn;
+pub mod live;
 mod transactions;
 
 use std::{collections::HashMap, net::IpAddr};
@@ -127,6 +128,11 @@ impl Enforcer {
     /// The state database (also where subscribers added at run time are kept).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The state database, shared (the cluster task writes its outbox there).
+    pub fn store_handle(&self) -> std::sync::Arc<Store> {
+        self.store.clone()
     }
 
     /// Write learned bans through `writer` (see [`write_bans`]) from now on; the store to
@@ -304,7 +310,8 @@ impl Enforcer {
         if let Some(fp) = &mut self.xdp {
             fp.maps
                 .set_config(&config.xdp.kernel_config(config.bans.learned_scope))?;
-            fp.maps.set_sip_ports(&config.xdp.sip_ports)?;
+            fp.maps
+                .set_ports(&config.xdp.sip_ports, &config.stream_ports())?;
         }
         self.manual_scope = config.xdp.ban_scope.scope();
         self.learned_scope = config.bans.learned_scope.scope();

@@ -78,6 +78,74 @@ pub async fn serve_on(
     }
 }
 
+/// The metrics endpoint of a running daemon, which a reload may move to another address
+/// (`[metrics] listen`): the new address is bound before the old one closes, so a reload
+/// that cannot bind (address in use, not permitted) changes nothing and says why.
+pub struct Endpoint {
+    metrics: Arc<Metrics>,
+    runtime: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
+    /// The address served now and the switch that stops its task.
+    current: std::sync::Mutex<Option<(SocketAddr, watch::Sender<bool>)>>,
+}
+
+impl Endpoint {
+    /// Serve on `addr` (none: no endpoint) until the daemon's `shutdown`; bound before this
+    /// returns, so whoever waits for the daemon can scrape it at once.
+    pub fn start(
+        addr: Option<SocketAddr>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Endpoint> {
+        let endpoint = Endpoint {
+            metrics,
+            runtime: tokio::runtime::Handle::current(),
+            shutdown,
+            current: std::sync::Mutex::new(None),
+        };
+        endpoint.rebind(addr)?;
+        Ok(endpoint)
+    }
+
+    /// Serve on `addr` from now on (none: stop serving); the old listener closes once the
+    /// new one is bound. Open connections of the old one finish their request.
+    pub fn rebind(&self, addr: Option<SocketAddr>) -> anyhow::Result<()> {
+        // Poisoned only by a panic in this function, which leaves the value whole.
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().map(|(a, _)| *a) == addr {
+            return Ok(());
+        }
+        let next = match addr {
+            Some(addr) => {
+                let std = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+                std.set_nonblocking(true)
+                    .with_context(|| format!("metrics listener on {addr}"))?;
+                let listener = {
+                    let _entered = self.runtime.enter();
+                    TcpListener::from_std(std)
+                        .with_context(|| format!("metrics listener on {addr}"))?
+                };
+                let (stop, mut stopped) = watch::channel(false);
+                let (m, rx) = (self.metrics.clone(), self.shutdown.clone());
+                self.runtime.spawn(async move {
+                    tokio::select! {
+                        r = serve_on(listener, m, rx) => r,
+                        _ = stopped.wait_for(|s| *s) => Ok(()),
+                    }
+                });
+                Some((addr, stop))
+            }
+            None => None,
+        };
+        if let Some((old, stop)) = std::mem::replace(&mut *current, next) {
+            info!(%old, "metrics endpoint closed");
+            let _ = stop.send(true);
+        }
+        Ok(())
+    }
+}
+
 async fn handle(mut stream: TcpStream, metrics: &Metrics) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];

@@ -99,6 +99,25 @@ static WS_UPGRADES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::ne
     .expect("static metric definition is valid")
 });
 
+/// `sipfw_dns_lookups_total{result}`: RFC 3263 resolutions of a name: `cached` (answered
+/// from the cache within the TTL), `resolved`, `not_found`, `failed`.
+static DNS_LOOKUPS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "sipfw_dns_lookups_total",
+            "RFC 3263 name resolutions by result: cached (within the TTL), resolved, \
+             not_found, failed",
+        ),
+        &["result"],
+    )
+    .expect("static metric definition is valid")
+});
+
+/// Count one name resolution.
+pub fn dns_lookup(result: &'static str) {
+    DNS_LOOKUPS.with_label_values(&[result]).inc();
+}
+
 /// Count one WebSocket upgrade.
 pub fn ws_upgrade(result: &'static str) {
     WS_UPGRADES.with_label_values(&[result]).inc();
@@ -265,7 +284,7 @@ impl Metrics {
     }
 
     /// The process-wide counters other units bump without a handle (internal errors, limits,
-    /// TLS handshakes, WebSocket upgrades), in this registry, their usual series at zero.
+    /// TLS handshakes, DNS lookups, WebSocket upgrades), in this registry, their usual series at zero.
     fn register_globals(&self) {
         if let Err(e) = self.registry.register(Box::new(INTERNAL_ERRORS.clone())) {
             tracing::error!("registering sipfw_internal_errors_total: {e}");
@@ -284,6 +303,12 @@ impl Metrics {
         }
         for result in ["ok", "failed", "timeout", "outbound_ok", "outbound_failed"] {
             TLS_HANDSHAKES.with_label_values(&[result]);
+        }
+        if let Err(e) = self.registry.register(Box::new(DNS_LOOKUPS.clone())) {
+            tracing::error!("registering sipfw_dns_lookups_total: {e}");
+        }
+        for result in ["cached", "resolved", "not_found", "failed"] {
+            DNS_LOOKUPS.with_label_values(&[result]);
         }
         if let Err(e) = self.registry.register(Box::new(WS_UPGRADES.clone())) {
             tracing::error!("registering sipfw_sip_ws_upgrades_total: {e}");

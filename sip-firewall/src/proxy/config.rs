@@ -17,10 +17,12 @@ pub struct ProxyConfig {
     /// `host[:port]` written into our Via and Record-Route; default: the first listen address
     /// (or the first domain when that address is a wildcard).
     pub advertise: Option<String>,
-    /// `ip:port` of the outbound proxy or trunk that requests to foreign domains go to
-    /// (from authenticated local users and allow-listed peers only). Absent: foreign targets
-    /// are reached directly when their host is an IP address, else refused.
-    pub outbound: Option<std::net::SocketAddr>,
+    /// The outbound proxy or trunk that requests to foreign domains go to (from
+    /// authenticated local users and allow-listed peers only): `ip:port`, or a name
+    /// (`trunk.example.com`, `trunk.example.com:5080`, `sip:trunk.example.com;transport=tcp`)
+    /// resolved by RFC 3263 with failover between its targets. Absent: foreign targets are
+    /// reached directly, by address or by DNS.
+    pub outbound: Option<NextHop>,
     /// Loopback, link-local or own addresses that a request's Request-URI or Route may
     /// name as its next hop (none by default: nobody outside steers the edge toward the
     /// services of its own host or link).
@@ -55,6 +57,56 @@ impl Default for ProxyConfig {
             ]
             .map(String::from)
             .to_vec(),
+        }
+    }
+}
+
+/// A configured next hop: an address, or a SIP URI whose host is a name (RFC 3263).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    Addr(std::net::SocketAddr),
+    /// A `sip:`/`sips:` URI with a domain host.
+    Name(String),
+}
+
+impl NextHop {
+    /// The address, when it is one.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            NextHop::Addr(a) => Some(*a),
+            NextHop::Name(_) => None,
+        }
+    }
+
+    /// The URI to resolve, when it is a name.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            NextHop::Addr(_) => None,
+            NextHop::Name(n) => Some(n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NextHop {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let text = String::deserialize(d)?;
+        if let Ok(a) = text.parse() {
+            return Ok(NextHop::Addr(a));
+        }
+        let lower = text.to_ascii_lowercase();
+        let uri = if lower.starts_with("sip:") || lower.starts_with("sips:") {
+            text.clone()
+        } else {
+            format!("sip:{text}")
+        };
+        match sip_firewall_sip::uri::parse(&uri) {
+            Ok(sip_firewall_sip::uri::Uri::Sip(u)) if u.host.ip().is_none() => {
+                Ok(NextHop::Name(uri))
+            }
+            _ => Err(D::Error::custom(format!(
+                "{text:?}: expected ip:port, a host name or a sip: URI"
+            ))),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! the smallest TTL of the records behind them expires, in a table bounded in size (at the
 //! bound nothing more is cached, counted in `sipfw_limits_refused_total{what="dns_cache"}`).
 //! The caller walks the list in order: the next target after a transport error, a timeout
-//! or a 503 (RFC 3263 4.3).
+//! or a 503 (RFC 3263 4.3); the proxy core does so (`proxy/core/resolve.rs`). Resolutions
+//! are counted in `sipfw_dns_lookups_total{result}` (`cached` within the TTL).
 
 use std::{
     collections::HashMap,
@@ -63,6 +64,17 @@ pub enum DnsError {
     /// The resolution did not finish in time or the servers failed.
     #[error("DNS failed: {0}")]
     Failed(String),
+}
+
+/// The domain of a SIP URI (lower case, no trailing dot), when its host is a name.
+pub fn domain_of(uri_text: &str) -> Option<String> {
+    match uri::parse(uri_text) {
+        Ok(Uri::Sip(u)) => match u.host {
+            uri::Host::Domain(d) => Some(d.trim_end_matches('.').to_ascii_lowercase()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The most targets one name yields (a bound on what one answer may make us try).
@@ -154,16 +166,29 @@ impl Dns {
         };
         let key = format!("{host}|{:?}|{:?}|{}", u.port, transport, u.secure);
         if let Some(hit) = self.cached(&key) {
+            crate::metrics::dns_lookup("cached");
             return Ok(hit);
         }
         let work = self.locate(&host, u.port, transport, u.secure);
         let (targets, until) = match tokio::time::timeout(self.timeout, work).await {
-            Ok(r) => r?,
-            Err(_) => return Err(DnsError::Failed("timed out".into())),
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                crate::metrics::dns_lookup(match e {
+                    DnsError::Failed(_) => "failed",
+                    _ => "not_found",
+                });
+                return Err(e);
+            }
+            Err(_) => {
+                crate::metrics::dns_lookup("failed");
+                return Err(DnsError::Failed("timed out".into()));
+            }
         };
         if targets.is_empty() {
+            crate::metrics::dns_lookup("not_found");
             return Err(DnsError::NotFound);
         }
+        crate::metrics::dns_lookup("resolved");
         self.store(key, until, &targets);
         Ok(targets)
     }
@@ -198,6 +223,14 @@ impl Dns {
         secure: bool,
     ) -> Result<(Vec<Destination>, Instant), DnsError> {
         let mut until = Instant::now() + Duration::from_secs(3600);
+        // A server that failed (not "no such record"): with no target at all, the
+        // resolution failed (503) rather than found nothing (404).
+        let mut failure: Option<String> = None;
+        let note = |failure: &mut Option<String>, e: &hickory_resolver::net::NetError| {
+            if !e.is_no_records_found() {
+                *failure = Some(e.to_string());
+            }
+        };
         let default_t = if secure {
             Transport::Tls
         } else {
@@ -214,11 +247,14 @@ impl Dns {
             srv_names.push((format!("{}.{host}.", srv_prefix(t)), t));
         } else {
             let mut naptrs = Vec::new();
-            if let Ok(l) = self
+            let naptr = self
                 .resolver
                 .lookup(format!("{host}."), RecordType::NAPTR)
-                .await
-            {
+                .await;
+            if let Err(e) = &naptr {
+                note(&mut failure, e);
+            }
+            if let Ok(l) = naptr {
                 until = until.min(l.valid_until());
                 for r in l.answers() {
                     if let RData::NAPTR(n) = &r.data
@@ -246,8 +282,12 @@ impl Dns {
         }
         let mut out = Vec::new();
         for (name, t) in &srv_names {
-            let Ok(l) = self.resolver.srv_lookup(name.as_str()).await else {
-                continue;
+            let l = match self.resolver.srv_lookup(name.as_str()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    note(&mut failure, &e);
+                    continue;
+                }
             };
             until = until.min(l.valid_until());
             let mut srvs: Vec<_> = l
@@ -265,8 +305,10 @@ impl Dns {
                 if target == "." {
                     continue;
                 }
-                if let Ok(mut a) = self.addresses(&target, port, *t, &mut until).await {
-                    out.append(&mut a);
+                match self.addresses(&target, port, *t, &mut until).await {
+                    Ok(mut a) => out.append(&mut a),
+                    Err(DnsError::Failed(e)) => failure = Some(e),
+                    Err(_) => {}
                 }
                 if out.len() >= MAX_TARGETS {
                     out.truncate(MAX_TARGETS);
@@ -282,9 +324,16 @@ impl Dns {
             // No SRV record: the host's addresses on the default port (4.2).
             let t = transport.unwrap_or(default_t);
             let port = if t == Transport::Tls { 5061 } else { 5060 };
-            if let Ok(a) = self.addresses(host, port, t, &mut until).await {
-                out = a;
+            match self.addresses(host, port, t, &mut until).await {
+                Ok(a) => out = a,
+                Err(DnsError::Failed(e)) => failure = Some(e),
+                Err(_) => {}
             }
+        }
+        if out.is_empty()
+            && let Some(e) = failure
+        {
+            return Err(DnsError::Failed(e));
         }
         out.truncate(MAX_TARGETS);
         Ok((out, until))
@@ -303,11 +352,13 @@ impl Dns {
         } else {
             format!("{name}.")
         };
-        let ips = self
-            .resolver
-            .lookup_ip(fqdn.as_str())
-            .await
-            .map_err(|_| DnsError::NotFound)?;
+        let ips = self.resolver.lookup_ip(fqdn.as_str()).await.map_err(|e| {
+            if e.is_no_records_found() {
+                DnsError::NotFound
+            } else {
+                DnsError::Failed(e.to_string())
+            }
+        })?;
         *until = (*until).min(ips.valid_until());
         Ok(ips
             .iter()

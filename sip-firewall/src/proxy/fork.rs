@@ -32,6 +32,20 @@ pub struct Branch {
     pub cancel_pending: bool,
     /// A CANCEL was sent.
     pub cancelled: bool,
+    /// The next targets of this branch's name (RFC 3263 4.3), tried in order on a
+    /// transport error, a timeout or a 503; None for a target that was not resolved by DNS.
+    pub failover: Option<Box<Failover>>,
+}
+
+/// What a branch needs to be sent again to the next target of its name (RFC 3263 4.3).
+#[derive(Clone, Debug)]
+pub struct Failover {
+    /// The request as it was before this branch's Via and Record-Route were added.
+    pub msg: SipMsg,
+    /// The transport the request came on, when the branch is record-routed.
+    pub record_route_from: Option<sip_firewall_sip::Transport>,
+    /// The targets not tried yet, in order.
+    pub alternates: Vec<Destination>,
 }
 
 /// The response context.

@@ -20,9 +20,25 @@ pub struct ProxyMetrics {
     /// Contacts that answered nothing: marked, sent to without retransmissions, or not
     /// remembered because the table was full.
     pub silent_contacts: IntCounterVec,
+    /// RFC 3263 routing: requests sent to DNS (resolving), the outcome of their resolution
+    /// (resolved, not_found, failed, expired), and failovers to the next target by cause
+    /// (failover_transport_error, failover_timeout, failover_503).
+    pub dns_routing: IntCounterVec,
     /// The toll-fraud guard's metrics (its own unit, `crate::fraud`).
     pub fraud: crate::fraud::FraudMetrics,
 }
+
+/// Every label of `sipfw_proxy_dns_routing_total`.
+pub const DNS_ROUTING_EVENTS: [&str; 8] = [
+    "resolving",
+    "resolved",
+    "not_found",
+    "failed",
+    "expired",
+    "failover_transport_error",
+    "failover_timeout",
+    "failover_503",
+];
 
 impl ProxyMetrics {
     /// Create and register every metric (unregistered when `registry` is None: tests).
@@ -84,7 +100,7 @@ impl ProxyMetrics {
             scanners: s,
             forwarded: cv(
                 "sipfw_proxy_forwarded_total",
-                "Messages the proxy forwarded, by kind (request, response, ack)",
+                "Messages the proxy forwarded, by kind (request, response, ack, cluster_hop: a request from another cluster node relayed to a flow we hold)",
                 &["kind"],
             ),
             retransmissions: cv(
@@ -112,8 +128,18 @@ impl ProxyMetrics {
                  (table_full)",
                 &["event"],
             ),
+            dns_routing: cv(
+                "sipfw_proxy_dns_routing_total",
+                "RFC 3263 routing of requests to domains: resolving, resolved, not_found, \
+                 failed, expired (no answer in time), and failovers to the next target \
+                 (failover_transport_error, failover_timeout, failover_503)",
+                &["event"],
+            ),
             fraud: crate::fraud::FraudMetrics::new(registry),
         };
+        for e in DNS_ROUTING_EVENTS {
+            m.dns_routing.with_label_values(&[e]);
+        }
         for side in ["server", "client"] {
             m.transactions.with_label_values(&[side]);
         }

@@ -50,7 +50,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_sip::Message;
+use sip_firewall_sip::{Message, Transport};
 use tokio::sync::watch;
 
 pub use crate::seams::{NoObserver, Observer};
@@ -74,7 +74,38 @@ pub struct Proxy {
     fraud_store: OnceLock<FraudStore>,
     /// A clock the caller moves (the pipeline fuzz target and its tests); None: the real one.
     fake_now: Option<FakeClock>,
+    /// The RFC 3263 resolver (set by the daemon); without one, a request whose next hop is a
+    /// domain gets 503.
+    dns: OnceLock<Arc<dns::Dns>>,
+    /// Resolutions done, back to the core as events ([`Proxy::run_timers`] applies them).
+    resolved_tx: tokio::sync::mpsc::UnboundedSender<Resolved>,
+    resolved_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Resolved>>>,
 }
+
+/// What the core queued under its lock, done after it.
+struct Queued {
+    sends: Vec<(crate::server::core::Destination, Vec<u8>)>,
+    ops: Vec<crate::fraud::StoreOp>,
+    names: Vec<(core::ServerKey, String)>,
+}
+
+impl Queued {
+    fn take(core: &mut Core) -> Queued {
+        Queued {
+            sends: core.take_sends(),
+            ops: core.fraud.take_store_ops(),
+            names: core.take_resolutions(),
+        }
+    }
+}
+
+/// The outcome of one resolution, for the request parked under its transaction key. The
+/// channel holds at most one per parked request, and those are bounded by the server
+/// transactions (see `core/resolve.rs`).
+type Resolved = (
+    core::ServerKey,
+    Result<Vec<crate::server::core::Destination>, dns::DnsError>,
+);
 
 /// Writes the fraud guard's changes to the state database.
 pub type FraudStore = Box<dyn Fn(&[crate::fraud::StoreOp]) + Send + Sync>;
@@ -103,11 +134,15 @@ impl Proxy {
         observer: Arc<dyn Observer>,
     ) -> anyhow::Result<Proxy> {
         let metrics = ProxyMetrics::new(registry);
+        let (resolved_tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Proxy {
             core: Mutex::new(Core::new(config, metrics, observer, Instant::now())?),
             out: OnceLock::new(),
             fraud_store: OnceLock::new(),
             fake_now: None,
+            dns: OnceLock::new(),
+            resolved_tx,
+            resolved_rx: Mutex::new(Some(rx)),
         })
     }
 
@@ -121,12 +156,16 @@ impl Proxy {
         let start = Instant::now();
         let clock = FakeClock(Arc::new(Mutex::new(start)));
         let metrics = ProxyMetrics::new(None);
+        let (resolved_tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Ok((
             Proxy {
                 core: Mutex::new(Core::new(config, metrics, observer, start)?),
                 out: OnceLock::new(),
                 fraud_store: OnceLock::new(),
                 fake_now: Some(clock.clone()),
+                dns: OnceLock::new(),
+                resolved_tx,
+                resolved_rx: Mutex::new(Some(rx)),
             },
             clock,
         ))
@@ -138,6 +177,11 @@ impl Proxy {
             .map_or_else(Instant::now, FakeClock::now)
     }
 
+    /// Resolve domains in next hops with `dns` (RFC 3263; once, before serving).
+    pub fn set_dns(&self, dns: dns::Dns) {
+        let _ = self.dns.set(Arc::new(dns));
+    }
+
     /// Add or replace a subscriber while running.
     pub fn add_user(&self, e: &crate::proxy::config::UserEntry) {
         self.with_core(|c| {
@@ -146,12 +190,39 @@ impl Proxy {
         });
     }
 
+    /// Take the settings a reload changes while running (see [`Core::reconfigure`]).
+    pub fn reconfigure(&self, config: &Config) {
+        self.with_core(|c| c.reconfigure(config));
+    }
+
     /// Remove a subscriber; whether there was one.
     pub fn remove_user(&self, user: &str, domain: &str) -> bool {
         self.with_core(|c| {
             c.set_identities(user, domain, &[]);
             c.users_mut().remove(user, domain)
         })
+    }
+
+    /// Share registrations with the cluster: see `registrar::shared`.
+    pub fn share_locations(
+        &self,
+        node: String,
+        path: Option<String>,
+        sink: crate::registrar::shared::Sink,
+    ) {
+        self.with_core(|c| c.share_locations(node, path, sink));
+    }
+
+    /// A registration change another cluster node made.
+    pub fn location_remote(&self, change: &crate::registrar::shared::Change) {
+        let now = self.now();
+        self.with_core(|c| c.location_remote(change, now));
+    }
+
+    /// The cluster's full set of registrations (after a (re)connect).
+    pub fn location_reload(&self, all: &[(String, crate::registrar::shared::SharedBinding)]) {
+        let now = self.now();
+        self.with_core(|c| c.location_reload(all, now));
     }
 
     /// The subscribers, hashes only.
@@ -214,27 +285,94 @@ impl Proxy {
     /// Run `f` on the core, then write what the fraud guard must persist and send what it
     /// queued (outside the lock).
     fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
-        let (r, sends, ops) = {
+        let (r, queued) = {
             // A panic under the lock (caught at the message boundary) left the tables as
             // they were; keep serving, counted and logged once per panic.
             let mut core = crate::guard::lock(&self.core, "proxy core");
             let r = f(&mut core);
-            (r, core.take_sends(), core.fraud.take_store_ops())
+            (r, Queued::take(&mut core))
         };
+        self.flush(queued);
+        r
+    }
+
+    /// Do what the core queued, outside its lock.
+    fn flush(&self, q: Queued) {
         // Persisted before the refusal that caused it goes out.
-        if !ops.is_empty()
+        if !q.ops.is_empty()
             && let Some(store) = self.fraud_store.get()
         {
-            store(&ops);
+            store(&q.ops);
         }
+        let mut failed = Vec::new();
         if let Some(out) = self.out.get() {
-            for (dest, bytes) in sends {
+            for (dest, bytes) in q.sends {
                 if !out.send(dest, &bytes) {
                     tracing::debug!(?dest, "send failed");
+                    failed.push(dest);
                 }
             }
         }
-        r
+        if !failed.is_empty() {
+            // A transport error: branches with further DNS targets move on (RFC 3263 4.3).
+            // Each failover uses up a target, so this recursion ends.
+            let now = self.now();
+            let more = {
+                let mut core = crate::server::guard::lock(&self.core, "proxy core");
+                for d in failed {
+                    core.unreachable(d, now);
+                }
+                Queued::take(&mut core)
+            };
+            self.flush(more);
+        }
+        if !q.names.is_empty() {
+            self.resolve(q.names);
+        }
+    }
+
+    /// Resolve each name off the lock; the outcome comes back through `resolved_tx`.
+    /// Without a resolver or a runtime, the requests get 503 at once.
+    fn resolve(&self, names: Vec<(core::ServerKey, String)>) {
+        let rt = tokio::runtime::Handle::try_current();
+        match (self.dns.get(), rt) {
+            (Some(dns), Ok(rt)) => {
+                for (key, name) in names {
+                    let (dns, tx) = (dns.clone(), self.resolved_tx.clone());
+                    let out = self.out.get().cloned();
+                    rt.spawn(async move {
+                        let r = dns.targets(&name).await;
+                        // TLS targets are verified by the domain they were found under
+                        // (RFC 5922 7.1), told to the outbound before anything is sent.
+                        if let (Ok(targets), Some(out), Some(host)) =
+                            (&r, &out, dns::domain_of(&name))
+                        {
+                            for t in targets.iter().filter(|t| t.transport == Transport::Tls) {
+                                out.name_peer(t.addr, &host);
+                            }
+                        }
+                        // The receiver is gone only at shutdown.
+                        let _ = tx.send((key, r));
+                    });
+                }
+            }
+            _ => {
+                let now = self.now();
+                self.with_core(|c| {
+                    for (key, _) in names {
+                        c.resolved(&key, Err(dns::DnsError::Failed("no resolver".into())), now);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Hand a finished resolution to the core.
+    fn apply_resolved(&self, (key, result): Resolved) {
+        let now = self.now();
+        crate::server::guard::catch("timer", None, || {
+            self.with_core(|c| c.resolved(&key, result, now))
+        });
     }
 
     /// Run timers due now. A panic in one tick is caught and counted (`timer`); the next
@@ -248,10 +386,21 @@ impl Proxy {
     pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut every = tokio::time::interval(TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let rx = crate::server::guard::lock(&self.resolved_rx, "dns results").take();
+        let Some(mut rx) = rx else {
+            // A second timer task: the first one applies the resolutions.
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = every.tick() => self.tick(),
+                }
+            }
+        };
         loop {
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => return,
                 _ = every.tick() => self.tick(),
+                Some(done) = rx.recv() => self.apply_resolved(done),
             }
         }
     }
@@ -260,15 +409,38 @@ impl Proxy {
 impl Handler for Proxy {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        self.with_core(|c| c.request(req, ctx, now))
+        self.with_core(|c| {
+            // Whom a refusal names in the security log (see `Core::refused`).
+            c.requester = Some(ctx.source);
+            let action = c.request(req, ctx, now);
+            c.requester = None;
+            action
+        })
     }
 
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        self.with_core(|c| c.response(resp, ctx, now))
+        let action = self.with_core(|c| c.response(resp, ctx, now));
+        if let Action::Drop { reason } = &action
+            && *reason == crate::metrics::DROP_STRAY_RESPONSE
+        {
+            // Forged or late replies: one line a minute per source, with the count.
+            crate::logging::security_event(
+                "stray_reply",
+                ctx.source.ip(),
+                "response matching no open transaction",
+                1,
+            );
+        }
+        action
     }
 
     fn attach(&self, out: Arc<dyn Outbound>) {
         let _ = self.out.set(out);
+    }
+
+    fn unreachable(&self, dest: crate::server::core::Destination) {
+        let now = self.now();
+        self.with_core(|c| c.unreachable(dest, now));
     }
 }

@@ -393,6 +393,90 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The Route parameter of a request one cluster node sends another through the Path of a
+/// registration (RFC 3327; issue 13).
+pub const CLUSTER_PARAM: &str = "sfwc";
+/// How far the time of a cluster hop's seal may be from ours (clock skew between nodes and
+/// the time in flight); older seals are refused, so a copied one is good for this long only,
+/// and only for the same Call-ID and Request-URI.
+pub const CLUSTER_HOP_WINDOW: u64 = 60;
+/// Bytes of a cluster hop's tag (128 bits).
+const HOP_TAG: usize = 16;
+/// The longest AOR a cluster hop carries.
+const HOP_MAX_AOR: usize = 512;
+
+fn hop_tag(key: &[u8], unix: u64, aor: &str, call_id: &str, ruri: &str) -> [u8; 32] {
+    mac(
+        key,
+        &[
+            b"cluster-hop",
+            &unix.to_le_bytes(),
+            aor.as_bytes(),
+            call_id.as_bytes(),
+            ruri.as_bytes(),
+        ],
+    )
+}
+
+/// The seal a node puts on the Path Route of a request it sends to the node holding the
+/// flow of `aor`'s contact `ruri`: only a node with the cluster's key (from the shared
+/// `[auth] secret`) makes one, so the holding node relays to its flow for cluster nodes
+/// only, never for an outsider who writes the same Route (no open relay).
+pub fn seal_cluster_hop(key: &[u8], unix: u64, aor: &str, call_id: &str, ruri: &str) -> String {
+    let tag = hop_tag(key, unix, aor, call_id, ruri);
+    format!(
+        "{unix}.{}.{}",
+        crate::auth::digest::hex(aor.as_bytes()),
+        crate::auth::digest::hex(&tag[..HOP_TAG])
+    )
+}
+
+/// The AOR of a cluster hop's seal, when it is valid for this request now.
+pub fn open_cluster_hop(
+    key: &[u8],
+    now_unix: u64,
+    seal: &str,
+    call_id: &str,
+    ruri: &str,
+) -> Option<String> {
+    let mut it = seal.split('.');
+    let unix: u64 = it.next()?.parse().ok()?;
+    let aor_hex = it.next()?;
+    let tag_hex = it.next()?;
+    if it.next().is_some()
+        || aor_hex.len() > 2 * HOP_MAX_AOR
+        || tag_hex.len() != 2 * HOP_TAG
+        || unix.abs_diff(now_unix) > CLUSTER_HOP_WINDOW
+    {
+        return None;
+    }
+    let hexbytes = |s: &str| -> Option<Vec<u8>> {
+        if !s.len().is_multiple_of(2) {
+            return None;
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+            .collect()
+    };
+    let aor = String::from_utf8(hexbytes(aor_hex)?).ok()?;
+    let tag = hexbytes(tag_hex)?;
+    let want = hop_tag(key, unix, &aor, call_id, ruri);
+    let diff = want[..HOP_TAG]
+        .iter()
+        .zip(&tag)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    (diff == 0).then_some(aor)
+}
+
+/// The cluster hop parameter of a `<uri>;params` Route entry.
+pub fn cluster_hop_of(entry: &str) -> Option<String> {
+    match uri::parse(entry_uri(entry)?) {
+        Ok(Uri::Sip(u)) => u.param(CLUSTER_PARAM).map(str::to_string),
+        _ => None,
+    }
+}
+
 /// The stamp parameter of a `<uri>;params` Route entry.
 pub fn stamp_of(entry: &str) -> Option<String> {
     match uri::parse(entry_uri(entry)?) {

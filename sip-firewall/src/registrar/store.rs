@@ -21,6 +21,10 @@ pub struct Binding {
     /// The user whose digest credentials the REGISTER proved (None: an allow-listed peer
     /// registered without them).
     pub authenticated: Option<String>,
+    /// RFC 3327: the Path of a binding whose flow another cluster node holds (that node's
+    /// Path URI): requests for the contact are routed through it. None: the flow is ours
+    /// (`source`, `transport`).
+    pub path: Option<String>,
 }
 
 /// Where bindings live.
@@ -40,6 +44,15 @@ pub trait LocationStore: Send {
     /// Whether nothing is stored.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Apply a change another cluster node made (never written through again). A store
+    /// that is not shared has no other nodes: nothing to do.
+    fn apply_remote(&mut self, _change: &super::shared::Change, _now: Instant) {}
+    /// The full set of the cluster after a (re)connect: see [`super::shared::WriteThrough`].
+    fn reload_remote(&mut self, _all: &[(String, super::shared::SharedBinding)], _now: Instant) {}
+    /// Every AOR with its bindings (live or not yet expired), for a full resynchronisation.
+    fn all(&self) -> Vec<(String, Binding)> {
+        Vec::new()
     }
 }
 
@@ -106,5 +119,12 @@ impl LocationStore for MemoryStore {
 
     fn len(&self) -> usize {
         self.count
+    }
+
+    fn all(&self) -> Vec<(String, Binding)> {
+        self.by_aor
+            .iter()
+            .flat_map(|(aor, list)| list.iter().map(|b| (aor.clone(), b.clone())))
+            .collect()
     }
 }

@@ -171,7 +171,7 @@ pub fn user_gate(config: &Config, state_dir: &std::path::Path) -> anyhow::Result
     let enforcer = crate::enforce::Enforcer::new(store, None, config)?;
     let (learner, _events) = crate::enforce::learn::Learner::new(1024);
     Ok(Arc::new(crate::enforce::gate::UserGate::new(
-        config,
+        crate::enforce::live::EnforceSettings::new(config),
         Arc::new(Mutex::new(enforcer)),
         learner,
         &Metrics::new(),

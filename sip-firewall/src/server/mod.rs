@@ -37,9 +37,9 @@ pub use crate::guard;
 mod outbound;
 pub mod slots;
 mod tcp;
-mod tls;
+pub mod tls;
 mod udp;
-mod ws;
+pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -64,9 +64,11 @@ pub struct SipServer {
     tcp: Vec<tokio::net::TcpListener>,
     /// TLS listeners and their acceptor (`[tls]`, see [`SipServer::bind_tls`]).
     tls: Vec<tokio::net::TcpListener>,
-    tls_acceptor: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    tls_acceptor: Option<(Arc<tls::LiveTls>, Duration)>,
     /// WebSocket listeners and their settings (`[ws]`, see [`SipServer::bind_ws`]).
     ws: Vec<(tokio::net::TcpListener, ws::WsSettings)>,
+    /// Secure WebSocket listeners (`[wss]`), with the live TLS material.
+    wss: Vec<(tokio::net::TcpListener, ws::WsSettings, Arc<tls::LiveTls>)>,
     shared: Arc<Shared>,
 }
 
@@ -122,6 +124,7 @@ impl SipServer {
             tls: Vec::new(),
             tls_acceptor: None,
             ws: Vec::new(),
+            wss: Vec::new(),
             shared: Arc::new(Shared::new(cfg, metrics, handler, outbound)),
         })
     }
@@ -148,8 +151,10 @@ impl SipServer {
             info!(bound = ?l.local_addr().ok(), "SIP listening on TLS");
             self.tls.push(l);
         }
-        self.shared.outbound.enable_tls(t.connector);
-        self.tls_acceptor = Some((t.acceptor, t.handshake_timeout));
+        let handshake_timeout = t.handshake_timeout;
+        let live = tls::go_live(t);
+        self.shared.outbound.enable_tls(live.clone());
+        self.tls_acceptor = Some((live, handshake_timeout));
         Ok(())
     }
 
@@ -162,6 +167,37 @@ impl SipServer {
                 .with_context(|| format!("cannot bind SIP WebSocket on {addr}"))?;
             info!(bound = ?l.local_addr().ok(), "SIP listening on WebSocket");
             self.ws.push((l, settings.clone()));
+        }
+        Ok(())
+    }
+
+    /// Listen for SIP over secure WebSocket on every `[wss] listen` address, with the
+    /// `[tls]` certificate (the one TLS listeners use, loaded here when there are none) and
+    /// the `[ws]` upgrade rules.
+    pub async fn bind_wss(
+        &mut self,
+        wss: &ws::WssConfig,
+        ws_cfg: &crate::config::WsConfig,
+        tls_cfg: &crate::config::TlsConfig,
+    ) -> anyhow::Result<()> {
+        if wss.listen.is_empty() {
+            return Ok(());
+        }
+        let live = match &self.tls_acceptor {
+            Some((live, _)) => live.clone(),
+            None => {
+                let live = tls::go_live(tls::Tls::load(tls_cfg)?);
+                self.shared.outbound.enable_tls(live.clone());
+                live
+            }
+        };
+        let settings = ws::WsSettings::new(ws_cfg, self.shared.limits.max_message_bytes);
+        for addr in &wss.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind SIP secure WebSocket on {addr}"))?;
+            info!(bound = ?l.local_addr().ok(), "SIP listening on secure WebSocket");
+            self.wss.push((l, settings.clone(), live.clone()));
         }
         Ok(())
     }
@@ -194,6 +230,16 @@ impl SipServer {
             tasks.spawn(ws::serve(
                 l,
                 settings,
+                None,
+                self.shared.clone(),
+                shutdown.clone(),
+            ));
+        }
+        for (l, settings, live) in self.wss {
+            tasks.spawn(ws::serve(
+                l,
+                settings,
+                Some(live),
                 self.shared.clone(),
                 shutdown.clone(),
             ));

@@ -41,8 +41,15 @@ pub(crate) struct SocketOutbound {
     tcp: Mutex<Connections>,
     connector: OnceLock<Connector>,
     /// How TLS connections to next hops are opened (set when `[tls]` is configured).
-    tls: OnceLock<tokio_rustls::TlsConnector>,
+    tls: OnceLock<Arc<super::tls::LiveTls>>,
+    /// The domain each TLS next hop was found under (RFC 3263): its SNI and the name its
+    /// certificate must carry. Bounded ([`MAX_TLS_NAMES`]).
+    tls_names: Mutex<HashMap<SocketAddr, String>>,
 }
+
+/// Most TLS next hops whose domain is remembered; beyond, a new one is verified by its
+/// address (which a certificate rarely names: the handshake fails, closed), counted.
+const MAX_TLS_NAMES: usize = 4096;
 
 impl SocketOutbound {
     pub(crate) fn new(udp: Vec<Arc<UdpSocket>>) -> SocketOutbound {
@@ -51,12 +58,13 @@ impl SocketOutbound {
             tcp: Mutex::new(HashMap::new()),
             connector: OnceLock::new(),
             tls: OnceLock::new(),
+            tls_names: Mutex::new(HashMap::new()),
         }
     }
 
     /// Allow opening TLS connections (from `SipServer::bind_tls`).
-    pub(crate) fn enable_tls(&self, connector: tokio_rustls::TlsConnector) {
-        let _ = self.tls.set(connector);
+    pub(crate) fn enable_tls(&self, live: Arc<super::tls::LiveTls>) {
+        let _ = self.tls.set(live);
     }
 
     /// Allow opening TCP connections to peers we have none with (from `run`).
@@ -72,7 +80,12 @@ impl SocketOutbound {
         };
         let tls = match transport {
             Transport::Tls => match self.tls.get() {
-                Some(t) => Some(t.clone()),
+                Some(t) => Some((
+                    t.connector(),
+                    super::guard::lock(&self.tls_names, "tls names")
+                        .get(&addr)
+                        .cloned(),
+                )),
                 // No `[tls]` section: we cannot speak TLS (counted by the caller as a loss).
                 None => return false,
             },
@@ -111,11 +124,13 @@ impl SocketOutbound {
                 Ok(Err(e)) => {
                     debug!(%addr, "TCP connect: {e}");
                     shared.outbound.unregister(addr, transport);
+                    shared.handler.unreachable(Destination { addr, transport });
                     return;
                 }
                 Err(_) => {
                     debug!(%addr, "TCP connect: timed out");
                     shared.outbound.unregister(addr, transport);
+                    shared.handler.unreachable(Destination { addr, transport });
                     return;
                 }
             };
@@ -124,6 +139,7 @@ impl SocketOutbound {
                 Err(e) => {
                     debug!(%addr, "TCP local address: {e}");
                     shared.outbound.unregister(addr, transport);
+                    shared.handler.unreachable(Destination { addr, transport });
                     return;
                 }
             };
@@ -134,11 +150,13 @@ impl SocketOutbound {
             };
             match tls {
                 None => super::tcp::serve_connection(stream, conn, shared, shutdown, rx).await,
-                Some(tls) => {
-                    // Targets are addresses here (no DNS in the core yet): the certificate
-                    // must name that IP address (RFC 5922 7.2 allows an IP SAN); rustls
-                    // sends no SNI for an address.
-                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                Some((tls, domain)) => {
+                    // A target found under a domain (RFC 3263): SNI and verification by that
+                    // domain (RFC 5922 7.1). A target given as an address: the certificate
+                    // must name that address (an IP SAN); rustls sends no SNI for it.
+                    let name = domain
+                        .and_then(|d| rustls::pki_types::ServerName::try_from(d).ok())
+                        .unwrap_or(rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
                     match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream)).await {
                         Ok(Ok(s)) => {
                             crate::metrics::tls_handshake("outbound_ok");
@@ -148,11 +166,13 @@ impl SocketOutbound {
                             crate::metrics::tls_handshake("outbound_failed");
                             debug!(%addr, "TLS connect: {e}");
                             shared.outbound.unregister(addr, transport);
+                            shared.handler.unreachable(Destination { addr, transport });
                         }
                         Err(_) => {
                             crate::metrics::tls_handshake("outbound_failed");
                             debug!(%addr, "TLS connect: handshake timed out");
                             shared.outbound.unregister(addr, transport);
+                            shared.handler.unreachable(Destination { addr, transport });
                         }
                     }
                 }
@@ -173,6 +193,15 @@ impl SocketOutbound {
 }
 
 impl Outbound for SocketOutbound {
+    fn name_peer(&self, addr: SocketAddr, name: &str) {
+        let mut names = super::guard::lock(&self.tls_names, "tls names");
+        if names.len() >= MAX_TLS_NAMES && !names.contains_key(&addr) {
+            crate::metrics::limit_hit("tls_names", Some(addr.ip()));
+            return;
+        }
+        names.insert(addr, name.to_string());
+    }
+
     fn send(&self, dest: Destination, bytes: &[u8]) -> bool {
         match dest.transport {
             Transport::Datagram => {

@@ -27,6 +27,85 @@ pub(crate) struct Tls {
     pub acceptor: TlsAcceptor,
     pub connector: TlsConnector,
     pub handshake_timeout: Duration,
+    /// The bytes of the certificate, key and CA files they were built from.
+    files: Vec<u8>,
+}
+
+/// The TLS material in use, replaced by a reload ([`reload_certificates`]): each new
+/// handshake (accepted or opened) takes the current one; connections already up keep theirs.
+pub(crate) struct LiveTls {
+    current: std::sync::RwLock<(TlsAcceptor, TlsConnector, Vec<u8>)>,
+}
+
+impl LiveTls {
+    fn new(t: Tls) -> Arc<LiveTls> {
+        Arc::new(LiveTls {
+            current: std::sync::RwLock::new((t.acceptor, t.connector, t.files)),
+        })
+    }
+
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        match self.current.read() {
+            Ok(g) => g.0.clone(),
+            Err(p) => p.into_inner().0.clone(),
+        }
+    }
+
+    pub(crate) fn connector(&self) -> TlsConnector {
+        match self.current.read() {
+            Ok(g) => g.1.clone(),
+            Err(p) => p.into_inner().1.clone(),
+        }
+    }
+}
+
+/// The daemon's TLS material, for [`reload_certificates`] (the latest server bound with TLS).
+static LIVE: std::sync::Mutex<Option<std::sync::Weak<LiveTls>>> = std::sync::Mutex::new(None);
+
+/// Make `t` the live TLS material of this process; the handle the listeners and the outbound
+/// read it through.
+pub(crate) fn go_live(t: Tls) -> Arc<LiveTls> {
+    let live = LiveTls::new(t);
+    *super::guard::lock(&LIVE, "live tls") = Some(Arc::downgrade(&live));
+    live
+}
+
+/// `sip-firewall reload` / SIGHUP: read `[tls] certificate`, `private_key` and `ca` again
+/// (renewed in place, or other paths), with the running listeners' other settings. Ok(true)
+/// when they changed and new handshakes now use them, Ok(false) when nothing changed or TLS
+/// is not running; Err (the running material stays) when a file is unreadable or the key
+/// does not match the certificate.
+pub fn reload_certificates(cfg: &TlsConfig) -> anyhow::Result<bool> {
+    let live = super::guard::lock(&LIVE, "live tls")
+        .as_ref()
+        .and_then(std::sync::Weak::upgrade);
+    let Some(live) = live else {
+        return Ok(false);
+    };
+    let t = Tls::load(cfg)?;
+    let mut g = match live.current.write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if g.2 == t.files {
+        return Ok(false);
+    }
+    *g = (t.acceptor, t.connector, t.files);
+    tracing::info!("TLS certificate reloaded");
+    Ok(true)
+}
+
+/// `[tls]` as it is running, but for the certificate files a reload re-reads.
+pub fn restart_only(cfg: &TlsConfig) -> String {
+    format!(
+        "{:?}",
+        TlsConfig {
+            certificate: None,
+            private_key: None,
+            ca: None,
+            ..cfg.clone()
+        }
+    )
 }
 
 fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -54,6 +133,11 @@ impl Tls {
         let (Some(cert), Some(key)) = (&cfg.certificate, &cfg.private_key) else {
             anyhow::bail!("[tls] needs certificate and private_key");
         };
+        let mut files = std::fs::read(cert).unwrap_or_default();
+        files.extend(std::fs::read(key).unwrap_or_default());
+        if let Some(ca) = &cfg.ca {
+            files.extend(std::fs::read(ca).unwrap_or_default());
+        }
         let certs = read_certs(cert)?;
         let key = read_key(key)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -107,6 +191,7 @@ impl Tls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
             handshake_timeout: cfg.handshake_timeout,
+            files,
         })
     }
 }
@@ -116,7 +201,7 @@ impl Tls {
 /// the handshake must finish within `handshake_timeout`.
 pub(super) async fn serve(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    live: Arc<LiveTls>,
     handshake_timeout: Duration,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
@@ -148,7 +233,8 @@ pub(super) async fn serve(
         };
         let shared = shared.clone();
         let rx = shutdown.clone();
-        let acceptor = acceptor.clone();
+        // The certificate in force at accept (a reload changes it for the next ones).
+        let acceptor = live.acceptor();
         tokio::spawn(async move {
             let _slot = slot;
             let local = match stream.local_addr() {

@@ -12,7 +12,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use futures_util::{SinkExt as _, StreamExt as _};
 use sip_firewall_sip::Transport;
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{mpsc, watch},
     time::{Instant, sleep_until, timeout_at},
 };
@@ -27,8 +27,19 @@ use tokio_tungstenite::{
 };
 use tracing::debug;
 
-use super::{Shared, slots::Full};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Shared, slots::Full, tls::LiveTls};
 use crate::config::WsConfig;
+
+/// `[wss]`: SIP over WebSocket over TLS, with the `[tls]` certificate and the `[ws]` rules.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WssConfig {
+    /// Addresses to accept TLS, then the WebSocket upgrade, on; empty: none.
+    pub listen: Vec<SocketAddr>,
+}
 
 /// What every WebSocket connection needs from `[ws]`.
 #[derive(Clone, Debug)]
@@ -100,9 +111,12 @@ fn check_upgrade(
 
 /// Accept WebSocket connections until shutdown.
 #[allow(clippy::result_large_err)] // the upgrade callback's type is tungstenite's
+/// With `tls` (wss), the TLS handshake with the live certificate comes first; the TLS
+/// handshake and the upgrade together must finish within `handshake_timeout`.
 pub(super) async fn serve(
     listener: TcpListener,
     settings: WsSettings,
+    tls: Option<Arc<LiveTls>>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -132,45 +146,78 @@ pub(super) async fn serve(
             }
         };
         let (shared, rx, settings) = (shared.clone(), shutdown.clone(), settings.clone());
+        // The certificate in force at accept (a reload changes it for the next ones).
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             let _slot = slot;
             let Ok(local) = stream.local_addr() else {
                 return;
             };
-            let s = settings.clone();
-            let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
-                stream,
-                |req: &Request, resp: Response| check_upgrade(&s, req, resp),
-                Some(settings.config),
-            );
-            let ws = match tokio::time::timeout(settings.handshake_timeout, upgrade).await {
-                Ok(Ok(ws)) => ws,
-                Ok(Err(e)) => {
-                    crate::metrics::ws_upgrade("failed");
-                    debug!(%peer, "WebSocket upgrade: {e}");
-                    return;
-                }
-                Err(_) => {
-                    crate::metrics::ws_upgrade("timeout");
-                    debug!(%peer, "WebSocket upgrade timed out");
-                    return;
-                }
-            };
-            crate::metrics::ws_upgrade("ok");
-            let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
-            shared.outbound.register(peer, Transport::Ws, tx);
-            shared.metrics.tcp_opened();
-            let why = match connection(ws, peer, local, &shared, &settings, rx, out_rx).await {
-                Ok(why) => why,
-                Err(e) => {
-                    debug!(%peer, "WebSocket connection: {e}");
-                    "error"
-                }
-            };
-            shared.outbound.unregister(peer, Transport::Ws);
-            shared.metrics.tcp_closed(why);
+            let deadline = Instant::now() + settings.handshake_timeout;
+            match acceptor {
+                None => upgrade(stream, peer, local, shared, settings, rx, deadline).await,
+                Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        crate::metrics::tls_handshake("ok");
+                        upgrade(s, peer, local, shared, settings, rx, deadline).await;
+                    }
+                    Ok(Err(e)) => {
+                        crate::metrics::tls_handshake("failed");
+                        debug!(%peer, "WSS TLS handshake: {e}");
+                    }
+                    Err(_) => {
+                        crate::metrics::tls_handshake("timeout");
+                        debug!(%peer, "WSS TLS handshake timed out");
+                    }
+                },
+            }
         });
     }
+}
+
+/// The upgrade (within `deadline`), then the connection until it ends.
+#[allow(clippy::result_large_err)] // the upgrade callback's type is tungstenite's
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    settings: WsSettings,
+    rx: watch::Receiver<bool>,
+    deadline: Instant,
+) {
+    let s = settings.clone();
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |req: &Request, resp: Response| check_upgrade(&s, req, resp),
+        Some(settings.config),
+    );
+    let ws = match timeout_at(deadline, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            crate::metrics::ws_upgrade("failed");
+            debug!(%peer, "WebSocket upgrade: {e}");
+            return;
+        }
+        Err(_) => {
+            crate::metrics::ws_upgrade("timeout");
+            debug!(%peer, "WebSocket upgrade timed out");
+            return;
+        }
+    };
+    crate::metrics::ws_upgrade("ok");
+    let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+    shared.outbound.register(peer, Transport::Ws, tx);
+    shared.metrics.tcp_opened();
+    let why = match connection(ws, peer, local, &shared, &settings, rx, out_rx).await {
+        Ok(why) => why,
+        Err(e) => {
+            debug!(%peer, "WebSocket connection: {e}");
+            "error"
+        }
+    };
+    shared.outbound.unregister(peer, Transport::Ws);
+    shared.metrics.tcp_closed(why);
 }
 
 /// The bytes of a SIP message as a WebSocket message: text when it is UTF-8 (what browser
@@ -182,8 +229,8 @@ fn frame(bytes: Vec<u8>) -> Message {
     }
 }
 
-async fn connection(
-    mut ws: WebSocketStream<TcpStream>,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocketStream<S>,
     peer: SocketAddr,
     local: SocketAddr,
     shared: &Shared,
@@ -268,8 +315,8 @@ async fn connection(
 }
 
 /// Send before the deadline (a peer that never reads must not hold us).
-async fn send(
-    ws: &mut WebSocketStream<TcpStream>,
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
     m: Message,
     deadline: Instant,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {

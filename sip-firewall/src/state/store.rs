@@ -7,7 +7,10 @@ use std::{
 };
 
 use ipnet::IpNet;
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{
+    Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::proxy::config::UserEntry;
@@ -18,6 +21,13 @@ const DENY: TableDefinition<&str, ()> = TableDefinition::new("deny");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// Accounts suspended by the toll-fraud guard (`crate::fraud`), by account.
 const FRAUD_SUSPENSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("fraud_suspensions");
+/// `[cluster]`: changes queued while Redis is unreachable, in order (sequence -> the change).
+const CLUSTER_OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("cluster_outbox");
+/// `[cluster]`: the bans Redis had (received from it or written to it), by address: what a
+/// full load may remove when Redis no longer has them.
+const CLUSTER_BANS: TableDefinition<&str, ()> = TableDefinition::new("cluster_bans");
+/// `[cluster]`: small values (the epoch of the Redis data last loaded).
+const CLUSTER_META: TableDefinition<&str, &str> = TableDefinition::new("cluster_meta");
 
 /// The state database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +111,9 @@ impl Store {
             tx.open_table(DENY)?;
             tx.open_table(USERS)?;
             tx.open_table(FRAUD_SUSPENSIONS)?;
+            tx.open_table(CLUSTER_OUTBOX)?;
+            tx.open_table(CLUSTER_BANS)?;
+            tx.open_table(CLUSTER_META)?;
             Ok(())
         })?;
         Ok(store)
@@ -174,6 +187,91 @@ impl Store {
             match serde_json::from_slice::<BanRecord>(v.value()) {
                 Ok(b) => out.push(b),
                 Err(e) => tracing::warn!("skipping an unreadable ban record: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Append changes to the cluster outbox, in order, in one commit; at most `bound` are
+    /// kept (the newest beyond it are refused): how many were appended.
+    pub fn outbox_append(&self, items: &[Vec<u8>], bound: usize) -> Result<usize, StateError> {
+        let mut n = 0;
+        self.write(|tx| {
+            let mut t = tx.open_table(CLUSTER_OUTBOX)?;
+            let len = t.len()? as usize;
+            let first = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for (key, item) in (first..).zip(items.iter().take(bound.saturating_sub(len))) {
+                t.insert(key, item.as_slice())?;
+                n += 1;
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// The oldest `limit` changes of the cluster outbox, with their keys.
+    pub fn outbox_items(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(CLUSTER_OUTBOX).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))?.take(limit) {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Remove changes of the cluster outbox (sent).
+    pub fn outbox_remove(&self, keys: &[u64]) -> Result<(), StateError> {
+        self.write(|tx| {
+            let mut t = tx.open_table(CLUSTER_OUTBOX)?;
+            for k in keys {
+                t.remove(*k)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Mark (or unmark) bans as known to the cluster, in one commit.
+    pub fn set_cluster_bans(&self, on: &[IpAddr], off: &[IpAddr]) -> Result<(), StateError> {
+        self.write(|tx| {
+            let mut t = tx.open_table(CLUSTER_BANS)?;
+            for ip in on {
+                t.insert(ip.to_string().as_str(), ())?;
+            }
+            for ip in off {
+                t.remove(ip.to_string().as_str())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A value of the cluster's meta table.
+    pub fn cluster_meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(CLUSTER_META).map_err(|e| self.err(e))?;
+        Ok(table
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value().to_string()))
+    }
+
+    pub fn set_cluster_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.open_table(CLUSTER_META)?.insert(key, value)?;
+            Ok(())
+        })
+    }
+
+    /// The bans marked as known to the cluster.
+    pub fn cluster_bans(&self) -> Result<Vec<IpAddr>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(CLUSTER_BANS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, _) = entry.map_err(|e| self.err(e))?;
+            if let Ok(ip) = k.value().parse() {
+                out.push(ip);
             }
         }
         Ok(out)
@@ -297,6 +395,44 @@ mod tests {
         let d = std::env::temp_dir().join(format!("sfw-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn cluster_outbox_keeps_order_bound_and_survives_reopen() {
+        let dir = tmp("outbox");
+        {
+            let s = Store::open(&dir).unwrap();
+            assert_eq!(
+                s.outbox_append(&[b"one".to_vec(), b"two".to_vec()], 3)
+                    .unwrap(),
+                2
+            );
+            assert_eq!(
+                s.outbox_append(&[b"three".to_vec(), b"four".to_vec()], 3)
+                    .unwrap(),
+                1,
+                "bounded"
+            );
+            s.set_cluster_bans(&["192.0.2.1".parse().unwrap()], &[])
+                .unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        let items = s.outbox_items(10).unwrap();
+        let texts: Vec<&[u8]> = items.iter().map(|(_, v)| v.as_slice()).collect();
+        assert_eq!(texts, vec![&b"one"[..], b"two", b"three"]);
+        s.outbox_remove(&[items[0].0]).unwrap();
+        assert_eq!(s.outbox_items(10).unwrap().len(), 2);
+        s.outbox_append(&[b"five".to_vec()], 3).unwrap();
+        let last = s.outbox_items(10).unwrap();
+        assert_eq!(last.last().unwrap().1, b"five");
+        assert_eq!(
+            s.cluster_bans().unwrap(),
+            vec!["192.0.2.1".parse::<IpAddr>().unwrap()]
+        );
+        s.set_cluster_bans(&[], &["192.0.2.1".parse().unwrap()])
+            .unwrap();
+        assert!(s.cluster_bans().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub const PROGRAM_NAME: &str = "sip_firewall";
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
     #[error(
-        "loading the XDP program needs root (or CAP_BPF and CAP_NET_ADMIN): run as root, or pass --xdp-mode off to run without the fast path ({0})"
+        "loading the XDP program needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN: the verifier refuses the program's pointer arithmetic without CAP_PERFMON): run as root or with those capabilities (the packaged systemd unit grants them), or pass --xdp-mode off to run without the fast path ({0})"
     )]
     Privilege(String),
     #[error(
@@ -84,6 +84,49 @@ enum Attachment {
     Pinned(PathBuf),
 }
 
+/// Which of the capabilities the fast path needs this process lacks (effective set, from
+/// `/proc/self/status`): CAP_BPF (maps and programs), CAP_PERFMON (the verifier allows
+/// pointer arithmetic only with it) and CAP_NET_ADMIN (attaching XDP). CAP_SYS_ADMIN covers
+/// the first two on kernels before 5.8.
+pub fn missing_capabilities() -> Vec<&'static str> {
+    const NET_ADMIN: u32 = 12;
+    const SYS_ADMIN: u32 = 21;
+    const PERFMON: u32 = 38;
+    const BPF: u32 = 39;
+    let Some(eff) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+    else {
+        return Vec::new();
+    };
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    let mut missing = Vec::new();
+    if !has(BPF) && !has(SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(PERFMON) && !has(SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if !has(NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    missing
+}
+
+/// The loader's error, and which capabilities the process lacks.
+fn with_missing_capabilities(detail: String) -> String {
+    let missing = missing_capabilities();
+    if missing.is_empty() {
+        detail
+    } else {
+        format!("this process lacks {}: {detail}", missing.join(", "))
+    }
+}
+
 fn is_privilege_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
@@ -97,7 +140,9 @@ fn is_privilege_error(e: &(dyn std::error::Error + 'static)) -> bool {
             err.downcast_ref::<ProgramError>()
             && !verifier_log.to_string().trim().is_empty()
         {
-            return false;
+            // The verifier refuses what an unprivileged loader may not do (pointer
+            // arithmetic needs CAP_PERFMON): a missing capability, not a bad program.
+            return !missing_capabilities().is_empty();
         }
         cur = err.source();
     }
@@ -175,7 +220,7 @@ impl FastPath {
             .load(PROGRAM_OBJECT)
             .map_err(|e| {
                 if is_privilege_error(&e) {
-                    XdpError::Privilege(describe(&e))
+                    XdpError::Privilege(with_missing_capabilities(describe(&e)))
                 } else if matches!(e, aya::EbpfError::MapError(_)) {
                     XdpError::Maps(MapsError::Load(describe(&e)))
                 } else {
@@ -196,17 +241,20 @@ impl FastPath {
             .try_into()
             .map_err(|e: ProgramError| XdpError::Refused(describe(&e)))?;
         program.load().map_err(|e| {
+            // The verifier's last lines say why; the whole log is thousands of lines.
+            let detail = match &e {
+                ProgramError::LoadError { verifier_log, .. }
+                    if !verifier_log.to_string().trim().is_empty() =>
+                {
+                    let log = verifier_log.to_string();
+                    let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                }
+                _ => describe(&e),
+            };
             if is_privilege_error(&e) {
-                XdpError::Privilege(describe(&e))
+                XdpError::Privilege(with_missing_capabilities(detail))
             } else {
-                let detail = match &e {
-                    ProgramError::LoadError { verifier_log, .. } => {
-                        let log = verifier_log.to_string();
-                        let tail: Vec<&str> = log.lines().rev().take(8).collect();
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                    }
-                    _ => describe(&e),
-                };
                 XdpError::Refused(detail)
             }
         })?;

@@ -5,6 +5,12 @@
 
 #![allow(dead_code, unused_imports)]
 
+use std::{
+    net::UdpSocket,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
 pub use sip_firewall_tests::{
     daemon::Loopback as Daemon, metrics::scrape_opt, ports::free_port, skip,
 };
@@ -19,4 +25,52 @@ pub fn start(tag: &str, config: &str, rust_log: Option<&str>) -> Daemon {
         rust_log,
         &[],
     )
+}
+
+/// dnsmasq, killed when dropped.
+pub struct Dnsmasq(Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// dnsmasq on 127.0.0.1:`port` with `records`; None when it is not installed.
+pub fn dnsmasq(port: u16, records: &[&str]) -> Option<Dnsmasq> {
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--pid-file",
+        "--bind-interfaces",
+        "--listen-address=127.0.0.1",
+        // Names under .test are all ours: anything else under it is NXDOMAIN at once.
+        "--local=/test/",
+        "--local-ttl=30",
+    ])
+    .arg(format!("--port={port}"))
+    .args(records)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Debian's dnsmasq-base would drop to a `dnsmasq` user that may not exist.
+        cmd.arg("--user=root");
+    }
+    let child = cmd.spawn().ok()?;
+    let d = Dnsmasq(child);
+    // Up when its port is taken.
+    let t0 = Instant::now();
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "dnsmasq did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(d)
 }

@@ -25,6 +25,9 @@
 //! - ban map exhaustion: 280,000 frames from rotating addresses of one /64 and 200 spoofed
 //!   IPv4 floods — one learned ban per prefix in an LRU map, `ban add` and an auth-failure
 //!   ban still work, `sipfw_map_entries` shows the fill — `ban_exhaustion::ban_map_cannot_be_exhausted`
+//! - a connection flood to the WebSocket (or TLS) port from one source (issue 14) — each SYN
+//!   counted as `connection` and spending the source's flood budget; past the burst banned in
+//!   XDP — `syn_flood::a_connection_flood_to_the_websocket_port_is_banned_in_xdp`
 //! - junk to 5060 behind IPv6 Hop-by-Hop/Destination Options headers (was counted passed) —
 //!   the chain is walked (6 headers, 512 bytes at most) and the junk dropped as malformed; a
 //!   longer chain or an unwalked header (AH, Mobility, HIP, Shim6) is malformed too — frames
@@ -57,4 +60,5 @@ mod crash;
 mod killer;
 mod nat_storm;
 mod own_addresses;
+mod syn_flood;
 mod tcp_slots;

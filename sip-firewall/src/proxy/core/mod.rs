@@ -21,7 +21,7 @@ use sip_firewall_sip::{
 use tracing::debug;
 
 use super::{
-    fork::{Branch, BranchState, Fork},
+    fork::{Branch, BranchState, Failover, Fork},
     forward,
     metrics::ProxyMetrics,
     msg::SipMsg,
@@ -40,7 +40,10 @@ use crate::{
         scanner::Scanners,
     },
     proxy::config::RegistrarConfig,
-    registrar::{self, ContactParam, LocationStore, MemoryStore, Register},
+    registrar::{
+        self, ContactParam, LocationStore, MemoryStore, Register,
+        shared::{Change, SharedBinding, Sink, WriteThrough},
+    },
     seams::{Action, Context, Destination, Observer},
 };
 
@@ -116,6 +119,8 @@ fn answer(code: u16, phrase: &'static str) -> LocalReply {
 pub struct Core {
     local: Local,
     outbound: Option<SocketAddr>,
+    /// `[proxy] outbound` when it is a name: resolved by DNS like any domain (RFC 3263).
+    outbound_name: Option<String>,
     allow: Vec<IpNet>,
     /// `[proxy] internal_next_hops`: internal addresses a request's text may name as next hop.
     internal_next_hops: Vec<IpNet>,
@@ -141,6 +146,8 @@ pub struct Core {
     clients: HashMap<ClientKey, ClientEntry>,
     heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     store: Box<dyn LocationStore>,
+    /// Our Path URI (RFC 3327) when registrations are shared with a cluster.
+    cluster_path: Option<String>,
     auth: Authenticator,
     metrics: ProxyMetrics,
     observer: Arc<dyn Observer>,
@@ -157,6 +164,9 @@ pub struct Core {
     last_housekeeping: Instant,
     /// Set by a digest success while a request is handled: that source proved it receives.
     authenticated_source: Option<SocketAddr>,
+    /// The source of the request being handled (set around [`Core::request`]), named by the
+    /// security log when the request is refused.
+    pub(super) requester: Option<SocketAddr>,
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
     /// `[sip] max_transactions` and `max_transactions_per_source`.
@@ -165,6 +175,15 @@ pub struct Core {
     transactions_per_source: HashMap<std::net::IpAddr, usize>,
     /// The toll-fraud guard (issue 12): its decisions on calls, its dialog tracking.
     pub(crate) fraud: crate::fraud::Fraud,
+    /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
+    resolving: HashMap<ServerKey, resolve::Pending>,
+    resolve_queue: Vec<(ServerKey, String)>,
+    /// How long a resolution may take before the request gets 503 (`[dns] timeout` and a
+    /// margin: the resolver ends its own work within `[dns] timeout`).
+    resolve_limit: Duration,
+    /// Client transactions whose branch has further DNS targets (RFC 3263 4.3): the ones a
+    /// transport error toward their destination moves on.
+    with_failover: std::collections::HashSet<ClientKey>,
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -218,7 +237,12 @@ impl Core {
             local: Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
                 .with_tls(config.tls.listen.clone())
                 .with_ws(config.ws.listen.clone()),
-            outbound: config.proxy.outbound,
+            outbound: config.proxy.outbound.as_ref().and_then(|o| o.addr()),
+            outbound_name: config
+                .proxy
+                .outbound
+                .as_ref()
+                .and_then(|o| o.name().map(str::to_string)),
             allow: config.policy.allow.clone(),
             internal_next_hops: config.proxy.internal_next_hops.clone(),
             reply_from_any: config.proxy.reply_from_any.clone(),
@@ -245,6 +269,7 @@ impl Core {
             clients: HashMap::new(),
             heap: BinaryHeap::new(),
             store: Box::new(MemoryStore::default()),
+            cluster_path: None,
             auth: Authenticator::new(
                 Users::from_config(&config.auth.users),
                 algorithms,
@@ -263,13 +288,87 @@ impl Core {
                 .map_or(0, |d| d.as_secs()),
             last_housekeeping: now,
             authenticated_source: None,
+            requester: None,
             last_addr_refresh: now,
             max_transactions: (
                 config.sip.max_transactions,
                 config.sip.max_transactions_per_source,
             ),
             transactions_per_source: HashMap::new(),
+            resolving: HashMap::new(),
+            resolve_queue: Vec::new(),
+            resolve_limit: config.dns.timeout + Duration::from_secs(2),
+            with_failover: std::collections::HashSet::new(),
         })
+    }
+
+    /// Take the settings a reload may change while running (`sip-firewall reload`): the
+    /// allow list (trusted peers), `[proxy]` but `advertise` and `reply_from_any`, the
+    /// scanner list, `[timers]`, `[registrar]`, the offered digest algorithms and the nonce
+    /// lifetime, and the transaction caps of `[sip]`. What runs keeps going: an open
+    /// transaction keeps the deadlines it has and takes the new timer values at its next
+    /// step; a binding keeps its expiry until its next REGISTER. The rest of the config is
+    /// read once at start (the reloader names it as needing a restart).
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.allow = config.policy.allow.clone();
+        self.outbound = config.proxy.outbound.as_ref().and_then(|o| o.addr());
+        self.outbound_name = config
+            .proxy
+            .outbound
+            .as_ref()
+            .and_then(|o| o.name().map(str::to_string));
+        self.internal_next_hops = config.proxy.internal_next_hops.clone();
+        self.unavailable = config.proxy.unavailable;
+        self.identity_headers = config.proxy.identity_headers.clone();
+        self.force_rport = config.sip.force_rport;
+        self.scanners = Scanners::new(config.policy.scanners.as_deref());
+        self.registrar = config.registrar.clone();
+        self.timers = Timers::from_config(&config.timers);
+        self.auth.set_algorithms(
+            config
+                .auth
+                .algorithms
+                .iter()
+                .filter_map(|a| Algorithm::parse(a))
+                .collect(),
+        );
+        self.auth.set_nonce_lifetime(config.auth.nonce_lifetime);
+        self.max_transactions = (
+            config.sip.max_transactions,
+            config.sip.max_transactions_per_source,
+        );
+    }
+
+    /// Share registrations with a cluster (issue 13): the location store becomes a cache
+    /// written through to `sink` (see `registrar::shared`). `path`: the URI the other nodes
+    /// reach us at (default: our advertised host and port over UDP).
+    pub fn share_locations(&mut self, node: String, path: Option<String>, sink: Sink) {
+        let path = path
+            .unwrap_or_else(|| format!("sip:{};lr", self.local.hostport_for(Transport::Datagram)));
+        let mut inner = MemoryStore::default();
+        for (aor, b) in self.store.all() {
+            inner.put(&aor, b);
+        }
+        self.store = Box::new(WriteThrough::new(
+            inner,
+            node,
+            path.clone(),
+            (self.start, self.unix_at_start),
+            sink,
+        ));
+        self.cluster_path = Some(path);
+    }
+
+    /// A registration change another node made.
+    pub fn location_remote(&mut self, change: &Change, now: Instant) {
+        self.store.apply_remote(change, now);
+        self.metrics.bindings.set(self.store.len() as i64);
+    }
+
+    /// The cluster's full set of registrations, after a (re)connect.
+    pub fn location_reload(&mut self, all: &[(String, SharedBinding)], now: Instant) {
+        self.store.reload_remote(all, now);
+        self.metrics.bindings.set(self.store.len() as i64);
     }
 
     /// The identities a user may assert, replaced (admin API).
@@ -411,10 +510,14 @@ impl Core {
             ),
             None => ("", String::new(), 0),
         };
+        // Salted per process: cluster nodes share `rr_key` (one `[auth] secret`), and a
+        // request relayed from one node to another unchanged (an in-dialog BYE through the
+        // node holding the callee's flow) is no loop through the second.
         let h = route::mac(
             &self.rr_key,
             &[
                 b"loop",
+                &self.salt.to_le_bytes(),
                 ruri.as_bytes(),
                 get(HeaderName::CallId).unwrap_or_default().as_bytes(),
                 tag(HeaderName::From).as_bytes(),
@@ -451,9 +554,13 @@ impl Core {
         })
     }
 
-    /// Count (and log, at debug level) a request refused for routing integrity.
+    /// Count a request refused for routing integrity, and log it as a security event
+    /// (`relay_refused`, rate-limited per source).
     pub(super) fn refused(&self, reason: &'static str) {
-        debug!(reason, "request refused");
+        match self.requester {
+            Some(source) => crate::logging::security_event("relay_refused", source.ip(), reason, 1),
+            None => debug!(reason, "request refused"),
+        }
         self.metrics
             .dialog_refused
             .with_label_values(&[reason])
@@ -625,9 +732,14 @@ fn owned_ctx(m: &Message<'_>) -> ReplyContext<'static> {
 
 mod fraud;
 mod request;
+mod resolve;
 mod response;
 mod timers;
 
+#[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
+mod dns_tests;
 #[cfg(test)]
 mod edge_tests;
 #[cfg(test)]

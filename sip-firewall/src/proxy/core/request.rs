@@ -386,7 +386,10 @@ impl Core {
             e.txn.local();
         }
         self.reply(key, &answer(200, "OK"), now);
-        if pending {
+        if pending && self.cancel_resolution(&ikey) {
+            // Still waiting for DNS: never forwarded, the INVITE ends here.
+            self.reply(&ikey, &answer(487, "Request Terminated"), now);
+        } else if pending {
             self.cancel_branches(&ikey, None, now);
             self.maybe_finish(&ikey, now);
         }
@@ -416,6 +419,12 @@ impl Core {
             .is_some_and(|a| a.tag.is_some());
         let popped = route::pop_our_routes(&mut msg, &self.local);
 
+        // A request another cluster node sends through the Path of a registration whose
+        // flow we hold (RFC 3327): relayed to that flow, for a cluster node only.
+        if !in_dialog && let Some(seal) = popped.iter().find_map(|e| route::cluster_hop_of(e)) {
+            return self.cluster_hop(key, msg, m, ctx, method, &seal, now);
+        }
+
         if in_dialog {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
             // routing), from one of its parties to the other; a Route naming us without our
@@ -435,8 +444,18 @@ impl Core {
         if !trusted {
             msg.remove(HeaderName::Route);
         } else if !route::routes(&msg).is_empty() {
-            let dest = route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?;
-            let dest = self.text_hop(dest)?;
+            // A Route naming a domain is resolved by DNS (RFC 3263), after the checks below.
+            let by_dns = route::routes(&msg)
+                .first()
+                .and_then(|e| route::entry_uri(e))
+                .filter(|u| resolve::names_domain(u))
+                .map(str::to_string);
+            let dest = match by_dns {
+                Some(_) => None,
+                None => Some(self.text_hop(
+                    route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?,
+                )?),
+            };
             if method == "INVITE" {
                 let ruri = msg.request_uri().unwrap_or("").to_string();
                 let account = format!("peer:{}", ctx.source.ip().to_canonical());
@@ -445,7 +464,11 @@ impl Core {
             }
             forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
             let rr = forward::creates_dialog(method).then_some(ctx.transport);
-            return self.forward(key, msg, vec![(None, dest)], method, rr, now);
+            return match (dest, by_dns) {
+                (Some(dest), _) => self.forward(key, msg, vec![(None, dest)], method, rr, now),
+                (None, Some(uri)) => self.resolve_later(key, msg, uri, method, rr, now),
+                (None, None) => Err(answer(404, "No Route")),
+            };
         }
 
         let ruri_text = msg.request_uri().unwrap_or("").to_string();
@@ -525,6 +548,7 @@ impl Core {
             msg.push(HeaderName::Other("P-Asserted-Identity"), pai);
         }
         if !relay::may_relay(sender, target) {
+            crate::logging::security_event("relay_refused", ctx.source.ip(), "open relay", 1);
             return Err(answer(403, "Relaying Forbidden"));
         }
         if method == "INVITE"
@@ -552,24 +576,60 @@ impl Core {
                     // Unknown and unregistered look the same: no enumeration of users.
                     return Err(self.unavailable());
                 }
-                bindings
-                    .into_iter()
-                    .map(|b| {
-                        let dest = binding_destination(&b);
-                        (Some(b.contact), dest)
-                    })
-                    .collect()
+                let call_id = m.get(HeaderName::CallId).unwrap_or("").to_string();
+                let unix = self.unix_secs(now);
+                let mut routed = Vec::with_capacity(bindings.len());
+                for b in bindings {
+                    match &b.path {
+                        // Our flow.
+                        None => {
+                            routed.push((Some(b.contact.clone()), None, binding_destination(&b)))
+                        }
+                        // Another node holds the flow (RFC 3327): through its Path URI,
+                        // sealed for this request so that it relays for cluster nodes only.
+                        Some(path) => {
+                            let Some(dest) = route::resolve(path, None) else {
+                                self.refused("bad_path");
+                                continue;
+                            };
+                            let seal = route::seal_cluster_hop(
+                                &self.rr_key,
+                                unix,
+                                &aor,
+                                &call_id,
+                                &b.contact,
+                            );
+                            let route = format!("<{path};{}={seal}>", route::CLUSTER_PARAM);
+                            routed.push((Some(b.contact.clone()), Some(route), dest));
+                        }
+                    }
+                }
+                if routed.is_empty() {
+                    return Err(self.unavailable());
+                }
+                let rr = forward::creates_dialog(method).then_some(ctx.transport);
+                return self.forward_routed(key, msg, routed, method, rr, now);
             }
             _ if to_us => {
                 // A user at one of our addresses while we serve no domain: nobody is here.
                 return Err(self.unavailable());
             }
             _ => {
+                if let Some(name) = self.outbound_name.clone() {
+                    // The outbound proxy by name: where DNS says, with failover.
+                    let rr = forward::creates_dialog(method).then_some(ctx.transport);
+                    return self.resolve_later(key, msg, name, method, rr, now);
+                }
                 let dest = match self.outbound {
                     Some(addr) => Destination {
                         addr,
                         transport: Transport::Datagram,
                     },
+                    // A foreign domain and no outbound proxy: where DNS says (RFC 3263).
+                    None if resolve::names_domain(&ruri_text) => {
+                        let rr = forward::creates_dialog(method).then_some(ctx.transport);
+                        return self.resolve_later(key, msg, ruri_text, method, rr, now);
+                    }
                     None => self.text_hop(
                         route::resolve(&ruri_text, None)
                             .ok_or(answer(404, "No Route To Destination"))?,
@@ -674,6 +734,52 @@ impl Core {
         }
     }
 
+    /// A request from another cluster node for a contact whose flow we hold: its Route
+    /// named our Path URI with a seal made under the cluster's key for this very Call-ID
+    /// and Request-URI (`route::open_cluster_hop`). Relayed to the flow of our binding of
+    /// that contact, record-routed (the phone's in-dialog requests come back through us);
+    /// the node it came from authenticated and checked the caller. A missing or wrong seal
+    /// (an outsider writing our Path into a Route) is refused: no open relay.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cluster_hop(
+        &mut self,
+        key: &ServerKey,
+        mut msg: SipMsg,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        seal: &str,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let call_id = m.get(HeaderName::CallId).unwrap_or("");
+        let ruri = msg.request_uri().unwrap_or("").to_string();
+        let Some(aor) =
+            route::open_cluster_hop(&self.rr_key, self.unix_secs(now), seal, call_id, &ruri)
+        else {
+            debug!(source = %ctx.source, "cluster hop without a valid seal refused");
+            self.refused("cluster_hop");
+            return Err(answer(403, "Forbidden"));
+        };
+        let Some(b) = self
+            .store
+            .lookup(&aor, now)
+            .into_iter()
+            .find(|b| b.path.is_none() && b.contact.eq_ignore_ascii_case(&ruri))
+        else {
+            // The phone moved or left since the other node looked.
+            return Err(self.unavailable());
+        };
+        // Nothing below our Path is honoured: the flow is the next hop.
+        msg.remove(HeaderName::Route);
+        let dest = binding_destination(&b);
+        self.metrics
+            .forwarded
+            .with_label_values(&["cluster_hop"])
+            .inc();
+        let rr = forward::creates_dialog(method).then_some(ctx.transport);
+        self.forward(key, msg, vec![(None, dest)], method, rr, now)
+    }
+
     /// REGISTER for one of our domains (RFC 3261 10.3).
     pub(super) fn register(
         &mut self,
@@ -754,11 +860,27 @@ impl Core {
         let result = registrar::register(&self.registrar, self.store.as_mut(), &req, now);
         self.metrics.bindings.set(self.store.len() as i64);
         let l = match result {
-            Ok(bindings) => LocalReply {
-                code: 200,
-                phrase: "OK",
-                extra: registrar::contact_lines(&bindings, now),
-            },
+            Ok(bindings) => {
+                let mut extra = registrar::contact_lines(&bindings, now);
+                // RFC 3327 5.3: the registrar returns the Path it stored only to a UA that
+                // said it supports it. Ours is the edge's own Path URI (we are edge and
+                // registrar in one: nothing between the phone and us adds one), stored
+                // with the binding in the cluster whether or not the UA supports Path: it
+                // steers the other nodes, never the UA.
+                if let Some(p) = &self.cluster_path
+                    && !bindings.is_empty()
+                    && m.all(HeaderName::Supported)
+                        .flat_map(|v| v.split(','))
+                        .any(|t| t.trim().eq_ignore_ascii_case("path"))
+                {
+                    extra.push(format!("Path: <{p}>"));
+                }
+                LocalReply {
+                    code: 200,
+                    phrase: "OK",
+                    extra,
+                }
+            }
             Err(e) => {
                 let (code, phrase, extra) = e.answer();
                 LocalReply {
@@ -782,8 +904,47 @@ impl Core {
     pub(super) fn forward(
         &mut self,
         key: &ServerKey,
-        mut msg: SipMsg,
+        msg: SipMsg,
         targets: Vec<(Option<String>, Destination)>,
+        method: &str,
+        record_route_from: Option<Transport>,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let targets = targets.into_iter().map(|(u, d)| (u, None, d)).collect();
+        self.forward_routed(key, msg, targets, method, record_route_from, now)
+    }
+
+    /// [`Core::forward`] with a Route entry of its own for some branches (the Path of a
+    /// binding another cluster node holds, RFC 3327), put above the request's routes.
+    pub(super) fn forward_routed(
+        &mut self,
+        key: &ServerKey,
+        msg: SipMsg,
+        targets: Vec<(Option<String>, Option<String>, Destination)>,
+        method: &str,
+        record_route_from: Option<Transport>,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        self.forward_with(
+            key,
+            msg,
+            targets,
+            Vec::new(),
+            method,
+            record_route_from,
+            now,
+        )
+    }
+
+    /// [`Core::forward`], with `alternates`: the further targets of a one-target forward
+    /// whose name DNS resolved (RFC 3263 4.3), tried in order when a target fails.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward_with(
+        &mut self,
+        key: &ServerKey,
+        mut msg: SipMsg,
+        targets: Vec<(Option<String>, Option<String>, Destination)>,
+        alternates: Vec<Destination>,
         method: &str,
         record_route_from: Option<Transport>,
         now: Instant,
@@ -791,17 +952,12 @@ impl Core {
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Err(answer(483, "Too Many Hops"));
         }
-        let kind = if method == "INVITE" {
-            Kind::Invite
-        } else {
-            Kind::NonInvite
-        };
         // Never a hop to ourselves (RFC 3261 16.3 step 4): it would come back until
         // Max-Forwards runs out.
         let before = targets.len();
         let targets: Vec<_> = targets
             .into_iter()
-            .filter(|(_, d)| !self.local.is_own_destination(d.addr))
+            .filter(|(_, _, d)| !self.local.is_own_destination(d.addr))
             .collect();
         for _ in targets.len()..before {
             self.refused("own_address");
@@ -809,6 +965,64 @@ impl Core {
         if targets.is_empty() {
             return Err(answer(482, "Loop Detected"));
         }
+        let alternates: Vec<_> = alternates
+            .into_iter()
+            .filter(|d| !self.local.is_own_destination(d.addr))
+            .collect();
+        let one = targets.len() == 1;
+        let mut fork = Fork::default();
+        for (i, (ruri, route, dest)) in targets.into_iter().enumerate() {
+            let mut branch_msg;
+            let msg_for = match route {
+                // RFC 3327: through the Path of the node that holds the flow.
+                Some(r) => {
+                    branch_msg = msg.clone();
+                    branch_msg.push_front(HeaderName::Route, r);
+                    &branch_msg
+                }
+                None => &msg,
+            };
+            let mut b =
+                self.start_branch(key, msg_for, i, ruri, dest, method, record_route_from, now);
+            if one && !alternates.is_empty() {
+                self.with_failover.insert(ClientKey {
+                    branch: b.branch.clone(),
+                    method: method.to_string(),
+                });
+                b.failover = Some(Box::new(Failover {
+                    msg: msg.clone(),
+                    record_route_from,
+                    alternates: alternates.clone(),
+                }));
+            }
+            fork.branches.push(b);
+        }
+        if let Some(e) = self.servers.get_mut(key) {
+            e.fork = Some(fork);
+        }
+        self.schedule(TimerKey::Server(key.clone()));
+        Ok(())
+    }
+
+    /// Send branch `i` of the server transaction `key` (`msg`, Max-Forwards already
+    /// decremented) to `dest`: its client transaction, and the branch to put in the fork.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_branch(
+        &mut self,
+        key: &ServerKey,
+        msg: &SipMsg,
+        i: usize,
+        ruri: Option<String>,
+        dest: Destination,
+        method: &str,
+        record_route_from: Option<Transport>,
+        now: Instant,
+    ) -> Branch {
+        let kind = if method == "INVITE" {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
         // The loop tag of the request as it came (16.6 step 8), before any branch's
         // Request-URI changes.
         let loop_tag = {
@@ -832,79 +1046,72 @@ impl Core {
             .and_then(|f| name_addr::parse_single(f).ok())
             .and_then(|a| a.tag.map(str::to_string))
             .unwrap_or_default();
-        let mut fork = Fork::default();
-        for (i, (ruri, dest)) in targets.into_iter().enumerate() {
-            let mut b = msg.clone();
-            if let Some(u) = ruri {
-                b.set_request_uri(&u);
-            }
-            if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
-                // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
-                // inside the trust domain (allow-listed peers, e.g. the trunk, which must
-                // honour it in turn).
-                b.remove(HeaderName::Other("P-Asserted-Identity"));
-            }
-            if let Some(inbound) = record_route_from
-                && let Some(caller) = caller
-            {
-                // Per branch: each may leave on another transport, and has its own callee.
-                let local = &self.local;
-                let call_id = b.get(HeaderName::CallId).unwrap_or("");
-                let stamp = route::seal_dialog(&self.rr_key, call_id, &from_tag, caller, dest);
-                let hostport = |t| local.hostport_for(t);
-                forward::record_route(&mut b, hostport, inbound, dest.transport, &stamp);
-            }
-            let branch = self.new_branch(&loop_tag);
-            forward::add_via(
-                &mut b,
-                dest.transport,
-                &self.local.hostport_for(dest.transport),
-                &branch,
-            );
-            let bytes = b.to_bytes();
-            // A contact that answered nothing lately gets this request once: no Timer A/E
-            // retransmissions (Timer B/F still ends the branch).
-            let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);
-            if quiet {
-                self.metrics
-                    .silent_contacts
-                    .with_label_values(&["no_retransmit"])
-                    .inc();
-            }
-            let reliable = dest.transport.is_reliable() || quiet;
-            let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
-            self.send(dest, bytes);
-            self.metrics.forwarded.with_label_values(&["request"]).inc();
-            self.observer.client_transaction_created(&branch, dest);
-            let cancel = (kind == Kind::Invite).then(|| (forward::cancel_for(&b).to_bytes(), dest));
-            let ckey = ClientKey {
-                branch: branch.clone(),
-                method: method.to_string(),
-            };
-            self.clients.insert(
-                ckey.clone(),
-                ClientEntry {
-                    txn,
-                    req: b,
-                    dest,
-                    server: Some((key.clone(), i)),
-                },
-            );
-            self.schedule(TimerKey::Client(ckey));
-            fork.branches.push(Branch {
-                branch,
-                state: BranchState::Pending,
-                timer_c: (kind == Kind::Invite).then(|| now + self.timers.c),
-                cancel,
-                cancel_pending: false,
-                cancelled: false,
-            });
+        let mut b = msg.clone();
+        if let Some(u) = ruri {
+            b.set_request_uri(&u);
         }
-        if let Some(e) = self.servers.get_mut(key) {
-            e.fork = Some(fork);
+        if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
+            // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
+            // inside the trust domain (allow-listed peers, e.g. the trunk, which must
+            // honour it in turn).
+            b.remove(HeaderName::Other("P-Asserted-Identity"));
         }
-        self.schedule(TimerKey::Server(key.clone()));
-        Ok(())
+        if let Some(inbound) = record_route_from
+            && let Some(caller) = caller
+        {
+            // Per branch: each may leave on another transport, and has its own callee.
+            let local = &self.local;
+            let call_id = b.get(HeaderName::CallId).unwrap_or("");
+            let stamp = route::seal_dialog(&self.rr_key, call_id, &from_tag, caller, dest);
+            let hostport = |t| local.hostport_for(t);
+            forward::record_route(&mut b, hostport, inbound, dest.transport, &stamp);
+        }
+        let branch = self.new_branch(&loop_tag);
+        forward::add_via(
+            &mut b,
+            dest.transport,
+            &self.local.hostport_for(dest.transport),
+            &branch,
+        );
+        let bytes = b.to_bytes();
+        // A contact that answered nothing lately gets this request once: no Timer A/E
+        // retransmissions (Timer B/F still ends the branch).
+        let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);
+        if quiet {
+            self.metrics
+                .silent_contacts
+                .with_label_values(&["no_retransmit"])
+                .inc();
+        }
+        let reliable = dest.transport.is_reliable() || quiet;
+        let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
+        self.send(dest, bytes);
+        self.metrics.forwarded.with_label_values(&["request"]).inc();
+        self.observer.client_transaction_created(&branch, dest);
+        let cancel = (kind == Kind::Invite).then(|| (forward::cancel_for(&b).to_bytes(), dest));
+        let ckey = ClientKey {
+            branch: branch.clone(),
+            method: method.to_string(),
+        };
+        self.clients.insert(
+            ckey.clone(),
+            ClientEntry {
+                txn,
+                req: b,
+                dest,
+                server: Some((key.clone(), i)),
+            },
+        );
+        self.schedule(TimerKey::Client(ckey));
+        Branch {
+            branch,
+            state: BranchState::Pending,
+            timer_c: (kind == Kind::Invite).then(|| now + self.timers.c),
+            cancel,
+            cancel_pending: false,
+            cancelled: false,
+            failover: None,
+        }
     }
 
     /// An ACK that matches no server transaction: the ACK of a 2xx, its own transaction,

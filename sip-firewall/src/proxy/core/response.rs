@@ -45,6 +45,8 @@ impl Core {
         if !self.silent.is_empty() {
             self.silent.remove(&e.dest.addr);
         }
+        // It was reached: a later transport error is not a reason to try another target.
+        self.with_failover.remove(&ckey);
         let to = m.get(HeaderName::To);
         let req = &e.req;
         let out = e
@@ -55,7 +57,7 @@ impl Core {
         if let Some(ack) = out.send {
             self.send(dest, ack);
         }
-        self.schedule(TimerKey::Client(ckey));
+        self.schedule(TimerKey::Client(ckey.clone()));
         if !out.pass_up {
             self.metrics
                 .retransmissions
@@ -64,6 +66,15 @@ impl Core {
             return Action::Absorb;
         }
         if let Some((skey, idx)) = server {
+            if !self.is_current(&skey, idx, &ckey.branch) {
+                // A target we failed over from answers late: not this branch's any more.
+                return Action::Absorb;
+            }
+            // RFC 3263 4.3: a 503 sends the request to the next target of the name.
+            if code == 503 && self.fail_over(&skey, idx, "failover_503", now) {
+                self.gauges();
+                return Action::Absorb;
+            }
             let mut resp = SipMsg::from_parsed(m);
             resp.pop_via();
             self.branch_response(&skey, idx, code, Some(resp), now);

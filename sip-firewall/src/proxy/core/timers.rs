@@ -55,6 +55,8 @@ impl Core {
                 .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
             // Calls past their limits end here (second precision is enough for hours).
             self.fraud_tick(now);
+            // Requests DNS left waiting too long: 503 (see `resolve`).
+            self.expire_resolutions(now);
         }
         if now.saturating_duration_since(self.last_addr_refresh) >= ADDR_REFRESH {
             // Interfaces come and go: what "us" is follows them (wildcard listeners).
@@ -163,7 +165,10 @@ impl Core {
                 if unanswered {
                     self.mark_silent(dest.addr, now);
                 }
-                if let Some((skey, idx)) = server {
+                if let Some((skey, idx)) = server
+                    && self.is_current(&skey, idx, &key.branch)
+                    && !self.fail_over(&skey, idx, "failover_timeout", now)
+                {
                     self.branch_response(&skey, idx, 408, None, now);
                 }
             }
@@ -185,6 +190,7 @@ impl Core {
         // were never announced: their end must not retire the INVITE's branch, whose
         // responses (487, 2xx retransmissions) may still come.
         // Our own BYEs (fraud guard) were announced: their end is announced too.
+        self.with_failover.remove(key);
         if let Some(e) = self.clients.remove(key)
             && (e.server.is_some() || key.method == "BYE")
         {

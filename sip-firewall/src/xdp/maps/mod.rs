@@ -179,15 +179,32 @@ impl XdpMaps {
         self.config.set(0, c, 0).map_err(map_err(names::CONFIG))
     }
 
-    /// Replace the set of SIP ports.
+    /// Replace the set of SIP ports: UDP and TCP (`[xdp] sip_ports`).
     pub fn set_sip_ports(&mut self, ports: &[u16]) -> Result<(), MapsError> {
+        self.set_ports(ports, &[])
+    }
+
+    /// Replace the set of SIP ports: `sip` are judged as SIP over UDP and TCP, `stream` (the
+    /// TLS and WebSocket listen ports) over TCP only (their SYNs spend the flood budget).
+    pub fn set_ports(&mut self, sip: &[u16], stream: &[u16]) -> Result<(), MapsError> {
+        use sip_firewall_common::maps::{PORT_DATAGRAM, PORT_STREAM};
         let old: Vec<u16> = self.ports.keys().filter_map(Result::ok).collect();
-        for p in ports {
+        let mut want: Vec<(u16, u8)> = sip
+            .iter()
+            .map(|p| (*p, PORT_DATAGRAM | PORT_STREAM))
+            .collect();
+        want.extend(
+            stream
+                .iter()
+                .filter(|p| !sip.contains(p))
+                .map(|p| (*p, PORT_STREAM)),
+        );
+        for (p, flags) in &want {
             self.ports
-                .insert(p, 1, 0)
+                .insert(p, flags, 0)
                 .map_err(map_err(names::SIP_PORTS))?;
         }
-        for p in old.iter().filter(|p| !ports.contains(p)) {
+        for p in old.iter().filter(|p| !want.iter().any(|(w, _)| w == *p)) {
             self.ports.remove(p).map_err(map_err(names::SIP_PORTS))?;
         }
         Ok(())

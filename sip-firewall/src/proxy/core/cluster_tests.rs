@@ -1,0 +1,336 @@
+//! Cores of two cluster nodes on a fake clock (issue 13): registrations shared with Path
+//! (RFC 3327), a call routed through the node holding the flow, that node relaying for
+//! cluster nodes only, and nonces and Record-Route stamps that verify on every node.
+
+use std::sync::Mutex;
+
+use super::*;
+use crate::proxy::{NoObserver, ProxyMetrics};
+use sip_firewall_sip::{Limits, parse::parse};
+
+const A: &str = "192.0.2.11";
+const B: &str = "192.0.2.12";
+/// bob's phone, allow-listed (registers without digest), behind NAT at this flow.
+const BOB_FLOW: &str = "10.0.0.21:40000";
+const BOB_CONTACT: &str = "sip:bob@10.0.0.21:5070";
+
+struct Node {
+    core: Core,
+    now: Instant,
+    addr: &'static str,
+    written: Arc<Mutex<Vec<Change>>>,
+}
+
+fn config(addr: &str, secret: &str) -> Config {
+    let text = format!(
+        "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"{addr}:5060\"\n[policy]\nallow = [\"10.0.0.0/8\"]\n[auth]\nsecret = \"{secret}\"\nusers = [{{ user = \"bob\", domain = \"example.com\", password = \"pw\" }}]\n"
+    );
+    Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config")
+}
+
+impl Node {
+    fn new(name: &str, addr: &'static str, secret: &str, now: Instant) -> Node {
+        let mut core = Core::new(
+            &config(addr, secret),
+            ProxyMetrics::new(None),
+            Arc::new(NoObserver),
+            now,
+        )
+        .expect("core");
+        core.local.set_addrs(vec![addr.parse().expect("ip")]);
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let w = written.clone();
+        core.share_locations(
+            name.into(),
+            None,
+            Box::new(move |c| w.lock().expect("lock").push(c)),
+        );
+        Node {
+            core,
+            now,
+            addr,
+            written,
+        }
+    }
+
+    fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
+        let m = parse(text.as_bytes(), &Limits::default(), Transport::Datagram).expect("parse");
+        let ctx = Context {
+            source: source.parse().expect("addr"),
+            local: format!("{}:5060", self.addr).parse().expect("addr"),
+            transport: Transport::Datagram,
+        };
+        if m.is_request() {
+            self.core.request(&m, &ctx, self.now);
+        } else {
+            self.core.response(&m, &ctx, self.now);
+        }
+        self.core
+            .take_sends()
+            .into_iter()
+            .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
+            .collect()
+    }
+
+    /// What this node wrote through to the cluster since the last call.
+    fn written(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.written.lock().expect("lock"))
+    }
+
+    fn refused(&self, reason: &str) -> u64 {
+        self.core
+            .metrics
+            .dialog_refused
+            .with_label_values(&[reason])
+            .get()
+    }
+}
+
+fn register(n: usize, supported: &str) -> String {
+    format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {BOB_FLOW};branch=z9hG4bKreg{n}\r\nFrom: <sip:bob@example.com>;tag=r\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg\r\nCSeq: {n} REGISTER\r\n{supported}Contact: <{BOB_CONTACT}>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// An INVITE for bob from an allow-listed caller (no digest needed).
+fn call(call_id: &str) -> String {
+    format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.50:5060;branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.50>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn invites(sent: &[(SocketAddr, String)]) -> Vec<(SocketAddr, String)> {
+    sent.iter()
+        .filter(|(_, m)| m.starts_with("INVITE"))
+        .cloned()
+        .collect()
+}
+
+/// bob registers through A: the binding goes to the cluster with A's Path and the node;
+/// B, which learns it, routes alice's call to A (Route: A's Path URI, sealed), and A
+/// relays it to bob over the flow his REGISTER came on, record-routed. A 200 carries
+/// Path only to a UA that said `Supported: path` (RFC 3327 5.3).
+#[test]
+fn a_call_through_b_reaches_bob_through_a() {
+    let t0 = Instant::now();
+    let mut a = Node::new("edge-a", A, "cluster-secret", t0);
+    let mut b = Node::new("edge-b", B, "cluster-secret", t0);
+
+    let ok = a.feed(&register(1, ""), BOB_FLOW);
+    assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
+    assert!(
+        !ok[0].1.contains("Path:"),
+        "no Supported: path: {}",
+        ok[0].1
+    );
+    let ok = a.feed(&register(2, "Supported: path, gruu\r\n"), BOB_FLOW);
+    assert!(
+        ok[0].1.contains("Path: <sip:192.0.2.11:5060;lr>"),
+        "{}",
+        ok[0].1
+    );
+    let written = a.written();
+    assert_eq!(written.len(), 2, "{written:?}");
+    let Change::Put { aor, binding } = &written[1] else {
+        panic!("{written:?}")
+    };
+    assert_eq!(aor, "bob@example.com");
+    assert_eq!(binding.node, "edge-a");
+    assert_eq!(binding.path, "sip:192.0.2.11:5060;lr");
+    assert_eq!(binding.source, BOB_FLOW.parse().unwrap());
+
+    // Without it B has nobody to call.
+    let sent = b.feed(&call("c0"), "10.0.0.50:5060");
+    assert!(invites(&sent).is_empty(), "{sent:?}");
+
+    for c in &written {
+        b.core.location_remote(c, b.now);
+    }
+    let sent = b.feed(&call("c1"), "10.0.0.50:5060");
+    let inv = invites(&sent);
+    assert_eq!(inv.len(), 1, "{sent:?}");
+    let (to, text) = &inv[0];
+    assert_eq!(*to, format!("{A}:5060").parse().unwrap(), "to A: {text}");
+    assert!(
+        text.starts_with(&format!("INVITE {BOB_CONTACT} SIP/2.0")),
+        "{text}"
+    );
+    assert!(
+        text.contains("Route: <sip:192.0.2.11:5060;lr;sfwc="),
+        "{text}"
+    );
+    assert!(
+        text.contains("Record-Route: <sip:192.0.2.12:5060;lr;sfw="),
+        "{text}"
+    );
+
+    let sent = a.feed(text, &format!("{B}:5060"));
+    let inv = invites(&sent);
+    assert_eq!(inv.len(), 1, "A relays to bob's flow: {sent:?}");
+    let (to, text) = &inv[0];
+    assert_eq!(*to, BOB_FLOW.parse().unwrap());
+    assert!(!text.lines().any(|l| l.starts_with("Route:")), "{text}");
+    let rr: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Record-Route:"))
+        .collect();
+    assert!(
+        rr[0].contains("192.0.2.11"),
+        "A stays in the dialog: {rr:?}"
+    );
+    assert!(rr[1].contains("192.0.2.12"), "{rr:?}");
+    assert_eq!(
+        a.core
+            .metrics
+            .forwarded
+            .with_label_values(&["cluster_hop"])
+            .get(),
+        1
+    );
+
+    // `Contact: *` on B removes bob everywhere: B writes it through, A applies it.
+    let star = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.21:40000;branch=z9hG4bKstar\r\nFrom: <sip:bob@example.com>;tag=r\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg2\r\nCSeq: 1 REGISTER\r\nContact: *\r\nExpires: 0\r\nContent-Length: 0\r\n\r\n";
+    let ok = b.feed(star, BOB_FLOW);
+    assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
+    for c in b.written() {
+        a.core.location_remote(&c, a.now);
+    }
+    assert!(a.core.store.lookup("bob@example.com", a.now).is_empty());
+}
+
+/// Routing through A is no open relay: an outsider who writes A's Path into a Route (with
+/// no seal, a forged one, a real one copied onto another call, or an old one) is refused,
+/// and nothing reaches bob.
+#[test]
+fn an_outsider_forging_the_path_route_is_refused() {
+    let t0 = Instant::now();
+    let mut a = Node::new("edge-a", A, "cluster-secret", t0);
+    let mut b = Node::new("edge-b", B, "cluster-secret", t0);
+    a.feed(&register(1, ""), BOB_FLOW);
+    for c in a.written() {
+        b.core.location_remote(&c, b.now);
+    }
+    let real = invites(&b.feed(&call("c1"), "10.0.0.50:5060"))
+        .pop()
+        .expect("B routes to A")
+        .1;
+    let seal = real
+        .split("sfwc=")
+        .nth(1)
+        .and_then(|s| s.split('>').next())
+        .expect("seal")
+        .to_string();
+    let forged = |call_id: &str, route: &str| {
+        format!(
+            "INVITE {BOB_CONTACT} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:x@evil.example>;tag=x\r\nTo: <sip:bob@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let old = route::seal_cluster_hop(&[0u8; 32], 1, "bob@example.com", "f4", BOB_CONTACT);
+    for (call_id, route) in [
+        ("f1", "<sip:192.0.2.11:5060;lr>".to_string()),
+        (
+            "f2",
+            format!(
+                "<sip:192.0.2.11:5060;lr;sfwc={}.626f62406578616d706c652e636f6d.00112233445566778899aabbccddeeff>",
+                a.core.unix_secs(a.now)
+            ),
+        ),
+        ("f3", format!("<sip:192.0.2.11:5060;lr;sfwc={seal}>")),
+        ("f4", format!("<sip:192.0.2.11:5060;lr;sfwc={old}>")),
+    ] {
+        let sent = a.feed(&forged(call_id, &route), "203.0.113.9:5060");
+        assert!(invites(&sent).is_empty(), "{call_id}: relayed {sent:?}");
+        assert!(
+            sent.iter().any(|(_, m)| m.starts_with("SIP/2.0 403")),
+            "{call_id}: {sent:?}"
+        );
+    }
+    assert_eq!(a.refused("cluster_hop"), 3, "the sealed attempts counted");
+    // The real one, from B, still goes through.
+    let sent = a.feed(&real, &format!("{B}:5060"));
+    assert_eq!(invites(&sent).len(), 1, "{sent:?}");
+    // A node with another secret cannot make a seal A accepts.
+    let mut c = Node::new("edge-c", B, "another-secret", t0);
+    for ch in a.written() {
+        c.core.location_remote(&ch, c.now);
+    }
+    a.feed(&register(2, ""), BOB_FLOW);
+    for ch in a.written() {
+        c.core.location_remote(&ch, c.now);
+    }
+    let other = invites(&c.feed(&call("c9"), "10.0.0.50:5060"))
+        .pop()
+        .expect("C routes to A")
+        .1;
+    let sent = a.feed(&other, &format!("{B}:5060"));
+    assert!(invites(&sent).is_empty(), "{sent:?}");
+}
+
+/// Issue 13: with the same `[auth] secret`, a nonce one node issued verifies on another
+/// (a client whose next request lands elsewhere is not challenged again) and a Record-Route
+/// stamp one node sealed opens on another; with another secret neither does.
+#[test]
+fn nonces_and_stamps_verify_on_every_node() {
+    use crate::auth::digest::{Algorithm, response_auth};
+    let t0 = Instant::now();
+    let mut a = Node::new("edge-a", A, "cluster-secret", t0);
+    let mut b = Node::new("edge-b", B, "cluster-secret", t0);
+    let mut c = Node::new("edge-c", B, "another-secret", t0);
+    let source = "203.0.113.7:5060";
+    let reg = |n: usize, auth: &str| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bKn{n}\r\nFrom: <sip:bob@example.com>;tag=r\r\nTo: <sip:bob@example.com>\r\nCall-ID: nonce-reg\r\nCSeq: {n} REGISTER\r\n{auth}Contact: <sip:bob@203.0.113.7>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let sent = a.feed(&reg(1, ""), source);
+    let chal = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("SIP/2.0 401"))
+        .expect("401 from A")
+        .1;
+    let i = chal.find("nonce=\"").expect("nonce") + 7;
+    let nonce = chal[i..].split('"').next().expect("nonce").to_string();
+    let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
+    let auth = |nc: &str| {
+        let r = response_auth(
+            Algorithm::Sha256,
+            &ha1,
+            &nonce,
+            nc,
+            "xyz",
+            "REGISTER",
+            "sip:example.com",
+        );
+        format!(
+            "Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"xyz\"\r\n"
+        )
+    };
+    let sent = b.feed(&reg(2, &auth("00000001")), source);
+    assert!(
+        sent[0].1.starts_with("SIP/2.0 200"),
+        "A's nonce verifies on B: {sent:?}"
+    );
+    let sent = c.feed(&reg(2, &auth("00000001")), source);
+    assert!(
+        sent[0].1.starts_with("SIP/2.0 401"),
+        "not on a node with another secret: {sent:?}"
+    );
+
+    // A Record-Route stamp of A opens on B.
+    a.feed(&register(3, ""), BOB_FLOW);
+    let inv = invites(&a.feed(&call("rr1"), "10.0.0.50:5060"))
+        .pop()
+        .expect("A forwards")
+        .1;
+    let rr = inv
+        .lines()
+        .find(|l| l.starts_with("Record-Route:"))
+        .expect("record-routed");
+    let entry = rr.trim_start_matches("Record-Route:").trim();
+    let stamp = route::stamp_of(entry).expect("stamp");
+    let parties = route::open_dialog(&b.core.rr_key, "rr1", &["a"], &stamp);
+    let (caller, callee) = parties.expect("B opens A's stamp");
+    assert_eq!(caller.addr, "10.0.0.50:5060".parse().unwrap());
+    assert_eq!(callee.addr, BOB_FLOW.parse().unwrap());
+    assert!(route::open_dialog(&c.core.rr_key, "rr1", &["a"], &stamp).is_none());
+}
