@@ -71,10 +71,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "the units of the daemon still name each other (config composes their sections from their modules, which read Config; the proxy core uses server value types); broken down piece by piece (issue 11)",
     ),
     (
-        "fn sip-firewall/src/admin/server.rs::answer",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
         "file sip-firewall/src/cluster/mod.rs",
         "owned by issue 13 (cluster) this session",
     ),
