@@ -139,10 +139,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "not yet split (issue 11, point 8): one RFC 3261 25.1 grammar walked in order, to split where the grammar has parts",
     ),
     (
-        "fn tests/src/sipclient.rs::register_storm",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
         "fn tests/src/bin/bench_xdp.rs::main",
         "not yet split along its jobs (issue 11, point 8)",
     ),
