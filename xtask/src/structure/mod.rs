@@ -127,14 +127,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "the verdict order of the XDP program in one place, as the README lists it; its shape is what the verifier checks (484,643 instructions), so it is split only with verifier_stats before and after",
     ),
     (
-        "fn sip-firewall-sip/src/headers/name_addr.rs::parse_one",
-        "not yet split (issue 11, point 8): one RFC 3261 25.1 grammar walked in order, to split where the grammar has parts",
-    ),
-    (
-        "fn sip-firewall-sip/src/headers/via.rs::parse_one",
-        "not yet split (issue 11, point 8): one RFC 3261 25.1 grammar walked in order, to split where the grammar has parts",
-    ),
-    (
         "fn tests/src/bin/bench_xdp.rs::main",
         "not yet split along its jobs (issue 11, point 8)",
     ),
