@@ -107,29 +107,7 @@ impl Pair {
                 "nud",
                 "permanent",
             ])?;
-            // No router solicitations or MLD reports while we count.
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{ifc}.router_solicitations=0"),
-                ],
-            )?;
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.conf.all.force_mld_version=2",
-                ],
-            )?;
+            quiet_ipv6(ns, ifc)?;
         }
         Ok(p)
     }
@@ -243,4 +221,11 @@ where
         unsafe { libc::close(fd) };
         Ok(sent)
     })
+}
+
+/// No router solicitations or MLD reports from `ifc` in `ns` while a test counts packets.
+fn quiet_ipv6(ns: &str, ifc: &str) -> anyhow::Result<()> {
+    let sysctl = |setting: &str| run("ip", &["netns", "exec", ns, "sysctl", "-qw", setting]);
+    sysctl(&format!("net.ipv6.conf.{ifc}.router_solicitations=0"))?;
+    sysctl("net.ipv6.conf.all.force_mld_version=2")
 }

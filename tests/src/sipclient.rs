@@ -77,6 +77,36 @@ impl Phone {
     }
 }
 
+impl Phone {
+    /// The digest answer (MD5, qop=auth, nc 1) to the `WWW-Authenticate` challenge `ch`.
+    fn authorization(&self, ch: &str, domain: &str) -> String {
+        let realm = param(ch, "realm").unwrap_or_default();
+        let nonce = param(ch, "nonce").unwrap_or_default();
+        let alg = Algorithm::Md5;
+        let ha1 = alg.ha1(&self.user, &realm, &self.password);
+        let uri = format!("sip:{domain}");
+        let cnonce = format!("c{}", self.call_id.len() + self.cseq as usize);
+        let response = response_auth(alg, &ha1, &nonce, "00000001", &cnonce, "REGISTER", &uri);
+        format!(
+            "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"{cnonce}\"",
+            self.user
+        )
+    }
+
+    /// Timer E: retransmit the pending request, doubling up to T2 (4 s).
+    fn retransmit(&mut self, server: SocketAddr, res: &mut StormResult) {
+        if let Some((req, last, every)) = self.pending.as_mut()
+            && last.elapsed() >= *every
+        {
+            let _ = self.sock.send_to(req.as_bytes(), server);
+            res.sent += 1;
+            res.retransmissions += 1;
+            *last = Instant::now();
+            *every = (*every * 2).min(Duration::from_secs(4));
+        }
+    }
+}
+
 /// Register `users` (user, password) of `domain` at `server`, each from its own socket on
 /// `local_ip`, starting `rate` phones per second; stop at `deadline` after the start.
 pub fn register_storm(
@@ -136,18 +166,7 @@ pub fn register_storm(
                         p.done = Some(code);
                         break;
                     };
-                    let realm = param(ch, "realm").unwrap_or_default();
-                    let nonce = param(ch, "nonce").unwrap_or_default();
-                    let alg = Algorithm::Md5;
-                    let ha1 = alg.ha1(&p.user, &realm, &p.password);
-                    let uri = format!("sip:{domain}");
-                    let cnonce = format!("c{}", p.call_id.len() + p.cseq as usize);
-                    let response =
-                        response_auth(alg, &ha1, &nonce, "00000001", &cnonce, "REGISTER", &uri);
-                    let auth = format!(
-                        "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"{cnonce}\"",
-                        p.user
-                    );
+                    let auth = p.authorization(ch, domain);
                     let req = p.request(domain, Some(auth));
                     p.send(server, req, &mut res);
                 } else {
@@ -160,16 +179,7 @@ pub fn register_storm(
                     break;
                 }
             }
-            // Timer E: retransmit, doubling up to T2 (4 s).
-            if let Some((req, last, every)) = p.pending.as_mut()
-                && last.elapsed() >= *every
-            {
-                let _ = p.sock.send_to(req.as_bytes(), server);
-                res.sent += 1;
-                res.retransmissions += 1;
-                *last = Instant::now();
-                *every = (*every * 2).min(Duration::from_secs(4));
-            }
+            p.retransmit(server, &mut res);
         }
         if !open {
             break;

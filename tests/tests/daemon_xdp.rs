@@ -81,7 +81,14 @@ fn daemon_attaches_fills_maps_reports_bans_and_detaches() {
             tx4.send_to(&frames::sip_request("OPTIONS", i), to4)
                 .unwrap();
         }
-        std::thread::sleep(Duration::from_millis(500));
+        // Until the daemon has recorded the program's ban (it logs it in the same step).
+        let a4 = pair.a4.to_string();
+        let t0 = std::time::Instant::now();
+        while !String::from_utf8_lossy(&d.cli(&["ban", "list"]).stdout).contains(&a4)
+            && t0.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let (code, err) = stop(child);
         assert_eq!(code, 0, "{mode}: clean exit on SIGTERM\n{err}");
         assert!(

@@ -82,12 +82,19 @@ fn requests_over_tcp_over_the_limit_ban_the_source_in_xdp() {
         udp.send_to(&frames::sip_request("OPTIONS", 2000 + i), to)
             .unwrap();
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let after = sample(
-        &scrape(&pair.ns_b, metrics),
-        "sipfw_xdp_packets_total{reason=\"banned\"}",
-    )
-    .unwrap_or(0.0);
+    // Until XDP has counted the ten (10 s at most).
+    let t0 = std::time::Instant::now();
+    let after = loop {
+        let after = sample(
+            &scrape(&pair.ns_b, metrics),
+            "sipfw_xdp_packets_total{reason=\"banned\"}",
+        )
+        .unwrap_or(0.0);
+        if after - before >= 10.0 || t0.elapsed() > Duration::from_secs(10) {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(after - before >= 10.0, "banned in XDP: {before} -> {after}");
 
     let (code, log) = stop(child);

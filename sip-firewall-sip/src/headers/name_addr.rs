@@ -62,37 +62,7 @@ pub fn parse_contact<'a>(value: &'a str, f: impl FnMut(NameAddr<'a>)) -> Result<
 
 fn parse_one<'a>(c: &mut Cursor<'a>, brackets_required: bool) -> Result<NameAddr<'a>, AddrError> {
     c.skip_ws();
-    let start = c.pos();
-    let mut display = None;
-    let bracketed = match c.peek() {
-        Some(b'"') => {
-            display = Some(c.quoted().ok_or(AddrError)?);
-            c.skip_ws();
-            if c.peek() != Some(b'<') {
-                return Err(AddrError);
-            }
-            true
-        }
-        Some(b'<') => true,
-        _ => {
-            // display-name = *(token LWS): tokens up to '<', else this is a bare addr-spec.
-            let save = *c;
-            let mut found = false;
-            while c.token().is_some() {
-                let after_token = c.pos();
-                c.skip_ws();
-                if c.peek() == Some(b'<') {
-                    display = c.slice(start, after_token);
-                    found = true;
-                    break;
-                }
-            }
-            if !found {
-                *c = save;
-            }
-            found
-        }
-    };
+    let (display, bracketed) = display_name(c)?;
     let uri_text;
     if bracketed {
         c.eat(b'<');
@@ -153,6 +123,43 @@ fn parse_one<'a>(c: &mut Cursor<'a>, brackets_required: bool) -> Result<NameAddr
         params,
         tag,
     })
+}
+
+/// The display name, if any: a quoted string or tokens before `<`; and whether an
+/// addr-spec in brackets follows (else the cursor is back where it was: a bare addr-spec).
+fn display_name<'a>(c: &mut Cursor<'a>) -> Result<(Option<&'a str>, bool), AddrError> {
+    let start = c.pos();
+    let mut display = None;
+    let bracketed = match c.peek() {
+        Some(b'"') => {
+            display = Some(c.quoted().ok_or(AddrError)?);
+            c.skip_ws();
+            if c.peek() != Some(b'<') {
+                return Err(AddrError);
+            }
+            true
+        }
+        Some(b'<') => true,
+        _ => {
+            // display-name = *(token LWS): tokens up to '<', else this is a bare addr-spec.
+            let save = *c;
+            let mut found = false;
+            while c.token().is_some() {
+                let after_token = c.pos();
+                c.skip_ws();
+                if c.peek() == Some(b'<') {
+                    display = c.slice(start, after_token);
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                *c = save;
+            }
+            found
+        }
+    };
+    Ok((display, bracketed))
 }
 
 /// qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )

@@ -84,21 +84,7 @@ fn parse_one<'a>(c: &mut Cursor<'a>) -> Result<Via<'a>, ViaError> {
     if !c.skip_ws() {
         return Err(ViaError);
     }
-    let host = if c.peek() == Some(b'[') {
-        let h = c.take_while(|b| b != b']');
-        if !c.eat(b']') {
-            return Err(ViaError);
-        }
-        parse_v6(h.get(1..).unwrap_or("")).ok_or(ViaError)?
-    } else {
-        parse_host(c.take_while(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
-            .ok_or(ViaError)?
-    };
-    let port = if c.eat_sep(b':') {
-        Some(parse_port(c.take_while(|b| b.is_ascii_digit())).ok_or(ViaError)?)
-    } else {
-        None
-    };
+    let (host, port) = sent_by(c)?;
     let mut via = Via {
         version,
         transport,
@@ -124,46 +110,77 @@ fn parse_one<'a>(c: &mut Cursor<'a>) -> Result<Via<'a>, ViaError> {
         } else {
             None
         };
-        if name.eq_ignore_ascii_case("branch") {
-            // A present branch must be a token; RFC 2543 peers may omit it altogether.
-            let v = value.filter(|v| is_token_str(v)).ok_or(ViaError)?;
-            if via.branch.replace(v).is_some() {
-                return Err(ViaError);
-            }
-        } else if name.eq_ignore_ascii_case("received") {
-            // RFC 5118 4.4: IPv6 with or without brackets.
-            let v = value.ok_or(ViaError)?;
-            let v = v
-                .strip_prefix('[')
-                .and_then(|x| x.strip_suffix(']'))
-                .unwrap_or(v);
-            via.received = Some(v.parse::<IpAddr>().map_err(|_| ViaError)?);
-        } else if name.eq_ignore_ascii_case("rport") {
-            via.rport = Some(match value {
-                None => None,
-                Some(p) => Some(parse_port(p).ok_or(ViaError)?),
-            });
-        } else if name.eq_ignore_ascii_case("maddr") {
-            let v = value.ok_or(ViaError)?;
-            via.maddr = Some(
-                match v.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
-                    Some(v6) => parse_v6(v6).ok_or(ViaError)?,
-                    None => parse_host(v).ok_or(ViaError)?,
-                },
-            );
-        } else if name.eq_ignore_ascii_case("ttl") {
-            let v = value.and_then(crate::lex::parse_u32).ok_or(ViaError)?;
-            if v > 255 {
-                return Err(ViaError);
-            }
-        } else if let Some(v) = value {
-            // gen-value = token / host / quoted-string
-            if !v.starts_with('"') && !is_token_str(v) && crate::uri::parse_hostport(v).is_err() {
-                return Err(ViaError);
-            }
-        }
+        apply_param(&mut via, name, value)?;
     }
     Ok(via)
+}
+
+/// sent-by: host (an IPv6 reference in brackets) and optional port.
+fn sent_by<'a>(c: &mut Cursor<'a>) -> Result<(Host<'a>, Option<u16>), ViaError> {
+    let host = if c.peek() == Some(b'[') {
+        let h = c.take_while(|b| b != b']');
+        if !c.eat(b']') {
+            return Err(ViaError);
+        }
+        parse_v6(h.get(1..).unwrap_or("")).ok_or(ViaError)?
+    } else {
+        parse_host(c.take_while(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+            .ok_or(ViaError)?
+    };
+    let port = if c.eat_sep(b':') {
+        Some(parse_port(c.take_while(|b| b.is_ascii_digit())).ok_or(ViaError)?)
+    } else {
+        None
+    };
+    Ok((host, port))
+}
+
+/// One via-param: the known ones (RFC 3261 20.42, RFC 3581 rport) checked and kept, any
+/// other a token, host or quoted string.
+fn apply_param<'a>(
+    via: &mut Via<'a>,
+    name: &'a str,
+    value: Option<&'a str>,
+) -> Result<(), ViaError> {
+    if name.eq_ignore_ascii_case("branch") {
+        // A present branch must be a token; RFC 2543 peers may omit it altogether.
+        let v = value.filter(|v| is_token_str(v)).ok_or(ViaError)?;
+        if via.branch.replace(v).is_some() {
+            return Err(ViaError);
+        }
+    } else if name.eq_ignore_ascii_case("received") {
+        // RFC 5118 4.4: IPv6 with or without brackets.
+        let v = value.ok_or(ViaError)?;
+        let v = v
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(v);
+        via.received = Some(v.parse::<IpAddr>().map_err(|_| ViaError)?);
+    } else if name.eq_ignore_ascii_case("rport") {
+        via.rport = Some(match value {
+            None => None,
+            Some(p) => Some(parse_port(p).ok_or(ViaError)?),
+        });
+    } else if name.eq_ignore_ascii_case("maddr") {
+        let v = value.ok_or(ViaError)?;
+        via.maddr = Some(
+            match v.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+                Some(v6) => parse_v6(v6).ok_or(ViaError)?,
+                None => parse_host(v).ok_or(ViaError)?,
+            },
+        );
+    } else if name.eq_ignore_ascii_case("ttl") {
+        let v = value.and_then(crate::lex::parse_u32).ok_or(ViaError)?;
+        if v > 255 {
+            return Err(ViaError);
+        }
+    } else if let Some(v) = value {
+        // gen-value = token / host / quoted-string
+        if !v.starts_with('"') && !is_token_str(v) && crate::uri::parse_hostport(v).is_err() {
+            return Err(ViaError);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -131,105 +131,19 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
         return top(enforcer, info);
     }
     if req == Request::Reload {
-        // The reloader takes the enforcer's lock itself.
-        let Some(reloader) = &info.reloader else {
-            return Ok(Response::no("this daemon cannot reload"));
-        };
-        return Ok(match reloader.reload() {
-            Ok(report) => {
-                info!(applied = ?report.applied, restart_needed = ?report.restart_needed, "config reloaded");
-                Response::ok(report)
-            }
-            Err(e) => {
-                warn!("reload refused, the running config stays: {e}");
-                Response::no(format!("reload refused, the running config stays: {e}"))
-            }
-        });
+        return Ok(reload(info));
     }
     let mut e = enforcer
         .lock()
         .map_err(|_| anyhow::anyhow!("internal state poisoned"))?;
     Ok(match req {
-        Request::Status => {
-            let fraud = info
-                .proxy
-                .as_ref()
-                .map(|p| p.fraud_status(None))
-                .unwrap_or_default();
-            Response::ok(Status {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                pid: std::process::id(),
-                uptime_secs: info.started.elapsed().as_secs(),
-                xdp: info.xdp.clone(),
-                enforcement: if e.has_fast_path() {
-                    "xdp"
-                } else {
-                    "userspace"
-                }
-                .to_string(),
-                sip_listen: info.sip_listen.clone(),
-                bans_active: e.bans_active(),
-                allow_entries: e.list(List::Allow).len(),
-                deny_entries: e.list(List::Deny).len(),
-                calls_active: usize::try_from(fraud.calls_active).unwrap_or(usize::MAX),
-                fraud_suspended: fraud.suspended.len(),
-                calls_by_account: fraud
-                    .accounts
-                    .iter()
-                    .filter(|a| a.calls_active > 0)
-                    .map(|a| (a.account.clone(), a.calls_active))
-                    .collect(),
-                calls_by_peer: fraud.calls_by_peer,
-                cluster: info
-                    .cluster
-                    .as_ref()
-                    .and_then(|(_, v)| v.lock().ok().map(|v| v.clone())),
-                connections: crate::metrics::connections_open()
-                    .into_iter()
-                    .map(|(t, n)| (t.to_string(), n))
-                    .collect(),
-            })
-        }
-        Request::Stats => {
-            let xdp = e
-                .xdp_counters()
-                .map(|c| {
-                    Reason::ALL
-                        .iter()
-                        .map(|r| {
-                            (
-                                r.name().to_string(),
-                                c[*r as usize].packets,
-                                c[*r as usize].bytes,
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut made: Vec<(String, u64)> =
-                e.bans_made().iter().map(|(k, v)| (k.clone(), *v)).collect();
-            made.sort();
-            Response::ok(Stats {
-                xdp,
-                bans_active: e.bans_active(),
-                bans_made: made,
-            })
-        }
+        Request::Status => status(&e, info),
+        Request::Stats => stats(&e),
         Request::BanAdd {
             ip,
             for_secs,
             reason,
-        } => {
-            let reason = reason.unwrap_or_else(|| "manual".to_string());
-            let reason = if reason.starts_with("manual") {
-                reason
-            } else {
-                format!("manual: {reason}")
-            };
-            let rec = e.ban(ip, for_secs.map(Duration::from_secs), &reason)?;
-            info!(%ip, reason = rec.reason, "banned by the operator");
-            Response::ok(view(rec))
-        }
+        } => ban_add(&mut e, ip, for_secs, reason)?,
         Request::BanDel { ip } => {
             if e.unban(ip)? {
                 info!(%ip, "unbanned by the operator");
@@ -255,37 +169,8 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             }
         }
         Request::ListShow { list } => Response::ok(e.list(list)),
-        Request::UserAdd { user } => {
-            let Some(proxy) = &info.proxy else {
-                return Ok(Response::no("this daemon runs no proxy"));
-            };
-            // Stored first: acknowledged means it survives a restart.
-            e.store().put_user(&user)?;
-            proxy.add_user(&user);
-            if let Some((outbox, _)) = &info.cluster {
-                outbox.send(crate::cluster::Op::UserAdd { user: user.clone() });
-            }
-            info!(user = user.user, domain = user.domain, "subscriber added");
-            Response::ok(serde_json::json!({ "user": user.user, "domain": user.domain }))
-        }
-        Request::UserDel { user, domain } => {
-            let Some(proxy) = &info.proxy else {
-                return Ok(Response::no("this daemon runs no proxy"));
-            };
-            let stored = e.store().del_user(&user, &domain)?;
-            if let Some((outbox, _)) = &info.cluster {
-                outbox.send(crate::cluster::Op::UserDel {
-                    user: user.clone(),
-                    domain: domain.clone(),
-                });
-            }
-            if proxy.remove_user(&user, &domain) || stored {
-                info!(user, domain, "subscriber removed");
-                Response::ok(serde_json::json!({ "user": user, "domain": domain }))
-            } else {
-                Response::no(format!("{user}@{domain} is not a subscriber"))
-            }
-        }
+        Request::UserAdd { user } => user_add(&e, info, user)?,
+        Request::UserDel { user, domain } => user_del(&e, info, user, domain)?,
         Request::UserList => match &info.proxy {
             Some(proxy) => Response::ok(
                 proxy
@@ -304,33 +189,186 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             Some(proxy) => Response::ok(proxy.fraud_events()),
             None => Response::no("this daemon runs no proxy"),
         },
-        Request::FraudUnblock { user } => {
-            let Some(proxy) = &info.proxy else {
-                return Ok(Response::no("this daemon runs no proxy"));
-            };
-            let lifted = proxy.fraud_unblock(&user);
-            // A suspension only in the database (none in memory) is lifted too.
-            let mut stored = false;
-            for k in &lifted {
-                stored |= e.store().del_suspension(k)?;
-            }
-            if !user.contains('@') {
-                for s in e.store().suspensions()? {
-                    if s.account.split_once('@').is_some_and(|(u, _)| u == user) {
-                        stored |= e.store().del_suspension(&s.account)?;
-                    }
-                }
-            } else {
-                stored |= e.store().del_suspension(&user)?;
-            }
-            if lifted.is_empty() && !stored {
-                Response::no(format!("{user} is not suspended"))
-            } else {
-                info!(user, ?lifted, "fraud suspension lifted by the operator");
-                Response::ok(serde_json::json!({ "user": user, "lifted": lifted }))
+        Request::FraudUnblock { user } => fraud_unblock(&e, info, user)?,
+        Request::Top | Request::Reload => Response::no("internal: answered above"),
+    })
+}
+
+/// `reload`: the reloader takes the enforcer's lock itself.
+fn reload(info: &DaemonInfo) -> Response {
+    let Some(reloader) = &info.reloader else {
+        return Response::no("this daemon cannot reload");
+    };
+    match reloader.reload() {
+        Ok(report) => {
+            info!(applied = ?report.applied, restart_needed = ?report.restart_needed, "config reloaded");
+            Response::ok(report)
+        }
+        Err(e) => {
+            warn!("reload refused, the running config stays: {e}");
+            Response::no(format!("reload refused, the running config stays: {e}"))
+        }
+    }
+}
+
+/// `status`: the daemon, where the policy is enforced, bans, lists, calls, the cluster.
+fn status(e: &Enforcer, info: &DaemonInfo) -> Response {
+    let fraud = info
+        .proxy
+        .as_ref()
+        .map(|p| p.fraud_status(None))
+        .unwrap_or_default();
+    Response::ok(Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        uptime_secs: info.started.elapsed().as_secs(),
+        xdp: info.xdp.clone(),
+        enforcement: if e.has_fast_path() {
+            "xdp"
+        } else {
+            "userspace"
+        }
+        .to_string(),
+        sip_listen: info.sip_listen.clone(),
+        bans_active: e.bans_active(),
+        allow_entries: e.list(List::Allow).len(),
+        deny_entries: e.list(List::Deny).len(),
+        calls_active: usize::try_from(fraud.calls_active).unwrap_or(usize::MAX),
+        fraud_suspended: fraud.suspended.len(),
+        calls_by_account: fraud
+            .accounts
+            .iter()
+            .filter(|a| a.calls_active > 0)
+            .map(|a| (a.account.clone(), a.calls_active))
+            .collect(),
+        calls_by_peer: fraud.calls_by_peer,
+        cluster: info
+            .cluster
+            .as_ref()
+            .and_then(|(_, v)| v.lock().ok().map(|v| v.clone())),
+        connections: crate::metrics::connections_open()
+            .into_iter()
+            .map(|(t, n)| (t.to_string(), n))
+            .collect(),
+    })
+}
+
+/// `stats`: the XDP counters and the bans made.
+fn stats(e: &Enforcer) -> Response {
+    let xdp = e
+        .xdp_counters()
+        .map(|c| {
+            Reason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        r.name().to_string(),
+                        c[*r as usize].packets,
+                        c[*r as usize].bytes,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut made: Vec<(String, u64)> = e.bans_made().iter().map(|(k, v)| (k.clone(), *v)).collect();
+    made.sort();
+    Response::ok(Stats {
+        xdp,
+        bans_active: e.bans_active(),
+        bans_made: made,
+    })
+}
+
+/// `ban add`: an operator's ban is manual, whatever the reason says.
+fn ban_add(
+    e: &mut Enforcer,
+    ip: std::net::IpAddr,
+    for_secs: Option<u64>,
+    reason: Option<String>,
+) -> anyhow::Result<Response> {
+    let reason = reason.unwrap_or_else(|| "manual".to_string());
+    let reason = if reason.starts_with("manual") {
+        reason
+    } else {
+        format!("manual: {reason}")
+    };
+    let rec = e.ban(ip, for_secs.map(Duration::from_secs), &reason)?;
+    info!(%ip, reason = rec.reason, "banned by the operator");
+    Ok(Response::ok(view(rec)))
+}
+
+/// `user add`: stored first (acknowledged means it survives a restart), then live and
+/// shared with the cluster.
+fn user_add(
+    e: &Enforcer,
+    info: &DaemonInfo,
+    user: crate::auth::config::UserEntry,
+) -> anyhow::Result<Response> {
+    let Some(proxy) = &info.proxy else {
+        return Ok(Response::no("this daemon runs no proxy"));
+    };
+    e.store().put_user(&user)?;
+    proxy.add_user(&user);
+    if let Some((outbox, _)) = &info.cluster {
+        outbox.send(crate::cluster::Op::UserAdd { user: user.clone() });
+    }
+    info!(user = user.user, domain = user.domain, "subscriber added");
+    Ok(Response::ok(
+        serde_json::json!({ "user": user.user, "domain": user.domain }),
+    ))
+}
+
+/// `user del`: from the state, the cluster and the running proxy.
+fn user_del(
+    e: &Enforcer,
+    info: &DaemonInfo,
+    user: String,
+    domain: String,
+) -> anyhow::Result<Response> {
+    let Some(proxy) = &info.proxy else {
+        return Ok(Response::no("this daemon runs no proxy"));
+    };
+    let stored = e.store().del_user(&user, &domain)?;
+    if let Some((outbox, _)) = &info.cluster {
+        outbox.send(crate::cluster::Op::UserDel {
+            user: user.clone(),
+            domain: domain.clone(),
+        });
+    }
+    Ok(if proxy.remove_user(&user, &domain) || stored {
+        info!(user, domain, "subscriber removed");
+        Response::ok(serde_json::json!({ "user": user, "domain": domain }))
+    } else {
+        Response::no(format!("{user}@{domain} is not a subscriber"))
+    })
+}
+
+/// `fraud unblock`: lifted in the proxy and in the state database (a suspension only stored,
+/// none in memory, too).
+fn fraud_unblock(e: &Enforcer, info: &DaemonInfo, user: String) -> anyhow::Result<Response> {
+    let Some(proxy) = &info.proxy else {
+        return Ok(Response::no("this daemon runs no proxy"));
+    };
+    let lifted = proxy.fraud_unblock(&user);
+    // A suspension only in the database (none in memory) is lifted too.
+    let mut stored = false;
+    for k in &lifted {
+        stored |= e.store().del_suspension(k)?;
+    }
+    if !user.contains('@') {
+        for s in e.store().suspensions()? {
+            if s.account.split_once('@').is_some_and(|(u, _)| u == user) {
+                stored |= e.store().del_suspension(&s.account)?;
             }
         }
-        Request::Top | Request::Reload => Response::no("internal: answered above"),
+    } else {
+        stored |= e.store().del_suspension(&user)?;
+    }
+    Ok(if lifted.is_empty() && !stored {
+        Response::no(format!("{user} is not suspended"))
+    } else {
+        info!(user, ?lifted, "fraud suspension lifted by the operator");
+        Response::ok(serde_json::json!({ "user": user, "lifted": lifted }))
     })
 }
 

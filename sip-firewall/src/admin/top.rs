@@ -87,6 +87,23 @@ pub fn draw(frame: &mut Frame, m: &Model) {
         frame.render_widget(Paragraph::new(text), frame.area());
         return;
     };
+    let header = header(m, v, bold);
+    let [top, middle, bottom] = Layout::vertical([
+        Constraint::Length(header.len() as u16 + 1),
+        Constraint::Length(v.stats.xdp.len().max(1) as u16 + 3),
+        Constraint::Min(6),
+    ])
+    .areas(frame.area());
+    frame.render_widget(Paragraph::new(header), top);
+    frame.render_widget(verdicts(m, v, bold), middle);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
+    frame.render_widget(recent_bans(v, bold), left);
+    frame.render_widget(sip_activity(m, v), right);
+}
+
+/// The first lines: version, uptime, where the policy is enforced, bans and lists.
+fn header(m: &Model, v: &TopView, bold: Style) -> Vec<Line<'static>> {
     let s = &v.status;
     let place = if s.xdp.is_empty() {
         format!("{} (no XDP)", s.enforcement)
@@ -115,15 +132,11 @@ pub fn draw(frame: &mut Frame, m: &Model) {
     if let Some(e) = &m.error {
         header.push(Line::raw(format!("last refresh failed: {e}")));
     }
-    let [top, middle, bottom] = Layout::vertical([
-        Constraint::Length(header.len() as u16 + 1),
-        Constraint::Length(v.stats.xdp.len().max(1) as u16 + 3),
-        Constraint::Min(6),
-    ])
-    .areas(frame.area());
-    frame.render_widget(Paragraph::new(header), top);
+    header
+}
 
-    // XDP verdicts: packets/s, bytes/s, totals.
+/// XDP verdicts: packets/s, bytes/s, totals.
+fn verdicts(m: &Model, v: &TopView, bold: Style) -> Table<'static> {
     let before = m.before.as_ref().map(|(b, dt)| (xdp(b), dt.as_secs_f64()));
     let rows: Vec<Row> = if v.stats.xdp.is_empty() {
         vec![Row::new(vec![
@@ -153,25 +166,22 @@ pub fn draw(frame: &mut Frame, m: &Model) {
             })
             .collect()
     };
-    frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Length(14),
-                Constraint::Length(12),
-                Constraint::Length(14),
-                Constraint::Length(16),
-            ],
-        )
-        .header(Row::new(vec!["verdict", "packets/s", "bytes/s", "packets"]).style(bold))
-        .block(Block::bordered().title(" XDP verdicts ")),
-        middle,
-    );
+    Table::new(
+        rows,
+        [
+            Constraint::Length(14),
+            Constraint::Length(12),
+            Constraint::Length(14),
+            Constraint::Length(16),
+        ],
+    )
+    .header(Row::new(vec!["verdict", "packets/s", "bytes/s", "packets"]).style(bold))
+    .block(Block::bordered().title(" XDP verdicts "))
+}
 
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
-    // The sources dropped: the daemon counts drops per verdict, not per source; the sources
-    // it drops are the ones it banned, so the bans of the last minute with their reason.
+/// The sources dropped: the daemon counts drops per verdict, not per source; the sources it
+/// drops are the ones it banned, so the bans of the last minute with their reason.
+fn recent_bans(v: &TopView, bold: Style) -> Table<'static> {
     let now = crate::enforce::unix_now();
     let bans: Vec<Row> = v
         .recent_bans
@@ -184,25 +194,25 @@ pub fn draw(frame: &mut Frame, m: &Model) {
             ])
         })
         .collect();
-    frame.render_widget(
-        Table::new(
-            bans,
-            [
-                Constraint::Length(26),
-                Constraint::Min(12),
-                Constraint::Length(10),
-            ],
-        )
-        .header(Row::new(vec!["dropped source", "reason", "banned"]).style(bold))
-        .block(Block::bordered().title(format!(
-            " bans in the last minute: {} ",
-            v.recent_bans_total
-        ))),
-        left,
-    );
+    Table::new(
+        bans,
+        [
+            Constraint::Length(26),
+            Constraint::Min(12),
+            Constraint::Length(10),
+        ],
+    )
+    .header(Row::new(vec!["dropped source", "reason", "banned"]).style(bold))
+    .block(Block::bordered().title(format!(
+        " bans in the last minute: {} ",
+        v.recent_bans_total
+    )))
+}
 
+/// SIP activity: calls, rates, transactions, registrations, connections, drops.
+fn sip_activity(m: &Model, v: &TopView) -> Table<'static> {
     let sip = [
-        ("calls in progress", s.calls_active.to_string()),
+        ("calls in progress", v.status.calls_active.to_string()),
         (
             "INVITE/s (new calls)",
             per_sec(m.rate(|v| sum(v, "sipfw_sip_requests_total", Some("\"INVITE\"")))),
@@ -231,15 +241,12 @@ pub fn draw(frame: &mut Frame, m: &Model) {
             })),
         ),
     ];
-    frame.render_widget(
-        Table::new(
-            sip.iter()
-                .map(|(k, x)| Row::new(vec![k.to_string(), x.clone()])),
-            [Constraint::Length(22), Constraint::Min(8)],
-        )
-        .block(Block::bordered().title(" SIP ")),
-        right,
-    );
+    Table::new(
+        sip.iter()
+            .map(|(k, x)| Row::new(vec![k.to_string(), x.clone()])),
+        [Constraint::Length(22), Constraint::Min(8)],
+    )
+    .block(Block::bordered().title(" SIP "))
 }
 
 fn fetch(socket: &Path) -> Result<TopView, String> {

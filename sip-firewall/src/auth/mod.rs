@@ -121,36 +121,24 @@ impl Authenticator {
             stale: false,
             failure,
         };
-        // Credentials for other realms belong to other hops (RFC 3261 22.3): not ours.
-        let mut ours = None;
-        for v in values {
-            match Credentials::parse(v) {
-                Ok(c) if c.realm.eq_ignore_ascii_case(req.realm) => {
-                    ours = Some(c);
-                    break;
-                }
-                Ok(_) | Err(digest::CredentialsError::Scheme) => {}
-                Err(_) => return challenge(Some("malformed")),
-            }
-        }
-        let Some(c) = ours else {
-            return challenge(None);
+        let c = match ours(values, req.realm) {
+            Ok(Some(c)) => c,
+            Ok(None) => return challenge(None),
+            Err(()) => return challenge(Some("malformed")),
         };
         if req.must_be.iter().any(|u| *u != c.username) {
             return Outcome::Forbidden {
                 reason: "identity_mismatch",
             };
         }
+        // Absent means MD5 (RFC 7616); one we do not offer is refused.
         let alg = match c.algorithm.as_deref() {
-            None => Algorithm::Md5,
-            Some(a) => match Algorithm::parse(a) {
-                Some(a) => a,
-                None => return challenge(Some("algorithm")),
-            },
+            None => Some(Algorithm::Md5),
+            Some(a) => Algorithm::parse(a),
         };
-        if !self.algorithms.contains(&alg) {
+        let Some(alg) = alg.filter(|a| self.algorithms.contains(a)) else {
             return challenge(Some("algorithm"));
-        }
+        };
         let (Some("auth"), Some(nc), Some(cnonce)) =
             (c.qop.as_deref(), c.nc.as_deref(), c.cnonce.as_deref())
         else {
@@ -209,6 +197,20 @@ fn eq_ignore_case_ct(a: &[u8], b: &[u8]) -> bool {
         && a.iter().zip(b).fold(0u8, |acc, (x, y)| {
             acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
         }) == 0
+}
+
+/// Our credentials among the Authorization values: the first for our realm. Credentials
+/// for other realms belong to other hops (RFC 3261 22.3); other schemes are not ours; a
+/// malformed digest is an error.
+fn ours(values: &[&str], realm: &str) -> Result<Option<Credentials>, ()> {
+    for v in values {
+        match Credentials::parse(v) {
+            Ok(c) if c.realm.eq_ignore_ascii_case(realm) => return Ok(Some(c)),
+            Ok(_) | Err(digest::CredentialsError::Scheme) => {}
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

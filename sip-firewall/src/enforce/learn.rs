@@ -358,85 +358,7 @@ pub async fn run(
         };
         // As in force now: a reload changes thresholds and ban times for the next event.
         let cfg = bans();
-        // Known sources (allow list, registrations, recent authentication, peers of our
-        // transactions) are never banned on evidence anyone can forge with their address:
-        // otherwise one spoofed packet takes a subscriber or a trunk off the air (issue 9).
-        let protected = |ip: IpAddr| {
-            with(&enforcer, |e| {
-                Ok(
-                    e.source_verdict(ip) == Some(sip_firewall_common::Reason::Allowed)
-                        || e.is_known(ip),
-                )
-            })
-            .unwrap_or(false)
-        };
-        let ban = match event {
-            Event::TransactionOpen(branch, peer) => {
-                with(&enforcer, |e| {
-                    e.transaction_open(&branch, peer, TRANSACTION_TTL)
-                });
-                None
-            }
-            Event::TransactionClose(branch, peer) => {
-                with(&enforcer, |e| e.transaction_close(&branch, peer));
-                None
-            }
-            Event::Known(ip) => {
-                with(&enforcer, |e| e.know(ip, KNOWN_TTL));
-                None
-            }
-            Event::AuthFailure(ip, proven) => {
-                let known = protected(ip);
-                if known && !proven {
-                    refusals.refuse(ip, "auth_unproven");
-                    None
-                } else {
-                    let n = failures.hit(ip, Instant::now(), cfg.auth_window);
-                    (n >= cfg.auth_failures as usize).then(|| {
-                        failures.forget(&ip);
-                        if known {
-                            // Its own failed logins: demoted, it no longer gets the known
-                            // tier (issue 9, trust tiers).
-                            with(&enforcer, |e| e.forget_known(ip));
-                        }
-                        (
-                            ip,
-                            cfg.auth_ban_time,
-                            format!("auth_failure: {n} failed authentications"),
-                        )
-                    })
-                }
-            }
-            Event::Scanner(ip, _) if cfg.scanners && protected(ip) => {
-                refusals.refuse(ip, "scanner");
-                None
-            }
-            Event::Scanner(ip, ua) => cfg
-                .scanners
-                .then(|| (ip, cfg.scanner_ban_time, format!("scanner: {ua}"))),
-            // The gate keeps dropping a known source's excess (throttled), without a ban.
-            Event::RequestRate(ip) if protected(ip) => {
-                refusals.refuse(ip, "request_rate");
-                None
-            }
-            Event::RequestRate(ip) => Some((
-                ip,
-                cfg.request_ban_time,
-                format!(
-                    "request_rate: over {} requests in {:?}",
-                    cfg.request_limit, cfg.request_window
-                ),
-            )),
-            Event::Flood(ip) if protected(ip) => {
-                refusals.refuse(ip, "flood");
-                None
-            }
-            Event::Flood(ip) => Some((
-                ip,
-                cfg.request_ban_time,
-                "flood: user-space flood limit".to_string(),
-            )),
-        };
+        let ban = decide(event, &enforcer, &cfg, &mut failures, &mut refusals);
         if let Some((ip, time, reason)) = ban {
             let already = with(&enforcer, |e| Ok(e.is_banned(ip))).unwrap_or(false);
             if !already && with(&enforcer, |e| e.ban(ip, Some(time), &reason).map(|_| ())).is_some()
@@ -446,6 +368,94 @@ pub async fn run(
             }
         }
     }
+}
+
+/// What one event leads to: a ban to make (source, time, reason), or nothing (recorded,
+/// counted, or refused on a protected source).
+fn decide(
+    event: Event,
+    enforcer: &Mutex<Enforcer>,
+    cfg: &BansConfig,
+    failures: &mut Window,
+    refusals: &mut Refusals,
+) -> Option<(IpAddr, Duration, String)> {
+    match event {
+        Event::TransactionOpen(branch, peer) => {
+            with(enforcer, |e| {
+                e.transaction_open(&branch, peer, TRANSACTION_TTL)
+            });
+            None
+        }
+        Event::TransactionClose(branch, peer) => {
+            with(enforcer, |e| e.transaction_close(&branch, peer));
+            None
+        }
+        Event::Known(ip) => {
+            with(enforcer, |e| e.know(ip, KNOWN_TTL));
+            None
+        }
+        Event::AuthFailure(ip, proven) => {
+            let known = protected(enforcer, ip);
+            if known && !proven {
+                refusals.refuse(ip, "auth_unproven");
+                None
+            } else {
+                let n = failures.hit(ip, Instant::now(), cfg.auth_window);
+                (n >= cfg.auth_failures as usize).then(|| {
+                    failures.forget(&ip);
+                    if known {
+                        // Its own failed logins: demoted, it no longer gets the known
+                        // tier (issue 9, trust tiers).
+                        with(enforcer, |e| e.forget_known(ip));
+                    }
+                    (
+                        ip,
+                        cfg.auth_ban_time,
+                        format!("auth_failure: {n} failed authentications"),
+                    )
+                })
+            }
+        }
+        Event::Scanner(ip, _) if cfg.scanners && protected(enforcer, ip) => {
+            refusals.refuse(ip, "scanner");
+            None
+        }
+        Event::Scanner(ip, ua) => cfg
+            .scanners
+            .then(|| (ip, cfg.scanner_ban_time, format!("scanner: {ua}"))),
+        // The gate keeps dropping a known source's excess (throttled), without a ban.
+        Event::RequestRate(ip) if protected(enforcer, ip) => {
+            refusals.refuse(ip, "request_rate");
+            None
+        }
+        Event::RequestRate(ip) => Some((
+            ip,
+            cfg.request_ban_time,
+            format!(
+                "request_rate: over {} requests in {:?}",
+                cfg.request_limit, cfg.request_window
+            ),
+        )),
+        Event::Flood(ip) if protected(enforcer, ip) => {
+            refusals.refuse(ip, "flood");
+            None
+        }
+        Event::Flood(ip) => Some((
+            ip,
+            cfg.request_ban_time,
+            "flood: user-space flood limit".to_string(),
+        )),
+    }
+}
+
+/// Known sources (allow list, registrations, recent authentication, peers of our
+/// transactions) are never banned on evidence anyone can forge with their address:
+/// otherwise one spoofed packet takes a subscriber or a trunk off the air (issue 9).
+fn protected(enforcer: &Mutex<Enforcer>, ip: IpAddr) -> bool {
+    with(enforcer, |e| {
+        Ok(e.source_verdict(ip) == Some(sip_firewall_common::Reason::Allowed) || e.is_known(ip))
+    })
+    .unwrap_or(false)
 }
 
 /// Run `f` on the enforcer, logging failures.

@@ -28,67 +28,71 @@ fn when(unix: u64) -> String {
         .to_string()
 }
 
+/// `fraud status`: calls, the accounts with their rules' counters, suspensions.
+fn status_text(s: &Status) -> String {
+    let mut out = format!("calls active: {}\n", s.calls_active);
+    for (p, n) in &s.calls_by_peer {
+        out.push_str(&format!("calls with peer {p}: {n}\n"));
+    }
+    out.push('\n');
+    let mut rows = Vec::new();
+    for a in &s.accounts {
+        let state = if a.suspended { "SUSPENDED" } else { "ok" };
+        if a.rules.is_empty() {
+            rows.push(vec![
+                a.account.clone(),
+                state.into(),
+                a.calls_active.to_string(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for r in &a.rules {
+            rows.push(vec![
+                a.account.clone(),
+                state.into(),
+                a.calls_active.to_string(),
+                r.prefix.clone(),
+                r.calls_last_minute.to_string(),
+                r.concurrent.to_string(),
+                r.sequential.to_string(),
+                r.total_today.to_string(),
+            ]);
+        }
+    }
+    out.push_str(&table(
+        &[
+            "account",
+            "state",
+            "calls",
+            "rule",
+            "per min",
+            "concurrent",
+            "sequential",
+            "today",
+        ],
+        &rows,
+    ));
+    if !s.suspended.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["suspended account", "since", "reason"],
+            &s.suspended
+                .iter()
+                .map(|x| vec![x.account.clone(), when(x.since_unix), x.reason.clone()])
+                .collect::<Vec<_>>(),
+        ));
+    }
+    out
+}
+
 pub fn run(cmd: FraudCmd, common: &Common) -> ExitCode {
     match cmd {
         FraudCmd::Status { user } => ask(common, Request::FraudStatus { user }, |d| {
-            let s: Status = decode(d)?;
-            let mut out = format!("calls active: {}\n", s.calls_active);
-            for (p, n) in &s.calls_by_peer {
-                out.push_str(&format!("calls with peer {p}: {n}\n"));
-            }
-            out.push('\n');
-            let mut rows = Vec::new();
-            for a in &s.accounts {
-                let state = if a.suspended { "SUSPENDED" } else { "ok" };
-                if a.rules.is_empty() {
-                    rows.push(vec![
-                        a.account.clone(),
-                        state.into(),
-                        a.calls_active.to_string(),
-                        "-".into(),
-                        "-".into(),
-                        "-".into(),
-                        "-".into(),
-                        "-".into(),
-                    ]);
-                }
-                for r in &a.rules {
-                    rows.push(vec![
-                        a.account.clone(),
-                        state.into(),
-                        a.calls_active.to_string(),
-                        r.prefix.clone(),
-                        r.calls_last_minute.to_string(),
-                        r.concurrent.to_string(),
-                        r.sequential.to_string(),
-                        r.total_today.to_string(),
-                    ]);
-                }
-            }
-            out.push_str(&table(
-                &[
-                    "account",
-                    "state",
-                    "calls",
-                    "rule",
-                    "per min",
-                    "concurrent",
-                    "sequential",
-                    "today",
-                ],
-                &rows,
-            ));
-            if !s.suspended.is_empty() {
-                out.push('\n');
-                out.push_str(&table(
-                    &["suspended account", "since", "reason"],
-                    &s.suspended
-                        .iter()
-                        .map(|x| vec![x.account.clone(), when(x.since_unix), x.reason.clone()])
-                        .collect::<Vec<_>>(),
-                ));
-            }
-            Ok(out)
+            Ok(status_text(&decode(d)?))
         }),
         FraudCmd::Unblock { user } => ask(common, Request::FraudUnblock { user }, |d| {
             Ok(format!(

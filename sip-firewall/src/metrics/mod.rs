@@ -340,19 +340,26 @@ impl Metrics {
         for kind in ["request", "response"] {
             m.accepted.with_label_values(&[kind]);
         }
-        if let Err(e) = m.registry.register(Box::new(INTERNAL_ERRORS.clone())) {
+        m.register_globals();
+        m
+    }
+
+    /// The process-wide counters other units bump without a handle (internal errors, limits,
+    /// TLS handshakes, DNS lookups, WebSocket upgrades), in this registry, their usual series at zero.
+    fn register_globals(&self) {
+        if let Err(e) = self.registry.register(Box::new(INTERNAL_ERRORS.clone())) {
             tracing::error!("registering sipfw_internal_errors_total: {e}");
         }
         for kind in ["message", "timer", "lock_poisoned", "learner_queue_full"] {
             INTERNAL_ERRORS.with_label_values(&[kind]);
         }
-        if let Err(e) = m.registry.register(Box::new(LIMITS.clone())) {
+        if let Err(e) = self.registry.register(Box::new(LIMITS.clone())) {
             tracing::error!("registering sipfw_limits_refused_total: {e}");
         }
         for what in LIMITS_WHAT {
             LIMITS.with_label_values(&[what]);
         }
-        if let Err(e) = m.registry.register(Box::new(TLS_HANDSHAKES.clone())) {
+        if let Err(e) = self.registry.register(Box::new(TLS_HANDSHAKES.clone())) {
             tracing::error!("registering sipfw_sip_tls_handshakes_total: {e}");
         }
         for result in [
@@ -365,10 +372,10 @@ impl Metrics {
         ] {
             TLS_HANDSHAKES.with_label_values(&[result]);
         }
-        if let Err(e) = m.registry.register(Box::new(CONNECTIONS.clone())) {
+        if let Err(e) = self.registry.register(Box::new(CONNECTIONS.clone())) {
             tracing::error!("registering sipfw_sip_connections_total: {e}");
         }
-        if let Err(e) = m.registry.register(Box::new(CONNECTIONS_OPEN.clone())) {
+        if let Err(e) = self.registry.register(Box::new(CONNECTIONS_OPEN.clone())) {
             tracing::error!("registering sipfw_sip_connections_open: {e}");
         }
         for t in CONNECTION_TRANSPORTS {
@@ -377,13 +384,13 @@ impl Metrics {
             }
             CONNECTIONS_OPEN.with_label_values(&[t]);
         }
-        if let Err(e) = m.registry.register(Box::new(DNS_LOOKUPS.clone())) {
+        if let Err(e) = self.registry.register(Box::new(DNS_LOOKUPS.clone())) {
             tracing::error!("registering sipfw_dns_lookups_total: {e}");
         }
         for result in ["cached", "resolved", "not_found", "failed"] {
             DNS_LOOKUPS.with_label_values(&[result]);
         }
-        if let Err(e) = m.registry.register(Box::new(WS_UPGRADES.clone())) {
+        if let Err(e) = self.registry.register(Box::new(WS_UPGRADES.clone())) {
             tracing::error!("registering sipfw_sip_ws_upgrades_total: {e}");
         }
         for result in [
@@ -395,7 +402,6 @@ impl Metrics {
         ] {
             WS_UPGRADES.with_label_values(&[result]);
         }
-        m
     }
 
     /// Run `f` before every scrape (to copy state kept elsewhere into metrics).

@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | `config` | `[xdp]` (`XdpSection`, `XdpMode`, `BanScopeConfig`): defaults, checks, the kernel's `XdpConfig` |
 //! | `program` | load, attach (with fallback), detach, the embedded object |
-//! | `maps` | typed access to every map (lists, bans, learned bans, known, transactions, counters), the janitor |
+//! | `maps` | typed access to every map (lists, bans, learned bans, known, transactions, counters); `maps::janitor` the sweep |
 //! | `pin` | bpffs pins: take over, or start clean |
 //! | `events` | the ring buffer of bans the program made |
 //!

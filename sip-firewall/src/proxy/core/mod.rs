@@ -212,21 +212,11 @@ impl Core {
             .map(|d| d.to_ascii_lowercase())
             .collect();
         let (adv_host, adv_port) = advertised(config);
-        let secret = match &config.auth.secret {
-            Some(s) => s.as_bytes().to_vec(),
-            None => random_bytes(32)?,
-        };
-        // Derived from the configured secret, dialogs survive a restart; from a random one,
-        // in-dialog requests of earlier dialogs are refused (404) after it.
-        let rr_key = match &config.auth.secret {
-            Some(s) => route::mac(s.as_bytes(), &[b"sip-firewall record-route key"]).to_vec(),
-            None => random_bytes(32)?,
-        };
-        let salt = u64::from_le_bytes(
-            random_bytes(8)?
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("randomness"))?,
-        );
+        let Keys {
+            secret,
+            rr_key,
+            salt,
+        } = Keys::new(config.auth.secret.as_deref())?;
         let algorithms = config
             .auth
             .algorithms
@@ -259,18 +249,7 @@ impl Core {
             unavailable: config.proxy.unavailable,
             identity_headers: config.proxy.identity_headers.clone(),
             silent: HashMap::new(),
-            identities: config
-                .auth
-                .users
-                .iter()
-                .filter(|u| !u.identities.is_empty())
-                .map(|u| {
-                    (
-                        (u.user.clone(), u.domain.to_ascii_lowercase()),
-                        u.identities.clone(),
-                    )
-                })
-                .collect(),
+            identities: identities(&config.auth.users),
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
@@ -293,9 +272,7 @@ impl Core {
             rr_key,
             seq: 0,
             start: now,
-            unix_at_start: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            unix_at_start: crate::clock::unix_now(),
             last_housekeeping: now,
             authenticated_source: None,
             requester: None,
@@ -752,6 +729,53 @@ mod request;
 mod resolve;
 mod response;
 mod timers;
+
+/// The core's keys: the nonce secret, the Record-Route stamp key and the branch salt.
+struct Keys {
+    secret: Vec<u8>,
+    rr_key: Vec<u8>,
+    salt: u64,
+}
+
+impl Keys {
+    /// From `[auth] secret` when set, else random.
+    fn new(configured: Option<&str>) -> anyhow::Result<Keys> {
+        let secret = match configured {
+            Some(s) => s.as_bytes().to_vec(),
+            None => random_bytes(32)?,
+        };
+        // Derived from the configured secret, dialogs survive a restart; from a random one,
+        // in-dialog requests of earlier dialogs are refused (404) after it.
+        let rr_key = match configured {
+            Some(s) => route::mac(s.as_bytes(), &[b"sip-firewall record-route key"]).to_vec(),
+            None => random_bytes(32)?,
+        };
+        let salt = u64::from_le_bytes(
+            random_bytes(8)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("randomness"))?,
+        );
+        Ok(Keys {
+            secret,
+            rr_key,
+            salt,
+        })
+    }
+}
+
+/// The identities each user may assert besides its own (RFC 3325), by user and domain.
+fn identities(users: &[crate::auth::config::UserEntry]) -> HashMap<(String, String), Vec<String>> {
+    users
+        .iter()
+        .filter(|u| !u.identities.is_empty())
+        .map(|u| {
+            (
+                (u.user.clone(), u.domain.to_ascii_lowercase()),
+                u.identities.clone(),
+            )
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod cluster_tests;

@@ -1,0 +1,275 @@
+//! The daemon's background tasks: the ban writer, the XDP ban events, the maps' janitor, the
+//! cluster, the listeners and timers, the metrics endpoint, the watchdog; serving signals and
+//! stopping them all.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::{lock, summary};
+use crate::{config::Config, enforce::Enforcer, metrics::Metrics, server::SipServer, xdp::events};
+
+/// How often the XDP maps are swept of expired entries and their fill reported.
+pub const MAP_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often the bans the XDP program made are summed up in the log.
+const BAN_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bans the XDP program made, logged as one line per [`BAN_LOG_EVERY`].
+#[derive(Default)]
+struct BanSummary {
+    since: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl BanSummary {
+    fn add(&mut self, ip: std::net::IpAddr) {
+        self.count += 1;
+        let now = std::time::Instant::now();
+        match self.since {
+            // The first ban of a quiet period is logged at once.
+            None => {
+                info!(%ip, "XDP banned a source");
+                self.since = Some(now);
+                self.count = 0;
+            }
+            Some(t) if now.duration_since(t) >= BAN_LOG_EVERY => {
+                info!(bans = self.count, last = %ip, "XDP banned sources in the last {:?}", now.duration_since(t));
+                self.since = Some(now);
+                self.count = 0;
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// The proxy's timers and the SIP listeners.
+pub(super) fn spawn_serving(
+    tasks: &mut Tasks,
+    proxy: Arc<crate::proxy::Proxy>,
+    server: SipServer,
+    shutdown_rx: &watch::Receiver<bool>,
+) {
+    let rx = shutdown_rx.clone();
+    tasks.spawn(async move {
+        proxy.run_timers(rx).await;
+        Ok(())
+    });
+    let rx = shutdown_rx.clone();
+    tasks.spawn(async move { server.run(rx).await });
+}
+
+/// The cluster's task (`[cluster]`): remote changes applied to the enforcer and the proxy;
+/// what the admin API needs of it (the outbox, the view for `status`).
+pub(super) fn spawn_cluster(
+    tasks: &mut Tasks,
+    cluster: Option<(crate::cluster::Cluster, crate::cluster::Outbox)>,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    proxy: &Arc<crate::proxy::Proxy>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<ClusterInfo>> {
+    let Some((cluster, outbox)) = cluster else {
+        return Ok(None);
+    };
+    let view = cluster.view.clone();
+    let target = crate::cluster::Target {
+        store: Some(lock(enforcer)?.store_handle()),
+        enforcer: enforcer.clone(),
+        proxy: Some(proxy.clone()),
+        metrics: cluster.metrics.clone(),
+        marks: Default::default(),
+    };
+    tasks.spawn(crate::cluster::run(cluster, target, shutdown_rx.clone()));
+    Ok(Some((outbox, view)))
+}
+
+/// The cluster as the admin API sees it.
+type ClusterInfo = (
+    crate::cluster::Outbox,
+    Arc<Mutex<crate::cluster::ClusterView>>,
+);
+
+/// Wait for every task to end (shutdown was sent), then detach the fast path (dropping it
+/// detaches it from every interface).
+pub(super) async fn stop(mut tasks: Tasks, enforcer: &Mutex<Enforcer>) {
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            error!("while stopping: {e:#}");
+        }
+    }
+    if let Ok(mut e) = enforcer.lock() {
+        e.stop_fast_path();
+    }
+}
+
+/// The background tasks of the daemon; the first to end stops it.
+pub(super) type Tasks = tokio::task::JoinSet<anyhow::Result<()>>;
+
+/// Learned bans are stored in batches by a writer task, never under the lock the gate takes
+/// for every message.
+pub(super) fn spawn_ban_writer(
+    tasks: &mut Tasks,
+    enforcer: &Mutex<Enforcer>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    {
+        let (ban_tx, ban_rx) = tokio::sync::mpsc::channel(65_536);
+        let store = lock(enforcer)?.set_ban_writer(ban_tx);
+        tasks.spawn(crate::enforce::write_bans(
+            store,
+            ban_rx,
+            shutdown_rx.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// Record the bans the XDP program makes; one log line per interval with the count, not one
+/// per ban: a flood of spoofed sources must not become a flood of log lines.
+pub(super) fn spawn_kernel_bans(
+    tasks: &mut Tasks,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    shutdown_rx: &watch::Receiver<bool>,
+) {
+    let rx = shutdown_rx.clone();
+    let enforcer = enforcer.clone();
+    let mut summary = BanSummary::default();
+    tasks.spawn(async move {
+        events::watch(ring, rx, move |ban| {
+            summary.add(ban.ip);
+            let recorded = enforcer
+                .lock()
+                .map_err(|_| anyhow::anyhow!("state poisoned"))
+                .and_then(|mut e| e.record_kernel_ban(&ban).map_err(anyhow::Error::from));
+            if let Err(e) = recorded {
+                error!(ip = %ban.ip, "cannot record the XDP ban: {e:#}");
+            }
+        })
+        .await
+        .context("reading XDP ban events")
+    });
+}
+
+/// The maps' janitor: expired entries deleted, fill reported, off the hot path.
+pub(super) fn spawn_janitor(
+    tasks: &mut Tasks,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    metrics: &Metrics,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    if let Some(mut janitor) = lock(enforcer)?.map_janitor()? {
+        let gauges = crate::metrics::xdp::MapGauges::register(metrics);
+        let enforcer = enforcer.clone();
+        let mut rx = shutdown_rx.clone();
+        // Replies XDP dropped as strays: the kernel counts them, so user space logs their
+        // sum, one security line a minute at most.
+        let mut strays = crate::logging::SummaryEvent::new(
+            "stray_reply",
+            "response matching no open transaction (XDP)",
+        );
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(MAP_SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = rx.changed() => return Ok(()),
+                }
+                let now = crate::clock::monotonic_ns();
+                let (j, fills) = tokio::task::spawn_blocking(move || {
+                    let fills = janitor.sweep(now);
+                    (janitor, fills)
+                })
+                .await
+                .context("map sweep")?;
+                janitor = j;
+                gauges.set(&fills);
+                for f in &fills {
+                    if f.entries * 10 >= f.capacity * 8 {
+                        warn!(
+                            map = f.map,
+                            entries = f.entries,
+                            capacity = f.capacity,
+                            "XDP map over 80% full"
+                        );
+                    }
+                }
+                if let Ok(mut e) = enforcer.lock() {
+                    e.forget_expired_bans();
+                    if let Some(c) = e.xdp_counters() {
+                        let stray = sip_firewall_common::Reason::StrayReply as usize;
+                        strays.observe(c[stray].packets, std::time::Instant::now());
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Watchdog pings come from a task of the runtime that takes the enforcer's lock: a stuck
+/// runtime or a deadlocked enforcer stops them, and systemd restarts the daemon.
+pub(super) fn spawn_watchdog(
+    tasks: &mut Tasks,
+    notifier: &Arc<crate::notify::Notifier>,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    config: &Config,
+    shutdown_rx: &watch::Receiver<bool>,
+) {
+    let notifier = notifier.clone();
+    let enforcer = enforcer.clone();
+    let config = config.clone();
+    let mut rx = shutdown_rx.clone();
+    let every =
+        crate::notify::watchdog_interval().map_or(std::time::Duration::from_secs(5), |w| w / 2);
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let status = summary(&enforcer, &config);
+                    notifier.notify(&format!("WATCHDOG=1\nSTATUS={}", status.replace('\n', " ")));
+                }
+                _ = rx.wait_for(|s| *s) => return Ok(()),
+            }
+        }
+    });
+}
+
+/// Serve signals until SIGINT/SIGTERM or a task ends: SIGHUP reloads as `sip-firewall reload`
+/// does (a bad file changes nothing). The failure that stopped the daemon, if any.
+pub(super) async fn serve_signals(
+    tasks: &mut Tasks,
+    reloader: &crate::reload::Reloader,
+    notifier: &crate::notify::Notifier,
+    enforcer: &Mutex<Enforcer>,
+    config: &Config,
+) -> anyhow::Result<Option<anyhow::Error>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    let failure = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break None }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break None }
+            _ = hup.recv() => {
+                // SIGHUP: reload as `sip-firewall reload` does; a bad file changes nothing.
+                notifier.notify("RELOADING=1");
+                match tokio::task::block_in_place(|| reloader.reload()) {
+                    Ok(r) => info!(applied = ?r.applied, restart_needed = ?r.restart_needed, "SIGHUP: config reloaded"),
+                    Err(e) => error!("SIGHUP: reload refused, the running config stays: {e}"),
+                }
+                notifier.ready(&summary(enforcer, config));
+            }
+            Some(done) = tasks.join_next() => break match done {
+                Ok(Ok(())) => Some(anyhow::anyhow!("a task ended unexpectedly")),
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(anyhow::anyhow!("a task panicked: {e}")),
+            },
+        }
+    };
+    Ok(failure)
+}

@@ -1,0 +1,238 @@
+//! The calls the guard tracks, from the INVITE it allowed to the BYE: answered, failed,
+//! refreshed in the dialog, and ended by [`Fraud::tick`] (past `max_call_duration`, a
+//! critical duration, an expired session, a suspended account with
+//! `on_critical = "block-and-hangup"`).
+
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::{CallKey, DialogInfo, Event, Fraud, OnCritical, PENDING_LIMIT};
+
+/// A call past a duration threshold: the account, the rule, how long, the threshold.
+type Long = (String, String, Duration, Duration);
+
+impl Fraud {
+    /// The caller's side of a tracked call (from, contact, CSeq), when it waits for the 2xx
+    /// of server transaction `txn`.
+    pub fn pending(&self, key: &CallKey, txn: &str) -> Option<(String, Option<String>, u32)> {
+        self.calls
+            .get(key)
+            .filter(|c| c.answered.is_none() && c.txn == txn)
+            .map(|c| (c.from.clone(), c.contact.clone(), c.cseq))
+    }
+
+    /// The first 2xx of a tracked call: the dialog starts.
+    pub fn answered(&mut self, key: &CallKey, dialog: DialogInfo, now: Instant) {
+        if let Some(c) = self.calls.get_mut(key)
+            && c.answered.is_none()
+        {
+            c.answered = Some(now);
+            c.refreshed = Some(now);
+            c.dialog = Some(dialog);
+            if self.suspended.contains_key(&c.account)
+                && self.on_critical == OnCritical::BlockAndHangup
+            {
+                c.hangup = Some("fraud_hangup");
+            }
+        }
+    }
+
+    /// The server transaction `txn` of a tracked call answered a final non-2xx: no dialog,
+    /// forgotten.
+    pub fn failed(&mut self, key: &CallKey, txn: &str) {
+        if self
+            .calls
+            .get(key)
+            .is_some_and(|c| c.answered.is_none() && c.txn == txn)
+        {
+            self.remove(key, None);
+        }
+    }
+
+    pub(super) fn remove(
+        &mut self,
+        key: &CallKey,
+        ended: Option<(&str, Instant)>,
+    ) -> Option<DialogInfo> {
+        let c = self.calls.remove(key)?;
+        if let Some(a) = self.accounts.get_mut(&c.account) {
+            a.active = a.active.saturating_sub(1);
+            for &i in &c.rules {
+                if let Some(r) = a.rules.get_mut(i) {
+                    r.active = r.active.saturating_sub(1);
+                }
+            }
+        }
+        if let Some(p) = c.peer
+            && let Some(n) = self.peers.get_mut(&p)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.peers.remove(&p);
+            }
+        }
+        if let (Some((how, now)), Some(at)) = (ended, c.answered) {
+            self.metrics.calls_ended.with_label_values(&[how]).inc();
+            self.metrics
+                .call_duration
+                .observe(now.saturating_duration_since(at).as_secs_f64());
+        }
+        self.gauges(Some(&c.account), c.peer);
+        c.dialog
+    }
+
+    /// An in-dialog request of a tracked call went through: its CSeq is remembered (our BYE
+    /// must be higher); a re-INVITE or UPDATE refreshes the session (RFC 4028); a BYE ends
+    /// the call.
+    pub fn in_dialog(
+        &mut self,
+        call_id: &str,
+        tags: (&str, &str),
+        cseq: u32,
+        method: &str,
+        now: Instant,
+    ) {
+        let bye = method == "BYE";
+        // From the caller: its From-tag is the key; from the callee: its To-tag is.
+        let (key, from_caller) = {
+            let k1 = (call_id.to_string(), tags.0.to_string());
+            if self.calls.contains_key(&k1) {
+                (k1, true)
+            } else {
+                ((call_id.to_string(), tags.1.to_string()), false)
+            }
+        };
+        let Some(c) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if matches!(method, "INVITE" | "UPDATE") && c.answered.is_some() {
+            c.refreshed = Some(now);
+        }
+        if let Some(d) = c.dialog.as_mut() {
+            if from_caller {
+                d.caller_cseq = d.caller_cseq.max(cseq);
+            } else {
+                d.callee_cseq = Some(d.callee_cseq.unwrap_or(0).max(cseq));
+            }
+        }
+        if bye {
+            let answered = c.answered.is_some();
+            self.remove(&key, answered.then_some(("bye", now)));
+        }
+    }
+
+    /// Calls to end now (the core sends BYE both ways), and the housekeeping of forgotten
+    /// attempts.
+    pub fn tick(&mut self, now: Instant, unix: u64) -> Vec<(DialogInfo, &'static str)> {
+        let (mut due, warns, crits) = self.due(now);
+        self.report_durations(warns, crits, unix);
+        // With on_critical = alert a long call only warns; it is not ended.
+        if self.on_critical == OnCritical::Alert {
+            due.retain(|(_, how)| *how != "fraud_hangup");
+        }
+        let mut out = Vec::new();
+        for (k, how) in due {
+            if let Some(d) = self.remove(&k, Some((how, now))) {
+                info!(call_id = d.call_id, how, "ending a call");
+                out.push((d, how));
+            }
+        }
+        out
+    }
+
+    /// The calls to end now and why; the duration thresholds calls passed (warnings once per
+    /// call, criticals).
+    fn due(&mut self, now: Instant) -> (Vec<(CallKey, &'static str)>, Vec<Long>, Vec<Long>) {
+        let mut due: Vec<(CallKey, &'static str)> = Vec::new();
+        let mut warns = Vec::new();
+        let mut crits = Vec::new();
+        for (k, c) in &mut self.calls {
+            let Some(at) = c.answered else {
+                if now.saturating_duration_since(c.authorised) >= PENDING_LIMIT {
+                    due.push((k.clone(), "expired"));
+                }
+                continue;
+            };
+            let len = now.saturating_duration_since(at);
+            if let Some(h) = c.hangup {
+                due.push((k.clone(), h));
+                continue;
+            }
+            if self.max_call_duration.is_some_and(|m| len >= m) {
+                due.push((k.clone(), "max_duration"));
+                continue;
+            }
+            // RFC 4028 10: the parties themselves end an unrefreshed session up to
+            // min(32s, interval/3) around its expiry; the edge waits that long beyond it,
+            // then ends what they left up (a pair that negotiates a short interval and never
+            // refreshes must not keep an untracked call).
+            if let (Some(se), Some(r)) = (
+                c.dialog.as_ref().and_then(|d| d.session_expires),
+                c.refreshed,
+            ) && now.saturating_duration_since(r) >= se + (se / 3).min(Duration::from_secs(32))
+            {
+                due.push((k.clone(), "session_expired"));
+                continue;
+            }
+            for &i in &c.rules {
+                let Some(r) = self.rules.get(i) else { continue };
+                if let Some(crit) = r.duration.critical
+                    && len > crit
+                {
+                    crits.push((c.account.clone(), r.shown.clone(), len, crit));
+                    due.push((k.clone(), "fraud_hangup"));
+                    break;
+                }
+                if let Some(w) = r.duration.warn
+                    && len > w
+                    && !c.warned_duration
+                {
+                    c.warned_duration = true;
+                    warns.push((c.account.clone(), r.shown.clone(), len, w));
+                }
+            }
+        }
+        (due, warns, crits)
+    }
+
+    /// Duration thresholds passed become events and metrics; a critical one suspends the
+    /// account (unless `on_critical = "alert"`).
+    fn report_durations(&mut self, warns: Vec<Long>, crits: Vec<Long>, unix: u64) {
+        for (account, rule, len, w) in warns {
+            self.metrics.warnings.with_label_values(&["duration"]).inc();
+            self.event(Event {
+                unix,
+                account,
+                kind: "warning".into(),
+                measure: "duration".into(),
+                rule: Some(rule),
+                value: len.as_secs(),
+                threshold: w.as_secs(),
+            });
+        }
+        for (account, rule, len, crit) in crits {
+            self.metrics.critical.with_label_values(&["duration"]).inc();
+            self.event(Event {
+                unix,
+                account: account.clone(),
+                kind: "critical".into(),
+                measure: "duration".into(),
+                rule: Some(rule.clone()),
+                value: len.as_secs(),
+                threshold: crit.as_secs(),
+            });
+            if self.on_critical != OnCritical::Alert && !self.suspended.contains_key(&account) {
+                self.suspend(
+                    &account,
+                    format!(
+                        "duration {}s > {}s (rule {rule})",
+                        len.as_secs(),
+                        crit.as_secs()
+                    ),
+                    unix,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The sweep of the maps that fill up (bans, learned bans, flood state, known sources,
+//! transactions): expired entries deleted, fill counted for `sipfw_map_entries` and
+//! `sipfw_map_capacity`, through descriptors of its own so the walk holds no lock of the
+//! daemon.
+
+use std::os::fd::AsFd as _;
+
+use aya::maps::{HashMap, MapData};
+use sip_firewall_common::{BanValue, IpKey, maps as names};
+
+use super::{MapsError, XdpMaps, map_err};
+
+/// The maps that fill up, through descriptors of their own: counts their entries and
+/// deletes the expired ones (the program deletes a ban only when its source comes back).
+pub struct MapJanitor {
+    bans: HashMap<MapData, IpKey, BanValue>,
+    learned_bans: HashMap<MapData, IpKey, BanValue>,
+    flood: HashMap<MapData, IpKey, u64>,
+    known: HashMap<MapData, IpKey, u64>,
+    transactions: HashMap<MapData, u64, u64>,
+}
+
+/// One map's fill after a sweep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapFill {
+    pub map: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+    /// Expired entries deleted by this sweep.
+    pub swept: u64,
+}
+
+impl MapJanitor {
+    /// Delete what expired before `now_ns` (monotonic) and count what is left, map by map.
+    /// Walks every entry: seconds of syscalls for full maps, so run it off the hot path.
+    pub fn sweep(&mut self, now_ns: u64) -> Vec<MapFill> {
+        fn sweep_map<K: aya::Pod + Eq, V: aya::Pod>(
+            m: &mut HashMap<MapData, K, V>,
+            name: &'static str,
+            capacity: u32,
+            expired: impl Fn(&V) -> bool,
+        ) -> MapFill {
+            let mut entries = 0u64;
+            let mut dead = Vec::new();
+            for (k, v) in m.iter().filter_map(Result::ok) {
+                entries += 1;
+                if expired(&v) {
+                    dead.push(k);
+                }
+            }
+            // Deleted after the walk: deleting under the iterator restarts it.
+            let mut swept = 0;
+            for k in dead {
+                if m.remove(&k).is_ok() {
+                    swept += 1;
+                }
+            }
+            MapFill {
+                map: name,
+                entries: entries - swept,
+                capacity: u64::from(capacity),
+                swept,
+            }
+        }
+        vec![
+            sweep_map(&mut self.bans, names::BANS, names::BAN_ENTRIES, |b| {
+                b.expires_ns <= now_ns
+            }),
+            sweep_map(
+                &mut self.learned_bans,
+                names::LEARNED_BANS,
+                names::LEARNED_BAN_ENTRIES,
+                |b| b.expires_ns <= now_ns,
+            ),
+            // Flood state is an LRU of timestamps: counted, never swept.
+            sweep_map(&mut self.flood, names::FLOOD, names::FLOOD_ENTRIES, |_| {
+                false
+            }),
+            sweep_map(&mut self.known, names::KNOWN, names::KNOWN_ENTRIES, |e| {
+                *e <= now_ns
+            }),
+            sweep_map(
+                &mut self.transactions,
+                names::TRANSACTIONS,
+                names::TRANSACTION_ENTRIES,
+                |e| *e <= now_ns,
+            ),
+        ]
+    }
+}
+
+impl XdpMaps {
+    /// Handles of their own on the maps that fill up, for [`MapJanitor`] (which walks them
+    /// without holding whoever owns these maps).
+    pub fn janitor(&self) -> Result<MapJanitor, MapsError> {
+        use aya::maps::IterableMap as _;
+        fn dup<V: aya::Pod>(
+            m: &HashMap<MapData, IpKey, V>,
+            name: &'static str,
+        ) -> Result<HashMap<MapData, IpKey, V>, MapsError> {
+            let fd = m
+                .map()
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| MapsError::Load(format!("{name}: {e}")))?;
+            let map = MapData::from_fd(fd)
+                .and_then(aya::maps::Map::from_map_data)
+                .map_err(map_err(name))?;
+            HashMap::try_from(map).map_err(map_err(name))
+        }
+        let fd = self
+            .transactions
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| MapsError::Load(format!("{}: {e}", names::TRANSACTIONS)))?;
+        let txns = MapData::from_fd(fd)
+            .and_then(aya::maps::Map::from_map_data)
+            .map_err(map_err(names::TRANSACTIONS))?;
+        Ok(MapJanitor {
+            bans: dup(&self.bans, names::BANS)?,
+            learned_bans: dup(&self.learned_bans, names::LEARNED_BANS)?,
+            flood: dup(&self.flood, names::FLOOD)?,
+            known: dup(&self.known, names::KNOWN)?,
+            transactions: HashMap::try_from(txns).map_err(map_err(names::TRANSACTIONS))?,
+        })
+    }
+}
