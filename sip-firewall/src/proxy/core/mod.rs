@@ -226,17 +226,8 @@ impl Core {
         Ok(Core {
             local: Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
                 .with_tls(config.tls.listen.clone())
-                // wss listeners are ours too (never a next hop; named in our WS Via when
-                // there is no plain ws listener).
-                .with_ws(
-                    config
-                        .ws
-                        .listen
-                        .iter()
-                        .chain(&config.wss.listen)
-                        .copied()
-                        .collect(),
-                ),
+                .with_ws(config.ws.listen.clone())
+                .with_wss(config.wss.listen.clone()),
             outbound: config.proxy.outbound.as_ref().and_then(|o| o.addr()),
             outbound_name: config
                 .proxy

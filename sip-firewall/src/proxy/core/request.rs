@@ -54,7 +54,7 @@ impl Core {
                 // connection this copy came on, which may be a new one from the same host.
                 let dest = match ctx.transport {
                     Transport::Datagram => e.dest,
-                    Transport::Stream | Transport::Tls | Transport::Ws => {
+                    Transport::Stream | Transport::Tls | Transport::Ws | Transport::Wss => {
                         self.response_destination(m, ctx)
                     }
                 };
@@ -314,10 +314,12 @@ impl Core {
                 transport: Transport::Datagram,
             },
             // TLS too: the answer goes back on the connection it came on.
-            t @ (Transport::Stream | Transport::Tls | Transport::Ws) => Destination {
-                addr: ctx.source,
-                transport: t,
-            },
+            t @ (Transport::Stream | Transport::Tls | Transport::Ws | Transport::Wss) => {
+                Destination {
+                    addr: ctx.source,
+                    transport: t,
+                }
+            }
         }
     }
 
@@ -1153,7 +1155,7 @@ impl Core {
 fn same_source(e: &ServerEntry, ctx: &Context) -> bool {
     match ctx.transport {
         // A WebSocket flow is its connection: the same address and port.
-        Transport::Datagram | Transport::Ws => e.source == ctx.source,
+        Transport::Datagram | Transport::Ws | Transport::Wss => e.source == ctx.source,
         Transport::Stream | Transport::Tls => e.source.ip() == ctx.source.ip(),
     }
 }
