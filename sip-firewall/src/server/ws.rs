@@ -319,7 +319,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 // Gated like a message: a banned or over-rate source keeps no connection
                 // alive with pongs (tungstenite answers pings itself).
                 if shared.admit_keepalive(peer, settings.transport, b"\r\n\r\n") {
-                    shared.metrics.keepalive("ws");
+                    shared
+                        .metrics
+                        .keepalive(if settings.transport == Transport::Wss {
+                            "wss"
+                        } else {
+                            "ws"
+                        });
                     deadline = Instant::now() + idle;
                 }
                 continue;
