@@ -259,7 +259,9 @@ fn budget_under_a_costly_flood(test: &str, adaptive: bool) {
     // Bounded: at most 3M frames, and stopped at the latest after the poll below.
     let pump = flood(&pair, 4096, 3_000_000, stop_flag.clone(), sent.clone());
     let during = if adaptive {
-        poll_budget(&pair, Duration::from_secs(20), |b| (0.0..CEILING).contains(&b))
+        poll_budget(&pair, Duration::from_secs(20), |b| {
+            (0.0..CEILING).contains(&b)
+        })
     } else {
         // Long enough for the governor to have acted (a tick is 250 ms) had it been on.
         std::thread::sleep(Duration::from_secs(4));
