@@ -82,6 +82,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // `[bans]` and the gate's limits, swapped by a reload while the learner and gate run.
     let settings = EnforceSettings::new(&config);
+    // The unknown-source budget, adapted to what the daemon can spare.
+    {
+        let (e, s, m, rx) = (
+            enforcer.clone(),
+            settings.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        );
+        tasks.spawn(async move {
+            crate::enforce::pressure::run(e, s, m, rx).await;
+            Ok(())
+        });
+    }
     let learner = start_learner(
         &mut tasks,
         &config,
