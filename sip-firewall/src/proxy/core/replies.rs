@@ -42,10 +42,12 @@ impl Core {
                 transport: Transport::Datagram,
             },
             // TLS too: the answer goes back on the connection it came on.
-            t @ (Transport::Stream | Transport::Tls | Transport::Ws) => Destination {
-                addr: ctx.source,
-                transport: t,
-            },
+            t @ (Transport::Stream | Transport::Tls | Transport::Ws | Transport::Wss) => {
+                Destination {
+                    addr: ctx.source,
+                    transport: t,
+                }
+            }
         }
     }
 

@@ -103,7 +103,7 @@ impl Core {
             // connection this copy came on, which may be a new one from the same host.
             let dest = match ctx.transport {
                 Transport::Datagram => e.dest,
-                Transport::Stream | Transport::Tls | Transport::Ws => {
+                Transport::Stream | Transport::Tls | Transport::Ws | Transport::Wss => {
                     self.response_destination(m, ctx)
                 }
             };
@@ -215,7 +215,7 @@ impl Core {
 fn same_source(e: &ServerEntry, ctx: &Context) -> bool {
     match ctx.transport {
         // A WebSocket flow is its connection: the same address and port.
-        Transport::Datagram | Transport::Ws => e.source == ctx.source,
+        Transport::Datagram | Transport::Ws | Transport::Wss => e.source == ctx.source,
         Transport::Stream | Transport::Tls => e.source.ip() == ctx.source.ip(),
     }
 }

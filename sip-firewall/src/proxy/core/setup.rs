@@ -132,17 +132,8 @@ fn local_of(config: &Config) -> Local {
     let (adv_host, adv_port) = advertised(config);
     Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
         .with_tls(config.tls.listen.clone())
-        // wss listeners are ours too (never a next hop; named in our WS Via when
-        // there is no plain ws listener).
-        .with_ws(
-            config
-                .ws
-                .listen
-                .iter()
-                .chain(&config.wss.listen)
-                .copied()
-                .collect(),
-        )
+        .with_ws(config.ws.listen.clone())
+        .with_wss(config.wss.listen.clone())
 }
 
 /// `host[:port]` for our Via and Record-Route: `[proxy] advertise`, else the first listen

@@ -38,6 +38,8 @@ pub struct Local {
     pub tls_listen: Vec<SocketAddr>,
     /// Our WebSocket listen addresses (`[ws] listen`), likewise.
     pub ws_listen: Vec<SocketAddr>,
+    /// Our secure WebSocket listen addresses (`[wss] listen`), likewise (WSS Via).
+    pub wss_listen: Vec<SocketAddr>,
 }
 
 /// Most interface addresses taken from the host: a bound on what one `getifaddrs` may add.
@@ -97,6 +99,7 @@ impl Local {
             addrs: Vec::new(),
             tls_listen: Vec::new(),
             ws_listen: Vec::new(),
+            wss_listen: Vec::new(),
         };
         l.refresh();
         l
@@ -111,6 +114,7 @@ impl Local {
             .iter()
             .chain(&self.tls_listen)
             .chain(&self.ws_listen)
+            .chain(&self.wss_listen)
             .any(|l| l.ip().is_unspecified());
         let host = if wildcard {
             host_addresses()
@@ -127,6 +131,7 @@ impl Local {
             .iter()
             .chain(&self.tls_listen)
             .chain(&self.ws_listen)
+            .chain(&self.wss_listen)
             .map(|l| l.ip())
             .filter(|i| !i.is_unspecified())
             .chain(host)
@@ -143,6 +148,7 @@ impl Local {
         self.listen.iter().any(|l| l.port() == port)
             || self.tls_listen.iter().any(|l| l.port() == port)
             || self.ws_listen.iter().any(|l| l.port() == port)
+            || self.wss_listen.iter().any(|l| l.port() == port)
             || self.adv_port == Some(port)
     }
 
@@ -211,6 +217,7 @@ impl Local {
         let listener = match t {
             Transport::Tls => self.tls_listen.first(),
             Transport::Ws => self.ws_listen.first(),
+            Transport::Wss => self.wss_listen.first(),
             Transport::Datagram | Transport::Stream => None,
         };
         match listener {
@@ -222,6 +229,14 @@ impl Local {
     /// With WebSocket listeners (`[ws] listen`): ours too, and named in WS Via/Record-Route.
     pub fn with_ws(mut self, ws_listen: Vec<SocketAddr>) -> Local {
         self.ws_listen = ws_listen;
+        self.refresh();
+        self
+    }
+
+    /// With secure WebSocket listeners (`[wss] listen`): ours too, and named in WSS Via
+    /// and Record-Route.
+    pub fn with_wss(mut self, wss_listen: Vec<SocketAddr>) -> Local {
+        self.wss_listen = wss_listen;
         self.refresh();
         self
     }
@@ -280,12 +295,19 @@ pub fn resolve(uri_text: &str, outbound: Option<SocketAddr>) -> Option<Destinati
     };
     // RFC 3261 26.2.2 / RFC 5630: a sips URI is reached over TLS, as is transport=tls.
     let transport = match u.param("transport") {
+        // RFC 7118: a ws contact cannot be dialled; sending to it fails unless the flow
+        // it came on is open (the outbound finds no connection and opens none). A sips
+        // one is a wss flow (5.2: `ws` names both).
+        Some(t) if t.eq_ignore_ascii_case("ws") => {
+            if u.secure {
+                Transport::Wss
+            } else {
+                Transport::Ws
+            }
+        }
         _ if u.secure => Transport::Tls,
         Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
         Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Stream,
-        // RFC 7118: a ws contact cannot be dialled; sending to it fails unless the flow
-        // it came on is open (the outbound finds no connection and opens none).
-        Some(t) if t.eq_ignore_ascii_case("ws") => Transport::Ws,
         _ => Transport::Datagram,
     };
     match u.host.ip() {
@@ -507,5 +529,17 @@ mod tests {
         let w = d("192.0.2.9:40001", Transport::Ws);
         let stamp = seal_dialog(b"k", "call-4", "ft", a, w);
         assert_eq!(open_dialog(b"k", "call-4", &["ft"], &stamp), Some((a, w)));
+        // WSS is its own transport (RFC 7118 5.3): its listener, its flows in stamps.
+        let l = l.with_wss(vec!["127.0.0.1:8443".parse().unwrap()]);
+        assert_eq!(l.hostport_for(Transport::Wss), "127.0.0.1:8443");
+        assert_eq!(l.hostport_for(Transport::Ws), "127.0.0.1:8088");
+        assert!(l.is_own_destination("127.0.0.1:8443".parse().unwrap()));
+        let s = d("192.0.2.9:40002", Transport::Wss);
+        let stamp = seal_dialog(b"k", "call-5", "ft", a, s);
+        assert_eq!(open_dialog(b"k", "call-5", &["ft"], &stamp), Some((a, s)));
+        assert_eq!(
+            resolve("sips:a@192.0.2.8:8443;transport=ws", None).map(|d| d.transport),
+            Some(Transport::Wss)
+        );
     }
 }

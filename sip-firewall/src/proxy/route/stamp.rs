@@ -42,6 +42,7 @@ fn party_bytes(d: &Destination) -> [u8; PARTY] {
         Transport::Stream => 1,
         Transport::Tls => 2,
         Transport::Ws => 3,
+        Transport::Wss => 4,
     };
     let ip = match d.addr.ip() {
         IpAddr::V4(v) => v.to_ipv6_mapped(),
@@ -58,6 +59,7 @@ fn party_of(b: &[u8]) -> Option<Destination> {
         1 => Transport::Stream,
         2 => Transport::Tls,
         3 => Transport::Ws,
+        4 => Transport::Wss,
         _ => return None,
     };
     let ip: [u8; 16] = b.get(1..17)?.try_into().ok()?;
