@@ -1287,3 +1287,125 @@ fn nodes_find_the_primary_through_sentinel_and_follow_a_failover() {
     drop(replica);
     drop(bb);
 }
+
+/// bob's binding in Redis: its contact (the Request-URI a cluster hop to him carries).
+fn bob_contact(redis: &Redis) -> String {
+    let stored = redis.cli(&["HGETALL", "sipfw:loc:bob@example.com"]);
+    stored
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["contact"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no binding of bob in Redis: {stored}"))
+}
+
+/// Issue 13, no open relay: an outsider who writes edge A's Path Route with a cluster-hop
+/// seal of its own (a well-formed seal with a made-up tag, one sealed under another key,
+/// and none at all) for bob, registered through A, gets 403; A relays nothing to bob's
+/// flow (his port receives nothing, `cluster_hop` forwards stay 0) and counts the refusals.
+/// The unit test `proxy::core::cluster_tests::an_outsider_forging_the_path_route_is_refused`
+/// covers the same at the core, and the real hop from B `a_call_through_b_reaches_bob...`.
+#[test]
+fn an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon() {
+    let test = "an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon";
+    if !require_root(test) || !redis_installed(test) || !support::sipp_installed(test) {
+        return;
+    }
+    let _turn = support::one_at_a_time();
+    let tmp = TempDir::new("cluster-forge");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cfa", &sip_node_config(&redis, "edge-a", 11));
+    a.start();
+    a.wait_connected(true);
+    let bob_port = 5070;
+    let reg = support::register_bob(&a.pair, &tmp.path, bob_port);
+    assert!(
+        reg.ok,
+        "bob registers through A: {}\n{}",
+        reg.output, reg.trace
+    );
+    wait_binding_on(&redis, "edge-a");
+    let contact = bob_contact(&redis);
+
+    // bob's flow: his port, now a plain socket that sees whatever A relays to him.
+    let ns = a.pair.ns_a.clone();
+    let bob = in_ns(&ns, move || Ok(UdpSocket::bind(("0.0.0.0", bob_port))?)).expect("bob");
+    bob.set_nonblocking(true).expect("nonblocking");
+    let outsider = in_ns(&ns, || Ok(UdpSocket::bind("0.0.0.0:5099")?)).expect("outsider");
+    outsider
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let edge = SocketAddr::new(a.pair.b(false), 5060);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let aor = "bob@example.com";
+    let aor_hex: String = aor.bytes().map(|b| format!("{b:02x}")).collect();
+    let seals = [
+        (
+            "forge-1",
+            format!("{now}.{aor_hex}.00112233445566778899aabbccddeeff"),
+        ),
+        (
+            "forge-2",
+            sip_firewall::proxy::route::seal_cluster_hop(
+                b"not the cluster's key",
+                now,
+                aor,
+                "forge-2",
+                &contact,
+            ),
+        ),
+        ("forge-3", String::new()),
+    ];
+    let hop0 = a.metric("sipfw_proxy_forwarded_total{kind=\"cluster_hop\"}");
+    let refused0 = a.metric("sipfw_dialog_refused_total{reason=\"cluster_hop\"}");
+    for (call_id, seal) in &seals {
+        let route = if seal.is_empty() {
+            "<sip:192.0.2.11:5060;lr>".to_string()
+        } else {
+            format!("<sip:192.0.2.11:5060;lr;sfwc={seal}>")
+        };
+        let invite = format!(
+            "INVITE {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {}:5099;branch=z9hG4bK{call_id}\r\n\
+             Max-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:x@evil.example>;tag=x\r\n\
+             To: <sip:{aor}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n",
+            a.pair.a4
+        );
+        outsider.send_to(invite.as_bytes(), edge).expect("send");
+        // A answers the outsider with a final response: its decision is made.
+        let t0 = Instant::now();
+        let mut buf = [0u8; 4096];
+        let status = loop {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{call_id}: no final answer from A"
+            );
+            if let Ok(n) = outsider.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.contains(&format!("Call-ID: {call_id}")) && !text.starts_with("SIP/2.0 1") {
+                    break text.lines().next().unwrap_or_default().to_string();
+                }
+            }
+        };
+        assert!(status.starts_with("SIP/2.0 403"), "{call_id}: {status}");
+        let relayed = bob
+            .recv(&mut buf)
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+        assert!(
+            relayed.is_err(),
+            "{call_id}: A relayed it to bob: {relayed:?}"
+        );
+    }
+    assert_eq!(
+        a.metric("sipfw_proxy_forwarded_total{kind=\"cluster_hop\"}"),
+        hop0,
+        "A relayed no cluster hop"
+    );
+    assert!(
+        a.metric("sipfw_dialog_refused_total{reason=\"cluster_hop\"}") >= refused0 + 2.0,
+        "the sealed attempts are counted"
+    );
+    a.stop();
+}
