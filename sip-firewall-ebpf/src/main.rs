@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use sip_firewall_common::{
     BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig,
-    addr::flood_group,
+    addr::flood_group_words,
     branch::{TopBranch, peer_hash},
     gcra,
     maps::{PORT_DATAGRAM, PORT_STREAM},
@@ -35,7 +35,7 @@ use sip_firewall_common::{
 use crate::{
     maps::{
         ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, KNOWN, LEARNED_BANS, PRESSURE, SIP_PORTS,
-        TRANSACTIONS, count, host_key,
+        TRANSACTIONS, count, host_key, key,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP, Ip, be16_at, parse_ip, ptr_at},
 };
@@ -66,7 +66,7 @@ fn judge(ctx: &XdpContext) -> Reason {
     let Some(cfg) = CONFIG.get(0) else {
         return Reason::Passed;
     };
-    if cfg.flags & XdpConfig::HAS_ALLOW != 0 && ALLOW.get(host_key(ip.src)).is_some() {
+    if cfg.flags & XdpConfig::HAS_ALLOW != 0 && ALLOW.get(host_key(*key(&ip.src))).is_some() {
         return Reason::Allowed;
     }
 
@@ -74,13 +74,13 @@ fn judge(ctx: &XdpContext) -> Reason {
     // cheapest path is the one floods take. The deny list follows `ban_scope`; each ban
     // entry carries its own scope (`ban_scope = "sip-ports"` narrows them all).
     let scope_all = cfg.ban_scope == BanScope::All as u32;
-    if scope_all && is_denied(cfg, &ip.src) {
+    if scope_all && is_denied(cfg, key(&ip.src)) {
         return Reason::Denied;
     }
     // Flood state and learned bans are kept per prefix (IPv6 /64 by default): rotating
     // addresses inside it neither resets the limit nor makes a ban per address.
-    let group = cfg.ban_key(ip.src);
-    let banned = live_ban_scope(&ip.src, &group);
+    let group = cfg.ban_key_words(ip.src);
+    let banned = live_ban_scope(key(&ip.src), key(&group));
     if scope_all && banned == Some(BanScope::All as u32) {
         return Reason::Banned;
     }
@@ -95,7 +95,7 @@ fn judge(ctx: &XdpContext) -> Reason {
     };
     let sip_port = port_flags != 0;
     if sip_port {
-        if !scope_all && is_denied(cfg, &ip.src) {
+        if !scope_all && is_denied(cfg, key(&ip.src)) {
             return Reason::Denied;
         }
         if banned.is_some() {
@@ -109,15 +109,15 @@ fn judge(ctx: &XdpContext) -> Reason {
         return Reason::Malformed;
     }
     if sip_port && ip.proto == IPPROTO_TCP && port_flags & PORT_STREAM != 0 {
-        return new_connection(ctx, cfg, &ip, &group);
+        return new_connection(ctx, cfg, &ip, key(&group));
     }
     if !sip_port || ip.proto != IPPROTO_UDP || port_flags & PORT_DATAGRAM == 0 {
         return Reason::Passed;
     }
 
     let now = unsafe { bpf_ktime_get_ns() };
-    let known = is_known(&flood_group(ip.src));
-    if let Some(over) = flood_verdict(cfg, &group, now, known) {
+    let known = is_known(key(&flood_group_words(ip.src)));
+    if let Some(over) = flood_verdict(cfg, key(&group), now, known) {
         return over;
     }
 
@@ -131,9 +131,6 @@ fn judge(ctx: &XdpContext) -> Reason {
     let Some(sport) = be16_at(ctx, ip.l4) else {
         return Reason::Passed;
     };
-    // Hashed once here, not on every path of the Via scan below (hashed after the scan, the
-    // address bytes stay live across it and the verifier's states stop converging).
-    let peer = peer_hash(&ip.src, sport);
     let udp_len = udp_len as usize;
     if udp_len < UDP_HLEN {
         return Reason::Malformed;
@@ -165,6 +162,11 @@ fn judge(ctx: &XdpContext) -> Reason {
     match payload::classify(copied, payload_len) {
         PayloadClass::Malformed => Reason::Malformed,
         PayloadClass::Response if cfg.flags & XdpConfig::STRAY_CHECK != 0 => {
+            // Hashed only for a response (18 dependent multiplies: ~25 ns every request and
+            // keep-alive paid for nothing), and before the Via scan, not on each of its
+            // paths (hashed after it, the address bytes stay live across the scan and the
+            // verifier's states stop converging).
+            let peer = peer_hash(key(&ip.src), sport);
             let bound = cfg.via_scan as usize;
             match stray::top_branch(copied, bound) {
                 // The key binds the peer the request went to: a reply for an open branch
@@ -236,7 +238,7 @@ fn new_connection(ctx: &XdpContext, cfg: &XdpConfig, ip: &Ip, group: &IpKey) -> 
         return Reason::Passed;
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    let known = is_known(&flood_group(ip.src));
+    let known = is_known(key(&flood_group_words(ip.src)));
     flood_verdict(cfg, group, now, known).unwrap_or(Reason::Connection)
 }
 

@@ -14,6 +14,7 @@ use aya_ebpf::{
 };
 use sip_firewall_common::{
     Counter, IpKey, Reason,
+    addr::KeyWords,
     maps::{
         BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, KNOWN_ENTRIES, LEARNED_BAN_ENTRIES,
         LIST_ENTRIES, PORT_ENTRIES, TRANSACTION_ENTRIES, XdpConfig,
@@ -65,6 +66,14 @@ pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// position.
 #[map(name = "SIPFW_SCANPOS")]
 pub static SCAN_POS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The key bytes of `w`, in place (its words hold them in memory): what the maps are keyed
+/// by, without a copy.
+#[inline(always)]
+pub fn key(w: &KeyWords) -> &IpKey {
+    // Same 16 bytes; `IpKey` needs less alignment than the words have.
+    unsafe { &*(w as *const KeyWords as *const IpKey) }
+}
 
 /// An exact-address LPM key (`/128`) for a lookup.
 #[inline(always)]
