@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use sip_firewall_common::{
     BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig,
-    addr::flood_group_words,
+    addr::{KeyWords, flood_group_words},
     branch::{TopBranch, peer_hash},
     gcra,
     maps::{PORT_DATAGRAM, PORT_STREAM},
@@ -114,10 +114,16 @@ fn judge(ctx: &XdpContext) -> Reason {
     if !sip_port || ip.proto != IPPROTO_UDP || port_flags & PORT_DATAGRAM == 0 {
         return Reason::Passed;
     }
+    datagram(ctx, cfg, &ip, &group)
+}
 
+/// UDP to a SIP port from a source neither allowed, denied nor banned: the flood limit of
+/// its group, the UDP header, the payload's size, then its content.
+#[inline(always)]
+fn datagram(ctx: &XdpContext, cfg: &XdpConfig, ip: &Ip, group: &KeyWords) -> Reason {
     let now = unsafe { bpf_ktime_get_ns() };
     let known = is_known(key(&flood_group_words(ip.src)));
-    if let Some(over) = flood_verdict(cfg, key(&group), now, known) {
+    if let Some(over) = flood_verdict(cfg, key(group), now, known) {
         return over;
     }
 
@@ -159,7 +165,22 @@ fn judge(ctx: &XdpContext) -> Reason {
         // Cannot read the payload: user space judges it.
         return Reason::Passed;
     };
-    match payload::classify(copied, payload_len) {
+    payload_verdict(cfg, ip, sport, copied, payload_len, known)
+}
+
+/// The verdict on a SIP port's payload of `len` bytes, the first `copied` of them in the
+/// scan buffer: junk is dropped, a response must answer an open transaction of ours (when
+/// the daemon records them), a request from an unknown source spends the pressure budget.
+#[inline(always)]
+fn payload_verdict(
+    cfg: &XdpConfig,
+    ip: &Ip,
+    sport: u16,
+    copied: usize,
+    len: usize,
+    known: bool,
+) -> Reason {
+    match payload::classify(copied, len) {
         PayloadClass::Malformed => Reason::Malformed,
         PayloadClass::Response if cfg.flags & XdpConfig::STRAY_CHECK != 0 => {
             // Hashed only for a response (18 dependent multiplies: ~25 ns every request and
