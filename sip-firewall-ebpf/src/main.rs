@@ -87,7 +87,7 @@ fn judge(ctx: &XdpContext) -> Reason {
     // The port's flags (PORT_DATAGRAM, PORT_STREAM); 0: not a SIP port.
     let port_flags = if ip.has_ports {
         match be16_at(ctx, ip.l4 + 2) {
-            Some(p) => SIP_PORTS.get_ptr(p).map_or(0, |f| unsafe { *f }),
+            Some(p) => SIP_PORTS.get(u32::from(p)).map_or(0, |f| *f),
             None => 0,
         }
     } else {

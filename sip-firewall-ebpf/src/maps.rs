@@ -40,7 +40,7 @@ pub static FLOOD: LruHashMap<IpKey, u64> = LruHashMap::pinned(FLOOD_ENTRIES, 0);
 pub static CONFIG: Array<XdpConfig> = Array::pinned(1, 0);
 
 #[map(name = "SIPFW_PORTS")]
-pub static SIP_PORTS: HashMap<u16, u8> = HashMap::pinned(PORT_ENTRIES, 0);
+pub static SIP_PORTS: Array<u8> = Array::pinned(PORT_ENTRIES, 0);
 
 #[map(name = "SIPFW_COUNTERS")]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(Reason::COUNT, 0);
