@@ -4,6 +4,7 @@
 //! idempotent (a second run only checks).
 
 mod bench_cluster;
+mod bench_flood;
 mod bench_parse;
 mod bench_proxy;
 mod bench_xdp;
@@ -58,10 +59,14 @@ enum Cmd {
     LintStructure,
     /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket), `parse` (messages/s, ours
     /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `cluster` (ban
-    /// propagation between two daemons through Redis).
+    /// propagation between two daemons through Redis), `flood` (legitimate calls while
+    /// trafgen floods the edge; `--peer kamailio` runs the same against Kamailio).
     Bench {
-        #[arg(value_parser = ["xdp", "parse", "proxy", "cluster"])]
+        #[arg(value_parser = ["xdp", "parse", "proxy", "cluster", "flood"])]
         what: String,
+        /// Options of `bench flood`.
+        #[command(flatten)]
+        flood: bench_flood::Args,
     },
     /// Fuzz a target for a given time (`parse`: parser, sanity checks and framer; `pipeline`:
     /// gate, message layer and proxy core on a fake clock, UDP and TCP).
@@ -181,7 +186,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Dist => dist::dist().map(|_| ()),
         Cmd::Install { prefix } => dist::install(&prefix),
         Cmd::Fuzz { target, time } => fuzz::run(&target, time),
-        Cmd::Bench { what } => {
+        Cmd::Bench { what, flood } => {
             setup::build_tools()?;
             setup::test_tools()?;
             match what.as_str() {
@@ -189,6 +194,7 @@ fn main() -> anyhow::Result<()> {
                 "parse" => bench_parse::run(),
                 "proxy" => bench_proxy::run_bench(),
                 "cluster" => bench_cluster::run_bench(),
+                "flood" => bench_flood::run_bench(&flood),
                 other => bail!("unknown benchmark {other}"),
             }
         }

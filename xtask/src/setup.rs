@@ -87,6 +87,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // `bench proxy`'s TLS row: SIPp has no TLS; socat carries its TCP stream over TLS.
     ("socat", "socat"),
     ("openssl", "openssl"),
+    // `bench flood --peer kamailio`: the same calls and floods against Kamailio 5.6
+    // (deploy/kamailio/bench.cfg). Its service is not started: the bench runs its own.
+    ("kamailio", "kamailio"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.
