@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the build and tests need (nightly rust-src, bpf-linker, test tools).
+    /// Install what the build and tests need (nightly rust-src, bpf-linker, test tools), and
+    /// Kamailio for `bench flood --peer kamailio`.
     Setup,
     /// Build the daemon (with its embedded XDP program).
     Build {
@@ -157,7 +158,8 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Setup => {
             setup::build_tools()?;
-            setup::test_tools()
+            setup::test_tools()?;
+            setup::kamailio()
         }
         Cmd::Build { release } => {
             setup::build_tools()?;
@@ -194,7 +196,12 @@ fn main() -> anyhow::Result<()> {
                 "parse" => bench_parse::run(),
                 "proxy" => bench_proxy::run_bench(),
                 "cluster" => bench_cluster::run_bench(),
-                "flood" => bench_flood::run_bench(&flood),
+                "flood" => {
+                    if flood.peer.is_some() {
+                        setup::kamailio()?;
+                    }
+                    bench_flood::run_bench(&flood)
+                }
                 other => bail!("unknown benchmark {other}"),
             }
         }
