@@ -18,9 +18,10 @@
 //! grows by a sixteenth of the ceiling a tick. Unsaturated, lag and CPU are not the unknown
 //! sources' doing as far as the budget can tell (it drops nothing), and shrinking it would
 //! only make the next honest newcomer wait. Known sources never count against the budget, so legit
-//! calls keep their full rate whatever it shrinks to. Each change is written to the XDP
-//! config map and to the gate, shown as `sipfw_pressure_budget` and logged (at most one
-//! line a minute).
+//! calls keep their full rate whatever it shrinks to. The daemon's task
+//! (`daemon::tasks::spawn_pressure`) samples, asks the [`Governor`], and writes each change
+//! to the XDP config map and to the gate, shown as `sipfw_pressure_budget` and logged (at
+//! most one line a minute).
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,17 +39,11 @@
 //! assert_eq!(g.next(2000, &cfg, quiet), 625);
 //! ```
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use prometheus::{Gauge, IntGauge};
 use serde::Deserialize;
-use sip_firewall_common::Reason;
-use tokio::sync::watch;
 
-use super::{Enforcer, live::EnforceSettings};
 use crate::{
     metrics::Metrics,
     section::{Invalid, duration, invalid},
@@ -178,7 +173,7 @@ impl Governor {
 }
 
 /// The daemon's CPU time so far (user + system, all threads).
-fn cpu_time() -> Duration {
+pub fn cpu_time() -> Duration {
     // SAFETY: getrusage writes into the zeroed struct we own.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) } != 0 {
@@ -188,14 +183,15 @@ fn cpu_time() -> Duration {
     tv(r.ru_utime) + tv(r.ru_stime)
 }
 
-/// The gauges of the governor.
-struct PressureGauges {
-    budget: IntGauge,
-    lag: Gauge,
+/// The gauges of the governor: the budget in force, the last lag.
+pub struct PressureGauges {
+    pub budget: IntGauge,
+    pub lag: Gauge,
 }
 
 impl PressureGauges {
-    fn register(metrics: &Metrics) -> PressureGauges {
+    /// Define and register `sipfw_pressure_budget` and `sipfw_event_loop_lag_seconds`.
+    pub fn register(metrics: &Metrics) -> PressureGauges {
         let budget = IntGauge::new(
             "sipfw_pressure_budget",
             "SIP requests per second admitted from unknown sources together, in force now \
@@ -216,85 +212,6 @@ impl PressureGauges {
             }
         }
         PressureGauges { budget, lag }
-    }
-}
-
-/// Drops for the budget so far: the XDP program's and the gate's.
-fn pressure_drops(enforcer: &Mutex<Enforcer>, settings: &EnforceSettings) -> u64 {
-    let xdp = enforcer
-        .lock()
-        .ok()
-        .and_then(|e| e.xdp_counters())
-        .map_or(0, |c| c[Reason::Pressure as usize].packets);
-    xdp + settings.pressure_drops()
-}
-
-/// Run the governor until shutdown: sample, decide, write the budget where it is enforced.
-pub async fn run(
-    enforcer: Arc<Mutex<Enforcer>>,
-    settings: Arc<EnforceSettings>,
-    metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let gauges = PressureGauges::register(&metrics);
-    let mut governor = Governor::new(settings.pressure_ceiling());
-    gauges.budget.set(i64::from(governor.budget()));
-    let (mut cpu0, mut wall0) = (cpu_time(), Instant::now());
-    let mut drops0 = pressure_drops(&enforcer, &settings);
-    let mut logged: Option<Instant> = None;
-    let mut generation = settings.generation();
-    loop {
-        let cfg = settings.pressure();
-        let asleep = Instant::now();
-        tokio::select! {
-            _ = tokio::time::sleep(cfg.tick) => {}
-            _ = shutdown.changed() => return,
-        }
-        let lag = asleep.elapsed().saturating_sub(cfg.tick);
-        let (cpu1, wall1) = (cpu_time(), Instant::now());
-        let drops1 = pressure_drops(&enforcer, &settings);
-        let wall = wall1.duration_since(wall0).as_secs_f64().max(1e-3);
-        let sample = Sample {
-            cpu: cpu1.saturating_sub(cpu0).as_secs_f64() / wall,
-            lag,
-            saturated: drops1 > drops0,
-        };
-        (cpu0, wall0, drops0) = (cpu1, wall1, drops1);
-        gauges.lag.set(lag.as_secs_f64());
-
-        let ceiling = settings.pressure_ceiling();
-        let before = governor.budget();
-        let after = governor.next(ceiling, &cfg, sample);
-        // Written on a change, and after a reload (which wrote the ceiling to both).
-        let reloaded = settings.generation() != generation;
-        generation = settings.generation();
-        if reloaded || after != before {
-            settings.set_pressure_budget(after);
-            let written = enforcer
-                .lock()
-                .map_err(|_| "enforcer lock poisoned".to_string())
-                .and_then(|mut e| {
-                    e.set_kernel_limits(&settings.gate_limits())
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = written {
-                tracing::warn!("writing the pressure budget to XDP: {e}");
-            }
-        }
-        gauges.budget.set(i64::from(after));
-        if after != before && logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-            logged = Some(Instant::now());
-            tracing::info!(
-                budget = after,
-                was = before,
-                ceiling,
-                cpu = format!("{:.3}", sample.cpu),
-                baseline = format!("{:.3}", governor.baseline().unwrap_or(0.0)),
-                lag_ms = lag.as_millis() as u64,
-                saturated = sample.saturated,
-                "unknown-source budget changed"
-            );
-        }
     }
 }
 

@@ -91,10 +91,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "owned by issue 14 (transport) this session",
     ),
     (
-        "fn sip-firewall-ebpf/src/main.rs::judge",
-        "the verdict order of the XDP program in one place, as the README lists it; its shape is what the verifier checks (484,643 instructions), so it is split only with verifier_stats before and after",
-    ),
-    (
         "fn tests/src/bin/bench_xdp.rs::main",
         "not yet split along its jobs (issue 11, point 8)",
     ),
