@@ -26,7 +26,7 @@ use aya_ebpf::{
 use sip_firewall_common::{
     BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig,
     addr::{KeyWords, flood_group_words},
-    branch::{TopBranch, peer_hash},
+    branch::{TopBranch, peer_hash_words},
     gcra,
     maps::{PORT_DATAGRAM, PORT_STREAM},
     payload::PayloadClass,
@@ -183,11 +183,10 @@ fn payload_verdict(
     match payload::classify(copied, len) {
         PayloadClass::Malformed => Reason::Malformed,
         PayloadClass::Response if cfg.flags & XdpConfig::STRAY_CHECK != 0 => {
-            // Hashed only for a response (18 dependent multiplies: ~25 ns every request and
-            // keep-alive paid for nothing), and before the Via scan, not on each of its
-            // paths (hashed after it, the address bytes stay live across the scan and the
-            // verifier's states stop converging).
-            let peer = peer_hash(key(&ip.src), sport);
+            // Hashed only for a response, and before the Via scan, not on each of its paths
+            // (hashed after it, the address stays live across the scan and the verifier's
+            // states stop converging).
+            let peer = peer_hash_words(&ip.src, sport);
             let bound = cfg.via_scan as usize;
             match stray::top_branch(copied, bound) {
                 // The key binds the peer the request went to: a reply for an open branch
