@@ -38,6 +38,7 @@
 //! multiplexed connection under RESP2, which every Redis speaks).
 
 pub mod metrics;
+mod publish;
 
 use std::{
     collections::HashMap,

@@ -63,10 +63,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "owned by issue 13 (cluster) this session",
     ),
     (
-        "cycle sip-firewall crate: admin auth cluster config enforce fraud proxy registrar reload server state",
-        "the units of the daemon still name each other (config composes their sections from their modules, which read Config; the proxy core uses server value types); broken down piece by piece (issue 11)",
-    ),
-    (
         "file sip-firewall/src/cluster/mod.rs",
         "owned by issue 13 (cluster) this session",
     ),
