@@ -370,6 +370,8 @@ mod dns_tests;
 #[cfg(test)]
 mod edge_tests;
 #[cfg(test)]
+mod fixture;
+#[cfg(test)]
 mod fraud_tests;
 #[cfg(test)]
 mod tests;
