@@ -20,10 +20,8 @@ use std::{
 use libfuzzer_sys::fuzz_target;
 use sip_firewall::{
     config::Config,
-    server::{
-        Gate,
-        fuzzing::{Pipeline, user_gate},
-    },
+    fuzzing::{Pipeline, user_gate},
+    server::Gate,
 };
 
 const CONFIG: &str = r#"

@@ -63,14 +63,14 @@ pub enum Command {
     /// The toll-fraud guard: counters, suspended accounts, warnings.
     Fraud {
         #[command(subcommand)]
-        cmd: crate::fraud::cli::FraudCmd,
+        cmd: crate::admin::fraud_cli::FraudCmd,
         #[command(flatten)]
         common: Common,
     },
     /// Subscribers of the registrar: print the config line for a new user.
     User {
         #[command(subcommand)]
-        cmd: crate::auth::cli::UserCmd,
+        cmd: crate::admin::user_cli::UserCmd,
         #[command(flatten)]
         common: Common,
     },

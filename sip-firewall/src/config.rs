@@ -3,20 +3,17 @@
 //! This file only composes: each unit owns its section type with its defaults and checks
 //! (`server::config` `[sip]`, `xdp::config` `[xdp]`, `proxy::config` `[proxy] [timers]
 //! [registrar]`, `auth::config` `[auth]`, `enforce::learn` `[bans]`, `fraud::config`
-//! `[fraud]`, `admin` `[admin]`, `state` `[state]`, `metrics::http` `[metrics]`,
+//! `[fraud]`, `state` `[state]`, `metrics::http` `[metrics]`,
 //! `logging` `[log]`, `cluster` `[cluster]`, `proxy::dns` `[dns]`); the serde helpers and
-//! the error of a check are `section.rs`'s. `[policy]`, `[tls]` and `[ws]` are still here.
+//! the error of a check are `section.rs`'s; `server::config` has `[sip]`, `[tls]` and `[ws]`.
+//! `policy::config` has `[policy]`; `[admin]` is still here (the admin unit sits above this
+//! module).
 //!
 //! Every section rejects unknown keys, so a typo is an error that names the key and its line
 //! (the `toml` crate reports both) instead of a setting silently ignored.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
 // The sections of the units, at their old paths here.
@@ -24,9 +21,9 @@ pub(crate) use crate::section::duration;
 pub use crate::section::in_any;
 use crate::section::{Invalid, invalid};
 pub use crate::{
-    admin::AdminConfig,
     metrics::http::MetricsConfig,
-    server::config::SipConfig,
+    policy::config::PolicyConfig,
+    server::config::{SipConfig, TlsConfig, WsConfig},
     state::StateConfig,
     xdp::config::{BanScopeConfig, XdpMode, XdpSection},
 };
@@ -65,7 +62,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub proxy: crate::proxy::config::ProxyConfig,
     pub timers: crate::proxy::config::TimersConfig,
-    pub registrar: crate::proxy::config::RegistrarConfig,
+    pub registrar: crate::registrar::RegistrarConfig,
     pub auth: crate::proxy::config::AuthConfig,
     pub admin: AdminConfig,
     pub state: StateConfig,
@@ -83,92 +80,54 @@ pub struct Config {
     pub dns: crate::proxy::dns::DnsConfig,
 }
 
-/// `[ws]`: SIP over WebSocket (RFC 7118) for browsers. Connections share the TCP bounds
-/// (`[sip] max_tcp_connections`, `max_tcp_per_source`) and `tcp_idle_timeout`; a message
-/// is at most `[sip] max_message_bytes`.
+/// Where the socket lives unless `[admin] socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/sip-firewall/admin.sock";
+
+/// `[admin]`: the admin API the CLI talks to (here, not in `admin/`: that unit loads the
+/// configuration and drives a reload, so it sits above this module).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct WsConfig {
-    /// Addresses to accept WebSocket upgrades on; empty: no WebSocket listener.
-    pub listen: Vec<SocketAddr>,
-    /// Origins allowed to connect (as browsers send them, e.g. "https://phone.example.com");
-    /// empty: any origin. An upgrade from another origin is refused with 403.
-    pub origins: Vec<String>,
-    /// Largest WebSocket frame accepted (bytes); a larger one closes the connection.
-    pub max_frame_bytes: usize,
-    /// A ping is sent after this long without traffic; the pong (or any message) keeps the
-    /// connection within `tcp_idle_timeout`.
-    #[serde(deserialize_with = "duration")]
-    pub ping_interval: Duration,
-    /// An upgrade not finished within this is abandoned.
-    #[serde(deserialize_with = "duration")]
-    pub handshake_timeout: Duration,
+pub struct AdminConfig {
+    /// Unix socket of the admin API (created with mode 0600).
+    pub socket: PathBuf,
 }
 
-impl Default for WsConfig {
+impl Default for AdminConfig {
     fn default() -> Self {
-        WsConfig {
-            listen: Vec::new(),
-            origins: Vec::new(),
-            max_frame_bytes: 16384,
-            ping_interval: Duration::from_secs(20),
-            handshake_timeout: Duration::from_secs(5),
+        AdminConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
         }
     }
 }
 
-/// `[tls]`: SIP over TLS (RFC 3261 26.2, RFC 5630). Connections share the TCP bounds
-/// (`[sip] max_tcp_connections`, `max_tcp_per_source`) and `tcp_idle_timeout`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Addresses to accept TLS on (usually port 5061); empty: no TLS listener.
-    pub listen: Vec<SocketAddr>,
-    /// PEM certificate chain we present (as a server, and as a client to TLS next hops).
-    pub certificate: Option<PathBuf>,
-    /// PEM private key of `certificate`.
-    pub private_key: Option<PathBuf>,
-    /// PEM CA certificates: client certificates must chain to them (a client presenting an
-    /// untrusted certificate is refused), and TLS next hops are verified against them
-    /// instead of the built-in web roots.
-    pub ca: Option<PathBuf>,
-    /// Refuse clients that present no certificate (needs `ca`).
-    pub require_client_certificate: bool,
-    /// Host names (e.g. "trunk.example.com"): a client whose certificate chains to `ca` and
-    /// is valid for one of them is a trusted peer on that connection, as an allow-listed
-    /// address is (it may relay, its Route is honoured, it registers without digest).
-    pub trusted_peers: Vec<String>,
-    /// A TLS handshake not finished within this is abandoned (a handshake flood holds no
-    /// slot for long).
-    #[serde(deserialize_with = "duration")]
-    pub handshake_timeout: Duration,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            listen: Vec::new(),
-            certificate: None,
-            private_key: None,
-            ca: None,
-            require_client_certificate: false,
-            trusted_peers: Vec::new(),
-            handshake_timeout: Duration::from_secs(5),
+impl<'a> From<&'a Config> for crate::proxy::config::Sections<'a> {
+    fn from(c: &'a Config) -> Self {
+        crate::proxy::config::Sections {
+            sip: &c.sip,
+            tls: &c.tls,
+            ws: &c.ws,
+            wss: &c.wss,
+            policy: &c.policy,
+            proxy: &c.proxy,
+            timers: &c.timers,
+            registrar: &c.registrar,
+            auth: &c.auth,
+            fraud: &c.fraud,
+            dns: &c.dns,
         }
     }
 }
 
-/// `[policy]`: who is trusted and who is refused outright.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// Trusted prefixes (trunks, PBXs): every check is skipped for them.
-    pub allow: Vec<IpNet>,
-    /// Refused prefixes: dropped.
-    pub deny: Vec<IpNet>,
-    /// User-Agent substrings (case-insensitive) of scanners whose requests are dropped
-    /// silently; absent: the default list (friendly-scanner, sipvicious, sipcli, ...).
-    pub scanners: Option<Vec<String>>,
+impl<'a> From<&'a Config> for crate::enforce::Sections<'a> {
+    fn from(c: &'a Config) -> Self {
+        crate::enforce::Sections {
+            xdp: &c.xdp,
+            bans: &c.bans,
+            pressure: &c.pressure,
+            policy: &c.policy,
+            stream_ports: c.stream_ports(),
+        }
+    }
 }
 
 impl Config {
@@ -265,6 +224,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::{net::SocketAddr, time::Duration};
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {

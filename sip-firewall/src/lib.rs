@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod enforce;
 pub mod fraud;
+pub mod fuzzing;
 pub mod guard;
 pub mod logging;
 pub mod metrics;

@@ -50,9 +50,9 @@ fn tool(command: Command) -> ExitCode {
         Command::Ban { cmd, common } => commands::ban(&common, cmd),
         Command::Allow { cmd, common } => commands::list(&common, List::Allow, cmd),
         Command::Deny { cmd, common } => commands::list(&common, List::Deny, cmd),
-        Command::User { cmd, common } => sip_firewall::auth::cli::run(cmd, &common),
+        Command::User { cmd, common } => sip_firewall::admin::user_cli::run(cmd, &common),
         Command::Generate { what, dir } => report(generate(what, &dir)),
-        Command::Fraud { cmd, common } => sip_firewall::fraud::cli::run(cmd, &common),
+        Command::Fraud { cmd, common } => sip_firewall::admin::fraud_cli::run(cmd, &common),
         Command::Config { cmd } => match cmd {
             ConfigCmd::Default => {
                 print!("{DEFAULT_FILE}");

@@ -118,10 +118,37 @@ impl Reloader {
         // What will run: the old config with the live settings of the new one.
         let mut run = old.clone();
         let mut report = ReloadReport::default();
+        // First what can fail before anything changed: the files and the metrics address.
+        self.reload_files(&old, &new, &mut run, &mut report)?;
+        self.apply_enforcement(&old, &new, &mut run, &mut report)?;
+        self.apply_proxy(&old, &new, &mut run, &mut report);
 
-        // First what can fail: [tls] certificate, private_key and ca are read again (renewed
-        // in place, or other paths) for new handshakes, a bad file refusing the reload before
-        // anything changed; then a new metrics address is bound.
+        // Name what changed: applied (but the lists and users, named entry by entry above),
+        // and what differs between what runs and the file (needs a restart).
+        let detailed = ["policy.allow", "policy.deny", "auth.users"];
+        report.applied.extend(
+            changed_settings(&old, &run)
+                .into_iter()
+                .filter(|k| !detailed.contains(&k.as_str())),
+        );
+        // A certificate renewed in place and one under a new path are one line.
+        let mut seen = std::collections::HashSet::new();
+        report.applied.retain(|k| seen.insert(k.clone()));
+        report.restart_needed = changed_settings(&run, &new);
+        *current = run;
+        Ok(report)
+    }
+
+    /// [tls] certificate, private_key and ca are read again (renewed in place, or other
+    /// paths) for new handshakes, a bad file refusing the reload before anything changed;
+    /// then a new metrics address is bound.
+    fn reload_files(
+        &self,
+        old: &Config,
+        new: &Config,
+        run: &mut Config,
+        report: &mut ReloadReport,
+    ) -> Result<(), String> {
         let tls_files = crate::config::TlsConfig {
             certificate: new.tls.certificate.clone(),
             private_key: new.tls.private_key.clone(),
@@ -142,54 +169,29 @@ impl Reloader {
                 .map_err(|e| format!("metrics.listen: {e:#}"))?;
             run.metrics.listen = new.metrics.listen;
         }
+        Ok(())
+    }
 
+    /// The lists of the config, the fast path's limits and `[bans]`: to the enforcer, its
+    /// maps and the live settings of the gate and the learner.
+    fn apply_enforcement(
+        &self,
+        old: &Config,
+        new: &Config,
+        run: &mut Config,
+        report: &mut ReloadReport,
+    ) -> Result<(), String> {
         let mut enforcer = self
             .enforcer
             .lock()
             .map_err(|_| "internal state poisoned".to_string())?;
-        // Lists: the config's entries change; those added at run time (the state) stay.
-        for (list, was, now) in [
-            (List::Allow, &old.policy.allow, &new.policy.allow),
-            (List::Deny, &old.policy.deny, &new.policy.deny),
-        ] {
-            let was: Vec<IpNet> = was.iter().map(IpNet::trunc).collect();
-            let now: Vec<IpNet> = now.iter().map(IpNet::trunc).collect();
-            let stored = enforcer
-                .store()
-                .nets(list)
-                .map_err(|e| format!("reading the state: {e}"))?;
-            for n in now.iter().filter(|n| !was.contains(n)) {
-                enforcer
-                    .config_net(list, n, true)
-                    .map_err(|e| format!("policy.{}: {e}", list.name()))?;
-                report.applied.push(format!("policy.{}: +{n}", list.name()));
-            }
-            for n in was
-                .iter()
-                .filter(|n| !now.contains(n) && !stored.contains(n))
-            {
-                enforcer
-                    .config_net(list, n, false)
-                    .map_err(|e| format!("policy.{}: {e}", list.name()))?;
-                report.applied.push(format!("policy.{}: -{n}", list.name()));
-            }
-        }
+        apply_lists(&mut enforcer, old, new, report)?;
         run.policy.allow = new.policy.allow.clone();
         run.policy.deny = new.policy.deny.clone();
         run.policy.scanners = new.policy.scanners.clone();
 
         // The fast path's limits, written to its config map at once (and to the gate below).
-        let (x, n) = (&mut run.xdp, &new.xdp);
-        x.flood_rate = n.flood_rate;
-        x.flood_burst = n.flood_burst;
-        x.known_flood_rate = n.known_flood_rate;
-        x.known_flood_burst = n.known_flood_burst;
-        x.ban_time = n.ban_time;
-        x.max_payload = n.max_payload;
-        x.ban_scope = n.ban_scope;
-        x.pressure_budget = n.pressure_budget;
-        x.via_scan_bytes = n.via_scan_bytes;
-        x.sip_ports = n.sip_ports.clone();
+        take_xdp_limits(&mut run.xdp, &new.xdp);
         run.bans = new.bans.clone();
         run.pressure = new.pressure.clone();
         if enforcer.has_fast_path()
@@ -197,15 +199,19 @@ impl Reloader {
                 || differs(&old.bans.learned_scope, &run.bans.learned_scope))
         {
             enforcer
-                .set_xdp_settings(&run)
+                .set_xdp_settings(&*run)
                 .map_err(|e| format!("writing the XDP settings: {e}"))?;
         }
         drop(enforcer);
         if let Some(settings) = &self.settings {
-            settings.set(&run);
+            settings.set(&*run);
         }
+        Ok(())
+    }
 
-        // The proxy's live settings.
+    /// The proxy's live settings, and the subscribers of the config: added, changed (new
+    /// hashes) and removed.
+    fn apply_proxy(&self, old: &Config, new: &Config, run: &mut Config, report: &mut ReloadReport) {
         run.proxy.outbound = new.proxy.outbound.clone();
         run.proxy.internal_next_hops = new.proxy.internal_next_hops.clone();
         run.proxy.unavailable = new.proxy.unavailable;
@@ -218,8 +224,7 @@ impl Reloader {
         run.sip.max_transactions_per_source = new.sip.max_transactions_per_source;
         run.sip.force_rport = new.sip.force_rport;
         if let Some(proxy) = &self.proxy {
-            proxy.reconfigure(&run);
-            // Subscribers of the config: added, changed (new hashes) and removed.
+            proxy.reconfigure(&*run);
             let key = |u: &crate::proxy::config::UserEntry| (u.user.clone(), u.domain.clone());
             for u in &new.auth.users {
                 let before = old.auth.users.iter().find(|o| key(o) == key(u));
@@ -240,22 +245,57 @@ impl Reloader {
             }
         }
         run.auth.users = new.auth.users.clone();
-
-        // Name what changed: applied (but the lists and users, named entry by entry above),
-        // and what differs between what runs and the file (needs a restart).
-        let detailed = ["policy.allow", "policy.deny", "auth.users"];
-        report.applied.extend(
-            changed_settings(&old, &run)
-                .into_iter()
-                .filter(|k| !detailed.contains(&k.as_str())),
-        );
-        // A certificate renewed in place and one under a new path are one line.
-        let mut seen = std::collections::HashSet::new();
-        report.applied.retain(|k| seen.insert(k.clone()));
-        report.restart_needed = changed_settings(&run, &new);
-        *current = run;
-        Ok(report)
     }
+}
+
+/// Lists: the config's entries change; those added at run time (the state) stay.
+fn apply_lists(
+    enforcer: &mut Enforcer,
+    old: &Config,
+    new: &Config,
+    report: &mut ReloadReport,
+) -> Result<(), String> {
+    for (list, was, now) in [
+        (List::Allow, &old.policy.allow, &new.policy.allow),
+        (List::Deny, &old.policy.deny, &new.policy.deny),
+    ] {
+        let was: Vec<IpNet> = was.iter().map(IpNet::trunc).collect();
+        let now: Vec<IpNet> = now.iter().map(IpNet::trunc).collect();
+        let stored = enforcer
+            .store()
+            .nets(list)
+            .map_err(|e| format!("reading the state: {e}"))?;
+        for n in now.iter().filter(|n| !was.contains(n)) {
+            enforcer
+                .config_net(list, n, true)
+                .map_err(|e| format!("policy.{}: {e}", list.name()))?;
+            report.applied.push(format!("policy.{}: +{n}", list.name()));
+        }
+        for n in was
+            .iter()
+            .filter(|n| !now.contains(n) && !stored.contains(n))
+        {
+            enforcer
+                .config_net(list, n, false)
+                .map_err(|e| format!("policy.{}: {e}", list.name()))?;
+            report.applied.push(format!("policy.{}: -{n}", list.name()));
+        }
+    }
+    Ok(())
+}
+
+/// The `[xdp]` settings a reload changes: the fast path's limits and ports.
+fn take_xdp_limits(x: &mut crate::xdp::config::XdpSection, n: &crate::xdp::config::XdpSection) {
+    x.flood_rate = n.flood_rate;
+    x.flood_burst = n.flood_burst;
+    x.known_flood_rate = n.known_flood_rate;
+    x.known_flood_burst = n.known_flood_burst;
+    x.ban_time = n.ban_time;
+    x.max_payload = n.max_payload;
+    x.ban_scope = n.ban_scope;
+    x.pressure_budget = n.pressure_budget;
+    x.via_scan_bytes = n.via_scan_bytes;
+    x.sip_ports = n.sip_ports.clone();
 }
 
 fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {

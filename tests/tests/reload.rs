@@ -52,12 +52,19 @@ fn options_as(pair: &Pair, from: Ipv4Addr, n: usize, agent: &'static str) {
     .unwrap();
 }
 
-fn banned(d: &DaemonDirs, ip: Ipv4Addr) -> Option<String> {
+/// The entry of `ip` in `ban list --json`, if it is banned.
+fn ban_entry(d: &DaemonDirs, ip: Ipv4Addr) -> Option<serde_json::Value> {
     let o = d.cli(&["ban", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    v.as_array()?.iter().find_map(|b| {
-        (b["ip"] == ip.to_string()).then(|| b["reason"].as_str().unwrap_or("").to_string())
-    })
+    v.as_array()?
+        .iter()
+        .find(|b| b["ip"] == ip.to_string())
+        .cloned()
+}
+
+/// The reason of `ip`'s ban, if it is banned.
+fn banned(d: &DaemonDirs, ip: Ipv4Addr) -> Option<String> {
+    ban_entry(d, ip).map(|b| b["reason"].as_str().unwrap_or("").to_string())
 }
 
 #[test]
@@ -243,9 +250,7 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
 
 /// Seconds left of `ip`'s ban.
 fn ban_left(d: &DaemonDirs, ip: Ipv4Addr) -> Option<u64> {
-    let o = d.cli(&["ban", "list", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    v.as_array()?.iter().find(|b| b["ip"] == ip.to_string())?["remaining_secs"].as_u64()
+    ban_entry(d, ip)?["remaining_secs"].as_u64()
 }
 
 /// Whether something answers HTTP on `addr` inside namespace `ns`.

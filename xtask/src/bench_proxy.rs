@@ -13,15 +13,19 @@
 //! proxy, not a measure of it alone.
 
 use std::{
-    net::{TcpListener, UdpSocket},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{cargo, root, run};
+use crate::{
+    cargo, root, run,
+    sipp::{Uac, ms, percentile, rtts, wait_listening},
+};
+// At its old path for `bench_cluster`.
+pub(crate) use crate::sipp::free_port;
 
 /// Seconds of calls per rate step.
 const STEP_SECONDS: u32 = 5;
@@ -47,17 +51,6 @@ pressure_budget = 0
 [bans]
 request_limit = 0
 "#;
-
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0")?;
-        let port = t.local_addr()?.port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port")
-}
 
 /// A child process killed when dropped.
 struct Guard(Child);
@@ -93,16 +86,73 @@ pub fn run_bench() -> anyhow::Result<()> {
         bail!("sipp is not installed (cargo xtask setup installs sip-tester)");
     }
     run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?;
-    let bin = root().join("target/release/sip-firewall");
     let dir = std::env::temp_dir().join(format!("sipfw-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let d = start_daemon(&dir)?;
+    let scenarios = root().join("tests/sipp");
+    let _uas = register_and_answer(&dir, &scenarios, &d.sip)?;
+
+    eprintln!(
+        "bench proxy: {STEP_SECONDS} s of calls per rate, pass = more than 99.9% successful; \
+         SIPp measures setup times in whole milliseconds"
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>9} {:>10} {:>10}",
+        "calls/s", "attempted", "succeeded", "success", "setup p50", "setup p99"
+    );
+    let mut best: Option<Step> = None;
+    for &rate in RATES {
+        let step = step(&dir, &scenarios, &d.sip, rate)?;
+        println!(
+            "{:>8} {:>10} {:>10} {:>8.3}% {:>10} {:>10}",
+            step.rate,
+            step.attempted,
+            step.succeeded,
+            step.ratio() * 100.0,
+            ms(step.p50_ms),
+            ms(step.p99_ms)
+        );
+        if step.ratio() <= PASS {
+            break;
+        }
+        best = Some(step);
+    }
+    transactions_drained(&d.metrics);
+    cpu_per_call(&dir, &scenarios, &d, d.process.0.id())?;
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+    match best {
+        Some(s) => println!(
+            "highest rate with >99.9% successful calls: {} calls/s (call setup p50 {}, p99 {})",
+            s.rate,
+            ms(s.p50_ms),
+            ms(s.p99_ms)
+        ),
+        None => println!("no rate reached 99.9% successful calls"),
+    }
+    Ok(())
+}
+
+/// The release daemon of the run and where it listens.
+struct Daemon {
+    process: Guard,
+    sip: String,
+    metrics: String,
+    tls: String,
+    /// Whether a certificate could be made (else no TLS listener).
+    have_tls: bool,
+}
+
+/// Start the release daemon in `dir` (UDP/TCP, metrics, TLS when openssl makes a
+/// certificate) and wait until it listens.
+fn start_daemon(dir: &Path) -> anyhow::Result<Daemon> {
+    let bin = root().join("target/release/sip-firewall");
     let cfg = dir.join("sip-firewall.toml");
     std::fs::write(&cfg, CONFIG)?;
-    let sip_port = free_port()?;
-    let sip = format!("127.0.0.1:{sip_port}");
+    let sip = format!("127.0.0.1:{}", free_port()?);
     let metrics = format!("127.0.0.1:{}", free_port()?);
     let tls = format!("127.0.0.1:{}", free_port()?);
-    let have_tls = test_certificate(&dir).is_ok();
+    let have_tls = test_certificate(dir).is_ok();
     if have_tls {
         std::fs::write(
             &cfg,
@@ -113,7 +163,7 @@ pub fn run_bench() -> anyhow::Result<()> {
             ),
         )?;
     }
-    let daemon = Guard(
+    let process = Guard(
         Command::new(&bin)
             .args(["run", "--xdp-mode", "off", "--config"])
             .arg(&cfg)
@@ -127,18 +177,22 @@ pub fn run_bench() -> anyhow::Result<()> {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?,
     );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(&sip).is_err() {
-        if t0.elapsed() > Duration::from_secs(20) {
-            bail!("the daemon did not come up");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(&sip, Duration::from_secs(20)).context("the daemon did not come up")?;
+    Ok(Daemon {
+        process,
+        sip,
+        metrics,
+        tls,
+        have_tls,
+    })
+}
 
-    let scenarios = root().join("tests/sipp");
+/// Register bob through the daemon at `sip`, then answer his calls with a SIPp UAS on the
+/// port he registered from (the returned guard).
+fn register_and_answer(dir: &Path, scenarios: &Path, sip: &str) -> anyhow::Result<Guard> {
     let uas_port = free_port()?.to_string();
     let reg = Command::new("sipp")
-        .arg(&sip)
+        .arg(sip)
         .arg("-sf")
         .arg(scenarios.join("register.xml"))
         .args([
@@ -163,55 +217,33 @@ pub fn run_bench() -> anyhow::Result<()> {
             "10",
             "-nostdin",
         ])
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdout(Stdio::null())
         .status()?;
     if !reg.success() {
         bail!("bob could not register: {reg}");
     }
-    let _uas = Guard(
+    let uas = Guard(
         Command::new("sipp")
             .arg("-sf")
             .arg(scenarios.join("uas.xml"))
             .args(["-i", "127.0.0.1", "-p", &uas_port, "-nostdin"])
             .args(["-max_socket", "10000"])
-            .current_dir(&dir)
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,
     );
     std::thread::sleep(Duration::from_millis(500));
+    Ok(uas)
+}
 
-    eprintln!(
-        "bench proxy: {STEP_SECONDS} s of calls per rate, pass = more than 99.9% successful; \
-         SIPp measures setup times in whole milliseconds"
-    );
-    println!(
-        "{:>8} {:>10} {:>10} {:>9} {:>10} {:>10}",
-        "calls/s", "attempted", "succeeded", "success", "setup p50", "setup p99"
-    );
-    let mut best: Option<Step> = None;
-    for &rate in RATES {
-        let step = step(&dir, &scenarios, &sip, rate)?;
-        println!(
-            "{:>8} {:>10} {:>10} {:>8.3}% {:>10} {:>10}",
-            step.rate,
-            step.attempted,
-            step.succeeded,
-            step.ratio() * 100.0,
-            ms(step.p50_ms),
-            ms(step.p99_ms)
-        );
-        if step.ratio() <= PASS {
-            break;
-        }
-        best = Some(step);
-    }
-    // Nothing may leak under load: every transaction ends within 64*T1 (32 s) of its last
-    // message.
+/// Nothing may leak under load: every transaction ends within 64*T1 (32 s) of its last
+/// message. Prints how many are alive once none is, or after 45 s.
+fn transactions_drained(metrics: &str) {
     let t0 = Instant::now();
     let left = loop {
-        let left = transactions(&metrics);
+        let left = transactions(metrics);
         if left == Some(0) || t0.elapsed() > Duration::from_secs(45) {
             break left;
         }
@@ -224,19 +256,6 @@ pub fn run_bench() -> anyhow::Result<()> {
         ),
         None => println!("transactions alive: metrics unreadable"),
     }
-    cpu_per_call(&dir, &scenarios, &sip, &tls, have_tls, daemon.0.id())?;
-    drop(daemon);
-    let _ = std::fs::remove_dir_all(&dir);
-    match best {
-        Some(s) => println!(
-            "highest rate with >99.9% successful calls: {} calls/s (call setup p50 {}, p99 {})",
-            s.rate,
-            ms(s.p50_ms),
-            ms(s.p99_ms)
-        ),
-        None => println!("no rate reached 99.9% successful calls"),
-    }
-    Ok(())
 }
 
 /// Calls per second and seconds of the CPU-per-call rows.
@@ -300,61 +319,39 @@ fn tls_relay(tls: &str) -> anyhow::Result<(Guard, String)> {
             .stderr(Stdio::null())
             .spawn()?,
     );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(&relay).is_err() {
-        if t0.elapsed() > Duration::from_secs(5) {
-            bail!("socat did not listen on {relay}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&relay, Duration::from_secs(5)).context("socat did not listen")?;
     Ok((socat, relay))
 }
 
 /// The daemon's CPU per call with the caller over UDP, then over TLS, at the same rate.
-fn cpu_per_call(
-    dir: &Path,
-    scenarios: &Path,
-    sip: &str,
-    tls: &str,
-    have_tls: bool,
-    pid: u32,
-) -> anyhow::Result<()> {
+fn cpu_per_call(dir: &Path, scenarios: &Path, d: &Daemon, pid: u32) -> anyhow::Result<()> {
     let calls = CPU_RATE * CPU_SECONDS;
     println!(
         "daemon CPU per call, {calls} calls at {CPU_RATE}/s each (caller over UDP or TLS, callee UDP):"
     );
     let run = |label: &str, target: &str, tcp: bool| -> anyhow::Result<Option<f64>> {
         let work = dir.join(format!("cpu-{label}"));
-        std::fs::create_dir_all(&work)?;
         let before = cpu_seconds(pid)?;
-        let port = free_port()?.to_string();
-        let mut c = Command::new("sipp");
-        c.arg(target)
-            .arg("-sf")
-            .arg(scenarios.join("uac_bench.xml"))
-            .args(["-set", "domain", "example.com", "-s", "bob"])
-            .args(["-i", "127.0.0.1", "-p", &port, "-nostdin"])
-            .args(["-r", &CPU_RATE.to_string(), "-m", &calls.to_string()])
-            .args(["-timeout", &(CPU_SECONDS + 40).to_string()])
-            .args(["-trace_stat", "-stf", "stat.csv"]);
-        if tcp {
-            c.args(["-t", "t1"]);
-        }
-        c.current_dir(&work)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
+        let uac = Uac {
+            target,
+            work: &work,
+            rate: CPU_RATE,
+            calls,
+            timeout_secs: CPU_SECONDS + 40,
+            tcp,
+            step: false,
+        };
+        let totals = uac.run(scenarios)?;
         let used = cpu_seconds(pid)? - before;
-        let stat = std::fs::read_to_string(work.join("stat.csv")).unwrap_or_default();
-        let (attempted, ok) = totals(&stat).unwrap_or((u64::from(calls), 0));
+        let (attempted, ok) = totals.unwrap_or((u64::from(calls), 0));
         println!(
             "{label:>5}: {ok}/{attempted} calls succeeded, daemon CPU {used:.2} s, {:.3} ms per call",
             used * 1000.0 / ok.max(1) as f64
         );
         Ok((ok > 0).then(|| used / ok as f64))
     };
-    let udp = run("UDP", sip, false)?;
-    if !have_tls {
+    let udp = run("UDP", &d.sip, false)?;
+    if !d.have_tls {
         println!("  TLS: not measured (openssl could not make a certificate)");
         return Ok(());
     }
@@ -362,7 +359,7 @@ fn cpu_per_call(
         println!("  TLS: not measured (socat is not installed: cargo xtask setup installs it)");
         return Ok(());
     }
-    let (_socat, relay) = tls_relay(tls)?;
+    let (_socat, relay) = tls_relay(&d.tls)?;
     let tls_cost = run("TLS", &relay, true)?;
     if let (Some(u), Some(t)) = (udp, tls_cost) {
         println!("TLS/UDP daemon CPU per call: {:.2}x (same run)", t / u);
@@ -392,33 +389,17 @@ fn transactions(metrics: &str) -> Option<u64> {
 /// Run the caller at `rate` for STEP_SECONDS and collect its statistics.
 fn step(dir: &Path, scenarios: &Path, sip: &str, rate: u32) -> anyhow::Result<Step> {
     let work = dir.join(format!("rate-{rate}"));
-    std::fs::create_dir_all(&work)?;
     let calls = rate * STEP_SECONDS;
-    let port = free_port()?.to_string();
-    let status = Command::new("sipp")
-        .arg(sip)
-        .arg("-sf")
-        .arg(scenarios.join("uac_bench.xml"))
-        .args(["-set", "domain", "example.com", "-s", "bob"])
-        .args(["-i", "127.0.0.1", "-p", &port, "-nostdin"])
-        .args(["-r", &rate.to_string(), "-m", &calls.to_string()])
-        .args(["-l", &(rate * 10).to_string(), "-max_socket", "10000"])
-        .args(["-timeout", &(STEP_SECONDS + 40).to_string()])
-        .args([
-            "-trace_stat",
-            "-stf",
-            "stat.csv",
-            "-trace_rtt",
-            "-rtt_freq",
-            "1",
-        ])
-        .current_dir(&work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    let _ = status;
-    let stat = std::fs::read_to_string(work.join("stat.csv")).context("SIPp statistics")?;
-    let (attempted, succeeded) = totals(&stat).context("reading SIPp statistics")?;
+    let uac = Uac {
+        target: sip,
+        work: &work,
+        rate,
+        calls,
+        timeout_secs: STEP_SECONDS + 40,
+        tcp: false,
+        step: true,
+    };
+    let (attempted, succeeded) = uac.run(scenarios)?.context("reading SIPp statistics")?;
     let mut times = rtts(&work)?;
     times.sort_by(f64::total_cmp);
     Ok(Step {
@@ -428,53 +409,4 @@ fn step(dir: &Path, scenarios: &Path, sip: &str, rate: u32) -> anyhow::Result<St
         p50_ms: percentile(&times, 0.50),
         p99_ms: percentile(&times, 0.99),
     })
-}
-
-/// Calls created and calls successful, from the last line of SIPp's statistics file.
-fn totals(csv: &str) -> Option<(u64, u64)> {
-    let lines: Vec<&str> = csv.lines().filter(|l| !l.trim().is_empty()).collect();
-    let header: Vec<&str> = lines.first()?.split(';').collect();
-    let last: Vec<&str> = lines.get(1..)?.last()?.split(';').collect();
-    let col = |name: &str| -> Option<u64> {
-        let i = header.iter().position(|h| *h == name)?;
-        last.get(i)?.trim().parse().ok()
-    };
-    Some((col("OutgoingCall(C)")?, col("SuccessfulCall(C)")?))
-}
-
-/// Call setup times (response time 1) in milliseconds, from SIPp's `*_rtt.csv`.
-fn rtts(work: &Path) -> anyhow::Result<Vec<f64>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(work)? {
-        let p: PathBuf = e?.path();
-        if !p.to_string_lossy().ends_with("_rtt.csv") {
-            continue;
-        }
-        for line in std::fs::read_to_string(&p)?.lines().skip(1) {
-            // date_ms;response_time_ms;rtd_no
-            if let Some(v) = line.split(';').nth(1).and_then(|v| v.trim().parse().ok()) {
-                out.push(v);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A SIPp time: whole milliseconds, so 0 means under one.
-fn ms(v: f64) -> String {
-    if v.is_nan() {
-        "-".into()
-    } else if v < 1.0 {
-        "<1 ms".into()
-    } else {
-        format!("{v:.0} ms")
-    }
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }

@@ -11,6 +11,7 @@ mod bench_xdp;
 mod dist;
 mod fuzz;
 mod setup;
+mod sipp;
 mod structure;
 
 use std::process::Command;

@@ -11,6 +11,8 @@
 //! | `server` | the socket and what each request does |
 //! | `client` | the CLI's side |
 //! | `commands` | the CLI commands and their output (tables, JSON, exit codes) |
+//! | `user_cli` | `sip-firewall user add/del/list` |
+//! | `fraud_cli` | `sip-firewall fraud status/unblock/events` |
 //! | `top` | `sip-firewall top` |
 //!
 //! **Config**: `[admin]` ([`AdminConfig`]). **Metrics**: none of its own (it reads
@@ -18,29 +20,12 @@
 
 pub mod client;
 pub mod commands;
+pub mod fraud_cli;
 pub mod protocol;
 pub mod server;
 pub mod top;
+pub mod user_cli;
 
-use std::path::PathBuf;
-
-use serde::Deserialize;
-
-/// Where the socket lives unless `[admin] socket` says otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/sip-firewall/admin.sock";
-
-/// `[admin]`: the admin API the CLI talks to.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Unix socket of the admin API (created with mode 0600).
-    pub socket: PathBuf,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            socket: PathBuf::from(DEFAULT_SOCKET),
-        }
-    }
-}
+// `[admin]` is composed by `config.rs` itself: this unit loads the configuration and
+// drives a reload, so it sits above `config` and owns no section type of its own there.
+pub use crate::config::{AdminConfig, DEFAULT_SOCKET};

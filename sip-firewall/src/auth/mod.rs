@@ -12,12 +12,10 @@
 //! | `digest` | MD5 and SHA-256 responses, Authorization parsing |
 //! | `nonce` | HMAC nonces and the nonce-count table |
 //! | `users` | the subscriber table (HA1s) |
-//! | `cli` | `sip-firewall user add/del/list` |
 //!
 //! **Config**: `[auth]`. **Metrics**: counted by the proxy as `sipfw_auth_total{result}`; the
 //! nonce table's bound in `sipfw_limits_refused_total{what}`.
 
-pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod nonce;

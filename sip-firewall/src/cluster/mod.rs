@@ -39,6 +39,7 @@
 
 pub mod endpoint;
 pub mod metrics;
+mod publish;
 
 use std::{
     collections::HashMap,

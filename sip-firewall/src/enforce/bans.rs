@@ -158,7 +158,7 @@ impl Enforcer {
             self.count_ban(&rec.reason);
             self.keep_learned(rec.clone())?;
         }
-        self.share(crate::cluster::Op::Ban { ban: rec.clone() });
+        self.share(super::publish::LocalChange::Ban(rec.clone()));
         Ok(rec)
     }
 
@@ -178,13 +178,13 @@ impl Enforcer {
         };
         self.count_ban(&rec.reason);
         self.keep_learned(rec.clone())?;
-        self.share(crate::cluster::Op::Ban { ban: rec.clone() });
+        self.share(super::publish::LocalChange::Ban(rec.clone()));
         Ok(rec)
     }
 
     /// Lift the ban of `ip`; whether there was one.
     pub fn unban(&mut self, ip: IpAddr) -> Result<bool, EnforceError> {
-        self.share(crate::cluster::Op::Unban { ip });
+        self.share(super::publish::LocalChange::Unban(ip));
         let prefix = self.learned_key(ip);
         let mut stored = self.store.del_ban(ip)?;
         let mut in_memory = self.bans.remove(&ip).is_some();

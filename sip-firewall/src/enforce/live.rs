@@ -24,8 +24,7 @@ use std::sync::{
 use arc_swap::ArcSwap;
 use sip_firewall_common::XdpConfig;
 
-use super::{learn::BansConfig, pressure::PressureConfig};
-use crate::config::Config;
+use super::{Sections, learn::BansConfig, pressure::PressureConfig};
 
 /// See the module doc.
 pub struct EnforceSettings {
@@ -44,7 +43,8 @@ pub struct EnforceSettings {
 
 impl EnforceSettings {
     /// The settings of `config`, shared by the gate, the learner and the reloader.
-    pub fn new(config: &Config) -> Arc<EnforceSettings> {
+    pub fn new<'a>(config: impl Into<Sections<'a>>) -> Arc<EnforceSettings> {
+        let config = &config.into();
         Arc::new(EnforceSettings {
             bans: ArcSwap::from_pointee(config.bans.clone()),
             gate: ArcSwap::from_pointee(gate_limits(config)),
@@ -66,7 +66,8 @@ impl EnforceSettings {
     }
 
     /// Take `config`'s values: the next event and the next message see them.
-    pub fn set(&self, config: &Config) {
+    pub fn set<'a>(&self, config: impl Into<Sections<'a>>) {
+        let config = &config.into();
         self.bans.store(Arc::new(config.bans.clone()));
         self.gate.store(Arc::new(gate_limits(config)));
         self.pressure.store(Arc::new(config.pressure.clone()));
@@ -108,6 +109,6 @@ impl EnforceSettings {
 }
 
 /// The XDP program's limits, in the form the user-space gate runs them (the same GCRA).
-fn gate_limits(config: &Config) -> XdpConfig {
+fn gate_limits(config: &Sections<'_>) -> XdpConfig {
     config.xdp.kernel_config(config.bans.learned_scope)
 }

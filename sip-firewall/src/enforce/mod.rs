@@ -16,6 +16,7 @@
 //! | `learn` | `[bans]` and ban learning from what the proxy and the gate report (auth failures, scanners, request rates) |
 //! | `gate` | the user-space gate in front of the message layer |
 //! | `pressure` | `[pressure]`: the unknown-source budget adapted to the daemon's CPU and lag |
+//! | `publish` | what the enforcer hands the cluster's outbox ([`publish::Publish`]) |
 //!
 //! **Config**: `[bans]`, `[policy] allow/deny`, `[xdp] ban_scope`. **Metrics**: `sipfw_bans_total{reason}`,
 //! `sipfw_bans_active` (through `metrics::xdp::FastPathSource`), `sipfw_ban_refused_total{reason}`,
@@ -28,6 +29,7 @@ mod known;
 pub mod learn;
 pub mod live;
 pub mod pressure;
+pub mod publish;
 mod transactions;
 
 use std::{collections::HashMap, net::IpAddr};
@@ -39,10 +41,21 @@ use self::bans::{MAX_BANS_IN_MEMORY, reason_code};
 pub use self::{bans::write_bans, known::known_group};
 pub use crate::clock::{mono_to_unix, unix_now, unix_to_mono};
 use crate::{
-    config::{Config, in_any},
+    config::in_any,
     state::{BanRecord, List, StateError, Store},
     xdp::{FastPath, maps::MapsError},
 };
+
+/// The sections the enforcer reads. `config.rs` builds it from the whole `Config` (which
+/// composes the sections of every unit, `[bans]` included, so this unit never names it).
+pub struct Sections<'a> {
+    pub xdp: &'a crate::xdp::config::XdpSection,
+    pub bans: &'a learn::BansConfig,
+    pub pressure: &'a pressure::PressureConfig,
+    pub policy: &'a crate::policy::config::PolicyConfig,
+    /// The TCP ports of the TLS and WebSocket listeners (`Config::stream_ports`).
+    pub stream_ports: Vec<u16>,
+}
 
 /// A change could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -77,16 +90,17 @@ pub struct Enforcer {
     manual_scope: BanScope,
     learned_scope: BanScope,
     /// Where local changes go to the other nodes (`[cluster]`).
-    cluster: Option<crate::cluster::Outbox>,
+    cluster: Option<Box<dyn publish::Publish>>,
 }
 
 impl Enforcer {
     /// Load the stored state and the config's lists, and write them all to the maps.
-    pub fn new(
+    pub fn new<'a>(
         store: Store,
         xdp: Option<FastPath>,
-        config: &Config,
+        config: impl Into<Sections<'a>>,
     ) -> Result<Enforcer, EnforceError> {
+        let config = &config.into();
         let mut e = Enforcer {
             store: std::sync::Arc::new(store),
             writer: None,
@@ -206,13 +220,13 @@ impl Enforcer {
     }
 
     /// Share local changes with the other nodes from now on.
-    pub fn set_cluster(&mut self, outbox: crate::cluster::Outbox) {
-        self.cluster = Some(outbox);
+    pub fn set_cluster(&mut self, outbox: impl publish::Publish + 'static) {
+        self.cluster = Some(Box::new(outbox));
     }
 
-    fn share(&self, op: crate::cluster::Op) {
+    fn share(&self, change: publish::LocalChange) {
         if let Some(c) = &self.cluster {
-            c.send(op);
+            c.publish(change);
         }
     }
 
@@ -271,7 +285,7 @@ impl Enforcer {
     /// Add a prefix to a list; false when it was there already.
     pub fn list_add(&mut self, list: List, net: &IpNet) -> Result<bool, EnforceError> {
         let net = net.trunc();
-        self.share(crate::cluster::Op::ListAdd { list, net });
+        self.share(publish::LocalChange::ListAdd { list, net });
         self.store.put_net(list, &net)?;
         self.apply_net(list, &net, true)?;
         let nets = self.list_mut(list);
@@ -285,7 +299,7 @@ impl Enforcer {
     /// Remove a prefix from a list; whether it was there.
     pub fn list_del(&mut self, list: List, net: &IpNet) -> Result<bool, EnforceError> {
         let net = net.trunc();
-        self.share(crate::cluster::Op::ListDel { list, net });
+        self.share(publish::LocalChange::ListDel { list, net });
         let stored = self.store.del_net(list, &net)?;
         self.apply_net(list, &net, false)?;
         let nets = self.list_mut(list);
@@ -309,12 +323,16 @@ impl Enforcer {
     }
 
     /// Write the fast path's settings from `config` (live reload); ban scopes too.
-    pub fn set_xdp_settings(&mut self, config: &Config) -> Result<(), EnforceError> {
+    pub fn set_xdp_settings<'a>(
+        &mut self,
+        config: impl Into<Sections<'a>>,
+    ) -> Result<(), EnforceError> {
+        let config = &config.into();
         if let Some(fp) = &mut self.xdp {
             fp.maps
                 .set_config(&config.xdp.kernel_config(config.bans.learned_scope))?;
             fp.maps
-                .set_ports(&config.xdp.sip_ports, &config.stream_ports())?;
+                .set_ports(&config.xdp.sip_ports, &config.stream_ports)?;
         }
         self.manual_scope = config.xdp.ban_scope.scope();
         self.learned_scope = config.bans.learned_scope.scope();
@@ -394,6 +412,8 @@ impl crate::metrics::xdp::FastPathSource for Enforcer {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    use crate::config::Config;
 
     fn store(tag: &str) -> (Store, std::path::PathBuf) {
         let d = std::env::temp_dir().join(format!("sfw-enf-{tag}-{}", std::process::id()));

@@ -22,7 +22,6 @@
 mod accounts;
 mod calls;
 mod check;
-pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod number;

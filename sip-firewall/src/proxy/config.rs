@@ -1,14 +1,31 @@
-//! The proxy's configuration sections: `[proxy]`, `[timers]` and `[registrar]` (the last
-//! moves to `registrar/` with the REGISTER handling), each with its defaults and its checks;
-//! `config::Config` holds one field per section. `[auth]` is `auth::config`'s, re-exported
-//! here at its old path.
+//! The proxy's configuration sections: `[proxy]` and `[timers]`, each with its defaults and
+//! its checks; `config::Config` holds one field per section. `[auth]` is `auth::config`'s and
+//! `[registrar]` is `registrar::config`'s, re-exported here at their old paths.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 pub use crate::auth::config::{AuthConfig, UserEntry};
+pub use crate::registrar::config::RegistrarConfig;
 use crate::section::{Invalid, duration, invalid, opt_duration};
+
+/// The sections the proxy reads. `config.rs` builds it from the whole `Config` (which
+/// composes the sections of every unit, this one's included, so the proxy never names it).
+#[derive(Clone, Copy)]
+pub struct Sections<'a> {
+    pub sip: &'a crate::server::config::SipConfig,
+    pub tls: &'a crate::server::config::TlsConfig,
+    pub ws: &'a crate::server::config::WsConfig,
+    pub wss: &'a crate::server::ws::WssConfig,
+    pub policy: &'a crate::policy::config::PolicyConfig,
+    pub proxy: &'a ProxyConfig,
+    pub timers: &'a TimersConfig,
+    pub registrar: &'a RegistrarConfig,
+    pub auth: &'a AuthConfig,
+    pub fraud: &'a crate::fraud::FraudConfig,
+    pub dns: &'a super::dns::DnsConfig,
+}
 
 /// `[proxy]`: how requests are forwarded.
 #[derive(Clone, Debug, Deserialize)]
@@ -181,32 +198,6 @@ impl Default for TimersConfig {
     }
 }
 
-/// `[registrar]`: bindings of addresses of record (RFC 3261 10.3).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RegistrarConfig {
-    /// Shortest registration accepted; shorter ones get 423 with Min-Expires (seconds).
-    pub min_expires: u32,
-    /// Longest registration granted; longer ones are cut to this (seconds).
-    pub max_expires: u32,
-    /// Registration length when the request names none (seconds).
-    pub default_expires: u32,
-    /// Most contacts bound to one address of record.
-    pub max_contacts: usize,
-}
-
-impl Default for RegistrarConfig {
-    fn default() -> Self {
-        RegistrarConfig {
-            min_expires: 60,
-            max_expires: 3600,
-            default_expires: 3600,
-            // Few: each contact is a branch of every call to the address of record.
-            max_contacts: 5,
-        }
-    }
-}
-
 impl ProxyConfig {
     /// Check `[proxy]`.
     pub fn validate(&self) -> Result<(), Invalid> {
@@ -260,31 +251,6 @@ impl TimersConfig {
             if v.is_some_and(|d| d.is_zero()) {
                 return Err(invalid(key, "must be longer than 0s"));
             }
-        }
-        Ok(())
-    }
-}
-
-impl RegistrarConfig {
-    /// Check `[registrar]`.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        if self.min_expires == 0 {
-            return Err(invalid("registrar.min_expires", "must be at least 1"));
-        }
-        if self.max_expires < self.min_expires {
-            return Err(invalid(
-                "registrar.max_expires",
-                "must be at least registrar.min_expires",
-            ));
-        }
-        if !(self.min_expires..=self.max_expires).contains(&self.default_expires) {
-            return Err(invalid(
-                "registrar.default_expires",
-                "must lie between min_expires and max_expires",
-            ));
-        }
-        if self.max_contacts == 0 {
-            return Err(invalid("registrar.max_contacts", "must be at least 1"));
         }
         Ok(())
     }

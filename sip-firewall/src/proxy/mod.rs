@@ -53,11 +53,8 @@ use std::{
 use sip_firewall_sip::{Message, Transport};
 use tokio::sync::watch;
 
+use crate::seams::{Action, Context, Handler, Outbound};
 pub use crate::seams::{NoObserver, Observer};
-use crate::{
-    config::Config,
-    seams::{Action, Context, Handler, Outbound},
-};
 use core::Core;
 pub use metrics::ProxyMetrics;
 
@@ -128,8 +125,8 @@ impl FakeClock {
 
 impl Proxy {
     /// A proxy configured from `config`; its metrics go into `registry`.
-    pub fn new(
-        config: &Config,
+    pub fn new<'a>(
+        config: impl Into<config::Sections<'a>>,
         registry: Option<&prometheus::Registry>,
         observer: Arc<dyn Observer>,
     ) -> anyhow::Result<Proxy> {
@@ -149,8 +146,8 @@ impl Proxy {
     /// A proxy on a clock that moves only when the returned [`FakeClock`] is advanced (then
     /// [`Proxy::tick`] runs the timers due): the pipeline fuzz target and its tests.
     #[doc(hidden)]
-    pub fn with_fake_clock(
-        config: &Config,
+    pub fn with_fake_clock<'a>(
+        config: impl Into<config::Sections<'a>>,
         observer: Arc<dyn Observer>,
     ) -> anyhow::Result<(Proxy, FakeClock)> {
         let start = Instant::now();
@@ -191,7 +188,8 @@ impl Proxy {
     }
 
     /// Take the settings a reload changes while running (see [`Core::reconfigure`]).
-    pub fn reconfigure(&self, config: &Config) {
+    pub fn reconfigure<'a>(&self, config: impl Into<config::Sections<'a>>) {
+        let config = config.into();
         self.with_core(|c| c.reconfigure(config));
     }
 

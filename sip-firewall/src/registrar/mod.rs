@@ -2,6 +2,7 @@
 //! `Expires: 0`, expiry clamped to the configured range (423 below it), a cap on contacts
 //! per address of record, and the list of current bindings for the 200 answer.
 
+pub mod config;
 pub mod request;
 pub mod shared;
 pub mod store;
@@ -14,7 +15,7 @@ use std::{
 use sip_firewall_sip::Transport;
 pub use store::{Binding, LocationStore, MemoryStore};
 
-use crate::proxy::config::RegistrarConfig;
+pub use config::RegistrarConfig;
 
 /// One contact of a REGISTER.
 #[derive(Clone, Debug, PartialEq, Eq)]

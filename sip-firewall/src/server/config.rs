@@ -1,6 +1,7 @@
-//! `[sip]`: the SIP listeners and the message layer's limits, with their defaults and checks.
+//! `[sip]`: the SIP listeners and the message layer's limits, with their defaults and checks;
+//! `[tls]` and `[ws]`: the TLS and WebSocket listeners.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -81,5 +82,80 @@ impl SipConfig {
             return Err(invalid("sip.max_tcp_connections", "must be at least 1"));
         }
         Ok(())
+    }
+}
+
+/// `[ws]`: SIP over WebSocket (RFC 7118) for browsers. Connections share the TCP bounds
+/// (`[sip] max_tcp_connections`, `max_tcp_per_source`) and `tcp_idle_timeout`; a message
+/// is at most `[sip] max_message_bytes`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Addresses to accept WebSocket upgrades on; empty: no WebSocket listener.
+    pub listen: Vec<SocketAddr>,
+    /// Origins allowed to connect (as browsers send them, e.g. "https://phone.example.com");
+    /// empty: any origin. An upgrade from another origin is refused with 403.
+    pub origins: Vec<String>,
+    /// Largest WebSocket frame accepted (bytes); a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// A ping is sent after this long without traffic; the pong (or any message) keeps the
+    /// connection within `tcp_idle_timeout`.
+    #[serde(deserialize_with = "duration")]
+    pub ping_interval: Duration,
+    /// An upgrade not finished within this is abandoned.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            listen: Vec::new(),
+            origins: Vec::new(),
+            max_frame_bytes: 16384,
+            ping_interval: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[tls]`: SIP over TLS (RFC 3261 26.2, RFC 5630). Connections share the TCP bounds
+/// (`[sip] max_tcp_connections`, `max_tcp_per_source`) and `tcp_idle_timeout`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Addresses to accept TLS on (usually port 5061); empty: no TLS listener.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain we present (as a server, and as a client to TLS next hops).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `certificate`.
+    pub private_key: Option<PathBuf>,
+    /// PEM CA certificates: client certificates must chain to them (a client presenting an
+    /// untrusted certificate is refused), and TLS next hops are verified against them
+    /// instead of the built-in web roots.
+    pub ca: Option<PathBuf>,
+    /// Refuse clients that present no certificate (needs `ca`).
+    pub require_client_certificate: bool,
+    /// Host names (e.g. "trunk.example.com"): a client whose certificate chains to `ca` and
+    /// is valid for one of them is a trusted peer on that connection, as an allow-listed
+    /// address is (it may relay, its Route is honoured, it registers without digest).
+    pub trusted_peers: Vec<String>,
+    /// A TLS handshake not finished within this is abandoned (a handshake flood holds no
+    /// slot for long).
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: Vec::new(),
+            certificate: None,
+            private_key: None,
+            ca: None,
+            require_client_certificate: false,
+            trusted_peers: Vec::new(),
+            handshake_timeout: Duration::from_secs(5),
+        }
     }
 }

@@ -14,7 +14,6 @@
 //! | `tls`, `ws` | TLS (RFC 3261 26.2) and WebSocket (RFC 7118) over the TCP handling |
 //! | `outbound` | what the proxy sends: UDP from our socket, or the open (or newly opened) connection |
 //! | `slots` | the TCP connection slots, in total and per source |
-//! | `fuzzing` | the pipeline without sockets, for `cargo xtask fuzz pipeline` |
 //!
 //! **Config**: `[sip]` (and `[tls]`, `[ws]`). **Metrics**: `sipfw_sip_requests_total{method}`,
 //! `sipfw_sip_responses_total`, `sipfw_sip_accepted_total`, `sipfw_sip_rejections_total{reason}`,
@@ -30,11 +29,11 @@ pub mod core {
 }
 #[doc(hidden)]
 pub mod config;
-pub mod fuzzing;
 // The message boundary is the whole daemon's (the proxy's timers, the gate's lock); kept
 // at its old path here.
 pub use crate::guard;
 mod outbound;
+pub(crate) use outbound::SocketOutbound;
 pub mod slots;
 mod tcp;
 pub mod tls;
@@ -74,7 +73,7 @@ pub struct SipServer {
 
 /// What every listener task needs.
 pub(crate) struct Shared {
-    limits: Limits,
+    pub(crate) limits: Limits,
     force_rport: bool,
     tcp_idle_timeout: Duration,
     /// TCP connections in total and per source, accepted and opened alike.
@@ -84,7 +83,7 @@ pub(crate) struct Shared {
     /// What the handler sends through; TCP connections register here.
     outbound: Arc<outbound::SocketOutbound>,
     /// Checks run on every message before the message layer (set once, before serving).
-    gate: std::sync::OnceLock<Arc<dyn Gate>>,
+    pub(crate) gate: std::sync::OnceLock<Arc<dyn Gate>>,
 }
 
 /// An answer to send: the bytes, and where they go when the transport is UDP.
@@ -262,7 +261,7 @@ impl SipServer {
 }
 
 impl Shared {
-    fn new(
+    pub(crate) fn new(
         cfg: &SipConfig,
         metrics: Arc<Metrics>,
         handler: Arc<dyn Handler>,
@@ -476,7 +475,7 @@ fn status_code(buf: &[u8]) -> Option<u16> {
 
 /// Whether a datagram is only a keep-alive (CRLFs, RFC 5626 4.4.1 style, or a NUL some
 /// phones send): counted, never answered on UDP.
-fn is_keepalive(buf: &[u8]) -> bool {
+pub(crate) fn is_keepalive(buf: &[u8]) -> bool {
     !buf.is_empty() && buf.iter().all(|&b| matches!(b, b'\r' | b'\n' | b' ' | 0))
 }
 

@@ -331,13 +331,19 @@ fn main() -> anyhow::Result<()> {
         RUN_FOR.as_secs(),
         frame.len()
     );
+    let rounds = run_rounds(&frame, src)?;
+    print_medians(&rounds)
+}
+
+/// ROUNDS interleaved rounds of the four runs (baseline, XDP, nftables, socket).
+fn run_rounds(frame: &[u8], src: std::net::IpAddr) -> anyhow::Result<Vec<Round>> {
     let mut rounds = Vec::new();
     for round in 0..ROUNDS {
         eprintln!("bench xdp: round {}", round + 1);
-        let base = baseline_run(&frame)?;
-        let (xdp, live_ns, banned_ns, full_ns) = xdp_run(&frame, src)?;
-        let nft = nft_run(&frame)?;
-        let sock = socket_run(&frame)?;
+        let base = baseline_run(frame)?;
+        let (xdp, live_ns, banned_ns, full_ns) = xdp_run(frame, src)?;
+        let nft = nft_run(frame)?;
+        let sock = socket_run(frame)?;
         rounds.push(Round {
             runs: [base, xdp, nft, sock],
             live_ns,
@@ -345,7 +351,11 @@ fn main() -> anyhow::Result<()> {
             full_ns,
         });
     }
-    // For each method, the round whose CPU cost is the median; medians of the other figures.
+    Ok(rounds)
+}
+
+/// For each method, the round whose CPU cost is the median; medians of the other figures.
+fn print_medians(rounds: &[Round]) -> anyhow::Result<()> {
     let median = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
@@ -356,11 +366,24 @@ fn main() -> anyhow::Result<()> {
         let at = costs.iter().position(|c| *c == m).unwrap_or(0);
         &rounds[at].runs[i]
     };
-    let (base, xdp, nft, sock) = (pick(0), pick(1), pick(2), pick(3));
     let live_ns = median(rounds.iter().map(|r| r.live_ns).collect());
     let banned_ns = median(rounds.iter().map(|r| r.banned_ns).collect());
     let full_ns = median(rounds.iter().map(|r| r.full_ns).collect());
+    print_table([pick(0), pick(1), pick(2), pick(3)])?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "program's own cost on the live path (kernel bpf_stats run_time/run_cnt during (a)): {live_ns:.1} ns/pkt"
+    )?;
+    writeln!(
+        out,
+        "program's own cost (BPF_PROG_TEST_RUN, 1e6 runs, kernel timing, harness included): banned source {banned_ns:.1} ns/pkt; valid SIP request through every check {full_ns:.1} ns/pkt"
+    )?;
+    Ok(())
+}
 
+/// The table of the four methods (baseline, XDP, nftables, socket) and their ratios.
+fn print_table([base, xdp, nft, sock]: [&Outcome; 4]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -416,14 +439,6 @@ fn main() -> anyhow::Result<()> {
         "ratios (drop rate): XDP/nftables = {:.2}, XDP/socket = {:.2}",
         xdp.pps() / nft.pps().max(1.0),
         xdp.pps() / sock.pps().max(1.0)
-    )?;
-    writeln!(
-        out,
-        "program's own cost on the live path (kernel bpf_stats run_time/run_cnt during (a)): {live_ns:.1} ns/pkt"
-    )?;
-    writeln!(
-        out,
-        "program's own cost (BPF_PROG_TEST_RUN, 1e6 runs, kernel timing, harness included): banned source {banned_ns:.1} ns/pkt; valid SIP request through every check {full_ns:.1} ns/pkt"
     )?;
     Ok(())
 }

@@ -50,7 +50,7 @@ const ROOTS: &[(&str, &str)] = &[
 const EXCEPTIONS: &[(&str, &str)] = &[
     (
         "fn xtask/src/bench_cluster.rs::cpu_per_call",
-        "benchmark driver merged at the end of the session (issue 13); to split with bench_proxy onto one SIPp runner (issue 11, point 5)",
+        "owned by issue 13 (cluster) this session; to move onto xtask/src/sipp.rs (Uac: one SIPp caller builder for rate, count and transport; wait_listening), as bench_proxy did",
     ),
     // Merged from the cluster branch (issue 13) while it is still in flight; its files are
     // its own this session, to settle at its final merge.
@@ -63,44 +63,28 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "owned by issue 13 (cluster) this session",
     ),
     (
-        "cycle sip-firewall crate: admin auth cluster config enforce fraud proxy registrar reload server state",
-        "the units of the daemon still name each other (config composes their sections from their modules, which read Config; the proxy core uses server value types); broken down piece by piece (issue 11)",
-    ),
-    (
         "file sip-firewall/src/cluster/mod.rs",
         "owned by issue 13 (cluster) this session",
     ),
     (
         "fn sip-firewall/src/proxy/dns.rs::Dns::locate",
-        "owned by issue 14 (transport) this session",
+        "owned by issue 14 (transport) this session: the RFC 3263 lookups (NAPTR, SRV, A/AAAA) in order; split along those steps after its merge",
     ),
     (
         "fn sip-firewall/src/proxy/metrics.rs::ProxyMetrics::new",
         "a flat list of metric definitions (name, help, labels): split, the names would be scattered",
     ),
     (
-        "fn sip-firewall/src/reload.rs::Reloader::apply",
-        "owned by the lead this session",
-    ),
-    (
         "fn sip-firewall/src/server/outbound.rs::SocketOutbound::connect",
-        "not yet split along its jobs (issue 11, point 8)",
+        "server/outbound.rs is being changed by issue 14 (transport) this session; split along its jobs (cache, connect per transport, register) after that merge",
     ),
     (
         "fn sip-firewall/src/server/ws.rs::connection",
         "owned by issue 14 (transport) this session",
     ),
     (
-        "fn tests/src/bin/bench_xdp.rs::main",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
         "fn xtask/src/bench_cluster.rs::run_bench",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
-        "fn xtask/src/bench_proxy.rs::run_bench",
-        "not yet split along its jobs (issue 11, point 8)",
+        "owned by issue 13 (cluster) this session; to split along its jobs (nodes, registration, calls) onto xtask/src/sipp.rs after its merge",
     ),
 ];
 

@@ -6,7 +6,6 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::proxy::{NoObserver, ProxyMetrics};
-use sip_firewall_sip::{Limits, parse::parse};
 
 const A: &str = "192.0.2.11";
 const B: &str = "192.0.2.12";
@@ -54,22 +53,9 @@ impl Node {
     }
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
-        let m = parse(text.as_bytes(), &Limits::default(), Transport::Datagram).expect("parse");
-        let ctx = Context {
-            source: source.parse().expect("addr"),
-            local: format!("{}:5060", self.addr).parse().expect("addr"),
-            transport: Transport::Datagram,
-        };
-        if m.is_request() {
-            self.core.request(&m, &ctx, self.now);
-        } else {
-            self.core.response(&m, &ctx, self.now);
-        }
-        self.core
-            .take_sends()
-            .into_iter()
-            .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
-            .collect()
+        let local = format!("{}:5060", self.addr);
+        let ctx = fixture::ctx_on(source, &local, Transport::Datagram);
+        fixture::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     /// What this node wrote through to the cluster since the last call.

@@ -5,7 +5,6 @@
 
 use super::*;
 use crate::proxy::{NoObserver, ProxyMetrics, dns::DnsError};
-use sip_firewall_sip::{Limits, parse::parse};
 
 /// 10.0.0.0/8 is a trusted peer (may relay to foreign domains); no outbound proxy.
 const CONFIG: &str = r#"
@@ -33,47 +32,24 @@ fn udp(a: &str) -> Destination {
 
 impl H {
     fn new() -> H {
-        let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
         let now = Instant::now();
         H {
-            core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now)
-                .expect("core"),
+            core: fixture::core(CONFIG, now),
             now,
         }
     }
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
-        let m = parse(text.as_bytes(), &Limits::default(), Transport::Datagram).expect("parse");
-        let ctx = Context {
-            source: source.parse().expect("addr"),
-            local: "127.0.0.1:5060".parse().expect("addr"),
-            transport: Transport::Datagram,
-        };
-        if m.is_request() {
-            self.core.request(&m, &ctx, self.now);
-        } else {
-            self.core.response(&m, &ctx, self.now);
-        }
-        self.sent()
+        let ctx = fixture::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
+        fixture::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     fn sent(&mut self) -> Vec<(SocketAddr, String)> {
-        self.core
-            .take_sends()
-            .into_iter()
-            .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
-            .collect()
+        fixture::sent(&mut self.core)
     }
 
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        let end = self.now + d;
-        let mut out = Vec::new();
-        while self.now < end {
-            self.now += Duration::from_millis(10).min(end - self.now);
-            self.core.tick(self.now);
-            out.extend(self.sent());
-        }
-        out
+        fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
     }
 
     /// The one name the core asks for: its transaction and the URI.

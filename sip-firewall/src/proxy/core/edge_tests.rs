@@ -3,8 +3,6 @@
 //! enumeration, and registrations that follow the client (issues 9 and 10).
 
 use super::*;
-use crate::proxy::{NoObserver, ProxyMetrics};
-use sip_firewall_sip::{Limits, parse::parse};
 
 /// An edge on a wildcard address whose host has 192.0.2.10; 10.0.0.0/8 is allow-listed.
 const EDGE: &str = "192.0.2.10";
@@ -15,11 +13,7 @@ struct Edge {
 }
 
 fn ctx_t(source: &str, transport: Transport) -> Context {
-    Context {
-        source: source.parse().expect("addr"),
-        local: format!("{EDGE}:5060").parse().expect("addr"),
-        transport,
-    }
+    fixture::ctx_on(source, &format!("{EDGE}:5060"), transport)
 }
 
 impl Edge {
@@ -27,10 +21,8 @@ impl Edge {
         let text = format!(
             "[sip]\nlisten = [\"0.0.0.0:5060\"]\n{extra}\n[policy]\nallow = [\"10.0.0.0/8\"]\n"
         );
-        let config = Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config");
         let now = Instant::now();
-        let mut core =
-            Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now).expect("core");
+        let mut core = fixture::core(&text, now);
         core.local.set_addrs(vec![EDGE.parse().expect("ip")]);
         Edge { core, now }
     }
@@ -40,17 +32,7 @@ impl Edge {
     }
 
     fn feed_t(&mut self, text: &str, source: &str, t: Transport) -> Vec<(SocketAddr, String)> {
-        let m = parse(text.as_bytes(), &Limits::default(), t).expect("parse");
-        if m.is_request() {
-            self.core.request(&m, &ctx_t(source, t), self.now);
-        } else {
-            self.core.response(&m, &ctx_t(source, t), self.now);
-        }
-        self.core
-            .take_sends()
-            .into_iter()
-            .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
-            .collect()
+        fixture::feed(&mut self.core, self.now, text, &ctx_t(source, t)).1
     }
 
     fn refused(&self, reason: &str) -> u64 {

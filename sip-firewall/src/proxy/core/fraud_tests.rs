@@ -4,8 +4,6 @@
 
 use super::*;
 use crate::auth::digest::{Algorithm, response_auth};
-use crate::proxy::{NoObserver, ProxyMetrics};
-use sip_firewall_sip::{Limits, parse::parse};
 
 const TRUNK: &str = "203.0.113.5:5070";
 const PHONE: &str = "192.0.2.1:5060";
@@ -26,11 +24,9 @@ impl H {
              [auth]\nusers = [{{ user = \"alice\", domain = \"example.com\", password = \"pw\" }}]\n\
              [fraud]\n{fraud}\n"
         );
-        let config = Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config");
         let now = Instant::now();
         H {
-            core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now)
-                .expect("core"),
+            core: fixture::core(&text, now),
             now,
             nonce: None,
             nc: 0,
@@ -39,37 +35,12 @@ impl H {
     }
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
-        let m = parse(text.as_bytes(), &Limits::default(), Transport::Datagram).expect("parse");
-        let ctx = Context {
-            source: source.parse().expect("addr"),
-            local: "127.0.0.1:5060".parse().expect("addr"),
-            transport: Transport::Datagram,
-        };
-        if m.is_request() {
-            self.core.request(&m, &ctx, self.now);
-        } else {
-            self.core.response(&m, &ctx, self.now);
-        }
-        self.sent()
-    }
-
-    fn sent(&mut self) -> Vec<(SocketAddr, String)> {
-        self.core
-            .take_sends()
-            .into_iter()
-            .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
-            .collect()
+        let ctx = fixture::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
+        fixture::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        let end = self.now + d;
-        let mut out = Vec::new();
-        while self.now < end {
-            self.now += Duration::from_millis(100).min(end - self.now);
-            self.core.tick(self.now);
-            out.extend(self.sent());
-        }
-        out
+        fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(100))
     }
 
     /// alice (authenticated, digest) calls `number` at the trunk: what the edge sent, and the

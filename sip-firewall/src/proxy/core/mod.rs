@@ -21,6 +21,7 @@ use sip_firewall_sip::{
 use tracing::debug;
 
 use super::{
+    config::Sections,
     fork::{Branch, BranchState, Failover, Fork},
     forward,
     metrics::ProxyMetrics,
@@ -34,19 +35,22 @@ use super::{
 };
 use crate::{
     auth::{self, Authenticator, Outcome, digest::Algorithm, nonce::Nonces, users::Users},
-    config::{Config, in_any},
+    config::in_any,
     policy::{
         relay::{self, Sender, Target},
         scanner::Scanners,
     },
-    proxy::config::RegistrarConfig,
     registrar::{
-        self, LocationStore, MemoryStore, Register,
+        self, LocationStore, MemoryStore, Register, RegistrarConfig,
         request::AddressOfRecord,
         shared::{Change, SharedBinding, Sink, WriteThrough},
     },
     seams::{Action, Context, Destination, Observer},
 };
+
+// The core's unit tests build it from a whole configuration file.
+#[cfg(test)]
+use crate::config::Config;
 
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
 const BRANCH_PREFIX: &str = "z9hG4bKsfw";
@@ -365,6 +369,8 @@ mod cluster_tests;
 mod dns_tests;
 #[cfg(test)]
 mod edge_tests;
+#[cfg(test)]
+mod fixture;
 #[cfg(test)]
 mod fraud_tests;
 #[cfg(test)]

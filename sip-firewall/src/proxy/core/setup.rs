@@ -5,12 +5,13 @@ use super::*;
 
 impl Core {
     /// A core from the configuration, its clock starting at `now`.
-    pub fn new(
-        config: &Config,
+    pub fn new<'a>(
+        config: impl Into<Sections<'a>>,
         metrics: ProxyMetrics,
         observer: Arc<dyn Observer>,
         now: Instant,
     ) -> anyhow::Result<Core> {
+        let config = &config.into();
         let Keys {
             secret,
             rr_key,
@@ -40,7 +41,7 @@ impl Core {
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
-            timers: Timers::from_config(&config.timers),
+            timers: Timers::from_config(config.timers),
             servers: HashMap::new(),
             clients: HashMap::new(),
             heap: BinaryHeap::new(),
@@ -51,7 +52,7 @@ impl Core {
                 algorithms,
                 Nonces::new(secret, config.auth.nonce_lifetime),
             ),
-            fraud: crate::fraud::Fraud::new(&config.fraud, metrics.fraud.clone()),
+            fraud: crate::fraud::Fraud::new(config.fraud, metrics.fraud.clone()),
             metrics,
             observer,
             sends: Vec::new(),
@@ -83,7 +84,8 @@ impl Core {
     /// transaction keeps the deadlines it has and takes the new timer values at its next
     /// step; a binding keeps its expiry until its next REGISTER. The rest of the config is
     /// read once at start (the reloader names it as needing a restart).
-    pub fn reconfigure(&mut self, config: &Config) {
+    pub fn reconfigure<'a>(&mut self, config: impl Into<Sections<'a>>) {
+        let config = &config.into();
         self.allow = config.policy.allow.clone();
         self.outbound = config.proxy.outbound.as_ref().and_then(|o| o.addr());
         self.outbound_name = config
@@ -97,7 +99,7 @@ impl Core {
         self.force_rport = config.sip.force_rport;
         self.scanners = Scanners::new(config.policy.scanners.as_deref());
         self.registrar = config.registrar.clone();
-        self.timers = Timers::from_config(&config.timers);
+        self.timers = Timers::from_config(config.timers);
         self.auth.set_algorithms(
             config
                 .auth
@@ -122,7 +124,7 @@ fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
 
 /// Our addresses and names: the domains, the listen addresses of every transport, the
 /// advertised host and port.
-fn local_of(config: &Config) -> Local {
+fn local_of(config: &Sections<'_>) -> Local {
     let domains: Vec<String> = config
         .sip
         .domains
@@ -138,7 +140,7 @@ fn local_of(config: &Config) -> Local {
 
 /// `host[:port]` for our Via and Record-Route: `[proxy] advertise`, else the first listen
 /// address, else the first domain.
-fn advertised(config: &Config) -> (String, Option<u16>) {
+fn advertised(config: &Sections<'_>) -> (String, Option<u16>) {
     if let Some(a) = &config.proxy.advertise {
         return match uri::parse_hostport(a) {
             Ok((_, port)) => {

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::proxy::{NoObserver, ProxyMetrics};
-use sip_firewall_sip::{Limits, parse::parse};
 
 const PROXY: &str = "127.0.0.1:5060";
 /// Allow-listed (registers without digest); outsiders are 192.0.2.0/24.
@@ -23,11 +22,7 @@ struct Harness {
 }
 
 fn ctx(source: &str) -> Context {
-    Context {
-        source: source.parse().expect("addr"),
-        local: PROXY.parse().expect("addr"),
-        transport: Transport::Datagram,
-    }
+    fixture::ctx_on(source, PROXY, Transport::Datagram)
 }
 
 impl Harness {
@@ -36,44 +31,21 @@ impl Harness {
     }
 
     fn with_config(text: &str) -> Harness {
-        let config = Config::from_toml(text, std::path::Path::new("t.toml")).expect("config");
         let now = Instant::now();
         Harness {
-            core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now)
-                .expect("core"),
+            core: fixture::core(text, now),
             now,
         }
     }
 
     /// Feed a message from `source`; the action and what the core sent, as text.
     fn feed(&mut self, text: &str, source: &str) -> (Action, Vec<(SocketAddr, String)>) {
-        let m = parse(text.as_bytes(), &Limits::default(), Transport::Datagram).expect("parse");
-        let a = if m.is_request() {
-            self.core.request(&m, &ctx(source), self.now)
-        } else {
-            self.core.response(&m, &ctx(source), self.now)
-        };
-        (a, self.sent())
-    }
-
-    fn sent(&mut self) -> Vec<(SocketAddr, String)> {
-        self.core
-            .take_sends()
-            .into_iter()
-            .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
-            .collect()
+        fixture::feed(&mut self.core, self.now, text, &ctx(source))
     }
 
     /// Advance the fake clock, running timers every 10ms as the timer task does.
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        let end = self.now + d;
-        let mut out = Vec::new();
-        while self.now < end {
-            self.now += Duration::from_millis(10).min(end - self.now);
-            self.core.tick(self.now);
-            out.extend(self.sent());
-        }
-        out
+        fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
     }
 
     fn register(&mut self, contact_port: u16) {

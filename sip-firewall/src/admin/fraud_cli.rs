@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::{Event, Status};
-use crate::admin::{
+use super::{
     commands::{Common, ask, decode, table},
     protocol::Request,
 };
+use crate::fraud::{Event, Status};
 
 #[derive(Debug, Subcommand)]
 pub enum FraudCmd {

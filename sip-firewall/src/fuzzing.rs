@@ -1,6 +1,6 @@
 //! The whole receive path without sockets, for the pipeline fuzz target
 //! (`fuzz/fuzz_targets/pipeline.rs`) and tests: bytes from a source, over UDP (one datagram)
-//! or TCP (a byte stream per source through the framer, as `tcp.rs` serves it), through the
+//! or TCP (a byte stream per source through the framer, as `server/tcp.rs` serves it), through the
 //! gate, the message layer and the proxy core on a fake clock; what the proxy sends is
 //! captured and counted, never sent.
 
@@ -16,12 +16,13 @@ use sip_firewall_sip::{
     frame::{Event, StreamFramer},
 };
 
-use super::{Shared, outbound::SocketOutbound};
 use crate::{
     config::Config,
+    guard,
     metrics::Metrics,
     proxy::{FakeClock, Proxy},
     seams::{Destination, Gate, NoObserver, Outbound},
+    server::{Shared, SocketOutbound, is_keepalive},
 };
 
 /// Most TCP "connections" (framers) the harness keeps, like a bound on real ones.
@@ -35,7 +36,7 @@ pub struct Captured {
 
 impl Outbound for Captured {
     fn send(&self, dest: Destination, bytes: &[u8]) -> bool {
-        let mut m = super::guard::lock(&self.sent, "captured sends");
+        let mut m = guard::lock(&self.sent, "captured sends");
         if m.len() < 10_000 || m.contains_key(&dest.addr) {
             let e = m.entry(dest.addr).or_default();
             e.0 += 1;
@@ -90,7 +91,7 @@ impl Pipeline {
     /// One UDP datagram from `source`: the bytes of the direct answer, if any (what the
     /// proxy sends through its outbound is in [`Pipeline::captured`]).
     pub fn datagram(&mut self, source: SocketAddr, bytes: &[u8]) -> usize {
-        if super::is_keepalive(bytes) {
+        if is_keepalive(bytes) {
             return 0;
         }
         self.shared
@@ -141,7 +142,7 @@ impl Pipeline {
                 kind: e.kind,
                 unsupported: None,
             };
-            answered += super::guard::catch("message", Some(source), || {
+            answered += guard::catch("message", Some(source), || {
                 self.shared.refuse(&e.head, &rej, source)
             })
             .flatten()

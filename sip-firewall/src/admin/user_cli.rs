@@ -33,8 +33,8 @@ pub enum UserCmd {
 }
 
 /// Run a `user` subcommand.
-pub fn run(cmd: UserCmd, common: &crate::admin::commands::Common) -> ExitCode {
-    use crate::admin::{commands, protocol::Request};
+pub fn run(cmd: UserCmd, common: &super::commands::Common) -> ExitCode {
+    use super::{commands, protocol::Request};
     match cmd {
         UserCmd::Del { user, domain } => {
             return commands::ask_user(common, Request::UserDel { user, domain }, false);
@@ -67,10 +67,15 @@ pub fn run(cmd: UserCmd, common: &crate::admin::commands::Common) -> ExitCode {
             println!("# add to [auth] (or merge into its users list):");
             println!(
                 "{}",
-                super::users::config_line(&user, &domain, password.as_deref(), ha1.as_deref())
+                crate::auth::users::config_line(
+                    &user,
+                    &domain,
+                    password.as_deref(),
+                    ha1.as_deref()
+                )
             );
             // The running daemon takes it at once (hashes only travel and are stored).
-            let mut entry = crate::proxy::config::UserEntry {
+            let mut entry = crate::auth::config::UserEntry {
                 user: user.clone(),
                 domain: domain.clone(),
                 password: None,
@@ -81,8 +86,9 @@ pub fn run(cmd: UserCmd, common: &crate::admin::commands::Common) -> ExitCode {
             let d = domain.to_ascii_lowercase();
             match (&password, &ha1) {
                 (Some(p), _) => {
-                    entry.ha1 = Some(super::digest::Algorithm::Md5.ha1(&user, &d, p));
-                    entry.ha1_sha256 = Some(super::digest::Algorithm::Sha256.ha1(&user, &d, p));
+                    entry.ha1 = Some(crate::auth::digest::Algorithm::Md5.ha1(&user, &d, p));
+                    entry.ha1_sha256 =
+                        Some(crate::auth::digest::Algorithm::Sha256.ha1(&user, &d, p));
                 }
                 (None, Some(h)) if h.len() == 32 => entry.ha1 = Some(h.to_ascii_lowercase()),
                 (None, Some(h)) => entry.ha1_sha256 = Some(h.to_ascii_lowercase()),

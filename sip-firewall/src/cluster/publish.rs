@@ -1,0 +1,15 @@
+//! The outbox as the enforcer's [`Publish`]: its local changes, as cluster events.
+
+use super::{Op, Outbox};
+use crate::enforce::publish::{LocalChange, Publish};
+
+impl Publish for Outbox {
+    fn publish(&self, change: LocalChange) {
+        self.send(match change {
+            LocalChange::Ban(ban) => Op::Ban { ban },
+            LocalChange::Unban(ip) => Op::Unban { ip },
+            LocalChange::ListAdd { list, net } => Op::ListAdd { list, net },
+            LocalChange::ListDel { list, net } => Op::ListDel { list, net },
+        });
+    }
+}

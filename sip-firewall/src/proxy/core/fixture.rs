@@ -1,0 +1,64 @@
+//! What the core's unit tests share (tests.rs, dns_tests.rs, cluster_tests.rs,
+//! fraud_tests.rs, edge_tests.rs): a core from a configuration text on a fake clock, a
+//! message fed from a source, what the core sent, the clock advanced with the timers run as
+//! the timer task runs them. Each file's harness keeps its own state and calls these.
+
+use super::*;
+use crate::proxy::{NoObserver, ProxyMetrics};
+use sip_firewall_sip::{Limits, parse::parse};
+
+/// A core from the configuration `text`, its clock starting at `now`.
+pub(super) fn core(text: &str, now: Instant) -> Core {
+    let config = Config::from_toml(text, std::path::Path::new("t.toml")).expect("config");
+    Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now).expect("core")
+}
+
+/// The context of a message from `source` to `local` over `transport`.
+pub(super) fn ctx_on(source: &str, local: &str, transport: Transport) -> Context {
+    Context {
+        source: source.parse().expect("addr"),
+        local: local.parse().expect("addr"),
+        transport,
+    }
+}
+
+/// Feed the message `text` to `core` at `now` in `ctx`: the action, and what the core sent.
+pub(super) fn feed(
+    core: &mut Core,
+    now: Instant,
+    text: &str,
+    ctx: &Context,
+) -> (Action, Vec<(SocketAddr, String)>) {
+    let m = parse(text.as_bytes(), &Limits::default(), ctx.transport).expect("parse");
+    let a = if m.is_request() {
+        core.request(&m, ctx, now)
+    } else {
+        core.response(&m, ctx, now)
+    };
+    (a, sent(core))
+}
+
+/// What the core sent since the last call, by destination address, as text.
+pub(super) fn sent(core: &mut Core) -> Vec<(SocketAddr, String)> {
+    core.take_sends()
+        .into_iter()
+        .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
+        .collect()
+}
+
+/// Advance the fake clock `now` by `d`, running the timers every `step`; what was sent.
+pub(super) fn advance(
+    core: &mut Core,
+    now: &mut Instant,
+    d: Duration,
+    step: Duration,
+) -> Vec<(SocketAddr, String)> {
+    let end = *now + d;
+    let mut out = Vec::new();
+    while *now < end {
+        *now += step.min(end - *now);
+        core.tick(*now);
+        out.extend(sent(core));
+    }
+    out
+}
