@@ -57,10 +57,11 @@ enum Cmd {
     /// xtask/src/structure.rs.
     LintStructure,
     /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket), `parse` (messages/s, ours
-    /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `cluster` (ban
+    /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `proxy-workers` (the highest rate
+    /// with 1 and 2 `[sip] workers`), `cluster` (ban
     /// propagation between two daemons through Redis).
     Bench {
-        #[arg(value_parser = ["xdp", "parse", "proxy", "cluster"])]
+        #[arg(value_parser = ["xdp", "parse", "proxy", "proxy-workers", "cluster"])]
         what: String,
     },
     /// Fuzz a target for a given time (`parse`: parser, sanity checks and framer; `pipeline`:
@@ -188,6 +189,7 @@ fn main() -> anyhow::Result<()> {
                 "xdp" => bench_xdp::run_bench(),
                 "parse" => bench_parse::run(),
                 "proxy" => bench_proxy::run_bench(),
+                "proxy-workers" => bench_proxy::run_workers(),
                 "cluster" => bench_cluster::run_bench(),
                 other => bail!("unknown benchmark {other}"),
             }
