@@ -1028,3 +1028,384 @@ fn changes_queued_during_an_outage_survive_a_restart() {
     a.stop();
     b.stop();
 }
+
+/// A Redis process (server or Sentinel) on TCP at 192.0.2.100 in the backbone namespace;
+/// killed on drop.
+struct TcpRedis {
+    child: Child,
+    ns: String,
+    port: u16,
+}
+
+impl TcpRedis {
+    const HOST: &'static str = "192.0.2.100";
+
+    /// `redis-server` with `args` (a config file and `--sentinel`, or options).
+    fn start(bb: &Backbone, port: u16, args: &[&str]) -> TcpRedis {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &bb.ns, "redis-server"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let r = TcpRedis {
+            child,
+            ns: bb.ns.clone(),
+            port,
+        };
+        let t0 = Instant::now();
+        while !r.cli(&["PING"]).contains("PONG") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "redis on port {port} did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    /// A data server; a replica of `primary` if given.
+    fn server(bb: &Backbone, dir: &Path, port: u16, primary: Option<u16>) -> TcpRedis {
+        let dir = dir.join(format!("r{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let (p, d) = (port.to_string(), dir.display().to_string());
+        let mut args = vec![
+            "--bind",
+            Self::HOST,
+            "--port",
+            &p,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            // A namespace of the test's own: no one else can reach it.
+            "--protected-mode",
+            "no",
+            "--dir",
+            &d,
+        ];
+        let of = primary.map(|p| p.to_string());
+        if let Some(of) = &of {
+            args.extend_from_slice(&["--replicaof", Self::HOST, of]);
+        }
+        TcpRedis::start(bb, port, &args)
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        Command::new("ip")
+            // Bounded: a server that does not answer must not hang the test.
+            .args(["netns", "exec", &self.ns, "timeout", "5", "redis-cli"])
+            .args(["-h", Self::HOST])
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TcpRedis {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of our own child (`ip netns exec` execs redis-server).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `what` until it holds, at most `limit`; panics with `msg()`.
+fn wait_for(limit: Duration, mut what: impl FnMut() -> bool, msg: impl Fn() -> String) {
+    let t0 = Instant::now();
+    while !what() {
+        assert!(t0.elapsed() < limit, "{}", msg());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 13, Sentinel-managed primaries: a primary (6379), its replica (6380) and a Sentinel
+/// (26379) on the backbone; the nodes are given only the Sentinel
+/// (`redis+sentinel://192.0.2.100:26379/sipfw/0`). They find the primary through it and
+/// share a ban; after `SENTINEL FAILOVER` they follow the Sentinel to the new primary (the
+/// replica), keep the ban (the replica had it), and a new ban still propagates.
+#[test]
+fn nodes_find_the_primary_through_sentinel_and_follow_a_failover() {
+    let test = "nodes_find_the_primary_through_sentinel_and_follow_a_failover";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-sentinel");
+    let bb = Backbone::new("cs");
+    sip_firewall_tests::netns::ip(&[
+        "netns",
+        "exec",
+        &bb.ns,
+        "ip",
+        "addr",
+        "add",
+        "192.0.2.100/24",
+        "dev",
+        "br0",
+    ])
+    .expect("backbone address");
+    sip_firewall_tests::netns::ip(&["netns", "exec", &bb.ns, "ip", "link", "set", "lo", "up"])
+        .expect("backbone loopback");
+    let primary = TcpRedis::server(&bb, &tmp.path, 6379, None);
+    let replica = TcpRedis::server(&bb, &tmp.path, 6380, Some(6379));
+    let conf = tmp.path.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port 26379\nbind {h}\nprotected-mode no\ndir {d}\n\
+             sentinel monitor sipfw {h} 6379 1\n\
+             sentinel down-after-milliseconds sipfw 2000\n\
+             sentinel failover-timeout sipfw 10000\n",
+            h = TcpRedis::HOST,
+            d = tmp.path.display()
+        ),
+    )
+    .expect("sentinel.conf");
+    let sentinel = TcpRedis::start(&bb, 26379, &[&conf.display().to_string(), "--sentinel"]);
+    let master_port = || {
+        sentinel
+            .cli(&["SENTINEL", "get-master-addr-by-name", "sipfw"])
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            replica
+                .cli(&["INFO", "replication"])
+                .contains("master_link_status:up")
+                && sentinel
+                    .cli(&["SENTINEL", "replicas", "sipfw"])
+                    .contains("6380")
+        },
+        || {
+            format!(
+                "the Sentinel never saw the replica: {}",
+                sentinel.cli(&["SENTINEL", "replicas", "sipfw"])
+            )
+        },
+    );
+    assert_eq!(master_port(), "6379");
+
+    let config = |node: &str| {
+        format!(
+            "[sip]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"198.51.100.2:5060\"\n\
+             [auth]\nsecret = \"shared-secret-sentinel\"\n[cluster]\n\
+             redis = \"redis+sentinel://{}:26379/sipfw/0\"\nnode = \"{node}\"\n",
+            TcpRedis::HOST
+        )
+    };
+    let mut a = Node::new("csna", &config("edge-a"));
+    let mut b = Node::new("csnb", &config("edge-b"));
+    bb.join(&a, 11);
+    bb.join(&b, 12);
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    for n in [&a, &b] {
+        let s = n.status();
+        assert_eq!(
+            s["cluster"]["redis"], "192.0.2.100:6379",
+            "the primary: {s}"
+        );
+    }
+    let ip = a.pair.a4.to_string();
+    assert!(
+        a.dirs
+            .cli(&["ban", "add", &ip, "--for", "1h"])
+            .status
+            .success()
+    );
+    assert!(
+        b.wait_banned(&ip, true, Duration::from_secs(5)).is_some(),
+        "B got A's ban through the primary the Sentinel named"
+    );
+    assert!(
+        primary
+            .cli(&["EXISTS", &format!("sipfw:ban:{ip}")])
+            .contains('1')
+    );
+
+    // Failover: the replica becomes the primary; the nodes follow.
+    assert!(
+        sentinel
+            .cli(&["SENTINEL", "FAILOVER", "sipfw"])
+            .contains("OK")
+    );
+    wait_for(
+        Duration::from_secs(30),
+        || master_port() == "6380",
+        || {
+            format!(
+                "no failover: {}",
+                sentinel.cli(&["SENTINEL", "master", "sipfw"])
+            )
+        },
+    );
+    for (name, n) in [("A", &a), ("B", &b)] {
+        wait_for(
+            Duration::from_secs(30),
+            || {
+                let s = n.status();
+                s["cluster"]["redis"] == "192.0.2.100:6380" && s["cluster"]["connected"] == true
+            },
+            || format!("{name} did not follow the failover: {}", n.status()),
+        );
+    }
+    assert!(
+        b.banned(&ip),
+        "the ban from before the failover still holds on B"
+    );
+    assert!(a.banned(&ip), "and on A");
+    let after = "192.0.2.66";
+    assert!(
+        b.dirs
+            .cli(&["ban", "add", after, "--for", "1h"])
+            .status
+            .success()
+    );
+    assert!(
+        a.wait_banned(after, true, Duration::from_secs(5)).is_some(),
+        "a ban made after the failover propagates through the new primary"
+    );
+    assert!(
+        replica
+            .cli(&["EXISTS", &format!("sipfw:ban:{after}")])
+            .contains('1')
+    );
+    a.stop();
+    b.stop();
+    drop(sentinel);
+    drop(primary);
+    drop(replica);
+    drop(bb);
+}
+
+/// bob's binding in Redis: its contact (the Request-URI a cluster hop to him carries).
+fn bob_contact(redis: &Redis) -> String {
+    let stored = redis.cli(&["HGETALL", "sipfw:loc:bob@example.com"]);
+    stored
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["contact"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no binding of bob in Redis: {stored}"))
+}
+
+/// Issue 13, no open relay: an outsider who writes edge A's Path Route with a cluster-hop
+/// seal of its own (a well-formed seal with a made-up tag, one sealed under another key,
+/// and none at all) for bob, registered through A, gets 403; A relays nothing to bob's
+/// flow (his port receives nothing, `cluster_hop` forwards stay 0) and counts the refusals.
+/// The unit test `proxy::core::cluster_tests::an_outsider_forging_the_path_route_is_refused`
+/// covers the same at the core, and the real hop from B `a_call_through_b_reaches_bob...`.
+#[test]
+fn an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon() {
+    let test = "an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon";
+    if !require_root(test) || !redis_installed(test) || !support::sipp_installed(test) {
+        return;
+    }
+    let _turn = support::one_at_a_time();
+    let tmp = TempDir::new("cluster-forge");
+    let redis = Redis::start(&tmp.path);
+    let mut a = Node::new("cfa", &sip_node_config(&redis, "edge-a", 11));
+    a.start();
+    a.wait_connected(true);
+    let bob_port = 5070;
+    let reg = support::register_bob(&a.pair, &tmp.path, bob_port);
+    assert!(
+        reg.ok,
+        "bob registers through A: {}\n{}",
+        reg.output, reg.trace
+    );
+    wait_binding_on(&redis, "edge-a");
+    let contact = bob_contact(&redis);
+
+    // bob's flow: his port, now a plain socket that sees whatever A relays to him.
+    let ns = a.pair.ns_a.clone();
+    let bob = in_ns(&ns, move || Ok(UdpSocket::bind(("0.0.0.0", bob_port))?)).expect("bob");
+    bob.set_nonblocking(true).expect("nonblocking");
+    let outsider = in_ns(&ns, || Ok(UdpSocket::bind("0.0.0.0:5099")?)).expect("outsider");
+    outsider
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let edge = SocketAddr::new(a.pair.b(false), 5060);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let aor = "bob@example.com";
+    let aor_hex: String = aor.bytes().map(|b| format!("{b:02x}")).collect();
+    let seals = [
+        (
+            "forge-1",
+            format!("{now}.{aor_hex}.00112233445566778899aabbccddeeff"),
+        ),
+        (
+            "forge-2",
+            sip_firewall::proxy::route::seal_cluster_hop(
+                b"not the cluster's key",
+                now,
+                aor,
+                "forge-2",
+                &contact,
+            ),
+        ),
+        ("forge-3", String::new()),
+    ];
+    let hop0 = a.metric("sipfw_proxy_forwarded_total{kind=\"cluster_hop\"}");
+    let refused0 = a.metric("sipfw_dialog_refused_total{reason=\"cluster_hop\"}");
+    for (call_id, seal) in &seals {
+        let route = if seal.is_empty() {
+            "<sip:192.0.2.11:5060;lr>".to_string()
+        } else {
+            format!("<sip:192.0.2.11:5060;lr;sfwc={seal}>")
+        };
+        let invite = format!(
+            "INVITE {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {}:5099;branch=z9hG4bK{call_id}\r\n\
+             Max-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:x@evil.example>;tag=x\r\n\
+             To: <sip:{aor}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n",
+            a.pair.a4
+        );
+        outsider.send_to(invite.as_bytes(), edge).expect("send");
+        // A answers the outsider with a final response: its decision is made.
+        let t0 = Instant::now();
+        let mut buf = [0u8; 4096];
+        let status = loop {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{call_id}: no final answer from A"
+            );
+            if let Ok(n) = outsider.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.contains(&format!("Call-ID: {call_id}")) && !text.starts_with("SIP/2.0 1") {
+                    break text.lines().next().unwrap_or_default().to_string();
+                }
+            }
+        };
+        assert!(status.starts_with("SIP/2.0 403"), "{call_id}: {status}");
+        let relayed = bob
+            .recv(&mut buf)
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+        assert!(
+            relayed.is_err(),
+            "{call_id}: A relayed it to bob: {relayed:?}"
+        );
+    }
+    assert_eq!(
+        a.metric("sipfw_proxy_forwarded_total{kind=\"cluster_hop\"}"),
+        hop0,
+        "A relayed no cluster hop"
+    );
+    assert!(
+        a.metric("sipfw_dialog_refused_total{reason=\"cluster_hop\"}") >= refused0 + 2.0,
+        "the sealed attempts are counted"
+    );
+    a.stop();
+}

@@ -251,11 +251,10 @@ pub fn status(common: &Common) -> ExitCode {
             rows.push(vec![
                 "cluster redis".into(),
                 if c.connected {
-                    "connected"
+                    format!("connected ({})", c.redis)
                 } else {
-                    "unreachable: enforcing local state"
-                }
-                .into(),
+                    "unreachable: enforcing local state".into()
+                },
             ]);
             rows.push(vec!["cluster nodes".into(), c.nodes.join(", ")]);
         }

@@ -37,6 +37,7 @@
 //! is a dedicated `PubSub` connection that [`run`] re-opens (a subscription cannot share the
 //! multiplexed connection under RESP2, which every Redis speaks).
 
+pub mod endpoint;
 pub mod metrics;
 
 use std::{
@@ -72,8 +73,9 @@ pub enum Share {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://host:port/db`, `rediss://...` (TLS: rustls, the system's roots), or
-    /// `redis+unix:///path`.
+    /// `redis://host:port/db`, `rediss://...` (TLS: rustls, the system's roots),
+    /// `redis+unix:///path`, or a primary managed by Sentinels:
+    /// `redis+sentinel://host:26379,host2:26379/<master name>/<db>` ([`endpoint`]).
     pub redis: String,
     /// This node's name (default: the host name).
     #[serde(default)]
@@ -265,13 +267,16 @@ pub struct ClusterView {
     pub connected: bool,
     /// Nodes with a live heartbeat (this one included), sorted.
     pub nodes: Vec<String>,
+    /// The Redis server in use (host:port or socket; the primary Sentinels named).
+    #[serde(default)]
+    pub redis: String,
 }
 
 /// The cluster task's handles.
 pub struct Cluster {
     pub config: ClusterConfig,
     pub node: String,
-    client: redis::Client,
+    endpoint: endpoint::Endpoint,
     rx: tokio::sync::mpsc::Receiver<Op>,
     pub metrics: metrics::ClusterMetrics,
     pub view: Arc<Mutex<ClusterView>>,
@@ -295,6 +300,23 @@ pub enum ClusterError {
     SecretMismatch,
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("the Sentinels name another primary now: {0}")]
+    PrimaryMoved(String),
+}
+
+/// A Redis URL without its password, for errors and logs.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => {
+            let userinfo = url.get(scheme.len() + 3..at).unwrap_or_default();
+            let host = url.get(at..).unwrap_or_default();
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***{host}"),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 impl Cluster {
@@ -307,8 +329,8 @@ impl Cluster {
         let secret = secret
             .filter(|s| !s.is_empty())
             .ok_or(ClusterError::NoSecret)?;
-        let client = redis::Client::open(config.redis.as_str())
-            .map_err(|e| ClusterError::Url(config.redis.clone(), e))?;
+        let endpoint = endpoint::Endpoint::open(config.redis.as_str())
+            .map_err(|e| ClusterError::Url(redact(&config.redis), e))?;
         let (tx, rx) = tokio::sync::mpsc::channel(OUTBOX);
         let metrics = metrics::ClusterMetrics::register(registry);
         let node = config.node_name();
@@ -325,7 +347,7 @@ impl Cluster {
                     ..Default::default()
                 })),
                 node,
-                client,
+                endpoint,
                 rx,
                 metrics,
                 fingerprint: secret_fingerprint(secret),
@@ -496,9 +518,9 @@ async fn session(
     pending: &mut Option<Op>,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ClusterError> {
-    let mut conn = connect(c).await?;
+    let (mut conn, client) = connect(c).await?;
     // Subscribed before the set is loaded: what is published meanwhile waits here.
-    let mut pubsub = c.client.get_async_pubsub().await?;
+    let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(CHANNEL).await?;
     let mut messages = pubsub.into_on_message();
 
@@ -514,7 +536,7 @@ async fn session(
     load(c, &mut conn, target).await?;
     set_connected(c, true);
     info!(node = c.node, "cluster: connected to Redis, state loaded");
-    heartbeat(c, &mut conn).await?;
+    heartbeat(c, &mut conn, &client).await?;
 
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
     beat.tick().await;
@@ -533,7 +555,7 @@ async fn session(
             }
             _ = beat.tick() => {
                 target.flush_marks();
-                heartbeat(c, &mut conn).await?
+                heartbeat(c, &mut conn, &client).await?
             }
             _ = shutdown.changed() => return Ok(()),
         }
@@ -964,7 +986,7 @@ pub async fn preload(
     limit: Duration,
 ) -> Result<(), ClusterError> {
     let work = async {
-        let mut conn = connect(c).await?;
+        let (mut conn, _) = connect(c).await?;
         if c.config.shares(Share::Bans) {
             // The state database's handle outlives the lock: the load takes the lock itself.
             let store = enforcer.lock().ok().map(|e| e.store_handle());
@@ -986,13 +1008,17 @@ pub async fn preload(
     }
 }
 
-/// A command connection, after the secret check: a node with another secret takes nothing
-/// and gives nothing.
-async fn connect(c: &Cluster) -> Result<redis::aio::ConnectionManager, ClusterError> {
+/// A command connection to the primary (looked up through the Sentinels, if any) and its
+/// client, after the secret check: a node with another secret takes nothing and gives
+/// nothing.
+async fn connect(
+    c: &Cluster,
+) -> Result<(redis::aio::ConnectionManager, redis::Client), ClusterError> {
+    let client = c.endpoint.primary().await?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(1);
-    let mut conn = redis::aio::ConnectionManager::new_with_config(c.client.clone(), config).await?;
+    let mut conn = redis::aio::ConnectionManager::new_with_config(client.clone(), config).await?;
     let set: bool = redis::cmd("SET")
         .arg(FINGERPRINT_KEY)
         .arg(&c.fingerprint)
@@ -1007,14 +1033,26 @@ async fn connect(c: &Cluster) -> Result<redis::aio::ConnectionManager, ClusterEr
             return Err(ClusterError::SecretMismatch);
         }
     }
-    Ok(conn)
+    if let Ok(mut v) = c.view.lock() {
+        v.redis = endpoint::address(&client);
+    }
+    Ok((conn, client))
 }
 
-/// This node's heartbeat, and the nodes seen recently.
+/// This node's heartbeat, and the nodes seen recently. Under Sentinels, the session ends
+/// when they name another primary than `client`'s (a failover): [`run`] reconnects there.
 async fn heartbeat(
     c: &Cluster,
     conn: &mut redis::aio::ConnectionManager,
+    client: &redis::Client,
 ) -> Result<(), ClusterError> {
+    if let Some(now) = c.endpoint.moved(client).await {
+        info!(
+            primary = now,
+            "cluster: the Sentinels moved the primary; reconnecting"
+        );
+        return Err(ClusterError::PrimaryMoved(now));
+    }
     let _: () = conn
         .set_ex(node_key(&c.node), unix_ms(), HEARTBEAT_TTL.as_secs())
         .await?;
@@ -1080,6 +1118,52 @@ mod tests {
             .unwrap();
         let r = Cluster::new(&c, Some("s"), &prometheus::Registry::new());
         assert!(r.is_ok(), "{:?}", r.err());
+    }
+
+    /// The shipped files document `[cluster]`: default.toml's commented section, uncommented,
+    /// parses and sets every key; example.toml's Sentinel URL opens.
+    #[test]
+    fn the_shipped_configs_document_the_cluster() {
+        let default = include_str!("../../config/default.toml");
+        let at = default
+            .find("# [cluster]")
+            .expect("default.toml documents [cluster]");
+        let section: String = default[at..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse_config(&section)
+            .unwrap()
+            .cluster
+            .expect("uncommented: a cluster");
+        assert!(c.redis.starts_with("redis+sentinel://"), "{section}");
+        assert_eq!(c.node.as_deref(), Some("edge-a"));
+        assert_eq!(c.share, all_shared());
+        assert!(c.path.is_some(), "{section}");
+        let example = parse_config(include_str!("../../config/example.toml")).unwrap();
+        let c = example.cluster.expect("example.toml has a [cluster]");
+        assert!(example.auth.secret.is_some());
+        assert!(matches!(
+            endpoint::Endpoint::open(&c.redis),
+            Ok(endpoint::Endpoint::Sentinel { .. })
+        ));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://u:secret@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(
+            redact("redis+sentinel://:secret@a:1,b:2/m"),
+            "redis+sentinel://:***@a:1,b:2/m"
+        );
+        assert_eq!(redact("redis://u@h/0"), "redis://u@h/0");
+        assert_eq!(redact("redis://h:6379/0"), "redis://h:6379/0");
     }
 
     #[test]
