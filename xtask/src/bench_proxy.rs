@@ -28,11 +28,11 @@ use crate::{
 pub(crate) use crate::sipp::free_port;
 
 /// Seconds of calls per rate step.
-const STEP_SECONDS: u32 = 5;
+pub(crate) const STEP_SECONDS: u32 = 5;
 /// Rates tried, in calls per second, until one fails.
-const RATES: &[u32] = &[50, 100, 200, 400, 800, 1200, 1600, 2400, 3200];
+pub(crate) const RATES: &[u32] = &[50, 100, 200, 400, 800, 1200, 1600, 2400, 3200];
 /// The success ratio a rate must exceed.
-const PASS: f64 = 0.999;
+pub(crate) const PASS: f64 = 0.999;
 
 pub(crate) const CONFIG: &str = r#"
 [sip]
@@ -53,7 +53,7 @@ request_limit = 0
 "#;
 
 /// A child process killed when dropped.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -88,7 +88,7 @@ pub fn run_bench() -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?;
     let dir = std::env::temp_dir().join(format!("sipfw-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let d = start_daemon(&dir)?;
+    let d = start_daemon(&dir, None)?;
     let scenarios = root().join("tests/sipp");
     let _uas = register_and_answer(&dir, &scenarios, &d.sip)?;
 
@@ -134,9 +134,9 @@ pub fn run_bench() -> anyhow::Result<()> {
 }
 
 /// The release daemon of the run and where it listens.
-struct Daemon {
-    process: Guard,
-    sip: String,
+pub(crate) struct Daemon {
+    pub(crate) process: Guard,
+    pub(crate) sip: String,
     metrics: String,
     tls: String,
     /// Whether a certificate could be made (else no TLS listener).
@@ -145,10 +145,15 @@ struct Daemon {
 
 /// Start the release daemon in `dir` (UDP/TCP, metrics, TLS when openssl makes a
 /// certificate) and wait until it listens.
-fn start_daemon(dir: &Path) -> anyhow::Result<Daemon> {
+pub(crate) fn start_daemon(dir: &Path, workers: Option<usize>) -> anyhow::Result<Daemon> {
     let bin = root().join("target/release/sip-firewall");
     let cfg = dir.join("sip-firewall.toml");
-    std::fs::write(&cfg, CONFIG)?;
+    // `[sip] workers` when given (`bench proxy-workers`); the config's default otherwise.
+    let config = match workers {
+        Some(n) => CONFIG.replacen("[sip]\n", &format!("[sip]\nworkers = {n}\n"), 1),
+        None => CONFIG.to_string(),
+    };
+    std::fs::write(&cfg, &config)?;
     let sip = format!("127.0.0.1:{}", free_port()?);
     let metrics = format!("127.0.0.1:{}", free_port()?);
     let tls = format!("127.0.0.1:{}", free_port()?);
@@ -157,7 +162,7 @@ fn start_daemon(dir: &Path) -> anyhow::Result<Daemon> {
         std::fs::write(
             &cfg,
             format!(
-                "{CONFIG}[tls]\nlisten = [\"{tls}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+                "{config}[tls]\nlisten = [\"{tls}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
                 dir.join("cert.pem").display(),
                 dir.join("key.pem").display()
             ),
@@ -189,7 +194,11 @@ fn start_daemon(dir: &Path) -> anyhow::Result<Daemon> {
 
 /// Register bob through the daemon at `sip`, then answer his calls with a SIPp UAS on the
 /// port he registered from (the returned guard).
-fn register_and_answer(dir: &Path, scenarios: &Path, sip: &str) -> anyhow::Result<Guard> {
+pub(crate) fn register_and_answer(
+    dir: &Path,
+    scenarios: &Path,
+    sip: &str,
+) -> anyhow::Result<Guard> {
     let uas_port = free_port()?.to_string();
     let reg = Command::new("sipp")
         .arg(sip)
@@ -290,7 +299,7 @@ fn test_certificate(dir: &Path) -> anyhow::Result<()> {
 
 /// CPU seconds (user + system) process `pid` has used, all its threads (`utime` and `stime`
 /// of `/proc/PID/stat`, in clock ticks; `schedstat` would be the main thread only).
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let hz: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
         .trim()
         .parse()

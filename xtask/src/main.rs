@@ -7,6 +7,7 @@ mod bench_cluster;
 mod bench_flood;
 mod bench_parse;
 mod bench_proxy;
+mod bench_workers;
 mod bench_xdp;
 mod dist;
 mod fuzz;
@@ -60,11 +61,12 @@ enum Cmd {
     /// xtask/src/structure.rs.
     LintStructure,
     /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket), `parse` (messages/s, ours
-    /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `cluster` (ban
-    /// propagation between two daemons through Redis), `flood` (legitimate calls while
-    /// trafgen floods the edge; `--peer kamailio` runs the same against Kamailio).
+    /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `proxy-workers` (the
+    /// highest rate with 1 and 2 `[sip] workers`), `cluster` (ban propagation between two
+    /// daemons through Redis), `flood` (legitimate calls while trafgen floods the edge;
+    /// `--peer kamailio` runs the same against Kamailio).
     Bench {
-        #[arg(value_parser = ["xdp", "parse", "proxy", "cluster", "flood"])]
+        #[arg(value_parser = ["xdp", "parse", "proxy", "proxy-workers", "cluster", "flood"])]
         what: String,
         /// Options of `bench flood`.
         #[command(flatten)]
@@ -196,6 +198,7 @@ fn main() -> anyhow::Result<()> {
                 "xdp" => bench_xdp::run_bench(),
                 "parse" => bench_parse::run(),
                 "proxy" => bench_proxy::run_bench(),
+                "proxy-workers" => bench_workers::run_workers(),
                 "cluster" => bench_cluster::run_bench(),
                 "flood" => {
                     if flood.peer.is_some() {

@@ -150,6 +150,42 @@ impl<'a> HeaderName<'a> {
     }
 
     /// Headers that may appear at most once (RFC 3261 7.3.1: not comma-separated lists).
+    /// The same name without the borrow, for the names this crate knows (None for
+    /// [`HeaderName::Other`]): a copy can keep it, and its [`HeaderName::as_str`] is static.
+    pub fn known(self) -> Option<HeaderName<'static>> {
+        use HeaderName::*;
+        Some(match self {
+            Via => Via,
+            From => From,
+            To => To,
+            CallId => CallId,
+            CSeq => CSeq,
+            Contact => Contact,
+            ContentLength => ContentLength,
+            ContentType => ContentType,
+            MaxForwards => MaxForwards,
+            Expires => Expires,
+            Route => Route,
+            RecordRoute => RecordRoute,
+            ProxyRequire => ProxyRequire,
+            Require => Require,
+            Supported => Supported,
+            Subject => Subject,
+            ContentEncoding => ContentEncoding,
+            Event => Event,
+            AllowEvents => AllowEvents,
+            ReferTo => ReferTo,
+            ReferredBy => ReferredBy,
+            SessionExpires => SessionExpires,
+            Identity => Identity,
+            AcceptContact => AcceptContact,
+            RejectContact => RejectContact,
+            RequestDisposition => RequestDisposition,
+            IdentityInfo => IdentityInfo,
+            Other(_) => return None,
+        })
+    }
+
     pub fn single_valued(&self) -> bool {
         use HeaderName::*;
         matches!(

@@ -3,20 +3,41 @@
 //! Header values are kept as received (folds already removed by the parser); compact names
 //! are written out in full.
 
+use std::borrow::Cow;
+
 use sip_firewall_sip::{Message, StartLine, headers::HeaderName};
 
 /// One header line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hdr {
-    pub name: String,
+    /// A known name is the static full form (no allocation per header); others are copied.
+    pub name: Cow<'static, str>,
     pub value: String,
+    /// The name parsed once, when known: comparisons do not parse it again.
+    known: Option<HeaderName<'static>>,
 }
 
 impl Hdr {
+    fn new(name: HeaderName<'_>, value: String) -> Hdr {
+        match name.known() {
+            Some(k) => Hdr {
+                name: Cow::Borrowed(k.as_str()),
+                value,
+                known: Some(k),
+            },
+            // An `Other` spelling a known name still compares as that name, as before.
+            None => Hdr {
+                name: Cow::Owned(name.as_str().to_string()),
+                value,
+                known: HeaderName::parse(name.as_str()).known(),
+            },
+        }
+    }
+
     fn is(&self, name: HeaderName<'_>) -> bool {
         match name {
             HeaderName::Other(n) => self.name.eq_ignore_ascii_case(n),
-            n => HeaderName::parse(&self.name) == n,
+            n => self.known == n.known(),
         }
     }
 }
@@ -43,10 +64,7 @@ impl SipMsg {
                 .headers
                 .iter()
                 .filter(|h| h.name != HeaderName::ContentLength)
-                .map(|h| Hdr {
-                    name: h.name.as_str().to_string(),
-                    value: h.value.to_string(),
-                })
+                .map(|h| Hdr::new(h.name, h.value.to_string()))
                 .collect(),
             body: m.body.to_vec(),
         }
@@ -103,21 +121,12 @@ impl SipMsg {
     /// Via or Record-Route.
     pub fn push_front(&mut self, name: HeaderName<'_>, value: String) {
         let at = self.headers.iter().position(|h| h.is(name)).unwrap_or(0);
-        self.headers.insert(
-            at,
-            Hdr {
-                name: name.as_str().to_string(),
-                value,
-            },
-        );
+        self.headers.insert(at, Hdr::new(name, value));
     }
 
     /// Append a header.
     pub fn push(&mut self, name: HeaderName<'_>, value: String) {
-        self.headers.push(Hdr {
-            name: name.as_str().to_string(),
-            value,
-        });
+        self.headers.push(Hdr::new(name, value));
     }
 
     /// Set the first header of this name (appending when absent).
@@ -135,13 +144,7 @@ impl SipMsg {
         self.remove(name);
         let at = at.unwrap_or(self.headers.len()).min(self.headers.len());
         for (i, v) in values.into_iter().enumerate() {
-            self.headers.insert(
-                at + i,
-                Hdr {
-                    name: name.as_str().to_string(),
-                    value: v,
-                },
-            );
+            self.headers.insert(at + i, Hdr::new(name, v));
         }
     }
 
@@ -165,7 +168,16 @@ impl SipMsg {
 
     /// Serialize, with a Content-Length that matches the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512 + self.body.len());
+        // The exact size (Content-Length's line at most 40 bytes): one allocation.
+        let size = self.start.len()
+            + self
+                .headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len() + 4)
+                .sum::<usize>()
+            + 40
+            + self.body.len();
+        let mut out = Vec::with_capacity(size);
         out.extend_from_slice(self.start.as_bytes());
         out.extend_from_slice(b"\r\n");
         for h in &self.headers {
@@ -174,7 +186,11 @@ impl SipMsg {
             out.extend_from_slice(h.value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes());
+        // Formatted in place (writing into a Vec cannot fail).
+        let _ = std::io::Write::write_fmt(
+            &mut out,
+            format_args!("Content-Length: {}\r\n\r\n", self.body.len()),
+        );
         out.extend_from_slice(&self.body);
         out
     }

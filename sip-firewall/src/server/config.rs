@@ -37,6 +37,12 @@ pub struct SipConfig {
     /// Most server transactions at once from one source address (IPv6: one /64); allow-listed
     /// sources are bound by `max_transactions` only.
     pub max_transactions_per_source: usize,
+    /// UDP receive workers per listen address: each has its own socket on the address
+    /// (SO_REUSEPORT, the kernel spreading flows by their address hash) and its own task, so
+    /// that receiving, parsing and the gate run on every core. 0: one per CPU. Transaction
+    /// state is one table shared by all workers, so a response or retransmission arriving on
+    /// another worker's socket finds its transaction. Needs a restart.
+    pub workers: usize,
 }
 
 impl Default for SipConfig {
@@ -53,6 +59,7 @@ impl Default for SipConfig {
             max_tcp_per_source: 32,
             max_transactions: 100_000,
             max_transactions_per_source: 1_000,
+            workers: 0,
         }
     }
 }
@@ -81,9 +88,26 @@ impl SipConfig {
         if self.max_tcp_connections == 0 {
             return Err(invalid("sip.max_tcp_connections", "must be at least 1"));
         }
+        if self.workers > MAX_WORKERS {
+            return Err(invalid(
+                "sip.workers",
+                "must be at most 256 (0: one per CPU)",
+            ));
+        }
         Ok(())
     }
+
+    /// The number of UDP workers per listen address: `workers`, or one per CPU when 0.
+    pub fn udp_workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
+            n => n,
+        }
+    }
 }
+
+/// Most UDP workers per address: more sockets than this only add memory.
+const MAX_WORKERS: usize = 256;
 
 /// `[ws]`: SIP over WebSocket (RFC 7118) for browsers. Connections share the TCP bounds
 /// (`[sip] max_tcp_connections`, `max_tcp_per_source`) and `tcp_idle_timeout`; a message

@@ -103,16 +103,19 @@ impl SipServer {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for addr in &cfg.listen {
-            let u = tokio::net::UdpSocket::bind(addr)
-                .await
+            let us = udp::bind(*addr, cfg.udp_workers())
                 .with_context(|| format!("cannot bind SIP UDP on {addr}"))?;
             // Port 0 in the config: let TCP take the port UDP was given.
-            let bound = u.local_addr().context("UDP local address")?;
+            let bound = us
+                .first()
+                .context("no UDP socket")?
+                .local_addr()
+                .context("UDP local address")?;
             let t = tokio::net::TcpListener::bind(bound)
                 .await
                 .with_context(|| format!("cannot bind SIP TCP on {bound}"))?;
-            info!(%bound, "SIP listening on UDP and TCP");
-            udp.push(Arc::new(u));
+            info!(%bound, workers = us.len(), "SIP listening on UDP and TCP");
+            udp.extend(us.into_iter().map(Arc::new));
             tcp.push(t);
         }
         let outbound = Arc::new(outbound::SocketOutbound::new(udp.clone()));
@@ -130,10 +133,14 @@ impl SipServer {
 
     /// The bound UDP addresses (TCP listens on the same ones).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp
-            .iter()
-            .filter_map(|u| u.local_addr().ok())
-            .collect()
+        let mut out: Vec<SocketAddr> = Vec::new();
+        // Each address once, though several workers' sockets share it.
+        for a in self.udp.iter().filter_map(|u| u.local_addr().ok()) {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
     }
 
     /// Listen for TLS on every `[tls] listen` address and open TLS connections to next hops

@@ -1,12 +1,43 @@
 //! SIP over UDP: one message per datagram, answers sent per RFC 3261 18.2.2 / RFC 3581.
+//!
+//! Each listen address has `[sip] workers` sockets bound with SO_REUSEPORT, each served by
+//! its own task: the kernel picks a socket by the hash of the datagram's addresses, so one
+//! source's datagrams arrive in order on one socket and the runtime's threads take the
+//! sockets in parallel. The proxy's transaction table is one for all workers (the handler
+//! behind its lock), so a response or a retransmission that arrives on another worker's
+//! socket (another source, or the same one after the group changed) is matched all the same.
 
-use std::sync::Arc;
+use std::{io, net::SocketAddr, sync::Arc};
 
 use sip_firewall_sip::Transport;
 use tokio::{net::UdpSocket, sync::watch};
 use tracing::{debug, warn};
 
 use super::{Shared, is_keepalive};
+
+/// Bind `workers` UDP sockets on `addr` (at least one). With more than one they share the
+/// address through SO_REUSEPORT; the first decides the port when `addr` asks for port 0.
+/// One worker binds without SO_REUSEPORT, as a plain socket does (a second process cannot
+/// join it).
+pub(super) fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out: Vec<UdpSocket> = Vec::new();
+    let mut at = addr;
+    for _ in 0..workers.max(1) {
+        let s = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+        if workers > 1 {
+            s.set_reuse_port(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&at.into())?;
+        let u = UdpSocket::from_std(std::net::UdpSocket::from(s))?;
+        if out.is_empty() {
+            at = u.local_addr()?;
+        }
+        out.push(u);
+    }
+    Ok(out)
+}
 
 /// Receive, judge and answer until shutdown.
 pub(super) async fn serve(
