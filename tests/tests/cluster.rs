@@ -1409,3 +1409,193 @@ fn an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon() {
     );
     a.stop();
 }
+
+/// bob sends one REGISTER through `node` from its client namespace (port 5090), `contact`
+/// being a URI or `*`, with `Expires: expires`, answering the digest challenge (MD5); the
+/// final status code.
+fn bob_registers(node: &Node, call_id: &str, contact: &str, expires: u32) -> u16 {
+    use sip_firewall::auth::digest::{Algorithm, response_auth};
+    let sock = in_ns(&node.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:5090")?)).expect("sock");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let server = SocketAddr::new(node.pair.b(false), 5060);
+    let local = SocketAddr::new(std::net::IpAddr::V4(node.pair.a4), 5090);
+    let contact = if contact == "*" {
+        "*".to_string()
+    } else {
+        format!("<{contact}>")
+    };
+    let request = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b{cseq}\r\nTo: <sip:bob@example.com>\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\n\
+             {auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    // A final answer to `req`, retransmitted on silence; at most 10 s.
+    let exchange = |req: &str| -> String {
+        let t0 = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{call_id}: no answer"
+            );
+            sock.send_to(req.as_bytes(), server).expect("send");
+            while let Ok(n) = sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.contains(call_id) && !text.starts_with("SIP/2.0 1") {
+                    return text;
+                }
+            }
+        }
+    };
+    let first = exchange(&request(1, ""));
+    let challenge = first
+        .lines()
+        .find_map(|l| l.strip_prefix("WWW-Authenticate: "))
+        .unwrap_or_else(|| panic!("{call_id}: no challenge: {first}"));
+    let param = |k: &str| {
+        challenge
+            .split(&format!("{k}=\""))
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (realm, nonce) = (param("realm"), param("nonce"));
+    let ha1 = Algorithm::Md5.ha1("bob", &realm, support::BOB_PASSWORD);
+    let uri = "sip:example.com";
+    let response = response_auth(
+        Algorithm::Md5,
+        &ha1,
+        &nonce,
+        "00000001",
+        "c0ffee",
+        "REGISTER",
+        uri,
+    );
+    let auth = format!(
+        "Authorization: Digest username=\"bob\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
+    );
+    let last = exchange(&request(2, &auth));
+    last.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{call_id}: {last}"))
+}
+
+/// Issue 13: a binding is refreshed, removed with `expires=0`, and all removed with
+/// `Contact: *` (RFC 3261 10.3) through any node, and every node's cache follows
+/// (`sipfw_registrar_bindings`, Redis). Also while the nodes are cut off from Redis (their
+/// Redis users disabled, Redis keeps its data): B takes the removal of bindings A holds,
+/// B comes back first and writes it out, then A comes back and its full load drops the
+/// bindings removed meanwhile (A missed the event).
+#[test]
+fn bindings_are_refreshed_and_removed_through_any_node() {
+    let test = "bindings_are_refreshed_and_removed_through_any_node";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let tmp = TempDir::new("cluster-unregister");
+    let redis = Redis::start(&tmp.path);
+    for (user, pw) in [("edge-a", "pw-a"), ("edge-b", "pw-b")] {
+        let set = redis.cli(&[
+            "ACL",
+            "SETUSER",
+            user,
+            "on",
+            &format!(">{pw}"),
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        assert!(set.contains("OK"), "{set}");
+    }
+    let url = redis.url();
+    let config = |node: &str, host: u8, pw: &str| {
+        sip_node_config(&redis, node, host).replace(&url, &format!("{url}?user={node}&pass={pw}"))
+    };
+    let mut a = Node::new("cua", &config("edge-a", 11, "pw-a"));
+    let mut b = Node::new("cub", &config("edge-b", 12, "pw-b"));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+    let gauge = "sipfw_registrar_bindings";
+    let wait_bindings = |n: &Node, name: &str, want: f64| {
+        wait_for(
+            Duration::from_secs(10),
+            || n.metric(gauge) == want,
+            || format!("{name} holds {} bindings, not {want}", n.metric(gauge)),
+        );
+    };
+    let x = "sip:bob@198.51.100.1:5070";
+    let y = "sip:bob@198.51.100.1:5071";
+    let in_redis = || redis.cli(&["HKEYS", "sipfw:loc:bob@example.com"]);
+
+    // Registered through A, refreshed through B: B holds the flow now.
+    assert_eq!(bob_registers(&a, "r1", x, 600), 200);
+    wait_bindings(&b, "B", 1.0);
+    assert_eq!(bob_registers(&b, "r2", x, 1200), 200);
+    wait_binding_on(&redis, "edge-b");
+    wait_bindings(&a, "A", 1.0);
+    // expires=0 through A of the binding B holds.
+    assert_eq!(bob_registers(&a, "r3", x, 0), 200);
+    wait_bindings(&b, "B", 0.0);
+    wait_bindings(&a, "A", 0.0);
+    assert_eq!(in_redis().trim(), "");
+    // `*` through B of the two bindings A holds.
+    assert_eq!(bob_registers(&a, "r4", x, 600), 200);
+    assert_eq!(bob_registers(&a, "r5", y, 600), 200);
+    wait_bindings(&b, "B", 2.0);
+    assert_eq!(bob_registers(&b, "r6", "*", 0), 200);
+    wait_bindings(&a, "A", 0.0);
+    wait_bindings(&b, "B", 0.0);
+    assert_eq!(in_redis().trim(), "");
+
+    // Cut off: `expires=0` of x, then (second outage) `*`, through B, of what A holds.
+    let cut = |on: bool, user: &str| {
+        let state = if on { "on" } else { "off" };
+        assert!(redis.cli(&["ACL", "SETUSER", user, state]).contains("OK"));
+        if !on {
+            redis.cli(&["CLIENT", "KILL", "USER", user]);
+        }
+    };
+    assert_eq!(bob_registers(&a, "r7", x, 600), 200);
+    assert_eq!(bob_registers(&a, "r8", y, 600), 200);
+    wait_bindings(&b, "B", 2.0);
+    for (removal, (call_id, contact, left)) in
+        [("r9", x, 1.0), ("r10", "*", 0.0)].into_iter().enumerate()
+    {
+        cut(false, "edge-a");
+        cut(false, "edge-b");
+        a.wait_connected(false);
+        b.wait_connected(false);
+        assert_eq!(
+            bob_registers(&b, call_id, contact, 0),
+            200,
+            "served locally"
+        );
+        wait_bindings(&b, "B", left);
+        assert_eq!(
+            a.metric(gauge),
+            2.0 - removal as f64 * 1.0,
+            "A cannot know yet"
+        );
+        cut(true, "edge-b");
+        b.wait_connected(true);
+        wait_for(
+            Duration::from_secs(10),
+            || in_redis().lines().filter(|l| !l.trim().is_empty()).count() == left as usize,
+            || format!("B did not write {call_id} out: {}", in_redis()),
+        );
+        cut(true, "edge-a");
+        a.wait_connected(true);
+        wait_bindings(&a, "A", left);
+    }
+    a.stop();
+    b.stop();
+}
