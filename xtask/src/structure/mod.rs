@@ -52,10 +52,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "fn sip-firewall/src/proxy/core/mod.rs::Core::new",
         "a flat list of the core's fields from the config; grew past 80 in the last merge (cluster, DNS, security log); to split into per-unit constructors (issue 11)",
     ),
-    (
-        "fn xtask/src/bench_cluster.rs::cpu_per_call",
-        "benchmark driver merged at the end of the session (issue 13); to split with bench_proxy onto one SIPp runner (issue 11, point 5)",
-    ),
     // Merged from the cluster branch (issue 13) while it is still in flight; its files are
     // its own this session, to settle at its final merge.
     (
@@ -132,10 +128,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     ),
     (
         "fn tests/src/bin/bench_xdp.rs::main",
-        "not yet split along its jobs (issue 11, point 8)",
-    ),
-    (
-        "fn xtask/src/bench_cluster.rs::run_bench",
         "not yet split along its jobs (issue 11, point 8)",
     ),
     (
