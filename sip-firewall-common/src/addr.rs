@@ -76,9 +76,91 @@ pub const fn is_v4_mapped(key: &IpKey) -> bool {
         && key[11] == 0xff
 }
 
+/// An [`IpKey`] as two native-endian words, its bytes unchanged in memory (so a pointer to
+/// it is a pointer to the key, 8-aligned): the XDP program compares and masks the 16 bytes
+/// in two operations each, where byte by byte it spent hundreds of instructions a packet.
+pub type KeyWords = [u64; 2];
+
+/// The words of a key.
+#[inline(always)]
+pub const fn to_words(k: &IpKey) -> KeyWords {
+    [
+        u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]),
+        u64::from_ne_bytes([k[8], k[9], k[10], k[11], k[12], k[13], k[14], k[15]]),
+    ]
+}
+
+/// The key of words.
+#[inline(always)]
+pub const fn from_words(w: KeyWords) -> IpKey {
+    let (a, b) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+    [
+        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+        b[7],
+    ]
+}
+
+/// Bytes 8..12 of the second word: `0, 0, 0xff, 0xff` in a mapped IPv4 key.
+const W1_V4_MASK: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+const W1_V4_PREFIX: u64 = u64::from_ne_bytes([0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+
+/// The words of the IPv4-mapped key of `octets` (network byte order).
+#[inline(always)]
+pub const fn v4_words(octets: [u8; 4]) -> KeyWords {
+    [
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3]]),
+    ]
+}
+
+/// [`is_v4_mapped`] on words.
+#[inline(always)]
+pub const fn words_v4_mapped(w: &KeyWords) -> bool {
+    w[0] == 0 && w[1] & W1_V4_MASK == W1_V4_PREFIX
+}
+
+/// [`flood_group`] on words.
+#[inline(always)]
+pub const fn flood_group_words(w: KeyWords) -> KeyWords {
+    if words_v4_mapped(&w) { w } else { [w[0], 0] }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Call `f` on keys that stress every byte the word forms look at.
+    fn for_sample_keys(mut f: impl FnMut(IpKey)) {
+        for k in [
+            v4_key([192, 0, 2, 7]),
+            v4_key([0, 0, 0, 0]),
+            v4_key([255, 255, 255, 255]),
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9],
+            [0; 16],
+            [0xff; 16],
+        ] {
+            f(k);
+        }
+        // One byte off a mapped key, at each position.
+        for i in 0..16 {
+            for b in [0u8, 1, 0xfe, 0xff] {
+                let mut k = v4_key([10, 1, 2, 3]);
+                k[i] = b;
+                f(k);
+            }
+        }
+    }
+
+    #[test]
+    fn word_forms_agree_with_the_byte_forms() {
+        for_sample_keys(|k| {
+            let w = to_words(&k);
+            assert_eq!(from_words(w), k);
+            assert_eq!(words_v4_mapped(&w), is_v4_mapped(&k), "{k:?}");
+            assert_eq!(from_words(flood_group_words(w)), flood_group(k), "{k:?}");
+        });
+        assert_eq!(from_words(v4_words([192, 0, 2, 7])), v4_key([192, 0, 2, 7]));
+    }
 
     #[test]
     fn v4_keys_are_mapped() {

@@ -11,6 +11,7 @@ pub mod counters;
 pub mod gcra;
 pub mod maps;
 pub mod payload;
+pub mod swar;
 
 pub use addr::IpKey;
 pub use counters::{Counter, Reason};

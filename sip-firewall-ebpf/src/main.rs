@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use sip_firewall_common::{
     BanEvent, BanReason, BanScope, BanValue, IpKey, Reason, XdpConfig,
-    addr::flood_group,
+    addr::{KeyWords, flood_group_words},
     branch::{TopBranch, peer_hash},
     gcra,
     maps::{PORT_DATAGRAM, PORT_STREAM},
@@ -35,7 +35,7 @@ use sip_firewall_common::{
 use crate::{
     maps::{
         ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, KNOWN, LEARNED_BANS, PRESSURE, SIP_PORTS,
-        TRANSACTIONS, count, host_key,
+        TRANSACTIONS, count, host_key, key,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP, Ip, be16_at, parse_ip, ptr_at},
 };
@@ -66,7 +66,7 @@ fn judge(ctx: &XdpContext) -> Reason {
     let Some(cfg) = CONFIG.get(0) else {
         return Reason::Passed;
     };
-    if cfg.flags & XdpConfig::HAS_ALLOW != 0 && ALLOW.get(host_key(ip.src)).is_some() {
+    if cfg.flags & XdpConfig::HAS_ALLOW != 0 && ALLOW.get(host_key(*key(&ip.src))).is_some() {
         return Reason::Allowed;
     }
 
@@ -74,20 +74,20 @@ fn judge(ctx: &XdpContext) -> Reason {
     // cheapest path is the one floods take. The deny list follows `ban_scope`; each ban
     // entry carries its own scope (`ban_scope = "sip-ports"` narrows them all).
     let scope_all = cfg.ban_scope == BanScope::All as u32;
-    if scope_all && is_denied(cfg, &ip.src) {
+    if scope_all && is_denied(cfg, key(&ip.src)) {
         return Reason::Denied;
     }
     // Flood state and learned bans are kept per prefix (IPv6 /64 by default): rotating
     // addresses inside it neither resets the limit nor makes a ban per address.
-    let group = cfg.ban_key(ip.src);
-    let banned = live_ban_scope(&ip.src, &group);
+    let group = cfg.ban_key_words(ip.src);
+    let banned = live_ban_scope(key(&ip.src), key(&group));
     if scope_all && banned == Some(BanScope::All as u32) {
         return Reason::Banned;
     }
     // The port's flags (PORT_DATAGRAM, PORT_STREAM); 0: not a SIP port.
     let port_flags = if ip.has_ports {
         match be16_at(ctx, ip.l4 + 2) {
-            Some(p) => SIP_PORTS.get_ptr(p).map_or(0, |f| unsafe { *f }),
+            Some(p) => SIP_PORTS.get(u32::from(p)).map_or(0, |f| *f),
             None => 0,
         }
     } else {
@@ -95,7 +95,7 @@ fn judge(ctx: &XdpContext) -> Reason {
     };
     let sip_port = port_flags != 0;
     if sip_port {
-        if !scope_all && is_denied(cfg, &ip.src) {
+        if !scope_all && is_denied(cfg, key(&ip.src)) {
             return Reason::Denied;
         }
         if banned.is_some() {
@@ -109,15 +109,21 @@ fn judge(ctx: &XdpContext) -> Reason {
         return Reason::Malformed;
     }
     if sip_port && ip.proto == IPPROTO_TCP && port_flags & PORT_STREAM != 0 {
-        return new_connection(ctx, cfg, &ip, &group);
+        return new_connection(ctx, cfg, &ip, key(&group));
     }
     if !sip_port || ip.proto != IPPROTO_UDP || port_flags & PORT_DATAGRAM == 0 {
         return Reason::Passed;
     }
+    datagram(ctx, cfg, &ip, &group)
+}
 
+/// UDP to a SIP port from a source neither allowed, denied nor banned: the flood limit of
+/// its group, the UDP header, the payload's size, then its content.
+#[inline(always)]
+fn datagram(ctx: &XdpContext, cfg: &XdpConfig, ip: &Ip, group: &KeyWords) -> Reason {
     let now = unsafe { bpf_ktime_get_ns() };
-    let known = is_known(&flood_group(ip.src));
-    if let Some(over) = flood_verdict(cfg, &group, now, known) {
+    let known = is_known(key(&flood_group_words(ip.src)));
+    if let Some(over) = flood_verdict(cfg, key(group), now, known) {
         return over;
     }
 
@@ -131,9 +137,6 @@ fn judge(ctx: &XdpContext) -> Reason {
     let Some(sport) = be16_at(ctx, ip.l4) else {
         return Reason::Passed;
     };
-    // Hashed once here, not on every path of the Via scan below (hashed after the scan, the
-    // address bytes stay live across it and the verifier's states stop converging).
-    let peer = peer_hash(&ip.src, sport);
     let udp_len = udp_len as usize;
     if udp_len < UDP_HLEN {
         return Reason::Malformed;
@@ -162,9 +165,29 @@ fn judge(ctx: &XdpContext) -> Reason {
         // Cannot read the payload: user space judges it.
         return Reason::Passed;
     };
-    match payload::classify(copied, payload_len) {
+    payload_verdict(cfg, ip, sport, copied, payload_len, known)
+}
+
+/// The verdict on a SIP port's payload of `len` bytes, the first `copied` of them in the
+/// scan buffer: junk is dropped, a response must answer an open transaction of ours (when
+/// the daemon records them), a request from an unknown source spends the pressure budget.
+#[inline(always)]
+fn payload_verdict(
+    cfg: &XdpConfig,
+    ip: &Ip,
+    sport: u16,
+    copied: usize,
+    len: usize,
+    known: bool,
+) -> Reason {
+    match payload::classify(copied, len) {
         PayloadClass::Malformed => Reason::Malformed,
         PayloadClass::Response if cfg.flags & XdpConfig::STRAY_CHECK != 0 => {
+            // Hashed only for a response (18 dependent multiplies: ~25 ns every request and
+            // keep-alive paid for nothing), and before the Via scan, not on each of its
+            // paths (hashed after it, the address bytes stay live across the scan and the
+            // verifier's states stop converging).
+            let peer = peer_hash(key(&ip.src), sport);
             let bound = cfg.via_scan as usize;
             match stray::top_branch(copied, bound) {
                 // The key binds the peer the request went to: a reply for an open branch
@@ -236,7 +259,7 @@ fn new_connection(ctx: &XdpContext, cfg: &XdpConfig, ip: &Ip, group: &IpKey) -> 
         return Reason::Passed;
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    let known = is_known(&flood_group(ip.src));
+    let known = is_known(key(&flood_group_words(ip.src)));
     flood_verdict(cfg, group, now, known).unwrap_or(Reason::Connection)
 }
 

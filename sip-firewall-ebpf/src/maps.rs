@@ -14,6 +14,7 @@ use aya_ebpf::{
 };
 use sip_firewall_common::{
     Counter, IpKey, Reason,
+    addr::KeyWords,
     maps::{
         BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, KNOWN_ENTRIES, LEARNED_BAN_ENTRIES,
         LIST_ENTRIES, PORT_ENTRIES, TRANSACTION_ENTRIES, XdpConfig,
@@ -39,7 +40,7 @@ pub static FLOOD: LruHashMap<IpKey, u64> = LruHashMap::pinned(FLOOD_ENTRIES, 0);
 pub static CONFIG: Array<XdpConfig> = Array::pinned(1, 0);
 
 #[map(name = "SIPFW_PORTS")]
-pub static SIP_PORTS: HashMap<u16, u8> = HashMap::pinned(PORT_ENTRIES, 0);
+pub static SIP_PORTS: Array<u8> = Array::pinned(PORT_ENTRIES, 0);
 
 #[map(name = "SIPFW_COUNTERS")]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(Reason::COUNT, 0);
@@ -65,6 +66,14 @@ pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// position.
 #[map(name = "SIPFW_SCANPOS")]
 pub static SCAN_POS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The key bytes of `w`, in place (its words hold them in memory): what the maps are keyed
+/// by, without a copy.
+#[inline(always)]
+pub fn key(w: &KeyWords) -> &IpKey {
+    // Same 16 bytes; `IpKey` needs less alignment than the words have.
+    unsafe { &*(w as *const KeyWords as *const IpKey) }
+}
 
 /// An exact-address LPM key (`/128`) for a lookup.
 #[inline(always)]

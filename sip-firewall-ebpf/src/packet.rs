@@ -5,8 +5,7 @@
 
 use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
 use sip_firewall_common::{
-    IpKey,
-    addr::v4_key,
+    addr::{KeyWords, v4_words},
     maps::{MAX_IPV6_EXT_BYTES, MAX_IPV6_EXT_HEADERS},
 };
 
@@ -75,11 +74,13 @@ pub fn load<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// 16 bytes at `off`.
+/// 8 bytes at `off`, as a native-endian word (their bytes unchanged in memory).
 #[inline(always)]
-fn addr16_at(ctx: &XdpContext, off: usize) -> Option<IpKey> {
-    let p = ptr_at(ctx, off, 16)?;
-    Some(unsafe { core::ptr::read_unaligned(p as *const IpKey) })
+fn word_at(ctx: &XdpContext, off: usize) -> Option<u64> {
+    let p = ptr_at(ctx, off, 8)?;
+    Some(u64::from_ne_bytes(unsafe {
+        core::ptr::read_unaligned(p as *const [u8; 8])
+    }))
 }
 
 /// 4 bytes at `off`.
@@ -91,8 +92,8 @@ fn addr4_at(ctx: &XdpContext, off: usize) -> Option<[u8; 4]> {
 
 /// What the program needs to know of an IP packet.
 pub struct Ip {
-    /// Source address (IPv4-mapped for IPv4).
-    pub src: IpKey,
+    /// Source address (IPv4-mapped for IPv4), as the words of its key.
+    pub src: KeyWords,
     /// Transport protocol (after the walked Fragment header for IPv6).
     pub proto: u8,
     /// Offset of the transport header.
@@ -152,7 +153,7 @@ pub fn parse_ip(ctx: &XdpContext) -> Option<Ip> {
         let proto = byte_at(ctx, l3 + 9)?;
         let src = addr4_at(ctx, l3 + 12)?;
         Some(Ip {
-            src: v4_key(src),
+            src: v4_words(src),
             proto,
             l4: l3 + ihl,
             has_ports: frag & 0x1fff == 0 && (proto == IPPROTO_UDP || proto == IPPROTO_TCP),
@@ -164,7 +165,7 @@ pub fn parse_ip(ctx: &XdpContext) -> Option<Ip> {
             return None;
         }
         let mut proto = byte_at(ctx, l3 + 6)?;
-        let src = addr16_at(ctx, l3 + 8)?;
+        let src = [word_at(ctx, l3 + 8)?, word_at(ctx, l3 + 16)?];
         let first_ext = l3 + 40;
         let mut l4 = first_ext;
         let mut later_fragment = false;

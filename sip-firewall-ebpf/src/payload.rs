@@ -1,20 +1,25 @@
 //! The payload check of the SIP ports, the in-kernel twin of
 //! `sip_firewall_common::payload::classify` (a test runs both on the same payloads).
 //!
-//! It reads the payload from the scan buffer (`scan.rs`). The method is a short open-coded
-//! loop; the rest of the request line, up to 1024 bytes, is a `bpf_loop` callback, which the
-//! verifier checks once instead of once per iteration.
+//! It reads the payload from the scan buffer (`scan.rs`). The method and the rest of the
+//! request line (up to 1024 bytes) are each a `bpf_loop` callback, which the verifier checks
+//! once instead of once per iteration; each call looks at many bytes (the method 16, the
+//! line 64, eight at a time with the tests of `sip_firewall_common::swar`), as a call costs
+//! more than the tests.
 
 use core::ffi::c_void;
 
-use sip_firewall_common::payload::{
-    MAX_FIRST_LINE, MAX_METHOD_LEN, PayloadClass, REQUEST_SUFFIX, STATUS_PREFIX, STUN_HEADER_LEN,
-    STUN_MAGIC, eq_ignore_case, is_line_byte, is_token_char,
+use sip_firewall_common::{
+    payload::{
+        MAX_FIRST_LINE, MAX_METHOD_LEN, PayloadClass, REQUEST_SUFFIX, STATUS_PREFIX,
+        STUN_HEADER_LEN, STUN_MAGIC, eq_ignore_case, is_token_char,
+    },
+    swar::{WORD, eq_mask, first_flag, lt_mask},
 };
 
 use crate::{
     loops::{NEXT, STOP, launder, run},
-    scan::{Buf, STRIDE},
+    scan::Buf,
 };
 
 /// Classify the UDP payload of `len` bytes (from the UDP header) of which the first `copied`
@@ -82,44 +87,96 @@ fn is_status_line(b: Buf, end: u64) -> bool {
         && b.at(11, end) == Some(b' ')
 }
 
-/// A scan of the request line, for `find_method_end` and `find_cr`.
+/// Bytes of the method each `find_method_end` call looks at.
+const METHOD_STRIDE: u64 = 16;
+/// Words of the request line each `find_line_end` call looks at (64 bytes: most request
+/// lines end within one call).
+const LINE_WORDS: u64 = 8;
+
+/// What a scan callback found (`Line::outcome`).
+const LOOKING: u64 = 0;
+const FOUND: u64 = 1;
+/// A byte that has no place there came first.
+const BAD: u64 = 2;
+
+/// A scan of the request line, for `find_method_end` and `find_line_end`. Built with
+/// distinct field values: LLVM turns equal stores into a `memset` call, a BPF subprogram
+/// that copies a byte per instruction.
 #[repr(C)]
 struct Line {
     end: u64,
-    start: u64,
     /// Where the scan stopped on what it looked for (the method's SP, the line's CR).
-    cr: u64,
-    /// 1: found; 2: a byte that has no place there came first.
+    at: u64,
     outcome: u64,
 }
 
-/// At `start + STRIDE * n` and the bytes after: the CR that ends the line, or a byte that
-/// has no place in it.
-extern "C" fn find_cr(n: u64, ctx: *mut c_void) -> i64 {
+/// Bytes `16n..16n + 16`: the SP that ends the method (its index in `at`), or a byte no
+/// token has.
+extern "C" fn find_method_end(n: u64, ctx: *mut c_void) -> i64 {
     let l = unsafe { &mut *(ctx as *mut Line) };
     let Some(buf) = Buf::get() else {
         return STOP;
     };
-    let first = l.start + n * STRIDE;
-    for k in 0..STRIDE {
+    let first = n * METHOD_STRIDE;
+    let w = buf.window(first);
+    for k in 0..METHOD_STRIDE {
         let j = first + k;
-        if j >= MAX_FIRST_LINE as u64 {
+        if j > MAX_METHOD_LEN as u64 || j >= l.end {
             return STOP;
         }
-        let Some(b) = buf.at(j, l.end) else {
-            return STOP;
-        };
-        if b == b'\r' {
-            l.cr = j;
-            l.outcome = 1;
+        let b = w.byte(k);
+        if b == b' ' {
+            l.at = j;
+            l.outcome = FOUND;
             return STOP;
         }
-        if !is_line_byte(b) {
-            l.outcome = 2;
+        if !is_token_char(b) {
+            l.outcome = BAD;
             return STOP;
         }
     }
     NEXT
+}
+
+/// Words `8n..8n + 8` of the line: the first byte that is a CR or no line byte (a control
+/// character). The method and its SP before it are line bytes, so the scan starts at 0 and
+/// finds the same byte as one that starts after the SP.
+extern "C" fn find_line_end(n: u64, ctx: *mut c_void) -> i64 {
+    let l = unsafe { &mut *(ctx as *mut Line) };
+    let Some(buf) = Buf::get() else {
+        return STOP;
+    };
+    let bound = if l.end < MAX_FIRST_LINE as u64 {
+        l.end
+    } else {
+        MAX_FIRST_LINE as u64
+    };
+    let mut w = n * LINE_WORDS;
+    let mut flags = 0;
+    for _ in 0..LINE_WORDS {
+        if w * WORD >= bound {
+            return STOP;
+        }
+        let x = buf.word(w);
+        // CR is below 0x20: one test finds it and every other control character.
+        flags = lt_mask(x, 0x20) | eq_mask(x, 0x7f);
+        if flags != 0 {
+            break;
+        }
+        w += 1;
+    }
+    if flags == 0 {
+        return NEXT;
+    }
+    let j = w * WORD + first_flag(flags);
+    // Past the bound (a stale byte of the buffer, or the line is too long): no CR within it.
+    if j < bound && buf.at(j, l.end) == Some(b'\r') {
+        l.at = j;
+        l.outcome = FOUND;
+    } else {
+        l.outcome = BAD;
+    }
+    STOP
 }
 
 #[inline(always)]
@@ -127,55 +184,40 @@ fn is_request_line(buf: Buf, end: u64) -> bool {
     // The method: 1..=MAX_METHOD_LEN token characters, then SP.
     let mut method = Line {
         end,
-        start: 0,
-        cr: 0,
-        outcome: 0,
+        at: u64::MAX,
+        outcome: LOOKING,
     };
-    run(MAX_METHOD_LEN + 1, find_method_end, &mut method);
-    if method.outcome != 1 || method.cr == 0 {
+    run(
+        MAX_METHOD_LEN / METHOD_STRIDE as usize + 1,
+        find_method_end,
+        &mut method,
+    );
+    if method.outcome != FOUND || method.at == 0 {
         return false;
     }
-    let Some(sp) = launder(method.cr as usize) else {
+    let Some(sp) = launder(method.at as usize) else {
         return false;
     };
     let sp = sp as u64;
     // The rest of the line up to CR: no control characters, found within the bound.
     let mut line = Line {
         end,
-        start: sp + 1,
-        cr: 0,
-        outcome: 0,
+        at: u64::MAX,
+        outcome: LOOKING,
     };
-    run(MAX_FIRST_LINE / STRIDE as usize + 1, find_cr, &mut line);
-    if line.outcome != 1 {
+    run(
+        MAX_FIRST_LINE / (LINE_WORDS * WORD) as usize + 1,
+        find_line_end,
+        &mut line,
+    );
+    if line.outcome != FOUND {
         return false;
     }
-    let cr = line.cr;
+    let cr = line.at;
     // At least one byte of Request-URI between the two SPs, then ` SIP/2.0` before the CR.
     let suffix = REQUEST_SUFFIX.len() as u64;
     if cr < sp + 2 + suffix {
         return false;
     }
     eq8_ignore_case(buf, cr - suffix, end, REQUEST_SUFFIX)
-}
-
-/// At `n`: the SP that ends the method (its index in `cr`), or a byte no token has.
-extern "C" fn find_method_end(n: u64, ctx: *mut c_void) -> i64 {
-    let l = unsafe { &mut *(ctx as *mut Line) };
-    let Some(buf) = Buf::get() else {
-        return STOP;
-    };
-    let Some(b) = buf.at(n, l.end) else {
-        return STOP;
-    };
-    if b == b' ' {
-        l.cr = n;
-        l.outcome = 1;
-        return STOP;
-    }
-    if !is_token_char(b) {
-        l.outcome = 2;
-        return STOP;
-    }
-    NEXT
 }

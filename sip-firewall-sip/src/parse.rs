@@ -45,6 +45,11 @@ pub enum Transport {
     /// WebSocket (RFC 7118): one SIP message per WebSocket message, which frames it (so,
     /// as for a datagram, a missing Content-Length means the body runs to the end).
     Ws,
+    /// WebSocket over TLS (RFC 7118 5.3: the Via transport `WSS`), framed like [`Ws`];
+    /// a distinct transport so that our Via says `WSS` and the flow is found again.
+    ///
+    /// [`Ws`]: Transport::Ws
+    Wss,
 }
 
 impl Transport {
@@ -219,7 +224,7 @@ pub fn parse<'a>(
             body
         }
         (None, _) => match transport {
-            Transport::Datagram | Transport::Ws => rest,
+            Transport::Datagram | Transport::Ws | Transport::Wss => rest,
             Transport::Stream | Transport::Tls => return Err(err(Reason::MissingContentLength)),
         },
     };

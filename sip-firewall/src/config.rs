@@ -70,6 +70,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub bans: crate::enforce::learn::BansConfig,
+    /// `[pressure]`: how the unknown-source budget adapts (`enforce::pressure`).
+    pub pressure: crate::enforce::pressure::PressureConfig,
     pub log: crate::logging::LogConfig,
     pub fraud: crate::fraud::FraudConfig,
     pub tls: TlsConfig,
@@ -223,6 +225,7 @@ impl Config {
     /// checked here until they move next to their listeners.
     fn check(&self) -> Result<(), Invalid> {
         self.xdp.validate()?;
+        self.pressure.validate()?;
         if !self.tls.listen.is_empty()
             && (self.tls.certificate.is_none() || self.tls.private_key.is_none())
         {

@@ -191,6 +191,7 @@ impl Reloader {
         x.via_scan_bytes = n.via_scan_bytes;
         x.sip_ports = n.sip_ports.clone();
         run.bans = new.bans.clone();
+        run.pressure = new.pressure.clone();
         if enforcer.has_fast_path()
             && (differs(&old.xdp, &run.xdp)
                 || differs(&old.bans.learned_scope, &run.bans.learned_scope))

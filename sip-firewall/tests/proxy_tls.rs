@@ -1,7 +1,9 @@
 //! SIP over TLS (issue 14): a test CA and certificates made here (rcgen); a phone registers
-//! over TLS with digest authentication and is called from a UDP peer through the edge (TLS
-//! Via, Record-Route doubled across the transport change, the answer relayed back over
-//! UDP); a client whose certificate chains to another CA is refused.
+//! over TLS with digest authentication, is called from a UDP phone through the edge and
+//! calls it (full dialogs, `common/ua.rs`: TLS Via, Record-Route doubled across the
+//! transport change, in-dialog requests over each side's transport); a client whose
+//! certificate chains to another CA is refused; a certificate reload keeps calls; the edge
+//! reaches `sips:` and `;transport=tls` targets over verified TLS, with SNI for names.
 
 use std::{
     net::{SocketAddr, TcpStream, UdpSocket},
@@ -15,13 +17,15 @@ use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
 };
-use sip_firewall::auth::digest::{Algorithm, response_auth};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_rustls::TlsConnector;
 
 mod common;
 
-use common::free_port;
+use common::{
+    free_port,
+    ua::{self, read_message, response_to},
+};
 
 struct Daemon {
     child: Child,
@@ -77,61 +81,6 @@ fn connector(ca_pem: &str, client: Option<&(String, String)>) -> TlsConnector {
         None => b.with_no_client_auth(),
     };
     TlsConnector::from(Arc::new(cfg))
-}
-
-/// Read one SIP message (headers and Content-Length body); `None` at EOF or an error.
-async fn read_message<S: AsyncRead + Unpin>(s: &mut S) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte)).await {
-            Ok(Ok(1)) => buf.push(byte[0]),
-            _ => return None,
-        }
-        // Keep-alive pongs and stray CRLFs between messages.
-        if buf == b"\r\n" {
-            buf.clear();
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let len = text
-        .split("\r\n")
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.ok()?;
-    Some(text + &String::from_utf8_lossy(&body))
-}
-
-/// A response to `req` with `code`, echoing its Via, From, To (tagged), Call-ID and CSeq.
-fn response_to(req: &str, code: &str) -> String {
-    let mut resp = format!("SIP/2.0 {code}\r\n");
-    for l in req.split("\r\n") {
-        let lower = l.to_ascii_lowercase();
-        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
-            resp.push_str(l);
-            resp.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            resp.push_str(&format!("{l};tag=alice1\r\n"));
-        }
-    }
-    resp + "Content-Length: 0\r\n\r\n"
-}
-
-fn param<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    let at = header.find(&format!("{name}="))? + name.len() + 1;
-    let rest = &header[at..];
-    Some(match rest.strip_prefix('"') {
-        Some(q) => &q[..q.find('"')?],
-        None => rest.split([',', ' ', '\r']).next()?,
-    })
 }
 
 /// A running edge with a TLS listener: its addresses, the test CA and its issuer.
@@ -206,23 +155,20 @@ async fn start(extra: &str) -> Edge {
     }
 }
 
+/// Issue 14: a phone on TLS registers with digest, is called from a UDP phone through the
+/// edge and calls it, each a full dialog (INVITE/100/180/200/ACK/BYE, `common/ua.rs`): our
+/// TLS Via names the TLS listener, Record-Route is doubled across TLS<->UDP, in-dialog
+/// requests go over TLS to the client and over UDP to the phone, in both directions. First,
+/// a client certificate from another CA is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registers_over_tls_and_is_called_from_udp() {
-    let ha1 = Algorithm::Md5.ha1("alice", "example.com", "s3cret");
-    let ha1_256 = Algorithm::Sha256.ha1("alice", "example.com", "s3cret");
+async fn registers_over_tls_is_called_from_udp_and_calls_it() {
     let Edge {
         _daemon,
         sip,
         tls,
         ca_pem,
         ..
-    } = start(&format!(
-        "[sip]\ndomains = [\"example.com\"]\n\
-         [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n\
-         [auth]\nalgorithms = [\"MD5\"]\n\
-         users = [{{ user = \"alice\", domain = \"example.com\", ha1 = \"{ha1}\", ha1_sha256 = \"{ha1_256}\" }}]\n"
-    ))
-    .await;
+    } = start(&ua::alice_config()).await;
     let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
 
     // A client certificate from another CA: refused (the handshake fails, or, in TLS 1.3,
@@ -244,102 +190,40 @@ async fn registers_over_tls_and_is_called_from_udp() {
         );
     }
 
-    // Alice registers over TLS (no client certificate: allowed unless required).
+    // Alice on TLS (no client certificate: allowed unless required).
+    let mut client = tls_client(tls, &ca_pem).await;
+    let edge = ua::Edge {
+        sip,
+        listener: tls,
+        via: "TLS",
+        rr_transport: "tls",
+    };
+    ua::register_called_and_calling(&mut client, &edge, "tls").await;
+}
+
+/// A TLS connection to the edge at `tls` (trusting `ca_pem`) as a SIP client whose Via
+/// sent-by and `;transport=tls` Contact are its own address.
+async fn tls_client(
+    tls: SocketAddr,
+    ca_pem: &str,
+) -> ua::Client<ua::Stream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
+    let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
     let tcp = tokio::net::TcpStream::connect(tls).await.expect("connect");
     let me = tcp.local_addr().expect("local");
-    let mut s = connector(&ca_pem, None)
+    let s = connector(ca_pem, None)
         .connect(name, tcp)
         .await
         .expect("TLS handshake with the edge");
-    let register = |cseq: u32, auth: &str| {
-        format!(
-            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS {me};branch=z9hG4bKreg{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:alice@example.com>\r\nCall-ID: reg-tls@x\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:alice@{me};transport=tls>\r\nExpires: 300\r\n{auth}Content-Length: 0\r\n\r\n"
-        )
-    };
-    s.write_all(register(1, "").as_bytes()).await.expect("send");
-    let r = read_message(&mut s).await.expect("an answer over TLS");
-    assert!(r.starts_with("SIP/2.0 401"), "{r}");
-    let challenge = r
-        .split("\r\n")
-        .find(|l| l.starts_with("WWW-Authenticate:"))
-        .expect("a challenge");
-    let nonce = param(challenge, "nonce").expect("nonce");
-    let resp = response_auth(
-        Algorithm::Md5,
-        &ha1,
-        nonce,
-        "00000001",
-        "c0ffee",
-        "REGISTER",
-        "sip:example.com",
-    );
-    let auth = format!(
-        "Authorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
-    );
-    s.write_all(register(2, &auth).as_bytes())
-        .await
-        .expect("send");
-    let r = read_message(&mut s).await.expect("an answer over TLS");
-    assert!(r.starts_with("SIP/2.0 200"), "{r}");
-
-    // A UDP phone calls alice: the INVITE reaches her over her TLS connection.
-    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
-    caller
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let bob = caller.local_addr().expect("addr");
-    let invite = format!(
-        "INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {bob};branch=z9hG4bKinv1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:bob@pbx.example>;tag=b1\r\nTo: <sip:alice@example.com>\r\nCall-ID: tls-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{bob}>\r\nContent-Length: 0\r\n\r\n"
-    );
-    caller.send_to(invite.as_bytes(), sip).expect("send");
-    let req = read_message(&mut s).await.expect("the INVITE over TLS");
-    assert!(req.starts_with("INVITE "), "{req}");
-    assert!(
-        req.contains(&format!("Via: SIP/2.0/TLS {tls};branch=z9hG4bKsfw")),
-        "our TLS Via names the TLS listener: {req}"
-    );
-    // RFC 5658: alice reaches us over TLS, bob over UDP; both entries carry the stamp.
-    let rr: Vec<&str> = req
-        .split("\r\n")
-        .filter_map(|l| l.strip_prefix("Record-Route: "))
-        .collect();
-    assert_eq!(rr.len(), 2, "{req}");
-    let stamp = rr[0]
-        .strip_prefix(&format!("<sip:{tls};transport=tls;lr;sfw="))
-        .expect("TLS side first");
-    assert_eq!(
-        rr[1].strip_prefix(&format!("<sip:{sip};lr;sfw=")),
-        Some(stamp),
-        "{req}"
-    );
-    // Alice is busy: the answer goes back to bob over UDP.
-    s.write_all(response_to(&req, "486 Busy Here").as_bytes())
-        .await
-        .expect("send");
-    let mut buf = [0u8; 4096];
-    let mut codes = Vec::new();
-    while !codes.contains(&486) {
-        let (n, _) = caller.recv_from(&mut buf).expect("an answer over UDP");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        codes.push(
-            text.get(8..11)
-                .and_then(|c| c.parse::<u16>().ok())
-                .expect("status"),
-        );
-        if text.starts_with("SIP/2.0 486") {
-            assert!(text.contains("branch=z9hG4bKinv1"), "{text}");
-        }
-    }
-    assert_eq!(codes, vec![100, 486]);
-    // The edge acknowledges the 486 hop by hop over the same TLS connection.
-    let ack = read_message(&mut s).await.expect("the ACK over TLS");
-    assert!(
-        ack.starts_with("ACK ") && ack.contains("CSeq: 1 ACK"),
-        "{ack}"
-    );
+    ua::Client::new(
+        ua::Stream(s),
+        "TLS",
+        me.to_string(),
+        format!("sip:alice@{me};transport=tls"),
+    )
 }
 
-/// A sips: target is reached over a TLS connection the edge opens, verifying the next hop's
+/// A sips: target, and a sip target with `;transport=tls`, is reached over a TLS
+/// connection the edge opens, verifying the next hop's
 /// certificate against `[tls] ca`; a next hop whose certificate is from another CA gets
 /// nothing (the handshake fails, counted), and the caller hears no 2xx from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,76 +259,87 @@ async fn sips_targets_are_reached_over_verified_tls() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let me = caller.local_addr().expect("addr");
-    let invite = |target: SocketAddr, n: u32| {
+    let invite = |uri: &str, n: u32| {
         format!(
-            "INVITE sips:dave@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsips{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag={n}\r\nTo: <sips:dave@{target}>\r\nCall-ID: sips-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsips{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag={n}\r\nTo: <{uri}>\r\nCall-ID: sips-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
         )
     };
+    // Both ways of asking for TLS: a sips URI (RFC 3261 26.2.2) and a sip URI with
+    // `;transport=tls` (a phone's Contact; RFC 5630 3.1.3 deprecates it only for sips).
+    let forms: [fn(SocketAddr) -> String; 2] = [
+        |a| format!("sips:dave@{a}"),
+        |a| format!("sip:dave@{a};transport=tls"),
+    ];
+    for (round, uri_of) in forms.into_iter().enumerate() {
+        let n = 2 * round as u32 + 1;
+        // The stranger's next hop: the edge's handshake fails (it verifies), no INVITE is read.
+        let bad = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let bad_addr = bad.local_addr().expect("addr");
+        caller
+            .send_to(invite(&uri_of(bad_addr), n).as_bytes(), edge.sip)
+            .expect("send");
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), bad.accept())
+            .await
+            .expect("the edge connects")
+            .expect("accept");
+        let refused = acceptor(&bad_cert, &bad_key).accept(tcp).await;
+        if let Ok(mut s) = refused {
+            assert_eq!(
+                read_message(&mut s).await,
+                None,
+                "the edge sent a request to a next hop it could not verify"
+            );
+        }
 
-    // The stranger's next hop: the edge's handshake fails (it verifies), no INVITE is read.
-    let bad = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let bad_addr = bad.local_addr().expect("addr");
-    caller
-        .send_to(invite(bad_addr, 1).as_bytes(), edge.sip)
-        .expect("send");
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), bad.accept())
-        .await
-        .expect("the edge connects")
-        .expect("accept");
-    let refused = acceptor(&bad_cert, &bad_key).accept(tcp).await;
-    if let Ok(mut s) = refused {
-        assert_eq!(
-            read_message(&mut s).await,
-            None,
-            "the edge sent a request to a next hop it could not verify"
+        // Our CA's next hop: the INVITE arrives over TLS with a TLS Via and Record-Route.
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let good_addr = good.local_addr().expect("addr");
+        caller
+            .send_to(invite(&uri_of(good_addr), n + 1).as_bytes(), edge.sip)
+            .expect("send");
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), good.accept())
+            .await
+            .expect("the edge connects")
+            .expect("accept");
+        let mut s = acceptor(&good_cert, &good_key)
+            .accept(tcp)
+            .await
+            .expect("the edge completes the handshake");
+        let req = read_message(&mut s).await.expect("the INVITE over TLS");
+        assert!(
+            req.starts_with(&format!("INVITE {} SIP/2.0", uri_of(good_addr))),
+            "{req}"
         );
-    }
-
-    // Our CA's next hop: the INVITE arrives over TLS with a TLS Via and Record-Route.
-    let good = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let good_addr = good.local_addr().expect("addr");
-    caller
-        .send_to(invite(good_addr, 2).as_bytes(), edge.sip)
-        .expect("send");
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), good.accept())
-        .await
-        .expect("the edge connects")
-        .expect("accept");
-    let mut s = acceptor(&good_cert, &good_key)
-        .accept(tcp)
-        .await
-        .expect("the edge completes the handshake");
-    let req = read_message(&mut s).await.expect("the INVITE over TLS");
-    assert!(
-        req.starts_with(&format!("INVITE sips:dave@{good_addr} SIP/2.0")),
-        "{req}"
-    );
-    assert!(
-        req.contains(&format!("Via: SIP/2.0/TLS {};branch=z9hG4bKsfw", edge.tls)),
-        "{req}"
-    );
-    assert!(
-        req.contains(&format!(
-            "Record-Route: <sip:{};transport=tls;lr;sfw=",
-            edge.tls
-        )),
-        "{req}"
-    );
-    s.write_all(response_to(&req, "486 Busy Here").as_bytes())
-        .await
-        .expect("send");
-    let mut buf = [0u8; 4096];
-    loop {
-        let (n, _) = caller.recv_from(&mut buf).expect("an answer over UDP");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        assert!(!text.starts_with("SIP/2.0 2"), "{text}");
-        if text.starts_with("SIP/2.0 486") {
-            assert!(text.contains("branch=z9hG4bKsips2"), "{text}");
-            break;
+        assert!(
+            req.contains(&format!("Via: SIP/2.0/TLS {};branch=z9hG4bKsfw", edge.tls)),
+            "{req}"
+        );
+        assert!(
+            req.contains(&format!(
+                "Record-Route: <sip:{};transport=tls;lr;sfw=",
+                edge.tls
+            )),
+            "{req}"
+        );
+        s.write_all(response_to(&req, "486 Busy Here", "alice1", "").as_bytes())
+            .await
+            .expect("send");
+        let mut buf = [0u8; 4096];
+        loop {
+            let (len, _) = caller.recv_from(&mut buf).expect("an answer over UDP");
+            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+            assert!(!text.starts_with("SIP/2.0 2"), "{text}");
+            if text.starts_with("SIP/2.0 486") {
+                assert!(
+                    text.contains(&format!("branch=z9hG4bKsips{}", n + 1)),
+                    "{text}"
+                );
+                break;
+            }
         }
     }
 }
@@ -452,7 +347,8 @@ async fn sips_targets_are_reached_over_verified_tls() {
 /// Issue 14: a `sips:` target named by domain is located by RFC 3263 (`_sips._tcp` SRV
 /// from a real DNS server) and reached over TLS with SNI set to that domain, the next hop's
 /// certificate verified against the domain (RFC 5922 7.1), not its address: a next hop
-/// whose certificate names another host gets nothing.
+/// whose certificate names another host gets nothing. A `sip:...;transport=tls` URI naming
+/// a domain is resolved and reached the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     let good = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -461,9 +357,13 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     let wrong = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let (gp, wp) = (
+    let contact = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (gp, wp, cp) = (
         good.local_addr().expect("addr").port(),
         wrong.local_addr().expect("addr").port(),
+        contact.local_addr().expect("addr").port(),
     );
     let dns_port = free_port();
     let Some(_dns) = common::dnsmasq(
@@ -473,6 +373,9 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
             &format!("--srv-host=_sips._tcp.wrong.test,tls2.wrong.test,{wp},10,0"),
             "--host-record=tls1.secure.test,127.0.0.1",
             "--host-record=tls2.wrong.test,127.0.0.1",
+            // RFC 3263 4.1: transport=tls is looked up as _sips._tcp too.
+            &format!("--srv-host=_sips._tcp.contact.test,tls3.contact.test,{cp},10,0"),
+            "--host-record=tls3.contact.test,127.0.0.1",
         ],
     ) else {
         common::skip::skip(
@@ -535,7 +438,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
         req.starts_with("INVITE sips:dave@secure.test SIP/2.0"),
         "{req}"
     );
-    s.write_all(response_to(&req, "486 Busy Here").as_bytes())
+    s.write_all(response_to(&req, "486 Busy Here", "alice1", "").as_bytes())
         .await
         .expect("send");
     let mut buf = [0u8; 4096];
@@ -565,15 +468,56 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
             "the edge sent a request to a next hop whose certificate names another host"
         );
     }
+
+    // A sip URI with `;transport=tls` (a phone's Contact) naming a domain: TLS too, SNI
+    // contact.test, the next hop's certificate verified for that name.
+    let (cert, key) = leaf("contact.test", &edge.issuer);
+    let acceptor = {
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("cert"),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+        )
+        .expect("server config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    };
+    let uri = "sip:dave@contact.test;transport=tls";
+    let invite = format!(
+        "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsni3;rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag=3\r\nTo: <{uri}>\r\nCall-ID: sni-3\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller.send_to(invite.as_bytes(), edge.sip).expect("send");
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(15), contact.accept())
+        .await
+        .expect("the edge connects")
+        .expect("accept");
+    let mut s = acceptor
+        .accept(tcp)
+        .await
+        .expect("the edge completes the handshake with a certificate for the domain");
+    assert_eq!(s.get_ref().1.server_name(), Some("contact.test"), "SNI");
+    let req = read_message(&mut s).await.expect("the INVITE over TLS");
+    assert!(req.starts_with(&format!("INVITE {uri} SIP/2.0")), "{req}");
+    assert!(
+        req.contains(&format!("Via: SIP/2.0/TLS {};branch=z9hG4bKsfw", edge.tls)),
+        "{req}"
+    );
 }
 
-/// Issue 14: the certificate is replaced without a restart. A TLS connection is up; the
-/// certificate and key files are rewritten and the daemon gets SIGHUP (as `sip-firewall
-/// reload` does): a new TLS client sees the new certificate, and the connection that was up
-/// keeps being served.
+/// Issue 14: the certificate is replaced without a restart and without dropping calls.
+/// Alice registers over TLS and a UDP phone calls her; the certificate and key files are
+/// rewritten and `sip-firewall reload` runs: a new TLS client sees the new certificate,
+/// the phone's BYE for the call made before the reload reaches alice on her connection made
+/// before it, and that connection carries a new call (alice calls the phone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_puts_a_new_certificate_in_force_and_keeps_connections() {
-    let edge = start("").await;
+async fn a_reload_puts_a_new_certificate_in_force_and_keeps_calls() {
+    let edge = start(&ua::alice_config()).await;
     let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
     let peer_cert = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
         s.get_ref()
@@ -583,22 +527,17 @@ async fn a_reload_puts_a_new_certificate_in_force_and_keeps_connections() {
             .map(|c| c.as_ref().to_vec())
             .expect("a server certificate")
     };
-    let options = |n: u32| {
-        format!(
-            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:1;branch=z9hG4bKrl{n}\r\nMax-Forwards: 70\r\nFrom: <sip:x@example.org>;tag={n}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: reload-{n}@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        )
+    let hop = ua::Edge {
+        sip: edge.sip,
+        listener: edge.tls,
+        via: "TLS",
+        rr_transport: "tls",
     };
-    let tcp = tokio::net::TcpStream::connect(edge.tls)
-        .await
-        .expect("connect");
-    let mut old = connector(&edge.ca_pem, None)
-        .connect(name.clone(), tcp)
-        .await
-        .expect("handshake");
-    let first = peer_cert(&old);
-    old.write_all(options(1).as_bytes()).await.expect("send");
-    let answer = read_message(&mut old).await.expect("an answer");
-    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    let mut alice = tls_client(edge.tls, &edge.ca_pem).await;
+    let first = peer_cert(&alice.wire.0);
+    alice.register("reg-reload").await;
+    let phone = ua::Phone::new(edge.sip).await;
+    let call = ua::phone_calls_client(&phone, &hop, &mut alice, "before-reload").await;
 
     // A new certificate (and key) for the same name, from the same CA, in place.
     let (cert, key) = leaf("127.0.0.1", &edge.issuer);
@@ -611,11 +550,15 @@ async fn a_reload_puts_a_new_certificate_in_force_and_keeps_connections() {
     assert_ne!(first, new_der);
     std::fs::write(edge.dir.join("key.pem"), &key).expect("key");
     std::fs::write(edge.dir.join("cert.pem"), &cert).expect("cert");
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    let pid = edge._daemon.child.id() as libc::pid_t;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
+        .args(["reload", "--socket"])
+        .arg(edge.dir.join("admin.sock"))
+        .output()
+        .expect("sip-firewall reload");
+    assert!(out.status.success(), "{out:?}");
 
-    // New clients get the new certificate (polled: the reload runs in the daemon's loop).
+    // New clients get the new certificate (polled: the daemon may answer the reload
+    // before a handshake already under way ends).
     let t0 = Instant::now();
     loop {
         let tcp = tokio::net::TcpStream::connect(edge.tls)
@@ -639,13 +582,16 @@ async fn a_reload_puts_a_new_certificate_in_force_and_keeps_connections() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The connection made before the reload is still served.
-    old.write_all(options(2).as_bytes()).await.expect("send");
-    let answer = read_message(&mut old)
-        .await
-        .expect("an answer after the reload");
-    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
-    assert!(answer.contains("reload-2@x"), "{answer}");
+    // The call made before the reload ends normally, over the connection made before it.
+    call.bye_from_phone(&phone, &hop, &mut alice).await;
+    // And that connection still carries calls.
+    let call = ua::client_calls_phone(&phone, &hop, &mut alice, "after-reload").await;
+    call.bye_from_client(&phone, &hop, &mut alice).await;
+    assert_eq!(
+        peer_cert(&alice.wire.0),
+        first,
+        "the same connection throughout"
+    );
 }
 
 /// Issue 14: a client whose certificate chains to `[tls] ca` and names a host of `[tls]

@@ -1,6 +1,7 @@
 //! The XDP program's own cost per kind of packet, from `BPF_PROG_TEST_RUN` (kernel timing of
 //! a million runs, harness included): `cargo run --release -p sip-firewall-tests --example
-//! xdp_costs` (as root).
+//! xdp_costs` (as root). An argument keeps only the cases whose name contains it (to profile
+//! one path with `perf record`).
 
 use aya::programs::{TestRun, TestRunOptions};
 use sip_firewall::xdp::FastPath;
@@ -55,8 +56,16 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(best)
     };
+    let only = std::env::args().nth(1);
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     for (name, f) in &cases {
+        if !wanted(name) {
+            continue;
+        }
         println!("{name:<28} {:>6} ns/pkt", run(&fp, f)?);
+    }
+    if !wanted("banned source") {
+        return Ok(());
     }
     fp.maps.ban(src, u64::MAX, BanReason::Manual as u32)?;
     println!(

@@ -215,3 +215,100 @@ fn known_sources_pass_under_a_spoofed_flood() {
     let (code, log) = stop(child);
     assert_eq!(code, 0, "{log}");
 }
+
+/// `sipfw_pressure_budget` now, or -1 when the daemon does not show it.
+fn budget_now(pair: &Pair) -> f64 {
+    let text = scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap());
+    sample(&text, "sipfw_pressure_budget").unwrap_or(-1.0)
+}
+
+/// Poll `budget_now` until `done`, at most `within`; the last value seen.
+fn poll_budget(pair: &Pair, within: Duration, done: impl Fn(f64) -> bool) -> f64 {
+    let t0 = Instant::now();
+    loop {
+        let b = budget_now(pair);
+        if done(b) || t0.elapsed() >= within {
+            return b;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 16: the unknown-source budget adapts. A spoofed flood that costs the daemon CPU
+/// shrinks it (`[pressure] adaptive`, the default); when the flood ends it grows back to
+/// `[xdp] pressure_budget`. With `adaptive = false` it stays at the ceiling throughout.
+fn budget_under_a_costly_flood(test: &str, adaptive: bool) {
+    if !require_root(test) {
+        return;
+    }
+    const CEILING: f64 = 2000.0;
+    let pair = Pair::new(if adaptive { "pra" } else { "prf" }).unwrap();
+    let d = DaemonDirs::new(
+        "pra",
+        &support::config(&format!(
+            "[xdp]\npressure_budget = {CEILING}\n[pressure]\nadaptive = {adaptive}\n"
+        )),
+    );
+    let child = d.start(&pair, &support::mode_args(&pair, true));
+    let quiet = poll_budget(&pair, Duration::from_secs(10), |b| b == CEILING);
+    assert_eq!(quiet, CEILING, "{test}: the ceiling while quiet");
+
+    let before = scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap());
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    // Bounded: at most 3M frames, and stopped at the latest after the poll below.
+    let pump = flood(&pair, 4096, 3_000_000, stop_flag.clone(), sent.clone());
+    let during = if adaptive {
+        poll_budget(&pair, Duration::from_secs(20), |b| {
+            (0.0..CEILING).contains(&b)
+        })
+    } else {
+        // Long enough for the governor to have acted (a tick is 250 ms) had it been on.
+        std::thread::sleep(Duration::from_secs(4));
+        budget_now(&pair)
+    };
+    let mid = scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap());
+    stop_flag.store(true, Ordering::Relaxed);
+    pump.join().unwrap();
+    let get = |t: &str, s: &str| sample(t, s).unwrap_or(0.0);
+    let pressure = get(&mid, "sipfw_xdp_packets_total{reason=\"pressure\"}")
+        - get(&before, "sipfw_xdp_packets_total{reason=\"pressure\"}");
+    eprintln!(
+        "{test}: {} frames sent, {pressure} dropped for the budget, budget {during} during the flood",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(pressure > 0.0, "{test}: the flood saturated the budget");
+    if adaptive {
+        assert!(
+            during < CEILING,
+            "{test}: the budget did not shrink under the flood ({during})"
+        );
+        let back = poll_budget(&pair, Duration::from_secs(30), |b| b == CEILING);
+        assert_eq!(
+            back, CEILING,
+            "{test}: the budget grows back when the flood ends"
+        );
+    } else {
+        assert_eq!(during, CEILING, "{test}: not adaptive, the ceiling always");
+    }
+    let (code, log) = stop(child);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        log.contains("unknown-source budget changed"),
+        adaptive,
+        "{test}: a change is logged: {log}"
+    );
+}
+
+#[test]
+fn the_budget_shrinks_under_a_costly_flood_and_grows_back() {
+    budget_under_a_costly_flood(
+        "the_budget_shrinks_under_a_costly_flood_and_grows_back",
+        true,
+    );
+}
+
+#[test]
+fn a_fixed_budget_stays_at_its_ceiling() {
+    budget_under_a_costly_flood("a_fixed_budget_stays_at_its_ceiling", false);
+}

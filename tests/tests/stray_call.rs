@@ -188,6 +188,22 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
         assert_eq!(strays_proxy, sent as f64, "the proxy dropped every forgery");
     }
 
+    if xdp {
+        // A reload that writes new XDP limits must keep the stray check on (it turned it off,
+        // and every later forgery reached the proxy).
+        std::fs::write(
+            dir.join("sip-firewall.toml"),
+            config("[xdp]\nflood_rate = 9000\nflood_burst = 10000\n"),
+        )
+        .unwrap();
+        let r = d.cli(&["reload"]);
+        let said = String::from_utf8_lossy(&r.stdout).into_owned();
+        assert!(
+            r.status.success() && said.contains("xdp.flood_rate"),
+            "{said}"
+        );
+    }
+
     // After the call, with nothing else on the wire: what the daemon's message layer sees.
     let quiet = Metrics::scrape(&pair);
     let sent = forge(&pair, DURING..DURING + AFTER, Duration::from_millis(5));

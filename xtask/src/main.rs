@@ -4,6 +4,7 @@
 //! idempotent (a second run only checks).
 
 mod bench_cluster;
+mod bench_flood;
 mod bench_parse;
 mod bench_proxy;
 mod bench_xdp;
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the build and tests need (nightly rust-src, bpf-linker, test tools).
+    /// Install what the build and tests need (nightly rust-src, bpf-linker, test tools), and
+    /// Kamailio for `bench flood --peer kamailio`.
     Setup,
     /// Build the daemon (with its embedded XDP program).
     Build {
@@ -58,10 +60,14 @@ enum Cmd {
     LintStructure,
     /// Benchmarks: `xdp` (drop cost: XDP vs nftables vs a socket), `parse` (messages/s, ours
     /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `cluster` (ban
-    /// propagation between two daemons through Redis).
+    /// propagation between two daemons through Redis), `flood` (legitimate calls while
+    /// trafgen floods the edge; `--peer kamailio` runs the same against Kamailio).
     Bench {
-        #[arg(value_parser = ["xdp", "parse", "proxy", "cluster"])]
+        #[arg(value_parser = ["xdp", "parse", "proxy", "cluster", "flood"])]
         what: String,
+        /// Options of `bench flood`.
+        #[command(flatten)]
+        flood: bench_flood::Args,
     },
     /// Fuzz a target for a given time (`parse`: parser, sanity checks and framer; `pipeline`:
     /// gate, message layer and proxy core on a fake clock, UDP and TCP).
@@ -152,7 +158,8 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Setup => {
             setup::build_tools()?;
-            setup::test_tools()
+            setup::test_tools()?;
+            setup::kamailio()
         }
         Cmd::Build { release } => {
             setup::build_tools()?;
@@ -181,7 +188,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Dist => dist::dist().map(|_| ()),
         Cmd::Install { prefix } => dist::install(&prefix),
         Cmd::Fuzz { target, time } => fuzz::run(&target, time),
-        Cmd::Bench { what } => {
+        Cmd::Bench { what, flood } => {
             setup::build_tools()?;
             setup::test_tools()?;
             match what.as_str() {
@@ -189,6 +196,12 @@ fn main() -> anyhow::Result<()> {
                 "parse" => bench_parse::run(),
                 "proxy" => bench_proxy::run_bench(),
                 "cluster" => bench_cluster::run_bench(),
+                "flood" => {
+                    if flood.peer.is_some() {
+                        setup::kamailio()?;
+                    }
+                    bench_flood::run_bench(&flood)
+                }
                 other => bail!("unknown benchmark {other}"),
             }
         }

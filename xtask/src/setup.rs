@@ -130,6 +130,31 @@ fn packages() -> anyhow::Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// Kamailio 5.6 (Debian's package), the peer of `bench flood --peer kamailio`, which runs
+/// its own instance with deploy/kamailio/bench.cfg. Not a test tool: the package starts a
+/// service on port 5060 where systemd runs, which would take the port from the tests, so
+/// after installing it that service is stopped and disabled. Idempotent.
+pub fn kamailio() -> anyhow::Result<()> {
+    if succeeds(Command::new("sh").args(["-c", "command -v kamailio"])) {
+        eprintln!("setup: kamailio: present");
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!("setup: kamailio missing and not root: apt-get install kamailio");
+        return Ok(());
+    }
+    eprintln!("setup: installing kamailio");
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", "kamailio"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if succeeds(Command::new("systemctl").args(["disable", "--now", "kamailio"])) {
+        eprintln!("setup: kamailio's service stopped and disabled (the bench runs its own)");
+    }
+    Ok(())
+}
+
 /// The cargo-deb release `cargo xtask dist` builds the package with.
 const CARGO_DEB: &str = "cargo-deb@3.8.0";
 

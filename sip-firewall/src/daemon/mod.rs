@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 pub use self::tasks::MAP_SWEEP_EVERY;
 use self::tasks::{
     Tasks, serve_signals, spawn_ban_writer, spawn_cluster, spawn_janitor, spawn_kernel_bans,
-    spawn_serving, spawn_watchdog, stop,
+    spawn_pressure, spawn_serving, spawn_watchdog, stop,
 };
 use crate::{
     admin,
@@ -82,6 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // `[bans]` and the gate's limits, swapped by a reload while the learner and gate run.
     let settings = EnforceSettings::new(&config);
+    spawn_pressure(&mut tasks, &enforcer, &settings, &metrics, &shutdown_rx);
     let learner = start_learner(
         &mut tasks,
         &config,

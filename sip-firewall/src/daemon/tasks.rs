@@ -9,7 +9,13 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::{lock, summary};
-use crate::{config::Config, enforce::Enforcer, metrics::Metrics, server::SipServer, xdp::events};
+use crate::{
+    config::Config,
+    enforce::{Enforcer, live::EnforceSettings, pressure},
+    metrics::Metrics,
+    server::SipServer,
+    xdp::events,
+};
 
 /// How often the XDP maps are swept of expired entries and their fill reported.
 pub const MAP_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -272,4 +278,91 @@ pub(super) async fn serve_signals(
         }
     };
     Ok(failure)
+}
+
+/// The unknown-source budget's governor (`enforce::pressure`): every `[pressure] tick`, a
+/// sample of the daemon's CPU, its event loop's lag and the drops for the budget; each new
+/// budget written to the gate and the XDP config map.
+pub(super) fn spawn_pressure(
+    tasks: &mut Tasks,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    settings: &Arc<EnforceSettings>,
+    metrics: &Metrics,
+    shutdown_rx: &watch::Receiver<bool>,
+) {
+    let gauges = pressure::PressureGauges::register(metrics);
+    let (enforcer, settings, mut rx) = (enforcer.clone(), settings.clone(), shutdown_rx.clone());
+    tasks.spawn(async move {
+        let mut governor = pressure::Governor::new(settings.pressure_ceiling());
+        gauges.budget.set(i64::from(governor.budget()));
+        let mut at = (
+            pressure::cpu_time(),
+            std::time::Instant::now(),
+            pressure_drops(&enforcer, &settings),
+        );
+        let mut generation = settings.generation();
+        let mut logged: Option<std::time::Instant> = None;
+        loop {
+            let cfg = settings.pressure();
+            let asleep = std::time::Instant::now();
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.tick) => {}
+                _ = rx.changed() => return Ok(()),
+            }
+            let lag = asleep.elapsed().saturating_sub(cfg.tick);
+            let now = (
+                pressure::cpu_time(),
+                std::time::Instant::now(),
+                pressure_drops(&enforcer, &settings),
+            );
+            let wall = now.1.duration_since(at.1).as_secs_f64().max(1e-3);
+            let sample = pressure::Sample {
+                cpu: now.0.saturating_sub(at.0).as_secs_f64() / wall,
+                lag,
+                saturated: now.2 > at.2,
+            };
+            at = now;
+            gauges.lag.set(lag.as_secs_f64());
+            let before = governor.budget();
+            let after = governor.next(settings.pressure_ceiling(), &cfg, sample);
+            // Written on a change, and after a reload (which wrote the ceiling to both).
+            let reloaded = settings.generation() != generation;
+            generation = settings.generation();
+            if reloaded || after != before {
+                settings.set_pressure_budget(after);
+                let limits = settings.gate_limits();
+                if let Err(e) = lock(&enforcer).and_then(|mut e| Ok(e.set_kernel_limits(&limits)?))
+                {
+                    warn!("writing the pressure budget to XDP: {e}");
+                }
+            }
+            gauges.budget.set(i64::from(after));
+            if after != before
+                && logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60))
+            {
+                logged = Some(std::time::Instant::now());
+                info!(
+                    budget = after,
+                    was = before,
+                    cpu = format!("{:.3}", sample.cpu),
+                    baseline = format!("{:.3}", governor.baseline().unwrap_or(0.0)),
+                    lag_ms = lag.as_millis() as u64,
+                    saturated = sample.saturated,
+                    "unknown-source budget changed"
+                );
+            }
+        }
+    });
+}
+
+/// Requests dropped for the budget so far: the XDP program's and the gate's.
+fn pressure_drops(enforcer: &Mutex<Enforcer>, settings: &EnforceSettings) -> u64 {
+    let xdp = enforcer
+        .lock()
+        .ok()
+        .and_then(|e| e.xdp_counters())
+        .map_or(0, |c| {
+            c[sip_firewall_common::Reason::Pressure as usize].packets
+        });
+    xdp + settings.pressure_drops()
 }

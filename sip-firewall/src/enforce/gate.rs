@@ -266,6 +266,7 @@ impl Gate for UserGate {
                 && limits.pressure_interval_ns != 0
                 && self.over_pressure_budget(&limits)
             {
+                self.settings.count_pressure_drop();
                 return self.drop_for("pressure");
             }
         }

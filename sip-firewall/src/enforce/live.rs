@@ -16,18 +16,30 @@
 //! assert_eq!(settings.bans().auth_failures, 3);
 //! ```
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, AtomicU64, Ordering},
+};
 
 use arc_swap::ArcSwap;
 use sip_firewall_common::XdpConfig;
 
-use super::learn::BansConfig;
+use super::{learn::BansConfig, pressure::PressureConfig};
 use crate::config::Config;
 
 /// See the module doc.
 pub struct EnforceSettings {
     bans: ArcSwap<BansConfig>,
     gate: ArcSwap<XdpConfig>,
+    /// `[pressure]`, and `[xdp] pressure_budget`: the ceiling of the adaptive budget.
+    pressure: ArcSwap<PressureConfig>,
+    ceiling: AtomicU32,
+    /// Bumped by every [`EnforceSettings::set`]: the governor then writes its budget again
+    /// over the ceiling the reload wrote.
+    generation: AtomicU64,
+    /// Requests the gate dropped for the budget (the governor's saturation signal, with
+    /// XDP's counter).
+    pressure_drops: AtomicU64,
 }
 
 impl EnforceSettings {
@@ -36,6 +48,10 @@ impl EnforceSettings {
         Arc::new(EnforceSettings {
             bans: ArcSwap::from_pointee(config.bans.clone()),
             gate: ArcSwap::from_pointee(gate_limits(config)),
+            pressure: ArcSwap::from_pointee(config.pressure.clone()),
+            ceiling: AtomicU32::new(config.xdp.pressure_budget),
+            generation: AtomicU64::new(0),
+            pressure_drops: AtomicU64::new(0),
         })
     }
 
@@ -53,6 +69,41 @@ impl EnforceSettings {
     pub fn set(&self, config: &Config) {
         self.bans.store(Arc::new(config.bans.clone()));
         self.gate.store(Arc::new(gate_limits(config)));
+        self.pressure.store(Arc::new(config.pressure.clone()));
+        self.ceiling
+            .store(config.xdp.pressure_budget, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `[pressure]` as in force now.
+    pub fn pressure(&self) -> Arc<PressureConfig> {
+        self.pressure.load_full()
+    }
+
+    /// `[xdp] pressure_budget` as in force now: the most the governor may admit.
+    pub fn pressure_ceiling(&self) -> u32 {
+        self.ceiling.load(Ordering::Relaxed)
+    }
+
+    /// How many reloads so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Put `per_second` in force as the gate's unknown-source budget (the governor).
+    pub fn set_pressure_budget(&self, per_second: u32) {
+        let limits = (*self.gate.load_full()).with_pressure_budget(per_second);
+        self.gate.store(Arc::new(limits));
+    }
+
+    /// The gate dropped a request for the budget.
+    pub fn count_pressure_drop(&self) {
+        self.pressure_drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests the gate dropped for the budget so far.
+    pub fn pressure_drops(&self) -> u64 {
+        self.pressure_drops.load(Ordering::Relaxed)
     }
 }
 

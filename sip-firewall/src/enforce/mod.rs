@@ -15,16 +15,19 @@
 //! | `transactions` | the XDP keys of the proxy's open UDP client transactions |
 //! | `learn` | `[bans]` and ban learning from what the proxy and the gate report (auth failures, scanners, request rates) |
 //! | `gate` | the user-space gate in front of the message layer |
+//! | `pressure` | `[pressure]`: the unknown-source budget adapted to the daemon's CPU and lag |
 //!
 //! **Config**: `[bans]`, `[policy] allow/deny`, `[xdp] ban_scope`. **Metrics**: `sipfw_bans_total{reason}`,
 //! `sipfw_bans_active` (through `metrics::xdp::FastPathSource`), `sipfw_ban_refused_total{reason}`,
-//! `sipfw_userspace_drops_total{reason}`, `sipfw_internal_errors_total{kind="learner_queue_full"}`.
+//! `sipfw_userspace_drops_total{reason}`, `sipfw_internal_errors_total{kind="learner_queue_full"}`,
+//! `sipfw_pressure_budget`, `sipfw_event_loop_lag_seconds`.
 
 mod bans;
 pub mod gate;
 mod known;
 pub mod learn;
 pub mod live;
+pub mod pressure;
 mod transactions;
 
 use std::{collections::HashMap, net::IpAddr};
@@ -315,6 +318,18 @@ impl Enforcer {
         }
         self.manual_scope = config.xdp.ban_scope.scope();
         self.learned_scope = config.bans.learned_scope.scope();
+        Ok(())
+    }
+
+    /// Write the fast path's limits as the gate holds them (the pressure governor's budget);
+    /// without a fast path, nothing to do.
+    pub fn set_kernel_limits(
+        &mut self,
+        limits: &sip_firewall_common::XdpConfig,
+    ) -> Result<(), EnforceError> {
+        if let Some(fp) = &mut self.xdp {
+            fp.maps.set_config(limits)?;
+        }
         Ok(())
     }
 

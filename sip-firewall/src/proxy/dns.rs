@@ -97,6 +97,8 @@ fn srv_prefix(t: Transport) -> &'static str {
         Transport::Stream => "_sip._tcp",
         Transport::Tls => "_sips._tcp",
         Transport::Ws => "_sip._ws",
+        // Never asked (WebSocket clients are not dialled); named for completeness.
+        Transport::Wss => "_sips._ws",
     }
 }
 

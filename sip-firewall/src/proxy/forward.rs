@@ -85,6 +85,8 @@ pub fn via_transport(t: Transport) -> &'static str {
         Transport::Stream => "TCP",
         Transport::Tls => "TLS",
         Transport::Ws => "WS",
+        // RFC 7118 5.3: a message over secure WebSocket carries the Via transport WSS.
+        Transport::Wss => "WSS",
     }
 }
 
@@ -121,7 +123,11 @@ pub fn record_route(
             Transport::Datagram => format!("<sip:{hostport};lr;{p}={stamp}>"),
             Transport::Stream => format!("<sip:{hostport};transport=tcp;lr;{p}={stamp}>"),
             Transport::Tls => format!("<sip:{hostport};transport=tls;lr;{p}={stamp}>"),
-            Transport::Ws => format!("<sip:{hostport};transport=ws;lr;{p}={stamp}>"),
+            // RFC 7118 5.2 defines only `ws` as the URI transport, for WSS too (its 8.2
+            // example: `<sip:...:443;transport=ws;lr>`); the port names the wss listener.
+            Transport::Ws | Transport::Wss => {
+                format!("<sip:{hostport};transport=ws;lr;{p}={stamp}>")
+            }
         }
     };
     if inbound != outbound {
@@ -256,6 +262,21 @@ mod tests {
             vec![
                 "<sip:p:5060;lr;sfw=s1>",
                 "<sip:p:5061;transport=tls;lr;sfw=s1>"
+            ]
+        );
+        // WSS on one side (RFC 7118): Via WSS, the URI transport `ws` (5.2) on our wss port.
+        assert_eq!(via_transport(Transport::Wss), "WSS");
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        let hp = |t: Transport| match t {
+            Transport::Wss => "p:8443".to_string(),
+            _ => "p:5060".to_string(),
+        };
+        record_route(&mut m, hp, Transport::Datagram, Transport::Wss, "s1");
+        assert_eq!(
+            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
+            vec![
+                "<sip:p:8443;transport=ws;lr;sfw=s1>",
+                "<sip:p:5060;lr;sfw=s1>"
             ]
         );
     }

@@ -2,6 +2,7 @@
 //! `Expires: 0`, expiry clamped to the configured range (423 below it), a cap on contacts
 //! per address of record, and the list of current bindings for the 200 answer.
 
+pub mod request;
 pub mod shared;
 pub mod store;
 

@@ -43,6 +43,7 @@ pub fn transport_name(t: Transport) -> &'static str {
         Transport::Stream => "tcp",
         Transport::Tls => "tls",
         Transport::Ws => "ws",
+        Transport::Wss => "wss",
     }
 }
 
@@ -52,6 +53,7 @@ pub fn transport_of(s: &str) -> Option<Transport> {
         "tcp" => Transport::Stream,
         "tls" => Transport::Tls,
         "ws" => Transport::Ws,
+        "wss" => Transport::Wss,
         _ => return None,
     })
 }

@@ -218,10 +218,22 @@ impl Outbound for SocketOutbound {
                 sock.is_some_and(|s| s.try_send_to(bytes, dest.addr).is_ok())
             }
             // RFC 7118: a WebSocket client cannot be dialled; only its open flow reaches it.
-            Transport::Ws => super::guard::lock(&self.tcp, "tcp connections")
-                .get(&(dest.addr, Transport::Ws))
-                .cloned()
-                .is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok()),
+            // Its `;transport=ws` URI does not say ws or wss (5.2): the flow at that
+            // address, whichever it is.
+            Transport::Ws | Transport::Wss => {
+                let flows = super::guard::lock(&self.tcp, "tcp connections");
+                let other = if dest.transport == Transport::Ws {
+                    Transport::Wss
+                } else {
+                    Transport::Ws
+                };
+                let tx = flows
+                    .get(&(dest.addr, dest.transport))
+                    .or_else(|| flows.get(&(dest.addr, other)))
+                    .cloned();
+                drop(flows);
+                tx.is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok())
+            }
             t @ (Transport::Stream | Transport::Tls) => {
                 let tx = super::guard::lock(&self.tcp, "tcp connections")
                     .get(&(dest.addr, t))

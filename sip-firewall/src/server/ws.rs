@@ -49,6 +49,9 @@ pub(crate) struct WsSettings {
     config: WebSocketConfig,
     ping_interval: Duration,
     handshake_timeout: Duration,
+    /// Ws or Wss, as the listener is (set by [`serve`]): the Via transport the proxy
+    /// writes towards this connection's peer and the key of its flow.
+    transport: Transport,
 }
 
 impl WsSettings {
@@ -60,6 +63,7 @@ impl WsSettings {
                 .max_frame_size(Some(cfg.max_frame_bytes)),
             ping_interval: cfg.ping_interval,
             handshake_timeout: cfg.handshake_timeout,
+            transport: Transport::Ws,
         }
     }
 }
@@ -115,12 +119,18 @@ fn check_upgrade(
 /// handshake and the upgrade together must finish within `handshake_timeout`.
 pub(super) async fn serve(
     listener: TcpListener,
-    settings: WsSettings,
+    mut settings: WsSettings,
     tls: Option<Arc<LiveTls>>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let label = if tls.is_some() { "wss" } else { "ws" };
+    // RFC 7118 5.3: WSS is a transport of its own (our Via says it), not WS.
+    let (label, transport) = if tls.is_some() {
+        ("wss", Transport::Wss)
+    } else {
+        ("ws", Transport::Ws)
+    };
+    settings.transport = transport;
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
@@ -132,7 +142,7 @@ pub(super) async fn serve(
                 }
             },
         };
-        if !shared.admit_connection(peer, Transport::Ws, label) {
+        if !shared.admit_connection(peer, transport, label) {
             // A banned or denied source: closed unread, before any handshake.
             drop(stream);
             continue;
@@ -218,7 +228,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     };
     crate::metrics::ws_upgrade("ok");
     let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
-    shared.outbound.register(peer, Transport::Ws, tx);
+    shared.outbound.register(peer, settings.transport, tx);
     shared.metrics.tcp_opened();
     crate::metrics::connection_open(label, 1);
     let why = match connection(ws, peer, local, &shared, &settings, rx, out_rx).await {
@@ -228,7 +238,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
             "error"
         }
     };
-    shared.outbound.unregister(peer, Transport::Ws);
+    shared.outbound.unregister(peer, settings.transport);
     shared.metrics.tcp_closed(why);
     crate::metrics::connection_open(label, -1);
 }
@@ -308,8 +318,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             Message::Pong(_) | Message::Ping(_) => {
                 // Gated like a message: a banned or over-rate source keeps no connection
                 // alive with pongs (tungstenite answers pings itself).
-                if shared.admit_keepalive(peer, Transport::Ws, b"\r\n\r\n") {
-                    shared.metrics.keepalive("ws");
+                if shared.admit_keepalive(peer, settings.transport, b"\r\n\r\n") {
+                    shared
+                        .metrics
+                        .keepalive(if settings.transport == Transport::Wss {
+                            "wss"
+                        } else {
+                            "ws"
+                        });
                     deadline = Instant::now() + idle;
                 }
                 continue;
@@ -319,7 +335,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         deadline = Instant::now() + idle;
         ping_at = Instant::now() + settings.ping_interval;
-        if let Some(out) = shared.process(bytes, peer, local, Transport::Ws) {
+        if let Some(out) = shared.process(bytes, peer, local, settings.transport) {
             send(&mut ws, frame(out.bytes), deadline).await?;
         }
     }

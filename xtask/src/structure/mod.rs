@@ -48,10 +48,6 @@ const ROOTS: &[(&str, &str)] = &[
 /// (`cycle <crate>: a → b → a`, `file <path> <n> lines`, `fn <path>::<name> <n> lines`) up to
 /// the line count, i.e. `file <path>` or `fn <path>::<name>` or the cycle line.
 const EXCEPTIONS: &[(&str, &str)] = &[
-    (
-        "fn sip-firewall/src/proxy/core/mod.rs::Core::new",
-        "a flat list of the core's fields from the config; grew past 80 in the last merge (cluster, DNS, security log); to split into per-unit constructors (issue 11)",
-    ),
     // Merged from the cluster branch (issue 13) while it is still in flight; its files are
     // its own this session, to settle at its final merge.
     (
@@ -63,44 +59,12 @@ const EXCEPTIONS: &[(&str, &str)] = &[
         "owned by issue 13 (cluster) this session",
     ),
     (
-        "file sip-firewall/src/proxy/route.rs",
-        "grown by the cluster branch (Path routes, issue 13) still in flight: split after its final merge",
-    ),
-    (
         "cycle sip-firewall crate: admin auth cluster config enforce fraud proxy registrar reload server state",
         "the units of the daemon still name each other (config composes their sections from their modules, which read Config; the proxy core uses server value types); broken down piece by piece (issue 11)",
     ),
     (
         "file sip-firewall/src/cluster/mod.rs",
         "owned by issue 13 (cluster) this session",
-    ),
-    (
-        "file sip-firewall/src/proxy/core/mod.rs",
-        "grown by the cluster and transport merges (762 lines); request.rs (issue 13) reads it through `use super::*`: split after the cluster branch's final merge",
-    ),
-    (
-        "file sip-firewall/src/proxy/core/request.rs",
-        "owned by issue 13 (cluster) this session; REGISTER moves to registrar/ and the file splits after that",
-    ),
-    (
-        "fn sip-firewall/src/proxy/core/request.rs::Core::request",
-        "owned by issue 13 (cluster) this session; REGISTER moves to registrar/ and the file splits after that",
-    ),
-    (
-        "fn sip-firewall/src/proxy/core/request.rs::Core::route_request",
-        "owned by issue 13 (cluster) this session; REGISTER moves to registrar/ and the file splits after that",
-    ),
-    (
-        "fn sip-firewall/src/proxy/core/request.rs::Core::authenticate",
-        "owned by issue 13 (cluster) this session; REGISTER moves to registrar/ and the file splits after that",
-    ),
-    (
-        "fn sip-firewall/src/proxy/core/request.rs::Core::register",
-        "owned by issue 13 (cluster) this session; REGISTER moves to registrar/ and the file splits after that",
-    ),
-    (
-        "fn sip-firewall/src/proxy/core/request.rs::Core::start_branch",
-        "the per-branch body of the old Core::forward (moved there for RFC 3263 failover, issue 14); split with the file after REGISTER moves to registrar/",
     ),
     (
         "fn sip-firewall/src/proxy/dns.rs::Dns::locate",
@@ -121,10 +85,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     (
         "fn sip-firewall/src/server/ws.rs::connection",
         "owned by issue 14 (transport) this session",
-    ),
-    (
-        "fn sip-firewall-ebpf/src/main.rs::judge",
-        "the verdict order of the XDP program in one place, as the README lists it; its shape is what the verifier checks (484,643 instructions), so it is split only with verifier_stats before and after",
     ),
     (
         "fn tests/src/bin/bench_xdp.rs::main",

@@ -124,7 +124,10 @@ pub struct XdpMaps {
     learned_bans: HashMap<MapData, IpKey, BanValue>,
     flood: HashMap<MapData, IpKey, u64>,
     config: Array<MapData, XdpConfig>,
-    ports: HashMap<MapData, u16, u8>,
+    ports: Array<MapData, u8>,
+    /// What [`XdpMaps::ports`] holds, once read or written (the array has an entry per
+    /// port number: a change writes only the entries that differ).
+    port_flags: Option<Vec<u8>>,
     counters: PerCpuArray<MapData, Counter>,
     transactions: HashMap<MapData, u64, u64>,
     known: HashMap<MapData, IpKey, u64>,
@@ -149,8 +152,9 @@ impl XdpMaps {
                 .map_err(map_err(names::LEARNED_BANS))?,
             flood: HashMap::try_from(take(ebpf, names::FLOOD)?).map_err(map_err(names::FLOOD))?,
             config: Array::try_from(take(ebpf, names::CONFIG)?).map_err(map_err(names::CONFIG))?,
-            ports: HashMap::try_from(take(ebpf, names::SIP_PORTS)?)
+            ports: Array::try_from(take(ebpf, names::SIP_PORTS)?)
                 .map_err(map_err(names::SIP_PORTS))?,
+            port_flags: None,
             counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
                 .map_err(map_err(names::COUNTERS))?,
             transactions: HashMap::try_from(take(ebpf, names::TRANSACTIONS)?)
@@ -160,9 +164,15 @@ impl XdpMaps {
         })
     }
 
-    /// Write the program's settings (the list flags are derived from the lists).
+    /// Write the program's settings (the list flags are derived from the lists). The flags
+    /// the daemon sets at run time ([`XdpConfig::STRAY_CHECK`], [`XdpConfig::ANY_PEER_KEYS`])
+    /// are kept: a config's limits never carry them, and a reload or the pressure governor
+    /// writing new limits must not turn the stray-reply check off.
     pub fn set_config(&mut self, config: &XdpConfig) -> Result<(), MapsError> {
+        const RUN_TIME: u32 = XdpConfig::STRAY_CHECK | XdpConfig::ANY_PEER_KEYS;
+        let kept = self.settings.flags & RUN_TIME;
         self.settings = *config;
+        self.settings.flags = (config.flags & !RUN_TIME) | kept;
         self.write_config()
     }
 
@@ -187,26 +197,31 @@ impl XdpMaps {
     /// Replace the set of SIP ports: `sip` are judged as SIP over UDP and TCP, `stream` (the
     /// TLS and WebSocket listen ports) over TCP only (their SYNs spend the flood budget).
     pub fn set_ports(&mut self, sip: &[u16], stream: &[u16]) -> Result<(), MapsError> {
-        use sip_firewall_common::maps::{PORT_DATAGRAM, PORT_STREAM};
-        let old: Vec<u16> = self.ports.keys().filter_map(Result::ok).collect();
-        let mut want: Vec<(u16, u8)> = sip
-            .iter()
-            .map(|p| (*p, PORT_DATAGRAM | PORT_STREAM))
-            .collect();
-        want.extend(
-            stream
-                .iter()
-                .filter(|p| !sip.contains(p))
-                .map(|p| (*p, PORT_STREAM)),
-        );
-        for (p, flags) in &want {
-            self.ports
-                .insert(p, flags, 0)
-                .map_err(map_err(names::SIP_PORTS))?;
+        use sip_firewall_common::maps::{PORT_DATAGRAM, PORT_ENTRIES, PORT_STREAM};
+        let mut want = vec![0u8; PORT_ENTRIES as usize];
+        for p in stream {
+            want[usize::from(*p)] = PORT_STREAM;
         }
-        for p in old.iter().filter(|p| !want.iter().any(|(w, _)| w == *p)) {
-            self.ports.remove(p).map_err(map_err(names::SIP_PORTS))?;
+        for p in sip {
+            want[usize::from(*p)] = PORT_DATAGRAM | PORT_STREAM;
         }
+        let old = match self.port_flags.take() {
+            Some(old) => old,
+            // Pinned maps taken over from an earlier daemon: read what they hold once.
+            None => (0..PORT_ENTRIES)
+                .map(|i| self.ports.get(&i, 0))
+                .collect::<Result<_, _>>()
+                .map_err(map_err(names::SIP_PORTS))?,
+        };
+        for (i, (&w, &o)) in want.iter().zip(&old).enumerate() {
+            if w != o {
+                // The index is a port number: below PORT_ENTRIES, which fits a u32.
+                self.ports
+                    .set(i as u32, w, 0)
+                    .map_err(map_err(names::SIP_PORTS))?;
+            }
+        }
+        self.port_flags = Some(want);
         Ok(())
     }
 

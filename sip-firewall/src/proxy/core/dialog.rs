@@ -1,0 +1,123 @@
+//! In-dialog requests: the parties sealed in our Record-Route stamp, which of them a
+//! request comes from and goes to (RFC 3261 16.12 loose routing), the ACK of a 2xx.
+
+use super::*;
+
+impl Core {
+    /// The parties (caller, callee) sealed in the stamp of one of the Route entries we
+    /// popped, when it is the stamp of this request's dialog (its Call-ID, and the From-tag
+    /// of the request that created it: this request's From- or To-tag).
+    pub(super) fn dialog_of(
+        &self,
+        popped: &[String],
+        m: &Message<'_>,
+    ) -> Option<(Destination, Destination)> {
+        let call_id = m.get(HeaderName::CallId).unwrap_or("");
+        let tag = |h| {
+            m.get(h)
+                .and_then(|v| name_addr::parse_single(v).ok())
+                .and_then(|a| a.tag)
+                .unwrap_or("")
+        };
+        let tags = [tag(HeaderName::From), tag(HeaderName::To)];
+        popped
+            .iter()
+            .find_map(|e| route::open_dialog(&self.rr_key, call_id, &tags, &route::stamp_of(e)?))
+    }
+
+    /// Where an in-dialog request from `source` goes: to the other party of its dialog,
+    /// only from one of the two (by address: a UDP phone may send from another port than
+    /// it receives on, a TCP one from a new connection). When both parties share an
+    /// address, the exact source decides, else the request's own next hop. Err: the
+    /// reason it is refused.
+    /// A peer in `[proxy] reply_from_any` (a load-balanced trunk) is one party from any
+    /// address of the same listed network.
+    pub(super) fn other_party(
+        source: SocketAddr,
+        text_hop: Option<Destination>,
+        caller: Destination,
+        callee: Destination,
+        any_source: &[IpNet],
+    ) -> Result<Destination, &'static str> {
+        let ip = source.ip().to_canonical();
+        let is = |d: Destination| {
+            let p = d.addr.ip().to_canonical();
+            p == ip || any_source.iter().any(|n| n.contains(&p) && n.contains(&ip))
+        };
+        let from_caller = is(caller);
+        let from_callee = is(callee);
+        let same =
+            |d: Destination| d.addr.ip().to_canonical() == ip && d.addr.port() == source.port();
+        match (from_caller, from_callee) {
+            (false, false) => Err("not_a_party"),
+            (true, false) => Ok(callee),
+            (false, true) => Ok(caller),
+            (true, true) => {
+                if same(caller) && !same(callee) {
+                    Ok(callee)
+                } else if same(callee) && !same(caller) {
+                    Ok(caller)
+                } else {
+                    match text_hop {
+                        Some(t) if t.addr == callee.addr => Ok(callee),
+                        Some(t) if t.addr == caller.addr => Ok(caller),
+                        _ => Err("ambiguous"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// An in-dialog request's next hop: the other party of the dialog our stamp names.
+    /// Err: the answer (404 without our stamp of this dialog, 403 from or toward anyone
+    /// else), counted in `sipfw_dialog_refused_total`.
+    pub(super) fn dialog_hop(
+        &self,
+        popped: &[String],
+        m: &Message<'_>,
+        msg: &SipMsg,
+        source: SocketAddr,
+    ) -> Result<Destination, LocalReply> {
+        let Some((caller, callee)) = self.dialog_of(popped, m) else {
+            self.refused("bad_stamp");
+            return Err(answer(404, "Not Here"));
+        };
+        let text = route::next_hop(msg, self.outbound);
+        Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(|reason| {
+            self.refused(reason);
+            answer(403, "Not A Party Of This Dialog")
+        })
+    }
+
+    /// An ACK that matches no server transaction: the ACK of a 2xx, its own transaction,
+    /// relayed statelessly along the route our Record-Route set up (RFC 3261 16.6, 13.2.2.4).
+    pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context) -> Action {
+        let mut msg = SipMsg::from_parsed(m);
+        let popped = route::pop_our_routes(&mut msg, &self.local);
+        let Ok(dest) = self.dialog_hop(&popped, m, &msg, ctx.source) else {
+            return Action::Drop {
+                reason: "ack_no_route",
+            };
+        };
+        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
+        if forward::decrement_max_forwards(&mut msg).is_err() {
+            return Action::Drop {
+                reason: "too_many_hops",
+            };
+        }
+        // The same branch for retransmissions of the same ACK: derived from theirs.
+        let mut h = std::hash::DefaultHasher::new();
+        msg.top_via().unwrap_or("").hash(&mut h);
+        self.salt.hash(&mut h);
+        let branch = format!("{BRANCH_PREFIX}a{:x}", h.finish());
+        forward::add_via(
+            &mut msg,
+            dest.transport,
+            &self.local.hostport_for(dest.transport),
+            &branch,
+        );
+        self.send(dest, msg.to_bytes());
+        self.metrics.forwarded.with_label_values(&["ack"]).inc();
+        Action::Absorb
+    }
+}

@@ -1,0 +1,157 @@
+//! Who is asking: digest authentication (RFC 3261 22, RFC 8760) and the identities our
+//! users may assert (RFC 3325).
+
+use super::*;
+
+impl Core {
+    /// Digest authentication. Ok: the user; Err: the challenge or refusal to answer with.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn authenticate(
+        &mut self,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        ruri: &str,
+        realm: &str,
+        must_be: &[&str],
+        proxy: bool,
+        now: Instant,
+    ) -> Result<String, LocalReply> {
+        let cred_header = if proxy {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        };
+        let values: Vec<&str> = m
+            .headers
+            .iter()
+            .filter(
+                |h| matches!(h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case(cred_header)),
+            )
+            .map(|h| h.value.as_ref())
+            .collect();
+        let secs = self.unix_secs(now);
+        let local = &self.local;
+        let names_us = |u: &str| matches!(uri::parse(u), Ok(Uri::Sip(s)) if local.is_us(&s));
+        let req = auth::Request {
+            method,
+            uri: ruri,
+            uri_also_ok: &names_us,
+            realm,
+            must_be,
+            client: ctx.source.ip(),
+        };
+        match self.auth.verify(&values, &req, secs) {
+            Outcome::Authenticated { user } => {
+                self.authenticated_source = Some(ctx.source);
+                // A login from a network this account has not used lately (issue 12).
+                self.fraud
+                    .login(&format!("{user}@{realm}"), ctx.source.ip(), secs);
+                self.metrics.auth.with_label_values(&["success"]).inc();
+                self.observer.authenticated(ctx.source, &user);
+                Ok(user)
+            }
+            Outcome::Challenge { stale, failure } => {
+                let label = match failure {
+                    Some(f) => {
+                        debug!(source = %ctx.source, reason = f, "authentication failed");
+                        self.observer
+                            .auth_failure(ctx.source, must_be.first().copied(), f);
+                        f
+                    }
+                    None if stale => "stale",
+                    None => "challenge",
+                };
+                self.metrics.auth.with_label_values(&[label]).inc();
+                Err(self.challenge(proxy, realm, stale, secs, ctx.source.ip()))
+            }
+            Outcome::Forbidden { reason } => {
+                self.metrics.auth.with_label_values(&[reason]).inc();
+                self.observer
+                    .auth_failure(ctx.source, must_be.first().copied(), reason);
+                Err(answer(403, "Forbidden"))
+            }
+        }
+    }
+
+    /// The challenge to answer with: 407 with Proxy-Authenticate as a proxy, 401 with
+    /// WWW-Authenticate as the registrar (RFC 3261 22.2, 22.3).
+    fn challenge(
+        &self,
+        proxy: bool,
+        realm: &str,
+        stale: bool,
+        secs: u64,
+        client: IpAddr,
+    ) -> LocalReply {
+        let chal_header = if proxy {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        LocalReply {
+            code: if proxy { 407 } else { 401 },
+            phrase: if proxy {
+                "Proxy Authentication Required"
+            } else {
+                "Unauthorized"
+            },
+            extra: self
+                .auth
+                .challenges(realm, stale, secs, client)
+                .into_iter()
+                .map(|c| format!("{chal_header}: {c}"))
+                .collect(),
+        }
+    }
+
+    /// The identities a user may assert, replaced (admin API).
+    pub fn set_identities(&mut self, user: &str, domain: &str, ids: &[String]) {
+        let k = (user.to_string(), domain.to_ascii_lowercase());
+        if ids.is_empty() {
+            self.identities.remove(&k);
+        } else {
+            self.identities.insert(k, ids.to_vec());
+        }
+    }
+
+    /// The identities a user may assert besides their own URI.
+    pub fn identities_of(&self, user: &str, domain: &str) -> Vec<String> {
+        self.identities
+            .get(&(user.to_string(), domain.to_ascii_lowercase()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Remove the identity headers (`[proxy] identity_headers`) of a request from outside
+    /// the trust domain (RFC 3325 5: they are asserted only between trusted elements).
+    pub(super) fn strip_identity(&self, msg: &mut SipMsg) {
+        for h in &self.identity_headers {
+            msg.remove(HeaderName::Other(h));
+        }
+    }
+
+    /// The P-Asserted-Identity of an authenticated user (RFC 3325 9.1): the identity their
+    /// P-Preferred-Identity names when they may assert it, else `sip:user@realm`.
+    pub(super) fn asserted_identity(&self, m: &Message<'_>, user: &str, realm: &str) -> String {
+        let own = format!("sip:{user}@{realm}");
+        let allowed = self.identities_of(user, realm);
+        let preferred = m
+            .headers
+            .iter()
+            .filter(|h| {
+                matches!(h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case("P-Preferred-Identity"))
+            })
+            .flat_map(|h| h.value.split(','))
+            .filter_map(|v| {
+                let v = v.trim();
+                let uri = match (v.find('<'), v.rfind('>')) {
+                    (Some(a), Some(b)) if a < b => v.get(a + 1..b)?,
+                    _ => v,
+                };
+                Some(uri.trim().to_string())
+            })
+            .find(|u| u.eq_ignore_ascii_case(&own) || allowed.iter().any(|a| a.eq_ignore_ascii_case(u)));
+        format!("<{}>", preferred.unwrap_or(own))
+    }
+}

@@ -1,0 +1,98 @@
+//! Loop detection (RFC 3261 16.3 step 4, 16.6 step 8): our branches carry a keyed tag of
+//! the request, which a request coming back through us unchanged repeats.
+
+use super::*;
+
+impl Core {
+    /// A branch for a request we forward: 96 bits from the OS CSPRNG, so that nobody who
+    /// saw our earlier branches can name an open transaction (a counter let a subscriber
+    /// forge final responses to other people's calls), then `.` and the request's loop tag
+    /// (RFC 3261 16.6 step 8), which [`Core::looped`] recognises when it comes back.
+    pub(super) fn new_branch(&mut self, loop_tag: &str) -> String {
+        let mut r = [0u8; 12];
+        if getrandom::getrandom(&mut r).is_err() {
+            // No randomness left (never seen on Linux): a keyed hash of a counter, still
+            // unpredictable without the key.
+            self.seq += 1;
+            let h = route::mac(&self.rr_key, &[b"branch", &self.seq.to_le_bytes()]);
+            r.copy_from_slice(&h[..12]);
+        }
+        format!("{BRANCH_PREFIX}{}.{loop_tag}", crate::auth::digest::hex(&r))
+    }
+
+    /// The loop-detection tag of a request (RFC 3261 16.6 step 8): a keyed hash of its
+    /// Request-URI, Call-ID, From and To tags, CSeq number and the Via below ours, so that
+    /// the same request coming back is a loop and one whose Request-URI changed a spiral.
+    pub(super) fn loop_tag(
+        &self,
+        ruri: &str,
+        get: &dyn Fn(HeaderName<'static>) -> Option<String>,
+        below: Option<&via::Via<'_>>,
+    ) -> String {
+        let tag = |h| {
+            get(h)
+                .and_then(|v| {
+                    name_addr::parse_single(&v)
+                        .ok()
+                        .and_then(|a| a.tag.map(str::to_string))
+                })
+                .unwrap_or_default()
+        };
+        let cseq = get(HeaderName::CSeq)
+            .and_then(|c| scalar::cseq(&c).map(|c| c.0))
+            .unwrap_or(0);
+        let (vb, vh, vp) = match below {
+            Some(v) => (
+                v.branch.unwrap_or(""),
+                match v.host {
+                    Host::Domain(d) => d.to_ascii_lowercase(),
+                    h => h.ip().map(|i| i.to_string()).unwrap_or_default(),
+                },
+                v.port.unwrap_or(0),
+            ),
+            None => ("", String::new(), 0),
+        };
+        // Salted per process: cluster nodes share `rr_key` (one `[auth] secret`), and a
+        // request relayed from one node to another unchanged (an in-dialog BYE through the
+        // node holding the callee's flow) is no loop through the second.
+        let h = route::mac(
+            &self.rr_key,
+            &[
+                b"loop",
+                &self.salt.to_le_bytes(),
+                ruri.as_bytes(),
+                get(HeaderName::CallId).unwrap_or_default().as_bytes(),
+                tag(HeaderName::From).as_bytes(),
+                tag(HeaderName::To).as_bytes(),
+                &cseq.to_le_bytes(),
+                vb.as_bytes(),
+                vh.as_bytes(),
+                &vp.to_le_bytes(),
+            ],
+        );
+        crate::auth::digest::hex(&h[..8])
+    }
+
+    /// RFC 3261 16.3 step 4: whether the request already went through us unchanged (one
+    /// of its Vias is ours and carries the loop tag this request would get now). A
+    /// request whose Request-URI changed since (a spiral) is not a loop.
+    pub(super) fn looped(&self, m: &Message<'_>) -> bool {
+        let vias: Vec<via::Via<'_>> = m
+            .all(HeaderName::Via)
+            .flat_map(via::parse_list)
+            .map_while(Result::ok)
+            .take(MAX_VIAS_CHECKED)
+            .collect();
+        let ruri = match m.start {
+            StartLine::Request { uri, .. } => uri,
+            _ => return false,
+        };
+        let get = |h: HeaderName<'static>| m.get(h).map(str::to_string);
+        vias.iter().enumerate().any(|(i, v)| {
+            v.branch
+                .and_then(|b| b.strip_prefix(BRANCH_PREFIX))
+                .and_then(|b| b.rsplit_once('.'))
+                .is_some_and(|(_, tag)| tag == self.loop_tag(ruri, &get, vias.get(i + 1)))
+        })
+    }
+}

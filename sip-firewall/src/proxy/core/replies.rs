@@ -1,0 +1,128 @@
+//! Server transactions: opening one, where its responses go (RFC 3261 18.2.2, RFC 3581),
+//! our own answers and relayed responses within it, and CANCEL (16.10).
+
+use super::*;
+
+impl Core {
+    /// A server transaction for a new request.
+    pub(super) fn open_server(&mut self, key: &ServerKey, m: &Message<'_>, ctx: &Context) {
+        let rctx = owned_ctx(m);
+        let dest = self.response_destination(m, ctx);
+        let kind = if key.method == "INVITE" {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
+        *self
+            .transactions_per_source
+            .entry(crate::server::slots::source_key(ctx.source.ip()))
+            .or_insert(0) += 1;
+        self.servers.insert(
+            key.clone(),
+            ServerEntry {
+                txn: ServerTxn::new(kind, ctx.transport.is_reliable()),
+                dest,
+                rctx,
+                source: ctx.source,
+                fork: None,
+            },
+        );
+    }
+
+    /// Where responses to a request go (RFC 3261 18.2.2, RFC 3581): back on the connection
+    /// over TCP; over UDP to the source address, at the source port when rport applies.
+    pub(super) fn response_destination(&self, m: &Message<'_>, ctx: &Context) -> Destination {
+        match ctx.transport {
+            Transport::Datagram => Destination {
+                addr: reply::udp_destination(
+                    &ReplyContext::from_message(m),
+                    ctx.source,
+                    self.force_rport,
+                ),
+                transport: Transport::Datagram,
+            },
+            // TLS too: the answer goes back on the connection it came on.
+            t @ (Transport::Stream | Transport::Tls | Transport::Ws | Transport::Wss) => {
+                Destination {
+                    addr: ctx.source,
+                    transport: t,
+                }
+            }
+        }
+    }
+
+    /// Answer within the server transaction `key`.
+    pub(super) fn reply(&mut self, key: &ServerKey, l: &LocalReply, now: Instant) {
+        self.fraud_final(key, l.code);
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
+        let bytes = reply::build(
+            &e.rctx,
+            &Reply {
+                code: l.code,
+                phrase: l.phrase,
+                extra: &l.extra,
+                // No Server header: lean answers (issue 9, amplification).
+                server: "",
+            },
+            e.source,
+        );
+        if let Some(b) = e.txn.respond(l.code, bytes, now, &self.timers) {
+            let dest = e.dest;
+            self.send(dest, b);
+            self.metrics
+                .local_replies
+                .with_label_values(&[&l.code.to_string()])
+                .inc();
+        }
+        self.schedule(TimerKey::Server(key.clone()));
+    }
+
+    /// Relay a response from downstream within the server transaction `key`.
+    pub(super) fn relay(&mut self, key: &ServerKey, code: u16, resp: &SipMsg, now: Instant) {
+        self.fraud_final(key, code);
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
+        if let Some(b) = e.txn.respond(code, resp.to_bytes(), now, &self.timers) {
+            let dest = e.dest;
+            self.send(dest, b);
+            self.metrics
+                .forwarded
+                .with_label_values(&["response"])
+                .inc();
+        }
+        self.schedule(TimerKey::Server(key.clone()));
+    }
+
+    /// CANCEL (RFC 3261 16.10): 200 to it, CANCEL every branch of the INVITE; 481 when no
+    /// INVITE transaction matches.
+    pub(super) fn cancel(&mut self, key: &ServerKey, now: Instant) -> Result<(), LocalReply> {
+        let ikey = ServerKey {
+            method: "INVITE".into(),
+            ..key.clone()
+        };
+        let Some(inv) = self.servers.get_mut(&ikey) else {
+            return Err(answer(481, "Call/Transaction Does Not Exist"));
+        };
+        let pending = !inv.txn.is_final();
+        if let Some(f) = inv.fork.as_mut()
+            && pending
+        {
+            f.cancelled = true;
+        }
+        if let Some(e) = self.servers.get_mut(key) {
+            e.txn.local();
+        }
+        self.reply(key, &answer(200, "OK"), now);
+        if pending && self.cancel_resolution(&ikey) {
+            // Still waiting for DNS: never forwarded, the INVITE ends here.
+            self.reply(&ikey, &answer(487, "Request Terminated"), now);
+        } else if pending {
+            self.cancel_branches(&ikey, None, now);
+            self.maybe_finish(&ikey, now);
+        }
+        Ok(())
+    }
+}

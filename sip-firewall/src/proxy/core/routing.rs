@@ -1,0 +1,404 @@
+//! Where a new request goes (RFC 3261 16.4-16.6): in-dialog by our stamp, preloaded Route
+//! from trusted peers, our users' bindings (through another node's Path, RFC 3327), the
+//! outbound proxy or DNS (RFC 3263); relay policy and the fraud guard on the way.
+
+use super::*;
+
+impl Core {
+    /// A next hop taken from the text of a request (Request-URI, Route): loopback,
+    /// link-local, unspecified and our own addresses only when `[proxy] internal_next_hops`
+    /// lists them (nobody outside steers us to the services of this host or its link).
+    pub(super) fn text_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
+        let ip = d.addr.ip().to_canonical();
+        let internal = ip.is_loopback()
+            || ip.is_unspecified()
+            || match ip {
+                IpAddr::V4(v) => v.is_link_local(),
+                IpAddr::V6(v) => v.is_unicast_link_local(),
+            }
+            || self.local.is_our_ip(ip);
+        if internal && !in_any(&self.internal_next_hops, ip) {
+            self.refused("internal_hop");
+            return Err(answer(403, "Forbidden Next Hop"));
+        }
+        Ok(d)
+    }
+
+    /// Decide where a new request goes, or the answer.
+    pub(super) fn route_request(
+        &mut self,
+        key: &ServerKey,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        // RFC 3261 16.3 step 4: the same request back through us is a loop.
+        if self.looped(m) {
+            self.refused("loop");
+            return Err(answer(482, "Loop Detected"));
+        }
+        let mut msg = SipMsg::from_parsed(m);
+        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
+        let trusted = self.is_trusted(ctx);
+        let in_dialog = m
+            .get(HeaderName::To)
+            .and_then(|t| name_addr::parse_single(t).ok())
+            .is_some_and(|a| a.tag.is_some());
+        let popped = route::pop_our_routes(&mut msg, &self.local);
+
+        // A request another cluster node sends through the Path of a registration whose
+        // flow we hold (RFC 3327): relayed to that flow, for a cluster node only.
+        if !in_dialog && let Some(seal) = popped.iter().find_map(|e| route::cluster_hop_of(e)) {
+            return self.cluster_hop(key, msg, m, ctx, method, &seal, now);
+        }
+
+        if in_dialog {
+            // Only what our Record-Route of this very dialog brings back is relayed (loose
+            // routing), from one of its parties to the other; a Route naming us without our
+            // stamp is not ours.
+            let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
+            self.fraud_in_dialog(m, method, now);
+            if !trusted {
+                // In-dialog requests are not authenticated: nobody outside the trust
+                // domain asserts an identity (RFC 3325 5).
+                self.strip_identity(&mut msg);
+            }
+            return self.forward(key, msg, vec![(None, dest)], method, None, now);
+        }
+
+        // Initial request. A preloaded route from outside is not honoured: it would let
+        // anyone steer us anywhere.
+        if !trusted {
+            msg.remove(HeaderName::Route);
+        } else if !route::routes(&msg).is_empty() {
+            return self.route_preloaded(key, msg, m, ctx, method, now);
+        }
+        self.route_initial(key, msg, m, ctx, method, trusted, now)
+    }
+
+    /// An initial request from a trusted peer with a preloaded Route: to its first entry,
+    /// after the fraud guard for an INVITE.
+    fn route_preloaded(
+        &mut self,
+        key: &ServerKey,
+        mut msg: SipMsg,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        // A Route naming a domain is resolved by DNS (RFC 3263), after the checks below.
+        let by_dns = route::routes(&msg)
+            .first()
+            .and_then(|e| route::entry_uri(e))
+            .filter(|u| resolve::names_domain(u))
+            .map(str::to_string);
+        let dest =
+            match by_dns {
+                Some(_) => None,
+                None => Some(self.text_hop(
+                    route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?,
+                )?),
+            };
+        if method == "INVITE" {
+            let ruri = msg.request_uri().unwrap_or("").to_string();
+            let account = format!("peer:{}", ctx.source.ip().to_canonical());
+            let peer = Some(ctx.source.ip().to_canonical());
+            self.fraud_check(key, m, &ruri, &account, peer, true, ctx.source, now)?;
+        }
+        forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
+        let rr = forward::creates_dialog(method).then_some(ctx.transport);
+        match (dest, by_dns) {
+            (Some(dest), _) => self.forward(key, msg, vec![(None, dest)], method, rr, now),
+            (None, Some(uri)) => self.resolve_later(key, msg, uri, method, rr, now),
+            (None, None) => Err(answer(404, "No Route")),
+        }
+    }
+
+    /// An initial request without a preloaded route: REGISTER and requests to the proxy
+    /// itself are answered here; the rest, once the sender is known, passes the relay
+    /// policy and the fraud guard and goes to our user's bindings or toward its domain.
+    #[allow(clippy::too_many_arguments)]
+    fn route_initial(
+        &mut self,
+        key: &ServerKey,
+        mut msg: SipMsg,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        trusted: bool,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let ruri_text = msg.request_uri().unwrap_or("").to_string();
+        let ruri = match uri::parse(&ruri_text) {
+            Ok(Uri::Sip(u)) => Some(u),
+            _ => None,
+        };
+        let local_domain = ruri.as_ref().and_then(|u| self.local.domain_of(u));
+        // Our addresses, our advertised name and our domains are us, with or without a
+        // domain configured: what is addressed to us is answered here, never relayed.
+        let to_us = ruri.as_ref().is_some_and(|u| self.local.is_us(u));
+        let target = if local_domain.is_some() || to_us {
+            Target::Local
+        } else {
+            Target::Foreign
+        };
+
+        if method == "REGISTER" {
+            return match (&ruri, &local_domain) {
+                (Some(_), Some(_)) => self.register(key, m, ctx, trusted, &ruri_text, now),
+                _ => Err(answer(403, "Not Our Domain")),
+            };
+        }
+        if let Some(u) = &ruri
+            && u.user.is_none()
+            && to_us
+        {
+            // Addressed to the proxy itself: OPTIONS is a keep-alive ping.
+            return Err(if method == "OPTIONS" {
+                LocalReply {
+                    code: 200,
+                    phrase: "OK",
+                    extra: vec![ALLOW.into()],
+                }
+            } else {
+                answer(404, "Not Found")
+            });
+        }
+
+        let (sender, account, asserted) =
+            self.sender_of(m, ctx, method, &ruri_text, trusted, now)?;
+        // RFC 3325: identities pass only within the trust domain; for our authenticated
+        // users the edge asserts the identity itself, whatever they claimed.
+        if !trusted {
+            self.strip_identity(&mut msg);
+        }
+        if let Some(pai) = asserted {
+            msg.push(HeaderName::Other("P-Asserted-Identity"), pai);
+        }
+        if !relay::may_relay(sender, target) {
+            crate::logging::security_event("relay_refused", ctx.source.ip(), "open relay", 1);
+            return Err(answer(403, "Relaying Forbidden"));
+        }
+        if method == "INVITE"
+            && let Some(account) = &account
+        {
+            let foreign = target == Target::Foreign;
+            self.fraud_initial(key, m, &ruri_text, account, trusted, foreign, ctx, now)?;
+        }
+        forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
+
+        match (&ruri, &local_domain) {
+            (Some(u), Some(domain)) => {
+                let user = u.user.unwrap_or_default();
+                let aor = format!("{user}@{domain}");
+                self.route_to_bindings(key, msg, m, ctx, method, &aor, now)
+            }
+            // A user at one of our addresses while we serve no domain: nobody is here.
+            _ if to_us => Err(self.unavailable()),
+            _ => self.route_foreign(key, msg, ctx, method, ruri_text.clone(), now),
+        }
+    }
+
+    /// Issue 12: what `account` may call, how much and how often (an initial INVITE); the
+    /// peer the call leaves through: the trusted peer it came from, or the outbound proxy.
+    #[allow(clippy::too_many_arguments)]
+    fn fraud_initial(
+        &mut self,
+        key: &ServerKey,
+        m: &Message<'_>,
+        ruri_text: &str,
+        account: &str,
+        trusted: bool,
+        foreign: bool,
+        ctx: &Context,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let peer = if trusted {
+            Some(ctx.source.ip().to_canonical())
+        } else if foreign {
+            self.outbound.map(|o| o.ip().to_canonical())
+        } else {
+            None
+        };
+        self.fraud_check(key, m, ruri_text, account, peer, foreign, ctx.source, now)
+    }
+
+    /// Who is asking: a trusted peer, one of our users (then prove it), or an outsider.
+    /// With the account the fraud guard books the call on (an authenticated user or a
+    /// trusted peer) and the identity the edge asserts for an authenticated user.
+    #[allow(clippy::type_complexity)]
+    fn sender_of(
+        &mut self,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        ruri_text: &str,
+        trusted: bool,
+        now: Instant,
+    ) -> Result<(Sender, Option<String>, Option<String>), LocalReply> {
+        if trusted {
+            let account = format!("peer:{}", ctx.source.ip().to_canonical());
+            return Ok((Sender::Trusted, Some(account), None));
+        }
+        let from = m
+            .get(HeaderName::From)
+            .and_then(|f| name_addr::parse_single(f).ok());
+        let (from_user, from_domain) = match from.as_ref().map(|a| a.uri) {
+            Some(Uri::Sip(u)) => (
+                u.user.map(str::to_string),
+                match u.host {
+                    Host::Domain(d) if self.local.is_our_domain(d) => {
+                        Some(d.trim_end_matches('.').to_ascii_lowercase())
+                    }
+                    _ => None,
+                },
+            ),
+            _ => (None, None),
+        };
+        let Some(realm) = from_domain else {
+            return Ok((Sender::Outsider, None, None));
+        };
+        let user = from_user.unwrap_or_default();
+        let who = self.authenticate(m, ctx, method, ruri_text, &realm, &[&user], true, now)?;
+        let asserted = self.asserted_identity(m, &who, &realm);
+        Ok((
+            Sender::LocalUser,
+            Some(format!("{who}@{realm}")),
+            Some(asserted),
+        ))
+    }
+
+    /// To the bindings of `aor`, one of our users: over the flow we hold, or through the
+    /// Path of the cluster node that holds it (RFC 3327).
+    #[allow(clippy::too_many_arguments)]
+    fn route_to_bindings(
+        &mut self,
+        key: &ServerKey,
+        msg: SipMsg,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        aor: &str,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let bindings = self.store.lookup(aor, now);
+        if bindings.is_empty() {
+            // Unknown and unregistered look the same: no enumeration of users.
+            return Err(self.unavailable());
+        }
+        let call_id = m.get(HeaderName::CallId).unwrap_or("").to_string();
+        let unix = self.unix_secs(now);
+        let mut routed = Vec::with_capacity(bindings.len());
+        for b in bindings {
+            match &b.path {
+                // Our flow.
+                None => routed.push((Some(b.contact.clone()), None, binding_destination(&b))),
+                // Another node holds the flow (RFC 3327): through its Path URI,
+                // sealed for this request so that it relays for cluster nodes only.
+                Some(path) => {
+                    let Some(dest) = route::resolve(path, None) else {
+                        self.refused("bad_path");
+                        continue;
+                    };
+                    let seal =
+                        route::seal_cluster_hop(&self.rr_key, unix, aor, &call_id, &b.contact);
+                    let route = format!("<{path};{}={seal}>", route::CLUSTER_PARAM);
+                    routed.push((Some(b.contact.clone()), Some(route), dest));
+                }
+            }
+        }
+        if routed.is_empty() {
+            return Err(self.unavailable());
+        }
+        let rr = forward::creates_dialog(method).then_some(ctx.transport);
+        self.forward_routed(key, msg, routed, method, rr, now)
+    }
+
+    /// Toward a foreign domain: the outbound proxy (by name: where DNS says, with
+    /// failover), else where DNS says for the Request-URI (RFC 3263), else its address.
+    fn route_foreign(
+        &mut self,
+        key: &ServerKey,
+        msg: SipMsg,
+        ctx: &Context,
+        method: &str,
+        ruri_text: String,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let rr = forward::creates_dialog(method).then_some(ctx.transport);
+        if let Some(name) = self.outbound_name.clone() {
+            // The outbound proxy by name: where DNS says, with failover.
+            return self.resolve_later(key, msg, name, method, rr, now);
+        }
+        let dest = match self.outbound {
+            Some(addr) => Destination {
+                addr,
+                transport: Transport::Datagram,
+            },
+            // A foreign domain and no outbound proxy: where DNS says (RFC 3263).
+            None if resolve::names_domain(&ruri_text) => {
+                return self.resolve_later(key, msg, ruri_text, method, rr, now);
+            }
+            None => self.text_hop(
+                route::resolve(&ruri_text, None).ok_or(answer(404, "No Route To Destination"))?,
+            )?,
+        };
+        self.forward(key, msg, vec![(None, dest)], method, rr, now)
+    }
+
+    /// The answer for a user who is unknown or not registered (`[proxy] unavailable`).
+    pub(super) fn unavailable(&self) -> LocalReply {
+        match self.unavailable {
+            404 => answer(404, "Not Found"),
+            _ => answer(480, "Temporarily Unavailable"),
+        }
+    }
+
+    /// A request from another cluster node for a contact whose flow we hold: its Route
+    /// named our Path URI with a seal made under the cluster's key for this very Call-ID
+    /// and Request-URI (`route::open_cluster_hop`). Relayed to the flow of our binding of
+    /// that contact, record-routed (the phone's in-dialog requests come back through us);
+    /// the node it came from authenticated and checked the caller. A missing or wrong seal
+    /// (an outsider writing our Path into a Route) is refused: no open relay.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cluster_hop(
+        &mut self,
+        key: &ServerKey,
+        mut msg: SipMsg,
+        m: &Message<'_>,
+        ctx: &Context,
+        method: &str,
+        seal: &str,
+        now: Instant,
+    ) -> Result<(), LocalReply> {
+        let call_id = m.get(HeaderName::CallId).unwrap_or("");
+        let ruri = msg.request_uri().unwrap_or("").to_string();
+        let Some(aor) =
+            route::open_cluster_hop(&self.rr_key, self.unix_secs(now), seal, call_id, &ruri)
+        else {
+            debug!(source = %ctx.source, "cluster hop without a valid seal refused");
+            self.refused("cluster_hop");
+            return Err(answer(403, "Forbidden"));
+        };
+        let Some(b) = self
+            .store
+            .lookup(&aor, now)
+            .into_iter()
+            .find(|b| b.path.is_none() && b.contact.eq_ignore_ascii_case(&ruri))
+        else {
+            // The phone moved or left since the other node looked.
+            return Err(self.unavailable());
+        };
+        // Nothing below our Path is honoured: the flow is the next hop.
+        msg.remove(HeaderName::Route);
+        let dest = binding_destination(&b);
+        self.metrics
+            .forwarded
+            .with_label_values(&["cluster_hop"])
+            .inc();
+        let rr = forward::creates_dialog(method).then_some(ctx.transport);
+        self.forward(key, msg, vec![(None, dest)], method, rr, now)
+    }
+}

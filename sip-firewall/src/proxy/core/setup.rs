@@ -1,0 +1,248 @@
+//! Building the core from the configuration, and taking a reload: its addresses
+//! (advertised host and port), keys, subscribers and settings.
+
+use super::*;
+
+impl Core {
+    /// A core from the configuration, its clock starting at `now`.
+    pub fn new(
+        config: &Config,
+        metrics: ProxyMetrics,
+        observer: Arc<dyn Observer>,
+        now: Instant,
+    ) -> anyhow::Result<Core> {
+        let Keys {
+            secret,
+            rr_key,
+            salt,
+        } = Keys::new(config.auth.secret.as_deref())?;
+        let algorithms = config
+            .auth
+            .algorithms
+            .iter()
+            .filter_map(|a| Algorithm::parse(a))
+            .collect();
+        Ok(Core {
+            local: local_of(config),
+            outbound: config.proxy.outbound.as_ref().and_then(|o| o.addr()),
+            outbound_name: config
+                .proxy
+                .outbound
+                .as_ref()
+                .and_then(|o| o.name().map(str::to_string)),
+            allow: config.policy.allow.clone(),
+            internal_next_hops: config.proxy.internal_next_hops.clone(),
+            reply_from_any: config.proxy.reply_from_any.clone(),
+            unavailable: config.proxy.unavailable,
+            identity_headers: config.proxy.identity_headers.clone(),
+            silent: HashMap::new(),
+            identities: identities(&config.auth.users),
+            force_rport: config.sip.force_rport,
+            scanners: Scanners::new(config.policy.scanners.as_deref()),
+            registrar: config.registrar.clone(),
+            timers: Timers::from_config(&config.timers),
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            heap: BinaryHeap::new(),
+            store: Box::new(MemoryStore::default()),
+            cluster_path: None,
+            auth: Authenticator::new(
+                Users::from_config(&config.auth.users),
+                algorithms,
+                Nonces::new(secret, config.auth.nonce_lifetime),
+            ),
+            fraud: crate::fraud::Fraud::new(&config.fraud, metrics.fraud.clone()),
+            metrics,
+            observer,
+            sends: Vec::new(),
+            salt,
+            rr_key,
+            seq: 0,
+            start: now,
+            unix_at_start: crate::clock::unix_now(),
+            last_housekeeping: now,
+            authenticated_source: None,
+            requester: None,
+            last_addr_refresh: now,
+            max_transactions: (
+                config.sip.max_transactions,
+                config.sip.max_transactions_per_source,
+            ),
+            transactions_per_source: HashMap::new(),
+            resolving: HashMap::new(),
+            resolve_queue: Vec::new(),
+            resolve_limit: config.dns.timeout + Duration::from_secs(2),
+            with_failover: std::collections::HashSet::new(),
+        })
+    }
+
+    /// Take the settings a reload may change while running (`sip-firewall reload`): the
+    /// allow list (trusted peers), `[proxy]` but `advertise` and `reply_from_any`, the
+    /// scanner list, `[timers]`, `[registrar]`, the offered digest algorithms and the nonce
+    /// lifetime, and the transaction caps of `[sip]`. What runs keeps going: an open
+    /// transaction keeps the deadlines it has and takes the new timer values at its next
+    /// step; a binding keeps its expiry until its next REGISTER. The rest of the config is
+    /// read once at start (the reloader names it as needing a restart).
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.allow = config.policy.allow.clone();
+        self.outbound = config.proxy.outbound.as_ref().and_then(|o| o.addr());
+        self.outbound_name = config
+            .proxy
+            .outbound
+            .as_ref()
+            .and_then(|o| o.name().map(str::to_string));
+        self.internal_next_hops = config.proxy.internal_next_hops.clone();
+        self.unavailable = config.proxy.unavailable;
+        self.identity_headers = config.proxy.identity_headers.clone();
+        self.force_rport = config.sip.force_rport;
+        self.scanners = Scanners::new(config.policy.scanners.as_deref());
+        self.registrar = config.registrar.clone();
+        self.timers = Timers::from_config(&config.timers);
+        self.auth.set_algorithms(
+            config
+                .auth
+                .algorithms
+                .iter()
+                .filter_map(|a| Algorithm::parse(a))
+                .collect(),
+        );
+        self.auth.set_nonce_lifetime(config.auth.nonce_lifetime);
+        self.max_transactions = (
+            config.sip.max_transactions,
+            config.sip.max_transactions_per_source,
+        );
+    }
+}
+
+fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(b)
+}
+
+/// Our addresses and names: the domains, the listen addresses of every transport, the
+/// advertised host and port.
+fn local_of(config: &Config) -> Local {
+    let domains: Vec<String> = config
+        .sip
+        .domains
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
+    let (adv_host, adv_port) = advertised(config);
+    Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
+        .with_tls(config.tls.listen.clone())
+        .with_ws(config.ws.listen.clone())
+        .with_wss(config.wss.listen.clone())
+}
+
+/// `host[:port]` for our Via and Record-Route: `[proxy] advertise`, else the first listen
+/// address, else the first domain.
+fn advertised(config: &Config) -> (String, Option<u16>) {
+    if let Some(a) = &config.proxy.advertise {
+        return match uri::parse_hostport(a) {
+            Ok((_, port)) => {
+                let host = match port {
+                    Some(_) => a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h),
+                    None => a.as_str(),
+                };
+                (host.to_string(), port)
+            }
+            Err(_) => (a.clone(), None),
+        };
+    }
+    match config.sip.listen.first() {
+        Some(l) if !l.ip().is_unspecified() => {
+            let host = match l {
+                SocketAddr::V4(v) => v.ip().to_string(),
+                SocketAddr::V6(v) => format!("[{}]", v.ip()),
+            };
+            (host, Some(l.port()))
+        }
+        l => {
+            // A wildcard and no domain: one of the host's own addresses (the first global
+            // one), so that in-dialog requests find their way back without configuration.
+            let host_addr = || {
+                route::host_addresses()
+                    .into_iter()
+                    .find(|i| {
+                        // 0.0.0.0 receives IPv4 only: advertise an IPv4 address then.
+                        let family_ok = !matches!(l, Some(SocketAddr::V4(_))) || i.is_ipv4();
+                        family_ok
+                            && !i.is_loopback()
+                            && !i.is_unspecified()
+                            && match i {
+                                IpAddr::V4(v) => !v.is_link_local(),
+                                IpAddr::V6(v) => !v.is_unicast_link_local(),
+                            }
+                    })
+                    .map(|i| match i {
+                        IpAddr::V4(v) => v.to_string(),
+                        IpAddr::V6(v) => format!("[{v}]"),
+                    })
+            };
+            let host = config
+                .sip
+                .domains
+                .first()
+                .cloned()
+                .or_else(host_addr)
+                .unwrap_or_else(|| {
+                    // Nothing names us: in-dialog requests will not find their way back.
+                    tracing::warn!(
+                        "no [proxy] advertise, no specific listen address, no domain and no \
+                     address on the host: Via and Record-Route say localhost"
+                    );
+                    "localhost".into()
+                });
+            (host, l.map(SocketAddr::port))
+        }
+    }
+}
+
+/// The core's keys: the nonce secret, the Record-Route stamp key and the branch salt.
+struct Keys {
+    secret: Vec<u8>,
+    rr_key: Vec<u8>,
+    salt: u64,
+}
+
+impl Keys {
+    /// From `[auth] secret` when set, else random.
+    fn new(configured: Option<&str>) -> anyhow::Result<Keys> {
+        let secret = match configured {
+            Some(s) => s.as_bytes().to_vec(),
+            None => random_bytes(32)?,
+        };
+        // Derived from the configured secret, dialogs survive a restart; from a random one,
+        // in-dialog requests of earlier dialogs are refused (404) after it.
+        let rr_key = match configured {
+            Some(s) => route::mac(s.as_bytes(), &[b"sip-firewall record-route key"]).to_vec(),
+            None => random_bytes(32)?,
+        };
+        let salt = u64::from_le_bytes(
+            random_bytes(8)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("randomness"))?,
+        );
+        Ok(Keys {
+            secret,
+            rr_key,
+            salt,
+        })
+    }
+}
+
+/// The identities each user may assert besides its own (RFC 3325), by user and domain.
+fn identities(users: &[crate::auth::config::UserEntry]) -> HashMap<(String, String), Vec<String>> {
+    users
+        .iter()
+        .filter(|u| !u.identities.is_empty())
+        .map(|u| {
+            (
+                (u.user.clone(), u.domain.to_ascii_lowercase()),
+                u.identities.clone(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,187 @@
+//! The legitimate calls: SIPp's UAS registers bob@example.com (digest) from ns S and
+//! answers; SIPp's UAC in ns C calls bob through the edge (INVITE/180/200/ACK/BYE over UDP
+//! along the Record-Route, `tests/sipp/uac_bench.xml`). Outcome and setup times come from
+//! SIPp's statistics (`-trace_stat`) and response-time (`-trace_rtt`) files.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::net::{EDGE, Net, UAC, UAS, UAS_PORT};
+
+fn scenario(name: &str) -> PathBuf {
+    crate::root().join("tests/sipp").join(name)
+}
+
+/// Register bob (the UAS's address) with the edge; a few tries, as the edge may still be
+/// loading.
+pub fn register(net: &Net, dir: &Path) -> anyhow::Result<()> {
+    for _ in 0..5 {
+        let ok = net
+            .exec(&net.s, "sipp")
+            .arg(format!("{EDGE}:5060"))
+            .arg("-sf")
+            .arg(scenario("register.xml"))
+            .args(["-set", "domain", "example.com", "-s", "bob"])
+            .args(["-au", "bob", "-ap", "bench", "-m", "1"])
+            .args(["-i", UAS, "-p", &UAS_PORT.to_string()])
+            .args(["-timeout", "5", "-timeout_error", "-nostdin"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success();
+        if ok {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("bob could not register with the edge")
+}
+
+/// A running SIPp (the UAS), killed on drop.
+pub struct Uas(Child);
+
+impl Drop for Uas {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The UAS, answering every call to bob.
+pub fn uas(net: &Net, dir: &Path) -> anyhow::Result<Uas> {
+    let child = net
+        .exec(&net.s, "sipp")
+        .arg("-sf")
+        .arg(scenario("uas.xml"))
+        .args(["-i", UAS, "-p", &UAS_PORT.to_string(), "-nostdin"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the SIPp UAS")?;
+    // SIPp binds at once; a short pause so that the first INVITE finds it.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(Uas(child))
+}
+
+/// The calls' outcome.
+pub struct Calls {
+    pub attempted: u64,
+    pub ok: u64,
+    /// Setup times (INVITE sent to 200 received), milliseconds, sorted.
+    pub setup_ms: Vec<f64>,
+}
+
+/// `calls` calls at `rate`/s from ns C; SIPp gives up on the run after `seconds` and on one
+/// call after 10 s without an answer.
+pub fn run(net: &Net, dir: &Path, calls: u32, rate: u32, seconds: u32) -> anyhow::Result<Calls> {
+    let work = dir.join("uac");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let uac = net
+        .exec(&net.c, "sipp")
+        .arg(format!("{EDGE}:5060"))
+        .arg("-sf")
+        .arg(scenario("uac_bench.xml"))
+        .args(["-set", "domain", "example.com", "-s", "bob"])
+        .args(["-i", UAC, "-p", "5070", "-nostdin"])
+        .args(["-r", &rate.to_string(), "-m", &calls.to_string()])
+        .args(["-l", &(rate * 10).to_string()])
+        .args(["-timeout", &seconds.to_string(), "-recv_timeout", "10000"])
+        .args([
+            "-trace_stat",
+            "-stf",
+            "stat.csv",
+            "-trace_rtt",
+            "-rtt_freq",
+            "1",
+        ])
+        .current_dir(&work)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running the SIPp UAC")?;
+    // SIPp's -timeout is checked by its own loop, which a starved machine slows: a hard
+    // bound on top.
+    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 15);
+    let mut uac = Uas(uac);
+    while uac.0.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(uac);
+    let stat = std::fs::read_to_string(work.join("stat.csv")).unwrap_or_default();
+    let (attempted, ok) = totals(&stat).unwrap_or((0, 0));
+    let mut setup_ms = rtts(&work)?;
+    setup_ms.sort_by(f64::total_cmp);
+    Ok(Calls {
+        attempted: attempted.max(u64::from(calls)),
+        ok,
+        setup_ms,
+    })
+}
+
+/// Calls created and calls successful, from the last line of SIPp's statistics file.
+fn totals(csv: &str) -> Option<(u64, u64)> {
+    let lines: Vec<&str> = csv.lines().filter(|l| !l.trim().is_empty()).collect();
+    let header: Vec<&str> = lines.first()?.split(';').collect();
+    let last: Vec<&str> = lines.get(1..)?.last()?.split(';').collect();
+    let col = |name: &str| -> Option<u64> {
+        let i = header.iter().position(|h| *h == name)?;
+        last.get(i)?.trim().parse().ok()
+    };
+    Some((col("OutgoingCall(C)")?, col("SuccessfulCall(C)")?))
+}
+
+/// Call setup times (response time 1) in milliseconds, from SIPp's `*_rtt.csv`.
+fn rtts(work: &Path) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(work)? {
+        let p = e?.path();
+        if !p.to_string_lossy().ends_with("_rtt.csv") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&p)?.lines().skip(1) {
+            // date_ms;response_time_ms;rtd_no
+            if let Some(v) = line.split(';').nth(1).and_then(|v| v.trim().parse().ok()) {
+                out.push(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The `q` quantile of sorted values (NaN when there are none).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted
+        .get(i.min(sorted.len() - 1))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sipp_statistics_and_percentiles() {
+        let csv = "StartTime;OutgoingCall(C);SuccessfulCall(C)\nx;10;9\ny;20;19\n";
+        assert_eq!(totals(csv), Some((20, 19)));
+        assert_eq!(totals("StartTime\n"), None);
+        let v = [1.0, 2.0, 3.0, 4.0, 100.0];
+        assert_eq!(percentile(&v, 0.5), 3.0);
+        assert_eq!(percentile(&v, 0.99), 100.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+}
