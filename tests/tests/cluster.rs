@@ -1599,3 +1599,61 @@ fn bindings_are_refreshed_and_removed_through_any_node() {
     a.stop();
     b.stop();
 }
+
+/// Issue 13: the alert rule for a node cut off from Redis (`SipFirewallClusterCutOff` in
+/// `deploy/prometheus/alerts.yml`), run by `promtool test rules`: edge-a loses Redis at 45 s
+/// and the alert is pending at 1 m, firing for edge-a alone at 2 m; edge-b, connected
+/// throughout, never alerts.
+#[test]
+fn the_cut_off_alert_fires_for_a_node_without_redis() {
+    let test = "the_cut_off_alert_fires_for_a_node_without_redis";
+    if Command::new("promtool").arg("--version").output().is_err() {
+        skip(
+            test,
+            "promtool is missing (apt-get install prometheus; cargo xtask setup does)",
+        );
+        return;
+    }
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
+    let tmp = TempDir::new("cluster-alert");
+    let file = tmp.path.join("cluster_alert_test.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"rule_files:
+  - {}
+evaluation_interval: 15s
+tests:
+  - interval: 15s
+    input_series:
+      - series: 'sipfw_cluster_connected{{instance="edge-a:9464",job="sip-firewall"}}'
+        values: '1 1 1 0 0 0 0 0 0 0 0 0'
+      - series: 'sipfw_cluster_connected{{instance="edge-b:9464",job="sip-firewall"}}'
+        values: '1 1 1 1 1 1 1 1 1 1 1 1'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: SipFirewallClusterCutOff
+        exp_alerts: []
+      - eval_time: 2m
+        alertname: SipFirewallClusterCutOff
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+              instance: edge-a:9464
+              job: sip-firewall
+            exp_annotations:
+              summary: "edge-a:9464 is cut off from the cluster's Redis"
+"#,
+            rules.display()
+        ),
+    )
+    .expect("rule test file");
+    let run = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool");
+    let text = format!("{}{}", out(&run), err(&run));
+    assert!(run.status.success(), "{text}");
+    assert!(text.contains("SUCCESS"), "{text}");
+}
