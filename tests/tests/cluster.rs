@@ -1,7 +1,8 @@
-//! `[cluster]`: two edges in two namespaces share bans (and lists, subscribers) through a real
-//! `redis-server` the test starts on a Unix socket in its own temp dir (no network at all; a
-//! Unix socket reaches every namespace). Installed by `cargo xtask setup` (Debian
-//! `redis-server`).
+//! `[cluster]`: edges in their own namespaces share bans, lists, subscribers and
+//! registrations through a real `redis-server` the test starts on a Unix socket in its own
+//! temp dir (no network at all; a Unix socket reaches every namespace), or, for Sentinel,
+//! on TCP in a backbone namespace of the test's own (a primary, a replica and a Sentinel).
+//! Installed by `cargo xtask setup` (Debian `redis-server`).
 
 use std::{
     net::{SocketAddr, UdpSocket},
