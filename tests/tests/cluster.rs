@@ -1658,3 +1658,101 @@ tests:
     assert!(run.status.success(), "{text}");
     assert!(text.contains("SUCCESS"), "{text}");
 }
+
+/// Issue 13, the first test of the issue: three edges; `svcrack` from A's client namespace
+/// against bob on edge A is banned on A (its wrong passwords); B and C list the same source
+/// within a second of A (polled, 1 s deadline) and drop it in XDP (counter moves, their
+/// message layer sees nothing) without ever having seen svcrack; `ban del` on C lifts it
+/// on A and B.
+#[test]
+fn svcrack_banned_on_a_is_dropped_by_xdp_on_b_and_c() {
+    let test = "svcrack_banned_on_a_is_dropped_by_xdp_on_b_and_c";
+    if !require_root(test) || !redis_installed(test) {
+        return;
+    }
+    let Some(svcrack) = support::sipvicious(test, "sipvicious_svcrack") else {
+        return;
+    };
+    let _turn = support::one_at_a_time();
+    let tmp = TempDir::new("cluster-svcrack");
+    let redis = Redis::start(&tmp.path);
+    // As in sipvicious.rs: svcrack's User-Agent is on the scanner list; with the list
+    // empty and the flood limit high, its failed authentications are what bans it.
+    let config = |node: &str| {
+        support::config(&format!(
+            "secret = \"shared-secret-crack\"\n[policy]\nscanners = []\n[bans]\n\
+             auth_failures = 5\n[xdp]\nflood_rate = 10000\nflood_burst = 10000\n\
+             [cluster]\nredis = \"{}\"\nnode = \"{node}\"\n",
+            redis.url()
+        ))
+    };
+    let mut a = Node::new("cka", &config("edge-a"));
+    let mut b = Node::new("ckb", &config("edge-b"));
+    let mut c = Node::new("ckc", &config("edge-c"));
+    for n in [&mut a, &mut b, &mut c] {
+        n.start();
+    }
+    for n in [&a, &b, &c] {
+        n.wait_connected(true);
+    }
+    let ip = a.pair.a4.to_string();
+    let mut words: Vec<String> = (0..10).map(|i| format!("guess-{i}")).collect();
+    words.push(support::BOB_PASSWORD.to_string());
+    let list = tmp.path.join("words.txt");
+    std::fs::write(&list, words.join("\n") + "\n").expect("word list");
+    let child = support::in_netns(&a.pair.ns_a, &svcrack)
+        .args(["-u", "bob", "--domain", "example.com", "-d"])
+        .arg(&list)
+        .args(["-x", &ip, "-p", "5060", "--maximumtime", "3"])
+        .arg(a.pair.b4.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn svcrack");
+    assert!(
+        a.wait_banned(&ip, true, Duration::from_secs(20)).is_some(),
+        "A did not ban svcrack"
+    );
+    for (name, n) in [("B", &b), ("C", &c)] {
+        assert!(
+            n.wait_banned(&ip, true, Duration::from_secs(1)).is_some(),
+            "{name} did not list A's ban of svcrack within a second"
+        );
+    }
+    let (_, killed) = support::wait_bounded(child, Duration::from_secs(40));
+    assert!(!killed, "svcrack did not end within 40 s");
+    // A learned ban covers the SIP ports (`[bans] learned_scope`): SIP from the same source
+    // to B's and C's port 5060.
+    for (name, n) in [("B", &b), ("C", &c)] {
+        let m0 = support::Metrics::scrape(&n.pair);
+        let tx = in_ns(&n.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).expect("tx");
+        for i in 0..10 {
+            let options = format!(
+                "OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:5062;branch=z9hG4bKo{i}\r\n\
+                 From: <sip:x@example.com>;tag=o\r\nTo: <sip:bob@example.com>\r\nCall-ID: o{i}\r\n\
+                 CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            );
+            tx.send_to(options.as_bytes(), SocketAddr::new(n.pair.b(false), 5060))
+                .expect("send");
+        }
+        let m1 = support::Metrics::poll(&n.pair, Duration::from_secs(5), |m| {
+            m.xdp("banned") >= m0.xdp("banned") + 10.0
+        });
+        assert!(
+            m1.xdp("banned") >= m0.xdp("banned") + 10.0,
+            "{name}'s XDP dropped svcrack's source"
+        );
+        assert_eq!(
+            m1.messages_seen(),
+            m0.messages_seen(),
+            "{name}'s message layer saw nothing"
+        );
+    }
+    assert!(c.dirs.cli(&["ban", "del", &ip]).status.success());
+    for (name, n) in [("A", &a), ("B", &b)] {
+        assert!(
+            n.wait_banned(&ip, false, Duration::from_secs(5)).is_some(),
+            "{name} still bans after ban del on C"
+        );
+    }
+}
