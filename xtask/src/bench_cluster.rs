@@ -132,10 +132,8 @@ pub fn run_bench() -> anyhow::Result<()> {
     {
         bail!("redis-server is not installed (cargo xtask setup installs it)");
     }
-    let bans: usize = std::env::var("SIPFW_BENCH_CLUSTER_BANS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(BANS);
+    let bans = env_number("SIPFW_BENCH_CLUSTER_BANS", BANS as u32)? as usize;
+    let calls = env_number("SIPFW_BENCH_CLUSTER_CALLS", CALLS)?;
     // `SIPFW_BENCH_DEBUG=1`: the debug daemon already built (a smoke check of the bench).
     let bin = if std::env::var_os("SIPFW_BENCH_DEBUG").is_some() {
         root().join("target/debug/sip-firewall")
@@ -147,56 +145,89 @@ pub fn run_bench() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let redis_sock = dir.join("redis.sock");
-    let _redis = Guard(
+    let _redis = start_redis(&dir, &redis_sock)?;
+    {
+        let (_a, sock_a) = daemon(&bin, &dir, "edge-a", &redis_sock)?;
+        let (_b, sock_b) = daemon(&bin, &dir, "edge-b", &redis_sock)?;
+        wait_connected(&sock_a)?;
+        wait_connected(&sock_b)?;
+        let (add, del) = ban_propagation(&sock_a, &sock_b, bans)?;
+        print_propagation(bans, &add, &del);
+    }
+    cpu_comparison(&bin, &dir, &redis_sock, calls)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A number from the environment (a quick check), else `default`.
+fn env_number(var: &str, default: u32) -> anyhow::Result<u32> {
+    match std::env::var(var) {
+        Ok(v) => v.parse().with_context(|| format!("{var}={v}")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// `redis-server` on the Unix socket `sock` (no network, no persistence), up.
+fn start_redis(dir: &Path, sock: &Path) -> anyhow::Result<Guard> {
+    let redis = Guard(
         Command::new("redis-server")
             .args(["--port", "0", "--save", "", "--appendonly", "no"])
             .arg("--unixsocket")
-            .arg(&redis_sock)
+            .arg(sock)
             .args(["--unixsocketperm", "700"])
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .spawn()
             .context("starting redis-server")?,
     );
     let t0 = Instant::now();
-    while UnixStream::connect(&redis_sock).is_err() {
+    while UnixStream::connect(sock).is_err() {
         if t0.elapsed() > Duration::from_secs(10) {
             bail!("redis-server did not come up");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (_a, sock_a) = daemon(&bin, &dir, "edge-a", &redis_sock)?;
-    let (_b, sock_b) = daemon(&bin, &dir, "edge-b", &redis_sock)?;
-    wait_connected(&sock_a)?;
-    wait_connected(&sock_b)?;
+    Ok(redis)
+}
 
+/// For each of `bans` addresses: `ban add` on A until B lists it, `ban del` on A until B no
+/// longer does; the two times of each, sorted.
+fn ban_propagation(
+    sock_a: &Path,
+    sock_b: &Path,
+    bans: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let mut add = Vec::with_capacity(bans);
     let mut del = Vec::with_capacity(bans);
     for i in 0..bans {
         let ip = format!("10.77.{}.{}", i / 250, i % 250 + 1);
         let t = Instant::now();
         let r = ask(
-            &sock_a,
+            sock_a,
             &format!(r#"{{"cmd":"ban_add","ip":"{ip}","for_secs":3600,"reason":"bench"}}"#),
         )?;
         if !r.contains(r#""ok":true"#) {
             bail!("ban add {ip}: {r}");
         }
-        add.push(until(&sock_b, &ip, true, t)?);
+        add.push(until(sock_b, &ip, true, t)?);
         let t = Instant::now();
-        let r = ask(&sock_a, &format!(r#"{{"cmd":"ban_del","ip":"{ip}"}}"#))?;
+        let r = ask(sock_a, &format!(r#"{{"cmd":"ban_del","ip":"{ip}"}}"#))?;
         if !r.contains(r#""ok":true"#) {
             bail!("ban del {ip}: {r}");
         }
-        del.push(until(&sock_b, &ip, false, t)?);
+        del.push(until(sock_b, &ip, false, t)?);
     }
     add.sort();
     del.sort();
+    Ok((add, del))
+}
+
+fn print_propagation(bans: usize, add: &[Duration], del: &[Duration]) {
     println!(
         "cluster ban propagation, A -> Redis -> B, {bans} bans (ms from the admin request on A to B's list):"
     );
-    for (what, v) in [("ban add", &add), ("ban del", &del)] {
+    for (what, v) in [("ban add", add), ("ban del", del)] {
         println!(
             "  {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             pct(v, 0.50),
@@ -204,16 +235,16 @@ pub fn run_bench() -> anyhow::Result<()> {
             pct(v, 1.0)
         );
     }
-    let calls: u32 = std::env::var("SIPFW_BENCH_CLUSTER_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(CALLS);
+}
+
+/// CPU per call and per REGISTER with the location in memory, then in Redis; printed.
+fn cpu_comparison(bin: &Path, dir: &Path, redis_sock: &Path, calls: u32) -> anyhow::Result<()> {
     println!(
         "CPU per call, location in memory vs in Redis ({calls} calls at {RATE}/s each, SIPp on \
          the same machine; daemon CPU = utime + stime from /proc/<pid>/stat):"
     );
-    for redis in [None, Some(redis_sock.as_path())] {
-        let c = cpu_per_call(&bin, &dir, redis, calls)?;
+    for redis in [None, Some(redis_sock)] {
+        let c = cpu_per_call(bin, dir, redis, calls)?;
         let what = if redis.is_some() {
             "Redis (write-through)"
         } else {
@@ -233,7 +264,6 @@ pub fn run_bench() -> anyhow::Result<()> {
             c.registers_cpu * 1000.0 / f64::from(c.registers)
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -278,7 +308,7 @@ fn register_bob(dir: &Path, sip: &str, port: &str) -> anyhow::Result<bool> {
 }
 
 /// `calls` calls through a daemon with the location in Redis (`redis`) or in memory: the
-/// daemon's CPU seconds over the calls and the calls that succeeded.
+/// daemon's CPU seconds over the calls and the calls that succeeded, then over REGISTERs.
 fn cpu_per_call(bin: &Path, dir: &Path, redis: Option<&Path>, calls: u32) -> anyhow::Result<Cpu> {
     let name = if redis.is_some() {
         "cpu-redis"
@@ -287,6 +317,39 @@ fn cpu_per_call(bin: &Path, dir: &Path, redis: Option<&Path>, calls: u32) -> any
     };
     let d = dir.join(name);
     std::fs::create_dir_all(&d)?;
+    let (daemon, sip) = call_daemon(bin, &d, name, redis)?;
+    let pid = daemon.0.id();
+    let uas_port = crate::bench_proxy::free_port()?.to_string();
+    if !register_bob(&d, &sip, &uas_port)? {
+        bail!("bob could not register ({name})");
+    }
+    let _uas = start_uas(&d, &uas_port)?;
+    let cpu0 = cpu_seconds(pid)?;
+    let ok = run_calls(&d, &sip, calls)?;
+    let cpu = cpu_seconds(pid)? - cpu0;
+    // REGISTERs (digest, then the binding written, through to Redis with `[cluster]`):
+    // one SIPp client refreshing its binding `registers` times.
+    let registers = (calls / 10).max(1);
+    let cpu1 = cpu_seconds(pid)?;
+    let reg_ok = run_registers(&d, &sip, registers)?;
+    let reg_cpu = cpu_seconds(pid)? - cpu1;
+    Ok(Cpu {
+        calls: cpu,
+        calls_ok: ok,
+        registers,
+        registers_ok: reg_ok,
+        registers_cpu: reg_cpu,
+    })
+}
+
+/// A release daemon with bench_proxy's configuration (plus `[cluster]` when `redis`), up
+/// (joined the cluster, or its SIP port taken); its SIP address.
+fn call_daemon(
+    bin: &Path,
+    d: &Path,
+    name: &str,
+    redis: Option<&Path>,
+) -> anyhow::Result<(Guard, String)> {
     let mut config = crate::bench_proxy::CONFIG.to_string();
     if let Some(sock) = redis {
         config = config.replace("[auth]\n", "[auth]\nsecret = \"bench-cluster-secret\"\n");
@@ -313,7 +376,6 @@ fn cpu_per_call(bin: &Path, dir: &Path, redis: Option<&Path>, calls: u32) -> any
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?,
     );
-    let pid = daemon.0.id();
     if redis.is_some() {
         wait_connected(&d.join("admin.sock"))?;
     } else {
@@ -325,34 +387,39 @@ fn cpu_per_call(bin: &Path, dir: &Path, redis: Option<&Path>, calls: u32) -> any
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let uas_port = crate::bench_proxy::free_port()?.to_string();
-    if !register_bob(&d, &sip, &uas_port)? {
-        bail!("bob could not register ({name})");
-    }
-    let mut uas = Guard(
+    Ok((daemon, sip))
+}
+
+/// bob's SIPp UAS on `port`, listening.
+fn start_uas(d: &Path, port: &str) -> anyhow::Result<Guard> {
+    let uas = Guard(
         Command::new("sipp")
             .arg("-sf")
             .arg(root().join("tests/sipp/uas.xml"))
-            .args(["-i", "127.0.0.1", "-p", &uas_port, "-nostdin"])
+            .args(["-i", "127.0.0.1", "-p", port, "-nostdin"])
             .args(["-max_socket", "10000"])
-            .current_dir(&d)
+            .current_dir(d)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,
     );
     // bob's UAS must be listening before the first call: wait until its port is taken.
     let t0 = Instant::now();
-    while std::net::UdpSocket::bind(format!("127.0.0.1:{uas_port}")).is_ok() {
+    while std::net::UdpSocket::bind(format!("127.0.0.1:{port}")).is_ok() {
         if t0.elapsed() > Duration::from_secs(10) {
             bail!("the UAS did not start");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let cpu0 = cpu_seconds(pid)?;
+    Ok(uas)
+}
+
+/// `calls` SIPp calls alice -> bob through `sip` at [`RATE`]/s; how many succeeded.
+fn run_calls(d: &Path, sip: &str, calls: u32) -> anyhow::Result<u64> {
     let port = crate::bench_proxy::free_port()?.to_string();
     let mut uac = Guard(
         Command::new("sipp")
-            .arg(&sip)
+            .arg(sip)
             .arg("-sf")
             .arg(root().join("tests/sipp/uac_bench.xml"))
             .args(["-set", "domain", "example.com", "-s", "bob"])
@@ -361,17 +428,15 @@ fn cpu_per_call(bin: &Path, dir: &Path, redis: Option<&Path>, calls: u32) -> any
             .args(["-l", &(RATE * 10).to_string(), "-max_socket", "10000"])
             .args(["-timeout", &(calls / RATE + 40).to_string()])
             .args(["-trace_stat", "-stf", "stat.csv"])
-            .current_dir(&d)
+            .current_dir(d)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,
     );
-    let _ = &mut uas;
-    let status = uac.0.wait()?;
-    let cpu = cpu_seconds(pid)? - cpu0;
-    let _ = status;
+    // Its exit status says whether every call passed; the count comes from its statistics.
+    let _ = uac.0.wait()?;
     let stat = std::fs::read_to_string(d.join("stat.csv")).unwrap_or_default();
-    let ok = stat
+    Ok(stat
         .lines()
         .filter(|l| !l.trim().is_empty())
         .collect::<Vec<_>>()
@@ -380,14 +445,14 @@ fn cpu_per_call(bin: &Path, dir: &Path, redis: Option<&Path>, calls: u32) -> any
             let i = head.split(';').position(|h| h == "SuccessfulCall(C)")?;
             rows.last()?.split(';').nth(i)?.trim().parse::<u64>().ok()
         })
-        .unwrap_or(0);
-    // REGISTERs (digest, then the binding written, through to Redis with `[cluster]`):
-    // one SIPp client refreshing its binding `registers` times.
-    let registers = (calls / 10).max(1);
-    let cpu1 = cpu_seconds(pid)?;
+        .unwrap_or(0))
+}
+
+/// One SIPp client refreshing bob's binding `registers` times; whether all succeeded.
+fn run_registers(d: &Path, sip: &str, registers: u32) -> anyhow::Result<bool> {
     let port = crate::bench_proxy::free_port()?.to_string();
-    let reg_ok = Command::new("sipp")
-        .arg(&sip)
+    Ok(Command::new("sipp")
+        .arg(sip)
         .arg("-sf")
         .arg(root().join("tests/sipp/register.xml"))
         .args(["-set", "domain", "example.com", "-s", "bob"])
@@ -395,19 +460,11 @@ fn cpu_per_call(bin: &Path, dir: &Path, redis: Option<&Path>, calls: u32) -> any
         .args(["-m", &registers.to_string(), "-r", &RATE.to_string()])
         .args(["-i", "127.0.0.1", "-p", &port, "-nostdin"])
         .args(["-timeout", &(registers / RATE + 40).to_string()])
-        .current_dir(&d)
+        .current_dir(d)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()?
-        .success();
-    let reg_cpu = cpu_seconds(pid)? - cpu1;
-    Ok(Cpu {
-        calls: cpu,
-        calls_ok: ok,
-        registers,
-        registers_ok: reg_ok,
-        registers_cpu: reg_cpu,
-    })
+        .success())
 }
 
 /// What [`cpu_per_call`] measured.

@@ -535,6 +535,18 @@ async fn session(
         push(c, &mut conn, target, op, pending).await?;
     }
     load(c, &mut conn, target).await?;
+    // REGISTERs taken here while the set loaded are queued, not in what was loaded: their
+    // bindings go back into the cache the load replaced, then out to Redis.
+    while let Ok(op) = c.rx.try_recv() {
+        if let Op::Location {
+            change: crate::registrar::shared::Change::Put { binding, .. },
+        } = &op
+            && binding.node == c.node
+        {
+            target.apply(&op);
+        }
+        push(c, &mut conn, target, op, pending).await?;
+    }
     set_connected(c, true);
     info!(node = c.node, "cluster: connected to Redis, state loaded");
     heartbeat(c, &mut conn, &client).await?;
@@ -799,10 +811,18 @@ async fn load(
     conn: &mut redis::aio::ConnectionManager,
     target: &Target,
 ) -> Result<(), ClusterError> {
+    let ep = epoch(conn, target.store.as_deref()).await?;
     if c.config.shares(Share::Bans) {
         // What this node learnt of the cluster's bans, recorded before it is compared.
         target.flush_marks();
-        load_bans(conn, &c.metrics, &target.enforcer, target.store.as_deref()).await?;
+        load_bans(
+            conn,
+            &c.metrics,
+            &target.enforcer,
+            target.store.as_deref(),
+            &ep,
+        )
+        .await?;
         target.flush_marks();
     }
     if c.config.shares(Share::Lists) {
@@ -819,9 +839,26 @@ async fn load(
     if c.config.shares(Share::Registrations)
         && let Some(proxy) = &target.proxy
     {
+        if !ep.same {
+            // Redis lost its data (or this node never loaded from this Redis): the
+            // registrations whose flow we hold are written back first, or the reload below
+            // would take them for removed elsewhere.
+            let own = tokio::task::block_in_place(|| proxy.location_own());
+            for (aor, binding) in own {
+                let change = crate::registrar::shared::Change::Put { aor, binding };
+                send(c, conn, target, Op::Location { change })
+                    .await
+                    .map_err(|(_, e)| e)?;
+            }
+        }
         let all = load_locations(conn, &c.metrics).await?;
         info!(bindings = all.len(), "cluster: registrations loaded");
         tokio::task::block_in_place(|| proxy.location_reload(&all));
+    }
+    if let (Some(s), Some(current)) = (&target.store, &ep.current)
+        && let Err(e) = tokio::task::block_in_place(|| s.set_cluster_meta("epoch", current))
+    {
+        metrics::warn_limited(&format!("cluster: cannot record Redis's epoch: {e}"));
     }
     if c.config.shares(Share::Users) {
         let users: HashMap<String, String> = conn.hgetall(USERS_KEY).await?;
@@ -873,6 +910,43 @@ async fn load_locations(
     Ok(all)
 }
 
+/// Redis's epoch ([`EPOCH_KEY`], set here if Redis has none) and whether it is the one
+/// this node last loaded from: then Redis kept its data, and what it lacks was deleted.
+struct Epoch {
+    current: Option<String>,
+    same: bool,
+}
+
+async fn epoch(
+    conn: &mut redis::aio::ConnectionManager,
+    store: Option<&crate::state::Store>,
+) -> Result<Epoch, ClusterError> {
+    let Some(s) = store else {
+        return Ok(Epoch {
+            current: None,
+            same: false,
+        });
+    };
+    let mut r = [0u8; 16];
+    let fresh = getrandom::getrandom(&mut r)
+        .map(|()| r.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .unwrap_or_else(|_| unix_ms().to_string());
+    let _: Option<String> = redis::cmd("SET")
+        .arg(EPOCH_KEY)
+        .arg(&fresh)
+        .arg("NX")
+        .query_async(conn)
+        .await?;
+    let current: Option<String> = conn.get(EPOCH_KEY).await?;
+    let last = tokio::task::block_in_place(|| s.cluster_meta("epoch"))
+        .ok()
+        .flatten();
+    Ok(Epoch {
+        same: current.is_some() && last == current,
+        current,
+    })
+}
+
 /// Every ban in Redis into the enforcer, and the reconciliation: bans this node knew Redis
 /// had, that Redis no longer has and that are not queued here, are lifted (deleted
 /// elsewhere while we were cut off). How many bans were loaded.
@@ -881,6 +955,7 @@ async fn load_bans(
     metrics: &metrics::ClusterMetrics,
     enforcer: &Mutex<Enforcer>,
     store: Option<&crate::state::Store>,
+    ep: &Epoch,
 ) -> Result<usize, ClusterError> {
     let mut keys: Vec<String> = Vec::new();
     {
@@ -904,23 +979,7 @@ async fn load_bans(
     }
     let n = bans.len();
     let mut lifted = 0;
-    let epoch = match store {
-        Some(_) => {
-            let mut r = [0u8; 16];
-            let fresh = getrandom::getrandom(&mut r)
-                .map(|()| r.iter().map(|b| format!("{b:02x}")).collect::<String>())
-                .unwrap_or_else(|_| unix_ms().to_string());
-            let _: Option<String> = redis::cmd("SET")
-                .arg(EPOCH_KEY)
-                .arg(&fresh)
-                .arg("NX")
-                .query_async(conn)
-                .await?;
-            let e: Option<String> = conn.get(EPOCH_KEY).await?;
-            e
-        }
-        None => None,
-    };
+    let epoch = &ep.current;
     tokio::task::block_in_place(|| match enforcer.lock() {
         Ok(mut e) => {
             for b in &bans {
@@ -934,8 +993,7 @@ async fn load_bans(
             }
             let Some(s) = store else { return };
             // The same data as last time: what it lacks was deleted, not lost.
-            let same = epoch.is_some() && s.cluster_meta("epoch").ok().flatten() == epoch;
-            let known = if same {
+            let known = if ep.same {
                 s.cluster_bans().unwrap_or_default()
             } else {
                 Vec::new()
@@ -964,7 +1022,7 @@ async fn load_bans(
                 off.push(ip);
             }
             let on: Vec<IpAddr> = bans.iter().map(|b| b.ip).collect();
-            let r = s.set_cluster_bans(&on, &off).and_then(|()| match &epoch {
+            let r = s.set_cluster_bans(&on, &off).and_then(|()| match epoch {
                 Some(ep) => s.set_cluster_meta("epoch", ep),
                 None => Ok(()),
             });
@@ -991,7 +1049,8 @@ pub async fn preload(
         if c.config.shares(Share::Bans) {
             // The state database's handle outlives the lock: the load takes the lock itself.
             let store = enforcer.lock().ok().map(|e| e.store_handle());
-            load_bans(&mut conn, &c.metrics, enforcer, store.as_deref()).await?;
+            let ep = epoch(&mut conn, store.as_deref()).await?;
+            load_bans(&mut conn, &c.metrics, enforcer, store.as_deref(), &ep).await?;
         }
         Ok::<_, ClusterError>(())
     };

@@ -217,6 +217,12 @@ impl Proxy {
         self.with_core(|c| c.location_remote(change, now));
     }
 
+    /// The registrations whose flow this node holds, as shared.
+    pub fn location_own(&self) -> Vec<(String, crate::registrar::shared::SharedBinding)> {
+        let now = self.now();
+        self.with_core(|c| c.location_own(now))
+    }
+
     /// The cluster's full set of registrations (after a (re)connect).
     pub fn location_reload(&self, all: &[(String, crate::registrar::shared::SharedBinding)]) {
         let now = self.now();

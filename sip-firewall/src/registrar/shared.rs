@@ -225,14 +225,22 @@ impl LocationStore for WriteThrough {
         }
     }
 
-    /// After a (re)connect, Redis is the truth for the others' bindings: every cached remote
-    /// binding is replaced by the loaded set. Our own bindings stay (what we took while cut
-    /// off was queued and written before this load); a contact Redis says another node now
-    /// holds moves there unless ours expires later (a REGISTER taken here after the queue was
-    /// written out and before this load).
+    /// After a (re)connect, Redis is the truth: what we took while cut off was queued and
+    /// written before this load, and when Redis had lost its data our own bindings were
+    /// written back first (`cluster::load`). So every cached remote binding is replaced by
+    /// the loaded set, and an own binding Redis no longer has was removed on another node
+    /// (`*` or `expires=0` there while we were cut off, RFC 3261 10.3) and goes too. A
+    /// contact Redis says another node now holds moves there unless ours expires later. A
+    /// REGISTER taken here while this load ran is put back by the cluster task from its queue
+    /// (`cluster::session`).
     fn reload_remote(&mut self, all: &[(String, SharedBinding)], now: Instant) {
+        let in_redis: std::collections::HashSet<(String, String)> = all
+            .iter()
+            .map(|(aor, s)| (aor.clone(), contact_field(&s.contact)))
+            .collect();
         for (aor, b) in self.inner.all() {
-            if b.path.is_some() {
+            let gone = !in_redis.contains(&(aor.clone(), contact_field(&b.contact)));
+            if b.path.is_some() || gone {
                 self.inner.remove(&aor, &b.contact);
             }
         }
@@ -255,6 +263,18 @@ impl LocationStore for WriteThrough {
 
     fn all(&self) -> Vec<(String, Binding)> {
         self.inner.all()
+    }
+
+    fn own_shared(&self, now: Instant) -> Vec<(String, SharedBinding)> {
+        self.inner
+            .all()
+            .into_iter()
+            .filter(|(_, b)| b.path.is_none() && b.expires_at > now)
+            .map(|(aor, b)| {
+                let s = self.shared(&b);
+                (aor, s)
+            })
+            .collect()
     }
 }
 
@@ -332,7 +352,7 @@ mod tests {
     }
 
     /// The full load replaces every cached remote binding: one Redis no longer has (removed
-    /// elsewhere while we were cut off) goes; our own stay.
+    /// elsewhere while we were cut off) goes; our own stay while Redis has them.
     #[test]
     fn reload_drops_remote_bindings_redis_no_longer_has() {
         let t0 = Instant::now();
@@ -359,9 +379,16 @@ mod tests {
             "carol@example.com",
             binding("sip:carol@10.0.0.2", t0 + Duration::from_secs(600)),
         );
-        b.reload_remote(&[], t0);
+        let carol = b.own_shared(t0);
+        assert_eq!(carol.len(), 1);
+        assert_eq!(carol[0].1.node, "edge-b");
+        b.reload_remote(&carol, t0);
         assert!(b.lookup("bob@example.com", t0).is_empty());
         assert_eq!(b.lookup("carol@example.com", t0).len(), 1);
+        // Our own binding that Redis no longer has: removed on another node while we were
+        // cut off (`*` or expires=0 there): it goes too.
+        b.reload_remote(&[], t0);
+        assert!(b.lookup("carol@example.com", t0).is_empty());
         // Expired in Redis: not loaded.
         s.expires_unix = 999_999;
         b.reload_remote(&[("bob@example.com".into(), s)], t0);

@@ -55,6 +55,11 @@ pub trait LocationStore: Send {
     fn all(&self) -> Vec<(String, Binding)> {
         Vec::new()
     }
+    /// The live bindings whose flow this node holds, as the cluster stores them (written
+    /// back to a Redis that lost its data). A store that is not shared: none.
+    fn own_shared(&self, _now: Instant) -> Vec<(String, SharedBinding)> {
+        Vec::new()
+    }
 }
 
 /// Contact URIs compare case-insensitively here: good enough for the same client

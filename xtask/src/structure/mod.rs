@@ -48,10 +48,6 @@ const ROOTS: &[(&str, &str)] = &[
 /// (`cycle <crate>: a → b → a`, `file <path> <n> lines`, `fn <path>::<name> <n> lines`) up to
 /// the line count, i.e. `file <path>` or `fn <path>::<name>` or the cycle line.
 const EXCEPTIONS: &[(&str, &str)] = &[
-    (
-        "fn xtask/src/bench_cluster.rs::cpu_per_call",
-        "owned by issue 13 (cluster) this session; to move onto xtask/src/sipp.rs (Uac: one SIPp caller builder for rate, count and transport; wait_listening), as bench_proxy did",
-    ),
     // Merged from the cluster branch (issue 13) while it is still in flight; its files are
     // its own this session, to settle at its final merge.
     (
@@ -81,10 +77,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     (
         "fn sip-firewall/src/server/ws.rs::connection",
         "owned by issue 14 (transport) this session",
-    ),
-    (
-        "fn xtask/src/bench_cluster.rs::run_bench",
-        "owned by issue 13 (cluster) this session; to split along its jobs (nodes, registration, calls) onto xtask/src/sipp.rs after its merge",
     ),
 ];
 

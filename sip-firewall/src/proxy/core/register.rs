@@ -83,6 +83,11 @@ impl Core {
         self.metrics.bindings.set(self.store.len() as i64);
     }
 
+    /// The bindings whose flow we hold, as shared (issue 13: for a Redis that lost them).
+    pub fn location_own(&self, now: Instant) -> Vec<(String, SharedBinding)> {
+        self.store.own_shared(now)
+    }
+
     /// The cluster's full set of registrations, after a (re)connect.
     pub fn location_reload(&mut self, all: &[(String, SharedBinding)], now: Instant) {
         self.store.reload_remote(all, now);
