@@ -125,6 +125,7 @@ pub fn trafgen_config(kind: Kind) -> Option<String> {
 /// A running trafgen.
 pub struct Flood {
     child: Child,
+    log: std::path::PathBuf,
 }
 
 impl Flood {
@@ -141,6 +142,7 @@ impl Flood {
         };
         let file = dir.join(format!("{}.trafgen", kind.name()));
         std::fs::write(&file, conf)?;
+        let log = dir.join(format!("{}.trafgen.log", kind.name()));
         let child = net
             .exec(&net.c, "trafgen")
             .args([
@@ -155,11 +157,13 @@ impl Flood {
             .arg(&file)
             .args(["--num", &max_packets.to_string()])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(
+                dir.join(format!("{}.trafgen.err", kind.name())),
+            )?)
             .spawn()
             .context("starting trafgen")?;
-        Ok(Some(Flood { child }))
+        Ok(Some(Flood { child, log }))
     }
 
     /// Stop it: its CPU (the process and the worker it forks, read just before the stop;
@@ -168,6 +172,14 @@ impl Flood {
     /// are not reliable when interrupted).
     pub fn stop(mut self) -> anyhow::Result<f64> {
         let pid = self.child.id();
+        if let Ok(Some(status)) = self.child.try_wait() {
+            // Its time is in the reaped worker, gone with it: the run is not a flood run.
+            let err = std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default();
+            bail!(
+                "trafgen stopped before the calls ended ({status}): {}",
+                err.trim()
+            );
+        }
         let cpu = tree_cpu(pid);
         signal(pid, 2);
         let t0 = Instant::now();
