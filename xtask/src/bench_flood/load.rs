@@ -8,7 +8,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -191,7 +191,7 @@ impl Flood {
 
 /// Keep trafgen running until `stop`; its CPU summed over every start: a process that
 /// ended is read as a zombie (its own time plus its reaped worker's, cutime/cstime) before
-/// it is reaped; the last one is read (with its live worker) just before SIGINT.
+/// it is reaped; the last one is read (with its live worker) just before it is killed.
 fn supervise(
     mut cmd: std::process::Command,
     mut child: Child,
@@ -202,19 +202,14 @@ fn supervise(
     loop {
         let pid = child.id();
         if stop.load(Ordering::SeqCst) {
+            // Its CPU read first, then SIGKILL to it and its worker: a worker blocked on a
+            // full ring does not answer SIGINT promptly, and the flood must end with the
+            // calls.
             cpu += tree_cpu(pid);
-            signal(pid, 2);
-            let t0 = Instant::now();
-            while child.try_wait()?.is_none() {
-                if t0.elapsed() > Duration::from_secs(10) {
-                    for p in tree(pid) {
-                        signal(p, 9);
-                    }
-                    child.wait()?;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            for p in tree(pid) {
+                signal(p, 9);
             }
+            child.wait()?;
             return Ok((cpu, restarts));
         }
         if stat_fields(pid).and_then(|f| f.first().cloned()).as_deref() == Some("Z") {
