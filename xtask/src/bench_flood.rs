@@ -187,7 +187,19 @@ fn one(kind: Kind, peer: Peer, dir: &Path, bin: &Path, args: &Args) -> anyhow::R
     }
     let calls = calls::run(&net, dir, args.calls, args.rate, args.seconds)?;
     let gen_cpu = match flood {
-        Some(f) => f.stop()?,
+        Some(f) => {
+            let cost = f.stop()?;
+            if cost.restarts > 0 {
+                eprintln!(
+                    "bench flood: {} / {}: trafgen restarted {} times (its send failed on a \
+                     full veth ring)",
+                    kind.name(),
+                    peer.name(),
+                    cost.restarts
+                );
+            }
+            cost.cpu
+        }
         None => 0.0,
     };
     let after = Snapshot::take(&net, &edge)?;

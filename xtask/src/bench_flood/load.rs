@@ -4,7 +4,11 @@
 use std::{
     path::Path,
     process::{Child, Stdio},
-    time::{Duration, Instant},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -122,14 +126,25 @@ pub fn trafgen_config(kind: Kind) -> Option<String> {
     ))
 }
 
-/// A running trafgen.
+/// A running flood: trafgen, restarted whenever it stops before the calls end. trafgen
+/// gives up on its first failed send ("Flushing TX_RING failed: Resource temporarily
+/// unavailable"), which is what a veth answers when XDP on its peer is slower than the
+/// sender and its ring is full: the flood is at the edge's limit, so it goes on.
 pub struct Flood {
-    child: Child,
+    stop: Arc<AtomicBool>,
+    worker: std::thread::JoinHandle<anyhow::Result<(f64, u32)>>,
+}
+
+/// What the flood cost and how often trafgen was restarted.
+pub struct FloodCost {
+    pub cpu: f64,
+    pub restarts: u32,
 }
 
 impl Flood {
-    /// trafgen in ns C on c0, one CPU (`--cpus 1`: one process pinned to CPU 0), at most
-    /// `max_packets`; no change to the host's socket memory sysctls or IRQ affinities.
+    /// trafgen in ns C on c0, one CPU (`--cpus 1`: one worker pinned to CPU 0), at most
+    /// `max_packets` per start; no change to the host's socket memory sysctls or IRQ
+    /// affinities.
     pub fn start(
         net: &Net,
         kind: Kind,
@@ -141,48 +156,82 @@ impl Flood {
         };
         let file = dir.join(format!("{}.trafgen", kind.name()));
         std::fs::write(&file, conf)?;
-        let child = net
-            .exec(&net.c, "trafgen")
-            .args([
-                "--dev",
-                "c0",
-                "--cpus",
-                "1",
-                "--no-sock-mem",
-                "--notouch-irq",
-            ])
-            .arg("--conf")
-            .arg(&file)
-            .args(["--num", &max_packets.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting trafgen")?;
-        Ok(Some(Flood { child }))
+        let mut cmd = net.exec(&net.c, "trafgen");
+        cmd.args([
+            "--dev",
+            "c0",
+            "--cpus",
+            "1",
+            "--no-sock-mem",
+            "--notouch-irq",
+        ])
+        .arg("--conf")
+        .arg(&file)
+        .args(["--num", &max_packets.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let first = cmd.spawn().context("starting trafgen")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let worker = std::thread::spawn(move || supervise(cmd, first, &flag));
+        Ok(Some(Flood { stop, worker }))
     }
 
-    /// Stop it: its CPU (the process and the worker it forks, read just before the stop;
-    /// a reaped worker's time would only show in the parent's cutime once reaped), then
-    /// SIGINT and reap. What it sent is counted on c0 by the caller (trafgen's own totals
-    /// are not reliable when interrupted).
-    pub fn stop(mut self) -> anyhow::Result<f64> {
-        let pid = self.child.id();
-        let cpu = tree_cpu(pid);
-        signal(pid, 2);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return Ok(cpu);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for p in tree(pid) {
-            signal(p, 9);
-        }
-        self.child.wait()?;
-        Ok(cpu)
+    /// Stop it; trafgen's CPU over all its starts.
+    pub fn stop(self) -> anyhow::Result<FloodCost> {
+        self.stop.store(true, Ordering::SeqCst);
+        let (cpu, restarts) = self
+            .worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the trafgen supervisor panicked"))??;
+        Ok(FloodCost { cpu, restarts })
     }
+}
+
+/// Keep trafgen running until `stop`; its CPU summed over every start: a process that
+/// ended is read as a zombie (its own time plus its reaped worker's, cutime/cstime) before
+/// it is reaped; the last one is read (with its live worker) just before it is killed.
+fn supervise(
+    mut cmd: std::process::Command,
+    mut child: Child,
+    stop: &AtomicBool,
+) -> anyhow::Result<(f64, u32)> {
+    let mut cpu = 0.0;
+    let mut restarts = 0;
+    loop {
+        let pid = child.id();
+        if stop.load(Ordering::SeqCst) {
+            // Its CPU read first, then SIGKILL to it and its worker: a worker blocked on a
+            // full ring does not answer SIGINT promptly, and the flood must end with the
+            // calls.
+            cpu += tree_cpu(pid);
+            for p in tree(pid) {
+                signal(p, 9);
+            }
+            child.wait()?;
+            return Ok((cpu, restarts));
+        }
+        if stat_fields(pid).and_then(|f| f.first().cloned()).as_deref() == Some("Z") {
+            cpu += zombie_cpu(pid);
+            child.wait()?;
+            restarts += 1;
+            child = cmd.spawn().context("restarting trafgen")?;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A zombie's CPU: its own and its reaped children's (fields 14 to 17 of proc(5)).
+fn zombie_cpu(pid: u32) -> f64 {
+    let Some(f) = stat_fields(pid) else {
+        return 0.0;
+    };
+    (11..=14)
+        .filter_map(|i| f.get(i)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / hz()
 }
 
 /// Send signal `sig` to process `pid` (one of ours).
