@@ -17,18 +17,36 @@ fn scenario(name: &str) -> PathBuf {
     crate::root().join("tests/sipp").join(name)
 }
 
-/// Register bob (the UAS's address) with the edge; a few tries, as the edge may still be
-/// loading.
+/// Register bob (the UAS's address) with the edge, then alice from the caller's address: the
+/// legitimate parties are subscribers, so our edge knows both sources (registered contacts
+/// pass the unknown-source budget, issue 16); Kamailio registers them alike. A few tries, as
+/// the edge may still be loading.
 pub fn register(net: &Net, dir: &Path) -> anyhow::Result<()> {
+    register_one(net, &net.s, "bob", UAS, UAS_PORT, dir)?;
+    register_one(net, &net.c, "alice", UAC, CALLER_CONTACT_PORT, dir)
+}
+
+/// The port of alice's registered contact (the calls leave from SIPp's own port; the edge
+/// knows a registered source by its address).
+const CALLER_CONTACT_PORT: u16 = 5090;
+
+fn register_one(
+    net: &Net,
+    ns: &str,
+    user: &str,
+    ip: &str,
+    port: u16,
+    dir: &Path,
+) -> anyhow::Result<()> {
     for _ in 0..5 {
         let ok = net
-            .exec(&net.s, "sipp")
+            .exec(ns, "sipp")
             .arg(format!("{EDGE}:5060"))
             .arg("-sf")
             .arg(scenario("register.xml"))
-            .args(["-set", "domain", "example.com", "-s", "bob"])
-            .args(["-au", "bob", "-ap", "bench", "-m", "1"])
-            .args(["-i", UAS, "-p", &UAS_PORT.to_string()])
+            .args(["-set", "domain", "example.com", "-s", user])
+            .args(["-au", user, "-ap", "bench", "-m", "1"])
+            .args(["-i", ip, "-p", &port.to_string()])
             .args(["-timeout", "5", "-timeout_error", "-nostdin"])
             .current_dir(dir)
             .stdout(Stdio::null())
@@ -40,7 +58,7 @@ pub fn register(net: &Net, dir: &Path) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    bail!("bob could not register with the edge")
+    bail!("{user} could not register with the edge")
 }
 
 /// A running SIPp (the UAS), killed on drop.

@@ -19,15 +19,18 @@ use super::{
 /// place its calls (the same limits go to Kamailio's pike in bench.cfg): the caller's
 /// ~3 requests per call stay under the per-source flood limit, its transactions (alive 32 s
 /// after their final answer, RFC 6026) under the per-source cap, and its request count under
-/// the user-space request limit. The callee registers with digest (MD5, like Kamailio's
-/// auth module).
+/// the user-space request limit. Callee and caller register with digest (MD5, like
+/// Kamailio's auth module).
 pub const CONFIG: &str = r#"
 [sip]
 domains = ["example.com"]
 max_transactions_per_source = 1000000
 [auth]
 algorithms = ["MD5"]
-users = [{ user = "bob", domain = "example.com", password = "bench" }]
+users = [
+  { user = "bob", domain = "example.com", password = "bench" },
+  { user = "alice", domain = "example.com", password = "bench" },
+]
 [xdp]
 flood_rate = 1000
 flood_burst = 2000
