@@ -166,13 +166,14 @@ impl XdpMaps {
 
     /// Write the program's settings (the list flags are derived from the lists). The flags
     /// the daemon sets at run time ([`XdpConfig::STRAY_CHECK`], [`XdpConfig::ANY_PEER_KEYS`])
-    /// are kept: a config's limits never carry them, and a reload or the pressure governor
-    /// writing new limits must not turn the stray-reply check off.
+    /// stay on once on: a config's limits never carry them, and a reload or the pressure
+    /// governor writing new limits must not turn the stray-reply check off (only
+    /// [`XdpMaps::set_stray_check`] and [`XdpMaps::set_any_peer_keys`] turn them off).
     pub fn set_config(&mut self, config: &XdpConfig) -> Result<(), MapsError> {
         const RUN_TIME: u32 = XdpConfig::STRAY_CHECK | XdpConfig::ANY_PEER_KEYS;
         let kept = self.settings.flags & RUN_TIME;
         self.settings = *config;
-        self.settings.flags = (config.flags & !RUN_TIME) | kept;
+        self.settings.flags = config.flags | kept;
         self.write_config()
     }
 
