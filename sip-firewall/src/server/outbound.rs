@@ -37,7 +37,9 @@ type Connections = HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>;
 
 /// Sockets and open connections.
 pub(crate) struct SocketOutbound {
-    udp: Vec<Arc<UdpSocket>>,
+    /// The UDP sockets, each with whether it is IPv4: found once here, not by a
+    /// `getsockname` for every datagram sent (issue 16's profile).
+    udp: Vec<(bool, Arc<UdpSocket>)>,
     tcp: Mutex<Connections>,
     connector: OnceLock<Connector>,
     /// How TLS connections to next hops are opened (set when `[tls]` is configured).
@@ -55,6 +57,16 @@ const MAX_TLS_NAMES: usize = 4096;
 
 impl SocketOutbound {
     pub(crate) fn new(udp: Vec<Arc<UdpSocket>>) -> SocketOutbound {
+        let udp = udp
+            .into_iter()
+            .filter_map(|s| match s.local_addr() {
+                Ok(l) => Some((l.is_ipv4(), s)),
+                Err(e) => {
+                    tracing::warn!("a UDP socket without a local address is not used to send: {e}");
+                    None
+                }
+            })
+            .collect();
         SocketOutbound {
             udp,
             tcp: Mutex::new(HashMap::new()),
@@ -211,11 +223,9 @@ impl Outbound for SocketOutbound {
         match dest.transport {
             Transport::Datagram => {
                 // The first socket of the destination's family; try_send_to never blocks.
-                let sock = self.udp.iter().find(|s| {
-                    s.local_addr()
-                        .is_ok_and(|l| l.is_ipv4() == dest.addr.is_ipv4())
-                });
-                sock.is_some_and(|s| s.try_send_to(bytes, dest.addr).is_ok())
+                let v4 = dest.addr.is_ipv4();
+                let sock = self.udp.iter().find(|(is_v4, _)| *is_v4 == v4);
+                sock.is_some_and(|(_, s)| s.try_send_to(bytes, dest.addr).is_ok())
             }
             // RFC 7118: a WebSocket client cannot be dialled; only its open flow reaches it.
             // Its `;transport=ws` URI does not say ws or wss (5.2): the flow at that
