@@ -182,4 +182,15 @@ mod tests {
         drop(l);
         assert!(wait_listening(&addr, Duration::from_millis(100)).is_err());
     }
+
+    #[test]
+    fn sipp_statistics_and_percentiles() {
+        let csv = "StartTime;OutgoingCall(C);SuccessfulCall(C)\nx;10;9\ny;20;19\n";
+        assert_eq!(totals(csv), Some((20, 19)));
+        assert_eq!(totals("StartTime\n"), None);
+        let v = [1.0, 2.0, 3.0, 4.0, 100.0];
+        assert_eq!(percentile(&v, 0.5), 3.0);
+        assert_eq!(percentile(&v, 0.99), 100.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
 }

@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::net::{EDGE, Net, UAC, UAS, UAS_PORT};
+use crate::sipp::{rtts, totals};
 
 fn scenario(name: &str) -> PathBuf {
     crate::root().join("tests/sipp").join(name)
@@ -144,62 +145,4 @@ pub fn run(net: &Net, dir: &Path, calls: u32, rate: u32, seconds: u32) -> anyhow
         ok,
         setup_ms,
     })
-}
-
-/// Calls created and calls successful, from the last line of SIPp's statistics file.
-fn totals(csv: &str) -> Option<(u64, u64)> {
-    let lines: Vec<&str> = csv.lines().filter(|l| !l.trim().is_empty()).collect();
-    let header: Vec<&str> = lines.first()?.split(';').collect();
-    let last: Vec<&str> = lines.get(1..)?.last()?.split(';').collect();
-    let col = |name: &str| -> Option<u64> {
-        let i = header.iter().position(|h| *h == name)?;
-        last.get(i)?.trim().parse().ok()
-    };
-    Some((col("OutgoingCall(C)")?, col("SuccessfulCall(C)")?))
-}
-
-/// Call setup times (response time 1) in milliseconds, from SIPp's `*_rtt.csv`.
-fn rtts(work: &Path) -> anyhow::Result<Vec<f64>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(work)? {
-        let p = e?.path();
-        if !p.to_string_lossy().ends_with("_rtt.csv") {
-            continue;
-        }
-        for line in std::fs::read_to_string(&p)?.lines().skip(1) {
-            // date_ms;response_time_ms;rtd_no
-            if let Some(v) = line.split(';').nth(1).and_then(|v| v.trim().parse().ok()) {
-                out.push(v);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The `q` quantile of sorted values (NaN when there are none).
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted
-        .get(i.min(sorted.len() - 1))
-        .copied()
-        .unwrap_or(f64::NAN)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sipp_statistics_and_percentiles() {
-        let csv = "StartTime;OutgoingCall(C);SuccessfulCall(C)\nx;10;9\ny;20;19\n";
-        assert_eq!(totals(csv), Some((20, 19)));
-        assert_eq!(totals("StartTime\n"), None);
-        let v = [1.0, 2.0, 3.0, 4.0, 100.0];
-        assert_eq!(percentile(&v, 0.5), 3.0);
-        assert_eq!(percentile(&v, 0.99), 100.0);
-        assert!(percentile(&[], 0.5).is_nan());
-    }
 }
