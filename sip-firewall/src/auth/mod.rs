@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | `config` | `[auth]` (`AuthConfig`, `UserEntry`): defaults and checks |
 //! | `digest` | MD5 and SHA-256 responses, Authorization parsing |
+//! | `keys` | the master secret and the working keys derived from it (HKDF), rotation |
 //! | `nonce` | HMAC nonces and the nonce-count table |
 //! | `users` | the subscriber table (HA1s) |
 //!
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod digest;
+pub mod keys;
 pub mod nonce;
 pub mod users;
 
