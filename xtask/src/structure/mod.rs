@@ -51,10 +51,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     // Merged from the cluster branch (issue 13) while it is still in flight; its files are
     // its own this session, to settle at its final merge.
     (
-        "fn sip-firewall/src/cluster/mod.rs::send",
-        "owned by issue 13 (cluster) this session",
-    ),
-    (
         "fn sip-firewall/src/cluster/mod.rs::load_bans",
         "owned by issue 13 (cluster) this session",
     ),

@@ -47,6 +47,7 @@ impl Core {
             heap: BinaryHeap::new(),
             store: Box::new(MemoryStore::default()),
             cluster_path: None,
+            cluster_node: None,
             auth: Authenticator::new(
                 Users::from_config(&config.auth.users),
                 algorithms,
