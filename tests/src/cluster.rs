@@ -205,6 +205,51 @@ impl Node {
         got
     }
 
+    /// Poll until `series` reaches `at_least`, at most `limit`; its last value.
+    pub fn wait_metric(&self, series: &str, at_least: f64, limit: Duration) -> f64 {
+        let t0 = Instant::now();
+        loop {
+            let v = self.metric(series);
+            if v >= at_least || t0.elapsed() >= limit {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the daemon answers an OPTIONS from the outsider in namespace a (three tries,
+    /// 500 ms each): nothing comes back when XDP drops the source.
+    pub fn answers_options(&self) -> bool {
+        let tx = in_ns(&self.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).expect("tx");
+        tx.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let to = SocketAddr::new(self.pair.b(false), 5060);
+        let mut buf = [0u8; 4096];
+        (0..3).any(|i| {
+            let options = format!(
+                "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {}:5062;branch=z9hG4bK-opt{i}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:probe@example.net>;tag=1\r\nTo: <sip:{to}>\r\n\
+                 Call-ID: opt{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                self.pair.a4
+            );
+            tx.send_to(options.as_bytes(), to).expect("send");
+            tx.recv(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"SIP/2.0 "))
+        })
+    }
+
+    /// The prefixes of `list` (`allow` or `deny`) as the daemon shows them.
+    pub fn list(&self, list: &str) -> Vec<String> {
+        json(&self.dirs.cli(&[list, "list", "--json"]))
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn stop(&mut self) -> String {
         self.child.take().map(|c| stop(c).1).unwrap_or_default()
     }
