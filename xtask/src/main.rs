@@ -127,6 +127,19 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // The default members: every crate but the eBPF one, which only builds for the BPF
     // target (through sip-firewall's build.rs).
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // The fuzz pipeline is behind a feature the fuzz crate turns on: linted here so that it
+    // keeps compiling between fuzz runs.
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "sip-firewall",
+        "--features",
+        "fuzzing",
+        "--lib",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     structure::run()?;
     // Builds the daemon binary too, which the integration tests start.
     run(cargo().args(["build", "--bins"]))?;

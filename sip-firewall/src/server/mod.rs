@@ -33,6 +33,7 @@ pub mod config;
 // at its old path here.
 pub use crate::guard;
 mod outbound;
+#[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
 pub mod slots;
 mod tcp;
