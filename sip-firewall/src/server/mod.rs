@@ -453,7 +453,7 @@ impl Shared {
             code,
             phrase,
             extra,
-            // No Server header: an answer to an unverified source is kept lean (issue 9).
+            // No Server header: an answer to an unverified source is kept lean (no amplification).
             server: "",
         };
         Outgoing {

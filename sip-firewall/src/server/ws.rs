@@ -312,26 +312,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Next::In(Some(Ok(m))) => m,
         };
-        let bytes: &[u8] = match &m {
-            Message::Text(t) => t.as_bytes(),
-            Message::Binary(b) => b,
-            Message::Pong(_) | Message::Ping(_) => {
-                // Gated like a message: a banned or over-rate source keeps no connection
-                // alive with pongs (tungstenite answers pings itself).
-                if shared.admit_keepalive(peer, settings.transport, b"\r\n\r\n") {
-                    shared
-                        .metrics
-                        .keepalive(if settings.transport == Transport::Wss {
-                            "wss"
-                        } else {
-                            "ws"
-                        });
+        let bytes = match inbound(&m) {
+            Inbound::Sip(bytes) => bytes,
+            Inbound::KeepAlive => {
+                if keepalive(shared, peer, settings) {
                     deadline = Instant::now() + idle;
                 }
                 continue;
             }
-            Message::Close(_) => return Ok("peer"),
-            Message::Frame(_) => continue,
+            Inbound::Ignore => continue,
+            Inbound::Closed => return Ok("peer"),
         };
         deadline = Instant::now() + idle;
         ping_at = Instant::now() + settings.ping_interval;
@@ -341,6 +331,43 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let _ = timeout_at(Instant::now() + idle, ws.close(None)).await;
     Ok("shutdown")
+}
+
+/// What a WebSocket message received is to the connection.
+enum Inbound<'m> {
+    /// One SIP message (RFC 7118 5: one per WebSocket message, text or binary).
+    Sip(&'m [u8]),
+    /// A ping or pong: alive.
+    KeepAlive,
+    Ignore,
+    Closed,
+}
+
+fn inbound(m: &Message) -> Inbound<'_> {
+    match m {
+        Message::Text(t) => Inbound::Sip(t.as_bytes()),
+        Message::Binary(b) => Inbound::Sip(b),
+        Message::Pong(_) | Message::Ping(_) => Inbound::KeepAlive,
+        Message::Close(_) => Inbound::Closed,
+        Message::Frame(_) => Inbound::Ignore,
+    }
+}
+
+/// A ping or pong from `peer`, gated like a message: a banned or over-rate source keeps no
+/// connection alive with pongs (tungstenite answers pings itself). True: it counts as
+/// activity.
+fn keepalive(shared: &Shared, peer: SocketAddr, settings: &WsSettings) -> bool {
+    if !shared.admit_keepalive(peer, settings.transport, b"\r\n\r\n") {
+        return false;
+    }
+    shared
+        .metrics
+        .keepalive(if settings.transport == Transport::Wss {
+            "wss"
+        } else {
+            "ws"
+        });
+    true
 }
 
 /// Send before the deadline (a peer that never reads must not hold us).

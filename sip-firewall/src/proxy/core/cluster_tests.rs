@@ -1,4 +1,4 @@
-//! Cores of two cluster nodes on a fake clock (issue 13): registrations shared with Path
+//! Cores of two cluster nodes on a fake clock: registrations shared with Path
 //! (RFC 3327), a call routed through the node holding the flow, that node relaying for
 //! cluster nodes only, and nonces and Record-Route stamps that verify on every node.
 
