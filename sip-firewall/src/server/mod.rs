@@ -32,6 +32,7 @@ pub mod config;
 // The message boundary is the whole daemon's (the proxy's timers, the gate's lock); kept
 // at its old path here.
 pub use crate::guard;
+mod accept;
 mod outbound;
 #[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;

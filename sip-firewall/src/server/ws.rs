@@ -30,7 +30,11 @@ use tracing::debug;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Shared, slots::Full, tls::LiveTls};
+use super::{
+    Shared,
+    accept::{Accepted, accept_loop},
+    tls::LiveTls,
+};
 use crate::config::WsConfig;
 
 /// `[wss]`: SIP over WebSocket over TLS, with the `[tls]` certificate and the `[ws]` rules.
@@ -122,7 +126,7 @@ pub(super) async fn serve(
     mut settings: WsSettings,
     tls: Option<Arc<LiveTls>>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // RFC 7118 5.3: WSS is a transport of its own (our Via says it), not WS.
     let (label, transport) = if tls.is_some() {
@@ -131,44 +135,13 @@ pub(super) async fn serve(
         ("ws", Transport::Ws)
     };
     settings.transport = transport;
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!("WebSocket accept: {e}");
-                    continue;
-                }
-            },
-        };
-        if !shared.admit_connection(peer, transport, label) {
-            // A banned or denied source: closed unread, before any handshake.
-            drop(stream);
-            continue;
-        }
-        let slot = match shared.slots.take(peer.ip()) {
-            Ok(slot) => {
-                crate::metrics::connection(label, "accepted");
-                slot
-            }
-            Err(full) => {
-                crate::metrics::connection(label, "refused_slots");
-                crate::metrics::limit_hit(
-                    match full {
-                        Full::Total => "tcp_total",
-                        Full::PerSource => "tcp_per_source",
-                    },
-                    Some(peer.ip()),
-                );
-                drop(stream);
-                continue;
-            }
-        };
-        let (shared, rx, settings) = (shared.clone(), shutdown.clone(), settings.clone());
+    let (owner, rx) = (shared.clone(), shutdown.clone());
+    accept_loop(listener, transport, label, owner, shutdown, |a| {
+        let (shared, rx, settings) = (shared.clone(), rx.clone(), settings.clone());
         // The certificate in force at accept (a reload changes it for the next ones).
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
+            let Accepted { stream, peer, slot } = a;
             let _slot = slot;
             let Ok(local) = stream.local_addr() else {
                 return;
@@ -192,7 +165,8 @@ pub(super) async fn serve(
                 },
             }
         });
-    }
+    })
+    .await
 }
 
 /// The upgrade (within `deadline`), then the connection until it ends.
