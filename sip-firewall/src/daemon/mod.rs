@@ -261,7 +261,10 @@ async fn join_cluster(
         Some(c) => {
             // The cluster's MAC keys and fingerprint come from the key ring, never the raw
             // secret; records made under a previous secret still verify.
-            let keys = crate::auth::keys::KeyRing::from_config(config.auth.secret.as_deref(), &[])?;
+            let keys = crate::auth::keys::KeyRing::from_config(
+                config.auth.secret.as_deref(),
+                &config.auth.previous_secrets,
+            )?;
             let domains = &config.sip.domains;
             let (cluster, outbox) =
                 crate::cluster::Cluster::new(c, &keys, domains, metrics.registry())?;

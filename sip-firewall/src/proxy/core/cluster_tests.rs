@@ -1,4 +1,4 @@
-//! Cores of two cluster nodes on a fake clock (issue 13): registrations shared with Path
+//! Cores of two cluster nodes on a fake clock: registrations shared with Path
 //! (RFC 3327), a call routed through the node holding the flow, that node relaying for
 //! cluster nodes only, and nonces and Record-Route stamps that verify on every node.
 
@@ -21,6 +21,13 @@ struct Node {
 }
 
 fn config(addr: &str, secret: &str) -> Config {
+    // A valid secret (64 hex digits) named by the label: nodes given one label share it.
+    let secret: String = secret
+        .bytes()
+        .chain(std::iter::repeat(b'.'))
+        .take(32)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let text = format!(
         "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"{addr}:5060\"\n[policy]\nallow = [\"10.0.0.0/8\"]\n[auth]\nsecret = \"{secret}\"\nusers = [{{ user = \"bob\", domain = \"example.com\", password = \"pw\" }}]\n"
     );
@@ -314,11 +321,11 @@ fn nonces_and_stamps_verify_on_every_node() {
         .expect("record-routed");
     let entry = rr.trim_start_matches("Record-Route:").trim();
     let stamp = route::stamp_of(entry).expect("stamp");
-    let parties = route::open_dialog(&b.core.rr_key, "rr1", &["a"], &stamp);
+    let parties = route::open_dialog(b.core.stamp_key(), "rr1", &["a"], &stamp);
     let (caller, callee) = parties.expect("B opens A's stamp");
     assert_eq!(caller.addr, "10.0.0.50:5060".parse().unwrap());
     assert_eq!(callee.addr, BOB_FLOW.parse().unwrap());
-    assert!(route::open_dialog(&c.core.rr_key, "rr1", &["a"], &stamp).is_none());
+    assert!(route::open_dialog(c.core.stamp_key(), "rr1", &["a"], &stamp).is_none());
 }
 
 /// A binding from the cluster passes the next-hop check of a request's text: its flow

@@ -12,11 +12,13 @@ impl Core {
         now: Instant,
     ) -> anyhow::Result<Core> {
         let config = &config.into();
-        let Keys {
-            secret,
-            rr_key,
-            salt,
-        } = Keys::new(config.auth.secret.as_deref())?;
+        let keys =
+            KeyRing::from_config(config.auth.secret.as_deref(), &config.auth.previous_secrets)?;
+        let salt = u64::from_le_bytes(
+            random_bytes(8)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("randomness"))?,
+        );
         let algorithms = config
             .auth
             .algorithms
@@ -51,14 +53,19 @@ impl Core {
             auth: Authenticator::new(
                 Users::from_config(&config.auth.users),
                 algorithms,
-                Nonces::new(secret, config.auth.nonce_lifetime),
+                Nonces::new(
+                    keys.current().derive::<32>(Purpose::Nonce).to_vec(),
+                    config.auth.nonce_lifetime,
+                ),
             ),
             fraud: crate::fraud::Fraud::new(config.fraud, metrics.fraud.clone()),
             metrics,
             observer,
             sends: Vec::new(),
             salt,
-            rr_key,
+            stamp_keys: keys.derive_all(Purpose::DialogStamp),
+            hop_key: keys.current().derive::<32>(Purpose::ClusterHop).to_vec(),
+            loop_key: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
             seq: 0,
             start: now,
             unix_at_start: crate::clock::unix_now(),
@@ -200,39 +207,6 @@ fn advertised(config: &Sections<'_>) -> (String, Option<u16>) {
                 });
             (host, l.map(SocketAddr::port))
         }
-    }
-}
-
-/// The core's keys: the nonce secret, the Record-Route stamp key and the branch salt.
-struct Keys {
-    secret: Vec<u8>,
-    rr_key: Vec<u8>,
-    salt: u64,
-}
-
-impl Keys {
-    /// From `[auth] secret` when set, else random.
-    fn new(configured: Option<&str>) -> anyhow::Result<Keys> {
-        let secret = match configured {
-            Some(s) => s.as_bytes().to_vec(),
-            None => random_bytes(32)?,
-        };
-        // Derived from the configured secret, dialogs survive a restart; from a random one,
-        // in-dialog requests of earlier dialogs are refused (404) after it.
-        let rr_key = match configured {
-            Some(s) => route::mac(s.as_bytes(), &[b"sip-firewall record-route key"]).to_vec(),
-            None => random_bytes(32)?,
-        };
-        let salt = u64::from_le_bytes(
-            random_bytes(8)?
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("randomness"))?,
-        );
-        Ok(Keys {
-            secret,
-            rr_key,
-            salt,
-        })
     }
 }
 
