@@ -31,6 +31,10 @@ use sip_firewall_tests::{
     sipclient::register_storm,
 };
 
+/// The Redis user the README gives the edges (`redis.conf` syntax).
+const ACL_USER: &str = "user sipfw on >redis-password ~sipfw:* &sipfw:events -@all +@read \
+                        +@write +@keyspace +@pubsub +@connection +@transaction -@dangerous +role";
+
 /// The cluster's `[auth] secret` (256 bits).
 const SECRET: &str = "3c1f6a9e0b7d4c2a8e5f1b9d7c3a6e0f2b4d8c1a9e7f5b3d0c6a2e8f4b1d7c9a";
 
@@ -434,8 +438,9 @@ fn the_cli_refuses_a_prefix_of_everything_without_force() {
     assert!(!stored.contains("0.0.0.0/0"), "not shared: {stored}");
 }
 
-/// Honest use: a ban, a subscriber and a deny entry made on A reach B, and B refuses
-/// nothing; B's `[policy] allow` entry stays in force when A removes that prefix.
+/// Honest use, logged in as the README's ACL user: a ban, a subscriber and a deny entry made
+/// on A reach B, and B refuses nothing; B's `[policy] allow` entry stays in force when A
+/// removes that prefix.
 #[test]
 fn honest_changes_still_propagate() {
     let test = "honest_changes_still_propagate";
@@ -444,9 +449,21 @@ fn honest_changes_still_propagate() {
     }
     let tmp = TempDir::new("trust-honest");
     let redis = Redis::start(&tmp.path);
+    // The nodes log in as the README's ACL user: what it allows is all they need.
+    assert!(include_str!("../../README.md").contains(ACL_USER));
+    let mut acl = vec!["ACL", "SETUSER"];
+    acl.extend(ACL_USER.split(' ').skip(1));
+    let set = redis.cli(&acl);
+    assert!(set.contains("OK"), "{set}");
+    let as_acl = |c: String| {
+        c.replace(
+            &redis.url(),
+            &format!("{}?user=sipfw&pass=redis-password", redis.url()),
+        )
+    };
     let trunk = "[policy]\nallow = [\"192.0.2.0/24\"]\n";
-    let mut a = Node::new("cha", &config(&redis, "edge-a", 11, ""));
-    let mut b = Node::new("chb", &config(&redis, "edge-b", 12, trunk));
+    let mut a = Node::new("cha", &as_acl(config(&redis, "edge-a", 11, "")));
+    let mut b = Node::new("chb", &as_acl(config(&redis, "edge-b", 12, trunk)));
     a.start();
     b.start();
     a.wait_connected(true);

@@ -12,10 +12,10 @@
 //! - `sipfw:loc:<aor>`: hash contact -> the binding (expiry, the node holding the flow, its
 //!   Path URI; [`crate::registrar::shared`]), the key's TTL the latest expiry;
 //! - `sipfw:node:<name>`: heartbeat, TTL [`HEARTBEAT_TTL`];
-//! - `sipfw:secret-fingerprint`: derived from `[auth] secret` ([`trust::fingerprint`], never
-//!   the secret), so nodes whose nonces, stamps and records would not verify on each other
-//!   refuse to join; a node whose `previous_secrets` hold the one Redis names replaces it
-//!   with its current one (a roll);
+//! - `sipfw:secret-fingerprint`: derived from `[auth] secret` and `previous_secrets`
+//!   ([`trust::fingerprint`], never a secret), so nodes whose nonces, stamps and records
+//!   would not verify on each other refuse to join, and a secret is rolled node by node
+//!   ([`trust::Trust::join`]);
 //! - channel `sipfw:events`: every change, as an [`Event`].
 //!
 //! Order on (re)connect: subscribe, push what was queued while cut off, load the full set,
@@ -1079,27 +1079,23 @@ async fn connect(
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(1);
     let mut conn = redis::aio::ConnectionManager::new_with_config(client.clone(), config).await?;
-    let ours = c.trust.fingerprint();
+    let ours = c.trust.fingerprints();
     let set: bool = redis::cmd("SET")
         .arg(FINGERPRINT_KEY)
-        .arg(ours)
+        .arg(&ours)
         .arg("NX")
         .query_async::<Option<String>>(&mut conn)
         .await?
         .is_some();
     if !set {
         let theirs: Option<String> = conn.get(FINGERPRINT_KEY).await?;
-        match c
-            .trust
-            .fingerprint_of(theirs.as_deref().unwrap_or_default())
-        {
-            trust::Fingerprint::Current => {}
-            trust::Fingerprint::Previous => {
-                // A roll: the others verify what we make once they have our secret too.
-                info!("cluster: Redis named a previous secret of ours; naming the current one");
-                let _: () = conn.set(FINGERPRINT_KEY, ours).await?;
+        match c.trust.join(theirs.as_deref().unwrap_or_default()) {
+            trust::Join::Keep => {}
+            trust::Join::Write => {
+                info!("cluster: the secrets' fingerprints in Redis follow this node's roll");
+                let _: () = conn.set(FINGERPRINT_KEY, &ours).await?;
             }
-            trust::Fingerprint::Other => {
+            trust::Join::Refuse => {
                 error!("{}", ClusterError::SecretMismatch);
                 return Err(ClusterError::SecretMismatch);
             }

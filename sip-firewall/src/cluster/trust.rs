@@ -30,9 +30,12 @@
 //! entries) and can put back a record that was deleted while it still lives (a ban until its
 //! expiry, a subscriber removed since). Keep Redis behind a password or ACL user and TLS.
 //!
-//! The secret's fingerprint (`sipfw:secret-fingerprint`) is the key derived for
-//! [`Purpose::ClusterFingerprint`], never the secret: nodes that could not verify each
-//! other's records refuse to join.
+//! The secrets' fingerprints (`sipfw:secret-fingerprint`: the current secret's first, then
+//! the previous ones, as the node that wrote them holds them) are the keys derived for
+//! [`Purpose::ClusterFingerprint`], never a secret: a node joins when it shares a secret
+//! with them ([`Trust::join`]), so nodes that could verify nothing of each other refuse to,
+//! while a secret is rolled node by node (current on some, previous on others) every node
+//! keeps its place.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -147,15 +150,16 @@ pub fn fingerprint(secret: &Secret) -> String {
     crate::auth::digest::hex(&secret.derive::<32>(Purpose::ClusterFingerprint))
 }
 
-/// How Redis's fingerprint relates to this node's secrets.
+/// What a node does with the fingerprints Redis holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fingerprint {
-    /// The current secret's.
-    Current,
-    /// One of `[auth] previous_secrets`: the cluster is rolling to our current secret.
-    Previous,
-    /// None of ours.
-    Other,
+pub enum Join {
+    /// Join; they stay.
+    Keep,
+    /// Join, and write ours: the cluster's current secret is one we hold as previous (the
+    /// roll moves on), or ours is the same and we retired some of theirs.
+    Write,
+    /// No secret in common: do not join.
+    Refuse,
 }
 
 /// The keys and checks of what comes from Redis.
@@ -189,17 +193,28 @@ impl Trust {
         }
     }
 
-    /// The current secret's fingerprint (what this node writes).
-    pub fn fingerprint(&self) -> &str {
-        self.fingerprints.first().map_or("", String::as_str)
+    /// Our secrets' fingerprints as this node writes them (current first, spaces between).
+    pub fn fingerprints(&self) -> String {
+        self.fingerprints.join(" ")
     }
 
-    /// Whether Redis's fingerprint is one of our secrets'.
-    pub fn fingerprint_of(&self, theirs: &str) -> Fingerprint {
-        match self.fingerprints.iter().position(|f| f == theirs) {
-            Some(0) => Fingerprint::Current,
-            Some(_) => Fingerprint::Previous,
-            None => Fingerprint::Other,
+    /// Whether to join a cluster whose Redis holds `stored` (see [`Join`]).
+    pub fn join(&self, stored: &str) -> Join {
+        let theirs: Vec<&str> = stored.split_whitespace().collect();
+        let ours = |f: &&str| self.fingerprints.iter().any(|o| o == f);
+        let (Some(their_current), Some(our_current)) = (theirs.first(), self.fingerprints.first())
+        else {
+            return Join::Write;
+        };
+        if !theirs.iter().any(ours) {
+            return Join::Refuse;
+        }
+        let newer = self.fingerprints[1..].iter().any(|p| p == their_current);
+        let retired = our_current == their_current && !theirs.iter().all(ours);
+        if newer || retired {
+            Join::Write
+        } else {
+            Join::Keep
         }
     }
 

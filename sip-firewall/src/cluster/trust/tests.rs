@@ -215,24 +215,46 @@ fn previous_secrets_verify_and_new_records_use_the_current_one() {
 
 #[test]
 fn the_fingerprint_is_derived_not_the_secret() {
-    let rolled = trust("22", &["11"]);
-    assert_eq!(rolled.fingerprint(), fingerprint(&secret("22")));
-    assert_eq!(
-        rolled.fingerprint_of(&fingerprint(&secret("22"))),
-        Fingerprint::Current
-    );
-    assert_eq!(
-        rolled.fingerprint_of(&fingerprint(&secret("11"))),
-        Fingerprint::Previous
-    );
-    assert_eq!(
-        rolled.fingerprint_of(&fingerprint(&secret("33"))),
-        Fingerprint::Other
-    );
     let f = fingerprint(&secret("22"));
+    assert_eq!(trust("22", &[]).fingerprints(), f);
     assert_eq!(f.len(), 64);
     assert_ne!(f, "22".repeat(32), "not the secret");
     // Not the message key either: a fingerprint in Redis gives no MAC key away.
     let key: [u8; 32] = secret("22").derive(Purpose::ClusterMessage);
     assert_ne!(f, crate::auth::digest::hex(&key));
+}
+
+/// A secret rolled node by node: S1 everywhere, then S2 with S1 as previous on some nodes,
+/// then S2 alone. No node of the roll is refused; a node without a common secret is.
+#[test]
+fn a_roll_keeps_every_node_in_and_others_out() {
+    let old = trust("11", &[]);
+    let rolled = trust("22", &["11"]);
+    let done = trust("22", &[]);
+    let stranger = trust("33", &[]);
+    assert_eq!(old.join(""), Join::Write, "an empty Redis");
+    assert_eq!(
+        rolled.join(&old.fingerprints()),
+        Join::Write,
+        "the roll moves on"
+    );
+    assert_eq!(
+        old.join(&rolled.fingerprints()),
+        Join::Keep,
+        "not yet rolled: in"
+    );
+    assert_eq!(rolled.join(&rolled.fingerprints()), Join::Keep);
+    assert_eq!(done.join(&rolled.fingerprints()), Join::Write, "S1 retired");
+    assert_eq!(
+        rolled.join(&done.fingerprints()),
+        Join::Keep,
+        "S1 not put back"
+    );
+    assert_eq!(
+        old.join(&done.fingerprints()),
+        Join::Refuse,
+        "S1 alone: out"
+    );
+    assert_eq!(stranger.join(&rolled.fingerprints()), Join::Refuse);
+    assert_eq!(stranger.join(&old.fingerprints()), Join::Refuse);
 }
