@@ -404,7 +404,7 @@ fn a_valid_record_moved_to_another_key_is_refused() {
 
 /// `deny add 0.0.0.0/0`: refused with an error naming the prefix, the bound and --force;
 /// with --force taken on this node (XDP drops the outsider) and not shared with the others
-/// (they would refuse it).
+/// (they would refuse it). `allow del` of a `[policy] allow` entry is refused, naming it.
 #[test]
 fn the_cli_refuses_a_prefix_of_everything_without_force() {
     let test = "the_cli_refuses_a_prefix_of_everything_without_force";
@@ -413,7 +413,8 @@ fn the_cli_refuses_a_prefix_of_everything_without_force() {
     }
     let tmp = TempDir::new("trust-cli");
     let redis = Redis::start(&tmp.path);
-    let mut b = Node::new("ctc", &config(&redis, "edge-b", 12, ""));
+    let trunk = "[policy]\nallow = [\"192.0.2.0/24\"]\n";
+    let mut b = Node::new("ctc", &config(&redis, "edge-b", 12, trunk));
     b.start();
     b.wait_connected(true);
     let refused = b.dirs.cli(&["deny", "add", "0.0.0.0/0"]);
@@ -428,7 +429,13 @@ fn the_cli_refuses_a_prefix_of_everything_without_force() {
         let o = b.dirs.cli(&[list, "add", net]);
         assert!(!o.status.success(), "{list} add {net} refused");
     }
-    assert!(b.list("allow").is_empty() && b.list("deny").is_empty());
+    assert_eq!(b.list("allow"), vec!["192.0.2.0/24".to_string()]);
+    assert!(b.list("deny").is_empty());
+    // The config's entry is the config's: `del` names where to remove it.
+    let del = b.dirs.cli(&["allow", "del", "192.0.2.0/24"]);
+    assert!(!del.status.success(), "allow del of a config entry refused");
+    assert!(err(&del).contains("[policy] allow"), "{}", err(&del));
+    assert_eq!(b.list("allow"), vec!["192.0.2.0/24".to_string()]);
 
     let forced = b.dirs.cli(&["deny", "add", "0.0.0.0/0", "--force"]);
     assert!(forced.status.success(), "{}", err(&forced));
