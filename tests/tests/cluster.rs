@@ -1096,11 +1096,13 @@ fn nodes_find_the_primary_through_sentinel_and_follow_a_failover() {
     drop(bb);
 }
 
-/// bob's binding in Redis: its contact (the Request-URI a cluster hop to him carries).
+/// bob's binding in Redis: its contact (the Request-URI a cluster hop to him carries). The
+/// value is sealed (`sfw1.<MAC>.<JSON>`, `cluster::trust`): the JSON is read after the MAC.
 fn bob_contact(redis: &Redis) -> String {
     let stored = redis.cli(&["HGETALL", "sipfw:loc:bob@example.com"]);
     stored
         .lines()
+        .filter_map(|l| l.splitn(3, '.').nth(2))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|v| v["contact"].as_str().map(str::to_string))
         .unwrap_or_else(|| panic!("no binding of bob in Redis: {stored}"))
