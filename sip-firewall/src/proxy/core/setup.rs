@@ -2,6 +2,7 @@
 //! (advertised host and port), keys, subscribers and settings.
 
 use super::*;
+use crate::auth::keys::{KeyRing, Purpose};
 
 impl Core {
     /// A core from the configuration, its clock starting at `now`.
@@ -13,10 +14,13 @@ impl Core {
     ) -> anyhow::Result<Core> {
         let config = &config.into();
         let Keys {
-            secret,
+            nonce_keys,
             rr_key,
             salt,
+            boot,
         } = Keys::new(config.auth.secret.as_deref())?;
+        let mut nonces = Nonces::new(nonce_keys, config.auth.nonce_lifetime, boot);
+        nonces.count_previous_key(metrics.auth_previous_key.with_label_values(&["nonce"]));
         let algorithms = config
             .auth
             .algorithms
@@ -47,11 +51,7 @@ impl Core {
             heap: BinaryHeap::new(),
             store: Box::new(MemoryStore::default()),
             cluster_path: None,
-            auth: Authenticator::new(
-                Users::from_config(&config.auth.users),
-                algorithms,
-                Nonces::new(secret, config.auth.nonce_lifetime),
-            ),
+            auth: Authenticator::new(Users::from_config(&config.auth.users), algorithms, nonces),
             fraud: crate::fraud::Fraud::new(config.fraud, metrics.fraud.clone()),
             metrics,
             observer,
@@ -202,20 +202,23 @@ fn advertised(config: &Sections<'_>) -> (String, Option<u16>) {
     }
 }
 
-/// The core's keys: the nonce secret, the Record-Route stamp key and the branch salt.
+/// The core's keys: the nonce keys (current first), the Record-Route stamp key, the branch
+/// salt, and the boot id its nonces carry (random at each start).
 struct Keys {
-    secret: Vec<u8>,
+    nonce_keys: Vec<[u8; 32]>,
     rr_key: Vec<u8>,
     salt: u64,
+    boot: u64,
 }
 
 impl Keys {
     /// From `[auth] secret` when set, else random.
     fn new(configured: Option<&str>) -> anyhow::Result<Keys> {
-        let secret = match configured {
-            Some(s) => s.as_bytes().to_vec(),
-            None => random_bytes(32)?,
-        };
+        // A secret the key schedule refuses (too short) gets a random nonce key: nonces are
+        // good in the process that issued them only, so nothing else needs to verify them.
+        let ring =
+            KeyRing::from_config(configured, &[]).or_else(|_| KeyRing::from_config(None, &[]))?;
+        let nonce_keys = ring.derive_all::<32>(Purpose::Nonce);
         // Derived from the configured secret, dialogs survive a restart; from a random one,
         // in-dialog requests of earlier dialogs are refused (404) after it.
         let rr_key = match configured {
@@ -227,10 +230,16 @@ impl Keys {
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("randomness"))?,
         );
+        let boot = u64::from_le_bytes(
+            random_bytes(8)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("randomness"))?,
+        );
         Ok(Keys {
-            secret,
+            nonce_keys,
             rr_key,
             salt,
+            boot,
         })
     }
 }
