@@ -37,7 +37,7 @@ pressure_budget = 0
 [bans]
 request_limit = 0
 [auth]
-secret = "fuzz"
+secret = "66757a7a2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e"
 users = [
   { user = "alice", domain = "example.com", password = "a" },
   { user = "bob", domain = "example.com", password = "b" },

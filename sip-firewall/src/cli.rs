@@ -74,6 +74,11 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// The master secret of `[auth] secret`.
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+    },
     /// Write the man pages or shell completions into a directory (used by packaging).
     #[command(hide = true)]
     Generate {
@@ -82,6 +87,13 @@ pub enum Command {
         /// Directory to write into (created when missing).
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCmd {
+    /// Print a new secret (256 random bits as 64 hex digits) for `[auth] secret`; the same on
+    /// every node of a cluster.
+    Generate,
 }
 
 /// What `generate` writes.

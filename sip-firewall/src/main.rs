@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, Parser};
 use sip_firewall::{
     admin::commands,
-    cli::{Cli, Command, ConfigCmd, Generate},
+    cli::{Cli, Command, ConfigCmd, Generate, SecretCmd},
     config::{Config, DEFAULT_FILE},
     logging::{self, LogFormat},
     state::List,
@@ -53,6 +53,18 @@ fn tool(command: Command) -> ExitCode {
         Command::User { cmd, common } => sip_firewall::admin::user_cli::run(cmd, &common),
         Command::Generate { what, dir } => report(generate(what, &dir)),
         Command::Fraud { cmd, common } => sip_firewall::admin::fraud_cli::run(cmd, &common),
+        Command::Secret {
+            cmd: SecretCmd::Generate,
+        } => match sip_firewall::auth::keys::generate() {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sip-firewall: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Config { cmd } => match cmd {
             ConfigCmd::Default => {
                 print!("{DEFAULT_FILE}");

@@ -437,7 +437,7 @@ mod tests {
         let a = Config::default();
         let b = parse(
             "[proxy]\nadvertise = \"edge.example.com\"\n\
-             [cluster]\nredis = \"redis://127.0.0.1/\"\n[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+             [cluster]\nredis = \"redis://127.0.0.1/\"\n[auth]\nsecret = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
         );
         assert_eq!(
             changed_settings(&a, &b),

@@ -16,6 +16,17 @@ pub mod skip;
 
 pub use skip::skip;
 
+/// A valid `[auth] secret` (256 bits, 64 hex digits) named by `label`: the same label gives
+/// the same secret, so tests read which nodes share one.
+pub fn secret(label: &str) -> String {
+    let bytes: Vec<u8> = label
+        .bytes()
+        .chain(std::iter::repeat(b'.'))
+        .take(32)
+        .collect();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Whether the tests that load BPF programs and make namespaces can run; when they cannot,
 /// [`skip`] says so (and fails under `CI=true`).
 pub fn require_root(test: &str) -> bool {

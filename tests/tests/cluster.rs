@@ -125,11 +125,12 @@ domains = ["example.com"]
 [proxy]
 advertise = "198.51.100.2:5060"
 [auth]
-secret = "{secret}"
+secret = "{}"
 [cluster]
 redis = "{}"
 node = "{node}"
 "#,
+        sip_firewall_tests::secret(secret),
         redis.url()
     )
 }
@@ -606,7 +607,10 @@ fn a_node_with_another_secret_refuses_to_join() {
     );
     d.stop();
 
-    let config = node_config(&redis, "edge-c", "x").replace("secret = \"x\"\n", "");
+    let config = node_config(&redis, "edge-c", "x").replace(
+        &format!("secret = \"{}\"\n", sip_firewall_tests::secret("x")),
+        "",
+    );
     let c = Node::new("csc", &config);
     let (code, stderr) = run_until_exit(&c);
     assert_eq!(code, Some(1), "{stderr}");
@@ -756,7 +760,8 @@ impl Drop for Backbone {
 /// (Via, Record-Route, Path) at its backbone address 192.0.2.`host`.
 fn sip_node_config(redis: &Redis, node: &str, host: u8) -> String {
     support::config(&format!(
-        "secret = \"shared-secret-path\"\n[cluster]\nredis = \"{}\"\nnode = \"{node}\"\n",
+        "secret = \"{}\"\n[cluster]\nredis = \"{}\"\nnode = \"{node}\"\n",
+        sip_firewall_tests::secret("shared-secret-path"),
         redis.url()
     ))
     .replace(
@@ -1197,8 +1202,9 @@ fn nodes_find_the_primary_through_sentinel_and_follow_a_failover() {
     let config = |node: &str| {
         format!(
             "[sip]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"198.51.100.2:5060\"\n\
-             [auth]\nsecret = \"shared-secret-sentinel\"\n[cluster]\n\
+             [auth]\nsecret = \"{}\"\n[cluster]\n\
              redis = \"redis+sentinel://{}:26379/sipfw/0\"\nnode = \"{node}\"\n",
+            sip_firewall_tests::secret("shared-secret-sentinel"),
             TcpRedis::HOST
         )
     };
@@ -1680,9 +1686,10 @@ fn svcrack_banned_on_a_is_dropped_by_xdp_on_b_and_c() {
     // empty and the flood limit high, its failed authentications are what bans it.
     let config = |node: &str| {
         support::config(&format!(
-            "secret = \"shared-secret-crack\"\n[policy]\nscanners = []\n[bans]\n\
+            "secret = \"{}\"\n[policy]\nscanners = []\n[bans]\n\
              auth_failures = 5\n[xdp]\nflood_rate = 10000\nflood_burst = 10000\n\
              [cluster]\nredis = \"{}\"\nnode = \"{node}\"\n",
+            sip_firewall_tests::secret("shared-secret-crack"),
             redis.url()
         ))
     };

@@ -73,7 +73,7 @@ fn daemon(bin: &Path, dir: &Path, node: &str, redis: &Path) -> anyhow::Result<(G
     std::fs::write(
         &cfg,
         format!(
-            "[auth]\nsecret = \"bench-cluster-secret\"\n[cluster]\nredis = \"redis+unix://{}\"\nnode = \"{node}\"\n",
+            "[auth]\nsecret = \"62656e63682d636c75737465722d7365637265742e2e2e2e2e2e2e2e2e2e2e2e\"\n[cluster]\nredis = \"redis+unix://{}\"\nnode = \"{node}\"\n",
             redis.display()
         ),
     )?;
@@ -352,7 +352,7 @@ fn call_daemon(
 ) -> anyhow::Result<(Guard, String)> {
     let mut config = crate::bench_proxy::CONFIG.to_string();
     if let Some(sock) = redis {
-        config = config.replace("[auth]\n", "[auth]\nsecret = \"bench-cluster-secret\"\n");
+        config = config.replace("[auth]\n", "[auth]\nsecret = \"62656e63682d636c75737465722d7365637265742e2e2e2e2e2e2e2e2e2e2e2e\"\n");
         config.push_str(&format!(
             "[cluster]\nredis = \"redis+unix://{}\"\nnode = \"{name}\"\n",
             sock.display()

@@ -4,7 +4,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::keys::{KeyError, Secret};
 use crate::section::{Invalid, duration, invalid};
+
+/// A key error's text without its leading key name (the config error names the key itself).
+fn strip(e: KeyError) -> String {
+    let t = e.to_string();
+    match t.split_once(": ") {
+        Some((_, rest)) => rest.to_string(),
+        None => t,
+    }
+}
 
 /// `[auth]`: digest authentication of our domains' users.
 #[derive(Clone, Debug, Deserialize)]
@@ -15,9 +25,14 @@ pub struct AuthConfig {
     /// How long a nonce is good for; older ones are answered with stale=true.
     #[serde(deserialize_with = "duration")]
     pub nonce_lifetime: Duration,
-    /// Secret that signs nonces (hex or any text); random at each start when absent, so
-    /// nonces of a previous run are refused.
+    /// The master secret (at least 256 bits, hex or base64; `sip-firewall secret generate`)
+    /// from which the keys of nonces, dialog stamps and the cluster are derived; random at
+    /// each start when absent, so what a previous run sealed is refused.
     pub secret: Option<String>,
+    /// Earlier secrets: what they sealed (nonces, dialog stamps) still verifies, new ones use
+    /// `secret`. Roll a secret by moving it here on every node, then removing it once the
+    /// longest dialog it stamped is over.
+    pub previous_secrets: Vec<String>,
     /// Subscribers: `{ user = "alice", domain = "example.com", password = "..." }` or with
     /// `ha1` (MD5) and/or `ha1_sha256` instead of the password.
     pub users: Vec<UserEntry>,
@@ -29,6 +44,7 @@ impl Default for AuthConfig {
             algorithms: vec!["SHA-256".into(), "MD5".into()],
             nonce_lifetime: Duration::from_secs(300),
             secret: None,
+            previous_secrets: Vec::new(),
             users: Vec::new(),
         }
     }
@@ -65,6 +81,19 @@ impl AuthConfig {
                     format!("unknown algorithm {a:?} (SHA-256 or MD5)"),
                 ));
             }
+        }
+        if let Some(s) = &self.secret {
+            Secret::parse("auth.secret", s).map_err(|e| invalid("auth.secret", strip(e)))?;
+        }
+        if !self.previous_secrets.is_empty() && self.secret.is_none() {
+            return Err(invalid(
+                "auth.previous_secrets",
+                "needs auth.secret: the previous secrets only verify, the current one seals",
+            ));
+        }
+        for p in &self.previous_secrets {
+            Secret::parse("auth.previous_secrets", p)
+                .map_err(|e| invalid("auth.previous_secrets", strip(e)))?;
         }
         if self.nonce_lifetime < Duration::from_secs(1) {
             return Err(invalid("auth.nonce_lifetime", "must be at least 1s"));
@@ -118,5 +147,53 @@ impl AuthConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(auth: &str) -> Result<Config, String> {
+        Config::from_toml(
+            &format!("[sip]\ndomains = [\"example.com\"]\n[auth]\n{auth}\n"),
+            std::path::Path::new("t.toml"),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_weak_secret_is_refused_naming_the_key_and_how_to_make_one() {
+        for weak in [
+            "secret = \"x\"",
+            "secret = \"\"",
+            "secret = \"correct horse battery\"",
+        ] {
+            let e = load(weak).expect_err(weak);
+            assert!(e.contains("auth.secret"), "{e}");
+            assert!(e.contains("sip-firewall secret generate"), "{e}");
+            assert!(e.contains("openssl rand -hex 32"), "{e}");
+        }
+        let good = "ab".repeat(32);
+        assert!(load(&format!("secret = \"{good}\"")).is_ok());
+    }
+
+    #[test]
+    fn previous_secrets_are_checked_and_need_a_current_one() {
+        let good = "ab".repeat(32);
+        let old = "cd".repeat(32);
+        assert!(
+            load(&format!(
+                "secret = \"{good}\"\nprevious_secrets = [\"{old}\"]"
+            ))
+            .is_ok()
+        );
+        let e = load(&format!(
+            "secret = \"{good}\"\nprevious_secrets = [\"short\"]"
+        ))
+        .unwrap_err();
+        assert!(e.contains("auth.previous_secrets"), "{e}");
+        let e = load(&format!("previous_secrets = [\"{old}\"]")).unwrap_err();
+        assert!(e.contains("needs auth.secret"), "{e}");
     }
 }

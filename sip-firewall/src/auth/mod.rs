@@ -385,7 +385,7 @@ mod tests {
         );
     }
 
-    /// Issue 10: credentials over a nonce issued to another address (a subscriber
+    /// Credentials over a nonce issued to another address (a subscriber
     /// registering from a spoofed source with its own nonce) are challenged again with
     /// stale=true, never accepted, and not counted as a failure.
     #[test]

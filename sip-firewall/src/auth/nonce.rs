@@ -454,7 +454,7 @@ mod tests {
         assert_eq!(counter.get(), 1);
     }
 
-    /// Issue 10: a nonce is good only from the address it was sent to; the same address
+    /// A nonce is good only from the address it was sent to; the same address
     /// written as IPv4-mapped IPv6 is the same client.
     #[test]
     fn bound_to_the_client_address() {
@@ -496,9 +496,8 @@ mod tests {
         assert_eq!(a.tracked(), 0);
     }
 
-    /// Issue 9: a subscriber filled the table, then every valid login failed as a "replay"
-    /// (and its user got banned). Now the table stays bounded, the oldest counts are
-    /// forgotten, the nonces they covered turn stale (a transparent re-challenge), replays of
+    /// A subscriber filling the table must not make valid logins fail as "replays" (and
+    /// get their user banned): the table stays bounded, the oldest counts are forgotten, the nonces they covered turn stale (a transparent re-challenge), replays of
     /// them stay refused, and fresh nonces keep working.
     #[test]
     fn full_table_fails_no_valid_client() {

@@ -32,7 +32,9 @@ pub mod config;
 // The message boundary is the whole daemon's (the proxy's timers, the gate's lock); kept
 // at its old path here.
 pub use crate::guard;
+mod accept;
 mod outbound;
+#[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
 pub mod slots;
 mod tcp;
@@ -452,7 +454,7 @@ impl Shared {
             code,
             phrase,
             extra,
-            // No Server header: an answer to an unverified source is kept lean (issue 9).
+            // No Server header: an answer to an unverified source is kept lean (no amplification).
             server: "",
         };
         Outgoing {

@@ -1,4 +1,4 @@
-//! Cores of two cluster nodes on a fake clock (issue 13): registrations shared with Path
+//! Cores of two cluster nodes on a fake clock: registrations shared with Path
 //! (RFC 3327), a call routed through the node holding the flow, that node relaying for
 //! cluster nodes only, Record-Route stamps that verify on every node, and nonces that are
 //! good on the node that issued them only.
@@ -22,6 +22,13 @@ struct Node {
 }
 
 fn config(addr: &str, secret: &str) -> Config {
+    // A valid secret (64 hex digits) named by the label: nodes given one label share it.
+    let secret: String = secret
+        .bytes()
+        .chain(std::iter::repeat(b'.'))
+        .take(32)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let text = format!(
         "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"{addr}:5060\"\n[policy]\nallow = [\"10.0.0.0/8\"]\n[auth]\nsecret = \"{secret}\"\nusers = [{{ user = \"bob\", domain = \"example.com\", password = \"pw\" }}]\n"
     );
@@ -261,13 +268,11 @@ fn an_outsider_forging_the_path_route_is_refused() {
 /// nonce is not ours at all and the stamp does not open.
 #[test]
 fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
-    const CLUSTER_SECRET: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
-    const ANOTHER_SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
     use crate::auth::digest::{Algorithm, response_auth};
     let t0 = Instant::now();
-    let mut a = Node::new("edge-a", A, CLUSTER_SECRET, t0);
-    let mut b = Node::new("edge-b", B, CLUSTER_SECRET, t0);
-    let mut c = Node::new("edge-c", B, ANOTHER_SECRET, t0);
+    let mut a = Node::new("edge-a", A, "cluster-secret", t0);
+    let mut b = Node::new("edge-b", B, "cluster-secret", t0);
+    let mut c = Node::new("edge-c", B, "another-secret", t0);
     let source = "203.0.113.7:5060";
     let reg = |n: usize, auth: &str| {
         format!(
@@ -326,9 +331,9 @@ fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
         .expect("record-routed");
     let entry = rr.trim_start_matches("Record-Route:").trim();
     let stamp = route::stamp_of(entry).expect("stamp");
-    let parties = route::open_dialog(&b.core.rr_key, "rr1", &["a"], &stamp);
+    let parties = route::open_dialog(b.core.stamp_key(), "rr1", &["a"], &stamp);
     let (caller, callee) = parties.expect("B opens A's stamp");
     assert_eq!(caller.addr, "10.0.0.50:5060".parse().unwrap());
     assert_eq!(callee.addr, BOB_FLOW.parse().unwrap());
-    assert!(route::open_dialog(&c.core.rr_key, "rr1", &["a"], &stamp).is_none());
+    assert!(route::open_dialog(c.core.stamp_key(), "rr1", &["a"], &stamp).is_none());
 }

@@ -20,9 +20,12 @@ impl Core {
                 .unwrap_or("")
         };
         let tags = [tag(HeaderName::From), tag(HeaderName::To)];
-        popped
-            .iter()
-            .find_map(|e| route::open_dialog(&self.rr_key, call_id, &tags, &route::stamp_of(e)?))
+        popped.iter().find_map(|e| {
+            let stamp = route::stamp_of(e)?;
+            self.stamp_keys
+                .iter()
+                .find_map(|k| route::open_dialog(k, call_id, &tags, &stamp))
+        })
     }
 
     /// Where an in-dialog request from `source` goes: to the other party of its dialog,

@@ -44,7 +44,7 @@ impl Core {
         match self.auth.verify(&values, &req, secs) {
             Outcome::Authenticated { user } => {
                 self.authenticated_source = Some(ctx.source);
-                // A login from a network this account has not used lately (issue 12).
+                // A login from a network this account has not used lately.
                 self.fraud
                     .login(&format!("{user}@{realm}"), ctx.source.ip(), secs);
                 self.metrics.auth.with_label_values(&["success"]).inc();

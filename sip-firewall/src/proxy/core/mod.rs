@@ -34,7 +34,13 @@ use super::{
     },
 };
 use crate::{
-    auth::{self, Authenticator, Outcome, digest::Algorithm, nonce::Nonces, users::Users},
+    auth::{
+        self, Authenticator, Outcome,
+        digest::Algorithm,
+        keys::{KeyRing, Purpose},
+        nonce::Nonces,
+        users::Users,
+    },
     config::in_any,
     policy::{
         relay::{self, Sender, Target},
@@ -159,8 +165,15 @@ pub struct Core {
     sends: Vec<(Destination, Vec<u8>)>,
     /// Makes our branches unique across restarts.
     salt: u64,
-    /// Key of the dialog stamps in our Record-Route.
-    rr_key: Vec<u8>,
+    /// Keys of the dialog stamps in our Record-Route, derived from `[auth] secret` (the
+    /// first, which seals) and `previous_secrets` (`crate::auth::keys`). An edge without a
+    /// configured secret has a random one, so in-dialog requests of earlier dialogs get 404
+    /// after a restart.
+    stamp_keys: Vec<[u8; 32]>,
+    /// Key of the seals of cluster hops.
+    hop_key: Vec<u8>,
+    /// Key of loop tags (and of branch ids when the OS has no randomness).
+    loop_key: Vec<u8>,
     seq: u64,
     /// The clock origin: nonce timestamps are seconds since the Unix epoch, taken as
     /// `unix_at_start` plus monotonic time since `start`.
@@ -178,7 +191,7 @@ pub struct Core {
     max_transactions: (usize, usize),
     /// Server transactions open per source key (see `server::slots::source_key`).
     transactions_per_source: HashMap<std::net::IpAddr, usize>,
-    /// The toll-fraud guard (issue 12): its decisions on calls, its dialog tracking.
+    /// The toll-fraud guard: its decisions on calls, its dialog tracking.
     pub(crate) fraud: crate::fraud::Fraud,
     /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
     resolving: HashMap<ServerKey, resolve::Pending>,
@@ -232,6 +245,11 @@ impl Core {
 
     pub(super) fn send(&mut self, dest: Destination, bytes: Vec<u8>) {
         self.sends.push((dest, bytes));
+    }
+
+    /// The key new dialog stamps are sealed with (the current secret's).
+    pub(super) fn stamp_key(&self) -> &[u8] {
+        self.stamp_keys.first().map_or(&[][..], |k| &k[..])
     }
 
     pub(super) fn unix_secs(&self, now: Instant) -> u64 {

@@ -303,7 +303,7 @@ impl Core {
                         continue;
                     };
                     let seal =
-                        route::seal_cluster_hop(&self.rr_key, unix, aor, &call_id, &b.contact);
+                        route::seal_cluster_hop(&self.hop_key, unix, aor, &call_id, &b.contact);
                     let route = format!("<{path};{}={seal}>", route::CLUSTER_PARAM);
                     routed.push((Some(b.contact.clone()), Some(route), dest));
                 }
@@ -376,7 +376,7 @@ impl Core {
         let call_id = m.get(HeaderName::CallId).unwrap_or("");
         let ruri = msg.request_uri().unwrap_or("").to_string();
         let Some(aor) =
-            route::open_cluster_hop(&self.rr_key, self.unix_secs(now), seal, call_id, &ruri)
+            route::open_cluster_hop(&self.hop_key, self.unix_secs(now), seal, call_id, &ruri)
         else {
             debug!(source = %ctx.source, "cluster hop without a valid seal refused");
             self.refused("cluster_hop");

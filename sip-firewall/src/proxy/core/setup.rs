@@ -2,7 +2,6 @@
 //! (advertised host and port), keys, subscribers and settings.
 
 use super::*;
-use crate::auth::keys::{KeyRing, Purpose};
 
 impl Core {
     /// A core from the configuration, its clock starting at `now`.
@@ -13,14 +12,14 @@ impl Core {
         now: Instant,
     ) -> anyhow::Result<Core> {
         let config = &config.into();
-        let Keys {
-            nonce_keys,
-            rr_key,
-            salt,
-            boot,
-        } = Keys::new(config.auth.secret.as_deref())?;
-        let mut nonces = Nonces::new(nonce_keys, config.auth.nonce_lifetime, boot);
-        nonces.count_previous_key(metrics.auth_previous_key.with_label_values(&["nonce"]));
+        let keys =
+            KeyRing::from_config(config.auth.secret.as_deref(), &config.auth.previous_secrets)?;
+        let salt = u64::from_le_bytes(
+            random_bytes(8)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("randomness"))?,
+        );
+        let nonces = nonces(config, &keys, &metrics)?;
         let algorithms = config
             .auth
             .algorithms
@@ -57,7 +56,9 @@ impl Core {
             observer,
             sends: Vec::new(),
             salt,
-            rr_key,
+            stamp_keys: keys.derive_all(Purpose::DialogStamp),
+            hop_key: keys.current().derive::<32>(Purpose::ClusterHop).to_vec(),
+            loop_key: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
             seq: 0,
             start: now,
             unix_at_start: crate::clock::unix_now(),
@@ -114,6 +115,24 @@ impl Core {
             config.sip.max_transactions_per_source,
         );
     }
+}
+
+/// The nonce authority of this start: the nonce keys of the ring (current first), a random
+/// boot id its nonces carry (they are accepted in this process only), verifications under a
+/// previous key counted.
+fn nonces(config: &Sections<'_>, keys: &KeyRing, metrics: &ProxyMetrics) -> anyhow::Result<Nonces> {
+    let boot = u64::from_le_bytes(
+        random_bytes(8)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("randomness"))?,
+    );
+    let mut nonces = Nonces::new(
+        keys.derive_all(Purpose::Nonce),
+        config.auth.nonce_lifetime,
+        boot,
+    );
+    nonces.count_previous_key(metrics.auth_previous_key.with_label_values(&["nonce"]));
+    Ok(nonces)
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
@@ -199,48 +218,6 @@ fn advertised(config: &Sections<'_>) -> (String, Option<u16>) {
                 });
             (host, l.map(SocketAddr::port))
         }
-    }
-}
-
-/// The core's keys: the nonce keys (current first), the Record-Route stamp key, the branch
-/// salt, and the boot id its nonces carry (random at each start).
-struct Keys {
-    nonce_keys: Vec<[u8; 32]>,
-    rr_key: Vec<u8>,
-    salt: u64,
-    boot: u64,
-}
-
-impl Keys {
-    /// From `[auth] secret` when set, else random.
-    fn new(configured: Option<&str>) -> anyhow::Result<Keys> {
-        // A secret the key schedule refuses (too short) gets a random nonce key: nonces are
-        // good in the process that issued them only, so nothing else needs to verify them.
-        let ring =
-            KeyRing::from_config(configured, &[]).or_else(|_| KeyRing::from_config(None, &[]))?;
-        let nonce_keys = ring.derive_all::<32>(Purpose::Nonce);
-        // Derived from the configured secret, dialogs survive a restart; from a random one,
-        // in-dialog requests of earlier dialogs are refused (404) after it.
-        let rr_key = match configured {
-            Some(s) => route::mac(s.as_bytes(), &[b"sip-firewall record-route key"]).to_vec(),
-            None => random_bytes(32)?,
-        };
-        let salt = u64::from_le_bytes(
-            random_bytes(8)?
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("randomness"))?,
-        );
-        let boot = u64::from_le_bytes(
-            random_bytes(8)?
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("randomness"))?,
-        );
-        Ok(Keys {
-            nonce_keys,
-            rr_key,
-            salt,
-            boot,
-        })
     }
 }
 

@@ -120,7 +120,7 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     assert!(to21.contains("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1;rport=5060"));
     assert!(to21.contains("Max-Forwards: 69"));
     let stamp = route::seal_dialog(
-        &h.core.rr_key,
+        h.core.stamp_key(),
         "call-z9hG4bKinv1",
         "c",
         Destination {
@@ -195,7 +195,7 @@ fn best_response_and_timeout() {
         .filter(|(a, m)| a.port() == 5060 && m.starts_with("SIP/2.0 4"))
         .collect();
     // The 486 once: the caller is an outsider that proved nothing (not allow-listed, not
-    // authenticated), so no Timer G toward it (issue 9); its own retransmissions would be
+    // authenticated), so no Timer G toward it; its own retransmissions would be
     // answered.
     assert_eq!(finals.len(), 1, "{finals:?}");
     assert!(finals[0].1.starts_with("SIP/2.0 486"), "{finals:?}");
@@ -341,7 +341,7 @@ fn in_dialog_loose_routing() {
         transport: Transport::Datagram,
     };
     let (caller, callee) = (party("192.0.2.1:5060"), party("10.0.0.21:21"));
-    let other = route::seal_dialog(&h.core.rr_key, "another-call", "c", caller, callee);
+    let other = route::seal_dialog(h.core.stamp_key(), "another-call", "c", caller, callee);
     for (route, branch) in [
         ("<sip:127.0.0.1:5060;lr>".to_string(), "z9hG4bKf1"),
         (format!("<sip:127.0.0.1:5060;lr;sfw={other}>"), "z9hG4bKf2"),
@@ -350,7 +350,7 @@ fn in_dialog_loose_routing() {
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert!(sent[0].1.starts_with("SIP/2.0 404"), "{sent:?}");
     }
-    let stamp = route::seal_dialog(&h.core.rr_key, "y", "c", caller, callee);
+    let stamp = route::seal_dialog(h.core.stamp_key(), "y", "c", caller, callee);
     let (_, sent) = h.feed(
         &bye(
             &format!("<sip:127.0.0.1:5060;lr;sfw={stamp}>"),
