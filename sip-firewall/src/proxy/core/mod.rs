@@ -384,6 +384,8 @@ mod setup;
 mod timers;
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
 mod dns_tests;
