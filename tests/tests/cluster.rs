@@ -356,8 +356,8 @@ fn run_until_exit(node: &Node) -> (Option<i32>, String) {
     (status.and_then(|s| s.code()), e)
 }
 
-/// A node whose `[auth] secret` differs from the cluster's refuses to join (its nonces and
-/// Record-Route stamps would not verify on the others), with a clear error, and takes
+/// A node whose `[auth] secret` differs from the cluster's refuses to join (its
+/// Record-Route stamps and records would not verify on the others), with a clear error, and takes
 /// nothing from Redis; Redis holds a keyed fingerprint, never the secret. A `[cluster]`
 /// without a secret does not start.
 #[test]

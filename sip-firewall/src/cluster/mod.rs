@@ -13,7 +13,7 @@
 //!   Path URI; [`crate::registrar::shared`]), the key's TTL the latest expiry;
 //! - `sipfw:node:<name>`: heartbeat, TTL [`HEARTBEAT_TTL`];
 //! - `sipfw:secret-fingerprint`: derived from `[auth] secret` and `previous_secrets`
-//!   ([`trust::fingerprint`], never a secret), so nodes whose nonces, stamps and records
+//!   ([`trust::fingerprint`], never a secret), so nodes whose stamps and records
 //!   would not verify on each other refuse to join, and a secret is rolled node by node
 //!   ([`trust::Trust::join`]);
 //! - channel `sipfw:events`: every change, as an [`Event`].
@@ -281,8 +281,8 @@ pub enum ClusterError {
     #[error("[cluster] redis = {0:?}: {1}")]
     Url(String, redis::RedisError),
     #[error(
-        "[cluster] needs [auth] secret, the same on every node: nonces and Record-Route stamps \
-         made on one node must verify on the others"
+        "[cluster] needs [auth] secret, the same on every node: Record-Route stamps and the \
+         cluster's records made on one node must verify on the others"
     )]
     NoSecret,
     #[error(
