@@ -57,7 +57,7 @@ fn ban_map_cannot_be_exhausted() {
         frames::set_ipv4_checksum(&mut f);
         f
     });
-    let sent = inject(&pair.ns_a, v6.chain(v4)).expect("inject from namespace a");
+    let sent = inject(&pair.ns_a, pair.if_a, v6.chain(v4)).expect("inject from namespace a");
     let took = t0.elapsed();
 
     // An operator's ban still goes in.

@@ -15,6 +15,7 @@
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+use sip_firewall_netns::{End, Namespace, ip_in, neigh, veth};
 
 /// The SIPp caller, in ns C.
 pub const UAC: &str = "198.51.100.1";
@@ -38,43 +39,32 @@ const MAC_S0: &str = "02:00:00:00:02:02";
 
 /// Run a command; fail with its stderr.
 pub fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {cmd}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(sip_firewall_netns::run(cmd, args)?)
 }
 
 /// The three namespaces of one run, deleted on drop (with them the veths and any XDP
 /// program attached there).
 pub struct Net {
-    pub c: String,
-    pub e: String,
-    pub s: String,
+    pub c: Namespace,
+    pub e: Namespace,
+    pub s: Namespace,
 }
 
 impl Net {
     pub fn new(tag: &str) -> anyhow::Result<Net> {
         let id = format!("sfw-flood-{}-{tag}", std::process::id());
         let net = Net {
-            c: format!("{id}-c"),
-            e: format!("{id}-e"),
-            s: format!("{id}-s"),
+            c: Namespace::new(format!("{id}-c"))?,
+            e: Namespace::new(format!("{id}-e"))?,
+            s: Namespace::new(format!("{id}-s"))?,
         };
-        for ns in [&net.c, &net.e, &net.s] {
-            let _ = sh("ip", &["netns", "del", ns]);
-            sh("ip", &["netns", "add", ns])?;
-            net.ip(ns, &["link", "set", "lo", "up"])?;
-        }
-        net.link(&net.c, "c0", MAC_C0, &net.e, "e0", MAC_E0)?;
-        net.link(&net.e, "e1", MAC_E1, &net.s, "s0", MAC_S0)?;
+        let end = |ns, name, mac| End {
+            ns,
+            name,
+            mac: Some(mac),
+        };
+        veth(end(&net.c, "c0", MAC_C0), end(&net.e, "e0", MAC_E0))?;
+        veth(end(&net.e, "e1", MAC_E1), end(&net.s, "s0", MAC_S0))?;
         net.addresses()?;
         net.victim_counter()?;
         Ok(net)
@@ -82,38 +72,12 @@ impl Net {
 
     /// `ip -n NS args`.
     pub fn ip(&self, ns: &str, args: &[&str]) -> anyhow::Result<String> {
-        let mut full = vec!["-n", ns];
-        full.extend_from_slice(args);
-        sh("ip", &full)
+        Ok(ip_in(ns, args)?)
     }
 
-    /// A command run in namespace `ns` (nsenter, not `ip netns exec`: no mount namespace of
-    /// its own, so bpffs pins and paths stay the host's).
+    /// A command run in namespace `ns` (nsenter: bpffs pins and paths stay the host's).
     pub fn exec(&self, ns: &str, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/var/run/netns/{ns}")).arg(program);
-        c
-    }
-
-    fn link(
-        &self,
-        ns1: &str,
-        if1: &str,
-        mac1: &str,
-        ns2: &str,
-        if2: &str,
-        mac2: &str,
-    ) -> anyhow::Result<()> {
-        sh(
-            "ip",
-            &[
-                "link", "add", if1, "netns", ns1, "address", mac1, "type", "veth", "peer", "name",
-                if2, "netns", ns2, "address", mac2,
-            ],
-        )?;
-        self.ip(ns1, &["link", "set", if1, "up"])?;
-        self.ip(ns2, &["link", "set", if2, "up"])?;
-        Ok(())
+        sip_firewall_netns::exec(ns, program)
     }
 
     fn addresses(&self) -> anyhow::Result<()> {
@@ -125,22 +89,6 @@ impl Net {
         self.ip(s, &["addr", "add", &format!("{VICTIM}/24"), "dev", "s0"])?;
         self.ip(s, &["route", "add", "198.51.100.0/24", "via", EDGE_IN])?;
         self.ip(e, &["route", "add", "default", "via", UAC])?;
-        let neigh = |ns: &str, addr: &str, mac: &str, dev: &str| {
-            self.ip(
-                ns,
-                &[
-                    "neigh",
-                    "replace",
-                    addr,
-                    "lladdr",
-                    mac,
-                    "dev",
-                    dev,
-                    "nud",
-                    "permanent",
-                ],
-            )
-        };
         neigh(c, EDGE, MAC_E0, "c0")?;
         neigh(e, UAC, MAC_C0, "e0")?;
         neigh(e, FLOODER, MAC_C0, "e0")?;
@@ -233,14 +181,6 @@ impl Net {
             "native (driver)".into()
         } else {
             "none".into()
-        }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in [&self.c, &self.e, &self.s] {
-            let _ = sh("ip", &["netns", "del", ns]);
         }
     }
 }
