@@ -8,7 +8,6 @@
 
 use std::{
     net::UdpSocket,
-    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -34,13 +33,11 @@ users = [
 mod common;
 
 use common::{Daemon, free_port, scrape_opt};
-use sip_firewall_tests::sipp::{self, Run, Sipp, codes};
-
-/// One daemon at a time: SIPp runs are timing-sensitive on a busy machine.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use sip_firewall_tests::sipp::{self, Host, Run, Uas, codes};
 
 fn start() -> Daemon {
-    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // One daemon at a time: SIPp runs are timing-sensitive on a busy machine.
+    let turn = sip_firewall_tests::one_at_a_time();
     let mut d = common::start("sipp", CONFIG, Some("warn"));
     d.turn = Some(turn);
     d
@@ -54,57 +51,14 @@ fn metric(d: &Daemon, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// SIPp scenario `name` on 127.0.0.1:`port`, as a client of the daemon when `uac`.
-fn spec<'a>(d: &'a Daemon, name: &'a str, port: u16, uac: bool) -> Sipp<'a> {
-    Sipp {
-        dir: &d.dir.path,
-        name,
-        local: [127, 0, 0, 1].into(),
-        port,
-        remote: uac.then_some(d.sip),
-        timeout_secs: 30,
-    }
-}
-
-/// Run SIPp on 127.0.0.1:`port` with `args`, as a client of the daemon when `uac`.
-fn sipp_cmd(d: &Daemon, name: &str, port: u16, uac: bool, args: &[&str]) -> Command {
-    spec(d, name, port, uac).command(Command::new("sipp"), args)
-}
-
-fn sipp(d: &Daemon, name: &str, port: u16, uac: bool, args: &[&str]) -> Run {
-    let out = sipp_cmd(d, name, port, uac, args)
-        .output()
-        .expect("run sipp");
-    spec(d, name, port, uac).finish(out)
-}
-
-/// The outcome of a SIPp run of `name` on `port` that was started by hand.
-fn finish(d: &Daemon, name: &str, port: u16, out: std::io::Result<Output>) -> Run {
-    spec(d, name, port, false).finish(out.expect("run sipp"))
+/// Where this daemon's SIPp runs go: 127.0.0.1, traces in its directory.
+fn host(d: &Daemon) -> Host {
+    Host::loopback(&d.dir.path, d.sip)
 }
 
 /// Register `user` with its password from `port` (the port its UAS will answer on).
 fn register(d: &Daemon, user: &str, pw: &str, port: u16) -> Run {
-    register_with(d, user, pw, port, &[])
-}
-
-/// Register with extra SIPp arguments (e.g. over TCP).
-fn register_with(d: &Daemon, user: &str, pw: &str, port: u16, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "-set",
-        "domain",
-        "example.com",
-        "-s",
-        user,
-        "-au",
-        user,
-        "-ap",
-        pw,
-        "-m",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    sipp(d, "register.xml", port, true, &args)
+    host(d).register(user, pw, port, &[])
 }
 
 /// Wait until every transaction has ended and been freed.
@@ -144,8 +98,7 @@ fn register_with_digest() {
     assert_eq!(metric(&d, "sipfw_registrar_bindings"), 1.0);
 
     // Wrong password: challenged again, never 200.
-    let w = sipp(
-        &d,
+    let w = host(&d).run(
         "register_wrong.xml",
         free_port(),
         true,
@@ -193,7 +146,7 @@ fn register_with_digest() {
 }
 
 /// Register bob at `port` and start his UAS there with `args`.
-fn uas(d: &Daemon, scenario: &str, port: u16, args: &[&str]) -> Child {
+fn uas(d: &Daemon, scenario: &str, port: u16, args: &[&str]) -> Uas {
     // A UAS on TCP registers over TCP with a transport=tcp Contact: its registering
     // connection closes before the call, so the proxy must connect to the Contact.
     let tcp: &[&str] = if args.contains(&"t1") {
@@ -201,16 +154,9 @@ fn uas(d: &Daemon, scenario: &str, port: u16, args: &[&str]) -> Child {
     } else {
         &[]
     };
-    let r = register_with(d, "bob", "bob-secret", port, tcp);
+    let r = host(d).register("bob", "bob-secret", port, tcp);
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
-    let child = sipp_cmd(d, scenario, port, false, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn uas");
-    // Let it bind before the call comes.
-    std::thread::sleep(Duration::from_millis(300));
-    child
+    host(d).uas(scenario, port, args)
 }
 
 fn call(d: &Daemon, uac_args: &[&str], uas_args: &[&str]) {
@@ -232,27 +178,15 @@ fn try_scenarios(
     uac_args: &[&str],
     uas_args: &[&str],
 ) -> Result<(), String> {
-    let uas_port = free_port();
-    let uas_child = uas(d, uas_scenario, uas_port, uas_args);
-    let mut args = vec![
-        "-set",
-        "domain",
-        "example.com",
-        "-s",
+    let uas = uas(d, uas_scenario, free_port(), uas_args);
+    let c = host(d).call(
+        uac_scenario,
+        ("alice", "alice-secret"),
         "bob",
-        "-au",
-        "alice",
-        "-ap",
-        "alice-secret",
-        // The digest covers the Request-URI (sip:[service]@[$domain]), as the edge requires
-        // of every request but REGISTER; SIPp's default is the remote address.
-        "-auth_uri",
-        "bob@example.com",
-    ];
-    args.extend_from_slice(uac_args);
-    let uac_port = free_port();
-    let c = sipp(d, uac_scenario, uac_port, true, &args);
-    let s = finish(d, uas_scenario, uas_port, uas_child.wait_with_output());
+        free_port(),
+        uac_args,
+    );
+    let (s, _) = uas.wait();
     if !c.ok {
         return Err(format!("UAC: {}\n{}", c.output, c.trace));
     }
@@ -327,15 +261,14 @@ fn call_forked_to_two_contacts() {
     let a = uas(&d, "uas.xml", answers, &["-m", "1"]);
     let r = uas(&d, "uas_cancel.xml", rings, &["-m", "1"]);
     assert_eq!(metric(&d, "sipfw_registrar_bindings"), 2.0);
-    let c = sipp(
-        &d,
+    let c = host(&d).run(
         "uac_fork.xml",
         free_port(),
         true,
         &["-set", "domain", "example.com", "-s", "bob", "-m", "1"],
     );
-    let a = finish(&d, "uas.xml", answers, a.wait_with_output());
-    let r = finish(&d, "uas_cancel.xml", rings, r.wait_with_output());
+    let (a, _) = a.wait();
+    let (r, _) = r.wait();
     assert!(c.ok, "UAC: {}\n{}", c.output, c.trace);
     assert!(a.ok, "answering UAS: {}\n{}", a.output, a.trace);
     // The other branch got the CANCEL (16.7 step 10), answered 487, and was ACKed by us.
@@ -393,16 +326,14 @@ fn cancel_ringing_call() {
         return;
     }
     let d = start();
-    let uas_port = free_port();
-    let uas_child = uas(&d, "uas_cancel.xml", uas_port, &["-m", "1"]);
-    let c = sipp(
-        &d,
+    let uas = uas(&d, "uas_cancel.xml", free_port(), &["-m", "1"]);
+    let c = host(&d).run(
         "uac_cancel.xml",
         free_port(),
         true,
         &["-set", "domain", "example.com", "-s", "bob", "-m", "1"],
     );
-    let s = finish(&d, "uas_cancel.xml", uas_port, uas_child.wait_with_output());
+    let (s, _) = uas.wait();
     assert!(c.ok, "UAC: {}\n{}", c.output, c.trace);
     assert!(s.ok, "UAS: {}\n{}", s.output, s.trace);
     assert_eq!(codes(&c.trace), vec![100, 180, 200, 487]);
@@ -410,8 +341,7 @@ fn cancel_ringing_call() {
 }
 
 fn refused(d: &Daemon, user: &str, target: &str) -> Vec<u16> {
-    let r = sipp(
-        d,
+    let r = host(d).run(
         "uac_refused.xml",
         free_port(),
         true,

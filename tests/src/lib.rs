@@ -29,6 +29,13 @@ pub fn secret(label: &str) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One scenario at a time in a test binary: SIPp and SIPVicious runs are timing-sensitive on
+/// a small shared machine, and most tests count packets exactly.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Whether the tests that load BPF programs and make namespaces can run; when they cannot,
 /// [`skip`] says so (and fails under `CI=true`).
 pub fn require_root(test: &str) -> bool {

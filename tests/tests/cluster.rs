@@ -571,22 +571,6 @@ fn sip_node_config(redis: &Redis, node: &str, host: u8) -> String {
     )
 }
 
-/// Poll until a UDP port is bound in namespace `ns` (a SIPp UAS ready for its call).
-fn wait_udp_bound(ns: &str, port: u16) {
-    let t0 = Instant::now();
-    loop {
-        let o = Command::new("ip")
-            .args(["netns", "exec", ns, "ss", "-Hlun"])
-            .output()
-            .expect("ss");
-        if out(&o).contains(&format!(":{port} ")) {
-            return;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "UAS never bound");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// bob's binding in Redis names `node` (written through by the node he registered on).
 fn wait_binding_on(redis: &Redis, node: &str) {
     let t0 = Instant::now();
@@ -646,20 +630,10 @@ fn a_call_through_b_reaches_bob_registered_through_a() {
 
     // One call alice -> bob through B while bob's UAS answers behind A.
     let call = |holder: &Node, n: usize| {
-        let uas = support::sipp_cmd(
-            &holder.pair,
-            &tmp.path,
-            "uas.xml",
-            bob_port,
-            false,
-            &["-m", "1"],
-        )
-        .spawn()
-        .expect("spawn uas");
-        wait_udp_bound(&holder.pair.ns_a, bob_port);
+        let uas =
+            support::Host::in_ns(&holder.pair, &tmp.path).uas("uas.xml", bob_port, &["-m", "1"]);
         let uac = support::alice_calls_bob(&b.pair, &tmp.path, 5080 + n as u16, 1);
-        let (uas_out, _) = support::wait_bounded(uas, Duration::from_secs(40));
-        let uas = support::finish(&tmp.path, "uas.xml", bob_port, uas_out);
+        let (uas, _) = uas.wait();
         assert!(uac.ok, "alice's call {n}: {}\n{}", uac.output, uac.trace);
         assert!(
             uas.ok,

@@ -140,17 +140,11 @@ fn known_sources_pass_under_a_spoofed_flood() {
     let reg = support::register_bob(&pair, &dir, uas_port);
     assert!(reg.ok, "bob registers: {}\n{}", reg.output, reg.trace);
     let calls = 6;
-    let uas = support::sipp_cmd(
-        &pair,
-        &dir,
+    let uas = support::Host::in_ns(&pair, &dir).uas(
         "uas.xml",
         uas_port,
-        false,
         &["-m", &(calls + 1).to_string()],
-    )
-    .spawn()
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    );
     let call = |n: usize| support::alice_calls_bob(&pair, &dir, 5080, n);
     let first = call(1);
     assert!(first.ok, "a call before the flood: {}", first.output);
@@ -175,8 +169,7 @@ fn known_sources_pass_under_a_spoofed_flood() {
     stop_flag.store(true, Ordering::Relaxed);
     pump.join().unwrap();
     let after = scrape(&pair.ns_b, metrics);
-    let (uas_out, _) = support::wait_bounded(uas, Duration::from_secs(60));
-    let uas_run = support::finish(&dir, "uas.xml", uas_port, uas_out);
+    let (uas_run, _) = uas.wait();
 
     let sent = sent.load(Ordering::Relaxed) as f64;
     let get = |t: &str, s: &str| sample(t, s).unwrap_or(0.0);

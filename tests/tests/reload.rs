@@ -8,13 +8,11 @@ mod support;
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
-    process::Stdio,
     time::{Duration, Instant},
 };
 
 use support::{
-    Metrics, alice_calls_bob, codes, config, finish, mode_args, register_bob, sipp_cmd,
-    sipp_installed, wait_bounded,
+    Host, Metrics, alice_calls_bob, codes, config, mode_args, register_bob, sipp_installed,
 };
 
 use sip_firewall_tests::{
@@ -195,11 +193,7 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
     let dir = d.dir.path.clone();
     let r = register_bob(&pair, &dir, UAS_PORT);
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
-    let uas = sipp_cmd(&pair, &dir, "uas.xml", UAS_PORT, false, &["-m", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the UAS");
-    std::thread::sleep(Duration::from_millis(300));
+    let uas = Host::in_ns(&pair, &dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
     let (call, reload) = std::thread::scope(|s| {
         let call = s.spawn(|| alice_calls_bob(&pair, &dir, UAC_PORT, 1));
         // Once the call's transactions are open, reload: an allow entry, another flood rate.
@@ -222,8 +216,7 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
         let reload = d.cli(&["reload"]);
         (call.join().expect("call"), reload)
     });
-    let (uas_out, killed) = wait_bounded(uas, Duration::from_secs(30));
-    let s = finish(&dir, "uas.xml", UAS_PORT, uas_out);
+    let (s, killed) = uas.wait();
     assert!(reload.status.success(), "{}", out(&reload));
     let said = out(&reload);
     assert!(

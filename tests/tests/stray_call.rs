@@ -10,7 +10,6 @@ mod support;
 use std::{
     hash::{BuildHasher as _, Hasher as _},
     net::{SocketAddr, UdpSocket},
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -140,11 +139,7 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
     // bob registers from where his UAS will answer.
     let r = register_bob(&pair, &dir, UAS_PORT);
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
-    let uas = sipp_cmd(&pair, &dir, "uas.xml", UAS_PORT, false, &["-m", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the UAS");
-    std::thread::sleep(Duration::from_millis(300));
+    let uas = Host::in_ns(&pair, &dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
 
     // The call, with the forger at work for its first second.
     let before = Metrics::scrape(&pair);
@@ -153,8 +148,7 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
         let c = alice_calls_bob(&pair, &dir, UAC_PORT, 1);
         (c, forger.join().expect("forger"))
     });
-    let (uas_out, killed) = wait_bounded(uas, Duration::from_secs(30));
-    let s = finish(&dir, "uas.xml", UAS_PORT, uas_out);
+    let (s, killed) = uas.wait();
     assert!(c.ok, "UAC: {}\n{}", c.output, c.trace);
     assert!(!killed && s.ok, "UAS: {}\n{}", s.output, s.trace);
     assert!(

@@ -5,23 +5,16 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
+// Not every test binary that includes this module uses all of them.
+#[allow(unused_imports)]
+pub use sip_firewall_tests::one_at_a_time;
 use sip_firewall_tests::{
     daemon::{DaemonDirs, sample, scrape},
     netns::Pair,
-    sipp::Sipp,
 };
-
-/// One scenario at a time in a test binary: SIPp and SIPVicious runs are timing-sensitive on
-/// a small shared machine, and every test counts packets exactly.
-pub fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The password of bob, our subscriber under attack.
 pub const BOB_PASSWORD: &str = "bob-secret-42";
@@ -171,138 +164,27 @@ pub fn wait_ban(d: &DaemonDirs, ip: &str, within: Duration) -> Option<String> {
     }
 }
 
-/// A command run inside namespace `ns` (`ip netns exec`: tools that need no pinned maps).
-pub fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).arg(program);
-    c.stdin(Stdio::null());
-    c
-}
-
-/// Wait for `child` at most `limit`, then kill it: its output, and whether it had to be killed.
-pub fn wait_bounded(mut child: Child, limit: Duration) -> (Output, bool) {
-    let t0 = Instant::now();
-    let mut killed = false;
-    while child.try_wait().expect("try_wait").is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            killed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child.wait_with_output().expect("output"), killed)
-}
-
 // ---- SIPp ----
 
 // Not every test binary that includes this module uses all of them.
 #[allow(unused_imports)]
-pub use sip_firewall_tests::sipp::{Run, codes};
-
-pub fn sipp_installed(test: &str) -> bool {
-    sip_firewall_tests::sipp::require(test)
-}
-
-/// SIPp scenario `name` in namespace a on 198.51.100.1:`port`, as a client of the proxy
-/// when `uac`.
-fn spec<'a>(pair: &Pair, dir: &'a Path, name: &'a str, port: u16, uac: bool) -> Sipp<'a> {
-    Sipp {
-        dir,
-        name,
-        local: pair.a4.into(),
-        port,
-        remote: uac.then(|| (pair.b4, 5060).into()),
-        timeout_secs: 20,
-    }
-}
-
-/// SIPp in namespace a on 198.51.100.1:`port`, as a client of the proxy when `uac`; its
-/// message trace goes to `dir`/`name`-`port`.msg.
-pub fn sipp_cmd(
-    pair: &Pair,
-    dir: &Path,
-    name: &str,
-    port: u16,
-    uac: bool,
-    args: &[&str],
-) -> Command {
-    let mut c = spec(pair, dir, name, port, uac).command(in_netns(&pair.ns_a, "sipp"), args);
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    c
-}
-
-pub fn finish(dir: &Path, name: &str, port: u16, out: Output) -> Run {
-    Sipp {
-        dir,
-        name,
-        local: [0, 0, 0, 0].into(),
-        port,
-        remote: None,
-        timeout_secs: 0,
-    }
-    .finish(out)
-}
-
-pub fn sipp(pair: &Pair, dir: &Path, name: &str, port: u16, uac: bool, args: &[&str]) -> Run {
-    let child = sipp_cmd(pair, dir, name, port, uac, args)
-        .spawn()
-        .expect("spawn sipp");
-    let (out, _) = wait_bounded(child, Duration::from_secs(40));
-    finish(dir, name, port, out)
-}
+pub use sip_firewall_tests::sipp::{
+    Host, Run, codes, in_netns, require as sipp_installed, wait_bounded,
+};
 
 /// bob registers (digest) from namespace a, his Contact at `port`.
 pub fn register_bob(pair: &Pair, dir: &Path, port: u16) -> Run {
-    sipp(
-        pair,
-        dir,
-        "register.xml",
-        port,
-        true,
-        &[
-            "-set",
-            "domain",
-            "example.com",
-            "-s",
-            "bob",
-            "-au",
-            "bob",
-            "-ap",
-            BOB_PASSWORD,
-            "-m",
-            "1",
-        ],
-    )
+    Host::in_ns(pair, dir).register("bob", BOB_PASSWORD, port, &[])
 }
 
 /// alice calls bob through the proxy from `port`: `calls` calls at one per second.
 pub fn alice_calls_bob(pair: &Pair, dir: &Path, port: u16, calls: usize) -> Run {
-    sipp(
-        pair,
-        dir,
+    Host::in_ns(pair, dir).call(
         "uac_call.xml",
+        ("alice", "alice-secret"),
+        "bob",
         port,
-        true,
-        &[
-            "-set",
-            "domain",
-            "example.com",
-            "-s",
-            "bob",
-            "-au",
-            "alice",
-            "-ap",
-            "alice-secret",
-            // The digest covers the Request-URI, as the edge requires of an INVITE; SIPp's
-            // default is the remote address.
-            "-auth_uri",
-            "bob@example.com",
-            "-m",
-            &calls.to_string(),
-            "-r",
-            "1",
-        ],
+        &["-m", &calls.to_string(), "-r", "1"],
     )
 }
 
