@@ -7,151 +7,83 @@
 
 use std::{
     net::{SocketAddr, TcpStream, UdpSocket},
-    process::{Child, Command, Stdio},
-    sync::Arc,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::{
-    ClientConfig, RootCertStore,
-    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
+use rcgen::{Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+use sip_firewall::auth::digest::Algorithm;
+use sip_firewall_tests::{
+    daemon::TempDir,
+    ua::{
+        calls::{self, Client, Edge as Hop},
+        response_to,
+        tls::{acceptor, ca, connector, leaf},
+        wire::{Stream, read_message},
+    },
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio_rustls::TlsConnector;
 
 mod common;
 
-use common::{
-    free_port,
-    ua::{self, read_message, response_to},
-};
+use common::free_port;
 
-struct Daemon {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A CA: its certificate (PEM) and what signs with it.
-fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, name.to_string());
-    let key = KeyPair::generate().expect("key");
-    let cert = p.self_signed(&key).expect("CA");
-    (cert.pem(), Issuer::new(p, key))
-}
-
-/// A leaf for `san` signed by `issuer`: (certificate PEM, key PEM).
-fn leaf(san: &str, issuer: &Issuer<'static, KeyPair>) -> (String, String) {
-    let p = CertificateParams::new(vec![san.to_string()]).expect("params");
-    let key = KeyPair::generate().expect("key");
-    let cert = p.signed_by(&key, issuer).expect("leaf");
-    (cert.pem(), key.serialize_pem())
-}
-
-/// A TLS client trusting `ca_pem`, presenting `client` (certificate, key) when given.
-fn connector(ca_pem: &str, client: Option<&(String, String)>) -> TlsConnector {
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.expect("CA PEM")).expect("root");
-    }
-    let b = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots);
-    let cfg = match client {
-        Some((cert, key)) => b
-            .with_client_auth_cert(
-                CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .expect("cert"),
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
-            )
-            .expect("client cert"),
-        None => b.with_no_client_auth(),
-    };
-    TlsConnector::from(Arc::new(cfg))
-}
-
-/// A running edge with a TLS listener: its addresses, the test CA and its issuer.
+/// A running edge with a TLS listener: its addresses, the test CA and its issuer, and the
+/// directory of its certificate and key.
 struct Edge {
-    _daemon: Daemon,
+    daemon: common::Daemon,
     sip: SocketAddr,
     tls: SocketAddr,
-    metrics: SocketAddr,
     ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
-    dir: std::path::PathBuf,
+    certs: TempDir,
+}
+
+impl Edge {
+    /// Run the CLI with `args` against this daemon's admin socket.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
+            .args(args)
+            .arg("--socket")
+            .arg(self.daemon.dir.path.join("admin.sock"))
+            .output()
+            .expect("sip-firewall CLI")
+    }
 }
 
 /// Start the daemon with a TLS listener, a certificate for 127.0.0.1 from a CA made now,
 /// `ca` set to that CA, and `extra` appended to the config.
 async fn start(extra: &str) -> Edge {
-    let dir =
-        std::env::temp_dir().join(format!("sipfw-tls-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let certs = TempDir::new("tls-certs");
     let (ca_pem, issuer) = ca("sip-firewall test CA");
     let (cert, key) = leaf("127.0.0.1", &issuer);
     for (name, text) in [("ca.pem", &ca_pem), ("cert.pem", &cert), ("key.pem", &key)] {
-        std::fs::write(dir.join(name), text).expect("write PEM");
+        std::fs::write(certs.path.join(name), text).expect("write PEM");
     }
-    let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let tls: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let cfg = dir.join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[tls]\nlisten = [\"{tls}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca = \"{}\"\n{extra}",
-            dir.join("cert.pem").display(),
-            dir.join("key.pem").display(),
-            dir.join("ca.pem").display(),
-        ),
-    )
-    .expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
-        .args(["run", "--xdp-mode", "off", "--config"])
-        .arg(&cfg)
-        .args(["--sip-listen", &sip.to_string()])
-        .args(["--metrics-listen", &metrics.to_string()])
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--admin-socket")
-        .arg(dir.join("admin.sock"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let daemon = Daemon {
-        child,
-        dir: dir.clone(),
-    };
+    let config = format!(
+        "[tls]\nlisten = [\"{tls}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca = \"{}\"\n{extra}",
+        certs.path.join("cert.pem").display(),
+        certs.path.join("key.pem").display(),
+        certs.path.join("ca.pem").display(),
+    );
+    let daemon = common::start("tls", &config, Some("warn"));
     let t0 = Instant::now();
     while TcpStream::connect(tls).is_err() {
         assert!(
             t0.elapsed() < Duration::from_secs(20),
-            "daemon did not come up"
+            "the TLS listener did not come up"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Edge {
-        _daemon: daemon,
-        sip,
+        sip: daemon.sip,
+        daemon,
         tls,
-        metrics,
         ca_pem,
         issuer,
-        dir,
+        certs,
     }
 }
 
@@ -162,13 +94,8 @@ async fn start(extra: &str) -> Edge {
 /// a client certificate from another CA is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_over_tls_is_called_from_udp_and_calls_it() {
-    let Edge {
-        _daemon,
-        sip,
-        tls,
-        ca_pem,
-        ..
-    } = start(&ua::alice_config()).await;
+    let edge = start(&calls::alice_config()).await;
+    let (sip, tls, ca_pem) = (edge.sip, edge.tls, edge.ca_pem.clone());
     let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
 
     // A client certificate from another CA: refused (the handshake fails, or, in TLS 1.3,
@@ -191,14 +118,17 @@ async fn registers_over_tls_is_called_from_udp_and_calls_it() {
     }
 
     // Alice on TLS (no client certificate: allowed unless required).
-    let mut client = tls_client(tls, &ca_pem).await;
-    let edge = ua::Edge {
+    // Over TLS she answers the SHA-256 challenge (the WebSocket tests answer MD5).
+    let mut client = tls_client(tls, &ca_pem)
+        .await
+        .with_algorithm(Algorithm::Sha256);
+    let hop = Hop {
         sip,
         listener: tls,
         via: "TLS",
         rr_transport: "tls",
     };
-    ua::register_called_and_calling(&mut client, &edge, "tls").await;
+    calls::register_called_and_calling(&mut client, &hop, "tls").await;
 }
 
 /// A TLS connection to the edge at `tls` (trusting `ca_pem`) as a SIP client whose Via
@@ -206,7 +136,7 @@ async fn registers_over_tls_is_called_from_udp_and_calls_it() {
 async fn tls_client(
     tls: SocketAddr,
     ca_pem: &str,
-) -> ua::Client<ua::Stream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
+) -> Client<Stream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
     let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
     let tcp = tokio::net::TcpStream::connect(tls).await.expect("connect");
     let me = tcp.local_addr().expect("local");
@@ -214,8 +144,8 @@ async fn tls_client(
         .connect(name, tcp)
         .await
         .expect("TLS handshake with the edge");
-    ua::Client::new(
-        ua::Stream(s),
+    Client::new(
+        Stream(s),
         "TLS",
         me.to_string(),
         format!("sip:alice@{me};transport=tls"),
@@ -233,27 +163,10 @@ async fn sips_targets_are_reached_over_verified_tls() {
          [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n",
     )
     .await;
-    let _keep = &edge.dir;
     // Two next hops: one with a certificate from our CA, one from a stranger's.
-    let (good_cert, good_key) = leaf("127.0.0.1", &edge.issuer);
+    let good_cert = leaf("127.0.0.1", &edge.issuer);
     let (_, stranger) = ca("a stranger's CA");
-    let (bad_cert, bad_key) = leaf("127.0.0.1", &stranger);
-    let acceptor = |cert: &str, key: &str| {
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("cert"),
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
-        )
-        .expect("server config");
-        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
-    };
+    let bad_cert = leaf("127.0.0.1", &stranger);
     let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
     caller
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -284,7 +197,7 @@ async fn sips_targets_are_reached_over_verified_tls() {
             .await
             .expect("the edge connects")
             .expect("accept");
-        let refused = acceptor(&bad_cert, &bad_key).accept(tcp).await;
+        let refused = acceptor(&bad_cert).accept(tcp).await;
         if let Ok(mut s) = refused {
             assert_eq!(
                 read_message(&mut s).await,
@@ -305,7 +218,7 @@ async fn sips_targets_are_reached_over_verified_tls() {
             .await
             .expect("the edge connects")
             .expect("accept");
-        let mut s = acceptor(&good_cert, &good_key)
+        let mut s = acceptor(&good_cert)
             .accept(tcp)
             .await
             .expect("the edge completes the handshake");
@@ -390,25 +303,8 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
          [dns]\nnameservers = [\"127.0.0.1:{dns_port}\"]\n"
     ))
     .await;
-    let _keep = &edge.dir;
     // Both next hops hold a certificate of our CA for secure.test (no IP address in it).
-    let (cert, key) = leaf("secure.test", &edge.issuer);
-    let acceptor = {
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("cert"),
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
-        )
-        .expect("server config");
-        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
-    };
+    let secure = acceptor(&leaf("secure.test", &edge.issuer));
     let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
     caller
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -428,7 +324,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
         .await
         .expect("the edge connects")
         .expect("accept");
-    let mut s = acceptor
+    let mut s = secure
         .accept(tcp)
         .await
         .expect("the edge completes the handshake with a certificate for the domain");
@@ -460,7 +356,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
         .await
         .expect("the edge connects")
         .expect("accept");
-    if let Ok(mut s) = acceptor.accept(tcp).await {
+    if let Ok(mut s) = secure.accept(tcp).await {
         assert_eq!(s.get_ref().1.server_name(), Some("wrong.test"), "SNI");
         assert_eq!(
             read_message(&mut s).await,
@@ -471,23 +367,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
 
     // A sip URI with `;transport=tls` (a phone's Contact) naming a domain: TLS too, SNI
     // contact.test, the next hop's certificate verified for that name.
-    let (cert, key) = leaf("contact.test", &edge.issuer);
-    let acceptor = {
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("cert"),
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
-        )
-        .expect("server config");
-        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
-    };
+    let contact_hop = acceptor(&leaf("contact.test", &edge.issuer));
     let uri = "sip:dave@contact.test;transport=tls";
     let invite = format!(
         "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsni3;rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag=3\r\nTo: <{uri}>\r\nCall-ID: sni-3\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
@@ -497,7 +377,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
         .await
         .expect("the edge connects")
         .expect("accept");
-    let mut s = acceptor
+    let mut s = contact_hop
         .accept(tcp)
         .await
         .expect("the edge completes the handshake with a certificate for the domain");
@@ -517,7 +397,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
 /// before it, and that connection carries a new call (alice calls the phone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_puts_a_new_certificate_in_force_and_keeps_calls() {
-    let edge = start(&ua::alice_config()).await;
+    let edge = start(&calls::alice_config()).await;
     let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
     let peer_cert = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
         s.get_ref()
@@ -527,7 +407,7 @@ async fn a_reload_puts_a_new_certificate_in_force_and_keeps_calls() {
             .map(|c| c.as_ref().to_vec())
             .expect("a server certificate")
     };
-    let hop = ua::Edge {
+    let hop = Hop {
         sip: edge.sip,
         listener: edge.tls,
         via: "TLS",
@@ -536,8 +416,8 @@ async fn a_reload_puts_a_new_certificate_in_force_and_keeps_calls() {
     let mut alice = tls_client(edge.tls, &edge.ca_pem).await;
     let first = peer_cert(&alice.wire.0);
     alice.register("reg-reload").await;
-    let phone = ua::Phone::new(edge.sip).await;
-    let call = ua::phone_calls_client(&phone, &hop, &mut alice, "before-reload").await;
+    let phone = calls::Phone::new(edge.sip).await;
+    let call = calls::phone_calls_client(&phone, &hop, &mut alice, "before-reload").await;
 
     // A new certificate (and key) for the same name, from the same CA, in place.
     let (cert, key) = leaf("127.0.0.1", &edge.issuer);
@@ -548,13 +428,9 @@ async fn a_reload_puts_a_new_certificate_in_force_and_keeps_calls() {
         .as_ref()
         .to_vec();
     assert_ne!(first, new_der);
-    std::fs::write(edge.dir.join("key.pem"), &key).expect("key");
-    std::fs::write(edge.dir.join("cert.pem"), &cert).expect("cert");
-    let out = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
-        .args(["reload", "--socket"])
-        .arg(edge.dir.join("admin.sock"))
-        .output()
-        .expect("sip-firewall reload");
+    std::fs::write(edge.certs.path.join("key.pem"), &key).expect("key");
+    std::fs::write(edge.certs.path.join("cert.pem"), &cert).expect("cert");
+    let out = edge.cli(&["reload"]);
     assert!(out.status.success(), "{out:?}");
 
     // New clients get the new certificate (polled: the daemon may answer the reload
@@ -585,7 +461,7 @@ async fn a_reload_puts_a_new_certificate_in_force_and_keeps_calls() {
     // The call made before the reload ends normally, over the connection made before it.
     call.bye_from_phone(&phone, &hop, &mut alice).await;
     // And that connection still carries calls.
-    let call = ua::client_calls_phone(&phone, &hop, &mut alice, "after-reload").await;
+    let call = calls::client_calls_phone(&phone, &hop, &mut alice, "after-reload").await;
     call.bye_from_client(&phone, &hop, &mut alice).await;
     assert_eq!(
         peer_cert(&alice.wire.0),
@@ -605,7 +481,6 @@ async fn a_client_certificate_naming_a_trusted_peer_may_relay() {
          [proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n",
     )
     .await;
-    let _keep = &edge.dir;
     let callee = UdpSocket::bind("127.0.0.1:0").expect("callee");
     callee
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -660,11 +535,7 @@ async fn a_client_certificate_naming_a_trusted_peer_may_relay() {
 async fn a_banned_source_is_refused_at_accept_on_every_stream_transport() {
     let wsa: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let edge = start(&format!("[ws]\nlisten = [\"{wsa}\"]\n")).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
-        .args(["ban", "add", "127.0.0.2", "--for", "1h", "--socket"])
-        .arg(edge.dir.join("admin.sock"))
-        .output()
-        .expect("sip-firewall ban add");
+    let out = edge.cli(&["ban", "add", "127.0.0.2", "--for", "1h"]);
     assert!(out.status.success(), "{out:?}");
     let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
     let from = |ip: [u8; 4]| {
@@ -716,11 +587,7 @@ async fn a_banned_source_is_refused_at_accept_on_every_stream_transport() {
         .expect("an unbanned source completes the handshake");
     let t0 = Instant::now();
     loop {
-        let out = Command::new(env!("CARGO_BIN_EXE_sip-firewall"))
-            .args(["status", "--json", "--socket"])
-            .arg(edge.dir.join("admin.sock"))
-            .output()
-            .expect("sip-firewall status");
+        let out = edge.cli(&["status", "--json"]);
         assert!(out.status.success(), "{out:?}");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         let open = |t: &str| {
@@ -737,7 +604,7 @@ async fn a_banned_source_is_refused_at_accept_on_every_stream_transport() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let m = common::scrape_opt(edge.metrics).expect("metrics");
+    let m = common::scrape_opt(edge.daemon.metrics).expect("metrics");
     for t in ["tcp", "tls", "ws"] {
         let k = format!("sipfw_sip_connections_total{{result=\"refused_gate\",transport=\"{t}\"}}");
         assert_eq!(m.get(&k).copied(), Some(1.0), "{k}");

@@ -8,24 +8,21 @@
 
 use std::{
     net::{SocketAddr, TcpStream},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::{
-    WebSocketStream, client_async,
-    tungstenite::{client::IntoClientRequest as _, http::HeaderValue},
+use sip_firewall_tests::{
+    daemon::TempDir,
+    ua::{
+        calls::{self, Client, Edge},
+        tls::{ca, leaf},
+        ws::{ws, wss},
+    },
 };
 
 mod common;
 
-use common::{
-    free_port,
-    ua::{self, Client, Edge},
-};
+use common::free_port;
 
 const ORIGIN: &str = "https://phone.example.com";
 
@@ -36,32 +33,24 @@ struct WsEdge {
     ws: SocketAddr,
     wss: SocketAddr,
     ca_pem: String,
-    _certs: sip_firewall_tests::daemon::TempDir,
+    _certs: TempDir,
 }
 
 fn start(tag: &str) -> WsEdge {
-    let certs = sip_firewall_tests::daemon::TempDir::new(tag);
+    let certs = TempDir::new(tag);
     // A CA and a certificate for 127.0.0.1, made now.
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().expect("key");
-    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().expect("key");
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf");
+    let (ca_pem, issuer) = ca("sip-firewall test CA");
+    let (leaf_pem, key_pem) = leaf("127.0.0.1", &issuer);
     let (cert, key) = (certs.path.join("cert.pem"), certs.path.join("key.pem"));
-    std::fs::write(&cert, leaf.pem()).expect("cert");
-    std::fs::write(&key, leaf_key.serialize_pem()).expect("key");
+    std::fs::write(&cert, leaf_pem).expect("cert");
+    std::fs::write(&key, key_pem).expect("key");
     let ws: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let wss: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let config = format!(
         "{}[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
          [ws]\nlisten = [\"{ws}\"]\norigins = [\"{ORIGIN}\"]\n\
          [wss]\nlisten = [\"{wss}\"]\n",
-        ua::alice_config(),
+        calls::alice_config(),
         cert.display(),
         key.display(),
     );
@@ -81,72 +70,6 @@ fn start(tag: &str) -> WsEdge {
         ca_pem,
         _certs: certs,
     }
-}
-
-/// The upgrade on `stream` to `url`, offering `protocol` from `origin`.
-async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    url: &str,
-    protocol: Option<&str>,
-    origin: &str,
-) -> Result<WebSocketStream<S>, String> {
-    let mut req = url.into_client_request().expect("request");
-    if let Some(p) = protocol {
-        req.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_str(p).expect("p"),
-        );
-    }
-    req.headers_mut()
-        .insert("Origin", HeaderValue::from_str(origin).expect("origin"));
-    match tokio::time::timeout(Duration::from_secs(10), client_async(req, stream)).await {
-        Ok(Ok((ws, resp))) => {
-            assert_eq!(
-                resp.headers()
-                    .get("sec-websocket-protocol")
-                    .and_then(|v| v.to_str().ok()),
-                Some("sip"),
-                "RFC 7118: the server answers with the sip subprotocol"
-            );
-            Ok(ws)
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("upgrade timed out".into()),
-    }
-}
-
-async fn ws(
-    addr: SocketAddr,
-    protocol: Option<&str>,
-    origin: &str,
-) -> Result<WebSocketStream<tokio::net::TcpStream>, String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    upgrade(tcp, &format!("ws://{addr}/"), protocol, origin).await
-}
-
-async fn wss(
-    addr: SocketAddr,
-    ca_pem: &str,
-    protocol: Option<&str>,
-    origin: &str,
-) -> Result<WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.expect("CA PEM")).expect("root");
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    upgrade(tls, &format!("wss://{addr}/"), protocol, origin).await
 }
 
 /// RFC 7118 4 and the `[ws] origins` list, on ws and on wss alike: no subprotocol, a
@@ -218,7 +141,7 @@ async fn registers_over_websocket_is_called_from_udp_and_calls_it() {
         via: "WS",
         rr_transport: "ws",
     };
-    ua::register_called_and_calling(&mut client, &edge, "ws").await;
+    calls::register_called_and_calling(&mut client, &edge, "ws").await;
 }
 
 /// Over wss: the same, and our Via towards the client says `WSS` (RFC 7118 5.3) with the
@@ -243,5 +166,5 @@ async fn registers_over_secure_websocket_is_called_from_udp_and_calls_it() {
         via: "WSS",
         rr_transport: "ws",
     };
-    ua::register_called_and_calling(&mut client, &edge, "wss").await;
+    calls::register_called_and_calling(&mut client, &edge, "wss").await;
 }

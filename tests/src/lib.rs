@@ -1,10 +1,11 @@
 //! The one test-support library of the workspace, used by `tests/tests/`, by
 //! `sip-firewall/tests/` (a dev-dependency) and by the benchmarks: a root check that skips
 //! loudly (`skip`), the daemon started in a namespace or on loopback and its CLI (`daemon`),
-//! throw-away network namespaces joined by a veth pair (`netns`), a `redis-server` and the
-//! nodes of a cluster (`cluster`), SIPp (`sipp`), scrapes of
-//! `/metrics` (`metrics`), free loopback ports (`ports`), crafted frames for
-//! `BPF_PROG_TEST_RUN` (`frames`) and a SIP client (`sipclient`).
+//! throw-away network namespaces joined by a veth pair (`netns`, the `sip-firewall-netns`
+//! crate), a `redis-server` and the nodes of a cluster (`cluster`), SIPp (`sipp`), scrapes
+//! of `/metrics` (`metrics`), free loopback ports (`ports`), crafted frames for
+//! `BPF_PROG_TEST_RUN` (`frames`) and the SIP client, over UDP, TCP, TLS and WebSocket
+//! (`ua`).
 
 pub mod cluster;
 pub mod daemon;
@@ -12,9 +13,9 @@ pub mod frames;
 pub mod metrics;
 pub mod netns;
 pub mod ports;
-pub mod sipclient;
 pub mod sipp;
 pub mod skip;
+pub mod ua;
 
 pub use skip::skip;
 

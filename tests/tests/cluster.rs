@@ -17,9 +17,12 @@ use sip_firewall_tests::{
     cluster::{Node, Redis, err, json, out, redis_installed},
     daemon::{TempDir, stop},
     netns::in_ns,
-    require_root,
-    sipclient::register_storm,
-    skip,
+    require_root, skip,
+    ua::{
+        Account, status,
+        storm::register_storm,
+        udp::{Phone, socket_in},
+    },
 };
 
 fn node_config(redis: &Redis, node: &str, secret: &str) -> String {
@@ -1195,80 +1198,22 @@ fn an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon() {
 }
 
 /// bob sends one REGISTER through `node` from its client namespace (port 5090), `contact`
-/// being a URI or `*`, with `Expires: expires`, answering the digest challenge (MD5); the
-/// final status code.
+/// being a URI or `*`, with `Expires: expires`, answering the digest challenge (MD5),
+/// retransmitted on silence (10 s at most); the final status code.
 fn bob_registers(node: &Node, call_id: &str, contact: &str, expires: u32) -> u16 {
-    use sip_firewall::auth::digest::{Algorithm, response_auth};
-    let sock = in_ns(&node.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:5090")?)).expect("sock");
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
+    let sock = socket_in(&node.pair, "0.0.0.0:5090", Duration::from_millis(300));
     let server = SocketAddr::new(node.pair.b(false), 5060);
-    let local = SocketAddr::new(std::net::IpAddr::V4(node.pair.a4), 5090);
-    let contact = if contact == "*" {
-        "*".to_string()
-    } else {
-        format!("<{contact}>")
-    };
-    let request = |cseq: u32, auth: &str| {
-        format!(
-            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}{cseq};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b{cseq}\r\nTo: <sip:bob@example.com>\r\n\
-             Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\n\
-             {auth}Content-Length: 0\r\n\r\n"
-        )
-    };
-    // A final answer to `req`, retransmitted on silence; at most 10 s.
-    let exchange = |req: &str| -> String {
-        let t0 = Instant::now();
-        let mut buf = [0u8; 4096];
-        loop {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "{call_id}: no answer"
-            );
-            sock.send_to(req.as_bytes(), server).expect("send");
-            while let Ok(n) = sock.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if text.contains(call_id) && !text.starts_with("SIP/2.0 1") {
-                    return text;
-                }
-            }
-        }
-    };
-    let first = exchange(&request(1, ""));
-    let challenge = first
-        .lines()
-        .find_map(|l| l.strip_prefix("WWW-Authenticate: "))
-        .unwrap_or_else(|| panic!("{call_id}: no challenge: {first}"));
-    let param = |k: &str| {
-        challenge
-            .split(&format!("{k}=\""))
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let (realm, nonce) = (param("realm"), param("nonce"));
-    let ha1 = Algorithm::Md5.ha1("bob", &realm, support::BOB_PASSWORD);
-    let uri = "sip:example.com";
-    let response = response_auth(
-        Algorithm::Md5,
-        &ha1,
-        &nonce,
-        "00000001",
-        "c0ffee",
-        "REGISTER",
-        uri,
+    let mut bob = Phone::new(
+        sock,
+        server,
+        Account::new("bob", "example.com", support::BOB_PASSWORD),
     );
-    let auth = format!(
-        "Authorization: Digest username=\"bob\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-         response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
-    );
-    let last = exchange(&request(2, &auth));
-    last.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("{call_id}: {last}"))
+    bob.ua.sent_by = SocketAddr::new(std::net::IpAddr::V4(node.pair.a4), 5090).to_string();
+    bob.wait = Duration::from_secs(10);
+    bob.resend = true;
+    let (_, last) = bob.register(call_id, Some(contact), expires);
+    let last = last.unwrap_or_else(|| panic!("{call_id}: no answer"));
+    status(&last)
 }
 
 /// Issue 13: a binding is refreshed, removed with `expires=0`, and all removed with

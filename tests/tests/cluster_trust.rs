@@ -28,7 +28,7 @@ use sip_firewall_tests::{
     daemon::TempDir,
     netns::in_ns,
     require_root,
-    sipclient::register_storm,
+    ua::storm::register_storm,
 };
 
 /// The Redis user the README gives the edges (`redis.conf` syntax).

@@ -1,7 +1,7 @@
 //! What the daemon's own integration tests use of the test-support library
 //! (`sip-firewall-tests`, `tests/src`): a free loopback port, the daemon binary started on
 //! loopback with its own state and admin socket (no root: `--xdp-mode off`), a metrics
-//! scrape, the loud skip; and the SIP sequences of the transport tests (`ua`).
+//! scrape, the loud skip; and dnsmasq for the RFC 3263 tests.
 
 #![allow(dead_code, unused_imports)]
 
@@ -10,8 +10,6 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-
-pub mod ua;
 
 pub use sip_firewall_tests::{
     daemon::Loopback as Daemon, metrics::scrape_opt, ports::free_port, skip,

@@ -8,7 +8,7 @@ use sip_firewall_tests::{
     require_root,
 };
 
-use crate::client::{Phone, Trunk, fraud_config};
+use crate::client::{Phone, fraud_config, trunk};
 use crate::support::{Metrics, one_at_a_time};
 
 #[test]
@@ -22,7 +22,7 @@ fn denied_prefix_never_reaches_the_trunk() {
     // No [fraud] keys: the documented default deny list.
     let d = DaemonDirs::new("fd", &fraud_config(""));
     let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let trunk = Trunk::start(&pair, 486);
+    let trunk = trunk(&pair, 486);
     let mut phone = Phone::new(&pair, "alice", "alice-secret");
     let denied: Vec<String> = [
         "0019005550100",

@@ -10,7 +10,7 @@ use sip_firewall_tests::{
     require_root,
 };
 
-use crate::client::{Phone, Trunk, fraud_config};
+use crate::client::{Phone, fraud_config, trunk};
 use crate::support::{Metrics, one_at_a_time};
 
 #[test]
@@ -26,7 +26,7 @@ fn only_an_answered_bye_frees_the_call() {
         &fraud_config("[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 2 }\n"),
     );
     let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let trunk = Trunk::start(&pair, 200);
+    let trunk = trunk(&pair, 200);
     let mut phone = Phone::new(&pair, "alice", "alice-secret");
     let first = phone.place("004930111").unwrap_or_default();
     let second = phone.call("+4930222");

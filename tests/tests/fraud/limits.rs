@@ -9,7 +9,7 @@ use sip_firewall_tests::{
     require_root,
 };
 
-use crate::client::{Phone, Trunk, fraud_config};
+use crate::client::{Phone, fraud_config, trunk};
 use crate::support::{BOB_PASSWORD, Metrics, one_at_a_time};
 
 #[test]
@@ -29,7 +29,7 @@ fn call_rate_and_sequence_trip_at_the_count() {
     );
     let daemon = d.start(&pair, &["--xdp-mode", "off"]);
     // Short calls: the trunk refuses each at once.
-    let trunk = Trunk::start(&pair, 486);
+    let trunk = trunk(&pair, 486);
     let mut alice = Phone::new(&pair, "alice", "alice-secret");
     let rate: Vec<String> = (0..5).map(|i| alice.call(&format!("004930{i}"))).collect();
     drop(alice);
@@ -76,7 +76,7 @@ fn max_call_duration_ends_the_call_both_ways() {
     let pair = Pair::new("fm").unwrap();
     let d = DaemonDirs::new("fm", &fraud_config("max_call_duration = \"2s\"\n"));
     let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let trunk = Trunk::start(&pair, 200);
+    let trunk = trunk(&pair, 200);
     let mut phone = Phone::new(&pair, "alice", "alice-secret");
     let answered = phone.call("0301234567");
     let up = Metrics::scrape(&pair).get("sipfw_calls_active");
@@ -87,7 +87,7 @@ fn max_call_duration_ends_the_call_both_ways() {
     let m = Metrics::scrape(&pair);
     drop(trunk);
     let (code, log) = stop(daemon);
-    let phone_bye = phone.requests.iter().find(|r| r.starts_with("BYE "));
+    let phone_bye = phone.requests().iter().find(|r| r.starts_with("BYE "));
     eprintln!("{test}: {answered:?}, BYE to the phone: {phone_bye:?}");
     assert_eq!(answered, "SIP/2.0 200 OK");
     assert_eq!(up, 1.0, "the call was tracked");

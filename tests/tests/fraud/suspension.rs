@@ -10,7 +10,7 @@ use sip_firewall_tests::{
     require_root,
 };
 
-use crate::client::{Phone, Trunk, fraud_config};
+use crate::client::{Phone, fraud_config, trunk};
 use crate::support::{Metrics, one_at_a_time};
 
 fn text(o: &std::process::Output) -> String {
@@ -36,7 +36,7 @@ fn concurrent_calls_suspend_until_unblocked() {
         ),
     );
     let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let trunk = Trunk::start(&pair, 200);
+    let trunk = trunk(&pair, 200);
     let mut phone = Phone::new(&pair, "alice", "alice-secret");
     let first = phone.call("004930111");
     let second = phone.call("+4930222");

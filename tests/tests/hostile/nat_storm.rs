@@ -13,7 +13,7 @@ use sip_firewall_tests::{
     daemon::{DaemonDirs, stop},
     netns::{Pair, in_ns},
     require_root,
-    sipclient::register_storm,
+    ua::storm::register_storm,
 };
 
 use crate::support::*;

@@ -6,19 +6,17 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use sip_firewall::auth::digest::{Algorithm, response_auth};
 use sip_firewall_tests::{
     daemon::{Loopback, daemon_bin},
     metrics::scrape_opt,
     ports::free_port,
+    ua::{
+        Account, header,
+        udp::{Phone, Trunk},
+    },
 };
 
 /// 256 bits, the same on every daemon of these tests.
@@ -48,104 +46,38 @@ fn start(tag: &str, config: &str) -> Loopback {
     Loopback::start(daemon_bin(), tag, config, Some("warn"), &[])
 }
 
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n").find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-    })
-}
-
-fn param(value: &str, key: &str) -> String {
-    value
-        .split(&format!("{key}=\""))
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Digest credentials (MD5, qop=auth, nc 1) answering `challenge` for `method` with digest
-/// `uri`.
-fn credentials(challenge: &str, method: &str, uri: &str) -> String {
-    let (realm, nonce) = (param(challenge, "realm"), param(challenge, "nonce"));
-    let ha1 = Algorithm::Md5.ha1("alice", &realm, PASSWORD);
-    let r = response_auth(
-        Algorithm::Md5,
-        &ha1,
-        &nonce,
-        "00000001",
-        "c0ffee",
-        method,
-        uri,
-    );
-    format!(
-        "Digest username=\"alice\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-         response=\"{r}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\""
-    )
-}
-
-/// A UDP client on 127.0.0.1 that waits for the final response of each request.
-struct Client {
-    s: UdpSocket,
-    n: u32,
-}
+/// alice's phone on 127.0.0.1, waiting for the final response of each request; the daemon
+/// it talks to is set per request.
+struct Client(Phone);
 
 impl Client {
     fn new() -> Client {
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
-        Client { s, n: 0 }
+        let account = Account::new("alice", "example.com", PASSWORD);
+        Client(Phone::new(s, "127.0.0.1:9".parse().expect("addr"), account))
     }
 
-    fn addr(&self) -> SocketAddr {
-        self.s.local_addr().expect("local address")
-    }
-
-    /// Send `msg` to `to`; its final response (skipping 1xx, answering requests with
-    /// nothing), or "nothing" after 3 s.
-    fn final_response(&self, to: SocketAddr, msg: &str, call_id: &str) -> String {
-        self.s.send_to(msg.as_bytes(), to).expect("send");
-        let t0 = Instant::now();
-        let mut buf = [0u8; 8192];
-        while t0.elapsed() < Duration::from_secs(3) {
-            let Ok((n, _)) = self.s.recv_from(&mut buf) else {
-                continue;
-            };
-            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if m.starts_with("SIP/2.0 ")
-                && !m.starts_with("SIP/2.0 1")
-                && header(&m, "Call-ID") == Some(call_id)
-            {
-                return m;
-            }
-        }
-        "nothing".into()
-    }
-
-    /// A REGISTER of alice with `auth` (an Authorization value), a new transaction each time.
+    /// A REGISTER of alice at `to` with `auth` (an Authorization line), a new transaction
+    /// each time: its final response, or "nothing" after 3 s.
     fn register(&mut self, to: SocketAddr, auth: Option<&str>) -> String {
-        self.n += 1;
-        let (me, n) = (self.addr(), self.n);
-        let call_id = format!("replay-{}-{}", std::process::id(), me.port());
-        let auth = auth
-            .map(|a| format!("Authorization: {a}\r\n"))
-            .unwrap_or_default();
-        let msg = format!(
-            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-rc{n};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=rc{n}\r\nTo: <sip:alice@example.com>\r\n\
-             Call-ID: {call_id}\r\nCSeq: {n} REGISTER\r\nContact: <sip:alice@{me}>\r\nExpires: 600\r\n\
-             {auth}Content-Length: 0\r\n\r\n"
+        self.0.proxy = to;
+        let call_id = format!(
+            "replay-{}-{}",
+            std::process::id(),
+            self.0.sock.local_addr().expect("addr").port()
         );
-        self.final_response(to, &msg, &call_id)
+        self.0
+            .register_once(&call_id, None, 600, auth.unwrap_or_default())
+            .unwrap_or_else(|| "nothing".into())
     }
 
-    /// alice registers at `to`: the Authorization value that got 200.
+    /// alice registers at `to`: the Authorization line that got 200.
     fn register_ok(&mut self, to: SocketAddr) -> String {
         let chal = self.register(to, None);
         assert!(chal.starts_with("SIP/2.0 401"), "challenge: {chal}");
-        let www = header(&chal, "WWW-Authenticate").expect("WWW-Authenticate");
-        let auth = credentials(www, "REGISTER", "sip:example.com");
+        let auth = self.0.ua.authorize(&chal, "REGISTER", "sip:example.com");
         let ok = self.register(to, Some(&auth));
         assert!(ok.starts_with("SIP/2.0 200"), "registered: {ok}");
         auth
@@ -154,32 +86,13 @@ impl Client {
     /// An INVITE from alice to `ruri` at the edge `to`: the 407's challenge answered with
     /// digest `uri`; the final response to the INVITE with credentials.
     fn call(&mut self, to: SocketAddr, ruri: &str, digest_uri: &str) -> String {
-        self.n += 1;
-        let (me, n) = (self.addr(), self.n);
-        let call_id = format!("call-{}-{}-{n}", std::process::id(), me.port());
-        let invite = |cseq: u32, auth: &str| {
-            format!(
-                "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ci{n}c{cseq};rport\r\n\
-                 Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ci{n}\r\nTo: <{ruri}>\r\n\
-                 Call-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\n\
-                 {auth}Content-Length: 0\r\n\r\n"
-            )
-        };
-        let chal = self.final_response(to, &invite(1, ""), &call_id);
-        assert!(chal.starts_with("SIP/2.0 407"), "challenge: {chal}");
-        let ack = format!(
-            "ACK {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ci{n}c1;rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ci{n}\r\nTo: {}\r\n\
-             Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-            header(&chal, "To").unwrap_or("")
-        );
-        self.s.send_to(ack.as_bytes(), to).expect("send ACK");
-        let pa = header(&chal, "Proxy-Authenticate").expect("Proxy-Authenticate");
-        let cred = format!(
-            "Proxy-Authorization: {}\r\n",
-            credentials(pa, "INVITE", digest_uri)
-        );
-        self.final_response(to, &invite(2, &cred), &call_id)
+        self.0.proxy = to;
+        let n = self.0.next_number();
+        let port = self.0.sock.local_addr().expect("addr").port();
+        let call_id = format!("call-{}-{port}-{n}", std::process::id());
+        self.0
+            .invite(ruri, digest_uri, &call_id, &format!("ci{n}"))
+            .unwrap_or_else(|| "nothing".into())
     }
 }
 
@@ -256,82 +169,17 @@ fn a_captured_register_is_refused_on_another_node() {
     phone.register_ok(second.sip);
 }
 
-/// The trunk: answers INVITEs 200 and BYEs 200, counts the INVITEs it receives.
-struct Trunk {
-    addr: SocketAddr,
-    invites: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Trunk {
-    fn start() -> Trunk {
-        let s = UdpSocket::bind(("127.0.0.1", free_port())).expect("bind the trunk");
-        s.set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("timeout");
-        let addr = s.local_addr().expect("trunk address");
-        let invites = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (got, st) = (invites.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let t0 = Instant::now();
-            let mut buf = [0u8; 8192];
-            while !st.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
-                let Ok((n, from)) = s.recv_from(&mut buf) else {
-                    continue;
-                };
-                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if !(m.starts_with("INVITE ") || m.starts_with("BYE ")) {
-                    continue;
-                }
-                let mut ok = String::from("SIP/2.0 200 OK\r\n");
-                for line in m.split("\r\n").skip(1) {
-                    let l = line.to_ascii_lowercase();
-                    if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
-                        .iter()
-                        .any(|p| l.starts_with(p))
-                    {
-                        ok.push_str(&format!("{line}\r\n"));
-                    } else if l.starts_with("to:") {
-                        ok.push_str(&format!("{line};tag=trunk\r\n"));
-                    }
-                }
-                ok.push_str(&format!(
-                    "Contact: <sip:gw@{addr}>\r\nContent-Length: 0\r\n\r\n"
-                ));
-                let _ = s.send_to(ok.as_bytes(), from);
-                if m.starts_with("INVITE ")
-                    && let Ok(mut v) = got.lock()
-                {
-                    v.push(m);
-                }
-            }
-        });
-        Trunk {
-            addr,
-            invites,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn invites(&self) -> usize {
-        self.invites.lock().map(|v| v.len()).unwrap_or(0)
-    }
-}
-
-impl Drop for Trunk {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// The trunk: answers INVITEs 200, records what it receives.
+fn trunk() -> Trunk {
+    let s = UdpSocket::bind(("127.0.0.1", free_port())).expect("bind the trunk");
+    s.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    Trunk::start(s, 200)
 }
 
 #[test]
 fn invite_credentials_over_the_edges_own_uri_do_not_reach_the_trunk() {
-    let trunk = Trunk::start();
+    let trunk = trunk();
     let edge = start(
         "uri-bound",
         &config(&format!("[proxy]\noutbound = \"{}\"\n", trunk.addr)),
@@ -347,7 +195,7 @@ fn invite_credentials_over_the_edges_own_uri_do_not_reach_the_trunk() {
         "INVITE with digest uri {own}: {r}"
     );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(trunk.invites(), 0, "nothing reaches the trunk");
+    assert_eq!(trunk.count("INVITE"), 0, "nothing reaches the trunk");
     assert_eq!(
         metric(&edge, "sipfw_auth_total{result=\"uri_mismatch\"}"),
         1.0
@@ -359,5 +207,5 @@ fn invite_credentials_over_the_edges_own_uri_do_not_reach_the_trunk() {
         r.starts_with("SIP/2.0 200"),
         "INVITE with digest uri = Request-URI: {r}"
     );
-    assert_eq!(trunk.invites(), 1);
+    assert_eq!(trunk.count("INVITE"), 1);
 }

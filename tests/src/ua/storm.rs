@@ -1,6 +1,7 @@
-//! A small SIP UDP client for tests that need many registrations at a set rate: REGISTER,
-//! answer the digest challenge (MD5, qop=auth), retransmit on Timer E's schedule
-//! (RFC 3261 17.1.2.2: T1 doubling, capped at T2) until a final answer or the deadline.
+//! Many registrations at a set rate, each phone from its own UDP socket (non-blocking, one
+//! thread): REGISTER, answer the digest challenge (MD5, qop=auth), retransmit on Timer E's
+//! schedule (RFC 3261 17.1.2.2: T1 doubling, capped at T2) until a final answer or the
+//! deadline.
 
 use std::{
     collections::HashMap,
@@ -8,12 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall::auth::digest::{Algorithm, response_auth};
+use super::{
+    Account, Ua, digest,
+    msg::{header, status},
+};
 
-/// One phone: its user, password and the local socket it registers from.
+/// One phone: its UA and the local socket it registers from.
 struct Phone {
-    user: String,
-    password: String,
+    ua: Ua,
     sock: UdpSocket,
     call_id: String,
     cseq: u32,
@@ -37,37 +40,12 @@ pub struct StormResult {
     pub retransmissions: usize,
 }
 
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n").find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-    })
-}
-
-fn param(value: &str, key: &str) -> Option<String> {
-    value.split(',').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        let k = k.trim().trim_start_matches("Digest").trim();
-        k.eq_ignore_ascii_case(key)
-            .then(|| v.trim().trim_matches('"').to_string())
-    })
-}
-
 impl Phone {
-    fn request(&mut self, domain: &str, auth: Option<String>) -> String {
-        let local = self.sock.local_addr().expect("local address");
+    fn request(&mut self, auth: &str) -> String {
         self.cseq += 1;
-        let branch = format!("z9hG4bK-{}-{}-{}", self.user, self.cseq, local.port());
-        format!(
-            "REGISTER sip:{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{domain}>;tag=t{p}\r\nTo: <sip:{u}@{domain}>\r\nCall-ID: {cid}\r\nCSeq: {c} REGISTER\r\nContact: <sip:{u}@{local}>\r\nExpires: 3600\r\n{auth}User-Agent: test-phone\r\nContent-Length: 0\r\n\r\n",
-            u = self.user,
-            p = local.port(),
-            cid = self.call_id,
-            c = self.cseq,
-            auth = auth
-                .map(|a| format!("Authorization: {a}\r\n"))
-                .unwrap_or_default(),
-        )
+        let contact = format!("<{}>", self.ua.contact);
+        self.ua
+            .register(&self.call_id, self.cseq, &contact, 3600, auth)
     }
 
     fn send(&mut self, server: SocketAddr, req: String, res: &mut StormResult) {
@@ -75,22 +53,20 @@ impl Phone {
         res.sent += 1;
         self.pending = Some((req, Instant::now(), Duration::from_millis(500)));
     }
-}
 
-impl Phone {
     /// The digest answer (MD5, qop=auth, nc 1) to the `WWW-Authenticate` challenge `ch`.
-    fn authorization(&self, ch: &str, domain: &str) -> String {
-        let realm = param(ch, "realm").unwrap_or_default();
-        let nonce = param(ch, "nonce").unwrap_or_default();
-        let alg = Algorithm::Md5;
-        let ha1 = alg.ha1(&self.user, &realm, &self.password);
-        let uri = format!("sip:{domain}");
+    fn authorization(&self, ch: &str) -> String {
+        let uri = format!("sip:{}", self.ua.account.domain);
         let cnonce = format!("c{}", self.call_id.len() + self.cseq as usize);
-        let response = response_auth(alg, &ha1, &nonce, "00000001", &cnonce, "REGISTER", &uri);
-        format!(
-            "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"{cnonce}\"",
-            self.user
-        )
+        let value = digest::credentials(
+            ch,
+            &self.ua.account,
+            self.ua.algorithm,
+            "REGISTER",
+            &uri,
+            &cnonce,
+        );
+        format!("Authorization: {value}\r\n")
     }
 
     /// Timer E: retransmit the pending request, doubling up to T2 (4 s).
@@ -121,9 +97,11 @@ pub fn register_storm(
     for (i, (user, password)) in users.iter().enumerate() {
         let sock = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
         sock.set_nonblocking(true)?;
+        let me = sock.local_addr()?;
+        let account = Account::new(user, domain, password);
+        let contact = format!("sip:{user}@{me}");
         phones.push(Phone {
-            user: user.clone(),
-            password: password.clone(),
+            ua: Ua::new(account, "UDP", me.to_string(), contact),
             sock,
             call_id: format!("storm-{i}-{user}"),
             cseq: 0,
@@ -141,7 +119,7 @@ pub fn register_storm(
         // Start the phones whose time has come.
         while started < phones.len() && t0.elapsed() >= interval * started as u32 {
             let p = &mut phones[started];
-            let req = p.request(domain, None);
+            let req = p.request("");
             p.send(server, req, &mut res);
             started += 1;
         }
@@ -153,9 +131,7 @@ pub fn register_storm(
             open = true;
             while let Ok((n, _)) = p.sock.recv_from(&mut buf) {
                 let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-                let Some(code) = msg.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok()) else {
-                    continue;
-                };
+                let code = status(&msg);
                 if code < 200 {
                     continue;
                 }
@@ -166,8 +142,8 @@ pub fn register_storm(
                         p.done = Some(code);
                         break;
                     };
-                    let auth = p.authorization(ch, domain);
-                    let req = p.request(domain, Some(auth));
+                    let auth = p.authorization(ch);
+                    let req = p.request(&auth);
                     p.send(server, req, &mut res);
                 } else {
                     p.done = Some(code);
