@@ -4,15 +4,14 @@
 //! `redis-server`).
 
 use std::{
-    net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use crate::{
-    daemon::{DaemonDirs, sample, scrape, stop},
-    netns::{Pair, in_ns},
+    daemon::TempDir,
+    edge::{Edge, xdp_args},
     skip,
 };
 
@@ -24,10 +23,7 @@ pub fn err(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-pub fn json(o: &std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", err(o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out(o)))
-}
+pub use crate::edge::json;
 
 /// A redis-server on a Unix socket; killed on drop.
 pub struct Redis {
@@ -93,11 +89,89 @@ impl Redis {
     pub fn url(&self) -> String {
         format!("redis+unix://{}", self.sock.display())
     }
+
+    /// The URL logging in as `user` with password `pw`.
+    pub fn url_as(&self, user: &str, pw: &str) -> String {
+        format!("{}?user={user}&pass={pw}", self.url())
+    }
+
+    /// A user `user` with password `pw` and every right: nodes logged in as it can be cut
+    /// off alone ([`Redis::cut`]).
+    pub fn add_user(&self, user: &str, pw: &str) {
+        let pw = format!(">{pw}");
+        let set = self.cli(&["ACL", "SETUSER", user, "on", &pw, "~*", "&*", "+@all"]);
+        assert!(set.contains("OK"), "{set}");
+    }
+
+    /// Cut the nodes logged in as `user` off (`on` false: the user disabled and its
+    /// connections killed; Redis and the other nodes carry on), or let them back.
+    pub fn cut(&self, user: &str, on: bool) {
+        let state = if on { "on" } else { "off" };
+        assert!(self.cli(&["ACL", "SETUSER", user, state]).contains("OK"));
+        if !on {
+            self.cli(&["CLIENT", "KILL", "USER", user]);
+        }
+    }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The cluster of one test: its temp dir and the Redis there, and its nodes.
+pub struct Cluster {
+    pub tmp: TempDir,
+    pub redis: Redis,
+}
+
+impl Cluster {
+    /// A Redis in a temp dir named after `tag`; None (after a loud skip) when `test` cannot
+    /// run: not root, or no redis-server.
+    pub fn new(test: &str, tag: &str) -> Option<Cluster> {
+        if !crate::require_root(test) || !redis_installed(test) {
+            return None;
+        }
+        let tmp = TempDir::new(tag);
+        let redis = Redis::start(&tmp.path);
+        Some(Cluster { tmp, redis })
+    }
+
+    /// Nodes in namespaces tagged `tags`, named `edge-a`, `edge-b`..., each with the config
+    /// `config` makes of its name; not started.
+    pub fn nodes<const N: usize>(
+        &self,
+        tags: [&str; N],
+        config: impl Fn(&str) -> String,
+    ) -> [Node; N] {
+        let mut name = 'a';
+        tags.map(|tag| {
+            let node = format!("edge-{name}");
+            name = char::from(name as u8 + 1);
+            Node::new(tag, &config(&node))
+        })
+    }
+
+    /// The same, started and connected to Redis.
+    pub fn started<const N: usize>(
+        &self,
+        tags: [&str; N],
+        config: impl Fn(&str) -> String,
+    ) -> [Node; N] {
+        let mut nodes = self.nodes(tags, config);
+        start_all(&mut nodes);
+        nodes
+    }
+}
+
+/// Start every node, then wait until each is connected to Redis.
+pub fn start_all(nodes: &mut [Node]) {
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    for n in nodes.iter() {
+        n.wait_connected(true);
     }
 }
 
@@ -112,33 +186,35 @@ pub fn redis_installed(test: &str) -> bool {
     ok
 }
 
-pub struct Node {
-    pub pair: Pair,
-    pub dirs: DaemonDirs,
-    child: Option<Child>,
+/// A node of a cluster: a daemon in its own namespaces with XDP on veth-b (generic mode).
+pub struct Node(Edge);
+
+impl std::ops::Deref for Node {
+    type Target = Edge;
+
+    fn deref(&self) -> &Edge {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Edge {
+        &mut self.0
+    }
 }
 
 impl Node {
     pub fn new(tag: &str, config: &str) -> Node {
-        let pair = Pair::new(tag).expect("namespaces");
-        let dirs = DaemonDirs::new(tag, config);
-        Node {
-            pair,
-            dirs,
-            child: None,
-        }
+        Node(Edge::new(tag, config))
     }
 
     pub fn start(&mut self) {
-        let p = &self.pair;
-        self.child = Some(
-            self.dirs
-                .start(p, &["--iface", p.if_b, "--xdp-mode", "generic", "--detach"]),
-        );
+        self.0.run(xdp_args(true));
     }
 
-    pub fn status(&self) -> serde_json::Value {
-        json(&self.dirs.cli(&["status", "--json"]))
+    /// Stop it: what it wrote on stderr.
+    pub fn stop(&mut self) -> String {
+        self.0.stop().1
     }
 
     pub fn wait_connected(&self, want: bool) {
@@ -156,107 +232,7 @@ impl Node {
         }
     }
 
-    pub fn banned(&self, ip: &str) -> bool {
-        json(&self.dirs.cli(&["ban", "list", "--json"]))
-            .as_array()
-            .is_some_and(|a| a.iter().any(|b| b["ip"] == ip))
-    }
-
-    /// Poll until `ip`'s ban state is `want`, at most `limit`; how long it took.
-    pub fn wait_banned(&self, ip: &str, want: bool, limit: Duration) -> Option<Duration> {
-        let t0 = Instant::now();
-        loop {
-            if self.banned(ip) == want {
-                return Some(t0.elapsed());
-            }
-            if t0.elapsed() >= limit {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     pub fn xdp_banned(&self) -> f64 {
-        let text = scrape(&self.pair.ns_b, "127.0.0.1:9464".parse().expect("addr"));
-        sample(&text, "sipfw_xdp_packets_total{reason=\"banned\"}").unwrap_or(0.0)
-    }
-
-    pub fn metric(&self, series: &str) -> f64 {
-        let text = scrape(&self.pair.ns_b, "127.0.0.1:9464".parse().expect("addr"));
-        sample(&text, series).unwrap_or(0.0)
-    }
-
-    /// Send `n` datagrams from a to UDP 7000 in b (not a SIP port: a ban covers all
-    /// traffic, and nothing of the daemon's sees them); how many arrived.
-    pub fn send(&self, n: usize) -> usize {
-        let rx = in_ns(&self.pair.ns_b, || Ok(UdpSocket::bind("0.0.0.0:7000")?)).expect("rx");
-        rx.set_read_timeout(Some(Duration::from_millis(300)))
-            .expect("timeout");
-        let tx = in_ns(&self.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).expect("tx");
-        for _ in 0..n {
-            tx.send_to(b"ping", SocketAddr::new(self.pair.b(false), 7000))
-                .expect("send");
-        }
-        let mut buf = [0u8; 64];
-        let mut got = 0;
-        while rx.recv(&mut buf).is_ok() {
-            got += 1;
-        }
-        got
-    }
-
-    /// Poll until `series` reaches `at_least`, at most `limit`; its last value.
-    pub fn wait_metric(&self, series: &str, at_least: f64, limit: Duration) -> f64 {
-        let t0 = Instant::now();
-        loop {
-            let v = self.metric(series);
-            if v >= at_least || t0.elapsed() >= limit {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Whether the daemon answers an OPTIONS from the outsider in namespace a (three tries,
-    /// 500 ms each): nothing comes back when XDP drops the source.
-    pub fn answers_options(&self) -> bool {
-        let tx = in_ns(&self.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).expect("tx");
-        tx.set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        let to = SocketAddr::new(self.pair.b(false), 5060);
-        let mut buf = [0u8; 4096];
-        (0..3).any(|i| {
-            let options = format!(
-                "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {}:5062;branch=z9hG4bK-opt{i}\r\n\
-                 Max-Forwards: 70\r\nFrom: <sip:probe@example.net>;tag=1\r\nTo: <sip:{to}>\r\n\
-                 Call-ID: opt{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-                self.pair.a4
-            );
-            tx.send_to(options.as_bytes(), to).expect("send");
-            tx.recv(&mut buf)
-                .is_ok_and(|n| buf[..n].starts_with(b"SIP/2.0 "))
-        })
-    }
-
-    /// The prefixes of `list` (`allow` or `deny`) as the daemon shows them.
-    pub fn list(&self, list: &str) -> Vec<String> {
-        json(&self.dirs.cli(&[list, "list", "--json"]))
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    pub fn stop(&mut self) -> String {
-        self.child.take().map(|c| stop(c).1).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.stop();
+        self.metric("sipfw_xdp_packets_total{reason=\"banned\"}")
     }
 }

@@ -24,10 +24,8 @@ use sip_firewall::{
     state::List,
 };
 use sip_firewall_tests::{
-    cluster::{Node, Redis, err, json, redis_installed},
-    daemon::TempDir,
+    cluster::{Cluster, Node, Redis, err, json},
     netns::in_ns,
-    require_root,
     ua::storm::register_storm,
 };
 
@@ -46,6 +44,11 @@ fn config(redis: &Redis, node: &str, host: u8, extra: &str) -> String {
          [auth]\nsecret = \"{SECRET}\"\n[cluster]\nredis = \"{}\"\nnode = \"{node}\"\n{extra}",
         redis.url()
     )
+}
+
+/// The address a node is advertised at: 192.0.2.11 for edge-a, .12 for edge-b.
+fn backbone_host(node: &str) -> u8 {
+    11 + node.bytes().last().map_or(0, |c| c - b'a')
 }
 
 /// What a node with the cluster's secret seals (the tests' stand-in for a node of ours
@@ -70,10 +73,6 @@ fn event(op: serde_json::Value) -> String {
     serde_json::json!({ "node": "edge-x", "sent_ms": now_ms(), "op": op }).to_string()
 }
 
-fn ready(test: &str) -> bool {
-    require_root(test) && redis_installed(test)
-}
-
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let t0 = std::time::Instant::now();
     while !done() {
@@ -92,16 +91,13 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 #[test]
 fn a_deny_of_everything_from_redis_is_refused() {
     let test = "a_deny_of_everything_from_redis_is_refused";
-    if !ready(test) {
+    let Some(cl) = Cluster::new(test, "trust-deny") else {
         return;
-    }
-    let tmp = TempDir::new("trust-deny");
-    let redis = Redis::start(&tmp.path);
+    };
+    let redis = &cl.redis;
     redis.cli(&["HSET", "sipfw:list:deny", "0.0.0.0/0", "1"]);
-    let mut b = Node::new("ctd", &config(&redis, "edge-b", 12, ""));
-    b.start();
     // Connected: the full set is loaded.
-    b.wait_connected(true);
+    let [mut b] = cl.started(["ctd"], |_| config(redis, "edge-b", 12, ""));
     assert!(
         b.answers_options(),
         "B answers an outsider: deny 0.0.0.0/0 from Redis was refused"
@@ -145,17 +141,14 @@ fn a_deny_of_everything_from_redis_is_refused() {
 #[test]
 fn an_allow_of_everything_from_redis_is_refused() {
     let test = "an_allow_of_everything_from_redis_is_refused";
-    if !ready(test) {
+    let Some(cl) = Cluster::new(test, "trust-allow") else {
         return;
-    }
-    let tmp = TempDir::new("trust-allow");
-    let redis = Redis::start(&tmp.path);
+    };
+    let redis = &cl.redis;
     redis.cli(&["HSET", "sipfw:list:allow", "::/0", "1"]);
-    let mut b = Node::new("cta", &config(&redis, "edge-b", 12, ""));
-    b.start();
-    b.wait_connected(true);
+    let [b] = cl.started(["cta"], |_| config(redis, "edge-b", 12, ""));
     let outsider = b.pair.a4.to_string();
-    let ban = b.dirs.cli(&["ban", "add", &outsider, "--for", "1h"]);
+    let ban = b.cli(&["ban", "add", &outsider, "--for", "1h"]);
     assert!(ban.status.success(), "{}", err(&ban));
     assert_eq!(
         b.send(5),
@@ -182,11 +175,10 @@ fn an_allow_of_everything_from_redis_is_refused() {
 #[test]
 fn a_subscriber_with_a_foreign_identity_is_refused() {
     let test = "a_subscriber_with_a_foreign_identity_is_refused";
-    if !ready(test) {
+    let Some(cl) = Cluster::new(test, "trust-users") else {
         return;
-    }
-    let tmp = TempDir::new("trust-users");
-    let redis = Redis::start(&tmp.path);
+    };
+    let redis = &cl.redis;
     let user = |name: &str, identity: &str| {
         serde_json::json!({
             "user": name,
@@ -210,11 +202,9 @@ fn a_subscriber_with_a_foreign_identity_is_refused() {
     redis.cli(&["HSET", "sipfw:users", "trudy@example.com", &sealed_trudy]);
     redis.cli(&["HSET", "sipfw:users", "dave@example.com", &sealed_dave]);
 
-    let mut b = Node::new("ctu", &config(&redis, "edge-b", 12, ""));
-    b.start();
-    b.wait_connected(true);
+    let [b] = cl.started(["ctu"], |_| config(redis, "edge-b", 12, ""));
     let users = |n: &Node| -> Vec<String> {
-        json(&n.dirs.cli(&["user", "list", "--json"]))
+        json(&n.cli(&["user", "list", "--json"]))
             .as_array()
             .map(|a| {
                 a.iter()
@@ -256,11 +246,10 @@ fn a_subscriber_with_a_foreign_identity_is_refused() {
 #[test]
 fn a_binding_to_loopback_is_refused() {
     let test = "a_binding_to_loopback_is_refused";
-    if !ready(test) {
+    let Some(cl) = Cluster::new(test, "trust-loc") else {
         return;
-    }
-    let tmp = TempDir::new("trust-loc");
-    let redis = Redis::start(&tmp.path);
+    };
+    let redis = &cl.redis;
     let expires = now_ms() / 1000 + 3600;
     let binding = |contact: &str, node: &str| {
         serde_json::json!({
@@ -297,10 +286,8 @@ fn a_binding_to_loopback_is_refused() {
     redis.cli(&["HSET", "sipfw:loc:bob@example.com", c2, &s2]);
     redis.cli(&["HSET", "sipfw:loc:bob@example.com", c3, &s3]);
 
-    let mut b = Node::new("ctb", &config(&redis, "edge-b", 12, ""));
-    b.start();
     // Connected: the full set is loaded.
-    b.wait_connected(true);
+    let [b] = cl.started(["ctb"], |_| config(redis, "edge-b", 12, ""));
     assert_eq!(
         b.metric("sipfw_registrar_bindings"),
         0.0,
@@ -333,19 +320,15 @@ fn a_binding_to_loopback_is_refused() {
 #[test]
 fn a_valid_record_moved_to_another_key_is_refused() {
     let test = "a_valid_record_moved_to_another_key_is_refused";
-    if !ready(test) {
+    let Some(cl) = Cluster::new(test, "trust-moved") else {
         return;
-    }
-    let tmp = TempDir::new("trust-moved");
-    let redis = Redis::start(&tmp.path);
-    let mut a = Node::new("cma", &config(&redis, "edge-a", 11, ""));
-    let mut b = Node::new("cmb", &config(&redis, "edge-b", 12, ""));
-    a.start();
-    b.start();
-    a.wait_connected(true);
-    b.wait_connected(true);
+    };
+    let redis = &cl.redis;
+    let [a, mut b] = cl.started(["cma", "cmb"], |node| {
+        config(redis, node, backbone_host(node), "")
+    });
 
-    let add = a.dirs.cli(&[
+    let add = a.cli(&[
         "user",
         "add",
         "carol",
@@ -368,7 +351,7 @@ fn a_valid_record_moved_to_another_key_is_refused() {
     })
     .expect("register through A");
     assert_eq!(res.registered, 1, "carol registers through A: {res:?}");
-    let ban = a.dirs.cli(&["ban", "add", "192.0.2.50", "--for", "1h"]);
+    let ban = a.cli(&["ban", "add", "192.0.2.50", "--for", "1h"]);
     assert!(ban.status.success(), "{}", err(&ban));
     assert!(
         wait_until(Duration::from_secs(5), || {
@@ -408,16 +391,13 @@ fn a_valid_record_moved_to_another_key_is_refused() {
 #[test]
 fn the_cli_refuses_a_prefix_of_everything_without_force() {
     let test = "the_cli_refuses_a_prefix_of_everything_without_force";
-    if !ready(test) {
+    let Some(cl) = Cluster::new(test, "trust-cli") else {
         return;
-    }
-    let tmp = TempDir::new("trust-cli");
-    let redis = Redis::start(&tmp.path);
+    };
+    let redis = &cl.redis;
     let trunk = "[policy]\nallow = [\"192.0.2.0/24\"]\n";
-    let mut b = Node::new("ctc", &config(&redis, "edge-b", 12, trunk));
-    b.start();
-    b.wait_connected(true);
-    let refused = b.dirs.cli(&["deny", "add", "0.0.0.0/0"]);
+    let [b] = cl.started(["ctc"], |_| config(redis, "edge-b", 12, trunk));
+    let refused = b.cli(&["deny", "add", "0.0.0.0/0"]);
     let text = err(&refused);
     assert!(!refused.status.success(), "deny add 0.0.0.0/0 refused");
     assert!(
@@ -426,18 +406,18 @@ fn the_cli_refuses_a_prefix_of_everything_without_force() {
     );
     assert!(b.answers_options(), "the outsider is still answered");
     for (list, net) in [("allow", "::/0"), ("allow", "::ffff:0.0.0.0/96")] {
-        let o = b.dirs.cli(&[list, "add", net]);
+        let o = b.cli(&[list, "add", net]);
         assert!(!o.status.success(), "{list} add {net} refused");
     }
     assert_eq!(b.list("allow"), vec!["192.0.2.0/24".to_string()]);
     assert!(b.list("deny").is_empty());
     // The config's entry is the config's: `del` names where to remove it.
-    let del = b.dirs.cli(&["allow", "del", "192.0.2.0/24"]);
+    let del = b.cli(&["allow", "del", "192.0.2.0/24"]);
     assert!(!del.status.success(), "allow del of a config entry refused");
     assert!(err(&del).contains("[policy] allow"), "{}", err(&del));
     assert_eq!(b.list("allow"), vec!["192.0.2.0/24".to_string()]);
 
-    let forced = b.dirs.cli(&["deny", "add", "0.0.0.0/0", "--force"]);
+    let forced = b.cli(&["deny", "add", "0.0.0.0/0", "--force"]);
     assert!(forced.status.success(), "{}", err(&forced));
     assert_eq!(b.list("deny"), vec!["0.0.0.0/0".to_string()]);
     assert!(!b.answers_options(), "with --force: XDP drops everyone");
@@ -451,44 +431,31 @@ fn the_cli_refuses_a_prefix_of_everything_without_force() {
 #[test]
 fn honest_changes_still_propagate() {
     let test = "honest_changes_still_propagate";
-    if !ready(test) {
+    let Some(cl) = Cluster::new(test, "trust-honest") else {
         return;
-    }
-    let tmp = TempDir::new("trust-honest");
-    let redis = Redis::start(&tmp.path);
+    };
+    let redis = &cl.redis;
     // The nodes log in as the README's ACL user: what it allows is all they need.
     assert!(include_str!("../../README.md").contains(ACL_USER));
     let mut acl = vec!["ACL", "SETUSER"];
     acl.extend(ACL_USER.split(' ').skip(1));
     let set = redis.cli(&acl);
     assert!(set.contains("OK"), "{set}");
-    let as_acl = |c: String| {
-        c.replace(
-            &redis.url(),
-            &format!("{}?user=sipfw&pass=redis-password", redis.url()),
-        )
-    };
     let trunk = "[policy]\nallow = [\"192.0.2.0/24\"]\n";
-    let mut a = Node::new("cha", &as_acl(config(&redis, "edge-a", 11, "")));
-    let mut b = Node::new("chb", &as_acl(config(&redis, "edge-b", 12, trunk)));
-    a.start();
-    b.start();
-    a.wait_connected(true);
-    b.wait_connected(true);
+    let [a, b] = cl.started(["cha", "chb"], |node| {
+        let extra = if node == "edge-b" { trunk } else { "" };
+        config(redis, node, backbone_host(node), extra)
+            .replace(&redis.url(), &redis.url_as("sipfw", "redis-password"))
+    });
 
     let ip = a.pair.a4.to_string();
-    assert!(
-        a.dirs
-            .cli(&["ban", "add", &ip, "--for", "1h"])
-            .status
-            .success()
-    );
+    assert!(a.cli(&["ban", "add", &ip, "--for", "1h"]).status.success());
     assert!(
         b.wait_banned(&ip, true, Duration::from_secs(5)).is_some(),
         "A's ban reached B"
     );
     assert_eq!(b.send(5), 0, "B's XDP drops it");
-    let add = a.dirs.cli(&[
+    let add = a.cli(&[
         "user",
         "add",
         "carol",
@@ -500,31 +467,16 @@ fn honest_changes_still_propagate() {
     assert!(add.status.success(), "{}", err(&add));
     assert!(
         wait_until(Duration::from_secs(5), || {
-            json(&b.dirs.cli(&["user", "list", "--json"]))
+            json(&b.cli(&["user", "list", "--json"]))
                 .as_array()
                 .is_some_and(|u| u.iter().any(|u| u["user"] == "carol"))
         }),
         "A's subscriber reached B"
     );
     // A removes the prefix B's config allows (A had added it at run time), then denies one.
-    assert!(
-        a.dirs
-            .cli(&["allow", "add", "192.0.2.0/24"])
-            .status
-            .success()
-    );
-    assert!(
-        a.dirs
-            .cli(&["allow", "del", "192.0.2.0/24"])
-            .status
-            .success()
-    );
-    assert!(
-        a.dirs
-            .cli(&["deny", "add", "198.51.100.77"])
-            .status
-            .success()
-    );
+    assert!(a.cli(&["allow", "add", "192.0.2.0/24"]).status.success());
+    assert!(a.cli(&["allow", "del", "192.0.2.0/24"]).status.success());
+    assert!(a.cli(&["deny", "add", "198.51.100.77"]).status.success());
     assert!(
         wait_until(Duration::from_secs(5), || b
             .list("deny")

@@ -1,0 +1,114 @@
+//! Subscribers and the allow/deny lists changed on one edge apply on every edge.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use sip_firewall_tests::{
+    cluster::{Cluster, Node, err, json},
+    netns::in_ns,
+    ua::storm::register_storm,
+};
+
+use crate::setup::node_config;
+
+/// `user add` on A: the subscriber registers through B; `deny add` on B drops the source on
+/// A; `deny del` and `user del` on the other node undo them everywhere. Only digest hashes
+/// reach Redis.
+#[test]
+fn subscribers_and_lists_apply_on_every_node() {
+    let test = "subscribers_and_lists_apply_on_every_node";
+    let Some(cl) = Cluster::new(test, "cluster-redis-users") else {
+        return;
+    };
+    let redis = &cl.redis;
+    let [a, b] = cl.started(["cua", "cub"], |node| {
+        node_config(redis, node, "shared-secret-3")
+    });
+
+    let add = a.cli(&[
+        "user",
+        "add",
+        "carol",
+        "--domain",
+        "example.com",
+        "--password",
+        "pw-carol-7",
+    ]);
+    assert!(add.status.success(), "{}", err(&add));
+    let has_carol = |n: &Node| {
+        json(&n.cli(&["user", "list", "--json"]))
+            .as_array()
+            .is_some_and(|a| a.iter().any(|u| u["user"] == "carol"))
+    };
+    let t0 = Instant::now();
+    while !has_carol(&b) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "B never got carol");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (a4, server) = (IpAddr::V4(b.pair.a4), b.sip());
+    let res = in_ns(&b.pair.ns_a, move || {
+        register_storm(
+            a4,
+            server,
+            "example.com",
+            &[("carol".to_string(), "pw-carol-7".to_string())],
+            10,
+            Duration::from_secs(10),
+        )
+    })
+    .expect("register from B's client namespace");
+    assert_eq!(
+        res.registered, 1,
+        "carol, added on A, registers through B: {res:?}"
+    );
+    let stored = redis.cli(&["HGETALL", "sipfw:users"]);
+    assert!(
+        stored.contains("carol@example.com") && stored.contains("ha1"),
+        "{stored}"
+    );
+    assert!(
+        !stored.contains("pw-carol-7"),
+        "no password in Redis: {stored}"
+    );
+
+    // deny on B applies on A (in XDP); removed on A, lifted on B.
+    let ip = a.pair.a4.to_string();
+    assert_eq!(a.send(5), 5);
+    assert!(b.cli(&["deny", "add", &ip]).status.success());
+    let denied = |n: &Node| n.list("deny").contains(&format!("{ip}/32"));
+    let t0 = Instant::now();
+    while !denied(&a) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "A never got B's deny"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a.send(10), 0, "A drops what B denied");
+    assert!(a.cli(&["deny", "del", &ip]).status.success());
+    let t0 = Instant::now();
+    while denied(&b) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "B kept the deny A removed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.send(5), 5);
+
+    assert!(
+        b.cli(&["user", "del", "carol", "--domain", "example.com"])
+            .status
+            .success()
+    );
+    let t0 = Instant::now();
+    while has_carol(&a) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "A kept carol after user del on B"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
