@@ -20,10 +20,21 @@ pub const TRUNK: &str = "198.51.100.1:5099";
 
 pub use udp::Trunk;
 
+use crate::support::{Turn, edge};
+
 /// The daemon's config for these tests: the trunk as outbound, `fraud` appended.
 pub fn fraud_config(fraud: &str) -> String {
     crate::support::config(&format!("[fraud]\n{fraud}\n"))
         .replace("[proxy]\n", &format!("[proxy]\noutbound = \"{TRUNK}\"\n"))
+}
+
+/// `test`'s daemon with [`fraud_config`]`(fraud)`, the trunk answering INVITEs with
+/// `code`, and alice's phone; None (skipped loudly) when the test cannot run.
+pub fn start(test: &str, tag: &str, fraud: &str, code: u16) -> Option<(Turn, Trunk, Phone)> {
+    let e = edge(test, tag, &fraud_config(fraud), false)?;
+    let trunk = trunk(&e.pair, code);
+    let phone = Phone::new(&e.pair, "alice", "alice-secret");
+    Some((e, trunk, phone))
 }
 
 /// The trunk in namespace a, answering INVITEs with `code`.

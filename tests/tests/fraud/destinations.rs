@@ -2,28 +2,16 @@
 
 use std::time::Duration;
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::Pair,
-    require_root,
-};
-
-use crate::client::{Phone, fraud_config, trunk};
-use crate::support::{Metrics, one_at_a_time};
+use crate::client::start;
+use crate::support::Metrics;
 
 #[test]
 fn denied_prefix_never_reaches_the_trunk() {
     let test = "denied_prefix_never_reaches_the_trunk";
-    if !require_root(test) {
-        return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("fd").unwrap();
     // No [fraud] keys: the documented default deny list.
-    let d = DaemonDirs::new("fd", &fraud_config(""));
-    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let trunk = trunk(&pair, 486);
-    let mut phone = Phone::new(&pair, "alice", "alice-secret");
+    let Some((mut e, trunk, mut phone)) = start(test, "fd", "", 486) else {
+        return;
+    };
     let denied: Vec<String> = [
         "0019005550100",
         "+19005550101",
@@ -37,11 +25,11 @@ fn denied_prefix_never_reaches_the_trunk() {
     // the listener works, and what came before it would have arrived first.
     let control = phone.call("00493012345");
     let reached = trunk.wait("INVITE", 1, Duration::from_secs(3));
-    let m = Metrics::scrape(&pair);
+    let m = Metrics::scrape(&e.pair);
     let refused = m.get("sipfw_fraud_refused_total{reason=\"denied_prefix\"}");
     let invites = trunk.count("INVITE");
     drop(trunk);
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     eprintln!("{test}: denied calls {denied:?}, control {control:?}, trunk INVITEs {invites}");
     for a in &denied {
         assert_eq!(a, "SIP/2.0 403 Destination Denied");

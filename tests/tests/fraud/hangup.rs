@@ -4,43 +4,33 @@
 //! (a third international call gets 403); the real hang-up, answered 200, frees the slot
 //! at once.
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::Pair,
-    require_root,
-};
-
-use crate::client::{Phone, fraud_config, trunk};
-use crate::support::{Metrics, one_at_a_time};
+use crate::client::start;
+use crate::support::Metrics;
 
 #[test]
 fn only_an_answered_bye_frees_the_call() {
     let test = "only_an_answered_bye_frees_the_call";
-    if !require_root(test) {
-        return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("fb").unwrap();
-    let d = DaemonDirs::new(
+    let Some((mut e, trunk, mut phone)) = start(
+        test,
         "fb",
-        &fraud_config("[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 2 }\n"),
-    );
-    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let trunk = trunk(&pair, 200);
-    let mut phone = Phone::new(&pair, "alice", "alice-secret");
+        "[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 2 }\n",
+        200,
+    ) else {
+        return;
+    };
     let first = phone.place("004930111").unwrap_or_default();
     let second = phone.call("+4930222");
     let forged = phone.bye(&first, "forged");
-    let after_forged = Metrics::scrape(&pair);
+    let after_forged = Metrics::scrape(&e.pair);
     let third = phone.call("01144207333");
     // The third call suspended alice: the operator lifts it (the calls still count).
-    let unblock = d.cli(&["fraud", "unblock", "alice"]);
+    let unblock = e.cli(&["fraud", "unblock", "alice"]);
     let real = phone.bye(&first, "trunk");
-    let after_real = Metrics::scrape(&pair);
+    let after_real = Metrics::scrape(&e.pair);
     let fourth = phone.call("004930444");
     let byes = trunk.count("BYE");
     drop(trunk);
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     eprintln!(
         "{test}: first {:?}, second {second:?}, forged BYE {forged:?}, third {third:?}, \
          real BYE {real:?}, fourth {fourth:?}",

@@ -3,46 +3,34 @@
 
 use std::time::Duration;
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::Pair,
-    require_root,
-};
-
-use crate::client::{Phone, fraud_config, trunk};
-use crate::support::{BOB_PASSWORD, Metrics, one_at_a_time};
+use crate::client::{Phone, start};
+use crate::support::{BOB_PASSWORD, Metrics};
 
 #[test]
 fn call_rate_and_sequence_trip_at_the_count() {
     let test = "call_rate_and_sequence_trip_at_the_count";
-    if !require_root(test) {
-        return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("fr").unwrap();
-    let d = DaemonDirs::new(
-        "fr",
-        &fraud_config(
-            "[[fraud.rules]]\nprefix = \"0049\"\ncalls_per_minute = { warn = 2, critical = 4 }\n\
-             [[fraud.rules]]\nprefix = \"+33\"\nsequential = { critical = 3 }\n",
-        ),
-    );
-    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
     // Short calls: the trunk refuses each at once.
-    let trunk = trunk(&pair, 486);
-    let mut alice = Phone::new(&pair, "alice", "alice-secret");
+    let Some((mut e, trunk, mut alice)) = start(
+        test,
+        "fr",
+        "[[fraud.rules]]\nprefix = \"0049\"\ncalls_per_minute = { warn = 2, critical = 4 }\n\
+             [[fraud.rules]]\nprefix = \"+33\"\nsequential = { critical = 3 }\n",
+        486,
+    ) else {
+        return;
+    };
     let rate: Vec<String> = (0..5).map(|i| alice.call(&format!("004930{i}"))).collect();
     drop(alice);
-    let mut bob = Phone::new(&pair, "bob", BOB_PASSWORD);
+    let mut bob = Phone::new(&e.pair, "bob", BOB_PASSWORD);
     let seq: Vec<String> = ["00331", "+332", "0301", "00333", "011334", "00335", "00336"]
         .iter()
         .map(|n| bob.call(n))
         .collect();
     let reached = trunk.wait("INVITE", 10, Duration::from_secs(3));
     let invites = trunk.count("INVITE");
-    let m = Metrics::scrape(&pair);
+    let m = Metrics::scrape(&e.pair);
     drop(trunk);
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     eprintln!("{test}: alice {rate:?}\nbob {seq:?}\ntrunk INVITEs {invites}");
     let busy = "SIP/2.0 486 Busy Here";
     let tripped = "SIP/2.0 403 Fraud Limit Exceeded";
@@ -69,24 +57,19 @@ fn call_rate_and_sequence_trip_at_the_count() {
 #[test]
 fn max_call_duration_ends_the_call_both_ways() {
     let test = "max_call_duration_ends_the_call_both_ways";
-    if !require_root(test) {
+    let Some((mut e, trunk, mut phone)) = start(test, "fm", "max_call_duration = \"2s\"\n", 200)
+    else {
         return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("fm").unwrap();
-    let d = DaemonDirs::new("fm", &fraud_config("max_call_duration = \"2s\"\n"));
-    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let trunk = trunk(&pair, 200);
-    let mut phone = Phone::new(&pair, "alice", "alice-secret");
+    };
     let answered = phone.call("0301234567");
-    let up = Metrics::scrape(&pair).get("sipfw_calls_active");
+    let up = Metrics::scrape(&e.pair).get("sipfw_calls_active");
     phone.listen(Duration::from_secs(8), |r| {
         r.iter().any(|m| m.starts_with("BYE "))
     });
     let trunk_bye = trunk.wait("BYE", 1, Duration::from_secs(3));
-    let m = Metrics::scrape(&pair);
+    let m = Metrics::scrape(&e.pair);
     drop(trunk);
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     let phone_bye = phone.requests().iter().find(|r| r.starts_with("BYE "));
     eprintln!("{test}: {answered:?}, BYE to the phone: {phone_bye:?}");
     assert_eq!(answered, "SIP/2.0 200 OK");

@@ -4,14 +4,8 @@
 
 use std::time::Duration;
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::Pair,
-    require_root,
-};
-
-use crate::client::{Phone, fraud_config, trunk};
-use crate::support::{Metrics, one_at_a_time};
+use crate::client::start;
+use crate::support::{Metrics, xdp_args};
 
 fn text(o: &std::process::Output) -> String {
     format!(
@@ -24,29 +18,19 @@ fn text(o: &std::process::Output) -> String {
 #[test]
 fn concurrent_calls_suspend_until_unblocked() {
     let test = "concurrent_calls_suspend_until_unblocked";
-    if !require_root(test) {
+    let rules = "[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { warn = 1, critical = 2 }\n";
+    let Some((mut e, trunk, mut phone)) = start(test, "fs", rules, 200) else {
         return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("fs").unwrap();
-    let d = DaemonDirs::new(
-        "fs",
-        &fraud_config(
-            "[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { warn = 1, critical = 2 }\n",
-        ),
-    );
-    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let trunk = trunk(&pair, 200);
-    let mut phone = Phone::new(&pair, "alice", "alice-secret");
+    };
     let first = phone.call("004930111");
     let second = phone.call("+4930222");
     let third = phone.call("01144207333");
     let national = phone.call("0301234567");
-    let m = Metrics::scrape(&pair);
-    let daemon_status = text(&d.cli(&["status"]));
-    let status = d.cli(&["fraud", "status"]);
-    let events = d.cli(&["fraud", "events"]);
-    let status_json = d.cli(&["fraud", "status", "alice", "--json"]);
+    let m = Metrics::scrape(&e.pair);
+    let daemon_status = text(&e.cli(&["status"]));
+    let status = e.cli(&["fraud", "status"]);
+    let events = e.cli(&["fraud", "events"]);
+    let status_json = e.cli(&["fraud", "status", "alice", "--json"]);
     eprintln!("{test}: {first:?} {second:?} {third:?} {national:?}");
     eprintln!("{test}: fraud status:\n{}", text(&status));
     eprintln!("{test}: fraud events:\n{}", text(&events));
@@ -84,23 +68,23 @@ fn concurrent_calls_suspend_until_unblocked() {
     assert!(text(&events).contains("critical"));
 
     // A restart keeps the suspension (state database).
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
-    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
+    e.run(xdp_args(false));
     let after_restart = phone.call("0301234568");
-    let unblock = d.cli(&["fraud", "unblock", "alice"]);
+    let unblock = e.cli(&["fraud", "unblock", "alice"]);
     let unblocked = phone.call("0301234569");
-    let again = d.cli(&["fraud", "unblock", "alice"]);
+    let again = e.cli(&["fraud", "unblock", "alice"]);
     let reached = trunk.wait("INVITE", 3, Duration::from_secs(3));
     let invites = trunk.count("INVITE");
-    let screen = d.cli(&["fraud", "status"]);
+    let screen = e.cli(&["fraud", "status"]);
     eprintln!(
         "{test}: after restart {after_restart:?}, unblock: {}, then {unblocked:?}",
         text(&unblock)
     );
     eprintln!("{test}: fraud status after the test:\n{}", text(&screen));
     drop(trunk);
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     assert_eq!(after_restart, "SIP/2.0 403 Account Suspended");
     assert!(unblock.status.success(), "{}", text(&unblock));
     assert_eq!(unblocked, "SIP/2.0 200 OK");

@@ -7,11 +7,7 @@ use std::{
     time::Duration,
 };
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::{Pair, in_ns},
-    require_root,
-};
+use sip_firewall_tests::netns::{Pair, in_ns};
 
 use crate::support::*;
 
@@ -44,28 +40,20 @@ fn scanner_options(from: SocketAddr, n: usize) -> String {
     )
 }
 
-fn forged_register(from: SocketAddr, n: usize) -> String {
-    format!(
-        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-forged-{n}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=f{n}\r\nTo: <sip:bob@example.com>\r\nCall-ID: forged-{n}@x\r\nCSeq: {n} REGISTER\r\nContact: <sip:bob@{from}>\r\nAuthorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"forged{n}\", uri=\"sip:example.com\", response=\"00000000000000000000000000000000\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c{n}\"\r\nContent-Length: 0\r\n\r\n"
-    )
-}
-
 #[test]
 fn unproven_evidence_does_not_ban_a_subscriber() {
-    if !require_root("unproven_evidence_does_not_ban_a_subscriber") {
+    let test = "unproven_evidence_does_not_ban_a_subscriber";
+    if !sipp_installed(test) {
         return;
     }
-    if !sipp_installed("unproven_evidence_does_not_ban_a_subscriber") {
+    let Some(mut e) = edge(test, "aim", &config(""), true) else {
         return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("aim").unwrap();
-    let d = DaemonDirs::new("aim", &config(""));
-    let daemon = d.start(&pair, &mode_args(&pair, true));
+    };
+    let (pair, d) = (&e.pair, &e.dirs);
     let a4 = pair.a4.to_string();
 
     // bob registers from 198.51.100.1 (namespace a): a known source now.
-    let reg = register_bob(&pair, &d.dir.path, 5070);
+    let reg = register_bob(pair, e.dir(), 5070);
     assert!(reg.ok, "bob registers: {}", reg.output);
 
     // The attacker spoofs bob's address: a scanner User-Agent, then five forged
@@ -73,19 +61,19 @@ fn unproven_evidence_does_not_ban_a_subscriber() {
     let spoofed: SocketAddr = format!("{a4}:5071").parse().unwrap();
     let mut msgs = vec![scanner_options(spoofed, 1)];
     msgs.extend((1..=6).map(|n| forged_register(spoofed, n)));
-    send_from(&pair, spoofed, msgs);
+    send_from(pair, spoofed, msgs);
     // The same scanner from an address nobody knows: banned, as before.
     let other = pair.add_a4(3).expect("a second address in namespace a");
     let unknown = SocketAddr::new(IpAddr::V4(other), 5072);
-    send_from(&pair, unknown, vec![scanner_options(unknown, 2)]);
-    let reason = wait_ban(&d, &other.to_string(), Duration::from_secs(5));
+    send_from(pair, unknown, vec![scanner_options(unknown, 2)]);
+    let reason = wait_ban(d, &other.to_string(), Duration::from_secs(5));
     assert!(
         reason.as_deref().is_some_and(|r| r.starts_with("scanner")),
         "the unknown scanner is banned: {reason:?}"
     );
     // Everything sent before the control ban was handled (events are applied in order).
-    let bans_now = bans(&d);
-    let m = Metrics::scrape(&pair);
+    let bans_now = bans(d);
+    let m = Metrics::scrape(pair);
     let refused_scanner = m.get("sipfw_ban_refused_total{reason=\"scanner\"}");
     let refused_auth = m.get("sipfw_ban_refused_total{reason=\"auth_unproven\"}");
     eprintln!(
@@ -101,8 +89,8 @@ fn unproven_evidence_does_not_ban_a_subscriber() {
         "the forged Authorization headers are counted as refused evidence"
     );
     // bob still registers.
-    let reg = register_bob(&pair, &d.dir.path, 5073);
+    let reg = register_bob(pair, e.dir(), 5073);
     assert!(reg.ok, "bob registers again: {}", reg.output);
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -11,12 +11,11 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::DaemonDirs,
     netns::{Pair, in_ns},
-    require_root,
+    ua::{Request, response_to},
 };
 
-use crate::support::{Metrics, config, one_at_a_time};
+use crate::support::{Metrics, config, edge};
 
 /// Covers Timer G at T1 = 50 ms (3.2 s) with room.
 const WINDOW: Duration = Duration::from_secs(4);
@@ -105,61 +104,30 @@ impl Probe {
 /// answers every INVITE with 486, so the edge relays a non-2xx final to the caller.
 const PHONE: &str = "198.51.100.5:5070";
 
-/// The 486 of the phone to a forwarded INVITE: the request's Via, From, To (tagged),
-/// Call-ID and CSeq.
-fn busy(invite: &str) -> Option<String> {
-    if !invite.starts_with("INVITE ") {
-        return None;
-    }
-    let mut out = String::from("SIP/2.0 486 Busy Here\r\n");
-    for line in invite.split("\r\n").skip(1) {
-        let lower = line.to_ascii_lowercase();
-        if ["via:", "from:", "call-id:", "cseq:"]
-            .iter()
-            .any(|h| lower.starts_with(h))
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            out.push_str(&format!("{line};tag=busy\r\n"));
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    Some(out)
-}
-
 #[test]
 fn amplification_factors() {
-    if !require_root("amplification_factors") {
+    let allow = config("[policy]\nallow = [\"198.51.100.5/32\"]\n");
+    let Some(mut e) = edge("amplification_factors", "amp", &allow, false) else {
         return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("amp").unwrap();
-    let d = DaemonDirs::new("amp", &config("[policy]\nallow = [\"198.51.100.5/32\"]\n"));
-    let child = crate::killer::Running::new(d.start(&pair, &["--xdp-mode", "off"]));
-    let to = SocketAddr::new(pair.b(false), 5060);
-    sip_firewall_tests::netns::ip(&[
-        "netns",
-        "exec",
-        &pair.ns_a,
-        "ip",
-        "addr",
-        "add",
-        "198.51.100.5/24",
-        "dev",
-        pair.if_a,
-    ])
-    .unwrap();
+    };
+    let (pair, to) = (&e.pair, e.sip());
+    pair.add_a4(5).unwrap();
     let phone = in_ns(&pair.ns_a, || Ok(UdpSocket::bind(PHONE)?)).unwrap();
     phone
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let reg = format!(
-        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKphone;rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ph\r\nTo: <sip:alice@example.com>\r\n\
-         Call-ID: phone@x\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@{PHONE}>\r\nContent-Length: 0\r\n\r\n"
-    );
-    phone.send_to(reg.as_bytes(), to).unwrap();
+    // Allow-listed: registered without digest.
+    let reg = Request {
+        method: "REGISTER",
+        uri: "sip:example.com",
+        via: &format!("SIP/2.0/UDP {PHONE};branch=z9hG4bKphone;rport"),
+        from: "<sip:alice@example.com>;tag=ph",
+        to: "<sip:alice@example.com>",
+        call_id: "phone@x",
+        cseq: 1,
+        extra: &format!("Contact: <sip:alice@{PHONE}>\r\n"),
+    };
+    phone.send_to(reg.text().as_bytes(), to).unwrap();
     let mut buf = [0u8; 65535];
     let (n, _) = phone.recv_from(&mut buf).expect("the phone registers");
     assert!(
@@ -192,7 +160,7 @@ fn amplification_factors() {
     ];
     let mut probes = Vec::new();
     for (i, (kind, method, ruri, vias)) in kinds.iter().enumerate() {
-        let mut p = Probe::new(&pair, kind);
+        let mut p = Probe::new(pair, kind);
         let req = request(method, ruri, p.local(), &format!("amp{i}"), *vias);
         p.send(to, &req);
         probes.push(p);
@@ -200,14 +168,14 @@ fn amplification_factors() {
     // Copies of someone's request (same bytes, same top Via) from ten other source ports,
     // after the original was answered: a spoofer would aim these at a victim.
     let original = {
-        let mut p = Probe::new(&pair, "original of the copies");
+        let mut p = Probe::new(pair, "original of the copies");
         let req = request("OPTIONS", "sip:bob@example.com", p.local(), "ampcopy", 15);
         p.send(to, &req);
         std::thread::sleep(Duration::from_millis(200));
         (p, req)
     };
     let mut copies: Vec<Probe> = (0..10)
-        .map(|_| Probe::new(&pair, "copy from another port"))
+        .map(|_| Probe::new(pair, "copy from another port"))
         .collect();
     for c in &mut copies {
         c.send(to, &original.1);
@@ -224,8 +192,11 @@ fn amplification_factors() {
         }
         original_probe.poll();
         while let Ok((n, from)) = phone.recv_from(&mut buf) {
-            if let Some(b) = busy(&String::from_utf8_lossy(&buf[..n])) {
-                let _ = phone.send_to(b.as_bytes(), from);
+            // The phone answers every INVITE 486: the edge relays a non-2xx final.
+            let m = String::from_utf8_lossy(&buf[..n]);
+            if m.starts_with("INVITE ") {
+                let busy = response_to(&m, "486 Busy Here", "busy", "");
+                let _ = phone.send_to(busy.as_bytes(), from);
             }
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -285,12 +256,12 @@ fn amplification_factors() {
             p.sent
         );
     }
-    let m = Metrics::scrape(&pair);
+    let m = Metrics::scrape(pair);
     assert_eq!(
         m.get("sipfw_proxy_retransmissions_total{direction=\"foreign_source\"}"),
         10.0,
         "copies counted"
     );
-    let (code, log) = child.stop();
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -10,10 +10,8 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
     frames::{self, Shape},
-    netns::{Pair, in_ns, inject},
-    require_root,
+    netns::{in_ns, inject},
 };
 
 use crate::support::*;
@@ -27,13 +25,10 @@ const PER_V4: u32 = 130;
 
 #[test]
 fn ban_map_cannot_be_exhausted() {
-    if !require_root("ban_map_cannot_be_exhausted") {
+    let Some(mut e) = edge("ban_map_cannot_be_exhausted", "exh", &config(""), true) else {
         return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("exh").unwrap();
-    let d = DaemonDirs::new("exh", &config(""));
-    let daemon = d.start(&pair, &mode_args(&pair, true));
+    };
+    let (pair, d) = (&e.pair, &e.dirs);
     let b6 = IpAddr::V6(pair.b6);
     let b4 = IpAddr::V4(pair.b4);
     let req = frames::sip_request("OPTIONS", 7);
@@ -83,16 +78,14 @@ fn ban_map_cannot_be_exhausted() {
     in_ns(&pair.ns_a, move || {
         let s = UdpSocket::bind(SocketAddr::new(IpAddr::V4(guesser), 5090))?;
         for n in 1..=6 {
-            let m = format!(
-                "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {guesser}:5090;branch=z9hG4bK-g{n}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=g{n}\r\nTo: <sip:bob@example.com>\r\nCall-ID: guess-{n}@x\r\nCSeq: {n} REGISTER\r\nContact: <sip:bob@{guesser}:5090>\r\nAuthorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"guess{n}\", uri=\"sip:example.com\", response=\"00000000000000000000000000000000\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c{n}\"\r\nContent-Length: 0\r\n\r\n"
-            );
+            let m = forged_register(s.local_addr()?, n);
             s.send_to(m.as_bytes(), to)?;
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
     })
     .expect("guesses from namespace a");
-    let reason = wait_ban(&d, &guesser.to_string(), Duration::from_secs(5));
+    let reason = wait_ban(d, &guesser.to_string(), Duration::from_secs(5));
     assert!(
         reason
             .as_deref()
@@ -103,7 +96,7 @@ fn ban_map_cannot_be_exhausted() {
     // The map-fill metric tells the story (the janitor sweeps every 10 s).
     let t1 = Instant::now();
     let m = loop {
-        let m = Metrics::scrape(&pair);
+        let m = Metrics::scrape(pair);
         if m.get("sipfw_map_entries{map=\"SIPFW_LBANS\"}") >= f64::from(SPOOFED_V4) + 1.0
             || t1.elapsed() > Duration::from_secs(25)
         {
@@ -133,6 +126,6 @@ fn ban_map_cannot_be_exhausted() {
     );
     assert_eq!(bans, 1.0, "the manual ban, in its own map");
     assert!(m.get("sipfw_map_capacity{map=\"SIPFW_LBANS\"}") > 0.0);
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -8,13 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::{
-    daemon::DaemonDirs,
-    netns::{Pair, in_ns},
-    require_root,
-};
+use sip_firewall_tests::netns::in_ns;
 
-use crate::support::{Metrics, config, one_at_a_time};
+use crate::support::{Metrics, config, edge};
 
 /// An OPTIONS ping to the edge itself from `sock`: the status code of the answer, if one came
 /// within a second.
@@ -48,15 +44,12 @@ pub fn ping(sock: &UdpSocket, to: SocketAddr, n: u32) -> Option<u16> {
 
 #[test]
 fn backslash_before_multibyte_character_does_not_stop_the_daemon() {
-    if !require_root("backslash_before_multibyte_character_does_not_stop_the_daemon") {
+    let test = "backslash_before_multibyte_character_does_not_stop_the_daemon";
+    let Some(mut e) = edge(test, "crash", &config(""), false) else {
         return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("crash").unwrap();
-    let d = DaemonDirs::new("crash", &config(""));
-    let mut child = crate::killer::Running::new(d.start(&pair, &["--xdp-mode", "off"]));
-    let to = SocketAddr::new(pair.b(false), 5060);
-    let sock = in_ns(&pair.ns_a, || Ok(UdpSocket::bind("198.51.100.1:0")?)).unwrap();
+    };
+    let to = e.sip();
+    let sock = in_ns(&e.pair.ns_a, || Ok(UdpSocket::bind("198.51.100.1:0")?)).unwrap();
     let local = sock.local_addr().unwrap();
     assert_eq!(ping(&sock, to, 0), Some(200), "the edge answers before");
 
@@ -88,14 +81,14 @@ fn backslash_before_multibyte_character_does_not_stop_the_daemon() {
     // Still alive and still answering: a few pings, each within a second or two.
     for n in 1..=3 {
         assert!(
-            child.child().try_wait().unwrap().is_none(),
+            e.child().try_wait().unwrap().is_none(),
             "the daemon exited after the hostile packet"
         );
         assert_eq!(ping(&sock, to, n), Some(200), "ping {n} after the packet");
     }
     // The credentials were read as malformed or wrong, not as a crash.
-    let m = Metrics::scrape(&pair);
+    let m = Metrics::scrape(&e.pair);
     assert_eq!(m.sum("sipfw_internal_errors_total"), 0.0, "no panic caught");
-    let (code, log) = child.stop();
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -66,7 +66,6 @@ mod aimed_bans;
 mod amplification;
 mod ban_exhaustion;
 mod crash;
-mod killer;
 mod nat_storm;
 mod own_addresses;
 mod replayed_credentials;

@@ -4,17 +4,9 @@
 //! 59 of 300 registered. Known sources now get their own, larger budget and are throttled,
 //! never flood-banned.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::{Pair, in_ns},
-    require_root,
-    ua::storm::register_storm,
-};
+use sip_firewall_tests::{netns::in_ns, ua::storm::register_storm};
 
 use crate::support::*;
 
@@ -45,24 +37,24 @@ users = [
 
 #[test]
 fn nat_storm_registers_every_phone() {
-    if !require_root("nat_storm_registers_every_phone") || !sipp_installed("nat_storm") {
+    let test = "nat_storm_registers_every_phone";
+    if !sipp_installed(test) {
         return;
     }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("nat").unwrap();
-    let d = DaemonDirs::new("nat", &storm_config());
-    let daemon = d.start(&pair, &mode_args(&pair, true));
+    let Some(mut e) = edge(test, "nat", &storm_config(), true) else {
+        return;
+    };
+    let (pair, server) = (&e.pair, e.sip());
     let a4 = pair.a4;
 
     // One phone registers: the office's address is known.
-    let reg = register_bob(&pair, &d.dir.path, 5070);
+    let reg = register_bob(pair, e.dir(), 5070);
     assert!(reg.ok, "the first phone registers: {}", reg.output);
 
     // The router reboots: 300 phones behind the same address re-register at 150/s.
     let users: Vec<(String, String)> = (0..PHONES)
         .map(|i| (format!("phone{i}"), format!("pw-{i}")))
         .collect();
-    let server = SocketAddr::new(IpAddr::V4(pair.b4), 5060);
     let res = in_ns(&pair.ns_a, move || {
         register_storm(
             IpAddr::V4(a4),
@@ -74,8 +66,8 @@ fn nat_storm_registers_every_phone() {
         )
     })
     .expect("the storm from namespace a");
-    let m = Metrics::scrape(&pair);
-    let bans_now = bans(&d);
+    let m = Metrics::scrape(pair);
+    let bans_now = bans(&e.dirs);
     eprintln!(
         "NAT storm: {} of {PHONES} registered, failed {:?}, unanswered {}, {} requests sent \
          ({} retransmissions); XDP flood {}, throttled {}, banned {}; bans {bans_now:?}",
@@ -90,6 +82,6 @@ fn nat_storm_registers_every_phone() {
     );
     assert!(bans_now.is_empty(), "nothing banned: {bans_now:?}");
     assert_eq!(res.registered, PHONES, "every phone registers: {res:?}");
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }

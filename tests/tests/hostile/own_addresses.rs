@@ -9,15 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::{Pair, in_ns, ip},
-    require_root,
-};
+use sip_firewall_tests::netns::{Pair, in_ns};
 
-use crate::support::{Metrics, one_at_a_time};
+use crate::support::{Metrics, edge};
 
-/// An allow-listed peer (a carrier's monitor): a second address on namespace a's side.
+/// An allow-listed peer (a carrier's monitor): a second address on namespace a's side
+/// (198.51.100.3).
 const PEER: &str = "198.51.100.3";
 
 /// Send `req` from `from` and return the first line of every answer within 2 s (the edge
@@ -56,58 +53,29 @@ fn options(ruri: &str, from: &str, n: usize) -> String {
 #[test]
 fn options_ping_to_the_edge_ip() {
     let test = "options_ping_to_the_edge_ip";
-    if !require_root(test) {
-        return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("own").unwrap();
-    ip(&[
-        "netns",
-        "exec",
-        &pair.ns_a,
-        "ip",
-        "addr",
-        "add",
-        &format!("{PEER}/24"),
-        "dev",
-        pair.if_a,
-    ])
-    .unwrap();
-    ip(&[
-        "netns",
-        "exec",
-        &pair.ns_b,
-        "ip",
-        "neigh",
-        "replace",
-        PEER,
-        "lladdr",
-        "02:00:00:00:00:0a",
-        "dev",
-        pair.if_b,
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
     // The embedded defaults but for the allow-listed peer: no domains, no advertise.
-    let d = DaemonDirs::new("own", &format!("[policy]\nallow = [\"{PEER}/32\"]\n"));
-    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
+    let config = format!("[policy]\nallow = [\"{PEER}/32\"]\n");
+    let Some(mut e) = edge(test, "own", &config, false) else {
+        return;
+    };
+    let pair = &e.pair;
+    pair.add_a4(3).unwrap();
+    let to = e.sip();
     let edge = pair.b(false);
-    let to = SocketAddr::new(edge, 5060);
     let outsider = pair.a(false).to_string();
     let mut n = 0;
     let mut seen = Vec::new();
     for ruri in [format!("sip:{edge}"), format!("sip:{edge}:5060")] {
         for from in [outsider.as_str(), PEER] {
             n += 1;
-            let answers = ask(&pair, from, to, options(&ruri, from, n));
+            let answers = ask(pair, from, to, options(&ruri, from, n));
             eprintln!("{test}: OPTIONS {ruri} from {from}: {answers:?}");
             seen.push((format!("OPTIONS {ruri} from {from}"), answers));
         }
     }
-    let forwarded = Metrics::scrape(&pair).get("sipfw_proxy_forwarded_total{kind=\"request\"}");
+    let forwarded = Metrics::scrape(pair).get("sipfw_proxy_forwarded_total{kind=\"request\"}");
     // Stopped before any assertion: a failing test leaves no daemon behind.
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     for (what, answers) in seen {
         assert_eq!(answers, vec!["SIP/2.0 200 OK"], "{what}");
     }

@@ -8,28 +8,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::{
-    daemon::DaemonDirs,
-    netns::{Pair, in_ns},
-    require_root,
-};
+use sip_firewall_tests::netns::in_ns;
 
-use crate::support::{Metrics, config, mode_args, one_at_a_time};
+use crate::support::{Metrics, config, edge};
 
 #[test]
 fn a_connection_flood_to_the_websocket_port_is_banned_in_xdp() {
-    if !require_root("a_connection_flood_to_the_websocket_port_is_banned_in_xdp") {
-        return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("synflood").unwrap();
+    let test = "a_connection_flood_to_the_websocket_port_is_banned_in_xdp";
     // A burst of 5 new connections, then 1 a second; the WebSocket listener on 5062.
-    let d = DaemonDirs::new(
-        "synflood",
-        &config("[xdp]\nflood_rate = 1\nflood_burst = 5\n[ws]\nlisten = [\"0.0.0.0:5062\"]\n"),
-    );
-    let child = crate::killer::Running::new(d.start(&pair, &mode_args(&pair, true)));
-    let before = Metrics::scrape(&pair);
+    let config =
+        config("[xdp]\nflood_rate = 1\nflood_burst = 5\n[ws]\nlisten = [\"0.0.0.0:5062\"]\n");
+    let Some(e) = edge(test, "synflood", &config, true) else {
+        return;
+    };
+    let (pair, d) = (&e.pair, &e.dirs);
+    let before = Metrics::scrape(pair);
     let to = SocketAddr::new(pair.b4.into(), 5062);
     // 20 connection attempts in a row; the ones XDP drops time out quickly.
     let opened = in_ns(&pair.ns_a, move || {
@@ -52,7 +45,7 @@ fn a_connection_flood_to_the_websocket_port_is_banned_in_xdp() {
         assert!(t0.elapsed() < Duration::from_secs(10), "not banned: {list}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let after = Metrics::scrape(&pair);
+    let after = Metrics::scrape(pair);
     let moved = |r: &str| after.xdp(r) - before.xdp(r);
     println!(
         "20 connection attempts: {opened} opened; XDP connection +{}, flood +{}, banned +{}",
@@ -65,5 +58,4 @@ fn a_connection_flood_to_the_websocket_port_is_banned_in_xdp() {
     assert_eq!(moved("connection"), 5.0, "each new connection counted once");
     assert_eq!(moved("flood"), 1.0, "the SYN over the burst bans");
     assert!(moved("banned") >= 14.0, "the rest dropped as banned");
-    drop(child);
 }

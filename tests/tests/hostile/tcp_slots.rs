@@ -9,13 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::{
-    daemon::DaemonDirs,
-    netns::{Pair, in_ns, ip},
-    require_root,
-};
+use sip_firewall_tests::netns::in_ns;
 
-use crate::support::{Metrics, config, one_at_a_time};
+use crate::support::{Metrics, config, edge};
 
 /// Whether the daemon answers a ping on `s` with a pong (and so keeps it).
 fn pong(s: &mut TcpStream) -> bool {
@@ -28,14 +24,11 @@ fn pong(s: &mut TcpStream) -> bool {
 
 #[test]
 fn one_source_cannot_hold_every_tcp_slot() {
-    if !require_root("one_source_cannot_hold_every_tcp_slot") {
+    let test = "one_source_cannot_hold_every_tcp_slot";
+    let Some(mut e) = edge(test, "tcpslot", &config(""), false) else {
         return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("tcpslot").unwrap();
-    let d = DaemonDirs::new("tcpslot", &config(""));
-    let child = crate::killer::Running::new(d.start(&pair, &["--xdp-mode", "off"]));
-    let to = SocketAddr::new(pair.b(false), 5060);
+    };
+    let (pair, to) = (&e.pair, e.sip());
 
     let mut conns = in_ns(&pair.ns_a, move || {
         let mut v = Vec::new();
@@ -55,20 +48,9 @@ fn one_source_cannot_hold_every_tcp_slot() {
     assert_eq!(still, 32);
 
     // Another host still gets a connection and an answer.
-    ip(&[
-        "netns",
-        "exec",
-        &pair.ns_a,
-        "ip",
-        "addr",
-        "add",
-        "198.51.100.6/24",
-        "dev",
-        pair.if_a,
-    ])
-    .unwrap();
+    let other_host = pair.add_a4(6).unwrap();
     let mut other = in_ns(&pair.ns_a, move || {
-        Ok(socket2_connect_from("198.51.100.6", to)?)
+        Ok(socket2_connect_from(other_host, to)?)
     })
     .unwrap();
     let local = other.local_addr().unwrap();
@@ -91,7 +73,7 @@ fn one_source_cannot_hold_every_tcp_slot() {
 
     let t0 = Instant::now();
     let m = loop {
-        let m = Metrics::scrape(&pair);
+        let m = Metrics::scrape(pair);
         if m.get("sipfw_limits_refused_total{what=\"tcp_per_source\"}") >= 168.0
             || t0.elapsed() > Duration::from_secs(5)
         {
@@ -106,18 +88,17 @@ fn one_source_cannot_hold_every_tcp_slot() {
     assert_eq!(m.get("sipfw_sip_tcp_connections"), 33.0);
     drop(conns);
     drop(other);
-    let (code, log) = child.stop();
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }
 
 /// A TCP connection to `to` from address `from` (any port).
-fn socket2_connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+fn socket2_connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
     // std has no bind-before-connect: libc, as the tests' helpers do elsewhere.
     use std::os::fd::FromRawFd as _;
     let SocketAddr::V4(to4) = to else {
         return Err(std::io::Error::other("IPv4 only"));
     };
-    let from: std::net::Ipv4Addr = from.parse().map_err(std::io::Error::other)?;
     // SAFETY: plain socket calls on a descriptor we own; the sockaddr structs are initialised.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);

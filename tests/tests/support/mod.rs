@@ -1,20 +1,25 @@
-//! What the SIPp and SIPVicious scenarios share: the daemon's config for the namespaces,
-//! SIPp and SIPVicious run inside namespace a, metrics snapshots and ban lists.
+//! What the tests in namespaces share: the daemon's config and its start in namespace b
+//! (one test at a time), SIPp and SIPVicious run inside namespace a, metrics snapshots and
+//! ban lists.
 
 #![allow(dead_code)]
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
+    sync::MutexGuard,
     time::{Duration, Instant},
 };
 
 // Not every test binary that includes this module uses all of them.
-#[allow(unused_imports)]
-pub use sip_firewall_tests::one_at_a_time;
 use sip_firewall_tests::{
     daemon::{DaemonDirs, sample, scrape},
+    edge::Edge,
     netns::Pair,
+    require_root,
 };
+#[allow(unused_imports)]
+pub use sip_firewall_tests::{edge::xdp_args, one_at_a_time};
 
 /// The password of bob, our subscriber under attack.
 pub const BOB_PASSWORD: &str = "bob-secret-42";
@@ -46,14 +51,51 @@ users = [
     )
 }
 
-/// `--xdp-mode` arguments: the program in generic mode on veth-b (removed when the daemon
-/// stops), or no fast path at all.
-pub fn mode_args(pair: &Pair, xdp: bool) -> Vec<&'static str> {
-    if xdp {
-        vec!["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"]
-    } else {
-        vec!["--xdp-mode", "off"]
+/// A test's daemon in namespace b of its own pair (`config`, XDP in generic mode on veth-b
+/// or off), started while the test binary's turn is held.
+pub struct Turn {
+    pub edge: Edge,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Turn {
+    type Target = Edge;
+
+    fn deref(&self) -> &Edge {
+        &self.edge
     }
+}
+
+impl std::ops::DerefMut for Turn {
+    fn deref_mut(&mut self) -> &mut Edge {
+        &mut self.edge
+    }
+}
+
+/// Start `test`'s daemon (namespaces tagged `tag`) with `config`, XDP on or off; None,
+/// after a loud skip, when not root.
+pub fn edge(test: &str, tag: &str, config: &str, xdp: bool) -> Option<Turn> {
+    if !require_root(test) {
+        return None;
+    }
+    let turn = one_at_a_time();
+    Some(Turn {
+        edge: Edge::start(tag, config, xdp_args(xdp)),
+        _turn: turn,
+    })
+}
+
+/// REGISTER number `n` of bob from `from` with forged credentials (a nonce the edge never
+/// issued, a response of zeros): a failed login, unauthenticated.
+pub fn forged_register(from: SocketAddr, n: usize) -> String {
+    format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-forged-{n}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=f{n}\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: forged-{n}@x\r\nCSeq: {n} REGISTER\r\nContact: <sip:bob@{from}>\r\n\
+         Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"forged{n}\", \
+         uri=\"sip:example.com\", response=\"00000000000000000000000000000000\", algorithm=MD5, \
+         qop=auth, nc=00000001, cnonce=\"c{n}\"\r\nContent-Length: 0\r\n\r\n"
+    )
 }
 
 /// The metrics of the daemon in namespace b.
