@@ -15,6 +15,9 @@ pub struct ProxyMetrics {
     pub local_replies: IntCounterVec,
     /// Requests refused for the integrity of dialogs and routing, by reason.
     pub dialog_refused: IntCounterVec,
+    /// What verified under a previous secret (`[auth] previous_secrets`), by what (stamp:
+    /// the dialog stamp of an in-dialog request).
+    pub auth_previous_key: IntCounterVec,
     /// Responses dropped because they came from elsewhere than their request went.
     pub wrong_source: IntCounter,
     /// Contacts that answered nothing: marked, sent to without retransmissions, or not
@@ -117,8 +120,15 @@ impl ProxyMetrics {
             dialog_refused: cv(
                 "sipfw_dialog_refused_total",
                 "Requests the proxy refused to relay, by reason (loop, own_address, \
-                 internal_hop, bad_stamp, not_a_party, ambiguous)",
+                 internal_hop, bad_stamp, stamp_expired, too_many_routes, not_a_party, \
+                 ambiguous)",
                 &["reason"],
+            ),
+            auth_previous_key: cv(
+                "sipfw_auth_previous_key_total",
+                "Nonces and dialog stamps that verified under a previous secret \
+                 ([auth] previous_secrets), by what",
+                &["what"],
             ),
             wrong_source,
             silent_contacts: cv(

@@ -321,9 +321,9 @@ fn nonces_and_stamps_verify_on_every_node() {
         .expect("record-routed");
     let entry = rr.trim_start_matches("Record-Route:").trim();
     let stamp = route::stamp_of(entry).expect("stamp");
-    let parties = route::open_dialog(b.core.stamp_key(), "rr1", &["a"], &stamp);
-    let (caller, callee) = parties.expect("B opens A's stamp");
-    assert_eq!(caller.addr, "10.0.0.50:5060".parse().unwrap());
-    assert_eq!(callee.addr, BOB_FLOW.parse().unwrap());
-    assert!(route::open_dialog(c.core.stamp_key(), "rr1", &["a"], &stamp).is_none());
+    let opened = b.core.stamp_keys.open("rr1", &["a"], &stamp);
+    let opened = opened.expect("B opens A's stamp");
+    assert_eq!(opened.caller.addr, "10.0.0.50:5060".parse().unwrap());
+    assert_eq!(opened.callee.addr, BOB_FLOW.parse().unwrap());
+    assert!(c.core.stamp_keys.open("rr1", &["a"], &stamp).is_none());
 }

@@ -5,10 +5,11 @@
 use super::*;
 
 impl Core {
-    /// A next hop taken from the text of a request (Request-URI, Route): loopback,
-    /// link-local, unspecified and our own addresses only when `[proxy] internal_next_hops`
-    /// lists them (nobody outside steers us to the services of this host or its link).
-    pub(super) fn text_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
+    /// A next hop a request names (its Request-URI or Route, a name DNS resolved, the
+    /// parties of its dialog stamp): loopback, link-local, unspecified and our own
+    /// addresses only when `[proxy] internal_next_hops` lists them (nobody outside steers
+    /// us to the services of this host or its link).
+    pub(super) fn allowed_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
         let ip = d.addr.ip().to_canonical();
         let internal = ip.is_loopback()
             || ip.is_unspecified()
@@ -33,19 +34,20 @@ impl Core {
         method: &str,
         now: Instant,
     ) -> Result<(), LocalReply> {
+        let mut msg = SipMsg::from_parsed(m);
+        // Before anything keyed is computed (loop tags, stamps, hop seals).
+        let popped = self.pop_routes(&mut msg)?;
         // RFC 3261 16.3 step 4: the same request back through us is a loop.
         if self.looped(m) {
             self.refused("loop");
             return Err(answer(482, "Loop Detected"));
         }
-        let mut msg = SipMsg::from_parsed(m);
         forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
         let trusted = self.is_trusted(ctx);
         let in_dialog = m
             .get(HeaderName::To)
             .and_then(|t| name_addr::parse_single(t).ok())
             .is_some_and(|a| a.tag.is_some());
-        let popped = route::pop_our_routes(&mut msg, &self.local);
 
         // A request another cluster node sends through the Path of a registration whose
         // flow we hold (RFC 3327): relayed to that flow, for a cluster node only.
@@ -57,7 +59,7 @@ impl Core {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
-            let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
+            let dest = self.dialog_hop(&popped, m, &msg, ctx.source, now)?;
             self.fraud_in_dialog(m, method, now);
             if !trusted {
                 // In-dialog requests are not authenticated: nobody outside the trust
@@ -94,13 +96,12 @@ impl Core {
             .and_then(|e| route::entry_uri(e))
             .filter(|u| resolve::names_domain(u))
             .map(str::to_string);
-        let dest =
-            match by_dns {
-                Some(_) => None,
-                None => Some(self.text_hop(
-                    route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?,
-                )?),
-            };
+        let dest = match by_dns {
+            Some(_) => None,
+            None => Some(self.allowed_hop(
+                route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?,
+            )?),
+        };
         if method == "INVITE" {
             let ruri = msg.request_uri().unwrap_or("").to_string();
             let account = format!("peer:{}", ctx.source.ip().to_canonical());
@@ -341,7 +342,7 @@ impl Core {
             None if resolve::names_domain(&ruri_text) => {
                 return self.resolve_later(key, msg, ruri_text, method, rr, now);
             }
-            None => self.text_hop(
+            None => self.allowed_hop(
                 route::resolve(&ruri_text, None).ok_or(answer(404, "No Route To Destination"))?,
             )?,
         };
