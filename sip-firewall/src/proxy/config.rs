@@ -40,9 +40,9 @@ pub struct ProxyConfig {
     /// resolved by RFC 3263 with failover between its targets. Absent: foreign targets are
     /// reached directly, by address or by DNS.
     pub outbound: Option<NextHop>,
-    /// Loopback, link-local or own addresses that a request's Request-URI or Route may
-    /// name as its next hop (none by default: nobody outside steers the edge toward the
-    /// services of its own host or link).
+    /// Loopback, link-local or own addresses that a request's Request-URI or Route, or the
+    /// dialog stamp of an in-dialog request, may name as its next hop (none by default:
+    /// nobody outside steers the edge toward the services of its own host or link).
     #[serde(default)]
     pub internal_next_hops: Vec<ipnet::IpNet>,
     /// Peers whose responses may come from another address or transport than their request

@@ -106,9 +106,12 @@ impl Core {
 
     /// An in-dialog request's next hop: the other party of the dialog our stamp names,
     /// if it may be a next hop at all ([`Core::allowed_hop`]: a stamp forged with a leaked
-    /// key steers us no further inward than a Request-URI could). Err: the answer (404
-    /// without our valid stamp of this dialog, 403 from or toward anyone else or toward an
-    /// internal address), counted in `sipfw_dialog_refused_total`.
+    /// key steers us no further inward than a Request-URI could), but for `[proxy]
+    /// outbound` (where the edge sends by configuration) and for a request from this very
+    /// host (loopback or one of our addresses, which the kernel takes from no other host),
+    /// whose sender reaches the host's services without us. Err: the answer (404 without
+    /// our valid stamp of this dialog, 403 from or toward anyone else or toward an internal
+    /// address), counted in `sipfw_dialog_refused_total`.
     pub(super) fn dialog_hop(
         &self,
         popped: &[String],
@@ -128,6 +131,13 @@ impl Core {
                 answer(403, "Not A Party Of This Dialog")
             },
         )?;
+        let from_host = {
+            let ip = source.ip().to_canonical();
+            ip.is_loopback() || self.local.is_our_ip(ip)
+        };
+        if from_host || self.outbound == Some(dest.addr) {
+            return Ok(dest);
+        }
         self.allowed_hop(dest)
     }
 

@@ -285,3 +285,34 @@ fn a_stamp_toward_an_internal_address_is_refused_unless_listed() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].0, "127.0.0.1:8080".parse().unwrap());
 }
+
+/// What the edge sends to by configuration, and what this host sends, are no forgery: a
+/// stamp naming `[proxy] outbound` relays toward it, and an in-dialog request from this very
+/// host relays toward an internal party (a lab of phones on loopback).
+#[test]
+fn the_outbound_proxy_and_requests_from_this_host_pass() {
+    let mut e = Edge::new(
+        &format!("secret = \"{SECRET_A}\""),
+        "outbound = \"127.0.0.1:5080\"",
+    );
+    let route = our_route(&e.stamp("out", CALLER, "127.0.0.1:5080"));
+    let sent = e.feed(&bye("out", "z9hG4bKout1", &[route]), CALLER);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "127.0.0.1:5080".parse().unwrap());
+    // Another port of the same address is no outbound proxy.
+    let route = our_route(&e.stamp("out2", CALLER, "127.0.0.1:8080"));
+    let sent = e.feed(&bye("out2", "z9hG4bKout2", &[route]), CALLER);
+    assert!(sent[0].1.starts_with("SIP/2.0 403"), "{sent:?}");
+
+    let mut e = Edge::with_secret(SECRET_A);
+    for (i, caller) in ["127.0.0.1:5070", "192.0.2.10:5070"].iter().enumerate() {
+        let call = format!("lab{i}");
+        let route = our_route(&e.stamp(&call, caller, "127.0.0.1:5090"));
+        let from_host = bye(&call, &format!("z9hG4bKlab{i}"), &[route])
+            .replace(&format!("UDP {CALLER}"), &format!("UDP {caller}"));
+        let sent = e.feed(&from_host, caller);
+        assert_eq!(sent.len(), 1, "{caller}: {sent:?}");
+        assert_eq!(sent[0].0, "127.0.0.1:5090".parse().unwrap());
+    }
+    assert_eq!(e.refused("internal_hop"), 0);
+}
