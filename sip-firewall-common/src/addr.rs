@@ -34,7 +34,7 @@ pub const fn flood_group(key: IpKey) -> IpKey {
 
 /// The prefix of `key` that bans and flood state are kept per: the first `v4_bits` of an
 /// IPv4 address (0..=32) or `v6_bits` of an IPv6 one (0..=128), the rest zero. One /64 of
-/// rotating addresses is then one entry, not one per address (issue 9).
+/// rotating addresses is then one entry, not one per address.
 #[inline(always)]
 pub const fn prefix_key(key: IpKey, v4_bits: u32, v6_bits: u32) -> IpKey {
     let bits = if is_v4_mapped(&key) {

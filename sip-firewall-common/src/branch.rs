@@ -66,7 +66,7 @@ pub const fn peer_hash_words(peer: &crate::addr::KeyWords, port: u16) -> u64 {
 
 /// The key of a client transaction bound to its peer: the branch key XOR the hash of the
 /// address and port the request went to. A response for an open branch from anywhere else
-/// misses it: the XDP program drops it as a stray (issue 10). Peers allowed to answer from
+/// misses it: the XDP program drops it as a stray. Peers allowed to answer from
 /// another address get the plain [`branch_key`] instead. (XOR: the program hashes the
 /// source once, apart from the Via scan.)
 pub const fn peer_key(branch_key: u64, peer: &crate::IpKey, port: u16) -> u64 {

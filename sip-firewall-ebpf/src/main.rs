@@ -104,7 +104,7 @@ fn judge(ctx: &XdpContext) -> Reason {
     }
     if ip.bad_chain {
         // An IPv6 chain we cannot see the end of: its ports cannot be judged, and passing
-        // it would let junk past every check below (issue 9). Dropped after the allow,
+        // it would let junk past every check below. Dropped after the allow,
         // deny and ban checks, so a trusted source's AH or Mobility traffic still passes.
         return Reason::Malformed;
     }
@@ -190,7 +190,7 @@ fn payload_verdict(
             let bound = cfg.via_scan as usize;
             match stray::top_branch(copied, bound) {
                 // The key binds the peer the request went to: a reply for an open branch
-                // from anywhere else is a stray (issue 10), unless that peer may answer
+                // from anywhere else is a stray, unless that peer may answer
                 // from anywhere.
                 TopBranch::Key(k)
                     if is_open_transaction(k ^ peer)

@@ -1,7 +1,7 @@
 //! The message boundary: a panic while handling one message (or one timer tick) is caught
 //! here, counted in `sipfw_internal_errors_total{kind}`, logged at most once per source per
 //! [`LOG_INTERVAL`], and the daemon goes on with the next message. A bug reachable from one
-//! packet must cost that packet, not the listener (issue 9: one datagram stopped the daemon).
+//! packet must cost that packet, not the listener (one datagram must never stop the daemon).
 //!
 //! The default panic hook prints every panic to stderr: a packet that panics the parser, sent
 //! in a loop, would fill the log. Inside [`catch`] the hook keeps the message for the catch

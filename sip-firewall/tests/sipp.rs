@@ -244,6 +244,10 @@ fn try_scenarios(
         "alice",
         "-ap",
         "alice-secret",
+        // The digest covers the Request-URI (sip:[service]@[$domain]), as the edge requires
+        // of every request but REGISTER; SIPp's default is the remote address.
+        "-auth_uri",
+        "bob@example.com",
     ];
     args.extend_from_slice(uac_args);
     let uac_port = free_port();

@@ -422,3 +422,54 @@ fn config_check_and_default() {
         "{e}"
     );
 }
+
+/// `config check` refuses a weak `[auth] secret` (one character, empty, a pass phrase)
+/// naming the key and how to make a good one; `secret generate` makes one that passes, and
+/// `previous_secrets` is a key it knows.
+#[test]
+fn config_check_refuses_a_weak_secret_and_secret_generate_makes_a_good_one() {
+    let dir = sip_firewall_tests::daemon::TempDir::new("cfg-secret");
+    let check = |name: &str, auth: &str| {
+        let file = dir.path.join(name);
+        std::fs::write(&file, format!("[auth]\n{auth}\n")).unwrap();
+        std::process::Command::new(daemon_bin())
+            .args(["config", "check"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    for (name, weak) in [
+        ("x.toml", "secret = \"x\""),
+        ("empty.toml", "secret = \"\""),
+        ("phrase.toml", "secret = \"the same long random string\""),
+    ] {
+        let o = check(name, weak);
+        assert_eq!(o.status.code(), Some(1), "{weak} accepted: {}", out(&o));
+        let e = err(&o);
+        assert!(
+            e.contains("auth.secret") && e.contains("sip-firewall secret generate"),
+            "{e}"
+        );
+    }
+    let generated = std::process::Command::new(daemon_bin())
+        .args(["secret", "generate"])
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", err(&generated));
+    let secret = out(&generated).trim().to_string();
+    assert_eq!(secret.len(), 64, "{secret}");
+    assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret}");
+    let again = std::process::Command::new(daemon_bin())
+        .args(["secret", "generate"])
+        .output()
+        .unwrap();
+    assert_ne!(out(&again).trim(), secret, "random each time");
+    let o = check(
+        "good.toml",
+        &format!(
+            "secret = \"{secret}\"\nprevious_secrets = [\"{}\"]",
+            out(&again).trim()
+        ),
+    );
+    assert!(o.status.success(), "{}", err(&o));
+}

@@ -1,4 +1,4 @@
-//! `cargo xtask bench flood [--peer kamailio]`: legitimate calls under flood (issue 16).
+//! `cargo xtask bench flood [--peer kamailio]`: legitimate calls under flood.
 //!
 //! For each flood kind, fresh namespaces (bench_flood/net.rs: callers, edge, servers), the
 //! edge started in the middle (our release daemon with XDP native on e0, or Kamailio with

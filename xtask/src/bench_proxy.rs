@@ -5,7 +5,7 @@
 //! The result is the highest rate at which more than 99.9% of the calls succeed.
 //!
 //! Then, in the same run and at one rate, the daemon's CPU per call (its user plus system
-//! time from `/proc`) with the caller over UDP and with the caller over TLS (issue 14). SIPp
+//! time from `/proc`) with the caller over UDP and with the caller over TLS. SIPp
 //! has no TLS: its TCP stream goes through `socat`, which holds one TLS connection to the
 //! daemon, as a phone keeps one for its calls; the handshake is not part of a call's cost.
 //!

@@ -1,4 +1,4 @@
-//! `cargo xtask bench proxy-workers` (issue 16): the highest rate with more than 99.9%
+//! `cargo xtask bench proxy-workers`: the highest rate with more than 99.9%
 //! successful calls with `[sip] workers = 1` and then 2, each on a fresh release daemon on
 //! loopback: the calls of `bench proxy` (INVITE/100/180/200/ACK/BYE/200 to a registered
 //! SIPp UAS), `STEP_SECONDS` per rate, rates rising until one fails; the daemon's CPU per

@@ -1,22 +1,33 @@
 //! Nonces the server verifies without remembering them: a timestamp, a per-challenge unique
-//! number, and two HMAC-SHA-256 tags under a secret: one of (timestamp, number, realm), one of
-//! the same and the client's address. A nonce cannot be forged, its age is known (stale=true
-//! once it is too old), and it is good only from the address it was sent to (issue 10: a
-//! subscriber could REGISTER bindings from spoofed sources with a nonce of its own). Because
-//! the challenge went to that address, credentials computed over the nonce prove that the
-//! sender receives there: failures after it (wrong password, unknown user, URI mismatch,
-//! replay) are evidence the source itself produced.
+//! number, the boot and node that issued it, and two HMAC-SHA-256 tags under the nonce key
+//! (`Purpose::Nonce` of `[auth] secret`): one of those fields and the realm, one of the same
+//! and the client's address. A nonce cannot be forged, its age is known (stale=true once it
+//! is too old), and it is good only from the address it was sent to (a subscriber could
+//! REGISTER bindings from spoofed sources with a nonce of its own). Because the challenge
+//! went to that address, credentials computed over the nonce prove that the sender receives
+//! there: failures after it (wrong password, unknown user, URI mismatch, replay) are
+//! evidence the source itself produced.
 //!
 //! Replay protection needs a little state: the highest nonce-count seen per nonce, kept only
-//! for nonces that authenticated someone and only for their lifetime, in a bounded table.
-//! When it is full, the counts of the oldest nonces are forgotten and every nonce issued up
-//! to the newest of them becomes stale (re-challenged with stale=true, which clients answer
-//! without asking their user): no replay becomes possible, and no valid client fails.
+//! for nonces that authenticated someone and only for their lifetime, in a bounded table of
+//! this process. So a nonce is good only in the process that issued it: the boot id (random
+//! at each start) and the node id (`[cluster] node`, 0 when standalone) it carries, under
+//! its tags, must be ours. Another boot's or node's nonce, which every node sharing the
+//! secret can verify but whose counts none of them holds, is answered with a fresh challenge
+//! with stale=true (RFC 7616 3.4.5 / RFC 3261 22.4: the credentials may be right, the nonce
+//! is not good here; the client retries without asking its user), never accepted.
+//! When the count table is full, the counts of the oldest nonces are forgotten and every
+//! nonce issued up to the newest of them becomes stale: no replay becomes possible, and no
+//! valid client fails.
+//!
+//! Nonces made under a previous secret (`[auth] previous_secrets`) keep verifying; new ones
+//! use the current key. Each verification under a previous key is counted.
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use hmac::{Hmac, Mac as _};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -25,12 +36,16 @@ const TS_LEN: usize = 8;
 /// Hex digits of the unique part: two challenges in the same second must differ, or the
 /// nonce-count of one client would look like a replay of another's.
 const UNIQ_LEN: usize = 8;
-/// Hex digits of the tag over timestamp, number and realm (tells "ours, for another client"
+/// Hex digits of the boot id (64 random bits per start).
+const BOOT_LEN: usize = 16;
+/// Hex digits of the node id.
+const NODE_LEN: usize = 8;
+/// Hex digits of the tag over the head and the realm (tells "ours, for another client"
 /// from "not ours").
 const REALM_MAC_LEN: usize = 16;
 /// Hex digits of the tag that also covers the client's address (96 bits against forgery).
 const CLIENT_MAC_LEN: usize = 24;
-const HEAD_LEN: usize = TS_LEN + UNIQ_LEN;
+const HEAD_LEN: usize = TS_LEN + UNIQ_LEN + BOOT_LEN + NODE_LEN;
 const NONCE_LEN: usize = HEAD_LEN + REALM_MAC_LEN + CLIENT_MAC_LEN;
 /// Most nonces whose count is tracked at once: a bound on memory whatever happens.
 const MAX_TRACKED: usize = 100_000;
@@ -44,6 +59,11 @@ pub enum Verdict {
     Stale,
     /// Ours, but issued to another address: re-challenge with stale=true, never accept.
     OtherClient,
+    /// Made under our secret by an earlier start of this node (a restart): its counts are
+    /// gone, so re-challenge with stale=true, never accept.
+    OtherBoot,
+    /// Made under our secret by another node: re-challenge with stale=true, never accept.
+    OtherNode,
     /// Not ours (forged, other secret, or malformed).
     Invalid,
 }
@@ -61,7 +81,12 @@ pub enum Count {
 
 /// Issues and checks nonces; tracks nonce-counts.
 pub struct Nonces {
-    secret: Vec<u8>,
+    /// The nonce keys, current first (new nonces), then the previous ones.
+    keys: Zeroizing<Vec<[u8; 32]>>,
+    /// This process's start, as written in its nonces (hex).
+    boot: String,
+    /// This node, as written in its nonces (hex).
+    node: String,
     lifetime: Duration,
     /// nonce -> (highest nc accepted, issue time in seconds).
     counts: HashMap<String, (u32, u64)>,
@@ -70,12 +95,52 @@ pub struct Nonces {
     capacity: usize,
     /// Makes every nonce unique.
     issued: std::sync::atomic::AtomicU32,
+    /// Nonces that verified under a previous key.
+    previous_key: Option<prometheus::IntCounter>,
 }
 
 impl Nonces {
-    /// A nonce authority with this secret; nonces older than `lifetime` are stale.
-    pub fn new(secret: Vec<u8>, lifetime: Duration) -> Nonces {
-        Nonces::with_capacity(secret, lifetime, MAX_TRACKED)
+    /// A nonce authority with these keys (the current first, then previous ones still
+    /// accepted) for the process started as `boot`; nonces older than `lifetime` are stale.
+    pub fn new(keys: Vec<[u8; 32]>, lifetime: Duration, boot: u64) -> Nonces {
+        Nonces::with_capacity(keys, lifetime, boot, MAX_TRACKED)
+    }
+
+    /// The same with at most `capacity` counts tracked.
+    pub fn with_capacity(
+        keys: Vec<[u8; 32]>,
+        lifetime: Duration,
+        boot: u64,
+        capacity: usize,
+    ) -> Nonces {
+        Nonces {
+            keys: Zeroizing::new(keys),
+            boot: format!("{boot:016x}"),
+            node: format!("{:08x}", 0),
+            lifetime,
+            counts: HashMap::new(),
+            forgotten_upto: None,
+            capacity: capacity.max(1),
+            issued: std::sync::atomic::AtomicU32::new(0),
+            previous_key: None,
+        }
+    }
+
+    /// Count each nonce that verifies under a previous key in `counter`.
+    pub fn count_previous_key(&mut self, counter: prometheus::IntCounter) {
+        self.previous_key = Some(counter);
+    }
+
+    /// This node's name (`[cluster] node`): its nonces carry it, and nonces of other nodes
+    /// are stale here. Nonces this node issued before are stale from now on.
+    pub fn set_node(&mut self, name: &str) {
+        let h = Sha256::digest(name.as_bytes());
+        self.node = super::digest::hex(&h[..NODE_LEN / 2]);
+    }
+
+    /// The keys from now on (a new secret: the current first, the previous ones after it).
+    pub fn set_keys(&mut self, keys: Vec<[u8; 32]>) {
+        self.keys = Zeroizing::new(keys);
     }
 
     /// Nonces older than `lifetime` are stale from now on.
@@ -83,25 +148,10 @@ impl Nonces {
         self.lifetime = lifetime;
     }
 
-    /// The same with at most `capacity` counts tracked.
-    pub fn with_capacity(secret: Vec<u8>, lifetime: Duration, capacity: usize) -> Nonces {
-        Nonces {
-            secret,
-            lifetime,
-            counts: HashMap::new(),
-            forgotten_upto: None,
-            capacity: capacity.max(1),
-            issued: std::sync::atomic::AtomicU32::new(0),
-        }
-    }
-
-    /// The tag of `head` for `realm` (and `client` when given), `len` hex digits.
-    fn mac(&self, head: &str, realm: &str, client: Option<IpAddr>, len: usize) -> String {
-        // new_from_slice accepts keys of any length for HMAC.
-        let mut m = match HmacSha256::new_from_slice(&self.secret) {
-            Ok(m) => m,
-            Err(_) => return String::new(),
-        };
+    /// The HMAC of `head` for `realm` (and `client` when given) under `key`; None never
+    /// happens (HMAC takes keys of any length) and verifies nothing.
+    fn mac(key: &[u8; 32], head: &str, realm: &str, client: Option<IpAddr>) -> Option<HmacSha256> {
+        let mut m = HmacSha256::new_from_slice(key).ok()?;
         m.update(head.as_bytes());
         m.update(b"|");
         m.update(realm.as_bytes());
@@ -110,10 +160,21 @@ impl Nonces {
             // One spelling per address: IPv4-mapped IPv6 as IPv4.
             m.update(ip.to_canonical().to_string().as_bytes());
         }
-        let tag = m.finalize().into_bytes();
-        let mut h = super::digest::hex(&tag);
+        Some(m)
+    }
+
+    /// The first `len` hex digits of a tag.
+    fn tag(m: Option<HmacSha256>, len: usize) -> String {
+        let mut h = m
+            .map(|m| super::digest::hex(&m.finalize().into_bytes()))
+            .unwrap_or_default();
         h.truncate(len);
         h
+    }
+
+    /// Whether `tag` is the left part of the HMAC (compared in constant time).
+    fn verifies(m: Option<HmacSha256>, tag: &[u8]) -> bool {
+        m.is_some_and(|m| m.verify_truncated_left(tag).is_ok())
     }
 
     /// A new nonce for `realm`, sent to `client`, at time `now_secs` (seconds since the epoch).
@@ -121,9 +182,13 @@ impl Nonces {
         let n = self
             .issued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let head = format!("{:08x}{n:08x}", now_secs as u32);
-        let realm_mac = self.mac(&head, realm, None, REALM_MAC_LEN);
-        let client_mac = self.mac(&head, realm, Some(client), CLIENT_MAC_LEN);
+        let head = format!("{:08x}{n:08x}{}{}", now_secs as u32, self.boot, self.node);
+        let Some(key) = self.keys.first() else {
+            // No key: a nonce nothing verifies (every answer to it gets a new challenge).
+            return head;
+        };
+        let realm_mac = Nonces::tag(Nonces::mac(key, &head, realm, None), REALM_MAC_LEN);
+        let client_mac = Nonces::tag(Nonces::mac(key, &head, realm, Some(client)), CLIENT_MAC_LEN);
         format!("{head}{realm_mac}{client_mac}")
     }
 
@@ -134,25 +199,49 @@ impl Nonces {
 
     /// Check a nonce presented for `realm` by `client`.
     pub fn check(&self, nonce: &str, realm: &str, client: IpAddr, now_secs: u64) -> Verdict {
-        if nonce.len() != NONCE_LEN || !nonce.is_ascii() {
+        // Our own spelling only (lower-case hex): another spelling of the same nonce would
+        // be another entry of the count table, a replay taken for a first use.
+        if nonce.len() != NONCE_LEN
+            || !nonce
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Verdict::Invalid;
         }
         let (head, macs) = nonce.split_at(HEAD_LEN);
         let (realm_mac, client_mac) = macs.split_at(REALM_MAC_LEN);
-        let Some(issued) = Nonces::issued_at(nonce) else {
+        let (Some(realm_mac), Some(client_mac), Some(issued)) = (
+            unhex(realm_mac),
+            unhex(client_mac),
+            Nonces::issued_at(nonce),
+        ) else {
             return Verdict::Invalid;
         };
-        if !constant_time_eq(
-            realm_mac.as_bytes(),
-            self.mac(head, realm, None, REALM_MAC_LEN).as_bytes(),
-        ) {
+        // Constant-time comparisons of the truncated tags (hmac's verify_truncated_left).
+        let Some(i) = self
+            .keys
+            .iter()
+            .position(|k| Nonces::verifies(Nonces::mac(k, head, realm, None), &realm_mac))
+        else {
             return Verdict::Invalid;
+        };
+        if i > 0
+            && let Some(c) = &self.previous_key
+        {
+            c.inc();
         }
-        if !constant_time_eq(
-            client_mac.as_bytes(),
-            self.mac(head, realm, Some(client), CLIENT_MAC_LEN)
-                .as_bytes(),
-        ) {
+        let boot = &head[TS_LEN + UNIQ_LEN..TS_LEN + UNIQ_LEN + BOOT_LEN];
+        let node = &head[TS_LEN + UNIQ_LEN + BOOT_LEN..];
+        if node != self.node {
+            return Verdict::OtherNode;
+        }
+        if boot != self.boot {
+            return Verdict::OtherBoot;
+        }
+        let key = self.keys.get(i);
+        if !key.is_some_and(|k| {
+            Nonces::verifies(Nonces::mac(k, head, realm, Some(client)), &client_mac)
+        }) {
             return Verdict::OtherClient;
         }
         // The timestamp is the low 32 bits of the epoch seconds.
@@ -163,7 +252,6 @@ impl Nonces {
         }
         Verdict::Fresh
     }
-
     /// Record nonce-count `nc` (hex) for a nonce whose credentials were right.
     pub fn accept_count(&mut self, nonce: &str, nc: &str, now_secs: u64) -> Count {
         let Ok(n) = u32::from_str_radix(nc, 16) else {
@@ -231,16 +319,23 @@ impl Nonces {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The bytes of lower-case hex digits (their number even).
+fn unhex(h: &str) -> Option<Vec<u8>> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const KEY: [u8; 32] = [7; 32];
+    const BOOT: u64 = 0x0123_4567_89ab_cdef;
+
     fn n() -> Nonces {
-        Nonces::new(b"secret".to_vec(), Duration::from_secs(300))
+        Nonces::new(vec![KEY], Duration::from_secs(300), BOOT)
     }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
@@ -262,7 +357,7 @@ mod tests {
         assert_eq!(a.check(&nonce, "example.com", A, 999), Verdict::Stale);
         // Bound to the realm and the secret.
         assert_eq!(a.check(&nonce, "other.com", A, 1000), Verdict::Invalid);
-        let b = Nonces::new(b"other".to_vec(), Duration::from_secs(300));
+        let b = Nonces::new(vec![[8; 32]], Duration::from_secs(300), BOOT);
         assert_eq!(b.check(&nonce, "example.com", A, 1000), Verdict::Invalid);
         // A tampered timestamp breaks the MAC.
         let mut t = nonce.clone();
@@ -271,7 +366,95 @@ mod tests {
         assert_eq!(a.check("short", "example.com", A, 1000), Verdict::Invalid);
     }
 
-    /// Issue 10: a nonce is good only from the address it was sent to; the same address
+    /// Our nonce in another spelling (upper-case hex) is not ours: it would be a second
+    /// entry of the count table, a replay taken for a first use.
+    #[test]
+    fn only_our_spelling() {
+        let a = n();
+        let nonce = a.issue("example.com", A, 1000);
+        assert_eq!(
+            a.check(&nonce.to_ascii_uppercase(), "example.com", A, 1000),
+            Verdict::Invalid
+        );
+    }
+
+    /// A nonce of an earlier start of this node (same secret, same node, another boot id)
+    /// is stale, whatever its age and client; a forged boot id breaks the tag.
+    #[test]
+    fn other_boot() {
+        let before = n();
+        let nonce = before.issue("example.com", A, 1000);
+        let after = Nonces::new(vec![KEY], Duration::from_secs(300), BOOT + 1);
+        assert_eq!(
+            after.check(&nonce, "example.com", A, 1000),
+            Verdict::OtherBoot
+        );
+        assert_eq!(
+            after.check(&nonce, "example.com", B, 1000),
+            Verdict::OtherBoot
+        );
+        assert_eq!(before.check(&nonce, "example.com", A, 1000), Verdict::Fresh);
+        // Rewriting the boot id to ours: no longer ours at all.
+        let mut t = nonce.clone();
+        t.replace_range(TS_LEN + UNIQ_LEN..TS_LEN + UNIQ_LEN + BOOT_LEN, &after.boot);
+        assert_eq!(after.check(&t, "example.com", A, 1000), Verdict::Invalid);
+    }
+
+    /// A nonce of another node sharing the secret is stale here, even with the same boot
+    /// id; a node's own nonces stay good on it.
+    #[test]
+    fn other_node() {
+        let mut a = n();
+        a.set_node("edge-a");
+        let mut b = n();
+        b.set_node("edge-b");
+        let nonce = a.issue("example.com", A, 1000);
+        assert_eq!(b.check(&nonce, "example.com", A, 1000), Verdict::OtherNode);
+        assert_eq!(a.check(&nonce, "example.com", A, 1000), Verdict::Fresh);
+        // A standalone daemon's nonce on a node, and the other way round.
+        let standalone = n();
+        let lone = standalone.issue("example.com", A, 1000);
+        assert_eq!(a.check(&lone, "example.com", A, 1000), Verdict::OtherNode);
+        assert_eq!(
+            standalone.check(&nonce, "example.com", A, 1000),
+            Verdict::OtherNode
+        );
+    }
+
+    /// Nonces made under a previous key verify (counted), new ones use the current key;
+    /// a key dropped from the ring verifies nothing.
+    #[test]
+    fn previous_key() {
+        let old = [1; 32];
+        let new = [2; 32];
+        let mut a = Nonces::new(vec![old], Duration::from_secs(300), BOOT);
+        let made_before = a.issue("example.com", A, 1000);
+        let counter = prometheus::IntCounter::new("t", "t").unwrap();
+        a.count_previous_key(counter.clone());
+        a.set_keys(vec![new, old]);
+        let made_after = a.issue("example.com", A, 1000);
+        assert_eq!(a.check(&made_after, "example.com", A, 1000), Verdict::Fresh);
+        assert_eq!(counter.get(), 0, "the current key is not counted");
+        assert_eq!(
+            a.check(&made_before, "example.com", A, 1000),
+            Verdict::Fresh
+        );
+        assert_eq!(counter.get(), 1);
+        // Made under the new key only.
+        let only_old = Nonces::new(vec![old], Duration::from_secs(300), BOOT);
+        assert_eq!(
+            only_old.check(&made_after, "example.com", A, 1000),
+            Verdict::Invalid
+        );
+        a.set_keys(vec![new]);
+        assert_eq!(
+            a.check(&made_before, "example.com", A, 1000),
+            Verdict::Invalid
+        );
+        assert_eq!(counter.get(), 1);
+    }
+
+    /// A nonce is good only from the address it was sent to; the same address
     /// written as IPv4-mapped IPv6 is the same client.
     #[test]
     fn bound_to_the_client_address() {
@@ -313,13 +496,12 @@ mod tests {
         assert_eq!(a.tracked(), 0);
     }
 
-    /// Issue 9: a subscriber filled the table, then every valid login failed as a "replay"
-    /// (and its user got banned). Now the table stays bounded, the oldest counts are
-    /// forgotten, the nonces they covered turn stale (a transparent re-challenge), replays of
+    /// A subscriber filling the table must not make valid logins fail as "replays" (and
+    /// get their user banned): the table stays bounded, the oldest counts are forgotten, the nonces they covered turn stale (a transparent re-challenge), replays of
     /// them stay refused, and fresh nonces keep working.
     #[test]
     fn full_table_fails_no_valid_client() {
-        let mut a = Nonces::with_capacity(b"k".to_vec(), Duration::from_secs(300), 64);
+        let mut a = Nonces::with_capacity(vec![KEY], Duration::from_secs(300), BOOT, 64);
         let victim = a.issue("r", B, 100);
         assert_eq!(a.accept_count(&victim, "00000001", 100), Count::Accepted);
         // The filler: one fresh nonce per login, each used once, 30 a second.

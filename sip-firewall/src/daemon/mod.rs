@@ -320,6 +320,10 @@ fn start_proxy(
         Ok(dns) => proxy.set_dns(dns),
         Err(e) => warn!("no DNS resolver ({e}): requests to domains get 503"),
     }
+    // `[cluster]`: our nonces name this node (another node's are stale here).
+    if let Some((c, _)) = cluster {
+        proxy.set_node(&c.node);
+    }
     // `[cluster]`: registrations are written through to Redis (with our Path URI).
     if let Some((c, outbox)) = cluster
         && c.config.shares(crate::cluster::Share::Registrations)

@@ -1,4 +1,4 @@
-//! Bans learned in user space (issue 5): sources that fail digest authentication too often
+//! Bans learned in user space: sources that fail digest authentication too often
 //! (svcrack), scanners (svmap), sources over the per-source request rate; and the proxy's UDP
 //! client transactions, written into the XDP map so that their responses pass.
 //!
@@ -405,7 +405,7 @@ fn decide(
                     failures.forget(&ip);
                     if known {
                         // Its own failed logins: demoted, it no longer gets the known
-                        // tier (issue 9, trust tiers).
+                        // tier (trust tiers).
                         with(enforcer, |e| e.forget_known(ip));
                     }
                     (
@@ -450,7 +450,7 @@ fn decide(
 
 /// Known sources (allow list, registrations, recent authentication, peers of our
 /// transactions) are never banned on evidence anyone can forge with their address:
-/// otherwise one spoofed packet takes a subscriber or a trunk off the air (issue 9).
+/// otherwise one spoofed packet takes a subscriber or a trunk off the air.
 fn protected(enforcer: &Mutex<Enforcer>, ip: IpAddr) -> bool {
     with(enforcer, |e| {
         Ok(e.source_verdict(ip) == Some(sip_firewall_common::Reason::Allowed) || e.is_known(ip))

@@ -1,9 +1,12 @@
-//! The calls the guard tracks, from the INVITE it allowed to the BYE: answered, failed,
-//! refreshed in the dialog, and ended by [`Fraud::tick`] (past `max_call_duration`, a
-//! critical duration, an expired session, a suspended account with
-//! `on_critical = "block-and-hangup"`).
+//! The calls the guard tracks, from the INVITE it allowed to the 2xx of a BYE: answered,
+//! failed, refreshed in the dialog, and ended by [`Fraud::tick`] (past `max_call_duration`,
+//! a critical duration, an expired session, a relayed BYE nobody answered, a suspended
+//! account with `on_critical = "block-and-hangup"`).
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use tracing::info;
 
@@ -82,9 +85,28 @@ impl Fraud {
         c.dialog
     }
 
+    /// The answered call whose dialog a request with these tags (From, To) belongs to, and
+    /// whether it comes from the caller (From-tag the caller's, To-tag the callee's) or the
+    /// callee (the other way round). A request with another remote tag (a made-up one, or
+    /// another branch's dialog of a forked call) is not of this dialog (RFC 3261 12.2.2).
+    fn dialog_call(&self, call_id: &str, tags: (&str, &str)) -> Option<(CallKey, bool)> {
+        let of_dialog = |key: &CallKey, remote: &str| {
+            self.calls
+                .get(key)
+                .and_then(|c| c.dialog.as_ref())
+                .is_some_and(|d| d.to_tag == remote)
+        };
+        let caller = (call_id.to_string(), tags.0.to_string());
+        if of_dialog(&caller, tags.1) {
+            return Some((caller, true));
+        }
+        let callee = (call_id.to_string(), tags.1.to_string());
+        of_dialog(&callee, tags.0).then_some((callee, false))
+    }
+
     /// An in-dialog request of a tracked call went through: its CSeq is remembered (our BYE
-    /// must be higher); a re-INVITE or UPDATE refreshes the session (RFC 4028); a BYE ends
-    /// the call.
+    /// must be higher); a re-INVITE or UPDATE refreshes the session (RFC 4028). A BYE ends
+    /// nothing here: only its 2xx does ([`Fraud::bye_answered`]).
     pub fn in_dialog(
         &mut self,
         call_id: &str,
@@ -93,20 +115,13 @@ impl Fraud {
         method: &str,
         now: Instant,
     ) {
-        let bye = method == "BYE";
-        // From the caller: its From-tag is the key; from the callee: its To-tag is.
-        let (key, from_caller) = {
-            let k1 = (call_id.to_string(), tags.0.to_string());
-            if self.calls.contains_key(&k1) {
-                (k1, true)
-            } else {
-                ((call_id.to_string(), tags.1.to_string()), false)
-            }
+        let Some((key, from_caller)) = self.dialog_call(call_id, tags) else {
+            return;
         };
         let Some(c) = self.calls.get_mut(&key) else {
             return;
         };
-        if matches!(method, "INVITE" | "UPDATE") && c.answered.is_some() {
+        if matches!(method, "INVITE" | "UPDATE") {
             c.refreshed = Some(now);
         }
         if let Some(d) = c.dialog.as_mut() {
@@ -116,9 +131,44 @@ impl Fraud {
                 d.callee_cseq = Some(d.callee_cseq.unwrap_or(0).max(cseq));
             }
         }
-        if bye {
-            let answered = c.answered.is_some();
-            self.remove(&key, answered.then_some(("bye", now)));
+    }
+
+    /// The call of a relayed BYE (its Call-ID and tags, From and To) answered by `party`:
+    /// the party the BYE's tags say it is addressed to (the callee for the caller's BYE,
+    /// the caller for the callee's), else none.
+    fn bye_call(&self, call_id: &str, tags: (&str, &str), party: SocketAddr) -> Option<CallKey> {
+        let (key, from_caller) = self.dialog_call(call_id, tags)?;
+        let d = self.calls.get(&key)?.dialog.as_ref()?;
+        let to = if from_caller { d.callee } else { d.caller };
+        let same = to.addr.ip().to_canonical() == party.ip().to_canonical()
+            && to.addr.port() == party.port();
+        same.then_some(key)
+    }
+
+    /// A 2xx to a relayed BYE of a tracked call, from the party it went to: the dialog is
+    /// over (RFC 3261 15.1.2: the UAS answers 2xx to a BYE of a dialog it has; 481 means it
+    /// has none, and any other final leaves the call up).
+    pub fn bye_answered(
+        &mut self,
+        call_id: &str,
+        tags: (&str, &str),
+        party: SocketAddr,
+        now: Instant,
+    ) {
+        if let Some(key) = self.bye_call(call_id, tags, party) {
+            self.remove(&key, Some(("bye", now)));
+        }
+    }
+
+    /// A relayed BYE of a tracked call that `party` never answered (timeout): whether the
+    /// call is still up there is unknown, so the edge ends it itself at the next tick, BYE
+    /// both ways (a request the party ignored, however it was made, does not untrack a
+    /// call the edge has not ended).
+    pub fn bye_unanswered(&mut self, call_id: &str, tags: (&str, &str), party: SocketAddr) {
+        if let Some(key) = self.bye_call(call_id, tags, party)
+            && let Some(c) = self.calls.get_mut(&key)
+        {
+            c.hangup.get_or_insert("bye_timeout");
         }
     }
 

@@ -15,7 +15,8 @@ pub struct FraudMetrics {
     pub calls_active: IntGauge,
     pub calls_by_user: IntGaugeVec,
     pub calls_by_peer: IntGaugeVec,
-    /// Answered calls ended, by how (bye, max_duration, fraud_hangup, expired).
+    /// Answered calls ended, by how (bye, max_duration, session_expired, fraud_hangup,
+    /// bye_timeout).
     pub calls_ended: IntCounterVec,
     pub call_duration: Histogram,
 }

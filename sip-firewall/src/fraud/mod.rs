@@ -9,9 +9,14 @@
 //!   user's group of allowed prefixes, then the rules' critical thresholds.
 //! - [`Fraud::answered`] on the first 2xx of that INVITE (the dialog, with what is needed
 //!   to end it), [`Fraud::failed`] on a final non-2xx.
-//! - [`Fraud::ended`] on BYE; [`Fraud::tick`] returns the calls to end (past
-//!   `max_call_duration`, a critical call duration, or an account suspended with
-//!   `on_critical = "block-and-hangup"`): the core sends BYE both ways.
+//! - [`Fraud::in_dialog`] on an in-dialog request of the dialog (CSeq, session refresh);
+//!   [`Fraud::bye_answered`] on the 2xx of a relayed BYE of the dialog, which ends the call
+//!   (the request alone never does: the other party may refuse it, 481 or 420, and the
+//!   call goes on); [`Fraud::bye_unanswered`] when no answer came, which has the edge end
+//!   the call itself. [`Fraud::tick`] returns the calls to end (past `max_call_duration`,
+//!   a critical call duration, a relayed BYE nobody answered, or an account suspended with
+//!   `on_critical = "block-and-hangup"`): the core sends BYE both ways, and the call is
+//!   off the books whatever the answers to those.
 //!
 //! Numbers are compared in one form ([`number`]): `+`, `00` and `011` are the same. A
 //! threshold is the most allowed: a call that would go past a critical value is refused
@@ -96,6 +101,9 @@ pub struct DialogInfo {
     /// The caller's From (with its tag) and the callee's To (with its tag).
     pub from: String,
     pub to: String,
+    /// The tag of `to`: with the call's Call-ID and the caller's From-tag, the dialog's
+    /// identity (RFC 3261 12); an in-dialog request with another is not of this dialog.
+    pub to_tag: String,
     pub caller_contact: String,
     pub callee_contact: String,
     /// Route entries beyond us toward each side (from the 2xx's Record-Route).

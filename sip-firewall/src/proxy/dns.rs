@@ -80,6 +80,22 @@ pub fn domain_of(uri_text: &str) -> Option<String> {
 /// The most targets one name yields (a bound on what one answer may make us try).
 const MAX_TARGETS: usize = 16;
 
+/// What one location gathers besides its targets: how long the answers are good for, and
+/// whether a server failed (not "no such record"): with no target at all, the resolution
+/// failed (503) rather than found nothing (404).
+struct Run {
+    until: Instant,
+    failure: Option<String>,
+}
+
+impl Run {
+    fn note(&mut self, e: &hickory_resolver::net::NetError) {
+        if !e.is_no_records_found() {
+            self.failure = Some(e.to_string());
+        }
+    }
+}
+
 /// Services of NAPTR records we can use, and their transports (RFC 3263 4.1).
 fn naptr_transport(service: &[u8]) -> Option<Transport> {
     match service.to_ascii_uppercase().as_slice() {
@@ -224,14 +240,9 @@ impl Dns {
         transport: Option<Transport>,
         secure: bool,
     ) -> Result<(Vec<Destination>, Instant), DnsError> {
-        let mut until = Instant::now() + Duration::from_secs(3600);
-        // A server that failed (not "no such record"): with no target at all, the
-        // resolution failed (503) rather than found nothing (404).
-        let mut failure: Option<String> = None;
-        let note = |failure: &mut Option<String>, e: &hickory_resolver::net::NetError| {
-            if !e.is_no_records_found() {
-                *failure = Some(e.to_string());
-            }
+        let mut run = Run {
+            until: Instant::now() + Duration::from_secs(3600),
+            failure: None,
         };
         let default_t = if secure {
             Transport::Tls
@@ -240,82 +251,18 @@ impl Dns {
         };
         if let Some(port) = port {
             let t = transport.unwrap_or(default_t);
-            let out = self.addresses(host, port, t, &mut until).await?;
-            return Ok((out, until));
+            let out = self.addresses(host, port, t, &mut run.until).await?;
+            return Ok((out, run.until));
         }
-        // Which SRV names to ask, in order.
-        let mut srv_names: Vec<(String, Transport)> = Vec::new();
-        if let Some(t) = transport {
-            srv_names.push((format!("{}.{host}.", srv_prefix(t)), t));
-        } else {
-            let mut naptrs = Vec::new();
-            let naptr = self
-                .resolver
-                .lookup(format!("{host}."), RecordType::NAPTR)
-                .await;
-            if let Err(e) = &naptr {
-                note(&mut failure, e);
-            }
-            if let Ok(l) = naptr {
-                until = until.min(l.valid_until());
-                for r in l.answers() {
-                    if let RData::NAPTR(n) = &r.data
-                        && n.flags.eq_ignore_ascii_case(b"s")
-                        && let Some(t) = naptr_transport(&n.services)
-                        && (!secure || t == Transport::Tls)
-                    {
-                        naptrs.push((n.order, n.preference, n.replacement.to_ascii(), t));
-                    }
-                }
-            }
-            naptrs.sort_by_key(|(o, p, _, _)| (*o, *p));
-            srv_names.extend(naptrs.into_iter().map(|(_, _, name, t)| (name, t)));
-            if srv_names.is_empty() {
-                // No usable NAPTR: the SRV records of every transport we speak (4.1).
-                let ts: &[Transport] = if secure {
-                    &[Transport::Tls]
-                } else {
-                    &[Transport::Datagram, Transport::Stream, Transport::Tls]
-                };
-                for t in ts {
-                    srv_names.push((format!("{}.{host}.", srv_prefix(*t)), *t));
-                }
-            }
-        }
+        let srv_names = match transport {
+            Some(t) => vec![(format!("{}.{host}.", srv_prefix(t)), t)],
+            None => self.naptr(host, secure, &mut run).await,
+        };
         let mut out = Vec::new();
         for (name, t) in &srv_names {
-            let l = match self.resolver.srv_lookup(name.as_str()).await {
-                Ok(l) => l,
-                Err(e) => {
-                    note(&mut failure, &e);
-                    continue;
-                }
-            };
-            until = until.min(l.valid_until());
-            let mut srvs: Vec<_> = l
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::SRV(s) => Some((s.priority, s.weight, s.port, s.target.to_ascii())),
-                    _ => None,
-                })
-                .collect();
-            // RFC 2782: lowest priority first; within one, heavier weights first (a
-            // deterministic stand-in for the weighted random order).
-            srvs.sort_by_key(|(p, w, _, _)| (*p, std::cmp::Reverse(*w)));
-            for (_, _, port, target) in srvs {
-                if target == "." {
-                    continue;
-                }
-                match self.addresses(&target, port, *t, &mut until).await {
-                    Ok(mut a) => out.append(&mut a),
-                    Err(DnsError::Failed(e)) => failure = Some(e),
-                    Err(_) => {}
-                }
-                if out.len() >= MAX_TARGETS {
-                    out.truncate(MAX_TARGETS);
-                    return Ok((out, until));
-                }
+            if self.srv(name, *t, &mut run, &mut out).await {
+                out.truncate(MAX_TARGETS);
+                return Ok((out, run.until));
             }
             if !out.is_empty() && transport.is_none() && srv_names.len() > 1 {
                 // The first transport that has targets is the one to use (4.1).
@@ -326,19 +273,105 @@ impl Dns {
             // No SRV record: the host's addresses on the default port (4.2).
             let t = transport.unwrap_or(default_t);
             let port = if t == Transport::Tls { 5061 } else { 5060 };
-            match self.addresses(host, port, t, &mut until).await {
+            match self.addresses(host, port, t, &mut run.until).await {
                 Ok(a) => out = a,
-                Err(DnsError::Failed(e)) => failure = Some(e),
+                Err(DnsError::Failed(e)) => run.failure = Some(e),
                 Err(_) => {}
             }
         }
         if out.is_empty()
-            && let Some(e) = failure
+            && let Some(e) = run.failure
         {
             return Err(DnsError::Failed(e));
         }
         out.truncate(MAX_TARGETS);
-        Ok((out, until))
+        Ok((out, run.until))
+    }
+
+    /// The SRV names to ask for `host`, in order (RFC 3263 4.1): from its NAPTR records
+    /// (flag "s", a transport we speak; TLS only when `secure`), else every transport's.
+    async fn naptr(&self, host: &str, secure: bool, run: &mut Run) -> Vec<(String, Transport)> {
+        let mut naptrs = Vec::new();
+        match self
+            .resolver
+            .lookup(format!("{host}."), RecordType::NAPTR)
+            .await
+        {
+            Err(e) => run.note(&e),
+            Ok(l) => {
+                run.until = run.until.min(l.valid_until());
+                for r in l.answers() {
+                    if let RData::NAPTR(n) = &r.data
+                        && n.flags.eq_ignore_ascii_case(b"s")
+                        && let Some(t) = naptr_transport(&n.services)
+                        && (!secure || t == Transport::Tls)
+                    {
+                        naptrs.push((n.order, n.preference, n.replacement.to_ascii(), t));
+                    }
+                }
+            }
+        }
+        naptrs.sort_by_key(|(o, p, _, _)| (*o, *p));
+        let mut names: Vec<(String, Transport)> = naptrs
+            .into_iter()
+            .map(|(_, _, name, t)| (name, t))
+            .collect();
+        if names.is_empty() {
+            // No usable NAPTR: the SRV records of every transport we speak (4.1).
+            let ts: &[Transport] = if secure {
+                &[Transport::Tls]
+            } else {
+                &[Transport::Datagram, Transport::Stream, Transport::Tls]
+            };
+            for t in ts {
+                names.push((format!("{}.{host}.", srv_prefix(*t)), *t));
+            }
+        }
+        names
+    }
+
+    /// The targets of SRV `name` (transport `t`) added to `out`, in RFC 2782 order. True:
+    /// `out` holds [`MAX_TARGETS`], ask no more.
+    async fn srv(
+        &self,
+        name: &str,
+        t: Transport,
+        run: &mut Run,
+        out: &mut Vec<Destination>,
+    ) -> bool {
+        let l = match self.resolver.srv_lookup(name).await {
+            Ok(l) => l,
+            Err(e) => {
+                run.note(&e);
+                return false;
+            }
+        };
+        run.until = run.until.min(l.valid_until());
+        let mut srvs: Vec<_> = l
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(s) => Some((s.priority, s.weight, s.port, s.target.to_ascii())),
+                _ => None,
+            })
+            .collect();
+        // RFC 2782: lowest priority first; within one, heavier weights first (a
+        // deterministic stand-in for the weighted random order).
+        srvs.sort_by_key(|(p, w, _, _)| (*p, std::cmp::Reverse(*w)));
+        for (_, _, port, target) in srvs {
+            if target == "." {
+                continue;
+            }
+            match self.addresses(&target, port, t, &mut run.until).await {
+                Ok(mut a) => out.append(&mut a),
+                Err(DnsError::Failed(e)) => run.failure = Some(e),
+                Err(_) => {}
+            }
+            if out.len() >= MAX_TARGETS {
+                return true;
+            }
+        }
+        false
     }
 
     /// The A and AAAA addresses of `name` at `port`.

@@ -8,6 +8,9 @@ pub struct ProxyMetrics {
     pub transactions: IntGaugeVec,
     pub bindings: IntGauge,
     pub auth: IntCounterVec,
+    /// Verifications that needed a previous secret (`[auth] previous_secrets`), by what was
+    /// verified (nonce, stamp).
+    pub auth_previous_key: IntCounterVec,
     pub scanners: IntCounter,
     pub forwarded: IntCounterVec,
     pub retransmissions: IntCounterVec,
@@ -97,8 +100,16 @@ impl ProxyMetrics {
             bindings: g,
             auth: cv(
                 "sipfw_auth_total",
-                "Digest authentication outcomes (success, challenge, stale, or the failure reason)",
+                "Digest authentication outcomes (success, challenge, stale, other_boot and \
+                 other_node: a nonce of another start or node, answered with stale=true; or the \
+                 failure reason)",
                 &["result"],
+            ),
+            auth_previous_key: cv(
+                "sipfw_auth_previous_key_total",
+                "Verifications under a previous secret ([auth] previous_secrets), by what was \
+                 verified (nonce, stamp): while it rises, the previous secret is still in use",
+                &["what"],
             ),
             scanners: s,
             forwarded: cv(
@@ -150,6 +161,7 @@ impl ProxyMetrics {
         for e in DNS_ROUTING_EVENTS {
             m.dns_routing.with_label_values(&[e]);
         }
+        m.auth_previous_key.with_label_values(&["nonce"]);
         for side in ["server", "client"] {
             m.transactions.with_label_values(&[side]);
         }

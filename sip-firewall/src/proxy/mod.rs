@@ -203,6 +203,12 @@ impl Proxy {
         })
     }
 
+    /// This node's name in a cluster (`[cluster] node`): its nonces carry it, and a nonce
+    /// of another node is answered with a fresh challenge (stale=true).
+    pub fn set_node(&self, node: &str) {
+        self.with_core(|c| c.set_node(node));
+    }
+
     /// Share registrations with the cluster: see `registrar::shared`.
     pub fn share_locations(
         &self,

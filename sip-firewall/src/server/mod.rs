@@ -32,7 +32,9 @@ pub mod config;
 // The message boundary is the whole daemon's (the proxy's timers, the gate's lock); kept
 // at its old path here.
 pub use crate::guard;
+mod accept;
 mod outbound;
+#[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
 pub mod slots;
 mod tcp;
@@ -150,13 +152,7 @@ impl SipServer {
             return Ok(());
         }
         let t = tls::Tls::load(cfg)?;
-        for addr in &cfg.listen {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind SIP TLS on {addr}"))?;
-            info!(bound = ?l.local_addr().ok(), "SIP listening on TLS");
-            self.tls.push(l);
-        }
+        self.tls.extend(listen(&cfg.listen, "TLS").await?);
         let handshake_timeout = t.handshake_timeout;
         let live = tls::go_live(t);
         self.shared.outbound.enable_tls(live.clone());
@@ -167,11 +163,7 @@ impl SipServer {
     /// Listen for SIP over WebSocket on every `[ws] listen` address.
     pub async fn bind_ws(&mut self, cfg: &crate::config::WsConfig) -> anyhow::Result<()> {
         let settings = ws::WsSettings::new(cfg, self.shared.limits.max_message_bytes);
-        for addr in &cfg.listen {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind SIP WebSocket on {addr}"))?;
-            info!(bound = ?l.local_addr().ok(), "SIP listening on WebSocket");
+        for l in listen(&cfg.listen, "WebSocket").await? {
             self.ws.push((l, settings.clone()));
         }
         Ok(())
@@ -198,11 +190,7 @@ impl SipServer {
             }
         };
         let settings = ws::WsSettings::new(ws_cfg, self.shared.limits.max_message_bytes);
-        for addr in &wss.listen {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind SIP secure WebSocket on {addr}"))?;
-            info!(bound = ?l.local_addr().ok(), "SIP listening on secure WebSocket");
+        for l in listen(&wss.listen, "secure WebSocket").await? {
             self.wss.push((l, settings.clone(), live.clone()));
         }
         Ok(())
@@ -452,7 +440,7 @@ impl Shared {
             code,
             phrase,
             extra,
-            // No Server header: an answer to an unverified source is kept lean (issue 9).
+            // No Server header: an answer to an unverified source is kept lean (no amplification).
             server: "",
         };
         Outgoing {
@@ -460,6 +448,20 @@ impl Shared {
             udp_destination: reply::udp_destination(ctx, source, self.force_rport),
         }
     }
+}
+
+/// Listeners bound to each of `addrs` for a stream transport (`what`, for the log and the
+/// error naming the address that could not be bound).
+async fn listen(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind SIP {what} on {addr}"))?;
+        info!(bound = ?l.local_addr().ok(), "SIP listening on {what}");
+        out.push(l);
+    }
+    Ok(out)
 }
 
 /// The first token of a request line.

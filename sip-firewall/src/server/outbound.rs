@@ -38,7 +38,7 @@ type Connections = HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>;
 /// Sockets and open connections.
 pub(crate) struct SocketOutbound {
     /// The UDP sockets, each with whether it is IPv4: found once here, not by a
-    /// `getsockname` for every datagram sent (issue 16's profile).
+    /// `getsockname` for every datagram sent (a profile showed it).
     udp: Vec<(bool, Arc<UdpSocket>)>,
     tcp: Mutex<Connections>,
     connector: OnceLock<Connector>,
@@ -54,6 +54,71 @@ pub(crate) struct SocketOutbound {
 /// sends, so a full table costs nobody their name (refusing new names instead would let an
 /// authenticated user who resolves many names make every later target fail verification).
 const MAX_TLS_NAMES: usize = 4096;
+
+/// A connection the proxy opens: to whom, and what it needs once connected.
+struct Dial {
+    dest: Destination,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    /// The messages queued for it while it connects.
+    rx: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Dial {
+    /// Connect (TCP, then TLS when `tls` is given with the target's domain, if any) and serve
+    /// the connection like an accepted one; on failure the target is unreachable.
+    async fn run(self, tls: Option<(tokio_rustls::TlsConnector, Option<String>)>) {
+        let addr = self.dest.addr;
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return self.failed(format_args!("TCP connect: {e}")),
+            Err(_) => return self.failed(format_args!("TCP connect: timed out")),
+        };
+        let local = match stream.local_addr() {
+            Ok(l) => l,
+            Err(e) => return self.failed(format_args!("TCP local address: {e}")),
+        };
+        let conn = super::tcp::Conn {
+            peer: addr,
+            local,
+            transport: self.dest.transport,
+        };
+        let Some((tls, domain)) = tls else {
+            return super::tcp::serve_connection(stream, conn, self.shared, self.shutdown, self.rx)
+                .await;
+        };
+        // A target found under a domain (RFC 3263): SNI and verification by that domain
+        // (RFC 5922 7.1). A target given as an address: the certificate must name that
+        // address (an IP SAN); rustls sends no SNI for it.
+        let name = domain
+            .and_then(|d| rustls::pki_types::ServerName::try_from(d).ok())
+            .unwrap_or(rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+        match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream)).await {
+            Ok(Ok(s)) => {
+                crate::metrics::tls_handshake("outbound_ok");
+                super::tcp::serve_connection(s, conn, self.shared, self.shutdown, self.rx).await;
+            }
+            Ok(Err(e)) => {
+                crate::metrics::tls_handshake("outbound_failed");
+                self.failed(format_args!("TLS connect: {e}"));
+            }
+            Err(_) => {
+                crate::metrics::tls_handshake("outbound_failed");
+                self.failed(format_args!("TLS connect: handshake timed out"));
+            }
+        }
+    }
+
+    /// The connection could not be made: forgotten, and the proxy told its target is
+    /// unreachable (its transactions fail over or fail at once).
+    fn failed(&self, why: std::fmt::Arguments<'_>) {
+        debug!(addr = %self.dest.addr, "{why}");
+        self.shared
+            .outbound
+            .unregister(self.dest.addr, self.dest.transport);
+        self.shared.handler.unreachable(self.dest);
+    }
+}
 
 impl SocketOutbound {
     pub(crate) fn new(udp: Vec<Arc<UdpSocket>>) -> SocketOutbound {
@@ -109,8 +174,8 @@ impl SocketOutbound {
         else {
             return false;
         };
-        // Connections we open count against the same bounds as those we accept (issue 10:
-        // a next hop named by a peer must not open connections without limit).
+        // Connections we open count against the same bounds as those we accept: a next hop
+        // named by a peer must not open connections without limit.
         let slot = match shared.slots.take(addr.ip()) {
             Ok(slot) => slot,
             Err(full) => {
@@ -129,68 +194,15 @@ impl SocketOutbound {
             return false;
         }
         self.register(addr, transport, tx);
-        let shutdown = c.shutdown.clone();
+        let dial = Dial {
+            dest: Destination { addr, transport },
+            shared,
+            shutdown: c.shutdown.clone(),
+            rx,
+        };
         rt.spawn(async move {
             let _slot = slot;
-            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    debug!(%addr, "TCP connect: {e}");
-                    shared.outbound.unregister(addr, transport);
-                    shared.handler.unreachable(Destination { addr, transport });
-                    return;
-                }
-                Err(_) => {
-                    debug!(%addr, "TCP connect: timed out");
-                    shared.outbound.unregister(addr, transport);
-                    shared.handler.unreachable(Destination { addr, transport });
-                    return;
-                }
-            };
-            let local = match stream.local_addr() {
-                Ok(l) => l,
-                Err(e) => {
-                    debug!(%addr, "TCP local address: {e}");
-                    shared.outbound.unregister(addr, transport);
-                    shared.handler.unreachable(Destination { addr, transport });
-                    return;
-                }
-            };
-            let conn = super::tcp::Conn {
-                peer: addr,
-                local,
-                transport,
-            };
-            match tls {
-                None => super::tcp::serve_connection(stream, conn, shared, shutdown, rx).await,
-                Some((tls, domain)) => {
-                    // A target found under a domain (RFC 3263): SNI and verification by that
-                    // domain (RFC 5922 7.1). A target given as an address: the certificate
-                    // must name that address (an IP SAN); rustls sends no SNI for it.
-                    let name = domain
-                        .and_then(|d| rustls::pki_types::ServerName::try_from(d).ok())
-                        .unwrap_or(rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
-                    match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream)).await {
-                        Ok(Ok(s)) => {
-                            crate::metrics::tls_handshake("outbound_ok");
-                            super::tcp::serve_connection(s, conn, shared, shutdown, rx).await;
-                        }
-                        Ok(Err(e)) => {
-                            crate::metrics::tls_handshake("outbound_failed");
-                            debug!(%addr, "TLS connect: {e}");
-                            shared.outbound.unregister(addr, transport);
-                            shared.handler.unreachable(Destination { addr, transport });
-                        }
-                        Err(_) => {
-                            crate::metrics::tls_handshake("outbound_failed");
-                            debug!(%addr, "TLS connect: handshake timed out");
-                            shared.outbound.unregister(addr, transport);
-                            shared.handler.unreachable(Destination { addr, transport });
-                        }
-                    }
-                }
-            }
+            dial.run(tls).await;
         });
         true
     }

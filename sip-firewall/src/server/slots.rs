@@ -1,6 +1,6 @@
 //! TCP connection slots, in total and per source (IPv6: per /64), shared by the connections
-//! we accept and those the proxy opens (issue 9: one source held 199 of them with CRLF
-//! keep-alives; issue 10: connections opened toward any next hop were not counted at all).
+//! we accept and those the proxy opens (one source must not hold them all with CRLF
+//! keep-alives, and connections opened toward any next hop count too).
 
 use std::{
     collections::HashMap,

@@ -17,60 +17,29 @@ use tokio::{
 };
 use tracing::debug;
 
-use super::{Shared, slots::Full};
+use super::{
+    Shared,
+    accept::{Accepted, accept_loop},
+};
 
 /// How many messages may wait for one TCP connection's writer.
 pub(crate) const TCP_QUEUE: usize = 256;
 
-/// Accept connections until shutdown; one over the bounds (`[sip] max_tcp_connections` in
-/// total, `max_tcp_per_source` per source) is closed at once and counted.
+/// Accept TCP connections until shutdown (gate and slots: [`super::accept`]).
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!("TCP accept: {e}");
-                    continue;
-                }
-            },
-        };
-        if !shared.admit_connection(peer, Transport::Stream, "tcp") {
-            // A banned or denied source: closed unread, before any handshake.
-            drop(stream);
-            continue;
-        }
-        let slot = match shared.slots.take(peer.ip()) {
-            Ok(slot) => {
-                crate::metrics::connection("tcp", "accepted");
-                slot
-            }
-            Err(full) => {
-                crate::metrics::connection("tcp", "refused_slots");
-                crate::metrics::limit_hit(
-                    match full {
-                        Full::Total => "tcp_total",
-                        Full::PerSource => "tcp_per_source",
-                    },
-                    Some(peer.ip()),
-                );
-                // Closed unread: RST or FIN, the peer learns at once.
-                drop(stream);
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        let rx = shutdown.clone();
+    let (owner, rx) = (shared.clone(), shutdown.clone());
+    accept_loop(listener, Transport::Stream, "tcp", owner, shutdown, |a| {
+        let (shared, rx) = (shared.clone(), rx.clone());
         // Messages the core sends to this peer (relayed responses, forwarded requests) go
         // out on this connection.
         let (tx, out_rx) = mpsc::channel(TCP_QUEUE);
-        shared.outbound.register(peer, Transport::Stream, tx);
+        shared.outbound.register(a.peer, Transport::Stream, tx);
         tokio::spawn(async move {
+            let Accepted { stream, peer, slot } = a;
             let local = match stream.local_addr() {
                 Ok(l) => l,
                 Err(e) => {
@@ -87,7 +56,8 @@ pub(super) async fn serve(
             serve_connection(stream, conn, shared, rx, out_rx).await;
             drop(slot);
         });
-    }
+    })
+    .await
 }
 
 /// The two ends of a connection and what it is (TCP or TLS).

@@ -19,7 +19,11 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::debug;
 
-use super::{Shared, slots::Full, tcp::Conn};
+use super::{
+    Shared,
+    accept::{Accepted, accept_loop},
+    tcp::Conn,
+};
 use crate::config::TlsConfig;
 
 /// The server and client sides built from `[tls]`.
@@ -240,113 +244,78 @@ pub(super) async fn serve(
     live: Arc<LiveTls>,
     handshake_timeout: Duration,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!("TLS accept: {e}");
-                    continue;
-                }
-            },
-        };
-        if !shared.admit_connection(peer, Transport::Tls, "tls") {
-            // A banned or denied source: closed unread, before any handshake.
-            drop(stream);
-            continue;
-        }
-        let slot = match shared.slots.take(peer.ip()) {
-            Ok(slot) => {
-                crate::metrics::connection("tls", "accepted");
-                slot
-            }
-            Err(full) => {
-                crate::metrics::connection("tls", "refused_slots");
-                crate::metrics::limit_hit(
-                    match full {
-                        Full::Total => "tcp_total",
-                        Full::PerSource => "tcp_per_source",
-                    },
-                    Some(peer.ip()),
-                );
-                drop(stream);
-                continue;
-            }
-        };
+    let (owner, rx) = (shared.clone(), shutdown.clone());
+    accept_loop(listener, Transport::Tls, "tls", owner, shutdown, |a| {
         // The certificate in force at accept (a reload changes it for the next ones).
-        tokio::spawn(handshake_then_serve(
-            stream,
-            peer,
-            live.acceptor(),
-            live.trusted_peers.clone(),
-            handshake_timeout,
-            shared.clone(),
-            shutdown.clone(),
-            slot,
-        ));
-    }
+        let handshake = Handshake {
+            acceptor: live.acceptor(),
+            trusted_peers: live.trusted_peers.clone(),
+            timeout: handshake_timeout,
+        };
+        tokio::spawn(handshake.then_serve(a, shared.clone(), rx.clone()));
+    })
+    .await
 }
 
-/// One accepted connection: the TLS handshake within `handshake_timeout`, then the TCP
-/// connection handling over it, holding `slot` throughout.
-#[allow(clippy::too_many_arguments)]
-async fn handshake_then_serve(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
+/// What the TLS handshake of one accepted connection needs.
+struct Handshake {
     acceptor: TlsAcceptor,
     trusted_peers: Arc<Vec<String>>,
-    handshake_timeout: Duration,
-    shared: Arc<Shared>,
-    rx: watch::Receiver<bool>,
-    slot: super::slots::Slot,
-) {
-    let _slot = slot;
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            crate::metrics::tls_handshake("failed");
-            debug!(%peer, "TLS handshake: {e}");
+    timeout: Duration,
+}
+
+impl Handshake {
+    /// The TLS handshake within its timeout, then the TCP connection handling over it,
+    /// holding the connection's slot throughout.
+    async fn then_serve(self, a: Accepted, shared: Arc<Shared>, rx: watch::Receiver<bool>) {
+        let Accepted { stream, peer, slot } = a;
+        let _slot = slot;
+        let Ok(local) = stream.local_addr() else {
             return;
+        };
+        let tls = match tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                crate::metrics::tls_handshake("failed");
+                debug!(%peer, "TLS handshake: {e}");
+                return;
+            }
+            Err(_) => {
+                crate::metrics::tls_handshake("timeout");
+                debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        crate::metrics::tls_handshake("ok");
+        // A client certificate (verified against `ca`) naming a trusted peer.
+        let trusted = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| trusted_name(c, &self.trusted_peers));
+        if let Some(name) = &trusted {
+            crate::metrics::tls_handshake("trusted_peer");
+            debug!(%peer, name, "TLS client certificate of a trusted peer");
+            super::guard::lock(&TRUSTED, "trusted peers")
+                .get_or_insert_with(Default::default)
+                .insert(peer, name.clone());
         }
-        Err(_) => {
-            crate::metrics::tls_handshake("timeout");
-            debug!(%peer, "TLS handshake timed out");
-            return;
+        let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+        shared.outbound.register(peer, Transport::Tls, tx);
+        let conn = Conn {
+            peer,
+            local,
+            transport: Transport::Tls,
+        };
+        super::tcp::serve_connection(tls, conn, shared, rx, out_rx).await;
+        if trusted.is_some()
+            && let Some(m) = super::guard::lock(&TRUSTED, "trusted peers").as_mut()
+        {
+            m.remove(&peer);
         }
-    };
-    crate::metrics::tls_handshake("ok");
-    // A client certificate (verified against `ca`) naming a trusted peer.
-    let trusted = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| trusted_name(c, &trusted_peers));
-    if let Some(name) = &trusted {
-        crate::metrics::tls_handshake("trusted_peer");
-        debug!(%peer, name, "TLS client certificate of a trusted peer");
-        super::guard::lock(&TRUSTED, "trusted peers")
-            .get_or_insert_with(Default::default)
-            .insert(peer, name.clone());
-    }
-    let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
-    shared.outbound.register(peer, Transport::Tls, tx);
-    let conn = Conn {
-        peer,
-        local,
-        transport: Transport::Tls,
-    };
-    super::tcp::serve_connection(tls, conn, shared, rx, out_rx).await;
-    if trusted.is_some()
-        && let Some(m) = super::guard::lock(&TRUSTED, "trusted peers").as_mut()
-    {
-        m.remove(&peer);
     }
 }
 

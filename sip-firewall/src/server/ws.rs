@@ -30,7 +30,11 @@ use tracing::debug;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Shared, slots::Full, tls::LiveTls};
+use super::{
+    Shared,
+    accept::{Accepted, accept_loop},
+    tls::LiveTls,
+};
 use crate::config::WsConfig;
 
 /// `[wss]`: SIP over WebSocket over TLS, with the `[tls]` certificate and the `[ws]` rules.
@@ -122,7 +126,7 @@ pub(super) async fn serve(
     mut settings: WsSettings,
     tls: Option<Arc<LiveTls>>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // RFC 7118 5.3: WSS is a transport of its own (our Via says it), not WS.
     let (label, transport) = if tls.is_some() {
@@ -131,44 +135,13 @@ pub(super) async fn serve(
         ("ws", Transport::Ws)
     };
     settings.transport = transport;
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!("WebSocket accept: {e}");
-                    continue;
-                }
-            },
-        };
-        if !shared.admit_connection(peer, transport, label) {
-            // A banned or denied source: closed unread, before any handshake.
-            drop(stream);
-            continue;
-        }
-        let slot = match shared.slots.take(peer.ip()) {
-            Ok(slot) => {
-                crate::metrics::connection(label, "accepted");
-                slot
-            }
-            Err(full) => {
-                crate::metrics::connection(label, "refused_slots");
-                crate::metrics::limit_hit(
-                    match full {
-                        Full::Total => "tcp_total",
-                        Full::PerSource => "tcp_per_source",
-                    },
-                    Some(peer.ip()),
-                );
-                drop(stream);
-                continue;
-            }
-        };
-        let (shared, rx, settings) = (shared.clone(), shutdown.clone(), settings.clone());
+    let (owner, rx) = (shared.clone(), shutdown.clone());
+    accept_loop(listener, transport, label, owner, shutdown, |a| {
+        let (shared, rx, settings) = (shared.clone(), rx.clone(), settings.clone());
         // The certificate in force at accept (a reload changes it for the next ones).
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
+            let Accepted { stream, peer, slot } = a;
             let _slot = slot;
             let Ok(local) = stream.local_addr() else {
                 return;
@@ -192,7 +165,8 @@ pub(super) async fn serve(
                 },
             }
         });
-    }
+    })
+    .await
 }
 
 /// The upgrade (within `deadline`), then the connection until it ends.
@@ -312,26 +286,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Next::In(Some(Ok(m))) => m,
         };
-        let bytes: &[u8] = match &m {
-            Message::Text(t) => t.as_bytes(),
-            Message::Binary(b) => b,
-            Message::Pong(_) | Message::Ping(_) => {
-                // Gated like a message: a banned or over-rate source keeps no connection
-                // alive with pongs (tungstenite answers pings itself).
-                if shared.admit_keepalive(peer, settings.transport, b"\r\n\r\n") {
-                    shared
-                        .metrics
-                        .keepalive(if settings.transport == Transport::Wss {
-                            "wss"
-                        } else {
-                            "ws"
-                        });
+        let bytes = match inbound(&m) {
+            Inbound::Sip(bytes) => bytes,
+            Inbound::KeepAlive => {
+                if keepalive(shared, peer, settings) {
                     deadline = Instant::now() + idle;
                 }
                 continue;
             }
-            Message::Close(_) => return Ok("peer"),
-            Message::Frame(_) => continue,
+            Inbound::Ignore => continue,
+            Inbound::Closed => return Ok("peer"),
         };
         deadline = Instant::now() + idle;
         ping_at = Instant::now() + settings.ping_interval;
@@ -341,6 +305,43 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let _ = timeout_at(Instant::now() + idle, ws.close(None)).await;
     Ok("shutdown")
+}
+
+/// What a WebSocket message received is to the connection.
+enum Inbound<'m> {
+    /// One SIP message (RFC 7118 5: one per WebSocket message, text or binary).
+    Sip(&'m [u8]),
+    /// A ping or pong: alive.
+    KeepAlive,
+    Ignore,
+    Closed,
+}
+
+fn inbound(m: &Message) -> Inbound<'_> {
+    match m {
+        Message::Text(t) => Inbound::Sip(t.as_bytes()),
+        Message::Binary(b) => Inbound::Sip(b),
+        Message::Pong(_) | Message::Ping(_) => Inbound::KeepAlive,
+        Message::Close(_) => Inbound::Closed,
+        Message::Frame(_) => Inbound::Ignore,
+    }
+}
+
+/// A ping or pong from `peer`, gated like a message: a banned or over-rate source keeps no
+/// connection alive with pongs (tungstenite answers pings itself). True: it counts as
+/// activity.
+fn keepalive(shared: &Shared, peer: SocketAddr, settings: &WsSettings) -> bool {
+    if !shared.admit_keepalive(peer, settings.transport, b"\r\n\r\n") {
+        return false;
+    }
+    shared
+        .metrics
+        .keepalive(if settings.transport == Transport::Wss {
+            "wss"
+        } else {
+            "ws"
+        });
+    true
 }
 
 /// Send before the deadline (a peer that never reads must not hold us).

@@ -1,6 +1,7 @@
 //! A phone (our subscriber, MD5 digest like SIPp) and a trunk, both plain UDP sockets in
 //! namespace a: the phone places calls through the daemon; the trunk (the daemon's
-//! `[proxy] outbound`) answers INVITEs with a chosen code, BYEs with 200, and records
+//! `[proxy] outbound`) answers INVITEs with a chosen code and BYEs as a UAS does (200 for
+//! its dialog, 481 for a To-tag it never gave, 420 for a `Require` it lacks), and records
 //! everything it receives.
 
 use std::{
@@ -67,6 +68,19 @@ pub fn respond(req: &str, code: &str, tag: &str, contact: &str) -> String {
     out
 }
 
+/// The trunk's answer to a BYE: its dialogs are those its 2xx gave the To-tag `trunk`
+/// (RFC 3261 12.2.2: 481 for any other), and it supports no extension (8.2.2.3: 420).
+fn bye_answer(bye: &str) -> &'static str {
+    let ours = header(bye, "To").is_some_and(|t| t.ends_with(";tag=trunk"));
+    if !ours {
+        "481 Call/Transaction Does Not Exist"
+    } else if header(bye, "Require").is_some() {
+        "420 Bad Extension"
+    } else {
+        "200 OK"
+    }
+}
+
 /// The trunk: answers in a thread until stopped.
 pub struct Trunk {
     pub received: Arc<Mutex<Vec<String>>>,
@@ -100,7 +114,12 @@ impl Trunk {
                         &format!("sip:gw@{TRUNK}"),
                     ))
                 } else if m.starts_with("BYE ") {
-                    Some(respond(&m, "200 OK", "trunk", &format!("sip:gw@{TRUNK}")))
+                    Some(respond(
+                        &m,
+                        bye_answer(&m),
+                        "trunk",
+                        &format!("sip:gw@{TRUNK}"),
+                    ))
                 } else {
                     None
                 };
@@ -193,12 +212,13 @@ impl Phone {
         None
     }
 
-    /// The final response of `call_id` (None: nothing within 3s).
-    fn final_of(&mut self, call_id: &str) -> Option<String> {
+    /// The final response of `call_id` to a `method` request (None: nothing within 3s).
+    fn final_of(&mut self, call_id: &str, method: &str) -> Option<String> {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(3) {
             if let Some(m) = self.receive()
                 && header(&m, "Call-ID") == Some(call_id)
+                && header(&m, "CSeq").is_some_and(|c| c.ends_with(method))
                 && !m.starts_with("SIP/2.0 1")
             {
                 return Some(m);
@@ -218,6 +238,46 @@ impl Phone {
     /// Call `number` at the trunk's domain (407 answered with MD5 digest): the first line
     /// of the final response ("nothing" when none came).
     pub fn call(&mut self, number: &str) -> String {
+        self.place(number)
+            .and_then(|m| m.lines().next().map(str::to_string))
+            .unwrap_or_else(|| "nothing".into())
+    }
+
+    /// A BYE for the call whose 2xx the phone got (`ok`), with the To-tag `to_tag`: to the
+    /// 2xx's Contact along its Record-Route in reverse (RFC 3261 12.1.2). The first line of
+    /// the answer ("nothing" when none came).
+    pub fn bye(&mut self, ok: &str, to_tag: &str) -> String {
+        self.n += 1;
+        let get = |name: &str| header(ok, name).unwrap_or("");
+        let target = get("Contact").trim_start_matches('<').trim_end_matches('>');
+        let mut routes: Vec<&str> = ok
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case("Record-Route"))
+            .map(|(_, v)| v.trim())
+            .collect();
+        routes.reverse();
+        let to = get("To");
+        let to = format!("{};tag={to_tag}", to.split(";tag=").next().unwrap_or(to));
+        let call_id = get("Call-ID").to_string();
+        let bye = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKfrbye{}{};rport\r\n\
+             Max-Forwards: 70\r\nRoute: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+             CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
+            self.user,
+            self.n,
+            routes.join(", "),
+            get("From"),
+        );
+        let _ = self.s.send_to(bye.as_bytes(), self.proxy);
+        self.final_of(&call_id, "BYE")
+            .and_then(|m| m.lines().next().map(str::to_string))
+            .unwrap_or_else(|| "nothing".into())
+    }
+
+    /// Call `number` as [`Phone::call`] does: the whole final response (None when none
+    /// came).
+    pub fn place(&mut self, number: &str) -> Option<String> {
         self.n += 1;
         let uri = format!("sip:{number}@trunk.example");
         let call_id = format!("fraud-{}-{}-{}", self.user, std::process::id(), self.n);
@@ -231,11 +291,9 @@ impl Phone {
             )
         };
         let _ = self.s.send_to(invite(1, "").as_bytes(), self.proxy);
-        let Some(chal) = self.final_of(&call_id) else {
-            return "nothing".into();
-        };
+        let chal = self.final_of(&call_id, "INVITE")?;
         if !chal.starts_with("SIP/2.0 407") {
-            return chal.lines().next().unwrap_or("").to_string();
+            return Some(chal);
         }
         let ack = format!(
             "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKfr{user}{n}c1;rport\r\n\
@@ -268,9 +326,6 @@ impl Phone {
              uri=\"{uri}\", response=\"{r}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
         );
         let _ = self.s.send_to(invite(2, &cred).as_bytes(), self.proxy);
-        let Some(fin) = self.final_of(&call_id) else {
-            return "nothing".into();
-        };
-        fin.lines().next().unwrap_or("").to_string()
+        self.final_of(&call_id, "INVITE")
     }
 }

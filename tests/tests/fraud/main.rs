@@ -14,11 +14,18 @@
 //!   `limits::call_rate_and_sequence_trip_at_the_count`
 //! - A call left up for ever (was: relayed for ever) — BYE to both parties at
 //!   `max_call_duration` — `limits::max_call_duration_ends_the_call_both_ways`
+//! - Hanging up on paper only: a BYE with the dialog's Call-ID, From-tag and our stamp but a
+//!   made-up To-tag, which the trunk answers 481 while the call goes on (was: the call
+//!   forgotten when the BYE went through, so concurrency caps, `max_call_duration` and the
+//!   fraud hang-up no longer saw it) — the call counts until a 2xx to a BYE of its dialog:
+//!   a third international call under concurrent critical 2 still gets 403; the real
+//!   hang-up (200) frees the slot at once — `hangup::only_an_answered_bye_frees_the_call`
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod client;
 mod destinations;
+mod hangup;
 mod limits;
 mod suspension;

@@ -49,6 +49,15 @@
 //!   `proxy::core::tests::register_from_a_spoofed_source_with_someone_elses_nonce`
 //! - a CANCEL copied from someone's INVITE, sent from elsewhere — 481, the call rings on —
 //!   unit `proxy::core::tests::cancel_from_another_source_cancels_nothing`
+//! - a REGISTER's Authorization captured and replayed after a restart with the same `[auth]
+//!   secret`, and to a second daemon sharing it (was: 200) — 401 with stale=true (the nonce
+//!   names another boot), counted in `sipfw_auth_total{result="other_boot"}`, no ban —
+//!   `replayed_credentials::a_captured_register_is_refused_after_a_restart`,
+//!   `replayed_credentials::a_captured_register_is_refused_on_another_node`
+//! - an INVITE whose digest `uri` is the edge's own URI and whose Request-URI is a trunk
+//!   number (was: relayed to the trunk, 200) — 400, nothing reaches the trunk, counted in
+//!   `sipfw_auth_total{result="uri_mismatch"}` —
+//!   `replayed_credentials::invite_credentials_over_the_edges_own_uri_do_not_reach_the_trunk`
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -60,5 +69,6 @@ mod crash;
 mod killer;
 mod nat_storm;
 mod own_addresses;
+mod replayed_credentials;
 mod syn_flood;
 mod tcp_slots;

@@ -294,6 +294,10 @@ pub fn alice_calls_bob(pair: &Pair, dir: &Path, port: u16, calls: usize) -> Run 
             "alice",
             "-ap",
             "alice-secret",
+            // The digest covers the Request-URI, as the edge requires of an INVITE; SIPp's
+            // default is the remote address.
+            "-auth_uri",
+            "bob@example.com",
             "-m",
             &calls.to_string(),
             "-r",

@@ -20,7 +20,7 @@ fn scenario(name: &str) -> PathBuf {
 
 /// Register bob (the UAS's address) with the edge, then alice from the caller's address: the
 /// legitimate parties are subscribers, so our edge knows both sources (registered contacts
-/// pass the unknown-source budget, issue 16); Kamailio registers them alike. A few tries, as
+/// pass the unknown-source budget); Kamailio registers them alike. A few tries, as
 /// the edge may still be loading.
 pub fn register(net: &Net, dir: &Path) -> anyhow::Result<()> {
     register_one(net, &net.s, "bob", UAS, UAS_PORT, dir)?;

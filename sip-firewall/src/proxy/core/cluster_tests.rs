@@ -1,6 +1,7 @@
-//! Cores of two cluster nodes on a fake clock (issue 13): registrations shared with Path
+//! Cores of two cluster nodes on a fake clock: registrations shared with Path
 //! (RFC 3327), a call routed through the node holding the flow, that node relaying for
-//! cluster nodes only, and nonces and Record-Route stamps that verify on every node.
+//! cluster nodes only, Record-Route stamps that verify on every node, and nonces that are
+//! good on the node that issued them only.
 
 use std::sync::Mutex;
 
@@ -44,6 +45,7 @@ impl Node {
         )
         .expect("core");
         core.local.set_addrs(vec![addr.parse().expect("ip")]);
+        core.set_node(name);
         let written = Arc::new(Mutex::new(Vec::new()));
         let w = written.clone();
         core.share_locations(
@@ -259,11 +261,13 @@ fn an_outsider_forging_the_path_route_is_refused() {
     assert!(invites(&sent).is_empty(), "{sent:?}");
 }
 
-/// Issue 13: with the same `[auth] secret`, a nonce one node issued verifies on another
-/// (a client whose next request lands elsewhere is not challenged again) and a Record-Route
-/// stamp one node sealed opens on another; with another secret neither does.
+/// With the same `[auth] secret`, a Record-Route stamp one node sealed opens on another; a
+/// nonce one node issued is answered on another with a fresh challenge, stale=true (its
+/// nonce-counts are on the node that issued it: accepting it elsewhere would accept a
+/// replay), which the client answers without asking its user; with another secret the
+/// nonce is not ours at all and the stamp does not open.
 #[test]
-fn nonces_and_stamps_verify_on_every_node() {
+fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
     use crate::auth::digest::{Algorithm, response_auth};
     let t0 = Instant::now();
     let mut a = Node::new("edge-a", A, "cluster-secret", t0);
@@ -300,14 +304,20 @@ fn nonces_and_stamps_verify_on_every_node() {
     };
     let sent = b.feed(&reg(2, &auth("00000001")), source);
     assert!(
-        sent[0].1.starts_with("SIP/2.0 200"),
-        "A's nonce verifies on B: {sent:?}"
+        sent[0].1.starts_with("SIP/2.0 401") && sent[0].1.contains("stale=true"),
+        "A's nonce on B: {sent:?}"
+    );
+    assert_eq!(
+        b.core.metrics.auth.with_label_values(&["other_node"]).get(),
+        1
     );
     let sent = c.feed(&reg(2, &auth("00000001")), source);
     assert!(
-        sent[0].1.starts_with("SIP/2.0 401"),
+        sent[0].1.starts_with("SIP/2.0 401") && !sent[0].1.contains("stale=true"),
         "not on a node with another secret: {sent:?}"
     );
+    let sent = a.feed(&reg(3, &auth("00000001")), source);
+    assert!(sent[0].1.starts_with("SIP/2.0 200"), "on A: {sent:?}");
 
     // A Record-Route stamp of A opens on B.
     a.feed(&register(3, ""), BOB_FLOW);

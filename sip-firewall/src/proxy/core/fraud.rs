@@ -170,6 +170,7 @@ impl Core {
             call_id: key.0.clone(),
             from,
             to: resp.get(HeaderName::To).unwrap_or("").to_string(),
+            to_tag: tag_of(resp.get(HeaderName::To)),
             caller_contact: contact.unwrap_or_default(),
             callee_contact: contact_uri(resp.all(HeaderName::Contact)).unwrap_or_default(),
             routes_to_caller: to_caller,
@@ -188,7 +189,8 @@ impl Core {
         self.fraud.answered(&key, dialog, now);
     }
 
-    /// An in-dialog request relayed: its CSeq is remembered; a BYE ends the call.
+    /// An in-dialog request relayed: its CSeq is remembered, a re-INVITE or UPDATE refreshes
+    /// the session. A BYE ends nothing yet: its answer decides ([`Core::fraud_bye_final`]).
     pub(super) fn fraud_in_dialog(&mut self, m: &Message<'_>, method: &str, now: Instant) {
         let call_id = m.get(HeaderName::CallId).unwrap_or("");
         let from = tag_of(m.get(HeaderName::From));
@@ -199,6 +201,53 @@ impl Core {
             .map_or(0, |c| c.0);
         self.fraud
             .in_dialog(call_id, (&from, &to), cseq, method, now);
+    }
+
+    /// The outcome of branch `idx` of a relayed BYE (server transaction `skey`): a 2xx
+    /// (`answered`) ends its call in the guard's books; no answer at all (`!answered`, a
+    /// timeout) has the edge end the call itself. Any other final changes nothing: the
+    /// party refused the BYE (481: no such dialog, RFC 3261 15.1.2; 420, 5xx) and the call
+    /// goes on.
+    pub(super) fn fraud_bye_final(
+        &mut self,
+        skey: &ServerKey,
+        idx: usize,
+        answered: bool,
+        now: Instant,
+    ) {
+        if skey.method != "BYE" {
+            return;
+        }
+        let Some(e) = self.servers.get(skey) else {
+            return;
+        };
+        let call_id = e.rctx.call_id.as_deref().unwrap_or("").to_string();
+        let tags = (tag_of(e.rctx.from.as_deref()), tag_of(e.rctx.to.as_deref()));
+        let Some(branch) = e
+            .fork
+            .as_ref()
+            .and_then(|f| f.branches.get(idx))
+            .map(|b| b.branch.clone())
+        else {
+            return;
+        };
+        // The party the BYE went to: only its answer counts.
+        let Some(party) = self
+            .clients
+            .get(&ClientKey {
+                branch,
+                method: "BYE".into(),
+            })
+            .map(|c| c.dest.addr)
+        else {
+            return;
+        };
+        let tags = (tags.0.as_str(), tags.1.as_str());
+        if answered {
+            self.fraud.bye_answered(&call_id, tags, party, now);
+        } else {
+            self.fraud.bye_unanswered(&call_id, tags, party);
+        }
     }
 
     /// End the calls the guard says must end: BYE to each party, as the other would send

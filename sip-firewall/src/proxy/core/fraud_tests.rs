@@ -260,7 +260,8 @@ fn sequential_calls_trip_at_the_count() {
 }
 
 /// max_call_duration: a call left up past it gets BYE on both sides, each as the other
-/// party would send it, along the dialog's route; one ended by BYE before gets nothing.
+/// party would send it, along the dialog's route; one ended by BYE (answered 200) before
+/// gets nothing.
 #[test]
 fn max_call_duration_sends_bye_both_ways() {
     let mut h = H::new("max_call_duration = \"10s\"\n");
@@ -339,11 +340,9 @@ fn max_call_duration_sends_bye_both_ways() {
         h.seq
     );
     let sent = h.feed(&bye, PHONE);
-    assert!(
-        sent.iter()
-            .any(|(a, m)| a.to_string() == TRUNK && m.starts_with("BYE")),
-        "{sent:?}"
-    );
+    let at_trunk = sent_to(&sent, TRUNK, "BYE");
+    assert_eq!(h.core.fraud.calls_active(), 1, "until the BYE's 2xx");
+    h.respond(&at_trunk, "200 OK", TRUNK);
     assert_eq!(h.core.fraud.calls_active(), 0);
     let sent = h.advance(Duration::from_secs(12));
     assert!(
@@ -589,4 +588,275 @@ fn session_timer_expiry_ends_the_call() {
             .get(),
         1
     );
+}
+
+/// Rule "00" with concurrent critical 2: a third international call is refused 403.
+const CONCURRENT_2: &str = "[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 2 }\n";
+
+impl H {
+    /// A call to `number` the trunk answers 200: the 200 as the phone got it.
+    fn up(&mut self, number: &str) -> String {
+        let (sent, out) = self.call(number);
+        let out = out.unwrap_or_else(|| panic!("{number} not forwarded: {sent:?}"));
+        let up = self.answer(&out, 200);
+        up.into_iter()
+            .find(|(a, m)| a.to_string() == PHONE && m.starts_with("SIP/2.0 200"))
+            .map(|(_, m)| m)
+            .unwrap_or_else(|| panic!("{number}: no 200 to the phone"))
+    }
+
+    /// The party at `source` answers the request `req` with `status`, as a UAS does: its
+    /// Vias, From, To (its tag added when there is none), Call-ID and CSeq.
+    fn respond(&mut self, req: &str, status: &str, source: &str) -> Vec<(SocketAddr, String)> {
+        let mut out = format!("SIP/2.0 {status}\r\n");
+        for line in req.split("\r\n").skip(1) {
+            let l = line.to_ascii_lowercase();
+            if ["via:", "from:", "call-id:", "cseq:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+                || (l.starts_with("to:") && l.contains(";tag="))
+            {
+                out.push_str(&format!("{line}\r\n"));
+            } else if l.starts_with("to:") {
+                out.push_str(&format!("{line};tag=uas\r\n"));
+            }
+        }
+        out.push_str("Content-Length: 0\r\n\r\n");
+        self.feed(&out, source)
+    }
+}
+
+/// The first value of header `name` in `msg`.
+fn value_of<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.split("\r\n")
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in {msg}"))
+}
+
+/// A From or To value with its tag replaced by `tag`.
+fn retag(value: &str, tag: &str) -> String {
+    let base = value.split(";tag=").next().unwrap_or(value);
+    format!("{base};tag={tag}")
+}
+
+/// What `party` sent that starts with `start`.
+fn sent_to(sent: &[(SocketAddr, String)], party: &str, start: &str) -> String {
+    sent.iter()
+        .find(|(a, m)| a.to_string() == party && m.starts_with(start))
+        .map(|(_, m)| m.clone())
+        .unwrap_or_else(|| panic!("no {start} to {party}: {sent:?}"))
+}
+
+/// The phone's BYE for the call whose 200 it got (`ok`): to its Contact along its
+/// Record-Route (RFC 3261 12.1.2), with the tags `from_tag` and `to_tag` and `extra`
+/// header lines.
+fn bye_from_phone(ok: &str, from_tag: &str, to_tag: &str, extra: &str) -> String {
+    let contact = value_of(ok, "Contact");
+    let target = contact.trim_start_matches('<').trim_end_matches('>');
+    let mut rr: Vec<&str> = ok
+        .lines()
+        .filter_map(|l| l.strip_prefix("Record-Route: "))
+        .collect();
+    rr.reverse();
+    format!(
+        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKbye{from_tag}{to_tag}\r\n\
+         Max-Forwards: 70\r\nRoute: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: 2 BYE\r\n{extra}Content-Length: 0\r\n\r\n",
+        rr.join(", "),
+        retag(value_of(ok, "From"), from_tag),
+        retag(value_of(ok, "To"), to_tag),
+        value_of(ok, "Call-ID"),
+    )
+}
+
+/// The trunk's BYE for the same call: to the caller's Contact along the Record-Route in
+/// order, From and To the other way round.
+fn bye_from_trunk(ok: &str) -> String {
+    let rr: Vec<&str> = ok
+        .lines()
+        .filter_map(|l| l.strip_prefix("Record-Route: "))
+        .collect();
+    format!(
+        "BYE sip:alice@{PHONE} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bKtrunkbye\r\n\
+         Max-Forwards: 70\r\nRoute: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        rr.join(", "),
+        value_of(ok, "To"),
+        value_of(ok, "From"),
+        value_of(ok, "Call-ID"),
+    )
+}
+
+/// Two international calls up under concurrent critical 2; the caller's BYE for the first,
+/// with tags `from_tag` and `to_tag` and `extra` header lines, is relayed and the trunk
+/// answers `status`: the call goes on and still counts, so a third international call gets
+/// 403.
+fn refused_bye_leaves_the_call_counted(from_tag: &str, to_tag: &str, extra: &str, status: &str) {
+    let mut h = H::new(CONCURRENT_2);
+    let ok = h.up("004930111");
+    h.up("004930222");
+    let sent = h.feed(&bye_from_phone(&ok, from_tag, to_tag, extra), PHONE);
+    let at_trunk = sent_to(&sent, TRUNK, "BYE");
+    let sent = h.respond(&at_trunk, status, TRUNK);
+    assert_eq!(final_line(&sent), format!("SIP/2.0 {status}"), "relayed");
+    assert_eq!(
+        h.core.fraud.calls_active(),
+        2,
+        "{from_tag}/{to_tag} answered {status}: the call goes on"
+    );
+    let (sent, out) = h.call("004930333");
+    assert!(out.is_none(), "{status}: a third call reached the trunk");
+    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+}
+
+/// A made-up To-tag: the trunk has no such dialog (481, RFC 3261 15.1.2).
+#[test]
+fn a_bye_with_a_forged_to_tag_answered_481_leaves_the_call_counted() {
+    refused_bye_leaves_the_call_counted("a1", "forged", "", "481 Call/Transaction Does Not Exist");
+}
+
+/// The dialog's own tags with a Require the trunk lacks (420, RFC 3261 8.2.2.3).
+#[test]
+fn a_bye_answered_420_leaves_the_call_counted() {
+    refused_bye_leaves_the_call_counted(
+        "a1",
+        "trunk",
+        "Require: x-unknown\r\n",
+        "420 Bad Extension",
+    );
+}
+
+/// The callee's tags sent from the caller's side, answered 200 by a lenient trunk: not the
+/// answer of the party those tags address (the caller), so it ends nothing.
+#[test]
+fn a_bye_with_the_callees_tags_from_the_caller_leaves_the_call_counted() {
+    refused_bye_leaves_the_call_counted("trunk", "a1", "", "200 OK");
+}
+
+/// The caller's real BYE: the call counts while the trunk has not answered; its 200 frees
+/// the slot at once (a new call under the cap goes through), ended by `bye`.
+#[test]
+fn a_bye_answered_200_frees_the_slot_at_once() {
+    let mut h = H::new(CONCURRENT_2);
+    let ok = h.up("004930111");
+    h.up("004930222");
+    let sent = h.feed(&bye_from_phone(&ok, "a1", "trunk", ""), PHONE);
+    let at_trunk = sent_to(&sent, TRUNK, "BYE");
+    assert_eq!(
+        h.core.fraud.calls_active(),
+        2,
+        "the BYE request alone ends nothing"
+    );
+    let sent = h.respond(&at_trunk, "200 OK", TRUNK);
+    assert_eq!(final_line(&sent), "SIP/2.0 200 OK");
+    assert_eq!(h.core.fraud.calls_active(), 1);
+    let ended = &h.core.metrics.fraud.calls_ended;
+    assert_eq!(ended.with_label_values(&["bye"]).get(), 1);
+    let (sent, out) = h.call("004930333");
+    assert!(out.is_some(), "a new call goes through: {sent:?}");
+}
+
+/// The callee's BYE (from the trunk, relayed to the phone): the phone's 200 frees the slot.
+#[test]
+fn the_callees_bye_answered_200_frees_the_slot() {
+    let mut h = H::new(CONCURRENT_2);
+    let ok = h.up("004930111");
+    h.up("004930222");
+    let sent = h.feed(&bye_from_trunk(&ok), TRUNK);
+    let at_phone = sent_to(&sent, PHONE, "BYE");
+    assert_eq!(
+        h.core.fraud.calls_active(),
+        2,
+        "the BYE request alone ends nothing"
+    );
+    let sent = h.respond(&at_phone, "200 OK", PHONE);
+    sent_to(&sent, TRUNK, "SIP/2.0 200");
+    assert_eq!(h.core.fraud.calls_active(), 1);
+    let (sent, out) = h.call("004930333");
+    assert!(out.is_some(), "a new call goes through: {sent:?}");
+}
+
+/// A CANCEL ends nothing by itself, nor does the trunk's 200 to it: the attempt counts
+/// until the INVITE's own final answer (487) comes back through us.
+#[test]
+fn a_cancel_ends_the_attempt_only_with_the_487() {
+    let mut h = H::new("max_calls_per_user = 1\n");
+    let (_, out) = h.call("004930111");
+    let invite = out.expect("forwarded");
+    h.answer(&invite, 180);
+    let via = invite
+        .split("\r\n")
+        .filter(|l| l.starts_with("Via: "))
+        .find(|l| l.contains(PHONE))
+        .expect("the phone's Via");
+    let cancel = format!(
+        "CANCEL sip:004930111@carrier.example SIP/2.0\r\n{via}\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:004930111@carrier.example>\r\n\
+         Call-ID: call-1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.feed(&cancel, PHONE);
+    let at_trunk = sent_to(&sent, TRUNK, "CANCEL");
+    assert_eq!(h.core.fraud.calls_active(), 1, "the CANCEL alone");
+    h.respond(&at_trunk, "200 OK", TRUNK);
+    assert_eq!(h.core.fraud.calls_active(), 1, "the 200 to the CANCEL");
+    let (sent, out) = h.call("004930222");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    let sent = h.answer(&invite, 487);
+    assert_eq!(final_line(&sent), "SIP/2.0 487 Whatever");
+    assert_eq!(h.core.fraud.calls_active(), 0);
+    let (sent, out) = h.call("004930333");
+    assert!(out.is_some(), "a new call goes through: {sent:?}");
+}
+
+/// The edge's own BYE (max_call_duration) ends the call in the books whatever its answers:
+/// the trunk's 481 and the phone's silence change nothing, a new call goes through.
+#[test]
+fn the_edges_own_bye_frees_the_call_whatever_the_answer() {
+    let mut h = H::new("max_call_duration = \"10s\"\nmax_calls_per_user = 1\n");
+    h.up("0301234567");
+    let (sent, out) = h.call("0301234568");
+    assert!(out.is_none());
+    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    let sent = h.advance(Duration::from_secs(11));
+    let bye = sent_to(&sent, TRUNK, "BYE");
+    sent_to(&sent, PHONE, "BYE");
+    h.respond(&bye, "481 Call/Transaction Does Not Exist", TRUNK);
+    assert_eq!(h.core.fraud.calls_active(), 0);
+    let ended = &h.core.metrics.fraud.calls_ended;
+    assert_eq!(ended.with_label_values(&["max_duration"]).get(), 1);
+    let (sent, out) = h.call("0301234569");
+    assert!(out.is_some(), "a new call goes through: {sent:?}");
+}
+
+/// The caller's BYE that the trunk never answers: the call counts while the BYE's
+/// transaction runs; at its timeout the edge ends the call itself, BYE both ways, and only
+/// then is the slot free.
+#[test]
+fn an_unanswered_bye_has_the_edge_end_the_call() {
+    let mut h = H::new("max_calls_per_user = 1\n");
+    let ok = h.up("0301234567");
+    let sent = h.feed(&bye_from_phone(&ok, "a1", "trunk", ""), PHONE);
+    sent_to(&sent, TRUNK, "BYE");
+    h.advance(Duration::from_secs(30));
+    assert_eq!(
+        h.core.fraud.calls_active(),
+        1,
+        "while the BYE may be answered"
+    );
+    // Timer F: 64*T1 = 32 s.
+    let sent = h.advance(Duration::from_secs(5));
+    for party in [TRUNK, PHONE] {
+        assert!(
+            sent.iter().any(|(a, m)| a.to_string() == party
+                && m.starts_with("BYE")
+                && m.contains("text=\"ended by the edge\"")),
+            "the edge's BYE to {party}: {sent:?}"
+        );
+    }
+    assert_eq!(h.core.fraud.calls_active(), 0);
+    let ended = &h.core.metrics.fraud.calls_ended;
+    assert_eq!(ended.with_label_values(&["bye_timeout"]).get(), 1);
+    let (sent, out) = h.call("0301234568");
+    assert!(out.is_some(), "a new call goes through: {sent:?}");
 }

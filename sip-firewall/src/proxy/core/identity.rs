@@ -44,34 +44,54 @@ impl Core {
         match self.auth.verify(&values, &req, secs) {
             Outcome::Authenticated { user } => {
                 self.authenticated_source = Some(ctx.source);
-                // A login from a network this account has not used lately (issue 12).
+                // A login from a network this account has not used lately.
                 self.fraud
                     .login(&format!("{user}@{realm}"), ctx.source.ip(), secs);
                 self.metrics.auth.with_label_values(&["success"]).inc();
                 self.observer.authenticated(ctx.source, &user);
                 Ok(user)
             }
-            Outcome::Challenge { stale, failure } => {
-                let label = match failure {
-                    Some(f) => {
-                        debug!(source = %ctx.source, reason = f, "authentication failed");
-                        self.observer
-                            .auth_failure(ctx.source, must_be.first().copied(), f);
-                        f
-                    }
-                    None if stale => "stale",
-                    None => "challenge",
-                };
-                self.metrics.auth.with_label_values(&[label]).inc();
-                Err(self.challenge(proxy, realm, stale, secs, ctx.source.ip()))
+            Outcome::Challenge { failure: None } => {
+                self.metrics.auth.with_label_values(&["challenge"]).inc();
+                Err(self.challenge(proxy, realm, false, secs, ctx.source.ip()))
+            }
+            Outcome::Challenge {
+                failure: Some(reason),
+            } => {
+                self.auth_failed(ctx.source, must_be, reason);
+                Err(self.challenge(proxy, realm, false, secs, ctx.source.ip()))
+            }
+            // A nonce not good here (expired, another client, boot or node): a fresh
+            // challenge with stale=true, counted by why, and never an authentication
+            // failure: the ban learner does not hear of it.
+            Outcome::Stale { reason } => {
+                debug!(source = %ctx.source, reason, "nonce not good here: stale=true");
+                self.metrics.auth.with_label_values(&[reason]).inc();
+                Err(self.challenge(proxy, realm, true, secs, ctx.source.ip()))
+            }
+            // The digest does not cover this request (RFC 7616 3.4.6: 400). After a nonce
+            // issued to this source, so a failure of its own.
+            Outcome::BadRequest { reason } => {
+                self.auth_failed(ctx.source, must_be, reason);
+                Err(answer(
+                    400,
+                    "Bad Request (digest uri is not the Request-URI)",
+                ))
             }
             Outcome::Forbidden { reason } => {
-                self.metrics.auth.with_label_values(&[reason]).inc();
-                self.observer
-                    .auth_failure(ctx.source, must_be.first().copied(), reason);
+                self.auth_failed(ctx.source, must_be, reason);
                 Err(answer(403, "Forbidden"))
             }
         }
+    }
+
+    /// Credentials refused for `reason`: counted, and reported to the observer (the ban
+    /// learner) as an authentication failure of `source`.
+    fn auth_failed(&self, source: SocketAddr, must_be: &[&str], reason: &'static str) {
+        debug!(%source, reason, "authentication failed");
+        self.metrics.auth.with_label_values(&[reason]).inc();
+        self.observer
+            .auth_failure(source, must_be.first().copied(), reason);
     }
 
     /// The challenge to answer with: 407 with Proxy-Authenticate as a proxy, 401 with
@@ -103,6 +123,12 @@ impl Core {
                 .map(|c| format!("{chal_header}: {c}"))
                 .collect(),
         }
+    }
+
+    /// This node's name in a cluster, carried by its nonces (set at start, before the first
+    /// challenge).
+    pub fn set_node(&mut self, node: &str) {
+        self.auth.set_node(node);
     }
 
     /// The identities a user may assert, replaced (admin API).

@@ -194,7 +194,7 @@ pub struct Core {
     max_transactions: (usize, usize),
     /// Server transactions open per source key (see `server::slots::source_key`).
     transactions_per_source: HashMap<std::net::IpAddr, usize>,
-    /// The toll-fraud guard (issue 12): its decisions on calls, its dialog tracking.
+    /// The toll-fraud guard: its decisions on calls, its dialog tracking.
     pub(crate) fraud: crate::fraud::Fraud,
     /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
     resolving: HashMap<ServerKey, resolve::Pending>,
@@ -379,6 +379,8 @@ mod routing;
 mod setup;
 mod timers;
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]

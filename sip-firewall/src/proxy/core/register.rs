@@ -57,7 +57,7 @@ impl Core {
         Ok(())
     }
 
-    /// Share registrations with a cluster (issue 13): the location store becomes a cache
+    /// Share registrations with a cluster: the location store becomes a cache
     /// written through to `sink` (see `registrar::shared`). `path`: the URI the other nodes
     /// reach us at (default: our advertised host and port over UDP).
     pub fn share_locations(&mut self, node: String, path: Option<String>, sink: Sink) {
@@ -83,7 +83,7 @@ impl Core {
         self.metrics.bindings.set(self.store.len() as i64);
     }
 
-    /// The bindings whose flow we hold, as shared (issue 13: for a Redis that lost them).
+    /// The bindings whose flow we hold, as shared (for a Redis that lost them).
     pub fn location_own(&self, now: Instant) -> Vec<(String, SharedBinding)> {
         self.store.own_shared(now)
     }

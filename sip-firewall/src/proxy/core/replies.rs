@@ -63,7 +63,7 @@ impl Core {
                 code: l.code,
                 phrase: l.phrase,
                 extra: &l.extra,
-                // No Server header: lean answers (issue 9, amplification).
+                // No Server header: lean answers (amplification).
                 server: "",
             },
             e.source,

@@ -90,7 +90,7 @@ impl Core {
         if !same_source(e, ctx) {
             // A copy of someone's request (same top Via) from another address: answering
             // it would send the stored response, up to 16 Vias of it, wherever a spoofed
-            // source says (reflection, issue 9). Only the original source's
+            // source says (reflection). Only the original source's
             // retransmissions are absorbed (RFC 3261 17.2.3 matching, 18.2.2 destination).
             return self.foreign_copy(ctx);
         }

@@ -100,6 +100,12 @@ impl Core {
         now: Instant,
     ) {
         let invite = skey.method == "INVITE";
+        // A relayed BYE's 2xx, or no answer at all, decides its call in the fraud guard.
+        if (200..300).contains(&code) && resp.is_some() {
+            self.fraud_bye_final(skey, idx, true, now);
+        } else if resp.is_none() {
+            self.fraud_bye_final(skey, idx, false, now);
+        }
         let timer_c = self.timers.c;
         let Some(fork) = self.servers.get_mut(skey).and_then(|e| e.fork.as_mut()) else {
             return;

@@ -19,6 +19,7 @@ impl Core {
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("randomness"))?,
         );
+        let nonces = nonces(config, &keys, &metrics)?;
         let algorithms = config
             .auth
             .algorithms
@@ -49,14 +50,7 @@ impl Core {
             heap: BinaryHeap::new(),
             store: Box::new(MemoryStore::default()),
             cluster_path: None,
-            auth: Authenticator::new(
-                Users::from_config(&config.auth.users),
-                algorithms,
-                Nonces::new(
-                    keys.current().derive::<32>(Purpose::Nonce).to_vec(),
-                    config.auth.nonce_lifetime,
-                ),
-            ),
+            auth: Authenticator::new(Users::from_config(&config.auth.users), algorithms, nonces),
             fraud: crate::fraud::Fraud::new(config.fraud, metrics.fraud.clone()),
             metrics,
             observer,
@@ -123,6 +117,24 @@ impl Core {
             config.sip.max_transactions_per_source,
         );
     }
+}
+
+/// The nonce authority of this start: the nonce keys of the ring (current first), a random
+/// boot id its nonces carry (they are accepted in this process only), verifications under a
+/// previous key counted.
+fn nonces(config: &Sections<'_>, keys: &KeyRing, metrics: &ProxyMetrics) -> anyhow::Result<Nonces> {
+    let boot = u64::from_le_bytes(
+        random_bytes(8)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("randomness"))?,
+    );
+    let mut nonces = Nonces::new(
+        keys.derive_all(Purpose::Nonce),
+        config.auth.nonce_lifetime,
+        boot,
+    );
+    nonces.count_previous_key(metrics.auth_previous_key.with_label_values(&["nonce"]));
+    Ok(nonces)
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {

@@ -201,7 +201,7 @@ fn best_response_and_timeout() {
         .filter(|(a, m)| a.port() == 5060 && m.starts_with("SIP/2.0 4"))
         .collect();
     // The 486 once: the caller is an outsider that proved nothing (not allow-listed, not
-    // authenticated), so no Timer G toward it (issue 9); its own retransmissions would be
+    // authenticated), so no Timer G toward it; its own retransmissions would be
     // answered.
     assert_eq!(finals.len(), 1, "{finals:?}");
     assert!(finals[0].1.starts_with("SIP/2.0 486"), "{finals:?}");

@@ -62,7 +62,7 @@ impl ServerTxn {
     /// The request's source proved it can receive at the address it claims: allow-listed,
     /// or authenticated by digest within this transaction (the nonce it answered went to that
     /// address). Only then does Timer G resend a final response over UDP: toward any other
-    /// source a spoofed request would turn each resend into reflected traffic (issue 9). A
+    /// source a spoofed request would turn each resend into reflected traffic. A
     /// lost final toward an unverified source is recovered by the UAC's own retransmissions
     /// (Timer A/E) while it still sends them.
     pub fn verified(&mut self) {

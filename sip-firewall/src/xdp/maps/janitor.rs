@@ -3,12 +3,10 @@
 //! `sipfw_map_capacity`, through descriptors of its own so the walk holds no lock of the
 //! daemon.
 
-use std::os::fd::AsFd as _;
-
 use aya::maps::{HashMap, MapData};
 use sip_firewall_common::{BanValue, IpKey, maps as names};
 
-use super::{MapsError, XdpMaps, map_err};
+use super::{MapsError, XdpMaps, duplicate};
 
 /// The maps that fill up, through descriptors of their own: counts their entries and
 /// deletes the expired ones (the program deletes a ban only when its source comes back).
@@ -93,38 +91,12 @@ impl XdpMaps {
     /// Handles of their own on the maps that fill up, for [`MapJanitor`] (which walks them
     /// without holding whoever owns these maps).
     pub fn janitor(&self) -> Result<MapJanitor, MapsError> {
-        use aya::maps::IterableMap as _;
-        fn dup<V: aya::Pod>(
-            m: &HashMap<MapData, IpKey, V>,
-            name: &'static str,
-        ) -> Result<HashMap<MapData, IpKey, V>, MapsError> {
-            let fd = m
-                .map()
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| MapsError::Load(format!("{name}: {e}")))?;
-            let map = MapData::from_fd(fd)
-                .and_then(aya::maps::Map::from_map_data)
-                .map_err(map_err(name))?;
-            HashMap::try_from(map).map_err(map_err(name))
-        }
-        let fd = self
-            .transactions
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| MapsError::Load(format!("{}: {e}", names::TRANSACTIONS)))?;
-        let txns = MapData::from_fd(fd)
-            .and_then(aya::maps::Map::from_map_data)
-            .map_err(map_err(names::TRANSACTIONS))?;
         Ok(MapJanitor {
-            bans: dup(&self.bans, names::BANS)?,
-            learned_bans: dup(&self.learned_bans, names::LEARNED_BANS)?,
-            flood: dup(&self.flood, names::FLOOD)?,
-            known: dup(&self.known, names::KNOWN)?,
-            transactions: HashMap::try_from(txns).map_err(map_err(names::TRANSACTIONS))?,
+            bans: duplicate(&self.bans, names::BANS)?,
+            learned_bans: duplicate(&self.learned_bans, names::LEARNED_BANS)?,
+            flood: duplicate(&self.flood, names::FLOOD)?,
+            known: duplicate(&self.known, names::KNOWN)?,
+            transactions: duplicate(&self.transactions, names::TRANSACTIONS)?,
         })
     }
 }

@@ -44,6 +44,25 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map { name, source }
 }
 
+/// A handle of its own on hash map `m` (a duplicate descriptor), for a user that must not
+/// wait for whoever owns `m`.
+fn duplicate<K: aya::Pod, V: aya::Pod>(
+    m: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, MapsError> {
+    use aya::maps::IterableMap as _;
+    let fd = m
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| MapsError::Load(format!("{name}: {e}")))?;
+    let map = MapData::from_fd(fd)
+        .and_then(aya::maps::Map::from_map_data)
+        .map_err(map_err(name))?;
+    HashMap::try_from(map).map_err(map_err(name))
+}
+
 /// The key of an address.
 pub fn ip_key(ip: IpAddr) -> IpKey {
     match ip {
@@ -277,20 +296,10 @@ impl XdpMaps {
     /// A handle of its own on the transaction map (a duplicate descriptor): the proxy writes
     /// keys through it synchronously, under no lock but its own.
     pub fn transaction_keys(&self) -> Result<TransactionKeys, MapsError> {
-        use aya::maps::IterableMap as _;
-        let fd = self
-            .transactions
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| MapsError::Load(format!("{}: {e}", names::TRANSACTIONS)))?;
-        let map = MapData::from_fd(fd)
-            .and_then(aya::maps::Map::from_map_data)
-            .map_err(map_err(names::TRANSACTIONS))?;
-        Ok(TransactionKeys(
-            HashMap::try_from(map).map_err(map_err(names::TRANSACTIONS))?,
-        ))
+        Ok(TransactionKeys(duplicate(
+            &self.transactions,
+            names::TRANSACTIONS,
+        )?))
     }
 
     /// The transaction of `branch` to `peer` is over; whether it was recorded.

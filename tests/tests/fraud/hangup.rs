@@ -1,0 +1,67 @@
+//! A BYE ends a call in the guard's books only when the party it goes to answers 2xx
+//! (RFC 3261 15.1.2). Rule `00` with concurrent critical 2, two international calls up: a
+//! BYE for the first with a made-up To-tag, which the trunk answers 481, leaves it counted
+//! (a third international call gets 403); the real hang-up, answered 200, frees the slot
+//! at once.
+
+use sip_firewall_tests::{
+    daemon::{DaemonDirs, stop},
+    netns::Pair,
+    require_root,
+};
+
+use crate::client::{Phone, Trunk, fraud_config};
+use crate::support::{Metrics, one_at_a_time};
+
+#[test]
+fn only_an_answered_bye_frees_the_call() {
+    let test = "only_an_answered_bye_frees_the_call";
+    if !require_root(test) {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let pair = Pair::new("fb").unwrap();
+    let d = DaemonDirs::new(
+        "fb",
+        &fraud_config("[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 2 }\n"),
+    );
+    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
+    let trunk = Trunk::start(&pair, 200);
+    let mut phone = Phone::new(&pair, "alice", "alice-secret");
+    let first = phone.place("004930111").unwrap_or_default();
+    let second = phone.call("+4930222");
+    let forged = phone.bye(&first, "forged");
+    let after_forged = Metrics::scrape(&pair);
+    let third = phone.call("01144207333");
+    // The third call suspended alice: the operator lifts it (the calls still count).
+    let unblock = d.cli(&["fraud", "unblock", "alice"]);
+    let real = phone.bye(&first, "trunk");
+    let after_real = Metrics::scrape(&pair);
+    let fourth = phone.call("004930444");
+    let byes = trunk.count("BYE");
+    drop(trunk);
+    let (code, log) = stop(daemon);
+    eprintln!(
+        "{test}: first {:?}, second {second:?}, forged BYE {forged:?}, third {third:?}, \
+         real BYE {real:?}, fourth {fourth:?}",
+        first.lines().next()
+    );
+    assert!(first.starts_with("SIP/2.0 200 OK"), "{first}");
+    assert_eq!(second, "SIP/2.0 200 OK");
+    assert_eq!(forged, "SIP/2.0 481 Call/Transaction Does Not Exist");
+    assert_eq!(
+        third, "SIP/2.0 403 Fraud Limit Exceeded",
+        "the call the trunk kept up still counts"
+    );
+    assert_eq!(after_forged.get("sipfw_calls_active"), 2.0);
+    assert!(unblock.status.success(), "{unblock:?}");
+    assert_eq!(real, "SIP/2.0 200 OK");
+    assert_eq!(after_real.get("sipfw_calls_active"), 1.0);
+    assert_eq!(
+        after_real.get("sipfw_calls_ended_total{reason=\"bye\"}"),
+        1.0
+    );
+    assert_eq!(fourth, "SIP/2.0 200 OK", "the hung-up call's slot is free");
+    assert_eq!(byes, 2, "both BYEs reached the trunk");
+    assert_eq!(code, 0, "{log}");
+}
