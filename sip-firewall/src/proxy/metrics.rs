@@ -18,9 +18,6 @@ pub struct ProxyMetrics {
     pub local_replies: IntCounterVec,
     /// Requests refused for the integrity of dialogs and routing, by reason.
     pub dialog_refused: IntCounterVec,
-    /// What verified under a previous secret (`[auth] previous_secrets`), by what (stamp:
-    /// the dialog stamp of an in-dialog request).
-    pub auth_previous_key: IntCounterVec,
     /// Responses dropped because they came from elsewhere than their request went.
     pub wrong_source: IntCounter,
     /// Contacts that answered nothing: marked, sent to without retransmissions, or not
@@ -135,12 +132,6 @@ impl ProxyMetrics {
                  ambiguous)",
                 &["reason"],
             ),
-            auth_previous_key: cv(
-                "sipfw_auth_previous_key_total",
-                "Nonces and dialog stamps that verified under a previous secret \
-                 ([auth] previous_secrets), by what",
-                &["what"],
-            ),
             wrong_source,
             silent_contacts: cv(
                 "sipfw_proxy_silent_contacts_total",
@@ -161,7 +152,9 @@ impl ProxyMetrics {
         for e in DNS_ROUTING_EVENTS {
             m.dns_routing.with_label_values(&[e]);
         }
-        m.auth_previous_key.with_label_values(&["nonce"]);
+        for what in ["nonce", "stamp"] {
+            m.auth_previous_key.with_label_values(&[what]);
+        }
         for side in ["server", "client"] {
             m.transactions.with_label_values(&[side]);
         }
