@@ -272,14 +272,14 @@ fn apply_lists(
                 .map_err(|e| format!("policy.{}: {e}", list.name()))?;
             report.applied.push(format!("policy.{}: +{n}", list.name()));
         }
-        for n in was
-            .iter()
-            .filter(|n| !now.contains(n) && !stored.contains(n))
-        {
+        for n in was.iter().filter(|n| !now.contains(n)) {
+            // One the state also holds stays in force (the enforcer keeps it).
             enforcer
                 .config_net(list, n, false)
                 .map_err(|e| format!("policy.{}: {e}", list.name()))?;
-            report.applied.push(format!("policy.{}: -{n}", list.name()));
+            if !stored.contains(n) {
+                report.applied.push(format!("policy.{}: -{n}", list.name()));
+            }
         }
     }
     Ok(())

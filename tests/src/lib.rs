@@ -1,10 +1,12 @@
 //! The one test-support library of the workspace, used by `tests/tests/`, by
 //! `sip-firewall/tests/` (a dev-dependency) and by the benchmarks: a root check that skips
 //! loudly (`skip`), the daemon started in a namespace or on loopback and its CLI (`daemon`),
-//! throw-away network namespaces joined by a veth pair (`netns`), SIPp (`sipp`), scrapes of
+//! throw-away network namespaces joined by a veth pair (`netns`), a `redis-server` and the
+//! nodes of a cluster (`cluster`), SIPp (`sipp`), scrapes of
 //! `/metrics` (`metrics`), free loopback ports (`ports`), crafted frames for
 //! `BPF_PROG_TEST_RUN` (`frames`) and a SIP client (`sipclient`).
 
+pub mod cluster;
 pub mod daemon;
 pub mod frames;
 pub mod metrics;

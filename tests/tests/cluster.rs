@@ -6,7 +6,7 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -14,108 +14,13 @@ use std::{
 mod support;
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, TempDir, sample, scrape, stop},
-    netns::{Pair, in_ns},
+    cluster::{Node, Redis, err, json, out, redis_installed},
+    daemon::{TempDir, stop},
+    netns::in_ns,
     require_root,
     sipclient::register_storm,
     skip,
 };
-
-fn out(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", err(o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out(o)))
-}
-
-/// A redis-server on a Unix socket; killed on drop.
-struct Redis {
-    child: Option<Child>,
-    sock: PathBuf,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> Redis {
-        let sock = dir.join("redis.sock");
-        let mut r = Redis {
-            child: None,
-            sock,
-            dir: dir.to_path_buf(),
-        };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let _ = std::fs::remove_file(&self.sock);
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&self.sock)
-            .args(["--unixsocketperm", "700"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        let t0 = Instant::now();
-        while !self.cli(&["PING"]).contains("PONG") {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "redis did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) of our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-            let _ = c.wait();
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        Command::new("redis-cli")
-            .arg("-s")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.sock.display())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn redis_installed(test: &str) -> bool {
-    let ok = Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip(test, "redis-server missing: run `cargo xtask setup`");
-    }
-    ok
-}
 
 fn node_config(redis: &Redis, node: &str, secret: &str) -> String {
     format!(
@@ -133,110 +38,6 @@ node = "{node}"
         sip_firewall_tests::secret(secret),
         redis.url()
     )
-}
-
-struct Node {
-    pair: Pair,
-    dirs: DaemonDirs,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn new(tag: &str, config: &str) -> Node {
-        let pair = Pair::new(tag).expect("namespaces");
-        let dirs = DaemonDirs::new(tag, config);
-        Node {
-            pair,
-            dirs,
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        let p = &self.pair;
-        self.child = Some(
-            self.dirs
-                .start(p, &["--iface", p.if_b, "--xdp-mode", "generic", "--detach"]),
-        );
-    }
-
-    fn status(&self) -> serde_json::Value {
-        json(&self.dirs.cli(&["status", "--json"]))
-    }
-
-    fn wait_connected(&self, want: bool) {
-        let t0 = Instant::now();
-        loop {
-            let s = self.status();
-            if s["cluster"]["connected"] == want {
-                return;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "cluster connected != {want}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn banned(&self, ip: &str) -> bool {
-        json(&self.dirs.cli(&["ban", "list", "--json"]))
-            .as_array()
-            .is_some_and(|a| a.iter().any(|b| b["ip"] == ip))
-    }
-
-    /// Poll until `ip`'s ban state is `want`, at most `limit`; how long it took.
-    fn wait_banned(&self, ip: &str, want: bool, limit: Duration) -> Option<Duration> {
-        let t0 = Instant::now();
-        loop {
-            if self.banned(ip) == want {
-                return Some(t0.elapsed());
-            }
-            if t0.elapsed() >= limit {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn xdp_banned(&self) -> f64 {
-        let text = scrape(&self.pair.ns_b, "127.0.0.1:9464".parse().expect("addr"));
-        sample(&text, "sipfw_xdp_packets_total{reason=\"banned\"}").unwrap_or(0.0)
-    }
-
-    fn metric(&self, series: &str) -> f64 {
-        let text = scrape(&self.pair.ns_b, "127.0.0.1:9464".parse().expect("addr"));
-        sample(&text, series).unwrap_or(0.0)
-    }
-
-    /// Send `n` datagrams from a to UDP 7000 in b (not a SIP port: a ban covers all
-    /// traffic, and nothing of the daemon's sees them); how many arrived.
-    fn send(&self, n: usize) -> usize {
-        let rx = in_ns(&self.pair.ns_b, || Ok(UdpSocket::bind("0.0.0.0:7000")?)).expect("rx");
-        rx.set_read_timeout(Some(Duration::from_millis(300)))
-            .expect("timeout");
-        let tx = in_ns(&self.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).expect("tx");
-        for _ in 0..n {
-            tx.send_to(b"ping", SocketAddr::new(self.pair.b(false), 7000))
-                .expect("send");
-        }
-        let mut buf = [0u8; 64];
-        let mut got = 0;
-        while rx.recv(&mut buf).is_ok() {
-            got += 1;
-        }
-        got
-    }
-
-    fn stop(&mut self) -> String {
-        self.child.take().map(|c| stop(c).1).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
 }
 
 /// Three edges: `ban add` on A, and B and C drop the source in XDP (counter moves, nothing
@@ -555,8 +356,8 @@ fn run_until_exit(node: &Node) -> (Option<i32>, String) {
     (status.and_then(|s| s.code()), e)
 }
 
-/// A node whose `[auth] secret` differs from the cluster's refuses to join (its nonces and
-/// Record-Route stamps would not verify on the others), with a clear error, and takes
+/// A node whose `[auth] secret` differs from the cluster's refuses to join (its
+/// Record-Route stamps and records would not verify on the others), with a clear error, and takes
 /// nothing from Redis; Redis holds a keyed fingerprint, never the secret. A `[cluster]`
 /// without a secret does not start.
 #[test]
@@ -1295,11 +1096,13 @@ fn nodes_find_the_primary_through_sentinel_and_follow_a_failover() {
     drop(bb);
 }
 
-/// bob's binding in Redis: its contact (the Request-URI a cluster hop to him carries).
+/// bob's binding in Redis: its contact (the Request-URI a cluster hop to him carries). The
+/// value is sealed (`sfw1.<MAC>.<JSON>`, `cluster::trust`): the JSON is read after the MAC.
 fn bob_contact(redis: &Redis) -> String {
     let stored = redis.cli(&["HGETALL", "sipfw:loc:bob@example.com"]);
     stored
         .lines()
+        .filter_map(|l| l.splitn(3, '.').nth(2))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|v| v["contact"].as_str().map(str::to_string))
         .unwrap_or_else(|| panic!("no binding of bob in Redis: {stored}"))

@@ -52,6 +52,11 @@ pub enum ListCmd {
     Add {
         #[arg(value_parser = parse_net)]
         net: IpNet,
+        /// Take a prefix wider than IPv4 /8 or IPv6 /32 (refused otherwise: one such entry
+        /// passes or drops a large part of the Internet). The other nodes of a cluster still
+        /// refuse it: it stays on this node.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a prefix.
     Del {
@@ -364,7 +369,7 @@ pub fn ban(common: &Common, cmd: BanCmd) -> ExitCode {
 pub fn list(common: &Common, list: List, cmd: ListCmd) -> ExitCode {
     let name = list.name();
     match cmd {
-        ListCmd::Add { net } => ask(common, Request::ListAdd { list, net }, |_| {
+        ListCmd::Add { net, force } => ask(common, Request::ListAdd { list, net, force }, |_| {
             Ok(format!("added {} to the {name} list\n", net.trunc()))
         }),
         ListCmd::Del { net } => ask(common, Request::ListDel { list, net }, |_| {

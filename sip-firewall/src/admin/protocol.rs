@@ -29,6 +29,9 @@ pub enum Request {
     ListAdd {
         list: List,
         net: IpNet,
+        /// Take a prefix wider than the lists' bound (`enforce::lists::check`).
+        #[serde(default)]
+        force: bool,
     },
     ListDel {
         list: List,
@@ -176,6 +179,7 @@ mod tests {
         let l = Request::ListAdd {
             list: List::Deny,
             net: "2001:db8::/32".parse().unwrap(),
+            force: false,
         };
         let j = serde_json::to_string(&l).unwrap();
         assert!(j.contains(r#""list":"deny""#), "{j}");

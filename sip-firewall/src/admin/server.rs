@@ -153,10 +153,18 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             }
         }
         Request::BanList => Response::ok(e.bans()?.into_iter().map(view).collect::<Vec<_>>()),
-        Request::ListAdd { list, net } => {
+        Request::ListAdd { list, net, force } => {
+            if let (false, Err(wide)) = (force, crate::enforce::lists::check(&net)) {
+                return Ok(Response::no(format!("{} add: {wide}", list.name())));
+            }
             let added = e.list_add(list, &net)?;
             Response::ok(serde_json::json!({ "list": list, "net": net.trunc(), "added": added }))
         }
+        Request::ListDel { list, net } if e.is_config_net(list, &net) => Response::no(format!(
+            "{} is in [policy] {} of the config file: remove it there and reload",
+            net.trunc(),
+            list.name()
+        )),
         Request::ListDel { list, net } => {
             if e.list_del(list, &net)? {
                 Response::ok(serde_json::json!({ "list": list, "net": net.trunc() }))

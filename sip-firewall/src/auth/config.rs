@@ -99,60 +99,133 @@ impl AuthConfig {
             return Err(invalid("auth.nonce_lifetime", "must be at least 1s"));
         }
         for u in &self.users {
-            if u.user.is_empty() || u.user.contains([':', '@', ' ']) {
-                return Err(invalid("auth.users", format!("bad user name {:?}", u.user)));
-            }
-            if !domains.iter().any(|d| d.eq_ignore_ascii_case(&u.domain)) {
-                return Err(invalid(
-                    "auth.users",
-                    format!(
-                        "user {}@{}: the domain is not in sip.domains",
-                        u.user, u.domain
-                    ),
-                ));
-            }
-            if u.password.is_none() && u.ha1.is_none() && u.ha1_sha256.is_none() {
-                return Err(invalid(
-                    "auth.users",
-                    format!(
-                        "user {}@{}: needs password, ha1 or ha1_sha256",
-                        u.user, u.domain
-                    ),
-                ));
-            }
-            if let Some(i) = u.identities.iter().find(|i| {
-                !(i.starts_with("sip:") || i.starts_with("sips:") || i.starts_with("tel:"))
-                    || i.contains(['<', '>', ',', ' ', '"', '\r', '\n'])
-            }) {
-                return Err(invalid(
-                    "auth.users",
-                    format!(
-                        "user {}@{}: identity {i:?} must be a sip:, sips: or tel: URI",
-                        u.user, u.domain
-                    ),
-                ));
-            }
-            for (h, len) in [(&u.ha1, 32), (&u.ha1_sha256, 64)] {
-                if let Some(h) = h
-                    && (h.len() != len || !h.bytes().all(|b| b.is_ascii_hexdigit()))
-                {
-                    return Err(invalid(
-                        "auth.users",
-                        format!(
-                            "user {}@{}: a hash must be {len} hex digits",
-                            u.user, u.domain
-                        ),
-                    ));
-                }
-            }
+            check_user(u, domains).map_err(|e| invalid("auth.users", e))?;
         }
         Ok(())
     }
 }
 
+/// Whether a subscriber may be ours, from the config file or from another node of the
+/// cluster alike: a user name, a domain of ours (`[sip] domains`), a password or well-formed
+/// hashes, and identities that are sip:, sips: or tel: URIs, a sip: or sips: one in one of
+/// our domains (the edge asserts them in P-Asserted-Identity, RFC 3325: a user must not
+/// speak for another domain). The error names the user and what is wrong.
+pub fn check_user(u: &UserEntry, domains: &[String]) -> Result<(), String> {
+    let ours = |d: &str| domains.iter().any(|o| o.eq_ignore_ascii_case(d));
+    let who = format!("user {}@{}", u.user, u.domain);
+    if u.user.is_empty() || u.user.contains([':', '@', ' ']) {
+        return Err(format!("bad user name {:?}", u.user));
+    }
+    if !ours(&u.domain) {
+        return Err(format!("{who}: the domain is not in sip.domains"));
+    }
+    if u.password.is_none() && u.ha1.is_none() && u.ha1_sha256.is_none() {
+        return Err(format!("{who}: needs password, ha1 or ha1_sha256"));
+    }
+    for i in &u.identities {
+        use sip_firewall_sip::uri::{Host, Uri, parse};
+        let in_domain = match parse(i) {
+            _ if i.contains(['<', '>', ',', ' ', '"', '\r', '\n']) => None,
+            Ok(Uri::Tel(_)) => Some(true),
+            Ok(Uri::Sip(s)) => {
+                Some(matches!(s.host, Host::Domain(d) if ours(d.trim_end_matches('.'))))
+            }
+            _ => None,
+        };
+        match in_domain {
+            None => {
+                return Err(format!(
+                    "{who}: identity {i:?} must be a sip:, sips: or tel: URI"
+                ));
+            }
+            Some(false) => {
+                return Err(format!(
+                    "{who}: identity {i:?} is not in one of sip.domains (a user asserts \
+                     identities of our domains only)"
+                ));
+            }
+            Some(true) => {}
+        }
+    }
+    for (h, len) in [(&u.ha1, 32), (&u.ha1_sha256, 64)] {
+        if let Some(h) = h
+            && (h.len() != len || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(format!("{who}: a hash must be {len} hex digits"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::config::Config;
+
+    fn user(identities: &[&str]) -> UserEntry {
+        UserEntry {
+            user: "bob".into(),
+            domain: "example.com".into(),
+            password: None,
+            ha1: Some("0123456789abcdef0123456789abcdef".into()),
+            ha1_sha256: None,
+            identities: identities.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn identities_lie_within_our_domains() {
+        let ours = ["example.com".to_string()];
+        for ok in [
+            &[][..],
+            &["tel:+15551234"],
+            &["sip:+15551234@example.com", "sips:bob@EXAMPLE.com"],
+        ] {
+            assert_eq!(check_user(&user(ok), &ours), Ok(()), "{ok:?}");
+        }
+        for (bad, says) in [
+            ("sip:ceo@bank.example", "not in one of sip.domains"),
+            ("sip:bob@192.0.2.1", "not in one of sip.domains"),
+            (
+                "mailto:bob@example.com",
+                "must be a sip:, sips: or tel: URI",
+            ),
+            ("<sip:bob@example.com>", "must be a sip:, sips: or tel: URI"),
+            ("sip:", "must be a sip:, sips: or tel: URI"),
+        ] {
+            let e = check_user(&user(&[bad]), &ours).unwrap_err();
+            assert!(
+                e.contains("bob@example.com") && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
+        let mut foreign = user(&[]);
+        foreign.domain = "other.example".into();
+        assert!(
+            check_user(&foreign, &ours)
+                .unwrap_err()
+                .contains("sip.domains")
+        );
+        let mut weak = user(&[]);
+        weak.ha1 = Some("abc".into());
+        assert!(
+            check_user(&weak, &ours)
+                .unwrap_err()
+                .contains("32 hex digits")
+        );
+    }
+
+    /// The config file takes the same rule.
+    #[test]
+    fn the_config_path_applies_the_identity_rule() {
+        let a = AuthConfig {
+            users: vec![user(&["sip:ceo@bank.example"])],
+            ..AuthConfig::default()
+        };
+        let e = a.validate(&["example.com".into()]).unwrap_err();
+        assert_eq!(e.key, "auth.users");
+        assert!(e.message.contains("bank.example"), "{}", e.message);
+    }
 
     fn load(auth: &str) -> Result<Config, String> {
         Config::from_toml(

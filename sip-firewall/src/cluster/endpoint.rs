@@ -233,9 +233,38 @@ pub fn address(c: &redis::Client) -> String {
     c.get_connection_info().addr().to_string()
 }
 
+/// A Redis URL without its password, for errors and logs.
+pub fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => {
+            let userinfo = url.get(scheme.len() + 3..at).unwrap_or_default();
+            let host = url.get(at..).unwrap_or_default();
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***{host}"),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://u:secret@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(
+            redact("redis+sentinel://:secret@a:1,b:2/m"),
+            "redis+sentinel://:***@a:1,b:2/m"
+        );
+        assert_eq!(redact("redis://u@h/0"), "redis://u@h/0");
+        assert_eq!(redact("redis://h:6379/0"), "redis://h:6379/0");
+    }
 
     #[test]
     fn sentinel_urls_parse() {

@@ -1,4 +1,6 @@
-//! `sipfw_cluster_*`: whether this node reaches Redis, what it sends and receives, how late.
+//! `sipfw_cluster_*`: whether this node reaches Redis, what it sends and receives, how late,
+//! and what it refused (`sipfw_cluster_rejected_total{reason}`, the reasons of
+//! `super::trust::Reject`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +17,8 @@ pub struct ClusterMetrics {
     pub events: prometheus::IntCounterVec,
     /// Age of the last event received from another node when it was applied.
     pub lag: prometheus::Gauge,
+    /// Events and records from Redis refused, by reason.
+    pub rejected: prometheus::IntCounterVec,
 }
 
 impl ClusterMetrics {
@@ -40,11 +44,23 @@ impl ClusterMetrics {
                 "Age of the last event from another node when it was applied here",
             )
             .expect("static metric definition"),
+            rejected: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "sipfw_cluster_rejected_total",
+                    "Events and records from Redis refused, by reason (mac: no valid MAC under \
+                     this node's secrets; replay: an event too old or seen already; prefix: an \
+                     allow or deny prefix too wide; user: a subscriber the config would refuse; \
+                     binding: a next hop the proxy refuses; malformed)",
+                ),
+                &["reason"],
+            )
+            .expect("static metric definition"),
         };
         for c in [
             Box::new(m.connected.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.events.clone()),
             Box::new(m.lag.clone()),
+            Box::new(m.rejected.clone()),
         ] {
             if let Err(e) = registry.register(c) {
                 warn!("registering a cluster metric: {e}");

@@ -259,8 +259,15 @@ async fn join_cluster(
 ) -> anyhow::Result<Option<(crate::cluster::Cluster, crate::cluster::Outbox)>> {
     Ok(match &config.cluster {
         Some(c) => {
+            // The cluster's MAC keys and fingerprint come from the key ring, never the raw
+            // secret; records made under a previous secret still verify.
+            let keys = crate::auth::keys::KeyRing::from_config(
+                config.auth.secret.as_deref(),
+                &config.auth.previous_secrets,
+            )?;
+            let domains = &config.sip.domains;
             let (cluster, outbox) =
-                crate::cluster::Cluster::new(c, config.auth.secret.as_deref(), metrics.registry())?;
+                crate::cluster::Cluster::new(c, &keys, domains, metrics.registry())?;
             // The cluster's bans before the first packet (bounded wait: Redis down must not
             // keep the edge from starting on its local state).
             crate::cluster::preload(&cluster, enforcer, std::time::Duration::from_secs(3)).await?;

@@ -12,6 +12,7 @@
 //! | `mod.rs` | the [`Enforcer`]: lists, the fast path, cluster sharing |
 //! | `bans` | bans in database, memory (bounded) and maps; the batched writer of learned bans |
 //! | `known` | known good sources (registered, authenticated, peers) in memory and the KNOWN map |
+//! | `lists` | the allow and deny lists: the config's entries and the state's, the widest prefix they take |
 //! | `transactions` | the XDP keys of the proxy's open UDP client transactions |
 //! | `learn` | `[bans]` and ban learning from what the proxy and the gate report (auth failures, scanners, request rates) |
 //! | `gate` | the user-space gate in front of the message layer |
@@ -27,6 +28,7 @@ mod bans;
 pub mod gate;
 mod known;
 pub mod learn;
+pub mod lists;
 pub mod live;
 pub mod pressure;
 pub mod publish;
@@ -42,7 +44,7 @@ pub use self::{bans::write_bans, known::known_group};
 pub use crate::clock::{mono_to_unix, unix_now, unix_to_mono};
 use crate::{
     config::in_any,
-    state::{BanRecord, List, StateError, Store},
+    state::{BanRecord, StateError, Store},
     xdp::{FastPath, maps::MapsError},
 };
 
@@ -79,8 +81,12 @@ pub struct Enforcer {
     /// The loaded (and maybe attached) program; dropping it detaches.
     xdp: Option<FastPath>,
     bans: HashMap<IpAddr, BanRecord>,
+    /// The lists in force: the config's entries and the state's.
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
+    /// The entries of `[policy] allow` and `deny`: only a reload removes them.
+    config_allow: Vec<IpNet>,
+    config_deny: Vec<IpNet>,
     /// Bans made since start, by reason.
     bans_made: HashMap<String, u64>,
     /// Sources known to be good, until when (see [`Enforcer::know`]).
@@ -109,6 +115,8 @@ impl Enforcer {
             bans: HashMap::new(),
             allow: Vec::new(),
             deny: Vec::new(),
+            config_allow: Vec::new(),
+            config_deny: Vec::new(),
             bans_made: HashMap::new(),
             known: HashMap::new(),
             manual_scope: config.xdp.ban_scope.scope(),
@@ -124,21 +132,7 @@ impl Enforcer {
             e.apply_ban(&ban)?;
             e.bans.insert(ban.ip, ban);
         }
-        for (list, from_config) in [
-            (List::Allow, &config.policy.allow),
-            (List::Deny, &config.policy.deny),
-        ] {
-            let mut nets: Vec<IpNet> = from_config.iter().map(IpNet::trunc).collect();
-            for n in e.store.nets(list)? {
-                if !nets.contains(&n) {
-                    nets.push(n);
-                }
-            }
-            for n in &nets {
-                e.apply_net(list, n, true)?;
-            }
-            *e.list_mut(list) = nets;
-        }
+        e.load_lists(config.policy)?;
         Ok(e)
     }
 
@@ -196,29 +190,6 @@ impl Enforcer {
         self.xdp = None;
     }
 
-    fn list_mut(&mut self, list: List) -> &mut Vec<IpNet> {
-        match list {
-            List::Allow => &mut self.allow,
-            List::Deny => &mut self.deny,
-        }
-    }
-
-    fn apply_net(&mut self, list: List, net: &IpNet, add: bool) -> Result<(), EnforceError> {
-        if let Some(x) = self.xdp.as_mut() {
-            match (list, add) {
-                (List::Allow, true) => x.maps.allow_add(net)?,
-                (List::Deny, true) => x.maps.deny_add(net)?,
-                (List::Allow, false) => {
-                    x.maps.allow_remove(net)?;
-                }
-                (List::Deny, false) => {
-                    x.maps.deny_remove(net)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Share local changes with the other nodes from now on.
     pub fn set_cluster(&mut self, outbox: impl publish::Publish + 'static) {
         self.cluster = Some(Box::new(outbox));
@@ -265,63 +236,6 @@ impl Enforcer {
         r
     }
 
-    /// A list change made on another node; not shared again.
-    pub fn cluster_list(
-        &mut self,
-        list: List,
-        net: &IpNet,
-        add: bool,
-    ) -> Result<bool, EnforceError> {
-        let outbox = self.cluster.take();
-        let r = if add {
-            self.list_add(list, net)
-        } else {
-            self.list_del(list, net)
-        };
-        self.cluster = outbox;
-        r
-    }
-
-    /// Add a prefix to a list; false when it was there already.
-    pub fn list_add(&mut self, list: List, net: &IpNet) -> Result<bool, EnforceError> {
-        let net = net.trunc();
-        self.share(publish::LocalChange::ListAdd { list, net });
-        self.store.put_net(list, &net)?;
-        self.apply_net(list, &net, true)?;
-        let nets = self.list_mut(list);
-        if nets.contains(&net) {
-            return Ok(false);
-        }
-        nets.push(net);
-        Ok(true)
-    }
-
-    /// Remove a prefix from a list; whether it was there.
-    pub fn list_del(&mut self, list: List, net: &IpNet) -> Result<bool, EnforceError> {
-        let net = net.trunc();
-        self.share(publish::LocalChange::ListDel { list, net });
-        let stored = self.store.del_net(list, &net)?;
-        self.apply_net(list, &net, false)?;
-        let nets = self.list_mut(list);
-        let before = nets.len();
-        nets.retain(|n| *n != net);
-        Ok(stored || nets.len() != before)
-    }
-
-    /// Put an entry of the config's list in force or out of it (live reload): memory and
-    /// maps only, since the config, not the state, holds it.
-    pub fn config_net(&mut self, list: List, net: &IpNet, on: bool) -> Result<(), EnforceError> {
-        let net = net.trunc();
-        self.apply_net(list, &net, on)?;
-        let nets = self.list_mut(list);
-        if !on {
-            nets.retain(|n| *n != net);
-        } else if !nets.contains(&net) {
-            nets.push(net);
-        }
-        Ok(())
-    }
-
     /// Write the fast path's settings from `config` (live reload); ban scopes too.
     pub fn set_xdp_settings<'a>(
         &mut self,
@@ -349,14 +263,6 @@ impl Enforcer {
             fp.maps.set_config(limits)?;
         }
         Ok(())
-    }
-
-    /// The prefixes of a list.
-    pub fn list(&self, list: List) -> Vec<IpNet> {
-        match list {
-            List::Allow => self.allow.clone(),
-            List::Deny => self.deny.clone(),
-        }
     }
 
     /// The user-space verdict on a source: `Allowed`, `Denied`, `Banned`, or `None` (judge
@@ -413,7 +319,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use crate::config::Config;
+    use crate::{config::Config, state::List};
 
     fn store(tag: &str) -> (Store, std::path::PathBuf) {
         let d = std::env::temp_dir().join(format!("sfw-enf-{tag}-{}", std::process::id()));

@@ -219,10 +219,11 @@ impl Proxy {
         self.with_core(|c| c.share_locations(node, path, sink));
     }
 
-    /// A registration change another cluster node made.
-    pub fn location_remote(&self, change: &crate::registrar::shared::Change) {
+    /// A registration change another cluster node made; false when its binding's next hop
+    /// is refused.
+    pub fn location_remote(&self, change: &crate::registrar::shared::Change) -> bool {
         let now = self.now();
-        self.with_core(|c| c.location_remote(change, now));
+        self.with_core(|c| c.location_remote(change, now))
     }
 
     /// The registrations whose flow this node holds, as shared.
@@ -231,10 +232,14 @@ impl Proxy {
         self.with_core(|c| c.location_own(now))
     }
 
-    /// The cluster's full set of registrations (after a (re)connect).
-    pub fn location_reload(&self, all: &[(String, crate::registrar::shared::SharedBinding)]) {
+    /// The cluster's full set of registrations (after a (re)connect); how many were
+    /// refused (their next hop).
+    pub fn location_reload(
+        &self,
+        all: &[(String, crate::registrar::shared::SharedBinding)],
+    ) -> usize {
         let now = self.now();
-        self.with_core(|c| c.location_reload(all, now));
+        self.with_core(|c| c.location_reload(all, now))
     }
 
     /// The subscribers, hashes only.

@@ -6,10 +6,12 @@
 //! - the core reads and writes it exactly as before (lookups never wait for the network);
 //! - every local change (a REGISTER taken here: add, refresh, `expires=0`, `*`) is also
 //!   handed, without blocking, to a sink: the cluster task's outbox, which writes it to Redis
-//!   (`sipfw:loc:<aor>`, a hash contact -> [`SharedBinding`]) and publishes it;
+//!   (`sipfw:loc:<aor>`, a hash contact -> [`SharedBinding`], sealed by `cluster::trust`) and
+//!   publishes it;
 //! - what other nodes changed comes back from the cluster task through
 //!   [`LocationStore::apply_remote`], and after every (re)connect the full set through
-//!   [`LocationStore::reload_remote`].
+//!   [`LocationStore::reload_remote`]; the proxy core first refuses those whose next hop it
+//!   would refuse in a request (`proxy::core` `remote_hop_ok`).
 //!
 //! Redis down: the cache serves what it has, REGISTERs taken meanwhile are served locally
 //! and queued in the outbox, which writes them back when Redis returns (before the full set

@@ -50,10 +50,6 @@ const ROOTS: &[(&str, &str)] = &[
 const EXCEPTIONS: &[(&str, &str)] = &[
     // The cluster unit, being split by job (schema, outbox, session, loading, heartbeat).
     (
-        "fn sip-firewall/src/cluster/mod.rs::send",
-        "the cluster unit, to be split by job",
-    ),
-    (
         "fn sip-firewall/src/cluster/mod.rs::load_bans",
         "the cluster unit, to be split by job",
     ),

@@ -337,3 +337,58 @@ fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
     assert_eq!(opened.callee.addr, BOB_FLOW.parse().unwrap());
     assert!(c.core.stamp_keys.open("rr1", &["a"], &stamp).is_none());
 }
+
+/// A binding from the cluster passes the next-hop check of a request's text: its flow
+/// (one of ours, node = this node) or the Path of the node holding it must not be
+/// loopback, link-local, unspecified, multicast or one of our addresses unless `[proxy]
+/// internal_next_hops` lists it; refused ones are not cached (and counted by the cluster).
+#[test]
+fn bindings_from_the_cluster_pass_the_next_hop_check() {
+    let t0 = Instant::now();
+    let mut b = Node::new("edge-b", B, "cluster-secret", t0);
+    let put = |node: &str, source: &str, path: &str| Change::Put {
+        aor: "bob@example.com".into(),
+        binding: SharedBinding {
+            contact: BOB_CONTACT.into(),
+            expires_unix: b.core.unix_secs(t0) + 600,
+            call_id: "c".into(),
+            cseq: 1,
+            source: source.parse().expect("addr"),
+            transport: "udp".into(),
+            authenticated: None,
+            node: node.into(),
+            path: path.into(),
+        },
+    };
+    let honest = put("edge-a", BOB_FLOW, "sip:192.0.2.11:5060;lr");
+    let refused = [
+        put("edge-a", BOB_FLOW, "sip:127.0.0.1:22;lr"),
+        put("edge-a", BOB_FLOW, "sip:169.254.0.1;lr"),
+        put("edge-a", BOB_FLOW, "sip:224.0.0.1;lr"),
+        put("edge-a", BOB_FLOW, "sip:[::1]:5060;lr"),
+        put("edge-a", BOB_FLOW, "sip:192.0.2.12:5060;lr"),
+        // "Ours" (this node's name): the flow itself is the next hop.
+        put("edge-b", "127.0.0.1:22", "sip:192.0.2.12:5060;lr"),
+        put("edge-b", "0.0.0.0:5060", "sip:192.0.2.12:5060;lr"),
+    ];
+    for c in &refused {
+        assert!(!b.core.location_remote(c, b.now), "{c:?}");
+    }
+    assert!(b.core.store.lookup("bob@example.com", b.now).is_empty());
+    assert!(b.core.location_remote(&honest, b.now));
+    assert_eq!(b.core.store.lookup("bob@example.com", b.now).len(), 1);
+    // The full load drops the refused ones and counts them.
+    let all: Vec<(String, SharedBinding)> = refused
+        .iter()
+        .chain([&honest])
+        .filter_map(|c| match c {
+            Change::Put { aor, binding } => Some((aor.clone(), binding.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(b.core.location_reload(&all, b.now), refused.len());
+    assert_eq!(b.core.store.lookup("bob@example.com", b.now).len(), 1);
+    // Listed in internal_next_hops: taken.
+    b.core.internal_next_hops = vec!["127.0.0.0/8".parse().expect("net")];
+    assert!(b.core.location_remote(&refused[0], b.now));
+}

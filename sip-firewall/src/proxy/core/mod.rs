@@ -159,6 +159,8 @@ pub struct Core {
     store: Box<dyn LocationStore>,
     /// Our Path URI (RFC 3327) when registrations are shared with a cluster.
     cluster_path: Option<String>,
+    /// Our node name in that cluster (the bindings whose flow we hold carry it).
+    cluster_node: Option<String>,
     auth: Authenticator,
     metrics: ProxyMetrics,
     observer: Arc<dyn Observer>,

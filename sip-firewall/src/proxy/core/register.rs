@@ -67,6 +67,7 @@ impl Core {
         for (aor, b) in self.store.all() {
             inner.put(&aor, b);
         }
+        self.cluster_node = Some(node.clone());
         self.store = Box::new(WriteThrough::new(
             inner,
             node,
@@ -77,10 +78,30 @@ impl Core {
         self.cluster_path = Some(path);
     }
 
-    /// A registration change another node made.
-    pub fn location_remote(&mut self, change: &Change, now: Instant) {
+    /// A registration change another node made; false (not applied) when it puts a
+    /// binding whose next hop is refused ([`Core::remote_hop_ok`]).
+    pub fn location_remote(&mut self, change: &Change, now: Instant) -> bool {
+        if let Change::Put { binding, .. } = change
+            && !self.remote_hop_ok(binding)
+        {
+            return false;
+        }
         self.store.apply_remote(change, now);
         self.metrics.bindings.set(self.store.len() as i64);
+        true
+    }
+
+    /// Whether a binding from the cluster leads somewhere we may send: the flow of one we
+    /// hold (ours, after a restart) or the Path URI of the node holding it passes the
+    /// next-hop check of a request's text ([`Core::forbidden_hop`]). A Path naming a host
+    /// is refused when it is used (`bad_path`).
+    fn remote_hop_ok(&self, b: &SharedBinding) -> bool {
+        let hop = if self.cluster_node.as_deref() == Some(b.node.as_str()) {
+            Some(b.source.ip())
+        } else {
+            route::resolve(&b.path, None).map(|d| d.addr.ip())
+        };
+        hop.is_none_or(|ip| !self.forbidden_hop(ip))
     }
 
     /// The bindings whose flow we hold, as shared (for a Redis that lost them).
@@ -88,9 +109,16 @@ impl Core {
         self.store.own_shared(now)
     }
 
-    /// The cluster's full set of registrations, after a (re)connect.
-    pub fn location_reload(&mut self, all: &[(String, SharedBinding)], now: Instant) {
-        self.store.reload_remote(all, now);
+    /// The cluster's full set of registrations, after a (re)connect; how many were refused
+    /// (their next hop, [`Core::remote_hop_ok`]).
+    pub fn location_reload(&mut self, all: &[(String, SharedBinding)], now: Instant) -> usize {
+        let ok: Vec<(String, SharedBinding)> = all
+            .iter()
+            .filter(|(_, b)| self.remote_hop_ok(b))
+            .cloned()
+            .collect();
+        self.store.reload_remote(&ok, now);
         self.metrics.bindings.set(self.store.len() as i64);
+        all.len() - ok.len()
     }
 }

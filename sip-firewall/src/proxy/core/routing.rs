@@ -6,23 +6,31 @@ use super::*;
 
 impl Core {
     /// A next hop a request names (its Request-URI or Route, a name DNS resolved, the
-    /// parties of its dialog stamp): loopback, link-local, unspecified and our own
-    /// addresses only when `[proxy] internal_next_hops` lists them (nobody outside steers
-    /// us to the services of this host or its link).
+    /// parties of its dialog stamp), unless [`Core::forbidden_hop`] refuses it (403,
+    /// counted `internal_hop`).
     pub(super) fn allowed_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
-        let ip = d.addr.ip().to_canonical();
-        let internal = ip.is_loopback()
-            || ip.is_unspecified()
-            || match ip {
-                IpAddr::V4(v) => v.is_link_local(),
-                IpAddr::V6(v) => v.is_unicast_link_local(),
-            }
-            || self.local.is_our_ip(ip);
-        if internal && !in_any(&self.internal_next_hops, ip) {
+        if self.forbidden_hop(d.addr.ip()) {
             self.refused("internal_hop");
             return Err(answer(403, "Forbidden Next Hop"));
         }
         Ok(d)
+    }
+
+    /// Whether a next hop named by someone else (a request's text, the parties of a dialog
+    /// stamp, a binding from the cluster's Redis) is refused: loopback, link-local,
+    /// unspecified, multicast and our own addresses are, unless `[proxy] internal_next_hops`
+    /// lists them (nobody outside steers us to the services of this host or its link).
+    pub(super) fn forbidden_hop(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let internal = ip.is_loopback()
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || match ip {
+                IpAddr::V4(v) => v.is_link_local() || v.is_broadcast(),
+                IpAddr::V6(v) => v.is_unicast_link_local(),
+            }
+            || self.local.is_our_ip(ip);
+        internal && !in_any(&self.internal_next_hops, ip)
     }
 
     /// Decide where a new request goes, or the answer.

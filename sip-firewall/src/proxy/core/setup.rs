@@ -50,6 +50,7 @@ impl Core {
             heap: BinaryHeap::new(),
             store: Box::new(MemoryStore::default()),
             cluster_path: None,
+            cluster_node: None,
             auth: Authenticator::new(Users::from_config(&config.auth.users), algorithms, nonces),
             fraud: crate::fraud::Fraud::new(config.fraud, metrics.fraud.clone()),
             metrics,
