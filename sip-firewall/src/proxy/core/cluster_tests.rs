@@ -21,16 +21,25 @@ struct Node {
     written: Arc<Mutex<Vec<Change>>>,
 }
 
-fn config(addr: &str, secret: &str) -> Config {
-    // A valid secret (64 hex digits) named by the label: nodes given one label share it.
-    let secret: String = secret
+/// A valid secret (64 hex digits) named by the label: nodes given one label share it.
+fn secret_of(label: &str) -> String {
+    label
         .bytes()
         .chain(std::iter::repeat(b'.'))
         .take(32)
         .map(|b| format!("{b:02x}"))
-        .collect();
+        .collect()
+}
+
+/// `secret` is a label, or `"current,previous"` for a node in the middle of a roll.
+fn config(addr: &str, secret: &str) -> Config {
+    let (current, previous) = match secret.split_once(',') {
+        Some((c, p)) => (c, format!("previous_secrets = [\"{}\"]\n", secret_of(p))),
+        None => (secret, String::new()),
+    };
+    let secret = secret_of(current);
     let text = format!(
-        "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"{addr}:5060\"\n[policy]\nallow = [\"10.0.0.0/8\"]\n[auth]\nsecret = \"{secret}\"\nusers = [{{ user = \"bob\", domain = \"example.com\", password = \"pw\" }}]\n"
+        "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"{addr}:5060\"\n[policy]\nallow = [\"10.0.0.0/8\"]\n[auth]\nsecret = \"{secret}\"\n{previous}users = [{{ user = \"bob\", domain = \"example.com\", password = \"pw\" }}]\n"
     );
     Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config")
 }
@@ -191,6 +200,28 @@ fn a_call_through_b_reaches_bob_through_a() {
         a.core.location_remote(&c, a.now);
     }
     assert!(a.core.store.lookup("bob@example.com", a.now).is_empty());
+}
+
+/// During a secret roll a node on the new secret (the old one as previous) still takes the
+/// hop seals of a node not rolled yet: calls keep reaching phones registered on either.
+#[test]
+fn a_hop_sealed_under_the_previous_secret_is_taken_during_a_roll() {
+    let t0 = Instant::now();
+    let mut a = Node::new("edge-a", A, "new-secret,old-secret", t0);
+    let mut b = Node::new("edge-b", B, "old-secret", t0);
+    let ok = a.feed(&register(1, ""), BOB_FLOW);
+    assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
+    for c in &a.written() {
+        b.core.location_remote(c, b.now);
+    }
+    let sent = b.feed(&call("roll"), "10.0.0.50:5060");
+    let inv = invites(&sent);
+    assert_eq!(inv.len(), 1, "{sent:?}");
+    let sent = a.feed(&inv[0].1, &format!("{B}:5060"));
+    let inv = invites(&sent);
+    assert_eq!(inv.len(), 1, "A relays B's old-secret hop to bob: {sent:?}");
+    assert_eq!(inv[0].0, BOB_FLOW.parse().unwrap());
+    assert_eq!(a.refused("cluster_hop"), 0);
 }
 
 /// Routing through A is no open relay: an outsider who writes A's Path into a Route (with

@@ -175,8 +175,9 @@ pub struct Core {
     /// `[proxy] stamp_lifetime` (or its default from `[fraud] max_call_duration`): older
     /// stamps are refused.
     stamp_lifetime: Duration,
-    /// Key of the seals of cluster hops.
-    hop_key: Vec<u8>,
+    /// Keys of the seals of cluster hops: the current secret's (which seals) first, then the
+    /// previous secrets'.
+    hop_keys: Vec<[u8; 32]>,
     /// Key of loop tags (and of branch ids when the OS has no randomness).
     loop_key: Vec<u8>,
     seq: u64,
@@ -250,6 +251,11 @@ impl Core {
 
     pub(super) fn send(&mut self, dest: Destination, bytes: Vec<u8>) {
         self.sends.push((dest, bytes));
+    }
+
+    /// The key new cluster hop seals are made with (the current secret's).
+    fn hop_key(&self) -> &[u8] {
+        self.hop_keys.first().map_or(&[][..], |k| &k[..])
     }
 
     pub(super) fn unix_secs(&self, now: Instant) -> u64 {

@@ -312,7 +312,7 @@ impl Core {
                         continue;
                     };
                     let seal =
-                        route::seal_cluster_hop(&self.hop_key, unix, aor, &call_id, &b.contact);
+                        route::seal_cluster_hop(self.hop_key(), unix, aor, &call_id, &b.contact);
                     let route = format!("<{path};{}={seal}>", route::CLUSTER_PARAM);
                     routed.push((Some(b.contact.clone()), Some(route), dest));
                 }
@@ -384,8 +384,13 @@ impl Core {
     ) -> Result<(), LocalReply> {
         let call_id = m.get(HeaderName::CallId).unwrap_or("");
         let ruri = msg.request_uri().unwrap_or("").to_string();
-        let Some(aor) =
-            route::open_cluster_hop(&self.hop_key, self.unix_secs(now), seal, call_id, &ruri)
+        // Seals of the previous secrets too: during a roll, nodes already on the new secret
+        // and nodes still on the old one keep reaching each other's flows.
+        let unix = self.unix_secs(now);
+        let Some(aor) = self
+            .hop_keys
+            .iter()
+            .find_map(|k| route::open_cluster_hop(k, unix, seal, call_id, &ruri))
         else {
             debug!(source = %ctx.source, "cluster hop without a valid seal refused");
             self.refused("cluster_hop");

@@ -59,7 +59,7 @@ impl Core {
             salt,
             stamp_keys: route::StampKeys::new(&keys),
             stamp_lifetime: config.proxy.effective_stamp_lifetime(config.fraud),
-            hop_key: keys.current().derive::<32>(Purpose::ClusterHop).to_vec(),
+            hop_keys: keys.derive_all(Purpose::ClusterHop),
             loop_key: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
             seq: 0,
             start: now,
