@@ -216,6 +216,7 @@ impl Reloader {
         run.proxy.internal_next_hops = new.proxy.internal_next_hops.clone();
         run.proxy.unavailable = new.proxy.unavailable;
         run.proxy.identity_headers = new.proxy.identity_headers.clone();
+        run.proxy.stamp_lifetime = new.proxy.stamp_lifetime;
         run.timers = new.timers.clone();
         run.registrar = new.registrar.clone();
         run.auth.algorithms = new.auth.algorithms.clone();

@@ -70,8 +70,8 @@ fn forwards_over_a_new_tcp_connection() {
     let udp_side = format!("<sip:{sip};lr;sfw=");
     let stamp = rr[0].strip_prefix(&tcp_side).expect("TCP side first");
     assert_eq!(rr[1].strip_prefix(&udp_side), Some(stamp), "{req}");
-    // The sealed dialog: a 96-bit tag and both parties, hex.
-    assert!(stamp.len() == 101 && stamp.ends_with('>'), "{stamp}");
+    // The sealed dialog, hex: key id, issue time, AES-SIV's 128-bit tag, both parties.
+    assert!(stamp.len() == 119 && stamp.ends_with('>'), "{stamp}");
     // Answer on the same connection: the proxy relays it to the caller over UDP.
     let mut resp = String::from("SIP/2.0 486 Busy Here\r\n");
     for l in req.split("\r\n") {

@@ -40,9 +40,9 @@ pub struct ProxyConfig {
     /// resolved by RFC 3263 with failover between its targets. Absent: foreign targets are
     /// reached directly, by address or by DNS.
     pub outbound: Option<NextHop>,
-    /// Loopback, link-local or own addresses that a request's Request-URI or Route may
-    /// name as its next hop (none by default: nobody outside steers the edge toward the
-    /// services of its own host or link).
+    /// Loopback, link-local or own addresses that a request's Request-URI or Route, or the
+    /// dialog stamp of an in-dialog request, may name as its next hop (none by default:
+    /// nobody outside steers the edge toward the services of its own host or link).
     #[serde(default)]
     pub internal_next_hops: Vec<ipnet::IpNet>,
     /// Peers whose responses may come from another address or transport than their request
@@ -56,7 +56,21 @@ pub struct ProxyConfig {
     /// Identity headers (RFC 3325, and older ones) removed from requests from outside the
     /// trust domain; for our authenticated users the edge sets P-Asserted-Identity itself.
     pub identity_headers: Vec<String>,
+    /// How long the dialog stamp of our Record-Route stays valid; older stamps are refused
+    /// (404). The Record-Route of a dialog is fixed when it is created (RFC 3261 12.1: a
+    /// re-INVITE does not renew it), so this outlasts the longest call. Absent:
+    /// [`STAMP_MARGIN`] more than `[fraud] max_call_duration`, [`STAMP_LIFETIME_UNBOUNDED`]
+    /// when calls have no limit.
+    #[serde(deserialize_with = "opt_duration")]
+    pub stamp_lifetime: Option<Duration>,
 }
+
+/// How much longer than `[fraud] max_call_duration` stamps last by default.
+pub const STAMP_MARGIN: Duration = Duration::from_secs(3600);
+/// The default stamp lifetime when `[fraud] max_call_duration` is "0s" (no limit).
+pub const STAMP_LIFETIME_UNBOUNDED: Duration = Duration::from_secs(24 * 3600);
+/// The shortest `[proxy] stamp_lifetime`.
+const MIN_STAMP_LIFETIME: Duration = Duration::from_secs(60);
 
 impl Default for ProxyConfig {
     fn default() -> Self {
@@ -74,6 +88,7 @@ impl Default for ProxyConfig {
             ]
             .map(String::from)
             .to_vec(),
+            stamp_lifetime: None,
         }
     }
 }
@@ -199,8 +214,26 @@ impl Default for TimersConfig {
 }
 
 impl ProxyConfig {
+    /// How long dialog stamps stay valid: `stamp_lifetime`, else a little longer than the
+    /// longest call `[fraud]` allows.
+    pub fn effective_stamp_lifetime(&self, fraud: &crate::fraud::FraudConfig) -> Duration {
+        self.stamp_lifetime
+            .unwrap_or(if fraud.max_call_duration.is_zero() {
+                STAMP_LIFETIME_UNBOUNDED
+            } else {
+                fraud.max_call_duration.saturating_add(STAMP_MARGIN)
+            })
+    }
+
     /// Check `[proxy]`.
     pub fn validate(&self) -> Result<(), Invalid> {
+        if self.stamp_lifetime.is_some_and(|l| l < MIN_STAMP_LIFETIME) {
+            return Err(invalid(
+                "proxy.stamp_lifetime",
+                "must be at least 1m (and longer than the longest call: in-dialog requests \
+                 of older dialogs get 404)",
+            ));
+        }
         if let Some(a) = &self.advertise
             && (a.is_empty() || a.contains([' ', ';', ',', '<', '>']))
         {
@@ -304,6 +337,20 @@ mod tests {
     }
 
     #[test]
+    fn stamp_lifetime_outlasts_the_longest_call() {
+        let c = |t: &str| {
+            let c = crate::config::Config::from_toml(t, std::path::Path::new("t.toml")).unwrap();
+            c.proxy.effective_stamp_lifetime(&c.fraud)
+        };
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(c(""), h(5), "max_call_duration 4h by default");
+        assert_eq!(c("[fraud]\nmax_call_duration = \"30m\"\n"), h(1) + h(1) / 2);
+        assert_eq!(c("[fraud]\nmax_call_duration = \"0s\"\n"), h(24));
+        assert_eq!(c("[proxy]\nstamp_lifetime = \"2h\"\n"), h(2));
+        assert!(check("[proxy]\nstamp_lifetime = \"1m\"\n").is_ok());
+    }
+
+    #[test]
     fn defaults_valid() {
         assert!(check("").is_ok());
         let t = TimersConfig::default();
@@ -320,6 +367,8 @@ mod tests {
         assert!(e.contains("registrar.max_expires"), "{e}");
         let e = check("[proxy]\nunavailable = 403\n").unwrap_err();
         assert!(e.contains("proxy.unavailable"), "{e}");
+        let e = check("[proxy]\nstamp_lifetime = \"59s\"\n").unwrap_err();
+        assert!(e.contains("proxy.stamp_lifetime"), "{e}");
         let e = check("[auth]\nalgorithms = [\"SHA-1\"]\n").unwrap_err();
         assert!(e.contains("auth.algorithms"), "{e}");
         let e = check(

@@ -105,7 +105,7 @@ pub fn add_via(msg: &mut SipMsg, t: Transport, hostport: &str, branch: &str) {
 /// through us. When the request changes transport here (arrived on `inbound`, leaves on
 /// `outbound`), two entries (RFC 5658): the top one for the callee's side, the other for the
 /// caller's, so each side reaches us the way it can. `stamp` binds the entries to the dialog
-/// (see [`super::route::dialog_stamp`]).
+/// (see [`super::route::StampKeys::seal`]).
 pub fn record_route(
     msg: &mut SipMsg,
     hostport: impl Fn(Transport) -> String,

@@ -128,7 +128,8 @@ impl ProxyMetrics {
             dialog_refused: cv(
                 "sipfw_dialog_refused_total",
                 "Requests the proxy refused to relay, by reason (loop, own_address, \
-                 internal_hop, bad_stamp, not_a_party, ambiguous)",
+                 internal_hop, bad_stamp, stamp_expired, too_many_routes, not_a_party, \
+                 ambiguous)",
                 &["reason"],
             ),
             wrong_source,
@@ -151,7 +152,9 @@ impl ProxyMetrics {
         for e in DNS_ROUTING_EVENTS {
             m.dns_routing.with_label_values(&[e]);
         }
-        m.auth_previous_key.with_label_values(&["nonce"]);
+        for what in ["nonce", "stamp"] {
+            m.auth_previous_key.with_label_values(&[what]);
+        }
         for side in ["server", "client"] {
             m.transactions.with_label_values(&[side]);
         }

@@ -5,16 +5,17 @@
 //! ([`Proxy::run_timers`]).
 //!
 //! Order of processing a request (after the message layer): scanner check, ACK and
-//! retransmission matching, CANCEL, then routing: loop detection (RFC 3261 16.3 step 4,
-//! 482), loose routing for in-dialog requests (only along our Record-Route of this dialog,
-//! whose sealed stamp names its two parties: from one of them to the other), what is
-//! addressed to us (our domains, advertised name and every address of the host: OPTIONS
+//! retransmission matching, CANCEL, then routing: our Route entries popped (more than four
+//! at the top: 483), loop detection (RFC 3261 16.3 step 4, 482), loose routing for
+//! in-dialog requests (only along our Record-Route of this dialog, whose sealed stamp, valid
+//! for `[proxy] stamp_lifetime`, names its two parties: from one of them to the other),
+//! what is addressed to us (our domains, advertised name and every address of the host: OPTIONS
 //! keep-alives 200), REGISTER (digest, 401) to the registrar, digest (407) for requests
 //! claiming to be from our users, the no-open-relay rule, identity headers (RFC 3325: removed
 //! outside the trust domain, asserted by us for our users), and forwarding to every
 //! registered contact (parallel forking, toward the flow each REGISTER came on), never to
-//! ourselves nor, from a request's text, to loopback or link-local addresses. Responses are
-//! taken only from where their request went.
+//! ourselves nor, from a request's text or its dialog's stamp, to loopback or link-local
+//! addresses. Responses are taken only from where their request went.
 //!
 //! | module | job |
 //! | --- | --- |
@@ -33,7 +34,8 @@
 //! `sipfw_proxy_retransmissions_total`, `sipfw_proxy_stray_responses_total`,
 //! `sipfw_proxy_reply_wrong_source_total`, `sipfw_proxy_silent_contacts_total`,
 //! `sipfw_proxy_transactions_active`, `sipfw_registrar_bindings`, `sipfw_auth_total{result}`,
-//! `sipfw_dialog_refused_total{reason}`, `sipfw_scanner_drops_total`.
+//! `sipfw_dialog_refused_total{reason}`, `sipfw_auth_previous_key_total{what}`,
+//! `sipfw_scanner_drops_total`.
 
 pub mod config;
 mod core;

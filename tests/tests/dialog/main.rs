@@ -15,10 +15,16 @@
 //! - INVITEs to an unknown user and to an unregistered subscriber (was: 404 against 480, an
 //!   enumeration oracle) — 480 for both —
 //!   `enumeration::unknown_and_unregistered_users_look_the_same`
+//! - A call under way while `[auth] secret` is rolled (the edge restarted with the new
+//!   secret and the old one in `previous_secrets`) — its BYE still relays, counted in
+//!   `sipfw_auth_previous_key_total{what="stamp"}`; with the old secret dropped its
+//!   in-dialog requests get 404 —
+//!   `rotation::a_call_survives_a_secret_rollover_and_ends_with_the_old_secret`
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod enumeration;
 mod forged_replies;
+mod rotation;
 mod stamp_replay;

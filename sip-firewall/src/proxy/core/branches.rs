@@ -158,7 +158,9 @@ impl Core {
             // Per branch: each may leave on another transport, and has its own callee.
             let local = &self.local;
             let call_id = b.get(HeaderName::CallId).unwrap_or("");
-            let stamp = route::seal_dialog(self.stamp_key(), call_id, &from_tag, caller, dest);
+            let stamp = self
+                .stamp_keys
+                .seal(self.unix_secs(now), call_id, &from_tag, caller, dest);
             let hostport = |t| local.hostport_for(t);
             forward::record_route(&mut b, hostport, inbound, dest.transport, &stamp);
         }

@@ -21,16 +21,25 @@ struct Node {
     written: Arc<Mutex<Vec<Change>>>,
 }
 
-fn config(addr: &str, secret: &str) -> Config {
-    // A valid secret (64 hex digits) named by the label: nodes given one label share it.
-    let secret: String = secret
+/// A valid secret (64 hex digits) named by the label: nodes given one label share it.
+fn secret_of(label: &str) -> String {
+    label
         .bytes()
         .chain(std::iter::repeat(b'.'))
         .take(32)
         .map(|b| format!("{b:02x}"))
-        .collect();
+        .collect()
+}
+
+/// `secret` is a label, or `"current,previous"` for a node in the middle of a roll.
+fn config(addr: &str, secret: &str) -> Config {
+    let (current, previous) = match secret.split_once(',') {
+        Some((c, p)) => (c, format!("previous_secrets = [\"{}\"]\n", secret_of(p))),
+        None => (secret, String::new()),
+    };
+    let secret = secret_of(current);
     let text = format!(
-        "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"{addr}:5060\"\n[policy]\nallow = [\"10.0.0.0/8\"]\n[auth]\nsecret = \"{secret}\"\nusers = [{{ user = \"bob\", domain = \"example.com\", password = \"pw\" }}]\n"
+        "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"{addr}:5060\"\n[policy]\nallow = [\"10.0.0.0/8\"]\n[auth]\nsecret = \"{secret}\"\n{previous}users = [{{ user = \"bob\", domain = \"example.com\", password = \"pw\" }}]\n"
     );
     Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config")
 }
@@ -193,6 +202,28 @@ fn a_call_through_b_reaches_bob_through_a() {
     assert!(a.core.store.lookup("bob@example.com", a.now).is_empty());
 }
 
+/// During a secret roll a node on the new secret (the old one as previous) still takes the
+/// hop seals of a node not rolled yet: calls keep reaching phones registered on either.
+#[test]
+fn a_hop_sealed_under_the_previous_secret_is_taken_during_a_roll() {
+    let t0 = Instant::now();
+    let mut a = Node::new("edge-a", A, "new-secret,old-secret", t0);
+    let mut b = Node::new("edge-b", B, "old-secret", t0);
+    let ok = a.feed(&register(1, ""), BOB_FLOW);
+    assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
+    for c in &a.written() {
+        b.core.location_remote(c, b.now);
+    }
+    let sent = b.feed(&call("roll"), "10.0.0.50:5060");
+    let inv = invites(&sent);
+    assert_eq!(inv.len(), 1, "{sent:?}");
+    let sent = a.feed(&inv[0].1, &format!("{B}:5060"));
+    let inv = invites(&sent);
+    assert_eq!(inv.len(), 1, "A relays B's old-secret hop to bob: {sent:?}");
+    assert_eq!(inv[0].0, BOB_FLOW.parse().unwrap());
+    assert_eq!(a.refused("cluster_hop"), 0);
+}
+
 /// Routing through A is no open relay: an outsider who writes A's Path into a Route (with
 /// no seal, a forged one, a real one copied onto another call, or an old one) is refused,
 /// and nothing reaches bob.
@@ -331,11 +362,11 @@ fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
         .expect("record-routed");
     let entry = rr.trim_start_matches("Record-Route:").trim();
     let stamp = route::stamp_of(entry).expect("stamp");
-    let parties = route::open_dialog(b.core.stamp_key(), "rr1", &["a"], &stamp);
-    let (caller, callee) = parties.expect("B opens A's stamp");
-    assert_eq!(caller.addr, "10.0.0.50:5060".parse().unwrap());
-    assert_eq!(callee.addr, BOB_FLOW.parse().unwrap());
-    assert!(route::open_dialog(c.core.stamp_key(), "rr1", &["a"], &stamp).is_none());
+    let opened = b.core.stamp_keys.open("rr1", &["a"], &stamp);
+    let opened = opened.expect("B opens A's stamp");
+    assert_eq!(opened.caller.addr, "10.0.0.50:5060".parse().unwrap());
+    assert_eq!(opened.callee.addr, BOB_FLOW.parse().unwrap());
+    assert!(c.core.stamp_keys.open("rr1", &["a"], &stamp).is_none());
 }
 
 /// A binding from the cluster passes the next-hop check of a request's text: its flow

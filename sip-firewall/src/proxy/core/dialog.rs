@@ -4,14 +4,33 @@
 use super::*;
 
 impl Core {
-    /// The parties (caller, callee) sealed in the stamp of one of the Route entries we
-    /// popped, when it is the stamp of this request's dialog (its Call-ID, and the From-tag
-    /// of the request that created it: this request's From- or To-tag).
+    /// Loose routing (RFC 3261 16.4): pop the Route entries at the top of `msg` that name
+    /// us. More than [`route::MAX_OUR_ROUTES`] of them is refused before any stamp is
+    /// opened, counted `too_many_routes`: on a strict reading of 16.4 each of our entries
+    /// is one more pass through us, so such a route set asks for more hops than any honest
+    /// one, answered as hops run out (483, RFC 3261 21.4.22).
+    pub(super) fn pop_routes(&self, msg: &mut SipMsg) -> Result<Vec<String>, LocalReply> {
+        let popped = route::pop_our_routes(msg, &self.local);
+        if popped.len() > route::MAX_OUR_ROUTES {
+            self.refused("too_many_routes");
+            return Err(answer(483, "Too Many Hops"));
+        }
+        Ok(popped)
+    }
+
+    /// The parties (caller, callee) sealed in the stamp of the topmost Route entry we
+    /// popped that carries one, when it is the stamp of this request's dialog (its Call-ID,
+    /// and the From-tag of the request that created it: this request's From- or To-tag),
+    /// sealed under one of our secrets no longer than `[proxy] stamp_lifetime` ago. One
+    /// stamp at most is opened: on a spiral our entries are adjacent and the topmost is the
+    /// pass this request is on. Err: the reason it is refused (`bad_stamp`,
+    /// `stamp_expired`).
     pub(super) fn dialog_of(
         &self,
         popped: &[String],
         m: &Message<'_>,
-    ) -> Option<(Destination, Destination)> {
+        now: Instant,
+    ) -> Result<(Destination, Destination), &'static str> {
         let call_id = m.get(HeaderName::CallId).unwrap_or("");
         let tag = |h| {
             m.get(h)
@@ -20,12 +39,26 @@ impl Core {
                 .unwrap_or("")
         };
         let tags = [tag(HeaderName::From), tag(HeaderName::To)];
-        popped.iter().find_map(|e| {
-            let stamp = route::stamp_of(e)?;
-            self.stamp_keys
-                .iter()
-                .find_map(|k| route::open_dialog(k, call_id, &tags, &stamp))
-        })
+        let stamp = popped
+            .iter()
+            .find_map(|e| route::stamp_of(e))
+            .ok_or("bad_stamp")?;
+        let opened = self
+            .stamp_keys
+            .open(call_id, &tags, &stamp)
+            .ok_or("bad_stamp")?;
+        // Judged once authentic, so that `stamp_expired` counts only stamps we made. A
+        // stamp from further ahead than the lifetime (a clock set back) is no better.
+        if opened.issued.abs_diff(self.unix_secs(now)) > self.stamp_lifetime.as_secs() {
+            return Err("stamp_expired");
+        }
+        if opened.previous {
+            self.metrics
+                .auth_previous_key
+                .with_label_values(&["stamp"])
+                .inc();
+        }
+        Ok((opened.caller, opened.callee))
     }
 
     /// Where an in-dialog request from `source` goes: to the other party of its dialog,
@@ -71,33 +104,53 @@ impl Core {
         }
     }
 
-    /// An in-dialog request's next hop: the other party of the dialog our stamp names.
-    /// Err: the answer (404 without our stamp of this dialog, 403 from or toward anyone
-    /// else), counted in `sipfw_dialog_refused_total`.
+    /// An in-dialog request's next hop: the other party of the dialog our stamp names,
+    /// if it may be a next hop at all ([`Core::allowed_hop`]: a stamp forged with a leaked
+    /// key steers us no further inward than a Request-URI could), but for `[proxy]
+    /// outbound` (where the edge sends by configuration) and for a request from this very
+    /// host (loopback or one of our addresses, which the kernel takes from no other host),
+    /// whose sender reaches the host's services without us. Err: the answer (404 without
+    /// our valid stamp of this dialog, 403 from or toward anyone else or toward an internal
+    /// address), counted in `sipfw_dialog_refused_total`.
     pub(super) fn dialog_hop(
         &self,
         popped: &[String],
         m: &Message<'_>,
         msg: &SipMsg,
         source: SocketAddr,
+        now: Instant,
     ) -> Result<Destination, LocalReply> {
-        let Some((caller, callee)) = self.dialog_of(popped, m) else {
-            self.refused("bad_stamp");
-            return Err(answer(404, "Not Here"));
-        };
-        let text = route::next_hop(msg, self.outbound);
-        Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(|reason| {
+        let (caller, callee) = self.dialog_of(popped, m, now).map_err(|reason| {
             self.refused(reason);
-            answer(403, "Not A Party Of This Dialog")
-        })
+            answer(404, "Not Here")
+        })?;
+        let text = route::next_hop(msg, self.outbound);
+        let dest = Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(
+            |reason| {
+                self.refused(reason);
+                answer(403, "Not A Party Of This Dialog")
+            },
+        )?;
+        let from_host = {
+            let ip = source.ip().to_canonical();
+            ip.is_loopback() || self.local.is_our_ip(ip)
+        };
+        if from_host || self.outbound == Some(dest.addr) {
+            return Ok(dest);
+        }
+        self.allowed_hop(dest)
     }
 
     /// An ACK that matches no server transaction: the ACK of a 2xx, its own transaction,
     /// relayed statelessly along the route our Record-Route set up (RFC 3261 16.6, 13.2.2.4).
-    pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context) -> Action {
+    pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context, now: Instant) -> Action {
         let mut msg = SipMsg::from_parsed(m);
-        let popped = route::pop_our_routes(&mut msg, &self.local);
-        let Ok(dest) = self.dialog_hop(&popped, m, &msg, ctx.source) else {
+        let Ok(popped) = self.pop_routes(&mut msg) else {
+            return Action::Drop {
+                reason: "too_many_routes",
+            };
+        };
+        let Ok(dest) = self.dialog_hop(&popped, m, &msg, ctx.source, now) else {
             return Action::Drop {
                 reason: "ack_no_route",
             };

@@ -150,6 +150,46 @@ fn loop_detected_spiral_forwarded() {
     assert!(sent[0].1.starts_with("OPTIONS sip:y@10.3.3.3"), "{sent:?}");
 }
 
+/// A request carrying many Vias that look like ours (our branch prefix, made-up loop tags)
+/// costs at most `MAX_OUR_VIAS` keyed hashes, and past that many passes it is a loop; a
+/// request that spiralled through us fewer times is judged on its tags and forwarded.
+#[test]
+fn forged_vias_of_ours_cost_a_bounded_number_of_loop_tags() {
+    use super::loops::{LOOP_TAGS_COMPUTED, MAX_OUR_VIAS};
+    let forged = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "Via: SIP/2.0/UDP 10.8.8.{i}:5060;branch={BRANCH_PREFIX}{i:024x}.{i:016x}\r\n"
+                )
+            })
+            .collect()
+    };
+    let mut e = Edge::new("");
+    LOOP_TAGS_COMPUTED.with(|c| c.set(0));
+    let req = options("sip:x@10.2.2.2", "z9hG4bKmany", "").replacen(
+        "Max-Forwards",
+        &format!("{}Max-Forwards", forged(60)),
+        1,
+    );
+    let sent = e.feed(&req, "10.1.1.1:5060");
+    assert_eq!(first_line(&sent), vec!["SIP/2.0 482 Loop Detected"]);
+    let computed = LOOP_TAGS_COMPUTED.with(|c| c.get());
+    assert!(
+        computed <= MAX_OUR_VIAS,
+        "{computed} loop tags for one request"
+    );
+
+    let req = options("sip:x@10.2.2.2", "z9hG4bKfew", "").replacen(
+        "Max-Forwards",
+        &format!("{}Max-Forwards", forged(MAX_OUR_VIAS - 1)),
+        1,
+    );
+    let sent = e.feed(&req, "10.1.1.1:5060");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].1.starts_with("OPTIONS sip:x@10.2.2.2"), "{sent:?}");
+}
+
 /// The embedded defaults plus our domain, bob registered from 10.0.0.21:5070 (allow-listed:
 /// no digest needed).
 fn edge_with_bob(extra: &str) -> Edge {

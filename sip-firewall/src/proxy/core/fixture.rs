@@ -1,7 +1,7 @@
-//! What the core's unit tests share (tests.rs, dns_tests.rs, cluster_tests.rs,
-//! fraud_tests.rs, edge_tests.rs): a core from a configuration text on a fake clock, a
-//! message fed from a source, what the core sent, the clock advanced with the timers run as
-//! the timer task runs them. Each file's harness keeps its own state and calls these.
+//! What the core's unit tests share (tests.rs, dns_tests.rs, cluster_tests.rs, fraud_tests.rs,
+//! edge_tests.rs, dialog_tests.rs): a core from a configuration text on a fake clock, a message fed
+//! from a source, what the core sent, the clock advanced with the timers run as the timer task runs
+//! them. Each file's harness keeps its own state and calls these.
 
 use super::*;
 use crate::proxy::{NoObserver, ProxyMetrics};

@@ -1,7 +1,19 @@
 //! Loop detection (RFC 3261 16.3 step 4, 16.6 step 8): our branches carry a keyed tag of
 //! the request, which a request coming back through us unchanged repeats.
 
+use subtle::ConstantTimeEq as _;
+
 use super::*;
+
+/// The most of our own Vias a request may carry before it is taken for a loop (RFC 3261
+/// 16.3 step 4): a spiral through us a few times is normal, eight passes are not.
+pub(super) const MAX_OUR_VIAS: usize = 8;
+
+#[cfg(test)]
+thread_local! {
+    /// Loop tags computed to judge requests, for the tests that bound them.
+    pub(super) static LOOP_TAGS_COMPUTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 impl Core {
     /// A branch for a request we forward: 96 bits from the OS CSPRNG, so that nobody who
@@ -88,11 +100,26 @@ impl Core {
             _ => return false,
         };
         let get = |h: HeaderName<'static>| m.get(h).map(str::to_string);
-        vias.iter().enumerate().any(|(i, v)| {
-            v.branch
-                .and_then(|b| b.strip_prefix(BRANCH_PREFIX))
-                .and_then(|b| b.rsplit_once('.'))
-                .is_some_and(|(_, tag)| tag == self.loop_tag(ruri, &get, vias.get(i + 1)))
-        })
+        let ours = vias.iter().enumerate().filter_map(|(i, v)| {
+            let (_, tag) = v.branch?.strip_prefix(BRANCH_PREFIX)?.rsplit_once('.')?;
+            Some((i, tag))
+        });
+        let mut checked = 0;
+        for (i, tag) in ours {
+            // Each of our Vias costs a keyed hash, before the request is authenticated: a
+            // request that went through us more than MAX_OUR_VIAS times is a loop whatever
+            // its Request-URI says, and costs no more than that many.
+            checked += 1;
+            if checked > MAX_OUR_VIAS {
+                return true;
+            }
+            #[cfg(test)]
+            LOOP_TAGS_COMPUTED.with(|n| n.set(n.get() + 1));
+            let want = self.loop_tag(ruri, &get, vias.get(i + 1));
+            if bool::from(tag.as_bytes().ct_eq(want.as_bytes())) {
+                return true;
+            }
+        }
+        false
     }
 }

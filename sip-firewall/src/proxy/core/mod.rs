@@ -167,13 +167,17 @@ pub struct Core {
     sends: Vec<(Destination, Vec<u8>)>,
     /// Makes our branches unique across restarts.
     salt: u64,
-    /// Keys of the dialog stamps in our Record-Route, derived from `[auth] secret` (the
-    /// first, which seals) and `previous_secrets` (`crate::auth::keys`). An edge without a
-    /// configured secret has a random one, so in-dialog requests of earlier dialogs get 404
-    /// after a restart.
-    stamp_keys: Vec<[u8; 32]>,
-    /// Key of the seals of cluster hops.
-    hop_key: Vec<u8>,
+    /// Keys of the dialog stamps in our Record-Route, derived from `[auth] secret` (which
+    /// seals) and `previous_secrets` (which still open; `crate::auth::keys`). An edge
+    /// without a configured secret has a random one, so in-dialog requests of earlier
+    /// dialogs get 404 after a restart.
+    stamp_keys: route::StampKeys,
+    /// `[proxy] stamp_lifetime` (or its default from `[fraud] max_call_duration`): older
+    /// stamps are refused.
+    stamp_lifetime: Duration,
+    /// Keys of the seals of cluster hops: the current secret's (which seals) first, then the
+    /// previous secrets'.
+    hop_keys: Vec<[u8; 32]>,
     /// Key of loop tags (and of branch ids when the OS has no randomness).
     loop_key: Vec<u8>,
     seq: u64,
@@ -249,9 +253,9 @@ impl Core {
         self.sends.push((dest, bytes));
     }
 
-    /// The key new dialog stamps are sealed with (the current secret's).
-    pub(super) fn stamp_key(&self) -> &[u8] {
-        self.stamp_keys.first().map_or(&[][..], |k| &k[..])
+    /// The key new cluster hop seals are made with (the current secret's).
+    fn hop_key(&self) -> &[u8] {
+        self.hop_keys.first().map_or(&[][..], |k| &k[..])
     }
 
     pub(super) fn unix_secs(&self, now: Instant) -> u64 {
@@ -387,6 +391,8 @@ mod timers;
 mod auth_tests;
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod dialog_tests;
 #[cfg(test)]
 mod dns_tests;
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl Core {
             self.schedule(TimerKey::Server(key));
             return Action::Absorb;
         }
-        self.ack_2xx(m, ctx)
+        self.ack_2xx(m, ctx, now)
     }
 
     /// A request of an open server transaction `key`: a retransmission from its source,

@@ -21,7 +21,7 @@
 //! Answers (RFC 3263 4: the name resolves to no target; RFC 3261 16.7 for the rest): a name
 //! that does not exist or has no usable record gets 404, a resolution that failed (servers
 //! unreachable, timed out) 503. Targets that are internal addresses (loopback, link-local,
-//! ours) are refused as any next hop from a request's text is ([`Core::text_hop`]): DNS
+//! ours) are refused as any next hop from a request's text is ([`Core::allowed_hop`]): DNS
 //! must not steer the edge at the services of its own host.
 //!
 //! Failover (RFC 3263 4.3): the further targets ride on the branch. A transport error
@@ -107,7 +107,7 @@ impl Core {
                 let mut usable = Vec::new();
                 let mut refused = None;
                 for d in targets {
-                    match self.text_hop(d) {
+                    match self.allowed_hop(d) {
                         Ok(d) => usable.push(d),
                         Err(l) => refused = Some(l),
                     }

@@ -5,9 +5,10 @@
 use super::*;
 
 impl Core {
-    /// A next hop taken from the text of a request (Request-URI, Route): see
-    /// [`Core::forbidden_hop`].
-    pub(super) fn text_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
+    /// A next hop a request names (its Request-URI or Route, a name DNS resolved, the
+    /// parties of its dialog stamp), unless [`Core::forbidden_hop`] refuses it (403,
+    /// counted `internal_hop`).
+    pub(super) fn allowed_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
         if self.forbidden_hop(d.addr.ip()) {
             self.refused("internal_hop");
             return Err(answer(403, "Forbidden Next Hop"));
@@ -15,10 +16,10 @@ impl Core {
         Ok(d)
     }
 
-    /// Whether a next hop named by someone else (a request's text, a binding from the
-    /// cluster's Redis) is refused: loopback, link-local, unspecified, multicast and our own
-    /// addresses are, unless `[proxy] internal_next_hops` lists them (nobody outside steers
-    /// us to the services of this host or its link).
+    /// Whether a next hop named by someone else (a request's text, the parties of a dialog
+    /// stamp, a binding from the cluster's Redis) is refused: loopback, link-local,
+    /// unspecified, multicast and our own addresses are, unless `[proxy] internal_next_hops`
+    /// lists them (nobody outside steers us to the services of this host or its link).
     pub(super) fn forbidden_hop(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         let internal = ip.is_loopback()
@@ -41,19 +42,20 @@ impl Core {
         method: &str,
         now: Instant,
     ) -> Result<(), LocalReply> {
+        let mut msg = SipMsg::from_parsed(m);
+        // Before anything keyed is computed (loop tags, stamps, hop seals).
+        let popped = self.pop_routes(&mut msg)?;
         // RFC 3261 16.3 step 4: the same request back through us is a loop.
         if self.looped(m) {
             self.refused("loop");
             return Err(answer(482, "Loop Detected"));
         }
-        let mut msg = SipMsg::from_parsed(m);
         forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
         let trusted = self.is_trusted(ctx);
         let in_dialog = m
             .get(HeaderName::To)
             .and_then(|t| name_addr::parse_single(t).ok())
             .is_some_and(|a| a.tag.is_some());
-        let popped = route::pop_our_routes(&mut msg, &self.local);
 
         // A request another cluster node sends through the Path of a registration whose
         // flow we hold (RFC 3327): relayed to that flow, for a cluster node only.
@@ -65,7 +67,7 @@ impl Core {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
-            let dest = self.dialog_hop(&popped, m, &msg, ctx.source)?;
+            let dest = self.dialog_hop(&popped, m, &msg, ctx.source, now)?;
             self.fraud_in_dialog(m, method, now);
             if !trusted {
                 // In-dialog requests are not authenticated: nobody outside the trust
@@ -102,13 +104,12 @@ impl Core {
             .and_then(|e| route::entry_uri(e))
             .filter(|u| resolve::names_domain(u))
             .map(str::to_string);
-        let dest =
-            match by_dns {
-                Some(_) => None,
-                None => Some(self.text_hop(
-                    route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?,
-                )?),
-            };
+        let dest = match by_dns {
+            Some(_) => None,
+            None => Some(self.allowed_hop(
+                route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?,
+            )?),
+        };
         if method == "INVITE" {
             let ruri = msg.request_uri().unwrap_or("").to_string();
             let account = format!("peer:{}", ctx.source.ip().to_canonical());
@@ -311,7 +312,7 @@ impl Core {
                         continue;
                     };
                     let seal =
-                        route::seal_cluster_hop(&self.hop_key, unix, aor, &call_id, &b.contact);
+                        route::seal_cluster_hop(self.hop_key(), unix, aor, &call_id, &b.contact);
                     let route = format!("<{path};{}={seal}>", route::CLUSTER_PARAM);
                     routed.push((Some(b.contact.clone()), Some(route), dest));
                 }
@@ -349,7 +350,7 @@ impl Core {
             None if resolve::names_domain(&ruri_text) => {
                 return self.resolve_later(key, msg, ruri_text, method, rr, now);
             }
-            None => self.text_hop(
+            None => self.allowed_hop(
                 route::resolve(&ruri_text, None).ok_or(answer(404, "No Route To Destination"))?,
             )?,
         };
@@ -383,8 +384,13 @@ impl Core {
     ) -> Result<(), LocalReply> {
         let call_id = m.get(HeaderName::CallId).unwrap_or("");
         let ruri = msg.request_uri().unwrap_or("").to_string();
-        let Some(aor) =
-            route::open_cluster_hop(&self.hop_key, self.unix_secs(now), seal, call_id, &ruri)
+        // Seals of the previous secrets too: during a roll, nodes already on the new secret
+        // and nodes still on the old one keep reaching each other's flows.
+        let unix = self.unix_secs(now);
+        let Some(aor) = self
+            .hop_keys
+            .iter()
+            .find_map(|k| route::open_cluster_hop(k, unix, seal, call_id, &ruri))
         else {
             debug!(source = %ctx.source, "cluster hop without a valid seal refused");
             self.refused("cluster_hop");

@@ -57,8 +57,9 @@ impl Core {
             observer,
             sends: Vec::new(),
             salt,
-            stamp_keys: keys.derive_all(Purpose::DialogStamp),
-            hop_key: keys.current().derive::<32>(Purpose::ClusterHop).to_vec(),
+            stamp_keys: route::StampKeys::new(&keys),
+            stamp_lifetime: config.proxy.effective_stamp_lifetime(config.fraud),
+            hop_keys: keys.derive_all(Purpose::ClusterHop),
             loop_key: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
             seq: 0,
             start: now,
@@ -96,6 +97,7 @@ impl Core {
             .as_ref()
             .and_then(|o| o.name().map(str::to_string));
         self.internal_next_hops = config.proxy.internal_next_hops.clone();
+        self.stamp_lifetime = config.proxy.effective_stamp_lifetime(config.fraud);
         self.unavailable = config.proxy.unavailable;
         self.identity_headers = config.proxy.identity_headers.clone();
         self.force_rport = config.sip.force_rport;

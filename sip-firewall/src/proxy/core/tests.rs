@@ -48,6 +48,12 @@ impl Harness {
         fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
     }
 
+    /// Our stamp of dialog `call_id` (From-tag `c`) between `caller` and `callee`, now.
+    fn stamp(&self, call_id: &str, caller: Destination, callee: Destination) -> String {
+        let now = self.core.unix_secs(self.now);
+        self.core.stamp_keys.seal(now, call_id, "c", caller, callee)
+    }
+
     fn register(&mut self, contact_port: u16) {
         let msg = format!(
             "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.{contact_port}:{contact_port};branch=z9hG4bKreg{contact_port}\r\nFrom: <sip:bob@example.com>;tag=r\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg{contact_port}\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@10.0.0.{contact_port}:{contact_port}>\r\nContent-Length: 0\r\n\r\n"
@@ -119,8 +125,8 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     assert!(to21.contains("\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfw"));
     assert!(to21.contains("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1;rport=5060"));
     assert!(to21.contains("Max-Forwards: 69"));
-    let stamp = route::seal_dialog(
-        h.core.stamp_key(),
+    let stamp = h.core.stamp_keys.seal(
+        h.core.unix_secs(h.now),
         "call-z9hG4bKinv1",
         "c",
         Destination {
@@ -341,7 +347,7 @@ fn in_dialog_loose_routing() {
         transport: Transport::Datagram,
     };
     let (caller, callee) = (party("192.0.2.1:5060"), party("10.0.0.21:21"));
-    let other = route::seal_dialog(h.core.stamp_key(), "another-call", "c", caller, callee);
+    let other = h.stamp("another-call", caller, callee);
     for (route, branch) in [
         ("<sip:127.0.0.1:5060;lr>".to_string(), "z9hG4bKf1"),
         (format!("<sip:127.0.0.1:5060;lr;sfw={other}>"), "z9hG4bKf2"),
@@ -350,7 +356,7 @@ fn in_dialog_loose_routing() {
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert!(sent[0].1.starts_with("SIP/2.0 404"), "{sent:?}");
     }
-    let stamp = route::seal_dialog(h.core.stamp_key(), "y", "c", caller, callee);
+    let stamp = h.stamp("y", caller, callee);
     let (_, sent) = h.feed(
         &bye(
             &format!("<sip:127.0.0.1:5060;lr;sfw={stamp}>"),

@@ -1,16 +1,25 @@
 //! The stamps we put in Route entries: the dialog stamp of our Record-Route (its parties,
-//! sealed under our key, RFC 3261 16.6 step 4) and the cluster hop seal of a Path route
-//! (RFC 3327, issue 13), each authenticated with HMAC-SHA256.
+//! sealed with AES-SIV, RFC 5297, under a key of our secret; RFC 3261 16.6 step 4) and the
+//! cluster hop seal of a Path route (RFC 3327, HMAC-SHA256).
 
 use std::net::{IpAddr, SocketAddr};
 
+use aes_siv::{KeyInit as _, siv::Aes256Siv};
+use hmac::{Hmac, Mac as _};
 use sip_firewall_sip::{
     Transport,
     uri::{self, Uri},
 };
+use zeroize::Zeroizing;
 
 use super::entry_uri;
-use crate::seams::Destination;
+use crate::{
+    auth::{
+        digest::hex,
+        keys::{KeyRing, Purpose, Secret},
+    },
+    seams::Destination,
+};
 
 /// The URI parameter of our Record-Route that binds it to its dialog.
 pub const STAMP_PARAM: &str = "sfw";
@@ -18,22 +27,32 @@ pub const STAMP_PARAM: &str = "sfw";
 /// HMAC-SHA256 of `parts` (each length-prefixed, so that no two lists collide) under
 /// `key`.
 pub fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    use hmac::{Hmac, Mac as _};
-    let Ok(mut m) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+    match hmac_of(key, parts) {
+        Some(m) => m.finalize().into_bytes().into(),
         // HMAC takes keys of any length: unreachable, and harmless (all zero).
-        return [0; 32];
-    };
+        None => [0; 32],
+    }
+}
+
+/// The HMAC-SHA256 state of [`mac`], before finalising (to verify a tag in constant time).
+fn hmac_of(key: &[u8], parts: &[&[u8]]) -> Option<Hmac<sha2::Sha256>> {
+    let mut m = <Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key).ok()?;
     for p in parts {
         m.update(&(p.len() as u64).to_le_bytes());
         m.update(p);
     }
-    m.finalize().into_bytes().into()
+    Some(m)
 }
 
-/// Bytes of the stamp's authentication tag (96 bits).
-const STAMP_TAG: usize = 12;
+/// Bytes of a stamp's head, in clear and authenticated: the id of the secret that sealed
+/// it, and when (unix seconds, 32 bits).
+const HEAD: usize = 5;
+/// Bytes of the synthetic IV, AES-SIV's authentication tag (RFC 5297 2.6: 128 bits).
+const SIV_TAG: usize = 16;
 /// Bytes of one sealed party: transport, IPv6 (IPv4-mapped) address, port.
 const PARTY: usize = 19;
+/// Bytes of a whole stamp (written in hex: 118 characters).
+const STAMP_BYTES: usize = HEAD + SIV_TAG + 2 * PARTY;
 
 fn party_bytes(d: &Destination) -> [u8; PARTY] {
     let mut out = [0u8; PARTY];
@@ -73,86 +92,170 @@ fn party_of(b: &[u8]) -> Option<Destination> {
     })
 }
 
-/// The keystream that hides the parties: as long as both, from the tag (a synthetic IV).
-fn keystream(key: &[u8], tag: &[u8]) -> [u8; 2 * PARTY] {
-    let a = mac(key, &[b"dialog-stream", tag, b"0"]);
-    let b = mac(key, &[b"dialog-stream", tag, b"1"]);
-    let mut out = [0u8; 2 * PARTY];
-    out[..32].copy_from_slice(&a);
-    out[32..].copy_from_slice(&b[..2 * PARTY - 32]);
-    out
+/// The ciphers of dialog stamps: the current secret's, which seals, and the previous
+/// secrets' (`[auth] previous_secrets`), which still open, each under its secret's id.
+pub struct StampKeys {
+    current: StampKey,
+    previous: Vec<StampKey>,
 }
 
-fn stamp_tag(key: &[u8], call_id: &str, from_tag: &str, parties: &[u8]) -> [u8; 32] {
-    mac(
-        key,
-        &[b"dialog", call_id.as_bytes(), from_tag.as_bytes(), parties],
-    )
+struct StampKey {
+    id: u8,
+    /// AES-256-SIV takes two AES-256 keys (RFC 5297 2.2: one for S2V, one for CTR).
+    key: Zeroizing<[u8; 64]>,
 }
 
-/// The stamp of a dialog, sealed in our Record-Route: it binds the Call-ID, the caller's
-/// From-tag and the two parties as the edge reaches them (`caller`: where the dialog-creating
-/// request came from; `callee`: where it went), authenticated (HMAC-SHA256, 96 bits) and
-/// encrypted (the parties' addresses are not shown to each other) under the proxy's key, a
-/// deterministic authenticated encryption (SIV: the tag is the IV). Only the parties of
-/// this very dialog get anything relayed with it, and only toward each other.
-///
-/// The To-tag is not bound: it does not exist yet when the dialog-creating request is
-/// record-routed, and a forked request gets one per branch; the parties' addresses are what
-/// keeps a replayed stamp from being used by or toward anybody else.
-pub fn seal_dialog(
-    key: &[u8],
-    call_id: &str,
-    from_tag: &str,
-    caller: Destination,
-    callee: Destination,
-) -> String {
-    let mut data = [0u8; 2 * PARTY];
-    data[..PARTY].copy_from_slice(&party_bytes(&caller));
-    data[PARTY..].copy_from_slice(&party_bytes(&callee));
-    let tag = stamp_tag(key, call_id, from_tag, &data);
-    let ks = keystream(key, &tag[..STAMP_TAG]);
-    for (d, k) in data.iter_mut().zip(ks) {
-        *d ^= k;
+impl StampKey {
+    fn of(secret: &Secret) -> StampKey {
+        StampKey {
+            id: secret.id(),
+            key: Zeroizing::new(secret.derive::<64>(Purpose::DialogStamp)),
+        }
     }
-    let mut out = crate::auth::digest::hex(&tag[..STAMP_TAG]);
-    out.push_str(&crate::auth::digest::hex(&data));
-    out
+
+    fn cipher(&self) -> Option<Aes256Siv> {
+        Aes256Siv::new_from_slice(&self.key[..]).ok()
+    }
 }
 
-/// The parties (caller, callee) of a stamp, when it is one of ours for this Call-ID and one
-/// of `tags` (the From-tag of the dialog-creating request: From or To of an in-dialog
-/// request, depending on who sends it).
-pub fn open_dialog(
-    key: &[u8],
-    call_id: &str,
-    tags: &[&str],
-    stamp: &str,
-) -> Option<(Destination, Destination)> {
-    let raw = unhex(stamp)?;
-    if raw.len() != STAMP_TAG + 2 * PARTY {
-        return None;
+/// A stamp that opened: the dialog's parties, when it was sealed (unix seconds), and
+/// whether a previous secret sealed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub caller: Destination,
+    pub callee: Destination,
+    pub issued: u64,
+    pub previous: bool,
+}
+
+/// What a stamp binds besides its parties (RFC 5297 associated data, one S2V component
+/// each): the Call-ID, the caller's From-tag, the key id and the issue time.
+fn bound<'a>(call_id: &'a str, from_tag: &'a str, head: &'a [u8; HEAD]) -> [&'a [u8]; 4] {
+    [
+        call_id.as_bytes(),
+        from_tag.as_bytes(),
+        &head[..1],
+        &head[1..],
+    ]
+}
+
+impl StampKeys {
+    /// The stamp keys of a key ring (HKDF, `Purpose::DialogStamp`).
+    pub fn new(ring: &KeyRing) -> StampKeys {
+        StampKeys {
+            current: StampKey::of(ring.current()),
+            previous: ring.previous().iter().map(StampKey::of).collect(),
+        }
     }
-    let (tag, sealed) = raw.split_at(STAMP_TAG);
-    let ks = keystream(key, tag);
-    let data: Vec<u8> = sealed.iter().zip(ks).map(|(c, k)| c ^ k).collect();
-    let ok = tags.iter().any(|t| {
-        let want = stamp_tag(key, call_id, t, &data);
-        // Constant time: no early exit on the first differing byte.
-        want[..STAMP_TAG]
-            .iter()
-            .zip(tag)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    });
-    if !ok {
-        return None;
+
+    /// The stamp of a dialog, sealed in our Record-Route at `issued` (unix seconds): it
+    /// binds the Call-ID, the caller's From-tag and the two parties as the edge reaches
+    /// them (`caller`: where the dialog-creating request came from; `callee`: where it
+    /// went), authenticated and encrypted with AES-SIV (RFC 5297: deterministic, so a
+    /// retransmitted request gets the same stamp; the parties' addresses are not shown to
+    /// each other), under the current secret, whose id and the issue time it carries in
+    /// clear and authenticated. Only the parties of this very dialog get anything relayed
+    /// with it, and only toward each other, for as long as `[proxy] stamp_lifetime`.
+    ///
+    /// The To-tag is not bound: it does not exist yet when the dialog-creating request is
+    /// record-routed, and a forked request gets one per branch; the parties' addresses are
+    /// what keeps a replayed stamp from being used by or toward anybody else.
+    pub fn seal(
+        &self,
+        issued: u64,
+        call_id: &str,
+        from_tag: &str,
+        caller: Destination,
+        callee: Destination,
+    ) -> String {
+        let k = &self.current;
+        let mut head = [0u8; HEAD];
+        head[0] = k.id;
+        // 32 bits of unix seconds last until 2106.
+        head[1..].copy_from_slice(&u32::try_from(issued).unwrap_or(u32::MAX).to_be_bytes());
+        let mut data = [0u8; 2 * PARTY];
+        data[..PARTY].copy_from_slice(&party_bytes(&caller));
+        data[PARTY..].copy_from_slice(&party_bytes(&callee));
+        let sealed = k.cipher().and_then(|mut c| {
+            c.encrypt_in_place_detached(bound(call_id, from_tag, &head), &mut data)
+                .ok()
+        });
+        let Some(tag) = sealed else {
+            // Unreachable (a 64-byte key, four header components): a stamp that opens
+            // nowhere, never the parties in clear.
+            return "0".repeat(2 * STAMP_BYTES);
+        };
+        let mut out = String::with_capacity(2 * STAMP_BYTES);
+        out.push_str(&hex(&head));
+        out.push_str(&hex(&tag));
+        out.push_str(&hex(&data));
+        out
     }
-    Some((party_of(&data[..PARTY])?, party_of(&data[PARTY..])?))
+
+    /// The stamp opened, when it is one of ours for this Call-ID and one of `tags` (the
+    /// From-tag of the dialog-creating request: From or To of an in-dialog request,
+    /// depending on who sends it). Only the keys of the stamp's key id are tried: a stamp
+    /// of an unknown id costs no cryptography. Its age is the caller's to judge.
+    pub fn open(&self, call_id: &str, tags: &[&str], stamp: &str) -> Option<Opened> {
+        let raw: [u8; STAMP_BYTES] = unhex(stamp)?.try_into().ok()?;
+        #[cfg(test)]
+        counters::OPENED.with(|n| n.set(n.get() + 1));
+        let (head, rest) = raw.split_at(HEAD);
+        let head: [u8; HEAD] = head.try_into().ok()?;
+        let (tag, sealed) = rest.split_at(SIV_TAG);
+        let tag = aes_siv::Tag::from_slice(tag);
+        let keys = std::iter::once((&self.current, false))
+            .chain(self.previous.iter().map(|k| (k, true)))
+            .filter(|(k, _)| k.id == head[0]);
+        for (k, previous) in keys {
+            let Some(mut c) = k.cipher() else { continue };
+            for (i, t) in tags.iter().enumerate() {
+                if tags[..i].contains(t) {
+                    continue;
+                }
+                #[cfg(test)]
+                counters::DECRYPTED.with(|n| n.set(n.get() + 1));
+                let mut data: [u8; 2 * PARTY] = sealed.try_into().ok()?;
+                // Tag compared in constant time by the crate (RFC 5297 2.7).
+                if c.decrypt_in_place_detached(bound(call_id, t, &head), &mut data, tag)
+                    .is_ok()
+                {
+                    let issued = u64::from(u32::from_be_bytes(head[1..].try_into().ok()?));
+                    return Some(Opened {
+                        caller: party_of(&data[..PARTY])?,
+                        callee: party_of(&data[PARTY..])?,
+                        issued,
+                        previous,
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Test-only counts of the work spent on stamps in this thread: stamps that reached the
+/// cipher, and AES-SIV decryptions tried.
+#[cfg(test)]
+pub mod counters {
+    use std::cell::Cell;
+
+    thread_local! {
+        pub static OPENED: Cell<usize> = const { Cell::new(0) };
+        pub static DECRYPTED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// (stamps opened, decryptions) since the last call, reset.
+    pub fn take() -> (usize, usize) {
+        (
+            OPENED.with(|n| n.replace(0)),
+            DECRYPTED.with(|n| n.replace(0)),
+        )
+    }
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.len() > 2 * (STAMP_TAG + 2 * PARTY) {
+    if s.len() != 2 * STAMP_BYTES {
         return None;
     }
     (0..s.len())
@@ -173,8 +276,14 @@ const HOP_TAG: usize = 16;
 /// The longest AOR a cluster hop carries.
 const HOP_MAX_AOR: usize = 512;
 
-fn hop_tag(key: &[u8], unix: u64, aor: &str, call_id: &str, ruri: &str) -> [u8; 32] {
-    mac(
+fn hop_mac(
+    key: &[u8],
+    unix: u64,
+    aor: &str,
+    call_id: &str,
+    ruri: &str,
+) -> Option<Hmac<sha2::Sha256>> {
+    hmac_of(
         key,
         &[
             b"cluster-hop",
@@ -191,12 +300,9 @@ fn hop_tag(key: &[u8], unix: u64, aor: &str, call_id: &str, ruri: &str) -> [u8; 
 /// `[auth] secret`) makes one, so the holding node relays to its flow for cluster nodes
 /// only, never for an outsider who writes the same Route (no open relay).
 pub fn seal_cluster_hop(key: &[u8], unix: u64, aor: &str, call_id: &str, ruri: &str) -> String {
-    let tag = hop_tag(key, unix, aor, call_id, ruri);
-    format!(
-        "{unix}.{}.{}",
-        crate::auth::digest::hex(aor.as_bytes()),
-        crate::auth::digest::hex(&tag[..HOP_TAG])
-    )
+    let tag: [u8; 32] = hop_mac(key, unix, aor, call_id, ruri)
+        .map_or([0; 32], |m| m.finalize().into_bytes().into());
+    format!("{unix}.{}.{}", hex(aor.as_bytes()), hex(&tag[..HOP_TAG]))
 }
 
 /// The AOR of a cluster hop's seal, when it is valid for this request now.
@@ -229,12 +335,11 @@ pub fn open_cluster_hop(
     };
     let aor = String::from_utf8(hexbytes(aor_hex)?).ok()?;
     let tag = hexbytes(tag_hex)?;
-    let want = hop_tag(key, unix, &aor, call_id, ruri);
-    let diff = want[..HOP_TAG]
-        .iter()
-        .zip(&tag)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    (diff == 0).then_some(aor)
+    // Constant time (the crate's compare of the leftmost HOP_TAG bytes).
+    hop_mac(key, unix, &aor, call_id, ruri)?
+        .verify_truncated_left(&tag)
+        .ok()
+        .map(|()| aor)
 }
 
 /// The cluster hop parameter of a `<uri>;params` Route entry.
@@ -252,3 +357,7 @@ pub fn stamp_of(entry: &str) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+#[path = "stamp_tests.rs"]
+mod tests;
