@@ -61,6 +61,11 @@ impl Edge {
         self.child.take().map_or((-1, String::new()), stop)
     }
 
+    /// The running daemon's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon is running").id()
+    }
+
     /// The running daemon's process.
     pub fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("the daemon is running")

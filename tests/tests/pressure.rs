@@ -4,19 +4,18 @@
 //! to the daemon; the pressure counter accounts for the rest.
 
 use std::{
-    ffi::CString,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, sample, scrape, stop},
+    daemon::{sample, scrape},
     frames::{self, Shape},
-    netns::{Pair, in_ns},
-    require_root,
+    netns::{Pair, inject},
 };
 
 mod support;
@@ -24,57 +23,23 @@ mod support;
 const BUDGET: u64 = 200;
 
 /// Raw frames on veth-a: valid OPTIONS requests from `n` different spoofed sources, round
-/// robin, until `stop` or `max` frames. Returns the frames sent.
-fn flood(
-    pair: &Pair,
-    sources: u32,
-    max: u64,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-) -> std::thread::JoinHandle<()> {
+/// robin, until `stop` or `max` frames. The thread returns the frames sent.
+fn flood(pair: &Pair, sources: u32, max: u64, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
     let ns = pair.ns_a.clone();
     let dst = pair.b(false);
     std::thread::spawn(move || {
-        let _ = in_ns(&ns, move || {
-            // SAFETY: plain socket(2), sendto(2) on a raw packet socket we own.
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-            anyhow::ensure!(
-                fd >= 0,
-                "packet socket: {}",
-                std::io::Error::last_os_error()
-            );
-            let name = CString::new("veth-a")?;
-            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = ifindex as i32;
-            addr.sll_halen = 6;
-            let payload = frames::sip_request("OPTIONS", 1);
-            let mut i = 0u64;
-            while i < max && !stop.load(Ordering::Relaxed) {
+        let payload = frames::sip_request("OPTIONS", 1);
+        let frames = (0..max)
+            .take_while(move |_| !stop.load(Ordering::Relaxed))
+            .map(move |i| {
                 let n = (i % u64::from(sources)) as u32;
                 let src = std::net::IpAddr::from([198, 18, (n >> 8) as u8, n as u8]);
                 let mut f = frames::udp(src, dst, 5060, &payload, &Shape::default());
                 frames::set_pair_macs(&mut f);
                 frames::set_ipv4_checksum(&mut f);
-                let rc = unsafe {
-                    libc::sendto(
-                        fd,
-                        f.as_ptr().cast(),
-                        f.len(),
-                        0,
-                        (&addr as *const libc::sockaddr_ll).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
-                if rc > 0 {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-                i += 1;
-            }
-            unsafe { libc::close(fd) };
-            Ok(())
-        });
+                f
+            });
+        inject(&ns, "veth-a", frames).unwrap_or(0)
     })
 }
 
@@ -119,33 +84,29 @@ fn daemon_pid(launcher: u32) -> u32 {
 
 #[test]
 fn known_sources_pass_under_a_spoofed_flood() {
-    if !require_root("known_sources_pass_under_a_spoofed_flood") {
+    let test = "known_sources_pass_under_a_spoofed_flood";
+    if !support::sipp_installed(test) {
         return;
     }
-    if !support::sipp_installed("known_sources_pass_under_a_spoofed_flood") {
+    let config = support::config(&format!("[xdp]\npressure_budget = {BUDGET}\n"));
+    let Some(mut e) = support::edge(test, "prs", &config, true) else {
         return;
-    }
-    let pair = Pair::new("prs").unwrap();
-    let d = DaemonDirs::new(
-        "prs",
-        &support::config(&format!("[xdp]\npressure_budget = {BUDGET}\n")),
-    );
-    let child = d.start(&pair, &support::mode_args(&pair, true));
-    let pid = daemon_pid(child.id());
+    };
+    let pid = daemon_pid(e.pid());
     let metrics = "127.0.0.1:9464".parse().unwrap();
-    let dir = d.dir.path.clone();
+    let (pair, dir) = (&e.pair, e.dir());
 
     // bob registers (authenticated: known) and answers calls; alice calls once (known too).
     let uas_port = 5070;
-    let reg = support::register_bob(&pair, &dir, uas_port);
+    let reg = support::register_bob(pair, dir, uas_port);
     assert!(reg.ok, "bob registers: {}\n{}", reg.output, reg.trace);
     let calls = 6;
-    let uas = support::Host::in_ns(&pair, &dir).uas(
+    let uas = support::Host::in_ns(pair, dir).uas(
         "uas.xml",
         uas_port,
         &["-m", &(calls + 1).to_string()],
     );
-    let call = |n: usize| support::alice_calls_bob(&pair, &dir, 5080, n);
+    let call = |n: usize| support::alice_calls_bob(pair, dir, 5080, n);
     let first = call(1);
     assert!(first.ok, "a call before the flood: {}", first.output);
 
@@ -157,9 +118,8 @@ fn known_sources_pass_under_a_spoofed_flood() {
 
     let before = scrape(&pair.ns_b, metrics);
     let stop_flag = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
     // Bounded: at most 400k frames from 4096 sources.
-    let pump = flood(&pair, 4096, 400_000, stop_flag.clone(), sent.clone());
+    let pump = flood(pair, 4096, 400_000, stop_flag.clone());
     std::thread::sleep(Duration::from_millis(300));
     let cpu1 = cpu_of(pid);
     let t_flood = Instant::now();
@@ -167,11 +127,10 @@ fn known_sources_pass_under_a_spoofed_flood() {
     let flood_time = t_flood.elapsed();
     let flood_cpu = cpu_of(pid) - cpu1;
     stop_flag.store(true, Ordering::Relaxed);
-    pump.join().unwrap();
+    let sent = pump.join().unwrap() as f64;
     let after = scrape(&pair.ns_b, metrics);
     let (uas_run, _) = uas.wait();
 
-    let sent = sent.load(Ordering::Relaxed) as f64;
     let get = |t: &str, s: &str| sample(t, s).unwrap_or(0.0);
     let pressure = get(&after, "sipfw_xdp_packets_total{reason=\"pressure\"}")
         - get(&before, "sipfw_xdp_packets_total{reason=\"pressure\"}");
@@ -205,7 +164,7 @@ fn known_sources_pass_under_a_spoofed_flood() {
         "pressure {pressure}, sent {sent}, passed {options}"
     );
 
-    let (code, log) = stop(child);
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }
 
@@ -231,44 +190,40 @@ fn poll_budget(pair: &Pair, within: Duration, done: impl Fn(f64) -> bool) -> f64
 /// shrinks it (`[pressure] adaptive`, the default); when the flood ends it grows back to
 /// `[xdp] pressure_budget`. With `adaptive = false` it stays at the ceiling throughout.
 fn budget_under_a_costly_flood(test: &str, adaptive: bool) {
-    if !require_root(test) {
-        return;
-    }
     const CEILING: f64 = 2000.0;
-    let pair = Pair::new(if adaptive { "pra" } else { "prf" }).unwrap();
-    let d = DaemonDirs::new(
-        "pra",
-        &support::config(&format!(
-            "[xdp]\npressure_budget = {CEILING}\n[pressure]\nadaptive = {adaptive}\n"
-        )),
-    );
-    let child = d.start(&pair, &support::mode_args(&pair, true));
-    let quiet = poll_budget(&pair, Duration::from_secs(10), |b| b == CEILING);
+    let config = support::config(&format!(
+        "[xdp]\npressure_budget = {CEILING}\n[pressure]\nadaptive = {adaptive}\n"
+    ));
+    let tag = if adaptive { "pra" } else { "prf" };
+    let Some(mut e) = support::edge(test, tag, &config, true) else {
+        return;
+    };
+    let pair = &e.pair;
+    let quiet = poll_budget(pair, Duration::from_secs(10), |b| b == CEILING);
     assert_eq!(quiet, CEILING, "{test}: the ceiling while quiet");
 
     let before = scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap());
     let stop_flag = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
     // Bounded: at most 3M frames, and stopped at the latest after the poll below.
-    let pump = flood(&pair, 4096, 3_000_000, stop_flag.clone(), sent.clone());
+    let pump = flood(pair, 4096, 3_000_000, stop_flag.clone());
     let during = if adaptive {
-        poll_budget(&pair, Duration::from_secs(20), |b| {
+        poll_budget(pair, Duration::from_secs(20), |b| {
             (0.0..CEILING).contains(&b)
         })
     } else {
         // Long enough for the governor to have acted (a tick is 250 ms) had it been on.
         std::thread::sleep(Duration::from_secs(4));
-        budget_now(&pair)
+        budget_now(pair)
     };
     let mid = scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap());
     stop_flag.store(true, Ordering::Relaxed);
-    pump.join().unwrap();
+    let sent = pump.join().unwrap();
     let get = |t: &str, s: &str| sample(t, s).unwrap_or(0.0);
     let pressure = get(&mid, "sipfw_xdp_packets_total{reason=\"pressure\"}")
         - get(&before, "sipfw_xdp_packets_total{reason=\"pressure\"}");
     eprintln!(
         "{test}: {} frames sent, {pressure} dropped for the budget, budget {during} during the flood",
-        sent.load(Ordering::Relaxed)
+        sent
     );
     assert!(pressure > 0.0, "{test}: the flood saturated the budget");
     if adaptive {
@@ -276,7 +231,7 @@ fn budget_under_a_costly_flood(test: &str, adaptive: bool) {
             during < CEILING,
             "{test}: the budget did not shrink under the flood ({during})"
         );
-        let back = poll_budget(&pair, Duration::from_secs(30), |b| b == CEILING);
+        let back = poll_budget(pair, Duration::from_secs(30), |b| b == CEILING);
         assert_eq!(
             back, CEILING,
             "{test}: the budget grows back when the flood ends"
@@ -284,7 +239,7 @@ fn budget_under_a_costly_flood(test: &str, adaptive: bool) {
     } else {
         assert_eq!(during, CEILING, "{test}: not adaptive, the ceiling always");
     }
-    let (code, log) = stop(child);
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
     assert_eq!(
         log.contains("unknown-source budget changed"),

@@ -12,11 +12,13 @@ use std::{
 };
 
 use support::{
-    Host, Metrics, alice_calls_bob, codes, config, mode_args, register_bob, sipp_installed,
+    Host, Metrics, alice_calls_bob, codes, config, edge, one_at_a_time, register_bob,
+    sipp_installed, xdp_args,
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, daemon_bin, scrape, stop},
+    daemon::{DaemonDirs, daemon_bin, scrape},
+    edge::Edge,
     netns::{Pair, in_ns},
     require_root,
 };
@@ -67,37 +69,27 @@ fn banned(d: &DaemonDirs, ip: Ipv4Addr) -> Option<String> {
 
 #[test]
 fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
-    if !require_root("reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files") {
+    let test = "reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files";
+    let Some(mut e) = edge(test, "reload", "[xdp]\nflood_rate = 0\n", true) else {
         return;
-    }
-    let pair = Pair::new("reload").unwrap();
+    };
+    let (pair, d) = (&e.pair, &e.dirs);
     let second = pair.add_a4(20).unwrap();
-    let d = DaemonDirs::new("reload", "[xdp]\nflood_rate = 0\n");
     let config = d.dir.path.join("sip-firewall.toml");
-    let child = d.start(
-        &pair,
-        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
-    );
     // A ban in force.
     let a4 = pair.a4.to_string();
     assert!(d.cli(&["ban", "add", &a4, "--for", "1h"]).status.success());
 
     // No flood limit: a burst from the second address is not banned.
-    options(&pair, second, 40);
+    options(pair, second, 40);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        banned(&d, second),
-        None,
-        "flood limit off before the reload"
-    );
+    assert_eq!(banned(d, second), None, "flood limit off before the reload");
 
     // Reload: an allow entry, the flood limit on.
-    std::fs::write(
-        &config,
+    let r = reload(
+        &e,
         "[xdp]\nflood_rate = 5\nflood_burst = 5\n[policy]\nallow = [\"203.0.113.0/24\"]\n",
-    )
-    .unwrap();
-    let r = d.cli(&["reload"]);
+    );
     assert!(r.status.success(), "{}", out(&r));
     let said = out(&r);
     assert!(said.contains("policy.allow: +203.0.113.0/24"), "{said}");
@@ -105,29 +97,17 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
     let allow = out(&d.cli(&["allow", "list"]));
     assert!(allow.contains("203.0.113.0/24"), "{allow}");
     // The flood limit bites at once: the same burst now bans the source in XDP.
-    options(&pair, second, 40);
-    let t0 = Instant::now();
-    let reason = loop {
-        if let Some(r) = banned(&d, second) {
-            break r;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the new flood limit did not ban {second}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    options(pair, second, 40);
+    let reason = wait_ban(d, second, "the new flood limit did not ban");
     assert!(reason.contains("flood"), "{reason}");
     // The ban made before the reload holds.
-    assert!(banned(&d, pair.a4).is_some(), "the earlier ban holds");
+    assert!(banned(d, pair.a4).is_some(), "the earlier ban holds");
 
     // An invalid file is refused with the key and the line; nothing changes.
-    std::fs::write(
-        &config,
+    let r = reload(
+        &e,
         "[xdp]\nflood_rate = 5\nflood_rat = 3\n[policy]\nallow = []\n",
-    )
-    .unwrap();
-    let r = d.cli(&["reload"]);
+    );
     assert_eq!(r.status.code(), Some(1), "{}", out(&r));
     let said = out(&r);
     assert!(
@@ -148,21 +128,19 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
     assert!(allow.contains("203.0.113.0/24"), "kept: {allow}");
 
     // A restart-only setting is named, not applied; SIGHUP reloads too.
-    std::fs::write(
-        &config,
+    let r = reload(
+        &e,
         "[xdp]\nflood_rate = 5\nflood_burst = 5\n[sip]\nmax_tcp_connections = 77\n[policy]\nallow = [\"203.0.113.0/24\"]\n",
-    )
-    .unwrap();
-    let r = d.cli(&["reload"]);
+    );
     assert!(r.status.success(), "{}", out(&r));
     assert!(
         out(&r).contains("needs a restart") && out(&r).contains("  sip"),
         "{}",
         out(&r)
     );
-    std::fs::write(&config, "[xdp]\nflood_rate = 5\nflood_burst = 5\n").unwrap();
+    e.write_config("[xdp]\nflood_rate = 5\nflood_burst = 5\n");
     // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(e.pid() as i32, libc::SIGHUP) };
     let t0 = Instant::now();
     while out(&d.cli(&["allow", "list"])).contains("203.0.113.0/24") {
         assert!(
@@ -171,8 +149,11 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(banned(&d, pair.a4).is_some(), "the ban holds after SIGHUP");
-    let (code, err) = stop(child);
+    assert!(
+        banned(&e.dirs, e.pair.a4).is_some(),
+        "the ban holds after SIGHUP"
+    );
+    let (code, err) = e.stop();
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("SIGHUP: config reloaded"), "{err}");
 }
@@ -180,40 +161,37 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
 #[test]
 fn reload_during_a_call_keeps_the_call_and_the_registration() {
     let test = "reload_during_a_call_keeps_the_call_and_the_registration";
-    if !require_root(test) || !sipp_installed(test) {
+    if !sipp_installed(test) {
         return;
     }
     const UAS_PORT: u16 = 5070;
     const UAC_PORT: u16 = 5080;
-    let pair = Pair::new("rcall").unwrap();
     let base = "[xdp]\nflood_rate = 10000\nflood_burst = 10000\n";
-    let d = DaemonDirs::new("rcall", &config(base));
-    let file = d.dir.path.join("sip-firewall.toml");
-    let daemon = d.start(&pair, &mode_args(&pair, true));
-    let dir = d.dir.path.clone();
-    let r = register_bob(&pair, &dir, UAS_PORT);
+    let Some(mut e) = edge(test, "rcall", &config(base), true) else {
+        return;
+    };
+    let (pair, dir) = (&e.pair, e.dir());
+    let r = register_bob(pair, dir, UAS_PORT);
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
-    let uas = Host::in_ns(&pair, &dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
+    let uas = Host::in_ns(pair, dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
     let (call, reload) = std::thread::scope(|s| {
-        let call = s.spawn(|| alice_calls_bob(&pair, &dir, UAC_PORT, 1));
+        let call = s.spawn(|| alice_calls_bob(pair, dir, UAC_PORT, 1));
         // Once the call's transactions are open, reload: an allow entry, another flood rate.
         let t0 = Instant::now();
-        while Metrics::scrape(&pair).sum("sipfw_proxy_transactions_active") < 1.0 {
+        while Metrics::scrape(pair).sum("sipfw_proxy_transactions_active") < 1.0 {
             assert!(
                 t0.elapsed() < Duration::from_secs(20),
                 "the call never started"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        std::fs::write(
-            &file,
-            config(&format!(
+        let reload = reload(
+            &e,
+            &config(&format!(
                 "{}[policy]\nallow = [\"203.0.113.0/24\"]\n",
                 base.replace("10000\nflood_burst", "9000\nflood_burst")
             )),
-        )
-        .unwrap();
-        let reload = d.cli(&["reload"]);
+        );
         (call.join().expect("call"), reload)
     });
     let (s, killed) = uas.wait();
@@ -231,14 +209,32 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
     assert!(!killed && s.ok, "UAS: {}\n{}", s.output, s.trace);
     assert!(codes(&call.trace).contains(&200), "{}", call.trace);
     // bob's registration is still there.
-    let m = Metrics::scrape(&pair);
+    let m = Metrics::scrape(&e.pair);
     assert_eq!(
         m.sum("sipfw_registrar_bindings"),
         1.0,
         "the registration holds"
     );
-    let (code, err) = stop(daemon);
+    let (code, err) = e.stop();
     assert_eq!(code, 0, "{err}");
+}
+
+/// Poll until `ip` is banned (10 s at most, else fail saying `what`): the ban's reason.
+fn wait_ban(d: &DaemonDirs, ip: Ipv4Addr, what: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(r) = banned(d, ip) {
+            return r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what}: {ip}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Write `text` as the daemon's config and run `reload`.
+fn reload(e: &Edge, text: &str) -> std::process::Output {
+    e.write_config(text);
+    e.cli(&["reload"])
 }
 
 /// Seconds left of `ip`'s ban.
@@ -260,22 +256,20 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
     if !require_root("reload_applies_scanners_ban_times_and_the_metrics_address") {
         return;
     }
-    let pair = Pair::new("rlscan").unwrap();
-    let (probe1, probe2) = (pair.add_a4(21).unwrap(), pair.add_a4(22).unwrap());
+    let _turn = one_at_a_time();
     let before = "[metrics]\nlisten = \"127.0.0.1:9464\"\n";
-    let mut d = DaemonDirs::new("rlscan", before);
-    d.metrics_listen = None;
-    let config = d.dir.path.join("sip-firewall.toml");
-    let child = d.start(
-        &pair,
-        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
-    );
+    let mut e = Edge::new("rlscan", before);
+    // The metrics address is the config file's, so that a reload can move it.
+    e.dirs.metrics_listen = None;
+    e.run(xdp_args(true));
+    let (pair, d) = (&e.pair, &e.dirs);
+    let (probe1, probe2) = (pair.add_a4(21).unwrap(), pair.add_a4(22).unwrap());
     let answered = |m: &str| {
         sip_firewall_tests::daemon::sample(m, "sipfw_sip_requests_total{method=\"OPTIONS\"}")
             .unwrap_or(0.0)
     };
     // Not on the scanner list yet: answered, not banned.
-    options_as(&pair, probe1, 1, "evil-probe/1.0");
+    options_as(pair, probe1, 1, "evil-probe/1.0");
     let t0 = Instant::now();
     while answered(&scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap())) < 1.0 {
         assert!(
@@ -284,16 +278,14 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(banned(&d, probe1), None, "not a scanner before the reload");
+    assert_eq!(banned(d, probe1), None, "not a scanner before the reload");
 
     // Reload: the probe's User-Agent is a scanner now, banned for 7 minutes; metrics move.
-    std::fs::write(
-        &config,
+    let r = reload(
+        &e,
         "[metrics]\nlisten = \"127.0.0.1:9465\"\n[policy]\nscanners = [\"evil-probe\"]\n\
          [bans]\nscanner_ban_time = \"7m\"\n",
-    )
-    .unwrap();
-    let r = d.cli(&["reload"]);
+    );
     let said = out(&r);
     assert!(r.status.success(), "{said}");
     for key in ["policy.scanners", "bans.scanner_ban_time", "metrics.listen"] {
@@ -310,32 +302,20 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
     );
 
     // The new list and ban time apply to the next request.
-    options_as(&pair, probe2, 1, "evil-probe/1.0");
-    let t0 = Instant::now();
-    let reason = loop {
-        if let Some(r) = banned(&d, probe2) {
-            break r;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the new scanner list did not ban"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    options_as(pair, probe2, 1, "evil-probe/1.0");
+    let reason = wait_ban(d, probe2, "the new scanner list did not ban");
     assert!(reason.contains("scanner: evil-probe"), "{reason}");
-    let left = ban_left(&d, probe2).expect("ban time");
+    let left = ban_left(d, probe2).expect("ban time");
     assert!(
         (400..=420).contains(&left),
         "7 minutes, not the default hour: {left} s"
     );
 
     // An address that cannot be bound refuses the whole reload: nothing changes.
-    std::fs::write(
-        &config,
+    let r = reload(
+        &e,
         "[metrics]\nlisten = \"192.0.2.1:9466\"\n[policy]\nscanners = []\n",
-    )
-    .unwrap();
-    let r = d.cli(&["reload"]);
+    );
     assert_eq!(r.status.code(), Some(1), "{}", out(&r));
     assert!(out(&r).contains("metrics.listen"), "{}", out(&r));
     assert!(
@@ -343,15 +323,8 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
         "still served where it was"
     );
     let probe3 = pair.add_a4(23).unwrap();
-    options_as(&pair, probe3, 1, "evil-probe/1.0");
-    let t0 = Instant::now();
-    while banned(&d, probe3).is_none() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the scanner list changed after a refused reload"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (code, err) = stop(child);
+    options_as(pair, probe3, 1, "evil-probe/1.0");
+    wait_ban(d, probe3, "the scanner list changed after a refused reload");
+    let (code, err) = e.stop();
     assert_eq!(code, 0, "{err}");
 }

@@ -14,11 +14,7 @@ mod support;
 
 use std::{process::Stdio, time::Duration};
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::Pair,
-    require_root,
-};
+use sip_firewall_tests::{daemon::DaemonDirs, netns::Pair};
 use support::*;
 
 /// The wrong guesses before bob's password in svcrack's word list: twice the threshold.
@@ -54,29 +50,27 @@ fn svmap(pair: &Pair, bin: &std::path::Path, targets: &[String]) -> String {
 }
 
 fn svmap_is_banned(test: &str, xdp: bool) {
-    if !require_root(test) {
-        return;
-    }
     let Some(bin) = sipvicious(test, "sipvicious_svmap") else {
         return;
     };
-    let _turn = one_at_a_time();
-    let pair = Pair::new(if xdp { "vmx" } else { "vmo" }).unwrap();
     // The default scanner list (friendly-scanner, sipvicious...) and scanner bans on.
-    let d = DaemonDirs::new("svmap", &config(""));
-    let daemon = d.start(&pair, &mode_args(&pair, xdp));
+    let config = config("");
+    let Some(mut e) = edge(test, if xdp { "vmx" } else { "vmo" }, &config, xdp) else {
+        return;
+    };
+    let (pair, d) = (&e.pair, &e.dirs);
     let a4 = pair.a4.to_string();
     let b4 = pair.b4.to_string();
 
-    let m0 = Metrics::scrape(&pair);
-    let first = svmap(&pair, &bin, std::slice::from_ref(&b4));
-    let reason = wait_ban(&d, &a4, Duration::from_secs(5))
+    let m0 = Metrics::scrape(pair);
+    let first = svmap(pair, &bin, std::slice::from_ref(&b4));
+    let reason = wait_ban(d, &a4, Duration::from_secs(5))
         .unwrap_or_else(|| panic!("svmap's source is not banned; svmap said:\n{first}"));
     assert!(
         reason.starts_with("scanner: ") && reason.contains("friendly-scanner"),
         "ban reason: {reason}"
     );
-    let m1 = Metrics::scrape(&pair);
+    let m1 = Metrics::scrape(pair);
     assert_eq!(
         m1.get("sipfw_scanner_drops_total") - m0.get("sipfw_scanner_drops_total"),
         1.0,
@@ -89,9 +83,9 @@ fn svmap_is_banned(test: &str, xdp: bool) {
     );
 
     // Scanned again, three times over: every packet dropped before the daemon's message layer.
-    let m1 = Metrics::settled(&pair, Duration::from_secs(5), |m| banned_drops(m, xdp));
-    let again = svmap(&pair, &bin, &[b4.clone(), b4.clone(), b4.clone()]);
-    let m2 = Metrics::settled(&pair, Duration::from_secs(5), |m| banned_drops(m, xdp));
+    let m1 = Metrics::settled(pair, Duration::from_secs(5), |m| banned_drops(m, xdp));
+    let again = svmap(pair, &bin, &[b4.clone(), b4.clone(), b4.clone()]);
+    let m2 = Metrics::settled(pair, Duration::from_secs(5), |m| banned_drops(m, xdp));
     let dropped = banned_drops(&m2, xdp) - banned_drops(&m1, xdp);
     eprintln!(
         "{test}: ban reason {reason:?}; second scan: {dropped} packets dropped as banned ({})",
@@ -111,7 +105,7 @@ fn svmap_is_banned(test: &str, xdp: bool) {
     } else {
         assert_eq!(m2.xdp("banned"), 0.0);
     }
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }
 
@@ -160,38 +154,33 @@ fn svcrack(pair: &Pair, bin: &std::path::Path, d: &DaemonDirs) -> String {
 }
 
 fn svcrack_is_banned(test: &str, xdp: bool) {
-    if !require_root(test) {
-        return;
-    }
     let Some(bin) = sipvicious(test, "sipvicious_svcrack") else {
         return;
     };
-    let _turn = one_at_a_time();
-    let pair = Pair::new(if xdp { "vcx" } else { "vco" }).unwrap();
     // svcrack's User-Agent is `friendly-scanner` and it has no option to change it: with the
     // scanner list empty, the failed authentications are what must ban it. The flood limit
     // is raised so that nothing but the auth failures can ban it either.
-    let d = DaemonDirs::new(
-        "svcrack",
-        &config(&format!(
-            "[policy]\nscanners = []\n[bans]\nauth_failures = {AUTH_FAILURES}\n\
+    let config = config(&format!(
+        "[policy]\nscanners = []\n[bans]\nauth_failures = {AUTH_FAILURES}\n\
              [xdp]\nflood_rate = 10000\nflood_burst = 10000\n"
-        )),
-    );
-    let daemon = d.start(&pair, &mode_args(&pair, xdp));
+    ));
+    let Some(mut e) = edge(test, if xdp { "vcx" } else { "vco" }, &config, xdp) else {
+        return;
+    };
+    let (pair, d) = (&e.pair, &e.dirs);
     let a4 = pair.a4.to_string();
 
-    let m0 = Metrics::scrape(&pair);
-    let child = spawn_svcrack(&pair, &bin, &d);
-    let reason = wait_ban(&d, &a4, Duration::from_secs(20));
+    let m0 = Metrics::scrape(pair);
+    let child = spawn_svcrack(pair, &bin, d);
+    let reason = wait_ban(d, &a4, Duration::from_secs(20));
     // From the moment the ban is listed it is in the ban map: what svcrack sends from here on
     // must not reach the message layer (once what was already queued is through).
-    let at_ban = Metrics::settled(&pair, Duration::from_secs(5), |m| {
+    let at_ban = Metrics::settled(pair, Duration::from_secs(5), |m| {
         m.get("sipfw_sip_requests_total{method=\"REGISTER\"}")
     });
     let said = svcrack_output(child);
     let reason = reason.unwrap_or_else(|| panic!("svcrack is not banned; it said:\n{said}"));
-    let end = Metrics::scrape(&pair);
+    let end = Metrics::scrape(pair);
 
     let failures = end.get("sipfw_auth_total{result=\"wrong_password\"}")
         - m0.get("sipfw_auth_total{result=\"wrong_password\"}");
@@ -233,7 +222,7 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     if xdp {
         assert_eq!(end.userspace_drops("banned"), 0.0, "XDP dropped them all");
     }
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }
 
@@ -243,34 +232,29 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
 #[test]
 fn svcrack_finds_the_password_when_nothing_bans_it() {
     let test = "svcrack_finds_the_password_when_nothing_bans_it";
-    if !require_root(test) {
-        return;
-    }
     let Some(bin) = sipvicious(test, "sipvicious_svcrack") else {
         return;
     };
-    let _turn = one_at_a_time();
-    let pair = Pair::new("vcc").unwrap();
-    let d = DaemonDirs::new(
-        "svcrack-control",
-        &config(
-            "[policy]\nscanners = []\n[bans]\nauth_failures = 1000\n\
+    let config = config(
+        "[policy]\nscanners = []\n[bans]\nauth_failures = 1000\n\
              [xdp]\nflood_rate = 10000\nflood_burst = 10000\n",
-        ),
     );
-    let daemon = d.start(&pair, &mode_args(&pair, false));
-    let said = svcrack(&pair, &bin, &d);
+    let Some(mut e) = edge(test, "vcc", &config, false) else {
+        return;
+    };
+    let (pair, d) = (&e.pair, &e.dirs);
+    let said = svcrack(pair, &bin, d);
     assert!(
         said.contains(BOB_PASSWORD),
         "svcrack should find the password when nothing bans it:\n{said}"
     );
-    let m = Metrics::scrape(&pair);
+    let m = Metrics::scrape(pair);
     assert_eq!(
         m.get("sipfw_auth_total{result=\"wrong_password\"}"),
         WRONG_FIRST as f64
     );
-    assert!(bans(&d).is_empty(), "nothing banned");
-    let (code, log) = stop(daemon);
+    assert!(bans(d).is_empty(), "nothing banned");
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }
 

@@ -13,14 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::{Pair, in_ns, ip},
-    require_root,
-};
+use sip_firewall_tests::netns::{Pair, in_ns};
 use support::*;
 
 /// The forger: a third address on namespace a's side of the link.
+const FORGER_HOST: u8 = 3;
 const FORGER: &str = "198.51.100.3";
 const UAS_PORT: u16 = 5070;
 const UAC_PORT: u16 = 5080;
@@ -92,60 +89,31 @@ fn transactions_freed(pair: &Pair) -> bool {
 }
 
 fn call_with_forged_replies(test: &str, xdp: bool) {
-    if !require_root(test) || !sipp_installed(test) {
+    if !sipp_installed(test) {
         return;
     }
-    let _turn = one_at_a_time();
-    let pair = Pair::new(if xdp { "sx" } else { "so" }).unwrap();
-    // The forger's address in namespace a, and a static neighbour for it in namespace b (no
-    // ARP while we count).
-    ip(&[
-        "netns",
-        "exec",
-        &pair.ns_a,
-        "ip",
-        "addr",
-        "add",
-        &format!("{FORGER}/24"),
-        "dev",
-        pair.if_a,
-    ])
-    .unwrap();
-    ip(&[
-        "netns",
-        "exec",
-        &pair.ns_b,
-        "ip",
-        "neigh",
-        "replace",
-        FORGER,
-        "lladdr",
-        "02:00:00:00:00:0a",
-        "dev",
-        pair.if_b,
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
     // The flood limit far above the forger's 100 packets a second: this test is about the
     // stray check, not about the per-source limit (tested elsewhere).
-    let d = DaemonDirs::new(
-        "stray",
-        &config("[xdp]\nflood_rate = 10000\nflood_burst = 10000\n"),
-    );
-    let daemon = d.start(&pair, &mode_args(&pair, xdp));
-    let dir = d.dir.path.clone();
+    let limits = config("[xdp]\nflood_rate = 10000\nflood_burst = 10000\n");
+    let tag = if xdp { "sx" } else { "so" };
+    let Some(mut e) = edge(test, tag, &limits, xdp) else {
+        return;
+    };
+    let (pair, dir) = (&e.pair, e.dir());
+    // The forger's address in namespace a, a static neighbour in namespace b (no ARP while
+    // we count).
+    pair.add_a4(FORGER_HOST).unwrap();
 
     // bob registers from where his UAS will answer.
-    let r = register_bob(&pair, &dir, UAS_PORT);
+    let r = register_bob(pair, dir, UAS_PORT);
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
-    let uas = Host::in_ns(&pair, &dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
+    let uas = Host::in_ns(pair, dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
 
     // The call, with the forger at work for its first second.
-    let before = Metrics::scrape(&pair);
+    let before = Metrics::scrape(pair);
     let (c, sent) = std::thread::scope(|s| {
-        let forger = s.spawn(|| forge(&pair, 0..DURING, Duration::from_millis(10)));
-        let c = alice_calls_bob(&pair, &dir, UAC_PORT, 1);
+        let forger = s.spawn(|| forge(pair, 0..DURING, Duration::from_millis(10)));
+        let c = alice_calls_bob(pair, dir, UAC_PORT, 1);
         (c, forger.join().expect("forger"))
     });
     let (s, killed) = uas.wait();
@@ -162,8 +130,8 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
             "a forged reply reached the {who}: {trace}"
         );
     }
-    assert!(transactions_freed(&pair), "transactions left behind");
-    let during = Metrics::scrape(&pair);
+    assert!(transactions_freed(pair), "transactions left behind");
+    let during = Metrics::scrape(pair);
     let strays_xdp = during.xdp("stray_reply") - before.xdp("stray_reply");
     let strays_proxy = during.get("sipfw_proxy_stray_responses_total")
         - before.get("sipfw_proxy_stray_responses_total");
@@ -185,12 +153,8 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
     if xdp {
         // A reload that writes new XDP limits must keep the stray check on (it turned it off,
         // and every later forgery reached the proxy).
-        std::fs::write(
-            dir.join("sip-firewall.toml"),
-            config("[xdp]\nflood_rate = 9000\nflood_burst = 10000\n"),
-        )
-        .unwrap();
-        let r = d.cli(&["reload"]);
+        e.write_config(&config("[xdp]\nflood_rate = 9000\nflood_burst = 10000\n"));
+        let r = e.cli(&["reload"]);
         let said = String::from_utf8_lossy(&r.stdout).into_owned();
         assert!(
             r.status.success() && said.contains("xdp.flood_rate"),
@@ -199,10 +163,10 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
     }
 
     // After the call, with nothing else on the wire: what the daemon's message layer sees.
-    let quiet = Metrics::scrape(&pair);
-    let sent = forge(&pair, DURING..DURING + AFTER, Duration::from_millis(5));
+    let quiet = Metrics::scrape(pair);
+    let sent = forge(pair, DURING..DURING + AFTER, Duration::from_millis(5));
     // Until every forgery is counted where it dies (XDP, or the proxy without it).
-    let after = Metrics::poll(&pair, Duration::from_secs(10), |m| {
+    let after = Metrics::poll(pair, Duration::from_secs(10), |m| {
         if xdp {
             m.xdp("stray_reply") - quiet.xdp("stray_reply") >= sent as f64
         } else {
@@ -238,14 +202,14 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
     // (10 s) of the XDP counter; one log line per source (or, from XDP, per minute).
     let t0 = Instant::now();
     let events = |m: &Metrics| m.get("sipfw_security_events_total{kind=\"stray_reply\"}");
-    while events(&Metrics::scrape(&pair)) < (DURING + AFTER) as f64 {
+    while events(&Metrics::scrape(pair)) < (DURING + AFTER) as f64 {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "{test}: stray replies not counted as security events"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
     let lines: Vec<&str> = log
         .lines()
