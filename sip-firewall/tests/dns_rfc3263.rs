@@ -11,10 +11,30 @@ use sip_firewall::{
     server::core::Destination,
 };
 use sip_firewall_sip::Transport;
+use sip_firewall_tests::ua::{msg::peer_invite, response_to};
 
 mod common;
 
 use common::dnsmasq;
+
+/// The resolver of the daemon asking the dnsmasq on 127.0.0.1:`port`.
+fn resolver(port: u16) -> Dns {
+    Dns::new(&DnsConfig {
+        nameservers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        ..DnsConfig::default()
+    })
+    .expect("resolver")
+}
+
+/// The daemon asking the dnsmasq on 127.0.0.1:`port`, its callers trusted peers (they may
+/// relay to foreign domains), next hops on loopback allowed; `extra` appended.
+fn resolving_edge(tag: &str, port: u16, extra: &str) -> common::Daemon {
+    let config = format!(
+        "[policy]\nallow = [\"127.0.0.0/8\"]\n[proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n\
+         [dns]\nnameservers = [\"127.0.0.1:{port}\"]\n{extra}"
+    );
+    common::start(tag, &config, None)
+}
 
 fn udp(a: &str) -> Destination {
     Destination {
@@ -27,6 +47,7 @@ fn udp(a: &str) -> Destination {
 async fn naptr_srv_and_a_records_give_the_ordered_targets() {
     let port = common::free_port();
     let Some(_dns) = dnsmasq(
+        "naptr_srv_and_a_records_give_the_ordered_targets",
         port,
         &[
             "--naptr-record=example.test,10,10,S,SIP+D2U,,_sip._udp.example.test",
@@ -41,17 +62,9 @@ async fn naptr_srv_and_a_records_give_the_ordered_targets() {
             "--srv-host=_sips._tcp.secure.test,sip1.example.test,5061,10,0",
         ],
     ) else {
-        common::skip::skip(
-            "naptr_srv_and_a_records_give_the_ordered_targets",
-            "dnsmasq not installed (cargo xtask setup)",
-        );
         return;
     };
-    let dns = Dns::new(&DnsConfig {
-        nameservers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
-        ..DnsConfig::default()
-    })
-    .expect("resolver");
+    let dns = resolver(port);
     // NAPTR (UDP first by order) -> SRV by priority -> A.
     assert_eq!(
         dns.targets("sip:bob@example.test").await,
@@ -116,22 +129,9 @@ async fn a_silent_name_server_costs_at_most_the_timeout() {
     );
 }
 
-/// A response to `req` with `code`, echoing Via, From, To (tagged), Call-ID and CSeq.
-fn response_to(req: &str, code: &str) -> String {
-    let mut resp = format!("SIP/2.0 {code}\r\n");
-    for l in req.split("\r\n") {
-        let lower = l.to_ascii_lowercase();
-        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
-            resp.push_str(l);
-            resp.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            resp.push_str(&format!("{l};tag=trunk\r\n"));
-        }
-    }
-    resp + "Contact: <sip:bob@127.0.0.1>\r\nContent-Length: 0\r\n\r\n"
+/// A trunk's answer `code` to `req`.
+fn trunk_answer(req: &str, code: &str) -> String {
+    response_to(req, code, "trunk", "Contact: <sip:bob@127.0.0.1>\r\n")
 }
 
 /// The next request on `sock` (within its read timeout): text and source.
@@ -181,6 +181,7 @@ fn calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answe
     let dir = sip_firewall_tests::daemon::TempDir::new("dns");
     let log = dir.path.join("dnsmasq.log");
     let Some(_dns) = dnsmasq(
+        "calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answer",
         port,
         &[
             "--log-queries",
@@ -192,32 +193,17 @@ fn calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answe
             "--host-record=trunk2.carrier.test,127.0.0.1",
         ],
     ) else {
-        common::skip::skip(
-            "calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answer",
-            "dnsmasq not installed (cargo xtask setup)",
-        );
         return;
     };
     // The caller is a trusted peer (it may relay to foreign domains); the trunks are on
     // loopback, which a next hop may be only when listed. T1 = 100ms: Timer B is 6.4 s.
-    let edge = common::start(
-        "dns",
-        &format!(
-            "[policy]\nallow = [\"127.0.0.0/8\"]\n[proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n\
-             [dns]\nnameservers = [\"127.0.0.1:{port}\"]\n[timers]\nt1 = \"100ms\"\n"
-        ),
-        None,
-    );
+    let edge = resolving_edge("dns", port, "[timers]\nt1 = \"100ms\"\n");
     let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
     caller
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let me = caller.local_addr().expect("addr");
-    let invite = |n: u32| {
-        format!(
-            "INVITE sip:bob@carrier.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdns{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:pbx@pbx.test>;tag={n}\r\nTo: <sip:bob@carrier.test>\r\nCall-ID: dns-call-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@{me}>\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
+    let invite = |n: u32| peer_invite("sip:bob@carrier.test", me, &format!("dns-call-{n}"));
 
     // Call 1: the first target (priority 10) answers 503; the second gets the INVITE.
     caller
@@ -227,7 +213,7 @@ fn calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answe
     assert!(req.starts_with("INVITE sip:bob@carrier.test"), "{req}");
     trunk1
         .send_to(
-            response_to(&req, "503 Service Unavailable").as_bytes(),
+            trunk_answer(&req, "503 Service Unavailable").as_bytes(),
             from,
         )
         .expect("503");
@@ -235,7 +221,7 @@ fn calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answe
     assert!(req.starts_with("INVITE sip:bob@carrier.test"), "{req}");
     assert!(req.contains("Call-ID: dns-call-1"), "{req}");
     trunk2
-        .send_to(response_to(&req, "200 OK").as_bytes(), from)
+        .send_to(trunk_answer(&req, "200 OK").as_bytes(), from)
         .expect("200");
     let answer = final_response(&caller);
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
@@ -248,7 +234,7 @@ fn calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answe
     let (req, from) = next_request(&trunk2, "the second SRV target after a timeout");
     assert!(req.contains("Call-ID: dns-call-2"), "{req}");
     trunk2
-        .send_to(response_to(&req, "486 Busy Here").as_bytes(), from)
+        .send_to(trunk_answer(&req, "486 Busy Here").as_bytes(), from)
         .expect("486");
     let answer = final_response(&caller);
     assert!(answer.starts_with("SIP/2.0 486"), "{answer}");
@@ -280,6 +266,7 @@ fn calls_to_a_domain_fail_over_to_the_next_srv_target_and_reuse_the_cached_answe
 async fn cached_answers_expire_with_their_ttl() {
     let port = common::free_port();
     let Some(_dns) = dnsmasq(
+        "cached_answers_expire_with_their_ttl",
         port,
         &[
             "--local-ttl=5",
@@ -287,17 +274,9 @@ async fn cached_answers_expire_with_their_ttl() {
             "--host-record=sip1.ttl.test,127.0.0.11",
         ],
     ) else {
-        common::skip::skip(
-            "cached_answers_expire_with_their_ttl",
-            "dnsmasq not installed (cargo xtask setup)",
-        );
         return;
     };
-    let dns = Dns::new(&DnsConfig {
-        nameservers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
-        ..DnsConfig::default()
-    })
-    .expect("resolver");
+    let dns = resolver(port);
     let uri = "sip:bob@ttl.test;transport=udp";
     let resolved = || sip_firewall::metrics::dns_lookups("resolved");
     let cached = || sip_firewall::metrics::dns_lookups("cached");
@@ -333,6 +312,7 @@ fn a_refused_connection_fails_over_to_the_next_srv_target() {
     let p2 = trunk2.local_addr().expect("addr").port();
     let port = common::free_port();
     let Some(_dns) = dnsmasq(
+        "a_refused_connection_fails_over_to_the_next_srv_target",
         port,
         &[
             &format!("--srv-host=_sip._tcp.tcp.test,trunk1.tcp.test,{p1},10,0"),
@@ -341,25 +321,12 @@ fn a_refused_connection_fails_over_to_the_next_srv_target() {
             "--host-record=trunk2.tcp.test,127.0.0.1",
         ],
     ) else {
-        common::skip::skip(
-            "a_refused_connection_fails_over_to_the_next_srv_target",
-            "dnsmasq not installed (cargo xtask setup)",
-        );
         return;
     };
-    let edge = common::start(
-        "dns-tcp",
-        &format!(
-            "[policy]\nallow = [\"127.0.0.0/8\"]\n[proxy]\ninternal_next_hops = [\"127.0.0.0/8\"]\n\
-             [dns]\nnameservers = [\"127.0.0.1:{port}\"]\n"
-        ),
-        None,
-    );
+    let edge = resolving_edge("dns-tcp", port, "");
     let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
     let me = caller.local_addr().expect("addr");
-    let invite = format!(
-        "INVITE sip:bob@tcp.test;transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdnstcp;rport\r\nMax-Forwards: 70\r\nFrom: <sip:pbx@pbx.test>;tag=t\r\nTo: <sip:bob@tcp.test>\r\nCall-ID: dns-tcp-1\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@{me}>\r\nContent-Length: 0\r\n\r\n"
-    );
+    let invite = peer_invite("sip:bob@tcp.test;transport=tcp", me, "dns-tcp-1");
     caller.send_to(invite.as_bytes(), edge.sip).expect("send");
     // Well within Timer B (32 s): only the transport error can have moved it on.
     trunk2.set_nonblocking(true).expect("nonblocking");

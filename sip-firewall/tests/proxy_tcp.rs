@@ -10,6 +10,8 @@ use std::{
 
 mod common;
 
+use sip_firewall_tests::ua::{msg::peer_invite, response_to};
+
 /// Read one SIP message (headers and Content-Length body) from a stream.
 fn read_message(s: &mut TcpStream) -> String {
     let mut buf = Vec::new();
@@ -41,9 +43,7 @@ fn forwards_over_a_new_tcp_connection() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let me = caller.local_addr().expect("addr");
-    let invite = format!(
-        "INVITE sip:dave@{uas_addr};transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKtcp1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag=1\r\nTo: <sip:dave@{uas_addr}>\r\nCall-ID: tcp-1\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
-    );
+    let invite = peer_invite(&format!("sip:dave@{uas_addr};transport=tcp"), me, "tcp1");
     caller.send_to(invite.as_bytes(), sip).expect("send");
 
     uas.set_nonblocking(false).expect("blocking");
@@ -73,20 +73,7 @@ fn forwards_over_a_new_tcp_connection() {
     // The sealed dialog, hex: key id, issue time, AES-SIV's 128-bit tag, both parties.
     assert!(stamp.len() == 119 && stamp.ends_with('>'), "{stamp}");
     // Answer on the same connection: the proxy relays it to the caller over UDP.
-    let mut resp = String::from("SIP/2.0 486 Busy Here\r\n");
-    for l in req.split("\r\n") {
-        let lower = l.to_ascii_lowercase();
-        if ["via:", "from:", "call-id:", "cseq:"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
-            resp.push_str(l);
-            resp.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            resp.push_str(&format!("{l};tag=u\r\n"));
-        }
-    }
-    resp.push_str("Content-Length: 0\r\n\r\n");
+    let resp = response_to(&req, "486 Busy Here", "u", "");
     conn.write_all(resp.as_bytes()).expect("write");
     let mut buf = [0u8; 4096];
     let mut codes = Vec::new();

@@ -18,6 +18,7 @@ use sip_firewall_tests::{
     daemon::TempDir,
     ua::{
         calls::{self, Client, Edge as Hop},
+        msg::peer_invite,
         response_to,
         tls::{acceptor, ca, connector, leaf},
         wire::{Stream, read_message},
@@ -172,11 +173,7 @@ async fn sips_targets_are_reached_over_verified_tls() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let me = caller.local_addr().expect("addr");
-    let invite = |uri: &str, n: u32| {
-        format!(
-            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsips{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag={n}\r\nTo: <{uri}>\r\nCall-ID: sips-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
+    let invite = |uri: &str, n: u32| peer_invite(uri, me, &format!("sips{n}"));
     // Both ways of asking for TLS: a sips URI (RFC 3261 26.2.2) and a sip URI with
     // `;transport=tls` (a phone's Contact; RFC 5630 3.1.3 deprecates it only for sips).
     let forms: [fn(SocketAddr) -> String; 2] = [
@@ -280,6 +277,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     );
     let dns_port = free_port();
     let Some(_dns) = common::dnsmasq(
+        "tls_to_a_domain_sends_sni_and_verifies_that_name",
         dns_port,
         &[
             &format!("--srv-host=_sips._tcp.secure.test,tls1.secure.test,{gp},10,0"),
@@ -291,10 +289,6 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
             "--host-record=tls3.contact.test,127.0.0.1",
         ],
     ) else {
-        common::skip::skip(
-            "tls_to_a_domain_sends_sni_and_verifies_that_name",
-            "dnsmasq not installed (cargo xtask setup)",
-        );
         return;
     };
     let edge = start(&format!(
@@ -310,11 +304,8 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let me = caller.local_addr().expect("addr");
-    let invite = |domain: &str, n: u32| {
-        format!(
-            "INVITE sips:dave@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsni{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag={n}\r\nTo: <sips:dave@{domain}>\r\nCall-ID: sni-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
+    let invite =
+        |domain: &str, n: u32| peer_invite(&format!("sips:dave@{domain}"), me, &format!("sni{n}"));
 
     // secure.test: SNI secure.test, the certificate verified by that name, the INVITE over.
     caller
@@ -369,9 +360,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     // contact.test, the next hop's certificate verified for that name.
     let contact_hop = acceptor(&leaf("contact.test", &edge.issuer));
     let uri = "sip:dave@contact.test;transport=tls";
-    let invite = format!(
-        "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsni3;rport\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag=3\r\nTo: <{uri}>\r\nCall-ID: sni-3\r\nCSeq: 1 INVITE\r\nContact: <sip:trunk@{me}>\r\nContent-Length: 0\r\n\r\n"
-    );
+    let invite = peer_invite(uri, me, "sni3");
     caller.send_to(invite.as_bytes(), edge.sip).expect("send");
     let (tcp, _) = tokio::time::timeout(Duration::from_secs(15), contact.accept())
         .await

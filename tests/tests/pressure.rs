@@ -101,11 +101,8 @@ fn known_sources_pass_under_a_spoofed_flood() {
     let reg = support::register_bob(pair, dir, uas_port);
     assert!(reg.ok, "bob registers: {}\n{}", reg.output, reg.trace);
     let calls = 6;
-    let uas = support::Host::in_ns(pair, dir).uas(
-        "uas.xml",
-        uas_port,
-        &["-m", &(calls + 1).to_string()],
-    );
+    let uas =
+        support::Host::in_ns(pair, dir).uas("uas.xml", uas_port, &["-m", &(calls + 1).to_string()]);
     let call = |n: usize| support::alice_calls_bob(pair, dir, 5080, n);
     let first = call(1);
     assert!(first.ok, "a call before the flood: {}", first.output);

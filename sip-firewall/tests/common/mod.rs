@@ -37,8 +37,9 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// dnsmasq on 127.0.0.1:`port` with `records`; None when it is not installed.
-pub fn dnsmasq(port: u16, records: &[&str]) -> Option<Dnsmasq> {
+/// dnsmasq on 127.0.0.1:`port` with `records`; None, after `test` says loudly it is
+/// skipped, when it is not installed.
+pub fn dnsmasq(test: &str, port: u16, records: &[&str]) -> Option<Dnsmasq> {
     let mut cmd = Command::new("dnsmasq");
     cmd.args([
         "--keep-in-foreground",
@@ -64,7 +65,10 @@ pub fn dnsmasq(port: u16, records: &[&str]) -> Option<Dnsmasq> {
         // Debian's dnsmasq-base would drop to a `dnsmasq` user that may not exist.
         cmd.arg("--user=root");
     }
-    let child = cmd.spawn().ok()?;
+    let Ok(child) = cmd.spawn() else {
+        skip(test, "dnsmasq not installed (cargo xtask setup)");
+        return None;
+    };
     let d = Dnsmasq(child);
     // Up when its port is taken.
     let t0 = Instant::now();

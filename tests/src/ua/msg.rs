@@ -113,6 +113,22 @@ impl Request<'_> {
     }
 }
 
+/// An INVITE to `uri` from a peer at `me` that needs no credentials (a trunk, an
+/// allow-listed PBX): its branch and Call-ID made of `tag`, no dialog yet.
+pub fn peer_invite(uri: &str, me: std::net::SocketAddr, tag: &str) -> String {
+    Request {
+        method: "INVITE",
+        uri,
+        via: &format!("SIP/2.0/UDP {me};branch=z9hG4bK{tag};rport"),
+        from: &format!("<sip:pbx@pbx.example>;tag={tag}"),
+        to: &format!("<{uri}>"),
+        call_id: tag,
+        cseq: 1,
+        extra: &format!("Contact: <sip:pbx@{me}>\r\n"),
+    }
+    .text()
+}
+
 /// The ACK of a non-2xx final response `resp` to `invite`: hop by hop, with the INVITE's
 /// Via (its branch) and the response's To (RFC 3261 17.1.1.3).
 pub fn ack_of_failure(invite: &str, resp: &str) -> String {
