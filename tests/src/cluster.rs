@@ -15,16 +15,6 @@ use crate::{
     skip,
 };
 
-pub fn out(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn err(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-pub use crate::edge::json;
-
 /// A redis-server on a Unix socket; killed on drop.
 pub struct Redis {
     child: Option<Child>,

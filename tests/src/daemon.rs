@@ -111,7 +111,14 @@ impl DaemonDirs {
 
     /// Start the daemon and wait until its admin API answers.
     pub fn start(&self, pair: &Pair, extra: &[&str]) -> Child {
-        let mut child = self.command(pair, extra).spawn().expect("spawn the daemon");
+        self.spawn(&mut self.command(pair, extra))
+            .unwrap_or_else(|e| panic!("the daemon {e}"))
+    }
+
+    /// Start `cmd` (this daemon's [`command`](Self::command), maybe changed): the child once
+    /// its admin API answers (20 s at most), or what it said when it exited.
+    pub fn spawn(&self, cmd: &mut Command) -> Result<Child, String> {
+        let mut child = cmd.spawn().expect("spawn the daemon");
         let t0 = Instant::now();
         while !self.cli(&["status"]).status.success() {
             if let Ok(Some(status)) = child.try_wait() {
@@ -119,7 +126,7 @@ impl DaemonDirs {
                 if let Some(mut e) = child.stderr.take() {
                     let _ = e.read_to_string(&mut err);
                 }
-                panic!("the daemon exited ({status}): {err}");
+                return Err(format!("exited ({status}): {err}"));
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(20),
@@ -127,7 +134,7 @@ impl DaemonDirs {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        child
+        Ok(child)
     }
 
     /// Run the CLI against this daemon.

@@ -42,6 +42,12 @@ impl Edge {
         }
     }
 
+    /// The same, started with `args`; None, after a loud skip, when `test` cannot run as
+    /// this user (not root).
+    pub fn root(test: &str, tag: &str, config: &str, args: &[&str]) -> Option<Edge> {
+        crate::require_root(test).then(|| Edge::start(tag, config, args))
+    }
+
     /// The same, started with `args` (e.g. [`xdp_args`]).
     pub fn start(tag: &str, config: &str, args: &[&str]) -> Edge {
         let mut e = Edge::new(tag, config);
@@ -59,6 +65,13 @@ impl Edge {
     /// nothing when it was not running).
     pub fn stop(&mut self) -> (i32, String) {
         self.child.take().map_or((-1, String::new()), stop)
+    }
+
+    /// Kill the daemon with SIGKILL (what a crash leaves behind: its program and pins).
+    pub fn kill(&mut self) {
+        let mut c = self.child.take().expect("the daemon is running");
+        c.kill().expect("kill the daemon");
+        c.wait().expect("wait for the daemon");
     }
 
     /// The running daemon's process id (for signals).
@@ -207,13 +220,18 @@ impl Drop for Edge {
     }
 }
 
+/// What a CLI command wrote on stdout.
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// What a CLI command wrote on stderr.
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 /// The stdout of a CLI command that must succeed, as JSON.
 pub fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        )
-    })
+    assert!(o.status.success(), "{}", err(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out(o)))
 }

@@ -32,6 +32,15 @@ pub fn secret(label: &str) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a command wrote, stdout then stderr.
+pub fn said(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// One scenario at a time in a test binary: SIPp and SIPVicious runs are timing-sensitive on
 /// a small shared machine, and most tests count packets exactly.
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {

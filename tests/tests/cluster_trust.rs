@@ -24,7 +24,8 @@ use sip_firewall::{
     state::List,
 };
 use sip_firewall_tests::{
-    cluster::{Cluster, Node, Redis, err, json},
+    cluster::{Cluster, Node, Redis},
+    edge::{err, json},
     netns::in_ns,
     ua::storm::register_storm,
 };

@@ -12,23 +12,10 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, daemon_bin, sample, scrape, stop},
+    daemon::{daemon_bin, sample, scrape},
+    edge::{Edge, err, json, out, xdp_args},
     netns::{Pair, in_ns},
-    require_root,
 };
-
-fn out(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", err(o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out(o)))
-}
 
 /// A receiver on UDP 7000 in namespace b (not a SIP port: bans cover all traffic).
 fn receiver(pair: &Pair) -> UdpSocket {
@@ -95,17 +82,13 @@ fn assert_exposition(text: &str) {
 
 #[test]
 fn cli_commands_against_a_running_daemon() {
-    if !require_root("cli_commands_against_a_running_daemon") {
+    let test = "cli_commands_against_a_running_daemon";
+    let Some(mut daemon) = Edge::root(test, "cli", "", xdp_args(true)) else {
         return;
-    }
-    let pair = Pair::new("cli").unwrap();
-    let d = DaemonDirs::new("cli", "");
-    let child = d.start(
-        &pair,
-        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
-    );
-    let rx = receiver(&pair);
-    let tx = sender(&pair);
+    };
+    let (pair, d) = (&daemon.pair, &daemon.dirs);
+    let rx = receiver(pair);
+    let tx = sender(pair);
     let a4 = pair.a4.to_string();
     let metrics: SocketAddr = "127.0.0.1:9464".parse().unwrap();
 
@@ -129,7 +112,7 @@ fn cli_commands_against_a_running_daemon() {
         "{}",
         out(&b)
     );
-    send(&tx, &pair, 20);
+    send(&tx, pair, 20);
     assert_eq!(drain(&rx), 0, "a banned source gets nothing through");
     let text = scrape(&pair.ns_b, metrics);
     assert_exposition(&text);
@@ -172,12 +155,12 @@ fn cli_commands_against_a_running_daemon() {
     let again = d.cli(&["ban", "del", &a4]);
     assert_eq!(again.status.code(), Some(1));
     assert!(err(&again).contains("not banned"), "{}", err(&again));
-    send(&tx, &pair, 5);
+    send(&tx, pair, 5);
     assert_eq!(drain(&rx), 5, "unbanned");
 
     // deny: an address is a host prefix; listed; removed.
     assert!(d.cli(&["deny", "add", &a4]).status.success());
-    send(&tx, &pair, 5);
+    send(&tx, pair, 5);
     assert_eq!(drain(&rx), 0, "denied");
     assert!(out(&d.cli(&["deny", "list"])).contains(&format!("{a4}/32")));
     assert_eq!(
@@ -185,13 +168,13 @@ fn cli_commands_against_a_running_daemon() {
         format!("{a4}/32")
     );
     assert!(d.cli(&["deny", "del", &a4]).status.success());
-    send(&tx, &pair, 5);
+    send(&tx, pair, 5);
     assert_eq!(drain(&rx), 5, "no longer denied");
 
     // allow: wins over a ban.
     assert!(d.cli(&["allow", "add", "198.51.100.0/24"]).status.success());
     assert!(d.cli(&["ban", "add", &a4]).status.success());
-    send(&tx, &pair, 5);
+    send(&tx, pair, 5);
     assert_eq!(drain(&rx), 5, "allow skips the ban");
     assert_eq!(
         json(&d.cli(&["allow", "list", "--json"]))[0],
@@ -252,11 +235,11 @@ fn cli_commands_against_a_running_daemon() {
     let bad = d.cli(&["deny", "add", "example.com"]);
     assert_eq!(bad.status.code(), Some(2));
 
-    let (code, log) = stop(child);
+    let (code, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
 
     // The daemon is gone: one line that says how to start it.
-    let gone = d.cli(&["status"]);
+    let gone = daemon.cli(&["status"]);
     assert_eq!(gone.status.code(), Some(1));
     let e = err(&gone);
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
@@ -268,13 +251,14 @@ fn cli_commands_against_a_running_daemon() {
 
 #[test]
 fn restart_keeps_bans_enforced_without_a_gap() {
-    if !require_root("restart_keeps_bans_enforced_without_a_gap") {
+    let test = "restart_keeps_bans_enforced_without_a_gap";
+    // Without --detach: the program stays attached when the daemon dies.
+    let args = ["--iface", "veth-b", "--xdp-mode", "generic"];
+    let Some(mut daemon) = Edge::root(test, "rst", "", &args) else {
         return;
-    }
-    let pair = Pair::new("rst").unwrap();
-    let d = DaemonDirs::new("rst", "");
-    let first = d.start(&pair, &["--iface", pair.if_b, "--xdp-mode", "generic"]);
-    let rx = receiver(&pair);
+    };
+    let (pair, d) = (&daemon.pair, &daemon.dirs);
+    let rx = receiver(pair);
     let a4 = pair.a4.to_string();
     assert!(
         d.cli(&["ban", "add", &a4, "--for", "1h", "--reason", "restart test"])
@@ -298,7 +282,7 @@ fn restart_keeps_bans_enforced_without_a_gap() {
     // A sender in namespace a keeps trying through the whole restart.
     let stop_flag = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let tx = sender(&pair);
+    let tx = sender(pair);
     let to = SocketAddr::new(pair.b(false), 7000);
     let pump = {
         let (stop_flag, sent) = (stop_flag.clone(), sent.clone());
@@ -318,9 +302,8 @@ fn restart_keeps_bans_enforced_without_a_gap() {
     std::thread::sleep(Duration::from_millis(300));
 
     // kill -9: the program stays attached (pinned) and keeps dropping.
-    let mut first = first;
-    first.kill().unwrap();
-    first.wait().unwrap();
+    daemon.kill();
+    let pair = &daemon.pair;
     std::thread::sleep(Duration::from_millis(500));
     let show = std::process::Command::new("ip")
         .args(["netns", "exec", &pair.ns_b, "ip", "link", "show", pair.if_b])
@@ -332,10 +315,8 @@ fn restart_keeps_bans_enforced_without_a_gap() {
         out(&show)
     );
 
-    let second = d.start(
-        &pair,
-        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
-    );
+    daemon.run(xdp_args(true));
+    let (pair, d) = (&daemon.pair, &daemon.dirs);
     std::thread::sleep(Duration::from_millis(300));
     stop_flag.store(true, Ordering::Relaxed);
     pump.join().unwrap();
@@ -375,17 +356,17 @@ fn restart_keeps_bans_enforced_without_a_gap() {
     assert!(banned >= sent, "banned counter {banned} >= sent {sent}");
 
     assert!(d.cli(&["ban", "del", &a4]).status.success());
-    let tx = sender(&pair);
+    let tx = sender(pair);
     tx.send_to(b"hello", to).unwrap();
     assert_eq!(
         drain(&rx),
         1,
         "the receiver works: the zero above was the ban"
     );
-    let (code, log) = stop(second);
+    let (code, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
     assert!(
-        !std::path::Path::new(&d.pin_dir).exists(),
+        !std::path::Path::new(&daemon.dirs.pin_dir).exists(),
         "--detach removed the pins"
     );
 }

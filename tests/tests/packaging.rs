@@ -6,7 +6,7 @@ use std::{path::Path, process::Command};
 use clap::CommandFactory as _;
 use sip_firewall_tests::{
     daemon::{TempDir, daemon_bin},
-    skip,
+    said, skip,
 };
 
 /// Every visible command path below the root, as `["ban", "add"]`.
@@ -126,14 +126,7 @@ fn sh(cmd: &str, args: &[&str]) -> (bool, String) {
         .env("MANPAGER", "cat")
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), said(&out))
 }
 
 /// Purges the package however the test ends.

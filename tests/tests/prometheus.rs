@@ -9,9 +9,9 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, scrape, stop},
-    netns::Pair,
-    require_root, skip,
+    daemon::scrape,
+    edge::{Edge, xdp_args},
+    said, skip,
 };
 
 fn promtool(test: &str) -> bool {
@@ -37,11 +37,7 @@ fn alert_rules_pass_promtool() {
         .arg(&rules)
         .output()
         .expect("promtool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = said(&out);
     eprintln!("{text}");
     assert!(out.status.success(), "{text}");
     assert!(text.contains("SUCCESS"), "{text}");
@@ -49,21 +45,20 @@ fn alert_rules_pass_promtool() {
 
 #[test]
 fn a_scrape_passes_promtool_check_metrics() {
-    if !require_root("a_scrape_passes_promtool_check_metrics")
-        || !promtool("a_scrape_passes_promtool_check_metrics")
-    {
+    let test = "a_scrape_passes_promtool_check_metrics";
+    if !promtool(test) {
         return;
     }
-    let pair = Pair::new("prom").unwrap();
-    let d = DaemonDirs::new("prom", "");
-    let child = d.start(
-        &pair,
-        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
-    );
+    let Some(mut d) = Edge::root(test, "prom", "", xdp_args(true)) else {
+        return;
+    };
     // A ban and a list entry, so the labelled series have samples.
     let b = d.cli(&["ban", "add", "192.0.2.77", "--for", "1h"]);
     assert!(b.status.success());
-    let text = scrape(&pair.ns_b, "127.0.0.1:9464".parse::<SocketAddr>().unwrap());
+    let text = scrape(
+        &d.pair.ns_b,
+        "127.0.0.1:9464".parse::<SocketAddr>().unwrap(),
+    );
     let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     assert!(body.contains("sipfw_xdp_packets_total"), "{body}");
     let mut p = Command::new("promtool")
@@ -79,12 +74,8 @@ fn a_scrape_passes_promtool_check_metrics() {
         .write_all(body.as_bytes())
         .expect("feed promtool");
     let out = p.wait_with_output().expect("promtool");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (code, _) = stop(child);
+    let report = said(&out);
+    let (code, _) = d.stop();
     assert_eq!(code, 0);
     eprintln!("promtool check metrics: {report}");
     assert!(out.status.success(), "promtool check metrics:\n{report}");

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::{daemon::daemon_bin, netns::Pair, require_root, skip};
+use sip_firewall_tests::{daemon::daemon_bin, netns::Pair, require_root, said, skip};
 
 const PATHS: [&str; 4] = [
     "/run/sip-firewall",
@@ -120,24 +120,20 @@ fn the_readme_first_session_works_as_written() {
             continue;
         }
         let out = sh(&line).output().expect("run");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("$ {line}\n{said}");
-        assert!(out.status.success(), "`{line}` failed:\n{said}");
+        let reply = said(&out);
+        eprintln!("$ {line}\n{reply}");
+        assert!(out.status.success(), "`{line}` failed:\n{reply}");
         if line.contains("/metrics") {
-            assert!(said.contains("sipfw_xdp_packets_total{"), "{said}");
+            assert!(reply.contains("sipfw_xdp_packets_total{"), "{reply}");
         }
         if line.ends_with("ban list") {
             assert!(
-                said.contains("203.0.113.7") && said.contains("svwar from a VPS"),
-                "{said}"
+                reply.contains("203.0.113.7") && reply.contains("svwar from a VPS"),
+                "{reply}"
             );
         }
         if line.ends_with("status") {
-            assert!(said.contains("veth-b"), "{said}");
+            assert!(reply.contains("veth-b"), "{reply}");
         }
     }
     let mut daemon = cleanup.0.take().expect("the block starts the daemon");

@@ -20,16 +20,8 @@ use sip_firewall_tests::{
     daemon::{DaemonDirs, daemon_bin, scrape},
     edge::Edge,
     netns::{Pair, in_ns},
-    require_root,
+    require_root, said,
 };
-
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `n` SIP OPTIONS from `from` (an address of namespace a) to the daemon.
 fn options(pair: &Pair, from: Ipv4Addr, n: usize) {
@@ -90,11 +82,11 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
         &e,
         "[xdp]\nflood_rate = 5\nflood_burst = 5\n[policy]\nallow = [\"203.0.113.0/24\"]\n",
     );
-    assert!(r.status.success(), "{}", out(&r));
-    let said = out(&r);
-    assert!(said.contains("policy.allow: +203.0.113.0/24"), "{said}");
-    assert!(said.contains("xdp.flood_rate"), "{said}");
-    let allow = out(&d.cli(&["allow", "list"]));
+    assert!(r.status.success(), "{}", said(&r));
+    let reply = said(&r);
+    assert!(reply.contains("policy.allow: +203.0.113.0/24"), "{reply}");
+    assert!(reply.contains("xdp.flood_rate"), "{reply}");
+    let allow = said(&d.cli(&["allow", "list"]));
     assert!(allow.contains("203.0.113.0/24"), "{allow}");
     // The flood limit bites at once: the same burst now bans the source in XDP.
     options(pair, second, 40);
@@ -108,23 +100,25 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
         &e,
         "[xdp]\nflood_rate = 5\nflood_rat = 3\n[policy]\nallow = []\n",
     );
-    assert_eq!(r.status.code(), Some(1), "{}", out(&r));
-    let said = out(&r);
+    assert_eq!(r.status.code(), Some(1), "{}", said(&r));
+    let reply = said(&r);
     assert!(
-        said.contains("flood_rat") && said.contains("line 3"),
-        "{said}"
+        reply.contains("flood_rat") && reply.contains("line 3"),
+        "{reply}"
     );
-    let check = out(&std::process::Command::new(daemon_bin())
-        .args(["config", "check"])
-        .arg(&config)
-        .output()
-        .unwrap());
+    let check = said(
+        &std::process::Command::new(daemon_bin())
+            .args(["config", "check"])
+            .arg(&config)
+            .output()
+            .unwrap(),
+    );
     let key_line = |s: &str| s.contains("unknown field `flood_rat`") && s.contains("line 3");
     assert!(
-        key_line(&said) && key_line(&check),
-        "same error as config check:\n{said}\n{check}"
+        key_line(&reply) && key_line(&check),
+        "same error as config check:\n{reply}\n{check}"
     );
-    let allow = out(&d.cli(&["allow", "list"]));
+    let allow = said(&d.cli(&["allow", "list"]));
     assert!(allow.contains("203.0.113.0/24"), "kept: {allow}");
 
     // A restart-only setting is named, not applied; SIGHUP reloads too.
@@ -132,17 +126,17 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
         &e,
         "[xdp]\nflood_rate = 5\nflood_burst = 5\n[sip]\nmax_tcp_connections = 77\n[policy]\nallow = [\"203.0.113.0/24\"]\n",
     );
-    assert!(r.status.success(), "{}", out(&r));
+    assert!(r.status.success(), "{}", said(&r));
     assert!(
-        out(&r).contains("needs a restart") && out(&r).contains("  sip"),
+        said(&r).contains("needs a restart") && said(&r).contains("  sip"),
         "{}",
-        out(&r)
+        said(&r)
     );
     e.write_config("[xdp]\nflood_rate = 5\nflood_burst = 5\n");
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(e.pid() as i32, libc::SIGHUP) };
     let t0 = Instant::now();
-    while out(&d.cli(&["allow", "list"])).contains("203.0.113.0/24") {
+    while said(&d.cli(&["allow", "list"])).contains("203.0.113.0/24") {
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "SIGHUP did not reload"
@@ -195,11 +189,11 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
         (call.join().expect("call"), reload)
     });
     let (s, killed) = uas.wait();
-    assert!(reload.status.success(), "{}", out(&reload));
-    let said = out(&reload);
+    assert!(reload.status.success(), "{}", said(&reload));
+    let reply = said(&reload);
     assert!(
-        said.contains("policy.allow: +203.0.113.0/24") && said.contains("xdp.flood_rate"),
-        "{said}"
+        reply.contains("policy.allow: +203.0.113.0/24") && reply.contains("xdp.flood_rate"),
+        "{reply}"
     );
     assert!(
         call.ok,
@@ -286,12 +280,12 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
         "[metrics]\nlisten = \"127.0.0.1:9465\"\n[policy]\nscanners = [\"evil-probe\"]\n\
          [bans]\nscanner_ban_time = \"7m\"\n",
     );
-    let said = out(&r);
-    assert!(r.status.success(), "{said}");
+    let reply = said(&r);
+    assert!(r.status.success(), "{reply}");
     for key in ["policy.scanners", "bans.scanner_ban_time", "metrics.listen"] {
-        assert!(said.contains(key), "{key} applied: {said}");
+        assert!(reply.contains(key), "{key} applied: {reply}");
     }
-    assert!(!said.contains("needs a restart"), "{said}");
+    assert!(!reply.contains("needs a restart"), "{reply}");
     assert!(
         serves(&pair.ns_b, "127.0.0.1:9465"),
         "the new metrics address serves"
@@ -316,8 +310,8 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
         &e,
         "[metrics]\nlisten = \"192.0.2.1:9466\"\n[policy]\nscanners = []\n",
     );
-    assert_eq!(r.status.code(), Some(1), "{}", out(&r));
-    assert!(out(&r).contains("metrics.listen"), "{}", out(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", said(&r));
+    assert!(said(&r).contains("metrics.listen"), "{}", said(&r));
     assert!(
         serves(&pair.ns_b, "127.0.0.1:9465"),
         "still served where it was"

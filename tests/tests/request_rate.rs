@@ -4,32 +4,26 @@
 
 use std::{
     io::Write as _,
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, sample, scrape, stop},
+    daemon::{sample, scrape},
+    edge::{Edge, xdp_args},
     frames,
-    netns::{Pair, in_ns},
-    require_root,
+    netns::in_ns,
 };
 
 #[test]
 fn requests_over_tcp_over_the_limit_ban_the_source_in_xdp() {
-    if !require_root("requests_over_tcp_over_the_limit_ban_the_source_in_xdp") {
+    let test = "requests_over_tcp_over_the_limit_ban_the_source_in_xdp";
+    let config =
+        "[bans]\nrequest_limit = 20\nrequest_window = \"30s\"\nrequest_ban_time = \"1h\"\n";
+    let Some(mut daemon) = Edge::root(test, "rr", config, xdp_args(true)) else {
         return;
-    }
-    let pair = Pair::new("rr").unwrap();
-    let d = DaemonDirs::new(
-        "rr",
-        "[bans]\nrequest_limit = 20\nrequest_window = \"30s\"\nrequest_ban_time = \"1h\"\n",
-    );
-    let child = d.start(
-        &pair,
-        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
-    );
-    let to = SocketAddr::new(pair.b(false), 5060);
+    };
+    let (pair, d, to) = (&daemon.pair, &daemon.dirs, daemon.sip());
 
     // 30 OPTIONS on one TCP connection: the 21st is over the limit.
     let mut tcp = in_ns(&pair.ns_a, move || {
@@ -97,6 +91,6 @@ fn requests_over_tcp_over_the_limit_ban_the_source_in_xdp() {
     };
     assert!(after - before >= 10.0, "banned in XDP: {before} -> {after}");
 
-    let (code, log) = stop(child);
+    let (code, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -14,7 +14,7 @@ mod support;
 
 use std::{process::Stdio, time::Duration};
 
-use sip_firewall_tests::{daemon::DaemonDirs, netns::Pair};
+use sip_firewall_tests::{daemon::DaemonDirs, netns::Pair, said};
 use support::*;
 
 /// The wrong guesses before bob's password in svcrack's word list: twice the threshold.
@@ -42,11 +42,7 @@ fn svmap(pair: &Pair, bin: &std::path::Path, targets: &[String]) -> String {
         .expect("spawn svmap");
     let (out, killed) = wait_bounded(child, Duration::from_secs(30));
     assert!(!killed, "svmap did not end within 30 s");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    said(&out)
 }
 
 fn svmap_is_banned(test: &str, xdp: bool) {
@@ -65,7 +61,7 @@ fn svmap_is_banned(test: &str, xdp: bool) {
     let m0 = Metrics::scrape(pair);
     let first = svmap(pair, &bin, std::slice::from_ref(&b4));
     let reason = wait_ban(d, &a4, Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("svmap's source is not banned; svmap said:\n{first}"));
+        .unwrap_or_else(|| panic!("svmap's source is not banned; svmap reply:\n{first}"));
     assert!(
         reason.starts_with("scanner: ") && reason.contains("friendly-scanner"),
         "ban reason: {reason}"
@@ -93,7 +89,7 @@ fn svmap_is_banned(test: &str, xdp: bool) {
     );
     assert_eq!(
         dropped, 3.0,
-        "the three OPTIONS of the second scan dropped as banned; svmap said:\n{again}"
+        "the three OPTIONS of the second scan dropped as banned; svmap reply:\n{again}"
     );
     assert_eq!(
         m2.messages_seen(),
@@ -136,19 +132,15 @@ fn spawn_svcrack(pair: &Pair, bin: &std::path::Path, d: &DaemonDirs) -> std::pro
         .expect("spawn svcrack")
 }
 
-/// What svcrack said (stdout and stderr) once it ended, within 40 s.
+/// What svcrack reply (stdout and stderr) once it ended, within 40 s.
 fn svcrack_output(child: std::process::Child) -> String {
     let (out, killed) = wait_bounded(child, Duration::from_secs(40));
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!killed, "svcrack did not end within 40 s:\n{said}");
-    said
+    let reply = said(&out);
+    assert!(!killed, "svcrack did not end within 40 s:\n{reply}");
+    reply
 }
 
-/// Run svcrack to its end: what it said.
+/// Run svcrack to its end: what it reply.
 fn svcrack(pair: &Pair, bin: &std::path::Path, d: &DaemonDirs) -> String {
     svcrack_output(spawn_svcrack(pair, bin, d))
 }
@@ -178,8 +170,8 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     let at_ban = Metrics::settled(pair, Duration::from_secs(5), |m| {
         m.get("sipfw_sip_requests_total{method=\"REGISTER\"}")
     });
-    let said = svcrack_output(child);
-    let reason = reason.unwrap_or_else(|| panic!("svcrack is not banned; it said:\n{said}"));
+    let reply = svcrack_output(child);
+    let reason = reason.unwrap_or_else(|| panic!("svcrack is not banned; it reply:\n{reply}"));
     let end = Metrics::scrape(pair);
 
     let failures = end.get("sipfw_auth_total{result=\"wrong_password\"}")
@@ -196,8 +188,8 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
         "ban reason: {reason}"
     );
     assert!(
-        !said.contains(BOB_PASSWORD) && !said.contains("The password for"),
-        "svcrack found the password:\n{said}"
+        !reply.contains(BOB_PASSWORD) && !reply.contains("The password for"),
+        "svcrack found the password:\n{reply}"
     );
     assert_eq!(
         end.get("sipfw_auth_total{result=\"success\"}"),
@@ -208,7 +200,7 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     // Banned at the threshold: at most a guess or two in flight while the ban was being made.
     assert!(
         failures >= AUTH_FAILURES as f64 && failures < WRONG_FIRST as f64,
-        "{failures} wrong passwords reached the daemon (threshold {AUTH_FAILURES}):\n{said}"
+        "{failures} wrong passwords reached the daemon (threshold {AUTH_FAILURES}):\n{reply}"
     );
     assert!(
         after_ban > 0.0,
@@ -243,10 +235,10 @@ fn svcrack_finds_the_password_when_nothing_bans_it() {
         return;
     };
     let (pair, d) = (&e.pair, &e.dirs);
-    let said = svcrack(pair, &bin, d);
+    let reply = svcrack(pair, &bin, d);
     assert!(
-        said.contains(BOB_PASSWORD),
-        "svcrack should find the password when nothing bans it:\n{said}"
+        reply.contains(BOB_PASSWORD),
+        "svcrack should find the password when nothing bans it:\n{reply}"
     );
     let m = Metrics::scrape(pair);
     assert_eq!(

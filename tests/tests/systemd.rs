@@ -8,17 +8,16 @@
 //! checked statically by systemd-analyze, not run.
 
 use std::{
-    io::Read as _,
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use sip_firewall_tests::{
     daemon::{DaemonDirs, TempDir, daemon_bin, stop},
     netns::Pair,
-    require_root, skip,
+    require_root, said, skip,
 };
 
 fn unit_path() -> PathBuf {
@@ -87,11 +86,7 @@ fn unit_passes_systemd_analyze_verify_and_security() {
         .arg(&copy)
         .output()
         .expect("systemd-analyze verify");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = said(&out);
     assert!(out.status.success(), "systemd-analyze verify:\n{said}");
     assert!(said.trim().is_empty(), "systemd-analyze verify:\n{said}");
 
@@ -148,24 +143,6 @@ fn with_caps(cmd: &Command, caps: &[String]) -> Command {
     c
 }
 
-/// Start `cmd`; the child once the admin API answers, or what it said when it exited.
-fn start(d: &DaemonDirs, cmd: &mut Command) -> Result<Child, String> {
-    let mut child = cmd.spawn().expect("spawn the daemon");
-    let t0 = Instant::now();
-    while !d.cli(&["status"]).status.success() {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return Err(format!("exited {status}: {err}"));
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "no start, no exit");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(child)
-}
-
 #[test]
 fn least_capabilities_that_work() {
     if !require_root("least_capabilities_that_work") {
@@ -177,7 +154,8 @@ fn least_capabilities_that_work() {
     let args = ["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"];
     // With the unit's set: XDP attached, bans written to the maps.
     let d = DaemonDirs::new("caps", "");
-    let child = start(&d, &mut with_caps(&d.command(&pair, &args), &caps))
+    let child = d
+        .spawn(&mut with_caps(&d.command(&pair, &args), &caps))
         .unwrap_or_else(|e| panic!("with {caps:?}: {e}"));
     let s = String::from_utf8_lossy(&d.cli(&["status"]).stdout).into_owned();
     assert!(s.contains("veth-b (generic)"), "{s}");
@@ -189,7 +167,7 @@ fn least_capabilities_that_work() {
     for missing in &caps {
         let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
         let d = DaemonDirs::new("caps", "");
-        match start(&d, &mut with_caps(&d.command(&pair, &args), &fewer)) {
+        match d.spawn(&mut with_caps(&d.command(&pair, &args), &fewer)) {
             Ok(child) => {
                 stop(child);
                 panic!("the daemon runs without cap_{missing}: the unit grants too much");
@@ -272,7 +250,7 @@ fn daemon_log(pair: &Pair, env: &[(&str, &str)], args: &[&str]) -> String {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = start(&d, &mut cmd).expect("daemon up");
+    let child = d.spawn(&mut cmd).expect("daemon up");
     let (code, err) = stop(child);
     assert_eq!(code, 0, "{err}");
     err
@@ -316,7 +294,7 @@ fn logs_for_journald_and_json() {
         "logcfg",
         "[log]\nformat = \"json\"\n[sip]\ndomains = [\"example.com\"]\n",
     );
-    let child = start(&d, &mut d.command(&pair, &off)).expect("daemon up");
+    let child = d.spawn(&mut d.command(&pair, &off)).expect("daemon up");
     // A scanner, 30 times: banned once, one security line with source, reason and count.
     let to = std::net::SocketAddr::new(pair.b4.into(), 5060);
     let a4 = pair.a4;

@@ -8,9 +8,10 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, daemon_bin, stop},
-    netns::{Pair, in_ns},
-    require_root, skip,
+    daemon::daemon_bin,
+    edge::{Edge, xdp_args},
+    netns::in_ns,
+    skip,
 };
 
 /// tmux on a server of its own (`-L`), so no user session is touched.
@@ -61,19 +62,14 @@ impl Drop for KillServer {
 #[test]
 fn top_shows_verdicts_bans_and_quits_on_q() {
     let test = "top_shows_verdicts_bans_and_quits_on_q";
-    if !require_root(test) {
-        return;
-    }
     if Command::new("tmux").arg("-V").output().is_err() {
         skip(test, "tmux is missing (cargo xtask setup installs it)");
         return;
     }
-    let pair = Pair::new("top").unwrap();
-    let d = DaemonDirs::new("top", "");
-    let child = d.start(
-        &pair,
-        &["--iface", pair.if_b, "--xdp-mode", "generic", "--detach"],
-    );
+    let Some(mut daemon) = Edge::root(test, "top", "", xdp_args(true)) else {
+        return;
+    };
+    let (pair, d) = (&daemon.pair, &daemon.dirs);
     // A banned sender whose packets XDP drops, counted as `banned`.
     let a4 = pair.a4.to_string();
     let b = d.cli(&["ban", "add", &a4, "--for", "10m", "--reason", "top test"]);
@@ -151,7 +147,7 @@ fn top_shows_verdicts_bans_and_quits_on_q() {
         assert!(t0.elapsed() < Duration::from_secs(10), "q did not quit top");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (code, err) = stop(child);
+    let (code, err) = daemon.stop();
     assert_eq!(code, 0, "{err}");
 }
 

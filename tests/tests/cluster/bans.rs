@@ -8,7 +8,8 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    cluster::{Cluster, Node, err, json, out},
+    cluster::{Cluster, Node},
+    edge::{err, json, out},
     netns::in_ns,
 };
 

@@ -6,7 +6,8 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    cluster::{Cluster, Node, err, json},
+    cluster::{Cluster, Node},
+    edge::{err, json},
     netns::in_ns,
     ua::storm::register_storm,
 };

@@ -6,8 +6,9 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use sip_firewall_tests::{
-    cluster::{Cluster, err, out},
+    cluster::Cluster,
     daemon::TempDir,
+    edge::{err, out},
     skip,
 };
 

@@ -4,16 +4,10 @@
 
 use std::time::Duration;
 
+use sip_firewall_tests::said;
+
 use crate::client::start;
 use crate::support::{Metrics, xdp_args};
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn concurrent_calls_suspend_until_unblocked() {
@@ -27,13 +21,13 @@ fn concurrent_calls_suspend_until_unblocked() {
     let third = phone.call("01144207333");
     let national = phone.call("0301234567");
     let m = Metrics::scrape(&e.pair);
-    let daemon_status = text(&e.cli(&["status"]));
+    let daemon_status = said(&e.cli(&["status"]));
     let status = e.cli(&["fraud", "status"]);
     let events = e.cli(&["fraud", "events"]);
     let status_json = e.cli(&["fraud", "status", "alice", "--json"]);
     eprintln!("{test}: {first:?} {second:?} {third:?} {national:?}");
-    eprintln!("{test}: fraud status:\n{}", text(&status));
-    eprintln!("{test}: fraud events:\n{}", text(&events));
+    eprintln!("{test}: fraud status:\n{}", said(&status));
+    eprintln!("{test}: fraud events:\n{}", said(&events));
     assert_eq!(first, "SIP/2.0 200 OK");
     assert_eq!(second, "SIP/2.0 200 OK");
     assert_eq!(third, "SIP/2.0 403 Fraud Limit Exceeded");
@@ -55,7 +49,7 @@ fn concurrent_calls_suspend_until_unblocked() {
             "{row}: {daemon_status}"
         );
     }
-    let st = text(&status);
+    let st = said(&status);
     assert!(status.status.success(), "{st}");
     assert!(
         st.lines()
@@ -65,7 +59,7 @@ fn concurrent_calls_suspend_until_unblocked() {
     let j: serde_json::Value =
         serde_json::from_slice(&status_json.stdout).expect("fraud status --json");
     assert_eq!(j["suspended"][0]["account"], "alice@example.com", "{j}");
-    assert!(text(&events).contains("critical"));
+    assert!(said(&events).contains("critical"));
 
     // A restart keeps the suspension (state database).
     let (code, log) = e.stop();
@@ -80,13 +74,13 @@ fn concurrent_calls_suspend_until_unblocked() {
     let screen = e.cli(&["fraud", "status"]);
     eprintln!(
         "{test}: after restart {after_restart:?}, unblock: {}, then {unblocked:?}",
-        text(&unblock)
+        said(&unblock)
     );
-    eprintln!("{test}: fraud status after the test:\n{}", text(&screen));
+    eprintln!("{test}: fraud status after the test:\n{}", said(&screen));
     drop(trunk);
     let (code, log) = e.stop();
     assert_eq!(after_restart, "SIP/2.0 403 Account Suspended");
-    assert!(unblock.status.success(), "{}", text(&unblock));
+    assert!(unblock.status.success(), "{}", said(&unblock));
     assert_eq!(unblocked, "SIP/2.0 200 OK");
     assert_eq!(again.status.code(), Some(1), "nothing left to unblock");
     assert!(reached);

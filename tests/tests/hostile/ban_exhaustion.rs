@@ -12,6 +12,7 @@ use std::{
 use sip_firewall_tests::{
     frames::{self, Shape},
     netns::{in_ns, inject},
+    said,
 };
 
 use crate::support::*;
@@ -65,11 +66,7 @@ fn ban_map_cannot_be_exhausted() {
         "--reason",
         "manual after the flood",
     ]);
-    let cli = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let cli = said(&o);
     assert!(o.status.success(), "ban add after the flood: {cli}");
 
     // A password guesser is still banned: five forged logins from a new address.

@@ -16,7 +16,6 @@ use sip_firewall_tests::{
     daemon::{DaemonDirs, sample, scrape},
     edge::Edge,
     netns::Pair,
-    require_root,
 };
 #[allow(unused_imports)]
 pub use sip_firewall_tests::{edge::xdp_args, one_at_a_time};
@@ -75,12 +74,9 @@ impl std::ops::DerefMut for Turn {
 /// Start `test`'s daemon (namespaces tagged `tag`) with `config`, XDP on or off; None,
 /// after a loud skip, when not root.
 pub fn edge(test: &str, tag: &str, config: &str, xdp: bool) -> Option<Turn> {
-    if !require_root(test) {
-        return None;
-    }
     let turn = one_at_a_time();
     Some(Turn {
-        edge: Edge::start(tag, config, xdp_args(xdp)),
+        edge: Edge::root(test, tag, config, xdp_args(xdp))?,
         _turn: turn,
     })
 }
