@@ -98,24 +98,7 @@ fn register_with_digest() {
     assert_eq!(metric(&d, "sipfw_registrar_bindings"), 1.0);
 
     // Wrong password: challenged again, never 200.
-    let w = host(&d).run(
-        "register_wrong.xml",
-        free_port(),
-        true,
-        &[
-            "-set",
-            "domain",
-            "example.com",
-            "-s",
-            "bob",
-            "-au",
-            "bob",
-            "-ap",
-            "nope",
-            "-m",
-            "1",
-        ],
-    );
+    let w = host(&d).registration("register_wrong.xml", "bob", "nope", free_port(), &[]);
     assert!(w.ok, "wrong password: {}\n{}", w.output, w.trace);
     assert!(!codes(&w.trace).contains(&200), "{}", w.trace);
     assert!(metric(&d, "sipfw_auth_total{result=\"wrong_password\"}") >= 1.0);

@@ -230,11 +230,24 @@ impl Host {
     /// `user` registers with `password` (digest) from `port`, its Contact there; `extra`
     /// arguments last (`-t t1`: over TCP).
     pub fn register(&self, user: &str, password: &str, port: u16, extra: &[&str]) -> Run {
+        self.registration("register.xml", user, password, port, extra)
+    }
+
+    /// The same with registration scenario `name` (`register_wrong.xml`: a password that
+    /// must not work).
+    pub fn registration(
+        &self,
+        name: &str,
+        user: &str,
+        password: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Run {
         let mut args = vec![
             "-set", "domain", DOMAIN, "-s", user, "-au", user, "-ap", password, "-m", "1",
         ];
         args.extend_from_slice(extra);
-        self.run("register.xml", port, true, &args)
+        self.run(name, port, true, &args)
     }
 
     /// `caller` (user, password) calls `callee` with `scenario` from `port`, `extra`

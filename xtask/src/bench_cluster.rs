@@ -80,17 +80,7 @@ fn daemon(bin: &Path, dir: &Path, node: &str, redis: &Path) -> anyhow::Result<(G
     let sock = d.join("admin.sock");
     let sip = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let child = Command::new(bin)
-        .args(["run", "--xdp-mode", "off", "--config"])
-        .arg(&cfg)
-        .args(["--sip-listen", &sip.to_string()])
-        .args(["--metrics-listen", &metrics.to_string()])
-        .arg("--state-dir")
-        .arg(d.join("state"))
-        .arg("--admin-socket")
-        .arg(&sock)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
+    let child = crate::daemon::loopback(bin, &d, &sip.to_string(), &metrics.to_string())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     Ok((Guard(child), sock))
@@ -363,16 +353,7 @@ fn call_daemon(
     let sip = format!("127.0.0.1:{}", crate::bench_proxy::free_port()?);
     let metrics = format!("127.0.0.1:{}", crate::bench_proxy::free_port()?);
     let daemon = Guard(
-        Command::new(bin)
-            .args(["run", "--xdp-mode", "off", "--config"])
-            .arg(&cfg)
-            .args(["--sip-listen", &sip, "--metrics-listen", &metrics])
-            .arg("--state-dir")
-            .arg(d.join("state"))
-            .arg("--admin-socket")
-            .arg(d.join("admin.sock"))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
+        crate::daemon::loopback(bin, d, &sip, &metrics)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?,
     );

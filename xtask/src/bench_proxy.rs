@@ -169,16 +169,7 @@ pub(crate) fn start_daemon(dir: &Path, workers: Option<usize>) -> anyhow::Result
         )?;
     }
     let process = Guard(
-        Command::new(&bin)
-            .args(["run", "--xdp-mode", "off", "--config"])
-            .arg(&cfg)
-            .args(["--sip-listen", &sip, "--metrics-listen", &metrics])
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--admin-socket")
-            .arg(dir.join("admin.sock"))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
+        crate::daemon::loopback(&bin, dir, &sip, &metrics)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?,
     );

@@ -77,29 +77,8 @@ fn nightly_cargo() -> Command {
 }
 
 fn ensure_tools() -> anyhow::Result<()> {
-    let nightly = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !nightly {
-        eprintln!("xtask: the nightly toolchain is missing: installing it");
-        crate::run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-    }
-    let have_fuzz = nightly_cargo()
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_fuzz {
+    crate::setup::nightly()?;
+    if !crate::setup::succeeds(nightly_cargo().args(["fuzz", "--version"])) {
         eprintln!("xtask: cargo-fuzz is missing: installing it");
         crate::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }

@@ -9,6 +9,7 @@ mod bench_parse;
 mod bench_proxy;
 mod bench_workers;
 mod bench_xdp;
+mod daemon;
 mod dist;
 mod fuzz;
 mod setup;

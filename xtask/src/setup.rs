@@ -6,7 +6,8 @@ use anyhow::Context as _;
 
 use crate::run;
 
-fn succeeds(cmd: &mut Command) -> bool {
+/// Whether `cmd` runs and exits 0 (its output discarded).
+pub(crate) fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
@@ -24,20 +25,19 @@ fn output(cmd: &mut Command) -> String {
 /// nightly; newer ones need a system LLVM).
 const BPF_LINKER: &str = "bpf-linker@0.10.4";
 
-/// What building the XDP program needs: a nightly toolchain with rust-src, and bpf-linker.
-pub fn build_tools() -> anyhow::Result<()> {
+/// The nightly toolchain (minimal profile).
+pub(crate) fn nightly() -> anyhow::Result<()> {
     if succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         eprintln!("setup: nightly toolchain: present");
-    } else {
-        eprintln!("setup: nightly toolchain: installing");
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
+        return Ok(());
     }
+    eprintln!("setup: nightly toolchain: installing");
+    run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+}
+
+/// What building the XDP program needs: a nightly toolchain with rust-src, and bpf-linker.
+pub fn build_tools() -> anyhow::Result<()> {
+    nightly()?;
     let installed = output(Command::new("rustup").args([
         "component",
         "list",

@@ -73,22 +73,12 @@ impl Edge {
                     "/sys/fs/bpf/{}",
                     dir.file_name().context("dir")?.to_string_lossy()
                 ));
-                let child = net
-                    .exec(&net.e, &bin.to_string_lossy())
-                    .arg("run")
-                    .arg("--config")
-                    .arg(&cfg)
+                let child = crate::daemon::run_in(net.exec(&net.e, &bin.to_string_lossy()), dir)
                     .args(["--sip-listen", &format!("{EDGE}:5060")])
                     .args(["--metrics-listen", "127.0.0.1:9464"])
                     .args(["--iface", "e0", "--xdp-mode", "native", "--detach"])
-                    .arg("--state-dir")
-                    .arg(dir.join("state"))
-                    .arg("--admin-socket")
-                    .arg(dir.join("admin.sock"))
                     .arg("--pin-dir")
                     .arg(&pins)
-                    .env("RUST_LOG", "error")
-                    .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
                     .context("starting sip-firewall")?;
