@@ -94,6 +94,16 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
+    /// The request with a body of `content_type`.
+    pub fn with_body(&self, content_type: &str, body: &str) -> String {
+        let head = self.text();
+        let head = head.trim_end_matches("Content-Length: 0\r\n\r\n");
+        format!(
+            "{head}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
     pub fn text(&self) -> String {
         let Request {
             method,

@@ -2,42 +2,30 @@
 //! not registered: on main the first got 404 and the second 480, which told who exists (what
 //! svwar looks for). Now both get the same answer (`[proxy] unavailable`, 480 by default).
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::Pair,
-    require_root,
-};
+use sip_firewall_tests::ua::msg::peer_invite;
 
-use crate::stamp_replay::{receive, socket};
-use crate::support::{config, one_at_a_time};
-
-fn invite(user: &str, n: usize) -> String {
-    format!(
-        "INVITE sip:{user}@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5091;branch=z9hG4bKenum{n};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:probe@evil.example>;tag=p{n}\r\nTo: <sip:{user}@example.com>\r\n\
-         Call-ID: enum-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:probe@198.51.100.1:5091>\r\nContent-Length: 0\r\n\r\n"
-    )
-}
+use crate::call::{receive, socket};
+use crate::support::{config, edge};
 
 #[test]
 fn unknown_and_unregistered_users_look_the_same() {
     let test = "unknown_and_unregistered_users_look_the_same";
-    if !require_root(test) {
+    let Some(mut e) = edge(test, "en", &config(""), false) else {
         return;
-    }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("en").unwrap();
-    let d = DaemonDirs::new("en", &config(""));
-    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let proxy = SocketAddr::new(pair.b(false), 5060);
-    let probe = socket(&pair, "198.51.100.1:5091".to_string());
+    };
+    let proxy = e.sip();
+    let probe = socket(&e.pair, "198.51.100.1:5091".to_string());
+    let me = probe.local_addr().expect("address");
     let mut finals = Vec::new();
     // bob exists (not registered here); nobody does not.
     for (n, user) in ["bob", "nobody"].iter().enumerate() {
         probe
-            .send_to(invite(user, n).as_bytes(), proxy)
+            .send_to(
+                peer_invite(&format!("sip:{user}@example.com"), me, &format!("enum{n}")).as_bytes(),
+                proxy,
+            )
             .expect("send INVITE");
         let got = receive(&probe, Duration::from_secs(2), |m| {
             m.starts_with("SIP/2.0") && !m.starts_with("SIP/2.0 1")
@@ -50,7 +38,7 @@ fn unknown_and_unregistered_users_look_the_same() {
                 .to_string(),
         );
     }
-    let (code, log) = stop(daemon);
+    let (code, log) = e.stop();
     eprintln!(
         "{test}: bob (unregistered) {:?}, nobody (unknown) {:?}",
         finals[0], finals[1]

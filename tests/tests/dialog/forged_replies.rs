@@ -7,17 +7,12 @@
 //! are taken only from where the request went: Eve gets bob's 200, and the forgeries are
 //! counted as strays from the wrong source.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use sip_firewall_tests::{
-    daemon::{DaemonDirs, stop},
-    netns::Pair,
-    require_root,
-};
+use crate::call::{answer, eve_invite, receive, socket};
+use crate::support::{Metrics, config, edge, register_bob, sipp_installed};
 
-use crate::stamp_replay::{add_address, answer, receive, socket};
-use crate::support::{Metrics, config, one_at_a_time, register_bob, sipp_installed};
-
+/// Eve (198.51.100.5) and the forger (.6).
 const EVE: &str = "198.51.100.5";
 const FORGER: &str = "198.51.100.6";
 const BOB_PORT: u16 = 5072;
@@ -25,36 +20,30 @@ const BOB_PORT: u16 = 5072;
 #[test]
 fn forged_603_for_an_open_branch_fails_no_call() {
     let test = "forged_603_for_an_open_branch_fails_no_call";
-    if !require_root(test) || !sipp_installed(test) {
+    if !sipp_installed(test) {
         return;
     }
-    let _turn = one_at_a_time();
-    let pair = Pair::new("fr").unwrap();
-    add_address(&pair, EVE);
-    add_address(&pair, FORGER);
-    let d = DaemonDirs::new("fr", &config(""));
-    let daemon = d.start(&pair, &["--xdp-mode", "off"]);
-    let dir = d.dir.path.clone();
-    let proxy = SocketAddr::new(pair.b(false), 5060);
+    let Some(mut e) = edge(test, "fr", &config(""), false) else {
+        return;
+    };
+    let (pair, proxy) = (&e.pair, e.sip());
+    pair.add_a4(5).unwrap();
+    pair.add_a4(6).unwrap();
 
-    let r = register_bob(&pair, &dir, BOB_PORT);
-    let bob = socket(&pair, format!("198.51.100.1:{BOB_PORT}"));
-    let eve = socket(&pair, format!("{EVE}:5090"));
-    let forger = socket(&pair, format!("{FORGER}:5060"));
+    let r = register_bob(pair, e.dir(), BOB_PORT);
+    let bob = socket(pair, format!("198.51.100.1:{BOB_PORT}"));
+    let eve = socket(pair, format!("{EVE}:5090"));
+    let forger = socket(pair, format!("{FORGER}:5060"));
 
-    let invite = format!(
-        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {EVE}:5090;branch=z9hG4bKfr1;rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:eve@evil.example>;tag=eve\r\nTo: <sip:bob@example.com>\r\n\
-         Call-ID: fr-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:eve@{EVE}:5090>\r\nContent-Length: 0\r\n\r\n"
-    );
+    let invite = eve_invite(EVE, "fr-call-1", "fr1", "");
     eve.send_to(invite.as_bytes(), proxy).expect("send INVITE");
     let at_bob = receive(&bob, Duration::from_secs(3), |m| m.starts_with("INVITE"));
     let forwarded = at_bob.iter().find(|m| m.starts_with("INVITE")).cloned();
-    let before = Metrics::scrape(&pair);
+    let before = Metrics::scrape(pair);
     let mut forged = 0;
     let mut at_eve = Vec::new();
     if let Some(inv) = &forwarded {
-        bob.send_to(answer(inv, "180 Ringing").as_bytes(), proxy)
+        bob.send_to(answer(inv, "180 Ringing", BOB_PORT).as_bytes(), proxy)
             .expect("send 180");
         let ours = inv
             .split("branch=")
@@ -70,19 +59,19 @@ fn forged_603_for_an_open_branch_fails_no_call() {
             branches.extend((1..=10).map(|i| format!("{salt}.{:x}", n + i)));
         }
         for b in &branches {
-            let fake = answer(inv, "603 Decline").replace(&ours, b);
+            let fake = answer(inv, "603 Decline", BOB_PORT).replace(&ours, b);
             forger.send_to(fake.as_bytes(), proxy).expect("send 603");
             forged += 1;
         }
         std::thread::sleep(Duration::from_millis(300));
-        bob.send_to(answer(inv, "200 OK").as_bytes(), proxy)
+        bob.send_to(answer(inv, "200 OK", BOB_PORT).as_bytes(), proxy)
             .expect("send 200");
         at_eve = receive(&eve, Duration::from_secs(2), |m| {
             m.starts_with("SIP/2.0 200") || m.starts_with("SIP/2.0 603")
         });
     }
-    let after = Metrics::scrape(&pair);
-    let (code, log) = stop(daemon);
+    let after = Metrics::scrape(pair);
+    let (code, log) = e.stop();
 
     assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
     assert!(forwarded.is_some(), "the INVITE reached bob: {at_bob:?}");

@@ -24,6 +24,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod call;
 mod enumeration;
 mod forged_replies;
 mod rotation;
