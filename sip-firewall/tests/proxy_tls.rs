@@ -132,6 +132,12 @@ async fn registers_over_tls_is_called_from_udp_and_calls_it() {
     calls::register_called_and_calling(&mut client, &hop, "tls").await;
 }
 
+/// The connection the edge opens to the next hop listening on `hop`, within `secs`.
+async fn connection(hop: &tokio::net::TcpListener, secs: u64) -> tokio::net::TcpStream {
+    let accepted = tokio::time::timeout(Duration::from_secs(secs), hop.accept()).await;
+    accepted.expect("the edge connects").expect("accept").0
+}
+
 /// A TLS connection to the edge at `tls` (trusting `ca_pem`) as a SIP client whose Via
 /// sent-by and `;transport=tls` Contact are its own address.
 async fn tls_client(
@@ -190,10 +196,7 @@ async fn sips_targets_are_reached_over_verified_tls() {
         caller
             .send_to(invite(&uri_of(bad_addr), n).as_bytes(), edge.sip)
             .expect("send");
-        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), bad.accept())
-            .await
-            .expect("the edge connects")
-            .expect("accept");
+        let tcp = connection(&bad, 10).await;
         let refused = acceptor(&bad_cert).accept(tcp).await;
         if let Ok(mut s) = refused {
             assert_eq!(
@@ -211,10 +214,7 @@ async fn sips_targets_are_reached_over_verified_tls() {
         caller
             .send_to(invite(&uri_of(good_addr), n + 1).as_bytes(), edge.sip)
             .expect("send");
-        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), good.accept())
-            .await
-            .expect("the edge connects")
-            .expect("accept");
+        let tcp = connection(&good, 10).await;
         let mut s = acceptor(&good_cert)
             .accept(tcp)
             .await
@@ -311,10 +311,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     caller
         .send_to(invite("secure.test", 1).as_bytes(), edge.sip)
         .expect("send");
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(15), good.accept())
-        .await
-        .expect("the edge connects")
-        .expect("accept");
+    let tcp = connection(&good, 15).await;
     let mut s = secure
         .accept(tcp)
         .await
@@ -343,10 +340,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     caller
         .send_to(invite("wrong.test", 2).as_bytes(), edge.sip)
         .expect("send");
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(15), wrong.accept())
-        .await
-        .expect("the edge connects")
-        .expect("accept");
+    let tcp = connection(&wrong, 15).await;
     if let Ok(mut s) = secure.accept(tcp).await {
         assert_eq!(s.get_ref().1.server_name(), Some("wrong.test"), "SNI");
         assert_eq!(
@@ -362,10 +356,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     let uri = "sip:dave@contact.test;transport=tls";
     let invite = peer_invite(uri, me, "sni3");
     caller.send_to(invite.as_bytes(), edge.sip).expect("send");
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(15), contact.accept())
-        .await
-        .expect("the edge connects")
-        .expect("accept");
+    let tcp = connection(&contact, 15).await;
     let mut s = contact_hop
         .accept(tcp)
         .await

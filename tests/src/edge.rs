@@ -127,6 +127,33 @@ impl Edge {
         }
     }
 
+    /// `user add` of `user@example.com` with `password`, which must succeed: its output.
+    pub fn add_user(&self, user: &str, password: &str) -> Output {
+        let o = self.cli(&[
+            "user",
+            "add",
+            user,
+            "--domain",
+            "example.com",
+            "--password",
+            password,
+        ]);
+        assert!(o.status.success(), "{}", err(&o));
+        o
+    }
+
+    /// The users `user list` shows.
+    pub fn users(&self) -> Vec<String> {
+        json(&self.cli(&["user", "list", "--json"]))
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u["user"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether `ip` is in `ban list`.
     pub fn banned(&self, ip: &str) -> bool {
         json(&self.cli(&["ban", "list", "--json"]))

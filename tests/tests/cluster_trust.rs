@@ -25,7 +25,7 @@ use sip_firewall::{
 };
 use sip_firewall_tests::{
     cluster::{Cluster, Node, Redis},
-    edge::{err, json},
+    edge::err,
     netns::in_ns,
     ua::storm::register_storm,
 };
@@ -204,16 +204,7 @@ fn a_subscriber_with_a_foreign_identity_is_refused() {
     redis.cli(&["HSET", "sipfw:users", "dave@example.com", &sealed_dave]);
 
     let [b] = cl.started(["ctu"], |_| config(redis, "edge-b", 12, ""));
-    let users = |n: &Node| -> Vec<String> {
-        json(&n.cli(&["user", "list", "--json"]))
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u["user"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let users = |n: &Node| n.users();
     // Connected: the full set is loaded.
     let got = users(&b);
     assert!(
@@ -329,16 +320,7 @@ fn a_valid_record_moved_to_another_key_is_refused() {
         config(redis, node, backbone_host(node), "")
     });
 
-    let add = a.cli(&[
-        "user",
-        "add",
-        "carol",
-        "--domain",
-        "example.com",
-        "--password",
-        "pw-carol-7",
-    ]);
-    assert!(add.status.success(), "{}", err(&add));
+    a.add_user("carol", "pw-carol-7");
     let (a4, server) = (a.pair.a4, std::net::SocketAddr::new(a.pair.b(false), 5060));
     let res = in_ns(&a.pair.ns_a, move || {
         register_storm(
@@ -456,21 +438,10 @@ fn honest_changes_still_propagate() {
         "A's ban reached B"
     );
     assert_eq!(b.send(5), 0, "B's XDP drops it");
-    let add = a.cli(&[
-        "user",
-        "add",
-        "carol",
-        "--domain",
-        "example.com",
-        "--password",
-        "pw-carol-7",
-    ]);
-    assert!(add.status.success(), "{}", err(&add));
+    a.add_user("carol", "pw-carol-7");
     assert!(
         wait_until(Duration::from_secs(5), || {
-            json(&b.cli(&["user", "list", "--json"]))
-                .as_array()
-                .is_some_and(|u| u.iter().any(|u| u["user"] == "carol"))
+            b.users().contains(&"carol".to_string())
         }),
         "A's subscriber reached B"
     );

@@ -30,21 +30,6 @@ fn banned_drops(m: &Metrics, xdp: bool) -> f64 {
     }
 }
 
-/// `svmap` from namespace a at the proxy's port, telling it our address (its default is the
-/// host name's, meaningless in a namespace): its output.
-fn svmap(pair: &Pair, bin: &std::path::Path, targets: &[String]) -> String {
-    let child = in_netns(&pair.ns_a, bin)
-        .args(["-p", "5060", "-x", &pair.a4.to_string(), "-t", "0.05"])
-        .args(targets)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn svmap");
-    let (out, killed) = wait_bounded(child, Duration::from_secs(30));
-    assert!(!killed, "svmap did not end within 30 s");
-    said(&out)
-}
-
 fn svmap_is_banned(test: &str, xdp: bool) {
     let Some(bin) = sipvicious(test, "sipvicious_svmap") else {
         return;

@@ -122,15 +122,7 @@ fn a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another() {
         node_config(redis, node, "shared-secret-4")
     });
     let scan = |n: &Node| {
-        let child = in_netns(&n.pair.ns_a, &svmap)
-            .args(["-p", "5060", "-x", &n.pair.a4.to_string(), "-t", "0.05"])
-            .arg(n.pair.b4.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn svmap");
-        let (_, killed) = wait_bounded(child, Duration::from_secs(30));
-        assert!(!killed, "svmap did not end within 30 s");
+        support::svmap(&n.pair, &svmap, &[n.pair.b4.to_string()]);
     };
     let ip = a.pair.a4.to_string();
     scan(&a);

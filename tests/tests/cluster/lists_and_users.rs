@@ -7,7 +7,6 @@ use std::{
 
 use sip_firewall_tests::{
     cluster::{Cluster, Node},
-    edge::{err, json},
     netns::in_ns,
     ua::storm::register_storm,
 };
@@ -28,21 +27,8 @@ fn subscribers_and_lists_apply_on_every_node() {
         node_config(redis, node, "shared-secret-3")
     });
 
-    let add = a.cli(&[
-        "user",
-        "add",
-        "carol",
-        "--domain",
-        "example.com",
-        "--password",
-        "pw-carol-7",
-    ]);
-    assert!(add.status.success(), "{}", err(&add));
-    let has_carol = |n: &Node| {
-        json(&n.cli(&["user", "list", "--json"]))
-            .as_array()
-            .is_some_and(|a| a.iter().any(|u| u["user"] == "carol"))
-    };
+    a.add_user("carol", "pw-carol-7");
+    let has_carol = |n: &Node| n.users().contains(&"carol".to_string());
     let t0 = Instant::now();
     while !has_carol(&b) {
         assert!(t0.elapsed() < Duration::from_secs(5), "B never got carol");

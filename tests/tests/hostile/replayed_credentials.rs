@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use crate::support::SHORT_TIMERS;
 use sip_firewall_tests::{
     daemon::{Loopback, daemon_bin},
     metrics::scrape_opt,
@@ -28,12 +29,7 @@ fn config(extra: &str) -> String {
         r#"
 [sip]
 domains = ["example.com"]
-[timers]
-t1 = "50ms"
-t2 = "400ms"
-t4 = "500ms"
-d = "1s"
-[auth]
+{SHORT_TIMERS}[auth]
 secret = "{SECRET}"
 algorithms = ["MD5", "SHA-256"]
 users = [{{ user = "alice", domain = "example.com", password = "{PASSWORD}" }}]

@@ -23,6 +23,10 @@ pub use sip_firewall_tests::{edge::xdp_args, one_at_a_time};
 /// The password of bob, our subscriber under attack.
 pub const BOB_PASSWORD: &str = "bob-secret-42";
 
+/// Short timers (T1 50 ms): every transaction ends within seconds of its last message.
+pub const SHORT_TIMERS: &str =
+    "[timers]\nt1 = \"50ms\"\nt2 = \"400ms\"\nt4 = \"500ms\"\nd = \"1s\"\n";
+
 /// The daemon's config in namespace b: the test domain and its two subscribers, short timers
 /// (every transaction ends within seconds), `extra` appended (sections of its own).
 pub fn config(extra: &str) -> String {
@@ -33,12 +37,7 @@ domains = ["example.com"]
 [proxy]
 # The daemon listens on 0.0.0.0: say which address goes into our Via and Record-Route.
 advertise = "198.51.100.2:5060"
-[timers]
-t1 = "50ms"
-t2 = "400ms"
-t4 = "500ms"
-d = "1s"
-[auth]
+{SHORT_TIMERS}[auth]
 # SIPp and SIPVicious answer only MD5 challenges, and only the first one offered.
 algorithms = ["MD5", "SHA-256"]
 users = [
@@ -227,6 +226,21 @@ pub fn alice_calls_bob(pair: &Pair, dir: &Path, port: u16, calls: usize) -> Run 
 }
 
 // ---- SIPVicious ----
+
+/// `svmap` from namespace a at the proxy's port, telling it our address (its default is the
+/// host name's, meaningless in a namespace): its output.
+pub fn svmap(pair: &Pair, bin: &std::path::Path, targets: &[String]) -> String {
+    let child = in_netns(&pair.ns_a, bin)
+        .args(["-p", "5060", "-x", &pair.a4.to_string(), "-t", "0.05"])
+        .args(targets)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn svmap");
+    let (out, killed) = wait_bounded(child, Duration::from_secs(30));
+    assert!(!killed, "svmap did not end within 30 s");
+    sip_firewall_tests::said(&out)
+}
 
 /// Where `cargo xtask setup` puts the SIPVicious virtualenv: `target/sipvicious-venv`, or
 /// `$SIPFW_SIPVICIOUS_VENV`.
