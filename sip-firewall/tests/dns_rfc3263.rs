@@ -160,7 +160,7 @@ fn final_response(sock: &UdpSocket) -> String {
     }
 }
 
-/// Issue 14, RFC 3263 end to end: the edge routes a call to a domain by NAPTR and SRV from
+/// RFC 3263 end to end: the edge routes a call to a domain by NAPTR and SRV from
 /// a real DNS server; the first SRV target answering 503, and then not answering at all
 /// (nothing listens: Timer B), the call reaches the second target; the second call is routed
 /// from the cache, without asking DNS again within the TTL (dnsmasq's query log and

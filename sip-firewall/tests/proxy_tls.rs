@@ -1,6 +1,6 @@
-//! SIP over TLS (issue 14): a test CA and certificates made here (rcgen); a phone registers
-//! over TLS with digest authentication, is called from a UDP phone through the edge and
-//! calls it (full dialogs, `common/ua.rs`: TLS Via, Record-Route doubled across the
+//! SIP over TLS: a test CA and certificates made here (rcgen); a phone registers over TLS
+//! with digest authentication, is called from a UDP phone through the edge and calls it
+//! (full dialogs, `sip_firewall_tests::ua::calls`: TLS Via, Record-Route doubled across the
 //! transport change, in-dialog requests over each side's transport); a client whose
 //! certificate chains to another CA is refused; a certificate reload keeps calls; the edge
 //! reaches `sips:` and `;transport=tls` targets over verified TLS, with SNI for names.
@@ -88,8 +88,8 @@ async fn start(extra: &str) -> Edge {
     }
 }
 
-/// Issue 14: a phone on TLS registers with digest, is called from a UDP phone through the
-/// edge and calls it, each a full dialog (INVITE/100/180/200/ACK/BYE, `common/ua.rs`): our
+/// A phone on TLS registers with digest, is called from a UDP phone through the
+/// edge and calls it, each a full dialog (INVITE/100/180/200/ACK/BYE, `ua::calls`): our
 /// TLS Via names the TLS listener, Record-Route is doubled across TLS<->UDP, in-dialog
 /// requests go over TLS to the client and over UDP to the phone, in both directions. First,
 /// a client certificate from another CA is refused.
@@ -254,7 +254,7 @@ async fn sips_targets_are_reached_over_verified_tls() {
     }
 }
 
-/// Issue 14: a `sips:` target named by domain is located by RFC 3263 (`_sips._tcp` SRV
+/// A `sips:` target named by domain is located by RFC 3263 (`_sips._tcp` SRV
 /// from a real DNS server) and reached over TLS with SNI set to that domain, the next hop's
 /// certificate verified against the domain (RFC 5922 7.1), not its address: a next hop
 /// whose certificate names another host gets nothing. A `sip:...;transport=tls` URI naming
@@ -370,7 +370,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     );
 }
 
-/// Issue 14: the certificate is replaced without a restart and without dropping calls.
+/// The certificate is replaced without a restart and without dropping calls.
 /// Alice registers over TLS and a UDP phone calls her; the certificate and key files are
 /// rewritten and `sip-firewall reload` runs: a new TLS client sees the new certificate,
 /// the phone's BYE for the call made before the reload reaches alice on her connection made
@@ -450,7 +450,7 @@ async fn a_reload_puts_a_new_certificate_in_force_and_keeps_calls() {
     );
 }
 
-/// Issue 14: a client whose certificate chains to `[tls] ca` and names a host of `[tls]
+/// A client whose certificate chains to `[tls] ca` and names a host of `[tls]
 /// trusted_peers` is a trusted peer on that connection, as an allow-listed address is: it
 /// may relay to a foreign target. The same request over a connection whose certificate
 /// (same CA) names another host is refused (403, no open relay).
@@ -508,7 +508,7 @@ async fn a_client_certificate_naming_a_trusted_peer_may_relay() {
     assert!(req.contains("Call-ID: trusted-2"), "{req}");
 }
 
-/// Issue 14: the gate at accept. A banned source (`sip-firewall ban add`) is refused on TCP,
+/// The gate at accept. A banned source (`sip-firewall ban add`) is refused on TCP,
 /// TLS and WebSocket before any handshake: the connection is closed unread, counted in
 /// `sipfw_sip_connections_total{result="refused_gate"}`; another source is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

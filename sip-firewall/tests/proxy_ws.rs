@@ -1,8 +1,8 @@
-//! SIP over WebSocket (issue 14, RFC 7118), over ws and wss: a browser-like client
+//! SIP over WebSocket (RFC 7118), over ws and wss: a browser-like client
 //! (tokio-tungstenite) upgrades with the `sip` subprotocol from an allowed Origin,
 //! registers with digest authentication, is called from a UDP phone through the edge (on
 //! its own connection: its `;transport=ws` contact cannot be dialled) and calls that phone,
-//! each a full dialog (the sequences of `common/ua.rs`). Our Via says WS or WSS as the
+//! each a full dialog (the sequences of `sip_firewall_tests::ua::calls`). Our Via says WS or WSS as the
 //! client's connection is (RFC 7118 5.3) and names that listener. An upgrade without the
 //! `sip` subprotocol, with another one, or from another Origin is refused, on ws and wss.
 

@@ -209,7 +209,7 @@ fn call_over_tcp() {
     assert!(all_transactions_freed(&d), "transactions left behind");
 }
 
-/// Issue 10: dialog-bound routing keeps honest dialogs working: a re-INVITE from the
+/// Dialog-bound routing keeps honest dialogs working: a re-INVITE from the
 /// caller, then a BYE from the callee, each through the Record-Route, over UDP and over TCP.
 #[test]
 fn reinvite_and_bye_from_the_callee() {

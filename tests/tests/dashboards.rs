@@ -74,7 +74,7 @@ fn dashboards_and_alerts_use_existing_metrics() {
         alerts.contains("sipfw_map_entries / sipfw_map_capacity) > 0.8"),
         "an alert at 80% map fill"
     );
-    // Issue 12: the fraud guard's metrics are on the dashboard and a suspension alerts.
+    // The fraud guard's metrics are on the dashboard and a suspension alerts.
     for m in [
         "sipfw_calls_active",
         "sipfw_fraud_refused_total",
@@ -83,7 +83,7 @@ fn dashboards_and_alerts_use_existing_metrics() {
         assert!(exprs.contains(m), "the dashboard shows {m}");
     }
     assert!(alert_exprs.contains("sipfw_fraud_suspended_accounts"));
-    // Issue 14: connections by transport, TLS handshakes and DNS routing are on the dashboard.
+    // Connections by transport, TLS handshakes and DNS routing are on the dashboard.
     for m in [
         "sipfw_sip_connections_open",
         "sipfw_sip_connections_total",
@@ -92,7 +92,7 @@ fn dashboards_and_alerts_use_existing_metrics() {
     ] {
         assert!(exprs.contains(m), "the dashboard shows {m}");
     }
-    // Issue 13: a node cut off from the cluster's Redis alerts.
+    // A node cut off from the cluster's Redis alerts.
     assert!(alert_exprs.contains("sipfw_cluster_connected == 0"));
     for (what, text) in [("dashboard", exprs), ("alerts", alert_exprs)] {
         let used = metric_names(&text);

@@ -183,7 +183,7 @@ fn poll_budget(pair: &Pair, within: Duration, done: impl Fn(f64) -> bool) -> f64
     }
 }
 
-/// Issue 16: the unknown-source budget adapts. A spoofed flood that costs the daemon CPU
+/// The unknown-source budget adapts. A spoofed flood that costs the daemon CPU
 /// shrinks it (`[pressure] adaptive`, the default); when the flood ends it grows back to
 /// `[xdp] pressure_budget`. With `adaptive = false` it stays at the ceiling throughout.
 fn budget_under_a_costly_flood(test: &str, adaptive: bool) {

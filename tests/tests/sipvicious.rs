@@ -1,4 +1,4 @@
-//! Issue 5, the bar: the real SIPVicious 0.3.8 (PyPI `sipvicious`, installed by
+//! The scanners an edge must stop: the real SIPVicious 0.3.8 (PyPI `sipvicious`, installed by
 //! `cargo xtask setup` into `target/sipvicious-venv`) from namespace a against the daemon in
 //! namespace b, with XDP attached and with XDP off.
 //!

@@ -1,4 +1,4 @@
-//! Issue 5, the bar: a call through the proxy (SIPp UAC -> proxy -> registered SIPp UAS, all
+//! Forged replies during a call: a call through the proxy (SIPp UAC -> proxy -> registered SIPp UAS, all
 //! UDP across veth-b) succeeds while another host forges `200 OK` and `180 Ringing` replies
 //! with random branches at the proxy's SIP port. With XDP attached the forgeries die in the
 //! program (the `stray_reply` counter rises by exactly what was forged, the daemon's message

@@ -756,7 +756,7 @@ fn stray_replies_match_the_reference_key() {
     off.maps.transaction_open(ours, peer, far).unwrap();
 }
 
-/// Issue 10: the stray key binds the peer the request went to. A forged reply for an open
+/// The stray key binds the peer the request went to. A forged reply for an open
 /// branch from another address or port is dropped in XDP; a peer allowed to answer from
 /// anywhere (`[proxy] reply_from_any`) gets a key of the branch alone.
 #[test]
@@ -932,7 +932,7 @@ fn pressure_admits_known_sources_first() {
     }
 }
 
-/// Issue 9, item 6: junk behind IPv6 extension headers used to pass ("no ports"). The program
+/// Junk behind IPv6 extension headers is not let through for want of ports: the program
 /// walks Hop-by-Hop, Routing, Fragment and Destination Options up to
 /// `MAX_IPV6_EXT_HEADERS`; a longer chain, or a header it does not walk (AH, Mobility, HIP,
 /// Shim6, experimental), is dropped as malformed since its ports cannot be judged.
@@ -1012,7 +1012,7 @@ fn ipv6_extension_headers_are_walked() {
             &format!("extension header {kind}"),
         );
     }
-    // Upper layers other than UDP/TCP pass as before, behind extension headers too; a later
+    // Upper layers other than UDP/TCP pass, behind extension headers as without them; a later
     // fragment behind a Hop-by-Hop header carries no ports.
     assert_verdict(
         &fp,
@@ -1044,7 +1044,7 @@ fn ipv6_extension_headers_are_walked() {
     );
 }
 
-/// Issue 9: each ban entry carries its own scope. With `ban_scope = "all"` (manual bans), a
+/// Each ban entry carries its own scope. With `ban_scope = "all"` (manual bans), a
 /// learned ban (`[bans] learned_scope = "sip-ports"`) still blocks only the SIP ports, and
 /// the program's own flood bans take the learned scope from the config flag.
 #[test]
@@ -1107,7 +1107,7 @@ fn ban_scope_per_entry() {
     );
 }
 
-/// Issue 14: new connections to the SIP stream ports (TCP `sip_ports`, the TLS and WebSocket
+/// New connections to the SIP stream ports (TCP `sip_ports`, the TLS and WebSocket
 /// listeners) are counted, and their SYNs spend the source's flood budget: a SYN flood from
 /// one source is banned in XDP; a known source is throttled; segments of open connections,
 /// other ports and UDP to a stream-only port are not judged.
@@ -1196,7 +1196,7 @@ fn syns_to_stream_ports_are_counted_and_flood_limited() {
     assert_eq!(fp.maps.bans().len(), 1, "the known source is not banned");
 }
 
-/// Issue 9, trust tiers: a known source (per IPv4 address, per IPv6 /64) has its own flood
+/// Trust tiers: a known source (per IPv4 address, per IPv6 /64) has its own flood
 /// budget and is throttled over it, never banned; an unknown one keeps the flood limit and
 /// its ban.
 #[test]

@@ -480,7 +480,7 @@ pub async fn client_calls_phone<W: Wire>(
     call
 }
 
-/// The whole sequence the issue asks of each transport: `c` registers, the phone calls it
+/// The whole sequence each stream transport must carry: `c` registers, the phone calls it
 /// and `c` hangs up, then `c` calls the phone and the phone hangs up. `tag` makes the
 /// Call-IDs unique.
 pub async fn register_called_and_calling<W: Wire>(c: &mut Client<W>, edge: &Edge, tag: &str) {

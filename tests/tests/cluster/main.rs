@@ -9,13 +9,14 @@
 //!   drop the source in XDP; the delete lifts it everywhere and in Redis; `status` lists
 //!   the nodes — `bans::bans_propagate_between_nodes`
 //! - `svmap` against edge A — A learns a scanner ban; B drops the same source's scan in XDP
-//!   without having seen it — `bans::a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another`
-//! - `svcrack` against bob on edge A — banned on A for its wrong passwords, listed by B and C
-//!   within a second and dropped by their XDP; `ban del` on C lifts it —
+//!   without having seen it —
+//!   `bans::a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another`
+//! - `svcrack` against bob on edge A — banned on A for its wrong passwords, listed by B and
+//!   C within a second and dropped by their XDP; `ban del` on C lifts it —
 //!   `bans::svcrack_banned_on_a_is_dropped_by_xdp_on_b_and_c`
 //! - `user add` on A, `deny add` on B — the subscriber registers through B, A drops the
-//!   denied source; deleting on the other node undoes both; only digest hashes reach Redis —
-//!   `lists_and_users::subscribers_and_lists_apply_on_every_node`
+//!   denied source; deleting on the other node undoes both; only digest hashes reach Redis
+//!   — `lists_and_users::subscribers_and_lists_apply_on_every_node`
 //! - bob registers through A, alice calls him through B — the call completes via A (a
 //!   cluster hop over bob's flow); after bob moves to C, A sees nothing of the next call —
 //!   `registrations::a_call_through_b_reaches_bob_registered_through_a`
@@ -31,12 +32,13 @@
 //! - a ban deleted while one node was cut off from Redis — lifted on that node when it
 //!   returns; its own ban of the outage stays and propagates —
 //!   `outages::a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns`
-//! - a node restarted during an outage — its queued ban and registration reach the cluster —
-//!   `outages::changes_queued_during_an_outage_survive_a_restart`
+//! - a node restarted during an outage — its queued ban and registration reach the cluster
+//!   — `outages::changes_queued_during_an_outage_survive_a_restart`
 //! - a node cut off from Redis — `SipFirewallClusterCutOff` fires for it alone —
 //!   `outages::the_cut_off_alert_fires_for_a_node_without_redis`
 //! - the nodes given only a Sentinel, then `SENTINEL FAILOVER` — they find the primary,
-//!   follow the failover, keep and share bans — `sentinel::nodes_find_the_primary_through_sentinel_and_follow_a_failover`
+//!   follow the failover, keep and share bans —
+//!   `sentinel::nodes_find_the_primary_through_sentinel_and_follow_a_failover`
 //! - a node with another `[auth] secret`, or none — refuses to start, takes nothing from
 //!   Redis; a node joining later enforces the cluster's bans before it answers —
 //!   `secret::a_node_with_another_secret_refuses_to_join`

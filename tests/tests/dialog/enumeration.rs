@@ -1,6 +1,6 @@
 //! User enumeration. An outsider INVITEs a user who does not exist and a subscriber who is
-//! not registered: on main the first got 404 and the second 480, which told who exists (what
-//! svwar looks for). Now both get the same answer (`[proxy] unavailable`, 480 by default).
+//! not registered: different answers (404 against 480) would tell who exists, which is what
+//! svwar looks for; both get the same one (`[proxy] unavailable`, 480 by default).
 
 use std::time::Duration;
 

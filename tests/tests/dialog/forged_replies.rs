@@ -2,10 +2,9 @@
 //! subscriber whose phone is a raw socket here. While it rings, a forger on another address
 //! sprays `603 Decline` at the edge for the very branch the edge sent bob's phone (as
 //! someone who saw it would), and for the branches a counter would give next
-//! (`z9hG4bKsfw{salt}.{n}`, the old scheme). Then bob answers 200. On main the forged 603
-//! for the open branch was taken: Eve got 603 and bob's 200 came too late. Now responses
-//! are taken only from where the request went: Eve gets bob's 200, and the forgeries are
-//! counted as strays from the wrong source.
+//! (`z9hG4bKsfw{salt}.{n}`). Then bob answers 200. A forged 603 taken for the open branch
+//! would fail the call before bob's 200; responses are taken only from where the request
+//! went: Eve gets bob's 200, and the forgeries are counted as strays from the wrong source.
 
 use std::time::Duration;
 

@@ -2,10 +2,10 @@
 //! subscriber, SIPp REGISTER with digest); bob's phone copies our Record-Route into its
 //! 180 as phones do, so the outsider holds a stamp. With it the outsider sends in-dialog
 //! MESSAGEs toward an arbitrary host (a "victim" socket in namespace a): from a third
-//! address, and from its own. On main both were relayed to the victim; now the first gets
-//! 403 and the second goes to bob's phone, the dialog's other party, and the victim gets
-//! nothing. Eve's INVITE also carries P-Asserted-Identity and Remote-Party-ID naming the
-//! CEO: they never reach bob's phone (RFC 3325; on main they did).
+//! address, and from its own. Relayed, the stamp would make the edge an open relay: the
+//! first gets 403 and the second goes to bob's phone, the dialog's other party, and the
+//! victim gets nothing. Eve's INVITE also carries P-Asserted-Identity and Remote-Party-ID
+//! naming the CEO: they never reach bob's phone (RFC 3325: an outsider asserts nothing).
 
 use std::time::Duration;
 

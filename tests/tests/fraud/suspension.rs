@@ -1,6 +1,6 @@
-//! Issue 12's test: rule `00` with concurrent critical 2. Two calls connect, the third gets
-//! 403 and suspends the account (a national call then gets 403 too); the suspension
-//! survives a restart; `sip-firewall fraud unblock` lifts it.
+//! Concurrent calls of an account: rule `00` with concurrent critical 2. Two calls connect,
+//! the third gets 403 and suspends the account (a national call then gets 403 too); the
+//! suspension survives a restart; `sip-firewall fraud unblock` lifts it.
 
 use std::time::Duration;
 

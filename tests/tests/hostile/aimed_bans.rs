@@ -1,6 +1,6 @@
-//! Issue 9, item 4: learned bans aimed at the people the edge protects. One unauthenticated
-//! packet with a scanner User-Agent from a registered subscriber's address banned that
-//! address for an hour; so did five forged Authorization headers.
+//! Learned bans aimed at the people the edge protects: one unauthenticated packet with a
+//! scanner User-Agent from a registered subscriber's address, or five forged Authorization
+//! headers from it, must not ban that address (nothing proves they came from there).
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},

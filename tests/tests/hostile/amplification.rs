@@ -1,4 +1,4 @@
-//! Issue 9 item 2, amplification: bytes the edge sends toward an address that never completed
+//! Amplification: bytes the edge sends toward an address that never completed
 //! a handshake, over the bytes it received from it, per kind of request, from a namespace over
 //! UDP. The daemon runs with short timers (T1 = 50 ms), so a window of 4 s covers every
 //! Timer G resend the edge would make (64*T1 = 3.2 s). Printed per kind; asserted: 0 for

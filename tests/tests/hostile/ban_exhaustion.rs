@@ -1,8 +1,7 @@
-//! Issue 9, item 5: the ban map could be filled. The XDP flood limit counted IPv6 sources
-//! per /64 but banned per /128, so one /64 of rotating addresses made a ban per packet; the
-//! hash of bans filled and every later ban (the CLI, auth failures) failed with "Argument
-//! list too long". Now flood state and learned bans are kept per prefix, learned bans live
-//! in an LRU map of their own, and manual bans in a map learned ones never evict.
+//! The ban map must not fill. Rotating IPv6 addresses of one /64 would make a ban per packet
+//! if bans were kept per /128, until every later ban (the CLI, auth failures) failed with
+//! "Argument list too long". Flood state and learned bans are kept per prefix, learned bans
+//! live in an LRU map of their own, and manual bans in a map learned ones never evict.
 
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket},

@@ -1,7 +1,7 @@
-//! Issue 9 item 1: one unauthenticated UDP packet stopped the daemon. A quoted-pair
-//! (`\`) before a multi-byte UTF-8 character in a Digest parameter panicked the
-//! parameter scanner ("byte index is not a char boundary"), the SIP listener task died and
-//! the daemon exited. Now the packet is answered (a challenge) and the daemon goes on.
+//! One unauthenticated UDP packet must not stop the daemon. A quoted-pair (`\`) before a
+//! multi-byte UTF-8 character in a Digest parameter is where a byte-indexed scanner panics
+//! ("byte index is not a char boundary"), killing the SIP listener task; the packet is
+//! answered (a challenge) and the daemon goes on.
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -53,7 +53,7 @@ fn backslash_before_multibyte_character_does_not_stop_the_daemon() {
     let local = sock.local_addr().unwrap();
     assert_eq!(ping(&sock, to, 0), Some(200), "the edge answers before");
 
-    // The packet of the issue: OPTIONS to a user of our domain, "from" one of our users
+    // The hostile packet: OPTIONS to a user of our domain, "from" one of our users
     // (so the proxy reads its credentials), with the hostile parameter in Authorization and
     // Proxy-Authorization; and the same in a REGISTER (Authorization).
     let hostile = "Digest username=\"\\\u{e9}\", realm=\"example.com\", nonce=\"x\", uri=\"sip:bob@example.com\", response=\"0\"";

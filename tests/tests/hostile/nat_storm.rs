@@ -1,8 +1,8 @@
-//! Issue 9, item 8: an office behind one NAT bans itself. One phone registers from an
-//! address; then 300 phones behind that same address re-register at 150/s (a router
-//! reboot). The XDP flood limit (50/s, bursts of 100) used to ban the address for 5 minutes:
-//! 59 of 300 registered. Known sources now get their own, larger budget and are throttled,
-//! never flood-banned.
+//! An office behind one NAT must not ban itself. One phone registers from an address; then
+//! 300 phones behind that same address re-register at 150/s (a router reboot). Under the
+//! plain XDP flood limit (50/s, bursts of 100) the address would be banned for 5 minutes
+//! with a fifth of the phones registered; known sources get their own, larger budget and
+//! are throttled, never flood-banned.
 
 use std::{net::IpAddr, time::Duration};
 

@@ -1,8 +1,8 @@
-//! Issue 9 item 3: the edge's own addresses are its own. With the embedded defaults (no
-//! `[sip] domains`, listening on 0.0.0.0), a carrier's OPTIONS ping to `sip:<edge-ip>` or
+//! The edge's own addresses are its own. With the embedded defaults (no `[sip] domains`,
+//! listening on 0.0.0.0), a carrier's OPTIONS ping to `sip:<edge-ip>` or
 //! `sip:<edge-ip>:5060` is answered 200 by the edge, from an outsider and from an
-//! allow-listed peer; before, the outsider got "403 Relaying Forbidden" and the peer's ping
-//! was forwarded to the edge itself until Max-Forwards ran out.
+//! allow-listed peer: taken for a foreign target, the outsider's would get "403 Relaying
+//! Forbidden" and the peer's would be forwarded to the edge itself until Max-Forwards ran out.
 
 use std::{
     net::{SocketAddr, UdpSocket},

@@ -1,4 +1,4 @@
-//! Issue 14, the same firewall for every transport: a source opening connections to the
+//! The same firewall for every transport: a source opening connections to the
 //! WebSocket (or TLS) listener as fast as it can. XDP counts each new connection (`connection`)
 //! and spends the source's flood budget on its SYNs: past the burst the source is banned in
 //! XDP, before the kernel builds connection state or the daemon starts a handshake for it.

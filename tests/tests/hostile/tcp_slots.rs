@@ -1,6 +1,6 @@
-//! Issue 9 item 7, held resources over TCP: one source opened 200 connections and kept 199
-//! open with CRLF keep-alives (one global cap of 1024, none per source). Now a source holds
-//! at most `[sip] max_tcp_per_source` (default 32) at once; the rest are closed at accept and
+//! Held resources over TCP: one source opening 200 connections and keeping them open with
+//! CRLF keep-alives would take every slot under one global cap. A source holds at most
+//! `[sip] max_tcp_per_source` (default 32) at once; the rest are closed at accept and
 //! counted, and another source still gets in.
 
 use std::{
