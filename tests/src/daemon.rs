@@ -148,6 +148,14 @@ impl DaemonDirs {
     }
 }
 
+impl Drop for DaemonDirs {
+    fn drop(&mut self) {
+        // Pins of a daemon that could not remove them (killed, refused to start after
+        // pinning, or run without --detach): the name is this test's own.
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
 /// Stop with SIGTERM; the exit code and what it wrote on stderr.
 pub fn stop(mut child: Child) -> (i32, String) {
     // SAFETY: kill(2) of our own child.

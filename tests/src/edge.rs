@@ -230,8 +230,9 @@ impl Edge {
 
 impl Drop for Edge {
     fn drop(&mut self) {
-        // Stopped before the namespaces go: a failed test leaves no daemon behind. SIGTERM
-        // first (the daemon detaches its program and removes its pins), SIGKILL after 10 s.
+        // Stopped before the namespaces and directories (and pins) go: a failed test leaves
+        // no daemon behind. SIGTERM first (the daemon detaches its program and removes its
+        // pins), SIGKILL after 10 s.
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) of our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
@@ -242,8 +243,6 @@ impl Drop for Edge {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Pins of a daemon that could not remove them (killed, or started without --detach).
-        let _ = std::fs::remove_dir_all(&self.dirs.pin_dir);
     }
 }
 
