@@ -16,6 +16,7 @@ use sip_firewall_tests::{
     ua::{
         calls::{self, Client, Edge},
         tls::{ca, leaf},
+        wire::Wire,
         ws::{ws, wss},
     },
 };
@@ -128,20 +129,7 @@ async fn a_wrong_origin_or_subprotocol_is_refused_on_ws_and_wss() {
 async fn registers_over_websocket_is_called_from_udp_and_calls_it() {
     let e = start("ws-calls");
     let conn = ws(e.ws, Some("sip"), ORIGIN).await.expect("the upgrade");
-    let host = "df7jal23ls0d.invalid";
-    let mut client = Client::new(
-        conn,
-        "WS",
-        host.into(),
-        format!("sip:alice@{host};transport=ws"),
-    );
-    let edge = Edge {
-        sip: e.daemon.sip,
-        listener: e.ws,
-        via: "WS",
-        rr_transport: "ws",
-    };
-    calls::register_called_and_calling(&mut client, &edge, "ws").await;
+    calls_over(&e, conn, "WS", e.ws, "df7jal23ls0d.invalid").await;
 }
 
 /// Over wss: the same, and our Via towards the client says `WSS` (RFC 7118 5.3) with the
@@ -153,18 +141,26 @@ async fn registers_over_secure_websocket_is_called_from_udp_and_calls_it() {
     let conn = wss(e.wss, &e.ca_pem, Some("sip"), ORIGIN)
         .await
         .expect("the upgrade");
-    let host = "k3j4l5.invalid";
-    let mut client = Client::new(
-        conn,
-        "WSS",
-        host.into(),
-        format!("sip:alice@{host};transport=ws"),
-    );
+    calls_over(&e, conn, "WSS", e.wss, "k3j4l5.invalid").await;
+}
+
+/// alice on `conn` to `listener` (her Via transport `via`, her host `host`, a
+/// `;transport=ws` contact) registers, is called from the UDP phone and calls it.
+async fn calls_over<W: Wire>(
+    e: &WsEdge,
+    conn: W,
+    via: &'static str,
+    listener: SocketAddr,
+    host: &str,
+) {
+    let contact = format!("sip:alice@{host};transport=ws");
+    let mut client = Client::new(conn, via, host.into(), contact);
     let edge = Edge {
         sip: e.daemon.sip,
-        listener: e.wss,
-        via: "WSS",
+        listener,
+        via,
         rr_transport: "ws",
     };
-    calls::register_called_and_calling(&mut client, &edge, "wss").await;
+    let tag = via.to_ascii_lowercase();
+    calls::register_called_and_calling(&mut client, &edge, &tag).await;
 }

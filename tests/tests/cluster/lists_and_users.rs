@@ -1,9 +1,6 @@
 //! Subscribers and the allow/deny lists changed on one edge apply on every edge.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, time::Duration};
 
 use sip_firewall_tests::{
     cluster::{Cluster, Node},
@@ -11,7 +8,7 @@ use sip_firewall_tests::{
     ua::storm::register_storm,
 };
 
-use crate::setup::node_config;
+use crate::setup::{node_config, wait_for};
 
 /// `user add` on A: the subscriber registers through B; `deny add` on B drops the source on
 /// A; `deny del` and `user del` on the other node undo them everywhere. Only digest hashes
@@ -29,11 +26,11 @@ fn subscribers_and_lists_apply_on_every_node() {
 
     a.add_user("carol", "pw-carol-7");
     let has_carol = |n: &Node| n.users().contains(&"carol".to_string());
-    let t0 = Instant::now();
-    while !has_carol(&b) {
-        assert!(t0.elapsed() < Duration::from_secs(5), "B never got carol");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        Duration::from_secs(5),
+        || has_carol(&b),
+        || "B never got carol".into(),
+    );
     let (a4, server) = (IpAddr::V4(b.pair.a4), b.sip());
     let res = in_ns(&b.pair.ns_a, move || {
         register_storm(
@@ -65,24 +62,18 @@ fn subscribers_and_lists_apply_on_every_node() {
     assert_eq!(a.send(5), 5);
     assert!(b.cli(&["deny", "add", &ip]).status.success());
     let denied = |n: &Node| n.list("deny").contains(&format!("{ip}/32"));
-    let t0 = Instant::now();
-    while !denied(&a) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "A never got B's deny"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        Duration::from_secs(5),
+        || denied(&a),
+        || "A never got B's deny".into(),
+    );
     assert_eq!(a.send(10), 0, "A drops what B denied");
     assert!(a.cli(&["deny", "del", &ip]).status.success());
-    let t0 = Instant::now();
-    while denied(&b) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "B kept the deny A removed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        Duration::from_secs(5),
+        || !denied(&b),
+        || "B kept the deny A removed".into(),
+    );
     assert_eq!(b.send(5), 5);
 
     assert!(
@@ -90,12 +81,9 @@ fn subscribers_and_lists_apply_on_every_node() {
             .status
             .success()
     );
-    let t0 = Instant::now();
-    while has_carol(&a) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "A kept carol after user del on B"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        Duration::from_secs(5),
+        || !has_carol(&a),
+        || "A kept carol after user del on B".into(),
+    );
 }

@@ -6,7 +6,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use sip_firewall_tests::{
-    cluster::Cluster,
+    cluster::{Cluster, Node, Redis},
     daemon::TempDir,
     edge::{err, out},
     skip,
@@ -16,6 +16,14 @@ use crate::{
     setup::{node_config, sip_node_config, wait_binding_on},
     support::{self, register_bob},
 };
+
+/// Redis started again: every node of `nodes` reconnects.
+fn back(redis: &mut Redis, nodes: [&Node; 2]) {
+    redis.spawn();
+    for n in nodes {
+        n.wait_connected(true);
+    }
+}
 
 /// Redis stopped: both nodes keep enforcing what they had (a node restarted meanwhile comes
 /// up with its local state), A keeps banning and queues; when Redis is back, A's bans of the
@@ -60,9 +68,7 @@ fn bans_made_during_a_redis_outage_reach_the_others_after_it() {
     assert!(b.banned(&ip), "B's state database kept the cluster's ban");
     assert_eq!(b.send(10), 0, "and XDP enforces it again");
 
-    cl.redis.spawn();
-    a.wait_connected(true);
-    b.wait_connected(true);
+    back(&mut cl.redis, [&a, &b]);
     assert!(
         b.wait_banned(during, true, Duration::from_secs(10))
             .is_some(),
@@ -172,9 +178,7 @@ fn changes_queued_during_an_outage_survive_a_restart() {
     a.start();
     assert!(a.banned(during), "A's state database kept its ban");
 
-    cl.redis.spawn();
-    a.wait_connected(true);
-    b.wait_connected(true);
+    back(&mut cl.redis, [&a, &b]);
     assert!(
         b.wait_banned(during, true, Duration::from_secs(10))
             .is_some(),
