@@ -13,6 +13,7 @@ use std::{
 use crate::{
     daemon::{DaemonDirs, sample, scrape, stop},
     netns::{Pair, in_ns},
+    ua::storm::{StormResult, register_storm},
 };
 
 /// `--xdp-mode` arguments: the program in generic mode on veth-b (removed when the daemon
@@ -152,6 +153,21 @@ impl Edge {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// `users` (user, password) of example.com register from namespace a (198.51.100.1), each
+    /// phone from its own socket, `rate` phones a second, for `deadline` at most.
+    pub fn register_storm(
+        &self,
+        users: Vec<(String, String)>,
+        rate: u32,
+        deadline: Duration,
+    ) -> StormResult {
+        let (a4, server) = (self.pair.a(false), self.sip());
+        in_ns(&self.pair.ns_a, move || {
+            register_storm(a4, server, "example.com", &users, rate, deadline)
+        })
+        .expect("registrations from namespace a")
     }
 
     /// Whether `ip` is in `ban list`.

@@ -26,8 +26,6 @@ use sip_firewall::{
 use sip_firewall_tests::{
     cluster::{Cluster, Node, Redis},
     edge::err,
-    netns::in_ns,
-    ua::storm::register_storm,
 };
 
 /// The Redis user the README gives the edges (`redis.conf` syntax).
@@ -321,18 +319,11 @@ fn a_valid_record_moved_to_another_key_is_refused() {
     });
 
     a.add_user("carol", "pw-carol-7");
-    let (a4, server) = (a.pair.a4, std::net::SocketAddr::new(a.pair.b(false), 5060));
-    let res = in_ns(&a.pair.ns_a, move || {
-        register_storm(
-            std::net::IpAddr::V4(a4),
-            server,
-            "example.com",
-            &[("carol".to_string(), "pw-carol-7".to_string())],
-            10,
-            Duration::from_secs(10),
-        )
-    })
-    .expect("register through A");
+    let res = a.register_storm(
+        vec![("carol".to_string(), "pw-carol-7".to_string())],
+        10,
+        Duration::from_secs(10),
+    );
     assert_eq!(res.registered, 1, "carol registers through A: {res:?}");
     let ban = a.cli(&["ban", "add", "192.0.2.50", "--for", "1h"]);
     assert!(ban.status.success(), "{}", err(&ban));

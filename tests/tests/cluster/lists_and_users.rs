@@ -1,12 +1,8 @@
 //! Subscribers and the allow/deny lists changed on one edge apply on every edge.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
-use sip_firewall_tests::{
-    cluster::{Cluster, Node},
-    netns::in_ns,
-    ua::storm::register_storm,
-};
+use sip_firewall_tests::cluster::{Cluster, Node};
 
 use crate::setup::{node_config, wait_for};
 
@@ -31,18 +27,11 @@ fn subscribers_and_lists_apply_on_every_node() {
         || has_carol(&b),
         || "B never got carol".into(),
     );
-    let (a4, server) = (IpAddr::V4(b.pair.a4), b.sip());
-    let res = in_ns(&b.pair.ns_a, move || {
-        register_storm(
-            a4,
-            server,
-            "example.com",
-            &[("carol".to_string(), "pw-carol-7".to_string())],
-            10,
-            Duration::from_secs(10),
-        )
-    })
-    .expect("register from B's client namespace");
+    let res = b.register_storm(
+        vec![("carol".to_string(), "pw-carol-7".to_string())],
+        10,
+        Duration::from_secs(10),
+    );
     assert_eq!(
         res.registered, 1,
         "carol, added on A, registers through B: {res:?}"

@@ -4,9 +4,7 @@
 //! with a fifth of the phones registered; known sources get their own, larger budget and
 //! are throttled, never flood-banned.
 
-use std::{net::IpAddr, time::Duration};
-
-use sip_firewall_tests::{netns::in_ns, ua::storm::register_storm};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -44,8 +42,7 @@ fn nat_storm_registers_every_phone() {
     let Some(mut e) = edge(test, "nat", &storm_config(), true) else {
         return;
     };
-    let (pair, server) = (&e.pair, e.sip());
-    let a4 = pair.a4;
+    let pair = &e.pair;
 
     // One phone registers: the office's address is known.
     let reg = register_bob(pair, e.dir(), 5070);
@@ -55,17 +52,7 @@ fn nat_storm_registers_every_phone() {
     let users: Vec<(String, String)> = (0..PHONES)
         .map(|i| (format!("phone{i}"), format!("pw-{i}")))
         .collect();
-    let res = in_ns(&pair.ns_a, move || {
-        register_storm(
-            IpAddr::V4(a4),
-            server,
-            "example.com",
-            &users,
-            150,
-            Duration::from_secs(30),
-        )
-    })
-    .expect("the storm from namespace a");
+    let res = e.register_storm(users, 150, Duration::from_secs(30));
     let m = Metrics::scrape(pair);
     let bans_now = bans(&e.dirs);
     eprintln!(
