@@ -132,6 +132,20 @@ async fn registers_over_tls_is_called_from_udp_and_calls_it() {
     calls::register_called_and_calling(&mut client, &hop, "tls").await;
 }
 
+/// The answers on `caller` up to the first final `code` (every one before it provisional):
+/// that final.
+fn answer_over_udp(caller: &UdpSocket, code: &str) -> String {
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = caller.recv_from(&mut buf).expect("an answer over UDP");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with(&format!("SIP/2.0 {code}")) {
+            return text;
+        }
+        assert!(text.starts_with("SIP/2.0 1"), "{text}");
+    }
+}
+
 /// The connection the edge opens to the next hop listening on `hop`, within `secs`.
 async fn connection(hop: &tokio::net::TcpListener, secs: u64) -> tokio::net::TcpStream {
     let accepted = tokio::time::timeout(Duration::from_secs(secs), hop.accept()).await;
@@ -238,19 +252,12 @@ async fn sips_targets_are_reached_over_verified_tls() {
         s.write_all(response_to(&req, "486 Busy Here", "alice1", "").as_bytes())
             .await
             .expect("send");
-        let mut buf = [0u8; 4096];
-        loop {
-            let (len, _) = caller.recv_from(&mut buf).expect("an answer over UDP");
-            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-            assert!(!text.starts_with("SIP/2.0 2"), "{text}");
-            if text.starts_with("SIP/2.0 486") {
-                assert!(
-                    text.contains(&format!("branch=z9hG4bKsips{}", n + 1)),
-                    "{text}"
-                );
-                break;
-            }
-        }
+        // No 2xx: everything before the 486 is provisional.
+        let text = answer_over_udp(&caller, "486");
+        assert!(
+            text.contains(&format!("branch=z9hG4bKsips{}", n + 1)),
+            "{text}"
+        );
     }
 }
 
@@ -325,15 +332,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     s.write_all(response_to(&req, "486 Busy Here", "alice1", "").as_bytes())
         .await
         .expect("send");
-    let mut buf = [0u8; 4096];
-    loop {
-        let (n, _) = caller.recv_from(&mut buf).expect("an answer over UDP");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if text.starts_with("SIP/2.0 486") {
-            break;
-        }
-        assert!(text.starts_with("SIP/2.0 1"), "{text}");
-    }
+    answer_over_udp(&caller, "486");
 
     // wrong.test: the next hop's certificate names secure.test, not wrong.test: the edge
     // refuses it (SNI wrong.test), and no INVITE is read.
