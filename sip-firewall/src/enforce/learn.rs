@@ -468,8 +468,8 @@ fn with<T>(
 mod tests {
     use super::*;
 
-    /// Issue 11: an event lost on a full queue (an authentication failure a ban would have
-    /// counted) was only logged at debug; now each loss is counted as an internal error.
+    /// An event lost on a full queue (an authentication failure a ban would have counted) is
+    /// evidence lost: each loss is counted as an internal error, not only logged.
     #[test]
     fn events_lost_on_a_full_queue_are_counted() {
         let (learner, _rx) = Learner::new(1);
@@ -490,8 +490,8 @@ mod tests {
         (Arc::new(Mutex::new(e)), d)
     }
 
-    /// Issue 9: a known source is not banned on forgeable evidence (counted instead); its
-    /// own proven failures ban and demote it; an unknown source is banned as before.
+    /// A known source is not banned on forgeable evidence (counted instead); its own proven
+    /// failures ban and demote it; an unknown source is banned on the same evidence.
     #[tokio::test]
     async fn known_sources_refuse_unproven_bans_and_demote_on_proven_ones() {
         let (enforcer, dir) = enforcer("tiers");
