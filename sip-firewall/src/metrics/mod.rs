@@ -213,26 +213,12 @@ pub const LIMITS_WHAT: [&str; 7] = [
 /// A bound was hit by `source` (counted; logged at most once a minute per bound).
 pub fn limit_hit(what: &'static str, source: Option<std::net::IpAddr>) {
     LIMITS.with_label_values(&[what]).inc();
-    static LAST: std::sync::Mutex<Vec<(&'static str, std::time::Instant)>> =
-        std::sync::Mutex::new(Vec::new());
-    let now = std::time::Instant::now();
-    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    let due = match last.iter_mut().find(|(w, _)| *w == what) {
-        Some((_, at))
-            if now.saturating_duration_since(*at) < std::time::Duration::from_secs(60) =>
-        {
-            false
-        }
-        Some((_, at)) => {
-            *at = now;
-            true
-        }
-        None => {
-            last.push((what, now));
-            true
-        }
-    };
-    if due {
+    // Per bound; the bounds are a fixed set of names (`LIMITS_WHAT`): the cap is never reached.
+    static LOG: std::sync::Mutex<crate::logging::RateLimit<&'static str>> = std::sync::Mutex::new(
+        crate::logging::RateLimit::new(std::time::Duration::from_secs(60), 64),
+    );
+    let verdict = crate::logging::decide_shared(&LOG, what, std::time::Instant::now());
+    if let crate::logging::Verdict::Log { .. } = verdict {
         tracing::warn!(
             bound = what,
             source = ?source,
