@@ -149,7 +149,7 @@ impl Reloader {
         run: &mut Config,
         report: &mut ReloadReport,
     ) -> Result<(), String> {
-        let tls_files = crate::config::TlsConfig {
+        let tls_files = crate::server::config::TlsConfig {
             certificate: new.tls.certificate.clone(),
             private_key: new.tls.private_key.clone(),
             ca: new.tls.ca.clone(),

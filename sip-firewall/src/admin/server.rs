@@ -17,10 +17,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::protocol::{BanView, Request, Response, Stats, Status};
-use crate::{
-    enforce::{Enforcer, unix_now},
-    state::List,
-};
+use crate::{clock::unix_now, enforce::Enforcer, state::List};
 
 /// What `status` reports besides the enforcer's state, and the proxy it manages.
 #[derive(Clone)]

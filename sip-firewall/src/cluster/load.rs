@@ -68,7 +68,7 @@ pub(super) async fn load(
             // would take them for removed elsewhere.
             let own = tokio::task::block_in_place(|| proxy.location_own());
             for (aor, binding) in own {
-                let change = crate::registrar::shared::Change::Put { aor, binding };
+                let change = crate::registrar::store::Change::Put { aor, binding };
                 send(c, conn, target, Op::Location { change })
                     .await
                     .map_err(|(_, e)| e)?;
@@ -103,7 +103,7 @@ pub(super) async fn load(
 async fn load_locations(
     conn: &mut redis::aio::ConnectionManager,
     c: &Cluster,
-) -> Result<Vec<(String, crate::registrar::shared::SharedBinding)>, ClusterError> {
+) -> Result<Vec<(String, crate::registrar::store::SharedBinding)>, ClusterError> {
     use crate::registrar::shared::MAX_REMOTE_BINDINGS;
     let mut keys: Vec<String> = Vec::new();
     {
@@ -112,7 +112,7 @@ async fn load_locations(
             keys.push(k?);
         }
     }
-    let now = crate::enforce::unix_now();
+    let now = crate::clock::unix_now();
     let mut all = Vec::new();
     for key in keys {
         let fields: HashMap<String, String> = conn.hgetall(&key).await?;

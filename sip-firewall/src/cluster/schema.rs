@@ -48,7 +48,7 @@ pub enum Op {
         domain: String,
     },
     Location {
-        change: crate::registrar::shared::Change,
+        change: crate::registrar::store::Change,
     },
 }
 

@@ -88,7 +88,7 @@ pub(super) async fn session(
     // bindings go back into the cache the load replaced, then out to Redis.
     while let Ok(op) = c.rx.try_recv() {
         if let Op::Location {
-            change: crate::registrar::shared::Change::Put { binding, .. },
+            change: crate::registrar::store::Change::Put { binding, .. },
         } = &op
             && binding.node == c.node
         {

@@ -52,7 +52,7 @@ use super::schema::{CHANNEL, Event, Op, USERS_KEY, ban_key, list_key, location_k
 use crate::{
     auth::keys::{KeyRing, Purpose, Secret},
     proxy::config::UserEntry,
-    registrar::shared::{SharedBinding, contact_field},
+    registrar::{shared::contact_field, store::SharedBinding},
     state::{BanRecord, List},
 };
 

@@ -53,7 +53,7 @@ fn stage(c: &Cluster, p: &mut redis::Pipeline, ev: &Event, json: &str) -> bool {
     let t = &c.trust;
     match &ev.op {
         Op::Ban { ban } => {
-            let now = crate::enforce::unix_now();
+            let now = crate::clock::unix_now();
             match ban.expires_unix {
                 Some(end) if end <= now => {
                     // Already over: nothing to share.
@@ -94,10 +94,10 @@ fn stage(c: &Cluster, p: &mut redis::Pipeline, ev: &Event, json: &str) -> bool {
             p.hdel(USERS_KEY, user_field(user, domain)).ignore();
         }
         Op::Location { change } => {
-            use crate::registrar::shared::{Change, contact_field};
+            use crate::registrar::{shared::contact_field, store::Change};
             match change {
                 Change::Put { aor, binding } => {
-                    let now = crate::enforce::unix_now();
+                    let now = crate::clock::unix_now();
                     if binding.expires_unix <= now {
                         return false;
                     }

@@ -18,7 +18,7 @@ use self::tasks::{
 };
 use crate::{
     admin,
-    config::{Config, XdpMode},
+    config::Config,
     enforce::{
         Enforcer,
         gate::UserGate,
@@ -29,6 +29,7 @@ use crate::{
     server::SipServer,
     state::Store,
     xdp::FastPath,
+    xdp::config::XdpMode,
 };
 
 /// Run the daemon on a new tokio runtime until a signal stops it.

@@ -19,10 +19,9 @@ use tracing::warn;
 
 use super::Enforcer;
 use crate::{
-    config::BanScopeConfig,
     logging::{RateLimit, Verdict},
     seams::{Destination, Observer},
-    xdp::maps::TransactionKeys,
+    xdp::{config::BanScopeConfig, maps::TransactionKeys},
 };
 
 /// `[bans]`: when user space bans a source by itself.

@@ -35,7 +35,7 @@ pub struct DnsConfig {
     /// Name servers to ask (address and port); empty: the system's (/etc/resolv.conf).
     pub nameservers: Vec<SocketAddr>,
     /// One resolution (all its queries) is abandoned after this: the request gets 503.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub timeout: Duration,
     /// Most names kept in the cache.
     pub max_cached: usize,

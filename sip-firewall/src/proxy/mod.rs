@@ -221,13 +221,13 @@ impl Proxy {
 
     /// A registration change another cluster node made; false when its binding's next hop
     /// is refused.
-    pub fn location_remote(&self, change: &crate::registrar::shared::Change) -> bool {
+    pub fn location_remote(&self, change: &crate::registrar::store::Change) -> bool {
         let now = self.now();
         self.with_core(|c| c.location_remote(change, now))
     }
 
     /// The registrations whose flow this node holds, as shared.
-    pub fn location_own(&self) -> Vec<(String, crate::registrar::shared::SharedBinding)> {
+    pub fn location_own(&self) -> Vec<(String, crate::registrar::store::SharedBinding)> {
         let now = self.now();
         self.with_core(|c| c.location_own(now))
     }
@@ -236,7 +236,7 @@ impl Proxy {
     /// refused (their next hop).
     pub fn location_reload(
         &self,
-        all: &[(String, crate::registrar::shared::SharedBinding)],
+        all: &[(String, crate::registrar::store::SharedBinding)],
     ) -> usize {
         let now = self.now();
         self.with_core(|c| c.location_reload(all, now))

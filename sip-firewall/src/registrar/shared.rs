@@ -27,14 +27,12 @@ use std::time::{Duration, Instant};
 
 use sip_firewall_sip::Transport;
 
-use super::store::{Binding, LocationStore, MemoryStore};
+use super::store::{Binding, Change, LocationStore, MemoryStore, SharedBinding};
 
 /// Most bindings taken from other nodes (each node caps contacts per AOR; this bounds the
 /// total a Redis full of junk could make us hold). Beyond it remote bindings are not
 /// cached (counted, logged).
 pub const MAX_REMOTE_BINDINGS: usize = 1 << 20;
-
-pub use super::store::{Change, SharedBinding};
 
 /// Where local changes go (the cluster's outbox); must not block.
 pub type Sink = Box<dyn Fn(Change) + Send>;

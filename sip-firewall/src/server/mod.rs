@@ -54,7 +54,7 @@ use tracing::{debug, info};
 
 pub use crate::seams::Gate;
 use crate::seams::{Action, Context, Handler};
-use crate::{config::SipConfig, metrics::Metrics};
+use crate::{metrics::Metrics, server::config::SipConfig};
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
 const EXTENSIONS: &[&str] = &[];
@@ -147,7 +147,7 @@ impl SipServer {
 
     /// Listen for TLS on every `[tls] listen` address and open TLS connections to next hops
     /// (nothing when the list is empty).
-    pub async fn bind_tls(&mut self, cfg: &crate::config::TlsConfig) -> anyhow::Result<()> {
+    pub async fn bind_tls(&mut self, cfg: &crate::server::config::TlsConfig) -> anyhow::Result<()> {
         if cfg.listen.is_empty() {
             return Ok(());
         }
@@ -161,7 +161,7 @@ impl SipServer {
     }
 
     /// Listen for SIP over WebSocket on every `[ws] listen` address.
-    pub async fn bind_ws(&mut self, cfg: &crate::config::WsConfig) -> anyhow::Result<()> {
+    pub async fn bind_ws(&mut self, cfg: &crate::server::config::WsConfig) -> anyhow::Result<()> {
         let settings = ws::WsSettings::new(cfg, self.shared.limits.max_message_bytes);
         for l in listen(&cfg.listen, "WebSocket").await? {
             self.ws.push((l, settings.clone()));
@@ -175,8 +175,8 @@ impl SipServer {
     pub async fn bind_wss(
         &mut self,
         wss: &ws::WssConfig,
-        ws_cfg: &crate::config::WsConfig,
-        tls_cfg: &crate::config::TlsConfig,
+        ws_cfg: &crate::server::config::WsConfig,
+        tls_cfg: &crate::server::config::TlsConfig,
     ) -> anyhow::Result<()> {
         if wss.listen.is_empty() {
             return Ok(());

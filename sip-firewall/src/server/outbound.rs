@@ -19,8 +19,7 @@ use tracing::debug;
 use super::Shared;
 use crate::seams::{Destination, Outbound};
 
-// Kept at its old path for the TLS and WebSocket listeners; it belongs to the connection.
-pub(crate) use super::tcp::TCP_QUEUE;
+use super::tcp::TCP_QUEUE;
 
 /// How long opening a connection may take; its messages are lost after that (the client
 /// transaction's timers decide what happens next).

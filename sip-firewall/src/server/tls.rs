@@ -24,7 +24,7 @@ use super::{
     accept::{Accepted, accept_loop},
     tcp::Conn,
 };
-use crate::config::TlsConfig;
+use crate::server::config::TlsConfig;
 
 /// The server and client sides built from `[tls]`.
 pub(crate) struct Tls {
@@ -303,7 +303,7 @@ impl Handshake {
                 .get_or_insert_with(Default::default)
                 .insert(peer, name.clone());
         }
-        let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+        let (tx, out_rx) = mpsc::channel(super::tcp::TCP_QUEUE);
         shared.outbound.register(peer, Transport::Tls, tx);
         let conn = Conn {
             peer,

@@ -41,7 +41,6 @@ use crate::{
         nonce::Nonces,
         users::Users,
     },
-    config::in_any,
     policy::{
         relay::{self, Sender, Target},
         scanner::Scanners,
@@ -49,9 +48,11 @@ use crate::{
     registrar::{
         self, LocationStore, MemoryStore, Register, RegistrarConfig,
         request::AddressOfRecord,
-        shared::{Change, SharedBinding, Sink, WriteThrough},
+        shared::{Sink, WriteThrough},
+        store::{Change, SharedBinding},
     },
     seams::{Action, Context, Destination, Observer},
+    section::in_any,
 };
 
 // The core's unit tests build it from a whole configuration file.
