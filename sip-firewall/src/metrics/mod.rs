@@ -14,26 +14,7 @@ pub mod http;
 pub mod xdp;
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use sip_firewall_sip::Reason;
-
-/// Methods counted under their own label; every other method is `other`, so a peer
-/// cannot grow the label set without bound (RFC 4475 3.1.1.2 has a method of 44 characters).
-const KNOWN_METHODS: [&str; 14] = [
-    "INVITE",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "OPTIONS",
-    "REGISTER",
-    "PRACK",
-    "SUBSCRIBE",
-    "NOTIFY",
-    "PUBLISH",
-    "INFO",
-    "REFER",
-    "MESSAGE",
-    "UPDATE",
-];
+use sip_firewall_sip::{Method, Reason};
 
 /// Drop reason for a well-formed response that matches no transaction.
 pub const DROP_STRAY_RESPONSE: &str = "stray_response";
@@ -404,12 +385,13 @@ impl Metrics {
 
     /// A request arrived (whatever its fate).
     pub fn request(&self, method: &str) {
-        let label = KNOWN_METHODS
-            .iter()
-            .find(|m| **m == method)
-            .copied()
-            .unwrap_or("other");
-        self.requests.with_label_values(&[label]).inc();
+        self.request_of(Method::of(method.as_bytes()));
+    }
+
+    /// A request arrived, its method as the message layer labelled it (known ones by name,
+    /// every other `other`: a bounded label set).
+    pub fn request_of(&self, method: Method) {
+        self.requests.with_label_values(&[method.as_str()]).inc();
     }
 
     /// A response arrived; `code` is None when the status line is unreadable.

@@ -46,7 +46,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use sip_firewall_sip::{
-    Kind, Limits, Reason, Rejection, StartLine, Transport, inspect,
+    Kind, Limits, Method, Reason, Rejection, StartLine, Transport, inspect,
     reply::{self, Reply, ReplyContext},
 };
 use tokio::sync::watch;
@@ -394,9 +394,9 @@ impl Shared {
         let m = &self.metrics;
         debug!(%source, reason = %rej.reason, "message refused");
         match rej.kind {
-            Kind::Request { ack } => {
-                m.request(&String::from_utf8_lossy(method_token(buf)));
-                if ack {
+            Kind::Request { method } => {
+                m.request_of(method);
+                if method == Method::Ack {
                     // Never answer an ACK (RFC 3261 17.2.1): there is nothing to acknowledge.
                     m.dropped(rej.reason.as_str());
                     return None;
@@ -416,8 +416,8 @@ impl Shared {
                     source,
                 ))
             }
-            Kind::Response => {
-                m.response(status_code(buf));
+            Kind::Response { code } => {
+                m.response(code);
                 m.dropped(rej.reason.as_str());
                 None
             }
@@ -462,24 +462,6 @@ async fn listen(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<tokio::n
         out.push(l);
     }
     Ok(out)
-}
-
-/// The first token of a request line.
-fn method_token(buf: &[u8]) -> &[u8] {
-    let n = buf
-        .iter()
-        .take_while(|&&b| sip_firewall_sip::lex::is_token(b))
-        .count();
-    &buf[..n]
-}
-
-/// The status code of a response line, when it is three digits.
-fn status_code(buf: &[u8]) -> Option<u16> {
-    let code = buf.get(8..11)?;
-    if buf.get(7) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(code).ok()?.parse().ok()
 }
 
 /// Whether a datagram is only a keep-alive (CRLFs, RFC 5626 4.4.1 style, or a NUL some
