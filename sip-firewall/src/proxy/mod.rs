@@ -426,13 +426,7 @@ impl Proxy {
 impl Handler for Proxy {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        self.with_core(|c| {
-            // Whom a refusal names in the security log (see `Core::refused`).
-            c.requester = Some(ctx.source);
-            let action = c.request(req, ctx, now);
-            c.requester = None;
-            action
-        })
+        self.with_core(|c| c.request(req, ctx, now))
     }
 
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action {

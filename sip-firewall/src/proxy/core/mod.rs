@@ -53,6 +53,7 @@ use crate::{
     },
     seams::{Action, Context, Destination, Observer},
 };
+use req::{Onward, Req};
 
 // The core's unit tests build it from a whole configuration file.
 #[cfg(test)]
@@ -186,11 +187,6 @@ pub struct Core {
     start: Instant,
     unix_at_start: u64,
     last_housekeeping: Instant,
-    /// Set by a digest success while a request is handled: that source proved it receives.
-    authenticated_source: Option<SocketAddr>,
-    /// The source of the request being handled (set around [`Core::request`]), named by the
-    /// security log when the request is refused.
-    pub(super) requester: Option<SocketAddr>,
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
     /// `[sip] max_transactions` and `max_transactions_per_source`.
@@ -269,10 +265,10 @@ impl Core {
             || (ctx.transport == Transport::Tls && crate::server::tls::is_trusted_peer(ctx.source))
     }
 
-    /// Count a request refused for routing integrity, and log it as a security event
-    /// (`relay_refused`, rate-limited per source).
-    pub(super) fn refused(&self, reason: &'static str) {
-        match self.requester {
+    /// Count a request refused for routing integrity, and log it as a security event of
+    /// `requester` (`relay_refused`, rate-limited per source).
+    pub(super) fn refused(&self, requester: Option<SocketAddr>, reason: &'static str) {
+        match requester {
             Some(source) => crate::logging::security_event("relay_refused", source.ip(), reason, 1),
             None => debug!(reason, "request refused"),
         }
@@ -380,6 +376,7 @@ mod identity;
 mod loops;
 mod register;
 mod replies;
+mod req;
 mod request;
 mod resolve;
 mod response;

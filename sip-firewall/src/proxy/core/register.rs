@@ -18,27 +18,16 @@ impl Core {
     /// REGISTER for one of our domains (RFC 3261 10.3).
     pub(super) fn register(
         &mut self,
-        key: &ServerKey,
-        m: &Message<'_>,
-        ctx: &Context,
+        r: &mut Req<'_>,
         trusted: bool,
         ruri: &str,
-        now: Instant,
     ) -> Result<(), LocalReply> {
+        let (m, ctx, now) = (r.m, r.ctx, r.now);
         let aor = AddressOfRecord::of(m, |u| self.local.domain_of(u))?;
         let authenticated = if trusted {
             None
         } else {
-            Some(self.authenticate(
-                m,
-                ctx,
-                "REGISTER",
-                ruri,
-                &aor.domain,
-                &[&aor.from_user, &aor.user],
-                false,
-                now,
-            )?)
+            Some(self.authenticate(r, ruri, &aor.domain, &[&aor.from_user, &aor.user], false)?)
         };
         let req = Register::from_message(m, &aor, ctx.source, ctx.transport, authenticated)?;
         let answer = registrar::request::apply(
@@ -50,10 +39,10 @@ impl Core {
             now,
         );
         self.metrics.bindings.set(self.store.len() as i64);
-        if let Some(e) = self.servers.get_mut(key) {
+        if let Some(e) = self.servers.get_mut(&r.key) {
             e.txn.local();
         }
-        self.reply(key, &answer.into(), now);
+        self.reply(&r.key, &answer.into(), now);
         Ok(())
     }
 

@@ -49,26 +49,23 @@ pub(super) fn names_domain(uri_text: &str) -> bool {
 }
 
 impl Core {
-    /// Park `msg` (the request of the server transaction `key`) until `uri` is resolved.
+    /// Park `msg` (the request of the server transaction `o.key`) until `uri` is resolved.
     pub(super) fn resolve_later(
         &mut self,
-        key: &ServerKey,
+        o: &Onward<'_>,
         msg: SipMsg,
         uri: String,
-        method: &str,
-        record_route_from: Option<Transport>,
-        now: Instant,
     ) -> Result<(), LocalReply> {
         self.resolving.insert(
-            key.clone(),
+            o.key.clone(),
             Pending {
                 msg,
-                method: method.to_string(),
-                record_route_from,
-                since: now,
+                method: o.method.to_string(),
+                record_route_from: o.record_route_from,
+                since: o.now,
             },
         );
-        self.resolve_queue.push((key.clone(), uri));
+        self.resolve_queue.push((o.key.clone(), uri));
         self.metrics
             .dns_routing
             .with_label_values(&["resolving"])
@@ -107,7 +104,7 @@ impl Core {
                 let mut usable = Vec::new();
                 let mut refused = None;
                 for d in targets {
-                    match self.allowed_hop(d) {
+                    match self.allowed_hop(d, None) {
                         Ok(d) => usable.push(d),
                         Err(l) => refused = Some(l),
                     }
@@ -116,15 +113,14 @@ impl Core {
                     Err(refused.unwrap_or_else(|| answer(404, "Not Found")))
                 } else {
                     let first = usable.remove(0);
-                    self.forward_with(
+                    let o = Onward {
                         key,
-                        p.msg,
-                        vec![(None, None, first)],
-                        usable,
-                        &p.method,
-                        p.record_route_from,
+                        method: &p.method,
+                        record_route_from: p.record_route_from,
+                        requester: None,
                         now,
-                    )
+                    };
+                    self.forward_with(&o, p.msg, vec![(None, None, first)], usable)
                 }
             }
             Err(DnsError::Failed(e)) => {
@@ -219,16 +215,14 @@ impl Core {
         });
         debug!(cause, next = %dest.addr, "failover to the next DNS target");
         self.metrics.dns_routing.with_label_values(&[cause]).inc();
-        let mut nb = self.start_branch(
-            skey,
-            &f.msg,
-            idx,
-            None,
-            dest,
-            &method,
-            f.record_route_from,
+        let o = Onward {
+            key: skey,
+            method: &method,
+            record_route_from: f.record_route_from,
+            requester: None,
             now,
-        );
+        };
+        let mut nb = self.start_branch(&o, &f.msg, idx, None, dest);
         if !f.alternates.is_empty() {
             self.with_failover.insert(ClientKey {
                 branch: nb.branch.clone(),

@@ -65,8 +65,6 @@ impl Core {
             start: now,
             unix_at_start: crate::clock::unix_now(),
             last_housekeeping: now,
-            authenticated_source: None,
-            requester: None,
             last_addr_refresh: now,
             max_transactions: (
                 config.sip.max_transactions,
