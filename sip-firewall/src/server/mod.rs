@@ -326,19 +326,20 @@ impl Shared {
         local: SocketAddr,
         transport: Transport,
     ) -> Option<Outgoing> {
-        guard::catch("message", Some(source), || {
-            self.process_unguarded(buf, source, local, transport)
+        self.process_in(buf, Context::new(source, local, transport))
+    }
+
+    /// [`Shared::process`] of a message whose context says more than its addresses (the
+    /// trusted peer of a TLS connection).
+    pub(crate) fn process_in(&self, buf: &[u8], ctx: Context) -> Option<Outgoing> {
+        guard::catch("message", Some(ctx.source), || {
+            self.process_unguarded(buf, ctx)
         })
         .flatten()
     }
 
-    fn process_unguarded(
-        &self,
-        buf: &[u8],
-        source: SocketAddr,
-        local: SocketAddr,
-        transport: Transport,
-    ) -> Option<Outgoing> {
+    fn process_unguarded(&self, buf: &[u8], ctx: Context) -> Option<Outgoing> {
+        let (source, transport) = (ctx.source, ctx.transport);
         if let Some(gate) = self.gate.get()
             && !gate.admit(source, transport, buf)
         {
@@ -347,11 +348,6 @@ impl Shared {
         let m = &self.metrics;
         match inspect(buf, &self.limits, transport, EXTENSIONS) {
             Ok(msg) => {
-                let ctx = Context {
-                    source,
-                    local,
-                    transport,
-                };
                 let action = match msg.start {
                     StartLine::Request { method, .. } => {
                         m.request(method);

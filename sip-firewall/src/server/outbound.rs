@@ -82,6 +82,7 @@ impl Dial {
             peer: addr,
             local,
             transport: self.dest.transport,
+            trusted_peer: None,
         };
         let Some((tls, domain)) = tls else {
             return super::tcp::serve_connection(stream, conn, self.shared, self.shutdown, self.rx)

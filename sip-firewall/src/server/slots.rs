@@ -8,21 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-/// The key a source is counted under: the address, or its /64 for IPv6 (one host owns a
-/// whole /64 and can rotate through it).
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut o = v6.octets();
-                o[8..].fill(0);
-                IpAddr::V6(o.into())
-            }
-        },
-    }
-}
+use crate::seams::source_key;
 
 /// The slots.
 pub struct TcpSlots {

@@ -15,11 +15,11 @@ pub(super) fn core(text: &str, now: Instant) -> Core {
 
 /// The context of a message from `source` to `local` over `transport`.
 pub(super) fn ctx_on(source: &str, local: &str, transport: Transport) -> Context {
-    Context {
-        source: source.parse().expect("addr"),
-        local: local.parse().expect("addr"),
+    Context::new(
+        source.parse().expect("addr"),
+        local.parse().expect("addr"),
         transport,
-    }
+    )
 }
 
 /// Feed the message `text` to `core` at `now` in `ctx`: the action, and what the core sent.

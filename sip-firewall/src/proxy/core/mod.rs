@@ -191,7 +191,7 @@ pub struct Core {
     last_addr_refresh: Instant,
     /// `[sip] max_transactions` and `max_transactions_per_source`.
     max_transactions: (usize, usize),
-    /// Server transactions open per source key (see `server::slots::source_key`).
+    /// Server transactions open per source key (see [`crate::seams::source_key`]).
     transactions_per_source: HashMap<std::net::IpAddr, usize>,
     /// The toll-fraud guard: its decisions on calls, its dialog tracking.
     pub(crate) fraud: crate::fraud::Fraud,
@@ -262,7 +262,7 @@ impl Core {
     /// connection whose client certificate names a `[tls] trusted_peers` host.
     pub(super) fn is_trusted(&self, ctx: &Context) -> bool {
         in_any(&self.allow, ctx.source.ip())
-            || (ctx.transport == Transport::Tls && crate::server::tls::is_trusted_peer(ctx.source))
+            || (ctx.transport == Transport::Tls && ctx.trusted_peer.is_some())
     }
 
     /// Count a request refused for routing integrity, and log it as a security event of

@@ -15,7 +15,7 @@ impl Core {
         };
         *self
             .transactions_per_source
-            .entry(crate::server::slots::source_key(ctx.source.ip()))
+            .entry(crate::seams::source_key(ctx.source.ip()))
             .or_insert(0) += 1;
         self.servers.insert(
             key.clone(),

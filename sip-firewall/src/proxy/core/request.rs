@@ -188,7 +188,7 @@ impl Core {
         } else if !in_any(&self.allow, ctx.source.ip())
             && self
                 .transactions_per_source
-                .get(&crate::server::slots::source_key(ctx.source.ip()))
+                .get(&crate::seams::source_key(ctx.source.ip()))
                 .is_some_and(|&n| n >= per_source)
         {
             "transactions_per_source"

@@ -125,7 +125,7 @@ impl Core {
         };
         if e.txn.is_terminated() {
             if let Some(e) = self.servers.remove(&key) {
-                let k = crate::server::slots::source_key(e.source.ip());
+                let k = crate::seams::source_key(e.source.ip());
                 if let Some(n) = self.transactions_per_source.get_mut(&k) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
