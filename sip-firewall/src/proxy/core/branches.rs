@@ -73,7 +73,7 @@ impl Core {
             };
             let mut b = self.start_branch(o, msg_for, i, ruri, dest);
             if one && !alternates.is_empty() {
-                self.with_failover.insert(ClientKey {
+                self.clients.fails_over(ClientKey {
                     branch: b.branch.clone(),
                     method: o.method.to_string(),
                 });

@@ -1,5 +1,28 @@
 //! The proxy's state and decisions, free of I/O: messages and a clock in, queued sends and
-//! an [`Action`] out. Unit tests drive it with a fake clock.
+//! an [`Action`] out. Unit tests drive it with a fake clock. [`Core`] owns its parts (the
+//! server and client transaction tables, the location store, the authenticator, the fraud
+//! guard) with the configuration, keys and seams; one request's facts travel as a
+//! [`Req`] passed down, never through fields.
+//!
+//! | file | what it decides |
+//! |---|---|
+//! | `mod.rs` | the core's state, silent contacts, trust, refusals |
+//! | `setup.rs` | building from the configuration, reloads |
+//! | `req.rs` | `Req` (one request's facts) and `Onward` (what a forward's branches share) |
+//! | `request.rs` | a new request: scanners, ACK and retransmission matching, CANCEL's source, caps |
+//! | `servers.rs` | the server-transaction table: `ServerKey`, `ServerEntry`, per-source caps |
+//! | `answers.rs` | answering within a server transaction: where responses go, ours, relayed, CANCEL |
+//! | `clients.rs` | the client-transaction table: `ClientKey`, `ClientEntry`, DNS failover marks |
+//! | `routing.rs` | where a new request goes, relay policy, the sender |
+//! | `dialog.rs` | in-dialog requests by our stamp, the ACK of a 2xx |
+//! | `identity.rs` | digest authentication, asserted identities |
+//! | `register.rs` | REGISTER, handed to `registrar::request` |
+//! | `branches.rs` | forwarding: a client transaction per branch, Record-Route |
+//! | `response.rs` | responses: matching, best response, CANCEL of branches |
+//! | `timers.rs` | one heap of transaction deadlines |
+//! | `loops.rs` | loop detection (RFC 3261 16.3) |
+//! | `resolve.rs` | requests waiting for DNS, failover (RFC 3263) |
+//! | `fraud.rs` | the core's side of the toll-fraud guard |
 
 use std::{
     borrow::Cow,
@@ -53,7 +76,10 @@ use crate::{
     },
     seams::{Action, Context, Destination, Observer},
 };
+use clients::{ClientEntry, ClientKey, Clients};
 use req::{Onward, Req};
+pub use servers::ServerKey;
+use servers::{ServerEntry, Servers, owned_ctx, server_key};
 
 // The core's unit tests build it from a whole configuration file.
 #[cfg(test)]
@@ -70,45 +96,10 @@ const MAX_VIAS_CHECKED: usize = 70;
 /// The Allow header of our answers to OPTIONS.
 const ALLOW: &str = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, SUBSCRIBE, NOTIFY, REFER";
 
-/// A server transaction's identity (RFC 3261 17.2.3): branch, sent-by, method (ACK as
-/// INVITE).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServerKey {
-    branch: String,
-    sent_by: String,
-    method: String,
-}
-
-/// A client transaction's identity (RFC 3261 17.1.3): our branch and the CSeq method.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientKey {
-    branch: String,
-    method: String,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Server(ServerKey),
     Client(ClientKey),
-}
-
-struct ServerEntry {
-    txn: ServerTxn,
-    /// Where responses go.
-    dest: Destination,
-    /// The request's headers our own answers copy, and its source (for `received`).
-    rctx: ReplyContext<'static>,
-    source: SocketAddr,
-    fork: Option<Fork>,
-}
-
-struct ClientEntry {
-    txn: ClientTxn,
-    /// The request as sent (for the ACK of a non-2xx final).
-    req: SipMsg,
-    dest: Destination,
-    /// The server transaction and branch index this belongs to (None: a CANCEL of ours).
-    server: Option<(ServerKey, usize)>,
 }
 
 /// A final answer the proxy generates.
@@ -154,8 +145,8 @@ pub struct Core {
     scanners: Scanners,
     registrar: RegistrarConfig,
     timers: Timers,
-    servers: HashMap<ServerKey, ServerEntry>,
-    clients: HashMap<ClientKey, ClientEntry>,
+    servers: Servers,
+    clients: Clients,
     heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     store: Box<dyn LocationStore>,
     /// Our Path URI (RFC 3327) when registrations are shared with a cluster.
@@ -189,10 +180,6 @@ pub struct Core {
     last_housekeeping: Instant,
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
-    /// `[sip] max_transactions` and `max_transactions_per_source`.
-    max_transactions: (usize, usize),
-    /// Server transactions open per source key (see [`crate::seams::source_key`]).
-    transactions_per_source: HashMap<std::net::IpAddr, usize>,
     /// The toll-fraud guard: its decisions on calls, its dialog tracking.
     pub(crate) fraud: crate::fraud::Fraud,
     /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
@@ -201,9 +188,6 @@ pub struct Core {
     /// How long a resolution may take before the request gets 503 (`[dns] timeout` and a
     /// margin: the resolver ends its own work within `[dns] timeout`).
     resolve_limit: Duration,
-    /// Client transactions whose branch has further DNS targets (RFC 3263 4.3): the ones a
-    /// transport error toward their destination moves on.
-    with_failover: std::collections::HashSet<ClientKey>,
 }
 
 impl Core {
@@ -317,70 +301,20 @@ fn header<'m>(m: &'m Message<'_>, name: &str) -> Option<&'m str> {
         .map(|h| h.value.as_ref())
 }
 
-/// The server transaction key of a request (RFC 3261 17.2.3; the RFC 2543 fallback keys
-/// on Call-ID, CSeq number and From tag).
-fn server_key(m: &Message<'_>, method: &str) -> Option<ServerKey> {
-    let v = via::parse_list(m.get(HeaderName::Via)?).next()?.ok()?;
-    let host = match v.host {
-        Host::Domain(d) => d.to_ascii_lowercase(),
-        h => h.ip().map(|i| i.to_string()).unwrap_or_default(),
-    };
-    let sent_by = format!("{host}:{}", v.port.unwrap_or(5060));
-    let branch = match v.branch {
-        Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
-        _ => {
-            let from_tag = m
-                .get(HeaderName::From)
-                .and_then(|f| name_addr::parse_single(f).ok())
-                .and_then(|a| a.tag)
-                .unwrap_or("");
-            let num = m
-                .get(HeaderName::CSeq)
-                .and_then(scalar::cseq)
-                .map_or(0, |c| c.0);
-            format!(
-                "2543|{}|{num}|{from_tag}",
-                m.get(HeaderName::CallId).unwrap_or("")
-            )
-        }
-    };
-    let method = if method == "ACK" { "INVITE" } else { method };
-    Some(ServerKey {
-        branch,
-        sent_by,
-        method: method.to_string(),
-    })
-}
-
-/// The reply context of a request, owned (it outlives the receive buffer).
-fn owned_ctx(m: &Message<'_>) -> ReplyContext<'static> {
-    let c = ReplyContext::from_message(m);
-    let own = |v: Option<Cow<'_, str>>| v.map(|v| Cow::Owned(v.into_owned()));
-    ReplyContext {
-        vias: c
-            .vias
-            .into_iter()
-            .map(|v| Cow::Owned(v.into_owned()))
-            .collect(),
-        from: own(c.from),
-        to: own(c.to),
-        call_id: own(c.call_id),
-        cseq: own(c.cseq),
-    }
-}
-
+mod answers;
 mod branches;
+mod clients;
 mod dialog;
 mod fraud;
 mod identity;
 mod loops;
 mod register;
-mod replies;
 mod req;
 mod request;
 mod resolve;
 mod response;
 mod routing;
+mod servers;
 mod setup;
 mod timers;
 

@@ -182,19 +182,8 @@ impl Core {
     /// The transaction table is full, in total or for this source (allow-listed sources are
     /// bound by the total only): 503 with Retry-After (RFC 3261 21.5.4), statelessly, counted.
     pub(super) fn transactions_full(&mut self, ctx: &Context) -> Option<Action> {
-        let (total, per_source) = self.max_transactions;
-        let what = if self.servers.len() >= total {
-            "transactions_total"
-        } else if !in_any(&self.allow, ctx.source.ip())
-            && self
-                .transactions_per_source
-                .get(&crate::seams::source_key(ctx.source.ip()))
-                .is_some_and(|&n| n >= per_source)
-        {
-            "transactions_per_source"
-        } else {
-            return None;
-        };
+        let exempt = in_any(&self.allow, ctx.source.ip());
+        let what = self.servers.full(ctx.source.ip(), exempt)?;
         crate::metrics::limit_hit(what, Some(ctx.source.ip()));
         self.metrics.local_replies.with_label_values(&["503"]).inc();
         Some(Action::Reply {

@@ -209,7 +209,7 @@ impl Core {
         }
         let dest = f.alternates.remove(0);
         let method = skey.method.clone();
-        self.with_failover.remove(&ClientKey {
+        self.clients.settled(&ClientKey {
             branch: old,
             method: method.clone(),
         });
@@ -224,7 +224,7 @@ impl Core {
         };
         let mut nb = self.start_branch(&o, &f.msg, idx, None, dest);
         if !f.alternates.is_empty() {
-            self.with_failover.insert(ClientKey {
+            self.clients.fails_over(ClientKey {
                 branch: nb.branch.clone(),
                 method,
             });
@@ -245,15 +245,10 @@ impl Core {
     /// Sending to `dest` failed (a connection that could not be opened, a send refused):
     /// the branches still waiting on it that have a next target move on (RFC 3263 4.3).
     pub fn unreachable(&mut self, dest: Destination, now: Instant) {
-        if self.with_failover.is_empty() {
+        let keys = self.clients.failing_over_to(dest);
+        if keys.is_empty() {
             return;
         }
-        let keys: Vec<ClientKey> = self
-            .with_failover
-            .iter()
-            .filter(|k| self.clients.get(k).is_some_and(|c| c.dest == dest))
-            .cloned()
-            .collect();
         for k in keys {
             let Some((skey, idx)) = self.clients.get(&k).and_then(|c| c.server.clone()) else {
                 continue;

@@ -27,7 +27,7 @@ impl Core {
             method: method.to_string(),
         };
         let timers = self.timers;
-        let Some(e) = self.clients.get_mut(&ckey) else {
+        let Some(e) = self.clients.get(&ckey) else {
             return self.stray();
         };
         // Only from where the request went, on the same transport (over TCP: the same
@@ -46,7 +46,10 @@ impl Core {
             self.silent.remove(&e.dest.addr);
         }
         // It was reached: a later transport error is not a reason to try another target.
-        self.with_failover.remove(&ckey);
+        self.clients.settled(&ckey);
+        let Some(e) = self.clients.get_mut(&ckey) else {
+            return self.stray();
+        };
         let to = m.get(HeaderName::To);
         let req = &e.req;
         let out = e

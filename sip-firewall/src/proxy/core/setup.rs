@@ -45,8 +45,11 @@ impl Core {
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
             timers: Timers::from_config(config.timers),
-            servers: HashMap::new(),
-            clients: HashMap::new(),
+            servers: Servers::new((
+                config.sip.max_transactions,
+                config.sip.max_transactions_per_source,
+            )),
+            clients: Clients::default(),
             heap: BinaryHeap::new(),
             store: Box::new(MemoryStore::default()),
             cluster_path: None,
@@ -66,15 +69,9 @@ impl Core {
             unix_at_start: crate::clock::unix_now(),
             last_housekeeping: now,
             last_addr_refresh: now,
-            max_transactions: (
-                config.sip.max_transactions,
-                config.sip.max_transactions_per_source,
-            ),
-            transactions_per_source: HashMap::new(),
             resolving: HashMap::new(),
             resolve_queue: Vec::new(),
             resolve_limit: config.dns.timeout + Duration::from_secs(2),
-            with_failover: std::collections::HashSet::new(),
         })
     }
 
@@ -111,10 +108,10 @@ impl Core {
                 .collect(),
         );
         self.auth.set_nonce_lifetime(config.auth.nonce_lifetime);
-        self.max_transactions = (
+        self.servers.set_max((
             config.sip.max_transactions,
             config.sip.max_transactions_per_source,
-        );
+        ));
     }
 }
 

@@ -761,7 +761,7 @@ fn transactions_bounded_per_source_and_in_total() {
     // Timer J ends them; then there is room again.
     h.advance(Duration::from_secs(40));
     assert_eq!(h.core.active(), (0, 0));
-    assert!(h.core.transactions_per_source.is_empty());
+    assert!(h.core.servers.no_source_counted());
     let (a, _) = h.feed(&opt("192.0.2.1:5060", 9), "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
 }

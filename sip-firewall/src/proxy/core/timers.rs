@@ -124,15 +124,7 @@ impl Core {
             return;
         };
         if e.txn.is_terminated() {
-            if let Some(e) = self.servers.remove(&key) {
-                let k = crate::seams::source_key(e.source.ip());
-                if let Some(n) = self.transactions_per_source.get_mut(&k) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.transactions_per_source.remove(&k);
-                    }
-                }
-            }
+            self.servers.remove(&key);
         } else {
             self.schedule(TimerKey::Server(key));
         }
@@ -190,7 +182,6 @@ impl Core {
         // were never announced: their end must not retire the INVITE's branch, whose
         // responses (487, 2xx retransmissions) may still come.
         // Our own BYEs (fraud guard) were announced: their end is announced too.
-        self.with_failover.remove(key);
         if let Some(e) = self.clients.remove(key)
             && (e.server.is_some() || key.method == "BYE")
         {

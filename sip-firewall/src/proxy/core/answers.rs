@@ -13,10 +13,6 @@ impl Core {
         } else {
             Kind::NonInvite
         };
-        *self
-            .transactions_per_source
-            .entry(crate::seams::source_key(ctx.source.ip()))
-            .or_insert(0) += 1;
         self.servers.insert(
             key.clone(),
             ServerEntry {
