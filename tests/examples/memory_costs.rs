@@ -28,9 +28,9 @@ use std::{
 
 use sip_firewall::{
     config::Config,
-    proxy::{NoObserver, Proxy},
+    proxy::Proxy,
     registrar::store::{Binding, LocationStore, MemoryStore},
-    seams::{Context, Destination, Handler, Outbound},
+    seams::{Context, Destination, Handler, NoObserver, Outbound},
 };
 use sip_firewall_sip::{Limits, Transport, inspect};
 

@@ -58,8 +58,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::{
+    auth::config::UserEntry,
     enforce::Enforcer,
-    proxy::config::UserEntry,
     state::{BanRecord, List},
 };
 

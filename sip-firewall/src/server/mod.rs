@@ -21,18 +21,9 @@
 //! `sipfw_sip_tcp_connections`, `sipfw_sip_tcp_closed_total`, `sipfw_sip_tls_handshakes_total`,
 //! `sipfw_sip_ws_upgrades_total`, `sipfw_limits_refused_total{what}` (defined in `metrics`).
 
-/// The old path of the shared types, now in [`crate::seams`]: kept so that code written
-/// against it (other branches in flight) still compiles; new code names `crate::seams`.
-#[doc(hidden)]
-pub mod core {
-    pub use crate::seams::{Action, Context, Destination, Handler, Outbound};
-}
+mod accept;
 #[doc(hidden)]
 pub mod config;
-// The message boundary is the whole daemon's (the proxy's timers, the gate's lock); kept
-// at its old path here.
-pub use crate::guard;
-mod accept;
 mod outbound;
 #[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
@@ -52,8 +43,8 @@ use sip_firewall_sip::{
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-pub use crate::seams::Gate;
-use crate::seams::{Action, Context, Handler};
+use crate::guard;
+use crate::seams::{Action, Context, Gate, Handler};
 use crate::{config::SipConfig, metrics::Metrics};
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).

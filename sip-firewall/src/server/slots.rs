@@ -42,7 +42,7 @@ impl TcpSlots {
     /// Take a slot for a connection with `peer`.
     pub fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Full> {
         let key = source_key(peer);
-        let mut g = super::guard::lock(&self.used, "tcp slots");
+        let mut g = crate::guard::lock(&self.used, "tcp slots");
         let (total, per) = &mut *g;
         if *total >= self.total {
             return Err(Full::Total);
@@ -61,14 +61,14 @@ impl TcpSlots {
 
     /// Connections held (total, with `peer`'s key).
     pub fn used(&self, peer: IpAddr) -> (usize, usize) {
-        let g = super::guard::lock(&self.used, "tcp slots");
+        let g = crate::guard::lock(&self.used, "tcp slots");
         (g.0, g.1.get(&source_key(peer)).copied().unwrap_or(0))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut g = super::guard::lock(&self.slots.used, "tcp slots");
+        let mut g = crate::guard::lock(&self.slots.used, "tcp slots");
         let (total, per) = &mut *g;
         *total = total.saturating_sub(1);
         if let Some(n) = per.get_mut(&self.key) {

@@ -214,7 +214,7 @@ async fn fatal<S: AsyncWrite + Unpin>(
         kind: e.kind,
         unsupported: None,
     };
-    let out = super::guard::catch("message", Some(peer), || shared.refuse(&e.head, &rej, peer));
+    let out = crate::guard::catch("message", Some(peer), || shared.refuse(&e.head, &rej, peer));
     if let Some(out) = out.flatten() {
         write(stream, &out.bytes, deadline).await?;
     }

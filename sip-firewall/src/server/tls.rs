@@ -87,7 +87,7 @@ static LIVE: std::sync::Mutex<Option<std::sync::Weak<LiveTls>>> = std::sync::Mut
 /// read it through.
 pub(crate) fn go_live(t: Tls) -> Arc<LiveTls> {
     let live = LiveTls::new(t);
-    *super::guard::lock(&LIVE, "live tls") = Some(Arc::downgrade(&live));
+    *crate::guard::lock(&LIVE, "live tls") = Some(Arc::downgrade(&live));
     live
 }
 
@@ -97,7 +97,7 @@ pub(crate) fn go_live(t: Tls) -> Arc<LiveTls> {
 /// is not running; Err (the running material stays) when a file is unreadable or the key
 /// does not match the certificate.
 pub fn reload_certificates(cfg: &TlsConfig) -> anyhow::Result<bool> {
-    let live = super::guard::lock(&LIVE, "live tls")
+    let live = crate::guard::lock(&LIVE, "live tls")
         .as_ref()
         .and_then(std::sync::Weak::upgrade);
     let Some(live) = live else {

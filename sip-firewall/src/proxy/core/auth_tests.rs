@@ -5,7 +5,7 @@
 use super::*;
 use crate::{
     auth::digest::{Algorithm, response_auth},
-    proxy::ProxyMetrics,
+    proxy::metrics::ProxyMetrics,
 };
 
 const EDGE: &str = "127.0.0.1:5060";
@@ -25,7 +25,7 @@ users = [{ user = "bob", domain = "example.com", password = "pw" }]
 #[derive(Default)]
 struct Failures(std::sync::Mutex<Vec<String>>);
 
-impl crate::proxy::Observer for Failures {
+impl crate::seams::Observer for Failures {
     fn auth_failure(&self, _source: SocketAddr, _user: Option<&str>, reason: &str) {
         if let Ok(mut v) = self.0.lock() {
             v.push(reason.to_string());

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::proxy::{NoObserver, ProxyMetrics};
+use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
 
 const A: &str = "192.0.2.11";
 const B: &str = "192.0.2.12";

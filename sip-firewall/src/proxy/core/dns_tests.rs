@@ -4,7 +4,10 @@
 //! answered, never left hanging.
 
 use super::*;
-use crate::proxy::{NoObserver, ProxyMetrics, dns::DnsError};
+use crate::{
+    proxy::{dns::DnsError, metrics::ProxyMetrics},
+    seams::NoObserver,
+};
 
 /// 10.0.0.0/8 is a trusted peer (may relay to foreign domains); no outbound proxy.
 const CONFIG: &str = r#"

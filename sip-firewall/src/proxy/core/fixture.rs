@@ -4,7 +4,7 @@
 //! them. Each file's harness keeps its own state and calls these.
 
 use super::*;
-use crate::proxy::{NoObserver, ProxyMetrics};
+use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
 use sip_firewall_sip::{Limits, parse::parse};
 
 /// A core from the configuration `text`, its clock starting at `now`.

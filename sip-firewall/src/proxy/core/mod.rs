@@ -51,9 +51,10 @@ use super::{
     msg::SipMsg,
     route::{self, Local},
     transaction::{
-        Kind, Timers,
+        Kind,
         client::{self, ClientTxn},
         server::{self, ServerTxn},
+        timers::Timers,
     },
 };
 use crate::{
@@ -70,9 +71,11 @@ use crate::{
         scanner::Scanners,
     },
     registrar::{
-        self, LocationStore, MemoryStore, Register, RegistrarConfig,
+        self, Register,
+        config::RegistrarConfig,
         request::AddressOfRecord,
         shared::{Change, SharedBinding, Sink, WriteThrough},
+        store::{Binding, LocationStore, MemoryStore},
     },
     seams::{Action, Context, Destination, Observer},
 };
@@ -276,7 +279,7 @@ impl Core {
 /// INVITEs at, or a private address behind NAT). Over TCP the source address is proven by
 /// the handshake but its port is that of a connection the client may close: there, a
 /// Contact on that very address names the port to connect to again.
-fn binding_destination(b: &registrar::Binding) -> Destination {
+fn binding_destination(b: &Binding) -> Destination {
     if b.transport.is_stream()
         && let Some(d) = route::resolve(&b.contact, None)
         && d.transport == b.transport

@@ -2,7 +2,7 @@
 //! retransmissions, policy, and that every transaction is freed.
 
 use super::*;
-use crate::proxy::{NoObserver, ProxyMetrics};
+use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
 
 const PROXY: &str = "127.0.0.1:5060";
 /// Allow-listed (registers without digest); outsiders are 192.0.2.0/24.
@@ -524,7 +524,7 @@ fn timer_c_cancels_a_branch_that_rings_forever() {
 #[derive(Default)]
 struct Recorder(std::sync::Mutex<Vec<String>>);
 
-impl crate::proxy::Observer for Recorder {
+impl crate::seams::Observer for Recorder {
     fn client_transaction_created(&self, branch: &str, dest: Destination) {
         self.0
             .lock()
