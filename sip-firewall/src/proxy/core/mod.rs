@@ -322,18 +322,4 @@ mod setup;
 mod timers;
 
 #[cfg(test)]
-mod auth_tests;
-#[cfg(test)]
-mod cluster_tests;
-#[cfg(test)]
-mod dialog_tests;
-#[cfg(test)]
-mod dns_tests;
-#[cfg(test)]
-mod edge_tests;
-#[cfg(test)]
-mod fixture;
-#[cfg(test)]
-mod fraud_tests;
-#[cfg(test)]
 mod tests;

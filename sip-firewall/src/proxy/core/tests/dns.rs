@@ -37,22 +37,22 @@ impl H {
     fn new() -> H {
         let now = Instant::now();
         H {
-            core: fixture::core(CONFIG, now),
+            core: super::core(CONFIG, now),
             now,
         }
     }
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
-        let ctx = fixture::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
-        fixture::feed(&mut self.core, self.now, text, &ctx).1
+        let ctx = super::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
+        super::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     fn sent(&mut self) -> Vec<(SocketAddr, String)> {
-        fixture::sent(&mut self.core)
+        super::sent(&mut self.core)
     }
 
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
+        super::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
     }
 
     /// The one name the core asks for: its transaction and the URI.

@@ -26,7 +26,7 @@ impl H {
         );
         let now = Instant::now();
         H {
-            core: fixture::core(&text, now),
+            core: super::core(&text, now),
             now,
             nonce: None,
             nc: 0,
@@ -35,12 +35,12 @@ impl H {
     }
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
-        let ctx = fixture::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
-        fixture::feed(&mut self.core, self.now, text, &ctx).1
+        let ctx = super::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
+        super::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(100))
+        super::advance(&mut self.core, &mut self.now, d, Duration::from_millis(100))
     }
 
     /// alice (authenticated, digest) calls `number` at the trunk: what the edge sent, and the

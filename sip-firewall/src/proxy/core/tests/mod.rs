@@ -1,7 +1,12 @@
-//! What the core's unit tests share (tests.rs, dns_tests.rs, cluster_tests.rs, fraud_tests.rs,
-//! edge_tests.rs, dialog_tests.rs): a core from a configuration text on a fake clock, a message fed
-//! from a source, what the core sent, the clock advanced with the timers run as the timer task runs
-//! them. Each file's harness keeps its own state and calls these.
+//! The core's unit tests, one file per topic, on the fixture here: a core from a
+//! configuration text on a fake clock, a message fed from a source, what the core sent, the
+//! clock advanced with the timers run as the timer task runs them. Each file's harness keeps
+//! its own state and calls these.
+//!
+//! `calls.rs` forking, best response, CANCEL, timeouts, strays; `edge.rs` the edge of the
+//! trust (own addresses, loops, stamps, enumeration, flows); `fraud.rs` the toll-fraud guard;
+//! `dns.rs` RFC 3263 routing; `cluster.rs` two cluster nodes; `auth.rs` digest credentials
+//! from elsewhere; `dialog.rs` the dialog stamp.
 
 use super::*;
 use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
@@ -62,3 +67,11 @@ pub(super) fn advance(
     }
     out
 }
+
+mod auth;
+mod calls;
+mod cluster;
+mod dialog;
+mod dns;
+mod edge;
+mod fraud;

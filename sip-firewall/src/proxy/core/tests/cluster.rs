@@ -72,8 +72,8 @@ impl Node {
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
         let local = format!("{}:5060", self.addr);
-        let ctx = fixture::ctx_on(source, &local, Transport::Datagram);
-        fixture::feed(&mut self.core, self.now, text, &ctx).1
+        let ctx = super::ctx_on(source, &local, Transport::Datagram);
+        super::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     /// What this node wrote through to the cluster since the last call.

@@ -22,7 +22,7 @@ struct Harness {
 }
 
 fn ctx(source: &str) -> Context {
-    fixture::ctx_on(source, PROXY, Transport::Datagram)
+    super::ctx_on(source, PROXY, Transport::Datagram)
 }
 
 impl Harness {
@@ -33,19 +33,19 @@ impl Harness {
     fn with_config(text: &str) -> Harness {
         let now = Instant::now();
         Harness {
-            core: fixture::core(text, now),
+            core: super::core(text, now),
             now,
         }
     }
 
     /// Feed a message from `source`; the action and what the core sent, as text.
     fn feed(&mut self, text: &str, source: &str) -> (Action, Vec<(SocketAddr, String)>) {
-        fixture::feed(&mut self.core, self.now, text, &ctx(source))
+        super::feed(&mut self.core, self.now, text, &ctx(source))
     }
 
     /// Advance the fake clock, running timers every 10ms as the timer task does.
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
+        super::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
     }
 
     /// Our stamp of dialog `call_id` (From-tag `c`) between `caller` and `callee`, now.

@@ -46,8 +46,8 @@ fn start(failures: &Arc<Failures>, now: Instant) -> Core {
 }
 
 fn feed(core: &mut Core, now: Instant, text: &str) -> Vec<(SocketAddr, String)> {
-    let ctx = fixture::ctx_on(PHONE, EDGE, Transport::Datagram);
-    fixture::feed(core, now, text, &ctx).1
+    let ctx = super::ctx_on(PHONE, EDGE, Transport::Datagram);
+    super::feed(core, now, text, &ctx).1
 }
 
 fn nonce_of(challenge: &str) -> String {

@@ -13,7 +13,7 @@ struct Edge {
 }
 
 fn ctx_t(source: &str, transport: Transport) -> Context {
-    fixture::ctx_on(source, &format!("{EDGE}:5060"), transport)
+    super::ctx_on(source, &format!("{EDGE}:5060"), transport)
 }
 
 impl Edge {
@@ -22,7 +22,7 @@ impl Edge {
             "[sip]\nlisten = [\"0.0.0.0:5060\"]\n{extra}\n[policy]\nallow = [\"10.0.0.0/8\"]\n"
         );
         let now = Instant::now();
-        let mut core = fixture::core(&text, now);
+        let mut core = super::core(&text, now);
         core.local.set_addrs(vec![EDGE.parse().expect("ip")]);
         Edge { core, now }
     }
@@ -32,7 +32,7 @@ impl Edge {
     }
 
     fn feed_t(&mut self, text: &str, source: &str, t: Transport) -> Vec<(SocketAddr, String)> {
-        fixture::feed(&mut self.core, self.now, text, &ctx_t(source, t)).1
+        super::feed(&mut self.core, self.now, text, &ctx_t(source, t)).1
     }
 
     fn refused(&self, reason: &str) -> u64 {
@@ -155,7 +155,7 @@ fn loop_detected_spiral_forwarded() {
 /// request that spiralled through us fewer times is judged on its tags and forwarded.
 #[test]
 fn forged_vias_of_ours_cost_a_bounded_number_of_loop_tags() {
-    use super::loops::{LOOP_TAGS_COMPUTED, MAX_OUR_VIAS};
+    use super::super::loops::{LOOP_TAGS_COMPUTED, MAX_OUR_VIAS};
     let forged = |n: usize| -> String {
         (0..n)
             .map(|i| {
