@@ -299,7 +299,6 @@ fn an_outsider_forging_the_path_route_is_refused() {
 /// nonce is not ours at all and the stamp does not open.
 #[test]
 fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
-    use crate::auth::digest::{Algorithm, response_auth};
     let t0 = Instant::now();
     let mut a = Node::new("edge-a", A, "cluster-secret", t0);
     let mut b = Node::new("edge-b", B, "cluster-secret", t0);
@@ -316,23 +315,8 @@ fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
         .find(|(_, m)| m.starts_with("SIP/2.0 401"))
         .expect("401 from A")
         .1;
-    let i = chal.find("nonce=\"").expect("nonce") + 7;
-    let nonce = chal[i..].split('"').next().expect("nonce").to_string();
-    let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
-    let auth = |nc: &str| {
-        let r = response_auth(
-            Algorithm::Sha256,
-            &ha1,
-            &nonce,
-            nc,
-            "xyz",
-            "REGISTER",
-            "sip:example.com",
-        );
-        format!(
-            "Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"xyz\"\r\n"
-        )
-    };
+    let nonce = nonce_of(chal);
+    let auth = |nc: &str| credentials("Authorization", &nonce, nc, "REGISTER", "sip:example.com");
     let sent = b.feed(&reg(2, &auth("00000001")), source);
     assert!(
         sent[0].1.starts_with("SIP/2.0 401") && sent[0].1.contains("stale=true"),

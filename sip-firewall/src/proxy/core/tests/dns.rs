@@ -79,20 +79,8 @@ fn invite(branch: &str) -> String {
 }
 
 fn response(req: &str, code: u16) -> String {
-    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
-    for line in req.split("\r\n").skip(1) {
-        let lower = line.to_ascii_lowercase();
-        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            out.push_str(&format!("{line};tag=uas\r\n"));
-        }
-    }
-    out + "Content-Length: 0\r\n\r\n"
+    let lines = response_lines(req, "uas");
+    format!("SIP/2.0 {code} Whatever\r\n{lines}Content-Length: 0\r\n\r\n")
 }
 
 fn to(sent: &[(SocketAddr, String)], addr: &str, prefix: &str) -> Vec<String> {

@@ -395,21 +395,8 @@ fn internal_next_hops_only_when_configured() {
 
 /// A response to the request `req` (as the proxy forwarded it), from its UAS.
 fn response_to(req: &str, code: u16, to_tag: &str) -> String {
-    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
-    for line in req.split("\r\n").skip(1) {
-        let lower = line.to_ascii_lowercase();
-        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            out.push_str(&format!("{line};tag={to_tag}\r\n"));
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
+    let lines = response_lines(req, to_tag);
+    format!("SIP/2.0 {code} Whatever\r\n{lines}Content-Length: 0\r\n\r\n")
 }
 
 /// The branch of the INVITE we forwarded.
@@ -584,7 +571,6 @@ fn outsiders_assert_no_identity() {
 /// a next hop outside the trust domain.
 #[test]
 fn subscribers_assert_only_their_identities() {
-    use crate::auth::digest::{Algorithm, response_auth};
     let mut e = Edge::new(
         "domains = [\"example.com\"]\n[proxy]\noutbound = \"10.0.0.5:5060\"\n[auth]\nusers = [{ user = \"bob\", domain = \"example.com\", password = \"pw\", identities = [\"tel:+15551234\"] }]\n",
     );
@@ -603,21 +589,8 @@ fn subscribers_assert_only_their_identities() {
             .find(|(_, m)| m.starts_with("SIP/2.0 407"))
             .expect("407")
             .1;
-        let i = chal.find("nonce=\"").expect("nonce") + 7;
-        let nonce = chal[i..].split('"').next().expect("nonce").to_string();
-        let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
-        let r = response_auth(
-            Algorithm::Sha256,
-            &ha1,
-            &nonce,
-            "00000001",
-            "xyz",
-            "INVITE",
-            uri,
-        );
-        let cred = format!(
-            "Proxy-Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"xyz\"\r\n{extra}"
-        );
+        let nonce = nonce_of(chal);
+        let cred = credentials("Proxy-Authorization", &nonce, "00000001", "INVITE", uri) + extra;
         let sent = e.feed(&call(&format!("z9hG4bKs{n}b"), &cred), "192.0.2.1:5060");
         sent.into_iter()
             .find(|(_, m)| m.starts_with("INVITE"))

@@ -3,7 +3,6 @@
 //! by the edge with BYE both ways.
 
 use super::*;
-use crate::auth::digest::{Algorithm, response_auth};
 
 const TRUNK: &str = "203.0.113.5:5070";
 const PHONE: &str = "192.0.2.1:5060";
@@ -70,19 +69,12 @@ impl H {
                 .find(|(_, m)| m.starts_with("SIP/2.0 407"))
                 .expect("407")
                 .1;
-            let i = chal.find("nonce=\"").expect("nonce") + 7;
-            self.nonce = chal[i..].split('"').next().map(str::to_string);
+            self.nonce = Some(nonce_of(chal));
         }
         self.nc += 1;
         let nonce = self.nonce.clone().unwrap_or_default();
         let nc = format!("{:08x}", self.nc);
-        let ha1 = Algorithm::Sha256.ha1("alice", "example.com", "pw");
-        let r = response_auth(Algorithm::Sha256, &ha1, &nonce, &nc, "xyz", "INVITE", &uri);
-        let cred = format!(
-            "Proxy-Authorization: Digest username=\"alice\", realm=\"example.com\", \
-             nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, \
-             nc={nc}, cnonce=\"xyz\"\r\n"
-        );
+        let cred = credentials_of("alice", "Proxy-Authorization", &nonce, &nc, "INVITE", &uri);
         let sent = self.feed(&invite(&cred), PHONE);
         let out = sent
             .iter()
@@ -99,18 +91,7 @@ impl H {
     /// The same with `extra` header lines.
     fn answer_with(&mut self, req: &str, code: u16, extra: &str) -> Vec<(SocketAddr, String)> {
         let mut out = format!("SIP/2.0 {code} Whatever\r\n{extra}");
-        for line in req.split("\r\n").skip(1) {
-            let l = line.to_ascii_lowercase();
-            if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
-                .iter()
-                .any(|p| l.starts_with(p))
-            {
-                out.push_str(line);
-                out.push_str("\r\n");
-            } else if l.starts_with("to:") {
-                out.push_str(&format!("{line};tag=trunk\r\n"));
-            }
-        }
+        out.push_str(&response_lines(req, "trunk"));
         out.push_str(&format!(
             "Contact: <sip:gw@{TRUNK}>\r\nContent-Length: 0\r\n\r\n"
         ));

@@ -68,6 +68,59 @@ pub(super) fn advance(
     out
 }
 
+/// The nonce of the first challenge in an answer.
+pub(super) fn nonce_of(challenge: &str) -> String {
+    let i = challenge.find("nonce=\"").expect("a challenge") + 7;
+    challenge[i..]
+        .split('"')
+        .next()
+        .expect("closing quote")
+        .to_string()
+}
+
+/// `header` with digest credentials of bob (SHA-256, nonce-count `nc`) for `method` over
+/// `uri`.
+pub(super) fn credentials(header: &str, nonce: &str, nc: &str, method: &str, uri: &str) -> String {
+    credentials_of("bob", header, nonce, nc, method, uri)
+}
+
+/// [`credentials`] of `user` at example.com (password `pw`).
+pub(super) fn credentials_of(
+    user: &str,
+    header: &str,
+    nonce: &str,
+    nc: &str,
+    method: &str,
+    uri: &str,
+) -> String {
+    use crate::auth::digest::{Algorithm, response_auth};
+    let ha1 = Algorithm::Sha256.ha1(user, "example.com", "pw");
+    let r = response_auth(Algorithm::Sha256, &ha1, nonce, nc, "cn", method, uri);
+    format!(
+        "{header}: Digest username=\"{user}\", realm=\"example.com\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"cn\"\r\n"
+    )
+}
+
+/// The header lines of a response to the request `req` (as the proxy forwarded it): its
+/// Via, From, Call-ID, CSeq and Record-Route, and its To with the tag `to_tag`.
+pub(super) fn response_lines(req: &str, to_tag: &str) -> String {
+    let mut out = String::new();
+    for line in req.split("\r\n").skip(1) {
+        let lower = line.to_ascii_lowercase();
+        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if lower.starts_with("to:") {
+            out.push_str(&format!("{line};tag={to_tag}\r\n"));
+        }
+    }
+    out
+}
+
 mod auth;
 mod calls;
 mod cluster;
