@@ -23,6 +23,7 @@
 //! | `loops.rs` | loop detection (RFC 3261 16.3) |
 //! | `resolve.rs` | requests waiting for DNS, failover (RFC 3263) |
 //! | `fraud.rs` | the core's side of the toll-fraud guard |
+//! | `tests/` | unit tests on one fixture (`tests/mod.rs`), a file per topic |
 
 use std::{
     borrow::Cow,

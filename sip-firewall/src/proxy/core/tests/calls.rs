@@ -578,7 +578,7 @@ fn our_cancel_does_not_retire_the_invite_branch() {
     assert_eq!(h.core.active(), (0, 0));
 }
 
-/// Issue 9, amplification: a copy of a request (same top Via, so the same transaction by
+/// Amplification: a copy of a request (same top Via, so the same transaction by
 /// RFC 3261 17.2.3) from another source gets nothing, and is counted; the original source's
 /// retransmission still gets the stored answer.
 #[test]
@@ -650,7 +650,7 @@ fn timer_g_only_toward_verified_sources() {
     assert_eq!(h.core.active(), (0, 0));
 }
 
-/// Issue 9, held resources: server transactions are bounded per source and in total; a
+/// Held resources: server transactions are bounded per source and in total; a
 /// request beyond gets 503 with Retry-After statelessly (no transaction), counted; freed
 /// transactions make room again.
 #[test]
@@ -696,7 +696,7 @@ fn transactions_bounded_per_source_and_in_total() {
     assert_eq!(a, Action::Absorb);
 }
 
-/// Issue 10: a subscriber cannot REGISTER bindings from a spoofed source with a nonce it
+/// A subscriber cannot REGISTER bindings from a spoofed source with a nonce it
 /// got at its own address: challenged again with stale=true, nothing bound; from its own
 /// address the same credentials work.
 #[test]

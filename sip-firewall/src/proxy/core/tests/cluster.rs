@@ -82,11 +82,7 @@ impl Node {
     }
 
     fn refused(&self, reason: &str) -> u64 {
-        self.core
-            .metrics
-            .dialog_refused
-            .with_label_values(&[reason])
-            .get()
+        super::refused(&self.core, reason)
     }
 }
 

@@ -66,11 +66,7 @@ impl Edge {
     }
 
     fn refused(&self, reason: &str) -> u64 {
-        self.core
-            .metrics
-            .dialog_refused
-            .with_label_values(&[reason])
-            .get()
+        super::refused(&self.core, reason)
     }
 
     fn previous_key(&self) -> u64 {

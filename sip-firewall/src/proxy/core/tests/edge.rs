@@ -1,6 +1,6 @@
 //! The proxy core on a fake clock, at the edge of its trust: its own addresses, loops,
 //! dialog-bound routing, branches and the sources of responses, identity headers,
-//! enumeration, and registrations that follow the client (issues 9 and 10).
+//! enumeration, and registrations that follow the client.
 
 use super::*;
 
@@ -36,11 +36,7 @@ impl Edge {
     }
 
     fn refused(&self, reason: &str) -> u64 {
-        self.core
-            .metrics
-            .dialog_refused
-            .with_label_values(&[reason])
-            .get()
+        super::refused(&self.core, reason)
     }
 }
 
@@ -56,7 +52,7 @@ fn first_line(sent: &[(SocketAddr, String)]) -> Vec<&str> {
         .collect()
 }
 
-/// Issue 9 item 3: with no `[sip] domains`, an OPTIONS ping to the edge's own address (with
+/// With no `[sip] domains`, an OPTIONS ping to the edge's own address (with
 /// or without our port) is answered 200 by the edge, from an outsider and from an
 /// allow-listed peer alike; before, the outsider got 403 and the peer's ping was forwarded
 /// to the edge itself until Max-Forwards ran out.
@@ -108,7 +104,7 @@ fn options_to_our_own_address_is_ours() {
     );
 }
 
-/// Issue 9 item 3: never a hop to ourselves, whatever names it: here an outbound proxy
+/// Never a hop to ourselves, whatever names it: here an outbound proxy
 /// configured as one of our own addresses (a Route or Request-URI naming us is ours and is
 /// answered or popped, above).
 #[test]
@@ -236,7 +232,7 @@ fn in_dialog(
     )
 }
 
-/// Issue 10: the Record-Route stamp binds the dialog (Call-ID, From-tag, both parties). An
+/// The Record-Route stamp binds the dialog (Call-ID, From-tag, both parties). An
 /// in-dialog request is relayed only from one party to the other: a stamp replayed from a
 /// third address is refused (403, counted), and a party naming a third address as next hop
 /// reaches only the other party. Before, the stamp was an HMAC of the Call-ID alone and
@@ -414,8 +410,8 @@ fn our_branch(sent: &[(SocketAddr, String)]) -> String {
         .to_string()
 }
 
-/// Issue 10: branches carry 96 random bits (main: `z9hG4bKsfw{salt}.{counter}`, so one
-/// call told a subscriber the branches of the next ones), and a response naming an open
+/// Branches carry 96 random bits (from a counter, one call would tell a subscriber the
+/// branches of the next ones), and a response naming an open
 /// branch is taken only from where its request went: a spray of forged 603s, for the real
 /// branch and for what a counter would have given, from another address fails no call.
 #[test]
@@ -483,7 +479,7 @@ fn forged_finals_from_elsewhere_fail_no_call() {
     );
 }
 
-/// Issue 10: an unknown user and a known one who is not registered get the same answer
+/// An unknown user and a known one who is not registered get the same answer
 /// (main: 404 against 480), 480 by default or 404 when configured.
 #[test]
 fn no_user_enumeration() {
@@ -519,7 +515,7 @@ fn has_identity(m: &str) -> bool {
     .any(|h| l.contains(h))
 }
 
-/// Issue 10, RFC 3325: identity headers from outside the trust domain never reach the
+/// RFC 3325: identity headers from outside the trust domain never reach the
 /// phone (main: an outsider's P-Asserted-Identity did); an allow-listed peer's pass.
 #[test]
 fn outsiders_assert_no_identity() {
@@ -662,7 +658,7 @@ fn edge_with_domain() -> Edge {
     e
 }
 
-/// Issue 10: a binding's destination is the flow the REGISTER came on, never the host its
+/// A binding's destination is the flow the REGISTER came on, never the host its
 /// Contact names (main: a Contact on the source's IP but another port was used, so a
 /// REGISTER could aim every call at another service of that host); the authenticated user is
 /// recorded; five contacts per address of record by default.
@@ -695,7 +691,7 @@ fn registrations_follow_the_client() {
     );
 }
 
-/// Issue 10: forking toward a contact that never answered is limited: once it left a
+/// Forking toward a contact that never answered is limited: once it left a
 /// request unanswered, the next requests go to it once, without Timer A retransmissions
 /// (main: seven sends per call, whatever happened before), until it answers again.
 #[test]

@@ -1,4 +1,4 @@
-//! The toll-fraud guard in the proxy core, on a fake clock (issue 12): destinations refused
+//! The toll-fraud guard in the proxy core, on a fake clock: destinations refused
 //! before anything reaches the trunk, thresholds that suspend an account, and calls ended
 //! by the edge with BYE both ways.
 
@@ -155,7 +155,7 @@ fn denied_destinations_never_reach_the_trunk() {
     assert!(out.is_some(), "a national call goes out");
 }
 
-/// Issue 12's test: rule "00" with concurrent critical 2. Two calls connect, the third is
+/// Rule "00" with concurrent critical 2. Two calls connect, the third is
 /// refused (403) and suspends alice; then even a national call gets 403. The suspension
 /// goes to the state database; unblock lifts it.
 #[test]

@@ -121,6 +121,14 @@ pub(super) fn response_lines(req: &str, to_tag: &str) -> String {
     out
 }
 
+/// Requests `core` refused for routing integrity with `reason` (`sipfw_dialog_refused_total`).
+pub(super) fn refused(core: &Core, reason: &str) -> u64 {
+    core.metrics
+        .dialog_refused
+        .with_label_values(&[reason])
+        .get()
+}
+
 mod auth;
 mod calls;
 mod cluster;
