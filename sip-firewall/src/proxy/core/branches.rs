@@ -131,7 +131,8 @@ impl Core {
             let local = &self.local;
             let call_id = b.get(HeaderName::CallId).unwrap_or("");
             let stamp =
-                self.stamp_keys
+                self.keys
+                    .stamp
                     .seal(self.unix_secs(o.now), call_id, &from_tag, caller, dest);
             let hostport = |t| local.hostport_for(t);
             forward::record_route(&mut b, hostport, inbound, dest.transport, &stamp);

@@ -48,7 +48,8 @@ impl Core {
             .find_map(|e| route::stamp_of(e))
             .ok_or("bad_stamp")?;
         let opened = self
-            .stamp_keys
+            .keys
+            .stamp
             .open(call_id, &tags, &stamp)
             .ok_or("bad_stamp")?;
         // Judged once authentic, so that `stamp_expired` counts only stamps we made. A

@@ -6,7 +6,8 @@
 //!
 //! | file | what it decides |
 //! |---|---|
-//! | `mod.rs` | the core's state, silent contacts, trust, refusals |
+//! | `mod.rs` | the core's state and keys, trust, refusals |
+//! | `silent.rs` | contacts that answered nothing: sent to once, without retransmissions |
 //! | `setup.rs` | building from the configuration, reloads |
 //! | `req.rs` | `Req` (one request's facts) and `Onward` (what a forward's branches share) |
 //! | `request.rs` | a new request: scanners, ACK and retransmission matching, CANCEL's source, caps |
@@ -91,10 +92,6 @@ use crate::config::Config;
 
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
 const BRANCH_PREFIX: &str = "z9hG4bKsfw";
-/// How long a contact that answered nothing gets no retransmissions.
-const SILENT_FOR: Duration = Duration::from_secs(600);
-/// Most silent contacts remembered (beyond: not remembered, counted).
-const MAX_SILENT: usize = 4096;
 /// Vias of a request checked for a loop through us (a longer list loops anyway: Max-Forwards).
 const MAX_VIAS_CHECKED: usize = 70;
 /// The Allow header of our answers to OPTIONS.
@@ -122,6 +119,19 @@ fn answer(code: u16, phrase: &'static str) -> LocalReply {
     }
 }
 
+/// The core's keys, derived from `[auth] secret` (which seals) and `previous_secrets`
+/// (which still open; `crate::auth::keys`). An edge without a configured secret has a
+/// random one, so in-dialog requests of earlier dialogs get 404 after a restart.
+struct CoreKeys {
+    /// Of the dialog stamps in our Record-Route.
+    stamp: route::StampKeys,
+    /// Of the seals of cluster hops: the current secret's (which seals) first, then the
+    /// previous secrets'.
+    hop: Vec<[u8; 32]>,
+    /// Of loop tags (and of branch ids when the OS has no randomness).
+    loop_tag: Vec<u8>,
+}
+
 /// Everything behind the proxy's lock.
 pub struct Core {
     local: Local,
@@ -137,11 +147,8 @@ pub struct Core {
     unavailable: u16,
     /// `[proxy] identity_headers`.
     identity_headers: Vec<String>,
-    /// Contacts that left a request of ours unanswered, and when: their next requests are
-    /// sent once, without Timer A/E retransmissions, until they answer something (so that
-    /// a binding aimed at someone else, or a phone gone away, does not turn each call into
-    /// seven sends toward it).
-    silent: HashMap<SocketAddr, Instant>,
+    /// Contacts that left a request of ours unanswered ([`silent`]).
+    silent: silent::Silent,
     /// The identities each user (user, lower-case domain) may assert besides their own URI.
     identities: HashMap<(String, String), Vec<String>>,
 
@@ -163,19 +170,10 @@ pub struct Core {
     sends: Vec<(Destination, Vec<u8>)>,
     /// Makes our branches unique across restarts.
     salt: u64,
-    /// Keys of the dialog stamps in our Record-Route, derived from `[auth] secret` (which
-    /// seals) and `previous_secrets` (which still open; `crate::auth::keys`). An edge
-    /// without a configured secret has a random one, so in-dialog requests of earlier
-    /// dialogs get 404 after a restart.
-    stamp_keys: route::StampKeys,
+    keys: CoreKeys,
     /// `[proxy] stamp_lifetime` (or its default from `[fraud] max_call_duration`): older
     /// stamps are refused.
     stamp_lifetime: Duration,
-    /// Keys of the seals of cluster hops: the current secret's (which seals) first, then the
-    /// previous secrets'.
-    hop_keys: Vec<[u8; 32]>,
-    /// Key of loop tags (and of branch ids when the OS has no randomness).
-    loop_key: Vec<u8>,
     seq: u64,
     /// The clock origin: nonce timestamps are seconds since the Unix epoch, taken as
     /// `unix_at_start` plus monotonic time since `start`.
@@ -187,11 +185,7 @@ pub struct Core {
     /// The toll-fraud guard: its decisions on calls, its dialog tracking.
     pub(crate) fraud: crate::fraud::Fraud,
     /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
-    resolving: HashMap<ServerKey, resolve::Pending>,
-    resolve_queue: Vec<(ServerKey, String)>,
-    /// How long a resolution may take before the request gets 503 (`[dns] timeout` and a
-    /// margin: the resolver ends its own work within `[dns] timeout`).
-    resolve_limit: Duration,
+    parked: resolve::Parked,
 }
 
 impl Core {
@@ -202,19 +196,14 @@ impl Core {
 
     /// A contact left a request of ours unanswered.
     pub(super) fn mark_silent(&mut self, addr: SocketAddr, now: Instant) {
-        if self.silent.len() >= MAX_SILENT && !self.silent.contains_key(&addr) {
-            self.silent
-                .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
-            if self.silent.len() >= MAX_SILENT {
-                debug!(%addr, "silent-contact table full");
-                self.metrics
-                    .silent_contacts
-                    .with_label_values(&["table_full"])
-                    .inc();
-                return;
-            }
+        if !self.silent.mark(addr, now) {
+            debug!(%addr, "silent-contact table full");
+            self.metrics
+                .silent_contacts
+                .with_label_values(&["table_full"])
+                .inc();
+            return;
         }
-        self.silent.insert(addr, now);
         self.metrics
             .silent_contacts
             .with_label_values(&["marked"])
@@ -223,9 +212,7 @@ impl Core {
 
     /// Whether requests to `addr` go without retransmissions.
     pub(super) fn is_silent(&self, addr: SocketAddr, now: Instant) -> bool {
-        self.silent
-            .get(&addr)
-            .is_some_and(|at| now.saturating_duration_since(*at) < SILENT_FOR)
+        self.silent.is_silent(addr, now)
     }
 
     /// The sends queued since the last call.
@@ -239,7 +226,7 @@ impl Core {
 
     /// The key new cluster hop seals are made with (the current secret's).
     fn hop_key(&self) -> &[u8] {
-        self.hop_keys.first().map_or(&[][..], |k| &k[..])
+        self.keys.hop.first().map_or(&[][..], |k| &k[..])
     }
 
     pub(super) fn unix_secs(&self, now: Instant) -> u64 {
@@ -320,6 +307,7 @@ mod response;
 mod routing;
 mod servers;
 mod setup;
+mod silent;
 mod timers;
 
 #[cfg(test)]

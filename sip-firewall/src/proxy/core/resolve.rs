@@ -43,6 +43,45 @@ pub(super) struct Pending {
     since: Instant,
 }
 
+/// The requests waiting for DNS, and the names still to hand to the resolver.
+pub(super) struct Parked {
+    pending: HashMap<ServerKey, Pending>,
+    queue: Vec<(ServerKey, String)>,
+    /// How long a resolution may take before the request gets 503 (`[dns] timeout` and a
+    /// margin: the resolver ends its own work within `[dns] timeout`).
+    limit: Duration,
+}
+
+impl Parked {
+    pub(super) fn new(limit: Duration) -> Parked {
+        Parked {
+            pending: HashMap::new(),
+            queue: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Park the request of `key` until `name` is resolved.
+    fn park(&mut self, key: &ServerKey, p: Pending, name: String) {
+        self.pending.insert(key.clone(), p);
+        self.queue.push((key.clone(), name));
+    }
+
+    /// The request of `key`, no longer waiting.
+    fn unpark(&mut self, key: &ServerKey) -> Option<Pending> {
+        self.pending.remove(key)
+    }
+
+    /// The requests waiting longer than a resolution may take.
+    fn late(&self, now: Instant) -> Vec<ServerKey> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.since) >= self.limit)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
 /// Whether `uri_text` is a SIP URI whose host is a domain name (DNS decides where it goes).
 pub(super) fn names_domain(uri_text: &str) -> bool {
     matches!(uri::parse(uri_text), Ok(Uri::Sip(u)) if u.host.ip().is_none())
@@ -56,16 +95,13 @@ impl Core {
         msg: SipMsg,
         uri: String,
     ) -> Result<(), LocalReply> {
-        self.resolving.insert(
-            o.key.clone(),
-            Pending {
-                msg,
-                method: o.method.to_string(),
-                record_route_from: o.record_route_from,
-                since: o.now,
-            },
-        );
-        self.resolve_queue.push((o.key.clone(), uri));
+        let p = Pending {
+            msg,
+            method: o.method.to_string(),
+            record_route_from: o.record_route_from,
+            since: o.now,
+        };
+        self.parked.park(o.key, p, uri);
         self.metrics
             .dns_routing
             .with_label_values(&["resolving"])
@@ -75,7 +111,7 @@ impl Core {
 
     /// The names to resolve since the last call, with the transaction each is for.
     pub fn take_resolutions(&mut self) -> Vec<(ServerKey, String)> {
-        std::mem::take(&mut self.resolve_queue)
+        std::mem::take(&mut self.parked.queue)
     }
 
     /// The resolution for the request parked under `key` is done: forward it to the first
@@ -86,7 +122,7 @@ impl Core {
         result: Result<Vec<Destination>, DnsError>,
         now: Instant,
     ) {
-        let Some(p) = self.resolving.remove(key) else {
+        let Some(p) = self.parked.unpark(key) else {
             // Cancelled, or answered at the deadline already.
             return;
         };
@@ -140,14 +176,7 @@ impl Core {
 
     /// Requests parked longer than the resolver may take: 503 (never a hang).
     pub(super) fn expire_resolutions(&mut self, now: Instant) {
-        let limit = self.resolve_limit;
-        let late: Vec<ServerKey> = self
-            .resolving
-            .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.since) >= limit)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in late {
+        for k in self.parked.late(now) {
             self.metrics
                 .dns_routing
                 .with_label_values(&["expired"])
@@ -159,7 +188,7 @@ impl Core {
     /// A CANCEL of a request still waiting for DNS: it is not forwarded; true when there
     /// was one (the caller answers it 487).
     pub(super) fn cancel_resolution(&mut self, key: &ServerKey) -> bool {
-        self.resolving.remove(key).is_some()
+        self.parked.unpark(key).is_some()
     }
 
     /// Whether branch `idx` of `skey` is still the client transaction `branch` (after a

@@ -42,9 +42,7 @@ impl Core {
             return self.stray();
         }
         // It answers: retransmissions toward it again.
-        if !self.silent.is_empty() {
-            self.silent.remove(&e.dest.addr);
-        }
+        self.silent.answered(&e.dest.addr);
         // It was reached: a later transport error is not a reason to try another target.
         self.clients.settled(&ckey);
         let Some(e) = self.clients.get_mut(&ckey) else {

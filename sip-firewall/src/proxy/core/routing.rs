@@ -348,7 +348,8 @@ impl Core {
         // and nodes still on the old one keep reaching each other's flows.
         let unix = self.unix_secs(now);
         let Some(aor) = self
-            .hop_keys
+            .keys
+            .hop
             .iter()
             .find_map(|k| route::open_cluster_hop(k, unix, seal, call_id, &ruri))
         else {

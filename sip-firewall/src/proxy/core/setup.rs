@@ -39,7 +39,7 @@ impl Core {
             reply_from_any: config.proxy.reply_from_any.clone(),
             unavailable: config.proxy.unavailable,
             identity_headers: config.proxy.identity_headers.clone(),
-            silent: HashMap::new(),
+            silent: silent::Silent::default(),
             identities: identities(&config.auth.users),
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
@@ -60,18 +60,18 @@ impl Core {
             observer,
             sends: Vec::new(),
             salt,
-            stamp_keys: route::StampKeys::new(&keys),
+            keys: CoreKeys {
+                stamp: route::StampKeys::new(&keys),
+                hop: keys.derive_all(Purpose::ClusterHop),
+                loop_tag: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
+            },
             stamp_lifetime: config.proxy.effective_stamp_lifetime(config.fraud),
-            hop_keys: keys.derive_all(Purpose::ClusterHop),
-            loop_key: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
             seq: 0,
             start: now,
             unix_at_start: crate::clock::unix_now(),
             last_housekeeping: now,
             last_addr_refresh: now,
-            resolving: HashMap::new(),
-            resolve_queue: Vec::new(),
-            resolve_limit: config.dns.timeout + Duration::from_secs(2),
+            parked: resolve::Parked::new(config.dns.timeout + Duration::from_secs(2)),
         })
     }
 

@@ -51,8 +51,7 @@ impl Core {
             self.metrics.bindings.set(self.store.len() as i64);
             let secs = self.unix_secs(now);
             self.auth.expire(secs);
-            self.silent
-                .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
+            self.silent.expire(now);
             // Calls past their limits end here (second precision is enough for hours).
             self.fraud_tick(now);
             // Requests DNS left waiting too long: 503 (see `resolve`).

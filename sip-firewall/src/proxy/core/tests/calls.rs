@@ -60,7 +60,7 @@ impl Harness {
     /// Our stamp of dialog `call_id` (From-tag `c`) between `caller` and `callee`, now.
     fn stamp(&self, call_id: &str, caller: Destination, callee: Destination) -> String {
         let now = self.core.unix_secs(self.now);
-        self.core.stamp_keys.seal(now, call_id, "c", caller, callee)
+        self.core.keys.stamp.seal(now, call_id, "c", caller, callee)
     }
 
     fn register(&mut self, contact_port: u16) {
@@ -120,7 +120,7 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     assert!(to21.contains("\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfw"));
     assert!(to21.contains("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1;rport=5060"));
     assert!(to21.contains("Max-Forwards: 69"));
-    let stamp = h.core.stamp_keys.seal(
+    let stamp = h.core.keys.stamp.seal(
         h.core.unix_secs(h.now),
         "call-z9hG4bKinv1",
         "c",

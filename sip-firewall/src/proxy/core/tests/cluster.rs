@@ -342,11 +342,11 @@ fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
         .expect("record-routed");
     let entry = rr.trim_start_matches("Record-Route:").trim();
     let stamp = route::stamp_of(entry).expect("stamp");
-    let opened = b.core.stamp_keys.open("rr1", &["a"], &stamp);
+    let opened = b.core.keys.stamp.open("rr1", &["a"], &stamp);
     let opened = opened.expect("B opens A's stamp");
     assert_eq!(opened.caller.addr, "10.0.0.50:5060".parse().unwrap());
     assert_eq!(opened.callee.addr, BOB_FLOW.parse().unwrap());
-    assert!(c.core.stamp_keys.open("rr1", &["a"], &stamp).is_none());
+    assert!(c.core.keys.stamp.open("rr1", &["a"], &stamp).is_none());
 }
 
 /// A binding from the cluster passes the next-hop check of a request's text: its flow

@@ -61,7 +61,8 @@ impl Edge {
         };
         let now = self.core.unix_secs(self.now);
         self.core
-            .stamp_keys
+            .keys
+            .stamp
             .seal(now, call_id, "c", d(caller), d(callee))
     }
 
