@@ -118,7 +118,7 @@ impl Core {
         if let Some(u) = ruri {
             b.set_request_uri(&u);
         }
-        if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
+        if privacy_id && !in_any(&self.settings.allow, dest.addr.ip()) {
             // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
             // inside the trust domain (allow-listed peers, e.g. the trunk, which must
             // honour it in turn).
@@ -187,7 +187,7 @@ impl Core {
                 .inc();
         }
         let reliable = dest.transport.is_reliable() || quiet;
-        let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
+        let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.settings.timers);
         self.send(dest, bytes);
         self.metrics.forwarded.with_label_values(&["request"]).inc();
         self.observer.client_transaction_created(&branch, dest);
@@ -209,7 +209,7 @@ impl Core {
         Branch {
             branch,
             state: BranchState::Pending,
-            timer_c: (kind == Kind::Invite).then(|| now + self.timers.c),
+            timer_c: (kind == Kind::Invite).then(|| now + self.settings.timers.c),
             cancel,
             cancel_pending: false,
             cancelled: false,

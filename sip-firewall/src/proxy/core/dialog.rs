@@ -54,7 +54,7 @@ impl Core {
             .ok_or("bad_stamp")?;
         // Judged once authentic, so that `stamp_expired` counts only stamps we made. A
         // stamp from further ahead than the lifetime (a clock set back) is no better.
-        if opened.issued.abs_diff(self.unix_secs(now)) > self.stamp_lifetime.as_secs() {
+        if opened.issued.abs_diff(self.unix_secs(now)) > self.settings.stamp_lifetime.as_secs() {
             return Err("stamp_expired");
         }
         if opened.previous {
@@ -129,7 +129,7 @@ impl Core {
             self.refused(Some(source), reason);
             answer(404, "Not Here")
         })?;
-        let text = route::next_hop(msg, self.outbound);
+        let text = route::next_hop(msg, self.settings.outbound);
         let dest = Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(
             |reason| {
                 self.refused(Some(source), reason);
@@ -140,7 +140,7 @@ impl Core {
             let ip = source.ip().to_canonical();
             ip.is_loopback() || self.local.is_our_ip(ip)
         };
-        if from_host || self.outbound == Some(dest.addr) {
+        if from_host || self.settings.outbound == Some(dest.addr) {
             return Ok(dest);
         }
         self.allowed_hop(dest, Some(source))
@@ -160,7 +160,7 @@ impl Core {
                 reason: "ack_no_route",
             };
         };
-        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
+        forward::stamp_top_via(&mut msg, ctx.source, self.settings.force_rport);
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Action::Drop {
                 reason: "too_many_hops",

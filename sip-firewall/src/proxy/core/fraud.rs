@@ -311,7 +311,7 @@ impl Core {
             dest.transport.is_reliable(),
             bytes.clone(),
             now,
-            &self.timers,
+            &self.settings.timers,
         );
         self.send(dest, bytes);
         self.observer.client_transaction_created(&branch, dest);

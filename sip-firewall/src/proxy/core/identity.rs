@@ -150,7 +150,7 @@ impl Core {
     /// Remove the identity headers (`[proxy] identity_headers`) of a request from outside
     /// the trust domain (RFC 3325 5: they are asserted only between trusted elements).
     pub(super) fn strip_identity(&self, msg: &mut SipMsg) {
-        for h in &self.identity_headers {
+        for h in &self.settings.identity_headers {
             msg.remove(HeaderName::Other(h));
         }
     }

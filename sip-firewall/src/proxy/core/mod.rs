@@ -132,30 +132,39 @@ struct CoreKeys {
     loop_tag: Vec<u8>,
 }
 
-/// Everything behind the proxy's lock.
-pub struct Core {
-    local: Local,
+/// The settings a reload may change while running.
+struct Settings {
     outbound: Option<SocketAddr>,
     /// `[proxy] outbound` when it is a name: resolved by DNS like any domain (RFC 3263).
     outbound_name: Option<String>,
+    /// `[policy] allow`: trusted peers.
     allow: Vec<IpNet>,
     /// `[proxy] internal_next_hops`: internal addresses a request's text may name as next hop.
     internal_next_hops: Vec<IpNet>,
-    /// `[proxy] reply_from_any`: peers whose responses may come from anywhere.
-    reply_from_any: Vec<IpNet>,
     /// `[proxy] unavailable`: 480 or 404.
     unavailable: u16,
     /// `[proxy] identity_headers`.
     identity_headers: Vec<String>,
-    /// Contacts that left a request of ours unanswered ([`silent`]).
-    silent: silent::Silent,
-    /// The identities each user (user, lower-case domain) may assert besides their own URI.
-    identities: HashMap<(String, String), Vec<String>>,
-
+    /// `[proxy] stamp_lifetime` (or its default from `[fraud] max_call_duration`): older
+    /// stamps are refused.
+    stamp_lifetime: Duration,
     force_rport: bool,
     scanners: Scanners,
     registrar: RegistrarConfig,
     timers: Timers,
+}
+
+/// Everything behind the proxy's lock.
+pub struct Core {
+    local: Local,
+    /// What a reload changes ([`Core::reconfigure`]).
+    settings: Settings,
+    /// `[proxy] reply_from_any`: peers whose responses may come from anywhere.
+    reply_from_any: Vec<IpNet>,
+    /// Contacts that left a request of ours unanswered ([`silent`]).
+    silent: silent::Silent,
+    /// The identities each user (user, lower-case domain) may assert besides their own URI.
+    identities: HashMap<(String, String), Vec<String>>,
     servers: Servers,
     clients: Clients,
     heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
@@ -171,9 +180,6 @@ pub struct Core {
     /// Makes our branches unique across restarts.
     salt: u64,
     keys: CoreKeys,
-    /// `[proxy] stamp_lifetime` (or its default from `[fraud] max_call_duration`): older
-    /// stamps are refused.
-    stamp_lifetime: Duration,
     seq: u64,
     /// The clock origin: nonce timestamps are seconds since the Unix epoch, taken as
     /// `unix_at_start` plus monotonic time since `start`.
@@ -236,7 +242,7 @@ impl Core {
     /// Whether a request comes from a trusted peer: an allow-listed address, or a TLS
     /// connection whose client certificate names a `[tls] trusted_peers` host.
     pub(super) fn is_trusted(&self, ctx: &Context) -> bool {
-        in_any(&self.allow, ctx.source.ip())
+        in_any(&self.settings.allow, ctx.source.ip())
             || (ctx.transport == Transport::Tls && ctx.trusted_peer.is_some())
     }
 

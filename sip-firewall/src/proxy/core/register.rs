@@ -31,7 +31,7 @@ impl Core {
         };
         let req = Register::from_message(m, &aor, ctx.source, ctx.transport, authenticated)?;
         let answer = registrar::request::apply(
-            &self.registrar,
+            &self.settings.registrar,
             self.store.as_mut(),
             &req,
             self.cluster_path.as_deref(),

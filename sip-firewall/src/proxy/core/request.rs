@@ -11,7 +11,7 @@ impl Core {
             return Action::Absorb;
         };
         if let Some(ua) = header(m, "User-Agent")
-            && let Some(hit) = self.scanners.matches(ua)
+            && let Some(hit) = self.settings.scanners.matches(ua)
         {
             debug!(source = %ctx.source, user_agent = ua, hit, "scanner dropped");
             self.metrics.scanners.inc();
@@ -45,7 +45,7 @@ impl Core {
         }
         self.open_server(&r.key, m, ctx);
         // An allow-listed source receives what we send it: Timer G may resend to it.
-        if in_any(&self.allow, ctx.source.ip())
+        if in_any(&self.settings.allow, ctx.source.ip())
             && let Some(e) = self.servers.get_mut(&r.key)
         {
             e.txn.verified();
@@ -79,7 +79,7 @@ impl Core {
             return self.foreign_copy(r.ctx);
         }
         if let Some(e) = self.servers.get_mut(&r.key)
-            && e.txn.on_ack(r.now, &self.timers)
+            && e.txn.on_ack(r.now, &self.settings.timers)
         {
             // The ACK of our (or a relayed) non-2xx final: hop by hop, ends here.
             self.schedule(TimerKey::Server(r.key.clone()));
@@ -182,7 +182,7 @@ impl Core {
     /// The transaction table is full, in total or for this source (allow-listed sources are
     /// bound by the total only): 503 with Retry-After (RFC 3261 21.5.4), statelessly, counted.
     pub(super) fn transactions_full(&mut self, ctx: &Context) -> Option<Action> {
-        let exempt = in_any(&self.allow, ctx.source.ip());
+        let exempt = in_any(&self.settings.allow, ctx.source.ip());
         let what = self.servers.full(ctx.source.ip(), exempt)?;
         crate::metrics::limit_hit(what, Some(ctx.source.ip()));
         self.metrics.local_replies.with_label_values(&["503"]).inc();

@@ -34,7 +34,7 @@ impl Core {
                 IpAddr::V6(v) => v.is_unicast_link_local(),
             }
             || self.local.is_our_ip(ip);
-        internal && !in_any(&self.internal_next_hops, ip)
+        internal && !in_any(&self.settings.internal_next_hops, ip)
     }
 
     /// Decide where a new request goes, or the answer.
@@ -48,7 +48,7 @@ impl Core {
             self.refused(Some(ctx.source), "loop");
             return Err(answer(482, "Loop Detected"));
         }
-        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
+        forward::stamp_top_via(&mut msg, ctx.source, self.settings.force_rport);
         let trusted = self.is_trusted(ctx);
         let in_dialog = m
             .get(HeaderName::To)
@@ -98,7 +98,7 @@ impl Core {
         let dest = match by_dns {
             Some(_) => None,
             None => Some(self.allowed_hop(
-                route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?,
+                route::next_hop(&msg, self.settings.outbound).ok_or(answer(404, "No Route"))?,
                 Some(ctx.source),
             )?),
         };
@@ -205,7 +205,7 @@ impl Core {
         if trusted {
             Some(r.source().ip().to_canonical())
         } else if foreign {
-            self.outbound.map(|o| o.ip().to_canonical())
+            self.settings.outbound.map(|o| o.ip().to_canonical())
         } else {
             None
         }
@@ -300,11 +300,11 @@ impl Core {
         ruri_text: String,
     ) -> Result<(), LocalReply> {
         let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
-        if let Some(name) = self.outbound_name.clone() {
+        if let Some(name) = self.settings.outbound_name.clone() {
             // The outbound proxy by name: where DNS says, with failover.
             return self.resolve_later(&r.onward(rr), msg, name);
         }
-        let dest = match self.outbound {
+        let dest = match self.settings.outbound {
             Some(addr) => Destination {
                 addr,
                 transport: Transport::Datagram,
@@ -323,7 +323,7 @@ impl Core {
 
     /// The answer for a user who is unknown or not registered (`[proxy] unavailable`).
     pub(super) fn unavailable(&self) -> LocalReply {
-        match self.unavailable {
+        match self.settings.unavailable {
             404 => answer(404, "Not Found"),
             _ => answer(480, "Temporarily Unavailable"),
         }

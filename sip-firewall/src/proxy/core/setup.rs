@@ -28,23 +28,10 @@ impl Core {
             .collect();
         Ok(Core {
             local: local_of(config),
-            outbound: config.proxy.outbound.as_ref().and_then(|o| o.addr()),
-            outbound_name: config
-                .proxy
-                .outbound
-                .as_ref()
-                .and_then(|o| o.name().map(str::to_string)),
-            allow: config.policy.allow.clone(),
-            internal_next_hops: config.proxy.internal_next_hops.clone(),
+            settings: Settings::of(config),
             reply_from_any: config.proxy.reply_from_any.clone(),
-            unavailable: config.proxy.unavailable,
-            identity_headers: config.proxy.identity_headers.clone(),
             silent: silent::Silent::default(),
             identities: identities(&config.auth.users),
-            force_rport: config.sip.force_rport,
-            scanners: Scanners::new(config.policy.scanners.as_deref()),
-            registrar: config.registrar.clone(),
-            timers: Timers::from_config(config.timers),
             servers: Servers::new((
                 config.sip.max_transactions,
                 config.sip.max_transactions_per_source,
@@ -65,7 +52,6 @@ impl Core {
                 hop: keys.derive_all(Purpose::ClusterHop),
                 loop_tag: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
             },
-            stamp_lifetime: config.proxy.effective_stamp_lifetime(config.fraud),
             seq: 0,
             start: now,
             unix_at_start: crate::clock::unix_now(),
@@ -84,21 +70,7 @@ impl Core {
     /// read once at start (the reloader names it as needing a restart).
     pub fn reconfigure<'a>(&mut self, config: impl Into<Sections<'a>>) {
         let config = &config.into();
-        self.allow = config.policy.allow.clone();
-        self.outbound = config.proxy.outbound.as_ref().and_then(|o| o.addr());
-        self.outbound_name = config
-            .proxy
-            .outbound
-            .as_ref()
-            .and_then(|o| o.name().map(str::to_string));
-        self.internal_next_hops = config.proxy.internal_next_hops.clone();
-        self.stamp_lifetime = config.proxy.effective_stamp_lifetime(config.fraud);
-        self.unavailable = config.proxy.unavailable;
-        self.identity_headers = config.proxy.identity_headers.clone();
-        self.force_rport = config.sip.force_rport;
-        self.scanners = Scanners::new(config.policy.scanners.as_deref());
-        self.registrar = config.registrar.clone();
-        self.timers = Timers::from_config(config.timers);
+        self.settings = Settings::of(config);
         self.auth.set_algorithms(
             config
                 .auth
@@ -112,6 +84,28 @@ impl Core {
             config.sip.max_transactions,
             config.sip.max_transactions_per_source,
         ));
+    }
+}
+
+impl Settings {
+    fn of(config: &Sections<'_>) -> Settings {
+        Settings {
+            outbound: config.proxy.outbound.as_ref().and_then(|o| o.addr()),
+            outbound_name: config
+                .proxy
+                .outbound
+                .as_ref()
+                .and_then(|o| o.name().map(str::to_string)),
+            allow: config.policy.allow.clone(),
+            internal_next_hops: config.proxy.internal_next_hops.clone(),
+            unavailable: config.proxy.unavailable,
+            identity_headers: config.proxy.identity_headers.clone(),
+            stamp_lifetime: config.proxy.effective_stamp_lifetime(config.fraud),
+            force_rport: config.sip.force_rport,
+            scanners: Scanners::new(config.policy.scanners.as_deref()),
+            registrar: config.registrar.clone(),
+            timers: Timers::from_config(config.timers),
+        }
     }
 }
 

@@ -105,7 +105,7 @@ impl Core {
                 self.branch_response(&key, i, 408, None, now);
             }
         }
-        let timers = self.timers;
+        let timers = self.settings.timers;
         let Some(e) = self.servers.get_mut(&key) else {
             return;
         };
@@ -130,7 +130,7 @@ impl Core {
     }
 
     pub(super) fn client_timer(&mut self, key: ClientKey, now: Instant) {
-        let timers = self.timers;
+        let timers = self.settings.timers;
         let Some(e) = self.clients.get_mut(&key) else {
             return;
         };

@@ -400,6 +400,6 @@ fn bindings_from_the_cluster_pass_the_next_hop_check() {
     assert_eq!(b.core.location_reload(&all, b.now), refused.len());
     assert_eq!(b.core.store.lookup("bob@example.com", b.now).len(), 1);
     // Listed in internal_next_hops: taken.
-    b.core.internal_next_hops = vec!["127.0.0.0/8".parse().expect("net")];
+    b.core.settings.internal_next_hops = vec!["127.0.0.0/8".parse().expect("net")];
     assert!(b.core.location_remote(&refused[0], b.now));
 }
