@@ -132,6 +132,14 @@ struct CoreKeys {
     loop_tag: Vec<u8>,
 }
 
+/// This node in a cluster that shares registrations.
+struct Member {
+    /// Our node name (the bindings whose flow we hold carry it).
+    node: String,
+    /// Our Path URI (RFC 3327).
+    path: String,
+}
+
 /// The settings a reload may change while running.
 struct Settings {
     outbound: Option<SocketAddr>,
@@ -169,10 +177,8 @@ pub struct Core {
     clients: Clients,
     heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     store: Box<dyn LocationStore>,
-    /// Our Path URI (RFC 3327) when registrations are shared with a cluster.
-    cluster_path: Option<String>,
-    /// Our node name in that cluster (the bindings whose flow we hold carry it).
-    cluster_node: Option<String>,
+    /// Who we are in a cluster that shares registrations (none: standalone).
+    cluster: Option<Member>,
     auth: Authenticator,
     metrics: ProxyMetrics,
     observer: Arc<dyn Observer>,
@@ -183,8 +189,7 @@ pub struct Core {
     seq: u64,
     /// The clock origin: nonce timestamps are seconds since the Unix epoch, taken as
     /// `unix_at_start` plus monotonic time since `start`.
-    start: Instant,
-    unix_at_start: u64,
+    origin: (Instant, u64),
     last_housekeeping: Instant,
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
@@ -236,7 +241,8 @@ impl Core {
     }
 
     pub(super) fn unix_secs(&self, now: Instant) -> u64 {
-        self.unix_at_start + now.saturating_duration_since(self.start).as_secs()
+        let (start, unix_at_start) = self.origin;
+        unix_at_start + now.saturating_duration_since(start).as_secs()
     }
 
     /// Whether a request comes from a trusted peer: an allow-listed address, or a TLS

@@ -34,7 +34,7 @@ impl Core {
             &self.settings.registrar,
             self.store.as_mut(),
             &req,
-            self.cluster_path.as_deref(),
+            self.cluster.as_ref().map(|c| c.path.as_str()),
             registrar::request::supports_path(m),
             now,
         );
@@ -56,15 +56,14 @@ impl Core {
         for (aor, b) in self.store.all() {
             inner.put(&aor, b);
         }
-        self.cluster_node = Some(node.clone());
         self.store = Box::new(WriteThrough::new(
             inner,
-            node,
+            node.clone(),
             path.clone(),
-            (self.start, self.unix_at_start),
+            self.origin,
             sink,
         ));
-        self.cluster_path = Some(path);
+        self.cluster = Some(Member { node, path });
     }
 
     /// A registration change another node made; false (not applied) when it puts a
@@ -85,7 +84,7 @@ impl Core {
     /// next-hop check of a request's text ([`Core::forbidden_hop`]). A Path naming a host
     /// is refused when it is used (`bad_path`).
     fn remote_hop_ok(&self, b: &SharedBinding) -> bool {
-        let hop = if self.cluster_node.as_deref() == Some(b.node.as_str()) {
+        let hop = if self.cluster.as_ref().is_some_and(|c| c.node == b.node) {
             Some(b.source.ip())
         } else {
             route::resolve(&b.path, None).map(|d| d.addr.ip())
