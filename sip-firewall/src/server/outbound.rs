@@ -19,9 +19,6 @@ use tracing::debug;
 use super::Shared;
 use crate::seams::{Destination, Outbound};
 
-// Kept at its old path for the TLS and WebSocket listeners; it belongs to the connection.
-pub(crate) use super::tcp::TCP_QUEUE;
-
 /// How long opening a connection may take; its messages are lost after that (the client
 /// transaction's timers decide what happens next).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -190,7 +187,7 @@ impl SocketOutbound {
                 return false;
             }
         };
-        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        let (tx, rx) = mpsc::channel(super::tcp::TCP_QUEUE);
         if tx.try_send(bytes.to_vec()).is_err() {
             return false;
         }

@@ -287,7 +287,7 @@ impl Handshake {
             crate::metrics::tls_handshake("trusted_peer");
             debug!(%peer, name, "TLS client certificate of a trusted peer");
         }
-        let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+        let (tx, out_rx) = mpsc::channel(super::tcp::TCP_QUEUE);
         shared.outbound.register(peer, Transport::Tls, tx);
         let conn = Conn {
             peer,

@@ -201,7 +201,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     crate::metrics::ws_upgrade("ok");
-    let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+    let (tx, out_rx) = mpsc::channel(super::tcp::TCP_QUEUE);
     shared.outbound.register(peer, settings.transport, tx);
     shared.metrics.tcp_opened();
     crate::metrics::connection_open(label, 1);
