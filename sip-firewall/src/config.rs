@@ -60,7 +60,7 @@ pub struct Config {
     pub proxy: crate::proxy::config::ProxyConfig,
     pub timers: crate::proxy::config::TimersConfig,
     pub registrar: crate::registrar::RegistrarConfig,
-    pub auth: crate::proxy::config::AuthConfig,
+    pub auth: crate::auth::config::AuthConfig,
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub bans: crate::enforce::learn::BansConfig,

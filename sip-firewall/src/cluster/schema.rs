@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Share;
 use crate::{
-    proxy::config::UserEntry,
+    auth::config::UserEntry,
     state::{BanRecord, List},
 };
 

@@ -50,8 +50,8 @@ use sha2::Sha256;
 
 use super::schema::{CHANNEL, Event, Op, USERS_KEY, ban_key, list_key, location_key, user_field};
 use crate::{
+    auth::config::UserEntry,
     auth::keys::{KeyRing, Purpose, Secret},
-    proxy::config::UserEntry,
     registrar::{shared::contact_field, store::SharedBinding},
     state::{BanRecord, List},
 };

@@ -26,7 +26,7 @@ use sip_firewall_sip::{
     uri::{self, Uri},
 };
 
-use crate::server::core::Destination;
+use crate::seams::Destination;
 
 /// `[dns]`: how domains in Request-URIs and Routes are resolved (RFC 3263).
 #[derive(Clone, Debug, Deserialize)]
@@ -212,14 +212,14 @@ impl Dns {
     }
 
     fn cached(&self, key: &str) -> Option<Vec<Destination>> {
-        let g = crate::server::guard::lock(&self.cache, "dns cache");
+        let g = crate::guard::lock(&self.cache, "dns cache");
         g.get(key)
             .filter(|(until, _)| *until > Instant::now())
             .map(|(_, t)| t.clone())
     }
 
     fn store(&self, key: String, until: Instant, targets: &[Destination]) {
-        let mut g = crate::server::guard::lock(&self.cache, "dns cache");
+        let mut g = crate::guard::lock(&self.cache, "dns cache");
         if g.len() >= self.max_cached {
             let now = Instant::now();
             g.retain(|_, (u, _)| *u > now);

@@ -28,7 +28,7 @@ pub struct ProxyMetrics {
     /// (failover_transport_error, failover_timeout, failover_503).
     pub dns_routing: IntCounterVec,
     /// The toll-fraud guard's metrics (its own unit, `crate::fraud`).
-    pub fraud: crate::fraud::FraudMetrics,
+    pub fraud: crate::fraud::metrics::FraudMetrics,
 }
 
 /// Every label of `sipfw_proxy_dns_routing_total`.
@@ -119,7 +119,7 @@ impl ProxyMetrics {
                  (failover_transport_error, failover_timeout, failover_503)",
                 &["event"],
             ),
-            fraud: crate::fraud::FraudMetrics::new(registry),
+            fraud: crate::fraud::metrics::FraudMetrics::new(registry),
         };
         m.show_every_label();
         m

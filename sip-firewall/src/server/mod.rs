@@ -21,18 +21,9 @@
 //! `sipfw_sip_tcp_connections`, `sipfw_sip_tcp_closed_total`, `sipfw_sip_tls_handshakes_total`,
 //! `sipfw_sip_ws_upgrades_total`, `sipfw_limits_refused_total{what}` (defined in `metrics`).
 
-/// The old path of the shared types, now in [`crate::seams`]: kept so that code written
-/// against it (other branches in flight) still compiles; new code names `crate::seams`.
-#[doc(hidden)]
-pub mod core {
-    pub use crate::seams::{Action, Context, Destination, Handler, Outbound};
-}
+mod accept;
 #[doc(hidden)]
 pub mod config;
-// The message boundary is the whole daemon's (the proxy's timers, the gate's lock); kept
-// at its old path here.
-pub use crate::guard;
-mod accept;
 mod outbound;
 #[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
@@ -52,8 +43,8 @@ use sip_firewall_sip::{
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-pub use crate::seams::Gate;
-use crate::seams::{Action, Context, Handler};
+use crate::guard;
+use crate::seams::{Action, Context, Gate, Handler};
 use crate::{metrics::Metrics, server::config::SipConfig};
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
@@ -326,19 +317,20 @@ impl Shared {
         local: SocketAddr,
         transport: Transport,
     ) -> Option<Outgoing> {
-        guard::catch("message", Some(source), || {
-            self.process_unguarded(buf, source, local, transport)
+        self.process_in(buf, Context::new(source, local, transport))
+    }
+
+    /// [`Shared::process`] of a message whose context says more than its addresses (the
+    /// trusted peer of a TLS connection).
+    pub(crate) fn process_in(&self, buf: &[u8], ctx: Context) -> Option<Outgoing> {
+        guard::catch("message", Some(ctx.source), || {
+            self.process_unguarded(buf, ctx)
         })
         .flatten()
     }
 
-    fn process_unguarded(
-        &self,
-        buf: &[u8],
-        source: SocketAddr,
-        local: SocketAddr,
-        transport: Transport,
-    ) -> Option<Outgoing> {
+    fn process_unguarded(&self, buf: &[u8], ctx: Context) -> Option<Outgoing> {
+        let (source, transport) = (ctx.source, ctx.transport);
         if let Some(gate) = self.gate.get()
             && !gate.admit(source, transport, buf)
         {
@@ -347,11 +339,6 @@ impl Shared {
         let m = &self.metrics;
         match inspect(buf, &self.limits, transport, EXTENSIONS) {
             Ok(msg) => {
-                let ctx = Context {
-                    source,
-                    local,
-                    transport,
-                };
                 let action = match msg.start {
                     StartLine::Request { method, .. } => {
                         m.request(method);
