@@ -1,4 +1,4 @@
-//! Registrations shared between the nodes of a cluster (issue 13, RFC 3327 Path).
+//! Registrations shared between the nodes of a cluster (RFC 3327 Path).
 //!
 //! The proxy core is synchronous and runs on a clock that its tests move by hand, so it
 //! never talks to Redis itself. [`WriteThrough`] keeps the in-memory store as the core's

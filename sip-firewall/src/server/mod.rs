@@ -496,7 +496,7 @@ mod tests {
         .into_bytes()
     }
 
-    /// Issue 9: a panic while handling one message is caught at the message boundary
+    /// A panic while handling one message is caught at the message boundary
     /// (UDP and TCP both go through `process`), counted, and the next message is served.
     #[test]
     fn a_panic_costs_one_message_not_the_listener() {
@@ -556,8 +556,8 @@ mod keepalive_tests {
         }
     }
 
-    /// Issue 9: keep-alives passed no gate, so a banned or rate-limited host held its TCP
-    /// connections with pings. Now they are judged like messages.
+    /// Keep-alives are judged like messages, so that a banned or rate-limited host cannot
+    /// hold its TCP connections with pings.
     #[test]
     fn keepalives_pass_the_gate() {
         let shared = Shared::new(
@@ -581,7 +581,7 @@ mod outbound_tests {
     use super::*;
     use crate::seams::{Destination, Outbound as _};
 
-    /// Issue 10: connections the proxy opens toward a next hop count against the same TCP
+    /// Connections the proxy opens toward a next hop count against the same TCP
     /// bounds as those it accepts; beyond them the send fails (the client transaction's
     /// timers decide what follows) and is counted.
     #[tokio::test]
