@@ -21,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use sip_firewall::{
     config::Config,
     fuzzing::{Pipeline, user_gate},
-    server::Gate,
+    seams::Gate,
 };
 
 const CONFIG: &str = r#"
@@ -135,6 +135,6 @@ fuzz_target!(|data: &[u8]| {
         before,
         after,
         "a panic was caught at the message boundary: {:?}",
-        sip_firewall::server::guard::last_caught()
+        sip_firewall::guard::last_caught()
     );
 });

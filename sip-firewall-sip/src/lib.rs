@@ -21,7 +21,7 @@ pub mod reply;
 pub mod sanity;
 pub mod uri;
 
-pub use parse::{Kind, Limits, Message, StartLine, Transport};
+pub use parse::{Kind, Limits, Message, Method, StartLine, Transport};
 pub use reason::Reason;
 
 /// Why [`inspect`] refused a message.
@@ -51,9 +51,9 @@ pub fn inspect<'a>(
         reason: f.reason,
         kind: match msg.start {
             StartLine::Request { method, .. } => Kind::Request {
-                ack: method == "ACK",
+                method: Method::of(method.as_bytes()),
             },
-            StartLine::Response { .. } => Kind::Response,
+            StartLine::Response { code, .. } => Kind::Response { code: Some(code) },
         },
         unsupported: f.unsupported,
     })?;

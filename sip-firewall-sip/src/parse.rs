@@ -68,13 +68,69 @@ impl Transport {
 /// decides between answering (requests other than ACK) and dropping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A request; `ack` when the method is ACK (never answered).
-    Request {
-        ack: bool,
-    },
-    Response,
+    /// A request, with its method as a bounded label (an ACK is never answered).
+    Request { method: Method },
+    /// A response, with its status code when the status line has three digits there.
+    Response { code: Option<u16> },
     /// Not SIP.
     Unknown,
+}
+
+/// A request's method as a bounded label: the methods of RFC 3261 and its extensions by
+/// name, every other one `Other`, so that a peer cannot grow a metric's label set (RFC 4475
+/// 3.1.1.2 has a method of 44 characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Options,
+    Register,
+    Prack,
+    Subscribe,
+    Notify,
+    Publish,
+    Info,
+    Refer,
+    Message,
+    Update,
+    Other,
+}
+
+impl Method {
+    const ALL: [(Method, &'static str); 14] = [
+        (Method::Invite, "INVITE"),
+        (Method::Ack, "ACK"),
+        (Method::Bye, "BYE"),
+        (Method::Cancel, "CANCEL"),
+        (Method::Options, "OPTIONS"),
+        (Method::Register, "REGISTER"),
+        (Method::Prack, "PRACK"),
+        (Method::Subscribe, "SUBSCRIBE"),
+        (Method::Notify, "NOTIFY"),
+        (Method::Publish, "PUBLISH"),
+        (Method::Info, "INFO"),
+        (Method::Refer, "REFER"),
+        (Method::Message, "MESSAGE"),
+        (Method::Update, "UPDATE"),
+    ];
+
+    /// The label of a method token (methods are case-sensitive, RFC 3261 7.1).
+    pub fn of(token: &[u8]) -> Method {
+        Method::ALL
+            .iter()
+            .find(|(_, name)| name.as_bytes() == token)
+            .map_or(Method::Other, |(m, _)| *m)
+    }
+
+    /// The method's name, or `other`.
+    pub fn as_str(self) -> &'static str {
+        Method::ALL
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map_or("other", |(_, name)| name)
+    }
 }
 
 impl Kind {
@@ -82,7 +138,11 @@ impl Kind {
     /// with a method token followed by SP.
     pub fn sniff(buf: &[u8]) -> Kind {
         if buf.len() >= 4 && buf[..4].eq_ignore_ascii_case(b"SIP/") {
-            return Kind::Response;
+            let code = buf
+                .get(8..11)
+                .filter(|c| buf.get(7) == Some(&b' ') && c.iter().all(u8::is_ascii_digit))
+                .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok());
+            return Kind::Response { code };
         }
         let n = buf.iter().take_while(|&&b| is_token(b)).count();
         if n == 0 || buf.get(n) != Some(&b' ') {
@@ -98,7 +158,7 @@ impl Kind {
             }
         }
         Kind::Request {
-            ack: &buf[..n] == b"ACK",
+            method: Method::of(&buf[..n]),
         }
     }
 }
@@ -173,12 +233,12 @@ pub fn parse<'a>(
     let line_end = find_crlf(buf, 0).ok_or(err(Reason::UnterminatedHeaders))?;
     let first = std::str::from_utf8(&buf[..line_end]).map_err(|_| {
         err(match kind {
-            Kind::Response => Reason::BadStatusLine,
+            Kind::Response { .. } => Reason::BadStatusLine,
             _ => Reason::BadRequestLine,
         })
     })?;
     let start = match kind {
-        Kind::Response => parse_status_line(first).map_err(err)?,
+        Kind::Response { .. } => parse_status_line(first).map_err(err)?,
         _ => parse_request_line(first, limits).map_err(err)?,
     };
 
@@ -444,7 +504,9 @@ mod tests {
         );
         assert_eq!(
             Kind::sniff(b"OPTIONS sip:a@b.com SI"),
-            Kind::Request { ack: false }
+            Kind::Request {
+                method: Method::Options
+            }
         );
         let long = format!("INVITE sip:{}@b.com SIP/2.0\r\n\r\n", "a".repeat(600));
         assert_eq!(p(&long).err(), Some(Reason::RequestUriTooLong));

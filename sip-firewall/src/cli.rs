@@ -4,8 +4,9 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-pub use crate::admin::commands::{BanCmd, Common, ListCmd};
-use crate::config::{Config, ConfigError, XdpMode};
+use crate::admin::commands::{BanCmd, Common, ListCmd};
+use crate::config::{Config, ConfigError};
+use crate::xdp::config::XdpMode;
 
 #[derive(Debug, Parser)]
 #[command(

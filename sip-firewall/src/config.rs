@@ -16,16 +16,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-// The sections of the units, at their old paths here.
-pub(crate) use crate::section::duration;
-pub use crate::section::in_any;
 use crate::section::{Invalid, invalid};
-pub use crate::{
+use crate::{
     metrics::http::MetricsConfig,
     policy::config::PolicyConfig,
     server::config::{SipConfig, TlsConfig, WsConfig},
     state::StateConfig,
-    xdp::config::{BanScopeConfig, XdpMode, XdpSection},
+    xdp::config::XdpSection,
 };
 
 /// The documented default file (`sip-firewall config default`).
@@ -63,7 +60,7 @@ pub struct Config {
     pub proxy: crate::proxy::config::ProxyConfig,
     pub timers: crate::proxy::config::TimersConfig,
     pub registrar: crate::registrar::RegistrarConfig,
-    pub auth: crate::proxy::config::AuthConfig,
+    pub auth: crate::auth::config::AuthConfig,
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub bans: crate::enforce::learn::BansConfig,
@@ -227,6 +224,7 @@ mod tests {
     use std::{net::SocketAddr, time::Duration};
 
     use super::*;
+    use crate::{section::in_any, xdp::config::XdpMode};
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("test.toml"))

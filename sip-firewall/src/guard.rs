@@ -9,12 +9,13 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     panic::AssertUnwindSafe,
     sync::{Mutex, Once},
     time::{Duration, Instant},
 };
+
+use crate::logging::{RateLimit, Verdict};
 
 /// One log line per source (and one for "no source") per interval.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -64,27 +65,16 @@ fn install_hook() {
 }
 
 /// The rate limit of the panic log.
-static LOGGED: Mutex<Option<HashMap<Option<IpAddr>, Instant>>> = Mutex::new(None);
+static LOGGED: Mutex<RateLimit<Option<IpAddr>>> =
+    Mutex::new(RateLimit::new(LOG_INTERVAL, MAX_LOG_SOURCES));
 
-/// Whether a panic from `source` may be logged now.
+/// Whether a panic from `source` may be logged now. With every slot recent (a flood of
+/// distinct panicking sources) a new source is not logged: the counter still says how many.
 fn may_log(source: Option<IpAddr>, now: Instant) -> bool {
-    let mut g = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
-    let map = g.get_or_insert_with(HashMap::new);
-    if map.len() >= MAX_LOG_SOURCES {
-        map.retain(|_, at| now.saturating_duration_since(*at) < LOG_INTERVAL);
-        if map.len() >= MAX_LOG_SOURCES {
-            // Every slot is recent: a flood of distinct panicking sources. The counter still
-            // says how many; one line per interval for all of them is enough.
-            return false;
-        }
-    }
-    match map.get(&source) {
-        Some(at) if now.saturating_duration_since(*at) < LOG_INTERVAL => false,
-        _ => {
-            map.insert(source, now);
-            true
-        }
-    }
+    matches!(
+        crate::logging::decide_shared(&LOGGED, source, now),
+        Verdict::Log { .. }
+    )
 }
 
 /// Run `f`; a panic inside it is caught, counted under `kind`, logged (rate-limited) with

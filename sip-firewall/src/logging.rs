@@ -7,12 +7,16 @@
 //! [`security_event`] is the one way a ban, an authentication failure, a scanner or a refused
 //! relay is logged: one structured line with kind, source, reason and count, rate-limited per
 //! kind and source so an attacker who can trigger events cannot flood the log with them.
+//!
+//! [`RateLimit`] is the one rate limit of log lines: the security events, caught panics
+//! (`guard`), the cluster's warnings, refused learned bans and every other line that whoever
+//! can repeat its cause (a sender, Redis, a full queue) could otherwise repeat into the log.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     io::IsTerminal as _,
     net::IpAddr,
-    sync::{Mutex, OnceLock},
+    sync::{Mutex, OnceLock, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -69,21 +73,132 @@ fn under_journal() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some()
 }
 
+/// At most one log line per key per interval, for at most `max_keys` keys at once.
+///
+/// A key's first event in its interval is to be logged ([`Verdict::Log`], with how many events
+/// of the same key were suppressed since its last line), the others are [`Verdict::Quiet`].
+/// Memory is bounded: while `max_keys` keys are within their interval, an event of a new key
+/// is [`Verdict::Full`] (nothing is remembered of it; the caller counts it, or logs one line
+/// for all of them). Keys whose interval has passed are swept out when the table is full, at
+/// most once a second, so a flood of new keys does not make every event walk the table.
+/// `new` is `const`: a limiter can be a `static` behind a `Mutex`.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use sip_firewall::logging::{RateLimit, Verdict};
+///
+/// let mut limit = RateLimit::new(Duration::from_secs(10), 2);
+/// let t0 = Instant::now();
+/// assert_eq!(limit.decide("a", t0), Verdict::Log { suppressed: 0 });
+/// assert_eq!(limit.decide("a", t0), Verdict::Quiet);
+/// assert_eq!(limit.decide("b", t0), Verdict::Log { suppressed: 0 });
+/// assert_eq!(limit.decide("c", t0), Verdict::Full, "two keys at most");
+/// let later = t0 + Duration::from_secs(10);
+/// assert_eq!(limit.decide("a", later), Verdict::Log { suppressed: 1 });
+/// assert_eq!(limit.decide("c", later), Verdict::Log { suppressed: 0 }, "b swept out");
+/// ```
+pub struct RateLimit<K> {
+    every: Duration,
+    max_keys: usize,
+    /// Key -> (start of its interval, events suppressed in it).
+    seen: BTreeMap<K, (Instant, u64)>,
+    /// Last sweep of keys whose interval has passed.
+    swept: Option<Instant>,
+}
+
+/// What [`RateLimit::decide`] says of one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Log it; `suppressed` events of the same key went unlogged since its last line.
+    Log { suppressed: u64 },
+    /// Its key was logged within the interval: count it only.
+    Quiet,
+    /// A new key, and the table is full of keys within their interval.
+    Full,
+}
+
+/// How often a full table is swept at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+impl<K: Ord> RateLimit<K> {
+    /// One line per key per `every`, `max_keys` keys at once.
+    pub const fn new(every: Duration, max_keys: usize) -> RateLimit<K> {
+        RateLimit {
+            every,
+            max_keys,
+            seen: BTreeMap::new(),
+            swept: None,
+        }
+    }
+
+    /// An event of `key` at `now`: whether to log it.
+    pub fn decide(&mut self, key: K, now: Instant) -> Verdict {
+        if let Some((start, suppressed)) = self.seen.get_mut(&key) {
+            if now.saturating_duration_since(*start) < self.every {
+                *suppressed += 1;
+                return Verdict::Quiet;
+            }
+            let folded = std::mem::take(suppressed);
+            *start = now;
+            return Verdict::Log { suppressed: folded };
+        }
+        if self.seen.len() >= self.max_keys
+            && self
+                .swept
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY)
+        {
+            self.swept = Some(now);
+            let every = self.every;
+            self.seen
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < every);
+        }
+        if self.seen.len() >= self.max_keys {
+            return Verdict::Full;
+        }
+        self.seen.insert(key, (now, 0));
+        Verdict::Log { suppressed: 0 }
+    }
+
+    /// Keys remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+/// `decide` on a shared limiter (a poisoned lock is taken as it is: the table holds only
+/// times and counts).
+pub fn decide_shared<K: Ord>(limit: &Mutex<RateLimit<K>>, key: K, now: Instant) -> Verdict {
+    limit
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .decide(key, now)
+}
+
 /// A source's events of one kind are logged at most once per this window; the next line says
 /// how many were folded into it.
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Kinds and sources remembered at once; beyond it events are counted per kind only.
 pub const MAX_SOURCES: usize = 4096;
+/// Kinds of security events remembered for the line that says the sources' table is full
+/// (the kinds are a fixed set of names: the bound is never reached).
+const MAX_KINDS: usize = 64;
 
-#[derive(Default)]
+/// The rate limit of security events.
 struct Limiter {
-    /// (kind, source) -> (start of its window, events suppressed in it).
-    seen: HashMap<(&'static str, IpAddr), (Instant, u64)>,
-    /// Events suppressed because the table was full, by kind, and when that was last said.
-    overflow: HashMap<&'static str, (Option<Instant>, u64)>,
-    /// Last sweep of expired entries: at most one a second, so a flood of new sources does
-    /// not make every event walk the whole table.
-    swept: Option<Instant>,
+    /// Per kind and source.
+    seen: RateLimit<(&'static str, IpAddr)>,
+    /// Per kind, while `seen` is full.
+    overflow: RateLimit<&'static str>,
+}
+
+impl Default for Limiter {
+    fn default() -> Limiter {
+        Limiter::new()
+    }
 }
 
 /// What the limiter decided for one event.
@@ -98,47 +213,35 @@ enum Decision {
 }
 
 impl Limiter {
+    const fn new() -> Limiter {
+        Limiter {
+            seen: RateLimit::new(WINDOW, MAX_SOURCES),
+            overflow: RateLimit::new(WINDOW, MAX_KINDS),
+        }
+    }
+
     fn decide(&mut self, kind: &'static str, source: IpAddr, now: Instant) -> Decision {
-        if let Some((start, suppressed)) = self.seen.get_mut(&(kind, source)) {
-            if now.duration_since(*start) < WINDOW {
-                *suppressed += 1;
+        match self.seen.decide((kind, source), now) {
+            Verdict::Log { suppressed } => Decision::Log { suppressed },
+            Verdict::Quiet => {
                 suppressed_counter(kind);
-                return Decision::Quiet;
+                Decision::Quiet
             }
-            let folded = std::mem::take(suppressed);
-            *start = now;
-            return Decision::Log { suppressed: folded };
-        }
-        if self.seen.len() >= MAX_SOURCES
-            && self
-                .swept
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.swept = Some(now);
-            self.seen
-                .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-        }
-        if self.seen.len() >= MAX_SOURCES {
-            suppressed_counter(kind);
-            let (last, n) = self.overflow.entry(kind).or_insert((None, 0));
-            *n += 1;
-            if last.is_none_or(|t| now.duration_since(t) >= WINDOW) {
-                *last = Some(now);
-                return Decision::Overflow {
-                    suppressed: std::mem::take(n),
-                };
+            Verdict::Full => {
+                suppressed_counter(kind);
+                match self.overflow.decide(kind, now) {
+                    // This event is one of those the line says went unlogged.
+                    Verdict::Log { suppressed } => Decision::Overflow {
+                        suppressed: suppressed + 1,
+                    },
+                    Verdict::Quiet | Verdict::Full => Decision::Quiet,
+                }
             }
-            return Decision::Quiet;
         }
-        self.seen.insert((kind, source), (now, 0));
-        Decision::Log { suppressed: 0 }
     }
 }
 
-fn limiter() -> &'static Mutex<Limiter> {
-    static L: OnceLock<Mutex<Limiter>> = OnceLock::new();
-    L.get_or_init(Default::default)
-}
+static LIMITER: Mutex<Limiter> = Mutex::new(Limiter::new());
 
 /// Security events not logged because of the rate limit, by kind.
 pub fn suppressed_metric() -> &'static prometheus::IntCounterVec {
@@ -183,7 +286,7 @@ fn suppressed_counter(kind: &str) {
 /// `sipfw_log_suppressed_total{kind}` and reported on the next line.
 pub fn security_event(kind: &'static str, source: IpAddr, reason: &str, count: u64) {
     events_metric().with_label_values(&[kind]).inc_by(count);
-    let decision = match limiter().lock() {
+    let decision = match LIMITER.lock() {
         Ok(mut l) => l.decide(kind, source, Instant::now()),
         Err(_) => Decision::Log { suppressed: 0 },
     };
@@ -331,6 +434,44 @@ mod tests {
         assert_eq!(
             l.decide("auth_failure", late, t0 + WINDOW),
             Decision::Log { suppressed: 0 }
+        );
+    }
+
+    /// With the sources' table full, each kind says once a window how many of its events went
+    /// unlogged, counting the one that brings the line.
+    #[test]
+    fn a_full_table_says_per_kind_how_many_went_unlogged() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        for i in 0..MAX_SOURCES as u32 {
+            l.decide("scanner", ip(i), t0);
+        }
+        let full = |i| ip(MAX_SOURCES as u32 + i);
+        assert_eq!(
+            l.decide("scanner", full(0), t0),
+            Decision::Overflow { suppressed: 1 }
+        );
+        assert_eq!(
+            l.decide("ban", full(1), t0),
+            Decision::Overflow { suppressed: 1 },
+            "a kind of its own"
+        );
+        for i in 2..12 {
+            assert_eq!(l.decide("scanner", full(i), t0), Decision::Quiet);
+        }
+        // Still within the sweep's second: the table stays full.
+        let soon = t0 + Duration::from_millis(500);
+        assert_eq!(l.decide("scanner", full(12), soon), Decision::Quiet);
+        // A window on, the table is swept: the source is logged, the overflow line is due.
+        let late = t0 + WINDOW;
+        assert_eq!(
+            l.decide("scanner", full(13), late),
+            Decision::Log { suppressed: 0 }
+        );
+        assert_eq!(
+            l.overflow.decide("scanner", late),
+            Verdict::Log { suppressed: 11 }
         );
     }
 }

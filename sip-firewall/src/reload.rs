@@ -149,7 +149,7 @@ impl Reloader {
         run: &mut Config,
         report: &mut ReloadReport,
     ) -> Result<(), String> {
-        let tls_files = crate::config::TlsConfig {
+        let tls_files = crate::server::config::TlsConfig {
             certificate: new.tls.certificate.clone(),
             private_key: new.tls.private_key.clone(),
             ca: new.tls.ca.clone(),
@@ -226,7 +226,7 @@ impl Reloader {
         run.sip.force_rport = new.sip.force_rport;
         if let Some(proxy) = &self.proxy {
             proxy.reconfigure(&*run);
-            let key = |u: &crate::proxy::config::UserEntry| (u.user.clone(), u.domain.clone());
+            let key = |u: &crate::auth::config::UserEntry| (u.user.clone(), u.domain.clone());
             for u in &new.auth.users {
                 let before = old.auth.users.iter().find(|o| key(o) == key(u));
                 if before.is_none_or(|b| differs(b, u)) {

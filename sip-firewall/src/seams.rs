@@ -8,16 +8,51 @@
 //! - the proxy tells an [`Observer`] what the fast path learns from (client transactions,
 //!   authentications, failures, scanners: `enforce/`).
 
-use std::{borrow::Cow, net::SocketAddr, sync::Arc};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use sip_firewall_sip::{Message, Transport};
 
-/// Where a message came from and arrived.
-#[derive(Clone, Copy, Debug)]
+/// Where a message came from and arrived, and what its transport vouches for.
+#[derive(Clone, Debug)]
 pub struct Context {
     pub source: SocketAddr,
     pub local: SocketAddr,
     pub transport: Transport,
+    /// The `[tls] trusted_peers` host the client certificate of the TLS connection the
+    /// message came on is valid for (None: any other connection or transport).
+    pub trusted_peer: Option<Arc<str>>,
+}
+
+impl Context {
+    /// A message's context on a transport that vouches for nobody.
+    pub fn new(source: SocketAddr, local: SocketAddr, transport: Transport) -> Context {
+        Context {
+            source,
+            local,
+            transport,
+            trusted_peer: None,
+        }
+    }
+}
+
+/// The key a source is counted under (connection slots, transactions): the address, or
+/// its /64 for IPv6 (one host owns a whole /64 and can rotate through it).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+        },
+    }
 }
 
 /// What to do with an accepted message.

@@ -8,7 +8,7 @@ use std::{
 
 use sip_firewall::{
     proxy::dns::{Dns, DnsConfig, DnsError},
-    server::core::Destination,
+    seams::Destination,
 };
 use sip_firewall_sip::Transport;
 use sip_firewall_tests::ua::{msg::peer_invite, response_to};

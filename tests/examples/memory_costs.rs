@@ -28,9 +28,9 @@ use std::{
 
 use sip_firewall::{
     config::Config,
-    proxy::{NoObserver, Proxy},
+    proxy::Proxy,
     registrar::store::{Binding, LocationStore, MemoryStore},
-    seams::{Context, Destination, Handler, Outbound},
+    seams::{Context, Destination, Handler, NoObserver, Outbound},
 };
 use sip_firewall_sip::{Limits, Transport, inspect};
 
@@ -105,6 +105,7 @@ fn feed(proxy: &Proxy, bytes: &[u8], source: SocketAddr, transport: Transport) {
         source,
         local: "198.51.100.1:5060".parse().unwrap(),
         transport,
+        trusted_peer: None,
     };
     let a = proxy.on_request(&msg, &ctx);
     if !matches!(a, sip_firewall::seams::Action::Absorb) {

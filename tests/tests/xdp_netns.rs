@@ -7,10 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall::{
-    config::XdpMode,
-    xdp::{FastPath, events},
-};
+use sip_firewall::xdp::{FastPath, config::XdpMode, events};
 use sip_firewall_common::{BanReason, BanScope, Reason, XdpConfig};
 use sip_firewall_tests::{
     frames,

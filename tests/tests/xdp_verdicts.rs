@@ -583,7 +583,7 @@ fn attach_to_missing_interface_is_a_clear_error() {
     root_only!("attach_to_missing_interface_is_a_clear_error");
     let mut fp = program(default_cfg());
     let err = fp
-        .attach("nosuchif0", sip_firewall::config::XdpMode::Auto)
+        .attach("nosuchif0", sip_firewall::xdp::config::XdpMode::Auto)
         .unwrap_err()
         .to_string();
     assert!(

@@ -309,7 +309,7 @@ fn cpu_per_call(bin: &Path, dir: &Path, redis: Option<&Path>, calls: u32) -> any
     std::fs::create_dir_all(&d)?;
     let (daemon, sip) = call_daemon(bin, &d, name, redis)?;
     let pid = daemon.0.id();
-    let uas_port = crate::bench_proxy::free_port()?.to_string();
+    let uas_port = crate::sipp::free_port()?.to_string();
     if !register_bob(&d, &sip, &uas_port)? {
         bail!("bob could not register ({name})");
     }
@@ -350,8 +350,8 @@ fn call_daemon(
     }
     let cfg = d.join("sip-firewall.toml");
     std::fs::write(&cfg, config)?;
-    let sip = format!("127.0.0.1:{}", crate::bench_proxy::free_port()?);
-    let metrics = format!("127.0.0.1:{}", crate::bench_proxy::free_port()?);
+    let sip = format!("127.0.0.1:{}", crate::sipp::free_port()?);
+    let metrics = format!("127.0.0.1:{}", crate::sipp::free_port()?);
     let daemon = Guard(
         crate::daemon::loopback(bin, d, &sip, &metrics)
             .spawn()
@@ -397,7 +397,7 @@ fn start_uas(d: &Path, port: &str) -> anyhow::Result<Guard> {
 
 /// `calls` SIPp calls alice -> bob through `sip` at [`RATE`]/s; how many succeeded.
 fn run_calls(d: &Path, sip: &str, calls: u32) -> anyhow::Result<u64> {
-    let port = crate::bench_proxy::free_port()?.to_string();
+    let port = crate::sipp::free_port()?.to_string();
     let mut uac = Guard(
         Command::new("sipp")
             .arg(sip)
@@ -431,7 +431,7 @@ fn run_calls(d: &Path, sip: &str, calls: u32) -> anyhow::Result<u64> {
 
 /// One SIPp client refreshing bob's binding `registers` times; whether all succeeded.
 fn run_registers(d: &Path, sip: &str, registers: u32) -> anyhow::Result<bool> {
-    let port = crate::bench_proxy::free_port()?.to_string();
+    let port = crate::sipp::free_port()?.to_string();
     Ok(Command::new("sipp")
         .arg(sip)
         .arg("-sf")

@@ -25,7 +25,7 @@ use crate::{
     sipp::{Uac, ms, percentile, rtts, wait_listening},
 };
 // At its old path for `bench_cluster`.
-pub(crate) use crate::sipp::free_port;
+use crate::sipp::free_port;
 
 /// Seconds of calls per rate step.
 pub(crate) const STEP_SECONDS: u32 = 5;

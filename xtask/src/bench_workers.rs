@@ -15,10 +15,10 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     bench_proxy::{
-        Guard, PASS, RATES, STEP_SECONDS, cpu_seconds, free_port, register_and_answer, start_daemon,
+        Guard, PASS, RATES, STEP_SECONDS, cpu_seconds, register_and_answer, start_daemon,
     },
     cargo, root, run,
-    sipp::totals,
+    sipp::{free_port, totals},
 };
 
 /// See the module doc.

@@ -83,7 +83,7 @@ pub fn socket(common: &Common) -> PathBuf {
     }
     match crate::config::Config::load(common.config.as_deref()) {
         Ok(c) => c.admin.socket,
-        Err(_) => PathBuf::from(super::DEFAULT_SOCKET),
+        Err(_) => PathBuf::from(crate::config::DEFAULT_SOCKET),
     }
 }
 

@@ -25,7 +25,3 @@ pub mod protocol;
 pub mod server;
 pub mod top;
 pub mod user_cli;
-
-// `[admin]` is composed by `config.rs` itself: this unit loads the configuration and
-// drives a reload, so it sits above `config` and owns no section type of its own there.
-pub use crate::config::{AdminConfig, DEFAULT_SOCKET};

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    proxy::config::UserEntry,
+    auth::config::UserEntry,
     state::{BanRecord, List},
 };
 

@@ -17,10 +17,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::protocol::{BanView, Request, Response, Stats, Status};
-use crate::{
-    enforce::{Enforcer, unix_now},
-    state::List,
-};
+use crate::{clock::unix_now, enforce::Enforcer, state::List};
 
 /// What `status` reports besides the enforcer's state, and the proxy it manages.
 #[derive(Clone)]
@@ -36,7 +33,7 @@ pub struct DaemonInfo {
     pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// `[cluster]`: where subscriber changes go to the other nodes, and what `status` shows.
     pub cluster: Option<(
-        crate::cluster::Outbox,
+        crate::cluster::outbox::Outbox,
         Arc<std::sync::Mutex<crate::cluster::ClusterView>>,
     )>,
 }
@@ -318,7 +315,7 @@ fn user_add(
     e.store().put_user(&user)?;
     proxy.add_user(&user);
     if let Some((outbox, _)) = &info.cluster {
-        outbox.send(crate::cluster::Op::UserAdd { user: user.clone() });
+        outbox.send(crate::cluster::schema::Op::UserAdd { user: user.clone() });
     }
     info!(user = user.user, domain = user.domain, "subscriber added");
     Ok(Response::ok(
@@ -338,7 +335,7 @@ fn user_del(
     };
     let stored = e.store().del_user(&user, &domain)?;
     if let Some((outbox, _)) = &info.cluster {
-        outbox.send(crate::cluster::Op::UserDel {
+        outbox.send(crate::cluster::schema::Op::UserDel {
             user: user.clone(),
             domain: domain.clone(),
         });

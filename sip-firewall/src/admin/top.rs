@@ -182,7 +182,7 @@ fn verdicts(m: &Model, v: &TopView, bold: Style) -> Table<'static> {
 /// The sources dropped: the daemon counts drops per verdict, not per source; the sources it
 /// drops are the ones it banned, so the bans of the last minute with their reason.
 fn recent_bans(v: &TopView, bold: Style) -> Table<'static> {
-    let now = crate::enforce::unix_now();
+    let now = crate::clock::unix_now();
     let bans: Vec<Row> = v
         .recent_bans
         .iter()

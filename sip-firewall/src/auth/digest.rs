@@ -293,9 +293,9 @@ mod tests {
         );
     }
 
-    /// Issue 9 item 1: a backslash before a multi-byte character inside a quoted string
-    /// ("\\é") once left the scanner in the middle of the character and panicked ("byte
-    /// index is not a char boundary"), killing the SIP listener. Now the pair is one
+    /// A backslash before a multi-byte character inside a quoted string ("\\é") must not
+    /// leave the scanner in the middle of the character (a panic, "byte index is not a char
+    /// boundary", would kill the SIP listener): the pair is one
     /// character, and every other spelling around it is an error or a value, never a panic.
     #[test]
     fn quoted_pair_before_multibyte_character() {

@@ -247,7 +247,7 @@ fn ours(values: &[&str], realm: &str) -> Result<Option<Credentials>, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::config::UserEntry;
+    use crate::auth::config::UserEntry;
     use std::time::Duration;
 
     fn auth() -> Authenticator {

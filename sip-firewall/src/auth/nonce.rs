@@ -25,28 +25,32 @@
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac as _};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Hex digits of the timestamp (seconds since the epoch, good until 2106).
-const TS_LEN: usize = 8;
-/// Hex digits of the unique part: two challenges in the same second must differ, or the
+/// Bytes of the timestamp (seconds since the epoch, good until 2106).
+const TS_LEN: usize = 4;
+/// Bytes of the unique part: two challenges in the same second must differ, or the
 /// nonce-count of one client would look like a replay of another's.
-const UNIQ_LEN: usize = 8;
-/// Hex digits of the boot id (64 random bits per start).
-const BOOT_LEN: usize = 16;
-/// Hex digits of the node id.
-const NODE_LEN: usize = 8;
-/// Hex digits of the tag over the head and the realm (tells "ours, for another client"
-/// from "not ours").
-const REALM_MAC_LEN: usize = 16;
-/// Hex digits of the tag that also covers the client's address (96 bits against forgery).
-const CLIENT_MAC_LEN: usize = 24;
+const UNIQ_LEN: usize = 4;
+/// Bytes of the boot id (64 random bits per start).
+const BOOT_LEN: usize = 8;
+/// Bytes of the node id.
+const NODE_LEN: usize = 4;
+/// Bytes of the tag over the head and the realm (tells "ours, for another client" from
+/// "not ours").
+const REALM_MAC_LEN: usize = 8;
+/// Bytes of the tag that also covers the client's address (96 bits against forgery).
+const CLIENT_MAC_LEN: usize = 12;
 const HEAD_LEN: usize = TS_LEN + UNIQ_LEN + BOOT_LEN + NODE_LEN;
-const NONCE_LEN: usize = HEAD_LEN + REALM_MAC_LEN + CLIENT_MAC_LEN;
+const RAW_LEN: usize = HEAD_LEN + REALM_MAC_LEN + CLIENT_MAC_LEN;
+/// Characters of a nonce: its bytes in base64url without padding (RFC 4648 5), shorter
+/// than hex, so that a challenge to an unverified source stays within twice what it sent.
+const NONCE_LEN: usize = (RAW_LEN * 4).div_ceil(3);
 /// Most nonces whose count is tracked at once: a bound on memory whatever happens.
 const MAX_TRACKED: usize = 100_000;
 
@@ -83,10 +87,10 @@ pub enum Count {
 pub struct Nonces {
     /// The nonce keys, current first (new nonces), then the previous ones.
     keys: Zeroizing<Vec<[u8; 32]>>,
-    /// This process's start, as written in its nonces (hex).
-    boot: String,
-    /// This node, as written in its nonces (hex).
-    node: String,
+    /// This process's start, as written in its nonces.
+    boot: [u8; BOOT_LEN],
+    /// This node, as written in its nonces.
+    node: [u8; NODE_LEN],
     lifetime: Duration,
     /// nonce -> (highest nc accepted, issue time in seconds).
     counts: HashMap<String, (u32, u64)>,
@@ -115,8 +119,8 @@ impl Nonces {
     ) -> Nonces {
         Nonces {
             keys: Zeroizing::new(keys),
-            boot: format!("{boot:016x}"),
-            node: format!("{:08x}", 0),
+            boot: boot.to_be_bytes(),
+            node: [0; NODE_LEN],
             lifetime,
             counts: HashMap::new(),
             forgotten_upto: None,
@@ -135,7 +139,7 @@ impl Nonces {
     /// are stale here. Nonces this node issued before are stale from now on.
     pub fn set_node(&mut self, name: &str) {
         let h = Sha256::digest(name.as_bytes());
-        self.node = super::digest::hex(&h[..NODE_LEN / 2]);
+        self.node.copy_from_slice(&h[..NODE_LEN]);
     }
 
     /// The keys from now on (a new secret: the current first, the previous ones after it).
@@ -150,9 +154,9 @@ impl Nonces {
 
     /// The HMAC of `head` for `realm` (and `client` when given) under `key`; None never
     /// happens (HMAC takes keys of any length) and verifies nothing.
-    fn mac(key: &[u8; 32], head: &str, realm: &str, client: Option<IpAddr>) -> Option<HmacSha256> {
+    fn mac(key: &[u8; 32], head: &[u8], realm: &str, client: Option<IpAddr>) -> Option<HmacSha256> {
         let mut m = HmacSha256::new_from_slice(key).ok()?;
-        m.update(head.as_bytes());
+        m.update(head);
         m.update(b"|");
         m.update(realm.as_bytes());
         if let Some(ip) = client {
@@ -163,13 +167,13 @@ impl Nonces {
         Some(m)
     }
 
-    /// The first `len` hex digits of a tag.
-    fn tag(m: Option<HmacSha256>, len: usize) -> String {
-        let mut h = m
-            .map(|m| super::digest::hex(&m.finalize().into_bytes()))
+    /// The first `len` bytes of a tag.
+    fn tag(m: Option<HmacSha256>, len: usize) -> Vec<u8> {
+        let mut t = m
+            .map(|m| m.finalize().into_bytes().to_vec())
             .unwrap_or_default();
-        h.truncate(len);
-        h
+        t.truncate(len);
+        t
     }
 
     /// Whether `tag` is the left part of the HMAC (compared in constant time).
@@ -182,46 +186,53 @@ impl Nonces {
         let n = self
             .issued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let head = format!("{:08x}{n:08x}{}{}", now_secs as u32, self.boot, self.node);
-        let Some(key) = self.keys.first() else {
-            // No key: a nonce nothing verifies (every answer to it gets a new challenge).
-            return head;
-        };
-        let realm_mac = Nonces::tag(Nonces::mac(key, &head, realm, None), REALM_MAC_LEN);
-        let client_mac = Nonces::tag(Nonces::mac(key, &head, realm, Some(client)), CLIENT_MAC_LEN);
-        format!("{head}{realm_mac}{client_mac}")
+        let mut raw = Vec::with_capacity(RAW_LEN);
+        // The timestamp is the low 32 bits of the epoch seconds.
+        raw.extend_from_slice(&(now_secs as u32).to_be_bytes());
+        raw.extend_from_slice(&n.to_be_bytes());
+        raw.extend_from_slice(&self.boot);
+        raw.extend_from_slice(&self.node);
+        if let Some(key) = self.keys.first() {
+            let realm_mac = Nonces::tag(Nonces::mac(key, &raw, realm, None), REALM_MAC_LEN);
+            let client_mac =
+                Nonces::tag(Nonces::mac(key, &raw, realm, Some(client)), CLIENT_MAC_LEN);
+            raw.extend_from_slice(&realm_mac);
+            raw.extend_from_slice(&client_mac);
+        }
+        // No key: a nonce nothing verifies (every answer to it gets a new challenge).
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// The bytes of a nonce of our format and spelling.
+    fn decode(nonce: &str) -> Option<[u8; RAW_LEN]> {
+        if nonce.len() != NONCE_LEN {
+            return None;
+        }
+        // The decoder refuses non-zero trailing bits: one spelling per nonce, so that no
+        // other spelling of a nonce is another entry of the count table (a replay taken for
+        // a first use).
+        URL_SAFE_NO_PAD.decode(nonce).ok()?.try_into().ok()
     }
 
     /// The issue time of a nonce of our format.
     fn issued_at(nonce: &str) -> Option<u64> {
-        u64::from_str_radix(nonce.get(..TS_LEN)?, 16).ok()
+        let raw = Nonces::decode(nonce)?;
+        let ts: [u8; TS_LEN] = raw.get(..TS_LEN)?.try_into().ok()?;
+        Some(u64::from(u32::from_be_bytes(ts)))
     }
 
     /// Check a nonce presented for `realm` by `client`.
     pub fn check(&self, nonce: &str, realm: &str, client: IpAddr, now_secs: u64) -> Verdict {
-        // Our own spelling only (lower-case hex): another spelling of the same nonce would
-        // be another entry of the count table, a replay taken for a first use.
-        if nonce.len() != NONCE_LEN
-            || !nonce
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Verdict::Invalid;
-        }
-        let (head, macs) = nonce.split_at(HEAD_LEN);
-        let (realm_mac, client_mac) = macs.split_at(REALM_MAC_LEN);
-        let (Some(realm_mac), Some(client_mac), Some(issued)) = (
-            unhex(realm_mac),
-            unhex(client_mac),
-            Nonces::issued_at(nonce),
-        ) else {
+        let (Some(raw), Some(issued)) = (Nonces::decode(nonce), Nonces::issued_at(nonce)) else {
             return Verdict::Invalid;
         };
+        let (head, macs) = raw.split_at(HEAD_LEN);
+        let (realm_mac, client_mac) = macs.split_at(REALM_MAC_LEN);
         // Constant-time comparisons of the truncated tags (hmac's verify_truncated_left).
         let Some(i) = self
             .keys
             .iter()
-            .position(|k| Nonces::verifies(Nonces::mac(k, head, realm, None), &realm_mac))
+            .position(|k| Nonces::verifies(Nonces::mac(k, head, realm, None), realm_mac))
         else {
             return Verdict::Invalid;
         };
@@ -240,7 +251,7 @@ impl Nonces {
         }
         let key = self.keys.get(i);
         if !key.is_some_and(|k| {
-            Nonces::verifies(Nonces::mac(k, head, realm, Some(client)), &client_mac)
+            Nonces::verifies(Nonces::mac(k, head, realm, Some(client)), client_mac)
         }) {
             return Verdict::OtherClient;
         }
@@ -252,6 +263,7 @@ impl Nonces {
         }
         Verdict::Fresh
     }
+
     /// Record nonce-count `nc` (hex) for a nonce whose credentials were right.
     pub fn accept_count(&mut self, nonce: &str, nc: &str, now_secs: u64) -> Count {
         let Ok(n) = u32::from_str_radix(nc, 16) else {
@@ -319,14 +331,6 @@ impl Nonces {
     }
 }
 
-/// The bytes of lower-case hex digits (their number even).
-fn unhex(h: &str) -> Option<Vec<u8>> {
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +340,13 @@ mod tests {
 
     fn n() -> Nonces {
         Nonces::new(vec![KEY], Duration::from_secs(300), BOOT)
+    }
+
+    /// The nonce with bytes `at..` of its raw form replaced by `with`.
+    fn tamper(nonce: &str, at: usize, with: &[u8]) -> String {
+        let mut raw = Nonces::decode(nonce).expect("ours");
+        raw[at..at + with.len()].copy_from_slice(with);
+        URL_SAFE_NO_PAD.encode(raw)
     }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
@@ -360,18 +371,27 @@ mod tests {
         let b = Nonces::new(vec![[8; 32]], Duration::from_secs(300), BOOT);
         assert_eq!(b.check(&nonce, "example.com", A, 1000), Verdict::Invalid);
         // A tampered timestamp breaks the MAC.
-        let mut t = nonce.clone();
-        t.replace_range(7..8, if &nonce[7..8] == "0" { "1" } else { "0" });
+        let ts = Nonces::decode(&nonce).expect("ours")[3];
+        let t = tamper(&nonce, 3, &[ts ^ 1]);
         assert_eq!(a.check(&t, "example.com", A, 1000), Verdict::Invalid);
         assert_eq!(a.check("short", "example.com", A, 1000), Verdict::Invalid);
     }
 
-    /// Our nonce in another spelling (upper-case hex) is not ours: it would be a second
-    /// entry of the count table, a replay taken for a first use.
+    /// Our nonce in another spelling (trailing bits set in its last character, which a
+    /// lax decoder would read as the same bytes) is not ours: it would be a second entry of
+    /// the count table, a replay taken for a first use.
     #[test]
     fn only_our_spelling() {
         let a = n();
         let nonce = a.issue("example.com", A, 1000);
+        assert_eq!(a.check(&nonce, "example.com", A, 1000), Verdict::Fresh);
+        // 40 bytes in 54 characters: the last one carries 4 bits and 2 unused zero bits.
+        let last = nonce.as_bytes()[NONCE_LEN - 1];
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let v = ALPHABET.iter().position(|&c| c == last).expect("base64url");
+        assert_eq!(v & 3, 0, "canonical");
+        let other = format!("{}{}", &nonce[..NONCE_LEN - 1], ALPHABET[v | 1] as char);
+        assert_eq!(a.check(&other, "example.com", A, 1000), Verdict::Invalid);
         assert_eq!(
             a.check(&nonce.to_ascii_uppercase(), "example.com", A, 1000),
             Verdict::Invalid
@@ -395,8 +415,7 @@ mod tests {
         );
         assert_eq!(before.check(&nonce, "example.com", A, 1000), Verdict::Fresh);
         // Rewriting the boot id to ours: no longer ours at all.
-        let mut t = nonce.clone();
-        t.replace_range(TS_LEN + UNIQ_LEN..TS_LEN + UNIQ_LEN + BOOT_LEN, &after.boot);
+        let t = tamper(&nonce, TS_LEN + UNIQ_LEN, &after.boot);
         assert_eq!(after.check(&t, "example.com", A, 1000), Verdict::Invalid);
     }
 
@@ -468,9 +487,8 @@ mod tests {
         assert_eq!(a.check(&nonce, "example.com", mapped, 1000), Verdict::Fresh);
         // A forged client tag is still "other client", never accepted; a forged realm tag is
         // not ours at all.
-        let mut t = nonce.clone();
-        let last = nonce.len() - 1;
-        t.replace_range(last.., if nonce.ends_with('0') { "1" } else { "0" });
+        let last = Nonces::decode(&nonce).expect("ours")[RAW_LEN - 1];
+        let t = tamper(&nonce, RAW_LEN - 1, &[last ^ 1]);
         assert_eq!(a.check(&t, "example.com", A, 1000), Verdict::OtherClient);
     }
 

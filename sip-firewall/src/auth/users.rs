@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::digest::Algorithm;
-use crate::proxy::config::UserEntry;
+use crate::auth::config::UserEntry;
 
 /// The stored secrets of one subscriber.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

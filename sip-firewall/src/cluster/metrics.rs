@@ -2,9 +2,14 @@
 //! and what it refused (`sipfw_cluster_rejected_total{reason}`, the reasons of
 //! `super::trust::Reject`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use tracing::warn;
+
+use crate::logging::{RateLimit, Verdict};
 
 /// The cluster's metrics (cheap to clone: handles on the registered series).
 #[derive(Clone)]
@@ -74,16 +79,14 @@ impl ClusterMetrics {
     }
 }
 
-/// A warning at most once per 10 s (the rest are counted by the metrics).
+/// How often the cluster warns at most, whatever the warning.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning at most once per [`WARN_EVERY`], one limit for all the cluster's warnings (the
+/// rest are counted by the metrics).
 pub fn warn_limited(msg: &str) {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = crate::enforce::unix_now();
-    let last = LAST.load(Ordering::Relaxed);
-    if now >= last + 10
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    static LIMIT: Mutex<RateLimit<()>> = Mutex::new(RateLimit::new(WARN_EVERY, 1));
+    if let Verdict::Log { .. } = crate::logging::decide_shared(&LIMIT, (), Instant::now()) {
         warn!("{msg}");
     }
 }

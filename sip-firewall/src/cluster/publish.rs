@@ -1,6 +1,6 @@
 //! The outbox as the enforcer's [`Publish`]: its local changes, as cluster events.
 
-use super::{Op, Outbox};
+use super::{outbox::Outbox, schema::Op};
 use crate::enforce::publish::{LocalChange, Publish};
 
 impl Publish for Outbox {

@@ -48,11 +48,11 @@ use hmac::{Hmac, Mac};
 use ipnet::IpNet;
 use sha2::Sha256;
 
-use super::{CHANNEL, Event, Op, USERS_KEY, ban_key, list_key, location_key, user_field};
+use super::schema::{CHANNEL, Event, Op, USERS_KEY, ban_key, list_key, location_key, user_field};
 use crate::{
+    auth::config::UserEntry,
     auth::keys::{KeyRing, Purpose, Secret},
-    proxy::config::UserEntry,
-    registrar::shared::{SharedBinding, contact_field},
+    registrar::{shared::contact_field, store::SharedBinding},
     state::{BanRecord, List},
 };
 

@@ -18,7 +18,7 @@ use self::tasks::{
 };
 use crate::{
     admin,
-    config::{Config, XdpMode},
+    config::Config,
     enforce::{
         Enforcer,
         gate::UserGate,
@@ -29,6 +29,7 @@ use crate::{
     server::SipServer,
     state::Store,
     xdp::FastPath,
+    xdp::config::XdpMode,
 };
 
 /// Run the daemon on a new tokio runtime until a signal stops it.
@@ -256,7 +257,7 @@ async fn join_cluster(
     config: &Config,
     metrics: &Metrics,
     enforcer: &Arc<Mutex<Enforcer>>,
-) -> anyhow::Result<Option<(crate::cluster::Cluster, crate::cluster::Outbox)>> {
+) -> anyhow::Result<Option<(crate::cluster::Cluster, crate::cluster::outbox::Outbox)>> {
     Ok(match &config.cluster {
         Some(c) => {
             // The cluster's MAC keys and fingerprint come from the key ring, never the raw
@@ -315,7 +316,7 @@ fn start_proxy(
     metrics: &Metrics,
     enforcer: &Arc<Mutex<Enforcer>>,
     learner: &Learner,
-    cluster: Option<&(crate::cluster::Cluster, crate::cluster::Outbox)>,
+    cluster: Option<&(crate::cluster::Cluster, crate::cluster::outbox::Outbox)>,
 ) -> anyhow::Result<Arc<crate::proxy::Proxy>> {
     let proxy = Arc::new(crate::proxy::Proxy::new(
         config,
@@ -339,7 +340,7 @@ fn start_proxy(
         proxy.share_locations(
             c.node.clone(),
             c.config.path.clone(),
-            Box::new(move |change| outbox.send(crate::cluster::Op::Location { change })),
+            Box::new(move |change| outbox.send(crate::cluster::schema::Op::Location { change })),
         );
     }
     // Subscribers added at run time (`sip-firewall user add`) come back from the state.

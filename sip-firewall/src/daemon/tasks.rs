@@ -71,7 +71,7 @@ pub(super) fn spawn_serving(
 /// what the admin API needs of it (the outbox, the view for `status`).
 pub(super) fn spawn_cluster(
     tasks: &mut Tasks,
-    cluster: Option<(crate::cluster::Cluster, crate::cluster::Outbox)>,
+    cluster: Option<(crate::cluster::Cluster, crate::cluster::outbox::Outbox)>,
     enforcer: &Arc<Mutex<Enforcer>>,
     proxy: &Arc<crate::proxy::Proxy>,
     shutdown_rx: &watch::Receiver<bool>,
@@ -80,7 +80,7 @@ pub(super) fn spawn_cluster(
         return Ok(None);
     };
     let view = cluster.view.clone();
-    let target = crate::cluster::Target {
+    let target = crate::cluster::apply::Target {
         store: Some(lock(enforcer)?.store_handle()),
         enforcer: enforcer.clone(),
         proxy: Some(proxy.clone()),
@@ -93,7 +93,7 @@ pub(super) fn spawn_cluster(
 
 /// The cluster as the admin API sees it.
 type ClusterInfo = (
-    crate::cluster::Outbox,
+    crate::cluster::outbox::Outbox,
     Arc<Mutex<crate::cluster::ClusterView>>,
 );
 

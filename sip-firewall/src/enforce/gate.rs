@@ -314,8 +314,8 @@ mod tests {
         }
     }
 
-    /// Issue 9: the gate skipped its checks whenever XDP was attached, also for messages
-    /// that never crossed an attached interface.
+    /// With XDP attached the gate still checks messages that never crossed an attached
+    /// interface (local sources over `lo`).
     #[test]
     fn local_traffic_is_not_seen_by_xdp() {
         let s = sight(true, false);

@@ -8,10 +8,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -22,9 +19,9 @@ use tracing::warn;
 
 use super::Enforcer;
 use crate::{
-    config::BanScopeConfig,
+    logging::{RateLimit, Verdict},
     seams::{Destination, Observer},
-    xdp::maps::TransactionKeys,
+    xdp::{config::BanScopeConfig, maps::TransactionKeys},
 };
 
 /// `[bans]`: when user space bans a source by itself.
@@ -103,8 +100,9 @@ pub const TRANSACTION_TTL: Duration = Duration::from_secs(300);
 pub const QUEUE_FULL_KIND: &str = "learner_queue_full";
 /// At most one warning about lost events per this long.
 pub const QUEUE_FULL_LOG_EVERY: Duration = Duration::from_secs(10);
-/// When the last warning about lost events was logged (monotonic ns; 0: never).
-static LAST_QUEUE_FULL_WARNING: AtomicU64 = AtomicU64::new(0);
+/// The rate limit of the warning about lost events.
+static QUEUE_FULL_WARNING: Mutex<RateLimit<()>> =
+    Mutex::new(RateLimit::new(QUEUE_FULL_LOG_EVERY, 1));
 
 /// The proxy's observer: queues events without blocking, except the opening of a UDP client
 /// transaction, whose key must be in the XDP map before the request leaves.
@@ -163,14 +161,8 @@ impl Learner {
     pub fn report(&self, e: Event) {
         if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(e) {
             crate::metrics::internal_error(QUEUE_FULL_KIND);
-            let now = crate::clock::monotonic_ns();
-            let last = LAST_QUEUE_FULL_WARNING.load(Ordering::Relaxed);
-            let every = QUEUE_FULL_LOG_EVERY.as_nanos() as u64;
-            if (last == 0 || now.saturating_sub(last) >= every)
-                && LAST_QUEUE_FULL_WARNING
-                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
+            let verdict = crate::logging::decide_shared(&QUEUE_FULL_WARNING, (), Instant::now());
+            if let Verdict::Log { .. } = verdict {
                 warn!(
                     event = ?e,
                     "ban learning queue full: events lost (counted in \
@@ -249,8 +241,7 @@ pub fn proves_return_routability(reason: &str) -> bool {
 /// counted by reason, logged at most once per [`REFUSAL_LOG_EVERY`] with the count.
 pub struct Refusals {
     counter: prometheus::IntCounterVec,
-    last_log: Option<Instant>,
-    unlogged: u64,
+    log: RateLimit<()>,
 }
 
 /// How often a refused ban is logged at most.
@@ -274,28 +265,21 @@ impl Refusals {
         }
         Refusals {
             counter,
-            last_log: None,
-            unlogged: 0,
+            log: RateLimit::new(REFUSAL_LOG_EVERY, 1),
         }
     }
 
     fn refuse(&mut self, ip: IpAddr, kind: &str) {
         self.counter.with_label_values(&[kind]).inc();
-        self.unlogged += 1;
-        let now = Instant::now();
-        if self
-            .last_log
-            .is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_EVERY)
-        {
+        if let Verdict::Log { suppressed } = self.log.decide((), Instant::now()) {
             warn!(
                 %ip,
                 kind,
-                refused = self.unlogged,
+                // This refusal and those folded into it.
+                refused = suppressed + 1,
                 "not banning a known source on unauthenticated evidence (refusals since the \
                  last line)"
             );
-            self.last_log = Some(now);
-            self.unlogged = 0;
         }
     }
 }
@@ -483,8 +467,8 @@ fn with<T>(
 mod tests {
     use super::*;
 
-    /// Issue 11: an event lost on a full queue (an authentication failure a ban would have
-    /// counted) was only logged at debug; now each loss is counted as an internal error.
+    /// An event lost on a full queue (an authentication failure a ban would have counted) is
+    /// evidence lost: each loss is counted as an internal error, not only logged.
     #[test]
     fn events_lost_on_a_full_queue_are_counted() {
         let (learner, _rx) = Learner::new(1);
@@ -505,8 +489,8 @@ mod tests {
         (Arc::new(Mutex::new(e)), d)
     }
 
-    /// Issue 9: a known source is not banned on forgeable evidence (counted instead); its
-    /// own proven failures ban and demote it; an unknown source is banned as before.
+    /// A known source is not banned on forgeable evidence (counted instead); its own proven
+    /// failures ban and demote it; an unknown source is banned on the same evidence.
     #[tokio::test]
     async fn known_sources_refuse_unproven_bans_and_demote_on_proven_ones() {
         let (enforcer, dir) = enforcer("tiers");
@@ -577,7 +561,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Issue 10: a transaction's key binds the peer the request went to, except for peers
+    /// A transaction's key binds the peer the request went to, except for peers
     /// in `[proxy] reply_from_any`; the close event names the same peer as the open one.
     #[tokio::test]
     async fn transaction_keys_bind_the_peer() {

@@ -41,9 +41,9 @@ use sip_firewall_common::{BanReason, BanScope, Counter, Reason};
 
 use self::bans::{MAX_BANS_IN_MEMORY, reason_code};
 pub use self::{bans::write_bans, known::known_group};
-pub use crate::clock::{mono_to_unix, unix_now, unix_to_mono};
 use crate::{
-    config::in_any,
+    clock::unix_now,
+    section::in_any,
     state::{BanRecord, StateError, Store},
     xdp::{FastPath, maps::MapsError},
 };
@@ -177,7 +177,7 @@ impl Enforcer {
     pub fn attach(
         &mut self,
         iface: &str,
-        mode: crate::config::XdpMode,
+        mode: crate::xdp::config::XdpMode,
     ) -> Result<&'static str, crate::xdp::XdpError> {
         match self.xdp.as_mut() {
             Some(x) => x.attach(iface, mode),

@@ -75,7 +75,7 @@ impl Default for PressureConfig {
         PressureConfig {
             adaptive: true,
             min_budget: 50,
-            // Issue 16's bar: a spoofed flood costs at most 1.5x the unflooded CPU.
+            // A spoofed flood may cost at most 1.5x the CPU of the known traffic alone.
             cpu_rise: 1.5,
             idle_cpu: 0.02,
             max_lag: Duration::from_millis(20),

@@ -5,8 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::number;
-pub use crate::section::Invalid;
-use crate::section::{duration, opt_duration};
+use crate::section::{Invalid, duration, opt_duration};
 
 /// What a critical threshold does to the account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -1,4 +1,4 @@
-//! The toll-fraud guard: who may call where, how much and how often (issue 12). Its own
+//! The toll-fraud guard: who may call where, how much and how often. Its own
 //! unit, like Kamailio's modules: it owns `[fraud]` ([`config`]), its state (calls in
 //! progress, counters per account and rule, suspensions, events) and its metrics. The proxy
 //! core calls it at three points, under its own lock:

@@ -14,26 +14,7 @@ pub mod http;
 pub mod xdp;
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use sip_firewall_sip::Reason;
-
-/// Methods counted under their own label; every other method is `other`, so a peer
-/// cannot grow the label set without bound (RFC 4475 3.1.1.2 has a method of 44 characters).
-const KNOWN_METHODS: [&str; 14] = [
-    "INVITE",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "OPTIONS",
-    "REGISTER",
-    "PRACK",
-    "SUBSCRIBE",
-    "NOTIFY",
-    "PUBLISH",
-    "INFO",
-    "REFER",
-    "MESSAGE",
-    "UPDATE",
-];
+use sip_firewall_sip::{Method, Reason};
 
 /// Drop reason for a well-formed response that matches no transaction.
 pub const DROP_STRAY_RESPONSE: &str = "stray_response";
@@ -213,26 +194,12 @@ pub const LIMITS_WHAT: [&str; 7] = [
 /// A bound was hit by `source` (counted; logged at most once a minute per bound).
 pub fn limit_hit(what: &'static str, source: Option<std::net::IpAddr>) {
     LIMITS.with_label_values(&[what]).inc();
-    static LAST: std::sync::Mutex<Vec<(&'static str, std::time::Instant)>> =
-        std::sync::Mutex::new(Vec::new());
-    let now = std::time::Instant::now();
-    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    let due = match last.iter_mut().find(|(w, _)| *w == what) {
-        Some((_, at))
-            if now.saturating_duration_since(*at) < std::time::Duration::from_secs(60) =>
-        {
-            false
-        }
-        Some((_, at)) => {
-            *at = now;
-            true
-        }
-        None => {
-            last.push((what, now));
-            true
-        }
-    };
-    if due {
+    // Per bound; the bounds are a fixed set of names (`LIMITS_WHAT`): the cap is never reached.
+    static LOG: std::sync::Mutex<crate::logging::RateLimit<&'static str>> = std::sync::Mutex::new(
+        crate::logging::RateLimit::new(std::time::Duration::from_secs(60), 64),
+    );
+    let verdict = crate::logging::decide_shared(&LOG, what, std::time::Instant::now());
+    if let crate::logging::Verdict::Log { .. } = verdict {
         tracing::warn!(
             bound = what,
             source = ?source,
@@ -418,12 +385,13 @@ impl Metrics {
 
     /// A request arrived (whatever its fate).
     pub fn request(&self, method: &str) {
-        let label = KNOWN_METHODS
-            .iter()
-            .find(|m| **m == method)
-            .copied()
-            .unwrap_or("other");
-        self.requests.with_label_values(&[label]).inc();
+        self.request_of(Method::of(method.as_bytes()));
+    }
+
+    /// A request arrived, its method as the message layer labelled it (known ones by name,
+    /// every other `other`: a bounded label set).
+    pub fn request_of(&self, method: Method) {
+        self.requests.with_label_values(&[method.as_str()]).inc();
     }
 
     /// A response arrived; `code` is None when the status line is unreadable.

@@ -1,14 +1,16 @@
 //! The proxy's configuration sections: `[proxy]` and `[timers]`, each with its defaults and
-//! its checks; `config::Config` holds one field per section. `[auth]` is `auth::config`'s and
-//! `[registrar]` is `registrar::config`'s, re-exported here at their old paths.
+//! its checks; `config::Config` holds one field per section (`[auth]` is `auth::config`'s,
+//! `[registrar]` is `registrar::config`'s).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::auth::config::{AuthConfig, UserEntry};
-pub use crate::registrar::config::RegistrarConfig;
-use crate::section::{Invalid, duration, invalid, opt_duration};
+use crate::{
+    auth::config::AuthConfig,
+    registrar::config::RegistrarConfig,
+    section::{Invalid, duration, invalid, opt_duration},
+};
 
 /// The sections the proxy reads. `config.rs` builds it from the whole `Config` (which
 /// composes the sections of every unit, this one's included, so the proxy never names it).
@@ -23,7 +25,7 @@ pub struct Sections<'a> {
     pub timers: &'a TimersConfig,
     pub registrar: &'a RegistrarConfig,
     pub auth: &'a AuthConfig,
-    pub fraud: &'a crate::fraud::FraudConfig,
+    pub fraud: &'a crate::fraud::config::FraudConfig,
     pub dns: &'a super::dns::DnsConfig,
 }
 
@@ -216,7 +218,7 @@ impl Default for TimersConfig {
 impl ProxyConfig {
     /// How long dialog stamps stay valid: `stamp_lifetime`, else a little longer than the
     /// longest call `[fraud]` allows.
-    pub fn effective_stamp_lifetime(&self, fraud: &crate::fraud::FraudConfig) -> Duration {
+    pub fn effective_stamp_lifetime(&self, fraud: &crate::fraud::config::FraudConfig) -> Duration {
         self.stamp_lifetime
             .unwrap_or(if fraud.max_call_duration.is_zero() {
                 STAMP_LIFETIME_UNBOUNDED
@@ -327,7 +329,7 @@ mod tests {
         assert_eq!(c.proxy.unavailable, p.unavailable);
         assert_eq!(c.proxy.identity_headers, p.identity_headers);
         assert!(c.policy.scanners.is_none());
-        let f = crate::fraud::FraudConfig::default();
+        let f = crate::fraud::config::FraudConfig::default();
         assert_eq!(c.fraud.deny_prefixes, f.deny_prefixes);
         assert_eq!(c.fraud.international_prefixes, f.international_prefixes);
         assert_eq!(c.fraud.max_call_duration, f.max_call_duration);

@@ -26,7 +26,7 @@ use sip_firewall_sip::{
     uri::{self, Uri},
 };
 
-use crate::server::core::Destination;
+use crate::seams::Destination;
 
 /// `[dns]`: how domains in Request-URIs and Routes are resolved (RFC 3263).
 #[derive(Clone, Debug, Deserialize)]
@@ -35,7 +35,7 @@ pub struct DnsConfig {
     /// Name servers to ask (address and port); empty: the system's (/etc/resolv.conf).
     pub nameservers: Vec<SocketAddr>,
     /// One resolution (all its queries) is abandoned after this: the request gets 503.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::section::duration")]
     pub timeout: Duration,
     /// Most names kept in the cache.
     pub max_cached: usize,
@@ -212,14 +212,14 @@ impl Dns {
     }
 
     fn cached(&self, key: &str) -> Option<Vec<Destination>> {
-        let g = crate::server::guard::lock(&self.cache, "dns cache");
+        let g = crate::guard::lock(&self.cache, "dns cache");
         g.get(key)
             .filter(|(until, _)| *until > Instant::now())
             .map(|(_, t)| t.clone())
     }
 
     fn store(&self, key: String, until: Instant, targets: &[Destination]) {
-        let mut g = crate::server::guard::lock(&self.cache, "dns cache");
+        let mut g = crate::guard::lock(&self.cache, "dns cache");
         if g.len() >= self.max_cached {
             let now = Instant::now();
             g.retain(|_, (u, _)| *u > now);

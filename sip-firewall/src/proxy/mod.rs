@@ -55,8 +55,7 @@ use std::{
 use sip_firewall_sip::{Message, Transport};
 use tokio::sync::watch;
 
-use crate::seams::{Action, Context, Handler, Outbound};
-pub use crate::seams::{NoObserver, Observer};
+use crate::seams::{Action, Context, Handler, Observer, Outbound};
 use core::Core;
 pub use metrics::ProxyMetrics;
 
@@ -83,7 +82,7 @@ pub struct Proxy {
 
 /// What the core queued under its lock, done after it.
 struct Queued {
-    sends: Vec<(crate::server::core::Destination, Vec<u8>)>,
+    sends: Vec<(crate::seams::Destination, Vec<u8>)>,
     ops: Vec<crate::fraud::StoreOp>,
     names: Vec<(core::ServerKey, String)>,
 }
@@ -103,7 +102,7 @@ impl Queued {
 /// transactions (see `core/resolve.rs`).
 type Resolved = (
     core::ServerKey,
-    Result<Vec<crate::server::core::Destination>, dns::DnsError>,
+    Result<Vec<crate::seams::Destination>, dns::DnsError>,
 );
 
 /// Writes the fraud guard's changes to the state database.
@@ -182,7 +181,7 @@ impl Proxy {
     }
 
     /// Add or replace a subscriber while running.
-    pub fn add_user(&self, e: &crate::proxy::config::UserEntry) {
+    pub fn add_user(&self, e: &crate::auth::config::UserEntry) {
         self.with_core(|c| {
             c.users_mut().insert(e);
             c.set_identities(&e.user, &e.domain, &e.identities);
@@ -221,13 +220,13 @@ impl Proxy {
 
     /// A registration change another cluster node made; false when its binding's next hop
     /// is refused.
-    pub fn location_remote(&self, change: &crate::registrar::shared::Change) -> bool {
+    pub fn location_remote(&self, change: &crate::registrar::store::Change) -> bool {
         let now = self.now();
         self.with_core(|c| c.location_remote(change, now))
     }
 
     /// The registrations whose flow this node holds, as shared.
-    pub fn location_own(&self) -> Vec<(String, crate::registrar::shared::SharedBinding)> {
+    pub fn location_own(&self) -> Vec<(String, crate::registrar::store::SharedBinding)> {
         let now = self.now();
         self.with_core(|c| c.location_own(now))
     }
@@ -236,14 +235,14 @@ impl Proxy {
     /// refused (their next hop).
     pub fn location_reload(
         &self,
-        all: &[(String, crate::registrar::shared::SharedBinding)],
+        all: &[(String, crate::registrar::store::SharedBinding)],
     ) -> usize {
         let now = self.now();
         self.with_core(|c| c.location_reload(all, now))
     }
 
     /// The subscribers, hashes only.
-    pub fn users(&self) -> Vec<crate::proxy::config::UserEntry> {
+    pub fn users(&self) -> Vec<crate::auth::config::UserEntry> {
         self.with_core(|c| {
             let entries: Vec<_> = {
                 let users = c.users_mut();
@@ -335,7 +334,7 @@ impl Proxy {
             // Each failover uses up a target, so this recursion ends.
             let now = self.now();
             let more = {
-                let mut core = crate::server::guard::lock(&self.core, "proxy core");
+                let mut core = crate::guard::lock(&self.core, "proxy core");
                 for d in failed {
                     core.unreachable(d, now);
                 }
@@ -387,7 +386,7 @@ impl Proxy {
     /// Hand a finished resolution to the core.
     fn apply_resolved(&self, (key, result): Resolved) {
         let now = self.now();
-        crate::server::guard::catch("timer", None, || {
+        crate::guard::catch("timer", None, || {
             self.with_core(|c| c.resolved(&key, result, now))
         });
     }
@@ -403,7 +402,7 @@ impl Proxy {
     pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut every = tokio::time::interval(TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let rx = crate::server::guard::lock(&self.resolved_rx, "dns results").take();
+        let rx = crate::guard::lock(&self.resolved_rx, "dns results").take();
         let Some(mut rx) = rx else {
             // A second timer task: the first one applies the resolutions.
             loop {
@@ -426,13 +425,7 @@ impl Proxy {
 impl Handler for Proxy {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        self.with_core(|c| {
-            // Whom a refusal names in the security log (see `Core::refused`).
-            c.requester = Some(ctx.source);
-            let action = c.request(req, ctx, now);
-            c.requester = None;
-            action
-        })
+        self.with_core(|c| c.request(req, ctx, now))
     }
 
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action {
@@ -456,7 +449,7 @@ impl Handler for Proxy {
         let _ = self.out.set(out);
     }
 
-    fn unreachable(&self, dest: crate::server::core::Destination) {
+    fn unreachable(&self, dest: crate::seams::Destination) {
         let now = self.now();
         self.with_core(|c| c.unreachable(dest, now));
     }

@@ -1,4 +1,4 @@
-//! Registrations shared between the nodes of a cluster (issue 13, RFC 3327 Path).
+//! Registrations shared between the nodes of a cluster (RFC 3327 Path).
 //!
 //! The proxy core is synchronous and runs on a clock that its tests move by hand, so it
 //! never talks to Redis itself. [`WriteThrough`] keeps the in-memory store as the core's
@@ -27,14 +27,12 @@ use std::time::{Duration, Instant};
 
 use sip_firewall_sip::Transport;
 
-use super::store::{Binding, LocationStore, MemoryStore};
+use super::store::{Binding, Change, LocationStore, MemoryStore, SharedBinding};
 
 /// Most bindings taken from other nodes (each node caps contacts per AOR; this bounds the
 /// total a Redis full of junk could make us hold). Beyond it remote bindings are not
 /// cached (counted, logged).
 pub const MAX_REMOTE_BINDINGS: usize = 1 << 20;
-
-pub use super::store::{Change, SharedBinding};
 
 /// Where local changes go (the cluster's outbox); must not block.
 pub type Sink = Box<dyn Fn(Change) + Send>;

@@ -21,18 +21,9 @@
 //! `sipfw_sip_tcp_connections`, `sipfw_sip_tcp_closed_total`, `sipfw_sip_tls_handshakes_total`,
 //! `sipfw_sip_ws_upgrades_total`, `sipfw_limits_refused_total{what}` (defined in `metrics`).
 
-/// The old path of the shared types, now in [`crate::seams`]: kept so that code written
-/// against it (other branches in flight) still compiles; new code names `crate::seams`.
-#[doc(hidden)]
-pub mod core {
-    pub use crate::seams::{Action, Context, Destination, Handler, Outbound};
-}
+mod accept;
 #[doc(hidden)]
 pub mod config;
-// The message boundary is the whole daemon's (the proxy's timers, the gate's lock); kept
-// at its old path here.
-pub use crate::guard;
-mod accept;
 mod outbound;
 #[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
@@ -46,15 +37,15 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use sip_firewall_sip::{
-    Kind, Limits, Reason, Rejection, StartLine, Transport, inspect,
+    Kind, Limits, Method, Reason, Rejection, StartLine, Transport, inspect,
     reply::{self, Reply, ReplyContext},
 };
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-pub use crate::seams::Gate;
-use crate::seams::{Action, Context, Handler};
-use crate::{config::SipConfig, metrics::Metrics};
+use crate::guard;
+use crate::seams::{Action, Context, Gate, Handler};
+use crate::{metrics::Metrics, server::config::SipConfig};
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
 const EXTENSIONS: &[&str] = &[];
@@ -147,7 +138,7 @@ impl SipServer {
 
     /// Listen for TLS on every `[tls] listen` address and open TLS connections to next hops
     /// (nothing when the list is empty).
-    pub async fn bind_tls(&mut self, cfg: &crate::config::TlsConfig) -> anyhow::Result<()> {
+    pub async fn bind_tls(&mut self, cfg: &crate::server::config::TlsConfig) -> anyhow::Result<()> {
         if cfg.listen.is_empty() {
             return Ok(());
         }
@@ -161,7 +152,7 @@ impl SipServer {
     }
 
     /// Listen for SIP over WebSocket on every `[ws] listen` address.
-    pub async fn bind_ws(&mut self, cfg: &crate::config::WsConfig) -> anyhow::Result<()> {
+    pub async fn bind_ws(&mut self, cfg: &crate::server::config::WsConfig) -> anyhow::Result<()> {
         let settings = ws::WsSettings::new(cfg, self.shared.limits.max_message_bytes);
         for l in listen(&cfg.listen, "WebSocket").await? {
             self.ws.push((l, settings.clone()));
@@ -175,8 +166,8 @@ impl SipServer {
     pub async fn bind_wss(
         &mut self,
         wss: &ws::WssConfig,
-        ws_cfg: &crate::config::WsConfig,
-        tls_cfg: &crate::config::TlsConfig,
+        ws_cfg: &crate::server::config::WsConfig,
+        tls_cfg: &crate::server::config::TlsConfig,
     ) -> anyhow::Result<()> {
         if wss.listen.is_empty() {
             return Ok(());
@@ -326,19 +317,20 @@ impl Shared {
         local: SocketAddr,
         transport: Transport,
     ) -> Option<Outgoing> {
-        guard::catch("message", Some(source), || {
-            self.process_unguarded(buf, source, local, transport)
+        self.process_in(buf, Context::new(source, local, transport))
+    }
+
+    /// [`Shared::process`] of a message whose context says more than its addresses (the
+    /// trusted peer of a TLS connection).
+    pub(crate) fn process_in(&self, buf: &[u8], ctx: Context) -> Option<Outgoing> {
+        guard::catch("message", Some(ctx.source), || {
+            self.process_unguarded(buf, ctx)
         })
         .flatten()
     }
 
-    fn process_unguarded(
-        &self,
-        buf: &[u8],
-        source: SocketAddr,
-        local: SocketAddr,
-        transport: Transport,
-    ) -> Option<Outgoing> {
+    fn process_unguarded(&self, buf: &[u8], ctx: Context) -> Option<Outgoing> {
+        let (source, transport) = (ctx.source, ctx.transport);
         if let Some(gate) = self.gate.get()
             && !gate.admit(source, transport, buf)
         {
@@ -347,11 +339,6 @@ impl Shared {
         let m = &self.metrics;
         match inspect(buf, &self.limits, transport, EXTENSIONS) {
             Ok(msg) => {
-                let ctx = Context {
-                    source,
-                    local,
-                    transport,
-                };
                 let action = match msg.start {
                     StartLine::Request { method, .. } => {
                         m.request(method);
@@ -394,9 +381,9 @@ impl Shared {
         let m = &self.metrics;
         debug!(%source, reason = %rej.reason, "message refused");
         match rej.kind {
-            Kind::Request { ack } => {
-                m.request(&String::from_utf8_lossy(method_token(buf)));
-                if ack {
+            Kind::Request { method } => {
+                m.request_of(method);
+                if method == Method::Ack {
                     // Never answer an ACK (RFC 3261 17.2.1): there is nothing to acknowledge.
                     m.dropped(rej.reason.as_str());
                     return None;
@@ -416,8 +403,8 @@ impl Shared {
                     source,
                 ))
             }
-            Kind::Response => {
-                m.response(status_code(buf));
+            Kind::Response { code } => {
+                m.response(code);
                 m.dropped(rej.reason.as_str());
                 None
             }
@@ -462,24 +449,6 @@ async fn listen(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<tokio::n
         out.push(l);
     }
     Ok(out)
-}
-
-/// The first token of a request line.
-fn method_token(buf: &[u8]) -> &[u8] {
-    let n = buf
-        .iter()
-        .take_while(|&&b| sip_firewall_sip::lex::is_token(b))
-        .count();
-    &buf[..n]
-}
-
-/// The status code of a response line, when it is three digits.
-fn status_code(buf: &[u8]) -> Option<u16> {
-    let code = buf.get(8..11)?;
-    if buf.get(7) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(code).ok()?.parse().ok()
 }
 
 /// Whether a datagram is only a keep-alive (CRLFs, RFC 5626 4.4.1 style, or a NUL some
@@ -527,7 +496,7 @@ mod tests {
         .into_bytes()
     }
 
-    /// Issue 9: a panic while handling one message is caught at the message boundary
+    /// A panic while handling one message is caught at the message boundary
     /// (UDP and TCP both go through `process`), counted, and the next message is served.
     #[test]
     fn a_panic_costs_one_message_not_the_listener() {
@@ -587,8 +556,8 @@ mod keepalive_tests {
         }
     }
 
-    /// Issue 9: keep-alives passed no gate, so a banned or rate-limited host held its TCP
-    /// connections with pings. Now they are judged like messages.
+    /// Keep-alives are judged like messages, so that a banned or rate-limited host cannot
+    /// hold its TCP connections with pings.
     #[test]
     fn keepalives_pass_the_gate() {
         let shared = Shared::new(
@@ -612,7 +581,7 @@ mod outbound_tests {
     use super::*;
     use crate::seams::{Destination, Outbound as _};
 
-    /// Issue 10: connections the proxy opens toward a next hop count against the same TCP
+    /// Connections the proxy opens toward a next hop count against the same TCP
     /// bounds as those it accepts; beyond them the send fails (the client transaction's
     /// timers decide what follows) and is counted.
     #[tokio::test]

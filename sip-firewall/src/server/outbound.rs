@@ -19,9 +19,6 @@ use tracing::debug;
 use super::Shared;
 use crate::seams::{Destination, Outbound};
 
-// Kept at its old path for the TLS and WebSocket listeners; it belongs to the connection.
-pub(crate) use super::tcp::TCP_QUEUE;
-
 /// How long opening a connection may take; its messages are lost after that (the client
 /// transaction's timers decide what happens next).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,6 +79,7 @@ impl Dial {
             peer: addr,
             local,
             transport: self.dest.transport,
+            trusted_peer: None,
         };
         let Some((tls, domain)) = tls else {
             return super::tcp::serve_connection(stream, conn, self.shared, self.shutdown, self.rx)
@@ -161,7 +159,7 @@ impl SocketOutbound {
             Transport::Tls => match self.tls.get() {
                 Some(t) => Some((
                     t.connector(),
-                    super::guard::lock(&self.tls_names, "tls names")
+                    crate::guard::lock(&self.tls_names, "tls names")
                         .get(&addr)
                         .cloned(),
                 )),
@@ -189,7 +187,7 @@ impl SocketOutbound {
                 return false;
             }
         };
-        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        let (tx, rx) = mpsc::channel(super::tcp::TCP_QUEUE);
         if tx.try_send(bytes.to_vec()).is_err() {
             return false;
         }
@@ -209,18 +207,18 @@ impl SocketOutbound {
 
     /// A TCP or TLS connection with `peer` opened: messages for it go to `tx`.
     pub(crate) fn register(&self, peer: SocketAddr, t: Transport, tx: mpsc::Sender<Vec<u8>>) {
-        super::guard::lock(&self.tcp, "tcp connections").insert((peer, t), tx);
+        crate::guard::lock(&self.tcp, "tcp connections").insert((peer, t), tx);
     }
 
     /// The connection with `peer` closed.
     pub(crate) fn unregister(&self, peer: SocketAddr, t: Transport) {
-        super::guard::lock(&self.tcp, "tcp connections").remove(&(peer, t));
+        crate::guard::lock(&self.tcp, "tcp connections").remove(&(peer, t));
     }
 }
 
 impl Outbound for SocketOutbound {
     fn name_peer(&self, addr: SocketAddr, name: &str) {
-        let mut names = super::guard::lock(&self.tls_names, "tls names");
+        let mut names = crate::guard::lock(&self.tls_names, "tls names");
         if names.len() >= MAX_TLS_NAMES
             && !names.contains_key(&addr)
             && let Some(old) = names.keys().next().copied()
@@ -243,7 +241,7 @@ impl Outbound for SocketOutbound {
             // Its `;transport=ws` URI does not say ws or wss (5.2): the flow at that
             // address, whichever it is.
             Transport::Ws | Transport::Wss => {
-                let flows = super::guard::lock(&self.tcp, "tcp connections");
+                let flows = crate::guard::lock(&self.tcp, "tcp connections");
                 let other = if dest.transport == Transport::Ws {
                     Transport::Wss
                 } else {
@@ -257,7 +255,7 @@ impl Outbound for SocketOutbound {
                 tx.is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok())
             }
             t @ (Transport::Stream | Transport::Tls) => {
-                let tx = super::guard::lock(&self.tcp, "tcp connections")
+                let tx = crate::guard::lock(&self.tcp, "tcp connections")
                     .get(&(dest.addr, t))
                     .cloned();
                 match tx {

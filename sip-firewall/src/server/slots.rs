@@ -8,21 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-/// The key a source is counted under: the address, or its /64 for IPv6 (one host owns a
-/// whole /64 and can rotate through it).
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut o = v6.octets();
-                o[8..].fill(0);
-                IpAddr::V6(o.into())
-            }
-        },
-    }
-}
+use crate::seams::source_key;
 
 /// The slots.
 pub struct TcpSlots {
@@ -56,7 +42,7 @@ impl TcpSlots {
     /// Take a slot for a connection with `peer`.
     pub fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Full> {
         let key = source_key(peer);
-        let mut g = super::guard::lock(&self.used, "tcp slots");
+        let mut g = crate::guard::lock(&self.used, "tcp slots");
         let (total, per) = &mut *g;
         if *total >= self.total {
             return Err(Full::Total);
@@ -75,14 +61,14 @@ impl TcpSlots {
 
     /// Connections held (total, with `peer`'s key).
     pub fn used(&self, peer: IpAddr) -> (usize, usize) {
-        let g = super::guard::lock(&self.used, "tcp slots");
+        let g = crate::guard::lock(&self.used, "tcp slots");
         (g.0, g.1.get(&source_key(peer)).copied().unwrap_or(0))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut g = super::guard::lock(&self.slots.used, "tcp slots");
+        let mut g = crate::guard::lock(&self.slots.used, "tcp slots");
         let (total, per) = &mut *g;
         *total = total.saturating_sub(1);
         if let Some(n) = per.get_mut(&self.key) {

@@ -17,6 +17,8 @@ use tokio::{
 };
 use tracing::debug;
 
+use crate::seams::Context;
+
 use super::{
     Shared,
     accept::{Accepted, accept_loop},
@@ -52,6 +54,7 @@ pub(super) async fn serve(
                 peer,
                 local,
                 transport: Transport::Stream,
+                trusted_peer: None,
             };
             serve_connection(stream, conn, shared, rx, out_rx).await;
             drop(slot);
@@ -60,12 +63,15 @@ pub(super) async fn serve(
     .await
 }
 
-/// The two ends of a connection and what it is (TCP or TLS).
-#[derive(Clone, Copy, Debug)]
+/// The two ends of a connection, what it is (TCP or TLS), and the `[tls] trusted_peers`
+/// host its client certificate named, which every message it brings carries in its
+/// [`Context`](crate::seams::Context).
+#[derive(Clone, Debug)]
 pub(super) struct Conn {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub transport: Transport,
+    pub trusted_peer: Option<Arc<str>>,
 }
 
 impl Conn {
@@ -91,7 +97,7 @@ pub(super) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let peer = conn.peer;
     shared.metrics.tcp_opened();
     crate::metrics::connection_open(conn.label(), 1);
-    let why = match connection(stream, conn, &shared, shutdown, outgoing).await {
+    let why = match connection(stream, &conn, &shared, shutdown, outgoing).await {
         Ok(why) => why,
         Err(e) => {
             debug!(%peer, transport = conn.label(), "stream connection: {e}");
@@ -105,16 +111,12 @@ pub(super) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    conn: Conn,
+    conn: &Conn,
     shared: &Shared,
     mut shutdown: watch::Receiver<bool>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<&'static str> {
-    let Conn {
-        peer,
-        local,
-        transport,
-    } = conn;
+    let (peer, local, transport) = (conn.peer, conn.local, conn.transport);
     let mut framer = StreamFramer::new(shared.limits);
     let mut chunk = vec![0u8; 8192];
     let mut deadline = Instant::now() + shared.tcp_idle_timeout;
@@ -165,7 +167,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Ok(Some(Event::Message(msg))) => {
                     deadline = Instant::now() + shared.tcp_idle_timeout;
-                    if let Some(out) = shared.process(&msg, peer, local, transport) {
+                    if let Some(out) = shared.process_in(
+                        &msg,
+                        Context {
+                            trusted_peer: conn.trusted_peer.clone(),
+                            ..Context::new(peer, local, transport)
+                        },
+                    ) {
                         write(&mut stream, &out.bytes, deadline).await?;
                     }
                     // What the core queued for this peer goes out before the next answer.
@@ -206,7 +214,7 @@ async fn fatal<S: AsyncWrite + Unpin>(
         kind: e.kind,
         unsupported: None,
     };
-    let out = super::guard::catch("message", Some(peer), || shared.refuse(&e.head, &rej, peer));
+    let out = crate::guard::catch("message", Some(peer), || shared.refuse(&e.head, &rej, peer));
     if let Some(out) = out.flatten() {
         write(stream, &out.bytes, deadline).await?;
     }

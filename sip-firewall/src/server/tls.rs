@@ -24,7 +24,7 @@ use super::{
     accept::{Accepted, accept_loop},
     tcp::Conn,
 };
-use crate::config::TlsConfig;
+use crate::server::config::TlsConfig;
 
 /// The server and client sides built from `[tls]`.
 pub(crate) struct Tls {
@@ -67,19 +67,6 @@ impl LiveTls {
     }
 }
 
-/// TLS connections whose client certificate names a `[tls] trusted_peers` host: peer
-/// address and the name. One entry per connection, removed when it ends, so bounded by the
-/// TCP connection slots.
-static TRUSTED: std::sync::Mutex<Option<std::collections::HashMap<SocketAddr, String>>> =
-    std::sync::Mutex::new(None);
-
-/// Whether the TLS connection from `peer` presented a certificate of a trusted peer.
-pub fn is_trusted_peer(peer: SocketAddr) -> bool {
-    super::guard::lock(&TRUSTED, "trusted peers")
-        .as_ref()
-        .is_some_and(|m| m.contains_key(&peer))
-}
-
 /// The first `trusted` name the client certificate `cert` is valid for (its chain to `ca`
 /// was verified in the handshake).
 fn trusted_name(cert: &CertificateDer<'_>, trusted: &[String]) -> Option<String> {
@@ -100,7 +87,7 @@ static LIVE: std::sync::Mutex<Option<std::sync::Weak<LiveTls>>> = std::sync::Mut
 /// read it through.
 pub(crate) fn go_live(t: Tls) -> Arc<LiveTls> {
     let live = LiveTls::new(t);
-    *super::guard::lock(&LIVE, "live tls") = Some(Arc::downgrade(&live));
+    *crate::guard::lock(&LIVE, "live tls") = Some(Arc::downgrade(&live));
     live
 }
 
@@ -110,7 +97,7 @@ pub(crate) fn go_live(t: Tls) -> Arc<LiveTls> {
 /// is not running; Err (the running material stays) when a file is unreadable or the key
 /// does not match the certificate.
 pub fn reload_certificates(cfg: &TlsConfig) -> anyhow::Result<bool> {
-    let live = super::guard::lock(&LIVE, "live tls")
+    let live = crate::guard::lock(&LIVE, "live tls")
         .as_ref()
         .and_then(std::sync::Weak::upgrade);
     let Some(live) = live else {
@@ -299,23 +286,16 @@ impl Handshake {
         if let Some(name) = &trusted {
             crate::metrics::tls_handshake("trusted_peer");
             debug!(%peer, name, "TLS client certificate of a trusted peer");
-            super::guard::lock(&TRUSTED, "trusted peers")
-                .get_or_insert_with(Default::default)
-                .insert(peer, name.clone());
         }
-        let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+        let (tx, out_rx) = mpsc::channel(super::tcp::TCP_QUEUE);
         shared.outbound.register(peer, Transport::Tls, tx);
         let conn = Conn {
             peer,
             local,
             transport: Transport::Tls,
+            trusted_peer: trusted.map(Arc::from),
         };
         super::tcp::serve_connection(tls, conn, shared, rx, out_rx).await;
-        if trusted.is_some()
-            && let Some(m) = super::guard::lock(&TRUSTED, "trusted peers").as_mut()
-        {
-            m.remove(&peer);
-        }
     }
 }
 

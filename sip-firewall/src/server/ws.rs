@@ -35,7 +35,7 @@ use super::{
     accept::{Accepted, accept_loop},
     tls::LiveTls,
 };
-use crate::config::WsConfig;
+use crate::server::config::WsConfig;
 
 /// `[wss]`: SIP over WebSocket over TLS, with the `[tls]` certificate and the `[ws]` rules.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -201,7 +201,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     crate::metrics::ws_upgrade("ok");
-    let (tx, out_rx) = mpsc::channel(super::outbound::TCP_QUEUE);
+    let (tx, out_rx) = mpsc::channel(super::tcp::TCP_QUEUE);
     shared.outbound.register(peer, settings.transport, tx);
     shared.metrics.tcp_opened();
     crate::metrics::connection_open(label, 1);

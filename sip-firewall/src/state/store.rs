@@ -13,7 +13,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::proxy::config::UserEntry;
+use crate::auth::config::UserEntry;
 
 const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
 const ALLOW: TableDefinition<&str, ()> = TableDefinition::new("allow");

@@ -22,7 +22,7 @@ use super::{
     maps::{MapsError, XdpMaps},
     pin,
 };
-use crate::config::XdpMode;
+use crate::xdp::config::XdpMode;
 
 /// The object file of the XDP program.
 pub static PROGRAM_OBJECT: &[u8] =

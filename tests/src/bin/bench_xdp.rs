@@ -198,7 +198,7 @@ fn xdp_run(frame: &[u8], src: std::net::IpAddr) -> anyhow::Result<(Outcome, f64,
         .with_flood(1000, 2000, 60_000_000_000);
         fp.maps.set_config(&cfg)?;
         fp.maps.set_sip_ports(&[5060])?;
-        fp.attach(ifc, sip_firewall::config::XdpMode::Native)?;
+        fp.attach(ifc, sip_firewall::xdp::config::XdpMode::Native)?;
         Ok(fp)
     })?;
     fp.maps.ban(src, u64::MAX, BanReason::Manual as u32)?;

@@ -43,15 +43,15 @@
 //!   target `pipeline`
 //! - a source filling the transaction table — 503 + Retry-After beyond `[sip]
 //!   max_transactions[_per_source]`, counted — unit
-//!   `proxy::core::tests::transactions_bounded_per_source_and_in_total`
+//!   `proxy::core::tests::calls::transactions_bounded_per_source_and_in_total`
 //! - a subscriber filling the nonce-count table (then valid logins failed as replays) — the
 //!   oldest counts forgotten, their nonces stale, no valid client fails — unit
 //!   `auth::nonce::tests::full_table_fails_no_valid_client`
 //! - REGISTER from a spoofed source with someone else's nonce — new challenge with
 //!   stale=true, nothing bound — unit
-//!   `proxy::core::tests::register_from_a_spoofed_source_with_someone_elses_nonce`
+//!   `proxy::core::tests::calls::register_from_a_spoofed_source_with_someone_elses_nonce`
 //! - a CANCEL copied from someone's INVITE, sent from elsewhere — 481, the call rings on —
-//!   unit `proxy::core::tests::cancel_from_another_source_cancels_nothing`
+//!   unit `proxy::core::tests::calls::cancel_from_another_source_cancels_nothing`
 //! - a REGISTER's Authorization captured and replayed after a restart with the same `[auth]
 //!   secret`, and to a second daemon sharing it — 401 with stale=true (the nonce names
 //!   another boot), counted in `sipfw_auth_total{result="other_boot"}`, no ban —

@@ -25,6 +25,9 @@ pub struct Module {
     pub globs: Vec<Vec<String>>,
     /// Paths named here: (line, absolute path).
     pub refs: Vec<(usize, Vec<String>)>,
+    /// `pub use` leaves (re-exports, any visibility but private): (line, the path as
+    /// written), resolved to absolute segments like `refs`.
+    pub reexports: Vec<(usize, Vec<String>)>,
 }
 
 pub struct Crate {
@@ -150,6 +153,7 @@ fn collect(krate: &mut Crate, m: usize, items: &[syn::Item], dir: &Path) -> anyh
                     krate,
                     module: m,
                     raw: Vec::new(),
+                    reexport: false,
                 };
                 v.visit_item(other);
                 let raw = std::mem::take(&mut v.raw);
@@ -203,6 +207,8 @@ struct Refs<'a> {
     krate: &'a mut Crate,
     module: usize,
     raw: Vec<(usize, Vec<String>)>,
+    /// Whether the `use` being walked is visible outside its module (a re-export).
+    reexport: bool,
 }
 
 impl Refs<'_> {
@@ -252,6 +258,11 @@ impl Refs<'_> {
                 .aliases
                 .insert(alias, full.clone());
         }
+        if self.reexport {
+            self.krate.modules[self.module]
+                .reexports
+                .push((line, full.clone()));
+        }
         self.raw.push((line, full));
     }
 }
@@ -266,7 +277,9 @@ impl<'ast> Visit<'ast> for Refs<'_> {
         if u.leading_colon.is_some() {
             prefix.push("::".to_string());
         }
+        self.reexport = !matches!(u.vis, syn::Visibility::Inherited);
         self.use_tree(&mut prefix, &u.tree, line);
+        self.reexport = false;
     }
 
     fn visit_item_mod(&mut self, _: &'ast syn::ItemMod) {
@@ -360,50 +373,6 @@ impl Crate {
         }
     }
 
-    /// The module that defines what the absolute path `abs` names.
-    pub fn defining(&self, abs: &[String], depth: usize) -> Option<usize> {
-        let mut cur = 0;
-        for (i, seg) in abs.iter().enumerate() {
-            let m = &self.modules[cur];
-            if let Some(&c) = m.children.get(seg) {
-                cur = c;
-                continue;
-            }
-            if m.items.contains(seg) || depth > 8 {
-                return Some(cur);
-            }
-            if let Some(target) = m.aliases.get(seg)
-                && let Some(mut p) = self.absolute(cur, target, 0)
-            {
-                p.extend_from_slice(&abs[i + 1..]);
-                return self.defining(&p, depth + 1).or(Some(cur));
-            }
-            for g in &m.globs {
-                if let Some(gabs) = self.absolute(cur, g, 0)
-                    && let Some(gm) = self.module_at(&gabs)
-                    && (self.modules[gm].items.contains(seg)
-                        || self.modules[gm].children.contains_key(seg)
-                        || self.modules[gm].aliases.contains_key(seg))
-                {
-                    let mut p = gabs.clone();
-                    p.extend_from_slice(&abs[i..]);
-                    return self.defining(&p, depth + 1).or(Some(cur));
-                }
-            }
-            // An enum variant, an associated item, a macro: the module reached so far.
-            return Some(cur);
-        }
-        Some(cur)
-    }
-
-    fn module_at(&self, abs: &[String]) -> Option<usize> {
-        let mut cur = 0;
-        for seg in abs {
-            cur = *self.modules[cur].children.get(seg)?;
-        }
-        Some(cur)
-    }
-
     pub fn is_ancestor(&self, a: usize, mut b: usize) -> bool {
         loop {
             if a == b {
@@ -422,31 +391,56 @@ pub type Edge = (usize, usize, String, usize);
 
 fn resolve_refs(krate: &mut Crate) {
     let mut resolved = Vec::new();
+    let mut reexports = Vec::new();
     for m in 0..krate.modules.len() {
         for (line, segs) in &krate.modules[m].refs {
             if let Some(abs) = krate.absolute(m, segs, 0) {
                 resolved.push((m, *line, abs));
             }
         }
+        for (line, segs) in &krate.modules[m].reexports {
+            if let Some(abs) = krate.absolute(m, segs, 0) {
+                reexports.push((m, *line, abs));
+            }
+        }
     }
     for m in &mut krate.modules {
         m.refs.clear();
+        m.reexports.clear();
     }
     for (m, line, abs) in resolved {
         krate.modules[m].refs.push((line, abs));
     }
+    for (m, line, abs) in reexports {
+        krate.modules[m].reexports.push((line, abs));
+    }
 }
 
+/// The imports and paths of every module as written: each edge ends at the module the path
+/// names (its longest prefix that is a module), not where a re-export there leads.
 pub fn edges(krate: &Crate) -> Vec<Edge> {
     let mut out = Vec::new();
     for (m, module) in krate.modules.iter().enumerate() {
         for (line, abs) in &module.refs {
-            if let Some(to) = krate.defining(abs, 0)
-                && to != m
-            {
+            let to = krate.written_module(abs);
+            if to != m {
                 out.push((m, *line, abs.join("::"), to));
             }
         }
     }
     out
+}
+
+impl Crate {
+    /// The deepest module the absolute path `abs` walks through, as written.
+    pub fn written_module(&self, abs: &[String]) -> usize {
+        let mut cur = 0;
+        for seg in abs {
+            match self.modules[cur].children.get(seg) {
+                Some(&c) => cur = c,
+                None => break,
+            }
+        }
+        cur
+    }
 }

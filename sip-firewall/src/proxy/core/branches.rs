@@ -5,56 +5,38 @@ use super::*;
 
 impl Core {
     /// Forward `msg` to every target (Request-URI, destination): one client transaction per
-    /// branch, under the response context of the server transaction `key`. With
-    /// `record_route_from` (the transport the request came on) each branch is
+    /// branch, under the response context of the server transaction `o.key`. With
+    /// `o.record_route_from` (the transport the request came on) each branch is
     /// record-routed for the transport it leaves on.
     pub(super) fn forward(
         &mut self,
-        key: &ServerKey,
+        o: &Onward<'_>,
         msg: SipMsg,
         targets: Vec<(Option<String>, Destination)>,
-        method: &str,
-        record_route_from: Option<Transport>,
-        now: Instant,
     ) -> Result<(), LocalReply> {
         let targets = targets.into_iter().map(|(u, d)| (u, None, d)).collect();
-        self.forward_routed(key, msg, targets, method, record_route_from, now)
+        self.forward_routed(o, msg, targets)
     }
 
     /// [`Core::forward`] with a Route entry of its own for some branches (the Path of a
     /// binding another cluster node holds, RFC 3327), put above the request's routes.
     pub(super) fn forward_routed(
         &mut self,
-        key: &ServerKey,
+        o: &Onward<'_>,
         msg: SipMsg,
         targets: Vec<(Option<String>, Option<String>, Destination)>,
-        method: &str,
-        record_route_from: Option<Transport>,
-        now: Instant,
     ) -> Result<(), LocalReply> {
-        self.forward_with(
-            key,
-            msg,
-            targets,
-            Vec::new(),
-            method,
-            record_route_from,
-            now,
-        )
+        self.forward_with(o, msg, targets, Vec::new())
     }
 
     /// [`Core::forward`], with `alternates`: the further targets of a one-target forward
     /// whose name DNS resolved (RFC 3263 4.3), tried in order when a target fails.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_with(
         &mut self,
-        key: &ServerKey,
+        o: &Onward<'_>,
         mut msg: SipMsg,
         targets: Vec<(Option<String>, Option<String>, Destination)>,
         alternates: Vec<Destination>,
-        method: &str,
-        record_route_from: Option<Transport>,
-        now: Instant,
     ) -> Result<(), LocalReply> {
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Err(answer(483, "Too Many Hops"));
@@ -67,7 +49,7 @@ impl Core {
             .filter(|(_, _, d)| !self.local.is_own_destination(d.addr))
             .collect();
         for _ in targets.len()..before {
-            self.refused("own_address");
+            self.refused(o.requester, "own_address");
         }
         if targets.is_empty() {
             return Err(answer(482, "Loop Detected"));
@@ -89,54 +71,44 @@ impl Core {
                 }
                 None => &msg,
             };
-            let mut b =
-                self.start_branch(key, msg_for, i, ruri, dest, method, record_route_from, now);
+            let mut b = self.start_branch(o, msg_for, i, ruri, dest);
             if one && !alternates.is_empty() {
-                self.with_failover.insert(ClientKey {
+                self.clients.fails_over(ClientKey {
                     branch: b.branch.clone(),
-                    method: method.to_string(),
+                    method: o.method.to_string(),
                 });
                 b.failover = Some(Box::new(Failover {
                     msg: msg.clone(),
-                    record_route_from,
+                    record_route_from: o.record_route_from,
                     alternates: alternates.clone(),
                 }));
             }
             fork.branches.push(b);
         }
-        if let Some(e) = self.servers.get_mut(key) {
+        if let Some(e) = self.servers.get_mut(o.key) {
             e.fork = Some(fork);
         }
-        self.schedule(TimerKey::Server(key.clone()));
+        self.schedule(TimerKey::Server(o.key.clone()));
         Ok(())
     }
 
-    /// Send branch `i` of the server transaction `key` (`msg`, Max-Forwards already
+    /// Send branch `i` of the server transaction `o.key` (`msg`, Max-Forwards already
     /// decremented) to `dest`: its client transaction, and the branch to put in the fork.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_branch(
         &mut self,
-        key: &ServerKey,
+        o: &Onward<'_>,
         msg: &SipMsg,
         i: usize,
         ruri: Option<String>,
         dest: Destination,
-        method: &str,
-        record_route_from: Option<Transport>,
-        now: Instant,
     ) -> Branch {
-        let kind = if method == "INVITE" {
-            Kind::Invite
-        } else {
-            Kind::NonInvite
-        };
         let loop_tag = self.loop_tag_of(msg);
         let privacy_id = msg
             .all(HeaderName::Other("Privacy"))
             .flat_map(|v| v.split([';', ',']))
             .any(|t| t.trim().eq_ignore_ascii_case("id"));
         // The caller as the dialog will reach it: where our responses go.
-        let caller = self.servers.get(key).map(|e| e.dest);
+        let caller = self.servers.get(o.key).map(|e| e.dest);
         let from_tag = msg
             .get(HeaderName::From)
             .and_then(|f| name_addr::parse_single(f).ok())
@@ -146,21 +118,22 @@ impl Core {
         if let Some(u) = ruri {
             b.set_request_uri(&u);
         }
-        if privacy_id && !in_any(&self.allow, dest.addr.ip()) {
+        if privacy_id && !in_any(&self.settings.allow, dest.addr.ip()) {
             // RFC 3325 9.1, RFC 3323: `Privacy: id` keeps the asserted identity
             // inside the trust domain (allow-listed peers, e.g. the trunk, which must
             // honour it in turn).
             b.remove(HeaderName::Other("P-Asserted-Identity"));
         }
-        if let Some(inbound) = record_route_from
+        if let Some(inbound) = o.record_route_from
             && let Some(caller) = caller
         {
             // Per branch: each may leave on another transport, and has its own callee.
             let local = &self.local;
             let call_id = b.get(HeaderName::CallId).unwrap_or("");
-            let stamp = self
-                .stamp_keys
-                .seal(self.unix_secs(now), call_id, &from_tag, caller, dest);
+            let stamp =
+                self.keys
+                    .stamp
+                    .seal(self.unix_secs(o.now), call_id, &from_tag, caller, dest);
             let hostport = |t| local.hostport_for(t);
             forward::record_route(&mut b, hostport, inbound, dest.transport, &stamp);
         }
@@ -171,7 +144,7 @@ impl Core {
             &self.local.hostport_for(dest.transport),
             &branch,
         );
-        self.send_branch(key, i, b, branch, dest, kind, method, now)
+        self.send_branch(o, i, b, branch, dest)
     }
 
     /// The loop tag of a request as it came (16.6 step 8), before any branch's
@@ -187,20 +160,22 @@ impl Core {
         self.loop_tag(&ruri, &get, below.as_ref())
     }
 
-    /// Send `b`, branch `i` of the server transaction `key` with our Via (`branch`) on
+    /// Send `b`, branch `i` of the server transaction `o.key` with our Via (`branch`) on
     /// top, to `dest`: its client transaction, and the branch to put in the fork.
-    #[allow(clippy::too_many_arguments)]
     fn send_branch(
         &mut self,
-        key: &ServerKey,
+        o: &Onward<'_>,
         i: usize,
         b: SipMsg,
         branch: String,
         dest: Destination,
-        kind: Kind,
-        method: &str,
-        now: Instant,
     ) -> Branch {
+        let now = o.now;
+        let kind = if o.method == "INVITE" {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
         let bytes = b.to_bytes();
         // A contact that answered nothing lately gets this request once: no Timer A/E
         // retransmissions (Timer B/F still ends the branch).
@@ -212,14 +187,14 @@ impl Core {
                 .inc();
         }
         let reliable = dest.transport.is_reliable() || quiet;
-        let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.timers);
+        let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.settings.timers);
         self.send(dest, bytes);
         self.metrics.forwarded.with_label_values(&["request"]).inc();
         self.observer.client_transaction_created(&branch, dest);
         let cancel = (kind == Kind::Invite).then(|| (forward::cancel_for(&b).to_bytes(), dest));
         let ckey = ClientKey {
             branch: branch.clone(),
-            method: method.to_string(),
+            method: o.method.to_string(),
         };
         self.clients.insert(
             ckey.clone(),
@@ -227,14 +202,14 @@ impl Core {
                 txn,
                 req: b,
                 dest,
-                server: Some((key.clone(), i)),
+                server: Some((o.key.clone(), i)),
             },
         );
         self.schedule(TimerKey::Client(ckey));
         Branch {
             branch,
             state: BranchState::Pending,
-            timer_c: (kind == Kind::Invite).then(|| now + self.timers.c),
+            timer_c: (kind == Kind::Invite).then(|| now + self.settings.timers.c),
             cancel,
             cancel_pending: false,
             cancelled: false,

@@ -9,10 +9,14 @@ impl Core {
     /// opened, counted `too_many_routes`: on a strict reading of 16.4 each of our entries
     /// is one more pass through us, so such a route set asks for more hops than any honest
     /// one, answered as hops run out (483, RFC 3261 21.4.22).
-    pub(super) fn pop_routes(&self, msg: &mut SipMsg) -> Result<Vec<String>, LocalReply> {
+    pub(super) fn pop_routes(
+        &self,
+        msg: &mut SipMsg,
+        source: SocketAddr,
+    ) -> Result<Vec<String>, LocalReply> {
         let popped = route::pop_our_routes(msg, &self.local);
         if popped.len() > route::MAX_OUR_ROUTES {
-            self.refused("too_many_routes");
+            self.refused(Some(source), "too_many_routes");
             return Err(answer(483, "Too Many Hops"));
         }
         Ok(popped)
@@ -44,12 +48,13 @@ impl Core {
             .find_map(|e| route::stamp_of(e))
             .ok_or("bad_stamp")?;
         let opened = self
-            .stamp_keys
+            .keys
+            .stamp
             .open(call_id, &tags, &stamp)
             .ok_or("bad_stamp")?;
         // Judged once authentic, so that `stamp_expired` counts only stamps we made. A
         // stamp from further ahead than the lifetime (a clock set back) is no better.
-        if opened.issued.abs_diff(self.unix_secs(now)) > self.stamp_lifetime.as_secs() {
+        if opened.issued.abs_diff(self.unix_secs(now)) > self.settings.stamp_lifetime.as_secs() {
             return Err("stamp_expired");
         }
         if opened.previous {
@@ -121,13 +126,13 @@ impl Core {
         now: Instant,
     ) -> Result<Destination, LocalReply> {
         let (caller, callee) = self.dialog_of(popped, m, now).map_err(|reason| {
-            self.refused(reason);
+            self.refused(Some(source), reason);
             answer(404, "Not Here")
         })?;
-        let text = route::next_hop(msg, self.outbound);
+        let text = route::next_hop(msg, self.settings.outbound);
         let dest = Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(
             |reason| {
-                self.refused(reason);
+                self.refused(Some(source), reason);
                 answer(403, "Not A Party Of This Dialog")
             },
         )?;
@@ -135,17 +140,17 @@ impl Core {
             let ip = source.ip().to_canonical();
             ip.is_loopback() || self.local.is_our_ip(ip)
         };
-        if from_host || self.outbound == Some(dest.addr) {
+        if from_host || self.settings.outbound == Some(dest.addr) {
             return Ok(dest);
         }
-        self.allowed_hop(dest)
+        self.allowed_hop(dest, Some(source))
     }
 
     /// An ACK that matches no server transaction: the ACK of a 2xx, its own transaction,
     /// relayed statelessly along the route our Record-Route set up (RFC 3261 16.6, 13.2.2.4).
     pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context, now: Instant) -> Action {
         let mut msg = SipMsg::from_parsed(m);
-        let Ok(popped) = self.pop_routes(&mut msg) else {
+        let Ok(popped) = self.pop_routes(&mut msg, ctx.source) else {
             return Action::Drop {
                 reason: "too_many_routes",
             };
@@ -155,7 +160,7 @@ impl Core {
                 reason: "ack_no_route",
             };
         };
-        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
+        forward::stamp_top_via(&mut msg, ctx.source, self.settings.force_rport);
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Action::Drop {
                 reason: "too_many_hops",

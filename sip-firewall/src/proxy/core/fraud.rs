@@ -51,29 +51,26 @@ fn record_routes(msg: &SipMsg) -> Vec<String> {
 impl Core {
     /// The guard's decision on an initial INVITE of `account` about to be forwarded. Err:
     /// the answer (403 with the reason phrase, or 503 when its table is full).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn fraud_check(
         &mut self,
-        key: &ServerKey,
-        m: &Message<'_>,
+        r: &Req<'_>,
         ruri: &str,
         account: &str,
         peer: Option<IpAddr>,
         foreign: bool,
-        source: SocketAddr,
-        now: Instant,
     ) -> Result<(), LocalReply> {
+        let m = r.m;
         let attempt = Attempt {
             account,
             peer,
             ruri,
             foreign,
-            source: source.ip(),
+            source: r.source().ip(),
             key: (
                 m.get(HeaderName::CallId).unwrap_or("").to_string(),
                 tag_of(m.get(HeaderName::From)),
             ),
-            txn: txn_id(key),
+            txn: txn_id(&r.key),
             from: m.get(HeaderName::From).unwrap_or("").to_string(),
             contact: contact_uri(m.all(HeaderName::Contact)),
             cseq: m
@@ -81,9 +78,9 @@ impl Core {
                 .and_then(scalar::cseq)
                 .map_or(0, |c| c.0),
         };
-        let unix = self.unix_secs(now);
+        let unix = self.unix_secs(r.now);
         self.fraud
-            .check(&attempt, now, unix)
+            .check(&attempt, r.now, unix)
             .map_err(|r| answer(r.code, r.phrase))
     }
 
@@ -314,7 +311,7 @@ impl Core {
             dest.transport.is_reliable(),
             bytes.clone(),
             now,
-            &self.timers,
+            &self.settings.timers,
         );
         self.send(dest, bytes);
         self.observer.client_transaction_created(&branch, dest);

@@ -5,18 +5,16 @@ use super::*;
 
 impl Core {
     /// Digest authentication. Ok: the user; Err: the challenge or refusal to answer with.
-    #[allow(clippy::too_many_arguments)]
+    /// `proxy`: as a proxy (407), else as the registrar (401). A success marks `r` proved.
     pub(super) fn authenticate(
         &mut self,
-        m: &Message<'_>,
-        ctx: &Context,
-        method: &str,
+        r: &mut Req<'_>,
         ruri: &str,
         realm: &str,
         must_be: &[&str],
         proxy: bool,
-        now: Instant,
     ) -> Result<String, LocalReply> {
+        let (m, ctx, method) = (r.m, r.ctx, r.method);
         let cred_header = if proxy {
             "Proxy-Authorization"
         } else {
@@ -30,7 +28,7 @@ impl Core {
             )
             .map(|h| h.value.as_ref())
             .collect();
-        let secs = self.unix_secs(now);
+        let secs = self.unix_secs(r.now);
         let local = &self.local;
         let names_us = |u: &str| matches!(uri::parse(u), Ok(Uri::Sip(s)) if local.is_us(&s));
         let req = auth::Request {
@@ -43,7 +41,7 @@ impl Core {
         };
         match self.auth.verify(&values, &req, secs) {
             Outcome::Authenticated { user } => {
-                self.authenticated_source = Some(ctx.source);
+                r.proved = true;
                 // A login from a network this account has not used lately.
                 self.fraud
                     .login(&format!("{user}@{realm}"), ctx.source.ip(), secs);
@@ -152,7 +150,7 @@ impl Core {
     /// Remove the identity headers (`[proxy] identity_headers`) of a request from outside
     /// the trust domain (RFC 3325 5: they are asserted only between trusted elements).
     pub(super) fn strip_identity(&self, msg: &mut SipMsg) {
-        for h in &self.identity_headers {
+        for h in &self.settings.identity_headers {
             msg.remove(HeaderName::Other(h));
         }
     }

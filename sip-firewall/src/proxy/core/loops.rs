@@ -26,7 +26,7 @@ impl Core {
             // No randomness left (never seen on Linux): a keyed hash of a counter, still
             // unpredictable without the key.
             self.seq += 1;
-            let h = route::mac(&self.loop_key, &[b"branch", &self.seq.to_le_bytes()]);
+            let h = route::mac(&self.keys.loop_tag, &[b"branch", &self.seq.to_le_bytes()]);
             r.copy_from_slice(&h[..12]);
         }
         format!("{BRANCH_PREFIX}{}.{loop_tag}", crate::auth::digest::hex(&r))
@@ -68,7 +68,7 @@ impl Core {
         // request relayed from one node to another unchanged (an in-dialog BYE through the
         // node holding the callee's flow) is no loop through the second.
         let h = route::mac(
-            &self.loop_key,
+            &self.keys.loop_tag,
             &[
                 b"loop",
                 &self.salt.to_le_bytes(),

@@ -1,5 +1,30 @@
 //! The proxy's state and decisions, free of I/O: messages and a clock in, queued sends and
-//! an [`Action`] out. Unit tests drive it with a fake clock.
+//! an [`Action`] out. Unit tests drive it with a fake clock. [`Core`] owns its parts (the
+//! server and client transaction tables, the location store, the authenticator, the fraud
+//! guard) with the configuration, keys and seams; one request's facts travel as a
+//! [`Req`] passed down, never through fields.
+//!
+//! | file | what it decides |
+//! |---|---|
+//! | `mod.rs` | the core's state and keys, trust, refusals |
+//! | `silent.rs` | contacts that answered nothing: sent to once, without retransmissions |
+//! | `setup.rs` | building from the configuration, reloads |
+//! | `req.rs` | `Req` (one request's facts) and `Onward` (what a forward's branches share) |
+//! | `request.rs` | a new request: scanners, ACK and retransmission matching, CANCEL's source, caps |
+//! | `servers.rs` | the server-transaction table: `ServerKey`, `ServerEntry`, per-source caps |
+//! | `answers.rs` | answering within a server transaction: where responses go, ours, relayed, CANCEL |
+//! | `clients.rs` | the client-transaction table: `ClientKey`, `ClientEntry`, DNS failover marks |
+//! | `routing.rs` | where a new request goes, relay policy, the sender |
+//! | `dialog.rs` | in-dialog requests by our stamp, the ACK of a 2xx |
+//! | `identity.rs` | digest authentication, asserted identities |
+//! | `register.rs` | REGISTER, handed to `registrar::request` |
+//! | `branches.rs` | forwarding: a client transaction per branch, Record-Route |
+//! | `response.rs` | responses: matching, best response, CANCEL of branches |
+//! | `timers.rs` | one heap of transaction deadlines |
+//! | `loops.rs` | loop detection (RFC 3261 16.3) |
+//! | `resolve.rs` | requests waiting for DNS, failover (RFC 3263) |
+//! | `fraud.rs` | the core's side of the toll-fraud guard |
+//! | `tests/` | unit tests on one fixture (`tests/mod.rs`), a file per topic |
 
 use std::{
     borrow::Cow,
@@ -28,9 +53,10 @@ use super::{
     msg::SipMsg,
     route::{self, Local},
     transaction::{
-        Kind, Timers,
+        Kind,
         client::{self, ClientTxn},
         server::{self, ServerTxn},
+        timers::Timers,
     },
 };
 use crate::{
@@ -41,18 +67,24 @@ use crate::{
         nonce::Nonces,
         users::Users,
     },
-    config::in_any,
     policy::{
         relay::{self, Sender, Target},
         scanner::Scanners,
     },
     registrar::{
-        self, LocationStore, MemoryStore, Register, RegistrarConfig,
+        self, Register,
+        config::RegistrarConfig,
         request::AddressOfRecord,
-        shared::{Change, SharedBinding, Sink, WriteThrough},
+        shared::{Sink, WriteThrough},
+        store::{Binding, Change, LocationStore, MemoryStore, SharedBinding},
     },
     seams::{Action, Context, Destination, Observer},
+    section::in_any,
 };
+use clients::{ClientEntry, ClientKey, Clients};
+use req::{Onward, Req};
+pub use servers::ServerKey;
+use servers::{ServerEntry, Servers, owned_ctx, server_key};
 
 // The core's unit tests build it from a whole configuration file.
 #[cfg(test)]
@@ -60,54 +92,15 @@ use crate::config::Config;
 
 /// What every branch we create starts with: responses whose top Via lacks it are not ours.
 const BRANCH_PREFIX: &str = "z9hG4bKsfw";
-/// How long a contact that answered nothing gets no retransmissions.
-const SILENT_FOR: Duration = Duration::from_secs(600);
-/// Most silent contacts remembered (beyond: not remembered, counted).
-const MAX_SILENT: usize = 4096;
 /// Vias of a request checked for a loop through us (a longer list loops anyway: Max-Forwards).
 const MAX_VIAS_CHECKED: usize = 70;
 /// The Allow header of our answers to OPTIONS.
 const ALLOW: &str = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, SUBSCRIBE, NOTIFY, REFER";
 
-/// A server transaction's identity (RFC 3261 17.2.3): branch, sent-by, method (ACK as
-/// INVITE).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServerKey {
-    branch: String,
-    sent_by: String,
-    method: String,
-}
-
-/// A client transaction's identity (RFC 3261 17.1.3): our branch and the CSeq method.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientKey {
-    branch: String,
-    method: String,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Server(ServerKey),
     Client(ClientKey),
-}
-
-struct ServerEntry {
-    txn: ServerTxn,
-    /// Where responses go.
-    dest: Destination,
-    /// The request's headers our own answers copy, and its source (for `received`).
-    rctx: ReplyContext<'static>,
-    source: SocketAddr,
-    fork: Option<Fork>,
-}
-
-struct ClientEntry {
-    txn: ClientTxn,
-    /// The request as sent (for the ACK of a non-2xx final).
-    req: SipMsg,
-    dest: Destination,
-    /// The server transaction and branch index this belongs to (None: a CANCEL of ours).
-    server: Option<(ServerKey, usize)>,
 }
 
 /// A final answer the proxy generates.
@@ -126,88 +119,84 @@ fn answer(code: u16, phrase: &'static str) -> LocalReply {
     }
 }
 
-/// Everything behind the proxy's lock.
-pub struct Core {
-    local: Local,
+/// The core's keys, derived from `[auth] secret` (which seals) and `previous_secrets`
+/// (which still open; `crate::auth::keys`). An edge without a configured secret has a
+/// random one, so in-dialog requests of earlier dialogs get 404 after a restart.
+struct CoreKeys {
+    /// Of the dialog stamps in our Record-Route.
+    stamp: route::StampKeys,
+    /// Of the seals of cluster hops: the current secret's (which seals) first, then the
+    /// previous secrets'.
+    hop: Vec<[u8; 32]>,
+    /// Of loop tags (and of branch ids when the OS has no randomness).
+    loop_tag: Vec<u8>,
+}
+
+/// This node in a cluster that shares registrations.
+struct Member {
+    /// Our node name (the bindings whose flow we hold carry it).
+    node: String,
+    /// Our Path URI (RFC 3327).
+    path: String,
+}
+
+/// The settings a reload may change while running.
+struct Settings {
     outbound: Option<SocketAddr>,
     /// `[proxy] outbound` when it is a name: resolved by DNS like any domain (RFC 3263).
     outbound_name: Option<String>,
+    /// `[policy] allow`: trusted peers.
     allow: Vec<IpNet>,
     /// `[proxy] internal_next_hops`: internal addresses a request's text may name as next hop.
     internal_next_hops: Vec<IpNet>,
-    /// `[proxy] reply_from_any`: peers whose responses may come from anywhere.
-    reply_from_any: Vec<IpNet>,
     /// `[proxy] unavailable`: 480 or 404.
     unavailable: u16,
     /// `[proxy] identity_headers`.
     identity_headers: Vec<String>,
-    /// Contacts that left a request of ours unanswered, and when: their next requests are
-    /// sent once, without Timer A/E retransmissions, until they answer something (so that
-    /// a binding aimed at someone else, or a phone gone away, does not turn each call into
-    /// seven sends toward it).
-    silent: HashMap<SocketAddr, Instant>,
-    /// The identities each user (user, lower-case domain) may assert besides their own URI.
-    identities: HashMap<(String, String), Vec<String>>,
-
+    /// `[proxy] stamp_lifetime` (or its default from `[fraud] max_call_duration`): older
+    /// stamps are refused.
+    stamp_lifetime: Duration,
     force_rport: bool,
     scanners: Scanners,
     registrar: RegistrarConfig,
     timers: Timers,
-    servers: HashMap<ServerKey, ServerEntry>,
-    clients: HashMap<ClientKey, ClientEntry>,
+}
+
+/// Everything behind the proxy's lock.
+pub struct Core {
+    local: Local,
+    /// What a reload changes ([`Core::reconfigure`]).
+    settings: Settings,
+    /// `[proxy] reply_from_any`: peers whose responses may come from anywhere.
+    reply_from_any: Vec<IpNet>,
+    /// Contacts that left a request of ours unanswered ([`silent`]).
+    silent: silent::Silent,
+    /// The identities each user (user, lower-case domain) may assert besides their own URI.
+    identities: HashMap<(String, String), Vec<String>>,
+    servers: Servers,
+    clients: Clients,
     heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     store: Box<dyn LocationStore>,
-    /// Our Path URI (RFC 3327) when registrations are shared with a cluster.
-    cluster_path: Option<String>,
-    /// Our node name in that cluster (the bindings whose flow we hold carry it).
-    cluster_node: Option<String>,
+    /// Who we are in a cluster that shares registrations (none: standalone).
+    cluster: Option<Member>,
     auth: Authenticator,
     metrics: ProxyMetrics,
     observer: Arc<dyn Observer>,
     sends: Vec<(Destination, Vec<u8>)>,
     /// Makes our branches unique across restarts.
     salt: u64,
-    /// Keys of the dialog stamps in our Record-Route, derived from `[auth] secret` (which
-    /// seals) and `previous_secrets` (which still open; `crate::auth::keys`). An edge
-    /// without a configured secret has a random one, so in-dialog requests of earlier
-    /// dialogs get 404 after a restart.
-    stamp_keys: route::StampKeys,
-    /// `[proxy] stamp_lifetime` (or its default from `[fraud] max_call_duration`): older
-    /// stamps are refused.
-    stamp_lifetime: Duration,
-    /// Keys of the seals of cluster hops: the current secret's (which seals) first, then the
-    /// previous secrets'.
-    hop_keys: Vec<[u8; 32]>,
-    /// Key of loop tags (and of branch ids when the OS has no randomness).
-    loop_key: Vec<u8>,
+    keys: CoreKeys,
     seq: u64,
     /// The clock origin: nonce timestamps are seconds since the Unix epoch, taken as
     /// `unix_at_start` plus monotonic time since `start`.
-    start: Instant,
-    unix_at_start: u64,
+    origin: (Instant, u64),
     last_housekeeping: Instant,
-    /// Set by a digest success while a request is handled: that source proved it receives.
-    authenticated_source: Option<SocketAddr>,
-    /// The source of the request being handled (set around [`Core::request`]), named by the
-    /// security log when the request is refused.
-    pub(super) requester: Option<SocketAddr>,
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
-    /// `[sip] max_transactions` and `max_transactions_per_source`.
-    max_transactions: (usize, usize),
-    /// Server transactions open per source key (see `server::slots::source_key`).
-    transactions_per_source: HashMap<std::net::IpAddr, usize>,
     /// The toll-fraud guard: its decisions on calls, its dialog tracking.
     pub(crate) fraud: crate::fraud::Fraud,
     /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
-    resolving: HashMap<ServerKey, resolve::Pending>,
-    resolve_queue: Vec<(ServerKey, String)>,
-    /// How long a resolution may take before the request gets 503 (`[dns] timeout` and a
-    /// margin: the resolver ends its own work within `[dns] timeout`).
-    resolve_limit: Duration,
-    /// Client transactions whose branch has further DNS targets (RFC 3263 4.3): the ones a
-    /// transport error toward their destination moves on.
-    with_failover: std::collections::HashSet<ClientKey>,
+    parked: resolve::Parked,
 }
 
 impl Core {
@@ -218,19 +207,14 @@ impl Core {
 
     /// A contact left a request of ours unanswered.
     pub(super) fn mark_silent(&mut self, addr: SocketAddr, now: Instant) {
-        if self.silent.len() >= MAX_SILENT && !self.silent.contains_key(&addr) {
-            self.silent
-                .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
-            if self.silent.len() >= MAX_SILENT {
-                debug!(%addr, "silent-contact table full");
-                self.metrics
-                    .silent_contacts
-                    .with_label_values(&["table_full"])
-                    .inc();
-                return;
-            }
+        if !self.silent.mark(addr, now) {
+            debug!(%addr, "silent-contact table full");
+            self.metrics
+                .silent_contacts
+                .with_label_values(&["table_full"])
+                .inc();
+            return;
         }
-        self.silent.insert(addr, now);
         self.metrics
             .silent_contacts
             .with_label_values(&["marked"])
@@ -239,9 +223,7 @@ impl Core {
 
     /// Whether requests to `addr` go without retransmissions.
     pub(super) fn is_silent(&self, addr: SocketAddr, now: Instant) -> bool {
-        self.silent
-            .get(&addr)
-            .is_some_and(|at| now.saturating_duration_since(*at) < SILENT_FOR)
+        self.silent.is_silent(addr, now)
     }
 
     /// The sends queued since the last call.
@@ -255,24 +237,25 @@ impl Core {
 
     /// The key new cluster hop seals are made with (the current secret's).
     fn hop_key(&self) -> &[u8] {
-        self.hop_keys.first().map_or(&[][..], |k| &k[..])
+        self.keys.hop.first().map_or(&[][..], |k| &k[..])
     }
 
     pub(super) fn unix_secs(&self, now: Instant) -> u64 {
-        self.unix_at_start + now.saturating_duration_since(self.start).as_secs()
+        let (start, unix_at_start) = self.origin;
+        unix_at_start + now.saturating_duration_since(start).as_secs()
     }
 
     /// Whether a request comes from a trusted peer: an allow-listed address, or a TLS
     /// connection whose client certificate names a `[tls] trusted_peers` host.
     pub(super) fn is_trusted(&self, ctx: &Context) -> bool {
-        in_any(&self.allow, ctx.source.ip())
-            || (ctx.transport == Transport::Tls && crate::server::tls::is_trusted_peer(ctx.source))
+        in_any(&self.settings.allow, ctx.source.ip())
+            || (ctx.transport == Transport::Tls && ctx.trusted_peer.is_some())
     }
 
-    /// Count a request refused for routing integrity, and log it as a security event
-    /// (`relay_refused`, rate-limited per source).
-    pub(super) fn refused(&self, reason: &'static str) {
-        match self.requester {
+    /// Count a request refused for routing integrity, and log it as a security event of
+    /// `requester` (`relay_refused`, rate-limited per source).
+    pub(super) fn refused(&self, requester: Option<SocketAddr>, reason: &'static str) {
+        match requester {
             Some(source) => crate::logging::security_event("relay_refused", source.ip(), reason, 1),
             None => debug!(reason, "request refused"),
         }
@@ -296,7 +279,7 @@ impl Core {
 /// INVITEs at, or a private address behind NAT). Over TCP the source address is proven by
 /// the handshake but its port is that of a connection the client may close: there, a
 /// Contact on that very address names the port to connect to again.
-fn binding_destination(b: &registrar::Binding) -> Destination {
+fn binding_destination(b: &Binding) -> Destination {
     if b.transport.is_stream()
         && let Some(d) = route::resolve(&b.contact, None)
         && d.transport == b.transport
@@ -321,85 +304,23 @@ fn header<'m>(m: &'m Message<'_>, name: &str) -> Option<&'m str> {
         .map(|h| h.value.as_ref())
 }
 
-/// The server transaction key of a request (RFC 3261 17.2.3; the RFC 2543 fallback keys
-/// on Call-ID, CSeq number and From tag).
-fn server_key(m: &Message<'_>, method: &str) -> Option<ServerKey> {
-    let v = via::parse_list(m.get(HeaderName::Via)?).next()?.ok()?;
-    let host = match v.host {
-        Host::Domain(d) => d.to_ascii_lowercase(),
-        h => h.ip().map(|i| i.to_string()).unwrap_or_default(),
-    };
-    let sent_by = format!("{host}:{}", v.port.unwrap_or(5060));
-    let branch = match v.branch {
-        Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
-        _ => {
-            let from_tag = m
-                .get(HeaderName::From)
-                .and_then(|f| name_addr::parse_single(f).ok())
-                .and_then(|a| a.tag)
-                .unwrap_or("");
-            let num = m
-                .get(HeaderName::CSeq)
-                .and_then(scalar::cseq)
-                .map_or(0, |c| c.0);
-            format!(
-                "2543|{}|{num}|{from_tag}",
-                m.get(HeaderName::CallId).unwrap_or("")
-            )
-        }
-    };
-    let method = if method == "ACK" { "INVITE" } else { method };
-    Some(ServerKey {
-        branch,
-        sent_by,
-        method: method.to_string(),
-    })
-}
-
-/// The reply context of a request, owned (it outlives the receive buffer).
-fn owned_ctx(m: &Message<'_>) -> ReplyContext<'static> {
-    let c = ReplyContext::from_message(m);
-    let own = |v: Option<Cow<'_, str>>| v.map(|v| Cow::Owned(v.into_owned()));
-    ReplyContext {
-        vias: c
-            .vias
-            .into_iter()
-            .map(|v| Cow::Owned(v.into_owned()))
-            .collect(),
-        from: own(c.from),
-        to: own(c.to),
-        call_id: own(c.call_id),
-        cseq: own(c.cseq),
-    }
-}
-
+mod answers;
 mod branches;
+mod clients;
 mod dialog;
 mod fraud;
 mod identity;
 mod loops;
 mod register;
-mod replies;
+mod req;
 mod request;
 mod resolve;
 mod response;
 mod routing;
+mod servers;
 mod setup;
+mod silent;
 mod timers;
 
-#[cfg(test)]
-mod auth_tests;
-#[cfg(test)]
-mod cluster_tests;
-#[cfg(test)]
-mod dialog_tests;
-#[cfg(test)]
-mod dns_tests;
-#[cfg(test)]
-mod edge_tests;
-#[cfg(test)]
-mod fixture;
-#[cfg(test)]
-mod fraud_tests;
 #[cfg(test)]
 mod tests;

@@ -18,42 +18,31 @@ impl Core {
     /// REGISTER for one of our domains (RFC 3261 10.3).
     pub(super) fn register(
         &mut self,
-        key: &ServerKey,
-        m: &Message<'_>,
-        ctx: &Context,
+        r: &mut Req<'_>,
         trusted: bool,
         ruri: &str,
-        now: Instant,
     ) -> Result<(), LocalReply> {
+        let (m, ctx, now) = (r.m, r.ctx, r.now);
         let aor = AddressOfRecord::of(m, |u| self.local.domain_of(u))?;
         let authenticated = if trusted {
             None
         } else {
-            Some(self.authenticate(
-                m,
-                ctx,
-                "REGISTER",
-                ruri,
-                &aor.domain,
-                &[&aor.from_user, &aor.user],
-                false,
-                now,
-            )?)
+            Some(self.authenticate(r, ruri, &aor.domain, &[&aor.from_user, &aor.user], false)?)
         };
         let req = Register::from_message(m, &aor, ctx.source, ctx.transport, authenticated)?;
         let answer = registrar::request::apply(
-            &self.registrar,
+            &self.settings.registrar,
             self.store.as_mut(),
             &req,
-            self.cluster_path.as_deref(),
+            self.cluster.as_ref().map(|c| c.path.as_str()),
             registrar::request::supports_path(m),
             now,
         );
         self.metrics.bindings.set(self.store.len() as i64);
-        if let Some(e) = self.servers.get_mut(key) {
+        if let Some(e) = self.servers.get_mut(&r.key) {
             e.txn.local();
         }
-        self.reply(key, &answer.into(), now);
+        self.reply(&r.key, &answer.into(), now);
         Ok(())
     }
 
@@ -67,15 +56,14 @@ impl Core {
         for (aor, b) in self.store.all() {
             inner.put(&aor, b);
         }
-        self.cluster_node = Some(node.clone());
         self.store = Box::new(WriteThrough::new(
             inner,
-            node,
+            node.clone(),
             path.clone(),
-            (self.start, self.unix_at_start),
+            self.origin,
             sink,
         ));
-        self.cluster_path = Some(path);
+        self.cluster = Some(Member { node, path });
     }
 
     /// A registration change another node made; false (not applied) when it puts a
@@ -96,7 +84,7 @@ impl Core {
     /// next-hop check of a request's text ([`Core::forbidden_hop`]). A Path naming a host
     /// is refused when it is used (`bad_path`).
     fn remote_hop_ok(&self, b: &SharedBinding) -> bool {
-        let hop = if self.cluster_node.as_deref() == Some(b.node.as_str()) {
+        let hop = if self.cluster.as_ref().is_some_and(|c| c.node == b.node) {
             Some(b.source.ip())
         } else {
             route::resolve(&b.path, None).map(|d| d.addr.ip())

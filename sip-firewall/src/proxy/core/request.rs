@@ -11,7 +11,7 @@ impl Core {
             return Action::Absorb;
         };
         if let Some(ua) = header(m, "User-Agent")
-            && let Some(hit) = self.scanners.matches(ua)
+            && let Some(hit) = self.settings.scanners.matches(ua)
         {
             debug!(source = %ctx.source, user_agent = ua, hit, "scanner dropped");
             self.metrics.scanners.inc();
@@ -21,41 +21,48 @@ impl Core {
         let Some(key) = server_key(m, method) else {
             return Action::Drop { reason: "no_via" };
         };
+        let mut r = Req {
+            m,
+            ctx,
+            key,
+            method,
+            now,
+            proved: false,
+        };
         if method == "ACK" {
-            return self.on_ack(key, m, ctx, now);
+            return self.on_ack(&r);
         }
-        if self.servers.contains_key(&key) {
-            return self.on_retransmission(&key, m, ctx);
+        if self.servers.contains_key(&r.key) {
+            return self.on_retransmission(&r);
         }
         if method == "CANCEL"
-            && let Some(refused) = self.foreign_cancel(&key, ctx)
+            && let Some(refused) = self.foreign_cancel(&r.key, ctx)
         {
             return refused;
         }
         if let Some(full) = self.transactions_full(ctx) {
             return full;
         }
-        self.open_server(&key, m, ctx);
+        self.open_server(&r.key, m, ctx);
         // An allow-listed source receives what we send it: Timer G may resend to it.
-        if in_any(&self.allow, ctx.source.ip())
-            && let Some(e) = self.servers.get_mut(&key)
+        if in_any(&self.settings.allow, ctx.source.ip())
+            && let Some(e) = self.servers.get_mut(&r.key)
         {
             e.txn.verified();
         }
-        self.authenticated_source = None;
         let result = if method == "CANCEL" {
-            self.cancel(&key, now)
+            self.cancel(&r.key, now)
         } else {
-            self.route_request(&key, m, ctx, method, now)
+            self.route_request(&mut r)
         };
         // Digest success within this transaction proves the source receives at its address
         // (the nonce was sent there).
-        if self.authenticated_source.take() == Some(ctx.source)
-            && let Some(e) = self.servers.get_mut(&key)
+        if r.proved
+            && let Some(e) = self.servers.get_mut(&r.key)
         {
             e.txn.verified();
         }
-        self.answer_new(&key, method, result, now);
+        self.answer_new(&r.key, method, result, now);
         self.gauges();
         Action::Absorb
     }
@@ -63,28 +70,29 @@ impl Core {
     /// An ACK. RFC 3261 17.2.3 matches it on the Via alone: only the transaction's own
     /// source may acknowledge (and so end) it. The ACK of our (or a relayed) non-2xx final
     /// ends here (hop by hop); any other is the ACK of a 2xx.
-    fn on_ack(&mut self, key: ServerKey, m: &Message<'_>, ctx: &Context, now: Instant) -> Action {
-        if let Some(e) = self.servers.get(&key)
-            && !same_source(e, ctx)
+    fn on_ack(&mut self, r: &Req<'_>) -> Action {
+        if let Some(e) = self.servers.get(&r.key)
+            && !same_source(e, r.ctx)
         {
             // RFC 3261 17.2.3 matches on the Via alone; only the transaction's own source
             // may acknowledge (and so end) it.
-            return self.foreign_copy(ctx);
+            return self.foreign_copy(r.ctx);
         }
-        if let Some(e) = self.servers.get_mut(&key)
-            && e.txn.on_ack(now, &self.timers)
+        if let Some(e) = self.servers.get_mut(&r.key)
+            && e.txn.on_ack(r.now, &self.settings.timers)
         {
             // The ACK of our (or a relayed) non-2xx final: hop by hop, ends here.
-            self.schedule(TimerKey::Server(key));
+            self.schedule(TimerKey::Server(r.key.clone()));
             return Action::Absorb;
         }
-        self.ack_2xx(m, ctx, now)
+        self.ack_2xx(r.m, r.ctx, r.now)
     }
 
     /// A request of an open server transaction `key`: a retransmission from its source,
     /// absorbed (the last response sent again), or a copy from elsewhere.
-    fn on_retransmission(&mut self, key: &ServerKey, m: &Message<'_>, ctx: &Context) -> Action {
-        let Some(e) = self.servers.get(key) else {
+    fn on_retransmission(&mut self, r: &Req<'_>) -> Action {
+        let (m, ctx) = (r.m, r.ctx);
+        let Some(e) = self.servers.get(&r.key) else {
             return Action::Absorb;
         };
         if !same_source(e, ctx) {
@@ -174,19 +182,8 @@ impl Core {
     /// The transaction table is full, in total or for this source (allow-listed sources are
     /// bound by the total only): 503 with Retry-After (RFC 3261 21.5.4), statelessly, counted.
     pub(super) fn transactions_full(&mut self, ctx: &Context) -> Option<Action> {
-        let (total, per_source) = self.max_transactions;
-        let what = if self.servers.len() >= total {
-            "transactions_total"
-        } else if !in_any(&self.allow, ctx.source.ip())
-            && self
-                .transactions_per_source
-                .get(&crate::server::slots::source_key(ctx.source.ip()))
-                .is_some_and(|&n| n >= per_source)
-        {
-            "transactions_per_source"
-        } else {
-            return None;
-        };
+        let exempt = in_any(&self.settings.allow, ctx.source.ip());
+        let what = self.servers.full(ctx.source.ip(), exempt)?;
         crate::metrics::limit_hit(what, Some(ctx.source.ip()));
         self.metrics.local_replies.with_label_values(&["503"]).inc();
         Some(Action::Reply {

@@ -43,32 +43,65 @@ pub(super) struct Pending {
     since: Instant,
 }
 
+/// The requests waiting for DNS, and the names still to hand to the resolver.
+pub(super) struct Parked {
+    pending: HashMap<ServerKey, Pending>,
+    queue: Vec<(ServerKey, String)>,
+    /// How long a resolution may take before the request gets 503 (`[dns] timeout` and a
+    /// margin: the resolver ends its own work within `[dns] timeout`).
+    limit: Duration,
+}
+
+impl Parked {
+    pub(super) fn new(limit: Duration) -> Parked {
+        Parked {
+            pending: HashMap::new(),
+            queue: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Park the request of `key` until `name` is resolved.
+    fn park(&mut self, key: &ServerKey, p: Pending, name: String) {
+        self.pending.insert(key.clone(), p);
+        self.queue.push((key.clone(), name));
+    }
+
+    /// The request of `key`, no longer waiting.
+    fn unpark(&mut self, key: &ServerKey) -> Option<Pending> {
+        self.pending.remove(key)
+    }
+
+    /// The requests waiting longer than a resolution may take.
+    fn late(&self, now: Instant) -> Vec<ServerKey> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.since) >= self.limit)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
 /// Whether `uri_text` is a SIP URI whose host is a domain name (DNS decides where it goes).
 pub(super) fn names_domain(uri_text: &str) -> bool {
     matches!(uri::parse(uri_text), Ok(Uri::Sip(u)) if u.host.ip().is_none())
 }
 
 impl Core {
-    /// Park `msg` (the request of the server transaction `key`) until `uri` is resolved.
+    /// Park `msg` (the request of the server transaction `o.key`) until `uri` is resolved.
     pub(super) fn resolve_later(
         &mut self,
-        key: &ServerKey,
+        o: &Onward<'_>,
         msg: SipMsg,
         uri: String,
-        method: &str,
-        record_route_from: Option<Transport>,
-        now: Instant,
     ) -> Result<(), LocalReply> {
-        self.resolving.insert(
-            key.clone(),
-            Pending {
-                msg,
-                method: method.to_string(),
-                record_route_from,
-                since: now,
-            },
-        );
-        self.resolve_queue.push((key.clone(), uri));
+        let p = Pending {
+            msg,
+            method: o.method.to_string(),
+            record_route_from: o.record_route_from,
+            since: o.now,
+        };
+        self.parked.park(o.key, p, uri);
         self.metrics
             .dns_routing
             .with_label_values(&["resolving"])
@@ -78,7 +111,7 @@ impl Core {
 
     /// The names to resolve since the last call, with the transaction each is for.
     pub fn take_resolutions(&mut self) -> Vec<(ServerKey, String)> {
-        std::mem::take(&mut self.resolve_queue)
+        std::mem::take(&mut self.parked.queue)
     }
 
     /// The resolution for the request parked under `key` is done: forward it to the first
@@ -89,7 +122,7 @@ impl Core {
         result: Result<Vec<Destination>, DnsError>,
         now: Instant,
     ) {
-        let Some(p) = self.resolving.remove(key) else {
+        let Some(p) = self.parked.unpark(key) else {
             // Cancelled, or answered at the deadline already.
             return;
         };
@@ -107,7 +140,7 @@ impl Core {
                 let mut usable = Vec::new();
                 let mut refused = None;
                 for d in targets {
-                    match self.allowed_hop(d) {
+                    match self.allowed_hop(d, None) {
                         Ok(d) => usable.push(d),
                         Err(l) => refused = Some(l),
                     }
@@ -116,15 +149,14 @@ impl Core {
                     Err(refused.unwrap_or_else(|| answer(404, "Not Found")))
                 } else {
                     let first = usable.remove(0);
-                    self.forward_with(
+                    let o = Onward {
                         key,
-                        p.msg,
-                        vec![(None, None, first)],
-                        usable,
-                        &p.method,
-                        p.record_route_from,
+                        method: &p.method,
+                        record_route_from: p.record_route_from,
+                        requester: None,
                         now,
-                    )
+                    };
+                    self.forward_with(&o, p.msg, vec![(None, None, first)], usable)
                 }
             }
             Err(DnsError::Failed(e)) => {
@@ -144,14 +176,7 @@ impl Core {
 
     /// Requests parked longer than the resolver may take: 503 (never a hang).
     pub(super) fn expire_resolutions(&mut self, now: Instant) {
-        let limit = self.resolve_limit;
-        let late: Vec<ServerKey> = self
-            .resolving
-            .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.since) >= limit)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in late {
+        for k in self.parked.late(now) {
             self.metrics
                 .dns_routing
                 .with_label_values(&["expired"])
@@ -163,7 +188,7 @@ impl Core {
     /// A CANCEL of a request still waiting for DNS: it is not forwarded; true when there
     /// was one (the caller answers it 487).
     pub(super) fn cancel_resolution(&mut self, key: &ServerKey) -> bool {
-        self.resolving.remove(key).is_some()
+        self.parked.unpark(key).is_some()
     }
 
     /// Whether branch `idx` of `skey` is still the client transaction `branch` (after a
@@ -213,24 +238,22 @@ impl Core {
         }
         let dest = f.alternates.remove(0);
         let method = skey.method.clone();
-        self.with_failover.remove(&ClientKey {
+        self.clients.settled(&ClientKey {
             branch: old,
             method: method.clone(),
         });
         debug!(cause, next = %dest.addr, "failover to the next DNS target");
         self.metrics.dns_routing.with_label_values(&[cause]).inc();
-        let mut nb = self.start_branch(
-            skey,
-            &f.msg,
-            idx,
-            None,
-            dest,
-            &method,
-            f.record_route_from,
+        let o = Onward {
+            key: skey,
+            method: &method,
+            record_route_from: f.record_route_from,
+            requester: None,
             now,
-        );
+        };
+        let mut nb = self.start_branch(&o, &f.msg, idx, None, dest);
         if !f.alternates.is_empty() {
-            self.with_failover.insert(ClientKey {
+            self.clients.fails_over(ClientKey {
                 branch: nb.branch.clone(),
                 method,
             });
@@ -251,15 +274,10 @@ impl Core {
     /// Sending to `dest` failed (a connection that could not be opened, a send refused):
     /// the branches still waiting on it that have a next target move on (RFC 3263 4.3).
     pub fn unreachable(&mut self, dest: Destination, now: Instant) {
-        if self.with_failover.is_empty() {
+        let keys = self.clients.failing_over_to(dest);
+        if keys.is_empty() {
             return;
         }
-        let keys: Vec<ClientKey> = self
-            .with_failover
-            .iter()
-            .filter(|k| self.clients.get(k).is_some_and(|c| c.dest == dest))
-            .cloned()
-            .collect();
         for k in keys {
             let Some((skey, idx)) = self.clients.get(&k).and_then(|c| c.server.clone()) else {
                 continue;

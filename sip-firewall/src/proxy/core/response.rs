@@ -26,8 +26,8 @@ impl Core {
             branch: branch.to_string(),
             method: method.to_string(),
         };
-        let timers = self.timers;
-        let Some(e) = self.clients.get_mut(&ckey) else {
+        let timers = self.settings.timers;
+        let Some(e) = self.clients.get(&ckey) else {
             return self.stray();
         };
         // Only from where the request went, on the same transport (over TCP: the same
@@ -42,11 +42,12 @@ impl Core {
             return self.stray();
         }
         // It answers: retransmissions toward it again.
-        if !self.silent.is_empty() {
-            self.silent.remove(&e.dest.addr);
-        }
+        self.silent.answered(&e.dest.addr);
         // It was reached: a later transport error is not a reason to try another target.
-        self.with_failover.remove(&ckey);
+        self.clients.settled(&ckey);
+        let Some(e) = self.clients.get_mut(&ckey) else {
+            return self.stray();
+        };
         let to = m.get(HeaderName::To);
         let req = &e.req;
         let out = e
@@ -106,7 +107,7 @@ impl Core {
         } else if resp.is_none() {
             self.fraud_bye_final(skey, idx, false, now);
         }
-        let timer_c = self.timers.c;
+        let timer_c = self.settings.timers.c;
         let Some(fork) = self.servers.get_mut(skey).and_then(|e| e.fork.as_mut()) else {
             return;
         };
@@ -219,7 +220,7 @@ impl Core {
 
     /// Send the CANCEL of branch `idx` (a client transaction of its own).
     pub(super) fn cancel_branch(&mut self, skey: &ServerKey, idx: usize, now: Instant) {
-        let give_up = now + self.timers.b;
+        let give_up = now + self.settings.timers.b;
         let Some(b) = self
             .servers
             .get_mut(skey)
@@ -244,7 +245,7 @@ impl Core {
             dest.transport.is_reliable(),
             bytes.clone(),
             now,
-            &self.timers,
+            &self.settings.timers,
         );
         self.send(dest, bytes);
         self.clients.insert(

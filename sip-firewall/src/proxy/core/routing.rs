@@ -8,9 +8,13 @@ impl Core {
     /// A next hop a request names (its Request-URI or Route, a name DNS resolved, the
     /// parties of its dialog stamp), unless [`Core::forbidden_hop`] refuses it (403,
     /// counted `internal_hop`).
-    pub(super) fn allowed_hop(&self, d: Destination) -> Result<Destination, LocalReply> {
+    pub(super) fn allowed_hop(
+        &self,
+        d: Destination,
+        requester: Option<SocketAddr>,
+    ) -> Result<Destination, LocalReply> {
         if self.forbidden_hop(d.addr.ip()) {
-            self.refused("internal_hop");
+            self.refused(requester, "internal_hop");
             return Err(answer(403, "Forbidden Next Hop"));
         }
         Ok(d)
@@ -30,27 +34,21 @@ impl Core {
                 IpAddr::V6(v) => v.is_unicast_link_local(),
             }
             || self.local.is_our_ip(ip);
-        internal && !in_any(&self.internal_next_hops, ip)
+        internal && !in_any(&self.settings.internal_next_hops, ip)
     }
 
     /// Decide where a new request goes, or the answer.
-    pub(super) fn route_request(
-        &mut self,
-        key: &ServerKey,
-        m: &Message<'_>,
-        ctx: &Context,
-        method: &str,
-        now: Instant,
-    ) -> Result<(), LocalReply> {
+    pub(super) fn route_request(&mut self, r: &mut Req<'_>) -> Result<(), LocalReply> {
+        let (m, ctx) = (r.m, r.ctx);
         let mut msg = SipMsg::from_parsed(m);
         // Before anything keyed is computed (loop tags, stamps, hop seals).
-        let popped = self.pop_routes(&mut msg)?;
+        let popped = self.pop_routes(&mut msg, ctx.source)?;
         // RFC 3261 16.3 step 4: the same request back through us is a loop.
         if self.looped(m) {
-            self.refused("loop");
+            self.refused(Some(ctx.source), "loop");
             return Err(answer(482, "Loop Detected"));
         }
-        forward::stamp_top_via(&mut msg, ctx.source, self.force_rport);
+        forward::stamp_top_via(&mut msg, ctx.source, self.settings.force_rport);
         let trusted = self.is_trusted(ctx);
         let in_dialog = m
             .get(HeaderName::To)
@@ -60,21 +58,21 @@ impl Core {
         // A request another cluster node sends through the Path of a registration whose
         // flow we hold (RFC 3327): relayed to that flow, for a cluster node only.
         if !in_dialog && let Some(seal) = popped.iter().find_map(|e| route::cluster_hop_of(e)) {
-            return self.cluster_hop(key, msg, m, ctx, method, &seal, now);
+            return self.cluster_hop(r, msg, &seal);
         }
 
         if in_dialog {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
-            let dest = self.dialog_hop(&popped, m, &msg, ctx.source, now)?;
-            self.fraud_in_dialog(m, method, now);
+            let dest = self.dialog_hop(&popped, m, &msg, ctx.source, r.now)?;
+            self.fraud_in_dialog(m, r.method, r.now);
             if !trusted {
                 // In-dialog requests are not authenticated: nobody outside the trust
                 // domain asserts an identity (RFC 3325 5).
                 self.strip_identity(&mut msg);
             }
-            return self.forward(key, msg, vec![(None, dest)], method, None, now);
+            return self.forward(&r.onward(None), msg, vec![(None, dest)]);
         }
 
         // Initial request. A preloaded route from outside is not honoured: it would let
@@ -82,22 +80,15 @@ impl Core {
         if !trusted {
             msg.remove(HeaderName::Route);
         } else if !route::routes(&msg).is_empty() {
-            return self.route_preloaded(key, msg, m, ctx, method, now);
+            return self.route_preloaded(r, msg);
         }
-        self.route_initial(key, msg, m, ctx, method, trusted, now)
+        self.route_initial(r, msg, trusted)
     }
 
     /// An initial request from a trusted peer with a preloaded Route: to its first entry,
     /// after the fraud guard for an INVITE.
-    fn route_preloaded(
-        &mut self,
-        key: &ServerKey,
-        mut msg: SipMsg,
-        m: &Message<'_>,
-        ctx: &Context,
-        method: &str,
-        now: Instant,
-    ) -> Result<(), LocalReply> {
+    fn route_preloaded(&mut self, r: &Req<'_>, mut msg: SipMsg) -> Result<(), LocalReply> {
+        let (ctx, method) = (r.ctx, r.method);
         // A Route naming a domain is resolved by DNS (RFC 3263), after the checks below.
         let by_dns = route::routes(&msg)
             .first()
@@ -107,20 +98,21 @@ impl Core {
         let dest = match by_dns {
             Some(_) => None,
             None => Some(self.allowed_hop(
-                route::next_hop(&msg, self.outbound).ok_or(answer(404, "No Route"))?,
+                route::next_hop(&msg, self.settings.outbound).ok_or(answer(404, "No Route"))?,
+                Some(ctx.source),
             )?),
         };
         if method == "INVITE" {
             let ruri = msg.request_uri().unwrap_or("").to_string();
             let account = format!("peer:{}", ctx.source.ip().to_canonical());
             let peer = Some(ctx.source.ip().to_canonical());
-            self.fraud_check(key, m, &ruri, &account, peer, true, ctx.source, now)?;
+            self.fraud_check(r, &ruri, &account, peer, true)?;
         }
         forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
         let rr = forward::creates_dialog(method).then_some(ctx.transport);
         match (dest, by_dns) {
-            (Some(dest), _) => self.forward(key, msg, vec![(None, dest)], method, rr, now),
-            (None, Some(uri)) => self.resolve_later(key, msg, uri, method, rr, now),
+            (Some(dest), _) => self.forward(&r.onward(rr), msg, vec![(None, dest)]),
+            (None, Some(uri)) => self.resolve_later(&r.onward(rr), msg, uri),
             (None, None) => Err(answer(404, "No Route")),
         }
     }
@@ -128,17 +120,13 @@ impl Core {
     /// An initial request without a preloaded route: REGISTER and requests to the proxy
     /// itself are answered here; the rest, once the sender is known, passes the relay
     /// policy and the fraud guard and goes to our user's bindings or toward its domain.
-    #[allow(clippy::too_many_arguments)]
     fn route_initial(
         &mut self,
-        key: &ServerKey,
+        r: &mut Req<'_>,
         mut msg: SipMsg,
-        m: &Message<'_>,
-        ctx: &Context,
-        method: &str,
         trusted: bool,
-        now: Instant,
     ) -> Result<(), LocalReply> {
+        let (ctx, method) = (r.ctx, r.method);
         let ruri_text = msg.request_uri().unwrap_or("").to_string();
         let ruri = match uri::parse(&ruri_text) {
             Ok(Uri::Sip(u)) => Some(u),
@@ -156,7 +144,7 @@ impl Core {
 
         if method == "REGISTER" {
             return match (&ruri, &local_domain) {
-                (Some(_), Some(_)) => self.register(key, m, ctx, trusted, &ruri_text, now),
+                (Some(_), Some(_)) => self.register(r, trusted, &ruri_text),
                 _ => Err(answer(403, "Not Our Domain")),
             };
         }
@@ -176,8 +164,7 @@ impl Core {
             });
         }
 
-        let (sender, account, asserted) =
-            self.sender_of(m, ctx, method, &ruri_text, trusted, now)?;
+        let (sender, account, asserted) = self.sender_of(r, &ruri_text, trusted)?;
         // RFC 3325: identities pass only within the trust domain; for our authenticated
         // users the edge asserts the identity itself, whatever they claimed.
         if !trusted {
@@ -194,7 +181,8 @@ impl Core {
             && let Some(account) = &account
         {
             let foreign = target == Target::Foreign;
-            self.fraud_initial(key, m, &ruri_text, account, trusted, foreign, ctx, now)?;
+            let peer = self.fraud_peer(r, trusted, foreign);
+            self.fraud_check(r, &ruri_text, account, peer, foreign)?;
         }
         forward::strip_credentials(&mut msg, |r| self.local.is_our_domain(r));
 
@@ -202,36 +190,25 @@ impl Core {
             (Some(u), Some(domain)) => {
                 let user = u.user.unwrap_or_default();
                 let aor = format!("{user}@{domain}");
-                self.route_to_bindings(key, msg, m, ctx, method, &aor, now)
+                self.route_to_bindings(r, msg, &aor)
             }
             // A user at one of our addresses while we serve no domain: nobody is here.
             _ if to_us => Err(self.unavailable()),
-            _ => self.route_foreign(key, msg, ctx, method, ruri_text.clone(), now),
+            _ => self.route_foreign(r, msg, ruri_text.clone()),
         }
     }
 
-    /// Issue 12: what `account` may call, how much and how often (an initial INVITE); the
-    /// peer the call leaves through: the trusted peer it came from, or the outbound proxy.
-    #[allow(clippy::too_many_arguments)]
-    fn fraud_initial(
-        &mut self,
-        key: &ServerKey,
-        m: &Message<'_>,
-        ruri_text: &str,
-        account: &str,
-        trusted: bool,
-        foreign: bool,
-        ctx: &Context,
-        now: Instant,
-    ) -> Result<(), LocalReply> {
-        let peer = if trusted {
-            Some(ctx.source.ip().to_canonical())
+    /// The peer an initial INVITE's call leaves through, for the fraud guard's decision on
+    /// what its account may call, how much and how often: the trusted peer it came from, or
+    /// the outbound proxy.
+    fn fraud_peer(&self, r: &Req<'_>, trusted: bool, foreign: bool) -> Option<IpAddr> {
+        if trusted {
+            Some(r.source().ip().to_canonical())
         } else if foreign {
-            self.outbound.map(|o| o.ip().to_canonical())
+            self.settings.outbound.map(|o| o.ip().to_canonical())
         } else {
             None
-        };
-        self.fraud_check(key, m, ruri_text, account, peer, foreign, ctx.source, now)
+        }
     }
 
     /// Who is asking: a trusted peer, one of our users (then prove it), or an outsider.
@@ -240,15 +217,13 @@ impl Core {
     #[allow(clippy::type_complexity)]
     fn sender_of(
         &mut self,
-        m: &Message<'_>,
-        ctx: &Context,
-        method: &str,
+        r: &mut Req<'_>,
         ruri_text: &str,
         trusted: bool,
-        now: Instant,
     ) -> Result<(Sender, Option<String>, Option<String>), LocalReply> {
+        let m = r.m;
         if trusted {
-            let account = format!("peer:{}", ctx.source.ip().to_canonical());
+            let account = format!("peer:{}", r.source().ip().to_canonical());
             return Ok((Sender::Trusted, Some(account), None));
         }
         let from = m
@@ -270,7 +245,7 @@ impl Core {
             return Ok((Sender::Outsider, None, None));
         };
         let user = from_user.unwrap_or_default();
-        let who = self.authenticate(m, ctx, method, ruri_text, &realm, &[&user], true, now)?;
+        let who = self.authenticate(r, ruri_text, &realm, &[&user], true)?;
         let asserted = self.asserted_identity(m, &who, &realm);
         Ok((
             Sender::LocalUser,
@@ -281,17 +256,8 @@ impl Core {
 
     /// To the bindings of `aor`, one of our users: over the flow we hold, or through the
     /// Path of the cluster node that holds it (RFC 3327).
-    #[allow(clippy::too_many_arguments)]
-    fn route_to_bindings(
-        &mut self,
-        key: &ServerKey,
-        msg: SipMsg,
-        m: &Message<'_>,
-        ctx: &Context,
-        method: &str,
-        aor: &str,
-        now: Instant,
-    ) -> Result<(), LocalReply> {
+    fn route_to_bindings(&mut self, r: &Req<'_>, msg: SipMsg, aor: &str) -> Result<(), LocalReply> {
+        let (m, now) = (r.m, r.now);
         let bindings = self.store.lookup(aor, now);
         if bindings.is_empty() {
             // Unknown and unregistered look the same: no enumeration of users.
@@ -308,7 +274,7 @@ impl Core {
                 // sealed for this request so that it relays for cluster nodes only.
                 Some(path) => {
                     let Some(dest) = route::resolve(path, None) else {
-                        self.refused("bad_path");
+                        self.refused(Some(r.source()), "bad_path");
                         continue;
                     };
                     let seal =
@@ -321,45 +287,43 @@ impl Core {
         if routed.is_empty() {
             return Err(self.unavailable());
         }
-        let rr = forward::creates_dialog(method).then_some(ctx.transport);
-        self.forward_routed(key, msg, routed, method, rr, now)
+        let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
+        self.forward_routed(&r.onward(rr), msg, routed)
     }
 
     /// Toward a foreign domain: the outbound proxy (by name: where DNS says, with
     /// failover), else where DNS says for the Request-URI (RFC 3263), else its address.
     fn route_foreign(
         &mut self,
-        key: &ServerKey,
+        r: &Req<'_>,
         msg: SipMsg,
-        ctx: &Context,
-        method: &str,
         ruri_text: String,
-        now: Instant,
     ) -> Result<(), LocalReply> {
-        let rr = forward::creates_dialog(method).then_some(ctx.transport);
-        if let Some(name) = self.outbound_name.clone() {
+        let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
+        if let Some(name) = self.settings.outbound_name.clone() {
             // The outbound proxy by name: where DNS says, with failover.
-            return self.resolve_later(key, msg, name, method, rr, now);
+            return self.resolve_later(&r.onward(rr), msg, name);
         }
-        let dest = match self.outbound {
+        let dest = match self.settings.outbound {
             Some(addr) => Destination {
                 addr,
                 transport: Transport::Datagram,
             },
             // A foreign domain and no outbound proxy: where DNS says (RFC 3263).
             None if resolve::names_domain(&ruri_text) => {
-                return self.resolve_later(key, msg, ruri_text, method, rr, now);
+                return self.resolve_later(&r.onward(rr), msg, ruri_text);
             }
             None => self.allowed_hop(
                 route::resolve(&ruri_text, None).ok_or(answer(404, "No Route To Destination"))?,
+                Some(r.source()),
             )?,
         };
-        self.forward(key, msg, vec![(None, dest)], method, rr, now)
+        self.forward(&r.onward(rr), msg, vec![(None, dest)])
     }
 
     /// The answer for a user who is unknown or not registered (`[proxy] unavailable`).
     pub(super) fn unavailable(&self) -> LocalReply {
-        match self.unavailable {
+        match self.settings.unavailable {
             404 => answer(404, "Not Found"),
             _ => answer(480, "Temporarily Unavailable"),
         }
@@ -371,29 +335,26 @@ impl Core {
     /// that contact, record-routed (the phone's in-dialog requests come back through us);
     /// the node it came from authenticated and checked the caller. A missing or wrong seal
     /// (an outsider writing our Path into a Route) is refused: no open relay.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn cluster_hop(
         &mut self,
-        key: &ServerKey,
+        r: &Req<'_>,
         mut msg: SipMsg,
-        m: &Message<'_>,
-        ctx: &Context,
-        method: &str,
         seal: &str,
-        now: Instant,
     ) -> Result<(), LocalReply> {
+        let (m, ctx, now) = (r.m, r.ctx, r.now);
         let call_id = m.get(HeaderName::CallId).unwrap_or("");
         let ruri = msg.request_uri().unwrap_or("").to_string();
         // Seals of the previous secrets too: during a roll, nodes already on the new secret
         // and nodes still on the old one keep reaching each other's flows.
         let unix = self.unix_secs(now);
         let Some(aor) = self
-            .hop_keys
+            .keys
+            .hop
             .iter()
             .find_map(|k| route::open_cluster_hop(k, unix, seal, call_id, &ruri))
         else {
             debug!(source = %ctx.source, "cluster hop without a valid seal refused");
-            self.refused("cluster_hop");
+            self.refused(Some(ctx.source), "cluster_hop");
             return Err(answer(403, "Forbidden"));
         };
         let Some(b) = self
@@ -412,7 +373,7 @@ impl Core {
             .forwarded
             .with_label_values(&["cluster_hop"])
             .inc();
-        let rr = forward::creates_dialog(method).then_some(ctx.transport);
-        self.forward(key, msg, vec![(None, dest)], method, rr, now)
+        let rr = forward::creates_dialog(r.method).then_some(ctx.transport);
+        self.forward(&r.onward(rr), msg, vec![(None, dest)])
     }
 }

@@ -28,55 +28,34 @@ impl Core {
             .collect();
         Ok(Core {
             local: local_of(config),
-            outbound: config.proxy.outbound.as_ref().and_then(|o| o.addr()),
-            outbound_name: config
-                .proxy
-                .outbound
-                .as_ref()
-                .and_then(|o| o.name().map(str::to_string)),
-            allow: config.policy.allow.clone(),
-            internal_next_hops: config.proxy.internal_next_hops.clone(),
+            settings: Settings::of(config),
             reply_from_any: config.proxy.reply_from_any.clone(),
-            unavailable: config.proxy.unavailable,
-            identity_headers: config.proxy.identity_headers.clone(),
-            silent: HashMap::new(),
+            silent: silent::Silent::default(),
             identities: identities(&config.auth.users),
-            force_rport: config.sip.force_rport,
-            scanners: Scanners::new(config.policy.scanners.as_deref()),
-            registrar: config.registrar.clone(),
-            timers: Timers::from_config(config.timers),
-            servers: HashMap::new(),
-            clients: HashMap::new(),
+            servers: Servers::new((
+                config.sip.max_transactions,
+                config.sip.max_transactions_per_source,
+            )),
+            clients: Clients::default(),
             heap: BinaryHeap::new(),
             store: Box::new(MemoryStore::default()),
-            cluster_path: None,
-            cluster_node: None,
+            cluster: None,
             auth: Authenticator::new(Users::from_config(&config.auth.users), algorithms, nonces),
             fraud: crate::fraud::Fraud::new(config.fraud, metrics.fraud.clone()),
             metrics,
             observer,
             sends: Vec::new(),
             salt,
-            stamp_keys: route::StampKeys::new(&keys),
-            stamp_lifetime: config.proxy.effective_stamp_lifetime(config.fraud),
-            hop_keys: keys.derive_all(Purpose::ClusterHop),
-            loop_key: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
+            keys: CoreKeys {
+                stamp: route::StampKeys::new(&keys),
+                hop: keys.derive_all(Purpose::ClusterHop),
+                loop_tag: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
+            },
             seq: 0,
-            start: now,
-            unix_at_start: crate::clock::unix_now(),
+            origin: (now, crate::clock::unix_now()),
             last_housekeeping: now,
-            authenticated_source: None,
-            requester: None,
             last_addr_refresh: now,
-            max_transactions: (
-                config.sip.max_transactions,
-                config.sip.max_transactions_per_source,
-            ),
-            transactions_per_source: HashMap::new(),
-            resolving: HashMap::new(),
-            resolve_queue: Vec::new(),
-            resolve_limit: config.dns.timeout + Duration::from_secs(2),
-            with_failover: std::collections::HashSet::new(),
+            parked: resolve::Parked::new(config.dns.timeout + Duration::from_secs(2)),
         })
     }
 
@@ -89,21 +68,7 @@ impl Core {
     /// read once at start (the reloader names it as needing a restart).
     pub fn reconfigure<'a>(&mut self, config: impl Into<Sections<'a>>) {
         let config = &config.into();
-        self.allow = config.policy.allow.clone();
-        self.outbound = config.proxy.outbound.as_ref().and_then(|o| o.addr());
-        self.outbound_name = config
-            .proxy
-            .outbound
-            .as_ref()
-            .and_then(|o| o.name().map(str::to_string));
-        self.internal_next_hops = config.proxy.internal_next_hops.clone();
-        self.stamp_lifetime = config.proxy.effective_stamp_lifetime(config.fraud);
-        self.unavailable = config.proxy.unavailable;
-        self.identity_headers = config.proxy.identity_headers.clone();
-        self.force_rport = config.sip.force_rport;
-        self.scanners = Scanners::new(config.policy.scanners.as_deref());
-        self.registrar = config.registrar.clone();
-        self.timers = Timers::from_config(config.timers);
+        self.settings = Settings::of(config);
         self.auth.set_algorithms(
             config
                 .auth
@@ -113,10 +78,32 @@ impl Core {
                 .collect(),
         );
         self.auth.set_nonce_lifetime(config.auth.nonce_lifetime);
-        self.max_transactions = (
+        self.servers.set_max((
             config.sip.max_transactions,
             config.sip.max_transactions_per_source,
-        );
+        ));
+    }
+}
+
+impl Settings {
+    fn of(config: &Sections<'_>) -> Settings {
+        Settings {
+            outbound: config.proxy.outbound.as_ref().and_then(|o| o.addr()),
+            outbound_name: config
+                .proxy
+                .outbound
+                .as_ref()
+                .and_then(|o| o.name().map(str::to_string)),
+            allow: config.policy.allow.clone(),
+            internal_next_hops: config.proxy.internal_next_hops.clone(),
+            unavailable: config.proxy.unavailable,
+            identity_headers: config.proxy.identity_headers.clone(),
+            stamp_lifetime: config.proxy.effective_stamp_lifetime(config.fraud),
+            force_rport: config.sip.force_rport,
+            scanners: Scanners::new(config.policy.scanners.as_deref()),
+            registrar: config.registrar.clone(),
+            timers: Timers::from_config(config.timers),
+        }
     }
 }
 

@@ -51,8 +51,7 @@ impl Core {
             self.metrics.bindings.set(self.store.len() as i64);
             let secs = self.unix_secs(now);
             self.auth.expire(secs);
-            self.silent
-                .retain(|_, at| now.saturating_duration_since(*at) < SILENT_FOR);
+            self.silent.expire(now);
             // Calls past their limits end here (second precision is enough for hours).
             self.fraud_tick(now);
             // Requests DNS left waiting too long: 503 (see `resolve`).
@@ -106,7 +105,7 @@ impl Core {
                 self.branch_response(&key, i, 408, None, now);
             }
         }
-        let timers = self.timers;
+        let timers = self.settings.timers;
         let Some(e) = self.servers.get_mut(&key) else {
             return;
         };
@@ -124,22 +123,14 @@ impl Core {
             return;
         };
         if e.txn.is_terminated() {
-            if let Some(e) = self.servers.remove(&key) {
-                let k = crate::server::slots::source_key(e.source.ip());
-                if let Some(n) = self.transactions_per_source.get_mut(&k) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.transactions_per_source.remove(&k);
-                    }
-                }
-            }
+            self.servers.remove(&key);
         } else {
             self.schedule(TimerKey::Server(key));
         }
     }
 
     pub(super) fn client_timer(&mut self, key: ClientKey, now: Instant) {
-        let timers = self.timers;
+        let timers = self.settings.timers;
         let Some(e) = self.clients.get_mut(&key) else {
             return;
         };
@@ -190,7 +181,6 @@ impl Core {
         // were never announced: their end must not retire the INVITE's branch, whose
         // responses (487, 2xx retransmissions) may still come.
         // Our own BYEs (fraud guard) were announced: their end is announced too.
-        self.with_failover.remove(key);
         if let Some(e) = self.clients.remove(key)
             && (e.server.is_some() || key.method == "BYE")
         {

@@ -265,7 +265,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The Route parameter of a request one cluster node sends another through the Path of a
-/// registration (RFC 3327; issue 13).
+/// registration (RFC 3327).
 pub const CLUSTER_PARAM: &str = "sfwc";
 /// How far the time of a cluster hop's seal may be from ours (clock skew between nodes and
 /// the time in flight); older seals are refused, so a copied one is good for this long only,

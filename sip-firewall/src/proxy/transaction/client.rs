@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Kind, State, Timers};
+use super::{Kind, State, timers::Timers};
 
 /// A client transaction.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Kind, State, Timers};
+use super::{Kind, State, timers::Timers};
 
 /// A server transaction.
 #[derive(Debug)]

@@ -13,10 +13,6 @@ impl Core {
         } else {
             Kind::NonInvite
         };
-        *self
-            .transactions_per_source
-            .entry(crate::server::slots::source_key(ctx.source.ip()))
-            .or_insert(0) += 1;
         self.servers.insert(
             key.clone(),
             ServerEntry {
@@ -37,7 +33,7 @@ impl Core {
                 addr: reply::udp_destination(
                     &ReplyContext::from_message(m),
                     ctx.source,
-                    self.force_rport,
+                    self.settings.force_rport,
                 ),
                 transport: Transport::Datagram,
             },
@@ -68,7 +64,7 @@ impl Core {
             },
             e.source,
         );
-        if let Some(b) = e.txn.respond(l.code, bytes, now, &self.timers) {
+        if let Some(b) = e.txn.respond(l.code, bytes, now, &self.settings.timers) {
             let dest = e.dest;
             self.send(dest, b);
             self.metrics
@@ -85,7 +81,10 @@ impl Core {
         let Some(e) = self.servers.get_mut(key) else {
             return;
         };
-        if let Some(b) = e.txn.respond(code, resp.to_bytes(), now, &self.timers) {
+        if let Some(b) = e
+            .txn
+            .respond(code, resp.to_bytes(), now, &self.settings.timers)
+        {
             let dest = e.dest;
             self.send(dest, b);
             self.metrics

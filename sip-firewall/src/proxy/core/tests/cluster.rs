@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::proxy::{NoObserver, ProxyMetrics};
+use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
 
 const A: &str = "192.0.2.11";
 const B: &str = "192.0.2.12";
@@ -72,8 +72,8 @@ impl Node {
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
         let local = format!("{}:5060", self.addr);
-        let ctx = fixture::ctx_on(source, &local, Transport::Datagram);
-        fixture::feed(&mut self.core, self.now, text, &ctx).1
+        let ctx = super::ctx_on(source, &local, Transport::Datagram);
+        super::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     /// What this node wrote through to the cluster since the last call.
@@ -82,11 +82,7 @@ impl Node {
     }
 
     fn refused(&self, reason: &str) -> u64 {
-        self.core
-            .metrics
-            .dialog_refused
-            .with_label_values(&[reason])
-            .get()
+        super::refused(&self.core, reason)
     }
 }
 
@@ -299,7 +295,6 @@ fn an_outsider_forging_the_path_route_is_refused() {
 /// nonce is not ours at all and the stamp does not open.
 #[test]
 fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
-    use crate::auth::digest::{Algorithm, response_auth};
     let t0 = Instant::now();
     let mut a = Node::new("edge-a", A, "cluster-secret", t0);
     let mut b = Node::new("edge-b", B, "cluster-secret", t0);
@@ -316,23 +311,8 @@ fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
         .find(|(_, m)| m.starts_with("SIP/2.0 401"))
         .expect("401 from A")
         .1;
-    let i = chal.find("nonce=\"").expect("nonce") + 7;
-    let nonce = chal[i..].split('"').next().expect("nonce").to_string();
-    let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
-    let auth = |nc: &str| {
-        let r = response_auth(
-            Algorithm::Sha256,
-            &ha1,
-            &nonce,
-            nc,
-            "xyz",
-            "REGISTER",
-            "sip:example.com",
-        );
-        format!(
-            "Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"xyz\"\r\n"
-        )
-    };
+    let nonce = nonce_of(chal);
+    let auth = |nc: &str| credentials("Authorization", &nonce, nc, "REGISTER", "sip:example.com");
     let sent = b.feed(&reg(2, &auth("00000001")), source);
     assert!(
         sent[0].1.starts_with("SIP/2.0 401") && sent[0].1.contains("stale=true"),
@@ -362,11 +342,11 @@ fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
         .expect("record-routed");
     let entry = rr.trim_start_matches("Record-Route:").trim();
     let stamp = route::stamp_of(entry).expect("stamp");
-    let opened = b.core.stamp_keys.open("rr1", &["a"], &stamp);
+    let opened = b.core.keys.stamp.open("rr1", &["a"], &stamp);
     let opened = opened.expect("B opens A's stamp");
     assert_eq!(opened.caller.addr, "10.0.0.50:5060".parse().unwrap());
     assert_eq!(opened.callee.addr, BOB_FLOW.parse().unwrap());
-    assert!(c.core.stamp_keys.open("rr1", &["a"], &stamp).is_none());
+    assert!(c.core.keys.stamp.open("rr1", &["a"], &stamp).is_none());
 }
 
 /// A binding from the cluster passes the next-hop check of a request's text: its flow
@@ -420,6 +400,6 @@ fn bindings_from_the_cluster_pass_the_next_hop_check() {
     assert_eq!(b.core.location_reload(&all, b.now), refused.len());
     assert_eq!(b.core.store.lookup("bob@example.com", b.now).len(), 1);
     // Listed in internal_next_hops: taken.
-    b.core.internal_next_hops = vec!["127.0.0.0/8".parse().expect("net")];
+    b.core.settings.internal_next_hops = vec!["127.0.0.0/8".parse().expect("net")];
     assert!(b.core.location_remote(&refused[0], b.now));
 }

@@ -2,7 +2,7 @@
 //! retransmissions, policy, and that every transaction is freed.
 
 use super::*;
-use crate::proxy::{NoObserver, ProxyMetrics};
+use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
 
 const PROXY: &str = "127.0.0.1:5060";
 /// Allow-listed (registers without digest); outsiders are 192.0.2.0/24.
@@ -22,7 +22,7 @@ struct Harness {
 }
 
 fn ctx(source: &str) -> Context {
-    fixture::ctx_on(source, PROXY, Transport::Datagram)
+    super::ctx_on(source, PROXY, Transport::Datagram)
 }
 
 impl Harness {
@@ -33,25 +33,34 @@ impl Harness {
     fn with_config(text: &str) -> Harness {
         let now = Instant::now();
         Harness {
-            core: fixture::core(text, now),
+            core: super::core(text, now),
             now,
         }
     }
 
     /// Feed a message from `source`; the action and what the core sent, as text.
+    /// A core of `CONFIG` whose observer records what it hears.
+    fn observed() -> (Harness, Arc<Recorder>) {
+        let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
+        let rec = Arc::new(Recorder::default());
+        let now = Instant::now();
+        let core = Core::new(&config, ProxyMetrics::new(None), rec.clone(), now).expect("core");
+        (Harness { core, now }, rec)
+    }
+
     fn feed(&mut self, text: &str, source: &str) -> (Action, Vec<(SocketAddr, String)>) {
-        fixture::feed(&mut self.core, self.now, text, &ctx(source))
+        super::feed(&mut self.core, self.now, text, &ctx(source))
     }
 
     /// Advance the fake clock, running timers every 10ms as the timer task does.
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
+        super::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
     }
 
     /// Our stamp of dialog `call_id` (From-tag `c`) between `caller` and `callee`, now.
     fn stamp(&self, call_id: &str, caller: Destination, callee: Destination) -> String {
         let now = self.core.unix_secs(self.now);
-        self.core.stamp_keys.seal(now, call_id, "c", caller, callee)
+        self.core.keys.stamp.seal(now, call_id, "c", caller, callee)
     }
 
     fn register(&mut self, contact_port: u16) {
@@ -72,23 +81,17 @@ fn invite(branch: &str) -> String {
 
 /// A response to the request `req` (as the proxy forwarded it), from its UAS.
 fn response(req: &str, code: u16, to_tag: &str) -> String {
-    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
-    for line in req.split("\r\n").skip(1) {
-        let lower = line.to_ascii_lowercase();
-        if lower.starts_with("via:")
-            || lower.starts_with("from:")
-            || lower.starts_with("call-id:")
-            || lower.starts_with("cseq:")
-            || lower.starts_with("record-route:")
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            out.push_str(&format!("{line};tag={to_tag}\r\n"));
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
+    let lines = response_lines(req, to_tag);
+    format!("SIP/2.0 {code} Whatever\r\n{lines}Content-Length: 0\r\n\r\n")
+}
+
+/// What was sent to the port `port` (each branch's contact has its own).
+fn sent_to(sent: &[(SocketAddr, String)], port: u16) -> String {
+    sent.iter()
+        .find(|(a, _)| a.port() == port)
+        .unwrap_or_else(|| panic!("nothing sent to port {port}"))
+        .1
+        .clone()
 }
 
 fn starts(sent: &[(SocketAddr, String)], prefix: &str) -> usize {
@@ -109,23 +112,15 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
         .filter(|(_, m)| m.starts_with("INVITE"))
         .collect();
     assert_eq!(invites.len(), 2);
-    let to21 = &invites
-        .iter()
-        .find(|(a, _)| a.port() == 21)
-        .expect("branch 21")
-        .1;
-    let to22 = &invites
-        .iter()
-        .find(|(a, _)| a.port() == 22)
-        .expect("branch 22")
-        .1;
+    let to21 = &sent_to(&sent, 21);
+    let to22 = &sent_to(&sent, 22);
     assert!(to21.starts_with("INVITE sip:bob@10.0.0.21:21 SIP/2.0"));
     // Our Via on top with a unique branch, rport/received on the caller's, Max-Forwards
     // decremented, Record-Route added, the preloaded Route of an outsider stripped.
     assert!(to21.contains("\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfw"));
     assert!(to21.contains("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1;rport=5060"));
     assert!(to21.contains("Max-Forwards: 69"));
-    let stamp = h.core.stamp_keys.seal(
+    let stamp = h.core.keys.stamp.seal(
         h.core.unix_secs(h.now),
         "call-z9hG4bKinv1",
         "c",
@@ -177,12 +172,7 @@ fn best_response_and_timeout() {
     h.register(21);
     h.register(22);
     let (_, sent) = h.feed(&invite("z9hG4bKinv2"), "192.0.2.1:5060");
-    let to21 = sent
-        .iter()
-        .find(|(a, _)| a.port() == 21)
-        .expect("21")
-        .1
-        .clone();
+    let to21 = sent_to(&sent, 21);
     // 486 on one branch: nothing goes up while the other is pending.
     let (_, sent) = h.feed(&response(&to21, 486, "t21"), "10.0.0.21:21");
     assert_eq!(starts(&sent, "SIP/2.0"), 0);
@@ -233,12 +223,7 @@ fn cancel_matched_or_481() {
     let mut h = Harness::new();
     h.register(21);
     let (_, sent) = h.feed(&invite("z9hG4bKinv4"), "192.0.2.1:5060");
-    let to21 = sent
-        .iter()
-        .find(|(a, _)| a.port() == 21)
-        .expect("21")
-        .1
-        .clone();
+    let to21 = sent_to(&sent, 21);
     let cancel = invite("z9hG4bKinv4")
         .replace("INVITE sip", "CANCEL sip")
         .replace("1 INVITE", "1 CANCEL");
@@ -376,19 +361,8 @@ fn in_dialog_loose_routing() {
     assert_eq!(h.core.active(), (0, 0));
 }
 
-/// The nonce of the first challenge in an answer.
-fn nonce_of(answer: &str) -> String {
-    let i = answer.find("nonce=\"").expect("a challenge") + 7;
-    answer[i..]
-        .split('"')
-        .next()
-        .expect("closing quote")
-        .to_string()
-}
-
 #[test]
 fn authenticated_user_goes_out_through_the_outbound_proxy() {
-    use crate::auth::digest::{Algorithm, response_auth};
     let config = Config::from_toml(
         &CONFIG.replace(
             "[policy]",
@@ -414,20 +388,8 @@ fn authenticated_user_goes_out_through_the_outbound_proxy() {
         .expect("407")
         .1;
     let nonce = nonce_of(chal);
-    let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
     let uri = "sip:dave@carrier.example";
-    let r = response_auth(
-        Algorithm::Sha256,
-        &ha1,
-        &nonce,
-        "00000001",
-        "xyz",
-        "INVITE",
-        uri,
-    );
-    let cred = format!(
-        "Proxy-Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"xyz\"\r\n"
-    );
+    let cred = credentials("Proxy-Authorization", &nonce, "00000001", "INVITE", uri);
     let (_, sent) = h.feed(&call("z9hG4bKo2", &cred), "192.0.2.1:5060");
     let out: Vec<_> = sent
         .iter()
@@ -494,12 +456,7 @@ fn timer_c_cancels_a_branch_that_rings_forever() {
     let mut h = Harness::new();
     h.register(21);
     let (_, sent) = h.feed(&invite("z9hG4bKinvC"), "192.0.2.1:5060");
-    let to21 = sent
-        .iter()
-        .find(|(a, _)| a.port() == 21)
-        .expect("21")
-        .1
-        .clone();
+    let to21 = sent_to(&sent, 21);
     h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
     // Timer C (3 minutes after the last provisional): the branch is cancelled.
     let sent = h.advance(Duration::from_secs(179));
@@ -524,7 +481,7 @@ fn timer_c_cancels_a_branch_that_rings_forever() {
 #[derive(Default)]
 struct Recorder(std::sync::Mutex<Vec<String>>);
 
-impl crate::proxy::Observer for Recorder {
+impl crate::seams::Observer for Recorder {
     fn client_transaction_created(&self, branch: &str, dest: Destination) {
         self.0
             .lock()
@@ -553,21 +510,10 @@ impl crate::proxy::Observer for Recorder {
 
 #[test]
 fn observer_hooks_for_the_fast_path() {
-    let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
-    let rec = Arc::new(Recorder::default());
-    let now = Instant::now();
-    let mut h = Harness {
-        core: Core::new(&config, ProxyMetrics::new(None), rec.clone(), now).expect("core"),
-        now,
-    };
+    let (mut h, rec) = Harness::observed();
     h.register(21);
     let (_, sent) = h.feed(&invite("z9hG4bKobs"), "192.0.2.1:5060");
-    let to21 = sent
-        .iter()
-        .find(|(a, _)| a.port() == 21)
-        .expect("21")
-        .1
-        .clone();
+    let to21 = sent_to(&sent, 21);
     h.feed(&response(&to21, 486, "t"), "10.0.0.21:21");
     h.advance(Duration::from_secs(40));
     let scan = invite("z9hG4bKscan2").replace(
@@ -598,21 +544,10 @@ fn observer_hooks_for_the_fast_path() {
 
 #[test]
 fn our_cancel_does_not_retire_the_invite_branch() {
-    let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
-    let rec = Arc::new(Recorder::default());
-    let now = Instant::now();
-    let mut h = Harness {
-        core: Core::new(&config, ProxyMetrics::new(None), rec.clone(), now).expect("core"),
-        now,
-    };
+    let (mut h, rec) = Harness::observed();
     h.register(21);
     let (_, sent) = h.feed(&invite("z9hG4bKcx"), "192.0.2.1:5060");
-    let to21 = sent
-        .iter()
-        .find(|(a, _)| a.port() == 21)
-        .expect("21")
-        .1
-        .clone();
+    let to21 = sent_to(&sent, 21);
     h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
     let cancel = invite("z9hG4bKcx")
         .replace("INVITE sip", "CANCEL sip")
@@ -643,7 +578,7 @@ fn our_cancel_does_not_retire_the_invite_branch() {
     assert_eq!(h.core.active(), (0, 0));
 }
 
-/// Issue 9, amplification: a copy of a request (same top Via, so the same transaction by
+/// Amplification: a copy of a request (same top Via, so the same transaction by
 /// RFC 3261 17.2.3) from another source gets nothing, and is counted; the original source's
 /// retransmission still gets the stored answer.
 #[test]
@@ -700,12 +635,7 @@ fn timer_g_only_toward_verified_sources() {
         .replace("192.0.2.1", "10.0.0.99")
         .replace("Route: <sip:evil.example.net;lr>\r\n", "");
     let (_, sent) = h.feed(&inv, "10.0.0.99:5060");
-    let to21 = sent
-        .iter()
-        .find(|(a, _)| a.port() == 21)
-        .expect("21")
-        .1
-        .clone();
+    let to21 = sent_to(&sent, 21);
     h.feed(&response(&to21, 486, "t21"), "10.0.0.21:21");
     let sent = h.advance(Duration::from_secs(3));
     let resends = sent
@@ -720,7 +650,7 @@ fn timer_g_only_toward_verified_sources() {
     assert_eq!(h.core.active(), (0, 0));
 }
 
-/// Issue 9, held resources: server transactions are bounded per source and in total; a
+/// Held resources: server transactions are bounded per source and in total; a
 /// request beyond gets 503 with Retry-After statelessly (no transaction), counted; freed
 /// transactions make room again.
 #[test]
@@ -761,12 +691,12 @@ fn transactions_bounded_per_source_and_in_total() {
     // Timer J ends them; then there is room again.
     h.advance(Duration::from_secs(40));
     assert_eq!(h.core.active(), (0, 0));
-    assert!(h.core.transactions_per_source.is_empty());
+    assert!(h.core.servers.no_source_counted());
     let (a, _) = h.feed(&opt("192.0.2.1:5060", 9), "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
 }
 
-/// Issue 10: a subscriber cannot REGISTER bindings from a spoofed source with a nonce it
+/// A subscriber cannot REGISTER bindings from a spoofed source with a nonce it
 /// got at its own address: challenged again with stale=true, nothing bound; from its own
 /// address the same credentials work.
 #[test]
@@ -782,24 +712,8 @@ fn register_from_a_spoofed_source_with_someone_elses_nonce() {
     let (_, sent) = h.feed(&reg("192.0.2.1:5060", ""), "192.0.2.1:5060");
     let challenge = &sent[0].1;
     assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
-    let i = challenge.find("nonce=\"").expect("nonce") + 7;
-    let nonce = challenge[i..].split('"').next().expect("nonce end");
-    let alg = crate::auth::digest::Algorithm::Sha256;
-    let ha1 = alg.ha1("bob", "example.com", "pw");
-    let creds = |nc: &str| {
-        let r = crate::auth::digest::response_auth(
-            alg,
-            &ha1,
-            nonce,
-            nc,
-            "cn",
-            "REGISTER",
-            "sip:example.com",
-        );
-        format!(
-            "Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"cn\"\r\n"
-        )
-    };
+    let nonce = nonce_of(challenge);
+    let creds = |nc: &str| credentials("Authorization", &nonce, nc, "REGISTER", "sip:example.com");
     let (_, sent) = h.feed(
         &reg("203.0.113.9:5060", &creds("00000001")),
         "203.0.113.9:5060",
@@ -825,12 +739,7 @@ fn cancel_from_another_source_cancels_nothing() {
     h.register(21);
     let inv = invite("z9hG4bKcx1");
     let (_, sent) = h.feed(&inv, "192.0.2.1:5060");
-    let to21 = sent
-        .iter()
-        .find(|(a, _)| a.port() == 21)
-        .expect("21")
-        .1
-        .clone();
+    let to21 = sent_to(&sent, 21);
     h.feed(&response(&to21, 180, "t21"), "10.0.0.21:21");
     let cancel = inv
         .replacen("INVITE sip", "CANCEL sip", 1)

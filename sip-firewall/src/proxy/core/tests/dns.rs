@@ -4,7 +4,10 @@
 //! answered, never left hanging.
 
 use super::*;
-use crate::proxy::{NoObserver, ProxyMetrics, dns::DnsError};
+use crate::{
+    proxy::{dns::DnsError, metrics::ProxyMetrics},
+    seams::NoObserver,
+};
 
 /// 10.0.0.0/8 is a trusted peer (may relay to foreign domains); no outbound proxy.
 const CONFIG: &str = r#"
@@ -34,22 +37,22 @@ impl H {
     fn new() -> H {
         let now = Instant::now();
         H {
-            core: fixture::core(CONFIG, now),
+            core: super::core(CONFIG, now),
             now,
         }
     }
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
-        let ctx = fixture::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
-        fixture::feed(&mut self.core, self.now, text, &ctx).1
+        let ctx = super::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
+        super::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     fn sent(&mut self) -> Vec<(SocketAddr, String)> {
-        fixture::sent(&mut self.core)
+        super::sent(&mut self.core)
     }
 
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
+        super::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
     }
 
     /// The one name the core asks for: its transaction and the URI.
@@ -76,20 +79,8 @@ fn invite(branch: &str) -> String {
 }
 
 fn response(req: &str, code: u16) -> String {
-    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
-    for line in req.split("\r\n").skip(1) {
-        let lower = line.to_ascii_lowercase();
-        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            out.push_str(&format!("{line};tag=uas\r\n"));
-        }
-    }
-    out + "Content-Length: 0\r\n\r\n"
+    let lines = response_lines(req, "uas");
+    format!("SIP/2.0 {code} Whatever\r\n{lines}Content-Length: 0\r\n\r\n")
 }
 
 fn to(sent: &[(SocketAddr, String)], addr: &str, prefix: &str) -> Vec<String> {

@@ -1,9 +1,8 @@
-//! The toll-fraud guard in the proxy core, on a fake clock (issue 12): destinations refused
+//! The toll-fraud guard in the proxy core, on a fake clock: destinations refused
 //! before anything reaches the trunk, thresholds that suspend an account, and calls ended
 //! by the edge with BYE both ways.
 
 use super::*;
-use crate::auth::digest::{Algorithm, response_auth};
 
 const TRUNK: &str = "203.0.113.5:5070";
 const PHONE: &str = "192.0.2.1:5060";
@@ -26,7 +25,7 @@ impl H {
         );
         let now = Instant::now();
         H {
-            core: fixture::core(&text, now),
+            core: super::core(&text, now),
             now,
             nonce: None,
             nc: 0,
@@ -35,12 +34,12 @@ impl H {
     }
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
-        let ctx = fixture::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
-        fixture::feed(&mut self.core, self.now, text, &ctx).1
+        let ctx = super::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
+        super::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        fixture::advance(&mut self.core, &mut self.now, d, Duration::from_millis(100))
+        super::advance(&mut self.core, &mut self.now, d, Duration::from_millis(100))
     }
 
     /// alice (authenticated, digest) calls `number` at the trunk: what the edge sent, and the
@@ -70,19 +69,12 @@ impl H {
                 .find(|(_, m)| m.starts_with("SIP/2.0 407"))
                 .expect("407")
                 .1;
-            let i = chal.find("nonce=\"").expect("nonce") + 7;
-            self.nonce = chal[i..].split('"').next().map(str::to_string);
+            self.nonce = Some(nonce_of(chal));
         }
         self.nc += 1;
         let nonce = self.nonce.clone().unwrap_or_default();
         let nc = format!("{:08x}", self.nc);
-        let ha1 = Algorithm::Sha256.ha1("alice", "example.com", "pw");
-        let r = response_auth(Algorithm::Sha256, &ha1, &nonce, &nc, "xyz", "INVITE", &uri);
-        let cred = format!(
-            "Proxy-Authorization: Digest username=\"alice\", realm=\"example.com\", \
-             nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, \
-             nc={nc}, cnonce=\"xyz\"\r\n"
-        );
+        let cred = credentials_of("alice", "Proxy-Authorization", &nonce, &nc, "INVITE", &uri);
         let sent = self.feed(&invite(&cred), PHONE);
         let out = sent
             .iter()
@@ -99,18 +91,7 @@ impl H {
     /// The same with `extra` header lines.
     fn answer_with(&mut self, req: &str, code: u16, extra: &str) -> Vec<(SocketAddr, String)> {
         let mut out = format!("SIP/2.0 {code} Whatever\r\n{extra}");
-        for line in req.split("\r\n").skip(1) {
-            let l = line.to_ascii_lowercase();
-            if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
-                .iter()
-                .any(|p| l.starts_with(p))
-            {
-                out.push_str(line);
-                out.push_str("\r\n");
-            } else if l.starts_with("to:") {
-                out.push_str(&format!("{line};tag=trunk\r\n"));
-            }
-        }
+        out.push_str(&response_lines(req, "trunk"));
         out.push_str(&format!(
             "Contact: <sip:gw@{TRUNK}>\r\nContent-Length: 0\r\n\r\n"
         ));
@@ -174,7 +155,7 @@ fn denied_destinations_never_reach_the_trunk() {
     assert!(out.is_some(), "a national call goes out");
 }
 
-/// Issue 12's test: rule "00" with concurrent critical 2. Two calls connect, the third is
+/// Rule "00" with concurrent critical 2. Two calls connect, the third is
 /// refused (403) and suspends alice; then even a national call gets 403. The suspension
 /// goes to the state database; unblock lifts it.
 #[test]

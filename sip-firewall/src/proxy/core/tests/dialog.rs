@@ -25,7 +25,7 @@ impl Edge {
         );
         let now = Instant::now();
         Edge {
-            core: fixture::core(&text, now),
+            core: super::core(&text, now),
             now,
         }
     }
@@ -35,22 +35,22 @@ impl Edge {
     }
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
-        let ctx = fixture::ctx_on(source, &format!("{EDGE}:5060"), Transport::Datagram);
-        fixture::feed(&mut self.core, self.now, text, &ctx).1
+        let ctx = super::ctx_on(source, &format!("{EDGE}:5060"), Transport::Datagram);
+        super::feed(&mut self.core, self.now, text, &ctx).1
     }
 
     /// [`Edge::feed`] for a message as large as a datagram (`[sip] max_message_bytes`
     /// raised to 65535).
     fn feed_large(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
         use sip_firewall_sip::{Limits, parse::parse};
-        let ctx = fixture::ctx_on(source, &format!("{EDGE}:5060"), Transport::Datagram);
+        let ctx = super::ctx_on(source, &format!("{EDGE}:5060"), Transport::Datagram);
         let limits = Limits {
             max_message_bytes: 65_535,
             ..Limits::default()
         };
         let m = parse(text.as_bytes(), &limits, ctx.transport).expect("parse");
         self.core.request(&m, &ctx, self.now);
-        fixture::sent(&mut self.core)
+        super::sent(&mut self.core)
     }
 
     /// Our stamp of dialog `call_id` (From-tag `c`), sealed now.
@@ -61,16 +61,13 @@ impl Edge {
         };
         let now = self.core.unix_secs(self.now);
         self.core
-            .stamp_keys
+            .keys
+            .stamp
             .seal(now, call_id, "c", d(caller), d(callee))
     }
 
     fn refused(&self, reason: &str) -> u64 {
-        self.core
-            .metrics
-            .dialog_refused
-            .with_label_values(&[reason])
-            .get()
+        super::refused(&self.core, reason)
     }
 
     fn previous_key(&self) -> u64 {

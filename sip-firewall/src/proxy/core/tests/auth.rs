@@ -3,10 +3,7 @@
 //! answers, and what the ban learner hears (through the observer).
 
 use super::*;
-use crate::{
-    auth::digest::{Algorithm, response_auth},
-    proxy::ProxyMetrics,
-};
+use crate::proxy::metrics::ProxyMetrics;
 
 const EDGE: &str = "127.0.0.1:5060";
 const PHONE: &str = "192.0.2.1:5060";
@@ -25,7 +22,7 @@ users = [{ user = "bob", domain = "example.com", password = "pw" }]
 #[derive(Default)]
 struct Failures(std::sync::Mutex<Vec<String>>);
 
-impl crate::proxy::Observer for Failures {
+impl crate::seams::Observer for Failures {
     fn auth_failure(&self, _source: SocketAddr, _user: Option<&str>, reason: &str) {
         if let Ok(mut v) = self.0.lock() {
             v.push(reason.to_string());
@@ -46,24 +43,8 @@ fn start(failures: &Arc<Failures>, now: Instant) -> Core {
 }
 
 fn feed(core: &mut Core, now: Instant, text: &str) -> Vec<(SocketAddr, String)> {
-    let ctx = fixture::ctx_on(PHONE, EDGE, Transport::Datagram);
-    fixture::feed(core, now, text, &ctx).1
-}
-
-fn nonce_of(challenge: &str) -> String {
-    let i = challenge.find("nonce=\"").expect("nonce") + 7;
-    challenge[i..].split('"').next().expect("nonce").to_string()
-}
-
-/// `header` with digest credentials of bob (SHA-256, nonce-count `nc`) for `method` over
-/// `uri`.
-fn credentials(header: &str, nonce: &str, nc: &str, method: &str, uri: &str) -> String {
-    let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
-    let r = response_auth(Algorithm::Sha256, &ha1, nonce, nc, "cn", method, uri);
-    format!(
-        "{header}: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", \
-         uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"cn\"\r\n"
-    )
+    let ctx = super::ctx_on(PHONE, EDGE, Transport::Datagram);
+    super::feed(core, now, text, &ctx).1
 }
 
 fn register(n: u32, auth: &str) -> String {

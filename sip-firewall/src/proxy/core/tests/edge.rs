@@ -1,6 +1,6 @@
 //! The proxy core on a fake clock, at the edge of its trust: its own addresses, loops,
 //! dialog-bound routing, branches and the sources of responses, identity headers,
-//! enumeration, and registrations that follow the client (issues 9 and 10).
+//! enumeration, and registrations that follow the client.
 
 use super::*;
 
@@ -13,7 +13,7 @@ struct Edge {
 }
 
 fn ctx_t(source: &str, transport: Transport) -> Context {
-    fixture::ctx_on(source, &format!("{EDGE}:5060"), transport)
+    super::ctx_on(source, &format!("{EDGE}:5060"), transport)
 }
 
 impl Edge {
@@ -22,7 +22,7 @@ impl Edge {
             "[sip]\nlisten = [\"0.0.0.0:5060\"]\n{extra}\n[policy]\nallow = [\"10.0.0.0/8\"]\n"
         );
         let now = Instant::now();
-        let mut core = fixture::core(&text, now);
+        let mut core = super::core(&text, now);
         core.local.set_addrs(vec![EDGE.parse().expect("ip")]);
         Edge { core, now }
     }
@@ -32,15 +32,11 @@ impl Edge {
     }
 
     fn feed_t(&mut self, text: &str, source: &str, t: Transport) -> Vec<(SocketAddr, String)> {
-        fixture::feed(&mut self.core, self.now, text, &ctx_t(source, t)).1
+        super::feed(&mut self.core, self.now, text, &ctx_t(source, t)).1
     }
 
     fn refused(&self, reason: &str) -> u64 {
-        self.core
-            .metrics
-            .dialog_refused
-            .with_label_values(&[reason])
-            .get()
+        super::refused(&self.core, reason)
     }
 }
 
@@ -56,7 +52,7 @@ fn first_line(sent: &[(SocketAddr, String)]) -> Vec<&str> {
         .collect()
 }
 
-/// Issue 9 item 3: with no `[sip] domains`, an OPTIONS ping to the edge's own address (with
+/// With no `[sip] domains`, an OPTIONS ping to the edge's own address (with
 /// or without our port) is answered 200 by the edge, from an outsider and from an
 /// allow-listed peer alike; before, the outsider got 403 and the peer's ping was forwarded
 /// to the edge itself until Max-Forwards ran out.
@@ -108,7 +104,7 @@ fn options_to_our_own_address_is_ours() {
     );
 }
 
-/// Issue 9 item 3: never a hop to ourselves, whatever names it: here an outbound proxy
+/// Never a hop to ourselves, whatever names it: here an outbound proxy
 /// configured as one of our own addresses (a Route or Request-URI naming us is ours and is
 /// answered or popped, above).
 #[test]
@@ -155,7 +151,7 @@ fn loop_detected_spiral_forwarded() {
 /// request that spiralled through us fewer times is judged on its tags and forwarded.
 #[test]
 fn forged_vias_of_ours_cost_a_bounded_number_of_loop_tags() {
-    use super::loops::{LOOP_TAGS_COMPUTED, MAX_OUR_VIAS};
+    use super::super::loops::{LOOP_TAGS_COMPUTED, MAX_OUR_VIAS};
     let forged = |n: usize| -> String {
         (0..n)
             .map(|i| {
@@ -236,7 +232,7 @@ fn in_dialog(
     )
 }
 
-/// Issue 10: the Record-Route stamp binds the dialog (Call-ID, From-tag, both parties). An
+/// The Record-Route stamp binds the dialog (Call-ID, From-tag, both parties). An
 /// in-dialog request is relayed only from one party to the other: a stamp replayed from a
 /// third address is refused (403, counted), and a party naming a third address as next hop
 /// reaches only the other party. Before, the stamp was an HMAC of the Call-ID alone and
@@ -395,21 +391,8 @@ fn internal_next_hops_only_when_configured() {
 
 /// A response to the request `req` (as the proxy forwarded it), from its UAS.
 fn response_to(req: &str, code: u16, to_tag: &str) -> String {
-    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
-    for line in req.split("\r\n").skip(1) {
-        let lower = line.to_ascii_lowercase();
-        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            out.push_str(&format!("{line};tag={to_tag}\r\n"));
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
+    let lines = response_lines(req, to_tag);
+    format!("SIP/2.0 {code} Whatever\r\n{lines}Content-Length: 0\r\n\r\n")
 }
 
 /// The branch of the INVITE we forwarded.
@@ -427,8 +410,8 @@ fn our_branch(sent: &[(SocketAddr, String)]) -> String {
         .to_string()
 }
 
-/// Issue 10: branches carry 96 random bits (main: `z9hG4bKsfw{salt}.{counter}`, so one
-/// call told a subscriber the branches of the next ones), and a response naming an open
+/// Branches carry 96 random bits (from a counter, one call would tell a subscriber the
+/// branches of the next ones), and a response naming an open
 /// branch is taken only from where its request went: a spray of forged 603s, for the real
 /// branch and for what a counter would have given, from another address fails no call.
 #[test]
@@ -496,7 +479,7 @@ fn forged_finals_from_elsewhere_fail_no_call() {
     );
 }
 
-/// Issue 10: an unknown user and a known one who is not registered get the same answer
+/// An unknown user and a known one who is not registered get the same answer
 /// (main: 404 against 480), 480 by default or 404 when configured.
 #[test]
 fn no_user_enumeration() {
@@ -532,7 +515,7 @@ fn has_identity(m: &str) -> bool {
     .any(|h| l.contains(h))
 }
 
-/// Issue 10, RFC 3325: identity headers from outside the trust domain never reach the
+/// RFC 3325: identity headers from outside the trust domain never reach the
 /// phone (main: an outsider's P-Asserted-Identity did); an allow-listed peer's pass.
 #[test]
 fn outsiders_assert_no_identity() {
@@ -584,7 +567,6 @@ fn outsiders_assert_no_identity() {
 /// a next hop outside the trust domain.
 #[test]
 fn subscribers_assert_only_their_identities() {
-    use crate::auth::digest::{Algorithm, response_auth};
     let mut e = Edge::new(
         "domains = [\"example.com\"]\n[proxy]\noutbound = \"10.0.0.5:5060\"\n[auth]\nusers = [{ user = \"bob\", domain = \"example.com\", password = \"pw\", identities = [\"tel:+15551234\"] }]\n",
     );
@@ -603,21 +585,8 @@ fn subscribers_assert_only_their_identities() {
             .find(|(_, m)| m.starts_with("SIP/2.0 407"))
             .expect("407")
             .1;
-        let i = chal.find("nonce=\"").expect("nonce") + 7;
-        let nonce = chal[i..].split('"').next().expect("nonce").to_string();
-        let ha1 = Algorithm::Sha256.ha1("bob", "example.com", "pw");
-        let r = response_auth(
-            Algorithm::Sha256,
-            &ha1,
-            &nonce,
-            "00000001",
-            "xyz",
-            "INVITE",
-            uri,
-        );
-        let cred = format!(
-            "Proxy-Authorization: Digest username=\"bob\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"xyz\"\r\n{extra}"
-        );
+        let nonce = nonce_of(chal);
+        let cred = credentials("Proxy-Authorization", &nonce, "00000001", "INVITE", uri) + extra;
         let sent = e.feed(&call(&format!("z9hG4bKs{n}b"), &cred), "192.0.2.1:5060");
         sent.into_iter()
             .find(|(_, m)| m.starts_with("INVITE"))
@@ -689,7 +658,7 @@ fn edge_with_domain() -> Edge {
     e
 }
 
-/// Issue 10: a binding's destination is the flow the REGISTER came on, never the host its
+/// A binding's destination is the flow the REGISTER came on, never the host its
 /// Contact names (main: a Contact on the source's IP but another port was used, so a
 /// REGISTER could aim every call at another service of that host); the authenticated user is
 /// recorded; five contacts per address of record by default.
@@ -722,7 +691,7 @@ fn registrations_follow_the_client() {
     );
 }
 
-/// Issue 10: forking toward a contact that never answered is limited: once it left a
+/// Forking toward a contact that never answered is limited: once it left a
 /// request unanswered, the next requests go to it once, without Timer A retransmissions
 /// (main: seven sends per call, whatever happened before), until it answers again.
 #[test]

@@ -1,0 +1,231 @@
+//! The server-transaction table (RFC 3261 17.2): each transaction by its key, with where its
+//! responses go and its fork, bounded in total and per source (`[sip] max_transactions`,
+//! `max_transactions_per_source`; a source counted by [`crate::seams::source_key`]).
+
+use super::*;
+
+/// A server transaction's identity (RFC 3261 17.2.3): branch, sent-by, method (ACK as
+/// INVITE).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerKey {
+    pub(super) branch: String,
+    pub(super) sent_by: String,
+    pub(super) method: String,
+}
+
+pub(super) struct ServerEntry {
+    pub(super) txn: ServerTxn,
+    /// Where responses go.
+    pub(super) dest: Destination,
+    /// The request's headers our own answers copy, and its source (for `received`).
+    pub(super) rctx: ReplyContext<'static>,
+    pub(super) source: SocketAddr,
+    pub(super) fork: Option<Fork>,
+}
+
+/// The open server transactions, counted per source.
+pub(super) struct Servers {
+    map: HashMap<ServerKey, ServerEntry>,
+    /// Transactions open per source key.
+    per_source: HashMap<IpAddr, usize>,
+    /// `[sip] max_transactions` and `max_transactions_per_source`.
+    max: (usize, usize),
+}
+
+impl Servers {
+    /// An empty table bounded by `max` (in total, per source).
+    pub(super) fn new(max: (usize, usize)) -> Servers {
+        Servers {
+            map: HashMap::new(),
+            per_source: HashMap::new(),
+            max,
+        }
+    }
+
+    /// New bounds (a reload); the transactions open stay.
+    pub(super) fn set_max(&mut self, max: (usize, usize)) {
+        self.max = max;
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(super) fn contains_key(&self, key: &ServerKey) -> bool {
+        self.map.contains_key(key)
+    }
+
+    pub(super) fn get(&self, key: &ServerKey) -> Option<&ServerEntry> {
+        self.map.get(key)
+    }
+
+    pub(super) fn get_mut(&mut self, key: &ServerKey) -> Option<&mut ServerEntry> {
+        self.map.get_mut(key)
+    }
+
+    /// Open the transaction `key`, counted for its source.
+    pub(super) fn insert(&mut self, key: ServerKey, e: ServerEntry) {
+        *self
+            .per_source
+            .entry(crate::seams::source_key(e.source.ip()))
+            .or_insert(0) += 1;
+        self.map.insert(key, e);
+    }
+
+    /// End the transaction `key`, uncounted for its source.
+    pub(super) fn remove(&mut self, key: &ServerKey) -> Option<ServerEntry> {
+        let e = self.map.remove(key)?;
+        let k = crate::seams::source_key(e.source.ip());
+        if let Some(n) = self.per_source.get_mut(&k) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_source.remove(&k);
+            }
+        }
+        Some(e)
+    }
+
+    /// Whether no source has a transaction counted (every count went back to zero).
+    #[cfg(test)]
+    pub(super) fn no_source_counted(&self) -> bool {
+        self.per_source.is_empty()
+    }
+
+    /// Which bound a new transaction from `source` would pass, if any
+    /// (`transactions_total`, or `transactions_per_source` unless `exempt`: an allow-listed
+    /// source is bound by the total only).
+    pub(super) fn full(&self, source: IpAddr, exempt: bool) -> Option<&'static str> {
+        let (total, per_source) = self.max;
+        if self.map.len() >= total {
+            Some("transactions_total")
+        } else if !exempt
+            && self
+                .per_source
+                .get(&crate::seams::source_key(source))
+                .is_some_and(|&n| n >= per_source)
+        {
+            Some("transactions_per_source")
+        } else {
+            None
+        }
+    }
+}
+
+/// The server transaction key of a request (RFC 3261 17.2.3; the RFC 2543 fallback keys
+/// on Call-ID, CSeq number and From tag).
+pub(super) fn server_key(m: &Message<'_>, method: &str) -> Option<ServerKey> {
+    let v = via::parse_list(m.get(HeaderName::Via)?).next()?.ok()?;
+    let host = match v.host {
+        Host::Domain(d) => d.to_ascii_lowercase(),
+        h => h.ip().map(|i| i.to_string()).unwrap_or_default(),
+    };
+    let sent_by = format!("{host}:{}", v.port.unwrap_or(5060));
+    let branch = match v.branch {
+        Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
+        _ => {
+            let from_tag = m
+                .get(HeaderName::From)
+                .and_then(|f| name_addr::parse_single(f).ok())
+                .and_then(|a| a.tag)
+                .unwrap_or("");
+            let num = m
+                .get(HeaderName::CSeq)
+                .and_then(scalar::cseq)
+                .map_or(0, |c| c.0);
+            format!(
+                "2543|{}|{num}|{from_tag}",
+                m.get(HeaderName::CallId).unwrap_or("")
+            )
+        }
+    };
+    let method = if method == "ACK" { "INVITE" } else { method };
+    Some(ServerKey {
+        branch,
+        sent_by,
+        method: method.to_string(),
+    })
+}
+
+/// The reply context of a request, owned (it outlives the receive buffer).
+pub(super) fn owned_ctx(m: &Message<'_>) -> ReplyContext<'static> {
+    let c = ReplyContext::from_message(m);
+    let own = |v: Option<Cow<'_, str>>| v.map(|v| Cow::Owned(v.into_owned()));
+    ReplyContext {
+        vias: c
+            .vias
+            .into_iter()
+            .map(|v| Cow::Owned(v.into_owned()))
+            .collect(),
+        from: own(c.from),
+        to: own(c.to),
+        call_id: own(c.call_id),
+        cseq: own(c.cseq),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(branch: &str) -> ServerKey {
+        ServerKey {
+            branch: branch.into(),
+            sent_by: "192.0.2.1:5060".into(),
+            method: "OPTIONS".into(),
+        }
+    }
+
+    fn entry(source: &str) -> ServerEntry {
+        let source: SocketAddr = source.parse().expect("addr");
+        ServerEntry {
+            txn: ServerTxn::new(Kind::NonInvite, false),
+            dest: Destination {
+                addr: source,
+                transport: Transport::Datagram,
+            },
+            rctx: ReplyContext {
+                vias: Vec::new(),
+                from: None,
+                to: None,
+                call_id: None,
+                cseq: None,
+            },
+            source,
+            fork: None,
+        }
+    }
+
+    #[test]
+    fn a_source_is_bound_per_source_until_its_transactions_end() {
+        let mut s = Servers::new((10, 2));
+        s.insert(key("z9hG4bK1"), entry("192.0.2.1:5060"));
+        assert_eq!(s.full("192.0.2.1".parse().expect("ip"), false), None);
+        s.insert(key("z9hG4bK2"), entry("192.0.2.1:5062"));
+        let ip = "192.0.2.1".parse().expect("ip");
+        assert_eq!(s.full(ip, false), Some("transactions_per_source"));
+        assert_eq!(
+            s.full(ip, true),
+            None,
+            "an allow-listed source: the total only"
+        );
+        assert_eq!(s.full("192.0.2.9".parse().expect("ip"), false), None);
+        assert!(s.remove(&key("z9hG4bK1")).is_some());
+        assert_eq!(s.full(ip, false), None);
+        assert!(s.remove(&key("z9hG4bK1")).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_source_is_counted_by_its_64_and_the_total_binds_everyone() {
+        let mut s = Servers::new((3, 2));
+        s.insert(key("z9hG4bK1"), entry("[2001:db8::1]:5060"));
+        s.insert(key("z9hG4bK2"), entry("[2001:db8::2]:5060"));
+        let other = "2001:db8::3".parse().expect("ip");
+        assert_eq!(s.full(other, false), Some("transactions_per_source"));
+        s.insert(key("z9hG4bK3"), entry("192.0.2.7:5060"));
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            s.full("192.0.2.8".parse().expect("ip"), true),
+            Some("transactions_total")
+        );
+    }
+}
