@@ -107,7 +107,7 @@ fn backbone_host(node: &str) -> u8 {
 /// another key, and none at all) for bob, registered through A, gets 403; A relays nothing
 /// to bob's flow (his port receives nothing, `cluster_hop` forwards stay 0) and counts the
 /// refusals. The unit test
-/// `proxy::core::cluster_tests::an_outsider_forging_the_path_route_is_refused` covers the
+/// `proxy::core::tests::cluster::an_outsider_forging_the_path_route_is_refused` covers the
 /// same at the core, and the real hop from B `a_call_through_b_reaches_bob...`.
 #[test]
 fn an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon() {
