@@ -146,6 +146,25 @@ fn answer_over_udp(caller: &UdpSocket, code: &str) -> String {
     }
 }
 
+/// A next hop named `name` on `tcp`: the edge completes the handshake with it (SNI `name`,
+/// its certificate verified for that name) and sends a request: the stream and the request.
+async fn hop_reads(
+    hop: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    name: &str,
+) -> (
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    String,
+) {
+    let mut s = hop
+        .accept(tcp)
+        .await
+        .expect("the edge completes the handshake with a certificate for the domain");
+    assert_eq!(s.get_ref().1.server_name(), Some(name), "SNI");
+    let req = read_message(&mut s).await.expect("the INVITE over TLS");
+    (s, req)
+}
+
 /// The connection the edge opens to the next hop listening on `hop`, within `secs`.
 async fn connection(hop: &tokio::net::TcpListener, secs: u64) -> tokio::net::TcpStream {
     let accepted = tokio::time::timeout(Duration::from_secs(secs), hop.accept()).await;
@@ -318,13 +337,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     caller
         .send_to(invite("secure.test", 1).as_bytes(), edge.sip)
         .expect("send");
-    let tcp = connection(&good, 15).await;
-    let mut s = secure
-        .accept(tcp)
-        .await
-        .expect("the edge completes the handshake with a certificate for the domain");
-    assert_eq!(s.get_ref().1.server_name(), Some("secure.test"), "SNI");
-    let req = read_message(&mut s).await.expect("the INVITE over TLS");
+    let (mut s, req) = hop_reads(&secure, connection(&good, 15).await, "secure.test").await;
     assert!(
         req.starts_with("INVITE sips:dave@secure.test SIP/2.0"),
         "{req}"
@@ -355,13 +368,7 @@ async fn tls_to_a_domain_sends_sni_and_verifies_that_name() {
     let uri = "sip:dave@contact.test;transport=tls";
     let invite = peer_invite(uri, me, "sni3");
     caller.send_to(invite.as_bytes(), edge.sip).expect("send");
-    let tcp = connection(&contact, 15).await;
-    let mut s = contact_hop
-        .accept(tcp)
-        .await
-        .expect("the edge completes the handshake with a certificate for the domain");
-    assert_eq!(s.get_ref().1.server_name(), Some("contact.test"), "SNI");
-    let req = read_message(&mut s).await.expect("the INVITE over TLS");
+    let (_, req) = hop_reads(&contact_hop, connection(&contact, 15).await, "contact.test").await;
     assert!(req.starts_with(&format!("INVITE {uri} SIP/2.0")), "{req}");
     assert!(
         req.contains(&format!("Via: SIP/2.0/TLS {};branch=z9hG4bKsfw", edge.tls)),

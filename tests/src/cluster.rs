@@ -48,14 +48,7 @@ impl Redis {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        let t0 = Instant::now();
-        while !self.cli(&["PING"]).contains("PONG") {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "redis did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_pong("redis", |args| self.cli(args));
     }
 
     pub fn stop(&mut self) {
@@ -162,6 +155,19 @@ pub fn start_all(nodes: &mut [Node]) {
     }
     for n in nodes.iter() {
         n.wait_connected(true);
+    }
+}
+
+/// Poll a Redis process with `PING` (through `cli`) until it answers `PONG`, at most 10 s;
+/// `what` names it when it does not.
+pub fn wait_for_pong(what: &str, cli: impl Fn(&[&str]) -> String) {
+    let t0 = Instant::now();
+    while !cli(&["PING"]).contains("PONG") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -4,11 +4,11 @@
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sip_firewall_tests::{
-    cluster::{Node, redis_installed, start_all},
+    cluster::{Node, redis_installed, start_all, wait_for_pong},
     daemon::TempDir,
     netns::ip_in,
     require_root,
@@ -41,14 +41,7 @@ impl TcpRedis {
             ns: bb.ns.name().to_string(),
             port,
         };
-        let t0 = Instant::now();
-        while !r.cli(&["PING"]).contains("PONG") {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "redis on port {port} did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_pong(&format!("redis on port {port}"), |args| r.cli(args));
         r
     }
 

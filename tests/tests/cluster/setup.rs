@@ -20,17 +20,13 @@ use crate::support;
 /// A node named `node` of the cluster in `redis`, its `[auth] secret` named `secret`.
 pub fn node_config(redis: &Redis, node: &str, secret: &str) -> String {
     format!(
-        r#"
-[sip]
-domains = ["example.com"]
-[proxy]
-advertise = "198.51.100.2:5060"
-[auth]
+        r#"{}[auth]
 secret = "{}"
 [cluster]
 redis = "{}"
 node = "{node}"
 "#,
+        support::EDGE_AT_B,
         sip_firewall_tests::secret(secret),
         redis.url()
     )

@@ -17,12 +17,7 @@ fn storm_config() -> String {
         })
         .collect();
     format!(
-        r#"
-[sip]
-domains = ["example.com"]
-[proxy]
-advertise = "198.51.100.2:5060"
-[auth]
+        r#"{EDGE_AT_B}[auth]
 algorithms = ["MD5", "SHA-256"]
 users = [
   {{ user = "bob", domain = "example.com", password = "{BOB_PASSWORD}" }},

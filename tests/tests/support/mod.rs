@@ -27,17 +27,16 @@ pub const BOB_PASSWORD: &str = "bob-secret-42";
 pub const SHORT_TIMERS: &str =
     "[timers]\nt1 = \"50ms\"\nt2 = \"400ms\"\nt4 = \"500ms\"\nd = \"1s\"\n";
 
+/// The test domain and the daemon's address in namespace b: it listens on 0.0.0.0, so the
+/// address that goes into our Via and Record-Route is said. Ends inside `[proxy]`.
+pub const EDGE_AT_B: &str =
+    "[sip]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"198.51.100.2:5060\"\n";
+
 /// The daemon's config in namespace b: the test domain and its two subscribers, short timers
 /// (every transaction ends within seconds), `extra` appended (sections of its own).
 pub fn config(extra: &str) -> String {
     format!(
-        r#"
-[sip]
-domains = ["example.com"]
-[proxy]
-# The daemon listens on 0.0.0.0: say which address goes into our Via and Record-Route.
-advertise = "198.51.100.2:5060"
-{SHORT_TIMERS}[auth]
+        r#"{EDGE_AT_B}{SHORT_TIMERS}[auth]
 # SIPp and SIPVicious answer only MD5 challenges, and only the first one offered.
 algorithms = ["MD5", "SHA-256"]
 users = [
