@@ -22,10 +22,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     cargo, root, run,
-    sipp::{Uac, ms, percentile, rtts, wait_listening},
+    sipp::{Uac, free_port, ms, percentile, rtts, wait_listening},
 };
-// At its old path for `bench_cluster`.
-use crate::sipp::free_port;
 
 /// Seconds of calls per rate step.
 pub(crate) const STEP_SECONDS: u32 = 5;

@@ -59,6 +59,11 @@ pub(crate) struct WsSettings {
 }
 
 impl WsSettings {
+    /// The transport's name in metrics and logs.
+    fn label(t: Transport) -> &'static str {
+        if t == Transport::Wss { "wss" } else { "ws" }
+    }
+
     pub(crate) fn new(cfg: &WsConfig, max_message_bytes: usize) -> WsSettings {
         WsSettings {
             origins: cfg.origins.iter().map(|o| o.to_ascii_lowercase()).collect(),
@@ -129,11 +134,12 @@ pub(super) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // RFC 7118 5.3: WSS is a transport of its own (our Via says it), not WS.
-    let (label, transport) = if tls.is_some() {
-        ("wss", Transport::Wss)
+    let transport = if tls.is_some() {
+        Transport::Wss
     } else {
-        ("ws", Transport::Ws)
+        Transport::Ws
     };
+    let label = WsSettings::label(transport);
     settings.transport = transport;
     let (owner, rx) = (shared.clone(), shutdown.clone());
     accept_loop(listener, transport, label, owner, shutdown, |a| {
@@ -148,11 +154,11 @@ pub(super) async fn serve(
             };
             let deadline = Instant::now() + settings.handshake_timeout;
             match acceptor {
-                None => upgrade(stream, peer, local, shared, settings, rx, deadline, label).await,
+                None => upgrade(stream, peer, local, shared, settings, rx, deadline).await,
                 Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => {
                         crate::metrics::tls_handshake("ok");
-                        upgrade(s, peer, local, shared, settings, rx, deadline, label).await;
+                        upgrade(s, peer, local, shared, settings, rx, deadline).await;
                     }
                     Ok(Err(e)) => {
                         crate::metrics::tls_handshake("failed");
@@ -170,7 +176,7 @@ pub(super) async fn serve(
 }
 
 /// The upgrade (within `deadline`), then the connection until it ends.
-#[allow(clippy::result_large_err, clippy::too_many_arguments)] // tungstenite's callback type
+#[allow(clippy::result_large_err)] // tungstenite's callback type
 async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
@@ -179,8 +185,8 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     settings: WsSettings,
     rx: watch::Receiver<bool>,
     deadline: Instant,
-    label: &'static str,
 ) {
+    let label = WsSettings::label(settings.transport);
     let s = settings.clone();
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
@@ -336,11 +342,7 @@ fn keepalive(shared: &Shared, peer: SocketAddr, settings: &WsSettings) -> bool {
     }
     shared
         .metrics
-        .keepalive(if settings.transport == Transport::Wss {
-            "wss"
-        } else {
-            "ws"
-        });
+        .keepalive(WsSettings::label(settings.transport));
     true
 }
 

@@ -33,6 +33,47 @@ fn contact_uri(values: impl Iterator<Item = impl AsRef<str>>) -> Option<String> 
     None
 }
 
+/// The BYE the edge sends one party of dialog `d` (toward the callee, or the caller), as the
+/// other party would send it (RFC 3261 15.1.1): its contact as Request-URI, the route beyond
+/// us toward it, the other's tags, a CSeq above the other's highest. None without a contact.
+fn own_bye(d: &DialogInfo, toward_callee: bool, reason: &str) -> Option<(SipMsg, Destination)> {
+    let (contact, routes, from, to, cseq, dest) = if toward_callee {
+        let cseq = d.caller_cseq.saturating_add(1);
+        (
+            &d.callee_contact,
+            &d.routes_to_callee,
+            &d.from,
+            &d.to,
+            cseq,
+            d.callee,
+        )
+    } else {
+        let cseq = d.callee_cseq.map_or(1, |c| c.saturating_add(1));
+        (
+            &d.caller_contact,
+            &d.routes_to_caller,
+            &d.to,
+            &d.from,
+            cseq,
+            d.caller,
+        )
+    };
+    if contact.is_empty() {
+        return None;
+    }
+    let mut b = SipMsg::request("BYE", contact);
+    b.push(HeaderName::MaxForwards, "70".into());
+    for r in routes {
+        b.push(HeaderName::Route, r.clone());
+    }
+    b.push(HeaderName::From, from.clone());
+    b.push(HeaderName::To, to.clone());
+    b.push(HeaderName::CallId, d.call_id.clone());
+    b.push(HeaderName::CSeq, format!("{cseq} BYE"));
+    b.push(HeaderName::Other("Reason"), reason.to_string());
+    Some((b, dest))
+}
+
 /// The Record-Route entries of a message, in order, as `<uri>;params`.
 fn record_routes(msg: &SipMsg) -> Vec<String> {
     let mut out = Vec::new();
@@ -122,22 +163,7 @@ impl Core {
             return;
         };
         let caller = e.dest;
-        let Some(branch) = e
-            .fork
-            .as_ref()
-            .and_then(|f| f.branches.get(idx))
-            .map(|b| b.branch.clone())
-        else {
-            return;
-        };
-        let Some(callee) = self
-            .clients
-            .get(&ClientKey {
-                branch,
-                method: "INVITE".into(),
-            })
-            .map(|c| c.dest)
-        else {
+        let Some(callee) = self.branch_dest(skey, idx) else {
             return;
         };
         let rr = record_routes(resp);
@@ -220,23 +246,8 @@ impl Core {
         };
         let call_id = e.rctx.call_id.as_deref().unwrap_or("").to_string();
         let tags = (tag_of(e.rctx.from.as_deref()), tag_of(e.rctx.to.as_deref()));
-        let Some(branch) = e
-            .fork
-            .as_ref()
-            .and_then(|f| f.branches.get(idx))
-            .map(|b| b.branch.clone())
-        else {
-            return;
-        };
         // The party the BYE went to: only its answer counts.
-        let Some(party) = self
-            .clients
-            .get(&ClientKey {
-                branch,
-                method: "BYE".into(),
-            })
-            .map(|c| c.dest.addr)
-        else {
+        let Some(party) = self.branch_dest(skey, idx).map(|d| d.addr) else {
             return;
         };
         let tags = (tags.0.as_str(), tags.1.as_str());
@@ -259,39 +270,31 @@ impl Core {
                 _ => "ended by the edge",
             };
             let reason = format!("SIP;cause=200;text=\"{text}\"");
-            if !d.callee_contact.is_empty() {
-                let mut b = SipMsg::request("BYE", &d.callee_contact);
-                b.push(HeaderName::MaxForwards, "70".into());
-                for r in &d.routes_to_callee {
-                    b.push(HeaderName::Route, r.clone());
+            for toward_callee in [true, false] {
+                if let Some((bye, dest)) = own_bye(&d, toward_callee, &reason) {
+                    self.send_own_request(bye, dest, now);
                 }
-                b.push(HeaderName::From, d.from.clone());
-                b.push(HeaderName::To, d.to.clone());
-                b.push(HeaderName::CallId, d.call_id.clone());
-                b.push(
-                    HeaderName::CSeq,
-                    format!("{} BYE", d.caller_cseq.saturating_add(1)),
-                );
-                b.push(HeaderName::Other("Reason"), reason.clone());
-                self.send_own_request(b, d.callee, now);
-            }
-            if !d.caller_contact.is_empty() {
-                let mut b = SipMsg::request("BYE", &d.caller_contact);
-                b.push(HeaderName::MaxForwards, "70".into());
-                for r in &d.routes_to_caller {
-                    b.push(HeaderName::Route, r.clone());
-                }
-                b.push(HeaderName::From, d.to.clone());
-                b.push(HeaderName::To, d.from.clone());
-                b.push(HeaderName::CallId, d.call_id.clone());
-                b.push(
-                    HeaderName::CSeq,
-                    format!("{} BYE", d.callee_cseq.map_or(1, |c| c.saturating_add(1))),
-                );
-                b.push(HeaderName::Other("Reason"), reason);
-                self.send_own_request(b, d.caller, now);
             }
         }
+    }
+
+    /// Where branch `idx` of server transaction `skey` went (its client transaction of the
+    /// same method).
+    fn branch_dest(&self, skey: &ServerKey, idx: usize) -> Option<Destination> {
+        let branch = self
+            .servers
+            .get(skey)?
+            .fork
+            .as_ref()?
+            .branches
+            .get(idx)?
+            .branch
+            .clone();
+        let key = ClientKey {
+            branch,
+            method: skey.method.clone(),
+        };
+        self.clients.get(&key).map(|c| c.dest)
     }
 
     /// A request the edge originates (a BYE): our Via, a client transaction without a
