@@ -1,6 +1,8 @@
 //! Rolling `[auth] secret` keeps the calls under way. Eve calls bob (a registered
 //! subscriber, his phone a raw socket here) on an edge whose secret is A; bob answers, and
-//! Eve holds our Record-Route with its stamp. The edge restarts with `secret = B` and
+//! Eve holds our Record-Route with its stamp. The edge restarts with the same secret: Eve's
+//! INFO reaches bob (a live dialog under the current secret survives a restart). It restarts
+//! with `secret = B` and
 //! `previous_secrets = [A]`: Eve's BYE still reaches bob, counted in
 //! `sipfw_auth_previous_key_total{what="stamp"}`. It restarts again with B alone: an
 //! in-dialog request of that call gets 404 (`sipfw_dialog_refused_total{reason="bad_stamp"}`).
@@ -77,6 +79,23 @@ fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
         call.text(method, cseq, None)
     };
 
+    // Restarted with A: the call's INFO reaches bob under the current secret.
+    let log_same = restart(&mut e, &with_secrets(SECRET_A, &[]));
+    let mut info_at_bob = None;
+    if let Some(route) = &route {
+        eve.send_to(in_dialog("INFO", 2, route).as_bytes(), proxy)
+            .expect("send INFO");
+        let got = receive(&bob, Duration::from_secs(3), |m| m.starts_with("INFO"));
+        info_at_bob = got.into_iter().find(|m| m.starts_with("INFO"));
+        if let Some(info) = &info_at_bob {
+            bob.send_to(response_to(info, "200 OK", "", "").as_bytes(), proxy)
+                .expect("send 200 for the INFO");
+            receive(&eve, Duration::from_secs(3), |m| {
+                m.starts_with("SIP/2.0 200")
+            });
+        }
+    }
+
     // Restarted with B, A still accepted: Eve's BYE reaches bob.
     let log_a = restart(&mut e, &with_secrets(SECRET_B, &[SECRET_A]));
     let previous = "sipfw_auth_previous_key_total{what=\"stamp\"}";
@@ -85,7 +104,7 @@ fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
     let mut bye_at_bob = None;
     let mut eve_got = Vec::new();
     if let Some(route) = &route {
-        eve.send_to(in_dialog("BYE", 2, route).as_bytes(), proxy)
+        eve.send_to(in_dialog("BYE", 3, route).as_bytes(), proxy)
             .expect("send BYE");
         let got = receive(&bob, Duration::from_secs(3), |m| m.starts_with("BYE"));
         bye_at_bob = got.into_iter().find(|m| m.starts_with("BYE"));
@@ -105,7 +124,7 @@ fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
     let mut refused = Vec::new();
     let mut at_bob_after = Vec::new();
     if let Some(route) = &route {
-        eve.send_to(in_dialog("INFO", 3, route).as_bytes(), proxy)
+        eve.send_to(in_dialog("INFO", 4, route).as_bytes(), proxy)
             .expect("send INFO");
         refused = receive(&eve, Duration::from_secs(3), |m| m.starts_with("SIP/2.0 4"));
         at_bob_after = receive(&bob, Duration::from_millis(500), |_| false);
@@ -117,6 +136,10 @@ fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
     let route =
         route.unwrap_or_else(|| panic!("Eve got bob's 200 with our Record-Route: {at_eve:?}"));
     eprintln!("{test}: Record-Route {route}");
+    let info = info_at_bob.unwrap_or_else(|| {
+        panic!("after a restart with the same secret the INFO reached bob\n{log_same}")
+    });
+    assert!(info.contains(&format!("Call-ID: {CALL_ID}")), "{info}");
     let bye = bye_at_bob
         .unwrap_or_else(|| panic!("the BYE under the previous secret reached bob\n{log_b}"));
     assert!(bye.contains(&format!("Call-ID: {CALL_ID}")), "{bye}");
@@ -132,7 +155,7 @@ fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
     assert!(
         refused
             .iter()
-            .any(|m| m.starts_with("SIP/2.0 404") && m.contains("CSeq: 3 INFO")),
+            .any(|m| m.starts_with("SIP/2.0 404") && m.contains("CSeq: 4 INFO")),
         "with A dropped, the call's INFO gets 404: {refused:?}"
     );
     assert!(
