@@ -212,7 +212,9 @@ impl Drop for Loopback {
 impl Loopback {
     /// Start `bin` on loopback with `config`, its own state and admin socket (tests run side
     /// by side), and wait (20 s at most) until it answers on SIP/TCP and `/metrics`.
-    /// `rust_log` sets its log filter; `extra` arguments come last.
+    /// `rust_log` sets its log filter; `extra` arguments come last. Its SIP and metrics ports
+    /// are free when picked, but a test running beside it may take one before the daemon
+    /// binds it: a daemon that exits at once is started again on fresh ports (three tries).
     pub fn start(
         bin: impl AsRef<std::ffi::OsStr>,
         tag: &str,
@@ -220,6 +222,24 @@ impl Loopback {
         rust_log: Option<&str>,
         extra: &[&str],
     ) -> Loopback {
+        let mut last = None;
+        for _ in 0..3 {
+            match Loopback::try_start(bin.as_ref(), tag, config, rust_log, extra) {
+                Ok(d) => return d,
+                Err(status) => last = Some(status),
+            }
+        }
+        panic!("sip-firewall exited early, three times: {last:?}");
+    }
+
+    /// One start: Err with its exit status when it exits before it answers.
+    fn try_start(
+        bin: &std::ffi::OsStr,
+        tag: &str,
+        config: &str,
+        rust_log: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Loopback, std::process::ExitStatus> {
         let dir = TempDir::new(tag);
         let cfg = dir.path.join("sip-firewall.toml");
         std::fs::write(&cfg, config).expect("config");
@@ -255,11 +275,11 @@ impl Loopback {
         let t0 = Instant::now();
         loop {
             if let Some(status) = d.child.try_wait().expect("try_wait") {
-                panic!("sip-firewall exited early: {status}");
+                return Err(status);
             }
             if crate::metrics::scrape_opt(d.metrics).is_some() && TcpStream::connect(d.sip).is_ok()
             {
-                return d;
+                return Ok(d);
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(20),
