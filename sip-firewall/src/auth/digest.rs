@@ -63,6 +63,18 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The bytes of hex digits (either case; their number even), None for anything else (a
+/// sign, a space: `from_str_radix` alone would take "+f").
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// The expected `response` for qop=auth (RFC 7616 3.4.1):
 /// H(HA1:nonce:nc:cnonce:qop:H(method:uri)).
 pub fn response_auth(

@@ -166,12 +166,8 @@ fn decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     if text.is_empty() {
         return Some(Zeroizing::new(Vec::new()));
     }
-    if text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let v: Option<Vec<u8>> = (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-            .collect();
-        return v.map(Zeroizing::new);
+    if let Some(v) = super::digest::unhex(text) {
+        return Some(Zeroizing::new(v));
     }
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]

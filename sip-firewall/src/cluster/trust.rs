@@ -372,14 +372,7 @@ fn check_prefix(net: &IpNet) -> Result<(), Reject> {
 
 /// 64 hex digits as 32 bytes.
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    crate::auth::digest::unhex(s)?.try_into().ok()
 }
 
 #[cfg(test)]

@@ -258,10 +258,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() != 2 * STAMP_BYTES {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    crate::auth::digest::unhex(s)
 }
 
 /// The Route parameter of a request one cluster node sends another through the Path of a
@@ -324,17 +321,8 @@ pub fn open_cluster_hop(
     {
         return None;
     }
-    let hexbytes = |s: &str| -> Option<Vec<u8>> {
-        if !s.len().is_multiple_of(2) {
-            return None;
-        }
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-            .collect()
-    };
-    let aor = String::from_utf8(hexbytes(aor_hex)?).ok()?;
-    let tag = hexbytes(tag_hex)?;
+    let aor = String::from_utf8(crate::auth::digest::unhex(aor_hex)?).ok()?;
+    let tag = crate::auth::digest::unhex(tag_hex)?;
     // Constant time (the crate's compare of the leftmost HOP_TAG bytes).
     hop_mac(key, unix, &aor, call_id, ruri)?
         .verify_truncated_left(&tag)
