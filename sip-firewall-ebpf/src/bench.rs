@@ -9,6 +9,8 @@
 #![no_std]
 #![no_main]
 
+mod program;
+
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, macros::xdp, programs::XdpContext};
 
 /// Set by the loader (`EbpfLoader::set_global`).
@@ -31,13 +33,3 @@ pub fn bench_pass(_ctx: XdpContext) -> u32 {
 pub fn bench_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

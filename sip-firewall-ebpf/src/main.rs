@@ -13,6 +13,7 @@ mod loops;
 mod maps;
 mod packet;
 mod payload;
+mod program;
 mod scan;
 use loops::launder;
 mod stray;
@@ -375,13 +376,3 @@ fn ban(src: &IpKey, now: u64, duration_ns: u64, reason: BanReason, scope: BanSco
     // A full ring only loses the notification: the ban itself is already in the map.
     let _ = BAN_EVENTS.output::<BanEvent>(&event, 0);
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -359,25 +359,21 @@ impl Fraud {
     }
 
     fn log_event(&self, e: &Event) {
-        match e.kind.as_str() {
-            "warning" => warn!(
-                account = e.account,
-                measure = e.measure,
-                rule = ?e.rule,
-                value = e.value,
-                threshold = e.threshold,
-                "fraud warning"
-            ),
-            _ => warn!(
-                account = e.account,
-                kind = e.kind,
-                measure = e.measure,
-                rule = ?e.rule,
-                value = e.value,
-                threshold = e.threshold,
-                "fraud event"
-            ),
-        }
+        // A warning leaves the account as it was; any other kind is a measure taken.
+        let what = if e.kind == "warning" {
+            "fraud warning"
+        } else {
+            "fraud event"
+        };
+        warn!(
+            account = e.account,
+            kind = e.kind,
+            measure = e.measure,
+            rule = ?e.rule,
+            value = e.value,
+            threshold = e.threshold,
+            "{what}"
+        );
     }
 
     fn gauges(&self, account: Option<&str>, peer: Option<IpAddr>) {

@@ -187,25 +187,23 @@ impl Core {
                 .inc();
         }
         let reliable = dest.transport.is_reliable() || quiet;
-        let txn = ClientTxn::new(kind, reliable, bytes.clone(), now, &self.settings.timers);
-        self.send(dest, bytes);
         self.metrics.forwarded.with_label_values(&["request"]).inc();
         self.observer.client_transaction_created(&branch, dest);
         let cancel = (kind == Kind::Invite).then(|| (forward::cancel_for(&b).to_bytes(), dest));
-        let ckey = ClientKey {
+        let key = ClientKey {
             branch: branch.clone(),
             method: o.method.to_string(),
         };
-        self.clients.insert(
-            ckey.clone(),
-            ClientEntry {
-                txn,
-                req: b,
-                dest,
-                server: Some((o.key.clone(), i)),
-            },
-        );
-        self.schedule(TimerKey::Client(ckey));
+        let server = Some((o.key.clone(), i));
+        let out = Outgoing {
+            key,
+            kind,
+            reliable,
+            req: b,
+            dest,
+            server,
+        };
+        self.start_client(out, bytes, now);
         Branch {
             branch,
             state: BranchState::Pending,

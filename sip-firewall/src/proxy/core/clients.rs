@@ -21,6 +21,44 @@ pub(super) struct ClientEntry {
     pub(super) server: Option<(ServerKey, usize)>,
 }
 
+/// A request leaving under a new client transaction: what [`Core::start_client`] needs.
+pub(super) struct Outgoing {
+    pub(super) key: ClientKey,
+    pub(super) kind: Kind,
+    /// Sent once, without Timer A/E retransmissions (a reliable transport, or a contact
+    /// that answered nothing lately).
+    pub(super) reliable: bool,
+    /// The request as written.
+    pub(super) req: SipMsg,
+    pub(super) dest: Destination,
+    pub(super) server: Option<(ServerKey, usize)>,
+}
+
+impl Core {
+    /// Send `bytes` (`o.req` as written) to `o.dest` under a new client transaction
+    /// (RFC 3261 17.1) and arm its timers.
+    pub(super) fn start_client(&mut self, o: Outgoing, bytes: Vec<u8>, now: Instant) {
+        let txn = ClientTxn::new(
+            o.kind,
+            o.reliable,
+            bytes.clone(),
+            now,
+            &self.settings.timers,
+        );
+        self.send(o.dest, bytes);
+        self.clients.insert(
+            o.key.clone(),
+            ClientEntry {
+                txn,
+                req: o.req,
+                dest: o.dest,
+                server: o.server,
+            },
+        );
+        self.schedule(TimerKey::Client(o.key));
+    }
+}
+
 /// The open client transactions.
 #[derive(Default)]
 pub(super) struct Clients {

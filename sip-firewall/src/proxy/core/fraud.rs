@@ -309,25 +309,15 @@ impl Core {
         );
         let bytes = b.to_bytes();
         let method = b.start.split(' ').next().unwrap_or("BYE").to_string();
-        let txn = ClientTxn::new(
-            Kind::NonInvite,
-            dest.transport.is_reliable(),
-            bytes.clone(),
-            now,
-            &self.settings.timers,
-        );
-        self.send(dest, bytes);
         self.observer.client_transaction_created(&branch, dest);
-        let ckey = ClientKey { branch, method };
-        self.clients.insert(
-            ckey.clone(),
-            ClientEntry {
-                txn,
-                req: b,
-                dest,
-                server: None,
-            },
-        );
-        self.schedule(TimerKey::Client(ckey));
+        let out = Outgoing {
+            key: ClientKey { branch, method },
+            kind: Kind::NonInvite,
+            reliable: dest.transport.is_reliable(),
+            req: b,
+            dest,
+            server: None,
+        };
+        self.start_client(out, bytes, now);
     }
 }

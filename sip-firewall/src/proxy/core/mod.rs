@@ -81,7 +81,7 @@ use crate::{
     seams::{Action, Context, Destination, Observer},
     section::in_any,
 };
-use clients::{ClientEntry, ClientKey, Clients};
+use clients::{ClientKey, Clients, Outgoing};
 use req::{Onward, Req};
 pub use servers::ServerKey;
 use servers::{ServerEntry, Servers, owned_ctx, server_key};

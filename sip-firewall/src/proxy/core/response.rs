@@ -236,27 +236,17 @@ impl Core {
         b.cancel_pending = false;
         // After a CANCEL, wait for the 487 at most 64*T1, then give the branch up.
         b.timer_c = Some(give_up);
-        let ckey = ClientKey {
-            branch: b.branch.clone(),
-            method: "CANCEL".into(),
-        };
-        let txn = ClientTxn::new(
-            Kind::NonInvite,
-            dest.transport.is_reliable(),
-            bytes.clone(),
-            now,
-            &self.settings.timers,
-        );
-        self.send(dest, bytes);
-        self.clients.insert(
-            ckey.clone(),
-            ClientEntry {
-                txn,
-                req: SipMsg::request("CANCEL", "sip:invalid"),
-                dest,
-                server: None,
+        let out = Outgoing {
+            key: ClientKey {
+                branch: b.branch.clone(),
+                method: "CANCEL".into(),
             },
-        );
-        self.schedule(TimerKey::Client(ckey));
+            kind: Kind::NonInvite,
+            reliable: dest.transport.is_reliable(),
+            req: SipMsg::request("CANCEL", "sip:invalid"),
+            dest,
+            server: None,
+        };
+        self.start_client(out, bytes, now);
     }
 }
