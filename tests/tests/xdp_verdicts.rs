@@ -109,19 +109,10 @@ fn valid_sip_passes_in_every_encapsulation() {
                 ..Default::default()
             },
         ] {
-            let what = format!("{src} {shape:?}");
-            assert_verdict(
-                &fp,
-                &frames::udp(ip(src), ip(dst), 5060, &req, &shape),
-                Reason::Passed,
-                &what,
-            );
-            assert_verdict(
-                &fp,
-                &frames::udp(ip(src), ip(dst), 5060, &resp, &shape),
-                Reason::Passed,
-                &what,
-            );
+            for payload in [&req, &resp] {
+                let frame = frames::udp(ip(src), ip(dst), 5060, payload, &shape);
+                assert_verdict(&fp, &frame, Reason::Passed, &format!("{src} {shape:?}"));
+            }
         }
     }
     // IPv4 with options (IHL 6..15).
@@ -145,31 +136,33 @@ fn valid_sip_passes_in_every_encapsulation() {
 fn keepalive_and_stun_pass_junk_is_malformed() {
     root_only!("keepalive_and_stun_pass_junk_is_malformed");
     let fp = program(default_cfg());
-    for (src, dst) in [(SRC4, DST4), (SRC6, DST6)] {
-        let udp = |p: &[u8]| frames::udp(ip(src), ip(dst), 5060, p, &Shape::default());
-        assert_verdict(&fp, &udp(b"\r\n"), Reason::Passed, "crlf");
-        assert_verdict(&fp, &udp(b"\r\n\r\n"), Reason::Passed, "double crlf");
-        assert_verdict(&fp, &udp(&frames::stun_binding()), Reason::Passed, "stun");
-        assert_verdict(&fp, &udp(b""), Reason::Malformed, "empty");
-        assert_verdict(&fp, &udp(b"\x00\x00\x00\x00"), Reason::Malformed, "zeros");
-        assert_verdict(
-            &fp,
-            &udp(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    let cases: [(&[u8], Reason, &str); 8] = [
+        (b"\r\n", Reason::Passed, "crlf"),
+        (b"\r\n\r\n", Reason::Passed, "double crlf"),
+        (&frames::stun_binding(), Reason::Passed, "stun"),
+        (b"", Reason::Malformed, "empty"),
+        (b"\x00\x00\x00\x00", Reason::Malformed, "zeros"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
             Reason::Malformed,
             "http",
-        );
-        assert_verdict(
-            &fp,
-            &udp(b"SIP/2.0 20 OK\r\n\r\n"),
+        ),
+        (
+            b"SIP/2.0 20 OK\r\n\r\n",
             Reason::Malformed,
             "2-digit status",
-        );
-        assert_verdict(
-            &fp,
-            &udp(b"INVITE sip:x SIP/3.0\r\n\r\n"),
+        ),
+        (
+            b"INVITE sip:x SIP/3.0\r\n\r\n",
             Reason::Malformed,
             "wrong version",
-        );
+        ),
+    ];
+    for (src, dst) in [(SRC4, DST4), (SRC6, DST6)] {
+        for (payload, want, what) in cases {
+            let frame = frames::udp(ip(src), ip(dst), 5060, payload, &Shape::default());
+            assert_verdict(&fp, &frame, want, &format!("{src}: {what}"));
+        }
     }
 }
 
@@ -196,122 +189,98 @@ fn oversize_by_udp_length() {
         udp_len_override: Some(20000),
         ..Default::default()
     };
-    let first = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &shape);
-    assert_verdict(
-        &fp,
-        &first,
-        Reason::Oversize,
-        "first fragment of a 20000-byte datagram",
-    );
     let shape6 = Shape {
         ipv6_frag_header: true,
-        more_fragments: true,
-        udp_len_override: Some(20000),
-        ..Default::default()
+        ..shape.clone()
     };
-    let first6 = frames::udp(ip(SRC6), ip(DST6), 5060, &req, &shape6);
-    assert_verdict(
-        &fp,
-        &first6,
-        Reason::Oversize,
-        "ipv6 first fragment of a 20000-byte datagram",
-    );
+    for (src, dst, shape) in [(SRC4, DST4, &shape), (SRC6, DST6, &shape6)] {
+        let first = frames::udp(ip(src), ip(dst), 5060, &req, shape);
+        let what = format!("{src}: first fragment of a 20000-byte datagram");
+        assert_verdict(&fp, &first, Reason::Oversize, &what);
+    }
 }
 
 #[test]
 fn fragments_truncation_and_other_traffic_pass() {
     root_only!("fragments_truncation_and_other_traffic_pass");
     let fp = program(default_cfg());
-    // Non-first fragments carry no ports: they pass (even if their bytes look like junk).
+    let v4 = |payload: &[u8], shape: &Shape| frames::udp(ip(SRC4), ip(DST4), 5060, payload, shape);
+    let v6 = |payload: &[u8], shape: &Shape| frames::udp(ip(SRC6), ip(DST6), 5060, payload, shape);
     let later = Shape {
         frag_offset: 185,
         ..Default::default()
     };
-    assert_verdict(
-        &fp,
-        &frames::udp(ip(SRC4), ip(DST4), 5060, b"junk junk junk", &later),
-        Reason::Passed,
-        "v4 later fragment",
-    );
     let later6 = Shape {
         ipv6_frag_header: true,
-        frag_offset: 185,
-        ..Default::default()
+        ..later.clone()
     };
-    assert_verdict(
-        &fp,
-        &frames::udp(ip(SRC6), ip(DST6), 5060, b"junk junk junk", &later6),
-        Reason::Passed,
-        "v6 later fragment",
-    );
-    // First fragments are judged like any packet.
     let first = Shape {
         more_fragments: true,
         ..Default::default()
     };
-    assert_verdict(
-        &fp,
-        &frames::udp(ip(SRC4), ip(DST4), 5060, b"junk junk junk", &first),
-        Reason::Malformed,
-        "junk first fragment",
-    );
-    assert_verdict(
-        &fp,
-        &frames::udp(
-            ip(SRC4),
-            ip(DST4),
-            5060,
-            &frames::sip_request("BYE", 3),
-            &first,
+    let junk = b"junk junk junk";
+    let mut cases: Vec<(Vec<u8>, Reason, String)> = vec![
+        // Non-first fragments carry no ports: they pass (even if their bytes look like junk).
+        (v4(junk, &later), Reason::Passed, "v4 later fragment".into()),
+        (
+            v6(junk, &later6),
+            Reason::Passed,
+            "v6 later fragment".into(),
         ),
-        Reason::Passed,
-        "sip first fragment",
-    );
+        // First fragments are judged like any packet.
+        (
+            v4(junk, &first),
+            Reason::Malformed,
+            "junk first fragment".into(),
+        ),
+        (
+            v4(&frames::sip_request("BYE", 3), &first),
+            Reason::Passed,
+            "sip first fragment".into(),
+        ),
+        // Not ours: ARP, ICMP, other UDP ports, TCP (even to 5060: user space frames streams).
+        (frames::arp(), Reason::Passed, "arp".into()),
+        (
+            frames::icmp_echo(ip(SRC4), ip(DST4)),
+            Reason::Passed,
+            "icmp".into(),
+        ),
+        (
+            frames::icmp_echo(ip(SRC6), ip(DST6)),
+            Reason::Passed,
+            "icmpv6".into(),
+        ),
+        (
+            frames::udp(ip(SRC4), ip(DST4), 53, b"junk", &Shape::default()),
+            Reason::Passed,
+            "dns port".into(),
+        ),
+        (
+            frames::tcp_syn(ip(SRC4), ip(DST4), 5060, &Shape::default()),
+            Reason::Connection,
+            "tcp syn to a SIP port: a new connection, counted".into(),
+        ),
+    ];
     // Truncated headers pass untouched: the kernel drops them anyway.
-    let full = frames::udp(ip(SRC4), ip(DST4), 5060, b"junk", &Shape::default());
+    let full = v4(b"junk", &Shape::default());
     for cut in [14, 20, 33, 34, 36, 40] {
-        assert_verdict(
-            &fp,
-            &full[..cut],
+        cases.push((
+            full[..cut].to_vec(),
             Reason::Passed,
-            &format!("truncated to {cut}"),
-        );
+            format!("truncated to {cut}"),
+        ));
     }
-    let full6 = frames::udp(ip(SRC6), ip(DST6), 5060, b"junk", &Shape::default());
+    let full6 = v6(b"junk", &Shape::default());
     for cut in [14, 30, 53, 54, 58] {
-        assert_verdict(
-            &fp,
-            &full6[..cut],
+        cases.push((
+            full6[..cut].to_vec(),
             Reason::Passed,
-            &format!("v6 truncated to {cut}"),
-        );
+            format!("v6 truncated to {cut}"),
+        ));
     }
-    // Not ours: ARP, ICMP, other UDP ports, TCP (even to 5060: user space frames streams).
-    assert_verdict(&fp, &frames::arp(), Reason::Passed, "arp");
-    assert_verdict(
-        &fp,
-        &frames::icmp_echo(ip(SRC4), ip(DST4)),
-        Reason::Passed,
-        "icmp",
-    );
-    assert_verdict(
-        &fp,
-        &frames::icmp_echo(ip(SRC6), ip(DST6)),
-        Reason::Passed,
-        "icmpv6",
-    );
-    assert_verdict(
-        &fp,
-        &frames::udp(ip(SRC4), ip(DST4), 53, b"junk", &Shape::default()),
-        Reason::Passed,
-        "dns port",
-    );
-    assert_verdict(
-        &fp,
-        &frames::tcp_syn(ip(SRC4), ip(DST4), 5060, &Shape::default()),
-        Reason::Connection,
-        "tcp syn to a SIP port: a new connection, counted",
-    );
+    for (frame, want, what) in &cases {
+        assert_verdict(&fp, frame, *want, what);
+    }
 }
 
 #[test]

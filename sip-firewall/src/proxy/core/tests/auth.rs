@@ -3,7 +3,6 @@
 //! answers, and what the ban learner hears (through the observer).
 
 use super::*;
-use crate::proxy::metrics::ProxyMetrics;
 
 const EDGE: &str = "127.0.0.1:5060";
 const PHONE: &str = "192.0.2.1:5060";
@@ -38,8 +37,7 @@ impl Failures {
 
 /// A core of `CONFIG` (a start of the edge: its own boot id) reporting to `failures`.
 fn start(failures: &Arc<Failures>, now: Instant) -> Core {
-    let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
-    Core::new(&config, ProxyMetrics::new(None), failures.clone(), now).expect("core")
+    observed_core(CONFIG, now, failures.clone())
 }
 
 fn feed(core: &mut Core, now: Instant, text: &str) -> Vec<(SocketAddr, String)> {

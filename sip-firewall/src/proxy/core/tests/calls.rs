@@ -2,7 +2,6 @@
 //! retransmissions, policy, and that every transaction is freed.
 
 use super::*;
-use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
 
 const PROXY: &str = "127.0.0.1:5060";
 /// Allow-listed (registers without digest); outsiders are 192.0.2.0/24.
@@ -41,10 +40,9 @@ impl Harness {
     /// Feed a message from `source`; the action and what the core sent, as text.
     /// A core of `CONFIG` whose observer records what it hears.
     fn observed() -> (Harness, Arc<Recorder>) {
-        let config = Config::from_toml(CONFIG, std::path::Path::new("t.toml")).expect("config");
         let rec = Arc::new(Recorder::default());
         let now = Instant::now();
-        let core = Core::new(&config, ProxyMetrics::new(None), rec.clone(), now).expect("core");
+        let core = observed_core(CONFIG, now, rec.clone());
         (Harness { core, now }, rec)
     }
 
@@ -363,17 +361,13 @@ fn in_dialog_loose_routing() {
 
 #[test]
 fn authenticated_user_goes_out_through_the_outbound_proxy() {
-    let config = Config::from_toml(
-        &CONFIG.replace(
-            "[policy]",
-            "[proxy]\noutbound = \"203.0.113.5:5070\"\n[policy]",
-        ),
-        std::path::Path::new("t.toml"),
-    )
-    .expect("config");
+    let config = CONFIG.replace(
+        "[policy]",
+        "[proxy]\noutbound = \"203.0.113.5:5070\"\n[policy]",
+    );
     let now = Instant::now();
     let mut h = Harness {
-        core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now).expect("core"),
+        core: super::core(&config, now),
         now,
     };
     let call = |branch: &str, auth: &str| {

@@ -6,7 +6,6 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
 
 const A: &str = "192.0.2.11";
 const B: &str = "192.0.2.12";
@@ -32,27 +31,20 @@ fn secret_of(label: &str) -> String {
 }
 
 /// `secret` is a label, or `"current,previous"` for a node in the middle of a roll.
-fn config(addr: &str, secret: &str) -> Config {
+fn config(addr: &str, secret: &str) -> String {
     let (current, previous) = match secret.split_once(',') {
         Some((c, p)) => (c, format!("previous_secrets = [\"{}\"]\n", secret_of(p))),
         None => (secret, String::new()),
     };
     let secret = secret_of(current);
-    let text = format!(
+    format!(
         "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n[proxy]\nadvertise = \"{addr}:5060\"\n[policy]\nallow = [\"10.0.0.0/8\"]\n[auth]\nsecret = \"{secret}\"\n{previous}users = [{{ user = \"bob\", domain = \"example.com\", password = \"pw\" }}]\n"
-    );
-    Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config")
+    )
 }
 
 impl Node {
     fn new(name: &str, addr: &'static str, secret: &str, now: Instant) -> Node {
-        let mut core = Core::new(
-            &config(addr, secret),
-            ProxyMetrics::new(None),
-            Arc::new(NoObserver),
-            now,
-        )
-        .expect("core");
+        let mut core = super::core(&config(addr, secret), now);
         core.local.set_addrs(vec![addr.parse().expect("ip")]);
         core.set_node(name);
         let written = Arc::new(Mutex::new(Vec::new()));

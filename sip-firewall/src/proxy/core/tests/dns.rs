@@ -4,10 +4,7 @@
 //! answered, never left hanging.
 
 use super::*;
-use crate::{
-    proxy::{dns::DnsError, metrics::ProxyMetrics},
-    seams::NoObserver,
-};
+use crate::proxy::dns::DnsError;
 
 /// 10.0.0.0/8 is a trusted peer (may relay to foreign domains); no outbound proxy.
 const CONFIG: &str = r#"
@@ -239,10 +236,9 @@ fn an_outbound_proxy_named_by_domain_is_resolved_with_failover() {
         "[dns]",
         "[proxy]\noutbound = \"trunk.carrier.example\"\n[dns]",
     );
-    let config = Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config");
     let now = Instant::now();
     let mut h = H {
-        core: Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now).expect("core"),
+        core: super::core(&text, now),
         now,
     };
     // An IP Request-URI of a foreign host still goes through the outbound proxy.

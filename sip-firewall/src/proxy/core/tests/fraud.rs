@@ -48,6 +48,19 @@ impl H {
         self.call_as(number, self.seq + 1)
     }
 
+    /// A call to `number` that reaches the trunk: the INVITE as it did.
+    fn forwarded(&mut self, number: &str) -> String {
+        let (sent, out) = self.call(number);
+        out.unwrap_or_else(|| panic!("{number} not forwarded: {sent:?}"))
+    }
+
+    /// A call to `number` refused at the edge: the status line of its final answer.
+    fn refusal(&mut self, number: &str) -> String {
+        let (sent, out) = self.call(number);
+        assert!(out.is_none(), "{number} reached the trunk");
+        final_line(&sent)
+    }
+
     /// The same with the Call-ID and From-tag of call `c` (a new transaction each time).
     fn call_as(&mut self, number: &str, c: u32) -> (Vec<(SocketAddr, String)>, Option<String>) {
         self.seq += 1;
@@ -147,9 +160,10 @@ fn denied_destinations_never_reach_the_trunk() {
     let mut h = H::new(
         "[[fraud.groups]]\nname = \"national\"\nusers = [\"alice@example.com\"]\nallow_prefixes = [\"0\"]\n",
     );
-    let (sent, out) = h.call("00493012345");
-    assert!(out.is_none());
-    assert_eq!(final_line(&sent), "SIP/2.0 403 Destination Not Allowed");
+    assert_eq!(
+        h.refusal("00493012345"),
+        "SIP/2.0 403 Destination Not Allowed"
+    );
     assert_eq!(h.refused("not_allowed"), 1);
     let (_, out) = h.call("0301234567");
     assert!(out.is_some(), "a national call goes out");
@@ -163,8 +177,7 @@ fn concurrent_critical_suspends_the_account() {
     let mut h =
         H::new("[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { warn = 1, critical = 2 }\n");
     for n in 0..2 {
-        let (sent, out) = h.call(&format!("+4930123{n}"));
-        let out = out.unwrap_or_else(|| panic!("call {n} not forwarded: {sent:?}"));
+        let out = h.forwarded(&format!("+4930123{n}"));
         let up = h.answer(&out, 200);
         assert!(
             up.iter()
@@ -182,17 +195,13 @@ fn concurrent_critical_suspends_the_account() {
         1,
         "the second call passed the warning threshold"
     );
-    let (sent, out) = h.call("0044201234");
-    assert!(out.is_none());
-    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+    assert_eq!(h.refusal("0044201234"), "SIP/2.0 403 Fraud Limit Exceeded");
     let ops = h.core.fraud.take_store_ops();
     assert!(
         matches!(ops.as_slice(), [crate::fraud::StoreOp::Suspend(s)] if s.account == "alice@example.com"),
         "{ops:?}"
     );
-    let (sent, out) = h.call("0301234567");
-    assert!(out.is_none());
-    assert_eq!(final_line(&sent), "SIP/2.0 403 Account Suspended");
+    assert_eq!(h.refusal("0301234567"), "SIP/2.0 403 Account Suspended");
     assert_eq!(h.refused("critical"), 1);
     assert_eq!(h.refused("suspended"), 1);
     assert_eq!(h.core.metrics.fraud.suspended.get(), 1);
@@ -210,8 +219,7 @@ fn concurrent_critical_suspends_the_account() {
 fn calls_per_minute_trips_at_the_count() {
     let mut h = H::new("[[fraud.rules]]\nprefix = \"00\"\ncalls_per_minute = { critical = 3 }\n");
     for n in 0..3 {
-        let (sent, out) = h.call(&format!("004930{n}"));
-        let out = out.unwrap_or_else(|| panic!("call {n} refused: {sent:?}"));
+        let out = h.forwarded(&format!("004930{n}"));
         h.answer(&out, 486);
         h.advance(Duration::from_secs(5));
     }
@@ -220,9 +228,7 @@ fn calls_per_minute_trips_at_the_count() {
         0,
         "failed calls are not in progress"
     );
-    let (sent, out) = h.call("0049309");
-    assert!(out.is_none());
-    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+    assert_eq!(h.refusal("0049309"), "SIP/2.0 403 Fraud Limit Exceeded");
 }
 
 /// sequential critical 2: two calls under "00" in a row go, a national call in between
@@ -231,13 +237,10 @@ fn calls_per_minute_trips_at_the_count() {
 fn sequential_calls_trip_at_the_count() {
     let mut h = H::new("[[fraud.rules]]\nprefix = \"00\"\nsequential = { critical = 2 }\n");
     for number in ["00491", "00492", "0301", "00493", "00494"] {
-        let (sent, out) = h.call(number);
-        let out = out.unwrap_or_else(|| panic!("{number} refused: {sent:?}"));
+        let out = h.forwarded(number);
         h.answer(&out, 486);
     }
-    let (sent, out) = h.call("00495");
-    assert!(out.is_none());
-    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+    assert_eq!(h.refusal("00495"), "SIP/2.0 403 Fraud Limit Exceeded");
 }
 
 /// max_call_duration: a call left up past it gets BYE on both sides, each as the other
@@ -370,9 +373,7 @@ fn a_duplicate_invite_does_not_untrack_the_call() {
     assert_eq!(final_line(&sent), "SIP/2.0 403 Call Already In Progress");
     h.answer(&first, 200);
     assert_eq!(h.core.fraud.calls_active(), 1);
-    let (sent, out) = h.call("00492");
-    assert!(out.is_none(), "the first call still counts");
-    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+    assert_eq!(h.refusal("00492"), "SIP/2.0 403 Fraud Limit Exceeded");
 }
 
 /// on_critical = "block-and-hangup": the suspension also ends the account's answered calls,
@@ -489,9 +490,7 @@ fn call_table_bound_refuses_with_503() {
     let mut h = H::new("max_calls = 1\n");
     let (_, out) = h.call("0301");
     h.answer(&out.expect("forwarded"), 200);
-    let (sent, out) = h.call("0302");
-    assert!(out.is_none());
-    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    assert_eq!(h.refusal("0302"), "SIP/2.0 503 Too Many Calls");
     assert_eq!(h.refused("table_full"), 1);
 
     // One subscriber cannot fill the table for everyone: max_calls_per_user.
@@ -500,9 +499,7 @@ fn call_table_bound_refuses_with_503() {
         let (_, out) = h.call(n);
         assert!(out.is_some(), "{n}");
     }
-    let (sent, out) = h.call("0303");
-    assert!(out.is_none());
-    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    assert_eq!(h.refusal("0303"), "SIP/2.0 503 Too Many Calls");
     assert_eq!(h.refused("user_limit"), 1);
 }
 
@@ -577,8 +574,7 @@ const CONCURRENT_2: &str = "[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { cri
 impl H {
     /// A call to `number` the trunk answers 200: the 200 as the phone got it.
     fn up(&mut self, number: &str) -> String {
-        let (sent, out) = self.call(number);
-        let out = out.unwrap_or_else(|| panic!("{number} not forwarded: {sent:?}"));
+        let out = self.forwarded(number);
         let up = self.answer(&out, 200);
         up.into_iter()
             .find(|(a, m)| a.to_string() == PHONE && m.starts_with("SIP/2.0 200"))
@@ -685,9 +681,7 @@ fn refused_bye_leaves_the_call_counted(from_tag: &str, to_tag: &str, extra: &str
         2,
         "{from_tag}/{to_tag} answered {status}: the call goes on"
     );
-    let (sent, out) = h.call("004930333");
-    assert!(out.is_none(), "{status}: a third call reached the trunk");
-    assert_eq!(final_line(&sent), "SIP/2.0 403 Fraud Limit Exceeded");
+    assert_eq!(h.refusal("004930333"), "SIP/2.0 403 Fraud Limit Exceeded");
 }
 
 /// A made-up To-tag: the trunk has no such dialog (481, RFC 3261 15.1.2).
@@ -780,9 +774,7 @@ fn a_cancel_ends_the_attempt_only_with_the_487() {
     assert_eq!(h.core.fraud.calls_active(), 1, "the CANCEL alone");
     h.respond(&at_trunk, "200 OK", TRUNK);
     assert_eq!(h.core.fraud.calls_active(), 1, "the 200 to the CANCEL");
-    let (sent, out) = h.call("004930222");
-    assert!(out.is_none());
-    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    assert_eq!(h.refusal("004930222"), "SIP/2.0 503 Too Many Calls");
     let sent = h.answer(&invite, 487);
     assert_eq!(final_line(&sent), "SIP/2.0 487 Whatever");
     assert_eq!(h.core.fraud.calls_active(), 0);
@@ -796,9 +788,7 @@ fn a_cancel_ends_the_attempt_only_with_the_487() {
 fn the_edges_own_bye_frees_the_call_whatever_the_answer() {
     let mut h = H::new("max_call_duration = \"10s\"\nmax_calls_per_user = 1\n");
     h.up("0301234567");
-    let (sent, out) = h.call("0301234568");
-    assert!(out.is_none());
-    assert_eq!(final_line(&sent), "SIP/2.0 503 Too Many Calls");
+    assert_eq!(h.refusal("0301234568"), "SIP/2.0 503 Too Many Calls");
     let sent = h.advance(Duration::from_secs(11));
     let bye = sent_to(&sent, TRUNK, "BYE");
     sent_to(&sent, PHONE, "BYE");

@@ -14,8 +14,13 @@ use sip_firewall_sip::{Limits, parse::parse};
 
 /// A core from the configuration `text`, its clock starting at `now`.
 pub(super) fn core(text: &str, now: Instant) -> Core {
+    observed_core(text, now, Arc::new(NoObserver))
+}
+
+/// The same, telling `observer` what the fast path learns from.
+pub(super) fn observed_core(text: &str, now: Instant, observer: Arc<dyn Observer>) -> Core {
     let config = Config::from_toml(text, std::path::Path::new("t.toml")).expect("config");
-    Core::new(&config, ProxyMetrics::new(None), Arc::new(NoObserver), now).expect("core")
+    Core::new(&config, ProxyMetrics::new(None), observer, now).expect("core")
 }
 
 /// The context of a message from `source` to `local` over `transport`.
