@@ -300,11 +300,7 @@ fn strays_scanners_and_policy() {
         .replace("carol@other.org", "bob@example.com")
         .replace("z9hG4bKrelay", "z9hG4bKout");
     let (_, sent) = h.feed(&out, "192.0.2.1:5060");
-    let chal = &sent
-        .iter()
-        .find(|(_, m)| m.starts_with("SIP/2.0 407"))
-        .expect("407")
-        .1;
+    let chal = sent_starting(&sent, "SIP/2.0 407");
     assert!(chal.contains("Proxy-Authenticate: Digest realm=\"example.com\""));
     assert!(chal.contains("algorithm=SHA-256") && chal.contains("algorithm=MD5"));
     // OPTIONS to the proxy itself: 200.
@@ -376,11 +372,7 @@ fn authenticated_user_goes_out_through_the_outbound_proxy() {
         )
     };
     let (_, sent) = h.feed(&call("z9hG4bKo1", ""), "192.0.2.1:5060");
-    let chal = &sent
-        .iter()
-        .find(|(_, m)| m.starts_with("SIP/2.0 407"))
-        .expect("407")
-        .1;
+    let chal = sent_starting(&sent, "SIP/2.0 407");
     let nonce = nonce_of(chal);
     let uri = "sip:dave@carrier.example";
     let cred = credentials("Proxy-Authorization", &nonce, "00000001", "INVITE", uri);
@@ -547,12 +539,7 @@ fn our_cancel_does_not_retire_the_invite_branch() {
         .replace("INVITE sip", "CANCEL sip")
         .replace("1 INVITE", "1 CANCEL");
     let (_, sent) = h.feed(&cancel, "192.0.2.1:5060");
-    let ours = sent
-        .iter()
-        .find(|(_, m)| m.starts_with("CANCEL"))
-        .expect("CANCEL")
-        .1
-        .clone();
+    let ours = sent_starting(&sent, "CANCEL").to_string();
     h.feed(&response(&ours, 200, "t"), "10.0.0.21:21");
     // The CANCEL's transaction ends (Timer K) while the INVITE's still waits for its 487.
     h.advance(Duration::from_secs(6));

@@ -298,11 +298,7 @@ fn a_nonce_is_stale_on_another_node_and_stamps_verify_on_every_node() {
         )
     };
     let sent = a.feed(&reg(1, ""), source);
-    let chal = &sent
-        .iter()
-        .find(|(_, m)| m.starts_with("SIP/2.0 401"))
-        .expect("401 from A")
-        .1;
+    let chal = sent_starting(&sent, "SIP/2.0 401");
     let nonce = nonce_of(chal);
     let auth = |nc: &str| credentials("Authorization", &nonce, nc, "REGISTER", "sip:example.com");
     let sent = b.feed(&reg(2, &auth("00000001")), source);

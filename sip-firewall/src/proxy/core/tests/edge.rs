@@ -207,11 +207,7 @@ fn call_invite(call_id: &str) -> String {
 
 /// The Record-Route our forwarded INVITE carries.
 fn record_route(sent: &[(SocketAddr, String)]) -> String {
-    let inv = &sent
-        .iter()
-        .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("INVITE forwarded")
-        .1;
+    let inv = sent_starting(sent, "INVITE");
     inv.lines()
         .find_map(|l| l.strip_prefix("Record-Route: "))
         .expect("record-routed")
@@ -397,11 +393,7 @@ fn response_to(req: &str, code: u16, to_tag: &str) -> String {
 
 /// The branch of the INVITE we forwarded.
 fn our_branch(sent: &[(SocketAddr, String)]) -> String {
-    let inv = &sent
-        .iter()
-        .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("INVITE forwarded")
-        .1;
+    let inv = sent_starting(sent, "INVITE");
     let i = inv.find("branch=z9hG4bKsfw").expect("our branch") + 7;
     inv[i..]
         .split([';', '\r'])
@@ -440,12 +432,7 @@ fn forged_finals_from_elsewhere_fail_no_call() {
         .count();
     assert!(common < 8, "no shared salt: {first} {second}");
 
-    let inv = sent
-        .iter()
-        .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("INVITE")
-        .1
-        .clone();
+    let inv = sent_starting(&sent, "INVITE").to_string();
     let forged = |branch: &str| response_to(&inv, 603, "forged").replace(&second, branch);
     let mut guesses = vec![second.clone()];
     for n in 1..=4 {
@@ -467,11 +454,7 @@ fn forged_finals_from_elsewhere_fail_no_call() {
     // A peer allowed to answer from anywhere (a load-balanced trunk).
     let mut e = edge_with_bob("[proxy]\nreply_from_any = [\"10.0.0.0/8\"]");
     let sent = e.feed(&call_invite("c3"), CALLER);
-    let inv = &sent
-        .iter()
-        .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("INVITE")
-        .1;
+    let inv = sent_starting(&sent, "INVITE");
     let sent = e.feed(&response_to(inv, 486, "bb"), "10.0.0.99:5060");
     assert!(
         first_line(&sent).contains(&"SIP/2.0 486 Whatever"),
@@ -523,11 +506,7 @@ fn outsiders_assert_no_identity() {
     let inv =
         call_invite("pai1").replace("Content-Length: 0", &format!("{IDENTITY}Content-Length: 0"));
     let sent = e.feed(&inv, CALLER);
-    let to_bob = &sent
-        .iter()
-        .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("INVITE")
-        .1;
+    let to_bob = sent_starting(&sent, "INVITE");
     assert!(!has_identity(to_bob), "{to_bob}");
     // In-dialog, from the same outsider: removed too.
     let rr = record_route(&sent);
@@ -550,11 +529,7 @@ fn outsiders_assert_no_identity() {
         .replace("Call-ID: pai1", "Call-ID: pai2")
         .replace("z9hG4bKpai1", "z9hG4bKpai2");
     let sent = e.feed(&trunk, "10.0.0.5:5060");
-    let to_bob = &sent
-        .iter()
-        .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("INVITE")
-        .1;
+    let to_bob = sent_starting(&sent, "INVITE");
     assert!(
         to_bob.contains("P-Asserted-Identity: <sip:ceo@example.com>"),
         "{to_bob}"
@@ -580,11 +555,7 @@ fn subscribers_assert_only_their_identities() {
     let mut out = |e: &mut Edge, extra: &str| -> String {
         n += 1;
         let sent = e.feed(&call(&format!("z9hG4bKs{n}a"), ""), "192.0.2.1:5060");
-        let chal = &sent
-            .iter()
-            .find(|(_, m)| m.starts_with("SIP/2.0 407"))
-            .expect("407")
-            .1;
+        let chal = sent_starting(&sent, "SIP/2.0 407");
         let nonce = nonce_of(chal);
         let cred = credentials("Proxy-Authorization", &nonce, "00000001", "INVITE", uri) + extra;
         let sent = e.feed(&call(&format!("z9hG4bKs{n}b"), &cred), "192.0.2.1:5060");
@@ -714,12 +685,7 @@ fn silent_contacts_get_no_retransmissions() {
     assert_eq!(second, 1, "a contact that never answered: sent once");
     // It answers a request: retransmissions again.
     let sent = e.feed(&call_invite("s3"), CALLER);
-    let inv = sent
-        .iter()
-        .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("INVITE")
-        .1
-        .clone();
+    let inv = sent_starting(&sent, "INVITE").to_string();
     e.feed(&response_to(&inv, 180, "t"), "10.0.0.21:5070");
     assert!(!e.core.is_silent("10.0.0.21:5070".parse().unwrap(), e.now));
     // Timer C (3 min after the 180), the CANCEL's 64*T1: everything ends.

@@ -77,11 +77,7 @@ impl H {
         };
         if self.nonce.is_none() {
             let sent = self.feed(&invite(""), PHONE);
-            let chal = &sent
-                .iter()
-                .find(|(_, m)| m.starts_with("SIP/2.0 407"))
-                .expect("407")
-                .1;
+            let chal = sent_starting(&sent, "SIP/2.0 407");
             self.nonce = Some(nonce_of(chal));
         }
         self.nc += 1;
@@ -305,11 +301,7 @@ fn max_call_duration_sends_bye_both_ways() {
     let (_, out) = h.call("0301234568");
     let out = out.expect("forwarded");
     let up = h.answer(&out, 200);
-    let ok = &up
-        .iter()
-        .find(|(_, m)| m.starts_with("SIP/2.0 200"))
-        .expect("200")
-        .1;
+    let ok = sent_starting(&up, "SIP/2.0 200");
     let rr: Vec<&str> = ok
         .lines()
         .filter_map(|l| l.strip_prefix("Record-Route: "))
@@ -514,11 +506,7 @@ fn session_timer_expiry_ends_the_call() {
         200,
         "Session-Expires: 5;refresher=uac\r\n",
     );
-    let ok = &up
-        .iter()
-        .find(|(_, m)| m.starts_with("SIP/2.0 200"))
-        .expect("200")
-        .1;
+    let ok = sent_starting(&up, "SIP/2.0 200");
     let rr: Vec<&str> = ok
         .lines()
         .filter_map(|l| l.strip_prefix("Record-Route: "))

@@ -56,6 +56,14 @@ pub(super) fn sent(core: &mut Core) -> Vec<(SocketAddr, String)> {
         .collect()
 }
 
+/// The first message in `sent` that starts with `start` (a method or a status line).
+pub(super) fn sent_starting<'a>(sent: &'a [(SocketAddr, String)], start: &str) -> &'a str {
+    sent.iter()
+        .find(|(_, m)| m.starts_with(start))
+        .map(|(_, m)| m.as_str())
+        .unwrap_or_else(|| panic!("nothing sent starts with {start}: {sent:?}"))
+}
+
 /// Advance the fake clock `now` by `d`, running the timers every `step`; what was sent.
 pub(super) fn advance(
     core: &mut Core,
