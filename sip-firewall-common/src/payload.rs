@@ -150,13 +150,22 @@ mod tests {
     use super::*;
     use PayloadClass::*;
 
+    fn check(cases: &[(&[u8], PayloadClass)]) {
+        for &(payload, want) in cases {
+            assert_eq!(classify(payload), want, "{:?}", payload.escape_ascii());
+        }
+    }
+
     #[test]
     fn keepalives() {
-        assert_eq!(classify(b"\r\n"), KeepAlive);
-        assert_eq!(classify(b"\r\n\r\n"), KeepAlive);
-        assert_eq!(classify(b"\r\n\r\n\r\n"), Malformed);
-        assert_eq!(classify(b"\n"), Malformed);
-        assert_eq!(classify(b""), Malformed);
+        let cases: &[(&[u8], PayloadClass)] = &[
+            (b"\r\n", KeepAlive),
+            (b"\r\n\r\n", KeepAlive),
+            (b"\r\n\r\n\r\n", Malformed),
+            (b"\n", Malformed),
+            (b"", Malformed),
+        ];
+        check(cases);
     }
 
     #[test]
@@ -172,29 +181,35 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        assert_eq!(classify(b"SIP/2.0 180 Ringing\r\n"), Response);
-        assert_eq!(classify(b"sip/2.0 200 \r\n"), Response);
-        assert_eq!(classify(b"SIP/2.0 20 OK\r\n"), Malformed);
-        assert_eq!(classify(b"SIP/2.0 2000 OK\r\n"), Malformed);
-        assert_eq!(classify(b"SIP/3.0 200 OK\r\n"), Malformed);
+        let cases: &[(&[u8], PayloadClass)] = &[
+            (b"SIP/2.0 180 Ringing\r\n", Response),
+            (b"sip/2.0 200 \r\n", Response),
+            (b"SIP/2.0 20 OK\r\n", Malformed),
+            (b"SIP/2.0 2000 OK\r\n", Malformed),
+            (b"SIP/3.0 200 OK\r\n", Malformed),
+        ];
+        check(cases);
     }
 
     #[test]
     fn request_lines() {
-        assert_eq!(classify(b"INVITE sip:bob@example.com SIP/2.0\r\n"), Request);
-        assert_eq!(
-            classify(b"!interesting-Method0123456789_*+`.%indeed'~ sip:1 SIP/2.0\r\n"),
-            Request
-        );
-        assert_eq!(classify(b"REGISTER sip:x sip/2.0\r\n"), Request);
-        // No URI, no version, bad method characters, control bytes, no CR.
-        assert_eq!(classify(b"INVITE  SIP/2.0\r\n"), Malformed);
-        assert_eq!(classify(b"INVITE sip:x\r\n"), Malformed);
-        assert_eq!(classify(b"INV(TE sip:x SIP/2.0\r\n"), Malformed);
-        assert_eq!(classify(b"INVITE sip:\x01x SIP/2.0\r\n"), Malformed);
-        assert_eq!(classify(b"INVITE sip:x SIP/2.0"), Malformed);
-        assert_eq!(classify(b" INVITE sip:x SIP/2.0\r\n"), Malformed);
-        assert_eq!(classify(b"GET / HTTP/1.1\r\n\r\n"), Malformed);
+        let cases: &[(&[u8], PayloadClass)] = &[
+            (b"INVITE sip:bob@example.com SIP/2.0\r\n", Request),
+            (
+                b"!interesting-Method0123456789_*+`.%indeed'~ sip:1 SIP/2.0\r\n",
+                Request,
+            ),
+            (b"REGISTER sip:x sip/2.0\r\n", Request),
+            // No URI, no version, bad method characters, control bytes, no CR.
+            (b"INVITE  SIP/2.0\r\n", Malformed),
+            (b"INVITE sip:x\r\n", Malformed),
+            (b"INV(TE sip:x SIP/2.0\r\n", Malformed),
+            (b"INVITE sip:\x01x SIP/2.0\r\n", Malformed),
+            (b"INVITE sip:x SIP/2.0", Malformed),
+            (b" INVITE sip:x SIP/2.0\r\n", Malformed),
+            (b"GET / HTTP/1.1\r\n\r\n", Malformed),
+        ];
+        check(cases);
     }
 
     #[test]

@@ -361,11 +361,7 @@ fn authenticated_user_goes_out_through_the_outbound_proxy() {
         "[policy]",
         "[proxy]\noutbound = \"203.0.113.5:5070\"\n[policy]",
     );
-    let now = Instant::now();
-    let mut h = Harness {
-        core: super::core(&config, now),
-        now,
-    };
+    let mut h = Harness::with_config(&config);
     let call = |branch: &str, auth: &str| {
         format!(
             "INVITE sip:dave@carrier.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:dave@carrier.example>\r\nCall-ID: out\r\nCSeq: 1 INVITE\r\n{auth}Content-Length: 0\r\n\r\n"

@@ -32,9 +32,13 @@ fn udp(a: &str) -> Destination {
 
 impl H {
     fn new() -> H {
+        H::with_config(CONFIG)
+    }
+
+    fn with_config(text: &str) -> H {
         let now = Instant::now();
         H {
-            core: super::core(CONFIG, now),
+            core: super::core(text, now),
             now,
         }
     }
@@ -236,11 +240,7 @@ fn an_outbound_proxy_named_by_domain_is_resolved_with_failover() {
         "[dns]",
         "[proxy]\noutbound = \"trunk.carrier.example\"\n[dns]",
     );
-    let now = Instant::now();
-    let mut h = H {
-        core: super::core(&text, now),
-        now,
-    };
+    let mut h = H::with_config(&text);
     // An IP Request-URI of a foreign host still goes through the outbound proxy.
     let req =
         invite("z9hG4bKd10").replace("sip:dave@carrier.example SIP", "sip:dave@198.51.100.1 SIP");

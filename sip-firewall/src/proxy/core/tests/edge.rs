@@ -246,17 +246,13 @@ fn dialog_stamp_binds_the_parties() {
         "<sip:eve@evil.example>;tag=ev",
         "<sip:bob@example.com>;tag=bb",
     );
+    let to_victim = |branch: &str| {
+        let ruri = "sip:victim@203.0.113.50:5080";
+        in_dialog("MESSAGE", ruri, &rr, eve, bob, "d1", branch)
+    };
 
     // Replayed from a third address, toward an arbitrary host: refused, nothing relayed.
-    let m = in_dialog(
-        "MESSAGE",
-        "sip:victim@203.0.113.50:5080",
-        &rr,
-        eve,
-        bob,
-        "d1",
-        "z9hG4bKm1",
-    );
+    let m = to_victim("z9hG4bKm1");
     let sent = e.feed(&m, "203.0.113.9:5060");
     assert_eq!(
         first_line(&sent),
@@ -265,15 +261,7 @@ fn dialog_stamp_binds_the_parties() {
     assert_eq!(e.refused("not_a_party"), 1);
 
     // From the caller, toward a third address: it reaches the callee only.
-    let m = in_dialog(
-        "MESSAGE",
-        "sip:victim@203.0.113.50:5080",
-        &rr,
-        eve,
-        bob,
-        "d1",
-        "z9hG4bKm2",
-    );
+    let m = to_victim("z9hG4bKm2");
     let sent = e.feed(&m, CALLER);
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].0, "10.0.0.21:5070".parse().unwrap());
