@@ -3,7 +3,6 @@
 
 use super::*;
 
-const PROXY: &str = "127.0.0.1:5060";
 /// Allow-listed (registers without digest); outsiders are 192.0.2.0/24.
 const CONFIG: &str = r#"
 [sip]
@@ -15,46 +14,17 @@ allow = ["10.0.0.0/8"]
 users = [{ user = "bob", domain = "example.com", password = "pw" }]
 "#;
 
-struct Harness {
-    core: Core,
-    now: Instant,
+/// A core of `CONFIG` whose observer records what it hears.
+fn observed() -> (Loopback, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    (Loopback::observed_by(CONFIG, rec.clone()), rec)
 }
 
-fn ctx(source: &str) -> Context {
-    super::ctx_on(source, PROXY, Transport::Datagram)
+fn harness() -> Loopback {
+    Loopback::with_config(CONFIG)
 }
 
-impl Harness {
-    fn new() -> Harness {
-        Harness::with_config(CONFIG)
-    }
-
-    fn with_config(text: &str) -> Harness {
-        let now = Instant::now();
-        Harness {
-            core: super::core(text, now),
-            now,
-        }
-    }
-
-    /// Feed a message from `source`; the action and what the core sent, as text.
-    /// A core of `CONFIG` whose observer records what it hears.
-    fn observed() -> (Harness, Arc<Recorder>) {
-        let rec = Arc::new(Recorder::default());
-        let now = Instant::now();
-        let core = observed_core(CONFIG, now, rec.clone());
-        (Harness { core, now }, rec)
-    }
-
-    fn feed(&mut self, text: &str, source: &str) -> (Action, Vec<(SocketAddr, String)>) {
-        super::feed(&mut self.core, self.now, text, &ctx(source))
-    }
-
-    /// Advance the fake clock, running timers every 10ms as the timer task does.
-    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        super::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
-    }
-
+impl Loopback {
     /// Our stamp of dialog `call_id` (From-tag `c`) between `caller` and `callee`, now.
     fn stamp(&self, call_id: &str, caller: Destination, callee: Destination) -> String {
         let now = self.core.unix_secs(self.now);
@@ -98,7 +68,7 @@ fn starts(sent: &[(SocketAddr, String)], prefix: &str) -> usize {
 
 #[test]
 fn parallel_fork_2xx_cancels_the_other_branch() {
-    let mut h = Harness::new();
+    let mut h = harness();
     h.register(21);
     h.register(22);
     let (a, sent) = h.feed(&invite("z9hG4bKinv1"), "192.0.2.1:5060");
@@ -166,7 +136,7 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
 
 #[test]
 fn best_response_and_timeout() {
-    let mut h = Harness::new();
+    let mut h = harness();
     h.register(21);
     h.register(22);
     let (_, sent) = h.feed(&invite("z9hG4bKinv2"), "192.0.2.1:5060");
@@ -199,7 +169,7 @@ fn best_response_and_timeout() {
 
 #[test]
 fn no_branch_answers_408() {
-    let mut h = Harness::new();
+    let mut h = harness();
     h.register(21);
     h.feed(&invite("z9hG4bKinv3"), "192.0.2.1:5060");
     let sent = h.advance(Duration::from_secs(33));
@@ -218,7 +188,7 @@ fn no_branch_answers_408() {
 
 #[test]
 fn cancel_matched_or_481() {
-    let mut h = Harness::new();
+    let mut h = harness();
     h.register(21);
     let (_, sent) = h.feed(&invite("z9hG4bKinv4"), "192.0.2.1:5060");
     let to21 = sent_to(&sent, 21);
@@ -245,7 +215,7 @@ fn cancel_matched_or_481() {
 
 #[test]
 fn retransmissions_absorbed_and_acks() {
-    let mut h = Harness::new();
+    let mut h = harness();
     // Unregistered subscriber: 480 (no 100 first: after a 100 the UAC would stop
     // retransmitting, and a lost 480 would never be recovered), retransmitted INVITE gets
     // the same answer again, and the ACK (same branch) is absorbed.
@@ -268,7 +238,7 @@ fn retransmissions_absorbed_and_acks() {
 
 #[test]
 fn strays_scanners_and_policy() {
-    let mut h = Harness::new();
+    let mut h = harness();
     let stray = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfwdead.1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
     let (a, sent) = h.feed(stray, "10.0.0.9:5060");
     assert_eq!(
@@ -313,7 +283,7 @@ fn strays_scanners_and_policy() {
 
 #[test]
 fn in_dialog_loose_routing() {
-    let mut h = Harness::new();
+    let mut h = harness();
     let bye = |route: &str, branch: &str| {
         format!(
             "BYE sip:bob@10.0.0.21:21 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch={branch}\r\nRoute: {route}\r\nFrom: <sip:carol@other.org>;tag=c\r\nTo: <sip:bob@example.com>;tag=b\r\nCall-ID: y\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
@@ -361,7 +331,7 @@ fn authenticated_user_goes_out_through_the_outbound_proxy() {
         "[policy]",
         "[proxy]\noutbound = \"203.0.113.5:5070\"\n[policy]",
     );
-    let mut h = Harness::with_config(&config);
+    let mut h = Loopback::with_config(&config);
     let call = |branch: &str, auth: &str| {
         format!(
             "INVITE sip:dave@carrier.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:dave@carrier.example>\r\nCall-ID: out\r\nCSeq: 1 INVITE\r\n{auth}Content-Length: 0\r\n\r\n"
@@ -397,7 +367,7 @@ fn authenticated_user_goes_out_through_the_outbound_proxy() {
 
 #[test]
 fn trusted_peer_reaches_foreign_targets() {
-    let mut h = Harness::new();
+    let mut h = harness();
     let from_trunk = |branch: &str, route: &str| {
         invite(branch)
             .replace("sip:bob@example.com SIP", "sip:dave@198.51.100.7:5080 SIP")
@@ -435,7 +405,7 @@ fn trusted_peer_reaches_foreign_targets() {
 
 #[test]
 fn timer_c_cancels_a_branch_that_rings_forever() {
-    let mut h = Harness::new();
+    let mut h = harness();
     h.register(21);
     let (_, sent) = h.feed(&invite("z9hG4bKinvC"), "192.0.2.1:5060");
     let to21 = sent_to(&sent, 21);
@@ -492,7 +462,7 @@ impl crate::seams::Observer for Recorder {
 
 #[test]
 fn observer_hooks_for_the_fast_path() {
-    let (mut h, rec) = Harness::observed();
+    let (mut h, rec) = observed();
     h.register(21);
     let (_, sent) = h.feed(&invite("z9hG4bKobs"), "192.0.2.1:5060");
     let to21 = sent_to(&sent, 21);
@@ -526,7 +496,7 @@ fn observer_hooks_for_the_fast_path() {
 
 #[test]
 fn our_cancel_does_not_retire_the_invite_branch() {
-    let (mut h, rec) = Harness::observed();
+    let (mut h, rec) = observed();
     h.register(21);
     let (_, sent) = h.feed(&invite("z9hG4bKcx"), "192.0.2.1:5060");
     let to21 = sent_to(&sent, 21);
@@ -560,7 +530,7 @@ fn our_cancel_does_not_retire_the_invite_branch() {
 /// retransmission still gets the stored answer.
 #[test]
 fn copies_from_another_source_get_nothing() {
-    let mut h = Harness::new();
+    let mut h = harness();
     let opt = "OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcopy1\r\nVia: SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKx\r\nMax-Forwards: 70\r\nFrom: <sip:carol@other.org>;tag=c\r\nTo: <sip:bob@example.com>\r\nCall-ID: copy1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     let (_, sent) = h.feed(opt, "192.0.2.1:5060");
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -605,7 +575,7 @@ fn copies_from_another_source_get_nothing() {
 /// allow-listed peer), until it ACKs.
 #[test]
 fn timer_g_only_toward_verified_sources() {
-    let mut h = Harness::new();
+    let mut h = harness();
     h.register(21);
     // Without the preloaded Route (an allow-listed peer's would be honoured).
     let inv = invite("z9hG4bKtrusted")
@@ -636,7 +606,7 @@ fn transactions_bounded_per_source_and_in_total() {
         "listen = [\"127.0.0.1:5060\"]",
         "listen = [\"127.0.0.1:5060\"]\nmax_transactions = 5\nmax_transactions_per_source = 3",
     );
-    let mut h = Harness::with_config(&cfg);
+    let mut h = Loopback::with_config(&cfg);
     let opt = |src: &str, n: usize| {
         let b: String = src.chars().filter(char::is_ascii_digit).collect();
         format!(
@@ -678,7 +648,7 @@ fn transactions_bounded_per_source_and_in_total() {
 /// address the same credentials work.
 #[test]
 fn register_from_a_spoofed_source_with_someone_elses_nonce() {
-    let mut h = Harness::new();
+    let mut h = harness();
     let reg = |src: &str, auth: &str| {
         format!(
             "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {src};branch=z9hG4bKsp{}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:bob@example.com>\r\nCall-ID: spoof@x\r\nCSeq: {} REGISTER\r\nContact: <sip:bob@203.0.113.50:5060>\r\n{auth}Content-Length: 0\r\n\r\n",
@@ -712,7 +682,7 @@ fn register_from_a_spoofed_source_with_someone_elses_nonce() {
 /// call keeps ringing; from the INVITE's source it cancels.
 #[test]
 fn cancel_from_another_source_cancels_nothing() {
-    let mut h = Harness::new();
+    let mut h = harness();
     h.register(21);
     let inv = invite("z9hG4bKcx1");
     let (_, sent) = h.feed(&inv, "192.0.2.1:5060");

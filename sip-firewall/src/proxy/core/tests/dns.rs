@@ -18,11 +18,6 @@ timeout = "3s"
 "#;
 const PEER: &str = "10.0.0.9:5060";
 
-struct H {
-    core: Core,
-    now: Instant,
-}
-
 fn udp(a: &str) -> Destination {
     Destination {
         addr: a.parse().expect("addr"),
@@ -30,32 +25,11 @@ fn udp(a: &str) -> Destination {
     }
 }
 
-impl H {
-    fn new() -> H {
-        H::with_config(CONFIG)
-    }
+fn harness() -> Loopback {
+    Loopback::with_config(CONFIG)
+}
 
-    fn with_config(text: &str) -> H {
-        let now = Instant::now();
-        H {
-            core: super::core(text, now),
-            now,
-        }
-    }
-
-    fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
-        let ctx = super::ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
-        super::feed(&mut self.core, self.now, text, &ctx).1
-    }
-
-    fn sent(&mut self) -> Vec<(SocketAddr, String)> {
-        super::sent(&mut self.core)
-    }
-
-    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
-        super::advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
-    }
-
+impl Loopback {
     /// The one name the core asks for: its transaction and the URI.
     fn asked(&mut self) -> (ServerKey, String) {
         let mut q = self.core.take_resolutions();
@@ -94,8 +68,8 @@ fn to(sent: &[(SocketAddr, String)], addr: &str, prefix: &str) -> Vec<String> {
 
 #[test]
 fn a_domain_is_resolved_then_503_and_timeout_fail_over_to_the_next_target() {
-    let mut h = H::new();
-    let sent = h.feed(&invite("z9hG4bKd1"), PEER);
+    let mut h = harness();
+    let sent = h.feed_sent(&invite("z9hG4bKd1"), PEER);
     // The caller hears 100 at once; nothing leaves before the name is resolved.
     assert_eq!(to(&sent, PEER, "SIP/2.0 100").len(), 1, "{sent:?}");
     assert!(
@@ -105,7 +79,7 @@ fn a_domain_is_resolved_then_503_and_timeout_fail_over_to_the_next_target() {
     let (key, name) = h.asked();
     assert_eq!(name, "sip:dave@carrier.example");
     // A retransmission while DNS works is absorbed: no second resolution.
-    h.feed(&invite("z9hG4bKd1"), PEER);
+    h.feed_sent(&invite("z9hG4bKd1"), PEER);
     assert!(h.core.take_resolutions().is_empty());
 
     let (a, b, c) = ("203.0.113.1:5060", "203.0.113.2:5060", "203.0.113.3:5060");
@@ -115,7 +89,7 @@ fn a_domain_is_resolved_then_503_and_timeout_fail_over_to_the_next_target() {
     assert!(to(&sent, b, "INVITE").is_empty());
 
     // 503 from the first: ACKed, and the request goes to the second (RFC 3263 4.3).
-    let sent = h.feed(&response(&first[0], 503), a);
+    let sent = h.feed_sent(&response(&first[0], 503), a);
     assert_eq!(to(&sent, a, "ACK").len(), 1, "{sent:?}");
     let second = to(&sent, b, "INVITE");
     assert_eq!(second.len(), 1, "{sent:?}");
@@ -139,32 +113,32 @@ fn a_domain_is_resolved_then_503_and_timeout_fail_over_to_the_next_target() {
     assert!(to(&sent, PEER, "SIP/2.0 408").is_empty(), "{sent:?}");
 
     // The third answers: relayed to the caller.
-    let sent = h.feed(&response(&third[0], 200), c);
+    let sent = h.feed_sent(&response(&third[0], 200), c);
     assert_eq!(to(&sent, PEER, "SIP/2.0 200").len(), 1, "{sent:?}");
 }
 
 #[test]
 fn the_last_target_failing_ends_the_request_as_before() {
-    let mut h = H::new();
-    h.feed(&invite("z9hG4bKd2"), PEER);
+    let mut h = harness();
+    h.feed_sent(&invite("z9hG4bKd2"), PEER);
     let (key, _) = h.asked();
     let (a, b) = ("203.0.113.1:5060", "203.0.113.2:5060");
     let sent = h.resolved(&key, Ok(vec![udp(a), udp(b)]));
     let first = to(&sent, a, "INVITE");
-    let sent = h.feed(&response(&first[0], 503), a);
+    let sent = h.feed_sent(&response(&first[0], 503), a);
     let second = to(&sent, b, "INVITE");
-    let sent = h.feed(&response(&second[0], 503), b);
+    let sent = h.feed_sent(&response(&second[0], 503), b);
     // No target left: the 503 goes up as 500 (RFC 3261 16.7 step 6).
     assert_eq!(to(&sent, PEER, "SIP/2.0 500").len(), 1, "{sent:?}");
     // A late answer of the first target is no longer the branch's.
-    let sent = h.feed(&response(&first[0], 200), a);
+    let sent = h.feed_sent(&response(&first[0], 200), a);
     assert!(to(&sent, PEER, "SIP/2.0 200").is_empty(), "{sent:?}");
 }
 
 #[test]
 fn a_transport_error_fails_over_at_once() {
-    let mut h = H::new();
-    h.feed(&invite("z9hG4bKd3"), PEER);
+    let mut h = harness();
+    h.feed_sent(&invite("z9hG4bKd3"), PEER);
     let (key, _) = h.asked();
     let (a, b) = ("203.0.113.1:5060", "203.0.113.2:5060");
     h.resolved(&key, Ok(vec![udp(a), udp(b)]));
@@ -177,19 +151,19 @@ fn a_transport_error_fails_over_at_once() {
 
 #[test]
 fn names_that_resolve_to_nothing_are_answered_never_left_hanging() {
-    let mut h = H::new();
-    h.feed(&invite("z9hG4bKd4"), PEER);
+    let mut h = harness();
+    h.feed_sent(&invite("z9hG4bKd4"), PEER);
     let (key, _) = h.asked();
     let sent = h.resolved(&key, Err(DnsError::NotFound));
     assert_eq!(to(&sent, PEER, "SIP/2.0 404").len(), 1, "{sent:?}");
 
-    h.feed(&invite("z9hG4bKd5"), PEER);
+    h.feed_sent(&invite("z9hG4bKd5"), PEER);
     let (key, _) = h.asked();
     let sent = h.resolved(&key, Err(DnsError::Failed("servfail".into())));
     assert_eq!(to(&sent, PEER, "SIP/2.0 503").len(), 1, "{sent:?}");
 
     // No answer from the resolver at all: 503 at `[dns] timeout` + 2 s, from the core.
-    h.feed(&invite("z9hG4bKd6"), PEER);
+    h.feed_sent(&invite("z9hG4bKd6"), PEER);
     let (key, _) = h.asked();
     let sent = h.advance(Duration::from_secs(6));
     assert_eq!(to(&sent, PEER, "SIP/2.0 503").len(), 1, "{sent:?}");
@@ -198,7 +172,7 @@ fn names_that_resolve_to_nothing_are_answered_never_left_hanging() {
     assert!(sent.is_empty(), "{sent:?}");
 
     // DNS naming our own host's services: refused like any internal next hop.
-    h.feed(&invite("z9hG4bKd7"), PEER);
+    h.feed_sent(&invite("z9hG4bKd7"), PEER);
     let (key, _) = h.asked();
     let sent = h.resolved(&key, Ok(vec![udp("127.0.0.1:5080")]));
     assert_eq!(to(&sent, PEER, "SIP/2.0 403").len(), 1, "{sent:?}");
@@ -206,11 +180,11 @@ fn names_that_resolve_to_nothing_are_answered_never_left_hanging() {
 
 #[test]
 fn cancel_while_resolving_ends_the_invite_with_487() {
-    let mut h = H::new();
-    h.feed(&invite("z9hG4bKd8"), PEER);
+    let mut h = harness();
+    h.feed_sent(&invite("z9hG4bKd8"), PEER);
     let (key, _) = h.asked();
     let cancel = "CANCEL sip:dave@carrier.example SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKd8\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag=t\r\nTo: <sip:dave@carrier.example>\r\nCall-ID: dns-z9hG4bKd8\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
-    let sent = h.feed(cancel, PEER);
+    let sent = h.feed_sent(cancel, PEER);
     assert_eq!(to(&sent, PEER, "SIP/2.0 200").len(), 1, "{sent:?}");
     assert_eq!(to(&sent, PEER, "SIP/2.0 487").len(), 1, "{sent:?}");
     let sent = h.resolved(&key, Ok(vec![udp("203.0.113.1:5060")]));
@@ -222,12 +196,12 @@ fn cancel_while_resolving_ends_the_invite_with_487() {
 
 #[test]
 fn a_route_naming_a_domain_is_resolved_too() {
-    let mut h = H::new();
+    let mut h = harness();
     let req = invite("z9hG4bKd9").replace(
         "Max-Forwards: 70\r\n",
         "Max-Forwards: 70\r\nRoute: <sip:edge.carrier.example;lr>\r\n",
     );
-    h.feed(&req, PEER);
+    h.feed_sent(&req, PEER);
     let (key, name) = h.asked();
     assert_eq!(name, "sip:edge.carrier.example;lr");
     let sent = h.resolved(&key, Ok(vec![udp("203.0.113.7:5060")]));
@@ -240,18 +214,18 @@ fn an_outbound_proxy_named_by_domain_is_resolved_with_failover() {
         "[dns]",
         "[proxy]\noutbound = \"trunk.carrier.example\"\n[dns]",
     );
-    let mut h = H::with_config(&text);
+    let mut h = Loopback::with_config(&text);
     // An IP Request-URI of a foreign host still goes through the outbound proxy.
     let req =
         invite("z9hG4bKd10").replace("sip:dave@carrier.example SIP", "sip:dave@198.51.100.1 SIP");
-    h.feed(&req, PEER);
+    h.feed_sent(&req, PEER);
     let (key, name) = h.asked();
     assert_eq!(name, "sip:trunk.carrier.example");
     let (a, b) = ("203.0.113.1:5060", "203.0.113.2:5060");
     let sent = h.resolved(&key, Ok(vec![udp(a), udp(b)]));
     let first = to(&sent, a, "INVITE");
     assert_eq!(first.len(), 1, "{sent:?}");
-    let sent = h.feed(&response(&first[0], 503), a);
+    let sent = h.feed_sent(&response(&first[0], 503), a);
     assert_eq!(to(&sent, b, "INVITE").len(), 1, "{sent:?}");
     // Not a name, not an address: refused with the key named.
     let bad = CONFIG.replace("[dns]", "[proxy]\noutbound = \"sip:\"\n[dns]");

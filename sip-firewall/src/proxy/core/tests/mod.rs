@@ -12,6 +12,47 @@ use super::*;
 use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
 use sip_firewall_sip::{Limits, parse::parse};
 
+/// A core on 127.0.0.1:5060 over UDP, on a fake clock: the harness of the files whose
+/// messages all come over that one listener; each adds what its topic needs.
+pub(super) struct Loopback {
+    pub(super) core: Core,
+    pub(super) now: Instant,
+}
+
+impl Loopback {
+    pub(super) fn with_config(text: &str) -> Loopback {
+        Loopback::observed_by(text, Arc::new(NoObserver))
+    }
+
+    pub(super) fn observed_by(text: &str, observer: Arc<dyn Observer>) -> Loopback {
+        let now = Instant::now();
+        Loopback {
+            core: observed_core(text, now, observer),
+            now,
+        }
+    }
+
+    /// Feed a message from `source`: the action and what the core sent, as text.
+    pub(super) fn feed(&mut self, text: &str, source: &str) -> (Action, Vec<(SocketAddr, String)>) {
+        let ctx = ctx_on(source, "127.0.0.1:5060", Transport::Datagram);
+        feed(&mut self.core, self.now, text, &ctx)
+    }
+
+    /// The same, what the core sent only.
+    pub(super) fn feed_sent(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
+        self.feed(text, source).1
+    }
+
+    pub(super) fn sent(&mut self) -> Vec<(SocketAddr, String)> {
+        sent(&mut self.core)
+    }
+
+    /// Advance the fake clock, running timers every 10ms as the timer task does.
+    pub(super) fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
+        advance(&mut self.core, &mut self.now, d, Duration::from_millis(10))
+    }
+}
+
 /// A core from the configuration `text`, its clock starting at `now`.
 pub(super) fn core(text: &str, now: Instant) -> Core {
     observed_core(text, now, Arc::new(NoObserver))
