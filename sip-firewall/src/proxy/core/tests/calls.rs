@@ -3,13 +3,9 @@
 
 use super::*;
 
-/// Allow-listed (registers without digest); outsiders are 192.0.2.0/24.
+/// Beside [`loopback`]'s: bob, a subscriber. 10.0.0.0/8 is allow-listed (registers
+/// without digest); outsiders are 192.0.2.0/24.
 const CONFIG: &str = r#"
-[sip]
-domains = ["example.com"]
-listen = ["127.0.0.1:5060"]
-[policy]
-allow = ["10.0.0.0/8"]
 [auth]
 users = [{ user = "bob", domain = "example.com", password = "pw" }]
 "#;
@@ -17,11 +13,11 @@ users = [{ user = "bob", domain = "example.com", password = "pw" }]
 /// A core of `CONFIG` whose observer records what it hears.
 fn observed() -> (Loopback, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
-    (Loopback::observed_by(CONFIG, rec.clone()), rec)
+    (Loopback::observed_by(&loopback(CONFIG), rec.clone()), rec)
 }
 
 fn harness() -> Loopback {
-    Loopback::with_config(CONFIG)
+    Loopback::with_config(&loopback(CONFIG))
 }
 
 impl Loopback {
@@ -327,11 +323,8 @@ fn in_dialog_loose_routing() {
 
 #[test]
 fn authenticated_user_goes_out_through_the_outbound_proxy() {
-    let config = CONFIG.replace(
-        "[policy]",
-        "[proxy]\noutbound = \"203.0.113.5:5070\"\n[policy]",
-    );
-    let mut h = Loopback::with_config(&config);
+    let config = format!("{CONFIG}[proxy]\noutbound = \"203.0.113.5:5070\"\n");
+    let mut h = Loopback::with_config(&loopback(&config));
     let call = |branch: &str, auth: &str| {
         format!(
             "INVITE sip:dave@carrier.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\nFrom: <sip:bob@example.com>;tag=b\r\nTo: <sip:dave@carrier.example>\r\nCall-ID: out\r\nCSeq: 1 INVITE\r\n{auth}Content-Length: 0\r\n\r\n"
@@ -602,7 +595,7 @@ fn timer_g_only_toward_verified_sources() {
 /// transactions make room again.
 #[test]
 fn transactions_bounded_per_source_and_in_total() {
-    let cfg = CONFIG.replace(
+    let cfg = loopback(CONFIG).replace(
         "listen = [\"127.0.0.1:5060\"]",
         "listen = [\"127.0.0.1:5060\"]\nmax_transactions = 5\nmax_transactions_per_source = 3",
     );

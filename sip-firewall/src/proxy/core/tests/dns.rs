@@ -6,13 +6,9 @@
 use super::*;
 use crate::proxy::dns::DnsError;
 
-/// 10.0.0.0/8 is a trusted peer (may relay to foreign domains); no outbound proxy.
+/// Beside [`loopback`]'s: 10.0.0.0/8 is a trusted peer (may relay to foreign domains); no
+/// outbound proxy.
 const CONFIG: &str = r#"
-[sip]
-domains = ["example.com"]
-listen = ["127.0.0.1:5060"]
-[policy]
-allow = ["10.0.0.0/8"]
 [dns]
 timeout = "3s"
 "#;
@@ -26,7 +22,7 @@ fn udp(a: &str) -> Destination {
 }
 
 fn harness() -> Loopback {
-    Loopback::with_config(CONFIG)
+    Loopback::with_config(&loopback(CONFIG))
 }
 
 impl Loopback {
@@ -214,7 +210,7 @@ fn an_outbound_proxy_named_by_domain_is_resolved_with_failover() {
         "[dns]",
         "[proxy]\noutbound = \"trunk.carrier.example\"\n[dns]",
     );
-    let mut h = Loopback::with_config(&text);
+    let mut h = Loopback::with_config(&loopback(&text));
     // An IP Request-URI of a foreign host still goes through the outbound proxy.
     let req =
         invite("z9hG4bKd10").replace("sip:dave@carrier.example SIP", "sip:dave@198.51.100.1 SIP");
@@ -229,6 +225,7 @@ fn an_outbound_proxy_named_by_domain_is_resolved_with_failover() {
     assert_eq!(to(&sent, b, "INVITE").len(), 1, "{sent:?}");
     // Not a name, not an address: refused with the key named.
     let bad = CONFIG.replace("[dns]", "[proxy]\noutbound = \"sip:\"\n[dns]");
-    let e = Config::from_toml(&bad, std::path::Path::new("t.toml")).expect_err("refused");
+    let e =
+        Config::from_toml(&loopback(&bad), std::path::Path::new("t.toml")).expect_err("refused");
     assert!(e.to_string().contains("outbound"), "{e}");
 }

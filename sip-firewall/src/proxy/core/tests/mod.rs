@@ -12,6 +12,15 @@ use super::*;
 use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
 use sip_firewall_sip::{Limits, parse::parse};
 
+/// The configuration `rest` behind the `[sip]` and `[policy]` of a [`Loopback`] core: our
+/// domain example.com on 127.0.0.1:5060, 10.0.0.0/8 allow-listed.
+pub(super) fn loopback(rest: &str) -> String {
+    format!(
+        "[sip]\ndomains = [\"example.com\"]\nlisten = [\"127.0.0.1:5060\"]\n\
+         [policy]\nallow = [\"10.0.0.0/8\"]\n{rest}"
+    )
+}
+
 /// A core on 127.0.0.1:5060 over UDP, on a fake clock: the harness of the files whose
 /// messages all come over that one listener; each adds what its topic needs.
 pub(super) struct Loopback {
