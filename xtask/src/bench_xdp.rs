@@ -1,4 +1,4 @@
-//! `cargo xtask bench xdp`: the drop-cost benchmark (`tests/src/bin/bench_xdp.rs`), built in
+//! `cargo xtask bench xdp`: the drop-cost benchmark (`tests/src/bin/bench_xdp/`), built in
 //! release mode and run as root.
 
 use crate::{cargo, run};

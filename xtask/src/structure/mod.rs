@@ -44,7 +44,7 @@ const ROOTS: &[(&str, &str)] = &[
     ("sip-firewall-sip", "sip-firewall-sip/src/lib.rs"),
     ("sip-firewall-netns", "netns/src/lib.rs"),
     ("sip-firewall-tests", "tests/src/lib.rs"),
-    ("bench-xdp", "tests/src/bin/bench_xdp.rs"),
+    ("bench-xdp", "tests/src/bin/bench_xdp/main.rs"),
     ("xtask", "xtask/src/main.rs"),
 ];
 

@@ -2,10 +2,8 @@
 //! program, (b) an nftables netdev-ingress rule, (c) a user-space socket that reads and
 //! discards; same veth pair, same sender, one run. Prints rates, CPU per packet and ratios.
 //!
-//! The sender is the NIC-like one: an injector program run with `BPF_PROG_TEST_RUN` live
-//! frames in namespace a redirects each frame into `veth-a`, so `veth-b` receives
-//! `xdp_frame`s and runs its XDP program in native mode before any socket buffer exists (a
-//! frame sent from a socket would reach the veth as an skb, and XDP would pay a copy).
+//! The sender is the NIC-like one where the kernel allows it (`inject.rs`: live frames of
+//! `BPF_PROG_TEST_RUN`), else trafgen, and the report says which.
 //! CPU ns/packet is all CPUs' busy time (/proc/stat) over the packets injected: it includes
 //! the injection itself, the same for the three.
 
@@ -16,14 +14,14 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context as _, bail};
-use aya::{
-    EbpfLoader,
-    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
-};
+mod inject;
+
+use anyhow::Context as _;
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
+use inject::Injector;
 use sip_firewall::xdp::{FastPath, program::BENCH_OBJECT};
 use sip_firewall_common::{BanReason, BanScope, Reason, XdpConfig};
 use sip_firewall_tests::{
@@ -35,7 +33,6 @@ use sip_firewall_tests::{
 const RUN_FOR: Duration = Duration::from_secs(2);
 /// Rounds of the four runs, interleaved; each figure is the median of its rounds.
 const ROUNDS: usize = 3;
-const BATCH: u32 = 64;
 
 /// CPU time spent so far on this run's work, in ns: every CPU's kernel time (system, irq and
 /// softirq from /proc/stat: injection, veth, XDP, nftables, the socket layer all run there)
@@ -58,46 +55,6 @@ fn busy_ns() -> anyhow::Result<u64> {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let own_user = ru.ru_utime.tv_sec as u64 * 1_000_000_000 + ru.ru_utime.tv_usec as u64 * 1000;
     Ok(kernel * 1_000_000_000 / hz + own_user)
-}
-
-fn ifindex(ns: &str, name: &'static str) -> anyhow::Result<u32> {
-    in_ns(ns, move || {
-        let c = std::ffi::CString::new(name)?;
-        // SAFETY: a valid C string.
-        let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        if i == 0 {
-            bail!("no interface {name}");
-        }
-        Ok(i)
-    })
-}
-
-/// Inject `frame` into `veth-a` for RUN_FOR; the number of frames injected.
-fn inject(pair: &Pair, frame: Vec<u8>) -> anyhow::Result<u64> {
-    let target = ifindex(&pair.ns_a, pair.if_a)?;
-    in_ns(&pair.ns_a, move || {
-        let mut ebpf = EbpfLoader::new()
-            .override_global("TARGET_IFINDEX", &target, true)
-            .load(BENCH_OBJECT)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut("bench_redirect")
-            .context("injector")?
-            .try_into()?;
-        prog.load()?;
-        let started = Instant::now();
-        let mut sent = 0u64;
-        const PER_CALL: u32 = 200_000;
-        while started.elapsed() < RUN_FOR {
-            prog.test_run(TestRunOptions {
-                data_in: Some(&frame),
-                repeat: PER_CALL,
-                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
-                ..Default::default()
-            })?;
-            sent += u64::from(PER_CALL);
-        }
-        Ok(sent)
-    })
 }
 
 /// A helper program on `veth-b`: `bench_pass` (a veth takes redirected frames only with a
@@ -140,14 +97,20 @@ impl Outcome {
     }
 }
 
+/// What one method does with the frames `sent` sends, and what that costs.
+struct Run<'a> {
+    sent: Injector,
+    pair: &'a Pair,
+    frame: &'a [u8],
+}
+
 fn measure(
     name: &'static str,
-    pair: &Pair,
-    frame: &[u8],
+    run: &Run<'_>,
     dropped: impl FnOnce() -> anyhow::Result<u64>,
 ) -> anyhow::Result<Outcome> {
     let cpu0 = busy_ns()?;
-    let injected = inject(pair, frame.to_vec())?;
+    let injected = run.sent.inject(run.pair, run.frame, RUN_FOR)?;
     // Let NAPI and the socket reader finish what is queued.
     std::thread::sleep(Duration::from_millis(200));
     let cpu_ns = busy_ns()? - cpu0;
@@ -160,7 +123,7 @@ fn measure(
 }
 
 /// What injection alone costs: the cheapest drop on veth-b.
-fn baseline_run(frame: &[u8]) -> anyhow::Result<Outcome> {
+fn baseline_run(sent: Injector, frame: &[u8]) -> anyhow::Result<Outcome> {
     let pair = Pair::new("b0")?;
     let ebpf = attach_bench(&pair, "bench_drop")?;
     let prog: &Xdp = ebpf
@@ -169,9 +132,15 @@ fn baseline_run(frame: &[u8]) -> anyhow::Result<Outcome> {
         .try_into()?;
     let before = prog.info()?.run_count();
     with_bpf_stats(|| {
-        measure("(0) baseline: bare XDP_DROP", &pair, frame, || {
-            Ok(prog.info()?.run_count() - before)
-        })
+        measure(
+            "(0) baseline: bare XDP_DROP",
+            &Run {
+                sent,
+                pair: &pair,
+                frame,
+            },
+            || Ok(prog.info()?.run_count() - before),
+        )
     })
 }
 
@@ -185,7 +154,11 @@ fn with_bpf_stats<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T>
     r
 }
 
-fn xdp_run(frame: &[u8], src: std::net::IpAddr) -> anyhow::Result<(Outcome, f64, f64, f64)> {
+fn xdp_run(
+    sent: Injector,
+    frame: &[u8],
+    src: std::net::IpAddr,
+) -> anyhow::Result<(Outcome, f64, f64, f64)> {
     let pair = Pair::new("bx")?;
     let ifc = pair.if_b;
     let mut fp = in_ns(&pair.ns_b, move || {
@@ -205,9 +178,15 @@ fn xdp_run(frame: &[u8], src: std::net::IpAddr) -> anyhow::Result<(Outcome, f64,
     let before = fp.maps.counters()?[Reason::Banned as usize].packets;
     let info0 = fp.program().info()?;
     let out = with_bpf_stats(|| {
-        measure("(a) XDP ban, native", &pair, frame, || {
-            Ok(fp.maps.counters()?[Reason::Banned as usize].packets - before)
-        })
+        measure(
+            "(a) XDP ban, native",
+            &Run {
+                sent,
+                pair: &pair,
+                frame,
+            },
+            || Ok(fp.maps.counters()?[Reason::Banned as usize].packets - before),
+        )
     })?;
     let info1 = fp.program().info()?;
     let runs = info1.run_count() - info0.run_count();
@@ -239,7 +218,7 @@ fn xdp_run(frame: &[u8], src: std::net::IpAddr) -> anyhow::Result<(Outcome, f64,
     Ok((out, live_ns, banned_ns, full_ns))
 }
 
-fn nft_run(frame: &[u8]) -> anyhow::Result<Outcome> {
+fn nft_run(sent: Injector, frame: &[u8]) -> anyhow::Result<Outcome> {
     let pair = Pair::new("bn")?;
     let _pass = attach_bench(&pair, "bench_pass")?;
     let rules = format!(
@@ -262,24 +241,32 @@ fn nft_run(frame: &[u8]) -> anyhow::Result<Outcome> {
     let _ = std::fs::remove_file(&file);
     loaded?;
     let ns = pair.ns_b.clone();
-    measure("(b) nftables netdev ingress", &pair, frame, move || {
-        let out = std::process::Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "nft", "list", "table", "netdev", "sfwbench",
-            ])
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let n = text
-            .split("packets ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .context("nft counter")?;
-        Ok(n)
-    })
+    measure(
+        "(b) nftables netdev ingress",
+        &Run {
+            sent,
+            pair: &pair,
+            frame,
+        },
+        move || {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &ns, "nft", "list", "table", "netdev", "sfwbench",
+                ])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let n = text
+                .split("packets ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.parse().ok())
+                .context("nft counter")?;
+            Ok(n)
+        },
+    )
 }
 
-fn socket_run(frame: &[u8]) -> anyhow::Result<Outcome> {
+fn socket_run(sent: Injector, frame: &[u8]) -> anyhow::Result<Outcome> {
     let pair = Pair::new("bs")?;
     let _pass = attach_bench(&pair, "bench_pass")?;
     let sock = in_ns(&pair.ns_b, || {
@@ -299,9 +286,15 @@ fn socket_run(frame: &[u8]) -> anyhow::Result<Outcome> {
             }
         })
     };
-    let out = measure("(c) socket read+discard", &pair, frame, || {
-        Ok(got.load(Ordering::Relaxed))
-    })?;
+    let out = measure(
+        "(c) socket read+discard",
+        &Run {
+            sent,
+            pair: &pair,
+            frame,
+        },
+        || Ok(got.load(Ordering::Relaxed)),
+    )?;
     stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
     Ok(out)
@@ -331,19 +324,20 @@ fn main() -> anyhow::Result<()> {
         RUN_FOR.as_secs(),
         frame.len()
     );
-    let rounds = run_rounds(&frame, src)?;
-    print_medians(&rounds)
+    let sent = Injector::probe(&frame)?;
+    let rounds = run_rounds(sent, &frame, src)?;
+    print_medians(sent, &rounds)
 }
 
 /// ROUNDS interleaved rounds of the four runs (baseline, XDP, nftables, socket).
-fn run_rounds(frame: &[u8], src: std::net::IpAddr) -> anyhow::Result<Vec<Round>> {
+fn run_rounds(sent: Injector, frame: &[u8], src: std::net::IpAddr) -> anyhow::Result<Vec<Round>> {
     let mut rounds = Vec::new();
     for round in 0..ROUNDS {
         eprintln!("bench xdp: round {}", round + 1);
-        let base = baseline_run(frame)?;
-        let (xdp, live_ns, banned_ns, full_ns) = xdp_run(frame, src)?;
-        let nft = nft_run(frame)?;
-        let sock = socket_run(frame)?;
+        let base = baseline_run(sent, frame)?;
+        let (xdp, live_ns, banned_ns, full_ns) = xdp_run(sent, frame, src)?;
+        let nft = nft_run(sent, frame)?;
+        let sock = socket_run(sent, frame)?;
         rounds.push(Round {
             runs: [base, xdp, nft, sock],
             live_ns,
@@ -355,7 +349,7 @@ fn run_rounds(frame: &[u8], src: std::net::IpAddr) -> anyhow::Result<Vec<Round>>
 }
 
 /// For each method, the round whose CPU cost is the median; medians of the other figures.
-fn print_medians(rounds: &[Round]) -> anyhow::Result<()> {
+fn print_medians(sent: Injector, rounds: &[Round]) -> anyhow::Result<()> {
     let median = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
@@ -369,7 +363,7 @@ fn print_medians(rounds: &[Round]) -> anyhow::Result<()> {
     let live_ns = median(rounds.iter().map(|r| r.live_ns).collect());
     let banned_ns = median(rounds.iter().map(|r| r.banned_ns).collect());
     let full_ns = median(rounds.iter().map(|r| r.full_ns).collect());
-    print_table([pick(0), pick(1), pick(2), pick(3)])?;
+    print_table(sent, [pick(0), pick(1), pick(2), pick(3)])?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -383,11 +377,12 @@ fn print_medians(rounds: &[Round]) -> anyhow::Result<()> {
 }
 
 /// The table of the four methods (baseline, XDP, nftables, socket) and their ratios.
-fn print_table([base, xdp, nft, sock]: [&Outcome; 4]) -> anyhow::Result<()> {
+fn print_table(sent: Injector, [base, xdp, nft, sock]: [&Outcome; 4]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "XDP drop benchmark: veth pair in two namespaces; sender = BPF_PROG_TEST_RUN live frames (batch {BATCH}) redirected into veth-a, so veth-b gets xdp_frames as from a NIC driver"
+        "XDP drop benchmark: veth pair in two namespaces; {}",
+        sent.describe()
     )?;
     writeln!(
         out,
