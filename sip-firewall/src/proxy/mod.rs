@@ -37,6 +37,7 @@
 //! `sipfw_dialog_refused_total{reason}`, `sipfw_auth_previous_key_total{what}`,
 //! `sipfw_scanner_drops_total`.
 
+mod alarm;
 pub mod config;
 mod core;
 pub mod dns;
@@ -59,9 +60,9 @@ use crate::seams::{Action, Context, Handler, Observer, Outbound};
 use core::Core;
 pub use metrics::ProxyMetrics;
 
-/// How often the timer task runs: fine enough for T1 = 500ms (and for tests with shorter
-/// timers), cheap when idle.
-const TICK: Duration = Duration::from_millis(10);
+/// How often the timer task runs on a fake clock (which moves by hand, so no deadline of its
+/// own can wake the task): fine enough for the tests' shortest timers.
+const FAKE_TICK: Duration = Duration::from_millis(10);
 
 /// The proxy: shared by every listener task and the timer task.
 pub struct Proxy {
@@ -78,6 +79,8 @@ pub struct Proxy {
     /// Resolutions done, back to the core as events ([`Proxy::run_timers`] applies them).
     resolved_tx: tokio::sync::mpsc::UnboundedSender<Resolved>,
     resolved_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Resolved>>>,
+    /// Wakes the timer task at the core's next deadline.
+    alarm: alarm::Alarm,
 }
 
 /// What the core queued under its lock, done after it.
@@ -141,6 +144,7 @@ impl Proxy {
             dns: OnceLock::new(),
             resolved_tx,
             resolved_rx: Mutex::new(Some(rx)),
+            alarm: alarm::Alarm::new(),
         })
     }
 
@@ -164,6 +168,7 @@ impl Proxy {
                 dns: OnceLock::new(),
                 resolved_tx,
                 resolved_rx: Mutex::new(Some(rx)),
+                alarm: alarm::Alarm::new(),
             },
             clock,
         ))
@@ -301,13 +306,14 @@ impl Proxy {
     /// Run `f` on the core, then write what the fraud guard must persist and send what it
     /// queued (outside the lock).
     fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
-        let (r, queued) = {
+        let (r, queued, due) = {
             // A panic under the lock (caught at the message boundary) left the tables as
             // they were; keep serving, counted and logged once per panic.
             let mut core = crate::guard::lock(&self.core, "proxy core");
             let r = f(&mut core);
-            (r, Queued::take(&mut core))
+            (r, Queued::take(&mut core), core.next_due())
         };
+        self.alarm.due(due);
         self.flush(queued);
         r
     }
@@ -398,25 +404,26 @@ impl Proxy {
         crate::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
     }
 
-    /// Drive the timers until `shutdown` flips to true.
+    /// Drive the timers until `shutdown` flips to true: at each deadline of the core (see
+    /// `alarm`), or every [`FAKE_TICK`] on a fake clock; resolutions are applied as they
+    /// come.
     pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut every = tokio::time::interval(TICK);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let rx = crate::guard::lock(&self.resolved_rx, "dns results").take();
-        let Some(mut rx) = rx else {
-            // A second timer task: the first one applies the resolutions.
-            loop {
-                tokio::select! {
-                    _ = shutdown.wait_for(|s| *s) => return,
-                    _ = every.tick() => self.tick(),
-                }
-            }
-        };
+        let mut rx = crate::guard::lock(&self.resolved_rx, "dns results").take();
         loop {
+            self.alarm.reading();
+            let due = if self.fake_now.is_some() {
+                Instant::now() + FAKE_TICK
+            } else {
+                // Not through `with_core`: that would ring the alarm being set.
+                crate::guard::lock(&self.core, "proxy core").next_due()
+            };
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => return,
-                _ = every.tick() => self.tick(),
-                Some(done) = rx.recv() => self.apply_resolved(done),
+                _ = self.alarm.sleep(due) => self.tick(),
+                // A second timer task has no receiver: the first one applies the resolutions.
+                Some(done) = async { rx.as_mut()?.recv().await }, if rx.is_some() => {
+                    self.apply_resolved(done);
+                }
             }
         }
     }

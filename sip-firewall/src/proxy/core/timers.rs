@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How often bindings, nonce-counts, quiet contacts, calls past their limits and waiting
+/// resolutions are expired.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// How often the host's addresses are taken again.
 const ADDR_REFRESH: Duration = Duration::from_secs(30);
 
@@ -27,6 +30,18 @@ impl Core {
         }
     }
 
+    /// When [`Core::tick`] has work next: the earliest transaction deadline (perhaps a stale
+    /// one, which costs a wake-up and nothing else), the housekeeping a second after the
+    /// last, or the address refresh.
+    pub fn next_due(&self) -> Instant {
+        let periodic =
+            (self.last_housekeeping + HOUSEKEEPING).min(self.last_addr_refresh + ADDR_REFRESH);
+        match self.heap.peek() {
+            Some(Reverse((at, _))) => periodic.min(*at),
+            None => periodic,
+        }
+    }
+
     /// Run every timer due at `now`, and the periodic housekeeping.
     pub fn tick(&mut self, now: Instant) {
         while let Some(Reverse((at, _))) = self.heap.peek() {
@@ -45,7 +60,7 @@ impl Core {
                 TimerKey::Client(c) => self.client_timer(c, now),
             }
         }
-        if now.saturating_duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
+        if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
             self.last_housekeeping = now;
             self.store.expire(now);
             self.metrics.bindings.set(self.store.len() as i64);
