@@ -27,6 +27,11 @@ pub struct ProxyMetrics {
     /// (resolved, not_found, failed, expired), and failovers to the next target by cause
     /// (failover_transport_error, failover_timeout, failover_503).
     pub dns_routing: IntCounterVec,
+    /// Relay mode: the flows of registrations the operator's registrar accepted.
+    pub relayed_flows: IntGauge,
+    /// Relay mode: flows not remembered because their table was at a bound (per_source,
+    /// total).
+    pub relayed_full: IntCounterVec,
     /// The toll-fraud guard's metrics (its own unit, `crate::fraud`).
     pub fraud: crate::fraud::metrics::FraudMetrics,
 }
@@ -97,7 +102,7 @@ impl ProxyMetrics {
                 "sipfw_dialog_refused_total",
                 "Requests the proxy refused to relay, by reason (loop, own_address, \
                  internal_hop, bad_stamp, stamp_expired, too_many_routes, not_a_party, \
-                 ambiguous)",
+                 ambiguous; relay mode: flow_outsider, bad_flow_token, flow_failed)",
                 &["reason"],
             ),
             wrong_source: r.counter(
@@ -119,6 +124,18 @@ impl ProxyMetrics {
                  (failover_transport_error, failover_timeout, failover_503)",
                 &["event"],
             ),
+            relayed_flows: r.gauge(
+                "sipfw_registrar_relayed_flows",
+                "Relay mode: flows of registrations the operator's registrar accepted (200) \
+                 that requests from it may be sent down",
+            ),
+            relayed_full: r.counters(
+                "sipfw_registrar_relayed_full_total",
+                "Relay mode: registered flows not remembered because the table was at its \
+                 bound (per_source: [registrar] max_relayed_per_source, total: max_relayed); \
+                 requests from the registrar to them get 430",
+                &["bound"],
+            ),
             fraud: crate::fraud::metrics::FraudMetrics::new(registry),
         };
         m.show_every_label();
@@ -136,6 +153,9 @@ impl ProxyMetrics {
         }
         for side in ["server", "client"] {
             self.transactions.with_label_values(&[side]);
+        }
+        for bound in ["per_source", "total"] {
+            self.relayed_full.with_label_values(&[bound]);
         }
     }
 }

@@ -293,6 +293,11 @@ impl Proxy {
         self.with_core(|c| c.fraud.events())
     }
 
+    /// Relay mode: the flows the operator's registrar registered.
+    pub fn relayed_flows(&self) -> usize {
+        self.with_core(|c| c.relayed_flows())
+    }
+
     /// Calls in progress through the edge.
     pub fn calls_active(&self) -> usize {
         self.with_core(|c| c.fraud.calls_active())

@@ -169,3 +169,29 @@ pub fn in_dialog(method: &str, ok: &str, via: &str, to_tag: &str, cseq: u32) -> 
     }
     .text()
 }
+
+/// A request inside the dialog of `invite` (as the callee received it), sent by the callee
+/// whose 2xx gave it the To-tag `to_tag`: to the INVITE's Contact along its Record-Route in
+/// order (RFC 3261 12.1.1, 12.2.1.1), From and To swapped, with `via` and CSeq `cseq`.
+pub fn callee_in_dialog(method: &str, invite: &str, via: &str, to_tag: &str, cseq: u32) -> String {
+    let get = |name: &str| header(invite, name).unwrap_or("");
+    let target = get("Contact").trim_start_matches('<').trim_end_matches('>');
+    let routes = msg::record_route(invite);
+    let from = format!("{};tag={to_tag}", get("To"));
+    let route = if routes.is_empty() {
+        String::new()
+    } else {
+        format!("Route: {}\r\n", routes.join(", "))
+    };
+    Request {
+        method,
+        uri: target,
+        via,
+        from: &from,
+        to: get("From"),
+        call_id: get("Call-ID"),
+        cseq,
+        extra: &route,
+    }
+    .text()
+}

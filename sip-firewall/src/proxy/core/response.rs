@@ -45,6 +45,7 @@ impl Core {
         self.silent.answered(&e.dest.addr);
         // It was reached: a later transport error is not a reason to try another target.
         self.clients.settled(&ckey);
+        let relay_mode = self.relay_mode();
         let Some(e) = self.clients.get_mut(&ckey) else {
             return self.stray();
         };
@@ -55,6 +56,9 @@ impl Core {
             .on_response(code, now, &timers, || forward::ack_for(req, to).to_bytes());
         let dest = e.dest;
         let server = e.server.clone();
+        let relayed = (relay_mode && code >= 200)
+            .then(|| relay_mode::Sent::of(&e.req))
+            .flatten();
         if let Some(ack) = out.send {
             self.send(dest, ack);
         }
@@ -75,6 +79,11 @@ impl Core {
             if code == 503 && self.fail_over(&skey, idx, "failover_503", now) {
                 self.gauges();
                 return Action::Absorb;
+            }
+            if let Some(sent) = &relayed
+                && let Some(source) = self.servers.get(&skey).map(|s| s.source)
+            {
+                self.relayed_answer(sent, source, code, m, now);
             }
             let mut resp = SipMsg::from_parsed(m);
             resp.pop_via();

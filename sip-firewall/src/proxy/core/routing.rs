@@ -55,6 +55,11 @@ impl Core {
             .and_then(|t| name_addr::parse_single(t).ok())
             .is_some_and(|a| a.tag.is_some());
 
+        // Relay mode: a request the registrar sends through our Path entry (RFC 5626 5.3).
+        if !in_dialog && let Some(token) = popped.iter().find_map(|e| route::flow::flow_token_of(e))
+        {
+            return self.flow_hop(r, msg, &token);
+        }
         // A request another cluster node sends through the Path of a registration whose
         // flow we hold (RFC 3327): relayed to that flow, for a cluster node only.
         if !in_dialog && let Some(seal) = popped.iter().find_map(|e| route::cluster_hop_of(e)) {
@@ -144,6 +149,7 @@ impl Core {
 
         if method == "REGISTER" {
             return match (&ruri, &local_domain) {
+                (Some(_), Some(_)) if self.relay_mode() => self.relay_register(r, msg),
                 (Some(_), Some(_)) => self.register(r, trusted, &ruri_text),
                 _ => Err(answer(403, "Not Our Domain")),
             };
@@ -164,6 +170,12 @@ impl Core {
             });
         }
 
+        if self.relay_mode()
+            && let Some(relayed) =
+                self.relay_initial(r, msg.clone(), local_domain.is_some(), trusted)
+        {
+            return relayed;
+        }
         let (sender, account, asserted) = self.sender_of(r, &ruri_text, trusted)?;
         // RFC 3325: identities pass only within the trust domain; for our authenticated
         // users the edge asserts the identity itself, whatever they claimed.
