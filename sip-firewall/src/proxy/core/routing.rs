@@ -44,7 +44,7 @@ impl Core {
         // Before anything keyed is computed (loop tags, stamps, hop seals).
         let popped = self.pop_routes(&mut msg, ctx.source)?;
         // RFC 3261 16.3 step 4: the same request back through us is a loop.
-        if self.looped(m) {
+        if self.looped(m, &route::routes(&msg).join(",")) {
             self.refused(Some(ctx.source), "loop");
             return Err(answer(482, "Loop Detected"));
         }
