@@ -288,3 +288,91 @@ fn calls_from_phones_go_to_the_registrar() {
     let sent = r.feed(&foreign, "198.51.100.66:5060");
     assert!(sent[0].1.starts_with("SIP/2.0 403"), "{sent:?}");
 }
+
+/// The Record-Route values of a message, top first.
+fn record_routes(m: &str) -> Vec<&str> {
+    m.lines()
+        .filter_map(|l| l.strip_prefix("Record-Route: "))
+        .collect()
+}
+
+/// A call passes us twice (phone -> edge -> registrar -> edge -> phone) and the registrar
+/// record-routes: an in-dialog BYE passes us, the registrar, and us again with the same
+/// Request-URI. The second pass is a spiral (the registrar consumed its Route entry), not a
+/// loop: it reaches the callee.
+#[test]
+fn in_dialog_spirals_through_the_registrar_are_no_loop() {
+    let mut r = Relay::new();
+    let callee = "203.0.113.9:40001";
+    let path = registered(&mut r, callee, Transport::Datagram);
+    let invite = format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKs1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: spiral\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.168.1.20:5060>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let sent = r.feed(&invite, PHONE);
+    let first = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("to the registrar")
+        .1;
+    // The registrar sends it on through the callee's Path, record-routing.
+    let k_rr = "<sip:10.0.0.5:5060;lr>";
+    let second = first.replacen(
+        "INVITE sip:bob@example.com SIP/2.0\r\n",
+        &format!(
+            "INVITE sip:bob@192.168.1.30:5060 SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {REGISTRAR};branch=z9hG4bKk1\r\nRoute: {path}\r\n\
+                 Record-Route: {k_rr}\r\n"
+        ),
+        1,
+    );
+    let sent = r.feed(&second, REGISTRAR);
+    let to_callee = &sent
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("to the callee");
+    assert_eq!(to_callee.0, callee.parse::<SocketAddr>().expect("addr"));
+    let rr = record_routes(&to_callee.1);
+    assert_eq!(rr.len(), 3, "{rr:?}");
+
+    // The caller's BYE: its route set is the Record-Route in reverse.
+    let route: Vec<&str> = rr.iter().rev().copied().collect();
+    let bye = |via: &str, route: &str| {
+        format!(
+            "BYE sip:bob@192.168.1.30:5060 SIP/2.0\r\n{via}Max-Forwards: 70\r\nRoute: {route}\r\n\
+             From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>;tag=b\r\n\
+             Call-ID: spiral\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let sent = r.feed(
+        &bye(
+            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bKs2\r\n"),
+            &route.join(", "),
+        ),
+        PHONE,
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, REGISTRAR.parse::<SocketAddr>().expect("addr"));
+    // The registrar pops its entry and sends it back to us.
+    let vias: String = sent[0]
+        .1
+        .lines()
+        .filter(|l| l.starts_with("Via: "))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let again = bye(
+        &format!("Via: SIP/2.0/UDP {REGISTRAR};branch=z9hG4bKk2\r\n{vias}"),
+        route.last().expect("our second entry"),
+    );
+    let sent = r.feed(&again, REGISTRAR);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0].0,
+        callee.parse::<SocketAddr>().expect("addr"),
+        "{}",
+        sent[0].1
+    );
+    assert!(sent[0].1.starts_with("BYE "), "{}", sent[0].1);
+}
