@@ -27,13 +27,19 @@ pub struct ProxyMetrics {
     /// (resolved, not_found, failed, expired), and failovers to the next target by cause
     /// (failover_transport_error, failover_timeout, failover_503).
     pub dns_routing: IntCounterVec,
-    /// Relay mode: the flows of registrations the operator's registrar accepted.
-    pub relayed_flows: IntGauge,
-    /// Relay mode: flows not remembered because their table was at a bound (per_source,
-    /// total).
-    pub relayed_full: IntCounterVec,
+    /// Relay mode: registered flows, and those refused at a bound.
+    pub relayed: RelayedMetrics,
     /// The toll-fraud guard's metrics (its own unit, `crate::fraud`).
     pub fraud: crate::fraud::metrics::FraudMetrics,
+}
+
+/// Relay mode's metrics (`[registrar] mode = "relay"`).
+#[derive(Clone)]
+pub struct RelayedMetrics {
+    /// The flows of registrations the operator's registrar accepted.
+    pub flows: IntGauge,
+    /// Flows not remembered because their table was at a bound (per_source, total).
+    pub full: IntCounterVec,
 }
 
 /// Every label of `sipfw_proxy_dns_routing_total`.
@@ -124,18 +130,7 @@ impl ProxyMetrics {
                  (failover_transport_error, failover_timeout, failover_503)",
                 &["event"],
             ),
-            relayed_flows: r.gauge(
-                "sipfw_registrar_relayed_flows",
-                "Relay mode: flows of registrations the operator's registrar accepted (200) \
-                 that requests from it may be sent down",
-            ),
-            relayed_full: r.counters(
-                "sipfw_registrar_relayed_full_total",
-                "Relay mode: registered flows not remembered because the table was at its \
-                 bound (per_source: [registrar] max_relayed_per_source, total: max_relayed); \
-                 requests from the registrar to them get 430",
-                &["bound"],
-            ),
+            relayed: r.relayed(),
             fraud: crate::fraud::metrics::FraudMetrics::new(registry),
         };
         m.show_every_label();
@@ -155,7 +150,7 @@ impl ProxyMetrics {
             self.transactions.with_label_values(&[side]);
         }
         for bound in ["per_source", "total"] {
-            self.relayed_full.with_label_values(&[bound]);
+            self.relayed.full.with_label_values(&[bound]);
         }
     }
 }
@@ -166,6 +161,24 @@ impl ProxyMetrics {
 struct Maker<'r>(Option<&'r Registry>);
 
 impl Maker<'_> {
+    /// The metrics of relay mode (`sipfw_registrar_relayed_*`).
+    fn relayed(&self) -> RelayedMetrics {
+        RelayedMetrics {
+            flows: self.gauge(
+                "sipfw_registrar_relayed_flows",
+                "Relay mode: flows of registrations the operator's registrar accepted (200) \
+                 that requests from it may be sent down",
+            ),
+            full: self.counters(
+                "sipfw_registrar_relayed_full_total",
+                "Relay mode: registered flows not remembered because the table was at its \
+                 bound (per_source: [registrar] max_relayed_per_source, total: max_relayed); \
+                 requests from the registrar to them get 430",
+                &["bound"],
+            ),
+        }
+    }
+
     fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
         if let Some(r) = self.0
             && let Err(e) = r.register(Box::new(c.clone()))

@@ -33,7 +33,7 @@ impl Core {
 
     /// Forward `msg` to `[registrar] relay_to` (by name: RFC 3263, with failover);
     /// `record_route`: as [`Req::onward`].
-    fn to_registrar(
+    fn forward_to_registrar(
         &mut self,
         r: &Req<'_>,
         msg: SipMsg,
@@ -81,40 +81,43 @@ impl Core {
         {
             msg.push(HeaderName::Supported, "path".into());
         }
-        self.to_registrar(r, msg, None)
+        self.forward_to_registrar(r, msg, None)
     }
 
-    /// An initial request in relay mode, not a REGISTER: toward our domains (from anyone),
+    /// An initial request, not a REGISTER, in relay mode: toward our domains (from anyone),
     /// and from phones that claim to be our subscribers (their From names our domain) toward
     /// anywhere, it goes to the registrar, record-routed, with its credentials: the
-    /// registrar authenticates and routes it. A trusted peer's request to a foreign domain
-    /// takes the usual way (None); an outsider's to a foreign domain is refused (no open
-    /// relay).
+    /// registrar authenticates and routes it (None: forwarded). A trusted peer's request to
+    /// a foreign domain, and any request in local mode, takes the usual way (the message
+    /// back); an outsider's to a foreign domain is refused (no open relay).
     pub(super) fn relay_initial(
         &mut self,
         r: &Req<'_>,
         mut msg: SipMsg,
         local_target: bool,
         trusted: bool,
-    ) -> Option<Result<(), LocalReply>> {
+    ) -> Result<Option<SipMsg>, LocalReply> {
+        if !self.relay_mode() {
+            return Ok(Some(msg));
+        }
         let from_ours = r
             .m
             .get(HeaderName::From)
             .and_then(|f| name_addr::parse_single(f).ok())
             .is_some_and(|a| matches!(a.uri, Uri::Sip(u) if self.local.domain_of(&u).is_some()));
         if !local_target && trusted {
-            return None;
+            return Ok(Some(msg));
         }
         if !local_target && !from_ours {
             crate::logging::security_event("relay_refused", r.source().ip(), "open relay", 1);
-            return Some(Err(answer(403, "Relaying Forbidden")));
+            return Err(answer(403, "Relaying Forbidden"));
         }
         if !trusted {
             // RFC 3325: identities pass only within the trust domain.
             self.strip_identity(&mut msg);
         }
         let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
-        Some(self.to_registrar(r, msg, rr))
+        self.forward_to_registrar(r, msg, rr).map(|()| None)
     }
 
     /// A request whose top Route is our Path entry with flow token `token` (RFC 5626 5.3):
@@ -154,8 +157,12 @@ impl Core {
 }
 
 impl Sent {
-    /// What an answer to `req` (as we sent it) needs later.
-    pub(super) fn of(req: &SipMsg) -> Option<Sent> {
+    /// What an answer to `req` (as we sent it) needs later, when `wanted` (a final answer
+    /// in relay mode).
+    pub(super) fn of(req: &SipMsg, wanted: bool) -> Option<Sent> {
+        if !wanted {
+            return None;
+        }
         let method = req
             .get(HeaderName::CSeq)
             .and_then(scalar::cseq)?
@@ -190,19 +197,23 @@ impl Sent {
 }
 
 impl Core {
-    /// The registrar's final answer `m` (`code`) to a request of `source` we relayed: a 2xx
+    /// The registrar's final answer `m` (`code`) to a request we relayed (`sent`, of the
+    /// server transaction `skey`, whose source asked): a 2xx
     /// to a REGISTER registers its flow (the source is known good); a refusal of
     /// credentials (401, 407 without `stale=true`, 403) is an authentication failure of the
     /// source, toward the same ban as local ones. The registrar's nonce is not bound to the
     /// source as ours are, so the failure is unproven: it never bans a known source.
     pub(super) fn relayed_answer(
         &mut self,
-        sent: &Sent,
-        source: SocketAddr,
+        sent: Option<&Sent>,
+        skey: &ServerKey,
         code: u16,
         m: &Message<'_>,
         now: Instant,
     ) {
+        let (Some(sent), Some(source)) = (sent, self.servers.get(skey).map(|s| s.source)) else {
+            return;
+        };
         if sent.method == "REGISTER" && (200..300).contains(&code) {
             self.learn_flow(sent, m, now);
             return;
@@ -254,18 +265,19 @@ impl Core {
                     1,
                 );
                 self.metrics
-                    .relayed_full
+                    .relayed
+                    .full
                     .with_label_values(&[full.label()])
                     .inc();
             }
         }
-        self.metrics.relayed_flows.set(self.relayed.len() as i64);
+        self.metrics.relayed.flows.set(self.relayed.len() as i64);
     }
 
     /// Drop the relayed flows that expired.
     pub(super) fn expire_relayed(&mut self, now: Instant) {
         self.relayed.expire(now);
-        self.metrics.relayed_flows.set(self.relayed.len() as i64);
+        self.metrics.relayed.flows.set(self.relayed.len() as i64);
     }
 
     /// Registered flows of relay mode (for `status`).

@@ -56,9 +56,7 @@ impl Core {
             .on_response(code, now, &timers, || forward::ack_for(req, to).to_bytes());
         let dest = e.dest;
         let server = e.server.clone();
-        let relayed = (relay_mode && code >= 200)
-            .then(|| relay_mode::Sent::of(&e.req))
-            .flatten();
+        let relayed = relay_mode::Sent::of(&e.req, relay_mode && code >= 200);
         if let Some(ack) = out.send {
             self.send(dest, ack);
         }
@@ -80,11 +78,7 @@ impl Core {
                 self.gauges();
                 return Action::Absorb;
             }
-            if let Some(sent) = &relayed
-                && let Some(source) = self.servers.get(&skey).map(|s| s.source)
-            {
-                self.relayed_answer(sent, source, code, m, now);
-            }
+            self.relayed_answer(relayed.as_ref(), &skey, code, m, now);
             let mut resp = SipMsg::from_parsed(m);
             resp.pop_via();
             self.branch_response(&skey, idx, code, Some(resp), now);

@@ -128,7 +128,7 @@ impl Core {
     fn route_initial(
         &mut self,
         r: &mut Req<'_>,
-        mut msg: SipMsg,
+        msg: SipMsg,
         trusted: bool,
     ) -> Result<(), LocalReply> {
         let (ctx, method) = (r.ctx, r.method);
@@ -158,24 +158,12 @@ impl Core {
             && u.user.is_none()
             && to_us
         {
-            // Addressed to the proxy itself: OPTIONS is a keep-alive ping.
-            return Err(if method == "OPTIONS" {
-                LocalReply {
-                    code: 200,
-                    phrase: "OK",
-                    extra: vec![ALLOW.into()],
-                }
-            } else {
-                answer(404, "Not Found")
-            });
+            return Err(to_the_proxy(method));
         }
 
-        if self.relay_mode()
-            && let Some(relayed) =
-                self.relay_initial(r, msg.clone(), local_domain.is_some(), trusted)
-        {
-            return relayed;
-        }
+        let Some(mut msg) = self.relay_initial(r, msg, local_domain.is_some(), trusted)? else {
+            return Ok(());
+        };
         let (sender, account, asserted) = self.sender_of(r, &ruri_text, trusted)?;
         // RFC 3325: identities pass only within the trust domain; for our authenticated
         // users the edge asserts the identity itself, whatever they claimed.
@@ -387,5 +375,19 @@ impl Core {
             .inc();
         let rr = forward::creates_dialog(r.method).then_some(ctx.transport);
         self.forward(&r.onward(rr), msg, vec![(None, dest)])
+    }
+}
+
+/// The answer to a request addressed to the proxy itself (no user): OPTIONS is a
+/// keep-alive ping.
+fn to_the_proxy(method: &str) -> LocalReply {
+    if method == "OPTIONS" {
+        LocalReply {
+            code: 200,
+            phrase: "OK",
+            extra: vec![ALLOW.into()],
+        }
+    } else {
+        answer(404, "Not Found")
     }
 }
