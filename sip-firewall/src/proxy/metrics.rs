@@ -87,7 +87,7 @@ impl ProxyMetrics {
             ),
             forwarded: r.counters(
                 "sipfw_proxy_forwarded_total",
-                "Messages the proxy forwarded, by kind (request, response, ack, cluster_hop: a request from another cluster node relayed to a flow we hold)",
+                "Messages the proxy forwarded, by kind (request, response, ack, cluster_hop: a request from another cluster node relayed to a flow we hold, flow: one from the registrar of relay mode down the flow its token names)",
                 &["kind"],
             ),
             retransmissions: r.counters(

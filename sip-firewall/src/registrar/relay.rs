@@ -193,23 +193,14 @@ mod tests {
         let t0 = Instant::now();
         let hour = Duration::from_secs(3600);
         let mut f = Flows::default();
-        f.learn(&l, flow("198.51.100.1:1"), "a@x", hour, t0)
-            .expect("first");
-        f.learn(&l, flow("198.51.100.1:2"), "b@x", hour, t0)
-            .expect("second");
-        assert_eq!(
-            f.learn(&l, flow("198.51.100.1:3"), "c@x", hour, t0),
-            Err(Full::PerSource)
-        );
+        let learn = |f: &mut Flows, addr: &str| f.learn(&l, flow(addr), "a@x", hour, t0);
+        assert_eq!(learn(&mut f, "198.51.100.1:1"), Ok(()));
+        assert_eq!(learn(&mut f, "198.51.100.1:2"), Ok(()));
+        assert_eq!(learn(&mut f, "198.51.100.1:3"), Err(Full::PerSource));
         // A refresh of a held flow is no new flow.
-        f.learn(&l, flow("198.51.100.1:2"), "b@x", hour, t0)
-            .expect("refresh");
-        f.learn(&l, flow("198.51.100.2:1"), "d@x", hour, t0)
-            .expect("third");
-        assert_eq!(
-            f.learn(&l, flow("198.51.100.3:1"), "e@x", hour, t0),
-            Err(Full::Total)
-        );
+        assert_eq!(learn(&mut f, "198.51.100.1:2"), Ok(()));
+        assert_eq!(learn(&mut f, "198.51.100.2:1"), Ok(()));
+        assert_eq!(learn(&mut f, "198.51.100.3:1"), Err(Full::Total));
         // Unregistered (expires 0): its place is free again.
         f.learn(&l, flow("198.51.100.1:1"), "a@x", Duration::ZERO, t0)
             .expect("removed");

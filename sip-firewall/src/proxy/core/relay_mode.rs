@@ -128,7 +128,7 @@ impl Core {
     pub(super) fn flow_hop(
         &mut self,
         r: &Req<'_>,
-        mut msg: SipMsg,
+        msg: SipMsg,
         token: &str,
     ) -> Result<(), LocalReply> {
         let (ctx, now) = (r.ctx, r.now);
@@ -148,11 +148,7 @@ impl Core {
             self.refused(Some(ctx.source), "flow_failed");
             return Err(answer(430, "Flow Failed"));
         }
-        // Nothing below our Path is honoured: the flow is the next hop.
-        msg.remove(HeaderName::Route);
-        self.metrics.forwarded.with_label_values(&["flow"]).inc();
-        let rr = forward::creates_dialog(r.method).then_some(ctx.transport);
-        self.forward(&r.onward(rr), msg, vec![(None, opened.flow)])
+        self.down_the_flow(r, msg, opened.flow, "flow")
     }
 }
 

@@ -338,7 +338,7 @@ impl Core {
     pub(super) fn cluster_hop(
         &mut self,
         r: &Req<'_>,
-        mut msg: SipMsg,
+        msg: SipMsg,
         seal: &str,
     ) -> Result<(), LocalReply> {
         let (m, ctx, now) = (r.m, r.ctx, r.now);
@@ -366,14 +366,22 @@ impl Core {
             // The phone moved or left since the other node looked.
             return Err(self.unavailable());
         };
-        // Nothing below our Path is honoured: the flow is the next hop.
+        self.down_the_flow(r, msg, binding_destination(&b), "cluster_hop")
+    }
+
+    /// A request routed through our Path entry, to the phone's flow `dest`, record-routed
+    /// (the phone's in-dialog requests come back through us); counted as forwarded `kind`.
+    /// Nothing below our Path is honoured: the flow is the next hop.
+    pub(super) fn down_the_flow(
+        &mut self,
+        r: &Req<'_>,
+        mut msg: SipMsg,
+        dest: Destination,
+        kind: &str,
+    ) -> Result<(), LocalReply> {
         msg.remove(HeaderName::Route);
-        let dest = binding_destination(&b);
-        self.metrics
-            .forwarded
-            .with_label_values(&["cluster_hop"])
-            .inc();
-        let rr = forward::creates_dialog(r.method).then_some(ctx.transport);
+        self.metrics.forwarded.with_label_values(&[kind]).inc();
+        let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
         self.forward(&r.onward(rr), msg, vec![(None, dest)])
     }
 }

@@ -9,12 +9,11 @@
 //! flow is still registered, and whether the request may use it at all (only from the
 //! registrar or an allow-listed host), is the proxy core's decision.
 
-use super::stamp::{HEAD, PARTY, SIV_TAG, StampKey, param_of, party_bytes, party_of, unhex_exact};
+use super::stamp::{
+    HEAD, PARTY, SIV_TAG, StampKey, param_of, party_bytes, party_of, unhex_exact, with_head,
+};
 use crate::{
-    auth::{
-        digest::hex,
-        keys::{KeyRing, Purpose},
-    },
+    auth::keys::{KeyRing, Purpose},
     seams::Destination,
 };
 
@@ -44,36 +43,15 @@ pub struct OpenedFlow {
 impl FlowKeys {
     /// The flow-token keys of a key ring (HKDF, `Purpose::FlowToken`).
     pub fn new(ring: &KeyRing) -> FlowKeys {
-        FlowKeys {
-            current: StampKey::of(ring.current(), Purpose::FlowToken),
-            previous: ring
-                .previous()
-                .iter()
-                .map(|s| StampKey::of(s, Purpose::FlowToken))
-                .collect(),
-        }
+        let (current, previous) = StampKey::ring(ring, Purpose::FlowToken);
+        FlowKeys { current, previous }
     }
 
     /// The token of `flow`, sealed at `issued` (unix seconds) under the current secret.
     /// Deterministic (AES-SIV): a retransmitted REGISTER carries the same Path.
     pub fn seal(&self, issued: u64, flow: Destination) -> String {
-        let k = &self.current;
-        let head = k.head(issued);
-        let mut data = party_bytes(&flow);
-        let sealed = k.cipher().and_then(|mut c| {
-            c.encrypt_in_place_detached([LABEL, &head[..]], &mut data)
-                .ok()
-        });
-        let Some(tag) = sealed else {
-            // Unreachable (a 64-byte key, two header components): a token that opens
-            // nowhere, never the flow in clear.
-            return "0".repeat(2 * TOKEN_BYTES);
-        };
-        let mut out = String::with_capacity(2 * TOKEN_BYTES);
-        out.push_str(&hex(&head));
-        out.push_str(&hex(&tag));
-        out.push_str(&hex(&data));
-        out
+        self.current
+            .seal_hex(issued, &[LABEL], &mut party_bytes(&flow))
     }
 
     /// The flow a token names, when one of our secrets sealed it (tampered with, made up or
@@ -91,7 +69,7 @@ impl FlowKeys {
             let Some(mut c) = k.cipher() else { continue };
             let mut data: [u8; PARTY] = sealed.try_into().ok()?;
             // Tag compared in constant time by the crate (RFC 5297 2.7).
-            if c.decrypt_in_place_detached([LABEL, head], &mut data, tag)
+            if c.decrypt_in_place_detached(with_head(&[LABEL], head), &mut data, tag)
                 .is_ok()
             {
                 let issued = u64::from(u32::from_be_bytes(head.get(1..)?.try_into().ok()?));
@@ -151,7 +129,7 @@ mod tests {
             })
         );
         // The flow is not in clear.
-        assert!(!t.contains(&hex(&[198, 51, 100, 7])));
+        assert!(!t.contains(&crate::auth::digest::hex(&[198, 51, 100, 7])));
         // Another secret's keys open nothing.
         assert_eq!(FlowKeys::new(&ring(S2, &[])).open(&t), None);
         // Every single changed digit is refused: nobody steers the token to another flow.

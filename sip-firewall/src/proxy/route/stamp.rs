@@ -108,7 +108,18 @@ pub(super) struct StampKey {
 }
 
 impl StampKey {
-    pub(super) fn of(secret: &Secret, purpose: Purpose) -> StampKey {
+    /// The keys of `purpose` of a key ring: the current secret's (which seals), the previous
+    /// secrets' (which still open).
+    pub(super) fn ring(ring: &KeyRing, purpose: Purpose) -> (StampKey, Vec<StampKey>) {
+        let previous = ring
+            .previous()
+            .iter()
+            .map(|s| Self::of(s, purpose))
+            .collect();
+        (Self::of(ring.current(), purpose), previous)
+    }
+
+    fn of(secret: &Secret, purpose: Purpose) -> StampKey {
         StampKey {
             id: secret.id(),
             key: Zeroizing::new(secret.derive::<64>(purpose)),
@@ -122,6 +133,28 @@ impl StampKey {
         head[0] = self.id;
         head[1..].copy_from_slice(&u32::try_from(issued).unwrap_or(u32::MAX).to_be_bytes());
         head
+    }
+
+    /// `data` sealed at `issued` under this key, in hex: head, SIV tag, ciphertext. The
+    /// associated data (RFC 5297: one S2V component each) are `bound`, then the head's key
+    /// id and issue time ([`with_head`]). Should the cipher fail (unreachable: a 64-byte
+    /// key, a few components), zeros of the same length, which open nowhere: never `data`
+    /// in clear.
+    pub(super) fn seal_hex(&self, issued: u64, bound: &[&[u8]], data: &mut [u8]) -> String {
+        let head = self.head(issued);
+        let bytes = HEAD + SIV_TAG + data.len();
+        let sealed = self.cipher().and_then(|mut c| {
+            c.encrypt_in_place_detached(with_head(bound, &head), data)
+                .ok()
+        });
+        let Some(tag) = sealed else {
+            return "0".repeat(2 * bytes);
+        };
+        let mut out = String::with_capacity(2 * bytes);
+        out.push_str(&hex(&head));
+        out.push_str(&hex(&tag));
+        out.push_str(&hex(data));
+        out
     }
 
     pub(super) fn cipher(&self) -> Option<Aes256Siv> {
@@ -141,26 +174,23 @@ pub struct Opened {
 
 /// What a stamp binds besides its parties (RFC 5297 associated data, one S2V component
 /// each): the Call-ID, the caller's From-tag, the key id and the issue time.
-fn bound<'a>(call_id: &'a str, from_tag: &'a str, head: &'a [u8; HEAD]) -> [&'a [u8]; 4] {
-    [
-        call_id.as_bytes(),
-        from_tag.as_bytes(),
-        &head[..1],
-        &head[1..],
-    ]
+fn bound<'a>(call_id: &'a str, from_tag: &'a str, head: &'a [u8]) -> Vec<&'a [u8]> {
+    with_head(&[call_id.as_bytes(), from_tag.as_bytes()], head)
+}
+
+/// Associated data `bound`, then a sealed value's key id and issue time (its `head`).
+pub(super) fn with_head<'a>(bound: &[&'a [u8]], head: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut ad = bound.to_vec();
+    ad.push(head.get(..1).unwrap_or_default());
+    ad.push(head.get(1..).unwrap_or_default());
+    ad
 }
 
 impl StampKeys {
     /// The stamp keys of a key ring (HKDF, `Purpose::DialogStamp`).
     pub fn new(ring: &KeyRing) -> StampKeys {
-        StampKeys {
-            current: StampKey::of(ring.current(), Purpose::DialogStamp),
-            previous: ring
-                .previous()
-                .iter()
-                .map(|s| StampKey::of(s, Purpose::DialogStamp))
-                .collect(),
-        }
+        let (current, previous) = StampKey::ring(ring, Purpose::DialogStamp);
+        StampKeys { current, previous }
     }
 
     /// The stamp of a dialog, sealed in our Record-Route at `issued` (unix seconds): it
@@ -183,25 +213,14 @@ impl StampKeys {
         caller: Destination,
         callee: Destination,
     ) -> String {
-        let k = &self.current;
-        let head = k.head(issued);
         let mut data = [0u8; 2 * PARTY];
         data[..PARTY].copy_from_slice(&party_bytes(&caller));
         data[PARTY..].copy_from_slice(&party_bytes(&callee));
-        let sealed = k.cipher().and_then(|mut c| {
-            c.encrypt_in_place_detached(bound(call_id, from_tag, &head), &mut data)
-                .ok()
-        });
-        let Some(tag) = sealed else {
-            // Unreachable (a 64-byte key, four header components): a stamp that opens
-            // nowhere, never the parties in clear.
-            return "0".repeat(2 * STAMP_BYTES);
-        };
-        let mut out = String::with_capacity(2 * STAMP_BYTES);
-        out.push_str(&hex(&head));
-        out.push_str(&hex(&tag));
-        out.push_str(&hex(&data));
-        out
+        self.current.seal_hex(
+            issued,
+            &[call_id.as_bytes(), from_tag.as_bytes()],
+            &mut data,
+        )
     }
 
     /// The stamp opened, when it is one of ours for this Call-ID and one of `tags` (the
