@@ -283,9 +283,7 @@ mod tests {
         );
         assert_eq!(
             c.proxy.outbound,
-            Some(crate::proxy::config::NextHop::Name(
-                "sip:carrier.example".into()
-            ))
+            Some(crate::section::NextHop::Name("sip:carrier.example".into()))
         );
     }
 

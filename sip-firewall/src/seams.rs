@@ -87,7 +87,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Where a message the core originates goes: an address and how to reach it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Destination {
     pub addr: SocketAddr,
     /// Datagram: UDP from our listening socket; Stream: the open TCP connection with `addr`.

@@ -43,3 +43,63 @@ pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
 pub fn in_any(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
 }
+
+/// A configured next hop: an address, or a SIP URI whose host is a name (RFC 3263).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    Addr(std::net::SocketAddr),
+    /// A `sip:`/`sips:` URI with a domain host.
+    Name(String),
+}
+
+impl NextHop {
+    /// The address, when it is one.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            NextHop::Addr(a) => Some(*a),
+            NextHop::Name(_) => None,
+        }
+    }
+
+    /// The URI to resolve, when it is a name.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            NextHop::Addr(_) => None,
+            NextHop::Name(n) => Some(n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NextHop {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let text = String::deserialize(d)?;
+        if let Ok(a) = text.parse() {
+            return Ok(NextHop::Addr(a));
+        }
+        let lower = text.to_ascii_lowercase();
+        let uri = if lower.starts_with("sip:") || lower.starts_with("sips:") {
+            text.clone()
+        } else {
+            format!("sip:{text}")
+        };
+        match sip_firewall_sip::uri::parse(&uri) {
+            Ok(sip_firewall_sip::uri::Uri::Sip(u)) if u.host.ip().is_none() => {
+                Ok(NextHop::Name(uri))
+            }
+            // `sip:10.0.0.5:5060`: an address written as a URI (UDP, 5060 by default).
+            Ok(sip_firewall_sip::uri::Uri::Sip(u)) if !u.secure && u.params.is_empty() => {
+                match u.host.ip() {
+                    Some(ip) => Ok(NextHop::Addr(std::net::SocketAddr::new(
+                        ip,
+                        u.port.unwrap_or(5060),
+                    ))),
+                    None => Err(D::Error::custom(format!("{text:?}: no host"))),
+                }
+            }
+            _ => Err(D::Error::custom(format!(
+                "{text:?}: expected ip:port, a host name or a sip: URI"
+            ))),
+        }
+    }
+}

@@ -12,9 +12,9 @@
 
 mod support;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
-use sip_firewall_tests::{daemon::DaemonDirs, netns::Pair, said};
+use sip_firewall_tests::{daemon::DaemonDirs, netns::Pair};
 use support::*;
 
 /// The wrong guesses before bob's password in svcrack's word list: twice the threshold.
@@ -90,44 +90,9 @@ fn svmap_is_banned(test: &str, xdp: bool) {
     assert_eq!(code, 0, "{log}");
 }
 
-/// svcrack from namespace a against bob, with ten wrong words, then bob's password, then a
-/// few more; --maximumtime 3: it gives up 3 s after the last answer (then drains its socket
-/// for up to 10 s).
-fn spawn_svcrack(pair: &Pair, bin: &std::path::Path, d: &DaemonDirs) -> std::process::Child {
-    let mut words: Vec<String> = (0..WRONG_FIRST).map(|i| format!("guess-{i}")).collect();
-    words.push(BOB_PASSWORD.to_string());
-    words.extend((0..3).map(|i| format!("later-{i}")));
-    let list = d.dir.path.join("words.txt");
-    std::fs::write(&list, words.join("\n") + "\n").unwrap();
-    in_netns(&pair.ns_a, bin)
-        .args(["-u", "bob", "--domain", "example.com", "-d"])
-        .arg(&list)
-        .args([
-            "-x",
-            &pair.a4.to_string(),
-            "-p",
-            "5060",
-            "--maximumtime",
-            "3",
-        ])
-        .arg(pair.b4.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn svcrack")
-}
-
-/// What svcrack reply (stdout and stderr) once it ended, within 40 s.
-fn svcrack_output(child: std::process::Child) -> String {
-    let (out, killed) = wait_bounded(child, Duration::from_secs(40));
-    let reply = said(&out);
-    assert!(!killed, "svcrack did not end within 40 s:\n{reply}");
-    reply
-}
-
 /// Run svcrack to its end: what it reply.
 fn svcrack(pair: &Pair, bin: &std::path::Path, d: &DaemonDirs) -> String {
-    svcrack_output(spawn_svcrack(pair, bin, d))
+    svcrack_output(spawn_svcrack(pair, bin, d, WRONG_FIRST))
 }
 
 fn svcrack_is_banned(test: &str, xdp: bool) {
@@ -148,7 +113,7 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     let a4 = pair.a4.to_string();
 
     let m0 = Metrics::scrape(pair);
-    let child = spawn_svcrack(pair, &bin, d);
+    let child = spawn_svcrack(pair, &bin, d, WRONG_FIRST);
     let reason = wait_ban(d, &a4, Duration::from_secs(20));
     // From the moment the ban is listed it is in the ban map: what svcrack sends from here on
     // must not reach the message layer (once what was already queued is through).

@@ -243,6 +243,10 @@ pub fn status(common: &Common) -> ExitCode {
             vec!["calls active".into(), s.calls_active.to_string()],
             vec!["fraud blocked".into(), s.fraud_suspended.to_string()],
             vec![
+                "relayed registrations".into(),
+                s.relayed_registrations.to_string(),
+            ],
+            vec![
                 "connections".into(),
                 s.connections
                     .iter()

@@ -114,6 +114,9 @@ pub struct Status {
     /// Accounts suspended by the fraud guard.
     #[serde(default)]
     pub fraud_suspended: usize,
+    /// `[registrar] mode = "relay"`: the phones' flows the operator's registrar registered.
+    #[serde(default)]
+    pub relayed_registrations: usize,
     /// Calls in progress per trunk peer and per account (those with calls).
     #[serde(default)]
     pub calls_by_peer: Vec<(String, u64)>,

@@ -240,6 +240,7 @@ fn status(e: &Enforcer, info: &DaemonInfo) -> Response {
         deny_entries: e.list(List::Deny).len(),
         calls_active: usize::try_from(fraud.calls_active).unwrap_or(usize::MAX),
         fraud_suspended: fraud.suspended.len(),
+        relayed_registrations: info.proxy.as_ref().map_or(0, |p| p.relayed_flows()),
         calls_by_account: fraud
             .accounts
             .iter()

@@ -332,6 +332,7 @@ mod tests {
                 deny_entries: 0,
                 calls_active: 2,
                 fraud_suspended: 0,
+                relayed_registrations: 0,
                 calls_by_peer: vec![],
                 calls_by_account: vec![],
                 cluster: None,

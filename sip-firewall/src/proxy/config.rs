@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::{
     auth::config::AuthConfig,
     registrar::config::RegistrarConfig,
-    section::{Invalid, duration, invalid, opt_duration},
+    section::{Invalid, NextHop, duration, invalid, opt_duration},
 };
 
 /// The sections the proxy reads. `config.rs` builds it from the whole `Config` (which
@@ -91,56 +91,6 @@ impl Default for ProxyConfig {
             .map(String::from)
             .to_vec(),
             stamp_lifetime: None,
-        }
-    }
-}
-
-/// A configured next hop: an address, or a SIP URI whose host is a name (RFC 3263).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NextHop {
-    Addr(std::net::SocketAddr),
-    /// A `sip:`/`sips:` URI with a domain host.
-    Name(String),
-}
-
-impl NextHop {
-    /// The address, when it is one.
-    pub fn addr(&self) -> Option<std::net::SocketAddr> {
-        match self {
-            NextHop::Addr(a) => Some(*a),
-            NextHop::Name(_) => None,
-        }
-    }
-
-    /// The URI to resolve, when it is a name.
-    pub fn name(&self) -> Option<&str> {
-        match self {
-            NextHop::Addr(_) => None,
-            NextHop::Name(n) => Some(n),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for NextHop {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let text = String::deserialize(d)?;
-        if let Ok(a) = text.parse() {
-            return Ok(NextHop::Addr(a));
-        }
-        let lower = text.to_ascii_lowercase();
-        let uri = if lower.starts_with("sip:") || lower.starts_with("sips:") {
-            text.clone()
-        } else {
-            format!("sip:{text}")
-        };
-        match sip_firewall_sip::uri::parse(&uri) {
-            Ok(sip_firewall_sip::uri::Uri::Sip(u)) if u.host.ip().is_none() => {
-                Ok(NextHop::Name(uri))
-            }
-            _ => Err(D::Error::custom(format!(
-                "{text:?}: expected ip:port, a host name or a sip: URI"
-            ))),
         }
     }
 }

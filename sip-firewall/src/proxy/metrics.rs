@@ -27,8 +27,19 @@ pub struct ProxyMetrics {
     /// (resolved, not_found, failed, expired), and failovers to the next target by cause
     /// (failover_transport_error, failover_timeout, failover_503).
     pub dns_routing: IntCounterVec,
+    /// Relay mode: registered flows, and those refused at a bound.
+    pub relayed: RelayedMetrics,
     /// The toll-fraud guard's metrics (its own unit, `crate::fraud`).
     pub fraud: crate::fraud::metrics::FraudMetrics,
+}
+
+/// Relay mode's metrics (`[registrar] mode = "relay"`).
+#[derive(Clone)]
+pub struct RelayedMetrics {
+    /// The flows of registrations the operator's registrar accepted.
+    pub flows: IntGauge,
+    /// Flows not remembered because their table was at a bound (per_source, total).
+    pub full: IntCounterVec,
 }
 
 /// Every label of `sipfw_proxy_dns_routing_total`.
@@ -76,7 +87,7 @@ impl ProxyMetrics {
             ),
             forwarded: r.counters(
                 "sipfw_proxy_forwarded_total",
-                "Messages the proxy forwarded, by kind (request, response, ack, cluster_hop: a request from another cluster node relayed to a flow we hold)",
+                "Messages the proxy forwarded, by kind (request, response, ack, cluster_hop: a request from another cluster node relayed to a flow we hold, flow: one from the registrar of relay mode down the flow its token names)",
                 &["kind"],
             ),
             retransmissions: r.counters(
@@ -97,7 +108,7 @@ impl ProxyMetrics {
                 "sipfw_dialog_refused_total",
                 "Requests the proxy refused to relay, by reason (loop, own_address, \
                  internal_hop, bad_stamp, stamp_expired, too_many_routes, not_a_party, \
-                 ambiguous)",
+                 ambiguous; relay mode: flow_outsider, bad_flow_token, flow_failed)",
                 &["reason"],
             ),
             wrong_source: r.counter(
@@ -119,6 +130,7 @@ impl ProxyMetrics {
                  (failover_transport_error, failover_timeout, failover_503)",
                 &["event"],
             ),
+            relayed: r.relayed(),
             fraud: crate::fraud::metrics::FraudMetrics::new(registry),
         };
         m.show_every_label();
@@ -137,6 +149,9 @@ impl ProxyMetrics {
         for side in ["server", "client"] {
             self.transactions.with_label_values(&[side]);
         }
+        for bound in ["per_source", "total"] {
+            self.relayed.full.with_label_values(&[bound]);
+        }
     }
 }
 
@@ -146,6 +161,24 @@ impl ProxyMetrics {
 struct Maker<'r>(Option<&'r Registry>);
 
 impl Maker<'_> {
+    /// The metrics of relay mode (`sipfw_registrar_relayed_*`).
+    fn relayed(&self) -> RelayedMetrics {
+        RelayedMetrics {
+            flows: self.gauge(
+                "sipfw_registrar_relayed_flows",
+                "Relay mode: flows of registrations the operator's registrar accepted (200) \
+                 that requests from it may be sent down",
+            ),
+            full: self.counters(
+                "sipfw_registrar_relayed_full_total",
+                "Relay mode: registered flows not remembered because the table was at its \
+                 bound (per_source: [registrar] max_relayed_per_source, total: max_relayed); \
+                 requests from the registrar to them get 430",
+                &["bound"],
+            ),
+        }
+    }
+
     fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
         if let Some(r) = self.0
             && let Err(e) = r.register(Box::new(c.clone()))

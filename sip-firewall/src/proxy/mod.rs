@@ -35,7 +35,8 @@
 //! `sipfw_proxy_reply_wrong_source_total`, `sipfw_proxy_silent_contacts_total`,
 //! `sipfw_proxy_transactions_active`, `sipfw_registrar_bindings`, `sipfw_auth_total{result}`,
 //! `sipfw_dialog_refused_total{reason}`, `sipfw_auth_previous_key_total{what}`,
-//! `sipfw_scanner_drops_total`.
+//! `sipfw_scanner_drops_total`; in relay mode `sipfw_registrar_relayed_flows`,
+//! `sipfw_registrar_relayed_full_total{bound}`.
 
 mod alarm;
 pub mod config;
@@ -296,6 +297,11 @@ impl Proxy {
     /// `fraud events`: the last warnings, oldest first.
     pub fn fraud_events(&self) -> Vec<crate::fraud::Event> {
         self.with_core(|c| c.fraud.events())
+    }
+
+    /// Relay mode: the flows the operator's registrar registered.
+    pub fn relayed_flows(&self) -> usize {
+        self.with_core(|c| c.relayed_flows())
     }
 
     /// Calls in progress through the edge.

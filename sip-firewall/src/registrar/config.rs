@@ -2,7 +2,20 @@
 
 use serde::Deserialize;
 
-use crate::section::{Invalid, invalid};
+use crate::section::{Invalid, NextHop, invalid};
+
+/// Who keeps the bindings: the edge itself, or the operator's registrar behind it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The edge is the registrar: `[auth] users` (or the cluster's) and its location store.
+    #[default]
+    Local,
+    /// REGISTER and our domains' requests go to `relay_to`, the operator's registrar; the
+    /// edge adds a Path entry with a flow token naming the phone's flow (RFC 3327, RFC 5626)
+    /// and holds no credential (`crate::registrar::relay`).
+    Relay,
+}
 
 /// `[registrar]`: bindings of addresses of record (RFC 3261 10.3).
 #[derive(Clone, Debug, Deserialize)]
@@ -16,6 +29,16 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     /// Most contacts bound to one address of record.
     pub max_contacts: usize,
+    /// `local` (the edge binds) or `relay` (to `relay_to`).
+    pub mode: Mode,
+    /// The registrar of relay mode: `sip:10.0.0.5:5060`, `10.0.0.5:5060` or a name
+    /// resolved by RFC 3263.
+    pub relay_to: Option<NextHop>,
+    /// Most flows of relayed registrations the edge remembers in total.
+    pub max_relayed: usize,
+    /// Most flows of relayed registrations from one source address (phones behind one NAT
+    /// share it).
+    pub max_relayed_per_source: usize,
 }
 
 impl Default for RegistrarConfig {
@@ -26,6 +49,10 @@ impl Default for RegistrarConfig {
             default_expires: 3600,
             // Few: each contact is a branch of every call to the address of record.
             max_contacts: 5,
+            mode: Mode::Local,
+            relay_to: None,
+            max_relayed: 100_000,
+            max_relayed_per_source: 256,
         }
     }
 }
@@ -51,6 +78,53 @@ impl RegistrarConfig {
         if self.max_contacts == 0 {
             return Err(invalid("registrar.max_contacts", "must be at least 1"));
         }
+        if self.mode == Mode::Relay && self.relay_to.is_none() {
+            return Err(invalid(
+                "registrar.relay_to",
+                "mode = \"relay\" needs the registrar to relay to, e.g. relay_to = \"sip:10.0.0.5:5060\"",
+            ));
+        }
+        if self.max_relayed == 0 || self.max_relayed_per_source == 0 {
+            return Err(invalid(
+                "registrar.max_relayed",
+                "max_relayed and max_relayed_per_source must be at least 1",
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RegistrarConfig, String> {
+        let c: RegistrarConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()
+            .map_err(|e| format!("{}: {}", e.key, e.message))?;
+        Ok(c)
+    }
+
+    #[test]
+    fn relay_mode_needs_a_registrar() {
+        assert_eq!(parse("").expect("defaults").mode, Mode::Local);
+        let e = parse("mode = \"relay\"").unwrap_err();
+        assert!(e.starts_with("registrar.relay_to"), "{e}");
+        let c = parse("mode = \"relay\"\nrelay_to = \"sip:10.0.0.5:5060\"").expect("relay");
+        assert_eq!(
+            c.relay_to,
+            Some(NextHop::Addr("10.0.0.5:5060".parse().expect("addr")))
+        );
+        let c = parse("mode = \"relay\"\nrelay_to = \"sip:10.0.0.5\"").expect("relay");
+        assert_eq!(
+            c.relay_to,
+            Some(NextHop::Addr("10.0.0.5:5060".parse().expect("addr")))
+        );
+        let c = parse("mode = \"relay\"\nrelay_to = \"pbx.example.com\"").expect("relay");
+        assert_eq!(
+            c.relay_to,
+            Some(NextHop::Name("sip:pbx.example.com".into()))
+        );
+        assert!(parse("mode = \"proxy\"").is_err());
     }
 }

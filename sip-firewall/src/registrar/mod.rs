@@ -3,6 +3,7 @@
 //! per address of record, and the list of current bindings for the 200 answer.
 
 pub mod config;
+pub mod relay;
 pub mod request;
 pub mod shared;
 pub mod store;
@@ -173,6 +174,7 @@ mod tests {
             max_expires: 3600,
             default_expires: 1800,
             max_contacts: 2,
+            ..RegistrarConfig::default()
         }
     }
 

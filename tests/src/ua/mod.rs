@@ -147,11 +147,35 @@ impl Ua {
 /// To-tag `to_tag` and CSeq `cseq`.
 pub fn in_dialog(method: &str, ok: &str, via: &str, to_tag: &str, cseq: u32) -> String {
     let get = |name: &str| header(ok, name).unwrap_or("");
-    let target = get("Contact").trim_start_matches('<').trim_end_matches('>');
     let mut routes = msg::record_route(ok);
     routes.reverse();
     let to = get("To");
     let to = format!("{};tag={to_tag}", to.split(";tag=").next().unwrap_or(to));
+    along(method, ok, &routes, via, (get("From"), &to), cseq)
+}
+
+/// A request inside the dialog of `invite` (as the callee received it), sent by the callee
+/// whose 2xx gave it the To-tag `to_tag`: to the INVITE's Contact along its Record-Route in
+/// order (RFC 3261 12.1.1, 12.2.1.1), From and To swapped, with `via` and CSeq `cseq`.
+pub fn callee_in_dialog(method: &str, invite: &str, via: &str, to_tag: &str, cseq: u32) -> String {
+    let get = |name: &str| header(invite, name).unwrap_or("");
+    let from = format!("{};tag={to_tag}", get("To"));
+    let routes = msg::record_route(invite);
+    along(method, invite, &routes, via, (&from, get("From")), cseq)
+}
+
+/// A request to the Contact of `peer` (the other party's message of the dialog) along
+/// `routes`, with its Call-ID, `from` and `to`.
+fn along(
+    method: &str,
+    peer: &str,
+    routes: &[String],
+    via: &str,
+    (from, to): (&str, &str),
+    cseq: u32,
+) -> String {
+    let get = |name: &str| header(peer, name).unwrap_or("");
+    let target = get("Contact").trim_start_matches('<').trim_end_matches('>');
     let route = if routes.is_empty() {
         String::new()
     } else {
@@ -161,8 +185,8 @@ pub fn in_dialog(method: &str, ok: &str, via: &str, to_tag: &str, cseq: u32) -> 
         method,
         uri: target,
         via,
-        from: get("From"),
-        to: &to,
+        from,
+        to,
         call_id: get("Call-ID"),
         cseq,
         extra: &route,

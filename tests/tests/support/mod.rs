@@ -273,3 +273,43 @@ pub fn sipvicious(test: &str, command: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// svcrack from namespace a (198.51.100.1) against bob at the edge, with `wrong_first` wrong
+/// words, then bob's password, then a few more; --maximumtime 3: it gives up 3 s after the
+/// last answer (then drains its socket for up to 10 s).
+pub fn spawn_svcrack(
+    pair: &Pair,
+    bin: &std::path::Path,
+    d: &DaemonDirs,
+    wrong_first: usize,
+) -> std::process::Child {
+    let mut words: Vec<String> = (0..wrong_first).map(|i| format!("guess-{i}")).collect();
+    words.push(BOB_PASSWORD.to_string());
+    words.extend((0..3).map(|i| format!("later-{i}")));
+    let list = d.dir.path.join("words.txt");
+    std::fs::write(&list, words.join("\n") + "\n").unwrap();
+    in_netns(&pair.ns_a, bin)
+        .args(["-u", "bob", "--domain", "example.com", "-d"])
+        .arg(&list)
+        .args([
+            "-x",
+            &pair.a4.to_string(),
+            "-p",
+            "5060",
+            "--maximumtime",
+            "3",
+        ])
+        .arg(pair.b4.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn svcrack")
+}
+
+/// What svcrack reply (stdout and stderr) once it ended, within 40 s.
+pub fn svcrack_output(child: std::process::Child) -> String {
+    let (out, killed) = wait_bounded(child, Duration::from_secs(40));
+    let reply = sip_firewall_tests::said(&out);
+    assert!(!killed, "svcrack did not end within 40 s:\n{reply}");
+    reply
+}

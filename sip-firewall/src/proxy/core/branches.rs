@@ -157,7 +157,7 @@ impl Core {
             .and_then(|v| via::parse_list(v).next())
             .and_then(Result::ok);
         let get = |h: HeaderName<'static>| msg.get(h).map(str::to_string);
-        self.loop_tag(&ruri, &get, below.as_ref())
+        self.loop_tag(&ruri, &get, below.as_ref(), &route::routes(msg).join(","))
     }
 
     /// Send `b`, branch `i` of the server transaction `o.key` with our Via (`branch`) on

@@ -112,7 +112,7 @@ impl Core {
     /// An in-dialog request's next hop: the other party of the dialog our stamp names,
     /// if it may be a next hop at all ([`Core::allowed_hop`]: a stamp forged with a leaked
     /// key steers us no further inward than a Request-URI could), but for `[proxy]
-    /// outbound` (where the edge sends by configuration) and for a request from this very
+    /// outbound` and `[registrar] relay_to` (where the edge sends by configuration) and for a request from this very
     /// host (loopback or one of our addresses, which the kernel takes from no other host),
     /// whose sender reaches the host's services without us. Err: the answer (404 without
     /// our valid stamp of this dialog, 403 from or toward anyone else or toward an internal
@@ -140,7 +140,16 @@ impl Core {
             let ip = source.ip().to_canonical();
             ip.is_loopback() || self.local.is_our_ip(ip)
         };
-        if from_host || self.settings.outbound == Some(dest.addr) {
+        if from_host
+            || self.settings.outbound == Some(dest.addr)
+            || self
+                .settings
+                .registrar
+                .relay_to
+                .as_ref()
+                .and_then(NextHop::addr)
+                == Some(dest.addr)
+        {
             return Ok(dest);
         }
         self.allowed_hop(dest, Some(source))

@@ -33,13 +33,17 @@ impl Core {
     }
 
     /// The loop-detection tag of a request (RFC 3261 16.6 step 8): a keyed hash of its
-    /// Request-URI, Call-ID, From and To tags, CSeq number and the Via below ours, so that
-    /// the same request coming back is a loop and one whose Request-URI changed a spiral.
+    /// Request-URI, Call-ID, From and To tags, CSeq number, the Via below ours and `routes`
+    /// (its Route entries below ours, as it leaves us), so that the same request coming back
+    /// is a loop, and one whose Request-URI changed or whose Route set a hop in between
+    /// consumed (an in-dialog request through us, a record-routing registrar and us again)
+    /// a spiral.
     pub(super) fn loop_tag(
         &self,
         ruri: &str,
         get: &dyn Fn(HeaderName<'static>) -> Option<String>,
         below: Option<&via::Via<'_>>,
+        routes: &str,
     ) -> String {
         let tag = |h| {
             get(h)
@@ -80,6 +84,7 @@ impl Core {
                 vb.as_bytes(),
                 vh.as_bytes(),
                 &vp.to_le_bytes(),
+                routes.as_bytes(),
             ],
         );
         crate::auth::digest::hex(&h[..8])
@@ -87,8 +92,9 @@ impl Core {
 
     /// RFC 3261 16.3 step 4: whether the request already went through us unchanged (one
     /// of its Vias is ours and carries the loop tag this request would get now). A
-    /// request whose Request-URI changed since (a spiral) is not a loop.
-    pub(super) fn looped(&self, m: &Message<'_>) -> bool {
+    /// request whose Request-URI or remaining Route set (`routes`: what is left below our
+    /// entries, [`route::routes`] joined by commas) changed since (a spiral) is not a loop.
+    pub(super) fn looped(&self, m: &Message<'_>, routes: &str) -> bool {
         let vias: Vec<via::Via<'_>> = m
             .all(HeaderName::Via)
             .flat_map(via::parse_list)
@@ -115,7 +121,7 @@ impl Core {
             }
             #[cfg(test)]
             LOOP_TAGS_COMPUTED.with(|n| n.set(n.get() + 1));
-            let want = self.loop_tag(ruri, &get, vias.get(i + 1));
+            let want = self.loop_tag(ruri, &get, vias.get(i + 1), routes);
             if bool::from(tag.as_bytes().ct_eq(want.as_bytes())) {
                 return true;
             }

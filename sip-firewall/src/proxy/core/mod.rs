@@ -18,6 +18,7 @@
 //! | `dialog.rs` | in-dialog requests by our stamp, the ACK of a 2xx |
 //! | `identity.rs` | digest authentication, asserted identities |
 //! | `register.rs` | REGISTER, handed to `registrar::request` |
+//! | `relay_mode.rs` | relay mode: REGISTER and requests to the operator's registrar, its answers, flows |
 //! | `branches.rs` | forwarding: a client transaction per branch, Record-Route |
 //! | `response.rs` | responses: matching, best response, CANCEL of branches |
 //! | `timers.rs` | one heap of transaction deadlines |
@@ -79,7 +80,7 @@ use crate::{
         store::{Binding, Change, LocationStore, MemoryStore, SharedBinding},
     },
     seams::{Action, Context, Destination, Observer},
-    section::in_any,
+    section::{NextHop, in_any},
 };
 use clients::{ClientKey, Clients, Outgoing};
 use req::{Onward, Req};
@@ -130,6 +131,8 @@ struct CoreKeys {
     hop: Vec<[u8; 32]>,
     /// Of loop tags (and of branch ids when the OS has no randomness).
     loop_tag: Vec<u8>,
+    /// Of the flow tokens of our Path entries in relay mode.
+    flow: route::flow::FlowKeys,
 }
 
 /// This node in a cluster that shares registrations.
@@ -179,6 +182,8 @@ pub struct Core {
     store: Box<dyn LocationStore>,
     /// Who we are in a cluster that shares registrations (none: standalone).
     cluster: Option<Member>,
+    /// Relay mode: the flows the operator's registrar registered.
+    relayed: registrar::relay::Flows,
     auth: Authenticator,
     metrics: ProxyMetrics,
     observer: Arc<dyn Observer>,
@@ -312,6 +317,7 @@ mod fraud;
 mod identity;
 mod loops;
 mod register;
+mod relay_mode;
 mod req;
 mod request;
 mod resolve;

@@ -45,6 +45,7 @@ impl Core {
         self.silent.answered(&e.dest.addr);
         // It was reached: a later transport error is not a reason to try another target.
         self.clients.settled(&ckey);
+        let relay_mode = self.relay_mode();
         let Some(e) = self.clients.get_mut(&ckey) else {
             return self.stray();
         };
@@ -55,6 +56,7 @@ impl Core {
             .on_response(code, now, &timers, || forward::ack_for(req, to).to_bytes());
         let dest = e.dest;
         let server = e.server.clone();
+        let relayed = relay_mode::Sent::of(&e.req, relay_mode && code >= 200);
         if let Some(ack) = out.send {
             self.send(dest, ack);
         }
@@ -76,6 +78,7 @@ impl Core {
                 self.gauges();
                 return Action::Absorb;
             }
+            self.relayed_answer(relayed.as_ref(), &skey, code, m, now);
             let mut resp = SipMsg::from_parsed(m);
             resp.pop_via();
             self.branch_response(&skey, idx, code, Some(resp), now);

@@ -44,7 +44,7 @@ impl Core {
         // Before anything keyed is computed (loop tags, stamps, hop seals).
         let popped = self.pop_routes(&mut msg, ctx.source)?;
         // RFC 3261 16.3 step 4: the same request back through us is a loop.
-        if self.looped(m) {
+        if self.looped(m, &route::routes(&msg).join(",")) {
             self.refused(Some(ctx.source), "loop");
             return Err(answer(482, "Loop Detected"));
         }
@@ -55,6 +55,11 @@ impl Core {
             .and_then(|t| name_addr::parse_single(t).ok())
             .is_some_and(|a| a.tag.is_some());
 
+        // Relay mode: a request the registrar sends through our Path entry (RFC 5626 5.3).
+        if !in_dialog && let Some(token) = popped.iter().find_map(|e| route::flow::flow_token_of(e))
+        {
+            return self.flow_hop(r, msg, &token);
+        }
         // A request another cluster node sends through the Path of a registration whose
         // flow we hold (RFC 3327): relayed to that flow, for a cluster node only.
         if !in_dialog && let Some(seal) = popped.iter().find_map(|e| route::cluster_hop_of(e)) {
@@ -123,7 +128,7 @@ impl Core {
     fn route_initial(
         &mut self,
         r: &mut Req<'_>,
-        mut msg: SipMsg,
+        msg: SipMsg,
         trusted: bool,
     ) -> Result<(), LocalReply> {
         let (ctx, method) = (r.ctx, r.method);
@@ -144,6 +149,7 @@ impl Core {
 
         if method == "REGISTER" {
             return match (&ruri, &local_domain) {
+                (Some(_), Some(_)) if self.relay_mode() => self.relay_register(r, msg),
                 (Some(_), Some(_)) => self.register(r, trusted, &ruri_text),
                 _ => Err(answer(403, "Not Our Domain")),
             };
@@ -152,18 +158,12 @@ impl Core {
             && u.user.is_none()
             && to_us
         {
-            // Addressed to the proxy itself: OPTIONS is a keep-alive ping.
-            return Err(if method == "OPTIONS" {
-                LocalReply {
-                    code: 200,
-                    phrase: "OK",
-                    extra: vec![ALLOW.into()],
-                }
-            } else {
-                answer(404, "Not Found")
-            });
+            return Err(to_the_proxy(method));
         }
 
+        let Some(mut msg) = self.relay_initial(r, msg, local_domain.is_some(), trusted)? else {
+            return Ok(());
+        };
         let (sender, account, asserted) = self.sender_of(r, &ruri_text, trusted)?;
         // RFC 3325: identities pass only within the trust domain; for our authenticated
         // users the edge asserts the identity itself, whatever they claimed.
@@ -338,7 +338,7 @@ impl Core {
     pub(super) fn cluster_hop(
         &mut self,
         r: &Req<'_>,
-        mut msg: SipMsg,
+        msg: SipMsg,
         seal: &str,
     ) -> Result<(), LocalReply> {
         let (m, ctx, now) = (r.m, r.ctx, r.now);
@@ -366,14 +366,36 @@ impl Core {
             // The phone moved or left since the other node looked.
             return Err(self.unavailable());
         };
-        // Nothing below our Path is honoured: the flow is the next hop.
+        self.down_the_flow(r, msg, binding_destination(&b), "cluster_hop")
+    }
+
+    /// A request routed through our Path entry, to the phone's flow `dest`, record-routed
+    /// (the phone's in-dialog requests come back through us); counted as forwarded `kind`.
+    /// Nothing below our Path is honoured: the flow is the next hop.
+    pub(super) fn down_the_flow(
+        &mut self,
+        r: &Req<'_>,
+        mut msg: SipMsg,
+        dest: Destination,
+        kind: &str,
+    ) -> Result<(), LocalReply> {
         msg.remove(HeaderName::Route);
-        let dest = binding_destination(&b);
-        self.metrics
-            .forwarded
-            .with_label_values(&["cluster_hop"])
-            .inc();
-        let rr = forward::creates_dialog(r.method).then_some(ctx.transport);
+        self.metrics.forwarded.with_label_values(&[kind]).inc();
+        let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
         self.forward(&r.onward(rr), msg, vec![(None, dest)])
+    }
+}
+
+/// The answer to a request addressed to the proxy itself (no user): OPTIONS is a
+/// keep-alive ping.
+fn to_the_proxy(method: &str) -> LocalReply {
+    if method == "OPTIONS" {
+        LocalReply {
+            code: 200,
+            phrase: "OK",
+            extra: vec![ALLOW.into()],
+        }
+    } else {
+        answer(404, "Not Found")
     }
 }

@@ -63,6 +63,7 @@ impl Core {
         if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
             self.last_housekeeping = now;
             self.store.expire(now);
+            self.expire_relayed(now);
             self.metrics.bindings.set(self.store.len() as i64);
             let secs = self.unix_secs(now);
             self.auth.expire(secs);

@@ -12,6 +12,7 @@ use sip_firewall_sip::{
 use super::msg::SipMsg;
 use crate::seams::Destination;
 
+pub mod flow;
 mod stamp;
 
 #[cfg(test)]

@@ -46,15 +46,15 @@ fn hmac_of(key: &[u8], parts: &[&[u8]]) -> Option<Hmac<sha2::Sha256>> {
 
 /// Bytes of a stamp's head, in clear and authenticated: the id of the secret that sealed
 /// it, and when (unix seconds, 32 bits).
-const HEAD: usize = 5;
+pub(super) const HEAD: usize = 5;
 /// Bytes of the synthetic IV, AES-SIV's authentication tag (RFC 5297 2.6: 128 bits).
-const SIV_TAG: usize = 16;
+pub(super) const SIV_TAG: usize = 16;
 /// Bytes of one sealed party: transport, IPv6 (IPv4-mapped) address, port.
-const PARTY: usize = 19;
+pub(super) const PARTY: usize = 19;
 /// Bytes of a whole stamp (written in hex: 118 characters).
 const STAMP_BYTES: usize = HEAD + SIV_TAG + 2 * PARTY;
 
-fn party_bytes(d: &Destination) -> [u8; PARTY] {
+pub(super) fn party_bytes(d: &Destination) -> [u8; PARTY] {
     let mut out = [0u8; PARTY];
     out[0] = match d.transport {
         Transport::Datagram => 0,
@@ -72,7 +72,7 @@ fn party_bytes(d: &Destination) -> [u8; PARTY] {
     out
 }
 
-fn party_of(b: &[u8]) -> Option<Destination> {
+pub(super) fn party_of(b: &[u8]) -> Option<Destination> {
     let transport = match b.first()? {
         0 => Transport::Datagram,
         1 => Transport::Stream,
@@ -99,21 +99,65 @@ pub struct StampKeys {
     previous: Vec<StampKey>,
 }
 
-struct StampKey {
-    id: u8,
+/// One secret's AES-SIV key of one purpose (dialog stamps, flow tokens), under the
+/// secret's id.
+pub(super) struct StampKey {
+    pub(super) id: u8,
     /// AES-256-SIV takes two AES-256 keys (RFC 5297 2.2: one for S2V, one for CTR).
     key: Zeroizing<[u8; 64]>,
 }
 
 impl StampKey {
-    fn of(secret: &Secret) -> StampKey {
+    /// The keys of `purpose` of a key ring: the current secret's (which seals), the previous
+    /// secrets' (which still open).
+    pub(super) fn ring(ring: &KeyRing, purpose: Purpose) -> (StampKey, Vec<StampKey>) {
+        let previous = ring
+            .previous()
+            .iter()
+            .map(|s| Self::of(s, purpose))
+            .collect();
+        (Self::of(ring.current(), purpose), previous)
+    }
+
+    fn of(secret: &Secret, purpose: Purpose) -> StampKey {
         StampKey {
             id: secret.id(),
-            key: Zeroizing::new(secret.derive::<64>(Purpose::DialogStamp)),
+            key: Zeroizing::new(secret.derive::<64>(purpose)),
         }
     }
 
-    fn cipher(&self) -> Option<Aes256Siv> {
+    /// The head of what this key seals at `issued` (unix seconds): its id and the time, in
+    /// clear and authenticated (32 bits of unix seconds last until 2106).
+    pub(super) fn head(&self, issued: u64) -> [u8; HEAD] {
+        let mut head = [0u8; HEAD];
+        head[0] = self.id;
+        head[1..].copy_from_slice(&u32::try_from(issued).unwrap_or(u32::MAX).to_be_bytes());
+        head
+    }
+
+    /// `data` sealed at `issued` under this key, in hex: head, SIV tag, ciphertext. The
+    /// associated data (RFC 5297: one S2V component each) are `bound`, then the head's key
+    /// id and issue time ([`with_head`]). Should the cipher fail (unreachable: a 64-byte
+    /// key, a few components), zeros of the same length, which open nowhere: never `data`
+    /// in clear.
+    pub(super) fn seal_hex(&self, issued: u64, bound: &[&[u8]], data: &mut [u8]) -> String {
+        let head = self.head(issued);
+        let bytes = HEAD + SIV_TAG + data.len();
+        let sealed = self.cipher().and_then(|mut c| {
+            c.encrypt_in_place_detached(with_head(bound, &head), data)
+                .ok()
+        });
+        let Some(tag) = sealed else {
+            return "0".repeat(2 * bytes);
+        };
+        let mut out = String::with_capacity(2 * bytes);
+        out.push_str(&hex(&head));
+        out.push_str(&hex(&tag));
+        out.push_str(&hex(data));
+        out
+    }
+
+    pub(super) fn cipher(&self) -> Option<Aes256Siv> {
         Aes256Siv::new_from_slice(&self.key[..]).ok()
     }
 }
@@ -130,22 +174,23 @@ pub struct Opened {
 
 /// What a stamp binds besides its parties (RFC 5297 associated data, one S2V component
 /// each): the Call-ID, the caller's From-tag, the key id and the issue time.
-fn bound<'a>(call_id: &'a str, from_tag: &'a str, head: &'a [u8; HEAD]) -> [&'a [u8]; 4] {
-    [
-        call_id.as_bytes(),
-        from_tag.as_bytes(),
-        &head[..1],
-        &head[1..],
-    ]
+fn bound<'a>(call_id: &'a str, from_tag: &'a str, head: &'a [u8]) -> Vec<&'a [u8]> {
+    with_head(&[call_id.as_bytes(), from_tag.as_bytes()], head)
+}
+
+/// Associated data `bound`, then a sealed value's key id and issue time (its `head`).
+pub(super) fn with_head<'a>(bound: &[&'a [u8]], head: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut ad = bound.to_vec();
+    ad.push(head.get(..1).unwrap_or_default());
+    ad.push(head.get(1..).unwrap_or_default());
+    ad
 }
 
 impl StampKeys {
     /// The stamp keys of a key ring (HKDF, `Purpose::DialogStamp`).
     pub fn new(ring: &KeyRing) -> StampKeys {
-        StampKeys {
-            current: StampKey::of(ring.current()),
-            previous: ring.previous().iter().map(StampKey::of).collect(),
-        }
+        let (current, previous) = StampKey::ring(ring, Purpose::DialogStamp);
+        StampKeys { current, previous }
     }
 
     /// The stamp of a dialog, sealed in our Record-Route at `issued` (unix seconds): it
@@ -168,28 +213,14 @@ impl StampKeys {
         caller: Destination,
         callee: Destination,
     ) -> String {
-        let k = &self.current;
-        let mut head = [0u8; HEAD];
-        head[0] = k.id;
-        // 32 bits of unix seconds last until 2106.
-        head[1..].copy_from_slice(&u32::try_from(issued).unwrap_or(u32::MAX).to_be_bytes());
         let mut data = [0u8; 2 * PARTY];
         data[..PARTY].copy_from_slice(&party_bytes(&caller));
         data[PARTY..].copy_from_slice(&party_bytes(&callee));
-        let sealed = k.cipher().and_then(|mut c| {
-            c.encrypt_in_place_detached(bound(call_id, from_tag, &head), &mut data)
-                .ok()
-        });
-        let Some(tag) = sealed else {
-            // Unreachable (a 64-byte key, four header components): a stamp that opens
-            // nowhere, never the parties in clear.
-            return "0".repeat(2 * STAMP_BYTES);
-        };
-        let mut out = String::with_capacity(2 * STAMP_BYTES);
-        out.push_str(&hex(&head));
-        out.push_str(&hex(&tag));
-        out.push_str(&hex(&data));
-        out
+        self.current.seal_hex(
+            issued,
+            &[call_id.as_bytes(), from_tag.as_bytes()],
+            &mut data,
+        )
     }
 
     /// The stamp opened, when it is one of ours for this Call-ID and one of `tags` (the
@@ -197,7 +228,7 @@ impl StampKeys {
     /// depending on who sends it). Only the keys of the stamp's key id are tried: a stamp
     /// of an unknown id costs no cryptography. Its age is the caller's to judge.
     pub fn open(&self, call_id: &str, tags: &[&str], stamp: &str) -> Option<Opened> {
-        let raw: [u8; STAMP_BYTES] = unhex(stamp)?.try_into().ok()?;
+        let raw: [u8; STAMP_BYTES] = unhex_exact(stamp, STAMP_BYTES)?.try_into().ok()?;
         #[cfg(test)]
         counters::OPENED.with(|n| n.set(n.get() + 1));
         let (head, rest) = raw.split_at(HEAD);
@@ -254,8 +285,9 @@ pub mod counters {
     }
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() != 2 * STAMP_BYTES {
+/// `s` decoded, when it is hex of exactly `bytes` bytes.
+pub(super) fn unhex_exact(s: &str, bytes: usize) -> Option<Vec<u8>> {
+    if s.len() != 2 * bytes {
         return None;
     }
     crate::auth::digest::unhex(s)
@@ -330,20 +362,22 @@ pub fn open_cluster_hop(
         .map(|()| aor)
 }
 
-/// The cluster hop parameter of a `<uri>;params` Route entry.
-pub fn cluster_hop_of(entry: &str) -> Option<String> {
+/// The URI parameter `name` of a `<uri>;params` Route entry.
+pub(super) fn param_of(entry: &str, name: &str) -> Option<String> {
     match uri::parse(entry_uri(entry)?) {
-        Ok(Uri::Sip(u)) => u.param(CLUSTER_PARAM).map(str::to_string),
+        Ok(Uri::Sip(u)) => u.param(name).map(str::to_string),
         _ => None,
     }
 }
 
+/// The cluster hop parameter of a `<uri>;params` Route entry.
+pub fn cluster_hop_of(entry: &str) -> Option<String> {
+    param_of(entry, CLUSTER_PARAM)
+}
+
 /// The stamp parameter of a `<uri>;params` Route entry.
 pub fn stamp_of(entry: &str) -> Option<String> {
-    match uri::parse(entry_uri(entry)?) {
-        Ok(Uri::Sip(u)) => u.param(STAMP_PARAM).map(str::to_string),
-        _ => None,
-    }
+    param_of(entry, STAMP_PARAM)
 }
 
 #[cfg(test)]

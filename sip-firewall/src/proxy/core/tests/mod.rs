@@ -199,3 +199,4 @@ mod dialog;
 mod dns;
 mod edge;
 mod fraud;
+mod relay_mode;
