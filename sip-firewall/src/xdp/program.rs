@@ -258,6 +258,7 @@ impl FastPath {
                 XdpError::Refused(detail)
             }
         })?;
+        super::capture::load_tap(&mut ebpf).map_err(XdpError::Refused)?;
         let maps = XdpMaps::take(&mut ebpf)?;
         Ok(FastPath {
             ebpf,

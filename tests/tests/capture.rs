@@ -1,0 +1,146 @@
+//! `sip-firewall capture` against a daemon in a namespace: what the XDP program dropped,
+//! by verdict, in a pcapng file that tshark reads as it is; the filter (verdicts, source,
+//! port) applied in the kernel, and two captures at once.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use sip_firewall_tests::{
+    capture::{Capture, require_tshark, tshark_fields},
+    edge::{Edge, err, xdp_args},
+    frames,
+    netns::in_ns,
+};
+
+/// Flood limits far above what the test sends: a junk burst stays `malformed`, not `flood`.
+const CONFIG: &str = "[xdp]\nflood_rate = 100000\nflood_burst = 100000\n";
+
+fn socket(edge: &Edge, addr: IpAddr) -> UdpSocket {
+    in_ns(&edge.pair.ns_a, move || {
+        Ok(UdpSocket::bind(SocketAddr::new(addr, 0))?)
+    })
+    .expect("a socket in namespace a")
+}
+
+#[test]
+fn banned_registers_and_junk_are_captured_by_verdict() {
+    let test = "banned_registers_and_junk_are_captured_by_verdict";
+    if !require_tshark(test) {
+        return;
+    }
+    let Some(edge) = Edge::root(test, "cap", CONFIG, xdp_args(true)) else {
+        return;
+    };
+    let banned = IpAddr::V4(edge.pair.a4);
+    let junk_source = IpAddr::V6(edge.pair.a6);
+    let other = IpAddr::V4(edge.pair.add_a4(7).expect("a second address in a"));
+    let o = edge.cli(&["ban", "add", &banned.to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+
+    // Everything banned or malformed; the banned source alone, and on the SIP port only.
+    let all = Capture::start(
+        &edge,
+        "all.pcapng",
+        &["--verdict", "banned,malformed", "--count", "15"],
+    );
+    let one = Capture::start(
+        &edge,
+        "one.pcapng",
+        &[
+            "--verdict",
+            "banned",
+            "--source",
+            &format!("{banned}/32"),
+            "--port",
+            "5060",
+            "--count",
+            "5",
+        ],
+    );
+
+    let (tx_banned, tx_junk, tx_other) = (
+        socket(&edge, banned),
+        socket(&edge, junk_source),
+        socket(&edge, other),
+    );
+    let sip4 = edge.sip();
+    let sip6 = SocketAddr::new(edge.pair.b(true), 5060);
+    for i in 0..5 {
+        // The unbanned source's requests pass: in neither file.
+        tx_other
+            .send_to(&frames::sip_request("OPTIONS", 100 + i), sip4)
+            .expect("send");
+        tx_other
+            .send_to(&frames::sip_request("REGISTER", 200 + i), sip4)
+            .expect("send");
+        // Dropped as banned, but not to the SIP port: in the first file, not the second.
+        tx_banned
+            .send_to(b"ping", SocketAddr::new(edge.pair.b(false), 7000))
+            .expect("send");
+    }
+    for i in 0..5 {
+        tx_banned
+            .send_to(&frames::sip_request("REGISTER", i), sip4)
+            .expect("send");
+        tx_junk
+            .send_to(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", sip6)
+            .expect("send");
+    }
+
+    let (status, said) = all.wait(Duration::from_secs(20));
+    assert!(status.success(), "{said}");
+    assert!(said.contains("15 packets captured"), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("all.pcapng"),
+        None,
+        &[
+            "frame.comment",
+            "ip.src",
+            "ipv6.src",
+            "sip.Method",
+            "udp.dstport",
+        ],
+    );
+    assert_eq!(rows.len(), 15, "{rows:?}");
+    let registers: Vec<_> = rows.iter().filter(|r| r[3] == "REGISTER").collect();
+    assert_eq!(registers.len(), 5, "{rows:?}");
+    for r in &registers {
+        assert_eq!(r[1], banned.to_string(), "{r:?}");
+        assert!(r[0].contains("verdict: banned (dropped"), "{r:?}");
+    }
+    let pings = rows.iter().filter(|r| r[4] == "7000").collect::<Vec<_>>();
+    assert_eq!(pings.len(), 5, "{rows:?}");
+    for r in &pings {
+        assert_eq!(r[1], banned.to_string(), "{r:?}");
+        assert!(r[0].contains("verdict: banned (dropped"), "{r:?}");
+    }
+    let junk: Vec<_> = rows.iter().filter(|r| r[0].contains("malformed")).collect();
+    assert_eq!(junk.len(), 5, "{rows:?}");
+    for r in &junk {
+        assert_eq!(r[2], junk_source.to_string(), "{r:?}");
+        assert_eq!(r[4], "5060", "{r:?}");
+    }
+    assert!(
+        !rows.iter().any(|r| r[1] == other.to_string()),
+        "nothing of the unbanned source: {rows:?}"
+    );
+    // tshark's SIP dissector reads the file as it is.
+    let sip = tshark_fields(&edge.dir().join("all.pcapng"), Some("sip"), &["sip.Method"]);
+    assert_eq!(sip.len(), 5, "{sip:?}");
+
+    let (status, said) = one.wait(Duration::from_secs(20));
+    assert!(status.success(), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("one.pcapng"),
+        None,
+        &["frame.comment", "ip.src", "udp.dstport", "sip.Method"],
+    );
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r[1], banned.to_string(), "{r:?}");
+        assert_eq!(r[2], "5060", "{r:?}");
+        assert_eq!(r[3], "REGISTER", "{r:?}");
+    }
+}
