@@ -23,6 +23,8 @@ pub const CAPTURE_RINGS: [&str; CAPTURE_SLOTS] =
 /// Program array whose entry 0 is the capture tap program ([`TAP_PROGRAM`]), which the XDP
 /// program tail-calls while a capture runs.
 pub const CAPTURE_PROG: &str = "SIPFW_CAPPROG";
+/// Per-CPU array of [`CAPTURE_SLOTS`] `u64`s: copies of each slot lost to a full buffer.
+pub const CAPTURE_LOST: &str = "SIPFW_CAPLOST";
 /// The name of the tap program in the object.
 pub const TAP_PROGRAM: &str = "sip_firewall_capture";
 /// How many captures can run at once.
@@ -123,7 +125,7 @@ mod tests {
     fn map_names_fit_bpf_obj_name() {
         for n in CAPTURE_RINGS
             .iter()
-            .chain(&[CAPTURE, CAPTURE_ON, CAPTURE_PROG])
+            .chain(&[CAPTURE, CAPTURE_ON, CAPTURE_PROG, CAPTURE_LOST])
         {
             assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
         }

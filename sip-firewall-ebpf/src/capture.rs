@@ -10,8 +10,9 @@
 //! half of its flags, so the kernel copies them without a loop over the packet. A reader too
 //! slow for its buffer loses copies (the kernel counts them for it), never this path's time.
 
+use aya_ebpf::bindings::BPF_F_CURRENT_CPU;
 use aya_ebpf::{
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_perf_event_output},
     macros::{map, xdp},
     maps::{Array, PerCpuArray, PerfEventArray, ProgramArray},
     programs::XdpContext,
@@ -40,6 +41,10 @@ pub static CAPTURE_PROG: ProgramArray = ProgramArray::pinned(1, 0);
 /// The verdict handed across the tail call (the same CPU runs both programs, unpreempted).
 #[map(name = "SIPFW_CAPWHY")]
 static CAPTURE_REASON: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per slot, per CPU: copies lost because the slot's buffer was full (a reader too slow).
+#[map(name = "SIPFW_CAPLOST")]
+pub static CAPTURE_LOST: PerCpuArray<u64> = PerCpuArray::pinned(CAPTURE_SLOTS as u32, 0);
 
 #[map(name = "SIPFW_CAP0")]
 pub static CAP0: PerfEventArray<CaptureHeader> = PerfEventArray::pinned(0);
@@ -148,8 +153,24 @@ fn slot(ctx: &XdpContext, seen: &Seen, i: u32, ring: &PerfEventArray<CaptureHead
         len: seen.len,
         caplen,
     };
-    // `output` puts its flags in the upper 32 bits: frame bytes the kernel appends after the header
-    // (BPF_F_CTXLEN_MASK); it refuses a length past the frame's end at run time. A full
-    // buffer loses this copy and counts it for the reader.
-    ring.output(ctx, &header, caplen);
+    // The upper 32 bits of the flags: frame bytes the kernel appends after the header
+    // (BPF_F_CTXLEN_MASK); it refuses a length past the frame's end at run time. Called
+    // directly rather than through `PerfEventArray::output`, which drops the result: a full
+    // buffer loses this copy, and the loss is counted for the reader.
+    let flags = (u64::from(caplen) << 32) | u64::from(BPF_F_CURRENT_CPU);
+    let rc = unsafe {
+        bpf_perf_event_output(
+            ctx.ctx.cast(),
+            core::ptr::from_ref(ring).cast_mut().cast(),
+            flags,
+            core::ptr::from_ref(&header).cast_mut().cast(),
+            core::mem::size_of::<CaptureHeader>() as u64,
+        )
+    };
+    if rc != 0
+        && let Some(lost) = CAPTURE_LOST.get_ptr_mut(i)
+    {
+        // Per-CPU slot: no other writer.
+        unsafe { *lost += 1 };
+    }
 }

@@ -24,7 +24,22 @@ impl Capture {
     /// (so that interface names resolve as the daemon sees them). Returns once the capture
     /// holds its slot (its first line on stderr), so what is sent afterwards is seen.
     pub fn start(edge: &Edge, name: &str, args: &[&str]) -> Capture {
+        Self::spawn(edge, name, false, args)
+    }
+
+    /// The same with `-w -`: the stream on its stdout goes into the file.
+    pub fn start_to_stdout(edge: &Edge, name: &str, args: &[&str]) -> Capture {
+        Self::spawn(edge, name, true, args)
+    }
+
+    fn spawn(edge: &Edge, name: &str, to_stdout: bool, args: &[&str]) -> Capture {
         let file = edge.dir().join(name);
+        let (write, stdout) = if to_stdout {
+            let f = std::fs::File::create(&file).expect("the capture's file");
+            (PathBuf::from("-"), Stdio::from(f))
+        } else {
+            (file.clone(), Stdio::null())
+        };
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{}", edge.pair.ns_b))
             .arg(daemon_bin())
@@ -32,9 +47,9 @@ impl Capture {
             .arg("--pin-dir")
             .arg(&edge.dirs.pin_dir)
             .arg("-w")
-            .arg(&file)
+            .arg(&write)
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the capture");
@@ -57,6 +72,13 @@ impl Capture {
             Ok(line) => panic!("the capture did not start: {line}\n{}", cap.said()),
             Err(e) => panic!("the capture said nothing ({e})"),
         }
+    }
+
+    /// Send it `signal` (SIGSTOP makes a reader that reads nothing, SIGCONT wakes it).
+    pub fn signal(&self, signal: i32) {
+        let c = self.child.as_ref().expect("running");
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(c.id() as i32, signal) };
     }
 
     /// Everything it said on stderr since its first line.

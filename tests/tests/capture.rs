@@ -144,3 +144,72 @@ fn banned_registers_and_junk_are_captured_by_verdict() {
         assert_eq!(r[3], "REGISTER", "{r:?}");
     }
 }
+
+/// The number before `what` in a capture's summary (`15 packets captured`).
+fn summary(said: &str, what: &str) -> u64 {
+    said.lines()
+        .find_map(|l| l.strip_suffix(what))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {what:?} in: {said}"))
+}
+
+#[test]
+fn sampled_streamed_and_slow_captures_run_at_once() {
+    let test = "sampled_streamed_and_slow_captures_run_at_once";
+    if !require_tshark(test) {
+        return;
+    }
+    let Some(edge) = Edge::root(test, "cas", CONFIG, xdp_args(true)) else {
+        return;
+    };
+    // One junk packet in ten, as a stream on stdout; every one, into one page a CPU of a
+    // reader that reads nothing while the junk comes.
+    let sampled = Capture::start_to_stdout(
+        &edge,
+        "sampled.pcapng",
+        &["--verdict", "malformed", "--sample", "1/10"],
+    );
+    let slow = Capture::start(
+        &edge,
+        "slow.pcapng",
+        &["--verdict", "malformed", "--buffer-pages", "1"],
+    );
+    slow.signal(libc::SIGSTOP);
+    let tx = socket(&edge, IpAddr::V6(edge.pair.a6));
+    let sip6 = SocketAddr::new(edge.pair.b(true), 5060);
+    const SENT: u64 = 200;
+    let junk = [b'x'; 400];
+    for _ in 0..SENT {
+        tx.send_to(&junk, sip6).expect("send");
+    }
+    slow.signal(libc::SIGCONT);
+
+    let (status, said) = sampled.wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+    let captured = summary(&said, "packets captured");
+    // 1 in 10 of 200 at random: 20 expected; none or half would be odds below 1e-9.
+    assert!((1..100).contains(&captured), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("sampled.pcapng"),
+        None,
+        &["frame.comment", "ipv6.src"],
+    );
+    assert_eq!(rows.len() as u64, captured, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r[0].contains("verdict: malformed")),
+        "{rows:?}"
+    );
+
+    let (status, said) = slow.wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+    let (captured, dropped) = (
+        summary(&said, "packets captured"),
+        summary(&said, "packets dropped by capture"),
+    );
+    // One page a CPU holds a few copies of 460 bytes: the rest are lost, and counted.
+    eprintln!("a reader stopped during {SENT} packets: {captured} captured, {dropped} dropped");
+    assert_eq!(captured + dropped, SENT, "{said}");
+    assert!(dropped > 0, "{said}");
+    let rows = tshark_fields(&edge.dir().join("slow.pcapng"), None, &["frame.comment"]);
+    assert_eq!(rows.len() as u64, captured, "{rows:?}");
+}

@@ -69,6 +69,10 @@ pub struct CaptureArgs {
     /// The pcapng file to write; `-` writes to stdout (for `| tshark -r -`).
     #[arg(short = 'w', long = "write")]
     pub write: PathBuf,
+    /// Pages of perf buffer per CPU (a power of two): what a burst can fill before copies
+    /// are dropped by the capture.
+    #[arg(long, default_value_t = 64, value_parser = parse_pages)]
+    pub buffer_pages: usize,
     /// The daemon's bpffs pin directory (default: `[xdp] pin_dir` of the config).
     #[arg(long)]
     pub pin_dir: Option<PathBuf>,
@@ -106,6 +110,14 @@ fn parse_sample(s: &str) -> Result<u32, String> {
         .and_then(|n| n.parse::<u32>().ok())
         .filter(|n| *n >= 1)
         .ok_or_else(|| format!("{s:?} is not a sampling rate like 1/100 (one packet in 100)"))
+}
+
+/// A power of two of pages, at most 4096 (16 MiB a CPU with 4 KiB pages).
+fn parse_pages(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| n.is_power_of_two() && *n <= 4096)
+        .ok_or_else(|| format!("{s:?} is not a power of two of pages from 1 to 4096"))
 }
 
 /// The kernel filter of these options.
@@ -190,7 +202,7 @@ pub fn run(args: &CaptureArgs, pin_dir: &std::path::Path) -> anyhow::Result<Summ
         )
     };
     let mut file = PcapNg::new(BufWriter::new(out), args.snap)?;
-    let mut tap = CaptureTap::open(pin_dir, filter(args), 64)?;
+    let mut tap = CaptureTap::open(pin_dir, filter(args), args.buffer_pages)?;
     eprintln!(
         "sip-firewall: capturing (slot {}) into {}",
         tap.slot(),
@@ -210,12 +222,19 @@ pub fn run(args: &CaptureArgs, pin_dir: &std::path::Path) -> anyhow::Result<Summ
     let mut summary = Summary::default();
     let t0 = Instant::now();
     let mut failed = None;
-    while !STOP.load(Ordering::SeqCst)
-        && args.count.is_none_or(|n| summary.captured < n)
-        && args.duration.is_none_or(|d| t0.elapsed() < d)
-    {
-        let limit = args.count.unwrap_or(u64::MAX);
-        summary.dropped += tap.poll(Duration::from_millis(200), |h: &CaptureHeader, data| {
+    let limit = args.count.unwrap_or(u64::MAX);
+    let mut running = true;
+    while running {
+        running = !STOP.load(Ordering::SeqCst)
+            && summary.captured < limit
+            && args.duration.is_none_or(|d| t0.elapsed() < d);
+        // Stopping: one last pass without waiting takes what the buffers still hold.
+        let wait = if running {
+            Duration::from_millis(200)
+        } else {
+            Duration::ZERO
+        };
+        tap.poll(wait, |h: &CaptureHeader, data| {
             if summary.captured >= limit || failed.is_some() {
                 return;
             }
@@ -234,6 +253,7 @@ pub fn run(args: &CaptureArgs, pin_dir: &std::path::Path) -> anyhow::Result<Summ
         }
         file.flush()?;
     }
+    summary.dropped = tap.lost()?;
     drop(tap);
     file.flush()?;
     Ok(summary)

@@ -19,14 +19,14 @@ use std::{
 use aya::{
     Ebpf,
     maps::{
-        Array, Map, MapData, ProgramArray,
+        Array, Map, MapData, PerCpuArray, PerCpuValues, ProgramArray,
         perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer},
     },
     programs::Xdp,
 };
 use sip_firewall_common::capture::{
-    CAPTURE, CAPTURE_ON, CAPTURE_PROG, CAPTURE_RINGS, CAPTURE_SLOTS, CaptureFilter, CaptureHeader,
-    TAP_PROGRAM,
+    CAPTURE, CAPTURE_LOST, CAPTURE_ON, CAPTURE_PROG, CAPTURE_RINGS, CAPTURE_SLOTS, CaptureFilter,
+    CaptureHeader, TAP_PROGRAM,
 };
 
 /// Opening or holding the capture maps failed.
@@ -88,6 +88,7 @@ pub struct CaptureTap {
     slot: u32,
     filters: Array<MapData, CaptureFilter>,
     on: Array<MapData, u32>,
+    lost: PerCpuArray<MapData, u64>,
     buffers: Vec<PerfEventArrayBuffer<MapData>>,
 }
 
@@ -160,6 +161,15 @@ impl CaptureTap {
             holders.push(f.owner.to_string());
         }
         let slot = free.ok_or_else(|| CaptureError::Busy(holders.join(", ")))?;
+        let mut lost: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, CAPTURE_LOST)?))
+                .map_err(map_err(CAPTURE_LOST))?;
+        // A slot's count starts at zero for each capture.
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| CaptureError::Map(CAPTURE_LOST, format!("{what}: {e}")))?;
+        let zeros = PerCpuValues::try_from(vec![0u64; cpus])
+            .map_err(|e| CaptureError::Map(CAPTURE_LOST, e.to_string()))?;
+        lost.set(slot, zeros, 0).map_err(map_err(CAPTURE_LOST))?;
         let ring_name = CAPTURE_RINGS[slot as usize];
         let mut ring: PerfEventArray<MapData> =
             PerfEventArray::try_from(Map::PerfEventArray(pinned(dir, ring_name)?))
@@ -177,6 +187,7 @@ impl CaptureTap {
             slot,
             filters,
             on,
+            lost,
             buffers,
         };
         let filter = CaptureFilter {
@@ -196,13 +207,23 @@ impl CaptureTap {
         self.slot
     }
 
-    /// Wait up to `timeout` for copies, hand each to `each` (its header and the frame's
-    /// captured bytes); the number of copies the kernel lost because a buffer was full.
+    /// Copies the program could not hand to this capture since it started, because its
+    /// buffer was full: the kernel's count, summed over the CPUs.
+    pub fn lost(&self) -> Result<u64, CaptureError> {
+        let values = self
+            .lost
+            .get(&self.slot, 0)
+            .map_err(map_err(CAPTURE_LOST))?;
+        Ok(values.iter().sum())
+    }
+
+    /// Wait up to `timeout` for copies, and hand each to `each` (its header and the frame's
+    /// captured bytes).
     pub fn poll(
         &mut self,
         timeout: Duration,
         mut each: impl FnMut(&CaptureHeader, &[u8]),
-    ) -> io::Result<u64> {
+    ) -> io::Result<()> {
         let mut fds: Vec<libc::pollfd> = self
             .buffers
             .iter()
@@ -218,12 +239,11 @@ impl CaptureTap {
         if rc < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(0)
+                Ok(())
             } else {
                 Err(e)
             };
         }
-        let mut lost = 0u64;
         let mut joined = Vec::new();
         for b in &mut self.buffers {
             b.for_each(|event| match event {
@@ -241,10 +261,12 @@ impl CaptureTap {
                         each(&h, data);
                     }
                 }
-                PerfEvent::Lost { count } => lost += count,
+                // The same losses as the program's own count (`lost`), which is exact
+                // even when no copy comes after them to carry this record.
+                PerfEvent::Lost { .. } => {}
             });
         }
-        Ok(lost)
+        Ok(())
     }
 }
 
