@@ -279,6 +279,14 @@ impl FastPath {
         }
     }
 
+    /// The capture tap the program tail-calls while a capture runs.
+    pub fn tap_program(&self) -> Option<&Xdp> {
+        match self.ebpf.program(sip_firewall_common::capture::TAP_PROGRAM) {
+            Some(aya::programs::Program::Xdp(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     fn program_mut(&mut self) -> &mut Xdp {
         match self.ebpf.program_mut(PROGRAM_NAME) {
             Some(aya::programs::Program::Xdp(p)) => p,
