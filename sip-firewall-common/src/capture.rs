@@ -122,16 +122,6 @@ mod tests {
     }
 
     #[test]
-    fn map_names_fit_bpf_obj_name() {
-        for n in CAPTURE_RINGS
-            .iter()
-            .chain(&[CAPTURE, CAPTURE_ON, CAPTURE_PROG, CAPTURE_LOST])
-        {
-            assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
-        }
-    }
-
-    #[test]
     fn filter_matches() {
         let src = to_words(&v4_key([192, 0, 2, 77]));
         let f = CaptureFilter {

@@ -24,13 +24,17 @@ fn socket(edge: &Edge, addr: IpAddr) -> UdpSocket {
     .expect("a socket in namespace a")
 }
 
+/// A daemon with XDP in namespaces of its own, when root and tshark are there.
+fn edge(test: &str, tag: &str) -> Option<Edge> {
+    if !require_tshark(test) {
+        return None;
+    }
+    Edge::root(test, tag, CONFIG, xdp_args(true))
+}
+
 #[test]
 fn banned_registers_and_junk_are_captured_by_verdict() {
-    let test = "banned_registers_and_junk_are_captured_by_verdict";
-    if !require_tshark(test) {
-        return;
-    }
-    let Some(edge) = Edge::root(test, "cap", CONFIG, xdp_args(true)) else {
+    let Some(edge) = edge("banned_registers_and_junk_are_captured_by_verdict", "cap") else {
         return;
     };
     let banned = IpAddr::V4(edge.pair.a4);
@@ -155,11 +159,7 @@ fn summary(said: &str, what: &str) -> u64 {
 
 #[test]
 fn sampled_streamed_and_slow_captures_run_at_once() {
-    let test = "sampled_streamed_and_slow_captures_run_at_once";
-    if !require_tshark(test) {
-        return;
-    }
-    let Some(edge) = Edge::root(test, "cas", CONFIG, xdp_args(true)) else {
+    let Some(edge) = edge("sampled_streamed_and_slow_captures_run_at_once", "cas") else {
         return;
     };
     // One junk packet in ten, as a stream on stdout; every one, into one page a CPU of a
