@@ -24,15 +24,20 @@ impl Capture {
     /// (so that interface names resolve as the daemon sees them). Returns once the capture
     /// holds its slot (its first line on stderr), so what is sent afterwards is seen.
     pub fn start(edge: &Edge, name: &str, args: &[&str]) -> Capture {
-        Self::spawn(edge, name, false, args)
+        Self::spawn(edge, name, false, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The same with `-w -`: the stream on its stdout goes into the file.
     pub fn start_to_stdout(edge: &Edge, name: &str, args: &[&str]) -> Capture {
-        Self::spawn(edge, name, true, args)
+        Self::spawn(edge, name, true, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn spawn(edge: &Edge, name: &str, to_stdout: bool, args: &[&str]) -> Capture {
+    /// [`Capture::start`], or what the capture said when it did not start.
+    pub fn try_start(edge: &Edge, name: &str, args: &[&str]) -> Result<Capture, String> {
+        Self::spawn(edge, name, false, args)
+    }
+
+    fn spawn(edge: &Edge, name: &str, to_stdout: bool, args: &[&str]) -> Result<Capture, String> {
         let file = edge.dir().join(name);
         let (write, stdout) = if to_stdout {
             let f = std::fs::File::create(&file).expect("the capture's file");
@@ -68,9 +73,9 @@ impl Capture {
             rest: rx,
         };
         match cap.rest.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.contains("capturing") => cap,
-            Ok(line) => panic!("the capture did not start: {line}\n{}", cap.said()),
-            Err(e) => panic!("the capture said nothing ({e})"),
+            Ok(line) if line.contains("capturing") => Ok(cap),
+            Ok(line) => Err(format!("the capture did not start: {line}\n{}", cap.said())),
+            Err(e) => Err(format!("the capture said nothing ({e})")),
         }
     }
 

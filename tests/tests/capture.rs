@@ -213,3 +213,30 @@ fn sampled_streamed_and_slow_captures_run_at_once() {
     let rows = tshark_fields(&edge.dir().join("slow.pcapng"), None, &["frame.comment"]);
     assert_eq!(rows.len() as u64, captured, "{rows:?}");
 }
+
+#[test]
+fn capture_slots_are_bounded_and_a_dead_holder_frees_its_slot() {
+    let Some(edge) = edge(
+        "capture_slots_are_bounded_and_a_dead_holder_frees_its_slot",
+        "csl",
+    ) else {
+        return;
+    };
+    let mut running: Vec<Capture> = (0..4)
+        .map(|i| Capture::start(&edge, &format!("{i}.pcapng"), &["--verdict", "banned"]))
+        .collect();
+    let refused = Capture::try_start(&edge, "5.pcapng", &["--verdict", "banned"])
+        .err()
+        .expect("a fifth capture is refused");
+    assert!(
+        refused.contains("all 4 capture slots are in use"),
+        "{refused}"
+    );
+    // Killed with -9: nothing frees its slot but its death, which the next capture sees.
+    drop(running.pop());
+    running.push(Capture::start(&edge, "6.pcapng", &["--verdict", "banned"]));
+    // Stopped cleanly: its slot is free at once.
+    let (status, said) = running.remove(0).wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+    running.push(Capture::start(&edge, "7.pcapng", &["--verdict", "banned"]));
+}
