@@ -139,13 +139,32 @@ fn banned_registers_and_junk_are_captured_by_verdict() {
     let rows = tshark_fields(
         &edge.dir().join("one.pcapng"),
         None,
-        &["frame.comment", "ip.src", "udp.dstport", "sip.Method"],
+        &[
+            "frame.comment",
+            "ip.src",
+            "udp.dstport",
+            "sip.Method",
+            "frame.interface_name",
+            "frame.time_epoch",
+        ],
     );
     assert_eq!(rows.len(), 5, "{rows:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
     for r in &rows {
         assert_eq!(r[1], banned.to_string(), "{r:?}");
         assert_eq!(r[2], "5060", "{r:?}");
         assert_eq!(r[3], "REGISTER", "{r:?}");
+        // The interface as the daemon's namespace names it, and the wall-clock time (not
+        // the program's monotonic clock, not microseconds read as nanoseconds).
+        assert_eq!(r[4], edge.pair.if_b, "{r:?}");
+        let at: f64 = r[5].parse().expect("a time");
+        assert!(
+            (now - 3600.0..=now).contains(&at),
+            "{at} is not today: {r:?}"
+        );
     }
 }
 
