@@ -23,6 +23,9 @@ pub const CAPTURE_RINGS: [&str; CAPTURE_SLOTS] =
 /// Program array whose entry 0 is the capture tap program ([`TAP_PROGRAM`]), which the XDP
 /// program tail-calls while a capture runs.
 pub const CAPTURE_PROG: &str = "SIPFW_CAPPROG";
+/// Per-CPU array of one `u32`: the verdict the XDP program hands its tap across the tail
+/// call.
+pub const CAPTURE_REASON: &str = "SIPFW_CAPWHY";
 /// Per-CPU array of [`CAPTURE_SLOTS`] `u64`s: copies of each slot lost to a full buffer.
 pub const CAPTURE_LOST: &str = "SIPFW_CAPLOST";
 /// The name of the tap program in the object.

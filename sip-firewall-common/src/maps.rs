@@ -55,7 +55,7 @@ pub const BAN_EVENTS: &str = "SIPFW_EVENTS";
 
 /// The maps pinned in the daemon's pin directory (the rest belong to one program). The
 /// capture maps are pinned so that `sip-firewall capture` finds them.
-pub const PINNED: [&str; 19] = [
+pub const PINNED: [&str; 20] = [
     ALLOW_LIST,
     DENY_LIST,
     BANS,
@@ -70,6 +70,7 @@ pub const PINNED: [&str; 19] = [
     crate::capture::CAPTURE,
     crate::capture::CAPTURE_ON,
     crate::capture::CAPTURE_PROG,
+    crate::capture::CAPTURE_REASON,
     crate::capture::CAPTURE_LOST,
     crate::capture::CAPTURE_RINGS[0],
     crate::capture::CAPTURE_RINGS[1],

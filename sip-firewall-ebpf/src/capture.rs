@@ -39,8 +39,10 @@ pub static CAPTURE_ON: Array<u32> = Array::pinned(1, 0);
 pub static CAPTURE_PROG: ProgramArray = ProgramArray::pinned(1, 0);
 
 /// The verdict handed across the tail call (the same CPU runs both programs, unpreempted).
+/// Pinned, like the program array: while a restarted daemon replaces the program, the old
+/// one tail-calls the new tap, and both must read the verdict from the same place.
 #[map(name = "SIPFW_CAPWHY")]
-static CAPTURE_REASON: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static CAPTURE_REASON: PerCpuArray<u32> = PerCpuArray::pinned(1, 0);
 
 /// Per slot, per CPU: copies lost because the slot's buffer was full (a reader too slow).
 #[map(name = "SIPFW_CAPLOST")]

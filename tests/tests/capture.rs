@@ -259,3 +259,37 @@ fn capture_slots_are_bounded_and_a_dead_holder_frees_its_slot() {
     assert!(status.success(), "{said}");
     running.push(Capture::start(&edge, "7.pcapng", &["--verdict", "banned"]));
 }
+
+#[test]
+fn a_capture_goes_on_across_a_daemon_restart() {
+    let Some(mut edge) = edge("a_capture_goes_on_across_a_daemon_restart", "crs") else {
+        return;
+    };
+    let banned = IpAddr::V4(edge.pair.a4);
+    let o = edge.cli(&["ban", "add", &banned.to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let cap = Capture::start(
+        &edge,
+        "restart.pcapng",
+        &["--verdict", "banned", "--count", "10"],
+    );
+    assert_eq!(edge.send(5), 0, "banned before the restart");
+    // Killed with -9, then started again: the new daemon takes over the pinned maps, the
+    // link and the capture's slot, and its program's tap hands on the same verdicts.
+    edge.kill();
+    edge.run(xdp_args(true));
+    assert_eq!(edge.send(5), 0, "banned after the restart");
+    let (status, said) = cap.wait(Duration::from_secs(20));
+    assert!(status.success(), "{said}");
+    assert!(said.contains("10 packets captured"), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("restart.pcapng"),
+        None,
+        &["frame.comment", "ip.src"],
+    );
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    for r in &rows {
+        assert!(r[0].contains("verdict: banned (dropped"), "{r:?}");
+        assert_eq!(r[1], banned.to_string(), "{r:?}");
+    }
+}
