@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod branch;
+pub mod capture;
 pub mod counters;
 pub mod gcra;
 pub mod maps;

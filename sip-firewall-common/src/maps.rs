@@ -53,8 +53,9 @@ pub const PRESSURE: &str = "SIPFW_PRESSURE";
 /// Ring buffer of [`BanEvent`]s: bans the XDP program made by itself.
 pub const BAN_EVENTS: &str = "SIPFW_EVENTS";
 
-/// The maps pinned in the daemon's pin directory (the rest belong to one program).
-pub const PINNED: [&str; 11] = [
+/// The maps pinned in the daemon's pin directory (the rest belong to one program). The
+/// capture maps are pinned so that `sip-firewall capture` finds them.
+pub const PINNED: [&str; 20] = [
     ALLOW_LIST,
     DENY_LIST,
     BANS,
@@ -66,6 +67,15 @@ pub const PINNED: [&str; 11] = [
     TRANSACTIONS,
     KNOWN,
     PRESSURE,
+    crate::capture::CAPTURE,
+    crate::capture::CAPTURE_ON,
+    crate::capture::CAPTURE_PROG,
+    crate::capture::CAPTURE_REASON,
+    crate::capture::CAPTURE_LOST,
+    crate::capture::CAPTURE_RINGS[0],
+    crate::capture::CAPTURE_RINGS[1],
+    crate::capture::CAPTURE_RINGS[2],
+    crate::capture::CAPTURE_RINGS[3],
 ];
 
 /// Capacity of the allow and deny tries.
@@ -346,7 +356,7 @@ mod tests {
 
     #[test]
     fn map_names_fit_bpf_obj_name() {
-        // The pinned ones and those of one program.
+        // Every pinned map (the capture maps among them), and the one that is not.
         for n in PINNED.iter().chain(&[BAN_EVENTS]) {
             assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
         }

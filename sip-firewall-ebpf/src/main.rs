@@ -9,6 +9,7 @@
 #![no_std]
 #![no_main]
 
+mod capture;
 mod loops;
 mod maps;
 mod packet;
@@ -52,6 +53,14 @@ pub fn sip_firewall(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let reason = judge(&ctx);
     count(reason, len);
+    // Returns only when no capture runs (or the tap is missing): the tap decides the same.
+    capture::offer(&ctx, reason);
+    action(reason)
+}
+
+/// What the program does with a packet of this verdict.
+#[inline(always)]
+pub fn action(reason: Reason) -> u32 {
     if reason.is_drop() {
         xdp_action::XDP_DROP
     } else {

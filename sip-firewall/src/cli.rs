@@ -33,6 +33,9 @@ pub enum Command {
     Stats(Common),
     /// A live view of the running daemon: verdict rates, dropped sources, SIP; `q` quits.
     Top(TopArgs),
+    /// Write the packets the XDP program judged, by verdict, into a pcapng file (each
+    /// packet's verdict in its comment); the filter runs in the kernel.
+    Capture(crate::capture::CaptureArgs),
     /// Re-read the daemon's config file (as SIGHUP does) and apply what changed.
     Reload(Common),
     /// Manage bans of the running daemon.

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

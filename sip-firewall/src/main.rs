@@ -43,6 +43,7 @@ fn tool(command: Command) -> ExitCode {
         Command::Status(common) => commands::status(&common),
         Command::Stats(common) => commands::stats(&common),
         Command::Reload(common) => commands::reload(&common),
+        Command::Capture(args) => report(sip_firewall::capture::command(&args)),
         Command::Top(args) => sip_firewall::admin::top::run(
             &commands::socket(&args.common),
             std::time::Duration::from_secs(args.interval),

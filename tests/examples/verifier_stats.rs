@@ -1,4 +1,5 @@
-//! Prints what the verifier says about the XDP program: instructions processed, JIT size.
+//! Prints what the verifier says about the XDP program and its capture tap: instructions
+//! processed, JIT size.
 //! `cargo run -p sip-firewall-tests --example verifier_stats` (as root).
 
 fn main() -> anyhow::Result<()> {
@@ -9,5 +10,13 @@ fn main() -> anyhow::Result<()> {
         info.verified_instruction_count(),
         info.size_jitted()
     );
+    if let Some(tap) = fp.tap_program() {
+        let info = tap.info()?;
+        println!(
+            "capture tap (tail-called while a capture runs): verified instructions: {:?}, jited size: {} bytes",
+            info.verified_instruction_count(),
+            info.size_jitted()
+        );
+    }
     Ok(())
 }

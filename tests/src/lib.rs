@@ -1,6 +1,6 @@
 //! The one test-support library of the workspace, used by `tests/tests/`, by
 //! `sip-firewall/tests/` (a dev-dependency) and by the benchmarks: a root check that skips
-//! loudly (`skip`), the daemon started in a namespace or on loopback and its CLI (`daemon`),
+//! loudly (`skip`), `sip-firewall capture` and tshark (`capture`), the daemon started in a namespace or on loopback and its CLI (`daemon`),
 //! one daemon of a test in a namespace pair of its own and what tests ask of it (`edge`),
 //! throw-away network namespaces joined by a veth pair (`netns`, the `sip-firewall-netns`
 //! crate), a `redis-server` and the nodes of a cluster (`cluster`), SIPp (`sipp`), scrapes
@@ -8,6 +8,7 @@
 //! `BPF_PROG_TEST_RUN` (`frames`) and the SIP client, over UDP, TCP, TLS and WebSocket
 //! (`ua`).
 
+pub mod capture;
 pub mod cluster;
 pub mod daemon;
 pub mod edge;

@@ -87,6 +87,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // `bench proxy`'s TLS row: SIPp has no TLS; socat carries its TCP stream over TLS.
     ("socat", "socat"),
     ("openssl", "openssl"),
+    // `capture` tests read the pcapng files the firewall writes (tests/tests/capture.rs).
+    ("tshark", "tshark"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.

@@ -14,11 +14,13 @@
 //! | `maps` | typed access to every map (lists, bans, learned bans, known, transactions, counters); `maps::janitor` the sweep |
 //! | `pin` | bpffs pins: take over, or start clean |
 //! | `events` | the ring buffer of bans the program made |
+//! | `capture` | a capture's slot of the capture maps, and the copies it reads |
 //!
 //! **Config**: `[xdp]`. **Metrics** (registered in `metrics::xdp`): `sipfw_xdp_packets_total{reason}`,
 //! `sipfw_xdp_bytes_total{reason}`, `sipfw_xdp_attached`, `sipfw_map_entries{map}`,
 //! `sipfw_map_capacity{map}`.
 
+pub mod capture;
 pub mod config;
 pub mod events;
 pub mod maps;

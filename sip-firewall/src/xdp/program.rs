@@ -258,6 +258,7 @@ impl FastPath {
                 XdpError::Refused(detail)
             }
         })?;
+        super::capture::load_tap(&mut ebpf).map_err(XdpError::Refused)?;
         let maps = XdpMaps::take(&mut ebpf)?;
         Ok(FastPath {
             ebpf,
@@ -275,6 +276,14 @@ impl FastPath {
             Some(aya::programs::Program::Xdp(p)) => p,
             // `load` checked the name and type.
             _ => unreachable!("program {PROGRAM_NAME} was loaded as XDP"),
+        }
+    }
+
+    /// The capture tap the program tail-calls while a capture runs.
+    pub fn tap_program(&self) -> Option<&Xdp> {
+        match self.ebpf.program(sip_firewall_common::capture::TAP_PROGRAM) {
+            Some(aya::programs::Program::Xdp(p)) => Some(p),
+            _ => None,
         }
     }
 

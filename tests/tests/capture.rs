@@ -1,0 +1,295 @@
+//! `sip-firewall capture` against a daemon in a namespace: what the XDP program dropped,
+//! by verdict, in a pcapng file that tshark reads as it is; the filter (verdicts, source,
+//! port) applied in the kernel, and two captures at once.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use sip_firewall_tests::{
+    capture::{Capture, require_tshark, tshark_fields},
+    edge::{Edge, err, xdp_args},
+    frames,
+    netns::in_ns,
+};
+
+/// Flood limits far above what the test sends: a junk burst stays `malformed`, not `flood`.
+const CONFIG: &str = "[xdp]\nflood_rate = 100000\nflood_burst = 100000\n";
+
+fn socket(edge: &Edge, addr: IpAddr) -> UdpSocket {
+    in_ns(&edge.pair.ns_a, move || {
+        Ok(UdpSocket::bind(SocketAddr::new(addr, 0))?)
+    })
+    .expect("a socket in namespace a")
+}
+
+/// A daemon with XDP in namespaces of its own, when root and tshark are there.
+fn edge(test: &str, tag: &str) -> Option<Edge> {
+    if !require_tshark(test) {
+        return None;
+    }
+    Edge::root(test, tag, CONFIG, xdp_args(true))
+}
+
+#[test]
+fn banned_registers_and_junk_are_captured_by_verdict() {
+    let Some(edge) = edge("banned_registers_and_junk_are_captured_by_verdict", "cap") else {
+        return;
+    };
+    let banned = IpAddr::V4(edge.pair.a4);
+    let junk_source = IpAddr::V6(edge.pair.a6);
+    let other = IpAddr::V4(edge.pair.add_a4(7).expect("a second address in a"));
+    let o = edge.cli(&["ban", "add", &banned.to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+
+    // Everything banned or malformed; the banned source alone, and on the SIP port only.
+    let all = Capture::start(
+        &edge,
+        "all.pcapng",
+        &["--verdict", "banned,malformed", "--count", "15"],
+    );
+    let one = Capture::start(
+        &edge,
+        "one.pcapng",
+        &[
+            "--verdict",
+            "banned",
+            "--source",
+            &format!("{banned}/32"),
+            "--port",
+            "5060",
+            "--count",
+            "5",
+        ],
+    );
+
+    let (tx_banned, tx_junk, tx_other) = (
+        socket(&edge, banned),
+        socket(&edge, junk_source),
+        socket(&edge, other),
+    );
+    let sip4 = edge.sip();
+    let sip6 = SocketAddr::new(edge.pair.b(true), 5060);
+    for i in 0..5 {
+        // The unbanned source's requests pass: in neither file.
+        tx_other
+            .send_to(&frames::sip_request("OPTIONS", 100 + i), sip4)
+            .expect("send");
+        tx_other
+            .send_to(&frames::sip_request("REGISTER", 200 + i), sip4)
+            .expect("send");
+        // Dropped as banned, but not to the SIP port: in the first file, not the second.
+        tx_banned
+            .send_to(b"ping", SocketAddr::new(edge.pair.b(false), 7000))
+            .expect("send");
+    }
+    for i in 0..5 {
+        tx_banned
+            .send_to(&frames::sip_request("REGISTER", i), sip4)
+            .expect("send");
+        tx_junk
+            .send_to(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", sip6)
+            .expect("send");
+    }
+
+    let (status, said) = all.wait(Duration::from_secs(20));
+    assert!(status.success(), "{said}");
+    assert!(said.contains("15 packets captured"), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("all.pcapng"),
+        None,
+        &[
+            "frame.comment",
+            "ip.src",
+            "ipv6.src",
+            "sip.Method",
+            "udp.dstport",
+        ],
+    );
+    assert_eq!(rows.len(), 15, "{rows:?}");
+    let registers: Vec<_> = rows.iter().filter(|r| r[3] == "REGISTER").collect();
+    assert_eq!(registers.len(), 5, "{rows:?}");
+    for r in &registers {
+        assert_eq!(r[1], banned.to_string(), "{r:?}");
+        assert!(r[0].contains("verdict: banned (dropped"), "{r:?}");
+    }
+    let pings = rows.iter().filter(|r| r[4] == "7000").collect::<Vec<_>>();
+    assert_eq!(pings.len(), 5, "{rows:?}");
+    for r in &pings {
+        assert_eq!(r[1], banned.to_string(), "{r:?}");
+        assert!(r[0].contains("verdict: banned (dropped"), "{r:?}");
+    }
+    let junk: Vec<_> = rows.iter().filter(|r| r[0].contains("malformed")).collect();
+    assert_eq!(junk.len(), 5, "{rows:?}");
+    for r in &junk {
+        assert_eq!(r[2], junk_source.to_string(), "{r:?}");
+        assert_eq!(r[4], "5060", "{r:?}");
+    }
+    assert!(
+        !rows.iter().any(|r| r[1] == other.to_string()),
+        "nothing of the unbanned source: {rows:?}"
+    );
+    // tshark's SIP dissector reads the file as it is.
+    let sip = tshark_fields(&edge.dir().join("all.pcapng"), Some("sip"), &["sip.Method"]);
+    assert_eq!(sip.len(), 5, "{sip:?}");
+
+    let (status, said) = one.wait(Duration::from_secs(20));
+    assert!(status.success(), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("one.pcapng"),
+        None,
+        &[
+            "frame.comment",
+            "ip.src",
+            "udp.dstport",
+            "sip.Method",
+            "frame.interface_name",
+            "frame.time_epoch",
+        ],
+    );
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    for r in &rows {
+        assert_eq!(r[1], banned.to_string(), "{r:?}");
+        assert_eq!(r[2], "5060", "{r:?}");
+        assert_eq!(r[3], "REGISTER", "{r:?}");
+        // The interface as the daemon's namespace names it, and the wall-clock time (not
+        // the program's monotonic clock, not microseconds read as nanoseconds).
+        assert_eq!(r[4], edge.pair.if_b, "{r:?}");
+        let at: f64 = r[5].parse().expect("a time");
+        assert!(
+            (now - 3600.0..=now).contains(&at),
+            "{at} is not today: {r:?}"
+        );
+    }
+}
+
+/// The number before `what` in a capture's summary (`15 packets captured`).
+fn summary(said: &str, what: &str) -> u64 {
+    said.lines()
+        .find_map(|l| l.strip_suffix(what))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {what:?} in: {said}"))
+}
+
+#[test]
+fn sampled_streamed_and_slow_captures_run_at_once() {
+    let Some(edge) = edge("sampled_streamed_and_slow_captures_run_at_once", "cas") else {
+        return;
+    };
+    // One junk packet in ten, as a stream on stdout; every one, into one page a CPU of a
+    // reader that reads nothing while the junk comes.
+    let sampled = Capture::start_to_stdout(
+        &edge,
+        "sampled.pcapng",
+        &["--verdict", "malformed", "--sample", "1/10"],
+    );
+    let slow = Capture::start(
+        &edge,
+        "slow.pcapng",
+        &["--verdict", "malformed", "--buffer-pages", "1"],
+    );
+    slow.signal(libc::SIGSTOP);
+    let tx = socket(&edge, IpAddr::V6(edge.pair.a6));
+    let sip6 = SocketAddr::new(edge.pair.b(true), 5060);
+    const SENT: u64 = 200;
+    let junk = [b'x'; 400];
+    for _ in 0..SENT {
+        tx.send_to(&junk, sip6).expect("send");
+    }
+    slow.signal(libc::SIGCONT);
+
+    let (status, said) = sampled.wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+    let captured = summary(&said, "packets captured");
+    // 1 in 10 of 200 at random: 20 expected; none or half would be odds below 1e-9.
+    assert!((1..100).contains(&captured), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("sampled.pcapng"),
+        None,
+        &["frame.comment", "ipv6.src"],
+    );
+    assert_eq!(rows.len() as u64, captured, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r[0].contains("verdict: malformed")),
+        "{rows:?}"
+    );
+
+    let (status, said) = slow.wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+    let (captured, dropped) = (
+        summary(&said, "packets captured"),
+        summary(&said, "packets dropped by capture"),
+    );
+    // One page a CPU holds a few copies of 460 bytes: the rest are lost, and counted.
+    eprintln!("a reader stopped during {SENT} packets: {captured} captured, {dropped} dropped");
+    assert_eq!(captured + dropped, SENT, "{said}");
+    assert!(dropped > 0, "{said}");
+    let rows = tshark_fields(&edge.dir().join("slow.pcapng"), None, &["frame.comment"]);
+    assert_eq!(rows.len() as u64, captured, "{rows:?}");
+}
+
+#[test]
+fn capture_slots_are_bounded_and_a_dead_holder_frees_its_slot() {
+    let Some(edge) = edge(
+        "capture_slots_are_bounded_and_a_dead_holder_frees_its_slot",
+        "csl",
+    ) else {
+        return;
+    };
+    let mut running: Vec<Capture> = (0..4)
+        .map(|i| Capture::start(&edge, &format!("{i}.pcapng"), &["--verdict", "banned"]))
+        .collect();
+    let refused = Capture::try_start(&edge, "5.pcapng", &["--verdict", "banned"])
+        .err()
+        .expect("a fifth capture is refused");
+    assert!(
+        refused.contains("all 4 capture slots are in use"),
+        "{refused}"
+    );
+    // Killed with -9: nothing frees its slot but its death, which the next capture sees.
+    drop(running.pop());
+    running.push(Capture::start(&edge, "6.pcapng", &["--verdict", "banned"]));
+    // Stopped cleanly: its slot is free at once.
+    let (status, said) = running.remove(0).wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+    running.push(Capture::start(&edge, "7.pcapng", &["--verdict", "banned"]));
+}
+
+#[test]
+fn a_capture_goes_on_across_a_daemon_restart() {
+    let Some(mut edge) = edge("a_capture_goes_on_across_a_daemon_restart", "crs") else {
+        return;
+    };
+    let banned = IpAddr::V4(edge.pair.a4);
+    let o = edge.cli(&["ban", "add", &banned.to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let cap = Capture::start(
+        &edge,
+        "restart.pcapng",
+        &["--verdict", "banned", "--count", "10"],
+    );
+    assert_eq!(edge.send(5), 0, "banned before the restart");
+    // Killed with -9, then started again: the new daemon takes over the pinned maps, the
+    // link and the capture's slot, and its program's tap hands on the same verdicts.
+    edge.kill();
+    edge.run(xdp_args(true));
+    assert_eq!(edge.send(5), 0, "banned after the restart");
+    let (status, said) = cap.wait(Duration::from_secs(20));
+    assert!(status.success(), "{said}");
+    assert!(said.contains("10 packets captured"), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("restart.pcapng"),
+        None,
+        &["frame.comment", "ip.src"],
+    );
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    for r in &rows {
+        assert!(r[0].contains("verdict: banned (dropped"), "{r:?}");
+        assert_eq!(r[1], banned.to_string(), "{r:?}");
+    }
+}
