@@ -33,6 +33,16 @@ pub enum Command {
     Stats(Common),
     /// A live view of the running daemon: verdict rates, dropped sources, SIP; `q` quits.
     Top(TopArgs),
+    /// Every reason the edge would drop or throttle a source now (lists, bans and their
+    /// trigger, flood state, trust tier, pressure budget, TCP slots, fraud suspensions), in
+    /// the order they decide, and what lifts each.
+    Why {
+        /// The source: ADDRESS, ADDRESS:PORT or [IPv6]:PORT.
+        #[arg(value_parser = crate::admin::why::parse_source)]
+        source: (std::net::IpAddr, Option<u16>),
+        #[command(flatten)]
+        common: Common,
+    },
     /// Re-read the daemon's config file (as SIGHUP does) and apply what changed.
     Reload(Common),
     /// Manage bans of the running daemon.

@@ -36,6 +36,10 @@ pub struct DaemonInfo {
         crate::cluster::outbox::Outbox,
         Arc<std::sync::Mutex<crate::cluster::ClusterView>>,
     )>,
+    /// The TCP connection slots (`why`).
+    pub slots: Option<Arc<crate::server::slots::TcpSlots>>,
+    /// The live enforcement settings: the user-space gate's limits (`why`).
+    pub settings: Option<Arc<crate::enforce::live::EnforceSettings>>,
 }
 
 /// A request that takes longer than this is cut off (a stuck client must not pile up tasks).
@@ -195,6 +199,7 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             None => Response::no("this daemon runs no proxy"),
         },
         Request::FraudUnblock { user } => fraud_unblock(&e, info, user)?,
+        Request::Why { ip, port } => super::why::answer(&e, info, ip, port)?,
         Request::Top | Request::Reload => Response::no("internal: answered above"),
     })
 }

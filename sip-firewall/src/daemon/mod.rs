@@ -95,7 +95,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let proxy = start_proxy(&config, &metrics, &enforcer, &learner, cluster.as_ref())?;
     let server = bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
+    let hep = crate::hep::Hep::new(metrics.registry());
+    hep.apply(&config.hep, crate::reload::advertised_ip(&config))
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
+    server.set_hep(hep.clone());
     let proxy_handle = proxy.clone();
+    let slots = server.slots();
     let cluster_info = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
     spawn_serving(&mut tasks, proxy, server, &shutdown_rx);
 
@@ -103,10 +108,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config,
         &enforcer,
         &proxy_handle,
-        settings,
+        settings.clone(),
         &metrics,
         &shutdown_rx,
-    )?;
+    )?
+    .with_hep(hep);
+    let reloader = Arc::new(reloader);
     let attachments = lock(&enforcer)?.attachments();
     let info = admin::server::DaemonInfo {
         started: std::time::Instant::now(),
@@ -116,6 +123,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: Some(metrics.clone()),
         reloader: Some(reloader.clone()),
         cluster: cluster_info,
+        slots: Some(slots),
+        settings: Some(settings),
     };
     let path = config.admin.socket.clone();
     let (rx, e) = (shutdown_rx.clone(), enforcer.clone());
@@ -172,17 +181,17 @@ fn reloader(
     settings: Arc<EnforceSettings>,
     metrics: &Arc<Metrics>,
     shutdown_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<Arc<crate::reload::Reloader>> {
+) -> anyhow::Result<crate::reload::Reloader> {
     let endpoint = Arc::new(crate::metrics::http::Endpoint::start(
         config.metrics.listen,
         metrics.clone(),
         shutdown_rx.clone(),
     )?);
-    Ok(Arc::new(
+    Ok(
         crate::reload::Reloader::new(config.clone(), enforcer.clone(), Some(proxy.clone()))
             .with_settings(settings)
             .with_metrics_endpoint(endpoint),
-    ))
+    )
 }
 
 /// The SIP listeners (UDP and TCP, TLS, WebSocket) in front of the proxy, behind the gate.

@@ -266,6 +266,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let m = match next {
             Next::Stop => break,
             Next::Out(bytes) => {
+                shared
+                    .outbound
+                    .capture(local, peer, settings.transport, &bytes);
                 send(&mut ws, frame(bytes), Instant::now() + idle).await?;
                 continue;
             }
