@@ -102,6 +102,11 @@ impl Reloader {
         self
     }
 
+    /// The live `[bans]` and gate limits, if this reloader changes them.
+    pub fn settings(&self) -> Option<&Arc<EnforceSettings>> {
+        self.settings.as_ref()
+    }
+
     /// The HEP export, restarted when `[hep]` changes.
     pub fn with_hep(mut self, hep: Arc<crate::hep::Hep>) -> Reloader {
         self.hep = Some(hep);

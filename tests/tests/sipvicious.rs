@@ -214,6 +214,7 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
         "{ban:#}"
     );
     assert_eq!(ban["lift"], format!("sip-firewall ban del {a4}"));
+    eprintln!("{test}: {}", said(&d.cli(&["why", &a4])));
     let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }

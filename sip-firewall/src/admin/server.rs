@@ -38,8 +38,6 @@ pub struct DaemonInfo {
     )>,
     /// The TCP connection slots (`why`).
     pub slots: Option<Arc<crate::server::slots::TcpSlots>>,
-    /// The live enforcement settings: the user-space gate's limits (`why`).
-    pub settings: Option<Arc<crate::enforce::live::EnforceSettings>>,
 }
 
 /// A request that takes longer than this is cut off (a stuck client must not pile up tasks).
@@ -199,9 +197,19 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             None => Response::no("this daemon runs no proxy"),
         },
         Request::FraudUnblock { user } => fraud_unblock(&e, info, user)?,
-        Request::Why { ip, port } => super::why::answer(&e, info, ip, port)?,
+        Request::Why { ip, port } => why(&e, info, (ip, port))?,
         Request::Top | Request::Reload => Response::no("internal: answered above"),
     })
+}
+
+/// `why`: from the enforcer and the parts of the daemon it reads.
+fn why(
+    e: &Enforcer,
+    info: &DaemonInfo,
+    source: (std::net::IpAddr, Option<u16>),
+) -> anyhow::Result<Response> {
+    let (reloader, slots) = (info.reloader.as_deref(), info.slots.as_deref());
+    super::why::answer(e, reloader, slots, info.proxy.as_deref(), source)
 }
 
 /// `reload`: the reloader takes the enforcer's lock itself.

@@ -9,31 +9,31 @@ use std::{net::IpAddr, process::ExitCode};
 use super::{
     commands::{Common, ask, decode, table},
     protocol::{Request, Response, WhyView},
-    server::DaemonInfo,
 };
 use crate::enforce::{
     Enforcer,
     why::{Effect, Finding, human},
 };
 
-/// The daemon's answer.
+/// The daemon's answer, from the enforcer, the live gate limits (through the reloader), the
+/// TCP slots and the proxy.
 pub(super) fn answer(
     e: &Enforcer,
-    info: &DaemonInfo,
-    ip: IpAddr,
-    port: Option<u16>,
+    reloader: Option<&crate::reload::Reloader>,
+    slots: Option<&crate::server::slots::TcpSlots>,
+    proxy: Option<&crate::proxy::Proxy>,
+    (ip, port): (IpAddr, Option<u16>),
 ) -> anyhow::Result<Response> {
-    let limits = info
-        .settings
-        .as_ref()
+    let limits = reloader
+        .and_then(|r| r.settings())
         .map(|s| *s.gate_limits())
         .unwrap_or_default();
     let mut findings = e.explain(ip, &limits)?;
     let allowed = findings.first().is_some_and(|f| f.effect == Effect::Pass);
-    if !allowed && let Some(slots) = &info.slots {
+    if !allowed && let Some(slots) = slots {
         findings.push(tcp_slots(slots, ip));
     }
-    if let Some(proxy) = &info.proxy {
+    if let Some(proxy) = proxy {
         findings.extend(accounts(proxy, ip, port));
     }
     let verdict = if findings.iter().any(|f| f.effect == Effect::Drop) {

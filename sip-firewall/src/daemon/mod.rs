@@ -95,12 +95,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let proxy = start_proxy(&config, &metrics, &enforcer, &learner, cluster.as_ref())?;
     let server = bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
-    let hep = crate::hep::Hep::new(metrics.registry());
-    hep.apply(&config.hep, crate::reload::advertised_ip(&config))
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
-    server.set_hep(hep.clone());
     let proxy_handle = proxy.clone();
-    let slots = server.slots();
+    let (slots, hep) = (server.slots(), server.hep());
     let cluster_info = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
     spawn_serving(&mut tasks, proxy, server, &shutdown_rx);
 
@@ -108,24 +104,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config,
         &enforcer,
         &proxy_handle,
-        settings.clone(),
+        (settings, hep),
         &metrics,
         &shutdown_rx,
-    )?
-    .with_hep(hep);
-    let reloader = Arc::new(reloader);
-    let attachments = lock(&enforcer)?.attachments();
+    )?;
     let info = admin::server::DaemonInfo {
-        started: std::time::Instant::now(),
-        xdp: attachments.clone(),
-        sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
         proxy: Some(proxy_handle),
         metrics: Some(metrics.clone()),
         reloader: Some(reloader.clone()),
         cluster: cluster_info,
         slots: Some(slots),
-        settings: Some(settings),
+        ..admin_info(&config, &enforcer)?
     };
+    let attachments = info.xdp.clone();
     let path = config.admin.socket.clone();
     let (rx, e) = (shutdown_rx.clone(), enforcer.clone());
     tasks.spawn(async move { admin::server::serve(admin_listener, path, e, info, rx).await });
@@ -146,6 +137,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// What `status` reports of the daemon itself (the parts it manages are added by `run`).
+fn admin_info(
+    config: &Config,
+    enforcer: &Mutex<Enforcer>,
+) -> anyhow::Result<admin::server::DaemonInfo> {
+    Ok(admin::server::DaemonInfo {
+        started: std::time::Instant::now(),
+        xdp: lock(enforcer)?.attachments(),
+        sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
+        proxy: None,
+        metrics: None,
+        reloader: None,
+        cluster: None,
+        slots: None,
+    })
 }
 
 /// The registry, with the security log's counters.
@@ -178,23 +186,27 @@ fn reloader(
     config: &Config,
     enforcer: &Arc<Mutex<Enforcer>>,
     proxy: &Arc<crate::proxy::Proxy>,
-    settings: Arc<EnforceSettings>,
+    (settings, hep): (Arc<EnforceSettings>, Option<Arc<crate::hep::Hep>>),
     metrics: &Arc<Metrics>,
     shutdown_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<crate::reload::Reloader> {
+) -> anyhow::Result<Arc<crate::reload::Reloader>> {
     let endpoint = Arc::new(crate::metrics::http::Endpoint::start(
         config.metrics.listen,
         metrics.clone(),
         shutdown_rx.clone(),
     )?);
-    Ok(
+    let reloader =
         crate::reload::Reloader::new(config.clone(), enforcer.clone(), Some(proxy.clone()))
             .with_settings(settings)
-            .with_metrics_endpoint(endpoint),
-    )
+            .with_metrics_endpoint(endpoint);
+    Ok(Arc::new(match hep {
+        Some(hep) => reloader.with_hep(hep),
+        None => reloader,
+    }))
 }
 
-/// The SIP listeners (UDP and TCP, TLS, WebSocket) in front of the proxy, behind the gate.
+/// The SIP listeners (UDP and TCP, TLS, WebSocket) in front of the proxy, behind the gate,
+/// copying to the HEP export.
 async fn bind_server(
     config: &Config,
     settings: &Arc<EnforceSettings>,
@@ -216,6 +228,12 @@ async fn bind_server(
         learner,
         metrics,
     )));
+    // `[hep]`: a copy of every message received and sent (the proxy's side named by
+    // `[proxy] advertise` where a listener is bound to the unspecified address).
+    let hep = crate::hep::Hep::new(metrics.registry());
+    hep.apply(&config.hep, crate::reload::advertised_ip(config))
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
+    server.set_hep(hep);
     Ok(server)
 }
 

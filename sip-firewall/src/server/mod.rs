@@ -192,6 +192,11 @@ impl SipServer {
         let _ = self.shared.outbound.hep.set(hep);
     }
 
+    /// The HEP export set by [`SipServer::set_hep`].
+    pub fn hep(&self) -> Option<Arc<crate::hep::Hep>> {
+        self.shared.outbound.hep.get().cloned()
+    }
+
     /// The TCP connection slots (what `sip-firewall why` reports of a source).
     pub fn slots(&self) -> Arc<slots::TcpSlots> {
         self.shared.slots.clone()
