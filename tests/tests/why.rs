@@ -31,6 +31,7 @@ fn why_names_the_flood_ban_and_flood_state_and_nothing_for_a_clean_source() {
     assert_eq!(clean["verdict"], "nothing", "{clean:#}");
     let text = String::from_utf8_lossy(&d.cli(&["why", &a4]).stdout).into_owned();
     assert!(text.contains("nothing drops or throttles it"), "{text}");
+    eprintln!("{test}: {text}");
 
     // Over the burst from namespace a: the program bans the source.
     let tx = in_ns(&pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).expect("socket in a");

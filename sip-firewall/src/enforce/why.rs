@@ -186,7 +186,7 @@ impl Enforcer {
                     "{} ban of {} ({}): made {} ago, time left {left}, blocks {}; trigger: {}{}",
                     if manual { "manual" } else { "learned" },
                     rec.ip,
-                    rec.reason,
+                    rec.reason.split(':').next().unwrap_or_default(),
                     human(Duration::from_secs(now.saturating_sub(rec.created_unix))),
                     scope_name(scope),
                     trigger(&rec.reason),
