@@ -2,7 +2,7 @@
 //! a decoder of the HEPv3 framing written from the specification (sipcapture's HEP3: `HEP3`,
 //! a 16-bit total length, then chunks of vendor, type and length, 16 bits each in network
 //! order, the length counting the chunk's 6 bytes), apart from the daemon's encoder so that
-//! one cannot hide the other's mistake.
+//! one cannot hide the other's mistake; and sngrep as a collector (`Sngrep`).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
@@ -90,6 +90,74 @@ pub fn receive(
         }
     }
     out
+}
+
+/// `sngrep -N -L udp:ADDR:PORT` in a namespace: sngrep as the HEP collector, headless
+/// (its device capture on the namespace's loopback, where no SIP goes, so every dialog it
+/// counts came by HEP). Killed when dropped.
+pub struct Sngrep(Option<std::process::Child>);
+
+impl Sngrep {
+    /// Start it in `ns` listening on `at`; None when sngrep is not installed (`cargo xtask
+    /// setup` installs it).
+    pub fn start(ns: &str, at: SocketAddr) -> Option<Sngrep> {
+        let installed = std::process::Command::new("sngrep")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            return None;
+        }
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "sngrep", "-N", "-d", "lo", "-L"])
+            .arg(format!("udp:{at}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sngrep");
+        // Until its socket is bound (at most 5 s).
+        let t0 = Instant::now();
+        let port = format!(":{}", at.port());
+        while t0.elapsed() < Duration::from_secs(5) {
+            let ss = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "ss", "-lun"])
+                .output()
+                .expect("ss");
+            if String::from_utf8_lossy(&ss.stdout).contains(&port) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Sngrep(Some(child)))
+    }
+
+    /// Stop it (SIGINT); the dialogs it counted last, and what it printed.
+    pub fn finish(mut self) -> (u64, String) {
+        let Some(child) = self.0.take() else {
+            return (0, String::new());
+        };
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let (out, _) = crate::sipp::wait_bounded(child, Duration::from_secs(5));
+        let said = crate::said(&out);
+        let count = said
+            .rsplit("Dialog count: ")
+            .next()
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (count, said)
+    }
+}
+
+impl Drop for Sngrep {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! HEPv3 export (`[hep]`): a call through the edge (SIPp UAC alice -> proxy -> registered
 //! SIPp UAS bob, UDP across veth-b, XDP attached) reaches a HEPv3 collector in namespace a,
 //! both legs, INVITE to BYE, with the real addresses (the daemon listens on 0.0.0.0: its
-//! side is `[proxy] advertise`); a reload moves the export to a collector that is not there,
+//! side is `[proxy] advertise`); sngrep as the collector (`sngrep -N -L udp:...`) takes the
+//! next call as a dialog; a reload moves the export to a collector that is not there,
 //! and the next call goes through unaffected while the export's losses are counted.
 
 mod support;
@@ -12,8 +13,9 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    hep::{Captured, receive},
+    hep::{Captured, Sngrep, receive},
     netns::in_ns,
+    skip,
 };
 use support::*;
 
@@ -22,6 +24,8 @@ const UAC_PORT: u16 = 5080;
 const COLLECTOR_PORT: u16 = 9060;
 /// Where the reload moves the export: nobody listens there.
 const GONE_PORT: u16 = 9061;
+/// Where sngrep listens.
+const SNGREP_PORT: u16 = 9062;
 
 fn hep_config(port: u16) -> String {
     config(&format!(
@@ -33,6 +37,17 @@ fn hep_config(port: u16) -> String {
 fn has(got: &[Captured], start: &str, src: SocketAddr, dst: SocketAddr) -> bool {
     got.iter()
         .any(|c| c.first_line().starts_with(start) && c.src == Some(src) && c.dst == Some(dst))
+}
+
+/// Point the export at `port` of namespace a, by a reload.
+fn reload_to(e: &Turn, port: u16) {
+    e.write_config(&hep_config(port));
+    let r = e.cli(&["reload"]);
+    let said = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert!(
+        r.status.success() && said.contains("hep.collector"),
+        "{said}"
+    );
 }
 
 fn call(e: &Turn) -> (bool, String) {
@@ -108,14 +123,25 @@ fn a_call_through_the_edge_reaches_the_hep_collector_and_a_gone_collector_costs_
     assert_eq!(m.sum("sipfw_hep_dropped_total"), 0.0, "nothing lost");
     assert_eq!(m.get("sipfw_hep_sent_total"), got.len() as f64);
 
+    // sngrep as the collector (`sngrep -N -L udp:...`): it takes the call as a SIP dialog.
+    let at = SocketAddr::new(a4.into(), SNGREP_PORT);
+    match Sngrep::start(&e.pair.ns_a, at) {
+        Some(sngrep) => {
+            reload_to(&e, SNGREP_PORT);
+            let (ok, said) = call(&e);
+            assert!(ok, "the call with sngrep collecting: {said}");
+            let (dialogs, said) = sngrep.finish();
+            eprintln!("{test}: sngrep -L counted {dialogs} dialog(s)");
+            assert!(dialogs >= 1, "sngrep saw the call's dialog: {said}");
+        }
+        None => skip(
+            test,
+            "sngrep is not installed (cargo xtask setup): its part skipped",
+        ),
+    }
+
     // Live on reload: to a collector that is not there. Calls go on; losses are counted.
-    e.write_config(&hep_config(GONE_PORT));
-    let r = e.cli(&["reload"]);
-    let said = String::from_utf8_lossy(&r.stdout).into_owned();
-    assert!(
-        r.status.success() && said.contains("hep.collector"),
-        "{said}"
-    );
+    reload_to(&e, GONE_PORT);
     let (ok, said) = call(&e);
     assert!(ok, "the call with the collector gone: {said}");
     let m = Metrics::poll(&e.pair, Duration::from_secs(5), |m| {

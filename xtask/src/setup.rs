@@ -87,6 +87,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // `bench proxy`'s TLS row: SIPp has no TLS; socat carries its TCP stream over TLS.
     ("socat", "socat"),
     ("openssl", "openssl"),
+    // The HEP export's test: sngrep as a HEPv3 collector (tests/tests/hep.rs).
+    ("sngrep", "sngrep"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.
