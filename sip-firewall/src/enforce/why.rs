@@ -95,10 +95,8 @@ impl Enforcer {
     /// The findings of the enforcement checks for `ip`, in the order they decide; `limits`
     /// are the user-space gate's (used when no program is loaded).
     pub fn explain(&self, ip: IpAddr, limits: &XdpConfig) -> Result<Vec<Finding>, EnforceError> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        // An IPv4-mapped address is the IPv4 source (as the maps key it).
+        let ip = ip.to_canonical();
         let mut out = Vec::new();
         if let Some(net) = entry_of(&self.allow, ip) {
             out.push(Finding::new(

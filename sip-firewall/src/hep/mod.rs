@@ -7,7 +7,7 @@
 //! into a queue of `[hep] queue` messages with `try_send` (never waits); what does not fit,
 //! what the collector refuses and what arrives while it is unreachable are dropped and
 //! counted. One task sends: UDP datagrams, or HEP frames over one TCP connection (opened
-//! again at most every [`send::RETRY`] after a failure). A reload that changes `[hep]`
+//! again at most every second after a failure). A reload that changes `[hep]`
 //! starts a new queue and sender; the old sender ends with its queue.
 //!
 //! | module | job |
