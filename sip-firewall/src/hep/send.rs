@@ -116,3 +116,95 @@ pub(super) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    fn packet(n: u8) -> Packet {
+        Packet {
+            time: std::time::UNIX_EPOCH,
+            src: "192.0.2.1:5060".parse().unwrap(),
+            dst: "192.0.2.2:5060".parse().unwrap(),
+            stream: false,
+            payload: vec![b'0' + n; 10],
+        }
+    }
+
+    #[tokio::test]
+    async fn udp_and_tcp_collectors_get_the_framed_packets() {
+        let agent = Agent {
+            node_id: 9,
+            password: None,
+        };
+        // UDP: one datagram per message.
+        let collector = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let c = Collector {
+            scheme: Scheme::Udp,
+            address: collector.local_addr().unwrap().to_string(),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let counters = Counters::new();
+        let task = tokio::spawn(run(c, agent.clone(), rx, counters.clone()));
+        tx.send(packet(1)).await.unwrap();
+        let mut buf = vec![0; 2048];
+        let n = collector.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &encode(&packet(1), &agent).unwrap()[..]);
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(counters.sent.get(), 1);
+
+        // TCP: the frames back to back on one connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = Collector {
+            scheme: Scheme::Tcp,
+            address: listener.local_addr().unwrap().to_string(),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run(c, agent.clone(), rx, counters.clone()));
+        tx.send(packet(2)).await.unwrap();
+        tx.send(packet(3)).await.unwrap();
+        drop(tx);
+        let (mut conn, _) = listener.accept().await.unwrap();
+        task.await.unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).await.unwrap();
+        let want = [
+            encode(&packet(2), &agent).unwrap(),
+            encode(&packet(3), &agent).unwrap(),
+        ]
+        .concat();
+        assert_eq!(got, want);
+        assert_eq!(counters.sent.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_is_not_there_costs_drops_counted() {
+        // A port nobody listens on: the connection is refused, the messages counted.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let c = Collector {
+            scheme: Scheme::Tcp,
+            address: port.to_string(),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let counters = Counters::new();
+        let task = tokio::spawn(run(c, Agent::default(), rx, counters.clone()));
+        for n in 0..5 {
+            tx.send(packet(n)).await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(counters.sent.get(), 0);
+        assert_eq!(
+            counters
+                .dropped
+                .with_label_values(&["collector_down"])
+                .get(),
+            5
+        );
+    }
+}
