@@ -36,8 +36,9 @@ pub struct DaemonInfo {
         crate::cluster::outbox::Outbox,
         Arc<std::sync::Mutex<crate::cluster::ClusterView>>,
     )>,
-    /// The TCP connection slots (`why`).
+    /// The TCP connection slots and the user-space gate (`why`).
     pub slots: Option<Arc<crate::server::slots::TcpSlots>>,
+    pub gate: Option<Arc<crate::enforce::gate::UserGate>>,
 }
 
 /// A request that takes longer than this is cut off (a stuck client must not pile up tasks).
@@ -209,7 +210,8 @@ fn why(
     source: (std::net::IpAddr, Option<u16>),
 ) -> anyhow::Result<Response> {
     let (reloader, slots) = (info.reloader.as_deref(), info.slots.as_deref());
-    super::why::answer(e, reloader, slots, info.proxy.as_deref(), source)
+    let (gate, proxy) = (info.gate.as_deref(), info.proxy.as_deref());
+    super::why::answer(e, reloader, gate, slots, proxy, source)
 }
 
 /// `reload`: the reloader takes the enforcer's lock itself.

@@ -1,8 +1,9 @@
 //! `sip-firewall why ADDRESS[:PORT]`: every reason the edge would drop or throttle a source
 //! now, in the order the XDP program and the gate decide, and what lifts each. The daemon
 //! answers from its own state: the enforcer's lists, bans and the XDP maps
-//! ([`crate::enforce::why`]), the TCP connection slots, the registrations from the source and
-//! the fraud guard's suspensions of their accounts.
+//! ([`crate::enforce::why`]), the user-space gate's request window and flood state, the TCP
+//! connection slots, the registrations from the source and the fraud guard's suspensions of
+//! their accounts.
 
 use std::{net::IpAddr, process::ExitCode};
 
@@ -16,10 +17,11 @@ use crate::enforce::{
 };
 
 /// The daemon's answer, from the enforcer, the live gate limits (through the reloader), the
-/// TCP slots and the proxy.
+/// user-space gate's windows, the TCP slots and the proxy.
 pub(super) fn answer(
     e: &Enforcer,
     reloader: Option<&crate::reload::Reloader>,
+    gate: Option<&crate::enforce::gate::UserGate>,
     slots: Option<&crate::server::slots::TcpSlots>,
     proxy: Option<&crate::proxy::Proxy>,
     (ip, port): (IpAddr, Option<u16>),
@@ -30,6 +32,9 @@ pub(super) fn answer(
         .unwrap_or_default();
     let mut findings = e.explain(ip, &limits)?;
     let allowed = findings.first().is_some_and(|f| f.effect == Effect::Pass);
+    if !allowed && let Some(gate) = gate {
+        findings.extend(gate.explain(ip.to_canonical(), e.is_known(ip)));
+    }
     if !allowed && let Some(slots) = slots {
         findings.push(tcp_slots(slots, ip));
     }

@@ -94,7 +94,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
 
     let proxy = start_proxy(&config, &metrics, &enforcer, &learner, cluster.as_ref())?;
-    let server = bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
+    let (server, gate) =
+        bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
     let proxy_handle = proxy.clone();
     let (slots, hep) = (server.slots(), server.hep());
     let cluster_info = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
@@ -113,8 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: Some(metrics.clone()),
         reloader: Some(reloader.clone()),
         cluster: cluster_info,
-        slots: Some(slots),
-        ..admin_info(&config, &enforcer)?
+        ..admin_info(&config, &enforcer, (slots, gate))?
     };
     let attachments = info.xdp.clone();
     let path = config.admin.socket.clone();
@@ -139,10 +139,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// What `status` reports of the daemon itself (the parts it manages are added by `run`).
+/// What `status` reports of the daemon itself, and what `why` reads of the listeners (the
+/// parts it manages are added by `run`).
 fn admin_info(
     config: &Config,
     enforcer: &Mutex<Enforcer>,
+    (slots, gate): (Arc<crate::server::slots::TcpSlots>, Arc<UserGate>),
 ) -> anyhow::Result<admin::server::DaemonInfo> {
     Ok(admin::server::DaemonInfo {
         started: std::time::Instant::now(),
@@ -152,7 +154,8 @@ fn admin_info(
         metrics: None,
         reloader: None,
         cluster: None,
-        slots: None,
+        slots: Some(slots),
+        gate: Some(gate),
     })
 }
 
@@ -214,7 +217,7 @@ async fn bind_server(
     proxy: &Arc<crate::proxy::Proxy>,
     enforcer: &Arc<Mutex<Enforcer>>,
     learner: Learner,
-) -> anyhow::Result<SipServer> {
+) -> anyhow::Result<(SipServer, Arc<UserGate>)> {
     let mut server =
         SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
     server.bind_tls(&config.tls).await?;
@@ -222,19 +225,20 @@ async fn bind_server(
     server
         .bind_wss(&config.wss, &config.ws, &config.tls)
         .await?;
-    server.set_gate(Arc::new(UserGate::new(
+    let gate = Arc::new(UserGate::new(
         settings.clone(),
         enforcer.clone(),
         learner,
         metrics,
-    )));
+    ));
+    server.set_gate(gate.clone());
     // `[hep]`: a copy of every message received and sent (the proxy's side named by
     // `[proxy] advertise` where a listener is bound to the unspecified address).
     let hep = crate::hep::Hep::new(metrics.registry());
     hep.apply(&config.hep, crate::reload::advertised_ip(config))
         .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
     server.set_hep(hep);
-    Ok(server)
+    Ok((server, gate))
 }
 
 /// Without XDP, say so when an earlier daemon's program is still attached (its pins remain).

@@ -260,19 +260,39 @@ impl Enforcer {
 
 /// The flood limit of the source's prefix, from the program's GCRA state.
 fn explain_flood(m: &SourceEntries, known: bool, out: &mut Vec<Finding>) {
-    let s = &m.settings;
+    let prefix = m.prefix.map_or(String::new(), |p| p.to_string());
+    let Some(tat) = m.flood_tat else {
+        return;
+    };
+    let state = FloodState {
+        tat,
+        now: monotonic_ns(),
+        known,
+    };
+    out.extend(flood_finding(&prefix, state, &m.settings));
+}
+
+/// A source group's GCRA state (the program's or the user-space gate's, each on its own
+/// clock).
+pub struct FloodState {
+    pub tat: u64,
+    pub now: u64,
+    /// Judged by the known sources' limit.
+    pub known: bool,
+}
+
+/// The flood limit's finding for `prefix` under the limits `s`; None when the group has
+/// nothing of its burst spent.
+pub fn flood_finding(prefix: &str, f: FloodState, s: &XdpConfig) -> Option<Finding> {
+    let known = f.known;
     let (interval, tolerance) = if known {
         (s.known_flood_interval_ns, s.known_flood_tolerance_ns)
     } else {
         (s.flood_interval_ns, s.flood_tolerance_ns)
     };
-    let prefix = m.prefix.map_or(String::new(), |p| p.to_string());
-    let Some(tat) = m.flood_tat.filter(|_| interval != 0) else {
-        return;
-    };
-    let ahead = tat.saturating_sub(monotonic_ns());
-    if ahead == 0 {
-        return;
+    let ahead = f.tat.saturating_sub(f.now);
+    if ahead == 0 || interval == 0 {
+        return None;
     }
     let rate = 1_000_000_000 / interval;
     let burst = tolerance / interval + 1;
@@ -285,7 +305,7 @@ fn explain_flood(m: &SourceEntries, known: bool, out: &mut Vec<Finding>) {
         ),
         _ => (Effect::Info, None),
     };
-    out.push(Finding::new(
+    Some(Finding::new(
         "flood",
         effect,
         format!(
@@ -298,7 +318,7 @@ fn explain_flood(m: &SourceEntries, known: bool, out: &mut Vec<Finding>) {
             }
         ),
         lift,
-    ));
+    ))
 }
 
 /// The budget unknown sources share (known ones always pass it).
