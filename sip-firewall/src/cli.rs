@@ -36,6 +36,16 @@ pub enum Command {
     /// Write the packets the XDP program judged, by verdict, into a pcapng file (each
     /// packet's verdict in its comment); the filter runs in the kernel.
     Capture(crate::capture::CaptureArgs),
+    /// Every reason the edge would drop or throttle a source now (lists, bans and their
+    /// trigger, flood state, trust tier, pressure budget, TCP slots, fraud suspensions), in
+    /// the order they decide, and what lifts each.
+    Why {
+        /// The source: ADDRESS, ADDRESS:PORT or [IPv6]:PORT.
+        #[arg(value_parser = crate::admin::why::parse_source)]
+        source: (std::net::IpAddr, Option<u16>),
+        #[command(flatten)]
+        common: Common,
+    },
     /// Re-read the daemon's config file (as SIGHUP does) and apply what changed.
     Reload(Common),
     /// Manage bans of the running daemon.

@@ -4,7 +4,7 @@
 //! (`server::config` `[sip]`, `xdp::config` `[xdp]`, `proxy::config` `[proxy] [timers]
 //! [registrar]`, `auth::config` `[auth]`, `enforce::learn` `[bans]`, `fraud::config`
 //! `[fraud]`, `state` `[state]`, `metrics::http` `[metrics]`,
-//! `logging` `[log]`, `cluster` `[cluster]`, `proxy::dns` `[dns]`); the serde helpers and
+//! `logging` `[log]`, `cluster` `[cluster]`, `proxy::dns` `[dns]`, `hep::config` `[hep]`); the serde helpers and
 //! the error of a check are `section.rs`'s; `server::config` has `[sip]`, `[tls]` and `[ws]`.
 //! `policy::config` has `[policy]`; `[admin]` is still here (the admin unit sits above this
 //! module).
@@ -75,6 +75,8 @@ pub struct Config {
     /// `[cluster]`: bans, lists and subscribers shared through Redis; absent: one node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     pub dns: crate::proxy::dns::DnsConfig,
+    /// `[hep]`: SIP messages to a Homer collector or sngrep (`hep`).
+    pub hep: crate::hep::config::HepConfig,
 }
 
 /// Where the socket lives unless `[admin] socket` says otherwise.
@@ -215,7 +217,8 @@ impl Config {
         self.timers.validate()?;
         self.registrar.validate()?;
         self.auth.validate(&self.sip.domains)?;
-        self.fraud.validate()
+        self.fraud.validate()?;
+        self.hep.validate()
     }
 }
 

@@ -15,6 +15,7 @@ pub mod fraud;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod guard;
+pub mod hep;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -16,6 +16,8 @@
 //! - `[tls]` certificate, private key and CA (renewed in place or under new paths): new
 //!   handshakes (TLS and WSS) use them, open connections keep theirs; a file that cannot be
 //!   read refuses the reload;
+//! - `[hep]`: the export starts, moves to another collector or stops (a new queue and
+//!   sender; the old one drains and ends);
 //! - `[metrics] listen`: the endpoint moves (the new address is bound first, so a reload that
 //!   cannot bind is refused).
 //!
@@ -69,6 +71,7 @@ pub struct Reloader {
     proxy: Option<Arc<crate::proxy::Proxy>>,
     settings: Option<Arc<EnforceSettings>>,
     metrics: Option<Arc<Endpoint>>,
+    hep: Option<Arc<crate::hep::Hep>>,
 }
 
 impl Reloader {
@@ -83,6 +86,7 @@ impl Reloader {
             proxy,
             settings: None,
             metrics: None,
+            hep: None,
         }
     }
 
@@ -95,6 +99,17 @@ impl Reloader {
     /// The metrics endpoint, moved when `[metrics] listen` changes.
     pub fn with_metrics_endpoint(mut self, endpoint: Arc<Endpoint>) -> Reloader {
         self.metrics = Some(endpoint);
+        self
+    }
+
+    /// The live `[bans]` and gate limits, if this reloader changes them.
+    pub fn settings(&self) -> Option<&Arc<EnforceSettings>> {
+        self.settings.as_ref()
+    }
+
+    /// The HEP export, restarted when `[hep]` changes.
+    pub fn with_hep(mut self, hep: Arc<crate::hep::Hep>) -> Reloader {
+        self.hep = Some(hep);
         self
     }
 
@@ -122,6 +137,11 @@ impl Reloader {
         self.reload_files(&old, &new, &mut run, &mut report)?;
         self.apply_enforcement(&old, &new, &mut run, &mut report)?;
         self.apply_proxy(&old, &new, &mut run, &mut report);
+        if let Some(hep) = &self.hep {
+            hep.apply(&new.hep, advertised_ip(&run))
+                .map_err(|e| format!("{}: {}", e.key, e.message))?;
+            run.hep = new.hep.clone();
+        }
 
         // Name what changed: applied (but the lists and users, named entry by entry above),
         // and what differs between what runs and the file (needs a restart).
@@ -297,6 +317,16 @@ fn take_xdp_limits(x: &mut crate::xdp::config::XdpSection, n: &crate::xdp::confi
     x.pressure_budget = n.pressure_budget;
     x.via_scan_bytes = n.via_scan_bytes;
     x.sip_ports = n.sip_ports.clone();
+}
+
+/// The address of `[proxy] advertise` when it is one: what stands for a listener bound to
+/// the unspecified address in what is exported (the address peers send to).
+pub fn advertised_ip(c: &Config) -> Option<std::net::IpAddr> {
+    let a = c.proxy.advertise.as_deref()?;
+    a.parse::<std::net::SocketAddr>()
+        .map(|s| s.ip())
+        .or_else(|_| a.trim_matches(['[', ']']).parse())
+        .ok()
 }
 
 fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {

@@ -5,7 +5,7 @@
 //! throw-away network namespaces joined by a veth pair (`netns`, the `sip-firewall-netns`
 //! crate), a `redis-server` and the nodes of a cluster (`cluster`), SIPp (`sipp`), scrapes
 //! of `/metrics` (`metrics`), free loopback ports (`ports`), crafted frames for
-//! `BPF_PROG_TEST_RUN` (`frames`) and the SIP client, over UDP, TCP, TLS and WebSocket
+//! `BPF_PROG_TEST_RUN` (`frames`), a HEPv3 collector and decoder (`hep`) and the SIP client, over UDP, TCP, TLS and WebSocket
 //! (`ua`).
 
 pub mod capture;
@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod edge;
 pub mod frames;
+pub mod hep;
 pub mod metrics;
 pub mod netns;
 pub mod ports;

@@ -54,6 +54,27 @@ fn requests_over_tcp_over_the_limit_ban_the_source_in_xdp() {
         ban["reason"].as_str().unwrap().starts_with("request_rate"),
         "{ban}"
     );
+    // `why` names the ban and the gate's window of the source, over the limit.
+    let why: serde_json::Value =
+        serde_json::from_slice(&d.cli(&["why", &pair.a4.to_string(), "--json"]).stdout)
+            .expect("why JSON");
+    let finding = |check: &str| {
+        why["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["check"] == check))
+            .cloned()
+            .unwrap_or_else(|| panic!("a {check} finding: {why:#}"))
+    };
+    assert_eq!(finding("ban")["effect"], "drop", "{why:#}");
+    let rate = finding("request_rate");
+    assert_eq!(rate["effect"], "drop", "{why:#}");
+    assert!(
+        rate["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("(the limit 20): over it now"),
+        "{rate:#}"
+    );
     let metrics = "127.0.0.1:9464".parse().unwrap();
     let text = scrape(&pair.ns_b, metrics);
     assert!(

@@ -111,6 +111,8 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     };
     let (pair, d) = (&e.pair, &e.dirs);
     let a4 = pair.a4.to_string();
+    let clean = why(d, &a4);
+    assert_eq!(clean["verdict"], "nothing", "before svcrack: {clean:#}");
 
     let m0 = Metrics::scrape(pair);
     let child = spawn_svcrack(pair, &bin, d, WRONG_FIRST);
@@ -164,6 +166,20 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     if xdp {
         assert_eq!(end.userspace_drops("banned"), 0.0, "XDP dropped them all");
     }
+    // `why` names the ban, what triggered it and what lifts it.
+    let w = why(d, &a4);
+    assert_eq!(w["verdict"], "drop", "{w:#}");
+    let ban = w["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["check"] == "ban"))
+        .unwrap_or_else(|| panic!("a ban finding: {w:#}"));
+    let detail = ban["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("trigger: {AUTH_FAILURES} failed authentications")),
+        "{ban:#}"
+    );
+    assert_eq!(ban["lift"], format!("sip-firewall ban del {a4}"));
+    eprintln!("{test}: {}", said(&d.cli(&["why", &a4])));
     let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -89,6 +89,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     // `capture` tests read the pcapng files the firewall writes (tests/tests/capture.rs).
     ("tshark", "tshark"),
+    // The HEP export's test: sngrep as a HEPv3 collector (tests/tests/hep.rs).
+    ("sngrep", "sngrep"),
 ];
 
 /// What the tests need besides the build: namespace tools, nftables, SIPp, SIPVicious.

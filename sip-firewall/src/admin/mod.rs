@@ -14,6 +14,7 @@
 //! | `user_cli` | `sip-firewall user add/del/list` |
 //! | `fraud_cli` | `sip-firewall fraud status/unblock/events` |
 //! | `top` | `sip-firewall top` |
+//! | `why` | `sip-firewall why`: the daemon's answer and the CLI's output |
 //!
 //! **Config**: `[admin]` ([`AdminConfig`]). **Metrics**: none of its own (it reads
 //! `sipfw_sip_*`, `sipfw_proxy_transactions_active`, `sipfw_registrar_bindings` for `status`).
@@ -25,3 +26,4 @@ pub mod protocol;
 pub mod server;
 pub mod top;
 pub mod user_cli;
+pub mod why;

@@ -64,6 +64,13 @@ pub enum Request {
     FraudEvents,
     /// Re-read the config file and apply what changed.
     Reload,
+    /// Every reason the edge would drop or throttle this source now.
+    Why {
+        ip: IpAddr,
+        /// The source port: narrows the registrations looked at to that flow.
+        #[serde(default)]
+        port: Option<u16>,
+    },
 }
 
 /// The daemon's answer: `ok` with data, or the reason it said no.
@@ -156,6 +163,15 @@ pub struct TopView {
 
 /// Recent bans a `top` answer carries.
 pub const TOP_BANS: usize = 20;
+
+/// `why`: the source and the findings of every check, in the order they decide.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WhyView {
+    pub source: String,
+    /// `pass` (allow-listed), `drop`, `throttle`, or `nothing` (no check drops it now).
+    pub verdict: String,
+    pub findings: Vec<crate::enforce::why::Finding>,
+}
 
 /// A ban as listed: the record plus the seconds left (`None`: permanent).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -36,6 +36,9 @@ pub struct DaemonInfo {
         crate::cluster::outbox::Outbox,
         Arc<std::sync::Mutex<crate::cluster::ClusterView>>,
     )>,
+    /// The TCP connection slots and the user-space gate (`why`).
+    pub slots: Option<Arc<crate::server::slots::TcpSlots>>,
+    pub gate: Option<Arc<crate::enforce::gate::UserGate>>,
 }
 
 /// A request that takes longer than this is cut off (a stuck client must not pile up tasks).
@@ -195,8 +198,20 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
             None => Response::no("this daemon runs no proxy"),
         },
         Request::FraudUnblock { user } => fraud_unblock(&e, info, user)?,
+        Request::Why { ip, port } => why(&e, info, (ip, port))?,
         Request::Top | Request::Reload => Response::no("internal: answered above"),
     })
+}
+
+/// `why`: from the enforcer and the parts of the daemon it reads.
+fn why(
+    e: &Enforcer,
+    info: &DaemonInfo,
+    source: (std::net::IpAddr, Option<u16>),
+) -> anyhow::Result<Response> {
+    let (reloader, slots) = (info.reloader.as_deref(), info.slots.as_deref());
+    let (gate, proxy) = (info.gate.as_deref(), info.proxy.as_deref());
+    super::why::answer(e, reloader, gate, slots, proxy, source)
 }
 
 /// `reload`: the reloader takes the enforcer's lock itself.

@@ -94,8 +94,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
 
     let proxy = start_proxy(&config, &metrics, &enforcer, &learner, cluster.as_ref())?;
-    let server = bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
+    let (server, gate) =
+        bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
     let proxy_handle = proxy.clone();
+    let (slots, hep) = (server.slots(), server.hep());
     let cluster_info = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
     spawn_serving(&mut tasks, proxy, server, &shutdown_rx);
 
@@ -103,20 +105,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config,
         &enforcer,
         &proxy_handle,
-        settings,
+        (settings, hep),
         &metrics,
         &shutdown_rx,
     )?;
-    let attachments = lock(&enforcer)?.attachments();
     let info = admin::server::DaemonInfo {
-        started: std::time::Instant::now(),
-        xdp: attachments.clone(),
-        sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
         proxy: Some(proxy_handle),
         metrics: Some(metrics.clone()),
         reloader: Some(reloader.clone()),
         cluster: cluster_info,
+        ..admin_info(&config, &enforcer, (slots, gate))?
     };
+    let attachments = info.xdp.clone();
     let path = config.admin.socket.clone();
     let (rx, e) = (shutdown_rx.clone(), enforcer.clone());
     tasks.spawn(async move { admin::server::serve(admin_listener, path, e, info, rx).await });
@@ -137,6 +137,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// What `status` reports of the daemon itself, and what `why` reads of the listeners (the
+/// parts it manages are added by `run`).
+fn admin_info(
+    config: &Config,
+    enforcer: &Mutex<Enforcer>,
+    (slots, gate): (Arc<crate::server::slots::TcpSlots>, Arc<UserGate>),
+) -> anyhow::Result<admin::server::DaemonInfo> {
+    Ok(admin::server::DaemonInfo {
+        started: std::time::Instant::now(),
+        xdp: lock(enforcer)?.attachments(),
+        sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
+        proxy: None,
+        metrics: None,
+        reloader: None,
+        cluster: None,
+        slots: Some(slots),
+        gate: Some(gate),
+    })
 }
 
 /// The registry, with the security log's counters.
@@ -169,7 +189,7 @@ fn reloader(
     config: &Config,
     enforcer: &Arc<Mutex<Enforcer>>,
     proxy: &Arc<crate::proxy::Proxy>,
-    settings: Arc<EnforceSettings>,
+    (settings, hep): (Arc<EnforceSettings>, Option<Arc<crate::hep::Hep>>),
     metrics: &Arc<Metrics>,
     shutdown_rx: &watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<crate::reload::Reloader>> {
@@ -178,14 +198,18 @@ fn reloader(
         metrics.clone(),
         shutdown_rx.clone(),
     )?);
-    Ok(Arc::new(
+    let reloader =
         crate::reload::Reloader::new(config.clone(), enforcer.clone(), Some(proxy.clone()))
             .with_settings(settings)
-            .with_metrics_endpoint(endpoint),
-    ))
+            .with_metrics_endpoint(endpoint);
+    Ok(Arc::new(match hep {
+        Some(hep) => reloader.with_hep(hep),
+        None => reloader,
+    }))
 }
 
-/// The SIP listeners (UDP and TCP, TLS, WebSocket) in front of the proxy, behind the gate.
+/// The SIP listeners (UDP and TCP, TLS, WebSocket) in front of the proxy, behind the gate,
+/// copying to the HEP export.
 async fn bind_server(
     config: &Config,
     settings: &Arc<EnforceSettings>,
@@ -193,7 +217,7 @@ async fn bind_server(
     proxy: &Arc<crate::proxy::Proxy>,
     enforcer: &Arc<Mutex<Enforcer>>,
     learner: Learner,
-) -> anyhow::Result<SipServer> {
+) -> anyhow::Result<(SipServer, Arc<UserGate>)> {
     let mut server =
         SipServer::bind_with_handler(&config.sip, metrics.clone(), proxy.clone()).await?;
     server.bind_tls(&config.tls).await?;
@@ -201,13 +225,20 @@ async fn bind_server(
     server
         .bind_wss(&config.wss, &config.ws, &config.tls)
         .await?;
-    server.set_gate(Arc::new(UserGate::new(
+    let gate = Arc::new(UserGate::new(
         settings.clone(),
         enforcer.clone(),
         learner,
         metrics,
-    )));
-    Ok(server)
+    ));
+    server.set_gate(gate.clone());
+    // `[hep]`: a copy of every message received and sent (the proxy's side named by
+    // `[proxy] advertise` where a listener is bound to the unspecified address).
+    let hep = crate::hep::Hep::new(metrics.registry());
+    hep.apply(&config.hep, crate::reload::advertised_ip(config))
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
+    server.set_hep(hep);
+    Ok((server, gate))
 }
 
 /// Without XDP, say so when an earlier daemon's program is still attached (its pins remain).

@@ -27,6 +27,7 @@ use super::{
     Enforcer,
     learn::{Event, Learner, Window},
     live::EnforceSettings,
+    why::{Effect, Finding, FloodState, flood_finding},
 };
 use crate::{guard::lock, metrics::Metrics, seams::Gate, xdp::maps::ip_key};
 
@@ -213,6 +214,57 @@ impl UserGate {
             }
             None => true,
         }
+    }
+}
+
+impl UserGate {
+    /// What the gate holds of `ip` (`sip-firewall why`): its requests in the rate window
+    /// and, when XDP does not see it, its user-space flood state; `known` as the enforcer
+    /// says (the caller holds its lock).
+    pub fn explain(&self, ip: IpAddr, known: bool) -> Vec<Finding> {
+        let mut out = Vec::new();
+        if !self.sight.saw(ip) {
+            let tat = lock(&self.flood, "gate flood table")
+                .get(&flood_group(ip_key(ip)))
+                .copied();
+            let state = tat.map(|tat| FloodState {
+                tat,
+                now: self.now_ns(),
+                known,
+            });
+            let limits = self.settings.gate_limits();
+            out.extend(state.and_then(|s| flood_finding(&ip.to_string(), s, &limits)));
+        }
+        let bans = self.settings.bans();
+        let (limit, window) = (
+            if known {
+                bans.known_request_limit
+            } else {
+                bans.request_limit
+            },
+            bans.request_window,
+        );
+        let n = lock(&self.requests, "gate request windows").count(&ip, Instant::now(), window);
+        if limit > 0 && n > 0 {
+            let over = n > limit as usize;
+            let effect = match (over, known) {
+                (true, true) => Effect::Throttle,
+                (true, false) => Effect::Drop,
+                (false, _) => Effect::Info,
+            };
+            out.push(Finding::new(
+                "request_rate",
+                effect,
+                format!(
+                    "{n} requests in the last {} ({} limit {limit}){}",
+                    super::why::human(window),
+                    if known { "known sources'" } else { "the" },
+                    if over { ": over it now" } else { "" }
+                ),
+                over.then(|| "slow down; [bans] request_limit and reload".to_string()),
+            ));
+        }
+        out
     }
 }
 

@@ -301,6 +301,15 @@ impl Window {
         q.len()
     }
 
+    /// How many events of `ip` fall within `window` before `now` (nothing recorded).
+    pub fn count(&self, ip: &IpAddr, now: Instant, window: Duration) -> usize {
+        self.seen.get(ip).map_or(0, |q| {
+            q.iter()
+                .filter(|t| now.saturating_duration_since(**t) <= window)
+                .count()
+        })
+    }
+
     /// Sources tracked.
     pub fn len(&self) -> usize {
         self.seen.len()

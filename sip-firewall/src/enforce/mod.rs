@@ -18,6 +18,7 @@
 //! | `gate` | the user-space gate in front of the message layer |
 //! | `pressure` | `[pressure]`: the unknown-source budget adapted to the daemon's CPU and lag |
 //! | `publish` | what the enforcer hands the cluster's outbox ([`publish::Publish`]) |
+//! | `why` | every check that drops or throttles one source now, read from the deciding state (`sip-firewall why`) |
 //!
 //! **Config**: `[bans]`, `[policy] allow/deny`, `[xdp] ban_scope`. **Metrics**: `sipfw_bans_total{reason}`,
 //! `sipfw_bans_active` (through `metrics::xdp::FastPathSource`), `sipfw_ban_refused_total{reason}`,
@@ -33,6 +34,7 @@ pub mod live;
 pub mod pressure;
 pub mod publish;
 mod transactions;
+pub mod why;
 
 use std::{collections::HashMap, net::IpAddr};
 

@@ -294,6 +294,22 @@ impl Proxy {
         self.with_core(|c| c.fraud.status(user, now))
     }
 
+    /// The live registrations from `ip` (and `port`): address of record, binding, time left.
+    pub fn bindings_from(
+        &self,
+        ip: std::net::IpAddr,
+        port: Option<u16>,
+    ) -> Vec<(String, crate::registrar::Binding, Duration)> {
+        let now = self.now();
+        self.with_core(|c| c.bindings_from(ip, port, now))
+            .into_iter()
+            .map(|(aor, b)| {
+                let left = b.expires_at.saturating_duration_since(now);
+                (aor, b, left)
+            })
+            .collect()
+    }
+
     /// `fraud events`: the last warnings, oldest first.
     pub fn fraud_events(&self) -> Vec<crate::fraud::Event> {
         self.with_core(|c| c.fraud.events())

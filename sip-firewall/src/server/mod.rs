@@ -187,6 +187,21 @@ impl SipServer {
         Ok(())
     }
 
+    /// Copy every SIP message received and sent to `hep` (once, before [`SipServer::run`]).
+    pub fn set_hep(&self, hep: Arc<crate::hep::Hep>) {
+        let _ = self.shared.outbound.hep.set(hep);
+    }
+
+    /// The HEP export set by [`SipServer::set_hep`].
+    pub fn hep(&self) -> Option<Arc<crate::hep::Hep>> {
+        self.shared.outbound.hep.get().cloned()
+    }
+
+    /// The TCP connection slots (what `sip-firewall why` reports of a source).
+    pub fn slots(&self) -> Arc<slots::TcpSlots> {
+        self.shared.slots.clone()
+    }
+
     /// The bound TLS addresses.
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
         tls::addrs(&self.tls)
@@ -323,10 +338,21 @@ impl Shared {
     /// [`Shared::process`] of a message whose context says more than its addresses (the
     /// trusted peer of a TLS connection).
     pub(crate) fn process_in(&self, buf: &[u8], ctx: Context) -> Option<Outgoing> {
-        guard::catch("message", Some(ctx.source), || {
+        let (source, local, transport) = (ctx.source, ctx.local, ctx.transport);
+        let out = guard::catch("message", Some(ctx.source), || {
             self.process_unguarded(buf, ctx)
         })
-        .flatten()
+        .flatten();
+        if let Some(o) = &out {
+            // Answered on the same flow: to the request's source (its rport for UDP).
+            let to = if transport == Transport::Datagram {
+                o.udp_destination
+            } else {
+                source
+            };
+            self.outbound.capture(local, to, transport, &o.bytes);
+        }
+        out
     }
 
     fn process_unguarded(&self, buf: &[u8], ctx: Context) -> Option<Outgoing> {
@@ -336,6 +362,7 @@ impl Shared {
         {
             return None;
         }
+        self.outbound.capture(source, ctx.local, transport, buf);
         let m = &self.metrics;
         match inspect(buf, &self.limits, transport, EXTENSIONS) {
             Ok(msg) => {

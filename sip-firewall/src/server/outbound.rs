@@ -44,6 +44,8 @@ pub(crate) struct SocketOutbound {
     /// The domain each TLS next hop was found under (RFC 3263): its SNI and the name its
     /// certificate must carry. Bounded ([`MAX_TLS_NAMES`]).
     tls_names: Mutex<HashMap<SocketAddr, String>>,
+    /// Where every message received and sent is copied (`[hep]`; set once, before serving).
+    pub(crate) hep: OnceLock<Arc<crate::hep::Hep>>,
 }
 
 /// Most TLS next hops whose domain is remembered; at the bound one is forgotten (counted)
@@ -136,6 +138,7 @@ impl SocketOutbound {
             connector: OnceLock::new(),
             tls: OnceLock::new(),
             tls_names: Mutex::new(HashMap::new()),
+            hep: OnceLock::new(),
         }
     }
 
@@ -205,6 +208,13 @@ impl SocketOutbound {
         true
     }
 
+    /// Copy a message received or sent to the HEP export, if any.
+    pub(crate) fn capture(&self, src: SocketAddr, dst: SocketAddr, t: Transport, bytes: &[u8]) {
+        if let Some(hep) = self.hep.get() {
+            hep.capture(src, dst, t != Transport::Datagram, bytes);
+        }
+    }
+
     /// A TCP or TLS connection with `peer` opened: messages for it go to `tx`.
     pub(crate) fn register(&self, peer: SocketAddr, t: Transport, tx: mpsc::Sender<Vec<u8>>) {
         crate::guard::lock(&self.tcp, "tcp connections").insert((peer, t), tx);
@@ -235,7 +245,13 @@ impl Outbound for SocketOutbound {
                 // The first socket of the destination's family; try_send_to never blocks.
                 let v4 = dest.addr.is_ipv4();
                 let sock = self.udp.iter().find(|(is_v4, _)| *is_v4 == v4);
-                sock.is_some_and(|(_, s)| s.try_send_to(bytes, dest.addr).is_ok())
+                sock.is_some_and(|(_, s)| {
+                    let sent = s.try_send_to(bytes, dest.addr).is_ok();
+                    if sent && let Some(local) = self.hep.get().and_then(|_| s.local_addr().ok()) {
+                        self.capture(local, dest.addr, Transport::Datagram, bytes);
+                    }
+                    sent
+                })
             }
             // RFC 7118: a WebSocket client cannot be dialled; only its open flow reaches it.
             // Its `;transport=ws` URI does not say ws or wss (5.2): the flow at that

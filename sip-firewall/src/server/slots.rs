@@ -59,6 +59,11 @@ impl TcpSlots {
         })
     }
 
+    /// The bounds: (in total, per source).
+    pub fn limits(&self) -> (usize, usize) {
+        (self.total, self.per_source)
+    }
+
     /// Connections held (total, with `peer`'s key).
     pub fn used(&self, peer: IpAddr) -> (usize, usize) {
         let g = crate::guard::lock(&self.used, "tcp slots");

@@ -136,6 +136,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(n) => n,
             // A message the core sends to this peer (a relayed response, a request).
             Err(bytes) => {
+                shared.outbound.capture(local, peer, transport, &bytes);
                 let until = Instant::now() + shared.tcp_idle_timeout;
                 write(&mut stream, &bytes, until).await?;
                 continue;

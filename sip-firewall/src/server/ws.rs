@@ -232,6 +232,16 @@ fn frame(bytes: Vec<u8>) -> Message {
     }
 }
 
+/// What a connection does next: decided inside its select, acted upon outside it (the
+/// shutdown watch's guard must not live across an await).
+enum Next {
+    Stop,
+    Out(Vec<u8>),
+    Ping,
+    In(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Idle,
+}
+
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut ws: WebSocketStream<S>,
     peer: SocketAddr,
@@ -245,15 +255,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut deadline = Instant::now() + idle;
     let mut ping_at = Instant::now() + settings.ping_interval;
     loop {
-        // Decided inside the select, acted upon outside it (the shutdown watch's guard
-        // must not live across an await).
-        enum Next {
-            Stop,
-            Out(Vec<u8>),
-            Ping,
-            In(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
-            Idle,
-        }
         let next = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => Next::Stop,
             Some(bytes) = outgoing.recv() => Next::Out(bytes),
@@ -266,6 +267,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let m = match next {
             Next::Stop => break,
             Next::Out(bytes) => {
+                shared
+                    .outbound
+                    .capture(local, peer, settings.transport, &bytes);
                 send(&mut ws, frame(bytes), Instant::now() + idle).await?;
                 continue;
             }

@@ -186,6 +186,17 @@ pub fn bans(d: &DaemonDirs) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `sip-firewall why SOURCE --json`: the daemon's findings on a source.
+pub fn why(d: &DaemonDirs, source: &str) -> serde_json::Value {
+    let o = d.cli(&["why", source, "--json"]);
+    assert!(
+        o.status.success(),
+        "why {source}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("why JSON")
+}
+
 /// Wait up to `within` for a ban of `ip`; its reason.
 pub fn wait_ban(d: &DaemonDirs, ip: &str, within: Duration) -> Option<String> {
     let t0 = Instant::now();

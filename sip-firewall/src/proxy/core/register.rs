@@ -92,6 +92,25 @@ impl Core {
         hop.is_none_or(|ip| !self.forbidden_hop(ip))
     }
 
+    /// The live bindings registered from `ip` (and `port`, when given): address of record,
+    /// binding.
+    pub fn bindings_from(
+        &self,
+        ip: std::net::IpAddr,
+        port: Option<u16>,
+        now: Instant,
+    ) -> Vec<(String, Binding)> {
+        self.store
+            .all()
+            .into_iter()
+            .filter(|(_, b)| {
+                b.expires_at > now
+                    && b.source.ip() == ip
+                    && port.is_none_or(|p| p == b.source.port())
+            })
+            .collect()
+    }
+
     /// The bindings whose flow we hold, as shared (for a Redis that lost them).
     pub fn location_own(&self, now: Instant) -> Vec<(String, SharedBinding)> {
         self.store.own_shared(now)

@@ -4,6 +4,7 @@
 //! counters back. Addresses are stored as [`IpKey`]s (IPv4-mapped), prefixes as LPM keys.
 
 mod janitor;
+mod source;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -24,6 +25,7 @@ use sip_firewall_common::{
 };
 
 pub use janitor::{MapFill, MapJanitor};
+pub use source::SourceEntries;
 
 /// A map could not be found, opened or changed.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +152,7 @@ pub struct XdpMaps {
     counters: PerCpuArray<MapData, Counter>,
     transactions: HashMap<MapData, u64, u64>,
     known: HashMap<MapData, IpKey, u64>,
+    pressure: Array<MapData, u64>,
     /// The settings last written, without the list flags (kept up to date here).
     settings: XdpConfig,
 }
@@ -179,6 +182,8 @@ impl XdpMaps {
             transactions: HashMap::try_from(take(ebpf, names::TRANSACTIONS)?)
                 .map_err(map_err(names::TRANSACTIONS))?,
             known: HashMap::try_from(take(ebpf, names::KNOWN)?).map_err(map_err(names::KNOWN))?,
+            pressure: Array::try_from(take(ebpf, names::PRESSURE)?)
+                .map_err(map_err(names::PRESSURE))?,
             settings: XdpConfig::default(),
         })
     }
@@ -459,14 +464,7 @@ impl XdpMaps {
 
 /// Removing an absent key is not an error for us: report whether it was there.
 fn remove_missing_ok(r: Result<(), MapError>, name: &'static str) -> Result<bool, MapsError> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
-        Err(source) => Err(MapsError::Map { name, source }),
-    }
+    source::found(r, name).map(|was| was.is_some())
 }
 
 #[cfg(test)]

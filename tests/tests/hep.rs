@@ -1,0 +1,170 @@
+//! HEPv3 export (`[hep]`): a call through the edge (SIPp UAC alice -> proxy -> registered
+//! SIPp UAS bob, UDP across veth-b, XDP attached) reaches a HEPv3 collector in namespace a,
+//! both legs, INVITE to BYE, with the real addresses (the daemon listens on 0.0.0.0: its
+//! side is `[proxy] advertise`); sngrep as the collector (`sngrep -N -L udp:...`) takes the
+//! next call as a dialog; a reload moves the export to a collector that is not there,
+//! and the next call goes through unaffected while the export's losses are counted.
+
+mod support;
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use sip_firewall_tests::{
+    hep::{Captured, Sngrep, receive},
+    netns::in_ns,
+    skip,
+};
+use support::*;
+
+const UAS_PORT: u16 = 5070;
+const UAC_PORT: u16 = 5080;
+const COLLECTOR_PORT: u16 = 9060;
+/// Where the reload moves the export: nobody listens there.
+const GONE_PORT: u16 = 9061;
+/// Where sngrep listens.
+const SNGREP_PORT: u16 = 9062;
+
+fn hep_config(port: u16) -> String {
+    config(&format!(
+        "[hep]\ncollector = \"udp://198.51.100.1:{port}\"\nnode_id = 42\npassword = \"homer-pw\"\n"
+    ))
+}
+
+/// Whether `got` holds a message whose first line starts with `start`, from `src` to `dst`.
+fn has(got: &[Captured], start: &str, src: SocketAddr, dst: SocketAddr) -> bool {
+    got.iter()
+        .any(|c| c.first_line().starts_with(start) && c.src == Some(src) && c.dst == Some(dst))
+}
+
+/// Point the export at `port` of namespace a, by a reload.
+fn reload_to(e: &Turn, port: u16) {
+    e.write_config(&hep_config(port));
+    let r = e.cli(&["reload"]);
+    let said = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert!(
+        r.status.success() && said.contains("hep.collector"),
+        "{said}"
+    );
+}
+
+fn call(e: &Turn) -> (bool, String) {
+    let (pair, dir) = (&e.pair, e.dir());
+    let uas = Host::in_ns(pair, dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
+    let c = alice_calls_bob(pair, dir, UAC_PORT, 1);
+    let (s, killed) = uas.wait();
+    let ok = c.ok && s.ok && !killed && codes(&c.trace).contains(&200);
+    (
+        ok,
+        format!(
+            "UAC: {}\n{}\nUAS: {}\n{}",
+            c.output, c.trace, s.output, s.trace
+        ),
+    )
+}
+
+#[test]
+fn a_call_through_the_edge_reaches_the_hep_collector_and_a_gone_collector_costs_no_call() {
+    let test =
+        "a_call_through_the_edge_reaches_the_hep_collector_and_a_gone_collector_costs_no_call";
+    if !sipp_installed(test) {
+        return;
+    }
+    let Some(mut e) = edge(test, "hep", &hep_config(COLLECTOR_PORT), true) else {
+        return;
+    };
+    let pair = &e.pair;
+    let (a4, b4) = (pair.a4, pair.b4);
+    let collector = in_ns(&pair.ns_a, move || {
+        Ok(UdpSocket::bind(SocketAddr::new(a4.into(), COLLECTOR_PORT))?)
+    })
+    .expect("collector socket in namespace a");
+
+    let r = register_bob(pair, e.dir(), UAS_PORT);
+    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    let (ok, said) = call(&e);
+    assert!(ok, "the call: {said}");
+    let got = receive(&collector, Duration::from_secs(2), Duration::from_secs(20));
+    let bad: Vec<usize> = got.iter().filter_map(|r| r.clone().err()).collect();
+    assert!(bad.is_empty(), "undecodable HEP datagrams of {bad:?} bytes");
+    let got: Vec<Captured> = got.into_iter().filter_map(Result::ok).collect();
+    let lines: Vec<String> = got
+        .iter()
+        .map(|c| format!("{:?} -> {:?}: {}", c.src, c.dst, c.first_line()))
+        .collect();
+    let edge = SocketAddr::new(b4.into(), 5060);
+    let (alice, bob) = (
+        SocketAddr::new(a4.into(), UAC_PORT),
+        SocketAddr::new(a4.into(), UAS_PORT),
+    );
+    for (what, start, src, dst) in [
+        ("REGISTER in", "REGISTER ", bob, edge),
+        ("INVITE in", "INVITE ", alice, edge),
+        ("INVITE out", "INVITE ", edge, bob),
+        ("200 in", "SIP/2.0 200", bob, edge),
+        ("200 out", "SIP/2.0 200", edge, alice),
+        ("ACK in", "ACK ", alice, edge),
+        ("ACK out", "ACK ", edge, bob),
+        ("BYE in", "BYE ", alice, edge),
+        ("BYE out", "BYE ", edge, bob),
+    ] {
+        assert!(has(&got, start, src, dst), "{what}: {lines:#?}");
+    }
+    assert!(
+        got.iter().all(|c| c.node_id == Some(42)
+            && c.password.as_deref() == Some("homer-pw")
+            && c.proto == 17
+            && c.proto_type == Some(1)),
+        "capture id, password, UDP, SIP on every packet: {got:?}"
+    );
+    let m = Metrics::scrape(pair);
+    assert_eq!(m.sum("sipfw_hep_dropped_total"), 0.0, "nothing lost");
+    assert_eq!(m.get("sipfw_hep_sent_total"), got.len() as f64);
+
+    // sngrep as the collector (`sngrep -N -L udp:...`): it takes the call as a SIP dialog.
+    let at = SocketAddr::new(a4.into(), SNGREP_PORT);
+    match Sngrep::start(&e.pair.ns_a, at) {
+        Some(sngrep) => {
+            reload_to(&e, SNGREP_PORT);
+            let (ok, said) = call(&e);
+            assert!(ok, "the call with sngrep collecting: {said}");
+            let (dialogs, said) = sngrep.finish();
+            eprintln!("{test}: sngrep -L counted {dialogs} dialog(s)");
+            assert!(dialogs >= 1, "sngrep saw the call's dialog: {said}");
+        }
+        None => skip(
+            test,
+            "sngrep is not installed (cargo xtask setup): its part skipped",
+        ),
+    }
+
+    // Live on reload: to a collector that is not there. Calls go on; losses are counted.
+    reload_to(&e, GONE_PORT);
+    let (ok, said) = call(&e);
+    assert!(ok, "the call with the collector gone: {said}");
+    let m = Metrics::poll(&e.pair, Duration::from_secs(5), |m| {
+        m.sum("sipfw_hep_dropped_total") > 0.0
+    });
+    let lost = m.sum("sipfw_hep_dropped_total");
+    eprintln!(
+        "{test}: {} exported in the first call; {lost} lost with the collector gone",
+        got.len()
+    );
+    assert!(
+        lost > 0.0,
+        "what the gone collector did not take is counted"
+    );
+    let old = receive(
+        &collector,
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+    );
+    assert!(
+        old.is_empty(),
+        "the old collector gets nothing after the reload: {old:?}"
+    );
+    let (code, log) = e.stop();
+    assert_eq!(code, 0, "{log}");
+}
