@@ -14,7 +14,7 @@ mod support;
 
 use std::time::Duration;
 
-use sip_firewall_tests::{daemon::DaemonDirs, netns::Pair};
+use sip_firewall_tests::{daemon::DaemonDirs, netns::Pair, said};
 use support::*;
 
 /// The wrong guesses before bob's password in svcrack's word list: twice the threshold.
