@@ -31,6 +31,8 @@ pub enum Command {
     Status(Common),
     /// The XDP counters by verdict, and bans made.
     Stats(Common),
+    /// The threat feeds: last load, entries applied and refused (and why).
+    Feeds(Common),
     /// A live view of the running daemon: verdict rates, dropped sources, SIP; `q` quits.
     Top(TopArgs),
     /// Re-read the daemon's config file (as SIGHUP does) and apply what changed.

@@ -75,6 +75,8 @@ pub struct Config {
     /// `[cluster]`: bans, lists and subscribers shared through Redis; absent: one node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     pub dns: crate::proxy::dns::DnsConfig,
+    /// `[[feeds]]`: threat feeds taken into the deny path (`feeds`).
+    pub feeds: Vec<crate::feeds::config::FeedConfig>,
 }
 
 /// Where the socket lives unless `[admin] socket` says otherwise.
@@ -212,6 +214,8 @@ impl Config {
         }
         self.sip.validate()?;
         self.proxy.validate()?;
+        self.policy.validate()?;
+        crate::feeds::config::validate(&self.feeds)?;
         self.timers.validate()?;
         self.registrar.validate()?;
         self.auth.validate(&self.sip.domains)?;

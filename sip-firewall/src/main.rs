@@ -42,6 +42,7 @@ fn tool(command: Command) -> ExitCode {
         Command::Run(_) => ExitCode::from(2),
         Command::Status(common) => commands::status(&common),
         Command::Stats(common) => commands::stats(&common),
+        Command::Feeds(common) => commands::feeds(&common),
         Command::Reload(common) => commands::reload(&common),
         Command::Top(args) => sip_firewall::admin::top::run(
             &commands::socket(&args.common),

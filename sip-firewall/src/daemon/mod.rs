@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 pub use self::tasks::MAP_SWEEP_EVERY;
 use self::tasks::{
-    Tasks, serve_signals, spawn_ban_writer, spawn_cluster, spawn_janitor, spawn_kernel_bans,
-    spawn_pressure, spawn_serving, spawn_watchdog, stop,
+    Tasks, serve_signals, spawn_ban_writer, spawn_cluster, spawn_feeds, spawn_janitor,
+    spawn_kernel_bans, spawn_pressure, spawn_serving, spawn_watchdog, stop,
 };
 use crate::{
     admin,
@@ -80,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         spawn_kernel_bans(&mut tasks, ring, &enforcer, &shutdown_rx);
     }
     spawn_janitor(&mut tasks, &enforcer, &metrics, &shutdown_rx)?;
+    let feeds = spawn_feeds(&mut tasks, &config, &enforcer, &metrics, &shutdown_rx);
 
     // `[bans]` and the gate's limits, swapped by a reload while the learner and gate run.
     let settings = EnforceSettings::new(&config);
@@ -115,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         proxy: Some(proxy_handle),
         metrics: Some(metrics.clone()),
         reloader: Some(reloader.clone()),
+        feeds: Some(feeds),
         cluster: cluster_info,
     };
     let path = config.admin.socket.clone();
@@ -301,8 +303,12 @@ fn start_learner(
         let enforcer = enforcer.clone();
         let settings = settings.clone();
         let refusals = learn::Refusals::new(metrics);
+        let sweep = {
+            let settings = settings.clone();
+            move || settings.sweep()
+        };
         let bans = move || settings.bans();
-        tasks.spawn(async move { learn::run(events, enforcer, bans, refusals, rx).await });
+        tasks.spawn(async move { learn::run(events, enforcer, bans, sweep, refusals, rx).await });
     }
     // The proxy reports every UDP client transaction: XDP may drop replies that match none.
     lock(enforcer)?.set_stray_check(true)?;

@@ -159,6 +159,24 @@ pub(super) fn spawn_kernel_bans(
     });
 }
 
+/// The threat feeds (`[[feeds]]`): loaded, vetted and kept in the deny path; their status,
+/// for `sip-firewall feeds`.
+pub(super) fn spawn_feeds(
+    tasks: &mut Tasks,
+    config: &Config,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    metrics: &Arc<Metrics>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> crate::feeds::Statuses {
+    let statuses = crate::feeds::Statuses::default();
+    if !config.feeds.is_empty() {
+        let (feeds, e, m) = (config.feeds.clone(), enforcer.clone(), metrics.clone());
+        let (s, rx) = (statuses.clone(), shutdown_rx.clone());
+        tasks.spawn(async move { crate::feeds::run(feeds, e, &m, s, rx).await });
+    }
+    statuses
+}
+
 /// The maps' janitor: expired entries deleted, fill reported, off the hot path.
 pub(super) fn spawn_janitor(
     tasks: &mut Tasks,

@@ -115,9 +115,11 @@ impl Enforcer {
                 (List::Allow, false) => {
                     x.maps.allow_remove(net)?;
                 }
-                (List::Deny, false) => {
+                // A feed's entry of the same prefix stays (`feeds`).
+                (List::Deny, false) if !self.feeds.holds(net) => {
                     x.maps.deny_remove(net)?;
                 }
+                (List::Deny, false) => {}
             }
         }
         Ok(())

@@ -12,6 +12,7 @@
 //! | `mod.rs` | the [`Enforcer`]: lists, the fast path, cluster sharing |
 //! | `bans` | bans in database, memory (bounded) and maps; the batched writer of learned bans |
 //! | `known` | known good sources (registered, authenticated, peers) in memory and the KNOWN map |
+//! | `feeds` | threat-feed entries in force: vetted (never a trunk or a known source), with their expiry |
 //! | `lists` | the allow and deny lists: the config's entries and the state's, the widest prefix they take |
 //! | `transactions` | the XDP keys of the proxy's open UDP client transactions |
 //! | `learn` | `[bans]` and ban learning from what the proxy and the gate report (auth failures, scanners, request rates) |
@@ -25,6 +26,7 @@
 //! `sipfw_pressure_budget`, `sipfw_event_loop_lag_seconds`.
 
 mod bans;
+pub mod feeds;
 pub mod gate;
 mod known;
 pub mod learn;
@@ -97,6 +99,8 @@ pub struct Enforcer {
     learned_scope: BanScope,
     /// Where local changes go to the other nodes (`[cluster]`).
     cluster: Option<Box<dyn publish::Publish>>,
+    /// Threat-feed entries in force.
+    feeds: feeds::FeedDeny,
 }
 
 impl Enforcer {
@@ -122,6 +126,7 @@ impl Enforcer {
             manual_scope: config.xdp.ban_scope.scope(),
             learned_scope: config.bans.learned_scope.scope(),
             cluster: None,
+            feeds: feeds::FeedDeny::default(),
         };
         let now = unix_now();
         for ban in e.store.bans()? {
@@ -275,7 +280,7 @@ impl Enforcer {
         if in_any(&self.allow, ip) {
             return Some(Reason::Allowed);
         }
-        if in_any(&self.deny, ip) {
+        if in_any(&self.deny, ip) || self.feed_denies(ip) {
             return Some(Reason::Denied);
         }
         if self.is_banned(ip) {
