@@ -678,18 +678,19 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(banned, "the sweep's source is banned");
-        let mut e = enforcer.lock().unwrap();
-        assert!(!e.is_banned(trunk.ip()), "the known trunk is not");
-        assert!(!e.is_banned(retrier.ip()), "one user retried is one target");
-        let reason = e
-            .bans()
-            .unwrap()
-            .into_iter()
-            .find(|b| b.ip == scanner.ip())
-            .map(|b| b.reason)
-            .unwrap_or_default();
-        assert_eq!(reason, "scanner: 10 distinct users refused within 1m");
-        drop(e);
+        {
+            let mut e = enforcer.lock().unwrap();
+            assert!(!e.is_banned(trunk.ip()), "the known trunk is not");
+            assert!(!e.is_banned(retrier.ip()), "one user retried is one target");
+            let reason = e
+                .bans()
+                .unwrap()
+                .into_iter()
+                .find(|b| b.ip == scanner.ip())
+                .map(|b| b.reason)
+                .unwrap_or_default();
+            assert_eq!(reason, "scanner: 10 distinct users refused within 1m");
+        }
         // Every tenth distinct user of the trunk reached the threshold once more.
         assert_eq!(counter.with_label_values(&["scan_targets"]).get(), 20);
         let _ = stop_tx.send(true);
