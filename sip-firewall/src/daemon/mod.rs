@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 pub use self::tasks::MAP_SWEEP_EVERY;
 use self::tasks::{
-    Tasks, serve_signals, spawn_ban_writer, spawn_cluster, spawn_feeds, spawn_janitor,
+    Tasks, serve_signals, spawn_admin, spawn_ban_writer, spawn_cluster, spawn_feeds, spawn_janitor,
     spawn_kernel_bans, spawn_pressure, spawn_serving, spawn_watchdog, stop,
 };
 use crate::{
@@ -64,7 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let store = Store::open(&config.state.directory)?;
     // Bound before anything is attached: a second daemon stops here, not after touching XDP.
-    let admin_listener = admin::server::bind(&config.admin.socket)?;
+    let socket = admin::server::bind(&config.admin.socket)?;
 
     let mut fast_path = load_if_wanted(&config)?;
     let ring = fast_path.as_mut().and_then(FastPath::take_ban_events);
@@ -80,7 +80,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         spawn_kernel_bans(&mut tasks, ring, &enforcer, &shutdown_rx);
     }
     spawn_janitor(&mut tasks, &enforcer, &metrics, &shutdown_rx)?;
-    let feeds = spawn_feeds(&mut tasks, &config, &enforcer, &metrics, &shutdown_rx);
 
     // `[bans]` and the gate's limits, swapped by a reload while the learner and gate run.
     let settings = EnforceSettings::new(&config);
@@ -108,6 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
         &shutdown_rx,
     )?;
+    let feeds = spawn_feeds(&mut tasks, &config, &enforcer, &metrics, &shutdown_rx);
     let attachments = lock(&enforcer)?.attachments();
     let info = admin::server::DaemonInfo {
         started: std::time::Instant::now(),
@@ -119,9 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         feeds: Some(feeds),
         cluster: cluster_info,
     };
-    let path = config.admin.socket.clone();
-    let (rx, e) = (shutdown_rx.clone(), enforcer.clone());
-    tasks.spawn(async move { admin::server::serve(admin_listener, path, e, info, rx).await });
+    spawn_admin(&mut tasks, socket, &config, &enforcer, info, &shutdown_rx);
 
     info!(listen = ?config.sip.listen, xdp = ?attachments, "sip-firewall running");
     // Listeners bound, XDP attached and filled: systemd may start what depends on us.
@@ -302,7 +300,7 @@ fn start_learner(
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();
         let settings = settings.clone();
-        let refusals = learn::Refusals::new(metrics);
+        let refusals = crate::enforce::refusals::Refusals::new(metrics);
         let sweep = {
             let settings = settings.clone();
             move || settings.sweep()

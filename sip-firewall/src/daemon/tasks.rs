@@ -159,6 +159,20 @@ pub(super) fn spawn_kernel_bans(
     });
 }
 
+/// The admin API on its socket (bound at start), answering with `info`.
+pub(super) fn spawn_admin(
+    tasks: &mut Tasks,
+    listener: tokio::net::UnixListener,
+    config: &Config,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    info: crate::admin::server::DaemonInfo,
+    shutdown_rx: &watch::Receiver<bool>,
+) {
+    let path = config.admin.socket.clone();
+    let (rx, e) = (shutdown_rx.clone(), enforcer.clone());
+    tasks.spawn(async move { crate::admin::server::serve(listener, path, e, info, rx).await });
+}
+
 /// The threat feeds (`[[feeds]]`): loaded, vetted and kept in the deny path; their status,
 /// for `sip-firewall feeds`.
 pub(super) fn spawn_feeds(

@@ -18,7 +18,7 @@ use sip_firewall_sip::Transport;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-use super::Enforcer;
+use super::{Enforcer, refusals::Refusals};
 use crate::{
     logging::{RateLimit, Verdict},
     policy::sweep::{self, Hit, SweepLimits, Sweeps},
@@ -249,53 +249,6 @@ pub fn proves_return_routability(reason: &str) -> bool {
         reason,
         "wrong_password" | "unknown_user" | "uri_mismatch" | "replay"
     )
-}
-
-/// Learned bans refused because the source is known and the evidence unauthenticated:
-/// counted by reason, logged at most once per [`REFUSAL_LOG_EVERY`] with the count.
-pub struct Refusals {
-    counter: prometheus::IntCounterVec,
-    log: RateLimit<()>,
-}
-
-/// How often a refused ban is logged at most.
-pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
-
-impl Refusals {
-    /// The counter `sipfw_ban_refused_total{reason}`, registered in `metrics`.
-    pub fn new(metrics: &crate::metrics::Metrics) -> Refusals {
-        let counter = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "sipfw_ban_refused_total",
-                "Learned bans refused because the source is known (allow-listed, registered, \
-                 recently authenticated, a peer of ours) and the evidence unauthenticated, by \
-                 kind (scanner, scan_targets, auth_unproven, request_rate, flood)",
-            ),
-            &["reason"],
-        )
-        .expect("static metric definition");
-        if let Err(e) = metrics.registry().register(Box::new(counter.clone())) {
-            warn!("registering sipfw_ban_refused_total: {e}");
-        }
-        Refusals {
-            counter,
-            log: RateLimit::new(REFUSAL_LOG_EVERY, 1),
-        }
-    }
-
-    fn refuse(&mut self, ip: IpAddr, kind: &str) {
-        self.counter.with_label_values(&[kind]).inc();
-        if let Verdict::Log { suppressed } = self.log.decide((), Instant::now()) {
-            warn!(
-                %ip,
-                kind,
-                // This refusal and those folded into it.
-                refused = suppressed + 1,
-                "not banning a known source on unauthenticated evidence (refusals since the \
-                 last line)"
-            );
-        }
-    }
 }
 
 /// Timestamps of recent events per source, within a window.

@@ -17,6 +17,7 @@
 //! | `transactions` | the XDP keys of the proxy's open UDP client transactions |
 //! | `learn` | `[bans]` and ban learning from what the proxy and the gate report (auth failures, scanners, request rates) |
 //! | `gate` | the user-space gate in front of the message layer |
+//! | `refusals` | learned bans refused on known sources: counted and logged |
 //! | `pressure` | `[pressure]`: the unknown-source budget adapted to the daemon's CPU and lag |
 //! | `publish` | what the enforcer hands the cluster's outbox ([`publish::Publish`]) |
 //!
@@ -34,6 +35,7 @@ pub mod lists;
 pub mod live;
 pub mod pressure;
 pub mod publish;
+pub mod refusals;
 mod transactions;
 
 use std::{collections::HashMap, net::IpAddr};

@@ -8,6 +8,10 @@ use serde::Deserialize;
 
 use crate::section::{Invalid, invalid};
 
+/// The most `scan_targets` may be (the per-source memory of `policy::sweep` is this many
+/// hashes).
+pub const MAX_SCAN_TARGETS: usize = 1000;
+
 /// `[policy]`: who is trusted and who is refused outright.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -51,13 +55,10 @@ impl PolicyConfig {
                  behavioural scanner detection off",
             ));
         }
-        if self.scan_targets as usize > crate::policy::sweep::MAX_TARGETS {
+        if self.scan_targets as usize > MAX_SCAN_TARGETS {
             return Err(invalid(
                 "policy.scan_targets",
-                format!(
-                    "must be at most {} (0 turns it off)",
-                    crate::policy::sweep::MAX_TARGETS
-                ),
+                format!("must be at most {MAX_SCAN_TARGETS} (0 turns it off)"),
             ));
         }
         Ok(())

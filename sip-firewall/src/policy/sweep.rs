@@ -22,8 +22,6 @@ use std::{
 
 use crate::{policy::config::PolicyConfig, seams::source_key};
 
-/// The most `[policy] scan_targets` may be (the per-source memory is this many hashes).
-pub const MAX_TARGETS: usize = 1000;
 /// The most sources tracked at once.
 pub const MAX_SOURCES: usize = 65_536;
 /// The `what` of `sipfw_limits_refused_total` when [`MAX_SOURCES`] is reached.
