@@ -518,24 +518,65 @@ mod tests {
         (Arc::new(Mutex::new(e)), d)
     }
 
+    /// The learner running on a fresh enforcer with the default `[bans]` and `[policy]`.
+    struct Running {
+        enforcer: Arc<Mutex<Enforcer>>,
+        dir: std::path::PathBuf,
+        learner: Learner,
+        counter: prometheus::IntCounterVec,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    impl Running {
+        fn start(tag: &str) -> Running {
+            let (enforcer, dir) = enforcer(tag);
+            let refusals = Refusals::new(&crate::metrics::Metrics::new());
+            let counter = refusals.counter.clone();
+            let (learner, rx) = Learner::new(1024);
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(run(
+                rx,
+                enforcer.clone(),
+                || Arc::new(BansConfig::default()),
+                || SweepLimits::of(&crate::policy::config::PolicyConfig::default()),
+                refusals,
+                stop_rx,
+            ));
+            Running {
+                enforcer,
+                dir,
+                learner,
+                counter,
+                stop,
+                task,
+            }
+        }
+
+        /// Whether `ip` is banned within two seconds.
+        async fn banned(&self, ip: IpAddr) -> bool {
+            for _ in 0..200 {
+                if self.enforcer.lock().unwrap().is_banned(ip) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(true);
+            let _ = self.task.await;
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
     /// A known source is not banned on forgeable evidence (counted instead); its own proven
     /// failures ban and demote it; an unknown source is banned on the same evidence.
     #[tokio::test]
     async fn known_sources_refuse_unproven_bans_and_demote_on_proven_ones() {
-        let (enforcer, dir) = enforcer("tiers");
-        let metrics = crate::metrics::Metrics::new();
-        let refusals = Refusals::new(&metrics);
-        let counter = refusals.counter.clone();
-        let (learner, rx) = Learner::new(64);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(
-            rx,
-            enforcer.clone(),
-            || Arc::new(BansConfig::default()),
-            || SweepLimits::of(&crate::policy::config::PolicyConfig::default()),
-            refusals,
-            stop_rx,
-        ));
+        let r = Running::start("tiers");
+        let (enforcer, learner, counter) = (&r.enforcer, &r.learner, &r.counter);
         let known: IpAddr = "192.0.2.1".parse().unwrap();
         let v6_known: IpAddr = "2001:db8:1::1".parse().unwrap();
         let stranger: IpAddr = "192.0.2.2".parse().unwrap();
@@ -553,19 +594,7 @@ mod tests {
             learner.report(Event::AuthFailure(known, false));
         }
         learner.report(Event::Scanner(stranger, "friendly-scanner".into()));
-        let wait = |ip: IpAddr| {
-            let enforcer = enforcer.clone();
-            async move {
-                for _ in 0..200 {
-                    if enforcer.lock().unwrap().is_banned(ip) {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                false
-            }
-        };
-        assert!(wait(stranger).await, "the unknown scanner is banned");
+        assert!(r.banned(stranger).await, "the unknown scanner is banned");
         {
             let e = enforcer.lock().unwrap();
             assert!(!e.is_banned(known), "not banned on unproven evidence");
@@ -584,11 +613,9 @@ mod tests {
         for _ in 0..5 {
             learner.report(Event::AuthFailure(known, true));
         }
-        assert!(wait(known).await, "proven failures ban a known source");
+        assert!(r.banned(known).await, "proven failures ban a known source");
         assert!(!enforcer.lock().unwrap().is_known(known), "and demote it");
-        let _ = stop_tx.send(true);
-        let _ = task.await;
-        let _ = std::fs::remove_dir_all(&dir);
+        r.stop().await;
     }
 
     /// Ten distinct refused users ban an unknown source as a scanner, whatever its
@@ -596,20 +623,8 @@ mod tests {
     /// refused the ban and counted; the same user over and over is one target.
     #[tokio::test]
     async fn sweeps_over_users_ban_unknown_sources_only() {
-        let (enforcer, dir) = enforcer("sweep");
-        let metrics = crate::metrics::Metrics::new();
-        let refusals = Refusals::new(&metrics);
-        let counter = refusals.counter.clone();
-        let (learner, rx) = Learner::new(1024);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(
-            rx,
-            enforcer.clone(),
-            || Arc::new(BansConfig::default()),
-            || SweepLimits::of(&crate::policy::config::PolicyConfig::default()),
-            refusals,
-            stop_rx,
-        ));
+        let r = Running::start("sweep");
+        let (enforcer, learner) = (&r.enforcer, &r.learner);
         let at = |ip: &str| -> SocketAddr { format!("{ip}:5060").parse().unwrap() };
         let (trunk, retrier, scanner) = (at("192.0.2.1"), at("192.0.2.2"), at("192.0.2.3"));
         learner.report(Event::Known(trunk.ip()));
@@ -622,15 +637,7 @@ mod tests {
         }
         // The tenth name, in failing credentials.
         learner.auth_failure(scanner, Some("admin"), "bad_nonce");
-        let mut banned = false;
-        for _ in 0..200 {
-            if enforcer.lock().unwrap().is_banned(scanner.ip()) {
-                banned = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(banned, "the sweep's source is banned");
+        assert!(r.banned(scanner.ip()).await, "the sweep's source is banned");
         {
             let mut e = enforcer.lock().unwrap();
             assert!(!e.is_banned(trunk.ip()), "the known trunk is not");
@@ -645,10 +652,8 @@ mod tests {
             assert_eq!(reason, "scanner: 10 distinct users refused within 1m");
         }
         // Every tenth distinct user of the trunk reached the threshold once more.
-        assert_eq!(counter.with_label_values(&["scan_targets"]).get(), 20);
-        let _ = stop_tx.send(true);
-        let _ = task.await;
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(r.counter.with_label_values(&["scan_targets"]).get(), 20);
+        r.stop().await;
     }
 
     /// A transaction's key binds the peer the request went to, except for peers
