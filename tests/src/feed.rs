@@ -106,18 +106,6 @@ impl FeedServer {
     pub fn served(&self) -> usize {
         self.served.load(Ordering::Relaxed)
     }
-
-    /// Wait until more than `n` requests were answered, or `within` passes.
-    pub fn wait_served(&self, n: usize, within: Duration) -> bool {
-        let t0 = Instant::now();
-        while t0.elapsed() < within {
-            if self.served() > n {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
 }
 
 impl Drop for FeedServer {

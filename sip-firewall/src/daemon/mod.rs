@@ -173,9 +173,15 @@ fn reloader(
     metrics: &Arc<Metrics>,
     shutdown_rx: &watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<crate::reload::Reloader>> {
+    let feed: crate::metrics::http::FeedSource = config.metrics.feed.then(|| {
+        let e = enforcer.clone();
+        Arc::new(move || e.lock().map(|e| e.learned_feed()).unwrap_or_default())
+            as Arc<dyn Fn() -> String + Send + Sync>
+    });
     let endpoint = Arc::new(crate::metrics::http::Endpoint::start(
         config.metrics.listen,
         metrics.clone(),
+        feed,
         shutdown_rx.clone(),
     )?);
     Ok(Arc::new(

@@ -16,7 +16,9 @@ use std::{
 use ipnet::IpNet;
 use sip_firewall_common::maps::LIST_ENTRIES;
 
-use super::{EnforceError, Enforcer, known::known_group, lists};
+use sip_firewall_common::BanReason;
+
+use super::{EnforceError, Enforcer, bans::reason_code, known::known_group, lists};
 
 /// Why an entry of a feed is not applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -196,6 +198,36 @@ impl Enforcer {
         Ok(())
     }
 
+    /// The live learned bans as a feed of the `cidr` format (`GET /feed`): one prefix a line
+    /// (the ban prefix, `[xdp] ban_prefix_v4`/`_v6`), its reason's kind and end as a comment,
+    /// so that another edge or a PBX can take them. Manual bans stay local.
+    pub fn learned_feed(&self) -> String {
+        let now = crate::clock::unix_now();
+        let mut out = String::from("# sip-firewall learned bans (format: cidr)\n");
+        let mut bans: Vec<&crate::state::BanRecord> = self
+            .bans
+            .values()
+            .filter(|b| b.is_live(now) && reason_code(&b.reason) != BanReason::Manual as u32)
+            .collect();
+        bans.sort_by_key(|b| b.ip);
+        for b in bans {
+            let len = match b.ip {
+                IpAddr::V4(_) => self.ban_prefix.0,
+                IpAddr::V6(_) => self.ban_prefix.1,
+            };
+            let net = u8::try_from(len)
+                .ok()
+                .and_then(|l| IpNet::new(b.ip, l).ok())
+                .unwrap_or_else(|| IpNet::from(b.ip));
+            let kind = b.reason.split(':').next().unwrap_or("").trim();
+            let until = b
+                .expires_unix
+                .map_or("never".to_string(), |t| t.to_string());
+            out.push_str(&format!("{net} # {kind}, until {until}\n"));
+        }
+        out
+    }
+
     /// The known good sources now, as their groups in the lists' key space, sorted.
     fn known_keys(&self) -> Vec<u128> {
         let now = std::time::Instant::now();
@@ -302,6 +334,33 @@ mod tests {
         assert_eq!(e.source_verdict("2001:db8:6::1".parse().unwrap()), None);
         e.feed_sync("evil", &[], 3).unwrap();
         assert_eq!(e.source_verdict(attacker), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The learned bans served as a feed read back as the same prefixes in the `cidr`
+    /// format; manual bans are not served.
+    #[test]
+    fn learned_bans_served_as_a_feed_read_back() {
+        let d = std::env::temp_dir().join(format!("sfw-feeds-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut e = Enforcer::new(Store::open(&d).unwrap(), None, &Config::default()).unwrap();
+        let hour = Some(std::time::Duration::from_secs(3600));
+        e.ban("203.0.113.7".parse().unwrap(), hour, "scanner: svwar")
+            .unwrap();
+        e.ban("2001:db8:7::9".parse().unwrap(), hour, "auth_failure: 5")
+            .unwrap();
+        e.ban("198.51.100.9".parse().unwrap(), hour, "by hand")
+            .unwrap();
+        let text = e.learned_feed();
+        let got =
+            crate::feeds::parse::parse(crate::feeds::config::FeedFormat::Cidr, text.as_bytes())
+                .unwrap();
+        assert_eq!(
+            got.nets,
+            vec![net("203.0.113.7/32"), net("2001:db8:7::/64")],
+            "{text}"
+        );
+        assert_eq!(got.invalid, 0);
         let _ = std::fs::remove_dir_all(&d);
     }
 }
