@@ -80,6 +80,7 @@ fn a_feed_drops_the_attacker_in_xdp_and_never_the_allow_listed_trunk() {
         m.get("sipfw_feed_loads_total{feed=\"threats\",result=\"error\"}") >= 1.0
     });
     assert!(m.get("sipfw_feed_loads_total{feed=\"threats\",result=\"error\"}") >= 1.0);
+    assert!(server.served() >= 2, "a good load, then a failed one");
     let shown = sip_firewall_tests::edge::out(&e.cli(&["feeds"]));
     assert!(shown.contains("FAILED"), "{shown}");
     assert_eq!(entries(&m, "applied"), 1.0);
