@@ -413,7 +413,8 @@ mod tests {
         let report = r
             .apply(parse(
                 "[bans]\nauth_failures = 2\nscanner_ban_time = \"5m\"\n\
-                 [xdp]\nflood_rate = 7\n[policy]\nscanners = [\"evil\"]\n",
+                 [xdp]\nflood_rate = 7\n[policy]\nscanners = [\"evil\"]\n\
+                 scan_targets = 4\nscan_window = \"2m\"\n",
             ))
             .unwrap();
         for k in [
@@ -421,11 +422,15 @@ mod tests {
             "bans.scanner_ban_time",
             "xdp.flood_rate",
             "policy.scanners",
+            "policy.scan_targets",
+            "policy.scan_window",
         ] {
             assert!(report.applied.contains(&k.to_string()), "{k}: {report:?}");
         }
         assert!(report.restart_needed.is_empty(), "{report:?}");
         assert_eq!(settings.bans().auth_failures, 2);
+        assert_eq!(settings.sweep().targets, 4);
+        assert_eq!(settings.sweep().window, std::time::Duration::from_secs(120));
         assert_eq!(
             settings.bans().scanner_ban_time,
             std::time::Duration::from_secs(300)
