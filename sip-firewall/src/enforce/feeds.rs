@@ -266,16 +266,24 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// An enforcer of `config` on a fresh state directory named by `tag` (removed after).
+    fn enforcer(tag: &str, config: &Config) -> (Enforcer, std::path::PathBuf) {
+        let d = std::env::temp_dir().join(format!("sfw-feeds-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        (
+            Enforcer::new(Store::open(&d).unwrap(), None, config).unwrap(),
+            d,
+        )
+    }
+
     /// A poisoned feed: entries covering the allow-listed trunk, a known phone's address or
     /// its IPv6 /64, and half the Internet are refused; the attacker's are applied, each until
     /// its expiry; a second sync without an entry removes it; the bound is counted.
     #[test]
     fn a_feed_never_covers_the_trunk_or_a_known_source() {
-        let d = std::env::temp_dir().join(format!("sfw-feeds-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
         let mut config = Config::default();
         config.policy.allow = vec![net("192.0.2.0/28")];
-        let mut e = Enforcer::new(Store::open(&d).unwrap(), None, &config).unwrap();
+        let (mut e, d) = enforcer("poisoned", &config);
         let phone: IpAddr = "198.51.100.20".parse().unwrap();
         let phone6: IpAddr = "2001:db8:5::1".parse().unwrap();
         e.know(phone, std::time::Duration::from_secs(60)).unwrap();
@@ -341,9 +349,7 @@ mod tests {
     /// format; manual bans are not served.
     #[test]
     fn learned_bans_served_as_a_feed_read_back() {
-        let d = std::env::temp_dir().join(format!("sfw-feeds-out-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let mut e = Enforcer::new(Store::open(&d).unwrap(), None, &Config::default()).unwrap();
+        let (mut e, d) = enforcer("served", &Config::default());
         let hour = Some(std::time::Duration::from_secs(3600));
         e.ban("203.0.113.7".parse().unwrap(), hour, "scanner: svwar")
             .unwrap();
