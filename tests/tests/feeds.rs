@@ -42,12 +42,13 @@ fn a_feed_drops_the_attacker_in_xdp_and_never_the_allow_listed_trunk() {
     let server = FeedServer::start(&e.pair.ns_b, at, &body);
     let ca_path = e.dir().join("feed-ca.pem");
     std::fs::write(&ca_path, &server.ca_pem).unwrap();
-    e.write_config(&config(&format!(
+    let with_feed = config(&format!(
         "[policy]\nallow = [\"{TRUNK}/32\"]\n\
          [[feeds]]\nname = \"threats\"\nurl = \"https://{at}/threats.txt\"\nformat = \"cidr\"\n\
          refresh = \"1s\"\nexpire_after = \"1h\"\nca = \"{}\"\n",
         ca_path.display()
-    )));
+    ));
+    e.write_config(&with_feed);
     e.run(xdp_args(true));
     let trunk = e.pair.add_a4(30).unwrap();
 
@@ -85,6 +86,22 @@ fn a_feed_drops_the_attacker_in_xdp_and_never_the_allow_listed_trunk() {
     assert!(shown.contains("FAILED"), "{shown}");
     assert_eq!(entries(&m, "applied"), 1.0);
     assert_eq!(e.send_from(attacker.into(), 5), 0, "still dropped");
+
+    // A restart takes over the pinned maps: without the feed, nothing of it stays in force.
+    let (code, log) = e.stop();
+    assert_eq!(code, 0, "{log}");
+    e.write_config(&config(""));
+    e.run(xdp_args(true));
+    assert_eq!(e.send_from(attacker.into(), 5), 5, "no feed, no entry");
+    let (code, log) = e.stop();
+    assert_eq!(code, 0, "{log}");
+    server.set(Some(&body));
+    e.write_config(&with_feed);
+    e.run(xdp_args(true));
+    let m = Metrics::poll(&e.pair, Duration::from_secs(20), |m| {
+        entries(m, "applied") == 1.0
+    });
+    assert_eq!(entries(&m, "applied"), 1.0, "the feed again");
 
     // A good load without the attacker: the whole list, so its entry goes.
     server.set(Some("# nothing\n"));

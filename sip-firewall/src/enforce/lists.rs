@@ -78,6 +78,15 @@ impl Enforcer {
             for n in &nets {
                 self.apply_net(list, n, true)?;
             }
+            // Maps taken over from an earlier run keep what it put there (a feed's entries,
+            // a deny entry deleted while no daemon ran): the trie holds the lists alone.
+            if list == List::Deny
+                && let Some(x) = self.xdp.as_mut()
+            {
+                for stale in x.maps.deny_list().into_iter().filter(|n| !nets.contains(n)) {
+                    x.maps.deny_remove(&stale)?;
+                }
+            }
             *self.list_mut(list) = nets;
             *self.config_list_mut(list) = config;
         }
