@@ -31,6 +31,8 @@ pub enum Command {
     Status(Common),
     /// The XDP counters by verdict, and bans made.
     Stats(Common),
+    /// The threat feeds: last load, entries applied and refused (and why).
+    Feeds(Common),
     /// A live view of the running daemon: verdict rates, dropped sources, SIP; `q` quits.
     Top(TopArgs),
     /// Write the packets the XDP program judged, by verdict, into a pcapng file (each

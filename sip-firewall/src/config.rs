@@ -77,6 +77,8 @@ pub struct Config {
     pub dns: crate::proxy::dns::DnsConfig,
     /// `[hep]`: SIP messages to a Homer collector or sngrep (`hep`).
     pub hep: crate::hep::config::HepConfig,
+    /// `[[feeds]]`: threat feeds taken into the deny path (`feeds`).
+    pub feeds: Vec<crate::feeds::config::FeedConfig>,
 }
 
 /// Where the socket lives unless `[admin] socket` says otherwise.
@@ -214,6 +216,8 @@ impl Config {
         }
         self.sip.validate()?;
         self.proxy.validate()?;
+        self.policy.validate()?;
+        crate::feeds::config::validate(&self.feeds)?;
         self.timers.validate()?;
         self.registrar.validate()?;
         self.auth.validate(&self.sip.domains)?;

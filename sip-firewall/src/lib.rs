@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod enforce;
+pub mod feeds;
 pub mod fraud;
 /// The socket-less receive path of the pipeline fuzz target: not part of the product's API.
 #[cfg(feature = "fuzzing")]

@@ -43,6 +43,7 @@ fn tool(command: Command) -> ExitCode {
         Command::Status(common) => commands::status(&common),
         Command::Stats(common) => commands::stats(&common),
         Command::Why { source, common } => sip_firewall::admin::why::why(&common, source),
+        Command::Feeds(common) => commands::feeds(&common),
         Command::Reload(common) => commands::reload(&common),
         Command::Capture(args) => report(sip_firewall::capture::command(&args)),
         Command::Top(args) => sip_firewall::admin::top::run(

@@ -5,7 +5,8 @@
 //!
 //! Applied at once:
 //! - `[policy]`: the allow and deny lists (XDP maps, the user-space gate, and the proxy's
-//!   trusted peers) and the scanner list;
+//!   trusted peers), the scanner list and the behavioural scanner thresholds
+//!   (`scan_targets`, `scan_window`);
 //! - `[xdp]` limits: flood rate and burst (also for known sources), ban time, payload bound,
 //!   ban scope, pressure budget, Via scan bound, SIP ports; in the XDP config map and in the
 //!   user-space gate;
@@ -27,7 +28,7 @@
 //! Record-Route and Via names in dialogs under way), `reply_from_any` (the keys of open
 //! transactions depend on it), the digest secret (nonces and dialog stamps), `[fraud]`
 //! (its counters are per rule), `[log]`, the rest of `[tls]`, `[ws]`, `[wss]`, `[dns]` and
-//! `[cluster]`.
+//! `[cluster]`, `[[feeds]]`.
 
 use std::{
     collections::BTreeMap,
@@ -209,6 +210,8 @@ impl Reloader {
         run.policy.allow = new.policy.allow.clone();
         run.policy.deny = new.policy.deny.clone();
         run.policy.scanners = new.policy.scanners.clone();
+        run.policy.scan_targets = new.policy.scan_targets;
+        run.policy.scan_window = new.policy.scan_window;
 
         // The fast path's limits, written to its config map at once (and to the gate below).
         take_xdp_limits(&mut run.xdp, &new.xdp);
@@ -440,7 +443,8 @@ mod tests {
         let report = r
             .apply(parse(
                 "[bans]\nauth_failures = 2\nscanner_ban_time = \"5m\"\n\
-                 [xdp]\nflood_rate = 7\n[policy]\nscanners = [\"evil\"]\n",
+                 [xdp]\nflood_rate = 7\n[policy]\nscanners = [\"evil\"]\n\
+                 scan_targets = 4\nscan_window = \"2m\"\n",
             ))
             .unwrap();
         for k in [
@@ -448,11 +452,15 @@ mod tests {
             "bans.scanner_ban_time",
             "xdp.flood_rate",
             "policy.scanners",
+            "policy.scan_targets",
+            "policy.scan_window",
         ] {
             assert!(report.applied.contains(&k.to_string()), "{k}: {report:?}");
         }
         assert!(report.restart_needed.is_empty(), "{report:?}");
         assert_eq!(settings.bans().auth_failures, 2);
+        assert_eq!(settings.sweep().targets, 4);
+        assert_eq!(settings.sweep().window, std::time::Duration::from_secs(120));
         assert_eq!(
             settings.bans().scanner_ban_time,
             std::time::Duration::from_secs(300)

@@ -129,6 +129,9 @@ pub trait Observer: Send + Sync + 'static {
     fn auth_failure(&self, _source: SocketAddr, _user: Option<&str>, _reason: &str) {}
     /// A request from a scanner (User-Agent on the list) was dropped.
     fn scanner(&self, _source: SocketAddr, _user_agent: &str) {}
+    /// A new request from `source` to the user `user` was refused with `code` (403, 404,
+    /// 480: unknown, unregistered, not ours to reach): evidence of a sweep over user names.
+    fn refused_target(&self, _source: SocketAddr, _user: &str, _code: u16) {}
 }
 
 /// The observer that ignores everything.

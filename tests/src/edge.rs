@@ -206,10 +206,15 @@ impl Edge {
     /// Send `n` datagrams from a to UDP 7000 in b (not a SIP port: a ban covers all
     /// traffic, and nothing of the daemon's sees them); how many arrived.
     pub fn send(&self, n: usize) -> usize {
+        self.send_from(std::net::Ipv4Addr::UNSPECIFIED.into(), n)
+    }
+
+    /// [`Edge::send`] from the address `from` of namespace a.
+    pub fn send_from(&self, from: std::net::IpAddr, n: usize) -> usize {
         let rx = in_ns(&self.pair.ns_b, || Ok(UdpSocket::bind("0.0.0.0:7000")?)).expect("rx");
         rx.set_read_timeout(Some(Duration::from_millis(300)))
             .expect("timeout");
-        let tx = in_ns(&self.pair.ns_a, || Ok(UdpSocket::bind("0.0.0.0:0")?)).expect("tx");
+        let tx = in_ns(&self.pair.ns_a, move || Ok(UdpSocket::bind((from, 0))?)).expect("tx");
         for _ in 0..n {
             tx.send_to(b"ping", SocketAddr::new(self.pair.b(false), 7000))
                 .expect("send");

@@ -1,7 +1,8 @@
 //! The one test-support library of the workspace, used by `tests/tests/`, by
 //! `sip-firewall/tests/` (a dev-dependency) and by the benchmarks: a root check that skips
 //! loudly (`skip`), `sip-firewall capture` and tshark (`capture`), the daemon started in a namespace or on loopback and its CLI (`daemon`),
-//! one daemon of a test in a namespace pair of its own and what tests ask of it (`edge`),
+//! one daemon of a test in a namespace pair of its own and what tests ask of it (`edge`), a
+//! threat feed served over HTTPS (`feed`),
 //! throw-away network namespaces joined by a veth pair (`netns`, the `sip-firewall-netns`
 //! crate), a `redis-server` and the nodes of a cluster (`cluster`), SIPp (`sipp`), scrapes
 //! of `/metrics` (`metrics`), free loopback ports (`ports`), crafted frames for
@@ -12,6 +13,7 @@ pub mod capture;
 pub mod cluster;
 pub mod daemon;
 pub mod edge;
+pub mod feed;
 pub mod frames;
 pub mod hep;
 pub mod metrics;

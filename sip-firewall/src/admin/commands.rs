@@ -276,6 +276,41 @@ pub fn status(common: &Common) -> ExitCode {
     })
 }
 
+pub fn feeds(common: &Common) -> ExitCode {
+    ask(common, Request::Feeds, |d| {
+        let feeds: Vec<crate::feeds::FeedStatus> = decode(d)?;
+        if feeds.is_empty() {
+            return Ok("no feeds ([[feeds]] in the config)\n".to_string());
+        }
+        let mut out = String::new();
+        for f in feeds {
+            let last = match (f.last_ok_unix, &f.last_error) {
+                (_, Some(e)) => format!("FAILED: {e} (the last good entries stay)"),
+                (Some(t), None) => format!("ok, loaded at {t} (unix)"),
+                (None, None) => "not loaded yet".to_string(),
+            };
+            let mut rows = vec![
+                vec!["url".to_string(), f.url.clone()],
+                vec!["last load".to_string(), last],
+            ];
+            rows.extend(
+                f.entries
+                    .iter()
+                    .map(|(k, n)| vec![format!("entries {k}"), n.to_string()]),
+            );
+            rows.extend(
+                f.refused
+                    .iter()
+                    .map(|(n, why)| vec![format!("refused {n}"), why.clone()]),
+            );
+            let title = format!("feed {}", f.name);
+            out.push_str(&table(&[title.as_str(), ""], &rows));
+            out.push('\n');
+        }
+        Ok(out)
+    })
+}
+
 pub fn stats(common: &Common) -> ExitCode {
     ask(common, Request::Stats, |d| {
         let s: Stats = decode(d)?;

@@ -16,6 +16,8 @@ use crate::{
 pub enum Request {
     Status,
     Stats,
+    /// The threat feeds' status (`feeds::FeedStatus`).
+    Feeds,
     BanAdd {
         ip: IpAddr,
         /// Seconds; `None` until unbanned.

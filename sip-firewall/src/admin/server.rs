@@ -31,6 +31,8 @@ pub struct DaemonInfo {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Re-reads the config (`reload`).
     pub reloader: Option<Arc<crate::reload::Reloader>>,
+    /// The threat feeds' status (`feeds`).
+    pub feeds: Option<crate::feeds::Statuses>,
     /// `[cluster]`: where subscriber changes go to the other nodes, and what `status` shows.
     pub cluster: Option<(
         crate::cluster::outbox::Outbox,
@@ -139,6 +141,10 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
     Ok(match req {
         Request::Status => status(&e, info),
         Request::Stats => stats(&e),
+        Request::Feeds => match &info.feeds {
+            Some(f) => Response::ok(f.lock().map(|s| s.clone()).unwrap_or_default()),
+            None => Response::ok(Vec::<crate::feeds::FeedStatus>::new()),
+        },
         Request::BanAdd {
             ip,
             for_secs,

@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 pub use self::tasks::MAP_SWEEP_EVERY;
 use self::tasks::{
-    Tasks, serve_signals, spawn_ban_writer, spawn_cluster, spawn_janitor, spawn_kernel_bans,
-    spawn_pressure, spawn_serving, spawn_watchdog, stop,
+    Tasks, serve_signals, spawn_admin, spawn_ban_writer, spawn_cluster, spawn_feeds, spawn_janitor,
+    spawn_kernel_bans, spawn_pressure, spawn_serving, spawn_watchdog, stop,
 };
 use crate::{
     admin,
@@ -64,7 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let store = Store::open(&config.state.directory)?;
     // Bound before anything is attached: a second daemon stops here, not after touching XDP.
-    let admin_listener = admin::server::bind(&config.admin.socket)?;
+    let socket = admin::server::bind(&config.admin.socket)?;
 
     let mut fast_path = load_if_wanted(&config)?;
     let ring = fast_path.as_mut().and_then(FastPath::take_ban_events);
@@ -109,17 +109,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
         &shutdown_rx,
     )?;
+    let feeds = spawn_feeds(&mut tasks, &config, &enforcer, &metrics, &shutdown_rx);
     let info = admin::server::DaemonInfo {
         proxy: Some(proxy_handle),
         metrics: Some(metrics.clone()),
         reloader: Some(reloader.clone()),
+        feeds: Some(feeds),
         cluster: cluster_info,
         ..admin_info(&config, &enforcer, (slots, gate))?
     };
     let attachments = info.xdp.clone();
-    let path = config.admin.socket.clone();
-    let (rx, e) = (shutdown_rx.clone(), enforcer.clone());
-    tasks.spawn(async move { admin::server::serve(admin_listener, path, e, info, rx).await });
+    spawn_admin(&mut tasks, socket, &config, &enforcer, info, &shutdown_rx);
 
     info!(listen = ?config.sip.listen, xdp = ?attachments, "sip-firewall running");
     // Listeners bound, XDP attached and filled: systemd may start what depends on us.
@@ -154,6 +154,7 @@ fn admin_info(
         metrics: None,
         reloader: None,
         cluster: None,
+        feeds: None,
         slots: Some(slots),
         gate: Some(gate),
     })
@@ -193,9 +194,15 @@ fn reloader(
     metrics: &Arc<Metrics>,
     shutdown_rx: &watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<crate::reload::Reloader>> {
+    let feed: crate::metrics::http::FeedSource = config.metrics.feed.then(|| {
+        let e = enforcer.clone();
+        Arc::new(move || e.lock().map(|e| e.learned_feed()).unwrap_or_default())
+            as Arc<dyn Fn() -> String + Send + Sync>
+    });
     let endpoint = Arc::new(crate::metrics::http::Endpoint::start(
         config.metrics.listen,
         metrics.clone(),
+        feed,
         shutdown_rx.clone(),
     )?);
     let reloader =
@@ -331,9 +338,13 @@ fn start_learner(
         let rx = shutdown_rx.clone();
         let enforcer = enforcer.clone();
         let settings = settings.clone();
-        let refusals = learn::Refusals::new(metrics);
+        let refusals = crate::enforce::refusals::Refusals::new(metrics);
+        let sweep = {
+            let settings = settings.clone();
+            move || settings.sweep()
+        };
         let bans = move || settings.bans();
-        tasks.spawn(async move { learn::run(events, enforcer, bans, refusals, rx).await });
+        tasks.spawn(async move { learn::run(events, enforcer, bans, sweep, refusals, rx).await });
     }
     // The proxy reports every UDP client transaction: XDP may drop replies that match none.
     lock(enforcer)?.set_stray_check(true)?;

@@ -159,6 +159,38 @@ pub(super) fn spawn_kernel_bans(
     });
 }
 
+/// The admin API on its socket (bound at start), answering with `info`.
+pub(super) fn spawn_admin(
+    tasks: &mut Tasks,
+    listener: tokio::net::UnixListener,
+    config: &Config,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    info: crate::admin::server::DaemonInfo,
+    shutdown_rx: &watch::Receiver<bool>,
+) {
+    let path = config.admin.socket.clone();
+    let (rx, e) = (shutdown_rx.clone(), enforcer.clone());
+    tasks.spawn(async move { crate::admin::server::serve(listener, path, e, info, rx).await });
+}
+
+/// The threat feeds (`[[feeds]]`): loaded, vetted and kept in the deny path; their status,
+/// for `sip-firewall feeds`.
+pub(super) fn spawn_feeds(
+    tasks: &mut Tasks,
+    config: &Config,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    metrics: &Arc<Metrics>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> crate::feeds::Statuses {
+    let statuses = crate::feeds::Statuses::default();
+    if !config.feeds.is_empty() {
+        let (feeds, e, m) = (config.feeds.clone(), enforcer.clone(), metrics.clone());
+        let (s, rx) = (statuses.clone(), shutdown_rx.clone());
+        tasks.spawn(async move { crate::feeds::run(feeds, e, &m, s, rx).await });
+    }
+    statuses
+}
+
 /// The maps' janitor: expired entries deleted, fill reported, off the hot path.
 pub(super) fn spawn_janitor(
     tasks: &mut Tasks,

@@ -1,5 +1,6 @@
 //! Bans learned in user space: sources that fail digest authentication too often
-//! (svcrack), scanners (svmap), sources over the per-source request rate; and the proxy's UDP
+//! (svcrack), scanners (svmap by its User-Agent; svwar and other sweeps over user names by
+//! their behaviour, `policy::sweep`), sources over the per-source request rate; and the proxy's UDP
 //! client transactions, written into the XDP map so that their responses pass.
 //!
 //! The proxy reports through [`Learner`] (its `Observer`) under its own lock, so events go
@@ -17,9 +18,10 @@ use sip_firewall_sip::Transport;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-use super::Enforcer;
+use super::{Enforcer, refusals::Refusals};
 use crate::{
     logging::{RateLimit, Verdict},
+    policy::sweep::{self, Hit, SweepLimits, Sweeps},
     seams::{Destination, Observer},
     xdp::{config::BanScopeConfig, maps::TransactionKeys},
 };
@@ -83,6 +85,9 @@ pub enum Event {
     /// address (the source can receive what we send it: not spoofed).
     AuthFailure(IpAddr, bool),
     Scanner(IpAddr, String),
+    /// A user name refused to this source: a target answered 403/404/480, or named in
+    /// failing digest credentials.
+    Target(IpAddr, String),
     RequestRate(IpAddr),
     Flood(IpAddr),
     /// A good source: authenticated, or the peer of a transaction of ours.
@@ -211,13 +216,22 @@ impl Observer for Learner {
         }
     }
 
-    fn auth_failure(&self, source: std::net::SocketAddr, _user: Option<&str>, reason: &str) {
+    fn auth_failure(&self, source: std::net::SocketAddr, user: Option<&str>, reason: &str) {
         // The user name is the attacker's text: not logged (the reason is ours).
         crate::logging::security_event("auth_failure", source.ip(), reason, 1);
         self.report(Event::AuthFailure(
             source.ip(),
             proves_return_routability(reason),
         ));
+        if let Some(user) = user.filter(|u| !u.is_empty()) {
+            self.refused_target(source, user, 0);
+        }
+    }
+
+    fn refused_target(&self, source: std::net::SocketAddr, user: &str, _code: u16) {
+        // Bounded copy: the learner keeps only a hash of it.
+        let user = user.get(..user.len().min(256)).unwrap_or(user);
+        self.report(Event::Target(source.ip(), user.to_string()));
     }
 
     fn scanner(&self, source: std::net::SocketAddr, user_agent: &str) {
@@ -235,53 +249,6 @@ pub fn proves_return_routability(reason: &str) -> bool {
         reason,
         "wrong_password" | "unknown_user" | "uri_mismatch" | "replay"
     )
-}
-
-/// Learned bans refused because the source is known and the evidence unauthenticated:
-/// counted by reason, logged at most once per [`REFUSAL_LOG_EVERY`] with the count.
-pub struct Refusals {
-    counter: prometheus::IntCounterVec,
-    log: RateLimit<()>,
-}
-
-/// How often a refused ban is logged at most.
-pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
-
-impl Refusals {
-    /// The counter `sipfw_ban_refused_total{reason}`, registered in `metrics`.
-    pub fn new(metrics: &crate::metrics::Metrics) -> Refusals {
-        let counter = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "sipfw_ban_refused_total",
-                "Learned bans refused because the source is known (allow-listed, registered, \
-                 recently authenticated, a peer of ours) and the evidence unauthenticated, by \
-                 kind (scanner, auth_unproven, request_rate, flood)",
-            ),
-            &["reason"],
-        )
-        .expect("static metric definition");
-        if let Err(e) = metrics.registry().register(Box::new(counter.clone())) {
-            warn!("registering sipfw_ban_refused_total: {e}");
-        }
-        Refusals {
-            counter,
-            log: RateLimit::new(REFUSAL_LOG_EVERY, 1),
-        }
-    }
-
-    fn refuse(&mut self, ip: IpAddr, kind: &str) {
-        self.counter.with_label_values(&[kind]).inc();
-        if let Verdict::Log { suppressed } = self.log.decide((), Instant::now()) {
-            warn!(
-                %ip,
-                kind,
-                // This refusal and those folded into it.
-                refused = suppressed + 1,
-                "not banning a known source on unauthenticated evidence (refusals since the \
-                 last line)"
-            );
-        }
-    }
 }
 
 /// Timestamps of recent events per source, within a window.
@@ -332,26 +299,54 @@ impl Window {
     }
 }
 
+/// The evidence the learner keeps per source between events.
+#[derive(Default)]
+struct Evidence {
+    /// Failed authentications.
+    failures: Window,
+    /// Distinct refused target users (`policy::sweep`).
+    sweeps: Sweeps,
+}
+
 /// Apply events until shutdown.
 pub async fn run(
     mut rx: mpsc::Receiver<Event>,
     enforcer: Arc<Mutex<Enforcer>>,
     // `[bans]` as in force now (a reload swaps it: `live::EnforceSettings::bans`).
     bans: impl Fn() -> Arc<BansConfig>,
+    // `[policy] scan_targets` and `scan_window` as in force now.
+    sweep: impl Fn() -> SweepLimits,
     mut refusals: Refusals,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut failures = Window::default();
+    let mut evidence = Evidence::default();
     let mut prune = tokio::time::interval(Duration::from_secs(60));
     loop {
         let event = tokio::select! {
             e = rx.recv() => match e { Some(e) => e, None => return Ok(()) },
-            _ = prune.tick() => { failures.prune(Instant::now(), bans().auth_window); continue; }
+            _ = prune.tick() => {
+                let now = Instant::now();
+                evidence.failures.prune(now, bans().auth_window);
+                evidence.sweeps.prune(now, sweep().window);
+                continue;
+            }
             _ = shutdown.changed() => return Ok(()),
         };
         // As in force now: a reload changes thresholds and ban times for the next event.
         let cfg = bans();
-        let ban = decide(event, &enforcer, &cfg, &mut failures, &mut refusals);
+        let ban = match event {
+            Event::Target(ip, user) => {
+                let hit = evidence.sweeps.hit(ip, &user, Instant::now(), sweep());
+                swept(hit, ip, &enforcer, &cfg, sweep(), &mut refusals)
+            }
+            event => decide(
+                event,
+                &enforcer,
+                &cfg,
+                &mut evidence.failures,
+                &mut refusals,
+            ),
+        };
         if let Some((ip, time, reason)) = ban {
             let already = with(&enforcer, |e| Ok(e.is_banned(ip))).unwrap_or(false);
             if !already && with(&enforcer, |e| e.ban(ip, Some(time), &reason).map(|_| ())).is_some()
@@ -360,6 +355,38 @@ pub async fn run(
                 crate::logging::security_event("ban", ip, &reason, 1);
             }
         }
+    }
+}
+
+/// What a refused target user leads to: a ban once the source reached `[policy]
+/// scan_targets`, unless the source is known good (refused and counted: its excess is
+/// throttled by the gate, never banned on this evidence).
+fn swept(
+    hit: Hit,
+    ip: IpAddr,
+    enforcer: &Mutex<Enforcer>,
+    cfg: &BansConfig,
+    limits: SweepLimits,
+    refusals: &mut Refusals,
+) -> Option<(IpAddr, Duration, String)> {
+    match hit {
+        Hit::Off | Hit::Counted(_) => None,
+        Hit::Full => {
+            crate::metrics::limit_hit(sweep::SOURCES_BOUND, Some(ip));
+            None
+        }
+        Hit::Scanner(_) if protected(enforcer, ip) => {
+            refusals.refuse(ip, "scan_targets");
+            None
+        }
+        Hit::Scanner(n) => Some((
+            ip,
+            cfg.scanner_ban_time,
+            format!(
+                "scanner: {n} distinct users refused within {}",
+                humantime::format_duration(limits.window)
+            ),
+        )),
     }
 }
 
@@ -416,6 +443,8 @@ fn decide(
         Event::Scanner(ip, ua) => cfg
             .scanners
             .then(|| (ip, cfg.scanner_ban_time, format!("scanner: {ua}"))),
+        // Counted by `run`, which holds the sweeps.
+        Event::Target(..) => None,
         // The gate keeps dropping a known source's excess (throttled), without a ban.
         Event::RequestRate(ip) if protected(enforcer, ip) => {
             refusals.refuse(ip, "request_rate");
@@ -498,23 +527,65 @@ mod tests {
         (Arc::new(Mutex::new(e)), d)
     }
 
+    /// The learner running on a fresh enforcer with the default `[bans]` and `[policy]`.
+    struct Running {
+        enforcer: Arc<Mutex<Enforcer>>,
+        dir: std::path::PathBuf,
+        learner: Learner,
+        counter: prometheus::IntCounterVec,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    impl Running {
+        fn start(tag: &str) -> Running {
+            let (enforcer, dir) = enforcer(tag);
+            let refusals = Refusals::new(&crate::metrics::Metrics::new());
+            let counter = refusals.counter.clone();
+            let (learner, rx) = Learner::new(1024);
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(run(
+                rx,
+                enforcer.clone(),
+                || Arc::new(BansConfig::default()),
+                || SweepLimits::of(&crate::policy::config::PolicyConfig::default()),
+                refusals,
+                stop_rx,
+            ));
+            Running {
+                enforcer,
+                dir,
+                learner,
+                counter,
+                stop,
+                task,
+            }
+        }
+
+        /// Whether `ip` is banned within two seconds.
+        async fn banned(&self, ip: IpAddr) -> bool {
+            for _ in 0..200 {
+                if self.enforcer.lock().unwrap().is_banned(ip) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(true);
+            let _ = self.task.await;
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
     /// A known source is not banned on forgeable evidence (counted instead); its own proven
     /// failures ban and demote it; an unknown source is banned on the same evidence.
     #[tokio::test]
     async fn known_sources_refuse_unproven_bans_and_demote_on_proven_ones() {
-        let (enforcer, dir) = enforcer("tiers");
-        let metrics = crate::metrics::Metrics::new();
-        let refusals = Refusals::new(&metrics);
-        let counter = refusals.counter.clone();
-        let (learner, rx) = Learner::new(64);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(
-            rx,
-            enforcer.clone(),
-            || Arc::new(BansConfig::default()),
-            refusals,
-            stop_rx,
-        ));
+        let r = Running::start("tiers");
+        let (enforcer, learner, counter) = (&r.enforcer, &r.learner, &r.counter);
         let known: IpAddr = "192.0.2.1".parse().unwrap();
         let v6_known: IpAddr = "2001:db8:1::1".parse().unwrap();
         let stranger: IpAddr = "192.0.2.2".parse().unwrap();
@@ -532,19 +603,7 @@ mod tests {
             learner.report(Event::AuthFailure(known, false));
         }
         learner.report(Event::Scanner(stranger, "friendly-scanner".into()));
-        let wait = |ip: IpAddr| {
-            let enforcer = enforcer.clone();
-            async move {
-                for _ in 0..200 {
-                    if enforcer.lock().unwrap().is_banned(ip) {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                false
-            }
-        };
-        assert!(wait(stranger).await, "the unknown scanner is banned");
+        assert!(r.banned(stranger).await, "the unknown scanner is banned");
         {
             let e = enforcer.lock().unwrap();
             assert!(!e.is_banned(known), "not banned on unproven evidence");
@@ -563,11 +622,47 @@ mod tests {
         for _ in 0..5 {
             learner.report(Event::AuthFailure(known, true));
         }
-        assert!(wait(known).await, "proven failures ban a known source");
+        assert!(r.banned(known).await, "proven failures ban a known source");
         assert!(!enforcer.lock().unwrap().is_known(known), "and demote it");
-        let _ = stop_tx.send(true);
-        let _ = task.await;
-        let _ = std::fs::remove_dir_all(&dir);
+        r.stop().await;
+    }
+
+    /// Ten distinct refused users ban an unknown source as a scanner, whatever its
+    /// User-Agent; a known source (a trunk, a registered PBX) sweeping two hundred users is
+    /// refused the ban and counted; the same user over and over is one target.
+    #[tokio::test]
+    async fn sweeps_over_users_ban_unknown_sources_only() {
+        let r = Running::start("sweep");
+        let (enforcer, learner) = (&r.enforcer, &r.learner);
+        let at = |ip: &str| -> SocketAddr { format!("{ip}:5060").parse().unwrap() };
+        let (trunk, retrier, scanner) = (at("192.0.2.1"), at("192.0.2.2"), at("192.0.2.3"));
+        learner.report(Event::Known(trunk.ip()));
+        for i in 0..200 {
+            learner.refused_target(trunk, &format!("+4930{i:06}"), 480);
+            learner.refused_target(retrier, "100", 404);
+        }
+        for i in 0..9 {
+            learner.refused_target(scanner, &format!("{}", 100 + i), 404);
+        }
+        // The tenth name, in failing credentials.
+        learner.auth_failure(scanner, Some("admin"), "bad_nonce");
+        assert!(r.banned(scanner.ip()).await, "the sweep's source is banned");
+        {
+            let mut e = enforcer.lock().unwrap();
+            assert!(!e.is_banned(trunk.ip()), "the known trunk is not");
+            assert!(!e.is_banned(retrier.ip()), "one user retried is one target");
+            let reason = e
+                .bans()
+                .unwrap()
+                .into_iter()
+                .find(|b| b.ip == scanner.ip())
+                .map(|b| b.reason)
+                .unwrap_or_default();
+            assert_eq!(reason, "scanner: 10 distinct users refused within 1m");
+        }
+        // Every tenth distinct user of the trunk reached the threshold once more.
+        assert_eq!(r.counter.with_label_values(&["scan_targets"]).get(), 20);
+        r.stop().await;
     }
 
     /// A transaction's key binds the peer the request went to, except for peers

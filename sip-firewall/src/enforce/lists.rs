@@ -78,6 +78,15 @@ impl Enforcer {
             for n in &nets {
                 self.apply_net(list, n, true)?;
             }
+            // Maps taken over from an earlier run keep what it put there (a feed's entries,
+            // a deny entry deleted while no daemon ran): the trie holds the lists alone.
+            if list == List::Deny
+                && let Some(x) = self.xdp.as_mut()
+            {
+                for stale in x.maps.deny_list().into_iter().filter(|n| !nets.contains(n)) {
+                    x.maps.deny_remove(&stale)?;
+                }
+            }
             *self.list_mut(list) = nets;
             *self.config_list_mut(list) = config;
         }
@@ -115,9 +124,11 @@ impl Enforcer {
                 (List::Allow, false) => {
                     x.maps.allow_remove(net)?;
                 }
-                (List::Deny, false) => {
+                // A feed's entry of the same prefix stays (`feeds`).
+                (List::Deny, false) if !self.feeds.holds(net) => {
                     x.maps.deny_remove(net)?;
                 }
+                (List::Deny, false) => {}
             }
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! The enforcement settings a reload changes while running (`sip-firewall reload`, SIGHUP):
-//! the `[bans]` thresholds and ban times, read by the learner on every event and by the
+//! the `[bans]` thresholds and ban times and `[policy] scan_targets`/`scan_window`, read by
+//! the learner on every event, the `[bans]` ones also by the
 //! user-space gate on every message, and the user-space copy of the `[xdp]` limits (flood
 //! limit, known sources' limit, pressure budget) that the gate applies when XDP did not see
 //! a message. One shared value, swapped whole by the reloader and loaded without a lock, so
@@ -25,10 +26,12 @@ use arc_swap::ArcSwap;
 use sip_firewall_common::XdpConfig;
 
 use super::{Sections, learn::BansConfig, pressure::PressureConfig};
+use crate::policy::sweep::SweepLimits;
 
 /// See the module doc.
 pub struct EnforceSettings {
     bans: ArcSwap<BansConfig>,
+    sweep: ArcSwap<SweepLimits>,
     gate: ArcSwap<XdpConfig>,
     /// `[pressure]`, and `[xdp] pressure_budget`: the ceiling of the adaptive budget.
     pressure: ArcSwap<PressureConfig>,
@@ -47,6 +50,7 @@ impl EnforceSettings {
         let config = &config.into();
         Arc::new(EnforceSettings {
             bans: ArcSwap::from_pointee(config.bans.clone()),
+            sweep: ArcSwap::from_pointee(SweepLimits::of(config.policy)),
             gate: ArcSwap::from_pointee(gate_limits(config)),
             pressure: ArcSwap::from_pointee(config.pressure.clone()),
             ceiling: AtomicU32::new(config.xdp.pressure_budget),
@@ -60,6 +64,11 @@ impl EnforceSettings {
         self.bans.load_full()
     }
 
+    /// `[policy] scan_targets` and `scan_window` as in force now.
+    pub fn sweep(&self) -> SweepLimits {
+        **self.sweep.load()
+    }
+
     /// The `[xdp]` limits the user-space gate applies, as in force now.
     pub fn gate_limits(&self) -> Arc<XdpConfig> {
         self.gate.load_full()
@@ -69,6 +78,7 @@ impl EnforceSettings {
     pub fn set<'a>(&self, config: impl Into<Sections<'a>>) {
         let config = &config.into();
         self.bans.store(Arc::new(config.bans.clone()));
+        self.sweep.store(Arc::new(SweepLimits::of(config.policy)));
         self.gate.store(Arc::new(gate_limits(config)));
         self.pressure.store(Arc::new(config.pressure.clone()));
         self.ceiling

@@ -12,10 +12,12 @@
 //! | `mod.rs` | the [`Enforcer`]: lists, the fast path, cluster sharing |
 //! | `bans` | bans in database, memory (bounded) and maps; the batched writer of learned bans |
 //! | `known` | known good sources (registered, authenticated, peers) in memory and the KNOWN map |
+//! | `feeds` | threat-feed entries in force: vetted (never a trunk or a known source), with their expiry |
 //! | `lists` | the allow and deny lists: the config's entries and the state's, the widest prefix they take |
 //! | `transactions` | the XDP keys of the proxy's open UDP client transactions |
 //! | `learn` | `[bans]` and ban learning from what the proxy and the gate report (auth failures, scanners, request rates) |
 //! | `gate` | the user-space gate in front of the message layer |
+//! | `refusals` | learned bans refused on known sources: counted and logged |
 //! | `pressure` | `[pressure]`: the unknown-source budget adapted to the daemon's CPU and lag |
 //! | `publish` | what the enforcer hands the cluster's outbox ([`publish::Publish`]) |
 //! | `why` | every check that drops or throttles one source now, read from the deciding state (`sip-firewall why`) |
@@ -26,6 +28,7 @@
 //! `sipfw_pressure_budget`, `sipfw_event_loop_lag_seconds`.
 
 mod bans;
+pub mod feeds;
 pub mod gate;
 mod known;
 pub mod learn;
@@ -33,6 +36,7 @@ pub mod lists;
 pub mod live;
 pub mod pressure;
 pub mod publish;
+pub mod refusals;
 mod transactions;
 pub mod why;
 
@@ -99,6 +103,8 @@ pub struct Enforcer {
     learned_scope: BanScope,
     /// Where local changes go to the other nodes (`[cluster]`).
     cluster: Option<Box<dyn publish::Publish>>,
+    /// Threat-feed entries in force.
+    feeds: feeds::FeedDeny,
 }
 
 impl Enforcer {
@@ -124,6 +130,7 @@ impl Enforcer {
             manual_scope: config.xdp.ban_scope.scope(),
             learned_scope: config.bans.learned_scope.scope(),
             cluster: None,
+            feeds: feeds::FeedDeny::default(),
         };
         let now = unix_now();
         for ban in e.store.bans()? {
@@ -277,7 +284,7 @@ impl Enforcer {
         if in_any(&self.allow, ip) {
             return Some(Reason::Allowed);
         }
-        if in_any(&self.deny, ip) {
+        if in_any(&self.deny, ip) || self.feed_denies(ip) {
             return Some(Reason::Denied);
         }
         if self.is_banned(ip) {

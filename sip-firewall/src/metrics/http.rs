@@ -1,4 +1,6 @@
-//! A minimal HTTP/1.1 server for `GET /metrics` (Prometheus text format); 404 elsewhere.
+//! A minimal HTTP/1.1 server for `GET /metrics` (Prometheus text format), and `GET /feed`
+//! (the edge's learned bans as a threat feed of the `cidr` format, for edges without a
+//! shared Redis or a customer's PBX; off unless `[metrics] feed = true`); 404 elsewhere.
 //! One request per connection, bounded request size and time: it is an internal endpoint,
 //! but a stuck scraper must not hold a task forever.
 
@@ -21,15 +23,21 @@ use super::Metrics;
 pub struct MetricsConfig {
     /// Address of `GET /metrics`; absent disables it.
     pub listen: Option<SocketAddr>,
+    /// Serve the learned bans as a feed (`GET /feed`) on the same address.
+    pub feed: bool,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            feed: false,
         }
     }
 }
+
+/// What `GET /feed` serves (the enforcer's learned bans); `None`: 404.
+pub type FeedSource = Option<Arc<dyn Fn() -> String + Send + Sync>>;
 
 const MAX_REQUEST: usize = 8192;
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,12 +46,13 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    feed: FeedSource,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-    serve_on(listener, metrics, shutdown).await
+    serve_on(listener, metrics, feed, shutdown).await
 }
 
 /// Serve on a listener bound beforehand (so that the endpoint answers before the daemon
@@ -51,6 +60,7 @@ pub async fn serve(
 pub async fn serve_on(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    feed: FeedSource,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     if let Ok(addr) = listener.local_addr() {
@@ -67,9 +77,9 @@ pub async fn serve_on(
                         continue;
                     }
                 };
-                let m = metrics.clone();
+                let (m, f) = (metrics.clone(), feed.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = tokio::time::timeout(TIMEOUT, handle(stream, &m)).await {
+                    if let Err(e) = tokio::time::timeout(TIMEOUT, handle(stream, &m, f)).await {
                         debug!(%peer, "metrics request timed out: {e}");
                     }
                 });
@@ -83,6 +93,7 @@ pub async fn serve_on(
 /// that cannot bind (address in use, not permitted) changes nothing and says why.
 pub struct Endpoint {
     metrics: Arc<Metrics>,
+    feed: FeedSource,
     runtime: tokio::runtime::Handle,
     shutdown: watch::Receiver<bool>,
     /// The address served now and the switch that stops its task.
@@ -95,10 +106,12 @@ impl Endpoint {
     pub fn start(
         addr: Option<SocketAddr>,
         metrics: Arc<Metrics>,
+        feed: FeedSource,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Endpoint> {
         let endpoint = Endpoint {
             metrics,
+            feed,
             runtime: tokio::runtime::Handle::current(),
             shutdown,
             current: std::sync::Mutex::new(None),
@@ -127,10 +140,14 @@ impl Endpoint {
                         .with_context(|| format!("metrics listener on {addr}"))?
                 };
                 let (stop, mut stopped) = watch::channel(false);
-                let (m, rx) = (self.metrics.clone(), self.shutdown.clone());
+                let (m, f, rx) = (
+                    self.metrics.clone(),
+                    self.feed.clone(),
+                    self.shutdown.clone(),
+                );
                 self.runtime.spawn(async move {
                     tokio::select! {
-                        r = serve_on(listener, m, rx) => r,
+                        r = serve_on(listener, m, f, rx) => r,
                         _ = stopped.wait_for(|s| *s) => Ok(()),
                     }
                 });
@@ -146,7 +163,7 @@ impl Endpoint {
     }
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Metrics) {
+async fn handle(mut stream: TcpStream, metrics: &Metrics, feed: FeedSource) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
@@ -165,6 +182,11 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) {
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
+        ),
+        ("GET", "/feed") if feed.is_some() => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            feed.map(|f| f()).unwrap_or_default(),
         ),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
@@ -196,6 +218,28 @@ mod tests {
         out
     }
 
+    /// `GET /feed` is served only when turned on.
+    #[tokio::test]
+    async fn the_feed_is_off_by_default() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(serve(addr, Arc::new(Metrics::new()), None, rx));
+        let mut text = String::new();
+        for _ in 0..50 {
+            if TcpStream::connect(addr).await.is_ok() {
+                text = get(addr, "/feed").await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(text.starts_with("HTTP/1.1 404 "), "{text}");
+        assert!(!MetricsConfig::default().feed);
+        tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn metrics_and_404() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -204,7 +248,8 @@ mod tests {
         let m = Arc::new(Metrics::new());
         m.accepted(true);
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve(addr, m, rx));
+        let feed: FeedSource = Some(Arc::new(|| "203.0.113.7/32 # scanner\n".to_string()));
+        let task = tokio::spawn(serve(addr, m, feed, rx));
         let mut text = String::new();
         for _ in 0..50 {
             if let Ok(mut s) = TcpStream::connect(addr).await {
@@ -220,6 +265,12 @@ mod tests {
             "{text}"
         );
         assert!(get(addr, "/other").await.starts_with("HTTP/1.1 404 "));
+        let feed = get(addr, "/feed").await;
+        assert!(
+            feed.starts_with("HTTP/1.1 200 OK\r\n")
+                && feed.ends_with("\r\n\r\n203.0.113.7/32 # scanner\n"),
+            "{feed}"
+        );
         tx.send(true).unwrap();
         task.await.unwrap().unwrap();
     }

@@ -181,7 +181,7 @@ pub fn tls_handshakes(result: &str) -> u64 {
 }
 
 /// Every bound hit, named as in `sipfw_limits_refused_total`.
-pub const LIMITS_WHAT: [&str; 7] = [
+pub const LIMITS_WHAT: [&str; 8] = [
     "tcp_total",
     "tcp_per_source",
     "tcp_outbound_total",
@@ -189,6 +189,7 @@ pub const LIMITS_WHAT: [&str; 7] = [
     "transactions_total",
     "transactions_per_source",
     "nonce_counts_evicted",
+    "scan_sources",
 ];
 
 /// A bound was hit by `source` (counted; logged at most once a minute per bound).

@@ -129,7 +129,7 @@ pub fn restart_only(cfg: &TlsConfig) -> String {
     )
 }
 
-fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let certs = CertificateDer::pem_reader_iter(BufReader::new(&text[..]))
         .collect::<Result<Vec<_>, _>>()

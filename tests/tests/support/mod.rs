@@ -324,3 +324,31 @@ pub fn svcrack_output(child: std::process::Child) -> String {
     assert!(!killed, "svcrack did not end within 40 s:\n{reply}");
     reply
 }
+
+/// A SIPVicious tool (`svwar`, `svmap`...: the module of `sipvicious`) run by the
+/// virtualenv's Python in namespace a with the User-Agent `user_agent` in place of its
+/// built-in `friendly-scanner` (SIPVicious has no option for it; one line of its source
+/// changes it, as an attacker does): the command, to which the tool's arguments are added.
+/// None, after a loud skip, when the virtualenv is missing.
+pub fn sipvicious_as(
+    test: &str,
+    pair: &Pair,
+    tool: &str,
+    user_agent: &str,
+) -> Option<std::process::Command> {
+    let python = sipvicious(test, "python3")?;
+    // makeRequest's keyword default is the one place the User-Agent is written.
+    let script = format!(
+        "import sys\n\
+         from sipvicious.libs import svhelper\n\
+         d = list(svhelper.makeRequest.__defaults__)\n\
+         d[d.index('friendly-scanner')] = {user_agent:?}\n\
+         svhelper.makeRequest.__defaults__ = tuple(d)\n\
+         from sipvicious.{tool} import main\n\
+         sys.argv[0] = {tool:?}\n\
+         sys.exit(main())\n"
+    );
+    let mut cmd = in_netns(&pair.ns_a, python);
+    cmd.arg("-c").arg(script);
+    Some(cmd)
+}

@@ -55,6 +55,9 @@ impl Core {
         } else {
             self.route_request(&mut r)
         };
+        if let Err(l) = &result {
+            self.report_refused_target(m, ctx, l.code);
+        }
         // Digest success within this transaction proves the source receives at its address
         // (the nonce was sent there).
         if r.proved
@@ -176,6 +179,40 @@ impl Core {
                 }
             }
             Ok(()) => {}
+        }
+    }
+
+    /// Our final answer to a new request that names a user who is not there to reach (404
+    /// and 480 for unknown or unregistered users, `[proxy] unavailable`; 403 for targets we
+    /// refuse): the observer counts distinct such users per source (`policy::sweep`).
+    /// Challenges (401, 407) are not refusals: every user, known or not, gets one.
+    fn report_refused_target(&self, m: &Message<'_>, ctx: &Context, code: u16) {
+        if !matches!(code, 403 | 404 | 480) {
+            return;
+        }
+        let StartLine::Request { method, uri: ruri } = m.start else {
+            return;
+        };
+        // A REGISTER names its target in To (its Request-URI is the domain: RFC 3261 10.2).
+        let target = if method == "REGISTER" {
+            match m
+                .get(HeaderName::To)
+                .and_then(|t| name_addr::parse_single(t).ok())
+            {
+                Some(to) => to.uri_text,
+                None => return,
+            }
+        } else {
+            ruri
+        };
+        let user = match uri::parse(target) {
+            Ok(Uri::Sip(u)) => u.user,
+            // RFC 3966: the number is the target.
+            Ok(Uri::Tel(number)) => Some(number.split(';').next().unwrap_or(number)),
+            _ => None,
+        };
+        if let Some(user) = user.filter(|u| !u.is_empty()) {
+            self.observer.refused_target(ctx.source, user, code);
         }
     }
 

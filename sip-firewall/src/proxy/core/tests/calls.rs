@@ -451,6 +451,60 @@ impl crate::seams::Observer for Recorder {
             .unwrap()
             .push(format!("scanner {source} {user_agent}"));
     }
+    fn refused_target(&self, source: SocketAddr, user: &str, code: u16) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("refused {source} {user} {code}"));
+    }
+}
+
+/// The evidence of a sweep over user names: each new request whose target user is refused
+/// (480 unregistered or unknown, 403 not ours to relay) names that user to the observer;
+/// a call that is forwarded, a challenge and a request without a user name do not.
+#[test]
+fn refused_targets_are_reported() {
+    let (mut h, rec) = Harness::observed();
+    h.register(21);
+    let target = |user: &str, host: &str, n: usize| {
+        invite(&format!("z9hG4bKsweep{n}"))
+            .replace("Route: <sip:evil.example.net;lr>\r\n", "")
+            .replace(
+                "INVITE sip:bob@example.com",
+                &format!("INVITE sip:{user}@{host}"),
+            )
+    };
+    let (_, sent) = h.feed(&target("bob", "example.com", 1), "192.0.2.9:5060");
+    assert!(!sent_to(&sent, 21).is_empty(), "bob's call is forwarded");
+    let (_, sent) = h.feed(&target("100", "example.com", 2), "192.0.2.9:5060");
+    assert_eq!(starts(&sent, "SIP/2.0 480"), 1, "{sent:?}");
+    let (_, sent) = h.feed(&target("101", "elsewhere.example", 3), "192.0.2.9:5060");
+    assert_eq!(starts(&sent, "SIP/2.0 403"), 1, "{sent:?}");
+    let challenge = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKch\r\nFrom: <sip:102@example.com>;tag=1\r\nTo: <sip:102@example.com>\r\nCall-ID: ch\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+    let (_, sent) = h.feed(challenge, "192.0.2.9:5060");
+    assert_eq!(starts(&sent, "SIP/2.0 401"), 1, "{sent:?}");
+    let foreign = challenge
+        .replace("sip:example.com", "sip:elsewhere.example")
+        .replace("102@example.com", "103@elsewhere.example")
+        .replace("z9hG4bKch", "z9hG4bKfr");
+    let (_, sent) = h.feed(&foreign, "192.0.2.9:5060");
+    assert_eq!(starts(&sent, "SIP/2.0 403"), 1, "{sent:?}");
+    let refused: Vec<String> = rec
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("refused"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            "refused 192.0.2.9:5060 100 480".to_string(),
+            "refused 192.0.2.9:5060 101 403".to_string(),
+            "refused 192.0.2.9:5060 103 403".to_string()
+        ]
+    );
 }
 
 #[test]

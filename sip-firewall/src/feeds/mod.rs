@@ -1,0 +1,259 @@
+//! Threat feeds (`[[feeds]]`): lists of attacking addresses (APIBan, plain CIDR lists) taken
+//! into the deny path, XDP's deny trie and the user-space gate, each entry with its expiry.
+//!
+//! **Decides** what a feed's entries are now: a good load of a `cidr` feed is the whole list
+//! (an entry it lacks is removed at once), an `apiban` load adds; every entry lives until
+//! `expire_after` after the last good load that listed it, so a feed that fails keeps its
+//! last good entries (and says so: `sip-firewall feeds`, the log, `result="error"`) and an
+//! abandoned one empties itself. Which entries may be applied is the enforcer's decision
+//! (`enforce::feeds`): never one wider than the lists' bound, never one covering an
+//! allow-listed prefix or a known good source, at most `max_entries` a feed.
+//!
+//! **Metrics**: `sipfw_feed_entries{feed,state}` (`applied`, `too_wide`, `allow_listed`,
+//! `known`, `over_bound`, `invalid`), `sipfw_feed_loads_total{feed,result}`.
+
+pub mod config;
+pub mod fetch;
+pub mod parse;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use self::{
+    config::{FeedConfig, FeedFormat},
+    fetch::Fetcher,
+};
+use crate::{
+    enforce::{Enforcer, feeds::Refused},
+    logging::{RateLimit, Verdict},
+};
+
+/// How often entries are vetted again and expired ones removed (between loads too).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The refused entries a feed's status lists (the counts are whole).
+const REFUSED_SHOWN: usize = 20;
+
+/// What `sip-firewall feeds` shows of one feed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FeedStatus {
+    pub name: String,
+    pub url: String,
+    /// Unix seconds of the last good load.
+    pub last_ok_unix: Option<u64>,
+    /// Why the last load failed, when it did (the entries of the last good one stay).
+    pub last_error: Option<String>,
+    /// Entries by state (`applied`, `too_wide`, `allow_listed`, `known`, `over_bound`,
+    /// `invalid`).
+    pub entries: std::collections::BTreeMap<String, u64>,
+    /// Some entries not applied: (prefix, why).
+    pub refused: Vec<(String, String)>,
+}
+
+/// The feeds' status, shared with the admin API.
+pub type Statuses = Arc<Mutex<Vec<FeedStatus>>>;
+
+/// One feed as it runs.
+struct Feed {
+    cfg: FeedConfig,
+    fetcher: Result<Fetcher, String>,
+    /// Its entries and until when (unix seconds).
+    wanted: HashMap<IpNet, u64>,
+    /// Lines of the last good load that were not addresses.
+    invalid: usize,
+    next_load: Instant,
+    status: FeedStatus,
+}
+
+/// The feeds' metrics.
+struct FeedMetrics {
+    entries: prometheus::IntGaugeVec,
+    loads: prometheus::IntCounterVec,
+}
+
+impl FeedMetrics {
+    fn new(metrics: &crate::metrics::Metrics) -> FeedMetrics {
+        let entries = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "sipfw_feed_entries",
+                "Entries of each threat feed by state: applied (in the deny path), or not \
+                 applied: too_wide, allow_listed, known (covers a known good source), \
+                 over_bound, invalid",
+            ),
+            &["feed", "state"],
+        )
+        .expect("static metric definition");
+        let loads = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "sipfw_feed_loads_total",
+                "Loads of each threat feed by result (ok, error: its last good entries stay)",
+            ),
+            &["feed", "result"],
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(entries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(loads.clone()),
+        ] {
+            if let Err(e) = metrics.registry().register(c) {
+                warn!("registering the feed metrics: {e}");
+            }
+        }
+        FeedMetrics { entries, loads }
+    }
+}
+
+/// Load every feed when due, keep their entries vetted and in force, until shutdown.
+pub async fn run(
+    configs: Vec<FeedConfig>,
+    enforcer: Arc<Mutex<Enforcer>>,
+    metrics: &crate::metrics::Metrics,
+    statuses: Statuses,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let m = FeedMetrics::new(metrics);
+    let now = Instant::now();
+    let mut feeds: Vec<Feed> = configs
+        .into_iter()
+        .map(|cfg| Feed {
+            fetcher: Fetcher::new(&cfg).map_err(|e| e.to_string()),
+            status: FeedStatus {
+                name: cfg.name().to_string(),
+                url: cfg.url.clone(),
+                ..FeedStatus::default()
+            },
+            cfg,
+            wanted: HashMap::new(),
+            invalid: 0,
+            next_load: now,
+        })
+        .collect();
+    let mut log = RateLimit::new(Duration::from_secs(60), 64);
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        for feed in &mut feeds {
+            if Instant::now() >= feed.next_load {
+                feed.next_load = Instant::now() + feed.cfg.refresh;
+                load(feed, &m).await;
+            }
+            apply(feed, &enforcer, &m, &mut log);
+        }
+        if let Ok(mut s) = statuses.lock() {
+            *s = feeds.iter().map(|f| f.status.clone()).collect();
+        }
+    }
+}
+
+/// Fetch and parse `feed`; on success its entries become the new ones (see the module doc),
+/// on failure they stay.
+async fn load(feed: &mut Feed, m: &FeedMetrics) {
+    let name = feed.cfg.name().to_string();
+    let result = match &feed.fetcher {
+        Ok(f) => match f.fetch().await {
+            Ok(body) => parse::parse(feed.cfg.format, &body).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.clone()),
+    };
+    match result {
+        Ok(parsed) => {
+            let until = crate::clock::unix_now() + feed.cfg.expire_after.as_secs();
+            if feed.cfg.format == FeedFormat::Cidr {
+                feed.wanted.clear();
+            }
+            for net in parsed.nets {
+                feed.wanted.insert(net, until);
+            }
+            feed.invalid = parsed.invalid;
+            feed.status.last_ok_unix = Some(crate::clock::unix_now());
+            feed.status.last_error = None;
+            m.loads.with_label_values(&[&name, "ok"]).inc();
+            info!(feed = %name, entries = feed.wanted.len(), invalid = parsed.invalid, "feed loaded");
+        }
+        Err(e) => {
+            // Once per refresh at most: the next line is the next failed load.
+            warn!(feed = %name, error = %e, kept = feed.wanted.len(),
+                  "feed failed to load: its last good entries stay until they expire");
+            feed.status.last_error = Some(e);
+            m.loads.with_label_values(&[&name, "error"]).inc();
+        }
+    }
+}
+
+/// Drop `feed`'s expired entries and put the rest in force through the enforcer's vetting;
+/// counts by state to the metrics and the status.
+fn apply(
+    feed: &mut Feed,
+    enforcer: &Mutex<Enforcer>,
+    m: &FeedMetrics,
+    log: &mut RateLimit<String>,
+) {
+    let name = feed.cfg.name().to_string();
+    let now = crate::clock::unix_now();
+    feed.wanted.retain(|_, until| *until > now);
+    let wanted: Vec<(IpNet, u64)> = feed.wanted.iter().map(|(n, u)| (*n, *u)).collect();
+    let synced = match enforcer.lock() {
+        Ok(mut e) => e.feed_sync(&name, &wanted, feed.cfg.max_entries),
+        Err(_) => {
+            warn!("enforcer poisoned");
+            return;
+        }
+    };
+    let synced = match synced {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(feed = %name, "feed entries not applied: {e}");
+            return;
+        }
+    };
+    let mut counts: std::collections::BTreeMap<String, u64> = [
+        ("applied", synced.applied as u64),
+        ("invalid", feed.invalid as u64),
+    ]
+    .into_iter()
+    .chain(
+        [
+            Refused::TooWide,
+            Refused::AllowListed,
+            Refused::Known,
+            Refused::OverBound,
+        ]
+        .into_iter()
+        .map(|r| (r.name(), 0)),
+    )
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (_, why) in &synced.refused {
+        *counts.entry(why.name().to_string()).or_default() += 1;
+    }
+    for (state, n) in &counts {
+        m.entries
+            .with_label_values(&[&name, state])
+            .set(i64::try_from(*n).unwrap_or(i64::MAX));
+    }
+    if !synced.refused.is_empty()
+        && let Verdict::Log { suppressed } = log.decide(name.clone(), Instant::now())
+    {
+        warn!(feed = %name, refused = synced.refused.len(), suppressed,
+              "feed entries not applied (too wide, covering an allow-listed or known good \
+               source, or over the bound): see `sip-firewall feeds`");
+    }
+    feed.status.refused = synced
+        .refused
+        .iter()
+        .take(REFUSED_SHOWN)
+        .map(|(n, why)| (n.to_string(), why.name().to_string()))
+        .collect();
+    feed.status.entries = counts;
+}
