@@ -25,9 +25,10 @@ use sip_firewall_sip::Transport;
 
 use super::{
     Enforcer,
-    learn::{Event, Learner, Window},
+    learn::{Event, Learner},
     live::EnforceSettings,
     why::{Effect, Finding, FloodState, flood_finding},
+    window::Window,
 };
 use crate::{guard::lock, metrics::Metrics, seams::Gate, xdp::maps::ip_key};
 

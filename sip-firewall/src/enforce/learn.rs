@@ -7,7 +7,6 @@
 //! through a bounded channel to [`run`], which does the slow part (database writes).
 
 use std::{
-    collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -18,7 +17,7 @@ use sip_firewall_sip::Transport;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-use super::{Enforcer, refusals::Refusals};
+use super::{Enforcer, refusals::Refusals, window::Window};
 use crate::{
     logging::{RateLimit, Verdict},
     policy::sweep::{self, Hit, SweepLimits, Sweeps},
@@ -249,54 +248,6 @@ pub fn proves_return_routability(reason: &str) -> bool {
         reason,
         "wrong_password" | "unknown_user" | "uri_mismatch" | "replay"
     )
-}
-
-/// Timestamps of recent events per source, within a window.
-#[derive(Default)]
-pub struct Window {
-    seen: HashMap<IpAddr, VecDeque<Instant>>,
-}
-
-impl Window {
-    /// Record one event of `ip` at `now`; how many fall within `window`.
-    pub fn hit(&mut self, ip: IpAddr, now: Instant, window: Duration) -> usize {
-        let q = self.seen.entry(ip).or_default();
-        q.push_back(now);
-        while q.front().is_some_and(|t| now.duration_since(*t) > window) {
-            q.pop_front();
-        }
-        q.len()
-    }
-
-    /// How many events of `ip` fall within `window` before `now` (nothing recorded).
-    pub fn count(&self, ip: &IpAddr, now: Instant, window: Duration) -> usize {
-        self.seen.get(ip).map_or(0, |q| {
-            q.iter()
-                .filter(|t| now.saturating_duration_since(**t) <= window)
-                .count()
-        })
-    }
-
-    /// Sources tracked.
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    /// Whether no source is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
-
-    /// Forget a source (it was banned).
-    pub fn forget(&mut self, ip: &IpAddr) {
-        self.seen.remove(ip);
-    }
-
-    /// Drop sources with nothing in the window (bounded memory under a spoofed flood).
-    pub fn prune(&mut self, now: Instant, window: Duration) {
-        self.seen
-            .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
-    }
 }
 
 /// The evidence the learner keeps per source between events.
@@ -708,24 +659,5 @@ mod tests {
         ] {
             assert!(!proves_return_routability(r), "{r}");
         }
-    }
-
-    #[test]
-    fn windows_count_and_forget() {
-        let mut w = Window::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let t0 = Instant::now();
-        let win = Duration::from_secs(10);
-        assert_eq!(w.hit(ip, t0, win), 1);
-        assert_eq!(w.hit(ip, t0 + Duration::from_secs(5), win), 2);
-        assert_eq!(
-            w.hit(ip, t0 + Duration::from_secs(12), win),
-            2,
-            "the first fell out"
-        );
-        w.prune(t0 + Duration::from_secs(30), win);
-        assert_eq!(w.hit(ip, t0 + Duration::from_secs(31), win), 1);
-        w.forget(&ip);
-        assert_eq!(w.hit(ip, t0 + Duration::from_secs(31), win), 1);
     }
 }

@@ -39,6 +39,7 @@ pub mod publish;
 pub mod refusals;
 mod transactions;
 pub mod why;
+pub mod window;
 
 use std::{collections::HashMap, net::IpAddr};
 

@@ -464,7 +464,7 @@ impl crate::seams::Observer for Recorder {
 /// a call that is forwarded, a challenge and a request without a user name do not.
 #[test]
 fn refused_targets_are_reported() {
-    let (mut h, rec) = Harness::observed();
+    let (mut h, rec) = observed();
     h.register(21);
     let target = |user: &str, host: &str, n: usize| {
         invite(&format!("z9hG4bKsweep{n}"))
