@@ -7,6 +7,10 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 pub struct ProxyMetrics {
     pub transactions: IntGaugeVec,
     pub bindings: IntGauge,
+    /// NAT keep-alives (`proxy::core::keepalive`), by event ([`KEEPALIVE_EVENTS`]).
+    pub keepalive: IntCounterVec,
+    /// Flows kept alive.
+    pub keepalive_flows: IntGauge,
     pub auth: IntCounterVec,
     /// Verifications that needed a previous secret (`[auth] previous_secrets`), by what was
     /// verified (nonce, stamp).
@@ -43,6 +47,21 @@ pub const DNS_ROUTING_EVENTS: [&str; 8] = [
     "failover_503",
 ];
 
+/// The events of `sipfw_registrar_keepalive_total`.
+pub const KEEPALIVE_EVENTS: [&str; 11] = [
+    "ping_options",
+    "ping_crlf",
+    "answered",
+    "pong",
+    "wrong_source",
+    "removed_unanswered",
+    "removed_closed",
+    "deferred_rate",
+    "deferred_in_flight",
+    "table_full",
+    "flow_full",
+];
+
 impl ProxyMetrics {
     /// Create and register every metric (unregistered when `registry` is None: tests).
     pub fn new(registry: Option<&Registry>) -> ProxyMetrics {
@@ -56,6 +75,19 @@ impl ProxyMetrics {
             bindings: r.gauge(
                 "sipfw_registrar_bindings",
                 "Contacts currently bound in the location store",
+            ),
+            keepalive: r.counters(
+                "sipfw_registrar_keepalive_total",
+                "NAT keep-alives: pings sent (ping_options on UDP, ping_crlf on TCP, TLS and \
+                 WebSocket), answers and pongs, answers from elsewhere (wrong_source, ignored), \
+                 bindings removed (removed_unanswered, removed_closed), rounds of pings held \
+                 back by a bound (deferred_rate, deferred_in_flight), bindings not kept alive \
+                 at a bound (table_full, flow_full)",
+                &["event"],
+            ),
+            keepalive_flows: r.gauge(
+                "sipfw_registrar_keepalive_flows",
+                "Flows of registered contacts kept alive by pings",
             ),
             auth: r.counters(
                 "sipfw_auth_total",
@@ -128,6 +160,9 @@ impl ProxyMetrics {
     /// Every label known in advance exists from the start (at 0), so that dashboards and
     /// alerts see the series before the first event.
     fn show_every_label(&self) {
+        for e in KEEPALIVE_EVENTS {
+            self.keepalive.with_label_values(&[e]);
+        }
         for e in DNS_ROUTING_EVENTS {
             self.dns_routing.with_label_values(&[e]);
         }

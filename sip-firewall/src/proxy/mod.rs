@@ -83,14 +83,18 @@ pub struct Proxy {
 /// What the core queued under its lock, done after it.
 struct Queued {
     sends: Vec<(crate::seams::Destination, Vec<u8>)>,
+    /// Destinations of `sends` reached only over their open flow (`core::keepalive`).
+    held: Vec<crate::seams::Destination>,
     ops: Vec<crate::fraud::StoreOp>,
     names: Vec<(core::ServerKey, String)>,
 }
 
 impl Queued {
     fn take(core: &mut Core) -> Queued {
+        let sends = core.take_sends();
         Queued {
-            sends: core.take_sends(),
+            held: core.held_flows(&sends),
+            sends,
             ops: core.fraud.take_store_ops(),
             names: core.take_resolutions(),
         }
@@ -323,7 +327,12 @@ impl Proxy {
         let mut failed = Vec::new();
         if let Some(out) = self.out.get() {
             for (dest, bytes) in q.sends {
-                if !out.send(dest, &bytes) {
+                let sent = if q.held.contains(&dest) {
+                    out.send_on_flow(dest, &bytes)
+                } else {
+                    out.send(dest, &bytes)
+                };
+                if !sent {
                     tracing::debug!(?dest, "send failed");
                     failed.push(dest);
                 }
@@ -452,5 +461,14 @@ impl Handler for Proxy {
     fn unreachable(&self, dest: crate::seams::Destination) {
         let now = self.now();
         self.with_core(|c| c.unreachable(dest, now));
+    }
+
+    fn flow_closed(&self, flow: crate::seams::Destination) {
+        let now = self.now();
+        self.with_core(|c| c.flow_closed(flow, now));
+    }
+
+    fn flow_pong(&self, flow: crate::seams::Destination) {
+        self.with_core(|c| c.flow_pong(flow));
     }
 }

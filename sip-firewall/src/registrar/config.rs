@@ -1,8 +1,24 @@
 //! `[registrar]`: its defaults and checks; `config::Config` holds it as `registrar`.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
-use crate::section::{Invalid, invalid};
+use crate::section::{Invalid, duration, invalid};
+
+/// Which contacts the registrar keeps alive (`registrar::keepalive`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepaliveMode {
+    /// Contacts behind NAT: their source differs from their Contact, or their Contact asks
+    /// for its flow (RFC 5626 `;ob`).
+    #[default]
+    Nat,
+    /// Every contact whose flow this node holds.
+    All,
+    /// None: bindings live until they expire or are removed.
+    Off,
+}
 
 /// `[registrar]`: bindings of addresses of record (RFC 3261 10.3).
 #[derive(Clone, Debug, Deserialize)]
@@ -16,6 +32,13 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     /// Most contacts bound to one address of record.
     pub max_contacts: usize,
+    /// Which contacts are pinged (`"nat"`, `"all"`, `"off"`).
+    pub keepalive: KeepaliveMode,
+    /// How often each kept-alive contact is pinged.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_interval: Duration,
+    /// Pings in a row a contact may leave unanswered before its binding is removed.
+    pub keepalive_failures: u32,
 }
 
 impl Default for RegistrarConfig {
@@ -26,6 +49,11 @@ impl Default for RegistrarConfig {
             default_expires: 3600,
             // Few: each contact is a branch of every call to the address of record.
             max_contacts: 5,
+            keepalive: KeepaliveMode::Nat,
+            // Below the 30 s many NATs keep an idle UDP mapping (RFC 5626 4.4.1 suggests
+            // 95-120 s for flows the client keeps alive itself).
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_failures: 3,
         }
     }
 }
@@ -50,6 +78,18 @@ impl RegistrarConfig {
         }
         if self.max_contacts == 0 {
             return Err(invalid("registrar.max_contacts", "must be at least 1"));
+        }
+        if self.keepalive_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "registrar.keepalive_interval",
+                "must be at least 1s (write it like \"30s\"); turn pings off with keepalive = \"off\"",
+            ));
+        }
+        if self.keepalive_failures == 0 {
+            return Err(invalid(
+                "registrar.keepalive_failures",
+                "must be at least 1 (pings a contact may miss before its binding is removed)",
+            ));
         }
         Ok(())
     }

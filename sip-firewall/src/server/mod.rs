@@ -44,7 +44,7 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::guard;
-use crate::seams::{Action, Context, Gate, Handler};
+use crate::seams::{Action, Context, Destination, Gate, Handler};
 use crate::{metrics::Metrics, server::config::SipConfig};
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
@@ -305,6 +305,25 @@ impl Shared {
                 .is_none_or(|g| g.admit(source, transport, bytes))
         })
         .unwrap_or(false)
+    }
+
+    /// The connection with `peer` over `transport` closed: the handler forgets what it
+    /// reached through it (a panic there is caught and counted).
+    pub(crate) fn flow_closed(&self, peer: SocketAddr, transport: Transport) {
+        let flow = Destination {
+            addr: peer,
+            transport,
+        };
+        guard::catch("message", Some(peer), || self.handler.flow_closed(flow));
+    }
+
+    /// The pong of our keep-alive ping came on the connection with `peer`.
+    pub(crate) fn flow_pong(&self, peer: SocketAddr, transport: Transport) {
+        let flow = Destination {
+            addr: peer,
+            transport,
+        };
+        guard::catch("message", Some(peer), || self.handler.flow_pong(flow));
     }
 
     /// Judge one message and decide the answer, counting everything on the way. A panic in

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use sip_firewall_sip::{
     Rejection, Transport,
-    frame::{Event, StreamFramer},
+    frame::{Event, PING, StreamFramer},
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
@@ -105,6 +105,7 @@ pub(super) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     shared.outbound.unregister(peer, conn.transport);
+    shared.flow_closed(peer, conn.transport);
     shared.metrics.tcp_closed(why);
     crate::metrics::connection_open(conn.label(), -1);
 }
@@ -134,8 +135,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let n = match got {
             Ok(n) => n,
-            // A message the core sends to this peer (a relayed response, a request).
+            // A message the core sends to this peer (a relayed response, a request, or the
+            // registrar's keep-alive ping, whose pong comes back as a single CRLF).
             Err(bytes) => {
+                if bytes == PING {
+                    framer.expect_pong();
+                }
                 let until = Instant::now() + shared.tcp_idle_timeout;
                 write(&mut stream, &bytes, until).await?;
                 continue;
@@ -164,6 +169,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     deadline = Instant::now() + shared.tcp_idle_timeout;
                     // RFC 5626 4.4.1: a double-CRLF ping is answered with a single CRLF pong.
                     write(&mut stream, b"\r\n", deadline).await?;
+                }
+                Ok(Some(Event::Pong)) => {
+                    if shared.admit_keepalive(peer, transport, b"\r\n") {
+                        shared.metrics.keepalive(conn.label());
+                        deadline = Instant::now() + shared.tcp_idle_timeout;
+                        shared.flow_pong(peer, transport);
+                    }
                 }
                 Ok(Some(Event::Message(msg))) => {
                     deadline = Instant::now() + shared.tcp_idle_timeout;

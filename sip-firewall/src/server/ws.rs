@@ -10,7 +10,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use sip_firewall_sip::Transport;
+use sip_firewall_sip::{Transport, frame::PING};
 use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
@@ -219,6 +219,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     shared.outbound.unregister(peer, settings.transport);
+    shared.flow_closed(peer, settings.transport);
     shared.metrics.tcp_closed(why);
     crate::metrics::connection_open(label, -1);
 }
@@ -244,6 +245,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let idle = shared.tcp_idle_timeout;
     let mut deadline = Instant::now() + idle;
     let mut ping_at = Instant::now() + settings.ping_interval;
+    // The registrar's keep-alive ping went out: the next CRLF message is its pong.
+    let mut pong_expected = false;
     loop {
         // Decided inside the select, acted upon outside it (the shutdown watch's guard
         // must not live across an await).
@@ -266,6 +269,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let m = match next {
             Next::Stop => break,
             Next::Out(bytes) => {
+                pong_expected |= bytes == PING;
                 send(&mut ws, frame(bytes), Instant::now() + idle).await?;
                 continue;
             }
@@ -293,6 +297,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             Next::In(Some(Ok(m))) => m,
         };
         let bytes = match inbound(&m) {
+            // RFC 5626 4.4.1's pong, carried as one WebSocket message (as SIP stacks over
+            // WebSocket send it).
+            Inbound::Sip(b"\r\n") if pong_expected => {
+                pong_expected = false;
+                if keepalive(shared, peer, settings) {
+                    deadline = Instant::now() + idle;
+                    shared.flow_pong(peer, settings.transport);
+                }
+                continue;
+            }
             Inbound::Sip(bytes) => bytes,
             Inbound::KeepAlive => {
                 if keepalive(shared, peer, settings) {

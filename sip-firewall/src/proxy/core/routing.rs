@@ -269,7 +269,10 @@ impl Core {
         for b in bindings {
             match &b.path {
                 // Our flow.
-                None => routed.push((Some(b.contact.clone()), None, binding_destination(&b))),
+                None => {
+                    let dest = self.flow_of(&b);
+                    routed.push((Some(b.contact.clone()), None, dest));
+                }
                 // Another node holds the flow (RFC 3327): through its Path URI,
                 // sealed for this request so that it relays for cluster nodes only.
                 Some(path) => {
@@ -368,7 +371,7 @@ impl Core {
         };
         // Nothing below our Path is honoured: the flow is the next hop.
         msg.remove(HeaderName::Route);
-        let dest = binding_destination(&b);
+        let dest = self.flow_of(&b);
         self.metrics
             .forwarded
             .with_label_values(&["cluster_hop"])

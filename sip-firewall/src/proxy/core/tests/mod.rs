@@ -136,3 +136,4 @@ mod dialog;
 mod dns;
 mod edge;
 mod fraud;
+mod keepalive;
