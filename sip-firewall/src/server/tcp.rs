@@ -138,11 +138,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             // A message the core sends to this peer (a relayed response, a request, or the
             // registrar's keep-alive ping, whose pong comes back as a single CRLF).
             Err(bytes) => {
-                if bytes == PING {
-                    framer.expect_pong();
-                }
-                let until = Instant::now() + shared.tcp_idle_timeout;
-                write(&mut stream, &bytes, until).await?;
+                queued(&mut stream, &mut framer, &bytes, shared).await?;
                 continue;
             }
         };
@@ -159,22 +155,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         loop {
             match framer.next_event() {
                 Ok(None) => break,
-                Ok(Some(Event::Ping)) => {
-                    // Gated like a message: a source over its rate (or banned) keeps no
-                    // connection alive with pings.
-                    if !shared.admit_keepalive(peer, transport, b"\r\n\r\n") {
+                Ok(Some(e @ (Event::Ping | Event::Pong))) => {
+                    if !keepalive(shared, conn, &e) {
                         continue;
                     }
-                    shared.metrics.keepalive(conn.label());
                     deadline = Instant::now() + shared.tcp_idle_timeout;
-                    // RFC 5626 4.4.1: a double-CRLF ping is answered with a single CRLF pong.
-                    write(&mut stream, b"\r\n", deadline).await?;
-                }
-                Ok(Some(Event::Pong)) => {
-                    if shared.admit_keepalive(peer, transport, b"\r\n") {
-                        shared.metrics.keepalive(conn.label());
-                        deadline = Instant::now() + shared.tcp_idle_timeout;
-                        shared.flow_pong(peer, transport);
+                    if e == Event::Ping {
+                        // RFC 5626 4.4.1: a double-CRLF ping gets a single CRLF pong.
+                        write(&mut stream, b"\r\n", deadline).await?;
                     }
                 }
                 Ok(Some(Event::Message(msg))) => {
@@ -198,6 +186,35 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// A keep-alive on the connection (the peer's ping, or the pong of ours), gated like a
+/// message: a source over its rate (or banned) keeps no connection alive with them. True:
+/// it counts as activity (and a pong tells the handler the flow is alive).
+fn keepalive(shared: &Shared, conn: &Conn, e: &Event) -> bool {
+    let bytes: &[u8] = if *e == Event::Ping { PING } else { b"\r\n" };
+    if !shared.admit_keepalive(conn.peer, conn.transport, bytes) {
+        return false;
+    }
+    shared.metrics.keepalive(conn.label());
+    if *e == Event::Pong {
+        shared.flow_pong(conn.peer, conn.transport);
+    }
+    true
+}
+
+/// Write one message the core queued for this connection; after our keep-alive ping, the
+/// framer awaits its pong.
+async fn queued<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    framer: &mut StreamFramer,
+    bytes: &[u8],
+    shared: &Shared,
+) -> std::io::Result<()> {
+    if bytes == PING {
+        framer.expect_pong();
+    }
+    write(stream, bytes, Instant::now() + shared.tcp_idle_timeout).await
 }
 
 /// Write every message the core queued for this connection.

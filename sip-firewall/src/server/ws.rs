@@ -276,12 +276,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             Next::Ping => {
                 // RFC 7118 defines no keep-alive; a WebSocket ping finds dead peers.
                 ping_at = Instant::now() + settings.ping_interval;
-                send(
-                    &mut ws,
-                    Message::Ping(Vec::new().into()),
-                    Instant::now() + idle,
-                )
-                .await?;
+                let ping = Message::Ping(Vec::new().into());
+                send(&mut ws, ping, Instant::now() + idle).await?;
                 continue;
             }
             Next::Idle => {
@@ -296,20 +292,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Next::In(Some(Ok(m))) => m,
         };
-        let bytes = match inbound(&m) {
-            // RFC 5626 4.4.1's pong, carried as one WebSocket message (as SIP stacks over
-            // WebSocket send it).
-            Inbound::Sip(b"\r\n") if pong_expected => {
-                pong_expected = false;
-                if keepalive(shared, peer, settings) {
-                    deadline = Instant::now() + idle;
-                    shared.flow_pong(peer, settings.transport);
-                }
-                continue;
-            }
+        let bytes = match inbound(&m, &mut pong_expected) {
             Inbound::Sip(bytes) => bytes,
-            Inbound::KeepAlive => {
-                if keepalive(shared, peer, settings) {
+            Inbound::KeepAlive { pong } => {
+                if keepalive(shared, peer, settings, pong) {
                     deadline = Instant::now() + idle;
                 }
                 continue;
@@ -331,17 +317,26 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 enum Inbound<'m> {
     /// One SIP message (RFC 7118 5: one per WebSocket message, text or binary).
     Sip(&'m [u8]),
-    /// A ping or pong: alive.
-    KeepAlive,
+    /// A ping or pong: alive (`pong`: the one of our keep-alive ping).
+    KeepAlive {
+        pong: bool,
+    },
     Ignore,
     Closed,
 }
 
-fn inbound(m: &Message) -> Inbound<'_> {
+/// What `m` is; `pong_expected`: the registrar's keep-alive ping went out, and the next CRLF
+/// message is its pong (RFC 5626 4.4.1, carried as one WebSocket message as SIP stacks over
+/// WebSocket send it).
+fn inbound<'m>(m: &'m Message, pong_expected: &mut bool) -> Inbound<'m> {
     match m {
+        Message::Text(t) if *pong_expected && t.as_str() == "\r\n" => {
+            *pong_expected = false;
+            Inbound::KeepAlive { pong: true }
+        }
         Message::Text(t) => Inbound::Sip(t.as_bytes()),
         Message::Binary(b) => Inbound::Sip(b),
-        Message::Pong(_) | Message::Ping(_) => Inbound::KeepAlive,
+        Message::Pong(_) | Message::Ping(_) => Inbound::KeepAlive { pong: false },
         Message::Close(_) => Inbound::Closed,
         Message::Frame(_) => Inbound::Ignore,
     }
@@ -349,14 +344,17 @@ fn inbound(m: &Message) -> Inbound<'_> {
 
 /// A ping or pong from `peer`, gated like a message: a banned or over-rate source keeps no
 /// connection alive with pongs (tungstenite answers pings itself). True: it counts as
-/// activity.
-fn keepalive(shared: &Shared, peer: SocketAddr, settings: &WsSettings) -> bool {
+/// activity. `pong`: the pong of the registrar's keep-alive ping, told to the handler.
+fn keepalive(shared: &Shared, peer: SocketAddr, settings: &WsSettings, pong: bool) -> bool {
     if !shared.admit_keepalive(peer, settings.transport, b"\r\n\r\n") {
         return false;
     }
     shared
         .metrics
         .keepalive(WsSettings::label(settings.transport));
+    if pong {
+        shared.flow_pong(peer, settings.transport);
+    }
     true
 }
 

@@ -219,6 +219,7 @@ impl Core {
         }
         self.metrics
             .keepalive
+            .events
             .with_label_values(&[event])
             .inc_by(removed);
         self.metrics.bindings.set(self.store.len() as i64);
@@ -236,7 +237,11 @@ impl Core {
     }
 
     fn keepalive_count(&self, event: &'static str) {
-        self.metrics.keepalive.with_label_values(&[event]).inc();
+        self.metrics
+            .keepalive
+            .events
+            .with_label_values(&[event])
+            .inc();
     }
 
     /// A bound was hit (`event`): counted, and logged once per kind a while.
@@ -257,7 +262,8 @@ impl Core {
 
     fn flows_gauge(&self) {
         self.metrics
-            .keepalive_flows
+            .keepalive
+            .flows
             .set(self.keepalive.len() as i64);
     }
 }

@@ -70,6 +70,7 @@ impl Edge {
         self.core
             .metrics
             .keepalive
+            .events
             .with_label_values(&[event])
             .get()
     }
