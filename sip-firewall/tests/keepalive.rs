@@ -14,7 +14,7 @@ use std::{
 use sip_firewall_tests::ua::{
     Account,
     calls::{self, Client, DOMAIN, Phone as Caller, USER},
-    msg::{Request, response_to, status},
+    msg::{response_to, status},
     udp::Phone,
     wire::{Stream, Wire},
     ws::ws,
@@ -60,25 +60,10 @@ fn wait_bindings(d: &common::Daemon, n: f64, what: &str) {
     }
 }
 
-/// An INVITE from bob's phone to alice.
-fn invite(caller: &Caller, call_id: &str) -> String {
-    Request {
-        method: "INVITE",
-        uri: &format!("sip:{USER}@{DOMAIN}"),
-        via: &caller.via("kinv"),
-        from: "<sip:bob@pbx.example>;tag=b1",
-        to: &format!("<sip:{USER}@{DOMAIN}>"),
-        call_id,
-        cseq: 1,
-        extra: &format!("Contact: <sip:bob@{}>\r\n", caller.addr),
-    }
-    .text()
-}
-
 /// A call to alice, who is not bound any more: 480 at once (no Timer B).
 async fn unavailable_at_once(d: &common::Daemon, call_id: &str) {
     let caller = Caller::new(d.sip).await;
-    caller.send(&invite(&caller, call_id)).await;
+    caller.send(&caller.invite(call_id)).await;
     let last = caller
         .expect("the final answer", |m| status(m) >= 200)
         .await;
@@ -164,9 +149,7 @@ async fn live_then_gone<W: Wire>(d: &common::Daemon, mut c: Client<W>, tag: &str
         assert!(c.wire.pong().await, "{tag}: no ping");
     }
     let caller = Caller::new(d.sip).await;
-    caller
-        .send(&invite(&caller, &format!("ka-{tag}-call")))
-        .await;
+    caller.send(&caller.invite(&format!("ka-{tag}-call"))).await;
     let req = c.next("the call").await;
     assert!(req.starts_with("INVITE "), "{tag}: {req}");
     c.wire
