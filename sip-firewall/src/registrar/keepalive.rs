@@ -196,8 +196,9 @@ impl Keepalive {
         }
     }
 
-    /// A reload: the new mode, interval and tolerance apply from each flow's next ping;
-    /// `"off"` forgets every flow.
+    /// A reload: the new interval and tolerance apply from each flow's next ping, the new
+    /// mode to the bindings of each REGISTER from now on (a flow kept alive stays so until
+    /// it is dead or its bindings go); `"off"` forgets every flow at once.
     pub fn reconfigure(&mut self, cfg: &RegistrarConfig) {
         self.mode = cfg.keepalive;
         self.interval = cfg.keepalive_interval;

@@ -640,4 +640,31 @@ mod outbound_tests {
         // And the host cannot connect in either: one budget for both directions.
         assert!(shared.slots.take(addr.ip()).is_err());
     }
+
+    /// A flow kept alive (a contact behind NAT) is reached down its open connection only:
+    /// with none open, nothing is sent and no connection is attempted (RFC 5626 5.3).
+    #[tokio::test]
+    async fn held_flows_are_never_dialled() {
+        let out = Arc::new(outbound::SocketOutbound::new(Vec::new()));
+        let shared = Arc::new(Shared::new(
+            &SipConfig::default(),
+            Arc::new(Metrics::new()),
+            Arc::new(keepalive_tests::Absorb),
+            out.clone(),
+        ));
+        let (_stop, rx) = watch::channel(false);
+        out.enable_connect(Arc::downgrade(&shared), rx);
+        let phone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let flow = Destination {
+            addr: phone.local_addr().unwrap(),
+            transport: Transport::Stream,
+        };
+        assert!(!out.send_on_flow(flow, b"\r\n\r\n"), "no connection open");
+        assert_eq!(shared.slots.used(flow.addr.ip()), (0, 0), "none opened");
+        // Its open connection carries it.
+        let (tx, mut queued) = tokio::sync::mpsc::channel(1);
+        out.register(flow.addr, Transport::Stream, tx);
+        assert!(out.send_on_flow(flow, b"\r\n\r\n"));
+        assert_eq!(queued.try_recv().ok().as_deref(), Some(&b"\r\n\r\n"[..]));
+    }
 }
