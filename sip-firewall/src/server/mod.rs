@@ -600,6 +600,27 @@ mod outbound_tests {
     use super::*;
     use crate::seams::{Destination, Outbound as _};
 
+    /// An outbound that may open connections, the server state it opens them for, and the
+    /// shutdown switch (kept alive by the caller).
+    fn connecting(
+        cfg: &SipConfig,
+    ) -> (
+        Arc<outbound::SocketOutbound>,
+        Arc<Shared>,
+        watch::Sender<bool>,
+    ) {
+        let out = Arc::new(outbound::SocketOutbound::new(Vec::new()));
+        let shared = Arc::new(Shared::new(
+            cfg,
+            Arc::new(Metrics::new()),
+            Arc::new(keepalive_tests::Absorb),
+            out.clone(),
+        ));
+        let (stop, rx) = watch::channel(false);
+        out.enable_connect(Arc::downgrade(&shared), rx);
+        (out, shared, stop)
+    }
+
     /// Connections the proxy opens toward a next hop count against the same TCP
     /// bounds as those it accepts; beyond them the send fails (the client transaction's
     /// timers decide what follows) and is counted.
@@ -610,15 +631,7 @@ mod outbound_tests {
             max_tcp_per_source: 1,
             ..SipConfig::default()
         };
-        let out = Arc::new(outbound::SocketOutbound::new(Vec::new()));
-        let shared = Arc::new(Shared::new(
-            &cfg,
-            Arc::new(Metrics::new()),
-            Arc::new(keepalive_tests::Absorb),
-            out.clone(),
-        ));
-        let (_stop, rx) = watch::channel(false);
-        out.enable_connect(Arc::downgrade(&shared), rx);
+        let (out, shared, _stop) = connecting(&cfg);
         let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = peer.local_addr().unwrap();
         let stream = |addr| Destination {
@@ -645,15 +658,7 @@ mod outbound_tests {
     /// with none open, nothing is sent and no connection is attempted (RFC 5626 5.3).
     #[tokio::test]
     async fn held_flows_are_never_dialled() {
-        let out = Arc::new(outbound::SocketOutbound::new(Vec::new()));
-        let shared = Arc::new(Shared::new(
-            &SipConfig::default(),
-            Arc::new(Metrics::new()),
-            Arc::new(keepalive_tests::Absorb),
-            out.clone(),
-        ));
-        let (_stop, rx) = watch::channel(false);
-        out.enable_connect(Arc::downgrade(&shared), rx);
+        let (out, shared, _stop) = connecting(&SipConfig::default());
         let phone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let flow = Destination {
             addr: phone.local_addr().unwrap(),
