@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(m.len() <= limits.max_message_bytes);
                     let _ = inspect(&m, &limits, Transport::Stream, &[]);
                 }
-                Ok(Some(Event::Ping)) => {}
+                Ok(Some(Event::Ping | Event::Pong)) => {}
                 Ok(None) => break,
                 Err(e) => {
                     assert!(e.head.len() <= limits.max_message_bytes);

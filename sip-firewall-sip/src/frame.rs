@@ -8,6 +8,9 @@ use crate::headers::{HeaderName, scalar};
 use crate::parse::{Kind, Limits};
 use crate::reason::Reason;
 
+/// The double-CRLF keep-alive ping of RFC 5626 4.4.1 (answered with a single CRLF pong).
+pub const PING: &[u8] = b"\r\n\r\n";
+
 /// What the framer produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -15,6 +18,8 @@ pub enum Event {
     Message(Vec<u8>),
     /// A double-CRLF keep-alive ping, to be answered with a single CRLF pong.
     Ping,
+    /// The single CRLF pong answering our ping ([`StreamFramer::expect_pong`]).
+    Pong,
 }
 
 /// The stream can no longer be framed; the connection must be closed after answering.
@@ -34,6 +39,8 @@ pub struct StreamFramer {
     /// Where the search for the empty line resumes, so a slow sender costs linear time.
     scanned: usize,
     limits: Limits,
+    /// We sent a ping: the next CRLF is its pong.
+    pong_expected: bool,
 }
 
 impl StreamFramer {
@@ -43,6 +50,7 @@ impl StreamFramer {
             buf: Vec::new(),
             scanned: 0,
             limits,
+            pong_expected: false,
         }
     }
 
@@ -50,6 +58,13 @@ impl StreamFramer {
     /// after each one, so the buffer stays under the message limit plus one chunk.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
+    }
+
+    /// We sent a double-CRLF ping (RFC 5626 4.4.1): the next CRLF before a message is its
+    /// pong, reported as [`Event::Pong`] (a lone CRLF is otherwise ignored, RFC 3261 7.5, or
+    /// waits as half of a ping).
+    pub fn expect_pong(&mut self) {
+        self.pong_expected = true;
     }
 
     /// Bytes buffered and not yet framed.
@@ -61,6 +76,11 @@ impl StreamFramer {
     pub fn next_event(&mut self) -> Result<Option<Event>, FrameError> {
         // Leading CRLFs: a ping (CRLFCRLF) or a pong / stray CRLF (RFC 3261 7.5 says ignore).
         while self.buf.starts_with(b"\r\n") {
+            if self.pong_expected {
+                self.pong_expected = false;
+                self.consume(2);
+                return Ok(Some(Event::Pong));
+            }
             if self.buf.starts_with(b"\r\n\r\n") {
                 self.consume(4);
                 return Ok(Some(Event::Ping));
@@ -205,7 +225,15 @@ mod tests {
             got.extend(events(&mut f).unwrap());
         }
         assert_eq!(got, vec![Event::Message(M1.to_vec())]);
-        // A lone CRLF waits: it may be half of a ping.
+        // A lone CRLF waits: it may be half of a ping, unless we await a pong.
+        let mut p = StreamFramer::new(Limits::default());
+        p.expect_pong();
+        p.push(b"\r\n");
+        assert_eq!(events(&mut p).unwrap(), vec![Event::Pong]);
+        p.push(b"\r\n");
+        assert_eq!(events(&mut p).unwrap(), vec![], "one pong per ping");
+        p.push(b"\r\n");
+        assert_eq!(events(&mut p).unwrap(), vec![Event::Ping]);
         f.push(b"\r\n");
         assert_eq!(events(&mut f).unwrap(), vec![]);
         f.push(b"\r\n");

@@ -3,7 +3,10 @@
 //! expiries between the wall clock (what is stored, and survives a reboot) and that
 //! monotonic clock.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 /// Now, in `CLOCK_MONOTONIC` nanoseconds.
 pub fn monotonic_ns() -> u64 {
@@ -60,6 +63,28 @@ pub fn mono_to_unix(mono: u64) -> u64 {
         now + (mono - now_mono).div_ceil(1_000_000_000)
     } else {
         now.saturating_sub((now_mono - mono) / 1_000_000_000)
+    }
+}
+
+/// A clock moved by hand, shared with a proxy made by
+/// [`Proxy::with_fake_clock`](crate::proxy::Proxy::with_fake_clock).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct FakeClock(Arc<Mutex<Instant>>);
+
+impl FakeClock {
+    /// A clock standing at `start`.
+    pub fn starting(start: Instant) -> FakeClock {
+        FakeClock(Arc::new(Mutex::new(start)))
+    }
+
+    pub fn now(&self) -> Instant {
+        *crate::guard::lock(&self.0, "fake clock")
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let mut t = crate::guard::lock(&self.0, "fake clock");
+        *t += d;
     }
 }
 

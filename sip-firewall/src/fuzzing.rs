@@ -17,10 +17,11 @@ use sip_firewall_sip::{
 };
 
 use crate::{
+    clock::FakeClock,
     config::Config,
     guard,
     metrics::Metrics,
-    proxy::{FakeClock, Proxy},
+    proxy::Proxy,
     seams::{Destination, Gate, NoObserver, Outbound},
     server::{Shared, SocketOutbound, is_keepalive},
 };
@@ -127,6 +128,8 @@ impl Pipeline {
         for e in events {
             match e {
                 Event::Ping => answered += 2,
+                // A pong answers a ping of ours; nothing goes back.
+                Event::Pong => {}
                 Event::Message(m) => {
                     answered += self
                         .shared

@@ -84,6 +84,11 @@ pub trait Handler: Send + Sync + 'static {
     /// A connection the core asked for could not be opened (or its handshake failed): a
     /// transport error toward `dest` (RFC 3263 4.3 fails over on it).
     fn unreachable(&self, _dest: Destination) {}
+    /// The connection `flow` (TCP, TLS, WebSocket) closed: what was reached through it is
+    /// gone.
+    fn flow_closed(&self, _flow: Destination) {}
+    /// The single CRLF pong of RFC 5626 4.4.1 came on the connection `flow`.
+    fn flow_pong(&self, _flow: Destination) {}
 }
 
 /// Where a message the core originates goes: an address and how to reach it.
@@ -103,6 +108,11 @@ pub trait Outbound: Send + Sync + 'static {
     /// `addr` was found under the domain `name` (RFC 3263): a TLS connection to it sends
     /// `name` as SNI and verifies the certificate against it (RFC 5922 7.1), not the address.
     fn name_peer(&self, _addr: SocketAddr, _name: &str) {}
+    /// Like [`Outbound::send`], but over a connection only when one with `dest` is open:
+    /// never a new one (a contact behind NAT is reachable only over the flow it opened).
+    fn send_on_flow(&self, dest: Destination, bytes: &[u8]) -> bool {
+        dest.transport == Transport::Datagram && self.send(dest, bytes)
+    }
 }
 
 /// A check on every message before it is parsed: the user-space half of the firewall's

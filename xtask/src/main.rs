@@ -5,6 +5,7 @@
 
 mod bench_cluster;
 mod bench_flood;
+mod bench_keepalive;
 mod bench_parse;
 mod bench_proxy;
 mod bench_workers;
@@ -65,9 +66,10 @@ enum Cmd {
     /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `proxy-workers` (the
     /// highest rate with 1 and 2 `[sip] workers`), `cluster` (ban propagation between two
     /// daemons through Redis), `flood` (legitimate calls while trafgen floods the edge;
-    /// `--peer kamailio` runs the same against Kamailio).
+    /// `--peer kamailio` runs the same against Kamailio), `keepalive` (the CPU of pinging
+    /// 100,000 registered contacts every 30 s).
     Bench {
-        #[arg(value_parser = ["xdp", "parse", "proxy", "proxy-workers", "cluster", "flood"])]
+        #[arg(value_parser = ["xdp", "parse", "proxy", "proxy-workers", "cluster", "flood", "keepalive"])]
         what: String,
         /// Options of `bench flood`.
         #[command(flatten)]
@@ -280,6 +282,7 @@ fn main() -> anyhow::Result<()> {
                 "proxy" => bench_proxy::run_bench(),
                 "proxy-workers" => bench_workers::run_workers(),
                 "cluster" => bench_cluster::run_bench(),
+                "keepalive" => bench_keepalive::run(),
                 "flood" => {
                     if flood.peer.is_some() {
                         setup::kamailio()?;

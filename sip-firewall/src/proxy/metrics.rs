@@ -7,6 +7,8 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 pub struct ProxyMetrics {
     pub transactions: IntGaugeVec,
     pub bindings: IntGauge,
+    /// NAT keep-alives (`proxy::core::keepalive`).
+    pub keepalive: KeepaliveMetrics,
     pub auth: IntCounterVec,
     /// Verifications that needed a previous secret (`[auth] previous_secrets`), by what was
     /// verified (nonce, stamp).
@@ -54,6 +56,30 @@ pub const DNS_ROUTING_EVENTS: [&str; 8] = [
     "failover_503",
 ];
 
+/// The NAT keep-alives' metrics.
+#[derive(Clone)]
+pub struct KeepaliveMetrics {
+    /// `sipfw_registrar_keepalive_total{event}` ([`KEEPALIVE_EVENTS`]).
+    pub events: IntCounterVec,
+    /// `sipfw_registrar_keepalive_flows`: flows kept alive.
+    pub flows: IntGauge,
+}
+
+/// The events of `sipfw_registrar_keepalive_total`.
+pub const KEEPALIVE_EVENTS: [&str; 11] = [
+    "ping_options",
+    "ping_crlf",
+    "answered",
+    "pong",
+    "wrong_source",
+    "removed_unanswered",
+    "removed_closed",
+    "deferred_rate",
+    "deferred_in_flight",
+    "table_full",
+    "flow_full",
+];
+
 impl ProxyMetrics {
     /// Create and register every metric (unregistered when `registry` is None: tests).
     pub fn new(registry: Option<&Registry>) -> ProxyMetrics {
@@ -68,6 +94,7 @@ impl ProxyMetrics {
                 "sipfw_registrar_bindings",
                 "Contacts currently bound in the location store",
             ),
+            keepalive: r.keepalive(),
             auth: r.counters(
                 "sipfw_auth_total",
                 "Digest authentication outcomes (success, challenge, stale, other_boot and \
@@ -118,9 +145,8 @@ impl ProxyMetrics {
             ),
             silent_contacts: r.counters(
                 "sipfw_proxy_silent_contacts_total",
-                "Contacts that left our request unanswered (marked), requests sent to them \
-                 once without retransmissions (no_retransmit), marks lost to a full table \
-                 (table_full)",
+                "Contacts that left our request unanswered (marked), requests sent to them once \
+                 without retransmissions (no_retransmit), marks lost to a full table (table_full)",
                 &["event"],
             ),
             dns_routing: r.counters(
@@ -140,6 +166,9 @@ impl ProxyMetrics {
     /// Every label known in advance exists from the start (at 0), so that dashboards and
     /// alerts see the series before the first event.
     fn show_every_label(&self) {
+        for e in KEEPALIVE_EVENTS {
+            self.keepalive.events.with_label_values(&[e]);
+        }
         for e in DNS_ROUTING_EVENTS {
             self.dns_routing.with_label_values(&[e]);
         }
@@ -186,6 +215,23 @@ impl Maker<'_> {
             tracing::error!("registering a proxy metric: {e}");
         }
         c
+    }
+
+    fn keepalive(&self) -> KeepaliveMetrics {
+        let events = self.counters(
+            "sipfw_registrar_keepalive_total",
+            "NAT keep-alives: pings sent (ping_options on UDP, ping_crlf on TCP, TLS and \
+             WebSocket), answers and pongs, answers from elsewhere (wrong_source, ignored), \
+             bindings removed (removed_unanswered, removed_closed), rounds of pings held back \
+             by a bound (deferred_rate, deferred_in_flight), bindings not kept alive at a \
+             bound (table_full, flow_full)",
+            &["event"],
+        );
+        let flows = self.gauge(
+            "sipfw_registrar_keepalive_flows",
+            "Flows of registered contacts kept alive by pings",
+        );
+        KeepaliveMetrics { events, flows }
     }
 
     fn counter(&self, name: &str, help: &str) -> IntCounter {

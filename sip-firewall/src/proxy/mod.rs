@@ -57,7 +57,10 @@ use std::{
 use sip_firewall_sip::{Message, Transport};
 use tokio::sync::watch;
 
-use crate::seams::{Action, Context, Handler, Observer, Outbound};
+use crate::{
+    clock::FakeClock,
+    seams::{Action, Context, Handler, Observer, Outbound},
+};
 use core::Core;
 pub use metrics::ProxyMetrics;
 
@@ -87,14 +90,18 @@ pub struct Proxy {
 /// What the core queued under its lock, done after it.
 struct Queued {
     sends: Vec<(crate::seams::Destination, Vec<u8>)>,
+    /// Destinations of `sends` reached only over their open flow (`core::keepalive`).
+    held: Vec<crate::seams::Destination>,
     ops: Vec<crate::fraud::StoreOp>,
     names: Vec<(core::ServerKey, String)>,
 }
 
 impl Queued {
     fn take(core: &mut Core) -> Queued {
+        let sends = core.take_sends();
         Queued {
-            sends: core.take_sends(),
+            held: core.held_flows(&sends),
+            sends,
             ops: core.fraud.take_store_ops(),
             names: core.take_resolutions(),
         }
@@ -111,22 +118,6 @@ type Resolved = (
 
 /// Writes the fraud guard's changes to the state database.
 pub type FraudStore = Box<dyn Fn(&[crate::fraud::StoreOp]) + Send + Sync>;
-
-/// A clock moved by hand, shared with a [`Proxy`] made by [`Proxy::with_fake_clock`].
-#[doc(hidden)]
-#[derive(Clone)]
-pub struct FakeClock(Arc<Mutex<Instant>>);
-
-impl FakeClock {
-    pub fn now(&self) -> Instant {
-        *crate::guard::lock(&self.0, "fake clock")
-    }
-
-    pub fn advance(&self, d: Duration) {
-        let mut t = crate::guard::lock(&self.0, "fake clock");
-        *t += d;
-    }
-}
 
 impl Proxy {
     /// A proxy configured from `config`; its metrics go into `registry`.
@@ -157,7 +148,7 @@ impl Proxy {
         observer: Arc<dyn Observer>,
     ) -> anyhow::Result<(Proxy, FakeClock)> {
         let start = Instant::now();
-        let clock = FakeClock(Arc::new(Mutex::new(start)));
+        let clock = FakeClock::starting(start);
         let metrics = ProxyMetrics::new(None);
         let (resolved_tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Ok((
@@ -351,7 +342,12 @@ impl Proxy {
         let mut failed = Vec::new();
         if let Some(out) = self.out.get() {
             for (dest, bytes) in q.sends {
-                if !out.send(dest, &bytes) {
+                let sent = if q.held.contains(&dest) {
+                    out.send_on_flow(dest, &bytes)
+                } else {
+                    out.send(dest, &bytes)
+                };
+                if !sent {
                     tracing::debug!(?dest, "send failed");
                     failed.push(dest);
                 }
@@ -481,5 +477,14 @@ impl Handler for Proxy {
     fn unreachable(&self, dest: crate::seams::Destination) {
         let now = self.now();
         self.with_core(|c| c.unreachable(dest, now));
+    }
+
+    fn flow_closed(&self, flow: crate::seams::Destination) {
+        let now = self.now();
+        self.with_core(|c| c.flow_closed(flow, now));
+    }
+
+    fn flow_pong(&self, flow: crate::seams::Destination) {
+        self.with_core(|c| c.flow_pong(flow));
     }
 }

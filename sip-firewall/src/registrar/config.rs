@@ -1,8 +1,10 @@
 //! `[registrar]`: its defaults and checks; `config::Config` holds it as `registrar`.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
-use crate::section::{Invalid, NextHop, invalid};
+use crate::section::{Invalid, NextHop, duration, invalid};
 
 /// Who keeps the bindings: the edge itself, or the operator's registrar behind it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -15,6 +17,20 @@ pub enum Mode {
     /// edge adds a Path entry with a flow token naming the phone's flow (RFC 3327, RFC 5626)
     /// and holds no credential (`crate::registrar::relay`).
     Relay,
+}
+
+/// Which contacts the registrar keeps alive (`registrar::keepalive`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepaliveMode {
+    /// Contacts behind NAT: their source differs from their Contact, or their Contact asks
+    /// for its flow (RFC 5626 `;ob`).
+    #[default]
+    Nat,
+    /// Every contact whose flow this node holds.
+    All,
+    /// None: bindings live until they expire or are removed.
+    Off,
 }
 
 /// `[registrar]`: bindings of addresses of record (RFC 3261 10.3).
@@ -39,6 +55,13 @@ pub struct RegistrarConfig {
     /// Most flows of relayed registrations from one source address (phones behind one NAT
     /// share it).
     pub max_relayed_per_source: usize,
+    /// Which contacts are pinged (`"nat"`, `"all"`, `"off"`).
+    pub keepalive: KeepaliveMode,
+    /// How often each kept-alive contact is pinged.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_interval: Duration,
+    /// Pings in a row a contact may leave unanswered before its binding is removed.
+    pub keepalive_failures: u32,
 }
 
 impl Default for RegistrarConfig {
@@ -53,6 +76,11 @@ impl Default for RegistrarConfig {
             relay_to: None,
             max_relayed: 100_000,
             max_relayed_per_source: 256,
+            keepalive: KeepaliveMode::Nat,
+            // Below the 30 s many NATs keep an idle UDP mapping (RFC 5626 4.4.1 suggests
+            // 95-120 s for flows the client keeps alive itself).
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_failures: 3,
         }
     }
 }
@@ -88,6 +116,18 @@ impl RegistrarConfig {
             return Err(invalid(
                 "registrar.max_relayed",
                 "max_relayed and max_relayed_per_source must be at least 1",
+            ));
+        }
+        if self.keepalive_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "registrar.keepalive_interval",
+                "must be at least 1s (write it like \"30s\"); turn pings off with keepalive = \"off\"",
+            ));
+        }
+        if self.keepalive_failures == 0 {
+            return Err(invalid(
+                "registrar.keepalive_failures",
+                "must be at least 1 (pings a contact may miss before its binding is removed)",
             ));
         }
         Ok(())

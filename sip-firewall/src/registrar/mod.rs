@@ -1,8 +1,10 @@
 //! The registrar (RFC 3261 10.3): add, refresh and remove bindings, `Contact: *` with
 //! `Expires: 0`, expiry clamped to the configured range (423 below it), a cap on contacts
-//! per address of record, and the list of current bindings for the 200 answer.
+//! per address of record, and the list of current bindings for the 200 answer. Which
+//! bindings are kept alive by pings, and when one is dead, is `keepalive`'s.
 
 pub mod config;
+pub mod keepalive;
 pub mod relay;
 pub mod request;
 pub mod shared;

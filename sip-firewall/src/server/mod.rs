@@ -43,9 +43,11 @@ use sip_firewall_sip::{
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use crate::guard;
-use crate::seams::{Action, Context, Gate, Handler};
-use crate::{metrics::Metrics, server::config::SipConfig};
+use crate::seams::{Action, Context, Destination, Gate, Handler};
+use crate::{guard, metrics::Metrics, server::config::SipConfig};
+
+/// A handler's method taking the flow a connection event happened on.
+pub(crate) type FlowEvent = fn(&dyn Handler, Destination);
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
 const EXTENSIONS: &[&str] = &[];
@@ -320,6 +322,16 @@ impl Shared {
                 .is_none_or(|g| g.admit(source, transport, bytes))
         })
         .unwrap_or(false)
+    }
+
+    /// Tell the handler the connection with `peer` over `transport` closed or answered our
+    /// keep-alive ping (`event`: `Handler::flow_closed`, `flow_pong`); panics are counted.
+    pub(crate) fn flow(&self, peer: SocketAddr, transport: Transport, event: FlowEvent) {
+        let flow = Destination {
+            addr: peer,
+            transport,
+        };
+        guard::catch("message", Some(peer), || event(&*self.handler, flow));
     }
 
     /// Judge one message and decide the answer, counting everything on the way. A panic in
@@ -608,6 +620,27 @@ mod outbound_tests {
     use super::*;
     use crate::seams::{Destination, Outbound as _};
 
+    /// An outbound that may open connections, the server state it opens them for, and the
+    /// shutdown switch (kept alive by the caller).
+    fn connecting(
+        cfg: &SipConfig,
+    ) -> (
+        Arc<outbound::SocketOutbound>,
+        Arc<Shared>,
+        watch::Sender<bool>,
+    ) {
+        let out = Arc::new(outbound::SocketOutbound::new(Vec::new()));
+        let shared = Arc::new(Shared::new(
+            cfg,
+            Arc::new(Metrics::new()),
+            Arc::new(keepalive_tests::Absorb),
+            out.clone(),
+        ));
+        let (stop, rx) = watch::channel(false);
+        out.enable_connect(Arc::downgrade(&shared), rx);
+        (out, shared, stop)
+    }
+
     /// Connections the proxy opens toward a next hop count against the same TCP
     /// bounds as those it accepts; beyond them the send fails (the client transaction's
     /// timers decide what follows) and is counted.
@@ -618,15 +651,7 @@ mod outbound_tests {
             max_tcp_per_source: 1,
             ..SipConfig::default()
         };
-        let out = Arc::new(outbound::SocketOutbound::new(Vec::new()));
-        let shared = Arc::new(Shared::new(
-            &cfg,
-            Arc::new(Metrics::new()),
-            Arc::new(keepalive_tests::Absorb),
-            out.clone(),
-        ));
-        let (_stop, rx) = watch::channel(false);
-        out.enable_connect(Arc::downgrade(&shared), rx);
+        let (out, shared, _stop) = connecting(&cfg);
         let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = peer.local_addr().unwrap();
         let stream = |addr| Destination {
@@ -647,5 +672,24 @@ mod outbound_tests {
         );
         // And the host cannot connect in either: one budget for both directions.
         assert!(shared.slots.take(addr.ip()).is_err());
+    }
+
+    /// A flow kept alive (a contact behind NAT) is reached down its open connection only:
+    /// with none open, nothing is sent and no connection is attempted (RFC 5626 5.3).
+    #[tokio::test]
+    async fn held_flows_are_never_dialled() {
+        let (out, shared, _stop) = connecting(&SipConfig::default());
+        let phone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let flow = Destination {
+            addr: phone.local_addr().unwrap(),
+            transport: Transport::Stream,
+        };
+        assert!(!out.send_on_flow(flow, b"\r\n\r\n"), "no connection open");
+        assert_eq!(shared.slots.used(flow.addr.ip()), (0, 0), "none opened");
+        // Its open connection carries it.
+        let (tx, mut queued) = tokio::sync::mpsc::channel(1);
+        out.register(flow.addr, Transport::Stream, tx);
+        assert!(out.send_on_flow(flow, b"\r\n\r\n"));
+        assert_eq!(queued.try_recv().ok().as_deref(), Some(&b"\r\n\r\n"[..]));
     }
 }

@@ -220,6 +220,13 @@ impl SocketOutbound {
         crate::guard::lock(&self.tcp, "tcp connections").insert((peer, t), tx);
     }
 
+    /// The queue of the open connection with `peer` over `t`.
+    fn open(&self, peer: SocketAddr, t: Transport) -> Option<mpsc::Sender<Vec<u8>>> {
+        crate::guard::lock(&self.tcp, "tcp connections")
+            .get(&(peer, t))
+            .cloned()
+    }
+
     /// The connection with `peer` closed.
     pub(crate) fn unregister(&self, peer: SocketAddr, t: Transport) {
         crate::guard::lock(&self.tcp, "tcp connections").remove(&(peer, t));
@@ -270,15 +277,20 @@ impl Outbound for SocketOutbound {
                 drop(flows);
                 tx.is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok())
             }
-            t @ (Transport::Stream | Transport::Tls) => {
-                let tx = crate::guard::lock(&self.tcp, "tcp connections")
-                    .get(&(dest.addr, t))
-                    .cloned();
-                match tx {
-                    Some(tx) => tx.try_send(bytes.to_vec()).is_ok(),
-                    None => self.connect(dest.addr, t, bytes),
-                }
-            }
+            t @ (Transport::Stream | Transport::Tls) => match self.open(dest.addr, t) {
+                Some(tx) => tx.try_send(bytes.to_vec()).is_ok(),
+                None => self.connect(dest.addr, t, bytes),
+            },
+        }
+    }
+
+    fn send_on_flow(&self, dest: Destination, bytes: &[u8]) -> bool {
+        match dest.transport {
+            t @ (Transport::Stream | Transport::Tls) => self
+                .open(dest.addr, t)
+                .is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok()),
+            // UDP has no connection to open, WebSocket never dials.
+            _ => self.send(dest, bytes),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use sip_firewall_sip::{
     Rejection, Transport,
-    frame::{Event, StreamFramer},
+    frame::{Event, PING, StreamFramer},
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
@@ -17,7 +17,7 @@ use tokio::{
 };
 use tracing::debug;
 
-use crate::seams::Context;
+use crate::seams::{Context, Handler};
 
 use super::{
     Shared,
@@ -105,6 +105,7 @@ pub(super) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     shared.outbound.unregister(peer, conn.transport);
+    shared.flow(peer, conn.transport, <dyn Handler>::flow_closed);
     shared.metrics.tcp_closed(why);
     crate::metrics::connection_open(conn.label(), -1);
 }
@@ -134,11 +135,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let n = match got {
             Ok(n) => n,
-            // A message the core sends to this peer (a relayed response, a request).
+            // A message the core sends to this peer (a relayed response, a request, or the
+            // registrar's keep-alive ping, whose pong comes back as a single CRLF).
             Err(bytes) => {
                 shared.outbound.capture(local, peer, transport, &bytes);
-                let until = Instant::now() + shared.tcp_idle_timeout;
-                write(&mut stream, &bytes, until).await?;
+                queued(&mut stream, &mut framer, &bytes, shared).await?;
                 continue;
             }
         };
@@ -155,16 +156,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         loop {
             match framer.next_event() {
                 Ok(None) => break,
-                Ok(Some(Event::Ping)) => {
-                    // Gated like a message: a source over its rate (or banned) keeps no
-                    // connection alive with pings.
-                    if !shared.admit_keepalive(peer, transport, b"\r\n\r\n") {
+                Ok(Some(e @ (Event::Ping | Event::Pong))) => {
+                    if !keepalive(shared, conn, &e) {
                         continue;
                     }
-                    shared.metrics.keepalive(conn.label());
                     deadline = Instant::now() + shared.tcp_idle_timeout;
-                    // RFC 5626 4.4.1: a double-CRLF ping is answered with a single CRLF pong.
-                    write(&mut stream, b"\r\n", deadline).await?;
+                    if e == Event::Ping {
+                        // RFC 5626 4.4.1: a double-CRLF ping gets a single CRLF pong.
+                        write(&mut stream, b"\r\n", deadline).await?;
+                    }
                 }
                 Ok(Some(Event::Message(msg))) => {
                     deadline = Instant::now() + shared.tcp_idle_timeout;
@@ -187,6 +187,35 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// A keep-alive on the connection (the peer's ping, or the pong of ours), gated like a
+/// message: a source over its rate (or banned) keeps no connection alive with them. True:
+/// it counts as activity (and a pong tells the handler the flow is alive).
+fn keepalive(shared: &Shared, conn: &Conn, e: &Event) -> bool {
+    let bytes: &[u8] = if *e == Event::Ping { PING } else { b"\r\n" };
+    if !shared.admit_keepalive(conn.peer, conn.transport, bytes) {
+        return false;
+    }
+    shared.metrics.keepalive(conn.label());
+    if *e == Event::Pong {
+        shared.flow(conn.peer, conn.transport, <dyn Handler>::flow_pong);
+    }
+    true
+}
+
+/// Write one message the core queued for this connection; after our keep-alive ping, the
+/// framer awaits its pong.
+async fn queued<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    framer: &mut StreamFramer,
+    bytes: &[u8],
+    shared: &Shared,
+) -> std::io::Result<()> {
+    if bytes == PING {
+        framer.expect_pong();
+    }
+    write(stream, bytes, Instant::now() + shared.tcp_idle_timeout).await
 }
 
 /// Write every message the core queued for this connection.

@@ -10,7 +10,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use sip_firewall_sip::Transport;
+use sip_firewall_sip::{Transport, frame::PING};
 use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
@@ -35,7 +35,7 @@ use super::{
     accept::{Accepted, accept_loop},
     tls::LiveTls,
 };
-use crate::server::config::WsConfig;
+use crate::{seams::Handler, server::config::WsConfig};
 
 /// `[wss]`: SIP over WebSocket over TLS, with the `[tls]` certificate and the `[ws]` rules.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -219,6 +219,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     shared.outbound.unregister(peer, settings.transport);
+    shared.flow(peer, settings.transport, <dyn Handler>::flow_closed);
     shared.metrics.tcp_closed(why);
     crate::metrics::connection_open(label, -1);
 }
@@ -254,6 +255,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let idle = shared.tcp_idle_timeout;
     let mut deadline = Instant::now() + idle;
     let mut ping_at = Instant::now() + settings.ping_interval;
+    // The registrar's keep-alive ping went out: the next CRLF message is its pong.
+    let mut pong_expected = false;
     loop {
         let next = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => Next::Stop,
@@ -270,18 +273,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 shared
                     .outbound
                     .capture(local, peer, settings.transport, &bytes);
+                pong_expected |= bytes == PING;
                 send(&mut ws, frame(bytes), Instant::now() + idle).await?;
                 continue;
             }
             Next::Ping => {
                 // RFC 7118 defines no keep-alive; a WebSocket ping finds dead peers.
                 ping_at = Instant::now() + settings.ping_interval;
-                send(
-                    &mut ws,
-                    Message::Ping(Vec::new().into()),
-                    Instant::now() + idle,
-                )
-                .await?;
+                let ping = Message::Ping(Vec::new().into());
+                send(&mut ws, ping, Instant::now() + idle).await?;
                 continue;
             }
             Next::Idle => {
@@ -296,10 +296,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Next::In(Some(Ok(m))) => m,
         };
-        let bytes = match inbound(&m) {
+        let bytes = match inbound(&m, &mut pong_expected) {
             Inbound::Sip(bytes) => bytes,
-            Inbound::KeepAlive => {
-                if keepalive(shared, peer, settings) {
+            Inbound::KeepAlive { pong } => {
+                if keepalive(shared, peer, settings, pong) {
                     deadline = Instant::now() + idle;
                 }
                 continue;
@@ -321,17 +321,26 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 enum Inbound<'m> {
     /// One SIP message (RFC 7118 5: one per WebSocket message, text or binary).
     Sip(&'m [u8]),
-    /// A ping or pong: alive.
-    KeepAlive,
+    /// A ping or pong: alive (`pong`: the one of our keep-alive ping).
+    KeepAlive {
+        pong: bool,
+    },
     Ignore,
     Closed,
 }
 
-fn inbound(m: &Message) -> Inbound<'_> {
+/// What `m` is; `pong_expected`: the registrar's keep-alive ping went out, and the next CRLF
+/// message is its pong (RFC 5626 4.4.1, carried as one WebSocket message as SIP stacks over
+/// WebSocket send it).
+fn inbound<'m>(m: &'m Message, pong_expected: &mut bool) -> Inbound<'m> {
     match m {
+        Message::Text(t) if *pong_expected && t.as_str() == "\r\n" => {
+            *pong_expected = false;
+            Inbound::KeepAlive { pong: true }
+        }
         Message::Text(t) => Inbound::Sip(t.as_bytes()),
         Message::Binary(b) => Inbound::Sip(b),
-        Message::Pong(_) | Message::Ping(_) => Inbound::KeepAlive,
+        Message::Pong(_) | Message::Ping(_) => Inbound::KeepAlive { pong: false },
         Message::Close(_) => Inbound::Closed,
         Message::Frame(_) => Inbound::Ignore,
     }
@@ -339,14 +348,17 @@ fn inbound(m: &Message) -> Inbound<'_> {
 
 /// A ping or pong from `peer`, gated like a message: a banned or over-rate source keeps no
 /// connection alive with pongs (tungstenite answers pings itself). True: it counts as
-/// activity.
-fn keepalive(shared: &Shared, peer: SocketAddr, settings: &WsSettings) -> bool {
+/// activity. `pong`: the pong of the registrar's keep-alive ping, told to the handler.
+fn keepalive(shared: &Shared, peer: SocketAddr, settings: &WsSettings, pong: bool) -> bool {
     if !shared.admit_keepalive(peer, settings.transport, b"\r\n\r\n") {
         return false;
     }
     shared
         .metrics
         .keepalive(WsSettings::label(settings.transport));
+    if pong {
+        shared.flow(peer, settings.transport, <dyn Handler>::flow_pong);
+    }
     true
 }
 

@@ -138,6 +138,21 @@ impl Phone {
             .expect("send");
     }
 
+    /// The phone's INVITE to the client's address of record (bob calls alice).
+    pub fn invite(&self, call_id: &str) -> String {
+        Request {
+            method: "INVITE",
+            uri: &format!("sip:{USER}@{DOMAIN}"),
+            via: &self.via("pinv"),
+            from: "<sip:bob@pbx.example>;tag=b1",
+            to: &format!("<sip:{USER}@{DOMAIN}>"),
+            call_id,
+            cseq: 1,
+            extra: &format!("Contact: <sip:bob@{}>\r\n", self.addr),
+        }
+        .text()
+    }
+
     /// A Via of the phone's with a new branch (`z9hG4bK<kind>...`).
     pub fn via(&self, kind: &str) -> String {
         format!(
@@ -326,17 +341,7 @@ pub async fn phone_calls_client<W: Wire>(
     c: &mut Client<W>,
     call_id: &str,
 ) -> Call {
-    let invite = Request {
-        method: "INVITE",
-        uri: &format!("sip:{USER}@{DOMAIN}"),
-        via: &phone.via("pinv"),
-        from: "<sip:bob@pbx.example>;tag=b1",
-        to: &format!("<sip:{USER}@{DOMAIN}>"),
-        call_id,
-        cseq: 1,
-        extra: &format!("Contact: <sip:bob@{}>\r\n", phone.addr),
-    };
-    phone.send(&invite.text()).await;
+    phone.send(&phone.invite(call_id)).await;
     let req = c.next("the phone's INVITE").await;
     assert!(
         req.starts_with(&format!("INVITE {} SIP/2.0", c.ua.contact)),

@@ -29,8 +29,8 @@ pub fn socket_in(pair: &Pair, addr: &str, read_timeout: Duration) -> UdpSocket {
 }
 
 /// A phone on a UDP socket talking to `proxy`: it sends requests and waits for their final
-/// responses; requests it receives meanwhile (the edge's BYE) are answered 200 (but ACK)
-/// and kept.
+/// responses; requests it receives meanwhile (the edge's BYE, its keep-alive OPTIONS) are
+/// answered 200 (but ACK, and OPTIONS when it plays silent) and kept.
 pub struct Phone {
     pub sock: UdpSocket,
     pub proxy: SocketAddr,
@@ -42,6 +42,9 @@ pub struct Phone {
     /// Send the request again each time a read times out with nothing (a lost request or
     /// answer; UDP).
     pub resend: bool,
+    /// Answer the OPTIONS the edge sends (its keep-alive pings); false: keep them unanswered,
+    /// as a phone gone silent.
+    pub answer_options: bool,
     n: u32,
 }
 
@@ -58,6 +61,7 @@ impl Phone {
             requests: Vec::new(),
             wait: Duration::from_secs(3),
             resend: false,
+            answer_options: true,
             n: 0,
         }
     }
@@ -88,7 +92,7 @@ impl Phone {
         if m.starts_with("SIP/2.0") {
             return Some(m);
         }
-        if !m.starts_with("ACK ") {
+        if !m.starts_with("ACK ") && (self.answer_options || !m.starts_with("OPTIONS ")) {
             let contact = format!("Contact: <{}>\r\n", self.ua.contact);
             let ok = response_to(&m, "200 OK", "ph", &contact);
             let _ = self.sock.send_to(ok.as_bytes(), from);

@@ -17,7 +17,11 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub trait Wire {
     async fn send(&mut self, text: &str);
     /// The next SIP message; `None` when the connection ended or nothing came in time.
+    /// The edge's keep-alive pings met on the way go unanswered.
     async fn recv(&mut self) -> Option<String>;
+    /// Wait for the edge's double-CRLF keep-alive ping and answer it with the single CRLF
+    /// pong (RFC 5626 4.4.1); false when something else, or nothing, came in time.
+    async fn pong(&mut self) -> bool;
 }
 
 /// A byte stream (TCP, TLS) carrying SIP framed by Content-Length.
@@ -32,6 +36,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire for Stream<S> {
     async fn recv(&mut self) -> Option<String> {
         read_message(&mut self.0).await
     }
+
+    async fn pong(&mut self) -> bool {
+        let mut ping = [0u8; 4];
+        match tokio::time::timeout(WAIT, self.0.read_exact(&mut ping)).await {
+            Ok(Ok(_)) if &ping == b"\r\n\r\n" => {
+                self.send("\r\n").await;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire for WebSocketStream<S> {
@@ -44,6 +59,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire for WebSocketStream<S> {
     async fn recv(&mut self) -> Option<String> {
         loop {
             match tokio::time::timeout(WAIT, self.next()).await {
+                // The edge's keep-alive ping, as its own message.
+                Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "\r\n\r\n" => continue,
                 Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
                 Ok(Some(Ok(Message::Binary(b)))) => {
                     return Some(String::from_utf8_lossy(&b).into_owned());
@@ -53,6 +70,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire for WebSocketStream<S> {
                 }
                 // Pings (answered by tungstenite), pongs.
                 Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    async fn pong(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(WAIT, self.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "\r\n\r\n" => {
+                    Wire::send(self, "\r\n").await;
+                    return true;
+                }
+                // WebSocket pings (answered by tungstenite) and pongs.
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                _ => return false,
             }
         }
     }

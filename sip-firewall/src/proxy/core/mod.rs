@@ -19,6 +19,7 @@
 //! | `identity.rs` | digest authentication, asserted identities |
 //! | `register.rs` | REGISTER, handed to `registrar::request` |
 //! | `relay_mode.rs` | relay mode: REGISTER and requests to the operator's registrar, its answers, flows |
+//! | `keepalive.rs` | NAT keep-alives of registered flows (`registrar::keepalive` decides) |
 //! | `branches.rs` | forwarding: a client transaction per branch, Record-Route |
 //! | `response.rs` | responses: matching, best response, CANCEL of branches |
 //! | `timers.rs` | one heap of transaction deadlines |
@@ -75,6 +76,7 @@ use crate::{
     registrar::{
         self, Register,
         config::RegistrarConfig,
+        keepalive::Keepalive,
         request::AddressOfRecord,
         shared::{Sink, WriteThrough},
         store::{Binding, Change, LocationStore, MemoryStore, SharedBinding},
@@ -83,6 +85,7 @@ use crate::{
     section::{NextHop, in_any},
 };
 use clients::{ClientKey, Clients, Outgoing};
+use keepalive::KEEPALIVE_LOG_EVERY;
 use req::{Onward, Req};
 pub use servers::ServerKey;
 use servers::{ServerEntry, Servers, owned_ctx, server_key};
@@ -202,6 +205,10 @@ pub struct Core {
     pub(crate) fraud: crate::fraud::Fraud,
     /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
     parked: resolve::Parked,
+    /// The flows of registered contacts kept alive by pings ([`keepalive`]).
+    keepalive: Keepalive,
+    /// One line per kind of keep-alive event a while ([`keepalive`]).
+    keepalive_log: crate::logging::RateLimit<&'static str>,
 }
 
 impl Core {
@@ -281,11 +288,14 @@ impl Core {
 
 /// Where requests for a binding go: the flow the REGISTER came on (its source address and
 /// transport, RFC 5626 in spirit), never a host its Contact names (another host to aim our
-/// INVITEs at, or a private address behind NAT). Over TCP the source address is proven by
-/// the handshake but its port is that of a connection the client may close: there, a
-/// Contact on that very address names the port to connect to again.
-fn binding_destination(b: &Binding) -> Destination {
-    if b.transport.is_stream()
+/// INVITEs at, or a private address behind NAT). A flow kept alive (`held`) is the only way
+/// to the contact (RFC 5626 5.3: requests go down the flow it registered on). Otherwise,
+/// over TCP, the source address is proven by the handshake but its port is that of a
+/// connection the client may close: there, a Contact on that very address names the port
+/// to connect to again.
+fn binding_destination(b: &Binding, held: bool) -> Destination {
+    if !held
+        && b.transport.is_stream()
         && let Some(d) = route::resolve(&b.contact, None)
         && d.transport == b.transport
         && d.addr.ip().to_canonical() == b.source.ip().to_canonical()
@@ -315,6 +325,7 @@ mod clients;
 mod dialog;
 mod fraud;
 mod identity;
+mod keepalive;
 mod loops;
 mod register;
 mod relay_mode;

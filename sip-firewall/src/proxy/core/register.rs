@@ -38,6 +38,9 @@ impl Core {
             registrar::request::supports_path(m),
             now,
         );
+        if answer.code == 200 {
+            self.keep_alive(&req.aor, ctx, now);
+        }
         self.metrics.bindings.set(self.store.len() as i64);
         if let Some(e) = self.servers.get_mut(&r.key) {
             e.txn.local();

@@ -28,7 +28,7 @@ impl Core {
         };
         let timers = self.settings.timers;
         let Some(e) = self.clients.get(&ckey) else {
-            return self.stray();
+            return self.keepalive_answer(branch, ctx);
         };
         // Only from where the request went, on the same transport (over TCP: the same
         // connection, whose peer is that address), unless `[proxy] reply_from_any` lists

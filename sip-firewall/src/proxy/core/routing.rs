@@ -269,7 +269,10 @@ impl Core {
         for b in bindings {
             match &b.path {
                 // Our flow.
-                None => routed.push((Some(b.contact.clone()), None, binding_destination(&b))),
+                None => {
+                    let dest = self.flow_of(&b);
+                    routed.push((Some(b.contact.clone()), None, dest));
+                }
                 // Another node holds the flow (RFC 3327): through its Path URI,
                 // sealed for this request so that it relays for cluster nodes only.
                 Some(path) => {
@@ -366,7 +369,8 @@ impl Core {
             // The phone moved or left since the other node looked.
             return Err(self.unavailable());
         };
-        self.down_the_flow(r, msg, binding_destination(&b), "cluster_hop")
+        let dest = self.flow_of(&b);
+        self.down_the_flow(r, msg, dest, "cluster_hop")
     }
 
     /// A request routed through our Path entry, to the phone's flow `dest`, record-routed

@@ -57,6 +57,8 @@ impl Core {
             origin: (now, crate::clock::unix_now()),
             last_housekeeping: now,
             last_addr_refresh: now,
+            keepalive: Keepalive::new(config.registrar),
+            keepalive_log: crate::logging::RateLimit::new(KEEPALIVE_LOG_EVERY, 16),
             parked: resolve::Parked::new(config.dns.timeout + Duration::from_secs(2)),
         })
     }
@@ -71,6 +73,7 @@ impl Core {
     pub fn reconfigure<'a>(&mut self, config: impl Into<Sections<'a>>) {
         let config = &config.into();
         self.settings = Settings::of(config);
+        self.keepalive.reconfigure(config.registrar);
         self.auth.set_algorithms(
             config
                 .auth

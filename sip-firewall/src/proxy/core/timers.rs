@@ -60,6 +60,7 @@ impl Core {
                 TimerKey::Client(c) => self.client_timer(c, now),
             }
         }
+        self.keepalive_tick(now);
         if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
             self.last_housekeeping = now;
             self.store.expire(now);

@@ -391,3 +391,37 @@ fn bindings_from_the_cluster_pass_the_next_hop_check() {
     b.core.settings.internal_next_hops = vec!["127.0.0.0/8".parse().expect("net")];
     assert!(b.core.location_remote(&refused[0], b.now));
 }
+
+/// Only the node holding bob's flow pings it (his binding behind NAT): A sends an OPTIONS
+/// to his flow every interval, B, which reaches him through A's Path, sends nothing. bob
+/// silent, A removes his binding and writes the removal through: B forgets him too.
+#[test]
+fn only_the_node_holding_a_flow_pings_it() {
+    let t0 = Instant::now();
+    let mut a = Node::new("edge-a", A, "cluster-secret", t0);
+    let mut b = Node::new("edge-b", B, "cluster-secret", t0);
+    let ok = a.feed(&register(1, ""), BOB_FLOW);
+    assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
+    for c in &a.written() {
+        b.core.location_remote(c, b.now);
+    }
+    assert_eq!(b.core.store.lookup("bob@example.com", b.now).len(), 1);
+    // The defaults: every 30 s, gone after 3 unanswered.
+    let (d, step) = (Duration::from_secs(121), Duration::from_millis(100));
+    let from_b = super::advance(&mut b.core, &mut b.now, d, step);
+    assert!(from_b.is_empty(), "B pings nobody: {from_b:?}");
+    let from_a = super::advance(&mut a.core, &mut a.now, d, step);
+    let pings: Vec<_> = from_a
+        .iter()
+        .filter(|(to, m)| *to == BOB_FLOW.parse().unwrap() && m.starts_with("OPTIONS"))
+        .collect();
+    assert_eq!(pings.len(), 3, "{from_a:?}");
+    assert!(a.core.store.lookup("bob@example.com", a.now).is_empty());
+    let removed = a.written();
+    assert!(
+        matches!(&removed[..], [Change::Remove { aor, .. }] if aor == "bob@example.com"),
+        "{removed:?}"
+    );
+    b.core.location_remote(&removed[0], b.now);
+    assert!(b.core.store.lookup("bob@example.com", b.now).is_empty());
+}

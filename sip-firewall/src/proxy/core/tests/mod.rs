@@ -199,4 +199,5 @@ mod dialog;
 mod dns;
 mod edge;
 mod fraud;
+mod keepalive;
 mod relay_mode;

@@ -1,0 +1,269 @@
+//! The core's side of the NAT keep-alives (`registrar::keepalive` decides which flows, when,
+//! and which are dead): flows tracked after each REGISTER taken here, pings sent (an
+//! OPTIONS on UDP, RFC 3261 11; the double-CRLF ping of RFC 5626 4.4.1 on TCP, TLS and
+//! WebSocket), their answers matched, and the bindings of dead or closed flows removed at
+//! once, so that a call to them gets 480 instead of waiting for Timer B.
+//!
+//! Pings go only to registered (authenticated or allow-listed) contacts, down the flow their
+//! REGISTER came on: a flow kept alive is never reached by a new connection
+//! ([`Core::flow_of`], [`Core::held_flows`]).
+//!
+//! Metrics: `sipfw_registrar_keepalive_total{event}`, `sipfw_registrar_keepalive_flows`.
+
+use sip_firewall_sip::frame::PING;
+
+use crate::{
+    logging::Verdict,
+    registrar::keepalive::{Answer, Flow, Member, Track},
+};
+
+use super::*;
+
+/// One line per kind of keep-alive event at most this often (with the count folded in).
+pub(super) const KEEPALIVE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+fn dest_of(flow: Flow) -> Destination {
+    Destination {
+        addr: flow.addr,
+        transport: flow.transport,
+    }
+}
+
+fn flow_of_dest(d: Destination) -> Flow {
+    Flow {
+        addr: d.addr,
+        transport: d.transport,
+    }
+}
+
+impl Core {
+    /// Where requests for `b` go: its flow (see [`binding_destination`]).
+    pub(super) fn flow_of(&self, b: &Binding) -> Destination {
+        let held = self.keepalive.holds(&Flow {
+            addr: b.source,
+            transport: b.transport,
+        });
+        binding_destination(b, held)
+    }
+
+    /// Of the destinations of `sends`, those that are flows kept alive: the server sends
+    /// there only down the open flow, never over a new connection.
+    pub(crate) fn held_flows(&self, sends: &[(Destination, Vec<u8>)]) -> Vec<Destination> {
+        let mut held: Vec<Destination> = Vec::new();
+        for (d, _) in sends {
+            if d.transport.is_reliable()
+                && !held.contains(d)
+                && self.keepalive.holds(&flow_of_dest(*d))
+            {
+                held.push(*d);
+            }
+        }
+        held
+    }
+
+    /// A REGISTER of `aor` from `ctx` was taken: keep the flow of its bindings alive (a
+    /// REGISTER proves the flow alive: its misses start again).
+    pub(super) fn keep_alive(&mut self, aor: &str, ctx: &Context, now: Instant) {
+        for b in self.store.lookup(aor, now) {
+            if b.path.is_some() || b.source != ctx.source || b.transport != ctx.transport {
+                continue;
+            }
+            match self.keepalive.track(aor, &b, now) {
+                Track::Full => self.keepalive_event("table_full", Some(ctx.source), now),
+                Track::MembersFull => self.keepalive_event("flow_full", Some(ctx.source), now),
+                Track::Tracked | Track::NotKept => {}
+            }
+        }
+        self.flows_gauge();
+    }
+
+    /// Pings due now, and the bindings of flows that left too many unanswered.
+    pub(super) fn keepalive_tick(&mut self, now: Instant) {
+        let tick = self.keepalive.due(now);
+        if let Some(why) = tick.deferred {
+            self.keepalive_event(
+                if why == "rate" {
+                    "deferred_rate"
+                } else {
+                    "deferred_in_flight"
+                },
+                None,
+                now,
+            );
+        }
+        for (flow, members, branch) in tick.dead {
+            self.close_branch(branch, flow);
+            self.drop_flow(flow, &members, "removed_unanswered", now);
+        }
+        for flow in tick.pings {
+            let Some(member) = self.live_member(flow, now) else {
+                // Its bindings went another way (removed, expired, registered elsewhere).
+                let branch = self.keepalive.forget(&flow);
+                self.close_branch(branch, flow);
+                continue;
+            };
+            if flow.transport == Transport::Datagram {
+                self.ping_options(flow, &member);
+                self.keepalive_count("ping_options");
+            } else {
+                self.send(dest_of(flow), PING.to_vec());
+                self.keepalive_count("ping_crlf");
+            }
+        }
+        self.flows_gauge();
+    }
+
+    /// A binding still riding `flow`.
+    fn live_member(&self, flow: Flow, now: Instant) -> Option<Member> {
+        self.keepalive
+            .members(&flow)
+            .iter()
+            .find(|m| self.rides(m, flow, now))
+            .cloned()
+    }
+
+    /// Whether the binding `m` is still bound over `flow`.
+    fn rides(&self, m: &Member, flow: Flow, now: Instant) -> bool {
+        self.store.lookup(&m.aor, now).iter().any(|b| {
+            b.path.is_none()
+                && b.source == flow.addr
+                && b.transport == flow.transport
+                && b.contact.eq_ignore_ascii_case(&m.contact)
+        })
+    }
+
+    /// An OPTIONS to the contact `m` over its UDP flow (RFC 3261 11), its answer awaited
+    /// under a branch nobody can guess (the XDP stray filter learns it like any of ours).
+    fn ping_options(&mut self, flow: Flow, m: &Member) {
+        let branch = self.new_branch("ka");
+        let host = self.local.hostport_for(Transport::Datagram);
+        let bytes = format!(
+            "OPTIONS {contact} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {host};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:keepalive@{host}>;tag={tag}\r\n\
+             To: <{contact}>\r\n\
+             Call-ID: {branch}\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n",
+            contact = m.contact,
+            tag = branch
+                .get(BRANCH_PREFIX.len()..BRANCH_PREFIX.len() + 8)
+                .unwrap_or("ka"),
+        );
+        self.send(dest_of(flow), bytes.into_bytes());
+        self.observer
+            .client_transaction_created(&branch, dest_of(flow));
+        let old = self.keepalive.sent(&flow, branch);
+        self.close_branch(old, flow);
+    }
+
+    /// The branch of a ping no longer awaited: the XDP stray filter forgets it.
+    fn close_branch(&self, branch: Option<String>, flow: Flow) {
+        if let Some(b) = branch {
+            self.observer
+                .client_transaction_terminated(&b, dest_of(flow));
+        }
+    }
+
+    /// A response matching no client transaction: the answer to an OPTIONS ping, when it
+    /// names one in flight and comes from the flow pinged (anything else is a stray).
+    pub(super) fn keepalive_answer(&mut self, branch: &str, ctx: &Context) -> Action {
+        match self.keepalive.answered(branch, ctx.source, ctx.transport) {
+            Answer::Alive(flow) => {
+                self.close_branch(Some(branch.to_string()), flow);
+                self.keepalive_count("answered");
+                Action::Absorb
+            }
+            Answer::WrongSource => {
+                debug!(source = %ctx.source, "keep-alive answer from elsewhere");
+                self.metrics.wrong_source.inc();
+                self.keepalive_count("wrong_source");
+                self.stray()
+            }
+            Answer::Unknown => self.stray(),
+        }
+    }
+
+    /// The single CRLF pong of RFC 5626 4.4.1 came on the connection `flow`.
+    pub fn flow_pong(&mut self, flow: Destination) {
+        if self.keepalive.pong(&flow_of_dest(flow)) {
+            self.keepalive_count("pong");
+        }
+    }
+
+    /// The connection `flow` closed: the bindings kept alive over it go at once (nothing
+    /// else reaches a contact behind NAT).
+    pub fn flow_closed(&mut self, flow: Destination, now: Instant) {
+        let f = flow_of_dest(flow);
+        if let Some((members, branch)) = self.keepalive.closed(&f) {
+            self.close_branch(branch, f);
+            self.drop_flow(f, &members, "removed_closed", now);
+            self.flows_gauge();
+        }
+    }
+
+    /// Remove the bindings of `members` still riding `flow` (`event`: why, counted per
+    /// binding and logged as a registrar event, which says nothing of the contact's
+    /// honesty).
+    fn drop_flow(&mut self, flow: Flow, members: &[Member], event: &'static str, now: Instant) {
+        let mut removed = 0;
+        for m in members {
+            if self.rides(m, flow, now) {
+                self.store.remove(&m.aor, &m.contact);
+                removed += 1;
+            }
+        }
+        if removed == 0 {
+            return;
+        }
+        self.metrics
+            .keepalive
+            .events
+            .with_label_values(&[event])
+            .inc_by(removed);
+        self.metrics.bindings.set(self.store.len() as i64);
+        if let Verdict::Log { suppressed } = self.keepalive_log.decide(event, now) {
+            tracing::info!(
+                target: "registrar",
+                event,
+                flow = %flow.addr,
+                transport = ?flow.transport,
+                removed,
+                suppressed,
+                "bindings removed: their flow is gone"
+            );
+        }
+    }
+
+    fn keepalive_count(&self, event: &'static str) {
+        self.metrics
+            .keepalive
+            .events
+            .with_label_values(&[event])
+            .inc();
+    }
+
+    /// A bound was hit (`event`): counted, and logged once per kind a while.
+    fn keepalive_event(&mut self, event: &'static str, source: Option<SocketAddr>, now: Instant) {
+        self.keepalive_count(event);
+        if let Verdict::Log { suppressed } = self.keepalive_log.decide(event, now) {
+            tracing::warn!(
+                target: "registrar",
+                event,
+                source = ?source,
+                flows = self.keepalive.len(),
+                in_flight = self.keepalive.in_flight(),
+                suppressed,
+                "keep-alive bound reached"
+            );
+        }
+    }
+
+    fn flows_gauge(&self) {
+        self.metrics
+            .keepalive
+            .flows
+            .set(self.keepalive.len() as i64);
+    }
+}

@@ -1,0 +1,415 @@
+//! NAT keep-alives of registered contacts: which bindings are pinged, when, and when one is
+//! dead. A phone behind NAT is reachable only through the mapping its REGISTER opened (its
+//! flow: the source address and transport, on TCP, TLS and WebSocket the very connection);
+//! without traffic the NAT forgets it and calls fail silently, and a dead contact keeps its
+//! slot until it expires, so callers wait for Timer B.
+//!
+//! This module decides, free of I/O on a clock it is given; the proxy core
+//! (`proxy::core::keepalive`) sends the pings and removes the bindings:
+//! - **which**: `[registrar] keepalive`: `"nat"` the bindings whose source differs from their
+//!   Contact (or whose Contact asks for its flow, RFC 5626 `;ob`), `"all"` every binding
+//!   whose flow this node holds, `"off"` none. Only bindings registered here are tracked: in
+//!   a cluster the node holding a contact's flow pings it, the others hold a Path to it.
+//! - **when**: every `keepalive_interval` per flow, the first one at a point of the interval
+//!   drawn at random so that a crowd registering at once does not ping at once; at most
+//!   [`MAX_PINGS_PER_SECOND`] pings leave in one second and [`MAX_IN_FLIGHT`] OPTIONS wait
+//!   for their answer (the rest wait for the next round, counted: [`Tick::deferred`]).
+//! - **dead**: a flow that left `keepalive_failures` pings in a row unanswered is dead when
+//!   the next one is due; one whose connection closed is dead at once
+//!   ([`Keepalive::closed`]). Its bindings go, so a call to the contact gets 480 at once.
+//!
+//! An answer counts only from the flow pinged: the OPTIONS answer must carry the branch of
+//! the ping in flight and come from the address and transport it went to
+//! ([`Keepalive::answered`]), so a forged 200 from elsewhere keeps nothing alive.
+//!
+//! Bounds: [`MAX_FLOWS`] flows (beyond, a binding is not pinged: [`Track::Full`]),
+//! [`MAX_MEMBERS`] bindings per flow.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    hash::{BuildHasher as _, RandomState},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use sip_firewall_sip::{
+    Transport,
+    uri::{self, Host, Uri},
+};
+
+use super::{
+    config::{KeepaliveMode, RegistrarConfig},
+    store::Binding,
+};
+
+/// Most flows kept alive at once (a binding beyond it is not pinged, counted).
+pub const MAX_FLOWS: usize = 1 << 20;
+/// Most bindings sharing one flow (one phone's lines): beyond, a binding rides along
+/// unpinged (its flow is pinged for the others).
+pub const MAX_MEMBERS: usize = 16;
+/// Most pings sent in one second: a million flows every 30 s is 33,000/s; above this the
+/// rest wait for the next second.
+pub const MAX_PINGS_PER_SECOND: u32 = 50_000;
+/// Most OPTIONS pings awaiting their answer.
+pub const MAX_IN_FLIGHT: usize = 1 << 17;
+
+/// A flow: where a binding's REGISTER came from and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
+
+/// A binding riding a flow: its address of record and Contact URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub aor: String,
+    pub contact: String,
+}
+
+/// What [`Keepalive::track`] did with a binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Track {
+    /// Pinged from now on (or already).
+    Tracked,
+    /// The mode does not keep it alive (or another node holds its flow).
+    NotKept,
+    /// [`MAX_FLOWS`] reached: not pinged.
+    Full,
+    /// [`MAX_MEMBERS`] on its flow: not tracked itself, its flow is.
+    MembersFull,
+}
+
+/// What is due at one tick.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Flows to ping now.
+    pub pings: Vec<Flow>,
+    /// Flows that left too many pings unanswered, with their bindings and the branch of the
+    /// OPTIONS still in flight (forgotten now).
+    pub dead: Vec<(Flow, Vec<Member>, Option<String>)>,
+    /// Why pings due now wait for a later tick: `rate` ([`MAX_PINGS_PER_SECOND`]) or
+    /// `in_flight` ([`MAX_IN_FLIGHT`]).
+    pub deferred: Option<&'static str>,
+}
+
+/// What an answer to an OPTIONS ping proved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// From the flow pinged: alive. The branch is closed.
+    Alive(Flow),
+    /// The branch of a ping in flight, from another address or transport: ignored.
+    WrongSource,
+    /// No ping of ours.
+    Unknown,
+}
+
+#[derive(Debug)]
+struct FlowState {
+    members: Vec<Member>,
+    /// Pings in a row without an answer.
+    unanswered: u32,
+    /// When the next ping is due (the heap's entry with another time is stale).
+    due: Instant,
+    /// The branch of the OPTIONS in flight (UDP).
+    branch: Option<String>,
+}
+
+/// The flows kept alive and their schedule.
+#[derive(Debug)]
+pub struct Keepalive {
+    mode: KeepaliveMode,
+    interval: Duration,
+    failures: u32,
+    flows: HashMap<Flow, FlowState>,
+    heap: BinaryHeap<Reverse<(Instant, FlowKey)>>,
+    /// OPTIONS branches in flight -> the flow pinged.
+    pending: HashMap<String, Flow>,
+    /// The current second and the pings sent in it.
+    window: Option<(Instant, u32)>,
+    /// Where each flow's first ping falls in its interval.
+    spread: RandomState,
+}
+
+/// A flow as the heap orders it (its address, then transport by name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlowKey(Flow);
+
+impl Ord for FlowKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let t = |f: &Flow| f.transport as u8;
+        (self.0.addr, t(&self.0)).cmp(&(other.0.addr, t(&other.0)))
+    }
+}
+
+impl PartialOrd for FlowKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Whether `b` is behind NAT as far as we can tell: its Contact names another host or port
+/// than the REGISTER came from (or no address at all: a name, or the `.invalid` host of a
+/// WebSocket client, RFC 7118 5.2), or it asks for its flow (RFC 5626 5.2: `;ob`).
+pub fn behind_nat(b: &Binding) -> bool {
+    let Ok(Uri::Sip(u)) = uri::parse(&b.contact) else {
+        return true;
+    };
+    if has_param(u.params, "ob") {
+        return true;
+    }
+    let ip = match u.host {
+        Host::V4(a) => std::net::IpAddr::V4(a),
+        Host::V6(a) => std::net::IpAddr::V6(a),
+        Host::Domain(_) => return true,
+    };
+    // RFC 3263 4.2: no port means 5060, 5061 for sips and TLS.
+    let default = if u.secure || b.transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    };
+    let contact = SocketAddr::new(ip.to_canonical(), u.port.unwrap_or(default));
+    contact != SocketAddr::new(b.source.ip().to_canonical(), b.source.port())
+}
+
+/// Whether the URI parameters `params` (`;a;b=c`) carry `name`.
+fn has_param(params: &str, name: &str) -> bool {
+    params.split(';').any(|p| {
+        let key = p.split_once('=').map_or(p, |(k, _)| k);
+        key.trim().eq_ignore_ascii_case(name)
+    })
+}
+
+impl Keepalive {
+    pub fn new(cfg: &RegistrarConfig) -> Keepalive {
+        Keepalive {
+            mode: cfg.keepalive,
+            interval: cfg.keepalive_interval,
+            failures: cfg.keepalive_failures,
+            flows: HashMap::new(),
+            heap: BinaryHeap::new(),
+            pending: HashMap::new(),
+            window: None,
+            spread: RandomState::new(),
+        }
+    }
+
+    /// A reload: the new interval and tolerance apply from each flow's next ping, the new
+    /// mode to the bindings of each REGISTER from now on (a flow kept alive stays so until
+    /// it is dead or its bindings go); `"off"` forgets every flow at once.
+    pub fn reconfigure(&mut self, cfg: &RegistrarConfig) {
+        self.mode = cfg.keepalive;
+        self.interval = cfg.keepalive_interval;
+        self.failures = cfg.keepalive_failures;
+        if self.mode == KeepaliveMode::Off {
+            self.flows.clear();
+            self.heap.clear();
+            self.pending.clear();
+        }
+    }
+
+    /// Whether the mode keeps `b` alive here.
+    pub fn keeps(&self, b: &Binding) -> bool {
+        b.path.is_none()
+            && match self.mode {
+                KeepaliveMode::Off => false,
+                KeepaliveMode::All => true,
+                KeepaliveMode::Nat => behind_nat(b),
+            }
+    }
+
+    /// Flows kept alive.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// OPTIONS pings awaiting their answer.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether `flow` is kept alive: requests for it go down that flow only, never by a new
+    /// connection (a NATed contact cannot be reached by one).
+    pub fn holds(&self, flow: &Flow) -> bool {
+        self.flows.contains_key(flow)
+    }
+
+    /// `b` of `aor` was just registered (or refreshed) over its flow: keep it alive when the
+    /// mode says so. A REGISTER proves the flow alive: its misses start again.
+    pub fn track(&mut self, aor: &str, b: &Binding, now: Instant) -> Track {
+        if !self.keeps(b) {
+            return Track::NotKept;
+        }
+        let flow = Flow {
+            addr: b.source,
+            transport: b.transport,
+        };
+        let member = Member {
+            aor: aor.to_string(),
+            contact: b.contact.clone(),
+        };
+        if let Some(s) = self.flows.get_mut(&flow) {
+            s.unanswered = 0;
+            if s.members.iter().any(|m| same(m, &member)) {
+                return Track::Tracked;
+            }
+            if s.members.len() >= MAX_MEMBERS {
+                return Track::MembersFull;
+            }
+            s.members.push(member);
+            return Track::Tracked;
+        }
+        if self.flows.len() >= MAX_FLOWS {
+            return Track::Full;
+        }
+        // The first ping at a random point of the second half of the interval.
+        let u = (self.spread.hash_one(flow) % 1024) as u32;
+        let due = now + self.interval / 2 + self.interval / 2 * u / 1024;
+        self.flows.insert(
+            flow,
+            FlowState {
+                members: vec![member],
+                unanswered: 0,
+                due,
+                branch: None,
+            },
+        );
+        self.heap.push(Reverse((due, FlowKey(flow))));
+        Track::Tracked
+    }
+
+    /// The bindings riding `flow`.
+    pub fn members(&self, flow: &Flow) -> &[Member] {
+        self.flows.get(flow).map_or(&[], |s| &s.members)
+    }
+
+    /// Stop keeping `flow` alive (its bindings went another way: removed, expired,
+    /// re-registered elsewhere); the branch of its OPTIONS in flight, if any.
+    pub fn forget(&mut self, flow: &Flow) -> Option<String> {
+        let s = self.flows.remove(flow)?;
+        let branch = s.branch?;
+        self.pending.remove(&branch);
+        Some(branch)
+    }
+
+    /// The connection of `flow` closed: its bindings (none when it was not kept alive) and
+    /// the branch in flight.
+    pub fn closed(&mut self, flow: &Flow) -> Option<(Vec<Member>, Option<String>)> {
+        let s = self.flows.remove(flow)?;
+        if let Some(b) = &s.branch {
+            self.pending.remove(b);
+        }
+        Some((s.members, s.branch))
+    }
+
+    /// A pong (the single CRLF of RFC 5626 4.4.1) came on `flow`: alive. False: not a flow
+    /// we ping.
+    pub fn pong(&mut self, flow: &Flow) -> bool {
+        match self.flows.get_mut(flow) {
+            Some(s) => {
+                s.unanswered = 0;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The OPTIONS ping of `flow` left with `branch`; the branch it replaces (unanswered).
+    pub fn sent(&mut self, flow: &Flow, branch: String) -> Option<String> {
+        let s = self.flows.get_mut(flow)?;
+        self.pending.insert(branch.clone(), *flow);
+        let old = s.branch.replace(branch)?;
+        self.pending.remove(&old);
+        Some(old)
+    }
+
+    /// A response with `branch` came from `source` over `transport`.
+    pub fn answered(&mut self, branch: &str, source: SocketAddr, transport: Transport) -> Answer {
+        let Some(flow) = self.pending.get(branch).copied() else {
+            return Answer::Unknown;
+        };
+        let same_ip = source.ip().to_canonical() == flow.addr.ip().to_canonical();
+        if !same_ip || source.port() != flow.addr.port() || transport != flow.transport {
+            return Answer::WrongSource;
+        }
+        self.pending.remove(branch);
+        if let Some(s) = self.flows.get_mut(&flow) {
+            s.unanswered = 0;
+            s.branch = None;
+        }
+        Answer::Alive(flow)
+    }
+
+    /// What is due at `now`: flows to ping (each counted as unanswered until it answers),
+    /// and dead flows (forgotten here; their bindings are the caller's to remove).
+    pub fn due(&mut self, now: Instant) -> Tick {
+        let mut tick = Tick::default();
+        while let Some(Reverse((at, FlowKey(flow)))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            let Some(state) = self.flows.get(&flow) else {
+                self.heap.pop();
+                continue;
+            };
+            if state.due != at {
+                self.heap.pop();
+                continue;
+            }
+            if state.unanswered >= self.failures {
+                self.heap.pop();
+                if let Some((members, branch)) = self.closed(&flow) {
+                    tick.dead.push((flow, members, branch));
+                }
+                continue;
+            }
+            if let Some(why) = self.over_bound(&flow, now) {
+                tick.deferred = Some(why);
+                break;
+            }
+            self.heap.pop();
+            let next = now + self.interval;
+            if let Some(s) = self.flows.get_mut(&flow) {
+                s.unanswered += 1;
+                s.due = next;
+            }
+            self.heap.push(Reverse((next, FlowKey(flow))));
+            tick.pings.push(flow);
+        }
+        tick
+    }
+
+    /// Whether a ping of `flow` must wait (and why); counts it in the second's budget when
+    /// not.
+    fn over_bound(&mut self, flow: &Flow, now: Instant) -> Option<&'static str> {
+        if flow.transport == Transport::Datagram && self.pending.len() >= MAX_IN_FLIGHT {
+            return Some("in_flight");
+        }
+        let (start, sent) = match self.window {
+            Some((start, sent))
+                if now.saturating_duration_since(start) < Duration::from_secs(1) =>
+            {
+                (start, sent)
+            }
+            _ => (now, 0),
+        };
+        if sent >= MAX_PINGS_PER_SECOND {
+            return Some("rate");
+        }
+        self.window = Some((start, sent + 1));
+        None
+    }
+}
+
+fn same(a: &Member, b: &Member) -> bool {
+    a.aor == b.aor && a.contact.eq_ignore_ascii_case(&b.contact)
+}
+
+#[cfg(test)]
+mod tests;
