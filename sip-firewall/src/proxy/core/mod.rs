@@ -18,6 +18,7 @@
 //! | `dialog.rs` | in-dialog requests by our stamp, the ACK of a 2xx |
 //! | `identity.rs` | digest authentication, asserted identities |
 //! | `register.rs` | REGISTER, handed to `registrar::request` |
+//! | `relay_fraud.rs` | relay mode's fraud guard: checks at the INVITE, the call booked on the registrar's 2xx |
 //! | `relay_mode.rs` | relay mode: REGISTER and requests to the operator's registrar, its answers, flows |
 //! | `branches.rs` | forwarding: a client transaction per branch, Record-Route |
 //! | `response.rs` | responses: matching, best response, CANCEL of branches |
@@ -82,7 +83,7 @@ use crate::{
     seams::{Action, Context, Destination, Observer},
     section::{NextHop, in_any},
 };
-use clients::{ClientKey, Clients, Outgoing};
+use clients::{ClientEntry, ClientKey, Clients, Outgoing};
 use req::{Onward, Req};
 pub use servers::ServerKey;
 use servers::{ServerEntry, Servers, owned_ctx, server_key};
@@ -317,6 +318,7 @@ mod fraud;
 mod identity;
 mod loops;
 mod register;
+mod relay_fraud;
 mod relay_mode;
 mod req;
 mod request;
