@@ -199,4 +199,5 @@ mod dialog;
 mod dns;
 mod edge;
 mod fraud;
+mod relay_fraud;
 mod relay_mode;
