@@ -218,3 +218,77 @@ fn a_bye_answered_2xx_frees_the_call() {
     r.feed(&text, REGISTRAR);
     assert_eq!(r.core.fraud.calls_active(), 0);
 }
+
+/// A bound of the books (`max_calls_per_user`) an answered call passes: the call is not
+/// tracked, its 2xx goes up, and the edge ends it at once, BYE both ways (the first call
+/// goes on, counted).
+#[test]
+fn an_answered_call_past_a_bound_is_ended() {
+    let mut r = R::new("max_calls_per_user = 1\n");
+    let req = r.relayed(1, "004930121", "alice");
+    r.answer(&req, "200 OK");
+    let req = r.relayed(2, "004930122", "alice");
+    let back = r.answer(&req, "200 OK");
+    assert_eq!(
+        to_phone(&back),
+        vec!["SIP/2.0 200 OK"],
+        "the answer goes up"
+    );
+    let byes: Vec<_> = back.iter().filter(|(_, m)| m.starts_with("BYE")).collect();
+    assert!(
+        byes.iter().all(|(_, m)| m.contains("Call-ID: call-2\r\n")),
+        "{byes:?}"
+    );
+    let toward = |who: &str| byes.iter().any(|(a, _)| a.to_string() == who);
+    assert!(
+        toward(REGISTRAR) && toward(PHONE),
+        "BYE both ways: {back:?}"
+    );
+    assert_eq!(r.refused("user_limit"), 1);
+    assert_eq!(r.core.fraud.calls_active(), 1);
+}
+
+/// A re-INVITE of a booked call that carries the credentials again (phones resend them)
+/// books nothing more and ends nothing.
+#[test]
+fn a_reinvite_books_nothing() {
+    let mut r = R::new(CONCURRENT_2);
+    let req = r.relayed(1, "004930123", "alice");
+    let back = r.answer(&req, "200 OK");
+    let ok = back
+        .iter()
+        .find(|(_, m)| m.starts_with("SIP/2.0 200"))
+        .map(|(_, m)| m.clone())
+        .expect("200 to the phone");
+    let route: Vec<&str> = ok
+        .lines()
+        .filter_map(|l| l.strip_prefix("Record-Route: "))
+        .rev()
+        .collect();
+    let reinvite = format!(
+        "INVITE sip:gw@{GATEWAY} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKre1\r\n\
+         Max-Forwards: 70\r\nRoute: {}\r\nFrom: <sip:alice@example.com>;tag=f1\r\n\
+         To: <sip:004930123@carrier.example>;tag=gw\r\nCall-ID: call-1\r\nCSeq: 3 INVITE\r\n\
+         Contact: <sip:alice@{PHONE}>\r\n\
+         Proxy-Authorization: Digest username=\"alice\", realm=\"example.com\", \
+         nonce=\"theirs\", uri=\"sip:gw@{GATEWAY}\", response=\"0123456789abcdef0123456789abcdef\"\r\n\
+         Content-Length: 0\r\n\r\n",
+        route.join(", ")
+    );
+    let sent = r.feed(&reinvite, PHONE);
+    let at_registrar = sent
+        .iter()
+        .find(|(a, m)| a.to_string() == REGISTRAR && m.starts_with("INVITE"))
+        .map(|(_, m)| m.clone())
+        .unwrap_or_else(|| panic!("re-INVITE not relayed: {sent:?}"));
+    let text = format!(
+        "SIP/2.0 200 OK\r\nContact: <sip:gw@{GATEWAY}>\r\n{}Content-Length: 0\r\n\r\n",
+        response_lines(&at_registrar, "gw").replace(";tag=gw;tag=gw", ";tag=gw")
+    );
+    let back = r.feed(&text, REGISTRAR);
+    assert_eq!(to_phone(&back), vec!["SIP/2.0 200 OK"]);
+    let sent = r.advance(Duration::from_secs(2));
+    assert!(sent.iter().all(|(_, m)| !m.starts_with("BYE")), "{sent:?}");
+    assert_eq!(r.core.fraud.calls_active(), 1);
+    assert_eq!(r.refused("duplicate"), 0);
+}
