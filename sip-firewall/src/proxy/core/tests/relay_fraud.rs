@@ -287,6 +287,7 @@ fn a_reinvite_books_nothing() {
     );
     let back = r.feed(&text, REGISTRAR);
     assert_eq!(to_phone(&back), vec!["SIP/2.0 200 OK"]);
+    assert!(back.iter().all(|(_, m)| !m.starts_with("BYE")), "{back:?}");
     let sent = r.advance(Duration::from_secs(2));
     assert!(sent.iter().all(|(_, m)| !m.starts_with("BYE")), "{sent:?}");
     assert_eq!(r.core.fraud.calls_active(), 1);
