@@ -18,20 +18,65 @@ type Crossing = (usize, Measure, u64, u64);
 impl Fraud {
     /// Whether a call may be forwarded; when it may, it is tracked from now on.
     pub fn check(&mut self, a: &Attempt<'_>, now: Instant, unix: u64) -> Result<(), Refusal> {
-        if self.suspended.contains_key(a.account) {
-            return Err(self.refuse("suspended", 403, "Account Suspended"));
-        }
-        let called = if a.foreign {
+        self.precheck(a.account, a.ruri, a.foreign)?;
+        self.check_bounds(a, unix)?;
+        // The rules this call falls under, and the values it would bring them to.
+        let called = self.called(a);
+        let matching = self.matching(called.as_deref(), unix);
+        let (warnings, critical) = self.crossings(a.account, &matching, now, unix);
+        self.report(a.account, warnings, critical, unix)?;
+        self.admit(a, matching, called.is_some(), now);
+        Ok(())
+    }
+
+    /// The number a call toward a foreign domain calls (None toward our own).
+    fn called(&self, a: &Attempt<'_>) -> Option<String> {
+        if a.foreign {
             number::called(a.ruri, &self.intl)
         } else {
             None
-        };
-        if a.foreign {
-            self.check_destination(a.account, called.as_deref())?;
         }
+    }
+
+    /// What may be refused of a call before its credentials are proven (the operator's
+    /// registrar checks them, in relay mode): a suspended account, a destination its rules
+    /// do not allow. Nothing is counted: an attempt with made-up credentials must not bring
+    /// anyone's account nearer a threshold.
+    pub fn precheck(&self, account: &str, ruri: &str, foreign: bool) -> Result<(), Refusal> {
+        if self.suspended.contains_key(account) {
+            return Err(self.refuse("suspended", 403, "Account Suspended"));
+        }
+        if foreign {
+            let called = number::called(ruri, &self.intl);
+            self.check_destination(account, called.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// A call whose credentials were proven by its answer (the registrar's 2xx, in relay
+    /// mode) is booked as [`Fraud::check`] books an allowed one. It is up already, so a
+    /// bound or critical threshold it passes cannot refuse it: Err says the call must be
+    /// ended (the account suspended as for a refused call, unless `on_critical = "alert"`).
+    /// Tracked (its key then names a call the next [`Fraud::tick`] ends once answered)
+    /// unless a bound refused it.
+    pub fn book(&mut self, a: &Attempt<'_>, now: Instant, unix: u64) -> Result<(), Refusal> {
         self.check_bounds(a, unix)?;
-        // The rules this call falls under, and the values it would bring them to.
-        let matching: Vec<usize> = match &called {
+        let called = self.called(a);
+        let matching = self.matching(called.as_deref(), unix);
+        let (warnings, critical) = self.crossings(a.account, &matching, now, unix);
+        let verdict = self.report(a.account, warnings, critical, unix);
+        self.admit(a, matching, called.is_some(), now);
+        if verdict.is_err()
+            && let Some(c) = self.calls.get_mut(&a.key)
+        {
+            c.hangup = Some("fraud_hangup");
+        }
+        verdict
+    }
+
+    /// The rules a call to `called` falls under now.
+    fn matching(&self, called: Option<&str>, unix: u64) -> Vec<usize> {
+        match called {
             Some(n) => self
                 .rules
                 .iter()
@@ -40,11 +85,7 @@ impl Fraud {
                 .map(|(i, _)| i)
                 .collect(),
             None => Vec::new(),
-        };
-        let (warnings, critical) = self.crossings(a.account, &matching, now, unix);
-        self.report(a.account, warnings, critical, unix)?;
-        self.admit(a, matching, called.is_some(), now);
-        Ok(())
+        }
     }
 
     /// A foreign destination: denied prefixes for everyone, then the user's group.

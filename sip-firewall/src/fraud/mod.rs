@@ -7,6 +7,11 @@
 //!   is about to be forwarded: allow, or refuse with a code and reason phrase (nothing is
 //!   forwarded then). Order: suspended account (403 for every call), denied prefix, the
 //!   user's group of allowed prefixes, then the rules' critical thresholds.
+//! - In relay mode the operator's registrar checks the credentials, so they are proven only
+//!   by its 2xx: [`Fraud::precheck`] at the INVITE refuses what counts nothing (a suspended
+//!   account, a destination not allowed), and [`Fraud::book`] at the 2xx books the call as
+//!   `check` does, a critical threshold then ending it (the call is up) rather than
+//!   refusing it. Non-2xx answers (a 407 to made-up credentials) leave the books alone.
 //! - [`Fraud::answered`] on the first 2xx of that INVITE (the dialog, with what is needed
 //!   to end it), [`Fraud::failed`] on a final non-2xx.
 //! - [`Fraud::in_dialog`] on an in-dialog request of the dialog (CSeq, session refresh);

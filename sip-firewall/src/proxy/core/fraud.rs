@@ -6,19 +6,19 @@ use super::*;
 use crate::fraud::{Attempt, CallKey, DialogInfo};
 
 /// The tag of a From or To header value.
-fn tag_of(v: Option<&str>) -> String {
+pub(super) fn tag_of(v: Option<&str>) -> String {
     v.and_then(|v| name_addr::parse_single(v).ok())
         .and_then(|a| a.tag.map(str::to_string))
         .unwrap_or_default()
 }
 
 /// A server transaction's identity for the guard.
-fn txn_id(k: &ServerKey) -> String {
+pub(super) fn txn_id(k: &ServerKey) -> String {
     format!("{}|{}", k.branch, k.sent_by)
 }
 
 /// The URI of the first Contact of a message.
-fn contact_uri(values: impl Iterator<Item = impl AsRef<str>>) -> Option<String> {
+pub(super) fn contact_uri(values: impl Iterator<Item = impl AsRef<str>>) -> Option<String> {
     for v in values {
         let mut first = None;
         let _ = name_addr::parse_contact(v.as_ref(), |a| {
@@ -146,26 +146,26 @@ impl Core {
 
     /// The first 2xx of branch `idx` of an INVITE: the dialog starts, with what is needed to
     /// end it from here (both parties, tags, contacts, the route beyond us on each side).
+    /// In relay mode the 2xx first books the call ([`Core::relay_fraud_book`]); Some: the
+    /// dialog of a call the books refused, for the edge to end once the 2xx is relayed.
     pub(super) fn fraud_answered(
         &mut self,
         skey: &ServerKey,
         idx: usize,
         resp: &SipMsg,
         now: Instant,
-    ) {
-        let Some(key) = self.fraud_key(skey) else {
-            return;
+    ) -> Option<DialogInfo> {
+        let key = self.fraud_key(skey)?;
+        let refused = match self.relay_fraud_book(skey, idx, &key, now) {
+            relay_fraud::Booking::Books => None,
+            relay_fraud::Booking::Refused(from, contact, cseq) => Some((from, contact, cseq)),
         };
-        let Some((from, contact, cseq)) = self.fraud.pending(&key, &txn_id(skey)) else {
-            return;
+        let (from, contact, cseq) = match refused.clone() {
+            Some(side) => side,
+            None => self.fraud.pending(&key, &txn_id(skey))?,
         };
-        let Some(e) = self.servers.get(skey) else {
-            return;
-        };
-        let caller = e.dest;
-        let Some(callee) = self.branch_dest(skey, idx) else {
-            return;
-        };
+        let caller = self.servers.get(skey)?.dest;
+        let callee = self.branch_dest(skey, idx)?;
         let rr = record_routes(resp);
         let ours: Vec<usize> = rr
             .iter()
@@ -209,7 +209,11 @@ impl Core {
                 .filter(|s| *s > 0)
                 .map(|s| Duration::from_secs(u64::from(s))),
         };
+        if refused.is_some() {
+            return Some(dialog);
+        }
         self.fraud.answered(&key, dialog, now);
+        None
     }
 
     /// An in-dialog request relayed: its CSeq is remembered, a re-INVITE or UPDATE refreshes
@@ -263,17 +267,23 @@ impl Core {
     pub(super) fn fraud_tick(&mut self, now: Instant) {
         let unix = self.unix_secs(now);
         for (d, how) in self.fraud.tick(now, unix) {
-            let text = match how {
-                "max_duration" => "call duration limit",
-                "session_expired" => "session expired",
-                "fraud_hangup" => "fraud guard",
-                _ => "ended by the edge",
-            };
-            let reason = format!("SIP;cause=200;text=\"{text}\"");
-            for toward_callee in [true, false] {
-                if let Some((bye, dest)) = own_bye(&d, toward_callee, &reason) {
-                    self.send_own_request(bye, dest, now);
-                }
+            self.end_call(&d, how, now);
+        }
+    }
+
+    /// End dialog `d` (`how`: why): BYE to each party, as the other would send it (RFC
+    /// 3261 15.1.1).
+    pub(super) fn end_call(&mut self, d: &DialogInfo, how: &str, now: Instant) {
+        let text = match how {
+            "max_duration" => "call duration limit",
+            "session_expired" => "session expired",
+            "fraud_hangup" => "fraud guard",
+            _ => "ended by the edge",
+        };
+        let reason = format!("SIP;cause=200;text=\"{text}\"");
+        for toward_callee in [true, false] {
+            if let Some((bye, dest)) = own_bye(d, toward_callee, &reason) {
+                self.send_own_request(bye, dest, now);
             }
         }
     }
@@ -281,6 +291,12 @@ impl Core {
     /// Where branch `idx` of server transaction `skey` went (its client transaction of the
     /// same method).
     fn branch_dest(&self, skey: &ServerKey, idx: usize) -> Option<Destination> {
+        self.branch_client(skey, idx).map(|c| c.dest)
+    }
+
+    /// The client transaction of branch `idx` of server transaction `skey` (of the same
+    /// method).
+    pub(super) fn branch_client(&self, skey: &ServerKey, idx: usize) -> Option<&ClientEntry> {
         let branch = self
             .servers
             .get(skey)?
@@ -294,7 +310,7 @@ impl Core {
             branch,
             method: skey.method.clone(),
         };
-        self.clients.get(&key).map(|c| c.dest)
+        self.clients.get(&key)
     }
 
     /// A request the edge originates (a BYE): our Via, a client transaction without a

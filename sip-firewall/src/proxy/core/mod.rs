@@ -18,6 +18,7 @@
 //! | `dialog.rs` | in-dialog requests by our stamp, the ACK of a 2xx |
 //! | `identity.rs` | digest authentication, asserted identities |
 //! | `register.rs` | REGISTER, handed to `registrar::request` |
+//! | `relay_fraud.rs` | relay mode's fraud guard: checks at the INVITE, the call booked on the registrar's 2xx |
 //! | `relay_mode.rs` | relay mode: REGISTER and requests to the operator's registrar, its answers, flows |
 //! | `keepalive.rs` | NAT keep-alives of registered flows (`registrar::keepalive` decides) |
 //! | `branches.rs` | forwarding: a client transaction per branch, Record-Route |
@@ -84,7 +85,7 @@ use crate::{
     seams::{Action, Context, Destination, Observer},
     section::{NextHop, in_any},
 };
-use clients::{ClientKey, Clients, Outgoing};
+use clients::{ClientEntry, ClientKey, Clients, Outgoing};
 use keepalive::KEEPALIVE_LOG_EVERY;
 use req::{Onward, Req};
 pub use servers::ServerKey;
@@ -328,6 +329,7 @@ mod identity;
 mod keepalive;
 mod loops;
 mod register;
+mod relay_fraud;
 mod relay_mode;
 mod req;
 mod request;

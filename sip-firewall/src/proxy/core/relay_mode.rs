@@ -87,7 +87,8 @@ impl Core {
     /// An initial request, not a REGISTER, in relay mode: toward our domains (from anyone),
     /// and from phones that claim to be our subscribers (their From names our domain) toward
     /// anywhere, it goes to the registrar, record-routed, with its credentials: the
-    /// registrar authenticates and routes it (None: forwarded). A trusted peer's request to
+    /// registrar authenticates and routes it (None: forwarded); an INVITE's credentials pass
+    /// the fraud guard's checks that count nothing first (`relay_fraud`). A trusted peer's request to
     /// a foreign domain, and any request in local mode, takes the usual way (the message
     /// back); an outsider's to a foreign domain is refused (no open relay).
     pub(super) fn relay_initial(
@@ -115,6 +116,9 @@ impl Core {
         if !trusted {
             // RFC 3325: identities pass only within the trust domain.
             self.strip_identity(&mut msg);
+        }
+        if r.method == "INVITE" {
+            self.relay_fraud_precheck(&msg)?;
         }
         let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
         self.forward_to_registrar(r, msg, rr).map(|()| None)

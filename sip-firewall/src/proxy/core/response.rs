@@ -156,11 +156,16 @@ impl Core {
         if cancel_this {
             self.cancel_branch(skey, idx, now);
         }
-        if first_2xx && let Some(r) = &resp {
-            self.fraud_answered(skey, idx, r, now);
-        }
+        let refused = match (first_2xx, &resp) {
+            (true, Some(r)) => self.fraud_answered(skey, idx, r, now),
+            _ => None,
+        };
         if relay_it && let Some(r) = &resp {
             self.relay(skey, code, r, now);
+        }
+        // A call the guard's books refused is ended once its 2xx went up.
+        if let Some(d) = refused {
+            self.end_call(&d, "fraud_hangup", now);
         }
         if cancel_others {
             self.cancel_branches(skey, Some(idx), now);

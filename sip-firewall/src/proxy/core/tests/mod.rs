@@ -200,4 +200,5 @@ mod dns;
 mod edge;
 mod fraud;
 mod keepalive;
+mod relay_fraud;
 mod relay_mode;
