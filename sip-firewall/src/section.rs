@@ -43,3 +43,10 @@ pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
 pub fn in_any(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
 }
+
+/// Whether `a` can stand as the `host[:port]` of a Via or Record-Route we write (an
+/// advertised name): not empty, and none of the characters that would end the header
+/// field or the URI.
+pub fn is_hostport_text(a: &str) -> bool {
+    !a.is_empty() && !a.contains([' ', ';', ',', '<', '>'])
+}

@@ -111,7 +111,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let info = admin::server::DaemonInfo {
         started: std::time::Instant::now(),
         xdp: attachments.clone(),
-        sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
+        sip_listen: config.sip.addrs().iter().map(|a| a.to_string()).collect(),
         proxy: Some(proxy_handle),
         metrics: Some(metrics.clone()),
         reloader: Some(reloader.clone()),
@@ -382,7 +382,7 @@ fn summary(enforcer: &Mutex<Enforcer>, config: &Config) -> String {
         let on: Vec<String> = xdp.iter().map(|(i, m)| format!("{i} ({m})")).collect();
         format!("XDP on {}", on.join(", "))
     };
-    let listen: Vec<String> = config.sip.listen.iter().map(|a| a.to_string()).collect();
+    let listen: Vec<String> = config.sip.addrs().iter().map(|a| a.to_string()).collect();
     format!(
         "{place}; {} bans active; SIP on {}",
         e.bans_active(),

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::{
     auth::config::AuthConfig,
     registrar::config::RegistrarConfig,
-    section::{Invalid, duration, invalid, opt_duration},
+    section::{Invalid, duration, invalid, is_hostport_text, opt_duration},
 };
 
 /// The sections the proxy reads. `config.rs` builds it from the whole `Config` (which
@@ -33,8 +33,10 @@ pub struct Sections<'a> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// `host[:port]` written into our Via and Record-Route; default: the first listen address
-    /// (or the first domain when that address is a wildcard).
+    /// `host[:port]` written into our Via and Record-Route (a `[sip] listen` entry's own
+    /// `advertise` wins for what leaves from it); default: the listen address a message
+    /// leaves from (the first listen address, or the first domain when that address is a
+    /// wildcard).
     pub advertise: Option<String>,
     /// The outbound proxy or trunk that requests to foreign domains go to (from
     /// authenticated local users and allow-listed peers only): `ip:port`, or a name
@@ -237,7 +239,7 @@ impl ProxyConfig {
             ));
         }
         if let Some(a) = &self.advertise
-            && (a.is_empty() || a.contains([' ', ';', ',', '<', '>']))
+            && !is_hostport_text(a)
         {
             return Err(invalid("proxy.advertise", "must be host or host:port"));
         }

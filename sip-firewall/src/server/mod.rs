@@ -13,6 +13,7 @@
 //! | `udp`, `tcp` | the listeners; TCP connections framed, served and written |
 //! | `tls`, `ws` | TLS (RFC 3261 26.2) and WebSocket (RFC 7118) over the TCP handling |
 //! | `outbound` | what the proxy sends: UDP from our socket, or the open (or newly opened) connection |
+//! | `sides` | which listen address a message leaves from: the one routing to its destination |
 //! | `slots` | the TCP connection slots, in total and per source |
 //!
 //! **Config**: `[sip]` (and `[tls]`, `[ws]`). **Metrics**: `sipfw_sip_requests_total{method}`,
@@ -27,6 +28,7 @@ pub mod config;
 mod outbound;
 #[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
+pub mod sides;
 pub mod slots;
 mod tcp;
 pub mod tls;
@@ -95,7 +97,7 @@ impl SipServer {
     ) -> anyhow::Result<SipServer> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
-        for addr in &cfg.listen {
+        for addr in &cfg.addrs() {
             let us = udp::bind(*addr, cfg.udp_workers())
                 .with_context(|| format!("cannot bind SIP UDP on {addr}"))?;
             // Port 0 in the config: let TCP take the port UDP was given.

@@ -147,25 +147,71 @@ impl Ua {
 /// To-tag `to_tag` and CSeq `cseq`.
 pub fn in_dialog(method: &str, ok: &str, via: &str, to_tag: &str, cseq: u32) -> String {
     let get = |name: &str| header(ok, name).unwrap_or("");
-    let target = get("Contact").trim_start_matches('<').trim_end_matches('>');
     let mut routes = msg::record_route(ok);
     routes.reverse();
     let to = get("To");
     let to = format!("{};tag={to_tag}", to.split(";tag=").next().unwrap_or(to));
-    let route = if routes.is_empty() {
-        String::new()
-    } else {
-        format!("Route: {}\r\n", routes.join(", "))
-    };
-    Request {
-        method,
-        uri: target,
-        via,
+    let dialog = Dialog {
+        target: get("Contact"),
+        routes,
         from: get("From"),
         to: &to,
         call_id: get("Call-ID"),
-        cseq,
-        extra: &route,
+    };
+    dialog.request(method, via, cseq)
+}
+
+/// A request inside the dialog an INVITE (`invite`, as the callee received it) set up,
+/// sent by its callee whose 2xx carried the To-tag `my_tag`: to the INVITE's Contact along
+/// its Record-Route in order (RFC 3261 12.1.1), From and To swapped.
+pub fn in_dialog_as_callee(
+    method: &str,
+    invite: &str,
+    via: &str,
+    my_tag: &str,
+    cseq: u32,
+) -> String {
+    let get = |name: &str| header(invite, name).unwrap_or("");
+    let from = format!("{};tag={my_tag}", get("To"));
+    let dialog = Dialog {
+        target: get("Contact"),
+        routes: msg::record_route(invite),
+        from: &from,
+        to: get("From"),
+        call_id: get("Call-ID"),
+    };
+    dialog.request(method, via, cseq)
+}
+
+/// One side's view of a dialog (RFC 3261 12.2.1.1): the remote target (`<uri>` or a bare
+/// URI), the route set in the order it is used, the local and remote party.
+struct Dialog<'a> {
+    target: &'a str,
+    routes: Vec<String>,
+    from: &'a str,
+    to: &'a str,
+    call_id: &'a str,
+}
+
+impl Dialog<'_> {
+    /// Its request `method` with `via` and CSeq `cseq`.
+    fn request(&self, method: &str, via: &str, cseq: u32) -> String {
+        let target = self.target.trim_start_matches('<').trim_end_matches('>');
+        let route = if self.routes.is_empty() {
+            String::new()
+        } else {
+            format!("Route: {}\r\n", self.routes.join(", "))
+        };
+        Request {
+            method,
+            uri: target,
+            via,
+            from: self.from,
+            to: self.to,
+            call_id: self.call_id,
+            cseq,
+            extra: &route,
+        }
+        .text()
     }
-    .text()
 }

@@ -19,13 +19,18 @@ use crate::netns::{Pair, in_ns};
 
 /// A UDP socket on `addr` in namespace a of `pair`, reads timing out after `read_timeout`.
 pub fn socket_in(pair: &Pair, addr: &str, read_timeout: Duration) -> UdpSocket {
+    socket_in_ns(&pair.ns_a, addr, read_timeout)
+}
+
+/// A UDP socket on `addr` in namespace `ns`, reads timing out after `read_timeout`.
+pub fn socket_in_ns(ns: &str, addr: &str, read_timeout: Duration) -> UdpSocket {
     let addr = addr.to_string();
-    in_ns(&pair.ns_a, move || {
+    in_ns(ns, move || {
         let s = UdpSocket::bind(addr.as_str())?;
         s.set_read_timeout(Some(read_timeout))?;
         Ok(s)
     })
-    .expect("socket in namespace a")
+    .unwrap_or_else(|e| panic!("socket in namespace {ns}: {e}"))
 }
 
 /// A phone on a UDP socket talking to `proxy`: it sends requests and waits for their final

@@ -171,12 +171,7 @@ impl Core {
         msg.top_via().unwrap_or("").hash(&mut h);
         self.salt.hash(&mut h);
         let branch = format!("{BRANCH_PREFIX}a{:x}", h.finish());
-        forward::add_via(
-            &mut msg,
-            dest.transport,
-            &self.local.hostport_for(dest.transport),
-            &branch,
-        );
+        forward::add_via_toward(&mut msg, &self.local, dest, &branch);
         self.send(dest, msg.to_bytes());
         self.metrics.forwarded.with_label_values(&["ack"]).inc();
         Action::Absorb

@@ -301,12 +301,7 @@ impl Core {
     /// server transaction, announced to the fast path so that its answer is not a stray.
     fn send_own_request(&mut self, mut b: SipMsg, dest: Destination, now: Instant) {
         let branch = self.new_branch("own");
-        forward::add_via(
-            &mut b,
-            dest.transport,
-            &self.local.hostport_for(dest.transport),
-            &branch,
-        );
+        forward::add_via_toward(&mut b, &self.local, dest, &branch);
         let bytes = b.to_bytes();
         let method = b.start.split(' ').next().unwrap_or("BYE").to_string();
         let txn = ClientTxn::new(

@@ -141,7 +141,15 @@ fn local_of(config: &Sections<'_>) -> Local {
         .map(|d| d.to_ascii_lowercase())
         .collect();
     let (adv_host, adv_port) = advertised(config);
-    Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
+    let global = &config.proxy.advertise;
+    let per_listener = config
+        .sip
+        .listen
+        .iter()
+        .map(|l| l.advertise.clone().or_else(|| global.clone()))
+        .collect();
+    Local::new(domains, config.sip.addrs(), adv_host, adv_port)
+        .with_advertised(per_listener, global.is_some())
         .with_tls(config.tls.listen.clone())
         .with_ws(config.ws.listen.clone())
         .with_wss(config.wss.listen.clone())
@@ -162,7 +170,7 @@ fn advertised(config: &Sections<'_>) -> (String, Option<u16>) {
             Err(_) => (a.clone(), None),
         };
     }
-    match config.sip.listen.first() {
+    match config.sip.listen.first().map(|l| &l.addr) {
         Some(l) if !l.ip().is_unspecified() => {
             let host = match l {
                 SocketAddr::V4(v) => v.ip().to_string(),
