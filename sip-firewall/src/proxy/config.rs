@@ -67,6 +67,20 @@ pub struct ProxyConfig {
     /// when calls have no limit.
     #[serde(deserialize_with = "opt_duration")]
     pub stamp_lifetime: Option<Duration>,
+    /// Topology hiding (`super::hide`): "off", or "outside": toward destinations that are
+    /// not allow-listed, no Via or Record-Route entry names a host inside.
+    pub topology_hiding: TopologyHiding,
+}
+
+/// `[proxy] topology_hiding`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopologyHiding {
+    /// Messages leave with every Via and Record-Route entry they carry.
+    #[default]
+    Off,
+    /// Toward destinations outside `[policy] allow`, only ours (`super::hide`).
+    Outside,
 }
 
 /// How much longer than `[fraud] max_call_duration` stamps last by default.
@@ -93,6 +107,7 @@ impl Default for ProxyConfig {
             .map(String::from)
             .to_vec(),
             stamp_lifetime: None,
+            topology_hiding: TopologyHiding::Off,
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Phone {
     pub ua: Ua,
     /// Requests received from the edge, in order.
     pub requests: Vec<String>,
+    /// Every message received, requests and responses, in order.
+    pub received: Vec<String>,
     /// How long to wait for a final response.
     pub wait: Duration,
     /// Send the request again each time a read times out with nothing (a lost request or
@@ -61,6 +63,7 @@ impl Phone {
             proxy,
             ua: Ua::new(account, "UDP", me.to_string(), contact),
             requests: Vec::new(),
+            received: Vec::new(),
             wait: Duration::from_secs(3),
             resend: false,
             n: 0,
@@ -90,6 +93,7 @@ impl Phone {
         let mut buf = [0u8; 8192];
         let (n, from) = self.sock.recv_from(&mut buf).ok()?;
         let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        self.received.push(m.clone());
         if m.starts_with("SIP/2.0") {
             return Some(m);
         }

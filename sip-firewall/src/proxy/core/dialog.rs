@@ -172,6 +172,9 @@ impl Core {
         self.salt.hash(&mut h);
         let branch = format!("{BRANCH_PREFIX}a{:x}", h.finish());
         forward::add_via_toward(&mut msg, &self.local, dest, &branch);
+        if self.hides_toward(dest.addr.ip()) {
+            msg = hide::request_outward(&msg, false);
+        }
         self.send(dest, msg.to_bytes());
         self.metrics.forwarded.with_label_values(&["ack"]).inc();
         Action::Absorb

@@ -46,9 +46,9 @@ use sip_firewall_sip::{
 use tracing::debug;
 
 use super::{
-    config::Sections,
+    config::{Sections, TopologyHiding},
     fork::{Branch, BranchState, Failover, Fork},
-    forward,
+    forward, hide,
     metrics::ProxyMetrics,
     msg::SipMsg,
     route::{self, Local},
@@ -160,6 +160,8 @@ struct Settings {
     scanners: Scanners,
     registrar: RegistrarConfig,
     timers: Timers,
+    /// `[proxy] topology_hiding`.
+    topology_hiding: TopologyHiding,
 }
 
 /// Everything behind the proxy's lock.
@@ -233,6 +235,23 @@ impl Core {
 
     pub(super) fn send(&mut self, dest: Destination, bytes: Vec<u8>) {
         self.sends.push((dest, bytes));
+    }
+
+    /// Whether what goes to `ip` is hidden from (`[proxy] topology_hiding = "outside"` and
+    /// `ip` not allow-listed: see `super::hide`).
+    pub(super) fn hides_toward(&self, ip: IpAddr) -> bool {
+        self.settings.topology_hiding == TopologyHiding::Outside
+            && !in_any(&self.settings.allow, ip)
+    }
+
+    /// Whether the top Record-Route entry of `msg` is ours (our address, our stamp).
+    pub(super) fn record_routed(&self, msg: &SipMsg) -> bool {
+        route::record_routes(msg).first().is_some_and(|e| {
+            e.contains(&format!(";{}=", route::STAMP_PARAM))
+                && route::entry_uri(e)
+                    .and_then(|u| uri::parse(u).ok())
+                    .is_some_and(|u| matches!(u, uri::Uri::Sip(s) if self.local.is_us(&s)))
+        })
     }
 
     /// The key new cluster hop seals are made with (the current secret's).

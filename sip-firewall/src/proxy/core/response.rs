@@ -78,10 +78,22 @@ impl Core {
             }
             let mut resp = SipMsg::from_parsed(m);
             resp.pop_via();
+            self.mend_hidden(&mut resp, &ckey, dest);
             self.branch_response(&skey, idx, code, Some(resp), now);
         }
         self.gauges();
         Action::Absorb
+    }
+
+    /// A response from `dest` to the request of client transaction `ckey` (our Via popped):
+    /// when that request left hidden (`super::hide`), given back what hiding took.
+    fn mend_hidden(&self, resp: &mut SipMsg, ckey: &ClientKey, dest: Destination) {
+        if !self.hides_toward(dest.addr.ip()) {
+            return;
+        }
+        if let Some(sent) = self.clients.get(ckey).map(|c| &c.req) {
+            hide::response_inward(resp, sent, self.record_routed(sent));
+        }
     }
 
     pub(super) fn stray(&mut self) -> Action {

@@ -103,6 +103,7 @@ impl Settings {
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
             timers: Timers::from_config(config.timers),
+            topology_hiding: config.proxy.topology_hiding,
         }
     }
 }

@@ -320,8 +320,18 @@ impl Local {
 
 /// The Route entries of a message, in order, each as `<uri>;params`.
 pub fn routes(msg: &SipMsg) -> Vec<String> {
+    entries(msg, HeaderName::Route)
+}
+
+/// The Record-Route entries of a message, in order, each as `<uri>;params`.
+pub fn record_routes(msg: &SipMsg) -> Vec<String> {
+    entries(msg, HeaderName::RecordRoute)
+}
+
+/// The entries of a Route-like header (`name`), in order, each as `<uri>;params`.
+fn entries(msg: &SipMsg, name: HeaderName<'_>) -> Vec<String> {
     let mut out = Vec::new();
-    for v in msg.all(HeaderName::Route) {
+    for v in msg.all(name) {
         let ok = name_addr::parse_list(v, true, |a| {
             out.push(if a.params.is_empty() {
                 format!("<{}>", a.uri_text)
