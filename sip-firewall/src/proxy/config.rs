@@ -68,7 +68,7 @@ pub struct ProxyConfig {
     #[serde(deserialize_with = "opt_duration")]
     pub stamp_lifetime: Option<Duration>,
     /// Topology hiding (`super::hide`): "off", or "outside": toward destinations that are
-    /// not allow-listed, no Via or Record-Route entry names a host inside.
+    /// not allow-listed, no Via, Record-Route entry or Contact names a host inside.
     pub topology_hiding: TopologyHiding,
 }
 
@@ -79,7 +79,8 @@ pub enum TopologyHiding {
     /// Messages leave with every Via and Record-Route entry they carry.
     #[default]
     Off,
-    /// Toward destinations outside `[policy] allow`, only ours (`super::hide`).
+    /// Toward destinations outside `[policy] allow`, only our Via and Record-Route entry,
+    /// Contacts sealed (`super::hide`).
     Outside,
 }
 

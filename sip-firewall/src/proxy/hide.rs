@@ -12,16 +12,92 @@
 //!   entries above our first one (proxies inside) and our entries that name another side
 //!   than the destination's: the outside keeps a route set of our outside entry and its own.
 //!
+//! - A Contact going outward (in a request other than REGISTER, or in an answer) is
+//!   replaced by `<sip:sfwth-<seal>@<our side>>`: the inner Contact sealed with AES-SIV
+//!   (RFC 5297; deterministic, so a dialog's target stays one text) under a key derived
+//!   from `[auth] secret` ([`Purpose::HiddenContact`]). An in-dialog request from outside
+//!   whose Request-URI is such a URI of ours gets the inner Contact's URI back (RFC 3261
+//!   12.2.1.1: the remote target), stateless, on any node sharing the secret.
+//!
 //! In-dialog requests are routed by the dialog's stamp (both parties sealed in our entry),
-//! so a route set reduced to our outside entry still reaches the inner party. Contact and
-//! Call-ID are not rewritten here.
+//! so a route set reduced to our outside entry still reaches the inner party. Call-ID is
+//! not rewritten here.
 
-use sip_firewall_sip::headers::HeaderName;
+use aes_siv::{KeyInit as _, siv::Aes256Siv};
+use sip_firewall_sip::{
+    headers::{HeaderName, name_addr},
+    uri::{self, Uri},
+};
+
+use crate::auth::{
+    digest::{hex, unhex},
+    keys::{KeyRing, Purpose},
+};
 
 use super::{
     msg::SipMsg,
     route::{Local, entry_uri, record_routes},
 };
+
+/// The user part that marks a Contact of ours standing for a sealed inner one.
+const HIDDEN_PREFIX: &str = "sfwth-";
+
+/// Longest sealed Contact opened (hex digits): a bound on the work one Request-URI costs.
+const MAX_SEALED_HEX: usize = 2048;
+
+/// The seal of inner Contacts shown outside (see the module doc).
+pub struct ContactSeal {
+    key: [u8; 64],
+}
+
+impl ContactSeal {
+    /// The seal under the current secret's key.
+    pub fn new(keys: &KeyRing) -> ContactSeal {
+        ContactSeal {
+            key: keys.current().derive::<64>(Purpose::HiddenContact),
+        }
+    }
+
+    /// `<sip:sfwth-<seal>@side>` standing for the Contact value `value`.
+    fn hide(&self, value: &str, side: &str) -> Option<String> {
+        let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
+        let sealed = c.encrypt([b"contact"], value.as_bytes()).ok()?;
+        Some(format!("<sip:{HIDDEN_PREFIX}{}@{side}>", hex(&sealed)))
+    }
+
+    /// The URI of the inner Contact a Request-URI of ours (`local`) stands for; None for
+    /// any other URI, or one whose seal does not open.
+    pub fn reveal(&self, request_uri: &str, local: &Local) -> Option<String> {
+        let Ok(Uri::Sip(u)) = uri::parse(request_uri) else {
+            return None;
+        };
+        let sealed = u.user?.strip_prefix(HIDDEN_PREFIX)?;
+        if sealed.len() > MAX_SEALED_HEX || !local.is_us(&u) {
+            return None;
+        }
+        let raw = unhex(sealed)?;
+        let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
+        let value = String::from_utf8(c.decrypt([b"contact"], &raw).ok()?).ok()?;
+        let mut first = None;
+        let _ = name_addr::parse_contact(&value, |a| {
+            first.get_or_insert_with(|| a.uri_text.to_string());
+        });
+        first
+    }
+}
+
+/// Every Contact of `msg` replaced by ours on `side` standing for it (see the module doc).
+/// One that cannot be sealed is removed rather than shown.
+pub fn hide_contacts(msg: &mut SipMsg, seal: &ContactSeal, side: &str) {
+    if msg.get(HeaderName::Contact).is_none() {
+        return;
+    }
+    let hidden: Vec<String> = msg
+        .all(HeaderName::Contact)
+        .filter_map(|v| seal.hide(v, side))
+        .collect();
+    msg.replace_all(HeaderName::Contact, hidden);
+}
 
 /// The request `msg` (our Via on top) as the outside sees it: our Via only; of its
 /// Record-Route entries the top one when it is ours (`record_routed`), else none.
@@ -108,6 +184,40 @@ mod tests {
             "10.1.0.1".into(),
             Some(5060),
         )
+    }
+
+    /// An inner Contact goes out sealed under our outside address and comes back as the
+    /// inner URI; a seal under another secret, a tampered one or one naming another host
+    /// opens nothing.
+    #[test]
+    fn contacts_go_out_sealed_and_come_back() {
+        let ring = |hex: &str| KeyRing::from_config(Some(hex), &[]).unwrap();
+        let seal = ContactSeal::new(&ring(&"5a".repeat(32)));
+        let mut m = SipMsg::request("INVITE", "sip:bob@192.0.2.9");
+        m.push(
+            HeaderName::Contact,
+            "\"A\" <sip:alice@10.1.0.9:5070;ob>;expires=60".into(),
+        );
+        hide_contacts(&mut m, &seal, "192.0.2.1:5060");
+        let shown = m.get(HeaderName::Contact).unwrap().to_string();
+        assert!(
+            shown.starts_with("<sip:sfwth-") && !shown.contains("10.1.0."),
+            "{shown}"
+        );
+        let uri = shown.trim_start_matches('<').trim_end_matches('>');
+        let back = seal.reveal(uri, &local());
+        assert_eq!(back.as_deref(), Some("sip:alice@10.1.0.9:5070;ob"));
+        let other = ContactSeal::new(&ring(&"6b".repeat(32)));
+        assert_eq!(other.reveal(uri, &local()), None);
+        assert_eq!(
+            seal.reveal(&uri.replace("@192.0.2.1", "@192.0.2.99"), &local()),
+            None
+        );
+        let i = uri.find(HIDDEN_PREFIX).unwrap() + HIDDEN_PREFIX.len();
+        let flipped = if &uri[i..=i] == "0" { "1" } else { "0" };
+        let tampered = format!("{}{flipped}{}", &uri[..i], &uri[i + 1..]);
+        assert_eq!(seal.reveal(&tampered, &local()), None);
+        assert_eq!(seal.reveal("sip:bob@192.0.2.1:5060", &local()), None);
     }
 
     /// A request from inside (10.1.0.9, through an inner proxy 10.1.0.5) leaves with our

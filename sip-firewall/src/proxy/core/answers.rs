@@ -87,6 +87,7 @@ impl Core {
                 let mut out = resp.clone();
                 let side = self.local.hostport_toward(d.transport, d.addr.ip());
                 hide::response_outward(&mut out, &self.local, &side);
+                hide::hide_contacts(&mut out, &self.keys.contact, &side);
                 out
             });
         let resp = hidden.as_ref().unwrap_or(resp);

@@ -178,11 +178,7 @@ impl Core {
         } else {
             Kind::NonInvite
         };
-        let bytes = if self.hides_toward(dest.addr.ip()) {
-            hide::request_outward(&b, self.record_routed(&b)).to_bytes()
-        } else {
-            b.to_bytes()
-        };
+        let bytes = self.outward(&b, dest);
         // A contact that answered nothing lately gets this request once: no Timer A/E
         // retransmissions (Timer B/F still ends the branch).
         let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);

@@ -160,6 +160,7 @@ impl Core {
                 reason: "ack_no_route",
             };
         };
+        self.reveal_target(&mut msg);
         forward::stamp_top_via(&mut msg, ctx.source, self.settings.force_rport);
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Action::Drop {
@@ -172,10 +173,8 @@ impl Core {
         self.salt.hash(&mut h);
         let branch = format!("{BRANCH_PREFIX}a{:x}", h.finish());
         forward::add_via_toward(&mut msg, &self.local, dest, &branch);
-        if self.hides_toward(dest.addr.ip()) {
-            msg = hide::request_outward(&msg, false);
-        }
-        self.send(dest, msg.to_bytes());
+        let bytes = self.outward(&msg, dest);
+        self.send(dest, bytes);
         self.metrics.forwarded.with_label_values(&["ack"]).inc();
         Action::Absorb
     }

@@ -130,6 +130,8 @@ struct CoreKeys {
     hop: Vec<[u8; 32]>,
     /// Of loop tags (and of branch ids when the OS has no randomness).
     loop_tag: Vec<u8>,
+    /// Of the inner Contacts shown to the outside (topology hiding).
+    contact: hide::ContactSeal,
 }
 
 /// This node in a cluster that shares registrations.
@@ -242,6 +244,32 @@ impl Core {
     pub(super) fn hides_toward(&self, ip: IpAddr) -> bool {
         self.settings.topology_hiding == TopologyHiding::Outside
             && !in_any(&self.settings.allow, ip)
+    }
+
+    /// The request `b` (our Via on top) as it goes to `dest`: as it is, or as the outside
+    /// sees it (`super::hide`: our Via and entry only, inner Contacts sealed; a REGISTER's
+    /// Contact is its binding and stays).
+    pub(super) fn outward(&self, b: &SipMsg, dest: Destination) -> Vec<u8> {
+        if !self.hides_toward(dest.addr.ip()) {
+            return b.to_bytes();
+        }
+        let mut out = hide::request_outward(b, self.record_routed(b));
+        if !b.start.starts_with("REGISTER ") {
+            let side = self.local.hostport_toward(dest.transport, dest.addr.ip());
+            hide::hide_contacts(&mut out, &self.keys.contact, &side);
+        }
+        out.to_bytes()
+    }
+
+    /// The Request-URI of an in-dialog request, given back the inner Contact when it is one
+    /// we sealed for the outside (`super::hide`).
+    pub(super) fn reveal_target(&self, msg: &mut SipMsg) {
+        let inner = msg
+            .request_uri()
+            .and_then(|u| self.keys.contact.reveal(u, &self.local));
+        if let Some(u) = inner {
+            msg.set_request_uri(&u);
+        }
     }
 
     /// Whether the top Record-Route entry of `msg` is ours (our address, our stamp).

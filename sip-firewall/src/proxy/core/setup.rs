@@ -50,6 +50,7 @@ impl Core {
                 stamp: route::StampKeys::new(&keys),
                 hop: keys.derive_all(Purpose::ClusterHop),
                 loop_tag: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
+                contact: hide::ContactSeal::new(&keys),
             },
             seq: 0,
             origin: (now, crate::clock::unix_now()),
