@@ -4,7 +4,8 @@
 //! (`veth`, `neigh`: no ARP or neighbour discovery while a test counts packets), work done on
 //! a thread inside a namespace (`in_ns`), raw frames sent from one (`inject`), and the pair of
 //! namespaces most tests use: a sender and the host behind the firewall joined by a veth
-//! (`Pair`).
+//! (`Pair`), with a third namespace on a second interface of the host when it is
+//! dual-homed (`Side`).
 //!
 //! Only std and libc: `xtask` builds this crate before `cargo xtask setup` has installed
 //! what the daemon needs to build. Addresses are the callers' (documentation ranges inside
@@ -16,7 +17,7 @@ mod pair;
 use std::{fmt, process::Command};
 
 pub use inject::inject;
-pub use pair::Pair;
+pub use pair::{Pair, Side};
 
 /// A command that could not run or failed: what it was and what it said.
 #[derive(Debug)]

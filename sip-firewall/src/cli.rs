@@ -182,7 +182,7 @@ impl RunArgs {
             config.xdp.mode = mode;
         }
         if !self.sip_listen.is_empty() {
-            config.sip.listen = self.sip_listen.clone();
+            config.sip.listen = self.sip_listen.iter().map(|a| (*a).into()).collect();
         }
         if self.detach {
             config.xdp.detach_on_stop = true;

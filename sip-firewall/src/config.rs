@@ -319,6 +319,43 @@ mod tests {
         assert!(err.contains("line 3"), "{err}");
     }
 
+    /// `[sip] listen` entries: an address, or a table with its own advertise; a bad
+    /// address, an unknown key or an unusable advertise names the key and what to write.
+    #[test]
+    fn listen_entries_take_both_spellings() {
+        let c = parse(
+            "[sip]\nlisten = [\"10.0.1.1:5060\", { addr = \"10.0.2.1:5060\", advertise = \"198.51.100.7\" }]\n",
+        )
+        .unwrap();
+        let want: Vec<std::net::SocketAddr> = vec![
+            "10.0.1.1:5060".parse().unwrap(),
+            "10.0.2.1:5060".parse().unwrap(),
+        ];
+        assert_eq!(c.sip.addrs(), want);
+        assert_eq!(c.sip.listen[0].advertise, None);
+        assert_eq!(c.sip.listen[1].advertise.as_deref(), Some("198.51.100.7"));
+        for (bad, says) in [
+            ("[\"10.0.1.1\"]", "ip:port"),
+            (
+                "[{ addr = \"10.0.1.1:5060\", advertize = \"x\" }]",
+                "advertize",
+            ),
+            (
+                "[{ addr = \"10.0.1.1:5060\", advertise = \"a b\" }]",
+                "host or host:port",
+            ),
+        ] {
+            let err = parse(&format!("[sip]\nlisten = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("sip.listen") || err.contains("line 2"),
+                "{err}"
+            );
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
     #[test]
     fn wrong_type_names_line() {
         let err = parse("[xdp]\nflood_rate = \"fast\"\n")

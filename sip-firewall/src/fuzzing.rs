@@ -77,7 +77,7 @@ impl Pipeline {
             .sip
             .listen
             .first()
-            .copied()
+            .map(|l| l.addr)
             .unwrap_or_else(|| ([127, 0, 0, 1], 5060).into());
         Ok(Pipeline {
             shared,

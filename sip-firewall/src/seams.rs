@@ -91,6 +91,10 @@ pub trait Handler: Send + Sync + 'static {
     fn flow_pong(&self, _flow: Destination) {}
 }
 
+/// A [`Handler`] method taking the flow a connection event happened on
+/// (`Handler::flow_closed`, `Handler::flow_pong`).
+pub type FlowEvent = fn(&dyn Handler, Destination);
+
 /// Where a message the core originates goes: an address and how to reach it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Destination {

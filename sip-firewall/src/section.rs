@@ -103,3 +103,10 @@ impl<'de> Deserialize<'de> for NextHop {
         }
     }
 }
+
+/// Whether `a` can stand as the `host[:port]` of a Via or Record-Route we write (an
+/// advertised name): not empty, and none of the characters that would end the header
+/// field or the URI.
+pub fn is_hostport_text(a: &str) -> bool {
+    !a.is_empty() && !a.contains([' ', ';', ',', '<', '>'])
+}

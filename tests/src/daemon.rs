@@ -53,7 +53,7 @@ impl Drop for TempDir {
 pub struct DaemonDirs {
     pub dir: TempDir,
     pub pin_dir: PathBuf,
-    /// The SIP listen address (default `0.0.0.0:5060`).
+    /// The SIP listen address (default `0.0.0.0:5060`); empty: the config file's.
     pub listen: String,
     /// `--metrics-listen` (default `127.0.0.1:9464`); `None`: the config file's.
     pub metrics_listen: Option<String>,
@@ -91,7 +91,12 @@ impl DaemonDirs {
             .arg("run")
             .arg("--config")
             .arg(self.dir.path.join("sip-firewall.toml"))
-            .args(["--sip-listen", &self.listen])
+            .args(
+                Some(self.listen.as_str())
+                    .filter(|l| !l.is_empty())
+                    .into_iter()
+                    .flat_map(|l| ["--sip-listen", l]),
+            )
             .args(
                 self.metrics_listen
                     .iter()

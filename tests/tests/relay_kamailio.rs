@@ -24,7 +24,7 @@ use std::{
 
 use sip_firewall_tests::{
     netns::{Pair, in_ns},
-    ua::{Account, Ua, callee_in_dialog, header, in_dialog, response_to, status, udp::Phone},
+    ua::{Account, Ua, header, in_dialog, in_dialog_as_callee, response_to, status, udp::Phone},
 };
 use support::*;
 
@@ -254,7 +254,7 @@ fn callee(mut p: Phone, hangs_up: bool) -> JoinHandle<(Phone, Option<String>)> {
             .find(|m| m.starts_with("INVITE "))
             .cloned()
             .unwrap_or_default();
-        let bye = callee_in_dialog("BYE", &invite, &p.ua.via(), "ph", 1);
+        let bye = in_dialog_as_callee("BYE", &invite, &p.ua.via(), "ph", 1);
         let answer = p.final_of(&bye);
         (p, answer)
     })

@@ -56,6 +56,8 @@ pub enum Purpose {
     ClusterMessage,
     /// Flow tokens of the Path entries the edge adds to relayed registrations.
     FlowToken,
+    /// The seal of inner Contacts shown to the outside (topology hiding).
+    HiddenContact,
     /// The secret's own id (not a key).
     KeyId,
 }
@@ -70,6 +72,7 @@ impl Purpose {
             Purpose::ClusterFingerprint => b"cluster fingerprint",
             Purpose::ClusterMessage => b"cluster message",
             Purpose::FlowToken => b"flow token",
+            Purpose::HiddenContact => b"hidden contact",
             Purpose::KeyId => b"key id",
         }
     }
@@ -287,6 +290,7 @@ mod tests {
             Purpose::ClusterFingerprint,
             Purpose::ClusterMessage,
             Purpose::FlowToken,
+            Purpose::HiddenContact,
         ]
         .map(|p| s.derive::<32>(p));
         for (i, a) in all.iter().enumerate() {

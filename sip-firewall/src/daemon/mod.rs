@@ -149,7 +149,7 @@ fn admin_info(
     Ok(admin::server::DaemonInfo {
         started: std::time::Instant::now(),
         xdp: lock(enforcer)?.attachments(),
-        sip_listen: config.sip.listen.iter().map(|a| a.to_string()).collect(),
+        sip_listen: config.sip.addrs().iter().map(|a| a.to_string()).collect(),
         proxy: None,
         metrics: None,
         reloader: None,
@@ -424,7 +424,7 @@ fn summary(enforcer: &Mutex<Enforcer>, config: &Config) -> String {
         let on: Vec<String> = xdp.iter().map(|(i, m)| format!("{i} ({m})")).collect();
         format!("XDP on {}", on.join(", "))
     };
-    let listen: Vec<String> = config.sip.listen.iter().map(|a| a.to_string()).collect();
+    let listen: Vec<String> = config.sip.addrs().iter().map(|a| a.to_string()).collect();
     format!(
         "{place}; {} bans active; SIP on {}",
         e.bans_active(),

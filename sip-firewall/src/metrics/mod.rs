@@ -44,7 +44,9 @@ static LIMITS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| 
             "sipfw_limits_refused_total",
             "Refused at a resource bound, by what: tcp_total, tcp_per_source, \
              tcp_outbound_total, tcp_outbound_per_source, transactions_total, \
-             transactions_per_source; nonce_counts_evicted when the nonce-count table was full",
+             transactions_per_source; nonce_counts_evicted when the nonce-count table was full; \
+             route_cache when the cache of route lookups (which listen address a message leaves \
+             from) started again",
         ),
         &["what"],
     )
@@ -181,7 +183,7 @@ pub fn tls_handshakes(result: &str) -> u64 {
 }
 
 /// Every bound hit, named as in `sipfw_limits_refused_total`.
-pub const LIMITS_WHAT: [&str; 8] = [
+pub const LIMITS_WHAT: [&str; 9] = [
     "tcp_total",
     "tcp_per_source",
     "tcp_outbound_total",
@@ -190,6 +192,7 @@ pub const LIMITS_WHAT: [&str; 8] = [
     "transactions_per_source",
     "nonce_counts_evicted",
     "scan_sources",
+    "route_cache",
 ];
 
 /// A bound was hit by `source` (counted; logged at most once a minute per bound).

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::{
     auth::config::AuthConfig,
     registrar::config::RegistrarConfig,
-    section::{Invalid, NextHop, duration, invalid, opt_duration},
+    section::{Invalid, NextHop, duration, invalid, is_hostport_text, opt_duration},
 };
 
 /// The sections the proxy reads. `config.rs` builds it from the whole `Config` (which
@@ -33,8 +33,10 @@ pub struct Sections<'a> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// `host[:port]` written into our Via and Record-Route; default: the first listen address
-    /// (or the first domain when that address is a wildcard).
+    /// `host[:port]` written into our Via and Record-Route (a `[sip] listen` entry's own
+    /// `advertise` wins for what leaves from it); default: the listen address a message
+    /// leaves from (the first listen address, or the first domain when that address is a
+    /// wildcard).
     pub advertise: Option<String>,
     /// The outbound proxy or trunk that requests to foreign domains go to (from
     /// authenticated local users and allow-listed peers only): `ip:port`, or a name
@@ -65,6 +67,21 @@ pub struct ProxyConfig {
     /// when calls have no limit.
     #[serde(deserialize_with = "opt_duration")]
     pub stamp_lifetime: Option<Duration>,
+    /// Topology hiding (`super::hide`): "off", or "outside": toward destinations that are
+    /// not allow-listed, no Via, Record-Route entry or Contact names a host inside.
+    pub topology_hiding: TopologyHiding,
+}
+
+/// `[proxy] topology_hiding`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopologyHiding {
+    /// Messages leave with every Via and Record-Route entry they carry.
+    #[default]
+    Off,
+    /// Toward destinations outside `[policy] allow`, only our Via and Record-Route entry,
+    /// Contacts sealed (`super::hide`).
+    Outside,
 }
 
 /// How much longer than `[fraud] max_call_duration` stamps last by default.
@@ -91,6 +108,7 @@ impl Default for ProxyConfig {
             .map(String::from)
             .to_vec(),
             stamp_lifetime: None,
+            topology_hiding: TopologyHiding::Off,
         }
     }
 }
@@ -187,7 +205,7 @@ impl ProxyConfig {
             ));
         }
         if let Some(a) = &self.advertise
-            && (a.is_empty() || a.contains([' ', ';', ',', '<', '>']))
+            && !is_hostport_text(a)
         {
             return Err(invalid("proxy.advertise", "must be host or host:port"));
         }

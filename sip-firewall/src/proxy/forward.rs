@@ -8,7 +8,11 @@ use sip_firewall_sip::{
     headers::{HeaderName, scalar, via},
 };
 
-use super::msg::{SipMsg, split_first_param};
+use super::{
+    msg::{SipMsg, split_first_param},
+    route::Local,
+};
+use crate::seams::Destination;
 
 /// Max-Forwards of requests that carry none (RFC 3261 16.6 step 3) and of our own.
 pub const MAX_FORWARDS: u8 = 70;
@@ -101,24 +105,33 @@ pub fn add_via(msg: &mut SipMsg, t: Transport, hostport: &str, branch: &str) {
     );
 }
 
+/// Our Via on top of a request to `dest`: naming the listen address it leaves from
+/// (RFC 3261 18.1.1: the sent-by is where the answers are to come back; on an edge with an
+/// inside and an outside address only the one routing to `dest` is reachable from there).
+pub fn add_via_toward(msg: &mut SipMsg, local: &Local, dest: Destination, branch: &str) {
+    let hostport = local.hostport_toward(dest.transport, dest.addr.ip());
+    add_via(msg, dest.transport, &hostport, branch);
+}
+
 /// Record-Route ourselves (RFC 3261 16.6 step 4) with `lr`: in-dialog requests come back
-/// through us. When the request changes transport here (arrived on `inbound`, leaves on
-/// `outbound`), two entries (RFC 5658): the top one for the callee's side, the other for the
-/// caller's, so each side reaches us the way it can. `stamp` binds the entries to the dialog
-/// (see [`super::route::StampKeys::seal`]).
+/// through us. `inbound` and `outbound` are the transport and `host:port` of our side
+/// toward the caller and toward the callee. When the request changes transport or
+/// interface here, two entries (RFC 5658 4: double record-routing): the top one for the
+/// callee's side, the other for the caller's, so each side reaches us the way it can (an
+/// inside phone cannot route to our outside address, nor an outside one to our inside
+/// address). `stamp` binds the entries to the dialog (see
+/// [`super::route::StampKeys::seal`]).
 pub fn record_route(
     msg: &mut SipMsg,
-    hostport: impl Fn(Transport) -> String,
-    inbound: Transport,
-    outbound: Transport,
+    inbound: (Transport, &str),
+    outbound: (Transport, &str),
     stamp: &str,
 ) {
     let p = super::route::STAMP_PARAM;
     // TLS: `transport=tls` on a sip URI rather than sips (RFC 5630 3.1.3 deprecates
     // transport=tls only for sips URIs; a sips Record-Route would oblige every later hop of
     // the dialog to TLS, which the UDP side cannot do).
-    let entry = |t: Transport| {
-        let hostport = hostport(t);
+    let entry = |(t, hostport): (Transport, &str)| {
         match t {
             Transport::Datagram => format!("<sip:{hostport};lr;{p}={stamp}>"),
             Transport::Stream => format!("<sip:{hostport};transport=tcp;lr;{p}={stamp}>"),
@@ -224,11 +237,11 @@ mod tests {
     fn double_record_route_on_transport_change() {
         let mut m = SipMsg::request("INVITE", "sip:b@h");
         m.push(HeaderName::RecordRoute, "<sip:upstream;lr>".into());
+        let p = "p:5060";
         record_route(
             &mut m,
-            |_| "p:5060".to_string(),
-            Transport::Datagram,
-            Transport::Datagram,
+            (Transport::Datagram, p),
+            (Transport::Datagram, p),
             "s1",
         );
         assert_eq!(
@@ -238,9 +251,8 @@ mod tests {
         let mut m = SipMsg::request("INVITE", "sip:b@h");
         record_route(
             &mut m,
-            |_| "p:5060".to_string(),
-            Transport::Datagram,
-            Transport::Stream,
+            (Transport::Datagram, p),
+            (Transport::Stream, p),
             "s1",
         );
         assert_eq!(
@@ -252,11 +264,12 @@ mod tests {
         );
         // TLS on one side: its entry names our TLS port and transport (RFC 5658, 5630).
         let mut m = SipMsg::request("INVITE", "sip:b@h");
-        let hp = |t: Transport| match t {
-            Transport::Tls => "p:5061".to_string(),
-            _ => "p:5060".to_string(),
-        };
-        record_route(&mut m, hp, Transport::Tls, Transport::Datagram, "s1");
+        record_route(
+            &mut m,
+            (Transport::Tls, "p:5061"),
+            (Transport::Datagram, p),
+            "s1",
+        );
         assert_eq!(
             m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
             vec![
@@ -267,16 +280,36 @@ mod tests {
         // WSS on one side (RFC 7118): Via WSS, the URI transport `ws` (5.2) on our wss port.
         assert_eq!(via_transport(Transport::Wss), "WSS");
         let mut m = SipMsg::request("INVITE", "sip:b@h");
-        let hp = |t: Transport| match t {
-            Transport::Wss => "p:8443".to_string(),
-            _ => "p:5060".to_string(),
-        };
-        record_route(&mut m, hp, Transport::Datagram, Transport::Wss, "s1");
+        record_route(
+            &mut m,
+            (Transport::Datagram, p),
+            (Transport::Wss, "p:8443"),
+            "s1",
+        );
         assert_eq!(
             m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
             vec![
                 "<sip:p:8443;transport=ws;lr;sfw=s1>",
                 "<sip:p:5060;lr;sfw=s1>"
+            ]
+        );
+    }
+
+    /// A request that crosses from one interface to another on the same transport gets an
+    /// entry per side (RFC 5658 4), each naming the address its side reaches us at.
+    #[test]
+    fn double_record_route_on_interface_change() {
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        let (inside, outside) = (
+            (Transport::Datagram, "10.77.1.1:5060"),
+            (Transport::Datagram, "10.77.2.1:5060"),
+        );
+        record_route(&mut m, inside, outside, "s1");
+        assert_eq!(
+            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
+            vec![
+                "<sip:10.77.2.1:5060;lr;sfw=s1>",
+                "<sip:10.77.1.1:5060;lr;sfw=s1>"
             ]
         );
     }

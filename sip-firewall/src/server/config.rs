@@ -1,18 +1,77 @@
 //! `[sip]`: the SIP listeners and the message layer's limits, with their defaults and checks;
 //! `[tls]` and `[ws]`: the TLS and WebSocket listeners.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
 
-use crate::section::{Invalid, duration, invalid};
+use crate::section::{Invalid, duration, invalid, is_hostport_text};
+
+/// One `[sip] listen` entry: an address (`"10.0.0.1:5060"`), or a table with the host
+/// this listener's side knows us by (`{ addr = "10.0.2.1:5060", advertise =
+/// "198.51.100.7" }`, e.g. the public address a NAT maps to it), written into the Via and
+/// Record-Route of what leaves from it instead of its own address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    /// `host[:port]`; None: `[proxy] advertise`, else the listener's own address.
+    pub advertise: Option<String>,
+}
+
+impl From<SocketAddr> for Listener {
+    fn from(addr: SocketAddr) -> Listener {
+        Listener {
+            addr,
+            advertise: None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listener {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Listener, D::Error> {
+        /// The two spellings of an entry.
+        struct Entry;
+        impl<'de> de::Visitor<'de> for Entry {
+            type Value = Listener;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "an address \"ip:port\" or a table { addr = \"ip:port\", advertise = \"host[:port]\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Listener, E> {
+                v.parse::<SocketAddr>().map(Listener::from).map_err(|e| {
+                    E::custom(format!(
+                        "{e}: {v:?} (write \"ip:port\", e.g. \"10.0.0.1:5060\")"
+                    ))
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, m: A) -> Result<Listener, A::Error> {
+                /// The table spelling.
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Table {
+                    addr: SocketAddr,
+                    advertise: Option<String>,
+                }
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                Ok(Listener {
+                    addr: t.addr,
+                    advertise: t.advertise,
+                })
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
 
 /// `[sip]`: the SIP listeners and the message layer's limits.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipConfig {
-    /// Addresses the daemon listens on, each on UDP and TCP.
-    pub listen: Vec<SocketAddr>,
+    /// Addresses the daemon listens on, each on UDP and TCP, each with the host it is
+    /// advertised as when it has one of its own. With more than one, a message leaves
+    /// from the one that routes to its destination (`server::sides`).
+    pub listen: Vec<Listener>,
     /// Domains this proxy is responsible for (registrar and authentication realm).
     pub domains: Vec<String>,
     /// Largest whole message accepted (bytes).
@@ -48,7 +107,7 @@ pub struct SipConfig {
 impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
-            listen: vec![SocketAddr::from(([0, 0, 0, 0], 5060))],
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 5060)).into()],
             domains: Vec::new(),
             max_message_bytes: 16384,
             max_header_bytes: 2048,
@@ -67,6 +126,17 @@ impl Default for SipConfig {
 impl SipConfig {
     /// Check `[sip]`.
     pub fn validate(&self) -> Result<(), Invalid> {
+        if self
+            .listen
+            .iter()
+            .filter_map(|l| l.advertise.as_deref())
+            .any(|a| !is_hostport_text(a))
+        {
+            return Err(invalid(
+                "sip.listen",
+                "an entry's advertise must be host or host:port (e.g. \"198.51.100.7\")",
+            ));
+        }
         if self.max_message_bytes < 256 {
             return Err(invalid("sip.max_message_bytes", "must be at least 256"));
         }
@@ -95,6 +165,11 @@ impl SipConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The listen addresses.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.listen.iter().map(|l| l.addr).collect()
     }
 
     /// The number of UDP workers per listen address: `workers`, or one per CPU when 0.

@@ -13,6 +13,7 @@
 //! | `udp`, `tcp` | the listeners; TCP connections framed, served and written |
 //! | `tls`, `ws` | TLS (RFC 3261 26.2) and WebSocket (RFC 7118) over the TCP handling |
 //! | `outbound` | what the proxy sends: UDP from our socket, or the open (or newly opened) connection |
+//! | `sides` | which listen address a message leaves from: the one routing to its destination |
 //! | `slots` | the TCP connection slots, in total and per source |
 //!
 //! **Config**: `[sip]` (and `[tls]`, `[ws]`). **Metrics**: `sipfw_sip_requests_total{method}`,
@@ -27,6 +28,7 @@ pub mod config;
 mod outbound;
 #[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
+pub mod sides;
 pub mod slots;
 mod tcp;
 pub mod tls;
@@ -43,11 +45,8 @@ use sip_firewall_sip::{
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use crate::seams::{Action, Context, Destination, Gate, Handler};
+use crate::seams::{Action, Context, Destination, FlowEvent, Gate, Handler};
 use crate::{guard, metrics::Metrics, server::config::SipConfig};
-
-/// A handler's method taking the flow a connection event happened on.
-pub(crate) type FlowEvent = fn(&dyn Handler, Destination);
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
 const EXTENSIONS: &[&str] = &[];
@@ -97,7 +96,7 @@ impl SipServer {
     ) -> anyhow::Result<SipServer> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
-        for addr in &cfg.listen {
+        for addr in &cfg.addrs() {
             let us = udp::bind(*addr, cfg.udp_workers())
                 .with_context(|| format!("cannot bind SIP UDP on {addr}"))?;
             // Port 0 in the config: let TCP take the port UDP was given.

@@ -34,9 +34,11 @@ type Connections = HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>;
 
 /// Sockets and open connections.
 pub(crate) struct SocketOutbound {
-    /// The UDP sockets, each with whether it is IPv4: found once here, not by a
+    /// The UDP sockets, each with its local address: found once here, not by a
     /// `getsockname` for every datagram sent (a profile showed it).
-    udp: Vec<(bool, Arc<UdpSocket>)>,
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// Which listen address a datagram to a destination leaves from.
+    sides: super::sides::Sides,
     tcp: Mutex<Connections>,
     connector: OnceLock<Connector>,
     /// How TLS connections to next hops are opened (set when `[tls]` is configured).
@@ -125,14 +127,15 @@ impl SocketOutbound {
         let udp = udp
             .into_iter()
             .filter_map(|s| match s.local_addr() {
-                Ok(l) => Some((l.is_ipv4(), s)),
+                Ok(l) => Some((l, s)),
                 Err(e) => {
                     tracing::warn!("a UDP socket without a local address is not used to send: {e}");
                     None
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
         SocketOutbound {
+            sides: super::sides::Sides::new(udp.iter().map(|(l, _)| l.ip())),
             udp,
             tcp: Mutex::new(HashMap::new()),
             connector: OnceLock::new(),
@@ -249,13 +252,18 @@ impl Outbound for SocketOutbound {
     fn send(&self, dest: Destination, bytes: &[u8]) -> bool {
         match dest.transport {
             Transport::Datagram => {
-                // The first socket of the destination's family; try_send_to never blocks.
+                // The socket of the listen address that routes to the destination (the
+                // address our Via names, see `sides`), else the first of its family;
+                // try_send_to never blocks.
                 let v4 = dest.addr.is_ipv4();
-                let sock = self.udp.iter().find(|(is_v4, _)| *is_v4 == v4);
-                sock.is_some_and(|(_, s)| {
+                let side = self.sides.toward(dest.addr.ip());
+                let sock = side
+                    .and_then(|ip| self.udp.iter().find(|(l, _)| l.ip().to_canonical() == ip))
+                    .or_else(|| self.udp.iter().find(|(l, _)| l.is_ipv4() == v4));
+                sock.is_some_and(|(local, s)| {
                     let sent = s.try_send_to(bytes, dest.addr).is_ok();
-                    if sent && let Some(local) = self.hep.get().and_then(|_| s.local_addr().ok()) {
-                        self.capture(local, dest.addr, Transport::Datagram, bytes);
+                    if sent {
+                        self.capture(*local, dest.addr, Transport::Datagram, bytes);
                     }
                     sent
                 })

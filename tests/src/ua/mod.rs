@@ -151,45 +151,67 @@ pub fn in_dialog(method: &str, ok: &str, via: &str, to_tag: &str, cseq: u32) -> 
     routes.reverse();
     let to = get("To");
     let to = format!("{};tag={to_tag}", to.split(";tag=").next().unwrap_or(to));
-    along(method, ok, &routes, via, (get("From"), &to), cseq)
+    let dialog = Dialog {
+        target: get("Contact"),
+        routes,
+        from: get("From"),
+        to: &to,
+        call_id: get("Call-ID"),
+    };
+    dialog.request(method, via, cseq)
 }
 
-/// A request inside the dialog of `invite` (as the callee received it), sent by the callee
-/// whose 2xx gave it the To-tag `to_tag`: to the INVITE's Contact along its Record-Route in
-/// order (RFC 3261 12.1.1, 12.2.1.1), From and To swapped, with `via` and CSeq `cseq`.
-pub fn callee_in_dialog(method: &str, invite: &str, via: &str, to_tag: &str, cseq: u32) -> String {
-    let get = |name: &str| header(invite, name).unwrap_or("");
-    let from = format!("{};tag={to_tag}", get("To"));
-    let routes = msg::record_route(invite);
-    along(method, invite, &routes, via, (&from, get("From")), cseq)
-}
-
-/// A request to the Contact of `peer` (the other party's message of the dialog) along
-/// `routes`, with its Call-ID, `from` and `to`.
-fn along(
+/// A request inside the dialog an INVITE (`invite`, as the callee received it) set up,
+/// sent by its callee whose 2xx carried the To-tag `my_tag`: to the INVITE's Contact along
+/// its Record-Route in order (RFC 3261 12.1.1), From and To swapped.
+pub fn in_dialog_as_callee(
     method: &str,
-    peer: &str,
-    routes: &[String],
+    invite: &str,
     via: &str,
-    (from, to): (&str, &str),
+    my_tag: &str,
     cseq: u32,
 ) -> String {
-    let get = |name: &str| header(peer, name).unwrap_or("");
-    let target = get("Contact").trim_start_matches('<').trim_end_matches('>');
-    let route = if routes.is_empty() {
-        String::new()
-    } else {
-        format!("Route: {}\r\n", routes.join(", "))
-    };
-    Request {
-        method,
-        uri: target,
-        via,
-        from,
-        to,
+    let get = |name: &str| header(invite, name).unwrap_or("");
+    let from = format!("{};tag={my_tag}", get("To"));
+    let dialog = Dialog {
+        target: get("Contact"),
+        routes: msg::record_route(invite),
+        from: &from,
+        to: get("From"),
         call_id: get("Call-ID"),
-        cseq,
-        extra: &route,
+    };
+    dialog.request(method, via, cseq)
+}
+
+/// One side's view of a dialog (RFC 3261 12.2.1.1): the remote target (`<uri>` or a bare
+/// URI), the route set in the order it is used, the local and remote party.
+struct Dialog<'a> {
+    target: &'a str,
+    routes: Vec<String>,
+    from: &'a str,
+    to: &'a str,
+    call_id: &'a str,
+}
+
+impl Dialog<'_> {
+    /// Its request `method` with `via` and CSeq `cseq`.
+    fn request(&self, method: &str, via: &str, cseq: u32) -> String {
+        let target = self.target.trim_start_matches('<').trim_end_matches('>');
+        let route = if self.routes.is_empty() {
+            String::new()
+        } else {
+            format!("Route: {}\r\n", self.routes.join(", "))
+        };
+        Request {
+            method,
+            uri: target,
+            via,
+            from: self.from,
+            to: self.to,
+            call_id: self.call_id,
+            cseq,
+            extra: &route,
+        }
+        .text()
     }
-    .text()
 }

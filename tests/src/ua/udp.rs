@@ -19,13 +19,18 @@ use crate::netns::{Pair, in_ns};
 
 /// A UDP socket on `addr` in namespace a of `pair`, reads timing out after `read_timeout`.
 pub fn socket_in(pair: &Pair, addr: &str, read_timeout: Duration) -> UdpSocket {
+    socket_in_ns(&pair.ns_a, addr, read_timeout)
+}
+
+/// A UDP socket on `addr` in namespace `ns`, reads timing out after `read_timeout`.
+pub fn socket_in_ns(ns: &str, addr: &str, read_timeout: Duration) -> UdpSocket {
     let addr = addr.to_string();
-    in_ns(&pair.ns_a, move || {
+    in_ns(ns, move || {
         let s = UdpSocket::bind(addr.as_str())?;
         s.set_read_timeout(Some(read_timeout))?;
         Ok(s)
     })
-    .expect("socket in namespace a")
+    .unwrap_or_else(|e| panic!("socket in namespace {ns}: {e}"))
 }
 
 /// A phone on a UDP socket talking to `proxy`: it sends requests and waits for their final
@@ -37,6 +42,8 @@ pub struct Phone {
     pub ua: Ua,
     /// Requests received from the edge, in order.
     pub requests: Vec<String>,
+    /// Every message received, requests and responses, in order.
+    pub received: Vec<String>,
     /// How long to wait for a final response.
     pub wait: Duration,
     /// Send the request again each time a read times out with nothing (a lost request or
@@ -59,6 +66,7 @@ impl Phone {
             proxy,
             ua: Ua::new(account, "UDP", me.to_string(), contact),
             requests: Vec::new(),
+            received: Vec::new(),
             wait: Duration::from_secs(3),
             resend: false,
             answer_options: true,
@@ -89,6 +97,7 @@ impl Phone {
         let mut buf = [0u8; 8192];
         let (n, from) = self.sock.recv_from(&mut buf).ok()?;
         let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        self.received.push(m.clone());
         if m.starts_with("SIP/2.0") {
             return Some(m);
         }

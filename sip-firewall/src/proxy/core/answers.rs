@@ -78,6 +78,19 @@ impl Core {
     /// Relay a response from downstream within the server transaction `key`.
     pub(super) fn relay(&mut self, key: &ServerKey, code: u16, resp: &SipMsg, now: Instant) {
         self.fraud_final(key, code);
+        let hidden = self
+            .servers
+            .get(key)
+            .map(|e| e.dest)
+            .filter(|d| self.hides_toward(d.addr.ip()))
+            .map(|d| {
+                let mut out = resp.clone();
+                let side = self.local.hostport_toward(d.transport, d.addr.ip());
+                hide::response_outward(&mut out, &self.local, &side);
+                hide::hide_contacts(&mut out, &self.keys.contact, &side);
+                out
+            });
+        let resp = hidden.as_ref().unwrap_or(resp);
         let Some(e) = self.servers.get_mut(key) else {
             return;
         };

@@ -134,16 +134,18 @@ impl Core {
                 self.keys
                     .stamp
                     .seal(self.unix_secs(o.now), call_id, &from_tag, caller, dest);
-            let hostport = |t| local.hostport_for(t);
-            forward::record_route(&mut b, hostport, inbound, dest.transport, &stamp);
+            // Each side's entry names the address that side reaches us at (RFC 5658).
+            let caller_side = local.hostport_toward(inbound, caller.addr.ip());
+            let callee_side = local.hostport_toward(dest.transport, dest.addr.ip());
+            forward::record_route(
+                &mut b,
+                (inbound, &caller_side),
+                (dest.transport, &callee_side),
+                &stamp,
+            );
         }
         let branch = self.new_branch(&loop_tag);
-        forward::add_via(
-            &mut b,
-            dest.transport,
-            &self.local.hostport_for(dest.transport),
-            &branch,
-        );
+        forward::add_via_toward(&mut b, &self.local, dest, &branch);
         self.send_branch(o, i, b, branch, dest)
     }
 
@@ -176,7 +178,7 @@ impl Core {
         } else {
             Kind::NonInvite
         };
-        let bytes = b.to_bytes();
+        let bytes = self.outward(&b, dest);
         // A contact that answered nothing lately gets this request once: no Timer A/E
         // retransmissions (Timer B/F still ends the branch).
         let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);

@@ -169,6 +169,7 @@ impl Core {
                 reason: "ack_no_route",
             };
         };
+        self.reveal_target(&mut msg);
         forward::stamp_top_via(&mut msg, ctx.source, self.settings.force_rport);
         if forward::decrement_max_forwards(&mut msg).is_err() {
             return Action::Drop {
@@ -180,13 +181,9 @@ impl Core {
         msg.top_via().unwrap_or("").hash(&mut h);
         self.salt.hash(&mut h);
         let branch = format!("{BRANCH_PREFIX}a{:x}", h.finish());
-        forward::add_via(
-            &mut msg,
-            dest.transport,
-            &self.local.hostport_for(dest.transport),
-            &branch,
-        );
-        self.send(dest, msg.to_bytes());
+        forward::add_via_toward(&mut msg, &self.local, dest, &branch);
+        let bytes = self.outward(&msg, dest);
+        self.send(dest, bytes);
         self.metrics.forwarded.with_label_values(&["ack"]).inc();
         Action::Absorb
     }

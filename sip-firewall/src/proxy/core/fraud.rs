@@ -74,21 +74,6 @@ fn own_bye(d: &DialogInfo, toward_callee: bool, reason: &str) -> Option<(SipMsg,
     Some((b, dest))
 }
 
-/// The Record-Route entries of a message, in order, as `<uri>;params`.
-fn record_routes(msg: &SipMsg) -> Vec<String> {
-    let mut out = Vec::new();
-    for v in msg.all(HeaderName::RecordRoute) {
-        let _ = name_addr::parse_list(v, true, |a| {
-            out.push(if a.params.is_empty() {
-                format!("<{}>", a.uri_text)
-            } else {
-                format!("<{}>;{}", a.uri_text, a.params)
-            })
-        });
-    }
-    out
-}
-
 impl Core {
     /// The guard's decision on an initial INVITE of `account` about to be forwarded. Err:
     /// the answer (403 with the reason phrase, or 503 when its table is full).
@@ -166,7 +151,7 @@ impl Core {
         };
         let caller = self.servers.get(skey)?.dest;
         let callee = self.branch_dest(skey, idx)?;
-        let rr = record_routes(resp);
+        let rr = route::record_routes(resp);
         let ours: Vec<usize> = rr
             .iter()
             .enumerate()
@@ -317,12 +302,7 @@ impl Core {
     /// server transaction, announced to the fast path so that its answer is not a stray.
     fn send_own_request(&mut self, mut b: SipMsg, dest: Destination, now: Instant) {
         let branch = self.new_branch("own");
-        forward::add_via(
-            &mut b,
-            dest.transport,
-            &self.local.hostport_for(dest.transport),
-            &branch,
-        );
+        forward::add_via_toward(&mut b, &self.local, dest, &branch);
         let bytes = b.to_bytes();
         let method = b.start.split(' ').next().unwrap_or("BYE").to_string();
         self.observer.client_transaction_created(&branch, dest);

@@ -49,9 +49,9 @@ use sip_firewall_sip::{
 use tracing::debug;
 
 use super::{
-    config::Sections,
+    config::{Sections, TopologyHiding},
     fork::{Branch, BranchState, Failover, Fork},
-    forward,
+    forward, hide,
     metrics::ProxyMetrics,
     msg::SipMsg,
     route::{self, Local},
@@ -137,6 +137,8 @@ struct CoreKeys {
     loop_tag: Vec<u8>,
     /// Of the flow tokens of our Path entries in relay mode.
     flow: route::flow::FlowKeys,
+    /// Of the inner Contacts shown to the outside (topology hiding).
+    contact: hide::ContactSeal,
 }
 
 /// This node in a cluster that shares registrations.
@@ -167,6 +169,8 @@ struct Settings {
     scanners: Scanners,
     registrar: RegistrarConfig,
     timers: Timers,
+    /// `[proxy] topology_hiding`.
+    topology_hiding: TopologyHiding,
 }
 
 /// Everything behind the proxy's lock.
@@ -246,6 +250,49 @@ impl Core {
 
     pub(super) fn send(&mut self, dest: Destination, bytes: Vec<u8>) {
         self.sends.push((dest, bytes));
+    }
+
+    /// Whether what goes to `ip` is hidden from (`[proxy] topology_hiding = "outside"` and
+    /// `ip` not allow-listed: see `super::hide`).
+    pub(super) fn hides_toward(&self, ip: IpAddr) -> bool {
+        self.settings.topology_hiding == TopologyHiding::Outside
+            && !in_any(&self.settings.allow, ip)
+    }
+
+    /// The request `b` (our Via on top) as it goes to `dest`: as it is, or as the outside
+    /// sees it (`super::hide`: our Via and entry only, inner Contacts sealed; a REGISTER's
+    /// Contact is its binding and stays).
+    pub(super) fn outward(&self, b: &SipMsg, dest: Destination) -> Vec<u8> {
+        if !self.hides_toward(dest.addr.ip()) {
+            return b.to_bytes();
+        }
+        let mut out = hide::request_outward(b, self.record_routed(b));
+        if !b.start.starts_with("REGISTER ") {
+            let side = self.local.hostport_toward(dest.transport, dest.addr.ip());
+            hide::hide_contacts(&mut out, &self.keys.contact, &side);
+        }
+        out.to_bytes()
+    }
+
+    /// The Request-URI of an in-dialog request, given back the inner Contact when it is one
+    /// we sealed for the outside (`super::hide`).
+    pub(super) fn reveal_target(&self, msg: &mut SipMsg) {
+        let inner = msg
+            .request_uri()
+            .and_then(|u| self.keys.contact.reveal(u, &self.local));
+        if let Some(u) = inner {
+            msg.set_request_uri(&u);
+        }
+    }
+
+    /// Whether the top Record-Route entry of `msg` is ours (our address, our stamp).
+    pub(super) fn record_routed(&self, msg: &SipMsg) -> bool {
+        route::record_routes(msg).first().is_some_and(|e| {
+            e.contains(&format!(";{}=", route::STAMP_PARAM))
+                && route::entry_uri(e)
+                    .and_then(|u| uri::parse(u).ok())
+                    .is_some_and(|u| matches!(u, uri::Uri::Sip(s) if self.local.is_us(&s)))
+        })
     }
 
     /// The key new cluster hop seals are made with (the current secret's).

@@ -4,31 +4,33 @@
 
 use super::*;
 
+/// The client transaction a response names: its topmost Via's branch (one of ours) and
+/// its CSeq method.
+fn client_key(m: &Message<'_>) -> Option<ClientKey> {
+    let branch = m
+        .get(HeaderName::Via)
+        .and_then(|v| via::parse_list(v).next())
+        .and_then(Result::ok)
+        .and_then(|v| v.branch)?;
+    let method = m.get(HeaderName::CSeq).and_then(scalar::cseq)?.1;
+    branch.starts_with(BRANCH_PREFIX).then(|| ClientKey {
+        branch: branch.to_string(),
+        method: method.to_string(),
+    })
+}
+
 impl Core {
     /// A response that passed the message layer: only within its client transaction.
     pub fn response(&mut self, m: &Message<'_>, ctx: &Context, now: Instant) -> Action {
         let StartLine::Response { code, .. } = m.start else {
             return Action::Absorb;
         };
-        let branch = m
-            .get(HeaderName::Via)
-            .and_then(|v| via::parse_list(v).next())
-            .and_then(Result::ok)
-            .and_then(|v| v.branch);
-        let method = m.get(HeaderName::CSeq).and_then(scalar::cseq).map(|c| c.1);
-        let (Some(branch), Some(method)) = (branch, method) else {
+        let Some(ckey) = client_key(m) else {
             return self.stray();
-        };
-        if !branch.starts_with(BRANCH_PREFIX) {
-            return self.stray();
-        }
-        let ckey = ClientKey {
-            branch: branch.to_string(),
-            method: method.to_string(),
         };
         let timers = self.settings.timers;
         let Some(e) = self.clients.get(&ckey) else {
-            return self.keepalive_answer(branch, ctx);
+            return self.keepalive_answer(&ckey.branch, ctx);
         };
         // Only from where the request went, on the same transport (over TCP: the same
         // connection, whose peer is that address), unless `[proxy] reply_from_any` lists
@@ -81,10 +83,22 @@ impl Core {
             self.relayed_answer(relayed.as_ref(), &skey, code, m, now);
             let mut resp = SipMsg::from_parsed(m);
             resp.pop_via();
+            self.mend_hidden(&mut resp, &ckey, dest);
             self.branch_response(&skey, idx, code, Some(resp), now);
         }
         self.gauges();
         Action::Absorb
+    }
+
+    /// A response from `dest` to the request of client transaction `ckey` (our Via popped):
+    /// when that request left hidden (`super::hide`), given back what hiding took.
+    fn mend_hidden(&self, resp: &mut SipMsg, ckey: &ClientKey, dest: Destination) {
+        if !self.hides_toward(dest.addr.ip()) {
+            return;
+        }
+        if let Some(sent) = self.clients.get(ckey).map(|c| &c.req) {
+            hide::response_inward(resp, sent, self.record_routed(sent));
+        }
     }
 
     pub(super) fn stray(&mut self) -> Action {

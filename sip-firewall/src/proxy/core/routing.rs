@@ -71,6 +71,7 @@ impl Core {
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
             let dest = self.dialog_hop(&popped, m, &msg, ctx.source, r.now)?;
+            self.reveal_target(&mut msg);
             self.fraud_in_dialog(m, r.method, r.now);
             if !trusted {
                 // In-dialog requests are not authenticated: nobody outside the trust

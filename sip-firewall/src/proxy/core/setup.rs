@@ -52,6 +52,7 @@ impl Core {
                 hop: keys.derive_all(Purpose::ClusterHop),
                 loop_tag: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
                 flow: route::flow::FlowKeys::new(&keys),
+                contact: hide::ContactSeal::new(&keys),
             },
             seq: 0,
             origin: (now, crate::clock::unix_now()),
@@ -108,6 +109,7 @@ impl Settings {
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
             timers: Timers::from_config(config.timers),
+            topology_hiding: config.proxy.topology_hiding,
         }
     }
 }
@@ -146,7 +148,15 @@ fn local_of(config: &Sections<'_>) -> Local {
         .map(|d| d.to_ascii_lowercase())
         .collect();
     let (adv_host, adv_port) = advertised(config);
-    Local::new(domains, config.sip.listen.clone(), adv_host, adv_port)
+    let global = &config.proxy.advertise;
+    let per_listener = config
+        .sip
+        .listen
+        .iter()
+        .map(|l| l.advertise.clone().or_else(|| global.clone()))
+        .collect();
+    Local::new(domains, config.sip.addrs(), adv_host, adv_port)
+        .with_advertised(per_listener, global.is_some())
         .with_tls(config.tls.listen.clone())
         .with_ws(config.ws.listen.clone())
         .with_wss(config.wss.listen.clone())
@@ -167,7 +177,7 @@ fn advertised(config: &Sections<'_>) -> (String, Option<u16>) {
             Err(_) => (a.clone(), None),
         };
     }
-    match config.sip.listen.first() {
+    match config.sip.listen.first().map(|l| &l.addr) {
         Some(l) if !l.ip().is_unspecified() => {
             let host = match l {
                 SocketAddr::V4(v) => v.ip().to_string(),

@@ -1,7 +1,10 @@
 //! Routing: which URIs name this proxy, loose routing (RFC 3261 16.4, 16.12), and where a
 //! URI leads.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use sip_firewall_sip::{
     Transport,
@@ -10,7 +13,7 @@ use sip_firewall_sip::{
 };
 
 use super::msg::SipMsg;
-use crate::seams::Destination;
+use crate::{seams::Destination, server::sides::Sides};
 
 pub mod flow;
 mod stamp;
@@ -43,6 +46,13 @@ pub struct Local {
     pub ws_listen: Vec<SocketAddr>,
     /// Our secure WebSocket listen addresses (`[wss] listen`), likewise (WSS Via).
     pub wss_listen: Vec<SocketAddr>,
+    /// Per `listen` address (same order), the `host[:port]` it is advertised as: its
+    /// entry's `advertise`, else `[proxy] advertise`; None: its own address.
+    pub listen_advertise: Vec<Option<String>>,
+    /// Whether `[proxy] advertise` names us for every listener (TLS and WebSocket ones too).
+    pub advertised: bool,
+    /// Which of our listen addresses a message to a destination leaves from.
+    pub sides: Arc<Sides>,
 }
 
 /// Most interface addresses taken from the host: a bound on what one `getifaddrs` may add.
@@ -103,22 +113,69 @@ impl Local {
             tls_listen: Vec::new(),
             ws_listen: Vec::new(),
             wss_listen: Vec::new(),
+            listen_advertise: Vec::new(),
+            advertised: false,
+            sides: Arc::default(),
         };
         l.refresh();
         l
+    }
+
+    /// With the host each listen address is advertised as (`listen` order; see
+    /// [`Local::listen_advertise`]) and whether `[proxy] advertise` is set.
+    pub fn with_advertised(mut self, per_listener: Vec<Option<String>>, global: bool) -> Local {
+        self.listen_advertise = per_listener;
+        self.advertised = global;
+        self.refresh();
+        self
+    }
+
+    /// Every listen address of every transport.
+    fn all_listen(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.listen
+            .iter()
+            .chain(&self.tls_listen)
+            .chain(&self.ws_listen)
+            .chain(&self.wss_listen)
+    }
+
+    /// `host:port` for a Via or Record-Route on transport `t` of a message to `dest`: the
+    /// listen address of `t` the message leaves from (the one routing to `dest`, see
+    /// [`Sides`]) or what that listener is advertised as; [`Local::hostport_for`] when
+    /// there is no choice to make.
+    pub fn hostport_toward(&self, t: Transport, dest: IpAddr) -> String {
+        let list = match t {
+            Transport::Tls => &self.tls_listen,
+            Transport::Ws => &self.ws_listen,
+            Transport::Wss => &self.wss_listen,
+            Transport::Datagram | Transport::Stream => &self.listen,
+        };
+        let side = self.sides.toward(dest).and_then(|src| {
+            list.iter()
+                .position(|l| l.ip().to_canonical() == src)
+                .map(|i| (i, SocketAddr::new(src, list[i].port())))
+        });
+        let Some((i, at)) = side else {
+            return self.hostport_for(t);
+        };
+        let own = match t {
+            Transport::Datagram | Transport::Stream => {
+                self.listen_advertise.get(i).cloned().flatten()
+            }
+            _ => None,
+        };
+        match own {
+            Some(a) => a,
+            None if self.advertised => self.hostport_for(t),
+            None => at.to_string(),
+        }
     }
 
     /// Take our addresses again (interfaces come and go): the specific listen addresses,
     /// the advertised address, and the host's addresses when a listen address is a
     /// wildcard.
     pub fn refresh(&mut self) {
-        let wildcard = self
-            .listen
-            .iter()
-            .chain(&self.tls_listen)
-            .chain(&self.ws_listen)
-            .chain(&self.wss_listen)
-            .any(|l| l.ip().is_unspecified());
+        let wildcard = self.all_listen().any(|l| l.ip().is_unspecified());
         let host = if wildcard {
             host_addresses()
         } else {
@@ -130,29 +187,43 @@ impl Local {
     /// Our addresses: the listen and advertised ones and `host` (the interface addresses).
     pub fn set_addrs(&mut self, host: Vec<IpAddr>) {
         let mut addrs: Vec<IpAddr> = self
-            .listen
-            .iter()
-            .chain(&self.tls_listen)
-            .chain(&self.ws_listen)
-            .chain(&self.wss_listen)
+            .all_listen()
             .map(|l| l.ip())
             .filter(|i| !i.is_unspecified())
             .chain(host)
             .chain(adv_ip(&self.adv_host))
+            .chain(self.advertised_hosts().filter_map(adv_ip))
             .map(|i| i.to_canonical())
             .collect();
         addrs.sort();
         addrs.dedup();
         self.addrs = addrs;
+        let specific: Vec<IpAddr> = self.all_listen().map(|l| l.ip()).collect();
+        if self.sides.listen() != Sides::new(specific.iter().copied()).listen() {
+            self.sides = Arc::new(Sides::new(specific));
+        }
+    }
+
+    /// The hosts (without their ports) the listen addresses are advertised as.
+    fn advertised_hosts(&self) -> impl Iterator<Item = &str> {
+        self.listen_advertise
+            .iter()
+            .flatten()
+            .map(|a| match uri::parse_hostport(a) {
+                Ok((_, Some(_))) => a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h),
+                _ => a.as_str(),
+            })
     }
 
     /// Whether `port` is one we listen on (or advertise).
     fn our_port(&self, port: u16) -> bool {
-        self.listen.iter().any(|l| l.port() == port)
-            || self.tls_listen.iter().any(|l| l.port() == port)
-            || self.ws_listen.iter().any(|l| l.port() == port)
-            || self.wss_listen.iter().any(|l| l.port() == port)
+        self.all_listen().any(|l| l.port() == port)
             || self.adv_port == Some(port)
+            || self
+                .listen_advertise
+                .iter()
+                .flatten()
+                .any(|a| matches!(uri::parse_hostport(a), Ok((_, Some(p))) if p == port))
     }
 
     /// Whether an IP address is ours (the unspecified address, which reaches this host,
@@ -180,8 +251,11 @@ impl Local {
         let port_ok = u.port.is_none_or(|p| self.our_port(p));
         match u.host {
             Host::Domain(d) => {
+                let d = d.trim_end_matches('.');
                 self.is_our_domain(d)
-                    || (d.trim_end_matches('.').eq_ignore_ascii_case(&self.adv_host) && port_ok)
+                    || ((d.eq_ignore_ascii_case(&self.adv_host)
+                        || self.advertised_hosts().any(|h| h.eq_ignore_ascii_case(d)))
+                        && port_ok)
             }
             h => h.ip().is_some_and(|ip| self.is_our_ip(ip)) && port_ok,
         }
@@ -247,8 +321,18 @@ impl Local {
 
 /// The Route entries of a message, in order, each as `<uri>;params`.
 pub fn routes(msg: &SipMsg) -> Vec<String> {
+    entries(msg, HeaderName::Route)
+}
+
+/// The Record-Route entries of a message, in order, each as `<uri>;params`.
+pub fn record_routes(msg: &SipMsg) -> Vec<String> {
+    entries(msg, HeaderName::RecordRoute)
+}
+
+/// The entries of a Route-like header (`name`), in order, each as `<uri>;params`.
+fn entries(msg: &SipMsg, name: HeaderName<'_>) -> Vec<String> {
     let mut out = Vec::new();
-    for v in msg.all(HeaderName::Route) {
+    for v in msg.all(name) {
         let ok = name_addr::parse_list(v, true, |a| {
             out.push(if a.params.is_empty() {
                 format!("<{}>", a.uri_text)
@@ -390,6 +474,35 @@ mod tests {
             Some("example.com")
         );
         assert_eq!(l.hostport(), "127.0.0.1:5070");
+    }
+
+    /// Two listen addresses: what leaves toward a destination names the listener the kernel
+    /// routes from (every loopback destination is reached from 127.0.0.1), or what that
+    /// listener is advertised as, which is then us too.
+    #[test]
+    fn each_side_names_its_listener_or_its_advertise() {
+        let listen = vec![
+            "127.0.0.1:5070".parse().unwrap(),
+            "127.0.0.2:5072".parse().unwrap(),
+        ];
+        let l = Local::new(vec![], listen.clone(), "127.0.0.1".into(), Some(5070));
+        let to: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(l.hostport_toward(Transport::Datagram, to), "127.0.0.1:5070");
+        let l = Local::new(vec![], listen.clone(), "127.0.0.1".into(), Some(5070))
+            .with_advertised(vec![Some("edge.example.net:5080".into()), None], false);
+        assert_eq!(
+            l.hostport_toward(Transport::Stream, to),
+            "edge.example.net:5080"
+        );
+        assert!(l.is_us(&sip("sip:edge.example.net:5080;lr")));
+        assert!(!l.is_us(&sip("sip:other.example.net:5080;lr")));
+        // `[proxy] advertise` for every listener without its own.
+        let l = Local::new(vec![], listen, "sip.example.com".into(), None)
+            .with_advertised(vec![Some("sip.example.com".into()); 2], true);
+        assert_eq!(
+            l.hostport_toward(Transport::Datagram, to),
+            "sip.example.com"
+        );
     }
 
     #[test]

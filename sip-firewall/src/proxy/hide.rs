@@ -1,0 +1,280 @@
+//! Topology hiding (`[proxy] topology_hiding = "outside"`): toward a destination that is not
+//! allow-listed (`[policy] allow`), no Via or Record-Route entry names a host inside.
+//!
+//! - A request leaves with our Via only, and of the Record-Route entries with ours on the
+//!   destination's side only (when we record-route; none else). The client transaction
+//!   keeps the request as it was, so its answers are given back, before they are relayed
+//!   inward, the Vias below ours (RFC 3261 16.7 step 3 removes only ours: what is below must
+//!   be the request's) and the Record-Route entries below ours (a proxy may rewrite its own
+//!   Record-Route in a response, 16.7 step 4; the entries of the inner side are the ones the
+//!   caller needs to route back, RFC 5658).
+//! - An answer relayed outward (its request came from outside) loses the Record-Route
+//!   entries above our first one (proxies inside) and our entries that name another side
+//!   than the destination's: the outside keeps a route set of our outside entry and its own.
+//!
+//! - A Contact going outward (in a request other than REGISTER, or in an answer) is
+//!   replaced by `<sip:sfwth-<seal>@<our side>>`: the inner Contact sealed with AES-SIV
+//!   (RFC 5297; deterministic, so a dialog's target stays one text) under a key derived
+//!   from `[auth] secret` ([`Purpose::HiddenContact`]). An in-dialog request from outside
+//!   whose Request-URI is such a URI of ours gets the inner Contact's URI back (RFC 3261
+//!   12.2.1.1: the remote target), stateless, on any node sharing the secret.
+//!
+//! In-dialog requests are routed by the dialog's stamp (both parties sealed in our entry),
+//! so a route set reduced to our outside entry still reaches the inner party. Call-ID is
+//! not rewritten here.
+
+use aes_siv::{KeyInit as _, siv::Aes256Siv};
+use sip_firewall_sip::{
+    headers::{HeaderName, name_addr},
+    uri::{self, Uri},
+};
+
+use crate::auth::{
+    digest::{hex, unhex},
+    keys::{KeyRing, Purpose},
+};
+
+use super::{
+    msg::SipMsg,
+    route::{Local, entry_uri, record_routes},
+};
+
+/// The user part that marks a Contact of ours standing for a sealed inner one.
+const HIDDEN_PREFIX: &str = "sfwth-";
+
+/// Longest sealed Contact opened (hex digits): a bound on the work one Request-URI costs.
+const MAX_SEALED_HEX: usize = 2048;
+
+/// The seal of inner Contacts shown outside (see the module doc).
+pub struct ContactSeal {
+    key: [u8; 64],
+}
+
+impl ContactSeal {
+    /// The seal under the current secret's key.
+    pub fn new(keys: &KeyRing) -> ContactSeal {
+        ContactSeal {
+            key: keys.current().derive::<64>(Purpose::HiddenContact),
+        }
+    }
+
+    /// `<sip:sfwth-<seal>@side>` standing for the Contact value `value`.
+    fn hide(&self, value: &str, side: &str) -> Option<String> {
+        let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
+        let sealed = c.encrypt([b"contact"], value.as_bytes()).ok()?;
+        Some(format!("<sip:{HIDDEN_PREFIX}{}@{side}>", hex(&sealed)))
+    }
+
+    /// The URI of the inner Contact a Request-URI of ours (`local`) stands for; None for
+    /// any other URI, or one whose seal does not open.
+    pub fn reveal(&self, request_uri: &str, local: &Local) -> Option<String> {
+        let Ok(Uri::Sip(u)) = uri::parse(request_uri) else {
+            return None;
+        };
+        let sealed = u.user?.strip_prefix(HIDDEN_PREFIX)?;
+        if sealed.len() > MAX_SEALED_HEX || !local.is_us(&u) {
+            return None;
+        }
+        let raw = unhex(sealed)?;
+        let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
+        let value = String::from_utf8(c.decrypt([b"contact"], &raw).ok()?).ok()?;
+        let mut first = None;
+        let _ = name_addr::parse_contact(&value, |a| {
+            first.get_or_insert_with(|| a.uri_text.to_string());
+        });
+        first
+    }
+}
+
+/// Every Contact of `msg` replaced by ours on `side` standing for it (see the module doc).
+/// One that cannot be sealed is removed rather than shown.
+pub fn hide_contacts(msg: &mut SipMsg, seal: &ContactSeal, side: &str) {
+    if msg.get(HeaderName::Contact).is_none() {
+        return;
+    }
+    let hidden: Vec<String> = msg
+        .all(HeaderName::Contact)
+        .filter_map(|v| seal.hide(v, side))
+        .collect();
+    msg.replace_all(HeaderName::Contact, hidden);
+}
+
+/// The request `msg` (our Via on top) as the outside sees it: our Via only; of its
+/// Record-Route entries the top one when it is ours (`record_routed`), else none.
+pub fn request_outward(msg: &SipMsg, record_routed: bool) -> SipMsg {
+    let mut out = msg.clone();
+    let ours = msg.top_via().map(str::to_string);
+    out.remove(HeaderName::Via);
+    if let Some(v) = ours {
+        out.push_front(HeaderName::Via, v);
+    }
+    let keep = if record_routed {
+        record_routes(msg).into_iter().take(1).collect()
+    } else {
+        Vec::new()
+    };
+    out.replace_all(HeaderName::RecordRoute, keep);
+    out
+}
+
+/// A response to a request that left hidden, our Via already popped, given back what
+/// hiding took from it: `sent` is the request as it was (our Via and, when
+/// `record_routed`, our Record-Route entry on top).
+pub fn response_inward(resp: &mut SipMsg, sent: &SipMsg, record_routed: bool) {
+    if resp.get(HeaderName::Via).is_none() {
+        let mut below = sent.clone();
+        below.pop_via();
+        for v in below
+            .all(HeaderName::Via)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            resp.push_front(HeaderName::Via, v.to_string());
+        }
+    }
+    if !record_routed {
+        return;
+    }
+    let theirs = record_routes(resp);
+    if theirs.is_empty() {
+        // Not an answer that sets up a dialog (or the UAS dropped the set): nothing to mend.
+        return;
+    }
+    let restored: Vec<String> = theirs
+        .into_iter()
+        .chain(record_routes(sent).into_iter().skip(1))
+        .collect();
+    resp.replace_all(HeaderName::RecordRoute, restored);
+}
+
+/// A response relayed to the outside, where our side is `side` (`host:port` as our entry
+/// names it): its Record-Route entries from our first one down, without ours of other
+/// sides. A set without any entry of ours is left alone (we did not record-route).
+pub fn response_outward(resp: &mut SipMsg, local: &Local, side: &str) {
+    let rr = record_routes(resp);
+    let ours = |e: &str| {
+        entry_uri(e)
+            .and_then(|u| sip_firewall_sip::uri::parse(u).ok())
+            .is_some_and(|u| matches!(u, sip_firewall_sip::uri::Uri::Sip(s) if local.is_us(&s)))
+    };
+    let Some(first) = rr.iter().position(|e| ours(e)) else {
+        return;
+    };
+    let named = format!("sip:{side};");
+    let keep: Vec<String> = rr
+        .into_iter()
+        .skip(first)
+        .filter(|e| !ours(e) || entry_uri(e).is_some_and(|u| u.starts_with(&named)))
+        .collect();
+    resp.replace_all(HeaderName::RecordRoute, keep);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> Local {
+        Local::new(
+            vec![],
+            vec![
+                "10.1.0.1:5060".parse().unwrap(),
+                "192.0.2.1:5060".parse().unwrap(),
+            ],
+            "10.1.0.1".into(),
+            Some(5060),
+        )
+    }
+
+    /// An inner Contact goes out sealed under our outside address and comes back as the
+    /// inner URI; a seal under another secret, a tampered one or one naming another host
+    /// opens nothing.
+    #[test]
+    fn contacts_go_out_sealed_and_come_back() {
+        let ring = |hex: &str| KeyRing::from_config(Some(hex), &[]).unwrap();
+        let seal = ContactSeal::new(&ring(&"5a".repeat(32)));
+        let mut m = SipMsg::request("INVITE", "sip:bob@192.0.2.9");
+        m.push(
+            HeaderName::Contact,
+            "\"A\" <sip:alice@10.1.0.9:5070;ob>;expires=60".into(),
+        );
+        hide_contacts(&mut m, &seal, "192.0.2.1:5060");
+        let shown = m.get(HeaderName::Contact).unwrap().to_string();
+        assert!(
+            shown.starts_with("<sip:sfwth-") && !shown.contains("10.1.0."),
+            "{shown}"
+        );
+        let uri = shown.trim_start_matches('<').trim_end_matches('>');
+        let back = seal.reveal(uri, &local());
+        assert_eq!(back.as_deref(), Some("sip:alice@10.1.0.9:5070;ob"));
+        let other = ContactSeal::new(&ring(&"6b".repeat(32)));
+        assert_eq!(other.reveal(uri, &local()), None);
+        assert_eq!(
+            seal.reveal(&uri.replace("@192.0.2.1", "@192.0.2.99"), &local()),
+            None
+        );
+        let i = uri.find(HIDDEN_PREFIX).unwrap() + HIDDEN_PREFIX.len();
+        let flipped = if &uri[i..=i] == "0" { "1" } else { "0" };
+        let tampered = format!("{}{flipped}{}", &uri[..i], &uri[i + 1..]);
+        assert_eq!(seal.reveal(&tampered, &local()), None);
+        assert_eq!(seal.reveal("sip:bob@192.0.2.1:5060", &local()), None);
+    }
+
+    /// A request from inside (10.1.0.9, through an inner proxy 10.1.0.5) leaves with our
+    /// Via and our outside entry only; the answer gets the rest back, in place.
+    #[test]
+    fn a_request_leaves_bare_and_its_answer_is_mended() {
+        let mut sent = SipMsg::request("INVITE", "sip:bob@192.0.2.9");
+        sent.push(
+            HeaderName::Via,
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKus".into(),
+        );
+        sent.push(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.1.0.5;branch=z9hG4bKp, SIP/2.0/UDP 10.1.0.9;branch=z9hG4bKa".into(),
+        );
+        for rr in [
+            "<sip:192.0.2.1:5060;lr;sfw=s>",
+            "<sip:10.1.0.1:5060;lr;sfw=s>",
+            "<sip:10.1.0.5;lr>",
+        ] {
+            sent.push(HeaderName::RecordRoute, rr.into());
+        }
+        let out = request_outward(&sent, true);
+        let text = String::from_utf8(out.to_bytes()).unwrap();
+        assert!(!text.contains("10.1.0."), "{text}");
+        assert!(
+            text.contains("Record-Route: <sip:192.0.2.1:5060;lr;sfw=s>"),
+            "{text}"
+        );
+
+        // bob's 200 copies the set he got; our Via is popped before it is mended.
+        let mut resp = SipMsg::request("INVITE", "sip:x");
+        resp.push(
+            HeaderName::RecordRoute,
+            "<sip:192.0.2.1:5060;lr;sfw=s>".into(),
+        );
+        response_inward(&mut resp, &sent, true);
+        assert_eq!(
+            resp.all(HeaderName::Via).collect::<Vec<_>>(),
+            vec!["SIP/2.0/UDP 10.1.0.5;branch=z9hG4bKp, SIP/2.0/UDP 10.1.0.9;branch=z9hG4bKa"]
+        );
+        assert_eq!(record_routes(&resp), record_routes(&sent));
+
+        // Toward the outside, an answer keeps our outside entry and what is below it.
+        let mut answer = SipMsg::request("INVITE", "sip:x");
+        for rr in [
+            "<sip:10.1.0.5;lr>",
+            "<sip:10.1.0.1:5060;lr;sfw=s>",
+            "<sip:192.0.2.1:5060;lr;sfw=s>",
+            "<sip:192.0.2.77;lr>",
+        ] {
+            answer.push(HeaderName::RecordRoute, rr.into());
+        }
+        response_outward(&mut answer, &local(), "192.0.2.1:5060");
+        assert_eq!(
+            record_routes(&answer),
+            vec!["<sip:192.0.2.1:5060;lr;sfw=s>", "<sip:192.0.2.77;lr>"]
+        );
+    }
+}
