@@ -77,11 +77,17 @@ impl R {
         self.feed(&text, REGISTRAR)
     }
 
+    /// alice's call `n` to `number`, relayed and answered 200 by the gateway: what the edge
+    /// sent on.
+    fn answered(&mut self, n: u32, number: &str) -> Vec<(SocketAddr, String)> {
+        let req = self.relayed(n, number, "alice");
+        self.answer(&req, "200 OK")
+    }
+
     /// alice's call 1 to 004930123, relayed and answered 2xx by the gateway: the route set
     /// of her in-dialog requests, the 200's Record-Route reversed (RFC 3261 12.1.2).
     fn answered_call(&mut self) -> String {
-        let req = self.relayed(1, "004930123", "alice");
-        let back = self.answer(&req, "200 OK");
+        let back = self.answered(1, "004930123");
         let ok = back
             .iter()
             .find(|(_, m)| m.starts_with("SIP/2.0 200"))
@@ -183,8 +189,7 @@ fn refused_credentials_count_nothing() {
             .get(),
         0
     );
-    let req = r.relayed(6, "004930123", "alice");
-    let back = r.answer(&req, "200 OK");
+    let back = r.answered(6, "004930123");
     assert_eq!(to_phone(&back), vec!["SIP/2.0 200 OK"]);
     assert_eq!(
         r.core.fraud.calls_active(),
@@ -201,12 +206,10 @@ fn refused_credentials_count_nothing() {
 fn answered_calls_are_booked_and_the_critical_one_is_ended() {
     let mut r = R::new(&format!("deny_prefixes = [\"00882\"]\n{CONCURRENT_2}"));
     for n in 1..=2 {
-        let req = r.relayed(n, &format!("00493012{n}"), "alice");
-        r.answer(&req, "200 OK");
+        r.answered(n, &format!("00493012{n}"));
     }
     assert_eq!(r.core.fraud.calls_active(), 2);
-    let req = r.relayed(3, "004930125", "alice");
-    let back = r.answer(&req, "200 OK");
+    let back = r.answered(3, "004930125");
     assert_eq!(
         to_phone(&back),
         vec!["SIP/2.0 200 OK"],
@@ -249,10 +252,8 @@ fn a_bye_answered_2xx_frees_the_call() {
 #[test]
 fn an_answered_call_past_a_bound_is_ended() {
     let mut r = R::new("max_calls_per_user = 1\n");
-    let req = r.relayed(1, "004930121", "alice");
-    r.answer(&req, "200 OK");
-    let req = r.relayed(2, "004930122", "alice");
-    let back = r.answer(&req, "200 OK");
+    r.answered(1, "004930121");
+    let back = r.answered(2, "004930122");
     assert_eq!(
         to_phone(&back),
         vec!["SIP/2.0 200 OK"],
