@@ -20,11 +20,24 @@ fn harness() -> Loopback {
     Loopback::with_config(&loopback(CONFIG))
 }
 
+/// The harness with bob registered from 10.0.0.21:21 (his contact there).
+fn harness_with_bob() -> Loopback {
+    let mut h = harness();
+    h.register(21);
+    h
+}
+
 impl Loopback {
     /// Our stamp of dialog `call_id` (From-tag `c`) between `caller` and `callee`, now.
     fn stamp(&self, call_id: &str, caller: Destination, callee: Destination) -> String {
         let now = self.core.unix_secs(self.now);
         self.core.keys.stamp.seal(now, call_id, "c", caller, callee)
+    }
+
+    /// `d` later (the timers run) no transaction is left, client or server.
+    fn all_ended_after(&mut self, d: Duration) {
+        self.advance(d);
+        assert_eq!(self.core.active(), (0, 0));
     }
 
     fn register(&mut self, contact_port: u16) {
@@ -64,8 +77,7 @@ fn starts(sent: &[(SocketAddr, String)], prefix: &str) -> usize {
 
 #[test]
 fn parallel_fork_2xx_cancels_the_other_branch() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     h.register(22);
     let (a, sent) = h.feed(&invite("z9hG4bKinv1"), "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
@@ -126,14 +138,12 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     assert_eq!(starts(&sent, "ACK"), 1);
     assert_eq!(starts(&sent, "SIP/2.0"), 0);
     // Everything ends and is freed.
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 #[test]
 fn best_response_and_timeout() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     h.register(22);
     let (_, sent) = h.feed(&invite("z9hG4bKinv2"), "192.0.2.1:5060");
     let to21 = sent_to(&sent, 21);
@@ -159,14 +169,12 @@ fn best_response_and_timeout() {
     // answered.
     assert_eq!(finals.len(), 1, "{finals:?}");
     assert!(finals[0].1.starts_with("SIP/2.0 486"), "{finals:?}");
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 #[test]
 fn no_branch_answers_408() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     h.feed(&invite("z9hG4bKinv3"), "192.0.2.1:5060");
     let sent = h.advance(Duration::from_secs(33));
     let finals: Vec<_> = sent
@@ -178,14 +186,12 @@ fn no_branch_answers_408() {
         finals.iter().all(|(_, m)| m.starts_with("SIP/2.0 408")),
         "{finals:?}"
     );
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 #[test]
 fn cancel_matched_or_481() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     let (_, sent) = h.feed(&invite("z9hG4bKinv4"), "192.0.2.1:5060");
     let to21 = sent_to(&sent, 21);
     let cancel = invite("z9hG4bKinv4")
@@ -205,8 +211,7 @@ fn cancel_matched_or_481() {
     let stray = cancel.replace("z9hG4bKinv4", "z9hG4bKnothing");
     let (_, sent) = h.feed(&stray, "192.0.2.1:5060");
     assert!(sent[0].1.starts_with("SIP/2.0 481"), "{sent:?}");
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 #[test]
@@ -228,8 +233,7 @@ fn retransmissions_absorbed_and_acks() {
     let (a, sent) = h.feed(&ack, "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
     assert!(sent.is_empty());
-    h.advance(Duration::from_secs(40));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(40));
 }
 
 #[test]
@@ -273,8 +277,7 @@ fn strays_scanners_and_policy() {
     let ping = "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKping\r\nFrom: <sip:x@other.org>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: p\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     let (_, sent) = h.feed(ping, "192.0.2.1:5060");
     assert!(sent[0].1.starts_with("SIP/2.0 200"));
-    h.advance(Duration::from_secs(40));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(40));
 }
 
 #[test]
@@ -317,8 +320,7 @@ fn in_dialog_loose_routing() {
     assert_eq!(up.len(), 1);
     assert!(up[0].1.starts_with("SIP/2.0 200"));
     assert!(up[0].1.contains("CSeq: 2 BYE"));
-    h.advance(Duration::from_secs(40));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(40));
 }
 
 #[test]
@@ -398,8 +400,7 @@ fn trusted_peer_reaches_foreign_targets() {
 
 #[test]
 fn timer_c_cancels_a_branch_that_rings_forever() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     let (_, sent) = h.feed(&invite("z9hG4bKinvC"), "192.0.2.1:5060");
     let to21 = sent_to(&sent, 21);
     h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
@@ -418,8 +419,7 @@ fn timer_c_cancels_a_branch_that_rings_forever() {
     // up and the caller gets 408; then everything is freed.
     let sent = h.advance(Duration::from_secs(33));
     assert!(starts(&sent, "SIP/2.0 408") >= 1, "{sent:?}");
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 /// Records what the observer hooks report.
@@ -622,8 +622,7 @@ fn copies_from_another_source_get_nothing() {
 /// allow-listed peer), until it ACKs.
 #[test]
 fn timer_g_only_toward_verified_sources() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     // Without the preloaded Route (an allow-listed peer's would be honoured).
     let inv = invite("z9hG4bKtrusted")
         .replace("192.0.2.1", "10.0.0.99")
@@ -640,8 +639,7 @@ fn timer_g_only_toward_verified_sources() {
         resends >= 2,
         "Timer G toward the allow-listed caller: {resends}"
     );
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 /// Held resources: server transactions are bounded per source and in total; a
@@ -683,8 +681,7 @@ fn transactions_bounded_per_source_and_in_total() {
         "allow-listed sources are bound by the total: {a:?}"
     );
     // Timer J ends them; then there is room again.
-    h.advance(Duration::from_secs(40));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(40));
     assert!(h.core.servers.no_source_counted());
     let (a, _) = h.feed(&opt("192.0.2.1:5060", 9), "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
@@ -729,8 +726,7 @@ fn register_from_a_spoofed_source_with_someone_elses_nonce() {
 /// call keeps ringing; from the INVITE's source it cancels.
 #[test]
 fn cancel_from_another_source_cancels_nothing() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     let inv = invite("z9hG4bKcx1");
     let (_, sent) = h.feed(&inv, "192.0.2.1:5060");
     let to21 = sent_to(&sent, 21);
