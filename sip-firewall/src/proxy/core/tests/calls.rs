@@ -20,6 +20,16 @@ fn harness() -> Loopback {
     Loopback::with_config(&loopback(CONFIG))
 }
 
+/// The one INVITE in what the core sent: where it went, and its text.
+fn only_invite(sent: &[(SocketAddr, String)]) -> &(SocketAddr, String) {
+    let invites: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.starts_with("INVITE"))
+        .collect();
+    assert_eq!(invites.len(), 1, "{sent:?}");
+    invites[0]
+}
+
 /// The harness with bob registered from 10.0.0.21:21 (his contact there).
 fn harness_with_bob() -> Loopback {
     let mut h = harness();
@@ -338,14 +348,10 @@ fn authenticated_user_goes_out_through_the_outbound_proxy() {
     let uri = "sip:dave@carrier.example";
     let cred = credentials("Proxy-Authorization", &nonce, "00000001", "INVITE", uri);
     let (_, sent) = h.feed(&call("z9hG4bKo2", &cred), "192.0.2.1:5060");
-    let out: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("INVITE"))
-        .collect();
-    assert_eq!(out.len(), 1, "{sent:?}");
-    assert_eq!(out[0].0, "203.0.113.5:5070".parse().unwrap());
+    let out = only_invite(&sent);
+    assert_eq!(out.0, "203.0.113.5:5070".parse().unwrap());
     assert!(
-        !out[0].1.contains("Proxy-Authorization"),
+        !out.1.contains("Proxy-Authorization"),
         "our credentials stripped"
     );
     // The same credentials again (new transaction): a replayed nonce-count, challenged.
@@ -373,29 +379,17 @@ fn trusted_peer_reaches_foreign_targets() {
     let msg = from_trunk("z9hG4bKtrunk1", "<sip:198.51.100.9;lr>")
         .replace("Route: <sip:198.51.100.9;lr>\r\n", "");
     let (_, sent) = h.feed(&msg, "10.1.1.1:5060");
-    let out: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("INVITE"))
-        .collect();
-    assert_eq!(out.len(), 1, "{sent:?}");
-    assert_eq!(out[0].0, "198.51.100.7:5080".parse().unwrap());
-    assert!(
-        out[0]
-            .1
-            .contains("Record-Route: <sip:127.0.0.1:5060;lr;sfw=")
-    );
+    let out = only_invite(&sent);
+    assert_eq!(out.0, "198.51.100.7:5080".parse().unwrap());
+    assert!(out.1.contains("Record-Route: <sip:127.0.0.1:5060;lr;sfw="));
     // A trusted peer's preloaded Route is honoured (an outsider's is stripped).
     let (_, sent) = h.feed(
         &from_trunk("z9hG4bKtrunk2", "<sip:198.51.100.9;lr>"),
         "10.1.1.1:5060",
     );
-    let out: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("INVITE"))
-        .collect();
-    assert_eq!(out.len(), 1, "{sent:?}");
-    assert_eq!(out[0].0, "198.51.100.9:5060".parse().unwrap());
-    assert!(out[0].1.contains("Route: <sip:198.51.100.9;lr>"));
+    let out = only_invite(&sent);
+    assert_eq!(out.0, "198.51.100.9:5060".parse().unwrap());
+    assert!(out.1.contains("Route: <sip:198.51.100.9;lr>"));
 }
 
 #[test]
