@@ -44,6 +44,12 @@ impl Loopback {
         self.core.keys.stamp.seal(now, call_id, "c", caller, callee)
     }
 
+    /// The caller's INVITE with branch `branch`: the request as it reached bob's contact 21.
+    fn invite_to_bob(&mut self, branch: &str) -> String {
+        let (_, sent) = self.feed(&invite(branch), "192.0.2.1:5060");
+        sent_to(&sent, 21)
+    }
+
     /// `d` later (the timers run) no transaction is left, client or server.
     fn all_ended_after(&mut self, d: Duration) {
         self.advance(d);
@@ -155,8 +161,7 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
 fn best_response_and_timeout() {
     let mut h = harness_with_bob();
     h.register(22);
-    let (_, sent) = h.feed(&invite("z9hG4bKinv2"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let to21 = h.invite_to_bob("z9hG4bKinv2");
     // 486 on one branch: nothing goes up while the other is pending.
     let (_, sent) = h.feed(&response(&to21, 486, "t21"), "10.0.0.21:21");
     assert_eq!(starts(&sent, "SIP/2.0"), 0);
@@ -202,8 +207,7 @@ fn no_branch_answers_408() {
 #[test]
 fn cancel_matched_or_481() {
     let mut h = harness_with_bob();
-    let (_, sent) = h.feed(&invite("z9hG4bKinv4"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let to21 = h.invite_to_bob("z9hG4bKinv4");
     let cancel = invite("z9hG4bKinv4")
         .replace("INVITE sip", "CANCEL sip")
         .replace("1 INVITE", "1 CANCEL");
@@ -395,8 +399,7 @@ fn trusted_peer_reaches_foreign_targets() {
 #[test]
 fn timer_c_cancels_a_branch_that_rings_forever() {
     let mut h = harness_with_bob();
-    let (_, sent) = h.feed(&invite("z9hG4bKinvC"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let to21 = h.invite_to_bob("z9hG4bKinvC");
     h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
     // Timer C (3 minutes after the last provisional): the branch is cancelled.
     let sent = h.advance(Duration::from_secs(179));
@@ -505,8 +508,7 @@ fn refused_targets_are_reported() {
 fn observer_hooks_for_the_fast_path() {
     let (mut h, rec) = observed();
     h.register(21);
-    let (_, sent) = h.feed(&invite("z9hG4bKobs"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let to21 = h.invite_to_bob("z9hG4bKobs");
     h.feed(&response(&to21, 486, "t"), "10.0.0.21:21");
     h.advance(Duration::from_secs(40));
     let scan = invite("z9hG4bKscan2").replace(
@@ -539,8 +541,7 @@ fn observer_hooks_for_the_fast_path() {
 fn our_cancel_does_not_retire_the_invite_branch() {
     let (mut h, rec) = observed();
     h.register(21);
-    let (_, sent) = h.feed(&invite("z9hG4bKcx"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let to21 = h.invite_to_bob("z9hG4bKcx");
     h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
     let cancel = invite("z9hG4bKcx")
         .replace("INVITE sip", "CANCEL sip")
