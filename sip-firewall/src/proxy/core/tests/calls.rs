@@ -22,10 +22,7 @@ fn harness() -> Loopback {
 
 /// The one INVITE in what the core sent: where it went, and its text.
 fn only_invite(sent: &[(SocketAddr, String)]) -> &(SocketAddr, String) {
-    let invites: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("INVITE"))
-        .collect();
+    let invites = starting(sent, "INVITE");
     assert_eq!(invites.len(), 1, "{sent:?}");
     invites[0]
 }
@@ -87,8 +84,13 @@ fn sent_to(sent: &[(SocketAddr, String)], port: u16) -> String {
         .clone()
 }
 
+/// What the core sent that starts with `prefix` (a method or a status).
+fn starting<'a>(sent: &'a [(SocketAddr, String)], prefix: &str) -> Vec<&'a (SocketAddr, String)> {
+    sent.iter().filter(|(_, m)| m.starts_with(prefix)).collect()
+}
+
 fn starts(sent: &[(SocketAddr, String)], prefix: &str) -> usize {
-    sent.iter().filter(|(_, m)| m.starts_with(prefix)).count()
+    starting(sent, prefix).len()
 }
 
 #[test]
@@ -99,10 +101,7 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     assert_eq!(a, Action::Absorb);
     // 100 to the caller, one INVITE per contact, each to its contact's address.
     assert_eq!(starts(&sent, "SIP/2.0 100"), 1);
-    let invites: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("INVITE"))
-        .collect();
+    let invites = starting(&sent, "INVITE");
     assert_eq!(invites.len(), 2);
     let to21 = &sent_to(&sent, 21);
     let to22 = &sent_to(&sent, 22);
@@ -139,10 +138,7 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     // Branch 22 answers: the 200 goes up, branch 21 (which rang) is cancelled.
     let (_, sent) = h.feed(&response(to22, 200, "t22"), "10.0.0.22:22");
     assert_eq!(starts(&sent, "SIP/2.0 200"), 1);
-    let cancels: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("CANCEL"))
-        .collect();
+    let cancels = starting(&sent, "CANCEL");
     assert_eq!(cancels.len(), 1);
     assert_eq!(cancels[0].0.port(), 21);
     assert!(cancels[0].1.contains("CSeq: 1 CANCEL"));
@@ -192,10 +188,7 @@ fn no_branch_answers_408() {
     let mut h = harness_with_bob();
     h.feed(&invite("z9hG4bKinv3"), "192.0.2.1:5060");
     let sent = h.advance(Duration::from_secs(33));
-    let finals: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("SIP/2.0 4"))
-        .collect();
+    let finals = starting(&sent, "SIP/2.0 4");
     assert!(!finals.is_empty());
     assert!(
         finals.iter().all(|(_, m)| m.starts_with("SIP/2.0 408")),
@@ -405,10 +398,7 @@ fn timer_c_cancels_a_branch_that_rings_forever() {
     let sent = h.advance(Duration::from_secs(179));
     assert_eq!(starts(&sent, "CANCEL"), 0);
     let sent = h.advance(Duration::from_secs(2));
-    let cancels: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("CANCEL"))
-        .collect();
+    let cancels = starting(&sent, "CANCEL");
     // The CANCEL and its Timer E retransmissions, all the same request.
     assert!(!cancels.is_empty());
     assert!(cancels.iter().all(|c| c.1 == cancels[0].1));
