@@ -10,10 +10,13 @@ const CONFIG: &str = r#"
 users = [{ user = "bob", domain = "example.com", password = "pw" }]
 "#;
 
-/// A core of `CONFIG` whose observer records what it hears.
-fn observed() -> (Loopback, Arc<Recorder>) {
+/// A core of `CONFIG` whose observer records what it hears, with bob registered from
+/// 10.0.0.21:21.
+fn observed_with_bob() -> (Loopback, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
-    (Loopback::observed_by(&loopback(CONFIG), rec.clone()), rec)
+    let mut h = Loopback::observed_by(&loopback(CONFIG), rec.clone());
+    h.register(21);
+    (h, rec)
 }
 
 fn harness() -> Loopback {
@@ -451,8 +454,7 @@ impl crate::seams::Observer for Recorder {
 /// a call that is forwarded, a challenge and a request without a user name do not.
 #[test]
 fn refused_targets_are_reported() {
-    let (mut h, rec) = observed();
-    h.register(21);
+    let (mut h, rec) = observed_with_bob();
     let target = |user: &str, host: &str, n: usize| {
         invite(&format!("z9hG4bKsweep{n}"))
             .replace("Route: <sip:evil.example.net;lr>\r\n", "")
@@ -496,8 +498,7 @@ fn refused_targets_are_reported() {
 
 #[test]
 fn observer_hooks_for_the_fast_path() {
-    let (mut h, rec) = observed();
-    h.register(21);
+    let (mut h, rec) = observed_with_bob();
     let to21 = h.invite_to_bob("z9hG4bKobs");
     h.feed(&response(&to21, 486, "t"), "10.0.0.21:21");
     h.advance(Duration::from_secs(40));
@@ -529,8 +530,7 @@ fn observer_hooks_for_the_fast_path() {
 
 #[test]
 fn our_cancel_does_not_retire_the_invite_branch() {
-    let (mut h, rec) = observed();
-    h.register(21);
+    let (mut h, rec) = observed_with_bob();
     let to21 = h.invite_to_bob("z9hG4bKcx");
     h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
     let cancel = invite("z9hG4bKcx")
