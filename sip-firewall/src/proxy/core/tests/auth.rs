@@ -54,18 +54,17 @@ fn feed(core: &mut Core, now: Instant, text: &str) -> Vec<(SocketAddr, String)> 
     super::feed(core, now, text, &ctx).1
 }
 
+/// `header` credentials of bob answering the challenge in `answer` (its nonce, nonce-count
+/// 1) for `method` over `uri`.
+fn answering(answer: &str, header: &str, method: &str, uri: &str) -> String {
+    credentials(header, &nonce_of(answer), "00000001", method, uri)
+}
+
 /// bob registers at `core`: REGISTER `n` challenged, `n + 1` with credentials for that
 /// challenge answered 200. Those credentials.
 fn registers(core: &mut Core, now: Instant, n: u32) -> String {
     let sent = feed(core, now, &register(n, ""));
-    let nonce = nonce_of(&sent[0].1);
-    let auth = credentials(
-        "Authorization",
-        &nonce,
-        "00000001",
-        "REGISTER",
-        "sip:example.com",
-    );
+    let auth = answering(&sent[0].1, "Authorization", "REGISTER", "sip:example.com");
     let sent = feed(core, now, &register(n + 1, &auth));
     assert!(sent[0].1.starts_with("SIP/2.0 200"), "{}", sent[0].1);
     auth
@@ -130,10 +129,9 @@ fn an_invite_whose_digest_covers_the_edge_not_its_request_uri_is_refused() {
     let number = "sip:+4930123456@carrier.example";
     let sent = feed(&mut core, now, &invite(1, number, ""));
     let nonce = nonce_of(&sent[0].1);
-    let over_edge = credentials(
+    let over_edge = answering(
+        &sent[0].1,
         "Proxy-Authorization",
-        &nonce,
-        "00000001",
         "INVITE",
         &format!("sip:{EDGE}"),
     );
