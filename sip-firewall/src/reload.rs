@@ -131,13 +131,21 @@ impl Reloader {
             .lock()
             .map_err(|_| "internal state poisoned".to_string())?;
         let old = current.clone();
-        // What will run: the old config with the live settings of the new one.
-        let mut run = old.clone();
-        let mut report = ReloadReport::default();
+        let mut step = Step {
+            old: &old,
+            new: &new,
+            run: old.clone(),
+            report: ReloadReport::default(),
+        };
         // First what can fail before anything changed: the files and the metrics address.
-        self.reload_files(&old, &new, &mut run, &mut report)?;
-        self.apply_enforcement(&old, &new, &mut run, &mut report)?;
-        self.apply_proxy(&old, &new, &mut run, &mut report);
+        self.reload_files(&mut step)?;
+        self.apply_enforcement(&mut step)?;
+        self.apply_proxy(&mut step);
+        let Step {
+            mut run,
+            mut report,
+            ..
+        } = step;
         if let Some(hep) = &self.hep {
             hep.apply(&new.hep, advertised_ip(&run))
                 .map_err(|e| format!("{}: {}", e.key, e.message))?;
@@ -163,113 +171,110 @@ impl Reloader {
     /// [tls] certificate, private_key and ca are read again (renewed in place, or other
     /// paths) for new handshakes, a bad file refusing the reload before anything changed;
     /// then a new metrics address is bound.
-    fn reload_files(
-        &self,
-        old: &Config,
-        new: &Config,
-        run: &mut Config,
-        report: &mut ReloadReport,
-    ) -> Result<(), String> {
+    fn reload_files(&self, step: &mut Step) -> Result<(), String> {
         let tls_files = crate::server::config::TlsConfig {
-            certificate: new.tls.certificate.clone(),
-            private_key: new.tls.private_key.clone(),
-            ca: new.tls.ca.clone(),
-            ..old.tls.clone()
+            certificate: step.new.tls.certificate.clone(),
+            private_key: step.new.tls.private_key.clone(),
+            ca: step.new.tls.ca.clone(),
+            ..step.old.tls.clone()
         };
         if crate::server::tls::reload_certificates(&tls_files)
             .map_err(|e| format!("[tls]: {e:#}"))?
         {
-            report.applied.push("tls.certificate".into());
+            step.report.applied.push("tls.certificate".into());
         }
-        run.tls = tls_files;
-        if old.metrics.listen != new.metrics.listen
+        step.run.tls = tls_files;
+        if step.old.metrics.listen != step.new.metrics.listen
             && let Some(endpoint) = &self.metrics
         {
             endpoint
-                .rebind(new.metrics.listen)
+                .rebind(step.new.metrics.listen)
                 .map_err(|e| format!("metrics.listen: {e:#}"))?;
-            run.metrics.listen = new.metrics.listen;
+            step.run.metrics.listen = step.new.metrics.listen;
         }
         Ok(())
     }
 
     /// The lists of the config, the fast path's limits and `[bans]`: to the enforcer, its
     /// maps and the live settings of the gate and the learner.
-    fn apply_enforcement(
-        &self,
-        old: &Config,
-        new: &Config,
-        run: &mut Config,
-        report: &mut ReloadReport,
-    ) -> Result<(), String> {
+    fn apply_enforcement(&self, step: &mut Step) -> Result<(), String> {
         let mut enforcer = self
             .enforcer
             .lock()
             .map_err(|_| "internal state poisoned".to_string())?;
-        apply_lists(&mut enforcer, old, new, report)?;
-        run.policy.allow = new.policy.allow.clone();
-        run.policy.deny = new.policy.deny.clone();
-        run.policy.scanners = new.policy.scanners.clone();
-        run.policy.scan_targets = new.policy.scan_targets;
-        run.policy.scan_window = new.policy.scan_window;
+        apply_lists(&mut enforcer, step.old, step.new, &mut step.report)?;
+        step.run.policy.allow = step.new.policy.allow.clone();
+        step.run.policy.deny = step.new.policy.deny.clone();
+        step.run.policy.scanners = step.new.policy.scanners.clone();
+        step.run.policy.scan_targets = step.new.policy.scan_targets;
+        step.run.policy.scan_window = step.new.policy.scan_window;
 
         // The fast path's limits, written to its config map at once (and to the gate below).
-        take_xdp_limits(&mut run.xdp, &new.xdp);
-        run.bans = new.bans.clone();
-        run.pressure = new.pressure.clone();
+        take_xdp_limits(&mut step.run.xdp, &step.new.xdp);
+        step.run.bans = step.new.bans.clone();
+        step.run.pressure = step.new.pressure.clone();
         if enforcer.has_fast_path()
-            && (differs(&old.xdp, &run.xdp)
-                || differs(&old.bans.learned_scope, &run.bans.learned_scope))
+            && (differs(&step.old.xdp, &step.run.xdp)
+                || differs(&step.old.bans.learned_scope, &step.run.bans.learned_scope))
         {
             enforcer
-                .set_xdp_settings(&*run)
+                .set_xdp_settings(&step.run)
                 .map_err(|e| format!("writing the XDP settings: {e}"))?;
         }
         drop(enforcer);
         if let Some(settings) = &self.settings {
-            settings.set(&*run);
+            settings.set(&step.run);
         }
         Ok(())
     }
 
     /// The proxy's live settings, and the subscribers of the config: added, changed (new
     /// hashes) and removed.
-    fn apply_proxy(&self, old: &Config, new: &Config, run: &mut Config, report: &mut ReloadReport) {
-        run.proxy.outbound = new.proxy.outbound.clone();
-        run.proxy.internal_next_hops = new.proxy.internal_next_hops.clone();
-        run.proxy.unavailable = new.proxy.unavailable;
-        run.proxy.identity_headers = new.proxy.identity_headers.clone();
-        run.proxy.stamp_lifetime = new.proxy.stamp_lifetime;
-        run.timers = new.timers.clone();
-        run.registrar = new.registrar.clone();
-        run.auth.algorithms = new.auth.algorithms.clone();
-        run.auth.nonce_lifetime = new.auth.nonce_lifetime;
-        run.sip.max_transactions = new.sip.max_transactions;
-        run.sip.max_transactions_per_source = new.sip.max_transactions_per_source;
-        run.sip.force_rport = new.sip.force_rport;
+    fn apply_proxy(&self, step: &mut Step) {
+        step.run.proxy.outbound = step.new.proxy.outbound.clone();
+        step.run.proxy.internal_next_hops = step.new.proxy.internal_next_hops.clone();
+        step.run.proxy.unavailable = step.new.proxy.unavailable;
+        step.run.proxy.identity_headers = step.new.proxy.identity_headers.clone();
+        step.run.proxy.stamp_lifetime = step.new.proxy.stamp_lifetime;
+        step.run.timers = step.new.timers.clone();
+        step.run.registrar = step.new.registrar.clone();
+        step.run.auth.algorithms = step.new.auth.algorithms.clone();
+        step.run.auth.nonce_lifetime = step.new.auth.nonce_lifetime;
+        step.run.sip.max_transactions = step.new.sip.max_transactions;
+        step.run.sip.max_transactions_per_source = step.new.sip.max_transactions_per_source;
+        step.run.sip.force_rport = step.new.sip.force_rport;
         if let Some(proxy) = &self.proxy {
-            proxy.reconfigure(&*run);
+            proxy.reconfigure(&step.run);
             let key = |u: &crate::auth::config::UserEntry| (u.user.clone(), u.domain.clone());
-            for u in &new.auth.users {
-                let before = old.auth.users.iter().find(|o| key(o) == key(u));
+            for u in &step.new.auth.users {
+                let before = step.old.auth.users.iter().find(|o| key(o) == key(u));
                 if before.is_none_or(|b| differs(b, u)) {
                     proxy.add_user(u);
-                    report
+                    step.report
                         .applied
                         .push(format!("auth.users: {}@{}", u.user, u.domain));
                 }
             }
-            for u in &old.auth.users {
-                if !new.auth.users.iter().any(|n| key(n) == key(u)) {
+            for u in &step.old.auth.users {
+                if !step.new.auth.users.iter().any(|n| key(n) == key(u)) {
                     proxy.remove_user(&u.user, &u.domain);
-                    report
+                    step.report
                         .applied
                         .push(format!("auth.users: -{}@{}", u.user, u.domain));
                 }
             }
         }
-        run.auth.users = new.auth.users.clone();
+        step.run.auth.users = step.new.auth.users.clone();
     }
+}
+
+/// One reload under way: the config that ran, the file's new one, what will run (the old
+/// config, taking the new one's live settings part by part) and what the report names.
+struct Step<'a> {
+    old: &'a Config,
+    new: &'a Config,
+    run: Config,
+    report: ReloadReport,
 }
 
 /// Lists: the config's entries change; those added at run time (the state) stay.

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{daemon::daemon_bin, edge::Edge, skip};
+use crate::{daemon::daemon_bin, edge::Edge, skip::require_tool};
 
 /// A running capture and the file it writes.
 pub struct Capture {
@@ -118,14 +118,7 @@ impl Drop for Capture {
 
 /// Whether tshark is installed; when it is not, [`skip`] says so.
 pub fn require_tshark(test: &str) -> bool {
-    let ok = Command::new("tshark")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip(test, "needs tshark (`cargo xtask setup` installs it)");
-    }
-    ok
+    require_tool(test, "tshark", "`cargo xtask setup` installs it")
 }
 
 /// `tshark -r file [-Y filter] -T fields -e ...`: one row per packet, one column per field

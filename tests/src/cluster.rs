@@ -12,7 +12,7 @@ use std::{
 use crate::{
     daemon::TempDir,
     edge::{Edge, xdp_args},
-    skip,
+    skip::require_tool,
 };
 
 /// A redis-server on a Unix socket; killed on drop.
@@ -172,14 +172,7 @@ pub fn wait_for_pong(what: &str, cli: impl Fn(&[&str]) -> String) {
 }
 
 pub fn redis_installed(test: &str) -> bool {
-    let ok = Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip(test, "redis-server missing: run `cargo xtask setup`");
-    }
-    ok
+    require_tool(test, "redis-server", "`cargo xtask setup` installs it")
 }
 
 /// A node of a cluster: a daemon in its own namespaces with XDP on veth-b (generic mode).

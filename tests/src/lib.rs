@@ -45,6 +45,12 @@ pub fn said(o: &std::process::Output) -> String {
     )
 }
 
+/// Run `cmd` to its end: whether it exited 0, and what it said (stdout, then stderr).
+pub fn run_said(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    (out.status.success(), said(&out))
+}
+
 /// One scenario at a time in a test binary: SIPp and SIPVicious runs are timing-sensitive on
 /// a small shared machine, and most tests count packets exactly.
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {

@@ -21,3 +21,16 @@ pub fn skip(test: &str, why: &str) {
         panic!("{line} (CI=true: a missing prerequisite fails the run)");
     }
 }
+
+/// Whether the tool `program` is installed (`program --version` runs and exits 0); when it
+/// is not, [`skip`] says so, with `install` (what installs it).
+pub fn require_tool(test: &str, program: &str, install: &str) -> bool {
+    let ok = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip(test, &format!("{program} is missing ({install})"));
+    }
+    ok
+}

@@ -24,6 +24,12 @@ fn socket(edge: &Edge, addr: IpAddr) -> UdpSocket {
     .expect("a socket in namespace a")
 }
 
+/// `ban add` of `ip` at the edge; it must succeed.
+fn ban(edge: &Edge, ip: IpAddr) {
+    let o = edge.cli(&["ban", "add", &ip.to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+}
+
 /// A daemon with XDP in namespaces of its own, when root and tshark are there.
 fn edge(test: &str, tag: &str) -> Option<Edge> {
     if !require_tshark(test) {
@@ -40,8 +46,7 @@ fn banned_registers_and_junk_are_captured_by_verdict() {
     let banned = IpAddr::V4(edge.pair.a4);
     let junk_source = IpAddr::V6(edge.pair.a6);
     let other = IpAddr::V4(edge.pair.add_a4(7).expect("a second address in a"));
-    let o = edge.cli(&["ban", "add", &banned.to_string()]);
-    assert!(o.status.success(), "{}", err(&o));
+    ban(&edge, banned);
 
     // Everything banned or malformed; the banned source alone, and on the SIP port only.
     let all = Capture::start(
@@ -266,8 +271,7 @@ fn a_capture_goes_on_across_a_daemon_restart() {
         return;
     };
     let banned = IpAddr::V4(edge.pair.a4);
-    let o = edge.cli(&["ban", "add", &banned.to_string()]);
-    assert!(o.status.success(), "{}", err(&o));
+    ban(&edge, banned);
     let cap = Capture::start(
         &edge,
         "restart.pcapng",

@@ -69,10 +69,7 @@ fn call(e: &Turn) -> (bool, String) {
 fn a_call_through_the_edge_reaches_the_hep_collector_and_a_gone_collector_costs_no_call() {
     let test =
         "a_call_through_the_edge_reaches_the_hep_collector_and_a_gone_collector_costs_no_call";
-    if !sipp_installed(test) {
-        return;
-    }
-    let Some(mut e) = edge(test, "hep", &hep_config(COLLECTOR_PORT), true) else {
+    let Some(mut e) = sipp_edge(test, "hep", &hep_config(COLLECTOR_PORT), true) else {
         return;
     };
     let pair = &e.pair;

@@ -143,14 +143,7 @@ fn cli_commands_against_a_running_daemon() {
     assert!(left > 3500 && left <= 3600, "{left}");
 
     let s = json(&d.cli(&["stats", "--json"]));
-    let row = s["xdp"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r[0] == "banned")
-        .unwrap()
-        .clone();
-    assert!(row[1].as_u64().unwrap() >= 20, "{s}");
+    assert!(xdp_verdicts(&s, "banned") >= 20, "{s}");
     assert!(out(&d.cli(&["stats"])).contains("xdp verdict"));
 
     // ban del: traffic flows again; a second del is refused with exit code 1.
@@ -338,15 +331,7 @@ fn restart_keeps_bans_enforced_without_a_gap() {
         "subscribers added at run time survive the restart"
     );
     // The counters were taken over too: every packet the sender sent was dropped as banned.
-    let stats = json(&d.cli(&["stats", "--json"]));
-    let banned = stats["xdp"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r[0] == "banned")
-        .unwrap()[1]
-        .as_u64()
-        .unwrap();
+    let banned = xdp_verdicts(&json(&d.cli(&["stats", "--json"])), "banned");
     assert!(banned >= sent, "banned counter {banned} >= sent {sent}");
 
     assert!(d.cli(&["ban", "del", &a4]).status.success());
@@ -447,4 +432,14 @@ fn config_check_refuses_a_weak_secret_and_secret_generate_makes_a_good_one() {
         ),
     );
     assert!(o.status.success(), "{}", err(&o));
+}
+
+/// The count of XDP `verdict`s in the `stats --json` output `stats` (its `xdp` rows are
+/// `[verdict, count]`).
+fn xdp_verdicts(stats: &serde_json::Value, verdict: &str) -> u64 {
+    stats["xdp"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r[0] == verdict))
+        .and_then(|r| r[1].as_u64())
+        .unwrap_or_else(|| panic!("no count of {verdict} in {stats}"))
 }

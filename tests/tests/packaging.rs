@@ -6,7 +6,8 @@ use std::{path::Path, process::Command};
 use clap::CommandFactory as _;
 use sip_firewall_tests::{
     daemon::{TempDir, daemon_bin},
-    said, skip,
+    run_said, skip,
+    skip::require_tool,
 };
 
 /// Every visible command path below the root, as `["ban", "add"]`.
@@ -53,25 +54,19 @@ fn man_pages_for_every_subcommand_and_man_renders_them() {
         "{root}"
     );
 
-    if Command::new("man").arg("--version").output().is_err() {
-        skip(
-            "man_pages_for_every_subcommand_and_man_renders_them",
-            "man is missing (apt-get install man-db; cargo xtask setup does)",
-        );
+    if !require_tool(
+        "man_pages_for_every_subcommand_and_man_renders_them",
+        "man",
+        "apt-get install man-db; cargo xtask setup does",
+    ) {
         return;
     }
-    let out = Command::new("man")
-        .arg("-l")
-        .arg(dir.path.join("sip-firewall-ban-add.1"))
-        .env("MANPAGER", "cat")
-        .env("MANWIDTH", "100")
-        .output()
-        .expect("man -l");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = stdout_of(
+        Command::new("man")
+            .arg("-l")
+            .arg(dir.path.join("sip-firewall-ban-add.1"))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100"),
     );
     assert!(text.contains("NAME"), "{text}");
     assert!(text.contains("sip-firewall-ban-add"), "{text}");
@@ -93,21 +88,23 @@ fn completions_for_bash_zsh_and_fish() {
         assert!(fish.contains(sub), "fish completion lacks {sub}");
     }
     // Bash parses it, and completing `sip-firewall ba` offers `ban`.
-    let out = Command::new("bash")
-        .arg("-c")
+    let reply = stdout_of(Command::new("bash").arg("-c")
         .arg(format!(
             "source {} && f=$(complete -p sip-firewall | sed 's/.*-F \\([^ ]*\\).*/\\1/') && COMP_WORDS=(sip-firewall ba) COMP_CWORD=1 && $f sip-firewall ba sip-firewall && echo \"${{COMPREPLY[@]}}\"",
             dir.path.join("sip-firewall.bash").display()
-        ))
-        .output()
-        .expect("bash");
-    let reply = String::from_utf8_lossy(&out.stdout);
+        )));
+    assert!(reply.split_whitespace().any(|w| w == "ban"), "{reply:?}");
+}
+
+/// What `cmd` wrote to stdout; it must exit 0 (its stderr shown when it does not).
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(reply.split_whitespace().any(|w| w == "ban"), "{reply:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The .deb `cargo xtask dist` wrote (`cargo xtask test` builds it first when it can).
@@ -121,12 +118,7 @@ fn built_deb() -> Option<std::path::PathBuf> {
 }
 
 fn sh(cmd: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .env("MANPAGER", "cat")
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    (out.status.success(), said(&out))
+    run_said(Command::new(cmd).args(args).env("MANPAGER", "cat"))
 }
 
 /// Purges the package however the test ends.
@@ -151,8 +143,7 @@ fn lintian_is_clean() {
         skip(test, "no .deb in target/dist: run `cargo xtask dist`");
         return;
     };
-    if Command::new("lintian").arg("--version").output().is_err() {
-        skip(test, "lintian is missing (cargo xtask setup installs it)");
+    if !require_tool(test, "lintian", "cargo xtask setup installs it") {
         return;
     }
     let (ok, said) = sh(

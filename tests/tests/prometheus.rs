@@ -11,18 +11,16 @@ use std::{
 use sip_firewall_tests::{
     daemon::scrape,
     edge::{Edge, xdp_args},
-    said, skip,
+    run_said, said,
+    skip::require_tool,
 };
 
 fn promtool(test: &str) -> bool {
-    if Command::new("promtool").arg("--version").output().is_ok() {
-        return true;
-    }
-    skip(
+    require_tool(
         test,
-        "promtool is missing (apt-get install prometheus; cargo xtask setup does)",
-    );
-    false
+        "promtool",
+        "apt-get install prometheus; cargo xtask setup does",
+    )
 }
 
 #[test]
@@ -32,14 +30,13 @@ fn alert_rules_pass_promtool() {
     }
     let rules =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .expect("promtool");
-    let text = said(&out);
+    let (ok, text) = run_said(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&rules),
+    );
     eprintln!("{text}");
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     assert!(text.contains("SUCCESS"), "{text}");
 }
 

@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::{daemon::daemon_bin, netns::Pair, require_root, said, skip};
+use sip_firewall_tests::{
+    daemon::daemon_bin, netns::Pair, require_root, said, skip, skip::require_tool,
+};
 
 const PATHS: [&str; 4] = [
     "/run/sip-firewall",
@@ -69,8 +71,7 @@ fn the_readme_first_session_works_as_written() {
         );
         return;
     }
-    if Command::new("curl").arg("--version").output().is_err() {
-        skip(test, "curl is missing (cargo xtask setup installs it)");
+    if !require_tool(test, "curl", "cargo xtask setup installs it") {
         return;
     }
     let cmds = session();

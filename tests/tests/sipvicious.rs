@@ -76,14 +76,8 @@ fn svmap_is_banned(test: &str, xdp: bool) {
         dropped, 3.0,
         "the three OPTIONS of the second scan dropped as banned; svmap reply:\n{again}"
     );
-    assert_eq!(
-        m2.messages_seen(),
-        m1.messages_seen(),
-        "the daemon's message layer saw nothing of the banned scanner"
-    );
-    if xdp {
-        assert_eq!(m2.userspace_drops("banned"), 0.0, "XDP dropped them all");
-    } else {
+    unseen_once_banned(&m1, &m2, xdp, "the banned scanner");
+    if !xdp {
         assert_eq!(m2.xdp("banned"), 0.0);
     }
     let (code, log) = e.stop();
@@ -158,14 +152,7 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
         after_ban > 0.0,
         "svcrack kept sending after the ban, and it was dropped as banned"
     );
-    assert_eq!(
-        end.messages_seen(),
-        at_ban.messages_seen(),
-        "the daemon's message layer saw nothing of svcrack once banned"
-    );
-    if xdp {
-        assert_eq!(end.userspace_drops("banned"), 0.0, "XDP dropped them all");
-    }
+    unseen_once_banned(&at_ban, &end, xdp, "svcrack once banned");
     // `why` names the ban, what triggered it and what lifts it.
     let w = why(d, &a4);
     assert_eq!(w["verdict"], "drop", "{w:#}");
@@ -243,4 +230,17 @@ fn svcrack_is_banned_before_the_password_and_then_dropped_in_user_space_without_
         "svcrack_is_banned_before_the_password_and_then_dropped_in_user_space_without_xdp",
         false,
     );
+}
+
+/// Between the snapshots `before` and `after`, the daemon's message layer saw nothing of
+/// `who`; with XDP, nothing of it was dropped in user space either (XDP dropped it all).
+fn unseen_once_banned(before: &Metrics, after: &Metrics, xdp: bool, who: &str) {
+    assert_eq!(
+        after.messages_seen(),
+        before.messages_seen(),
+        "the daemon's message layer saw nothing of {who}"
+    );
+    if xdp {
+        assert_eq!(after.userspace_drops("banned"), 0.0, "XDP dropped them all");
+    }
 }

@@ -17,7 +17,8 @@ use std::{
 use sip_firewall_tests::{
     daemon::{DaemonDirs, TempDir, daemon_bin, stop},
     netns::Pair,
-    require_root, said, skip,
+    require_root, run_said,
+    skip::require_tool,
 };
 
 fn unit_path() -> PathBuf {
@@ -25,18 +26,11 @@ fn unit_path() -> PathBuf {
 }
 
 fn has_systemd_analyze(test: &str) -> bool {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return true;
-    }
-    skip(
+    require_tool(
         test,
-        "systemd-analyze is missing (apt-get install systemd; cargo xtask setup does)",
-    );
-    false
+        "systemd-analyze",
+        "apt-get install systemd; cargo xtask setup does",
+    )
 }
 
 /// The exposure score `systemd-analyze security --offline=yes` gives `unit`.
@@ -81,13 +75,12 @@ fn unit_passes_systemd_analyze_verify_and_security() {
         unit.replace("/usr/bin/sip-firewall", &daemon_bin().display().to_string()),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&copy)
-        .output()
-        .expect("systemd-analyze verify");
-    let said = said(&out);
-    assert!(out.status.success(), "systemd-analyze verify:\n{said}");
+    let (ok, said) = run_said(
+        Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&copy),
+    );
+    assert!(ok, "systemd-analyze verify:\n{said}");
     assert!(said.trim().is_empty(), "systemd-analyze verify:\n{said}");
 
     let (score, text) = exposure(&copy);

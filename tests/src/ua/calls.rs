@@ -234,6 +234,32 @@ impl Call {
         rr.join(", ")
     }
 
+    /// The client's in-dialog `method` with CSeq `cseq`, sent on its connection along the
+    /// route set: the request as the phone received it.
+    async fn client_sends<W: Wire>(
+        &self,
+        phone: &Phone,
+        c: &mut Client<W>,
+        method: &str,
+        cseq: u32,
+    ) -> String {
+        let request = Request {
+            method,
+            uri: &self.phone_target,
+            via: &c.ua.via(),
+            from: &self.phone_to,
+            to: &self.phone_from,
+            call_id: &self.call_id,
+            cseq,
+            extra: &format!("Route: {}\r\n", self.route_for_client()),
+        };
+        c.wire.send(&request.text()).await;
+        let start = format!("{method} ");
+        phone
+            .expect(&format!("the client's {method}"), |m| m.starts_with(&start))
+            .await
+    }
+
     /// The phone hangs up: its BYE reaches the client over the client's connection, with
     /// the edge's Via for that transport; the client's 200 reaches the phone over UDP.
     pub async fn bye_from_phone<W: Wire>(&self, phone: &Phone, edge: &Edge, c: &mut Client<W>) {
@@ -274,20 +300,7 @@ impl Call {
     /// The client hangs up: its BYE reaches the phone over UDP with the edge's UDP Via
     /// above the client's; the phone's 200 reaches the client on its connection.
     pub async fn bye_from_client<W: Wire>(&self, phone: &Phone, edge: &Edge, c: &mut Client<W>) {
-        let bye = Request {
-            method: "BYE",
-            uri: &self.phone_target,
-            via: &c.ua.via(),
-            from: &self.phone_to,
-            to: &self.phone_from,
-            call_id: &self.call_id,
-            cseq: 7,
-            extra: &format!("Route: {}\r\n", self.route_for_client()),
-        };
-        c.wire.send(&bye.text()).await;
-        let req = phone
-            .expect("the client's BYE", |m| m.starts_with("BYE "))
-            .await;
+        let req = self.client_sends(phone, c, "BYE", 7).await;
         vias_toward_phone(&req, edge, c);
         assert!(headers(&req, "Route").is_empty(), "{req}");
         phone.send(&response_to(&req, "200 OK", "x", "")).await;
@@ -462,20 +475,7 @@ pub async fn client_calls_phone<W: Wire>(
         client_target: c.ua.contact.clone(),
         phone_called: true,
     };
-    let ack = Request {
-        method: "ACK",
-        uri: &target,
-        via: &c.ua.via(),
-        from: &from,
-        to: &call.phone_from,
-        call_id,
-        cseq: 2,
-        extra: &format!("Route: {}\r\n", call.route_for_client()),
-    };
-    c.wire.send(&ack.text()).await;
-    let ack = phone
-        .expect("the client's ACK", |m| m.starts_with("ACK "))
-        .await;
+    let ack = call.client_sends(phone, c, "ACK", 2).await;
     assert!(ack.contains("CSeq: 2 ACK"), "{ack}");
     assert!(
         header(&ack, "Via")

@@ -9,7 +9,7 @@ use sip_firewall_tests::{
     cluster::{Cluster, Node, Redis},
     daemon::TempDir,
     edge::{err, out},
-    skip,
+    skip::require_tool,
 };
 
 use crate::{
@@ -194,11 +194,11 @@ fn changes_queued_during_an_outage_survive_a_restart() {
 #[test]
 fn the_cut_off_alert_fires_for_a_node_without_redis() {
     let test = "the_cut_off_alert_fires_for_a_node_without_redis";
-    if Command::new("promtool").arg("--version").output().is_err() {
-        skip(
-            test,
-            "promtool is missing (apt-get install prometheus; cargo xtask setup does)",
-        );
+    if !require_tool(
+        test,
+        "promtool",
+        "apt-get install prometheus; cargo xtask setup does",
+    ) {
         return;
     }
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");

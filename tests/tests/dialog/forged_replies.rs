@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::call::{answer, eve_invite, receive, socket};
-use crate::support::{Metrics, config, edge, register_bob, sipp_installed};
+use crate::call::{answer, bob_and_eve, eve_invite, receive, socket};
+use crate::support::{Metrics, config, sipp_edge};
 
 /// Eve (198.51.100.5) and the forger (.6).
 const EVE: &str = "198.51.100.5";
@@ -19,19 +19,12 @@ const BOB_PORT: u16 = 5072;
 #[test]
 fn forged_603_for_an_open_branch_fails_no_call() {
     let test = "forged_603_for_an_open_branch_fails_no_call";
-    if !sipp_installed(test) {
-        return;
-    }
-    let Some(mut e) = edge(test, "fr", &config(""), false) else {
+    let Some(mut e) = sipp_edge(test, "fr", &config(""), false) else {
         return;
     };
+    let (r, bob, eve) = bob_and_eve(&e, BOB_PORT, EVE);
     let (pair, proxy) = (&e.pair, e.sip());
-    pair.add_a4(5).unwrap();
     pair.add_a4(6).unwrap();
-
-    let r = register_bob(pair, e.dir(), BOB_PORT);
-    let bob = socket(pair, format!("198.51.100.1:{BOB_PORT}"));
-    let eve = socket(pair, format!("{EVE}:5090"));
     let forger = socket(pair, format!("{FORGER}:5060"));
 
     let invite = eve_invite(EVE, "fr-call-1", "fr1", "");

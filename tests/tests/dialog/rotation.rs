@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
-use sip_firewall_tests::ua::response_to;
-
-use crate::call::{InDialog, answer, eve_invite, receive, record_route, socket};
-use crate::support::{Metrics, Turn, config, edge, register_bob, sipp_installed, xdp_args};
+use crate::call::{
+    Answered, InDialog, bob_and_eve, eve_calls_bob, eve_invite, in_dialog_to_bob, receive,
+};
+use crate::support::{Metrics, Turn, config, sipp_edge, xdp_args};
 
 /// Eve, at 198.51.100.7.
 const EVE: &str = "198.51.100.7";
@@ -41,33 +41,15 @@ fn restart(e: &mut Turn, text: &str) -> String {
 #[test]
 fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
     let test = "a_call_survives_a_secret_rollover_and_ends_with_the_old_secret";
-    if !sipp_installed(test) {
-        return;
-    }
-    let Some(mut e) = edge(test, "rot", &with_secrets(SECRET_A, &[]), false) else {
+    let Some(mut e) = sipp_edge(test, "rot", &with_secrets(SECRET_A, &[]), false) else {
         return;
     };
-    let (pair, proxy) = (&e.pair, e.sip());
-    pair.add_a4(7).unwrap();
-
     // Under secret A: Eve calls bob, bob answers, Eve gets our Record-Route.
-    let r = register_bob(pair, e.dir(), BOB_PORT);
-    let bob = socket(pair, format!("198.51.100.1:{BOB_PORT}"));
-    let eve = socket(pair, format!("{EVE}:5090"));
+    let (r, bob, eve) = bob_and_eve(&e, BOB_PORT, EVE);
+    let proxy = e.sip();
     let invite = eve_invite(EVE, CALL_ID, "rot1", "");
-    eve.send_to(invite.as_bytes(), proxy).expect("send INVITE");
-    let at_bob = receive(&bob, Duration::from_secs(3), |m| m.starts_with("INVITE"));
-    if let Some(inv) = at_bob.iter().find(|m| m.starts_with("INVITE")) {
-        bob.send_to(answer(inv, "200 OK", BOB_PORT).as_bytes(), proxy)
-            .expect("send 200");
-    }
-    let at_eve = receive(&eve, Duration::from_secs(3), |m| {
-        m.starts_with("SIP/2.0 200")
-    });
-    let route = at_eve
-        .iter()
-        .find(|m| m.starts_with("SIP/2.0 200"))
-        .and_then(|m| record_route(m));
+    let Answered { at_eve, route, .. } =
+        eve_calls_bob(&eve, &bob, proxy, &invite, "200 OK", BOB_PORT);
     let bob_uri = format!("sip:bob@198.51.100.1:{BOB_PORT}");
     let in_dialog = |method, cseq, route| {
         let call = InDialog {
@@ -83,17 +65,8 @@ fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
     let log_same = restart(&mut e, &with_secrets(SECRET_A, &[]));
     let mut info_at_bob = None;
     if let Some(route) = &route {
-        eve.send_to(in_dialog("INFO", 2, route).as_bytes(), proxy)
-            .expect("send INFO");
-        let got = receive(&bob, Duration::from_secs(3), |m| m.starts_with("INFO"));
-        info_at_bob = got.into_iter().find(|m| m.starts_with("INFO"));
-        if let Some(info) = &info_at_bob {
-            bob.send_to(response_to(info, "200 OK", "", "").as_bytes(), proxy)
-                .expect("send 200 for the INFO");
-            receive(&eve, Duration::from_secs(3), |m| {
-                m.starts_with("SIP/2.0 200")
-            });
-        }
+        let info = in_dialog("INFO", 2, route);
+        info_at_bob = in_dialog_to_bob(&eve, &bob, proxy, &info, "INFO").0;
     }
 
     // Restarted with B, A still accepted: Eve's BYE reaches bob.
@@ -104,17 +77,8 @@ fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
     let mut bye_at_bob = None;
     let mut eve_got = Vec::new();
     if let Some(route) = &route {
-        eve.send_to(in_dialog("BYE", 3, route).as_bytes(), proxy)
-            .expect("send BYE");
-        let got = receive(&bob, Duration::from_secs(3), |m| m.starts_with("BYE"));
-        bye_at_bob = got.into_iter().find(|m| m.starts_with("BYE"));
-        if let Some(bye) = &bye_at_bob {
-            bob.send_to(response_to(bye, "200 OK", "", "").as_bytes(), proxy)
-                .expect("send 200 for the BYE");
-            eve_got = receive(&eve, Duration::from_secs(3), |m| {
-                m.starts_with("SIP/2.0 200")
-            });
-        }
+        let bye = in_dialog("BYE", 3, route);
+        (bye_at_bob, eve_got) = in_dialog_to_bob(&eve, &bob, proxy, &bye, "BYE");
     }
     let rolled_after = Metrics::scrape(&e.pair);
 

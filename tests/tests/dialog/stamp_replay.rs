@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use crate::call::{InDialog, answer, eve_invite, receive, record_route, socket};
-use crate::support::{Metrics, config, edge, register_bob, sipp_installed};
+use crate::call::{Answered, InDialog, bob_and_eve, eve_calls_bob, eve_invite, receive, socket};
+use crate::support::{Metrics, config, sipp_edge};
 
 /// The outsider (caller, 198.51.100.3), a third address it also controls (.4), and the
 /// host it aims at.
@@ -23,40 +23,25 @@ const CALL_ID: &str = "eve-call-1";
 #[test]
 fn replayed_stamp_relays_nothing() {
     let test = "replayed_stamp_relays_nothing";
-    if !sipp_installed(test) {
-        return;
-    }
-    let Some(mut e) = edge(test, "rr", &config(""), false) else {
+    let Some(mut e) = sipp_edge(test, "rr", &config(""), false) else {
         return;
     };
+    let (r, bob, eve) = bob_and_eve(&e, BOB_PORT, EVE);
     let (pair, proxy) = (&e.pair, e.sip());
-    pair.add_a4(3).unwrap();
     pair.add_a4(4).unwrap();
-
-    let r = register_bob(pair, e.dir(), BOB_PORT);
-    let bob = socket(pair, format!("198.51.100.1:{BOB_PORT}"));
     let victim = socket(pair, format!("198.51.100.1:{VICTIM_PORT}"));
-    let eve = socket(pair, format!("{EVE}:5090"));
     let third = socket(pair, format!("{THIRD}:5090"));
 
     // Eve calls bob; bob's phone rings (its 180 carries our Record-Route back to Eve).
     let asserted = "P-Asserted-Identity: <sip:ceo@example.com>\r\n\
                     Remote-Party-ID: <sip:ceo@example.com>\r\n";
     let invite = eve_invite(EVE, CALL_ID, "eve1", asserted);
-    eve.send_to(invite.as_bytes(), proxy).expect("send INVITE");
-    let at_bob = receive(&bob, Duration::from_secs(3), |m| m.starts_with("INVITE"));
-    let forwarded = at_bob.iter().find(|m| m.starts_with("INVITE")).cloned();
-    if let Some(inv) = &forwarded {
-        bob.send_to(answer(inv, "180 Ringing", BOB_PORT).as_bytes(), proxy)
-            .expect("send 180");
-    }
-    let at_eve = receive(&eve, Duration::from_secs(3), |m| {
-        m.starts_with("SIP/2.0 180")
-    });
-    let route = at_eve
-        .iter()
-        .find(|m| m.starts_with("SIP/2.0 180"))
-        .and_then(|m| record_route(m));
+    let Answered {
+        at_bob,
+        forwarded,
+        at_eve,
+        route,
+    } = eve_calls_bob(&eve, &bob, proxy, &invite, "180 Ringing", BOB_PORT);
 
     let before = Metrics::scrape(pair);
     let mut at_victim = Vec::new();

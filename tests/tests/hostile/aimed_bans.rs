@@ -43,10 +43,7 @@ fn scanner_options(from: SocketAddr, n: usize) -> String {
 #[test]
 fn unproven_evidence_does_not_ban_a_subscriber() {
     let test = "unproven_evidence_does_not_ban_a_subscriber";
-    if !sipp_installed(test) {
-        return;
-    }
-    let Some(mut e) = edge(test, "aim", &config(""), true) else {
+    let Some(mut e) = sipp_edge(test, "aim", &config(""), true) else {
         return;
     };
     let (pair, d) = (&e.pair, &e.dirs);

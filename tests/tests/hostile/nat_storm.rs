@@ -31,10 +31,7 @@ users = [
 #[test]
 fn nat_storm_registers_every_phone() {
     let test = "nat_storm_registers_every_phone";
-    if !sipp_installed(test) {
-        return;
-    }
-    let Some(mut e) = edge(test, "nat", &storm_config(), true) else {
+    let Some(mut e) = sipp_edge(test, "nat", &storm_config(), true) else {
         return;
     };
     let pair = &e.pair;

@@ -109,15 +109,18 @@ fn bans_made(d: &Loopback) -> f64 {
         .sum()
 }
 
-/// alice registers at a daemon: the captured Authorization, refused there a second time.
-fn capture(phone: &mut Client, d: &Loopback) -> String {
+/// alice's phone registers at a daemon started as `tag` with `config`: the phone, the
+/// daemon, and the captured Authorization, refused there a second time.
+fn captured_at(tag: &str, config: &str) -> (Client, Loopback, String) {
+    let mut phone = Client::new();
+    let d = start(tag, config);
     let captured = phone.register_ok(d.sip);
     let again = phone.register(d.sip, Some(&captured));
     assert!(
         again.starts_with("SIP/2.0 401"),
         "replay on the same daemon: {again}"
     );
-    captured
+    (phone, d, captured)
 }
 
 /// Whether `r` is a fresh challenge with stale=true.
@@ -129,9 +132,7 @@ fn stale_challenge(r: &str) -> bool {
 #[test]
 fn a_captured_register_is_refused_after_a_restart() {
     let config = config("");
-    let mut phone = Client::new();
-    let first = start("replay-a", &config);
-    let captured = capture(&mut phone, &first);
+    let (mut phone, first, captured) = captured_at("replay-a", &config);
     drop(first);
     let restarted = start("replay-a2", &config);
     let r = phone.register(restarted.sip, Some(&captured));
@@ -145,9 +146,7 @@ fn a_captured_register_is_refused_after_a_restart() {
 #[test]
 fn a_captured_register_is_refused_on_another_node() {
     let config = config("");
-    let mut phone = Client::new();
-    let first = start("replay-b1", &config);
-    let captured = capture(&mut phone, &first);
+    let (mut phone, _first, captured) = captured_at("replay-b1", &config);
     // A second daemon with the same secret, while the first runs: a fresh challenge
     // (stale=true) every time, never 200, and never a failure toward a ban (the learner
     // bans at 5).

@@ -106,29 +106,36 @@ fn socket2_connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Re
             return Err(std::io::Error::last_os_error());
         }
         let stream = TcpStream::from_raw_fd(fd);
-        let mut a: libc::sockaddr_in = std::mem::zeroed();
-        a.sin_family = libc::AF_INET as libc::sa_family_t;
-        a.sin_addr.s_addr = u32::from_ne_bytes(from.octets());
-        if libc::bind(
-            fd,
-            (&a as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut b: libc::sockaddr_in = std::mem::zeroed();
-        b.sin_family = libc::AF_INET as libc::sa_family_t;
-        b.sin_port = to4.port().to_be();
-        b.sin_addr.s_addr = u32::from_ne_bytes(to4.ip().octets());
-        if libc::connect(
-            fd,
-            (&b as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
+        on_address(fd, &sockaddr(from, 0), libc::bind)?;
+        on_address(fd, &sockaddr(*to4.ip(), to4.port()), libc::connect)?;
         Ok(stream)
     }
+}
+
+/// The IPv4 socket address `ip`:`port` as the socket calls take it.
+fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data, all zeroes a valid value.
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    a.sin_family = libc::AF_INET as libc::sa_family_t;
+    a.sin_port = port.to_be();
+    a.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+    a
+}
+
+/// `call` (bind or connect) of the socket `fd` with the address `addr`: the OS's error when
+/// it fails.
+///
+/// # Safety
+/// `fd` is an open socket.
+unsafe fn on_address(
+    fd: libc::c_int,
+    addr: &libc::sockaddr_in,
+    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+) -> std::io::Result<()> {
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `addr` points to an initialised sockaddr_in of `len` bytes.
+    if unsafe { call(fd, (addr as *const libc::sockaddr_in).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

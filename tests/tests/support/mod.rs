@@ -79,6 +79,15 @@ pub fn edge(test: &str, tag: &str, config: &str, xdp: bool) -> Option<Turn> {
     })
 }
 
+/// [`edge`] for a test that also runs SIPp: None, after a loud skip, when SIPp is not
+/// installed or the test cannot run as root.
+pub fn sipp_edge(test: &str, tag: &str, config: &str, xdp: bool) -> Option<Turn> {
+    if !sipp_installed(test) {
+        return None;
+    }
+    edge(test, tag, config, xdp)
+}
+
 /// REGISTER number `n` of bob from `from` with forged credentials (a nonce the edge never
 /// issued, a response of zeros): a failed login, unauthenticated.
 pub fn forged_register(from: SocketAddr, n: usize) -> String {

@@ -233,28 +233,17 @@ fn a_roll_keeps_every_node_in_and_others_out() {
     let done = trust("22", &[]);
     let stranger = trust("33", &[]);
     assert_eq!(old.join(""), Join::Write, "an empty Redis");
-    assert_eq!(
-        rolled.join(&old.fingerprints()),
-        Join::Write,
-        "the roll moves on"
-    );
-    assert_eq!(
-        old.join(&rolled.fingerprints()),
-        Join::Keep,
-        "not yet rolled: in"
-    );
-    assert_eq!(rolled.join(&rolled.fingerprints()), Join::Keep);
-    assert_eq!(done.join(&rolled.fingerprints()), Join::Write, "S1 retired");
-    assert_eq!(
-        rolled.join(&done.fingerprints()),
-        Join::Keep,
-        "S1 not put back"
-    );
-    assert_eq!(
-        old.join(&done.fingerprints()),
-        Join::Refuse,
-        "S1 alone: out"
-    );
-    assert_eq!(stranger.join(&rolled.fingerprints()), Join::Refuse);
-    assert_eq!(stranger.join(&old.fingerprints()), Join::Refuse);
+    // Each case: the node joining, the node whose fingerprints Redis holds, the outcome.
+    for (node, stored, want, why) in [
+        (&rolled, &old, Join::Write, "the roll moves on"),
+        (&old, &rolled, Join::Keep, "not yet rolled: in"),
+        (&rolled, &rolled, Join::Keep, "rolled: in"),
+        (&done, &rolled, Join::Write, "S1 retired"),
+        (&rolled, &done, Join::Keep, "S1 not put back"),
+        (&old, &done, Join::Refuse, "S1 alone: out"),
+        (&stranger, &rolled, Join::Refuse, "no common secret: out"),
+        (&stranger, &old, Join::Refuse, "no common secret: out"),
+    ] {
+        assert_eq!(node.join(&stored.fingerprints()), want, "{why}");
+    }
 }

@@ -144,6 +144,18 @@ fn baseline_run(sent: Injector, frame: &[u8]) -> anyhow::Result<Outcome> {
     })
 }
 
+/// The bench's fast-path settings: payloads up to 16 KiB, every ban in force, and a flood
+/// limit of `rate` packets a second with bursts of `burst` (a source over it banned for
+/// 60 s).
+fn bench_config(rate: u32, burst: u32) -> XdpConfig {
+    XdpConfig {
+        max_payload: 16384,
+        ban_scope: BanScope::All as u32,
+        ..Default::default()
+    }
+    .with_flood(rate, burst, 60_000_000_000)
+}
+
 /// Run `f` with the kernel's per-program run-time statistics on.
 fn with_bpf_stats<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     const KNOB: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -163,13 +175,7 @@ fn xdp_run(
     let ifc = pair.if_b;
     let mut fp = in_ns(&pair.ns_b, move || {
         let mut fp = FastPath::load()?;
-        let cfg = XdpConfig {
-            max_payload: 16384,
-            ban_scope: BanScope::All as u32,
-            ..Default::default()
-        }
-        .with_flood(1000, 2000, 60_000_000_000);
-        fp.maps.set_config(&cfg)?;
+        fp.maps.set_config(&bench_config(1000, 2000))?;
         fp.maps.set_sip_ports(&[5060])?;
         fp.attach(ifc, sip_firewall::xdp::config::XdpMode::Native)?;
         Ok(fp)
@@ -203,13 +209,8 @@ fn xdp_run(
     let banned_ns = own(&fp, frame)?;
     fp.maps.unban(src)?;
     // Through every check: a flood limit so generous that a million runs stay under it.
-    let cfg = XdpConfig {
-        max_payload: 16384,
-        ban_scope: BanScope::All as u32,
-        ..Default::default()
-    }
-    .with_flood(1_000_000_000, 1_000_000_000, 60_000_000_000);
-    fp.maps.set_config(&cfg)?;
+    fp.maps
+        .set_config(&bench_config(1_000_000_000, 1_000_000_000))?;
     let full_ns = own(&fp, frame)?;
     anyhow::ensure!(
         fp.maps.bans().is_empty(),

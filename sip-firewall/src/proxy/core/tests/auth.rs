@@ -40,9 +40,34 @@ fn start(failures: &Arc<Failures>, now: Instant) -> Core {
     observed_core(CONFIG, now, failures.clone())
 }
 
+/// A first start of the edge at a fresh clock: the failures it reports, the clock's
+/// start, and the core.
+fn first_start() -> (Arc<Failures>, Instant, Core) {
+    let failures = Arc::new(Failures::default());
+    let now = Instant::now();
+    let core = start(&failures, now);
+    (failures, now, core)
+}
+
 fn feed(core: &mut Core, now: Instant, text: &str) -> Vec<(SocketAddr, String)> {
     let ctx = super::ctx_on(PHONE, EDGE, Transport::Datagram);
     super::feed(core, now, text, &ctx).1
+}
+
+/// `header` credentials of bob answering the challenge in `answer` (its nonce, nonce-count
+/// 1) for `method` over `uri`.
+fn answering(answer: &str, header: &str, method: &str, uri: &str) -> String {
+    credentials(header, &nonce_of(answer), "00000001", method, uri)
+}
+
+/// bob registers at `core`: REGISTER `n` challenged, `n + 1` with credentials for that
+/// challenge answered 200. Those credentials.
+fn registers(core: &mut Core, now: Instant, n: u32) -> String {
+    let sent = feed(core, now, &register(n, ""));
+    let auth = answering(&sent[0].1, "Authorization", "REGISTER", "sip:example.com");
+    let sent = feed(core, now, &register(n + 1, &auth));
+    assert!(sent[0].1.starts_with("SIP/2.0 200"), "{}", sent[0].1);
+    auth
 }
 
 fn register(n: u32, auth: &str) -> String {
@@ -60,20 +85,8 @@ fn register(n: u32, auth: &str) -> String {
 /// challenge then works.
 #[test]
 fn credentials_of_another_boot_are_stale_and_never_a_failure() {
-    let failures = Arc::new(Failures::default());
-    let now = Instant::now();
-    let mut first = start(&failures, now);
-    let sent = feed(&mut first, now, &register(1, ""));
-    let nonce = nonce_of(&sent[0].1);
-    let captured = credentials(
-        "Authorization",
-        &nonce,
-        "00000001",
-        "REGISTER",
-        "sip:example.com",
-    );
-    let sent = feed(&mut first, now, &register(2, &captured));
-    assert!(sent[0].1.starts_with("SIP/2.0 200"), "{}", sent[0].1);
+    let (failures, now, mut first) = first_start();
+    let captured = registers(&mut first, now, 1);
 
     let mut restarted = start(&failures, now);
     for n in 3..9 {
@@ -95,17 +108,7 @@ fn credentials_of_another_boot_are_stale_and_never_a_failure() {
             .get(),
         6
     );
-    let sent = feed(&mut restarted, now, &register(9, ""));
-    let nonce = nonce_of(&sent[0].1);
-    let own = credentials(
-        "Authorization",
-        &nonce,
-        "00000001",
-        "REGISTER",
-        "sip:example.com",
-    );
-    let sent = feed(&mut restarted, now, &register(10, &own));
-    assert!(sent[0].1.starts_with("SIP/2.0 200"), "{}", sent[0].1);
+    registers(&mut restarted, now, 9);
 }
 
 fn invite(n: u32, ruri: &str, auth: &str) -> String {
@@ -122,16 +125,13 @@ fn invite(n: u32, ruri: &str, auth: &str) -> String {
 /// 400, nothing forwarded, reported as `uri_mismatch`. Over its Request-URI it goes out.
 #[test]
 fn an_invite_whose_digest_covers_the_edge_not_its_request_uri_is_refused() {
-    let failures = Arc::new(Failures::default());
-    let now = Instant::now();
-    let mut core = start(&failures, now);
+    let (failures, now, mut core) = first_start();
     let number = "sip:+4930123456@carrier.example";
     let sent = feed(&mut core, now, &invite(1, number, ""));
     let nonce = nonce_of(&sent[0].1);
-    let over_edge = credentials(
+    let over_edge = answering(
+        &sent[0].1,
         "Proxy-Authorization",
-        &nonce,
-        "00000001",
         "INVITE",
         &format!("sip:{EDGE}"),
     );

@@ -10,14 +10,31 @@ const CONFIG: &str = r#"
 users = [{ user = "bob", domain = "example.com", password = "pw" }]
 "#;
 
-/// A core of `CONFIG` whose observer records what it hears.
-fn observed() -> (Loopback, Arc<Recorder>) {
+/// A core of `CONFIG` whose observer records what it hears, with bob registered from
+/// 10.0.0.21:21.
+fn observed_with_bob() -> (Loopback, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
-    (Loopback::observed_by(&loopback(CONFIG), rec.clone()), rec)
+    let mut h = Loopback::observed_by(&loopback(CONFIG), rec.clone());
+    h.register(21);
+    (h, rec)
 }
 
 fn harness() -> Loopback {
     Loopback::with_config(&loopback(CONFIG))
+}
+
+/// The one INVITE in what the core sent: where it went, and its text.
+fn only_invite(sent: &[(SocketAddr, String)]) -> &(SocketAddr, String) {
+    let invites = starting(sent, "INVITE");
+    assert_eq!(invites.len(), 1, "{sent:?}");
+    invites[0]
+}
+
+/// The harness with bob registered from 10.0.0.21:21 (his contact there).
+fn harness_with_bob() -> Loopback {
+    let mut h = harness();
+    h.register(21);
+    h
 }
 
 impl Loopback {
@@ -25,6 +42,18 @@ impl Loopback {
     fn stamp(&self, call_id: &str, caller: Destination, callee: Destination) -> String {
         let now = self.core.unix_secs(self.now);
         self.core.keys.stamp.seal(now, call_id, "c", caller, callee)
+    }
+
+    /// The caller's INVITE with branch `branch`: the request as it reached bob's contact 21.
+    fn invite_to_bob(&mut self, branch: &str) -> String {
+        let (_, sent) = self.feed(&invite(branch), "192.0.2.1:5060");
+        sent_to(&sent, 21)
+    }
+
+    /// `d` later (the timers run) no transaction is left, client or server.
+    fn all_ended_after(&mut self, d: Duration) {
+        self.advance(d);
+        assert_eq!(self.core.active(), (0, 0));
     }
 
     fn register(&mut self, contact_port: u16) {
@@ -58,23 +87,24 @@ fn sent_to(sent: &[(SocketAddr, String)], port: u16) -> String {
         .clone()
 }
 
+/// What the core sent that starts with `prefix` (a method or a status).
+fn starting<'a>(sent: &'a [(SocketAddr, String)], prefix: &str) -> Vec<&'a (SocketAddr, String)> {
+    sent.iter().filter(|(_, m)| m.starts_with(prefix)).collect()
+}
+
 fn starts(sent: &[(SocketAddr, String)], prefix: &str) -> usize {
-    sent.iter().filter(|(_, m)| m.starts_with(prefix)).count()
+    starting(sent, prefix).len()
 }
 
 #[test]
 fn parallel_fork_2xx_cancels_the_other_branch() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     h.register(22);
     let (a, sent) = h.feed(&invite("z9hG4bKinv1"), "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
     // 100 to the caller, one INVITE per contact, each to its contact's address.
     assert_eq!(starts(&sent, "SIP/2.0 100"), 1);
-    let invites: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("INVITE"))
-        .collect();
+    let invites = starting(&sent, "INVITE");
     assert_eq!(invites.len(), 2);
     let to21 = &sent_to(&sent, 21);
     let to22 = &sent_to(&sent, 22);
@@ -111,10 +141,7 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     // Branch 22 answers: the 200 goes up, branch 21 (which rang) is cancelled.
     let (_, sent) = h.feed(&response(to22, 200, "t22"), "10.0.0.22:22");
     assert_eq!(starts(&sent, "SIP/2.0 200"), 1);
-    let cancels: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("CANCEL"))
-        .collect();
+    let cancels = starting(&sent, "CANCEL");
     assert_eq!(cancels.len(), 1);
     assert_eq!(cancels[0].0.port(), 21);
     assert!(cancels[0].1.contains("CSeq: 1 CANCEL"));
@@ -126,17 +153,14 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     assert_eq!(starts(&sent, "ACK"), 1);
     assert_eq!(starts(&sent, "SIP/2.0"), 0);
     // Everything ends and is freed.
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 #[test]
 fn best_response_and_timeout() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     h.register(22);
-    let (_, sent) = h.feed(&invite("z9hG4bKinv2"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let to21 = h.invite_to_bob("z9hG4bKinv2");
     // 486 on one branch: nothing goes up while the other is pending.
     let (_, sent) = h.feed(&response(&to21, 486, "t21"), "10.0.0.21:21");
     assert_eq!(starts(&sent, "SIP/2.0"), 0);
@@ -159,35 +183,27 @@ fn best_response_and_timeout() {
     // answered.
     assert_eq!(finals.len(), 1, "{finals:?}");
     assert!(finals[0].1.starts_with("SIP/2.0 486"), "{finals:?}");
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 #[test]
 fn no_branch_answers_408() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     h.feed(&invite("z9hG4bKinv3"), "192.0.2.1:5060");
     let sent = h.advance(Duration::from_secs(33));
-    let finals: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("SIP/2.0 4"))
-        .collect();
+    let finals = starting(&sent, "SIP/2.0 4");
     assert!(!finals.is_empty());
     assert!(
         finals.iter().all(|(_, m)| m.starts_with("SIP/2.0 408")),
         "{finals:?}"
     );
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 #[test]
 fn cancel_matched_or_481() {
-    let mut h = harness();
-    h.register(21);
-    let (_, sent) = h.feed(&invite("z9hG4bKinv4"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let mut h = harness_with_bob();
+    let to21 = h.invite_to_bob("z9hG4bKinv4");
     let cancel = invite("z9hG4bKinv4")
         .replace("INVITE sip", "CANCEL sip")
         .replace("1 INVITE", "1 CANCEL");
@@ -205,8 +221,7 @@ fn cancel_matched_or_481() {
     let stray = cancel.replace("z9hG4bKinv4", "z9hG4bKnothing");
     let (_, sent) = h.feed(&stray, "192.0.2.1:5060");
     assert!(sent[0].1.starts_with("SIP/2.0 481"), "{sent:?}");
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 #[test]
@@ -228,8 +243,7 @@ fn retransmissions_absorbed_and_acks() {
     let (a, sent) = h.feed(&ack, "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
     assert!(sent.is_empty());
-    h.advance(Duration::from_secs(40));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(40));
 }
 
 #[test]
@@ -273,8 +287,7 @@ fn strays_scanners_and_policy() {
     let ping = "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKping\r\nFrom: <sip:x@other.org>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: p\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     let (_, sent) = h.feed(ping, "192.0.2.1:5060");
     assert!(sent[0].1.starts_with("SIP/2.0 200"));
-    h.advance(Duration::from_secs(40));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(40));
 }
 
 #[test]
@@ -317,8 +330,7 @@ fn in_dialog_loose_routing() {
     assert_eq!(up.len(), 1);
     assert!(up[0].1.starts_with("SIP/2.0 200"));
     assert!(up[0].1.contains("CSeq: 2 BYE"));
-    h.advance(Duration::from_secs(40));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(40));
 }
 
 #[test]
@@ -336,14 +348,10 @@ fn authenticated_user_goes_out_through_the_outbound_proxy() {
     let uri = "sip:dave@carrier.example";
     let cred = credentials("Proxy-Authorization", &nonce, "00000001", "INVITE", uri);
     let (_, sent) = h.feed(&call("z9hG4bKo2", &cred), "192.0.2.1:5060");
-    let out: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("INVITE"))
-        .collect();
-    assert_eq!(out.len(), 1, "{sent:?}");
-    assert_eq!(out[0].0, "203.0.113.5:5070".parse().unwrap());
+    let out = only_invite(&sent);
+    assert_eq!(out.0, "203.0.113.5:5070".parse().unwrap());
     assert!(
-        !out[0].1.contains("Proxy-Authorization"),
+        !out.1.contains("Proxy-Authorization"),
         "our credentials stripped"
     );
     // The same credentials again (new transaction): a replayed nonce-count, challenged.
@@ -371,46 +379,29 @@ fn trusted_peer_reaches_foreign_targets() {
     let msg = from_trunk("z9hG4bKtrunk1", "<sip:198.51.100.9;lr>")
         .replace("Route: <sip:198.51.100.9;lr>\r\n", "");
     let (_, sent) = h.feed(&msg, "10.1.1.1:5060");
-    let out: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("INVITE"))
-        .collect();
-    assert_eq!(out.len(), 1, "{sent:?}");
-    assert_eq!(out[0].0, "198.51.100.7:5080".parse().unwrap());
-    assert!(
-        out[0]
-            .1
-            .contains("Record-Route: <sip:127.0.0.1:5060;lr;sfw=")
-    );
+    let out = only_invite(&sent);
+    assert_eq!(out.0, "198.51.100.7:5080".parse().unwrap());
+    assert!(out.1.contains("Record-Route: <sip:127.0.0.1:5060;lr;sfw="));
     // A trusted peer's preloaded Route is honoured (an outsider's is stripped).
     let (_, sent) = h.feed(
         &from_trunk("z9hG4bKtrunk2", "<sip:198.51.100.9;lr>"),
         "10.1.1.1:5060",
     );
-    let out: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("INVITE"))
-        .collect();
-    assert_eq!(out.len(), 1, "{sent:?}");
-    assert_eq!(out[0].0, "198.51.100.9:5060".parse().unwrap());
-    assert!(out[0].1.contains("Route: <sip:198.51.100.9;lr>"));
+    let out = only_invite(&sent);
+    assert_eq!(out.0, "198.51.100.9:5060".parse().unwrap());
+    assert!(out.1.contains("Route: <sip:198.51.100.9;lr>"));
 }
 
 #[test]
 fn timer_c_cancels_a_branch_that_rings_forever() {
-    let mut h = harness();
-    h.register(21);
-    let (_, sent) = h.feed(&invite("z9hG4bKinvC"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let mut h = harness_with_bob();
+    let to21 = h.invite_to_bob("z9hG4bKinvC");
     h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
     // Timer C (3 minutes after the last provisional): the branch is cancelled.
     let sent = h.advance(Duration::from_secs(179));
     assert_eq!(starts(&sent, "CANCEL"), 0);
     let sent = h.advance(Duration::from_secs(2));
-    let cancels: Vec<_> = sent
-        .iter()
-        .filter(|(_, m)| m.starts_with("CANCEL"))
-        .collect();
+    let cancels = starting(&sent, "CANCEL");
     // The CANCEL and its Timer E retransmissions, all the same request.
     assert!(!cancels.is_empty());
     assert!(cancels.iter().all(|c| c.1 == cancels[0].1));
@@ -418,8 +409,7 @@ fn timer_c_cancels_a_branch_that_rings_forever() {
     // up and the caller gets 408; then everything is freed.
     let sent = h.advance(Duration::from_secs(33));
     assert!(starts(&sent, "SIP/2.0 408") >= 1, "{sent:?}");
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 /// Records what the observer hooks report.
@@ -464,8 +454,7 @@ impl crate::seams::Observer for Recorder {
 /// a call that is forwarded, a challenge and a request without a user name do not.
 #[test]
 fn refused_targets_are_reported() {
-    let (mut h, rec) = observed();
-    h.register(21);
+    let (mut h, rec) = observed_with_bob();
     let target = |user: &str, host: &str, n: usize| {
         invite(&format!("z9hG4bKsweep{n}"))
             .replace("Route: <sip:evil.example.net;lr>\r\n", "")
@@ -509,10 +498,8 @@ fn refused_targets_are_reported() {
 
 #[test]
 fn observer_hooks_for_the_fast_path() {
-    let (mut h, rec) = observed();
-    h.register(21);
-    let (_, sent) = h.feed(&invite("z9hG4bKobs"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let (mut h, rec) = observed_with_bob();
+    let to21 = h.invite_to_bob("z9hG4bKobs");
     h.feed(&response(&to21, 486, "t"), "10.0.0.21:21");
     h.advance(Duration::from_secs(40));
     let scan = invite("z9hG4bKscan2").replace(
@@ -543,10 +530,8 @@ fn observer_hooks_for_the_fast_path() {
 
 #[test]
 fn our_cancel_does_not_retire_the_invite_branch() {
-    let (mut h, rec) = observed();
-    h.register(21);
-    let (_, sent) = h.feed(&invite("z9hG4bKcx"), "192.0.2.1:5060");
-    let to21 = sent_to(&sent, 21);
+    let (mut h, rec) = observed_with_bob();
+    let to21 = h.invite_to_bob("z9hG4bKcx");
     h.feed(&response(&to21, 180, "t"), "10.0.0.21:21");
     let cancel = invite("z9hG4bKcx")
         .replace("INVITE sip", "CANCEL sip")
@@ -622,8 +607,7 @@ fn copies_from_another_source_get_nothing() {
 /// allow-listed peer), until it ACKs.
 #[test]
 fn timer_g_only_toward_verified_sources() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     // Without the preloaded Route (an allow-listed peer's would be honoured).
     let inv = invite("z9hG4bKtrusted")
         .replace("192.0.2.1", "10.0.0.99")
@@ -640,8 +624,7 @@ fn timer_g_only_toward_verified_sources() {
         resends >= 2,
         "Timer G toward the allow-listed caller: {resends}"
     );
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(60));
 }
 
 /// Held resources: server transactions are bounded per source and in total; a
@@ -683,8 +666,7 @@ fn transactions_bounded_per_source_and_in_total() {
         "allow-listed sources are bound by the total: {a:?}"
     );
     // Timer J ends them; then there is room again.
-    h.advance(Duration::from_secs(40));
-    assert_eq!(h.core.active(), (0, 0));
+    h.all_ended_after(Duration::from_secs(40));
     assert!(h.core.servers.no_source_counted());
     let (a, _) = h.feed(&opt("192.0.2.1:5060", 9), "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
@@ -729,8 +711,7 @@ fn register_from_a_spoofed_source_with_someone_elses_nonce() {
 /// call keeps ringing; from the INVITE's source it cancels.
 #[test]
 fn cancel_from_another_source_cancels_nothing() {
-    let mut h = harness();
-    h.register(21);
+    let mut h = harness_with_bob();
     let inv = invite("z9hG4bKcx1");
     let (_, sent) = h.feed(&inv, "192.0.2.1:5060");
     let to21 = sent_to(&sent, 21);

@@ -68,6 +68,14 @@ impl Node {
         super::feed(&mut self.core, self.now, text, &ctx).1
     }
 
+    /// What `from` wrote through to the cluster since the last call, taken into this node's
+    /// location cache.
+    fn take_from(&mut self, from: &Node) {
+        for c in from.written() {
+            self.core.location_remote(&c, self.now);
+        }
+    }
+
     /// What this node wrote through to the cluster since the last call.
     fn written(&self) -> Vec<Change> {
         std::mem::take(&mut *self.written.lock().expect("lock"))
@@ -76,6 +84,18 @@ impl Node {
     fn refused(&self, reason: &str) -> u64 {
         super::refused(&self.core, reason)
     }
+}
+
+/// Nodes A (on `secret_a`) and B (on `secret_b`), bob registered through A (200) and his
+/// binding written through to B.
+fn bob_on_a(secret_a: &str, secret_b: &str) -> (Node, Node) {
+    let t0 = Instant::now();
+    let mut a = Node::new("edge-a", A, secret_a, t0);
+    let mut b = Node::new("edge-b", B, secret_b, t0);
+    let ok = a.feed(&register(1, ""), BOB_FLOW);
+    assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
+    b.take_from(&a);
+    (a, b)
 }
 
 fn register(n: usize, supported: &str) -> String {
@@ -184,9 +204,7 @@ fn a_call_through_b_reaches_bob_through_a() {
     let star = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.21:40000;branch=z9hG4bKstar\r\nFrom: <sip:bob@example.com>;tag=r\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg2\r\nCSeq: 1 REGISTER\r\nContact: *\r\nExpires: 0\r\nContent-Length: 0\r\n\r\n";
     let ok = b.feed(star, BOB_FLOW);
     assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
-    for c in b.written() {
-        a.core.location_remote(&c, a.now);
-    }
+    a.take_from(&b);
     assert!(a.core.store.lookup("bob@example.com", a.now).is_empty());
 }
 
@@ -194,14 +212,7 @@ fn a_call_through_b_reaches_bob_through_a() {
 /// hop seals of a node not rolled yet: calls keep reaching phones registered on either.
 #[test]
 fn a_hop_sealed_under_the_previous_secret_is_taken_during_a_roll() {
-    let t0 = Instant::now();
-    let mut a = Node::new("edge-a", A, "new-secret,old-secret", t0);
-    let mut b = Node::new("edge-b", B, "old-secret", t0);
-    let ok = a.feed(&register(1, ""), BOB_FLOW);
-    assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
-    for c in &a.written() {
-        b.core.location_remote(c, b.now);
-    }
+    let (mut a, mut b) = bob_on_a("new-secret,old-secret", "old-secret");
     let sent = b.feed(&call("roll"), "10.0.0.50:5060");
     let inv = invites(&sent);
     assert_eq!(inv.len(), 1, "{sent:?}");
@@ -217,13 +228,7 @@ fn a_hop_sealed_under_the_previous_secret_is_taken_during_a_roll() {
 /// and nothing reaches bob.
 #[test]
 fn an_outsider_forging_the_path_route_is_refused() {
-    let t0 = Instant::now();
-    let mut a = Node::new("edge-a", A, "cluster-secret", t0);
-    let mut b = Node::new("edge-b", B, "cluster-secret", t0);
-    a.feed(&register(1, ""), BOB_FLOW);
-    for c in a.written() {
-        b.core.location_remote(&c, b.now);
-    }
+    let (mut a, mut b) = bob_on_a("cluster-secret", "cluster-secret");
     let real = invites(&b.feed(&call("c1"), "10.0.0.50:5060"))
         .pop()
         .expect("B routes to A")
@@ -264,14 +269,10 @@ fn an_outsider_forging_the_path_route_is_refused() {
     let sent = a.feed(&real, &format!("{B}:5060"));
     assert_eq!(invites(&sent).len(), 1, "{sent:?}");
     // A node with another secret cannot make a seal A accepts.
-    let mut c = Node::new("edge-c", B, "another-secret", t0);
-    for ch in a.written() {
-        c.core.location_remote(&ch, c.now);
-    }
+    let mut c = Node::new("edge-c", B, "another-secret", a.now);
+    c.take_from(&a);
     a.feed(&register(2, ""), BOB_FLOW);
-    for ch in a.written() {
-        c.core.location_remote(&ch, c.now);
-    }
+    c.take_from(&a);
     let other = invites(&c.feed(&call("c9"), "10.0.0.50:5060"))
         .pop()
         .expect("C routes to A")
@@ -397,14 +398,7 @@ fn bindings_from_the_cluster_pass_the_next_hop_check() {
 /// silent, A removes his binding and writes the removal through: B forgets him too.
 #[test]
 fn only_the_node_holding_a_flow_pings_it() {
-    let t0 = Instant::now();
-    let mut a = Node::new("edge-a", A, "cluster-secret", t0);
-    let mut b = Node::new("edge-b", B, "cluster-secret", t0);
-    let ok = a.feed(&register(1, ""), BOB_FLOW);
-    assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
-    for c in &a.written() {
-        b.core.location_remote(c, b.now);
-    }
+    let (mut a, mut b) = bob_on_a("cluster-secret", "cluster-secret");
     assert_eq!(b.core.store.lookup("bob@example.com", b.now).len(), 1);
     // The defaults: every 30 s, gone after 3 unanswered.
     let (d, step) = (Duration::from_secs(121), Duration::from_millis(100));

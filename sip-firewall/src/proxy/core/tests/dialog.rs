@@ -66,6 +66,15 @@ impl Edge {
             .seal(now, call_id, "c", d(caller), d(callee))
     }
 
+    /// The caller's BYE of `call` (branch `branch`) along a stamp naming the callee `to`:
+    /// the edge sends one message, and to `to`.
+    fn bye_goes_to(&mut self, call: &str, branch: &str, to: &str) {
+        let route = our_route(&self.stamp(call, CALLER, to));
+        let sent = self.feed(&bye(call, branch, &[route]), CALLER);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].0, to.parse().unwrap());
+    }
+
     fn refused(&self, reason: &str) -> u64 {
         super::refused(&self.core, reason)
     }
@@ -277,10 +286,7 @@ fn a_stamp_toward_an_internal_address_is_refused_unless_listed() {
         &format!("secret = \"{SECRET_A}\""),
         "internal_next_hops = [\"127.0.0.0/8\"]",
     );
-    let route = our_route(&e.stamp("listed", CALLER, "127.0.0.1:8080"));
-    let sent = e.feed(&bye("listed", "z9hG4bKlisted", &[route]), CALLER);
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, "127.0.0.1:8080".parse().unwrap());
+    e.bye_goes_to("listed", "z9hG4bKlisted", "127.0.0.1:8080");
 }
 
 /// What the edge sends to by configuration, and what this host sends, are no forgery: a
@@ -292,10 +298,7 @@ fn the_outbound_proxy_and_requests_from_this_host_pass() {
         &format!("secret = \"{SECRET_A}\""),
         "outbound = \"127.0.0.1:5080\"",
     );
-    let route = our_route(&e.stamp("out", CALLER, "127.0.0.1:5080"));
-    let sent = e.feed(&bye("out", "z9hG4bKout1", &[route]), CALLER);
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, "127.0.0.1:5080".parse().unwrap());
+    e.bye_goes_to("out", "z9hG4bKout1", "127.0.0.1:5080");
     // Another port of the same address is no outbound proxy.
     let route = our_route(&e.stamp("out2", CALLER, "127.0.0.1:8080"));
     let sent = e.feed(&bye("out2", "z9hG4bKout2", &[route]), CALLER);

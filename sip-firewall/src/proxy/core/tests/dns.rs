@@ -33,6 +33,13 @@ impl Loopback {
         q.remove(0)
     }
 
+    /// The peer's INVITE with branch `branch`: the transaction whose Request-URI the core
+    /// then asks the resolver for.
+    fn invite_asks(&mut self, branch: &str) -> ServerKey {
+        self.feed_sent(&invite(branch), PEER);
+        self.asked().0
+    }
+
     fn resolved(
         &mut self,
         key: &ServerKey,
@@ -116,8 +123,7 @@ fn a_domain_is_resolved_then_503_and_timeout_fail_over_to_the_next_target() {
 #[test]
 fn the_last_target_failing_ends_the_request_as_before() {
     let mut h = harness();
-    h.feed_sent(&invite("z9hG4bKd2"), PEER);
-    let (key, _) = h.asked();
+    let key = h.invite_asks("z9hG4bKd2");
     let (a, b) = ("203.0.113.1:5060", "203.0.113.2:5060");
     let sent = h.resolved(&key, Ok(vec![udp(a), udp(b)]));
     let first = to(&sent, a, "INVITE");
@@ -134,8 +140,7 @@ fn the_last_target_failing_ends_the_request_as_before() {
 #[test]
 fn a_transport_error_fails_over_at_once() {
     let mut h = harness();
-    h.feed_sent(&invite("z9hG4bKd3"), PEER);
-    let (key, _) = h.asked();
+    let key = h.invite_asks("z9hG4bKd3");
     let (a, b) = ("203.0.113.1:5060", "203.0.113.2:5060");
     h.resolved(&key, Ok(vec![udp(a), udp(b)]));
     h.core.unreachable(udp(a), h.now);
@@ -148,19 +153,16 @@ fn a_transport_error_fails_over_at_once() {
 #[test]
 fn names_that_resolve_to_nothing_are_answered_never_left_hanging() {
     let mut h = harness();
-    h.feed_sent(&invite("z9hG4bKd4"), PEER);
-    let (key, _) = h.asked();
+    let key = h.invite_asks("z9hG4bKd4");
     let sent = h.resolved(&key, Err(DnsError::NotFound));
     assert_eq!(to(&sent, PEER, "SIP/2.0 404").len(), 1, "{sent:?}");
 
-    h.feed_sent(&invite("z9hG4bKd5"), PEER);
-    let (key, _) = h.asked();
+    let key = h.invite_asks("z9hG4bKd5");
     let sent = h.resolved(&key, Err(DnsError::Failed("servfail".into())));
     assert_eq!(to(&sent, PEER, "SIP/2.0 503").len(), 1, "{sent:?}");
 
     // No answer from the resolver at all: 503 at `[dns] timeout` + 2 s, from the core.
-    h.feed_sent(&invite("z9hG4bKd6"), PEER);
-    let (key, _) = h.asked();
+    let key = h.invite_asks("z9hG4bKd6");
     let sent = h.advance(Duration::from_secs(6));
     assert_eq!(to(&sent, PEER, "SIP/2.0 503").len(), 1, "{sent:?}");
     // The resolution coming later changes nothing.
@@ -168,8 +170,7 @@ fn names_that_resolve_to_nothing_are_answered_never_left_hanging() {
     assert!(sent.is_empty(), "{sent:?}");
 
     // DNS naming our own host's services: refused like any internal next hop.
-    h.feed_sent(&invite("z9hG4bKd7"), PEER);
-    let (key, _) = h.asked();
+    let key = h.invite_asks("z9hG4bKd7");
     let sent = h.resolved(&key, Ok(vec![udp("127.0.0.1:5080")]));
     assert_eq!(to(&sent, PEER, "SIP/2.0 403").len(), 1, "{sent:?}");
 }
@@ -177,8 +178,7 @@ fn names_that_resolve_to_nothing_are_answered_never_left_hanging() {
 #[test]
 fn cancel_while_resolving_ends_the_invite_with_487() {
     let mut h = harness();
-    h.feed_sent(&invite("z9hG4bKd8"), PEER);
-    let (key, _) = h.asked();
+    let key = h.invite_asks("z9hG4bKd8");
     let cancel = "CANCEL sip:dave@carrier.example SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKd8\r\nMax-Forwards: 70\r\nFrom: <sip:trunk@pbx.example>;tag=t\r\nTo: <sip:dave@carrier.example>\r\nCall-ID: dns-z9hG4bKd8\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
     let sent = h.feed_sent(cancel, PEER);
     assert_eq!(to(&sent, PEER, "SIP/2.0 200").len(), 1, "{sent:?}");

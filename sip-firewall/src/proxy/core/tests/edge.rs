@@ -617,17 +617,20 @@ fn edge_with_domain() -> Edge {
     e
 }
 
+/// An edge with our domain at which bob registered `contacts` from `source` (200).
+fn edge_with_contacts(source: &str, contacts: &[&str]) -> Edge {
+    let mut e = edge_with_domain();
+    assert_eq!(e.register(source, contacts, 1), "SIP/2.0 200 OK");
+    e
+}
+
 /// A binding's destination is the flow the REGISTER came on, never the host its
 /// Contact names (main: a Contact on the source's IP but another port was used, so a
 /// REGISTER could aim every call at another service of that host); the authenticated user is
 /// recorded; five contacts per address of record by default.
 #[test]
 fn registrations_follow_the_client() {
-    let mut e = edge_with_domain();
-    assert_eq!(
-        e.register("10.0.0.21:40000", &["sip:bob@10.0.0.21:5070"], 1),
-        "SIP/2.0 200 OK"
-    );
+    let mut e = edge_with_contacts("10.0.0.21:40000", &["sip:bob@10.0.0.21:5070"]);
     let sent = e.feed(&call_invite("flow1"), CALLER);
     let to: Vec<_> = sent
         .iter()
@@ -639,10 +642,9 @@ fn registrations_follow_the_client() {
     assert_eq!(b[0].authenticated, None, "allow-listed: no credentials");
     assert_eq!(b[0].source, "10.0.0.21:40000".parse().unwrap());
 
-    let mut e = edge_with_domain();
     let five: Vec<String> = (1..=5).map(|i| format!("sip:bob@10.0.0.{i}")).collect();
     let five: Vec<&str> = five.iter().map(String::as_str).collect();
-    assert_eq!(e.register("10.0.0.30:5060", &five, 1), "SIP/2.0 200 OK");
+    let mut e = edge_with_contacts("10.0.0.30:5060", &five);
     let status = e.register("10.0.0.30:5060", &["sip:bob@10.0.0.6"], 2);
     assert!(
         !status.starts_with("SIP/2.0 200"),
@@ -655,11 +657,7 @@ fn registrations_follow_the_client() {
 /// (main: seven sends per call, whatever happened before), until it answers again.
 #[test]
 fn silent_contacts_get_no_retransmissions() {
-    let mut e = edge_with_domain();
-    assert_eq!(
-        e.register("10.0.0.21:5070", &["sip:bob@a"], 1),
-        "SIP/2.0 200 OK"
-    );
+    let mut e = edge_with_contacts("10.0.0.21:5070", &["sip:bob@a"]);
     let sends_to = |sent: &[(SocketAddr, String)]| {
         sent.iter()
             .filter(|(a, m)| *a == "10.0.0.21:5070".parse().unwrap() && m.starts_with("INVITE"))

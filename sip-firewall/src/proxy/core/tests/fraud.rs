@@ -61,6 +61,12 @@ impl H {
         final_line(&sent)
     }
 
+    /// A call to `number` refused at the edge for a critical threshold it passes (403 Fraud
+    /// Limit Exceeded).
+    fn assert_tripped(&mut self, number: &str) {
+        assert_eq!(self.refusal(number), "SIP/2.0 403 Fraud Limit Exceeded");
+    }
+
     /// The same with the Call-ID and From-tag of call `c` (a new transaction each time).
     fn call_as(&mut self, number: &str, c: u32) -> (Vec<(SocketAddr, String)>, Option<String>) {
         self.seq += 1;
@@ -191,7 +197,7 @@ fn concurrent_critical_suspends_the_account() {
         1,
         "the second call passed the warning threshold"
     );
-    assert_eq!(h.refusal("0044201234"), "SIP/2.0 403 Fraud Limit Exceeded");
+    h.assert_tripped("0044201234");
     let ops = h.core.fraud.take_store_ops();
     assert!(
         matches!(ops.as_slice(), [crate::fraud::StoreOp::Suspend(s)] if s.account == "alice@example.com"),
@@ -224,7 +230,7 @@ fn calls_per_minute_trips_at_the_count() {
         0,
         "failed calls are not in progress"
     );
-    assert_eq!(h.refusal("0049309"), "SIP/2.0 403 Fraud Limit Exceeded");
+    h.assert_tripped("0049309");
 }
 
 /// sequential critical 2: two calls under "00" in a row go, a national call in between
@@ -236,7 +242,7 @@ fn sequential_calls_trip_at_the_count() {
         let out = h.forwarded(number);
         h.answer(&out, 486);
     }
-    assert_eq!(h.refusal("00495"), "SIP/2.0 403 Fraud Limit Exceeded");
+    h.assert_tripped("00495");
 }
 
 /// max_call_duration: a call left up past it gets BYE on both sides, each as the other
@@ -365,7 +371,7 @@ fn a_duplicate_invite_does_not_untrack_the_call() {
     assert_eq!(final_line(&sent), "SIP/2.0 403 Call Already In Progress");
     h.answer(&first, 200);
     assert_eq!(h.core.fraud.calls_active(), 1);
-    assert_eq!(h.refusal("00492"), "SIP/2.0 403 Fraud Limit Exceeded");
+    h.assert_tripped("00492");
 }
 
 /// on_critical = "block-and-hangup": the suspension also ends the account's answered calls,
@@ -669,7 +675,7 @@ fn refused_bye_leaves_the_call_counted(from_tag: &str, to_tag: &str, extra: &str
         2,
         "{from_tag}/{to_tag} answered {status}: the call goes on"
     );
-    assert_eq!(h.refusal("004930333"), "SIP/2.0 403 Fraud Limit Exceeded");
+    h.assert_tripped("004930333");
 }
 
 /// A made-up To-tag: the trunk has no such dialog (481, RFC 3261 15.1.2).

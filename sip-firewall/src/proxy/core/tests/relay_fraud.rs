@@ -77,6 +77,56 @@ impl R {
         self.feed(&text, REGISTRAR)
     }
 
+    /// alice's call `n` to `number`, relayed and answered 200 by the gateway: what the edge
+    /// sent on.
+    fn answered(&mut self, n: u32, number: &str) -> Vec<(SocketAddr, String)> {
+        let req = self.relayed(n, number, "alice");
+        self.answer(&req, "200 OK")
+    }
+
+    /// alice's call 1 to 004930123, relayed and answered 2xx by the gateway: the route set
+    /// of her in-dialog requests, the 200's Record-Route reversed (RFC 3261 12.1.2).
+    fn answered_call(&mut self) -> String {
+        let back = self.answered(1, "004930123");
+        let ok = back
+            .iter()
+            .find(|(_, m)| m.starts_with("SIP/2.0 200"))
+            .map(|(_, m)| m.clone())
+            .expect("200 to the phone");
+        let route: Vec<&str> = ok
+            .lines()
+            .filter_map(|l| l.strip_prefix("Record-Route: "))
+            .rev()
+            .collect();
+        route.join(", ")
+    }
+
+    /// alice's in-dialog `method` (CSeq 3) of call 1 along `route`, with the `extra` header
+    /// lines: the request as it reached the registrar.
+    fn in_dialog(&mut self, method: &str, route: &str, extra: &str) -> String {
+        let text = format!(
+            "{method} sip:gw@{GATEWAY} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bK{method}1\r\n\
+             Max-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:alice@example.com>;tag=f1\r\n\
+             To: <sip:004930123@carrier.example>;tag=gw\r\nCall-ID: call-1\r\nCSeq: 3 {method}\r\n\
+             {extra}Content-Length: 0\r\n\r\n"
+        );
+        let sent = self.feed(&text, PHONE);
+        sent.iter()
+            .find(|(a, m)| a.to_string() == REGISTRAR && m.starts_with(method))
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| panic!("{method} not relayed: {sent:?}"))
+    }
+
+    /// The gateway's 200 to the in-dialog `req`, with the `extra` header lines, through the
+    /// registrar (the request's To already carries the gateway's tag): what the edge sent on.
+    fn ok_in_dialog(&mut self, req: &str, extra: &str) -> Vec<(SocketAddr, String)> {
+        let text = format!(
+            "SIP/2.0 200 OK\r\n{extra}{}Content-Length: 0\r\n\r\n",
+            response_lines(req, "gw").replace(";tag=gw;tag=gw", ";tag=gw")
+        );
+        self.feed(&text, REGISTRAR)
+    }
+
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
         super::advance(&mut self.core, &mut self.now, d, Duration::from_millis(100))
     }
@@ -93,6 +143,22 @@ fn to_phone(sent: &[(SocketAddr, String)]) -> Vec<String> {
         .filter(|(a, m)| a.to_string() == PHONE && m.starts_with("SIP/2.0"))
         .map(|(_, m)| m.lines().next().unwrap_or("").to_string())
         .collect()
+}
+
+/// The edge ended call `n` and no other, with a BYE toward the registrar and one toward
+/// the phone.
+fn assert_ended_both_ways(sent: &[(SocketAddr, String)], n: u32) {
+    let call = format!("Call-ID: call-{n}\r\n");
+    let byes: Vec<_> = sent.iter().filter(|(_, m)| m.starts_with("BYE")).collect();
+    assert!(
+        byes.iter().all(|(_, m)| m.contains(&call)),
+        "only call {n} ends: {byes:?}"
+    );
+    let toward = |who: &str| byes.iter().any(|(a, _)| a.to_string() == who);
+    assert!(
+        toward(REGISTRAR) && toward(PHONE),
+        "BYE both ways: {sent:?}"
+    );
 }
 
 /// Someone with made-up credentials of alice's calls again and again: every INVITE goes to
@@ -123,8 +189,7 @@ fn refused_credentials_count_nothing() {
             .get(),
         0
     );
-    let req = r.relayed(6, "004930123", "alice");
-    let back = r.answer(&req, "200 OK");
+    let back = r.answered(6, "004930123");
     assert_eq!(to_phone(&back), vec!["SIP/2.0 200 OK"]);
     assert_eq!(
         r.core.fraud.calls_active(),
@@ -141,12 +206,10 @@ fn refused_credentials_count_nothing() {
 fn answered_calls_are_booked_and_the_critical_one_is_ended() {
     let mut r = R::new(&format!("deny_prefixes = [\"00882\"]\n{CONCURRENT_2}"));
     for n in 1..=2 {
-        let req = r.relayed(n, &format!("00493012{n}"), "alice");
-        r.answer(&req, "200 OK");
+        r.answered(n, &format!("00493012{n}"));
     }
     assert_eq!(r.core.fraud.calls_active(), 2);
-    let req = r.relayed(3, "004930125", "alice");
-    let back = r.answer(&req, "200 OK");
+    let back = r.answered(3, "004930125");
     assert_eq!(
         to_phone(&back),
         vec!["SIP/2.0 200 OK"],
@@ -159,16 +222,7 @@ fn answered_calls_are_booked_and_the_critical_one_is_ended() {
     );
     assert_eq!(r.refused("critical"), 1);
     let sent = r.advance(Duration::from_secs(2));
-    let byes: Vec<_> = sent.iter().filter(|(_, m)| m.starts_with("BYE")).collect();
-    assert!(
-        byes.iter().all(|(_, m)| m.contains("Call-ID: call-3\r\n")),
-        "only the third call ends: {byes:?}"
-    );
-    let toward = |who: &str| byes.iter().any(|(a, _)| a.to_string() == who);
-    assert!(
-        toward(REGISTRAR) && toward(PHONE),
-        "BYE both ways: {byes:?}"
-    );
+    assert_ended_both_ways(&sent, 3);
     assert_eq!(r.core.fraud.calls_active(), 2);
 
     let sent = r.invite(4, "0301234567", "alice");
@@ -185,37 +239,10 @@ fn answered_calls_are_booked_and_the_critical_one_is_ended() {
 #[test]
 fn a_bye_answered_2xx_frees_the_call() {
     let mut r = R::new(CONCURRENT_2);
-    let req = r.relayed(1, "004930123", "alice");
-    let back = r.answer(&req, "200 OK");
-    let ok = back
-        .iter()
-        .find(|(_, m)| m.starts_with("SIP/2.0 200"))
-        .map(|(_, m)| m.clone())
-        .expect("200 to the phone");
-    let routes: Vec<&str> = ok
-        .lines()
-        .filter_map(|l| l.strip_prefix("Record-Route: "))
-        .collect();
-    let route: Vec<&str> = routes.iter().rev().copied().collect();
-    let bye = format!(
-        "BYE sip:gw@{GATEWAY} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKbye1\r\n\
-         Max-Forwards: 70\r\nRoute: {}\r\nFrom: <sip:alice@example.com>;tag=f1\r\n\
-         To: <sip:004930123@carrier.example>;tag=gw\r\nCall-ID: call-1\r\nCSeq: 3 BYE\r\n\
-         Content-Length: 0\r\n\r\n",
-        route.join(", ")
-    );
-    let sent = r.feed(&bye, PHONE);
-    let at_registrar = sent
-        .iter()
-        .find(|(a, m)| a.to_string() == REGISTRAR && m.starts_with("BYE"))
-        .map(|(_, m)| m.clone())
-        .unwrap_or_else(|| panic!("BYE not relayed: {sent:?}"));
+    let route = r.answered_call();
+    let at_registrar = r.in_dialog("BYE", &route, "");
     assert_eq!(r.core.fraud.calls_active(), 1, "until the BYE's 2xx");
-    let text = format!(
-        "SIP/2.0 200 OK\r\n{}Content-Length: 0\r\n\r\n",
-        response_lines(&at_registrar, "gw").replace(";tag=gw;tag=gw", ";tag=gw")
-    );
-    r.feed(&text, REGISTRAR);
+    r.ok_in_dialog(&at_registrar, "");
     assert_eq!(r.core.fraud.calls_active(), 0);
 }
 
@@ -225,25 +252,14 @@ fn a_bye_answered_2xx_frees_the_call() {
 #[test]
 fn an_answered_call_past_a_bound_is_ended() {
     let mut r = R::new("max_calls_per_user = 1\n");
-    let req = r.relayed(1, "004930121", "alice");
-    r.answer(&req, "200 OK");
-    let req = r.relayed(2, "004930122", "alice");
-    let back = r.answer(&req, "200 OK");
+    r.answered(1, "004930121");
+    let back = r.answered(2, "004930122");
     assert_eq!(
         to_phone(&back),
         vec!["SIP/2.0 200 OK"],
         "the answer goes up"
     );
-    let byes: Vec<_> = back.iter().filter(|(_, m)| m.starts_with("BYE")).collect();
-    assert!(
-        byes.iter().all(|(_, m)| m.contains("Call-ID: call-2\r\n")),
-        "{byes:?}"
-    );
-    let toward = |who: &str| byes.iter().any(|(a, _)| a.to_string() == who);
-    assert!(
-        toward(REGISTRAR) && toward(PHONE),
-        "BYE both ways: {back:?}"
-    );
+    assert_ended_both_ways(&back, 2);
     assert_eq!(r.refused("user_limit"), 1);
     assert_eq!(r.core.fraud.calls_active(), 1);
 }
@@ -253,39 +269,14 @@ fn an_answered_call_past_a_bound_is_ended() {
 #[test]
 fn a_reinvite_books_nothing() {
     let mut r = R::new(CONCURRENT_2);
-    let req = r.relayed(1, "004930123", "alice");
-    let back = r.answer(&req, "200 OK");
-    let ok = back
-        .iter()
-        .find(|(_, m)| m.starts_with("SIP/2.0 200"))
-        .map(|(_, m)| m.clone())
-        .expect("200 to the phone");
-    let route: Vec<&str> = ok
-        .lines()
-        .filter_map(|l| l.strip_prefix("Record-Route: "))
-        .rev()
-        .collect();
-    let reinvite = format!(
-        "INVITE sip:gw@{GATEWAY} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKre1\r\n\
-         Max-Forwards: 70\r\nRoute: {}\r\nFrom: <sip:alice@example.com>;tag=f1\r\n\
-         To: <sip:004930123@carrier.example>;tag=gw\r\nCall-ID: call-1\r\nCSeq: 3 INVITE\r\n\
-         Contact: <sip:alice@{PHONE}>\r\n\
+    let route = r.answered_call();
+    let credentials = format!(
+        "Contact: <sip:alice@{PHONE}>\r\n\
          Proxy-Authorization: Digest username=\"alice\", realm=\"example.com\", \
-         nonce=\"theirs\", uri=\"sip:gw@{GATEWAY}\", response=\"0123456789abcdef0123456789abcdef\"\r\n\
-         Content-Length: 0\r\n\r\n",
-        route.join(", ")
+         nonce=\"theirs\", uri=\"sip:gw@{GATEWAY}\", response=\"0123456789abcdef0123456789abcdef\"\r\n"
     );
-    let sent = r.feed(&reinvite, PHONE);
-    let at_registrar = sent
-        .iter()
-        .find(|(a, m)| a.to_string() == REGISTRAR && m.starts_with("INVITE"))
-        .map(|(_, m)| m.clone())
-        .unwrap_or_else(|| panic!("re-INVITE not relayed: {sent:?}"));
-    let text = format!(
-        "SIP/2.0 200 OK\r\nContact: <sip:gw@{GATEWAY}>\r\n{}Content-Length: 0\r\n\r\n",
-        response_lines(&at_registrar, "gw").replace(";tag=gw;tag=gw", ";tag=gw")
-    );
-    let back = r.feed(&text, REGISTRAR);
+    let at_registrar = r.in_dialog("INVITE", &route, &credentials);
+    let back = r.ok_in_dialog(&at_registrar, &format!("Contact: <sip:gw@{GATEWAY}>\r\n"));
     assert_eq!(to_phone(&back), vec!["SIP/2.0 200 OK"]);
     assert!(back.iter().all(|(_, m)| !m.starts_with("BYE")), "{back:?}");
     let sent = r.advance(Duration::from_secs(2));

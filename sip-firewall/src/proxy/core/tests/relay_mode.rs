@@ -190,6 +190,15 @@ fn invite_from_registrar(route: &str, branch: &str) -> String {
     )
 }
 
+/// The registrar's INVITE (branch `branch`) along the Path entry `path`: what the edge
+/// forwarded.
+fn invite_down(r: &mut Relay, path: &str, branch: &str) -> (SocketAddr, String) {
+    let sent = r.feed(&invite_from_registrar(path, branch), REGISTRAR);
+    sent.into_iter()
+        .find(|(_, m)| m.starts_with("INVITE"))
+        .expect("forwarded")
+}
+
 /// alice registered from `source` over `t`: the Path entry the registrar routes back with.
 fn registered(r: &mut Relay, source: &str, t: Transport) -> String {
     let req = r.register(source, 1, CREDENTIALS, t);
@@ -208,22 +217,14 @@ fn registered(r: &mut Relay, source: &str, t: Transport) -> String {
 fn requests_from_the_registrar_go_down_the_flow() {
     let mut r = Relay::new();
     let path = registered(&mut r, PHONE, Transport::Datagram);
-    let sent = r.feed(&invite_from_registrar(&path, "i1"), REGISTRAR);
-    let inv = sent
-        .iter()
-        .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("forwarded");
+    let inv = invite_down(&mut r, &path, "i1");
     assert_eq!(inv.0, PHONE.parse::<SocketAddr>().expect("addr"));
     assert!(header(&inv.1, "Route").is_none(), "{}", inv.1);
     assert!(header(&inv.1, "Record-Route").is_some(), "{}", inv.1);
 
     let tcp_phone = "203.0.113.8:51123";
     let path = registered(&mut r, tcp_phone, Transport::Stream);
-    let sent = r.feed(&invite_from_registrar(&path, "i2"), REGISTRAR);
-    let inv = sent
-        .iter()
-        .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("forwarded");
+    let inv = invite_down(&mut r, &path, "i2");
     assert_eq!(inv.0, tcp_phone.parse::<SocketAddr>().expect("addr"));
     assert!(inv.1.contains("SIP/2.0/TCP"), "{}", inv.1);
 }
