@@ -216,6 +216,7 @@ impl Config {
         }
         self.sip.validate()?;
         self.proxy.validate()?;
+        self.proxy.validate_with(&self.registrar)?;
         self.policy.validate()?;
         crate::feeds::config::validate(&self.feeds)?;
         self.timers.validate()?;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::{
     auth::config::AuthConfig,
-    registrar::config::RegistrarConfig,
+    registrar::config::{Mode, RegistrarConfig},
     section::{Invalid, NextHop, duration, invalid, is_hostport_text, opt_duration},
 };
 
@@ -44,6 +44,12 @@ pub struct ProxyConfig {
     /// resolved by RFC 3263 with failover between its targets. Absent: foreign targets are
     /// reached directly, by address or by DNS.
     pub outbound: Option<NextHop>,
+    /// Relay mode's call server (`[registrar] mode = "relay"`): the initial requests other
+    /// than REGISTER that relay mode sends inward (to our domains, and from our phones) go
+    /// here instead of to `[registrar] relay_to`, which keeps REGISTER; requests from it
+    /// down a flow token are accepted as the registrar's. Same forms as `relay_to`. Absent:
+    /// everything goes to `relay_to`. Only relay mode reads it (refused otherwise).
+    pub inbound: Option<NextHop>,
     /// Loopback, link-local or own addresses that a request's Request-URI or Route, or the
     /// dialog stamp of an in-dialog request, may name as its next hop (none by default:
     /// nobody outside steers the edge toward the services of its own host or link).
@@ -96,6 +102,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             advertise: None,
             outbound: None,
+            inbound: None,
             internal_next_hops: Vec::new(),
             reply_from_any: Vec::new(),
             unavailable: 480,
@@ -224,6 +231,19 @@ impl ProxyConfig {
         }
         Ok(())
     }
+
+    /// Check `[proxy]` against `[registrar]`: `inbound` is a next hop of relay mode only
+    /// (in local mode the edge routes our domains' requests itself, by its bindings).
+    pub fn validate_with(&self, registrar: &RegistrarConfig) -> Result<(), Invalid> {
+        if self.inbound.is_some() && registrar.mode != Mode::Relay {
+            return Err(invalid(
+                "proxy.inbound",
+                "is the call server of relay mode only: set [registrar] mode = \"relay\" \
+                 (with relay_to), or remove proxy.inbound",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl TimersConfig {
@@ -337,6 +357,12 @@ mod tests {
         assert!(e.contains("registrar.max_expires"), "{e}");
         let e = check("[proxy]\nunavailable = 403\n").unwrap_err();
         assert!(e.contains("proxy.unavailable"), "{e}");
+        let e = check("[proxy]\ninbound = \"10.0.0.6:5060\"\n").unwrap_err();
+        assert!(e.contains("proxy.inbound"), "{e}");
+        let ok = check(
+            "[proxy]\ninbound = \"sip:10.0.0.6\"\n[registrar]\nmode = \"relay\"\nrelay_to = \"10.0.0.5:5060\"\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
         let e = check("[proxy]\nstamp_lifetime = \"59s\"\n").unwrap_err();
         assert!(e.contains("proxy.stamp_lifetime"), "{e}");
         let e = check("[auth]\nalgorithms = [\"SHA-1\"]\n").unwrap_err();

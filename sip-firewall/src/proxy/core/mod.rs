@@ -168,6 +168,8 @@ struct Settings {
     force_rport: bool,
     scanners: Scanners,
     registrar: RegistrarConfig,
+    /// `[proxy] inbound`: relay mode's call server (absent: `[registrar] relay_to`).
+    inbound: Option<NextHop>,
     timers: Timers,
     /// `[proxy] topology_hiding`.
     topology_hiding: TopologyHiding,

@@ -1,11 +1,12 @@
 //! Relay mode (`[registrar] mode = "relay"`, `crate::registrar::relay`): the operator's
 //! registrar behind the edge keeps bindings and credentials. REGISTER goes to `relay_to`
 //! with our Path entry and its flow token (RFC 3327, RFC 5626), credentials untouched; the
-//! requests of our domains go there too, and the registrar challenges them. Its answers
+//! requests of our domains go there too (or to the call server `[proxy] inbound` when one is
+//! set), and the registrar (or call server) challenges them. Their answers
 //! come back through the response context as any peer's; from them the edge learns the
 //! registered flows (200) and the authentication failures of a source (401/403/407 to
-//! credentials). Requests from the registrar whose top Route is our Path entry go down the
-//! flow its token names.
+//! credentials). Requests from the registrar or the call server whose top Route is our Path
+//! entry go down the flow its token names.
 
 use super::*;
 use crate::registrar::{config::Mode, relay};
@@ -31,15 +32,16 @@ impl Core {
         self.settings.registrar.mode == Mode::Relay
     }
 
-    /// Forward `msg` to `[registrar] relay_to` (by name: RFC 3263, with failover);
-    /// `record_route`: as [`Req::onward`].
-    fn forward_to_registrar(
+    /// Forward `msg` inward to `hop` (`[registrar] relay_to` or `[proxy] inbound`; by name:
+    /// RFC 3263, with failover); `record_route`: as [`Req::onward`].
+    fn forward_inward(
         &mut self,
         r: &Req<'_>,
         msg: SipMsg,
         record_route: Option<Transport>,
+        hop: Option<NextHop>,
     ) -> Result<(), LocalReply> {
-        match self.settings.registrar.relay_to.clone() {
+        match hop {
             Some(NextHop::Addr(addr)) => self.forward(
                 &r.onward(record_route),
                 msg,
@@ -81,13 +83,14 @@ impl Core {
         {
             msg.push(HeaderName::Supported, "path".into());
         }
-        self.forward_to_registrar(r, msg, None)
+        let registrar = self.settings.registrar.relay_to.clone();
+        self.forward_inward(r, msg, None, registrar)
     }
 
     /// An initial request, not a REGISTER, in relay mode: toward our domains (from anyone),
     /// and from phones that claim to be our subscribers (their From names our domain) toward
-    /// anywhere, it goes to the registrar, record-routed, with its credentials: the
-    /// registrar authenticates and routes it (None: forwarded); an INVITE's credentials pass
+    /// anywhere, it goes to the call server (`[proxy] inbound`, else the registrar),
+    /// record-routed, with its credentials: that server authenticates and routes it (None: forwarded); an INVITE's credentials pass
     /// the fraud guard's checks that count nothing first (`relay_fraud`). A trusted peer's request to
     /// a foreign domain, and any request in local mode, takes the usual way (the message
     /// back); an outsider's to a foreign domain is refused (no open relay).
@@ -121,11 +124,14 @@ impl Core {
             self.relay_fraud_precheck(&msg)?;
         }
         let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
-        self.forward_to_registrar(r, msg, rr).map(|()| None)
+        let inbound = self.settings.inbound.clone();
+        let hop = inbound.or_else(|| self.settings.registrar.relay_to.clone());
+        self.forward_inward(r, msg, rr, hop).map(|()| None)
     }
 
     /// A request whose top Route is our Path entry with flow token `token` (RFC 5626 5.3):
-    /// from the registrar (`relay_to`) or an allow-listed host only (anyone else writing our
+    /// from the registrar (`relay_to`), the call server (`[proxy] inbound`) or an
+    /// allow-listed host only (anyone else writing our
     /// Path into a Route is refused: no open relay), to the flow the token names while a
     /// registration of it lasts. A token that does not open gets 403, one of a flow that is
     /// no longer registered 430 (RFC 5626 5.3).
@@ -136,10 +142,10 @@ impl Core {
         token: &str,
     ) -> Result<(), LocalReply> {
         let (ctx, now) = (r.ctx, r.now);
-        let from_registrar = match &self.settings.registrar.relay_to {
-            Some(NextHop::Addr(a)) => a.ip().to_canonical() == ctx.source.ip().to_canonical(),
-            _ => false,
-        };
+        let from_registrar = [&self.settings.registrar.relay_to, &self.settings.inbound]
+            .into_iter()
+            .filter_map(|hop| hop.as_ref().and_then(NextHop::addr))
+            .any(|a| a.ip().to_canonical() == ctx.source.ip().to_canonical());
         if !self.relay_mode() || !(from_registrar || self.is_trusted(ctx)) {
             self.refused(Some(ctx.source), "flow_outsider");
             return Err(answer(403, "Forbidden"));

@@ -108,6 +108,7 @@ impl Settings {
             force_rport: config.sip.force_rport,
             scanners: Scanners::new(config.policy.scanners.as_deref()),
             registrar: config.registrar.clone(),
+            inbound: config.proxy.inbound.clone(),
             timers: Timers::from_config(config.timers),
             topology_hiding: config.proxy.topology_hiding,
         }

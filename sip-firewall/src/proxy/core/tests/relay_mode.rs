@@ -47,8 +47,14 @@ struct Relay {
 
 impl Relay {
     fn new() -> Relay {
+        Relay::with_proxy("")
+    }
+
+    /// Relay mode with `proxy`, the `[proxy]` section's lines.
+    fn with_proxy(proxy: &str) -> Relay {
         let text = format!(
             "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n\
+             [proxy]\n{proxy}\n\
              [registrar]\nmode = \"relay\"\nrelay_to = \"sip:{REGISTRAR}\"\n"
         );
         let now = Instant::now();
@@ -261,23 +267,32 @@ fn flows_are_not_an_open_relay() {
     assert_eq!(super::refused(&r.core, "flow_failed"), 1);
 }
 
-/// A phone's call to our domain goes to the registrar, record-routed, with its credentials;
-/// an outsider's request toward a foreign domain is refused (no open relay).
-#[test]
-fn calls_from_phones_go_to_the_registrar() {
-    let mut r = Relay::new();
-    let invite = format!(
+/// alice's call to bob (our domain) from the phone, with her credentials.
+fn call_from_phone() -> String {
+    format!(
         "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKc1\r\n\
          Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n\
          Call-ID: c1\r\nCSeq: 2 INVITE\r\nContact: <sip:alice@192.168.1.20:5060>\r\n\
          Proxy-Authorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"x\", \
          uri=\"sip:bob@example.com\", response=\"00\"\r\nContent-Length: 0\r\n\r\n"
-    );
-    let sent = r.feed(&invite, PHONE);
-    let inv = sent
-        .iter()
+    )
+}
+
+/// The INVITE the edge sent of `sent`.
+fn forwarded_invite(sent: &[(SocketAddr, String)]) -> &(SocketAddr, String) {
+    sent.iter()
         .find(|(_, m)| m.starts_with("INVITE"))
-        .expect("forwarded");
+        .expect("forwarded")
+}
+
+/// A phone's call to our domain goes to the registrar, record-routed, with its credentials;
+/// an outsider's request toward a foreign domain is refused (no open relay).
+#[test]
+fn calls_from_phones_go_to_the_registrar() {
+    let mut r = Relay::new();
+    let invite = call_from_phone();
+    let sent = r.feed(&invite, PHONE);
+    let inv = forwarded_invite(&sent);
     assert_eq!(inv.0, REGISTRAR.parse::<SocketAddr>().expect("addr"));
     assert!(header(&inv.1, "Proxy-Authorization").is_some(), "{}", inv.1);
     assert!(header(&inv.1, "Record-Route").is_some(), "{}", inv.1);
@@ -288,6 +303,42 @@ fn calls_from_phones_go_to_the_registrar() {
         .replace("c1", "c2");
     let sent = r.feed(&foreign, "198.51.100.66:5060");
     assert!(sent[0].1.starts_with("SIP/2.0 403"), "{sent:?}");
+}
+
+/// The call server of `[proxy] inbound`, beside the registrar.
+const INBOUND: &str = "10.0.0.6:5060";
+
+/// With `[proxy] inbound`, a phone's call goes to the call server, its REGISTER still to
+/// the registrar.
+#[test]
+fn inbound_takes_the_calls_and_relay_to_the_registrations() {
+    let mut r = Relay::with_proxy(&format!("inbound = \"{INBOUND}\""));
+    let sent = r.feed(&call_from_phone(), PHONE);
+    let inv = forwarded_invite(&sent);
+    assert_eq!(inv.0, INBOUND.parse::<SocketAddr>().expect("addr"));
+    assert!(header(&inv.1, "Proxy-Authorization").is_some(), "{}", inv.1);
+    assert!(header(&inv.1, "Record-Route").is_some(), "{}", inv.1);
+    // `register` asserts it went to the registrar.
+    let req = r.register(PHONE, 1, CREDENTIALS, Transport::Datagram);
+    assert!(header(&req, "Path").is_some(), "{req}");
+}
+
+/// The call server's request through our Path entry goes down the flow, as the
+/// registrar's does; an outsider's still gets 403.
+#[test]
+fn the_inbound_host_routes_down_flows_and_outsiders_do_not() {
+    let mut r = Relay::with_proxy(&format!("inbound = \"sip:{INBOUND}\""));
+    let path = registered(&mut r, PHONE, Transport::Datagram);
+    let invite = invite_from_registrar(&path, "n1").replace(REGISTRAR, INBOUND);
+    let sent = r.feed(&invite, INBOUND);
+    assert_eq!(
+        forwarded_invite(&sent).0,
+        PHONE.parse::<SocketAddr>().expect("addr")
+    );
+    let invite = invite_from_registrar(&path, "n2").replace(REGISTRAR, "198.51.100.66:5060");
+    let sent = r.feed(&invite, "198.51.100.66:5060");
+    assert!(sent[0].1.starts_with("SIP/2.0 403"), "{sent:?}");
+    assert_eq!(super::refused(&r.core, "flow_outsider"), 1);
 }
 
 /// The Record-Route values of a message, top first.
