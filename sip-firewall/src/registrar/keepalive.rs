@@ -9,7 +9,9 @@
 //! - **which**: `[registrar] keepalive`: `"nat"` the bindings whose source differs from their
 //!   Contact (or whose Contact asks for its flow, RFC 5626 `;ob`), `"all"` every binding
 //!   whose flow this node holds, `"off"` none. Only bindings registered here are tracked: in
-//!   a cluster the node holding a contact's flow pings it, the others hold a Path to it.
+//!   a cluster the node holding a contact's flow pings it, the others hold a Path to it. In
+//!   relay mode the contacts of the flows the registrar's 200s registered
+//!   (`registrar::relay`) are tracked the same way ([`Keepalive::track_contact`]).
 //! - **when**: every `keepalive_interval` per flow, the first one at a point of the interval
 //!   drawn at random so that a crowd registering at once does not ping at once; at most
 //!   [`MAX_PINGS_PER_SECOND`] pings leave in one second and [`MAX_IN_FLIGHT`] OPTIONS wait
@@ -149,11 +151,12 @@ impl PartialOrd for FlowKey {
     }
 }
 
-/// Whether `b` is behind NAT as far as we can tell: its Contact names another host or port
-/// than the REGISTER came from (or no address at all: a name, or the `.invalid` host of a
-/// WebSocket client, RFC 7118 5.2), or it asks for its flow (RFC 5626 5.2: `;ob`).
-pub fn behind_nat(b: &Binding) -> bool {
-    let Ok(Uri::Sip(u)) = uri::parse(&b.contact) else {
+/// Whether the contact URI `contact`, registered over `flow`, is behind NAT as far as we
+/// can tell: it names another host or port than the REGISTER came from (or no address at
+/// all: a name, or the `.invalid` host of a WebSocket client, RFC 7118 5.2), or it asks for
+/// its flow (RFC 5626 5.2: `;ob`).
+pub fn behind_nat(contact: &str, flow: Flow) -> bool {
+    let Ok(Uri::Sip(u)) = uri::parse(contact) else {
         return true;
     };
     if has_param(u.params, "ob") {
@@ -165,13 +168,13 @@ pub fn behind_nat(b: &Binding) -> bool {
         Host::Domain(_) => return true,
     };
     // RFC 3263 4.2: no port means 5060, 5061 for sips and TLS.
-    let default = if u.secure || b.transport == Transport::Tls {
+    let default = if u.secure || flow.transport == Transport::Tls {
         5061
     } else {
         5060
     };
     let contact = SocketAddr::new(ip.to_canonical(), u.port.unwrap_or(default));
-    contact != SocketAddr::new(b.source.ip().to_canonical(), b.source.port())
+    contact != SocketAddr::new(flow.addr.ip().to_canonical(), flow.addr.port())
 }
 
 /// Whether the URI parameters `params` (`;a;b=c`) carry `name`.
@@ -210,14 +213,25 @@ impl Keepalive {
         }
     }
 
-    /// Whether the mode keeps `b` alive here.
+    /// Whether the mode keeps `b` alive here (a binding whose flow this node holds).
     pub fn keeps(&self, b: &Binding) -> bool {
         b.path.is_none()
-            && match self.mode {
-                KeepaliveMode::Off => false,
-                KeepaliveMode::All => true,
-                KeepaliveMode::Nat => behind_nat(b),
-            }
+            && self.keeps_contact(
+                &b.contact,
+                Flow {
+                    addr: b.source,
+                    transport: b.transport,
+                },
+            )
+    }
+
+    /// Whether the mode keeps the contact URI `contact`, registered over `flow`, alive.
+    pub fn keeps_contact(&self, contact: &str, flow: Flow) -> bool {
+        match self.mode {
+            KeepaliveMode::Off => false,
+            KeepaliveMode::All => true,
+            KeepaliveMode::Nat => behind_nat(contact, flow),
+        }
     }
 
     /// Flows kept alive.
@@ -243,16 +257,26 @@ impl Keepalive {
     /// `b` of `aor` was just registered (or refreshed) over its flow: keep it alive when the
     /// mode says so. A REGISTER proves the flow alive: its misses start again.
     pub fn track(&mut self, aor: &str, b: &Binding, now: Instant) -> Track {
-        if !self.keeps(b) {
+        if b.path.is_some() {
             return Track::NotKept;
         }
         let flow = Flow {
             addr: b.source,
             transport: b.transport,
         };
+        self.track_contact(aor, &b.contact, flow, now)
+    }
+
+    /// The contact URI `contact` of `aor` was just registered (or refreshed) over `flow`,
+    /// which this node holds (a binding of its own, or a relayed registration): as
+    /// [`Keepalive::track`].
+    pub fn track_contact(&mut self, aor: &str, contact: &str, flow: Flow, now: Instant) -> Track {
+        if !self.keeps_contact(contact, flow) {
+            return Track::NotKept;
+        }
         let member = Member {
             aor: aor.to_string(),
-            contact: b.contact.clone(),
+            contact: contact.to_string(),
         };
         if let Some(s) = self.flows.get_mut(&flow) {
             s.unanswered = 0;

@@ -103,9 +103,11 @@ impl Flows {
         self.map.get(flow).filter(|f| f.expires_at > now)
     }
 
-    fn forget(&mut self, flow: &Destination) {
+    /// Drop `flow` (unregistered, or gone: its keep-alives unanswered, its connection
+    /// closed); whether it was held.
+    pub fn forget(&mut self, flow: &Destination) -> bool {
         if self.map.remove(flow).is_none() {
-            return;
+            return false;
         }
         let ip = source_of(flow);
         if let Some(n) = self.per_source.get_mut(&ip) {
@@ -114,6 +116,7 @@ impl Flows {
                 self.per_source.remove(&ip);
             }
         }
+        true
     }
 
     /// Drop the expired flows; how many went.

@@ -2,7 +2,9 @@
 //! and which are dead): flows tracked after each REGISTER taken here, pings sent (an
 //! OPTIONS on UDP, RFC 3261 11; the double-CRLF ping of RFC 5626 4.4.1 on TCP, TLS and
 //! WebSocket), their answers matched, and the bindings of dead or closed flows removed at
-//! once, so that a call to them gets 480 instead of waiting for Timer B.
+//! once, so that a call to them gets 480 instead of waiting for Timer B. In relay mode the
+//! flows the registrar's 200s registered (`registrar::relay`) are kept alive alike, and a
+//! dead or closed one leaves the relayed table at once (a request down its token: 430).
 //!
 //! Pings go only to registered (authenticated or allow-listed) contacts, down the flow their
 //! REGISTER came on: a flow kept alive is never reached by a new connection
@@ -68,13 +70,44 @@ impl Core {
             if b.path.is_some() || b.source != ctx.source || b.transport != ctx.transport {
                 continue;
             }
-            match self.keepalive.track(aor, &b, now) {
-                Track::Full => self.keepalive_event("table_full", Some(ctx.source), now),
-                Track::MembersFull => self.keepalive_event("flow_full", Some(ctx.source), now),
-                Track::Tracked | Track::NotKept => {}
-            }
+            let t = self.keepalive.track(aor, &b, now);
+            self.tracked(t, ctx.source, now);
         }
         self.flows_gauge();
+    }
+
+    /// Relay mode: the registrar's 200 registered `flow` for `aor` with the REGISTER's
+    /// Contact values `contacts` (`registrar::relay`): keep its contacts alive as a local
+    /// binding's (the same mode decides: the flow is ours, only the binding is the
+    /// registrar's).
+    pub(super) fn keep_relayed_alive(
+        &mut self,
+        flow: Destination,
+        aor: &str,
+        contacts: &[String],
+        now: Instant,
+    ) {
+        let mut uris = Vec::new();
+        for v in contacts {
+            // `*` and what does not parse name no contact to ping.
+            let _ = name_addr::parse_contact(v, |a| uris.push(a.uri_text.to_string()));
+        }
+        for contact in uris {
+            let t = self
+                .keepalive
+                .track_contact(aor, &contact, flow_of_dest(flow), now);
+            self.tracked(t, flow.addr, now);
+        }
+        self.flows_gauge();
+    }
+
+    /// What tracking a contact of `source` did: a bound hit is counted and logged.
+    fn tracked(&mut self, t: Track, source: SocketAddr, now: Instant) {
+        match t {
+            Track::Full => self.keepalive_event("table_full", Some(source), now),
+            Track::MembersFull => self.keepalive_event("flow_full", Some(source), now),
+            Track::Tracked | Track::NotKept => {}
+        }
     }
 
     /// Pings due now, and the bindings of flows that left too many unanswered.
@@ -122,8 +155,18 @@ impl Core {
             .cloned()
     }
 
-    /// Whether the binding `m` is still bound over `flow`.
+    /// Whether `m` is still registered over `flow`: bound here, or (relay mode) its flow
+    /// registered for its address of record at the registrar.
     fn rides(&self, m: &Member, flow: Flow, now: Instant) -> bool {
+        self.bound_here(m, flow, now)
+            || self
+                .relayed
+                .get(&dest_of(flow), now)
+                .is_some_and(|f| f.aor == m.aor)
+    }
+
+    /// Whether the binding `m` is still bound here over `flow`.
+    fn bound_here(&self, m: &Member, flow: Flow, now: Instant) -> bool {
         self.store.lookup(&m.aor, now).iter().any(|b| {
             b.path.is_none()
                 && b.source == flow.addr
@@ -193,26 +236,31 @@ impl Core {
     }
 
     /// The connection `flow` closed: the bindings kept alive over it go at once (nothing
-    /// else reaches a contact behind NAT).
+    /// else reaches a contact behind NAT), and so does a relayed registration of it, kept
+    /// alive or not (RFC 5626 5.3: its flow token names a flow that no longer exists).
     pub fn flow_closed(&mut self, flow: Destination, now: Instant) {
         let f = flow_of_dest(flow);
-        if let Some((members, branch)) = self.keepalive.closed(&f) {
-            self.close_branch(branch, f);
-            self.drop_flow(f, &members, "removed_closed", now);
-            self.flows_gauge();
-        }
+        let (members, branch) = self.keepalive.closed(&f).unwrap_or_default();
+        self.close_branch(branch, f);
+        self.drop_flow(f, &members, "removed_closed", now);
+        self.flows_gauge();
     }
 
-    /// Remove the bindings of `members` still riding `flow` (`event`: why, counted per
-    /// binding and logged as a registrar event, which says nothing of the contact's
-    /// honesty).
+    /// Remove the bindings of `members` still riding `flow`, and the relayed registration
+    /// of `flow` (a request down its token then gets 430, RFC 5626 5.3) (`event`: why,
+    /// counted per binding or relayed flow and logged as a registrar event, which says
+    /// nothing of the contact's honesty).
     fn drop_flow(&mut self, flow: Flow, members: &[Member], event: &'static str, now: Instant) {
         let mut removed = 0;
         for m in members {
-            if self.rides(m, flow, now) {
+            if self.bound_here(m, flow, now) {
                 self.store.remove(&m.aor, &m.contact);
                 removed += 1;
             }
+        }
+        if self.relayed.forget(&dest_of(flow)) {
+            self.metrics.relayed.flows.set(self.relayed.len() as i64);
+            removed += 1;
         }
         if removed == 0 {
             return;

@@ -261,6 +261,7 @@ impl Core {
                 if !expires.is_zero() {
                     let user = sent.user.as_deref().unwrap_or("");
                     self.observer.authenticated(flow.addr, user);
+                    self.keep_relayed_alive(flow, &sent.aor, &sent.contacts, now);
                 }
             }
             Err(full) => {

@@ -61,14 +61,6 @@ fn response(req: &str, code: u16) -> String {
     format!("SIP/2.0 {code} Whatever\r\n{lines}Content-Length: 0\r\n\r\n")
 }
 
-fn to(sent: &[(SocketAddr, String)], addr: &str, prefix: &str) -> Vec<String> {
-    let addr: SocketAddr = addr.parse().expect("addr");
-    sent.iter()
-        .filter(|(a, m)| *a == addr && m.starts_with(prefix))
-        .map(|(_, m)| m.clone())
-        .collect()
-}
-
 #[test]
 fn a_domain_is_resolved_then_503_and_timeout_fail_over_to_the_next_target() {
     let mut h = harness();

@@ -85,13 +85,6 @@ fn invite(call_id: &str) -> String {
     )
 }
 
-fn to(sent: &[(SocketAddr, String)], addr: &str, starts: &str) -> Vec<String> {
-    sent.iter()
-        .filter(|(a, m)| *a == addr.parse::<SocketAddr>().unwrap() && m.starts_with(starts))
-        .map(|(_, m)| m.clone())
-        .collect()
-}
-
 /// The answer bob's phone gives to the ping `options`.
 fn answer(options: &str) -> String {
     format!(

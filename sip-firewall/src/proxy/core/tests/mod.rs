@@ -106,6 +106,15 @@ pub(super) fn sent(core: &mut Core) -> Vec<(SocketAddr, String)> {
         .collect()
 }
 
+/// The messages of `sent` that went to `addr` and start with `start`.
+pub(super) fn to(sent: &[(SocketAddr, String)], addr: &str, start: &str) -> Vec<String> {
+    let addr: SocketAddr = addr.parse().expect("addr");
+    sent.iter()
+        .filter(|(a, m)| *a == addr && m.starts_with(start))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
 /// The first message in `sent` that starts with `start` (a method or a status line).
 pub(super) fn sent_starting<'a>(sent: &'a [(SocketAddr, String)], start: &str) -> &'a str {
     sent.iter()

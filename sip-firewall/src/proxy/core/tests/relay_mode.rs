@@ -1,7 +1,8 @@
 //! Relay mode: REGISTER to the operator's registrar with our Path entry and flow token,
 //! its answers relayed and learned, requests from it down the flow the token names (and
 //! from nobody else, nor with a forged or stale token), the registrar's refusals of
-//! credentials counted as the source's authentication failures.
+//! credentials counted as the source's authentication failures; `[proxy] inbound` taking
+//! the calls; the registered flows kept alive, and dropped when dead or closed.
 
 use std::sync::Mutex;
 
@@ -47,15 +48,21 @@ struct Relay {
 
 impl Relay {
     fn new() -> Relay {
-        Relay::with_proxy("")
+        Relay::with("", "")
     }
 
     /// Relay mode with `proxy`, the `[proxy]` section's lines.
     fn with_proxy(proxy: &str) -> Relay {
+        Relay::with(proxy, "")
+    }
+
+    /// Relay mode with `proxy` and `registrar`, lines of the `[proxy]` and `[registrar]`
+    /// sections.
+    fn with(proxy: &str, registrar: &str) -> Relay {
         let text = format!(
             "[sip]\nlisten = [\"0.0.0.0:5060\"]\ndomains = [\"example.com\"]\n\
              [proxy]\n{proxy}\n\
-             [registrar]\nmode = \"relay\"\nrelay_to = \"sip:{REGISTRAR}\"\n"
+             [registrar]\nmode = \"relay\"\nrelay_to = \"sip:{REGISTRAR}\"\n{registrar}\n"
         );
         let now = Instant::now();
         let config = Config::from_toml(&text, std::path::Path::new("t.toml")).expect("config");
@@ -427,4 +434,88 @@ fn in_dialog_spirals_through_the_registrar_are_no_loop() {
         sent[0].1
     );
     assert!(sent[0].1.starts_with("BYE "), "{}", sent[0].1);
+}
+
+/// Keep-alives every 2 s, a flow gone after 2 unanswered, in keep-alive mode `mode`.
+fn keeping_alive(mode: &str) -> Relay {
+    Relay::with(
+        "",
+        &format!("keepalive = \"{mode}\"\nkeepalive_interval = \"2s\"\nkeepalive_failures = 2"),
+    )
+}
+
+impl Relay {
+    /// Time passes by `secs` (timers fire each 100 ms): what the edge sent.
+    fn advance(&mut self, secs: u64) -> Vec<(SocketAddr, String)> {
+        let (total, step) = (Duration::from_secs(secs), Duration::from_millis(100));
+        super::advance(&mut self.core, &mut self.now, total, step)
+    }
+}
+
+/// A relayed UDP flow behind NAT (its Contact names a private address) gets an OPTIONS
+/// down the flow each interval; answered, it stays; silent, it leaves the relayed table
+/// when the next ping is due, and the registrar's request down its token gets 430.
+#[test]
+fn relayed_udp_flows_behind_nat_are_pinged_and_dropped_when_silent() {
+    let mut r = keeping_alive("nat");
+    let path = registered(&mut r, PHONE, Transport::Datagram);
+    let pings = to(&r.advance(2), PHONE, "OPTIONS sip:alice@192.168.1.20:5060 ");
+    assert_eq!(pings.len(), 1, "one ping in the first interval");
+    r.feed(
+        &format!(
+            "SIP/2.0 200 OK\r\n{}Content-Length: 0\r\n\r\n",
+            response_lines(&pings[0], "ph")
+        ),
+        PHONE,
+    );
+    let count = |r: &Relay, e: &str| {
+        let events = &r.core.metrics.keepalive.events;
+        events.with_label_values(&[e]).get()
+    };
+    assert_eq!(count(&r, "answered"), 1);
+    // Silent from now on: 2 pings unanswered, gone when the third is due.
+    let mut unanswered = 0;
+    for _ in 0..4 {
+        unanswered += to(&r.advance(2), PHONE, "OPTIONS").len();
+    }
+    assert_eq!(unanswered, 2);
+    assert_eq!(r.core.relayed_flows(), 0);
+    assert_eq!(count(&r, "removed_unanswered"), 1);
+    let sent = r.feed(&invite_from_registrar(&path, "k1"), REGISTRAR);
+    assert!(sent[0].1.starts_with("SIP/2.0 430"), "{sent:?}");
+}
+
+/// A relayed TCP flow is pinged with a double CRLF on its connection; when the connection
+/// closes the flow leaves the relayed table at once: 430 down its token.
+#[test]
+fn a_relayed_tcp_flow_goes_with_its_connection() {
+    let mut r = keeping_alive("nat");
+    let tcp_phone = "203.0.113.8:51123";
+    let path = registered(&mut r, tcp_phone, Transport::Stream);
+    assert_eq!(to(&r.advance(2), tcp_phone, "\r\n\r\n").len(), 1);
+    let dest = Destination {
+        addr: tcp_phone.parse().expect("addr"),
+        transport: Transport::Stream,
+    };
+    r.core.flow_closed(dest, r.now);
+    assert_eq!(r.core.relayed_flows(), 0);
+    let sent = r.feed(&invite_from_registrar(&path, "k2"), REGISTRAR);
+    assert!(sent[0].1.starts_with("SIP/2.0 430"), "{sent:?}");
+}
+
+/// `[registrar] keepalive` decides for relayed flows as for local bindings: "nat" pings a
+/// phone whose Contact names its NAT address only when its flow differs; "all" pings it
+/// too; "off" pings none.
+#[test]
+fn relayed_flows_follow_the_keepalive_mode() {
+    // The Contact `registered` sends (192.168.1.20:5060), as the source: no NAT.
+    let direct = "192.168.1.20:5060";
+    for (mode, natted, direct_pinged) in [("nat", 1, 0), ("all", 1, 1), ("off", 0, 0)] {
+        let mut r = keeping_alive(mode);
+        registered(&mut r, PHONE, Transport::Datagram);
+        registered(&mut r, direct, Transport::Datagram);
+        let sent = r.advance(2);
+        assert_eq!(to(&sent, PHONE, "OPTIONS").len(), natted, "{mode}");
+        assert_eq!(to(&sent, direct, "OPTIONS").len(), direct_pinged, "{mode}");
+    }
 }
