@@ -50,6 +50,8 @@ impl Core {
         {
             e.txn.verified();
         }
+        // Where what this request makes us send begins: a 100 Trying goes there.
+        let first_send = self.sends.len();
         let result = if method == "CANCEL" {
             self.cancel(&r.key, now)
         } else {
@@ -65,7 +67,7 @@ impl Core {
         {
             e.txn.verified();
         }
-        self.answer_new(&r.key, method, result, now);
+        self.answer_new(&r.key, method, result, first_send, now);
         self.gauges();
         Action::Absorb
     }
@@ -151,12 +153,14 @@ impl Core {
         None
     }
 
-    /// After routing a new request: our own answer, or 100 Trying to a forwarded INVITE.
+    /// After routing a new request: our own answer, or 100 Trying to a forwarded INVITE
+    /// (sent before the INVITE's branches, from `first_send` in the send queue).
     fn answer_new(
         &mut self,
         key: &ServerKey,
         method: &str,
         result: Result<(), LocalReply>,
+        first_send: usize,
         now: Instant,
     ) {
         match result {
@@ -175,7 +179,14 @@ impl Core {
                 // before a local answer: after a 100 the UAC stops retransmitting, and a
                 // lost answer without Timer G would never be recovered.
                 if self.servers.get(key).is_some_and(|e| !e.txn.is_final()) {
+                    let queued = self.sends.len();
                     self.reply(key, &answer(100, "Trying"), now);
+                    // The 100 leaves before the INVITE it answers: sent after it, it could
+                    // reach the caller after the callee's 180 or 200, which another worker
+                    // may relay meanwhile, and a UAC past its 100 takes it as out of order.
+                    if self.sends.len() == queued + 1 && first_send <= queued {
+                        self.sends[first_send..].rotate_right(1);
+                    }
                 }
             }
             Ok(()) => {}

@@ -102,8 +102,10 @@ fn parallel_fork_2xx_cancels_the_other_branch() {
     h.register(22);
     let (a, sent) = h.feed(&invite("z9hG4bKinv1"), "192.0.2.1:5060");
     assert_eq!(a, Action::Absorb);
-    // 100 to the caller, one INVITE per contact, each to its contact's address.
+    // 100 to the caller first (before the callees can answer), one INVITE per contact,
+    // each to its contact's address.
     assert_eq!(starts(&sent, "SIP/2.0 100"), 1);
+    assert!(sent[0].1.starts_with("SIP/2.0 100"), "{sent:?}");
     let invites = starting(&sent, "INVITE");
     assert_eq!(invites.len(), 2);
     let to21 = &sent_to(&sent, 21);
