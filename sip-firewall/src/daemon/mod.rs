@@ -98,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
     let proxy_handle = proxy.clone();
     let (slots, hep) = (server.slots(), server.hep());
+    let hep_at_stop = hep.clone();
     let cluster_info = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
     spawn_serving(&mut tasks, proxy, server, &shutdown_rx);
 
@@ -133,6 +134,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     notifier.notify("STOPPING=1");
     let _ = shutdown_tx.send(true);
     stop(tasks, &enforcer).await;
+    // The drops reader's capture slot is freed, not left to a dead owner.
+    if let Some(hep) = hep_at_stop {
+        hep.stop_drops();
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
@@ -242,6 +247,10 @@ async fn bind_server(
     // `[hep]`: a copy of every message received and sent (the proxy's side named by
     // `[proxy] advertise` where a listener is bound to the unspecified address).
     let hep = crate::hep::Hep::new(metrics.registry());
+    // `capture = ["drops"]` takes a capture slot of the program pinned there.
+    if lock(enforcer)?.has_fast_path() {
+        hep.set_xdp_pins(config.xdp.pin_dir.clone());
+    }
     hep.apply(&config.hep, crate::reload::advertised_ip(config))
         .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
     server.set_hep(hep);
