@@ -54,6 +54,34 @@ fn collected(collector: &UdpSocket) -> Vec<Captured> {
     got.into_iter().filter_map(Result::ok).collect()
 }
 
+/// Bob registers, alice calls him: both must succeed (`what`: the call, in the message).
+fn register_and_call(e: &Turn, what: &str) {
+    let r = register_bob(&e.pair, e.dir(), UAS_PORT);
+    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    let (ok, said) = call(e);
+    assert!(ok, "{what}: {said}");
+}
+
+/// One line per packet, for the assertions' messages.
+fn describe(got: &[Captured]) -> Vec<String> {
+    got.iter()
+        .map(|c| {
+            let verdict = c.verdict.as_deref().unwrap_or("sip");
+            format!("{:?} -> {:?} [{verdict}]: {}", c.src, c.dst, c.first_line())
+        })
+        .collect()
+}
+
+/// `collector` receives nothing (for two seconds at most).
+fn assert_quiet(collector: &UdpSocket, what: &str) {
+    let got = receive(
+        collector,
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+    );
+    assert!(got.is_empty(), "{what}: {got:?}");
+}
+
 /// Whether `got` holds a message whose first line starts with `start`, from `src` to `dst`.
 fn has(got: &[Captured], start: &str, src: SocketAddr, dst: SocketAddr) -> bool {
     got.iter()
@@ -100,15 +128,9 @@ fn a_call_through_the_edge_reaches_the_hep_collector_and_a_gone_collector_costs_
     })
     .expect("collector socket in namespace a");
 
-    let r = register_bob(pair, e.dir(), UAS_PORT);
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
-    let (ok, said) = call(&e);
-    assert!(ok, "the call: {said}");
+    register_and_call(&e, "the call");
     let got = collected(&collector);
-    let lines: Vec<String> = got
-        .iter()
-        .map(|c| format!("{:?} -> {:?}: {}", c.src, c.dst, c.first_line()))
-        .collect();
+    let lines = describe(&got);
     let edge = SocketAddr::new(b4.into(), 5060);
     let (alice, bob) = (
         SocketAddr::new(a4.into(), UAC_PORT),
@@ -171,14 +193,9 @@ fn a_call_through_the_edge_reaches_the_hep_collector_and_a_gone_collector_costs_
         lost > 0.0,
         "what the gone collector did not take is counted"
     );
-    let old = receive(
+    assert_quiet(
         &collector,
-        Duration::from_millis(500),
-        Duration::from_secs(2),
-    );
-    assert!(
-        old.is_empty(),
-        "the old collector gets nothing after the reload: {old:?}"
+        "the old collector gets nothing after the reload",
     );
     let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
@@ -217,24 +234,9 @@ fn packets_xdp_dropped_reach_the_collector_with_their_verdict_next_to_a_clean_ca
         tx.send_to(&frames::sip_request("REGISTER", i), e.sip())
             .expect("send");
     }
-    let r = register_bob(pair, e.dir(), UAS_PORT);
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
-    let (ok, said) = call(&e);
-    assert!(ok, "the clean call: {said}");
-
+    register_and_call(&e, "the clean call");
     let got = collected(&collector);
-    let lines: Vec<String> = got
-        .iter()
-        .map(|c| {
-            format!(
-                "{:?} -> {:?} [{:?}]: {}",
-                c.src,
-                c.dst,
-                c.verdict,
-                c.first_line()
-            )
-        })
-        .collect();
+    let lines = describe(&got);
     let edge = SocketAddr::new(pair.b4.into(), 5060);
     let dropped: Vec<&Captured> = got.iter().filter(|c| c.src == Some(from)).collect();
     assert_eq!(
@@ -278,15 +280,7 @@ fn packets_xdp_dropped_reach_the_collector_with_their_verdict_next_to_a_clean_ca
     assert_eq!(m.get("sipfw_hep_drops_slot"), 0.0, "the slot is freed");
     tx.send_to(&frames::sip_request("REGISTER", 9), e.sip())
         .expect("send");
-    let after = receive(
-        &collector,
-        Duration::from_millis(500),
-        Duration::from_secs(2),
-    );
-    assert!(
-        after.is_empty(),
-        "no drops exported after the reload: {after:?}"
-    );
+    assert_quiet(&collector, "no drops exported after the reload");
     let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -98,7 +98,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
     let proxy_handle = proxy.clone();
     let (slots, hep) = (server.slots(), server.hep());
-    let hep_at_stop = hep.clone();
     let cluster_info = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
     spawn_serving(&mut tasks, proxy, server, &shutdown_rx);
 
@@ -134,10 +133,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     notifier.notify("STOPPING=1");
     let _ = shutdown_tx.send(true);
     stop(tasks, &enforcer).await;
-    // The drops reader's capture slot is freed, not left to a dead owner.
-    if let Some(hep) = hep_at_stop {
-        hep.stop_drops();
-    }
     match failure {
         Some(e) => Err(e),
         None => Ok(()),

@@ -10,6 +10,8 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use sip_firewall_common::wire::{IPPROTO_TCP, IPPROTO_UDP};
+
 /// Generic chunk types (vendor 0) of the HEPv3 specification.
 pub mod chunk {
     pub const IP_FAMILY: u16 = 0x0001;
@@ -42,9 +44,6 @@ pub const VERDICT: (u16, u16) = (0x5346, 0x0100);
 /// `AF_INET` and `AF_INET6` as HEP carries them (Linux values).
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
-/// The IP protocol numbers (IANA).
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 /// Protocol type 1: SIP.
 const PROTO_SIP: u8 = 1;
 /// The header: `HEP3` and the total length.
@@ -153,16 +152,21 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn an_ipv4_udp_message_is_the_bytes_of_the_specification() {
-        let p = Packet {
+    /// An OPTIONS over UDP and IPv4, as the proxy received it.
+    fn options() -> Packet {
+        Packet {
             time: UNIX_EPOCH + Duration::new(0x6000_0001, 2_000),
             src: "192.0.2.1:5062".parse().unwrap(),
             dst: "198.51.100.2:5060".parse().unwrap(),
             stream: false,
             payload: b"OPTIONS".to_vec(),
             verdict: None,
-        };
+        }
+    }
+
+    #[test]
+    fn an_ipv4_udp_message_is_the_bytes_of_the_specification() {
+        let p = options();
         let agent = Agent {
             node_id: 7,
             password: Some("pw".into()),
@@ -219,12 +223,9 @@ mod tests {
     #[test]
     fn a_dropped_packet_carries_its_verdict_in_our_vendor_chunk_before_the_payload() {
         let p = Packet {
-            time: UNIX_EPOCH,
-            src: "192.0.2.1:5062".parse().unwrap(),
-            dst: "198.51.100.2:5060".parse().unwrap(),
-            stream: false,
             payload: b"REGISTER".to_vec(),
             verdict: Some("banned"),
+            ..options()
         };
         let got = encode(&p, &Agent::default()).unwrap();
         let tail: Vec<u8> = [

@@ -6,15 +6,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-const ETH_HEADER: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const TPID_8021Q: u16 = 0x8100;
-const TPID_8021AD: u16 = 0x88a8;
+use sip_firewall_common::wire::{
+    ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP,
+};
+
 /// VLAN tags read at most (802.1ad outer, 802.1Q inner).
 const MAX_TAGS: usize = 2;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 /// One parsed frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,9 +34,9 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 /// short for its own headers.
 pub fn parse(frame: &[u8]) -> Option<Frame<'_>> {
     let mut ethertype = be16(frame, 12)?;
-    let mut at = ETH_HEADER;
+    let mut at = ETH_HLEN;
     for _ in 0..MAX_TAGS {
-        if ethertype != TPID_8021Q && ethertype != TPID_8021AD {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         ethertype = be16(frame, at + 2)?;
@@ -47,8 +44,8 @@ pub fn parse(frame: &[u8]) -> Option<Frame<'_>> {
     }
     let ip = frame.get(at..)?;
     let (src, dst, proto, l4) = match ethertype {
-        ETHERTYPE_IPV4 => ipv4(ip)?,
-        ETHERTYPE_IPV6 => ipv6(ip)?,
+        ETH_P_IPV4 => ipv4(ip)?,
+        ETH_P_IPV6 => ipv6(ip)?,
         _ => return None,
     };
     let (sport, dport, payload) = match proto {
@@ -145,7 +142,7 @@ mod tests {
     }
 
     fn v4(tags: &[u16], proto: u8, l4: &[u8]) -> Vec<u8> {
-        let mut f = eth(tags, ETHERTYPE_IPV4);
+        let mut f = eth(tags, ETH_P_IPV4);
         f.extend_from_slice(&[0x45, 0]);
         f.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
         f.extend_from_slice(&[
@@ -156,7 +153,7 @@ mod tests {
     }
 
     fn v6(proto: u8, l4: &[u8]) -> Vec<u8> {
-        let mut f = eth(&[], ETHERTYPE_IPV6);
+        let mut f = eth(&[], ETH_P_IPV6);
         f.extend_from_slice(&[0x60, 0, 0, 0]);
         f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
         f.extend_from_slice(&[proto, 64]);
@@ -169,7 +166,7 @@ mod tests {
     #[test]
     fn ipv4_udp_with_and_without_vlan_tags() {
         let sip = b"REGISTER sip:example.com SIP/2.0\r\n\r\n";
-        for tags in [&[][..], &[TPID_8021Q], &[TPID_8021AD, TPID_8021Q]] {
+        for tags in [&[][..], &[ETH_P_8021Q], &[ETH_P_8021AD, ETH_P_8021Q]] {
             let mut f = v4(tags, IPPROTO_UDP, &udp(5062, 5060, sip));
             // Ethernet padding after the datagram is not its payload.
             f.extend_from_slice(&[0; 6]);
@@ -210,12 +207,12 @@ mod tests {
         assert_eq!(parse(&eth(&[], 0x0806)), None, "ARP");
         assert_eq!(parse(&v4(&[], 1, &[8, 0, 0, 0])), None, "ICMP");
         let mut later = v4(&[], IPPROTO_UDP, &udp(1, 2, b"x"));
-        later[ETH_HEADER + 7] = 8; // fragment offset 8
+        later[ETH_HLEN + 7] = 8; // fragment offset 8
         assert_eq!(parse(&later), None, "a later fragment");
         let mut short_udp = v4(&[], IPPROTO_UDP, &udp(1, 2, b"x"));
-        short_udp[ETH_HEADER + 20 + 5] = 4; // UDP length under its header
+        short_udp[ETH_HLEN + 20 + 5] = 4; // UDP length under its header
         assert_eq!(parse(&short_udp), None);
-        let f = v4(&[TPID_8021Q], IPPROTO_UDP, &udp(5062, 5060, b"REGISTER"));
+        let f = v4(&[ETH_P_8021Q], IPPROTO_UDP, &udp(5062, 5060, b"REGISTER"));
         for n in 0..f.len() {
             let _ = parse(&f[..n]);
         }
@@ -231,7 +228,7 @@ mod tests {
                 .collect();
             let _ = parse(&bytes);
             let mut tagged = f.clone();
-            tagged.truncate(ETH_HEADER + 4);
+            tagged.truncate(ETH_HLEN + 4);
             tagged.extend_from_slice(&bytes);
             let _ = parse(&tagged);
         }
