@@ -263,12 +263,6 @@ fn packets_xdp_dropped_reach_the_collector_with_their_verdict_next_to_a_clean_ca
             && c.verdict.is_none()),
         "the clean call, as SIP without a verdict: {lines:#?}"
     );
-    assert!(
-        got.iter()
-            .filter(|c| c.verdict.is_some())
-            .all(|c| c.src == Some(from)),
-        "nothing of the clean call was dropped: {lines:#?}"
-    );
 
     // Live on reload: without "drops", the slot is free and drops are no longer exported.
     e.write_config(&hep_config(COLLECTOR_PORT));
@@ -280,7 +274,13 @@ fn packets_xdp_dropped_reach_the_collector_with_their_verdict_next_to_a_clean_ca
     assert_eq!(m.get("sipfw_hep_drops_slot"), 0.0, "the slot is freed");
     tx.send_to(&frames::sip_request("REGISTER", 9), e.sip())
         .expect("send");
-    assert_quiet(&collector, "no drops exported after the reload");
+    let after = receive(&collector, Duration::from_secs(1), Duration::from_secs(3));
+    assert!(
+        !after
+            .iter()
+            .any(|c| c.as_ref().is_ok_and(|c| c.verdict.is_some())),
+        "no drops exported after the reload: {after:?}"
+    );
     let (code, log) = e.stop();
     assert_eq!(code, 0, "{log}");
 }
