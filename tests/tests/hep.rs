@@ -5,8 +5,9 @@
 //! next call as a dialog; a reload moves the export to a collector that is not there,
 //! and the next call goes through unaffected while the export's losses are counted. With
 //! `capture = ["sip", "drops"]`, what XDP dropped of a banned source reaches the collector
-//! with the source's real address and the verdict, next to a clean call's messages; a
-//! reload without `drops` frees the capture slot.
+//! with the source's real address and the verdict, next to a clean call's messages; sngrep
+//! takes those drops as dialogs (it skips the verdict chunk); a reload without `drops` frees
+//! the capture slot.
 
 mod support;
 
@@ -52,6 +53,31 @@ fn collected(collector: &UdpSocket) -> Vec<Captured> {
     let bad: Vec<usize> = got.iter().filter_map(|r| r.clone().err()).collect();
     assert!(bad.is_empty(), "undecodable HEP datagrams of {bad:?} bytes");
     got.into_iter().filter_map(Result::ok).collect()
+}
+
+/// sngrep as the collector of drops (moved there by a reload: the slot is kept): the banned
+/// source's REGISTERs, with the verdict chunk it skips, are SIP dialogs to it.
+fn sngrep_takes_drops(e: &Turn, banned: &UdpSocket, test: &str) {
+    let at = SocketAddr::new(e.pair.a4.into(), SNGREP_PORT);
+    let Some(sngrep) = Sngrep::start(&e.pair.ns_a, at) else {
+        skip(
+            test,
+            "sngrep is not installed (cargo xtask setup): its part skipped",
+        );
+        return;
+    };
+    e.write_config(&drops_config(SNGREP_PORT));
+    let o = e.cli(&["reload"]);
+    assert!(o.status.success(), "{}", err(&o));
+    for i in 100..103 {
+        banned
+            .send_to(&frames::sip_request("REGISTER", i), e.sip())
+            .expect("send");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (dialogs, said) = sngrep.finish();
+    eprintln!("{test}: sngrep -L counted {dialogs} dialog(s) of drops");
+    assert!(dialogs >= 3, "sngrep took the dropped REGISTERs: {said}");
 }
 
 /// Bob registers, alice calls him: both must succeed (`what`: the call, in the message).
@@ -263,6 +289,8 @@ fn packets_xdp_dropped_reach_the_collector_with_their_verdict_next_to_a_clean_ca
             && c.verdict.is_none()),
         "the clean call, as SIP without a verdict: {lines:#?}"
     );
+
+    sngrep_takes_drops(&e, &tx, test);
 
     // Live on reload: without "drops", the slot is free and drops are no longer exported.
     e.write_config(&hep_config(COLLECTOR_PORT));
