@@ -13,6 +13,7 @@ pub mod gcra;
 pub mod maps;
 pub mod payload;
 pub mod swar;
+pub mod wire;
 
 pub use addr::IpKey;
 pub use counters::{Counter, Reason};

@@ -4,18 +4,12 @@
 //! Every read is bounds-checked against `data_end` right before it.
 
 use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
+pub use sip_firewall_common::wire::{IPPROTO_TCP, IPPROTO_UDP};
 use sip_firewall_common::{
     addr::{KeyWords, v4_words},
     maps::{MAX_IPV6_EXT_BYTES, MAX_IPV6_EXT_HEADERS},
+    wire::{ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6},
 };
-
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
 // IPv6 extension headers (RFC 8200 4, IANA "IPv6 Extension Header Types").
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;

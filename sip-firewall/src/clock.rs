@@ -44,6 +44,17 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// What to add to a monotonic time (ns, a capture's `ktime_ns`) to get Unix-epoch ns.
+pub fn mono_to_wall_offset_ns() -> u64 {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    u64::try_from(wall)
+        .unwrap_or(u64::MAX)
+        .saturating_sub(monotonic_ns())
+}
+
 /// The monotonic ns at which the wall clock reads `unix` seconds.
 pub fn unix_to_mono(unix: u64) -> u64 {
     let now = unix_now();

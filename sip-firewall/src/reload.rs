@@ -18,7 +18,8 @@
 //!   handshakes (TLS and WSS) use them, open connections keep theirs; a file that cannot be
 //!   read refuses the reload;
 //! - `[hep]`: the export starts, moves to another collector or stops (a new queue and
-//!   sender; the old one drains and ends);
+//!   sender; the old one drains and ends); adding `drops` to `capture` takes a capture slot
+//!   of the XDP program, removing it frees the slot;
 //! - `[metrics] listen`: the endpoint moves (the new address is bound first, so a reload that
 //!   cannot bind is refused).
 //!

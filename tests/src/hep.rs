@@ -23,6 +23,9 @@ pub struct Captured {
     /// 1: SIP.
     pub proto_type: Option<u8>,
     pub payload: String,
+    /// The XDP verdict of a dropped packet: sip-firewall's vendor chunk (vendor 0x5346,
+    /// type 0x0100), which collectors that read generic chunks only skip.
+    pub verdict: Option<String>,
 }
 
 impl Captured {
@@ -36,6 +39,9 @@ fn be16(b: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(..2)?.try_into().ok()?))
 }
 
+/// sip-firewall's vendor id and the type of its verdict chunk.
+pub const VERDICT_CHUNK: (u16, u16) = (0x5346, 0x0100);
+
 /// Decode one HEPv3 packet; `None` when it is not one (bad magic, lengths that do not add up).
 pub fn decode(b: &[u8]) -> Option<Captured> {
     if b.get(..4)? != b"HEP3" || usize::from(be16(b.get(4..)?)?) != b.len() {
@@ -48,7 +54,11 @@ pub fn decode(b: &[u8]) -> Option<Captured> {
         let kind = be16(b.get(at + 2..)?)?;
         let len = usize::from(be16(b.get(at + 4..)?)?);
         let v = b.get(at + 6..at.checked_add(len)?)?;
-        if be16(b.get(at..)?)? == 0 {
+        let vendor = be16(b.get(at..)?)?;
+        if (vendor, kind) == VERDICT_CHUNK {
+            c.verdict = Some(String::from_utf8_lossy(v).into_owned());
+        }
+        if vendor == 0 {
             match kind {
                 1 => c.family = *v.first()?,
                 2 => c.proto = *v.first()?,
@@ -179,8 +189,22 @@ mod tests {
         assert_eq!(c.src, Some("192.0.2.1:5060".parse().unwrap()));
         assert_eq!(c.dst, Some("192.0.2.2:5061".parse().unwrap()));
         assert_eq!((c.family, c.proto, c.first_line()), (2, 17, "BYE"));
+        assert_eq!(c.verdict, None);
         let mut short = b.clone();
         short[5] = 64;
         assert_eq!(decode(&short), None);
+        // A dropped packet's verdict, in the vendor chunk before the payload.
+        let mut dropped = b[..56].to_vec();
+        dropped.extend_from_slice(&[0x53, 0x46, 0x01, 0x00, 0, 12]);
+        dropped.extend_from_slice(b"banned");
+        dropped.extend_from_slice(&[0, 0, 0, 15, 0, 9]);
+        dropped.extend_from_slice(b"BYE");
+        let n = dropped.len() as u16;
+        dropped[4..6].copy_from_slice(&n.to_be_bytes());
+        let c = decode(&dropped).unwrap();
+        assert_eq!(
+            (c.verdict.as_deref(), c.first_line()),
+            (Some("banned"), "BYE")
+        );
     }
 }

@@ -22,7 +22,7 @@ use std::{
     io::{BufWriter, Write},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use clap::Args;
@@ -35,8 +35,11 @@ use sip_firewall_common::{
 
 use crate::{
     admin::commands::parse_net,
-    clock::monotonic_ns,
-    xdp::{capture::CaptureTap, maps::net_key},
+    clock::mono_to_wall_offset_ns,
+    xdp::{
+        capture::{CaptureTap, dropping_verdicts},
+        maps::net_key,
+    },
 };
 use pcapng::{Interface, PcapNg};
 
@@ -83,13 +86,9 @@ pub struct CaptureArgs {
 
 /// The verdict bits of one `--verdict` item.
 fn parse_verdicts(s: &str) -> Result<u32, String> {
-    let drops = Reason::ALL
-        .iter()
-        .filter(|r| r.is_drop())
-        .fold(0, |m, r| m | 1 << *r as u32);
     match s {
         "all" => Ok(sip_firewall_common::capture::ALL_VERDICTS),
-        "drops" => Ok(drops),
+        "drops" => Ok(dropping_verdicts()),
         _ => Reason::ALL
             .iter()
             .find(|r| r.name() == s)
@@ -213,11 +212,7 @@ pub fn run(args: &CaptureArgs, pin_dir: &std::path::Path) -> anyhow::Result<Summ
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
     // The program's clock is CLOCK_MONOTONIC: the file's time is the wall clock.
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    let offset = wall.saturating_sub(monotonic_ns());
+    let offset = mono_to_wall_offset_ns();
     let mut names: HashMap<u32, Interface> = HashMap::new();
     let mut summary = Summary::default();
     let t0 = Instant::now();

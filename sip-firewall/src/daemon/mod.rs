@@ -242,6 +242,10 @@ async fn bind_server(
     // `[hep]`: a copy of every message received and sent (the proxy's side named by
     // `[proxy] advertise` where a listener is bound to the unspecified address).
     let hep = crate::hep::Hep::new(metrics.registry());
+    // `capture = ["drops"]` takes a capture slot of the program pinned there.
+    if lock(enforcer)?.has_fast_path() {
+        hep.set_xdp_pins(config.xdp.pin_dir.clone());
+    }
     hep.apply(&config.hep, crate::reload::advertised_ip(config))
         .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
     server.set_hep(hep);

@@ -51,7 +51,7 @@ impl BanSummary {
     }
 }
 
-/// The proxy's timers and the SIP listeners.
+/// The proxy's timers and the SIP listeners (their end frees the HEP drops reader's slot).
 pub(super) fn spawn_serving(
     tasks: &mut Tasks,
     proxy: Arc<crate::proxy::Proxy>,
@@ -64,7 +64,16 @@ pub(super) fn spawn_serving(
         Ok(())
     });
     let rx = shutdown_rx.clone();
-    tasks.spawn(async move { server.run(rx).await });
+    tasks.spawn(async move {
+        let hep = server.hep();
+        let served = server.run(rx).await;
+        // The HEP drops reader's capture slot is freed before the fast path stops, not left
+        // to a dead owner.
+        if let Some(hep) = hep {
+            hep.stop_drops();
+        }
+        served
+    });
 }
 
 /// The cluster's task (`[cluster]`): remote changes applied to the enforcer and the proxy;

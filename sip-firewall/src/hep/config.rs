@@ -29,8 +29,13 @@ pub struct HepConfig {
     pub node_id: u32,
     /// The collector's password (HEP chunk 0x000e), if it wants one.
     pub password: Option<String>,
-    /// What is exported: `sip` (every SIP message the proxy receives and sends).
+    /// What is exported: `sip` (every SIP message the proxy receives and sends), `drops`
+    /// (the packets the XDP program dropped, sampled, each with its verdict).
     pub capture: Vec<String>,
+    /// With `drops`: one dropped packet in this many is exported, chosen at random in the
+    /// kernel (1: every one), 1..=[`MAX_DROPS_SAMPLE`]. Under a flood, what is copied still
+    /// costs the XDP path a copy each: sample.
+    pub drops_sample: u32,
     /// Messages waiting for the sender at most; beyond, they are dropped and counted in
     /// `sipfw_hep_dropped_total{reason="queue_full"}` (a slow collector never slows SIP).
     pub queue: usize,
@@ -43,6 +48,7 @@ impl Default for HepConfig {
             node_id: 2001,
             password: None,
             capture: vec!["sip".to_string()],
+            drops_sample: 100,
             queue: 4096,
         }
     }
@@ -50,6 +56,8 @@ impl Default for HepConfig {
 
 /// Most messages the queue may hold (a few hundred megabytes of the largest messages).
 pub const MAX_QUEUE: usize = 65_536;
+/// The sparsest sampling of `drops`.
+pub const MAX_DROPS_SAMPLE: u32 = 1_000_000;
 
 impl HepConfig {
     /// The collector, parsed (None: export off).
@@ -89,22 +97,20 @@ impl HepConfig {
         self.capture.iter().any(|c| c == "sip")
     }
 
+    /// Whether the packets the XDP program dropped are captured.
+    pub fn drops(&self) -> bool {
+        self.capture.iter().any(|c| c == "drops")
+    }
+
     pub fn validate(&self) -> Result<(), Invalid> {
         self.collector()?;
         for c in &self.capture {
             match c.as_str() {
-                "sip" => {}
-                "drops" => {
-                    return Err(invalid(
-                        "hep.capture",
-                        "\"drops\" (packets XDP dropped) is not exported by this daemon; \
-                         use [\"sip\"]",
-                    ));
-                }
+                "sip" | "drops" => {}
                 other => {
                     return Err(invalid(
                         "hep.capture",
-                        format!("{other:?} is not a capture: use [\"sip\"]"),
+                        format!("{other:?} is not a capture: use \"sip\" and/or \"drops\""),
                     ));
                 }
             }
@@ -113,6 +119,12 @@ impl HepConfig {
             return Err(invalid(
                 "hep.queue",
                 format!("must be 1..={MAX_QUEUE} messages"),
+            ));
+        }
+        if self.drops_sample == 0 || self.drops_sample > MAX_DROPS_SAMPLE {
+            return Err(invalid(
+                "hep.drops_sample",
+                format!("must be 1..={MAX_DROPS_SAMPLE} (one dropped packet in N)"),
             ));
         }
         Ok(())
@@ -159,10 +171,22 @@ mod tests {
             assert_eq!(e.key, "hep.collector", "{bad}");
         }
         let drops = HepConfig {
-            capture: vec!["drops".into()],
+            capture: vec!["sip".into(), "drops".into()],
             ..HepConfig::default()
         };
-        assert_eq!(drops.validate().unwrap_err().key, "hep.capture");
+        assert!(drops.validate().is_ok() && drops.sip() && drops.drops());
+        let other = HepConfig {
+            capture: vec!["rtp".into()],
+            ..HepConfig::default()
+        };
+        assert_eq!(other.validate().unwrap_err().key, "hep.capture");
+        for bad in [0, MAX_DROPS_SAMPLE + 1] {
+            let s = HepConfig {
+                drops_sample: bad,
+                ..drops.clone()
+            };
+            assert_eq!(s.validate().unwrap_err().key, "hep.drops_sample", "{bad}");
+        }
         let q = HepConfig {
             queue: 0,
             ..HepConfig::default()

@@ -1,12 +1,16 @@
 //! HEPv3 framing (the HEP/EEP "HEP3" format of sipcapture, spoken by Homer, heplify-server
 //! and `sngrep -L`): a 6-byte header (`HEP3`, total length) and chunks, each a vendor id,
 //! a type id and a length (all 16-bit, network order, the length counting the chunk's own
-//! 6 bytes) followed by the value. Only the generic chunks (vendor 0) are written.
+//! 6 bytes) followed by the value. The generic chunks (vendor 0) carry what every
+//! collector reads; a packet the XDP program dropped also carries its verdict in a chunk of
+//! our own (see [`VERDICT`]).
 
 use std::{
     net::{IpAddr, SocketAddr},
     time::{SystemTime, UNIX_EPOCH},
 };
+
+use sip_firewall_common::wire::{IPPROTO_TCP, IPPROTO_UDP};
 
 /// Generic chunk types (vendor 0) of the HEPv3 specification.
 pub mod chunk {
@@ -26,12 +30,20 @@ pub mod chunk {
     pub const PAYLOAD: u16 = 0x000f;
 }
 
+/// The verdict of a packet the XDP program dropped (`banned`, `flood`, ...), as ASCII.
+///
+/// HEPv3 (section "Chunk types": vendor id 0x0000 is the generic set, whose types the
+/// specification assigns; any other vendor id names a vendor's own chunks) has no generic
+/// chunk for it: 0x0011 (correlation id) would make Homer group unrelated drops into one
+/// call, and 0x0012 is the VLAN id. So the chunk is a vendor one, under a vendor id no HEP
+/// vendor uses (0x5346, "SF"): sngrep skips every chunk whose vendor is not 0, and
+/// heplify-server (Homer), which reads the type alone, has no generic type 0x0100, so it
+/// ignores the chunk too. Both show the packet as the SIP message it is.
+pub const VERDICT: (u16, u16) = (0x5346, 0x0100);
+
 /// `AF_INET` and `AF_INET6` as HEP carries them (Linux values).
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
-/// The IP protocol numbers (IANA).
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 /// Protocol type 1: SIP.
 const PROTO_SIP: u8 = 1;
 /// The header: `HEP3` and the total length.
@@ -48,6 +60,8 @@ pub struct Packet {
     /// Carried over TCP (TCP, TLS, WebSocket) rather than UDP.
     pub stream: bool,
     pub payload: Vec<u8>,
+    /// The XDP program dropped it, with this verdict; `None`: the proxy received or sent it.
+    pub verdict: Option<&'static str>,
 }
 
 /// What the capture agent puts in every packet.
@@ -74,8 +88,12 @@ fn v6(ip: IpAddr) -> std::net::Ipv6Addr {
 }
 
 fn push(out: &mut Vec<u8>, kind: u16, value: &[u8]) -> Option<()> {
+    push_vendor(out, (0, kind), value)
+}
+
+fn push_vendor(out: &mut Vec<u8>, (vendor, kind): (u16, u16), value: &[u8]) -> Option<()> {
     let len = u16::try_from(CHUNK_HEADER + value.len()).ok()?;
-    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&vendor.to_be_bytes());
     out.extend_from_slice(&kind.to_be_bytes());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(value);
@@ -116,6 +134,9 @@ pub fn encode(p: &Packet, agent: &Agent) -> Option<Vec<u8>> {
     if let Some(pw) = &agent.password {
         push(&mut out, chunk::AUTH_KEY, pw.as_bytes())?;
     }
+    if let Some(verdict) = p.verdict {
+        push_vendor(&mut out, VERDICT, verdict.as_bytes())?;
+    }
     push(&mut out, chunk::PAYLOAD, &p.payload)?;
     let total = u16::try_from(out.len()).ok()?;
     out[4..HEADER].copy_from_slice(&total.to_be_bytes());
@@ -131,15 +152,21 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn an_ipv4_udp_message_is_the_bytes_of_the_specification() {
-        let p = Packet {
+    /// An OPTIONS over UDP and IPv4, as the proxy received it.
+    fn options() -> Packet {
+        Packet {
             time: UNIX_EPOCH + Duration::new(0x6000_0001, 2_000),
             src: "192.0.2.1:5062".parse().unwrap(),
             dst: "198.51.100.2:5060".parse().unwrap(),
             stream: false,
             payload: b"OPTIONS".to_vec(),
-        };
+            verdict: None,
+        }
+    }
+
+    #[test]
+    fn an_ipv4_udp_message_is_the_bytes_of_the_specification() {
+        let p = options();
         let agent = Agent {
             node_id: 7,
             password: Some("pw".into()),
@@ -173,6 +200,7 @@ mod tests {
             dst: "192.0.2.1:5060".parse().unwrap(),
             stream: true,
             payload: vec![b'x'; 10],
+            verdict: None,
         };
         let got = encode(&p, &Agent::default()).unwrap();
         assert_eq!(&got[6..13], &[0, 0, 0, 1, 0, 7, AF_INET6]);
@@ -190,5 +218,24 @@ mod tests {
             ..p
         };
         assert_eq!(encode(&big, &Agent::default()), None);
+    }
+
+    #[test]
+    fn a_dropped_packet_carries_its_verdict_in_our_vendor_chunk_before_the_payload() {
+        let p = Packet {
+            payload: b"REGISTER".to_vec(),
+            verdict: Some("banned"),
+            ..options()
+        };
+        let got = encode(&p, &Agent::default()).unwrap();
+        let tail: Vec<u8> = [
+            &[0x53, 0x46, 0x01, 0x00, 0, 12][..],
+            b"banned",
+            &[0, 0, 0, 15, 0, 14],
+            b"REGISTER",
+        ]
+        .concat();
+        assert!(got.ends_with(&tail), "{got:?}");
+        assert_eq!(usize::from(u16::from_be_bytes([got[4], got[5]])), got.len());
     }
 }

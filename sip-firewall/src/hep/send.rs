@@ -129,6 +129,7 @@ mod tests {
             dst: "192.0.2.2:5060".parse().unwrap(),
             stream: false,
             payload: vec![b'0' + n; 10],
+            verdict: None,
         }
     }
 

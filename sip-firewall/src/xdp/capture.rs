@@ -24,9 +24,12 @@ use aya::{
     },
     programs::Xdp,
 };
-use sip_firewall_common::capture::{
-    CAPTURE, CAPTURE_LOST, CAPTURE_ON, CAPTURE_PROG, CAPTURE_RINGS, CAPTURE_SLOTS, CaptureFilter,
-    CaptureHeader, TAP_PROGRAM,
+use sip_firewall_common::{
+    capture::{
+        CAPTURE, CAPTURE_LOST, CAPTURE_ON, CAPTURE_PROG, CAPTURE_RINGS, CAPTURE_SLOTS,
+        CaptureFilter, CaptureHeader, TAP_PROGRAM,
+    },
+    counters::Reason,
 };
 
 /// Opening or holding the capture maps failed.
@@ -46,6 +49,15 @@ pub enum CaptureError {
     Busy(String),
     #[error("capture map {0}: {1}")]
     Map(&'static str, String),
+}
+
+/// The verdict bits of every verdict that drops the packet (`--verdict drops`, `[hep]
+/// capture = ["drops"]`).
+pub fn dropping_verdicts() -> u32 {
+    Reason::ALL
+        .iter()
+        .filter(|r| r.is_drop())
+        .fold(0, |m, r| m | 1 << *r as u32)
 }
 
 /// Load the tap program of `ebpf` and put it in the program array the XDP program
