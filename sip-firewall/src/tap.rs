@@ -355,6 +355,84 @@ pub fn answered(src: SocketAddr, local: SocketAddr, t: Transport, request: &[u8]
     }
 }
 
+thread_local! {
+    /// The request being handled on this thread while a capture runs: what an answer the
+    /// proxy sends from within its handling answers (`local_answer`).
+    static HANDLING: std::cell::RefCell<Option<Handling>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A request being handled: where it came from and its bytes.
+struct Handling {
+    src: SocketAddr,
+    local: SocketAddr,
+    transport: Transport,
+    bytes: Vec<u8>,
+}
+
+/// While alive, the request it was made for is the one this thread handles.
+pub struct HandlingGuard(bool);
+
+impl Drop for HandlingGuard {
+    fn drop(&mut self) {
+        if self.0 {
+            HANDLING.with(|h| h.borrow_mut().take());
+        }
+    }
+}
+
+/// The message layer hands a request to the proxy: kept (only while a capture runs) for
+/// the answers the proxy sends itself while handling it.
+#[inline]
+pub fn handling(src: SocketAddr, local: SocketAddr, t: Transport, bytes: &[u8]) -> HandlingGuard {
+    if !active() {
+        return HandlingGuard(false);
+    }
+    HANDLING.with(|h| {
+        *h.borrow_mut() = Some(Handling {
+            src,
+            local,
+            transport: t,
+            bytes: bytes.to_vec(),
+        })
+    });
+    HandlingGuard(true)
+}
+
+/// A final answer the proxy generated itself (a 403, 404, 407, 483... within its server
+/// transaction) going to `dest`: with the request it answers when it is the one being
+/// handled; alone (from an unknown local address) when a timer sent it.
+pub fn local_answer(dest: SocketAddr, t: Transport, answer: &[u8]) {
+    if !active() {
+        return;
+    }
+    let handled = HANDLING.with(|h| {
+        h.borrow()
+            .as_ref()
+            .map(|r| (r.src, r.local, r.transport, r.bytes.clone()))
+    });
+    match handled {
+        Some((src, local, t, request)) => answered(src, local, t, &request, answer),
+        None => {
+            let local = SocketAddr::new(
+                match dest {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                },
+                0,
+            );
+            offer(&Seen {
+                layer: Layer::Answered,
+                reason: &status_of(answer),
+                sent: true,
+                src: local,
+                dst: dest,
+                transport: t,
+                bytes: answer,
+            });
+        }
+    }
+}
+
 /// `400 Bad Request` of an answer's status line.
 fn status_of(answer: &[u8]) -> String {
     let line = answer
@@ -513,6 +591,31 @@ mod tests {
         drop(wanted);
         drop(other);
         let _ = subscribe(TapFilter::default()).expect("the slots are free again");
+
+        // The proxy's own answer while it handles a request, then one a timer sends.
+        let mut proxy = subscribe(filter("203.0.113.11/32", None)).expect("a capture");
+        let from: SocketAddr = "203.0.113.11:5070".parse().unwrap();
+        {
+            let _h = handling(from, local, Transport::Datagram, msg);
+            local_answer(from, Transport::Datagram, b"SIP/2.0 404 Not Found\r\n\r\n");
+        }
+        local_answer(
+            from,
+            Transport::Datagram,
+            b"SIP/2.0 408 Request Timeout\r\n",
+        );
+        let got: Vec<(bool, SocketAddr, String)> = std::iter::from_fn(|| proxy.rx.try_recv().ok())
+            .map(|r| (r.sent, r.src, r.reason))
+            .collect();
+        let nowhere: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        assert_eq!(
+            got,
+            [
+                (false, from, "404 Not Found".to_string()),
+                (true, local, "404 Not Found".to_string()),
+                (true, nowhere, "408 Request Timeout".to_string()),
+            ]
+        );
         let ser = serde_json::to_string(&TapLine::Record(r.clone())).unwrap();
         assert_eq!(
             serde_json::from_str::<TapLine>(&ser).unwrap(),

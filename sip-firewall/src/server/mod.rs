@@ -336,6 +336,8 @@ impl Shared {
         if !self.admitted(source, ctx.local, transport, buf) {
             return None;
         }
+        // The proxy's own answers while it handles this message go to captures with it.
+        let _handling = tap::handling(source, ctx.local, transport, buf);
         self.outbound.capture(source, ctx.local, transport, buf);
         let m = &self.metrics;
         match inspect(buf, &self.limits, transport, EXTENSIONS) {
