@@ -336,9 +336,10 @@ pub fn refused(reason: &str, src: SocketAddr, dst: SocketAddr, t: Transport, byt
 }
 
 /// A request the message layer answered itself: the request from `src` and our `answer`.
+/// Only refusals are copied (3xx to 6xx): a 200 to a keep-alive OPTIONS is no story.
 #[inline]
 pub fn answered(src: SocketAddr, local: SocketAddr, t: Transport, request: &[u8], answer: &[u8]) {
-    if !active() {
+    if !active() || !is_refusal(answer) {
         return;
     }
     let status = status_of(answer);
@@ -402,7 +403,7 @@ pub fn handling(src: SocketAddr, local: SocketAddr, t: Transport, bytes: &[u8]) 
 /// transaction) going to `dest`: with the request it answers when it is the one being
 /// handled; alone (from an unknown local address) when a timer sent it.
 pub fn local_answer(dest: SocketAddr, t: Transport, answer: &[u8]) {
-    if !active() {
+    if !active() || !is_refusal(answer) {
         return;
     }
     let handled = HANDLING.with(|h| {
@@ -431,6 +432,16 @@ pub fn local_answer(dest: SocketAddr, t: Transport, answer: &[u8]) {
             });
         }
     }
+}
+
+/// Whether an answer is a final refusal (status 300 to 699), not a success or provisional.
+fn is_refusal(answer: &[u8]) -> bool {
+    answer
+        .strip_prefix(b"SIP/2.0 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse::<u16>().ok())
+        .is_some_and(|code| (300..700).contains(&code))
 }
 
 /// `400 Bad Request` of an answer's status line.
@@ -597,6 +608,15 @@ mod tests {
         let from: SocketAddr = "203.0.113.11:5070".parse().unwrap();
         {
             let _h = handling(from, local, Transport::Datagram, msg);
+            // Successes and provisional answers are not copied.
+            local_answer(from, Transport::Datagram, b"SIP/2.0 200 OK\r\n\r\n");
+            answered(
+                from,
+                local,
+                Transport::Datagram,
+                msg,
+                b"SIP/2.0 100 Trying\r\n",
+            );
             local_answer(from, Transport::Datagram, b"SIP/2.0 404 Not Found\r\n\r\n");
         }
         local_answer(

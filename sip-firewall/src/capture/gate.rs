@@ -20,7 +20,7 @@ use crate::{
 /// A gate capture could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
-    #[error("{0}")]
+    #[error(transparent)]
     Client(#[from] ClientError),
     #[error("the daemon refused the gate capture: {0}")]
     Refused(String),

@@ -66,9 +66,7 @@ impl Core {
         );
         if let Some(b) = e.txn.respond(l.code, bytes, now, &self.settings.timers) {
             let dest = e.dest;
-            if l.code >= 200 {
-                crate::tap::local_answer(dest.addr, dest.transport, &b);
-            }
+            crate::tap::local_answer(dest.addr, dest.transport, &b);
             self.send(dest, b);
             self.metrics
                 .local_replies
