@@ -326,7 +326,7 @@ impl Shared {
                 source
             };
             self.outbound.capture(local, to, transport, &o.bytes);
-            tap::answered(source, local, transport, buf, &o.bytes);
+            tap::answered((source, local), transport, buf, (to, &o.bytes));
         }
         out
     }

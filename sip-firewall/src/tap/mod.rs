@@ -11,6 +11,10 @@
 //! `sipfw_capture_dropped_total`). At most [`MAX_CAPTURES`] run at once. A capture ends
 //! when its client hangs up, its count or duration is reached, or the daemon stops.
 //!
+//! | module | job |
+//! | --- | --- |
+//! | `record` | a copy as it travels to the CLI: layer, reason, addresses, bytes |
+//!
 //! **Config**: none. **Metrics**: `sipfw_capture_dropped_total` (copies lost to a slow
 //! capture reader).
 
@@ -22,6 +26,10 @@ use std::{
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+mod record;
+
+pub use record::{Layer, TapLine, TapRecord};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -107,82 +115,6 @@ impl TapFilter {
         };
         len.min(snap as usize)
     }
-}
-
-/// Which layer a copy comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Layer {
-    /// The gate refused it (the message never reached the message layer).
-    Gate,
-    /// The message layer (or the proxy through it) answered it itself: the request, and
-    /// the answer.
-    Answered,
-}
-
-/// One copy: a message as it crossed the daemon's socket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TapRecord {
-    /// Wall-clock time, nanoseconds since the epoch.
-    pub unix_ns: u64,
-    pub layer: Layer,
-    /// The gate's reason (`request_rate`, `banned`, `tcp_per_source`...) or the answer's
-    /// status (`400 Bad Request`).
-    pub reason: String,
-    /// `false`: received (refused, or answered); `true`: the local answer we sent.
-    pub sent: bool,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    /// Over a stream transport (TCP, TLS, WebSocket) rather than UDP.
-    pub stream: bool,
-    /// The message's length; `data` holds its first bytes (the snap length).
-    pub len: u32,
-    #[serde(with = "b64")]
-    pub data: Vec<u8>,
-}
-
-impl TapRecord {
-    /// The packet comment of the capture file: the layer and the reason.
-    pub fn comment(&self) -> String {
-        let stream = if self.stream {
-            " (stream transport, shown as UDP)"
-        } else {
-            ""
-        };
-        match (self.layer, self.sent) {
-            (Layer::Gate, _) => format!("gate: {}{stream}", self.reason),
-            (Layer::Answered, false) => format!("answered: {} (the request){stream}", self.reason),
-            (Layer::Answered, true) => format!("answered: {} (our answer){stream}", self.reason),
-        }
-    }
-}
-
-/// Bytes as base64 in the JSON lines.
-mod b64 {
-    use base64::Engine as _;
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// A line the daemon streams after accepting a capture.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "line", rename_all = "snake_case")]
-pub enum TapLine {
-    Record(TapRecord),
-    /// The last line: copies dropped because this capture's queue was full.
-    End {
-        dropped: u64,
-    },
 }
 
 /// A capture refused.
@@ -335,15 +267,21 @@ pub fn refused(reason: &str, src: SocketAddr, dst: SocketAddr, t: Transport, byt
     }
 }
 
-/// A request the message layer answered itself: the request from `src` and our `answer`.
-/// Only refusals are copied (3xx to 6xx): a 200 to a keep-alive OPTIONS is no story.
+/// A request the message layer answered itself: the request from `src` to `local`, and our
+/// `answer` to `to` (the source, or its rport over UDP). Only refusals are copied (3xx to
+/// 6xx): a 200 to a keep-alive OPTIONS is no story.
 #[inline]
-pub fn answered(src: SocketAddr, local: SocketAddr, t: Transport, request: &[u8], answer: &[u8]) {
+pub fn answered(
+    (src, local): (SocketAddr, SocketAddr),
+    t: Transport,
+    request: &[u8],
+    (to, answer): (SocketAddr, &[u8]),
+) {
     if !active() || !is_refusal(answer) {
         return;
     }
     let status = status_of(answer);
-    for (sent, from, to, bytes) in [(false, src, local, request), (true, local, src, answer)] {
+    for (sent, from, to, bytes) in [(false, src, local, request), (true, local, to, answer)] {
         offer(&Seen {
             layer: Layer::Answered,
             reason: &status,
@@ -412,7 +350,7 @@ pub fn local_answer(dest: SocketAddr, t: Transport, answer: &[u8]) {
             .map(|r| (r.src, r.local, r.transport, r.bytes.clone()))
     });
     match handled {
-        Some((src, local, t, request)) => answered(src, local, t, &request, answer),
+        Some((src, local, t, request)) => answered((src, local), t, &request, (dest, answer)),
         None => {
             let local = SocketAddr::new(
                 match dest {
@@ -558,11 +496,10 @@ mod tests {
         assert!(active());
         refused("request_rate", src, local, Transport::Datagram, msg);
         answered(
-            src,
-            local,
+            (src, local),
             Transport::Stream,
             msg,
-            b"SIP/2.0 400 Bad Request\r\n\r\n",
+            (src, b"SIP/2.0 400 Bad Request\r\n\r\n"),
         );
         refused("banned", src, local, Transport::Datagram, msg);
         let r = wanted.rx.try_recv().expect("the refusal");
@@ -611,11 +548,10 @@ mod tests {
             // Successes and provisional answers are not copied.
             local_answer(from, Transport::Datagram, b"SIP/2.0 200 OK\r\n\r\n");
             answered(
-                from,
-                local,
+                (from, local),
                 Transport::Datagram,
                 msg,
-                b"SIP/2.0 100 Trying\r\n",
+                (from, b"SIP/2.0 100 Trying\r\n"),
             );
             local_answer(from, Transport::Datagram, b"SIP/2.0 404 Not Found\r\n\r\n");
         }
