@@ -381,8 +381,11 @@ fn gate_refusals_and_local_answers_are_captured() {
         .filter(|r| r[0].starts_with("gate: request_rate"))
         .collect();
     assert!(!refused.is_empty(), "{rows:?}");
+    let edge_ip = sip.ip().to_string();
     for r in &refused {
         assert_eq!(r[1], noisy.to_string(), "{r:?}");
+        // The listener is bound to the wildcard: the edge's side is the routed source.
+        assert_eq!(r[2], edge_ip, "{r:?}");
         assert_eq!(r[3], "OPTIONS", "tshark decodes SIP in it: {r:?}");
         assert_eq!(r[5], "gate", "{r:?}");
     }
@@ -401,6 +404,7 @@ fn gate_refusals_and_local_answers_are_captured() {
         .iter()
         .find(|r| r[0].starts_with("answered: 400") && r[0].contains("(our answer)"))
         .unwrap_or_else(|| panic!("the 400: {rows:?}"));
+    assert_eq!(answer[1], edge_ip, "{answer:?}");
     assert_eq!(
         (answer[2].as_str(), answer[4].as_str()),
         (noisy.to_string().as_str(), "400")

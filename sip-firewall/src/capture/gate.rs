@@ -2,10 +2,15 @@
 //! socket for copies of what the user-space gate refused and what the message layer
 //! answered itself (`crate::tap` filters and copies them in the daemon), and hands them on
 //! as they arrive. It needs no pinned map: a daemon without XDP is captured all the same.
+//! A listener bound to a wildcard address knows no local address of its own: the copy's
+//! local side is then the address the kernel routes from toward the remote one (looked up
+//! here, in the CLI, once per remote address), as the edge's answer leaves from it.
 
 use std::{
+    collections::HashMap,
     io::BufRead as _,
     net::Shutdown,
+    net::{IpAddr, SocketAddr},
     os::unix::net::UnixStream,
     path::Path,
     sync::mpsc,
@@ -28,6 +33,8 @@ pub enum GateError {
     Io(#[from] std::io::Error),
 }
 
+/// Most remote addresses whose routed source is remembered.
+const MAX_SIDES: usize = 4096;
 /// How long a stopping capture waits for the daemon's last lines.
 const LAST_LINES: Duration = Duration::from_secs(2);
 
@@ -39,6 +46,8 @@ pub struct GateFeed {
     pub dropped: u64,
     /// The daemon ended the capture (its count, duration, or its own stop).
     pub ended: bool,
+    /// Remote address to our address the kernel routes from toward it.
+    sides: HashMap<IpAddr, Option<IpAddr>>,
 }
 
 impl GateFeed {
@@ -69,6 +78,7 @@ impl GateFeed {
             lines,
             dropped: 0,
             ended: false,
+            sides: HashMap::new(),
         })
     }
 
@@ -79,7 +89,7 @@ impl GateFeed {
             return None;
         }
         match self.lines.recv_timeout(wait) {
-            Ok(TapLine::Record(r)) => Some(r),
+            Ok(TapLine::Record(r)) => Some(self.located(r)),
             Ok(TapLine::End { dropped }) => {
                 self.dropped = dropped;
                 self.ended = true;
@@ -91,6 +101,29 @@ impl GateFeed {
                 None
             }
         }
+    }
+
+    /// `r` with a wildcard local side replaced by the routed source toward its remote side.
+    fn located(&mut self, mut r: TapRecord) -> TapRecord {
+        let (local, remote) = if r.sent {
+            (&mut r.src, r.dst)
+        } else {
+            (&mut r.dst, r.src)
+        };
+        if local.ip().is_unspecified() {
+            // Bounded whatever the sources: a capture of a spoofed flood starts it again.
+            if self.sides.len() >= MAX_SIDES {
+                self.sides.clear();
+            }
+            let side = *self
+                .sides
+                .entry(remote.ip())
+                .or_insert_with(|| crate::server::sides::route_source(remote.ip().to_canonical()));
+            if let Some(ip) = side {
+                *local = SocketAddr::new(ip, local.port());
+            }
+        }
+        r
     }
 
     /// Stop: the daemon is told (our side of the connection shut), and `take` gets what it
