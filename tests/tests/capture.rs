@@ -469,3 +469,78 @@ fn a_gate_capture_without_a_daemon_names_the_socket() {
     assert!(said.contains("not running"), "{said}");
     assert!(said.contains(&socket.display().to_string()), "{said}");
 }
+
+/// `--layer all`: one source's whole story in one file, in the order it happened: its
+/// requests over the rate refused at the gate, then (banned for it) dropped by XDP.
+#[test]
+fn one_file_shows_the_gate_then_xdp() {
+    let test = "one_file_shows_the_gate_then_xdp";
+    if !require_tshark(test) {
+        return;
+    }
+    let config = format!("{CONFIG}{GATE_CONFIG}");
+    let Some(edge) = Edge::root(test, "cal", &config, xdp_args(true)) else {
+        return;
+    };
+    let noisy = IpAddr::V4(edge.pair.a4);
+    let other = IpAddr::V4(edge.pair.add_a4(7).expect("a second address in a"));
+    let cap = Capture::start(
+        &edge,
+        "all.pcapng",
+        &[
+            "--layer",
+            "all",
+            "--verdict",
+            "banned",
+            "--source",
+            &format!("{noisy}/32"),
+        ],
+    );
+    let (tx, tx_other) = (socket(&edge, noisy), socket(&edge, other));
+    for i in 0..5 {
+        tx_other
+            .send_to(&frames::sip_request("OPTIONS", 100 + i), edge.sip())
+            .expect("send");
+    }
+    let t0 = std::time::Instant::now();
+    let mut i = 0;
+    // Until the ban reaches the program, and a few more after.
+    while !edge.banned(&noisy.to_string()) && t0.elapsed() < Duration::from_secs(10) {
+        tx.send_to(&frames::sip_request("OPTIONS", i), edge.sip())
+            .expect("send");
+        i += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(edge.banned(&noisy.to_string()), "banned for its rate");
+    for j in 0..5 {
+        tx.send_to(&frames::sip_request("OPTIONS", 1000 + j), edge.sip())
+            .expect("send");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, said) = cap.wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("all.pcapng"),
+        None,
+        &["frame.comment", "ip.src", "ip.dst", "frame.interface_name"],
+    );
+    let gate = rows
+        .iter()
+        .position(|r| r[0].starts_with("gate: request_rate"))
+        .unwrap_or_else(|| panic!("no gate refusal: {rows:?}"));
+    assert_eq!(rows[gate][3], "gate", "{rows:?}");
+    let xdp = rows
+        .iter()
+        .position(|r| r[0].contains("verdict: banned (dropped by XDP)"))
+        .unwrap_or_else(|| panic!("no XDP drop: {rows:?}"));
+    assert_eq!(rows[xdp][3], edge.pair.if_b, "{rows:?}");
+    assert!(
+        gate < xdp,
+        "the refusal before the drops it led to: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r[1] == noisy.to_string() || r[2] == noisy.to_string()),
+        "only the source asked for: {rows:?}"
+    );
+}

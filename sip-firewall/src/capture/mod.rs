@@ -264,45 +264,74 @@ struct Sink {
     captured: u64,
     limit: u64,
     failed: Option<pcapng::PcapNgError>,
+    /// What this round took from either layer, written oldest first at its end.
+    round: Vec<Taken>,
+}
+
+/// A packet taken, not written yet.
+struct Taken {
+    at: Duration,
+    /// The interface index of an XDP packet; `None`: the gate's.
+    ifindex: Option<u32>,
+    len: u32,
+    data: Vec<u8>,
+    comment: String,
 }
 
 impl Sink {
     fn full(&self) -> bool {
-        self.captured >= self.limit || self.failed.is_some()
+        self.captured + self.round.len() as u64 >= self.limit || self.failed.is_some()
     }
 
     fn xdp(&mut self, h: &CaptureHeader, data: &[u8]) {
         if self.full() {
             return;
         }
-        let iface = self
-            .names
+        self.names
             .entry(h.ifindex)
             .or_insert_with(|| interface(h.ifindex));
-        let at = Duration::from_nanos(h.ktime_ns.saturating_add(self.offset));
         let reason = Reason::from_index(h.reason).unwrap_or(Reason::Passed);
-        match self
-            .file
-            .packet(iface, at, (h.len, data), pcapng::comment(reason))
-        {
-            Ok(()) => self.captured += 1,
-            Err(e) => self.failed = Some(e),
-        }
+        self.round.push(Taken {
+            at: Duration::from_nanos(h.ktime_ns.saturating_add(self.offset)),
+            ifindex: Some(h.ifindex),
+            len: h.len,
+            data: data.to_vec(),
+            comment: pcapng::comment(reason),
+        });
     }
 
     fn gate(&mut self, r: crate::tap::TapRecord) {
         if self.full() {
             return;
         }
-        let (frame, wire) = frame::udp_frame(r.src, r.dst, &r.data, r.len);
-        let keep = frame.len().min(self.file.snap() as usize);
-        let at = Duration::from_nanos(r.unix_ns);
-        match self
-            .file
-            .packet(&self.gate, at, (wire, &frame[..keep]), r.comment())
-        {
-            Ok(()) => self.captured += 1,
-            Err(e) => self.failed = Some(e),
+        let (mut frame, wire) = frame::udp_frame(r.src, r.dst, &r.data, r.len);
+        frame.truncate(self.file.snap() as usize);
+        self.round.push(Taken {
+            at: Duration::from_nanos(r.unix_ns),
+            ifindex: None,
+            len: wire,
+            data: frame,
+            comment: r.comment(),
+        });
+    }
+
+    /// Write what this round took in time order: the two layers' packets interleaved as
+    /// they happened, each CPU's XDP copies among the others'.
+    fn write_round(&mut self) {
+        let mut round = std::mem::take(&mut self.round);
+        round.sort_by_key(|t| t.at);
+        for t in round {
+            let iface = match t.ifindex.and_then(|i| self.names.get(&i)) {
+                Some(i) => i,
+                None => &self.gate,
+            };
+            match self.file.packet(iface, t.at, (t.len, &t.data), t.comment) {
+                Ok(()) => self.captured += 1,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return;
+                }
+            }
         }
     }
 }
@@ -339,6 +368,7 @@ pub fn run(args: &CaptureArgs, mut sources: Sources) -> anyhow::Result<Summary> 
         captured: 0,
         limit: args.count.unwrap_or(u64::MAX),
         failed: None,
+        round: Vec::new(),
     };
     let t0 = Instant::now();
     let mut running = true;
@@ -373,6 +403,7 @@ pub fn run(args: &CaptureArgs, mut sources: Sources) -> anyhow::Result<Summary> 
                 g.stop(|r| sink.gate(r));
             }
         }
+        sink.write_round();
         if let Some(e) = sink.failed.take() {
             return Err(e.into());
         }
