@@ -465,3 +465,53 @@ pub fn command(args: &CaptureArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(extra: &[&str]) -> CaptureArgs {
+        let argv = [&["sip-firewall", "capture", "-w", "x.pcapng"], extra].concat();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Capture(a) => a,
+            _ => panic!("not capture"),
+        }
+    }
+
+    #[test]
+    fn layers_and_the_daemons_filter() {
+        let xdp = args(&[]);
+        assert!(xdp.wants(Layer::Xdp) && !xdp.wants(Layer::Gate));
+        let both = args(&["--layer", "gate,xdp"]);
+        assert!(both.wants(Layer::Xdp) && both.wants(Layer::Gate));
+        let all = args(&["--layer", "all"]);
+        assert!(all.wants(Layer::Xdp) && all.wants(Layer::Gate));
+        let gate = args(&[
+            "--layer",
+            "gate",
+            "--source",
+            "192.0.2.77/24",
+            "--port",
+            "5070",
+            "--sample",
+            "1/10",
+            "--snap",
+            "300",
+            "--count",
+            "7",
+            "--duration",
+            "2s",
+        ]);
+        assert!(!gate.wants(Layer::Xdp) && gate.wants(Layer::Gate));
+        let f = tap_filter(&gate);
+        assert_eq!(f.source, Some("192.0.2.0/24".parse().unwrap()));
+        assert_eq!((f.port, f.sample, f.snap), (Some(5070), 10, 300));
+        assert_eq!((f.count, f.duration_ms), (Some(7), Some(2000)));
+        assert!(
+            Cli::try_parse_from(["sip-firewall", "capture", "-w", "x", "--layer", "tcp"]).is_err()
+        );
+    }
+}
