@@ -74,7 +74,7 @@ pub enum Request {
         port: Option<u16>,
     },
     /// Stream copies of what the gate refused and the message layer answered
-    /// (`sip-firewall capture --layer gate`): an answer line, then `tap::TapLine`s.
+    /// (`sip-firewall capture --layer gate`): an answer line, then `tap::record::TapLine`s.
     Capture {
         filter: crate::tap::TapFilter,
     },

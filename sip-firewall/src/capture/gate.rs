@@ -19,7 +19,10 @@ use std::{
 
 use crate::{
     admin::{client::ClientError, protocol::Request},
-    tap::{TapFilter, TapLine, TapRecord},
+    tap::{
+        TapFilter,
+        record::{TapLine, TapRecord},
+    },
 };
 
 /// A gate capture could not start.

@@ -72,7 +72,7 @@ pub struct CaptureArgs {
     /// XDP verdicts to capture, comma-separated: passed, allowed, denied, banned, flood,
     /// oversize, malformed, stray_reply, pressure, throttled, connection; `drops` for
     /// every dropping one, `all` for every one (default: drops). The gate layer takes
-    /// every refusal and every local answer.
+    /// every refusal of the gate and every local answer of 300 to 699.
     #[arg(long, value_delimiter = ',', value_parser = parse_verdicts)]
     pub verdict: Vec<u32>,
     /// Only packets from this source address or prefix (192.0.2.0/24, 2001:db8::/32); at
@@ -300,7 +300,7 @@ impl Sink {
         });
     }
 
-    fn gate(&mut self, r: crate::tap::TapRecord) {
+    fn gate(&mut self, r: crate::tap::record::TapRecord) {
         if self.full() {
             return;
         }

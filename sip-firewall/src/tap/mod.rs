@@ -18,6 +18,8 @@
 //! **Config**: none. **Metrics**: `sipfw_capture_dropped_total` (copies lost to a slow
 //! capture reader).
 
+pub mod record;
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -27,10 +29,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-mod record;
-
-pub use record::{Layer, TapLine, TapRecord};
-
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sip_firewall_sip::Transport;
@@ -38,6 +36,8 @@ use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWrite, AsyncWriteExt as _},
     sync::mpsc,
 };
+
+use record::{Layer, TapLine, TapRecord};
 
 /// How many gate captures can run at once.
 pub const MAX_CAPTURES: usize = 4;
