@@ -35,8 +35,9 @@ pub enum Command {
     Feeds(Common),
     /// A live view of the running daemon: verdict rates, dropped sources, SIP; `q` quits.
     Top(TopArgs),
-    /// Write the packets the XDP program judged, by verdict, into a pcapng file (each
-    /// packet's verdict in its comment); the filter runs in the kernel.
+    /// Write the packets the XDP program judged, by verdict, and (`--layer gate`) what the
+    /// user-space gate refused and the message layer answered itself, into a pcapng file
+    /// (each packet's verdict or reason in its comment).
     Capture(crate::capture::CaptureArgs),
     /// Every reason the edge would drop or throttle a source now (lists, bans and their
     /// trigger, flood state, trust tier, pressure budget, TCP slots, fraud suspensions), in

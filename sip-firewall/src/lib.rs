@@ -28,4 +28,5 @@ pub mod seams;
 pub mod section;
 pub mod server;
 pub mod state;
+pub mod tap;
 pub mod xdp;

@@ -121,15 +121,19 @@ pub trait Outbound: Send + Sync + 'static {
 
 /// A check on every message before it is parsed: the user-space half of the firewall's
 /// policy (bans, lists, flood and payload checks when XDP is not attached; the per-source
-/// request rate always). `false` drops the message silently.
+/// request rate always). A refusal drops the message silently; its reason (`banned`,
+/// `request_rate`, ...) is what captures of the gate are told.
 pub trait Gate: Send + Sync + 'static {
-    fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> bool;
+    fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> Admission;
     /// A connection from `source` at accept, before any handshake (TCP, TLS, WebSocket):
-    /// `false` closes it at once (banned and denied sources).
-    fn admit_connection(&self, _source: SocketAddr, _transport: Transport) -> bool {
-        true
+    /// a refusal closes it at once (banned and denied sources).
+    fn admit_connection(&self, _source: SocketAddr, _transport: Transport) -> Admission {
+        Ok(())
     }
 }
+
+/// What the [`Gate`] says of a message or connection: `Err(reason)` refuses it.
+pub type Admission = Result<(), &'static str>;
 
 /// Receives proxy events.
 pub trait Observer: Send + Sync + 'static {

@@ -51,6 +51,8 @@ impl Capture {
             .arg("capture")
             .arg("--pin-dir")
             .arg(&edge.dirs.pin_dir)
+            .arg("--admin-socket")
+            .arg(edge.dirs.socket())
             .arg("-w")
             .arg(&write)
             .args(args)

@@ -1,6 +1,8 @@
 //! `sip-firewall capture` against a daemon in a namespace: what the XDP program dropped,
 //! by verdict, in a pcapng file that tshark reads as it is; the filter (verdicts, source,
-//! port) applied in the kernel, and two captures at once.
+//! port) applied in the kernel, and two captures at once. At the gate layer (`--layer
+//! gate`, a daemon without XDP): what the user-space gate refused and what the message
+//! layer answered itself, with the reason in the comment, and the bound on gate captures.
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
@@ -9,6 +11,7 @@ use std::{
 
 use sip_firewall_tests::{
     capture::{Capture, require_tshark, tshark_fields},
+    daemon::daemon_bin,
     edge::{Edge, err, xdp_args},
     frames,
     netns::in_ns,
@@ -296,4 +299,248 @@ fn a_capture_goes_on_across_a_daemon_restart() {
         assert!(r[0].contains("verdict: banned (dropped"), "{r:?}");
         assert_eq!(r[1], banned.to_string(), "{r:?}");
     }
+}
+
+/// A tight request rate: the fourth request in a minute is refused at the gate.
+const GATE_CONFIG: &str = "[bans]\nrequest_limit = 3\nrequest_window = \"60s\"\n";
+
+/// A request whose CSeq names another method: the message layer answers it 400 itself.
+const MALFORMED: &[u8] = b"OPTIONS sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bK-bad\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: bad@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+
+/// The answer `tx` gets within two seconds (its status line), or "" when none comes.
+fn answer_to(tx: &UdpSocket) -> String {
+    tx.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    tx.recv(&mut buf)
+        .map(|n| {
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn gate_refusals_and_local_answers_are_captured() {
+    let test = "gate_refusals_and_local_answers_are_captured";
+    if !require_tshark(test) {
+        return;
+    }
+    // No XDP: the gate layer needs no pinned map.
+    let Some(edge) = Edge::root(test, "cgt", GATE_CONFIG, xdp_args(false)) else {
+        return;
+    };
+    let noisy = IpAddr::V4(edge.pair.a4);
+    let clean = IpAddr::V4(edge.pair.add_a4(7).expect("a second address in a"));
+    let cap = Capture::start(
+        &edge,
+        "gate.pcapng",
+        &["--layer", "gate", "--duration", "60s"],
+    );
+    let (tx_noisy, tx_clean) = (socket(&edge, noisy), socket(&edge, clean));
+    let sip = edge.sip();
+    tx_noisy.send_to(MALFORMED, sip).expect("send");
+    let said = answer_to(&tx_noisy);
+    assert!(said.starts_with("SIP/2.0 400"), "{said:?}");
+    for i in 0..6 {
+        tx_noisy
+            .send_to(&frames::sip_request("OPTIONS", i), sip)
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A keep-alive OPTIONS to the edge itself, answered 200: nothing the gate refused.
+    let ping = format!(
+        "OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {clean}:5062;branch=z9hG4bK-clean\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@example.net>;tag=1\r\nTo: <sip:{sip}>\r\n\
+         Call-ID: clean@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    tx_clean.send_to(ping.as_bytes(), sip).expect("send");
+    let said = answer_to(&tx_clean);
+    assert!(said.starts_with("SIP/2.0 200"), "{said:?}");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (status, said) = cap.wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("gate.pcapng"),
+        None,
+        &[
+            "frame.comment",
+            "ip.src",
+            "ip.dst",
+            "sip.Method",
+            "sip.Status-Code",
+            "frame.interface_name",
+        ],
+    );
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|r| r[0].starts_with("gate: request_rate"))
+        .collect();
+    assert!(!refused.is_empty(), "{rows:?}");
+    let edge_ip = sip.ip().to_string();
+    for r in &refused {
+        assert_eq!(r[1], noisy.to_string(), "{r:?}");
+        // The listener is bound to the wildcard: the edge's side is the routed source.
+        assert_eq!(r[2], edge_ip, "{r:?}");
+        assert_eq!(r[3], "OPTIONS", "tshark decodes SIP in it: {r:?}");
+        assert_eq!(r[5], "gate", "{r:?}");
+    }
+    // Over the rate, then banned for it: every OPTIONS after the third is refused.
+    let gate_rows = rows.iter().filter(|r| r[0].starts_with("gate: ")).count();
+    assert!(gate_rows >= 3, "{rows:?}");
+    let request = rows
+        .iter()
+        .find(|r| r[0].starts_with("answered: 400") && r[0].contains("(the request)"))
+        .unwrap_or_else(|| panic!("the malformed request: {rows:?}"));
+    assert_eq!(
+        (request[1].as_str(), request[3].as_str()),
+        (noisy.to_string().as_str(), "OPTIONS")
+    );
+    let answer = rows
+        .iter()
+        .find(|r| r[0].starts_with("answered: 400") && r[0].contains("(our answer)"))
+        .unwrap_or_else(|| panic!("the 400: {rows:?}"));
+    assert_eq!(answer[1], edge_ip, "{answer:?}");
+    assert_eq!(
+        (answer[2].as_str(), answer[4].as_str()),
+        (noisy.to_string().as_str(), "400")
+    );
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r[1] == clean.to_string() || r[2] == clean.to_string()),
+        "nothing of the clean source: {rows:?}"
+    );
+    assert!(said.contains("packets dropped by capture"), "{said}");
+}
+
+#[test]
+fn gate_captures_are_bounded_and_a_dead_client_frees_its_place() {
+    let test = "gate_captures_are_bounded_and_a_dead_client_frees_its_place";
+    let Some(edge) = Edge::root(test, "cgb", GATE_CONFIG, xdp_args(false)) else {
+        return;
+    };
+    let gate = ["--layer", "gate"];
+    let mut running: Vec<Capture> = (0..4)
+        .map(|i| Capture::start(&edge, &format!("{i}.pcapng"), &gate))
+        .collect();
+    let refused = Capture::try_start(&edge, "5.pcapng", &gate)
+        .err()
+        .expect("a fifth gate capture is refused");
+    assert!(
+        refused.contains("all 4 gate captures are running"),
+        "{refused}"
+    );
+    // Killed with -9: the daemon sees its connection end and frees its place.
+    drop(running.pop());
+    let t0 = std::time::Instant::now();
+    loop {
+        match Capture::try_start(&edge, "6.pcapng", &gate) {
+            Ok(c) => {
+                running.push(c);
+                break;
+            }
+            Err(e) if t0.elapsed() > Duration::from_secs(5) => panic!("never freed: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let (status, said) = running.remove(0).wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+}
+
+/// With no daemon, the gate layer says so, with the socket it tried.
+#[test]
+fn a_gate_capture_without_a_daemon_names_the_socket() {
+    let dir = std::env::temp_dir().join(format!("sfw-cap-nodaemon-{}", std::process::id()));
+    let socket = dir.join("admin.sock");
+    let out = std::process::Command::new(daemon_bin())
+        .args(["capture", "--layer", "gate", "-w"])
+        .arg(dir.join("x.pcapng"))
+        .arg("--admin-socket")
+        .arg(&socket)
+        .output()
+        .expect("run the capture");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not running"), "{said}");
+    assert!(said.contains(&socket.display().to_string()), "{said}");
+}
+
+/// `--layer all`: one source's whole story in one file, in the order it happened: its
+/// requests over the rate refused at the gate, then (banned for it) dropped by XDP.
+#[test]
+fn one_file_shows_the_gate_then_xdp() {
+    let test = "one_file_shows_the_gate_then_xdp";
+    if !require_tshark(test) {
+        return;
+    }
+    let config = format!("{CONFIG}{GATE_CONFIG}");
+    let Some(edge) = Edge::root(test, "cal", &config, xdp_args(true)) else {
+        return;
+    };
+    let noisy = IpAddr::V4(edge.pair.a4);
+    let other = IpAddr::V4(edge.pair.add_a4(7).expect("a second address in a"));
+    let cap = Capture::start(
+        &edge,
+        "all.pcapng",
+        &[
+            "--layer",
+            "all",
+            "--verdict",
+            "banned",
+            "--source",
+            &format!("{noisy}/32"),
+        ],
+    );
+    let (tx, tx_other) = (socket(&edge, noisy), socket(&edge, other));
+    for i in 0..5 {
+        tx_other
+            .send_to(&frames::sip_request("OPTIONS", 100 + i), edge.sip())
+            .expect("send");
+    }
+    let t0 = std::time::Instant::now();
+    let mut i = 0;
+    // Until the ban reaches the program, and a few more after.
+    while !edge.banned(&noisy.to_string()) && t0.elapsed() < Duration::from_secs(10) {
+        tx.send_to(&frames::sip_request("OPTIONS", i), edge.sip())
+            .expect("send");
+        i += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(edge.banned(&noisy.to_string()), "banned for its rate");
+    for j in 0..5 {
+        tx.send_to(&frames::sip_request("OPTIONS", 1000 + j), edge.sip())
+            .expect("send");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, said) = cap.wait(Duration::ZERO);
+    assert!(status.success(), "{said}");
+    let rows = tshark_fields(
+        &edge.dir().join("all.pcapng"),
+        None,
+        &["frame.comment", "ip.src", "ip.dst", "frame.interface_name"],
+    );
+    let gate = rows
+        .iter()
+        .position(|r| r[0].starts_with("gate: request_rate"))
+        .unwrap_or_else(|| panic!("no gate refusal: {rows:?}"));
+    assert_eq!(rows[gate][3], "gate", "{rows:?}");
+    let xdp = rows
+        .iter()
+        .position(|r| r[0].contains("verdict: banned (dropped by XDP)"))
+        .unwrap_or_else(|| panic!("no XDP drop: {rows:?}"));
+    assert_eq!(rows[xdp][3], edge.pair.if_b, "{rows:?}");
+    assert!(
+        gate < xdp,
+        "the refusal before the drops it led to: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r[1] == noisy.to_string() || r[2] == noisy.to_string()),
+        "only the source asked for: {rows:?}"
+    );
 }

@@ -29,6 +29,15 @@ pub enum ClientError {
 
 /// Send one request, wait for its response.
 pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    open(socket, req).map(|(_, response)| response)
+}
+
+/// Send one request and read its response line; the connection stays open for what the
+/// daemon streams after it (a capture's lines).
+pub fn open(
+    socket: &Path,
+    req: &Request,
+) -> Result<(BufReader<UnixStream>, Response), ClientError> {
     let path = socket.display().to_string();
     let io = |source| ClientError::Io {
         path: path.clone(),
@@ -50,10 +59,12 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     })?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
+    let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(answer.trim()).map_err(|e| ClientError::Protocol {
+    reader.read_line(&mut answer).map_err(io)?;
+    let response = serde_json::from_str(answer.trim()).map_err(|e| ClientError::Protocol {
         path,
         message: e.to_string(),
-    })
+    })?;
+    Ok((reader, response))
 }

@@ -1,6 +1,7 @@
 //! The admin API: the running daemon serves it on a Unix socket (mode 0600, so root only);
 //! the CLI (`sip-firewall status`, `ban add`, ...) is its client. One request per connection: a
-//! JSON line in, a JSON line out ([`protocol`]).
+//! JSON line in, a JSON line out ([`protocol`]); a gate capture's answer line is followed by
+//! the copies the daemon streams until the capture ends (`crate::tap`).
 //!
 //! **Decides**: nothing about traffic; it carries out operators' commands (bans, lists, users,
 //! reload, status) through the enforcer and the proxy.

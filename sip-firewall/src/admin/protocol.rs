@@ -73,6 +73,11 @@ pub enum Request {
         #[serde(default)]
         port: Option<u16>,
     },
+    /// Stream copies of what the gate refused and the message layer answered
+    /// (`sip-firewall capture --layer gate`): an answer line, then `tap::record::TapLine`s.
+    Capture {
+        filter: crate::tap::TapFilter,
+    },
 }
 
 /// The daemon's answer: `ok` with data, or the reason it said no.

@@ -17,7 +17,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::protocol::{BanView, Request, Response, Stats, Status};
-use crate::{clock::unix_now, enforce::Enforcer, state::List};
+use crate::{clock::unix_now, enforce::Enforcer, state::List, tap};
 
 /// What `status` reports besides the enforcer's state, and the proxy it manages.
 #[derive(Clone)]
@@ -45,6 +45,8 @@ pub struct DaemonInfo {
 
 /// A request that takes longer than this is cut off (a stuck client must not pile up tasks).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// What `answer` says of the requests `handle` and `answer` take before the match.
+const ANSWERED: &str = "internal: answered above";
 /// Largest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
 
@@ -86,12 +88,9 @@ pub async fn serve(
                     Ok(s) => s,
                     Err(e) => { warn!("admin accept: {e}"); continue; }
                 };
-                let enforcer = enforcer.clone();
-                let info = info.clone();
+                let (enforcer, info, stop) = (enforcer.clone(), info.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &enforcer, &info)).await
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
-                    {
+                    if let Err(e) = handle(stream, &enforcer, &info, stop).await {
                         debug!("admin connection: {e:#}");
                     }
                 });
@@ -103,16 +102,33 @@ pub async fn serve(
     Ok(())
 }
 
+/// One connection: its request read and answered within [`REQUEST_TIMEOUT`]; a capture
+/// then streams until it ends (`tap::stream`).
 async fn handle(
     stream: UnixStream,
     enforcer: &Mutex<Enforcer>,
     info: &DaemonInfo,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-    reader.read_line(&mut line).await?;
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))??;
     let response = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(Request::Capture { filter }) => {
+            debug!(?filter, "admin request: capture");
+            let limits = (filter.count, filter.duration_ms.map(Duration::from_millis));
+            let sub = match tap::subscribe(filter) {
+                Ok(sub) => sub,
+                Err(e) => {
+                    return Ok(tap::write_line(&mut write, &Response::no(e.to_string())).await?);
+                }
+            };
+            tap::write_line(&mut write, &Response::ok(tap::MAX_CAPTURES)).await?;
+            return Ok(tap::stream((reader, write), sub, limits, shutdown).await?);
+        }
         Ok(req) => {
             debug!(?req, "admin request");
             // The enforcer does blocking database writes: keep them off the async workers.
@@ -123,8 +139,12 @@ async fn handle(
     };
     let mut out = serde_json::to_vec(&response)?;
     out.push(b'\n');
-    write.write_all(&out).await?;
-    write.shutdown().await?;
+    tokio::time::timeout(REQUEST_TIMEOUT, async {
+        write.write_all(&out).await?;
+        write.shutdown().await
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out"))??;
     Ok(())
 }
 
@@ -205,7 +225,7 @@ fn answer(req: Request, enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow
         },
         Request::FraudUnblock { user } => fraud_unblock(&e, info, user)?,
         Request::Why { ip, port } => why(&e, info, (ip, port))?,
-        Request::Top | Request::Reload => Response::no("internal: answered above"),
+        Request::Top | Request::Reload | Request::Capture { .. } => Response::no(ANSWERED),
     })
 }
 

@@ -1,20 +1,30 @@
-//! `sip-firewall capture`: the packets the XDP program judged, by verdict, into a pcapng
-//! file that tshark and Wireshark open as it is.
+//! `sip-firewall capture`: the packets the XDP program judged, by verdict, and (`--layer
+//! gate`) the messages the user-space gate refused and the message layer answered itself,
+//! into one pcapng file that tshark and Wireshark open as it is.
 //!
-//! **Decides**: which packets a capture takes (`--verdict`, `--source`, `--port`,
-//! `--sample`: the filter the program applies in the kernel, `xdp::capture`), how many bytes
-//! of each (`--snap`), when it stops (`--count`, `--duration`, SIGINT/SIGTERM). It runs in
-//! the CLI's own process: it opens the daemon's pinned maps (`[xdp] pin_dir`, `--pin-dir`),
-//! so packets never travel over the admin socket. Each packet's verdict is its block's
-//! comment (`pcapng`). Copies the kernel could not hand over because this reader was slow
-//! are counted and reported (`dropped by capture`); the XDP path never waits for a capture.
+//! **Decides**: which layers a capture reads (`--layer xdp|gate|all`), which packets it
+//! takes (`--verdict` for XDP; `--source`, `--port`, `--sample` for both: the filter the
+//! program applies in the kernel, `xdp::capture`, and the daemon before copying,
+//! `crate::tap`), how many bytes of each (`--snap`), when it stops (`--count`,
+//! `--duration`, SIGINT/SIGTERM). The XDP layer runs in the CLI's own process: it opens the
+//! daemon's pinned maps (`[xdp] pin_dir`, `--pin-dir`), so packets never travel over the
+//! admin socket. The gate layer is streamed by the daemon over its admin socket
+//! (`[admin] socket`, `--admin-socket`) and needs no pinned map. Each packet's verdict or
+//! gate reason is its block's comment (`pcapng`). Copies that could not be handed over
+//! because this reader was slow are counted and reported (`dropped by capture`); neither
+//! the XDP path nor the message path ever waits for a capture.
 //!
 //! | module | job |
 //! | --- | --- |
 //! | `pcapng` | the file: section, interfaces, packets with their verdict |
+//! | `gate` | the gate layer: the daemon's stream of refused and answered messages |
+//! | `frame` | the IP and UDP headers made up around a gate layer message |
 //!
-//! **Config**: reads `[xdp] pin_dir` only. **Metrics**: none (a capture is a command).
+//! **Config**: reads `[xdp] pin_dir` and `[admin] socket` only. **Metrics**: none (a
+//! capture is a command; the daemon counts `sipfw_capture_dropped_total`).
 
+pub mod frame;
+pub mod gate;
 pub mod pcapng;
 
 use std::{
@@ -43,15 +53,33 @@ use crate::{
 };
 use pcapng::{Interface, PcapNg};
 
+/// Where a capture takes packets from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layer {
+    /// What the XDP program judged (the pinned maps).
+    Xdp,
+    /// What the user-space gate refused and the message layer answered itself (the daemon,
+    /// over its admin socket).
+    Gate,
+    /// Both, in one file.
+    All,
+}
+
 /// Options of `capture`.
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
-    /// Verdicts to capture, comma-separated: passed, allowed, denied, banned, flood,
+    /// Layers to capture, comma-separated: xdp (the packets the XDP program judged), gate
+    /// (what the user-space gate refused and the message layer answered itself), all.
+    #[arg(long, value_delimiter = ',', default_value = "xdp")]
+    pub layer: Vec<Layer>,
+    /// XDP verdicts to capture, comma-separated: passed, allowed, denied, banned, flood,
     /// oversize, malformed, stray_reply, pressure, throttled, connection; `drops` for
-    /// every dropping one, `all` for every one (default: drops).
+    /// every dropping one, `all` for every one (default: drops). The gate layer takes
+    /// every refusal of the gate and every local answer of 300 to 699.
     #[arg(long, value_delimiter = ',', value_parser = parse_verdicts)]
     pub verdict: Vec<u32>,
-    /// Only packets from this source address or prefix (192.0.2.0/24, 2001:db8::/32).
+    /// Only packets from this source address or prefix (192.0.2.0/24, 2001:db8::/32); at
+    /// the gate layer, the answers to it too.
     #[arg(long, value_parser = parse_net)]
     pub source: Option<IpNet>,
     /// Only UDP and TCP packets from or to this port.
@@ -79,9 +107,34 @@ pub struct CaptureArgs {
     /// The daemon's bpffs pin directory (default: `[xdp] pin_dir` of the config).
     #[arg(long)]
     pub pin_dir: Option<PathBuf>,
-    /// Config file to read the pin directory from.
+    /// The daemon's admin socket, for the gate layer (default: `[admin] socket` of the
+    /// config).
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+    /// Config file to read the pin directory and the admin socket from.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+impl CaptureArgs {
+    /// Whether the capture reads `layer` (`all` reads both).
+    pub fn wants(&self, layer: Layer) -> bool {
+        self.layer.iter().any(|l| *l == layer || *l == Layer::All)
+    }
+}
+
+/// The daemon's filter of these options, for the gate layer.
+pub fn tap_filter(args: &CaptureArgs) -> crate::tap::TapFilter {
+    crate::tap::TapFilter {
+        source: args.source.map(|n| n.trunc()),
+        port: args.port,
+        sample: args.sample.unwrap_or(1),
+        snap: args.snap,
+        count: args.count,
+        duration_ms: args
+            .duration
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
 }
 
 /// The verdict bits of one `--verdict` item.
@@ -187,88 +240,273 @@ fn interface(ifindex: u32) -> Interface {
             .to_string_lossy()
             .into_owned()
     };
-    Interface { ifindex, name }
+    Interface {
+        ifindex,
+        name,
+        linktype: pcap_file::DataLink::ETHERNET,
+    }
 }
 
-/// Run a capture until its count, its duration or a signal; what it saw.
-pub fn run(args: &CaptureArgs, pin_dir: &std::path::Path) -> anyhow::Result<Summary> {
-    let out: Box<dyn Write> = if args.write.as_os_str() == "-" {
+/// Where a capture's packets come from: the XDP program's tap, the daemon's gate stream.
+pub struct Sources {
+    pub xdp: Option<CaptureTap>,
+    pub gate: Option<gate::GateFeed>,
+}
+
+/// The file being written, and what it took so far.
+struct Sink {
+    file: PcapNg<BufWriter<Box<dyn Write>>>,
+    names: HashMap<u32, Interface>,
+    gate: Interface,
+    /// The XDP program's clock (CLOCK_MONOTONIC) to the wall clock.
+    offset: u64,
+    captured: u64,
+    limit: u64,
+    failed: Option<pcapng::PcapNgError>,
+    /// What this round took from either layer, written oldest first at its end.
+    round: Vec<Taken>,
+}
+
+/// A packet taken, not written yet.
+struct Taken {
+    at: Duration,
+    /// The interface index of an XDP packet; `None`: the gate's.
+    ifindex: Option<u32>,
+    len: u32,
+    data: Vec<u8>,
+    comment: String,
+}
+
+impl Sink {
+    fn full(&self) -> bool {
+        self.captured + self.round.len() as u64 >= self.limit || self.failed.is_some()
+    }
+
+    fn xdp(&mut self, h: &CaptureHeader, data: &[u8]) {
+        if self.full() {
+            return;
+        }
+        self.names
+            .entry(h.ifindex)
+            .or_insert_with(|| interface(h.ifindex));
+        let reason = Reason::from_index(h.reason).unwrap_or(Reason::Passed);
+        self.round.push(Taken {
+            at: Duration::from_nanos(h.ktime_ns.saturating_add(self.offset)),
+            ifindex: Some(h.ifindex),
+            len: h.len,
+            data: data.to_vec(),
+            comment: pcapng::comment(reason),
+        });
+    }
+
+    fn gate(&mut self, r: crate::tap::record::TapRecord) {
+        if self.full() {
+            return;
+        }
+        let (mut frame, wire) = frame::udp_frame(r.src, r.dst, &r.data, r.len);
+        frame.truncate(self.file.snap() as usize);
+        self.round.push(Taken {
+            at: Duration::from_nanos(r.unix_ns),
+            ifindex: None,
+            len: wire,
+            data: frame,
+            comment: r.comment(),
+        });
+    }
+
+    /// Write what this round took in time order: the two layers' packets interleaved as
+    /// they happened, each CPU's XDP copies among the others'.
+    fn write_round(&mut self) {
+        let mut round = std::mem::take(&mut self.round);
+        round.sort_by_key(|t| t.at);
+        for t in round {
+            let iface = match t.ifindex.and_then(|i| self.names.get(&i)) {
+                Some(i) => i,
+                None => &self.gate,
+            };
+            match self.file.packet(iface, t.at, (t.len, &t.data), t.comment) {
+                Ok(()) => self.captured += 1,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The file of `-w`: a file, or stdout for `-`.
+fn output(args: &CaptureArgs) -> anyhow::Result<Box<dyn Write>> {
+    Ok(if args.write.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
         Box::new(
             std::fs::File::create(&args.write)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.write.display()))?,
         )
-    };
-    let mut file = PcapNg::new(BufWriter::new(out), args.snap)?;
-    let mut tap = CaptureTap::open(pin_dir, filter(args), args.buffer_pages)?;
-    eprintln!(
-        "sip-firewall: capturing (slot {}) into {}",
-        tap.slot(),
-        args.write.display()
-    );
+    })
+}
+
+/// Run a capture until its count, its duration or a signal (or the daemon ending a gate
+/// only capture); what it saw.
+pub fn run(args: &CaptureArgs, mut sources: Sources) -> anyhow::Result<Summary> {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
     // The program's clock is CLOCK_MONOTONIC: the file's time is the wall clock.
-    let offset = mono_to_wall_offset_ns();
-    let mut names: HashMap<u32, Interface> = HashMap::new();
-    let mut summary = Summary::default();
+    let mut sink = Sink {
+        file: PcapNg::new(BufWriter::new(output(args)?), args.snap)?,
+        names: HashMap::new(),
+        gate: pcapng::gate_interface(),
+        offset: mono_to_wall_offset_ns(),
+        captured: 0,
+        limit: args.count.unwrap_or(u64::MAX),
+        failed: None,
+        round: Vec::new(),
+    };
     let t0 = Instant::now();
-    let mut failed = None;
-    let limit = args.count.unwrap_or(u64::MAX);
     let mut running = true;
     while running {
         running = !STOP.load(Ordering::SeqCst)
-            && summary.captured < limit
-            && args.duration.is_none_or(|d| t0.elapsed() < d);
+            && !sink.full()
+            && args.duration.is_none_or(|d| t0.elapsed() < d)
+            && sources
+                .gate
+                .as_ref()
+                .is_none_or(|g| !g.ended || sources.xdp.is_some());
         // Stopping: one last pass without waiting takes what the buffers still hold.
-        let wait = if running {
-            Duration::from_millis(200)
-        } else {
-            Duration::ZERO
+        let wait = match (running, sources.gate.is_some()) {
+            (false, _) => Duration::ZERO,
+            (true, true) => Duration::from_millis(50),
+            (true, false) => Duration::from_millis(200),
         };
-        tap.poll(wait, |h: &CaptureHeader, data| {
-            if summary.captured >= limit || failed.is_some() {
-                return;
+        if let Some(tap) = &mut sources.xdp {
+            tap.poll(wait, |h: &CaptureHeader, data| sink.xdp(h, data))?;
+        }
+        if let Some(g) = &mut sources.gate {
+            let mut wait = if sources.xdp.is_some() {
+                Duration::ZERO
+            } else {
+                wait
+            };
+            while let Some(r) = g.next(wait) {
+                sink.gate(r);
+                wait = Duration::ZERO;
             }
-            let iface = names
-                .entry(h.ifindex)
-                .or_insert_with(|| interface(h.ifindex));
-            let at = Duration::from_nanos(h.ktime_ns.saturating_add(offset));
-            let reason = Reason::from_index(h.reason).unwrap_or(Reason::Passed);
-            match file.packet(iface, at, h.len, data, reason) {
-                Ok(()) => summary.captured += 1,
-                Err(e) => failed = Some(e),
+            if !running {
+                g.stop(|r| sink.gate(r));
             }
-        })?;
-        if let Some(e) = failed.take() {
+        }
+        sink.write_round();
+        if let Some(e) = sink.failed.take() {
             return Err(e.into());
         }
-        file.flush()?;
+        sink.file.flush()?;
     }
-    summary.dropped = tap.lost()?;
-    drop(tap);
-    file.flush()?;
-    Ok(summary)
+    let dropped = match &sources.xdp {
+        Some(tap) => tap.lost()?,
+        None => 0,
+    } + sources.gate.as_ref().map_or(0, |g| g.dropped);
+    drop(sources);
+    sink.file.flush()?;
+    Ok(Summary {
+        captured: sink.captured,
+        dropped,
+    })
 }
 
-/// `sip-firewall capture`: the pin directory from the options or the config, the capture,
-/// and its summary on stderr (as tcpdump gives it).
+/// `sip-firewall capture`: the pin directory and the admin socket from the options or the
+/// config, the layers asked for, the capture, and its summary on stderr (as tcpdump gives
+/// it).
 pub fn command(args: &CaptureArgs) -> anyhow::Result<()> {
-    let pin_dir = match &args.pin_dir {
-        Some(d) => d.clone(),
-        None => {
-            crate::config::Config::load(args.config.as_deref())?
-                .xdp
-                .pin_dir
-        }
+    let config = match (&args.pin_dir, &args.admin_socket) {
+        (Some(_), Some(_)) => None,
+        _ => Some(crate::config::Config::load(args.config.as_deref())?),
     };
-    let summary = run(args, &pin_dir)?;
+    let mut sources = Sources {
+        xdp: None,
+        gate: None,
+    };
+    let mut said = Vec::new();
+    if args.wants(Layer::Gate) {
+        let socket = match (&args.admin_socket, &config) {
+            (Some(s), _) => s.clone(),
+            (None, Some(c)) => c.admin.socket.clone(),
+            (None, None) => anyhow::bail!("no admin socket"),
+        };
+        sources.gate = Some(gate::GateFeed::open(&socket, tap_filter(args))?);
+        said.push(format!("gate via {}", socket.display()));
+    }
+    if args.wants(Layer::Xdp) {
+        let pin_dir = match (&args.pin_dir, &config) {
+            (Some(d), _) => d.clone(),
+            (None, Some(c)) => c.xdp.pin_dir.clone(),
+            (None, None) => anyhow::bail!("no pin directory"),
+        };
+        let tap = CaptureTap::open(&pin_dir, filter(args), args.buffer_pages)?;
+        said.push(format!("xdp slot {}", tap.slot()));
+        sources.xdp = Some(tap);
+    }
+    eprintln!(
+        "sip-firewall: capturing ({}) into {}",
+        said.join(", "),
+        args.write.display()
+    );
+    let summary = run(args, sources)?;
     eprintln!(
         "{} packets captured\n{} packets dropped by capture",
         summary.captured, summary.dropped
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(extra: &[&str]) -> CaptureArgs {
+        let argv = [&["sip-firewall", "capture", "-w", "x.pcapng"], extra].concat();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Capture(a) => a,
+            _ => panic!("not capture"),
+        }
+    }
+
+    #[test]
+    fn layers_and_the_daemons_filter() {
+        let xdp = args(&[]);
+        assert!(xdp.wants(Layer::Xdp) && !xdp.wants(Layer::Gate));
+        let both = args(&["--layer", "gate,xdp"]);
+        assert!(both.wants(Layer::Xdp) && both.wants(Layer::Gate));
+        let all = args(&["--layer", "all"]);
+        assert!(all.wants(Layer::Xdp) && all.wants(Layer::Gate));
+        let gate = args(&[
+            "--layer",
+            "gate",
+            "--source",
+            "192.0.2.77/24",
+            "--port",
+            "5070",
+            "--sample",
+            "1/10",
+            "--snap",
+            "300",
+            "--count",
+            "7",
+            "--duration",
+            "2s",
+        ]);
+        assert!(!gate.wants(Layer::Xdp) && gate.wants(Layer::Gate));
+        let f = tap_filter(&gate);
+        assert_eq!(f.source, Some("192.0.2.0/24".parse().unwrap()));
+        assert_eq!((f.port, f.sample, f.snap), (Some(5070), 10, 300));
+        assert_eq!((f.count, f.duration_ms), (Some(7), Some(2000)));
+        assert!(
+            Cli::try_parse_from(["sip-firewall", "capture", "-w", "x", "--layer", "tcp"]).is_err()
+        );
+    }
 }

@@ -1,8 +1,10 @@
 //! The pcapng file of a capture, written through the `pcap-file` crate: a section header
 //! naming this program, one interface description block per interface a packet arrived
-//! on (its name, nanosecond timestamps), and one enhanced packet block per packet with its
-//! verdict in the block's comment (`opt_comment`, which Wireshark and tshark show as
-//! `frame.comment`).
+//! on (its name, its link type, nanosecond timestamps), and one enhanced packet block per
+//! packet with its verdict in the block's comment (`opt_comment`, which Wireshark and
+//! tshark show as `frame.comment`). The XDP layer's frames are Ethernet as the program saw
+//! them; the gate layer's are raw IP frames made up around the message (`frame`), on an
+//! interface named `gate`.
 
 use std::{borrow::Cow, collections::HashMap, io::Write, time::Duration};
 
@@ -28,6 +30,16 @@ pub struct PcapNgError(#[from] pcap_file::PcapError);
 pub struct Interface {
     pub ifindex: u32,
     pub name: String,
+    pub linktype: DataLink,
+}
+
+/// The made-up interface of the gate layer's frames (no kernel interface has this index).
+pub fn gate_interface() -> Interface {
+    Interface {
+        ifindex: u32::MAX,
+        name: "gate".to_string(),
+        linktype: DataLink::RAW,
+    }
 }
 
 /// A pcapng stream of captured packets.
@@ -72,7 +84,7 @@ impl<W: Write> PcapNg<W> {
         }
         let id = self.interfaces.len() as u32;
         let idb = InterfaceDescriptionBlock {
-            linktype: DataLink::ETHERNET,
+            linktype: iface.linktype,
             snaplen: self.snap,
             options: vec![
                 InterfaceDescriptionOption::IfName(Cow::Owned(iface.name.clone())),
@@ -85,14 +97,14 @@ impl<W: Write> PcapNg<W> {
         Ok(id)
     }
 
-    /// One packet: `data` (its first bytes), `len` on the wire, at `unix` since the epoch.
+    /// One packet: `data` (its first bytes), `len` on the wire, at `unix` since the epoch,
+    /// with its `comment` (the verdict, or the gate's reason).
     pub fn packet(
         &mut self,
         iface: &Interface,
         unix: Duration,
-        len: u32,
-        data: &[u8],
-        reason: Reason,
+        (len, data): (u32, &[u8]),
+        comment: String,
     ) -> Result<(), PcapNgError> {
         let interface_id = self.interface_id(iface)?;
         let epb = EnhancedPacketBlock {
@@ -100,10 +112,15 @@ impl<W: Write> PcapNg<W> {
             timestamp: unix,
             original_len: len,
             data: Cow::Borrowed(data),
-            options: vec![EnhancedPacketOption::Comment(Cow::Owned(comment(reason)))],
+            options: vec![EnhancedPacketOption::Comment(Cow::Owned(comment))],
         };
         self.writer.write_pcapng_block(epb)?;
         Ok(())
+    }
+
+    /// The snap length of the file's interfaces.
+    pub fn snap(&self) -> u32 {
+        self.snap
     }
 
     /// Flush what was written so far (a reader of `-w -` sees packets as they come).

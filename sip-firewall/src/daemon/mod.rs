@@ -239,6 +239,7 @@ async fn bind_server(
         metrics,
     ));
     server.set_gate(gate.clone());
+    crate::tap::register_metrics(metrics);
     // `[hep]`: a copy of every message received and sent (the proxy's side named by
     // `[proxy] advertise` where a listener is bound to the unspecified address).
     let hep = crate::hep::Hep::new(metrics.registry());

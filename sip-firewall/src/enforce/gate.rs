@@ -30,7 +30,12 @@ use super::{
     why::{Effect, Finding, FloodState, flood_finding},
     window::Window,
 };
-use crate::{guard::lock, metrics::Metrics, seams::Gate, xdp::maps::ip_key};
+use crate::{
+    guard::lock,
+    metrics::Metrics,
+    seams::{Admission, Gate},
+    xdp::maps::ip_key,
+};
 
 /// Most sources tracked by the user-space flood and rate tables before the oldest go.
 const MAX_TRACKED: usize = 100_000;
@@ -167,9 +172,9 @@ impl UserGate {
         }
     }
 
-    fn drop_for(&self, reason: &str) -> bool {
+    fn drop_for(&self, reason: &'static str) -> Admission {
         self.dropped.with_label_values(&[reason]).inc();
-        false
+        Err(reason)
     }
 
     fn now_ns(&self) -> u64 {
@@ -272,17 +277,17 @@ impl UserGate {
 impl Gate for UserGate {
     /// Bans and the deny list at accept (XDP judges SYNs only to its `sip_ports`, and
     /// nothing that does not cross an attached interface).
-    fn admit_connection(&self, source: SocketAddr, _transport: Transport) -> bool {
+    fn admit_connection(&self, source: SocketAddr, _transport: Transport) -> Admission {
         let ip = source.ip();
         let verdict = lock(&self.enforcer, "enforcer").source_verdict(ip);
         match verdict {
             Some(Reason::Denied) => self.drop_for("denied"),
             Some(Reason::Banned) => self.drop_for("banned"),
-            _ => true,
+            _ => Ok(()),
         }
     }
 
-    fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> bool {
+    fn admit(&self, source: SocketAddr, transport: Transport, bytes: &[u8]) -> Admission {
         let ip = source.ip();
         // A lock poisoned by a panic elsewhere is recovered and counted, never a pass for
         // everyone (which a banned source would otherwise get).
@@ -291,7 +296,7 @@ impl Gate for UserGate {
             (e.source_verdict(ip), e.is_known(ip))
         };
         if verdict == Some(Reason::Allowed) {
-            return true;
+            return Ok(());
         }
         if !self.sight.saw(ip) {
             let limits = self.settings.gate_limits();
@@ -350,7 +355,7 @@ impl Gate for UserGate {
                 return self.drop_for("request_rate");
             }
         }
-        true
+        Ok(())
     }
 }
 
@@ -424,11 +429,14 @@ mod tests {
         .join();
         assert!(enforcer.is_poisoned());
         let before = crate::metrics::internal_errors("lock_poisoned");
-        assert!(!gate.admit(
-            banned,
-            Transport::Datagram,
-            b"OPTIONS sip:x SIP/2.0\r\n\r\n"
-        ));
+        assert_eq!(
+            gate.admit(
+                banned,
+                Transport::Datagram,
+                b"OPTIONS sip:x SIP/2.0\r\n\r\n"
+            ),
+            Err("banned")
+        );
         assert_eq!(crate::metrics::internal_errors("lock_poisoned"), before + 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

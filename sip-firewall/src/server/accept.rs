@@ -46,7 +46,8 @@ pub(super) async fn accept_loop(
                 }
             },
         };
-        if !shared.admit_connection(peer, transport, label) {
+        let local = stream.local_addr().unwrap_or(peer);
+        if !shared.admit_connection((peer, local), transport, label) {
             // A banned or denied source: closed unread, before any handshake.
             drop(stream);
             continue;
@@ -58,13 +59,12 @@ pub(super) async fn accept_loop(
             }
             Err(full) => {
                 crate::metrics::connection(label, "refused_slots");
-                crate::metrics::limit_hit(
-                    match full {
-                        Full::Total => "tcp_total",
-                        Full::PerSource => "tcp_per_source",
-                    },
-                    Some(peer.ip()),
-                );
+                let what = match full {
+                    Full::Total => "tcp_total",
+                    Full::PerSource => "tcp_per_source",
+                };
+                crate::metrics::limit_hit(what, Some(peer.ip()));
+                crate::tap::refused(what, peer, local, transport, b"");
                 // Closed unread: RST or FIN, the peer learns at once.
                 drop(stream);
             }

@@ -9,6 +9,7 @@
 //!
 //! | module | job |
 //! | --- | --- |
+//! | `admit` | the gate as the listeners meet it: connections, keep-alives, messages; refusals offered to captures |
 //! | `config` | `[sip]` (`SipConfig`): listeners and the message layer's limits, defaults and checks |
 //! | `udp`, `tcp` | the listeners; TCP connections framed, served and written |
 //! | `tls`, `ws` | TLS (RFC 3261 26.2) and WebSocket (RFC 7118) over the TCP handling |
@@ -23,6 +24,7 @@
 //! `sipfw_sip_ws_upgrades_total`, `sipfw_limits_refused_total{what}` (defined in `metrics`).
 
 mod accept;
+mod admit;
 #[doc(hidden)]
 pub mod config;
 mod outbound;
@@ -46,7 +48,7 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::seams::{Action, Context, Destination, FlowEvent, Gate, Handler};
-use crate::{guard, metrics::Metrics, server::config::SipConfig};
+use crate::{guard, metrics::Metrics, server::config::SipConfig, tap};
 
 /// Option tags this proxy supports in Proxy-Require (none yet: every one gets 420).
 const EXTENSIONS: &[&str] = &[];
@@ -285,44 +287,6 @@ impl Shared {
         }
     }
 
-    /// A connection just accepted on a `label` listener (tcp, tls, ws, wss), before its
-    /// slot and any handshake: the gate refuses banned and denied sources here, so that
-    /// they cost no TLS handshake or upgrade. Counted in `sipfw_sip_connections_total`.
-    pub(crate) fn admit_connection(
-        &self,
-        peer: SocketAddr,
-        transport: Transport,
-        label: &'static str,
-    ) -> bool {
-        let ok = guard::catch("message", Some(peer), || {
-            self.gate
-                .get()
-                .is_none_or(|g| g.admit_connection(peer, transport))
-        })
-        .unwrap_or(false);
-        if !ok {
-            crate::metrics::connection(label, "refused_gate");
-        }
-        ok
-    }
-
-    /// A keep-alive (CRLFs on UDP, a CRLFCRLF ping on TCP) is traffic like any other: it
-    /// passes the gate (bans, lists, flood, request rate) before it counts or keeps a
-    /// connection alive.
-    pub(crate) fn admit_keepalive(
-        &self,
-        source: SocketAddr,
-        transport: Transport,
-        bytes: &[u8],
-    ) -> bool {
-        guard::catch("message", Some(source), || {
-            self.gate
-                .get()
-                .is_none_or(|g| g.admit(source, transport, bytes))
-        })
-        .unwrap_or(false)
-    }
-
     /// Tell the handler the connection with `peer` over `transport` closed or answered our
     /// keep-alive ping (`event`: `Handler::flow_closed`, `flow_pong`); panics are counted.
     pub(crate) fn flow(&self, peer: SocketAddr, transport: Transport, event: FlowEvent) {
@@ -362,17 +326,18 @@ impl Shared {
                 source
             };
             self.outbound.capture(local, to, transport, &o.bytes);
+            tap::answered((source, local), transport, buf, (to, &o.bytes));
         }
         out
     }
 
     fn process_unguarded(&self, buf: &[u8], ctx: Context) -> Option<Outgoing> {
         let (source, transport) = (ctx.source, ctx.transport);
-        if let Some(gate) = self.gate.get()
-            && !gate.admit(source, transport, buf)
-        {
+        if !self.admitted(source, ctx.local, transport, buf) {
             return None;
         }
+        // The proxy's own answers while it handles this message go to captures with it.
+        let _handling = tap::handling(source, ctx.local, transport, buf);
         self.outbound.capture(source, ctx.local, transport, buf);
         let m = &self.metrics;
         match inspect(buf, &self.limits, transport, EXTENSIONS) {
@@ -589,8 +554,12 @@ mod keepalive_tests {
     struct Refuse(std::net::IpAddr);
 
     impl Gate for Refuse {
-        fn admit(&self, source: SocketAddr, _: Transport, _: &[u8]) -> bool {
-            source.ip() != self.0
+        fn admit(&self, source: SocketAddr, _: Transport, _: &[u8]) -> crate::seams::Admission {
+            if source.ip() == self.0 {
+                Err("test")
+            } else {
+                Ok(())
+            }
         }
     }
 
@@ -606,11 +575,12 @@ mod keepalive_tests {
         );
         let bad: SocketAddr = "192.0.2.66:5060".parse().unwrap();
         let good: SocketAddr = "192.0.2.67:5060".parse().unwrap();
-        assert!(shared.admit_keepalive(bad, Transport::Stream, b"\r\n\r\n"));
+        let local: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        assert!(shared.admit_keepalive((bad, local), Transport::Stream, b"\r\n\r\n"));
         let _ = shared.gate.set(Arc::new(Refuse(bad.ip())));
-        assert!(!shared.admit_keepalive(bad, Transport::Stream, b"\r\n\r\n"));
-        assert!(!shared.admit_keepalive(bad, Transport::Datagram, b"\r\n"));
-        assert!(shared.admit_keepalive(good, Transport::Stream, b"\r\n\r\n"));
+        assert!(!shared.admit_keepalive((bad, local), Transport::Stream, b"\r\n\r\n"));
+        assert!(!shared.admit_keepalive((bad, local), Transport::Datagram, b"\r\n"));
+        assert!(shared.admit_keepalive((good, local), Transport::Stream, b"\r\n\r\n"));
     }
 }
 

@@ -90,7 +90,7 @@ impl Sides {
 }
 
 /// The source address the kernel picks toward `dest` (None when it has no route).
-fn route_source(dest: IpAddr) -> Option<IpAddr> {
+pub fn route_source(dest: IpAddr) -> Option<IpAddr> {
     use socket2::{Domain, Protocol, Socket, Type};
     let to = SocketAddr::new(dest, 9);
     let s = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP)).ok()?;

@@ -194,7 +194,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 /// it counts as activity (and a pong tells the handler the flow is alive).
 fn keepalive(shared: &Shared, conn: &Conn, e: &Event) -> bool {
     let bytes: &[u8] = if *e == Event::Ping { PING } else { b"\r\n" };
-    if !shared.admit_keepalive(conn.peer, conn.transport, bytes) {
+    if !shared.admit_keepalive((conn.peer, conn.local), conn.transport, bytes) {
         return false;
     }
     shared.metrics.keepalive(conn.label());

@@ -62,7 +62,7 @@ pub(super) async fn serve(
         };
         let datagram = &buf[..n];
         if is_keepalive(datagram) {
-            if shared.admit_keepalive(source, Transport::Datagram, datagram) {
+            if shared.admit_keepalive((source, local), Transport::Datagram, datagram) {
                 shared.metrics.keepalive("udp");
             }
             continue;

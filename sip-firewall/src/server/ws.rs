@@ -299,7 +299,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let bytes = match inbound(&m, &mut pong_expected) {
             Inbound::Sip(bytes) => bytes,
             Inbound::KeepAlive { pong } => {
-                if keepalive(shared, peer, settings, pong) {
+                if keepalive(shared, (peer, local), settings, pong) {
                     deadline = Instant::now() + idle;
                 }
                 continue;
@@ -349,8 +349,13 @@ fn inbound<'m>(m: &'m Message, pong_expected: &mut bool) -> Inbound<'m> {
 /// A ping or pong from `peer`, gated like a message: a banned or over-rate source keeps no
 /// connection alive with pongs (tungstenite answers pings itself). True: it counts as
 /// activity. `pong`: the pong of the registrar's keep-alive ping, told to the handler.
-fn keepalive(shared: &Shared, peer: SocketAddr, settings: &WsSettings, pong: bool) -> bool {
-    if !shared.admit_keepalive(peer, settings.transport, b"\r\n\r\n") {
+fn keepalive(
+    shared: &Shared,
+    (peer, local): (SocketAddr, SocketAddr),
+    settings: &WsSettings,
+    pong: bool,
+) -> bool {
+    if !shared.admit_keepalive((peer, local), settings.transport, b"\r\n\r\n") {
         return false;
     }
     shared
