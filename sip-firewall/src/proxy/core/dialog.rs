@@ -116,7 +116,9 @@ impl Core {
     /// host (loopback or one of our addresses, which the kernel takes from no other host),
     /// whose sender reaches the host's services without us. Err: the answer (404 without
     /// our valid stamp of this dialog, 403 from or toward anyone else or toward an internal
-    /// address), counted in `sipfw_dialog_refused_total`.
+    /// address), counted in `sipfw_dialog_refused_total`. With the next hop, whether the
+    /// request goes to the callee of a dialog made inside (its Call-ID leaves sealed
+    /// toward the outside: `super::hide`).
     pub(super) fn dialog_hop(
         &self,
         popped: &[String],
@@ -124,7 +126,7 @@ impl Core {
         msg: &SipMsg,
         source: SocketAddr,
         now: Instant,
-    ) -> Result<Destination, LocalReply> {
+    ) -> Result<(Destination, bool), LocalReply> {
         let (caller, callee) = self.dialog_of(popped, m, now).map_err(|reason| {
             self.refused(Some(source), reason);
             answer(404, "Not Here")
@@ -136,6 +138,8 @@ impl Core {
                 answer(403, "Not A Party Of This Dialog")
             },
         )?;
+        // RFC 3261 12.1.2: the caller made the Call-ID.
+        let made_inside = dest == callee && self.made_inside(caller.addr.ip());
         let from_host = {
             let ip = source.ip().to_canonical();
             ip.is_loopback() || self.local.is_our_ip(ip)
@@ -150,21 +154,22 @@ impl Core {
                 .and_then(NextHop::addr)
                 == Some(dest.addr)
         {
-            return Ok(dest);
+            return Ok((dest, made_inside));
         }
-        self.allowed_hop(dest, Some(source))
+        Ok((self.allowed_hop(dest, Some(source))?, made_inside))
     }
 
     /// An ACK that matches no server transaction: the ACK of a 2xx, its own transaction,
     /// relayed statelessly along the route our Record-Route set up (RFC 3261 16.6, 13.2.2.4).
-    pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context, now: Instant) -> Action {
+    pub(super) fn ack_2xx(&mut self, r: &Req<'_>) -> Action {
+        let (m, ctx, now) = (r.m, r.ctx, r.now);
         let mut msg = SipMsg::from_parsed(m);
         let Ok(popped) = self.pop_routes(&mut msg, ctx.source) else {
             return Action::Drop {
                 reason: "too_many_routes",
             };
         };
-        let Ok(dest) = self.dialog_hop(&popped, m, &msg, ctx.source, now) else {
+        let Ok((dest, made_inside)) = self.dialog_hop(&popped, m, &msg, ctx.source, now) else {
             return Action::Drop {
                 reason: "ack_no_route",
             };
@@ -182,6 +187,7 @@ impl Core {
         self.salt.hash(&mut h);
         let branch = format!("{BRANCH_PREFIX}a{:x}", h.finish());
         forward::add_via_toward(&mut msg, &self.local, dest, &branch);
+        self.hide_call_id(&mut msg, dest, made_inside || r.arrived_sealed);
         let bytes = self.outward(&msg, dest);
         self.send(dest, bytes);
         self.metrics.forwarded.with_label_values(&["ack"]).inc();

@@ -21,6 +21,20 @@ pub(super) struct ServerEntry {
     pub(super) rctx: ReplyContext<'static>,
     pub(super) source: SocketAddr,
     pub(super) fork: Option<Fork>,
+    /// The Call-ID as the request came, when it was one of our seals: its answers carry it
+    /// back (`crate::proxy::hide`).
+    pub(super) wire_call_id: Option<String>,
+    /// Whether the request's dialog was made inside: toward a hidden destination its
+    /// Call-ID leaves sealed (`crate::proxy::hide`).
+    pub(super) made_inside: bool,
+}
+
+impl ServerEntry {
+    /// Whether the request's Call-ID leaves sealed toward a hidden destination: its dialog
+    /// was made inside, or it came sealed (`crate::proxy::hide`).
+    pub(super) fn seals_call_id(&self) -> bool {
+        self.made_inside || self.wire_call_id.is_some()
+    }
 }
 
 /// The open server transactions, counted per source.
@@ -192,6 +206,8 @@ mod tests {
             },
             source,
             fork: None,
+            wire_call_id: None,
+            made_inside: false,
         }
     }
 

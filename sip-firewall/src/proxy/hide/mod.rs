@@ -19,9 +19,38 @@
 //!   whose Request-URI is such a URI of ours gets the inner Contact's URI back (RFC 3261
 //!   12.2.1.1: the remote target), stateless, on any node sharing the secret.
 //!
+//! - A 3xx relayed outward has its Contacts sealed the same way but as redirect targets
+//!   (bound to their use and to the time they were sealed): an initial request from
+//!   outside whose Request-URI is such a URI of ours goes to the inner target
+//!   ([`ContactSeal::reveal_redirect`]) for [`REDIRECT_LIFETIME`]. A dialog's sealed
+//!   Contact is no redirect target: it reaches the inner party in-dialog only, where the
+//!   stamp vouches for the dialog.
+//!
 //! In-dialog requests are routed by the dialog's stamp (both parties sealed in our entry),
-//! so a route set reduced to our outside entry still reaches the inner party. Call-ID is
-//! not rewritten here.
+//! so a route set reduced to our outside entry still reaches the inner party.
+//!
+//! The Call-ID (RFC 3261 8.1.1.4) often names the host that made it (`xyz@10.1.0.9`). The
+//! party that made it must see it unchanged in every message of its dialog (12: it is part
+//! of the dialog's identity), so what the outside sees depends on where the dialog was
+//! made, decided statelessly ([`call_id`] seals it as `sfwth-<hex>`):
+//! - A message whose Call-ID is one of our seals gets the inner Call-ID back as it
+//!   arrives, before anything reads it (transactions, stamps, the fraud guard); the server
+//!   transaction keeps the text as it came, and every answer to it carries that text
+//!   (8.2.6.2: an answer's Call-ID is its request's). A seal that does not open is a
+//!   Call-ID like any other.
+//! - A request toward a destination we hide from leaves with its Call-ID sealed when the
+//!   dialog was made inside: an initial request from an allow-listed source, or an
+//!   in-dialog request to the stamp's callee whose caller is allow-listed (the caller made
+//!   the Call-ID, 12.1.2). Also when it arrived sealed: an outsider replaying a seal
+//!   learns nothing by sending it to another outsider. An in-dialog request to the caller
+//!   of a dialog made outside carries the caller's own Call-ID. The client transaction
+//!   keeps the request as sent, so its CANCEL and the ACK of a non-2xx carry the same
+//!   text (9.1, 17.1.1.3); it is matched by its branch, not by Call-ID.
+//!
+//! A seal is made under the current secret and opens under previous ones too: after a
+//! roll (`[auth] previous_secrets`), requests from outside in dialogs made before it still
+//! reach inside, but an in-dialog request from inside shows those dialogs' outside party a
+//! new Call-ID.
 
 use aes_siv::{KeyInit as _, siv::Aes256Siv};
 use sip_firewall_sip::{
@@ -34,16 +63,28 @@ use crate::auth::{
     keys::{KeyRing, Purpose},
 };
 
+pub mod call_id;
+
 use super::{
     msg::SipMsg,
     route::{Local, entry_uri, record_routes},
 };
 
-/// The user part that marks a Contact of ours standing for a sealed inner one.
+/// The prefix that marks a Contact user part or a Call-ID of ours standing for a sealed
+/// inner one.
 const HIDDEN_PREFIX: &str = "sfwth-";
 
 /// Longest sealed Contact opened (hex digits): a bound on the work one Request-URI costs.
 const MAX_SEALED_HEX: usize = 2048;
+
+/// How long a redirect target of a 3xx we relayed outward takes new requests: a redirect
+/// is followed at once, or from a cache of the 3xx's own lifetime (RFC 3261 8.1.3.4).
+pub const REDIRECT_LIFETIME: u64 = 3600;
+
+/// What a seal binds besides the Contact (one S2V component): a dialog's Contact, or a
+/// redirect target.
+const DIALOG: &[u8] = b"contact";
+const REDIRECT: &[u8] = b"redirect";
 
 /// The seal of inner Contacts shown outside (see the module doc).
 pub struct ContactSeal {
@@ -58,16 +99,16 @@ impl ContactSeal {
         }
     }
 
-    /// `<sip:sfwth-<seal>@side>` standing for the Contact value `value`.
-    fn hide(&self, value: &str, side: &str) -> Option<String> {
+    /// `<sip:sfwth-<seal>@side>` standing for `value`, sealed for its use `bound`.
+    fn hide(&self, bound: &[u8], value: &str, side: &str) -> Option<String> {
         let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
-        let sealed = c.encrypt([b"contact"], value.as_bytes()).ok()?;
+        let sealed = c.encrypt([bound], value.as_bytes()).ok()?;
         Some(format!("<sip:{HIDDEN_PREFIX}{}@{side}>", hex(&sealed)))
     }
 
-    /// The URI of the inner Contact a Request-URI of ours (`local`) stands for; None for
-    /// any other URI, or one whose seal does not open.
-    pub fn reveal(&self, request_uri: &str, local: &Local) -> Option<String> {
+    /// What a Request-URI of ours (`local`) sealed for `bound` stands for; None for any
+    /// other URI, or one whose seal does not open.
+    fn open(&self, bound: &[u8], request_uri: &str, local: &Local) -> Option<String> {
         let Ok(Uri::Sip(u)) = uri::parse(request_uri) else {
             return None;
         };
@@ -77,24 +118,65 @@ impl ContactSeal {
         }
         let raw = unhex(sealed)?;
         let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
-        let value = String::from_utf8(c.decrypt([b"contact"], &raw).ok()?).ok()?;
-        let mut first = None;
-        let _ = name_addr::parse_contact(&value, |a| {
-            first.get_or_insert_with(|| a.uri_text.to_string());
-        });
-        first
+        String::from_utf8(c.decrypt([bound], &raw).ok()?).ok()
     }
+
+    /// The URI of the inner Contact a Request-URI of ours (`local`) stands for; None for
+    /// any other URI, or one whose seal does not open.
+    pub fn reveal(&self, request_uri: &str, local: &Local) -> Option<String> {
+        first_uri(&self.open(DIALOG, request_uri, local)?)
+    }
+
+    /// The URI of the inner redirect target a Request-URI of ours stands for, when it was
+    /// sealed no longer than [`REDIRECT_LIFETIME`] before `unix` (seconds).
+    pub fn reveal_redirect(&self, request_uri: &str, local: &Local, unix: u64) -> Option<String> {
+        let opened = self.open(REDIRECT, request_uri, local)?;
+        let (issued, value) = opened.split_once(' ')?;
+        let issued: u64 = issued.parse().ok()?;
+        if issued.abs_diff(unix) > REDIRECT_LIFETIME {
+            return None;
+        }
+        first_uri(value)
+    }
+}
+
+/// The URI of the first Contact in a Contact value.
+fn first_uri(value: &str) -> Option<String> {
+    let mut first = None;
+    let _ = name_addr::parse_contact(value, |a| {
+        first.get_or_insert_with(|| a.uri_text.to_string());
+    });
+    first
 }
 
 /// Every Contact of `msg` replaced by ours on `side` standing for it (see the module doc).
 /// One that cannot be sealed is removed rather than shown.
 pub fn hide_contacts(msg: &mut SipMsg, seal: &ContactSeal, side: &str) {
+    hide_each(msg, side, |v, side| seal.hide(DIALOG, v, side));
+}
+
+/// The Contacts of a 3xx (redirect targets) replaced by ours on `side`, sealed at `unix`
+/// (seconds) as redirect targets (see the module doc); one that cannot be sealed is removed.
+pub fn hide_redirects(msg: &mut SipMsg, seal: &ContactSeal, side: &str, unix: u64) {
+    hide_each(msg, side, |v, side| {
+        let mut hidden = Vec::new();
+        // One target per seal: a Contact value may list several (RFC 3261 20.10).
+        let _ = name_addr::parse_contact(v, |a| {
+            let target = format!("<{}>", a.uri_text);
+            hidden.extend(seal.hide(REDIRECT, &format!("{unix} {target}"), side));
+        });
+        (!hidden.is_empty()).then(|| hidden.join(", "))
+    });
+}
+
+/// Every Contact value of `msg` replaced by what `hide` makes of it on `side`.
+fn hide_each(msg: &mut SipMsg, side: &str, hide: impl Fn(&str, &str) -> Option<String>) {
     if msg.get(HeaderName::Contact).is_none() {
         return;
     }
     let hidden: Vec<String> = msg
         .all(HeaderName::Contact)
-        .filter_map(|v| seal.hide(v, side))
+        .filter_map(|v| hide(v, side))
         .collect();
     msg.replace_all(HeaderName::Contact, hidden);
 }

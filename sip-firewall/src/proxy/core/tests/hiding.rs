@@ -1,0 +1,337 @@
+//! Topology hiding at the edge (`super::super::hide`), on a fake clock: the Call-ID of a
+//! dialog made inside leaves sealed in every message toward the outside (INVITE, 180/200,
+//! ACK, re-INVITE, UPDATE, BYE from either side, CANCEL and the ACK of a 487) and comes
+//! back inner; a dialog made outside keeps its Call-ID both ways; a 3xx from inside leaves
+//! with sealed targets that a new request from outside reaches. Every byte to the outside
+//! is searched for the inside's addresses and Call-IDs.
+
+use super::*;
+
+const EDGE: &str = "192.0.2.10";
+/// alice's phone, inside (allow-listed), and bob's, outside.
+const ALICE: &str = "10.1.0.9:5070";
+const BOB: &str = "203.0.113.5:5060";
+/// What the outside must never see: the inside's addresses and alice's Call-IDs.
+const INSIDE: [&str; 3] = ["10.1.", "in-1", "in-2"];
+
+struct Hiding {
+    core: Core,
+    now: Instant,
+    /// Everything the edge sent to bob.
+    to_bob: Vec<String>,
+}
+
+impl Hiding {
+    fn new() -> Hiding {
+        let text = format!(
+            "[sip]\nlisten = [\"{EDGE}:5060\"]\ndomains = [\"example.com\"]\n\
+             [policy]\nallow = [\"10.0.0.0/8\"]\n[proxy]\ntopology_hiding = \"outside\"\n\
+             [auth]\nsecret = \"{}\"\n",
+            "c3".repeat(32)
+        );
+        let now = Instant::now();
+        Hiding {
+            core: super::core(&text, now),
+            now,
+            to_bob: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
+        let ctx = super::ctx_on(source, &format!("{EDGE}:5060"), Transport::Datagram);
+        let sent = super::feed(&mut self.core, self.now, text, &ctx).1;
+        self.to_bob.extend(super::to(&sent, BOB, ""));
+        sent
+    }
+
+    /// Feed `text` from `source`: the one message starting with `start` sent to `to`.
+    fn one(&mut self, text: &str, source: &str, to: &str, start: &str) -> String {
+        let sent = self.feed(text, source);
+        let got = super::to(&sent, to, start);
+        assert_eq!(got.len(), 1, "{start} to {to}: {sent:?}");
+        got[0].clone()
+    }
+
+    /// Nothing bob received names the inside.
+    fn outside_saw_nothing_inside(&self) {
+        assert!(!self.to_bob.is_empty());
+        for m in &self.to_bob {
+            for inner in INSIDE {
+                assert!(!m.contains(inner), "{inner} in {m}");
+            }
+        }
+    }
+}
+
+/// A message: its first line, header lines, no body.
+fn msg(start: &str, lines: &[String]) -> String {
+    let head: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+    format!("{start}\r\n{head}Content-Length: 0\r\n\r\n")
+}
+
+/// The values of header `name` in `m`, entry by entry (a comma-separated line split).
+fn values(m: &str, name: &str) -> Vec<String> {
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    m.split("\r\n")
+        .filter(|l| l.to_ascii_lowercase().starts_with(&prefix))
+        .flat_map(|l| l[prefix.len()..].split(',').map(|v| v.trim().to_string()))
+        .collect()
+}
+
+fn call_id_in(m: &str) -> String {
+    values(m, "Call-ID").concat()
+}
+
+/// A response to `req` as received: its Via, From, To, Call-ID and CSeq as they are.
+fn reply(status: &str, req: &str) -> String {
+    let lines: Vec<String> = req
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            ["via:", "from:", "to:", "call-id:", "cseq:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect();
+    msg(&format!("SIP/2.0 {status}"), &lines)
+}
+
+/// A response of a UAS that sets To-tag `tag` (and copies the Record-Route) to `req`.
+fn answer(status: &str, req: &str, tag: &str, contact: &str) -> String {
+    format!(
+        "SIP/2.0 {status}\r\n{}Contact: <{contact}>\r\nContent-Length: 0\r\n\r\n",
+        super::response_lines(req, tag)
+    )
+}
+
+/// A request of a dialog: `method` to `ruri` from `via` (branch `branch`), with the
+/// From, To, Call-ID, CSeq number and route set given.
+struct Req<'a> {
+    ruri: &'a str,
+    via: &'a str,
+    from: String,
+    to: String,
+    call_id: &'a str,
+    routes: Vec<String>,
+}
+
+impl Req<'_> {
+    fn make(&self, method: &str, branch: &str, cseq: u32) -> String {
+        let mut lines = vec![
+            format!("Via: SIP/2.0/UDP {};branch=z9hG4bK{branch}", self.via),
+            "Max-Forwards: 70".into(),
+        ];
+        lines.extend(self.routes.iter().map(|r| format!("Route: {r}")));
+        lines.extend([
+            format!("From: {}", self.from),
+            format!("To: {}", self.to),
+            format!("Call-ID: {}", self.call_id),
+            format!("CSeq: {cseq} {method}"),
+            format!("Contact: <sip:{}>", self.via),
+        ]);
+        msg(&format!("{method} {} SIP/2.0", self.ruri), &lines)
+    }
+}
+
+/// alice calls bob: bob's INVITE (as received), alice's 200.
+fn alice_calls_bob(h: &mut Hiding, call_id: &str, branch: &str) -> (String, String) {
+    let alice = Req {
+        ruri: "sip:bob@203.0.113.5:5060",
+        via: ALICE,
+        from: "<sip:alice@example.com>;tag=a".into(),
+        to: "<sip:bob@203.0.113.5>".into(),
+        call_id,
+        routes: Vec::new(),
+    };
+    let inv = h.one(&alice.make("INVITE", branch, 1), ALICE, BOB, "INVITE ");
+    let ringing = answer("180 Ringing", &inv, "b", "sip:bob@203.0.113.5:5060");
+    let at_alice = h.one(&ringing, BOB, ALICE, "SIP/2.0 180");
+    assert_eq!(call_id_in(&at_alice), call_id);
+    (inv, at_alice)
+}
+
+/// A dialog made inside: bob sees one sealed Call-ID in every message of it, alice her
+/// own; requests from bob's side reach alice with hers.
+#[test]
+fn a_dialog_made_inside_shows_the_outside_a_sealed_call_id() {
+    let mut h = Hiding::new();
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    let sealed = call_id_in(&inv);
+    assert!(sealed.starts_with("sfwth-"), "{inv}");
+    let ok = answer("200 OK", &inv, "b", "sip:bob@203.0.113.5:5060");
+    let ok_at_alice = h.one(&ok, BOB, ALICE, "SIP/2.0 200");
+    assert_eq!(call_id_in(&ok_at_alice), "in-1@10.1.0.9");
+    let mut caller_routes = values(&ok_at_alice, "Record-Route");
+    caller_routes.reverse();
+    let alice = Req {
+        ruri: "sip:bob@203.0.113.5:5060",
+        via: ALICE,
+        from: "<sip:alice@example.com>;tag=a".into(),
+        to: "<sip:bob@203.0.113.5>;tag=b".into(),
+        call_id: "in-1@10.1.0.9",
+        routes: caller_routes,
+    };
+    let ack = h.one(&alice.make("ACK", "a1ack", 1), ALICE, BOB, "ACK ");
+    assert_eq!(call_id_in(&ack), sealed);
+    let reinvite = h.one(&alice.make("INVITE", "a1re", 2), ALICE, BOB, "INVITE ");
+    assert_eq!(call_id_in(&reinvite), sealed);
+    let ok2 = answer("200 OK", &reinvite, "b", "sip:bob@203.0.113.5:5060");
+    assert_eq!(
+        call_id_in(&h.one(&ok2, BOB, ALICE, "SIP/2.0 200")),
+        "in-1@10.1.0.9"
+    );
+
+    // bob's requests: to alice's sealed Contact along the route set he was given.
+    let target = values(&inv, "Contact").concat();
+    let target = target.trim_start_matches('<').trim_end_matches('>');
+    let bob = Req {
+        ruri: target,
+        via: BOB,
+        from: "<sip:bob@203.0.113.5>;tag=b".into(),
+        to: "<sip:alice@example.com>;tag=a".into(),
+        call_id: &sealed,
+        routes: values(&inv, "Record-Route"),
+    };
+    for (method, branch) in [("UPDATE", "b1up"), ("BYE", "b1bye")] {
+        let at_alice = h.one(&bob.make(method, branch, 1), BOB, ALICE, method);
+        assert_eq!(call_id_in(&at_alice), "in-1@10.1.0.9", "{at_alice}");
+        assert!(
+            at_alice.starts_with(&format!("{method} sip:{ALICE} ")),
+            "{at_alice}"
+        );
+        let back = h.one(&reply("200 OK", &at_alice), ALICE, BOB, "SIP/2.0 200");
+        assert_eq!(call_id_in(&back), sealed, "{back}");
+    }
+    h.outside_saw_nothing_inside();
+}
+
+/// A call made inside and cancelled: bob's CANCEL and the edge's ACK of his 487 carry the
+/// INVITE's sealed Call-ID; alice's 487 her own.
+#[test]
+fn a_cancel_and_the_ack_of_a_487_carry_the_invites_sealed_call_id() {
+    let mut h = Hiding::new();
+    let (inv, _) = alice_calls_bob(&mut h, "in-2@10.1.0.9", "a2");
+    let sealed = call_id_in(&inv);
+    let alice = Req {
+        ruri: "sip:bob@203.0.113.5:5060",
+        via: ALICE,
+        from: "<sip:alice@example.com>;tag=a".into(),
+        to: "<sip:bob@203.0.113.5>".into(),
+        call_id: "in-2@10.1.0.9",
+        routes: Vec::new(),
+    };
+    let cancel = h.one(&alice.make("CANCEL", "a2", 1), ALICE, BOB, "CANCEL ");
+    assert_eq!(call_id_in(&cancel), sealed);
+    h.feed(&reply("200 OK", &cancel), BOB);
+    let terminated = answer("487 Request Terminated", &inv, "b", "sip:bob@203.0.113.5");
+    let sent = h.feed(&terminated, BOB);
+    let ack = super::to(&sent, BOB, "ACK ");
+    assert_eq!(ack.len(), 1, "{sent:?}");
+    assert_eq!(call_id_in(&ack[0]), sealed);
+    let at_alice = super::to(&sent, ALICE, "SIP/2.0 487");
+    assert_eq!(at_alice.len(), 1, "{sent:?}");
+    assert_eq!(call_id_in(&at_alice[0]), "in-2@10.1.0.9");
+    h.outside_saw_nothing_inside();
+}
+
+/// alice registers from inside; bob (outside) calls her with `call_id`: her INVITE.
+fn bob_calls_alice(h: &mut Hiding, call_id: &str, branch: &str) -> String {
+    let register = msg(
+        "REGISTER sip:example.com SIP/2.0",
+        &[
+            format!("Via: SIP/2.0/UDP {ALICE};branch=z9hG4bKreg"),
+            "From: <sip:alice@example.com>;tag=r".into(),
+            "To: <sip:alice@example.com>".into(),
+            "Call-ID: reg@10.1.0.9".into(),
+            "CSeq: 1 REGISTER".into(),
+            format!("Contact: <sip:alice@{ALICE}>"),
+        ],
+    );
+    h.one(&register, ALICE, ALICE, "SIP/2.0 200");
+    let bob = Req {
+        ruri: "sip:alice@example.com",
+        via: BOB,
+        from: "<sip:bob@other.org>;tag=b".into(),
+        to: "<sip:alice@example.com>".into(),
+        call_id,
+        routes: Vec::new(),
+    };
+    h.one(&bob.make("INVITE", branch, 1), BOB, ALICE, "INVITE ")
+}
+
+/// A dialog made outside: bob's Call-ID reaches alice as it is, and every message to bob,
+/// alice's BYE included, carries it unchanged.
+#[test]
+fn a_dialog_made_outside_keeps_the_callers_call_id() {
+    let mut h = Hiding::new();
+    let theirs = "out-1@203.0.113.5";
+    let inv = bob_calls_alice(&mut h, theirs, "b1");
+    assert_eq!(call_id_in(&inv), theirs);
+    let ok = answer("200 OK", &inv, "a", &format!("sip:alice@{ALICE}"));
+    let at_bob = h.one(&ok, ALICE, BOB, "SIP/2.0 200");
+    assert_eq!(call_id_in(&at_bob), theirs);
+    let alice = Req {
+        ruri: "sip:bob@203.0.113.5:5060",
+        via: ALICE,
+        from: "<sip:alice@example.com>;tag=a".into(),
+        to: "<sip:bob@other.org>;tag=b".into(),
+        call_id: theirs,
+        routes: values(&inv, "Record-Route"),
+    };
+    let bye = h.one(&alice.make("BYE", "a1bye", 1), ALICE, BOB, "BYE ");
+    assert_eq!(call_id_in(&bye), theirs, "{bye}");
+    h.outside_saw_nothing_inside();
+
+    // A Call-ID that only looks like one of our seals is bob's own.
+    let forged = "sfwth-00112233445566778899aabbccddeeff00";
+    let inv = bob_calls_alice(&mut h, forged, "b2");
+    assert_eq!(call_id_in(&inv), forged);
+}
+
+/// A 302 from inside leaves with a sealed target and no inner host; bob's new INVITE to it
+/// reaches the inner target. A dialog's sealed Contact is no redirect target.
+#[test]
+fn a_redirect_from_inside_keeps_working_sealed() {
+    let mut h = Hiding::new();
+    let inv = bob_calls_alice(&mut h, "out-2@203.0.113.5", "b3");
+    let moved = answer("302 Moved", &inv, "a", "sip:carol@10.1.0.20:5080");
+    let at_bob = h.one(&moved, ALICE, BOB, "SIP/2.0 302");
+    let target = values(&at_bob, "Contact").concat();
+    assert!(target.starts_with("<sip:sfwth-"), "{at_bob}");
+    let target = target.trim_start_matches('<').trim_end_matches('>');
+    let bob = Req {
+        ruri: target,
+        via: BOB,
+        from: "<sip:bob@other.org>;tag=b".into(),
+        to: "<sip:alice@example.com>".into(),
+        call_id: "out-2@203.0.113.5",
+        routes: Vec::new(),
+    };
+    let again = h.one(
+        &bob.make("INVITE", "b4", 2),
+        BOB,
+        "10.1.0.20:5080",
+        "INVITE ",
+    );
+    assert!(
+        again.starts_with("INVITE sip:carol@10.1.0.20:5080 SIP/2.0"),
+        "{again}"
+    );
+    h.outside_saw_nothing_inside();
+
+    // alice's sealed dialog Contact, from a 200, reaches nobody as a new request.
+    let inv = bob_calls_alice(&mut h, "out-3@203.0.113.5", "b5");
+    let ok = answer("200 OK", &inv, "a", &format!("sip:alice@{ALICE}"));
+    let at_bob = h.one(&ok, ALICE, BOB, "SIP/2.0 200");
+    let contact = values(&at_bob, "Contact").concat();
+    let contact = contact.trim_start_matches('<').trim_end_matches('>');
+    let bob = Req {
+        ruri: contact,
+        call_id: "out-4@203.0.113.5",
+        ..bob
+    };
+    let sent = h.feed(&bob.make("INVITE", "b6", 1), BOB);
+    assert!(super::to(&sent, ALICE, "INVITE ").is_empty(), "{sent:?}");
+}
