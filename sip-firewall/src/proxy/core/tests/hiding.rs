@@ -78,6 +78,12 @@ fn values(m: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The URI of the Contact of `m`.
+fn contact_in(m: &str) -> String {
+    let c = values(m, "Contact").concat();
+    c.trim_start_matches('<').trim_end_matches('>').to_string()
+}
+
 fn call_id_in(m: &str) -> String {
     values(m, "Call-ID").concat()
 }
@@ -117,7 +123,32 @@ struct Req<'a> {
     routes: Vec<String>,
 }
 
-impl Req<'_> {
+impl<'a> Req<'a> {
+    /// alice's request to bob's phone in `call_id`, with `to` after bob's AOR (`;tag=b`
+    /// once he answered), along `routes`.
+    fn alice(call_id: &'a str, to: &str, routes: Vec<String>) -> Req<'a> {
+        Req {
+            ruri: "sip:bob@203.0.113.5:5060",
+            via: ALICE,
+            from: "<sip:alice@example.com>;tag=a".into(),
+            to: format!("<sip:bob@203.0.113.5>{to}"),
+            call_id,
+            routes,
+        }
+    }
+
+    /// bob's request to `ruri` (not in a dialog) in `call_id`.
+    fn bob(ruri: &'a str, call_id: &'a str) -> Req<'a> {
+        Req {
+            ruri,
+            via: BOB,
+            from: "<sip:bob@other.org>;tag=b".into(),
+            to: "<sip:alice@example.com>".into(),
+            call_id,
+            routes: Vec::new(),
+        }
+    }
+
     fn make(&self, method: &str, branch: &str, cseq: u32) -> String {
         let mut lines = vec![
             format!("Via: SIP/2.0/UDP {};branch=z9hG4bK{branch}", self.via),
@@ -137,14 +168,7 @@ impl Req<'_> {
 
 /// alice calls bob: bob's INVITE (as received), alice's 200.
 fn alice_calls_bob(h: &mut Hiding, call_id: &str, branch: &str) -> (String, String) {
-    let alice = Req {
-        ruri: "sip:bob@203.0.113.5:5060",
-        via: ALICE,
-        from: "<sip:alice@example.com>;tag=a".into(),
-        to: "<sip:bob@203.0.113.5>".into(),
-        call_id,
-        routes: Vec::new(),
-    };
+    let alice = Req::alice(call_id, "", Vec::new());
     let inv = h.one(&alice.make("INVITE", branch, 1), ALICE, BOB, "INVITE ");
     let ringing = answer("180 Ringing", &inv, "b", "sip:bob@203.0.113.5:5060");
     let at_alice = h.one(&ringing, BOB, ALICE, "SIP/2.0 180");
@@ -165,14 +189,7 @@ fn a_dialog_made_inside_shows_the_outside_a_sealed_call_id() {
     assert_eq!(call_id_in(&ok_at_alice), "in-1@10.1.0.9");
     let mut caller_routes = values(&ok_at_alice, "Record-Route");
     caller_routes.reverse();
-    let alice = Req {
-        ruri: "sip:bob@203.0.113.5:5060",
-        via: ALICE,
-        from: "<sip:alice@example.com>;tag=a".into(),
-        to: "<sip:bob@203.0.113.5>;tag=b".into(),
-        call_id: "in-1@10.1.0.9",
-        routes: caller_routes,
-    };
+    let alice = Req::alice("in-1@10.1.0.9", ";tag=b", caller_routes);
     let ack = h.one(&alice.make("ACK", "a1ack", 1), ALICE, BOB, "ACK ");
     assert_eq!(call_id_in(&ack), sealed);
     let reinvite = h.one(&alice.make("INVITE", "a1re", 2), ALICE, BOB, "INVITE ");
@@ -184,10 +201,9 @@ fn a_dialog_made_inside_shows_the_outside_a_sealed_call_id() {
     );
 
     // bob's requests: to alice's sealed Contact along the route set he was given.
-    let target = values(&inv, "Contact").concat();
-    let target = target.trim_start_matches('<').trim_end_matches('>');
+    let target = contact_in(&inv);
     let bob = Req {
-        ruri: target,
+        ruri: &target,
         via: BOB,
         from: "<sip:bob@203.0.113.5>;tag=b".into(),
         to: "<sip:alice@example.com>;tag=a".into(),
@@ -214,14 +230,7 @@ fn a_cancel_and_the_ack_of_a_487_carry_the_invites_sealed_call_id() {
     let mut h = Hiding::new();
     let (inv, _) = alice_calls_bob(&mut h, "in-2@10.1.0.9", "a2");
     let sealed = call_id_in(&inv);
-    let alice = Req {
-        ruri: "sip:bob@203.0.113.5:5060",
-        via: ALICE,
-        from: "<sip:alice@example.com>;tag=a".into(),
-        to: "<sip:bob@203.0.113.5>".into(),
-        call_id: "in-2@10.1.0.9",
-        routes: Vec::new(),
-    };
+    let alice = Req::alice("in-2@10.1.0.9", "", Vec::new());
     let cancel = h.one(&alice.make("CANCEL", "a2", 1), ALICE, BOB, "CANCEL ");
     assert_eq!(call_id_in(&cancel), sealed);
     h.feed(&reply("200 OK", &cancel), BOB);
@@ -250,14 +259,7 @@ fn bob_calls_alice(h: &mut Hiding, call_id: &str, branch: &str) -> String {
         ],
     );
     h.one(&register, ALICE, ALICE, "SIP/2.0 200");
-    let bob = Req {
-        ruri: "sip:alice@example.com",
-        via: BOB,
-        from: "<sip:bob@other.org>;tag=b".into(),
-        to: "<sip:alice@example.com>".into(),
-        call_id,
-        routes: Vec::new(),
-    };
+    let bob = Req::bob("sip:alice@example.com", call_id);
     h.one(&bob.make("INVITE", branch, 1), BOB, ALICE, "INVITE ")
 }
 
@@ -298,17 +300,9 @@ fn a_redirect_from_inside_keeps_working_sealed() {
     let inv = bob_calls_alice(&mut h, "out-2@203.0.113.5", "b3");
     let moved = answer("302 Moved", &inv, "a", "sip:carol@10.1.0.20:5080");
     let at_bob = h.one(&moved, ALICE, BOB, "SIP/2.0 302");
-    let target = values(&at_bob, "Contact").concat();
-    assert!(target.starts_with("<sip:sfwth-"), "{at_bob}");
-    let target = target.trim_start_matches('<').trim_end_matches('>');
-    let bob = Req {
-        ruri: target,
-        via: BOB,
-        from: "<sip:bob@other.org>;tag=b".into(),
-        to: "<sip:alice@example.com>".into(),
-        call_id: "out-2@203.0.113.5",
-        routes: Vec::new(),
-    };
+    let target = contact_in(&at_bob);
+    assert!(target.starts_with("sip:sfwth-"), "{at_bob}");
+    let bob = Req::bob(&target, "out-2@203.0.113.5");
     let again = h.one(
         &bob.make("INVITE", "b4", 2),
         BOB,
@@ -325,13 +319,8 @@ fn a_redirect_from_inside_keeps_working_sealed() {
     let inv = bob_calls_alice(&mut h, "out-3@203.0.113.5", "b5");
     let ok = answer("200 OK", &inv, "a", &format!("sip:alice@{ALICE}"));
     let at_bob = h.one(&ok, ALICE, BOB, "SIP/2.0 200");
-    let contact = values(&at_bob, "Contact").concat();
-    let contact = contact.trim_start_matches('<').trim_end_matches('>');
-    let bob = Req {
-        ruri: contact,
-        call_id: "out-4@203.0.113.5",
-        ..bob
-    };
+    let contact = contact_in(&at_bob);
+    let bob = Req::bob(&contact, "out-4@203.0.113.5");
     let sent = h.feed(&bob.make("INVITE", "b6", 1), BOB);
     assert!(super::to(&sent, ALICE, "INVITE ").is_empty(), "{sent:?}");
 }
