@@ -5,8 +5,8 @@
 //! a re-INVITE from either side and a BYE, complete only if every message leaves from the
 //! address that routes to its destination, with Via and Record-Route naming it (one
 //! Record-Route entry per side, RFC 5658). With `[proxy] topology_hiding = "outside"` (the
-//! inside allow-listed), the same calls work (an UPDATE from each callee too, and a call
-//! from inside cancelled while it rings) and no byte that reaches the outside phone names
+//! inside allow-listed), the same calls work (an UPDATE from each callee too, a call from
+//! inside cancelled while it rings, and a call from outside redirected by the inside phone) and no byte that reaches the outside phone names
 //! an inside address (Via, Record-Route, Contact) or the inside phone's Call-IDs, which name
 //! its host; each phone sees its own Call-ID in every message of its dialogs.
 
@@ -227,7 +227,7 @@ fn calls_cross_a_dual_homed_edge_both_ways() {
     calls_both_ways(test, &config(""), 2, |_, _| {});
 }
 
-/// The same calls, and a cancelled one, with the inside hidden from the outside: every
+/// The same calls, a cancelled and a redirected one, with the inside hidden from the outside: every
 /// byte the outside phone received is searched for the inside's addresses and Call-IDs.
 #[test]
 fn the_outside_sees_no_inside_address() {
@@ -235,7 +235,11 @@ fn the_outside_sees_no_inside_address() {
     let hiding = format!(
         "[policy]\nallow = [\"{INSIDE_NET}0/24\"]\n[proxy]\ntopology_hiding = \"outside\"\n"
     );
-    let Some((_, bob)) = calls_both_ways(test, &config(&hiding), 1, cancelled_call) else {
+    let then = |alice: &mut Phone, bob: &mut Phone| {
+        cancelled_call(alice, bob);
+        redirected_call(alice, bob);
+    };
+    let Some((_, bob)) = calls_both_ways(test, &config(&hiding), 1, then) else {
         return;
     };
     assert!(bob.received.len() > 10, "{}", bob.received.len());
@@ -312,4 +316,47 @@ fn cancelled_call(alice: &mut Phone, bob: &mut Phone) {
     let terminated = response_of(alice, &invite, 487).expect("487 at alice");
     assert_eq!(header(&terminated, "Call-ID"), Some(call_id.as_str()));
     alice.send(&ack_of_failure(&invite, &terminated));
+}
+
+/// bob (outside) calls alice, whose phone redirects him (302) to a contact on her host: bob
+/// gets it sealed, and his new INVITE to it reaches that contact through the edge (the
+/// call then goes on as any other: ACK, BYE).
+fn redirected_call(alice: &mut Phone, bob: &mut Phone) {
+    let host = bob.ua.sent_by.split(':').next().unwrap_or_default();
+    let call_id = format!("moved-bob@{host}");
+    let aor = "sip:alice@example.com";
+    let first = bob.ua.invite(aor, "m1", &call_id, 1, "");
+    let chal = bob.final_of(&first).expect("the challenge");
+    assert_eq!(status(&chal), 407, "{chal}");
+    bob.send(&ack_of_failure(&first, &chal));
+    let auth = bob.ua.authorize(&chal, "INVITE", aor);
+    let second = bob.ua.invite(aor, "m1", &call_id, 2, &auth);
+    let moved_to = "sip:alice-moved@198.51.100.1:5070";
+    let moved = std::thread::scope(|s| {
+        s.spawn(|| {
+            let (inv, edge) = next_request(alice, "INVITE ").expect("the INVITE at alice");
+            let contact = format!("Contact: <{moved_to}>\r\n");
+            let resp = response_to(&inv, "302 Moved Temporarily", "mv", &contact);
+            let _ = alice.sock.send_to(resp.as_bytes(), edge);
+        });
+        bob.final_of(&second)
+    });
+    let moved = moved.expect("the 302 at bob");
+    assert_eq!(status(&moved), 302, "{moved}");
+    bob.send(&ack_of_failure(&second, &moved));
+    let target = header(&moved, "Contact").unwrap_or_default();
+    let target = target.trim_start_matches('<').trim_end_matches('>');
+    assert!(target.starts_with("sip:sfwth-"), "{moved}");
+    let again = bob.ua.invite(target, "m1", &call_id, 3, "");
+    let ok = across(bob, alice, &again).expect("the redirected INVITE answered");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let got = alice.requests.last().cloned().unwrap_or_default();
+    assert!(
+        got.starts_with(&format!("INVITE {moved_to} SIP/2.0")),
+        "{got}"
+    );
+    bob.send(&in_dialog("ACK", &ok, &bob.ua.via(), "ph", 3));
+    let bye = in_dialog("BYE", &ok, &bob.ua.via(), "ph", 4);
+    let answer = across(bob, alice, &bye).expect("the BYE answered");
+    assert_eq!(status(&answer), 200, "{answer}");
 }
