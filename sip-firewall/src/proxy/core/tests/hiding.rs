@@ -1,7 +1,8 @@
 //! Topology hiding at the edge (`super::super::hide`), on a fake clock: the Call-ID of a
 //! dialog made inside leaves sealed in every message toward the outside (INVITE, 180/200,
 //! ACK, re-INVITE, UPDATE, BYE from either side, CANCEL and the ACK of a 487) and comes
-//! back inner; a dialog made outside keeps its Call-ID both ways; a 3xx from inside leaves
+//! back inner, the edge's own BYE included; a dialog made outside keeps its Call-ID both
+//! ways; a seal replayed toward another outsider stays sealed; a 3xx from inside leaves
 //! with sealed targets that a new request from outside reaches. Every byte to the outside
 //! is searched for the inside's addresses and Call-IDs.
 
@@ -23,10 +24,15 @@ struct Hiding {
 
 impl Hiding {
     fn new() -> Hiding {
+        Hiding::with("")
+    }
+
+    /// The edge with `extra` sections of its own.
+    fn with(extra: &str) -> Hiding {
         let text = format!(
             "[sip]\nlisten = [\"{EDGE}:5060\"]\ndomains = [\"example.com\"]\n\
              [policy]\nallow = [\"10.0.0.0/8\"]\n[proxy]\ntopology_hiding = \"outside\"\n\
-             [auth]\nsecret = \"{}\"\n",
+             [auth]\nsecret = \"{}\"\n{extra}",
             "c3".repeat(32)
         );
         let now = Instant::now();
@@ -50,6 +56,14 @@ impl Hiding {
         let got = super::to(&sent, to, start);
         assert_eq!(got.len(), 1, "{start} to {to}: {sent:?}");
         got[0].clone()
+    }
+
+    /// Advance the clock by `d`, the timers run: what was sent.
+    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
+        let step = Duration::from_millis(100);
+        let sent = super::advance(&mut self.core, &mut self.now, d, step);
+        self.to_bob.extend(super::to(&sent, BOB, ""));
+        sent
     }
 
     /// Nothing bob received names the inside.
@@ -223,6 +237,25 @@ fn a_dialog_made_inside_shows_the_outside_a_sealed_call_id() {
     h.outside_saw_nothing_inside();
 }
 
+/// The edge's own BYE (`[fraud] max_call_duration`) of a call made inside: bob's in the
+/// sealed Call-ID he knows, alice's in her own.
+#[test]
+fn the_edges_own_bye_carries_each_sides_call_id() {
+    let mut h = Hiding::with("[fraud]\nmax_call_duration = \"10s\"\n");
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    let ok = answer("200 OK", &inv, "b", "sip:bob@203.0.113.5:5060");
+    h.one(&ok, BOB, ALICE, "SIP/2.0 200");
+    let sent = h.advance(Duration::from_secs(11));
+    for (to, call_id) in [(BOB, call_id_in(&inv)), (ALICE, "in-1@10.1.0.9".into())] {
+        let byes = super::to(&sent, to, "BYE ");
+        assert!(!byes.is_empty(), "{sent:?}");
+        for bye in byes {
+            assert_eq!(call_id_in(&bye), call_id, "{bye}");
+        }
+    }
+    h.outside_saw_nothing_inside();
+}
+
 /// A call made inside and cancelled: bob's CANCEL and the edge's ACK of his 487 carry the
 /// INVITE's sealed Call-ID; alice's 487 her own.
 #[test]
@@ -323,4 +356,48 @@ fn a_redirect_from_inside_keeps_working_sealed() {
     let bob = Req::bob(&contact, "out-4@203.0.113.5");
     let sent = h.feed(&bob.make("INVITE", "b6", 1), BOB);
     assert!(super::to(&sent, ALICE, "INVITE ").is_empty(), "{sent:?}");
+}
+
+/// A sealed Call-ID that an outsider replays toward another outsider leaves sealed again:
+/// the edge opens its seals for the inside only.
+#[test]
+fn a_sealed_call_id_replayed_outside_stays_sealed() {
+    let mut h = Hiding::with(
+        "users = [{ user = \"carol\", domain = \"example.com\", password = \"pw\" }]\n",
+    );
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    let sealed = call_id_in(&inv);
+    // carol registers from outside.
+    const CAROL: &str = "203.0.113.7:5060";
+    let register = |n: u32, auth: &str| {
+        let mut lines = vec![
+            format!("Via: SIP/2.0/UDP {CAROL};branch=z9hG4bKc{n}"),
+            "From: <sip:carol@example.com>;tag=r".into(),
+            "To: <sip:carol@example.com>".into(),
+            "Call-ID: reg-carol".into(),
+            format!("CSeq: {n} REGISTER"),
+            format!("Contact: <sip:carol@{CAROL}>"),
+        ];
+        lines.extend((!auth.is_empty()).then(|| auth.trim_end().to_string()));
+        msg("REGISTER sip:example.com SIP/2.0", &lines)
+    };
+    let challenge = h.one(&register(1, ""), CAROL, CAROL, "SIP/2.0 401");
+    let nonce = super::nonce_of(&challenge);
+    let uri = "sip:example.com";
+    let creds = super::credentials_of(
+        "carol",
+        "Authorization",
+        &nonce,
+        "00000001",
+        "REGISTER",
+        uri,
+    );
+    h.one(&register(2, &creds), CAROL, CAROL, "SIP/2.0 200");
+
+    let replay = Req::bob("sip:carol@example.com", &sealed).make("INVITE", "b9", 1);
+    let at_carol = h.one(&replay, BOB, CAROL, "INVITE ");
+    assert_eq!(call_id_in(&at_carol), sealed, "{at_carol}");
+    let ok = answer("200 OK", &at_carol, "c", &format!("sip:carol@{CAROL}"));
+    assert_eq!(call_id_in(&h.one(&ok, CAROL, BOB, "SIP/2.0 200")), sealed);
+    h.outside_saw_nothing_inside();
 }
