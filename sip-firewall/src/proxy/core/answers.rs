@@ -30,6 +30,7 @@ impl Core {
                 fork: None,
                 wire_call_id,
                 made_inside: false,
+                secret: 0,
             },
         );
     }

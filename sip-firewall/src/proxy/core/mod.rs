@@ -307,17 +307,17 @@ impl Core {
     }
 
     /// The Call-ID of `msg`, a request going to `dest`, sealed when `dest` is hidden from
-    /// and `seal` (the dialog was made inside, or the Call-ID came sealed: see
-    /// `super::hide`). One that cannot be sealed is not shown: the request goes with a
-    /// Call-ID of our seal's failure, which nothing matches.
-    pub(super) fn hide_call_id(&self, msg: &mut SipMsg, dest: Destination, seal: bool) {
-        if !seal || !self.hides_toward(dest.addr.ip()) {
+    /// and `seal` names the ring secret to seal under (the dialog was made inside, or the
+    /// Call-ID came sealed: see `super::hide`). One that cannot be sealed is not shown:
+    /// the request goes with a Call-ID of our seal's failure, which nothing matches.
+    pub(super) fn hide_call_id(&self, msg: &mut SipMsg, dest: Destination, seal: Option<usize>) {
+        let Some(secret) = seal.filter(|_| self.hides_toward(dest.addr.ip())) else {
             return;
-        }
+        };
         let Some(inner) = msg.get(HeaderName::CallId).map(str::to_string) else {
             return;
         };
-        let sealed = self.keys.call_id.seal(&inner).unwrap_or_else(|| {
+        let sealed = self.keys.call_id.seal(&inner, secret).unwrap_or_else(|| {
             debug!("a Call-ID could not be sealed");
             "sfwth-unsealed".into()
         });

@@ -37,10 +37,12 @@ impl Core {
         internal && !in_any(&self.settings.internal_next_hops, ip)
     }
 
-    /// Note on the server transaction `key` whether its request's dialog was made inside.
-    fn set_made_inside(&mut self, key: &ServerKey, made_inside: bool) {
+    /// Note on the server transaction `key` whether its request's dialog was made inside,
+    /// and the ring secret its Call-ID is sealed under toward the outside (`super::hide`).
+    fn set_made_inside(&mut self, key: &ServerKey, made_inside: bool, secret: usize) {
         if let Some(e) = self.servers.get_mut(key) {
             e.made_inside = made_inside;
+            e.secret = secret;
         }
     }
 
@@ -62,7 +64,7 @@ impl Core {
             .and_then(|t| name_addr::parse_single(t).ok())
             .is_some_and(|a| a.tag.is_some());
         // An initial request makes its dialog where its source is (`super::hide`).
-        self.set_made_inside(&r.key, !in_dialog && self.made_inside(ctx.source.ip()));
+        self.set_made_inside(&r.key, !in_dialog && self.made_inside(ctx.source.ip()), 0);
 
         // Relay mode: a request the registrar sends through our Path entry (RFC 5626 5.3).
         if !in_dialog && let Some(token) = popped.iter().find_map(|e| route::flow::flow_token_of(e))
@@ -79,8 +81,8 @@ impl Core {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
-            let (dest, made_inside) = self.dialog_hop(&popped, m, &msg, ctx.source, r.now)?;
-            self.set_made_inside(&r.key, made_inside);
+            let hop = self.dialog_hop(&popped, m, &msg, ctx.source, r.now)?;
+            self.set_made_inside(&r.key, hop.made_inside, hop.secret);
             self.reveal_target(&mut msg);
             self.fraud_in_dialog(m, r.method, r.now);
             if !trusted {
@@ -88,7 +90,7 @@ impl Core {
                 // domain asserts an identity (RFC 3325 5).
                 self.strip_identity(&mut msg);
             }
-            return self.forward(&r.onward(None), msg, vec![(None, dest)]);
+            return self.forward(&r.onward(None), msg, vec![(None, hop.dest)]);
         }
 
         // Initial request. A preloaded route from outside is not honoured: it would let

@@ -25,15 +25,18 @@ pub(super) struct ServerEntry {
     /// back (`crate::proxy::hide`).
     pub(super) wire_call_id: Option<String>,
     /// Whether the request's dialog was made inside: toward a hidden destination its
-    /// Call-ID leaves sealed (`crate::proxy::hide`).
+    /// Call-ID leaves sealed (`crate::proxy::hide`), under the ring's `secret` (that of
+    /// the dialog's stamp; 0, the current one, for a new dialog).
     pub(super) made_inside: bool,
+    pub(super) secret: usize,
 }
 
 impl ServerEntry {
-    /// Whether the request's Call-ID leaves sealed toward a hidden destination: its dialog
-    /// was made inside, or it came sealed (`crate::proxy::hide`).
-    pub(super) fn seals_call_id(&self) -> bool {
-        self.made_inside || self.wire_call_id.is_some()
+    /// The ring secret the request's Call-ID leaves sealed under toward a hidden
+    /// destination, when it does: its dialog was made inside, or it came sealed
+    /// (`crate::proxy::hide`).
+    pub(super) fn call_id_seal(&self) -> Option<usize> {
+        (self.made_inside || self.wire_call_id.is_some()).then_some(self.secret)
     }
 }
 
@@ -208,6 +211,7 @@ mod tests {
             fork: None,
             wire_call_id: None,
             made_inside: false,
+            secret: 0,
         }
     }
 

@@ -2,7 +2,8 @@
 //! sealed with AES-SIV (RFC 5297) under a key derived from `[auth] secret`
 //! ([`Purpose::HiddenCallId`]). Deterministic: every message of a dialog, and the CANCEL
 //! and ACK of an INVITE (RFC 3261 9.1, 17.1.1.3), carry the same text, made on any node
-//! sharing the secret, before or after a reload. Which messages carry it is the core's
+//! sharing the secret, before or after a reload, and across a roll of the secret (sealed
+//! under the secret of the dialog's stamp). Which messages carry it is the core's
 //! decision (the rule is in the parent module's doc).
 
 use aes_siv::{KeyInit as _, siv::Aes256Siv};
@@ -35,10 +36,13 @@ impl CallIdSeal {
         }
     }
 
-    /// `sfwth-<seal>` standing for `call_id`; None when it cannot be sealed (then the
-    /// message is not sent with it: see `Core::hide_call_id`).
-    pub fn seal(&self, call_id: &str) -> Option<String> {
-        let mut c = Aes256Siv::new_from_slice(self.keys.first()?).ok()?;
+    /// `sfwth-<seal>` standing for `call_id`, sealed under the ring's `secret` (0 the
+    /// current, `i + 1` the `i`th previous: the one a dialog's stamp was sealed under, so
+    /// that the dialog keeps one text across a roll; the current one when it is gone).
+    /// None when it cannot be sealed.
+    pub fn seal(&self, call_id: &str, secret: usize) -> Option<String> {
+        let key = self.keys.get(secret).or(self.keys.first())?;
+        let mut c = Aes256Siv::new_from_slice(key).ok()?;
         let sealed = c.encrypt([BOUND], call_id.as_bytes()).ok()?;
         Some(format!("{HIDDEN_PREFIX}{}", hex(&sealed)))
     }
@@ -69,24 +73,26 @@ mod tests {
 
     /// A Call-ID naming its host goes out as one text that names nothing, the same each
     /// time and on every node of the secret, and comes back; after a roll the previous
-    /// secret still opens it.
+    /// secret still opens it and, asked for, seals it the same.
     #[test]
     fn a_call_id_is_sealed_the_same_each_time_and_opens() {
         let seal = CallIdSeal::new(&ring("5a", &[]));
         let inner = "a84b4c76e66710@10.1.0.9";
-        let shown = seal.seal(inner).unwrap();
+        let shown = seal.seal(inner, 0).unwrap();
         assert!(
             shown.starts_with("sfwth-") && !shown.contains("10.1.0."),
             "{shown}"
         );
         assert_eq!(
-            CallIdSeal::new(&ring("5a", &[])).seal(inner),
+            CallIdSeal::new(&ring("5a", &[])).seal(inner, 0),
             Some(shown.clone())
         );
         assert_eq!(seal.open(&shown).as_deref(), Some(inner));
         let rolled = CallIdSeal::new(&ring("6b", &["5a"]));
         assert_eq!(rolled.open(&shown).as_deref(), Some(inner));
-        assert_ne!(rolled.seal(inner), Some(shown));
+        assert_ne!(rolled.seal(inner, 0), Some(shown.clone()));
+        assert_eq!(rolled.seal(inner, 1), Some(shown.clone()));
+        assert_eq!(seal.seal(inner, 1), Some(shown));
     }
 
     /// Forged, tampered, foreign and oversized seals open nothing: the message keeps the
@@ -94,7 +100,7 @@ mod tests {
     #[test]
     fn a_forged_seal_opens_nothing() {
         let seal = CallIdSeal::new(&ring("5a", &[]));
-        let shown = seal.seal("x@10.1.0.9").unwrap();
+        let shown = seal.seal("x@10.1.0.9", 0).unwrap();
         let i = HIDDEN_PREFIX.len();
         let flipped = if &shown[i..=i] == "0" { "1" } else { "0" };
         let tampered = format!("{}{flipped}{}", &shown[..i], &shown[i + 1..]);

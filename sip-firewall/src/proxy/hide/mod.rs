@@ -47,10 +47,9 @@
 //!   keeps the request as sent, so its CANCEL and the ACK of a non-2xx carry the same
 //!   text (9.1, 17.1.1.3); it is matched by its branch, not by Call-ID.
 //!
-//! A seal is made under the current secret and opens under previous ones too: after a
-//! roll (`[auth] previous_secrets`), requests from outside in dialogs made before it still
-//! reach inside, but an in-dialog request from inside shows those dialogs' outside party a
-//! new Call-ID.
+//! A seal opens under the previous secrets too (`[auth] previous_secrets`), and a dialog's
+//! Call-ID is sealed under the secret its stamp was sealed under (the current one for a
+//! new dialog): across a roll, a dialog keeps one text both ways.
 
 use aes_siv::{KeyInit as _, siv::Aes256Siv};
 use sip_firewall_sip::{

@@ -27,20 +27,21 @@ impl Hiding {
         Hiding::with("")
     }
 
-    /// The edge with `extra` sections of its own.
+    /// The edge with `extra` lines of its own after `[auth] secret`.
     fn with(extra: &str) -> Hiding {
-        let text = format!(
-            "[sip]\nlisten = [\"{EDGE}:5060\"]\ndomains = [\"example.com\"]\n\
-             [policy]\nallow = [\"10.0.0.0/8\"]\n[proxy]\ntopology_hiding = \"outside\"\n\
-             [auth]\nsecret = \"{}\"\n{extra}",
-            "c3".repeat(32)
-        );
         let now = Instant::now();
         Hiding {
-            core: super::core(&text, now),
+            core: super::core(&config(&"c3".repeat(32), extra), now),
             now,
             to_bob: Vec::new(),
         }
+    }
+
+    /// The edge restarted after a roll of its secret: the one of [`Hiding::with`] now
+    /// previous.
+    fn rolled(&mut self) {
+        let previous = format!("previous_secrets = [\"{}\"]\n", "c3".repeat(32));
+        self.core = super::core(&config(&"d4".repeat(32), &previous), self.now);
     }
 
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
@@ -75,6 +76,15 @@ impl Hiding {
             }
         }
     }
+}
+
+/// The edge's configuration, `[auth] secret` `secret` followed by `extra`.
+fn config(secret: &str, extra: &str) -> String {
+    format!(
+        "[sip]\nlisten = [\"{EDGE}:5060\"]\ndomains = [\"example.com\"]\n\
+         [policy]\nallow = [\"10.0.0.0/8\"]\n[proxy]\ntopology_hiding = \"outside\"\n\
+         [auth]\nsecret = \"{secret}\"\n{extra}"
+    )
 }
 
 /// A message: its first line, header lines, no body.
@@ -190,6 +200,17 @@ fn alice_calls_bob(h: &mut Hiding, call_id: &str, branch: &str) -> (String, Stri
     (inv, at_alice)
 }
 
+/// bob answers alice's `inv` (her `call_id`) 200: alice's side of the dialog, along the
+/// route set of the 200 she gets (RFC 3261 12.1.2: its Record-Route reversed).
+fn bob_answers<'a>(h: &mut Hiding, inv: &str, call_id: &'a str) -> Req<'a> {
+    let ok = answer("200 OK", inv, "b", "sip:bob@203.0.113.5:5060");
+    let ok_at_alice = h.one(&ok, BOB, ALICE, "SIP/2.0 200");
+    assert_eq!(call_id_in(&ok_at_alice), call_id);
+    let mut routes = values(&ok_at_alice, "Record-Route");
+    routes.reverse();
+    Req::alice(call_id, ";tag=b", routes)
+}
+
 /// A dialog made inside: bob sees one sealed Call-ID in every message of it, alice her
 /// own; requests from bob's side reach alice with hers.
 #[test]
@@ -198,12 +219,7 @@ fn a_dialog_made_inside_shows_the_outside_a_sealed_call_id() {
     let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
     let sealed = call_id_in(&inv);
     assert!(sealed.starts_with("sfwth-"), "{inv}");
-    let ok = answer("200 OK", &inv, "b", "sip:bob@203.0.113.5:5060");
-    let ok_at_alice = h.one(&ok, BOB, ALICE, "SIP/2.0 200");
-    assert_eq!(call_id_in(&ok_at_alice), "in-1@10.1.0.9");
-    let mut caller_routes = values(&ok_at_alice, "Record-Route");
-    caller_routes.reverse();
-    let alice = Req::alice("in-1@10.1.0.9", ";tag=b", caller_routes);
+    let alice = bob_answers(&mut h, &inv, "in-1@10.1.0.9");
     let ack = h.one(&alice.make("ACK", "a1ack", 1), ALICE, BOB, "ACK ");
     assert_eq!(call_id_in(&ack), sealed);
     let reinvite = h.one(&alice.make("INVITE", "a1re", 2), ALICE, BOB, "INVITE ");
@@ -243,8 +259,7 @@ fn a_dialog_made_inside_shows_the_outside_a_sealed_call_id() {
 fn the_edges_own_bye_carries_each_sides_call_id() {
     let mut h = Hiding::with("[fraud]\nmax_call_duration = \"10s\"\n");
     let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
-    let ok = answer("200 OK", &inv, "b", "sip:bob@203.0.113.5:5060");
-    h.one(&ok, BOB, ALICE, "SIP/2.0 200");
+    bob_answers(&mut h, &inv, "in-1@10.1.0.9");
     let sent = h.advance(Duration::from_secs(11));
     for (to, call_id) in [(BOB, call_id_in(&inv)), (ALICE, "in-1@10.1.0.9".into())] {
         let byes = super::to(&sent, to, "BYE ");
@@ -399,5 +414,28 @@ fn a_sealed_call_id_replayed_outside_stays_sealed() {
     assert_eq!(call_id_in(&at_carol), sealed, "{at_carol}");
     let ok = answer("200 OK", &at_carol, "c", &format!("sip:carol@{CAROL}"));
     assert_eq!(call_id_in(&h.one(&ok, CAROL, BOB, "SIP/2.0 200")), sealed);
+    h.outside_saw_nothing_inside();
+}
+
+/// A dialog made inside before a roll of the secret keeps its sealed Call-ID after it:
+/// alice's re-INVITE reaches bob in the text he knows, bob's BYE reaches alice in hers.
+#[test]
+fn a_dialog_keeps_its_sealed_call_id_across_a_secret_roll() {
+    let mut h = Hiding::new();
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    let sealed = call_id_in(&inv);
+    let alice = bob_answers(&mut h, &inv, "in-1@10.1.0.9");
+    h.rolled();
+    let reinvite = h.one(&alice.make("INVITE", "a1re", 2), ALICE, BOB, "INVITE ");
+    assert_eq!(call_id_in(&reinvite), sealed);
+    let target = contact_in(&inv);
+    let bob = Req {
+        from: "<sip:bob@203.0.113.5>;tag=b".into(),
+        to: "<sip:alice@example.com>;tag=a".into(),
+        routes: values(&inv, "Record-Route"),
+        ..Req::bob(&target, &sealed)
+    };
+    let bye = h.one(&bob.make("BYE", "b1bye", 1), BOB, ALICE, "BYE ");
+    assert_eq!(call_id_in(&bye), "in-1@10.1.0.9");
     h.outside_saw_nothing_inside();
 }
