@@ -12,6 +12,8 @@
 //!   entries above our first one (proxies inside) and our entries that name another side
 //!   than the destination's: the outside keeps a route set of our outside entry and its own.
 //!
+//! - The answer to a REGISTER from outside lists the registrant's own bindings only, not
+//!   the other devices of its address of record (RFC 3261 10.3 step 8 lists them all).
 //! - A Contact going outward (in a request other than REGISTER, or in an answer) is
 //!   replaced by `<sip:sfwth-<seal>@<our side>>`: the inner Contact sealed with AES-SIV
 //!   (RFC 5297; deterministic, so a dialog's target stays one text) under a key derived
@@ -178,6 +180,23 @@ fn hide_each(msg: &mut SipMsg, side: &str, hide: impl Fn(&str, &str) -> Option<S
         .filter_map(|v| hide(v, side))
         .collect();
     msg.replace_all(HeaderName::Contact, hidden);
+}
+
+/// The header lines of our answer to a REGISTER (`extra`) as a registrant outside sees
+/// them: of the Contact lines (every binding of the address of record, RFC 3261 10.3 step
+/// 8), those of the contacts the REGISTER carried (`own`, its own bindings, which it
+/// checks: 10.2.4); the others are other devices of the address of record, maybe inside.
+pub fn register_answer_outward(extra: &mut Vec<String>, own: &[&str]) {
+    extra.retain(|line| {
+        let Some(value) = line.strip_prefix("Contact:") else {
+            return true;
+        };
+        let mut ours = false;
+        let _ = name_addr::parse_contact(value.trim(), |a| {
+            ours |= own.iter().any(|o| o.eq_ignore_ascii_case(a.uri_text));
+        });
+        ours
+    });
 }
 
 /// The request `msg` (our Via on top) as the outside sees it: our Via only; of its

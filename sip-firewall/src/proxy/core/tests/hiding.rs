@@ -13,13 +13,17 @@ const EDGE: &str = "192.0.2.10";
 const ALICE: &str = "10.1.0.9:5070";
 const BOB: &str = "203.0.113.5:5060";
 /// What the outside must never see: the inside's addresses and alice's Call-IDs.
-const INSIDE: [&str; 3] = ["10.1.", "in-1", "in-2"];
+const INSIDE: [&str; 4] = ["10.1.", "in-1", "in-2", "in-3"];
+/// carol, a user of ours, and her phone outside.
+const CAROL_USER: &str =
+    "users = [{ user = \"carol\", domain = \"example.com\", password = \"pw\" }]\n";
+const CAROL: &str = "203.0.113.7:5060";
 
 struct Hiding {
     core: Core,
     now: Instant,
-    /// Everything the edge sent to bob.
-    to_bob: Vec<String>,
+    /// Everything the edge sent outside (anywhere but 10.0.0.0/8).
+    outside: Vec<String>,
 }
 
 impl Hiding {
@@ -33,7 +37,7 @@ impl Hiding {
         Hiding {
             core: super::core(&config(&"c3".repeat(32), extra), now),
             now,
-            to_bob: Vec::new(),
+            outside: Vec::new(),
         }
     }
 
@@ -47,7 +51,7 @@ impl Hiding {
     fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
         let ctx = super::ctx_on(source, &format!("{EDGE}:5060"), Transport::Datagram);
         let sent = super::feed(&mut self.core, self.now, text, &ctx).1;
-        self.to_bob.extend(super::to(&sent, BOB, ""));
+        self.keep_outside(&sent);
         sent
     }
 
@@ -63,14 +67,51 @@ impl Hiding {
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
         let step = Duration::from_millis(100);
         let sent = super::advance(&mut self.core, &mut self.now, d, step);
-        self.to_bob.extend(super::to(&sent, BOB, ""));
+        self.keep_outside(&sent);
         sent
     }
 
-    /// Nothing bob received names the inside.
+    fn keep_outside(&mut self, sent: &[(SocketAddr, String)]) {
+        let outside = sent
+            .iter()
+            .filter(|(a, _)| !matches!(a.ip(), IpAddr::V4(v) if v.octets()[0] == 10));
+        self.outside.extend(outside.map(|(_, m)| m.clone()));
+    }
+
+    /// `user` registers at example.com from `addr`: digest-challenged when outside.
+    fn register(&mut self, user: &str, addr: &str) {
+        let register = |n: u32, auth: &str| {
+            let mut lines = vec![
+                format!("Via: SIP/2.0/UDP {addr};branch=z9hG4bK{user}{n}"),
+                format!("From: <sip:{user}@example.com>;tag=r"),
+                format!("To: <sip:{user}@example.com>"),
+                format!("Call-ID: reg-{user}@{addr}"),
+                format!("CSeq: {n} REGISTER"),
+                format!("Contact: <sip:{user}@{addr}>"),
+            ];
+            lines.extend((!auth.is_empty()).then(|| auth.trim_end().to_string()));
+            msg("REGISTER sip:example.com SIP/2.0", &lines)
+        };
+        let sent = self.feed(&register(1, ""), addr);
+        let mut last = super::sent_starting(&sent, "SIP/2.0 ").to_string();
+        if last.starts_with("SIP/2.0 401") {
+            let nonce = super::nonce_of(&last);
+            let (header, nc, uri) = ("Authorization", "00000001", "sip:example.com");
+            let creds = super::credentials_of(user, header, &nonce, nc, "REGISTER", uri);
+            last = self.one(&register(2, &creds), addr, addr, "SIP/2.0 200");
+        }
+        assert!(last.starts_with("SIP/2.0 200"), "{last}");
+        // RFC 3261 10.2.4: its own binding, whatever else it is not shown.
+        assert!(
+            last.contains(&format!("Contact: <sip:{user}@{addr}>")),
+            "{last}"
+        );
+    }
+
+    /// Nothing the outside received names the inside.
     fn outside_saw_nothing_inside(&self) {
-        assert!(!self.to_bob.is_empty());
-        for m in &self.to_bob {
+        assert!(!self.outside.is_empty());
+        for m in &self.outside {
             for inner in INSIDE {
                 assert!(!m.contains(inner), "{inner} in {m}");
             }
@@ -295,18 +336,7 @@ fn a_cancel_and_the_ack_of_a_487_carry_the_invites_sealed_call_id() {
 
 /// alice registers from inside; bob (outside) calls her with `call_id`: her INVITE.
 fn bob_calls_alice(h: &mut Hiding, call_id: &str, branch: &str) -> String {
-    let register = msg(
-        "REGISTER sip:example.com SIP/2.0",
-        &[
-            format!("Via: SIP/2.0/UDP {ALICE};branch=z9hG4bKreg"),
-            "From: <sip:alice@example.com>;tag=r".into(),
-            "To: <sip:alice@example.com>".into(),
-            "Call-ID: reg@10.1.0.9".into(),
-            "CSeq: 1 REGISTER".into(),
-            format!("Contact: <sip:alice@{ALICE}>"),
-        ],
-    );
-    h.one(&register, ALICE, ALICE, "SIP/2.0 200");
+    h.register("alice", ALICE);
     let bob = Req::bob("sip:alice@example.com", call_id);
     h.one(&bob.make("INVITE", branch, 1), BOB, ALICE, "INVITE ")
 }
@@ -377,37 +407,10 @@ fn a_redirect_from_inside_keeps_working_sealed() {
 /// the edge opens its seals for the inside only.
 #[test]
 fn a_sealed_call_id_replayed_outside_stays_sealed() {
-    let mut h = Hiding::with(
-        "users = [{ user = \"carol\", domain = \"example.com\", password = \"pw\" }]\n",
-    );
+    let mut h = Hiding::with(CAROL_USER);
     let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
     let sealed = call_id_in(&inv);
-    // carol registers from outside.
-    const CAROL: &str = "203.0.113.7:5060";
-    let register = |n: u32, auth: &str| {
-        let mut lines = vec![
-            format!("Via: SIP/2.0/UDP {CAROL};branch=z9hG4bKc{n}"),
-            "From: <sip:carol@example.com>;tag=r".into(),
-            "To: <sip:carol@example.com>".into(),
-            "Call-ID: reg-carol".into(),
-            format!("CSeq: {n} REGISTER"),
-            format!("Contact: <sip:carol@{CAROL}>"),
-        ];
-        lines.extend((!auth.is_empty()).then(|| auth.trim_end().to_string()));
-        msg("REGISTER sip:example.com SIP/2.0", &lines)
-    };
-    let challenge = h.one(&register(1, ""), CAROL, CAROL, "SIP/2.0 401");
-    let nonce = super::nonce_of(&challenge);
-    let uri = "sip:example.com";
-    let creds = super::credentials_of(
-        "carol",
-        "Authorization",
-        &nonce,
-        "00000001",
-        "REGISTER",
-        uri,
-    );
-    h.one(&register(2, &creds), CAROL, CAROL, "SIP/2.0 200");
+    h.register("carol", CAROL);
 
     let replay = Req::bob("sip:carol@example.com", &sealed).make("INVITE", "b9", 1);
     let at_carol = h.one(&replay, BOB, CAROL, "INVITE ");
@@ -437,5 +440,42 @@ fn a_dialog_keeps_its_sealed_call_id_across_a_secret_roll() {
     };
     let bye = h.one(&bob.make("BYE", "b1bye", 1), BOB, ALICE, "BYE ");
     assert_eq!(call_id_in(&bye), "in-1@10.1.0.9");
+    h.outside_saw_nothing_inside();
+}
+
+/// alice calls carol, registered inside and outside (the answer to the outside REGISTER
+/// lists the outside binding only): the outside branch gets the sealed
+/// Call-ID, the inside one alice's; the outside answers, the inside branch is cancelled in
+/// alice's Call-ID, and alice gets the 200 in hers.
+#[test]
+fn a_fork_seals_the_call_id_on_its_outside_branch_only() {
+    let mut h = Hiding::with(CAROL_USER);
+    let desk = "10.1.0.30:5060";
+    // The desk first: the 200 to carol's phone outside does not list it.
+    h.register("carol", desk);
+    h.register("carol", CAROL);
+    let alice = Req {
+        ruri: "sip:carol@example.com",
+        to: "<sip:carol@example.com>".into(),
+        ..Req::alice("in-3@10.1.0.9", "", Vec::new())
+    };
+    let sent = h.feed(&alice.make("INVITE", "a3", 1), ALICE);
+    let outside = super::to(&sent, CAROL, "INVITE ");
+    let inside = super::to(&sent, desk, "INVITE ");
+    assert_eq!((outside.len(), inside.len()), (1, 1), "{sent:?}");
+    assert!(call_id_in(&outside[0]).starts_with("sfwth-"));
+    assert_eq!(call_id_in(&inside[0]), "in-3@10.1.0.9");
+    h.feed(
+        &answer("180 Ringing", &inside[0], "d", &format!("sip:carol@{desk}")),
+        desk,
+    );
+    let ok = answer("200 OK", &outside[0], "c", &format!("sip:carol@{CAROL}"));
+    let sent = h.feed(&ok, CAROL);
+    let cancel = super::to(&sent, desk, "CANCEL ");
+    assert_eq!(cancel.len(), 1, "{sent:?}");
+    assert_eq!(call_id_in(&cancel[0]), "in-3@10.1.0.9");
+    let at_alice = super::to(&sent, ALICE, "SIP/2.0 200");
+    assert_eq!(at_alice.len(), 1, "{sent:?}");
+    assert_eq!(call_id_in(&at_alice[0]), "in-3@10.1.0.9");
     h.outside_saw_nothing_inside();
 }
