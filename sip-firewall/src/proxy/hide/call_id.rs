@@ -6,14 +6,12 @@
 //! under the secret of the dialog's stamp). Which messages carry it is the core's
 //! decision (the rule is in the parent module's doc).
 
-use aes_siv::{KeyInit as _, siv::Aes256Siv};
-
 use crate::auth::{
     digest::{hex, unhex},
     keys::{KeyRing, Purpose},
 };
 
-use super::HIDDEN_PREFIX;
+use super::{HIDDEN_PREFIX, siv::SivKeys};
 
 /// Longest sealed Call-ID opened (hex digits): a bound on the work one message costs.
 const MAX_SEALED_HEX: usize = 1024;
@@ -23,16 +21,14 @@ const BOUND: &[u8] = b"call-id";
 
 /// The seal of inner Call-IDs (see the module doc).
 pub struct CallIdSeal {
-    /// The current secret's key (which seals) first, then the previous secrets' (which
-    /// still open what the outside was shown before a roll).
-    keys: Vec<[u8; 64]>,
+    keys: SivKeys,
 }
 
 impl CallIdSeal {
     /// The seal under the ring's keys.
     pub fn new(ring: &KeyRing) -> CallIdSeal {
         CallIdSeal {
-            keys: ring.derive_all::<64>(Purpose::HiddenCallId),
+            keys: SivKeys::new(ring, Purpose::HiddenCallId),
         }
     }
 
@@ -41,9 +37,7 @@ impl CallIdSeal {
     /// that the dialog keeps one text across a roll; the current one when it is gone).
     /// None when it cannot be sealed.
     pub fn seal(&self, call_id: &str, secret: usize) -> Option<String> {
-        let key = self.keys.get(secret).or(self.keys.first())?;
-        let mut c = Aes256Siv::new_from_slice(key).ok()?;
-        let sealed = c.encrypt([BOUND], call_id.as_bytes()).ok()?;
+        let sealed = self.keys.seal(BOUND, call_id.as_bytes(), secret)?;
         Some(format!("{HIDDEN_PREFIX}{}", hex(&sealed)))
     }
 
@@ -54,11 +48,7 @@ impl CallIdSeal {
         if sealed.len() > MAX_SEALED_HEX {
             return None;
         }
-        let raw = unhex(sealed)?;
-        self.keys.iter().find_map(|k| {
-            let mut c = Aes256Siv::new_from_slice(k).ok()?;
-            String::from_utf8(c.decrypt([BOUND], &raw).ok()?).ok()
-        })
+        self.keys.open(BOUND, &unhex(sealed)?)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Topology hiding (`[proxy] topology_hiding = "outside"`): toward a destination that is not
-//! allow-listed (`[policy] allow`), no Via or Record-Route entry names a host inside.
+//! allow-listed (`[policy] allow`), no Via, Record-Route entry, Contact or Call-ID names a
+//! host inside.
 //!
 //! - A request leaves with our Via only, and of the Record-Route entries with ours on the
 //!   destination's side only (when we record-route; none else). The client transaction
@@ -11,7 +12,6 @@
 //! - An answer relayed outward (its request came from outside) loses the Record-Route
 //!   entries above our first one (proxies inside) and our entries that name another side
 //!   than the destination's: the outside keeps a route set of our outside entry and its own.
-//!
 //! - The answer to a REGISTER from outside lists the registrant's own bindings only, not
 //!   the other devices of its address of record (RFC 3261 10.3 step 8 lists them all).
 //! - A Contact going outward (in a request other than REGISTER, or in an answer) is
@@ -19,8 +19,8 @@
 //!   (RFC 5297; deterministic, so a dialog's target stays one text) under a key derived
 //!   from `[auth] secret` ([`Purpose::HiddenContact`]). An in-dialog request from outside
 //!   whose Request-URI is such a URI of ours gets the inner Contact's URI back (RFC 3261
-//!   12.2.1.1: the remote target), stateless, on any node sharing the secret.
-//!
+//!   12.2.1.1: the remote target), stateless, on any node sharing the secret (sealed
+//!   under the current secret, opened under the previous ones too).
 //! - A 3xx relayed outward has its Contacts sealed the same way but as redirect targets
 //!   (bound to their use and to the time they were sealed): an initial request from
 //!   outside whose Request-URI is such a URI of ours goes to the inner target
@@ -53,7 +53,6 @@
 //! Call-ID is sealed under the secret its stamp was sealed under (the current one for a
 //! new dialog): across a roll, a dialog keeps one text both ways.
 
-use aes_siv::{KeyInit as _, siv::Aes256Siv};
 use sip_firewall_sip::{
     headers::{HeaderName, name_addr},
     uri::{self, Uri},
@@ -65,6 +64,9 @@ use crate::auth::{
 };
 
 pub mod call_id;
+mod siv;
+
+use siv::SivKeys;
 
 use super::{
     msg::SipMsg,
@@ -89,21 +91,20 @@ const REDIRECT: &[u8] = b"redirect";
 
 /// The seal of inner Contacts shown outside (see the module doc).
 pub struct ContactSeal {
-    key: [u8; 64],
+    keys: SivKeys,
 }
 
 impl ContactSeal {
-    /// The seal under the current secret's key.
-    pub fn new(keys: &KeyRing) -> ContactSeal {
+    /// The seal under the ring's keys: the current secret's seals, all open.
+    pub fn new(ring: &KeyRing) -> ContactSeal {
         ContactSeal {
-            key: keys.current().derive::<64>(Purpose::HiddenContact),
+            keys: SivKeys::new(ring, Purpose::HiddenContact),
         }
     }
 
     /// `<sip:sfwth-<seal>@side>` standing for `value`, sealed for its use `bound`.
     fn hide(&self, bound: &[u8], value: &str, side: &str) -> Option<String> {
-        let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
-        let sealed = c.encrypt([bound], value.as_bytes()).ok()?;
+        let sealed = self.keys.seal(bound, value.as_bytes(), 0)?;
         Some(format!("<sip:{HIDDEN_PREFIX}{}@{side}>", hex(&sealed)))
     }
 
@@ -117,9 +118,7 @@ impl ContactSeal {
         if sealed.len() > MAX_SEALED_HEX || !local.is_us(&u) {
             return None;
         }
-        let raw = unhex(sealed)?;
-        let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
-        String::from_utf8(c.decrypt([bound], &raw).ok()?).ok()
+        self.keys.open(bound, &unhex(sealed)?)
     }
 
     /// The URI of the inner Contact a Request-URI of ours (`local`) stands for; None for
@@ -287,8 +286,8 @@ mod tests {
     }
 
     /// An inner Contact goes out sealed under our outside address and comes back as the
-    /// inner URI; a seal under another secret, a tampered one or one naming another host
-    /// opens nothing.
+    /// inner URI, after a roll of the secret too; a seal under another secret, a tampered
+    /// one or one naming another host opens nothing.
     #[test]
     fn contacts_go_out_sealed_and_come_back() {
         let ring = |hex: &str| KeyRing::from_config(Some(hex), &[]).unwrap();
@@ -309,6 +308,9 @@ mod tests {
         assert_eq!(back.as_deref(), Some("sip:alice@10.1.0.9:5070;ob"));
         let other = ContactSeal::new(&ring(&"6b".repeat(32)));
         assert_eq!(other.reveal(uri, &local()), None);
+        let rolled = KeyRing::from_config(Some(&"6b".repeat(32)), &["5a".repeat(32)]).unwrap();
+        let rolled = ContactSeal::new(&rolled);
+        assert_eq!(rolled.reveal(uri, &local()), back);
         assert_eq!(
             seal.reveal(&uri.replace("@192.0.2.1", "@192.0.2.99"), &local()),
             None
