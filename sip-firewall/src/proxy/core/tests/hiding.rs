@@ -214,6 +214,17 @@ impl<'a> Req<'a> {
         }
     }
 
+    /// bob's request in the dialog that alice's INVITE `inv` (as he got it) set up: to
+    /// its Contact (`target`) along its Record-Route (RFC 3261 12.1.1), in `call_id`.
+    fn bob_in_dialog(inv: &str, target: &'a str, call_id: &'a str) -> Req<'a> {
+        Req {
+            from: "<sip:bob@203.0.113.5>;tag=b".into(),
+            to: "<sip:alice@example.com>;tag=a".into(),
+            routes: values(inv, "Record-Route"),
+            ..Req::bob(target, call_id)
+        }
+    }
+
     fn make(&self, method: &str, branch: &str, cseq: u32) -> String {
         let mut lines = vec![
             format!("Via: SIP/2.0/UDP {};branch=z9hG4bK{branch}", self.via),
@@ -273,14 +284,7 @@ fn a_dialog_made_inside_shows_the_outside_a_sealed_call_id() {
 
     // bob's requests: to alice's sealed Contact along the route set he was given.
     let target = contact_in(&inv);
-    let bob = Req {
-        ruri: &target,
-        via: BOB,
-        from: "<sip:bob@203.0.113.5>;tag=b".into(),
-        to: "<sip:alice@example.com>;tag=a".into(),
-        call_id: &sealed,
-        routes: values(&inv, "Record-Route"),
-    };
+    let bob = Req::bob_in_dialog(&inv, &target, &sealed);
     for (method, branch) in [("UPDATE", "b1up"), ("BYE", "b1bye")] {
         let at_alice = h.one(&bob.make(method, branch, 1), BOB, ALICE, method);
         assert_eq!(call_id_in(&at_alice), "in-1@10.1.0.9", "{at_alice}");
@@ -420,29 +424,6 @@ fn a_sealed_call_id_replayed_outside_stays_sealed() {
     h.outside_saw_nothing_inside();
 }
 
-/// A dialog made inside before a roll of the secret keeps its sealed Call-ID after it:
-/// alice's re-INVITE reaches bob in the text he knows, bob's BYE reaches alice in hers.
-#[test]
-fn a_dialog_keeps_its_sealed_call_id_across_a_secret_roll() {
-    let mut h = Hiding::new();
-    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
-    let sealed = call_id_in(&inv);
-    let alice = bob_answers(&mut h, &inv, "in-1@10.1.0.9");
-    h.rolled();
-    let reinvite = h.one(&alice.make("INVITE", "a1re", 2), ALICE, BOB, "INVITE ");
-    assert_eq!(call_id_in(&reinvite), sealed);
-    let target = contact_in(&inv);
-    let bob = Req {
-        from: "<sip:bob@203.0.113.5>;tag=b".into(),
-        to: "<sip:alice@example.com>;tag=a".into(),
-        routes: values(&inv, "Record-Route"),
-        ..Req::bob(&target, &sealed)
-    };
-    let bye = h.one(&bob.make("BYE", "b1bye", 1), BOB, ALICE, "BYE ");
-    assert_eq!(call_id_in(&bye), "in-1@10.1.0.9");
-    h.outside_saw_nothing_inside();
-}
-
 /// alice calls carol, registered inside and outside (the answer to the outside REGISTER
 /// lists the outside binding only): the outside branch gets the sealed
 /// Call-ID, the inside one alice's; the outside answers, the inside branch is cancelled in
@@ -478,4 +459,41 @@ fn a_fork_seals_the_call_id_on_its_outside_branch_only() {
     assert_eq!(at_alice.len(), 1, "{sent:?}");
     assert_eq!(call_id_in(&at_alice[0]), "in-3@10.1.0.9");
     h.outside_saw_nothing_inside();
+}
+
+/// A dialog made inside, `change` done to the edge once it is up: alice's re-INVITE
+/// reaches bob in the sealed Call-ID he knows, bob's `method` reaches alice in hers.
+fn dialog_survives(change: impl FnOnce(&mut Hiding), method: &str) {
+    let mut h = Hiding::new();
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    let sealed = call_id_in(&inv);
+    let alice = bob_answers(&mut h, &inv, "in-1@10.1.0.9");
+    change(&mut h);
+    let reinvite = h.one(&alice.make("INVITE", "a1re", 2), ALICE, BOB, "INVITE ");
+    assert_eq!(call_id_in(&reinvite), sealed);
+    let target = contact_in(&inv);
+    let bob = Req::bob_in_dialog(&inv, &target, &sealed);
+    let at_alice = h.one(&bob.make(method, "b1", 1), BOB, ALICE, method);
+    assert_eq!(call_id_in(&at_alice), "in-1@10.1.0.9");
+    h.outside_saw_nothing_inside();
+}
+
+/// Across a roll of the secret (the edge restarted with the old one previous), a dialog
+/// made before it keeps its sealed Call-ID both ways.
+#[test]
+fn a_dialog_keeps_its_sealed_call_id_across_a_secret_roll() {
+    dialog_survives(Hiding::rolled, "BYE");
+}
+
+/// A reload mid-dialog changes nothing the outside sees.
+#[test]
+fn a_reload_keeps_a_dialogs_sealed_call_id() {
+    dialog_survives(
+        |h| {
+            let text = config(&"c3".repeat(32), "");
+            let reloaded = Config::from_toml(&text, std::path::Path::new("t.toml"));
+            h.core.reconfigure(&reloaded.expect("config"));
+        },
+        "UPDATE",
+    );
 }
