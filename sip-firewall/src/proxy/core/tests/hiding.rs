@@ -2,7 +2,10 @@
 //! dialog made inside leaves sealed in every message toward the outside (INVITE, 180/200,
 //! ACK, re-INVITE, UPDATE, BYE from either side, CANCEL and the ACK of a 487) and comes
 //! back inner, the edge's own BYE included; a dialog made outside keeps its Call-ID both
-//! ways; a seal replayed toward another outsider stays sealed; a 3xx from inside leaves
+//! ways; a fork seals on its outside branch only; a dialog keeps its text across a reload,
+//! a roll of the secret and another node taking it over; a seal replayed toward another
+//! outsider stays sealed; the answer to an outside REGISTER lists no inside device; a 3xx
+//! from inside leaves
 //! with sealed targets that a new request from outside reaches. Every byte to the outside
 //! is searched for the inside's addresses and Call-IDs.
 
@@ -495,5 +498,15 @@ fn a_reload_keeps_a_dialogs_sealed_call_id() {
             h.core.reconfigure(&reloaded.expect("config"));
         },
         "UPDATE",
+    );
+}
+
+/// Another node of the same secret (a fresh core: nothing of the dialog in memory) takes
+/// the dialog over: the seals are stateless.
+#[test]
+fn another_node_takes_a_dialog_over() {
+    dialog_survives(
+        |h| h.core = super::core(&config(&"c3".repeat(32), ""), h.now),
+        "BYE",
     );
 }
