@@ -5,9 +5,8 @@
 //! ways; a fork seals on its outside branch only; a dialog keeps its text across a reload,
 //! a roll of the secret and another node taking it over; a seal replayed toward another
 //! outsider stays sealed; the answer to an outside REGISTER lists no inside device; a 3xx
-//! from inside leaves
-//! with sealed targets that a new request from outside reaches. Every byte to the outside
-//! is searched for the inside's addresses and Call-IDs.
+//! from inside leaves with sealed targets that a new request from outside reaches. Every
+//! byte to the outside is searched for the inside's addresses and Call-IDs.
 
 use super::*;
 
