@@ -52,6 +52,9 @@
 //! A seal opens under the previous secrets too (`[auth] previous_secrets`), and a dialog's
 //! Call-ID is sealed under the secret its stamp was sealed under (the current one for a
 //! new dialog): across a roll, a dialog keeps one text both ways.
+//!
+//! `call_id.rs` is the Call-ID seal, `siv.rs` the keys every seal here is made with; the
+//! core decides which message carries which (`super::core`).
 
 use sip_firewall_sip::{
     headers::{HeaderName, name_addr},
