@@ -5,8 +5,10 @@
 //! a re-INVITE from either side and a BYE, complete only if every message leaves from the
 //! address that routes to its destination, with Via and Record-Route naming it (one
 //! Record-Route entry per side, RFC 5658). With `[proxy] topology_hiding = "outside"` (the
-//! inside allow-listed), the same calls work and no byte that reaches the outside phone
-//! names an inside address (Via, Record-Route, Contact).
+//! inside allow-listed), the same calls work (an UPDATE from each callee too, a call from
+//! inside cancelled while it rings, and a call from outside redirected by the inside phone) and no byte that reaches the outside phone names
+//! an inside address (Via, Record-Route, Contact) or the inside phone's Call-IDs, which name
+//! its host; each phone sees its own Call-ID in every message of its dialogs.
 
 mod support;
 
@@ -15,7 +17,12 @@ use std::{net::SocketAddr, time::Duration};
 use sip_firewall_tests::{
     edge::Edge,
     require_root,
-    ua::{Account, header, headers, in_dialog, in_dialog_as_callee, status, udp::Phone},
+    ua::{
+        Account, header, headers, in_dialog, in_dialog_as_callee,
+        msg::{ack_of_failure, cancel_of},
+        response_to, status,
+        udp::Phone,
+    },
 };
 use support::SHORT_TIMERS;
 
@@ -37,11 +44,12 @@ fn config(extra: &str) -> String {
 }
 
 /// `phone` sends `req` and waits for its final response while `peer` receives (and
-/// answers 200) what the edge relays, until `req` (its Call-ID and CSeq) reached it.
+/// answers 200) what the edge relays, until `req` (its From and CSeq: the edge may show the
+/// peer another Call-ID) reached it.
 fn across(phone: &mut Phone, peer: &mut Phone, req: &str) -> Option<String> {
     let before = peer.requests.len();
     let same = |r: &String| {
-        header(r, "Call-ID") == header(req, "Call-ID") && header(r, "CSeq") == header(req, "CSeq")
+        header(r, "From") == header(req, "From") && header(r, "CSeq") == header(req, "CSeq")
     };
     std::thread::scope(|s| {
         let listening = s.spawn(|| {
@@ -82,12 +90,14 @@ fn call(
 ) {
     let (caller_side, callee_side) = sides;
     let (rr, challenged) = rr;
-    let call_id = format!("dual-{}", caller.ua.account.user);
+    // Named after the caller's host, as phones do (RFC 3261 8.1.1.4).
+    let host = caller.ua.sent_by.split(':').next().unwrap_or_default();
+    let call_id = format!("dual-{}@{host}", caller.ua.account.user);
     let mut invite = caller.ua.invite(callee_aor, "c1", &call_id, 1, "");
     if challenged {
         let chal = caller.final_of(&invite).expect("the challenge");
         assert_eq!(status(&chal), 407, "{chal}");
-        caller.send(&sip_firewall_tests::ua::msg::ack_of_failure(&invite, &chal));
+        caller.send(&ack_of_failure(&invite, &chal));
         let auth = caller.ua.authorize(&chal, "INVITE", callee_aor);
         invite = caller.ua.invite(callee_aor, "c1", &call_id, 2, &auth);
     }
@@ -139,10 +149,20 @@ fn call(
         header(&relayed, "Via").is_some_and(|v| v.contains(caller_side)),
         "{relayed}"
     );
-    // RFC 3261 12.2.1.1: to the caller's own Contact (given back when it was sealed).
+    // RFC 3261 12.2.1.1: to the caller's own Contact (given back when it was sealed), in
+    // the caller's own Call-ID (12: whatever the callee was shown).
     let target = format!("INVITE {} SIP/2.0\r\n", caller.ua.contact);
     assert!(relayed.starts_with(&target), "{relayed}");
+    assert_eq!(
+        header(&relayed, "Call-ID"),
+        Some(call_id.as_str()),
+        "{relayed}"
+    );
     callee.send(&in_dialog_as_callee("ACK", &got, &callee.ua.via(), "ph", 1));
+
+    let update = in_dialog_as_callee("UPDATE", &got, &callee.ua.via(), "ph", 2);
+    let answer = across(callee, caller, &update).expect("the callee's UPDATE answered");
+    assert_eq!(status(&answer), 200, "{answer}");
 
     let bye = in_dialog("BYE", &ok, &caller.ua.via(), "ph", 4);
     let answer = across(caller, callee, &bye).expect("the BYE answered");
@@ -151,8 +171,14 @@ fn call(
 }
 
 /// The namespaces, the edge with `config` in b, alice's phone inside (a) and bob's
-/// outside (c), both registered; then calls both ways, bob's Record-Route count `rr_out`.
-fn calls_both_ways(test: &str, config: &str, rr_out: usize) -> Option<(Phone, Phone)> {
+/// outside (c), both registered; then calls both ways, bob's Record-Route count `rr_out`,
+/// and `then` (alice, bob) while the edge still runs.
+fn calls_both_ways(
+    test: &str,
+    config: &str,
+    rr_out: usize,
+    then: impl FnOnce(&mut Phone, &mut Phone),
+) -> Option<(Phone, Phone)> {
     if !require_root(test) {
         return None;
     }
@@ -189,6 +215,7 @@ fn calls_both_ways(test: &str, config: &str, rr_out: usize) -> Option<(Phone, Ph
         (rr_out, !trusted),
     );
     call(&mut bob, &mut alice, to_alice, (OUTSIDE, INSIDE), (2, true));
+    then(&mut alice, &mut bob);
     Some((alice, bob))
 }
 
@@ -197,22 +224,139 @@ fn calls_both_ways(test: &str, config: &str, rr_out: usize) -> Option<(Phone, Ph
 #[test]
 fn calls_cross_a_dual_homed_edge_both_ways() {
     let test = "dual_homed::calls_cross_a_dual_homed_edge_both_ways";
-    calls_both_ways(test, &config(""), 2);
+    calls_both_ways(test, &config(""), 2, |_, _| {});
 }
 
-/// The same calls with the inside hidden from the outside: every byte the outside phone
-/// received is searched for the inside's addresses.
+/// The same calls, a cancelled and a redirected one, with the inside hidden from the outside: every
+/// byte the outside phone received is searched for the inside's addresses and Call-IDs.
 #[test]
 fn the_outside_sees_no_inside_address() {
     let test = "dual_homed::the_outside_sees_no_inside_address";
     let hiding = format!(
         "[policy]\nallow = [\"{INSIDE_NET}0/24\"]\n[proxy]\ntopology_hiding = \"outside\"\n"
     );
-    let Some((_, bob)) = calls_both_ways(test, &config(&hiding), 1) else {
+    let then = |alice: &mut Phone, bob: &mut Phone| {
+        cancelled_call(alice, bob);
+        redirected_call(alice, bob);
+    };
+    let Some((_, bob)) = calls_both_ways(test, &config(&hiding), 1, then) else {
         return;
     };
     assert!(bob.received.len() > 10, "{}", bob.received.len());
+    // alice's Call-IDs (`dual-alice@`, `cancel-alice@`) name her host: neither it nor
+    // their own part may reach bob.
     for m in &bob.received {
-        assert!(!m.contains(INSIDE_NET), "{m}");
+        for inner in [INSIDE_NET, "dual-alice", "cancel-alice"] {
+            assert!(!m.contains(inner), "{inner}: {m}");
+        }
     }
+}
+
+/// The next request `phone` receives that starts with `start`, within a few seconds,
+/// unanswered (kept in its `received`), with where it came from.
+fn next_request(phone: &mut Phone, start: &str) -> Option<(String, SocketAddr)> {
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 8192];
+    while t0.elapsed() < Duration::from_secs(5) {
+        let Ok((n, from)) = phone.sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        phone.received.push(m.clone());
+        if m.starts_with(start) {
+            return Some((m, from));
+        }
+    }
+    None
+}
+
+/// The next response to `req` (its CSeq) with status `code` at `phone`, within its wait.
+fn response_of(phone: &mut Phone, req: &str, code: u16) -> Option<String> {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < phone.wait {
+        if let Some(m) = phone.receive()
+            && status(&m) == code
+            && header(&m, "CSeq") == header(req, "CSeq")
+        {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// alice (inside) calls bob, whose phone rings and never answers; alice cancels. bob gets
+/// the CANCEL and, after his 487, the edge's ACK in the INVITE's Call-ID (RFC 3261 9.1,
+/// 17.1.1.3); alice gets her 487 in her own.
+fn cancelled_call(alice: &mut Phone, bob: &mut Phone) {
+    let host = alice.ua.sent_by.split(':').next().unwrap_or_default();
+    let call_id = format!("cancel-alice@{host}");
+    let invite = alice
+        .ua
+        .invite("sip:bob@example.com", "c9", &call_id, 1, "");
+    alice.send(&invite);
+    let (inv, edge) = next_request(bob, "INVITE ").expect("the INVITE at bob");
+    let answer = |phone: &Phone, resp: String| {
+        let _ = phone.sock.send_to(resp.as_bytes(), edge);
+    };
+    answer(bob, response_to(&inv, "180 Ringing", "pc", ""));
+    response_of(alice, &invite, 180).expect("180 at alice");
+    let cancel = cancel_of(&invite);
+    let ok = alice.final_of(&cancel).expect("the CANCEL answered");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let (at_bob, _) = next_request(bob, "CANCEL ").expect("the CANCEL at bob");
+    assert_eq!(
+        header(&at_bob, "Call-ID"),
+        header(&inv, "Call-ID"),
+        "{at_bob}"
+    );
+    answer(bob, response_to(&at_bob, "200 OK", "pc", ""));
+    answer(bob, response_to(&inv, "487 Request Terminated", "pc", ""));
+    let (ack, _) = next_request(bob, "ACK ").expect("the ACK of the 487");
+    assert_eq!(header(&ack, "Call-ID"), header(&inv, "Call-ID"), "{ack}");
+    let terminated = response_of(alice, &invite, 487).expect("487 at alice");
+    assert_eq!(header(&terminated, "Call-ID"), Some(call_id.as_str()));
+    alice.send(&ack_of_failure(&invite, &terminated));
+}
+
+/// bob (outside) calls alice, whose phone redirects him (302) to a contact on her host: bob
+/// gets it sealed, and his new INVITE to it reaches that contact through the edge (the
+/// call then goes on as any other: ACK, BYE).
+fn redirected_call(alice: &mut Phone, bob: &mut Phone) {
+    let host = bob.ua.sent_by.split(':').next().unwrap_or_default();
+    let call_id = format!("moved-bob@{host}");
+    let aor = "sip:alice@example.com";
+    let first = bob.ua.invite(aor, "m1", &call_id, 1, "");
+    let chal = bob.final_of(&first).expect("the challenge");
+    assert_eq!(status(&chal), 407, "{chal}");
+    bob.send(&ack_of_failure(&first, &chal));
+    let auth = bob.ua.authorize(&chal, "INVITE", aor);
+    let second = bob.ua.invite(aor, "m1", &call_id, 2, &auth);
+    let moved_to = "sip:alice-moved@198.51.100.1:5070";
+    let moved = std::thread::scope(|s| {
+        s.spawn(|| {
+            let (inv, edge) = next_request(alice, "INVITE ").expect("the INVITE at alice");
+            let contact = format!("Contact: <{moved_to}>\r\n");
+            let resp = response_to(&inv, "302 Moved Temporarily", "mv", &contact);
+            let _ = alice.sock.send_to(resp.as_bytes(), edge);
+        });
+        bob.final_of(&second)
+    });
+    let moved = moved.expect("the 302 at bob");
+    assert_eq!(status(&moved), 302, "{moved}");
+    bob.send(&ack_of_failure(&second, &moved));
+    let target = header(&moved, "Contact").unwrap_or_default();
+    let target = target.trim_start_matches('<').trim_end_matches('>');
+    assert!(target.starts_with("sip:sfwth-"), "{moved}");
+    let again = bob.ua.invite(target, "m1", &call_id, 3, "");
+    let ok = across(bob, alice, &again).expect("the redirected INVITE answered");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let got = alice.requests.last().cloned().unwrap_or_default();
+    assert!(
+        got.starts_with(&format!("INVITE {moved_to} SIP/2.0")),
+        "{got}"
+    );
+    bob.send(&in_dialog("ACK", &ok, &bob.ua.via(), "ph", 3));
+    let bye = in_dialog("BYE", &ok, &bob.ua.via(), "ph", 4);
+    let answer = across(bob, alice, &bye).expect("the BYE answered");
+    assert_eq!(status(&answer), 200, "{answer}");
 }

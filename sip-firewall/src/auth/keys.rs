@@ -58,6 +58,8 @@ pub enum Purpose {
     FlowToken,
     /// The seal of inner Contacts shown to the outside (topology hiding).
     HiddenContact,
+    /// The seal of inner Call-IDs shown to the outside (topology hiding).
+    HiddenCallId,
     /// The secret's own id (not a key).
     KeyId,
 }
@@ -73,6 +75,7 @@ impl Purpose {
             Purpose::ClusterMessage => b"cluster message",
             Purpose::FlowToken => b"flow token",
             Purpose::HiddenContact => b"hidden contact",
+            Purpose::HiddenCallId => b"hidden call-id",
             Purpose::KeyId => b"key id",
         }
     }
@@ -291,6 +294,7 @@ mod tests {
             Purpose::ClusterMessage,
             Purpose::FlowToken,
             Purpose::HiddenContact,
+            Purpose::HiddenCallId,
         ]
         .map(|p| s.derive::<32>(p));
         for (i, a) in all.iter().enumerate() {

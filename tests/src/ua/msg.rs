@@ -142,16 +142,35 @@ pub fn peer_invite(uri: &str, me: std::net::SocketAddr, tag: &str) -> String {
 /// The ACK of a non-2xx final response `resp` to `invite`: hop by hop, with the INVITE's
 /// Via (its branch) and the response's To (RFC 3261 17.1.1.3).
 pub fn ack_of_failure(invite: &str, resp: &str) -> String {
+    hop_by_hop(
+        "ACK",
+        invite,
+        header(resp, "To").expect("the response's To"),
+    )
+}
+
+/// The CANCEL of `invite` (RFC 3261 9.1): its Request-URI, Via (its branch), From, To,
+/// Call-ID and CSeq number.
+pub fn cancel_of(invite: &str) -> String {
+    hop_by_hop(
+        "CANCEL",
+        invite,
+        header(invite, "To").expect("the INVITE's To"),
+    )
+}
+
+/// A request `method` of the INVITE's transaction, with the To `to`.
+fn hop_by_hop(method: &str, invite: &str, to: &str) -> String {
     let uri = invite.split(' ').nth(1).expect("the INVITE's Request-URI");
     let cseq = header(invite, "CSeq")
         .and_then(|c| c.split(' ').next())
         .unwrap_or("1");
     Request {
-        method: "ACK",
+        method,
         uri,
         via: header(invite, "Via").expect("the INVITE's Via"),
         from: header(invite, "From").expect("the INVITE's From"),
-        to: header(resp, "To").expect("the response's To"),
+        to,
         call_id: header(invite, "Call-ID").expect("the INVITE's Call-ID"),
         cseq: cseq.parse().unwrap_or(1),
         extra: "",

@@ -4,8 +4,15 @@
 use super::*;
 
 impl Core {
-    /// A server transaction for a new request.
-    pub(super) fn open_server(&mut self, key: &ServerKey, m: &Message<'_>, ctx: &Context) {
+    /// A server transaction for a new request; `wire_call_id`: its Call-ID as it came, when
+    /// that was one of our seals (`m` has the inner one).
+    pub(super) fn open_server(
+        &mut self,
+        key: &ServerKey,
+        m: &Message<'_>,
+        ctx: &Context,
+        wire_call_id: Option<String>,
+    ) {
         let rctx = owned_ctx(m);
         let dest = self.response_destination(m, ctx);
         let kind = if key.method == "INVITE" {
@@ -21,6 +28,9 @@ impl Core {
                 rctx,
                 source: ctx.source,
                 fork: None,
+                wire_call_id,
+                made_inside: false,
+                secret: 0,
             },
         );
     }
@@ -53,8 +63,16 @@ impl Core {
         let Some(e) = self.servers.get_mut(key) else {
             return;
         };
+        // RFC 3261 8.2.6.2: the Call-ID as the request came.
+        let rctx = match &e.wire_call_id {
+            Some(w) => Cow::Owned(ReplyContext {
+                call_id: Some(Cow::Owned(w.clone())),
+                ..e.rctx.clone()
+            }),
+            None => Cow::Borrowed(&e.rctx),
+        };
         let bytes = reply::build(
-            &e.rctx,
+            &rctx,
             &Reply {
                 code: l.code,
                 phrase: l.phrase,
@@ -79,19 +97,11 @@ impl Core {
     /// Relay a response from downstream within the server transaction `key`.
     pub(super) fn relay(&mut self, key: &ServerKey, code: u16, resp: &SipMsg, now: Instant) {
         self.fraud_final(key, code);
-        let hidden = self
+        let shown = self
             .servers
             .get(key)
-            .map(|e| e.dest)
-            .filter(|d| self.hides_toward(d.addr.ip()))
-            .map(|d| {
-                let mut out = resp.clone();
-                let side = self.local.hostport_toward(d.transport, d.addr.ip());
-                hide::response_outward(&mut out, &self.local, &side);
-                hide::hide_contacts(&mut out, &self.keys.contact, &side);
-                out
-            });
-        let resp = hidden.as_ref().unwrap_or(resp);
+            .map(|e| self.as_shown(e, code, resp, now));
+        let resp = shown.as_ref().unwrap_or(resp);
         let Some(e) = self.servers.get_mut(key) else {
             return;
         };
@@ -107,6 +117,28 @@ impl Core {
                 .inc();
         }
         self.schedule(TimerKey::Server(key.clone()));
+    }
+
+    /// The response `resp` (`code`) as the source of the server transaction `e` gets it:
+    /// with the Call-ID its request came with (RFC 3261 8.2.6.2), and hidden
+    /// (`super::hide`) when that source is: a 3xx's Contacts sealed as redirect targets.
+    fn as_shown(&self, e: &ServerEntry, code: u16, resp: &SipMsg, now: Instant) -> SipMsg {
+        let mut out = resp.clone();
+        if let Some(w) = &e.wire_call_id {
+            out.replace_all(HeaderName::CallId, vec![w.clone()]);
+        }
+        let d = e.dest;
+        if self.hides_toward(d.addr.ip()) {
+            let side = self.local.hostport_toward(d.transport, d.addr.ip());
+            hide::response_outward(&mut out, &self.local, &side);
+            if (300..400).contains(&code) {
+                let unix = self.unix_secs(now);
+                hide::hide_redirects(&mut out, &self.keys.contact, &side, unix);
+            } else {
+                hide::hide_contacts(&mut out, &self.keys.contact, &side);
+            }
+        }
+        out
     }
 
     /// CANCEL (RFC 3261 16.10): 200 to it, CANCEL every branch of the INVITE; 481 when no

@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// Where an in-dialog request goes, and how its Call-ID leaves toward the outside
+/// (`super::hide`).
+pub(super) struct Hop {
+    pub(super) dest: Destination,
+    /// It goes to the callee of a dialog made inside.
+    pub(super) made_inside: bool,
+    /// The ring secret that sealed the dialog's stamp (0: the current one).
+    pub(super) secret: usize,
+}
+
 impl Core {
     /// Loose routing (RFC 3261 16.4): pop the Route entries at the top of `msg` that name
     /// us. More than [`route::MAX_OUR_ROUTES`] of them is refused before any stamp is
@@ -34,7 +44,7 @@ impl Core {
         popped: &[String],
         m: &Message<'_>,
         now: Instant,
-    ) -> Result<(Destination, Destination), &'static str> {
+    ) -> Result<route::Opened, &'static str> {
         let call_id = m.get(HeaderName::CallId).unwrap_or("");
         let tag = |h| {
             m.get(h)
@@ -63,7 +73,7 @@ impl Core {
                 .with_label_values(&["stamp"])
                 .inc();
         }
-        Ok((opened.caller, opened.callee))
+        Ok(opened)
     }
 
     /// Where an in-dialog request from `source` goes: to the other party of its dialog,
@@ -116,7 +126,8 @@ impl Core {
     /// host (loopback or one of our addresses, which the kernel takes from no other host),
     /// whose sender reaches the host's services without us. Err: the answer (404 without
     /// our valid stamp of this dialog, 403 from or toward anyone else or toward an internal
-    /// address), counted in `sipfw_dialog_refused_total`.
+    /// address), counted in `sipfw_dialog_refused_total`. With the next hop, how the
+    /// request's Call-ID leaves toward the outside ([`Hop`]).
     pub(super) fn dialog_hop(
         &self,
         popped: &[String],
@@ -124,11 +135,12 @@ impl Core {
         msg: &SipMsg,
         source: SocketAddr,
         now: Instant,
-    ) -> Result<Destination, LocalReply> {
-        let (caller, callee) = self.dialog_of(popped, m, now).map_err(|reason| {
+    ) -> Result<Hop, LocalReply> {
+        let opened = self.dialog_of(popped, m, now).map_err(|reason| {
             self.refused(Some(source), reason);
             answer(404, "Not Here")
         })?;
+        let (caller, callee) = (opened.caller, opened.callee);
         let text = route::next_hop(msg, self.settings.outbound);
         let dest = Self::other_party(source, text, caller, callee, &self.reply_from_any).map_err(
             |reason| {
@@ -136,6 +148,13 @@ impl Core {
                 answer(403, "Not A Party Of This Dialog")
             },
         )?;
+        // RFC 3261 12.1.2: the caller made the Call-ID.
+        let made_inside = dest == callee && self.made_inside(caller.addr.ip());
+        let hop = |dest| Hop {
+            dest,
+            made_inside,
+            secret: opened.secret,
+        };
         let from_host = {
             let ip = source.ip().to_canonical();
             ip.is_loopback() || self.local.is_our_ip(ip)
@@ -150,21 +169,22 @@ impl Core {
                 .and_then(NextHop::addr)
                 == Some(dest.addr)
         {
-            return Ok(dest);
+            return Ok(hop(dest));
         }
-        self.allowed_hop(dest, Some(source))
+        Ok(hop(self.allowed_hop(dest, Some(source))?))
     }
 
     /// An ACK that matches no server transaction: the ACK of a 2xx, its own transaction,
     /// relayed statelessly along the route our Record-Route set up (RFC 3261 16.6, 13.2.2.4).
-    pub(super) fn ack_2xx(&mut self, m: &Message<'_>, ctx: &Context, now: Instant) -> Action {
+    pub(super) fn ack_2xx(&mut self, r: &Req<'_>) -> Action {
+        let (m, ctx, now) = (r.m, r.ctx, r.now);
         let mut msg = SipMsg::from_parsed(m);
         let Ok(popped) = self.pop_routes(&mut msg, ctx.source) else {
             return Action::Drop {
                 reason: "too_many_routes",
             };
         };
-        let Ok(dest) = self.dialog_hop(&popped, m, &msg, ctx.source, now) else {
+        let Ok(hop) = self.dialog_hop(&popped, m, &msg, ctx.source, now) else {
             return Action::Drop {
                 reason: "ack_no_route",
             };
@@ -181,7 +201,10 @@ impl Core {
         msg.top_via().unwrap_or("").hash(&mut h);
         self.salt.hash(&mut h);
         let branch = format!("{BRANCH_PREFIX}a{:x}", h.finish());
+        let dest = hop.dest;
         forward::add_via_toward(&mut msg, &self.local, dest, &branch);
+        let seal = (hop.made_inside || r.arrived_sealed).then_some(hop.secret);
+        self.hide_call_id(&mut msg, dest, seal);
         let bytes = self.outward(&msg, dest);
         self.send(dest, bytes);
         self.metrics.forwarded.with_label_values(&["ack"]).inc();

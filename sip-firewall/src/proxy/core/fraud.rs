@@ -267,7 +267,11 @@ impl Core {
         };
         let reason = format!("SIP;cause=200;text=\"{text}\"");
         for toward_callee in [true, false] {
-            if let Some((bye, dest)) = own_bye(d, toward_callee, &reason) {
+            if let Some((mut bye, dest)) = own_bye(d, toward_callee, &reason) {
+                // Toward the callee of a dialog made inside, as its other requests
+                // (`super::hide`).
+                let made_inside = toward_callee && self.made_inside(d.caller.addr.ip());
+                self.hide_call_id(&mut bye, dest, made_inside.then_some(0));
                 self.send_own_request(bye, dest, now);
             }
         }

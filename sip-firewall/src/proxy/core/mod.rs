@@ -139,6 +139,8 @@ struct CoreKeys {
     flow: route::flow::FlowKeys,
     /// Of the inner Contacts shown to the outside (topology hiding).
     contact: hide::ContactSeal,
+    /// Of the inner Call-IDs shown to the outside (topology hiding).
+    call_id: hide::call_id::CallIdSeal,
 }
 
 /// This node in a cluster that shares registrations.
@@ -285,6 +287,47 @@ impl Core {
         if let Some(u) = inner {
             msg.set_request_uri(&u);
         }
+    }
+
+    /// `m` with the inner Call-ID back when its Call-ID is one we sealed for the outside
+    /// (`super::hide`), and the text it came with; None for any other Call-ID.
+    pub(super) fn open_call_id<'a>(&self, m: &Message<'a>) -> Option<(Message<'a>, String)> {
+        let i = m
+            .headers
+            .iter()
+            .position(|h| h.name == HeaderName::CallId)?;
+        let wire = m.headers.get(i)?.value.as_ref();
+        let inner = self.keys.call_id.open(wire)?;
+        let wire = wire.to_string();
+        let mut opened = m.clone();
+        if let Some(h) = opened.headers.get_mut(i) {
+            h.value = Cow::Owned(inner);
+        }
+        Some((opened, wire))
+    }
+
+    /// The Call-ID of `msg`, a request going to `dest`, sealed when `dest` is hidden from
+    /// and `seal` names the ring secret to seal under (the dialog was made inside, or the
+    /// Call-ID came sealed: see `super::hide`). One that cannot be sealed is not shown:
+    /// the request goes with a Call-ID of our seal's failure, which nothing matches.
+    pub(super) fn hide_call_id(&self, msg: &mut SipMsg, dest: Destination, seal: Option<usize>) {
+        let Some(secret) = seal.filter(|_| self.hides_toward(dest.addr.ip())) else {
+            return;
+        };
+        let Some(inner) = msg.get(HeaderName::CallId).map(str::to_string) else {
+            return;
+        };
+        let sealed = self.keys.call_id.seal(&inner, secret).unwrap_or_else(|| {
+            debug!("a Call-ID could not be sealed");
+            "sfwth-unsealed".into()
+        });
+        msg.replace_all(HeaderName::CallId, vec![sealed]);
+    }
+
+    /// Whether a dialog whose caller is `caller` was made inside (its Call-ID is sealed
+    /// toward the outside: `super::hide`).
+    pub(super) fn made_inside(&self, caller: IpAddr) -> bool {
+        in_any(&self.settings.allow, caller)
     }
 
     /// Whether the top Record-Route entry of `msg` is ours (our address, our stamp).

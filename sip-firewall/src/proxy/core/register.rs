@@ -45,7 +45,12 @@ impl Core {
         if let Some(e) = self.servers.get_mut(&r.key) {
             e.txn.local();
         }
-        self.reply(&r.key, &answer.into(), now);
+        let mut answer: LocalReply = answer.into();
+        if self.hides_toward(ctx.source.ip()) {
+            let own: Vec<&str> = req.contacts.iter().map(|c| c.uri.as_str()).collect();
+            hide::register_answer_outward(&mut answer.extra, &own);
+        }
+        self.reply(&r.key, &answer, now);
         Ok(())
     }
 

@@ -16,6 +16,9 @@ pub(super) struct Req<'a> {
     /// A digest success within this request: the source receives at its address (the
     /// nonce was sent there).
     pub(super) proved: bool,
+    /// Its Call-ID came as one of our seals (`crate::proxy::hide`): toward a hidden
+    /// destination it leaves sealed again.
+    pub(super) arrived_sealed: bool,
 }
 
 impl Req<'_> {

@@ -10,6 +10,12 @@ impl Core {
         let StartLine::Request { method, .. } = m.start else {
             return Action::Absorb;
         };
+        // Before anything reads the Call-ID (`super::hide`).
+        let opened = self.open_call_id(m);
+        let (m, wire_call_id) = match &opened {
+            Some((inner, wire)) => (inner, Some(wire.clone())),
+            None => (m, None),
+        };
         if let Some(ua) = header(m, "User-Agent")
             && let Some(hit) = self.settings.scanners.matches(ua)
         {
@@ -28,6 +34,7 @@ impl Core {
             method,
             now,
             proved: false,
+            arrived_sealed: wire_call_id.is_some(),
         };
         if method == "ACK" {
             return self.on_ack(&r);
@@ -43,7 +50,7 @@ impl Core {
         if let Some(full) = self.transactions_full(ctx) {
             return full;
         }
-        self.open_server(&r.key, m, ctx);
+        self.open_server(&r.key, m, ctx, wire_call_id);
         // An allow-listed source receives what we send it: Timer G may resend to it.
         if in_any(&self.settings.allow, ctx.source.ip())
             && let Some(e) = self.servers.get_mut(&r.key)
@@ -90,7 +97,7 @@ impl Core {
             self.schedule(TimerKey::Server(r.key.clone()));
             return Action::Absorb;
         }
-        self.ack_2xx(r.m, r.ctx, r.now)
+        self.ack_2xx(r)
     }
 
     /// A request of an open server transaction `key`: a retransmission from its source,

@@ -25,6 +25,10 @@ impl Core {
         let StartLine::Response { code, .. } = m.start else {
             return Action::Absorb;
         };
+        // The answer of a request that left with its Call-ID sealed: the inner one back
+        // before it is relayed (`super::hide`).
+        let opened = self.open_call_id(m);
+        let m = opened.as_ref().map_or(m, |(inner, _)| inner);
         let Some(ckey) = client_key(m) else {
             return self.stray();
         };

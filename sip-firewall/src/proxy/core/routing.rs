@@ -37,6 +37,15 @@ impl Core {
         internal && !in_any(&self.settings.internal_next_hops, ip)
     }
 
+    /// Note on the server transaction `key` whether its request's dialog was made inside,
+    /// and the ring secret its Call-ID is sealed under toward the outside (`super::hide`).
+    fn set_made_inside(&mut self, key: &ServerKey, made_inside: bool, secret: usize) {
+        if let Some(e) = self.servers.get_mut(key) {
+            e.made_inside = made_inside;
+            e.secret = secret;
+        }
+    }
+
     /// Decide where a new request goes, or the answer.
     pub(super) fn route_request(&mut self, r: &mut Req<'_>) -> Result<(), LocalReply> {
         let (m, ctx) = (r.m, r.ctx);
@@ -54,6 +63,8 @@ impl Core {
             .get(HeaderName::To)
             .and_then(|t| name_addr::parse_single(t).ok())
             .is_some_and(|a| a.tag.is_some());
+        // An initial request makes its dialog where its source is (`super::hide`).
+        self.set_made_inside(&r.key, !in_dialog && self.made_inside(ctx.source.ip()), 0);
 
         // Relay mode: a request the registrar sends through our Path entry (RFC 5626 5.3).
         if !in_dialog && let Some(token) = popped.iter().find_map(|e| route::flow::flow_token_of(e))
@@ -70,7 +81,8 @@ impl Core {
             // Only what our Record-Route of this very dialog brings back is relayed (loose
             // routing), from one of its parties to the other; a Route naming us without our
             // stamp is not ours.
-            let dest = self.dialog_hop(&popped, m, &msg, ctx.source, r.now)?;
+            let hop = self.dialog_hop(&popped, m, &msg, ctx.source, r.now)?;
+            self.set_made_inside(&r.key, hop.made_inside, hop.secret);
             self.reveal_target(&mut msg);
             self.fraud_in_dialog(m, r.method, r.now);
             if !trusted {
@@ -78,7 +90,7 @@ impl Core {
                 // domain asserts an identity (RFC 3325 5).
                 self.strip_identity(&mut msg);
             }
-            return self.forward(&r.onward(None), msg, vec![(None, dest)]);
+            return self.forward(&r.onward(None), msg, vec![(None, hop.dest)]);
         }
 
         // Initial request. A preloaded route from outside is not honoured: it would let
@@ -88,7 +100,46 @@ impl Core {
         } else if !route::routes(&msg).is_empty() {
             return self.route_preloaded(r, msg);
         }
+        let unix = self.unix_secs(r.now);
+        if let Some(target) = msg
+            .request_uri()
+            .and_then(|u| self.keys.contact.reveal_redirect(u, &self.local, unix))
+        {
+            return self.route_redirected(r, msg, &target);
+        }
         self.route_initial(r, msg, trusted)
+    }
+
+    /// An initial request to a redirect target we sealed in a 3xx relayed outward
+    /// (`super::hide`): to the inner target, whose side sent the 3xx to this very outside.
+    /// No relay policy: the target is the inside's answer, not the requester's choice; it
+    /// still passes the next-hop check like any target a text names.
+    fn route_redirected(
+        &mut self,
+        r: &Req<'_>,
+        mut msg: SipMsg,
+        target: &str,
+    ) -> Result<(), LocalReply> {
+        msg.set_request_uri(target);
+        let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
+        let ours = match uri::parse(target) {
+            Ok(Uri::Sip(u)) => self
+                .local
+                .domain_of(&u)
+                .map(|d| format!("{}@{d}", u.user.unwrap_or_default())),
+            _ => None,
+        };
+        if let Some(aor) = ours {
+            return self.route_to_bindings(r, msg, &aor);
+        }
+        if resolve::names_domain(target) {
+            return self.resolve_later(&r.onward(rr), msg, target.to_string());
+        }
+        let dest = self.allowed_hop(
+            route::resolve(target, None).ok_or(answer(404, "No Route To Destination"))?,
+            Some(r.source()),
+        )?;
+        self.forward(&r.onward(rr), msg, vec![(None, dest)])
     }
 
     /// An initial request from a trusted peer with a preloaded Route: to its first entry,

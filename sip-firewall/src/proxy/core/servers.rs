@@ -21,6 +21,23 @@ pub(super) struct ServerEntry {
     pub(super) rctx: ReplyContext<'static>,
     pub(super) source: SocketAddr,
     pub(super) fork: Option<Fork>,
+    /// The Call-ID as the request came, when it was one of our seals: its answers carry it
+    /// back (`crate::proxy::hide`).
+    pub(super) wire_call_id: Option<String>,
+    /// Whether the request's dialog was made inside: toward a hidden destination its
+    /// Call-ID leaves sealed (`crate::proxy::hide`), under the ring's `secret` (that of
+    /// the dialog's stamp; 0, the current one, for a new dialog).
+    pub(super) made_inside: bool,
+    pub(super) secret: usize,
+}
+
+impl ServerEntry {
+    /// The ring secret the request's Call-ID leaves sealed under toward a hidden
+    /// destination, when it does: its dialog was made inside, or it came sealed
+    /// (`crate::proxy::hide`).
+    pub(super) fn call_id_seal(&self) -> Option<usize> {
+        (self.made_inside || self.wire_call_id.is_some()).then_some(self.secret)
+    }
 }
 
 /// The open server transactions, counted per source.
@@ -192,6 +209,9 @@ mod tests {
             },
             source,
             fork: None,
+            wire_call_id: None,
+            made_inside: false,
+            secret: 0,
         }
     }
 

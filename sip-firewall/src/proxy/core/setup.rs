@@ -53,6 +53,7 @@ impl Core {
                 loop_tag: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
                 flow: route::flow::FlowKeys::new(&keys),
                 contact: hide::ContactSeal::new(&keys),
+                call_id: hide::call_id::CallIdSeal::new(&keys),
             },
             seq: 0,
             origin: (now, crate::clock::unix_now()),

@@ -163,13 +163,15 @@ impl StampKey {
 }
 
 /// A stamp that opened: the dialog's parties, when it was sealed (unix seconds), and
-/// whether a previous secret sealed it.
+/// whether a previous secret sealed it: which one of the ring (`secret`: 0 the current,
+/// `i + 1` the `i`th previous), whose keys seal what else the dialog shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opened {
     pub caller: Destination,
     pub callee: Destination,
     pub issued: u64,
     pub previous: bool,
+    pub secret: usize,
 }
 
 /// What a stamp binds besides its parties (RFC 5297 associated data, one S2V component
@@ -235,10 +237,12 @@ impl StampKeys {
         let head: [u8; HEAD] = head.try_into().ok()?;
         let (tag, sealed) = rest.split_at(SIV_TAG);
         let tag = aes_siv::Tag::from_slice(tag);
-        let keys = std::iter::once((&self.current, false))
-            .chain(self.previous.iter().map(|k| (k, true)))
-            .filter(|(k, _)| k.id == head[0]);
-        for (k, previous) in keys {
+        let keys = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .enumerate()
+            .filter(|(_, k)| k.id == head[0]);
+        for (secret, k) in keys {
+            let previous = secret > 0;
             let Some(mut c) = k.cipher() else { continue };
             for (i, t) in tags.iter().enumerate() {
                 if tags[..i].contains(t) {
@@ -257,6 +261,7 @@ impl StampKeys {
                         callee: party_of(&data[PARTY..])?,
                         issued,
                         previous,
+                        secret,
                     });
                 }
             }

@@ -40,7 +40,8 @@ fn a_stamp_opens_for_its_dialog_only() {
             caller: a,
             callee: b,
             issued: 1_700_000_000,
-            previous: false
+            previous: false,
+            secret: 0,
         })
     );
     // Hex digits in upper case (URI parameters compare case-insensitively).

@@ -6,7 +6,7 @@
 //! `calls.rs` forking, best response, CANCEL, timeouts, strays; `edge.rs` the edge of the
 //! trust (own addresses, loops, stamps, enumeration, flows); `fraud.rs` the toll-fraud guard;
 //! `dns.rs` RFC 3263 routing; `cluster.rs` two cluster nodes; `auth.rs` digest credentials
-//! from elsewhere; `dialog.rs` the dialog stamp.
+//! from elsewhere; `dialog.rs` the dialog stamp; `hiding.rs` topology hiding.
 
 use super::*;
 use crate::{proxy::metrics::ProxyMetrics, seams::NoObserver};
@@ -208,6 +208,7 @@ mod dialog;
 mod dns;
 mod edge;
 mod fraud;
+mod hiding;
 mod keepalive;
 mod relay_fraud;
 mod relay_mode;

@@ -1,5 +1,6 @@
 //! Topology hiding (`[proxy] topology_hiding = "outside"`): toward a destination that is not
-//! allow-listed (`[policy] allow`), no Via or Record-Route entry names a host inside.
+//! allow-listed (`[policy] allow`), no Via, Record-Route entry, Contact or Call-ID names a
+//! host inside.
 //!
 //! - A request leaves with our Via only, and of the Record-Route entries with ours on the
 //!   destination's side only (when we record-route; none else). The client transaction
@@ -11,19 +12,50 @@
 //! - An answer relayed outward (its request came from outside) loses the Record-Route
 //!   entries above our first one (proxies inside) and our entries that name another side
 //!   than the destination's: the outside keeps a route set of our outside entry and its own.
-//!
+//! - The answer to a REGISTER from outside lists the registrant's own bindings only, not
+//!   the other devices of its address of record (RFC 3261 10.3 step 8 lists them all).
 //! - A Contact going outward (in a request other than REGISTER, or in an answer) is
 //!   replaced by `<sip:sfwth-<seal>@<our side>>`: the inner Contact sealed with AES-SIV
 //!   (RFC 5297; deterministic, so a dialog's target stays one text) under a key derived
 //!   from `[auth] secret` ([`Purpose::HiddenContact`]). An in-dialog request from outside
 //!   whose Request-URI is such a URI of ours gets the inner Contact's URI back (RFC 3261
-//!   12.2.1.1: the remote target), stateless, on any node sharing the secret.
+//!   12.2.1.1: the remote target), stateless, on any node sharing the secret (sealed
+//!   under the current secret, opened under the previous ones too).
+//! - A 3xx relayed outward has its Contacts sealed the same way but as redirect targets
+//!   (bound to their use and to the time they were sealed): an initial request from
+//!   outside whose Request-URI is such a URI of ours goes to the inner target
+//!   ([`ContactSeal::reveal_redirect`]) for [`REDIRECT_LIFETIME`]. A dialog's sealed
+//!   Contact is no redirect target: it reaches the inner party in-dialog only, where the
+//!   stamp vouches for the dialog.
 //!
 //! In-dialog requests are routed by the dialog's stamp (both parties sealed in our entry),
-//! so a route set reduced to our outside entry still reaches the inner party. Call-ID is
-//! not rewritten here.
+//! so a route set reduced to our outside entry still reaches the inner party.
+//!
+//! The Call-ID (RFC 3261 8.1.1.4) often names the host that made it (`xyz@10.1.0.9`). The
+//! party that made it must see it unchanged in every message of its dialog (12: it is part
+//! of the dialog's identity), so what the outside sees depends on where the dialog was
+//! made, decided statelessly ([`call_id`] seals it as `sfwth-<hex>`):
+//! - A message whose Call-ID is one of our seals gets the inner Call-ID back as it
+//!   arrives, before anything reads it (transactions, stamps, the fraud guard); the server
+//!   transaction keeps the text as it came, and every answer to it carries that text
+//!   (8.2.6.2: an answer's Call-ID is its request's). A seal that does not open is a
+//!   Call-ID like any other.
+//! - A request toward a destination we hide from leaves with its Call-ID sealed when the
+//!   dialog was made inside: an initial request from an allow-listed source, or an
+//!   in-dialog request to the stamp's callee whose caller is allow-listed (the caller made
+//!   the Call-ID, 12.1.2). Also when it arrived sealed: an outsider replaying a seal
+//!   learns nothing by sending it to another outsider. An in-dialog request to the caller
+//!   of a dialog made outside carries the caller's own Call-ID. The client transaction
+//!   keeps the request as sent, so its CANCEL and the ACK of a non-2xx carry the same
+//!   text (9.1, 17.1.1.3); it is matched by its branch, not by Call-ID.
+//!
+//! A seal opens under the previous secrets too (`[auth] previous_secrets`), and a dialog's
+//! Call-ID is sealed under the secret its stamp was sealed under (the current one for a
+//! new dialog): across a roll, a dialog keeps one text both ways.
+//!
+//! `call_id.rs` is the Call-ID seal, `siv.rs` the keys every seal here is made with; the
+//! core decides which message carries which (`super::core`).
 
-use aes_siv::{KeyInit as _, siv::Aes256Siv};
 use sip_firewall_sip::{
     headers::{HeaderName, name_addr},
     uri::{self, Uri},
@@ -34,40 +66,54 @@ use crate::auth::{
     keys::{KeyRing, Purpose},
 };
 
+pub mod call_id;
+mod siv;
+
+use siv::SivKeys;
+
 use super::{
     msg::SipMsg,
     route::{Local, entry_uri, record_routes},
 };
 
-/// The user part that marks a Contact of ours standing for a sealed inner one.
+/// The prefix that marks a Contact user part or a Call-ID of ours standing for a sealed
+/// inner one.
 const HIDDEN_PREFIX: &str = "sfwth-";
 
 /// Longest sealed Contact opened (hex digits): a bound on the work one Request-URI costs.
 const MAX_SEALED_HEX: usize = 2048;
 
+/// How long a redirect target of a 3xx we relayed outward takes new requests: a redirect
+/// is followed at once, or from a cache of the 3xx's own lifetime (RFC 3261 8.1.3.4).
+pub const REDIRECT_LIFETIME: u64 = 3600;
+
+/// What a seal binds besides the Contact (one S2V component): a dialog's Contact, or a
+/// redirect target.
+const DIALOG: &[u8] = b"contact";
+const REDIRECT: &[u8] = b"redirect";
+
 /// The seal of inner Contacts shown outside (see the module doc).
 pub struct ContactSeal {
-    key: [u8; 64],
+    keys: SivKeys,
 }
 
 impl ContactSeal {
-    /// The seal under the current secret's key.
-    pub fn new(keys: &KeyRing) -> ContactSeal {
+    /// The seal under the ring's keys: the current secret's seals, all open.
+    pub fn new(ring: &KeyRing) -> ContactSeal {
         ContactSeal {
-            key: keys.current().derive::<64>(Purpose::HiddenContact),
+            keys: SivKeys::new(ring, Purpose::HiddenContact),
         }
     }
 
-    /// `<sip:sfwth-<seal>@side>` standing for the Contact value `value`.
-    fn hide(&self, value: &str, side: &str) -> Option<String> {
-        let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
-        let sealed = c.encrypt([b"contact"], value.as_bytes()).ok()?;
+    /// `<sip:sfwth-<seal>@side>` standing for `value`, sealed for its use `bound`.
+    fn hide(&self, bound: &[u8], value: &str, side: &str) -> Option<String> {
+        let sealed = self.keys.seal(bound, value.as_bytes(), 0)?;
         Some(format!("<sip:{HIDDEN_PREFIX}{}@{side}>", hex(&sealed)))
     }
 
-    /// The URI of the inner Contact a Request-URI of ours (`local`) stands for; None for
-    /// any other URI, or one whose seal does not open.
-    pub fn reveal(&self, request_uri: &str, local: &Local) -> Option<String> {
+    /// What a Request-URI of ours (`local`) sealed for `bound` stands for; None for any
+    /// other URI, or one whose seal does not open.
+    fn open(&self, bound: &[u8], request_uri: &str, local: &Local) -> Option<String> {
         let Ok(Uri::Sip(u)) = uri::parse(request_uri) else {
             return None;
         };
@@ -75,28 +121,84 @@ impl ContactSeal {
         if sealed.len() > MAX_SEALED_HEX || !local.is_us(&u) {
             return None;
         }
-        let raw = unhex(sealed)?;
-        let mut c = Aes256Siv::new_from_slice(&self.key).ok()?;
-        let value = String::from_utf8(c.decrypt([b"contact"], &raw).ok()?).ok()?;
-        let mut first = None;
-        let _ = name_addr::parse_contact(&value, |a| {
-            first.get_or_insert_with(|| a.uri_text.to_string());
-        });
-        first
+        self.keys.open(bound, &unhex(sealed)?)
     }
+
+    /// The URI of the inner Contact a Request-URI of ours (`local`) stands for; None for
+    /// any other URI, or one whose seal does not open.
+    pub fn reveal(&self, request_uri: &str, local: &Local) -> Option<String> {
+        first_uri(&self.open(DIALOG, request_uri, local)?)
+    }
+
+    /// The URI of the inner redirect target a Request-URI of ours stands for, when it was
+    /// sealed no longer than [`REDIRECT_LIFETIME`] before `unix` (seconds).
+    pub fn reveal_redirect(&self, request_uri: &str, local: &Local, unix: u64) -> Option<String> {
+        let opened = self.open(REDIRECT, request_uri, local)?;
+        let (issued, value) = opened.split_once(' ')?;
+        let issued: u64 = issued.parse().ok()?;
+        if issued.abs_diff(unix) > REDIRECT_LIFETIME {
+            return None;
+        }
+        first_uri(value)
+    }
+}
+
+/// The URI of the first Contact in a Contact value.
+fn first_uri(value: &str) -> Option<String> {
+    let mut first = None;
+    let _ = name_addr::parse_contact(value, |a| {
+        first.get_or_insert_with(|| a.uri_text.to_string());
+    });
+    first
 }
 
 /// Every Contact of `msg` replaced by ours on `side` standing for it (see the module doc).
 /// One that cannot be sealed is removed rather than shown.
 pub fn hide_contacts(msg: &mut SipMsg, seal: &ContactSeal, side: &str) {
+    hide_each(msg, side, |v, side| seal.hide(DIALOG, v, side));
+}
+
+/// The Contacts of a 3xx (redirect targets) replaced by ours on `side`, sealed at `unix`
+/// (seconds) as redirect targets (see the module doc); one that cannot be sealed is removed.
+pub fn hide_redirects(msg: &mut SipMsg, seal: &ContactSeal, side: &str, unix: u64) {
+    hide_each(msg, side, |v, side| {
+        let mut hidden = Vec::new();
+        // One target per seal: a Contact value may list several (RFC 3261 20.10).
+        let _ = name_addr::parse_contact(v, |a| {
+            let target = format!("<{}>", a.uri_text);
+            hidden.extend(seal.hide(REDIRECT, &format!("{unix} {target}"), side));
+        });
+        (!hidden.is_empty()).then(|| hidden.join(", "))
+    });
+}
+
+/// Every Contact value of `msg` replaced by what `hide` makes of it on `side`.
+fn hide_each(msg: &mut SipMsg, side: &str, hide: impl Fn(&str, &str) -> Option<String>) {
     if msg.get(HeaderName::Contact).is_none() {
         return;
     }
     let hidden: Vec<String> = msg
         .all(HeaderName::Contact)
-        .filter_map(|v| seal.hide(v, side))
+        .filter_map(|v| hide(v, side))
         .collect();
     msg.replace_all(HeaderName::Contact, hidden);
+}
+
+/// The header lines of our answer to a REGISTER (`extra`) as a registrant outside sees
+/// them: of the Contact lines (every binding of the address of record, RFC 3261 10.3 step
+/// 8), those of the contacts the REGISTER carried (`own`, its own bindings, which it
+/// checks: 10.2.4); the others are other devices of the address of record, maybe inside.
+pub fn register_answer_outward(extra: &mut Vec<String>, own: &[&str]) {
+    extra.retain(|line| {
+        let Some(value) = line.strip_prefix("Contact:") else {
+            return true;
+        };
+        let mut ours = false;
+        let _ = name_addr::parse_contact(value.trim(), |a| {
+            ours |= own.iter().any(|o| o.eq_ignore_ascii_case(a.uri_text));
+        });
+        ours
+    });
 }
 
 /// The request `msg` (our Via on top) as the outside sees it: our Via only; of its
@@ -187,8 +289,8 @@ mod tests {
     }
 
     /// An inner Contact goes out sealed under our outside address and comes back as the
-    /// inner URI; a seal under another secret, a tampered one or one naming another host
-    /// opens nothing.
+    /// inner URI, after a roll of the secret too; a seal under another secret, a tampered
+    /// one or one naming another host opens nothing.
     #[test]
     fn contacts_go_out_sealed_and_come_back() {
         let ring = |hex: &str| KeyRing::from_config(Some(hex), &[]).unwrap();
@@ -209,6 +311,9 @@ mod tests {
         assert_eq!(back.as_deref(), Some("sip:alice@10.1.0.9:5070;ob"));
         let other = ContactSeal::new(&ring(&"6b".repeat(32)));
         assert_eq!(other.reveal(uri, &local()), None);
+        let rolled = KeyRing::from_config(Some(&"6b".repeat(32)), &["5a".repeat(32)]).unwrap();
+        let rolled = ContactSeal::new(&rolled);
+        assert_eq!(rolled.reveal(uri, &local()), back);
         assert_eq!(
             seal.reveal(&uri.replace("@192.0.2.1", "@192.0.2.99"), &local()),
             None

@@ -1,0 +1,511 @@
+//! Topology hiding at the edge (`super::super::hide`), on a fake clock: the Call-ID of a
+//! dialog made inside leaves sealed in every message toward the outside (INVITE, 180/200,
+//! ACK, re-INVITE, UPDATE, BYE from either side, CANCEL and the ACK of a 487) and comes
+//! back inner, the edge's own BYE included; a dialog made outside keeps its Call-ID both
+//! ways; a fork seals on its outside branch only; a dialog keeps its text across a reload,
+//! a roll of the secret and another node taking it over; a seal replayed toward another
+//! outsider stays sealed; the answer to an outside REGISTER lists no inside device; a 3xx
+//! from inside leaves with sealed targets that a new request from outside reaches. Every
+//! byte to the outside is searched for the inside's addresses and Call-IDs.
+
+use super::*;
+
+const EDGE: &str = "192.0.2.10";
+/// alice's phone, inside (allow-listed), and bob's, outside.
+const ALICE: &str = "10.1.0.9:5070";
+const BOB: &str = "203.0.113.5:5060";
+/// What the outside must never see: the inside's addresses and alice's Call-IDs.
+const INSIDE: [&str; 4] = ["10.1.", "in-1", "in-2", "in-3"];
+/// carol, a user of ours, and her phone outside.
+const CAROL_USER: &str =
+    "users = [{ user = \"carol\", domain = \"example.com\", password = \"pw\" }]\n";
+const CAROL: &str = "203.0.113.7:5060";
+
+struct Hiding {
+    core: Core,
+    now: Instant,
+    /// Everything the edge sent outside (anywhere but 10.0.0.0/8).
+    outside: Vec<String>,
+}
+
+impl Hiding {
+    fn new() -> Hiding {
+        Hiding::with("")
+    }
+
+    /// The edge with `extra` lines of its own after `[auth] secret`.
+    fn with(extra: &str) -> Hiding {
+        let now = Instant::now();
+        Hiding {
+            core: super::core(&config(&"c3".repeat(32), extra), now),
+            now,
+            outside: Vec::new(),
+        }
+    }
+
+    /// The edge restarted after a roll of its secret: the one of [`Hiding::with`] now
+    /// previous.
+    fn rolled(&mut self) {
+        let previous = format!("previous_secrets = [\"{}\"]\n", "c3".repeat(32));
+        self.core = super::core(&config(&"d4".repeat(32), &previous), self.now);
+    }
+
+    fn feed(&mut self, text: &str, source: &str) -> Vec<(SocketAddr, String)> {
+        let ctx = super::ctx_on(source, &format!("{EDGE}:5060"), Transport::Datagram);
+        let sent = super::feed(&mut self.core, self.now, text, &ctx).1;
+        self.keep_outside(&sent);
+        sent
+    }
+
+    /// Feed `text` from `source`: the one message starting with `start` sent to `to`.
+    fn one(&mut self, text: &str, source: &str, to: &str, start: &str) -> String {
+        let sent = self.feed(text, source);
+        let got = super::to(&sent, to, start);
+        assert_eq!(got.len(), 1, "{start} to {to}: {sent:?}");
+        got[0].clone()
+    }
+
+    /// Advance the clock by `d`, the timers run: what was sent.
+    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, String)> {
+        let step = Duration::from_millis(100);
+        let sent = super::advance(&mut self.core, &mut self.now, d, step);
+        self.keep_outside(&sent);
+        sent
+    }
+
+    fn keep_outside(&mut self, sent: &[(SocketAddr, String)]) {
+        let outside = sent
+            .iter()
+            .filter(|(a, _)| !matches!(a.ip(), IpAddr::V4(v) if v.octets()[0] == 10));
+        self.outside.extend(outside.map(|(_, m)| m.clone()));
+    }
+
+    /// `user` registers at example.com from `addr`: digest-challenged when outside.
+    fn register(&mut self, user: &str, addr: &str) {
+        let register = |n: u32, auth: &str| {
+            let mut lines = vec![
+                format!("Via: SIP/2.0/UDP {addr};branch=z9hG4bK{user}{n}"),
+                format!("From: <sip:{user}@example.com>;tag=r"),
+                format!("To: <sip:{user}@example.com>"),
+                format!("Call-ID: reg-{user}@{addr}"),
+                format!("CSeq: {n} REGISTER"),
+                format!("Contact: <sip:{user}@{addr}>"),
+            ];
+            lines.extend((!auth.is_empty()).then(|| auth.trim_end().to_string()));
+            msg("REGISTER sip:example.com SIP/2.0", &lines)
+        };
+        let sent = self.feed(&register(1, ""), addr);
+        let mut last = super::sent_starting(&sent, "SIP/2.0 ").to_string();
+        if last.starts_with("SIP/2.0 401") {
+            let nonce = super::nonce_of(&last);
+            let (header, nc, uri) = ("Authorization", "00000001", "sip:example.com");
+            let creds = super::credentials_of(user, header, &nonce, nc, "REGISTER", uri);
+            last = self.one(&register(2, &creds), addr, addr, "SIP/2.0 200");
+        }
+        assert!(last.starts_with("SIP/2.0 200"), "{last}");
+        // RFC 3261 10.2.4: its own binding, whatever else it is not shown.
+        assert!(
+            last.contains(&format!("Contact: <sip:{user}@{addr}>")),
+            "{last}"
+        );
+    }
+
+    /// Nothing the outside received names the inside.
+    fn outside_saw_nothing_inside(&self) {
+        assert!(!self.outside.is_empty());
+        for m in &self.outside {
+            for inner in INSIDE {
+                assert!(!m.contains(inner), "{inner} in {m}");
+            }
+        }
+    }
+}
+
+/// The edge's configuration, `[auth] secret` `secret` followed by `extra`.
+fn config(secret: &str, extra: &str) -> String {
+    format!(
+        "[sip]\nlisten = [\"{EDGE}:5060\"]\ndomains = [\"example.com\"]\n\
+         [policy]\nallow = [\"10.0.0.0/8\"]\n[proxy]\ntopology_hiding = \"outside\"\n\
+         [auth]\nsecret = \"{secret}\"\n{extra}"
+    )
+}
+
+/// A message: its first line, header lines, no body.
+fn msg(start: &str, lines: &[String]) -> String {
+    let head: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+    format!("{start}\r\n{head}Content-Length: 0\r\n\r\n")
+}
+
+/// The values of header `name` in `m`, entry by entry (a comma-separated line split).
+fn values(m: &str, name: &str) -> Vec<String> {
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    m.split("\r\n")
+        .filter(|l| l.to_ascii_lowercase().starts_with(&prefix))
+        .flat_map(|l| l[prefix.len()..].split(',').map(|v| v.trim().to_string()))
+        .collect()
+}
+
+/// The URI of the Contact of `m`.
+fn contact_in(m: &str) -> String {
+    let c = values(m, "Contact").concat();
+    c.trim_start_matches('<').trim_end_matches('>').to_string()
+}
+
+fn call_id_in(m: &str) -> String {
+    values(m, "Call-ID").concat()
+}
+
+/// A response to `req` as received: its Via, From, To, Call-ID and CSeq as they are.
+fn reply(status: &str, req: &str) -> String {
+    let lines: Vec<String> = req
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            ["via:", "from:", "to:", "call-id:", "cseq:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect();
+    msg(&format!("SIP/2.0 {status}"), &lines)
+}
+
+/// A response of a UAS that sets To-tag `tag` (and copies the Record-Route) to `req`.
+fn answer(status: &str, req: &str, tag: &str, contact: &str) -> String {
+    format!(
+        "SIP/2.0 {status}\r\n{}Contact: <{contact}>\r\nContent-Length: 0\r\n\r\n",
+        super::response_lines(req, tag)
+    )
+}
+
+/// A request of a dialog: `method` to `ruri` from `via` (branch `branch`), with the
+/// From, To, Call-ID, CSeq number and route set given.
+struct Req<'a> {
+    ruri: &'a str,
+    via: &'a str,
+    from: String,
+    to: String,
+    call_id: &'a str,
+    routes: Vec<String>,
+}
+
+impl<'a> Req<'a> {
+    /// alice's request to bob's phone in `call_id`, with `to` after bob's AOR (`;tag=b`
+    /// once he answered), along `routes`.
+    fn alice(call_id: &'a str, to: &str, routes: Vec<String>) -> Req<'a> {
+        Req {
+            ruri: "sip:bob@203.0.113.5:5060",
+            via: ALICE,
+            from: "<sip:alice@example.com>;tag=a".into(),
+            to: format!("<sip:bob@203.0.113.5>{to}"),
+            call_id,
+            routes,
+        }
+    }
+
+    /// bob's request to `ruri` (not in a dialog) in `call_id`.
+    fn bob(ruri: &'a str, call_id: &'a str) -> Req<'a> {
+        Req {
+            ruri,
+            via: BOB,
+            from: "<sip:bob@other.org>;tag=b".into(),
+            to: "<sip:alice@example.com>".into(),
+            call_id,
+            routes: Vec::new(),
+        }
+    }
+
+    /// bob's request in the dialog that alice's INVITE `inv` (as he got it) set up: to
+    /// its Contact (`target`) along its Record-Route (RFC 3261 12.1.1), in `call_id`.
+    fn bob_in_dialog(inv: &str, target: &'a str, call_id: &'a str) -> Req<'a> {
+        Req {
+            from: "<sip:bob@203.0.113.5>;tag=b".into(),
+            to: "<sip:alice@example.com>;tag=a".into(),
+            routes: values(inv, "Record-Route"),
+            ..Req::bob(target, call_id)
+        }
+    }
+
+    fn make(&self, method: &str, branch: &str, cseq: u32) -> String {
+        let mut lines = vec![
+            format!("Via: SIP/2.0/UDP {};branch=z9hG4bK{branch}", self.via),
+            "Max-Forwards: 70".into(),
+        ];
+        lines.extend(self.routes.iter().map(|r| format!("Route: {r}")));
+        lines.extend([
+            format!("From: {}", self.from),
+            format!("To: {}", self.to),
+            format!("Call-ID: {}", self.call_id),
+            format!("CSeq: {cseq} {method}"),
+            format!("Contact: <sip:{}>", self.via),
+        ]);
+        msg(&format!("{method} {} SIP/2.0", self.ruri), &lines)
+    }
+}
+
+/// alice calls bob: bob's INVITE (as received), alice's 200.
+fn alice_calls_bob(h: &mut Hiding, call_id: &str, branch: &str) -> (String, String) {
+    let alice = Req::alice(call_id, "", Vec::new());
+    let inv = h.one(&alice.make("INVITE", branch, 1), ALICE, BOB, "INVITE ");
+    let ringing = answer("180 Ringing", &inv, "b", "sip:bob@203.0.113.5:5060");
+    let at_alice = h.one(&ringing, BOB, ALICE, "SIP/2.0 180");
+    assert_eq!(call_id_in(&at_alice), call_id);
+    (inv, at_alice)
+}
+
+/// bob answers alice's `inv` (her `call_id`) 200: alice's side of the dialog, along the
+/// route set of the 200 she gets (RFC 3261 12.1.2: its Record-Route reversed).
+fn bob_answers<'a>(h: &mut Hiding, inv: &str, call_id: &'a str) -> Req<'a> {
+    let ok = answer("200 OK", inv, "b", "sip:bob@203.0.113.5:5060");
+    let ok_at_alice = h.one(&ok, BOB, ALICE, "SIP/2.0 200");
+    assert_eq!(call_id_in(&ok_at_alice), call_id);
+    let mut routes = values(&ok_at_alice, "Record-Route");
+    routes.reverse();
+    Req::alice(call_id, ";tag=b", routes)
+}
+
+/// A dialog made inside: bob sees one sealed Call-ID in every message of it, alice her
+/// own; requests from bob's side reach alice with hers.
+#[test]
+fn a_dialog_made_inside_shows_the_outside_a_sealed_call_id() {
+    let mut h = Hiding::new();
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    let sealed = call_id_in(&inv);
+    assert!(sealed.starts_with("sfwth-"), "{inv}");
+    let alice = bob_answers(&mut h, &inv, "in-1@10.1.0.9");
+    let ack = h.one(&alice.make("ACK", "a1ack", 1), ALICE, BOB, "ACK ");
+    assert_eq!(call_id_in(&ack), sealed);
+    let reinvite = h.one(&alice.make("INVITE", "a1re", 2), ALICE, BOB, "INVITE ");
+    assert_eq!(call_id_in(&reinvite), sealed);
+    let ok2 = answer("200 OK", &reinvite, "b", "sip:bob@203.0.113.5:5060");
+    assert_eq!(
+        call_id_in(&h.one(&ok2, BOB, ALICE, "SIP/2.0 200")),
+        "in-1@10.1.0.9"
+    );
+
+    // bob's requests: to alice's sealed Contact along the route set he was given.
+    let target = contact_in(&inv);
+    let bob = Req::bob_in_dialog(&inv, &target, &sealed);
+    for (method, branch) in [("UPDATE", "b1up"), ("BYE", "b1bye")] {
+        let at_alice = h.one(&bob.make(method, branch, 1), BOB, ALICE, method);
+        assert_eq!(call_id_in(&at_alice), "in-1@10.1.0.9", "{at_alice}");
+        assert!(
+            at_alice.starts_with(&format!("{method} sip:{ALICE} ")),
+            "{at_alice}"
+        );
+        let back = h.one(&reply("200 OK", &at_alice), ALICE, BOB, "SIP/2.0 200");
+        assert_eq!(call_id_in(&back), sealed, "{back}");
+    }
+    h.outside_saw_nothing_inside();
+}
+
+/// The edge's own BYE (`[fraud] max_call_duration`) of a call made inside: bob's in the
+/// sealed Call-ID he knows, alice's in her own.
+#[test]
+fn the_edges_own_bye_carries_each_sides_call_id() {
+    let mut h = Hiding::with("[fraud]\nmax_call_duration = \"10s\"\n");
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    bob_answers(&mut h, &inv, "in-1@10.1.0.9");
+    let sent = h.advance(Duration::from_secs(11));
+    for (to, call_id) in [(BOB, call_id_in(&inv)), (ALICE, "in-1@10.1.0.9".into())] {
+        let byes = super::to(&sent, to, "BYE ");
+        assert!(!byes.is_empty(), "{sent:?}");
+        for bye in byes {
+            assert_eq!(call_id_in(&bye), call_id, "{bye}");
+        }
+    }
+    h.outside_saw_nothing_inside();
+}
+
+/// A call made inside and cancelled: bob's CANCEL and the edge's ACK of his 487 carry the
+/// INVITE's sealed Call-ID; alice's 487 her own.
+#[test]
+fn a_cancel_and_the_ack_of_a_487_carry_the_invites_sealed_call_id() {
+    let mut h = Hiding::new();
+    let (inv, _) = alice_calls_bob(&mut h, "in-2@10.1.0.9", "a2");
+    let sealed = call_id_in(&inv);
+    let alice = Req::alice("in-2@10.1.0.9", "", Vec::new());
+    let cancel = h.one(&alice.make("CANCEL", "a2", 1), ALICE, BOB, "CANCEL ");
+    assert_eq!(call_id_in(&cancel), sealed);
+    h.feed(&reply("200 OK", &cancel), BOB);
+    let terminated = answer("487 Request Terminated", &inv, "b", "sip:bob@203.0.113.5");
+    let sent = h.feed(&terminated, BOB);
+    let ack = super::to(&sent, BOB, "ACK ");
+    assert_eq!(ack.len(), 1, "{sent:?}");
+    assert_eq!(call_id_in(&ack[0]), sealed);
+    let at_alice = super::to(&sent, ALICE, "SIP/2.0 487");
+    assert_eq!(at_alice.len(), 1, "{sent:?}");
+    assert_eq!(call_id_in(&at_alice[0]), "in-2@10.1.0.9");
+    h.outside_saw_nothing_inside();
+}
+
+/// alice registers from inside; bob (outside) calls her with `call_id`: her INVITE.
+fn bob_calls_alice(h: &mut Hiding, call_id: &str, branch: &str) -> String {
+    h.register("alice", ALICE);
+    let bob = Req::bob("sip:alice@example.com", call_id);
+    h.one(&bob.make("INVITE", branch, 1), BOB, ALICE, "INVITE ")
+}
+
+/// A dialog made outside: bob's Call-ID reaches alice as it is, and every message to bob,
+/// alice's BYE included, carries it unchanged.
+#[test]
+fn a_dialog_made_outside_keeps_the_callers_call_id() {
+    let mut h = Hiding::new();
+    let theirs = "out-1@203.0.113.5";
+    let inv = bob_calls_alice(&mut h, theirs, "b1");
+    assert_eq!(call_id_in(&inv), theirs);
+    let ok = answer("200 OK", &inv, "a", &format!("sip:alice@{ALICE}"));
+    let at_bob = h.one(&ok, ALICE, BOB, "SIP/2.0 200");
+    assert_eq!(call_id_in(&at_bob), theirs);
+    let alice = Req {
+        ruri: "sip:bob@203.0.113.5:5060",
+        via: ALICE,
+        from: "<sip:alice@example.com>;tag=a".into(),
+        to: "<sip:bob@other.org>;tag=b".into(),
+        call_id: theirs,
+        routes: values(&inv, "Record-Route"),
+    };
+    let bye = h.one(&alice.make("BYE", "a1bye", 1), ALICE, BOB, "BYE ");
+    assert_eq!(call_id_in(&bye), theirs, "{bye}");
+    h.outside_saw_nothing_inside();
+
+    // A Call-ID that only looks like one of our seals is bob's own.
+    let forged = "sfwth-00112233445566778899aabbccddeeff00";
+    let inv = bob_calls_alice(&mut h, forged, "b2");
+    assert_eq!(call_id_in(&inv), forged);
+}
+
+/// A 302 from inside leaves with a sealed target and no inner host; bob's new INVITE to it
+/// reaches the inner target. A dialog's sealed Contact is no redirect target.
+#[test]
+fn a_redirect_from_inside_keeps_working_sealed() {
+    let mut h = Hiding::new();
+    let inv = bob_calls_alice(&mut h, "out-2@203.0.113.5", "b3");
+    let moved = answer("302 Moved", &inv, "a", "sip:carol@10.1.0.20:5080");
+    let at_bob = h.one(&moved, ALICE, BOB, "SIP/2.0 302");
+    let target = contact_in(&at_bob);
+    assert!(target.starts_with("sip:sfwth-"), "{at_bob}");
+    let bob = Req::bob(&target, "out-2@203.0.113.5");
+    let again = h.one(
+        &bob.make("INVITE", "b4", 2),
+        BOB,
+        "10.1.0.20:5080",
+        "INVITE ",
+    );
+    assert!(
+        again.starts_with("INVITE sip:carol@10.1.0.20:5080 SIP/2.0"),
+        "{again}"
+    );
+    h.outside_saw_nothing_inside();
+
+    // alice's sealed dialog Contact, from a 200, reaches nobody as a new request.
+    let inv = bob_calls_alice(&mut h, "out-3@203.0.113.5", "b5");
+    let ok = answer("200 OK", &inv, "a", &format!("sip:alice@{ALICE}"));
+    let at_bob = h.one(&ok, ALICE, BOB, "SIP/2.0 200");
+    let contact = contact_in(&at_bob);
+    let bob = Req::bob(&contact, "out-4@203.0.113.5");
+    let sent = h.feed(&bob.make("INVITE", "b6", 1), BOB);
+    assert!(super::to(&sent, ALICE, "INVITE ").is_empty(), "{sent:?}");
+}
+
+/// A sealed Call-ID that an outsider replays toward another outsider leaves sealed again:
+/// the edge opens its seals for the inside only.
+#[test]
+fn a_sealed_call_id_replayed_outside_stays_sealed() {
+    let mut h = Hiding::with(CAROL_USER);
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    let sealed = call_id_in(&inv);
+    h.register("carol", CAROL);
+
+    let replay = Req::bob("sip:carol@example.com", &sealed).make("INVITE", "b9", 1);
+    let at_carol = h.one(&replay, BOB, CAROL, "INVITE ");
+    assert_eq!(call_id_in(&at_carol), sealed, "{at_carol}");
+    let ok = answer("200 OK", &at_carol, "c", &format!("sip:carol@{CAROL}"));
+    assert_eq!(call_id_in(&h.one(&ok, CAROL, BOB, "SIP/2.0 200")), sealed);
+    h.outside_saw_nothing_inside();
+}
+
+/// alice calls carol, registered inside and outside (the answer to the outside REGISTER
+/// lists the outside binding only): the outside branch gets the sealed
+/// Call-ID, the inside one alice's; the outside answers, the inside branch is cancelled in
+/// alice's Call-ID, and alice gets the 200 in hers.
+#[test]
+fn a_fork_seals_the_call_id_on_its_outside_branch_only() {
+    let mut h = Hiding::with(CAROL_USER);
+    let desk = "10.1.0.30:5060";
+    // The desk first: the 200 to carol's phone outside does not list it.
+    h.register("carol", desk);
+    h.register("carol", CAROL);
+    let alice = Req {
+        ruri: "sip:carol@example.com",
+        to: "<sip:carol@example.com>".into(),
+        ..Req::alice("in-3@10.1.0.9", "", Vec::new())
+    };
+    let sent = h.feed(&alice.make("INVITE", "a3", 1), ALICE);
+    let outside = super::to(&sent, CAROL, "INVITE ");
+    let inside = super::to(&sent, desk, "INVITE ");
+    assert_eq!((outside.len(), inside.len()), (1, 1), "{sent:?}");
+    assert!(call_id_in(&outside[0]).starts_with("sfwth-"));
+    assert_eq!(call_id_in(&inside[0]), "in-3@10.1.0.9");
+    h.feed(
+        &answer("180 Ringing", &inside[0], "d", &format!("sip:carol@{desk}")),
+        desk,
+    );
+    let ok = answer("200 OK", &outside[0], "c", &format!("sip:carol@{CAROL}"));
+    let sent = h.feed(&ok, CAROL);
+    let cancel = super::to(&sent, desk, "CANCEL ");
+    assert_eq!(cancel.len(), 1, "{sent:?}");
+    assert_eq!(call_id_in(&cancel[0]), "in-3@10.1.0.9");
+    let at_alice = super::to(&sent, ALICE, "SIP/2.0 200");
+    assert_eq!(at_alice.len(), 1, "{sent:?}");
+    assert_eq!(call_id_in(&at_alice[0]), "in-3@10.1.0.9");
+    h.outside_saw_nothing_inside();
+}
+
+/// A dialog made inside, `change` done to the edge once it is up: alice's re-INVITE
+/// reaches bob in the sealed Call-ID he knows, bob's `method` reaches alice in hers.
+fn dialog_survives(change: impl FnOnce(&mut Hiding), method: &str) {
+    let mut h = Hiding::new();
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    let sealed = call_id_in(&inv);
+    let alice = bob_answers(&mut h, &inv, "in-1@10.1.0.9");
+    change(&mut h);
+    let reinvite = h.one(&alice.make("INVITE", "a1re", 2), ALICE, BOB, "INVITE ");
+    assert_eq!(call_id_in(&reinvite), sealed);
+    let target = contact_in(&inv);
+    let bob = Req::bob_in_dialog(&inv, &target, &sealed);
+    let at_alice = h.one(&bob.make(method, "b1", 1), BOB, ALICE, method);
+    assert_eq!(call_id_in(&at_alice), "in-1@10.1.0.9");
+    h.outside_saw_nothing_inside();
+}
+
+/// Across a roll of the secret (the edge restarted with the old one previous), a dialog
+/// made before it keeps its sealed Call-ID both ways.
+#[test]
+fn a_dialog_keeps_its_sealed_call_id_across_a_secret_roll() {
+    dialog_survives(Hiding::rolled, "BYE");
+}
+
+/// A reload mid-dialog changes nothing the outside sees.
+#[test]
+fn a_reload_keeps_a_dialogs_sealed_call_id() {
+    dialog_survives(
+        |h| {
+            let text = config(&"c3".repeat(32), "");
+            let reloaded = Config::from_toml(&text, std::path::Path::new("t.toml"));
+            h.core.reconfigure(&reloaded.expect("config"));
+        },
+        "UPDATE",
+    );
+}
+
+/// Another node of the same secret (a fresh core: nothing of the dialog in memory) takes
+/// the dialog over: the seals are stateless.
+#[test]
+fn another_node_takes_a_dialog_over() {
+    dialog_survives(
+        |h| h.core = super::core(&config(&"c3".repeat(32), ""), h.now),
+        "BYE",
+    );
+}
