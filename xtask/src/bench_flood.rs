@@ -9,7 +9,8 @@
 //! trafgen's own (/proc/stat, so that softirq and XDP work is in), the softirq share of the
 //! machine's time, the flood's packets, and the packets that reached the victim address.
 //! With `--peer kamailio` each kind runs against both edges back to back and a ratio row
-//! (ours / Kamailio) follows.
+//! (ours / Kamailio) follows. `--kinds idle` places no call at all: the edge's CPU over
+//! `--seconds` of waiting, what its timers cost.
 //!
 //! Everything shares the machine (SIPp, trafgen, the edge, and whatever else runs): the
 //! figures compare the two edges in the same conditions, they are no absolute measure.
@@ -43,7 +44,8 @@ pub struct Args {
     /// Calls per second.
     #[arg(long, default_value_t = 100)]
     pub rate: u32,
-    /// Flood kinds, comma-separated: none, one-source, spoofed, forged-replies, junk.
+    /// Flood kinds, comma-separated: none, one-source, spoofed, forged-replies, junk; `idle`
+    /// (no calls either, for `--seconds`) on request.
     #[arg(
         long,
         value_delimiter = ',',
@@ -185,7 +187,12 @@ fn one(kind: Kind, peer: Peer, dir: &Path, bin: &Path, args: &Args) -> anyhow::R
         // The flood in full swing before the first call.
         std::thread::sleep(Duration::from_secs(1));
     }
-    let calls = calls::run(&net, dir, args.calls, args.rate, args.seconds)?;
+    let calls = if kind == Kind::Idle {
+        std::thread::sleep(Duration::from_secs(args.seconds.into()));
+        calls::Calls::none()
+    } else {
+        calls::run(&net, dir, args.calls, args.rate, args.seconds)?
+    };
     let gen_cpu = match flood {
         Some(f) => {
             let cost = f.stop()?;
@@ -216,7 +223,11 @@ fn one(kind: Kind, peer: Peer, dir: &Path, bin: &Path, args: &Args) -> anyhow::R
         softirq: after.softirq - before.softirq,
         gen_cpu,
         // c0 also carried the calls' own requests: a few per call.
-        flood_packets: if kind == Kind::None { 0 } else { sent },
+        flood_packets: if matches!(kind, Kind::None | Kind::Idle) {
+            0
+        } else {
+            sent
+        },
         reflected: after.victim - before.victim,
         calls,
         xdp,
@@ -281,13 +292,13 @@ fn print_table(rows: &[Row], args: &Args) {
 
 fn print_row(r: &Row) {
     let ok = if r.calls.attempted == 0 {
-        0.0
+        "-".to_string()
     } else {
-        r.calls.ok as f64 * 100.0 / r.calls.attempted as f64
+        format!("{:.1}%", r.calls.ok as f64 * 100.0 / r.calls.attempted as f64)
     };
     let pps = r.flood_packets as f64 / r.seconds.max(0.001);
     println!(
-        "{:<15} {:<12} {:>7.1}% {:>9} {:>9} {:>6.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.0} {:>9}",
+        "{:<15} {:<12} {:>8} {:>9} {:>9} {:>6.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.0} {:>9}",
         r.kind.name(),
         r.peer.name(),
         ok,

@@ -98,6 +98,17 @@ pub struct Calls {
     pub setup_ms: Vec<f64>,
 }
 
+impl Calls {
+    /// No call placed.
+    pub fn none() -> Calls {
+        Calls {
+            attempted: 0,
+            ok: 0,
+            setup_ms: Vec::new(),
+        }
+    }
+}
+
 /// `calls` calls at `rate`/s from ns C; SIPp gives up on the run after `seconds` and on one
 /// call after 10 s without an answer.
 pub fn run(net: &Net, dir: &Path, calls: u32, rate: u32, seconds: u32) -> anyhow::Result<Calls> {

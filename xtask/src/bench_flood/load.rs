@@ -20,6 +20,9 @@ use super::net::{EDGE, FLOODER, MAC_C0, MAC_E0, Net, VICTIM};
 pub enum Kind {
     /// No flood: the baseline.
     None,
+    /// No flood and no calls: what the edge costs waiting (its timers and ticks) for
+    /// `--seconds`, bob registered.
+    Idle,
     /// OPTIONS requests from one source address.
     OneSource,
     /// OPTIONS requests, each from a random source in 10/8.
@@ -31,8 +34,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::None,
+        Kind::Idle,
         Kind::OneSource,
         Kind::Spoofed,
         Kind::ForgedReplies,
@@ -42,6 +46,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::None => "none",
+            Kind::Idle => "idle",
             Kind::OneSource => "one-source",
             Kind::Spoofed => "spoofed",
             Kind::ForgedReplies => "forged-replies",
@@ -55,7 +60,7 @@ impl Kind {
             .find(|k| k.name() == s)
             .with_context(|| {
                 format!(
-                    "unknown flood kind {s:?} (none, one-source, spoofed, forged-replies, junk)"
+                    "unknown flood kind {s:?} (none, idle, one-source, spoofed, forged-replies, junk)"
                 )
             })
     }
@@ -101,7 +106,7 @@ pub fn trafgen_config(kind: Kind) -> Option<String> {
         "Content-Length: 0",
     ]);
     let (source, payload) = match kind {
-        Kind::None => return None,
+        Kind::None | Kind::Idle => return None,
         Kind::OneSource => (one.as_str(), options),
         Kind::Spoofed => (random, options),
         Kind::ForgedReplies => (
@@ -336,6 +341,7 @@ mod tests {
         }
         assert!(Kind::parse("syn").is_err());
         assert!(trafgen_config(Kind::None).is_none());
+        assert!(trafgen_config(Kind::Idle).is_none());
         let spoofed = trafgen_config(Kind::Spoofed).unwrap();
         assert!(spoofed.contains("sa[3]=drnd()"));
         assert!(spoofed.contains("\"OPTIONS sip:example.com SIP/2.0\", 0x0d, 0x0a"));
