@@ -60,24 +60,13 @@ pub fn cancelled_call(alice: &mut Phone, bob: &mut Phone) {
         .invite("sip:bob@example.com", "c9", &call_id, 1, "");
     alice.send(&invite);
     let (inv, edge) = next_request(bob, "INVITE ").expect("the INVITE at bob");
-    let answer = |phone: &Phone, resp: String| {
-        let _ = phone.sock.send_to(resp.as_bytes(), edge);
-    };
-    answer(bob, response_to(&inv, "180 Ringing", "pc", ""));
+    let ring = response_to(&inv, "180 Ringing", "pc", "");
+    let _ = bob.sock.send_to(ring.as_bytes(), edge);
     response_of(alice, &invite, 180).expect("180 at alice");
     let cancel = cancel_of(&invite);
     let ok = alice.final_of(&cancel).expect("the CANCEL answered");
     assert_eq!(status(&ok), 200, "{ok}");
-    let (at_bob, _) = next_request(bob, "CANCEL ").expect("the CANCEL at bob");
-    assert_eq!(
-        header(&at_bob, "Call-ID"),
-        header(&inv, "Call-ID"),
-        "{at_bob}"
-    );
-    answer(bob, response_to(&at_bob, "200 OK", "pc", ""));
-    answer(bob, response_to(&inv, "487 Request Terminated", "pc", ""));
-    let (ack, _) = next_request(bob, "ACK ").expect("the ACK of the 487");
-    assert_eq!(header(&ack, "Call-ID"), header(&inv, "Call-ID"), "{ack}");
+    cancelled_at(bob, &inv, edge, "pc");
     let terminated = response_of(alice, &invite, 487).expect("487 at alice");
     assert_eq!(header(&terminated, "Call-ID"), Some(call_id.as_str()));
     alice.send(&ack_of_failure(&invite, &terminated));
@@ -169,24 +158,29 @@ pub fn forked_call(side: &Side, alice: &mut Phone, bob: &mut Phone) {
     bob.received.append(&mut second.received);
 }
 
-/// The branch that loses the race: it rings, gets the edge's CANCEL and, after its 487,
-/// the ACK, both in the INVITE's Call-ID (RFC 3261 9.1, 17.1.1.3).
+/// The branch that loses the race: it rings, then is cancelled ([`cancelled_at`]).
 fn losing_branch(phone: &mut Phone) {
     let (inv, edge) = next_request(phone, "INVITE ").expect("the INVITE at the second phone");
-    let answer = |phone: &Phone, resp: String| {
-        let _ = phone.sock.send_to(resp.as_bytes(), edge);
-    };
-    answer(phone, response_to(&inv, "180 Ringing", "f2", ""));
+    let ring = response_to(&inv, "180 Ringing", "f2", "");
+    let _ = phone.sock.send_to(ring.as_bytes(), edge);
+    cancelled_at(phone, &inv, edge, "f2");
+}
+
+/// `phone`, ringing for `inv` (from the edge at `edge`, To-tag `tag`), gets the edge's
+/// CANCEL, answers it 200 and the INVITE 487, and gets the ACK of the 487: both in the
+/// INVITE's Call-ID (RFC 3261 9.1, 17.1.1.3).
+fn cancelled_at(phone: &mut Phone, inv: &str, edge: SocketAddr, tag: &str) {
     let (cancel, _) = next_request(phone, "CANCEL ").expect("the edge's CANCEL");
-    assert_eq!(
-        header(&cancel, "Call-ID"),
-        header(&inv, "Call-ID"),
-        "{cancel}"
-    );
-    answer(phone, response_to(&cancel, "200 OK", "f2", ""));
-    answer(phone, response_to(&inv, "487 Request Terminated", "f2", ""));
+    let same = header(&cancel, "Call-ID") == header(inv, "Call-ID");
+    assert!(same, "{cancel}");
+    for resp in [
+        response_to(&cancel, "200 OK", tag, ""),
+        response_to(inv, "487 Request Terminated", tag, ""),
+    ] {
+        let _ = phone.sock.send_to(resp.as_bytes(), edge);
+    }
     let (ack, _) = next_request(phone, "ACK ").expect("the ACK of the 487");
-    assert_eq!(header(&ack, "Call-ID"), header(&inv, "Call-ID"), "{ack}");
+    assert_eq!(header(&ack, "Call-ID"), header(inv, "Call-ID"), "{ack}");
 }
 
 /// alice (inside) calls bob; between the 200/ACK and the BYE the edge reloads a changed
