@@ -11,11 +11,14 @@
 //! reload (`flows`); no byte that reaches the outside phones names an inside address (Via,
 //! Record-Route, Contact) or the inside phone's Call-IDs, which name its host; each phone
 //! sees its own Call-ID in every message of its dialogs.
+//! In relay mode with the registrar outside, no inner Path entry reaches it
+//! (`relay_path`).
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod flows;
+mod relay_path;
 
 use std::{net::SocketAddr, time::Duration};
 

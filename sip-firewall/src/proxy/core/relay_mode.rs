@@ -73,7 +73,8 @@ impl Core {
             transport: r.ctx.transport,
         };
         let token = self.keys.flow.seal(self.unix_secs(r.now), flow);
-        // Our side toward the registrar: it reaches us over UDP.
+        // The registrar reaches us over UDP; the entry names our side toward it once the
+        // registrar's address is known (`Core::outward`).
         let entry = flow::path_entry(&self.local.hostport_for(Transport::Datagram), &token);
         msg.push_front(HeaderName::Other("Path"), entry);
         if !msg

@@ -86,9 +86,14 @@ pub fn hide_path(msg: &mut SipMsg, seal: &PathSeal) {
         Some(_) if entries.len() == 1 => entries,
         Some(token) => {
             let below = entries[1..].join(", ");
-            let sealed = seal.keys.seal(token.as_bytes(), below.as_bytes(), 0);
+            let sealed = seal
+                .keys
+                .seal(token.as_bytes(), below.as_bytes(), 0)
+                .map(|raw| hex(&raw))
+                // One we would not open on the way back is not sent.
+                .filter(|h| h.len() <= MAX_SEALED_HEX);
             match (entry_uri(first), sealed) {
-                (Some(u), Some(sealed)) => vec![format!("<{u};{PATH_PARAM}={}>", hex(&sealed))],
+                (Some(u), Some(sealed)) => vec![format!("<{u};{PATH_PARAM}={sealed}>")],
                 // Rather no inner entry than one shown.
                 _ => {
                     debug!("inner Path entries could not be sealed: dropped");
@@ -125,7 +130,8 @@ mod tests {
     }
 
     /// Our entry carries the inner ones sealed, bound to its token: they open under it
-    /// only, and a changed digit opens nothing. A Path without our entry on top is dropped.
+    /// only, and a changed digit opens nothing; inner entries too long to seal are dropped.
+    /// A Path without our entry on top is dropped.
     #[test]
     fn inner_entries_ride_sealed_in_ours() {
         let seal = PathSeal::new(&ring("5a"));
@@ -151,6 +157,15 @@ mod tests {
         let tampered = format!("{}{flipped}{}", &entry[..i], &entry[i + 1..]);
         assert!(seal.reveal(&tampered, "00aa").is_err());
         assert_eq!(seal.reveal(ours, "00aa").ok(), Some(None));
+
+        // More than would be opened on the way back: our entry alone.
+        let long = format!("<sip:10.1.0.5;lr;x={}>", "y".repeat(MAX_SEALED_HEX));
+        let mut m = register(&[ours, &long]);
+        hide_path(&mut m, &seal);
+        assert_eq!(
+            m.all(HeaderName::Other("Path")).collect::<Vec<_>>(),
+            vec![ours]
+        );
 
         let mut theirs = register(&["<sip:10.1.0.5;lr>"]);
         hide_path(&mut theirs, &seal);
