@@ -1,6 +1,6 @@
 //! Topology hiding (`[proxy] topology_hiding = "outside"`): toward a destination that is not
-//! allow-listed (`[policy] allow`), no Via, Record-Route entry, Contact or Call-ID names a
-//! host inside.
+//! allow-listed (`[policy] allow`), no Via, Record-Route or Path entry, Contact or Call-ID
+//! names a host inside (but a REGISTER's Contact: the binding the registrar keeps).
 //!
 //! - A request leaves with our Via only, and of the Record-Route entries with ours on the
 //!   destination's side only (when we record-route; none else). The client transaction
@@ -27,7 +27,6 @@
 //!   ([`ContactSeal::reveal_redirect`]) for [`REDIRECT_LIFETIME`]. A dialog's sealed
 //!   Contact is no redirect target: it reaches the inner party in-dialog only, where the
 //!   stamp vouches for the dialog.
-//!
 //! - A REGISTER going to a registrar we hide from (relay mode's `relay_to` outside the
 //!   allow-list, or one a trusted peer preloads a route to) keeps its Contact (the
 //!   binding) and leaves with our Path entry only, the inner entries below it sealed in it
@@ -59,8 +58,8 @@
 //! Call-ID is sealed under the secret its stamp was sealed under (the current one for a
 //! new dialog): across a roll, a dialog keeps one text both ways.
 //!
-//! `call_id.rs` is the Call-ID seal, `path.rs` the Path seal, `siv.rs` the keys every seal here is made with; the
-//! core decides which message carries which (`super::core`).
+//! `call_id.rs` is the Call-ID seal, `path.rs` the Path seal, `siv.rs` the keys every seal
+//! here is made with; the core decides which message carries which (`super::core`).
 
 use sip_firewall_sip::{
     headers::{HeaderName, name_addr},
