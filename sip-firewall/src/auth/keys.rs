@@ -60,6 +60,8 @@ pub enum Purpose {
     HiddenContact,
     /// The seal of inner Call-IDs shown to the outside (topology hiding).
     HiddenCallId,
+    /// The seal of inner Path entries shown to a registrar outside (topology hiding).
+    HiddenPath,
     /// The secret's own id (not a key).
     KeyId,
 }
@@ -76,6 +78,7 @@ impl Purpose {
             Purpose::FlowToken => b"flow token",
             Purpose::HiddenContact => b"hidden contact",
             Purpose::HiddenCallId => b"hidden call-id",
+            Purpose::HiddenPath => b"hidden path",
             Purpose::KeyId => b"key id",
         }
     }

@@ -135,7 +135,7 @@ impl ProxyMetrics {
                 "sipfw_dialog_refused_total",
                 "Requests the proxy refused to relay, by reason (loop, own_address, \
                  internal_hop, bad_stamp, stamp_expired, too_many_routes, not_a_party, \
-                 ambiguous; relay mode: flow_outsider, bad_flow_token, flow_failed)",
+                 ambiguous; relay mode: flow_outsider, bad_flow_token, bad_hidden_path, flow_failed)",
                 &["reason"],
             ),
             wrong_source: r.counter(

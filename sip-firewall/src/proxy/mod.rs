@@ -22,7 +22,7 @@
 //! | `core/` | the decisions, on a fake-clock-testable core (`request`, `response`, `timers`, `fraud`) |
 //! | `transaction/` | RFC 3261 17 and RFC 6026 state machines and their timers |
 //! | `forward` | Via, Max-Forwards, Record-Route, ACK and CANCEL building |
-//! | `hide/` | topology hiding: the Via, Record-Route, Contact and Call-ID the outside sees, and what comes back |
+//! | `hide/` | topology hiding: the Via, Record-Route, Contact, Call-ID and Path the outside sees, and what comes back |
 //! | `route` | loose routing and the sealed Record-Route stamp |
 //! | `fork` | the response context of a forked request (RFC 3261 16.7) |
 //! | `msg` | the owned message the core works on |

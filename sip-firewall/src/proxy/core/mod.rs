@@ -141,6 +141,8 @@ struct CoreKeys {
     contact: hide::ContactSeal,
     /// Of the inner Call-IDs shown to the outside (topology hiding).
     call_id: hide::call_id::CallIdSeal,
+    /// Of the inner Path entries shown to a registrar outside (topology hiding).
+    path: hide::path::PathSeal,
 }
 
 /// This node in a cluster that shares registrations.
@@ -265,13 +267,29 @@ impl Core {
 
     /// The request `b` (our Via on top) as it goes to `dest`: as it is, or as the outside
     /// sees it (`super::hide`: our Via and entry only, inner Contacts sealed; a REGISTER's
-    /// Contact is its binding and stays).
+    /// Contact is its binding and stays, its inner Path entries go sealed in ours). Our Path
+    /// entry in a REGISTER names our side toward `dest` (`route::flow::path_toward`).
     pub(super) fn outward(&self, b: &SipMsg, dest: Destination) -> Vec<u8> {
-        if !self.hides_toward(dest.addr.ip()) {
+        let hidden = self.hides_toward(dest.addr.ip());
+        let register = b.start.starts_with("REGISTER ");
+        if !hidden && !register {
             return b.to_bytes();
         }
-        let mut out = hide::request_outward(b, self.record_routed(b));
-        if !b.start.starts_with("REGISTER ") {
+        let mut out = if hidden {
+            hide::request_outward(b, self.record_routed(b))
+        } else {
+            b.clone()
+        };
+        if register {
+            // The registrar reaches us over UDP (`relay_register`).
+            let side = self
+                .local
+                .hostport_toward(Transport::Datagram, dest.addr.ip());
+            route::flow::path_toward(&mut out, &side);
+            if hidden {
+                hide::path::hide_path(&mut out, &self.keys.path);
+            }
+        } else {
             let side = self.local.hostport_toward(dest.transport, dest.addr.ip());
             hide::hide_contacts(&mut out, &self.keys.contact, &side);
         }

@@ -73,7 +73,8 @@ impl Core {
             transport: r.ctx.transport,
         };
         let token = self.keys.flow.seal(self.unix_secs(r.now), flow);
-        // Our side toward the registrar: it reaches us over UDP.
+        // The registrar reaches us over UDP; the entry names our side toward it once the
+        // registrar's address is known (`Core::outward`).
         let entry = flow::path_entry(&self.local.hostport_for(Transport::Datagram), &token);
         msg.push_front(HeaderName::Other("Path"), entry);
         if !msg
@@ -129,16 +130,20 @@ impl Core {
         self.forward_inward(r, msg, rr, hop).map(|()| None)
     }
 
-    /// A request whose top Route is our Path entry with flow token `token` (RFC 5626 5.3):
+    /// A request whose top Route is our Path entry `entry` with flow token `token` (RFC
+    /// 5626 5.3):
     /// from the registrar (`relay_to`), the call server (`[proxy] inbound`) or an
     /// allow-listed host only (anyone else writing our
     /// Path into a Route is refused: no open relay), to the flow the token names while a
     /// registration of it lasts. A token that does not open gets 403, one of a flow that is
-    /// no longer registered 430 (RFC 5626 5.3).
+    /// no longer registered 430 (RFC 5626 5.3). The inner Path entries the entry carries
+    /// sealed (`super::hide::path`) become the Route set down the flow; a seal that does
+    /// not open under the token gets 403.
     pub(super) fn flow_hop(
         &mut self,
         r: &Req<'_>,
         msg: SipMsg,
+        entry: &str,
         token: &str,
     ) -> Result<(), LocalReply> {
         let (ctx, now) = (r.ctx, r.now);
@@ -158,7 +163,11 @@ impl Core {
             self.refused(Some(ctx.source), "flow_failed");
             return Err(answer(430, "Flow Failed"));
         }
-        self.down_the_flow(r, msg, opened.flow, "flow")
+        let Ok(inner) = self.keys.path.reveal(entry, token) else {
+            self.refused(Some(ctx.source), "bad_hidden_path");
+            return Err(answer(403, "Forbidden"));
+        };
+        self.down_the_flow(r, msg, opened.flow, inner, "flow")
     }
 }
 

@@ -67,9 +67,12 @@ impl Core {
         self.set_made_inside(&r.key, !in_dialog && self.made_inside(ctx.source.ip()), 0);
 
         // Relay mode: a request the registrar sends through our Path entry (RFC 5626 5.3).
-        if !in_dialog && let Some(token) = popped.iter().find_map(|e| route::flow::flow_token_of(e))
+        if !in_dialog
+            && let Some((entry, token)) = popped
+                .iter()
+                .find_map(|e| route::flow::flow_token_of(e).map(|t| (e, t)))
         {
-            return self.flow_hop(r, msg, &token);
+            return self.flow_hop(r, msg, entry, &token);
         }
         // A request another cluster node sends through the Path of a registration whose
         // flow we hold (RFC 3327): relayed to that flow, for a cluster node only.
@@ -422,20 +425,23 @@ impl Core {
             return Err(self.unavailable());
         };
         let dest = self.flow_of(&b);
-        self.down_the_flow(r, msg, dest, "cluster_hop")
+        self.down_the_flow(r, msg, dest, None, "cluster_hop")
     }
 
     /// A request routed through our Path entry, to the phone's flow `dest`, record-routed
     /// (the phone's in-dialog requests come back through us); counted as forwarded `kind`.
-    /// Nothing below our Path is honoured: the flow is the next hop.
+    /// Nothing below our Path is honoured: the flow is the next hop. `inner`: the Route
+    /// set our own entry carried sealed (the inner Path entries, `super::hide::path`),
+    /// for the proxies inside down the flow (RFC 3327 5).
     pub(super) fn down_the_flow(
         &mut self,
         r: &Req<'_>,
         mut msg: SipMsg,
         dest: Destination,
+        inner: Option<String>,
         kind: &str,
     ) -> Result<(), LocalReply> {
-        msg.remove(HeaderName::Route);
+        msg.replace_all(HeaderName::Route, inner.into_iter().collect());
         self.metrics.forwarded.with_label_values(&[kind]).inc();
         let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
         self.forward(&r.onward(rr), msg, vec![(None, dest)])

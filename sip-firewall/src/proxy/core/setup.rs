@@ -54,6 +54,7 @@ impl Core {
                 flow: route::flow::FlowKeys::new(&keys),
                 contact: hide::ContactSeal::new(&keys),
                 call_id: hide::call_id::CallIdSeal::new(&keys),
+                path: hide::path::PathSeal::new(&keys),
             },
             seq: 0,
             origin: (now, crate::clock::unix_now()),

@@ -1,6 +1,6 @@
 //! Topology hiding (`[proxy] topology_hiding = "outside"`): toward a destination that is not
-//! allow-listed (`[policy] allow`), no Via, Record-Route entry, Contact or Call-ID names a
-//! host inside.
+//! allow-listed (`[policy] allow`), no Via, Record-Route or Path entry, Contact or Call-ID
+//! names a host inside (but a REGISTER's Contact: the binding the registrar keeps).
 //!
 //! - A request leaves with our Via only, and of the Record-Route entries with ours on the
 //!   destination's side only (when we record-route; none else). The client transaction
@@ -27,6 +27,11 @@
 //!   ([`ContactSeal::reveal_redirect`]) for [`REDIRECT_LIFETIME`]. A dialog's sealed
 //!   Contact is no redirect target: it reaches the inner party in-dialog only, where the
 //!   stamp vouches for the dialog.
+//! - A REGISTER going to a registrar we hide from (relay mode's `relay_to` outside the
+//!   allow-list, or one a trusted peer preloads a route to) keeps its Contact (the
+//!   binding) and leaves with our Path entry only, the inner entries below it sealed in it
+//!   ([`path`]); a request the registrar routes back through our entry (RFC 3327 5) gets
+//!   them back as its Route set. The answer's Path, going inward, is the one we sent.
 //!
 //! In-dialog requests are routed by the dialog's stamp (both parties sealed in our entry),
 //! so a route set reduced to our outside entry still reaches the inner party.
@@ -53,8 +58,8 @@
 //! Call-ID is sealed under the secret its stamp was sealed under (the current one for a
 //! new dialog): across a roll, a dialog keeps one text both ways.
 //!
-//! `call_id.rs` is the Call-ID seal, `siv.rs` the keys every seal here is made with; the
-//! core decides which message carries which (`super::core`).
+//! `call_id.rs` is the Call-ID seal, `path.rs` the Path seal, `siv.rs` the keys every seal
+//! here is made with; the core decides which message carries which (`super::core`).
 
 use sip_firewall_sip::{
     headers::{HeaderName, name_addr},
@@ -67,6 +72,7 @@ use crate::auth::{
 };
 
 pub mod call_id;
+pub mod path;
 mod siv;
 
 use siv::SivKeys;
@@ -223,6 +229,12 @@ pub fn request_outward(msg: &SipMsg, record_routed: bool) -> SipMsg {
 /// hiding took from it: `sent` is the request as it was (our Via and, when
 /// `record_routed`, our Record-Route entry on top).
 pub fn response_inward(resp: &mut SipMsg, sent: &SipMsg, record_routed: bool) {
+    // RFC 3327 5: the registrar's 2xx echoes the Path it stored, ours with the inner
+    // entries sealed; the registrant inside may check it against what was sent.
+    let path = HeaderName::Other("Path");
+    if sent.start.starts_with("REGISTER ") && resp.get(path).is_some() {
+        resp.replace_all(path, sent.all(path).map(str::to_string).collect());
+    }
     if resp.get(HeaderName::Via).is_none() {
         let mut below = sent.clone();
         below.pop_via();

@@ -9,8 +9,14 @@
 //! flow is still registered, and whether the request may use it at all (only from the
 //! registrar or an allow-listed host), is the proxy core's decision.
 
-use super::stamp::{
-    HEAD, PARTY, SIV_TAG, StampKey, param_of, party_bytes, party_of, unhex_exact, with_head,
+use sip_firewall_sip::headers::HeaderName;
+
+use super::{
+    super::msg::SipMsg,
+    paths,
+    stamp::{
+        HEAD, PARTY, SIV_TAG, StampKey, param_of, party_bytes, party_of, unhex_exact, with_head,
+    },
 };
 use crate::{
     auth::keys::{KeyRing, Purpose},
@@ -90,6 +96,21 @@ pub fn path_entry(hostport: &str, token: &str) -> String {
     format!("<sip:{hostport};lr;ob;{FLOW_PARAM}={token}>")
 }
 
+/// `msg` (a REGISTER) with its top Path entry, when it is ours (it has a flow token),
+/// naming `hostport`: our side toward the registrar it goes to, which routes back to it
+/// (RFC 3327 4.3: a URI the registrar reaches us at).
+pub fn path_toward(msg: &mut SipMsg, hostport: &str) {
+    let mut entries = paths(msg);
+    let Some(first) = entries.first_mut() else {
+        return;
+    };
+    let Some(token) = flow_token_of(first) else {
+        return;
+    };
+    *first = path_entry(hostport, &token);
+    msg.replace_all(HeaderName::Other("Path"), entries);
+}
+
 /// The flow token of a `<uri>;params` Route entry.
 pub fn flow_token_of(entry: &str) -> Option<String> {
     param_of(entry, FLOW_PARAM)
@@ -159,5 +180,28 @@ mod tests {
         assert_eq!(e, "<sip:192.0.2.1:5060;lr;ob;sfwf=abc>");
         assert_eq!(flow_token_of(&e).as_deref(), Some("abc"));
         assert_eq!(flow_token_of("<sip:192.0.2.1;lr>"), None);
+    }
+
+    /// Our entry on top names the side given, the token kept; a Path without ours on top
+    /// is left alone.
+    #[test]
+    fn our_path_entry_names_the_side_toward_the_registrar() {
+        let mut m = SipMsg::request("REGISTER", "sip:example.com");
+        let path = HeaderName::Other("Path");
+        m.push(path, path_entry("10.1.0.1:5060", "abc"));
+        m.push(path, "<sip:10.1.0.5;lr>".into());
+        path_toward(&mut m, "192.0.2.1:5060");
+        let shown: Vec<&str> = m.all(path).collect();
+        assert_eq!(
+            shown,
+            [
+                path_entry("192.0.2.1:5060", "abc").as_str(),
+                "<sip:10.1.0.5;lr>"
+            ]
+        );
+        let mut theirs = SipMsg::request("REGISTER", "sip:example.com");
+        theirs.push(path, "<sip:10.1.0.5;lr>".into());
+        path_toward(&mut theirs, "192.0.2.1:5060");
+        assert_eq!(theirs.all(path).collect::<Vec<_>>(), ["<sip:10.1.0.5;lr>"]);
     }
 }

@@ -324,6 +324,11 @@ pub fn routes(msg: &SipMsg) -> Vec<String> {
     entries(msg, HeaderName::Route)
 }
 
+/// The Path entries of a message (RFC 3327), in order, each as `<uri>;params`.
+pub fn paths(msg: &SipMsg) -> Vec<String> {
+    entries(msg, HeaderName::Other("Path"))
+}
+
 /// The Record-Route entries of a message, in order, each as `<uri>;params`.
 pub fn record_routes(msg: &SipMsg) -> Vec<String> {
     entries(msg, HeaderName::RecordRoute)

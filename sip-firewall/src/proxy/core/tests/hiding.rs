@@ -5,8 +5,11 @@
 //! ways; a fork seals on its outside branch only; a dialog keeps its text across a reload,
 //! a roll of the secret and another node taking it over; a seal replayed toward another
 //! outsider stays sealed; the answer to an outside REGISTER lists no inside device; a 3xx
-//! from inside leaves with sealed targets that a new request from outside reaches. Every
-//! byte to the outside is searched for the inside's addresses and Call-IDs.
+//! from inside leaves with sealed targets that a new request from outside reaches; a
+//! REGISTER from a proxy inside reaches a registrar outside with the inner Path sealed in
+//! ours, restored as the Route of what the registrar sends back through it (a forged seal
+//! refused), and with no Path when it was routed past us. Every byte to the outside is
+//! searched for the inside's addresses and Call-IDs.
 
 use super::*;
 
@@ -508,4 +511,125 @@ fn another_node_takes_a_dialog_over() {
         |h| h.core = super::core(&config(&"c3".repeat(32), ""), h.now),
         "BYE",
     );
+}
+
+/// An operator's registrar outside the allow-list; a proxy inside, between alice's phone and
+/// the edge.
+const REGISTRAR: &str = "203.0.113.50:5060";
+const INNER_PROXY: &str = "10.1.0.5:5060";
+const INNER_PATH: &str = "<sip:10.1.0.5:5060;lr;ob>";
+
+/// alice's REGISTER as the inner proxy relays it: its Via over hers, its Path entry (RFC
+/// 3327 4), the `route` lines before it.
+fn register_through_inner_proxy(route: &[String]) -> String {
+    let mut lines = vec![
+        format!("Via: SIP/2.0/UDP {INNER_PROXY};branch=z9hG4bKp1"),
+        format!("Via: SIP/2.0/UDP {ALICE};branch=z9hG4bKa1"),
+        "Max-Forwards: 69".into(),
+    ];
+    lines.extend(route.iter().cloned());
+    lines.extend([
+        format!("Path: {INNER_PATH}"),
+        "From: <sip:alice@example.com>;tag=r".into(),
+        "To: <sip:alice@example.com>".into(),
+        "Call-ID: reg-path".into(),
+        "CSeq: 1 REGISTER".into(),
+        "Supported: path".into(),
+        format!("Contact: <sip:alice@{ALICE}>"),
+    ]);
+    msg("REGISTER sip:example.com SIP/2.0", &lines)
+}
+
+/// What a REGISTER that left names, but its Contact (the binding, which stays: the
+/// registrar routes to it through the Path).
+fn but_the_binding(m: &str) -> String {
+    m.split("\r\n")
+        .filter(|l| !l.starts_with("Contact:"))
+        .collect()
+}
+
+/// The registrar's INVITE to alice's contact through the Path entry `path` (RFC 3327 5).
+fn invite_through(path: &str, n: u32) -> String {
+    msg(
+        &format!("INVITE sip:alice@{ALICE} SIP/2.0"),
+        &[
+            format!("Via: SIP/2.0/UDP {REGISTRAR};branch=z9hG4bKg{n}"),
+            "Max-Forwards: 69".into(),
+            format!("Route: {path}"),
+            "From: <sip:bob@other.org>;tag=b".into(),
+            "To: <sip:alice@example.com>".into(),
+            format!("Call-ID: back-{n}"),
+            "CSeq: 1 INVITE".into(),
+            format!("Contact: <sip:bob@{BOB}>"),
+        ],
+    )
+}
+
+/// Relay mode, its registrar outside: a REGISTER relayed by a proxy inside leaves with our
+/// Path entry only, the inner one sealed in it; the registrar's 200 reaches the proxy with
+/// the Path as sent; the registrar's INVITE through our entry reaches the proxy with the
+/// inner Path as its Route set (RFC 3327 5). A sealed Path with a digit changed is refused
+/// and counted, nothing goes inside.
+#[test]
+fn an_inner_path_leaves_sealed_and_comes_back_as_the_route() {
+    let mut h = Hiding::with(&format!(
+        "[registrar]\nmode = \"relay\"\nrelay_to = \"sip:{REGISTRAR}\"\n"
+    ));
+    let reg = register_through_inner_proxy(&[]);
+    let out = h.one(&reg, INNER_PROXY, REGISTRAR, "REGISTER ");
+    let path = values(&out, "Path");
+    assert_eq!(path.len(), 1, "{out}");
+    assert!(
+        path[0].starts_with("<sip:192.0.2.10:5060;lr;ob;sfwf=") && path[0].contains(";sfwp="),
+        "{out}"
+    );
+    assert!(!but_the_binding(&out).contains("10.1."), "{out}");
+
+    let ok = reply("200 OK", &out).replace(
+        "Content-Length",
+        &format!(
+            "Path: {}\r\nContact: <sip:alice@{ALICE}>;expires=600\r\nContent-Length",
+            path[0]
+        ),
+    );
+    let at_proxy = h.one(&ok, REGISTRAR, INNER_PROXY, "SIP/2.0 200");
+    let echoed = values(&at_proxy, "Path");
+    assert!(
+        echoed.len() == 2 && !echoed[0].contains("sfwp=") && echoed[1] == INNER_PATH,
+        "{at_proxy}"
+    );
+
+    let inv = h.one(
+        &invite_through(&path[0], 1),
+        REGISTRAR,
+        INNER_PROXY,
+        "INVITE ",
+    );
+    assert_eq!(values(&inv, "Route"), vec![INNER_PATH.to_string()], "{inv}");
+
+    let i = path[0].find("sfwp=").expect("sealed") + 12;
+    let flipped = if &path[0][i..=i] == "0" { "1" } else { "0" };
+    let forged = format!("{}{flipped}{}", &path[0][..i], &path[0][i + 1..]);
+    let sent = h.feed(&invite_through(&forged, 2), REGISTRAR);
+    assert!(
+        sent.iter().all(|(a, _)| a.to_string() != INNER_PROXY),
+        "{sent:?}"
+    );
+    assert!(
+        super::to(&sent, REGISTRAR, "SIP/2.0 403").len() == 1,
+        "{sent:?}"
+    );
+    assert_eq!(super::refused(&h.core, "bad_hidden_path"), 1);
+}
+
+/// A REGISTER a proxy inside (trusted) routes through the edge to a registrar outside
+/// (preloaded Route) leaves with no Path at all: the edge put no entry of its own in it to
+/// carry the inner one.
+#[test]
+fn a_preloaded_register_leaves_without_the_inner_path() {
+    let mut h = Hiding::new();
+    let reg = register_through_inner_proxy(&[format!("Route: <sip:{REGISTRAR};lr>")]);
+    let out = h.one(&reg, INNER_PROXY, REGISTRAR, "REGISTER ");
+    assert!(values(&out, "Path").is_empty(), "{out}");
+    assert!(!but_the_binding(&out).contains("10.1."), "{out}");
 }

@@ -5,22 +5,29 @@
 //! a re-INVITE from either side and a BYE, complete only if every message leaves from the
 //! address that routes to its destination, with Via and Record-Route naming it (one
 //! Record-Route entry per side, RFC 5658). With `[proxy] topology_hiding = "outside"` (the
-//! inside allow-listed), the same calls work (an UPDATE from each callee too, a call from
-//! inside cancelled while it rings, and a call from outside redirected by the inside phone) and no byte that reaches the outside phone names
-//! an inside address (Via, Record-Route, Contact) or the inside phone's Call-IDs, which name
-//! its host; each phone sees its own Call-ID in every message of its dialogs.
+//! inside allow-listed), the same calls work, and so do an UPDATE from each callee, a call
+//! from inside cancelled while it rings, a call from outside redirected by the inside phone,
+//! a call from inside forked to two outside phones, and a call from inside that outlives a
+//! reload (`flows`); no byte that reaches the outside phones names an inside address (Via,
+//! Record-Route, Contact) or the inside phone's Call-IDs, which name its host; each phone
+//! sees its own Call-ID in every message of its dialogs.
+//! In relay mode with the registrar outside, no inner Path entry reaches it
+//! (`relay_path`).
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod flows;
+mod relay_path;
 
 use std::{net::SocketAddr, time::Duration};
 
 use sip_firewall_tests::{
     edge::Edge,
+    netns::Side,
     require_root,
     ua::{
-        Account, header, headers, in_dialog, in_dialog_as_callee,
-        msg::{ack_of_failure, cancel_of},
-        response_to, status,
+        Account, header, headers, in_dialog, in_dialog_as_callee, msg::ack_of_failure, status,
         udp::Phone,
     },
 };
@@ -65,7 +72,8 @@ fn across(phone: &mut Phone, peer: &mut Phone, req: &str) -> Option<String> {
 /// allow-listed phone gets none).
 fn register(phone: &mut Phone) {
     let user = phone.ua.account.user.clone();
-    let call_id = format!("reg-{user}");
+    let port = phone.ua.sent_by.rsplit(':').next().unwrap_or_default();
+    let call_id = format!("reg-{user}-{port}");
     let mut last = phone.register_once(&call_id, None, 3600, "");
     if let Some(chal) = last.as_ref().filter(|r| status(r) == 401) {
         let uri = format!("sip:{}", phone.ua.account.domain);
@@ -172,12 +180,12 @@ fn call(
 
 /// The namespaces, the edge with `config` in b, alice's phone inside (a) and bob's
 /// outside (c), both registered; then calls both ways, bob's Record-Route count `rr_out`,
-/// and `then` (alice, bob) while the edge still runs.
+/// and `then` (the edge, the outside, alice, bob) while the edge still runs.
 fn calls_both_ways(
     test: &str,
     config: &str,
     rr_out: usize,
-    then: impl FnOnce(&mut Phone, &mut Phone),
+    then: impl FnOnce(&Edge, &Side, &mut Phone, &mut Phone),
 ) -> Option<(Phone, Phone)> {
     if !require_root(test) {
         return None;
@@ -188,18 +196,12 @@ fn calls_both_ways(
     edge.run(&["--xdp-mode", "off"]);
 
     let inside: SocketAddr = INSIDE.parse().expect("inside");
-    let outside: SocketAddr = OUTSIDE.parse().expect("outside");
     let mut alice = Phone::in_ns(
         &edge.pair,
         "198.51.100.1:5070",
         Account::new("alice", "example.com", "alice-pw"),
     );
-    let sock = sip_firewall_tests::ua::udp::socket_in_ns(
-        &side.ns_c,
-        &format!("{}:5070", side.c4),
-        Duration::from_millis(50),
-    );
-    let mut bob = Phone::new(sock, outside, Account::new("bob", "example.com", "bob-pw"));
+    let mut bob = outside_phone(&side, 5070, Account::new("bob", "example.com", "bob-pw"));
     assert_eq!(alice.proxy, inside);
     register(&mut alice);
     register(&mut bob);
@@ -215,8 +217,20 @@ fn calls_both_ways(
         (rr_out, !trusted),
     );
     call(&mut bob, &mut alice, to_alice, (OUTSIDE, INSIDE), (2, true));
-    then(&mut alice, &mut bob);
+    then(&edge, &side, &mut alice, &mut bob);
     Some((alice, bob))
+}
+
+/// `account`'s phone on `port` of the outside namespace, talking to the edge's outside
+/// address.
+fn outside_phone(side: &Side, port: u16, account: Account) -> Phone {
+    let outside: SocketAddr = OUTSIDE.parse().expect("outside");
+    let sock = sip_firewall_tests::ua::udp::socket_in_ns(
+        &side.ns_c,
+        &format!("{}:{port}", side.c4),
+        Duration::from_millis(50),
+    );
+    Phone::new(sock, outside, account)
 }
 
 /// Calls both ways between an inside and an outside phone through a dual-homed edge
@@ -224,139 +238,34 @@ fn calls_both_ways(
 #[test]
 fn calls_cross_a_dual_homed_edge_both_ways() {
     let test = "dual_homed::calls_cross_a_dual_homed_edge_both_ways";
-    calls_both_ways(test, &config(""), 2, |_, _| {});
+    calls_both_ways(test, &config(""), 2, |_, _, _, _| {});
 }
 
-/// The same calls, a cancelled and a redirected one, with the inside hidden from the outside: every
-/// byte the outside phone received is searched for the inside's addresses and Call-IDs.
+/// The same calls, a cancelled, a redirected, a reloaded and a forked one, with the inside
+/// hidden from the outside: every byte the outside phones received is searched for the
+/// inside's addresses and Call-IDs.
 #[test]
 fn the_outside_sees_no_inside_address() {
     let test = "dual_homed::the_outside_sees_no_inside_address";
     let hiding = format!(
         "[policy]\nallow = [\"{INSIDE_NET}0/24\"]\n[proxy]\ntopology_hiding = \"outside\"\n"
     );
-    let then = |alice: &mut Phone, bob: &mut Phone| {
-        cancelled_call(alice, bob);
-        redirected_call(alice, bob);
+    let then = |edge: &Edge, side: &Side, alice: &mut Phone, bob: &mut Phone| {
+        flows::cancelled_call(alice, bob);
+        flows::redirected_call(alice, bob);
+        flows::reloaded_call(edge, alice, bob);
+        flows::forked_call(side, alice, bob);
     };
     let Some((_, bob)) = calls_both_ways(test, &config(&hiding), 1, then) else {
         return;
     };
     assert!(bob.received.len() > 10, "{}", bob.received.len());
-    // alice's Call-IDs (`dual-alice@`, `cancel-alice@`) name her host: neither it nor
-    // their own part may reach bob.
+    // alice's Call-IDs name her host: neither it nor their own part may reach bob (either
+    // of his phones).
+    let inner = ["dual-alice", "cancel-alice", "reload-alice", "fork-alice"];
     for m in &bob.received {
-        for inner in [INSIDE_NET, "dual-alice", "cancel-alice"] {
+        for inner in std::iter::once(INSIDE_NET).chain(inner) {
             assert!(!m.contains(inner), "{inner}: {m}");
         }
     }
-}
-
-/// The next request `phone` receives that starts with `start`, within a few seconds,
-/// unanswered (kept in its `received`), with where it came from.
-fn next_request(phone: &mut Phone, start: &str) -> Option<(String, SocketAddr)> {
-    let t0 = std::time::Instant::now();
-    let mut buf = [0u8; 8192];
-    while t0.elapsed() < Duration::from_secs(5) {
-        let Ok((n, from)) = phone.sock.recv_from(&mut buf) else {
-            continue;
-        };
-        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-        phone.received.push(m.clone());
-        if m.starts_with(start) {
-            return Some((m, from));
-        }
-    }
-    None
-}
-
-/// The next response to `req` (its CSeq) with status `code` at `phone`, within its wait.
-fn response_of(phone: &mut Phone, req: &str, code: u16) -> Option<String> {
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < phone.wait {
-        if let Some(m) = phone.receive()
-            && status(&m) == code
-            && header(&m, "CSeq") == header(req, "CSeq")
-        {
-            return Some(m);
-        }
-    }
-    None
-}
-
-/// alice (inside) calls bob, whose phone rings and never answers; alice cancels. bob gets
-/// the CANCEL and, after his 487, the edge's ACK in the INVITE's Call-ID (RFC 3261 9.1,
-/// 17.1.1.3); alice gets her 487 in her own.
-fn cancelled_call(alice: &mut Phone, bob: &mut Phone) {
-    let host = alice.ua.sent_by.split(':').next().unwrap_or_default();
-    let call_id = format!("cancel-alice@{host}");
-    let invite = alice
-        .ua
-        .invite("sip:bob@example.com", "c9", &call_id, 1, "");
-    alice.send(&invite);
-    let (inv, edge) = next_request(bob, "INVITE ").expect("the INVITE at bob");
-    let answer = |phone: &Phone, resp: String| {
-        let _ = phone.sock.send_to(resp.as_bytes(), edge);
-    };
-    answer(bob, response_to(&inv, "180 Ringing", "pc", ""));
-    response_of(alice, &invite, 180).expect("180 at alice");
-    let cancel = cancel_of(&invite);
-    let ok = alice.final_of(&cancel).expect("the CANCEL answered");
-    assert_eq!(status(&ok), 200, "{ok}");
-    let (at_bob, _) = next_request(bob, "CANCEL ").expect("the CANCEL at bob");
-    assert_eq!(
-        header(&at_bob, "Call-ID"),
-        header(&inv, "Call-ID"),
-        "{at_bob}"
-    );
-    answer(bob, response_to(&at_bob, "200 OK", "pc", ""));
-    answer(bob, response_to(&inv, "487 Request Terminated", "pc", ""));
-    let (ack, _) = next_request(bob, "ACK ").expect("the ACK of the 487");
-    assert_eq!(header(&ack, "Call-ID"), header(&inv, "Call-ID"), "{ack}");
-    let terminated = response_of(alice, &invite, 487).expect("487 at alice");
-    assert_eq!(header(&terminated, "Call-ID"), Some(call_id.as_str()));
-    alice.send(&ack_of_failure(&invite, &terminated));
-}
-
-/// bob (outside) calls alice, whose phone redirects him (302) to a contact on her host: bob
-/// gets it sealed, and his new INVITE to it reaches that contact through the edge (the
-/// call then goes on as any other: ACK, BYE).
-fn redirected_call(alice: &mut Phone, bob: &mut Phone) {
-    let host = bob.ua.sent_by.split(':').next().unwrap_or_default();
-    let call_id = format!("moved-bob@{host}");
-    let aor = "sip:alice@example.com";
-    let first = bob.ua.invite(aor, "m1", &call_id, 1, "");
-    let chal = bob.final_of(&first).expect("the challenge");
-    assert_eq!(status(&chal), 407, "{chal}");
-    bob.send(&ack_of_failure(&first, &chal));
-    let auth = bob.ua.authorize(&chal, "INVITE", aor);
-    let second = bob.ua.invite(aor, "m1", &call_id, 2, &auth);
-    let moved_to = "sip:alice-moved@198.51.100.1:5070";
-    let moved = std::thread::scope(|s| {
-        s.spawn(|| {
-            let (inv, edge) = next_request(alice, "INVITE ").expect("the INVITE at alice");
-            let contact = format!("Contact: <{moved_to}>\r\n");
-            let resp = response_to(&inv, "302 Moved Temporarily", "mv", &contact);
-            let _ = alice.sock.send_to(resp.as_bytes(), edge);
-        });
-        bob.final_of(&second)
-    });
-    let moved = moved.expect("the 302 at bob");
-    assert_eq!(status(&moved), 302, "{moved}");
-    bob.send(&ack_of_failure(&second, &moved));
-    let target = header(&moved, "Contact").unwrap_or_default();
-    let target = target.trim_start_matches('<').trim_end_matches('>');
-    assert!(target.starts_with("sip:sfwth-"), "{moved}");
-    let again = bob.ua.invite(target, "m1", &call_id, 3, "");
-    let ok = across(bob, alice, &again).expect("the redirected INVITE answered");
-    assert_eq!(status(&ok), 200, "{ok}");
-    let got = alice.requests.last().cloned().unwrap_or_default();
-    assert!(
-        got.starts_with(&format!("INVITE {moved_to} SIP/2.0")),
-        "{got}"
-    );
-    bob.send(&in_dialog("ACK", &ok, &bob.ua.via(), "ph", 3));
-    let bye = in_dialog("BYE", &ok, &bob.ua.via(), "ph", 4);
-    let answer = across(bob, alice, &bye).expect("the BYE answered");
-    assert_eq!(status(&answer), 200, "{answer}");
 }
