@@ -183,19 +183,20 @@ pub(super) fn spawn_admin(
 }
 
 /// The threat feeds (`[[feeds]]`): loaded, vetted and kept in the deny path; their status,
-/// for `sip-firewall feeds`.
+/// for `sip-firewall feeds`. `shared`: the cluster shares them (one node fetches each).
 pub(super) fn spawn_feeds(
     tasks: &mut Tasks,
     config: &Config,
     enforcer: &Arc<Mutex<Enforcer>>,
     metrics: &Arc<Metrics>,
+    shared: Option<Arc<crate::feeds::shared::Exchange>>,
     shutdown_rx: &watch::Receiver<bool>,
 ) -> crate::feeds::Statuses {
     let statuses = crate::feeds::Statuses::default();
     if !config.feeds.is_empty() {
         let (feeds, e, m) = (config.feeds.clone(), enforcer.clone(), metrics.clone());
         let (s, rx) = (statuses.clone(), shutdown_rx.clone());
-        tasks.spawn(async move { crate::feeds::run(feeds, e, &m, s, rx).await });
+        tasks.spawn(async move { crate::feeds::run(feeds, e, &m, s, shared, rx).await });
     }
     statuses
 }
