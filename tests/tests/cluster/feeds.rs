@@ -1,0 +1,111 @@
+//! Threat feeds in a cluster: one node fetches, the others receive. The feed is a CIDR list
+//! served over HTTPS (a CA made by the test) in the backbone namespace, which both nodes
+//! reach; the feed server's count of GETs tells who fetches.
+
+use std::{net::SocketAddr, time::Duration};
+
+use sip_firewall_tests::{
+    cluster::{Cluster, Node},
+    edge::out,
+    feed::FeedServer,
+    netns::ip_in,
+};
+
+use crate::setup::{Backbone, node_config, wait_for};
+
+fn loads(n: &Node, result: &str) -> f64 {
+    n.metric(&format!(
+        "sipfw_feed_loads_total{{feed=\"threats\",result=\"{result}\"}}"
+    ))
+}
+
+fn applied(n: &Node) -> f64 {
+    n.metric("sipfw_feed_entries{feed=\"threats\",state=\"applied\"}")
+}
+
+/// Two nodes, one feed: exactly one node fetches it, both drop the attackers it names (each
+/// vetting them itself); the fetcher killed, the other takes the fetching over within the
+/// lease and a refresh.
+#[test]
+fn one_node_fetches_a_feed_and_the_others_receive_it() {
+    let test = "one_node_fetches_a_feed_and_the_others_receive_it";
+    let Some(cl) = Cluster::new(test, "cluster-redis-feeds") else {
+        return;
+    };
+    let bb = Backbone::new("cfd");
+    ip_in(&bb.ns, &["addr", "add", "192.0.2.1/24", "dev", "br0"]).expect("feed address");
+    let at: SocketAddr = "192.0.2.1:8443".parse().unwrap();
+    let server = FeedServer::start(bb.ns.name(), at, "# nothing yet\n");
+    let ca_path = cl.tmp.path.join("feed-ca.pem");
+    std::fs::write(&ca_path, &server.ca_pem).unwrap();
+    let redis = &cl.redis;
+    let [mut a, mut b] = cl.nodes(["cfa", "cfb"], |node| {
+        format!(
+            "{}[[feeds]]\nname = \"threats\"\nurl = \"https://{at}/threats.txt\"\n\
+             format = \"cidr\"\nrefresh = \"2s\"\nexpire_after = \"1h\"\nca = \"{}\"\n",
+            node_config(redis, node, "shared-secret-feeds"),
+            ca_path.display()
+        )
+    });
+    bb.join(&a, 11);
+    bb.join(&b, 12);
+    let mut attackers = vec![a.pair.a4.to_string(), b.pair.a4.to_string()];
+    attackers.dedup();
+    server.set(Some(&format!("# threats\n{}\n", attackers.join("\n"))));
+    a.start();
+    b.start();
+    a.wait_connected(true);
+    b.wait_connected(true);
+
+    let want = attackers.len() as f64;
+    wait_for(
+        Duration::from_secs(40),
+        || applied(&a) == want && applied(&b) == want,
+        || format!("applied: A {} B {}", applied(&a), applied(&b)),
+    );
+    assert_eq!(a.send(5), 0, "A drops its attacker");
+    assert_eq!(b.send(5), 0, "B drops its attacker");
+
+    // Steady state: one node fetches, the other only receives.
+    std::thread::sleep(Duration::from_secs(25));
+    let (oa, ob) = (loads(&a, "ok"), loads(&b, "ok"));
+    let shown = |n: &Node| out(&n.cli(&["feeds"]));
+    assert!(
+        (oa > 0.0) != (ob > 0.0),
+        "exactly one fetcher: A ok {oa}, B ok {ob}\nA: {}\nB: {}",
+        shown(&a),
+        shown(&b)
+    );
+    let (mut fetcher, mut receiver) = if oa > 0.0 { (a, b) } else { (b, a) };
+    assert_eq!(
+        loads(&receiver, "ok") + loads(&receiver, "error"),
+        0.0,
+        "the receiver never fetched"
+    );
+    // A GET may be answered while its load is not counted yet.
+    let (served, fetched) = (server.served() as f64, loads(&fetcher, "ok"));
+    assert!(
+        served >= fetched && served <= fetched + 1.0,
+        "every GET came from the fetcher: {served} served, {fetched} loads"
+    );
+    assert!(loads(&receiver, "received") >= 1.0);
+    let r = shown(&receiver);
+    assert!(r.contains("from the cluster (fetched by edge-"), "{r}");
+    assert!(shown(&fetcher).contains("fetched here"));
+
+    // The fetcher lost: the other takes over within the lease (15 s), a heartbeat and a
+    // feeds tick (10 s), and keeps the entries meanwhile.
+    fetcher.kill();
+    let before = server.served();
+    wait_for(
+        Duration::from_secs(45),
+        || loads(&receiver, "ok") >= 1.0,
+        || format!("no takeover: {}", shown(&receiver)),
+    );
+    assert!(server.served() > before, "the survivor fetches");
+    assert_eq!(applied(&receiver), want, "the entries stayed throughout");
+    let r = shown(&receiver);
+    assert!(r.contains("fetched here"), "{r}");
+    let _ = receiver.stop();
+    drop(server);
+}
