@@ -75,10 +75,11 @@ pub(super) async fn write(
     conn: &mut redis::aio::ConnectionManager,
 ) -> Result<(), ClusterError> {
     let Some(link) = &c.feeds else { return Ok(()) };
-    for (name, load) in link.exchange.take_outgoing() {
+    for (name, mut load) in link.exchange.take_outgoing() {
         if !link.exchange.holds(&name, std::time::Instant::now()) {
             continue;
         }
+        load.node.clone_from(&c.node);
         let ev = Event {
             node: c.node.clone(),
             sent_ms: unix_ms(),
