@@ -98,9 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
     let proxy_handle = proxy.clone();
     let (slots, hep) = (server.slots(), server.hep());
-    let shared_feeds = cluster.as_ref().and_then(|(c, _)| c.feeds.as_ref());
-    let shared_feeds = shared_feeds.map(|l| l.exchange.clone());
-    let cluster_info = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
+    let (cluster_info, link) = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
     spawn_serving(&mut tasks, proxy, server, &shutdown_rx);
 
     let reloader = reloader(
@@ -111,14 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
         &shutdown_rx,
     )?;
-    let feeds = spawn_feeds(
-        &mut tasks,
-        &config,
-        &enforcer,
-        &metrics,
-        shared_feeds,
-        &shutdown_rx,
-    );
+    let feeds = spawn_feeds(&mut tasks, &config, &enforcer, &metrics, link, &shutdown_rx);
     let info = admin::server::DaemonInfo {
         proxy: Some(proxy_handle),
         metrics: Some(metrics.clone()),
