@@ -4,8 +4,8 @@
 //! holder's node name, for [`LEASE`]), taken with `SET NX` semantics and renewed by its holder
 //! at every heartbeat in one script (take it if free, extend it if ours, else leave it). A
 //! node holds a feed for [`LEASE`] less one heartbeat after its last renewal, so it stops
-//! fetching before its lease can lapse in Redis; a node that is lost (stopped, cut off) hands
-//! the fetching over within [`LEASE`] and a heartbeat, and the new holder fetches one
+//! fetching before its lease can lapse in Redis; a node stopping gives its leases up, one
+//! that is lost (killed, cut off) hands the fetching over within [`LEASE`] and a heartbeat, and the new holder fetches one
 //! `refresh` after the last fetch it received. Two live nodes never hold one lease.
 //!
 //! The holder writes each load (sealed, `sipfw:feed:<name>`) and publishes
@@ -32,6 +32,10 @@ const LEASE_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
      if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
      if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end \
      return 0";
+
+/// Give the lease up if ours (delete it), so a node stopping hands the fetching over at once.
+const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('DEL', KEYS[1]) end return 0";
 
 /// The feeds this node shares and where it meets the feeds task.
 pub struct FeedLink {
@@ -66,6 +70,25 @@ pub(super) async fn lease(
         link.exchange.set_held(name, held_for(got == 1));
     }
     write(c, conn).await
+}
+
+/// On shutdown: the leases this node holds are given up (a node lost instead hands them
+/// over when they lapse).
+pub(super) async fn release(c: &Cluster, conn: &mut redis::aio::ConnectionManager) {
+    let Some(link) = &c.feeds else { return };
+    for name in &link.names {
+        link.exchange.set_held(name, None);
+        let released = redis::cmd("EVAL")
+            .arg(RELEASE_SCRIPT)
+            .arg(1)
+            .arg(feed_lease_key(name))
+            .arg(&c.node)
+            .query_async::<i64>(conn)
+            .await;
+        if let Err(e) = released {
+            tracing::debug!(feed = %name, "cluster: the feed's lease is left to lapse: {e}");
+        }
+    }
 }
 
 /// Write the loads fetched here and publish them; a load of a feed this node no longer

@@ -131,7 +131,10 @@ pub(super) async fn session(
                 heartbeat(c, &mut conn, &client).await?;
                 feeds::lease(c, &mut conn).await?;
             }
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => {
+                feeds::release(c, &mut conn).await;
+                return Ok(());
+            }
         }
     }
 }

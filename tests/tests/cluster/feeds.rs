@@ -25,7 +25,7 @@ fn applied(n: &Node) -> f64 {
 
 /// Two nodes, one feed: exactly one node fetches it, both drop the attackers it names (each
 /// vetting them itself); the fetcher killed, the other takes the fetching over within the
-/// lease and a refresh.
+/// lease and a refresh; a node stopping gives its lease up.
 #[test]
 fn one_node_fetches_a_feed_and_the_others_receive_it() {
     let test = "one_node_fetches_a_feed_and_the_others_receive_it";
@@ -106,6 +106,25 @@ fn one_node_fetches_a_feed_and_the_others_receive_it() {
     assert_eq!(applied(&receiver), want, "the entries stayed throughout");
     let r = shown(&receiver);
     assert!(r.contains("fetched here"), "{r}");
+
+    // The first node back receives; the survivor stopped gives its lease up at once, and the
+    // first fetches again.
+    fetcher.start();
+    fetcher.wait_connected(true);
+    wait_for(
+        Duration::from_secs(20),
+        || loads(&fetcher, "received") >= 1.0,
+        || format!("the node back received nothing: {}", shown(&fetcher)),
+    );
+    let lease = || redis.cli(&["GET", "sipfw:feed-lease:threats"]);
+    let holder = lease();
+    assert!(holder.starts_with("edge-"), "{holder}");
     let _ = receiver.stop();
+    assert_ne!(lease(), holder, "a node stopping gives its lease up");
+    wait_for(
+        Duration::from_secs(30),
+        || loads(&fetcher, "ok") >= 1.0,
+        || format!("the node back never fetched: {}", shown(&fetcher)),
+    );
     drop(server);
 }

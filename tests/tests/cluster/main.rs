@@ -41,7 +41,8 @@
 //!   `sentinel::nodes_find_the_primary_through_sentinel_and_follow_a_failover`
 //! - one HTTPS threat feed, two nodes — exactly one fetches it (the feed server's GETs),
 //!   both drop the attackers it names; the fetcher killed, the other takes the fetching over
-//!   within the lease and a refresh, its entries kept meanwhile —
+//!   within the lease and a refresh, its entries kept meanwhile; a node stopped gives its
+//!   lease up —
 //!   `feeds::one_node_fetches_a_feed_and_the_others_receive_it`
 //! - a node with another `[auth] secret`, or none — refuses to start, takes nothing from
 //!   Redis; a node joining later enforces the cluster's bans before it answers —
