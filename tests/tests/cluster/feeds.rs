@@ -25,11 +25,11 @@ fn applied(n: &Node) -> f64 {
 
 /// Two nodes, one feed: exactly one node fetches it, both drop the attackers it names (each
 /// vetting them itself); the fetcher killed, the other takes the fetching over within the
-/// lease and a refresh; a node stopping gives its lease up.
+/// lease and a refresh; a node stopping gives its lease up; Redis gone, the entries stay.
 #[test]
 fn one_node_fetches_a_feed_and_the_others_receive_it() {
     let test = "one_node_fetches_a_feed_and_the_others_receive_it";
-    let Some(cl) = Cluster::new(test, "cluster-redis-feeds") else {
+    let Some(mut cl) = Cluster::new(test, "cluster-redis-feeds") else {
         return;
     };
     let bb = Backbone::new("cfd");
@@ -126,5 +126,13 @@ fn one_node_fetches_a_feed_and_the_others_receive_it() {
         || loads(&fetcher, "ok") >= 1.0,
         || format!("the node back never fetched: {}", shown(&fetcher)),
     );
+
+    // Redis gone: the node keeps the entries it has (its lease lapses, nothing is flushed).
+    cl.redis.stop();
+    fetcher.wait_connected(false);
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(applied(&fetcher), want, "the entries stay while cut off");
+    assert_eq!(fetcher.send(5), 0, "its attacker still dropped");
+    let _ = fetcher.stop();
     drop(server);
 }
