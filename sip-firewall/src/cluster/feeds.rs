@@ -12,7 +12,8 @@
 //! [`Op::FeedLoad`]; the others read the record on the event and at every full load (start,
 //! reconnect), bounded to [`MAX_LOAD_BYTES`], and hand it to the feeds task, which checks it
 //! as hostile input and vets its entries locally (`crate::feeds::shared`). Cut off, a node
-//! keeps the entries it has until they expire.
+//! keeps the entries it has; cut off for longer than [`LEASE`] and a heartbeat (when no lease
+//! of its own can be live), it fetches every feed itself until it is back.
 
 use std::{sync::Arc, time::Duration};
 

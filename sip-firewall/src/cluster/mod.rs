@@ -243,7 +243,8 @@ impl Cluster {
         if names.is_empty() || !self.config.shares(Share::Feeds) {
             return None;
         }
-        let exchange = Arc::new(crate::feeds::shared::Exchange::default());
+        let alone_after = feeds::LEASE + heartbeat::HEARTBEAT_EVERY;
+        let exchange = Arc::new(crate::feeds::shared::Exchange::new(alone_after));
         self.feeds = Some(feeds::FeedLink {
             exchange: exchange.clone(),
             names,
@@ -305,6 +306,9 @@ fn connected(c: &Cluster) -> bool {
 
 fn set_connected(c: &Cluster, on: bool) {
     c.metrics.connected.set(i64::from(on));
+    if let Some(link) = &c.feeds {
+        link.exchange.set_connected(on);
+    }
     if let Ok(mut v) = c.view.lock() {
         v.connected = on;
     }

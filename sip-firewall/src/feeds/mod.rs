@@ -13,8 +13,9 @@
 //! one holding its lease (`crate::cluster::feeds` decides who), and hands each load to the
 //! others through Redis ([`shared`]); they take the entries with their expiry and vet them
 //! here as their own (allow-list, trusted peers and known sources are each node's). A node
-//! cut off from Redis keeps what it has until it expires; `sip-firewall feeds` says where a
-//! feed's entries came from (fetched here, or received from which node and when).
+//! cut off from Redis keeps what it has, and once cut off for longer than a lease it fetches
+//! for itself until it is back; `sip-firewall feeds` says where a feed's entries came from
+//! (fetched here, fetched here while cut off, or received from which node and when).
 //!
 //! **Metrics**: `sipfw_feed_entries{feed,state}` (`applied`, `too_wide`, `allow_listed`,
 //! `known`, `over_bound`, `invalid`), `sipfw_feed_loads_total{feed,result}` (`ok`, `error`:
@@ -40,7 +41,7 @@ use tracing::{info, warn};
 use self::{
     config::{FeedConfig, FeedFormat},
     fetch::Fetcher,
-    shared::{Exchange, SharedLoad},
+    shared::{Exchange, Fetch, SharedLoad},
 };
 use crate::{
     enforce::{Enforcer, feeds::Refused},
@@ -90,6 +91,8 @@ struct Feed {
     fetched_unix: u64,
     /// The node the entries were received from and when (unix seconds); `None`: fetched here.
     received: Option<(String, u64)>,
+    /// Fetched here while cut off from the cluster, not for it.
+    alone: bool,
     next_load: Instant,
     status: FeedStatus,
 }
@@ -161,6 +164,7 @@ pub async fn run(
             over: 0,
             fetched_unix: 0,
             received: None,
+            alone: false,
             next_load: now,
         })
         .collect();
@@ -182,13 +186,17 @@ pub async fn run(
             take_received(&mut feeds, x, &m);
         }
         for feed in &mut feeds {
-            let ours = exchange
-                .as_ref()
-                .is_none_or(|x| x.holds(feed.cfg.name(), Instant::now()));
-            if ours && Instant::now() >= feed.next_load {
+            // Without a cluster sharing the feeds, every node fetches its own.
+            let fetch = exchange.as_ref().map_or(Some(Fetch::Alone), |x| {
+                x.fetches(feed.cfg.name(), Instant::now())
+            });
+            if let Some(why) = fetch
+                && Instant::now() >= feed.next_load
+            {
                 feed.next_load = Instant::now() + feed.cfg.refresh;
                 load(feed, &m).await;
-                if let Some(x) = &exchange {
+                feed.alone = why == Fetch::Alone;
+                if let Some(x) = exchange.as_ref().filter(|_| why == Fetch::Lease) {
                     x.publish(feed.cfg.name(), shared_load(feed));
                 }
             }
@@ -221,6 +229,7 @@ fn source(feed: &Feed) -> String {
         Some((node, at)) => {
             format!("from the cluster (fetched by {node}), last received at {at} (unix)")
         }
+        None if feed.alone => "fetched here, cut off from the cluster".to_string(),
         None if feed.fetched_unix > 0 => "fetched here".to_string(),
         None => "from the cluster: nothing received yet".to_string(),
     }

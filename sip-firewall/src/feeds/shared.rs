@@ -1,6 +1,7 @@
 //! A feed's load as the cluster shares it: the fetching node's entries with their expiry and
 //! its status ([`SharedLoad`]), and the [`Exchange`] where the feeds task and the cluster's
-//! task meet (which feeds this node fetches now, the loads to write, the loads received).
+//! task meet (which feeds this node fetches now and why, the loads to write, the loads
+//! received).
 //!
 //! **Decides** what a load taken from Redis may put in force here: Redis is an input, so the
 //! text is bounded ([`MAX_LOAD_BYTES`]), entries past the feed's `max_entries` are refused and
@@ -126,10 +127,16 @@ fn clip(mut s: String) -> String {
 
 /// Where the feeds task and the cluster's task meet (`[cluster]` with `share` holding
 /// `feeds`).
-#[derive(Default)]
 pub struct Exchange {
     /// Per feed, until when this node holds its fetching lease.
     held: Mutex<HashMap<String, Instant>>,
+    /// Since when this node is cut off from the cluster (from its start until it first
+    /// connects); `None`: connected.
+    cut_off: Mutex<Option<Instant>>,
+    /// Cut off this long, a node fetches every feed itself: by then no lease of its own is
+    /// live, and a node that cannot reach Redis must not go without feeds (as after a
+    /// restart during an outage, feed entries not being kept across one).
+    alone_after: Duration,
     /// Per feed, the latest load this node fetched and has not written yet.
     outgoing: Mutex<HashMap<String, SharedLoad>>,
     /// Per feed, the latest record received and when (unix seconds).
@@ -140,8 +147,50 @@ pub struct Exchange {
     pub in_ready: tokio::sync::Notify,
 }
 
+/// Why this node fetches a feed now, if it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// It holds the feed's lease: it fetches for the cluster.
+    Lease,
+    /// Cut off from the cluster for long: it fetches for itself.
+    Alone,
+}
+
 impl Exchange {
-    /// Whether this node fetches `feed` now.
+    /// Cut off until it first connects; alone after `alone_after` cut off.
+    pub fn new(alone_after: Duration) -> Exchange {
+        Exchange {
+            held: Mutex::default(),
+            cut_off: Mutex::new(Some(Instant::now())),
+            alone_after,
+            outgoing: Mutex::default(),
+            incoming: Mutex::default(),
+            out_ready: tokio::sync::Notify::new(),
+            in_ready: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether this node fetches `feed` now, and why.
+    pub fn fetches(&self, feed: &str, now: Instant) -> Option<Fetch> {
+        if self.holds(feed, now) {
+            return Some(Fetch::Lease);
+        }
+        let since = self.cut_off.lock().ok().and_then(|c| *c)?;
+        (now.saturating_duration_since(since) >= self.alone_after).then_some(Fetch::Alone)
+    }
+
+    /// Connected to the cluster, or cut off from it (since now, unless already).
+    pub fn set_connected(&self, on: bool) {
+        if let Ok(mut c) = self.cut_off.lock() {
+            match (on, *c) {
+                (true, _) => *c = None,
+                (false, None) => *c = Some(Instant::now()),
+                (false, Some(_)) => {}
+            }
+        }
+    }
+
+    /// Whether this node holds `feed`'s lease now.
     pub fn holds(&self, feed: &str, now: Instant) -> bool {
         self.held
             .lock()
@@ -280,14 +329,33 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_holds_until_it_lapses() {
-        let x = Exchange::default();
+    fn a_node_fetches_with_the_lease_or_when_long_cut_off() {
+        let x = Exchange::new(Duration::from_secs(20));
         let now = Instant::now();
-        assert!(!x.holds("f", now));
+        assert_eq!(x.fetches("f", now), None, "not connected yet, not for long");
+        assert_eq!(
+            x.fetches("f", now + Duration::from_secs(21)),
+            Some(Fetch::Alone),
+            "never connected: it fetches itself"
+        );
+        x.set_connected(true);
+        assert_eq!(x.fetches("f", now + Duration::from_secs(21)), None);
         x.set_held("f", Some(Duration::from_secs(10)));
-        assert!(x.holds("f", now) && !x.holds("g", now));
-        assert!(!x.holds("f", now + Duration::from_secs(11)));
+        assert_eq!(x.fetches("f", now), Some(Fetch::Lease));
+        assert_eq!(x.fetches("g", now), None, "another feed's lease");
+        let lapsed = Instant::now() + Duration::from_secs(11);
+        assert_eq!(x.fetches("f", lapsed), None, "the lease lapsed");
+        x.set_connected(false);
+        let t = Instant::now();
+        x.set_connected(false);
+        assert_eq!(x.fetches("g", t + Duration::from_secs(19)), None);
+        assert_eq!(
+            x.fetches("g", t + Duration::from_secs(21)),
+            Some(Fetch::Alone),
+            "cut off since the first loss, not the last report"
+        );
         x.set_held("f", None);
-        assert!(!x.holds("f", now));
+        x.set_connected(true);
+        assert_eq!(x.fetches("f", t + Duration::from_secs(60)), None);
     }
 }

@@ -25,7 +25,8 @@ fn applied(n: &Node) -> f64 {
 
 /// Two nodes, one feed: exactly one node fetches it, both drop the attackers it names (each
 /// vetting them itself); the fetcher killed, the other takes the fetching over within the
-/// lease and a refresh; a node stopping gives its lease up; Redis gone, the entries stay.
+/// lease and a refresh; a node stopping gives its lease up; Redis gone, the entries stay and
+/// the node fetches for itself.
 #[test]
 fn one_node_fetches_a_feed_and_the_others_receive_it() {
     let test = "one_node_fetches_a_feed_and_the_others_receive_it";
@@ -127,12 +128,21 @@ fn one_node_fetches_a_feed_and_the_others_receive_it() {
         || format!("the node back never fetched: {}", shown(&fetcher)),
     );
 
-    // Redis gone: the node keeps the entries it has (its lease lapses, nothing is flushed).
+    // Redis gone: the node keeps the entries it has (its lease lapses, nothing is flushed),
+    // and once no lease of its own can be live, it fetches for itself.
     cl.redis.stop();
     fetcher.wait_connected(false);
-    std::thread::sleep(Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(12));
     assert_eq!(applied(&fetcher), want, "the entries stay while cut off");
     assert_eq!(fetcher.send(5), 0, "its attacker still dropped");
+    let before = server.served();
+    wait_for(
+        Duration::from_secs(40),
+        || shown(&fetcher).contains("fetched here, cut off from the cluster"),
+        || format!("never fetched alone: {}", shown(&fetcher)),
+    );
+    assert!(server.served() > before, "fetched while cut off");
+    assert_eq!(applied(&fetcher), want);
     let _ = fetcher.stop();
     drop(server);
 }

@@ -42,7 +42,7 @@
 //! - one HTTPS threat feed, two nodes — exactly one fetches it (the feed server's GETs),
 //!   both drop the attackers it names; the fetcher killed, the other takes the fetching over
 //!   within the lease and a refresh, its entries kept meanwhile; a node stopped gives its
-//!   lease up; Redis gone, a node keeps its feed entries —
+//!   lease up; Redis gone, a node keeps its feed entries and then fetches for itself —
 //!   `feeds::one_node_fetches_a_feed_and_the_others_receive_it`
 //! - a node with another `[auth] secret`, or none — refuses to start, takes nothing from
 //!   Redis; a node joining later enforces the cluster's bans before it answers —
