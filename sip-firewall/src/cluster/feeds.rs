@@ -159,11 +159,9 @@ pub(super) async fn pull(
         }
     };
     match c.trust.feed_load(feed, text) {
-        Ok(body) => {
-            link.exchange
-                .receive(feed, body.to_string(), crate::clock::unix_now());
-            c.metrics.event("feed_load", "in");
-        }
+        Ok(body) => link
+            .exchange
+            .receive(feed, body.to_string(), crate::clock::unix_now()),
         Err(why) => trust::refuse(&c.metrics, why, "a feed load"),
     }
     Ok(())
