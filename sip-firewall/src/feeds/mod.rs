@@ -67,8 +67,8 @@ pub struct FeedStatus {
     pub entries: std::collections::BTreeMap<String, u64>,
     /// Some entries not applied: (prefix, why).
     pub refused: Vec<(String, String)>,
-    /// In a cluster, where the entries come from: fetched here, or received from a node
-    /// and when.
+    /// In a cluster, where the entries come from: fetched here (for the cluster, or alone
+    /// while cut off), or received from a node and when.
     #[serde(default)]
     pub source: Option<String>,
 }
@@ -138,7 +138,7 @@ impl FeedMetrics {
 
 /// Load every feed when due, keep their entries vetted and in force, until shutdown. With
 /// `exchange` (a cluster sharing feeds), a feed is fetched only while this node holds its
-/// lease, and the loads of the others are taken.
+/// lease (or is long cut off from the cluster), and the loads of the others are taken.
 pub async fn run(
     configs: Vec<FeedConfig>,
     enforcer: Arc<Mutex<Enforcer>>,
