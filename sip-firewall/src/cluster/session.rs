@@ -1,8 +1,8 @@
 //! One connection with Redis, from the secret check to the loss of the connection: connect
 //! (the fingerprints of [`super::trust::Trust::join`]), subscribe before anything is loaded,
 //! push what waited, load the full set, then follow the channel, send this node's changes
-//! and beat (and with it take or renew the threat feeds' leases, [`super::feeds`]). Events from other nodes are taken here ([`super::trust::Trust::event`]) and
-//! applied.
+//! and beat (and with it take or renew the threat feeds' leases, [`super::feeds`]). Events
+//! from other nodes are taken here ([`super::trust::Trust::event`]) and applied.
 
 use std::time::Duration;
 
