@@ -1,9 +1,17 @@
 //! Threat feeds in a cluster: one node fetches, the others receive. The feed is a CIDR list
 //! served over HTTPS (a CA made by the test) in the backbone namespace, which both nodes
-//! reach; the feed server's count of GETs tells who fetches.
+//! reach; the feed server's count of GETs tells who fetches. A feed's load forged in Redis
+//! is refused; one sealed by a node gone wrong is checked item by item.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
+use sip_firewall::{
+    auth::keys::KeyRing,
+    cluster::trust::{Place, Trust},
+};
 use sip_firewall_tests::{
     cluster::{Cluster, Node},
     edge::out,
@@ -145,4 +153,77 @@ fn one_node_fetches_a_feed_and_the_others_receive_it() {
     assert_eq!(applied(&fetcher), want);
     let _ = fetcher.stop();
     drop(server);
+}
+
+/// A feed's load written into Redis by an attacker (no MAC), as a record and as an event:
+/// refused and counted, nothing of it applied, the outsider it names still answered. Sealed
+/// by a node with the secret (one of ours gone wrong), its items are still checked here: a
+/// junk item counted as invalid, `0.0.0.0/0` refused for its width, the rest applied.
+#[test]
+fn a_feed_load_forged_in_redis_is_refused_and_a_sealed_one_is_vetted() {
+    let test = "a_feed_load_forged_in_redis_is_refused_and_a_sealed_one_is_vetted";
+    let Some(cl) = Cluster::new(test, "cluster-redis-feeds-forged") else {
+        return;
+    };
+    let redis = &cl.redis;
+    let secret = sip_firewall_tests::secret("shared-secret-feeds-forged");
+    let [mut b] = cl.nodes(["cfx"], |node| {
+        format!(
+            "{}[[feeds]]\nname = \"threats\"\nurl = \"file:///nonexistent/threats.txt\"\n\
+             format = \"cidr\"\nrefresh = \"1h\"\nexpire_after = \"1h\"\n",
+            node_config(redis, node, "shared-secret-feeds-forged")
+        )
+    });
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let far = now + 10 * 365 * 86_400;
+    let outsider = b.pair.a4.to_string();
+    let load = |entries: serde_json::Value| {
+        serde_json::json!({"node": "edge-x", "fetched_unix": now, "last_ok_unix": now,
+            "last_error": null, "invalid": 0, "entries": entries})
+        .to_string()
+    };
+    let forged = load(serde_json::json!([[format!("{outsider}/32"), far]]));
+    redis.cli(&["SET", "sipfw:feed:threats", &forged]);
+    b.start();
+    b.wait_connected(true);
+    let mac = "sipfw_cluster_rejected_total{reason=\"mac\"}";
+    let at_load = b.wait_metric(mac, 1.0, Duration::from_secs(5));
+    assert!(at_load >= 1.0, "the record counted: {at_load}");
+    let event = serde_json::json!({"node": "edge-x", "sent_ms": now * 1000,
+        "op": {"op": "feed_load", "feed": "threats"}});
+    redis.cli(&["PUBLISH", "sipfw:events", &event.to_string()]);
+    let live = b.wait_metric(mac, at_load + 1.0, Duration::from_secs(5));
+    assert!(live >= at_load + 1.0, "the event counted: {live}");
+    assert_eq!(applied(&b), 0.0, "nothing of the forged load applied");
+    assert!(b.answers_options(), "the outsider it names is answered");
+
+    // Sealed with the secret: checked item by item, vetted here.
+    let ring = KeyRing::from_config(Some(&secret), &[]).expect("secret");
+    let insider = Trust::new(&ring, &["example.com".to_string()]);
+    let body = load(serde_json::json!([
+        ["203.0.113.7/32", far],
+        "junk",
+        ["0.0.0.0/0", far]
+    ]));
+    let sealed = insider.seal(&Place::feed("threats"), &body);
+    let _ = b.stop();
+    redis.cli(&["SET", "sipfw:feed:threats", &sealed]);
+    b.start();
+    b.wait_connected(true);
+    let entries = |state: &str| {
+        b.metric(&format!(
+            "sipfw_feed_entries{{feed=\"threats\",state=\"{state}\"}}"
+        ))
+    };
+    wait_for(
+        Duration::from_secs(20),
+        || entries("applied") == 1.0,
+        || format!("the sealed load: {}", out(&b.cli(&["feeds"]))),
+    );
+    assert_eq!(entries("invalid"), 1.0, "the junk item");
+    assert_eq!(entries("too_wide"), 1.0, "0.0.0.0/0");
+    assert!(b.answers_options(), "the outsider is still answered");
+    let _ = b.stop();
 }

@@ -44,6 +44,10 @@
 //!   within the lease and a refresh, its entries kept meanwhile; a node stopped gives its
 //!   lease up; Redis gone, a node keeps its feed entries and then fetches for itself —
 //!   `feeds::one_node_fetches_a_feed_and_the_others_receive_it`
+//! - a feed's load written into Redis without a MAC (record and event), and one sealed with
+//!   junk and `0.0.0.0/0` in it — the first refused and counted, the outsider it names still
+//!   answered; the second's junk counted invalid, `0.0.0.0/0` refused as too wide —
+//!   `feeds::a_feed_load_forged_in_redis_is_refused_and_a_sealed_one_is_vetted`
 //! - a node with another `[auth] secret`, or none — refuses to start, takes nothing from
 //!   Redis; a node joining later enforces the cluster's bans before it answers —
 //!   `secret::a_node_with_another_secret_refuses_to_join`
