@@ -20,6 +20,7 @@ use std::{sync::Arc, time::Duration};
 use super::{
     Cluster, ClusterError,
     heartbeat::{HEARTBEAT_EVERY, HEARTBEAT_TTL},
+    metrics,
     schema::{CHANNEL, Event, Op, feed_key, feed_lease_key, unix_ms},
     trust,
 };
@@ -50,27 +51,47 @@ pub fn held_for(confirmed: bool) -> Option<Duration> {
     confirmed.then(|| LEASE.saturating_sub(HEARTBEAT_EVERY))
 }
 
-/// Take or renew every feed's lease, then write the loads fetched here.
+/// Take or renew every feed's lease, then write the loads fetched here. A Redis that answers
+/// but refuses the script (a user without `+eval`) does not end the session: this node then
+/// fetches its feeds itself, as when cut off, and says so in the log.
 pub(super) async fn lease(
     c: &Cluster,
     conn: &mut redis::aio::ConnectionManager,
 ) -> Result<(), ClusterError> {
     let Some(link) = &c.feeds else { return Ok(()) };
     for name in &link.names {
-        let got: i64 = redis::cmd("EVAL")
+        let got = redis::cmd("EVAL")
             .arg(LEASE_SCRIPT)
             .arg(1)
             .arg(feed_lease_key(name))
             .arg(&c.node)
             .arg(LEASE.as_millis() as u64)
-            .query_async(conn)
-            .await?;
+            .query_async::<i64>(conn)
+            .await;
+        let got = match got {
+            Ok(got) => got,
+            Err(e) if refused(&e) => {
+                metrics::warn_limited(&format!(
+                    "cluster: Redis refuses the feeds' lease ({e}): this node fetches its \
+                     feeds itself (the Redis user needs +eval)"
+                ));
+                link.exchange.set_no_lease(true);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if got == 1 && !link.exchange.holds(name, std::time::Instant::now()) {
             tracing::info!(feed = %name, "cluster: this node fetches the feed now");
         }
         link.exchange.set_held(name, held_for(got == 1));
     }
+    link.exchange.set_no_lease(false);
     write(c, conn).await
+}
+
+/// An error Redis answered (a refusal), not a connection lost.
+fn refused(e: &redis::RedisError) -> bool {
+    !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal())
 }
 
 /// On shutdown: the leases this node holds are given up (a node lost instead hands them

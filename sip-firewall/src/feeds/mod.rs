@@ -229,7 +229,9 @@ fn source(feed: &Feed) -> String {
         Some((node, at)) => {
             format!("from the cluster (fetched by {node}), last received at {at} (unix)")
         }
-        None if feed.alone => "fetched here, cut off from the cluster".to_string(),
+        None if feed.alone => {
+            "fetched here alone (cut off from the cluster, or Redis refuses the lease)".to_string()
+        }
         None if feed.fetched_unix > 0 => "fetched here".to_string(),
         None => "from the cluster: nothing received yet".to_string(),
     }

@@ -137,6 +137,8 @@ pub struct Exchange {
     /// live, and a node that cannot reach Redis must not go without feeds (as after a
     /// restart during an outage, feed entries not being kept across one).
     alone_after: Duration,
+    /// Redis refuses the leases (answers, but not the script): this node fetches alone.
+    no_lease: std::sync::atomic::AtomicBool,
     /// Per feed, the latest load this node fetched and has not written yet.
     outgoing: Mutex<HashMap<String, SharedLoad>>,
     /// Per feed, the latest record received and when (unix seconds).
@@ -163,6 +165,7 @@ impl Exchange {
             held: Mutex::default(),
             cut_off: Mutex::new(Some(Instant::now())),
             alone_after,
+            no_lease: std::sync::atomic::AtomicBool::new(false),
             outgoing: Mutex::default(),
             incoming: Mutex::default(),
             out_ready: tokio::sync::Notify::new(),
@@ -175,8 +178,17 @@ impl Exchange {
         if self.holds(feed, now) {
             return Some(Fetch::Lease);
         }
+        if self.no_lease.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some(Fetch::Alone);
+        }
         let since = self.cut_off.lock().ok().and_then(|c| *c)?;
         (now.saturating_duration_since(since) >= self.alone_after).then_some(Fetch::Alone)
+    }
+
+    /// Redis refuses the leases (`true`), or takes them again.
+    pub fn set_no_lease(&self, on: bool) {
+        self.no_lease
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Connected to the cluster, or cut off from it (since now, unless already).
@@ -357,5 +369,13 @@ mod tests {
         x.set_held("f", None);
         x.set_connected(true);
         assert_eq!(x.fetches("f", t + Duration::from_secs(60)), None);
+        x.set_no_lease(true);
+        assert_eq!(
+            x.fetches("f", t),
+            Some(Fetch::Alone),
+            "Redis refuses leases"
+        );
+        x.set_no_lease(false);
+        assert_eq!(x.fetches("f", t), None);
     }
 }

@@ -146,7 +146,7 @@ fn one_node_fetches_a_feed_and_the_others_receive_it() {
     let before = server.served();
     wait_for(
         Duration::from_secs(40),
-        || shown(&fetcher).contains("fetched here, cut off from the cluster"),
+        || shown(&fetcher).contains("fetched here alone (cut off"),
         || format!("never fetched alone: {}", shown(&fetcher)),
     );
     assert!(server.served() > before, "fetched while cut off");
