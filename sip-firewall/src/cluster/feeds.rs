@@ -5,15 +5,17 @@
 //! at every heartbeat in one script (take it if free, extend it if ours, else leave it). A
 //! node holds a feed for [`LEASE`] less one heartbeat after its last renewal, so it stops
 //! fetching before its lease can lapse in Redis; a node stopping gives its leases up, one
-//! that is lost (killed, cut off) hands the fetching over within [`LEASE`] and a heartbeat, and the new holder fetches one
-//! `refresh` after the last fetch it received. Two live nodes never hold one lease.
+//! that is lost (killed, cut off) hands the fetching over within [`LEASE`] and a heartbeat,
+//! and the new holder fetches one `refresh` after the last fetch it received. Two live nodes
+//! never hold one lease.
 //!
 //! The holder writes each load (sealed, `sipfw:feed:<name>`) and publishes
 //! [`Op::FeedLoad`]; the others read the record on the event and at every full load (start,
 //! reconnect), bounded to [`MAX_LOAD_BYTES`], and hand it to the feeds task, which checks it
 //! as hostile input and vets its entries locally (`crate::feeds::shared`). Cut off, a node
 //! keeps the entries it has; cut off for longer than [`LEASE`] and a heartbeat (when no lease
-//! of its own can be live), it fetches every feed itself until it is back.
+//! of its own can be live), it fetches every feed itself until it is back, as it does when
+//! Redis answers but refuses the lease's script (a user without `+eval`).
 
 use std::{sync::Arc, time::Duration};
 
