@@ -30,7 +30,7 @@ use sip_firewall_tests::{
 
 /// The Redis user the README gives the edges (`redis.conf` syntax).
 const ACL_USER: &str = "user sipfw on >redis-password ~sipfw:* &sipfw:events -@all +@read \
-                        +@write +@keyspace +@pubsub +@connection +@transaction -@dangerous +role";
+                        +@write +@keyspace +@pubsub +@connection +@transaction -@dangerous +role +eval";
 
 /// The cluster's `[auth] secret` (256 bits).
 const SECRET: &str = "3c1f6a9e0b7d4c2a8e5f1b9d7c3a6e0f2b4d8c1a9e7f5b3d0c6a2e8f4b1d7c9a";
@@ -400,7 +400,7 @@ fn the_cli_refuses_a_prefix_of_everything_without_force() {
 }
 
 /// Honest use, logged in as the README's ACL user: a ban, a subscriber and a deny entry made
-/// on A reach B, and B refuses nothing; B's `[policy] allow` entry stays in force when A
+/// on A reach B, one node fetches the feed both apply, and B refuses nothing; B's `[policy] allow` entry stays in force when A
 /// removes that prefix.
 #[test]
 fn honest_changes_still_propagate() {
@@ -416,9 +416,15 @@ fn honest_changes_still_propagate() {
     let set = redis.cli(&acl);
     assert!(set.contains("OK"), "{set}");
     let trunk = "[policy]\nallow = [\"192.0.2.0/24\"]\n";
+    let list = cl.tmp.path.join("threats.txt");
+    std::fs::write(&list, "203.0.113.9\n").expect("feed file");
+    let feed = format!(
+        "[[feeds]]\nname = \"threats\"\nurl = \"file://{}\"\nformat = \"cidr\"\nrefresh = \"1h\"\n",
+        list.display()
+    );
     let [a, b] = cl.started(["cha", "chb"], |node| {
         let extra = if node == "edge-b" { trunk } else { "" };
-        config(redis, node, backbone_host(node), extra)
+        config(redis, node, backbone_host(node), &format!("{extra}{feed}"))
             .replace(&redis.url(), &redis.url_as("sipfw", "redis-password"))
     });
 
@@ -451,6 +457,17 @@ fn honest_changes_still_propagate() {
         vec!["192.0.2.0/24".to_string()],
         "B's config entry stays in force"
     );
+    // A feed: one node fetches it (the lease is a script: `+eval`), both apply its entry.
+    let applied = "sipfw_feed_entries{feed=\"threats\",state=\"applied\"}";
+    assert!(
+        wait_until(Duration::from_secs(30), || a.metric(applied) == 1.0
+            && b.metric(applied) == 1.0),
+        "the feed's entry on both nodes: {} {}",
+        a.metric(applied),
+        b.metric(applied)
+    );
+    let ok = "sipfw_feed_loads_total{feed=\"threats\",result=\"ok\"}";
+    assert_eq!(a.metric(ok) + b.metric(ok), 1.0, "one fetch, on one node");
     for reason in ["mac", "replay", "prefix", "user", "binding", "malformed"] {
         assert_eq!(
             b.metric(&rejected(reason)),

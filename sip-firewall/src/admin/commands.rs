@@ -293,6 +293,9 @@ pub fn feeds(common: &Common) -> ExitCode {
                 vec!["url".to_string(), f.url.clone()],
                 vec!["last load".to_string(), last],
             ];
+            if let Some(source) = &f.source {
+                rows.push(vec!["source".to_string(), source.clone()]);
+            }
             rows.extend(
                 f.entries
                     .iter()

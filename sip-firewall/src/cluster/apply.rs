@@ -103,7 +103,8 @@ impl Target {
                         p.remove_user(user, domain);
                     }
                 }
-                Op::Location { .. } => {}
+                // Read from Redis by the session, taken by the feeds task.
+                Op::Location { .. } | Op::FeedLoad { .. } => {}
             }
             Ok(())
         });

@@ -1,7 +1,8 @@
 //! The full load on every (re)connect, and its reconciliation: the cluster's bans, allow and
-//! deny lists, subscribers and registrations from Redis into this node; the bans this node
-//! knew Redis had and Redis no longer has are lifted, but only while Redis still holds the
-//! data this node last loaded ([`Epoch`]: a Redis that restarted empty lifts nothing).
+//! deny lists, subscribers, registrations and threat feeds' loads from Redis into this node;
+//! the bans this node knew Redis had and Redis no longer has are lifted, but only while Redis
+//! still holds the data this node last loaded ([`Epoch`]: a Redis that restarted empty lifts
+//! nothing).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -95,7 +96,7 @@ pub(super) async fn load(
             }
         }
     }
-    Ok(())
+    super::feeds::pull_all(c, conn).await
 }
 
 /// Every registration in Redis (live ones; at most

@@ -12,6 +12,9 @@
 //! - `sipfw:loc:<aor>`: hash contact -> the binding (expiry, the node holding the flow, its
 //!   Path URI; [`crate::registrar::shared`]), the key's TTL the latest expiry;
 //! - `sipfw:node:<name>`: heartbeat, TTL `heartbeat::HEARTBEAT_TTL`;
+//! - `sipfw:feed:<name>`: a threat feed's last load (entries with their expiry, last ok,
+//!   last error), written by the one node fetching it, which holds `sipfw:feed-lease:<name>`
+//!   ([`feeds`]: one node fetches, the others receive);
 //! - `sipfw:secret-fingerprint`: derived from `[auth] secret` and `previous_secrets`
 //!   ([`trust::fingerprint`], never a secret), so nodes whose stamps and records
 //!   would not verify on each other refuse to join, and a secret is rolled node by node
@@ -49,6 +52,7 @@
 //! | `load.rs` | the full load on (re)connect and the reconciliation of bans deleted elsewhere (the epoch) |
 //! | `outbox.rs` | the queue of local changes, spooled to the state database while cut off, unspooled on reconnect |
 //! | `write.rs` | what one change writes to Redis (record, TTL, event) |
+//! | `feeds.rs` | which node fetches each threat feed (the lease), its loads written, published and read |
 //! | `heartbeat.rs` | this node's heartbeat, the nodes alive, a primary moved by the Sentinels |
 //! | `apply.rs` | what a change from another node does here; the marks of the bans Redis has |
 //! | `trust.rs` | what a node takes from Redis and what it checks first (MACs, freshness, content) |
@@ -59,6 +63,7 @@
 
 pub mod apply;
 pub mod endpoint;
+pub mod feeds;
 mod heartbeat;
 mod load;
 pub mod metrics;
@@ -91,6 +96,8 @@ pub enum Share {
     Users,
     /// Registrations (location), with Path (RFC 3327).
     Registrations,
+    /// Threat feeds (`[[feeds]]`): one node fetches each, the others take its load.
+    Feeds,
 }
 
 /// `[cluster]`.
@@ -120,6 +127,7 @@ fn all_shared() -> Vec<Share> {
         Share::Lists,
         Share::Users,
         Share::Registrations,
+        Share::Feeds,
     ]
 }
 
@@ -163,6 +171,8 @@ pub struct Cluster {
     pub view: Arc<Mutex<ClusterView>>,
     /// The MAC keys, the fingerprints and the checks of what comes from Redis.
     pub trust: trust::Trust,
+    /// The threat feeds shared ([`Cluster::share_feeds`]).
+    pub feeds: Option<feeds::FeedLink>,
 }
 
 /// A configuration that cannot form a cluster.
@@ -218,9 +228,28 @@ impl Cluster {
                 rx,
                 metrics,
                 trust: trust::Trust::new(keys, domains),
+                feeds: None,
             },
             outbox,
         ))
+    }
+
+    /// Share the threat feeds `names` (`share` holding `feeds`): where the feeds task meets
+    /// this one, or `None` when they are not shared (every node fetches its own).
+    pub fn share_feeds(
+        &mut self,
+        names: Vec<String>,
+    ) -> Option<Arc<crate::feeds::shared::Exchange>> {
+        if names.is_empty() || !self.config.shares(Share::Feeds) {
+            return None;
+        }
+        let alone_after = feeds::LEASE + heartbeat::HEARTBEAT_EVERY;
+        let exchange = Arc::new(crate::feeds::shared::Exchange::new(alone_after));
+        self.feeds = Some(feeds::FeedLink {
+            exchange: exchange.clone(),
+            names,
+        });
+        Some(exchange)
     }
 }
 
@@ -277,6 +306,9 @@ fn connected(c: &Cluster) -> bool {
 
 fn set_connected(c: &Cluster, on: bool) {
     c.metrics.connected.set(i64::from(on));
+    if let Some(link) = &c.feeds {
+        link.exchange.set_connected(on);
+    }
     if let Ok(mut v) = c.view.lock() {
         v.connected = on;
     }

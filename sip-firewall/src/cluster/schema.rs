@@ -50,6 +50,10 @@ pub enum Op {
     Location {
         change: crate::registrar::store::Change,
     },
+    /// A threat feed's load was written under [`feed_key`] by the node fetching it.
+    FeedLoad {
+        feed: String,
+    },
 }
 
 impl Op {
@@ -63,6 +67,7 @@ impl Op {
             Op::UserAdd { .. } => "user_add",
             Op::UserDel { .. } => "user_del",
             Op::Location { .. } => "location",
+            Op::FeedLoad { .. } => "feed_load",
         }
     }
 
@@ -73,6 +78,7 @@ impl Op {
             Op::ListAdd { .. } | Op::ListDel { .. } => Share::Lists,
             Op::UserAdd { .. } | Op::UserDel { .. } => Share::Users,
             Op::Location { .. } => Share::Registrations,
+            Op::FeedLoad { .. } => Share::Feeds,
         }
     }
 }
@@ -109,6 +115,18 @@ pub fn user_field(user: &str, domain: &str) -> String {
 /// expiry.
 pub fn location_key(aor: &str) -> String {
     format!("sipfw:loc:{aor}")
+}
+
+/// A threat feed's last load, as the node fetching it wrote it (sealed
+/// `crate::feeds::shared::SharedLoad`: entries with their expiry, last ok, last error).
+pub fn feed_key(feed: &str) -> String {
+    format!("sipfw:feed:{feed}")
+}
+
+/// Who fetches a threat feed now: the holder's node name, for the lease's time
+/// (`super::feeds::LEASE`), renewed by the holder at every heartbeat.
+pub fn feed_lease_key(feed: &str) -> String {
+    format!("sipfw:feed-lease:{feed}")
 }
 
 /// What the full load scans for registrations.

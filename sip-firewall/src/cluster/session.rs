@@ -1,8 +1,8 @@
 //! One connection with Redis, from the secret check to the loss of the connection: connect
 //! (the fingerprints of [`super::trust::Trust::join`]), subscribe before anything is loaded,
 //! push what waited, load the full set, then follow the channel, send this node's changes
-//! and beat. Events from other nodes are taken here ([`super::trust::Trust::event`]) and
-//! applied.
+//! and beat (and with it take or renew the threat feeds' leases, [`super::feeds`]). Events
+//! from other nodes are taken here ([`super::trust::Trust::event`]) and applied.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tracing::{error, info};
 use super::{
     Cluster, ClusterError,
     apply::Target,
-    endpoint,
+    endpoint, feeds,
     heartbeat::{HEARTBEAT_EVERY, heartbeat},
     load::load,
     outbox::unspool,
@@ -99,44 +99,67 @@ pub(super) async fn session(
     set_connected(c, true);
     info!(node = c.node, "cluster: connected to Redis, state loaded");
     heartbeat(c, &mut conn, &client).await?;
+    feeds::lease(c, &mut conn).await?;
 
+    let exchange = c.feeds.as_ref().map(|l| l.exchange.clone());
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
     beat.tick().await;
     loop {
+        let fetched = async {
+            match &exchange {
+                Some(x) => x.out_ready.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             msg = messages.next() => {
                 let Some(msg) = msg else {
                     return Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription closed")).into());
                 };
                 let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-                receive(c, target, &payload);
+                if let Some(feed) = receive(c, target, &payload) {
+                    feeds::pull(c, &mut conn, &feed).await?;
+                }
             }
+            () = fetched => feeds::write(c, &mut conn).await?,
             op = c.rx.recv() => {
                 let Some(op) = op else { return Ok(()) };
                 push(c, &mut conn, target, op, pending).await?;
             }
             _ = beat.tick() => {
                 target.flush_marks();
-                heartbeat(c, &mut conn, &client).await?
+                heartbeat(c, &mut conn, &client).await?;
+                feeds::lease(c, &mut conn).await?;
             }
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => {
+                feeds::release(c, &mut conn).await;
+                return Ok(());
+            }
         }
     }
 }
 
-/// A published event from another node: applied when [`trust::Trust::event`] takes it.
-fn receive(c: &Cluster, target: &Target, payload: &[u8]) {
+/// A published event from another node: applied when [`trust::Trust::event`] takes it. A
+/// feed's new load is read from Redis by the caller: the feed named.
+fn receive(c: &Cluster, target: &Target, payload: &[u8]) -> Option<String> {
     let ev = match c.trust.event(payload, unix_ms()) {
         Ok(ev) => ev,
-        Err(why) => return trust::refuse(&c.metrics, why, "an event"),
+        Err(why) => {
+            trust::refuse(&c.metrics, why, "an event");
+            return None;
+        }
     };
     if ev.node == c.node || !c.config.shares(ev.op.share()) {
-        return;
+        return None;
     }
     let lag = unix_ms().saturating_sub(ev.sent_ms) as f64 / 1000.0;
     c.metrics.lag.set(lag);
     c.metrics.event(ev.op.kind(), "in");
+    if let Op::FeedLoad { feed } = ev.op {
+        return Some(feed);
+    }
     target.apply(&ev.op);
+    None
 }
 
 /// Write one local change to Redis and publish it. On failure the change is kept in

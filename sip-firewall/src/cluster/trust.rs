@@ -48,7 +48,9 @@ use hmac::{Hmac, Mac};
 use ipnet::IpNet;
 use sha2::Sha256;
 
-use super::schema::{CHANNEL, Event, Op, USERS_KEY, ban_key, list_key, location_key, user_field};
+use super::schema::{
+    CHANNEL, Event, Op, USERS_KEY, ban_key, feed_key, list_key, location_key, user_field,
+};
 use crate::{
     auth::config::UserEntry,
     auth::keys::{KeyRing, Purpose, Secret},
@@ -135,6 +137,11 @@ impl Place {
     /// A contact's field in its AOR's hash.
     pub fn binding(aor: &str, contact: &str) -> Place {
         Place::at(&location_key(aor), &contact_field(contact))
+    }
+
+    /// A threat feed's shared load.
+    pub fn feed(feed: &str) -> Place {
+        Place::at(&feed_key(feed), "")
     }
 
     fn at(key: &str, field: &str) -> Place {
@@ -296,6 +303,8 @@ impl Trust {
         match op {
             Op::ListAdd { net, .. } => check_prefix(net),
             Op::UserAdd { user } => self.check_user(user),
+            // A name no `[[feeds]]` table gives (too long to be one) is junk.
+            Op::FeedLoad { feed } if feed.len() > MAX_FEED_NAME => Err(Reject::Malformed),
             _ => Ok(()),
         }
     }
@@ -354,7 +363,16 @@ impl Trust {
         }
         Ok((aor.to_string(), b))
     }
+
+    /// A threat feed's load as stored under its key: the body, for the feeds task to check
+    /// (`crate::feeds::shared::SharedLoad::decode`).
+    pub fn feed_load<'a>(&self, feed: &str, value: &'a str) -> Result<&'a str, Reject> {
+        Ok(self.open(&Place::feed(feed), value)?.0)
+    }
 }
+
+/// The longest feed name an event may carry.
+const MAX_FEED_NAME: usize = 1024;
 
 /// Count a refusal and log it (at most every 10 s: a Redis full of junk is no log storm).
 pub fn refuse(metrics: &super::metrics::ClusterMetrics, why: Reject, what: &str) {

@@ -93,6 +93,8 @@ fn stage(c: &Cluster, p: &mut redis::Pipeline, ev: &Event, json: &str) -> bool {
         Op::UserDel { user, domain } => {
             p.hdel(USERS_KEY, user_field(user, domain)).ignore();
         }
+        // A feed's load is written with its event by `super::feeds`, never queued here.
+        Op::FeedLoad { .. } => return false,
         Op::Location { change } => {
             use crate::registrar::{shared::contact_field, store::Change};
             match change {

@@ -98,7 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bind_server(&config, &settings, &metrics, &proxy, &enforcer, learner).await?;
     let proxy_handle = proxy.clone();
     let (slots, hep) = (server.slots(), server.hep());
-    let cluster_info = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
+    let (cluster_info, link) = spawn_cluster(&mut tasks, cluster, &enforcer, &proxy, &shutdown_rx)?;
     spawn_serving(&mut tasks, proxy, server, &shutdown_rx);
 
     let reloader = reloader(
@@ -109,7 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
         &shutdown_rx,
     )?;
-    let feeds = spawn_feeds(&mut tasks, &config, &enforcer, &metrics, &shutdown_rx);
+    let feeds = spawn_feeds(&mut tasks, &config, &enforcer, &metrics, link, &shutdown_rx);
     let info = admin::server::DaemonInfo {
         proxy: Some(proxy_handle),
         metrics: Some(metrics.clone()),
@@ -310,8 +310,10 @@ async fn join_cluster(
                 &config.auth.previous_secrets,
             )?;
             let domains = &config.sip.domains;
-            let (cluster, outbox) =
+            let (mut cluster, outbox) =
                 crate::cluster::Cluster::new(c, &keys, domains, metrics.registry())?;
+            // One node fetches each threat feed, the others take its loads.
+            cluster.share_feeds(config.feeds.iter().map(|f| f.name().to_string()).collect());
             // The cluster's bans before the first packet (bounded wait: Redis down must not
             // keep the edge from starting on its local state).
             crate::cluster::preload(&cluster, enforcer, std::time::Duration::from_secs(3)).await?;

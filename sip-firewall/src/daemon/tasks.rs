@@ -77,18 +77,23 @@ pub(super) fn spawn_serving(
 }
 
 /// The cluster's task (`[cluster]`): remote changes applied to the enforcer and the proxy;
-/// what the admin API needs of it (the outbox, the view for `status`).
+/// what the admin API needs of it (the outbox, the view for `status`), and where the feeds
+/// task meets it when the threat feeds are shared.
 pub(super) fn spawn_cluster(
     tasks: &mut Tasks,
     cluster: Option<(crate::cluster::Cluster, crate::cluster::outbox::Outbox)>,
     enforcer: &Arc<Mutex<Enforcer>>,
     proxy: &Arc<crate::proxy::Proxy>,
     shutdown_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<Option<ClusterInfo>> {
+) -> anyhow::Result<(
+    Option<ClusterInfo>,
+    Option<Arc<crate::feeds::shared::Exchange>>,
+)> {
     let Some((cluster, outbox)) = cluster else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let view = cluster.view.clone();
+    let feeds = cluster.feeds.as_ref().map(|l| l.exchange.clone());
     let target = crate::cluster::apply::Target {
         store: Some(lock(enforcer)?.store_handle()),
         enforcer: enforcer.clone(),
@@ -97,7 +102,7 @@ pub(super) fn spawn_cluster(
         marks: Default::default(),
     };
     tasks.spawn(crate::cluster::run(cluster, target, shutdown_rx.clone()));
-    Ok(Some((outbox, view)))
+    Ok((Some((outbox, view)), feeds))
 }
 
 /// The cluster as the admin API sees it.
@@ -183,19 +188,21 @@ pub(super) fn spawn_admin(
 }
 
 /// The threat feeds (`[[feeds]]`): loaded, vetted and kept in the deny path; their status,
-/// for `sip-firewall feeds`.
+/// for `sip-firewall feeds`. `link`: where the feeds task meets the cluster, when it shares
+/// them (one node fetches each).
 pub(super) fn spawn_feeds(
     tasks: &mut Tasks,
     config: &Config,
     enforcer: &Arc<Mutex<Enforcer>>,
     metrics: &Arc<Metrics>,
+    link: Option<Arc<crate::feeds::shared::Exchange>>,
     shutdown_rx: &watch::Receiver<bool>,
 ) -> crate::feeds::Statuses {
     let statuses = crate::feeds::Statuses::default();
     if !config.feeds.is_empty() {
         let (feeds, e, m) = (config.feeds.clone(), enforcer.clone(), metrics.clone());
         let (s, rx) = (statuses.clone(), shutdown_rx.clone());
-        tasks.spawn(async move { crate::feeds::run(feeds, e, &m, s, rx).await });
+        tasks.spawn(async move { crate::feeds::run(feeds, e, &m, s, link, rx).await });
     }
     statuses
 }

@@ -9,12 +9,23 @@
 //! (`enforce::feeds`): never one wider than the lists' bound, never one covering an
 //! allow-listed prefix or a known good source, at most `max_entries` a feed.
 //!
+//! **In a cluster** (`[cluster]`, `share` holding `feeds`): one node fetches each feed, the
+//! one holding its lease (`crate::cluster::feeds` decides who), and hands each load to the
+//! others through Redis ([`shared`]); they take the entries with their expiry and vet them
+//! here as their own (allow-list, trusted peers and known sources are each node's). A node
+//! cut off from Redis keeps what it has, and once cut off for longer than a lease it fetches
+//! for itself until it is back; `sip-firewall feeds` says where a feed's entries came from
+//! (fetched here, fetched here while cut off, or received from which node and when).
+//!
 //! **Metrics**: `sipfw_feed_entries{feed,state}` (`applied`, `too_wide`, `allow_listed`,
-//! `known`, `over_bound`, `invalid`), `sipfw_feed_loads_total{feed,result}`.
+//! `known`, `over_bound`, `invalid`), `sipfw_feed_loads_total{feed,result}` (`ok`, `error`:
+//! fetched here; `received`: a load from the cluster taken, `refused`: one that is not a
+//! load, its entries kept as they were).
 
 pub mod config;
 pub mod fetch;
 pub mod parse;
+pub mod shared;
 
 use std::{
     collections::HashMap,
@@ -30,6 +41,7 @@ use tracing::{info, warn};
 use self::{
     config::{FeedConfig, FeedFormat},
     fetch::Fetcher,
+    shared::{Exchange, Fetch, SharedLoad},
 };
 use crate::{
     enforce::{Enforcer, feeds::Refused},
@@ -55,6 +67,10 @@ pub struct FeedStatus {
     pub entries: std::collections::BTreeMap<String, u64>,
     /// Some entries not applied: (prefix, why).
     pub refused: Vec<(String, String)>,
+    /// In a cluster, where the entries come from: fetched here (for the cluster, or alone
+    /// while cut off), or received from a node and when.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// The feeds' status, shared with the admin API.
@@ -66,8 +82,17 @@ struct Feed {
     fetcher: Result<Fetcher, String>,
     /// Its entries and until when (unix seconds).
     wanted: HashMap<IpNet, u64>,
-    /// Lines of the last good load that were not addresses.
+    /// Lines of the last good load that were not addresses (and, received, the items of the
+    /// shared load that were not entries).
     invalid: usize,
+    /// Entries of a received load past `max_entries`, refused before vetting.
+    over: usize,
+    /// The last fetch, here or by the node a load was received from (unix seconds).
+    fetched_unix: u64,
+    /// The node the entries were received from and when (unix seconds); `None`: fetched here.
+    received: Option<(String, u64)>,
+    /// Fetched here while cut off from the cluster, not for it.
+    alone: bool,
     next_load: Instant,
     status: FeedStatus,
 }
@@ -93,7 +118,8 @@ impl FeedMetrics {
         let loads = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "sipfw_feed_loads_total",
-                "Loads of each threat feed by result (ok, error: its last good entries stay)",
+                "Loads of each threat feed by result (ok, error: its last good entries stay; in a \
+                 cluster, received: a load from the node fetching it, refused: not a load)",
             ),
             &["feed", "result"],
         )
@@ -110,12 +136,15 @@ impl FeedMetrics {
     }
 }
 
-/// Load every feed when due, keep their entries vetted and in force, until shutdown.
+/// Load every feed when due, keep their entries vetted and in force, until shutdown. With
+/// `exchange` (a cluster sharing feeds), a feed is fetched only while this node holds its
+/// lease (or is long cut off from the cluster), and the loads of the others are taken.
 pub async fn run(
     configs: Vec<FeedConfig>,
     enforcer: Arc<Mutex<Enforcer>>,
     metrics: &crate::metrics::Metrics,
     statuses: Statuses,
+    exchange: Option<Arc<Exchange>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let m = FeedMetrics::new(metrics);
@@ -132,22 +161,47 @@ pub async fn run(
             cfg,
             wanted: HashMap::new(),
             invalid: 0,
+            over: 0,
+            fetched_unix: 0,
+            received: None,
+            alone: false,
             next_load: now,
         })
         .collect();
     let mut log = RateLimit::new(Duration::from_secs(60), 64);
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
+        let received = async {
+            match &exchange {
+                Some(x) => x.in_ready.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tick.tick() => {}
+            () = received => {}
             _ = shutdown.changed() => return Ok(()),
         }
+        if let Some(x) = &exchange {
+            take_received(&mut feeds, x, &m);
+        }
         for feed in &mut feeds {
-            if Instant::now() >= feed.next_load {
+            // Without a cluster sharing the feeds, every node fetches its own.
+            let fetch = exchange.as_ref().map_or(Some(Fetch::Alone), |x| {
+                x.fetches(feed.cfg.name(), Instant::now())
+            });
+            if let Some(why) = fetch
+                && Instant::now() >= feed.next_load
+            {
                 feed.next_load = Instant::now() + feed.cfg.refresh;
                 load(feed, &m).await;
+                feed.alone = why == Fetch::Alone;
+                if let Some(x) = exchange.as_ref().filter(|_| why == Fetch::Lease) {
+                    x.publish(feed.cfg.name(), shared_load(feed));
+                }
             }
             apply(feed, &enforcer, &m, &mut log);
+            feed.status.source = exchange.as_ref().map(|_| source(feed));
         }
         if let Ok(mut s) = statuses.lock() {
             *s = feeds.iter().map(|f| f.status.clone()).collect();
@@ -155,10 +209,77 @@ pub async fn run(
     }
 }
 
+/// What this node fetched, for the others: its entries sorted, its status.
+fn shared_load(feed: &Feed) -> SharedLoad {
+    let mut entries: Vec<(IpNet, u64)> = feed.wanted.iter().map(|(n, u)| (*n, *u)).collect();
+    entries.sort();
+    SharedLoad {
+        node: String::new(),
+        fetched_unix: feed.fetched_unix,
+        last_ok_unix: feed.status.last_ok_unix,
+        last_error: feed.status.last_error.clone(),
+        invalid: feed.invalid,
+        entries,
+    }
+}
+
+/// Where a feed's entries come from, for `sip-firewall feeds`.
+fn source(feed: &Feed) -> String {
+    match &feed.received {
+        Some((node, at)) => {
+            format!("from the cluster (fetched by {node}), last received at {at} (unix)")
+        }
+        None if feed.alone => {
+            "fetched here alone (cut off from the cluster, or Redis refuses the lease)".to_string()
+        }
+        None if feed.fetched_unix > 0 => "fetched here".to_string(),
+        None => "from the cluster: nothing received yet".to_string(),
+    }
+}
+
+/// Take the loads received from the cluster: each checked ([`SharedLoad::decode`]), and
+/// taken when it is newer than what the feed has; its entries replace the feed's, the next
+/// fetch (should this node take the fetching over) one `refresh` after that load's.
+fn take_received(feeds: &mut [Feed], x: &Exchange, m: &FeedMetrics) {
+    for (name, (text, at)) in x.take_incoming() {
+        let Some(feed) = feeds.iter_mut().find(|f| f.cfg.name() == name) else {
+            continue;
+        };
+        let now = crate::clock::unix_now();
+        let taken = match SharedLoad::decode(&text, &feed.cfg, now) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(feed = %name, error = %e, kept = feed.wanted.len(),
+                      "feed load from the cluster refused: the entries stay as they were");
+                m.loads.with_label_values(&[&name, "refused"]).inc();
+                continue;
+            }
+        };
+        if taken.load.fetched_unix <= feed.fetched_unix {
+            continue;
+        }
+        let load = taken.load;
+        feed.wanted = load.entries.into_iter().collect();
+        feed.invalid = load.invalid.saturating_add(taken.malformed);
+        feed.over = taken.over;
+        feed.fetched_unix = load.fetched_unix;
+        feed.status.last_ok_unix = load.last_ok_unix;
+        feed.status.last_error = load.last_error;
+        let due = load.fetched_unix.saturating_add(feed.cfg.refresh.as_secs());
+        feed.next_load = Instant::now() + Duration::from_secs(due.saturating_sub(now));
+        info!(feed = %name, from = %load.node, entries = feed.wanted.len(),
+              malformed = taken.malformed, over = taken.over, "feed load received from the cluster");
+        feed.received = Some((load.node, at));
+        m.loads.with_label_values(&[&name, "received"]).inc();
+    }
+}
+
 /// Fetch and parse `feed`; on success its entries become the new ones (see the module doc),
 /// on failure they stay.
 async fn load(feed: &mut Feed, m: &FeedMetrics) {
     let name = feed.cfg.name().to_string();
+    feed.fetched_unix = crate::clock::unix_now();
+    feed.received = None;
     let result = match &feed.fetcher {
         Ok(f) => match f.fetch().await {
             Ok(body) => parse::parse(feed.cfg.format, &body).map_err(|e| e.to_string()),
@@ -176,6 +297,7 @@ async fn load(feed: &mut Feed, m: &FeedMetrics) {
                 feed.wanted.insert(net, until);
             }
             feed.invalid = parsed.invalid;
+            feed.over = 0;
             feed.status.last_ok_unix = Some(crate::clock::unix_now());
             feed.status.last_error = None;
             m.loads.with_label_values(&[&name, "ok"]).inc();
@@ -237,6 +359,9 @@ fn apply(
     for (_, why) in &synced.refused {
         *counts.entry(why.name().to_string()).or_default() += 1;
     }
+    *counts
+        .entry(Refused::OverBound.name().to_string())
+        .or_default() += feed.over as u64;
     for (state, n) in &counts {
         m.entries
             .with_label_values(&[&name, state])

@@ -39,6 +39,15 @@
 //! - the nodes given only a Sentinel, then `SENTINEL FAILOVER` — they find the primary,
 //!   follow the failover, keep and share bans —
 //!   `sentinel::nodes_find_the_primary_through_sentinel_and_follow_a_failover`
+//! - one HTTPS threat feed, two nodes — exactly one fetches it (the feed server's GETs),
+//!   both drop the attackers it names; the fetcher killed, the other takes the fetching over
+//!   within the lease and a refresh, its entries kept meanwhile; a node stopped gives its
+//!   lease up; Redis gone, a node keeps its feed entries and then fetches for itself —
+//!   `feeds::one_node_fetches_a_feed_and_the_others_receive_it`
+//! - a feed's load written into Redis without a MAC (record and event), and one sealed with
+//!   junk and `0.0.0.0/0` in it — the first refused and counted, the outsider it names still
+//!   answered; the second's junk counted invalid, `0.0.0.0/0` refused as too wide —
+//!   `feeds::a_feed_load_forged_in_redis_is_refused_and_a_sealed_one_is_vetted`
 //! - a node with another `[auth] secret`, or none — refuses to start, takes nothing from
 //!   Redis; a node joining later enforces the cluster's bans before it answers —
 //!   `secret::a_node_with_another_secret_refuses_to_join`
@@ -47,6 +56,7 @@
 mod support;
 
 mod bans;
+mod feeds;
 mod lists_and_users;
 mod outages;
 mod registrations;

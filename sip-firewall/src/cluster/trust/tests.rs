@@ -247,3 +247,19 @@ fn a_roll_keeps_every_node_in_and_others_out() {
         assert_eq!(node.join(&stored.fingerprints()), want, "{why}");
     }
 }
+
+#[test]
+fn a_feed_load_verifies_under_its_feed_only_and_its_event_names_a_feed() {
+    let t = trust("11", &[]);
+    let body = "{\"entries\":[]}";
+    let sealed = t.seal(&Place::feed("threats"), body);
+    assert_eq!(t.feed_load("threats", &sealed), Ok(body));
+    // Moved to another feed's key, forged, or sealed under another secret.
+    assert_eq!(t.feed_load("other", &sealed), Err(Reject::Mac));
+    assert_eq!(t.feed_load("threats", body), Err(Reject::Mac));
+    let theirs = trust("22", &[]).seal(&Place::feed("threats"), body);
+    assert_eq!(t.feed_load("threats", &theirs), Err(Reject::Mac));
+    let named = |feed: String| t.check_op(&Op::FeedLoad { feed });
+    assert_eq!(named("threats".into()), Ok(()));
+    assert_eq!(named("x".repeat(MAX_FEED_NAME + 1)), Err(Reject::Malformed));
+}
