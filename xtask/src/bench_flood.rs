@@ -294,7 +294,10 @@ fn print_row(r: &Row) {
     let ok = if r.calls.attempted == 0 {
         "-".to_string()
     } else {
-        format!("{:.1}%", r.calls.ok as f64 * 100.0 / r.calls.attempted as f64)
+        format!(
+            "{:.1}%",
+            r.calls.ok as f64 * 100.0 / r.calls.attempted as f64
+        )
     };
     let pps = r.flood_packets as f64 / r.seconds.max(0.001);
     println!(
