@@ -146,20 +146,30 @@ fn trafgen(pair: &Pair, frame: &[u8]) -> anyhow::Result<u64> {
     let bytes: Vec<String> = frame.iter().map(|b| format!("0x{b:02x}")).collect();
     std::fs::write(&conf, format!("{{ {} }}\n", bytes.join(", ")))?;
     let before = tx_packets(pair)?;
-    let status = Command::new("ip")
+    let out = Command::new("ip")
         .args(["netns", "exec", &pair.ns_a, "trafgen", "--dev", pair.if_a])
-        .args(["--cpus", "1", "--no-sock-mem", "--notouch-irq", "--quiet"])
+        .args(["--cpus", "1", "--no-sock-mem", "--notouch-irq"])
         .arg("--conf")
         .arg(&conf)
         .args(["--num", &PER_CALL.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
+        .stderr(Stdio::piped())
+        .output()
         .context("starting trafgen");
     let _ = std::fs::remove_file(PathBuf::from(&conf));
-    status?;
-    Ok(tx_packets(pair)? - before)
+    let out = out?;
+    let sent = tx_packets(pair)? - before;
+    // A stop on a full ring after some frames is expected (the caller starts it again); a
+    // trafgen that sent nothing failed, and figures over no frames would be noise.
+    if sent == 0 && !out.status.success() {
+        bail!(
+            "trafgen sent nothing ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(sent)
 }
 
 /// Frames veth-a has transmitted, from `ip -s -j link`.
