@@ -72,19 +72,26 @@ async fn unavailable_at_once(d: &common::Daemon, call_id: &str) {
     assert_eq!(status(&last), 480, "{last}");
 }
 
+/// alice's phone on a loopback UDP socket, registered with `contact` (`call_id` its
+/// REGISTER's).
+fn registered_phone(d: &common::Daemon, contact: &str, call_id: &str) -> Phone {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("phone");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let mut phone = Phone::new(sock, d.sip, Account::new(USER, DOMAIN, "s3cret"));
+    phone.ua.contact = contact.into();
+    let (_, ok) = phone.register(call_id, None, 300);
+    assert_eq!(ok.as_deref().map(status), Some(200), "{ok:?}");
+    phone
+}
+
 /// Over UDP: the OPTIONS pings reach the NAT's address; answered, the binding stays;
 /// unanswered, it goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_contact_behind_nat_is_pinged_and_dropped_when_silent() {
     let (d, _) = start("keepalive-udp");
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("phone");
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    let mut phone = Phone::new(sock, d.sip, Account::new(USER, DOMAIN, "s3cret"));
     // Its Contact names a private address: the phone is behind NAT.
-    phone.ua.contact = "sip:alice@192.168.77.5:5060".into();
-    let (_, ok) = phone.register("ka-udp", None, 300);
-    assert_eq!(ok.as_deref().map(status), Some(200), "{ok:?}");
+    let mut phone = registered_phone(&d, "sip:alice@192.168.77.5:5060", "ka-udp");
     let pinged = |r: &[String]| {
         r.iter()
             .filter(|m| m.starts_with("OPTIONS sip:alice@192.168.77.5:5060 SIP/2.0"))
@@ -199,13 +206,7 @@ fn stun_answer(sock: &UdpSocket, tid: [u8; 12], within: Duration) -> Option<Sock
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stun_keepalives_are_answered_to_registered_flows_only() {
     let (d, _) = start("keepalive-stun");
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("phone");
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    let mut phone = Phone::new(sock, d.sip, Account::new(USER, DOMAIN, "s3cret"));
-    phone.ua.contact = "sip:alice@192.168.77.5:5060;ob".into();
-    let (_, ok) = phone.register("ka-stun", None, 300);
-    assert_eq!(ok.as_deref().map(status), Some(200), "{ok:?}");
+    let phone = registered_phone(&d, "sip:alice@192.168.77.5:5060;ob", "ka-stun");
     let me = phone.sock.local_addr().expect("addr");
     for (i, fingerprint) in [false, true].into_iter().enumerate() {
         let tid = [0x5a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i as u8];
