@@ -21,13 +21,20 @@ pub const REQUEST_SUFFIX: &[u8; 8] = b" SIP/2.0";
 pub const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 /// A STUN header is 20 bytes.
 pub const STUN_HEADER_LEN: usize = 20;
+/// The message type of a STUN Binding request (RFC 5389 6, 18.1), bytes 0..2.
+pub const STUN_BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
+/// Most bytes of attributes a STUN keep-alive carries (a FINGERPRINT and a short SOFTWARE
+/// fit); the daemon's STUN parser applies the same bound.
+pub const STUN_MAX_ATTRIBUTES: usize = 64;
 
 /// What a UDP payload on a SIP port is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayloadClass {
     /// `\r\n` or `\r\n\r\n` (RFC 5626 keep-alive).
     KeepAlive,
-    /// A STUN message (RFC 5389 magic cookie).
+    /// A STUN Binding request (RFC 5389 6), a keep-alive of RFC 5626 4.4.2: its type, the
+    /// magic cookie, and a length that is a multiple of 4, at most [`STUN_MAX_ATTRIBUTES`]
+    /// and exactly the rest of the payload. Any other STUN message is malformed here.
     Stun,
     /// First line is `token SP ... SP SIP/2.0`.
     Request,
@@ -80,7 +87,7 @@ pub fn classify(p: &[u8]) -> PayloadClass {
     if p == b"\r\n" || p == b"\r\n\r\n" {
         return PayloadClass::KeepAlive;
     }
-    if p.len() >= STUN_HEADER_LEN && p[0] & 0xC0 == 0 && p[4..8] == STUN_MAGIC {
+    if is_stun_binding_request(p) {
         return PayloadClass::Stun;
     }
     if is_status_line(p) {
@@ -90,6 +97,16 @@ pub fn classify(p: &[u8]) -> PayloadClass {
         return PayloadClass::Request;
     }
     PayloadClass::Malformed
+}
+
+fn is_stun_binding_request(p: &[u8]) -> bool {
+    if p.len() < STUN_HEADER_LEN || p[0..2] != STUN_BINDING_REQUEST || p[4..8] != STUN_MAGIC {
+        return false;
+    }
+    let attributes = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    attributes % 4 == 0
+        && attributes <= STUN_MAX_ATTRIBUTES
+        && attributes + STUN_HEADER_LEN == p.len()
 }
 
 fn is_status_line(p: &[u8]) -> bool {
@@ -177,6 +194,29 @@ mod tests {
         assert_eq!(classify(&m[..19]), Malformed);
         m[0] = 0x80; // top bits set: not STUN
         assert_eq!(classify(&m), Malformed);
+        m[0] = 0;
+        // With 8 bytes of attributes (a FINGERPRINT), counted in the length.
+        let mut f = [0u8; 28];
+        f[..20].copy_from_slice(&m);
+        f[3] = 8;
+        assert_eq!(classify(&f), Stun);
+        // A length that disagrees with the payload, is not a multiple of 4, or is too large.
+        for (len, bytes) in [(4u16, 28usize), (12, 28), (7, 27), (68, 88), (0, 24)] {
+            let mut v = [0u8; 88];
+            v[..20].copy_from_slice(&m);
+            v[2..4].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(
+                classify(&v[..bytes]),
+                Malformed,
+                "length {len}, {bytes} bytes"
+            );
+        }
+        // A Binding success response, an indication: not a keep-alive request.
+        for kind in [[0x01, 0x01], [0x00, 0x11]] {
+            let mut r = m;
+            r[..2].copy_from_slice(&kind);
+            assert_eq!(classify(&r), Malformed, "{kind:?}");
+        }
     }
 
     #[test]

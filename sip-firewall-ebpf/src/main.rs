@@ -4,8 +4,8 @@
 //! then for a TCP SYN to a SIP stream port (TCP, TLS, WebSocket): the flood limit per source
 //! (a connection flood is a flood: drop and ban; counted as `connection` when within it);
 //! for UDP to a SIP port: flood limit per source (drop and ban), payload size, payload
-//! sanity (keep-alive, STUN, SIP request or status line; anything else dropped). It decides
-//! from maps the daemon fills; every packet moves exactly one counter.
+//! sanity (keep-alive, STUN Binding request, SIP request or status line; anything else
+//! dropped). It decides from maps the daemon fills; every packet moves exactly one counter.
 #![no_std]
 #![no_main]
 

@@ -12,7 +12,8 @@ use core::ffi::c_void;
 use sip_firewall_common::{
     payload::{
         MAX_FIRST_LINE, MAX_METHOD_LEN, PayloadClass, REQUEST_SUFFIX, STATUS_PREFIX,
-        STUN_HEADER_LEN, STUN_MAGIC, eq_ignore_case, is_token_char,
+        STUN_BINDING_REQUEST, STUN_HEADER_LEN, STUN_MAGIC, STUN_MAX_ATTRIBUTES, eq_ignore_case,
+        is_token_char,
     },
     swar::{WORD, eq_mask, first_flag, lt_mask},
 };
@@ -33,7 +34,10 @@ pub fn classify(copied: usize, len: usize) -> PayloadClass {
     if (len == 2 || len == 4) && is_keepalive(b, len, end) {
         return PayloadClass::KeepAlive;
     }
-    if len >= STUN_HEADER_LEN && is_stun(b, end) {
+    if len >= STUN_HEADER_LEN
+        && len <= STUN_HEADER_LEN + STUN_MAX_ATTRIBUTES
+        && is_stun_binding_request(b, len, end)
+    {
         return PayloadClass::Stun;
     }
     if len >= 12 && is_status_line(b, end) {
@@ -51,16 +55,23 @@ fn is_keepalive(b: Buf, len: usize, end: u64) -> bool {
     crlf(0) && (len == 2 || crlf(2))
 }
 
+/// A STUN Binding request (RFC 5389 6) of `len` bytes, `20 <= len <= 20 + 64` (the caller
+/// bounds it): its type, the magic cookie, and an attribute length that is a multiple of 4
+/// and exactly the rest of the payload. Every byte read is bounds-checked (`Buf::at`).
 #[inline(always)]
-fn is_stun(b: Buf, end: u64) -> bool {
-    let Some(b0) = b.at(0, end) else {
+fn is_stun_binding_request(b: Buf, len: usize, end: u64) -> bool {
+    let (Some(hi), Some(lo)) = (b.at(2, end), b.at(3, end)) else {
         return false;
     };
-    b0 & 0xC0 == 0
+    let attributes = ((hi as usize) << 8) | lo as usize;
+    b.at(0, end) == Some(STUN_BINDING_REQUEST[0])
+        && b.at(1, end) == Some(STUN_BINDING_REQUEST[1])
         && b.at(4, end) == Some(STUN_MAGIC[0])
         && b.at(5, end) == Some(STUN_MAGIC[1])
         && b.at(6, end) == Some(STUN_MAGIC[2])
         && b.at(7, end) == Some(STUN_MAGIC[3])
+        && attributes & 3 == 0
+        && attributes + STUN_HEADER_LEN == len
 }
 
 /// The 8 bytes at `i` equal `want`, ignoring ASCII case.

@@ -19,6 +19,7 @@ pub mod parse;
 pub mod reason;
 pub mod reply;
 pub mod sanity;
+pub mod stun;
 pub mod uri;
 
 pub use parse::{Kind, Limits, Message, Method, StartLine, Transport};

@@ -92,6 +92,10 @@ impl Pipeline {
     /// One UDP datagram from `source`: the bytes of the direct answer, if any (what the
     /// proxy sends through its outbound is in [`Pipeline::captured`]).
     pub fn datagram(&mut self, source: SocketAddr, bytes: &[u8]) -> usize {
+        if let Ok(req) = sip_firewall_sip::stun::parse(bytes) {
+            let answer = self.shared.stun(&req, bytes, (source, self.local));
+            return answer.map_or(0, |a| a.len());
+        }
         if is_keepalive(bytes) {
             return 0;
         }

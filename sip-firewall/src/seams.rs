@@ -89,6 +89,11 @@ pub trait Handler: Send + Sync + 'static {
     fn flow_closed(&self, _flow: Destination) {}
     /// The single CRLF pong of RFC 5626 4.4.1 came on the connection `flow`.
     fn flow_pong(&self, _flow: Destination) {}
+    /// A STUN keep-alive (RFC 5626 4.4.2) came from the UDP `flow`: true when the flow is
+    /// registered here, and so may be answered.
+    fn flow_stun(&self, _flow: Destination) -> bool {
+        false
+    }
 }
 
 /// A [`Handler`] method taking the flow a connection event happened on

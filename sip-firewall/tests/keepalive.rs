@@ -4,13 +4,15 @@
 //! their connection. Calls to the live stream ones ride their registering connection (their
 //! Contact names an address nobody listens on). Each one that goes silent, or whose
 //! connection closes, loses its binding within the tolerance, and a call to it gets 480 at
-//! once.
+//! once. A phone registered over UDP with `;ob` gets its STUN keep-alives answered with its
+//! own address (RFC 5626 4.4.2); an unregistered socket's get nothing.
 
 use std::{
     net::{SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
+use sip_firewall_sip::stun;
 use sip_firewall_tests::ua::{
     Account,
     calls::{self, Client, DOMAIN, Phone as Caller, USER},
@@ -70,19 +72,26 @@ async fn unavailable_at_once(d: &common::Daemon, call_id: &str) {
     assert_eq!(status(&last), 480, "{last}");
 }
 
+/// alice's phone on a loopback UDP socket, registered with `contact` (`call_id` its
+/// REGISTER's).
+fn registered_phone(d: &common::Daemon, contact: &str, call_id: &str) -> Phone {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("phone");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let mut phone = Phone::new(sock, d.sip, Account::new(USER, DOMAIN, "s3cret"));
+    phone.ua.contact = contact.into();
+    let (_, ok) = phone.register(call_id, None, 300);
+    assert_eq!(ok.as_deref().map(status), Some(200), "{ok:?}");
+    phone
+}
+
 /// Over UDP: the OPTIONS pings reach the NAT's address; answered, the binding stays;
 /// unanswered, it goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_contact_behind_nat_is_pinged_and_dropped_when_silent() {
     let (d, _) = start("keepalive-udp");
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("phone");
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    let mut phone = Phone::new(sock, d.sip, Account::new(USER, DOMAIN, "s3cret"));
     // Its Contact names a private address: the phone is behind NAT.
-    phone.ua.contact = "sip:alice@192.168.77.5:5060".into();
-    let (_, ok) = phone.register("ka-udp", None, 300);
-    assert_eq!(ok.as_deref().map(status), Some(200), "{ok:?}");
+    let mut phone = registered_phone(&d, "sip:alice@192.168.77.5:5060", "ka-udp");
     let pinged = |r: &[String]| {
         r.iter()
             .filter(|m| m.starts_with("OPTIONS sip:alice@192.168.77.5:5060 SIP/2.0"))
@@ -172,4 +181,55 @@ async fn live_then_gone<W: Wire>(d: &common::Daemon, mut c: Client<W>, tag: &str
         }
     }
     unavailable_at_once(d, &format!("ka-{tag}-480")).await;
+}
+
+/// The STUN Binding success response for `tid` arriving on `sock` within `within` (the
+/// OPTIONS pings that also arrive are skipped): the address it maps, if one came.
+fn stun_answer(sock: &UdpSocket, tid: [u8; 12], within: Duration) -> Option<SocketAddr> {
+    let mut buf = [0u8; 2048];
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let got = &buf[..n];
+        if got.get(8..20) == Some(&tid[..]) {
+            return stun::mapped_address(got);
+        }
+    }
+    None
+}
+
+/// STUN over UDP (RFC 5626 4.4.2, 5.4): the registered flow's Binding requests (with and
+/// without FINGERPRINT) are answered with its own address; a socket that registered
+/// nothing gets no answer (the answer is larger than the request). Both counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stun_keepalives_are_answered_to_registered_flows_only() {
+    let (d, _) = start("keepalive-stun");
+    let phone = registered_phone(&d, "sip:alice@192.168.77.5:5060;ob", "ka-stun");
+    let me = phone.sock.local_addr().expect("addr");
+    for (i, fingerprint) in [false, true].into_iter().enumerate() {
+        let tid = [0x5a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i as u8];
+        let req = stun::binding_request(tid, fingerprint);
+        phone.sock.send_to(&req, d.sip).expect("send");
+        let mapped = stun_answer(&phone.sock, tid, Duration::from_secs(5));
+        assert_eq!(mapped, Some(me), "fingerprint {fingerprint}");
+    }
+    let stranger = UdpSocket::bind("127.0.0.1:0").expect("stranger");
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let tid = [0xa5; 12];
+    stranger
+        .send_to(&stun::binding_request(tid, true), d.sip)
+        .expect("send");
+    let got = stun_answer(&stranger, tid, Duration::from_millis(700));
+    assert_eq!(got, None, "an unregistered source is not answered");
+    let count = |e: &str| {
+        metric(
+            &d,
+            &format!("sipfw_registrar_keepalive_total{{event=\"{e}\"}}"),
+        )
+    };
+    assert_eq!((count("stun_answered"), count("stun_refused")), (2.0, 1.0));
 }

@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
             frames::udp(src, dst, 53, b"x", &Shape::default()),
         ),
         ("CRLF keep-alive", udp(b"\r\n\r\n")),
+        ("STUN Binding request", udp(&frames::stun_binding())),
         ("junk (malformed)", udp(b"GET / HTTP/1.1\r\n\r\n")),
         ("OPTIONS request", udp(&frames::sip_request("OPTIONS", 1))),
         ("INVITE with 600-byte body", udp(&invite_sdp)),

@@ -147,10 +147,18 @@ pub fn arp() -> Vec<u8> {
 
 /// A STUN Binding request.
 pub fn stun_binding() -> Vec<u8> {
+    stun_with(&[])
+}
+
+/// A STUN Binding request carrying `attributes` (bytes after the header, counted in its
+/// length).
+pub fn stun_with(attributes: &[u8]) -> Vec<u8> {
     let mut m = vec![0u8; 20];
     m[1] = 1;
+    m[2..4].copy_from_slice(&(attributes.len() as u16).to_be_bytes());
     m[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
     m[8..20].copy_from_slice(b"transactid12");
+    m.extend_from_slice(attributes);
     m
 }
 

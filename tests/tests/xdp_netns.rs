@@ -99,7 +99,11 @@ fn verdicts(mode: XdpMode, tag: &str) {
             send(&p, 5060);
             want_sip.push(p);
         }
-        let junk: [&[u8]; 5] = [
+        // STUN that is no keep-alive request: a Binding success response.
+        let mut stun_response = frames::stun_binding();
+        stun_response[0] = 1;
+        let junk: [&[u8]; 6] = [
+            &stun_response,
             b"GET / HTTP/1.0\r\n\r\n",
             b"\x00\x00\x00\x00",
             b"hello",

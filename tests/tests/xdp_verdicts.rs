@@ -133,13 +133,32 @@ fn valid_sip_passes_in_every_encapsulation() {
 }
 
 #[test]
-fn keepalive_and_stun_pass_junk_is_malformed() {
-    root_only!("keepalive_and_stun_pass_junk_is_malformed");
+fn keepalive_and_stun_binding_pass_junk_is_malformed() {
+    root_only!("keepalive_and_stun_binding_pass_junk_is_malformed");
     let fp = program(default_cfg());
-    let cases: [(&[u8], Reason, &str); 8] = [
+    // A FINGERPRINT-sized attribute; STUN-looking junk: a length past the payload, one
+    // short of it, a success response, more attributes than a keep-alive carries.
+    let with_fingerprint = frames::stun_with(&[0x80, 0x28, 0, 4, 1, 2, 3, 4]);
+    let mut long = frames::stun_binding();
+    long[3] = 8;
+    let mut short = frames::stun_with(&[0; 8]);
+    short[3] = 4;
+    let mut response = frames::stun_binding();
+    response[0] = 1;
+    let too_large = frames::stun_with(&[0; 68]);
+    let cases: [(&[u8], Reason, &str); 13] = [
         (b"\r\n", Reason::Passed, "crlf"),
         (b"\r\n\r\n", Reason::Passed, "double crlf"),
         (&frames::stun_binding(), Reason::Passed, "stun"),
+        (&with_fingerprint, Reason::Passed, "stun with fingerprint"),
+        (&long, Reason::Malformed, "stun length past the payload"),
+        (
+            &short,
+            Reason::Malformed,
+            "stun length short of the payload",
+        ),
+        (&response, Reason::Malformed, "stun success response"),
+        (&too_large, Reason::Malformed, "stun too large"),
         (b"", Reason::Malformed, "empty"),
         (b"\x00\x00\x00\x00", Reason::Malformed, "zeros"),
         (
@@ -501,6 +520,11 @@ fn payload_check_matches_reference() {
         b"SIP/2.0  200 OK\r\n",
         b"\x00\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxxx",
         b"\x00\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxx",
+        b"\x00\x01\x00\x04\x21\x12\xA4\x42xxxxxxxxxxxxyyyy",
+        b"\x00\x01\x00\x04\x21\x12\xA4\x42xxxxxxxxxxxxyyy",
+        b"\x00\x01\x00\x03\x21\x12\xA4\x42xxxxxxxxxxxxyyy",
+        b"\x01\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxxx",
+        b"\x40\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxxx",
     ];
     for e in edge {
         payloads.push((format!("{:?}", String::from_utf8_lossy(e)), e.to_vec()));
@@ -510,6 +534,10 @@ fn payload_check_matches_reference() {
         let mut p = vec![b'M'; method_len];
         p.extend_from_slice(b" sip:x SIP/2.0\r\n\r\n");
         payloads.push((format!("method of {method_len}"), p));
+    }
+    for attributes in [60usize, 64, 68] {
+        let p = frames::stun_with(&vec![0; attributes]);
+        payloads.push((format!("stun with {attributes} bytes of attributes"), p));
     }
     for line_len in [
         MAX_FIRST_LINE - 2,

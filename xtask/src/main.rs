@@ -76,9 +76,10 @@ enum Cmd {
         flood: bench_flood::Args,
     },
     /// Fuzz a target for a given time (`parse`: parser, sanity checks and framer; `pipeline`:
-    /// gate, message layer and proxy core on a fake clock, UDP and TCP).
+    /// gate, message layer and proxy core on a fake clock, UDP and TCP; `stun`: the STUN
+    /// keep-alive parser and its answer).
     Fuzz {
-        #[arg(value_parser = ["parse", "pipeline"])]
+        #[arg(value_parser = ["parse", "pipeline", "stun"])]
         target: String,
         /// How long to run, in seconds.
         #[arg(long, default_value_t = 60)]

@@ -66,7 +66,7 @@ pub struct KeepaliveMetrics {
 }
 
 /// The events of `sipfw_registrar_keepalive_total`.
-pub const KEEPALIVE_EVENTS: [&str; 11] = [
+pub const KEEPALIVE_EVENTS: [&str; 13] = [
     "ping_options",
     "ping_crlf",
     "answered",
@@ -78,6 +78,8 @@ pub const KEEPALIVE_EVENTS: [&str; 11] = [
     "deferred_in_flight",
     "table_full",
     "flow_full",
+    "stun_answered",
+    "stun_refused",
 ];
 
 impl ProxyMetrics {

@@ -489,4 +489,9 @@ impl Handler for Proxy {
     fn flow_pong(&self, flow: crate::seams::Destination) {
         self.with_core(|c| c.flow_pong(flow));
     }
+
+    fn flow_stun(&self, flow: crate::seams::Destination) -> bool {
+        let now = self.now();
+        self.with_core(|c| c.flow_stun(flow, now))
+    }
 }

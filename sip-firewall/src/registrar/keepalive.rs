@@ -332,8 +332,8 @@ impl Keepalive {
         Some((s.members, s.branch))
     }
 
-    /// A pong (the single CRLF of RFC 5626 4.4.1) came on `flow`: alive. False: not a flow
-    /// we ping.
+    /// A pong (the single CRLF of RFC 5626 4.4.1) came on `flow`, or a STUN keep-alive
+    /// (4.4.2) from it: alive. False: not a flow we ping.
     pub fn pong(&mut self, flow: &Flow) -> bool {
         match self.flows.get_mut(flow) {
             Some(s) => {

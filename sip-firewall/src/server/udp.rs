@@ -6,10 +6,14 @@
 //! sockets in parallel. The proxy's transaction table is one for all workers (the handler
 //! behind its lock), so a response or a retransmission that arrives on another worker's
 //! socket (another source, or the same one after the group changed) is matched all the same.
+//!
+//! A STUN Binding request (RFC 5626 4.4.2) is recognised before SIP parsing and answered
+//! only to a registered flow (`Shared::stun`); any other datagram that is not SIP is the
+//! message layer's to refuse.
 
 use std::{io, net::SocketAddr, sync::Arc};
 
-use sip_firewall_sip::Transport;
+use sip_firewall_sip::{Transport, stun};
 use tokio::{net::UdpSocket, sync::watch};
 use tracing::{debug, warn};
 
@@ -61,6 +65,14 @@ pub(super) async fn serve(
             },
         };
         let datagram = &buf[..n];
+        if let Ok(req) = stun::parse(datagram) {
+            if let Some(answer) = shared.stun(&req, datagram, (source, local))
+                && let Err(e) = socket.send_to(&answer, source).await
+            {
+                debug!(dest = %source, "UDP send of a STUN answer: {e}");
+            }
+            continue;
+        }
         if is_keepalive(datagram) {
             if shared.admit_keepalive((source, local), Transport::Datagram, datagram) {
                 shared.metrics.keepalive("udp");

@@ -6,11 +6,16 @@
 //! flows the registrar's 200s registered (`registrar::relay`) are kept alive alike, and a
 //! dead or closed one leaves the relayed table at once (a request down its token: 430).
 //!
+//! A STUN Binding request on UDP (RFC 5626 4.4.2) is answered only from a flow held here
+//! (kept alive, or a relayed registration's), and proves a kept-alive flow alive
+//! ([`Core::flow_stun`]).
+//!
 //! Pings go only to registered (authenticated or allow-listed) contacts, down the flow their
 //! REGISTER came on: a flow kept alive is never reached by a new connection
 //! ([`Core::flow_of`], [`Core::held_flows`]).
 //!
-//! Metrics: `sipfw_registrar_keepalive_total{event}`, `sipfw_registrar_keepalive_flows`.
+//! Metrics: `sipfw_registrar_keepalive_total{event}` (`stun_answered`, `stun_refused` among
+//! them), `sipfw_registrar_keepalive_flows`.
 
 use sip_firewall_sip::frame::PING;
 
@@ -233,6 +238,21 @@ impl Core {
         if self.keepalive.pong(&flow_of_dest(flow)) {
             self.keepalive_count("pong");
         }
+    }
+
+    /// A STUN Binding request came from the UDP `flow` (RFC 5626 4.4.2): answered only when
+    /// the flow is registered here (kept alive, or a relayed registration's), because the
+    /// answer is larger than the request and the edge never sends an unverified source more
+    /// than it sent. It proves a kept-alive flow alive, as a pong does.
+    pub fn flow_stun(&mut self, flow: Destination, now: Instant) -> bool {
+        let held =
+            self.keepalive.pong(&flow_of_dest(flow)) || self.relayed.get(&flow, now).is_some();
+        self.keepalive_count(if held {
+            "stun_answered"
+        } else {
+            "stun_refused"
+        });
+        held
     }
 
     /// The connection `flow` closed: the bindings kept alive over it go at once (nothing

@@ -185,3 +185,28 @@ fn stream_contacts_ride_their_connection_and_go_with_it() {
         assert_eq!(e.count("removed_unanswered"), 1);
     }
 }
+
+/// STUN keep-alives over UDP (RFC 5626 4.4.2): answered only from the registered flow (not
+/// another port of the same host, not before the REGISTER), and they keep the flow alive as
+/// the OPTIONS answers do.
+#[test]
+fn stun_is_answered_only_from_a_registered_udp_flow_and_proves_it_alive() {
+    let mut e = Edge::new();
+    let nat = "10.0.0.21:40000";
+    let flow = |a: &str| Destination {
+        addr: a.parse().expect("literal address"),
+        transport: Transport::Datagram,
+    };
+    assert!(!e.core.flow_stun(flow(nat), e.now), "not registered yet");
+    e.register("sip:bob@192.168.1.5:5060;ob", nat, Transport::Datagram);
+    assert!(e.core.flow_stun(flow(nat), e.now));
+    assert!(!e.core.flow_stun(flow("10.0.0.21:40001"), e.now));
+    assert_eq!((e.count("stun_answered"), e.count("stun_refused")), (1, 2));
+    // The OPTIONS pings go unanswered, the STUN keep-alives arrive: still bound.
+    for _ in 0..6 {
+        e.advance(2);
+        assert!(e.core.flow_stun(flow(nat), e.now));
+    }
+    assert_eq!(e.core.store.lookup("bob@example.com", e.now).len(), 1);
+    assert_eq!(e.count("removed_unanswered"), 0);
+}
