@@ -88,7 +88,7 @@ fn user_of<'m>(m: &'m Message<'_>, h: HeaderName<'static>) -> Option<(String, Ho
 }
 
 /// The value of `;name=value` in a header parameter string.
-pub(super) fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
     params.split(';').find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim().eq_ignore_ascii_case(name).then_some(v.trim())

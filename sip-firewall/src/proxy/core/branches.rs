@@ -182,7 +182,7 @@ impl Core {
         } else {
             Kind::NonInvite
         };
-        let bytes = self.outward(&b, dest);
+        let bytes = self.outward(&b, dest, now);
         // A contact that answered nothing lately gets this request once: no Timer A/E
         // retransmissions (Timer B/F still ends the branch).
         let quiet = dest.transport == Transport::Datagram && self.is_silent(dest.addr, now);

@@ -265,11 +265,11 @@ impl Core {
             && !in_any(&self.settings.allow, ip)
     }
 
-    /// The request `b` (our Via on top) as it goes to `dest`: as it is, or as the outside
-    /// sees it (`super::hide`: our Via and entry only, inner Contacts sealed; a REGISTER's
-    /// Contact is its binding and stays, its inner Path entries go sealed in ours). Our Path
-    /// entry in a REGISTER names our side toward `dest` (`route::flow::path_toward`).
-    pub(super) fn outward(&self, b: &SipMsg, dest: Destination) -> Vec<u8> {
+    /// The request `b` (our Via on top) as it goes to `dest` at `now`: as it is, or as the
+    /// outside sees it (`super::hide`: our Via and entry only, inner Contacts sealed; a
+    /// REGISTER's inner Contacts sealed as bindings, its inner Path entries sealed in ours).
+    /// Our Path entry in a REGISTER names our side toward `dest` (`route::flow::path_toward`).
+    pub(super) fn outward(&self, b: &SipMsg, dest: Destination, now: Instant) -> Vec<u8> {
         let hidden = self.hides_toward(dest.addr.ip());
         let register = b.start.starts_with("REGISTER ");
         if !hidden && !register {
@@ -288,12 +288,25 @@ impl Core {
             route::flow::path_toward(&mut out, &side);
             if hidden {
                 hide::path::hide_path(&mut out, &self.keys.path);
+                let unix = self.unix_secs(now);
+                hide::binding::hide_bindings(&mut out, &self.keys.contact, &side, unix, |u| {
+                    self.names_inside(u)
+                });
             }
         } else {
             let side = self.local.hostport_toward(dest.transport, dest.addr.ip());
             hide::hide_contacts(&mut out, &self.keys.contact, &side);
         }
         out.to_bytes()
+    }
+
+    /// Whether a Contact URI names a host inside: an allow-listed address, or a name (which
+    /// may resolve inside; sealing an outside one costs the outside nothing).
+    fn names_inside(&self, contact: &str) -> bool {
+        match uri::parse(contact) {
+            Ok(Uri::Sip(u)) => u.host.ip().is_none_or(|ip| !self.hides_toward(ip)),
+            _ => true,
+        }
     }
 
     /// The Request-URI of an in-dialog request, given back the inner Contact when it is one

@@ -137,3 +137,35 @@ impl Core {
         all.len() - ok.len()
     }
 }
+
+impl Core {
+    /// The answer `m` to a REGISTER with the bindings we sealed for a registrar we hide from
+    /// given back as the inner contacts (`super::hide::binding`), before anything reads them
+    /// (the registrant checks its own, RFC 3261 10.2.4; relay mode learns what was granted);
+    /// None when it names none of ours.
+    pub(super) fn reveal_bindings<'a>(&self, m: &Message<'a>, now: Instant) -> Option<Message<'a>> {
+        let register = m
+            .get(HeaderName::CSeq)
+            .and_then(scalar::cseq)
+            .is_some_and(|(_, method)| method == "REGISTER");
+        if !register || self.settings.topology_hiding != TopologyHiding::Outside {
+            return None;
+        }
+        let unix = self.unix_secs(now);
+        let mut revealed = m.clone();
+        let mut any = false;
+        for h in revealed
+            .headers
+            .iter_mut()
+            .filter(|h| h.name == HeaderName::Contact)
+        {
+            let inner =
+                hide::binding::reveal_bindings(&h.value, &self.keys.contact, &self.local, unix);
+            if let Some(inner) = inner {
+                h.value = Cow::Owned(inner);
+                any = true;
+            }
+        }
+        any.then_some(revealed)
+    }
+}

@@ -138,11 +138,12 @@ impl Core {
     /// registration of it lasts. A token that does not open gets 403, one of a flow that is
     /// no longer registered 430 (RFC 5626 5.3). The inner Path entries the entry carries
     /// sealed (`super::hide::path`) become the Route set down the flow; a seal that does
-    /// not open under the token gets 403.
+    /// not open under the token gets 403. A Request-URI that is a binding we sealed goes
+    /// down the flow as the inner contact.
     pub(super) fn flow_hop(
         &mut self,
         r: &Req<'_>,
-        msg: SipMsg,
+        mut msg: SipMsg,
         entry: &str,
         token: &str,
     ) -> Result<(), LocalReply> {
@@ -167,6 +168,11 @@ impl Core {
             self.refused(Some(ctx.source), "bad_hidden_path");
             return Err(answer(403, "Forbidden"));
         };
+        // The registrar calls the binding it was given (`super::hide::binding`): the phone
+        // down the flow gets its own contact.
+        if let Some(inner) = self.sealed_target(&msg, ctx.source, now)? {
+            msg.set_request_uri(&inner);
+        }
         self.down_the_flow(r, msg, opened.flow, inner, "flow")
     }
 }

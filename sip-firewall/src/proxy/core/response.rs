@@ -29,6 +29,8 @@ impl Core {
         // before it is relayed (`super::hide`).
         let opened = self.open_call_id(m);
         let m = opened.as_ref().map_or(m, |(inner, _)| inner);
+        let revealed = self.reveal_bindings(m, now);
+        let m = revealed.as_ref().unwrap_or(m);
         let Some(ckey) = client_key(m) else {
             return self.stray();
         };

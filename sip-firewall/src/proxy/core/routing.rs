@@ -103,14 +103,34 @@ impl Core {
         } else if !route::routes(&msg).is_empty() {
             return self.route_preloaded(r, msg);
         }
-        let unix = self.unix_secs(r.now);
-        if let Some(target) = msg
-            .request_uri()
-            .and_then(|u| self.keys.contact.reveal_redirect(u, &self.local, unix))
-        {
+        if let Some(target) = self.sealed_target(&msg, ctx.source, r.now)? {
             return self.route_redirected(r, msg, &target);
         }
         self.route_initial(r, msg, trusted)
+    }
+
+    /// The inner target of an initial request whose Request-URI is a redirect target or a
+    /// binding we sealed for the outside (`super::hide`); None for any other Request-URI.
+    /// One of ours whose seal does not open (forged, tampered, expired) is refused: it names
+    /// nobody here.
+    pub(super) fn sealed_target(
+        &self,
+        msg: &SipMsg,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Result<Option<String>, LocalReply> {
+        let Some(u) = msg.request_uri() else {
+            return Ok(None);
+        };
+        let (seal, unix) = (&self.keys.contact, self.unix_secs(now));
+        let target = seal
+            .reveal_redirect(u, &self.local, unix)
+            .or_else(|| seal.reveal_binding(u, &self.local, unix));
+        if target.is_none() && seal.names_seal(u, &self.local) {
+            self.refused(Some(source), "bad_hidden_contact");
+            return Err(answer(404, "Not Found"));
+        }
+        Ok(target)
     }
 
     /// An initial request to a redirect target we sealed in a 3xx relayed outward

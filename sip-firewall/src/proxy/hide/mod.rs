@@ -1,6 +1,6 @@
 //! Topology hiding (`[proxy] topology_hiding = "outside"`): toward a destination that is not
 //! allow-listed (`[policy] allow`), no Via, Record-Route or Path entry, Contact or Call-ID
-//! names a host inside (but a REGISTER's Contact: the binding the registrar keeps).
+//! names a host inside.
 //!
 //! - A request leaves with our Via only, and of the Record-Route entries with ours on the
 //!   destination's side only (when we record-route; none else). The client transaction
@@ -28,10 +28,21 @@
 //!   Contact is no redirect target: it reaches the inner party in-dialog only, where the
 //!   stamp vouches for the dialog.
 //! - A REGISTER going to a registrar we hide from (relay mode's `relay_to` outside the
-//!   allow-list, or one a trusted peer preloads a route to) keeps its Contact (the
-//!   binding) and leaves with our Path entry only, the inner entries below it sealed in it
-//!   ([`path`]); a request the registrar routes back through our entry (RFC 3327 5) gets
-//!   them back as its Route set. The answer's Path, going inward, is the one we sent.
+//!   allow-list, or one a trusted peer preloads a route to) leaves with our Path entry
+//!   only, the inner entries below it sealed in it ([`path`]); a request the registrar
+//!   routes back through our entry (RFC 3327 5) gets them back as its Route set. The
+//!   answer's Path, going inward, is the one we sent.
+//! - Its Contacts that name a host inside (an allow-listed address, or a name) leave as
+//!   URIs of ours on our side toward the registrar, sealed as bindings ([`binding`]): with
+//!   the time they were sealed and a lifetime of the larger of what the REGISTER asked
+//!   and an hour (RFC 3261 10.2.1: the registrar never grants longer than asked; every
+//!   refresh seals anew); their header parameters (expires, q, `+sip.instance`, reg-id)
+//!   stay outside the URI as they were, `*` as it is. The registrar's answers get them
+//!   back as the inner contacts before anything reads them (the registrant checks its own,
+//!   10.2.4; relay mode compares them with those it sent), and an initial request to one
+//!   (the registrar reaching the phone, 16.5) goes to the inner contact: routed as to any
+//!   inner target, or, through our Path entry in relay mode, down the flow its token
+//!   names. A URI of ours whose seal does not open (forged, tampered, expired) is refused.
 //!
 //! In-dialog requests are routed by the dialog's stamp (both parties sealed in our entry),
 //! so a route set reduced to our outside entry still reaches the inner party.
@@ -58,8 +69,8 @@
 //! Call-ID is sealed under the secret its stamp was sealed under (the current one for a
 //! new dialog): across a roll, a dialog keeps one text both ways.
 //!
-//! `call_id.rs` is the Call-ID seal, `path.rs` the Path seal, `siv.rs` the keys every seal
-//! here is made with; the core decides which message carries which (`super::core`).
+//! `call_id.rs` is the Call-ID seal, `path.rs` the Path seal, `binding.rs` the seal of a
+//! REGISTER's Contacts, `siv.rs` the keys every seal here is made with; the core decides which message carries which (`super::core`).
 
 use sip_firewall_sip::{
     headers::{HeaderName, name_addr},
@@ -71,6 +82,7 @@ use crate::auth::{
     keys::{KeyRing, Purpose},
 };
 
+pub mod binding;
 pub mod call_id;
 pub mod path;
 mod siv;
@@ -136,16 +148,36 @@ impl ContactSeal {
         first_uri(&self.open(DIALOG, request_uri, local)?)
     }
 
+    /// What a Request-URI of ours sealed for `bound` with the time it was sealed stands
+    /// for (the text after that time), and how far that time is from `unix` (seconds).
+    fn open_dated(
+        &self,
+        bound: &[u8],
+        request_uri: &str,
+        local: &Local,
+        unix: u64,
+    ) -> Option<(u64, String)> {
+        let opened = self.open(bound, request_uri, local)?;
+        let (issued, value) = opened.split_once(' ')?;
+        let issued: u64 = issued.parse().ok()?;
+        Some((issued.abs_diff(unix), value.to_string()))
+    }
+
     /// The URI of the inner redirect target a Request-URI of ours stands for, when it was
     /// sealed no longer than [`REDIRECT_LIFETIME`] before `unix` (seconds).
     pub fn reveal_redirect(&self, request_uri: &str, local: &Local, unix: u64) -> Option<String> {
-        let opened = self.open(REDIRECT, request_uri, local)?;
-        let (issued, value) = opened.split_once(' ')?;
-        let issued: u64 = issued.parse().ok()?;
-        if issued.abs_diff(unix) > REDIRECT_LIFETIME {
+        let (age, value) = self.open_dated(REDIRECT, request_uri, local, unix)?;
+        if age > REDIRECT_LIFETIME {
             return None;
         }
-        first_uri(value)
+        first_uri(&value)
+    }
+
+    /// Whether `request_uri` looks like a seal of ours (our prefix, at our address),
+    /// whether it opens or not.
+    pub fn names_seal(&self, request_uri: &str, local: &Local) -> bool {
+        matches!(uri::parse(request_uri), Ok(Uri::Sip(u))
+            if u.user.is_some_and(|n| n.starts_with(HIDDEN_PREFIX)) && local.is_us(&u))
     }
 }
 

@@ -8,8 +8,10 @@
 //! from inside leaves with sealed targets that a new request from outside reaches; a
 //! REGISTER from a proxy inside reaches a registrar outside with the inner Path sealed in
 //! ours, restored as the Route of what the registrar sends back through it (a forged seal
-//! refused), and with no Path when it was routed past us. Every byte to the outside is
-//! searched for the inside's addresses and Call-IDs.
+//! refused), and with no Path when it was routed past us; an inside phone's REGISTER reaches
+//! a registrar outside with its Contact sealed as a binding of ours, the 200 brings the phone
+//! its own back and the registrar's INVITE to the binding reaches the phone (a tampered one
+//! refused). Every byte to the outside is searched for the inside's addresses and Call-IDs.
 
 use super::*;
 
@@ -540,28 +542,31 @@ fn register_through_inner_proxy(route: &[String]) -> String {
     msg("REGISTER sip:example.com SIP/2.0", &lines)
 }
 
-/// What a REGISTER that left names, but its Contact (the binding, which stays: the
-/// registrar routes to it through the Path).
-fn but_the_binding(m: &str) -> String {
-    m.split("\r\n")
-        .filter(|l| !l.starts_with("Contact:"))
-        .collect()
-}
-
 /// The registrar's INVITE to alice's contact through the Path entry `path` (RFC 3327 5).
 fn invite_through(path: &str, n: u32) -> String {
+    invite_to(&format!("sip:alice@{ALICE}"), path, n)
+}
+
+/// The registrar's INVITE to `ruri` through the Path entry `path` (RFC 3327 5; no Route
+/// when `path` is empty).
+fn invite_to(ruri: &str, path: &str, n: u32) -> String {
+    let route = (!path.is_empty()).then(|| format!("Route: {path}"));
     msg(
-        &format!("INVITE sip:alice@{ALICE} SIP/2.0"),
+        &format!("INVITE {ruri} SIP/2.0"),
         &[
             format!("Via: SIP/2.0/UDP {REGISTRAR};branch=z9hG4bKg{n}"),
             "Max-Forwards: 69".into(),
-            format!("Route: {path}"),
+        ]
+        .into_iter()
+        .chain(route)
+        .chain([
             "From: <sip:bob@other.org>;tag=b".into(),
             "To: <sip:alice@example.com>".into(),
             format!("Call-ID: back-{n}"),
             "CSeq: 1 INVITE".into(),
             format!("Contact: <sip:bob@{BOB}>"),
-        ],
+        ])
+        .collect::<Vec<_>>(),
     )
 }
 
@@ -583,7 +588,7 @@ fn an_inner_path_leaves_sealed_and_comes_back_as_the_route() {
         path[0].starts_with("<sip:192.0.2.10:5060;lr;ob;sfwf=") && path[0].contains(";sfwp="),
         "{out}"
     );
-    assert!(!but_the_binding(&out).contains("10.1."), "{out}");
+    assert!(!out.contains("10.1."), "{out}");
 
     let ok = reply("200 OK", &out).replace(
         "Content-Length",
@@ -631,5 +636,80 @@ fn a_preloaded_register_leaves_without_the_inner_path() {
     let reg = register_through_inner_proxy(&[format!("Route: <sip:{REGISTRAR};lr>")]);
     let out = h.one(&reg, INNER_PROXY, REGISTRAR, "REGISTER ");
     assert!(values(&out, "Path").is_empty(), "{out}");
-    assert!(!but_the_binding(&out).contains("10.1."), "{out}");
+    assert!(!out.contains("10.1."), "{out}");
+
+    // The registrar calls the binding it was given: alice's phone gets its own contact.
+    let binding = contact_in(&out);
+    assert!(binding.starts_with("sip:sfwth-"), "{out}");
+    let inv = h.one(&invite_to(&binding, "", 1), REGISTRAR, ALICE, "INVITE ");
+    assert!(
+        inv.starts_with(&format!("INVITE sip:alice@{ALICE} SIP/2.0")),
+        "{inv}"
+    );
+}
+
+/// alice's phone, inside, registers itself in relay mode at a registrar outside: its
+/// Contact leaves sealed as a URI of ours, the header parameters as they were; the 200
+/// brings it its own contact back with what the registrar granted (RFC 3261 10.2.4), and
+/// relay mode learns the flow from it; the registrar's INVITE to the sealed binding, through
+/// our Path entry, reaches the phone at its own contact. The binding with a digit changed
+/// reaches nobody and is counted.
+#[test]
+fn an_inside_phones_binding_leaves_sealed_and_is_reached() {
+    let mut h = Hiding::with(&format!(
+        "[registrar]\nmode = \"relay\"\nrelay_to = \"sip:{REGISTRAR}\"\n"
+    ));
+    let params =
+        ";expires=600;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\";reg-id=1";
+    let reg = msg(
+        "REGISTER sip:example.com SIP/2.0",
+        &[
+            format!("Via: SIP/2.0/UDP {ALICE};branch=z9hG4bKa1"),
+            "From: <sip:alice@example.com>;tag=r".into(),
+            "To: <sip:alice@example.com>".into(),
+            "Call-ID: reg-self".into(),
+            "CSeq: 1 REGISTER".into(),
+            format!("Contact: <sip:alice@{ALICE};ob>{params}"),
+        ],
+    );
+    let out = h.one(&reg, ALICE, REGISTRAR, "REGISTER ");
+    assert!(!out.contains("10.1."), "{out}");
+    let contact = values(&out, "Contact");
+    assert_eq!(contact.len(), 1, "{out}");
+    let binding = contact[0]
+        .strip_suffix(params)
+        .expect("the parameters kept");
+    assert!(binding.starts_with("<sip:sfwth-") && binding.ends_with("@192.0.2.10:5060>"));
+    let binding = binding.trim_matches(['<', '>']);
+    let path = values(&out, "Path");
+
+    let ok = reply("200 OK", &out).replace(
+        "Content-Length",
+        &format!("Contact: <{binding}>;expires=300\r\nContent-Length"),
+    );
+    let at_alice = h.one(&ok, REGISTRAR, ALICE, "SIP/2.0 200");
+    assert_eq!(
+        values(&at_alice, "Contact"),
+        vec![format!("<sip:alice@{ALICE};ob>;expires=300")],
+        "{at_alice}"
+    );
+
+    let inv = h.one(
+        &invite_to(binding, &path[0], 1),
+        REGISTRAR,
+        ALICE,
+        "INVITE ",
+    );
+    assert!(
+        inv.starts_with(&format!("INVITE sip:alice@{ALICE};ob SIP/2.0")),
+        "{inv}"
+    );
+    h.outside_saw_nothing_inside();
+
+    let i = binding.find("sfwth-").expect("sealed") + 8;
+    let flipped = if &binding[i..=i] == "0" { "1" } else { "0" };
+    let forged = format!("{}{flipped}{}", &binding[..i], &binding[i + 1..]);
+    let sent = h.feed(&invite_to(&forged, &path[0], 2), REGISTRAR);
+    assert!(sent.iter().all(|(a, _)| a.to_string() != ALICE), "{sent:?}");
+    assert_eq!(super::refused(&h.core, "bad_hidden_contact"), 1);
 }

@@ -1,0 +1,116 @@
+//! A REGISTER's Contacts toward a registrar we hide from (see the parent doc): each one
+//! naming a host inside goes as a URI of ours sealing it with the time it was sealed and
+//! the lifetime of the binding, its header parameters (expires, q, +sip.instance, reg-id)
+//! kept as they were; the registrar's answers get them back, and an initial request to
+//! such a URI (the registrar reaching the phone, RFC 3261 16.5) goes to the inner contact.
+
+use sip_firewall_sip::headers::{HeaderName, name_addr, scalar};
+
+use super::{ContactSeal, first_uri};
+use crate::{
+    proxy::{msg::SipMsg, route::Local},
+    registrar::request::param,
+};
+
+/// What a binding's seal binds besides the contact (one S2V component).
+const BINDING: &[u8] = b"binding";
+
+/// The shortest a binding's seal lasts: a registration's default lifetime (RFC 3261
+/// 10.2.1.1). A longer one granted lasts as long as the REGISTER asked (10.2.1: the
+/// registrar may shorten it, never lengthen it); every refresh seals anew.
+pub const MIN_BINDING_LIFETIME: u64 = 3600;
+
+impl ContactSeal {
+    /// The URI of the inner contact a Request-URI of ours sealed as a binding stands for,
+    /// while the binding's lifetime lasts at `unix` (seconds).
+    pub fn reveal_binding(&self, request_uri: &str, local: &Local, unix: u64) -> Option<String> {
+        let (age, value) = self.open_dated(BINDING, request_uri, local, unix)?;
+        let (lifetime, contact) = value.split_once(' ')?;
+        if age > lifetime.parse().ok()? {
+            return None;
+        }
+        first_uri(contact)
+    }
+}
+
+/// Each Contact of the REGISTER `msg` whose URI names a host `inside` replaced by ours on
+/// `side`, sealed at `unix` (seconds) as a binding; `*` stays. A value that does not
+/// parse, or a contact that cannot be sealed, is removed rather than shown.
+pub fn hide_bindings(
+    msg: &mut SipMsg,
+    seal: &ContactSeal,
+    side: &str,
+    unix: u64,
+    inside: impl Fn(&str) -> bool,
+) {
+    if msg.get(HeaderName::Contact).is_none() {
+        return;
+    }
+    let default = msg
+        .get(HeaderName::Expires)
+        .and_then(scalar::expires)
+        .map_or(0, u64::from);
+    let mut hidden = Vec::new();
+    for value in msg.all(HeaderName::Contact) {
+        let mut each = Vec::new();
+        let parsed = name_addr::parse_contact(value, |a| {
+            if !inside(a.uri_text) {
+                each.push(Some(rebuilt(a.display, a.uri_text, a.params)));
+                return;
+            }
+            let expires = param(a.params, "expires")
+                .and_then(scalar::expires)
+                .map_or(default, u64::from);
+            let lifetime = expires.max(MIN_BINDING_LIFETIME);
+            let sealed = format!("{unix} {lifetime} <{}>", a.uri_text);
+            let ours = seal.hide(BINDING, &sealed, side);
+            each.push(ours.map(|o| rebuilt(None, o.trim_matches(['<', '>']), a.params)));
+        });
+        match parsed {
+            Ok(true) => hidden.push(value.to_string()),
+            Ok(false) => {
+                let each: Vec<String> = each.into_iter().flatten().collect();
+                if !each.is_empty() {
+                    hidden.push(each.join(", "));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    msg.replace_all(HeaderName::Contact, hidden);
+}
+
+/// A Contact value of an answer to a REGISTER with the bindings of ours in it given back
+/// as the inner contacts, their parameters kept; None when it names none of ours.
+pub fn reveal_bindings(
+    value: &str,
+    seal: &ContactSeal,
+    local: &Local,
+    unix: u64,
+) -> Option<String> {
+    let mut each = Vec::new();
+    let mut any = false;
+    name_addr::parse_contact(value, |a| {
+        let inner = seal.reveal_binding(a.uri_text, local, unix);
+        any |= inner.is_some();
+        let display = inner.is_none().then_some(a.display).flatten();
+        each.push(rebuilt(
+            display,
+            inner.as_deref().unwrap_or(a.uri_text),
+            a.params,
+        ));
+    })
+    .ok()?;
+    any.then(|| each.join(", "))
+}
+
+/// One Contact written out: its display name, URI and header parameters.
+fn rebuilt(display: Option<&str>, uri: &str, params: &str) -> String {
+    let display = display.map(|d| format!("{d} ")).unwrap_or_default();
+    let params = if params.is_empty() {
+        String::new()
+    } else {
+        format!(";{params}")
+    };
+    format!("{display}<{uri}>{params}")
+}
