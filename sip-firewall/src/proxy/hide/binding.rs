@@ -20,13 +20,20 @@ const BINDING: &[u8] = b"binding";
 /// registrar may shorten it, never lengthen it); every refresh seals anew.
 pub const MIN_BINDING_LIFETIME: u64 = 3600;
 
+/// The time a binding is sealed with is the start of its day: the registrar matches a
+/// refresh to its binding by the Contact URI (RFC 3261 10.3 step 7), so the refreshes of
+/// one day show it one URI. A seal lasts from then for the day and the binding's lifetime;
+/// at the turn of a day the registrar holds the previous URI until it expires.
+const BINDING_EPOCH: u64 = 86_400;
+
 impl ContactSeal {
     /// The URI of the inner contact a Request-URI of ours sealed as a binding stands for,
     /// while the binding's lifetime lasts at `unix` (seconds).
     pub fn reveal_binding(&self, request_uri: &str, local: &Local, unix: u64) -> Option<String> {
         let (age, value) = self.open_dated(BINDING, request_uri, local, unix)?;
         let (lifetime, contact) = value.split_once(' ')?;
-        if age > lifetime.parse().ok()? {
+        let lifetime: u64 = lifetime.parse().ok()?;
+        if age > lifetime.saturating_add(BINDING_EPOCH) {
             return None;
         }
         first_uri(contact)
@@ -34,7 +41,7 @@ impl ContactSeal {
 }
 
 /// Each Contact of the REGISTER `msg` whose URI names a host `inside` replaced by ours on
-/// `side`, sealed at `unix` (seconds) as a binding; `*` stays. A value that does not
+/// `side`, sealed on the day of `unix` (seconds) as a binding; `*` stays. A value that does not
 /// parse, or a contact that cannot be sealed, is removed rather than shown.
 pub fn hide_bindings(
     msg: &mut SipMsg,
@@ -50,6 +57,7 @@ pub fn hide_bindings(
         .get(HeaderName::Expires)
         .and_then(scalar::expires)
         .map_or(0, u64::from);
+    let day = unix - unix % BINDING_EPOCH;
     let mut hidden = Vec::new();
     for value in msg.all(HeaderName::Contact) {
         let mut each = Vec::new();
@@ -62,7 +70,7 @@ pub fn hide_bindings(
                 .and_then(scalar::expires)
                 .map_or(default, u64::from);
             let lifetime = expires.max(MIN_BINDING_LIFETIME);
-            let sealed = format!("{unix} {lifetime} <{}>", a.uri_text);
+            let sealed = format!("{day} {lifetime} <{}>", a.uri_text);
             let ours = seal.hide(BINDING, &sealed, side);
             each.push(ours.map(|o| rebuilt(None, o.trim_matches(['<', '>']), a.params)));
         });
@@ -113,4 +121,52 @@ fn rebuilt(display: Option<&str>, uri: &str, params: &str) -> String {
         format!(";{params}")
     };
     format!("{display}<{uri}>{params}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::KeyRing;
+
+    /// A binding shows one URI through a day of refreshes and reaches the inner contact for
+    /// the day and its lifetime, no longer; `*` and an outside contact go as they are.
+    #[test]
+    fn a_binding_keeps_its_uri_through_the_day() {
+        let ring = KeyRing::from_config(Some(&"5a".repeat(32)), &[]).unwrap();
+        let seal = ContactSeal::new(&ring);
+        let local = Local::new(
+            vec![],
+            vec!["192.0.2.1:5060".parse().unwrap()],
+            "192.0.2.1".into(),
+            Some(5060),
+        );
+        let day = 20_000 * BINDING_EPOCH;
+        let shown = |unix: u64, contact: &str| {
+            let mut m = SipMsg::request("REGISTER", "sip:example.com");
+            m.push(HeaderName::Contact, contact.into());
+            hide_bindings(&mut m, &seal, "192.0.2.1:5060", unix, |u| {
+                u.contains("10.1.")
+            });
+            m.all(HeaderName::Contact)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let inner = "<sip:a@10.1.0.9>;expires=7200";
+        let first = shown(day + 10, inner);
+        assert_eq!(first, shown(day + 80_000, inner));
+        assert_ne!(first, shown(day + BINDING_EPOCH, inner));
+        let (uri, params) = first[0].split_once('>').unwrap();
+        assert_eq!(params, ";expires=7200");
+        let uri = uri.trim_start_matches('<');
+        let at = |unix| seal.reveal_binding(uri, &local, unix);
+        assert_eq!(
+            at(day + BINDING_EPOCH + 7200).as_deref(),
+            Some("sip:a@10.1.0.9")
+        );
+        assert_eq!(at(day + BINDING_EPOCH + 7201), None);
+        assert_eq!(seal.reveal_redirect(uri, &local, day), None);
+        assert_eq!(shown(day, "*"), vec!["*"]);
+        let outside = "\"B\" <sip:b@203.0.113.5>;q=0.5";
+        assert_eq!(shown(day, outside), vec![outside]);
+    }
 }

@@ -34,9 +34,10 @@
 //!   answer's Path, going inward, is the one we sent.
 //! - Its Contacts that name a host inside (an allow-listed address, or a name) leave as
 //!   URIs of ours on our side toward the registrar, sealed as bindings ([`binding`]): with
-//!   the time they were sealed and a lifetime of the larger of what the REGISTER asked
-//!   and an hour (RFC 3261 10.2.1: the registrar never grants longer than asked; every
-//!   refresh seals anew); their header parameters (expires, q, `+sip.instance`, reg-id)
+//!   the day they were sealed (the registrar matches a refresh to its binding by the URI,
+//!   RFC 3261 10.3 step 7: a day of refreshes shows one) and a lifetime of the larger of
+//!   what the REGISTER asked and an hour (10.2.1: the registrar never grants longer than
+//!   asked), taking requests for the day and that lifetime; their header parameters (expires, q, `+sip.instance`, reg-id)
 //!   stay outside the URI as they were, `*` as it is. The registrar's answers get them
 //!   back as the inner contacts before anything reads them (the registrant checks its own,
 //!   10.2.4; relay mode compares them with those it sent), and an initial request to one
