@@ -258,12 +258,14 @@ impl Trunk {
                 } else {
                     None
                 };
-                if let Some(code) = code {
-                    let answer = response_to(&m, code, "trunk", &contact);
-                    let _ = sock.send_to(answer.as_bytes(), from);
-                }
+                let answer = code.map(|code| response_to(&m, code, "trunk", &contact));
+                // Recorded before it is answered: a test that saw the answer relayed counts
+                // the request at once.
                 if let Ok(mut v) = r.lock() {
                     v.push(m);
+                }
+                if let Some(answer) = answer {
+                    let _ = sock.send_to(answer.as_bytes(), from);
                 }
             }
         });
