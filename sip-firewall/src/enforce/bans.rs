@@ -74,10 +74,7 @@ pub(super) fn reason_code(reason: &str) -> u32 {
 impl Enforcer {
     /// The address a learned ban of `ip` is kept under: its ban prefix (as in XDP).
     pub fn learned_key(&self, ip: IpAddr) -> IpAddr {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         let cfg = sip_firewall_common::XdpConfig::default()
             .with_ban_prefixes(self.ban_prefix.0, self.ban_prefix.1);
         crate::xdp::maps::key_ip(&cfg.ban_key(crate::xdp::maps::ip_key(ip)))

@@ -98,10 +98,7 @@ impl XdpSight {
         if self.on_loopback {
             return true;
         }
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         if ip.is_loopback() {
             return false;
         }

@@ -145,10 +145,7 @@ impl Learner {
     /// The peer a transaction's responses must come from: where the request went, unless
     /// that peer may answer from anywhere.
     fn reply_peer(&self, dest: &Destination) -> Option<SocketAddr> {
-        let ip = match dest.addr.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dest.addr.ip(), IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = dest.addr.ip().to_canonical();
         (!crate::section::in_any(&self.reply_from_any, ip)).then_some(dest.addr)
     }
 

@@ -278,10 +278,7 @@ impl Enforcer {
     /// The user-space verdict on a source: `Allowed`, `Denied`, `Banned`, or `None` (judge
     /// it further). The same order as the XDP program.
     pub fn source_verdict(&self, ip: IpAddr) -> Option<Reason> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         if in_any(&self.allow, ip) {
             return Some(Reason::Allowed);
         }

@@ -97,10 +97,7 @@ pub struct TapFilter {
 impl TapFilter {
     /// Whether a message between `remote` and `local` matches the prefix and the port.
     pub fn takes(&self, remote: SocketAddr, local: SocketAddr) -> bool {
-        let ip = match remote.ip() {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(remote.ip(), Into::into),
-            v4 => v4,
-        };
+        let ip = remote.ip().to_canonical();
         self.source.is_none_or(|net| net.contains(&ip))
             && self
                 .port
