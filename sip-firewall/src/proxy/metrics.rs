@@ -25,6 +25,10 @@ pub struct ProxyMetrics {
     /// Contacts that answered nothing: marked, sent to without retransmissions, or not
     /// remembered because the table was full.
     pub silent_contacts: IntCounterVec,
+    /// Sealed Call-IDs of dialogs made inside not remembered for their references
+    /// (`hide::dialog_refs`): the one unused longest forgotten (evicted), or one refused at
+    /// its source's bound (source_full).
+    pub hidden_dialogs: IntCounterVec,
     /// RFC 3263 routing: requests sent to DNS (resolving), the outcome of their resolution
     /// (resolved, not_found, failed, expired), and failovers to the next target by cause
     /// (failover_transport_error, failover_timeout, failover_503).
@@ -145,12 +149,8 @@ impl ProxyMetrics {
                 "Responses naming an open client transaction that came from another address or \
                  transport than the request went to (dropped as strays)",
             ),
-            silent_contacts: r.counters(
-                "sipfw_proxy_silent_contacts_total",
-                "Contacts that left our request unanswered (marked), requests sent to them once \
-                 without retransmissions (no_retransmit), marks lost to a full table (table_full)",
-                &["event"],
-            ),
+            silent_contacts: r.silent_contacts(),
+            hidden_dialogs: r.hidden_dialogs(),
             dns_routing: r.counters(
                 "sipfw_proxy_dns_routing_total",
                 "RFC 3263 routing of requests to domains: resolving, resolved, not_found, \
@@ -183,6 +183,9 @@ impl ProxyMetrics {
         for bound in ["per_source", "total"] {
             self.relayed.full.with_label_values(&[bound]);
         }
+        for event in ["evicted", "source_full"] {
+            self.hidden_dialogs.with_label_values(&[event]);
+        }
     }
 }
 
@@ -193,6 +196,25 @@ struct Maker<'r>(Option<&'r Registry>);
 
 impl Maker<'_> {
     /// The metrics of relay mode (`sipfw_registrar_relayed_*`).
+    fn silent_contacts(&self) -> IntCounterVec {
+        self.counters(
+            "sipfw_proxy_silent_contacts_total",
+            "Contacts that left our request unanswered (marked), requests sent to them once \
+             without retransmissions (no_retransmit), marks lost to a full table (table_full)",
+            &["event"],
+        )
+    }
+
+    fn hidden_dialogs(&self) -> IntCounterVec {
+        self.counters(
+            "sipfw_proxy_hidden_dialogs_total",
+            "Topology hiding: sealed Call-IDs of dialogs made inside forgotten at the table's \
+             bound (evicted) or not remembered at their source's (source_full); a transfer \
+             naming such a dialog toward the outside names its inner Call-ID",
+            &["event"],
+        )
+    }
+
     fn relayed(&self) -> RelayedMetrics {
         RelayedMetrics {
             flows: self.gauge(

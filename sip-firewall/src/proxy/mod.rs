@@ -34,6 +34,7 @@
 //! `sipfw_proxy_forwarded_total{kind}`, `sipfw_proxy_replies_total{code}`,
 //! `sipfw_proxy_retransmissions_total`, `sipfw_proxy_stray_responses_total`,
 //! `sipfw_proxy_reply_wrong_source_total`, `sipfw_proxy_silent_contacts_total`,
+//! `sipfw_proxy_hidden_dialogs_total{event}`,
 //! `sipfw_proxy_transactions_active`, `sipfw_registrar_bindings`, `sipfw_auth_total{result}`,
 //! `sipfw_dialog_refused_total{reason}`, `sipfw_auth_previous_key_total{what}`,
 //! `sipfw_scanner_drops_total`; in relay mode `sipfw_registrar_relayed_flows`,

@@ -20,6 +20,12 @@
 //!   the next one is due; one whose connection closed is dead at once
 //!   ([`Keepalive::closed`]). Its bindings go, so a call to the contact gets 480 at once.
 //!
+//! A contact that asks for its flow (`;ob`) over UDP may keep its NAT mapping open itself
+//! with STUN (RFC 5626 4.4.2), which an edge must answer on its SIP ports (5.4) whatever its
+//! own keep-alives: where the mode does not ping it, its flow is held all the same, unpinged,
+//! so that its STUN requests are answered ([`Keepalive::pong`]) and requests for it go down
+//! its flow (5.3).
+//!
 //! An answer counts only from the flow pinged: the OPTIONS answer must carry the branch of
 //! the ping in flight and come from the address and transport it went to
 //! ([`Keepalive::answered`]), so a forged 200 from elsewhere keeps nothing alive.
@@ -88,6 +94,9 @@ pub enum Track {
 pub struct Tick {
     /// Flows to ping now.
     pub pings: Vec<Flow>,
+    /// Flows held unpinged (they keep themselves alive) whose bindings to look for now: a
+    /// flow without any is the caller's to forget.
+    pub checks: Vec<Flow>,
     /// Flows that left too many pings unanswered, with their bindings and the branch of the
     /// OPTIONS still in flight (forgotten now).
     pub dead: Vec<(Flow, Vec<Member>, Option<String>)>,
@@ -116,6 +125,8 @@ struct FlowState {
     due: Instant,
     /// The branch of the OPTIONS in flight (UDP).
     branch: Option<String>,
+    /// Whether we ping it: false for a flow held only for its own STUN keep-alives.
+    pinged: bool,
 }
 
 /// The flows kept alive and their schedule.
@@ -177,6 +188,14 @@ pub fn behind_nat(contact: &str, flow: Flow) -> bool {
     contact != SocketAddr::new(flow.addr.ip().to_canonical(), flow.addr.port())
 }
 
+/// Whether the contact URI `contact`, registered over `flow`, keeps its flow alive itself:
+/// it asks for its flow (RFC 5626 5.2: `;ob`) over UDP, where its keep-alives are STUN
+/// requests (4.4.2) that the edge answers.
+fn keeps_itself(contact: &str, flow: Flow) -> bool {
+    flow.transport == Transport::Datagram
+        && matches!(uri::parse(contact), Ok(Uri::Sip(u)) if has_param(u.params, "ob"))
+}
+
 /// Whether the URI parameters `params` (`;a;b=c`) carry `name`.
 fn has_param(params: &str, name: &str) -> bool {
     params.split(';').any(|p| {
@@ -207,8 +226,18 @@ impl Keepalive {
         self.interval = cfg.keepalive_interval;
         self.failures = cfg.keepalive_failures;
         if self.mode == KeepaliveMode::Off {
-            self.flows.clear();
-            self.heap.clear();
+            // Only the flows that keep themselves alive stay held, unpinged.
+            self.flows.retain(|f, s| {
+                s.pinged = false;
+                s.branch = None;
+                s.members.retain(|m| keeps_itself(&m.contact, *f));
+                !s.members.is_empty()
+            });
+            self.heap = self
+                .flows
+                .iter()
+                .map(|(f, s)| Reverse((s.due, FlowKey(*f))))
+                .collect();
             self.pending.clear();
         }
     }
@@ -234,7 +263,7 @@ impl Keepalive {
         }
     }
 
-    /// Flows kept alive.
+    /// Flows held: kept alive, or keeping themselves alive.
     pub fn len(&self) -> usize {
         self.flows.len()
     }
@@ -271,15 +300,19 @@ impl Keepalive {
     /// which this node holds (a binding of its own, or a relayed registration): as
     /// [`Keepalive::track`].
     pub fn track_contact(&mut self, aor: &str, contact: &str, flow: Flow, now: Instant) -> Track {
-        if !self.keeps_contact(contact, flow) {
+        let pinged = self.keeps_contact(contact, flow);
+        if !pinged && !keeps_itself(contact, flow) {
             return Track::NotKept;
         }
         let member = Member {
             aor: aor.to_string(),
             contact: contact.to_string(),
         };
+        let first_due = self.first_due(flow, now);
         if let Some(s) = self.flows.get_mut(&flow) {
             s.unanswered = 0;
+            // Its next check becomes its first ping.
+            s.pinged |= pinged;
             if s.members.iter().any(|m| same(m, &member)) {
                 return Track::Tracked;
             }
@@ -292,20 +325,25 @@ impl Keepalive {
         if self.flows.len() >= MAX_FLOWS {
             return Track::Full;
         }
-        // The first ping at a random point of the second half of the interval.
-        let u = (self.spread.hash_one(flow) % 1024) as u32;
-        let due = now + self.interval / 2 + self.interval / 2 * u / 1024;
         self.flows.insert(
             flow,
             FlowState {
                 members: vec![member],
                 unanswered: 0,
-                due,
+                due: first_due,
                 branch: None,
+                pinged,
             },
         );
-        self.heap.push(Reverse((due, FlowKey(flow))));
+        self.heap.push(Reverse((first_due, FlowKey(flow))));
         Track::Tracked
+    }
+
+    /// When a newly pinged flow's first ping falls: at a random point of the second half
+    /// of the interval.
+    fn first_due(&self, flow: Flow, now: Instant) -> Instant {
+        let u = (self.spread.hash_one(flow) % 1024) as u32;
+        now + self.interval / 2 + self.interval / 2 * u / 1024
     }
 
     /// The bindings riding `flow`.
@@ -333,7 +371,7 @@ impl Keepalive {
     }
 
     /// A pong (the single CRLF of RFC 5626 4.4.1) came on `flow`, or a STUN keep-alive
-    /// (4.4.2) from it: alive. False: not a flow we ping.
+    /// (4.4.2) from it: alive. False: not a flow held here.
     pub fn pong(&mut self, flow: &Flow) -> bool {
         match self.flows.get_mut(flow) {
             Some(s) => {
@@ -386,6 +424,13 @@ impl Keepalive {
                 self.heap.pop();
                 continue;
             }
+            if !state.pinged {
+                // Held for its own keep-alives: only whether its bindings are still here.
+                self.heap.pop();
+                self.reschedule(flow, now);
+                tick.checks.push(flow);
+                continue;
+            }
             if state.unanswered >= self.failures {
                 self.heap.pop();
                 if let Some((members, branch)) = self.closed(&flow) {
@@ -398,15 +443,22 @@ impl Keepalive {
                 break;
             }
             self.heap.pop();
-            let next = now + self.interval;
             if let Some(s) = self.flows.get_mut(&flow) {
                 s.unanswered += 1;
-                s.due = next;
             }
-            self.heap.push(Reverse((next, FlowKey(flow))));
+            self.reschedule(flow, now);
             tick.pings.push(flow);
         }
         tick
+    }
+
+    /// `flow`'s next turn one interval after `now`.
+    fn reschedule(&mut self, flow: Flow, now: Instant) {
+        let next = now + self.interval;
+        if let Some(s) = self.flows.get_mut(&flow) {
+            s.due = next;
+        }
+        self.heap.push(Reverse((next, FlowKey(flow))));
     }
 
     /// Whether a ping of `flow` must wait (and why); counts it in the second's budget when

@@ -133,7 +133,8 @@ impl Core {
             hide::response_outward(&mut out, &self.local, &side);
             if (300..400).contains(&code) {
                 let unix = self.unix_secs(now);
-                hide::hide_redirects(&mut out, &self.keys.contact, &side, unix);
+                let to = (side.as_str(), d.addr.ip());
+                hide::hide_redirects(&mut out, &self.keys.contact, to, unix);
             } else {
                 hide::hide_contacts(&mut out, &self.keys.contact, &side);
             }

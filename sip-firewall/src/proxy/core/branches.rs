@@ -147,7 +147,8 @@ impl Core {
         // After the stamp, which binds the inner Call-ID; the client transaction keeps the
         // request as sent, so its CANCEL and ACK carry the same text.
         let seal = self.servers.get(o.key).and_then(ServerEntry::call_id_seal);
-        self.hide_call_id(&mut b, dest, seal);
+        let from = caller.map_or(dest.addr.ip(), |c| c.addr.ip());
+        self.hide_call_id(&mut b, dest, seal, (from, o.now));
         let branch = self.new_branch(&loop_tag);
         forward::add_via_toward(&mut b, &self.local, dest, &branch);
         self.send_branch(o, i, b, branch, dest)

@@ -204,7 +204,7 @@ impl Core {
         let dest = hop.dest;
         forward::add_via_toward(&mut msg, &self.local, dest, &branch);
         let seal = (hop.made_inside || r.arrived_sealed).then_some(hop.secret);
-        self.hide_call_id(&mut msg, dest, seal);
+        self.hide_call_id(&mut msg, dest, seal, (ctx.source.ip(), now));
         let bytes = self.outward(&msg, dest, now);
         self.send(dest, bytes);
         self.metrics.forwarded.with_label_values(&["ack"]).inc();

@@ -271,7 +271,8 @@ impl Core {
                 // Toward the callee of a dialog made inside, as its other requests
                 // (`super::hide`).
                 let made_inside = toward_callee && self.made_inside(d.caller.addr.ip());
-                self.hide_call_id(&mut bye, dest, made_inside.then_some(0));
+                let from = d.caller.addr.ip();
+                self.hide_call_id(&mut bye, dest, made_inside.then_some(0), (from, now));
                 self.send_own_request(bye, dest, now);
             }
         }

@@ -133,6 +133,12 @@ impl Core {
             self.close_branch(branch, flow);
             self.drop_flow(flow, &members, "removed_unanswered", now);
         }
+        for flow in tick.checks {
+            if self.live_member(flow, now).is_none() {
+                let branch = self.keepalive.forget(&flow);
+                self.close_branch(branch, flow);
+            }
+        }
         for flow in tick.pings {
             let Some(member) = self.live_member(flow, now) else {
                 // Its bindings went another way (removed, expired, registered elsewhere).

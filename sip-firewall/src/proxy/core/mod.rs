@@ -218,6 +218,8 @@ pub struct Core {
     parked: resolve::Parked,
     /// The flows of registered contacts kept alive by pings ([`keepalive`]).
     keepalive: Keepalive,
+    /// The Call-IDs of dialogs made inside that went out sealed (`hide::dialog_refs`).
+    sealed_dialogs: hide::dialog_refs::SealedDialogs,
     /// One line per kind of keep-alive event a while ([`keepalive`]).
     keepalive_log: crate::logging::RateLimit<&'static str>,
 }
@@ -337,22 +339,41 @@ impl Core {
         Some((opened, wire))
     }
 
-    /// The Call-ID of `msg`, a request going to `dest`, sealed when `dest` is hidden from
-    /// and `seal` names the ring secret to seal under (the dialog was made inside, or the
-    /// Call-ID came sealed: see `super::hide`). One that cannot be sealed is not shown:
-    /// the request goes with a Call-ID of our seal's failure, which nothing matches.
-    pub(super) fn hide_call_id(&self, msg: &mut SipMsg, dest: Destination, seal: Option<usize>) {
-        let Some(secret) = seal.filter(|_| self.hides_toward(dest.addr.ip())) else {
+    /// The Call-ID of `msg`, a request from `from` going to `dest`, sealed when `dest` is
+    /// hidden from and `seal` names the ring secret to seal under (the dialog was made
+    /// inside, or the Call-ID came sealed: see `super::hide`), and remembered so that
+    /// requests naming the dialog (Replaces, Join, Target-Dialog, Refer-To) name it sealed
+    /// too (`hide::dialog_refs`). One that cannot be sealed is not shown: the request goes
+    /// with a Call-ID of our seal's failure, which nothing matches.
+    pub(super) fn hide_call_id(
+        &mut self,
+        msg: &mut SipMsg,
+        dest: Destination,
+        seal: Option<usize>,
+        (from, now): (IpAddr, Instant),
+    ) {
+        if self.settings.topology_hiding != TopologyHiding::Outside {
             return;
-        };
-        let Some(inner) = msg.get(HeaderName::CallId).map(str::to_string) else {
-            return;
-        };
-        let sealed = self.keys.call_id.seal(&inner, secret).unwrap_or_else(|| {
-            debug!("a Call-ID could not be sealed");
-            "sfwth-unsealed".into()
-        });
-        msg.replace_all(HeaderName::CallId, vec![sealed]);
+        }
+        let hidden = self.hides_toward(dest.addr.ip());
+        if let Some(secret) = seal.filter(|_| hidden)
+            && let Some(inner) = msg.get(HeaderName::CallId).map(str::to_string)
+        {
+            let kept = self.sealed_dialogs.remember(&inner, secret, from, now);
+            if kept != hide::dialog_refs::Remembered::Kept {
+                debug!(source = %from, event = kept.label(), "sealed Call-ID table at a bound");
+                self.metrics
+                    .hidden_dialogs
+                    .with_label_values(&[kept.label()])
+                    .inc();
+            }
+            let sealed = self.keys.call_id.seal(&inner, secret).unwrap_or_else(|| {
+                debug!("a Call-ID could not be sealed");
+                "sfwth-unsealed".into()
+            });
+            msg.replace_all(HeaderName::CallId, vec![sealed]);
+        }
+        hide::dialog_refs::map_refs(msg, hidden, &self.keys.call_id, &self.sealed_dialogs);
     }
 
     /// Whether a dialog whose caller is `caller` was made inside (its Call-ID is sealed

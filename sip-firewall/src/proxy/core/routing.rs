@@ -124,7 +124,7 @@ impl Core {
         };
         let (seal, unix) = (&self.keys.contact, self.unix_secs(now));
         let target = seal
-            .reveal_redirect(u, &self.local, unix)
+            .reveal_redirect(u, &self.local, unix, source.ip())
             .or_else(|| seal.reveal_binding(u, &self.local, unix));
         if target.is_none() && seal.names_seal(u, &self.local) {
             self.refused(Some(source), "bad_hidden_contact");

@@ -31,6 +31,7 @@ impl Core {
             settings: Settings::of(config),
             reply_from_any: config.proxy.reply_from_any.clone(),
             silent: silent::Silent::default(),
+            sealed_dialogs: Default::default(),
             identities: identities(&config.auth.users),
             servers: Servers::new((
                 config.sip.max_transactions,

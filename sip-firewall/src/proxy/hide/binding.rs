@@ -164,7 +164,8 @@ mod tests {
             Some("sip:a@10.1.0.9")
         );
         assert_eq!(at(day + BINDING_EPOCH + 7201), None);
-        assert_eq!(seal.reveal_redirect(uri, &local, day), None);
+        let registrar = "203.0.113.9".parse().unwrap();
+        assert_eq!(seal.reveal_redirect(uri, &local, day, registrar), None);
         assert_eq!(shown(day, "*"), vec!["*"]);
         let outside = "\"B\" <sip:b@203.0.113.5>;q=0.5";
         assert_eq!(shown(day, outside), vec![outside]);

@@ -22,9 +22,11 @@
 //!   12.2.1.1: the remote target), stateless, on any node sharing the secret (sealed
 //!   under the current secret, opened under the previous ones too).
 //! - A 3xx relayed outward has its Contacts sealed the same way but as redirect targets
-//!   (bound to their use and to the time they were sealed): an initial request from
-//!   outside whose Request-URI is such a URI of ours goes to the inner target
-//!   ([`ContactSeal::reveal_redirect`]) for [`REDIRECT_LIFETIME`]. A dialog's sealed
+//!   (bound to their use, to the time they were sealed and to the 3xx's recipient: its
+//!   address, an IPv6 one by its /64): an initial request from that recipient whose
+//!   Request-URI is such a URI of ours goes to the inner target
+//!   ([`ContactSeal::reveal_redirect`]) for [`REDIRECT_LIFETIME`]; from anyone else it is
+//!   refused, so a target that leaks on (a log, a third party) reaches nobody inside. A dialog's sealed
 //!   Contact is no redirect target: it reaches the inner party in-dialog only, where the
 //!   stamp vouches for the dialog.
 //! - A REGISTER going to a registrar we hide from (relay mode's `relay_to` outside the
@@ -73,6 +75,8 @@
 //! `call_id.rs` is the Call-ID seal, `path.rs` the Path seal, `binding.rs` the seal of a
 //! REGISTER's Contacts, `siv.rs` the keys every seal here is made with; the core decides which message carries which (`super::core`).
 
+use std::net::IpAddr;
+
 use sip_firewall_sip::{
     headers::{HeaderName, name_addr},
     uri::{self, Uri},
@@ -85,6 +89,7 @@ use crate::auth::{
 
 pub mod binding;
 pub mod call_id;
+pub mod dialog_refs;
 pub mod path;
 mod siv;
 
@@ -109,7 +114,20 @@ pub const REDIRECT_LIFETIME: u64 = 3600;
 /// What a seal binds besides the Contact (one S2V component): a dialog's Contact, or a
 /// redirect target.
 const DIALOG: &[u8] = b"contact";
-const REDIRECT: &[u8] = b"redirect";
+const REDIRECT: &str = "redirect";
+
+/// What a redirect target's seal binds: its use and the 3xx's recipient (an IPv6 address
+/// by its /64, where a host's privacy addresses rotate).
+fn redirect_bound(recipient: IpAddr) -> Vec<u8> {
+    let who = match recipient.to_canonical() {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => {
+            let [a, b, c, d, ..] = a.segments();
+            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+    };
+    format!("{REDIRECT} {who}").into_bytes()
+}
 
 /// The seal of inner Contacts shown outside (see the module doc).
 pub struct ContactSeal {
@@ -165,9 +183,17 @@ impl ContactSeal {
     }
 
     /// The URI of the inner redirect target a Request-URI of ours stands for, when it was
-    /// sealed no longer than [`REDIRECT_LIFETIME`] before `unix` (seconds).
-    pub fn reveal_redirect(&self, request_uri: &str, local: &Local, unix: u64) -> Option<String> {
-        let (age, value) = self.open_dated(REDIRECT, request_uri, local, unix)?;
+    /// sealed no longer than [`REDIRECT_LIFETIME`] before `unix` (seconds) for the 3xx's
+    /// recipient `source` (the request's source).
+    pub fn reveal_redirect(
+        &self,
+        request_uri: &str,
+        local: &Local,
+        unix: u64,
+        source: IpAddr,
+    ) -> Option<String> {
+        let bound = redirect_bound(source);
+        let (age, value) = self.open_dated(&bound, request_uri, local, unix)?;
         if age > REDIRECT_LIFETIME {
             return None;
         }
@@ -198,14 +224,21 @@ pub fn hide_contacts(msg: &mut SipMsg, seal: &ContactSeal, side: &str) {
 }
 
 /// The Contacts of a 3xx (redirect targets) replaced by ours on `side`, sealed at `unix`
-/// (seconds) as redirect targets (see the module doc); one that cannot be sealed is removed.
-pub fn hide_redirects(msg: &mut SipMsg, seal: &ContactSeal, side: &str, unix: u64) {
+/// (seconds) as redirect targets for `recipient` (see the module doc); one that cannot be
+/// sealed is removed.
+pub fn hide_redirects(
+    msg: &mut SipMsg,
+    seal: &ContactSeal,
+    (side, recipient): (&str, IpAddr),
+    unix: u64,
+) {
+    let bound = redirect_bound(recipient);
     hide_each(msg, side, |v, side| {
         let mut hidden = Vec::new();
         // One target per seal: a Contact value may list several (RFC 3261 20.10).
         let _ = name_addr::parse_contact(v, |a| {
             let target = format!("<{}>", a.uri_text);
-            hidden.extend(seal.hide(REDIRECT, &format!("{unix} {target}"), side));
+            hidden.extend(seal.hide(&bound, &format!("{unix} {target}"), side));
         });
         (!hidden.is_empty()).then(|| hidden.join(", "))
     });

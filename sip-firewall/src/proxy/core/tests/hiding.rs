@@ -11,7 +11,8 @@
 //! refused), and with no Path when it was routed past us; an inside phone's REGISTER reaches
 //! a registrar outside with its Contact sealed as a binding of ours, the 200 brings the phone
 //! its own back and the registrar's INVITE to the binding reaches the phone (a tampered one
-//! refused). Every byte to the outside is searched for the inside's addresses and Call-IDs.
+//! refused); a transfer names each dialog in Refer-To, Replaces and Join as its recipient
+//! knows it. Every byte to the outside is searched for the inside's addresses and Call-IDs.
 
 use super::*;
 
@@ -382,7 +383,8 @@ fn a_dialog_made_outside_keeps_the_callers_call_id() {
 }
 
 /// A 302 from inside leaves with a sealed target and no inner host; bob's new INVITE to it
-/// reaches the inner target. A dialog's sealed Contact is no redirect target.
+/// reaches the inner target, another host's is refused. A dialog's sealed Contact is no
+/// redirect target.
 #[test]
 fn a_redirect_from_inside_keeps_working_sealed() {
     let mut h = Hiding::new();
@@ -404,6 +406,15 @@ fn a_redirect_from_inside_keeps_working_sealed() {
     );
     h.outside_saw_nothing_inside();
 
+    // The target is bob's: from another host outside it reaches nobody.
+    let carol = Req {
+        via: CAROL,
+        ..Req::bob(&target, "out-5@203.0.113.7")
+    };
+    let sent = h.feed(&carol.make("INVITE", "c1", 1), CAROL);
+    assert!(super::to(&sent, "10.1.0.20:5080", "INVITE ").is_empty());
+    assert_eq!(super::to(&sent, CAROL, "SIP/2.0 404").len(), 1, "{sent:?}");
+
     // alice's sealed dialog Contact, from a 200, reaches nobody as a new request.
     let inv = bob_calls_alice(&mut h, "out-3@203.0.113.5", "b5");
     let ok = answer("200 OK", &inv, "a", &format!("sip:alice@{ALICE}"));
@@ -412,6 +423,59 @@ fn a_redirect_from_inside_keeps_working_sealed() {
     let bob = Req::bob(&contact, "out-4@203.0.113.5");
     let sent = h.feed(&bob.make("INVITE", "b6", 1), BOB);
     assert!(super::to(&sent, ALICE, "INVITE ").is_empty(), "{sent:?}");
+}
+
+/// `m` with header line `line` added.
+fn with_header(m: &str, line: &str) -> String {
+    m.replacen("Content-Length:", &format!("{line}\r\nContent-Length:"), 1)
+}
+
+/// A transfer across the boundary: what names another dialog names it as its recipient
+/// knows it. alice's REFER to bob names her dialog with him (made inside) sealed in its
+/// Refer-To's Replaces, as bob knows it, and a dialog made outside (Join) by its own
+/// Call-ID; bob's INVITE with Replaces of the sealed dialog reaches alice with her own
+/// Call-ID in it; a forged seal reaches her as it came.
+#[test]
+fn a_transfer_names_each_dialog_as_its_recipient_knows_it() {
+    let mut h = Hiding::new();
+    let (inv, _) = alice_calls_bob(&mut h, "in-1@10.1.0.9", "a1");
+    let sealed = call_id_in(&inv);
+    let alice = bob_answers(&mut h, &inv, "in-1@10.1.0.9");
+    let refer = with_header(
+        &alice.make("REFER", "a1ref", 2),
+        "Refer-To: <sip:carol@203.0.113.7?Replaces=in-1%4010.1.0.9%3Bto-tag%3Db%3Bfrom-tag%3Da>",
+    );
+    let refer = with_header(&refer, "Join: out-9@203.0.113.7;to-tag=x;from-tag=y");
+    let at_bob = h.one(&refer, ALICE, BOB, "REFER ");
+    assert_eq!(
+        values(&at_bob, "Refer-To"),
+        [format!(
+            "<sip:carol@203.0.113.7?Replaces={sealed}%3Bto-tag%3Db%3Bfrom-tag%3Da>"
+        )],
+        "{at_bob}"
+    );
+    assert_eq!(
+        values(&at_bob, "Join"),
+        ["out-9@203.0.113.7;to-tag=x;from-tag=y"]
+    );
+
+    h.register("alice", ALICE);
+    let bob = Req::bob("sip:alice@example.com", "out-7@203.0.113.5");
+    let replacing = with_header(
+        &bob.make("INVITE", "b7", 1),
+        &format!("Replaces: {sealed};to-tag=a;from-tag=b"),
+    );
+    let at_alice = h.one(&replacing, BOB, ALICE, "INVITE ");
+    assert_eq!(
+        values(&at_alice, "Replaces"),
+        ["in-1@10.1.0.9;to-tag=a;from-tag=b"]
+    );
+    let forged = "sfwth-00112233445566778899aabbccddeeff00;to-tag=a;from-tag=b";
+    let bob = Req::bob("sip:alice@example.com", "out-8@203.0.113.5");
+    let replacing = with_header(&bob.make("INVITE", "b8", 1), &format!("Replaces: {forged}"));
+    let at_alice = h.one(&replacing, BOB, ALICE, "INVITE ");
+    assert_eq!(values(&at_alice, "Replaces"), [forged]);
+    h.outside_saw_nothing_inside();
 }
 
 /// A sealed Call-ID that an outsider replays toward another outsider leaves sealed again:

@@ -210,3 +210,49 @@ fn stun_is_answered_only_from_a_registered_udp_flow_and_proves_it_alive() {
     assert_eq!(e.core.store.lookup("bob@example.com", e.now).len(), 1);
     assert_eq!(e.count("removed_unanswered"), 0);
 }
+
+/// With `keepalive = "off"` nothing is pinged, but a UDP contact that asked for its flow
+/// (`;ob`) keeps it alive itself with STUN (RFC 5626 4.4.2), which is answered (5.4); its
+/// flow is let go with its binding. A contact without `;ob` gets no answer. A reload to
+/// `"off"` keeps such a flow held.
+#[test]
+fn stun_is_answered_to_an_outbound_contact_with_keepalives_off() {
+    let flow = |a: &str| Destination {
+        addr: a.parse().expect("literal address"),
+        transport: Transport::Datagram,
+    };
+    let off = format!("{CONF}keepalive = \"off\"\n");
+    let mut e = Edge::new();
+    e.core
+        .reconfigure(&Config::from_toml(&off, std::path::Path::new("t.toml")).expect("config"));
+    e.core.local.set_addrs(vec![EDGE.parse().expect("ip")]);
+    let (ob, plain) = ("10.0.0.21:40000", "10.0.0.22:40000");
+    e.register("sip:bob@192.168.1.5:5060;ob", ob, Transport::Datagram);
+    e.register("sip:bob@192.168.1.6:5060", plain, Transport::Datagram);
+    assert!(e.core.flow_stun(flow(ob), e.now));
+    assert!(!e.core.flow_stun(flow(plain), e.now));
+    let sent = e.advance(10);
+    assert!(
+        !sent.iter().any(|(_, m)| m.starts_with("OPTIONS ")),
+        "{sent:?}"
+    );
+    assert_eq!(e.count("ping_options"), 0);
+    assert_eq!(e.core.store.lookup("bob@example.com", e.now).len(), 2);
+
+    // The binding goes (unregistered): so does its flow, at its next check.
+    e.core
+        .store
+        .remove("bob@example.com", "sip:bob@192.168.1.5:5060;ob");
+    e.advance(3);
+    assert!(!e.core.flow_stun(flow(ob), e.now));
+
+    // Pinged under "nat", then a reload to "off": still answered, no longer pinged.
+    let mut e = Edge::new();
+    e.register("sip:bob@192.168.1.5:5060;ob", ob, Transport::Datagram);
+    e.core
+        .reconfigure(&Config::from_toml(&off, std::path::Path::new("t.toml")).expect("config"));
+    e.core.local.set_addrs(vec![EDGE.parse().expect("ip")]);
+    let sent = e.advance(10);
+    assert!(!sent.iter().any(|(_, m)| m.starts_with("OPTIONS ")));
+    assert!(e.core.flow_stun(flow(ob), e.now));
+}
