@@ -88,7 +88,12 @@ fn a_registrar_outside_sees_no_inner_path() {
     let path = headers(&reg, "Path");
     assert!(path.len() == 1 && path[0].contains(";sfwp="), "{reg}");
     let path = path[0].to_string();
-    let contact = headers(&reg, "Contact");
+    // In the first hour of a day it also removes the day before's binding (`;expires=0`).
+    let contact: Vec<&str> = headers(&reg, "Contact")
+        .into_iter()
+        .flat_map(|c| c.split(", "))
+        .filter(|c| !c.ends_with(";expires=0"))
+        .collect();
     assert!(
         contact.len() == 1 && contact[0].starts_with("<sip:sfwth-"),
         "{reg}"

@@ -22,8 +22,10 @@ pub const MIN_BINDING_LIFETIME: u64 = 3600;
 
 /// The time a binding is sealed with is the start of its day: the registrar matches a
 /// refresh to its binding by the Contact URI (RFC 3261 10.3 step 7), so the refreshes of
-/// one day show it one URI. A seal lasts from then for the day and the binding's lifetime;
-/// at the turn of a day the registrar holds the previous URI until it expires.
+/// one day show it one URI. A seal lasts from then for the day and the binding's lifetime.
+/// At the turn of a day the URI changes: while the previous day's may still be bound, a
+/// REGISTER also carries it with `expires=0` (10.2.2: removing a binding), so the
+/// registrar does not hold the phone twice and fork its calls to it twice.
 const BINDING_EPOCH: u64 = 86_400;
 
 impl ContactSeal {
@@ -73,6 +75,14 @@ pub fn hide_bindings(
             let sealed = format!("{day} {lifetime} <{}>", a.uri_text);
             let ours = seal.hide(BINDING, &sealed, side);
             each.push(ours.map(|o| rebuilt(None, o.trim_matches(['<', '>']), a.params)));
+            // Yesterday's URI lasts at most a lifetime into today (refreshed up to its end,
+            // granted no longer than asked). Without `+sip.instance` and reg-id: those
+            // would name today's binding (RFC 5626 6) and remove it.
+            if day >= BINDING_EPOCH && unix - day < lifetime {
+                let before = format!("{} {lifetime} <{}>", day - BINDING_EPOCH, a.uri_text);
+                let old = seal.hide(BINDING, &before, side);
+                each.push(old.map(|o| rebuilt(None, o.trim_matches(['<', '>']), "expires=0")));
+            }
         });
         match parsed {
             Ok(true) => hidden.push(value.to_string()),
@@ -152,7 +162,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let inner = "<sip:a@10.1.0.9>;expires=7200";
-        let first = shown(day + 10, inner);
+        let first = shown(day + 7200, inner);
         assert_eq!(first, shown(day + 80_000, inner));
         assert_ne!(first, shown(day + BINDING_EPOCH, inner));
         let (uri, params) = first[0].split_once('>').unwrap();
@@ -164,6 +174,17 @@ mod tests {
             Some("sip:a@10.1.0.9")
         );
         assert_eq!(at(day + BINDING_EPOCH + 7201), None);
+        // The next day: today's URI, and yesterday's removed while it may still be bound.
+        let next = shown(day + BINDING_EPOCH + 10, inner);
+        let next: Vec<&str> = next[0].split(", ").collect();
+        assert_eq!(next.len(), 2, "{next:?}");
+        assert_ne!(next[0], first[0]);
+        assert_eq!(next[1], format!("<{uri}>;expires=0"));
+        assert_eq!(shown(day + BINDING_EPOCH + 7200, inner).len(), 1);
+        let outbound = "<sip:a@10.1.0.9;ob>;+sip.instance=\"<urn:uuid:1>\";reg-id=1";
+        let next = shown(day + BINDING_EPOCH + 10, outbound);
+        assert!(next[0].ends_with(";expires=0"), "{next:?}");
+        assert_eq!(next[0].matches("reg-id").count(), 1, "{next:?}");
         let registrar = "203.0.113.9".parse().unwrap();
         assert_eq!(seal.reveal_redirect(uri, &local, day, registrar), None);
         assert_eq!(shown(day, "*"), vec!["*"]);

@@ -151,10 +151,18 @@ fn values(m: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// The URI of the Contact of `m`.
+/// The URI of the Contact of `m` (the first one).
 fn contact_in(m: &str) -> String {
-    let c = values(m, "Contact").concat();
+    let c = bound(m).into_iter().next().unwrap_or_default();
     c.trim_start_matches('<').trim_end_matches('>').to_string()
+}
+
+/// The Contacts of `m` but those it removes (`;expires=0`: a REGISTER hidden in the first
+/// hours of a day removes the previous day's binding, `hide::binding`).
+fn bound(m: &str) -> Vec<String> {
+    let mut c = values(m, "Contact");
+    c.retain(|v| !v.ends_with(";expires=0"));
+    c
 }
 
 fn call_id_in(m: &str) -> String {
@@ -738,7 +746,7 @@ fn an_inside_phones_binding_leaves_sealed_and_is_reached() {
     );
     let out = h.one(&reg, ALICE, REGISTRAR, "REGISTER ");
     assert!(!out.contains("10.1."), "{out}");
-    let contact = values(&out, "Contact");
+    let contact = bound(&out);
     assert_eq!(contact.len(), 1, "{out}");
     let binding = contact[0]
         .strip_suffix(params)
@@ -776,4 +784,43 @@ fn an_inside_phones_binding_leaves_sealed_and_is_reached() {
     let sent = h.feed(&invite_to(&forged, &path[0], 2), REGISTRAR);
     assert!(sent.iter().all(|(a, _)| a.to_string() != ALICE), "{sent:?}");
     assert_eq!(super::refused(&h.core, "bad_hidden_contact"), 1);
+}
+
+/// In the first hours of a day an inside phone's REGISTER also removes its binding of the
+/// day before (`;expires=0`), so the registrar does not hold it twice; its outbound
+/// parameters stay on today's binding only.
+#[test]
+fn a_register_after_the_day_turns_removes_yesterdays_binding() {
+    let mut h = Hiding::with(&format!(
+        "[registrar]\nmode = \"relay\"\nrelay_to = \"sip:{REGISTRAR}\"\n"
+    ));
+    let register = |h: &mut Hiding, n: u32| {
+        let reg = msg(
+            "REGISTER sip:example.com SIP/2.0",
+            &[
+                format!("Via: SIP/2.0/UDP {ALICE};branch=z9hG4bKd{n}"),
+                "From: <sip:alice@example.com>;tag=r".into(),
+                "To: <sip:alice@example.com>".into(),
+                "Call-ID: reg-day".into(),
+                format!("CSeq: {n} REGISTER"),
+                format!("Contact: <sip:alice@{ALICE}>;expires=600;reg-id=1"),
+            ],
+        );
+        values(&h.one(&reg, ALICE, REGISTRAR, "REGISTER "), "Contact")
+    };
+    let day = h.core.origin.1 / 86_400 * 86_400;
+    h.core.origin.1 = day - 30;
+    let yesterday = register(&mut h, 1);
+    assert_eq!(yesterday.len(), 1, "{yesterday:?}");
+    let old = yesterday[0]
+        .strip_suffix(";expires=600;reg-id=1")
+        .expect("kept");
+    h.core.origin.1 = day + 10;
+    let today = register(&mut h, 2);
+    assert_eq!(today.len(), 2, "{today:?}");
+    assert!(today[0].ends_with(";expires=600;reg-id=1") && !today[0].starts_with(old));
+    assert_eq!(today[1], format!("{old};expires=0"));
+    h.core.origin.1 = day + 3600;
+    assert_eq!(register(&mut h, 3).len(), 1, "a lifetime into the day");
+    h.outside_saw_nothing_inside();
 }
