@@ -11,9 +11,11 @@
 //! `sipfw_map_entries`, `sipfw_map_capacity`.
 
 pub mod http;
+pub mod resolved;
 pub mod xdp;
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use resolved::Resolved;
 use sip_firewall_sip::{Method, Reason};
 
 /// Drop reason for a well-formed response that matches no transaction.
@@ -230,11 +232,14 @@ pub fn internal_errors(kind: &str) -> u64 {
 /// The registry and the SIP counters.
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    responses: IntCounterVec,
+    /// By [`Method`] (its discriminant: 15 of them, `Other` last).
+    requests: Resolved<15>,
+    /// By class: 1xx..6xx, then invalid.
+    responses: Resolved<7>,
     rejections: IntCounterVec,
     dropped: IntCounterVec,
-    accepted: IntCounterVec,
+    /// Requests, responses.
+    accepted: Resolved<2>,
     keepalives: IntCounterVec,
     tcp_closed: IntCounterVec,
     tcp_connections: IntGauge,
@@ -261,16 +266,16 @@ impl Metrics {
             c
         };
         let m = Metrics {
-            requests: counter(
+            requests: Resolved::new(counter(
                 "sipfw_sip_requests_total",
                 "SIP requests received, by method (unknown methods as other)",
                 &["method"],
-            ),
-            responses: counter(
+            )),
+            responses: Resolved::new(counter(
                 "sipfw_sip_responses_total",
                 "SIP responses received, by status class (1xx..6xx, or invalid)",
                 &["class"],
-            ),
+            )),
             rejections: counter(
                 "sipfw_sip_rejections_total",
                 "SIP requests refused by the message layer and answered, by reason and status code",
@@ -281,11 +286,11 @@ impl Metrics {
                 "SIP messages dropped without an answer, by reason",
                 &["reason"],
             ),
-            accepted: counter(
+            accepted: Resolved::new(counter(
                 "sipfw_sip_accepted_total",
                 "SIP messages that passed parsing and sanity checks, by kind (request, response)",
                 &["kind"],
-            ),
+            )),
             keepalives: counter(
                 "sipfw_sip_keepalives_total",
                 "CRLF keep-alives received, by transport",
@@ -309,7 +314,7 @@ impl Metrics {
         };
         // Pre-create the common series so dashboards see zeros rather than gaps.
         for kind in ["request", "response"] {
-            m.accepted.with_label_values(&[kind]);
+            m.accepted.vec().with_label_values(&[kind]);
         }
         m.register_globals();
         m
@@ -395,18 +400,17 @@ impl Metrics {
     /// A request arrived, its method as the message layer labelled it (known ones by name,
     /// every other `other`: a bounded label set).
     pub fn request_of(&self, method: Method) {
-        self.requests.with_label_values(&[method.as_str()]).inc();
+        self.requests.inc(method as usize, method.as_str());
     }
 
     /// A response arrived; `code` is None when the status line is unreadable.
     pub fn response(&self, code: Option<u16>) {
-        let class = match code {
-            Some(c @ 100..=699) => {
-                ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"][usize::from(c / 100 - 1)]
-            }
-            _ => "invalid",
+        const CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "invalid"];
+        let i = match code {
+            Some(c @ 100..=699) => usize::from(c / 100 - 1),
+            _ => 6,
         };
-        self.responses.with_label_values(&[class]).inc();
+        self.responses.inc(i, CLASSES[i]);
     }
 
     /// A request was refused and answered with `reason.status()`.
@@ -423,8 +427,12 @@ impl Metrics {
 
     /// A message passed the message layer.
     pub fn accepted(&self, request: bool) {
-        let kind = if request { "request" } else { "response" };
-        self.accepted.with_label_values(&[kind]).inc();
+        let (i, kind) = if request {
+            (0, "request")
+        } else {
+            (1, "response")
+        };
+        self.accepted.inc(i, kind);
     }
 
     /// A keep-alive arrived.

@@ -2,10 +2,17 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use crate::metrics::resolved::Resolved;
+
+/// Every label of `sipfw_proxy_forwarded_total`, in the order of its resolved series.
+pub const FORWARDED_KINDS: [&str; 5] = ["request", "response", "ack", "cluster_hop", "flow"];
+
 /// Counters and gauges of transactions, registrations, authentication and scanners.
 #[derive(Clone)]
 pub struct ProxyMetrics {
     pub transactions: IntGaugeVec,
+    /// Its series: server, client (resolved once, set after every message).
+    pub transactions_by_side: [IntGauge; 2],
     pub bindings: IntGauge,
     /// NAT keep-alives (`proxy::core::keepalive`).
     pub keepalive: KeepaliveMetrics,
@@ -14,7 +21,8 @@ pub struct ProxyMetrics {
     /// verified (nonce, stamp).
     pub auth_previous_key: IntCounterVec,
     pub scanners: IntCounter,
-    pub forwarded: IntCounterVec,
+    /// By [`FORWARDED_KINDS`] ([`ProxyMetrics::forward`]).
+    pub forwarded: Resolved<5>,
     pub retransmissions: IntCounterVec,
     pub stray: IntCounter,
     pub local_replies: IntCounterVec,
@@ -87,15 +95,23 @@ pub const KEEPALIVE_EVENTS: [&str; 13] = [
 ];
 
 impl ProxyMetrics {
+    /// A message forwarded, of `kind` (one of [`FORWARDED_KINDS`]).
+    pub fn forward(&self, kind: &str) {
+        let i = FORWARDED_KINDS.iter().position(|k| *k == kind);
+        self.forwarded.inc(i.unwrap_or(usize::MAX), kind);
+    }
+
     /// Create and register every metric (unregistered when `registry` is None: tests).
     pub fn new(registry: Option<&Registry>) -> ProxyMetrics {
         let r = Maker(registry);
+        let transactions = r.gauges(
+            "sipfw_proxy_transactions_active",
+            "Transactions alive, by side (server, client)",
+            &["side"],
+        );
         let m = ProxyMetrics {
-            transactions: r.gauges(
-                "sipfw_proxy_transactions_active",
-                "Transactions alive, by side (server, client)",
-                &["side"],
-            ),
+            transactions_by_side: ["server", "client"].map(|s| transactions.with_label_values(&[s])),
+            transactions,
             bindings: r.gauge(
                 "sipfw_registrar_bindings",
                 "Contacts currently bound in the location store",
@@ -118,11 +134,11 @@ impl ProxyMetrics {
                 "sipfw_scanner_drops_total",
                 "Requests dropped silently because their User-Agent is on the scanner list",
             ),
-            forwarded: r.counters(
+            forwarded: Resolved::new(r.counters(
                 "sipfw_proxy_forwarded_total",
                 "Messages the proxy forwarded, by kind (request, response, ack, cluster_hop: a request from another cluster node relayed to a flow we hold, flow: one from the registrar of relay mode down the flow its token names)",
                 &["kind"],
-            ),
+            )),
             retransmissions: r.counters(
                 "sipfw_proxy_retransmissions_total",
                 "Retransmissions: received and absorbed, or sent by our timers",
@@ -177,8 +193,8 @@ impl ProxyMetrics {
         for what in ["nonce", "stamp"] {
             self.auth_previous_key.with_label_values(&[what]);
         }
-        for side in ["server", "client"] {
-            self.transactions.with_label_values(&[side]);
+        for kind in FORWARDED_KINDS {
+            self.forwarded.vec().with_label_values(&[kind]);
         }
         for bound in ["per_source", "total"] {
             self.relayed.full.with_label_values(&[bound]);

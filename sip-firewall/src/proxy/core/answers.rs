@@ -111,10 +111,7 @@ impl Core {
         {
             let dest = e.dest;
             self.send(dest, b);
-            self.metrics
-                .forwarded
-                .with_label_values(&["response"])
-                .inc();
+            self.metrics.forward("response");
         }
         self.schedule(TimerKey::Server(key.clone()));
     }

@@ -194,7 +194,7 @@ impl Core {
                 .inc();
         }
         let reliable = dest.transport.is_reliable() || quiet;
-        self.metrics.forwarded.with_label_values(&["request"]).inc();
+        self.metrics.forward("request");
         self.observer.client_transaction_created(&branch, dest);
         let cancel = (kind == Kind::Invite).then(|| (forward::cancel_for(&b).to_bytes(), dest));
         let key = ClientKey {

@@ -207,7 +207,7 @@ impl Core {
         self.hide_call_id(&mut msg, dest, seal, (ctx.source.ip(), now));
         let bytes = self.outward(&msg, dest, now);
         self.send(dest, bytes);
-        self.metrics.forwarded.with_label_values(&["ack"]).inc();
+        self.metrics.forward("ack");
         Action::Absorb
     }
 }

@@ -423,11 +423,9 @@ impl Core {
     }
 
     pub(super) fn gauges(&self) {
-        let t = &self.metrics.transactions;
-        t.with_label_values(&["server"])
-            .set(self.servers.len() as i64);
-        t.with_label_values(&["client"])
-            .set(self.clients.len() as i64);
+        let [server, client] = &self.metrics.transactions_by_side;
+        server.set(self.servers.len() as i64);
+        client.set(self.clients.len() as i64);
     }
 }
 

@@ -462,7 +462,7 @@ impl Core {
         kind: &str,
     ) -> Result<(), LocalReply> {
         msg.replace_all(HeaderName::Route, inner.into_iter().collect());
-        self.metrics.forwarded.with_label_values(&[kind]).inc();
+        self.metrics.forward(kind);
         let rr = forward::creates_dialog(r.method).then_some(r.ctx.transport);
         self.forward(&r.onward(rr), msg, vec![(None, dest)])
     }

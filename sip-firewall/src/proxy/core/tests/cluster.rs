@@ -195,6 +195,7 @@ fn a_call_through_b_reaches_bob_through_a() {
         a.core
             .metrics
             .forwarded
+            .vec()
             .with_label_values(&["cluster_hop"])
             .get(),
         1
