@@ -238,6 +238,11 @@ mod tests {
         Config::from_toml(text, Path::new("test.toml"))
     }
 
+    /// What refusing `text` says (it must be refused).
+    fn refusal(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
     #[test]
     fn default_file_is_the_defaults() {
         let c = parse(DEFAULT_FILE).unwrap();
@@ -297,9 +302,9 @@ mod tests {
 
     #[test]
     fn tls_listen_needs_a_certificate() {
-        let e = parse("[tls]\nlisten = [\"0.0.0.0:5061\"]\n").unwrap_err();
+        let e = refusal("[tls]\nlisten = [\"0.0.0.0:5061\"]\n");
         assert!(e.to_string().contains("tls.listen"), "{e}");
-        let e = parse("[tls]\nrequire_client_certificate = true\n").unwrap_err();
+        let e = refusal("[tls]\nrequire_client_certificate = true\n");
         assert!(e.to_string().contains("needs tls.ca"), "{e}");
     }
 
@@ -313,9 +318,7 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("[xdp]\nsip_ports = [5060]\nflod_rate = 3\n")
-            .unwrap_err()
-            .to_string();
+        let err = refusal("[xdp]\nsip_ports = [5060]\nflod_rate = 3\n");
         assert!(err.contains("flod_rate"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
@@ -346,9 +349,7 @@ mod tests {
                 "host or host:port",
             ),
         ] {
-            let err = parse(&format!("[sip]\nlisten = {bad}\n"))
-                .unwrap_err()
-                .to_string();
+            let err = refusal(&format!("[sip]\nlisten = {bad}\n"));
             assert!(
                 err.contains("sip.listen") || err.contains("line 2"),
                 "{err}"
@@ -359,9 +360,7 @@ mod tests {
 
     #[test]
     fn wrong_type_names_line() {
-        let err = parse("[xdp]\nflood_rate = \"fast\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = refusal("[xdp]\nflood_rate = \"fast\"\n");
         assert!(err.contains("line 2"), "{err}");
     }
 
@@ -375,19 +374,15 @@ mod tests {
         assert_eq!(c.xdp.mode, XdpMode::Generic);
         assert!(in_any(&c.policy.allow, "192.0.2.9".parse().unwrap()));
         assert!(!in_any(&c.policy.allow, "198.51.100.1".parse().unwrap()));
-        let err = parse("[xdp]\nban_time = \"soon\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = refusal("[xdp]\nban_time = \"soon\"\n");
         assert!(err.contains("ban_time") || err.contains("line 2"), "{err}");
     }
 
     #[test]
     fn impossible_values() {
-        let err = parse("[xdp]\nsip_ports = []\n").unwrap_err().to_string();
+        let err = refusal("[xdp]\nsip_ports = []\n");
         assert!(err.contains("xdp.sip_ports"), "{err}");
-        let err = parse("[xdp]\nflood_rate = 10\nflood_burst = 0\n")
-            .unwrap_err()
-            .to_string();
+        let err = refusal("[xdp]\nflood_rate = 10\nflood_burst = 0\n");
         assert!(err.contains("xdp.flood_burst"), "{err}");
     }
 }
