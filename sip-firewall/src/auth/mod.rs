@@ -283,6 +283,13 @@ mod tests {
         }
     }
 
+    /// The refusal of credentials over another URI than the request's.
+    fn uri_mismatch() -> Outcome {
+        Outcome::BadRequest {
+            reason: "uri_mismatch",
+        }
+    }
+
     fn creds(alg: Algorithm, user: &str, pw: &str, nonce: &str, nc: &str) -> String {
         creds_for(alg, user, pw, nonce, nc, "REGISTER", "sip:example.com")
     }
@@ -366,12 +373,7 @@ mod tests {
             ..REQ
         };
         let good = creds(Algorithm::Md5, "alice", "pw", &n, "00000011");
-        assert_eq!(
-            a.verify(&[&good], &elsewhere, 101),
-            Outcome::BadRequest {
-                reason: "uri_mismatch"
-            }
-        );
+        assert_eq!(a.verify(&[&good], &elsewhere, 101), uri_mismatch());
         let forged = creds(
             Algorithm::Md5,
             "alice",
@@ -508,12 +510,7 @@ mod tests {
             "INVITE",
             edge,
         );
-        assert_eq!(
-            a.verify(&[&over_edge], &invite, 101),
-            Outcome::BadRequest {
-                reason: "uri_mismatch"
-            }
-        );
+        assert_eq!(a.verify(&[&over_edge], &invite, 101), uri_mismatch());
         let over_number = creds_for(
             Algorithm::Sha256,
             "alice",

@@ -24,7 +24,7 @@ use super::{
     accept::{Accepted, accept_loop, opened},
     tcp::Conn,
 };
-use crate::server::config::TlsConfig;
+use crate::{metrics, server::config::TlsConfig};
 
 /// The server and client sides built from `[tls]`.
 pub(crate) struct Tls {
@@ -263,12 +263,7 @@ impl Handshake {
             return;
         };
         let handshake = tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await;
-        let Some(tls) = opened(
-            handshake,
-            "TLS handshake",
-            peer,
-            crate::metrics::tls_handshake,
-        ) else {
+        let Some(tls) = opened(handshake, "TLS handshake", peer, metrics::tls_handshake) else {
             return;
         };
         // A client certificate (verified against `ca`) naming a trusted peer.

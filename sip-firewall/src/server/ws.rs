@@ -35,7 +35,7 @@ use super::{
     accept::{Accepted, accept_loop, opened},
     tls::LiveTls,
 };
-use crate::{seams::Handler, server::config::WsConfig};
+use crate::{metrics, seams::Handler, server::config::WsConfig};
 
 /// `[wss]`: SIP over WebSocket over TLS, with the `[tls]` certificate and the `[ws]` rules.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -194,12 +194,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         Some(settings.config),
     );
     let upgrade = timeout_at(deadline, upgrade).await;
-    let Some(ws) = opened(
-        upgrade,
-        "WebSocket upgrade",
-        peer,
-        crate::metrics::ws_upgrade,
-    ) else {
+    let Some(ws) = opened(upgrade, "WebSocket upgrade", peer, metrics::ws_upgrade) else {
         return;
     };
     let (tx, out_rx) = mpsc::channel(super::tcp::TCP_QUEUE);

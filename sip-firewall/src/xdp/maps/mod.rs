@@ -168,29 +168,27 @@ impl XdpMaps {
     /// Take the maps out of a loaded object (the ring buffer of ban events stays there for
     /// [`super::events`]).
     pub fn take(ebpf: &mut Ebpf) -> Result<XdpMaps, MapsError> {
-        fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, MapsError> {
-            ebpf.take_map(name).ok_or(MapsError::Missing(name))
+        /// The map `name`, as the kind of map `M` (a hash map, an array, a trie).
+        fn take<M: TryFrom<aya::maps::Map, Error = MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<M, MapsError> {
+            let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+            M::try_from(map).map_err(map_err(name))
         }
         Ok(XdpMaps {
-            allow: LpmTrie::try_from(take(ebpf, names::ALLOW_LIST)?)
-                .map_err(map_err(names::ALLOW_LIST))?,
-            deny: LpmTrie::try_from(take(ebpf, names::DENY_LIST)?)
-                .map_err(map_err(names::DENY_LIST))?,
-            bans: HashMap::try_from(take(ebpf, names::BANS)?).map_err(map_err(names::BANS))?,
-            learned_bans: HashMap::try_from(take(ebpf, names::LEARNED_BANS)?)
-                .map_err(map_err(names::LEARNED_BANS))?,
-            flood: HashMap::try_from(take(ebpf, names::FLOOD)?).map_err(map_err(names::FLOOD))?,
-            config: Array::try_from(take(ebpf, names::CONFIG)?).map_err(map_err(names::CONFIG))?,
-            ports: Array::try_from(take(ebpf, names::SIP_PORTS)?)
-                .map_err(map_err(names::SIP_PORTS))?,
+            allow: take(ebpf, names::ALLOW_LIST)?,
+            deny: take(ebpf, names::DENY_LIST)?,
+            bans: take(ebpf, names::BANS)?,
+            learned_bans: take(ebpf, names::LEARNED_BANS)?,
+            flood: take(ebpf, names::FLOOD)?,
+            config: take(ebpf, names::CONFIG)?,
+            ports: take(ebpf, names::SIP_PORTS)?,
             port_flags: None,
-            counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
-                .map_err(map_err(names::COUNTERS))?,
-            transactions: HashMap::try_from(take(ebpf, names::TRANSACTIONS)?)
-                .map_err(map_err(names::TRANSACTIONS))?,
-            known: HashMap::try_from(take(ebpf, names::KNOWN)?).map_err(map_err(names::KNOWN))?,
-            pressure: Array::try_from(take(ebpf, names::PRESSURE)?)
-                .map_err(map_err(names::PRESSURE))?,
+            counters: take(ebpf, names::COUNTERS)?,
+            transactions: take(ebpf, names::TRANSACTIONS)?,
+            known: take(ebpf, names::KNOWN)?,
+            pressure: take(ebpf, names::PRESSURE)?,
             settings: XdpConfig::default(),
         })
     }
