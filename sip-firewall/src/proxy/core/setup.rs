@@ -46,6 +46,7 @@ impl Core {
             metrics,
             observer,
             sends: Vec::new(),
+            answers: Vec::new(),
             salt,
             keys: CoreKeys {
                 stamp: route::StampKeys::new(&keys),

@@ -307,6 +307,47 @@ fn dialog_stamp_binds_the_parties() {
     assert_eq!(e.refused("bad_stamp"), 2);
 }
 
+/// The core marks its own final answers among its sends (captures show them with the
+/// request they answer); a request it forwards is not marked.
+#[test]
+fn own_answers_are_marked() {
+    let mut e = edge_with_bob("");
+    let mut feed = |text: &str| {
+        let ctx = ctx_t(CALLER, Transport::Datagram);
+        let m = parse(text.as_bytes(), &Limits::default(), ctx.transport).expect("parse");
+        e.core.request(&m, &ctx, e.now);
+        let (sends, answers) = e.core.take_sends_and_answers();
+        let firsts: Vec<String> = sends
+            .iter()
+            .map(|(_, b)| {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        let marked: Vec<String> = answers.iter().map(|i| firsts[*i].clone()).collect();
+        (firsts, marked)
+    };
+    let (firsts, marked) = feed(&call_invite("m1"));
+    assert!(
+        firsts.iter().any(|l| l.starts_with("INVITE ")),
+        "{firsts:?}"
+    );
+    assert!(
+        marked.iter().all(|l| l.starts_with("SIP/2.0 ")),
+        "{marked:?}"
+    );
+    let stranger = call_invite("m2").replace("sip:bob@example.com", "sip:nobody@example.com");
+    let (firsts, marked) = feed(&stranger);
+    assert_eq!(firsts.len(), marked.len(), "{firsts:?} {marked:?}");
+    assert!(
+        marked.iter().any(|l| l.starts_with("SIP/2.0 4")),
+        "{marked:?}"
+    );
+}
+
 /// Two parties on one host (SIPp tests, a PBX with several phones): the exact source
 /// decides the direction, else the request's own next hop.
 #[test]
