@@ -122,14 +122,11 @@ impl FeedMetrics {
             &["feed", "result"],
         )
         .expect("static metric definition");
-        for c in [
-            Box::new(entries.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(loads.clone()),
-        ] {
-            if let Err(e) = metrics.registry().register(c) {
-                warn!("registering the feed metrics: {e}");
-            }
-        }
+        crate::metrics::register_all(
+            metrics.registry(),
+            "the feed metrics",
+            vec![Box::new(entries.clone()), Box::new(loads.clone())],
+        );
         FeedMetrics { entries, loads }
     }
 }

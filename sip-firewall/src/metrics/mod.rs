@@ -19,8 +19,19 @@ use sip_firewall_sip::{Method, Reason};
 /// Drop reason for a well-formed response that matches no transaction.
 pub const DROP_STRAY_RESPONSE: &str = "stray_response";
 
-/// A process-wide counter family (the statics below): `name`, `help`, by `labels`.
-fn counter_family(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+/// Register a unit's `collectors` in `registry`; one the registry refuses (a name taken
+/// twice) is logged as part of `what`, and the daemon runs on without it.
+pub fn register_all(registry: &Registry, what: &str, collectors: Vec<Box<dyn Collector>>) {
+    for c in collectors {
+        if let Err(e) = registry.register(c) {
+            tracing::warn!("registering {what}: {e}");
+        }
+    }
+}
+
+/// A counter family of a static definition (the statics below, and other units'):
+/// `name`, `help`, by `labels`.
+pub fn counter_family(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition is valid")
 }
 
