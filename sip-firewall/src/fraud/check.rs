@@ -217,31 +217,17 @@ impl Fraud {
         critical: Option<Crossing>,
         unix: u64,
     ) -> Result<(), Refusal> {
-        for (i, m, value, threshold) in warnings {
-            self.metrics.warnings.with_label_values(&[m.name()]).inc();
-            let rule = self.rules.get(i).map(|r| r.shown.clone());
-            self.event(Event {
-                unix,
-                account: account.to_string(),
-                kind: "warning".into(),
-                measure: m.name().into(),
-                rule,
-                value,
-                threshold,
-            });
+        for crossing in warnings {
+            self.metrics
+                .warnings
+                .with_label_values(&[crossing.1.name()])
+                .inc();
+            self.crossed(account, "warning", crossing, unix);
         }
-        if let Some((i, m, value, threshold)) = critical {
+        if let Some(crossing) = critical {
+            let (_, m, value, threshold) = crossing;
             self.metrics.critical.with_label_values(&[m.name()]).inc();
-            let rule = self.rules.get(i).map(|r| r.shown.clone());
-            self.event(Event {
-                unix,
-                account: account.to_string(),
-                kind: "critical".into(),
-                measure: m.name().into(),
-                rule: rule.clone(),
-                value,
-                threshold,
-            });
+            let rule = self.crossed(account, "critical", crossing, unix);
             if self.on_critical != OnCritical::Alert {
                 self.suspend(
                     account,
@@ -256,6 +242,28 @@ impl Fraud {
             }
         }
         Ok(())
+    }
+
+    /// Record that `account` crossed a threshold (`kind`: warning or critical): the rule's
+    /// text as shown, for the caller.
+    fn crossed(
+        &mut self,
+        account: &str,
+        kind: &str,
+        (i, m, value, threshold): Crossing,
+        unix: u64,
+    ) -> Option<String> {
+        let rule = self.rules.get(i).map(|r| r.shown.clone());
+        self.event(Event {
+            unix,
+            account: account.to_string(),
+            kind: kind.into(),
+            measure: m.name().into(),
+            rule: rule.clone(),
+            value,
+            threshold,
+        });
+        rule
     }
 
     /// An allowed call: counted under its rules (a numbered call elsewhere ends a sequence

@@ -48,6 +48,9 @@ static INTERNAL_ERRORS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock
     )
 });
 
+/// The kinds of `sipfw_internal_errors_total`, each shown from the start.
+const INTERNAL_KINDS: [&str; 4] = ["message", "timer", "lock_poisoned", "learner_queue_full"];
+
 /// `sipfw_limits_refused_total{what}`: what was refused at a resource bound (TCP connections
 /// in total or per source, accepted or opened; transactions in total or per source) and nonce
 /// counts evicted from a full table. Process-wide like [`internal_error`].
@@ -76,6 +79,16 @@ static TLS_HANDSHAKES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock:
     )
 });
 
+/// The results of `sipfw_sip_tls_handshakes_total`, each shown from the start.
+const HANDSHAKE_RESULTS: [&str; 6] = [
+    "ok",
+    "failed",
+    "timeout",
+    "outbound_ok",
+    "outbound_failed",
+    "trusted_peer",
+];
+
 /// `sipfw_sip_ws_upgrades_total{result}`: WebSocket upgrades: ok, no_sip_subprotocol,
 /// origin_refused, failed (not a valid upgrade, or refused above), timeout.
 static WS_UPGRADES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
@@ -87,6 +100,15 @@ static WS_UPGRADES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::ne
     )
 });
 
+/// The results of `sipfw_sip_ws_upgrades_total`, each shown from the start.
+const UPGRADE_RESULTS: [&str; 5] = [
+    "ok",
+    "no_sip_subprotocol",
+    "origin_refused",
+    "failed",
+    "timeout",
+];
+
 /// `sipfw_dns_lookups_total{result}`: RFC 3263 resolutions of a name: `cached` (answered
 /// from the cache within the TTL), `resolved`, `not_found`, `failed`.
 static DNS_LOOKUPS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
@@ -97,6 +119,9 @@ static DNS_LOOKUPS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::ne
         &["result"],
     )
 });
+
+/// The results of `sipfw_dns_lookups_total`, each shown from the start.
+const LOOKUP_RESULTS: [&str; 4] = ["cached", "resolved", "not_found", "failed"];
 
 /// Count one name resolution.
 pub fn dns_lookup(result: &'static str) {
@@ -316,54 +341,38 @@ impl Metrics {
     /// The process-wide counters other units bump without a handle (internal errors, limits,
     /// TLS handshakes, DNS lookups, WebSocket upgrades), in this registry, their usual series at zero.
     fn register_globals(&self) {
-        let internal = ["message", "timer", "lock_poisoned", "learner_queue_full"];
-        self.register_counts("sipfw_internal_errors_total", &INTERNAL_ERRORS, &internal);
-        self.register_counts("sipfw_limits_refused_total", &LIMITS, &LIMITS_WHAT);
-        let handshakes = [
-            "ok",
-            "failed",
-            "timeout",
-            "outbound_ok",
-            "outbound_failed",
-            "trusted_peer",
-        ];
-        self.register_counts(
-            "sipfw_sip_tls_handshakes_total",
-            &TLS_HANDSHAKES,
-            &handshakes,
-        );
-        self.register_global("sipfw_sip_connections_total", &*CONNECTIONS);
-        self.register_global("sipfw_sip_connections_open", &*CONNECTIONS_OPEN);
+        self.register_counts(&INTERNAL_ERRORS, &INTERNAL_KINDS);
+        self.register_counts(&LIMITS, &LIMITS_WHAT);
+        self.register_counts(&TLS_HANDSHAKES, &HANDSHAKE_RESULTS);
+        self.register_counts(&DNS_LOOKUPS, &LOOKUP_RESULTS);
+        self.register_counts(&WS_UPGRADES, &UPGRADE_RESULTS);
+        self.register_global(&*CONNECTIONS);
+        self.register_global(&*CONNECTIONS_OPEN);
         for t in CONNECTION_TRANSPORTS {
             for r in ["accepted", "refused_gate", "refused_slots"] {
                 CONNECTIONS.with_label_values(&[t, r]);
             }
             CONNECTIONS_OPEN.with_label_values(&[t]);
         }
-        let lookups = ["cached", "resolved", "not_found", "failed"];
-        self.register_counts("sipfw_dns_lookups_total", &DNS_LOOKUPS, &lookups);
-        let upgrades = [
-            "ok",
-            "no_sip_subprotocol",
-            "origin_refused",
-            "failed",
-            "timeout",
-        ];
-        self.register_counts("sipfw_sip_ws_upgrades_total", &WS_UPGRADES, &upgrades);
     }
 
-    /// Register a process-wide collector `name` in this registry (a refusal is logged: the
-    /// daemon runs on without it).
-    fn register_global<C: Collector + Clone + 'static>(&self, name: &str, c: &C) {
+    /// Register a process-wide collector in this registry (a refusal is logged, with the
+    /// collector's name: the daemon runs on without it).
+    fn register_global<C: Collector + Clone + 'static>(&self, c: &C) {
         if let Err(e) = self.registry.register(Box::new(c.clone())) {
+            let name = c
+                .desc()
+                .first()
+                .map_or("", |d| d.fq_name.as_str())
+                .to_string();
             tracing::error!("registering {name}: {e}");
         }
     }
 
     /// [`Metrics::register_global`] of a counter family with one label, each of `values`
     /// shown at zero from the start.
-    fn register_counts(&self, name: &str, c: &IntCounterVec, values: &[&str]) {
-        self.register_global(name, c);
+    fn register_counts(&self, c: &IntCounterVec, values: &[&str]) {
+        self.register_global(c);
         for v in values {
             c.with_label_values(&[v]);
         }

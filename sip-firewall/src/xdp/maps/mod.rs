@@ -270,12 +270,7 @@ impl XdpMaps {
 
     /// Turn the stray-reply check on or off.
     pub fn set_stray_check(&mut self, on: bool) -> Result<(), MapsError> {
-        if on {
-            self.settings.flags |= XdpConfig::STRAY_CHECK;
-        } else {
-            self.settings.flags &= !XdpConfig::STRAY_CHECK;
-        }
-        self.write_config()
+        self.set_flag(XdpConfig::STRAY_CHECK, on)
     }
 
     /// A client transaction of ours is open until `expires_ns` (monotonic): responses whose
@@ -295,10 +290,15 @@ impl XdpMaps {
     /// Whether some transaction keys are of the branch alone (peers that may answer from
     /// any address): the program then looks them up too.
     pub fn set_any_peer_keys(&mut self, on: bool) -> Result<(), MapsError> {
+        self.set_flag(XdpConfig::ANY_PEER_KEYS, on)
+    }
+
+    /// Turn a run-time flag of the settings on or off, and write them.
+    fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), MapsError> {
         if on {
-            self.settings.flags |= XdpConfig::ANY_PEER_KEYS;
+            self.settings.flags |= flag;
         } else {
-            self.settings.flags &= !XdpConfig::ANY_PEER_KEYS;
+            self.settings.flags &= !flag;
         }
         self.write_config()
     }
