@@ -166,12 +166,7 @@ pub async fn run(
     let mut log = RateLimit::new(Duration::from_secs(60), 64);
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
-        let received = async {
-            match &exchange {
-                Some(x) => x.in_ready.notified().await,
-                None => std::future::pending().await,
-            }
-        };
+        let received = shared::ready(exchange.as_deref().map(|x| &x.in_ready));
         tokio::select! {
             _ = tick.tick() => {}
             () = received => {}

@@ -136,6 +136,14 @@ fn clip(mut s: String) -> String {
     s
 }
 
+/// Wait for `ready` (one of an [`Exchange`]'s signals); with no exchange, forever.
+pub async fn ready(ready: Option<&tokio::sync::Notify>) {
+    match ready {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Where the feeds task and the cluster's task meet (`[cluster]` with `share` holding
 /// `feeds`).
 pub struct Exchange {
