@@ -4,6 +4,7 @@
 //! counters back. Addresses are stored as [`IpKey`]s (IPv4-mapped), prefixes as LPM keys.
 
 mod janitor;
+mod lists;
 mod source;
 
 use std::{
@@ -24,6 +25,7 @@ use sip_firewall_common::{
     maps as names,
 };
 
+use janitor::Filling;
 pub use janitor::{MapFill, MapJanitor};
 pub use source::SourceEntries;
 
@@ -137,28 +139,18 @@ pub fn transaction_key(branch: &str, peer: Option<SocketAddr>) -> u64 {
     }
 }
 
-/// The prefix lists, each a trie of its own.
-#[derive(Clone, Copy)]
-enum Prefixes {
-    Allow,
-    Deny,
-}
-
 /// The maps of one loaded program.
 pub struct XdpMaps {
     allow: LpmTrie<MapData, IpKey, u8>,
     deny: LpmTrie<MapData, IpKey, u8>,
-    bans: HashMap<MapData, IpKey, BanValue>,
-    learned_bans: HashMap<MapData, IpKey, BanValue>,
-    flood: HashMap<MapData, IpKey, u64>,
+    /// Bans, learned bans, flood state, known sources, transactions.
+    filling: Filling,
     config: Array<MapData, XdpConfig>,
     ports: Array<MapData, u8>,
     /// What [`XdpMaps::ports`] holds, once read or written (the array has an entry per
     /// port number: a change writes only the entries that differ).
     port_flags: Option<Vec<u8>>,
     counters: PerCpuArray<MapData, Counter>,
-    transactions: HashMap<MapData, u64, u64>,
-    known: HashMap<MapData, IpKey, u64>,
     pressure: Array<MapData, u64>,
     /// The settings last written, without the list flags (kept up to date here).
     settings: XdpConfig,
@@ -179,15 +171,17 @@ impl XdpMaps {
         Ok(XdpMaps {
             allow: take(ebpf, names::ALLOW_LIST)?,
             deny: take(ebpf, names::DENY_LIST)?,
-            bans: take(ebpf, names::BANS)?,
-            learned_bans: take(ebpf, names::LEARNED_BANS)?,
-            flood: take(ebpf, names::FLOOD)?,
+            filling: Filling {
+                bans: take(ebpf, names::BANS)?,
+                learned_bans: take(ebpf, names::LEARNED_BANS)?,
+                flood: take(ebpf, names::FLOOD)?,
+                known: take(ebpf, names::KNOWN)?,
+                transactions: take(ebpf, names::TRANSACTIONS)?,
+            },
             config: take(ebpf, names::CONFIG)?,
             ports: take(ebpf, names::SIP_PORTS)?,
             port_flags: None,
             counters: take(ebpf, names::COUNTERS)?,
-            transactions: take(ebpf, names::TRANSACTIONS)?,
-            known: take(ebpf, names::KNOWN)?,
             pressure: take(ebpf, names::PRESSURE)?,
             settings: XdpConfig::default(),
         })
@@ -258,14 +252,18 @@ impl XdpMaps {
     /// `ip` (its group: the IPv4 address, the IPv6 /64) is known good until `expires_ns`
     /// (monotonic): under pressure it always passes, and it has the known flood budget.
     pub fn known_add(&mut self, ip: IpAddr, expires_ns: u64) -> Result<(), MapsError> {
-        self.known
+        self.filling
+            .known
             .insert(flood_group(ip_key(ip)), expires_ns, 0)
             .map_err(map_err(names::KNOWN))
     }
 
     /// Forget a known source; whether it was known.
     pub fn known_remove(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
-        remove_missing_ok(self.known.remove(&flood_group(ip_key(ip))), names::KNOWN)
+        remove_missing_ok(
+            self.filling.known.remove(&flood_group(ip_key(ip))),
+            names::KNOWN,
+        )
     }
 
     /// Turn the stray-reply check on or off.
@@ -282,7 +280,8 @@ impl XdpMaps {
         peer: Option<SocketAddr>,
         expires_ns: u64,
     ) -> Result<(), MapsError> {
-        self.transactions
+        self.filling
+            .transactions
             .insert(transaction_key(branch, peer), expires_ns, 0)
             .map_err(map_err(names::TRANSACTIONS))
     }
@@ -307,7 +306,7 @@ impl XdpMaps {
     /// keys through it synchronously, under no lock but its own.
     pub fn transaction_keys(&self) -> Result<TransactionKeys, MapsError> {
         Ok(TransactionKeys(duplicate(
-            &self.transactions,
+            &self.filling.transactions,
             names::TRANSACTIONS,
         )?))
     }
@@ -319,7 +318,9 @@ impl XdpMaps {
         peer: Option<SocketAddr>,
     ) -> Result<bool, MapsError> {
         remove_missing_ok(
-            self.transactions.remove(&transaction_key(branch, peer)),
+            self.filling
+                .transactions
+                .remove(&transaction_key(branch, peer)),
             names::TRANSACTIONS,
         )
     }
@@ -327,6 +328,7 @@ impl XdpMaps {
     /// Drop expired transaction keys (a daemon that died may have left some); how many.
     pub fn transactions_expire(&mut self, now_ns: u64) -> Result<usize, MapsError> {
         let old: Vec<u64> = self
+            .filling
             .transactions
             .iter()
             .filter_map(Result::ok)
@@ -334,68 +336,9 @@ impl XdpMaps {
             .map(|(k, _)| k)
             .collect();
         for k in &old {
-            remove_missing_ok(self.transactions.remove(k), names::TRANSACTIONS)?;
+            remove_missing_ok(self.filling.transactions.remove(k), names::TRANSACTIONS)?;
         }
         Ok(old.len())
-    }
-
-    pub fn allow_add(&mut self, net: &IpNet) -> Result<(), MapsError> {
-        self.net_add(Prefixes::Allow, net)
-    }
-
-    pub fn deny_add(&mut self, net: &IpNet) -> Result<(), MapsError> {
-        self.net_add(Prefixes::Deny, net)
-    }
-
-    pub fn allow_remove(&mut self, net: &IpNet) -> Result<bool, MapsError> {
-        self.net_remove(Prefixes::Allow, net)
-    }
-
-    pub fn deny_remove(&mut self, net: &IpNet) -> Result<bool, MapsError> {
-        self.net_remove(Prefixes::Deny, net)
-    }
-
-    pub fn allow_list(&self) -> Vec<IpNet> {
-        self.nets(Prefixes::Allow)
-    }
-
-    pub fn deny_list(&self) -> Vec<IpNet> {
-        self.nets(Prefixes::Deny)
-    }
-
-    /// The trie of `list`, and its map's name.
-    fn trie_mut(&mut self, list: Prefixes) -> (&mut LpmTrie<MapData, IpKey, u8>, &'static str) {
-        match list {
-            Prefixes::Allow => (&mut self.allow, names::ALLOW_LIST),
-            Prefixes::Deny => (&mut self.deny, names::DENY_LIST),
-        }
-    }
-
-    /// Add `net` to `list`.
-    fn net_add(&mut self, list: Prefixes, net: &IpNet) -> Result<(), MapsError> {
-        let (trie, name) = self.trie_mut(list);
-        trie.insert(&net_key(net), 1, 0).map_err(map_err(name))?;
-        self.write_config()
-    }
-
-    /// Remove `net` from `list`; whether it was there.
-    fn net_remove(&mut self, list: Prefixes, net: &IpNet) -> Result<bool, MapsError> {
-        let (trie, name) = self.trie_mut(list);
-        let was = remove_missing_ok(trie.remove(&net_key(net)), name)?;
-        self.write_config()?;
-        Ok(was)
-    }
-
-    /// The prefixes of `list`.
-    fn nets(&self, list: Prefixes) -> Vec<IpNet> {
-        let trie = match list {
-            Prefixes::Allow => &self.allow,
-            Prefixes::Deny => &self.deny,
-        };
-        trie.keys()
-            .filter_map(Result::ok)
-            .filter_map(|k| key_net(&k))
-            .collect()
     }
 
     /// Ban `ip` until `expires_ns` (monotonic; `u64::MAX` never expires).
@@ -416,7 +359,8 @@ impl XdpMaps {
             reason,
             scope: scope as u32,
         };
-        self.bans
+        self.filling
+            .bans
             .insert(ip_key(ip), value, 0)
             .map_err(map_err(names::BANS))
     }
@@ -436,7 +380,8 @@ impl XdpMaps {
             reason,
             scope: scope as u32,
         };
-        self.learned_bans
+        self.filling
+            .learned_bans
             .insert(key, value, 0)
             .map_err(map_err(names::LEARNED_BANS))?;
         Ok(key_ip(&key))
@@ -449,9 +394,11 @@ impl XdpMaps {
 
     /// Lift the manual ban of `ip` and the learned ban of its prefix; whether there was one.
     pub fn unban(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
-        let manual = remove_missing_ok(self.bans.remove(&ip_key(ip)), names::BANS)?;
+        let manual = remove_missing_ok(self.filling.bans.remove(&ip_key(ip)), names::BANS)?;
         let learned = remove_missing_ok(
-            self.learned_bans.remove(&self.settings.ban_key(ip_key(ip))),
+            self.filling
+                .learned_bans
+                .remove(&self.settings.ban_key(ip_key(ip))),
             names::LEARNED_BANS,
         )?;
         Ok(manual || learned)
@@ -459,9 +406,10 @@ impl XdpMaps {
 
     /// Every ban entry, manual and learned, expired or not.
     pub fn bans(&self) -> Vec<(IpAddr, BanValue)> {
-        self.bans
+        self.filling
+            .bans
             .iter()
-            .chain(self.learned_bans.iter())
+            .chain(self.filling.learned_bans.iter())
             .filter_map(Result::ok)
             .map(|(k, v)| (key_ip(&k), v))
             .collect()
