@@ -501,25 +501,12 @@ mod tests {
             ..REQ
         };
         let n = nonce(&a);
-        let over_edge = creds_for(
-            Algorithm::Sha256,
-            "alice",
-            "pw",
-            &n,
-            "00000001",
-            "INVITE",
-            edge,
-        );
+        let alice_over = |nc: &str, method: &str, uri: &str| {
+            creds_for(Algorithm::Sha256, "alice", "pw", &n, nc, method, uri)
+        };
+        let over_edge = alice_over("00000001", "INVITE", edge);
         assert_eq!(a.verify(&[&over_edge], &invite, 101), uri_mismatch());
-        let over_number = creds_for(
-            Algorithm::Sha256,
-            "alice",
-            "pw",
-            &n,
-            "00000002",
-            "INVITE",
-            number,
-        );
+        let over_number = alice_over("00000002", "INVITE", number);
         assert!(matches!(
             a.verify(&[&over_number], &invite, 101),
             Outcome::Authenticated { .. }
@@ -528,15 +515,7 @@ mod tests {
             uri_also_ok: &names_us,
             ..REQ
         };
-        let reg = creds_for(
-            Algorithm::Sha256,
-            "alice",
-            "pw",
-            &n,
-            "00000003",
-            "REGISTER",
-            edge,
-        );
+        let reg = alice_over("00000003", "REGISTER", edge);
         assert!(matches!(
             a.verify(&[&reg], &register, 101),
             Outcome::Authenticated { .. }

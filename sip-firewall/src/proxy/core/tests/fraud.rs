@@ -264,28 +264,18 @@ fn max_call_duration_sends_bye_both_ways() {
     byes.sort_by_key(|(a, _)| *a);
     byes.dedup_by_key(|(a, _)| *a);
     assert_eq!(byes.len(), 2, "{sent:?}");
-    let to_trunk = byes
-        .iter()
-        .find(|(a, _)| a.to_string() == TRUNK)
-        .expect("BYE to the callee");
-    assert!(
-        to_trunk
-            .1
-            .starts_with(&format!("BYE sip:gw@{TRUNK} SIP/2.0"))
-    );
-    assert!(to_trunk.1.contains("From: <sip:alice@example.com>;tag=a1"));
-    assert!(to_trunk.1.contains(";tag=trunk"));
-    assert!(to_trunk.1.contains("CSeq: 2 BYE"));
-    let to_phone = byes
-        .iter()
-        .find(|(a, _)| a.to_string() == PHONE)
-        .expect("BYE to the caller");
-    assert!(
-        to_phone
-            .1
-            .starts_with(&format!("BYE sip:alice@{PHONE} SIP/2.0"))
-    );
-    assert!(to_phone.1.contains("To: <sip:alice@example.com>;tag=a1"));
+    let bye_to = |addr: &str| -> String {
+        let found = byes.iter().find(|(a, _)| a.to_string() == addr);
+        found.map(|(_, m)| m.clone()).expect("a BYE to each side")
+    };
+    let to_trunk = bye_to(TRUNK);
+    assert!(to_trunk.starts_with(&format!("BYE sip:gw@{TRUNK} SIP/2.0")));
+    assert!(to_trunk.contains("From: <sip:alice@example.com>;tag=a1"));
+    assert!(to_trunk.contains(";tag=trunk"));
+    assert!(to_trunk.contains("CSeq: 2 BYE"));
+    let to_phone = bye_to(PHONE);
+    assert!(to_phone.starts_with(&format!("BYE sip:alice@{PHONE} SIP/2.0")));
+    assert!(to_phone.contains("To: <sip:alice@example.com>;tag=a1"));
     assert_eq!(h.core.fraud.calls_active(), 0);
     assert_eq!(
         h.core
@@ -297,7 +287,7 @@ fn max_call_duration_sends_bye_both_ways() {
         1
     );
     // Our BYE's 200 is taken (its client transaction), not a stray.
-    let bye = to_trunk.1.clone();
+    let bye = to_trunk.clone();
     let ok = bye.replacen(&format!("BYE sip:gw@{TRUNK} SIP/2.0"), "SIP/2.0 200 OK", 1);
     let stray_before = h.core.metrics.stray.get();
     h.feed(&ok, TRUNK);
