@@ -234,13 +234,21 @@ mod tests {
     use super::*;
     use crate::{section::in_any, xdp::config::XdpMode};
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    /// The config of `text` (it must be taken).
+    fn parse(text: &str) -> Config {
+        Config::from_toml(text, Path::new("test.toml")).unwrap()
+    }
+
+    /// What refusing `text` says (it must be refused).
+    fn refusal(text: &str) -> String {
         Config::from_toml(text, Path::new("test.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn default_file_is_the_defaults() {
-        let c = parse(DEFAULT_FILE).unwrap();
+        let c = parse(DEFAULT_FILE);
         let d = Config::default();
         assert_eq!(c.sip.listen, d.sip.listen);
         assert_eq!(c.sip.max_message_bytes, d.sip.max_message_bytes);
@@ -273,7 +281,7 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let c = parse(include_str!("../config/example.toml")).unwrap();
+        let c = parse(include_str!("../config/example.toml"));
         assert_eq!(c.xdp.sip_ports, vec![5060, 5080]);
         assert_eq!(c.policy.allow.len(), 2);
         assert_eq!(c.xdp.mode, XdpMode::Native);
@@ -297,15 +305,15 @@ mod tests {
 
     #[test]
     fn tls_listen_needs_a_certificate() {
-        let e = parse("[tls]\nlisten = [\"0.0.0.0:5061\"]\n").unwrap_err();
+        let e = refusal("[tls]\nlisten = [\"0.0.0.0:5061\"]\n");
         assert!(e.to_string().contains("tls.listen"), "{e}");
-        let e = parse("[tls]\nrequire_client_certificate = true\n").unwrap_err();
+        let e = refusal("[tls]\nrequire_client_certificate = true\n");
         assert!(e.to_string().contains("needs tls.ca"), "{e}");
     }
 
     #[test]
     fn empty_file_is_defaults() {
-        let c = parse("").unwrap();
+        let c = parse("");
         assert_eq!(c.xdp.sip_ports, vec![5060]);
         assert_eq!(c.sip.max_message_bytes, 16384);
         assert_eq!(c.xdp.ban_time, Duration::from_secs(300));
@@ -313,9 +321,7 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("[xdp]\nsip_ports = [5060]\nflod_rate = 3\n")
-            .unwrap_err()
-            .to_string();
+        let err = refusal("[xdp]\nsip_ports = [5060]\nflod_rate = 3\n");
         assert!(err.contains("flod_rate"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
@@ -326,8 +332,7 @@ mod tests {
     fn listen_entries_take_both_spellings() {
         let c = parse(
             "[sip]\nlisten = [\"10.0.1.1:5060\", { addr = \"10.0.2.1:5060\", advertise = \"198.51.100.7\" }]\n",
-        )
-        .unwrap();
+        );
         let want: Vec<std::net::SocketAddr> = vec![
             "10.0.1.1:5060".parse().unwrap(),
             "10.0.2.1:5060".parse().unwrap(),
@@ -346,9 +351,7 @@ mod tests {
                 "host or host:port",
             ),
         ] {
-            let err = parse(&format!("[sip]\nlisten = {bad}\n"))
-                .unwrap_err()
-                .to_string();
+            let err = refusal(&format!("[sip]\nlisten = {bad}\n"));
             assert!(
                 err.contains("sip.listen") || err.contains("line 2"),
                 "{err}"
@@ -359,9 +362,7 @@ mod tests {
 
     #[test]
     fn wrong_type_names_line() {
-        let err = parse("[xdp]\nflood_rate = \"fast\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = refusal("[xdp]\nflood_rate = \"fast\"\n");
         assert!(err.contains("line 2"), "{err}");
     }
 
@@ -369,25 +370,20 @@ mod tests {
     fn durations_and_lists() {
         let c = parse(
             "[xdp]\nban_time = \"1h 30m\"\nmode = \"generic\"\n[policy]\nallow = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n",
-        )
-        .unwrap();
+        );
         assert_eq!(c.xdp.ban_time, Duration::from_secs(5400));
         assert_eq!(c.xdp.mode, XdpMode::Generic);
         assert!(in_any(&c.policy.allow, "192.0.2.9".parse().unwrap()));
         assert!(!in_any(&c.policy.allow, "198.51.100.1".parse().unwrap()));
-        let err = parse("[xdp]\nban_time = \"soon\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = refusal("[xdp]\nban_time = \"soon\"\n");
         assert!(err.contains("ban_time") || err.contains("line 2"), "{err}");
     }
 
     #[test]
     fn impossible_values() {
-        let err = parse("[xdp]\nsip_ports = []\n").unwrap_err().to_string();
+        let err = refusal("[xdp]\nsip_ports = []\n");
         assert!(err.contains("xdp.sip_ports"), "{err}");
-        let err = parse("[xdp]\nflood_rate = 10\nflood_burst = 0\n")
-            .unwrap_err()
-            .to_string();
+        let err = refusal("[xdp]\nflood_rate = 10\nflood_burst = 0\n");
         assert!(err.contains("xdp.flood_burst"), "{err}");
     }
 }

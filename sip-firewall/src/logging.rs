@@ -243,19 +243,21 @@ impl Limiter {
 
 static LIMITER: Mutex<Limiter> = Mutex::new(Limiter::new());
 
+/// A counter family of security events by `kind`.
+fn by_kind(name: &str, help: &str) -> prometheus::IntCounterVec {
+    prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &["kind"])
+        .expect("valid metric")
+}
+
 /// Security events not logged because of the rate limit, by kind.
 pub fn suppressed_metric() -> &'static prometheus::IntCounterVec {
     static M: OnceLock<prometheus::IntCounterVec> = OnceLock::new();
     M.get_or_init(|| {
-        prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "sipfw_log_suppressed_total",
-                "Security events not logged because the same kind and source was logged \
-                 within the last minute (or the rate limiter's table was full), by kind",
-            ),
-            &["kind"],
+        by_kind(
+            "sipfw_log_suppressed_total",
+            "Security events not logged because the same kind and source was logged \
+             within the last minute (or the rate limiter's table was full), by kind",
         )
-        .expect("valid metric")
     })
 }
 
@@ -264,15 +266,11 @@ pub fn suppressed_metric() -> &'static prometheus::IntCounterVec {
 pub fn events_metric() -> &'static prometheus::IntCounterVec {
     static M: OnceLock<prometheus::IntCounterVec> = OnceLock::new();
     M.get_or_init(|| {
-        prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "sipfw_security_events_total",
-                "Security events (ban, auth_failure, scanner, relay_refused, stray_reply), \
-                 by kind, whether their log line was written or folded into a later one",
-            ),
-            &["kind"],
+        by_kind(
+            "sipfw_security_events_total",
+            "Security events (ban, auth_failure, scanner, relay_refused, stray_reply), \
+             by kind, whether their log line was written or folded into a later one",
         )
-        .expect("valid metric")
     })
 }
 

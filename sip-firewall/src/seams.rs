@@ -75,6 +75,11 @@ pub enum Action {
 pub trait Handler: Send + Sync + 'static {
     /// A request that passed the message layer.
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action;
+    /// [`Handler::on_request`], also handing back the final answers the handler sent itself
+    /// while handling the request: the server shows them to captures with it.
+    fn on_request_answered(&self, req: &Message<'_>, ctx: &Context) -> (Action, Answers) {
+        (self.on_request(req, ctx), Vec::new())
+    }
     /// A response that passed the message layer.
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action;
     /// Called once when the server is bound: the handle through which a stateful core sends
@@ -100,6 +105,10 @@ pub trait Handler: Send + Sync + 'static {
 /// (`Handler::flow_closed`, `Handler::flow_pong`).
 pub type FlowEvent = fn(&dyn Handler, Destination);
 
+/// Final answers a stateful core made and sent itself (a 403, 404, 407, 483... within its
+/// server transaction), each with where it went.
+pub type Answers = Vec<(Destination, Vec<u8>)>;
+
 /// Where a message the core originates goes: an address and how to reach it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Destination {
@@ -122,6 +131,9 @@ pub trait Outbound: Send + Sync + 'static {
     fn send_on_flow(&self, dest: Destination, bytes: &[u8]) -> bool {
         dest.transport == Transport::Datagram && self.send(dest, bytes)
     }
+    /// `answer` (sent already) is a final answer the core made itself with no request in
+    /// hand (a timer's, a finished resolution's): shown to captures alone.
+    fn answered_alone(&self, _dest: Destination, _answer: &[u8]) {}
 }
 
 /// A check on every message before it is parsed: the user-space half of the firewall's

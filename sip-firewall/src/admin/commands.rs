@@ -284,7 +284,7 @@ pub fn feeds(common: &Common) -> ExitCode {
         }
         let mut out = String::new();
         for f in feeds {
-            let last = match (f.last_ok_unix, &f.last_error) {
+            let last = match (f.outcome.last_ok_unix, &f.outcome.last_error) {
                 (_, Some(e)) => format!("FAILED: {e} (the last good entries stay)"),
                 (Some(t), None) => format!("ok, loaded at {t} (unix)"),
                 (None, None) => "not loaded yet".to_string(),

@@ -271,6 +271,25 @@ mod tests {
         ch[i..].split('"').next().unwrap().to_string()
     }
 
+    /// The nonce of a first challenge from `a` to [`REQ`]'s client.
+    fn nonce(a: &Authenticator) -> String {
+        nonce_of(&a.challenges("example.com", false, 100, REQ.client)[0])
+    }
+
+    /// A fresh challenge counted as a `failure`.
+    fn refused(failure: &'static str) -> Outcome {
+        Outcome::Challenge {
+            failure: Some(failure),
+        }
+    }
+
+    /// The refusal of credentials over another URI than the request's.
+    fn uri_mismatch() -> Outcome {
+        Outcome::BadRequest {
+            reason: "uri_mismatch",
+        }
+    }
+
     fn creds(alg: Algorithm, user: &str, pw: &str, nonce: &str, nc: &str) -> String {
         creds_for(alg, user, pw, nonce, nc, "REGISTER", "sip:example.com")
     }
@@ -330,20 +349,10 @@ mod tests {
                 }
             );
             // The very same header again: a replay.
-            assert_eq!(
-                a.verify(&[&good], &REQ, 101),
-                Outcome::Challenge {
-                    failure: Some("replay")
-                }
-            );
+            assert_eq!(a.verify(&[&good], &REQ, 101), refused("replay"));
         }
         let bad = creds(Algorithm::Md5, "alice", "wrong", &n, "00000009");
-        assert_eq!(
-            a.verify(&[&bad], &REQ, 101),
-            Outcome::Challenge {
-                failure: Some("wrong_password")
-            }
-        );
+        assert_eq!(a.verify(&[&bad], &REQ, 101), refused("wrong_password"));
         let good = creds(Algorithm::Md5, "alice", "pw", &n, "00000010");
         assert_eq!(
             a.verify(&[&good], &REQ, 200),
@@ -364,12 +373,7 @@ mod tests {
             ..REQ
         };
         let good = creds(Algorithm::Md5, "alice", "pw", &n, "00000011");
-        assert_eq!(
-            a.verify(&[&good], &elsewhere, 101),
-            Outcome::BadRequest {
-                reason: "uri_mismatch"
-            }
-        );
+        assert_eq!(a.verify(&[&good], &elsewhere, 101), uri_mismatch());
         let forged = creds(
             Algorithm::Md5,
             "alice",
@@ -377,12 +381,7 @@ mod tests {
             "0000006400000001001122334455667788990011223344556677889900aabbccddeeff",
             "00000001",
         );
-        assert_eq!(
-            a.verify(&[&forged], &REQ, 101),
-            Outcome::Challenge {
-                failure: Some("bad_nonce")
-            }
-        );
+        assert_eq!(a.verify(&[&forged], &REQ, 101), refused("bad_nonce"));
     }
 
     /// Credentials over a nonce issued to another address (a subscriber
@@ -391,8 +390,7 @@ mod tests {
     #[test]
     fn nonce_from_another_address_is_stale() {
         let mut a = auth();
-        let ch = a.challenges("example.com", false, 100, REQ.client);
-        let n = nonce_of(&ch[0]);
+        let n = nonce(&a);
         let good = creds(Algorithm::Sha256, "alice", "pw", &n, "00000001");
         let spoofed = Request {
             client: IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9)),
@@ -436,7 +434,7 @@ mod tests {
     #[test]
     fn a_nonce_of_another_boot_or_node_is_stale() {
         let mut first = auth_with(vec![[9; 32]], 1);
-        let n = nonce_of(&first.challenges("example.com", false, 100, REQ.client)[0]);
+        let n = nonce(&first);
         let good = creds(Algorithm::Sha256, "alice", "pw", &n, "00000001");
         assert!(matches!(
             first.verify(&[&good], &REQ, 101),
@@ -455,7 +453,7 @@ mod tests {
         node_a.set_node("edge-a");
         let mut node_b = auth_with(vec![[9; 32]], 3);
         node_b.set_node("edge-b");
-        let n = nonce_of(&node_a.challenges("example.com", false, 100, REQ.client)[0]);
+        let n = nonce(&node_a);
         let good = creds(Algorithm::Sha256, "alice", "pw", &n, "00000001");
         assert_eq!(
             node_b.verify(&[&good], &REQ, 101),
@@ -475,22 +473,17 @@ mod tests {
     fn a_nonce_of_the_previous_key_still_verifies() {
         let (old, new) = ([1; 32], [2; 32]);
         let before = auth_with(vec![old], 7);
-        let n = nonce_of(&before.challenges("example.com", false, 100, REQ.client)[0]);
+        let n = nonce(&before);
         let mut rolled = auth_with(vec![new, old], 7);
         let good = creds(Algorithm::Sha256, "alice", "pw", &n, "00000001");
         assert!(matches!(
             rolled.verify(&[&good], &REQ, 101),
             Outcome::Authenticated { .. }
         ));
-        let fresh = nonce_of(&rolled.challenges("example.com", false, 100, REQ.client)[0]);
+        let fresh = nonce(&rolled);
         let mut old_only = auth_with(vec![old], 7);
         let good = creds(Algorithm::Sha256, "alice", "pw", &fresh, "00000001");
-        assert_eq!(
-            old_only.verify(&[&good], &REQ, 101),
-            Outcome::Challenge {
-                failure: Some("bad_nonce")
-            }
-        );
+        assert_eq!(old_only.verify(&[&good], &REQ, 101), refused("bad_nonce"));
     }
 
     /// An INVITE's digest must cover its Request-URI: credentials over the edge's own URI
@@ -507,31 +500,13 @@ mod tests {
             uri_also_ok: &names_us,
             ..REQ
         };
-        let n = nonce_of(&a.challenges("example.com", false, 100, REQ.client)[0]);
-        let over_edge = creds_for(
-            Algorithm::Sha256,
-            "alice",
-            "pw",
-            &n,
-            "00000001",
-            "INVITE",
-            edge,
-        );
-        assert_eq!(
-            a.verify(&[&over_edge], &invite, 101),
-            Outcome::BadRequest {
-                reason: "uri_mismatch"
-            }
-        );
-        let over_number = creds_for(
-            Algorithm::Sha256,
-            "alice",
-            "pw",
-            &n,
-            "00000002",
-            "INVITE",
-            number,
-        );
+        let n = nonce(&a);
+        let alice_over = |nc: &str, method: &str, uri: &str| {
+            creds_for(Algorithm::Sha256, "alice", "pw", &n, nc, method, uri)
+        };
+        let over_edge = alice_over("00000001", "INVITE", edge);
+        assert_eq!(a.verify(&[&over_edge], &invite, 101), uri_mismatch());
+        let over_number = alice_over("00000002", "INVITE", number);
         assert!(matches!(
             a.verify(&[&over_number], &invite, 101),
             Outcome::Authenticated { .. }
@@ -540,15 +515,7 @@ mod tests {
             uri_also_ok: &names_us,
             ..REQ
         };
-        let reg = creds_for(
-            Algorithm::Sha256,
-            "alice",
-            "pw",
-            &n,
-            "00000003",
-            "REGISTER",
-            edge,
-        );
+        let reg = alice_over("00000003", "REGISTER", edge);
         assert!(matches!(
             a.verify(&[&reg], &register, 101),
             Outcome::Authenticated { .. }
@@ -561,7 +528,7 @@ mod tests {
     fn an_unknown_user_costs_the_same_hashing() {
         for alg in [Algorithm::Sha256, Algorithm::Md5] {
             let mut a = auth();
-            let n = nonce_of(&a.challenges("example.com", false, 100, REQ.client)[0]);
+            let n = nonce(&a);
             let mut work = |user: &'static str, pw: &str, nc: &str| {
                 let c = creds(alg, user, pw, &n, nc);
                 let req = Request {
@@ -574,18 +541,8 @@ mod tests {
             };
             let (unknown, unknown_work) = work("mallory", "pw", "00000001");
             let (wrong, wrong_work) = work("alice", "guess", "00000002");
-            assert_eq!(
-                unknown,
-                Outcome::Challenge {
-                    failure: Some("unknown_user")
-                }
-            );
-            assert_eq!(
-                wrong,
-                Outcome::Challenge {
-                    failure: Some("wrong_password")
-                }
-            );
+            assert_eq!(unknown, refused("unknown_user"));
+            assert_eq!(wrong, refused("wrong_password"));
             assert!(wrong_work > 0);
             assert_eq!(unknown_work, wrong_work, "{alg:?}");
         }

@@ -34,43 +34,37 @@ impl ClusterMetrics {
                 "1 while this node is connected to the cluster's Redis and has its full set loaded",
             )
             .expect("static metric definition"),
-            events: prometheus::IntCounterVec::new(
-                prometheus::Opts::new(
-                    "sipfw_cluster_events_total",
-                    "Cluster events by kind and direction (out: written to Redis; in: applied \
-                     from another node; failed: not applied here; dropped: the outbox was full while Redis \
-                     was away)",
-                ),
+            events: crate::metrics::counter_family(
+                "sipfw_cluster_events_total",
+                "Cluster events by kind and direction (out: written to Redis; in: applied \
+                 from another node; failed: not applied here; dropped: the outbox was full while Redis \
+                 was away)",
                 &["kind", "dir"],
-            )
-            .expect("static metric definition"),
+            ),
             lag: prometheus::Gauge::new(
                 "sipfw_cluster_lag_seconds",
                 "Age of the last event from another node when it was applied here",
             )
             .expect("static metric definition"),
-            rejected: prometheus::IntCounterVec::new(
-                prometheus::Opts::new(
-                    "sipfw_cluster_rejected_total",
-                    "Events and records from Redis refused, by reason (mac: no valid MAC under \
-                     this node's secrets; replay: an event too old or seen already; prefix: an \
-                     allow or deny prefix too wide; user: a subscriber the config would refuse; \
-                     binding: a next hop the proxy refuses; malformed)",
-                ),
+            rejected: crate::metrics::counter_family(
+                "sipfw_cluster_rejected_total",
+                "Events and records from Redis refused, by reason (mac: no valid MAC under \
+                 this node's secrets; replay: an event too old or seen already; prefix: an \
+                 allow or deny prefix too wide; user: a subscriber the config would refuse; \
+                 binding: a next hop the proxy refuses; malformed)",
                 &["reason"],
-            )
-            .expect("static metric definition"),
+            ),
         };
-        for c in [
-            Box::new(m.connected.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.events.clone()),
-            Box::new(m.lag.clone()),
-            Box::new(m.rejected.clone()),
-        ] {
-            if let Err(e) = registry.register(c) {
-                warn!("registering a cluster metric: {e}");
-            }
-        }
+        crate::metrics::register_all(
+            registry,
+            "a cluster metric",
+            vec![
+                Box::new(m.connected.clone()),
+                Box::new(m.events.clone()),
+                Box::new(m.lag.clone()),
+                Box::new(m.rejected.clone()),
+            ],
+        );
         m
     }
 

@@ -105,12 +105,7 @@ pub(super) async fn session(
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
     beat.tick().await;
     loop {
-        let fetched = async {
-            match &exchange {
-                Some(x) => x.out_ready.notified().await,
-                None => std::future::pending().await,
-            }
-        };
+        let fetched = crate::feeds::shared::ready(exchange.as_deref().map(|x| &x.out_ready));
         tokio::select! {
             msg = messages.next() => {
                 let Some(msg) = msg else {

@@ -323,18 +323,11 @@ fn swept(
             crate::metrics::limit_hit(sweep::SOURCES_BOUND, Some(ip));
             None
         }
-        Hit::Scanner(_) if protected(enforcer, ip) => {
-            refusals.refuse(ip, "scan_targets");
-            None
-        }
-        Hit::Scanner(n) => Some((
-            ip,
-            cfg.scanner_ban_time,
-            format!(
-                "scanner: {n} distinct users refused within {}",
-                humantime::format_duration(limits.window)
-            ),
-        )),
+        Hit::Scanner(n) => ban_unless_protected(enforcer, refusals, ip, "scan_targets", || {
+            let window = humantime::format_duration(limits.window);
+            let reason = format!("scanner: {n} distinct users refused within {window}");
+            (cfg.scanner_ban_time, reason)
+        }),
     }
 }
 
@@ -384,38 +377,44 @@ fn decide(
                 })
             }
         }
-        Event::Scanner(ip, _) if cfg.scanners && protected(enforcer, ip) => {
-            refusals.refuse(ip, "scanner");
-            None
+        Event::Scanner(ip, ua) if cfg.scanners => {
+            ban_unless_protected(enforcer, refusals, ip, "scanner", || {
+                (cfg.scanner_ban_time, format!("scanner: {ua}"))
+            })
         }
-        Event::Scanner(ip, ua) => cfg
-            .scanners
-            .then(|| (ip, cfg.scanner_ban_time, format!("scanner: {ua}"))),
+        Event::Scanner(..) => None,
         // Counted by `run`, which holds the sweeps.
         Event::Target(..) => None,
         // The gate keeps dropping a known source's excess (throttled), without a ban.
-        Event::RequestRate(ip) if protected(enforcer, ip) => {
-            refusals.refuse(ip, "request_rate");
-            None
+        Event::RequestRate(ip) => {
+            ban_unless_protected(enforcer, refusals, ip, "request_rate", || {
+                let (limit, window) = (cfg.request_limit, cfg.request_window);
+                let reason = format!("request_rate: over {limit} requests in {window:?}");
+                (cfg.request_ban_time, reason)
+            })
         }
-        Event::RequestRate(ip) => Some((
-            ip,
-            cfg.request_ban_time,
-            format!(
-                "request_rate: over {} requests in {:?}",
-                cfg.request_limit, cfg.request_window
-            ),
-        )),
-        Event::Flood(ip) if protected(enforcer, ip) => {
-            refusals.refuse(ip, "flood");
-            None
-        }
-        Event::Flood(ip) => Some((
-            ip,
-            cfg.request_ban_time,
-            "flood: user-space flood limit".to_string(),
-        )),
+        Event::Flood(ip) => ban_unless_protected(enforcer, refusals, ip, "flood", || {
+            let reason = "flood: user-space flood limit".to_string();
+            (cfg.request_ban_time, reason)
+        }),
     }
+}
+
+/// A ban of `ip` for `ban()` (time, reason), unless `ip` is [`protected`]: then the
+/// refusal is counted as `what`, and nothing is banned.
+fn ban_unless_protected(
+    enforcer: &Mutex<Enforcer>,
+    refusals: &mut Refusals,
+    ip: IpAddr,
+    what: &'static str,
+    ban: impl FnOnce() -> (Duration, String),
+) -> Option<(IpAddr, Duration, String)> {
+    if protected(enforcer, ip) {
+        refusals.refuse(ip, what);
+        return None;
+    }
+    let (time, reason) = ban();
+    Some((ip, time, reason))
 }
 
 /// Known sources (allow list, registrations, recent authentication, peers of our

@@ -203,14 +203,11 @@ impl PressureGauges {
             "How late the pressure governor's last timer fired (the daemon's event loop lag)",
         )
         .expect("static metric definition");
-        for g in [
-            Box::new(budget.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(lag.clone()),
-        ] {
-            if let Err(e) = metrics.registry().register(g) {
-                tracing::warn!("registering the pressure gauges: {e}");
-            }
-        }
+        crate::metrics::register_all(
+            metrics.registry(),
+            "the pressure gauges",
+            vec![Box::new(budget.clone()), Box::new(lag.clone())],
+        );
         PressureGauges { budget, lag }
     }
 }

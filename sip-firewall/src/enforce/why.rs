@@ -99,15 +99,9 @@ impl Enforcer {
         let ip = ip.to_canonical();
         let mut out = Vec::new();
         if let Some(net) = entry_of(&self.allow, ip) {
-            out.push(Finding::new(
-                "allow",
-                Effect::Pass,
-                format!(
-                    "allow-listed by {net} ({}): every other check is skipped",
-                    self.list_source(List::Allow, &net)
-                ),
-                None,
-            ));
+            let why = self.listed(List::Allow, &net);
+            let why = format!("{why}: every other check is skipped");
+            out.push(Finding::new("allow", Effect::Pass, why, None));
             return Ok(out);
         }
         if let Some(net) = entry_of(&self.deny, ip) {
@@ -116,15 +110,8 @@ impl Enforcer {
             } else {
                 format!("sip-firewall deny del {net}")
             };
-            out.push(Finding::new(
-                "deny",
-                Effect::Drop,
-                format!(
-                    "deny-listed by {net} ({})",
-                    self.list_source(List::Deny, &net)
-                ),
-                Some(lift),
-            ));
+            let why = self.listed(List::Deny, &net);
+            out.push(Finding::new("deny", Effect::Drop, why, Some(lift)));
         }
         let maps = match self.xdp.as_ref() {
             Some(x) => Some(x.maps.source(ip)?),
@@ -147,6 +134,12 @@ impl Enforcer {
         } else {
             "added at run time (CLI or cluster)"
         }
+    }
+
+    /// "allow-listed by 192.0.2.0/24 (in the config file)".
+    fn listed(&self, list: List, net: &IpNet) -> String {
+        let source = self.list_source(list, net);
+        format!("{}-listed by {net} ({source})", list.name())
     }
 
     /// The live bans of `ip` and of its prefix: the record (reason, age) and, with the

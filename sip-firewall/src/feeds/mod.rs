@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use self::{
     config::{FeedConfig, FeedFormat},
     fetch::Fetcher,
-    shared::{Exchange, Fetch, SharedLoad},
+    shared::{Exchange, Fetch, LoadOutcome, SharedLoad},
 };
 use crate::{
     enforce::{Enforcer, feeds::Refused},
@@ -58,10 +58,8 @@ const REFUSED_SHOWN: usize = 20;
 pub struct FeedStatus {
     pub name: String,
     pub url: String,
-    /// Unix seconds of the last good load.
-    pub last_ok_unix: Option<u64>,
-    /// Why the last load failed, when it did (the entries of the last good one stay).
-    pub last_error: Option<String>,
+    #[serde(flatten)]
+    pub outcome: LoadOutcome,
     /// Entries by state (`applied`, `too_wide`, `allow_listed`, `known`, `over_bound`,
     /// `invalid`).
     pub entries: std::collections::BTreeMap<String, u64>,
@@ -124,14 +122,11 @@ impl FeedMetrics {
             &["feed", "result"],
         )
         .expect("static metric definition");
-        for c in [
-            Box::new(entries.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(loads.clone()),
-        ] {
-            if let Err(e) = metrics.registry().register(c) {
-                warn!("registering the feed metrics: {e}");
-            }
-        }
+        crate::metrics::register_all(
+            metrics.registry(),
+            "the feed metrics",
+            vec![Box::new(entries.clone()), Box::new(loads.clone())],
+        );
         FeedMetrics { entries, loads }
     }
 }
@@ -171,12 +166,7 @@ pub async fn run(
     let mut log = RateLimit::new(Duration::from_secs(60), 64);
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
-        let received = async {
-            match &exchange {
-                Some(x) => x.in_ready.notified().await,
-                None => std::future::pending().await,
-            }
-        };
+        let received = shared::ready(exchange.as_deref().map(|x| &x.in_ready));
         tokio::select! {
             _ = tick.tick() => {}
             () = received => {}
@@ -216,8 +206,7 @@ fn shared_load(feed: &Feed) -> SharedLoad {
     SharedLoad {
         node: String::new(),
         fetched_unix: feed.fetched_unix,
-        last_ok_unix: feed.status.last_ok_unix,
-        last_error: feed.status.last_error.clone(),
+        outcome: feed.status.outcome.clone(),
         invalid: feed.invalid,
         entries,
     }
@@ -263,8 +252,7 @@ fn take_received(feeds: &mut [Feed], x: &Exchange, m: &FeedMetrics) {
         feed.invalid = load.invalid.saturating_add(taken.malformed);
         feed.over = taken.over;
         feed.fetched_unix = load.fetched_unix;
-        feed.status.last_ok_unix = load.last_ok_unix;
-        feed.status.last_error = load.last_error;
+        feed.status.outcome = load.outcome;
         let due = load.fetched_unix.saturating_add(feed.cfg.refresh.as_secs());
         feed.next_load = Instant::now() + Duration::from_secs(due.saturating_sub(now));
         info!(feed = %name, from = %load.node, entries = feed.wanted.len(),
@@ -298,8 +286,10 @@ async fn load(feed: &mut Feed, m: &FeedMetrics) {
             }
             feed.invalid = parsed.invalid;
             feed.over = 0;
-            feed.status.last_ok_unix = Some(crate::clock::unix_now());
-            feed.status.last_error = None;
+            feed.status.outcome = LoadOutcome {
+                last_ok_unix: Some(crate::clock::unix_now()),
+                last_error: None,
+            };
             m.loads.with_label_values(&[&name, "ok"]).inc();
             info!(feed = %name, entries = feed.wanted.len(), invalid = parsed.invalid, "feed loaded");
         }
@@ -307,7 +297,7 @@ async fn load(feed: &mut Feed, m: &FeedMetrics) {
             // Once per refresh at most: the next line is the next failed load.
             warn!(feed = %name, error = %e, kept = feed.wanted.len(),
                   "feed failed to load: its last good entries stay until they expire");
-            feed.status.last_error = Some(e);
+            feed.status.outcome.last_error = Some(e);
             m.loads.with_label_values(&[&name, "error"]).inc();
         }
     }

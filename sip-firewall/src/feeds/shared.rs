@@ -26,6 +26,15 @@ pub const MAX_LOAD_BYTES: usize = MAX_ENTRIES * 64 + 8192;
 /// The longest error text or node name kept from a shared load.
 const MAX_TEXT: usize = 512;
 
+/// How a feed's loads went, as its status shows it and as the fetching node shares it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoadOutcome {
+    /// Unix seconds of the last good load.
+    pub last_ok_unix: Option<u64>,
+    /// Why the last load failed, when it did (the entries of the last good one stay).
+    pub last_error: Option<String>,
+}
+
 /// A feed's good load as the fetching node writes it to Redis.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SharedLoad {
@@ -34,10 +43,10 @@ pub struct SharedLoad {
     /// When the node last tried a fetch (unix seconds): a node taking the fetching over
     /// fetches again one `refresh` after it.
     pub fetched_unix: u64,
-    /// The last good load (unix seconds).
-    pub last_ok_unix: Option<u64>,
-    /// Why the last fetch failed, when it did (the entries are the last good load's).
-    pub last_error: Option<String>,
+    /// The fetching node's last good load and last failure (the entries are the last good
+    /// load's).
+    #[serde(flatten)]
+    pub outcome: LoadOutcome,
     /// Items of the last good load that were not addresses.
     pub invalid: usize,
     /// The entries, each with until when it lives (unix seconds), sorted.
@@ -68,8 +77,8 @@ pub enum SharedError {
 struct Raw {
     node: String,
     fetched_unix: u64,
-    last_ok_unix: Option<u64>,
-    last_error: Option<String>,
+    #[serde(flatten)]
+    outcome: LoadOutcome,
     invalid: usize,
     entries: Vec<serde_json::Value>,
 }
@@ -107,8 +116,10 @@ impl SharedLoad {
         }
         taken.load.node = clip(raw.node);
         taken.load.fetched_unix = raw.fetched_unix.min(now_unix);
-        taken.load.last_ok_unix = raw.last_ok_unix.map(|t| t.min(now_unix));
-        taken.load.last_error = raw.last_error.map(clip);
+        taken.load.outcome = LoadOutcome {
+            last_ok_unix: raw.outcome.last_ok_unix.map(|t| t.min(now_unix)),
+            last_error: raw.outcome.last_error.map(clip),
+        };
         taken.load.invalid = raw.invalid.min(MAX_ENTRIES);
         Ok(taken)
     }
@@ -123,6 +134,14 @@ fn clip(mut s: String) -> String {
         s.truncate(end);
     }
     s
+}
+
+/// Wait for `ready` (one of an [`Exchange`]'s signals); with no exchange, forever.
+pub async fn ready(ready: Option<&tokio::sync::Notify>) {
+    match ready {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Where the feeds task and the cluster's task meet (`[cluster]` with `share` holding
@@ -278,8 +297,10 @@ mod tests {
         let load = SharedLoad {
             node: "edge-a".into(),
             fetched_unix: 1000,
-            last_ok_unix: Some(1000),
-            last_error: None,
+            outcome: LoadOutcome {
+                last_ok_unix: Some(1000),
+                last_error: None,
+            },
             invalid: 2,
             entries: vec![
                 ("192.0.2.0/24".parse().unwrap(), 2000),
@@ -321,7 +342,10 @@ mod tests {
         let load = SharedLoad {
             node: "n".repeat(10_000),
             fetched_unix: u64::MAX,
-            last_error: Some("é".repeat(1000)),
+            outcome: LoadOutcome {
+                last_ok_unix: None,
+                last_error: Some("é".repeat(1000)),
+            },
             entries: (0..20u32)
                 .map(|i| {
                     (
@@ -337,7 +361,7 @@ mod tests {
         assert!(taken.load.entries.iter().all(|(_, u)| *u == 100 + 3600));
         assert_eq!(taken.load.fetched_unix, 100);
         assert!(taken.load.node.len() <= MAX_TEXT);
-        assert!(taken.load.last_error.unwrap().len() <= MAX_TEXT);
+        assert!(taken.load.outcome.last_error.unwrap().len() <= MAX_TEXT);
     }
 
     #[test]

@@ -110,14 +110,14 @@ impl Fraud {
             return Err(self.refuse("duplicate", 403, "Call Already In Progress"));
         }
         if self.calls.len() >= self.max_calls {
-            if self.may_log(unix) {
+            let max_calls = self.max_calls;
+            return Err(self.too_many(unix, "table_full", || {
                 warn!(
-                    max_calls = self.max_calls,
+                    max_calls,
                     account = a.account,
                     "fraud guard: call table full, call refused (503)"
                 );
-            }
-            return Err(self.refuse("table_full", 503, "Too Many Calls"));
+            }));
         }
         if self.max_calls_per_user > 0
             && !a.account.starts_with("peer:")
@@ -126,28 +126,35 @@ impl Fraud {
                 .get(a.account)
                 .is_some_and(|x| x.active >= self.max_calls_per_user as u64)
         {
-            if self.may_log(unix) {
+            let max = self.max_calls_per_user;
+            return Err(self.too_many(unix, "user_limit", || {
                 warn!(
                     account = a.account,
-                    max = self.max_calls_per_user,
-                    "fraud guard: the account's call limit is reached, call refused (503)"
+                    max, "fraud guard: the account's call limit is reached, call refused (503)"
                 );
-            }
-            return Err(self.refuse("user_limit", 503, "Too Many Calls"));
+            }));
         }
         if !self.accounts.contains_key(a.account) && self.accounts.len() >= MAX_ACCOUNTS {
             self.expire_idle_accounts();
             if self.accounts.len() >= MAX_ACCOUNTS {
-                if self.may_log(unix) {
+                return Err(self.too_many(unix, "table_full", || {
                     warn!(
                         account = a.account,
                         "fraud guard: account table full, call refused (503)"
                     );
-                }
-                return Err(self.refuse("table_full", 503, "Too Many Calls"));
+                }));
             }
         }
         Ok(())
+    }
+
+    /// A call refused at a bound (503, counted as `what`), logged by `log` within the log
+    /// budget.
+    fn too_many(&mut self, unix: u64, what: &str, log: impl FnOnce()) -> Refusal {
+        if self.may_log(unix) {
+            log();
+        }
+        self.refuse(what, 503, "Too Many Calls")
     }
 
     /// The warning thresholds the call would pass, and the first critical one.
@@ -210,31 +217,17 @@ impl Fraud {
         critical: Option<Crossing>,
         unix: u64,
     ) -> Result<(), Refusal> {
-        for (i, m, value, threshold) in warnings {
-            self.metrics.warnings.with_label_values(&[m.name()]).inc();
-            let rule = self.rules.get(i).map(|r| r.shown.clone());
-            self.event(Event {
-                unix,
-                account: account.to_string(),
-                kind: "warning".into(),
-                measure: m.name().into(),
-                rule,
-                value,
-                threshold,
-            });
+        for crossing in warnings {
+            self.metrics
+                .warnings
+                .with_label_values(&[crossing.1.name()])
+                .inc();
+            self.crossed(account, "warning", crossing, unix);
         }
-        if let Some((i, m, value, threshold)) = critical {
+        if let Some(crossing) = critical {
+            let (_, m, value, threshold) = crossing;
             self.metrics.critical.with_label_values(&[m.name()]).inc();
-            let rule = self.rules.get(i).map(|r| r.shown.clone());
-            self.event(Event {
-                unix,
-                account: account.to_string(),
-                kind: "critical".into(),
-                measure: m.name().into(),
-                rule: rule.clone(),
-                value,
-                threshold,
-            });
+            let rule = self.crossed(account, "critical", crossing, unix);
             if self.on_critical != OnCritical::Alert {
                 self.suspend(
                     account,
@@ -249,6 +242,28 @@ impl Fraud {
             }
         }
         Ok(())
+    }
+
+    /// Record that `account` crossed a threshold (`kind`: warning or critical): the rule's
+    /// text as shown, for the caller.
+    fn crossed(
+        &mut self,
+        account: &str,
+        kind: &str,
+        (i, m, value, threshold): Crossing,
+        unix: u64,
+    ) -> Option<String> {
+        let rule = self.rules.get(i).map(|r| r.shown.clone());
+        self.event(Event {
+            unix,
+            account: account.to_string(),
+            kind: kind.into(),
+            measure: m.name().into(),
+            rule: rule.clone(),
+            value,
+            threshold,
+        });
+        rule
     }
 
     /// An allowed call: counted under its rules (a numbered call elsewhere ends a sequence

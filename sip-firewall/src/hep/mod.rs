@@ -150,16 +150,16 @@ impl Hep {
     /// Off until [`Hep::apply`]; its counters registered in `registry`.
     pub fn new(registry: &prometheus::Registry) -> Arc<Hep> {
         let counters = Counters::new();
-        for c in [
-            Box::new(counters.sent.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(counters.dropped.clone()),
-            Box::new(counters.drops_slot.clone()),
-            Box::new(counters.unavailable.clone()),
-        ] {
-            if let Err(e) = registry.register(c) {
-                tracing::warn!("registering the HEP metrics: {e}");
-            }
-        }
+        crate::metrics::register_all(
+            registry,
+            "the HEP metrics",
+            vec![
+                Box::new(counters.sent.clone()),
+                Box::new(counters.dropped.clone()),
+                Box::new(counters.drops_slot.clone()),
+                Box::new(counters.unavailable.clone()),
+            ],
+        );
         Arc::new(Hep {
             live: Arc::new(ArcSwapOption::empty()),
             running: Mutex::new(None),

@@ -14,90 +14,116 @@ pub mod http;
 pub mod resolved;
 pub mod xdp;
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, core::Collector};
 use resolved::Resolved;
 use sip_firewall_sip::{Method, Reason};
 
 /// Drop reason for a well-formed response that matches no transaction.
 pub const DROP_STRAY_RESPONSE: &str = "stray_response";
 
+/// Register a unit's `collectors` in `registry`; one the registry refuses (a name taken
+/// twice) is logged as part of `what`, and the daemon runs on without it.
+pub fn register_all(registry: &Registry, what: &str, collectors: Vec<Box<dyn Collector>>) {
+    for c in collectors {
+        if let Err(e) = registry.register(c) {
+            tracing::warn!("registering {what}: {e}");
+        }
+    }
+}
+
+/// A counter family of a static definition (the statics below, and other units'):
+/// `name`, `help`, by `labels`.
+pub fn counter_family(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition is valid")
+}
+
 /// `sipfw_internal_errors_total{kind}`: panics caught at the message boundary (`message`),
 /// in the proxy's timer tick (`timer`), locks found poisoned (`lock_poisoned`). Process-wide,
 /// so that every part (server, proxy) counts without plumbing; every [`Metrics`] registers it.
 static INTERNAL_ERRORS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
-    IntCounterVec::new(
-        Opts::new(
-            "sipfw_internal_errors_total",
-            "Internal errors survived: panics caught while handling one message (message) or a \
-             timer tick (timer), locks found poisoned by a panic (lock_poisoned), ban-learning \
-             events lost on a full queue (learner_queue_full)",
-        ),
+    counter_family(
+        "sipfw_internal_errors_total",
+        "Internal errors survived: panics caught while handling one message (message) or a \
+         timer tick (timer), locks found poisoned by a panic (lock_poisoned), ban-learning \
+         events lost on a full queue (learner_queue_full)",
         &["kind"],
     )
-    .expect("static metric definition is valid")
 });
+
+/// The kinds of `sipfw_internal_errors_total`, each shown from the start.
+const INTERNAL_KINDS: [&str; 4] = ["message", "timer", "lock_poisoned", "learner_queue_full"];
 
 /// `sipfw_limits_refused_total{what}`: what was refused at a resource bound (TCP connections
 /// in total or per source, accepted or opened; transactions in total or per source) and nonce
 /// counts evicted from a full table. Process-wide like [`internal_error`].
 static LIMITS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
-    IntCounterVec::new(
-        Opts::new(
-            "sipfw_limits_refused_total",
-            "Refused at a resource bound, by what: tcp_total, tcp_per_source, \
-             tcp_outbound_total, tcp_outbound_per_source, transactions_total, \
-             transactions_per_source; nonce_counts_evicted when the nonce-count table was full; \
-             route_cache when the cache of route lookups (which listen address a message leaves \
-             from) started again",
-        ),
+    counter_family(
+        "sipfw_limits_refused_total",
+        "Refused at a resource bound, by what: tcp_total, tcp_per_source, \
+         tcp_outbound_total, tcp_outbound_per_source, transactions_total, \
+         transactions_per_source; nonce_counts_evicted when the nonce-count table was full; \
+         route_cache when the cache of route lookups (which listen address a message leaves \
+         from) started again",
         &["what"],
     )
-    .expect("static metric definition is valid")
 });
 
 /// `sipfw_sip_tls_handshakes_total{result}`: TLS handshakes on connections we accepted
 /// (`ok`, `failed`: refused certificate or protocol error, `timeout`) and opened
 /// (`outbound_ok`, `outbound_failed`). Process-wide like [`internal_error`].
 static TLS_HANDSHAKES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
-    IntCounterVec::new(
-        Opts::new(
-            "sipfw_sip_tls_handshakes_total",
-            "SIP TLS handshakes by result: ok, failed, timeout (accepted; trusted_peer also \
-             when the client certificate names a [tls] trusted_peers host); outbound_ok, \
-             outbound_failed (opened by the proxy)",
-        ),
+    counter_family(
+        "sipfw_sip_tls_handshakes_total",
+        "SIP TLS handshakes by result: ok, failed, timeout (accepted; trusted_peer also \
+         when the client certificate names a [tls] trusted_peers host); outbound_ok, \
+         outbound_failed (opened by the proxy)",
         &["result"],
     )
-    .expect("static metric definition is valid")
 });
+
+/// The results of `sipfw_sip_tls_handshakes_total`, each shown from the start.
+const HANDSHAKE_RESULTS: [&str; 6] = [
+    "ok",
+    "failed",
+    "timeout",
+    "outbound_ok",
+    "outbound_failed",
+    "trusted_peer",
+];
 
 /// `sipfw_sip_ws_upgrades_total{result}`: WebSocket upgrades: ok, no_sip_subprotocol,
 /// origin_refused, failed (not a valid upgrade, or refused above), timeout.
 static WS_UPGRADES: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
-    IntCounterVec::new(
-        Opts::new(
-            "sipfw_sip_ws_upgrades_total",
-            "SIP WebSocket upgrades by result: ok, no_sip_subprotocol, origin_refused, \
-             failed, timeout",
-        ),
+    counter_family(
+        "sipfw_sip_ws_upgrades_total",
+        "SIP WebSocket upgrades by result: ok, no_sip_subprotocol, origin_refused, \
+         failed, timeout",
         &["result"],
     )
-    .expect("static metric definition is valid")
 });
+
+/// The results of `sipfw_sip_ws_upgrades_total`, each shown from the start.
+const UPGRADE_RESULTS: [&str; 5] = [
+    "ok",
+    "no_sip_subprotocol",
+    "origin_refused",
+    "failed",
+    "timeout",
+];
 
 /// `sipfw_dns_lookups_total{result}`: RFC 3263 resolutions of a name: `cached` (answered
 /// from the cache within the TTL), `resolved`, `not_found`, `failed`.
 static DNS_LOOKUPS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
-    IntCounterVec::new(
-        Opts::new(
-            "sipfw_dns_lookups_total",
-            "RFC 3263 name resolutions by result: cached (within the TTL), resolved, \
-             not_found, failed",
-        ),
+    counter_family(
+        "sipfw_dns_lookups_total",
+        "RFC 3263 name resolutions by result: cached (within the TTL), resolved, \
+         not_found, failed",
         &["result"],
     )
-    .expect("static metric definition is valid")
 });
+
+/// The results of `sipfw_dns_lookups_total`, each shown from the start.
+const LOOKUP_RESULTS: [&str; 4] = ["cached", "resolved", "not_found", "failed"];
 
 /// Count one name resolution.
 pub fn dns_lookup(result: &'static str) {
@@ -124,15 +150,12 @@ pub fn ws_upgrades(result: &str) -> u64 {
 /// taken; the handshake follows), `refused_gate` (a banned or denied source),
 /// `refused_slots` (over `max_tcp_connections` or `max_tcp_per_source`).
 static CONNECTIONS: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
-    IntCounterVec::new(
-        Opts::new(
-            "sipfw_sip_connections_total",
-            "SIP stream connections at accept by transport (tcp, tls, ws, wss) and result: \
-             accepted, refused_gate (banned or denied source), refused_slots",
-        ),
+    counter_family(
+        "sipfw_sip_connections_total",
+        "SIP stream connections at accept by transport (tcp, tls, ws, wss) and result: \
+         accepted, refused_gate (banned or denied source), refused_slots",
         &["transport", "result"],
     )
-    .expect("static metric definition is valid")
 });
 
 /// `sipfw_sip_connections_open{transport}`: connections being served, by transport (tcp
@@ -323,60 +346,40 @@ impl Metrics {
     /// The process-wide counters other units bump without a handle (internal errors, limits,
     /// TLS handshakes, DNS lookups, WebSocket upgrades), in this registry, their usual series at zero.
     fn register_globals(&self) {
-        if let Err(e) = self.registry.register(Box::new(INTERNAL_ERRORS.clone())) {
-            tracing::error!("registering sipfw_internal_errors_total: {e}");
-        }
-        for kind in ["message", "timer", "lock_poisoned", "learner_queue_full"] {
-            INTERNAL_ERRORS.with_label_values(&[kind]);
-        }
-        if let Err(e) = self.registry.register(Box::new(LIMITS.clone())) {
-            tracing::error!("registering sipfw_limits_refused_total: {e}");
-        }
-        for what in LIMITS_WHAT {
-            LIMITS.with_label_values(&[what]);
-        }
-        if let Err(e) = self.registry.register(Box::new(TLS_HANDSHAKES.clone())) {
-            tracing::error!("registering sipfw_sip_tls_handshakes_total: {e}");
-        }
-        for result in [
-            "ok",
-            "failed",
-            "timeout",
-            "outbound_ok",
-            "outbound_failed",
-            "trusted_peer",
-        ] {
-            TLS_HANDSHAKES.with_label_values(&[result]);
-        }
-        if let Err(e) = self.registry.register(Box::new(CONNECTIONS.clone())) {
-            tracing::error!("registering sipfw_sip_connections_total: {e}");
-        }
-        if let Err(e) = self.registry.register(Box::new(CONNECTIONS_OPEN.clone())) {
-            tracing::error!("registering sipfw_sip_connections_open: {e}");
-        }
+        self.register_counts(&INTERNAL_ERRORS, &INTERNAL_KINDS);
+        self.register_counts(&LIMITS, &LIMITS_WHAT);
+        self.register_counts(&TLS_HANDSHAKES, &HANDSHAKE_RESULTS);
+        self.register_counts(&DNS_LOOKUPS, &LOOKUP_RESULTS);
+        self.register_counts(&WS_UPGRADES, &UPGRADE_RESULTS);
+        self.register_global(&*CONNECTIONS);
+        self.register_global(&*CONNECTIONS_OPEN);
         for t in CONNECTION_TRANSPORTS {
             for r in ["accepted", "refused_gate", "refused_slots"] {
                 CONNECTIONS.with_label_values(&[t, r]);
             }
             CONNECTIONS_OPEN.with_label_values(&[t]);
         }
-        if let Err(e) = self.registry.register(Box::new(DNS_LOOKUPS.clone())) {
-            tracing::error!("registering sipfw_dns_lookups_total: {e}");
+    }
+
+    /// Register a process-wide collector in this registry (a refusal is logged, with the
+    /// collector's name: the daemon runs on without it).
+    fn register_global<C: Collector + Clone + 'static>(&self, c: &C) {
+        if let Err(e) = self.registry.register(Box::new(c.clone())) {
+            let name = c
+                .desc()
+                .first()
+                .map_or("", |d| d.fq_name.as_str())
+                .to_string();
+            tracing::error!("registering {name}: {e}");
         }
-        for result in ["cached", "resolved", "not_found", "failed"] {
-            DNS_LOOKUPS.with_label_values(&[result]);
-        }
-        if let Err(e) = self.registry.register(Box::new(WS_UPGRADES.clone())) {
-            tracing::error!("registering sipfw_sip_ws_upgrades_total: {e}");
-        }
-        for result in [
-            "ok",
-            "no_sip_subprotocol",
-            "origin_refused",
-            "failed",
-            "timeout",
-        ] {
-            WS_UPGRADES.with_label_values(&[result]);
+    }
+
+    /// [`Metrics::register_global`] of a counter family with one label, each of `values`
+    /// shown at zero from the start.
+    fn register_counts(&self, c: &IntCounterVec, values: &[&str]) {
+        self.register_global(c);
+        for v in values {
+            c.with_label_values(&[v]);
         }
     }
 

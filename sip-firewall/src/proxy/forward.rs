@@ -207,88 +207,81 @@ fn hop_request(req: &SipMsg, method: &str, to: Option<&str>) -> SipMsg {
 mod tests {
     use super::*;
 
+    /// The top Via `via` of a request from `source`, once stamped.
+    fn stamped(via: &str, source: &str, force_rport: bool) -> Option<String> {
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        m.push(HeaderName::Via, via.into());
+        stamp_top_via(&mut m, source.parse().unwrap(), force_rport);
+        m.get(HeaderName::Via).map(String::from)
+    }
+
+    /// The Record-Route of a request that had `prior` entries, once we record-route it
+    /// between `inbound` and `outbound` (stamp `s1`).
+    fn record_routed(
+        prior: &[&str],
+        inbound: (Transport, &str),
+        outbound: (Transport, &str),
+    ) -> Vec<String> {
+        let mut m = SipMsg::request("INVITE", "sip:b@h");
+        for r in prior {
+            m.push(HeaderName::RecordRoute, r.to_string());
+        }
+        record_route(&mut m, inbound, outbound, "s1");
+        m.all(HeaderName::RecordRoute).map(String::from).collect()
+    }
+
     #[test]
     fn via_stamping() {
-        let mut m = SipMsg::request("INVITE", "sip:b@h");
-        m.push(
-            HeaderName::Via,
-            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa;rport, SIP/2.0/UDP x".into(),
-        );
-        stamp_top_via(&mut m, "192.0.2.7:40000".parse().unwrap(), false);
         assert_eq!(
-            m.get(HeaderName::Via),
+            stamped(
+                "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa;rport, SIP/2.0/UDP x",
+                "192.0.2.7:40000",
+                false
+            )
+            .as_deref(),
             Some(
                 "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa;rport=40000;received=192.0.2.7, SIP/2.0/UDP x"
             )
         );
-        let mut m = SipMsg::request("INVITE", "sip:b@h");
-        m.push(
-            HeaderName::Via,
-            "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa".into(),
-        );
-        stamp_top_via(&mut m, "192.0.2.7:5060".parse().unwrap(), true);
         assert_eq!(
-            m.get(HeaderName::Via),
+            stamped(
+                "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa",
+                "192.0.2.7:5060",
+                true
+            )
+            .as_deref(),
             Some("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa;rport=5060")
         );
     }
 
     #[test]
     fn double_record_route_on_transport_change() {
-        let mut m = SipMsg::request("INVITE", "sip:b@h");
-        m.push(HeaderName::RecordRoute, "<sip:upstream;lr>".into());
         let p = "p:5060";
-        record_route(
-            &mut m,
-            (Transport::Datagram, p),
-            (Transport::Datagram, p),
-            "s1",
+        let udp = (Transport::Datagram, p);
+        assert_eq!(
+            record_routed(&["<sip:upstream;lr>"], udp, udp),
+            ["<sip:p:5060;lr;sfw=s1>", "<sip:upstream;lr>"]
         );
         assert_eq!(
-            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
-            vec!["<sip:p:5060;lr;sfw=s1>", "<sip:upstream;lr>"]
-        );
-        let mut m = SipMsg::request("INVITE", "sip:b@h");
-        record_route(
-            &mut m,
-            (Transport::Datagram, p),
-            (Transport::Stream, p),
-            "s1",
-        );
-        assert_eq!(
-            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
-            vec![
+            record_routed(&[], udp, (Transport::Stream, p)),
+            [
                 "<sip:p:5060;transport=tcp;lr;sfw=s1>",
                 "<sip:p:5060;lr;sfw=s1>"
             ]
         );
         // TLS on one side: its entry names our TLS port and transport (RFC 5658, 5630).
-        let mut m = SipMsg::request("INVITE", "sip:b@h");
-        record_route(
-            &mut m,
-            (Transport::Tls, "p:5061"),
-            (Transport::Datagram, p),
-            "s1",
-        );
         assert_eq!(
-            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
-            vec![
+            record_routed(&[], (Transport::Tls, "p:5061"), udp),
+            [
                 "<sip:p:5060;lr;sfw=s1>",
                 "<sip:p:5061;transport=tls;lr;sfw=s1>"
             ]
         );
         // WSS on one side (RFC 7118): Via WSS, the URI transport `ws` (5.2) on our wss port.
         assert_eq!(via_transport(Transport::Wss), "WSS");
-        let mut m = SipMsg::request("INVITE", "sip:b@h");
-        record_route(
-            &mut m,
-            (Transport::Datagram, p),
-            (Transport::Wss, "p:8443"),
-            "s1",
-        );
         assert_eq!(
-            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
-            vec![
+            record_routed(&[], udp, (Transport::Wss, "p:8443")),
+            [
                 "<sip:p:8443;transport=ws;lr;sfw=s1>",
                 "<sip:p:5060;lr;sfw=s1>"
             ]
@@ -299,15 +292,11 @@ mod tests {
     /// entry per side (RFC 5658 4), each naming the address its side reaches us at.
     #[test]
     fn double_record_route_on_interface_change() {
-        let mut m = SipMsg::request("INVITE", "sip:b@h");
-        let (inside, outside) = (
-            (Transport::Datagram, "10.77.1.1:5060"),
-            (Transport::Datagram, "10.77.2.1:5060"),
-        );
-        record_route(&mut m, inside, outside, "s1");
+        let inside = (Transport::Datagram, "10.77.1.1:5060");
+        let outside = (Transport::Datagram, "10.77.2.1:5060");
         assert_eq!(
-            m.all(HeaderName::RecordRoute).collect::<Vec<_>>(),
-            vec![
+            record_routed(&[], inside, outside),
+            [
                 "<sip:10.77.2.1:5060;lr;sfw=s1>",
                 "<sip:10.77.1.1:5060;lr;sfw=s1>"
             ]

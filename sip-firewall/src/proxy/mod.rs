@@ -20,6 +20,7 @@
 //! | module | job |
 //! | --- | --- |
 //! | `core/` | the decisions, on a fake-clock-testable core (`request`, `response`, `timers`, `fraud`) |
+//! | `queued` | what the core queued, done outside its lock: sends (its own answers handed back for captures), fraud writes, names to resolve |
 //! | `transaction/` | RFC 3261 17 and RFC 6026 state machines and their timers |
 //! | `forward` | Via, Max-Forwards, Record-Route, ACK and CANCEL building |
 //! | `hide/` | topology hiding: the Via, Record-Route, Contact, Call-ID and Path the outside sees, and what comes back |
@@ -49,6 +50,7 @@ pub mod forward;
 pub mod hide;
 pub mod metrics;
 pub mod msg;
+mod queued;
 pub mod route;
 pub mod transaction;
 
@@ -57,12 +59,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_sip::{Message, Transport};
+use sip_firewall_sip::Message;
 use tokio::sync::watch;
 
 use crate::{
     clock::FakeClock,
-    seams::{Action, Context, Handler, Observer, Outbound},
+    seams::{Action, Answers, Context, Handler, Observer, Outbound},
 };
 use core::Core;
 pub use metrics::ProxyMetrics;
@@ -88,27 +90,6 @@ pub struct Proxy {
     resolved_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Resolved>>>,
     /// Wakes the timer task at the core's next deadline.
     alarm: alarm::Alarm,
-}
-
-/// What the core queued under its lock, done after it.
-struct Queued {
-    sends: Vec<(crate::seams::Destination, Vec<u8>)>,
-    /// Destinations of `sends` reached only over their open flow (`core::keepalive`).
-    held: Vec<crate::seams::Destination>,
-    ops: Vec<crate::fraud::StoreOp>,
-    names: Vec<(core::ServerKey, String)>,
-}
-
-impl Queued {
-    fn take(core: &mut Core) -> Queued {
-        let sends = core.take_sends();
-        Queued {
-            held: core.held_flows(&sends),
-            sends,
-            ops: core.fraud.take_store_ops(),
-            names: core.take_resolutions(),
-        }
-    }
 }
 
 /// The outcome of one resolution, for the request parked under its transaction key. The
@@ -319,105 +300,6 @@ impl Proxy {
         self.with_core(|c| c.fraud.calls_active())
     }
 
-    /// Run `f` on the core, then write what the fraud guard must persist and send what it
-    /// queued (outside the lock).
-    fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
-        let (r, queued, due) = {
-            // A panic under the lock (caught at the message boundary) left the tables as
-            // they were; keep serving, counted and logged once per panic.
-            let mut core = crate::guard::lock(&self.core, "proxy core");
-            let r = f(&mut core);
-            (r, Queued::take(&mut core), core.next_due())
-        };
-        self.alarm.due(due);
-        self.flush(queued);
-        r
-    }
-
-    /// Do what the core queued, outside its lock.
-    fn flush(&self, q: Queued) {
-        // Persisted before the refusal that caused it goes out.
-        if !q.ops.is_empty()
-            && let Some(store) = self.fraud_store.get()
-        {
-            store(&q.ops);
-        }
-        let mut failed = Vec::new();
-        if let Some(out) = self.out.get() {
-            for (dest, bytes) in q.sends {
-                let sent = if q.held.contains(&dest) {
-                    out.send_on_flow(dest, &bytes)
-                } else {
-                    out.send(dest, &bytes)
-                };
-                if !sent {
-                    tracing::debug!(?dest, "send failed");
-                    failed.push(dest);
-                }
-            }
-        }
-        if !failed.is_empty() {
-            // A transport error: branches with further DNS targets move on (RFC 3263 4.3).
-            // Each failover uses up a target, so this recursion ends.
-            let now = self.now();
-            let more = {
-                let mut core = crate::guard::lock(&self.core, "proxy core");
-                for d in failed {
-                    core.unreachable(d, now);
-                }
-                Queued::take(&mut core)
-            };
-            self.flush(more);
-        }
-        if !q.names.is_empty() {
-            self.resolve(q.names);
-        }
-    }
-
-    /// Resolve each name off the lock; the outcome comes back through `resolved_tx`.
-    /// Without a resolver or a runtime, the requests get 503 at once.
-    fn resolve(&self, names: Vec<(core::ServerKey, String)>) {
-        let rt = tokio::runtime::Handle::try_current();
-        match (self.dns.get(), rt) {
-            (Some(dns), Ok(rt)) => {
-                for (key, name) in names {
-                    let (dns, tx) = (dns.clone(), self.resolved_tx.clone());
-                    let out = self.out.get().cloned();
-                    rt.spawn(async move {
-                        let r = dns.targets(&name).await;
-                        // TLS targets are verified by the domain they were found under
-                        // (RFC 5922 7.1), told to the outbound before anything is sent.
-                        if let (Ok(targets), Some(out), Some(host)) =
-                            (&r, &out, dns::domain_of(&name))
-                        {
-                            for t in targets.iter().filter(|t| t.transport == Transport::Tls) {
-                                out.name_peer(t.addr, &host);
-                            }
-                        }
-                        // The receiver is gone only at shutdown.
-                        let _ = tx.send((key, r));
-                    });
-                }
-            }
-            _ => {
-                let now = self.now();
-                self.with_core(|c| {
-                    for (key, _) in names {
-                        c.resolved(&key, Err(dns::DnsError::Failed("no resolver".into())), now);
-                    }
-                });
-            }
-        }
-    }
-
-    /// Hand a finished resolution to the core.
-    fn apply_resolved(&self, (key, result): Resolved) {
-        let now = self.now();
-        crate::guard::catch("timer", None, || {
-            self.with_core(|c| c.resolved(&key, result, now))
-        });
-    }
-
     /// Run timers due now. A panic in one tick is caught and counted (`timer`); the next
     /// tick runs as usual.
     pub fn tick(&self) {
@@ -454,6 +336,11 @@ impl Handler for Proxy {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
         self.with_core(|c| c.request(req, ctx, now))
+    }
+
+    fn on_request_answered(&self, req: &Message<'_>, ctx: &Context) -> (Action, Answers) {
+        let now = self.now();
+        self.with_core_answered(|c| c.request(req, ctx, now))
     }
 
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action {

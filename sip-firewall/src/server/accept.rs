@@ -4,12 +4,13 @@
 //! `max_tcp_per_source` per source; one over them is closed at once and counted). What
 //! follows (a handshake, an upgrade, the framer) is each transport's own.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{fmt::Display, net::SocketAddr, sync::Arc};
 
 use sip_firewall_sip::Transport;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
+    time::error::Elapsed,
 };
 use tracing::debug;
 
@@ -68,6 +69,33 @@ pub(super) async fn accept_loop(
                 // Closed unread: RST or FIN, the peer learns at once.
                 drop(stream);
             }
+        }
+    }
+}
+
+/// What became of a connection's opening step (a TLS handshake, a WebSocket upgrade) run
+/// under a timeout: counted by `count` as `ok`, `failed` or `timeout`, and logged (as
+/// `what`) when it did not open; the opened stream, if it did.
+pub(super) fn opened<T, E: Display>(
+    step: Result<Result<T, E>, Elapsed>,
+    what: &str,
+    peer: SocketAddr,
+    count: fn(&'static str),
+) -> Option<T> {
+    match step {
+        Ok(Ok(s)) => {
+            count("ok");
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            count("failed");
+            debug!(%peer, "{what}: {e}");
+            None
+        }
+        Err(_) => {
+            count("timeout");
+            debug!(%peer, "{what} timed out");
+            None
         }
     }
 }

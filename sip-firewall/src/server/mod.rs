@@ -336,8 +336,6 @@ impl Shared {
         if !self.admitted(source, ctx.local, transport, buf) {
             return None;
         }
-        // The proxy's own answers while it handles this message go to captures with it.
-        let _handling = tap::handling(source, ctx.local, transport, buf);
         self.outbound.capture(source, ctx.local, transport, buf);
         let m = &self.metrics;
         match inspect(buf, &self.limits, transport, EXTENSIONS) {
@@ -346,7 +344,12 @@ impl Shared {
                     StartLine::Request { method, .. } => {
                         m.request(method);
                         m.accepted(true);
-                        self.handler.on_request(&msg, &ctx)
+                        let (action, answers) = self.handler.on_request_answered(&msg, &ctx);
+                        // The handler's own answers go to captures with the request.
+                        for (dest, answer) in &answers {
+                            tap::answered((source, ctx.local), transport, buf, (dest.addr, answer));
+                        }
+                        action
                     }
                     StartLine::Response { code, .. } => {
                         m.response(Some(code));

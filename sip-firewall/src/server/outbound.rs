@@ -292,6 +292,10 @@ impl Outbound for SocketOutbound {
         }
     }
 
+    fn answered_alone(&self, dest: Destination, answer: &[u8]) {
+        crate::tap::answered_alone(dest.addr, dest.transport, answer);
+    }
+
     fn send_on_flow(&self, dest: Destination, bytes: &[u8]) -> bool {
         match dest.transport {
             t @ (Transport::Stream | Transport::Tls) => self

@@ -21,10 +21,10 @@ use tracing::debug;
 
 use super::{
     Shared,
-    accept::{Accepted, accept_loop},
+    accept::{Accepted, accept_loop, opened},
     tcp::Conn,
 };
-use crate::server::config::TlsConfig;
+use crate::{metrics, server::config::TlsConfig};
 
 /// The server and client sides built from `[tls]`.
 pub(crate) struct Tls {
@@ -262,20 +262,10 @@ impl Handshake {
         let Ok(local) = stream.local_addr() else {
             return;
         };
-        let tls = match tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                crate::metrics::tls_handshake("failed");
-                debug!(%peer, "TLS handshake: {e}");
-                return;
-            }
-            Err(_) => {
-                crate::metrics::tls_handshake("timeout");
-                debug!(%peer, "TLS handshake timed out");
-                return;
-            }
+        let handshake = tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await;
+        let Some(tls) = opened(handshake, "TLS handshake", peer, metrics::tls_handshake) else {
+            return;
         };
-        crate::metrics::tls_handshake("ok");
         // A client certificate (verified against `ca`) naming a trusted peer.
         let trusted = tls
             .get_ref()

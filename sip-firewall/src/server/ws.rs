@@ -32,10 +32,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{
     Shared,
-    accept::{Accepted, accept_loop},
+    accept::{Accepted, accept_loop, opened},
     tls::LiveTls,
 };
-use crate::{seams::Handler, server::config::WsConfig};
+use crate::{metrics, seams::Handler, server::config::WsConfig};
 
 /// `[wss]`: SIP over WebSocket over TLS, with the `[tls]` certificate and the `[ws]` rules.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -193,20 +193,10 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         |req: &Request, resp: Response| check_upgrade(&s, req, resp),
         Some(settings.config),
     );
-    let ws = match timeout_at(deadline, upgrade).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            crate::metrics::ws_upgrade("failed");
-            debug!(%peer, "WebSocket upgrade: {e}");
-            return;
-        }
-        Err(_) => {
-            crate::metrics::ws_upgrade("timeout");
-            debug!(%peer, "WebSocket upgrade timed out");
-            return;
-        }
+    let upgrade = timeout_at(deadline, upgrade).await;
+    let Some(ws) = opened(upgrade, "WebSocket upgrade", peer, metrics::ws_upgrade) else {
+        return;
     };
-    crate::metrics::ws_upgrade("ok");
     let (tx, out_rx) = mpsc::channel(super::tcp::TCP_QUEUE);
     shared.outbound.register(peer, settings.transport, tx);
     shared.metrics.tcp_opened();

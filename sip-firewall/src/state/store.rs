@@ -136,15 +136,57 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Record (or replace) a ban.
-    pub fn put_ban(&self, ban: &BanRecord) -> Result<(), StateError> {
-        let value = serde_json::to_vec(ban).map_err(|e| self.err(e))?;
-        let key = ban.ip.to_string();
+    /// Record (or replace) `value`, as JSON, under `key` in `table`.
+    fn put_json<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let value = serde_json::to_vec(value).map_err(|e| self.err(e))?;
         self.write(|tx| {
-            tx.open_table(BANS)?
-                .insert(key.as_str(), value.as_slice())?;
+            tx.open_table(table)?.insert(key, value.as_slice())?;
             Ok(())
         })
+    }
+
+    /// Remove `key` from `table`; whether it was there.
+    fn del<V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<&str, V>,
+        key: &str,
+    ) -> Result<bool, StateError> {
+        let mut was = false;
+        self.write(|tx| {
+            was = tx.open_table(table)?.remove(key)?.is_some();
+            Ok(())
+        })?;
+        Ok(was)
+    }
+
+    /// Every JSON value of `table`; one that does not read as a `T` (a `what`) is skipped
+    /// with a warning, so that one bad row does not hide the rest.
+    fn all_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        what: &str,
+    ) -> Result<Vec<T>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(table).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            match serde_json::from_slice(v.value()) {
+                Ok(x) => out.push(x),
+                Err(e) => tracing::warn!("skipping an unreadable {what}: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record (or replace) a ban.
+    pub fn put_ban(&self, ban: &BanRecord) -> Result<(), StateError> {
+        self.put_json(BANS, &ban.ip.to_string(), ban)
     }
 
     /// Record (or replace) many bans in one durable commit (learned bans, batched off the
@@ -168,28 +210,12 @@ impl Store {
 
     /// Forget the ban of `ip`; whether there was one.
     pub fn del_ban(&self, ip: IpAddr) -> Result<bool, StateError> {
-        let key = ip.to_string();
-        let mut was = false;
-        self.write(|tx| {
-            was = tx.open_table(BANS)?.remove(key.as_str())?.is_some();
-            Ok(())
-        })?;
-        Ok(was)
+        self.del(BANS, &ip.to_string())
     }
 
     /// Every stored ban (expired ones included: the caller decides).
     pub fn bans(&self) -> Result<Vec<BanRecord>, StateError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(BANS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.err(e))? {
-            let (_, v) = entry.map_err(|e| self.err(e))?;
-            match serde_json::from_slice::<BanRecord>(v.value()) {
-                Ok(b) => out.push(b),
-                Err(e) => tracing::warn!("skipping an unreadable ban record: {e}"),
-            }
-        }
-        Ok(out)
+        self.all_json(BANS, "ban record")
     }
 
     /// Append changes to the cluster outbox, in order, in one commit; at most `bound` are
@@ -281,74 +307,33 @@ impl Store {
     pub fn put_user(&self, user: &UserEntry) -> Result<(), StateError> {
         let mut stored = user.clone();
         stored.password = None;
-        let value = serde_json::to_vec(&stored).map_err(|e| self.err(e))?;
         let key = format!("{}@{}", user.user, user.domain.to_ascii_lowercase());
-        self.write(|tx| {
-            tx.open_table(USERS)?
-                .insert(key.as_str(), value.as_slice())?;
-            Ok(())
-        })
+        self.put_json(USERS, &key, &stored)
     }
 
     /// Forget a subscriber; whether it was stored.
     pub fn del_user(&self, user: &str, domain: &str) -> Result<bool, StateError> {
-        let key = format!("{user}@{}", domain.to_ascii_lowercase());
-        let mut was = false;
-        self.write(|tx| {
-            was = tx.open_table(USERS)?.remove(key.as_str())?.is_some();
-            Ok(())
-        })?;
-        Ok(was)
+        self.del(USERS, &format!("{user}@{}", domain.to_ascii_lowercase()))
     }
 
     /// Every stored subscriber.
     pub fn users(&self) -> Result<Vec<UserEntry>, StateError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(USERS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.err(e))? {
-            let (_, v) = entry.map_err(|e| self.err(e))?;
-            match serde_json::from_slice::<UserEntry>(v.value()) {
-                Ok(u) => out.push(u),
-                Err(e) => tracing::warn!("skipping an unreadable user record: {e}"),
-            }
-        }
-        Ok(out)
+        self.all_json(USERS, "user record")
     }
 
     /// Record (or replace) a fraud suspension.
     pub fn put_suspension(&self, s: &crate::fraud::Suspension) -> Result<(), StateError> {
-        let value = serde_json::to_vec(s).map_err(|e| self.err(e))?;
-        self.write(|tx| {
-            tx.open_table(FRAUD_SUSPENSIONS)?
-                .insert(s.account.as_str(), value.as_slice())?;
-            Ok(())
-        })
+        self.put_json(FRAUD_SUSPENSIONS, &s.account, s)
     }
 
     /// Lift a fraud suspension; whether it was stored.
     pub fn del_suspension(&self, account: &str) -> Result<bool, StateError> {
-        let mut was = false;
-        self.write(|tx| {
-            was = tx.open_table(FRAUD_SUSPENSIONS)?.remove(account)?.is_some();
-            Ok(())
-        })?;
-        Ok(was)
+        self.del(FRAUD_SUSPENSIONS, account)
     }
 
     /// Every stored fraud suspension.
     pub fn suspensions(&self) -> Result<Vec<crate::fraud::Suspension>, StateError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(FRAUD_SUSPENSIONS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.err(e))? {
-            let (_, v) = entry.map_err(|e| self.err(e))?;
-            match serde_json::from_slice(v.value()) {
-                Ok(x) => out.push(x),
-                Err(e) => tracing::warn!("skipping an unreadable fraud suspension: {e}"),
-            }
-        }
-        Ok(out)
+        self.all_json(FRAUD_SUSPENSIONS, "fraud suspension")
     }
 
     /// Add a prefix to a list.
@@ -362,13 +347,7 @@ impl Store {
 
     /// Remove a prefix from a list; whether it was there.
     pub fn del_net(&self, list: List, net: &IpNet) -> Result<bool, StateError> {
-        let key = net.trunc().to_string();
-        let mut was = false;
-        self.write(|tx| {
-            was = tx.open_table(list.table())?.remove(key.as_str())?.is_some();
-            Ok(())
-        })?;
-        Ok(was)
+        self.del(list.table(), &net.trunc().to_string())
     }
 
     /// The prefixes of a list.

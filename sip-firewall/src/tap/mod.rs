@@ -291,82 +291,29 @@ pub fn answered(
     }
 }
 
-thread_local! {
-    /// The request being handled on this thread while a capture runs: what an answer the
-    /// proxy sends from within its handling answers (`local_answer`).
-    static HANDLING: std::cell::RefCell<Option<Handling>> = const { std::cell::RefCell::new(None) };
-}
-
-/// A request being handled: where it came from and its bytes.
-struct Handling {
-    src: SocketAddr,
-    local: SocketAddr,
-    transport: Transport,
-    bytes: Vec<u8>,
-}
-
-/// While alive, the request it was made for is the one this thread handles.
-pub struct HandlingGuard(bool);
-
-impl Drop for HandlingGuard {
-    fn drop(&mut self) {
-        if self.0 {
-            HANDLING.with(|h| h.borrow_mut().take());
-        }
-    }
-}
-
-/// The message layer hands a request to the proxy: kept (only while a capture runs) for
-/// the answers the proxy sends itself while handling it.
-#[inline]
-pub fn handling(src: SocketAddr, local: SocketAddr, t: Transport, bytes: &[u8]) -> HandlingGuard {
-    if !active() {
-        return HandlingGuard(false);
-    }
-    HANDLING.with(|h| {
-        *h.borrow_mut() = Some(Handling {
-            src,
-            local,
-            transport: t,
-            bytes: bytes.to_vec(),
-        })
-    });
-    HandlingGuard(true)
-}
-
-/// A final answer the proxy generated itself (a 403, 404, 407, 483... within its server
-/// transaction) going to `dest`: with the request it answers when it is the one being
-/// handled; alone (from an unknown local address) when a timer sent it.
-pub fn local_answer(dest: SocketAddr, t: Transport, answer: &[u8]) {
+/// A final answer the proxy made itself with no request in hand (a timer's 408, a finished
+/// resolution's 503) going to `dest`: alone, from an unknown local address. (One made while
+/// handling a request goes with it, through [`answered`].)
+pub fn answered_alone(dest: SocketAddr, t: Transport, answer: &[u8]) {
     if !active() || !is_refusal(answer) {
         return;
     }
-    let handled = HANDLING.with(|h| {
-        h.borrow()
-            .as_ref()
-            .map(|r| (r.src, r.local, r.transport, r.bytes.clone()))
+    let local = SocketAddr::new(
+        match dest {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        },
+        0,
+    );
+    offer(&Seen {
+        layer: Layer::Answered,
+        reason: &status_of(answer),
+        sent: true,
+        src: local,
+        dst: dest,
+        transport: t,
+        bytes: answer,
     });
-    match handled {
-        Some((src, local, t, request)) => answered((src, local), t, &request, (dest, answer)),
-        None => {
-            let local = SocketAddr::new(
-                match dest {
-                    SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-                    SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-                },
-                0,
-            );
-            offer(&Seen {
-                layer: Layer::Answered,
-                reason: &status_of(answer),
-                sent: true,
-                src: local,
-                dst: dest,
-                transport: t,
-                bytes: answer,
-            });
-        }
-    }
 }
 
 /// Whether an answer is a final refusal (status 300 to 699), not a success or provisional.
@@ -540,19 +487,15 @@ mod tests {
         // The proxy's own answer while it handles a request, then one a timer sends.
         let mut proxy = subscribe(filter("203.0.113.11/32", None)).expect("a capture");
         let from: SocketAddr = "203.0.113.11:5070".parse().unwrap();
-        {
-            let _h = handling(from, local, Transport::Datagram, msg);
+        for answer in [
             // Successes and provisional answers are not copied.
-            local_answer(from, Transport::Datagram, b"SIP/2.0 200 OK\r\n\r\n");
-            answered(
-                (from, local),
-                Transport::Datagram,
-                msg,
-                (from, b"SIP/2.0 100 Trying\r\n"),
-            );
-            local_answer(from, Transport::Datagram, b"SIP/2.0 404 Not Found\r\n\r\n");
+            &b"SIP/2.0 200 OK\r\n\r\n"[..],
+            b"SIP/2.0 100 Trying\r\n",
+            b"SIP/2.0 404 Not Found\r\n\r\n",
+        ] {
+            answered((from, local), Transport::Datagram, msg, (from, answer));
         }
-        local_answer(
+        answered_alone(
             from,
             Transport::Datagram,
             b"SIP/2.0 408 Request Timeout\r\n",

@@ -84,8 +84,7 @@ impl Core {
         );
         if let Some(b) = e.txn.respond(l.code, bytes, now, &self.settings.timers) {
             let dest = e.dest;
-            crate::tap::local_answer(dest.addr, dest.transport, &b);
-            self.send(dest, b);
+            self.send_answer(dest, b);
             self.metrics
                 .local_replies
                 .with_label_values(&[&l.code.to_string()])

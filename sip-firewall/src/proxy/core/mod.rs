@@ -202,6 +202,9 @@ pub struct Core {
     metrics: ProxyMetrics,
     observer: Arc<dyn Observer>,
     sends: Vec<(Destination, Vec<u8>)>,
+    /// Which of `sends` (by position) are final answers the core made itself: the I/O
+    /// around the core shows them to captures (`crate::tap`) with the request they answer.
+    answers: Vec<usize>,
     /// Makes our branches unique across restarts.
     salt: u64,
     keys: CoreKeys,
@@ -252,12 +255,46 @@ impl Core {
     }
 
     /// The sends queued since the last call.
+    #[cfg(test)]
     pub fn take_sends(&mut self) -> Vec<(Destination, Vec<u8>)> {
-        std::mem::take(&mut self.sends)
+        self.take_sends_and_answers().0
+    }
+
+    /// The sends queued since the last call, and which of them (by position) are final
+    /// answers the core made itself ([`Core::send_answer`]).
+    pub fn take_sends_and_answers(&mut self) -> (Vec<(Destination, Vec<u8>)>, Vec<usize>) {
+        (
+            std::mem::take(&mut self.sends),
+            std::mem::take(&mut self.answers),
+        )
     }
 
     pub(super) fn send(&mut self, dest: Destination, bytes: Vec<u8>) {
         self.sends.push((dest, bytes));
+    }
+
+    /// Send a final answer of our own (a 403, 404, 407, 483... within a server transaction),
+    /// marked as such.
+    pub(super) fn send_answer(&mut self, dest: Destination, bytes: Vec<u8>) {
+        self.answers.push(self.sends.len());
+        self.send(dest, bytes);
+    }
+
+    /// Move the last queued send to position `at` (those from `at` on go one later), its
+    /// mark as an answer with it.
+    pub(super) fn send_last_at(&mut self, at: usize) {
+        let last = self.sends.len().saturating_sub(1);
+        if at >= last {
+            return;
+        }
+        self.sends[at..].rotate_right(1);
+        for i in &mut self.answers {
+            if *i == last {
+                *i = at;
+            } else if *i >= at {
+                *i += 1;
+            }
+        }
     }
 
     /// Whether what goes to `ip` is hidden from (`[proxy] topology_hiding = "outside"` and

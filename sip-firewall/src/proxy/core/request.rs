@@ -192,7 +192,7 @@ impl Core {
                     // reach the caller after the callee's 180 or 200, which another worker
                     // may relay meanwhile, and a UAC past its 100 takes it as out of order.
                     if self.sends.len() == queued + 1 && first_send <= queued {
-                        self.sends[first_send..].rotate_right(1);
+                        self.send_last_at(first_send);
                     }
                 }
             }

@@ -47,6 +47,7 @@ impl Core {
             metrics,
             observer,
             sends: Vec::new(),
+            answers: Vec::new(),
             salt,
             keys: CoreKeys {
                 stamp: route::StampKeys::new(&keys),

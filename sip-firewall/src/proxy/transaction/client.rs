@@ -213,6 +213,24 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A transaction over UDP started now with default timers: it, the timers, the start.
+    fn start(kind: Kind) -> (ClientTxn, Timers, Instant) {
+        let t = Timers::default();
+        let t0 = Instant::now();
+        let req = if kind == Kind::Invite {
+            "INVITE"
+        } else {
+            "BYE"
+        };
+        let c = ClientTxn::new(kind, false, req.as_bytes().to_vec(), t0, &t);
+        (c, t, t0)
+    }
+
+    /// `code` at `t0`, for a transaction that must build no ACK for it.
+    fn respond(c: &mut ClientTxn, code: u16, t0: Instant, t: &Timers) -> ResponseOut {
+        c.on_response(code, t0, t, || unreachable!())
+    }
+
     fn drive(c: &mut ClientTxn, t: &Timers, t0: Instant) -> (Vec<Duration>, Instant) {
         let mut resends = Vec::new();
         loop {
@@ -227,9 +245,7 @@ mod tests {
 
     #[test]
     fn invite_a_doubles_b_times_out() {
-        let t = Timers::default();
-        let t0 = Instant::now();
-        let mut c = ClientTxn::new(Kind::Invite, false, b"INVITE".to_vec(), t0, &t);
+        let (mut c, t, t0) = start(Kind::Invite);
         let (resends, end) = drive(&mut c, &t, t0);
         // 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 seconds after the first send.
         assert_eq!(
@@ -242,9 +258,7 @@ mod tests {
 
     #[test]
     fn non_invite_e_capped_f_times_out() {
-        let t = Timers::default();
-        let t0 = Instant::now();
-        let mut c = ClientTxn::new(Kind::NonInvite, false, b"BYE".to_vec(), t0, &t);
+        let (mut c, t, t0) = start(Kind::NonInvite);
         let (resends, end) = drive(&mut c, &t, t0);
         assert_eq!(
             &resends[..5],
@@ -255,10 +269,8 @@ mod tests {
 
     #[test]
     fn invite_non_2xx_acked_and_absorbed() {
-        let t = Timers::default();
-        let t0 = Instant::now();
-        let mut c = ClientTxn::new(Kind::Invite, false, b"INVITE".to_vec(), t0, &t);
-        let r = c.on_response(180, t0, &t, || unreachable!());
+        let (mut c, t, t0) = start(Kind::Invite);
+        let r = respond(&mut c, 180, t0, &t);
         assert!(r.pass_up && r.send.is_none());
         assert_eq!(c.deadline(), None, "no retransmission after a provisional");
         let r = c.on_response(486, t0, &t, || b"ACK".to_vec());
@@ -270,7 +282,7 @@ mod tests {
             }
         );
         assert_eq!(c.state(), State::Completed);
-        let r = c.on_response(486, t0, &t, || unreachable!());
+        let r = respond(&mut c, 486, t0, &t);
         assert_eq!(
             r,
             ResponseOut {
@@ -285,13 +297,11 @@ mod tests {
 
     #[test]
     fn invite_2xx_accepted_passes_retransmissions() {
-        let t = Timers::default();
-        let t0 = Instant::now();
-        let mut c = ClientTxn::new(Kind::Invite, false, b"INVITE".to_vec(), t0, &t);
-        assert!(c.on_response(200, t0, &t, || unreachable!()).pass_up);
+        let (mut c, t, t0) = start(Kind::Invite);
+        assert!(respond(&mut c, 200, t0, &t).pass_up);
         assert_eq!(c.state(), State::Accepted);
-        assert!(c.on_response(200, t0, &t, || unreachable!()).pass_up);
-        assert!(!c.on_response(486, t0, &t, || unreachable!()).pass_up);
+        assert!(respond(&mut c, 200, t0, &t).pass_up);
+        assert!(!respond(&mut c, 486, t0, &t).pass_up);
         assert_eq!(c.deadline(), Some(t0 + t.accepted()));
         assert_eq!(c.on_timer(t0 + t.accepted(), &t), TimerOut::Nothing);
         assert!(c.is_terminated());
@@ -299,15 +309,13 @@ mod tests {
 
     #[test]
     fn non_invite_final_then_k() {
-        let t = Timers::default();
-        let t0 = Instant::now();
-        let mut c = ClientTxn::new(Kind::NonInvite, false, b"BYE".to_vec(), t0, &t);
-        assert!(c.on_response(200, t0, &t, || unreachable!()).pass_up);
-        assert!(!c.on_response(200, t0, &t, || unreachable!()).pass_up);
+        let (mut c, t, t0) = start(Kind::NonInvite);
+        assert!(respond(&mut c, 200, t0, &t).pass_up);
+        assert!(!respond(&mut c, 200, t0, &t).pass_up);
         assert_eq!(c.deadline(), Some(t0 + t.k));
         let mut r = ClientTxn::new(Kind::NonInvite, true, b"BYE".to_vec(), t0, &t);
         assert_eq!(r.deadline(), Some(t0 + t.f), "no Timer E over TCP");
-        r.on_response(200, t0, &t, || unreachable!());
+        respond(&mut r, 200, t0, &t);
         assert_eq!(r.deadline(), Some(t0));
     }
 }

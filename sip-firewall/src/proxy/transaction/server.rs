@@ -188,22 +188,30 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A transaction over UDP started now with default timers: it, the timers, the start.
+    fn start(kind: Kind) -> (ServerTxn, Timers, Instant) {
+        (
+            ServerTxn::new(kind, false),
+            Timers::default(),
+            Instant::now(),
+        )
+    }
+
+    /// Answer `code` at `at`, the code itself as the bytes.
+    fn answer(s: &mut ServerTxn, code: u16, at: Instant, t: &Timers) -> Option<Vec<u8>> {
+        s.respond(code, code.to_string().into_bytes(), at, t)
+    }
+
     #[test]
     fn invite_non_2xx_retransmits_until_ack() {
-        let t = Timers::default();
-        let t0 = Instant::now();
-        let mut s = ServerTxn::new(Kind::Invite, false);
+        let (mut s, t, t0) = start(Kind::Invite);
         s.verified();
         assert_eq!(s.on_retransmission(), None);
-        assert!(s.respond(100, b"100".to_vec(), t0, &t).is_some());
+        assert!(answer(&mut s, 100, t0, &t).is_some());
         assert_eq!(s.on_retransmission(), Some(b"100".to_vec()));
-        assert!(s.respond(486, b"486".to_vec(), t0, &t).is_some());
+        assert!(answer(&mut s, 486, t0, &t).is_some());
         assert_eq!(s.state(), State::Completed);
-        assert_eq!(
-            s.respond(200, b"200".to_vec(), t0, &t),
-            None,
-            "one final only"
-        );
+        assert_eq!(answer(&mut s, 200, t0, &t), None, "one final only");
         // Timer G: 500ms, 1s, 2s, 4s, 4s...
         let mut at = t0;
         let mut gaps = Vec::new();
@@ -223,10 +231,8 @@ mod tests {
 
     #[test]
     fn invite_timer_h_without_ack() {
-        let t = Timers::default();
-        let t0 = Instant::now();
-        let mut s = ServerTxn::new(Kind::Invite, false);
-        s.respond(404, b"404".to_vec(), t0, &t);
+        let (mut s, t, t0) = start(Kind::Invite);
+        answer(&mut s, 404, t0, &t);
         let mut now = t0;
         while !s.is_terminated() {
             now = s.deadline().unwrap();
@@ -238,14 +244,12 @@ mod tests {
 
     #[test]
     fn invite_2xx_accepted_then_l() {
-        let t = Timers::default();
-        let t0 = Instant::now();
-        let mut s = ServerTxn::new(Kind::Invite, false);
-        s.respond(180, b"180".to_vec(), t0, &t);
-        assert!(s.respond(200, b"200".to_vec(), t0, &t).is_some());
+        let (mut s, t, t0) = start(Kind::Invite);
+        answer(&mut s, 180, t0, &t);
+        assert!(answer(&mut s, 200, t0, &t).is_some());
         assert_eq!(s.state(), State::Accepted);
         assert_eq!(s.on_retransmission(), None);
-        assert!(s.respond(200, b"200".to_vec(), t0 + ms(500), &t).is_some());
+        assert!(answer(&mut s, 200, t0 + ms(500), &t).is_some());
         assert!(!s.on_ack(t0, &t), "ACK for 2xx is not ours to absorb");
         assert_eq!(s.deadline(), Some(t0 + t.accepted()));
         s.on_timer(t0 + t.accepted(), &t);
@@ -254,24 +258,22 @@ mod tests {
 
     #[test]
     fn non_invite_j_and_reliable() {
-        let t = Timers::default();
-        let t0 = Instant::now();
-        let mut s = ServerTxn::new(Kind::NonInvite, false);
+        let (mut s, t, t0) = start(Kind::NonInvite);
         assert_eq!(s.state(), State::Trying);
-        s.respond(200, b"200".to_vec(), t0, &t);
+        answer(&mut s, 200, t0, &t);
         assert_eq!(s.on_retransmission(), Some(b"200".to_vec()));
         assert_eq!(s.deadline(), Some(t0 + t.j));
         let mut r = ServerTxn::new(Kind::NonInvite, true);
-        r.respond(200, b"200".to_vec(), t0, &t);
+        answer(&mut r, 200, t0, &t);
         assert_eq!(r.deadline(), Some(t0));
         r.on_timer(t0, &t);
         assert!(r.is_terminated());
         let mut ri = ServerTxn::new(Kind::Invite, true);
-        ri.respond(500, b"500".to_vec(), t0, &t);
+        answer(&mut ri, 500, t0, &t);
         assert_eq!(ri.deadline(), Some(t0 + t.h), "no Timer G over TCP");
         let mut u = ServerTxn::new(Kind::Invite, false);
-        u.respond(100, b"100".to_vec(), t0, &t);
-        u.respond(486, b"486".to_vec(), t0, &t);
+        answer(&mut u, 100, t0, &t);
+        answer(&mut u, 486, t0, &t);
         assert_eq!(
             u.deadline(),
             Some(t0 + t.h),
@@ -281,7 +283,7 @@ mod tests {
         let mut l = ServerTxn::new(Kind::Invite, false);
         l.verified();
         l.local();
-        l.respond(404, b"404".to_vec(), t0, &t);
+        answer(&mut l, 404, t0, &t);
         assert_eq!(l.deadline(), Some(t0 + t.h), "no Timer G for local answers");
         assert_eq!(l.on_retransmission(), Some(b"404".to_vec()));
     }

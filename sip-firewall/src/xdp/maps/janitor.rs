@@ -8,15 +8,18 @@ use sip_firewall_common::{BanValue, IpKey, maps as names};
 
 use super::{MapsError, XdpMaps, duplicate};
 
+/// The maps that fill up: those of [`XdpMaps`], and the janitor's own descriptors of them.
+pub(super) struct Filling {
+    pub(super) bans: HashMap<MapData, IpKey, BanValue>,
+    pub(super) learned_bans: HashMap<MapData, IpKey, BanValue>,
+    pub(super) flood: HashMap<MapData, IpKey, u64>,
+    pub(super) known: HashMap<MapData, IpKey, u64>,
+    pub(super) transactions: HashMap<MapData, u64, u64>,
+}
+
 /// The maps that fill up, through descriptors of their own: counts their entries and
 /// deletes the expired ones (the program deletes a ban only when its source comes back).
-pub struct MapJanitor {
-    bans: HashMap<MapData, IpKey, BanValue>,
-    learned_bans: HashMap<MapData, IpKey, BanValue>,
-    flood: HashMap<MapData, IpKey, u64>,
-    known: HashMap<MapData, IpKey, u64>,
-    transactions: HashMap<MapData, u64, u64>,
-}
+pub struct MapJanitor(Filling);
 
 /// One map's fill after a sweep.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,24 +64,27 @@ impl MapJanitor {
             }
         }
         vec![
-            sweep_map(&mut self.bans, names::BANS, names::BAN_ENTRIES, |b| {
+            sweep_map(&mut self.0.bans, names::BANS, names::BAN_ENTRIES, |b| {
                 b.expires_ns <= now_ns
             }),
             sweep_map(
-                &mut self.learned_bans,
+                &mut self.0.learned_bans,
                 names::LEARNED_BANS,
                 names::LEARNED_BAN_ENTRIES,
                 |b| b.expires_ns <= now_ns,
             ),
             // Flood state is an LRU of timestamps: counted, never swept.
-            sweep_map(&mut self.flood, names::FLOOD, names::FLOOD_ENTRIES, |_| {
-                false
-            }),
-            sweep_map(&mut self.known, names::KNOWN, names::KNOWN_ENTRIES, |e| {
+            sweep_map(
+                &mut self.0.flood,
+                names::FLOOD,
+                names::FLOOD_ENTRIES,
+                |_| false,
+            ),
+            sweep_map(&mut self.0.known, names::KNOWN, names::KNOWN_ENTRIES, |e| {
                 *e <= now_ns
             }),
             sweep_map(
-                &mut self.transactions,
+                &mut self.0.transactions,
                 names::TRANSACTIONS,
                 names::TRANSACTION_ENTRIES,
                 |e| *e <= now_ns,
@@ -91,12 +97,13 @@ impl XdpMaps {
     /// Handles of their own on the maps that fill up, for [`MapJanitor`] (which walks them
     /// without holding whoever owns these maps).
     pub fn janitor(&self) -> Result<MapJanitor, MapsError> {
-        Ok(MapJanitor {
-            bans: duplicate(&self.bans, names::BANS)?,
-            learned_bans: duplicate(&self.learned_bans, names::LEARNED_BANS)?,
-            flood: duplicate(&self.flood, names::FLOOD)?,
-            known: duplicate(&self.known, names::KNOWN)?,
-            transactions: duplicate(&self.transactions, names::TRANSACTIONS)?,
-        })
+        let m = &self.filling;
+        Ok(MapJanitor(Filling {
+            bans: duplicate(&m.bans, names::BANS)?,
+            learned_bans: duplicate(&m.learned_bans, names::LEARNED_BANS)?,
+            flood: duplicate(&m.flood, names::FLOOD)?,
+            known: duplicate(&m.known, names::KNOWN)?,
+            transactions: duplicate(&m.transactions, names::TRANSACTIONS)?,
+        }))
     }
 }

@@ -4,6 +4,7 @@
 //! counters back. Addresses are stored as [`IpKey`]s (IPv4-mapped), prefixes as LPM keys.
 
 mod janitor;
+mod lists;
 mod source;
 
 use std::{
@@ -24,6 +25,7 @@ use sip_firewall_common::{
     maps as names,
 };
 
+use janitor::Filling;
 pub use janitor::{MapFill, MapJanitor};
 pub use source::SourceEntries;
 
@@ -141,17 +143,14 @@ pub fn transaction_key(branch: &str, peer: Option<SocketAddr>) -> u64 {
 pub struct XdpMaps {
     allow: LpmTrie<MapData, IpKey, u8>,
     deny: LpmTrie<MapData, IpKey, u8>,
-    bans: HashMap<MapData, IpKey, BanValue>,
-    learned_bans: HashMap<MapData, IpKey, BanValue>,
-    flood: HashMap<MapData, IpKey, u64>,
+    /// Bans, learned bans, flood state, known sources, transactions.
+    filling: Filling,
     config: Array<MapData, XdpConfig>,
     ports: Array<MapData, u8>,
     /// What [`XdpMaps::ports`] holds, once read or written (the array has an entry per
     /// port number: a change writes only the entries that differ).
     port_flags: Option<Vec<u8>>,
     counters: PerCpuArray<MapData, Counter>,
-    transactions: HashMap<MapData, u64, u64>,
-    known: HashMap<MapData, IpKey, u64>,
     pressure: Array<MapData, u64>,
     /// The settings last written, without the list flags (kept up to date here).
     settings: XdpConfig,
@@ -161,29 +160,29 @@ impl XdpMaps {
     /// Take the maps out of a loaded object (the ring buffer of ban events stays there for
     /// [`super::events`]).
     pub fn take(ebpf: &mut Ebpf) -> Result<XdpMaps, MapsError> {
-        fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, MapsError> {
-            ebpf.take_map(name).ok_or(MapsError::Missing(name))
+        /// The map `name`, as the kind of map `M` (a hash map, an array, a trie).
+        fn take<M: TryFrom<aya::maps::Map, Error = MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<M, MapsError> {
+            let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+            M::try_from(map).map_err(map_err(name))
         }
         Ok(XdpMaps {
-            allow: LpmTrie::try_from(take(ebpf, names::ALLOW_LIST)?)
-                .map_err(map_err(names::ALLOW_LIST))?,
-            deny: LpmTrie::try_from(take(ebpf, names::DENY_LIST)?)
-                .map_err(map_err(names::DENY_LIST))?,
-            bans: HashMap::try_from(take(ebpf, names::BANS)?).map_err(map_err(names::BANS))?,
-            learned_bans: HashMap::try_from(take(ebpf, names::LEARNED_BANS)?)
-                .map_err(map_err(names::LEARNED_BANS))?,
-            flood: HashMap::try_from(take(ebpf, names::FLOOD)?).map_err(map_err(names::FLOOD))?,
-            config: Array::try_from(take(ebpf, names::CONFIG)?).map_err(map_err(names::CONFIG))?,
-            ports: Array::try_from(take(ebpf, names::SIP_PORTS)?)
-                .map_err(map_err(names::SIP_PORTS))?,
+            allow: take(ebpf, names::ALLOW_LIST)?,
+            deny: take(ebpf, names::DENY_LIST)?,
+            filling: Filling {
+                bans: take(ebpf, names::BANS)?,
+                learned_bans: take(ebpf, names::LEARNED_BANS)?,
+                flood: take(ebpf, names::FLOOD)?,
+                known: take(ebpf, names::KNOWN)?,
+                transactions: take(ebpf, names::TRANSACTIONS)?,
+            },
+            config: take(ebpf, names::CONFIG)?,
+            ports: take(ebpf, names::SIP_PORTS)?,
             port_flags: None,
-            counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
-                .map_err(map_err(names::COUNTERS))?,
-            transactions: HashMap::try_from(take(ebpf, names::TRANSACTIONS)?)
-                .map_err(map_err(names::TRANSACTIONS))?,
-            known: HashMap::try_from(take(ebpf, names::KNOWN)?).map_err(map_err(names::KNOWN))?,
-            pressure: Array::try_from(take(ebpf, names::PRESSURE)?)
-                .map_err(map_err(names::PRESSURE))?,
+            counters: take(ebpf, names::COUNTERS)?,
+            pressure: take(ebpf, names::PRESSURE)?,
             settings: XdpConfig::default(),
         })
     }
@@ -253,24 +252,23 @@ impl XdpMaps {
     /// `ip` (its group: the IPv4 address, the IPv6 /64) is known good until `expires_ns`
     /// (monotonic): under pressure it always passes, and it has the known flood budget.
     pub fn known_add(&mut self, ip: IpAddr, expires_ns: u64) -> Result<(), MapsError> {
-        self.known
+        self.filling
+            .known
             .insert(flood_group(ip_key(ip)), expires_ns, 0)
             .map_err(map_err(names::KNOWN))
     }
 
     /// Forget a known source; whether it was known.
     pub fn known_remove(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
-        remove_missing_ok(self.known.remove(&flood_group(ip_key(ip))), names::KNOWN)
+        remove_missing_ok(
+            self.filling.known.remove(&flood_group(ip_key(ip))),
+            names::KNOWN,
+        )
     }
 
     /// Turn the stray-reply check on or off.
     pub fn set_stray_check(&mut self, on: bool) -> Result<(), MapsError> {
-        if on {
-            self.settings.flags |= XdpConfig::STRAY_CHECK;
-        } else {
-            self.settings.flags &= !XdpConfig::STRAY_CHECK;
-        }
-        self.write_config()
+        self.set_flag(XdpConfig::STRAY_CHECK, on)
     }
 
     /// A client transaction of ours is open until `expires_ns` (monotonic): responses whose
@@ -282,7 +280,8 @@ impl XdpMaps {
         peer: Option<SocketAddr>,
         expires_ns: u64,
     ) -> Result<(), MapsError> {
-        self.transactions
+        self.filling
+            .transactions
             .insert(transaction_key(branch, peer), expires_ns, 0)
             .map_err(map_err(names::TRANSACTIONS))
     }
@@ -290,10 +289,15 @@ impl XdpMaps {
     /// Whether some transaction keys are of the branch alone (peers that may answer from
     /// any address): the program then looks them up too.
     pub fn set_any_peer_keys(&mut self, on: bool) -> Result<(), MapsError> {
+        self.set_flag(XdpConfig::ANY_PEER_KEYS, on)
+    }
+
+    /// Turn a run-time flag of the settings on or off, and write them.
+    fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), MapsError> {
         if on {
-            self.settings.flags |= XdpConfig::ANY_PEER_KEYS;
+            self.settings.flags |= flag;
         } else {
-            self.settings.flags &= !XdpConfig::ANY_PEER_KEYS;
+            self.settings.flags &= !flag;
         }
         self.write_config()
     }
@@ -302,7 +306,7 @@ impl XdpMaps {
     /// keys through it synchronously, under no lock but its own.
     pub fn transaction_keys(&self) -> Result<TransactionKeys, MapsError> {
         Ok(TransactionKeys(duplicate(
-            &self.transactions,
+            &self.filling.transactions,
             names::TRANSACTIONS,
         )?))
     }
@@ -314,7 +318,9 @@ impl XdpMaps {
         peer: Option<SocketAddr>,
     ) -> Result<bool, MapsError> {
         remove_missing_ok(
-            self.transactions.remove(&transaction_key(branch, peer)),
+            self.filling
+                .transactions
+                .remove(&transaction_key(branch, peer)),
             names::TRANSACTIONS,
         )
     }
@@ -322,6 +328,7 @@ impl XdpMaps {
     /// Drop expired transaction keys (a daemon that died may have left some); how many.
     pub fn transactions_expire(&mut self, now_ns: u64) -> Result<usize, MapsError> {
         let old: Vec<u64> = self
+            .filling
             .transactions
             .iter()
             .filter_map(Result::ok)
@@ -329,51 +336,9 @@ impl XdpMaps {
             .map(|(k, _)| k)
             .collect();
         for k in &old {
-            remove_missing_ok(self.transactions.remove(k), names::TRANSACTIONS)?;
+            remove_missing_ok(self.filling.transactions.remove(k), names::TRANSACTIONS)?;
         }
         Ok(old.len())
-    }
-
-    pub fn allow_add(&mut self, net: &IpNet) -> Result<(), MapsError> {
-        self.allow
-            .insert(&net_key(net), 1, 0)
-            .map_err(map_err(names::ALLOW_LIST))?;
-        self.write_config()
-    }
-
-    pub fn allow_remove(&mut self, net: &IpNet) -> Result<bool, MapsError> {
-        let was = remove_missing_ok(self.allow.remove(&net_key(net)), names::ALLOW_LIST)?;
-        self.write_config()?;
-        Ok(was)
-    }
-
-    pub fn allow_list(&self) -> Vec<IpNet> {
-        self.allow
-            .keys()
-            .filter_map(Result::ok)
-            .filter_map(|k| key_net(&k))
-            .collect()
-    }
-
-    pub fn deny_add(&mut self, net: &IpNet) -> Result<(), MapsError> {
-        self.deny
-            .insert(&net_key(net), 1, 0)
-            .map_err(map_err(names::DENY_LIST))?;
-        self.write_config()
-    }
-
-    pub fn deny_remove(&mut self, net: &IpNet) -> Result<bool, MapsError> {
-        let was = remove_missing_ok(self.deny.remove(&net_key(net)), names::DENY_LIST)?;
-        self.write_config()?;
-        Ok(was)
-    }
-
-    pub fn deny_list(&self) -> Vec<IpNet> {
-        self.deny
-            .keys()
-            .filter_map(Result::ok)
-            .filter_map(|k| key_net(&k))
-            .collect()
     }
 
     /// Ban `ip` until `expires_ns` (monotonic; `u64::MAX` never expires).
@@ -394,7 +359,8 @@ impl XdpMaps {
             reason,
             scope: scope as u32,
         };
-        self.bans
+        self.filling
+            .bans
             .insert(ip_key(ip), value, 0)
             .map_err(map_err(names::BANS))
     }
@@ -414,7 +380,8 @@ impl XdpMaps {
             reason,
             scope: scope as u32,
         };
-        self.learned_bans
+        self.filling
+            .learned_bans
             .insert(key, value, 0)
             .map_err(map_err(names::LEARNED_BANS))?;
         Ok(key_ip(&key))
@@ -427,9 +394,11 @@ impl XdpMaps {
 
     /// Lift the manual ban of `ip` and the learned ban of its prefix; whether there was one.
     pub fn unban(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
-        let manual = remove_missing_ok(self.bans.remove(&ip_key(ip)), names::BANS)?;
+        let manual = remove_missing_ok(self.filling.bans.remove(&ip_key(ip)), names::BANS)?;
         let learned = remove_missing_ok(
-            self.learned_bans.remove(&self.settings.ban_key(ip_key(ip))),
+            self.filling
+                .learned_bans
+                .remove(&self.settings.ban_key(ip_key(ip))),
             names::LEARNED_BANS,
         )?;
         Ok(manual || learned)
@@ -437,9 +406,10 @@ impl XdpMaps {
 
     /// Every ban entry, manual and learned, expired or not.
     pub fn bans(&self) -> Vec<(IpAddr, BanValue)> {
-        self.bans
+        self.filling
+            .bans
             .iter()
-            .chain(self.learned_bans.iter())
+            .chain(self.filling.learned_bans.iter())
             .filter_map(Result::ok)
             .map(|(k, v)| (key_ip(&k), v))
             .collect()

@@ -49,11 +49,14 @@ impl XdpMaps {
         let key = ip_key(ip);
         let prefix = self.settings.ban_key(key);
         Ok(SourceEntries {
-            manual_ban: found(self.bans.get(&key, 0), names::BANS)?,
+            manual_ban: found(self.filling.bans.get(&key, 0), names::BANS)?,
             prefix: Some(key_ip(&prefix)),
-            learned_ban: found(self.learned_bans.get(&prefix, 0), names::LEARNED_BANS)?,
-            flood_tat: found(self.flood.get(&prefix, 0), names::FLOOD)?,
-            known_until: found(self.known.get(&flood_group(key), 0), names::KNOWN)?,
+            learned_ban: found(
+                self.filling.learned_bans.get(&prefix, 0),
+                names::LEARNED_BANS,
+            )?,
+            flood_tat: found(self.filling.flood.get(&prefix, 0), names::FLOOD)?,
+            known_until: found(self.filling.known.get(&flood_group(key), 0), names::KNOWN)?,
             pressure_tat: found(self.pressure.get(&0, 0), names::PRESSURE)?,
             settings: self.settings,
         })

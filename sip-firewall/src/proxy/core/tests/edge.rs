@@ -307,6 +307,39 @@ fn dialog_stamp_binds_the_parties() {
     assert_eq!(e.refused("bad_stamp"), 2);
 }
 
+/// The core marks its own final answers among its sends (captures show them with the
+/// request they answer); a request it forwards is not marked.
+#[test]
+fn own_answers_are_marked() {
+    let mut e = edge_with_bob("");
+    let mut feed = |text: &str| {
+        let ctx = ctx_t(CALLER, Transport::Datagram);
+        let m = parse(text.as_bytes(), &Limits::default(), ctx.transport).expect("parse");
+        e.core.request(&m, &ctx, e.now);
+        let (sends, answers) = e.core.take_sends_and_answers();
+        let sent: Vec<(SocketAddr, String)> = sends
+            .into_iter()
+            .map(|(d, b)| (d.addr, String::from_utf8(b).expect("utf8")))
+            .collect();
+        let firsts: Vec<String> = first_line(&sent).into_iter().map(String::from).collect();
+        let marked: Vec<String> = answers.iter().map(|i| firsts[*i].clone()).collect();
+        (firsts, marked)
+    };
+    let (firsts, marked) = feed(&call_invite("m1"));
+    assert_eq!(
+        firsts,
+        [
+            "SIP/2.0 100 Trying",
+            "INVITE sip:bob@10.0.0.21:5070 SIP/2.0"
+        ]
+    );
+    assert_eq!(marked, ["SIP/2.0 100 Trying"]);
+    let stranger = call_invite("m2").replace("sip:bob@example.com", "sip:nobody@example.com");
+    let (firsts, marked) = feed(&stranger);
+    assert_eq!(firsts, ["SIP/2.0 480 Temporarily Unavailable"]);
+    assert_eq!(marked, firsts);
+}
+
 /// Two parties on one host (SIPp tests, a PBX with several phones): the exact source
 /// decides the direction, else the request's own next hop.
 #[test]

@@ -264,40 +264,22 @@ fn max_call_duration_sends_bye_both_ways() {
     byes.sort_by_key(|(a, _)| *a);
     byes.dedup_by_key(|(a, _)| *a);
     assert_eq!(byes.len(), 2, "{sent:?}");
-    let to_trunk = byes
-        .iter()
-        .find(|(a, _)| a.to_string() == TRUNK)
-        .expect("BYE to the callee");
-    assert!(
-        to_trunk
-            .1
-            .starts_with(&format!("BYE sip:gw@{TRUNK} SIP/2.0"))
-    );
-    assert!(to_trunk.1.contains("From: <sip:alice@example.com>;tag=a1"));
-    assert!(to_trunk.1.contains(";tag=trunk"));
-    assert!(to_trunk.1.contains("CSeq: 2 BYE"));
-    let to_phone = byes
-        .iter()
-        .find(|(a, _)| a.to_string() == PHONE)
-        .expect("BYE to the caller");
-    assert!(
-        to_phone
-            .1
-            .starts_with(&format!("BYE sip:alice@{PHONE} SIP/2.0"))
-    );
-    assert!(to_phone.1.contains("To: <sip:alice@example.com>;tag=a1"));
+    let bye_to = |addr: &str| -> String {
+        let found = byes.iter().find(|(a, _)| a.to_string() == addr);
+        found.map(|(_, m)| m.clone()).expect("a BYE to each side")
+    };
+    let to_trunk = bye_to(TRUNK);
+    assert!(to_trunk.starts_with(&format!("BYE sip:gw@{TRUNK} SIP/2.0")));
+    assert!(to_trunk.contains("From: <sip:alice@example.com>;tag=a1"));
+    assert!(to_trunk.contains(";tag=trunk"));
+    assert!(to_trunk.contains("CSeq: 2 BYE"));
+    let to_phone = bye_to(PHONE);
+    assert!(to_phone.starts_with(&format!("BYE sip:alice@{PHONE} SIP/2.0")));
+    assert!(to_phone.contains("To: <sip:alice@example.com>;tag=a1"));
     assert_eq!(h.core.fraud.calls_active(), 0);
-    assert_eq!(
-        h.core
-            .metrics
-            .fraud
-            .calls_ended
-            .with_label_values(&["max_duration"])
-            .get(),
-        1
-    );
+    assert_eq!(h.ended("max_duration"), 1);
     // Our BYE's 200 is taken (its client transaction), not a stray.
-    let bye = to_trunk.1.clone();
+    let bye = to_trunk.clone();
     let ok = bye.replacen(&format!("BYE sip:gw@{TRUNK} SIP/2.0"), "SIP/2.0 200 OK", 1);
     let stray_before = h.core.metrics.stray.get();
     h.feed(&ok, TRUNK);
@@ -551,21 +533,25 @@ fn session_timer_expiry_ends_the_call() {
         sent.iter()
             .any(|(a, m)| a.to_string() == PHONE && m.starts_with("BYE"))
     );
-    assert_eq!(
-        h.core
-            .metrics
-            .fraud
-            .calls_ended
-            .with_label_values(&["session_expired"])
-            .get(),
-        1
-    );
+    assert_eq!(h.ended("session_expired"), 1);
 }
 
 /// Rule "00" with concurrent critical 2: a third international call is refused 403.
 const CONCURRENT_2: &str = "[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 2 }\n";
 
 impl H {
+    /// Calls the fraud guard ended for `why`.
+    fn ended(&self, why: &str) -> u64 {
+        let ended = &self.core.metrics.fraud.calls_ended;
+        ended.with_label_values(&[why]).get()
+    }
+
+    /// A new call to `number` goes through.
+    fn goes_through(&mut self, number: &str) {
+        let (sent, out) = self.call(number);
+        assert!(out.is_some(), "a new call goes through: {sent:?}");
+    }
+
     /// A call to `number` the trunk answers 200: the 200 as the phone got it.
     fn up(&mut self, number: &str) -> String {
         let out = self.forwarded(number);
@@ -719,10 +705,8 @@ fn a_bye_answered_200_frees_the_slot_at_once() {
     let sent = h.respond(&at_trunk, "200 OK", TRUNK);
     assert_eq!(final_line(&sent), "SIP/2.0 200 OK");
     assert_eq!(h.core.fraud.calls_active(), 1);
-    let ended = &h.core.metrics.fraud.calls_ended;
-    assert_eq!(ended.with_label_values(&["bye"]).get(), 1);
-    let (sent, out) = h.call("004930333");
-    assert!(out.is_some(), "a new call goes through: {sent:?}");
+    assert_eq!(h.ended("bye"), 1);
+    h.goes_through("004930333");
 }
 
 /// The callee's BYE (from the trunk, relayed to the phone): the phone's 200 frees the slot.
@@ -741,8 +725,7 @@ fn the_callees_bye_answered_200_frees_the_slot() {
     let sent = h.respond(&at_phone, "200 OK", PHONE);
     sent_to(&sent, TRUNK, "SIP/2.0 200");
     assert_eq!(h.core.fraud.calls_active(), 1);
-    let (sent, out) = h.call("004930333");
-    assert!(out.is_some(), "a new call goes through: {sent:?}");
+    h.goes_through("004930333");
 }
 
 /// A CANCEL ends nothing by itself, nor does the trunk's 200 to it: the attempt counts
@@ -772,8 +755,7 @@ fn a_cancel_ends_the_attempt_only_with_the_487() {
     let sent = h.answer(&invite, 487);
     assert_eq!(final_line(&sent), "SIP/2.0 487 Whatever");
     assert_eq!(h.core.fraud.calls_active(), 0);
-    let (sent, out) = h.call("004930333");
-    assert!(out.is_some(), "a new call goes through: {sent:?}");
+    h.goes_through("004930333");
 }
 
 /// The edge's own BYE (max_call_duration) ends the call in the books whatever its answers:
@@ -788,10 +770,8 @@ fn the_edges_own_bye_frees_the_call_whatever_the_answer() {
     sent_to(&sent, PHONE, "BYE");
     h.respond(&bye, "481 Call/Transaction Does Not Exist", TRUNK);
     assert_eq!(h.core.fraud.calls_active(), 0);
-    let ended = &h.core.metrics.fraud.calls_ended;
-    assert_eq!(ended.with_label_values(&["max_duration"]).get(), 1);
-    let (sent, out) = h.call("0301234569");
-    assert!(out.is_some(), "a new call goes through: {sent:?}");
+    assert_eq!(h.ended("max_duration"), 1);
+    h.goes_through("0301234569");
 }
 
 /// The caller's BYE that the trunk never answers: the call counts while the BYE's
@@ -820,8 +800,6 @@ fn an_unanswered_bye_has_the_edge_end_the_call() {
         );
     }
     assert_eq!(h.core.fraud.calls_active(), 0);
-    let ended = &h.core.metrics.fraud.calls_ended;
-    assert_eq!(ended.with_label_values(&["bye_timeout"]).get(), 1);
-    let (sent, out) = h.call("0301234568");
-    assert!(out.is_some(), "a new call goes through: {sent:?}");
+    assert_eq!(h.ended("bye_timeout"), 1);
+    h.goes_through("0301234568");
 }
