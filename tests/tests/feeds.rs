@@ -13,12 +13,15 @@
 //!
 //! Skips loudly when not root.
 
-mod support;
-
 use std::{net::SocketAddr, time::Duration};
 
-use sip_firewall_tests::{edge::Edge, feed::FeedServer};
-use support::*;
+use sip_firewall_tests::{
+    domain::config,
+    edge::{Edge, xdp_args},
+    feed::FeedServer,
+    metrics::Metrics,
+    one_at_a_time,
+};
 
 const TRUNK: &str = "198.51.100.30";
 

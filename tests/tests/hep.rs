@@ -9,21 +9,21 @@
 //! takes those drops as dialogs (it skips the verdict chunk); a reload without `drops` frees
 //! the capture slot.
 
-mod support;
-
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
 use sip_firewall_tests::{
-    edge::err,
+    domain::config,
+    edge::{Turn, err, sipp_edge},
     frames,
     hep::{Captured, Sngrep, receive},
+    metrics::Metrics,
     netns::in_ns,
+    sipp::{Host, alice_calls_bob, codes, register_bob},
     skip,
 };
-use support::*;
 
 const UAS_PORT: u16 = 5070;
 const UAC_PORT: u16 = 5080;

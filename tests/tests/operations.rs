@@ -12,8 +12,9 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{daemon_bin, sample, scrape},
+    daemon::daemon_bin,
     edge::{Edge, err, json, out, xdp_args},
+    metrics::{sample, scrape},
     netns::{Pair, in_ns},
 };
 

@@ -4,23 +4,19 @@
 //! restart are named. A reload also changes the scanner list, every `[bans]` setting and the
 //! metrics address while running; an address it cannot bind refuses the whole reload.
 
-mod support;
-
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
-use support::{
-    Host, Metrics, alice_calls_bob, codes, config, edge, one_at_a_time, register_bob,
-    sipp_installed, xdp_args,
-};
-
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, daemon_bin, scrape},
-    edge::Edge,
+    daemon::{DaemonDirs, daemon_bin},
+    domain::config,
+    edge::{Edge, edge, xdp_args},
+    metrics::{Metrics, scrape},
     netns::{Pair, in_ns},
-    require_root, said,
+    one_at_a_time, require_root, said,
+    sipp::{self, Host, alice_calls_bob, codes, register_bob},
 };
 
 /// `n` SIP OPTIONS from `from` (an address of namespace a) to the daemon.
@@ -155,7 +151,7 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
 #[test]
 fn reload_during_a_call_keeps_the_call_and_the_registration() {
     let test = "reload_during_a_call_keeps_the_call_and_the_registration";
-    if !sipp_installed(test) {
+    if !sipp::require(test) {
         return;
     }
     const UAS_PORT: u16 = 5070;
@@ -259,7 +255,7 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
     let (pair, d) = (&e.pair, &e.dirs);
     let (probe1, probe2) = (pair.add_a4(21).unwrap(), pair.add_a4(22).unwrap());
     let answered = |m: &str| {
-        sip_firewall_tests::daemon::sample(m, "sipfw_sip_requests_total{method=\"OPTIONS\"}")
+        sip_firewall_tests::metrics::sample(m, "sipfw_sip_requests_total{method=\"OPTIONS\"}")
             .unwrap_or(0.0)
     };
     // Not on the scanner list yet: answered, not banned.

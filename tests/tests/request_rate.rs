@@ -9,9 +9,9 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{sample, scrape},
     edge::{Edge, xdp_args},
     frames,
+    metrics::{sample, scrape},
     netns::in_ns,
 };
 

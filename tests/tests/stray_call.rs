@@ -5,16 +5,19 @@
 //! layer sees none of them, and no genuine reply of the call is taken for a stray); with XDP
 //! off the proxy drops them itself (RFC 3261 18.1.2) and forwards none.
 
-mod support;
-
 use std::{
     hash::{BuildHasher as _, Hasher as _},
     net::{SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::netns::{Pair, in_ns};
-use support::*;
+use sip_firewall_tests::{
+    domain::config,
+    edge::edge,
+    metrics::Metrics,
+    netns::{Pair, in_ns},
+    sipp::{self, Host, alice_calls_bob, codes, register_bob},
+};
 
 /// The forger: a third address on namespace a's side of the link.
 const FORGER_HOST: u8 = 3;
@@ -89,7 +92,7 @@ fn transactions_freed(pair: &Pair) -> bool {
 }
 
 fn call_with_forged_replies(test: &str, xdp: bool) {
-    if !sipp_installed(test) {
+    if !sipp::require(test) {
         return;
     }
     // The flood limit far above the forger's 100 packets a second: this test is about the

@@ -9,13 +9,11 @@ use sip_firewall_tests::{
     cluster::{Cluster, Node, Redis},
     daemon::TempDir,
     edge::{err, out},
+    sipp::{self, register_bob},
     skip::require_tool,
 };
 
-use crate::{
-    setup::{node_config, sip_node_config, wait_binding_on},
-    support::{self, register_bob},
-};
+use crate::setup::{node_config, sip_node_config, wait_binding_on};
 
 /// Redis started again: every node of `nodes` reconnects.
 fn back(redis: &mut Redis, nodes: [&Node; 2]) {
@@ -147,13 +145,13 @@ fn a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns() {
 #[test]
 fn changes_queued_during_an_outage_survive_a_restart() {
     let test = "changes_queued_during_an_outage_survive_a_restart";
-    if !support::sipp_installed(test) {
+    if !sipp::require(test) {
         return;
     }
     let Some(mut cl) = Cluster::new(test, "cluster-outbox") else {
         return;
     };
-    let _turn = support::one_at_a_time();
+    let _turn = sip_firewall_tests::one_at_a_time();
     let [mut a, b] = cl.started(["coa", "cob"], |node| {
         let host = if node == "edge-a" { 11 } else { 12 };
         sip_node_config(&cl.redis, node, host)

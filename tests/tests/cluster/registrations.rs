@@ -10,11 +10,11 @@ use std::{
 use sip_firewall_tests::{
     cluster::{Cluster, Node, start_all},
     netns::in_ns,
+    sipp::{self, Host, register_bob},
 };
 
-use crate::{
-    setup::{Backbone, bob_contact, bob_registers, sip_node_config, wait_binding_on, wait_for},
-    support::{self, Host, register_bob},
+use crate::setup::{
+    Backbone, bob_contact, bob_registers, sip_node_config, wait_binding_on, wait_for,
 };
 
 /// bob registers through A (the binding goes to Redis with A's Path); alice calls bob
@@ -24,13 +24,13 @@ use crate::{
 #[test]
 fn a_call_through_b_reaches_bob_registered_through_a() {
     let test = "a_call_through_b_reaches_bob_registered_through_a";
-    if !support::sipp_installed(test) {
+    if !sipp::require(test) {
         return;
     }
     let Some(cl) = Cluster::new(test, "cluster-path") else {
         return;
     };
-    let _turn = support::one_at_a_time();
+    let _turn = sip_firewall_tests::one_at_a_time();
     let (redis, dir) = (&cl.redis, &cl.tmp.path);
     let mut nodes = cl.nodes(["cpa", "cpb", "cpc"], |node| {
         sip_node_config(redis, node, backbone_host(node))
@@ -59,7 +59,7 @@ fn a_call_through_b_reaches_bob_registered_through_a() {
     // One call alice -> bob through B while bob's UAS answers behind A.
     let call = |holder: &Node, n: usize| {
         let uas = Host::in_ns(&holder.pair, dir).uas("uas.xml", bob_port, &["-m", "1"]);
-        let uac = support::alice_calls_bob(&b.pair, dir, 5080 + n as u16, 1);
+        let uac = sipp::alice_calls_bob(&b.pair, dir, 5080 + n as u16, 1);
         let (uas, _) = uas.wait();
         assert!(uac.ok, "alice's call {n}: {}\n{}", uac.output, uac.trace);
         assert!(
@@ -112,13 +112,13 @@ fn backbone_host(node: &str) -> u8 {
 #[test]
 fn an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon() {
     let test = "an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon";
-    if !support::sipp_installed(test) {
+    if !sipp::require(test) {
         return;
     }
     let Some(cl) = Cluster::new(test, "cluster-forge") else {
         return;
     };
-    let _turn = support::one_at_a_time();
+    let _turn = sip_firewall_tests::one_at_a_time();
     let redis = &cl.redis;
     let [a] = cl.started(["cfa"], |node| sip_node_config(redis, node, 11));
     let bob_port = 5070;

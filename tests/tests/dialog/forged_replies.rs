@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::call::{answer, bob_and_eve, eve_invite, receive, socket};
-use crate::support::{Metrics, config, sipp_edge};
+use sip_firewall_tests::{domain::config, edge::sipp_edge, metrics::Metrics};
 
 /// Eve (198.51.100.5) and the forger (.6).
 const EVE: &str = "198.51.100.5";

@@ -12,7 +12,11 @@ use std::time::Duration;
 use crate::call::{
     Answered, InDialog, bob_and_eve, eve_calls_bob, eve_invite, in_dialog_to_bob, receive,
 };
-use crate::support::{Metrics, Turn, config, sipp_edge, xdp_args};
+use sip_firewall_tests::{
+    domain::config,
+    edge::{Turn, sipp_edge, xdp_args},
+    metrics::Metrics,
+};
 
 /// Eve, at 198.51.100.7.
 const EVE: &str = "198.51.100.7";

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::call::{Answered, InDialog, bob_and_eve, eve_calls_bob, eve_invite, receive, socket};
-use crate::support::{Metrics, config, sipp_edge};
+use sip_firewall_tests::{domain::config, edge::sipp_edge, metrics::Metrics};
 
 /// The outsider (caller, 198.51.100.3), a third address it also controls (.4), and the
 /// host it aims at.

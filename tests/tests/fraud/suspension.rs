@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use sip_firewall_tests::said;
+use sip_firewall_tests::{edge::xdp_args, metrics::Metrics, said};
 
 use crate::client::start;
-use crate::support::{Metrics, xdp_args};
 
 #[test]
 fn concurrent_calls_suspend_until_unblocked() {

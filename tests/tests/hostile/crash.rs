@@ -8,9 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::netns::in_ns;
-
-use crate::support::{Metrics, config, edge};
+use sip_firewall_tests::{domain::config, edge::edge, metrics::Metrics, netns::in_ns};
 
 /// An OPTIONS ping to the edge itself from `sock`: the status code of the answer, if one came
 /// within a second.

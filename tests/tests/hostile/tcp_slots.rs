@@ -9,9 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::netns::in_ns;
-
-use crate::support::{Metrics, config, edge};
+use sip_firewall_tests::{domain::config, edge::edge, metrics::Metrics, netns::in_ns};
 
 /// Whether the daemon answers a ping on `s` with a pong (and so keeps it).
 fn pong(s: &mut TcpStream) -> bool {
