@@ -9,7 +9,7 @@ use sip_firewall_tests::{
     cluster::{Cluster, Node, Redis},
     daemon::TempDir,
     edge::{err, out},
-    sipp::{self, register_bob},
+    sipp::register_bob,
     skip::require_tool,
 };
 
@@ -145,13 +145,9 @@ fn a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns() {
 #[test]
 fn changes_queued_during_an_outage_survive_a_restart() {
     let test = "changes_queued_during_an_outage_survive_a_restart";
-    if !sipp::require(test) {
-        return;
-    }
-    let Some(mut cl) = Cluster::new(test, "cluster-outbox") else {
+    let Some(mut cl) = Cluster::with_sipp(test, "cluster-outbox") else {
         return;
     };
-    let _turn = sip_firewall_tests::one_at_a_time();
     let [mut a, b] = cl.started(["coa", "cob"], |node| {
         let host = if node == "edge-a" { 11 } else { 12 };
         sip_node_config(&cl.redis, node, host)

@@ -24,13 +24,9 @@ use crate::setup::{
 #[test]
 fn a_call_through_b_reaches_bob_registered_through_a() {
     let test = "a_call_through_b_reaches_bob_registered_through_a";
-    if !sipp::require(test) {
-        return;
-    }
-    let Some(cl) = Cluster::new(test, "cluster-path") else {
+    let Some(cl) = Cluster::with_sipp(test, "cluster-path") else {
         return;
     };
-    let _turn = sip_firewall_tests::one_at_a_time();
     let (redis, dir) = (&cl.redis, &cl.tmp.path);
     let mut nodes = cl.nodes(["cpa", "cpb", "cpc"], |node| {
         sip_node_config(redis, node, backbone_host(node))
@@ -112,13 +108,9 @@ fn backbone_host(node: &str) -> u8 {
 #[test]
 fn an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon() {
     let test = "an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon";
-    if !sipp::require(test) {
-        return;
-    }
-    let Some(cl) = Cluster::new(test, "cluster-forge") else {
+    let Some(cl) = Cluster::with_sipp(test, "cluster-forge") else {
         return;
     };
-    let _turn = sip_firewall_tests::one_at_a_time();
     let redis = &cl.redis;
     let [a] = cl.started(["cfa"], |node| sip_node_config(redis, node, 11));
     let bob_port = 5070;
