@@ -114,6 +114,15 @@ pub struct Run {
     pub output: String,
 }
 
+impl Run {
+    /// Fail the test unless the run succeeded: `what` failed, with SIPp's output and its
+    /// message trace.
+    #[track_caller]
+    pub fn assert_ok(&self, what: &str) {
+        assert!(self.ok, "{what}: {}\n{}", self.output, self.trace);
+    }
+}
+
 /// Where a test's SIPp runs go: the address SIPp binds, the proxy its clients talk to, the
 /// namespace it runs in (none: this host), the directory of its message traces, and the
 /// `-timeout` of each run.

@@ -82,8 +82,7 @@ fn sngrep_takes_drops(e: &Turn, banned: &UdpSocket, test: &str) {
 
 /// Bob registers, alice calls him: both must succeed (`what`: the call, in the message).
 fn register_and_call(e: &Turn, what: &str) {
-    let r = register_bob(&e.pair, e.dir(), UAS_PORT);
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    register_bob(&e.pair, e.dir(), UAS_PORT).assert_ok("bob registers");
     let (ok, said) = call(e);
     assert!(ok, "{what}: {said}");
 }

@@ -98,8 +98,7 @@ fn known_sources_pass_under_a_spoofed_flood() {
 
     // bob registers (authenticated: known) and answers calls; alice calls once (known too).
     let uas_port = 5070;
-    let reg = sipp::register_bob(pair, dir, uas_port);
-    assert!(reg.ok, "bob registers: {}\n{}", reg.output, reg.trace);
+    sipp::register_bob(pair, dir, uas_port).assert_ok("bob registers");
     let calls = 6;
     let uas =
         sipp::Host::in_ns(pair, dir).uas("uas.xml", uas_port, &["-m", &(calls + 1).to_string()]);

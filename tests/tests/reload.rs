@@ -161,8 +161,7 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
         return;
     };
     let (pair, dir) = (&e.pair, e.dir());
-    let r = register_bob(pair, dir, UAS_PORT);
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    register_bob(pair, dir, UAS_PORT).assert_ok("bob registers");
     let uas = Host::in_ns(pair, dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
     let (call, reload) = std::thread::scope(|s| {
         let call = s.spawn(|| alice_calls_bob(pair, dir, UAC_PORT, 1));
@@ -191,11 +190,7 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
         reply.contains("policy.allow: +203.0.113.0/24") && reply.contains("xdp.flood_rate"),
         "{reply}"
     );
-    assert!(
-        call.ok,
-        "the call completes: {}\n{}",
-        call.output, call.trace
-    );
+    call.assert_ok("the call completes");
     assert!(!killed && s.ok, "UAS: {}\n{}", s.output, s.trace);
     assert!(codes(&call.trace).contains(&200), "{}", call.trace);
     // bob's registration is still there.

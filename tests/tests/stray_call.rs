@@ -108,8 +108,7 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
     pair.add_a4(FORGER_HOST).unwrap();
 
     // bob registers from where his UAS will answer.
-    let r = register_bob(pair, dir, UAS_PORT);
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    register_bob(pair, dir, UAS_PORT).assert_ok("bob registers");
     let uas = Host::in_ns(pair, dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
 
     // The call, with the forger at work for its first second.
@@ -120,7 +119,7 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
         (c, forger.join().expect("forger"))
     });
     let (s, killed) = uas.wait();
-    assert!(c.ok, "UAC: {}\n{}", c.output, c.trace);
+    c.assert_ok("UAC");
     assert!(!killed && s.ok, "UAS: {}\n{}", s.output, s.trace);
     assert!(
         codes(&c.trace).contains(&200),

@@ -162,12 +162,8 @@ fn changes_queued_during_an_outage_survive_a_restart() {
             .status
             .success()
     );
-    let reg = register_bob(&a.pair, &cl.tmp.path, 5070);
-    assert!(
-        reg.ok,
-        "bob registers through A during the outage: {}\n{}",
-        reg.output, reg.trace
-    );
+    register_bob(&a.pair, &cl.tmp.path, 5070)
+        .assert_ok("bob registers through A during the outage");
     a.stop();
     a.start();
     assert!(a.banned(during), "A's state database kept its ban");

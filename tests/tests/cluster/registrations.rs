@@ -39,12 +39,7 @@ fn a_call_through_b_reaches_bob_registered_through_a() {
     let [a, b, c] = nodes;
 
     let bob_port = 5070;
-    let reg = register_bob(&a.pair, dir, bob_port);
-    assert!(
-        reg.ok,
-        "bob registers through A: {}\n{}",
-        reg.output, reg.trace
-    );
+    register_bob(&a.pair, dir, bob_port).assert_ok("bob registers through A");
     wait_binding_on(redis, "edge-a");
     let stored = redis.cli(&["HGETALL", "sipfw:loc:bob@example.com"]);
     assert!(
@@ -57,12 +52,8 @@ fn a_call_through_b_reaches_bob_registered_through_a() {
         let uas = Host::in_ns(&holder.pair, dir).uas("uas.xml", bob_port, &["-m", "1"]);
         let uac = sipp::alice_calls_bob(&b.pair, dir, 5080 + n as u16, 1);
         let (uas, _) = uas.wait();
-        assert!(uac.ok, "alice's call {n}: {}\n{}", uac.output, uac.trace);
-        assert!(
-            uas.ok,
-            "bob answers call {n}: {}\n{}",
-            uas.output, uas.trace
-        );
+        uac.assert_ok(&format!("alice's call {n}"));
+        uas.assert_ok(&format!("bob answers call {n}"));
     };
     let hop = "sipfw_proxy_forwarded_total{kind=\"cluster_hop\"}";
     let requests = "sipfw_proxy_forwarded_total{kind=\"request\"}";
@@ -79,12 +70,7 @@ fn a_call_through_b_reaches_bob_registered_through_a() {
     );
 
     // bob moves to C: the next call goes via C, not A.
-    let reg = register_bob(&c.pair, dir, bob_port);
-    assert!(
-        reg.ok,
-        "bob registers through C: {}\n{}",
-        reg.output, reg.trace
-    );
+    register_bob(&c.pair, dir, bob_port).assert_ok("bob registers through C");
     wait_binding_on(redis, "edge-c");
     let a_before = a.metric(requests);
     call(&c, 2);
@@ -114,12 +100,7 @@ fn an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon() {
     let redis = &cl.redis;
     let [a] = cl.started(["cfa"], |node| sip_node_config(redis, node, 11));
     let bob_port = 5070;
-    let reg = register_bob(&a.pair, &cl.tmp.path, bob_port);
-    assert!(
-        reg.ok,
-        "bob registers through A: {}\n{}",
-        reg.output, reg.trace
-    );
+    register_bob(&a.pair, &cl.tmp.path, bob_port).assert_ok("bob registers through A");
     wait_binding_on(redis, "edge-a");
     let contact = bob_contact(redis);
 

@@ -65,7 +65,7 @@ fn forged_603_for_an_open_branch_fails_no_call() {
     let after = Metrics::scrape(pair);
     let (code, log) = e.stop();
 
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    r.assert_ok("bob registers");
     assert!(forwarded.is_some(), "the INVITE reached bob: {at_bob:?}");
     let finals: Vec<&str> = at_eve
         .iter()

@@ -100,7 +100,7 @@ fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
     let dropped_after = Metrics::scrape(&e.pair);
     let (code, log_c) = e.stop();
 
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    r.assert_ok("bob registers");
     let route =
         route.unwrap_or_else(|| panic!("Eve got bob's 200 with our Record-Route: {at_eve:?}"));
     eprintln!("{test}: Record-Route {route}");

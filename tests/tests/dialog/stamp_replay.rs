@@ -72,7 +72,7 @@ fn replayed_stamp_relays_nothing() {
     let after = Metrics::scrape(pair);
     let (code, log) = e.stop();
 
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    r.assert_ok("bob registers");
     let forwarded = forwarded.unwrap_or_else(|| panic!("the INVITE reached bob: {at_bob:?}"));
     // RFC 3325: an outsider's asserted identity never reaches the phone.
     assert!(
