@@ -88,6 +88,14 @@ impl Redis {
         assert!(set.contains("OK"), "{set}");
     }
 
+    /// `config` (a node's, with [`Redis::url`]) logging in as a user of the node's own,
+    /// `node` (added now): [`Redis::cut`] of `node` then cuts that node off alone.
+    pub fn own_user(&self, node: &str, config: &str) -> String {
+        let pw = format!("pw-{node}");
+        self.add_user(node, &pw);
+        config.replace(&self.url(), &self.url_as(node, &pw))
+    }
+
     /// Cut the nodes logged in as `user` off (`on` false: the user disabled and its
     /// connections killed; Redis and the other nodes carry on), or let them back.
     pub fn cut(&self, user: &str, on: bool) {

@@ -93,11 +93,10 @@ fn a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns() {
         return;
     };
     let redis = &cl.redis;
-    redis.add_user("edge-b", "pw-b");
     let [a, b] = cl.started(["cra", "crb"], |node| {
         let config = node_config(redis, node, "shared-secret-5");
         if node == "edge-b" {
-            config.replace(&redis.url(), &redis.url_as(node, "pw-b"))
+            redis.own_user(node, &config)
         } else {
             config
         }

@@ -199,11 +199,8 @@ fn bindings_are_refreshed_and_removed_through_any_node() {
         return;
     };
     let redis = &cl.redis;
-    redis.add_user("edge-a", "pw-edge-a");
-    redis.add_user("edge-b", "pw-edge-b");
     let [a, b] = cl.started(["cua", "cub"], |node| {
-        let config = sip_node_config(redis, node, backbone_host(node));
-        config.replace(&redis.url(), &redis.url_as(node, &format!("pw-{node}")))
+        redis.own_user(node, &sip_node_config(redis, node, backbone_host(node)))
     });
     let gauge = "sipfw_registrar_bindings";
     let wait_bindings = |n: &Node, name: &str, want: f64| {
