@@ -72,6 +72,14 @@ impl Edge {
         self.child.take().map_or((-1, String::new()), stop)
     }
 
+    /// [`Edge::stop`], which must exit 0: what the daemon wrote on stderr.
+    #[track_caller]
+    pub fn stop_clean(&mut self) -> String {
+        let (code, err) = self.stop();
+        assert_eq!(code, 0, "{err}");
+        err
+    }
+
     /// Kill the daemon with SIGKILL (what a crash leaves behind: its program and pins).
     pub fn kill(&mut self) {
         let mut c = self.child.take().expect("the daemon is running");

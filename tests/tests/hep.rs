@@ -222,8 +222,7 @@ fn a_call_through_the_edge_reaches_the_hep_collector_and_a_gone_collector_costs_
         &collector,
         "the old collector gets nothing after the reload",
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 #[test]
@@ -308,6 +307,5 @@ fn packets_xdp_dropped_reach_the_collector_with_their_verdict_next_to_a_clean_ca
             .any(|c| c.as_ref().is_ok_and(|c| c.verdict.is_some())),
         "no drops exported after the reload: {after:?}"
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

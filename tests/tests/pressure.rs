@@ -160,8 +160,7 @@ fn known_sources_pass_under_a_spoofed_flood() {
         "pressure {pressure}, sent {sent}, passed {options}"
     );
 
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 /// `sipfw_pressure_budget` now, or -1 when the daemon does not show it.
@@ -235,8 +234,7 @@ fn budget_under_a_costly_flood(test: &str, adaptive: bool) {
     } else {
         assert_eq!(during, CEILING, "{test}: not adaptive, the ceiling always");
     }
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    let log = e.stop_clean();
     assert_eq!(
         log.contains("unknown-source budget changed"),
         adaptive,

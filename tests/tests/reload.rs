@@ -143,8 +143,7 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
         banned(&e.dirs, e.pair.a4).is_some(),
         "the ban holds after SIGHUP"
     );
-    let (code, err) = e.stop();
-    assert_eq!(code, 0, "{err}");
+    let err = e.stop_clean();
     assert!(err.contains("SIGHUP: config reloaded"), "{err}");
 }
 
@@ -200,8 +199,7 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
         1.0,
         "the registration holds"
     );
-    let (code, err) = e.stop();
-    assert_eq!(code, 0, "{err}");
+    e.stop_clean();
 }
 
 /// Poll until `ip` is banned (10 s at most, else fail saying `what`): the ban's reason.
@@ -310,6 +308,5 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
     let probe3 = pair.add_a4(23).unwrap();
     options_as(pair, probe3, 1, "evil-probe/1.0");
     wait_ban(d, probe3, "the scanner list changed after a refused reload");
-    let (code, err) = e.stop();
-    assert_eq!(code, 0, "{err}");
+    e.stop_clean();
 }

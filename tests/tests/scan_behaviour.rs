@@ -131,8 +131,7 @@ fn svwar_with_a_harmless_user_agent_is_banned_before_it_finds_an_extension() {
         m.xdp("banned") > 0.0,
         "what it sent after the ban was dropped in XDP"
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 #[test]
@@ -151,8 +150,7 @@ fn svwar_finds_bob_when_nothing_bans_it() {
         "svwar should find bob when nothing bans it:\n{reply}"
     );
     assert!(d.bans().is_empty(), "nothing banned");
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 #[test]
@@ -208,6 +206,5 @@ fn an_allow_listed_trunks_burst_over_many_numbers_is_not_a_scanner() {
         "the trunk is not banned: {:?}",
         d.bans()
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

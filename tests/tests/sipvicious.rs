@@ -86,8 +86,7 @@ fn svmap_is_banned(test: &str, xdp: bool) {
     if !xdp {
         assert_eq!(m2.xdp("banned"), 0.0);
     }
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 /// Run svcrack to its end: what it reply.
@@ -173,8 +172,7 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     );
     assert_eq!(ban["lift"], format!("sip-firewall ban del {a4}"));
     eprintln!("{test}: {}", said(&d.cli(&["why", &a4])));
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 /// The control of the svcrack tests: with a threshold it never reaches, svcrack does find
@@ -205,8 +203,7 @@ fn svcrack_finds_the_password_when_nothing_bans_it() {
         WRONG_FIRST as f64
     );
     assert!(d.bans().is_empty(), "nothing banned");
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 #[test]

@@ -86,6 +86,5 @@ fn why_names_the_flood_ban_and_flood_state_and_nothing_for_a_clean_source() {
             .any(|f| f["check"] == "ban"),
         "{after:#}"
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

@@ -61,8 +61,7 @@ fn concurrent_calls_suspend_until_unblocked() {
     assert!(said(&events).contains("critical"));
 
     // A restart keeps the suspension (state database).
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
     e.run(xdp_args(false));
     let after_restart = phone.call("0301234568");
     let unblock = e.cli(&["fraud", "unblock", "alice"]);

@@ -86,8 +86,7 @@ fn one_source_cannot_hold_every_tcp_slot() {
     assert_eq!(m.get("sipfw_sip_tcp_connections"), 33.0);
     drop(conns);
     drop(other);
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 /// A TCP connection to `to` from address `from` (any port).
