@@ -2,7 +2,7 @@
 //! directories, the process, and what tests ask of it from outside (its CLI, its metrics,
 //! its bans and lists, whether it answers or drops a source). When the test ends, passing or
 //! failing, the daemon is killed if still running, then the namespaces and directories go.
-//! A test's daemon started while the test binary's turn is held (`Turn`, from [`edge`]).
+//! A test's daemon started while the test binary's turn is held (`Turn`, from [`edge()`]).
 
 use std::{
     net::{SocketAddr, UdpSocket},
