@@ -238,15 +238,9 @@ impl XdpConfig {
     /// Settings for a budget of `per_second` SIP requests from unknown sources together
     /// (bursts of one second's worth); 0 disables it.
     pub const fn with_pressure_budget(mut self, per_second: u32) -> Self {
-        if per_second == 0 {
-            self.pressure_interval_ns = 0;
-            self.pressure_tolerance_ns = 0;
-        } else {
-            let interval = 1_000_000_000 / per_second as u64;
-            let interval = if interval == 0 { 1 } else { interval };
-            self.pressure_interval_ns = interval;
-            self.pressure_tolerance_ns = interval * (per_second as u64 - 1);
-        }
+        let (interval, tolerance) = gcra_settings(per_second, per_second);
+        self.pressure_interval_ns = interval;
+        self.pressure_tolerance_ns = tolerance;
         self
     }
 
@@ -292,16 +286,9 @@ impl XdpConfig {
 
     /// Settings for a flood limit of `rate` packets per second with bursts of `burst`.
     pub const fn with_flood(mut self, rate_pps: u32, burst: u32, ban_ns: u64) -> Self {
-        if rate_pps == 0 {
-            self.flood_interval_ns = 0;
-            self.flood_tolerance_ns = 0;
-        } else {
-            let interval = 1_000_000_000 / rate_pps as u64;
-            let interval = if interval == 0 { 1 } else { interval };
-            let burst = if burst == 0 { 1 } else { burst };
-            self.flood_interval_ns = interval;
-            self.flood_tolerance_ns = interval * (burst as u64 - 1);
-        }
+        let (interval, tolerance) = gcra_settings(rate_pps, burst);
+        self.flood_interval_ns = interval;
+        self.flood_tolerance_ns = tolerance;
         self.flood_ban_ns = ban_ns;
         self
     }
@@ -387,6 +374,15 @@ mod tests {
         assert_eq!(c.flood_ban_ns, 5);
         let off = XdpConfig::default().with_flood(0, 20, 5);
         assert_eq!(off.flood_interval_ns, 0);
+        // The pressure budget: bursts of one second's worth.
+        let p = XdpConfig::default().with_pressure_budget(100);
+        assert_eq!(p.pressure_interval_ns, 10_000_000);
+        assert_eq!(p.pressure_tolerance_ns, 990_000_000);
+        let off = XdpConfig::default().with_pressure_budget(0);
+        assert_eq!(
+            (off.pressure_interval_ns, off.pressure_tolerance_ns),
+            (0, 0)
+        );
     }
 
     #[test]

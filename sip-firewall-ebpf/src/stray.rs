@@ -46,6 +46,16 @@ const LOOKING: u64 = 0;
 const FOUND: u64 = 1;
 const MISSING: u64 = 2;
 
+impl Scan {
+    /// What the scan looked for is at `pos`: it stops there.
+    #[inline(always)]
+    fn found(&mut self, pos: u64) -> i64 {
+        self.pos = pos;
+        self.outcome = FOUND;
+        STOP
+    }
+}
+
 #[inline(always)]
 fn skip_sws(b: Buf, mut i: u64, end: u64) -> u64 {
     for _ in 0..MAX_SWS {
@@ -124,67 +134,61 @@ fn next_flagged(buf: Buf, at: *mut u64, s: &Scan, mask: impl Fn(u64) -> u64) -> 
     Some(w * WORD + first_flag(flags))
 }
 
-/// Scan 1, from the position in `SCAN_POS`: a line feed followed by a Via header name.
-/// Each call finds the next line feed (eight bytes per test) and checks the header name
-/// after it; the next call goes on after it.
-extern "C" fn find_via(_n: u64, ctx: *mut c_void) -> i64 {
+/// The first steps of a call of scans 1 and 2: the scan, the buffer, where the scan goes
+/// on (in `SCAN_POS`), and from there the next byte `mask` flags within the bound. Else
+/// what the call returns at once: `NEXT` when its words held nothing flagged, `STOP` at the
+/// bound.
+#[inline(always)]
+fn next_stop<'s>(
+    ctx: *mut c_void,
+    mask: impl Fn(u64) -> u64,
+) -> Result<(&'s mut Scan, Buf, *mut u64, u64), i64> {
     let s = unsafe { &mut *(ctx as *mut Scan) };
-    let Some(buf) = Buf::get() else {
-        return STOP;
-    };
-    let Some(at) = SCAN_POS.get_ptr_mut(0) else {
-        return STOP;
-    };
-    let Some(lf) = next_flagged(buf, at, s, |x| eq_mask(x, b'\n')) else {
-        return if unsafe { *at } >= s.limit {
+    let buf = Buf::get().ok_or(STOP)?;
+    let at = SCAN_POS.get_ptr_mut(0).ok_or(STOP)?;
+    let Some(j) = next_flagged(buf, at, s, mask) else {
+        return Err(if unsafe { *at } >= s.limit {
             STOP
         } else {
             NEXT
-        };
+        });
     };
-    if lf >= s.limit {
-        return STOP;
+    if j >= s.limit {
+        return Err(STOP);
     }
+    Ok((s, buf, at, j))
+}
+
+/// Scan 1: a line feed followed by a Via header name. Each call finds the next line feed
+/// (eight bytes per test) and checks the header name after it; the next call goes on after
+/// it.
+extern "C" fn find_via(_n: u64, ctx: *mut c_void) -> i64 {
+    let (s, buf, at, lf) = match next_stop(ctx, |x| eq_mask(x, b'\n')) {
+        Ok(found) => found,
+        Err(ret) => return ret,
+    };
     if let Some(v) = via_value_at(buf, lf + 1, s.end) {
-        s.pos = v;
-        s.outcome = FOUND;
-        return STOP;
+        return s.found(v);
     }
     unsafe { *at = lf + 1 };
     NEXT
 }
 
-/// Scan 2, from the position in `SCAN_POS` in the Via's value: `;branch=`, or the value's
-/// end. Each call finds the next `;` or end of the value (eight bytes per test) and checks
-/// the parameter's name after a `;`.
+/// Scan 2, in the Via's value: `;branch=`, or the value's end. Each call finds the next `;`
+/// or end of the value (eight bytes per test) and checks the parameter's name after a `;`.
 extern "C" fn find_branch(_n: u64, ctx: *mut c_void) -> i64 {
-    let s = unsafe { &mut *(ctx as *mut Scan) };
-    let Some(buf) = Buf::get() else {
-        return STOP;
-    };
-    let Some(at) = SCAN_POS.get_ptr_mut(0) else {
-        return STOP;
-    };
     let stops = |x| eq_mask(x, b';') | eq_mask(x, b'\r') | eq_mask(x, b'\n') | eq_mask(x, b',');
-    let Some(j) = next_flagged(buf, at, s, stops) else {
-        return if unsafe { *at } >= s.limit {
-            STOP
-        } else {
-            NEXT
-        };
+    let (s, buf, at, j) = match next_stop(ctx, stops) {
+        Ok(found) => found,
+        Err(ret) => return ret,
     };
-    if j >= s.limit {
-        return STOP;
-    }
     if buf.at(j, s.end) != Some(b';') {
         // CR, LF or `,`: the first value ends without a branch.
         s.outcome = MISSING;
         return STOP;
     }
     if let Some(v) = branch_value_at(buf, j + 1, s.end) {
-        s.pos = v;
-        s.outcome = FOUND;
-        return STOP;
+        return s.found(v);
     }
     unsafe { *at = j + 1 };
     NEXT

@@ -218,6 +218,27 @@ impl<'s> Cursor<'s> {
             }
         }
     }
+
+    /// The rest of a `;` generic-param (RFC 3261 25.1: `token [EQUAL gen-value]`, gen-value
+    /// = token / host / quoted-string): its name and its value, a quoted one with its quotes.
+    /// An unquoted value is a run of token characters, ':' and brackets that `unquoted_ok`
+    /// must accept (what a token or a host is, the header says). None when malformed.
+    pub fn generic_param(
+        &mut self,
+        unquoted_ok: impl Fn(&str) -> bool,
+    ) -> Option<(&'s str, Option<&'s str>)> {
+        let name = self.token()?;
+        if !self.eat_sep(b'=') {
+            return Some((name, None));
+        }
+        let value = if self.peek() == Some(b'"') {
+            self.quoted()?
+        } else {
+            let v = self.take_while(|b| is_token(b) || matches!(b, b':' | b'[' | b']'));
+            unquoted_ok(v).then_some(v)?
+        };
+        Some((name, Some(value)))
+    }
 }
 
 #[cfg(test)]

@@ -447,7 +447,7 @@ fn unfold(v: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Reason::*, *};
 
     fn p(s: &str) -> Result<Message<'_>, Reason> {
         parse(s.as_bytes(), &Limits::default(), Transport::Datagram).map_err(|e| e.reason)
@@ -470,66 +470,63 @@ mod tests {
         assert_eq!(m.get(HeaderName::CSeq), Some("0009 INVITE"));
     }
 
+    /// Each message is refused for its reason.
+    fn refused(cases: &[(&str, Reason)]) {
+        for (msg, reason) in cases {
+            assert_eq!(p(msg).err(), Some(*reason), "{msg:?}");
+        }
+    }
+
     #[test]
     fn start_lines() {
-        assert_eq!(
-            p("INVITE  sip:a@b.com SIP/2.0\r\n\r\n").err(),
-            Some(Reason::BadRequestLine)
-        );
-        assert_eq!(
-            p("INVITE sip:a@b.com SIP/2.0 \r\n\r\n").err(),
-            Some(Reason::BadRequestLine)
-        );
-        assert_eq!(
-            p("INVITE sip:a@b.com SIP/7.0\r\n\r\n").err(),
-            Some(Reason::BadVersion)
-        );
-        assert_eq!(
-            p("SIP/2.0 4294967301 x\r\n\r\n").err(),
-            Some(Reason::BadStatusLine)
-        );
-        assert_eq!(
-            p("SIP/2.0 099 x\r\n\r\n").err(),
-            Some(Reason::BadStatusLine)
-        );
+        let long = format!("INVITE sip:{}@b.com SIP/2.0\r\n\r\n", "a".repeat(600));
+        refused(&[
+            ("INVITE  sip:a@b.com SIP/2.0\r\n\r\n", BadRequestLine),
+            ("INVITE sip:a@b.com SIP/2.0 \r\n\r\n", BadRequestLine),
+            ("INVITE sip:a@b.com SIP/7.0\r\n\r\n", BadVersion),
+            ("SIP/2.0 4294967301 x\r\n\r\n", BadStatusLine),
+            ("SIP/2.0 099 x\r\n\r\n", BadStatusLine),
+            ("\u{1}\u{2}garbage", NotSip),
+            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", NotSip),
+            ("OPTIONS sip:a@b.com SIP/2.0  \r\n\r\n", BadRequestLine),
+            (&long, RequestUriTooLong),
+        ]);
         assert!(p("SIP/2.0 100 \r\n\r\n").is_ok());
-        assert_eq!(p("\u{1}\u{2}garbage").err(), Some(Reason::NotSip));
-        assert_eq!(
-            p("GET / HTTP/1.1\r\nHost: x\r\n\r\n").err(),
-            Some(Reason::NotSip)
-        );
-        assert_eq!(
-            p("OPTIONS sip:a@b.com SIP/2.0  \r\n\r\n").err(),
-            Some(Reason::BadRequestLine)
-        );
         assert_eq!(
             Kind::sniff(b"OPTIONS sip:a@b.com SI"),
             Kind::Request {
                 method: Method::Options
             }
         );
-        let long = format!("INVITE sip:{}@b.com SIP/2.0\r\n\r\n", "a".repeat(600));
-        assert_eq!(p(&long).err(), Some(Reason::RequestUriTooLong));
     }
 
     #[test]
     fn lengths() {
-        assert_eq!(
-            p("OPTIONS sip:a@b.com SIP/2.0\r\nl: 9\r\n\r\nabc").err(),
-            Some(Reason::BodyTooShort)
+        let big = format!(
+            "OPTIONS sip:a@b.com SIP/2.0\r\nX: {}\r\n\r\n",
+            "a".repeat(3000)
         );
-        assert_eq!(
-            p("OPTIONS sip:a@b.com SIP/2.0\r\nl: -9\r\n\r\n").err(),
-            Some(Reason::BadContentLength)
-        );
-        assert_eq!(
-            p("OPTIONS sip:a@b.com SIP/2.0\r\nl: 1\r\nContent-Length: 1\r\n\r\na").err(),
-            Some(Reason::DuplicateHeader)
-        );
-        assert_eq!(
-            p("OPTIONS sip:a@b.com SIP/2.0\r\nl: 1\r\n").err(),
-            Some(Reason::UnterminatedHeaders)
-        );
+        let huge = format!("OPTIONS sip:a@b.com SIP/2.0\r\n\r\n{}", "a".repeat(20000));
+        refused(&[
+            (
+                "OPTIONS sip:a@b.com SIP/2.0\r\nl: 9\r\n\r\nabc",
+                BodyTooShort,
+            ),
+            (
+                "OPTIONS sip:a@b.com SIP/2.0\r\nl: -9\r\n\r\n",
+                BadContentLength,
+            ),
+            (
+                "OPTIONS sip:a@b.com SIP/2.0\r\nl: 1\r\nContent-Length: 1\r\n\r\na",
+                DuplicateHeader,
+            ),
+            (
+                "OPTIONS sip:a@b.com SIP/2.0\r\nl: 1\r\n",
+                UnterminatedHeaders,
+            ),
+            (&big, HeaderTooLarge),
+            (&huge, MessageTooLarge),
+        ]);
         let s = parse(
             b"OPTIONS sip:a@b.com SIP/2.0\r\n\r\n",
             &Limits::default(),
@@ -539,35 +536,30 @@ mod tests {
             s.err().map(|e| e.reason),
             Some(Reason::MissingContentLength)
         );
-        let big = format!(
-            "OPTIONS sip:a@b.com SIP/2.0\r\nX: {}\r\n\r\n",
-            "a".repeat(3000)
-        );
-        assert_eq!(p(&big).err(), Some(Reason::HeaderTooLarge));
-        let huge = format!("OPTIONS sip:a@b.com SIP/2.0\r\n\r\n{}", "a".repeat(20000));
-        assert_eq!(p(&huge).err(), Some(Reason::MessageTooLarge));
     }
 
     #[test]
     fn header_lines() {
-        assert_eq!(
-            p("OPTIONS sip:a@b.com SIP/2.0\r\nBad Name: x\r\n\r\n").err(),
-            Some(Reason::BadHeaderLine)
-        );
-        assert_eq!(
-            p("OPTIONS sip:a@b.com SIP/2.0\r\nX: a\rb\r\n\r\n").err(),
-            Some(Reason::BadHeaderLine)
-        );
-        assert_eq!(
-            p("OPTIONS sip:a@b.com SIP/2.0\r\nX: a\u{0}b\r\n\r\n").err(),
-            Some(Reason::BadHeaderLine)
-        );
+        refused(&[
+            (
+                "OPTIONS sip:a@b.com SIP/2.0\r\nBad Name: x\r\n\r\n",
+                BadHeaderLine,
+            ),
+            (
+                "OPTIONS sip:a@b.com SIP/2.0\r\nX: a\rb\r\n\r\n",
+                BadHeaderLine,
+            ),
+            (
+                "OPTIONS sip:a@b.com SIP/2.0\r\nX: a\u{0}b\r\n\r\n",
+                BadHeaderLine,
+            ),
+            (
+                "OPTIONS sip:a@b.com SIP/2.0\r\nNoColon\r\n\r\n",
+                BadHeaderLine,
+            ),
+        ]);
         assert!(
             p("OPTIONS sip:a@b.com SIP/2.0\r\nTo: \"NUL:\\\u{0}\" <sip:a@b.com>\r\n\r\n").is_ok()
-        );
-        assert_eq!(
-            p("OPTIONS sip:a@b.com SIP/2.0\r\nNoColon\r\n\r\n").err(),
-            Some(Reason::BadHeaderLine)
         );
     }
 }

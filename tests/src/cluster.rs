@@ -6,12 +6,14 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::MutexGuard,
     time::{Duration, Instant},
 };
 
 use crate::{
     daemon::TempDir,
     edge::{Edge, xdp_args},
+    one_at_a_time, sipp,
     skip::require_tool,
 };
 
@@ -86,6 +88,14 @@ impl Redis {
         assert!(set.contains("OK"), "{set}");
     }
 
+    /// `config` (a node's, with [`Redis::url`]) logging in as a user of the node's own,
+    /// `node` (added now): [`Redis::cut`] of `node` then cuts that node off alone.
+    pub fn own_user(&self, node: &str, config: &str) -> String {
+        let pw = format!("pw-{node}");
+        self.add_user(node, &pw);
+        config.replace(&self.url(), &self.url_as(node, &pw))
+    }
+
     /// Cut the nodes logged in as `user` off (`on` false: the user disabled and its
     /// connections killed; Redis and the other nodes carry on), or let them back.
     pub fn cut(&self, user: &str, on: bool) {
@@ -107,6 +117,8 @@ impl Drop for Redis {
 pub struct Cluster {
     pub tmp: TempDir,
     pub redis: Redis,
+    /// The test binary's turn, held by a cluster that runs SIPp ([`Cluster::with_sipp`]).
+    _turn: Option<MutexGuard<'static, ()>>,
 }
 
 impl Cluster {
@@ -118,7 +130,25 @@ impl Cluster {
         }
         let tmp = TempDir::new(tag);
         let redis = Redis::start(&tmp.path);
-        Some(Cluster { tmp, redis })
+        Some(Cluster {
+            tmp,
+            redis,
+            _turn: None,
+        })
+    }
+
+    /// [`Cluster::new`] for a test that runs SIPp: None, after a loud skip, when SIPp is
+    /// not installed either. It holds the test binary's turn while it lives (SIPp runs are
+    /// timing-sensitive).
+    pub fn with_sipp(test: &str, tag: &str) -> Option<Cluster> {
+        if !sipp::require(test) {
+            return None;
+        }
+        let cl = Cluster::new(test, tag)?;
+        Some(Cluster {
+            _turn: Some(one_at_a_time()),
+            ..cl
+        })
     }
 
     /// Nodes in namespaces tagged `tags`, named `edge-a`, `edge-b`..., each with the config

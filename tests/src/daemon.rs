@@ -1,14 +1,15 @@
-//! Running the real daemon inside a test namespace, and its CLI.
+//! Running the real daemon inside a test namespace, and its CLI (with the bans it lists and
+//! what `why` says of a source).
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Read as _,
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use crate::netns::{Pair, in_ns};
+use crate::netns::Pair;
 
 /// The daemon binary next to the test binaries (built by `cargo xtask test`).
 pub fn daemon_bin() -> PathBuf {
@@ -151,6 +152,52 @@ impl DaemonDirs {
             .output()
             .expect("run the CLI")
     }
+
+    /// The bans the daemon lists (`ban list --json`): (address, reason).
+    pub fn bans(&self) -> Vec<(String, String)> {
+        let o = self.cli(&["ban", "list", "--json"]);
+        assert!(
+            o.status.success(),
+            "ban list: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ban list JSON");
+        v.as_array()
+            .expect("a list of bans")
+            .iter()
+            .map(|b| {
+                (
+                    b["ip"].as_str().unwrap_or_default().to_string(),
+                    b["reason"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Wait up to `within` for a ban of `ip`; its reason.
+    pub fn wait_ban(&self, ip: &str, within: Duration) -> Option<String> {
+        let t0 = Instant::now();
+        loop {
+            if let Some((_, reason)) = self.bans().into_iter().find(|(a, _)| a == ip) {
+                return Some(reason);
+            }
+            if t0.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `sip-firewall why SOURCE --json`: the daemon's findings on a source.
+    pub fn why(&self, source: &str) -> serde_json::Value {
+        let o = self.cli(&["why", source, "--json"]);
+        assert!(
+            o.status.success(),
+            "why {source}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("why JSON")
+    }
 }
 
 impl Drop for DaemonDirs {
@@ -171,30 +218,6 @@ pub fn stop(mut child: Child) -> (i32, String) {
         let _ = e.read_to_string(&mut err);
     }
     (status.code().unwrap_or(-1), err)
-}
-
-/// `GET /metrics` from inside namespace `ns`.
-pub fn scrape(ns: &str, addr: SocketAddr) -> String {
-    in_ns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })
-    .expect("scrape")
-}
-
-/// The value of one sample (`name{labels}` exactly as exposed) in a scrape.
-pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 /// The daemon on loopback, without root (`--xdp-mode off`), killed when dropped.

@@ -2,17 +2,21 @@
 //! directories, the process, and what tests ask of it from outside (its CLI, its metrics,
 //! its bans and lists, whether it answers or drops a source). When the test ends, passing or
 //! failing, the daemon is killed if still running, then the namespaces and directories go.
+//! A test's daemon started while the test binary's turn is held (`Turn`, from [`edge()`]).
 
 use std::{
     net::{SocketAddr, UdpSocket},
     path::Path,
     process::{Child, Output},
+    sync::MutexGuard,
     time::{Duration, Instant},
 };
 
 use crate::{
-    daemon::{DaemonDirs, sample, scrape, stop},
+    daemon::{DaemonDirs, stop},
+    metrics::Metrics,
     netns::{Pair, in_ns},
+    one_at_a_time, sipp,
     ua::storm::{StormResult, register_storm},
 };
 
@@ -68,6 +72,14 @@ impl Edge {
         self.child.take().map_or((-1, String::new()), stop)
     }
 
+    /// [`Edge::stop`], which must exit 0: what the daemon wrote on stderr.
+    #[track_caller]
+    pub fn stop_clean(&mut self) -> String {
+        let (code, err) = self.stop();
+        assert_eq!(code, 0, "{err}");
+        err
+    }
+
     /// Kill the daemon with SIGKILL (what a crash leaves behind: its program and pins).
     pub fn kill(&mut self) {
         let mut c = self.child.take().expect("the daemon is running");
@@ -112,20 +124,12 @@ impl Edge {
 
     /// One series of its metrics, 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
-        let text = scrape(&self.pair.ns_b, "127.0.0.1:9464".parse().expect("addr"));
-        sample(&text, series).unwrap_or(0.0)
+        Metrics::scrape(&self.pair).get(series)
     }
 
     /// Poll until `series` reaches `at_least`, at most `limit`; its last value.
     pub fn wait_metric(&self, series: &str, at_least: f64, limit: Duration) -> f64 {
-        let t0 = Instant::now();
-        loop {
-            let v = self.metric(series);
-            if v >= at_least || t0.elapsed() >= limit {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Metrics::poll(&self.pair, limit, |m| m.get(series) >= at_least).get(series)
     }
 
     /// `user add` of `user@example.com` with `password`, which must succeed: its output.
@@ -172,9 +176,7 @@ impl Edge {
 
     /// Whether `ip` is in `ban list`.
     pub fn banned(&self, ip: &str) -> bool {
-        json(&self.cli(&["ban", "list", "--json"]))
-            .as_array()
-            .is_some_and(|a| a.iter().any(|b| b["ip"] == ip))
+        self.dirs.bans().iter().any(|(a, _)| a == ip)
     }
 
     /// Poll until `ip`'s ban state is `want`, at most `limit`; how long it took.
@@ -265,6 +267,46 @@ impl Drop for Edge {
             let _ = c.wait();
         }
     }
+}
+
+/// A test's daemon in namespace b of its own pair (`config`, XDP in generic mode on veth-b
+/// or off), started while the test binary's turn is held.
+pub struct Turn {
+    pub edge: Edge,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Turn {
+    type Target = Edge;
+
+    fn deref(&self) -> &Edge {
+        &self.edge
+    }
+}
+
+impl std::ops::DerefMut for Turn {
+    fn deref_mut(&mut self) -> &mut Edge {
+        &mut self.edge
+    }
+}
+
+/// Start `test`'s daemon (namespaces tagged `tag`) with `config`, XDP on or off; None,
+/// after a loud skip, when not root.
+pub fn edge(test: &str, tag: &str, config: &str, xdp: bool) -> Option<Turn> {
+    let turn = one_at_a_time();
+    Some(Turn {
+        edge: Edge::root(test, tag, config, xdp_args(xdp))?,
+        _turn: turn,
+    })
+}
+
+/// [`edge`] for a test that also runs SIPp: None, after a loud skip, when SIPp is not
+/// installed or the test cannot run as root.
+pub fn sipp_edge(test: &str, tag: &str, config: &str, xdp: bool) -> Option<Turn> {
+    if !sipp::require(test) {
+        return None;
+    }
+    edge(test, tag, config, xdp)
 }
 
 /// What a CLI command wrote on stdout.

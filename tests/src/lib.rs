@@ -1,17 +1,19 @@
 //! The one test-support library of the workspace, used by `tests/tests/`, by
 //! `sip-firewall/tests/` (a dev-dependency) and by the benchmarks: a root check that skips
-//! loudly (`skip`), `sip-firewall capture` and tshark (`capture`), the daemon started in a namespace or on loopback and its CLI (`daemon`),
-//! one daemon of a test in a namespace pair of its own and what tests ask of it (`edge`), a
-//! threat feed served over HTTPS (`feed`),
-//! throw-away network namespaces joined by a veth pair (`netns`, the `sip-firewall-netns`
-//! crate), a `redis-server` and the nodes of a cluster (`cluster`), SIPp (`sipp`), scrapes
-//! of `/metrics` (`metrics`), free loopback ports (`ports`), crafted frames for
-//! `BPF_PROG_TEST_RUN` (`frames`), a HEPv3 collector and decoder (`hep`) and the SIP client, over UDP, TCP, TLS and WebSocket
-//! (`ua`).
+//! loudly (`skip`), `sip-firewall capture` and tshark (`capture`), the daemon started in a
+//! namespace or on loopback and its CLI (`daemon`), one daemon of a test in a namespace pair
+//! of its own and what tests ask of it (`edge`), the test domain example.com and its
+//! subscribers as that daemon's config says (`domain`), a threat feed served over HTTPS
+//! (`feed`), throw-away network namespaces joined by a veth pair (`netns`, the
+//! `sip-firewall-netns` crate), a `redis-server` and the nodes of a cluster (`cluster`), SIPp
+//! (`sipp`), SIPVicious (`sipvicious`), scrapes of `/metrics` (`metrics`), free loopback
+//! ports (`ports`), crafted frames for `BPF_PROG_TEST_RUN` (`frames`), a HEPv3 collector and
+//! decoder (`hep`) and the SIP client, over UDP, TCP, TLS and WebSocket (`ua`).
 
 pub mod capture;
 pub mod cluster;
 pub mod daemon;
+pub mod domain;
 pub mod edge;
 pub mod feed;
 pub mod frames;
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod netns;
 pub mod ports;
 pub mod sipp;
+pub mod sipvicious;
 pub mod skip;
 pub mod ua;
 

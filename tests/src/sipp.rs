@@ -1,7 +1,8 @@
 //! SIPp for the tests: whether it is installed (a loud skip when not), the scenarios of
 //! `tests/sipp/`, the command every run shares (its scenario, local address, timeout and
 //! message trace), where a test's runs go (`Host`: on loopback, or in namespace a of a pair)
-//! with the registrations and calls the tests make, and the outcome of a run.
+//! with the registrations and calls the tests make (bob's registration and alice's calls to
+//! him from namespace a among them), and the outcome of a run.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -10,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::netns::Pair;
+use crate::{domain::BOB_PASSWORD, netns::Pair};
 
 /// The domain of every test config's subscribers.
 pub const DOMAIN: &str = "example.com";
@@ -111,6 +112,15 @@ pub struct Run {
     pub ok: bool,
     pub trace: String,
     pub output: String,
+}
+
+impl Run {
+    /// Fail the test unless the run succeeded: `what` failed, with SIPp's output and its
+    /// message trace.
+    #[track_caller]
+    pub fn assert_ok(&self, what: &str) {
+        assert!(self.ok, "{what}: {}\n{}", self.output, self.trace);
+    }
 }
 
 /// Where a test's SIPp runs go: the address SIPp binds, the proxy its clients talk to, the
@@ -279,6 +289,22 @@ impl Host {
         args.extend_from_slice(extra);
         self.run(scenario, port, true, &args)
     }
+}
+
+/// bob registers (digest) from namespace a, his Contact at `port`.
+pub fn register_bob(pair: &Pair, dir: &Path, port: u16) -> Run {
+    Host::in_ns(pair, dir).register("bob", BOB_PASSWORD, port, &[])
+}
+
+/// alice calls bob through the proxy from `port`: `calls` calls at one per second.
+pub fn alice_calls_bob(pair: &Pair, dir: &Path, port: u16, calls: usize) -> Run {
+    Host::in_ns(pair, dir).call(
+        "uac_call.xml",
+        ("alice", "alice-secret"),
+        "bob",
+        port,
+        &["-m", &calls.to_string(), "-r", "1"],
+    )
 }
 
 /// A SIPp server started by [`Host::uas`], running until its calls are done.

@@ -241,6 +241,19 @@ fn sampled_streamed_and_slow_captures_run_at_once() {
     assert_eq!(rows.len() as u64, captured, "{rows:?}");
 }
 
+/// Four captures with `args` running (`0.pcapng`...), the most the daemon allows: a fifth
+/// is refused, saying `full`.
+fn fill(edge: &Edge, args: &[&str], full: &str) -> Vec<Capture> {
+    let running = (0..4)
+        .map(|i| Capture::start(edge, &format!("{i}.pcapng"), args))
+        .collect();
+    let refused = Capture::try_start(edge, "5.pcapng", args)
+        .err()
+        .expect("a fifth capture is refused");
+    assert!(refused.contains(full), "{refused}");
+    running
+}
+
 #[test]
 fn capture_slots_are_bounded_and_a_dead_holder_frees_its_slot() {
     let Some(edge) = edge(
@@ -249,15 +262,10 @@ fn capture_slots_are_bounded_and_a_dead_holder_frees_its_slot() {
     ) else {
         return;
     };
-    let mut running: Vec<Capture> = (0..4)
-        .map(|i| Capture::start(&edge, &format!("{i}.pcapng"), &["--verdict", "banned"]))
-        .collect();
-    let refused = Capture::try_start(&edge, "5.pcapng", &["--verdict", "banned"])
-        .err()
-        .expect("a fifth capture is refused");
-    assert!(
-        refused.contains("all 4 capture slots are in use"),
-        "{refused}"
+    let mut running = fill(
+        &edge,
+        &["--verdict", "banned"],
+        "all 4 capture slots are in use",
     );
     // Killed with -9: nothing frees its slot but its death, which the next capture sees.
     drop(running.pop());
@@ -425,16 +433,7 @@ fn gate_captures_are_bounded_and_a_dead_client_frees_its_place() {
         return;
     };
     let gate = ["--layer", "gate"];
-    let mut running: Vec<Capture> = (0..4)
-        .map(|i| Capture::start(&edge, &format!("{i}.pcapng"), &gate))
-        .collect();
-    let refused = Capture::try_start(&edge, "5.pcapng", &gate)
-        .err()
-        .expect("a fifth gate capture is refused");
-    assert!(
-        refused.contains("all 4 gate captures are running"),
-        "{refused}"
-    );
+    let mut running = fill(&edge, &gate, "all 4 gate captures are running");
     // Killed with -9: the daemon sees its connection end and frees its place.
     drop(running.pop());
     let t0 = std::time::Instant::now();

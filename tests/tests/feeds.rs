@@ -13,12 +13,15 @@
 //!
 //! Skips loudly when not root.
 
-mod support;
-
 use std::{net::SocketAddr, time::Duration};
 
-use sip_firewall_tests::{edge::Edge, feed::FeedServer};
-use support::*;
+use sip_firewall_tests::{
+    domain::config,
+    edge::{Edge, xdp_args},
+    feed::FeedServer,
+    metrics::Metrics,
+    one_at_a_time,
+};
 
 const TRUNK: &str = "198.51.100.30";
 
@@ -95,8 +98,7 @@ fn a_feed_drops_the_attacker_in_xdp_and_never_the_allow_listed_trunk() {
     e.write_config(&config(""));
     e.run(xdp_args(true));
     assert_eq!(e.send_from(attacker.into(), 5), 5, "no feed, no entry");
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
     server.set(Some(&body));
     e.write_config(&with_feed);
     e.run(xdp_args(true));
@@ -116,7 +118,6 @@ fn a_feed_drops_the_attacker_in_xdp_and_never_the_allow_listed_trunk() {
         5,
         "the attacker passes again"
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
     drop(server);
 }

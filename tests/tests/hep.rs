@@ -9,21 +9,21 @@
 //! takes those drops as dialogs (it skips the verdict chunk); a reload without `drops` frees
 //! the capture slot.
 
-mod support;
-
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
 use sip_firewall_tests::{
-    edge::err,
+    domain::config,
+    edge::{Turn, err, sipp_edge},
     frames,
     hep::{Captured, Sngrep, receive},
+    metrics::Metrics,
     netns::in_ns,
+    sipp::{Host, alice_calls_bob, codes, register_bob},
     skip,
 };
-use support::*;
 
 const UAS_PORT: u16 = 5070;
 const UAC_PORT: u16 = 5080;
@@ -82,8 +82,7 @@ fn sngrep_takes_drops(e: &Turn, banned: &UdpSocket, test: &str) {
 
 /// Bob registers, alice calls him: both must succeed (`what`: the call, in the message).
 fn register_and_call(e: &Turn, what: &str) {
-    let r = register_bob(&e.pair, e.dir(), UAS_PORT);
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    register_bob(&e.pair, e.dir(), UAS_PORT).assert_ok("bob registers");
     let (ok, said) = call(e);
     assert!(ok, "{what}: {said}");
 }
@@ -223,8 +222,7 @@ fn a_call_through_the_edge_reaches_the_hep_collector_and_a_gone_collector_costs_
         &collector,
         "the old collector gets nothing after the reload",
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 #[test]
@@ -309,6 +307,5 @@ fn packets_xdp_dropped_reach_the_collector_with_their_verdict_next_to_a_clean_ca
             .any(|c| c.as_ref().is_ok_and(|c| c.verdict.is_some())),
         "no drops exported after the reload: {after:?}"
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

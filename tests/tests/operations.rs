@@ -12,8 +12,9 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{daemon_bin, sample, scrape},
+    daemon::daemon_bin,
     edge::{Edge, err, json, out, xdp_args},
+    metrics::{sample, scrape},
     netns::{Pair, in_ns},
 };
 
@@ -222,8 +223,7 @@ fn cli_commands_against_a_running_daemon() {
     let bad = d.cli(&["deny", "add", "example.com"]);
     assert_eq!(bad.status.code(), Some(2));
 
-    let (code, log) = daemon.stop();
-    assert_eq!(code, 0, "{log}");
+    daemon.stop_clean();
 
     // The daemon is gone: one line that says how to start it.
     let gone = daemon.cli(&["status"]);
@@ -342,8 +342,7 @@ fn restart_keeps_bans_enforced_without_a_gap() {
         1,
         "the receiver works: the zero above was the ban"
     );
-    let (code, log) = daemon.stop();
-    assert_eq!(code, 0, "{log}");
+    daemon.stop_clean();
     assert!(
         !std::path::Path::new(&daemon.dirs.pin_dir).exists(),
         "--detach removed the pins"

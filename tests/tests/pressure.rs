@@ -13,12 +13,12 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{sample, scrape},
+    domain, edge,
     frames::{self, Shape},
+    metrics::{sample, scrape},
     netns::{Pair, inject},
+    sipp,
 };
-
-mod support;
 
 const BUDGET: u64 = 200;
 
@@ -85,11 +85,11 @@ fn daemon_pid(launcher: u32) -> u32 {
 #[test]
 fn known_sources_pass_under_a_spoofed_flood() {
     let test = "known_sources_pass_under_a_spoofed_flood";
-    if !support::sipp_installed(test) {
+    if !sipp::require(test) {
         return;
     }
-    let config = support::config(&format!("[xdp]\npressure_budget = {BUDGET}\n"));
-    let Some(mut e) = support::edge(test, "prs", &config, true) else {
+    let config = domain::config(&format!("[xdp]\npressure_budget = {BUDGET}\n"));
+    let Some(mut e) = edge::edge(test, "prs", &config, true) else {
         return;
     };
     let pid = daemon_pid(e.pid());
@@ -98,12 +98,11 @@ fn known_sources_pass_under_a_spoofed_flood() {
 
     // bob registers (authenticated: known) and answers calls; alice calls once (known too).
     let uas_port = 5070;
-    let reg = support::register_bob(pair, dir, uas_port);
-    assert!(reg.ok, "bob registers: {}\n{}", reg.output, reg.trace);
+    sipp::register_bob(pair, dir, uas_port).assert_ok("bob registers");
     let calls = 6;
     let uas =
-        support::Host::in_ns(pair, dir).uas("uas.xml", uas_port, &["-m", &(calls + 1).to_string()]);
-    let call = |n: usize| support::alice_calls_bob(pair, dir, 5080, n);
+        sipp::Host::in_ns(pair, dir).uas("uas.xml", uas_port, &["-m", &(calls + 1).to_string()]);
+    let call = |n: usize| sipp::alice_calls_bob(pair, dir, 5080, n);
     let first = call(1);
     assert!(first.ok, "a call before the flood: {}", first.output);
 
@@ -161,8 +160,7 @@ fn known_sources_pass_under_a_spoofed_flood() {
         "pressure {pressure}, sent {sent}, passed {options}"
     );
 
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 /// `sipfw_pressure_budget` now, or -1 when the daemon does not show it.
@@ -188,11 +186,11 @@ fn poll_budget(pair: &Pair, within: Duration, done: impl Fn(f64) -> bool) -> f64
 /// `[xdp] pressure_budget`. With `adaptive = false` it stays at the ceiling throughout.
 fn budget_under_a_costly_flood(test: &str, adaptive: bool) {
     const CEILING: f64 = 2000.0;
-    let config = support::config(&format!(
+    let config = domain::config(&format!(
         "[xdp]\npressure_budget = {CEILING}\n[pressure]\nadaptive = {adaptive}\n"
     ));
     let tag = if adaptive { "pra" } else { "prf" };
-    let Some(mut e) = support::edge(test, tag, &config, true) else {
+    let Some(mut e) = edge::edge(test, tag, &config, true) else {
         return;
     };
     let pair = &e.pair;
@@ -236,8 +234,7 @@ fn budget_under_a_costly_flood(test: &str, adaptive: bool) {
     } else {
         assert_eq!(during, CEILING, "{test}: not adaptive, the ceiling always");
     }
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    let log = e.stop_clean();
     assert_eq!(
         log.contains("unknown-source budget changed"),
         adaptive,

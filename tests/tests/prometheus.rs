@@ -9,8 +9,8 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::scrape,
     edge::{Edge, xdp_args},
+    metrics::scrape,
     run_said, said,
     skip::require_tool,
 };

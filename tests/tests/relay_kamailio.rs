@@ -12,8 +12,6 @@
 //!
 //! Skips loudly when not root, or when Kamailio or SIPVicious is missing.
 
-mod support;
-
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
@@ -23,10 +21,13 @@ use std::{
 };
 
 use sip_firewall_tests::{
+    domain::{BOB_PASSWORD, EDGE_AT_B, SHORT_TIMERS},
+    edge::edge,
     netns::{Pair, in_ns},
+    sipp::in_netns,
+    sipvicious::{self, spawn_svcrack, svcrack_output},
     ua::{Account, Ua, header, in_dialog, in_dialog_as_callee, response_to, status, udp::Phone},
 };
-use support::*;
 
 /// Where Kamailio listens, in namespace b beside the edge.
 const KAMAILIO: &str = "198.51.100.2:5070";
@@ -278,7 +279,7 @@ fn relay_to_kamailio() {
     if !kamailio_installed(test) {
         return;
     }
-    let Some(svcrack) = sipvicious(test, "sipvicious_svcrack") else {
+    let Some(svcrack) = sipvicious::command(test, "sipvicious_svcrack") else {
         return;
     };
     let Some(e) = edge(test, "kam", &edge_config(), false) else {
@@ -300,7 +301,7 @@ fn relay_to_kamailio() {
 
     // svcrack against bob through the edge: Kamailio refuses its guesses, the edge bans it.
     let child = spawn_svcrack(pair, &svcrack, d, 2 * AUTH_FAILURES);
-    let reason = wait_ban(d, &pair.a4.to_string(), Duration::from_secs(20));
+    let reason = d.wait_ban(&pair.a4.to_string(), Duration::from_secs(20));
     let reply = svcrack_output(child);
     let reason = reason.unwrap_or_else(|| panic!("svcrack is not banned; it said:\n{reply}"));
     assert_eq!(

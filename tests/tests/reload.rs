@@ -4,23 +4,19 @@
 //! restart are named. A reload also changes the scanner list, every `[bans]` setting and the
 //! metrics address while running; an address it cannot bind refuses the whole reload.
 
-mod support;
-
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
-use support::{
-    Host, Metrics, alice_calls_bob, codes, config, edge, one_at_a_time, register_bob,
-    sipp_installed, xdp_args,
-};
-
 use sip_firewall_tests::{
-    daemon::{DaemonDirs, daemon_bin, scrape},
-    edge::Edge,
+    daemon::{DaemonDirs, daemon_bin},
+    domain::config,
+    edge::{Edge, edge, xdp_args},
+    metrics::{Metrics, scrape},
     netns::{Pair, in_ns},
-    require_root, said,
+    one_at_a_time, require_root, said,
+    sipp::{self, Host, alice_calls_bob, codes, register_bob},
 };
 
 /// `n` SIP OPTIONS from `from` (an address of namespace a) to the daemon.
@@ -147,15 +143,14 @@ fn reload_applies_lists_and_limits_keeps_bans_and_refuses_bad_files() {
         banned(&e.dirs, e.pair.a4).is_some(),
         "the ban holds after SIGHUP"
     );
-    let (code, err) = e.stop();
-    assert_eq!(code, 0, "{err}");
+    let err = e.stop_clean();
     assert!(err.contains("SIGHUP: config reloaded"), "{err}");
 }
 
 #[test]
 fn reload_during_a_call_keeps_the_call_and_the_registration() {
     let test = "reload_during_a_call_keeps_the_call_and_the_registration";
-    if !sipp_installed(test) {
+    if !sipp::require(test) {
         return;
     }
     const UAS_PORT: u16 = 5070;
@@ -165,8 +160,7 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
         return;
     };
     let (pair, dir) = (&e.pair, e.dir());
-    let r = register_bob(pair, dir, UAS_PORT);
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    register_bob(pair, dir, UAS_PORT).assert_ok("bob registers");
     let uas = Host::in_ns(pair, dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
     let (call, reload) = std::thread::scope(|s| {
         let call = s.spawn(|| alice_calls_bob(pair, dir, UAC_PORT, 1));
@@ -195,11 +189,7 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
         reply.contains("policy.allow: +203.0.113.0/24") && reply.contains("xdp.flood_rate"),
         "{reply}"
     );
-    assert!(
-        call.ok,
-        "the call completes: {}\n{}",
-        call.output, call.trace
-    );
+    call.assert_ok("the call completes");
     assert!(!killed && s.ok, "UAS: {}\n{}", s.output, s.trace);
     assert!(codes(&call.trace).contains(&200), "{}", call.trace);
     // bob's registration is still there.
@@ -209,8 +199,7 @@ fn reload_during_a_call_keeps_the_call_and_the_registration() {
         1.0,
         "the registration holds"
     );
-    let (code, err) = e.stop();
-    assert_eq!(code, 0, "{err}");
+    e.stop_clean();
 }
 
 /// Poll until `ip` is banned (10 s at most, else fail saying `what`): the ban's reason.
@@ -259,7 +248,7 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
     let (pair, d) = (&e.pair, &e.dirs);
     let (probe1, probe2) = (pair.add_a4(21).unwrap(), pair.add_a4(22).unwrap());
     let answered = |m: &str| {
-        sip_firewall_tests::daemon::sample(m, "sipfw_sip_requests_total{method=\"OPTIONS\"}")
+        sip_firewall_tests::metrics::sample(m, "sipfw_sip_requests_total{method=\"OPTIONS\"}")
             .unwrap_or(0.0)
     };
     // Not on the scanner list yet: answered, not banned.
@@ -319,6 +308,5 @@ fn reload_applies_scanners_ban_times_and_the_metrics_address() {
     let probe3 = pair.add_a4(23).unwrap();
     options_as(pair, probe3, 1, "evil-probe/1.0");
     wait_ban(d, probe3, "the scanner list changed after a refused reload");
-    let (code, err) = e.stop();
-    assert_eq!(code, 0, "{err}");
+    e.stop_clean();
 }

@@ -9,9 +9,9 @@ use std::{
 };
 
 use sip_firewall_tests::{
-    daemon::{sample, scrape},
     edge::{Edge, xdp_args},
     frames,
+    metrics::{sample, scrape},
     netns::in_ns,
 };
 
@@ -112,6 +112,5 @@ fn requests_over_tcp_over_the_limit_ban_the_source_in_xdp() {
     };
     assert!(after - before >= 10.0, "banned in XDP: {before} -> {after}");
 
-    let (code, log) = daemon.stop();
-    assert_eq!(code, 0, "{log}");
+    daemon.stop_clean();
 }

@@ -16,19 +16,21 @@
 //!
 //! Skips loudly when not root or when the virtualenv is missing.
 
-mod support;
-
 use std::{process::Stdio, time::Duration};
 
 use sip_firewall_tests::{
+    domain::{BOB_PASSWORD, config},
+    edge::edge,
+    metrics::Metrics,
     netns::Pair,
     said,
+    sipp::wait_bounded,
+    sipvicious,
     ua::{
         Account,
         udp::{Phone, Trunk, socket_in},
     },
 };
-use support::*;
 
 /// The unknown names svwar tries before bob: six times the threshold.
 const UNKNOWN_FIRST: usize = 60;
@@ -58,7 +60,7 @@ fn svwar(test: &str, pair: &Pair, dir: &std::path::Path) -> Option<String> {
     let list = dir.join("extensions.txt");
     std::fs::write(&list, words.join("\n") + "\n").expect("dictionary");
     let a4 = pair.a4.to_string();
-    let child = sipvicious_as(test, pair, "svwar", "Linphone/5.0")?
+    let child = sipvicious::with_user_agent(test, pair, "svwar", "Linphone/5.0")?
         .args(["-m", "INVITE", "-d"])
         .arg(&list)
         .args(["-p", "5060", "-x", &a4, "-b", &a4, "--maximumtime", "3"])
@@ -101,7 +103,8 @@ fn svwar_with_a_harmless_user_agent_is_banned_before_it_finds_an_extension() {
         return;
     };
     let a4 = pair.a4.to_string();
-    let reason = wait_ban(d, &a4, Duration::from_secs(5))
+    let reason = d
+        .wait_ban(&a4, Duration::from_secs(5))
         .unwrap_or_else(|| panic!("svwar's source is not banned; svwar said:\n{reply}"));
     let m = Metrics::scrape(pair);
     let invites = m.get("sipfw_sip_requests_total{method=\"INVITE\"}");
@@ -128,8 +131,7 @@ fn svwar_with_a_harmless_user_agent_is_banned_before_it_finds_an_extension() {
         m.xdp("banned") > 0.0,
         "what it sent after the ban was dropped in XDP"
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 #[test]
@@ -147,9 +149,8 @@ fn svwar_finds_bob_when_nothing_bans_it() {
         found_bob(&reply),
         "svwar should find bob when nothing bans it:\n{reply}"
     );
-    assert!(bans(d).is_empty(), "nothing banned");
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    assert!(d.bans().is_empty(), "nothing banned");
+    e.stop_clean();
 }
 
 #[test]
@@ -200,7 +201,10 @@ fn an_allow_listed_trunks_burst_over_many_numbers_is_not_a_scanner() {
         5.0,
         "each tenth refused number reached the threshold, and the ban was refused"
     );
-    assert!(bans(d).is_empty(), "the trunk is not banned: {:?}", bans(d));
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    assert!(
+        d.bans().is_empty(),
+        "the trunk is not banned: {:?}",
+        d.bans()
+    );
+    e.stop_clean();
 }

@@ -10,12 +10,17 @@
 //!
 //! Skips loudly when not root or when the virtualenv is missing.
 
-mod support;
-
 use std::time::Duration;
 
-use sip_firewall_tests::{daemon::DaemonDirs, netns::Pair, said};
-use support::*;
+use sip_firewall_tests::{
+    daemon::DaemonDirs,
+    domain::{BOB_PASSWORD, config},
+    edge::edge,
+    metrics::Metrics,
+    netns::Pair,
+    said,
+    sipvicious::{self, spawn_svcrack, svcrack_output, svmap},
+};
 
 /// The wrong guesses before bob's password in svcrack's word list: twice the threshold.
 const WRONG_FIRST: usize = 10;
@@ -31,7 +36,7 @@ fn banned_drops(m: &Metrics, xdp: bool) -> f64 {
 }
 
 fn svmap_is_banned(test: &str, xdp: bool) {
-    let Some(bin) = sipvicious(test, "sipvicious_svmap") else {
+    let Some(bin) = sipvicious::command(test, "sipvicious_svmap") else {
         return;
     };
     // The default scanner list (friendly-scanner, sipvicious...) and scanner bans on.
@@ -45,7 +50,8 @@ fn svmap_is_banned(test: &str, xdp: bool) {
 
     let m0 = Metrics::scrape(pair);
     let first = svmap(pair, &bin, std::slice::from_ref(&b4));
-    let reason = wait_ban(d, &a4, Duration::from_secs(5))
+    let reason = d
+        .wait_ban(&a4, Duration::from_secs(5))
         .unwrap_or_else(|| panic!("svmap's source is not banned; svmap reply:\n{first}"));
     assert!(
         reason.starts_with("scanner: ") && reason.contains("friendly-scanner"),
@@ -80,8 +86,7 @@ fn svmap_is_banned(test: &str, xdp: bool) {
     if !xdp {
         assert_eq!(m2.xdp("banned"), 0.0);
     }
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 /// Run svcrack to its end: what it reply.
@@ -90,7 +95,7 @@ fn svcrack(pair: &Pair, bin: &std::path::Path, d: &DaemonDirs) -> String {
 }
 
 fn svcrack_is_banned(test: &str, xdp: bool) {
-    let Some(bin) = sipvicious(test, "sipvicious_svcrack") else {
+    let Some(bin) = sipvicious::command(test, "sipvicious_svcrack") else {
         return;
     };
     // svcrack's User-Agent is `friendly-scanner` and it has no option to change it: with the
@@ -105,12 +110,12 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     };
     let (pair, d) = (&e.pair, &e.dirs);
     let a4 = pair.a4.to_string();
-    let clean = why(d, &a4);
+    let clean = d.why(&a4);
     assert_eq!(clean["verdict"], "nothing", "before svcrack: {clean:#}");
 
     let m0 = Metrics::scrape(pair);
     let child = spawn_svcrack(pair, &bin, d, WRONG_FIRST);
-    let reason = wait_ban(d, &a4, Duration::from_secs(20));
+    let reason = d.wait_ban(&a4, Duration::from_secs(20));
     // From the moment the ban is listed it is in the ban map: what svcrack sends from here on
     // must not reach the message layer (once what was already queued is through).
     let at_ban = Metrics::settled(pair, Duration::from_secs(5), |m| {
@@ -154,7 +159,7 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     );
     unseen_once_banned(&at_ban, &end, xdp, "svcrack once banned");
     // `why` names the ban, what triggered it and what lifts it.
-    let w = why(d, &a4);
+    let w = d.why(&a4);
     assert_eq!(w["verdict"], "drop", "{w:#}");
     let ban = w["findings"]
         .as_array()
@@ -167,8 +172,7 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
     );
     assert_eq!(ban["lift"], format!("sip-firewall ban del {a4}"));
     eprintln!("{test}: {}", said(&d.cli(&["why", &a4])));
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 /// The control of the svcrack tests: with a threshold it never reaches, svcrack does find
@@ -177,7 +181,7 @@ fn svcrack_is_banned(test: &str, xdp: bool) {
 #[test]
 fn svcrack_finds_the_password_when_nothing_bans_it() {
     let test = "svcrack_finds_the_password_when_nothing_bans_it";
-    let Some(bin) = sipvicious(test, "sipvicious_svcrack") else {
+    let Some(bin) = sipvicious::command(test, "sipvicious_svcrack") else {
         return;
     };
     let config = config(
@@ -198,9 +202,8 @@ fn svcrack_finds_the_password_when_nothing_bans_it() {
         m.get("sipfw_auth_total{result=\"wrong_password\"}"),
         WRONG_FIRST as f64
     );
-    assert!(bans(d).is_empty(), "nothing banned");
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    assert!(d.bans().is_empty(), "nothing banned");
+    e.stop_clean();
 }
 
 #[test]

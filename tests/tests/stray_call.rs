@@ -5,16 +5,19 @@
 //! layer sees none of them, and no genuine reply of the call is taken for a stray); with XDP
 //! off the proxy drops them itself (RFC 3261 18.1.2) and forwards none.
 
-mod support;
-
 use std::{
     hash::{BuildHasher as _, Hasher as _},
     net::{SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::netns::{Pair, in_ns};
-use support::*;
+use sip_firewall_tests::{
+    domain::config,
+    edge::edge,
+    metrics::Metrics,
+    netns::{Pair, in_ns},
+    sipp::{self, Host, alice_calls_bob, codes, register_bob},
+};
 
 /// The forger: a third address on namespace a's side of the link.
 const FORGER_HOST: u8 = 3;
@@ -89,7 +92,7 @@ fn transactions_freed(pair: &Pair) -> bool {
 }
 
 fn call_with_forged_replies(test: &str, xdp: bool) {
-    if !sipp_installed(test) {
+    if !sipp::require(test) {
         return;
     }
     // The flood limit far above the forger's 100 packets a second: this test is about the
@@ -105,8 +108,7 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
     pair.add_a4(FORGER_HOST).unwrap();
 
     // bob registers from where his UAS will answer.
-    let r = register_bob(pair, dir, UAS_PORT);
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    register_bob(pair, dir, UAS_PORT).assert_ok("bob registers");
     let uas = Host::in_ns(pair, dir).uas("uas.xml", UAS_PORT, &["-m", "1"]);
 
     // The call, with the forger at work for its first second.
@@ -117,7 +119,7 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
         (c, forger.join().expect("forger"))
     });
     let (s, killed) = uas.wait();
-    assert!(c.ok, "UAC: {}\n{}", c.output, c.trace);
+    c.assert_ok("UAC");
     assert!(!killed && s.ok, "UAS: {}\n{}", s.output, s.trace);
     assert!(
         codes(&c.trace).contains(&200),
@@ -209,8 +211,7 @@ fn call_with_forged_replies(test: &str, xdp: bool) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    let log = e.stop_clean();
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("security event") && l.contains("kind=\"stray_reply\""))

@@ -339,8 +339,8 @@ fn logs_for_journald_and_json() {
     .unwrap();
     let t0 = Instant::now();
     let stray_drops = || {
-        let m = sip_firewall_tests::daemon::scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap());
-        sip_firewall_tests::daemon::sample(&m, "sipfw_proxy_stray_responses_total").unwrap_or(0.0)
+        let m = sip_firewall_tests::metrics::scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap());
+        sip_firewall_tests::metrics::sample(&m, "sipfw_proxy_stray_responses_total").unwrap_or(0.0)
     };
     while stray_drops() < 3.0 {
         assert!(

@@ -147,8 +147,7 @@ fn top_shows_verdicts_bans_and_quits_on_q() {
         assert!(t0.elapsed() < Duration::from_secs(10), "q did not quit top");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (code, err) = daemon.stop();
-    assert_eq!(code, 0, "{err}");
+    daemon.stop_clean();
 }
 
 #[test]

@@ -3,15 +3,12 @@
 //! ban, what triggered it and the flood state of its prefix read from the XDP map, and
 //! what lifts it. (The ban of a source svcrack got banned is asserted in `sipvicious.rs`.)
 
-mod support;
-
 use std::{
     net::{SocketAddr, UdpSocket},
     time::Duration,
 };
 
-use sip_firewall_tests::{frames, netns::in_ns};
-use support::*;
+use sip_firewall_tests::{domain::config, edge::edge, frames, netns::in_ns};
 
 const BURST: usize = 100;
 
@@ -27,7 +24,7 @@ fn why_names_the_flood_ban_and_flood_state_and_nothing_for_a_clean_source() {
     let (pair, d) = (&e.pair, &e.dirs);
     let a4 = pair.a4.to_string();
 
-    let clean = why(d, &a4);
+    let clean = d.why(&a4);
     assert_eq!(clean["verdict"], "nothing", "{clean:#}");
     let text = String::from_utf8_lossy(&d.cli(&["why", &a4]).stdout).into_owned();
     assert!(text.contains("nothing drops or throttles it"), "{text}");
@@ -40,10 +37,12 @@ fn why_names_the_flood_ban_and_flood_state_and_nothing_for_a_clean_source() {
         tx.send_to(&frames::sip_request("OPTIONS", i), to)
             .expect("send");
     }
-    let reason = wait_ban(d, &a4, Duration::from_secs(10)).expect("the flood is banned");
+    let reason = d
+        .wait_ban(&a4, Duration::from_secs(10))
+        .expect("the flood is banned");
     assert_eq!(reason, "flood");
 
-    let w = why(d, &a4);
+    let w = d.why(&a4);
     assert_eq!(w["verdict"], "drop", "{w:#}");
     let findings = w["findings"].as_array().expect("findings");
     let ban = findings
@@ -78,7 +77,7 @@ fn why_names_the_flood_ban_and_flood_state_and_nothing_for_a_clean_source() {
 
     // Lifted as it says: nothing left.
     assert!(d.cli(&["ban", "del", &a4]).status.success());
-    let after = why(d, &a4);
+    let after = d.why(&a4);
     assert!(
         !after["findings"]
             .as_array()
@@ -87,6 +86,5 @@ fn why_names_the_flood_ban_and_flood_state_and_nothing_for_a_clean_source() {
             .any(|f| f["check"] == "ban"),
         "{after:#}"
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

@@ -29,6 +29,11 @@ const DST4: &str = "198.51.100.1";
 const SRC6: &str = "2001:db8:1::10";
 const DST6: &str = "2001:db8:2::1";
 
+/// A plain UDP datagram from `src` to the SIP port (5060) of `dst`.
+fn to_sip(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    frames::udp(ip(src), ip(dst), 5060, payload, &Shape::default())
+}
+
 /// A loaded program with the daemon's default settings and port 5060.
 fn program(cfg: XdpConfig) -> FastPath {
     let mut fp = FastPath::load().expect("load the XDP program");
@@ -179,7 +184,7 @@ fn keepalive_and_stun_binding_pass_junk_is_malformed() {
     ];
     for (src, dst) in [(SRC4, DST4), (SRC6, DST6)] {
         for (payload, want, what) in cases {
-            let frame = frames::udp(ip(src), ip(dst), 5060, payload, &Shape::default());
+            let frame = to_sip(src, dst, payload);
             assert_verdict(&fp, &frame, want, &format!("{src}: {what}"));
         }
     }
@@ -194,10 +199,10 @@ fn oversize_by_udp_length() {
     });
     let mut big = frames::sip_request("MESSAGE", 1);
     big.resize(1000, b'x');
-    let ok = frames::udp(ip(SRC4), ip(DST4), 5060, &big, &Shape::default());
+    let ok = to_sip(SRC4, DST4, &big);
     assert_verdict(&fp, &ok, Reason::Passed, "exactly max");
     big.push(b'x');
-    let over = frames::udp(ip(SRC4), ip(DST4), 5060, &big, &Shape::default());
+    let over = to_sip(SRC4, DST4, &big);
     assert_verdict(&fp, &over, Reason::Oversize, "max + 1");
 
     // A first fragment claims the whole datagram's length in its UDP header.
@@ -311,8 +316,8 @@ fn allow_deny_and_ban_in_order() {
         (SRC4, DST4, "192.0.2.0/24"),
         (SRC6, DST6, "2001:db8:1::/48"),
     ] {
-        let f = frames::udp(ip(src), ip(dst), 5060, &req, &Shape::default());
-        let junk = frames::udp(ip(src), ip(dst), 5060, b"junk", &Shape::default());
+        let f = to_sip(src, dst, &req);
+        let junk = to_sip(src, dst, b"junk");
         let net = net.parse().unwrap();
 
         fp.maps.deny_add(&net).unwrap();
@@ -357,7 +362,7 @@ fn allow_deny_and_ban_in_order() {
     }
     // Another host of the denied prefix's neighbourhood is untouched.
     fp.maps.deny_add(&"192.0.2.0/25".parse().unwrap()).unwrap();
-    let other = frames::udp(ip("192.0.2.200"), ip(DST4), 5060, &req, &Shape::default());
+    let other = to_sip("192.0.2.200", DST4, &req);
     assert_verdict(&fp, &other, Reason::Passed, "outside the denied /25");
 }
 
@@ -375,12 +380,7 @@ fn ban_scope_sip_ports_only() {
         .deny_add(&"2001:db8:1::/48".parse().unwrap())
         .unwrap();
     let req = frames::sip_request("OPTIONS", 5);
-    assert_verdict(
-        &fp,
-        &frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default()),
-        Reason::Banned,
-        "sip port",
-    );
+    assert_verdict(&fp, &to_sip(SRC4, DST4, &req), Reason::Banned, "sip port");
     assert_verdict(
         &fp,
         &frames::tcp_syn(ip(SRC4), ip(DST4), 5060, &Shape::default()),
@@ -401,7 +401,7 @@ fn ban_scope_sip_ports_only() {
     );
     assert_verdict(
         &fp,
-        &frames::udp(ip(SRC6), ip(DST6), 5060, &req, &Shape::default()),
+        &to_sip(SRC6, DST6, &req),
         Reason::Denied,
         "v6 sip port",
     );
@@ -420,7 +420,7 @@ fn flood_bans_and_reports() {
     let mut fp = program(default_cfg().with_flood(1, 5, 3_600_000_000_000));
     let mut ring = fp.take_ban_events().expect("ban event ring");
     let req = frames::sip_request("REGISTER", 6);
-    let f = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    let f = to_sip(SRC4, DST4, &req);
     for i in 0..5 {
         assert_verdict(&fp, &f, Reason::Passed, &format!("burst packet {i}"));
     }
@@ -446,27 +446,15 @@ fn flood_bans_and_reports() {
     // IPv6 sources share a bucket per /64: rotating addresses does not reset the limit.
     for i in 0..5u8 {
         let src = format!("2001:db8:1::{}", i + 1);
-        let f = frames::udp(ip(&src), ip(DST6), 5060, &req, &Shape::default());
+        let f = to_sip(&src, DST6, &req);
         assert_verdict(&fp, &f, Reason::Passed, "v6 burst");
     }
-    let f = frames::udp(
-        ip("2001:db8:1::99"),
-        ip(DST6),
-        5060,
-        &req,
-        &Shape::default(),
-    );
+    let f = to_sip("2001:db8:1::99", DST6, &req);
     assert_verdict(&fp, &f, Reason::Flood, "same /64 over the burst");
-    let f = frames::udp(
-        ip("2001:db8:1:1::1"),
-        ip(DST6),
-        5060,
-        &req,
-        &Shape::default(),
-    );
+    let f = to_sip("2001:db8:1:1::1", DST6, &req);
     assert_verdict(&fp, &f, Reason::Passed, "another /64 has its own bucket");
     // Flood limits only count traffic to the SIP ports.
-    let other = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    let other = to_sip(SRC4, DST4, &req);
     fp.maps.unban(ip(SRC4)).unwrap();
     assert_verdict(
         &fp,
@@ -557,7 +545,7 @@ fn payload_check_matches_reference() {
             continue; // BPF_PROG_TEST_RUN takes one page of linear data.
         }
         let want = classify(p);
-        let f = frames::udp(ip(SRC4), ip(DST4), 5060, p, &Shape::default());
+        let f = to_sip(SRC4, DST4, p);
         let (_, reason) = run(&fp, &f);
         let got_pass = reason == Reason::Passed;
         assert_eq!(
@@ -592,7 +580,7 @@ fn attach_to_missing_interface_is_a_clear_error() {
 /// A response to the SIP port with these header lines after the status line.
 fn response_frame(headers: &str) -> (Vec<u8>, Vec<u8>) {
     let payload = format!("SIP/2.0 200 OK\r\n{headers}Content-Length: 0\r\n\r\n").into_bytes();
-    let frame = frames::udp(ip(SRC4), ip(DST4), 5060, &payload, &Shape::default());
+    let frame = to_sip(SRC4, DST4, &payload);
     (payload, frame)
 }
 
@@ -809,13 +797,7 @@ fn stray_replies_must_come_from_the_peer() {
     // daemon says such keys exist.
     let any = "z9hG4bK-any-peer-1";
     let resp_any = frames::sip_response(200, any);
-    let f = frames::udp(
-        ip("192.0.2.77"),
-        ip(DST4),
-        5060,
-        &resp_any,
-        &Shape::default(),
-    );
+    let f = to_sip("192.0.2.77", DST4, &resp_any);
     fp.maps.transaction_open(any, None, far).unwrap();
     assert_verdict(&fp, &f, Reason::StrayReply, "branch-only key, flag off");
     fp.maps.set_any_peer_keys(true).unwrap();
@@ -879,18 +861,8 @@ fn pressure_admits_known_sources_first() {
         .known_add(ip(SRC6), clock::expiry_after(Some(Duration::from_secs(60))))
         .unwrap();
     for _ in 0..10 {
-        assert_verdict(
-            &fp,
-            &frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default()),
-            Reason::Passed,
-            "known v4",
-        );
-        assert_verdict(
-            &fp,
-            &frames::udp(ip(SRC6), ip(DST6), 5060, &req, &Shape::default()),
-            Reason::Passed,
-            "known v6",
-        );
+        assert_verdict(&fp, &to_sip(SRC4, DST4, &req), Reason::Passed, "known v4");
+        assert_verdict(&fp, &to_sip(SRC6, DST6, &req), Reason::Passed, "known v6");
     }
     // Knowledge expires.
     fp.maps
@@ -898,7 +870,7 @@ fn pressure_admits_known_sources_first() {
         .unwrap();
     assert_verdict(
         &fp,
-        &frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default()),
+        &to_sip(SRC4, DST4, &req),
         Reason::Pressure,
         "expired knowledge",
     );
@@ -911,13 +883,7 @@ fn pressure_admits_known_sources_first() {
         &Shape::default(),
     );
     assert_verdict(&fp, &resp, Reason::Passed, "a response");
-    let ka = frames::udp(
-        ip("203.0.113.99"),
-        ip(DST4),
-        5060,
-        b"\r\n\r\n",
-        &Shape::default(),
-    );
+    let ka = to_sip("203.0.113.99", DST4, b"\r\n\r\n");
     assert_verdict(&fp, &ka, Reason::Passed, "a keep-alive");
     // The budget refills: after a second, unknown sources get their share again.
     std::thread::sleep(Duration::from_millis(1100));
@@ -1064,7 +1030,7 @@ fn ban_scope_per_entry() {
     for (src, ssh) in [(learned, Reason::Passed), (SRC4, Reason::Banned)] {
         assert_verdict(
             &fp,
-            &frames::udp(ip(src), ip(DST4), 5060, &req, &Shape::default()),
+            &to_sip(src, DST4, &req),
             Reason::Banned,
             &format!("{src} sip port"),
         );
@@ -1088,7 +1054,7 @@ fn ban_scope_per_entry() {
         ..default_cfg().with_flood(1, 2, 3_600_000_000_000)
     });
     let _ring = fp.take_ban_events();
-    let f = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    let f = to_sip(SRC4, DST4, &req);
     assert_verdict(&fp, &f, Reason::Passed, "1");
     assert_verdict(&fp, &f, Reason::Passed, "2");
     assert_verdict(&fp, &f, Reason::Flood, "over the burst");
@@ -1167,7 +1133,7 @@ fn syns_to_stream_ports_are_counted_and_flood_limited() {
     );
     assert_verdict(
         &fp,
-        &frames::udp(ip(other), ip(DST4), 5060, &req, &Shape::default()),
+        &to_sip(other, DST4, &req),
         Reason::Passed,
         "UDP SIP still judged on 5060",
     );
@@ -1212,7 +1178,7 @@ fn known_sources_are_throttled_not_banned() {
     fp.maps.known_add(ip("2001:db8:1::1"), later).unwrap();
     let req = frames::sip_request("REGISTER", 31);
     for (src, dst) in [(SRC4, DST4), ("2001:db8:1::abcd", DST6)] {
-        let f = frames::udp(ip(src), ip(dst), 5060, &req, &Shape::default());
+        let f = to_sip(src, dst, &req);
         for i in 0..6 {
             assert_verdict(&fp, &f, Reason::Passed, &format!("{src} known burst {i}"));
         }
@@ -1227,7 +1193,7 @@ fn known_sources_are_throttled_not_banned() {
     }
     assert!(fp.maps.bans().is_empty(), "known sources are never banned");
     // An unknown source: the flood limit and a ban, as before.
-    let f = frames::udp(ip("192.0.2.99"), ip(DST4), 5060, &req, &Shape::default());
+    let f = to_sip("192.0.2.99", DST4, &req);
     for i in 0..3 {
         assert_verdict(&fp, &f, Reason::Passed, &format!("unknown burst {i}"));
     }
@@ -1235,7 +1201,7 @@ fn known_sources_are_throttled_not_banned() {
     assert_verdict(&fp, &f, Reason::Banned, "unknown banned");
     // Demoted (its knowledge removed): the ordinary limit again.
     fp.maps.known_remove(ip(SRC4)).unwrap();
-    let f = frames::udp(ip(SRC4), ip(DST4), 5060, &req, &Shape::default());
+    let f = to_sip(SRC4, DST4, &req);
     assert_verdict(
         &fp,
         &f,

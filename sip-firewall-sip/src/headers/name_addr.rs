@@ -1,7 +1,7 @@
 //! name-addr / addr-spec with parameters: From, To, Contact, Route, Record-Route
 //! (RFC 3261 20.10, 20.20, 20.39, 20.30, 20.34).
 
-use crate::lex::{Cursor, is_token, is_token_str, parse_u32};
+use crate::lex::{Cursor, is_token_str, parse_u32};
 use crate::uri::{self, Uri};
 
 /// A malformed name-addr or addr-spec.
@@ -86,20 +86,9 @@ fn parse_one<'a>(c: &mut Cursor<'a>, brackets_required: bool) -> Result<NameAddr
     let params_start = c.pos();
     let mut params_end = params_start;
     while c.eat_sep(b';') {
-        let name = c.token().ok_or(AddrError)?;
-        let value = if c.eat_sep(b'=') {
-            Some(if c.peek() == Some(b'"') {
-                c.quoted().ok_or(AddrError)?
-            } else {
-                let v = c.take_while(|b| is_token(b) || matches!(b, b':' | b'[' | b']'));
-                if !is_token_str(v) && uri::parse_hostport(v).is_err() {
-                    return Err(AddrError);
-                }
-                v
-            })
-        } else {
-            None
-        };
+        let (name, value) = c
+            .generic_param(|v| is_token_str(v) || uri::parse_hostport(v).is_ok())
+            .ok_or(AddrError)?;
         if name.eq_ignore_ascii_case("tag") {
             let v = value.filter(|v| is_token_str(v)).ok_or(AddrError)?;
             if tag.replace(v).is_some() {

@@ -326,6 +326,14 @@ fn vias_toward_phone<W>(req: &str, edge: &Edge, c: &Client<W>) {
     );
 }
 
+/// The 2xx of a call set-up at the `caller`: the dialog's Record-Route `rr`, the caller's
+/// Via alone. Its To (with the callee's tag).
+fn answer_to(ok: &str, rr: &[String], caller: &str) -> String {
+    assert_eq!(record_route(ok), rr, "the dialog's Record-Route: {ok}");
+    assert_eq!(headers(ok, "Via").len(), 1, "only the {caller}'s Via: {ok}");
+    header(ok, "To").expect("To").to_string()
+}
+
 /// Both Record-Route entries of the edge carry one stamp: returns it.
 fn stamp_of(rr: &[String], first: &str, second: &str, msg: &str) -> String {
     assert_eq!(
@@ -378,10 +386,7 @@ pub async fn phone_calls_client<W: Wire>(
         .send(&response_to(&req, "200 OK", "a1", &contact))
         .await;
     let ok = phone.ringing_then_ok().await;
-    let rr_ok = record_route(&ok);
-    assert_eq!(rr_ok, rr, "the 2xx carries the dialog's Record-Route: {ok}");
-    assert_eq!(headers(&ok, "Via").len(), 1, "only the phone's Via: {ok}");
-    let to = header(&ok, "To").expect("To").to_string();
+    let to = answer_to(&ok, &rr, "phone");
     let call = Call {
         call_id: call_id.to_string(),
         record_route: rr,
@@ -461,10 +466,7 @@ pub async fn client_calls_phone<W: Wire>(
     let ok = c.next("the 200").await;
     assert_eq!(status(&ok), 200, "{ok}");
     assert!(ok.contains("CSeq: 2 INVITE"), "{ok}");
-    let rr_ok = record_route(&ok);
-    assert_eq!(rr_ok, rr, "{ok}");
-    assert_eq!(headers(&ok, "Via").len(), 1, "only the client's Via: {ok}");
-    let to = header(&ok, "To").expect("To").to_string();
+    let to = answer_to(&ok, &rr, "client");
     let call = Call {
         call_id: call_id.to_string(),
         record_route: rr,

@@ -9,14 +9,15 @@ use std::{
 
 use sip_firewall_tests::{
     cluster::{Cluster, Node},
+    domain::{self, BOB_PASSWORD},
     edge::{err, json, out},
+    metrics::Metrics,
     netns::in_ns,
+    sipp::{in_netns, wait_bounded},
+    sipvicious,
 };
 
-use crate::{
-    setup::node_config,
-    support::{self, BOB_PASSWORD, Metrics, in_netns, wait_bounded},
-};
+use crate::setup::node_config;
 
 /// Three edges: `ban add` on A, and B and C drop the source in XDP (counter moves, nothing
 /// arrives) within a second; `ban del` on C lifts it on A and B. Nodes list each other
@@ -114,7 +115,7 @@ fn a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another() {
     let Some(cl) = Cluster::new(test, "cluster-redis-scan") else {
         return;
     };
-    let Some(svmap) = support::sipvicious(test, "sipvicious_svmap") else {
+    let Some(svmap) = sipvicious::command(test, "sipvicious_svmap") else {
         return;
     };
     let redis = &cl.redis;
@@ -122,7 +123,7 @@ fn a_scanner_banned_on_one_edge_is_dropped_by_xdp_on_another() {
         node_config(redis, node, "shared-secret-4")
     });
     let scan = |n: &Node| {
-        support::svmap(&n.pair, &svmap, &[n.pair.b4.to_string()]);
+        sipvicious::svmap(&n.pair, &svmap, &[n.pair.b4.to_string()]);
     };
     let ip = a.pair.a4.to_string();
     scan(&a);
@@ -167,14 +168,14 @@ fn svcrack_banned_on_a_is_dropped_by_xdp_on_b_and_c() {
     let Some(cl) = Cluster::new(test, "cluster-svcrack") else {
         return;
     };
-    let Some(svcrack) = support::sipvicious(test, "sipvicious_svcrack") else {
+    let Some(svcrack) = sipvicious::command(test, "sipvicious_svcrack") else {
         return;
     };
-    let _turn = support::one_at_a_time();
+    let _turn = sip_firewall_tests::one_at_a_time();
     // As in sipvicious.rs: svcrack's User-Agent is on the scanner list; with the list
     // empty and the flood limit high, its failed authentications are what bans it.
     let [a, b, c] = cl.started(["cka", "ckb", "ckc"], |node| {
-        support::config(&format!(
+        domain::config(&format!(
             "secret = \"{}\"\n[policy]\nscanners = []\n[bans]\n\
              auth_failures = 5\n[xdp]\nflood_rate = 10000\nflood_burst = 10000\n\
              [cluster]\nredis = \"{}\"\nnode = \"{node}\"\n",

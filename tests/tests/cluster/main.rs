@@ -52,9 +52,6 @@
 //!   Redis; a node joining later enforces the cluster's bans before it answers —
 //!   `secret::a_node_with_another_secret_refuses_to_join`
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod bans;
 mod feeds;
 mod lists_and_users;

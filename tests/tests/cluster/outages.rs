@@ -9,13 +9,11 @@ use sip_firewall_tests::{
     cluster::{Cluster, Node, Redis},
     daemon::TempDir,
     edge::{err, out},
+    sipp::register_bob,
     skip::require_tool,
 };
 
-use crate::{
-    setup::{node_config, sip_node_config, wait_binding_on},
-    support::{self, register_bob},
-};
+use crate::setup::{node_config, sip_node_config, wait_binding_on};
 
 /// Redis started again: every node of `nodes` reconnects.
 fn back(redis: &mut Redis, nodes: [&Node; 2]) {
@@ -95,11 +93,10 @@ fn a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns() {
         return;
     };
     let redis = &cl.redis;
-    redis.add_user("edge-b", "pw-b");
     let [a, b] = cl.started(["cra", "crb"], |node| {
         let config = node_config(redis, node, "shared-secret-5");
         if node == "edge-b" {
-            config.replace(&redis.url(), &redis.url_as(node, "pw-b"))
+            redis.own_user(node, &config)
         } else {
             config
         }
@@ -147,13 +144,9 @@ fn a_ban_deleted_while_a_node_was_cut_off_is_lifted_when_it_returns() {
 #[test]
 fn changes_queued_during_an_outage_survive_a_restart() {
     let test = "changes_queued_during_an_outage_survive_a_restart";
-    if !support::sipp_installed(test) {
-        return;
-    }
-    let Some(mut cl) = Cluster::new(test, "cluster-outbox") else {
+    let Some(mut cl) = Cluster::with_sipp(test, "cluster-outbox") else {
         return;
     };
-    let _turn = support::one_at_a_time();
     let [mut a, b] = cl.started(["coa", "cob"], |node| {
         let host = if node == "edge-a" { 11 } else { 12 };
         sip_node_config(&cl.redis, node, host)
@@ -168,12 +161,8 @@ fn changes_queued_during_an_outage_survive_a_restart() {
             .status
             .success()
     );
-    let reg = register_bob(&a.pair, &cl.tmp.path, 5070);
-    assert!(
-        reg.ok,
-        "bob registers through A during the outage: {}\n{}",
-        reg.output, reg.trace
-    );
+    register_bob(&a.pair, &cl.tmp.path, 5070)
+        .assert_ok("bob registers through A during the outage");
     a.stop();
     a.start();
     assert!(a.banned(during), "A's state database kept its ban");

@@ -10,11 +10,11 @@ use std::{
 use sip_firewall_tests::{
     cluster::{Cluster, Node, start_all},
     netns::in_ns,
+    sipp::{self, Host, register_bob},
 };
 
-use crate::{
-    setup::{Backbone, bob_contact, bob_registers, sip_node_config, wait_binding_on, wait_for},
-    support::{self, Host, register_bob},
+use crate::setup::{
+    Backbone, bob_contact, bob_registers, sip_node_config, wait_binding_on, wait_for,
 };
 
 /// bob registers through A (the binding goes to Redis with A's Path); alice calls bob
@@ -24,13 +24,9 @@ use crate::{
 #[test]
 fn a_call_through_b_reaches_bob_registered_through_a() {
     let test = "a_call_through_b_reaches_bob_registered_through_a";
-    if !support::sipp_installed(test) {
-        return;
-    }
-    let Some(cl) = Cluster::new(test, "cluster-path") else {
+    let Some(cl) = Cluster::with_sipp(test, "cluster-path") else {
         return;
     };
-    let _turn = support::one_at_a_time();
     let (redis, dir) = (&cl.redis, &cl.tmp.path);
     let mut nodes = cl.nodes(["cpa", "cpb", "cpc"], |node| {
         sip_node_config(redis, node, backbone_host(node))
@@ -43,12 +39,7 @@ fn a_call_through_b_reaches_bob_registered_through_a() {
     let [a, b, c] = nodes;
 
     let bob_port = 5070;
-    let reg = register_bob(&a.pair, dir, bob_port);
-    assert!(
-        reg.ok,
-        "bob registers through A: {}\n{}",
-        reg.output, reg.trace
-    );
+    register_bob(&a.pair, dir, bob_port).assert_ok("bob registers through A");
     wait_binding_on(redis, "edge-a");
     let stored = redis.cli(&["HGETALL", "sipfw:loc:bob@example.com"]);
     assert!(
@@ -59,14 +50,10 @@ fn a_call_through_b_reaches_bob_registered_through_a() {
     // One call alice -> bob through B while bob's UAS answers behind A.
     let call = |holder: &Node, n: usize| {
         let uas = Host::in_ns(&holder.pair, dir).uas("uas.xml", bob_port, &["-m", "1"]);
-        let uac = support::alice_calls_bob(&b.pair, dir, 5080 + n as u16, 1);
+        let uac = sipp::alice_calls_bob(&b.pair, dir, 5080 + n as u16, 1);
         let (uas, _) = uas.wait();
-        assert!(uac.ok, "alice's call {n}: {}\n{}", uac.output, uac.trace);
-        assert!(
-            uas.ok,
-            "bob answers call {n}: {}\n{}",
-            uas.output, uas.trace
-        );
+        uac.assert_ok(&format!("alice's call {n}"));
+        uas.assert_ok(&format!("bob answers call {n}"));
     };
     let hop = "sipfw_proxy_forwarded_total{kind=\"cluster_hop\"}";
     let requests = "sipfw_proxy_forwarded_total{kind=\"request\"}";
@@ -83,12 +70,7 @@ fn a_call_through_b_reaches_bob_registered_through_a() {
     );
 
     // bob moves to C: the next call goes via C, not A.
-    let reg = register_bob(&c.pair, dir, bob_port);
-    assert!(
-        reg.ok,
-        "bob registers through C: {}\n{}",
-        reg.output, reg.trace
-    );
+    register_bob(&c.pair, dir, bob_port).assert_ok("bob registers through C");
     wait_binding_on(redis, "edge-c");
     let a_before = a.metric(requests);
     call(&c, 2);
@@ -112,22 +94,13 @@ fn backbone_host(node: &str) -> u8 {
 #[test]
 fn an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon() {
     let test = "an_outsider_forging_the_cluster_hop_route_is_refused_by_the_daemon";
-    if !support::sipp_installed(test) {
-        return;
-    }
-    let Some(cl) = Cluster::new(test, "cluster-forge") else {
+    let Some(cl) = Cluster::with_sipp(test, "cluster-forge") else {
         return;
     };
-    let _turn = support::one_at_a_time();
     let redis = &cl.redis;
     let [a] = cl.started(["cfa"], |node| sip_node_config(redis, node, 11));
     let bob_port = 5070;
-    let reg = register_bob(&a.pair, &cl.tmp.path, bob_port);
-    assert!(
-        reg.ok,
-        "bob registers through A: {}\n{}",
-        reg.output, reg.trace
-    );
+    register_bob(&a.pair, &cl.tmp.path, bob_port).assert_ok("bob registers through A");
     wait_binding_on(redis, "edge-a");
     let contact = bob_contact(redis);
 
@@ -226,11 +199,8 @@ fn bindings_are_refreshed_and_removed_through_any_node() {
         return;
     };
     let redis = &cl.redis;
-    redis.add_user("edge-a", "pw-edge-a");
-    redis.add_user("edge-b", "pw-edge-b");
     let [a, b] = cl.started(["cua", "cub"], |node| {
-        let config = sip_node_config(redis, node, backbone_host(node));
-        config.replace(&redis.url(), &redis.url_as(node, &format!("pw-{node}")))
+        redis.own_user(node, &sip_node_config(redis, node, backbone_host(node)))
     });
     let gauge = "sipfw_registrar_bindings";
     let wait_bindings = |n: &Node, name: &str, want: f64| {

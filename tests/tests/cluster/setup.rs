@@ -8,14 +8,13 @@ use std::{
 
 use sip_firewall_tests::{
     cluster::{Node, Redis},
+    domain,
     netns::{End, Namespace, ip_in, veth},
     ua::{
         Account, status,
         udp::{Phone, socket_in},
     },
 };
-
-use crate::support;
 
 /// A node named `node` of the cluster in `redis`, its `[auth] secret` named `secret`.
 pub fn node_config(redis: &Redis, node: &str, secret: &str) -> String {
@@ -26,7 +25,7 @@ secret = "{}"
 redis = "{}"
 node = "{node}"
 "#,
-        support::EDGE_AT_B,
+        domain::EDGE_AT_B,
         sip_firewall_tests::secret(secret),
         redis.url()
     )
@@ -35,7 +34,7 @@ node = "{node}"
 /// A node of the registration tests: the SIPp test subscribers, short timers, advertised
 /// (Via, Record-Route, Path) at its backbone address 192.0.2.`host`.
 pub fn sip_node_config(redis: &Redis, node: &str, host: u8) -> String {
-    support::config(&format!(
+    domain::config(&format!(
         "secret = \"{}\"\n[cluster]\nredis = \"{}\"\nnode = \"{node}\"\n",
         sip_firewall_tests::secret("shared-secret-path"),
         redis.url()
@@ -128,7 +127,7 @@ pub fn bob_contact(redis: &Redis) -> String {
 /// retransmitted on silence (10 s at most); the final status code.
 pub fn bob_registers(node: &Node, call_id: &str, contact: &str, expires: u32) -> u16 {
     let sock = socket_in(&node.pair, "0.0.0.0:5090", Duration::from_millis(300));
-    let account = Account::new("bob", "example.com", support::BOB_PASSWORD);
+    let account = Account::new("bob", "example.com", domain::BOB_PASSWORD);
     let mut bob = Phone::new(sock, node.sip(), account);
     bob.ua.sent_by = SocketAddr::new(node.pair.a(false), 5090).to_string();
     bob.wait = Duration::from_secs(10);

@@ -2,8 +2,6 @@
 //! calls bob, whose phone is a raw socket at 198.51.100.1; their requests and answers, and
 //! what a socket receives.
 
-use crate::support::register_bob;
-
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
@@ -12,7 +10,7 @@ use std::{
 use sip_firewall_tests::{
     edge::Edge,
     netns::Pair,
-    sipp::Run,
+    sipp::{Run, register_bob},
     ua::{Request, response_to, udp::socket_in},
 };
 

@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use sip_firewall_tests::ua::msg::peer_invite;
+use sip_firewall_tests::{domain::config, edge::edge, ua::msg::peer_invite};
 
 use crate::call::{receive, socket};
-use crate::support::{config, edge};
 
 #[test]
 fn unknown_and_unregistered_users_look_the_same() {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::call::{answer, bob_and_eve, eve_invite, receive, socket};
-use crate::support::{Metrics, config, sipp_edge};
+use sip_firewall_tests::{domain::config, edge::sipp_edge, metrics::Metrics};
 
 /// Eve (198.51.100.5) and the forger (.6).
 const EVE: &str = "198.51.100.5";
@@ -65,7 +65,7 @@ fn forged_603_for_an_open_branch_fails_no_call() {
     let after = Metrics::scrape(pair);
     let (code, log) = e.stop();
 
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    r.assert_ok("bob registers");
     assert!(forwarded.is_some(), "the INVITE reached bob: {at_bob:?}");
     let finals: Vec<&str> = at_eve
         .iter()

@@ -19,9 +19,6 @@
 //!   in-dialog requests get 404 —
 //!   `rotation::a_call_survives_a_secret_rollover_and_ends_with_the_old_secret`
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod call;
 mod enumeration;
 mod forged_replies;

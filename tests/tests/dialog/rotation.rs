@@ -12,7 +12,11 @@ use std::time::Duration;
 use crate::call::{
     Answered, InDialog, bob_and_eve, eve_calls_bob, eve_invite, in_dialog_to_bob, receive,
 };
-use crate::support::{Metrics, Turn, config, sipp_edge, xdp_args};
+use sip_firewall_tests::{
+    domain::config,
+    edge::{Turn, sipp_edge, xdp_args},
+    metrics::Metrics,
+};
 
 /// Eve, at 198.51.100.7.
 const EVE: &str = "198.51.100.7";
@@ -96,7 +100,7 @@ fn a_call_survives_a_secret_rollover_and_ends_with_the_old_secret() {
     let dropped_after = Metrics::scrape(&e.pair);
     let (code, log_c) = e.stop();
 
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    r.assert_ok("bob registers");
     let route =
         route.unwrap_or_else(|| panic!("Eve got bob's 200 with our Record-Route: {at_eve:?}"));
     eprintln!("{test}: Record-Route {route}");

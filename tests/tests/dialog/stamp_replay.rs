@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::call::{Answered, InDialog, bob_and_eve, eve_calls_bob, eve_invite, receive, socket};
-use crate::support::{Metrics, config, sipp_edge};
+use sip_firewall_tests::{domain::config, edge::sipp_edge, metrics::Metrics};
 
 /// The outsider (caller, 198.51.100.3), a third address it also controls (.4), and the
 /// host it aims at.
@@ -72,7 +72,7 @@ fn replayed_stamp_relays_nothing() {
     let after = Metrics::scrape(pair);
     let (code, log) = e.stop();
 
-    assert!(r.ok, "bob registers: {}\n{}", r.output, r.trace);
+    r.assert_ok("bob registers");
     let forwarded = forwarded.unwrap_or_else(|| panic!("the INVITE reached bob: {at_bob:?}"));
     // RFC 3325: an outsider's asserted identity never reaches the phone.
     assert!(

@@ -14,15 +14,13 @@
 //! In relay mode with the registrar outside, no inner Path entry reaches it
 //! (`relay_path`).
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod flows;
 mod relay_path;
 
 use std::{net::SocketAddr, time::Duration};
 
 use sip_firewall_tests::{
+    domain::SHORT_TIMERS,
     edge::Edge,
     netns::Side,
     require_root,
@@ -31,7 +29,6 @@ use sip_firewall_tests::{
         udp::Phone,
     },
 };
-use support::SHORT_TIMERS;
 
 const INSIDE: &str = "198.51.100.2:5060";
 const OUTSIDE: &str = "203.0.113.1:5060";

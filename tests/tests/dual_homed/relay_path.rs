@@ -13,6 +13,7 @@ use std::{
 };
 
 use sip_firewall_tests::{
+    domain::SHORT_TIMERS,
     edge::Edge,
     require_root,
     ua::{
@@ -21,7 +22,7 @@ use sip_firewall_tests::{
     },
 };
 
-use super::{INSIDE, INSIDE_NET, OUTSIDE, support::SHORT_TIMERS};
+use super::{INSIDE, INSIDE_NET, OUTSIDE};
 
 /// The proxy inside (alice's phone behind it) and the registrar outside.
 const PROXY: &str = "198.51.100.1:5090";

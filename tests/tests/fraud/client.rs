@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use sip_firewall_tests::{
+    domain,
+    edge::{Turn, edge},
     netns::Pair,
     ua::{
         Account,
@@ -20,11 +22,9 @@ pub const TRUNK: &str = "198.51.100.1:5099";
 
 pub use udp::Trunk;
 
-use crate::support::{Turn, edge};
-
 /// The daemon's config for these tests: the trunk as outbound, `fraud` appended.
 pub fn fraud_config(fraud: &str) -> String {
-    crate::support::config(&format!("[fraud]\n{fraud}\n"))
+    domain::config(&format!("[fraud]\n{fraud}\n"))
         .replace("[proxy]\n", &format!("[proxy]\noutbound = \"{TRUNK}\"\n"))
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::client::start;
-use crate::support::Metrics;
+use sip_firewall_tests::metrics::Metrics;
 
 #[test]
 fn denied_prefix_never_reaches_the_trunk() {

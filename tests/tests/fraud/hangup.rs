@@ -5,7 +5,7 @@
 //! at once.
 
 use crate::client::start;
-use crate::support::Metrics;
+use sip_firewall_tests::metrics::Metrics;
 
 #[test]
 fn only_an_answered_bye_frees_the_call() {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::client::{Phone, start};
-use crate::support::{BOB_PASSWORD, Metrics};
+use sip_firewall_tests::{domain::BOB_PASSWORD, metrics::Metrics};
 
 #[test]
 fn call_rate_and_sequence_trip_at_the_count() {

@@ -20,9 +20,6 @@
 //!   critical 2 still gets 403; the real hang-up (200) frees the slot at once —
 //!   `hangup::only_an_answered_bye_frees_the_call`
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod client;
 mod destinations;
 mod hangup;

@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use sip_firewall_tests::said;
+use sip_firewall_tests::{edge::xdp_args, metrics::Metrics, said};
 
 use crate::client::start;
-use crate::support::{Metrics, xdp_args};
 
 #[test]
 fn concurrent_calls_suspend_until_unblocked() {
@@ -62,8 +61,7 @@ fn concurrent_calls_suspend_until_unblocked() {
     assert!(said(&events).contains("critical"));
 
     // A restart keeps the suspension (state database).
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
     e.run(xdp_args(false));
     let after_restart = phone.call("0301234568");
     let unblock = e.cli(&["fraud", "unblock", "alice"]);

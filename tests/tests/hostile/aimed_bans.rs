@@ -7,9 +7,13 @@ use std::{
     time::Duration,
 };
 
-use sip_firewall_tests::netns::{Pair, in_ns};
-
-use crate::support::*;
+use sip_firewall_tests::{
+    domain::{config, forged_register},
+    edge::sipp_edge,
+    metrics::Metrics,
+    netns::{Pair, in_ns},
+    sipp::register_bob,
+};
 
 /// Send `msgs` from `from` (inside namespace a) to the proxy; no answer awaited.
 fn send_from(pair: &Pair, from: SocketAddr, msgs: Vec<String>) {
@@ -63,13 +67,13 @@ fn unproven_evidence_does_not_ban_a_subscriber() {
     let other = pair.add_a4(3).expect("a second address in namespace a");
     let unknown = SocketAddr::new(IpAddr::V4(other), 5072);
     send_from(pair, unknown, vec![scanner_options(unknown, 2)]);
-    let reason = wait_ban(d, &other.to_string(), Duration::from_secs(5));
+    let reason = d.wait_ban(&other.to_string(), Duration::from_secs(5));
     assert!(
         reason.as_deref().is_some_and(|r| r.starts_with("scanner")),
         "the unknown scanner is banned: {reason:?}"
     );
     // Everything sent before the control ban was handled (events are applied in order).
-    let bans_now = bans(d);
+    let bans_now = d.bans();
     let m = Metrics::scrape(pair);
     let refused_scanner = m.get("sipfw_ban_refused_total{reason=\"scanner\"}");
     let refused_auth = m.get("sipfw_ban_refused_total{reason=\"auth_unproven\"}");
@@ -88,6 +92,5 @@ fn unproven_evidence_does_not_ban_a_subscriber() {
     // bob still registers.
     let reg = register_bob(pair, e.dir(), 5073);
     assert!(reg.ok, "bob registers again: {}", reg.output);
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

@@ -11,11 +11,12 @@ use std::{
 };
 
 use sip_firewall_tests::{
+    domain::config,
+    edge::edge,
+    metrics::Metrics,
     netns::{Pair, in_ns},
     ua::{Request, response_to},
 };
-
-use crate::support::{Metrics, config, edge};
 
 /// Covers Timer G at T1 = 50 ms (3.2 s) with room.
 const WINDOW: Duration = Duration::from_secs(4);
@@ -262,6 +263,5 @@ fn amplification_factors() {
         10.0,
         "copies counted"
     );
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

@@ -9,12 +9,13 @@ use std::{
 };
 
 use sip_firewall_tests::{
+    domain::{config, forged_register},
+    edge::edge,
     frames::{self, Shape},
+    metrics::Metrics,
     netns::{in_ns, inject},
     said,
 };
-
-use crate::support::*;
 
 /// Frames from rotating addresses of one /64.
 const FROM_ONE_64: u64 = 280_000;
@@ -81,7 +82,7 @@ fn ban_map_cannot_be_exhausted() {
         Ok(())
     })
     .expect("guesses from namespace a");
-    let reason = wait_ban(d, &guesser.to_string(), Duration::from_secs(5));
+    let reason = d.wait_ban(&guesser.to_string(), Duration::from_secs(5));
     assert!(
         reason
             .as_deref()
@@ -122,6 +123,5 @@ fn ban_map_cannot_be_exhausted() {
     );
     assert_eq!(bans, 1.0, "the manual ban, in its own map");
     assert!(m.get("sipfw_map_capacity{map=\"SIPFW_LBANS\"}") > 0.0);
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

@@ -8,9 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::netns::in_ns;
-
-use crate::support::{Metrics, config, edge};
+use sip_firewall_tests::{domain::config, edge::edge, metrics::Metrics, netns::in_ns};
 
 /// An OPTIONS ping to the edge itself from `sock`: the status code of the answer, if one came
 /// within a second.
@@ -89,6 +87,5 @@ fn backslash_before_multibyte_character_does_not_stop_the_daemon() {
     // The credentials were read as malformed or wrong, not as a crash.
     let m = Metrics::scrape(&e.pair);
     assert_eq!(m.sum("sipfw_internal_errors_total"), 0.0, "no panic caught");
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

@@ -62,9 +62,6 @@
 //!   `sipfw_auth_total{result="uri_mismatch"}` —
 //!   `replayed_credentials::invite_credentials_over_the_edges_own_uri_do_not_reach_the_trunk`
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod aimed_bans;
 mod amplification;
 mod ban_exhaustion;

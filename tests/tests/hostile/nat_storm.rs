@@ -4,9 +4,13 @@
 //! with a fifth of the phones registered; known sources get their own, larger budget and
 //! are throttled, never flood-banned.
 
+use sip_firewall_tests::{
+    domain::{BOB_PASSWORD, EDGE_AT_B},
+    edge::sipp_edge,
+    metrics::Metrics,
+    sipp::register_bob,
+};
 use std::time::Duration;
-
-use crate::support::*;
 
 const PHONES: usize = 300;
 
@@ -46,7 +50,7 @@ fn nat_storm_registers_every_phone() {
         .collect();
     let res = e.register_storm(users, 150, Duration::from_secs(30));
     let m = Metrics::scrape(pair);
-    let bans_now = bans(&e.dirs);
+    let bans_now = e.dirs.bans();
     eprintln!(
         "NAT storm: {} of {PHONES} registered, failed {:?}, unanswered {}, {} requests sent \
          ({} retransmissions); XDP flood {}, throttled {}, banned {}; bans {bans_now:?}",
@@ -61,6 +65,5 @@ fn nat_storm_registers_every_phone() {
     );
     assert!(bans_now.is_empty(), "nothing banned: {bans_now:?}");
     assert_eq!(res.registered, PHONES, "every phone registers: {res:?}");
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }

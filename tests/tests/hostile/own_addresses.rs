@@ -9,9 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::netns::{Pair, in_ns};
-
-use crate::support::{Metrics, edge};
+use sip_firewall_tests::{
+    edge::edge,
+    metrics::Metrics,
+    netns::{Pair, in_ns},
+};
 
 /// An allow-listed peer (a carrier's monitor): a second address on namespace a's side
 /// (198.51.100.3).

@@ -9,9 +9,9 @@ use std::{
     time::Duration,
 };
 
-use crate::support::SHORT_TIMERS;
 use sip_firewall_tests::{
     daemon::{Loopback, daemon_bin},
+    domain::SHORT_TIMERS,
     metrics::scrape_opt,
     ports::free_port,
     ua::{

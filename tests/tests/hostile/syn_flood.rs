@@ -8,9 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::netns::in_ns;
-
-use crate::support::{Metrics, config, edge};
+use sip_firewall_tests::{domain::config, edge::edge, metrics::Metrics, netns::in_ns};
 
 #[test]
 fn a_connection_flood_to_the_websocket_port_is_banned_in_xdp() {

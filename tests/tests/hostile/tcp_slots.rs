@@ -9,9 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_firewall_tests::netns::in_ns;
-
-use crate::support::{Metrics, config, edge};
+use sip_firewall_tests::{domain::config, edge::edge, metrics::Metrics, netns::in_ns};
 
 /// Whether the daemon answers a ping on `s` with a pong (and so keeps it).
 fn pong(s: &mut TcpStream) -> bool {
@@ -88,8 +86,7 @@ fn one_source_cannot_hold_every_tcp_slot() {
     assert_eq!(m.get("sipfw_sip_tcp_connections"), 33.0);
     drop(conns);
     drop(other);
-    let (code, log) = e.stop();
-    assert_eq!(code, 0, "{log}");
+    e.stop_clean();
 }
 
 /// A TCP connection to `to` from address `from` (any port).
