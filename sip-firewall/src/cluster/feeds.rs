@@ -1,6 +1,11 @@
 //! Threat feeds in a cluster: one node fetches each feed, the others receive its load.
 //!
-//! **Decides** who fetches: a per-feed lease in Redis (`sipfw:feed-lease:<name>` = the
+//! A feed is shared by the nodes whose `[[feeds]]` entry has the same name, URL and format:
+//! its keys in Redis and its events name it by [`shared_id`] (the name and a digest of the
+//! URL and format), so a node whose entry of that name fetches from elsewhere, or reads
+//! another format, neither takes the others' loads nor gives them its own.
+//!
+//! **Decides** who fetches: a per-feed lease in Redis (`sipfw:feed-lease:<id>` = the
 //! holder's node name, for [`LEASE`]), taken with `SET NX` semantics and renewed by its holder
 //! at every heartbeat in one script (take it if free, extend it if ours, else leave it). A
 //! node holds a feed for [`LEASE`] less one heartbeat after its last renewal, so it stops
@@ -9,7 +14,7 @@
 //! and the new holder fetches one `refresh` after the last fetch it received. Two live nodes
 //! never hold one lease.
 //!
-//! The holder writes each load (sealed, `sipfw:feed:<name>`) and publishes
+//! The holder writes each load (sealed, `sipfw:feed:<id>`) and publishes
 //! [`Op::FeedLoad`]; the others read the record on the event and at every full load (start,
 //! reconnect), bounded to [`MAX_LOAD_BYTES`], and hand it to the feeds task, which checks it
 //! as hostile input and vets its entries locally (`crate::feeds::shared`). Cut off, a node
@@ -26,7 +31,10 @@ use super::{
     schema::{CHANNEL, Event, Op, feed_key, feed_lease_key, unix_ms},
     trust,
 };
-use crate::feeds::shared::{Exchange, MAX_LOAD_BYTES};
+use crate::feeds::{
+    config::{FeedConfig, FeedFormat},
+    shared::{Exchange, MAX_LOAD_BYTES},
+};
 
 /// How long a feed's lease lives in Redis after its holder's last renewal.
 pub const LEASE: Duration = HEARTBEAT_TTL;
@@ -44,7 +52,61 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// The feeds this node shares and where it meets the feeds task.
 pub struct FeedLink {
     pub exchange: Arc<Exchange>,
-    pub names: Vec<String>,
+    pub feeds: Vec<SharedFeed>,
+}
+
+/// A feed as this node shares it: its name here (the feeds task's) and its id in the
+/// cluster ([`shared_id`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedFeed {
+    pub name: String,
+    pub id: String,
+}
+
+impl SharedFeed {
+    /// `cfg`'s feed as the cluster names it.
+    pub fn of(cfg: &FeedConfig) -> SharedFeed {
+        SharedFeed {
+            name: cfg.name().to_string(),
+            id: shared_id(cfg.name(), &cfg.url, cfg.format),
+        }
+    }
+}
+
+/// The id a feed named `name`, fetched from `url` in `format`, has in the cluster:
+/// `<name>#<the first 8 bytes of SHA-256 over the URL and format, in hex>`.
+///
+/// ```
+/// use sip_firewall::{cluster::feeds::shared_id, feeds::config::FeedFormat};
+///
+/// let id = shared_id("threats", "https://feeds.example/t.txt", FeedFormat::Cidr);
+/// assert!(id.starts_with("threats#") && id.len() == "threats#".len() + 16);
+/// assert_ne!(id, shared_id("threats", "https://feeds.example/t.txt", FeedFormat::Apiban));
+/// ```
+pub fn shared_id(name: &str, url: &str, format: FeedFormat) -> String {
+    use sha2::{Digest as _, Sha256};
+    let format = match format {
+        FeedFormat::Apiban => "apiban",
+        FeedFormat::Cidr => "cidr",
+    };
+    let digest = Sha256::new()
+        .chain_update(url.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(format.as_bytes())
+        .finalize();
+    format!("{name}#{}", crate::auth::digest::hex(&digest[..8]))
+}
+
+impl FeedLink {
+    /// The feed the cluster names `id`.
+    fn by_id(&self, id: &str) -> Option<&SharedFeed> {
+        self.feeds.iter().find(|f| f.id == id)
+    }
+
+    /// The feed named `name` here.
+    fn by_name(&self, name: &str) -> Option<&SharedFeed> {
+        self.feeds.iter().find(|f| f.name == name)
+    }
 }
 
 /// How long this node may fetch after Redis confirmed its lease: the lease less a heartbeat,
@@ -61,11 +123,11 @@ pub(super) async fn lease(
     conn: &mut redis::aio::ConnectionManager,
 ) -> Result<(), ClusterError> {
     let Some(link) = &c.feeds else { return Ok(()) };
-    for name in &link.names {
+    for SharedFeed { name, id } in &link.feeds {
         let got = redis::cmd("EVAL")
             .arg(LEASE_SCRIPT)
             .arg(1)
-            .arg(feed_lease_key(name))
+            .arg(feed_lease_key(id))
             .arg(&c.node)
             .arg(LEASE.as_millis() as u64)
             .query_async::<i64>(conn)
@@ -100,12 +162,12 @@ fn refused(e: &redis::RedisError) -> bool {
 /// over when they lapse).
 pub(super) async fn release(c: &Cluster, conn: &mut redis::aio::ConnectionManager) {
     let Some(link) = &c.feeds else { return };
-    for name in &link.names {
+    for SharedFeed { name, id } in &link.feeds {
         link.exchange.set_held(name, None);
         let released = redis::cmd("EVAL")
             .arg(RELEASE_SCRIPT)
             .arg(1)
-            .arg(feed_lease_key(name))
+            .arg(feed_lease_key(id))
             .arg(&c.node)
             .query_async::<i64>(conn)
             .await;
@@ -123,14 +185,18 @@ pub(super) async fn write(
 ) -> Result<(), ClusterError> {
     let Some(link) = &c.feeds else { return Ok(()) };
     for (name, mut load) in link.exchange.take_outgoing() {
+        let Some(feed) = link.by_name(&name) else {
+            continue;
+        };
         if !link.exchange.holds(&name, std::time::Instant::now()) {
             continue;
         }
+        let id = &feed.id;
         load.node.clone_from(&c.node);
         let ev = Event {
             node: c.node.clone(),
             sent_ms: unix_ms(),
-            op: Op::FeedLoad { feed: name.clone() },
+            op: Op::FeedLoad { feed: id.clone() },
         };
         let Ok(json) = serde_json::to_string(&ev) else {
             continue;
@@ -138,8 +204,8 @@ pub(super) async fn write(
         let mut p = redis::pipe();
         p.atomic()
             .set(
-                feed_key(&name),
-                c.trust.seal(&trust::Place::feed(&name), &load.encode()),
+                feed_key(id),
+                c.trust.seal(&trust::Place::feed(id), &load.encode()),
             )
             .ignore()
             .publish(CHANNEL, c.trust.seal(&trust::Place::event(), &json))
@@ -153,20 +219,21 @@ pub(super) async fn write(
     Ok(())
 }
 
-/// Read `feed`'s load from Redis (at most [`MAX_LOAD_BYTES`]) and hand it to the feeds task.
+/// Read the load of the feed the cluster names `id` from Redis (at most [`MAX_LOAD_BYTES`])
+/// and hand it to the feeds task; a feed this node does not share as `id` is not read.
 pub(super) async fn pull(
     c: &Cluster,
     conn: &mut redis::aio::ConnectionManager,
-    feed: &str,
+    id: &str,
 ) -> Result<(), ClusterError> {
     let Some(link) = &c.feeds else { return Ok(()) };
-    if !link.names.iter().any(|n| n == feed) {
+    let Some(SharedFeed { name, id }) = link.by_id(id) else {
         return Ok(());
-    }
+    };
     // The seal's prefix and tag come before the body: a few bytes more than the body's bound.
     let bound = MAX_LOAD_BYTES + 128;
     let value: Vec<u8> = redis::cmd("GETRANGE")
-        .arg(feed_key(feed))
+        .arg(feed_key(id))
         .arg(0)
         .arg(bound)
         .query_async(conn)
@@ -181,10 +248,10 @@ pub(super) async fn pull(
             return Ok(());
         }
     };
-    match c.trust.feed_load(feed, text) {
+    match c.trust.feed_load(id, text) {
         Ok(body) => link
             .exchange
-            .receive(feed, body.to_string(), crate::clock::unix_now()),
+            .receive(name, body.to_string(), crate::clock::unix_now()),
         Err(why) => trust::refuse(&c.metrics, why, "a feed load"),
     }
     Ok(())
@@ -196,8 +263,8 @@ pub(super) async fn pull_all(
     conn: &mut redis::aio::ConnectionManager,
 ) -> Result<(), ClusterError> {
     let Some(link) = &c.feeds else { return Ok(()) };
-    for name in &link.names {
-        pull(c, conn, name).await?;
+    for f in &link.feeds {
+        pull(c, conn, &f.id).await?;
     }
     Ok(())
 }

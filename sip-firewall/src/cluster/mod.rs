@@ -12,9 +12,10 @@
 //! - `sipfw:loc:<aor>`: hash contact -> the binding (expiry, the node holding the flow, its
 //!   Path URI; [`crate::registrar::shared`]), the key's TTL the latest expiry;
 //! - `sipfw:node:<name>`: heartbeat, TTL `heartbeat::HEARTBEAT_TTL`;
-//! - `sipfw:feed:<name>`: a threat feed's last load (entries with their expiry, last ok,
-//!   last error), written by the one node fetching it, which holds `sipfw:feed-lease:<name>`
-//!   ([`feeds`]: one node fetches, the others receive);
+//! - `sipfw:feed:<id>`: a threat feed's last load (entries with their expiry, last ok,
+//!   last error), written by the one node fetching it, which holds `sipfw:feed-lease:<id>`
+//!   ([`feeds`]: one node fetches, the others receive; the id is the feed's name and a
+//!   digest of its URL and format, [`feeds::shared_id`]);
 //! - `sipfw:secret-fingerprint`: derived from `[auth] secret` and `previous_secrets`
 //!   ([`trust::fingerprint`], never a secret), so nodes whose stamps and records
 //!   would not verify on each other refuse to join, and a secret is rolled node by node
@@ -234,20 +235,20 @@ impl Cluster {
         ))
     }
 
-    /// Share the threat feeds `names` (`share` holding `feeds`): where the feeds task meets
+    /// Share the threat feeds `shared` (`share` holding `feeds`): where the feeds task meets
     /// this one, or `None` when they are not shared (every node fetches its own).
     pub fn share_feeds(
         &mut self,
-        names: Vec<String>,
+        shared: Vec<feeds::SharedFeed>,
     ) -> Option<Arc<crate::feeds::shared::Exchange>> {
-        if names.is_empty() || !self.config.shares(Share::Feeds) {
+        if shared.is_empty() || !self.config.shares(Share::Feeds) {
             return None;
         }
         let alone_after = feeds::LEASE + heartbeat::HEARTBEAT_EVERY;
         let exchange = Arc::new(crate::feeds::shared::Exchange::new(alone_after));
         self.feeds = Some(feeds::FeedLink {
             exchange: exchange.clone(),
-            names,
+            feeds: shared,
         });
         Some(exchange)
     }

@@ -313,7 +313,12 @@ async fn join_cluster(
             let (mut cluster, outbox) =
                 crate::cluster::Cluster::new(c, &keys, domains, metrics.registry())?;
             // One node fetches each threat feed, the others take its loads.
-            cluster.share_feeds(config.feeds.iter().map(|f| f.name().to_string()).collect());
+            let shared = config
+                .feeds
+                .iter()
+                .map(crate::cluster::feeds::SharedFeed::of);
+            let shared = shared.collect();
+            cluster.share_feeds(shared);
             // The cluster's bans before the first packet (bounded wait: Redis down must not
             // keep the edge from starting on its local state).
             crate::cluster::preload(&cluster, enforcer, std::time::Duration::from_secs(3)).await?;

@@ -10,7 +10,11 @@ use std::{
 
 use sip_firewall::{
     auth::keys::KeyRing,
-    cluster::trust::{Place, Trust},
+    cluster::{
+        feeds::shared_id,
+        trust::{Place, Trust},
+    },
+    feeds::config::FeedFormat,
 };
 use sip_firewall_tests::{
     cluster::{Cluster, Node},
@@ -125,7 +129,12 @@ fn one_node_fetches_a_feed_and_the_others_receive_it() {
         || loads(&fetcher, "received") >= 1.0,
         || format!("the node back received nothing: {}", shown(&fetcher)),
     );
-    let lease = || redis.cli(&["GET", "sipfw:feed-lease:threats"]);
+    let id = shared_id(
+        "threats",
+        &format!("https://{at}/threats.txt"),
+        FeedFormat::Cidr,
+    );
+    let lease = || redis.cli(&["GET", &format!("sipfw:feed-lease:{id}")]);
     let holder = lease();
     assert!(holder.starts_with("edge-"), "{holder}");
     let _ = receiver.stop();
@@ -185,14 +194,20 @@ fn a_feed_load_forged_in_redis_is_refused_and_a_sealed_one_is_vetted() {
         .to_string()
     };
     let forged = load(serde_json::json!([[format!("{outsider}/32"), far]]));
-    redis.cli(&["SET", "sipfw:feed:threats", &forged]);
+    let id = shared_id(
+        "threats",
+        "file:///nonexistent/threats.txt",
+        FeedFormat::Cidr,
+    );
+    let key = format!("sipfw:feed:{id}");
+    redis.cli(&["SET", &key, &forged]);
     b.start();
     b.wait_connected(true);
     let mac = "sipfw_cluster_rejected_total{reason=\"mac\"}";
     let at_load = b.wait_metric(mac, 1.0, Duration::from_secs(5));
     assert!(at_load >= 1.0, "the record counted: {at_load}");
     let event = serde_json::json!({"node": "edge-x", "sent_ms": now * 1000,
-        "op": {"op": "feed_load", "feed": "threats"}});
+        "op": {"op": "feed_load", "feed": id}});
     redis.cli(&["PUBLISH", "sipfw:events", &event.to_string()]);
     let live = b.wait_metric(mac, at_load + 1.0, Duration::from_secs(5));
     assert!(live >= at_load + 1.0, "the event counted: {live}");
@@ -207,9 +222,9 @@ fn a_feed_load_forged_in_redis_is_refused_and_a_sealed_one_is_vetted() {
         "junk",
         ["0.0.0.0/0", far]
     ]));
-    let sealed = insider.seal(&Place::feed("threats"), &body);
+    let sealed = insider.seal(&Place::feed(&id), &body);
     let _ = b.stop();
-    redis.cli(&["SET", "sipfw:feed:threats", &sealed]);
+    redis.cli(&["SET", &key, &sealed]);
     b.start();
     b.wait_connected(true);
     let entries = |state: &str| {
