@@ -4,6 +4,31 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 
 use crate::metrics::resolved::Resolved;
 
+/// The status codes of our own answers whose series of `sipfw_proxy_replies_total` are
+/// resolved once (any other is counted too, through the vector).
+const LOCAL_CODES: [(u16, &str); 20] = [
+    (100, "100"),
+    (200, "200"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (407, "407"),
+    (408, "408"),
+    (420, "420"),
+    (423, "423"),
+    (430, "430"),
+    (480, "480"),
+    (481, "481"),
+    (482, "482"),
+    (483, "483"),
+    (487, "487"),
+    (500, "500"),
+    (503, "503"),
+    (504, "504"),
+];
+
 /// Every label of `sipfw_proxy_forwarded_total`, in the order of its resolved series.
 pub const FORWARDED_KINDS: [&str; 5] = ["request", "response", "ack", "cluster_hop", "flow"];
 
@@ -25,7 +50,8 @@ pub struct ProxyMetrics {
     pub forwarded: Resolved<5>,
     pub retransmissions: IntCounterVec,
     pub stray: IntCounter,
-    pub local_replies: IntCounterVec,
+    /// By status code ([`ProxyMetrics::local_reply`]).
+    pub local_replies: Resolved<20>,
     /// Requests refused for the integrity of dialogs and routing, by reason.
     pub dialog_refused: IntCounterVec,
     /// Responses dropped because they came from elsewhere than their request went.
@@ -101,6 +127,18 @@ impl ProxyMetrics {
         self.forwarded.inc(i.unwrap_or(usize::MAX), kind);
     }
 
+    /// An answer of our own, `code`, sent.
+    pub fn local_reply(&self, code: u16) {
+        match LOCAL_CODES.iter().position(|(c, _)| *c == code) {
+            Some(i) => self.local_replies.inc(i, LOCAL_CODES[i].1),
+            None => self
+                .local_replies
+                .vec()
+                .with_label_values(&[&code.to_string()])
+                .inc(),
+        }
+    }
+
     /// Create and register every metric (unregistered when `registry` is None: tests).
     pub fn new(registry: Option<&Registry>) -> ProxyMetrics {
         let r = Maker(registry);
@@ -148,11 +186,11 @@ impl ProxyMetrics {
                 "sipfw_proxy_stray_responses_total",
                 "Responses that matched no client transaction (dropped, RFC 3261 18.1.2)",
             ),
-            local_replies: r.counters(
+            local_replies: Resolved::new(r.counters(
                 "sipfw_proxy_replies_total",
                 "Responses the proxy generated itself, by status code",
                 &["code"],
-            ),
+            )),
             dialog_refused: r.counters(
                 "sipfw_dialog_refused_total",
                 "Requests the proxy refused to relay, by reason (loop, own_address, \

@@ -85,10 +85,7 @@ impl Core {
         if let Some(b) = e.txn.respond(l.code, bytes, now, &self.settings.timers) {
             let dest = e.dest;
             self.send_answer(dest, b);
-            self.metrics
-                .local_replies
-                .with_label_values(&[&l.code.to_string()])
-                .inc();
+            self.metrics.local_reply(l.code);
         }
         self.schedule(TimerKey::Server(key.clone()));
     }

@@ -240,7 +240,7 @@ impl Core {
         let exempt = in_any(&self.settings.allow, ctx.source.ip());
         let what = self.servers.full(ctx.source.ip(), exempt)?;
         crate::metrics::limit_hit(what, Some(ctx.source.ip()));
-        self.metrics.local_replies.with_label_values(&["503"]).inc();
+        self.metrics.local_reply(503);
         Some(Action::Reply {
             code: 503,
             phrase: "Service Unavailable".into(),
