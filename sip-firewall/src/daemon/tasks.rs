@@ -252,9 +252,8 @@ pub(super) fn spawn_janitor(
                 }
                 if let Ok(mut e) = enforcer.lock() {
                     e.forget_expired_bans();
-                    if let Some(c) = e.xdp_counters() {
-                        let stray = sip_firewall_common::Reason::StrayReply as usize;
-                        strays.observe(c[stray].packets, std::time::Instant::now());
+                    if let Some(c) = e.xdp_counter(sip_firewall_common::Reason::StrayReply) {
+                        strays.observe(c.packets, std::time::Instant::now());
                     }
                 }
             }
@@ -328,9 +327,10 @@ pub(super) async fn serve_signals(
     Ok(failure)
 }
 
-/// The unknown-source budget's governor (`enforce::pressure`): every `[pressure] tick`, a
-/// sample of the daemon's CPU, its event loop's lag and the drops for the budget; each new
-/// budget written to the gate and the XDP config map.
+/// The unknown-source budget's governor (`enforce::pressure`): every `[pressure] tick`
+/// while the budget has work (longer while it has none), a sample of the daemon's CPU, its
+/// event loop's lag, the drops for the budget and the unknown requests the gate saw; each
+/// new budget written to the gate and the XDP config map.
 pub(super) fn spawn_pressure(
     tasks: &mut Tasks,
     enforcer: &Arc<Mutex<Enforcer>>,
@@ -347,27 +347,37 @@ pub(super) fn spawn_pressure(
             pressure::cpu_time(),
             std::time::Instant::now(),
             pressure_drops(&enforcer, &settings),
+            settings.unknown_requests(),
         );
         let mut generation = settings.generation();
         let mut logged: Option<std::time::Instant> = None;
         loop {
             let cfg = settings.pressure();
+            let sleep = governor.tick(&cfg);
             let asleep = std::time::Instant::now();
-            tokio::select! {
-                _ = tokio::time::sleep(cfg.tick) => {}
+            let woken = tokio::select! {
+                woken = settings.governor_sleep(sleep, sleep > cfg.tick) => woken,
                 _ = rx.changed() => return Ok(()),
-            }
-            let lag = asleep.elapsed().saturating_sub(cfg.tick);
+            };
+            // A timer that fired late is the loop's lag; a sleep cut short measured none.
+            let lag = if woken {
+                std::time::Duration::ZERO
+            } else {
+                asleep.elapsed().saturating_sub(sleep)
+            };
             let now = (
                 pressure::cpu_time(),
                 std::time::Instant::now(),
                 pressure_drops(&enforcer, &settings),
+                settings.unknown_requests(),
             );
-            let wall = now.1.duration_since(at.1).as_secs_f64().max(1e-3);
+            let span = now.1.duration_since(at.1);
             let sample = pressure::Sample {
-                cpu: now.0.saturating_sub(at.0).as_secs_f64() / wall,
+                cpu: now.0.saturating_sub(at.0).as_secs_f64() / span.as_secs_f64().max(1e-3),
                 lag,
                 saturated: now.2 > at.2,
+                unknown: now.3 > at.3,
+                span,
             };
             at = now;
             gauges.lag.set(lag.as_secs_f64());
@@ -408,9 +418,7 @@ fn pressure_drops(enforcer: &Mutex<Enforcer>, settings: &EnforceSettings) -> u64
     let xdp = enforcer
         .lock()
         .ok()
-        .and_then(|e| e.xdp_counters())
-        .map_or(0, |c| {
-            c[sip_firewall_common::Reason::Pressure as usize].packets
-        });
+        .and_then(|e| e.xdp_counter(sip_firewall_common::Reason::Pressure))
+        .map_or(0, |c| c.packets);
     xdp + settings.pressure_drops()
 }
