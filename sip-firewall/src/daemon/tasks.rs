@@ -343,12 +343,7 @@ pub(super) fn spawn_pressure(
     tasks.spawn(async move {
         let mut governor = pressure::Governor::new(settings.pressure_ceiling());
         gauges.budget.set(i64::from(governor.budget()));
-        let mut at = (
-            pressure::cpu_time(),
-            std::time::Instant::now(),
-            pressure_drops(&enforcer, &settings),
-            settings.unknown_requests(),
-        );
+        let mut at = Marks::read(&enforcer, &settings);
         let mut generation = settings.generation();
         let mut logged: Option<std::time::Instant> = None;
         loop {
@@ -365,20 +360,8 @@ pub(super) fn spawn_pressure(
             } else {
                 asleep.elapsed().saturating_sub(sleep)
             };
-            let now = (
-                pressure::cpu_time(),
-                std::time::Instant::now(),
-                pressure_drops(&enforcer, &settings),
-                settings.unknown_requests(),
-            );
-            let span = now.1.duration_since(at.1);
-            let sample = pressure::Sample {
-                cpu: now.0.saturating_sub(at.0).as_secs_f64() / span.as_secs_f64().max(1e-3),
-                lag,
-                saturated: now.2 > at.2,
-                unknown: now.3 > at.3,
-                span,
-            };
+            let now = Marks::read(&enforcer, &settings);
+            let sample = at.sample(&now, lag);
             at = now;
             gauges.lag.set(lag.as_secs_f64());
             let before = governor.budget();
@@ -411,6 +394,37 @@ pub(super) fn spawn_pressure(
             }
         }
     });
+}
+
+/// What the governor's samples are differences of.
+struct Marks {
+    cpu: std::time::Duration,
+    at: std::time::Instant,
+    drops: u64,
+    unknown: u64,
+}
+
+impl Marks {
+    fn read(enforcer: &Mutex<Enforcer>, settings: &EnforceSettings) -> Marks {
+        Marks {
+            cpu: pressure::cpu_time(),
+            at: std::time::Instant::now(),
+            drops: pressure_drops(enforcer, settings),
+            unknown: settings.unknown_requests(),
+        }
+    }
+
+    /// The sample from these marks to `now`'s.
+    fn sample(&self, now: &Marks, lag: std::time::Duration) -> pressure::Sample {
+        let span = now.at.duration_since(self.at);
+        pressure::Sample {
+            cpu: now.cpu.saturating_sub(self.cpu).as_secs_f64() / span.as_secs_f64().max(1e-3),
+            lag,
+            saturated: now.drops > self.drops,
+            unknown: now.unknown > self.unknown,
+            span,
+        }
+    }
 }
 
 /// Requests dropped for the budget so far: the XDP program's and the gate's.

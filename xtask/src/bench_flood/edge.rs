@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 use super::{
     load,
     net::{EDGE, Net},
+    runtime::RunTime,
 };
 
 /// Our daemon's config for the bench: the defaults, but for what lets one legitimate caller
@@ -59,6 +60,7 @@ pub struct Edge {
     child: Child,
     pub peer: Peer,
     pin_dir: Option<PathBuf>,
+    runtime: RunTime,
 }
 
 impl Edge {
@@ -87,6 +89,7 @@ impl Edge {
             Peer::Kamailio => (kamailio(net, dir, log)?, None),
         };
         let edge = Edge {
+            runtime: RunTime::watch(child.id()),
             child,
             peer,
             pin_dir,
@@ -102,6 +105,11 @@ impl Edge {
     /// CPU seconds of the edge so far: the daemon's threads, or Kamailio's processes.
     pub fn cpu(&self) -> f64 {
         load::tree_cpu(self.pid())
+    }
+
+    /// Seconds on a CPU so far, in nanoseconds' resolution (schedstat, see `runtime`).
+    pub fn run_time(&self) -> f64 {
+        self.runtime.seconds()
     }
 
     /// Until the edge's UDP socket is bound in ns E (20 s at most).
