@@ -133,8 +133,11 @@ impl Edge {
 
 impl Drop for Edge {
     fn drop(&mut self) {
+        // Kamailio's workers, which outlive a main process that had to be killed.
+        let pid = self.child.id();
+        let workers: Vec<u32> = load::tree(pid).into_iter().skip(1).collect();
         // SIGTERM first: our daemon detaches XDP and removes its pins (--detach).
-        load::signal(self.child.id(), 15);
+        load::signal(pid, 15);
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -144,6 +147,12 @@ impl Drop for Edge {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for w in workers {
+            // Only a worker left behind (now init's child), not a process that took its id.
+            if load::parent(w) == Some(1) {
+                load::signal(w, 9);
+            }
+        }
         if let Some(p) = &self.pin_dir {
             let _ = std::fs::remove_dir_all(p);
         }
