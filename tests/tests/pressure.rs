@@ -196,15 +196,28 @@ fn budget_under_a_costly_flood(test: &str, adaptive: bool) {
     let pair = &e.pair;
     let quiet = poll_budget(pair, Duration::from_secs(10), |b| b == CEILING);
     assert_eq!(quiet, CEILING, "{test}: the ceiling while quiet");
+    // Quiet long enough for the governor to sleep its longest (250 ms doubling to 4 s).
+    std::thread::sleep(Duration::from_secs(5));
 
     let before = scrape(&pair.ns_b, "127.0.0.1:9464".parse().unwrap());
     let stop_flag = Arc::new(AtomicBool::new(false));
     // Bounded: at most 3M frames, and stopped at the latest after the poll below.
     let pump = flood(pair, 4096, 3_000_000, stop_flag.clone());
+    let t0 = Instant::now();
     let during = if adaptive {
-        poll_budget(pair, Duration::from_secs(20), |b| {
+        let b = poll_budget(pair, Duration::from_secs(20), |b| {
             (0.0..CEILING).contains(&b)
-        })
+        });
+        // The governor dozed through the quiet start (its tick backs off to 4 s): the
+        // flood's first requests woke it, it did not sleep on (about 0.3 s here when woken,
+        // near 3 s when left to sleep).
+        let took = t0.elapsed();
+        eprintln!("{test}: the budget shrank {took:?} into the flood");
+        assert!(
+            b >= CEILING || took < Duration::from_secs(2),
+            "{test}: the governor took {took:?} to act on the flood"
+        );
+        b
     } else {
         // Long enough for the governor to have acted (a tick is 250 ms) had it been on.
         std::thread::sleep(Duration::from_secs(4));

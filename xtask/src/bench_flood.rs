@@ -5,7 +5,8 @@
 //! deploy/kamailio/bench.cfg), bob registered from the servers' side, then SIPp places
 //! `--calls` record-routed calls at `--rate` while trafgen floods e0 at its maximum on one
 //! CPU. Printed per kind and edge: calls ok %, call setup time p50/p99, the edge's CPU
-//! seconds (/proc/PID/stat, Kamailio's processes summed), the machine's CPU seconds minus
+//! seconds (/proc/PID/stat, Kamailio's processes summed; and in nanoseconds' resolution from
+//! every thread's schedstat, bench_flood/runtime.rs), the machine's CPU seconds minus
 //! trafgen's own (/proc/stat, so that softirq and XDP work is in), the softirq share of the
 //! machine's time, the flood's packets, and the packets that reached the victim address.
 //! With `--peer kamailio` each kind runs against both edges back to back and a ratio row
@@ -19,6 +20,7 @@ mod calls;
 mod edge;
 mod load;
 mod net;
+mod runtime;
 
 use std::{
     path::Path,
@@ -65,6 +67,8 @@ struct Row {
     /// Seconds from the flood's start to the last call's end.
     seconds: f64,
     edge_cpu: f64,
+    /// The edge's time on a CPU from schedstat (nanoseconds' resolution).
+    edge_run: f64,
     /// The machine's busy CPU seconds minus trafgen's.
     host_cpu: f64,
     /// The machine's busy CPU seconds per second just before the edge started, times
@@ -82,6 +86,7 @@ struct Row {
 struct Snapshot {
     at: Instant,
     edge_cpu: f64,
+    edge_run: f64,
     busy: f64,
     softirq: f64,
     victim: u64,
@@ -94,6 +99,7 @@ impl Snapshot {
         Ok(Snapshot {
             at: Instant::now(),
             edge_cpu: edge.cpu(),
+            edge_run: edge.run_time(),
             busy,
             softirq,
             victim: net.reflected()?,
@@ -218,6 +224,7 @@ fn one(kind: Kind, peer: Peer, dir: &Path, bin: &Path, args: &Args) -> anyhow::R
         peer,
         seconds,
         edge_cpu: after.edge_cpu - before.edge_cpu,
+        edge_run: after.edge_run - before.edge_run,
         host_cpu: after.busy - before.busy - gen_cpu,
         background: background * seconds,
         softirq: after.softirq - before.softirq,
@@ -253,7 +260,7 @@ fn print_table(rows: &[Row], args: &Args) {
         println!("sip-firewall's XDP on e0 (veth): {}", r.xdp);
     }
     println!(
-        "{:<15} {:<12} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        "{:<15} {:<12} {:>8} {:>9} {:>9} {:>6} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
         "flood",
         "edge",
         "calls ok",
@@ -261,6 +268,7 @@ fn print_table(rows: &[Row], args: &Args) {
         "setup p99",
         "secs",
         "edge CPU",
+        "edge run",
         "host-gen",
         "backgrnd",
         "softirq",
@@ -280,7 +288,9 @@ fn print_table(rows: &[Row], args: &Args) {
     }
     println!(
         "CPU seconds over each run (secs: flood start to last call): edge = the proxy's \
-         processes (/proc/PID/stat; Kamailio's summed); host-gen = the whole machine's busy \
+         processes (/proc/PID/stat, in clock ticks; Kamailio's summed); edge run = the same in \
+         nanoseconds' resolution (every thread's /proc/PID/task/TID/schedstat, read ten times \
+         a second; for the idle kind, where ticks are too coarse); host-gen = the whole machine's busy \
          time (/proc/stat) minus trafgen's own; backgrnd = the machine's busy rate in the \
          second before the edge started, times secs (other work on a shared machine, inside \
          host-gen); softirq = the machine's softirq time (the stack and XDP; this kernel has \
@@ -301,7 +311,7 @@ fn print_row(r: &Row) {
     };
     let pps = r.flood_packets as f64 / r.seconds.max(0.001);
     println!(
-        "{:<15} {:<12} {:>8} {:>9} {:>9} {:>6.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.0} {:>9}",
+        "{:<15} {:<12} {:>8} {:>9} {:>9} {:>6.1} {:>8.2} {:>9.4} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.0} {:>9}",
         r.kind.name(),
         r.peer.name(),
         ok,
@@ -309,6 +319,7 @@ fn print_row(r: &Row) {
         ms(crate::sipp::percentile(&r.calls.setup_ms, 0.99)),
         r.seconds,
         r.edge_cpu,
+        r.edge_run,
         r.host_cpu,
         r.background,
         r.softirq,
@@ -328,7 +339,7 @@ fn print_ratio(ours: &Row, kam: &Row) {
         }
     };
     println!(
-        "{:<15} {:<12} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8}",
+        "{:<15} {:<12} {:>8} {:>9} {:>9} {:>6} {:>8} {:>9} {:>8} {:>8} {:>8}",
         "",
         "ours/kam",
         "",
@@ -336,6 +347,7 @@ fn print_ratio(ours: &Row, kam: &Row) {
         "",
         "",
         ratio(ours.edge_cpu, kam.edge_cpu),
+        ratio(ours.edge_run, kam.edge_run),
         ratio(ours.host_cpu, kam.host_cpu),
         "",
         ratio(ours.softirq, kam.softirq)

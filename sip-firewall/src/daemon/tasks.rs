@@ -252,9 +252,8 @@ pub(super) fn spawn_janitor(
                 }
                 if let Ok(mut e) = enforcer.lock() {
                     e.forget_expired_bans();
-                    if let Some(c) = e.xdp_counters() {
-                        let stray = sip_firewall_common::Reason::StrayReply as usize;
-                        strays.observe(c[stray].packets, std::time::Instant::now());
+                    if let Some(c) = e.xdp_counter(sip_firewall_common::Reason::StrayReply) {
+                        strays.observe(c.packets, std::time::Instant::now());
                     }
                 }
             }
@@ -328,9 +327,10 @@ pub(super) async fn serve_signals(
     Ok(failure)
 }
 
-/// The unknown-source budget's governor (`enforce::pressure`): every `[pressure] tick`, a
-/// sample of the daemon's CPU, its event loop's lag and the drops for the budget; each new
-/// budget written to the gate and the XDP config map.
+/// The unknown-source budget's governor (`enforce::pressure`): every `[pressure] tick`
+/// while the budget has work (longer while it has none), a sample of the daemon's CPU, its
+/// event loop's lag, the drops for the budget and the unknown requests the gate saw; each
+/// new budget written to the gate and the XDP config map.
 pub(super) fn spawn_pressure(
     tasks: &mut Tasks,
     enforcer: &Arc<Mutex<Enforcer>>,
@@ -343,32 +343,25 @@ pub(super) fn spawn_pressure(
     tasks.spawn(async move {
         let mut governor = pressure::Governor::new(settings.pressure_ceiling());
         gauges.budget.set(i64::from(governor.budget()));
-        let mut at = (
-            pressure::cpu_time(),
-            std::time::Instant::now(),
-            pressure_drops(&enforcer, &settings),
-        );
+        let mut at = Marks::read(&enforcer, &settings);
         let mut generation = settings.generation();
         let mut logged: Option<std::time::Instant> = None;
         loop {
             let cfg = settings.pressure();
+            let sleep = governor.tick(&cfg);
             let asleep = std::time::Instant::now();
-            tokio::select! {
-                _ = tokio::time::sleep(cfg.tick) => {}
+            let woken = tokio::select! {
+                woken = settings.governor_sleep(sleep, sleep > cfg.tick) => woken,
                 _ = rx.changed() => return Ok(()),
-            }
-            let lag = asleep.elapsed().saturating_sub(cfg.tick);
-            let now = (
-                pressure::cpu_time(),
-                std::time::Instant::now(),
-                pressure_drops(&enforcer, &settings),
-            );
-            let wall = now.1.duration_since(at.1).as_secs_f64().max(1e-3);
-            let sample = pressure::Sample {
-                cpu: now.0.saturating_sub(at.0).as_secs_f64() / wall,
-                lag,
-                saturated: now.2 > at.2,
             };
+            // A timer that fired late is the loop's lag; a sleep cut short measured none.
+            let lag = if woken {
+                std::time::Duration::ZERO
+            } else {
+                asleep.elapsed().saturating_sub(sleep)
+            };
+            let now = Marks::read(&enforcer, &settings);
+            let sample = at.sample(&now, lag);
             at = now;
             gauges.lag.set(lag.as_secs_f64());
             let before = governor.budget();
@@ -403,14 +396,43 @@ pub(super) fn spawn_pressure(
     });
 }
 
+/// What the governor's samples are differences of.
+struct Marks {
+    cpu: std::time::Duration,
+    at: std::time::Instant,
+    drops: u64,
+    unknown: u64,
+}
+
+impl Marks {
+    fn read(enforcer: &Mutex<Enforcer>, settings: &EnforceSettings) -> Marks {
+        Marks {
+            cpu: pressure::cpu_time(),
+            at: std::time::Instant::now(),
+            drops: pressure_drops(enforcer, settings),
+            unknown: settings.unknown_requests(),
+        }
+    }
+
+    /// The sample from these marks to `now`'s.
+    fn sample(&self, now: &Marks, lag: std::time::Duration) -> pressure::Sample {
+        let span = now.at.duration_since(self.at);
+        pressure::Sample {
+            cpu: now.cpu.saturating_sub(self.cpu).as_secs_f64() / span.as_secs_f64().max(1e-3),
+            lag,
+            saturated: now.drops > self.drops,
+            unknown: now.unknown > self.unknown,
+            span,
+        }
+    }
+}
+
 /// Requests dropped for the budget so far: the XDP program's and the gate's.
 fn pressure_drops(enforcer: &Mutex<Enforcer>, settings: &EnforceSettings) -> u64 {
     let xdp = enforcer
         .lock()
         .ok()
-        .and_then(|e| e.xdp_counters())
-        .map_or(0, |c| {
-            c[sip_firewall_common::Reason::Pressure as usize].packets
-        });
+        .and_then(|e| e.xdp_counter(sip_firewall_common::Reason::Pressure))
+        .map_or(0, |c| c.packets);
     xdp + settings.pressure_drops()
 }

@@ -295,6 +295,12 @@ impl Gate for UserGate {
         if verdict == Some(Reason::Allowed) {
             return Ok(());
         }
+        let is_request = !bytes.starts_with(b"SIP/2.0 ");
+        // The budget's traffic, here whether XDP charged it or the gate does below: the
+        // governor samples at its full pace while there is some.
+        if transport == Transport::Datagram && is_request && !known {
+            self.settings.count_unknown_request();
+        }
         if !self.sight.saw(ip) {
             let limits = self.settings.gate_limits();
             match verdict {
@@ -314,7 +320,6 @@ impl Gate for UserGate {
                 self.learner.report(Event::Flood(ip));
                 return self.drop_for("flood");
             }
-            let is_request = !bytes.starts_with(b"SIP/2.0 ");
             if transport == Transport::Datagram
                 && is_request
                 && !known
@@ -334,7 +339,7 @@ impl Gate for UserGate {
         } else {
             bans.request_limit
         };
-        if limit > 0 && !bytes.starts_with(b"SIP/2.0 ") {
+        if limit > 0 && is_request {
             let n = {
                 let mut w = lock(&self.requests, "gate request windows");
                 if w.len() > MAX_TRACKED {

@@ -19,7 +19,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicU32, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
 };
 
 use arc_swap::ArcSwap;
@@ -42,6 +42,12 @@ pub struct EnforceSettings {
     /// Requests the gate dropped for the budget (the governor's saturation signal, with
     /// XDP's counter).
     pressure_drops: AtomicU64,
+    /// Requests from unknown sources the gate saw (the budget's traffic: every one XDP
+    /// admitted reaches the gate).
+    unknown_requests: AtomicU64,
+    /// The governor sleeps longer than its tick: the next unknown request or reload wakes it.
+    dozing: AtomicBool,
+    rouse: tokio::sync::Notify,
 }
 
 impl EnforceSettings {
@@ -56,6 +62,9 @@ impl EnforceSettings {
             ceiling: AtomicU32::new(config.xdp.pressure_budget),
             generation: AtomicU64::new(0),
             pressure_drops: AtomicU64::new(0),
+            unknown_requests: AtomicU64::new(0),
+            dozing: AtomicBool::new(false),
+            rouse: tokio::sync::Notify::new(),
         })
     }
 
@@ -84,6 +93,9 @@ impl EnforceSettings {
         self.ceiling
             .store(config.xdp.pressure_budget, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Relaxed);
+        // The governor writes its budget over the ceiling just written, and takes the new
+        // `[pressure]`, at once rather than after its sleep.
+        self.rouse_governor();
     }
 
     /// `[pressure]` as in force now.
@@ -116,9 +128,88 @@ impl EnforceSettings {
     pub fn pressure_drops(&self) -> u64 {
         self.pressure_drops.load(Ordering::Relaxed)
     }
+
+    /// The gate saw a request from an unknown source: counted, and a dozing governor woken.
+    pub fn count_unknown_request(&self) {
+        self.unknown_requests.fetch_add(1, Ordering::Relaxed);
+        self.rouse_governor();
+    }
+
+    /// Requests from unknown sources the gate saw so far.
+    pub fn unknown_requests(&self) -> u64 {
+        self.unknown_requests.load(Ordering::Relaxed)
+    }
+
+    /// Wake the governor if it sleeps past its tick (a load only, when it does not).
+    fn rouse_governor(&self) {
+        if self.dozing.load(Ordering::Relaxed) && self.dozing.swap(false, Ordering::AcqRel) {
+            self.rouse.notify_one();
+        }
+    }
+
+    /// The governor's sleep of `long` (past its tick when `dozing`): over when it is, or
+    /// when an unknown request or a reload wakes a dozing governor. Whether it was woken.
+    pub async fn governor_sleep(&self, long: std::time::Duration, dozing: bool) -> bool {
+        if !dozing {
+            tokio::time::sleep(long).await;
+            return false;
+        }
+        self.dozing.store(true, Ordering::Release);
+        // A wake between the store and the wait is kept by `notify_one` as a permit.
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(long) => false,
+            _ = self.rouse.notified() => true,
+        };
+        self.dozing.store(false, Ordering::Release);
+        woken
+    }
 }
 
 /// The XDP program's limits, in the form the user-space gate runs them (the same GCRA).
 fn gate_limits(config: &Sections<'_>) -> XdpConfig {
     config.xdp.kernel_config(config.bans.learned_scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn an_unknown_request_or_a_reload_wakes_a_dozing_governor_at_once() {
+        let settings = EnforceSettings::new(&Config::default());
+        // Nobody dozing: the request is counted, and leaves nothing to cut the next sleep.
+        settings.count_unknown_request();
+        assert_eq!(settings.unknown_requests(), 1);
+        assert!(
+            !settings
+                .governor_sleep(Duration::from_millis(20), true)
+                .await
+        );
+        for wake in [
+            (|s: &EnforceSettings| s.count_unknown_request()) as fn(&EnforceSettings),
+            |s| s.set(&Config::default()),
+        ] {
+            let t0 = Instant::now();
+            let (woken, ()) = tokio::join!(
+                settings.governor_sleep(Duration::from_secs(30), true),
+                async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    wake(&settings);
+                }
+            );
+            assert!(woken && t0.elapsed() < Duration::from_secs(5));
+        }
+        // At the full pace the sleep is a plain timer: nothing cuts it short.
+        let t0 = Instant::now();
+        let (woken, ()) = tokio::join!(
+            settings.governor_sleep(Duration::from_millis(100), false),
+            async {
+                settings.count_unknown_request();
+            }
+        );
+        assert!(!woken && t0.elapsed() >= Duration::from_millis(100));
+    }
 }

@@ -304,6 +304,11 @@ impl Enforcer {
     pub fn xdp_counters(&self) -> Option<[Counter; Reason::COUNT as usize]> {
         self.xdp.as_ref().and_then(|x| x.maps.counters().ok())
     }
+
+    /// One of the XDP program's counters (summed over the CPUs), if it is loaded.
+    pub fn xdp_counter(&self, reason: Reason) -> Option<Counter> {
+        self.xdp.as_ref().and_then(|x| x.maps.counter(reason).ok())
+    }
 }
 
 impl crate::metrics::xdp::FastPathSource for Enforcer {

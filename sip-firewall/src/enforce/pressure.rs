@@ -23,17 +23,28 @@
 //! to the XDP config map and to the gate, shown as `sipfw_pressure_budget` and logged (at
 //! most one line a minute).
 //!
+//! The governor samples every `tick` only while the budget has work: requests from unknown
+//! sources arrived, some were dropped for it, or it is below its ceiling. Otherwise its
+//! sleep doubles, up to [`IDLE_TICK_MAX`], so an idle daemon does not wake four times a
+//! second to find nothing. It does not miss a flood for that: every request XDP admits
+//! from an unknown source reaches the gate, which wakes a dozing governor at once
+//! (`EnforceSettings::count_unknown_request`), and the next sample is `tick` later. While
+//! it slept, the budget was at its ceiling, the fixed cap `adaptive = false` keeps anyway.
+//!
 //! ```
 //! use std::time::Duration;
 //! use sip_firewall::enforce::pressure::{Governor, PressureConfig, Sample};
 //!
 //! let cfg = PressureConfig::default();
 //! let mut g = Governor::new(2000);
-//! let quiet = Sample { cpu: 0.05, lag: Duration::ZERO, saturated: false };
+//! let quiet = Sample { cpu: 0.05, lag: Duration::ZERO, saturated: false, unknown: false, span: cfg.tick };
 //! assert_eq!(g.next(2000, &cfg, quiet), 2000);
+//! // Nothing for the budget to do: the next sample comes later.
+//! assert_eq!(g.tick(&cfg), cfg.tick * 2);
 //! // A flood: the budget is hit and the CPU is four times the quiet baseline.
-//! let flood = Sample { cpu: 0.20, lag: Duration::ZERO, saturated: true };
+//! let flood = Sample { cpu: 0.20, lag: Duration::ZERO, saturated: true, unknown: true, span: cfg.tick };
 //! assert_eq!(g.next(2000, &cfg, flood), 1000);
+//! assert_eq!(g.tick(&cfg), cfg.tick);
 //! assert_eq!(g.next(2000, &cfg, flood), 500);
 //! // Quiet again: it grows back by 1/16 of the ceiling a tick.
 //! assert_eq!(g.next(2000, &cfg, quiet), 625);
@@ -112,6 +123,9 @@ impl PressureConfig {
     }
 }
 
+/// The longest the governor sleeps while the budget has nothing to do (see the module doc).
+pub const IDLE_TICK_MAX: Duration = Duration::from_secs(4);
+
 /// What the governor saw over one tick.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
@@ -121,13 +135,20 @@ pub struct Sample {
     pub lag: Duration,
     /// Requests were dropped for the budget since the last tick.
     pub saturated: bool,
+    /// Requests from unknown sources (the budget's traffic) arrived since the last tick.
+    pub unknown: bool,
+    /// How long the sample covers.
+    pub span: Duration,
 }
 
-/// The budget in force and the quiet baseline; pure, so its rule is tested without a clock.
+/// The budget in force, the quiet baseline and how long to sleep before the next sample;
+/// pure, so its rule is tested without a clock.
 #[derive(Debug)]
 pub struct Governor {
     budget: u32,
     baseline: Option<f64>,
+    /// Samples in a row that found nothing for the budget to do.
+    idle: u32,
 }
 
 impl Governor {
@@ -136,7 +157,24 @@ impl Governor {
         Governor {
             budget: ceiling,
             baseline: None,
+            idle: 0,
         }
+    }
+
+    /// How long to sleep before the next sample: `cfg.tick` at the start and while the
+    /// budget has work, doubling with each sample that found none, up to [`IDLE_TICK_MAX`]
+    /// (or `cfg.tick` when that is longer).
+    pub fn tick(&self, cfg: &PressureConfig) -> Duration {
+        let max = IDLE_TICK_MAX.max(cfg.tick);
+        cfg.tick
+            .checked_mul(1 << self.idle.min(16))
+            .map_or(max, |t| t.min(max))
+    }
+
+    /// After a sample: the next sleep is `cfg.tick` at once when it found work, else twice
+    /// the last.
+    fn count_idle(&mut self, busy: bool) {
+        self.idle = if busy { 0 } else { self.idle.saturating_add(1) };
     }
 
     /// The budget in force.
@@ -150,14 +188,20 @@ impl Governor {
     }
 
     /// Take one tick's sample; the budget to put in force (`ceiling` 0: no budget at all).
+    /// The sample also sets the next sleep ([`Governor::tick`]).
     pub fn next(&mut self, ceiling: u32, cfg: &PressureConfig, s: Sample) -> u32 {
         if ceiling == 0 || !cfg.adaptive {
+            // A fixed budget has nothing to adapt (a reload that turns it on wakes the task).
             self.budget = ceiling;
+            self.count_idle(false);
             return self.budget;
         }
         if !s.saturated {
-            // Exponential average over ~10 quiet ticks.
-            self.baseline = Some(self.baseline.map_or(s.cpu, |b| b + 0.1 * (s.cpu - b)));
+            // Exponential average over ~10 quiet ticks' worth of time: a longer sample weighs
+            // as the ticks it stands for.
+            let ticks = s.span.as_secs_f64() / cfg.tick.as_secs_f64();
+            let w = 1.0 - 0.9f64.powf(ticks);
+            self.baseline = Some(self.baseline.map_or(s.cpu, |b| b + w * (s.cpu - b)));
         }
         let base = self.baseline.unwrap_or(0.0);
         let limit = (base * cfg.cpu_rise).max(cfg.idle_cpu);
@@ -168,6 +212,8 @@ impl Governor {
         } else {
             budget.saturating_add((ceiling / 16).max(1)).min(ceiling)
         };
+        // Growing back is work too: a tick at a time.
+        self.count_idle(s.saturated || s.unknown || self.budget < ceiling);
         self.budget
     }
 }
@@ -216,12 +262,124 @@ impl PressureGauges {
 mod tests {
     use super::*;
 
+    /// A sample over one default tick; a saturated budget had unknown traffic.
     fn s(cpu: f64, lag_ms: u64, saturated: bool) -> Sample {
         Sample {
             cpu,
             lag: Duration::from_millis(lag_ms),
             saturated,
+            unknown: saturated,
+            span: PressureConfig::default().tick,
         }
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn an_idle_budget_backs_off_its_tick_and_snaps_back_on_unknown_traffic() {
+        let cfg = PressureConfig::default();
+        let mut g = Governor::new(2000);
+        assert_eq!(
+            g.tick(&cfg),
+            cfg.tick,
+            "the first sample comes a tick after the start"
+        );
+        let mut ticks = Vec::new();
+        for _ in 0..6 {
+            assert_eq!(g.next(2000, &cfg, s(0.001, 0, false)), 2000);
+            ticks.push(g.tick(&cfg));
+        }
+        assert_eq!(
+            ticks,
+            [ms(500), ms(1000), ms(2000), ms(4000), ms(4000), ms(4000)],
+            "doubling while nothing reaches the budget, up to IDLE_TICK_MAX"
+        );
+        // One unknown request in a long sample: the next sample is a tick away, the budget
+        // untouched.
+        let newcomer = Sample {
+            unknown: true,
+            span: IDLE_TICK_MAX,
+            ..s(0.001, 0, false)
+        };
+        assert_eq!(g.next(2000, &cfg, newcomer), 2000);
+        assert_eq!(g.tick(&cfg), cfg.tick);
+        assert_eq!(g.next(2000, &cfg, s(0.001, 0, false)), 2000);
+        assert_eq!(g.tick(&cfg), ms(500), "and backs off again when it stops");
+    }
+
+    #[test]
+    fn a_flood_after_a_long_sleep_is_met_at_the_full_pace() {
+        let cfg = PressureConfig::default();
+        let mut g = Governor::new(2000);
+        for _ in 0..10 {
+            g.next(2000, &cfg, s(0.02, 0, false));
+        }
+        assert_eq!(g.tick(&cfg), IDLE_TICK_MAX);
+        // The flood's first sample spans the long sleep (the gate woke the task early).
+        let first = Sample {
+            span: ms(600),
+            ..s(0.30, 0, true)
+        };
+        assert_eq!(g.next(2000, &cfg, first), 1000);
+        assert_eq!(g.tick(&cfg), cfg.tick);
+        let mut b = 1000;
+        let mut n = 1;
+        while b > cfg.min_budget {
+            b = g.next(2000, &cfg, s(0.30, 0, true));
+            assert_eq!(g.tick(&cfg), cfg.tick, "a tick at a time under the flood");
+            n += 1;
+        }
+        assert_eq!(n, 6, "2000 halves to the floor of 50 in six samples");
+        // Growing back is work: a tick at a time until the ceiling, then the back-off.
+        while g.next(2000, &cfg, s(0.02, 0, false)) < 2000 {
+            assert_eq!(g.tick(&cfg), cfg.tick);
+        }
+        assert_eq!(
+            g.tick(&cfg),
+            ms(500),
+            "back at the ceiling: nothing left to do"
+        );
+        g.next(2000, &cfg, s(0.02, 0, false));
+        assert_eq!(g.tick(&cfg), ms(1000));
+    }
+
+    #[test]
+    fn a_fixed_budget_dozes_and_a_long_tick_is_kept() {
+        let fixed = PressureConfig {
+            adaptive: false,
+            ..Default::default()
+        };
+        let mut g = Governor::new(1000);
+        for _ in 0..8 {
+            assert_eq!(g.next(1000, &fixed, s(0.5, 100, true)), 1000);
+        }
+        assert_eq!(g.tick(&fixed), IDLE_TICK_MAX);
+        // A tick longer than IDLE_TICK_MAX is never shortened.
+        let slow = PressureConfig {
+            tick: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let mut g = Governor::new(1000);
+        assert_eq!(g.tick(&slow), slow.tick);
+        g.next(1000, &slow, s(0.01, 0, false));
+        assert_eq!(g.tick(&slow), slow.tick);
+    }
+
+    #[test]
+    fn a_long_quiet_sample_weighs_as_the_ticks_it_spans() {
+        let cfg = PressureConfig::default();
+        let mut g = Governor::new(2000);
+        g.next(2000, &cfg, s(0.0, 0, false));
+        // 16 ticks at once: as 16 samples of 0.1 would have moved it.
+        let long = Sample {
+            span: cfg.tick * 16,
+            ..s(0.1, 0, false)
+        };
+        g.next(2000, &cfg, long);
+        let expected = 0.1 * (1.0 - 0.9f64.powi(16));
+        assert!((g.baseline().unwrap() - expected).abs() < 1e-9);
     }
 
     #[test]

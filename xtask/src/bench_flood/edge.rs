@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 use super::{
     load,
     net::{EDGE, Net},
+    runtime::RunTime,
 };
 
 /// Our daemon's config for the bench: the defaults, but for what lets one legitimate caller
@@ -59,6 +60,7 @@ pub struct Edge {
     child: Child,
     pub peer: Peer,
     pin_dir: Option<PathBuf>,
+    runtime: RunTime,
 }
 
 impl Edge {
@@ -87,6 +89,7 @@ impl Edge {
             Peer::Kamailio => (kamailio(net, dir, log)?, None),
         };
         let edge = Edge {
+            runtime: RunTime::watch(child.id()),
             child,
             peer,
             pin_dir,
@@ -102,6 +105,11 @@ impl Edge {
     /// CPU seconds of the edge so far: the daemon's threads, or Kamailio's processes.
     pub fn cpu(&self) -> f64 {
         load::tree_cpu(self.pid())
+    }
+
+    /// Seconds on a CPU so far, in nanoseconds' resolution (schedstat, see `runtime`).
+    pub fn run_time(&self) -> f64 {
+        self.runtime.seconds()
     }
 
     /// Until the edge's UDP socket is bound in ns E (20 s at most).
@@ -125,8 +133,11 @@ impl Edge {
 
 impl Drop for Edge {
     fn drop(&mut self) {
+        // Kamailio's workers, which outlive a main process that had to be killed.
+        let pid = self.child.id();
+        let workers: Vec<u32> = load::tree(pid).into_iter().skip(1).collect();
         // SIGTERM first: our daemon detaches XDP and removes its pins (--detach).
-        load::signal(self.child.id(), 15);
+        load::signal(pid, 15);
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -136,6 +147,12 @@ impl Drop for Edge {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for w in workers {
+            // Only a worker left behind (now init's child), not a process that took its id.
+            if load::parent(w) == Some(1) {
+                load::signal(w, 9);
+            }
+        }
         if let Some(p) = &self.pin_dir {
             let _ = std::fs::remove_dir_all(p);
         }

@@ -279,6 +279,11 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<f64> {
     Ok((tick(11)? + tick(12)?) / hz())
 }
 
+/// The parent of process `pid`, while it lives.
+pub fn parent(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
 /// `pid` and every process under it (Kamailio forks its workers), from the parent links
 /// of `/proc/*/stat`.
 pub fn tree(pid: u32) -> Vec<u32> {
@@ -288,7 +293,7 @@ pub fn tree(pid: u32) -> Vec<u32> {
             let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Some(pp) = stat_fields(p).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+            if let Some(pp) = self::parent(p) {
                 parent.push((p, pp));
             }
         }

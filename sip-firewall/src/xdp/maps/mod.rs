@@ -419,16 +419,24 @@ impl XdpMaps {
     pub fn counters(&self) -> Result<[Counter; Reason::COUNT as usize], MapsError> {
         let mut out = [Counter::default(); Reason::COUNT as usize];
         for (slot, reason) in out.iter_mut().zip(Reason::ALL) {
-            let per_cpu = self
-                .counters
-                .get(&(reason as u32), 0)
-                .map_err(map_err(names::COUNTERS))?;
-            for c in per_cpu.iter() {
-                slot.packets += c.packets;
-                slot.bytes += c.bytes;
-            }
+            *slot = self.counter(reason)?;
         }
         Ok(out)
+    }
+
+    /// One reason's counter, summed over the CPUs (one lookup, where [`XdpMaps::counters`]
+    /// takes one per reason).
+    pub fn counter(&self, reason: Reason) -> Result<Counter, MapsError> {
+        let per_cpu = self
+            .counters
+            .get(&(reason as u32), 0)
+            .map_err(map_err(names::COUNTERS))?;
+        let mut sum = Counter::default();
+        for c in per_cpu.iter() {
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+        }
+        Ok(sum)
     }
 }
 
