@@ -34,7 +34,9 @@ use crate::{
 };
 use probe::{Metrics, Rtts, counts};
 
-/// The REGISTER scenario: `[field0]` of the CSV is the user, whose password is `bench`.
+/// The REGISTER scenario: `[field0]` of the CSV is the user, `[field1]` its credentials
+/// (SIPp expands an `[authentication ...]` keyword read from a field; one nested in the
+/// scenario's own keyword would not parse).
 const REGISTER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="soak register">
@@ -63,7 +65,7 @@ const REGISTER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
       Call-ID: [call_id]
       CSeq: 2 REGISTER
       Contact: <sip:[field0]@[local_ip]:[local_port]>
-      [authentication username=[field0] password=bench]
+      [field1]
       Max-Forwards: 70
       Expires: EXPIRES
       Content-Length: 0
@@ -157,7 +159,8 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
     r
 }
 
-/// The REGISTER SIPp: the scenario and its CSV written to `dir`, run without end.
+/// The REGISTER SIPp: the scenario and its CSV written to `dir`; as many registrations as
+/// the calls' time holds, so that both end together and SIPp's counts are final.
 fn registrations(net: &Net, dir: &Path, plan: &Plan) -> anyhow::Result<Guard> {
     let work = dir.join("reg");
     std::fs::create_dir_all(&work)?;
@@ -169,7 +172,9 @@ fn registrations(net: &Net, dir: &Path, plan: &Plan) -> anyhow::Result<Guard> {
     )?;
     let mut csv = String::from("SEQUENTIAL\n");
     for i in 0..plan.subscribers {
-        csv.push_str(&format!("u{i:05};\n"));
+        csv.push_str(&format!(
+            "u{i:05};[authentication username=u{i:05} password=bench];\n"
+        ));
     }
     std::fs::write(work.join("users.csv"), csv)?;
     let child = calls::sipp(net, &net.c, None)
@@ -179,6 +184,10 @@ fn registrations(net: &Net, dir: &Path, plan: &Plan) -> anyhow::Result<Guard> {
         // A rate in thousandths: SIPp takes whole calls per period (-rp, ms).
         .args(["-r", &format!("{:.0}", plan.register_rate() * 1000.0)])
         .args(["-rp", "1000000", "-recv_timeout", "10000"])
+        .args([
+            "-m",
+            &format!("{:.0}", plan.register_rate() * f64::from(plan.seconds())),
+        ])
         .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"])
         .current_dir(&work)
         .stdin(Stdio::null())
@@ -262,6 +271,11 @@ fn soak(plan: &Plan, dir: &Path, bin: &Path) -> anyhow::Result<()> {
     let reg = registrations(&net, dir, plan)?;
     let uac = caller(&net, dir, plan)?;
     let memory = watch(plan, dir, &net, &edge, uac)?;
+    let mut reg = reg;
+    let t0 = Instant::now();
+    while reg.0.try_wait()?.is_none() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(reg);
     let cpu = edge.cpu() - cpu0;
     let drained = drain(&net, &edge);

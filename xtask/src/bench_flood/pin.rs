@@ -244,6 +244,9 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 fn list(v: &[f64], digits: usize) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
     v.iter()
         .map(|x| format!("{x:.digits$}"))
         .collect::<Vec<_>>()
