@@ -5,7 +5,8 @@
 //! calls at each rate of `--rates` for `--seconds`; a rate passes when at least 99.9% of its
 //! calls succeed. The ladder stops at the first rate that fails, unless a rate whose CPU per
 //! call is reported (400, 1600) is still ahead. CPU per call is the edge's CPU seconds over
-//! a step (`/proc/PID/stat`, all its processes) divided by the step's successful calls.
+//! a step (`/proc/PID/stat`, all its processes) divided by the step's successful calls; 3 s
+//! of calls at the first rate before the ladder are not counted.
 //! `--runs` runs alternate the edges (ours, Kamailio, ours, ...); the medians over the runs
 //! are compared as ours / Kamailio.
 //!
@@ -31,6 +32,8 @@ const EDGE_CPU: u32 = 0;
 const SIPP_CPU: u32 = 1;
 /// The rates whose CPU per call is compared.
 const CPU_RATES: [u32; 2] = [400, 1600];
+/// Seconds of calls before the ladder, not counted.
+const WARM_UP: u32 = 3;
 /// The success ratio a rate must reach.
 const PASS: f64 = 0.999;
 
@@ -139,6 +142,17 @@ fn ladder(
     let threads = edge.pin(EDGE_CPU)?;
     calls::register(&net, dir)?;
     let _uas = calls::uas(&net, dir, Some(SIPP_CPU))?;
+    // A few seconds of calls not counted: the first step would otherwise carry what the
+    // edge does in its first seconds (its caches and tables filling, its first timers).
+    let warm = rates.first().copied().unwrap_or(100);
+    calls::run(
+        &net,
+        dir,
+        warm * WARM_UP,
+        warm,
+        WARM_UP + 15,
+        Some(SIPP_CPU),
+    )?;
     let load = loadavg();
     let mut steps = Vec::new();
     for (i, &rate) in rates.iter().enumerate() {
