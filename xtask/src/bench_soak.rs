@@ -375,6 +375,12 @@ fn summary(
         "edge CPU over the run: {cpu:.1} s ({:.3} ms per successful call, registrations in)",
         cpu * 1000.0 / ok.max(1) as f64
     );
+    // What else the idle daemon holds: every non-zero gauge (counters, histograms and
+    // fixed capacities left out), to read beside the RSS.
+    println!("edge gauges when idle (non-zero):");
+    for (series, v) in m.gauges() {
+        println!("  {series} {v}");
+    }
     println!("edge counters:");
     for name in [
         "sipfw_sip_requests_total",

@@ -54,6 +54,19 @@ impl Metrics {
         })
     }
 
+    /// Non-zero samples of what looks like a gauge: no counter (`_total`), no histogram
+    /// part, no fixed capacity, none of the process collector's.
+    pub fn gauges(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().filter_map(|(k, v)| {
+            let name = k.split('{').next().unwrap_or(k);
+            let skip = ["_total", "_bucket", "_sum", "_count", "_capacity"]
+                .iter()
+                .any(|s| name.ends_with(s))
+                || !name.starts_with("sipfw_");
+            (!skip && *v != 0.0).then_some((k.as_str(), *v))
+        })
+    }
+
     /// The sum of metric `name`'s series.
     pub fn sum(&self, name: &str) -> f64 {
         self.series(name).map(|(_, v)| v).sum()
@@ -148,6 +161,8 @@ mod tests {
         assert_eq!(m.sum("sipfw_proxy_transactions_active"), 7.0);
         assert_eq!(m.sum("sipfw_registrar_bindings"), 10.0);
         assert_eq!(m.sum("sipfw_calls_active"), 0.0);
+        let gauges: Vec<&str> = m.gauges().map(|(k, _)| k).collect();
+        assert_eq!(gauges.len(), 4);
         let csv = "A;SuccessfulCall(C);FailedCall(C)\n1;2;3\n4;5;6\n";
         assert_eq!(stat(csv, &["FailedCall(C)", "SuccessfulCall(C)"]), [6, 5]);
         assert_eq!(stat("", &["A"]), [0]);
