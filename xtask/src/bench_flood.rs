@@ -12,6 +12,8 @@
 //! (ours / Kamailio) follows. `--kinds idle` places no call at all: the edge's CPU over
 //! `--seconds` of waiting, what its timers cost.
 //!
+//! `--pin` runs no flood: a rate ladder with each edge pinned to one core (bench_flood/pin.rs).
+//!
 //! Everything shares the machine (SIPp, trafgen, the edge, and whatever else runs): the
 //! figures compare the two edges in the same conditions, they are no absolute measure.
 
@@ -33,8 +35,8 @@ use edge::{Edge, Peer};
 use load::{Flood, Kind};
 use net::Net;
 
-/// Options of `bench flood` (and `bench soak`, which shares `--calls`, `--rate` and
-/// `--every`).
+/// Options of `bench flood` (and of `bench soak`: `--calls`, `--rate`, `--every`,
+/// `--subscribers`).
 #[derive(clap::Args, Clone)]
 pub struct Args {
     /// Compare with another edge in the same run (`kamailio`).

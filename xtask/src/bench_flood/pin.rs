@@ -100,12 +100,28 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
         "bench flood --pin: rates {:?} calls/s, {seconds} s each, {} run(s) per edge",
         args.rates, args.runs
     );
+    let r = runs(args, &peers, &dir, &bin, seconds);
+    let _ = std::fs::remove_dir_all(&dir);
+    let ladders = r?;
+    print_raw(&ladders, seconds);
+    print_summary(&ladders, &peers);
+    Ok(())
+}
+
+/// `args.runs` runs, each edge's ladder in turn.
+fn runs(
+    args: &Args,
+    peers: &[Peer],
+    dir: &Path,
+    bin: &Path,
+    seconds: u32,
+) -> anyhow::Result<Vec<Ladder>> {
     let mut ladders = Vec::new();
     for run in 1..=args.runs {
-        for &peer in &peers {
+        for &peer in peers {
             let work = dir.join(format!("run{run}-{}", peer.name()));
             std::fs::create_dir_all(&work)?;
-            let l = ladder(peer, run, &work, &bin, &args.rates, seconds)
+            let l = ladder(peer, run, &work, bin, &args.rates, seconds)
                 .with_context(|| format!("run {run} against {}", peer.name()))?;
             eprintln!(
                 "bench flood --pin: run {run} / {}: highest passing rate {}",
@@ -115,10 +131,7 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
             ladders.push(l);
         }
     }
-    print_raw(&ladders, seconds);
-    print_summary(&ladders, &peers);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(ladders)
 }
 
 /// The machine's load averages (other work on a shared machine).
