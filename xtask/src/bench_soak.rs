@@ -11,7 +11,8 @@
 //! daemon's counters. Figures are printed, never judged.
 //!
 //! One SIPp address stands for every caller and subscriber, so the per-source limits are
-//! lifted (`bench_flood::edge::CONFIG_OPEN`'s); everything else is the default config.
+//! lifted (`bench_flood::edge::CONFIG_OPEN`'s); bob and alice register once for a day
+//! (`[registrar] max_expires` raised to match); everything else is the default config.
 
 mod probe;
 
@@ -27,7 +28,7 @@ use crate::{
     bench_flood::{
         Args, calls,
         edge::{Edge, Peer, Setup},
-        net::{EDGE, Net, UAC},
+        net::{EDGE, Net, UAC, UAS, UAS_PORT},
     },
     bench_proxy::Guard,
     sipp::{ms, percentile},
@@ -129,7 +130,52 @@ fn config(subscribers: u32) -> String {
         .split_once("users = [\n")
         .expect("CONFIG_OPEN lists users");
     let tail = &tail[tail.find("]\n").expect("users end")..];
-    format!("{head}users = [\n{users}{tail}")
+    // bob's and alice's bindings must outlast the run (they register once, before it).
+    format!("{head}users = [\n{users}{tail}[registrar]\nmax_expires = {PARTY_EXPIRES}\n")
+}
+
+/// How long bob's and alice's registrations last (a day): the soak registers them once.
+const PARTY_EXPIRES: u32 = 86_400;
+
+/// Register bob (the UAS's address) and alice (the caller's) for the whole run with the
+/// churn's scenario, before the UAS binds bob's port; a few tries, as the edge may still be
+/// loading.
+fn register_parties(net: &Net, dir: &Path) -> anyhow::Result<()> {
+    let parties = [
+        (&net.s, "bob", UAS, UAS_PORT),
+        (&net.c, "alice", UAC, calls::CALLER_CONTACT_PORT),
+    ];
+    for (ns, user, ip, port) in parties {
+        let work = dir.join(user);
+        std::fs::create_dir_all(&work)?;
+        std::fs::write(
+            work.join("register.xml"),
+            REGISTER_XML.replace("EXPIRES", &PARTY_EXPIRES.to_string()),
+        )?;
+        std::fs::write(
+            work.join("user.csv"),
+            format!("SEQUENTIAL\n{user};[authentication username={user} password=bench];\n"),
+        )?;
+        let mut ok = false;
+        for _ in 0..5 {
+            ok = calls::sipp(net, ns, None)
+                .arg(format!("{EDGE}:5060"))
+                .args(["-sf", "register.xml", "-inf", "user.csv", "-m", "1"])
+                .args(["-i", ip, "-p", &port.to_string()])
+                .args(["-timeout", "5", "-timeout_error", "-nostdin"])
+                .current_dir(&work)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?
+                .success();
+            if ok {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        anyhow::ensure!(ok, "{user} could not register with the edge");
+    }
+    Ok(())
 }
 
 pub fn run_bench(args: &Args) -> anyhow::Result<()> {
@@ -265,7 +311,7 @@ fn soak(plan: &Plan, dir: &Path, bin: &Path) -> anyhow::Result<()> {
         kamailio_cfg: Default::default(),
     };
     let edge = Edge::start(Peer::Ours, &net, dir, bin, &setup)?;
-    calls::register(&net, dir)?;
+    register_parties(&net, dir)?;
     let _uas = calls::uas(&net, dir, None)?;
     let cpu0 = edge.cpu();
     let reg = registrations(&net, dir, plan)?;

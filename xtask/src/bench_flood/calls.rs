@@ -29,7 +29,7 @@ pub fn register(net: &Net, dir: &Path) -> anyhow::Result<()> {
 
 /// The port of alice's registered contact (the calls leave from SIPp's own port; the edge
 /// knows a registered source by its address).
-const CALLER_CONTACT_PORT: u16 = 5090;
+pub const CALLER_CONTACT_PORT: u16 = 5090;
 
 fn register_one(
     net: &Net,
