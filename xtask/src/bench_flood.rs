@@ -13,13 +13,16 @@
 //! (ours / Kamailio) follows. `--kinds idle` places no call at all: the edge's CPU over
 //! `--seconds` of waiting, what its timers cost.
 //!
+//! `--pin` runs no flood: a rate ladder with each edge pinned to one core (bench_flood/pin.rs).
+//!
 //! Everything shares the machine (SIPp, trafgen, the edge, and whatever else runs): the
 //! figures compare the two edges in the same conditions, they are no absolute measure.
 
-mod calls;
-mod edge;
-mod load;
-mod net;
+pub(crate) mod calls;
+pub(crate) mod edge;
+pub(crate) mod load;
+pub(crate) mod net;
+mod pin;
 mod runtime;
 
 use std::{
@@ -34,18 +37,19 @@ use edge::{Edge, Peer};
 use load::{Flood, Kind};
 use net::Net;
 
-/// Options of `bench flood`.
+/// Options of `bench flood` (and of `bench soak`: `--calls`, `--rate`, `--every`,
+/// `--subscribers`).
 #[derive(clap::Args, Clone)]
 pub struct Args {
     /// Compare with another edge in the same run (`kamailio`).
     #[arg(long, value_parser = ["kamailio"])]
     pub peer: Option<String>,
-    /// Calls per kind and edge.
-    #[arg(long, default_value_t = 1000)]
-    pub calls: u32,
-    /// Calls per second.
-    #[arg(long, default_value_t = 100)]
-    pub rate: u32,
+    /// Calls per kind and edge (flood: 1000); calls of `bench soak` (1,000,000).
+    #[arg(long)]
+    pub calls: Option<u32>,
+    /// Calls per second (flood: 100; soak: 500).
+    #[arg(long)]
+    pub rate: Option<u32>,
     /// Flood kinds, comma-separated: none, one-source, spoofed, forged-replies, junk; `idle`
     /// (no calls either, for `--seconds`) on request.
     #[arg(
@@ -54,9 +58,47 @@ pub struct Args {
         default_value = "none,one-source,spoofed,forged-replies,junk"
     )]
     pub kinds: Vec<String>,
-    /// Longest a kind's calls may take (SIPp's -timeout; the flood stops with them).
-    #[arg(long, default_value_t = 30)]
-    pub seconds: u32,
+    /// Longest a kind's calls may take (SIPp's -timeout; the flood stops with them; 30); with
+    /// `--pin`, the seconds of each rate step (15).
+    #[arg(long)]
+    pub seconds: Option<u32>,
+    /// No flood: each edge pinned to CPU 0 and SIPp to CPU 1, calls at rising `--rates`,
+    /// `--runs` times alternating the edges (with `--peer kamailio`).
+    #[arg(long)]
+    pub pin: bool,
+    /// The rate ladder of `--pin`, calls per second.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "400,800,1200,1600,2000,2400"
+    )]
+    pub rates: Vec<u32>,
+    /// Runs of the ladder per edge with `--pin` (medians over them).
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// `bench soak`: seconds between two printed lines.
+    #[arg(long, default_value_t = 60)]
+    pub every: u64,
+    /// `bench soak`: subscribers re-registering during the run.
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: u32,
+}
+
+/// `bench flood`'s calls, rate and time bound per kind, defaults applied.
+struct Plan {
+    calls: u32,
+    rate: u32,
+    seconds: u32,
+}
+
+impl Plan {
+    fn of(args: &Args) -> Plan {
+        Plan {
+            calls: args.calls.unwrap_or(1000),
+            rate: args.rate.unwrap_or(100),
+            seconds: args.seconds.unwrap_or(30),
+        }
+    }
 }
 
 /// One kind against one edge.
@@ -116,6 +158,10 @@ fn background_rate() -> anyhow::Result<f64> {
 }
 
 pub fn run_bench(args: &Args) -> anyhow::Result<()> {
+    if args.pin {
+        return pin::run_bench(args);
+    }
+    let plan = Plan::of(args);
     let kinds: Vec<Kind> = args
         .kinds
         .iter()
@@ -126,32 +172,37 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
         peers.push(Peer::Kamailio);
     }
     preflight(&peers)?;
-    run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?;
-    let bin = root().join("target/release/sip-firewall");
+    let bin = release_daemon()?;
     let dir = std::env::temp_dir().join(format!("sfw-bench-flood-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     eprintln!(
         "bench flood: {} calls at {}/s per kind and edge (at most {} s), trafgen on 1 CPU",
-        args.calls, args.rate, args.seconds
+        plan.calls, plan.rate, plan.seconds
     );
     let mut rows = Vec::new();
     for &kind in &kinds {
         for &peer in &peers {
             let work = dir.join(format!("{}-{}", kind.name(), peer.name()));
             std::fs::create_dir_all(&work)?;
-            let row = one(kind, peer, &work, &bin, args)
+            let row = one(kind, peer, &work, &bin, &plan)
                 .with_context(|| format!("{} against {}", kind.name(), peer.name()))?;
             eprintln!("bench flood: {} / {}: done", kind.name(), peer.name());
             rows.push(row);
         }
     }
-    print_table(&rows, args);
+    print_table(&rows, &plan);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
+/// The release daemon, built.
+pub(crate) fn release_daemon() -> anyhow::Result<std::path::PathBuf> {
+    run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?;
+    Ok(root().join("target/release/sip-firewall"))
+}
+
 /// Root, SIPp, trafgen, nft, and Kamailio when asked for.
-fn preflight(peers: &[Peer]) -> anyhow::Result<()> {
+pub(crate) fn preflight(peers: &[Peer]) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { geteuid() } != 0 {
         bail!("bench flood needs root (network namespaces, XDP, trafgen)");
@@ -178,13 +229,13 @@ unsafe extern "C" {
 }
 
 /// Run `kind` against `peer` in namespaces of its own.
-fn one(kind: Kind, peer: Peer, dir: &Path, bin: &Path, args: &Args) -> anyhow::Result<Row> {
+fn one(kind: Kind, peer: Peer, dir: &Path, bin: &Path, args: &Plan) -> anyhow::Result<Row> {
     let net = Net::new(&format!("{}{}", &kind.name()[..2], &peer.name()[..1]))?;
     let background = background_rate()?;
-    let edge = Edge::start(peer, &net, dir, bin)?;
+    let edge = Edge::start(peer, &net, dir, bin, &edge::Setup::flood())?;
     let xdp = net.xdp_mode();
     calls::register(&net, dir)?;
-    let _uas = calls::uas(&net, dir)?;
+    let _uas = calls::uas(&net, dir, None)?;
     let before = Snapshot::take(&net, &edge)?;
     // A bound on the flood: ~3 Mpps for the whole run, far above what one CPU sends here.
     let cap = u64::from(args.seconds + 5) * 3_000_000;
@@ -197,7 +248,7 @@ fn one(kind: Kind, peer: Peer, dir: &Path, bin: &Path, args: &Args) -> anyhow::R
         std::thread::sleep(Duration::from_secs(args.seconds.into()));
         calls::Calls::none()
     } else {
-        calls::run(&net, dir, args.calls, args.rate, args.seconds)?
+        calls::run(&net, dir, args.calls, args.rate, args.seconds, None)?
     };
     let gen_cpu = match flood {
         Some(f) => {
@@ -249,7 +300,7 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn print_table(rows: &[Row], args: &Args) {
+fn print_table(rows: &[Row], args: &Plan) {
     println!();
     println!(
         "{} legitimate calls per kind at {}/s (INVITE/180/200/ACK/BYE, UDP, record-routed); \

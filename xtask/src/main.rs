@@ -8,6 +8,7 @@ mod bench_flood;
 mod bench_keepalive;
 mod bench_parse;
 mod bench_proxy;
+mod bench_soak;
 mod bench_workers;
 mod bench_xdp;
 mod daemon;
@@ -66,12 +67,15 @@ enum Cmd {
     /// vs rsip), `proxy` (SIPp calls through the proxy at rising rates), `proxy-workers` (the
     /// highest rate with 1 and 2 `[sip] workers`), `cluster` (ban propagation between two
     /// daemons through Redis), `flood` (legitimate calls while trafgen floods the edge;
-    /// `--peer kamailio` runs the same against Kamailio), `keepalive` (the CPU of pinging
-    /// 100,000 registered contacts every 30 s).
+    /// `--peer kamailio` runs the same against Kamailio; `--pin`: no flood, each edge pinned
+    /// to one core and SIPp to the other, the highest rate and CPU per call over a rate
+    /// ladder), `keepalive` (the CPU of pinging 100,000 registered contacts every 30 s),
+    /// `soak` (a million calls at a steady rate with registration churn: memory, tables and
+    /// setup time every minute).
     Bench {
-        #[arg(value_parser = ["xdp", "parse", "proxy", "proxy-workers", "cluster", "flood", "keepalive"])]
+        #[arg(value_parser = ["xdp", "parse", "proxy", "proxy-workers", "cluster", "flood", "keepalive", "soak"])]
         what: String,
-        /// Options of `bench flood`.
+        /// Options of `bench flood` and `bench soak`.
         #[command(flatten)]
         flood: bench_flood::Args,
     },
@@ -284,6 +288,7 @@ fn main() -> anyhow::Result<()> {
                 "proxy-workers" => bench_workers::run_workers(),
                 "cluster" => bench_cluster::run_bench(),
                 "keepalive" => bench_keepalive::run(),
+                "soak" => bench_soak::run_bench(&flood),
                 "flood" => {
                     if flood.peer.is_some() {
                         setup::kamailio()?;

@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use super::net::{EDGE, Net, UAC, UAS, UAS_PORT};
 use crate::sipp::{rtts, totals};
 
-fn scenario(name: &str) -> PathBuf {
+pub fn scenario(name: &str) -> PathBuf {
     crate::root().join("tests/sipp").join(name)
 }
 
@@ -29,7 +29,7 @@ pub fn register(net: &Net, dir: &Path) -> anyhow::Result<()> {
 
 /// The port of alice's registered contact (the calls leave from SIPp's own port; the edge
 /// knows a registered source by its address).
-const CALLER_CONTACT_PORT: u16 = 5090;
+pub const CALLER_CONTACT_PORT: u16 = 5090;
 
 fn register_one(
     net: &Net,
@@ -72,10 +72,22 @@ impl Drop for Uas {
     }
 }
 
+/// SIPp in namespace `ns`, on CPU `cpu` when given (taskset: its affinity, which SIPp's
+/// own threads inherit).
+pub fn sipp(net: &Net, ns: &str, cpu: Option<u32>) -> std::process::Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = net.exec(ns, "taskset");
+            c.args(["-c", &cpu.to_string(), "sipp"]);
+            c
+        }
+        None => net.exec(ns, "sipp"),
+    }
+}
+
 /// The UAS, answering every call to bob.
-pub fn uas(net: &Net, dir: &Path) -> anyhow::Result<Uas> {
-    let child = net
-        .exec(&net.s, "sipp")
+pub fn uas(net: &Net, dir: &Path, cpu: Option<u32>) -> anyhow::Result<Uas> {
+    let child = sipp(net, &net.s, cpu)
         .arg("-sf")
         .arg(scenario("uas.xml"))
         .args(["-i", UAS, "-p", &UAS_PORT.to_string(), "-nostdin"])
@@ -109,14 +121,20 @@ impl Calls {
     }
 }
 
-/// `calls` calls at `rate`/s from ns C; SIPp gives up on the run after `seconds` and on one
-/// call after 10 s without an answer.
-pub fn run(net: &Net, dir: &Path, calls: u32, rate: u32, seconds: u32) -> anyhow::Result<Calls> {
+/// `calls` calls at `rate`/s from ns C (SIPp on CPU `cpu` when given); SIPp gives up on
+/// the run after `seconds` and on one call after 10 s without an answer.
+pub fn run(
+    net: &Net,
+    dir: &Path,
+    calls: u32,
+    rate: u32,
+    seconds: u32,
+    cpu: Option<u32>,
+) -> anyhow::Result<Calls> {
     let work = dir.join("uac");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let uac = net
-        .exec(&net.c, "sipp")
+    let uac = sipp(net, &net.c, cpu)
         .arg(format!("{EDGE}:5060"))
         .arg("-sf")
         .arg(scenario("uac_bench.xml"))

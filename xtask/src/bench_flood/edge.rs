@@ -39,6 +39,72 @@ flood_burst = 2000
 request_limit = 20000
 "#;
 
+/// The bench config with the per-source limits lifted on our side (`bench flood --pin`):
+/// one SIPp address stands for every caller, and at 2000 calls/s its ~3 requests per call
+/// are over any per-source flood, request or pressure limit. Kamailio's pike is lifted alike
+/// ([`kamailio_open_cfg`]).
+pub const CONFIG_OPEN: &str = r#"
+[sip]
+domains = ["example.com"]
+max_transactions_per_source = 1000000
+[auth]
+algorithms = ["MD5"]
+users = [
+  { user = "bob", domain = "example.com", password = "bench" },
+  { user = "alice", domain = "example.com", password = "bench" },
+]
+[xdp]
+flood_rate = 0
+known_flood_rate = 0
+pressure_budget = 0
+[bans]
+request_limit = 0
+known_request_limit = 0
+"#;
+
+/// What each edge runs with: our daemon's config text and Kamailio's config file.
+pub struct Setup<'a> {
+    pub config: &'a str,
+    pub kamailio_cfg: PathBuf,
+}
+
+impl Setup<'static> {
+    /// `bench flood`'s: per-source limits that let the one legitimate caller through.
+    pub fn flood() -> Setup<'static> {
+        Setup {
+            config: CONFIG,
+            kamailio_cfg: crate::root().join("deploy/kamailio/bench.cfg"),
+        }
+    }
+
+    /// Per-source limits lifted on both edges; Kamailio's config copied into `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Setup<'static>> {
+        Ok(Setup {
+            config: CONFIG_OPEN,
+            kamailio_cfg: kamailio_open_cfg(dir)?,
+        })
+    }
+}
+
+/// deploy/kamailio/bench.cfg with pike's per-source density raised out of reach, written
+/// to `dir`: the rest of its REQINIT (sanity, scanner drop, htable) stays.
+fn kamailio_open_cfg(dir: &Path) -> anyhow::Result<PathBuf> {
+    let cfg = std::fs::read_to_string(crate::root().join("deploy/kamailio/bench.cfg"))?;
+    let from = r#"modparam("pike", "reqs_density_per_unit", 2000)"#;
+    if !cfg.contains(from) {
+        bail!("deploy/kamailio/bench.cfg no longer sets pike's density as {from}");
+    }
+    let out = dir.join("kamailio-open.cfg");
+    std::fs::write(
+        &out,
+        cfg.replace(
+            from,
+            r#"modparam("pike", "reqs_density_per_unit", 100000000)"#,
+        ),
+    )?;
+    Ok(out)
+}
+
 /// Which edge.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
@@ -65,12 +131,18 @@ pub struct Edge {
 
 impl Edge {
     /// Start `peer` in ns E with its files in `dir`.
-    pub fn start(peer: Peer, net: &Net, dir: &Path, bin: &Path) -> anyhow::Result<Edge> {
+    pub fn start(
+        peer: Peer,
+        net: &Net,
+        dir: &Path,
+        bin: &Path,
+        setup: &Setup,
+    ) -> anyhow::Result<Edge> {
         let log = std::fs::File::create(dir.join(format!("{}.log", peer.name())))?;
         let (child, pin_dir) = match peer {
             Peer::Ours => {
                 let cfg = dir.join("sip-firewall.toml");
-                std::fs::write(&cfg, CONFIG)?;
+                std::fs::write(&cfg, setup.config)?;
                 let pins = PathBuf::from(format!(
                     "/sys/fs/bpf/{}",
                     dir.file_name().context("dir")?.to_string_lossy()
@@ -86,7 +158,7 @@ impl Edge {
                     .context("starting sip-firewall")?;
                 (child, Some(pins))
             }
-            Peer::Kamailio => (kamailio(net, dir, log)?, None),
+            Peer::Kamailio => (kamailio(net, dir, &setup.kamailio_cfg, log)?, None),
         };
         let edge = Edge {
             runtime: RunTime::watch(child.id()),
@@ -110,6 +182,30 @@ impl Edge {
     /// Seconds on a CPU so far, in nanoseconds' resolution (schedstat, see `runtime`).
     pub fn run_time(&self) -> f64 {
         self.runtime.seconds()
+    }
+
+    /// Pin every thread of the edge's processes (Kamailio's forked workers too) to `cpu`;
+    /// the threads pinned.
+    pub fn pin(&self, cpu: u32) -> anyhow::Result<usize> {
+        let mut threads = 0;
+        for p in load::tree(self.pid()) {
+            crate::run(
+                std::process::Command::new("taskset")
+                    .args(["-a", "-p", "-c", &cpu.to_string(), &p.to_string()])
+                    .stdout(Stdio::null()),
+            )?;
+            threads += std::fs::read_dir(format!("/proc/{p}/task"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+        }
+        Ok(threads)
+    }
+
+    /// Resident memory of the edge's main process (`VmRSS`), KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// Until the edge's UDP socket is bound in ns E (20 s at most).
@@ -161,13 +257,12 @@ impl Drop for Edge {
 
 /// Kamailio in the foreground (-DD: its main process stays our child and forks the
 /// workers), logging to stderr (-E), with the repository's bench config.
-fn kamailio(net: &Net, dir: &Path, log: std::fs::File) -> anyhow::Result<Child> {
-    let cfg = crate::root().join("deploy/kamailio/bench.cfg");
+fn kamailio(net: &Net, dir: &Path, cfg: &Path, log: std::fs::File) -> anyhow::Result<Child> {
     let run = dir.join("kamailio-run");
     std::fs::create_dir_all(&run)?;
     net.exec(&net.e, "kamailio")
         .args(["-DD", "-E", "-f"])
-        .arg(&cfg)
+        .arg(cfg)
         .args(["-l", &format!("udp:{EDGE}:5060")])
         .arg("-Y")
         .arg(&run)
