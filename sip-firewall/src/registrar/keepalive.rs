@@ -308,7 +308,6 @@ impl Keepalive {
             aor: aor.to_string(),
             contact: contact.to_string(),
         };
-        let first_due = self.first_due(flow, now);
         if let Some(s) = self.flows.get_mut(&flow) {
             s.unanswered = 0;
             // Its next check becomes its first ping.
@@ -325,6 +324,7 @@ impl Keepalive {
         if self.flows.len() >= MAX_FLOWS {
             return Track::Full;
         }
+        let first_due = self.first_due(flow, now);
         self.flows.insert(
             flow,
             FlowState {
@@ -339,8 +339,8 @@ impl Keepalive {
         Track::Tracked
     }
 
-    /// When a newly pinged flow's first ping falls: at a random point of the second half
-    /// of the interval.
+    /// When a new flow's first turn (a ping, or a look at its bindings when it keeps itself
+    /// alive) falls: at a random point of the second half of the interval.
     fn first_due(&self, flow: Flow, now: Instant) -> Instant {
         let u = (self.spread.hash_one(flow) % 1024) as u32;
         now + self.interval / 2 + self.interval / 2 * u / 1024
