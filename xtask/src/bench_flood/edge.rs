@@ -16,13 +16,12 @@ use super::{
     runtime::RunTime,
 };
 
-/// Our daemon's config for the bench: the defaults, but for what lets one legitimate caller
-/// place its calls (the same limits go to Kamailio's pike in bench.cfg): the caller's
-/// ~3 requests per call stay under the per-source flood limit, its transactions (alive 32 s
-/// after their final answer, RFC 6026) under the per-source cap, and its request count under
-/// the user-space request limit. Callee and caller register with digest (MD5, like
-/// Kamailio's auth module).
-pub const CONFIG: &str = r#"
+/// What both configs of our daemon share: the domain, a transactions cap one caller cannot
+/// reach (its transactions live 32 s after their final answer, RFC 6026), and the callee and
+/// caller, who register with digest (MD5, like Kamailio's auth module).
+macro_rules! config_head {
+    () => {
+        r#"
 [sip]
 domains = ["example.com"]
 max_transactions_per_source = 1000000
@@ -32,35 +31,39 @@ users = [
   { user = "bob", domain = "example.com", password = "bench" },
   { user = "alice", domain = "example.com", password = "bench" },
 ]
-[xdp]
+"#
+    };
+}
+
+/// Our daemon's config for the bench: the defaults, but for what lets one legitimate caller
+/// place its calls (the same limits go to Kamailio's pike in bench.cfg): the caller's
+/// ~3 requests per call stay under the per-source flood limit and its request count under
+/// the user-space request limit.
+pub const CONFIG: &str = concat!(
+    config_head!(),
+    r#"[xdp]
 flood_rate = 1000
 flood_burst = 2000
 [bans]
 request_limit = 20000
-"#;
+"#
+);
 
 /// The bench config with the per-source limits lifted on our side (`bench flood --pin`):
 /// one SIPp address stands for every caller, and at 2000 calls/s its ~3 requests per call
 /// are over any per-source flood, request or pressure limit. Kamailio's pike is lifted alike
 /// ([`kamailio_open_cfg`]).
-pub const CONFIG_OPEN: &str = r#"
-[sip]
-domains = ["example.com"]
-max_transactions_per_source = 1000000
-[auth]
-algorithms = ["MD5"]
-users = [
-  { user = "bob", domain = "example.com", password = "bench" },
-  { user = "alice", domain = "example.com", password = "bench" },
-]
-[xdp]
+pub const CONFIG_OPEN: &str = concat!(
+    config_head!(),
+    r#"[xdp]
 flood_rate = 0
 known_flood_rate = 0
 pressure_budget = 0
 [bans]
 request_limit = 0
 known_request_limit = 0
-"#;
+"#
+);
 
 /// What each edge runs with: our daemon's config text and Kamailio's config file.
 pub struct Setup<'a> {
