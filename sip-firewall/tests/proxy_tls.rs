@@ -607,10 +607,38 @@ async fn a_banned_source_is_refused_at_accept_on_every_stream_transport() {
 /// dropped at the handshake timeout, after which the source is served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_handshakes_are_capped_per_source_and_timed_out() {
-    let edge = start("[sip]\nmax_tcp_per_source = 2\n").await;
+    // A handshake timeout long enough that the two silent connections still hold their
+    // slots when the third arrives, however slow the machine.
+    let edge = start("handshake_timeout = \"15s\"\n[sip]\nmax_tcp_per_source = 2\n").await;
     let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
-    // Two silent connections take the source's slots (the readiness probe's is given back
-    // when its handshake fails, so wait until a third is refused).
+    // The edge's own count of the source's slots, as `why` reports it.
+    let slots_in_use = |edge: &Edge| -> String {
+        let out = edge.cli(&["why", "127.0.0.1", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("why JSON");
+        v["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["check"] == "tcp_slots"))
+            .and_then(|f| f["detail"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    async fn wait_for(edge: &Edge, what: &str, slots_in_use: impl Fn(&Edge) -> String) {
+        let t0 = Instant::now();
+        loop {
+            let now = slots_in_use(edge);
+            if now.starts_with(what) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the source's slots never reached {what:?}: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The readiness probe's slot is given back when its handshake fails.
+    wait_for(&edge, "0 of 2", slots_in_use).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(
@@ -619,30 +647,17 @@ async fn silent_handshakes_are_capped_per_source_and_timed_out() {
                 .expect("connect"),
         );
     }
-    async fn refused(s: &mut tokio::net::TcpStream) -> bool {
-        let mut b = [0u8; 1];
-        // Closed unread by the edge: EOF or a reset, well before any handshake timeout.
-        matches!(
-            tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await,
-            Ok(Ok(0) | Err(_))
-        )
-    }
-    let t0 = Instant::now();
-    loop {
-        let mut third = tokio::net::TcpStream::connect(edge.tls)
-            .await
-            .expect("connect");
-        if refused(&mut third).await {
-            break;
-        }
-        // It got a slot (one of the two above was refused while the readiness probe's
-        // slot was still taken): keep it silent too, so the source's slots fill.
-        held.push(third);
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "a third connection from the source was never refused"
-        );
-    }
+    wait_for(&edge, "2 of 2", slots_in_use).await;
+    // A third is closed unread by the edge: EOF or a reset, well before the handshake timeout.
+    let mut third = tokio::net::TcpStream::connect(edge.tls)
+        .await
+        .expect("connect");
+    let mut b = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut b)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "a third connection from the source was not refused: {read:?}"
+    );
     // The silent ones are dropped at the handshake timeout (5 s by default): then the
     // source completes a handshake again.
     let t0 = Instant::now();
@@ -659,7 +674,7 @@ async fn silent_handshakes_are_capped_per_source_and_timed_out() {
             break;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(30),
+            t0.elapsed() < Duration::from_secs(40),
             "the silent handshakes were never timed out"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
