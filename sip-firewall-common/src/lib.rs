@@ -12,6 +12,7 @@ pub mod counters;
 pub mod gcra;
 pub mod maps;
 pub mod payload;
+pub mod shard;
 pub mod swar;
 pub mod wire;
 
