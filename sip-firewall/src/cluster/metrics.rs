@@ -28,25 +28,24 @@ pub struct ClusterMetrics {
 
 impl ClusterMetrics {
     pub fn register(registry: &prometheus::Registry) -> ClusterMetrics {
-        let m = ClusterMetrics {
-            connected: prometheus::IntGauge::new(
+        let r = crate::metrics::Registrar::new(registry, "a cluster metric");
+        ClusterMetrics {
+            connected: r.int_gauge(
                 "sipfw_cluster_connected",
                 "1 while this node is connected to the cluster's Redis and has its full set loaded",
-            )
-            .expect("static metric definition"),
-            events: crate::metrics::counter_family(
+            ),
+            events: r.counter_family(
                 "sipfw_cluster_events_total",
                 "Cluster events by kind and direction (out: written to Redis; in: applied \
                  from another node; failed: not applied here; dropped: the outbox was full while Redis \
                  was away)",
                 &["kind", "dir"],
             ),
-            lag: prometheus::Gauge::new(
+            lag: r.gauge(
                 "sipfw_cluster_lag_seconds",
                 "Age of the last event from another node when it was applied here",
-            )
-            .expect("static metric definition"),
-            rejected: crate::metrics::counter_family(
+            ),
+            rejected: r.counter_family(
                 "sipfw_cluster_rejected_total",
                 "Events and records from Redis refused, by reason (mac: no valid MAC under \
                  this node's secrets; replay: an event too old or seen already; prefix: an \
@@ -54,18 +53,7 @@ impl ClusterMetrics {
                  binding: a next hop the proxy refuses; malformed)",
                 &["reason"],
             ),
-        };
-        crate::metrics::register_all(
-            registry,
-            "a cluster metric",
-            vec![
-                Box::new(m.connected.clone()),
-                Box::new(m.events.clone()),
-                Box::new(m.lag.clone()),
-                Box::new(m.rejected.clone()),
-            ],
-        );
-        m
+        }
     }
 
     pub fn event(&self, kind: &str, dir: &str) {

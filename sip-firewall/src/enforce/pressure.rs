@@ -238,21 +238,15 @@ pub struct PressureGauges {
 impl PressureGauges {
     /// Define and register `sipfw_pressure_budget` and `sipfw_event_loop_lag_seconds`.
     pub fn register(metrics: &Metrics) -> PressureGauges {
-        let budget = IntGauge::new(
+        let r = crate::metrics::Registrar::new(metrics.registry(), "the pressure gauges");
+        let budget = r.int_gauge(
             "sipfw_pressure_budget",
             "SIP requests per second admitted from unknown sources together, in force now \
              ([xdp] pressure_budget is the ceiling; [pressure] adapts it)",
-        )
-        .expect("static metric definition");
-        let lag = Gauge::new(
+        );
+        let lag = r.gauge(
             "sipfw_event_loop_lag_seconds",
             "How late the pressure governor's last timer fired (the daemon's event loop lag)",
-        )
-        .expect("static metric definition");
-        crate::metrics::register_all(
-            metrics.registry(),
-            "the pressure gauges",
-            vec![Box::new(budget.clone()), Box::new(lag.clone())],
         );
         PressureGauges { budget, lag }
     }

@@ -103,29 +103,19 @@ struct FeedMetrics {
 
 impl FeedMetrics {
     fn new(metrics: &crate::metrics::Metrics) -> FeedMetrics {
-        let entries = prometheus::IntGaugeVec::new(
-            prometheus::Opts::new(
-                "sipfw_feed_entries",
-                "Entries of each threat feed by state: applied (in the deny path), or not \
-                 applied: too_wide, allow_listed, known (covers a known good source), \
-                 over_bound, invalid",
-            ),
+        let r = crate::metrics::Registrar::new(metrics.registry(), "the feed metrics");
+        let entries = r.int_gauge_family(
+            "sipfw_feed_entries",
+            "Entries of each threat feed by state: applied (in the deny path), or not \
+             applied: too_wide, allow_listed, known (covers a known good source), \
+             over_bound, invalid",
             &["feed", "state"],
-        )
-        .expect("static metric definition");
-        let loads = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "sipfw_feed_loads_total",
-                "Loads of each threat feed by result (ok, error: its last good entries stay; in a \
-                 cluster, received: a load from the node fetching it, refused: not a load)",
-            ),
+        );
+        let loads = r.counter_family(
+            "sipfw_feed_loads_total",
+            "Loads of each threat feed by result (ok, error: its last good entries stay; in a \
+             cluster, received: a load from the node fetching it, refused: not a load)",
             &["feed", "result"],
-        )
-        .expect("static metric definition");
-        crate::metrics::register_all(
-            metrics.registry(),
-            "the feed metrics",
-            vec![Box::new(entries.clone()), Box::new(loads.clone())],
         );
         FeedMetrics { entries, loads }
     }

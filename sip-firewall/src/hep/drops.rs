@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn without_the_pins_the_reader_counts_and_stops_when_dropped() {
-        let counters = Counters::new();
+        let counters = Counters::new(&prometheus::Registry::new());
         let reader = start(
             PathBuf::from("/nonexistent/sip-firewall-pins"),
             1,

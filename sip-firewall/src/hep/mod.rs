@@ -45,7 +45,7 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use tokio::sync::mpsc;
 
 use self::{
@@ -65,38 +65,32 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    fn new() -> Counters {
+    /// The counters, registered in `registry`.
+    fn new(registry: &prometheus::Registry) -> Counters {
+        let r = crate::metrics::Registrar::new(registry, "the HEP metrics");
         Counters {
-            sent: IntCounter::new(
+            sent: r.counter(
                 "sipfw_hep_sent_total",
                 "SIP messages sent to the HEP collector",
-            )
-            .expect("static metric definition is valid"),
-            dropped: IntCounterVec::new(
-                Opts::new(
-                    "sipfw_hep_dropped_total",
-                    "SIP messages not exported, by reason: queue_full (the sender is behind), \
-                     collector_down (no connection), send_failed, too_large (over 64 KiB as HEP), \
-                     ring_full (XDP drops the reader could not take), not_udp_tcp (XDP drops \
-                     that are not UDP or TCP over IP)",
-                ),
+            ),
+            dropped: r.counter_family(
+                "sipfw_hep_dropped_total",
+                "SIP messages not exported, by reason: queue_full (the sender is behind), \
+                 collector_down (no connection), send_failed, too_large (over 64 KiB as HEP), \
+                 ring_full (XDP drops the reader could not take), not_udp_tcp (XDP drops \
+                 that are not UDP or TCP over IP)",
                 &["reason"],
-            )
-            .expect("static metric definition is valid"),
-            drops_slot: IntGauge::new(
+            ),
+            drops_slot: r.int_gauge(
                 "sipfw_hep_drops_slot",
                 "1 while the HEP export of XDP drops holds a capture slot",
-            )
-            .expect("static metric definition is valid"),
-            unavailable: IntCounterVec::new(
-                Opts::new(
-                    "sipfw_hep_drops_unavailable_total",
-                    "Times the HEP export of XDP drops could not run, by reason: no_xdp (no \
-                     XDP program loaded), slots_busy (every capture slot taken), error",
-                ),
+            ),
+            unavailable: r.counter_family(
+                "sipfw_hep_drops_unavailable_total",
+                "Times the HEP export of XDP drops could not run, by reason: no_xdp (no \
+                 XDP program loaded), slots_busy (every capture slot taken), error",
                 &["reason"],
-            )
-            .expect("static metric definition is valid"),
+            ),
         }
     }
 
@@ -149,17 +143,7 @@ pub struct Hep {
 impl Hep {
     /// Off until [`Hep::apply`]; its counters registered in `registry`.
     pub fn new(registry: &prometheus::Registry) -> Arc<Hep> {
-        let counters = Counters::new();
-        crate::metrics::register_all(
-            registry,
-            "the HEP metrics",
-            vec![
-                Box::new(counters.sent.clone()),
-                Box::new(counters.dropped.clone()),
-                Box::new(counters.drops_slot.clone()),
-                Box::new(counters.unavailable.clone()),
-            ],
-        );
+        let counters = Counters::new(registry);
         Arc::new(Hep {
             live: Arc::new(ArcSwapOption::empty()),
             running: Mutex::new(None),

@@ -146,7 +146,7 @@ mod tests {
             address: collector.local_addr().unwrap().to_string(),
         };
         let (tx, rx) = mpsc::channel(8);
-        let counters = Counters::new();
+        let counters = Counters::new(&prometheus::Registry::new());
         let task = tokio::spawn(run(c, agent.clone(), rx, counters.clone()));
         tx.send(packet(1)).await.unwrap();
         let mut buf = vec![0; 2048];
@@ -192,7 +192,7 @@ mod tests {
             address: port.to_string(),
         };
         let (tx, rx) = mpsc::channel(8);
-        let counters = Counters::new();
+        let counters = Counters::new(&prometheus::Registry::new());
         let task = tokio::spawn(run(c, Agent::default(), rx, counters.clone()));
         for n in 0..5 {
             tx.send(packet(n)).await.unwrap();
