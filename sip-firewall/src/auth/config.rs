@@ -158,19 +158,28 @@ pub fn check_user(u: &UserEntry, domains: &[String]) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    fn user(identities: &[&str]) -> UserEntry {
+impl UserEntry {
+    /// `user@example.com` with an MD5 HA1 and `identities`: the user the tests of `[auth]`
+    /// and of the cluster's user records check.
+    pub(crate) fn example(user: &str, identities: &[&str]) -> UserEntry {
         UserEntry {
-            user: "bob".into(),
+            user: user.into(),
             domain: "example.com".into(),
             password: None,
             ha1: Some("0123456789abcdef0123456789abcdef".into()),
             ha1_sha256: None,
             identities: identities.iter().map(|s| s.to_string()).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn user(identities: &[&str]) -> UserEntry {
+        UserEntry::example("bob", identities)
     }
 
     #[test]

@@ -29,14 +29,7 @@ fn ban_event(ip: &str, sent_ms: u64) -> Event {
 }
 
 fn user(identities: &[&str]) -> UserEntry {
-    UserEntry {
-        user: "mallory".into(),
-        domain: "example.com".into(),
-        password: None,
-        ha1: Some("0123456789abcdef0123456789abcdef".into()),
-        ha1_sha256: None,
-        identities: identities.iter().map(|s| s.to_string()).collect(),
-    }
+    UserEntry::example("mallory", identities)
 }
 
 const NOW: u64 = 1_700_000_000_000;
