@@ -37,13 +37,7 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// The samples of an exposition text, by series.
 pub fn parse(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
+    sip_firewall::metrics::samples(text).collect()
 }
 
 /// `GET /metrics` at `addr` (reachable from here): the samples, or `None` when the endpoint

@@ -425,7 +425,7 @@ fn top(enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow::Result<Response
     let samples = info
         .metrics
         .as_ref()
-        .map(|m| parse_exposition(&m.render()))
+        .map(|m| crate::metrics::samples(&m.render()).collect())
         .unwrap_or_default();
     let status = match answer(Request::Status, enforcer, info)? {
         Response { ok: true, data, .. } => serde_json::from_value(data)?,
@@ -454,17 +454,6 @@ fn top(enforcer: &Mutex<Enforcer>, info: &DaemonInfo) -> anyhow::Result<Response
         recent_bans_total,
         samples,
     }))
-}
-
-/// `name{labels} value` lines of a text exposition.
-fn parse_exposition(text: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 fn view(ban: crate::state::BanRecord) -> BanView {

@@ -74,6 +74,18 @@ impl<'a> Registrar<'a> {
 /// Why defining a metric of fixed name, help and labels cannot fail.
 const STATIC_DEFINITION: &str = "static metric definition is valid";
 
+/// The samples of a text exposition (what [`Metrics::render`] writes): each
+/// `name{labels} value` line as its series and value; comments and lines that are not a
+/// sample are skipped.
+pub fn samples(text: &str) -> impl Iterator<Item = (String, f64)> + '_ {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+}
+
 /// A counter family of a static definition (the statics below, and other units'):
 /// `name`, `help`, by `labels`.
 pub fn counter_family(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
