@@ -11,68 +11,17 @@
 //! `sipfw_map_entries`, `sipfw_map_capacity`.
 
 pub mod http;
+mod registrar;
 pub mod resolved;
 pub mod xdp;
 
-use prometheus::{
-    Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, core::Collector,
-};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, core::Collector};
+pub use registrar::Registrar;
 use resolved::Resolved;
 use sip_firewall_sip::{Method, Reason};
 
 /// Drop reason for a well-formed response that matches no transaction.
 pub const DROP_STRAY_RESPONSE: &str = "stray_response";
-
-/// Defines a unit's metrics and registers each in one registry as it is made; one the
-/// registry refuses (a name taken twice) is logged as part of `what`, and the daemon runs on
-/// without it.
-pub struct Registrar<'a> {
-    registry: &'a Registry,
-    what: &'a str,
-}
-
-impl<'a> Registrar<'a> {
-    /// Metrics of `what` (as the log names them), registered in `registry`.
-    pub fn new(registry: &'a Registry, what: &'a str) -> Registrar<'a> {
-        Registrar { registry, what }
-    }
-
-    /// Register `metric` and hand it back (a handle on the registered series).
-    pub fn add<M: Collector + Clone + 'static>(&self, metric: M) -> M {
-        if let Err(e) = self.registry.register(Box::new(metric.clone())) {
-            tracing::warn!("registering {}: {e}", self.what);
-        }
-        metric
-    }
-
-    /// A counter of a static definition, registered.
-    pub fn counter(&self, name: &str, help: &str) -> IntCounter {
-        self.add(IntCounter::new(name, help).expect(STATIC_DEFINITION))
-    }
-
-    /// A counter family ([`counter_family`]), registered.
-    pub fn counter_family(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        self.add(counter_family(name, help, labels))
-    }
-
-    /// An integer gauge of a static definition, registered.
-    pub fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
-        self.add(IntGauge::new(name, help).expect(STATIC_DEFINITION))
-    }
-
-    /// An integer gauge family of a static definition, registered.
-    pub fn int_gauge_family(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect(STATIC_DEFINITION))
-    }
-
-    /// A float gauge of a static definition, registered.
-    pub fn gauge(&self, name: &str, help: &str) -> Gauge {
-        self.add(Gauge::new(name, help).expect(STATIC_DEFINITION))
-    }
-}
-
-/// Why defining a metric of fixed name, help and labels cannot fail.
-const STATIC_DEFINITION: &str = "static metric definition is valid";
 
 /// The samples of a text exposition (what [`Metrics::render`] writes): each
 /// `name{labels} value` line as its series and value; comments and lines that are not a
@@ -89,7 +38,7 @@ pub fn samples(text: &str) -> impl Iterator<Item = (String, f64)> + '_ {
 /// A counter family of a static definition (the statics below, and other units'):
 /// `name`, `help`, by `labels`.
 pub fn counter_family(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect(STATIC_DEFINITION)
+    IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition is valid")
 }
 
 /// `sipfw_internal_errors_total{kind}`: panics caught at the message boundary (`message`),
