@@ -401,11 +401,9 @@ mod tests {
     }
 
     fn reloader(old: &str, tag: &str) -> (Reloader, Arc<Mutex<Enforcer>>, Arc<EnforceSettings>) {
-        let dir = std::env::temp_dir().join(format!("sfw-reload-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = crate::state::Store::open(&dir).unwrap();
         let old = parse(old);
-        let enforcer = Arc::new(Mutex::new(Enforcer::new(store, None, &old).unwrap()));
+        let (enforcer, _) = Enforcer::scratch(&format!("reload-{tag}"), &old);
+        let enforcer = Arc::new(Mutex::new(enforcer));
         let settings = EnforceSettings::new(&old);
         let r = Reloader::new(old, enforcer.clone(), None).with_settings(settings.clone());
         (r, enforcer, settings)

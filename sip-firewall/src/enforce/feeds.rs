@@ -260,7 +260,7 @@ fn covers_known(net: &IpNet, known: &[u128]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Config, state::Store};
+    use crate::config::Config;
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
@@ -268,12 +268,7 @@ mod tests {
 
     /// An enforcer of `config` on a fresh state directory named by `tag` (removed after).
     fn enforcer(tag: &str, config: &Config) -> (Enforcer, std::path::PathBuf) {
-        let d = std::env::temp_dir().join(format!("sfw-feeds-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        (
-            Enforcer::new(Store::open(&d).unwrap(), None, config).unwrap(),
-            d,
-        )
+        Enforcer::scratch(&format!("feeds-{tag}"), config)
     }
 
     /// A poisoned feed: entries covering the allow-listed trunk, a known phone's address or

@@ -399,13 +399,9 @@ mod tests {
     /// still refused, and the poisoned lock is counted.
     #[test]
     fn a_poisoned_enforcer_does_not_open_the_gate() {
-        let dir = std::env::temp_dir().join(format!("sfw-gate-poison-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
         let config = Config::default();
-        let store = crate::state::Store::open(&dir).expect("store");
-        let enforcer = Arc::new(Mutex::new(
-            Enforcer::new(store, None, &config).expect("enforcer"),
-        ));
+        let (enforcer, dir) = Enforcer::scratch("gate-poison", &config);
+        let enforcer = Arc::new(Mutex::new(enforcer));
         let banned: SocketAddr = "192.0.2.66:5060".parse().expect("addr");
         enforcer
             .lock()

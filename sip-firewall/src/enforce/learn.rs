@@ -467,10 +467,7 @@ mod tests {
     }
 
     fn enforcer(tag: &str) -> (Arc<Mutex<Enforcer>>, std::path::PathBuf) {
-        let d = std::env::temp_dir().join(format!("sfw-learn-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let store = crate::state::Store::open(&d).unwrap();
-        let e = Enforcer::new(store, None, &crate::config::Config::default()).unwrap();
+        let (e, d) = Enforcer::scratch(&format!("learn-{tag}"), &crate::config::Config::default());
         (Arc::new(Mutex::new(e)), d)
     }
 

@@ -216,7 +216,7 @@ impl Enforcer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Config, state::Store};
+    use crate::config::Config;
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
@@ -260,12 +260,10 @@ mod tests {
     /// here or from another node); only a reload that drops them from the config does.
     #[test]
     fn config_entries_are_removed_by_a_reload_only() {
-        let d = std::env::temp_dir().join(format!("sfw-lists-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
         let mut config = Config::default();
         config.policy.allow = vec![net("192.0.2.0/24")];
         config.policy.deny = vec![net("198.51.100.0/24")];
-        let mut e = Enforcer::new(Store::open(&d).unwrap(), None, &config).unwrap();
+        let (mut e, d) = Enforcer::scratch("lists", &config);
         let trunk = "192.0.2.7".parse().unwrap();
         let denied = "198.51.100.7".parse().unwrap();
         use sip_firewall_common::Reason;

@@ -327,6 +327,21 @@ impl crate::metrics::xdp::FastPathSource for Enforcer {
 }
 
 #[cfg(test)]
+impl Enforcer {
+    /// An enforcer of `config` on a fresh store in [`crate::state::scratch_dir`] `tag`, and
+    /// that directory (for the test to remove).
+    pub(crate) fn scratch(
+        tag: &str,
+        config: &crate::config::Config,
+    ) -> (Enforcer, std::path::PathBuf) {
+        let dir = crate::state::scratch_dir(tag);
+        let store = Store::open(&dir).expect("a store in a fresh directory");
+        let e = Enforcer::new(store, None, config).expect("an enforcer on a fresh store");
+        (e, dir)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -334,8 +349,7 @@ mod tests {
     use crate::{config::Config, state::List};
 
     fn store(tag: &str) -> (Store, std::path::PathBuf) {
-        let d = std::env::temp_dir().join(format!("sfw-enf-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let d = crate::state::scratch_dir(&format!("enf-{tag}"));
         (Store::open(&d).unwrap(), d)
     }
 

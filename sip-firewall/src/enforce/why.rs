@@ -342,15 +342,13 @@ fn explain_pressure(tat: Option<u64>, s: &XdpConfig, known: bool, out: &mut Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Config, state::Store};
+    use crate::config::Config;
 
     #[test]
     fn findings_name_the_ban_the_deny_entry_and_nothing_for_a_clean_source() {
-        let d = std::env::temp_dir().join(format!("sfw-why-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
         let mut config = Config::default();
         config.policy.deny = vec!["198.51.100.0/24".parse().unwrap()];
-        let mut e = Enforcer::new(Store::open(&d).unwrap(), None, &config).unwrap();
+        let (mut e, d) = Enforcer::scratch("why", &config);
         let limits = XdpConfig::default().with_pressure_budget(100);
 
         let clean: IpAddr = "192.0.2.7".parse().unwrap();

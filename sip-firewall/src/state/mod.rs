@@ -20,6 +20,16 @@ pub struct StateConfig {
     pub directory: PathBuf,
 }
 
+/// A state directory for a test: under the system's temporary one, named by `tag` and this
+/// process so that tests running at once never share one, emptied (not created: [`Store::open`]
+/// does).
+#[cfg(test)]
+pub(crate) fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sfw-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {

@@ -371,9 +371,7 @@ mod tests {
     use super::*;
 
     fn tmp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sfw-store-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+        super::super::scratch_dir(&format!("store-{tag}"))
     }
 
     #[test]
