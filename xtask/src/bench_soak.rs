@@ -22,8 +22,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
-
 use crate::{
     bench_flood::{
         Args, calls,
@@ -223,24 +221,22 @@ fn registrations(net: &Net, dir: &Path, plan: &Plan) -> anyhow::Result<Guard> {
         ));
     }
     std::fs::write(work.join("users.csv"), csv)?;
-    let child = calls::sipp(net, &net.c, None)
-        .arg(format!("{EDGE}:5060"))
-        .args(["-sf", "register.xml", "-inf", "users.csv"])
-        .args(["-i", UAC, "-p", &REGISTER_PORT.to_string(), "-nostdin"])
-        // A rate in thousandths: SIPp takes whole calls per period (-rp, ms).
-        .args(["-r", &format!("{:.0}", plan.register_rate() * 1000.0)])
-        .args(["-rp", "1000000", "-recv_timeout", "10000"])
-        .args([
-            "-m",
-            &format!("{:.0}", plan.register_rate() * f64::from(plan.seconds())),
-        ])
-        .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"])
-        .current_dir(&work)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the REGISTER SIPp")?;
+    let child = calls::start(
+        calls::sipp(net, &net.c, None)
+            .arg(format!("{EDGE}:5060"))
+            .args(["-sf", "register.xml", "-inf", "users.csv"])
+            .args(["-i", UAC, "-p", &REGISTER_PORT.to_string(), "-nostdin"])
+            // A rate in thousandths: SIPp takes whole calls per period (-rp, ms).
+            .args(["-r", &format!("{:.0}", plan.register_rate() * 1000.0)])
+            .args(["-rp", "1000000", "-recv_timeout", "10000"])
+            .args([
+                "-m",
+                &format!("{:.0}", plan.register_rate() * f64::from(plan.seconds())),
+            ])
+            .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"]),
+        &work,
+        "starting the REGISTER SIPp",
+    )?;
     Ok(Guard(child))
 }
 
@@ -248,24 +244,22 @@ fn registrations(net: &Net, dir: &Path, plan: &Plan) -> anyhow::Result<Guard> {
 fn caller(net: &Net, dir: &Path, plan: &Plan) -> anyhow::Result<Guard> {
     let work = dir.join("uac");
     std::fs::create_dir_all(&work)?;
-    let child = calls::sipp(net, &net.c, None)
-        .arg(format!("{EDGE}:5060"))
-        .arg("-sf")
-        .arg(calls::scenario("uac_bench.xml"))
-        .args(["-set", "domain", "example.com", "-s", "bob"])
-        .args(["-i", UAC, "-p", "5070", "-nostdin"])
-        .args(["-r", &plan.rate.to_string(), "-m", &plan.calls.to_string()])
-        .args(["-l", &(plan.rate * 10).to_string()])
-        .args(["-timeout", &(plan.seconds() + 120).to_string()])
-        .args(["-recv_timeout", "10000"])
-        .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"])
-        .args(["-trace_rtt", "-rtt_freq", "1"])
-        .current_dir(&work)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the calls' SIPp")?;
+    let child = calls::start(
+        calls::sipp(net, &net.c, None)
+            .arg(format!("{EDGE}:5060"))
+            .arg("-sf")
+            .arg(calls::scenario("uac_bench.xml"))
+            .args(["-set", "domain", "example.com", "-s", "bob"])
+            .args(["-i", UAC, "-p", "5070", "-nostdin"])
+            .args(["-r", &plan.rate.to_string(), "-m", &plan.calls.to_string()])
+            .args(["-l", &(plan.rate * 10).to_string()])
+            .args(["-timeout", &(plan.seconds() + 120).to_string()])
+            .args(["-recv_timeout", "10000"])
+            .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"])
+            .args(["-trace_rtt", "-rtt_freq", "1"]),
+        &work,
+        "starting the calls' SIPp",
+    )?;
     Ok(Guard(child))
 }
 

@@ -85,18 +85,31 @@ pub fn sipp(net: &Net, ns: &str, cpu: Option<u32>) -> std::process::Command {
     }
 }
 
-/// The UAS, answering every call to bob.
-pub fn uas(net: &Net, dir: &Path, cpu: Option<u32>) -> anyhow::Result<Uas> {
-    let child = sipp(net, &net.s, cpu)
-        .arg("-sf")
-        .arg(scenario("uas.xml"))
-        .args(["-i", UAS, "-p", &UAS_PORT.to_string(), "-nostdin"])
-        .current_dir(dir)
+/// Start `cmd` (a [`sipp`]) in `work`, where it writes its statistics, detached from the
+/// terminal (`-nostdin`: it reads and prints nothing); `what` names it in the error.
+pub fn start(
+    cmd: &mut std::process::Command,
+    work: &Path,
+    what: &'static str,
+) -> anyhow::Result<Child> {
+    cmd.current_dir(work)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting the SIPp UAS")?;
+        .context(what)
+}
+
+/// The UAS, answering every call to bob.
+pub fn uas(net: &Net, dir: &Path, cpu: Option<u32>) -> anyhow::Result<Uas> {
+    let child = start(
+        sipp(net, &net.s, cpu)
+            .arg("-sf")
+            .arg(scenario("uas.xml"))
+            .args(["-i", UAS, "-p", &UAS_PORT.to_string(), "-nostdin"]),
+        dir,
+        "starting the SIPp UAS",
+    )?;
     // SIPp binds at once; a short pause so that the first INVITE finds it.
     std::thread::sleep(Duration::from_millis(300));
     Ok(Uas(child))
@@ -134,29 +147,27 @@ pub fn run(
     let work = dir.join("uac");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let uac = sipp(net, &net.c, cpu)
-        .arg(format!("{EDGE}:5060"))
-        .arg("-sf")
-        .arg(scenario("uac_bench.xml"))
-        .args(["-set", "domain", "example.com", "-s", "bob"])
-        .args(["-i", UAC, "-p", "5070", "-nostdin"])
-        .args(["-r", &rate.to_string(), "-m", &calls.to_string()])
-        .args(["-l", &(rate * 10).to_string()])
-        .args(["-timeout", &seconds.to_string(), "-recv_timeout", "10000"])
-        .args([
-            "-trace_stat",
-            "-stf",
-            "stat.csv",
-            "-trace_rtt",
-            "-rtt_freq",
-            "1",
-        ])
-        .current_dir(&work)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("running the SIPp UAC")?;
+    let uac = start(
+        sipp(net, &net.c, cpu)
+            .arg(format!("{EDGE}:5060"))
+            .arg("-sf")
+            .arg(scenario("uac_bench.xml"))
+            .args(["-set", "domain", "example.com", "-s", "bob"])
+            .args(["-i", UAC, "-p", "5070", "-nostdin"])
+            .args(["-r", &rate.to_string(), "-m", &calls.to_string()])
+            .args(["-l", &(rate * 10).to_string()])
+            .args(["-timeout", &seconds.to_string(), "-recv_timeout", "10000"])
+            .args([
+                "-trace_stat",
+                "-stf",
+                "stat.csv",
+                "-trace_rtt",
+                "-rtt_freq",
+                "1",
+            ]),
+        &work,
+        "running the SIPp UAC",
+    )?;
     // SIPp's -timeout is checked by its own loop, which a starved machine slows: a hard
     // bound on top.
     let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 15);
