@@ -88,7 +88,7 @@ pub const fn is_wsp(b: u8) -> bool {
 #[inline(always)]
 pub fn call_id_value_at(at: impl Fn(u64) -> Option<u8>, i: u64) -> Option<u64> {
     let mut k = i + 1;
-    if at(i)?.to_ascii_lowercase() != b'i' {
+    if !at(i)?.eq_ignore_ascii_case(&b'i') {
         for (n, want) in (0u64..).zip(*b"call-id") {
             if at(i + n)?.to_ascii_lowercase() != want {
                 return None;
