@@ -78,18 +78,31 @@ pub enum SteerError {
 }
 
 impl SteerError {
-    /// What to tell an operator: the errors' chain, with the verifier's log (long, and
-    /// only useful to a developer) left out.
+    /// What to tell an operator: the errors' chain (each part once: aya's messages repeat
+    /// their sources), with the verifier's log (long, and only useful to a developer) left
+    /// out, and what a refusal for want of privilege needs.
     fn cause(&self) -> String {
-        if let SteerError::Program(ProgramError::LoadError { io_error, .. }) = self {
-            return format!("the kernel refused its program: {io_error}");
-        }
-        let mut text = self.to_string();
+        let mut text = match self {
+            SteerError::Program(ProgramError::LoadError { io_error, .. }) => {
+                format!("the kernel refused its program: {io_error}")
+            }
+            _ => self.to_string(),
+        };
+        let mut denied = false;
         let mut source = self.source();
         while let Some(e) = source {
-            text.push_str(": ");
-            text.push_str(&e.to_string());
+            let part = e.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            denied |= e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM));
             source = e.source();
+        }
+        if denied {
+            text.push_str(" (loading it needs root, or CAP_BPF)");
         }
         text
     }
