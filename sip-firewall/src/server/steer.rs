@@ -232,7 +232,7 @@ pub fn shard_of_message(msg: &Message<'_>, shards: u32) -> Option<u32> {
 mod tests {
     use std::{
         collections::HashMap,
-        net::{SocketAddr, UdpSocket},
+        net::{IpAddr, SocketAddr, UdpSocket},
         time::{Duration, Instant},
     };
 
@@ -245,18 +245,18 @@ mod tests {
     const CALLS: usize = 40;
     const SOURCES: usize = 16;
 
-    /// `WORKERS` sockets sharing one loopback port through SO_REUSEPORT.
-    fn group() -> Vec<UdpSocket> {
-        let mut at: SocketAddr = ([127, 0, 0, 1], 0).into();
+    /// `WORKERS` sockets sharing one port of `ip` through SO_REUSEPORT.
+    fn group(ip: IpAddr) -> std::io::Result<Vec<UdpSocket>> {
+        let mut at = SocketAddr::new(ip, 0);
         (0..WORKERS)
             .map(|_| {
-                let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-                s.set_reuse_port(true).unwrap();
-                s.bind(&at.into()).unwrap();
+                let s = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+                s.set_reuse_port(true)?;
+                s.bind(&at.into())?;
                 let u = UdpSocket::from(s);
-                u.set_nonblocking(true).unwrap();
-                at = u.local_addr().unwrap();
-                u
+                u.set_nonblocking(true)?;
+                at = u.local_addr()?;
+                Ok(u)
             })
             .collect()
     }
@@ -333,20 +333,23 @@ mod tests {
         rest.split("\r\n").next().unwrap().parse().unwrap()
     }
 
-    #[test]
-    fn every_message_of_a_call_reaches_its_shards_socket() {
-        const TEST: &str = "every_message_of_a_call_reaches_its_shards_socket";
-        let sockets = group();
+    /// Steer a group of `WORKERS` sockets on `ip` (loopback) and send it `CALLS` calls from
+    /// `SOURCES` sockets, then datagrams the program leaves to the kernel's hash.
+    fn steers_calls_on(test: &str, ip: IpAddr) {
+        let Ok(sockets) = group(ip) else {
+            skip(
+                test,
+                &format!("cannot bind {ip} (no loopback for its family)"),
+            );
+            return;
+        };
         let to = sockets[0].local_addr().unwrap();
-        match Steering::load().and_then(|s| s.attach(&sockets)) {
-            Ok(()) => {}
-            Err(e) => {
-                skip(TEST, &format!("cannot steer (root needed): {}", e.cause()));
-                return;
-            }
+        if let Err(e) = Steering::load().and_then(|s| s.attach(&sockets)) {
+            skip(test, &format!("cannot steer (root needed): {}", e.cause()));
+            return;
         }
         let sources: Vec<UdpSocket> = (0..SOURCES)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .map(|_| UdpSocket::bind((ip, 0)).unwrap())
             .collect();
         let mut sent = 0;
         for c in 0..CALLS {
@@ -389,14 +392,43 @@ mod tests {
         let used: std::collections::HashSet<_> = socket_of.values().collect();
         assert!(used.len() > 1, "{CALLS} calls on one socket");
 
-        // Without a Call-ID: left to the kernel's hash, and still delivered.
-        let keepalive = b"\r\n\r\n";
+        // Left to the kernel's hash, and still delivered: a keep-alive, a STUN request, a
+        // folded Call-ID, one only in the body, one past the scanned bytes.
         let stun = [
             0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
         ];
-        sources[0].send_to(keepalive, to).unwrap();
-        sources[1].send_to(&stun, to).unwrap();
-        let got = receive(&sockets, 2, Duration::from_secs(5));
-        assert_eq!(got.iter().map(Vec::len).sum::<usize>(), 2, "{got:?}");
+        let head = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n";
+        let others = [
+            b"\r\n\r\n".to_vec(),
+            stun.to_vec(),
+            format!("{head}Call-ID:\r\n folded@b\r\n\r\n").into_bytes(),
+            format!("{head}Content-Length: 17\r\n\r\nCall-ID: body@b\r\n").into_bytes(),
+            format!(
+                "{head}X-Pad: {}\r\nCall-ID: late@b\r\n\r\n",
+                "p".repeat(2100)
+            )
+            .into_bytes(),
+        ];
+        for (n, d) in others.iter().enumerate() {
+            sources[n].send_to(d, to).unwrap();
+        }
+        let got = receive(&sockets, others.len(), Duration::from_secs(5));
+        assert_eq!(got.iter().map(Vec::len).sum::<usize>(), others.len());
+    }
+
+    #[test]
+    fn every_message_of_a_call_reaches_its_shards_socket() {
+        steers_calls_on(
+            "every_message_of_a_call_reaches_its_shards_socket",
+            IpAddr::from([127, 0, 0, 1]),
+        );
+    }
+
+    #[test]
+    fn every_message_of_a_call_reaches_its_shards_socket_over_ipv6() {
+        steers_calls_on(
+            "every_message_of_a_call_reaches_its_shards_socket_over_ipv6",
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        );
     }
 }
