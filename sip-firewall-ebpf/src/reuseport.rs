@@ -7,9 +7,12 @@
 //! listen address, and loading the XDP object for it would create every XDP map again.
 //!
 //! Where the data begins: at the UDP header. For a UDP lookup the kernel runs the program
-//! on the skb as `udp_rcv` sees it, `skb->data` at the transport header (only the classic
-//! BPF reuseport filter gets the header pulled). The program checks it: the header's length
-//! field must equal the context's `len` (UDP header and payload), else it does not steer.
+//! on the skb as `udp_rcv` sees it, `skb->data` at the transport header (a reuseport program
+//! of the socket-filter type gets the header pulled first; an `sk_reuseport` one does not).
+//! The program checks it: the header's length field must equal the context's `len` (UDP
+//! header and payload), else it does not steer. Found by trying: with the check, the loopback
+//! test (`server/steer.rs`) is steered; with the header read 8 bytes further on (as if the
+//! data began at the payload) nothing is.
 //! The datagram is copied with `bpf_skb_load_bytes` (which the kernel maps to
 //! `sk_reuseport_load_bytes`), so a payload in paged fragments reads the same.
 //!
@@ -48,7 +51,7 @@ const IPPROTO_UDP: u32 = 17;
 const UDP_HLEN: u64 = 8;
 
 /// Payload bytes scanned for the Call-ID (a power of two: an index masked to it is in
-/// bounds for the verifier). A typical request's Call-ID is within its first 600 bytes.
+/// bounds for the verifier). A Call-ID usually comes within a request's first kilobyte.
 pub const SCAN_BYTES: usize = 2048;
 
 /// Bytes the hashing callback looks at per call, unrolled (a call costs more than a

@@ -345,7 +345,7 @@ mod tests {
         };
         let to = sockets[0].local_addr().unwrap();
         if let Err(e) = Steering::load().and_then(|s| s.attach(&sockets)) {
-            skip(test, &format!("cannot steer (root needed): {}", e.cause()));
+            skip(test, &format!("cannot steer: {}", e.cause()));
             return;
         }
         let sources: Vec<UdpSocket> = (0..SOURCES)
