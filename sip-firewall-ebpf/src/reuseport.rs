@@ -54,12 +54,20 @@ const UDP_HLEN: u64 = 8;
 /// bounds for the verifier). A Call-ID usually comes within a request's first kilobyte.
 pub const SCAN_BYTES: usize = 2048;
 
+/// The shortest datagram scanned: a SIP message shorter than
+/// `ACK sip:a SIP/2.0\r\ni:x\r\n\r\n` (26 bytes) has no room for a Call-ID.
+const MIN_MESSAGE: u64 = 24;
+
 /// Bytes the hashing callback looks at per call, unrolled (a call costs more than a
 /// byte's test).
 const STRIDE: u64 = 32;
 
-/// Words the header callback looks at per call (a header line usually ends within them).
+/// Words the header scan looks at per line (a header line usually ends within them).
 const SCAN_WORDS: u64 = 8;
+
+/// Header lines the header callback looks at per call (a call costs more than a line's
+/// tests: the Call-ID after Via, From, To is usually found in the first call).
+const LINES_PER_CALL: u64 = 4;
 
 /// bpf_loop: 0 goes on, 1 stops.
 const NEXT: i64 = 0;
@@ -140,6 +148,10 @@ fn call_id_hash(ctx: &SkReuseportContext) -> Option<u32> {
         return None;
     }
     let payload = len.checked_sub(UDP_HLEN)?;
+    // Too short to hold a start line and a Call-ID: a keep-alive, a STUN request.
+    if payload < MIN_MESSAGE {
+        return None;
+    }
     let s = unsafe { &mut *SCAN.get_ptr_mut(0)? };
     let mut n = payload;
     if n > SCAN_BYTES as u64 {
@@ -212,15 +224,28 @@ impl Scan {
     }
 }
 
-/// Scan 1: the next line feed, then whether the line after it is the end of the headers
-/// (the scan stops, nothing found) or a Call-ID header (found: `pos` is after its colon).
+/// Scan 1: up to [`LINES_PER_CALL`] line feeds, after each whether the line after it is
+/// the end of the headers (the scan stops, nothing found) or a Call-ID header (found: `pos`
+/// is after its colon).
 extern "C" fn find_header(_: u64, _: *mut c_void) -> i64 {
     let Some(s) = scan() else {
         return STOP;
     };
+    for _ in 0..LINES_PER_CALL {
+        if let Some(ret) = next_line(s) {
+            return ret;
+        }
+    }
+    NEXT
+}
+
+/// From `pos`, the next line feed within [`SCAN_WORDS`] words and the line after it: what
+/// the call returns when it is decided, `None` to go on from the new `pos`.
+#[inline(always)]
+fn next_line(s: &mut Scan) -> Option<i64> {
     let (pos, end) = (s.pos, s.end);
     if pos >= end {
-        return STOP;
+        return Some(STOP);
     }
     let mut w = pos / WORD;
     // Bytes before the start in its word are not looked at.
@@ -234,21 +259,21 @@ extern "C" fn find_header(_: u64, _: *mut c_void) -> i64 {
     }
     if flags == 0 {
         s.pos = (w + 1) * WORD;
-        return NEXT;
+        return None;
     }
     let lf = w * WORD + first_flag(flags);
     match s.at(lf + 1) {
         // Past what was copied, or the empty line: no Call-ID header to find.
-        None | Some(b'\r') | Some(b'\n') => return STOP,
+        None | Some(b'\r') | Some(b'\n') => return Some(STOP),
         Some(_) => {}
     }
     if let Some(v) = call_id_value_at(|k| s.at(k), lf + 1) {
         s.pos = v;
         s.outcome = FOUND;
-        return STOP;
+        return Some(STOP);
     }
     s.pos = lf + 1;
-    NEXT
+    None
 }
 
 /// Scan 2, from `pos` in the value: up to [`STRIDE`] bytes folded into the hash, white
