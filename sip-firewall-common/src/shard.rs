@@ -64,6 +64,47 @@ pub const fn shard_of(call_id: &[u8], shards: u32) -> u32 {
     call_id_hash(call_id) % shards
 }
 
+/// Most white space bytes the kernel skips between a header's name and its colon.
+pub const MAX_NAME_WSP: u64 = 4;
+
+/// Space or horizontal tab: white space inside a header line (a line ends at CR or LF).
+#[inline(always)]
+pub const fn is_wsp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// At `i`, the start of a header line named `Call-ID` or `i` (RFC 3261 7.3.3; any case),
+/// then at most [`MAX_NAME_WSP`] spaces or tabs, then `:`: the index after the colon.
+/// `at(k)` is byte `k`, `None` past what can be read. The kernel's test of a header line
+/// (the `SO_REUSEPORT` program), here so that it is tested on the host.
+///
+/// ```
+/// use sip_firewall_common::shard::call_id_value_at;
+/// let at = |s: &'static [u8]| move |k: u64| s.get(k as usize).copied();
+/// assert_eq!(call_id_value_at(at(b"Call-ID: x"), 0), Some(8));
+/// assert_eq!(call_id_value_at(at(b"i :x"), 0), Some(3));
+/// assert_eq!(call_id_value_at(at(b"Identity: x"), 0), None);
+/// ```
+#[inline(always)]
+pub fn call_id_value_at(at: impl Fn(u64) -> Option<u8>, i: u64) -> Option<u64> {
+    let mut k = i + 1;
+    if !at(i)?.eq_ignore_ascii_case(&b'i') {
+        for (n, want) in (0u64..).zip(*b"call-id") {
+            if at(i + n)?.to_ascii_lowercase() != want {
+                return None;
+            }
+        }
+        k = i + 7;
+    }
+    for _ in 0..MAX_NAME_WSP {
+        if !is_wsp(at(k)?) {
+            break;
+        }
+        k += 1;
+    }
+    if at(k)? == b':' { Some(k + 1) } else { None }
+}
+
 const fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
@@ -71,6 +112,29 @@ const fn is_ws(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_id_header_names() {
+        let at = |s: &'static [u8]| move |k: u64| s.get(k as usize).copied();
+        for (line, value) in [
+            (&b"Call-ID: a@b"[..], Some(8)),
+            (b"call-id:a@b", Some(8)),
+            (b"CALL-ID \t :a", Some(11)),
+            (b"i: a@b", Some(2)),
+            (b"I:a", Some(2)),
+            (b"i \t:a", Some(4)),
+            (b"Call-IDs: a", None),
+            (b"Call_ID: a", None),
+            (b"Call\rID: a", None),
+            (b"Identity: a", None),
+            (b"i", None),
+            (b"Call-ID", None),
+            (b"Call-ID     : a", None),
+            (b"v: SIP/2.0/UDP", None),
+        ] {
+            assert_eq!(call_id_value_at(at(line), 0), value, "{line:?}");
+        }
+    }
 
     #[test]
     fn only_the_first_bytes_count() {

@@ -1,5 +1,5 @@
-//! Prints what the verifier says about the XDP program and its capture tap: instructions
-//! processed, JIT size.
+//! Prints what the verifier says about the XDP program, its capture tap and the UDP
+//! listeners' steering program (`SO_REUSEPORT`): instructions processed, JIT size.
 //! `cargo run -p sip-firewall-tests --example verifier_stats` (as root).
 
 fn main() -> anyhow::Result<()> {
@@ -18,5 +18,12 @@ fn main() -> anyhow::Result<()> {
             info.size_jitted()
         );
     }
+    let steer = sip_firewall::server::steer::Steering::load()?;
+    let info = steer.program()?.info()?;
+    println!(
+        "UDP steering (SO_REUSEPORT, by Call-ID): verified instructions: {:?}, jited size: {} bytes",
+        info.verified_instruction_count(),
+        info.size_jitted()
+    );
     Ok(())
 }

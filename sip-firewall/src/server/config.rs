@@ -97,11 +97,16 @@ pub struct SipConfig {
     /// sources are bound by `max_transactions` only.
     pub max_transactions_per_source: usize,
     /// UDP receive workers per listen address: each has its own socket on the address
-    /// (SO_REUSEPORT, the kernel spreading flows by their address hash) and its own task, so
+    /// (SO_REUSEPORT, datagrams spread as `udp_steering` says) and its own task, so
     /// that receiving, parsing and the gate run on every core. 0: one per CPU. Transaction
     /// state is one table shared by all workers, so a response or retransmission arriving on
     /// another worker's socket finds its transaction. Needs a restart.
     pub workers: usize,
+    /// How a datagram picks its worker socket when there are several: `call_id` (an eBPF
+    /// `SO_REUSEPORT` program, by the hash of its Call-ID: every message of a call reaches
+    /// one worker; the kernel's hash when it cannot be loaded) or `kernel` (the hash of its
+    /// addresses). Needs a restart.
+    pub udp_steering: super::steer::UdpSteering,
 }
 
 impl Default for SipConfig {
@@ -119,6 +124,7 @@ impl Default for SipConfig {
             max_transactions: 100_000,
             max_transactions_per_source: 1_000,
             workers: 0,
+            udp_steering: super::steer::UdpSteering::CallId,
         }
     }
 }

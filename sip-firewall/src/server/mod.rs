@@ -12,6 +12,7 @@
 //! | `admit` | the gate as the listeners meet it: connections, keep-alives, messages; refusals offered to captures |
 //! | `config` | `[sip]` (`SipConfig`): listeners and the message layer's limits, defaults and checks |
 //! | `udp`, `tcp` | the listeners; TCP connections framed, served and written |
+//! | `steer` | which worker socket of a listen address a datagram reaches: by Call-ID (eBPF `SO_REUSEPORT` program) |
 //! | `tls`, `ws` | TLS (RFC 3261 26.2) and WebSocket (RFC 7118) over the TCP handling |
 //! | `outbound` | what the proxy sends: UDP from our socket, or the open (or newly opened) connection |
 //! | `sides` | which listen address a message leaves from: the one routing to its destination |
@@ -21,7 +22,8 @@
 //! `sipfw_sip_responses_total`, `sipfw_sip_accepted_total`, `sipfw_sip_rejections_total{reason}`,
 //! `sipfw_sip_dropped_total{reason}`, `sipfw_sip_keepalives_total{transport}`,
 //! `sipfw_sip_tcp_connections`, `sipfw_sip_tcp_closed_total`, `sipfw_sip_tls_handshakes_total`,
-//! `sipfw_sip_ws_upgrades_total`, `sipfw_limits_refused_total{what}` (defined in `metrics`).
+//! `sipfw_sip_ws_upgrades_total`, `sipfw_limits_refused_total{what}` (defined in `metrics`),
+//! `sipfw_udp_steering{mode}` (`steer`).
 
 mod accept;
 mod admit;
@@ -32,6 +34,7 @@ mod outbound;
 pub(crate) use outbound::SocketOutbound;
 pub mod sides;
 pub mod slots;
+pub mod steer;
 mod tcp;
 pub mod tls;
 mod udp;
@@ -98,6 +101,8 @@ impl SipServer {
     ) -> anyhow::Result<SipServer> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
+        // Each listen address's worker sockets, a group steered on its own.
+        let mut groups = Vec::new();
         for addr in &cfg.addrs() {
             let us = udp::bind(*addr, cfg.udp_workers())
                 .with_context(|| format!("cannot bind SIP UDP on {addr}"))?;
@@ -111,9 +116,12 @@ impl SipServer {
                 .await
                 .with_context(|| format!("cannot bind SIP TCP on {bound}"))?;
             info!(%bound, workers = us.len(), "SIP listening on UDP and TCP");
-            udp.extend(us.into_iter().map(Arc::new));
+            groups.push(us);
             tcp.push(t);
         }
+        let slices: Vec<&[tokio::net::UdpSocket]> = groups.iter().map(Vec::as_slice).collect();
+        steer::start(&slices, cfg.udp_steering, &metrics);
+        udp.extend(groups.into_iter().flatten().map(Arc::new));
         let outbound = Arc::new(outbound::SocketOutbound::new(udp.clone()));
         handler.attach(outbound.clone());
         Ok(SipServer {

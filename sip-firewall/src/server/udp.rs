@@ -1,9 +1,10 @@
 //! SIP over UDP: one message per datagram, answers sent per RFC 3261 18.2.2 / RFC 3581.
 //!
 //! Each listen address has `[sip] workers` sockets bound with SO_REUSEPORT, each served by
-//! its own task: the kernel picks a socket by the hash of the datagram's addresses, so one
-//! source's datagrams arrive in order on one socket and the runtime's threads take the
-//! sockets in parallel. The proxy's transaction table is one for all workers (the handler
+//! its own task: socket i of a group is worker i. By default the steering program (`steer`)
+//! picks a socket by the datagram's Call-ID, so every message of a call arrives on one
+//! socket; without it (or for a datagram without a Call-ID) the kernel picks one by the
+//! hash of the datagram's addresses. The runtime's threads take the sockets in parallel. The proxy's transaction table is one for all workers (the handler
 //! behind its lock), so a response or a retransmission that arrives on another worker's
 //! socket (another source, or the same one after the group changed) is matched all the same.
 //!
