@@ -26,7 +26,6 @@ use aya::{
     maps::{Array, MapError, ReusePortSockArray},
     programs::{ProgramError, SkReuseport},
 };
-use prometheus::{IntGaugeVec, Opts};
 use serde::Deserialize;
 use sip_firewall_common::shard::{MAX_SHARDS, shard_of};
 use sip_firewall_sip::{Message, headers::HeaderName};
@@ -205,21 +204,18 @@ fn steer_all<S: AsFd + AsRawFd>(groups: &[&[S]]) -> Result<(), SteerError> {
 
 /// `sipfw_udp_steering{mode}`: 1 for the steering in effect, 0 for the other.
 fn publish(metrics: &Metrics, effect: UdpSteering) {
-    let gauge = IntGaugeVec::new(
-        Opts::new(
+    let gauge = crate::metrics::Registrar::new(metrics.registry(), "UDP steering")
+        .int_gauge_family(
             "sipfw_udp_steering",
             "How UDP datagrams pick their worker socket: 1 for the mode in effect \
              (call_id: by Call-ID, the eBPF program; kernel: the kernel's address hash)",
-        ),
-        &["mode"],
-    )
-    .expect("static metric definition is valid");
+            &["mode"],
+        );
     for m in [UdpSteering::CallId, UdpSteering::Kernel] {
         gauge
             .with_label_values(&[m.as_str()])
             .set(i64::from(m == effect));
     }
-    crate::metrics::register_all(metrics.registry(), "UDP steering", vec![Box::new(gauge)]);
 }
 
 /// The worker of `shards` whose socket the program picks for `msg` (socket index in its
