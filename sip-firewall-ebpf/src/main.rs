@@ -30,14 +30,14 @@ use sip_firewall_common::{
     addr::{KeyWords, flood_group_words},
     branch::{TopBranch, peer_hash_words},
     gcra,
-    maps::{PORT_DATAGRAM, PORT_STREAM},
+    maps::{FILLED_BANS, FILLED_KNOWN, FILLED_LEARNED_BANS, PORT_DATAGRAM, PORT_STREAM},
     payload::PayloadClass,
 };
 
 use crate::{
     maps::{
         ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, KNOWN, LEARNED_BANS, PRESSURE, SIP_PORTS,
-        TRANSACTIONS, count, host_key, key,
+        TRANSACTIONS, count, host_key, key, mark_filled, may_hold,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP, Ip, be16_at, parse_ip, ptr_at},
 };
@@ -276,6 +276,9 @@ fn new_connection(ctx: &XdpContext, cfg: &XdpConfig, ip: &Ip, group: &IpKey) -> 
 /// (and the knowledge has not expired).
 #[inline(always)]
 fn is_known(group: &IpKey) -> bool {
+    if !may_hold(FILLED_KNOWN) {
+        return false;
+    }
     match KNOWN.get_ptr(group) {
         Some(expires) => unsafe { *expires > bpf_ktime_get_coarse_ns() },
         None => false,
@@ -321,17 +324,23 @@ fn is_denied(cfg: &XdpConfig, src: &IpKey) -> bool {
 }
 
 /// The scope of a live ban of `src`, if any: a manual ban of the address, or a learned ban
-/// of its prefix `group`. Expired entries are deleted on sight.
+/// of its prefix `group`. Expired entries are deleted on sight. An empty map is not looked
+/// up.
 #[inline(always)]
 fn live_ban_scope(src: &IpKey, group: &IpKey) -> Option<u32> {
     // The coarse clock (same time line, tick resolution) is cheaper, and bans last seconds;
     // it is read only when an entry is found, so a source that is not banned never pays it.
-    if let Some(ban) = BANS.get_ptr(src) {
+    if may_hold(FILLED_BANS)
+        && let Some(ban) = BANS.get_ptr(src)
+    {
         let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
         if expires > unsafe { bpf_ktime_get_coarse_ns() } {
             return Some(scope);
         }
         let _ = BANS.remove(src);
+    }
+    if !may_hold(FILLED_LEARNED_BANS) {
+        return None;
     }
     let ban = LEARNED_BANS.get_ptr(group)?;
     let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
@@ -376,6 +385,7 @@ fn ban(src: &IpKey, now: u64, duration_ns: u64, reason: BanReason, scope: BanSco
     };
     // LRU: when full, the least recently seen learned ban goes; manual bans are elsewhere.
     let _ = LEARNED_BANS.insert(src, &value, 0);
+    mark_filled(FILLED_LEARNED_BANS);
     let event = BanEvent {
         addr: *src,
         expires_ns,

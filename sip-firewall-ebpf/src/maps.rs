@@ -16,8 +16,8 @@ use sip_firewall_common::{
     Counter, IpKey, Reason,
     addr::KeyWords,
     maps::{
-        BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, KNOWN_ENTRIES, LEARNED_BAN_ENTRIES,
-        LIST_ENTRIES, PORT_ENTRIES, TRANSACTION_ENTRIES, XdpConfig,
+        BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FILLED_SLOTS, FLOOD_ENTRIES, KNOWN_ENTRIES,
+        LEARNED_BAN_ENTRIES, LIST_ENTRIES, PORT_ENTRIES, TRANSACTION_ENTRIES, XdpConfig,
     },
 };
 
@@ -32,6 +32,11 @@ pub static BANS: HashMap<IpKey, BanValue> = HashMap::pinned(BAN_ENTRIES, 0);
 
 #[map(name = "SIPFW_LBANS")]
 pub static LEARNED_BANS: LruHashMap<IpKey, BanValue> = LruHashMap::pinned(LEARNED_BAN_ENTRIES, 0);
+
+/// Which of the maps above (and KNOWN) may hold entries (`sip_firewall_common::maps::FILLED`).
+/// Pinned: a restarted daemon's program and the one it replaces see the same flags.
+#[map(name = "SIPFW_FILLED")]
+pub static FILLED: Array<u64> = Array::pinned(FILLED_SLOTS, 0);
 
 #[map(name = "SIPFW_FLOOD")]
 pub static FLOOD: LruHashMap<IpKey, u64> = LruHashMap::pinned(FLOOD_ENTRIES, 0);
@@ -66,6 +71,21 @@ pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// position.
 #[map(name = "SIPFW_SCANPOS")]
 pub static SCAN_POS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether the map of `FILLED` slot `slot` may hold entries: an array lookup, which the
+/// verifier inlines, before a hash lookup, which is a helper call.
+#[inline(always)]
+pub fn may_hold(slot: u32) -> bool {
+    FILLED.get(slot).is_none_or(|v| *v != 0)
+}
+
+/// The map of `FILLED` slot `slot` has an entry now (set after the insert).
+#[inline(always)]
+pub fn mark_filled(slot: u32) {
+    if let Some(v) = FILLED.get_ptr_mut(slot) {
+        unsafe { *v = 1 };
+    }
+}
 
 /// The key bytes of `w`, in place (its words hold them in memory): what the maps are keyed
 /// by, without a copy.

@@ -1209,3 +1209,81 @@ fn known_sources_are_throttled_not_banned() {
         "demoted source over the flood limit",
     );
 }
+
+#[test]
+fn maps_swept_empty_are_looked_up_again_once_filled() {
+    root_only!("maps_swept_empty_are_looked_up_again_once_filled");
+    // Unknown: 1/s, bursts of 3. Known: 1/s, bursts of 6.
+    let mut fp = program(
+        default_cfg()
+            .with_flood(1, 3, 3_600_000_000_000)
+            .with_known_flood(1, 6),
+    );
+    let _ring = fp.take_ban_events();
+    let mut janitor = fp.maps.janitor().unwrap();
+    let sweep = |j: &mut sip_firewall::xdp::maps::MapJanitor| j.sweep(clock::monotonic_ns());
+    let later = clock::expiry_after(Some(Duration::from_secs(60)));
+    let req = frames::sip_request("OPTIONS", 41);
+    let f4 = to_sip(SRC4, DST4, &req);
+    let f6 = to_sip(SRC6, DST6, &req);
+
+    // Every map swept empty: the program skips them, and sees each one filled again.
+    sweep(&mut janitor);
+    fp.maps
+        .ban(ip(SRC4), later, BanReason::Manual as u32)
+        .unwrap();
+    assert_verdict(&fp, &f4, Reason::Banned, "manual ban after an empty sweep");
+    assert!(fp.maps.unban(ip(SRC4)).unwrap());
+    sweep(&mut janitor);
+    assert_verdict(&fp, &f4, Reason::Passed, "unbanned, maps swept empty");
+    fp.maps
+        .ban_learned(ip(SRC6), later, BanReason::Scanner as u32, BanScope::All)
+        .unwrap();
+    assert_verdict(&fp, &f6, Reason::Banned, "learned ban after an empty sweep");
+    assert!(fp.maps.unban(ip(SRC6)).unwrap());
+    // An expired ban swept away: nothing left to look up.
+    fp.maps
+        .ban(ip(SRC6), clock::monotonic_ns(), BanReason::Manual as u32)
+        .unwrap();
+    let fills = sweep(&mut janitor);
+    assert!(
+        fills
+            .iter()
+            .all(|f| f.map == "SIPFW_FLOOD" || f.entries == 0),
+        "{fills:?}"
+    );
+    assert_verdict(&fp, &f6, Reason::Passed, "expired ban swept");
+
+    // The program's own flood ban, with the learned bans swept empty.
+    let flooder = to_sip("192.0.2.99", DST4, &req);
+    for i in 0..3 {
+        assert_verdict(&fp, &flooder, Reason::Passed, &format!("burst {i}"));
+    }
+    assert_verdict(&fp, &flooder, Reason::Flood, "over the limit");
+    assert_verdict(
+        &fp,
+        &flooder,
+        Reason::Banned,
+        "the program's ban is looked up",
+    );
+    // Swept while it lasts: still looked up.
+    sweep(&mut janitor);
+    assert_verdict(&fp, &flooder, Reason::Banned, "its ban survives a sweep");
+
+    // Known sources after an empty sweep: their own budget, throttled, not flood-banned.
+    let src = "192.0.2.77";
+    fp.maps.known_add(ip(src), later).unwrap();
+    let known = to_sip(src, DST4, &req);
+    for i in 0..6 {
+        assert_verdict(&fp, &known, Reason::Passed, &format!("known burst {i}"));
+    }
+    assert_verdict(&fp, &known, Reason::Throttled, "known over its budget");
+    assert!(fp.maps.known_remove(ip(src)).unwrap());
+    sweep(&mut janitor);
+    assert_verdict(
+        &fp,
+        &known,
+        Reason::Flood,
+        "no longer known, maps swept empty",
+    );
+}

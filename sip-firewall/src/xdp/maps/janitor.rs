@@ -3,10 +3,10 @@
 //! `sipfw_map_capacity`, through descriptors of its own so the walk holds no lock of the
 //! daemon.
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData};
 use sip_firewall_common::{BanValue, IpKey, maps as names};
 
-use super::{MapsError, XdpMaps, duplicate};
+use super::{MapsError, XdpMaps, duplicate, duplicate_filled, map_err};
 
 /// The maps that fill up: those of [`XdpMaps`], and the janitor's own descriptors of them.
 pub(super) struct Filling {
@@ -15,6 +15,40 @@ pub(super) struct Filling {
     pub(super) flood: HashMap<MapData, IpKey, u64>,
     pub(super) known: HashMap<MapData, IpKey, u64>,
     pub(super) transactions: HashMap<MapData, u64, u64>,
+    /// Which of bans, learned bans and known sources may hold entries (`FILLED`).
+    pub(super) filled: Array<MapData, u64>,
+}
+
+impl Filling {
+    /// Set each flag of `FILLED` to what its map holds now. A flag is cleared before its map
+    /// is looked at, and set again if an entry is there: an insert that races the clear
+    /// sets the flag after itself, or is seen here.
+    pub(super) fn refresh_filled(&mut self) -> Result<(), MapsError> {
+        fn any<K: aya::Pod, V: aya::Pod>(m: &HashMap<MapData, K, V>) -> bool {
+            m.keys().next().is_some()
+        }
+        for slot in [
+            names::FILLED_BANS,
+            names::FILLED_LEARNED_BANS,
+            names::FILLED_KNOWN,
+        ] {
+            let has = |f: &Filling| match slot {
+                names::FILLED_BANS => any(&f.bans),
+                names::FILLED_LEARNED_BANS => any(&f.learned_bans),
+                _ => any(&f.known),
+            };
+            if has(self) {
+                self.filled.set(slot, 1, 0)
+            } else {
+                self.filled.set(slot, 0, 0).and_then(|()| match has(self) {
+                    true => self.filled.set(slot, 1, 0),
+                    false => Ok(()),
+                })
+            }
+            .map_err(map_err(names::FILLED))?;
+        }
+        Ok(())
+    }
 }
 
 /// The maps that fill up, through descriptors of their own: counts their entries and
@@ -63,7 +97,7 @@ impl MapJanitor {
                 swept,
             }
         }
-        vec![
+        let fills = vec![
             sweep_map(&mut self.0.bans, names::BANS, names::BAN_ENTRIES, |b| {
                 b.expires_ns <= now_ns
             }),
@@ -89,7 +123,13 @@ impl MapJanitor {
                 names::TRANSACTION_ENTRIES,
                 |e| *e <= now_ns,
             ),
-        ]
+        ];
+        // The program skips the maps this leaves empty. A failed write leaves a flag as it
+        // was: set, it costs a lookup; clear, the entry's inserter set it after the insert.
+        if let Err(e) = self.0.refresh_filled() {
+            tracing::warn!("cannot update which maps hold entries: {e}");
+        }
+        fills
     }
 }
 
@@ -104,6 +144,7 @@ impl XdpMaps {
             flood: duplicate(&m.flood, names::FLOOD)?,
             known: duplicate(&m.known, names::KNOWN)?,
             transactions: duplicate(&m.transactions, names::TRANSACTIONS)?,
+            filled: duplicate_filled(&m.filled)?,
         }))
     }
 }

@@ -67,6 +67,26 @@ fn duplicate<K: aya::Pod, V: aya::Pod>(
     HashMap::try_from(map).map_err(map_err(name))
 }
 
+/// A handle of its own on the array `FILLED` (see [`duplicate`]).
+fn duplicate_filled(m: &Array<MapData, u64>) -> Result<Array<MapData, u64>, MapsError> {
+    use aya::maps::IterableMap as _;
+    let fd = m
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| MapsError::Load(format!("{}: {e}", names::FILLED)))?;
+    let map = MapData::from_fd(fd)
+        .and_then(aya::maps::Map::from_map_data)
+        .map_err(map_err(names::FILLED))?;
+    Array::try_from(map).map_err(map_err(names::FILLED))
+}
+
+/// Tell the program that the map of `FILLED` slot `slot` has entries (after inserting one).
+fn mark_filled(filled: &mut Array<MapData, u64>, slot: u32) -> Result<(), MapsError> {
+    filled.set(slot, 1, 0).map_err(map_err(names::FILLED))
+}
+
 /// The key of an address.
 pub fn ip_key(ip: IpAddr) -> IpKey {
     match ip {
@@ -168,16 +188,21 @@ impl XdpMaps {
             let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
             M::try_from(map).map_err(map_err(name))
         }
+        let mut filling = Filling {
+            bans: take(ebpf, names::BANS)?,
+            learned_bans: take(ebpf, names::LEARNED_BANS)?,
+            flood: take(ebpf, names::FLOOD)?,
+            known: take(ebpf, names::KNOWN)?,
+            transactions: take(ebpf, names::TRANSACTIONS)?,
+            filled: take(ebpf, names::FILLED)?,
+        };
+        // Pinned maps taken over may hold entries (and flags of a program that did not keep
+        // them): say what they hold now.
+        filling.refresh_filled()?;
         Ok(XdpMaps {
             allow: take(ebpf, names::ALLOW_LIST)?,
             deny: take(ebpf, names::DENY_LIST)?,
-            filling: Filling {
-                bans: take(ebpf, names::BANS)?,
-                learned_bans: take(ebpf, names::LEARNED_BANS)?,
-                flood: take(ebpf, names::FLOOD)?,
-                known: take(ebpf, names::KNOWN)?,
-                transactions: take(ebpf, names::TRANSACTIONS)?,
-            },
+            filling,
             config: take(ebpf, names::CONFIG)?,
             ports: take(ebpf, names::SIP_PORTS)?,
             port_flags: None,
@@ -255,7 +280,8 @@ impl XdpMaps {
         self.filling
             .known
             .insert(flood_group(ip_key(ip)), expires_ns, 0)
-            .map_err(map_err(names::KNOWN))
+            .map_err(map_err(names::KNOWN))?;
+        mark_filled(&mut self.filling.filled, names::FILLED_KNOWN)
     }
 
     /// Forget a known source; whether it was known.
@@ -362,7 +388,8 @@ impl XdpMaps {
         self.filling
             .bans
             .insert(ip_key(ip), value, 0)
-            .map_err(map_err(names::BANS))
+            .map_err(map_err(names::BANS))?;
+        mark_filled(&mut self.filling.filled, names::FILLED_BANS)
     }
 
     /// A learned ban: of `ip`'s ban prefix (see [`XdpConfig::ban_key`]), in the LRU map
@@ -384,6 +411,7 @@ impl XdpMaps {
             .learned_bans
             .insert(key, value, 0)
             .map_err(map_err(names::LEARNED_BANS))?;
+        mark_filled(&mut self.filling.filled, names::FILLED_LEARNED_BANS)?;
         Ok(key_ip(&key))
     }
 
