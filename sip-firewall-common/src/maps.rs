@@ -58,7 +58,15 @@ pub const BAN_EVENTS: &str = "SIPFW_EVENTS";
 /// (the daemon, the program for its flood bans) sets it after the insert; the janitor clears
 /// it when its sweep leaves the map empty, then looks again and sets it back if an entry
 /// came in meanwhile.
+///
+/// The daemon writes each flag as a version, a value it never wrote before, after every
+/// change it makes to that map (removals too): the program keeps the manual bans it found
+/// per CPU ([`BAN_CACHE_SLOTS`]) and trusts such a copy only while [`FILLED_BANS`] still
+/// holds the version it read before the lookup.
 pub const FILLED: &str = "SIPFW_FILLED";
+/// Slots of the program's per-CPU copy of the manual bans it found (direct-mapped by
+/// source): a flood from a banned address costs no hash lookup once its ban is there.
+pub const BAN_CACHE_SLOTS: u32 = 256;
 /// [`FILLED`] slot of [`BANS`].
 pub const FILLED_BANS: u32 = 0;
 /// [`FILLED`] slot of [`LEARNED_BANS`].

@@ -1287,3 +1287,49 @@ fn maps_swept_empty_are_looked_up_again_once_filled() {
         "no longer known, maps swept empty",
     );
 }
+
+#[test]
+fn cached_manual_bans_follow_the_map() {
+    root_only!("cached_manual_bans_follow_the_map");
+    let mut fp = program(default_cfg());
+    let later = clock::expiry_after(Some(Duration::from_secs(60)));
+    let sip = to_sip(SRC4, DST4, &frames::sip_request("OPTIONS", 51));
+    let dns = frames::udp(ip(SRC4), ip(DST4), 53, b"x", &Shape::default());
+    // Looked up, then from this CPU's copy: the same verdict each time.
+    fp.maps
+        .ban(ip(SRC4), later, BanReason::Manual as u32)
+        .unwrap();
+    for i in 0..3 {
+        assert_verdict(
+            &fp,
+            &dns,
+            Reason::Banned,
+            &format!("ban on all traffic {i}"),
+        );
+    }
+    // Replaced by a ban of the SIP ports only: the copy is not trusted any more.
+    fp.maps
+        .ban_scoped(
+            ip(SRC4),
+            later,
+            BanReason::Manual as u32,
+            BanScope::SipPorts,
+        )
+        .unwrap();
+    assert_verdict(&fp, &dns, Reason::Passed, "ban narrowed to the SIP ports");
+    assert_verdict(&fp, &sip, Reason::Banned, "SIP still banned");
+    assert_verdict(&fp, &sip, Reason::Banned, "SIP still banned, from the copy");
+    // Lifted: passes at once, without a sweep.
+    assert!(fp.maps.unban(ip(SRC4)).unwrap());
+    assert_verdict(&fp, &sip, Reason::Passed, "unbanned");
+    // Another source sharing nothing: its own entry; expiry ends the copy's ban too.
+    let soon = clock::expiry_after(Some(Duration::from_millis(300)));
+    fp.maps
+        .ban(ip(SRC6), soon, BanReason::Manual as u32)
+        .unwrap();
+    let sip6 = to_sip(SRC6, DST6, &frames::sip_request("OPTIONS", 52));
+    assert_verdict(&fp, &sip6, Reason::Banned, "short ban");
+    assert_verdict(&fp, &sip6, Reason::Banned, "short ban, from the copy");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_verdict(&fp, &sip6, Reason::Passed, "short ban expired");
+}

@@ -6,7 +6,7 @@
 use aya::maps::{Array, HashMap, MapData};
 use sip_firewall_common::{BanValue, IpKey, maps as names};
 
-use super::{MapsError, XdpMaps, duplicate, duplicate_filled, map_err};
+use super::{MapsError, XdpMaps, duplicate, duplicate_filled, fresh_version, map_err};
 
 /// The maps that fill up: those of [`XdpMaps`], and the janitor's own descriptors of them.
 pub(super) struct Filling {
@@ -22,7 +22,8 @@ pub(super) struct Filling {
 impl Filling {
     /// Set each flag of `FILLED` to what its map holds now. A flag is cleared before its map
     /// is looked at, and set again if an entry is there: an insert that races the clear
-    /// sets the flag after itself, or is seen here.
+    /// sets the flag after itself, or is seen here. A flag already set is left as it is (a
+    /// version of its own, see `FILLED`); one set here is a fresh version.
     pub(super) fn refresh_filled(&mut self) -> Result<(), MapsError> {
         fn any<K: aya::Pod, V: aya::Pod>(m: &HashMap<MapData, K, V>) -> bool {
             m.keys().next().is_some()
@@ -37,11 +38,16 @@ impl Filling {
                 names::FILLED_LEARNED_BANS => any(&f.learned_bans),
                 _ => any(&f.known),
             };
+            let set = self.filled.get(&slot, 0).map_err(map_err(names::FILLED))? != 0;
             if has(self) {
-                self.filled.set(slot, 1, 0)
+                if set {
+                    Ok(())
+                } else {
+                    self.filled.set(slot, fresh_version(), 0)
+                }
             } else {
                 self.filled.set(slot, 0, 0).and_then(|()| match has(self) {
-                    true => self.filled.set(slot, 1, 0),
+                    true => self.filled.set(slot, fresh_version(), 0),
                     false => Ok(()),
                 })
             }

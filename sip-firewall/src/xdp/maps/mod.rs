@@ -82,9 +82,29 @@ fn duplicate_filled(m: &Array<MapData, u64>) -> Result<Array<MapData, u64>, Maps
     Array::try_from(map).map_err(map_err(names::FILLED))
 }
 
-/// Tell the program that the map of `FILLED` slot `slot` has entries (after inserting one).
+/// Tell the program that the map of `FILLED` slot `slot` changed and may hold entries:
+/// after every insert, and after removing a manual ban (which the program may have kept a
+/// copy of under the version before).
 fn mark_filled(filled: &mut Array<MapData, u64>, slot: u32) -> Result<(), MapsError> {
-    filled.set(slot, 1, 0).map_err(map_err(names::FILLED))
+    filled
+        .set(slot, fresh_version(), 0)
+        .map_err(map_err(names::FILLED))
+}
+
+/// A `FILLED` version this process never handed out before, never 0: the monotonic clock,
+/// bumped past the last one (a restarted daemon starts after what its predecessor wrote).
+fn fresh_version() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = crate::clock::monotonic_ns();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 /// The key of an address.
@@ -423,6 +443,9 @@ impl XdpMaps {
     /// Lift the manual ban of `ip` and the learned ban of its prefix; whether there was one.
     pub fn unban(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
         let manual = remove_missing_ok(self.filling.bans.remove(&ip_key(ip)), names::BANS)?;
+        if manual {
+            mark_filled(&mut self.filling.filled, names::FILLED_BANS)?;
+        }
         let learned = remove_missing_ok(
             self.filling
                 .learned_bans
