@@ -1333,3 +1333,39 @@ fn cached_manual_bans_follow_the_map() {
     std::thread::sleep(Duration::from_millis(400));
     assert_verdict(&fp, &sip6, Reason::Passed, "short ban expired");
 }
+
+/// Branches of every length up to past the longest hashed (the kernel folds them in words,
+/// several calls of its scan for the long ones): open, the response passes; closed, it is a
+/// stray, unless the branch is too long to be decided here (user space checks it).
+#[test]
+fn branches_of_every_length_get_the_reference_key() {
+    root_only!("branches_of_every_length_get_the_reference_key");
+    use sip_firewall_common::branch::{MAX_BRANCH_LEN, TopBranch, top_branch};
+    let mut fp = program(XdpConfig {
+        flags: XdpConfig::STRAY_CHECK,
+        via_scan: 1500,
+        ..default_cfg()
+    });
+    let peer = Some(std::net::SocketAddr::new(ip(SRC4), 5062));
+    let far = clock::expiry_after(Some(Duration::from_secs(60)));
+    let chars = b"z9hG4bK0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for len in 1..=MAX_BRANCH_LEN + 2 {
+        let branch: String = (0..len)
+            .map(|i| chars[(i * 7) % chars.len()] as char)
+            .collect();
+        let (payload, frame) = response_frame(&format!(
+            "Via: SIP/2.0/UDP 198.51.100.1:5060;branch={branch};rport\r\n"
+        ));
+        let decided = matches!(top_branch(&payload, 1500), TopBranch::Key(_));
+        assert_eq!(decided, len < MAX_BRANCH_LEN, "length {len}");
+        fp.maps.transaction_open(&branch, peer, far).unwrap();
+        assert_verdict(&fp, &frame, Reason::Passed, &format!("length {len}, open"));
+        assert!(fp.maps.transaction_close(&branch, peer).unwrap());
+        let closed = if decided {
+            Reason::StrayReply
+        } else {
+            Reason::Passed
+        };
+        assert_verdict(&fp, &frame, closed, &format!("length {len}, closed"));
+    }
+}
