@@ -513,6 +513,31 @@ fn payload_check_matches_reference() {
         b"\x00\x01\x00\x03\x21\x12\xA4\x42xxxxxxxxxxxxyyy",
         b"\x01\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxxx",
         b"\x40\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxxx",
+        // Methods around the word boundaries of the upper-case fast path, and what it
+        // leaves to the byte scan.
+        b"OPTIONS sip:x SIP/2.0\r\n",
+        b"REGISTER sip:x SIP/2.0\r\n",
+        b"SUBSCRIBE sip:x SIP/2.0\r\n",
+        b"ABCDEFGHIJKLMNO sip:x SIP/2.0\r\n",
+        b"ABCDEFGHIJKLMNOP sip:x SIP/2.0\r\n",
+        b"InVITE sip:x SIP/2.0\r\n",
+        b"REGISTEr sip:x SIP/2.0\r\n",
+        b"REGISTER2 sip:x SIP/2.0\r\n",
+        b"REG@STER sip:x SIP/2.0\r\n",
+        b"REGISTER@ sip:x SIP/2.0\r\n",
+        b" INVITE sip:x SIP/2.0\r\n",
+        b"ACK",
+        b"ACK ",
+        b"ABCDEFGH",
+        b"ABCDEFGH ",
+        b"INVITE sip:x SIP/2.1\r\n",
+        b"INVITE sip:x SIP-2.0\r\n",
+        b"INVITE sip:x SIQ/2.0\r\n",
+        b"INVITE sip:xSIP/2.0\r\n",
+        b"SIP/2.0 200 OK\r\n",
+        b"SIP/2.1 200 OK\r\n",
+        b"SIP/2.0\t200 OK\r\n",
+        b"sIp/2.0 200 OK\r\n",
     ];
     for e in edge {
         payloads.push((format!("{:?}", String::from_utf8_lossy(e)), e.to_vec()));
