@@ -73,8 +73,11 @@ pub const FILLED_BANS: u32 = 0;
 pub const FILLED_LEARNED_BANS: u32 = 1;
 /// [`FILLED`] slot of [`KNOWN`].
 pub const FILLED_KNOWN: u32 = 2;
+/// [`FILLED`] slot of [`TRANSACTIONS`]: with no transaction open, every response whose
+/// topmost branch is found is a stray, without a lookup.
+pub const FILLED_TRANSACTIONS: u32 = 3;
 /// Slots of [`FILLED`].
-pub const FILLED_SLOTS: u32 = 3;
+pub const FILLED_SLOTS: u32 = 4;
 
 /// The maps pinned in the daemon's pin directory (the rest belong to one program). The
 /// capture maps are pinned so that `sip-firewall capture` finds them.

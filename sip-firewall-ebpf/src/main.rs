@@ -30,7 +30,10 @@ use sip_firewall_common::{
     addr::{KeyWords, flood_group_words},
     branch::{TopBranch, peer_hash_words},
     gcra,
-    maps::{FILLED_BANS, FILLED_KNOWN, FILLED_LEARNED_BANS, PORT_DATAGRAM, PORT_STREAM},
+    maps::{
+        FILLED_BANS, FILLED_KNOWN, FILLED_LEARNED_BANS, FILLED_TRANSACTIONS, PORT_DATAGRAM,
+        PORT_STREAM,
+    },
     payload::PayloadClass,
 };
 
@@ -312,6 +315,9 @@ fn over_pressure_budget(cfg: &XdpConfig) -> bool {
 /// Whether `key` names a client transaction of the proxy that is still open.
 #[inline(always)]
 fn is_open_transaction(key: u64) -> bool {
+    if !may_hold(FILLED_TRANSACTIONS) {
+        return false;
+    }
     match TRANSACTIONS.get_ptr(&key) {
         Some(expires) => unsafe { *expires > bpf_ktime_get_coarse_ns() },
         None => false,

@@ -1394,3 +1394,53 @@ fn branches_of_every_length_get_the_reference_key() {
         assert_verdict(&fp, &frame, closed, &format!("length {len}, closed"));
     }
 }
+
+/// With no transaction open a found branch is a stray without a lookup; the proxy's own
+/// handle on the map sets the flag again after the janitor cleared it.
+#[test]
+fn transactions_swept_empty_are_looked_up_again_once_opened() {
+    root_only!("transactions_swept_empty_are_looked_up_again_once_opened");
+    let mut fp = program(XdpConfig {
+        flags: XdpConfig::STRAY_CHECK,
+        via_scan: 1500,
+        ..default_cfg()
+    });
+    let mut keys = fp.maps.transaction_keys().unwrap();
+    let mut janitor = fp.maps.janitor().unwrap();
+    let peer = Some(std::net::SocketAddr::new(ip(SRC4), 5062));
+    let far = clock::expiry_after(Some(Duration::from_secs(60)));
+    let ours = "z9hG4bK-swept-1";
+    let (_, frame) = response_frame(&format!(
+        "Via: SIP/2.0/UDP 198.51.100.1:5060;branch={ours}\r\n"
+    ));
+    assert_verdict(&fp, &frame, Reason::StrayReply, "nothing open");
+    for round in 0..3 {
+        keys.open(ours, peer, far).unwrap();
+        assert_verdict(&fp, &frame, Reason::Passed, &format!("open, round {round}"));
+        // Opened again through the same handle before any sweep: still looked up.
+        keys.open(ours, peer, far).unwrap();
+        assert_verdict(
+            &fp,
+            &frame,
+            Reason::Passed,
+            &format!("reopened, round {round}"),
+        );
+        // Swept while open: the flag stays.
+        janitor.sweep(clock::monotonic_ns());
+        assert_verdict(
+            &fp,
+            &frame,
+            Reason::Passed,
+            &format!("swept open, round {round}"),
+        );
+        // Closed and swept empty: the flag is cleared, the next open sets it again.
+        assert!(fp.maps.transaction_close(ours, peer).unwrap());
+        janitor.sweep(clock::monotonic_ns());
+        assert_verdict(
+            &fp,
+            &frame,
+            Reason::StrayReply,
+            &format!("closed, round {round}"),
+        );
+    }
+}

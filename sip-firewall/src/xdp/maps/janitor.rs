@@ -3,6 +3,11 @@
 //! `sipfw_map_capacity`, through descriptors of its own so the walk holds no lock of the
 //! daemon.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
 use aya::maps::{Array, HashMap, MapData};
 use sip_firewall_common::{BanValue, IpKey, maps as names};
 
@@ -15,8 +20,11 @@ pub(super) struct Filling {
     pub(super) flood: HashMap<MapData, IpKey, u64>,
     pub(super) known: HashMap<MapData, IpKey, u64>,
     pub(super) transactions: HashMap<MapData, u64, u64>,
-    /// Which of bans, learned bans and known sources may hold entries (`FILLED`).
+    /// Which of bans, learned bans, known sources and transactions may hold entries
+    /// (`FILLED`).
     pub(super) filled: Array<MapData, u64>,
+    /// How many times the transactions' flag was cleared (see `TransactionKeys`).
+    pub(super) transactions_cleared: Arc<AtomicU64>,
 }
 
 impl Filling {
@@ -32,11 +40,13 @@ impl Filling {
             names::FILLED_BANS,
             names::FILLED_LEARNED_BANS,
             names::FILLED_KNOWN,
+            names::FILLED_TRANSACTIONS,
         ] {
             let has = |f: &Filling| match slot {
                 names::FILLED_BANS => any(&f.bans),
                 names::FILLED_LEARNED_BANS => any(&f.learned_bans),
-                _ => any(&f.known),
+                names::FILLED_KNOWN => any(&f.known),
+                _ => any(&f.transactions),
             };
             let set = self.filled.get(&slot, 0).map_err(map_err(names::FILLED))? != 0;
             if has(self) {
@@ -46,9 +56,16 @@ impl Filling {
                     self.filled.set(slot, fresh_version(), 0)
                 }
             } else {
-                self.filled.set(slot, 0, 0).and_then(|()| match has(self) {
-                    true => self.filled.set(slot, fresh_version(), 0),
-                    false => Ok(()),
+                self.filled.set(slot, 0, 0).and_then(|()| {
+                    // Counted after the clear, before the look: an insert that read the
+                    // count before it is seen by the look (see `TransactionKeys::open`).
+                    if slot == names::FILLED_TRANSACTIONS {
+                        self.transactions_cleared.fetch_add(1, Ordering::SeqCst);
+                    }
+                    match has(self) {
+                        true => self.filled.set(slot, fresh_version(), 0),
+                        false => Ok(()),
+                    }
                 })
             }
             .map_err(map_err(names::FILLED))?;
@@ -151,6 +168,7 @@ impl XdpMaps {
             known: duplicate(&m.known, names::KNOWN)?,
             transactions: duplicate(&m.transactions, names::TRANSACTIONS)?,
             filled: duplicate_filled(&m.filled)?,
+            transactions_cleared: m.transactions_cleared.clone(),
         }))
     }
 }

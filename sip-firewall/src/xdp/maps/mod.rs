@@ -10,6 +10,10 @@ mod source;
 use std::{
     net::{IpAddr, SocketAddr},
     os::fd::AsFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use aya::{
@@ -94,7 +98,6 @@ fn mark_filled(filled: &mut Array<MapData, u64>, slot: u32) -> Result<(), MapsEr
 /// A `FILLED` version this process never handed out before, never 0: the monotonic clock,
 /// bumped past the last one (a restarted daemon starts after what its predecessor wrote).
 fn fresh_version() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = crate::clock::monotonic_ns();
     let mut last = LAST.load(Ordering::Relaxed);
@@ -152,7 +155,15 @@ pub fn key_net(key: &Key<IpKey>) -> Option<IpNet> {
 
 /// The transaction map alone, through a descriptor of its own (see
 /// [`XdpMaps::transaction_keys`]).
-pub struct TransactionKeys(HashMap<MapData, u64, u64>);
+pub struct TransactionKeys {
+    map: HashMap<MapData, u64, u64>,
+    filled: Array<MapData, u64>,
+    /// The janitor's count of the times it cleared the transactions' flag, shared.
+    cleared: Arc<AtomicU64>,
+    /// That count when this handle last set the flag: until the janitor clears it again,
+    /// an insert need not set it (one syscall per transaction, not two).
+    marked: u64,
+}
 
 impl TransactionKeys {
     /// Same as [`XdpMaps::transaction_open`].
@@ -162,9 +173,17 @@ impl TransactionKeys {
         peer: Option<SocketAddr>,
         expires_ns: u64,
     ) -> Result<(), MapsError> {
-        self.0
+        self.map
             .insert(transaction_key(branch, peer), expires_ns, 0)
-            .map_err(map_err(names::TRANSACTIONS))
+            .map_err(map_err(names::TRANSACTIONS))?;
+        // Read after the insert: a clear counted later looks at the map after it, and sees
+        // this entry; a clear counted before is seen here.
+        let cleared = self.cleared.load(Ordering::SeqCst);
+        if cleared != self.marked {
+            mark_filled(&mut self.filled, names::FILLED_TRANSACTIONS)?;
+            self.marked = cleared;
+        }
+        Ok(())
     }
 }
 
@@ -215,6 +234,7 @@ impl XdpMaps {
             known: take(ebpf, names::KNOWN)?,
             transactions: take(ebpf, names::TRANSACTIONS)?,
             filled: take(ebpf, names::FILLED)?,
+            transactions_cleared: Arc::new(AtomicU64::new(0)),
         };
         // Pinned maps taken over may hold entries (and flags of a program that did not keep
         // them): say what they hold now.
@@ -329,7 +349,8 @@ impl XdpMaps {
         self.filling
             .transactions
             .insert(transaction_key(branch, peer), expires_ns, 0)
-            .map_err(map_err(names::TRANSACTIONS))
+            .map_err(map_err(names::TRANSACTIONS))?;
+        mark_filled(&mut self.filling.filled, names::FILLED_TRANSACTIONS)
     }
 
     /// Whether some transaction keys are of the branch alone (peers that may answer from
@@ -351,10 +372,13 @@ impl XdpMaps {
     /// A handle of its own on the transaction map (a duplicate descriptor): the proxy writes
     /// keys through it synchronously, under no lock but its own.
     pub fn transaction_keys(&self) -> Result<TransactionKeys, MapsError> {
-        Ok(TransactionKeys(duplicate(
-            &self.filling.transactions,
-            names::TRANSACTIONS,
-        )?))
+        Ok(TransactionKeys {
+            map: duplicate(&self.filling.transactions, names::TRANSACTIONS)?,
+            filled: duplicate_filled(&self.filling.filled)?,
+            cleared: self.filling.transactions_cleared.clone(),
+            // Not marked yet: its first insert sets the flag.
+            marked: u64::MAX,
+        })
     }
 
     /// The transaction of `branch` to `peer` is over; whether it was recorded.
