@@ -11,7 +11,11 @@ use std::sync::{
 use aya::maps::{Array, HashMap, MapData};
 use sip_firewall_common::{BanValue, IpKey, maps as names};
 
-use super::{MapsError, XdpMaps, duplicate, duplicate_filled, fresh_version, map_err};
+use super::{
+    MapsError, XdpMaps, duplicate,
+    filled::{duplicate_filled, fresh_version},
+    map_err,
+};
 
 /// The maps that fill up: those of [`XdpMaps`], and the janitor's own descriptors of them.
 pub(super) struct Filling {
