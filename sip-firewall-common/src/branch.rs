@@ -3,10 +3,11 @@
 //! 17.1.3). The proxy writes the key into the transactions map; the XDP program computes it
 //! from a response and drops the response when the key is absent (a stray reply).
 //!
-//! The hash is FNV-1a (64 bit): one byte at a time, so the XDP program folds bytes in as its
-//! bounded loop reads them, with nothing to buffer. It only has to tell our own branches (we
-//! choose them, random after `z9hG4bK`) from others; it is not a defence against an attacker
-//! who can read our branches.
+//! The hash is FNV-1a (64 bit) on words: the value cut in 8-byte pieces (little-endian, the
+//! last one zero-padded), one step per piece, then its length: the XDP program reads the
+//! value eight bytes at a time, as it finds its end, with nothing to buffer. It only has to
+//! tell our own branches (we choose them, random after `z9hG4bK`) from others; it is not a
+//! defence against an attacker who can read our branches.
 
 /// FNV-1a offset basis.
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -24,10 +25,18 @@ pub const MAX_VIA_SCAN: usize = 2048;
 /// branch comes later is left to user space.
 pub const MAX_VIA_PARAMS: usize = 512;
 
-/// Fold one byte into the hash.
+/// Fold one piece of the value (up to 8 bytes as a little-endian word, zero-padded) into
+/// the hash.
 #[inline(always)]
-pub const fn fnv_step(hash: u64, b: u8) -> u64 {
-    (hash ^ b as u64).wrapping_mul(FNV_PRIME)
+pub const fn word_step(hash: u64, word: u64) -> u64 {
+    (hash ^ word).wrapping_mul(FNV_PRIME)
+}
+
+/// The last step: the value's length, so that values that differ only by trailing zero
+/// bytes differ.
+#[inline(always)]
+pub const fn finish(hash: u64, len: u64) -> u64 {
+    word_step(hash, len)
 }
 
 /// The key of a branch value.
@@ -41,10 +50,16 @@ pub const fn branch_key(branch: &[u8]) -> u64 {
     let mut h = FNV_OFFSET;
     let mut i = 0;
     while i < branch.len() {
-        h = fnv_step(h, branch[i]);
-        i += 1;
+        let mut w = 0u64;
+        let mut k = 0;
+        while k < 8 && i + k < branch.len() {
+            w |= (branch[i + k] as u64) << (8 * k);
+            k += 1;
+        }
+        h = word_step(h, w);
+        i += 8;
     }
-    h
+    finish(h, branch.len() as u64)
 }
 
 /// The hash of a peer: its address ([`crate::IpKey`], IPv4-mapped) and port. FNV-1a's step
@@ -77,6 +92,20 @@ pub const fn peer_key(branch_key: u64, peer: &crate::IpKey, port: u16) -> u64 {
 #[inline(always)]
 pub const fn ends_branch(b: u8) -> bool {
     matches!(b, b';' | b',' | b' ' | b'\t' | b'\r' | b'\n' | b'?' | b'>')
+}
+
+/// [`ends_branch`] on the eight bytes of a little-endian word: the high bit of each byte
+/// that ends a branch value (`crate::swar` masks). `?` and `>` differ in their low bit only.
+#[inline(always)]
+pub const fn ends_branch_mask(x: u64) -> u64 {
+    use crate::swar::{eq_mask, splat};
+    eq_mask(x, b';')
+        | eq_mask(x, b',')
+        | eq_mask(x, b' ')
+        | eq_mask(x, b'\t')
+        | eq_mask(x, b'\r')
+        | eq_mask(x, b'\n')
+        | eq_mask(x | splat(1), b'?')
 }
 
 /// Whitespace allowed around `:`, `;` and `=` (SWS of RFC 3261).
@@ -140,13 +169,11 @@ pub fn top_branch(p: &[u8], bound: usize) -> TopBranch {
             b'\r' | b'\n' | b',' => return TopBranch::Missing,
             b';' => {
                 if let Some(v) = branch_value_at(p, j + 1) {
-                    let mut h = FNV_OFFSET;
                     let mut k = v;
                     while k < p.len() && k - v < MAX_BRANCH_LEN {
                         if ends_branch(p[k]) {
-                            return TopBranch::Key(h);
+                            return TopBranch::Key(branch_key(&p[v..k]));
                         }
-                        h = fnv_step(h, p[k]);
                         k += 1;
                     }
                     return TopBranch::Beyond;
@@ -204,6 +231,43 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn end_mask_equals_the_bytewise_test() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let mut w = [b'a'; 8];
+                w[pos] = b;
+                let want = if ends_branch(b) {
+                    0x80u64 << (8 * pos)
+                } else {
+                    0
+                };
+                assert_eq!(
+                    ends_branch_mask(u64::from_le_bytes(w)),
+                    want,
+                    "{b:#x} at {pos}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keys_of_words() {
+        // Every length around the word boundaries, and trailing zero bytes, differ.
+        let long = b"z9hG4bK0123456789abcdef0123456789";
+        let mut keys = [0u64; 34];
+        for (n, k) in keys.iter_mut().enumerate() {
+            *k = branch_key(&long[..n]);
+        }
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_ne!(branch_key(b"ab"), branch_key(b"ab\0"));
+        assert_ne!(branch_key(b"abcdefgh"), branch_key(b"abcdefgh\0"));
+    }
 
     const R: &[u8] = b"SIP/2.0 200 OK\r\n";
 

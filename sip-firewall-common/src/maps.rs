@@ -52,14 +52,41 @@ pub const KNOWN: &str = "SIPFW_KNOWN";
 pub const PRESSURE: &str = "SIPFW_PRESSURE";
 /// Ring buffer of [`BanEvent`]s: bans the XDP program made by itself.
 pub const BAN_EVENTS: &str = "SIPFW_EVENTS";
+/// Array of `u64`, one per map the program may skip ([`FILLED_BANS`],
+/// [`FILLED_LEARNED_BANS`], [`FILLED_KNOWN`]): 0 when that map is empty, so the program does
+/// not look it up (a hash lookup is a helper call, ~20 ns a packet). Whoever inserts
+/// (the daemon, the program for its flood bans) sets it after the insert; the janitor clears
+/// it when its sweep leaves the map empty, then looks again and sets it back if an entry
+/// came in meanwhile.
+///
+/// The daemon writes each flag as a version, a value it never wrote before, after every
+/// change it makes to that map (removals too): the program keeps the manual bans it found
+/// per CPU ([`BAN_CACHE_SLOTS`]) and trusts such a copy only while [`FILLED_BANS`] still
+/// holds the version it read before the lookup.
+pub const FILLED: &str = "SIPFW_FILLED";
+/// Slots of the program's per-CPU copy of the manual bans it found (direct-mapped by
+/// source): a flood from a banned address costs no hash lookup once its ban is there.
+pub const BAN_CACHE_SLOTS: u32 = 256;
+/// [`FILLED`] slot of [`BANS`].
+pub const FILLED_BANS: u32 = 0;
+/// [`FILLED`] slot of [`LEARNED_BANS`].
+pub const FILLED_LEARNED_BANS: u32 = 1;
+/// [`FILLED`] slot of [`KNOWN`].
+pub const FILLED_KNOWN: u32 = 2;
+/// [`FILLED`] slot of [`TRANSACTIONS`]: with no transaction open, every response whose
+/// topmost branch is found is a stray, without a lookup.
+pub const FILLED_TRANSACTIONS: u32 = 3;
+/// Slots of [`FILLED`].
+pub const FILLED_SLOTS: u32 = 4;
 
 /// The maps pinned in the daemon's pin directory (the rest belong to one program). The
 /// capture maps are pinned so that `sip-firewall capture` finds them.
-pub const PINNED: [&str; 20] = [
+pub const PINNED: [&str; 21] = [
     ALLOW_LIST,
     DENY_LIST,
     BANS,
     LEARNED_BANS,
+    FILLED,
     FLOOD,
     CONFIG,
     SIP_PORTS,

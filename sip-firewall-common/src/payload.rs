@@ -68,6 +68,23 @@ pub const fn eq_ignore_case(b: u8, upper: u8) -> bool {
     b == upper || (upper.is_ascii_uppercase() && b == upper + 32)
 }
 
+/// [`eq_ignore_case`] of the eight bytes of a little-endian word with `want` (upper-case
+/// ASCII), in one comparison: the letters of `want` have their case bit (0x20) set in both.
+#[inline(always)]
+pub const fn eq8_ignore_case_word(x: u64, want: &[u8; 8]) -> bool {
+    let mut case = [0u8; 8];
+    let mut lower = *want;
+    let mut i = 0;
+    while i < 8 {
+        if want[i].is_ascii_uppercase() {
+            case[i] = 0x20;
+            lower[i] |= 0x20;
+        }
+        i += 1;
+    }
+    x | u64::from_le_bytes(case) == u64::from_le_bytes(lower)
+}
+
 /// Whether a byte inside a request line is acceptable before its CR: no control character.
 #[inline(always)]
 pub const fn is_line_byte(b: u8) -> bool {
@@ -166,6 +183,28 @@ fn is_request_line(p: &[u8]) -> bool {
 mod tests {
     use super::*;
     use PayloadClass::*;
+
+    #[test]
+    fn word_compare_ignoring_case_equals_the_bytewise_one() {
+        for want in [STATUS_PREFIX, REQUEST_SUFFIX] {
+            for pos in 0..8 {
+                for b in 0..=255u8 {
+                    let mut w = *want;
+                    w[pos] = b;
+                    let bytewise = w.iter().zip(want).all(|(g, u)| eq_ignore_case(*g, *u));
+                    assert_eq!(
+                        eq8_ignore_case_word(u64::from_le_bytes(w), want),
+                        bytewise,
+                        "{b:#x} at {pos}"
+                    );
+                }
+            }
+        }
+        assert!(eq8_ignore_case_word(
+            u64::from_le_bytes(*b" sIp/2.0"),
+            REQUEST_SUFFIX
+        ));
+    }
 
     fn check(cases: &[(&[u8], PayloadClass)]) {
         for &(payload, want) in cases {

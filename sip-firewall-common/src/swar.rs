@@ -31,6 +31,22 @@ pub const fn lt_mask(x: u64, n: u8) -> u64 {
     !(((x & LOW7).wrapping_add(splat(0x80 - n))) | x) & HIGH
 }
 
+/// The high bit of each byte of `x` that is an upper-case ASCII letter, exact per byte.
+#[inline(always)]
+pub const fn upper_mask(x: u64) -> u64 {
+    lt_mask(x, b'Z' + 1) & !lt_mask(x, b'A') & HIGH
+}
+
+/// The high bits of the bytes below byte `n` (0..=8) of a word.
+#[inline(always)]
+pub const fn below(n: u64) -> u64 {
+    if n >= WORD {
+        HIGH
+    } else {
+        ((1u64 << (n * 8)) - 1) & HIGH
+    }
+}
+
 /// The index (0..8) of the first byte whose flag is set in `m` (`m != 0`, only high bits).
 /// BPF has no count-trailing-zeros: the lowest flag is isolated and a multiply puts its byte
 /// number in the top byte.
@@ -79,6 +95,11 @@ mod tests {
             for n in [1u8, 0x20, 0x7f, 0x80] {
                 assert_eq!(lt_mask(x, n), by_bytes(w, |c| c < n), "{w:?} < {n}");
             }
+            assert_eq!(
+                upper_mask(x),
+                by_bytes(w, |c| c.is_ascii_uppercase()),
+                "{w:?} upper"
+            );
         }
     }
 
@@ -90,6 +111,9 @@ mod tests {
             // Later flags do not change it.
             assert_eq!(first_flag(m | 0x8000_0000_0000_0000), i);
         }
+        assert_eq!(below(0), 0);
+        assert_eq!(below(3), 0x80_8080);
+        assert_eq!(below(8), HIGH);
         assert_eq!(from_byte(0), !0);
         assert_eq!(from_byte(3) & 0x80_8080, 0);
         assert_eq!(from_byte(3) & 0x8000_0000, 0x8000_0000);

@@ -30,14 +30,18 @@ use sip_firewall_common::{
     addr::{KeyWords, flood_group_words},
     branch::{TopBranch, peer_hash_words},
     gcra,
-    maps::{PORT_DATAGRAM, PORT_STREAM},
+    maps::{
+        FILLED_BANS, FILLED_KNOWN, FILLED_LEARNED_BANS, FILLED_TRANSACTIONS, PORT_DATAGRAM,
+        PORT_STREAM,
+    },
     payload::PayloadClass,
 };
 
 use crate::{
     maps::{
-        ALLOW, BAN_EVENTS, BANS, CONFIG, DENY, FLOOD, KNOWN, LEARNED_BANS, PRESSURE, SIP_PORTS,
-        TRANSACTIONS, count, host_key, key,
+        ALLOW, BAN_CACHE, BAN_EVENTS, BANS, CONFIG, CachedBan, DENY, FLOOD, KNOWN, LEARNED_BANS,
+        PRESSURE, SIP_PORTS, TRANSACTIONS, cache_slot, count, filled, host_key, key, mark_filled,
+        may_hold,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP, Ip, be16_at, parse_ip, ptr_at},
 };
@@ -90,7 +94,7 @@ fn judge(ctx: &XdpContext) -> Reason {
     // Flood state and learned bans are kept per prefix (IPv6 /64 by default): rotating
     // addresses inside it neither resets the limit nor makes a ban per address.
     let group = cfg.ban_key_words(ip.src);
-    let banned = live_ban_scope(key(&ip.src), key(&group));
+    let banned = live_ban_scope(&ip.src, key(&group));
     if scope_all && banned == Some(BanScope::All as u32) {
         return Reason::Banned;
     }
@@ -276,6 +280,9 @@ fn new_connection(ctx: &XdpContext, cfg: &XdpConfig, ip: &Ip, group: &IpKey) -> 
 /// (and the knowledge has not expired).
 #[inline(always)]
 fn is_known(group: &IpKey) -> bool {
+    if !may_hold(FILLED_KNOWN) {
+        return false;
+    }
     match KNOWN.get_ptr(group) {
         Some(expires) => unsafe { *expires > bpf_ktime_get_coarse_ns() },
         None => false,
@@ -308,6 +315,9 @@ fn over_pressure_budget(cfg: &XdpConfig) -> bool {
 /// Whether `key` names a client transaction of the proxy that is still open.
 #[inline(always)]
 fn is_open_transaction(key: u64) -> bool {
+    if !may_hold(FILLED_TRANSACTIONS) {
+        return false;
+    }
     match TRANSACTIONS.get_ptr(&key) {
         Some(expires) => unsafe { *expires > bpf_ktime_get_coarse_ns() },
         None => false,
@@ -321,25 +331,67 @@ fn is_denied(cfg: &XdpConfig, src: &IpKey) -> bool {
 }
 
 /// The scope of a live ban of `src`, if any: a manual ban of the address, or a learned ban
-/// of its prefix `group`. Expired entries are deleted on sight.
+/// of its prefix `group`. Expired entries are deleted on sight. An empty map is not looked
+/// up.
 #[inline(always)]
-fn live_ban_scope(src: &IpKey, group: &IpKey) -> Option<u32> {
-    // The coarse clock (same time line, tick resolution) is cheaper, and bans last seconds;
-    // it is read only when an entry is found, so a source that is not banned never pays it.
-    if let Some(ban) = BANS.get_ptr(src) {
-        let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
-        if expires > unsafe { bpf_ktime_get_coarse_ns() } {
-            return Some(scope);
-        }
-        let _ = BANS.remove(src);
+fn live_ban_scope(src: &KeyWords, group: &IpKey) -> Option<u32> {
+    let version = filled(FILLED_BANS);
+    if version != 0
+        && let Some(scope) = manual_ban(src, version)
+    {
+        return Some(scope);
+    }
+    if !may_hold(FILLED_LEARNED_BANS) {
+        return None;
     }
     let ban = LEARNED_BANS.get_ptr(group)?;
     let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
-    if expires > unsafe { bpf_ktime_get_coarse_ns() } {
+    if is_live(expires) {
         return Some(scope);
     }
     let _ = LEARNED_BANS.remove(group);
     None
+}
+
+/// The scope of a live manual ban of `src`, `version` the flag of the manual bans read
+/// before: from this CPU's copy while the daemon has changed nothing since it was made (a
+/// banned source's flood costs no hash lookup), else from the map, and the copy made.
+#[inline(always)]
+fn manual_ban(src: &KeyWords, version: u64) -> Option<u32> {
+    let slot = BAN_CACHE.get_ptr_mut(cache_slot(src));
+    if let Some(c) = slot {
+        let c = unsafe { &*c };
+        if c.version == version && c.src[0] == src[0] && c.src[1] == src[1] && is_live(c.expires_ns)
+        {
+            return Some(c.scope);
+        }
+    }
+    let ban = BANS.get_ptr(key(src))?;
+    let (expires, scope) = unsafe { ((*ban).expires_ns, (*ban).scope) };
+    if is_live(expires) {
+        if let Some(c) = slot {
+            unsafe {
+                *c = CachedBan {
+                    src: *src,
+                    version,
+                    expires_ns: expires,
+                    scope,
+                    _pad: 0,
+                }
+            };
+        }
+        return Some(scope);
+    }
+    let _ = BANS.remove(key(src));
+    None
+}
+
+/// Whether a ban expiring at `expires_ns` is live. The coarse clock (same time line, tick
+/// resolution) is cheaper, and bans last seconds; it is read only when an entry is found,
+/// so a source that is not banned never pays it, and a ban without end does not either.
+#[inline(always)]
+fn is_live(expires_ns: u64) -> bool {
+    expires_ns == u64::MAX || expires_ns > unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// GCRA (a token bucket kept as one timestamp) per source group: the group's theoretical
@@ -376,6 +428,7 @@ fn ban(src: &IpKey, now: u64, duration_ns: u64, reason: BanReason, scope: BanSco
     };
     // LRU: when full, the least recently seen learned ban goes; manual bans are elsewhere.
     let _ = LEARNED_BANS.insert(src, &value, 0);
+    mark_filled(FILLED_LEARNED_BANS);
     let event = BanEvent {
         addr: *src,
         expires_ns,

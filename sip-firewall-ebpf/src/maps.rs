@@ -16,8 +16,9 @@ use sip_firewall_common::{
     Counter, IpKey, Reason,
     addr::KeyWords,
     maps::{
-        BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FLOOD_ENTRIES, KNOWN_ENTRIES, LEARNED_BAN_ENTRIES,
-        LIST_ENTRIES, PORT_ENTRIES, TRANSACTION_ENTRIES, XdpConfig,
+        BAN_CACHE_SLOTS, BAN_ENTRIES, BAN_EVENTS_BYTES, BanValue, FILLED_SLOTS, FLOOD_ENTRIES,
+        KNOWN_ENTRIES, LEARNED_BAN_ENTRIES, LIST_ENTRIES, PORT_ENTRIES, TRANSACTION_ENTRIES,
+        XdpConfig,
     },
 };
 
@@ -32,6 +33,33 @@ pub static BANS: HashMap<IpKey, BanValue> = HashMap::pinned(BAN_ENTRIES, 0);
 
 #[map(name = "SIPFW_LBANS")]
 pub static LEARNED_BANS: LruHashMap<IpKey, BanValue> = LruHashMap::pinned(LEARNED_BAN_ENTRIES, 0);
+
+/// Which of the maps above (and KNOWN) may hold entries (`sip_firewall_common::maps::FILLED`).
+/// Pinned: a restarted daemon's program and the one it replaces see the same flags.
+#[map(name = "SIPFW_FILLED")]
+pub static FILLED: Array<u64> = Array::pinned(FILLED_SLOTS, 0);
+
+/// A manual ban the program found in `BANS`, kept per CPU with the version of `FILLED_BANS`
+/// read before the lookup: trusted while that version is still there.
+#[repr(C)]
+pub struct CachedBan {
+    pub src: KeyWords,
+    pub version: u64,
+    pub expires_ns: u64,
+    pub scope: u32,
+    pub _pad: u32,
+}
+
+/// The manual bans found, direct-mapped by source (`cache_slot`). Per CPU: no other writer.
+#[map(name = "SIPFW_BANCACHE")]
+pub static BAN_CACHE: PerCpuArray<CachedBan> = PerCpuArray::with_max_entries(BAN_CACHE_SLOTS, 0);
+
+/// The slot of `BAN_CACHE` for a source: the top bits of a multiplicative hash of its words.
+#[inline(always)]
+pub fn cache_slot(src: &KeyWords) -> u32 {
+    let h = (src[0] ^ src[1]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 56) as u32 & (BAN_CACHE_SLOTS - 1)
+}
 
 #[map(name = "SIPFW_FLOOD")]
 pub static FLOOD: LruHashMap<IpKey, u64> = LruHashMap::pinned(FLOOD_ENTRIES, 0);
@@ -66,6 +94,28 @@ pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// position.
 #[map(name = "SIPFW_SCANPOS")]
 pub static SCAN_POS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether the map of `FILLED` slot `slot` may hold entries: an array lookup, which the
+/// verifier inlines, before a hash lookup, which is a helper call.
+#[inline(always)]
+pub fn may_hold(slot: u32) -> bool {
+    filled(slot) != 0
+}
+
+/// The flag of `FILLED` slot `slot`: 0 for an empty map, else the version last written.
+/// (The lookup cannot fail; if it did, `u64::MAX`: look up, keep nothing.)
+#[inline(always)]
+pub fn filled(slot: u32) -> u64 {
+    FILLED.get(slot).map_or(u64::MAX, |v| *v)
+}
+
+/// The map of `FILLED` slot `slot` has an entry now (set after the insert).
+#[inline(always)]
+pub fn mark_filled(slot: u32) {
+    if let Some(v) = FILLED.get_ptr_mut(slot) {
+        unsafe { *v = 1 };
+    }
+}
 
 /// The key bytes of `w`, in place (its words hold them in memory): what the maps are keyed
 /// by, without a copy.

@@ -8,7 +8,7 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::bpf_xdp_load_bytes, macros::map, maps::PerCpuArray, programs::XdpContext};
 use sip_firewall_common::{branch::MAX_VIA_SCAN, swar::WORD};
 
-/// Bytes each `bpf_loop` callback of the byte-wise scans (the branch hash) looks at,
+/// Bytes each `bpf_loop` callback of the byte-wise scans (the method) may look at,
 /// unrolled: a call costs more than many bytes' tests (on this machine a callback call was
 /// ~20 ns), and the verifier checks a callback body once.
 pub const STRIDE: u64 = 32;
@@ -71,6 +71,18 @@ impl Buf {
         let m = core::hint::black_box(w) & (SCAN_BYTES as u64 / WORD - 1);
         // The buffer is a map value: 8-byte aligned, and `m` words fit in it.
         unsafe { *(self.0 as *const u64).add(m as usize) }
+    }
+
+    /// The eight bytes from `i` as a little-endian word, from the two aligned words they
+    /// span (bytes past what was copied are stale: the caller bounds what it uses).
+    #[inline(always)]
+    pub fn bytes8(self, i: u64) -> u64 {
+        let w = i / WORD;
+        let shift = (i % WORD) * 8;
+        let lo = self.word(w);
+        let hi = self.word(w + 1);
+        // `hi << (64 - shift)` in two steps: 0 when `shift` is 0 (a shift by 64 is not one).
+        (lo >> shift) | ((hi << 1) << (63 - shift))
     }
 
     /// The [`STRIDE`] bytes from `i`, for a stride's reads at constant offsets. The caller

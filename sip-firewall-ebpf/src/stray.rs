@@ -9,15 +9,15 @@
 //! Three scans, each a callback that looks at many bytes per call (a call per byte cost
 //! more than the byte's test: 948 ns for a 200 OK; 8 bytes per call, 443 ns): find the first
 //! `Via`/`v` header line and find `;branch=` in its first value, eight bytes per test with
-//! `sip_firewall_common::swar` and up to 64 per call; fold the value into the FNV hash, up
-//! to [`STRIDE`] bytes per call.
+//! `sip_firewall_common::swar` and up to 64 per call; fold the value into the hash a word
+//! at a time as its end is found, up to 64 bytes per call.
 
 use core::ffi::c_void;
 
 use sip_firewall_common::{
     branch::{
-        FNV_OFFSET, MAX_BRANCH_LEN, MAX_SWS, MAX_VIA_PARAMS, MAX_VIA_SCAN, TopBranch, ends_branch,
-        fnv_step, is_sws,
+        FNV_OFFSET, MAX_BRANCH_LEN, MAX_SWS, MAX_VIA_PARAMS, MAX_VIA_SCAN, TopBranch,
+        ends_branch_mask, finish, is_sws, word_step,
     },
     swar::{WORD, eq_mask, first_flag, from_byte},
 };
@@ -25,7 +25,7 @@ use sip_firewall_common::{
 use crate::{
     loops::{NEXT, STOP, launder, run},
     maps::SCAN_POS,
-    scan::{Buf, STRIDE},
+    scan::Buf,
 };
 
 /// State shared between `top_branch` and its callbacks (on the program's stack).
@@ -94,13 +94,13 @@ fn via_value_at(b: Buf, i: u64, end: u64) -> Option<u64> {
 #[inline(always)]
 fn branch_value_at(b: Buf, i: u64, end: u64) -> Option<u64> {
     let mut k = skip_sws(b, i, end);
-    for want in *b"branch" {
-        if lower(b.at(k, end)?) != want {
-            return None;
-        }
-        k += 1;
+    // The six letters in one comparison, each with its case bit set (as `lower` does).
+    const NAME: u64 = u64::from_le_bytes(*b"branch\0\0");
+    const SIX: u64 = 0xffff_ffff_ffff;
+    if k + 6 > end || (b.bytes8(k) | 0x2020_2020_2020) & SIX != NAME {
+        return None;
     }
-    k = skip_sws(b, k, end);
+    k = skip_sws(b, k + 6, end);
     if b.at(k, end)? != b'=' {
         return None;
     }
@@ -194,7 +194,12 @@ extern "C" fn find_branch(_n: u64, ctx: *mut c_void) -> i64 {
     NEXT
 }
 
-/// Scan 3, from `pos` in the branch value: fold up to [`STRIDE`] bytes into the hash, until
+/// Words each call of scan 3 looks at (64 bytes: half of the longest branch hashed).
+const HASH_WORDS: u64 = 8;
+
+/// Scan 3, from the position in `SCAN_POS` in the branch value (which starts at `s.pos`):
+/// the eight bytes there, the first of them that ends the value (eight per test), and the
+/// value's bytes among them folded into the hash, up to [`HASH_WORDS`] words per call, until
 /// the value's end.
 extern "C" fn hash_branch(_n: u64, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
@@ -205,20 +210,30 @@ extern "C" fn hash_branch(_n: u64, ctx: *mut c_void) -> i64 {
         return STOP;
     };
     let mut k = unsafe { *at };
-    let w = buf.window(k);
     let mut h = s.hash;
-    for n in 0..STRIDE {
+    for _ in 0..HASH_WORDS {
+        // The value must end before the bound and what was copied: else undecided.
         if k >= s.limit || k >= s.end {
             return STOP;
         }
-        let b = w.byte(n);
-        if ends_branch(b) {
-            s.hash = h;
+        // Bytes past what was copied are stale: an end found there is past the bound.
+        let x = buf.bytes8(k);
+        let flags = ends_branch_mask(x);
+        if flags != 0 {
+            let n = first_flag(flags);
+            let j = k + n;
+            if j >= s.limit || j >= s.end {
+                return STOP;
+            }
+            if n != 0 {
+                h = word_step(h, x & ((1u64 << (n * 8)) - 1));
+            }
+            s.hash = finish(h, j - s.pos);
             s.outcome = FOUND;
             return STOP;
         }
-        h = fnv_step(h, b);
-        k += 1;
+        h = word_step(h, x);
+        k += WORD;
     }
     s.hash = h;
     unsafe { *at = k };
@@ -268,7 +283,11 @@ pub fn top_branch(copied: usize, bound: usize) -> TopBranch {
     unsafe { *at = pos as u64 };
     s.limit = pos as u64 + MAX_BRANCH_LEN as u64;
     s.outcome = LOOKING;
-    run(MAX_BRANCH_LEN, hash_branch, &mut s);
+    run(
+        MAX_BRANCH_LEN / (HASH_WORDS * WORD) as usize + 1,
+        hash_branch,
+        &mut s,
+    );
     if s.outcome == FOUND {
         TopBranch::Key(s.hash)
     } else {

@@ -513,6 +513,31 @@ fn payload_check_matches_reference() {
         b"\x00\x01\x00\x03\x21\x12\xA4\x42xxxxxxxxxxxxyyy",
         b"\x01\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxxx",
         b"\x40\x01\x00\x00\x21\x12\xA4\x42xxxxxxxxxxxx",
+        // Methods around the word boundaries of the upper-case fast path, and what it
+        // leaves to the byte scan.
+        b"OPTIONS sip:x SIP/2.0\r\n",
+        b"REGISTER sip:x SIP/2.0\r\n",
+        b"SUBSCRIBE sip:x SIP/2.0\r\n",
+        b"ABCDEFGHIJKLMNO sip:x SIP/2.0\r\n",
+        b"ABCDEFGHIJKLMNOP sip:x SIP/2.0\r\n",
+        b"InVITE sip:x SIP/2.0\r\n",
+        b"REGISTEr sip:x SIP/2.0\r\n",
+        b"REGISTER2 sip:x SIP/2.0\r\n",
+        b"REG@STER sip:x SIP/2.0\r\n",
+        b"REGISTER@ sip:x SIP/2.0\r\n",
+        b" INVITE sip:x SIP/2.0\r\n",
+        b"ACK",
+        b"ACK ",
+        b"ABCDEFGH",
+        b"ABCDEFGH ",
+        b"INVITE sip:x SIP/2.1\r\n",
+        b"INVITE sip:x SIP-2.0\r\n",
+        b"INVITE sip:x SIQ/2.0\r\n",
+        b"INVITE sip:xSIP/2.0\r\n",
+        b"SIP/2.0 200 OK\r\n",
+        b"SIP/2.1 200 OK\r\n",
+        b"SIP/2.0\t200 OK\r\n",
+        b"sIp/2.0 200 OK\r\n",
     ];
     for e in edge {
         payloads.push((format!("{:?}", String::from_utf8_lossy(e)), e.to_vec()));
@@ -1208,4 +1233,214 @@ fn known_sources_are_throttled_not_banned() {
         Reason::Flood,
         "demoted source over the flood limit",
     );
+}
+
+#[test]
+fn maps_swept_empty_are_looked_up_again_once_filled() {
+    root_only!("maps_swept_empty_are_looked_up_again_once_filled");
+    // Unknown: 1/s, bursts of 3. Known: 1/s, bursts of 6.
+    let mut fp = program(
+        default_cfg()
+            .with_flood(1, 3, 3_600_000_000_000)
+            .with_known_flood(1, 6),
+    );
+    let _ring = fp.take_ban_events();
+    let mut janitor = fp.maps.janitor().unwrap();
+    let sweep = |j: &mut sip_firewall::xdp::maps::MapJanitor| j.sweep(clock::monotonic_ns());
+    let later = clock::expiry_after(Some(Duration::from_secs(60)));
+    let req = frames::sip_request("OPTIONS", 41);
+    let f4 = to_sip(SRC4, DST4, &req);
+    let f6 = to_sip(SRC6, DST6, &req);
+
+    // Every map swept empty: the program skips them, and sees each one filled again.
+    sweep(&mut janitor);
+    fp.maps
+        .ban(ip(SRC4), later, BanReason::Manual as u32)
+        .unwrap();
+    assert_verdict(&fp, &f4, Reason::Banned, "manual ban after an empty sweep");
+    assert!(fp.maps.unban(ip(SRC4)).unwrap());
+    sweep(&mut janitor);
+    assert_verdict(&fp, &f4, Reason::Passed, "unbanned, maps swept empty");
+    fp.maps
+        .ban_learned(ip(SRC6), later, BanReason::Scanner as u32, BanScope::All)
+        .unwrap();
+    assert_verdict(&fp, &f6, Reason::Banned, "learned ban after an empty sweep");
+    assert!(fp.maps.unban(ip(SRC6)).unwrap());
+    // An expired ban swept away: nothing left to look up.
+    fp.maps
+        .ban(ip(SRC6), clock::monotonic_ns(), BanReason::Manual as u32)
+        .unwrap();
+    let fills = sweep(&mut janitor);
+    assert!(
+        fills
+            .iter()
+            .all(|f| f.map == "SIPFW_FLOOD" || f.entries == 0),
+        "{fills:?}"
+    );
+    assert_verdict(&fp, &f6, Reason::Passed, "expired ban swept");
+
+    // The program's own flood ban, with the learned bans swept empty.
+    let flooder = to_sip("192.0.2.99", DST4, &req);
+    for i in 0..3 {
+        assert_verdict(&fp, &flooder, Reason::Passed, &format!("burst {i}"));
+    }
+    assert_verdict(&fp, &flooder, Reason::Flood, "over the limit");
+    assert_verdict(
+        &fp,
+        &flooder,
+        Reason::Banned,
+        "the program's ban is looked up",
+    );
+    // Swept while it lasts: still looked up.
+    sweep(&mut janitor);
+    assert_verdict(&fp, &flooder, Reason::Banned, "its ban survives a sweep");
+
+    // Known sources after an empty sweep: their own budget, throttled, not flood-banned.
+    let src = "192.0.2.77";
+    fp.maps.known_add(ip(src), later).unwrap();
+    let known = to_sip(src, DST4, &req);
+    for i in 0..6 {
+        assert_verdict(&fp, &known, Reason::Passed, &format!("known burst {i}"));
+    }
+    assert_verdict(&fp, &known, Reason::Throttled, "known over its budget");
+    assert!(fp.maps.known_remove(ip(src)).unwrap());
+    sweep(&mut janitor);
+    assert_verdict(
+        &fp,
+        &known,
+        Reason::Flood,
+        "no longer known, maps swept empty",
+    );
+}
+
+#[test]
+fn cached_manual_bans_follow_the_map() {
+    root_only!("cached_manual_bans_follow_the_map");
+    let mut fp = program(default_cfg());
+    let later = clock::expiry_after(Some(Duration::from_secs(60)));
+    let sip = to_sip(SRC4, DST4, &frames::sip_request("OPTIONS", 51));
+    let dns = frames::udp(ip(SRC4), ip(DST4), 53, b"x", &Shape::default());
+    // Looked up, then from this CPU's copy: the same verdict each time.
+    fp.maps
+        .ban(ip(SRC4), later, BanReason::Manual as u32)
+        .unwrap();
+    for i in 0..3 {
+        assert_verdict(
+            &fp,
+            &dns,
+            Reason::Banned,
+            &format!("ban on all traffic {i}"),
+        );
+    }
+    // Replaced by a ban of the SIP ports only: the copy is not trusted any more.
+    fp.maps
+        .ban_scoped(
+            ip(SRC4),
+            later,
+            BanReason::Manual as u32,
+            BanScope::SipPorts,
+        )
+        .unwrap();
+    assert_verdict(&fp, &dns, Reason::Passed, "ban narrowed to the SIP ports");
+    assert_verdict(&fp, &sip, Reason::Banned, "SIP still banned");
+    assert_verdict(&fp, &sip, Reason::Banned, "SIP still banned, from the copy");
+    // Lifted: passes at once, without a sweep.
+    assert!(fp.maps.unban(ip(SRC4)).unwrap());
+    assert_verdict(&fp, &sip, Reason::Passed, "unbanned");
+    // Another source sharing nothing: its own entry; expiry ends the copy's ban too.
+    let soon = clock::expiry_after(Some(Duration::from_millis(300)));
+    fp.maps
+        .ban(ip(SRC6), soon, BanReason::Manual as u32)
+        .unwrap();
+    let sip6 = to_sip(SRC6, DST6, &frames::sip_request("OPTIONS", 52));
+    assert_verdict(&fp, &sip6, Reason::Banned, "short ban");
+    assert_verdict(&fp, &sip6, Reason::Banned, "short ban, from the copy");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_verdict(&fp, &sip6, Reason::Passed, "short ban expired");
+}
+
+/// Branches of every length up to past the longest hashed (the kernel folds them in words,
+/// several calls of its scan for the long ones): open, the response passes; closed, it is a
+/// stray, unless the branch is too long to be decided here (user space checks it).
+#[test]
+fn branches_of_every_length_get_the_reference_key() {
+    root_only!("branches_of_every_length_get_the_reference_key");
+    use sip_firewall_common::branch::{MAX_BRANCH_LEN, TopBranch, top_branch};
+    let mut fp = program(XdpConfig {
+        flags: XdpConfig::STRAY_CHECK,
+        via_scan: 1500,
+        ..default_cfg()
+    });
+    let peer = Some(std::net::SocketAddr::new(ip(SRC4), 5062));
+    let far = clock::expiry_after(Some(Duration::from_secs(60)));
+    let chars = b"z9hG4bK0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for len in 1..=MAX_BRANCH_LEN + 2 {
+        let branch: String = (0..len)
+            .map(|i| chars[(i * 7) % chars.len()] as char)
+            .collect();
+        let (payload, frame) = response_frame(&format!(
+            "Via: SIP/2.0/UDP 198.51.100.1:5060;branch={branch};rport\r\n"
+        ));
+        let decided = matches!(top_branch(&payload, 1500), TopBranch::Key(_));
+        assert_eq!(decided, len < MAX_BRANCH_LEN, "length {len}");
+        fp.maps.transaction_open(&branch, peer, far).unwrap();
+        assert_verdict(&fp, &frame, Reason::Passed, &format!("length {len}, open"));
+        assert!(fp.maps.transaction_close(&branch, peer).unwrap());
+        let closed = if decided {
+            Reason::StrayReply
+        } else {
+            Reason::Passed
+        };
+        assert_verdict(&fp, &frame, closed, &format!("length {len}, closed"));
+    }
+}
+
+/// With no transaction open a found branch is a stray without a lookup; the proxy's own
+/// handle on the map sets the flag again after the janitor cleared it.
+#[test]
+fn transactions_swept_empty_are_looked_up_again_once_opened() {
+    root_only!("transactions_swept_empty_are_looked_up_again_once_opened");
+    let mut fp = program(XdpConfig {
+        flags: XdpConfig::STRAY_CHECK,
+        via_scan: 1500,
+        ..default_cfg()
+    });
+    let mut keys = fp.maps.transaction_keys().unwrap();
+    let mut janitor = fp.maps.janitor().unwrap();
+    let peer = Some(std::net::SocketAddr::new(ip(SRC4), 5062));
+    let far = clock::expiry_after(Some(Duration::from_secs(60)));
+    let ours = "z9hG4bK-swept-1";
+    let (_, frame) = response_frame(&format!(
+        "Via: SIP/2.0/UDP 198.51.100.1:5060;branch={ours}\r\n"
+    ));
+    assert_verdict(&fp, &frame, Reason::StrayReply, "nothing open");
+    for round in 0..3 {
+        keys.open(ours, peer, far).unwrap();
+        assert_verdict(&fp, &frame, Reason::Passed, &format!("open, round {round}"));
+        // Opened again through the same handle before any sweep: still looked up.
+        keys.open(ours, peer, far).unwrap();
+        assert_verdict(
+            &fp,
+            &frame,
+            Reason::Passed,
+            &format!("reopened, round {round}"),
+        );
+        // Swept while open: the flag stays.
+        janitor.sweep(clock::monotonic_ns());
+        assert_verdict(
+            &fp,
+            &frame,
+            Reason::Passed,
+            &format!("swept open, round {round}"),
+        );
+        // Closed and swept empty: the flag is cleared, the next open sets it again.
+        assert!(fp.maps.transaction_close(ours, peer).unwrap());
+        janitor.sweep(clock::monotonic_ns());
+        assert_verdict(
+            &fp,
+            &frame,
+            Reason::StrayReply,
+            &format!("closed, round {round}"),
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! The daemon owns the maps: it fills them from its configuration and state, and reads the
 //! counters back. Addresses are stored as [`IpKey`]s (IPv4-mapped), prefixes as LPM keys.
 
+mod filled;
 mod janitor;
 mod lists;
 mod source;
@@ -10,6 +11,10 @@ mod source;
 use std::{
     net::{IpAddr, SocketAddr},
     os::fd::AsFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use aya::{
@@ -25,6 +30,7 @@ use sip_firewall_common::{
     maps as names,
 };
 
+use filled::{duplicate_filled, mark_filled};
 use janitor::Filling;
 pub use janitor::{MapFill, MapJanitor};
 pub use source::SourceEntries;
@@ -112,7 +118,15 @@ pub fn key_net(key: &Key<IpKey>) -> Option<IpNet> {
 
 /// The transaction map alone, through a descriptor of its own (see
 /// [`XdpMaps::transaction_keys`]).
-pub struct TransactionKeys(HashMap<MapData, u64, u64>);
+pub struct TransactionKeys {
+    map: HashMap<MapData, u64, u64>,
+    filled: Array<MapData, u64>,
+    /// The janitor's count of the times it cleared the transactions' flag, shared.
+    cleared: Arc<AtomicU64>,
+    /// That count when this handle last set the flag: until the janitor clears it again,
+    /// an insert need not set it (one syscall per transaction, not two).
+    marked: u64,
+}
 
 impl TransactionKeys {
     /// Same as [`XdpMaps::transaction_open`].
@@ -122,9 +136,17 @@ impl TransactionKeys {
         peer: Option<SocketAddr>,
         expires_ns: u64,
     ) -> Result<(), MapsError> {
-        self.0
+        self.map
             .insert(transaction_key(branch, peer), expires_ns, 0)
-            .map_err(map_err(names::TRANSACTIONS))
+            .map_err(map_err(names::TRANSACTIONS))?;
+        // Read after the insert: a clear counted later looks at the map after it, and sees
+        // this entry; a clear counted before is seen here.
+        let cleared = self.cleared.load(Ordering::SeqCst);
+        if cleared != self.marked {
+            mark_filled(&mut self.filled, names::FILLED_TRANSACTIONS)?;
+            self.marked = cleared;
+        }
+        Ok(())
     }
 }
 
@@ -168,16 +190,22 @@ impl XdpMaps {
             let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
             M::try_from(map).map_err(map_err(name))
         }
+        let mut filling = Filling {
+            bans: take(ebpf, names::BANS)?,
+            learned_bans: take(ebpf, names::LEARNED_BANS)?,
+            flood: take(ebpf, names::FLOOD)?,
+            known: take(ebpf, names::KNOWN)?,
+            transactions: take(ebpf, names::TRANSACTIONS)?,
+            filled: take(ebpf, names::FILLED)?,
+            transactions_cleared: Arc::new(AtomicU64::new(0)),
+        };
+        // Pinned maps taken over may hold entries (and flags of a program that did not keep
+        // them): say what they hold now.
+        filling.refresh_filled()?;
         Ok(XdpMaps {
             allow: take(ebpf, names::ALLOW_LIST)?,
             deny: take(ebpf, names::DENY_LIST)?,
-            filling: Filling {
-                bans: take(ebpf, names::BANS)?,
-                learned_bans: take(ebpf, names::LEARNED_BANS)?,
-                flood: take(ebpf, names::FLOOD)?,
-                known: take(ebpf, names::KNOWN)?,
-                transactions: take(ebpf, names::TRANSACTIONS)?,
-            },
+            filling,
             config: take(ebpf, names::CONFIG)?,
             ports: take(ebpf, names::SIP_PORTS)?,
             port_flags: None,
@@ -255,7 +283,8 @@ impl XdpMaps {
         self.filling
             .known
             .insert(flood_group(ip_key(ip)), expires_ns, 0)
-            .map_err(map_err(names::KNOWN))
+            .map_err(map_err(names::KNOWN))?;
+        mark_filled(&mut self.filling.filled, names::FILLED_KNOWN)
     }
 
     /// Forget a known source; whether it was known.
@@ -283,7 +312,8 @@ impl XdpMaps {
         self.filling
             .transactions
             .insert(transaction_key(branch, peer), expires_ns, 0)
-            .map_err(map_err(names::TRANSACTIONS))
+            .map_err(map_err(names::TRANSACTIONS))?;
+        mark_filled(&mut self.filling.filled, names::FILLED_TRANSACTIONS)
     }
 
     /// Whether some transaction keys are of the branch alone (peers that may answer from
@@ -305,10 +335,13 @@ impl XdpMaps {
     /// A handle of its own on the transaction map (a duplicate descriptor): the proxy writes
     /// keys through it synchronously, under no lock but its own.
     pub fn transaction_keys(&self) -> Result<TransactionKeys, MapsError> {
-        Ok(TransactionKeys(duplicate(
-            &self.filling.transactions,
-            names::TRANSACTIONS,
-        )?))
+        Ok(TransactionKeys {
+            map: duplicate(&self.filling.transactions, names::TRANSACTIONS)?,
+            filled: duplicate_filled(&self.filling.filled)?,
+            cleared: self.filling.transactions_cleared.clone(),
+            // Not marked yet: its first insert sets the flag.
+            marked: u64::MAX,
+        })
     }
 
     /// The transaction of `branch` to `peer` is over; whether it was recorded.
@@ -362,7 +395,8 @@ impl XdpMaps {
         self.filling
             .bans
             .insert(ip_key(ip), value, 0)
-            .map_err(map_err(names::BANS))
+            .map_err(map_err(names::BANS))?;
+        mark_filled(&mut self.filling.filled, names::FILLED_BANS)
     }
 
     /// A learned ban: of `ip`'s ban prefix (see [`XdpConfig::ban_key`]), in the LRU map
@@ -384,6 +418,7 @@ impl XdpMaps {
             .learned_bans
             .insert(key, value, 0)
             .map_err(map_err(names::LEARNED_BANS))?;
+        mark_filled(&mut self.filling.filled, names::FILLED_LEARNED_BANS)?;
         Ok(key_ip(&key))
     }
 
@@ -395,6 +430,9 @@ impl XdpMaps {
     /// Lift the manual ban of `ip` and the learned ban of its prefix; whether there was one.
     pub fn unban(&mut self, ip: IpAddr) -> Result<bool, MapsError> {
         let manual = remove_missing_ok(self.filling.bans.remove(&ip_key(ip)), names::BANS)?;
+        if manual {
+            mark_filled(&mut self.filling.filled, names::FILLED_BANS)?;
+        }
         let learned = remove_missing_ok(
             self.filling
                 .learned_bans
