@@ -55,6 +55,8 @@ pub mod metrics;
 pub mod msg;
 mod queued;
 pub mod route;
+#[cfg(test)]
+mod shard_tests;
 mod shards;
 pub mod transaction;
 

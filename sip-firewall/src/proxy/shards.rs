@@ -43,3 +43,20 @@ impl Proxy {
         self.with_shard(0, f)
     }
 }
+
+#[cfg(test)]
+impl Proxy {
+    /// Transactions alive (server, client) in each shard.
+    pub(super) fn active_per_shard(&self) -> Vec<(usize, usize)> {
+        self.shards
+            .iter()
+            .map(|s| crate::guard::lock(s, "proxy core").active())
+            .collect()
+    }
+
+    /// What the transactions gauges say (server, client).
+    pub(super) fn transactions_gauges(&self) -> (i64, i64) {
+        let [s, c] = &self.shared.metrics().transactions_by_side;
+        (s.get(), c.get())
+    }
+}

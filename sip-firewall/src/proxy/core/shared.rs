@@ -146,6 +146,18 @@ impl Shared {
         sip_firewall_common::shard::shard_of(inner.as_bytes(), n) as usize
     }
 
+    /// `inner` sealed as a Call-ID toward the outside (the tests of the shard choice).
+    #[cfg(test)]
+    pub fn seal_call_id(&self, inner: &str) -> Option<String> {
+        self.keys.call_id.seal(inner, 0)
+    }
+
+    /// The proxy's metrics (the tests read the gauges).
+    #[cfg(test)]
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+
     /// The next value of the counter behind branch ids when the OS has no randomness.
     pub(super) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
