@@ -349,6 +349,22 @@ mod tests {
     }
 
     #[test]
+    fn shards_are_one_to_the_most_the_kernel_steers() {
+        let shards = |t: &str| {
+            crate::config::Config::from_toml(t, std::path::Path::new("t.toml"))
+                .map(|c| c.proxy.effective_shards())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(shards("[proxy]\nshards = 1\n"), Ok(1));
+        assert_eq!(shards("[proxy]\nshards = 64\n"), Ok(64));
+        assert!(shards("").is_ok_and(|n| n >= 1), "one per CPU");
+        for bad in ["0", "65"] {
+            let e = shards(&format!("[proxy]\nshards = {bad}\n")).expect_err(bad);
+            assert!(e.contains("proxy.shards"), "{e}");
+        }
+    }
+
+    #[test]
     fn stamp_lifetime_outlasts_the_longest_call() {
         let c = |t: &str| {
             let c = crate::config::Config::from_toml(t, std::path::Path::new("t.toml")).unwrap();

@@ -1,12 +1,15 @@
 //! The proxy's state and decisions, free of I/O: messages and a clock in, queued sends and
-//! an [`Action`] out. Unit tests drive it with a fake clock. [`Core`] owns its parts (the
-//! server and client transaction tables, the location store, the authenticator, the fraud
-//! guard) with the configuration, keys and seams; one request's facts travel as a
-//! [`Req`] passed down, never through fields.
+//! an [`Action`] out. Unit tests drive it with a fake clock. A [`Core`] is one shard of the
+//! proxy: it owns the state of its calls (the server and client transaction tables, the
+//! timer heap, the requests waiting for DNS) and holds handles on what every shard shares
+//! (the location store, the authenticator, the fraud guard, the keep-alive flows: see
+//! [`shared`], which lists each part), with the configuration, keys and seams; one
+//! request's facts travel as a [`Req`] passed down, never through fields.
 //!
 //! | file | what it decides |
 //! |---|---|
 //! | `mod.rs` | the core's state and keys, trust, refusals |
+//! | `shared.rs` | what every shard's core shares (bindings, subscribers, fraud guard, flows), which is per shard |
 //! | `silent.rs` | contacts that answered nothing: sent to once, without retransmissions |
 //! | `setup.rs` | building from the configuration, reloads |
 //! | `req.rs` | `Req` (one request's facts) and `Onward` (what a forward's branches share) |
