@@ -419,3 +419,40 @@ fn calls_past_their_limit_are_ended_by_their_own_shard() {
     );
     assert_eq!(h.proxy.calls_active(), 0);
 }
+
+/// A call made inside toward the outside under topology hiding: its Call-ID leaves
+/// sealed, and the outside's answers and requests, which carry the seal, meet the call on
+/// the shard of the inner Call-ID (where its transactions are), not on that of the seal.
+#[test]
+fn answers_carrying_a_sealed_call_id_meet_the_call_on_its_shard() {
+    const ALICE: &str = "10.1.0.9:5070";
+    const OUTSIDE: &str = "203.0.113.5:5060";
+    let h = H::new("[proxy]\nshards = 4\ntopology_hiding = \"outside\"\n");
+    let (inner, sealed) = (0..)
+        .map(|i| {
+            let inner = format!("in-{i}@10.1.0.9");
+            let sealed = h.proxy.shared.seal_call_id(&inner).expect("sealed");
+            (inner, sealed)
+        })
+        .find(|(inner, sealed)| {
+            shard_of(inner.as_bytes(), SHARDS) != shard_of(sealed.as_bytes(), SHARDS)
+        })
+        .expect("a seal hashing elsewhere");
+    let invite = format!(
+        "INVITE sip:bob@{OUTSIDE} SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKa1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@{OUTSIDE}>\r\n\
+         Call-ID: {inner}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{ALICE}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let out = must(&h.feed(&invite, ALICE), OUTSIDE, "INVITE");
+    assert!(out.contains(&format!("Call-ID: {sealed}\r\n")), "{out}");
+
+    let sent = h.feed(&answer(&out, "180 Ringing", "b", OUTSIDE), OUTSIDE);
+    let ringing = must(&sent, ALICE, "SIP/2.0 180");
+    assert!(
+        ringing.contains(&format!("Call-ID: {inner}\r\n")),
+        "{ringing}"
+    );
+    let sent = h.feed(&answer(&out, "200 OK", "b", OUTSIDE), OUTSIDE);
+    must(&sent, ALICE, "SIP/2.0 200");
+}
