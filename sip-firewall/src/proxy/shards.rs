@@ -3,7 +3,9 @@
 //! hash the kernel steers UDP datagrams by), the inner one when it is one of our seals
 //! (topology hiding), so that every message of a call meets its transactions. The message
 //! layer refuses a message without exactly one well-formed Call-ID, so every message
-//! reaching here has one; shard 0 otherwise.
+//! reaching here has one; shard 0 otherwise. The kernel, which cannot open a seal, steers
+//! a datagram carrying one by its sealed text: it then reaches its shard from another
+//! worker's socket, as any message may.
 //!
 //! What concerns no call (the admin calls, the flow events, the subscribers) goes to shard
 //! 0, whose core reaches what the shards share; a reload and a transport error reach every
