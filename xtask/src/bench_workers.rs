@@ -2,8 +2,9 @@
 //! successful calls with `[sip] workers = 1` and then 2, each on a fresh release daemon on
 //! loopback: the calls of `bench proxy` (INVITE/100/180/200/ACK/BYE/200 to a registered
 //! SIPp UAS), `STEP_SECONDS` per rate, rates rising until one fails; the daemon's CPU per
-//! call at each rate. The proxy core is one table behind one lock: workers share it, so a
-//! response arriving on another worker's socket still finds its transaction.
+//! call at each rate. Workers share the proxy, whose call state is in shards by Call-ID
+//! (`[proxy] shards`), so a response arriving on another worker's socket still finds its
+//! transaction.
 
 use std::{
     path::Path,

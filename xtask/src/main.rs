@@ -8,6 +8,7 @@ mod bench_flood;
 mod bench_keepalive;
 mod bench_parse;
 mod bench_proxy;
+mod bench_shards;
 mod bench_soak;
 mod bench_workers;
 mod bench_xdp;
@@ -70,10 +71,11 @@ enum Cmd {
     /// `--peer kamailio` runs the same against Kamailio; `--pin`: no flood, each edge pinned
     /// to one core and SIPp to the other, the highest rate and CPU per call over a rate
     /// ladder), `keepalive` (the CPU of pinging 100,000 registered contacts every 30 s),
-    /// `soak` (a million calls at a steady rate with registration churn: memory, tables and
-    /// setup time every minute).
+    /// `shards` (calls/s of the proxy fed by 2 threads through its handler, no sockets, with
+    /// `[proxy] shards` 1 and 2), `soak` (a million calls at a steady rate with
+    /// registration churn: memory, tables and setup time every minute).
     Bench {
-        #[arg(value_parser = ["xdp", "parse", "proxy", "proxy-workers", "cluster", "flood", "keepalive", "soak"])]
+        #[arg(value_parser = ["xdp", "parse", "proxy", "proxy-workers", "cluster", "flood", "keepalive", "shards", "soak"])]
         what: String,
         /// Options of `bench flood` and `bench soak`.
         #[command(flatten)]
@@ -288,6 +290,7 @@ fn main() -> anyhow::Result<()> {
                 "proxy-workers" => bench_workers::run_workers(),
                 "cluster" => bench_cluster::run_bench(),
                 "keepalive" => bench_keepalive::run(),
+                "shards" => bench_shards::run(),
                 "soak" => bench_soak::run_bench(&flood),
                 "flood" => {
                     if flood.peer.is_some() {

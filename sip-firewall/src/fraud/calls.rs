@@ -175,7 +175,19 @@ impl Fraud {
     /// Calls to end now (the core sends BYE both ways), and the housekeeping of forgotten
     /// attempts.
     pub fn tick(&mut self, now: Instant, unix: u64) -> Vec<(DialogInfo, &'static str)> {
-        let (mut due, warns, crits) = self.due(now);
+        self.tick_of(now, unix, &|_| true)
+    }
+
+    /// [`Fraud::tick`] for the calls whose Call-ID is `mine` only (those of one shard of
+    /// the proxy, which ends them from where their transactions are); the others wait for
+    /// their own shard's tick.
+    pub fn tick_of(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        mine: &dyn Fn(&str) -> bool,
+    ) -> Vec<(DialogInfo, &'static str)> {
+        let (mut due, warns, crits) = self.due(now, mine);
         self.report_durations(warns, crits, unix);
         // With on_critical = alert a long call only warns; it is not ended.
         if self.on_critical == OnCritical::Alert {
@@ -193,11 +205,15 @@ impl Fraud {
 
     /// The calls to end now and why; the duration thresholds calls passed (warnings once per
     /// call, criticals).
-    fn due(&mut self, now: Instant) -> (Vec<(CallKey, &'static str)>, Vec<Long>, Vec<Long>) {
+    fn due(
+        &mut self,
+        now: Instant,
+        mine: &dyn Fn(&str) -> bool,
+    ) -> (Vec<(CallKey, &'static str)>, Vec<Long>, Vec<Long>) {
         let mut due: Vec<(CallKey, &'static str)> = Vec::new();
         let mut warns = Vec::new();
         let mut crits = Vec::new();
-        for (k, c) in &mut self.calls {
+        for (k, c) in self.calls.iter_mut().filter(|(k, _)| mine(&k.0)) {
             let Some(at) = c.answered else {
                 if now.saturating_duration_since(c.authorised) >= PENDING_LIMIT {
                     due.push((k.clone(), "expired"));

@@ -76,6 +76,11 @@ pub struct ProxyConfig {
     /// Topology hiding (`super::hide`): "off", or "outside": toward destinations that are
     /// not allow-listed, no Via, Record-Route entry or Contact names a host inside.
     pub topology_hiding: TopologyHiding,
+    /// How many shards the proxy's call state is split into, each behind its own lock
+    /// (a message goes to the shard of its Call-ID, `sip_firewall_common::shard`), so
+    /// that workers on several cores do not queue on one lock. Absent: the number of
+    /// CPUs. At most [`sip_firewall_common::shard::MAX_SHARDS`].
+    pub shards: Option<usize>,
 }
 
 /// `[proxy] topology_hiding`.
@@ -116,6 +121,7 @@ impl Default for ProxyConfig {
             .to_vec(),
             stamp_lifetime: None,
             topology_hiding: TopologyHiding::Off,
+            shards: None,
         }
     }
 }
@@ -202,6 +208,15 @@ impl ProxyConfig {
             })
     }
 
+    /// How many shards the proxy has: `shards`, else one per CPU.
+    pub fn effective_shards(&self) -> usize {
+        self.shards
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            })
+            .clamp(1, sip_firewall_common::shard::MAX_SHARDS as usize)
+    }
+
     /// Check `[proxy]`.
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.stamp_lifetime.is_some_and(|l| l < MIN_STAMP_LIFETIME) {
@@ -215,6 +230,13 @@ impl ProxyConfig {
             && !is_hostport_text(a)
         {
             return Err(invalid("proxy.advertise", "must be host or host:port"));
+        }
+        let max = sip_firewall_common::shard::MAX_SHARDS as usize;
+        if self.shards.is_some_and(|n| n == 0 || n > max) {
+            return Err(invalid(
+                "proxy.shards",
+                format!("must be between 1 and {max}"),
+            ));
         }
         if !matches!(self.unavailable, 404 | 480) {
             return Err(invalid("proxy.unavailable", "must be 480 or 404"));
@@ -324,6 +346,22 @@ mod tests {
         assert_eq!(c.fraud.on_critical, f.on_critical);
         assert_eq!(c.fraud.max_calls, f.max_calls);
         assert_eq!(c.fraud.max_calls_per_user, f.max_calls_per_user);
+    }
+
+    #[test]
+    fn shards_are_one_to_the_most_the_kernel_steers() {
+        let shards = |t: &str| {
+            crate::config::Config::from_toml(t, std::path::Path::new("t.toml"))
+                .map(|c| c.proxy.effective_shards())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(shards("[proxy]\nshards = 1\n"), Ok(1));
+        assert_eq!(shards("[proxy]\nshards = 64\n"), Ok(64));
+        assert!(shards("").is_ok_and(|n| n >= 1), "one per CPU");
+        for bad in ["0", "65"] {
+            let e = shards(&format!("[proxy]\nshards = {bad}\n")).expect_err(bad);
+            assert!(e.contains("proxy.shards"), "{e}");
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The stateful proxy and registrar: the [`Handler`] the SIP server hands accepted messages
-//! to. One lock guards the transaction tables, the location store and the nonce counts;
-//! every decision is synchronous and non-blocking, sends are queued on the server's
-//! [`Outbound`], and a timer task drives retransmissions and expiries
-//! ([`Proxy::run_timers`]).
+//! to. Its call state is split into `[proxy] shards` cores, each behind its own lock, a
+//! message going to the one of its Call-ID (`shards`; what the shards share, the location
+//! store, the subscribers and nonce counts, the fraud guard, the keep-alive flows, has its
+//! own short locks: `core/shared.rs`); every decision is synchronous and non-blocking,
+//! sends are queued on the server's [`Outbound`], and one timer task drives
+//! retransmissions and expiries of every shard ([`Proxy::run_timers`]).
 //!
 //! Order of processing a request (after the message layer): scanner check, ACK and
 //! retransmission matching, CANCEL, then routing: our Route entries popped (more than four
@@ -20,6 +22,7 @@
 //! | module | job |
 //! | --- | --- |
 //! | `core/` | the decisions, on a fake-clock-testable core (`request`, `response`, `timers`, `fraud`) |
+//! | `shards` | which shard a message goes to, the timers and admin calls over every shard |
 //! | `queued` | what the core queued, done outside its lock: sends (its own answers handed back for captures), fraud writes, names to resolve |
 //! | `transaction/` | RFC 3261 17 and RFC 6026 state machines and their timers |
 //! | `forward` | Via, Max-Forwards, Record-Route, ACK and CANCEL building |
@@ -52,6 +55,9 @@ pub mod metrics;
 pub mod msg;
 mod queued;
 pub mod route;
+#[cfg(test)]
+mod shard_tests;
+mod shards;
 pub mod transaction;
 
 use std::{
@@ -66,7 +72,7 @@ use crate::{
     clock::FakeClock,
     seams::{Action, Answers, Context, Handler, Observer, Outbound},
 };
-use core::Core;
+use core::{Core, Shared};
 pub use metrics::ProxyMetrics;
 
 /// How often the timer task runs on a fake clock (which moves by hand, so no deadline of its
@@ -75,7 +81,10 @@ const FAKE_TICK: Duration = Duration::from_millis(10);
 
 /// The proxy: shared by every listener task and the timer task.
 pub struct Proxy {
-    core: Mutex<Core>,
+    /// The cores, one per shard (`shards`), at least one.
+    shards: Vec<Mutex<Core>>,
+    /// What the shards' cores share (and which shard a Call-ID goes to).
+    shared: Shared,
     out: OnceLock<Arc<dyn Outbound>>,
     /// Where the fraud guard's suspensions are written (the state database), outside the
     /// core's lock.
@@ -92,10 +101,11 @@ pub struct Proxy {
     alarm: alarm::Alarm,
 }
 
-/// The outcome of one resolution, for the request parked under its transaction key. The
-/// channel holds at most one per parked request, and those are bounded by the server
-/// transactions (see `core/resolve.rs`).
+/// The outcome of one resolution, for the request parked under its transaction key in the
+/// shard of that index. The channel holds at most one per parked request, and those are
+/// bounded by the server transactions (see `core/resolve.rs`).
 type Resolved = (
+    usize,
     core::ServerKey,
     Result<Vec<crate::seams::Destination>, dns::DnsError>,
 );
@@ -111,17 +121,7 @@ impl Proxy {
         observer: Arc<dyn Observer>,
     ) -> anyhow::Result<Proxy> {
         let metrics = ProxyMetrics::new(registry);
-        let (resolved_tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        Ok(Proxy {
-            core: Mutex::new(Core::new(config, metrics, observer, Instant::now())?),
-            out: OnceLock::new(),
-            fraud_store: OnceLock::new(),
-            fake_now: None,
-            dns: OnceLock::new(),
-            resolved_tx,
-            resolved_rx: Mutex::new(Some(rx)),
-            alarm: alarm::Alarm::new(),
-        })
+        Proxy::build(config.into(), metrics, observer, Instant::now(), None)
     }
 
     /// A proxy on a clock that moves only when the returned [`FakeClock`] is advanced (then
@@ -134,20 +134,35 @@ impl Proxy {
         let start = Instant::now();
         let clock = FakeClock::starting(start);
         let metrics = ProxyMetrics::new(None);
+        let proxy = Proxy::build(config.into(), metrics, observer, start, Some(clock.clone()))?;
+        Ok((proxy, clock))
+    }
+
+    /// `[proxy] shards` cores sharing one [`Shared`], their clock starting at `start`.
+    fn build(
+        config: config::Sections<'_>,
+        metrics: ProxyMetrics,
+        observer: Arc<dyn Observer>,
+        start: Instant,
+        fake_now: Option<FakeClock>,
+    ) -> anyhow::Result<Proxy> {
+        let n = config.proxy.effective_shards();
+        let shared = Shared::new(config, metrics, n, start)?;
+        let shards = (0..n)
+            .map(|i| Mutex::new(Core::shard(config, &shared, i, observer.clone())))
+            .collect();
         let (resolved_tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        Ok((
-            Proxy {
-                core: Mutex::new(Core::new(config, metrics, observer, start)?),
-                out: OnceLock::new(),
-                fraud_store: OnceLock::new(),
-                fake_now: Some(clock.clone()),
-                dns: OnceLock::new(),
-                resolved_tx,
-                resolved_rx: Mutex::new(Some(rx)),
-                alarm: alarm::Alarm::new(),
-            },
-            clock,
-        ))
+        Ok(Proxy {
+            shards,
+            shared,
+            out: OnceLock::new(),
+            fraud_store: OnceLock::new(),
+            fake_now,
+            dns: OnceLock::new(),
+            resolved_tx,
+            resolved_rx: Mutex::new(Some(rx)),
+            alarm: alarm::Alarm::new(),
+        })
     }
 
     fn now(&self) -> Instant {
@@ -164,22 +179,25 @@ impl Proxy {
     /// Add or replace a subscriber while running.
     pub fn add_user(&self, e: &crate::auth::config::UserEntry) {
         self.with_core(|c| {
-            c.users_mut().insert(e);
+            c.with_users(|u| u.insert(e));
             c.set_identities(&e.user, &e.domain, &e.identities);
         });
     }
 
-    /// Take the settings a reload changes while running (see [`Core::reconfigure`]).
+    /// Take the settings a reload changes while running (see [`Core::reconfigure`]), in
+    /// every shard.
     pub fn reconfigure<'a>(&self, config: impl Into<config::Sections<'a>>) {
         let config = config.into();
-        self.with_core(|c| c.reconfigure(config));
+        for i in 0..self.shards.len() {
+            self.with_shard(i, |c| c.reconfigure(config));
+        }
     }
 
     /// Remove a subscriber; whether there was one.
     pub fn remove_user(&self, user: &str, domain: &str) -> bool {
         self.with_core(|c| {
             c.set_identities(user, domain, &[]);
-            c.users_mut().remove(user, domain)
+            c.with_users(|u| u.remove(user, domain))
         })
     }
 
@@ -225,14 +243,13 @@ impl Proxy {
     /// The subscribers, hashes only.
     pub fn users(&self) -> Vec<crate::auth::config::UserEntry> {
         self.with_core(|c| {
-            let entries: Vec<_> = {
-                let users = c.users_mut();
+            let entries: Vec<_> = c.with_users(|users| {
                 users
                     .ids()
                     .into_iter()
                     .filter_map(|(u, d)| users.entry(&u, &d))
                     .collect()
-            };
+            });
             entries
                 .into_iter()
                 .map(|mut e| {
@@ -250,7 +267,7 @@ impl Proxy {
 
     /// Suspensions read from the state database at start.
     pub fn fraud_restore(&self, list: Vec<crate::fraud::Suspension>) {
-        self.with_core(|c| c.fraud.restore(list));
+        self.with_core(|c| c.fraud.lock().restore(list));
     }
 
     /// Lift the suspension of `user` (`user@domain`, or `user` in every domain): the
@@ -259,14 +276,14 @@ impl Proxy {
         let now = self.now();
         self.with_core(|c| {
             let unix = c.unix_secs(now);
-            c.fraud.unblock(user, unix)
+            c.fraud.lock().unblock(user, unix)
         })
     }
 
     /// `fraud status`.
     pub fn fraud_status(&self, user: Option<&str>) -> crate::fraud::Status {
         let now = self.now();
-        self.with_core(|c| c.fraud.status(user, now))
+        self.with_core(|c| c.fraud.lock().status(user, now))
     }
 
     /// The live registrations from `ip` (and `port`): address of record, binding, time left.
@@ -287,7 +304,7 @@ impl Proxy {
 
     /// `fraud events`: the last warnings, oldest first.
     pub fn fraud_events(&self) -> Vec<crate::fraud::Event> {
-        self.with_core(|c| c.fraud.events())
+        self.with_core(|c| c.fraud.lock().events())
     }
 
     /// Relay mode: the flows the operator's registrar registered.
@@ -297,19 +314,21 @@ impl Proxy {
 
     /// Calls in progress through the edge.
     pub fn calls_active(&self) -> usize {
-        self.with_core(|c| c.fraud.calls_active())
+        self.with_core(|c| c.fraud.lock().calls_active())
     }
 
-    /// Run timers due now. A panic in one tick is caught and counted (`timer`); the next
-    /// tick runs as usual.
+    /// Run timers due now, in every shard. A panic in one tick is caught and counted
+    /// (`timer`); the next tick runs as usual.
     pub fn tick(&self) {
         let now = self.now();
-        crate::guard::catch("timer", None, || self.with_core(|c| c.tick(now)));
+        for i in 0..self.shards.len() {
+            crate::guard::catch("timer", None, || self.with_shard(i, |c| c.tick(now)));
+        }
     }
 
-    /// Drive the timers until `shutdown` flips to true: at each deadline of the core (see
-    /// `alarm`), or every [`FAKE_TICK`] on a fake clock; resolutions are applied as they
-    /// come.
+    /// Drive the timers of every shard until `shutdown` flips to true: at the earliest
+    /// deadline of the shards (see `alarm`), or every [`FAKE_TICK`] on a fake clock;
+    /// resolutions are applied as they come.
     pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut rx = crate::guard::lock(&self.resolved_rx, "dns results").take();
         loop {
@@ -317,8 +336,7 @@ impl Proxy {
             let due = if self.fake_now.is_some() {
                 Instant::now() + FAKE_TICK
             } else {
-                // Not through `with_core`: that would ring the alarm being set.
-                crate::guard::lock(&self.core, "proxy core").next_due()
+                self.next_due()
             };
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => return,
@@ -335,17 +353,17 @@ impl Proxy {
 impl Handler for Proxy {
     fn on_request(&self, req: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        self.with_core(|c| c.request(req, ctx, now))
+        self.with_shard(self.shard_of(req), |c| c.request(req, ctx, now))
     }
 
     fn on_request_answered(&self, req: &Message<'_>, ctx: &Context) -> (Action, Answers) {
         let now = self.now();
-        self.with_core_answered(|c| c.request(req, ctx, now))
+        self.with_shard_answered(self.shard_of(req), |c| c.request(req, ctx, now))
     }
 
     fn on_response(&self, resp: &Message<'_>, ctx: &Context) -> Action {
         let now = self.now();
-        let action = self.with_core(|c| c.response(resp, ctx, now));
+        let action = self.with_shard(self.shard_of(resp), |c| c.response(resp, ctx, now));
         if let Action::Drop { reason } = &action
             && *reason == crate::metrics::DROP_STRAY_RESPONSE
         {
@@ -365,9 +383,15 @@ impl Handler for Proxy {
     }
 
     fn unreachable(&self, dest: crate::seams::Destination) {
+        // Branches toward `dest` may be in any shard.
         let now = self.now();
-        self.with_core(|c| c.unreachable(dest, now));
+        for i in 0..self.shards.len() {
+            self.with_shard(i, |c| c.unreachable(dest, now));
+        }
     }
+
+    // The flow events touch only what the shards share (keep-alive flows, bindings,
+    // relayed flows): the first shard takes them.
 
     fn flow_closed(&self, flow: crate::seams::Destination) {
         let now = self.now();

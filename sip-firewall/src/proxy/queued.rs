@@ -22,22 +22,23 @@ struct Queued {
 impl Queued {
     fn take(core: &mut Core) -> Queued {
         let (sends, answers) = core.take_sends_and_answers();
+        let ops = core.fraud.lock().take_store_ops();
         Queued {
             held: core.held_flows(&sends),
             sends,
             answers,
-            ops: core.fraud.take_store_ops(),
+            ops,
             names: core.take_resolutions(),
         }
     }
 }
 
 impl Proxy {
-    /// Run `f` on the core, then write what the fraud guard must persist and send what it
-    /// queued (outside the lock). Its own final answers, made with no request in hand, go to
-    /// captures alone.
-    pub(super) fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
-        let (r, answers) = self.with_core_answered(f);
+    /// Run `f` on the core of shard `shard`, then write what the fraud guard must persist
+    /// and send what it queued (outside the lock). Its own final answers, made with no
+    /// request in hand, go to captures alone.
+    pub(super) fn with_shard<R>(&self, shard: usize, f: impl FnOnce(&mut Core) -> R) -> R {
+        let (r, answers) = self.with_shard_answered(shard, f);
         if let Some(out) = self.out.get() {
             for (dest, answer) in &answers {
                 out.answered_alone(*dest, answer);
@@ -46,23 +47,27 @@ impl Proxy {
         r
     }
 
-    /// [`Proxy::with_core`], handing back the core's own final answers it sent.
-    pub(super) fn with_core_answered<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, Answers) {
+    /// [`Proxy::with_shard`], handing back the core's own final answers it sent.
+    pub(super) fn with_shard_answered<R>(
+        &self,
+        shard: usize,
+        f: impl FnOnce(&mut Core) -> R,
+    ) -> (R, Answers) {
         let (r, queued, due) = {
             // A panic under the lock (caught at the message boundary) left the tables as
             // they were; keep serving, counted and logged once per panic.
-            let mut core = crate::guard::lock(&self.core, "proxy core");
+            let mut core = crate::guard::lock(&self.shards[shard], "proxy core");
             let r = f(&mut core);
             (r, Queued::take(&mut core), core.next_due())
         };
         self.alarm.due(due);
-        let answers = self.flush(queued);
+        let answers = self.flush(shard, queued);
         (r, answers)
     }
 
-    /// Do what the core queued, outside its lock; the core's own final answers among what
-    /// it sent.
-    fn flush(&self, q: Queued) -> Answers {
+    /// Do what the core of shard `shard` queued, outside its lock; the core's own final
+    /// answers among what it sent.
+    fn flush(&self, shard: usize, q: Queued) -> Answers {
         // Persisted before the refusal that caused it goes out.
         if !q.ops.is_empty()
             && let Some(store) = self.fraud_store.get()
@@ -92,16 +97,16 @@ impl Proxy {
             // Each failover uses up a target, so this recursion ends.
             let now = self.now();
             let more = {
-                let mut core = crate::guard::lock(&self.core, "proxy core");
+                let mut core = crate::guard::lock(&self.shards[shard], "proxy core");
                 for d in failed {
                     core.unreachable(d, now);
                 }
                 Queued::take(&mut core)
             };
-            answers.extend(self.flush(more));
+            answers.extend(self.flush(shard, more));
         }
         if !q.names.is_empty() {
-            answers.extend(self.resolve(q.names));
+            answers.extend(self.resolve(shard, q.names));
         }
         answers
     }
@@ -109,7 +114,7 @@ impl Proxy {
     /// Resolve each name off the lock; the outcome comes back through `resolved_tx`.
     /// Without a resolver or a runtime, the requests get 503 at once (those answers handed
     /// back).
-    fn resolve(&self, names: Vec<(core::ServerKey, String)>) -> Answers {
+    fn resolve(&self, shard: usize, names: Vec<(core::ServerKey, String)>) -> Answers {
         let rt = tokio::runtime::Handle::try_current();
         match (self.dns.get(), rt) {
             (Some(dns), Ok(rt)) => {
@@ -128,14 +133,14 @@ impl Proxy {
                             }
                         }
                         // The receiver is gone only at shutdown.
-                        let _ = tx.send((key, r));
+                        let _ = tx.send((shard, key, r));
                     });
                 }
                 Vec::new()
             }
             _ => {
                 let now = self.now();
-                self.with_core_answered(|c| {
+                self.with_shard_answered(shard, |c| {
                     for (key, _) in names {
                         c.resolved(&key, Err(dns::DnsError::Failed("no resolver".into())), now);
                     }
@@ -145,11 +150,12 @@ impl Proxy {
         }
     }
 
-    /// Hand a finished resolution to the core.
-    pub(super) fn apply_resolved(&self, (key, result): Resolved) {
+    /// Hand a finished resolution to the core of the shard that parked its request.
+    pub(super) fn apply_resolved(&self, (shard, key, result): Resolved) {
         let now = self.now();
+        let shard = shard.min(self.shards.len().saturating_sub(1));
         crate::guard::catch("timer", None, || {
-            self.with_core(|c| c.resolved(&key, result, now))
+            self.with_shard(shard, |c| c.resolved(&key, result, now))
         });
     }
 }

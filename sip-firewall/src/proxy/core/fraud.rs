@@ -106,6 +106,7 @@ impl Core {
         };
         let unix = self.unix_secs(r.now);
         self.fraud
+            .lock()
             .check(&attempt, r.now, unix)
             .map_err(|r| answer(r.code, r.phrase))
     }
@@ -125,7 +126,7 @@ impl Core {
             && code >= 300
             && let Some(k) = self.fraud_key(skey)
         {
-            self.fraud.failed(&k, &txn_id(skey));
+            self.fraud.lock().failed(&k, &txn_id(skey));
         }
     }
 
@@ -147,7 +148,7 @@ impl Core {
         };
         let (from, contact, cseq) = match refused.clone() {
             Some(side) => side,
-            None => self.fraud.pending(&key, &txn_id(skey))?,
+            None => self.fraud.lock().pending(&key, &txn_id(skey))?,
         };
         let caller = self.servers.get(skey)?.dest;
         let callee = self.branch_dest(skey, idx)?;
@@ -197,7 +198,7 @@ impl Core {
         if refused.is_some() {
             return Some(dialog);
         }
-        self.fraud.answered(&key, dialog, now);
+        self.fraud.lock().answered(&key, dialog, now);
         None
     }
 
@@ -212,6 +213,7 @@ impl Core {
             .and_then(scalar::cseq)
             .map_or(0, |c| c.0);
         self.fraud
+            .lock()
             .in_dialog(call_id, (&from, &to), cseq, method, now);
     }
 
@@ -241,9 +243,9 @@ impl Core {
         };
         let tags = (tags.0.as_str(), tags.1.as_str());
         if answered {
-            self.fraud.bye_answered(&call_id, tags, party, now);
+            self.fraud.lock().bye_answered(&call_id, tags, party, now);
         } else {
-            self.fraud.bye_unanswered(&call_id, tags, party);
+            self.fraud.lock().bye_unanswered(&call_id, tags, party);
         }
     }
 
@@ -251,7 +253,12 @@ impl Core {
     /// it (RFC 3261 15.1.1), each in a client transaction of ours (retransmitted over UDP).
     pub(super) fn fraud_tick(&mut self, now: Instant) {
         let unix = self.unix_secs(now);
-        for (d, how) in self.fraud.tick(now, unix) {
+        let shared = &self.shared;
+        let due = self
+            .fraud
+            .lock()
+            .tick_of(now, unix, &|call_id| shared.shard_of(call_id) == self.shard);
+        for (d, how) in due {
             self.end_call(&d, how, now);
         }
     }

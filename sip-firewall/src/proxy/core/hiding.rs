@@ -104,7 +104,10 @@ impl Core {
         if let Some(secret) = seal.filter(|_| hidden)
             && let Some(inner) = msg.get(HeaderName::CallId).map(str::to_string)
         {
-            let kept = self.sealed_dialogs.remember(&inner, secret, from, now);
+            let kept = self
+                .sealed_dialogs
+                .lock()
+                .remember(&inner, secret, from, now);
             if kept != hide::dialog_refs::Remembered::Kept {
                 debug!(source = %from, event = kept.label(), "sealed Call-ID table at a bound");
                 self.metrics
@@ -118,7 +121,8 @@ impl Core {
             });
             msg.replace_all(HeaderName::CallId, vec![sealed]);
         }
-        hide::dialog_refs::map_refs(msg, hidden, &self.keys.call_id, &self.sealed_dialogs);
+        let sealed = self.sealed_dialogs.lock();
+        hide::dialog_refs::map_refs(msg, hidden, &self.keys.call_id, &sealed);
     }
 
     /// Whether a dialog whose caller is `caller` was made inside (its Call-ID is sealed

@@ -39,11 +39,13 @@ impl Core {
             must_be,
             client: ctx.source.ip(),
         };
-        match self.auth.verify(&values, &req, secs) {
+        let verdict = self.auth.lock().verify(&values, &req, secs);
+        match verdict {
             Outcome::Authenticated { user } => {
                 r.proved = true;
                 // A login from a network this account has not used lately.
                 self.fraud
+                    .lock()
                     .login(&format!("{user}@{realm}"), ctx.source.ip(), secs);
                 self.metrics.auth.with_label_values(&["success"]).inc();
                 self.observer.authenticated(ctx.source, &user);
@@ -116,6 +118,7 @@ impl Core {
             },
             extra: self
                 .auth
+                .lock()
                 .challenges(realm, stale, secs, client)
                 .into_iter()
                 .map(|c| format!("{chal_header}: {c}"))
@@ -126,22 +129,23 @@ impl Core {
     /// This node's name in a cluster, carried by its nonces (set at start, before the first
     /// challenge).
     pub fn set_node(&mut self, node: &str) {
-        self.auth.set_node(node);
+        self.auth.lock().set_node(node);
     }
 
     /// The identities a user may assert, replaced (admin API).
     pub fn set_identities(&mut self, user: &str, domain: &str, ids: &[String]) {
         let k = (user.to_string(), domain.to_ascii_lowercase());
         if ids.is_empty() {
-            self.identities.remove(&k);
+            self.identities.lock().remove(&k);
         } else {
-            self.identities.insert(k, ids.to_vec());
+            self.identities.lock().insert(k, ids.to_vec());
         }
     }
 
     /// The identities a user may assert besides their own URI.
     pub fn identities_of(&self, user: &str, domain: &str) -> Vec<String> {
         self.identities
+            .lock()
             .get(&(user.to_string(), domain.to_ascii_lowercase()))
             .cloned()
             .unwrap_or_default()

@@ -46,7 +46,7 @@ fn flow_of_dest(d: Destination) -> Flow {
 impl Core {
     /// Where requests for `b` go: its flow (see [`binding_destination`]).
     pub(super) fn flow_of(&self, b: &Binding) -> Destination {
-        let held = self.keepalive.holds(&Flow {
+        let held = self.keepalive.lock().holds(&Flow {
             addr: b.source,
             transport: b.transport,
         });
@@ -60,7 +60,7 @@ impl Core {
         for (d, _) in sends {
             if d.transport.is_reliable()
                 && !held.contains(d)
-                && self.keepalive.holds(&flow_of_dest(*d))
+                && self.keepalive.lock().holds(&flow_of_dest(*d))
             {
                 held.push(*d);
             }
@@ -71,11 +71,12 @@ impl Core {
     /// A REGISTER of `aor` from `ctx` was taken: keep the flow of its bindings alive (a
     /// REGISTER proves the flow alive: its misses start again).
     pub(super) fn keep_alive(&mut self, aor: &str, ctx: &Context, now: Instant) {
-        for b in self.store.lookup(aor, now) {
+        let bindings = self.store.lock().lookup(aor, now);
+        for b in bindings {
             if b.path.is_some() || b.source != ctx.source || b.transport != ctx.transport {
                 continue;
             }
-            let t = self.keepalive.track(aor, &b, now);
+            let t = self.keepalive.lock().track(aor, &b, now);
             self.tracked(t, ctx.source, now);
         }
         self.flows_gauge();
@@ -100,6 +101,7 @@ impl Core {
         for contact in uris {
             let t = self
                 .keepalive
+                .lock()
                 .track_contact(aor, &contact, flow_of_dest(flow), now);
             self.tracked(t, flow.addr, now);
         }
@@ -117,7 +119,7 @@ impl Core {
 
     /// Pings due now, and the bindings of flows that left too many unanswered.
     pub(super) fn keepalive_tick(&mut self, now: Instant) {
-        let tick = self.keepalive.due(now);
+        let tick = self.keepalive.lock().due(now);
         if let Some(why) = tick.deferred {
             self.keepalive_event(
                 if why == "rate" {
@@ -135,14 +137,14 @@ impl Core {
         }
         for flow in tick.checks {
             if self.live_member(flow, now).is_none() {
-                let branch = self.keepalive.forget(&flow);
+                let branch = self.keepalive.lock().forget(&flow);
                 self.close_branch(branch, flow);
             }
         }
         for flow in tick.pings {
             let Some(member) = self.live_member(flow, now) else {
                 // Its bindings went another way (removed, expired, registered elsewhere).
-                let branch = self.keepalive.forget(&flow);
+                let branch = self.keepalive.lock().forget(&flow);
                 self.close_branch(branch, flow);
                 continue;
             };
@@ -159,11 +161,9 @@ impl Core {
 
     /// A binding still riding `flow`.
     fn live_member(&self, flow: Flow, now: Instant) -> Option<Member> {
-        self.keepalive
-            .members(&flow)
-            .iter()
-            .find(|m| self.rides(m, flow, now))
-            .cloned()
+        // Not under the keep-alive lock: `rides` takes the store's.
+        let members = self.keepalive.lock().members(&flow).to_vec();
+        members.into_iter().find(|m| self.rides(m, flow, now))
     }
 
     /// Whether `m` is still registered over `flow`: bound here, or (relay mode) its flow
@@ -172,13 +172,19 @@ impl Core {
         self.bound_here(m, flow, now)
             || self
                 .relayed
+                .lock()
                 .get(&dest_of(flow), now)
                 .is_some_and(|f| f.aor == m.aor)
     }
 
+    /// Whether `flow` is a relayed registration's.
+    fn relayed_holds(&self, flow: Destination, now: Instant) -> bool {
+        self.relayed.lock().get(&flow, now).is_some()
+    }
+
     /// Whether the binding `m` is still bound here over `flow`.
     fn bound_here(&self, m: &Member, flow: Flow, now: Instant) -> bool {
-        self.store.lookup(&m.aor, now).iter().any(|b| {
+        self.store.lock().lookup(&m.aor, now).iter().any(|b| {
             b.path.is_none()
                 && b.source == flow.addr
                 && b.transport == flow.transport
@@ -208,7 +214,7 @@ impl Core {
         self.send(dest_of(flow), bytes.into_bytes());
         self.observer
             .client_transaction_created(&branch, dest_of(flow));
-        let old = self.keepalive.sent(&flow, branch);
+        let old = self.keepalive.lock().sent(&flow, branch);
         self.close_branch(old, flow);
     }
 
@@ -223,7 +229,11 @@ impl Core {
     /// A response matching no client transaction: the answer to an OPTIONS ping, when it
     /// names one in flight and comes from the flow pinged (anything else is a stray).
     pub(super) fn keepalive_answer(&mut self, branch: &str, ctx: &Context) -> Action {
-        match self.keepalive.answered(branch, ctx.source, ctx.transport) {
+        let answer = self
+            .keepalive
+            .lock()
+            .answered(branch, ctx.source, ctx.transport);
+        match answer {
             Answer::Alive(flow) => {
                 self.close_branch(Some(branch.to_string()), flow);
                 self.keepalive_count("answered");
@@ -241,7 +251,7 @@ impl Core {
 
     /// The single CRLF pong of RFC 5626 4.4.1 came on the connection `flow`.
     pub fn flow_pong(&mut self, flow: Destination) {
-        if self.keepalive.pong(&flow_of_dest(flow)) {
+        if self.keepalive.lock().pong(&flow_of_dest(flow)) {
             self.keepalive_count("pong");
         }
     }
@@ -251,8 +261,7 @@ impl Core {
     /// answer is larger than the request and the edge never sends an unverified source more
     /// than it sent. It proves a kept-alive flow alive, as a pong does.
     pub fn flow_stun(&mut self, flow: Destination, now: Instant) -> bool {
-        let held =
-            self.keepalive.pong(&flow_of_dest(flow)) || self.relayed.get(&flow, now).is_some();
+        let held = self.keepalive.lock().pong(&flow_of_dest(flow)) || self.relayed_holds(flow, now);
         self.keepalive_count(if held {
             "stun_answered"
         } else {
@@ -266,7 +275,7 @@ impl Core {
     /// alive or not (RFC 5626 5.3: its flow token names a flow that no longer exists).
     pub fn flow_closed(&mut self, flow: Destination, now: Instant) {
         let f = flow_of_dest(flow);
-        let (members, branch) = self.keepalive.closed(&f).unwrap_or_default();
+        let (members, branch) = self.keepalive.lock().closed(&f).unwrap_or_default();
         self.close_branch(branch, f);
         self.drop_flow(f, &members, "removed_closed", now);
         self.flows_gauge();
@@ -280,12 +289,15 @@ impl Core {
         let mut removed = 0;
         for m in members {
             if self.bound_here(m, flow, now) {
-                self.store.remove(&m.aor, &m.contact);
+                self.store.lock().remove(&m.aor, &m.contact);
                 removed += 1;
             }
         }
-        if self.relayed.forget(&dest_of(flow)) {
-            self.metrics.relayed.flows.set(self.relayed.len() as i64);
+        if self.relayed.lock().forget(&dest_of(flow)) {
+            self.metrics
+                .relayed
+                .flows
+                .set(self.relayed.lock().len() as i64);
             removed += 1;
         }
         if removed == 0 {
@@ -296,8 +308,9 @@ impl Core {
             .events
             .with_label_values(&[event])
             .inc_by(removed);
-        self.metrics.bindings.set(self.store.len() as i64);
-        if let Verdict::Log { suppressed } = self.keepalive_log.decide(event, now) {
+        self.metrics.bindings.set(self.store.lock().len() as i64);
+        let verdict = self.keepalive_log.lock().decide(event, now);
+        if let Verdict::Log { suppressed } = verdict {
             tracing::info!(
                 target: "registrar",
                 event,
@@ -321,13 +334,14 @@ impl Core {
     /// A bound was hit (`event`): counted, and logged once per kind a while.
     fn keepalive_event(&mut self, event: &'static str, source: Option<SocketAddr>, now: Instant) {
         self.keepalive_count(event);
-        if let Verdict::Log { suppressed } = self.keepalive_log.decide(event, now) {
+        let verdict = self.keepalive_log.lock().decide(event, now);
+        if let Verdict::Log { suppressed } = verdict {
             tracing::warn!(
                 target: "registrar",
                 event,
                 source = ?source,
-                flows = self.keepalive.len(),
-                in_flight = self.keepalive.in_flight(),
+                flows = self.keepalive.lock().len(),
+                in_flight = self.keepalive.lock().in_flight(),
                 suppressed,
                 "keep-alive bound reached"
             );
@@ -338,6 +352,6 @@ impl Core {
         self.metrics
             .keepalive
             .flows
-            .set(self.keepalive.len() as i64);
+            .set(self.keepalive.lock().len() as i64);
     }
 }

@@ -25,8 +25,8 @@ impl Core {
         if getrandom::getrandom(&mut r).is_err() {
             // No randomness left (never seen on Linux): a keyed hash of a counter, still
             // unpredictable without the key.
-            self.seq += 1;
-            let h = route::mac(&self.keys.loop_tag, &[b"branch", &self.seq.to_le_bytes()]);
+            let seq = self.shared.next_seq();
+            let h = route::mac(&self.keys.loop_tag, &[b"branch", &seq.to_le_bytes()]);
             r.copy_from_slice(&h[..12]);
         }
         format!("{BRANCH_PREFIX}{}.{loop_tag}", crate::auth::digest::hex(&r))

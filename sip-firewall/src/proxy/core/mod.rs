@@ -1,12 +1,15 @@
 //! The proxy's state and decisions, free of I/O: messages and a clock in, queued sends and
-//! an [`Action`] out. Unit tests drive it with a fake clock. [`Core`] owns its parts (the
-//! server and client transaction tables, the location store, the authenticator, the fraud
-//! guard) with the configuration, keys and seams; one request's facts travel as a
-//! [`Req`] passed down, never through fields.
+//! an [`Action`] out. Unit tests drive it with a fake clock. A [`Core`] is one shard of the
+//! proxy: it owns the state of its calls (the server and client transaction tables, the
+//! timer heap, the requests waiting for DNS) and holds handles on what every shard shares
+//! (the location store, the authenticator, the fraud guard, the keep-alive flows: see
+//! [`shared`], which lists each part), with the configuration, keys and seams; one
+//! request's facts travel as a [`Req`] passed down, never through fields.
 //!
 //! | file | what it decides |
 //! |---|---|
 //! | `mod.rs` | the core's state and keys, trust, refusals |
+//! | `shared.rs` | what every shard's core shares (bindings, subscribers, fraud guard, flows), which is per shard |
 //! | `silent.rs` | contacts that answered nothing: sent to once, without retransmissions |
 //! | `setup.rs` | building from the configuration, reloads |
 //! | `req.rs` | `Req` (one request's facts) and `Onward` (what a forward's branches share) |
@@ -86,10 +89,10 @@ use crate::{
     section::{NextHop, in_any},
 };
 use clients::{ClientEntry, ClientKey, Clients, Outgoing};
-use keepalive::KEEPALIVE_LOG_EVERY;
 use req::{Onward, Req};
 pub use servers::ServerKey;
 use servers::{ServerEntry, Servers, owned_ctx, server_key};
+pub use shared::{Locked, Shared};
 
 // The core's unit tests build it from a whole configuration file.
 #[cfg(test)]
@@ -179,8 +182,14 @@ struct Settings {
     topology_hiding: TopologyHiding,
 }
 
-/// Everything behind the proxy's lock.
+/// Everything behind one shard's lock: its own transaction state, and handles on what
+/// the shards share ([`shared`]).
 pub struct Core {
+    /// Which shard this core is (of `shared.shards`).
+    shard: usize,
+    /// The state every shard's core shares; the fields below that are handles on it are
+    /// clones of its parts.
+    shared: Shared,
     local: Local,
     /// What a reload changes ([`Core::reconfigure`]).
     settings: Settings,
@@ -189,16 +198,16 @@ pub struct Core {
     /// Contacts that left a request of ours unanswered ([`silent`]).
     silent: silent::Silent,
     /// The identities each user (user, lower-case domain) may assert besides their own URI.
-    identities: HashMap<(String, String), Vec<String>>,
+    identities: Locked<HashMap<(String, String), Vec<String>>>,
     servers: Servers,
     clients: Clients,
     heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
-    store: Box<dyn LocationStore>,
+    store: Locked<Box<dyn LocationStore>>,
     /// Who we are in a cluster that shares registrations (none: standalone).
-    cluster: Option<Member>,
+    cluster: Locked<Option<Member>>,
     /// Relay mode: the flows the operator's registrar registered.
-    relayed: registrar::relay::Flows,
-    auth: Authenticator,
+    relayed: Locked<registrar::relay::Flows>,
+    auth: Locked<Authenticator>,
     metrics: ProxyMetrics,
     observer: Arc<dyn Observer>,
     sends: Vec<(Destination, Vec<u8>)>,
@@ -207,8 +216,7 @@ pub struct Core {
     answers: Vec<usize>,
     /// Makes our branches unique across restarts.
     salt: u64,
-    keys: CoreKeys,
-    seq: u64,
+    keys: Arc<CoreKeys>,
     /// The clock origin: nonce timestamps are seconds since the Unix epoch, taken as
     /// `unix_at_start` plus monotonic time since `start`.
     origin: (Instant, u64),
@@ -216,21 +224,21 @@ pub struct Core {
     /// When our interface addresses were last taken from the host.
     last_addr_refresh: Instant,
     /// The toll-fraud guard: its decisions on calls, its dialog tracking.
-    pub(crate) fraud: crate::fraud::Fraud,
+    pub(crate) fraud: Locked<crate::fraud::Fraud>,
     /// Requests waiting for DNS (RFC 3263), and the names to resolve ([`resolve`]).
     parked: resolve::Parked,
     /// The flows of registered contacts kept alive by pings ([`keepalive`]).
-    keepalive: Keepalive,
+    keepalive: Locked<Keepalive>,
     /// The Call-IDs of dialogs made inside that went out sealed (`hide::dialog_refs`).
-    sealed_dialogs: hide::dialog_refs::SealedDialogs,
+    sealed_dialogs: Locked<hide::dialog_refs::SealedDialogs>,
     /// One line per kind of keep-alive event a while ([`keepalive`]).
-    keepalive_log: crate::logging::RateLimit<&'static str>,
+    keepalive_log: Locked<crate::logging::RateLimit<&'static str>>,
 }
 
 impl Core {
     /// The subscribers, changed at run time by the admin API.
-    pub fn users_mut(&mut self) -> &mut Users {
-        self.auth.users_mut()
+    pub fn with_users<R>(&self, f: impl FnOnce(&mut Users) -> R) -> R {
+        f(self.auth.lock().users_mut())
     }
 
     /// A contact left a request of ours unanswered.
@@ -338,9 +346,8 @@ impl Core {
     }
 
     pub(super) fn gauges(&self) {
-        let [server, client] = &self.metrics.transactions_by_side;
-        server.set(self.servers.len() as i64);
-        client.set(self.clients.len() as i64);
+        self.shared
+            .set_transactions(self.shard, self.servers.len(), self.clients.len());
     }
 }
 
@@ -396,6 +403,7 @@ mod response;
 mod routing;
 mod servers;
 mod setup;
+mod shared;
 mod silent;
 mod timers;
 

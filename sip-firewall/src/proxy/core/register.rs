@@ -30,18 +30,19 @@ impl Core {
             Some(self.authenticate(r, ruri, &aor.domain, &[&aor.from_user, &aor.user], false)?)
         };
         let req = Register::from_message(m, &aor, ctx.source, ctx.transport, authenticated)?;
+        let path = self.cluster.lock().as_ref().map(|c| c.path.clone());
         let answer = registrar::request::apply(
             &self.settings.registrar,
-            self.store.as_mut(),
+            self.store.lock().as_mut(),
             &req,
-            self.cluster.as_ref().map(|c| c.path.as_str()),
+            path.as_deref(),
             registrar::request::supports_path(m),
             now,
         );
         if answer.code == 200 {
             self.keep_alive(&req.aor, ctx, now);
         }
-        self.metrics.bindings.set(self.store.len() as i64);
+        self.metrics.bindings.set(self.store.lock().len() as i64);
         if let Some(e) = self.servers.get_mut(&r.key) {
             e.txn.local();
         }
@@ -61,17 +62,19 @@ impl Core {
         let path = path
             .unwrap_or_else(|| format!("sip:{};lr", self.local.hostport_for(Transport::Datagram)));
         let mut inner = MemoryStore::default();
-        for (aor, b) in self.store.all() {
+        let mut store = self.store.lock();
+        for (aor, b) in store.all() {
             inner.put(&aor, b);
         }
-        self.store = Box::new(WriteThrough::new(
+        *store = Box::new(WriteThrough::new(
             inner,
             node.clone(),
             path.clone(),
             self.origin,
             sink,
         ));
-        self.cluster = Some(Member { node, path });
+        drop(store);
+        *self.cluster.lock() = Some(Member { node, path });
     }
 
     /// A registration change another node made; false (not applied) when it puts a
@@ -82,8 +85,8 @@ impl Core {
         {
             return false;
         }
-        self.store.apply_remote(change, now);
-        self.metrics.bindings.set(self.store.len() as i64);
+        self.store.lock().apply_remote(change, now);
+        self.metrics.bindings.set(self.store.lock().len() as i64);
         true
     }
 
@@ -92,7 +95,12 @@ impl Core {
     /// next-hop check of a request's text ([`Core::forbidden_hop`]). A Path naming a host
     /// is refused when it is used (`bad_path`).
     fn remote_hop_ok(&self, b: &SharedBinding) -> bool {
-        let hop = if self.cluster.as_ref().is_some_and(|c| c.node == b.node) {
+        let hop = if self
+            .cluster
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.node == b.node)
+        {
             Some(b.source.ip())
         } else {
             route::resolve(&b.path, None).map(|d| d.addr.ip())
@@ -109,6 +117,7 @@ impl Core {
         now: Instant,
     ) -> Vec<(String, Binding)> {
         self.store
+            .lock()
             .all()
             .into_iter()
             .filter(|(_, b)| {
@@ -121,7 +130,7 @@ impl Core {
 
     /// The bindings whose flow we hold, as shared (for a Redis that lost them).
     pub fn location_own(&self, now: Instant) -> Vec<(String, SharedBinding)> {
-        self.store.own_shared(now)
+        self.store.lock().own_shared(now)
     }
 
     /// The cluster's full set of registrations, after a (re)connect; how many were refused
@@ -132,8 +141,8 @@ impl Core {
             .filter(|(_, b)| self.remote_hop_ok(b))
             .cloned()
             .collect();
-        self.store.reload_remote(&ok, now);
-        self.metrics.bindings.set(self.store.len() as i64);
+        self.store.lock().reload_remote(&ok, now);
+        self.metrics.bindings.set(self.store.lock().len() as i64);
         all.len() - ok.len()
     }
 }

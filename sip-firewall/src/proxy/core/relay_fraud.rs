@@ -53,8 +53,10 @@ impl Core {
             return Ok(());
         };
         let ruri = msg.request_uri().unwrap_or("");
+        let foreign = self.foreign_target(msg);
         self.fraud
-            .precheck(&account, ruri, self.foreign_target(msg))
+            .lock()
+            .precheck(&account, ruri, foreign)
             .map_err(|r| answer(r.code, r.phrase))
     }
 
@@ -103,9 +105,8 @@ impl Core {
                 .map_or(0, |c| c.0),
         };
         let unix = self.unix_secs(now);
-        if self.fraud.book(&attempt, now, unix).is_err()
-            && self.fraud.pending(key, &attempt.txn).is_none()
-        {
+        let booked = self.fraud.lock().book(&attempt, now, unix);
+        if booked.is_err() && self.fraud.lock().pending(key, &attempt.txn).is_none() {
             return Booking::Refused(attempt.from, attempt.contact, attempt.cseq);
         }
         Booking::Books

@@ -160,7 +160,7 @@ impl Core {
             self.refused(Some(ctx.source), "bad_flow_token");
             return Err(answer(403, "Forbidden"));
         };
-        if self.relayed.get(&opened.flow, now).is_none() {
+        if self.relayed.lock().get(&opened.flow, now).is_none() {
             self.refused(Some(ctx.source), "flow_failed");
             return Err(answer(430, "Flow Failed"));
         }
@@ -268,10 +268,11 @@ impl Core {
         };
         let expires = relay::granted(sent.contacts.iter().map(String::as_str), m);
         let flow = opened.flow;
-        match self
-            .relayed
-            .learn(&self.settings.registrar, flow, &sent.aor, expires, now)
-        {
+        let learnt =
+            self.relayed
+                .lock()
+                .learn(&self.settings.registrar, flow, &sent.aor, expires, now);
+        match learnt {
             Ok(()) => {
                 if !expires.is_zero() {
                     let user = sent.user.as_deref().unwrap_or("");
@@ -293,18 +294,24 @@ impl Core {
                     .inc();
             }
         }
-        self.metrics.relayed.flows.set(self.relayed.len() as i64);
+        self.metrics
+            .relayed
+            .flows
+            .set(self.relayed.lock().len() as i64);
     }
 
     /// Drop the relayed flows that expired.
     pub(super) fn expire_relayed(&mut self, now: Instant) {
-        self.relayed.expire(now);
-        self.metrics.relayed.flows.set(self.relayed.len() as i64);
+        self.relayed.lock().expire(now);
+        self.metrics
+            .relayed
+            .flows
+            .set(self.relayed.lock().len() as i64);
     }
 
     /// Registered flows of relay mode (for `status`).
     pub fn relayed_flows(&self) -> usize {
-        self.relayed.len()
+        self.relayed.lock().len()
     }
 }
 

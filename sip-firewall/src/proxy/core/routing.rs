@@ -333,7 +333,7 @@ impl Core {
     /// Path of the cluster node that holds it (RFC 3327).
     fn route_to_bindings(&mut self, r: &Req<'_>, msg: SipMsg, aor: &str) -> Result<(), LocalReply> {
         let (m, now) = (r.m, r.now);
-        let bindings = self.store.lookup(aor, now);
+        let bindings = self.store.lock().lookup(aor, now);
         if bindings.is_empty() {
             // Unknown and unregistered look the same: no enumeration of users.
             return Err(self.unavailable());
@@ -435,12 +435,13 @@ impl Core {
             self.refused(Some(ctx.source), "cluster_hop");
             return Err(answer(403, "Forbidden"));
         };
-        let Some(b) = self
+        let found = self
             .store
+            .lock()
             .lookup(&aor, now)
             .into_iter()
-            .find(|b| b.path.is_none() && b.contact.eq_ignore_ascii_case(&ruri))
-        else {
+            .find(|b| b.path.is_none() && b.contact.eq_ignore_ascii_case(&ruri));
+        let Some(b) = found else {
             // The phone moved or left since the other node looked.
             return Err(self.unavailable());
         };

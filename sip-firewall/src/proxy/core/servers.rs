@@ -40,28 +40,46 @@ impl ServerEntry {
     }
 }
 
-/// The open server transactions, counted per source.
+/// The open server transactions of one shard; their counts per source are shared by
+/// every shard ([`Counts`]).
 pub(super) struct Servers {
     map: HashMap<ServerKey, ServerEntry>,
+    counts: Locked<Counts>,
+}
+
+/// The server transactions open in every shard, in total and per source, and their bounds:
+/// `[sip] max_transactions` and `max_transactions_per_source` bound the whole proxy.
+pub(crate) struct Counts {
+    total: usize,
     /// Transactions open per source key.
     per_source: HashMap<IpAddr, usize>,
     /// `[sip] max_transactions` and `max_transactions_per_source`.
     max: (usize, usize),
 }
 
-impl Servers {
-    /// An empty table bounded by `max` (in total, per source).
-    pub(super) fn new(max: (usize, usize)) -> Servers {
-        Servers {
-            map: HashMap::new(),
+impl Counts {
+    /// None open yet, bounded by `max` (in total, per source).
+    pub(super) fn new(max: (usize, usize)) -> Counts {
+        Counts {
+            total: 0,
             per_source: HashMap::new(),
             max,
+        }
+    }
+}
+
+impl Servers {
+    /// An empty table counted in `counts`.
+    pub(super) fn new(counts: Locked<Counts>) -> Servers {
+        Servers {
+            map: HashMap::new(),
+            counts,
         }
     }
 
     /// New bounds (a reload); the transactions open stay.
     pub(super) fn set_max(&mut self, max: (usize, usize)) {
-        self.max = max;
+        self.counts.lock().max = max;
     }
 
     pub(super) fn len(&self) -> usize {
@@ -82,42 +100,51 @@ impl Servers {
 
     /// Open the transaction `key`, counted for its source.
     pub(super) fn insert(&mut self, key: ServerKey, e: ServerEntry) {
-        *self
-            .per_source
-            .entry(crate::seams::source_key(e.source.ip()))
-            .or_insert(0) += 1;
-        self.map.insert(key, e);
+        let source = crate::seams::source_key(e.source.ip());
+        if let Some(old) = self.map.insert(key, e) {
+            // The same key again: the old entry's count goes with it.
+            self.uncount(old.source.ip());
+        }
+        let mut c = self.counts.lock();
+        c.total += 1;
+        *c.per_source.entry(source).or_insert(0) += 1;
     }
 
     /// End the transaction `key`, uncounted for its source.
     pub(super) fn remove(&mut self, key: &ServerKey) -> Option<ServerEntry> {
         let e = self.map.remove(key)?;
-        let k = crate::seams::source_key(e.source.ip());
-        if let Some(n) = self.per_source.get_mut(&k) {
+        self.uncount(e.source.ip());
+        Some(e)
+    }
+
+    fn uncount(&self, ip: IpAddr) {
+        let k = crate::seams::source_key(ip);
+        let mut c = self.counts.lock();
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_source.get_mut(&k) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_source.remove(&k);
+                c.per_source.remove(&k);
             }
         }
-        Some(e)
     }
 
     /// Whether no source has a transaction counted (every count went back to zero).
     #[cfg(test)]
     pub(super) fn no_source_counted(&self) -> bool {
-        self.per_source.is_empty()
+        self.counts.lock().per_source.is_empty()
     }
 
     /// Which bound a new transaction from `source` would pass, if any
     /// (`transactions_total`, or `transactions_per_source` unless `exempt`: an allow-listed
-    /// source is bound by the total only).
+    /// source is bound by the total only), counting every shard's.
     pub(super) fn full(&self, source: IpAddr, exempt: bool) -> Option<&'static str> {
-        let (total, per_source) = self.max;
-        if self.map.len() >= total {
+        let c = self.counts.lock();
+        let (total, per_source) = c.max;
+        if c.total >= total {
             Some("transactions_total")
         } else if !exempt
-            && self
-                .per_source
+            && c.per_source
                 .get(&crate::seams::source_key(source))
                 .is_some_and(|&n| n >= per_source)
         {
@@ -217,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_source_is_bound_per_source_until_its_transactions_end() {
-        let mut s = Servers::new((10, 2));
+        let mut s = Servers::new(Locked::new(Counts::new((10, 2))));
         s.insert(key("z9hG4bK1"), entry("192.0.2.1:5060"));
         assert_eq!(s.full("192.0.2.1".parse().expect("ip"), false), None);
         s.insert(key("z9hG4bK2"), entry("192.0.2.1:5062"));
@@ -236,7 +263,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_source_is_counted_by_its_64_and_the_total_binds_everyone() {
-        let mut s = Servers::new((3, 2));
+        let mut s = Servers::new(Locked::new(Counts::new((3, 2))));
         s.insert(key("z9hG4bK1"), entry("[2001:db8::1]:5060"));
         s.insert(key("z9hG4bK2"), entry("[2001:db8::2]:5060"));
         let other = "2001:db8::3".parse().expect("ip");

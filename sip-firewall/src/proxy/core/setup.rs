@@ -4,68 +4,61 @@
 use super::*;
 
 impl Core {
-    /// A core from the configuration, its clock starting at `now`.
+    /// A core from the configuration, its clock starting at `now`: the only shard (the
+    /// unit tests').
+    #[cfg(test)]
     pub fn new<'a>(
         config: impl Into<Sections<'a>>,
         metrics: ProxyMetrics,
         observer: Arc<dyn Observer>,
         now: Instant,
     ) -> anyhow::Result<Core> {
+        let config = config.into();
+        let shared = Shared::new(config, metrics, 1, now)?;
+        Ok(Core::shard(config, &shared, 0, observer))
+    }
+
+    /// The core of shard `shard` (of `shared.shards()`): its own transaction state, the
+    /// rest `shared` with the other shards.
+    pub fn shard<'a>(
+        config: impl Into<Sections<'a>>,
+        shared: &Shared,
+        shard: usize,
+        observer: Arc<dyn Observer>,
+    ) -> Core {
         let config = &config.into();
-        let keys =
-            KeyRing::from_config(config.auth.secret.as_deref(), &config.auth.previous_secrets)?;
-        let salt = u64::from_le_bytes(
-            random_bytes(8)?
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("randomness"))?,
-        );
-        let nonces = nonces(config, &keys, &metrics)?;
-        let algorithms = config
-            .auth
-            .algorithms
-            .iter()
-            .filter_map(|a| Algorithm::parse(a))
-            .collect();
-        Ok(Core {
+        let s = shared.clone();
+        let now = s.origin.0;
+        Core {
+            shard,
             local: local_of(config),
             settings: Settings::of(config),
             reply_from_any: config.proxy.reply_from_any.clone(),
             silent: silent::Silent::default(),
-            sealed_dialogs: Default::default(),
-            identities: identities(&config.auth.users),
-            servers: Servers::new((
-                config.sip.max_transactions,
-                config.sip.max_transactions_per_source,
-            )),
+            sealed_dialogs: s.sealed_dialogs.clone(),
+            identities: s.identities.clone(),
+            servers: Servers::new(s.txns.clone()),
             clients: Clients::default(),
             heap: BinaryHeap::new(),
-            store: Box::new(MemoryStore::default()),
-            cluster: None,
-            relayed: registrar::relay::Flows::default(),
-            auth: Authenticator::new(Users::from_config(&config.auth.users), algorithms, nonces),
-            fraud: crate::fraud::Fraud::new(config.fraud, metrics.fraud.clone()),
-            metrics,
+            store: s.store.clone(),
+            cluster: s.cluster.clone(),
+            relayed: s.relayed.clone(),
+            auth: s.auth.clone(),
+            fraud: s.fraud.clone(),
+            metrics: s.metrics.clone(),
             observer,
             sends: Vec::new(),
             answers: Vec::new(),
-            salt,
-            keys: CoreKeys {
-                stamp: route::StampKeys::new(&keys),
-                hop: keys.derive_all(Purpose::ClusterHop),
-                loop_tag: keys.current().derive::<32>(Purpose::LoopTag).to_vec(),
-                flow: route::flow::FlowKeys::new(&keys),
-                contact: hide::ContactSeal::new(&keys),
-                call_id: hide::call_id::CallIdSeal::new(&keys),
-                path: hide::path::PathSeal::new(&keys),
-            },
-            seq: 0,
-            origin: (now, crate::clock::unix_now()),
+            salt: s.salt,
+            keys: s.keys.clone(),
+            origin: s.origin,
             last_housekeeping: now,
             last_addr_refresh: now,
-            keepalive: Keepalive::new(config.registrar),
-            keepalive_log: crate::logging::RateLimit::new(KEEPALIVE_LOG_EVERY, 16),
+            keepalive: s.keepalive.clone(),
+            keepalive_log: s.keepalive_log.clone(),
             parked: resolve::Parked::new(config.dns.timeout + Duration::from_secs(2)),
-        })
+            shared: s,
+        }
     }
 
     /// Take the settings a reload may change while running (`sip-firewall reload`): the
@@ -78,16 +71,11 @@ impl Core {
     pub fn reconfigure<'a>(&mut self, config: impl Into<Sections<'a>>) {
         let config = &config.into();
         self.settings = Settings::of(config);
-        self.keepalive.reconfigure(config.registrar);
-        self.auth.set_algorithms(
-            config
-                .auth
-                .algorithms
-                .iter()
-                .filter_map(|a| Algorithm::parse(a))
-                .collect(),
-        );
-        self.auth.set_nonce_lifetime(config.auth.nonce_lifetime);
+        self.keepalive.lock().reconfigure(config.registrar);
+        let mut auth = self.auth.lock();
+        auth.set_algorithms(algorithms(config));
+        auth.set_nonce_lifetime(config.auth.nonce_lifetime);
+        drop(auth);
         self.servers.set_max((
             config.sip.max_transactions,
             config.sip.max_transactions_per_source,
@@ -122,7 +110,11 @@ impl Settings {
 /// The nonce authority of this start: the nonce keys of the ring (current first), a random
 /// boot id its nonces carry (they are accepted in this process only), verifications under a
 /// previous key counted.
-fn nonces(config: &Sections<'_>, keys: &KeyRing, metrics: &ProxyMetrics) -> anyhow::Result<Nonces> {
+pub(super) fn nonces(
+    config: &Sections<'_>,
+    keys: &KeyRing,
+    metrics: &ProxyMetrics,
+) -> anyhow::Result<Nonces> {
     let boot = u64::from_le_bytes(
         random_bytes(8)?
             .try_into()
@@ -137,7 +129,17 @@ fn nonces(config: &Sections<'_>, keys: &KeyRing, metrics: &ProxyMetrics) -> anyh
     Ok(nonces)
 }
 
-fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
+/// The digest algorithms `[auth] algorithms` offers, in its order.
+pub(super) fn algorithms(config: &Sections<'_>) -> Vec<Algorithm> {
+    config
+        .auth
+        .algorithms
+        .iter()
+        .filter_map(|a| Algorithm::parse(a))
+        .collect()
+}
+
+pub(super) fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
     let mut b = vec![0u8; n];
     getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     Ok(b)
@@ -232,7 +234,9 @@ fn advertised(config: &Sections<'_>) -> (String, Option<u16>) {
 }
 
 /// The identities each user may assert besides its own (RFC 3325), by user and domain.
-fn identities(users: &[crate::auth::config::UserEntry]) -> HashMap<(String, String), Vec<String>> {
+pub(super) fn identities(
+    users: &[crate::auth::config::UserEntry],
+) -> HashMap<(String, String), Vec<String>> {
     users
         .iter()
         .filter(|u| !u.identities.is_empty())

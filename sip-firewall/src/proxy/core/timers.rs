@@ -60,14 +60,16 @@ impl Core {
                 TimerKey::Client(c) => self.client_timer(c, now),
             }
         }
-        self.keepalive_tick(now);
+        // What the shards share is kept by the first one (`shared`).
+        let keeper = self.shard == 0;
+        if keeper {
+            self.keepalive_tick(now);
+        }
         if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
             self.last_housekeeping = now;
-            self.store.expire(now);
-            self.expire_relayed(now);
-            self.metrics.bindings.set(self.store.len() as i64);
-            let secs = self.unix_secs(now);
-            self.auth.expire(secs);
+            if keeper {
+                self.shared_housekeeping(now);
+            }
             self.silent.expire(now);
             // Calls past their limits end here (second precision is enough for hours).
             self.fraud_tick(now);
@@ -80,6 +82,19 @@ impl Core {
             self.local.refresh();
         }
         self.gauges();
+    }
+
+    /// The expiry of what the shards share: bindings, relayed flows, nonce counts.
+    fn shared_housekeeping(&mut self, now: Instant) {
+        let bindings = {
+            let mut store = self.store.lock();
+            store.expire(now);
+            store.len()
+        };
+        self.metrics.bindings.set(bindings as i64);
+        self.expire_relayed(now);
+        let secs = self.unix_secs(now);
+        self.auth.lock().expire(secs);
     }
 
     pub(super) fn server_timer(&mut self, key: ServerKey, now: Instant) {

@@ -98,7 +98,13 @@ fn credentials_of_another_boot_are_stale_and_never_a_failure() {
             sent[0].1
         );
     }
-    assert!(restarted.store.lookup("bob@example.com", now).is_empty());
+    assert!(
+        restarted
+            .store
+            .lock()
+            .lookup("bob@example.com", now)
+            .is_empty()
+    );
     assert_eq!(failures.all(), Vec::<String>::new(), "no failure reported");
     assert_eq!(
         restarted

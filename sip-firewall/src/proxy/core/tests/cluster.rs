@@ -206,7 +206,13 @@ fn a_call_through_b_reaches_bob_through_a() {
     let ok = b.feed(star, BOB_FLOW);
     assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
     a.take_from(&b);
-    assert!(a.core.store.lookup("bob@example.com", a.now).is_empty());
+    assert!(
+        a.core
+            .store
+            .lock()
+            .lookup("bob@example.com", a.now)
+            .is_empty()
+    );
 }
 
 /// During a secret roll a node on the new secret (the old one as previous) still takes the
@@ -375,9 +381,18 @@ fn bindings_from_the_cluster_pass_the_next_hop_check() {
     for c in &refused {
         assert!(!b.core.location_remote(c, b.now), "{c:?}");
     }
-    assert!(b.core.store.lookup("bob@example.com", b.now).is_empty());
+    assert!(
+        b.core
+            .store
+            .lock()
+            .lookup("bob@example.com", b.now)
+            .is_empty()
+    );
     assert!(b.core.location_remote(&honest, b.now));
-    assert_eq!(b.core.store.lookup("bob@example.com", b.now).len(), 1);
+    assert_eq!(
+        b.core.store.lock().lookup("bob@example.com", b.now).len(),
+        1
+    );
     // The full load drops the refused ones and counts them.
     let all: Vec<(String, SharedBinding)> = refused
         .iter()
@@ -388,7 +403,10 @@ fn bindings_from_the_cluster_pass_the_next_hop_check() {
         })
         .collect();
     assert_eq!(b.core.location_reload(&all, b.now), refused.len());
-    assert_eq!(b.core.store.lookup("bob@example.com", b.now).len(), 1);
+    assert_eq!(
+        b.core.store.lock().lookup("bob@example.com", b.now).len(),
+        1
+    );
     // Listed in internal_next_hops: taken.
     b.core.settings.internal_next_hops = vec!["127.0.0.0/8".parse().expect("net")];
     assert!(b.core.location_remote(&refused[0], b.now));
@@ -400,7 +418,10 @@ fn bindings_from_the_cluster_pass_the_next_hop_check() {
 #[test]
 fn only_the_node_holding_a_flow_pings_it() {
     let (mut a, mut b) = bob_on_a("cluster-secret", "cluster-secret");
-    assert_eq!(b.core.store.lookup("bob@example.com", b.now).len(), 1);
+    assert_eq!(
+        b.core.store.lock().lookup("bob@example.com", b.now).len(),
+        1
+    );
     // The defaults: every 30 s, gone after 3 unanswered.
     let (d, step) = (Duration::from_secs(121), Duration::from_millis(100));
     let from_b = super::advance(&mut b.core, &mut b.now, d, step);
@@ -411,12 +432,24 @@ fn only_the_node_holding_a_flow_pings_it() {
         .filter(|(to, m)| *to == BOB_FLOW.parse().unwrap() && m.starts_with("OPTIONS"))
         .collect();
     assert_eq!(pings.len(), 3, "{from_a:?}");
-    assert!(a.core.store.lookup("bob@example.com", a.now).is_empty());
+    assert!(
+        a.core
+            .store
+            .lock()
+            .lookup("bob@example.com", a.now)
+            .is_empty()
+    );
     let removed = a.written();
     assert!(
         matches!(&removed[..], [Change::Remove { aor, .. }] if aor == "bob@example.com"),
         "{removed:?}"
     );
     b.core.location_remote(&removed[0], b.now);
-    assert!(b.core.store.lookup("bob@example.com", b.now).is_empty());
+    assert!(
+        b.core
+            .store
+            .lock()
+            .lookup("bob@example.com", b.now)
+            .is_empty()
+    );
 }

@@ -671,7 +671,7 @@ fn registrations_follow_the_client() {
         .map(|(a, _)| *a)
         .collect();
     assert_eq!(to, vec!["10.0.0.21:40000".parse().unwrap()]);
-    let b = e.core.store.lookup("bob@example.com", e.now);
+    let b = e.core.store.lock().lookup("bob@example.com", e.now);
     assert_eq!(b[0].authenticated, None, "allow-listed: no credentials");
     assert_eq!(b[0].source, "10.0.0.21:40000".parse().unwrap());
 

@@ -186,7 +186,7 @@ fn concurrent_critical_suspends_the_account() {
                 .any(|(a, m)| a.to_string() == PHONE && m.starts_with("SIP/2.0 200"))
         );
     }
-    assert_eq!(h.core.fraud.calls_active(), 2);
+    assert_eq!(h.core.fraud.lock().calls_active(), 2);
     assert_eq!(
         h.core
             .metrics
@@ -198,7 +198,7 @@ fn concurrent_critical_suspends_the_account() {
         "the second call passed the warning threshold"
     );
     h.assert_tripped("0044201234");
-    let ops = h.core.fraud.take_store_ops();
+    let ops = h.core.fraud.lock().take_store_ops();
     assert!(
         matches!(ops.as_slice(), [crate::fraud::StoreOp::Suspend(s)] if s.account == "alice@example.com"),
         "{ops:?}"
@@ -208,7 +208,7 @@ fn concurrent_critical_suspends_the_account() {
     assert_eq!(h.refused("suspended"), 1);
     assert_eq!(h.core.metrics.fraud.suspended.get(), 1);
     assert_eq!(
-        h.core.fraud.unblock("alice", 0),
+        h.core.fraud.lock().unblock("alice", 0),
         vec!["alice@example.com".to_string()]
     );
     let (_, out) = h.call("0301234567");
@@ -226,7 +226,7 @@ fn calls_per_minute_trips_at_the_count() {
         h.advance(Duration::from_secs(5));
     }
     assert_eq!(
-        h.core.fraud.calls_active(),
+        h.core.fraud.lock().calls_active(),
         0,
         "failed calls are not in progress"
     );
@@ -254,7 +254,7 @@ fn max_call_duration_sends_bye_both_ways() {
     let (_, out) = h.call("0301234567");
     let out = out.expect("forwarded");
     h.answer(&out, 200);
-    assert_eq!(h.core.fraud.calls_active(), 1);
+    assert_eq!(h.core.fraud.lock().calls_active(), 1);
     let sent = h.advance(Duration::from_secs(9));
     assert!(sent.iter().all(|(_, m)| !m.starts_with("BYE")), "{sent:?}");
     let sent = h.advance(Duration::from_secs(3));
@@ -276,7 +276,7 @@ fn max_call_duration_sends_bye_both_ways() {
     let to_phone = bye_to(PHONE);
     assert!(to_phone.starts_with(&format!("BYE sip:alice@{PHONE} SIP/2.0")));
     assert!(to_phone.contains("To: <sip:alice@example.com>;tag=a1"));
-    assert_eq!(h.core.fraud.calls_active(), 0);
+    assert_eq!(h.core.fraud.lock().calls_active(), 0);
     assert_eq!(h.ended("max_duration"), 1);
     // Our BYE's 200 is taken (its client transaction), not a stray.
     let bye = to_trunk.clone();
@@ -305,9 +305,9 @@ fn max_call_duration_sends_bye_both_ways() {
     );
     let sent = h.feed(&bye, PHONE);
     let at_trunk = sent_to(&sent, TRUNK, "BYE");
-    assert_eq!(h.core.fraud.calls_active(), 1, "until the BYE's 2xx");
+    assert_eq!(h.core.fraud.lock().calls_active(), 1, "until the BYE's 2xx");
     h.respond(&at_trunk, "200 OK", TRUNK);
-    assert_eq!(h.core.fraud.calls_active(), 0);
+    assert_eq!(h.core.fraud.lock().calls_active(), 0);
     let sent = h.advance(Duration::from_secs(12));
     assert!(
         sent.iter().all(|(_, m)| !(m.starts_with("BYE")
@@ -324,15 +324,21 @@ fn unusual_source_login_is_flagged() {
     let mut h = H::new("");
     let (_, out) = h.call("0301234567");
     h.answer(&out.expect("forwarded"), 200);
-    let before = h.core.fraud.events().len();
+    let before = h.core.fraud.lock().events().len();
     h.core
         .fraud
+        .lock()
         .login("alice@example.com", "192.0.2.77".parse().unwrap(), 100);
-    assert_eq!(h.core.fraud.events().len(), before, "same /16: nothing");
+    assert_eq!(
+        h.core.fraud.lock().events().len(),
+        before,
+        "same /16: nothing"
+    );
     h.core
         .fraud
+        .lock()
         .login("alice@example.com", "198.18.4.4".parse().unwrap(), 100);
-    let ev = h.core.fraud.events();
+    let ev = h.core.fraud.lock().events();
     assert_eq!(
         ev.last().map(|e| e.kind.as_str()),
         Some("unusual_source"),
@@ -352,7 +358,7 @@ fn a_duplicate_invite_does_not_untrack_the_call() {
     assert!(dup.is_none());
     assert_eq!(final_line(&sent), "SIP/2.0 403 Call Already In Progress");
     h.answer(&first, 200);
-    assert_eq!(h.core.fraud.calls_active(), 1);
+    assert_eq!(h.core.fraud.lock().calls_active(), 1);
     h.assert_tripped("00492");
 }
 
@@ -377,7 +383,7 @@ fn block_and_hangup_ends_calls_and_alert_only_warns() {
         byes.contains(&TRUNK.to_string()) && byes.contains(&PHONE.to_string()),
         "{sent:?}"
     );
-    assert_eq!(h.core.fraud.calls_active(), 0);
+    assert_eq!(h.core.fraud.lock().calls_active(), 0);
 
     let mut h = H::new(
         "on_critical = \"alert\"\n[[fraud.rules]]\nprefix = \"00\"\nconcurrent = { critical = 1 }\n",
@@ -426,7 +432,7 @@ fn duration_and_daily_total() {
     );
     let (sent, _) = h.call("0301");
     assert_eq!(final_line(&sent), "SIP/2.0 403 Account Suspended");
-    h.core.fraud.unblock("alice@example.com", 0);
+    h.core.fraud.lock().unblock("alice@example.com", 0);
     // The counters start again after unblock: two calls today pass, the third trips.
     for n in ["00492", "00493"] {
         let (_, out) = h.call(n);
@@ -657,7 +663,7 @@ fn refused_bye_leaves_the_call_counted(from_tag: &str, to_tag: &str, extra: &str
     let sent = h.respond(&at_trunk, status, TRUNK);
     assert_eq!(final_line(&sent), format!("SIP/2.0 {status}"), "relayed");
     assert_eq!(
-        h.core.fraud.calls_active(),
+        h.core.fraud.lock().calls_active(),
         2,
         "{from_tag}/{to_tag} answered {status}: the call goes on"
     );
@@ -698,13 +704,13 @@ fn a_bye_answered_200_frees_the_slot_at_once() {
     let sent = h.feed(&bye_from_phone(&ok, "a1", "trunk", ""), PHONE);
     let at_trunk = sent_to(&sent, TRUNK, "BYE");
     assert_eq!(
-        h.core.fraud.calls_active(),
+        h.core.fraud.lock().calls_active(),
         2,
         "the BYE request alone ends nothing"
     );
     let sent = h.respond(&at_trunk, "200 OK", TRUNK);
     assert_eq!(final_line(&sent), "SIP/2.0 200 OK");
-    assert_eq!(h.core.fraud.calls_active(), 1);
+    assert_eq!(h.core.fraud.lock().calls_active(), 1);
     assert_eq!(h.ended("bye"), 1);
     h.goes_through("004930333");
 }
@@ -718,13 +724,13 @@ fn the_callees_bye_answered_200_frees_the_slot() {
     let sent = h.feed(&bye_from_trunk(&ok), TRUNK);
     let at_phone = sent_to(&sent, PHONE, "BYE");
     assert_eq!(
-        h.core.fraud.calls_active(),
+        h.core.fraud.lock().calls_active(),
         2,
         "the BYE request alone ends nothing"
     );
     let sent = h.respond(&at_phone, "200 OK", PHONE);
     sent_to(&sent, TRUNK, "SIP/2.0 200");
-    assert_eq!(h.core.fraud.calls_active(), 1);
+    assert_eq!(h.core.fraud.lock().calls_active(), 1);
     h.goes_through("004930333");
 }
 
@@ -748,13 +754,17 @@ fn a_cancel_ends_the_attempt_only_with_the_487() {
     );
     let sent = h.feed(&cancel, PHONE);
     let at_trunk = sent_to(&sent, TRUNK, "CANCEL");
-    assert_eq!(h.core.fraud.calls_active(), 1, "the CANCEL alone");
+    assert_eq!(h.core.fraud.lock().calls_active(), 1, "the CANCEL alone");
     h.respond(&at_trunk, "200 OK", TRUNK);
-    assert_eq!(h.core.fraud.calls_active(), 1, "the 200 to the CANCEL");
+    assert_eq!(
+        h.core.fraud.lock().calls_active(),
+        1,
+        "the 200 to the CANCEL"
+    );
     assert_eq!(h.refusal("004930222"), "SIP/2.0 503 Too Many Calls");
     let sent = h.answer(&invite, 487);
     assert_eq!(final_line(&sent), "SIP/2.0 487 Whatever");
-    assert_eq!(h.core.fraud.calls_active(), 0);
+    assert_eq!(h.core.fraud.lock().calls_active(), 0);
     h.goes_through("004930333");
 }
 
@@ -769,7 +779,7 @@ fn the_edges_own_bye_frees_the_call_whatever_the_answer() {
     let bye = sent_to(&sent, TRUNK, "BYE");
     sent_to(&sent, PHONE, "BYE");
     h.respond(&bye, "481 Call/Transaction Does Not Exist", TRUNK);
-    assert_eq!(h.core.fraud.calls_active(), 0);
+    assert_eq!(h.core.fraud.lock().calls_active(), 0);
     assert_eq!(h.ended("max_duration"), 1);
     h.goes_through("0301234569");
 }
@@ -785,7 +795,7 @@ fn an_unanswered_bye_has_the_edge_end_the_call() {
     sent_to(&sent, TRUNK, "BYE");
     h.advance(Duration::from_secs(30));
     assert_eq!(
-        h.core.fraud.calls_active(),
+        h.core.fraud.lock().calls_active(),
         1,
         "while the BYE may be answered"
     );
@@ -799,7 +809,7 @@ fn an_unanswered_bye_has_the_edge_end_the_call() {
             "the edge's BYE to {party}: {sent:?}"
         );
     }
-    assert_eq!(h.core.fraud.calls_active(), 0);
+    assert_eq!(h.core.fraud.lock().calls_active(), 0);
     assert_eq!(h.ended("bye_timeout"), 1);
     h.goes_through("0301234568");
 }

@@ -130,7 +130,13 @@ fn udp_contacts_behind_nat_are_pinged_and_dropped_when_silent() {
         unanswered += to(&e.advance(2), nat, "OPTIONS").len();
     }
     assert_eq!(unanswered, 2);
-    assert!(e.core.store.lookup("bob@example.com", e.now).is_empty());
+    assert!(
+        e.core
+            .store
+            .lock()
+            .lookup("bob@example.com", e.now)
+            .is_empty()
+    );
     assert_eq!(e.count("removed_unanswered"), 1);
     let sent = e.call("c2");
     assert_eq!(to(&sent, CALLER, "SIP/2.0 480").len(), 1, "{sent:?}");
@@ -167,10 +173,17 @@ fn stream_contacts_ride_their_connection_and_go_with_it() {
             e.core.flow_pong(dest);
         }
         assert_eq!(e.count("pong"), 3);
-        assert_eq!(e.core.store.lookup("bob@example.com", e.now).len(), 1);
+        assert_eq!(
+            e.core.store.lock().lookup("bob@example.com", e.now).len(),
+            1
+        );
         e.core.flow_closed(dest, e.now);
         assert!(
-            e.core.store.lookup("bob@example.com", e.now).is_empty(),
+            e.core
+                .store
+                .lock()
+                .lookup("bob@example.com", e.now)
+                .is_empty(),
             "{t:?}"
         );
         assert_eq!(e.count("removed_closed"), 1);
@@ -179,7 +192,11 @@ fn stream_contacts_ride_their_connection_and_go_with_it() {
         e.register(contact, flow, t);
         e.advance(2 * 3);
         assert!(
-            e.core.store.lookup("bob@example.com", e.now).is_empty(),
+            e.core
+                .store
+                .lock()
+                .lookup("bob@example.com", e.now)
+                .is_empty(),
             "{t:?}"
         );
         assert_eq!(e.count("removed_unanswered"), 1);
@@ -207,7 +224,10 @@ fn stun_is_answered_only_from_a_registered_udp_flow_and_proves_it_alive() {
         e.advance(2);
         assert!(e.core.flow_stun(flow(nat), e.now));
     }
-    assert_eq!(e.core.store.lookup("bob@example.com", e.now).len(), 1);
+    assert_eq!(
+        e.core.store.lock().lookup("bob@example.com", e.now).len(),
+        1
+    );
     assert_eq!(e.count("removed_unanswered"), 0);
 }
 
@@ -237,11 +257,15 @@ fn stun_is_answered_to_an_outbound_contact_with_keepalives_off() {
         "{sent:?}"
     );
     assert_eq!(e.count("ping_options"), 0);
-    assert_eq!(e.core.store.lookup("bob@example.com", e.now).len(), 2);
+    assert_eq!(
+        e.core.store.lock().lookup("bob@example.com", e.now).len(),
+        2
+    );
 
     // The binding goes (unregistered): so does its flow, at its next check.
     e.core
         .store
+        .lock()
         .remove("bob@example.com", "sip:bob@192.168.1.5:5060;ob");
     e.advance(3);
     assert!(!e.core.flow_stun(flow(ob), e.now));

@@ -178,8 +178,11 @@ fn refused_credentials_count_nothing() {
             vec!["SIP/2.0 407 Proxy Authentication Required"]
         );
     }
-    assert_eq!(r.core.fraud.calls_active(), 0);
-    assert!(r.core.fraud.take_store_ops().is_empty(), "nobody suspended");
+    assert_eq!(r.core.fraud.lock().calls_active(), 0);
+    assert!(
+        r.core.fraud.lock().take_store_ops().is_empty(),
+        "nobody suspended"
+    );
     assert_eq!(
         r.core
             .metrics
@@ -192,7 +195,7 @@ fn refused_credentials_count_nothing() {
     let back = r.answered(6, "004930123");
     assert_eq!(to_phone(&back), vec!["SIP/2.0 200 OK"]);
     assert_eq!(
-        r.core.fraud.calls_active(),
+        r.core.fraud.lock().calls_active(),
         1,
         "the accepted call is booked"
     );
@@ -208,14 +211,14 @@ fn answered_calls_are_booked_and_the_critical_one_is_ended() {
     for n in 1..=2 {
         r.answered(n, &format!("00493012{n}"));
     }
-    assert_eq!(r.core.fraud.calls_active(), 2);
+    assert_eq!(r.core.fraud.lock().calls_active(), 2);
     let back = r.answered(3, "004930125");
     assert_eq!(
         to_phone(&back),
         vec!["SIP/2.0 200 OK"],
         "the answer goes up"
     );
-    let ops = r.core.fraud.take_store_ops();
+    let ops = r.core.fraud.lock().take_store_ops();
     assert!(
         matches!(ops.as_slice(), [crate::fraud::StoreOp::Suspend(s)] if s.account == "alice@example.com"),
         "{ops:?}"
@@ -223,7 +226,7 @@ fn answered_calls_are_booked_and_the_critical_one_is_ended() {
     assert_eq!(r.refused("critical"), 1);
     let sent = r.advance(Duration::from_secs(2));
     assert_ended_both_ways(&sent, 3);
-    assert_eq!(r.core.fraud.calls_active(), 2);
+    assert_eq!(r.core.fraud.lock().calls_active(), 2);
 
     let sent = r.invite(4, "0301234567", "alice");
     assert_eq!(to_phone(&sent), vec!["SIP/2.0 403 Account Suspended"]);
@@ -241,9 +244,9 @@ fn a_bye_answered_2xx_frees_the_call() {
     let mut r = R::new(CONCURRENT_2);
     let route = r.answered_call();
     let at_registrar = r.in_dialog("BYE", &route, "");
-    assert_eq!(r.core.fraud.calls_active(), 1, "until the BYE's 2xx");
+    assert_eq!(r.core.fraud.lock().calls_active(), 1, "until the BYE's 2xx");
     r.ok_in_dialog(&at_registrar, "");
-    assert_eq!(r.core.fraud.calls_active(), 0);
+    assert_eq!(r.core.fraud.lock().calls_active(), 0);
 }
 
 /// A bound of the books (`max_calls_per_user`) an answered call passes: the call is not
@@ -261,7 +264,7 @@ fn an_answered_call_past_a_bound_is_ended() {
     );
     assert_ended_both_ways(&back, 2);
     assert_eq!(r.refused("user_limit"), 1);
-    assert_eq!(r.core.fraud.calls_active(), 1);
+    assert_eq!(r.core.fraud.lock().calls_active(), 1);
 }
 
 /// A re-INVITE of a booked call that carries the credentials again (phones resend them)
@@ -281,6 +284,6 @@ fn a_reinvite_books_nothing() {
     assert!(back.iter().all(|(_, m)| !m.starts_with("BYE")), "{back:?}");
     let sent = r.advance(Duration::from_secs(2));
     assert!(sent.iter().all(|(_, m)| !m.starts_with("BYE")), "{sent:?}");
-    assert_eq!(r.core.fraud.calls_active(), 1);
+    assert_eq!(r.core.fraud.lock().calls_active(), 1);
     assert_eq!(r.refused("duplicate"), 0);
 }
