@@ -29,6 +29,7 @@ mod accept;
 mod admit;
 #[doc(hidden)]
 pub mod config;
+mod mmsg;
 mod outbound;
 #[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
@@ -58,7 +59,7 @@ const EXTENSIONS: &[&str] = &[];
 
 /// Bound UDP sockets and TCP listeners, ready to serve.
 pub struct SipServer {
-    udp: Vec<Arc<tokio::net::UdpSocket>>,
+    udp: Vec<Arc<std::net::UdpSocket>>,
     tcp: Vec<tokio::net::TcpListener>,
     /// TLS listeners and their acceptor (`[tls]`, see [`SipServer::bind_tls`]).
     tls: Vec<tokio::net::TcpListener>,
@@ -119,7 +120,7 @@ impl SipServer {
             groups.push(us);
             tcp.push(t);
         }
-        let slices: Vec<&[tokio::net::UdpSocket]> = groups.iter().map(Vec::as_slice).collect();
+        let slices: Vec<&[std::net::UdpSocket]> = groups.iter().map(Vec::as_slice).collect();
         steer::start(&slices, cfg.udp_steering, &metrics);
         udp.extend(groups.into_iter().flatten().map(Arc::new));
         let outbound = Arc::new(outbound::SocketOutbound::new(udp.clone()));
@@ -231,8 +232,9 @@ impl SipServer {
             .outbound
             .enable_connect(Arc::downgrade(&self.shared), shutdown.clone());
         let mut tasks = tokio::task::JoinSet::new();
-        for u in self.udp {
-            tasks.spawn(udp::serve(u, self.shared.clone(), shutdown.clone()));
+        for (n, u) in self.udp.iter().enumerate() {
+            let worker = udp::Worker::start(u, n, self.shared.clone(), shutdown.clone())?;
+            tasks.spawn(worker.finished());
         }
         for t in self.tcp {
             tasks.spawn(tcp::serve(t, self.shared.clone(), shutdown.clone()));
