@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    cargo, root, run,
+    root,
     sipp::{Uac, free_port, ms, percentile, rtts, wait_listening},
 };
 
