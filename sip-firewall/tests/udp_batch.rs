@@ -2,7 +2,8 @@
 //! eight sockets as fast as they go (most of them wait in the socket's queue while the
 //! worker judges the ones before) are each answered exactly once, and an oversized request
 //! among them, cut by the kernel at the buffer, is answered 513 as it is when it comes alone.
-//! Needs no root: `--xdp-mode off`.
+//! Both ways of serving a worker socket: a task of the shared runtime and a thread of its
+//! own (`[sip] udp_threads`). Needs no root: `--xdp-mode off`.
 
 use std::{
     collections::HashMap,
@@ -52,11 +53,24 @@ fn status_and_call(answer: &[u8]) -> (u16, String) {
 
 #[test]
 fn a_burst_is_answered_once_each_and_an_oversized_one_513() {
+    burst(false);
+}
+
+#[test]
+fn a_burst_is_answered_once_each_by_worker_threads() {
+    burst(true);
+}
+
+/// The burst, with the UDP workers as tasks of the shared runtime or on `threads` of their
+/// own (`[sip] udp_threads`).
+fn burst(threads: bool) {
     // The flood limit of unknown sources (kept in user space without XDP) would drop most
     // of a burst this size from one address: raised out of the way.
-    let config = "[sip]\ndomains = [\"example.com\"]\nworkers = 2\n\
-                  [xdp]\nflood_rate = 100000\nflood_burst = 100000\n";
-    let d = common::start("udp-batch", config, None);
+    let config = format!(
+        "[sip]\ndomains = [\"example.com\"]\nworkers = 2\nudp_threads = {threads}\n\
+         [xdp]\nflood_rate = 100000\nflood_burst = 100000\n"
+    );
+    let d = common::start("udp-batch", &config, None);
     let socks: Vec<UdpSocket> = (0..SOCKETS)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("client socket"))
         .collect();

@@ -31,6 +31,11 @@ pub(crate) struct RecvBatch {
     filled: usize,
 }
 
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into this batch's own vectors
+// (set again by every `recv`, before the kernel reads them), never shared with another
+// thread: moving the batch to another thread moves what they point to with it.
+unsafe impl Send for RecvBatch {}
+
 impl RecvBatch {
     /// Room for [`BATCH`] datagrams of `slot` bytes (at least one byte each).
     pub(crate) fn new(slot: usize) -> RecvBatch {

@@ -60,6 +60,8 @@ const EXTENSIONS: &[&str] = &[];
 /// Bound UDP sockets and TCP listeners, ready to serve.
 pub struct SipServer {
     udp: Vec<Arc<std::net::UdpSocket>>,
+    /// Each UDP socket on a thread of its own (`[sip] udp_threads`).
+    udp_threads: bool,
     tcp: Vec<tokio::net::TcpListener>,
     /// TLS listeners and their acceptor (`[tls]`, see [`SipServer::bind_tls`]).
     tls: Vec<tokio::net::TcpListener>,
@@ -127,6 +129,7 @@ impl SipServer {
         handler.attach(outbound.clone());
         Ok(SipServer {
             udp,
+            udp_threads: cfg.udp_threads,
             tcp,
             tls: Vec::new(),
             tls_acceptor: None,
@@ -233,8 +236,12 @@ impl SipServer {
             .enable_connect(Arc::downgrade(&self.shared), shutdown.clone());
         let mut tasks = tokio::task::JoinSet::new();
         for (n, u) in self.udp.iter().enumerate() {
-            let worker = udp::Worker::start(u, n, self.shared.clone(), shutdown.clone())?;
-            tasks.spawn(worker.finished());
+            let (shared, rx) = (self.shared.clone(), shutdown.clone());
+            if self.udp_threads {
+                tasks.spawn(udp::Worker::start(u, n, shared, rx)?.finished());
+            } else {
+                tasks.spawn(udp::serve_task(u.try_clone()?, shared, rx));
+            }
         }
         for t in self.tcp {
             tasks.spawn(tcp::serve(t, self.shared.clone(), shutdown.clone()));

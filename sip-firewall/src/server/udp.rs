@@ -137,6 +137,28 @@ impl Drop for Worker {
     }
 }
 
+/// Serve `socket` as a task of the current runtime (the default, `[sip] udp_threads` off).
+pub(super) async fn serve_task(
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // Never abandoned: dropping the task drops the whole loop.
+    let (_keep, abandoned) = oneshot::channel();
+    let stop = Stop {
+        shutdown,
+        abandoned,
+        stopped: false,
+    };
+    serve(
+        register(socket, Interest::READABLE)?,
+        shared,
+        Handle::current(),
+        stop,
+    )
+    .await
+}
+
 /// When a worker stops: shutdown, or nobody waiting for it any more.
 struct Stop {
     shutdown: watch::Receiver<bool>,
