@@ -1,7 +1,7 @@
 //! SIP over UDP: one message per datagram, answers sent per RFC 3261 18.2.2 / RFC 3581.
 //!
-//! Each listen address has `[sip] workers` sockets bound with SO_REUSEPORT, each served by
-//! its own thread: socket i of a group is worker i. By default the steering program (`steer`)
+//! Each listen address has `[sip] workers` sockets bound with SO_REUSEPORT, each served on
+//! its own: socket i of a group is worker i. By default the steering program (`steer`)
 //! picks a socket by the datagram's Call-ID, so every message of a call arrives on one
 //! socket; without it (or for a datagram without a Call-ID) the kernel picks one by the
 //! hash of the datagram's addresses. The proxy's transaction table is one for all workers
@@ -9,11 +9,12 @@
 //! worker's socket (another source, or the same one after the group changed) is matched all
 //! the same.
 //!
-//! A worker's thread runs a runtime of its own that only waits for its socket: it receives
-//! what is queued in one `recvmmsg`, judges each datagram, and sends the answers of the
-//! batch in one `sendmmsg`, all on that thread, so a datagram costs no wake-up of another
-//! thread. The judging runs in the main runtime's context: what the handler spawns (a TCP
-//! dial, a timer) runs there, as from any listener. The sockets the handler sends through
+//! A worker receives what is queued in one `recvmmsg`, judges each datagram, and sends the
+//! answers of the batch in one `sendmmsg`. It is a task of the shared runtime, or with
+//! `[sip] udp_threads` a thread of its own running a runtime that only waits for its
+//! socket, so that a datagram's receive, judging and answer wake no other thread. Either
+//! way the judging runs in the main runtime's context: what the handler spawns (a TCP dial,
+//! a DNS lookup) runs there, as from any listener. The sockets the handler sends through
 //! (`outbound`) are the same ones, registered with no runtime: a send never waits.
 //!
 //! A STUN Binding request (RFC 5626 4.4.2) is recognised before SIP parsing and answered
