@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 pub use self::tasks::MAP_SWEEP_EVERY;
 use self::tasks::{
-    Tasks, serve_signals, spawn_admin, spawn_ban_writer, spawn_cluster, spawn_feeds, spawn_janitor,
-    spawn_kernel_bans, spawn_pressure, spawn_serving, spawn_watchdog, stop,
+    Signals, Tasks, serve_signals, spawn_admin, spawn_ban_writer, spawn_cluster, spawn_feeds,
+    spawn_janitor, spawn_kernel_bans, spawn_pressure, spawn_serving, spawn_watchdog, stop,
 };
 use crate::{
     admin,
@@ -59,6 +59,7 @@ pub fn xdp_config(config: &Config) -> sip_firewall_common::XdpConfig {
 
 /// Run until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = new_metrics();
 
@@ -129,7 +130,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         spawn_watchdog(&mut tasks, &notifier, &enforcer, &config, &shutdown_rx);
     }
 
-    let failure = serve_signals(&mut tasks, &reloader, &notifier, &enforcer, &config).await?;
+    let failure = serve_signals(
+        signals, &mut tasks, &reloader, &notifier, &enforcer, &config,
+    )
+    .await?;
     notifier.notify("STOPPING=1");
     let _ = shutdown_tx.send(true);
     stop(tasks, &enforcer).await;

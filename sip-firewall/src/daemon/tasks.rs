@@ -291,19 +291,34 @@ pub(super) fn spawn_watchdog(
     });
 }
 
+/// SIGTERM and SIGHUP, caught from the start: a signal that comes while the daemon is
+/// still starting (its admin API may already answer) waits for [`serve_signals`] instead of
+/// killing it with the default action.
+pub(super) struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(super) fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+        })
+    }
+}
+
 /// Serve signals until SIGINT/SIGTERM or a task ends: SIGHUP reloads as `sip-firewall reload`
 /// does (a bad file changes nothing). The failure that stopped the daemon, if any.
 pub(super) async fn serve_signals(
+    Signals { mut term, mut hup }: Signals,
     tasks: &mut Tasks,
     reloader: &crate::reload::Reloader,
     notifier: &crate::notify::Notifier,
     enforcer: &Mutex<Enforcer>,
     config: &Config,
 ) -> anyhow::Result<Option<anyhow::Error>> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot install the SIGHUP handler")?;
     let failure = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break None }
