@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 pub use self::tasks::MAP_SWEEP_EVERY;
 use self::tasks::{
-    Signals, Tasks, serve_signals, spawn_admin, spawn_ban_writer, spawn_cluster, spawn_feeds,
-    spawn_janitor, spawn_kernel_bans, spawn_pressure, spawn_serving, spawn_watchdog, stop,
+    Signals, Tasks, announce_ready, serve_signals, spawn_admin, spawn_ban_writer, spawn_cluster,
+    spawn_feeds, spawn_janitor, spawn_kernel_bans, spawn_pressure, spawn_serving, stop,
 };
 use crate::{
     admin,
@@ -124,11 +124,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     info!(listen = ?config.sip.listen, xdp = ?attachments, "sip-firewall running");
     // Listeners bound, XDP attached and filled: systemd may start what depends on us.
-    let notifier = Arc::new(crate::notify::Notifier::from_env());
-    notifier.ready(&summary(&enforcer, &config));
-    if notifier.enabled() {
-        spawn_watchdog(&mut tasks, &notifier, &enforcer, &config, &shutdown_rx);
-    }
+    let notifier = announce_ready(&mut tasks, &enforcer, &config, &shutdown_rx);
 
     let failure = serve_signals(
         signals, &mut tasks, &reloader, &notifier, &enforcer, &config,
@@ -137,10 +133,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     notifier.notify("STOPPING=1");
     let _ = shutdown_tx.send(true);
     stop(tasks, &enforcer).await;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// What `status` reports of the daemon itself, and what `why` reads of the listeners (the

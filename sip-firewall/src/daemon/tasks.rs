@@ -264,7 +264,7 @@ pub(super) fn spawn_janitor(
 
 /// Watchdog pings come from a task of the runtime that takes the enforcer's lock: a stuck
 /// runtime or a deadlocked enforcer stops them, and systemd restarts the daemon.
-pub(super) fn spawn_watchdog(
+fn spawn_watchdog(
     tasks: &mut Tasks,
     notifier: &Arc<crate::notify::Notifier>,
     enforcer: &Arc<Mutex<Enforcer>>,
@@ -289,6 +289,22 @@ pub(super) fn spawn_watchdog(
             }
         }
     });
+}
+
+/// Tell systemd the daemon is ready (and keep its watchdog fed when it asks for one): the
+/// notifier the rest of the run reports through.
+pub(super) fn announce_ready(
+    tasks: &mut Tasks,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    config: &Config,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> Arc<crate::notify::Notifier> {
+    let notifier = Arc::new(crate::notify::Notifier::from_env());
+    notifier.ready(&summary(enforcer, config));
+    if notifier.enabled() {
+        spawn_watchdog(tasks, &notifier, enforcer, config, shutdown_rx);
+    }
+    notifier
 }
 
 /// SIGTERM and SIGHUP, caught from the start: a signal that comes while the daemon is
