@@ -98,13 +98,7 @@ fn credentials_of_another_boot_are_stale_and_never_a_failure() {
             sent[0].1
         );
     }
-    assert!(
-        restarted
-            .store
-            .lock()
-            .lookup("bob@example.com", now)
-            .is_empty()
-    );
+    assert!(unbound(&restarted, "bob@example.com", now));
     assert_eq!(failures.all(), Vec::<String>::new(), "no failure reported");
     assert_eq!(
         restarted

@@ -702,13 +702,7 @@ fn register_from_a_spoofed_source_with_someone_elses_nonce() {
         "{}",
         sent[0].1
     );
-    assert!(
-        h.core
-            .store
-            .lock()
-            .lookup("bob@example.com", h.now)
-            .is_empty()
-    );
+    assert!(unbound(&h.core, "bob@example.com", h.now));
     let (_, sent) = h.feed(&reg("192.0.2.1:5060", &creds("00000002")), "192.0.2.1:5060");
     assert!(sent[0].1.starts_with("SIP/2.0 200"), "{}", sent[0].1);
     assert_eq!(

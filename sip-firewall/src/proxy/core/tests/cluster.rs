@@ -206,13 +206,7 @@ fn a_call_through_b_reaches_bob_through_a() {
     let ok = b.feed(star, BOB_FLOW);
     assert!(ok[0].1.starts_with("SIP/2.0 200"), "{ok:?}");
     a.take_from(&b);
-    assert!(
-        a.core
-            .store
-            .lock()
-            .lookup("bob@example.com", a.now)
-            .is_empty()
-    );
+    assert!(unbound(&a.core, "bob@example.com", a.now));
 }
 
 /// During a secret roll a node on the new secret (the old one as previous) still takes the
@@ -381,13 +375,7 @@ fn bindings_from_the_cluster_pass_the_next_hop_check() {
     for c in &refused {
         assert!(!b.core.location_remote(c, b.now), "{c:?}");
     }
-    assert!(
-        b.core
-            .store
-            .lock()
-            .lookup("bob@example.com", b.now)
-            .is_empty()
-    );
+    assert!(unbound(&b.core, "bob@example.com", b.now));
     assert!(b.core.location_remote(&honest, b.now));
     assert_eq!(
         b.core.store.lock().lookup("bob@example.com", b.now).len(),
@@ -432,24 +420,12 @@ fn only_the_node_holding_a_flow_pings_it() {
         .filter(|(to, m)| *to == BOB_FLOW.parse().unwrap() && m.starts_with("OPTIONS"))
         .collect();
     assert_eq!(pings.len(), 3, "{from_a:?}");
-    assert!(
-        a.core
-            .store
-            .lock()
-            .lookup("bob@example.com", a.now)
-            .is_empty()
-    );
+    assert!(unbound(&a.core, "bob@example.com", a.now));
     let removed = a.written();
     assert!(
         matches!(&removed[..], [Change::Remove { aor, .. }] if aor == "bob@example.com"),
         "{removed:?}"
     );
     b.core.location_remote(&removed[0], b.now);
-    assert!(
-        b.core
-            .store
-            .lock()
-            .lookup("bob@example.com", b.now)
-            .is_empty()
-    );
+    assert!(unbound(&b.core, "bob@example.com", b.now));
 }

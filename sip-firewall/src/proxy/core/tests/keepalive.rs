@@ -130,13 +130,7 @@ fn udp_contacts_behind_nat_are_pinged_and_dropped_when_silent() {
         unanswered += to(&e.advance(2), nat, "OPTIONS").len();
     }
     assert_eq!(unanswered, 2);
-    assert!(
-        e.core
-            .store
-            .lock()
-            .lookup("bob@example.com", e.now)
-            .is_empty()
-    );
+    assert!(unbound(&e.core, "bob@example.com", e.now));
     assert_eq!(e.count("removed_unanswered"), 1);
     let sent = e.call("c2");
     assert_eq!(to(&sent, CALLER, "SIP/2.0 480").len(), 1, "{sent:?}");
@@ -178,27 +172,13 @@ fn stream_contacts_ride_their_connection_and_go_with_it() {
             1
         );
         e.core.flow_closed(dest, e.now);
-        assert!(
-            e.core
-                .store
-                .lock()
-                .lookup("bob@example.com", e.now)
-                .is_empty(),
-            "{t:?}"
-        );
+        assert!(unbound(&e.core, "bob@example.com", e.now), "{t:?}");
         assert_eq!(e.count("removed_closed"), 1);
         assert_eq!(to(&e.call("c2"), CALLER, "SIP/2.0 480").len(), 1);
         // Silent (no pong): gone within the tolerance too.
         e.register(contact, flow, t);
         e.advance(2 * 3);
-        assert!(
-            e.core
-                .store
-                .lock()
-                .lookup("bob@example.com", e.now)
-                .is_empty(),
-            "{t:?}"
-        );
+        assert!(unbound(&e.core, "bob@example.com", e.now), "{t:?}");
         assert_eq!(e.count("removed_unanswered"), 1);
     }
 }

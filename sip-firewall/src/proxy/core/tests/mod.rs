@@ -193,6 +193,12 @@ pub(super) fn response_lines(req: &str, to_tag: &str) -> String {
     out
 }
 
+/// Whether `core`'s location store binds no contact to `aor` at `now` (the store every shard
+/// shares, behind its lock).
+pub(super) fn unbound(core: &Core, aor: &str, now: Instant) -> bool {
+    core.store.lock().lookup(aor, now).is_empty()
+}
+
 /// Requests `core` refused for routing integrity with `reason` (`sipfw_dialog_refused_total`).
 pub(super) fn refused(core: &Core, reason: &str) -> u64 {
     core.metrics
