@@ -5,12 +5,5 @@
 /// Build and run the benchmark in release mode.
 pub fn run() -> anyhow::Result<()> {
     eprintln!("xtask: keepalive benchmark: 100,000 contacts behind NAT, pinged every 30 s");
-    crate::run(crate::cargo().args([
-        "run",
-        "--release",
-        "-p",
-        "sip-firewall",
-        "--example",
-        "keepalive_bench",
-    ]))
+    crate::release_example("keepalive_bench")
 }

@@ -5,12 +5,5 @@
 /// Build and run the benchmark in release mode.
 pub fn run() -> anyhow::Result<()> {
     eprintln!("xtask: shards benchmark: 2 threads of calls into the proxy, shards = 1 and 2");
-    crate::run(crate::cargo().args([
-        "run",
-        "--release",
-        "-p",
-        "sip-firewall",
-        "--example",
-        "shards_bench",
-    ]))
+    crate::release_example("shards_bench")
 }

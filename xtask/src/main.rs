@@ -121,6 +121,19 @@ pub fn cargo() -> Command {
     c
 }
 
+/// Build sip-firewall's `example` in release mode and run it (the in-process benches: they
+/// print their own figures).
+pub fn release_example(example: &str) -> anyhow::Result<()> {
+    run(cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "sip-firewall",
+        "--example",
+        example,
+    ]))
+}
+
 /// The workspace root.
 pub fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
