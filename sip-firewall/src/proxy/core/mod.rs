@@ -197,6 +197,9 @@ pub struct Core {
     reply_from_any: Vec<IpNet>,
     /// Contacts that left a request of ours unanswered ([`silent`]).
     silent: silent::Silent,
+    /// This shard's transactions (server, client) as the gauges last counted them: each
+    /// shard adds its own changes, so the gauges hold the sum over the shards.
+    counted: (usize, usize),
     /// The identities each user (user, lower-case domain) may assert besides their own URI.
     identities: Locked<HashMap<(String, String), Vec<String>>>,
     servers: Servers,
@@ -345,9 +348,13 @@ impl Core {
             .inc();
     }
 
-    pub(super) fn gauges(&self) {
-        self.shared
-            .set_transactions(self.shard, self.servers.len(), self.clients.len());
+    /// The transactions gauges, by this shard's change since it last counted.
+    pub(super) fn gauges(&mut self) {
+        let now = (self.servers.len(), self.clients.len());
+        let (before, [server, client]) = (self.counted, &self.metrics.transactions_by_side);
+        server.add(now.0 as i64 - before.0 as i64);
+        client.add(now.1 as i64 - before.1 as i64);
+        self.counted = now;
     }
 }
 

@@ -35,6 +35,7 @@ impl Core {
             settings: Settings::of(config),
             reply_from_any: config.proxy.reply_from_any.clone(),
             silent: silent::Silent::default(),
+            counted: (0, 0),
             sealed_dialogs: s.sealed_dialogs.clone(),
             identities: s.identities.clone(),
             servers: Servers::new(s.txns.clone()),

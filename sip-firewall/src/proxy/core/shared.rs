@@ -21,7 +21,6 @@
 //! | `cluster` | this node | its mutex |
 //! | `sealed_dialogs` | a Replaces names another call than its own | its mutex |
 //! | `txns` | `[sip] max_transactions` (total, per source) bound the whole proxy | its mutex |
-//! | `gauges` | the transactions gauge sums the shards | atomics, one per shard |
 //! | `keys`, `salt`, `origin` | one seal, one clock for every shard | read only (`Arc`) |
 //! | `seq` | branch ids unique across shards | an atomic |
 //!
@@ -31,7 +30,7 @@
 
 use std::sync::{
     Mutex, MutexGuard,
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicU64, Ordering},
 };
 
 use super::*;
@@ -75,8 +74,6 @@ pub struct Shared {
     pub(super) cluster: Locked<Option<Member>>,
     pub(super) sealed_dialogs: Locked<hide::dialog_refs::SealedDialogs>,
     pub(super) txns: Locked<servers::Counts>,
-    /// Transactions open per shard (server, client), summed into the gauges.
-    pub(super) gauges: Arc<Vec<[AtomicUsize; 2]>>,
     pub(super) metrics: ProxyMetrics,
 }
 
@@ -128,7 +125,6 @@ impl Shared {
                 config.sip.max_transactions,
                 config.sip.max_transactions_per_source,
             ))),
-            gauges: Arc::new((0..shards).map(|_| Default::default()).collect()),
             metrics,
         })
     }
@@ -161,24 +157,6 @@ impl Shared {
     /// The next value of the counter behind branch ids when the OS has no randomness.
     pub(super) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Shard `shard` has `server` and `client` transactions open: the gauges, summed over
-    /// the shards.
-    pub(super) fn set_transactions(&self, shard: usize, server: usize, client: usize) {
-        if let Some(g) = self.gauges.get(shard) {
-            g[0].store(server, Ordering::Relaxed);
-            g[1].store(client, Ordering::Relaxed);
-        }
-        let sum = |i: usize| {
-            self.gauges
-                .iter()
-                .map(|g| g[i].load(Ordering::Relaxed))
-                .sum::<usize>()
-        };
-        let [s, c] = &self.metrics.transactions_by_side;
-        s.set(sum(0) as i64);
-        c.set(sum(1) as i64);
     }
 }
 
