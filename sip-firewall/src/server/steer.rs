@@ -27,8 +27,7 @@ use aya::{
     programs::{ProgramError, SkReuseport},
 };
 use serde::Deserialize;
-use sip_firewall_common::shard::{MAX_SHARDS, shard_of};
-use sip_firewall_sip::{Message, headers::HeaderName};
+use sip_firewall_common::shard::MAX_SHARDS;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
@@ -218,12 +217,6 @@ fn publish(metrics: &Metrics, effect: UdpSteering) {
     }
 }
 
-/// The worker of `shards` whose socket the program picks for `msg` (socket index in its
-/// group): `shard_of` its Call-ID; `None` without one.
-pub fn shard_of_message(msg: &Message<'_>, shards: u32) -> Option<u32> {
-    Some(shard_of(msg.get(HeaderName::CallId)?.as_bytes(), shards))
-}
-
 #[cfg(test)]
 mod tests {
     use std::{
@@ -235,9 +228,18 @@ mod tests {
     use sip_firewall_tests::skip::skip;
     use socket2::{Domain, Protocol, Socket, Type};
 
+    use sip_firewall_common::shard::shard_of;
+    use sip_firewall_sip::{Message, headers::HeaderName};
+
     use super::*;
 
     const WORKERS: usize = 4;
+
+    /// The socket of `shards` the program should pick for `msg`, by the message layer's
+    /// reading of its Call-ID (what user space hashes); `None` without one.
+    fn shard_of_message(msg: &Message<'_>, shards: u32) -> Option<u32> {
+        Some(shard_of(msg.get(HeaderName::CallId)?.as_bytes(), shards))
+    }
     const CALLS: usize = 40;
     const SOURCES: usize = 16;
 
