@@ -303,6 +303,7 @@ fn soak(plan: &Plan, dir: &Path, bin: &Path) -> anyhow::Result<()> {
     let setup = Setup {
         config: &cfg,
         kamailio_cfg: Default::default(),
+        cpu: None,
     };
     let edge = Edge::start(Peer::Ours, &net, dir, bin, &setup)?;
     register_parties(&net, dir)?;

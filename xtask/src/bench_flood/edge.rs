@@ -65,10 +65,15 @@ known_request_limit = 0
 "#
 );
 
-/// What each edge runs with: our daemon's config text and Kamailio's config file.
+/// What each edge runs with: our daemon's config text, Kamailio's config file, and the CPU
+/// the edge is started on, if any.
 pub struct Setup<'a> {
     pub config: &'a str,
     pub kamailio_cfg: PathBuf,
+    /// Started with its affinity set to this CPU alone (`taskset -c`, as systemd's
+    /// `CPUAffinity=` does), so that what sizes itself by the CPUs it may use (our workers,
+    /// shards and runtime threads) sees one.
+    pub cpu: Option<u32>,
 }
 
 impl Setup<'static> {
@@ -77,14 +82,17 @@ impl Setup<'static> {
         Setup {
             config: CONFIG,
             kamailio_cfg: crate::root().join("deploy/kamailio/bench.cfg"),
+            cpu: None,
         }
     }
 
-    /// Per-source limits lifted on both edges; Kamailio's config copied into `dir`.
-    pub fn open(dir: &Path) -> anyhow::Result<Setup<'static>> {
+    /// Per-source limits lifted on both edges; Kamailio's config copied into `dir`; each
+    /// edge started on `cpu`.
+    pub fn open(dir: &Path, cpu: u32) -> anyhow::Result<Setup<'static>> {
         Ok(Setup {
             config: CONFIG_OPEN,
             kamailio_cfg: kamailio_open_cfg(dir)?,
+            cpu: Some(cpu),
         })
     }
 }
@@ -150,7 +158,7 @@ impl Edge {
                     "/sys/fs/bpf/{}",
                     dir.file_name().context("dir")?.to_string_lossy()
                 ));
-                let child = crate::daemon::run_in(net.exec(&net.e, &bin.to_string_lossy()), dir)
+                let child = crate::daemon::run_in(launch(net, setup.cpu, bin.as_os_str()), dir)
                     .args(["--sip-listen", &format!("{EDGE}:5060")])
                     .args(["--metrics-listen", "127.0.0.1:9464"])
                     .args(["--iface", "e0", "--xdp-mode", "native", "--detach"])
@@ -161,7 +169,7 @@ impl Edge {
                     .context("starting sip-firewall")?;
                 (child, Some(pins))
             }
-            Peer::Kamailio => (kamailio(net, dir, &setup.kamailio_cfg, log)?, None),
+            Peer::Kamailio => (kamailio(net, dir, setup, log)?, None),
         };
         let edge = Edge {
             runtime: RunTime::watch(child.id()),
@@ -260,12 +268,12 @@ impl Drop for Edge {
 
 /// Kamailio in the foreground (-DD: its main process stays our child and forks the
 /// workers), logging to stderr (-E), with the repository's bench config.
-fn kamailio(net: &Net, dir: &Path, cfg: &Path, log: std::fs::File) -> anyhow::Result<Child> {
+fn kamailio(net: &Net, dir: &Path, setup: &Setup, log: std::fs::File) -> anyhow::Result<Child> {
     let run = dir.join("kamailio-run");
     std::fs::create_dir_all(&run)?;
-    net.exec(&net.e, "kamailio")
+    launch(net, setup.cpu, "kamailio".as_ref())
         .args(["-DD", "-E", "-f"])
-        .arg(cfg)
+        .arg(&setup.kamailio_cfg)
         .args(["-l", &format!("udp:{EDGE}:5060")])
         .arg("-Y")
         .arg(&run)
@@ -274,4 +282,17 @@ fn kamailio(net: &Net, dir: &Path, cfg: &Path, log: std::fs::File) -> anyhow::Re
         .stderr(log)
         .spawn()
         .context("starting kamailio (apt-get install kamailio; cargo xtask setup does)")
+}
+
+/// `program` in ns E, on `cpu` alone when given. Both `nsenter` and `taskset` exec what they
+/// run, so the child's PID is the edge's.
+fn launch(net: &Net, cpu: Option<u32>, program: &std::ffi::OsStr) -> std::process::Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = net.exec(&net.e, "taskset");
+            c.args(["-c", &cpu.to_string()]).arg(program);
+            c
+        }
+        None => net.exec(&net.e, program.to_string_lossy().as_ref()),
+    }
 }

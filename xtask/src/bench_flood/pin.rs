@@ -1,6 +1,9 @@
 //! `cargo xtask bench flood --pin [--peer kamailio]`: how far one core of edge goes, without
-//! a flood. Each edge (ours, then Kamailio) has every thread of its processes pinned to CPU 0
-//! (`taskset -a`; Kamailio's forked workers too), SIPp's caller and callee run on CPU 1. In
+//! a flood. Each edge (ours, then Kamailio) is started with CPU 0 as its only CPU (`taskset
+//! -c`, as systemd's `CPUAffinity=` would: our daemon then sizes its workers, shards and
+//! runtime to one CPU; Kamailio's children are as its config says), and every thread of its
+//! processes is pinned there again once it runs (`taskset -a`); SIPp's caller and callee run
+//! on CPU 1. In
 //! fresh namespaces per edge and run (bench_flood/net.rs), SIPp places record-routed UDP
 //! calls at each rate of `--rates` for `--seconds`; a rate passes when at least 99.9% of its
 //! calls succeed. The ladder stops at the first rate that fails, unless a rate whose CPU per
@@ -151,7 +154,7 @@ fn ladder(
     seconds: u32,
 ) -> anyhow::Result<Ladder> {
     let net = Net::new(&format!("p{run}{}", &peer.name()[..1]))?;
-    let edge = Edge::start(peer, &net, dir, bin, &Setup::open(dir)?)?;
+    let edge = Edge::start(peer, &net, dir, bin, &Setup::open(dir, EDGE_CPU)?)?;
     let threads = edge.pin(EDGE_CPU)?;
     calls::register(&net, dir)?;
     let _uas = calls::uas(&net, dir, Some(SIPP_CPU))?;
@@ -216,8 +219,8 @@ fn print_raw(ladders: &[Ladder], seconds: u32) {
     println!(
         "bench flood --pin: calls INVITE/180/200/ACK/BYE over UDP, record-routed, SIPp UAC in ns C \
          -> edge 198.51.100.2:5060 in ns E -> SIPp UAS in ns S (veths; our XDP attached native \
-         to e0); {seconds} s per rate step; edge pinned to CPU {EDGE_CPU} (every thread, taskset \
-         -a), SIPp caller and callee on CPU {SIPP_CPU}; per-source limits lifted on both edges"
+         to e0); {seconds} s per rate step; edge started on CPU {EDGE_CPU} alone (taskset -c) and \
+         every thread pinned there (taskset -a), SIPp caller and callee on CPU {SIPP_CPU}; per-source limits lifted on both edges"
     );
     println!(
         "{:>3} {:<12} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>11}  edge threads; load avg at start",
