@@ -39,7 +39,7 @@ pub(super) fn mark_filled(filled: &mut Array<MapData, u64>, slot: u32) -> Result
 /// bumped past the last one (a restarted daemon starts after what its predecessor wrote).
 pub(super) fn fresh_version() -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = monotonic_ns();
+    let now = crate::clock::monotonic_ns();
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
         let next = now.max(last + 1);
@@ -50,14 +50,3 @@ pub(super) fn fresh_version() -> u64 {
     }
 }
 
-/// `CLOCK_MONOTONIC` now, in ns (read here: the maps do not depend on the daemon's clock
-/// module, which depends on them through its metrics).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // CLOCK_MONOTONIC cannot fail with a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
