@@ -28,24 +28,26 @@
 #![no_std]
 #![no_main]
 
+mod loops;
 mod program;
 
-use core::{ffi::c_void, hint::black_box};
+use core::{ffi::c_void, hint::black_box, ptr::null_mut};
 
 use aya_ebpf::{
     EbpfContext,
     bindings::sk_action::SK_PASS,
-    helpers::{bpf_loop, bpf_skb_load_bytes},
+    helpers::bpf_skb_load_bytes,
     macros::{map, sk_reuseport},
     maps::{Array, PerCpuArray, ReusePortSockArray},
     programs::SkReuseportContext,
 };
 use sip_firewall_common::{
-    shard::{
-        MAX_CALL_ID_HASHED, MAX_SHARDS, SHARD_FNV_OFFSET, call_id_value_at, is_wsp, shard_step,
-    },
+    fnv::{OFFSET_32, step_32},
+    shard::{MAX_CALL_ID_HASHED, MAX_SHARDS, call_id_value_at, is_wsp},
     swar::{WORD, eq_mask, first_flag, from_byte},
 };
+
+use crate::loops::{FOUND, LOOKING, NEXT, STOP, run};
 
 const IPPROTO_UDP: u32 = 17;
 const UDP_HLEN: u64 = 8;
@@ -68,14 +70,6 @@ const SCAN_WORDS: u64 = 8;
 /// Header lines the header callback looks at per call (a call costs more than a line's
 /// tests: the Call-ID after Via, From, To is usually found in the first call).
 const LINES_PER_CALL: u64 = 4;
-
-/// bpf_loop: 0 goes on, 1 stops.
-const NEXT: i64 = 0;
-const STOP: i64 = 1;
-
-/// `Scan::outcome`.
-const LOOKING: u64 = 0;
-const FOUND: u64 = 1;
 
 /// The state of one datagram's scan and its copied payload, in a per-CPU map value: the
 /// callbacks read their position from map memory, an unknown to the verifier, so that the
@@ -175,26 +169,25 @@ fn call_id_hash(ctx: &SkReuseportContext) -> Option<u32> {
     s.end = n;
     s.more = u64::from(payload > n);
     s.outcome = LOOKING;
-    run(SCAN_BYTES as u32, find_header);
+    // Each call looks the scan up itself.
+    run(SCAN_BYTES, find_header, null_mut::<Scan>());
     if s.outcome != FOUND {
         return None;
     }
     s.outcome = LOOKING;
-    s.hash = u64::from(SHARD_FNV_OFFSET);
-    s.kept = u64::from(SHARD_FNV_OFFSET);
+    s.hash = u64::from(OFFSET_32);
+    s.kept = u64::from(OFFSET_32);
     s.hashed = 0;
-    run(SCAN_BYTES as u32 / STRIDE as u32 + 1, hash_value);
+    run(
+        SCAN_BYTES / STRIDE as usize + 1,
+        hash_value,
+        null_mut::<Scan>(),
+    );
     if s.outcome == FOUND {
         Some(s.kept as u32)
     } else {
         None
     }
-}
-
-/// Run `callback` up to `times` times (each call looks the scan up itself).
-#[inline(always)]
-fn run(times: u32, callback: extern "C" fn(u64, *mut c_void) -> i64) {
-    unsafe { bpf_loop(times, callback as *mut c_void, core::ptr::null_mut(), 0) };
 }
 
 /// The scan, looked up once per call.
@@ -311,11 +304,11 @@ extern "C" fn hash_value(_: u64, _: *mut c_void) -> i64 {
                 return STOP;
             }
         } else if !is_wsp(b) {
-            h = shard_step(h, b);
+            h = step_32(h, b);
             kept = h;
             hashed += 1;
         } else if hashed != 0 {
-            h = shard_step(h, b);
+            h = step_32(h, b);
             hashed += 1;
         }
         k += 1;
