@@ -12,6 +12,7 @@
 mod capture;
 mod loops;
 mod maps;
+mod masked;
 mod packet;
 mod payload;
 mod program;

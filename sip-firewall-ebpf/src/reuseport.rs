@@ -29,6 +29,7 @@
 #![no_main]
 
 mod loops;
+mod masked;
 mod program;
 
 use core::{ffi::c_void, hint::black_box, ptr::null_mut};
@@ -47,7 +48,10 @@ use sip_firewall_common::{
     swar::{WORD, eq_mask, first_flag, from_byte},
 };
 
-use crate::loops::{FOUND, LOOKING, NEXT, STOP, run};
+use crate::{
+    loops::{FOUND, LOOKING, NEXT, STOP, run},
+    masked::Masked,
+};
 
 const IPPROTO_UDP: u32 = 17;
 const UDP_HLEN: u64 = 8;
@@ -197,6 +201,12 @@ fn scan<'a>() -> Option<&'a mut Scan> {
 }
 
 impl Scan {
+    /// The copied payload (8-byte aligned: it follows seven u64s in a map value).
+    #[inline(always)]
+    fn bytes(&self) -> Masked<SCAN_BYTES, { STRIDE as usize }> {
+        Masked(self.buf.as_ptr())
+    }
+
     /// Byte `i`, when it was copied.
     #[inline(always)]
     fn at(&self, i: u64) -> Option<u8> {
@@ -204,16 +214,7 @@ impl Scan {
             return None;
         }
         // Opaque to LLVM, so that it keeps the mask the verifier needs.
-        let m = black_box(i) as usize & (SCAN_BYTES - 1);
-        Some(unsafe { *self.buf.as_ptr().add(m) })
-    }
-
-    /// The aligned word `w` (bytes `8w..8w + 8`), masked into the buffer (8-byte aligned:
-    /// it follows seven u64s in a map value). Bytes at or past `end` are stale.
-    #[inline(always)]
-    fn word(&self, w: u64) -> u64 {
-        let m = black_box(w) as usize & (SCAN_BYTES / WORD as usize - 1);
-        unsafe { *(self.buf.as_ptr() as *const u64).add(m) }
+        Some(self.bytes().byte(black_box(i)))
     }
 }
 
@@ -242,13 +243,13 @@ fn next_line(s: &mut Scan) -> Option<i64> {
     }
     let mut w = pos / WORD;
     // Bytes before the start in its word are not looked at.
-    let mut flags = eq_mask(s.word(w), b'\n') & from_byte(pos);
+    let mut flags = eq_mask(s.bytes().word(w), b'\n') & from_byte(pos);
     for _ in 0..SCAN_WORDS {
         if flags != 0 || (w + 1) * WORD >= end {
             break;
         }
         w += 1;
-        flags = eq_mask(s.word(w), b'\n');
+        flags = eq_mask(s.bytes().word(w), b'\n');
     }
     if flags == 0 {
         s.pos = (w + 1) * WORD;
@@ -279,7 +280,7 @@ extern "C" fn hash_value(_: u64, _: *mut c_void) -> i64 {
     };
     let mut k = s.pos;
     let (mut h, mut kept, mut hashed) = (s.hash as u32, s.kept as u32, s.hashed);
-    let window = unsafe { s.buf.as_ptr().add(black_box(k) as usize & (SCAN_BYTES - 1)) };
+    let window = s.bytes().window(k);
     for n in 0..STRIDE {
         if k >= s.end {
             // The payload's end ends the value; the copy's end leaves it undecided.
@@ -289,7 +290,7 @@ extern "C" fn hash_value(_: u64, _: *mut c_void) -> i64 {
             }
             return STOP;
         }
-        let b = unsafe { *window.add(n as usize & (STRIDE as usize - 1)) };
+        let b = window.byte(n);
         if b == b'\r' || b == b'\n' {
             if !continues(s, k, b) {
                 s.kept = u64::from(kept);
