@@ -9,10 +9,7 @@
 //! tell our own branches (we choose them, random after `z9hG4bK`) from others; it is not a
 //! defence against an attacker who can read our branches.
 
-/// FNV-1a offset basis.
-pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-/// FNV-1a prime.
-pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+use crate::fnv::{OFFSET_64, step_64};
 
 /// Longest branch value hashed; a longer one is not ours (ours are 32 bytes or so).
 pub const MAX_BRANCH_LEN: usize = 128;
@@ -25,18 +22,11 @@ pub const MAX_VIA_SCAN: usize = 2048;
 /// branch comes later is left to user space.
 pub const MAX_VIA_PARAMS: usize = 512;
 
-/// Fold one piece of the value (up to 8 bytes as a little-endian word, zero-padded) into
-/// the hash.
-#[inline(always)]
-pub const fn word_step(hash: u64, word: u64) -> u64 {
-    (hash ^ word).wrapping_mul(FNV_PRIME)
-}
-
 /// The last step: the value's length, so that values that differ only by trailing zero
 /// bytes differ.
 #[inline(always)]
 pub const fn finish(hash: u64, len: u64) -> u64 {
-    word_step(hash, len)
+    step_64(hash, len)
 }
 
 /// The key of a branch value.
@@ -47,7 +37,7 @@ pub const fn finish(hash: u64, len: u64) -> u64 {
 /// assert_ne!(branch_key(b"z9hG4bK776asdhds"), branch_key(b"z9hG4bK776asdhdt"));
 /// ```
 pub const fn branch_key(branch: &[u8]) -> u64 {
-    let mut h = FNV_OFFSET;
+    let mut h = OFFSET_64;
     let mut i = 0;
     while i < branch.len() {
         let mut w = 0u64;
@@ -56,7 +46,7 @@ pub const fn branch_key(branch: &[u8]) -> u64 {
             w |= (branch[i + k] as u64) << (8 * k);
             k += 1;
         }
-        h = word_step(h, w);
+        h = step_64(h, w);
         i += 8;
     }
     finish(h, branch.len() as u64)
@@ -74,9 +64,9 @@ pub const fn peer_hash(peer: &crate::IpKey, port: u16) -> u64 {
 /// [`peer_hash`] of a key held as words (what the XDP program has).
 #[inline(always)]
 pub const fn peer_hash_words(peer: &crate::addr::KeyWords, port: u16) -> u64 {
-    let h = (FNV_OFFSET ^ peer[0]).wrapping_mul(FNV_PRIME);
-    let h = (h ^ peer[1]).wrapping_mul(FNV_PRIME);
-    (h ^ port as u64).wrapping_mul(FNV_PRIME)
+    let h = step_64(OFFSET_64, peer[0]);
+    let h = step_64(h, peer[1]);
+    step_64(h, port as u64)
 }
 
 /// The key of a client transaction bound to its peer: the branch key XOR the hash of the

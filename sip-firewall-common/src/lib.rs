@@ -9,6 +9,7 @@ pub mod addr;
 pub mod branch;
 pub mod capture;
 pub mod counters;
+pub mod fnv;
 pub mod gcra;
 pub mod maps;
 pub mod payload;

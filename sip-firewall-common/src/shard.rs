@@ -9,22 +9,13 @@
 //! them. It spreads calls; it is not a defence (an attacker who picks Call-IDs can put
 //! their own calls on one shard, and only their own).
 
-/// FNV-1a (32 bit) offset basis.
-pub const SHARD_FNV_OFFSET: u32 = 0x811c_9dc5;
-/// FNV-1a (32 bit) prime.
-pub const SHARD_FNV_PRIME: u32 = 0x0100_0193;
+use crate::fnv::{OFFSET_32, step_32};
 
 /// Bytes of a Call-ID value hashed; what follows does not change its shard.
 pub const MAX_CALL_ID_HASHED: usize = 64;
 
 /// Most shards (sockets in one `SO_REUSEPORT` group steered by Call-ID).
 pub const MAX_SHARDS: u32 = 64;
-
-/// Fold one byte into the hash.
-#[inline(always)]
-pub const fn shard_step(hash: u32, b: u8) -> u32 {
-    (hash ^ b as u32).wrapping_mul(SHARD_FNV_PRIME)
-}
 
 /// The hash of a Call-ID value (white space around it is not part of it, RFC 3261 25.1).
 ///
@@ -41,10 +32,10 @@ pub const fn call_id_hash(value: &[u8]) -> u32 {
     while end > start && is_ws(value[end - 1]) {
         end -= 1;
     }
-    let mut h = SHARD_FNV_OFFSET;
+    let mut h = OFFSET_32;
     let mut i = start;
     while i < end && i - start < MAX_CALL_ID_HASHED {
-        h = shard_step(h, value[i]);
+        h = step_32(h, value[i]);
         i += 1;
     }
     h

@@ -12,11 +12,11 @@
 mod capture;
 mod loops;
 mod maps;
+mod masked;
 mod packet;
 mod payload;
 mod program;
 mod scan;
-use loops::launder;
 mod stray;
 
 use aya_ebpf::{
@@ -40,8 +40,8 @@ use sip_firewall_common::{
 use crate::{
     maps::{
         ALLOW, BAN_CACHE, BAN_EVENTS, BANS, CONFIG, CachedBan, DENY, FLOOD, KNOWN, LEARNED_BANS,
-        PRESSURE, SIP_PORTS, TRANSACTIONS, cache_slot, count, filled, host_key, key, mark_filled,
-        may_hold,
+        PRESSURE, SIP_PORTS, TRANSACTIONS, cache_slot, count, filled, host_key, key, launder,
+        mark_filled, may_hold,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP, Ip, be16_at, parse_ip, ptr_at},
 };

@@ -85,9 +85,21 @@ pub static PRESSURE: Array<u64> = Array::pinned(1, 0);
 #[map(name = "SIPFW_EVENTS")]
 pub static BAN_EVENTS: RingBuf = RingBuf::with_byte_size(BAN_EVENTS_BYTES, 0);
 
-/// Scratch slot used to hand a scan result past the verifier (see `loops.rs`).
+/// Scratch slot used to hand a scan result past the verifier (see [`launder`]).
 #[map(name = "SIPFW_SCRATCH")]
 pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Hide `v` from the verifier's value tracking: distinct values reaching the same code make
+/// distinct states, each verified again; a value reloaded from map memory is one unknown.
+#[inline(always)]
+pub fn launder(v: usize) -> Option<usize> {
+    let slot = SCRATCH.get_ptr_mut(0)?;
+    // Volatile: LLVM must not forward the stored value to the load.
+    unsafe {
+        core::ptr::write_volatile(slot, v as u64);
+        Some(core::ptr::read_volatile(slot) as usize)
+    }
+}
 
 /// Where a strided scan goes on (see `stray.rs`): kept in map memory, which the verifier
 /// reads as an unknown, so the callbacks converge instead of being followed position by

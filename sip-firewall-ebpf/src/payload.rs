@@ -19,7 +19,8 @@ use sip_firewall_common::{
 };
 
 use crate::{
-    loops::{NEXT, STOP, launder, run},
+    loops::{FOUND, LOOKING, NEXT, STOP, run},
+    maps::launder,
     scan::Buf,
 };
 
@@ -129,10 +130,7 @@ const METHOD_STRIDE: u64 = 16;
 /// lines end within one call).
 const LINE_WORDS: u64 = 8;
 
-/// What a scan callback found (`Line::outcome`).
-const LOOKING: u64 = 0;
-const FOUND: u64 = 1;
-/// A byte that has no place there came first.
+/// `Line::outcome` past `LOOKING` and `FOUND`: a byte that has no place there came first.
 const BAD: u64 = 2;
 
 /// A scan of the request line, for `find_method_end` and `find_line_end`. Built with

@@ -28,23 +28,29 @@
 #![no_std]
 #![no_main]
 
+mod loops;
+mod masked;
 mod program;
 
-use core::{ffi::c_void, hint::black_box};
+use core::{ffi::c_void, hint::black_box, ptr::null_mut};
 
 use aya_ebpf::{
     EbpfContext,
     bindings::sk_action::SK_PASS,
-    helpers::{bpf_loop, bpf_skb_load_bytes},
+    helpers::bpf_skb_load_bytes,
     macros::{map, sk_reuseport},
     maps::{Array, PerCpuArray, ReusePortSockArray},
     programs::SkReuseportContext,
 };
 use sip_firewall_common::{
-    shard::{
-        MAX_CALL_ID_HASHED, MAX_SHARDS, SHARD_FNV_OFFSET, call_id_value_at, is_wsp, shard_step,
-    },
+    fnv::{OFFSET_32, step_32},
+    shard::{MAX_CALL_ID_HASHED, MAX_SHARDS, call_id_value_at, is_wsp},
     swar::{WORD, eq_mask, first_flag, from_byte},
+};
+
+use crate::{
+    loops::{FOUND, LOOKING, NEXT, STOP, run},
+    masked::Masked,
 };
 
 const IPPROTO_UDP: u32 = 17;
@@ -68,14 +74,6 @@ const SCAN_WORDS: u64 = 8;
 /// Header lines the header callback looks at per call (a call costs more than a line's
 /// tests: the Call-ID after Via, From, To is usually found in the first call).
 const LINES_PER_CALL: u64 = 4;
-
-/// bpf_loop: 0 goes on, 1 stops.
-const NEXT: i64 = 0;
-const STOP: i64 = 1;
-
-/// `Scan::outcome`.
-const LOOKING: u64 = 0;
-const FOUND: u64 = 1;
 
 /// The state of one datagram's scan and its copied payload, in a per-CPU map value: the
 /// callbacks read their position from map memory, an unknown to the verifier, so that the
@@ -175,26 +173,25 @@ fn call_id_hash(ctx: &SkReuseportContext) -> Option<u32> {
     s.end = n;
     s.more = u64::from(payload > n);
     s.outcome = LOOKING;
-    run(SCAN_BYTES as u32, find_header);
+    // Each call looks the scan up itself.
+    run(SCAN_BYTES, find_header, null_mut::<Scan>());
     if s.outcome != FOUND {
         return None;
     }
     s.outcome = LOOKING;
-    s.hash = u64::from(SHARD_FNV_OFFSET);
-    s.kept = u64::from(SHARD_FNV_OFFSET);
+    s.hash = u64::from(OFFSET_32);
+    s.kept = u64::from(OFFSET_32);
     s.hashed = 0;
-    run(SCAN_BYTES as u32 / STRIDE as u32 + 1, hash_value);
+    run(
+        SCAN_BYTES / STRIDE as usize + 1,
+        hash_value,
+        null_mut::<Scan>(),
+    );
     if s.outcome == FOUND {
         Some(s.kept as u32)
     } else {
         None
     }
-}
-
-/// Run `callback` up to `times` times (each call looks the scan up itself).
-#[inline(always)]
-fn run(times: u32, callback: extern "C" fn(u64, *mut c_void) -> i64) {
-    unsafe { bpf_loop(times, callback as *mut c_void, core::ptr::null_mut(), 0) };
 }
 
 /// The scan, looked up once per call.
@@ -204,6 +201,12 @@ fn scan<'a>() -> Option<&'a mut Scan> {
 }
 
 impl Scan {
+    /// The copied payload (8-byte aligned: it follows seven u64s in a map value).
+    #[inline(always)]
+    fn bytes(&self) -> Masked<SCAN_BYTES, { STRIDE as usize }> {
+        Masked(self.buf.as_ptr())
+    }
+
     /// Byte `i`, when it was copied.
     #[inline(always)]
     fn at(&self, i: u64) -> Option<u8> {
@@ -211,16 +214,7 @@ impl Scan {
             return None;
         }
         // Opaque to LLVM, so that it keeps the mask the verifier needs.
-        let m = black_box(i) as usize & (SCAN_BYTES - 1);
-        Some(unsafe { *self.buf.as_ptr().add(m) })
-    }
-
-    /// The aligned word `w` (bytes `8w..8w + 8`), masked into the buffer (8-byte aligned:
-    /// it follows seven u64s in a map value). Bytes at or past `end` are stale.
-    #[inline(always)]
-    fn word(&self, w: u64) -> u64 {
-        let m = black_box(w) as usize & (SCAN_BYTES / WORD as usize - 1);
-        unsafe { *(self.buf.as_ptr() as *const u64).add(m) }
+        Some(self.bytes().byte(black_box(i)))
     }
 }
 
@@ -249,13 +243,13 @@ fn next_line(s: &mut Scan) -> Option<i64> {
     }
     let mut w = pos / WORD;
     // Bytes before the start in its word are not looked at.
-    let mut flags = eq_mask(s.word(w), b'\n') & from_byte(pos);
+    let mut flags = eq_mask(s.bytes().word(w), b'\n') & from_byte(pos);
     for _ in 0..SCAN_WORDS {
         if flags != 0 || (w + 1) * WORD >= end {
             break;
         }
         w += 1;
-        flags = eq_mask(s.word(w), b'\n');
+        flags = eq_mask(s.bytes().word(w), b'\n');
     }
     if flags == 0 {
         s.pos = (w + 1) * WORD;
@@ -286,7 +280,7 @@ extern "C" fn hash_value(_: u64, _: *mut c_void) -> i64 {
     };
     let mut k = s.pos;
     let (mut h, mut kept, mut hashed) = (s.hash as u32, s.kept as u32, s.hashed);
-    let window = unsafe { s.buf.as_ptr().add(black_box(k) as usize & (SCAN_BYTES - 1)) };
+    let window = s.bytes().window(k);
     for n in 0..STRIDE {
         if k >= s.end {
             // The payload's end ends the value; the copy's end leaves it undecided.
@@ -296,7 +290,7 @@ extern "C" fn hash_value(_: u64, _: *mut c_void) -> i64 {
             }
             return STOP;
         }
-        let b = unsafe { *window.add(n as usize & (STRIDE as usize - 1)) };
+        let b = window.byte(n);
         if b == b'\r' || b == b'\n' {
             if !continues(s, k, b) {
                 s.kept = u64::from(kept);
@@ -311,11 +305,11 @@ extern "C" fn hash_value(_: u64, _: *mut c_void) -> i64 {
                 return STOP;
             }
         } else if !is_wsp(b) {
-            h = shard_step(h, b);
+            h = step_32(h, b);
             kept = h;
             hashed += 1;
         } else if hashed != 0 {
-            h = shard_step(h, b);
+            h = step_32(h, b);
             hashed += 1;
         }
         k += 1;

@@ -1,12 +1,12 @@
 //! The payload bytes the SIP checks read, copied (`bpf_xdp_load_bytes`) into a per-CPU
-//! buffer: an index masked to the buffer's size is always in bounds for the verifier, where
-//! reading the packet at a variable offset needs a bounds check per byte that LLVM rewrites
-//! into forms the verifier cannot use.
+//! buffer, read at masked positions (`masked.rs`).
 
 use core::ffi::c_void;
 
 use aya_ebpf::{helpers::bpf_xdp_load_bytes, macros::map, maps::PerCpuArray, programs::XdpContext};
 use sip_firewall_common::{branch::MAX_VIA_SCAN, swar::WORD};
+
+use crate::masked::Masked;
 
 /// Bytes each `bpf_loop` callback of the byte-wise scans (the method) may look at,
 /// unrolled: a call costs more than many bytes' tests (on this machine a callback call was
@@ -45,13 +45,12 @@ pub fn copy(xdp: &XdpContext, off: usize, want: usize) -> Option<usize> {
 
 /// The buffer, looked up once by each function that reads it (a lookup per byte would
 /// multiply the verifier's work).
-#[derive(Clone, Copy)]
-pub struct Buf(*const u8);
+pub type Buf = Masked<SCAN_BYTES, { STRIDE as usize }>;
 
 impl Buf {
     #[inline(always)]
     pub fn get() -> Option<Buf> {
-        SCAN_BUFFER.get_ptr(0).map(|p| Buf(p as *const u8))
+        SCAN_BUFFER.get_ptr(0).map(|p| Masked(p as *const u8))
     }
 
     /// Byte `i`, when `i < end` (what was copied, or a tighter bound).
@@ -60,17 +59,7 @@ impl Buf {
         if i >= end {
             return None;
         }
-        Some(unsafe { *self.0.add((i as usize) & (SCAN_BYTES - 1)) })
-    }
-
-    /// The aligned word `w` (bytes `8w..8w + 8`), masked into the buffer: one load where
-    /// eight byte loads would be needed (LLVM splits unaligned loads on BPF). Bytes at or
-    /// after what was copied are stale: the caller bounds every position it derives.
-    #[inline(always)]
-    pub fn word(self, w: u64) -> u64 {
-        let m = core::hint::black_box(w) & (SCAN_BYTES as u64 / WORD - 1);
-        // The buffer is a map value: 8-byte aligned, and `m` words fit in it.
-        unsafe { *(self.0 as *const u64).add(m as usize) }
+        Some(self.byte(i))
     }
 
     /// The eight bytes from `i` as a little-endian word, from the two aligned words they
@@ -83,27 +72,5 @@ impl Buf {
         let hi = self.word(w + 1);
         // `hi << (64 - shift)` in two steps: 0 when `shift` is 0 (a shift by 64 is not one).
         (lo >> shift) | ((hi << 1) << (63 - shift))
-    }
-
-    /// The [`STRIDE`] bytes from `i`, for a stride's reads at constant offsets. The caller
-    /// checks `i + k` against what was copied before it uses byte `k`.
-    #[inline(always)]
-    pub fn window(self, i: u64) -> Window {
-        // Opaque to LLVM, so that it cannot drop the mask on a bound it proved elsewhere and
-        // hand the verifier a pointer offset it cannot bound.
-        let m = core::hint::black_box(i) & (SCAN_BYTES as u64 - 1);
-        Window(unsafe { self.0.add(m as usize) })
-    }
-}
-
-/// [`STRIDE`] bytes of the buffer from a masked position (see [`Buf::window`]).
-#[derive(Clone, Copy)]
-pub struct Window(*const u8);
-
-impl Window {
-    /// Byte `k < STRIDE` of the window: always inside the buffer.
-    #[inline(always)]
-    pub fn byte(self, k: u64) -> u8 {
-        unsafe { *self.0.add((k & (STRIDE - 1)) as usize) }
     }
 }

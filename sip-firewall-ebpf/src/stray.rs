@@ -16,15 +16,16 @@ use core::ffi::c_void;
 
 use sip_firewall_common::{
     branch::{
-        FNV_OFFSET, MAX_BRANCH_LEN, MAX_SWS, MAX_VIA_PARAMS, MAX_VIA_SCAN, TopBranch,
-        ends_branch_mask, finish, is_sws, word_step,
+        MAX_BRANCH_LEN, MAX_SWS, MAX_VIA_PARAMS, MAX_VIA_SCAN, TopBranch, ends_branch_mask, finish,
+        is_sws,
     },
+    fnv::{OFFSET_64, step_64},
     swar::{WORD, eq_mask, first_flag, from_byte},
 };
 
 use crate::{
-    loops::{NEXT, STOP, launder, run},
-    maps::SCAN_POS,
+    loops::{FOUND, LOOKING, NEXT, STOP, run},
+    maps::{SCAN_POS, launder},
     scan::Buf,
 };
 
@@ -37,13 +38,12 @@ struct Scan {
     pos: u64,
     /// Where the current scan must stop undecided (its bound, at most `end`: `Beyond`).
     limit: u64,
-    /// 0: still looking, 1: found (at `pos`), 2: decided `Missing`.
+    /// `LOOKING`, `FOUND` (at `pos`), or `MISSING` (decided `Missing`).
     outcome: u64,
     hash: u64,
 }
 
-const LOOKING: u64 = 0;
-const FOUND: u64 = 1;
+/// `Scan::outcome` past `LOOKING` and `FOUND`.
 const MISSING: u64 = 2;
 
 impl Scan {
@@ -226,13 +226,13 @@ extern "C" fn hash_branch(_n: u64, ctx: *mut c_void) -> i64 {
                 return STOP;
             }
             if n != 0 {
-                h = word_step(h, x & ((1u64 << (n * 8)) - 1));
+                h = step_64(h, x & ((1u64 << (n * 8)) - 1));
             }
             s.hash = finish(h, j - s.pos);
             s.outcome = FOUND;
             return STOP;
         }
-        h = word_step(h, x);
+        h = step_64(h, x);
         k += WORD;
     }
     s.hash = h;
@@ -254,7 +254,7 @@ pub fn top_branch(copied: usize, bound: usize) -> TopBranch {
         pos: 0,
         limit: end as u64,
         outcome: LOOKING,
-        hash: FNV_OFFSET,
+        hash: OFFSET_64,
     };
     // Every call but the last moves at least one byte: the bound is never the limit.
     run(MAX_VIA_SCAN, find_via, &mut s);

@@ -166,14 +166,11 @@ impl ClientTxn {
     /// Run the timers due at `now`.
     pub fn on_timer(&mut self, now: Instant, t: &Timers) -> TimerOut {
         if self.end.is_some_and(|e| e <= now) {
-            self.state = State::Terminated;
-            self.end = None;
+            self.terminate();
             return TimerOut::Nothing;
         }
         if self.timeout.is_some_and(|e| e <= now) {
-            self.state = State::Terminated;
-            self.retransmit = None;
-            self.timeout = None;
+            self.terminate();
             return TimerOut::Timeout;
         }
         if let Some((at, interval)) = self.retransmit
