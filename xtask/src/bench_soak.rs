@@ -1,9 +1,9 @@
 //! `cargo xtask bench soak`: a long run at a steady rate, watched. In namespaces of their own
 //! (bench_flood/net.rs), our release daemon (XDP native on e0) relays `--calls` record-routed
 //! UDP calls (INVITE/180/200/ACK/BYE, SIPp's `uac_bench.xml`) at `--rate` from ns C to bob
-//! (SIPp's UAS) in ns S, while `--subscribers` users re-register with digest from ns C (a
-//! SIPp REGISTER scenario over a CSV of users, each user again every cycle: 300 s, or half
-//! the run when that is shorter). Every `--every` seconds it prints the daemon's RSS
+//! (SIPp's UAS) in ns S, while `--subscribers` users, each registered once before the calls,
+//! re-register with digest from ns C (a SIPp REGISTER scenario over a CSV of users, each user
+//! again every cycle: 300 s, or half the run when that is shorter). Every `--every` seconds it prints the daemon's RSS
 //! (`VmRSS`), its open transactions, calls in progress and bindings (its `/metrics`), SIPp's
 //! counts so far and the call setup time p50/p99 of the calls of that interval (SIPp's
 //! response-time file). At the end: the RSS against its level after the first 10% of the
@@ -15,10 +15,10 @@
 //! (`[registrar] max_expires` raised to match); everything else is the default config.
 
 mod probe;
+mod register;
 
 use std::{
     path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -26,57 +26,13 @@ use crate::{
     bench_flood::{
         Args, calls,
         edge::{Edge, Peer, Setup},
-        net::{EDGE, Net, UAC, UAS, UAS_PORT},
+        net::{EDGE, Net, UAC},
     },
     bench_proxy::Guard,
     sipp::{ms, percentile},
 };
 use probe::{Metrics, Rtts, counts};
-
-/// The REGISTER scenario: `[field0]` of the CSV is the user, `[field1]` its credentials
-/// (SIPp expands an `[authentication ...]` keyword read from a field; one nested in the
-/// scenario's own keyword would not parse).
-const REGISTER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="soak register">
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:example.com SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[field0]@example.com>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[field0]@example.com>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:[field0]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Expires: EXPIRES
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="401" auth="true"/>
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:example.com SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[field0]@example.com>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[field0]@example.com>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:[field0]@[local_ip]:[local_port]>
-      [field1]
-      Max-Forwards: 70
-      Expires: EXPIRES
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"#;
-
-/// The REGISTER SIPp's port in ns C (the calls leave from 5070, alice's contact is 5090).
-const REGISTER_PORT: u16 = 5072;
+use register::{PARTY_EXPIRES, register_parties, register_subscribers, registrations};
 
 /// The soak's parameters, defaults applied.
 struct Plan {
@@ -132,50 +88,6 @@ fn config(subscribers: u32) -> String {
     format!("{head}users = [\n{users}{tail}[registrar]\nmax_expires = {PARTY_EXPIRES}\n")
 }
 
-/// How long bob's and alice's registrations last (a day): the soak registers them once.
-const PARTY_EXPIRES: u32 = 86_400;
-
-/// Register bob (the UAS's address) and alice (the caller's) for the whole run with the
-/// churn's scenario, before the UAS binds bob's port; a few tries, as the edge may still be
-/// loading.
-fn register_parties(net: &Net, dir: &Path) -> anyhow::Result<()> {
-    let parties = [
-        (&net.s, "bob", UAS, UAS_PORT),
-        (&net.c, "alice", UAC, calls::CALLER_CONTACT_PORT),
-    ];
-    for (ns, user, ip, port) in parties {
-        let work = dir.join(user);
-        std::fs::create_dir_all(&work)?;
-        std::fs::write(
-            work.join("register.xml"),
-            REGISTER_XML.replace("EXPIRES", &PARTY_EXPIRES.to_string()),
-        )?;
-        std::fs::write(
-            work.join("user.csv"),
-            format!("SEQUENTIAL\n{user};[authentication username={user} password=bench];\n"),
-        )?;
-        let mut ok = false;
-        for _ in 0..5 {
-            ok = calls::sipp(net, ns, None)
-                .arg(format!("{EDGE}:5060"))
-                .args(["-sf", "register.xml", "-inf", "user.csv", "-m", "1"])
-                .args(["-i", ip, "-p", &port.to_string()])
-                .args(["-timeout", "5", "-timeout_error", "-nostdin"])
-                .current_dir(&work)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?
-                .success();
-            if ok {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        anyhow::ensure!(ok, "{user} could not register with the edge");
-    }
-    Ok(())
-}
-
 pub fn run_bench(args: &Args) -> anyhow::Result<()> {
     let plan = Plan::of(args);
     crate::bench_flood::preflight(&[Peer::Ours])?;
@@ -201,43 +113,6 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
     let r = soak(&plan, &dir, &bin);
     let _ = std::fs::remove_dir_all(&dir);
     r
-}
-
-/// The REGISTER SIPp: the scenario and its CSV written to `dir`; as many registrations as
-/// the calls' time holds, so that both end together and SIPp's counts are final.
-fn registrations(net: &Net, dir: &Path, plan: &Plan) -> anyhow::Result<Guard> {
-    let work = dir.join("reg");
-    std::fs::create_dir_all(&work)?;
-    // Refreshed every cycle: a binding lasts two cycles and a minute, so it never lapses.
-    let expires = (plan.cycle * 2 + 60).min(3600);
-    std::fs::write(
-        work.join("register.xml"),
-        REGISTER_XML.replace("EXPIRES", &expires.to_string()),
-    )?;
-    let mut csv = String::from("SEQUENTIAL\n");
-    for i in 0..plan.subscribers {
-        csv.push_str(&format!(
-            "u{i:05};[authentication username=u{i:05} password=bench];\n"
-        ));
-    }
-    std::fs::write(work.join("users.csv"), csv)?;
-    let child = calls::start(
-        calls::sipp(net, &net.c, None)
-            .arg(format!("{EDGE}:5060"))
-            .args(["-sf", "register.xml", "-inf", "users.csv"])
-            .args(["-i", UAC, "-p", &REGISTER_PORT.to_string(), "-nostdin"])
-            // A rate in thousandths: SIPp takes whole calls per period (-rp, ms).
-            .args(["-r", &format!("{:.0}", plan.register_rate() * 1000.0)])
-            .args(["-rp", "1000000", "-recv_timeout", "10000"])
-            .args([
-                "-m",
-                &format!("{:.0}", plan.register_rate() * f64::from(plan.seconds())),
-            ])
-            .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"]),
-        &work,
-        "starting the REGISTER SIPp",
-    )?;
-    Ok(Guard(child))
 }
 
 /// The calls' SIPp, statistics every second and every setup time written.
@@ -307,6 +182,7 @@ fn soak(plan: &Plan, dir: &Path, bin: &Path) -> anyhow::Result<()> {
     };
     let edge = Edge::start(Peer::Ours, &net, dir, bin, &setup)?;
     register_parties(&net, dir)?;
+    register_subscribers(&net, dir, plan)?;
     let _uas = calls::uas(&net, dir, None)?;
     let cpu0 = edge.cpu();
     let reg = registrations(&net, dir, plan)?;
@@ -361,19 +237,29 @@ fn watch(
 }
 
 /// Until no transaction and no call is left (transactions outlive their final answer by up
-/// to 32 s, RFC 6026), at most 90 s; the seconds waited and the last scrape.
+/// to 32 s, RFC 6026) and the XDP program's copy of the transactions is swept empty too
+/// (every `MAP_SWEEP_EVERY`), at most 90 s; the seconds waited and the last scrape.
 fn drain(net: &Net, edge: &Edge) -> (Duration, Metrics) {
     let t0 = Instant::now();
     loop {
         let m = Metrics::scrape(net);
         let idle = !m.is_empty()
             && m.sum("sipfw_proxy_transactions_active") == 0.0
-            && m.sum("sipfw_calls_active") == 0.0;
+            && m.sum("sipfw_calls_active") == 0.0
+            && kernel_transactions(&m) == 0.0;
         if idle || t0.elapsed() > Duration::from_secs(90) || edge.rss_kib().is_none() {
             return (t0.elapsed(), m);
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Entries of the XDP program's transaction map (`sipfw_map_entries{map="SIPFW_TXNS"}`).
+fn kernel_transactions(m: &Metrics) -> f64 {
+    m.series("sipfw_map_entries")
+        .filter(|(labels, _)| labels.contains("\"SIPFW_TXNS\""))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 fn summary(
@@ -398,10 +284,11 @@ fn summary(
         mib(idle_rss)
     );
     println!(
-        "tables {:.0} s after the calls ended: transactions {}, calls active {}, bindings {} \
-         (bindings last until they expire)",
+        "tables {:.0} s after the calls ended: transactions {} (in the XDP map {}), calls \
+         active {}, bindings {} (bindings last until they expire)",
         waited.as_secs_f64(),
         m.sum("sipfw_proxy_transactions_active"),
+        kernel_transactions(&m),
         m.sum("sipfw_calls_active"),
         m.sum("sipfw_registrar_bindings")
     );
