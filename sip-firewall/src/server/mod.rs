@@ -504,7 +504,8 @@ mod tests {
         }
     }
 
-    fn request(subject: &str) -> Vec<u8> {
+    /// An OPTIONS request told apart by `subject` (its branch, Call-ID and Subject).
+    pub(super) fn request(subject: &str) -> Vec<u8> {
         format!(
             "OPTIONS sip:example.com SIP/2.0\r\n\
              Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK-{subject}\r\n\

@@ -219,6 +219,19 @@ async fn serve(
             }
         }
         send(&socket, &mut answers, &mut stop).await;
+        take_budget(n).await;
+    }
+}
+
+/// Take `datagrams` units of the task's cooperative budget, one a datagram as tokio's own
+/// sockets take. Waiting for readiness (`AsyncFd::readable`) takes none: without this, a
+/// socket a flood keeps full would hold its runtime thread for as long as the flood lasts,
+/// and a task the judging woke (the pressure governor, which the gate wakes) would wait
+/// behind it, in the thread's next-task slot that no other thread takes. With it, the
+/// worker yields once the budget is spent (128 units in tokio).
+async fn take_budget(datagrams: usize) {
+    for _ in 0..datagrams {
+        tokio::task::coop::consume_budget().await;
     }
 }
 
@@ -303,4 +316,92 @@ fn register(socket: UdpSocket, interest: Interest) -> io::Result<AsyncFd<UdpSock
     // SAFETY: the socket owns its descriptor, open until the socket is dropped with the
     // AsyncFd, and `as_raw_fd` always gives that one.
     unsafe { AsyncFd::register_with_interest(socket, interest) }.map_err(|e| e.into_parts().1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+        time::{Duration, Instant},
+    };
+
+    use sip_firewall_sip::Message;
+
+    use super::*;
+    use crate::{
+        metrics::Metrics,
+        seams::{Action, Context, Handler},
+        server::{config::SipConfig, outbound::SocketOutbound, tests::request},
+    };
+
+    /// A core that takes its time over each request (a proxy under load) and counts them.
+    struct Slow(AtomicUsize);
+
+    impl Handler for Slow {
+        fn on_request(&self, _: &Message<'_>, _: &Context) -> Action {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(200));
+            Action::Absorb
+        }
+        fn on_response(&self, _: &Message<'_>, _: &Context) -> Action {
+            Action::Absorb
+        }
+    }
+
+    /// A flood that keeps a worker's socket full does not hold the runtime's thread: another
+    /// task of the runtime (in the daemon, the pressure governor the gate wakes) gets its
+    /// turn while the flood goes on, as it does between the datagrams of tokio's own sockets.
+    #[test]
+    fn a_socket_kept_full_leaves_the_runtime_to_other_tasks() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let socket = bind(([127, 0, 0, 1], 0).into(), 1).expect("bind").remove(0);
+        let to = socket.local_addr().expect("address");
+        let core = Arc::new(Slow(AtomicUsize::new(0)));
+        let shared = Arc::new(Shared::new(
+            &SipConfig::default(),
+            Arc::new(Metrics::new()),
+            core.clone(),
+            Arc::new(SocketOutbound::new(Vec::new())),
+        ));
+        // Far faster than the core judges; over by itself after 5 s.
+        let flooding = Arc::new(AtomicBool::new(true));
+        let flood = {
+            let flooding = flooding.clone();
+            std::thread::spawn(move || {
+                let tx = UdpSocket::bind("127.0.0.1:0").expect("sender");
+                let t0 = Instant::now();
+                for n in 0u64.. {
+                    if !flooding.load(Ordering::Relaxed) || t0.elapsed() > Duration::from_secs(5) {
+                        break;
+                    }
+                    let _ = tx.send_to(&request(&n.to_string()), to);
+                }
+                flooding.store(false, Ordering::Relaxed);
+            })
+        };
+        let (_shutdown, rx) = watch::channel(false);
+        let (took, during) = rt.block_on(async {
+            let t0 = Instant::now();
+            let worker = tokio::spawn(serve_task(socket, shared, rx));
+            // Until the worker has judged a request, then one more turn.
+            while core.0.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::task::yield_now().await;
+            let took = t0.elapsed();
+            let during = flooding.load(Ordering::Relaxed);
+            worker.abort();
+            (took, during)
+        });
+        flooding.store(false, Ordering::Relaxed);
+        flood.join().expect("flood thread");
+        assert!(
+            during && took < Duration::from_secs(1),
+            "the other task had its turns over {took:?} (the flood still on: {during}); {} requests judged",
+            core.0.load(Ordering::Relaxed)
+        );
+    }
 }
