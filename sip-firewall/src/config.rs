@@ -253,6 +253,7 @@ mod tests {
         assert_eq!(c.sip.listen, d.sip.listen);
         assert_eq!(c.sip.max_message_bytes, d.sip.max_message_bytes);
         assert_eq!(c.sip.tcp_idle_timeout, d.sip.tcp_idle_timeout);
+        assert_eq!(c.sip.udp_threads, d.sip.udp_threads);
         assert_eq!(c.xdp.sip_ports, d.xdp.sip_ports);
         assert_eq!(c.xdp.flood_rate, d.xdp.flood_rate);
         assert_eq!(c.xdp.flood_burst, d.xdp.flood_burst);

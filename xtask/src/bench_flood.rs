@@ -195,8 +195,13 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The release daemon, built.
+/// The release daemon, built; or the binary `SIPFW_BENCH_DAEMON` names, as it is (to
+/// compare two builds with the same command).
 pub(crate) fn release_daemon() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(bin) = std::env::var_os("SIPFW_BENCH_DAEMON") {
+        eprintln!("bench: the daemon is {}", bin.to_string_lossy());
+        return Ok(bin.into());
+    }
     run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?;
     Ok(root().join("target/release/sip-firewall"))
 }

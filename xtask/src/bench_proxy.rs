@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    cargo, root, run,
+    root,
     sipp::{Uac, free_port, ms, percentile, rtts, wait_listening},
 };
 
@@ -83,7 +83,7 @@ pub fn run_bench() -> anyhow::Result<()> {
     if Command::new("sipp").arg("-v").output().is_err() {
         bail!("sipp is not installed (cargo xtask setup installs sip-tester)");
     }
-    run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?;
+    crate::bench_flood::release_daemon()?;
     let dir = std::env::temp_dir().join(format!("sipfw-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let d = start_daemon(&dir, None)?;
@@ -144,7 +144,10 @@ pub(crate) struct Daemon {
 /// Start the release daemon in `dir` (UDP/TCP, metrics, TLS when openssl makes a
 /// certificate) and wait until it listens.
 pub(crate) fn start_daemon(dir: &Path, workers: Option<usize>) -> anyhow::Result<Daemon> {
-    let bin = root().join("target/release/sip-firewall");
+    let bin = match std::env::var_os("SIPFW_BENCH_DAEMON") {
+        Some(bin) => bin.into(),
+        None => root().join("target/release/sip-firewall"),
+    };
     let cfg = dir.join("sip-firewall.toml");
     // `[sip] workers` when given (`bench proxy-workers`); the config's default otherwise.
     let config = match workers {

@@ -14,7 +14,7 @@
 //! The rule is TCP's (additive increase, multiplicative decrease): while the budget is
 //! saturated, it halves when the loop lags more than `max_lag` or the CPU is above
 //! `cpu_rise` × the quiet baseline (an average of the CPU over the ticks without saturation:
-//! what the known traffic costs), never counting less than `idle_cpu` as a rise; otherwise it
+//! what the known traffic costs; not the first tick, which spans the daemon's start), never counting less than `idle_cpu` as a rise; otherwise it
 //! grows by a sixteenth of the ceiling a tick. Unsaturated, lag and CPU are not the unknown
 //! sources' doing as far as the budget can tell (it drops nothing), and shrinking it would
 //! only make the next honest newcomer wait. Known sources never count against the budget, so legit
@@ -147,6 +147,9 @@ pub struct Sample {
 pub struct Governor {
     budget: u32,
     baseline: Option<f64>,
+    /// A sample was taken: the first one spans the daemon's start-up (the listeners, the
+    /// proxy and the feeds start after the governor), whose CPU is no cost of known traffic.
+    started: bool,
     /// Samples in a row that found nothing for the budget to do.
     idle: u32,
 }
@@ -157,6 +160,7 @@ impl Governor {
         Governor {
             budget: ceiling,
             baseline: None,
+            started: false,
             idle: 0,
         }
     }
@@ -190,13 +194,14 @@ impl Governor {
     /// Take one tick's sample; the budget to put in force (`ceiling` 0: no budget at all).
     /// The sample also sets the next sleep ([`Governor::tick`]).
     pub fn next(&mut self, ceiling: u32, cfg: &PressureConfig, s: Sample) -> u32 {
+        let first = !std::mem::replace(&mut self.started, true);
         if ceiling == 0 || !cfg.adaptive {
             // A fixed budget has nothing to adapt (a reload that turns it on wakes the task).
             self.budget = ceiling;
             self.count_idle(false);
             return self.budget;
         }
-        if !s.saturated {
+        if !s.saturated && !first {
             // Exponential average over ~10 quiet ticks' worth of time: a longer sample weighs
             // as the ticks it stands for.
             let ticks = s.span.as_secs_f64() / cfg.tick.as_secs_f64();
@@ -365,6 +370,7 @@ mod tests {
     fn a_long_quiet_sample_weighs_as_the_ticks_it_spans() {
         let cfg = PressureConfig::default();
         let mut g = Governor::new(2000);
+        g.next(2000, &cfg, s(0.5, 0, false));
         g.next(2000, &cfg, s(0.0, 0, false));
         // 16 ticks at once: as 16 samples of 0.1 would have moved it.
         let long = Sample {
@@ -397,10 +403,30 @@ mod tests {
         assert_eq!(ticks, 15, "back to the ceiling in 16 ticks");
     }
 
+    /// The test's daemon: its start costs half a core over the first tick, then it backs off
+    /// to idle (250 ms, 500 ms, 1 s, 2 s) before a flood that costs 0.15 cores, eight times
+    /// the quiet ticks' cost.
+    #[test]
+    fn the_start_up_is_no_part_of_the_baseline() {
+        let cfg = PressureConfig::default();
+        let mut g = Governor::new(2000);
+        g.next(2000, &cfg, s(0.5, 0, false));
+        for (cpu, span) in [(0.05, 500), (0.001, 1000), (0.001, 2000)] {
+            let quiet = Sample {
+                span: ms(span),
+                ..s(cpu, 0, false)
+            };
+            g.next(2000, &cfg, quiet);
+        }
+        assert!(g.baseline().is_some_and(|b| b < 0.05));
+        assert_eq!(g.next(2000, &cfg, s(0.15, 0, true)), 1000);
+    }
+
     #[test]
     fn a_saturated_budget_that_costs_little_is_kept() {
         let cfg = PressureConfig::default();
         let mut g = Governor::new(1000);
+        g.next(1000, &cfg, s(0.5, 0, false));
         g.next(1000, &cfg, s(0.10, 0, false));
         // Hit, but within 1.5x the baseline: no reason to shrink.
         assert_eq!(g.next(1000, &cfg, s(0.14, 0, true)), 1000);

@@ -29,6 +29,7 @@ mod accept;
 mod admit;
 #[doc(hidden)]
 pub mod config;
+mod mmsg;
 mod outbound;
 #[cfg(feature = "fuzzing")]
 pub(crate) use outbound::SocketOutbound;
@@ -58,7 +59,9 @@ const EXTENSIONS: &[&str] = &[];
 
 /// Bound UDP sockets and TCP listeners, ready to serve.
 pub struct SipServer {
-    udp: Vec<Arc<tokio::net::UdpSocket>>,
+    udp: Vec<Arc<std::net::UdpSocket>>,
+    /// Each UDP socket on a thread of its own (`[sip] udp_threads`).
+    udp_threads: bool,
     tcp: Vec<tokio::net::TcpListener>,
     /// TLS listeners and their acceptor (`[tls]`, see [`SipServer::bind_tls`]).
     tls: Vec<tokio::net::TcpListener>,
@@ -119,13 +122,14 @@ impl SipServer {
             groups.push(us);
             tcp.push(t);
         }
-        let slices: Vec<&[tokio::net::UdpSocket]> = groups.iter().map(Vec::as_slice).collect();
+        let slices: Vec<&[std::net::UdpSocket]> = groups.iter().map(Vec::as_slice).collect();
         steer::start(&slices, cfg.udp_steering, &metrics);
         udp.extend(groups.into_iter().flatten().map(Arc::new));
         let outbound = Arc::new(outbound::SocketOutbound::new(udp.clone()));
         handler.attach(outbound.clone());
         Ok(SipServer {
             udp,
+            udp_threads: cfg.udp_threads,
             tcp,
             tls: Vec::new(),
             tls_acceptor: None,
@@ -231,8 +235,13 @@ impl SipServer {
             .outbound
             .enable_connect(Arc::downgrade(&self.shared), shutdown.clone());
         let mut tasks = tokio::task::JoinSet::new();
-        for u in self.udp {
-            tasks.spawn(udp::serve(u, self.shared.clone(), shutdown.clone()));
+        for (n, u) in self.udp.iter().enumerate() {
+            let (shared, rx) = (self.shared.clone(), shutdown.clone());
+            if self.udp_threads {
+                tasks.spawn(udp::Worker::start(u, n, shared, rx)?.finished());
+            } else {
+                tasks.spawn(udp::serve_task(u.try_clone()?, shared, rx));
+            }
         }
         for t in self.tcp {
             tasks.spawn(tcp::serve(t, self.shared.clone(), shutdown.clone()));
@@ -495,7 +504,8 @@ mod tests {
         }
     }
 
-    fn request(subject: &str) -> Vec<u8> {
+    /// An OPTIONS request told apart by `subject` (its branch, Call-ID and Subject).
+    pub(super) fn request(subject: &str) -> Vec<u8> {
         format!(
             "OPTIONS sip:example.com SIP/2.0\r\n\
              Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK-{subject}\r\n\

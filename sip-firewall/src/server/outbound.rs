@@ -10,8 +10,9 @@ use std::{
 };
 
 use sip_firewall_sip::Transport;
+use std::net::UdpSocket;
 use tokio::{
-    net::{TcpStream, UdpSocket},
+    net::TcpStream,
     sync::{mpsc, watch},
 };
 use tracing::debug;
@@ -253,15 +254,16 @@ impl Outbound for SocketOutbound {
         match dest.transport {
             Transport::Datagram => {
                 // The socket of the listen address that routes to the destination (the
-                // address our Via names, see `sides`), else the first of its family;
-                // try_send_to never blocks.
+                // address our Via names, see `sides`), else the first of its family. The
+                // socket is non-blocking: with its buffer full the datagram is lost, as on
+                // the way.
                 let v4 = dest.addr.is_ipv4();
                 let side = self.sides.toward(dest.addr.ip());
                 let sock = side
                     .and_then(|ip| self.udp.iter().find(|(l, _)| l.ip().to_canonical() == ip))
                     .or_else(|| self.udp.iter().find(|(l, _)| l.is_ipv4() == v4));
                 sock.is_some_and(|(local, s)| {
-                    let sent = s.try_send_to(bytes, dest.addr).is_ok();
+                    let sent = s.send_to(bytes, dest.addr).is_ok();
                     if sent {
                         self.capture(*local, dest.addr, Transport::Datagram, bytes);
                     }
