@@ -35,6 +35,7 @@ mod check;
 pub mod config;
 pub mod metrics;
 pub mod number;
+pub mod presence;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -272,6 +273,9 @@ pub struct Fraud {
     store_ops: Vec<StoreOp>,
     peers: HashMap<IpAddr, u64>,
     metrics: FraudMetrics,
+    /// How many calls are tracked and whether `store_ops` has any, for readers without
+    /// the lock.
+    presence: presence::Presence,
     /// The second of the last log line, and how many lines in it.
     log_budget: (u64, u32),
 }
@@ -334,6 +338,7 @@ impl Fraud {
             store_ops: Vec::new(),
             peers: HashMap::new(),
             metrics,
+            presence: presence::Presence::default(),
             log_budget: (0, 0),
         }
     }
