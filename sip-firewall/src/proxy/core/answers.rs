@@ -12,7 +12,8 @@ impl Core {
         m: &Message<'_>,
         ctx: &Context,
         wire_call_id: Option<String>,
-    ) {
+    ) -> Result<(), &'static str> {
+        let exempt = in_any(&self.settings.allow, ctx.source.ip());
         let rctx = owned_ctx(m);
         let dest = self.response_destination(m, ctx);
         let kind = if key.method == "INVITE" {
@@ -20,7 +21,7 @@ impl Core {
         } else {
             Kind::NonInvite
         };
-        self.servers.insert(
+        self.servers.open(
             key.clone(),
             ServerEntry {
                 txn: ServerTxn::new(kind, ctx.transport.is_reliable()),
@@ -32,7 +33,8 @@ impl Core {
                 made_inside: false,
                 secret: 0,
             },
-        );
+            exempt,
+        )
     }
 
     /// Where responses to a request go (RFC 3261 18.2.2, RFC 3581): back on the connection
