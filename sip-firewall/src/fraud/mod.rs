@@ -28,6 +28,10 @@
 //! (403) and suspends the account, until `sip-firewall fraud unblock USER`; suspensions
 //! reach the state database through [`Fraud::take_store_ops`], written by the daemon outside
 //! the proxy's lock, and come back at start ([`Fraud::restore`]).
+//!
+//! Whether it tracks any call and whether writes wait are readable without its lock
+//! ([`Fraud::presence`]): the proxy's shards, which share the guard, take that lock only when
+//! a message can concern it.
 
 mod accounts;
 mod calls;
