@@ -98,16 +98,17 @@ impl Servers {
         self.map.get_mut(key)
     }
 
-    /// Open the transaction `key`, counted for its source, unless a new one from there
-    /// would pass a bound: which one (see [`Counts::full`]). Checked and counted under one
-    /// lock of the counts every shard shares.
+    /// Open the transaction `made` makes (its entry's source `source`), counted for that
+    /// source, unless a new one from there would pass a bound: which one (see
+    /// [`Counts::full`]). Checked and counted under one lock of the counts every shard
+    /// shares; a refused one is not even made.
     pub(super) fn open(
         &mut self,
-        key: ServerKey,
-        e: ServerEntry,
+        source: IpAddr,
         exempt: bool,
+        made: impl FnOnce() -> (ServerKey, ServerEntry),
     ) -> Result<(), &'static str> {
-        let source = crate::seams::source_key(e.source.ip());
+        let source = crate::seams::source_key(source);
         {
             let mut c = self.counts.lock();
             if let Some(what) = c.full(source, exempt) {
@@ -116,6 +117,7 @@ impl Servers {
             c.total += 1;
             *c.per_source.entry(source).or_insert(0) += 1;
         }
+        let (key, e) = made();
         if let Some(old) = self.map.insert(key, e) {
             // The same key again: the old entry's count goes with it.
             self.uncount(old.source.ip());
@@ -259,7 +261,8 @@ mod tests {
 
     /// Open transaction `branch` from `source` in `s`.
     fn open(s: &mut Servers, branch: &str, source: &str, exempt: bool) -> Result<(), &'static str> {
-        s.open(key(branch), entry(source), exempt)
+        let e = entry(source);
+        s.open(e.source.ip(), exempt, || (key(branch), e))
     }
 
     /// Open z9hG4bK1 and 2 from the first two of `sources` (one source key, bound at 2):
