@@ -30,6 +30,7 @@ impl Fraud {
             "account suspended by the fraud guard"
         );
         self.store_ops.push(StoreOp::Suspend(s.clone()));
+        self.presence.set_ops(true);
         self.suspended.insert(account.to_string(), s);
         self.metrics.suspended.set(self.suspended.len() as i64);
         if self.on_critical == OnCritical::BlockAndHangup {
@@ -136,6 +137,12 @@ impl Fraud {
 
     /// What the state database must record since the last call.
     pub fn take_store_ops(&mut self) -> Vec<StoreOp> {
+        self.presence.set_ops(false);
         std::mem::take(&mut self.store_ops)
+    }
+
+    /// A handle on whether it tracks calls and has writes queued, readable without its lock.
+    pub fn presence(&self) -> super::presence::Presence {
+        self.presence.clone()
     }
 }

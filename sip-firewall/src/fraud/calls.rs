@@ -59,6 +59,7 @@ impl Fraud {
         ended: Option<(&str, Instant)>,
     ) -> Option<DialogInfo> {
         let c = self.calls.remove(key)?;
+        self.presence.set_calls(self.calls.len());
         if let Some(a) = self.accounts.get_mut(&c.account) {
             a.active = a.active.saturating_sub(1);
             for &i in &c.rules {

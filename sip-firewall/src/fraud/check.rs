@@ -306,6 +306,7 @@ impl Fraud {
                 hangup: None,
             },
         );
+        self.presence.set_calls(self.calls.len());
         self.gauges(Some(a.account), a.peer);
     }
 

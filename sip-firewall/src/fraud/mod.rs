@@ -28,6 +28,10 @@
 //! (403) and suspends the account, until `sip-firewall fraud unblock USER`; suspensions
 //! reach the state database through [`Fraud::take_store_ops`], written by the daemon outside
 //! the proxy's lock, and come back at start ([`Fraud::restore`]).
+//!
+//! Whether it tracks any call and whether writes wait are readable without its lock
+//! ([`Fraud::presence`]): the proxy's shards, which share the guard, take that lock only when
+//! a message can concern it.
 
 mod accounts;
 mod calls;
@@ -35,6 +39,7 @@ mod check;
 pub mod config;
 pub mod metrics;
 pub mod number;
+pub mod presence;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -272,6 +277,9 @@ pub struct Fraud {
     store_ops: Vec<StoreOp>,
     peers: HashMap<IpAddr, u64>,
     metrics: FraudMetrics,
+    /// How many calls are tracked and whether `store_ops` has any, for readers without
+    /// the lock.
+    presence: presence::Presence,
     /// The second of the last log line, and how many lines in it.
     log_budget: (u64, u32),
 }
@@ -334,6 +342,7 @@ impl Fraud {
             store_ops: Vec::new(),
             peers: HashMap::new(),
             metrics,
+            presence: presence::Presence::default(),
             log_budget: (0, 0),
         }
     }

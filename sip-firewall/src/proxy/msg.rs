@@ -79,6 +79,19 @@ impl SipMsg {
         }
     }
 
+    /// A copy with room for `more` headers more: what a branch adds on top (our Via and
+    /// up to two Record-Route entries) goes in without growing the list again, which for a
+    /// list of a few hundred bytes means copying it to a new block under the shard's lock.
+    pub fn copy_with_room(&self, more: usize) -> SipMsg {
+        let mut headers = Vec::with_capacity(self.headers.len() + more);
+        headers.extend_from_slice(&self.headers);
+        SipMsg {
+            start: self.start.clone(),
+            headers,
+            body: self.body.clone(),
+        }
+    }
+
     /// The Request-URI, for requests.
     pub fn request_uri(&self) -> Option<&str> {
         let mut parts = self.start.split(' ');
@@ -229,6 +242,19 @@ pub fn split_first_param(value: &str) -> (&str, Option<&str>) {
 mod tests {
     use super::*;
     use sip_firewall_sip::{Limits, Transport, parse::parse};
+
+    #[test]
+    fn a_copy_with_room_is_the_message_with_room_for_that_many_headers() {
+        let text = "INVITE sip:bob@example.com SIP/2.0\r\nv: SIP/2.0/UDP a.com;branch=z9hG4bK1\r\nl: 4\r\n\r\nbody";
+        let m = parse(text.as_bytes(), &Limits::default(), Transport::Datagram).unwrap();
+        let s = SipMsg::from_parsed(&m);
+        let c = s.copy_with_room(3);
+        assert_eq!(c, s);
+        assert!(
+            c.headers.capacity() >= s.headers.len() + 3,
+            "room for 3 more"
+        );
+    }
 
     #[test]
     fn round_trip_and_edits() {

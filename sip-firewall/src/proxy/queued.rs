@@ -22,7 +22,7 @@ struct Queued {
 impl Queued {
     fn take(core: &mut Core) -> Queued {
         let (sends, answers) = core.take_sends_and_answers();
-        let ops = core.fraud.lock().take_store_ops();
+        let ops = core.fraud_store_ops();
         Queued {
             held: core.held_flows(&sends),
             sends,

@@ -12,49 +12,33 @@ impl Core {
         m: &Message<'_>,
         ctx: &Context,
         wire_call_id: Option<String>,
-    ) {
-        let rctx = owned_ctx(m);
-        let dest = self.response_destination(m, ctx);
+    ) -> Result<(), &'static str> {
+        let exempt = in_any(&self.settings.allow, ctx.source.ip());
+        let force_rport = self.settings.force_rport;
         let kind = if key.method == "INVITE" {
             Kind::Invite
         } else {
             Kind::NonInvite
         };
-        self.servers.insert(
-            key.clone(),
-            ServerEntry {
+        self.servers.open(ctx.source.ip(), exempt, || {
+            let e = ServerEntry {
                 txn: ServerTxn::new(kind, ctx.transport.is_reliable()),
-                dest,
-                rctx,
+                dest: response_destination(m, ctx, force_rport),
+                rctx: owned_ctx(m),
                 source: ctx.source,
                 fork: None,
                 wire_call_id,
                 made_inside: false,
                 secret: 0,
-            },
-        );
+            };
+            (key.clone(), e)
+        })
     }
 
     /// Where responses to a request go (RFC 3261 18.2.2, RFC 3581): back on the connection
     /// over TCP; over UDP to the source address, at the source port when rport applies.
     pub(super) fn response_destination(&self, m: &Message<'_>, ctx: &Context) -> Destination {
-        match ctx.transport {
-            Transport::Datagram => Destination {
-                addr: reply::udp_destination(
-                    &ReplyContext::from_message(m),
-                    ctx.source,
-                    self.settings.force_rport,
-                ),
-                transport: Transport::Datagram,
-            },
-            // TLS too: the answer goes back on the connection it came on.
-            t @ (Transport::Stream | Transport::Tls | Transport::Ws | Transport::Wss) => {
-                Destination {
-                    addr: ctx.source,
-                    transport: t,
-                }
-            }
-        }
+        response_destination(m, ctx, self.settings.force_rport)
     }
 
     /// Answer within the server transaction `key`.
@@ -163,5 +147,20 @@ impl Core {
             self.maybe_finish(&ikey, now);
         }
         Ok(())
+    }
+}
+
+/// [`Core::response_destination`], `force_rport` being `[proxy] force_rport`.
+fn response_destination(m: &Message<'_>, ctx: &Context, force_rport: bool) -> Destination {
+    match ctx.transport {
+        Transport::Datagram => Destination {
+            addr: reply::udp_destination(&ReplyContext::from_message(m), ctx.source, force_rport),
+            transport: Transport::Datagram,
+        },
+        // TLS too: the answer goes back on the connection it came on.
+        t @ (Transport::Stream | Transport::Tls | Transport::Ws | Transport::Wss) => Destination {
+            addr: ctx.source,
+            transport: t,
+        },
     }
 }

@@ -114,7 +114,8 @@ impl Core {
             .and_then(|f| name_addr::parse_single(f).ok())
             .and_then(|a| a.tag.map(str::to_string))
             .unwrap_or_default();
-        let mut b = msg.clone();
+        // Our Via and up to two Record-Route entries.
+        let mut b = msg.copy_with_room(3);
         if let Some(u) = ruri {
             b.set_request_uri(&u);
         }

@@ -75,6 +75,22 @@ fn own_bye(d: &DialogInfo, toward_callee: bool, reason: &str) -> Option<(SipMsg,
 }
 
 impl Core {
+    /// Whether the guard tracks any call: without one, what a message of a call would tell
+    /// it (an answer, an in-dialog request, a BYE's outcome) concerns no call of its, and
+    /// its lock, shared by every shard, is not taken.
+    fn fraud_tracks_calls(&self) -> bool {
+        self.shared.fraud_presence.tracks_calls()
+    }
+
+    /// The guard's writes for the state database queued since the last step (its lock
+    /// taken only when there are some).
+    pub(crate) fn fraud_store_ops(&self) -> Vec<crate::fraud::StoreOp> {
+        if !self.shared.fraud_presence.ops_queued() {
+            return Vec::new();
+        }
+        self.fraud.lock().take_store_ops()
+    }
+
     /// The guard's decision on an initial INVITE of `account` about to be forwarded. Err:
     /// the answer (403 with the reason phrase, or 503 when its table is full).
     pub(super) fn fraud_check(
@@ -124,6 +140,7 @@ impl Core {
     pub(super) fn fraud_final(&mut self, skey: &ServerKey, code: u16) {
         if skey.method == "INVITE"
             && code >= 300
+            && self.fraud_tracks_calls()
             && let Some(k) = self.fraud_key(skey)
         {
             self.fraud.lock().failed(&k, &txn_id(skey));
@@ -141,6 +158,10 @@ impl Core {
         resp: &SipMsg,
         now: Instant,
     ) -> Option<DialogInfo> {
+        // Relay mode books the call here, at its 2xx.
+        if !self.relay_mode() && !self.fraud_tracks_calls() {
+            return None;
+        }
         let key = self.fraud_key(skey)?;
         let refused = match self.relay_fraud_book(skey, idx, &key, now) {
             relay_fraud::Booking::Books => None,
@@ -205,6 +226,9 @@ impl Core {
     /// An in-dialog request relayed: its CSeq is remembered, a re-INVITE or UPDATE refreshes
     /// the session. A BYE ends nothing yet: its answer decides ([`Core::fraud_bye_final`]).
     pub(super) fn fraud_in_dialog(&mut self, m: &Message<'_>, method: &str, now: Instant) {
+        if !self.fraud_tracks_calls() {
+            return;
+        }
         let call_id = m.get(HeaderName::CallId).unwrap_or("");
         let from = tag_of(m.get(HeaderName::From));
         let to = tag_of(m.get(HeaderName::To));
@@ -229,7 +253,7 @@ impl Core {
         answered: bool,
         now: Instant,
     ) {
-        if skey.method != "BYE" {
+        if skey.method != "BYE" || !self.fraud_tracks_calls() {
             return;
         }
         let Some(e) = self.servers.get(skey) else {

@@ -348,12 +348,17 @@ impl Core {
             .inc();
     }
 
-    /// The transactions gauges, by this shard's change since it last counted.
+    /// The transactions gauges, by this shard's change since it last counted. A side that
+    /// did not change is not written: the gauges are shared by every shard.
     pub(super) fn gauges(&mut self) {
         let now = (self.servers.len(), self.clients.len());
         let (before, [server, client]) = (self.counted, &self.metrics.transactions_by_side);
-        server.add(now.0 as i64 - before.0 as i64);
-        client.add(now.1 as i64 - before.1 as i64);
+        if now.0 != before.0 {
+            server.add(now.0 as i64 - before.0 as i64);
+        }
+        if now.1 != before.1 {
+            client.add(now.1 as i64 - before.1 as i64);
+        }
         self.counted = now;
     }
 }

@@ -47,10 +47,9 @@ impl Core {
         {
             return refused;
         }
-        if let Some(full) = self.transactions_full(ctx) {
-            return full;
+        if let Err(bound) = self.open_server(&r.key, m, ctx, wire_call_id) {
+            return self.transactions_full(bound, ctx);
         }
-        self.open_server(&r.key, m, ctx, wire_call_id);
         // An allow-listed source receives what we send it: Timer G may resend to it.
         if in_any(&self.settings.allow, ctx.source.ip())
             && let Some(e) = self.servers.get_mut(&r.key)
@@ -234,18 +233,17 @@ impl Core {
         }
     }
 
-    /// The transaction table is full, in total or for this source (allow-listed sources are
-    /// bound by the total only): 503 with Retry-After (RFC 3261 21.5.4), statelessly, counted.
-    pub(super) fn transactions_full(&mut self, ctx: &Context) -> Option<Action> {
-        let exempt = in_any(&self.settings.allow, ctx.source.ip());
-        let what = self.servers.full(ctx.source.ip(), exempt)?;
+    /// The transaction table is full (`what`: in total or for this source; allow-listed
+    /// sources are bound by the total only): 503 with Retry-After (RFC 3261 21.5.4),
+    /// statelessly, counted.
+    fn transactions_full(&mut self, what: &'static str, ctx: &Context) -> Action {
         crate::metrics::limit_hit(what, Some(ctx.source.ip()));
         self.metrics.local_reply(503);
-        Some(Action::Reply {
+        Action::Reply {
             code: 503,
             phrase: "Service Unavailable".into(),
             extra: vec!["Retry-After: 5".into()],
-        })
+        }
     }
 
     /// A request matching a transaction opened by another source: dropped and counted.

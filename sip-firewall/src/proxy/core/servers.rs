@@ -98,16 +98,31 @@ impl Servers {
         self.map.get_mut(key)
     }
 
-    /// Open the transaction `key`, counted for its source.
-    pub(super) fn insert(&mut self, key: ServerKey, e: ServerEntry) {
-        let source = crate::seams::source_key(e.source.ip());
+    /// Open the transaction `made` makes (its entry's source `source`), counted for that
+    /// source, unless a new one from there would pass a bound: which one (see
+    /// [`Counts::full`]). Checked and counted under one lock of the counts every shard
+    /// shares; a refused one is not even made.
+    pub(super) fn open(
+        &mut self,
+        source: IpAddr,
+        exempt: bool,
+        made: impl FnOnce() -> (ServerKey, ServerEntry),
+    ) -> Result<(), &'static str> {
+        let source = crate::seams::source_key(source);
+        {
+            let mut c = self.counts.lock();
+            if let Some(what) = c.full(source, exempt) {
+                return Err(what);
+            }
+            c.total += 1;
+            *c.per_source.entry(source).or_insert(0) += 1;
+        }
+        let (key, e) = made();
         if let Some(old) = self.map.insert(key, e) {
             // The same key again: the old entry's count goes with it.
             self.uncount(old.source.ip());
         }
-        let mut c = self.counts.lock();
-        c.total += 1;
-        *c.per_source.entry(source).or_insert(0) += 1;
+        Ok(())
     }
 
     /// End the transaction `key`, uncounted for its source.
@@ -134,18 +149,20 @@ impl Servers {
     pub(super) fn no_source_counted(&self) -> bool {
         self.counts.lock().per_source.is_empty()
     }
+}
 
-    /// Which bound a new transaction from `source` would pass, if any
+impl Counts {
+    /// Which bound a new transaction from source key `source` would pass, if any
     /// (`transactions_total`, or `transactions_per_source` unless `exempt`: an allow-listed
     /// source is bound by the total only), counting every shard's.
-    pub(super) fn full(&self, source: IpAddr, exempt: bool) -> Option<&'static str> {
-        let c = self.counts.lock();
-        let (total, per_source) = c.max;
-        if c.total >= total {
+    fn full(&self, source: IpAddr, exempt: bool) -> Option<&'static str> {
+        let (total, per_source) = self.max;
+        if self.total >= total {
             Some("transactions_total")
         } else if !exempt
-            && c.per_source
-                .get(&crate::seams::source_key(source))
+            && self
+                .per_source
+                .get(&source)
                 .is_some_and(|&n| n >= per_source)
         {
             Some("transactions_per_source")
@@ -242,37 +259,53 @@ mod tests {
         }
     }
 
+    /// Open transaction `branch` from `source` in `s`.
+    fn open(s: &mut Servers, branch: &str, source: &str, exempt: bool) -> Result<(), &'static str> {
+        let e = entry(source);
+        s.open(e.source.ip(), exempt, || (key(branch), e))
+    }
+
+    /// Open z9hG4bK1 and 2 from the first two of `sources` (one source key, bound at 2):
+    /// the third's z9hG4bK3 is refused at the per-source bound, and not opened.
+    fn fill_one_source(s: &mut Servers, sources: [&str; 3]) {
+        assert_eq!(open(s, "z9hG4bK1", sources[0], false), Ok(()));
+        assert_eq!(open(s, "z9hG4bK2", sources[1], false), Ok(()));
+        let third = open(s, "z9hG4bK3", sources[2], false);
+        assert_eq!(third, Err("transactions_per_source"));
+        assert_eq!(s.len(), 2, "a refused transaction is not opened");
+    }
+
     #[test]
     fn a_source_is_bound_per_source_until_its_transactions_end() {
         let mut s = Servers::new(Locked::new(Counts::new((10, 2))));
-        s.insert(key("z9hG4bK1"), entry("192.0.2.1:5060"));
-        assert_eq!(s.full("192.0.2.1".parse().expect("ip"), false), None);
-        s.insert(key("z9hG4bK2"), entry("192.0.2.1:5062"));
-        let ip = "192.0.2.1".parse().expect("ip");
-        assert_eq!(s.full(ip, false), Some("transactions_per_source"));
+        let third = "192.0.2.1:5064";
+        fill_one_source(&mut s, ["192.0.2.1:5060", "192.0.2.1:5062", third]);
         assert_eq!(
-            s.full(ip, true),
-            None,
+            open(&mut s, "z9hG4bK3", third, true),
+            Ok(()),
             "an allow-listed source: the total only"
         );
-        assert_eq!(s.full("192.0.2.9".parse().expect("ip"), false), None);
+        assert_eq!(open(&mut s, "z9hG4bK4", "192.0.2.9:5060", false), Ok(()));
         assert!(s.remove(&key("z9hG4bK1")).is_some());
-        assert_eq!(s.full(ip, false), None);
+        assert!(s.remove(&key("z9hG4bK3")).is_some());
+        assert_eq!(open(&mut s, "z9hG4bK5", "192.0.2.1:5066", false), Ok(()));
         assert!(s.remove(&key("z9hG4bK1")).is_none());
     }
 
     #[test]
     fn an_ipv6_source_is_counted_by_its_64_and_the_total_binds_everyone() {
         let mut s = Servers::new(Locked::new(Counts::new((3, 2))));
-        s.insert(key("z9hG4bK1"), entry("[2001:db8::1]:5060"));
-        s.insert(key("z9hG4bK2"), entry("[2001:db8::2]:5060"));
-        let other = "2001:db8::3".parse().expect("ip");
-        assert_eq!(s.full(other, false), Some("transactions_per_source"));
-        s.insert(key("z9hG4bK3"), entry("192.0.2.7:5060"));
-        assert_eq!(s.len(), 3);
-        assert_eq!(
-            s.full("192.0.2.8".parse().expect("ip"), true),
-            Some("transactions_total")
+        fill_one_source(
+            &mut s,
+            [
+                "[2001:db8::1]:5060",
+                "[2001:db8::2]:5060",
+                "[2001:db8::3]:5060",
+            ],
         );
+        assert_eq!(open(&mut s, "z9hG4bK3", "192.0.2.7:5060", false), Ok(()));
+        assert_eq!(s.len(), 3);
+        let total = open(&mut s, "z9hG4bK4", "192.0.2.8:5060", true);
+        assert_eq!(total, Err("transactions_total"));
     }
 }

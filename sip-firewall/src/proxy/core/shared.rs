@@ -15,7 +15,7 @@
 //! | `store` | a REGISTER and the INVITE to its user have different Call-IDs | its mutex |
 //! | `auth` | users, nonce counts (a nonce used on one shard is used on all) | its mutex |
 //! | `identities` | per user | its mutex |
-//! | `fraud` | per-account counters and concurrent calls span calls | its mutex |
+//! | `fraud` | per-account counters and concurrent calls span calls | its mutex; whether it tracks any call or has writes queued is read without it (`fraud_presence`) |
 //! | `keepalive`, `keepalive_log` | per flow (pings are answered on any shard) | their mutexes |
 //! | `relayed` | per flow (relay mode) | its mutex |
 //! | `cluster` | this node | its mutex |
@@ -68,6 +68,9 @@ pub struct Shared {
     pub(super) auth: Locked<Authenticator>,
     pub(super) identities: Locked<HashMap<(String, String), Vec<String>>>,
     pub(super) fraud: Locked<crate::fraud::Fraud>,
+    /// What `fraud` holds, read without its lock: a message of a call it cannot track, or a
+    /// step that queued no write, skips that lock.
+    pub(super) fraud_presence: crate::fraud::presence::Presence,
     pub(super) keepalive: Locked<Keepalive>,
     pub(super) keepalive_log: Locked<crate::logging::RateLimit<&'static str>>,
     pub(super) relayed: Locked<registrar::relay::Flows>,
@@ -96,6 +99,7 @@ impl Shared {
         );
         let nonces = setup::nonces(config, &keys, &metrics)?;
         let shards = shards.max(1);
+        let fraud = crate::fraud::Fraud::new(config.fraud, metrics.fraud.clone());
         Ok(Shared {
             shards,
             keys: Arc::new(CoreKeys::new(&keys)),
@@ -109,10 +113,8 @@ impl Shared {
                 nonces,
             )),
             identities: Locked::new(setup::identities(&config.auth.users)),
-            fraud: Locked::new(crate::fraud::Fraud::new(
-                config.fraud,
-                metrics.fraud.clone(),
-            )),
+            fraud_presence: fraud.presence(),
+            fraud: Locked::new(fraud),
             keepalive: Locked::new(Keepalive::new(config.registrar)),
             keepalive_log: Locked::new(crate::logging::RateLimit::new(
                 keepalive::KEEPALIVE_LOG_EVERY,
