@@ -72,24 +72,43 @@ impl Alarm {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    /// The timer task asleep toward `until`; then `later` must leave it asleep and `earlier`
+    /// must wake it.
+    async fn wakes_for(until: Instant, later: Instant, earlier: Instant) {
+        let alarm = Arc::new(Alarm::new());
+        alarm.reading();
+        let a = alarm.clone();
+        let sleeper = tokio::spawn(async move { a.sleep(until).await });
+        tokio::task::yield_now().await;
+        alarm.due(later);
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished(), "{later:?} left it asleep");
+        alarm.due(earlier);
+        tokio::time::timeout(Duration::from_secs(1), sleeper)
+            .await
+            .expect("the earlier deadline woke it")
+            .expect("joined");
+    }
 
     #[tokio::test]
     async fn an_earlier_deadline_wakes_the_sleep_and_a_later_one_does_not() {
-        let alarm = std::sync::Arc::new(Alarm::new());
         let far = Instant::now() + Duration::from_secs(3600);
-        alarm.reading();
-        let a = alarm.clone();
-        let sleeper = tokio::spawn(async move { a.sleep(far).await });
-        tokio::task::yield_now().await;
-        alarm.due(far + Duration::from_secs(1));
-        tokio::task::yield_now().await;
-        assert!(!sleeper.is_finished(), "a later deadline left it asleep");
-        alarm.due(Instant::now() + Duration::from_millis(5));
-        tokio::time::timeout(Duration::from_secs(1), sleeper)
-            .await
-            .expect("an earlier deadline woke it")
-            .expect("joined");
+        wakes_for(
+            far,
+            far + Duration::from_secs(1),
+            Instant::now() + Duration::from_millis(5),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_deadline_within_a_grain_of_the_wake_up_waits_for_it() {
+        let soon = Instant::now() + Duration::from_secs(60);
+        wakes_for(soon, soon - GRAIN / 2, soon - GRAIN * 2).await;
     }
 
     #[tokio::test]
@@ -101,23 +120,5 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), alarm.sleep(far))
             .await
             .expect("the permit ended the sleep");
-    }
-
-    #[tokio::test]
-    async fn a_deadline_within_a_grain_of_the_wake_up_waits_for_it() {
-        let alarm = std::sync::Arc::new(Alarm::new());
-        let soon = Instant::now() + Duration::from_secs(60);
-        alarm.reading();
-        let a = alarm.clone();
-        let sleeper = tokio::spawn(async move { a.sleep(soon).await });
-        tokio::task::yield_now().await;
-        alarm.due(soon - GRAIN / 2);
-        tokio::task::yield_now().await;
-        assert!(!sleeper.is_finished(), "half a grain early is served at the wake-up");
-        alarm.due(soon - GRAIN * 2);
-        tokio::time::timeout(Duration::from_secs(1), sleeper)
-            .await
-            .expect("two grains early woke it")
-            .expect("joined");
     }
 }

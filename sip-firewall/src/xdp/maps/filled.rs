@@ -49,4 +49,3 @@ pub(super) fn fresh_version() -> u64 {
         }
     }
 }
-
