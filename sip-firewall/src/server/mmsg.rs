@@ -3,12 +3,9 @@
 //! crates that batch UDP (`quinn-udp`) are made for QUIC, turn on GRO and ECN and do not say
 //! when the kernel cut a datagram, which SIP must know to refuse it as oversized.
 
-use std::{
-    io, mem,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
-    os::fd::RawFd,
-    ptr,
-};
+use std::{io, mem, net::SocketAddr, os::fd::RawFd, ptr};
+
+use socket2::{SockAddr, SockAddrStorage};
 
 /// Datagrams received, or answers sent, per system call.
 pub(crate) const BATCH: usize = 32;
@@ -102,7 +99,7 @@ impl RecvBatch {
         (0..self.filled).filter_map(move |i| {
             let h = &self.hdrs[i];
             let len = (h.msg_len as usize).min(self.slot);
-            let source = to_addr(&self.names[i], h.msg_hdr.msg_namelen)?;
+            let source = to_addr(self.names[i], h.msg_hdr.msg_namelen)?;
             Some(Datagram {
                 bytes: &self.bufs[i * self.slot..i * self.slot + len],
                 source,
@@ -151,8 +148,7 @@ impl SendBatch {
         if todo.is_empty() {
             return Ok(0);
         }
-        let mut names: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-            todo.iter().map(|(_, d, _)| to_sockaddr(d)).collect();
+        let names: Vec<SockAddr> = todo.iter().map(|(_, d, _)| SockAddr::from(*d)).collect();
         let mut iovs: Vec<libc::iovec> = todo
             .iter()
             .map(|(b, _, _)| libc::iovec {
@@ -161,13 +157,14 @@ impl SendBatch {
             })
             .collect();
         let mut hdrs: Vec<libc::mmsghdr> = names
-            .iter_mut()
+            .iter()
             .zip(iovs.iter_mut())
-            .map(|((name, len), iov)| {
+            .map(|(name, iov)| {
                 // SAFETY: all-zero is a valid mmsghdr; the pointers are set next.
                 let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
-                h.msg_hdr.msg_name = ptr::from_mut(name).cast();
-                h.msg_hdr.msg_namelen = *len;
+                // The kernel only reads a sendmsg's address.
+                h.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
+                h.msg_hdr.msg_namelen = name.len();
                 h.msg_hdr.msg_iov = iov;
                 h.msg_hdr.msg_iovlen = 1;
                 h
@@ -190,58 +187,16 @@ impl SendBatch {
     }
 }
 
-/// The address the kernel wrote, if it is IPv4 or IPv6.
-fn to_addr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = len as usize;
-    match s.ss_family as libc::c_int {
-        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, of the length checked.
-            let a = unsafe { &*ptr::from_ref(s).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*ptr::from_ref(s).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-/// `addr` as the kernel takes it, with its length.
-fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut s: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in.
-            let sin = unsafe { &mut *ptr::from_mut(&mut s).cast::<libc::sockaddr_in>() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &mut *ptr::from_mut(&mut s).cast::<libc::sockaddr_in6>() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr.s6_addr = a.ip().octets();
-            sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_scope_id = a.scope_id();
-            mem::size_of::<libc::sockaddr_in6>()
-        }
+/// The address the kernel wrote (`len` bytes of `name`), if it is IPv4 or IPv6.
+fn to_addr(name: libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let mut storage = SockAddrStorage::zeroed();
+    // SAFETY: `sockaddr_storage` is one of this platform's `sockaddr_*` types, and the
+    // kernel initialised `len` bytes of it (at most its size) with an address.
+    let addr = unsafe {
+        *storage.view_as::<libc::sockaddr_storage>() = name;
+        SockAddr::new(storage, len.min(mem::size_of_val(&name) as libc::socklen_t))
     };
-    (s, len as libc::socklen_t)
+    addr.as_socket()
 }
 
 #[cfg(test)]
