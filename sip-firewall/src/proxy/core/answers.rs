@@ -35,12 +35,6 @@ impl Core {
         })
     }
 
-    /// Where responses to a request go (RFC 3261 18.2.2, RFC 3581): back on the connection
-    /// over TCP; over UDP to the source address, at the source port when rport applies.
-    pub(super) fn response_destination(&self, m: &Message<'_>, ctx: &Context) -> Destination {
-        response_destination(m, ctx, self.settings.force_rport)
-    }
-
     /// Answer within the server transaction `key`.
     pub(super) fn reply(&mut self, key: &ServerKey, l: &LocalReply, now: Instant) {
         self.fraud_final(key, l.code);
@@ -150,8 +144,14 @@ impl Core {
     }
 }
 
-/// [`Core::response_destination`], `force_rport` being `[proxy] force_rport`.
-fn response_destination(m: &Message<'_>, ctx: &Context, force_rport: bool) -> Destination {
+/// Where responses to a request go (RFC 3261 18.2.2, RFC 3581): back on the connection
+/// over TCP; over UDP to the source address, at the source port when rport applies
+/// (`force_rport`: `[proxy] force_rport`).
+pub(super) fn response_destination(
+    m: &Message<'_>,
+    ctx: &Context,
+    force_rport: bool,
+) -> Destination {
     match ctx.transport {
         Transport::Datagram => Destination {
             addr: reply::udp_destination(&ReplyContext::from_message(m), ctx.source, force_rport),

@@ -123,7 +123,7 @@ impl Core {
             let dest = match ctx.transport {
                 Transport::Datagram => e.dest,
                 Transport::Stream | Transport::Tls | Transport::Ws | Transport::Wss => {
-                    self.response_destination(m, ctx)
+                    answers::response_destination(m, ctx, self.settings.force_rport)
                 }
             };
             self.send(dest, b);
