@@ -198,12 +198,17 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
 /// The release daemon, built; or the binary `SIPFW_BENCH_DAEMON` names, as it is (to
 /// compare two builds with the same command).
 pub(crate) fn release_daemon() -> anyhow::Result<std::path::PathBuf> {
-    if let Some(bin) = std::env::var_os("SIPFW_BENCH_DAEMON") {
-        eprintln!("bench: the daemon is {}", bin.to_string_lossy());
-        return Ok(bin.into());
+    match std::env::var_os("SIPFW_BENCH_DAEMON") {
+        Some(bin) => eprintln!("bench: the daemon is {}", bin.to_string_lossy()),
+        None => run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?,
     }
-    run(cargo().args(["build", "--release", "--package", "sip-firewall"]))?;
-    Ok(root().join("target/release/sip-firewall"))
+    Ok(daemon_binary())
+}
+
+/// The daemon the benches run: `SIPFW_BENCH_DAEMON`, else the release build's.
+pub(crate) fn daemon_binary() -> std::path::PathBuf {
+    std::env::var_os("SIPFW_BENCH_DAEMON")
+        .map_or_else(|| root().join("target/release/sip-firewall"), Into::into)
 }
 
 /// Root, SIPp, trafgen, nft, and Kamailio when asked for.

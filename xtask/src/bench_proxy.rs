@@ -144,10 +144,7 @@ pub(crate) struct Daemon {
 /// Start the release daemon in `dir` (UDP/TCP, metrics, TLS when openssl makes a
 /// certificate) and wait until it listens.
 pub(crate) fn start_daemon(dir: &Path, workers: Option<usize>) -> anyhow::Result<Daemon> {
-    let bin = match std::env::var_os("SIPFW_BENCH_DAEMON") {
-        Some(bin) => bin.into(),
-        None => root().join("target/release/sip-firewall"),
-    };
+    let bin = crate::bench_flood::daemon_binary();
     let cfg = dir.join("sip-firewall.toml");
     // `[sip] workers` when given (`bench proxy-workers`); the config's default otherwise.
     let config = match workers {
