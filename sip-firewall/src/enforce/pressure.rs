@@ -14,8 +14,9 @@
 //! The rule is TCP's (additive increase, multiplicative decrease): while the budget is
 //! saturated, it halves when the loop lags more than `max_lag` or the CPU is above
 //! `cpu_rise` × the quiet baseline (an average of the CPU over the ticks without saturation:
-//! what the known traffic costs; not the first tick, which spans the daemon's start), never counting less than `idle_cpu` as a rise; otherwise it
-//! grows by a sixteenth of the ceiling a tick. Unsaturated, lag and CPU are not the unknown
+//! what the known traffic costs; not the first tick, which spans the daemon's start), never
+//! counting less than `idle_cpu` as a rise; otherwise it grows by a sixteenth of the ceiling
+//! a tick. Unsaturated, lag and CPU are not the unknown
 //! sources' doing as far as the budget can tell (it drops nothing), and shrinking it would
 //! only make the next honest newcomer wait. Known sources never count against the budget, so legit
 //! calls keep their full rate whatever it shrinks to. The daemon's task
